@@ -1,0 +1,140 @@
+//! The benchmark (`cargo xtask bench`): a clone of a real repository, with its history, deployed
+//! into a loopback sshd once in full and then after each of several small commits. It prints
+//! wall times and the bytes each push sent, beside git's own thin pack for the same range and a
+//! `git archive` tarball of the whole tree (what a copy strategy sends on every deploy).
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use xshell::{cmd, Shell};
+
+use crate::config::{Config, Server, SshOptions, DEFAULT_CONNECT_TIMEOUT};
+use crate::loopback::LoopbackServer;
+use crate::report::Quiet;
+use crate::run::{deploy, setup, DeployOptions};
+use crate::Error;
+
+/// One timed deploy.
+#[derive(Debug, Clone)]
+pub struct Round {
+    pub elapsed: Duration,
+    pub bytes_pushed: u64,
+    /// Size of `git pack-objects --thin` for the commits this deploy added.
+    pub thin_pack: u64,
+}
+
+/// Runs the benchmark against a clone of `source` and prints the figures to `out`.
+pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Error> {
+    let server = LoopbackServer::start().map_err(|err| local(format!("cannot start the loopback sshd: {err}")))?;
+    let clone_dir = server.dir().join("bench-app");
+    let source = source.canonicalize().map_err(|err| local(format!("`{}`: {err}", source.display())))?;
+    git2::Repository::clone(&source.display().to_string(), &clone_dir)
+        .map_err(|err| local(format!("cannot clone `{}`: {}", source.display(), err.message())))?;
+    let config = Config {
+        manifest_path: clone_dir.join("Cargo.toml"),
+        application: "bench".to_string(),
+        deploy_to: server.dir().join("srv").join("bench").display().to_string(),
+        keep_releases: 5,
+        revision: "HEAD".to_string(),
+        build: Vec::new(),
+        servers: vec![Server { host: "127.0.0.1".to_string(), port: server.port(), user: server.user().to_string() }],
+        ssh: SshOptions {
+            identity: Some(server.identity()),
+            known_hosts: server.known_hosts(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        },
+    };
+    let sh = Shell::new().map_err(|err| local(format!("cannot start a local shell: {err}")))?;
+    sh.change_dir(&clone_dir);
+    let commits = cmd!(sh, "git rev-list --count HEAD").quiet().read().map_err(|err| local(err.to_string()))?;
+    let tarball =
+        cmd!(sh, "git archive --format=tar.gz HEAD").quiet().output().map_err(|err| local(err.to_string()))?;
+    let tree_files = cmd!(sh, "git ls-files").quiet().read().map_err(|err| local(err.to_string()))?.lines().count();
+
+    setup(&config, &mut Quiet)?;
+    let first = deploy(&config, &DeployOptions::default(), &mut Quiet)?;
+    let first_bytes: u64 = first.servers.iter().map(|server| server.bytes_sent).sum();
+
+    let mut timed = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let readme = clone_dir.join("README.md");
+        let mut text = std::fs::read_to_string(&readme).unwrap_or_default();
+        text.push_str(&format!("\nbench round {round}\n"));
+        std::fs::write(&readme, text).map_err(|err| local(format!("cannot write `{}`: {err}", readme.display())))?;
+        let message = format!("bench round {round}");
+        cmd!(sh, "git -c user.name=bench -c user.email=bench@localhost commit -q -a -m {message}")
+            .quiet()
+            .run()
+            .map_err(|err| local(err.to_string()))?;
+        let thin = cmd!(sh, "git pack-objects --thin --stdout --revs -q")
+            .stdin("HEAD\n^HEAD~1\n")
+            .quiet()
+            .output()
+            .map_err(|err| local(err.to_string()))?;
+        let report = deploy(&config, &DeployOptions::default(), &mut Quiet)?;
+        timed.push(Round {
+            elapsed: report.elapsed,
+            bytes_pushed: report.servers.iter().map(|server| server.bytes_sent).sum(),
+            thin_pack: thin.stdout.len() as u64,
+        });
+    }
+
+    let line = |out: &mut dyn Write, text: String| -> Result<(), Error> {
+        writeln!(out, "{text}").map_err(|err| local(format!("cannot write the report: {err}")))
+    };
+    line(out, format!("repository: {} ({commits} commits, {tree_files} files), loopback sshd", source.display()))?;
+    line(out, format!("full tree as tar.gz (copy strategy, every deploy): {} bytes", tarball.stdout.len()))?;
+    line(out, format!("first deploy (whole history): {:.0} ms, {first_bytes} bytes pushed", ms(first.elapsed)))?;
+    line(out, "incremental deploys (one small commit each):".to_string())?;
+    line(
+        out,
+        format!("  {:>5} {:>10} {:>14} {:>16} {:>7}", "round", "wall ms", "bytes pushed", "git thin pack", "ratio"),
+    )?;
+    for (index, round) in timed.iter().enumerate() {
+        line(
+            out,
+            format!(
+                "  {:>5} {:>10.1} {:>14} {:>16} {:>7.2}",
+                index + 1,
+                ms(round.elapsed),
+                round.bytes_pushed,
+                round.thin_pack,
+                round.bytes_pushed as f64 / round.thin_pack.max(1) as f64
+            ),
+        )?;
+    }
+    if !timed.is_empty() {
+        let median_ms = median(timed.iter().map(|round| ms(round.elapsed)).collect());
+        let median_bytes = median(timed.iter().map(|round| round.bytes_pushed as f64).collect());
+        let median_thin = median(timed.iter().map(|round| round.thin_pack as f64).collect());
+        line(
+            out,
+            format!(
+                "median incremental deploy: {median_ms:.1} ms (target < 500 ms), {median_bytes:.0} bytes pushed \
+                 = {:.2}x git's thin pack of {median_thin:.0} bytes (target <= 2x), {:.1}% of the tarball",
+                median_bytes / median_thin.max(1.0),
+                100.0 * median_bytes / tarball.stdout.len().max(1) as f64
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let middle = values.len() / 2;
+    if values.len() % 2 == 0 {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn local(message: String) -> Error {
+    Error::Local { message }
+}

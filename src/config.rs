@@ -1,0 +1,365 @@
+//! Deploy configuration: `[package.metadata.deploy]` (or `[workspace.metadata.deploy]`) read
+//! through `cargo metadata`, checked, and turned into a typed [`Config`] with every default filled.
+//!
+//! Parsing is pure ([`Config::from_metadata`]); [`Config::load`] is the only part that runs cargo.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::Error;
+
+/// A validated deploy configuration for one application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The manifest the configuration was read from.
+    pub manifest_path: PathBuf,
+    /// The application name (default: the package name).
+    pub application: String,
+    /// Absolute path on the servers that holds `releases/`, `repo/`, `shared/` and `current`.
+    pub deploy_to: String,
+    /// How many releases to keep on each server, the current one included.
+    pub keep_releases: usize,
+    /// The git revision to deploy, resolved to a commit locally (default `HEAD`).
+    pub revision: String,
+    /// Local commands run in the repository before anything is sent, each split like a shell word list.
+    pub build: Vec<String>,
+    /// The servers to deploy to, in order.
+    pub servers: Vec<Server>,
+    /// How to authenticate and which host keys to trust.
+    pub ssh: SshOptions,
+}
+
+/// One server to deploy to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+}
+
+/// SSH settings shared by every server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshOptions {
+    /// A private key file; when absent, ssh-agent and then `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`.
+    pub identity: Option<PathBuf>,
+    /// The known_hosts file that server keys are checked against.
+    pub known_hosts: PathBuf,
+    /// Seconds allowed for the TCP connection and the SSH handshake.
+    pub connect_timeout: u64,
+}
+
+impl Server {
+    /// `user@host:port`, the way a server is named in messages.
+    pub fn display_name(&self) -> String {
+        format!("{}@{}:{}", self.user, self.host, self.port)
+    }
+}
+
+/// What the environment supplies to fill defaults; passed in so that parsing stays pure.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// The package name, the default application name.
+    pub package_name: Option<String>,
+    /// The local user name, the default SSH user.
+    pub user: Option<String>,
+    /// The home directory, for `~/` in paths.
+    pub home: Option<PathBuf>,
+}
+
+impl Defaults {
+    /// Defaults from the process environment (`USER`/`LOGNAME`/`id -un`, `HOME`).
+    pub fn from_env(package_name: Option<String>) -> Defaults {
+        let user = crate::local::user_name();
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        Defaults { package_name, user, home }
+    }
+}
+
+/// The table as written in Cargo.toml; every field optional so that defaults apply.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    application: Option<String>,
+    deploy_to: Option<String>,
+    keep_releases: Option<usize>,
+    revision: Option<String>,
+    build: Option<Vec<String>>,
+    #[serde(default)]
+    servers: Vec<RawServer>,
+    #[serde(default)]
+    ssh: RawSsh,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    host: String,
+    port: Option<u16>,
+    user: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSsh {
+    identity: Option<String>,
+    known_hosts: Option<String>,
+    connect_timeout: Option<u64>,
+}
+
+/// The default number of releases kept, as in Capistrano 3.
+pub const DEFAULT_KEEP_RELEASES: usize = 5;
+/// The default seconds allowed to connect to a server.
+pub const DEFAULT_CONNECT_TIMEOUT: u64 = 10;
+
+impl Config {
+    /// Reads the configuration of the package (or virtual workspace) whose manifest is
+    /// `manifest_path`, or of the one cargo finds from the current directory when `None`.
+    pub fn load(manifest_path: Option<&Path>) -> Result<Config, Error> {
+        let mut cmd = cargo_metadata::MetadataCommand::new();
+        cmd.no_deps();
+        if let Some(path) = manifest_path {
+            cmd.manifest_path(path);
+        }
+        let metadata = cmd.exec().map_err(|err| Error::Config {
+            message: format!("failed to read the manifest with `cargo metadata`: {err}"),
+        })?;
+        let manifest = match manifest_path {
+            Some(path) => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+            None => find_manifest_from_cwd(&metadata),
+        };
+        let package = metadata.packages.iter().find(|package| package.manifest_path.as_std_path() == manifest);
+        let (table, section) = match package {
+            Some(package) => (&package.metadata, "package.metadata"),
+            None => (&metadata.workspace_metadata, "workspace.metadata"),
+        };
+        let defaults = Defaults::from_env(package.map(|package| package.name.to_string()));
+        Config::from_metadata(table, section, &manifest, &defaults)
+    }
+
+    /// Builds a configuration from the `metadata` table of a package (`section` =
+    /// `package.metadata`) or workspace (`workspace.metadata`). Pure: no I/O.
+    pub fn from_metadata(
+        metadata: &serde_json::Value,
+        section: &str,
+        manifest: &Path,
+        defaults: &Defaults,
+    ) -> Result<Config, Error> {
+        let invalid = |message: String| Error::Config {
+            message: format!("invalid deploy config in `{}`: {message}", manifest.display()),
+        };
+        let Some(table) = metadata.get("deploy") else {
+            return Err(Error::Config {
+                message: format!(
+                    "no `[{section}.deploy]` table in `{}`: add one with at least one \
+                     `[[{section}.deploy.servers]]` entry holding a `host` (see the README)",
+                    manifest.display()
+                ),
+            });
+        };
+        let raw: RawConfig = serde_path_to_error::deserialize(table).map_err(|err| {
+            let path = err.path().to_string();
+            let key = if path == "." { format!("{section}.deploy") } else { format!("{section}.deploy.{path}") };
+            invalid(format!("`{key}`: {}", err.inner()))
+        })?;
+
+        let application = match raw.application.or_else(|| defaults.package_name.clone()) {
+            Some(name) if !name.trim().is_empty() => name,
+            _ => return Err(invalid(format!("`{section}.deploy.application` is empty: name the application"))),
+        };
+        let deploy_to = raw.deploy_to.unwrap_or_else(|| format!("/var/www/{application}"));
+        if !deploy_to.starts_with('/') {
+            return Err(invalid(format!(
+                "`{section}.deploy.deploy_to` must be an absolute path on the server, got `{deploy_to}`"
+            )));
+        }
+        let deploy_to = match deploy_to.trim_end_matches('/') {
+            "" => return Err(invalid(format!("`{section}.deploy.deploy_to` must not be `/`"))),
+            trimmed => trimmed.to_string(),
+        };
+        if deploy_to.contains(['\0', '\n']) {
+            return Err(invalid(format!("`{section}.deploy.deploy_to` contains a NUL or newline character")));
+        }
+        let keep_releases = raw.keep_releases.unwrap_or(DEFAULT_KEEP_RELEASES);
+        if keep_releases == 0 {
+            return Err(invalid(format!(
+                "`{section}.deploy.keep_releases` must be at least 1 (the current release is always kept)"
+            )));
+        }
+        if raw.servers.is_empty() {
+            return Err(invalid(format!("no servers: add a `[[{section}.deploy.servers]]` entry with a `host`")));
+        }
+        let mut servers = Vec::with_capacity(raw.servers.len());
+        for (index, server) in raw.servers.into_iter().enumerate() {
+            if server.host.trim().is_empty() {
+                return Err(invalid(format!("`{section}.deploy.servers[{index}].host` is empty")));
+            }
+            let Some(user) = server.user.or_else(|| defaults.user.clone()) else {
+                return Err(invalid(format!(
+                    "`{section}.deploy.servers[{index}].user` is not set and the local user name is \
+                     unknown: set `user`"
+                )));
+            };
+            servers.push(Server { host: server.host, port: server.port.unwrap_or(22), user });
+        }
+        let base = manifest.parent().unwrap_or(Path::new("."));
+        let resolve = |path: &str| expand_path(path, base, defaults.home.as_deref());
+        let ssh = SshOptions {
+            identity: raw.ssh.identity.as_deref().map(resolve),
+            known_hosts: resolve(raw.ssh.known_hosts.as_deref().unwrap_or("~/.ssh/known_hosts")),
+            connect_timeout: raw.ssh.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT).max(1),
+        };
+        Ok(Config {
+            manifest_path: manifest.to_path_buf(),
+            application,
+            deploy_to,
+            keep_releases,
+            revision: raw.revision.unwrap_or_else(|| "HEAD".to_string()),
+            build: raw.build.unwrap_or_default(),
+            servers,
+            ssh,
+        })
+    }
+
+    /// The directory that holds the manifest, where local commands run.
+    pub fn manifest_dir(&self) -> &Path {
+        self.manifest_path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// Expands a leading `~/` to `home` and makes a relative path relative to `base` (the manifest's
+/// directory), so that a config means the same whatever directory cargo runs from.
+fn expand_path(path: &str, base: &Path, home: Option<&Path>) -> PathBuf {
+    match (path.strip_prefix("~/"), home) {
+        (Some(rest), Some(home)) => home.join(rest),
+        _ => base.join(path),
+    }
+}
+
+fn find_manifest_from_cwd(metadata: &cargo_metadata::Metadata) -> PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    cwd.ancestors()
+        .map(|dir| dir.join("Cargo.toml"))
+        .find(|candidate| candidate.is_file())
+        .and_then(|candidate| std::fs::canonicalize(candidate).ok())
+        .unwrap_or_else(|| metadata.workspace_root.join("Cargo.toml").into_std_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Defaults {
+        Defaults {
+            package_name: Some("hello".to_string()),
+            user: Some("alice".to_string()),
+            home: Some(PathBuf::from("/home/alice")),
+        }
+    }
+
+    /// Parses `[package.metadata]` written as TOML, the way cargo would hand it over.
+    fn parse(toml_text: &str) -> Result<Config, Error> {
+        let metadata: serde_json::Value = toml::from_str(toml_text).expect("test TOML is valid");
+        Config::from_metadata(&metadata, "package.metadata", Path::new("/app/Cargo.toml"), &defaults())
+    }
+
+    fn error_text(toml_text: &str) -> String {
+        parse(toml_text).expect_err("config should be rejected").to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let config = parse("[[deploy.servers]]\nhost = \"203.0.113.7\"\n").unwrap();
+        assert_eq!(config.application, "hello");
+        assert_eq!(config.deploy_to, "/var/www/hello");
+        assert_eq!(config.keep_releases, 5);
+        assert_eq!(config.revision, "HEAD");
+        assert!(config.build.is_empty());
+        assert_eq!(config.servers, vec![Server { host: "203.0.113.7".into(), port: 22, user: "alice".into() }]);
+        assert_eq!(config.ssh.identity, None);
+        assert_eq!(config.ssh.known_hosts, PathBuf::from("/home/alice/.ssh/known_hosts"));
+        assert_eq!(config.ssh.connect_timeout, 10);
+    }
+
+    #[test]
+    fn full_config_is_taken_as_written() {
+        let config = parse(
+            r#"
+            [deploy]
+            application = "web"
+            deploy_to = "/srv/hello/"
+            keep_releases = 3
+            revision = "v1.2"
+            build = ["cargo build --release --locked"]
+            [[deploy.servers]]
+            host = "a.example"
+            port = 2222
+            user = "deploy"
+            [deploy.ssh]
+            identity = "~/.ssh/id_ed25519"
+            known_hosts = "keys/known_hosts"
+            connect_timeout = 3
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.application, "web");
+        assert_eq!(config.deploy_to, "/srv/hello");
+        assert_eq!(config.keep_releases, 3);
+        assert_eq!(config.revision, "v1.2");
+        assert_eq!(config.build, vec!["cargo build --release --locked".to_string()]);
+        assert_eq!(config.servers[0].display_name(), "deploy@a.example:2222");
+        assert_eq!(config.ssh.identity, Some(PathBuf::from("/home/alice/.ssh/id_ed25519")));
+        assert_eq!(config.ssh.known_hosts, PathBuf::from("/app/keys/known_hosts"));
+        assert_eq!(config.ssh.connect_timeout, 3);
+    }
+
+    #[test]
+    fn mistyped_key_is_named_with_its_path_and_the_file() {
+        let text = error_text("[deploy]\nkeep_release = 3\n[[deploy.servers]]\nhost = \"a\"\n");
+        assert!(text.contains("/app/Cargo.toml"), "{text}");
+        assert!(text.contains("unknown field `keep_release`"), "{text}");
+        assert!(text.contains("expected one of"), "{text}");
+        let text = error_text("[[deploy.servers]]\nhost = \"a\"\nprot = 22\n");
+        assert!(text.contains("`package.metadata.deploy.servers[0]"), "{text}");
+        assert!(text.contains("unknown field `prot`"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_expected_type() {
+        let text = error_text("[[deploy.servers]]\nhost = \"a\"\nport = \"22\"\n");
+        assert!(text.contains("`package.metadata.deploy.servers[0].port`"), "{text}");
+        assert!(text.contains("expected u16"), "{text}");
+        let text = error_text("[deploy]\nkeep_releases = -1\n[[deploy.servers]]\nhost = \"a\"\n");
+        assert!(text.contains("`package.metadata.deploy.keep_releases`"), "{text}");
+    }
+
+    #[test]
+    fn missing_servers_and_missing_table_are_explained() {
+        let text = error_text("[deploy]\ndeploy_to = \"/srv/x\"\n");
+        assert!(text.contains("no servers"), "{text}");
+        assert!(text.contains("[[package.metadata.deploy.servers]]"), "{text}");
+        let text = error_text("[other]\nx = 1\n");
+        assert!(text.contains("no `[package.metadata.deploy]` table"), "{text}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let relative = error_text("[deploy]\ndeploy_to = \"srv/x\"\n[[deploy.servers]]\nhost = \"a\"\n");
+        assert!(relative.contains("must be an absolute path"), "{relative}");
+        let root = error_text("[deploy]\ndeploy_to = \"/\"\n[[deploy.servers]]\nhost = \"a\"\n");
+        assert!(root.contains("must not be `/`"), "{root}");
+        let zero = error_text("[deploy]\nkeep_releases = 0\n[[deploy.servers]]\nhost = \"a\"\n");
+        assert!(zero.contains("at least 1"), "{zero}");
+        let empty_host = error_text("[[deploy.servers]]\nhost = \" \"\n");
+        assert!(empty_host.contains("servers[0].host` is empty"), "{empty_host}");
+    }
+
+    #[test]
+    fn workspace_section_is_named_in_errors() {
+        let metadata: serde_json::Value = toml::from_str("[deploy]\nx = 1\n").unwrap();
+        let err = Config::from_metadata(&metadata, "workspace.metadata", Path::new("/w/Cargo.toml"), &defaults())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `x`"), "{err}");
+    }
+}

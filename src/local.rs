@@ -1,0 +1,126 @@
+//! Work on the deploying machine: the repository, the worktree check, the revision to deploy,
+//! and the configured build commands (run through `xshell`).
+
+use std::path::Path;
+
+use xshell::Shell;
+
+use crate::report::{Event, Reporter};
+use crate::Error;
+
+/// The commit to deploy and the name it is logged under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    /// The full commit SHA.
+    pub sha: String,
+    /// The branch name when the revision is one (or `HEAD` on a branch), else the revision as given.
+    pub branch: String,
+}
+
+/// Opens the git repository that holds `dir`.
+pub fn open_repo(dir: &Path) -> Result<git2::Repository, Error> {
+    git2::Repository::discover(dir).map_err(|err| Error::Local {
+        message: format!(
+            "`{}` is not inside a git repository ({}): deploys push a commit, so run `git init` and commit first",
+            dir.display(),
+            err.message()
+        ),
+    })
+}
+
+/// Fails when the worktree has changes that the deployed commit would not contain.
+pub fn check_clean(repo: &git2::Repository) -> Result<(), Error> {
+    let mut options = git2::StatusOptions::new();
+    options.include_untracked(true).include_ignored(false).exclude_submodules(true);
+    let statuses = repo
+        .statuses(Some(&mut options))
+        .map_err(|err| Error::Local { message: format!("cannot read the worktree status: {}", err.message()) })?;
+    let dirty: Vec<String> = statuses.iter().filter_map(|entry| entry.path().ok().map(str::to_string)).collect();
+    if dirty.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<String> = dirty.iter().take(5).map(|path| format!("`{path}`")).collect();
+    let more = if dirty.len() > 5 { format!(" and {} more", dirty.len() - 5) } else { String::new() };
+    Err(Error::Local {
+        message: format!(
+            "the worktree has uncommitted changes ({}{more}): a deploy ships commits, not files on disk; \
+             commit or stash them, or pass `--allow-dirty` to deploy the commit anyway",
+            shown.join(", ")
+        ),
+    })
+}
+
+/// Resolves `revision` (a branch, tag, SHA or `HEAD`) to a commit.
+pub fn resolve(repo: &git2::Repository, revision: &str) -> Result<Revision, Error> {
+    let object = repo.revparse_single(revision).map_err(|err| Error::Local {
+        message: format!("revision `{revision}` not found in the local repository: {}", err.message()),
+    })?;
+    let commit = object
+        .peel_to_commit()
+        .map_err(|_| Error::Local { message: format!("revision `{revision}` does not name a commit") })?;
+    let branch = if revision == "HEAD" {
+        match repo.head() {
+            Ok(head) if head.is_branch() => head.shorthand().unwrap_or("HEAD").to_string(),
+            _ => "HEAD".to_string(),
+        }
+    } else {
+        revision.to_string()
+    };
+    Ok(Revision { sha: commit.id().to_string(), branch })
+}
+
+/// The ref the commit is pushed to on the server: `refs/heads/<branch>` when that is a valid
+/// ref name, else `refs/heads/deploy`. The release is made from the SHA either way.
+pub fn push_refname(branch: &str) -> String {
+    let candidate = format!("refs/heads/{branch}");
+    if branch != "HEAD" && git2::Reference::is_valid_name(&candidate) {
+        candidate
+    } else {
+        "refs/heads/deploy".to_string()
+    }
+}
+
+/// Runs each build command in `dir`, stopping at the first that fails.
+pub fn run_build(commands: &[String], dir: &Path, reporter: &mut dyn Reporter) -> Result<(), Error> {
+    if commands.is_empty() {
+        return Ok(());
+    }
+    let local = |message: String| Error::Local { message };
+    let sh = Shell::new().map_err(|err| local(format!("cannot start a local shell: {err}")))?;
+    sh.change_dir(dir);
+    for command in commands {
+        let words = shlex::split(command)
+            .filter(|words| !words.is_empty())
+            .ok_or_else(|| local(format!("build command `{command}` is empty or has unbalanced quotes")))?;
+        reporter.event(Event::Building { command: command.clone() });
+        sh.cmd(&words[0])
+            .args(&words[1..])
+            .quiet()
+            .run()
+            .map_err(|err| local(format!("build command `{command}` failed: {err}; nothing was sent to any server")))?;
+    }
+    Ok(())
+}
+
+/// The local user name: `USER`, `LOGNAME`, or what `id -un` says (CI runners often set neither).
+pub fn user_name() -> Option<String> {
+    let from_env = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).ok().filter(|name| !name.is_empty());
+    from_env.or_else(|| {
+        let output = std::process::Command::new("id").arg("-un").output().ok()?;
+        let name = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        (output.status.success() && !name.is_empty()).then_some(name)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_refname_falls_back_for_non_branch_names() {
+        assert_eq!(push_refname("main"), "refs/heads/main");
+        assert_eq!(push_refname("feature/x"), "refs/heads/feature/x");
+        assert_eq!(push_refname("HEAD"), "refs/heads/deploy");
+        assert_eq!(push_refname("HEAD~2"), "refs/heads/deploy");
+    }
+}

@@ -1,0 +1,211 @@
+//! A throwaway `sshd` on 127.0.0.1 for the demo, the benchmark and the tests: keys generated
+//! into a temp dir, a free port, the current user allowed in with a generated key.
+//!
+//! The server is a guard: dropping it kills the sshd by pid, then every process whose command
+//! line names the temp dir (session shells, git daemons), also when a test panics.
+
+use std::fs;
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Where Debian and most distributions install the OpenSSH server.
+pub const SSHD: &str = "/usr/sbin/sshd";
+
+/// A running loopback sshd and the files needed to reach it.
+pub struct LoopbackServer {
+    dir: TempDir,
+    child: Child,
+    port: u16,
+    user: String,
+}
+
+impl LoopbackServer {
+    /// Generates keys, writes a config and starts sshd on a free 127.0.0.1 port.
+    pub fn start() -> io::Result<LoopbackServer> {
+        if !Path::new(SSHD).exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("`{SSHD}` not found: install the OpenSSH server (`apt-get install openssh-server`)"),
+            ));
+        }
+        let dir = tempfile::Builder::new().prefix("xtask-deploy-sshd-").tempdir()?;
+        let root = dir.path();
+        keygen(&root.join("host_ed25519"))?;
+        keygen(&root.join("id_ed25519"))?;
+        fs::copy(root.join("id_ed25519.pub"), root.join("authorized_keys"))?;
+        // sshd refuses to start without its privilege separation directory.
+        let _ = fs::create_dir_all("/run/sshd");
+        let user = current_user()?;
+        let mut last_error = None;
+        for _ in 0..5 {
+            let port = free_port()?;
+            fs::write(root.join("sshd_config"), sshd_config(root, port))?;
+            let mut child = Command::new(SSHD)
+                .arg("-D")
+                .arg("-f")
+                .arg(root.join("sshd_config"))
+                .arg("-E")
+                .arg(root.join("sshd.log"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            match wait_until_listening(&mut child, port) {
+                Ok(()) => {
+                    let host_key = fs::read_to_string(root.join("host_ed25519.pub"))?;
+                    let key: Vec<&str> = host_key.split_whitespace().take(2).collect();
+                    fs::write(root.join("known_hosts"), format!("[127.0.0.1]:{port} {}\n", key.join(" ")))?;
+                    return Ok(LoopbackServer { dir, child, port, user });
+                }
+                Err(err) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_error = Some(err);
+                }
+            }
+        }
+        let log = fs::read_to_string(root.join("sshd.log")).unwrap_or_default();
+        Err(io::Error::other(format!(
+            "sshd did not start: {}; sshd.log: {log}",
+            last_error.map(|err| err.to_string()).unwrap_or_default()
+        )))
+    }
+
+    /// The port sshd listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The user that may log in (the current one).
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The temp dir holding the keys; a good parent for `deploy_to`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The private key accepted by the server.
+    pub fn identity(&self) -> PathBuf {
+        self.dir.path().join("id_ed25519")
+    }
+
+    /// A known_hosts file that trusts this server's host key.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.path().join("known_hosts")
+    }
+
+    /// The sshd log, for failure messages.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    /// The TOML for `[[servers]]` and `[ssh]` of a deploy config reaching this server, under
+    /// `section` (`package.metadata.deploy`).
+    pub fn config_toml(&self, section: &str) -> String {
+        format!(
+            "[[{section}.servers]]\nhost = \"127.0.0.1\"\nport = {port}\nuser = {user}\n\n\
+             [{section}.ssh]\nidentity = {identity}\nknown_hosts = {known_hosts}\n",
+            port = self.port,
+            user = toml_string(&self.user),
+            identity = toml_string(&self.identity().display().to_string()),
+            known_hosts = toml_string(&self.known_hosts().display().to_string()),
+        )
+    }
+
+    /// Processes whose command line contains `needle`, as `(pid, command line)`.
+    pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
+        let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+        let own = std::process::id();
+        entries
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| *pid != own)
+            .filter_map(|pid| {
+                let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+                cmdline.contains(needle).then(|| (pid, cmdline.trim().to_string()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = self.dir.path().display().to_string();
+        for (pid, _) in LoopbackServer::processes_mentioning(&dir) {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+/// A TOML basic string holding `value`.
+pub fn toml_string(value: &str) -> String {
+    let mut out = String::from("\"");
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn sshd_config(root: &Path, port: u16) -> String {
+    format!(
+        "ListenAddress 127.0.0.1\nPort {port}\nHostKey {root}/host_ed25519\n\
+         AuthorizedKeysFile {root}/authorized_keys\nPubkeyAuthentication yes\nPasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\nPermitRootLogin yes\nStrictModes no\nUsePAM no\n\
+         PidFile {root}/sshd.pid\nAllowTcpForwarding yes\nMaxStartups 100\nMaxSessions 100\nLogLevel VERBOSE\n",
+        root = root.display()
+    )
+}
+
+fn keygen(path: &Path) -> io::Result<()> {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "xtask-deploy-loopback", "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|err| {
+            io::Error::new(err.kind(), format!("cannot run `ssh-keygen` (install openssh-client): {err}"))
+        })?;
+    if !status.success() {
+        return Err(io::Error::other(format!("`ssh-keygen` failed for `{}`", path.display())));
+    }
+    Ok(())
+}
+
+fn current_user() -> io::Result<String> {
+    let output = Command::new("id").arg("-un").output()?;
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_until_listening(child: &mut Child, port: u16) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Err(io::Error::other(format!("sshd exited with {status}")));
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(io::Error::new(io::ErrorKind::TimedOut, "sshd did not listen within 10s"))
+}

@@ -1,0 +1,332 @@
+//! One `ssh2` session per server: connect (with a timeout), verify the host key against
+//! known_hosts, authenticate, run [`RemoteScript`]s, keep a remote process running on its own
+//! channel, and open `direct-tcpip` tunnels to the server's loopback.
+//!
+//! **Architecture Invariant:** `Channel::exec` is called only here, and only with
+//! [`shell::exec_line`] of a [`RemoteScript`].
+
+use std::io::Read;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use ssh2::{CheckResult, HashType, KnownHostFileKind, MethodType, Session};
+
+use crate::config::{Server, SshOptions};
+use crate::shell::{self, RemoteScript};
+use crate::Error;
+
+/// How long one remote script may wait for the server before the step fails.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// An authenticated SSH session to one server.
+pub struct Connection {
+    session: Session,
+    name: String,
+}
+
+/// What a finished remote script printed and how it exited.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A remote script still running on its own exec channel, its stdin held open. Dropping it
+/// closes stdin (the script's cue to stop) and waits briefly for it to exit.
+pub struct RemoteProcess {
+    channel: ssh2::Channel,
+    session: Session,
+}
+
+impl Connection {
+    /// Connects to `server`, checks its host key and authenticates.
+    pub fn open(server: &Server, options: &SshOptions) -> Result<Connection, Error> {
+        let name = server.display_name();
+        let connect_error = |message: String| Error::Connect { server: name.clone(), message };
+        let timeout = Duration::from_secs(options.connect_timeout);
+        let addresses: Vec<_> = (server.host.as_str(), server.port)
+            .to_socket_addrs()
+            .map_err(|err| connect_error(format!("cannot resolve `{}`: {err}", server.host)))?
+            .collect();
+        let mut last_error = None;
+        let mut tcp = None;
+        for address in &addresses {
+            match TcpStream::connect_timeout(address, timeout) {
+                Ok(stream) => {
+                    tcp = Some(stream);
+                    break;
+                }
+                Err(err) => last_error = Some(err),
+            }
+        }
+        let Some(tcp) = tcp else {
+            let reason = last_error.map(|err| err.to_string()).unwrap_or_else(|| "no address".to_string());
+            return Err(connect_error(format!(
+                "{reason} (after at most {}s): check `host` and `port`, and that sshd runs there",
+                options.connect_timeout
+            )));
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut session = Session::new().map_err(|err| connect_error(err.to_string()))?;
+        session.set_timeout(millis(timeout));
+        let known_hosts_text = std::fs::read_to_string(&options.known_hosts).map_err(|err| Error::HostKey {
+            server: name.clone(),
+            message: format!(
+                "cannot read known_hosts file `{}`: {err}: create it, or set `ssh.known_hosts`",
+                options.known_hosts.display()
+            ),
+        })?;
+        let types = known_key_types(&known_hosts_text, &server.host, server.port);
+        if !types.is_empty() {
+            let _ = session.method_pref(MethodType::HostKey, &types.join(","));
+        }
+        session.set_tcp_stream(tcp);
+        session.handshake().map_err(|err| connect_error(format!("SSH handshake failed: {err}")))?;
+        check_host_key(&session, server, &options.known_hosts, &name)?;
+        authenticate(&session, server, options, &name)?;
+        session.set_timeout(millis(STEP_TIMEOUT));
+        Ok(Connection { session, name })
+    }
+
+    /// The server's name for messages: `user@host:port`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `script` to the end and returns what it printed, whatever its exit status.
+    pub fn output(&self, script: &RemoteScript) -> Result<Output, Error> {
+        let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
+        let mut channel = self.session.channel_session().map_err(failed)?;
+        channel.exec(&shell::exec_line(script)).map_err(failed)?;
+        channel.send_eof().map_err(failed)?;
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        let read = |err: std::io::Error| self.step_error(script, -1, format!("lost the SSH channel: {err}"));
+        channel.read_to_string(&mut stdout).map_err(read)?;
+        channel.stderr().read_to_string(&mut stderr).map_err(read)?;
+        channel.wait_close().map_err(failed)?;
+        let status = channel.exit_status().map_err(failed)?;
+        Ok(Output { status, stdout, stderr })
+    }
+
+    /// Runs `script` and returns its stdout; a non-zero exit is an [`Error::Remote`] carrying
+    /// the script's stderr.
+    pub fn run(&self, script: &RemoteScript) -> Result<String, Error> {
+        let output = self.output(script)?;
+        if output.status != 0 {
+            let message = output.stderr.trim().to_string();
+            let message = if message.is_empty() { "the script printed nothing on stderr".to_string() } else { message };
+            return Err(self.step_error(script, output.status, message));
+        }
+        Ok(output.stdout)
+    }
+
+    /// Starts `script` on its own channel and leaves it running with stdin open.
+    pub fn spawn(&self, script: &RemoteScript) -> Result<RemoteProcess, Error> {
+        let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
+        let mut channel = self.session.channel_session().map_err(failed)?;
+        channel.exec(&shell::exec_line(script)).map_err(failed)?;
+        Ok(RemoteProcess { channel, session: self.session.clone() })
+    }
+
+    /// Opens a channel to `127.0.0.1:port` as seen from the server.
+    pub fn tunnel(&self, port: u16) -> Result<ssh2::Channel, Error> {
+        self.session.channel_direct_tcpip("127.0.0.1", port, None).map_err(|err| Error::Push {
+            server: self.name.clone(),
+            message: format!(
+                "the server refused a tunnel to its 127.0.0.1:{port} ({err}): \
+                 allow it with `AllowTcpForwarding yes` (or `local`) in its sshd_config"
+            ),
+        })
+    }
+
+    /// Sets how long any one blocking SSH call may wait.
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.session.set_timeout(millis(timeout));
+    }
+
+    fn step_error(&self, script: &RemoteScript, status: i32, message: String) -> Error {
+        Error::Remote { server: self.name.clone(), step: script.name.to_string(), status, message }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.session.set_timeout(2000);
+        let _ = self.session.disconnect(None, "deploy finished", None);
+    }
+}
+
+impl RemoteProcess {
+    /// Reads the process's stderr until a line contains `needle` (returns everything read so
+    /// far) or the process ends (returns the text as the error), waiting at most `timeout`.
+    pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
+        self.session.set_timeout(millis(timeout));
+        let deadline = Instant::now() + timeout;
+        let mut text = String::new();
+        let mut buffer = [0u8; 4096];
+        let result = loop {
+            if text.contains(needle) {
+                break Ok(text);
+            }
+            if Instant::now() > deadline {
+                break Err(format!("no `{needle}` within {}s; it printed: {}", timeout.as_secs(), text.trim()));
+            }
+            match self.channel.stderr().read(&mut buffer) {
+                Ok(0) => break Err(text),
+                Ok(n) => text.push_str(&String::from_utf8_lossy(&buffer[..n])),
+                Err(err) => break Err(format!("{}; it printed: {}", err, text.trim())),
+            }
+        };
+        self.session.set_timeout(millis(STEP_TIMEOUT));
+        result
+    }
+
+    /// Closes the process's stdin and waits (at most `timeout`) for it to exit.
+    pub fn finish(mut self, timeout: Duration) {
+        self.stop(timeout);
+    }
+
+    fn stop(&mut self, timeout: Duration) {
+        self.session.set_timeout(millis(timeout));
+        let _ = self.channel.send_eof();
+        let _ = self.channel.wait_close();
+        self.session.set_timeout(millis(STEP_TIMEOUT));
+    }
+}
+
+impl Drop for RemoteProcess {
+    fn drop(&mut self) {
+        if !self.channel.eof() || self.channel.exit_status().is_err() {
+            self.stop(Duration::from_secs(5));
+        }
+    }
+}
+
+/// The key types known_hosts holds for this host (plain entries only), as libssh2 method
+/// names, so that the server is asked for a key we can actually check.
+fn known_key_types(known_hosts: &str, host: &str, port: u16) -> Vec<&'static str> {
+    let pattern = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
+    let mut types = Vec::new();
+    for line in known_hosts.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(hosts), Some(key_type)) = (fields.next(), fields.next()) else { continue };
+        if hosts.starts_with('#') || !hosts.split(',').any(|entry| entry == pattern) {
+            continue;
+        }
+        let methods: &[&'static str] = match key_type {
+            "ssh-ed25519" => &["ssh-ed25519"],
+            "ecdsa-sha2-nistp256" => &["ecdsa-sha2-nistp256"],
+            "ecdsa-sha2-nistp384" => &["ecdsa-sha2-nistp384"],
+            "ecdsa-sha2-nistp521" => &["ecdsa-sha2-nistp521"],
+            "ssh-rsa" => &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
+            _ => &[],
+        };
+        for method in methods {
+            if !types.contains(method) {
+                types.push(*method);
+            }
+        }
+    }
+    types
+}
+
+fn check_host_key(session: &Session, server: &Server, known_hosts: &Path, name: &str) -> Result<(), Error> {
+    let refuse = |message: String| Error::HostKey { server: name.to_string(), message };
+    let (key, _) = session.host_key().ok_or_else(|| refuse("the server sent no host key".to_string()))?;
+    let fingerprint = session
+        .host_key_hash(HashType::Sha256)
+        .map(|hash| format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(hash)))
+        .unwrap_or_else(|| "unknown".to_string());
+    let mut known = session.known_hosts().map_err(|err| refuse(err.to_string()))?;
+    known
+        .read_file(known_hosts, KnownHostFileKind::OpenSSH)
+        .map_err(|err| refuse(format!("cannot parse known_hosts file `{}`: {err}", known_hosts.display())))?;
+    let entry = if server.port == 22 { server.host.clone() } else { format!("[{}]:{}", server.host, server.port) };
+    match known.check_port(&server.host, server.port, key) {
+        CheckResult::Match => Ok(()),
+        CheckResult::NotFound => Err(refuse(format!(
+            "`{entry}` is not in `{file}`; its key fingerprint is {fingerprint}. If that is the server's \
+             fingerprint, trust it with `ssh-keyscan -p {port} {host} >> {file}` (or connect once with \
+             `ssh -p {port} {user}@{host}`) and deploy again",
+            file = known_hosts.display(),
+            port = server.port,
+            host = server.host,
+            user = server.user,
+        ))),
+        CheckResult::Mismatch => Err(refuse(format!(
+            "the key offered by `{entry}` ({fingerprint}) differs from the one in `{file}`: the server \
+             was reinstalled, or someone is in the middle. Deploying is refused. If the change is \
+             expected, remove the old key with `ssh-keygen -R '{entry}' -f {file}` and trust the new one",
+            file = known_hosts.display(),
+        ))),
+        CheckResult::Failure => Err(refuse(format!("could not check the key against `{}`", known_hosts.display()))),
+    }
+}
+
+fn authenticate(session: &Session, server: &Server, options: &SshOptions, name: &str) -> Result<(), Error> {
+    let refuse = |message: String| Error::Auth { server: name.to_string(), message };
+    if let Some(identity) = &options.identity {
+        if !identity.is_file() {
+            return Err(refuse(format!("identity file `{}` does not exist: fix `ssh.identity`", identity.display())));
+        }
+        return session.userauth_pubkey_file(&server.user, None, identity, None).map_err(|err| {
+            refuse(format!(
+                "the server refused key `{}` for user `{}` ({err}): add its public key to that user's \
+                 authorized_keys, or load a passphrase-protected key into ssh-agent and unset `ssh.identity`",
+                identity.display(),
+                server.user
+            ))
+        });
+    }
+    let mut tried = Vec::new();
+    if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        if session.userauth_agent(&server.user).is_ok() {
+            return Ok(());
+        }
+        tried.push("ssh-agent".to_string());
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        for file in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+            let path = Path::new(&home).join(".ssh").join(file);
+            if path.is_file() {
+                if session.userauth_pubkey_file(&server.user, None, &path, None).is_ok() {
+                    return Ok(());
+                }
+                tried.push(format!("`{}`", path.display()));
+            }
+        }
+    }
+    let tried = if tried.is_empty() { "nothing (no agent, no default key)".to_string() } else { tried.join(", ") };
+    Err(refuse(format!(
+        "no key was accepted for user `{}`; tried {tried}: set `ssh.identity` or load a key into ssh-agent",
+        server.user
+    )))
+}
+
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_key_types_match_host_and_port_entries() {
+        let text = "\
+# comment
+[127.0.0.1]:2222 ssh-ed25519 AAAA
+127.0.0.1 ecdsa-sha2-nistp256 AAAA
+other,example.org ssh-rsa AAAA
+|1|hashed= ssh-ed25519 AAAA
+";
+        assert_eq!(known_key_types(text, "127.0.0.1", 2222), vec!["ssh-ed25519"]);
+        assert_eq!(known_key_types(text, "127.0.0.1", 22), vec!["ecdsa-sha2-nistp256"]);
+        assert_eq!(known_key_types(text, "example.org", 22), vec!["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]);
+        assert!(known_key_types(text, "unknown", 22).is_empty());
+    }
+}

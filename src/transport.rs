@@ -1,0 +1,161 @@
+//! How git objects reach the server's `repo/`: a `git2` push through a custom libgit2 transport
+//! whose stream is an SSH `direct-tcpip` channel to the deploy's temporary `git daemon`.
+//!
+//! No local port is opened and no pump thread runs: libgit2 reads and writes the channel
+//! directly. The channel is handed to libgit2 through a process-wide table keyed by a one-time
+//! token in the remote URL (`xtask-deploy://<token>`), because libgit2 builds transports from URLs.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once};
+
+use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream, Transport};
+
+/// The URL scheme of the tunnel transport.
+const SCHEME: &str = "xtask-deploy";
+
+/// A tunnel waiting to be picked up by libgit2: the channel and the git:// request to send first.
+struct Pending {
+    channel: ssh2::Channel,
+    request: Vec<u8>,
+    bytes_sent: Arc<AtomicU64>,
+}
+
+/// What a push moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PushStats {
+    /// Every byte written into the tunnel: the request, the commands and the pack.
+    pub bytes_sent: u64,
+}
+
+static REGISTER: Once = Once::new();
+static PENDING: Mutex<Option<HashMap<u64, Pending>>> = Mutex::new(None);
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+/// The git:// protocol's opening request for a push to `path`, as one pkt-line.
+pub fn daemon_request(path: &str, port: u16) -> Vec<u8> {
+    let body = format!("git-receive-pack {path}\0host=127.0.0.1:{port}\0");
+    let mut line = format!("{:04x}", body.len() + 4).into_bytes();
+    line.extend_from_slice(body.as_bytes());
+    line
+}
+
+/// Pushes `sha` from `repo` to `refname` on the daemon at the other end of `channel`, which
+/// serves the repository at `path`. Returns the bytes sent; a ref the server rejects is an error.
+pub fn push_through_daemon(
+    repo: &git2::Repository,
+    channel: ssh2::Channel,
+    path: &str,
+    port: u16,
+    sha: &str,
+    refname: &str,
+) -> Result<PushStats, String> {
+    register();
+    let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+    let bytes_sent = Arc::new(AtomicU64::new(0));
+    let pending = Pending { channel, request: daemon_request(path, port), bytes_sent: bytes_sent.clone() };
+    PENDING.lock().unwrap().get_or_insert_with(HashMap::new).insert(token, pending);
+    let result = push(repo, &format!("{SCHEME}://{token}"), sha, refname);
+    if let Some(table) = PENDING.lock().unwrap().as_mut() {
+        table.remove(&token);
+    }
+    result.map(|()| PushStats { bytes_sent: bytes_sent.load(Ordering::Relaxed) })
+}
+
+fn push(repo: &git2::Repository, url: &str, sha: &str, refname: &str) -> Result<(), String> {
+    let mut remote = repo.remote_anonymous(url).map_err(|err| err.message().to_string())?;
+    let rejected = Arc::new(Mutex::new(None::<String>));
+    let mut callbacks = git2::RemoteCallbacks::new();
+    let record = rejected.clone();
+    callbacks.push_update_reference(move |name, status| {
+        if let Some(status) = status {
+            *record.lock().unwrap() = Some(format!("the server rejected `{name}`: {status}"));
+        }
+        Ok(())
+    });
+    let mut options = git2::PushOptions::new();
+    options.remote_callbacks(callbacks);
+    remote.push(&[format!("+{sha}:{refname}")], Some(&mut options)).map_err(|err| err.message().to_string())?;
+    let rejection = rejected.lock().unwrap().take();
+    match rejection {
+        Some(message) => Err(message),
+        None => Ok(()),
+    }
+}
+
+fn register() {
+    REGISTER.call_once(|| {
+        // SAFETY: registration happens once, before any push uses the scheme, and the factory
+        // is `Send + Sync` and lives for the rest of the process, as libgit2 requires.
+        let result =
+            unsafe { git2::transport::register(SCHEME, |remote| Transport::smart(remote, false, Subtransport)) };
+        result.expect("registering the xtask-deploy transport once cannot fail");
+    });
+}
+
+struct Subtransport;
+
+impl SmartSubtransport for Subtransport {
+    fn action(&self, url: &str, action: Service) -> Result<Box<dyn SmartSubtransportStream>, git2::Error> {
+        if action != Service::ReceivePackLs {
+            return Err(git2::Error::from_str("the xtask-deploy tunnel only pushes"));
+        }
+        let token = url
+            .strip_prefix(&format!("{SCHEME}://"))
+            .and_then(|token| token.parse::<u64>().ok())
+            .ok_or_else(|| git2::Error::from_str("malformed xtask-deploy tunnel URL"))?;
+        let pending = PENDING
+            .lock()
+            .unwrap()
+            .as_mut()
+            .and_then(|table| table.remove(&token))
+            .ok_or_else(|| git2::Error::from_str("no tunnel is open for this push"))?;
+        let mut stream = Stream { channel: pending.channel, bytes_sent: pending.bytes_sent };
+        stream
+            .write_all(&pending.request)
+            .map_err(|err| git2::Error::from_str(&format!("cannot reach the git daemon: {err}")))?;
+        Ok(Box::new(stream))
+    }
+
+    fn close(&self) -> Result<(), git2::Error> {
+        Ok(())
+    }
+}
+
+/// The tunnel as libgit2 sees it: a byte stream that counts what is sent.
+struct Stream {
+    channel: ssh2::Channel,
+    bytes_sent: Arc<AtomicU64>,
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.channel.read(buf)
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.channel.write(buf)?;
+        self.bytes_sent.fetch_add(written as u64, Ordering::Relaxed);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.channel.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemon_request_is_one_pkt_line() {
+        let request = daemon_request("/srv/a b/repo", 40000);
+        let text = String::from_utf8(request).unwrap();
+        assert_eq!(text, "0039git-receive-pack /srv/a b/repo\0host=127.0.0.1:40000\0");
+        assert_eq!(usize::from_str_radix(&text[..4], 16).unwrap(), text.len());
+    }
+}
