@@ -121,8 +121,13 @@ impl Config {
         if let Some(path) = manifest_path {
             cmd.manifest_path(path);
         }
-        let metadata = cmd.exec().map_err(|err| Error::Config {
-            message: format!("failed to read the manifest with `cargo metadata`: {err}"),
+        let metadata = cmd.exec().map_err(|err| {
+            let detail = match &err {
+                cargo_metadata::Error::CargoMetadata { stderr } => one_paragraph(stderr),
+                other => other.to_string(),
+            };
+            let which = manifest_path.map(|path| format!(" `{}`", path.display())).unwrap_or_default();
+            Error::Config { message: format!("failed to read the manifest{which} with `cargo metadata`: {detail}") }
         })?;
         let manifest = match manifest_path {
             Some(path) => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
@@ -234,6 +239,18 @@ fn expand_path(path: &str, base: &Path, home: Option<&Path>) -> PathBuf {
         (Some(rest), Some(home)) => home.join(rest),
         _ => base.join(path),
     }
+}
+
+/// Cargo's error output in one line: its messages and `-->` locations, without the source
+/// snippet and its gutter.
+fn one_paragraph(stderr: &str) -> String {
+    stderr
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.contains('|'))
+        .map(|line| line.strip_prefix("error: ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn find_manifest_from_cwd(metadata: &cargo_metadata::Metadata) -> PathBuf {
@@ -352,6 +369,12 @@ mod tests {
         assert!(zero.contains("at least 1"), "{zero}");
         let empty_host = error_text("[[deploy.servers]]\nhost = \" \"\n");
         assert!(empty_host.contains("servers[0].host` is empty"), "{empty_host}");
+    }
+
+    #[test]
+    fn cargo_errors_are_condensed_to_one_line() {
+        let stderr = "error: extra `=`, expected nothing\n --> Cargo.toml:7:13\n  |\n7 | deploy_to = = \"x\"\n  |             ^\n";
+        assert_eq!(one_paragraph(stderr), "extra `=`, expected nothing --> Cargo.toml:7:13");
     }
 
     #[test]

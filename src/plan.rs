@@ -88,12 +88,13 @@ for pidfile in "$d/{STATE_DIR}"/daemon.*.pid; do
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
   case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
-  if kill -0 "$pid" 2>/dev/null; then
-    # Only a daemon whose watching script is gone (re-parented to init) is stale.
-    if [ "$(ps -o ppid= -p "$pid" | tr -d ' ')" = 1 ]; then kill "$pid" 2>/dev/null; echo "reaped $pid"; rm -f "$pidfile"; fi
-  else
-    rm -f "$pidfile"
-  fi
+  cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null || true)
+  case "$cmd" in
+    *"git daemon"*"$d/repo"*)
+      # Only a daemon whose watching script is gone (re-parented to init) is stale.
+      if [ "$(ps -o ppid= -p "$pid" | tr -d ' ')" = 1 ]; then kill "$pid" 2>/dev/null; echo "reaped $pid"; rm -f "$pidfile"; fi ;;
+    *) rm -f "$pidfile" ;;
+  esac
 done
 echo "git $(git --version)"
 for r in "$d"/releases/*; do [ -d "$r" ] && [ ! -L "$r" ] && echo "release ${{r##*/}}"; done

@@ -39,6 +39,7 @@ pub struct Output {
 pub struct RemoteProcess {
     channel: ssh2::Channel,
     session: Session,
+    stopped: bool,
 }
 
 impl Connection {
@@ -129,7 +130,7 @@ impl Connection {
         let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
         let mut channel = self.session.channel_session().map_err(failed)?;
         channel.exec(&shell::exec_line(script)).map_err(failed)?;
-        Ok(RemoteProcess { channel, session: self.session.clone() })
+        Ok(RemoteProcess { channel, session: self.session.clone(), stopped: false })
     }
 
     /// Opens a channel to `127.0.0.1:port` as seen from the server.
@@ -191,8 +192,17 @@ impl RemoteProcess {
     }
 
     fn stop(&mut self, timeout: Duration) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
         self.session.set_timeout(millis(timeout));
         let _ = self.channel.send_eof();
+        // libssh2 waits for a close only after the remote's EOF, so drain both streams first:
+        // the remote script has then finished its own cleanup.
+        let mut sink = Vec::new();
+        let _ = self.channel.read_to_end(&mut sink);
+        let _ = self.channel.stderr().read_to_end(&mut sink);
         let _ = self.channel.wait_close();
         self.session.set_timeout(millis(STEP_TIMEOUT));
     }
@@ -200,9 +210,7 @@ impl RemoteProcess {
 
 impl Drop for RemoteProcess {
     fn drop(&mut self) {
-        if !self.channel.eof() || self.channel.exit_status().is_err() {
-            self.stop(Duration::from_secs(5));
-        }
+        self.stop(Duration::from_secs(5));
     }
 }
 

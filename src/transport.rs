@@ -155,7 +155,7 @@ mod tests {
     fn daemon_request_is_one_pkt_line() {
         let request = daemon_request("/srv/a b/repo", 40000);
         let text = String::from_utf8(request).unwrap();
-        assert_eq!(text, "0039git-receive-pack /srv/a b/repo\0host=127.0.0.1:40000\0");
+        assert_eq!(text, "0038git-receive-pack /srv/a b/repo\0host=127.0.0.1:40000\0");
         assert_eq!(usize::from_str_radix(&text[..4], 16).unwrap(), text.len());
     }
 }

@@ -1,0 +1,198 @@
+//! Deploys against a real loopback sshd and real git: given a server and an app, when I deploy,
+//! then the server holds the pushed commit as the current release.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use support::{incompressible, World, UNREACHABLE_ORIGIN};
+use xtask_deploy::report::Collect;
+use xtask_deploy::{Error, Event};
+
+#[test]
+fn setup_creates_the_layout_and_is_idempotent() {
+    let world = World::new();
+    let mut first = Collect::default();
+    xtask_deploy::setup(&world.config(), &mut first).unwrap();
+    let created: Vec<_> = first.0.iter().filter(|event| matches!(event, Event::Created { .. })).collect();
+    assert_eq!(created.len(), 5, "{created:?}");
+    for dir in ["releases", "shared", "repo"] {
+        assert!(world.deploy_to.join(dir).is_dir(), "{dir} missing");
+    }
+    assert!(world.deploy_to.join("repo/HEAD").is_file(), "repo/ is not a bare repository");
+    fs::write(world.deploy_to.join("shared/database.yml"), "kept").unwrap();
+
+    let mut second = Collect::default();
+    xtask_deploy::setup(&world.config(), &mut second).unwrap();
+    assert!(!second.0.iter().any(|event| matches!(event, Event::Created { .. })), "{:?}", second.0);
+    assert_eq!(fs::read_to_string(world.deploy_to.join("shared/database.yml")).unwrap(), "kept");
+}
+
+#[test]
+fn first_and_second_deploy_release_the_pushed_sha_and_only_new_objects_travel() {
+    let world = World::new();
+    let big = incompressible(200_000, 1);
+    let first_sha = world.commit("assets/big.txt", &big);
+    world.setup();
+
+    let first = world.deploy();
+    assert_eq!(first.sha, first_sha);
+    assert_eq!(world.current().as_deref(), Some(first.release.as_str()));
+    assert_eq!(world.revision_of(&first.release), first_sha);
+    world.assert_release_matches(&first.release, &first_sha);
+    let first_bytes = first.servers[0].bytes_sent;
+    // The blob deflates to about 83% (its characters carry ~6.5 bits each).
+    assert!(first_bytes > 150_000, "the first push carries the big blob: {first_bytes} bytes");
+
+    let second_sha = world.commit("src/main.rs", "fn main() {\n    println!(\"hello again\");\n}\n");
+    let second = world.deploy();
+    assert_eq!(second.sha, second_sha);
+    assert_ne!(second.release, first.release);
+    assert_eq!(world.current().as_deref(), Some(second.release.as_str()));
+    assert_eq!(world.revision_of(&second.release), second_sha);
+    world.assert_release_matches(&second.release, &second_sha);
+    let second_bytes = second.servers[0].bytes_sent;
+    assert!(second_bytes < 5_000, "only the new commit's objects travel: {second_bytes} bytes");
+
+    let user = xtask_deploy::local::user_name().unwrap();
+    assert_eq!(
+        world.revisions_log(),
+        vec![
+            format!("Branch master (at {first_sha}) deployed as release {} by {user}", first.release),
+            format!("Branch master (at {second_sha}) deployed as release {} by {user}", second.release),
+        ]
+    );
+    // current is an absolute symlink into releases/, as Capistrano makes it.
+    let target = fs::read_link(world.deploy_to.join("current")).unwrap();
+    assert_eq!(target, world.deploy_to.join("releases").join(&second.release));
+}
+
+#[test]
+fn only_keep_releases_remain_and_current_is_the_newest() {
+    let world = World::with_config("keep_releases = 2");
+    world.setup();
+    let mut released = Vec::new();
+    for round in 0..3 {
+        world.commit("src/round.txt", &format!("round {round}\n"));
+        released.push(world.deploy().release);
+    }
+    assert_eq!(world.releases(), released[1..].to_vec());
+    assert_eq!(world.current().as_deref(), Some(released[2].as_str()));
+}
+
+#[test]
+fn the_server_never_contacts_another_git_remote() {
+    let world = World::new();
+    assert_eq!(world.app.repo().find_remote("origin").unwrap().url(), Ok(UNREACHABLE_ORIGIN));
+    world.setup();
+    let report = world.deploy();
+    world.assert_release_matches(&report.release, &report.sha);
+    let server_config = fs::read_to_string(world.deploy_to.join("repo/config")).unwrap();
+    assert!(!server_config.contains("[remote"), "the server repo has a remote:\n{server_config}");
+    assert!(!server_config.contains("git.invalid"), "{server_config}");
+}
+
+#[test]
+fn no_daemon_is_left_after_a_successful_deploy() {
+    let world = World::new();
+    world.setup();
+    let mut events = Collect::default();
+    xtask_deploy::deploy(&world.config(), &Default::default(), &mut events).unwrap();
+    let port = events
+        .0
+        .iter()
+        .find_map(|event| match event {
+            Event::DaemonReady { port, .. } => Some(*port),
+            _ => None,
+        })
+        .expect("a daemon was started");
+    assert!(world.daemons().is_empty(), "daemon left: {:?}", world.daemons());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port {port} still listens");
+    let pid_files: Vec<_> = fs::read_dir(world.deploy_to.join(".xtask-deploy")).unwrap().flatten().collect();
+    assert!(pid_files.is_empty(), "{pid_files:?}");
+}
+
+#[test]
+fn a_rejected_push_fails_the_deploy_leaves_current_and_stops_the_daemon() {
+    let world = World::new();
+    world.setup();
+    let first = world.deploy();
+    let hook = world.deploy_to.join("repo/hooks/pre-receive");
+    fs::write(&hook, "#!/bin/sh\necho 'frozen for the release' >&2\nexit 1\n").unwrap();
+    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+
+    world.commit("src/main.rs", "fn main() {}\n");
+    let err = world.try_deploy().expect_err("the server's hook rejects the push");
+    assert!(matches!(err, Error::Push { .. }), "{err}");
+    assert!(err.to_string().contains("rejected"), "{err}");
+    assert_eq!(world.current().as_deref(), Some(first.release.as_str()));
+    assert_eq!(world.releases(), vec![first.release.clone()]);
+    assert_eq!(world.daemons_after(Duration::from_secs(5)), vec![]);
+}
+
+#[test]
+fn deploying_before_setup_says_to_run_setup() {
+    let world = World::new();
+    let err = world.try_deploy().expect_err("not set up");
+    assert!(err.to_string().contains("cargo xtask deploy-setup"), "{err}");
+    assert!(world.daemons().is_empty());
+}
+
+#[test]
+fn a_daemon_orphaned_by_an_earlier_deploy_is_reaped() {
+    let world = World::new();
+    world.setup();
+    // A stand-in for a daemon whose watching script died: re-parented to init, pid file left.
+    let state = world.deploy_to.join(".xtask-deploy");
+    let disguise = format!("timeout 900 git daemon --verbose {}/repo", world.deploy_to.display());
+    let orphan = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("bash -c 'exec -a \"$1\" sleep 300' sh \"$1\" >/dev/null 2>&1 & echo $!")
+        .arg("sh")
+        .arg(&disguise)
+        .output()
+        .unwrap();
+    let pid = String::from_utf8(orphan.stdout).unwrap().trim().to_string();
+    fs::write(state.join("daemon.1.pid"), format!("{pid}\n")).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut events = Collect::default();
+    xtask_deploy::deploy(&world.config(), &Default::default(), &mut events).unwrap();
+    let reaped = events.0.iter().find_map(|event| match event {
+        Event::Checked { reaped, .. } => Some(reaped.clone()),
+        _ => None,
+    });
+    assert_eq!(reaped, Some(vec![pid.clone()]));
+    assert!(!state.join("daemon.1.pid").exists());
+    assert!(gone_within(&pid, Duration::from_secs(5)), "orphan {pid} still runs");
+}
+
+#[test]
+fn a_pid_file_naming_another_process_kills_nothing() {
+    let world = World::new();
+    world.setup();
+    let mut unrelated = std::process::Command::new("sleep").arg("300").spawn().unwrap();
+    fs::write(world.deploy_to.join(".xtask-deploy/daemon.2.pid"), format!("{}\n", unrelated.id())).unwrap();
+    world.deploy();
+    assert!(unrelated.try_wait().unwrap().is_none(), "an unrelated process was killed");
+    unrelated.kill().unwrap();
+    unrelated.wait().unwrap();
+}
+
+/// Whether process `pid` has exited (or is a zombie nobody reaps) within `timeout`.
+fn gone_within(pid: &str, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let state = fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+        let running =
+            state.as_deref().and_then(|stat| stat.rsplit(") ").next()).is_some_and(|rest| !rest.starts_with('Z'));
+        if !running {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,168 @@
+//! Shared test support: a loopback sshd and an app repository deployed into it.
+//!
+//! The server runs on this machine, so tests read its side (`deploy_to`, processes) directly.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use xtask_deploy::demo::{app_manifest, AppRepo};
+use xtask_deploy::loopback::LoopbackServer;
+use xtask_deploy::report::Quiet;
+use xtask_deploy::{Config, DeployOptions, DeployReport};
+
+/// An unreachable git host: `.invalid` never resolves, so any fetch from it fails.
+pub const UNREACHABLE_ORIGIN: &str = "https://git.invalid/hello.git";
+
+/// A loopback server and an app configured to deploy into it.
+pub struct World {
+    pub app: AppRepo,
+    pub deploy_to: PathBuf,
+    // Dropped last: stops sshd and whatever it left running.
+    pub server: LoopbackServer,
+}
+
+impl World {
+    /// A server and an app with the default config and an unreachable `origin`.
+    pub fn new() -> World {
+        World::with_config("")
+    }
+
+    /// Like [`World::new`], with `extra` lines in `[package.metadata.deploy]`.
+    pub fn with_config(extra: &str) -> World {
+        let server = LoopbackServer::start().expect("start loopback sshd");
+        let deploy_to = server.dir().join("srv").join("hello app");
+        let manifest = app_manifest(&server, &deploy_to, extra);
+        let app = AppRepo::create(
+            &server.dir().join("app"),
+            &[
+                ("Cargo.toml", &manifest),
+                (".gitignore", "/target\n"),
+                ("src/main.rs", "fn main() {\n    println!(\"hello\");\n}\n"),
+                ("assets/data.txt", &"some data line\n".repeat(200)),
+            ],
+        )
+        .expect("create app repo");
+        app.repo().remote("origin", UNREACHABLE_ORIGIN).expect("add origin");
+        World { app, deploy_to, server }
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(Some(&self.app.manifest_path())).expect("load config")
+    }
+
+    pub fn setup(&self) {
+        xtask_deploy::setup(&self.config(), &mut Quiet)
+            .unwrap_or_else(|err| panic!("setup: {err}\n{}", self.server.log()));
+    }
+
+    pub fn deploy(&self) -> DeployReport {
+        self.try_deploy().unwrap_or_else(|err| panic!("deploy: {err}\n{}", self.server.log()))
+    }
+
+    pub fn try_deploy(&self) -> Result<DeployReport, xtask_deploy::Error> {
+        xtask_deploy::deploy(&self.config(), &DeployOptions::default(), &mut Quiet)
+    }
+
+    /// Writes a file and commits it; returns the new SHA.
+    pub fn commit(&self, path: &str, content: &str) -> String {
+        self.app.write(path, content).unwrap();
+        self.app.commit_all(&format!("change {path}")).unwrap()
+    }
+
+    /// The release `current` points at, if any.
+    pub fn current(&self) -> Option<String> {
+        let target = fs::read_link(self.deploy_to.join("current")).ok()?;
+        Some(target.file_name()?.to_string_lossy().to_string())
+    }
+
+    /// Release directory names, oldest first.
+    pub fn releases(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.deploy_to.join("releases"))
+            .map(|dir| dir.flatten().map(|entry| entry.file_name().to_string_lossy().to_string()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    pub fn revision_of(&self, release: &str) -> String {
+        fs::read_to_string(self.deploy_to.join("releases").join(release).join("REVISION")).unwrap().trim().to_string()
+    }
+
+    pub fn revisions_log(&self) -> Vec<String> {
+        fs::read_to_string(self.deploy_to.join("revisions.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Processes of this world's git daemon (the watchdog's `timeout` or git-daemon itself).
+    pub fn daemons(&self) -> Vec<(u32, String)> {
+        let repo = self.deploy_to.join("repo").display().to_string();
+        LoopbackServer::processes_mentioning(&repo).into_iter().filter(|(_, cmd)| cmd.contains("daemon")).collect()
+    }
+
+    /// Waits up to `timeout` for this world's daemons to be gone; returns those still running.
+    pub fn daemons_after(&self, timeout: Duration) -> Vec<(u32, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = self.daemons();
+            if left.is_empty() || Instant::now() > deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Asserts that `release` holds exactly the files of `git archive <sha>` plus `REVISION`.
+    pub fn assert_release_matches(&self, release: &str, sha: &str) {
+        let expected = tempfile::tempdir().unwrap();
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg("git archive --format=tar \"$1\" | tar -x -f - -C \"$2\"")
+            .arg("sh")
+            .arg(sha)
+            .arg(expected.path())
+            .current_dir(self.app.dir())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git archive of {sha}");
+        let release_dir = self.deploy_to.join("releases").join(release);
+        let mut actual = files_under(&release_dir);
+        assert_eq!(actual.remove(Path::new("REVISION")).as_deref(), Some(format!("{sha}\n").as_bytes()));
+        assert_eq!(actual, files_under(expected.path()), "release {release} differs from git archive {sha}");
+    }
+}
+
+/// Every file under `root`, by relative path, with its contents.
+pub fn files_under(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.insert(path.strip_prefix(root).unwrap().to_path_buf(), fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// `len` bytes that do not compress, so pushing them takes measurable time and bytes.
+pub fn incompressible(len: usize, seed: u64) -> String {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'!' + (state % 90) as u8)
+        })
+        .collect()
+}

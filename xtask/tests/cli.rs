@@ -1,0 +1,226 @@
+//! The `xtask` binary as users run it, against a real loopback sshd: bad input ends with one
+//! clear error and a non-zero exit; a deploy killed mid-push leaves nothing behind.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::{incompressible, World};
+
+fn xtask(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    command.args(args).stdin(Stdio::null());
+    command
+}
+
+fn deploy_cli(world: &World) -> Output {
+    let manifest = world.app.manifest_path();
+    xtask(&["deploy", "--manifest-path", manifest.to_str().unwrap()]).output().unwrap()
+}
+
+/// Deploys once, breaks something with `break_it`, deploys again through the CLI, and checks
+/// the failure: non-zero exit, one error paragraph containing `expected`, `current` untouched.
+fn assert_refused(name: &str, break_it: impl FnOnce(&World), expected: &[&str]) {
+    let world = World::new();
+    world.setup();
+    let before = world.deploy();
+    break_it(&world);
+    let output = deploy_cli(&world);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{name}: deploy succeeded:\n{stderr}");
+    let error = stderr.lines().find(|line| line.starts_with("error: ")).unwrap_or_else(|| panic!("{name}: {stderr}"));
+    for needle in expected {
+        assert!(error.contains(needle), "{name}: `{needle}` not in the error:\n{error}");
+    }
+    assert!(stderr.trim_end().ends_with(error), "{name}: the error is not the last paragraph:\n{stderr}");
+    assert_eq!(world.current(), Some(before.release.clone()), "{name}: current moved");
+    assert_eq!(world.releases(), vec![before.release], "{name}: a release was left");
+    assert_eq!(world.daemons(), vec![], "{name}: a daemon was left");
+}
+
+fn edit_manifest(world: &World, edit: impl FnOnce(String) -> String) {
+    let path = world.app.manifest_path();
+    fs::write(&path, edit(fs::read_to_string(&path).unwrap())).unwrap();
+}
+
+#[test]
+fn a_mistyped_key_is_refused_with_the_file_and_key() {
+    assert_refused(
+        "mistyped key",
+        |world| {
+            edit_manifest(world, |text| {
+                text.replace("[package.metadata.deploy]\n", "[package.metadata.deploy]\nkeep_release = 3\n")
+            })
+        },
+        &["unknown field `keep_release`", "Cargo.toml", "expected one of"],
+    );
+}
+
+#[test]
+fn a_wrongly_typed_value_is_refused_with_the_key_path() {
+    assert_refused(
+        "wrong type",
+        |world| {
+            let port = world.server.port();
+            edit_manifest(world, |text| text.replace(&format!("port = {port}"), &format!("port = \"{port}\"")))
+        },
+        &["`package.metadata.deploy.servers[0].port`", "expected u16"],
+    );
+}
+
+#[test]
+fn malformed_toml_is_refused() {
+    assert_refused(
+        "malformed toml",
+        |world| edit_manifest(world, |text| text.replace("deploy_to = ", "deploy_to = = ")),
+        &["failed to read the manifest", "Cargo.toml:", "expected"],
+    );
+}
+
+#[test]
+fn a_config_without_servers_names_the_table_to_add() {
+    assert_refused(
+        "no servers",
+        |world| {
+            edit_manifest(world, |text| {
+                let start = text.find("[[package.metadata.deploy.servers]]").unwrap();
+                let end = text.find("[package.metadata.deploy.ssh]").unwrap();
+                format!("{}{}", &text[..start], &text[end..])
+            })
+        },
+        &["no servers", "[[package.metadata.deploy.servers]]"],
+    );
+}
+
+#[test]
+fn an_unreachable_host_fails_fast_with_what_to_check() {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let started = std::time::Instant::now();
+    assert_refused(
+        "unreachable host",
+        |world| {
+            let port = world.server.port();
+            edit_manifest(world, |text| text.replace(&format!("port = {port}"), &format!("port = {closed_port}")));
+            world.app.commit_all("point at a closed port").unwrap();
+        },
+        &["cannot connect to", &format!("127.0.0.1:{closed_port}"), "check `host` and `port`"],
+    );
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_changed_host_key_is_refused_with_the_fingerprint_and_the_fix() {
+    assert_refused(
+        "changed host key",
+        |world| {
+            let other = tempfile::tempdir().unwrap();
+            let key = other.path().join("key");
+            let status =
+                Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).status().unwrap();
+            assert!(status.success());
+            let public = fs::read_to_string(key.with_extension("pub")).unwrap();
+            let fields: Vec<&str> = public.split_whitespace().take(2).collect();
+            let line = format!("[127.0.0.1]:{} {}\n", world.server.port(), fields.join(" "));
+            fs::write(world.server.known_hosts(), line).unwrap();
+        },
+        &["host key check failed", "differs", "SHA256:", "ssh-keygen -R"],
+    );
+}
+
+#[test]
+fn an_unknown_host_key_is_refused_with_how_to_trust_it() {
+    assert_refused(
+        "unknown host key",
+        |world| fs::write(world.server.known_hosts(), "").unwrap(),
+        &["is not in", "SHA256:", "ssh-keyscan -p"],
+    );
+}
+
+#[test]
+fn a_dirty_worktree_is_refused_naming_the_files() {
+    assert_refused(
+        "dirty worktree",
+        |world| world.app.write("src/main.rs", "fn main() { todo!() }\n").unwrap(),
+        &["uncommitted changes", "`src/main.rs`", "--allow-dirty"],
+    );
+}
+
+#[test]
+fn a_deploy_killed_mid_push_leaves_no_daemon_and_current_untouched() {
+    let world = World::new();
+    world.setup();
+    let before = world.deploy();
+    let big_sha = world.commit("assets/big.bin", &incompressible(12_000_000, 7));
+
+    let manifest = world.app.manifest_path();
+    let mut child = xtask(&["deploy", "--manifest-path", manifest.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("the deploy ended before pushing:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.contains("Pushing") {
+            break;
+        }
+    }
+    assert!(!world.daemons().is_empty(), "the daemon should be running during the push");
+    child.kill().unwrap(); // SIGKILL: no destructor, no cleanup on the deploying side.
+    child.wait().unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+    assert!(!rest.contains("Pushed"), "the push had finished before the kill:\n{seen}{rest}");
+
+    assert_eq!(world.daemons_after(Duration::from_secs(10)), vec![], "daemon left after SIGKILL");
+    assert_eq!(world.current(), Some(before.release.clone()));
+    assert_eq!(world.releases(), vec![before.release.clone()]);
+
+    // The next deploy needs no manual step.
+    let output = deploy_cli(&world);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let current = world.current().unwrap();
+    assert_ne!(current, before.release);
+    assert_eq!(world.revision_of(&current), big_sha);
+    assert_eq!(world.daemons(), vec![]);
+}
+
+#[test]
+fn deploy_setup_through_the_cli_is_idempotent() {
+    let world = World::new();
+    let manifest = world.app.manifest_path();
+    let args = ["deploy-setup", "--manifest-path", manifest.to_str().unwrap()];
+    let first = xtask(&args).output().unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(String::from_utf8_lossy(&first.stderr).contains("Created"));
+    let second = xtask(&args).output().unwrap();
+    assert!(second.status.success());
+    let second_stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second_stderr.contains("Created"), "{second_stderr}");
+}
+
+/// The README's first command.
+#[test]
+fn the_demo_deploys_twice_and_stops_its_server() {
+    let output = xtask(&["demo"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(stdout.matches("/  REVISION ").count(), 2, "two releases listed:\n{stdout}");
+    assert_eq!(stdout.matches("deployed as release").count(), 2, "{stdout}");
+    assert!(stdout.contains("current -> "), "{stdout}");
+    let app = stdout.split('`').nth(1).expect("the demo names its app dir");
+    let dir = app.strip_suffix("/hello").expect("the app lives in the server's dir");
+    let port = stdout.split("127.0.0.1:").nth(1).and_then(|rest| rest.split(',').next()).unwrap();
+    assert!(xtask_deploy::loopback::LoopbackServer::processes_mentioning(dir).is_empty(), "demo left processes");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err(), "sshd still listens");
+    assert!(!std::path::Path::new(dir).exists(), "the demo's temp dir was not removed");
+}
