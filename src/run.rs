@@ -27,6 +27,8 @@ pub struct DeployOptions {
     pub revision: Option<String>,
     /// Deploy even when the worktree has uncommitted changes.
     pub allow_dirty: bool,
+    /// How the pack is made (default: a thin pack from the local `git`, else libgit2).
+    pub pack: transport::PackMethod,
 }
 
 /// What a deploy did.
@@ -107,7 +109,7 @@ pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Repor
 
     let mut servers = Vec::new();
     for (connection, _state, connect) in &targets {
-        let mut server = deploy_to_server(config, connection, &repo, &release, &refname, reporter)?;
+        let mut server = deploy_to_server(config, connection, &repo, &release, &refname, options.pack, reporter)?;
         server.connect = *connect;
         servers.push(server);
     }
@@ -120,6 +122,7 @@ fn deploy_to_server(
     repo: &git2::Repository,
     release: &Release,
     refname: &str,
+    pack: transport::PackMethod,
     reporter: &mut dyn Reporter,
 ) -> Result<ServerReport, Error> {
     let name = connection.name().to_string();
@@ -132,7 +135,7 @@ fn deploy_to_server(
     reporter.event(Event::Pushing { server: name.clone(), sha: release.sha.clone() });
     let tunnel = connection.tunnel(port)?;
     let repo_path = format!("{}/repo", config.deploy_to);
-    let pushed = transport::push_through_daemon(repo, tunnel, &repo_path, port, &release.sha, refname);
+    let pushed = transport::push_through_daemon(repo, tunnel, &repo_path, port, &release.sha, refname, pack);
     // The daemon lives only while the push lasts, whatever its outcome.
     daemon.finish(Duration::from_secs(10));
     let stats = pushed.map_err(|message| Error::Push { server: name.clone(), message })?;

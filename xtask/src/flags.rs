@@ -94,7 +94,7 @@ impl DeploySetup {
 impl Deploy {
     fn run(self) -> anyhow::Result<()> {
         let config = self.target.config()?;
-        let options = DeployOptions { revision: self.revision, allow_dirty: self.allow_dirty };
+        let options = DeployOptions { revision: self.revision, allow_dirty: self.allow_dirty, ..Default::default() };
         let mut status = Status::new();
         let report = xtask_deploy::deploy(&config, &options, &mut status)?;
         status.summary(&report);

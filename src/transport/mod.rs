@@ -1,9 +1,13 @@
-//! How git objects reach the server's `repo/`: a `git2` push through a custom libgit2 transport
-//! whose stream is an SSH `direct-tcpip` channel to the deploy's temporary `git daemon`.
+//! How git objects reach the server's `repo/`: a push through an SSH `direct-tcpip` channel to
+//! the deploy's temporary `git daemon`. No local port is opened and no pump thread runs.
 //!
-//! No local port is opened and no pump thread runs: libgit2 reads and writes the channel
-//! directly. The channel is handed to libgit2 through a process-wide table keyed by a one-time
-//! token in the remote URL (`xtask-deploy://<token>`), because libgit2 builds transports from URLs.
+//! Two ways to push over that stream ([`PackMethod`]):
+//! - [`receive_pack`]: our own client of git's receive-pack protocol, sending a *thin* pack from
+//!   `git pack-objects --thin` (deltas against what the server already has: the smallest push).
+//! - libgit2: a `git2` push through a custom transport; needs no `git` executable, but libgit2
+//!   cannot make thin packs, so changed files and trees travel whole. The channel is handed to
+//!   libgit2 through a process-wide table keyed by a one-time token in the remote URL
+//!   (`xtask-deploy://<token>`), because libgit2 builds transports from URLs.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -33,6 +37,61 @@ static REGISTER: Once = Once::new();
 static PENDING: Mutex<Option<HashMap<u64, Pending>>> = Mutex::new(None);
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
 
+pub mod receive_pack;
+
+/// How the pack is made and sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PackMethod {
+    /// A thin pack from the local `git` when it is on `PATH`, else libgit2.
+    #[default]
+    Auto,
+    /// A thin pack from `git pack-objects`, sent by [`receive_pack`].
+    ThinPack,
+    /// A `git2` push through the custom transport.
+    Libgit2,
+}
+
+impl PackMethod {
+    /// Settles `Auto` by looking for a working `git` on `PATH`.
+    pub fn resolve(self) -> PackMethod {
+        match self {
+            PackMethod::Auto => {
+                let git = std::process::Command::new("git").arg("--version").output();
+                if git.is_ok_and(|output| output.status.success()) {
+                    PackMethod::ThinPack
+                } else {
+                    PackMethod::Libgit2
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// Pushes `sha` from `repo` to `refname` of the repository at `path`, served by the git daemon
+/// listening on the server's 127.0.0.1:`port`, at the other end of `channel`.
+pub fn push_through_daemon(
+    repo: &git2::Repository,
+    channel: ssh2::Channel,
+    path: &str,
+    port: u16,
+    sha: &str,
+    refname: &str,
+    method: PackMethod,
+) -> Result<PushStats, String> {
+    match method.resolve() {
+        PackMethod::Libgit2 => push_with_libgit2(repo, channel, path, port, sha, refname),
+        _ => {
+            let mut stream = Stream { channel, bytes_sent: Arc::new(AtomicU64::new(0)) };
+            stream
+                .write_all(&daemon_request(path, port))
+                .map_err(|err| format!("cannot reach the git daemon through the tunnel: {err}"))?;
+            receive_pack::push(repo, &mut stream, sha, refname)?;
+            Ok(PushStats { bytes_sent: stream.bytes_sent.load(Ordering::Relaxed) })
+        }
+    }
+}
+
 /// The git:// protocol's opening request for a push to `path`, as one pkt-line.
 pub fn daemon_request(path: &str, port: u16) -> Vec<u8> {
     let body = format!("git-receive-pack {path}\0host=127.0.0.1:{port}\0");
@@ -41,9 +100,9 @@ pub fn daemon_request(path: &str, port: u16) -> Vec<u8> {
     line
 }
 
-/// Pushes `sha` from `repo` to `refname` on the daemon at the other end of `channel`, which
+/// The libgit2 push: `sha` to `refname` on the daemon at the other end of `channel`, which
 /// serves the repository at `path`. Returns the bytes sent; a ref the server rejects is an error.
-pub fn push_through_daemon(
+fn push_with_libgit2(
     repo: &git2::Repository,
     channel: ssh2::Channel,
     path: &str,

@@ -1,0 +1,240 @@
+//! A client of git's receive-pack protocol (the push half of the v0 smart protocol), over any
+//! byte stream: read the ref advertisement, send one update command, stream a thin pack made by
+//! `git pack-objects --thin`, read the `report-status`.
+//!
+//! The pack's bases are every advertised tip that also exists locally, as `git send-pack` does,
+//! so only what the server lacks travels, as deltas against what it has.
+
+use std::io::{self, Read, Write};
+use std::process::{Command, Stdio};
+
+/// The object name git uses for "no object" (a ref being created).
+const ZERO_ID: &str = "0000000000000000000000000000000000000000";
+
+/// The refs and capabilities a receive-pack server advertised.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Advertisement {
+    /// `(sha, refname)` pairs, in the order sent.
+    pub refs: Vec<(String, String)>,
+    pub capabilities: Vec<String>,
+}
+
+/// Pushes commit `sha` of `repo` to `refname` through `stream`, which must already be connected
+/// to a receive-pack server (for git://, after the request line). The ref is set whatever it
+/// held before (a deploy may go back in history). A ref the server refuses is an error.
+pub fn push<S: Read + Write>(repo: &git2::Repository, stream: &mut S, sha: &str, refname: &str) -> Result<(), String> {
+    let advertisement = read_advertisement(stream)?;
+    let old = advertisement
+        .refs
+        .iter()
+        .find(|(_, name)| name == refname)
+        .map(|(old, _)| old.as_str())
+        .unwrap_or(ZERO_ID)
+        .to_string();
+    if old == sha {
+        // The server already has the commit under that ref: no command, no pack.
+        return write_flush(stream).map_err(lost);
+    }
+    if !advertisement.capabilities.iter().any(|cap| cap == "report-status") {
+        return Err("the server does not offer `report-status`, so a push could not be confirmed".to_string());
+    }
+    let ofs_delta = advertisement.capabilities.iter().any(|cap| cap == "ofs-delta");
+    let mut capabilities = vec!["report-status".to_string()];
+    if ofs_delta {
+        capabilities.push("ofs-delta".to_string());
+    }
+    capabilities.push(format!("agent=xtask-deploy/{}", env!("CARGO_PKG_VERSION")));
+    let command = format!("{old} {sha} {refname}\0{}\n", capabilities.join(" "));
+    write_pkt(stream, command.as_bytes()).map_err(lost)?;
+    write_flush(stream).map_err(lost)?;
+
+    let haves: Vec<&str> = advertisement
+        .refs
+        .iter()
+        .map(|(tip, _)| tip.as_str())
+        .filter(|tip| *tip != ZERO_ID)
+        .filter(|tip| git2::Oid::from_str(tip).is_ok_and(|oid| repo.odb().is_ok_and(|odb| odb.exists(oid))))
+        .collect();
+    send_thin_pack(repo, sha, &haves, ofs_delta, stream)?;
+    read_report(stream, refname)
+}
+
+/// Reads the ref advertisement up to its flush packet.
+pub fn read_advertisement<S: Read>(stream: &mut S) -> Result<Advertisement, String> {
+    let mut advertisement = Advertisement::default();
+    let mut first = true;
+    while let Some(line) = read_pkt(stream).map_err(|err| {
+        format!("the server closed the connection before advertising its refs ({err}); is `repo/` a bare repository?")
+    })? {
+        let line = String::from_utf8_lossy(&line);
+        let line = line.trim_end_matches('\n');
+        if let Some(message) = line.strip_prefix("ERR ") {
+            return Err(format!("the git daemon refused the push: {message}"));
+        }
+        let (refline, capabilities) = match line.split_once('\0') {
+            Some((refline, capabilities)) if first => (refline, Some(capabilities)),
+            _ => (line, None),
+        };
+        first = false;
+        if let Some(capabilities) = capabilities {
+            advertisement.capabilities =
+                capabilities.split(' ').filter(|cap| !cap.is_empty()).map(str::to_string).collect();
+        }
+        let Some((sha, name)) = refline.split_once(' ') else {
+            return Err(format!("malformed ref advertisement line `{line}`"));
+        };
+        if name != "capabilities^{}" {
+            advertisement.refs.push((sha.to_string(), name.to_string()));
+        }
+    }
+    Ok(advertisement)
+}
+
+/// Streams `git pack-objects --thin` for `sha` minus `haves` into `stream`.
+fn send_thin_pack<W: Write>(
+    repo: &git2::Repository,
+    sha: &str,
+    haves: &[&str],
+    ofs_delta: bool,
+    stream: &mut W,
+) -> Result<(), String> {
+    let mut command = Command::new("git");
+    command.arg("--git-dir").arg(repo.path()).args(["pack-objects", "--thin", "--stdout", "--revs", "-q"]);
+    if ofs_delta {
+        command.arg("--delta-base-offset");
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("cannot run `git pack-objects`: {err}"))?;
+    let mut revisions = format!("{sha}\n");
+    for have in haves {
+        revisions.push_str(&format!("^{have}\n"));
+    }
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin.write_all(revisions.as_bytes()).map_err(|err| format!("cannot feed `git pack-objects`: {err}"))?;
+    drop(stdin);
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let copied = io::copy(&mut stdout, stream);
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    let status = child.wait().map_err(|err| format!("`git pack-objects` was lost: {err}"))?;
+    copied.map_err(lost)?;
+    if !status.success() {
+        return Err(format!("`git pack-objects` failed ({status}): {}", stderr.trim()));
+    }
+    stream.flush().map_err(lost)
+}
+
+/// Reads `report-status`: `unpack ok`, then `ok <ref>` or `ng <ref> <reason>`.
+fn read_report<S: Read>(stream: &mut S, refname: &str) -> Result<(), String> {
+    let mut lines = Vec::new();
+    while let Some(line) =
+        read_pkt(stream).map_err(|err| format!("the server closed before confirming the push: {err}"))?
+    {
+        lines.push(String::from_utf8_lossy(&line).trim_end_matches('\n').to_string());
+    }
+    let unpack = lines.first().map(String::as_str).unwrap_or("");
+    if unpack != "unpack ok" {
+        return Err(format!("the server could not store the pushed objects: `{unpack}`"));
+    }
+    for line in &lines[1..] {
+        if let Some(rest) = line.strip_prefix("ng ") {
+            let (name, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+            return Err(format!("the server rejected `{name}`: {reason}"));
+        }
+    }
+    if !lines.iter().any(|line| line == &format!("ok {refname}")) {
+        return Err(format!("the server did not confirm `{refname}`: {}", lines.join("; ")));
+    }
+    Ok(())
+}
+
+/// Reads one pkt-line; `None` is a flush packet.
+fn read_pkt<S: Read>(stream: &mut S) -> io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header)?;
+    let length = std::str::from_utf8(&header)
+        .ok()
+        .and_then(|hex| usize::from_str_radix(hex, 16).ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad pkt-line header {header:?}")))?;
+    match length {
+        0 => Ok(None),
+        1..=3 => Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad pkt-line length {length}"))),
+        _ => {
+            let mut payload = vec![0u8; length - 4];
+            stream.read_exact(&mut payload)?;
+            Ok(Some(payload))
+        }
+    }
+}
+
+fn write_pkt<W: Write>(stream: &mut W, payload: &[u8]) -> io::Result<()> {
+    stream.write_all(format!("{:04x}", payload.len() + 4).as_bytes())?;
+    stream.write_all(payload)
+}
+
+fn write_flush<W: Write>(stream: &mut W) -> io::Result<()> {
+    stream.write_all(b"0000")?;
+    stream.flush()
+}
+
+fn lost(err: io::Error) -> String {
+    format!("the connection to the server was lost: {err}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(text: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_pkt(&mut out, text.as_bytes()).unwrap();
+        out
+    }
+
+    #[test]
+    fn advertisement_of_an_empty_repository_has_no_refs() {
+        let mut input = pkt(&format!("{ZERO_ID} capabilities^{{}}\0report-status delete-refs ofs-delta\n"));
+        input.extend_from_slice(b"0000");
+        let advertisement = read_advertisement(&mut input.as_slice()).unwrap();
+        assert!(advertisement.refs.is_empty());
+        assert_eq!(advertisement.capabilities, vec!["report-status", "delete-refs", "ofs-delta"]);
+    }
+
+    #[test]
+    fn advertisement_lists_refs_and_first_line_capabilities() {
+        let a = "1".repeat(40);
+        let b = "2".repeat(40);
+        let mut input = pkt(&format!("{a} refs/heads/main\0report-status\n"));
+        input.extend(pkt(&format!("{b} refs/tags/v1\n")));
+        input.extend_from_slice(b"0000");
+        let advertisement = read_advertisement(&mut input.as_slice()).unwrap();
+        assert_eq!(advertisement.refs, vec![(a, "refs/heads/main".to_string()), (b, "refs/tags/v1".to_string())]);
+    }
+
+    #[test]
+    fn daemon_errors_and_truncation_are_reported() {
+        let input = pkt("ERR access denied or repository not exported: /x");
+        let err = read_advertisement(&mut input.as_slice()).unwrap_err();
+        assert!(err.contains("access denied"), "{err}");
+        let err = read_advertisement(&mut &b"00"[..]).unwrap_err();
+        assert!(err.contains("closed the connection"), "{err}");
+    }
+
+    #[test]
+    fn report_status_rejections_name_the_ref_and_reason() {
+        let mut input = pkt("unpack ok\n");
+        input.extend(pkt("ng refs/heads/main pre-receive hook declined\n"));
+        input.extend_from_slice(b"0000");
+        let err = read_report(&mut input.as_slice(), "refs/heads/main").unwrap_err();
+        assert_eq!(err, "the server rejected `refs/heads/main`: pre-receive hook declined");
+        let mut input = pkt("unpack index-pack abnormal exit\n");
+        input.extend_from_slice(b"0000");
+        assert!(read_report(&mut input.as_slice(), "refs/heads/main").unwrap_err().contains("index-pack"));
+    }
+}

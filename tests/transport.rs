@@ -1,0 +1,130 @@
+//! The receive-pack client against a real `git receive-pack` on a local bare repository: no
+//! server needed, as git2-rs tests its pushes.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+
+use xtask_deploy::demo::AppRepo;
+use xtask_deploy::transport::receive_pack;
+
+/// A `git receive-pack` process as a byte stream.
+struct ReceivePack(Child);
+
+impl ReceivePack {
+    fn start(bare: &std::path::Path) -> ReceivePack {
+        ReceivePack(
+            Command::new("git")
+                .arg("receive-pack")
+                .arg(bare)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Read for ReceivePack {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.stdout.as_mut().unwrap().read(buf)
+    }
+}
+
+impl Write for ReceivePack {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.stdin.as_mut().unwrap().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.stdin.as_mut().unwrap().flush()
+    }
+}
+
+impl Drop for ReceivePack {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+/// Counts what is written through it.
+struct Counting<'a>(&'a mut ReceivePack, u64);
+
+impl Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        self.1 += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+fn push(app: &AppRepo, bare: &std::path::Path, sha: &str) -> (Result<(), String>, u64) {
+    let mut server = ReceivePack::start(bare);
+    let mut stream = Counting(&mut server, 0);
+    let result = receive_pack::push(app.repo(), &mut stream, sha, "refs/heads/main");
+    (result, stream.1)
+}
+
+fn ref_of(bare: &std::path::Path) -> String {
+    let repo = git2::Repository::open_bare(bare).unwrap();
+    repo.refname_to_id("refs/heads/main").unwrap().to_string()
+}
+
+#[test]
+fn pushes_create_then_move_the_ref_with_only_a_thin_delta() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("repo");
+    git2::Repository::init_bare(&bare).unwrap();
+    let big: String = (0..2000).map(|n| format!("line {n}: {}\n", support::incompressible(16, n))).collect();
+    let app = AppRepo::create(&dir.path().join("app"), &[("data.txt", &big)]).unwrap();
+    let first = app.repo().head().unwrap().target().unwrap().to_string();
+
+    let (result, first_bytes) = push(&app, &bare, &first);
+    result.unwrap();
+    assert_eq!(ref_of(&bare), first);
+    assert!(first_bytes > 20_000, "the first push carries the file: {first_bytes}");
+
+    app.write("data.txt", &big.replacen("line 1000:", "line one thousand:", 1)).unwrap();
+    let second = app.commit_all("change one line").unwrap();
+    let (result, second_bytes) = push(&app, &bare, &second);
+    result.unwrap();
+    assert_eq!(ref_of(&bare), second);
+    // A whole new copy of the 50 KB file would be tens of KB even compressed; a thin delta is tiny.
+    assert!(second_bytes < 1_000, "only a delta travels: {second_bytes} bytes");
+
+    // The ref can go back (a deploy of an older commit), and a push of what is there sends nothing.
+    let (result, _) = push(&app, &bare, &first);
+    result.unwrap();
+    assert_eq!(ref_of(&bare), first);
+    let (result, same_bytes) = push(&app, &bare, &first);
+    result.unwrap();
+    assert_eq!(same_bytes, 4, "only a flush packet");
+}
+
+#[test]
+fn a_declined_push_is_an_error_naming_the_ref() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("repo");
+    git2::Repository::init_bare(&bare).unwrap();
+    let hook = bare.join("hooks/pre-receive");
+    std::fs::write(&hook, "#!/bin/sh\nexit 1\n").unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let app = AppRepo::create(&dir.path().join("app"), &[("a.txt", "a\n")]).unwrap();
+    let sha = app.repo().head().unwrap().target().unwrap().to_string();
+    let (result, _) = push(&app, &bare, &sha);
+    let err = result.unwrap_err();
+    assert!(err.contains("rejected `refs/heads/main`"), "{err}");
+    assert!(git2::Repository::open_bare(&bare).unwrap().refname_to_id("refs/heads/main").is_err());
+}
