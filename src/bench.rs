@@ -19,6 +19,8 @@ use crate::Error;
 #[derive(Debug, Clone)]
 pub struct Round {
     pub elapsed: Duration,
+    /// connect, daemon start, push, release (made and published).
+    pub phases: [Duration; 4],
     pub bytes_pushed: u64,
     /// Size of `git pack-objects --thin` for the commits this deploy added.
     pub thin_pack: u64,
@@ -58,10 +60,12 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
 
     let mut timed = Vec::with_capacity(rounds);
     for round in 0..rounds {
-        let readme = clone_dir.join("README.md");
-        let mut text = std::fs::read_to_string(&readme).unwrap_or_default();
-        text.push_str(&format!("\nbench round {round}\n"));
-        std::fs::write(&readme, text).map_err(|err| local(format!("cannot write `{}`: {err}", readme.display())))?;
+        // A small, realistic change: one line appended to a file every Rust repository tracks.
+        let manifest = clone_dir.join("Cargo.toml");
+        let mut text = std::fs::read_to_string(&manifest).unwrap_or_default();
+        text.push_str(&format!("# bench round {round}\n"));
+        std::fs::write(&manifest, text)
+            .map_err(|err| local(format!("cannot write `{}`: {err}", manifest.display())))?;
         let message = format!("bench round {round}");
         cmd!(sh, "git -c user.name=bench -c user.email=bench@localhost commit -q -a -m {message}")
             .quiet()
@@ -73,8 +77,10 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
             .output()
             .map_err(|err| local(err.to_string()))?;
         let report = deploy(&config, &DeployOptions::default(), &mut Quiet)?;
+        let server = &report.servers[0];
         timed.push(Round {
             elapsed: report.elapsed,
+            phases: [server.connect, server.daemon, server.push, server.release],
             bytes_pushed: report.servers.iter().map(|server| server.bytes_sent).sum(),
             thin_pack: thin.stdout.len() as u64,
         });
@@ -95,12 +101,16 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
         line(
             out,
             format!(
-                "  {:>5} {:>10.1} {:>14} {:>16} {:>7.2}",
+                "  {:>5} {:>10.1} {:>14} {:>16} {:>7.2}   {:.0} / {:.0} / {:.0} / {:.0}",
                 index + 1,
                 ms(round.elapsed),
                 round.bytes_pushed,
                 round.thin_pack,
-                round.bytes_pushed as f64 / round.thin_pack.max(1) as f64
+                round.bytes_pushed as f64 / round.thin_pack.max(1) as f64,
+                ms(round.phases[0]),
+                ms(round.phases[1]),
+                ms(round.phases[2]),
+                ms(round.phases[3]),
             ),
         )?;
     }
