@@ -138,7 +138,11 @@ impl Config {
             Some(package) => (&package.metadata, "package.metadata"),
             None => (&metadata.workspace_metadata, "workspace.metadata"),
         };
-        let defaults = Defaults::from_env(package.map(|package| package.name.to_string()));
+        // A virtual workspace has no package name: its directory names the application.
+        let name = package.map(|package| package.name.to_string()).or_else(|| {
+            manifest.parent().and_then(|dir| dir.file_name()).map(|name| name.to_string_lossy().to_string())
+        });
+        let defaults = Defaults::from_env(name);
         Config::from_metadata(table, section, &manifest, &defaults)
     }
 
@@ -375,6 +379,43 @@ mod tests {
     fn cargo_errors_are_condensed_to_one_line() {
         let stderr = "error: extra `=`, expected nothing\n --> Cargo.toml:7:13\n  |\n7 | deploy_to = = \"x\"\n  |             ^\n";
         assert_eq!(one_paragraph(stderr), "extra `=`, expected nothing --> Cargo.toml:7:13");
+    }
+
+    /// The `[package]` metadata of a whole manifest's text.
+    fn metadata_of(manifest: &str) -> serde_json::Value {
+        let manifest: serde_json::Value = toml::from_str(manifest).expect("manifest is valid TOML");
+        manifest["package"]["metadata"].clone()
+    }
+
+    #[test]
+    fn the_readme_config_example_parses_as_documented() {
+        let readme = include_str!("../README.md");
+        let example = &readme[readme.find("<!-- config-example").expect("README marks its example")..];
+        let body = &example[example.find("```toml\n").unwrap() + 8..];
+        let body = &body[..body.find("```").unwrap()];
+        let config =
+            Config::from_metadata(&metadata_of(body), "package.metadata", Path::new("/app/Cargo.toml"), &defaults())
+                .unwrap();
+        assert_eq!(config.application, "hello");
+        assert_eq!(config.deploy_to, "/srv/hello");
+        assert_eq!(config.build, vec!["cargo build --release --locked".to_string()]);
+        assert_eq!(config.servers[0].display_name(), "deploy@203.0.113.7:22");
+        assert_eq!(config.ssh.identity, Some(PathBuf::from("/home/alice/.ssh/id_ed25519")));
+    }
+
+    #[test]
+    fn this_repository_deploys_to_its_vagrant_vm() {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let config = Config::from_metadata(
+            &metadata_of(include_str!("../Cargo.toml")),
+            "package.metadata",
+            &manifest,
+            &defaults(),
+        )
+        .unwrap();
+        assert_eq!(config.servers[0].host, "192.168.56.10");
+        assert_eq!(config.servers[0].user, "vagrant");
+        assert!(config.ssh.identity.unwrap().ends_with(".vagrant/machines/default/virtualbox/private_key"));
     }
 
     #[test]

@@ -196,3 +196,59 @@ fn gone_within(pid: &str, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_libgit2_fallback_deploys_the_same_release() {
+    let world = World::new();
+    world.setup();
+    let options =
+        xtask_deploy::DeployOptions { pack: xtask_deploy::transport::PackMethod::Libgit2, ..Default::default() };
+    let first = xtask_deploy::deploy(&world.config(), &options, &mut xtask_deploy::report::Quiet).unwrap();
+    world.assert_release_matches(&first.release, &first.sha);
+    let sha = world.commit("src/main.rs", "fn main() {}\n");
+    let second = xtask_deploy::deploy(&world.config(), &options, &mut xtask_deploy::report::Quiet).unwrap();
+    assert_eq!(world.revision_of(&second.release), sha);
+    world.assert_release_matches(&second.release, &sha);
+    assert!(second.servers[0].bytes_sent < first.servers[0].bytes_sent);
+    assert!(world.daemons().is_empty());
+}
+
+#[test]
+fn build_commands_run_locally_before_anything_is_sent() {
+    let world = World::with_config(r#"build = ["mkdir -p target", "touch target/built", "test ! -e target/fail"]"#);
+    world.setup();
+    let first = world.deploy();
+    assert!(world.app.dir().join("target/built").exists(), "the build did not run");
+
+    fs::write(world.app.dir().join("target/fail"), "").unwrap();
+    let sha = world.commit("src/main.rs", "fn main() {}\n");
+    let err = world.try_deploy().expect_err("the build fails");
+    assert!(matches!(err, Error::Local { .. }), "{err}");
+    assert!(err.to_string().contains("build command `test ! -e target/fail` failed"), "{err}");
+    assert!(err.to_string().contains("nothing was sent"), "{err}");
+    assert_eq!(world.current().as_deref(), Some(first.release.as_str()));
+    let server_repo = git2::Repository::open_bare(world.deploy_to.join("repo")).unwrap();
+    assert!(server_repo.find_commit(git2::Oid::from_str(&sha).unwrap()).is_err(), "the commit was pushed");
+}
+
+#[test]
+fn a_virtual_workspace_is_configured_by_workspace_metadata() {
+    let world = World::new();
+    let dir = world.server.dir().join("workspace");
+    fs::create_dir_all(dir.join("member/src")).unwrap();
+    fs::write(dir.join("member/Cargo.toml"), "[package]\nname = \"member\"\nversion = \"0.1.0\"\nedition = \"2021\"\n")
+        .unwrap();
+    fs::write(dir.join("member/src/lib.rs"), "").unwrap();
+    let app_manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
+    let deploy_table = &app_manifest[app_manifest.find("[package.metadata.deploy]").unwrap()..];
+    let workspace = format!(
+        "[workspace]\nmembers = [\"member\"]\n\n{}",
+        deploy_table.replace("package.metadata", "workspace.metadata")
+    );
+    fs::write(dir.join("Cargo.toml"), workspace).unwrap();
+
+    let config = xtask_deploy::Config::load(Some(&dir.join("Cargo.toml"))).unwrap();
+    assert_eq!(config.application, "workspace");
+    assert_eq!(config.deploy_to, world.deploy_to.display().to_string());
+    assert_eq!(config.servers[0].port, world.server.port());
+}

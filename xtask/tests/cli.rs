@@ -151,6 +151,17 @@ fn a_dirty_worktree_is_refused_naming_the_files() {
 
 #[test]
 fn a_deploy_killed_mid_push_leaves_no_daemon_and_current_untouched() {
+    interrupt_mid_push("KILL");
+}
+
+#[test]
+fn a_deploy_interrupted_by_ctrl_c_mid_push_leaves_no_daemon_and_current_untouched() {
+    interrupt_mid_push("INT");
+}
+
+/// Starts a deploy of a large commit, sends `signal` to the deploying process as soon as the
+/// push starts, and checks that the server is left as it was and the next deploy just works.
+fn interrupt_mid_push(signal: &str) {
     let world = World::new();
     world.setup();
     let before = world.deploy();
@@ -175,13 +186,15 @@ fn a_deploy_killed_mid_push_leaves_no_daemon_and_current_untouched() {
         }
     }
     assert!(!world.daemons().is_empty(), "the daemon should be running during the push");
-    child.kill().unwrap(); // SIGKILL: no destructor, no cleanup on the deploying side.
-    child.wait().unwrap();
+    let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(!exit.success(), "SIG{signal} did not stop the deploy");
     let mut rest = String::new();
     let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
-    assert!(!rest.contains("Pushed"), "the push had finished before the kill:\n{seen}{rest}");
+    assert!(!rest.contains("Pushed"), "the push had finished before SIG{signal}:\n{seen}{rest}");
 
-    assert_eq!(world.daemons_after(Duration::from_secs(10)), vec![], "daemon left after SIGKILL");
+    assert_eq!(world.daemons_after(Duration::from_secs(10)), vec![], "daemon left after SIG{signal}");
     assert_eq!(world.current(), Some(before.release.clone()));
     assert_eq!(world.releases(), vec![before.release.clone()]);
 
