@@ -37,9 +37,10 @@ pub struct Output {
 /// A remote script still running on its own exec channel, its stdin held open. Dropping it
 /// closes stdin (the script's cue to stop) and waits briefly for it to exit.
 pub struct RemoteProcess {
-    channel: ssh2::Channel,
+    /// `None` once stopped: the channel is freed inside [`RemoteProcess::stop`]'s deadline,
+    /// because libssh2 waits for the remote's close when a channel is freed.
+    channel: Option<ssh2::Channel>,
     session: Session,
-    stopped: bool,
 }
 
 impl Connection {
@@ -130,7 +131,7 @@ impl Connection {
         let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
         let mut channel = self.session.channel_session().map_err(failed)?;
         channel.exec(&shell::exec_line(script)).map_err(failed)?;
-        Ok(RemoteProcess { channel, session: self.session.clone(), stopped: false })
+        Ok(RemoteProcess { channel: Some(channel), session: self.session.clone() })
     }
 
     /// Opens a channel to `127.0.0.1:port` as seen from the server.
@@ -165,6 +166,7 @@ impl RemoteProcess {
     /// Reads the process's stderr until a line contains `needle` (returns everything read so
     /// far) or the process ends (returns the text as the error), waiting at most `timeout`.
     pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
+        let Some(channel) = self.channel.as_mut() else { return Err("the process was stopped".to_string()) };
         self.session.set_timeout(millis(timeout));
         let deadline = Instant::now() + timeout;
         let mut text = String::new();
@@ -176,7 +178,7 @@ impl RemoteProcess {
             if Instant::now() > deadline {
                 break Err(format!("no `{needle}` within {}s; it printed: {}", timeout.as_secs(), text.trim()));
             }
-            match self.channel.stderr().read(&mut buffer) {
+            match channel.stderr().read(&mut buffer) {
                 Ok(0) => break Err(text),
                 Ok(n) => text.push_str(&String::from_utf8_lossy(&buffer[..n])),
                 Err(err) => break Err(format!("{}; it printed: {}", err, text.trim())),
@@ -186,24 +188,39 @@ impl RemoteProcess {
         result
     }
 
-    /// Closes the process's stdin and waits (at most `timeout`) for it to exit.
+    /// Closes the process's stdin and waits (at most `timeout` in all) for it to exit.
     pub fn finish(mut self, timeout: Duration) {
         self.stop(timeout);
     }
 
     fn stop(&mut self, timeout: Duration) {
-        if self.stopped {
-            return;
-        }
-        self.stopped = true;
-        self.session.set_timeout(millis(timeout));
-        let _ = self.channel.send_eof();
+        let Some(mut channel) = self.channel.take() else { return };
+        let deadline = Instant::now() + timeout;
+        let remaining = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        self.session.set_timeout(millis(remaining()));
+        let _ = channel.send_eof();
         // libssh2 waits for a close only after the remote's EOF, so drain both streams first:
         // the remote script has then finished its own cleanup.
-        let mut sink = Vec::new();
-        let _ = self.channel.read_to_end(&mut sink);
-        let _ = self.channel.stderr().read_to_end(&mut sink);
-        let _ = self.channel.wait_close();
+        let mut buffer = [0u8; 4096];
+        while Instant::now() < deadline {
+            self.session.set_timeout(millis(remaining()));
+            match channel.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        while Instant::now() < deadline {
+            self.session.set_timeout(millis(remaining()));
+            match channel.stderr().read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        self.session.set_timeout(millis(remaining()));
+        let _ = channel.wait_close();
+        // Freeing waits for the remote's close too: keep that inside the deadline.
+        self.session.set_timeout(millis(remaining()));
+        drop(channel);
         self.session.set_timeout(millis(STEP_TIMEOUT));
     }
 }
