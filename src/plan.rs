@@ -92,7 +92,10 @@ for pidfile in "$d/{STATE_DIR}"/daemon.*.pid; do
   case "$cmd" in
     *"git daemon"*"$d/repo"*)
       # Only a daemon whose watching script is gone (re-parented to init) is stale.
-      if [ "$(ps -o ppid= -p "$pid" | tr -d ' ')" = 1 ]; then kill "$pid" 2>/dev/null; echo "reaped $pid"; rm -f "$pidfile"; fi ;;
+      # The parent pid is the second field after the command name in /proc/<pid>/stat.
+      stat=$(cat "/proc/$pid/stat" 2>/dev/null || true)
+      set -- ${{stat##*) }}
+      if [ "${{2:-}}" = 1 ]; then kill "$pid" 2>/dev/null; echo "reaped $pid"; rm -f "$pidfile"; fi ;;
     *) rm -f "$pidfile" ;;
   esac
 done
