@@ -237,3 +237,73 @@ fn the_demo_deploys_twice_and_stops_its_server() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err(), "sshd still listens");
     assert!(!std::path::Path::new(dir).exists(), "the demo's temp dir was not removed");
 }
+
+/// A real `ssh-agent` on a socket in a temp dir, stopped by pid when dropped.
+struct Agent {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start() -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let child = Command::new("ssh-agent").arg("-D").arg("-a").arg(&socket).stdout(Stdio::null()).spawn().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(std::time::Instant::now() < deadline, "ssh-agent did not create its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Agent { child, socket, _dir: dir }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn without_an_identity_the_agent_authenticates_and_no_agent_is_a_clear_error() {
+    let world = World::new();
+    edit_manifest(&world, |text| {
+        text.lines().filter(|line| !line.starts_with("identity")).collect::<Vec<_>>().join("\n")
+    });
+    world.app.commit_all("authenticate with the agent").unwrap();
+    let empty_home = tempfile::tempdir().unwrap();
+    let manifest = world.app.manifest_path();
+    let run = |command: &str, agent: Option<&Agent>| {
+        let mut cmd = xtask(&[command, "--manifest-path", manifest.to_str().unwrap()]);
+        cmd.env("HOME", empty_home.path()).env_remove("SSH_AUTH_SOCK");
+        if let Some(agent) = agent {
+            cmd.env("SSH_AUTH_SOCK", &agent.socket);
+        }
+        cmd.output().unwrap()
+    };
+
+    let refused = run("deploy-setup", None);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("authentication failed"), "{stderr}");
+    assert!(stderr.contains("set `ssh.identity` or load a key into ssh-agent"), "{stderr}");
+
+    let agent = Agent::start();
+    let added = Command::new("ssh-add")
+        .arg(world.server.identity())
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(added.success());
+    for command in ["deploy-setup", "deploy"] {
+        let output = run(command, Some(&agent));
+        assert!(output.status.success(), "{command}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    assert_eq!(
+        world.revision_of(&world.current().unwrap()),
+        world.app.repo().head().unwrap().target().unwrap().to_string()
+    );
+}
