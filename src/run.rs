@@ -135,7 +135,8 @@ fn deploy_to_server(
     reporter.event(Event::Pushing { server: name.clone(), sha: release.sha.clone() });
     let tunnel = connection.tunnel(port)?;
     let repo_path = format!("{}/repo", config.deploy_to);
-    let pushed = transport::push_through_daemon(repo, tunnel, &repo_path, port, &release.sha, refname, pack);
+    let push = transport::DaemonPush { path: &repo_path, port, sha: &release.sha, refname };
+    let pushed = transport::push_through_daemon(repo, tunnel, &push, pack);
     // The daemon lives only while the push lasts, whatever its outcome.
     daemon.finish(Duration::from_secs(10));
     let stats = pushed.map_err(|message| Error::Push { server: name.clone(), message })?;

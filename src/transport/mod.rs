@@ -68,25 +68,34 @@ impl PackMethod {
     }
 }
 
-/// Pushes `sha` from `repo` to `refname` of the repository at `path`, served by the git daemon
-/// listening on the server's 127.0.0.1:`port`, at the other end of `channel`.
+/// One push to a deploy's git daemon: which commit, to which ref, of which served repository.
+#[derive(Debug, Clone, Copy)]
+pub struct DaemonPush<'a> {
+    /// The repository's path on the server, as the daemon serves it.
+    pub path: &'a str,
+    /// The daemon's port on the server's 127.0.0.1.
+    pub port: u16,
+    /// The full SHA of the commit to push.
+    pub sha: &'a str,
+    /// The ref it is pushed to.
+    pub refname: &'a str,
+}
+
+/// Makes `push` from `repo` through `channel`, a tunnel to the daemon.
 pub fn push_through_daemon(
     repo: &git2::Repository,
     channel: ssh2::Channel,
-    path: &str,
-    port: u16,
-    sha: &str,
-    refname: &str,
+    push: &DaemonPush<'_>,
     method: PackMethod,
 ) -> Result<PushStats, String> {
     match method.resolve() {
-        PackMethod::Libgit2 => push_with_libgit2(repo, channel, path, port, sha, refname),
+        PackMethod::Libgit2 => push_with_libgit2(repo, channel, push),
         _ => {
             let mut stream = Stream { channel, bytes_sent: Arc::new(AtomicU64::new(0)) };
             stream
-                .write_all(&daemon_request(path, port))
+                .write_all(&daemon_request(push.path, push.port))
                 .map_err(|err| format!("cannot reach the git daemon through the tunnel: {err}"))?;
-            receive_pack::push(repo, &mut stream, sha, refname)?;
+            receive_pack::push(repo, &mut stream, push.sha, push.refname)?;
             Ok(PushStats { bytes_sent: stream.bytes_sent.load(Ordering::Relaxed) })
         }
     }
@@ -100,29 +109,26 @@ pub fn daemon_request(path: &str, port: u16) -> Vec<u8> {
     line
 }
 
-/// The libgit2 push: `sha` to `refname` on the daemon at the other end of `channel`, which
-/// serves the repository at `path`. Returns the bytes sent; a ref the server rejects is an error.
+/// The libgit2 push through the daemon at the other end of `channel`. Returns the bytes sent;
+/// a ref the server rejects is an error.
 fn push_with_libgit2(
     repo: &git2::Repository,
     channel: ssh2::Channel,
-    path: &str,
-    port: u16,
-    sha: &str,
-    refname: &str,
+    push: &DaemonPush<'_>,
 ) -> Result<PushStats, String> {
     register();
     let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
     let bytes_sent = Arc::new(AtomicU64::new(0));
-    let pending = Pending { channel, request: daemon_request(path, port), bytes_sent: bytes_sent.clone() };
+    let pending = Pending { channel, request: daemon_request(push.path, push.port), bytes_sent: bytes_sent.clone() };
     PENDING.lock().unwrap().get_or_insert_with(HashMap::new).insert(token, pending);
-    let result = push(repo, &format!("{SCHEME}://{token}"), sha, refname);
+    let result = libgit2_push(repo, &format!("{SCHEME}://{token}"), push.sha, push.refname);
     if let Some(table) = PENDING.lock().unwrap().as_mut() {
         table.remove(&token);
     }
     result.map(|()| PushStats { bytes_sent: bytes_sent.load(Ordering::Relaxed) })
 }
 
-fn push(repo: &git2::Repository, url: &str, sha: &str, refname: &str) -> Result<(), String> {
+fn libgit2_push(repo: &git2::Repository, url: &str, sha: &str, refname: &str) -> Result<(), String> {
     let mut remote = repo.remote_anonymous(url).map_err(|err| err.message().to_string())?;
     let rejected = Arc::new(Mutex::new(None::<String>));
     let mut callbacks = git2::RemoteCallbacks::new();
