@@ -76,6 +76,26 @@ impl LoopbackServer {
         )))
     }
 
+    /// The listening sshd's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Pids of sshd's per-connection processes: killing one cuts that SSH connection from
+    /// the server's side, as a crash or a network cut would.
+    pub fn session_pids(&self) -> Vec<u32> {
+        let listener = self.child.id();
+        let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+        entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let after_name = stat.rsplit(") ").next().unwrap_or("");
+                after_name.split_whitespace().nth(1).and_then(|ppid| ppid.parse::<u32>().ok()) == Some(listener)
+            })
+            .collect()
+    }
+
     /// The port sshd listens on.
     pub fn port(&self) -> u16 {
         self.port

@@ -102,6 +102,7 @@ impl Connection {
     pub fn output(&self, script: &RemoteScript) -> Result<Output, Error> {
         let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
         let mut channel = self.session.channel_session().map_err(failed)?;
+        #[allow(clippy::disallowed_methods)] // The one place allowed: the text is a RemoteScript.
         channel.exec(&shell::exec_line(script)).map_err(failed)?;
         channel.send_eof().map_err(failed)?;
         let mut stdout = String::new();
@@ -130,6 +131,7 @@ impl Connection {
     pub fn spawn(&self, script: &RemoteScript) -> Result<RemoteProcess, Error> {
         let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
         let mut channel = self.session.channel_session().map_err(failed)?;
+        #[allow(clippy::disallowed_methods)] // As in `output`: the text is a RemoteScript.
         channel.exec(&shell::exec_line(script)).map_err(failed)?;
         Ok(RemoteProcess { channel: Some(channel), session: self.session.clone() })
     }

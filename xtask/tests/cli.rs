@@ -149,19 +149,33 @@ fn a_dirty_worktree_is_refused_naming_the_files() {
     );
 }
 
+/// How a test interrupts a deploy in the middle of its push.
+#[derive(Clone, Copy, Debug)]
+enum Interruption {
+    /// A signal to the deploying process.
+    Signal(&'static str),
+    /// SIGKILL to the server-side sshd process of the deploy's connection.
+    ConnectionCut,
+}
+
 #[test]
 fn a_deploy_killed_mid_push_leaves_no_daemon_and_current_untouched() {
-    interrupt_mid_push("KILL");
+    interrupt_mid_push(Interruption::Signal("KILL"));
 }
 
 #[test]
 fn a_deploy_interrupted_by_ctrl_c_mid_push_leaves_no_daemon_and_current_untouched() {
-    interrupt_mid_push("INT");
+    interrupt_mid_push(Interruption::Signal("INT"));
 }
 
-/// Starts a deploy of a large commit, sends `signal` to the deploying process as soon as the
-/// push starts, and checks that the server is left as it was and the next deploy just works.
-fn interrupt_mid_push(signal: &str) {
+#[test]
+fn a_connection_cut_mid_push_leaves_no_daemon_and_current_untouched() {
+    interrupt_mid_push(Interruption::ConnectionCut);
+}
+
+/// Starts a deploy of a large commit, interrupts it as soon as the push starts, and checks that
+/// the server is left as it was and the next deploy just works.
+fn interrupt_mid_push(how: Interruption) {
     let world = World::new();
     world.setup();
     let before = world.deploy();
@@ -186,15 +200,25 @@ fn interrupt_mid_push(signal: &str) {
         }
     }
     assert!(!world.daemons().is_empty(), "the daemon should be running during the push");
-    let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap();
-    assert!(status.success());
+    let targets = match how {
+        Interruption::Signal(signal) => vec![(signal, child.id())],
+        Interruption::ConnectionCut => world.server.session_pids().into_iter().map(|pid| ("KILL", pid)).collect(),
+    };
+    assert!(!targets.is_empty(), "{how:?}: nothing to interrupt");
+    for (signal, pid) in targets {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+        assert!(status.success());
+    }
     let exit = child.wait().unwrap();
-    assert!(!exit.success(), "SIG{signal} did not stop the deploy");
+    assert!(!exit.success(), "{how:?} did not stop the deploy");
     let mut rest = String::new();
     let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
-    assert!(!rest.contains("Pushed"), "the push had finished before SIG{signal}:\n{seen}{rest}");
+    assert!(!rest.contains("Pushed"), "the push had finished before {how:?}:\n{seen}{rest}");
+    if let Interruption::ConnectionCut = how {
+        assert!(rest.contains("error:"), "the deployer should report the lost connection:\n{rest}");
+    }
 
-    assert_eq!(world.daemons_after(Duration::from_secs(10)), vec![], "daemon left after SIG{signal}");
+    assert_eq!(world.daemons_after(Duration::from_secs(10)), vec![], "daemon left after {how:?}");
     assert_eq!(world.current(), Some(before.release.clone()));
     assert_eq!(world.releases(), vec![before.release.clone()]);
 
