@@ -13,6 +13,8 @@ use crate::config::{Config, Server, SshOptions, DEFAULT_CONNECT_TIMEOUT};
 use crate::loopback::LoopbackServer;
 use crate::report::Quiet;
 use crate::run::{deploy, setup, DeployOptions};
+use crate::shell::RemoteScript;
+use crate::ssh::Connection;
 use crate::Error;
 
 /// One timed deploy.
@@ -55,6 +57,7 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
     let tree_files = cmd!(sh, "git ls-files").quiet().read().map_err(|err| local(err.to_string()))?.lines().count();
 
     setup(&config, &mut Quiet)?;
+    let baseline = remote_command_baseline(&config)?;
     let first = deploy(&config, &DeployOptions::default(), &mut Quiet)?;
     let first_bytes: u64 = first.servers.iter().map(|server| server.bytes_sent).sum();
 
@@ -91,6 +94,13 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
     };
     line(out, format!("repository: {} ({commits} commits, {tree_files} files), loopback sshd", source.display()))?;
     line(out, format!("full tree as tar.gz (copy strategy, every deploy): {} bytes", tarball.stdout.len()))?;
+    line(
+        out,
+        format!(
+            "one bare remote command (`true`: sshd session and login shell start-up): {baseline:.1} ms; \
+             a deploy runs three"
+        ),
+    )?;
     line(out, format!("first deploy (whole history): {:.0} ms, {first_bytes} bytes pushed", ms(first.elapsed)))?;
     line(out, "incremental deploys (one small commit each):".to_string())?;
     line(
@@ -129,6 +139,20 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
         )?;
     }
     Ok(())
+}
+
+/// The median time of a remote command that does nothing: what sshd and the user's login shell
+/// cost per remote step on this server (a heavy `~/.bashrc` shows here).
+fn remote_command_baseline(config: &Config) -> Result<f64, Error> {
+    let connection = Connection::open(&config.servers[0], &config.ssh)?;
+    let script = RemoteScript { name: "baseline", text: "true".to_string() };
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        connection.run(&script)?;
+        times.push(ms(started.elapsed()));
+    }
+    Ok(median(times))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
