@@ -42,6 +42,7 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
         keep_releases: 5,
         revision: "HEAD".to_string(),
         build: Vec::new(),
+        submodules: true,
         servers: vec![Server { host: "127.0.0.1".to_string(), port: server.port(), user: server.user().to_string() }],
         ssh: SshOptions {
             identity: Some(server.identity()),

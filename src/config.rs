@@ -24,6 +24,8 @@ pub struct Config {
     pub revision: String,
     /// Local commands run in the repository before anything is sent, each split like a shell word list.
     pub build: Vec<String>,
+    /// Whether submodules are pushed and extracted into releases (default `true`).
+    pub submodules: bool,
     /// The servers to deploy to, in order.
     pub servers: Vec<Server>,
     /// How to authenticate and which host keys to trust.
@@ -85,6 +87,7 @@ struct RawConfig {
     keep_releases: Option<usize>,
     revision: Option<String>,
     build: Option<Vec<String>>,
+    submodules: Option<bool>,
     #[serde(default)]
     servers: Vec<RawServer>,
     #[serde(default)]
@@ -225,6 +228,7 @@ impl Config {
             keep_releases,
             revision: raw.revision.unwrap_or_else(|| "HEAD".to_string()),
             build: raw.build.unwrap_or_default(),
+            submodules: raw.submodules.unwrap_or(true),
             servers,
             ssh,
         })
@@ -296,6 +300,7 @@ mod tests {
         assert_eq!(config.keep_releases, 5);
         assert_eq!(config.revision, "HEAD");
         assert!(config.build.is_empty());
+        assert!(config.submodules);
         assert_eq!(config.servers, vec![Server { host: "203.0.113.7".into(), port: 22, user: "alice".into() }]);
         assert_eq!(config.ssh.identity, None);
         assert_eq!(config.ssh.known_hosts, PathBuf::from("/home/alice/.ssh/known_hosts"));
@@ -312,6 +317,7 @@ mod tests {
             keep_releases = 3
             revision = "v1.2"
             build = ["cargo build --release --locked"]
+            submodules = false
             [[deploy.servers]]
             host = "a.example"
             port = 2222
@@ -328,6 +334,7 @@ mod tests {
         assert_eq!(config.keep_releases, 3);
         assert_eq!(config.revision, "v1.2");
         assert_eq!(config.build, vec!["cargo build --release --locked".to_string()]);
+        assert!(!config.submodules);
         assert_eq!(config.servers[0].display_name(), "deploy@a.example:2222");
         assert_eq!(config.ssh.identity, Some(PathBuf::from("/home/alice/.ssh/id_ed25519")));
         assert_eq!(config.ssh.known_hosts, PathBuf::from("/app/keys/known_hosts"));

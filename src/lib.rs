@@ -3,7 +3,8 @@
 //! The flow follows the modules: [`config`] reads `[package.metadata.deploy]`, [`plan`] decides
 //! what runs where (pure, no I/O), [`ssh`] and [`transport`] do the talking, [`run`] walks the
 //! plan over the servers and reports [`report::Event`]s. [`loopback`] starts a throwaway `sshd`
-//! on 127.0.0.1 for the demo, the benchmark and the tests.
+//! on 127.0.0.1 for the demo, the benchmark and the tests. [`submodules`] finds what else a
+//! commit needs pushed.
 
 pub mod bench;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod report;
 pub mod run;
 pub mod shell;
 pub mod ssh;
+pub mod submodules;
 pub mod transport;
 
 pub use config::Config;

@@ -33,6 +33,18 @@ pub struct Release {
     pub user: String,
 }
 
+/// A submodule's place in a release: extracted at `path` from the server's bare repository
+/// `repo` (relative to `deploy_to`) at `commit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmoduleRelease {
+    /// Path in the release, from its root (`libs/middle/vendor/inner`).
+    pub path: String,
+    /// The bare repository on the server, relative to `deploy_to` (`repo/modules/middle`).
+    pub repo: String,
+    /// The full SHA recorded for the submodule.
+    pub commit: String,
+}
+
 /// What the preflight script found on a server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RemoteState {
@@ -130,15 +142,25 @@ pub fn parse_preflight(stdout: &str) -> RemoteState {
 /// 127.0.0.1:`port` only, serves only `repo/`, and accepts pushes. It dies when the channel's
 /// stdin reaches EOF (the deployer finished, died or lost its connection) and in any case after
 /// `max_seconds`. Its pid is kept in a pid file that a later preflight reaps if it was orphaned.
-pub fn daemon_script(config: &Config, port: u16, max_seconds: u64) -> RemoteScript {
+/// It also serves each of `submodule_repos` (relative to `deploy_to`), creating them if needed.
+pub fn daemon_script(config: &Config, port: u16, max_seconds: u64, submodule_repos: &[&str]) -> RemoteScript {
+    let mut served = String::from("\"$d/repo\"");
+    let mut create = String::new();
+    for repo in submodule_repos {
+        served.push_str(&format!(" \"$d\"/{}", quote(repo)));
+        create.push_str(&format!(
+            "[ -d \"$d\"/{repo} ] || git init --quiet --bare \"$d\"/{repo} || exit 1\n",
+            repo = quote(repo)
+        ));
+    }
     let text = format!(
         r#"set -u
 d={deploy_to}
 pidfile="$d/{STATE_DIR}/daemon.{port}.pid"
-exec 3<&0
+{create}exec 3<&0
 timeout {max_seconds} git daemon --verbose --listen=127.0.0.1 --port={port} --strict-paths \
   --export-all --enable=receive-pack --informative-errors --init-timeout=30 --timeout={max_seconds} \
-  "$d/repo" </dev/null &
+  {served} </dev/null &
 daemon=$!
 echo "$daemon" > "$pidfile"
 ( cat <&3 >/dev/null 2>&1; kill "$daemon" 2>/dev/null ) >/dev/null 2>&1 &
@@ -158,7 +180,19 @@ exit $status
 /// Makes `releases/<name>` from the pushed commit (never from a branch name), writes `REVISION`,
 /// switches `current` atomically, appends to `revisions.log` and removes releases beyond
 /// `keep_releases`. If anything fails before `current` moves, the unfinished release is removed.
-pub fn release_script(config: &Config, release: &Release) -> RemoteScript {
+/// Each of `submodules` is extracted from its own bare repository into its path.
+pub fn release_script(config: &Config, release: &Release, submodules: &[SubmoduleRelease]) -> RemoteScript {
+    let mut extract_submodules = String::new();
+    for submodule in submodules {
+        extract_submodules.push_str(&format!(
+            "mkdir -p \"releases/$rel\"/{path}\n\
+             {{ git --git-dir={repo} archive --format=tar {commit} || echo failed > \"$failed\"; }} \
+             | tar -x -f - -C \"releases/$rel\"/{path}\n",
+            path = quote(&submodule.path),
+            repo = quote(&submodule.repo),
+            commit = quote(&submodule.commit),
+        ));
+    }
     let text = format!(
         r#"set -eu
 d={deploy_to}
@@ -173,7 +207,7 @@ mkdir "releases/$rel"
 trap 'rm -rf "releases/$rel"' EXIT
 failed=$(mktemp)
 {{ git --git-dir=repo archive --format=tar "$sha" || echo "git archive failed" > "$failed"; }} | tar -x -f - -C "releases/$rel"
-if [ -s "$failed" ]; then rm -f "$failed"; echo "could not extract \`$sha\` into \`releases/$rel\`" >&2; exit 1; fi
+{extract_submodules}if [ -s "$failed" ]; then rm -f "$failed"; echo "could not extract \`$sha\` into \`releases/$rel\`" >&2; exit 1; fi
 rm -f "$failed"
 printf '%s\n' "$sha" > "releases/$rel/REVISION"
 rm -f releases/current
@@ -242,6 +276,7 @@ mod tests {
             keep_releases: 2,
             revision: "HEAD".into(),
             build: vec![],
+            submodules: true,
             servers: vec![Server { host: "h".into(), port: 22, user: "u".into() }],
             ssh: SshOptions { identity: None, known_hosts: PathBuf::from("/k"), connect_timeout: 10 },
         }
@@ -254,6 +289,32 @@ mod tests {
             branch: "main".into(),
             user: "alice".into(),
         }
+    }
+
+    fn submodule() -> SubmoduleRelease {
+        SubmoduleRelease {
+            path: "libs/$(evil)".into(),
+            repo: "repo/modules/it's".into(),
+            commit: "89abcdef0123456789abcdef0123456789abcdef".into(),
+        }
+    }
+
+    #[test]
+    fn submodules_are_served_created_and_extracted_quoted() {
+        let daemon = daemon_script(&config("/srv/x"), 40123, 900, &["repo/modules/a b"]);
+        assert!(daemon
+            .text
+            .contains("[ -d \"$d\"/'repo/modules/a b' ] || git init --quiet --bare \"$d\"/'repo/modules/a b'"));
+        assert!(daemon.text.contains("\"$d/repo\" \"$d\"/'repo/modules/a b' </dev/null &"));
+        let release = release_script(&config("/srv/x"), &release(), &[submodule()]);
+        assert!(release.text.contains("mkdir -p \"releases/$rel\"/'libs/$(evil)'\n"), "{}", release.text);
+        let archive = format!(
+            "git --git-dir={} archive --format=tar 89abcdef0123456789abcdef0123456789abcdef",
+            quote("repo/modules/it's")
+        );
+        assert!(release.text.contains(&archive), "{}", release.text);
+        let extract = release.text.find("libs/$(evil)").unwrap();
+        assert!(extract < release.text.find("if [ -s \"$failed\" ]").unwrap());
     }
 
     #[test]
@@ -292,8 +353,8 @@ mod tests {
         for script in [
             setup_script(&cfg),
             preflight_script(&cfg),
-            daemon_script(&cfg, 40000, 600),
-            release_script(&cfg, &release()),
+            daemon_script(&cfg, 40000, 600, &["repo/modules/it's"]),
+            release_script(&cfg, &release(), &[submodule()]),
         ] {
             assert!(script.text.contains(&format!("d={}\n", quote(hostile))), "{}", script.name);
             // The value appears once, inside that quoted assignment, and nowhere else.
@@ -303,7 +364,7 @@ mod tests {
 
     #[test]
     fn daemon_listens_on_loopback_only_and_serves_one_repo() {
-        let script = daemon_script(&config("/srv/x"), 40123, 900);
+        let script = daemon_script(&config("/srv/x"), 40123, 900, &[]);
         assert!(script.text.contains("--listen=127.0.0.1 --port=40123 --strict-paths"));
         assert!(script.text.contains("--enable=receive-pack"));
         assert!(script.text.contains("timeout 900 git daemon"));
@@ -312,7 +373,7 @@ mod tests {
 
     #[test]
     fn release_is_made_from_the_sha_and_switched_atomically() {
-        let script = release_script(&config("/srv/x"), &release());
+        let script = release_script(&config("/srv/x"), &release(), &[]);
         let text = &script.text;
         assert!(text.contains("sha=0123456789abcdef0123456789abcdef01234567\n"));
         assert!(text.contains("archive --format=tar \"$sha\""));

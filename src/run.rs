@@ -10,6 +10,7 @@ use crate::local;
 use crate::plan::{self, Release, RemoteState};
 use crate::report::{Event, Reporter};
 use crate::ssh::{Connection, RemoteProcess};
+use crate::submodules::{self, Submodule};
 use crate::transport;
 use crate::Error;
 
@@ -17,6 +18,8 @@ use crate::Error;
 pub const DAEMON_MAX_LIFETIME: Duration = Duration::from_secs(900);
 /// How long the daemon may take to start listening.
 const DAEMON_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The ref a submodule's deployed commit is pushed to in its server-side repository.
+const SUBMODULE_REF: &str = "refs/heads/deployed";
 /// How many ports are tried when the chosen one is taken.
 const DAEMON_PORT_ATTEMPTS: usize = 8;
 
@@ -81,6 +84,8 @@ pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Repor
     let revision_name = options.revision.as_deref().unwrap_or(&config.revision);
     let revision = local::resolve(&repo, revision_name)?;
     reporter.event(Event::Resolved { revision: revision_name.to_string(), sha: revision.sha.clone() });
+    // Every submodule commit must be at hand before anything is sent.
+    let submodules = if config.submodules { submodules::collect(&repo, &revision.sha)? } else { Vec::new() };
     local::run_build(&config.build, config.manifest_dir(), reporter)?;
 
     // Every server is reached and checked before anything changes on any of them.
@@ -109,42 +114,49 @@ pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Repor
 
     let mut servers = Vec::new();
     for (connection, _state, connect) in &targets {
-        let mut server = deploy_to_server(config, connection, &repo, &release, &refname, options.pack, reporter)?;
+        let target = Target { repo: &repo, release: &release, refname: &refname, submodules: &submodules };
+        let mut server = deploy_to_server(config, connection, &target, options.pack, reporter)?;
         server.connect = *connect;
         servers.push(server);
     }
     Ok(DeployReport { release: release.name, sha: release.sha, servers, elapsed: started.elapsed() })
 }
 
+/// What every server receives: the same commit, release, ref and submodules.
+struct Target<'a> {
+    repo: &'a git2::Repository,
+    release: &'a Release,
+    refname: &'a str,
+    submodules: &'a [Submodule],
+}
+
 fn deploy_to_server(
     config: &Config,
     connection: &Connection,
-    repo: &git2::Repository,
-    release: &Release,
-    refname: &str,
+    target: &Target<'_>,
     pack: transport::PackMethod,
     reporter: &mut dyn Reporter,
 ) -> Result<ServerReport, Error> {
     let name = connection.name().to_string();
+    let release = target.release;
     let daemon_started = Instant::now();
-    let (daemon, port) = start_daemon(config, connection)?;
+    let submodule_repos: Vec<&str> = target.submodules.iter().map(|sub| sub.release.repo.as_str()).collect();
+    let (daemon, port) = start_daemon(config, connection, &submodule_repos)?;
     let daemon_elapsed = daemon_started.elapsed();
     reporter.event(Event::DaemonReady { server: name.clone(), port, elapsed: daemon_elapsed });
 
     let push_started = Instant::now();
     reporter.event(Event::Pushing { server: name.clone(), sha: release.sha.clone() });
-    let tunnel = connection.tunnel(port)?;
-    let repo_path = format!("{}/repo", config.deploy_to);
-    let push = transport::DaemonPush { path: &repo_path, port, sha: &release.sha, refname };
-    let pushed = transport::push_through_daemon(repo, tunnel, &push, pack);
+    let pushed = push_all(config, connection, target, port, pack);
     // The daemon lives only while the push lasts, whatever its outcome.
     daemon.finish(Duration::from_secs(10));
-    let stats = pushed.map_err(|message| Error::Push { server: name.clone(), message })?;
+    let bytes_sent = pushed?;
     let push_elapsed = push_started.elapsed();
-    reporter.event(Event::Pushed { server: name.clone(), bytes_sent: stats.bytes_sent, elapsed: push_elapsed });
+    reporter.event(Event::Pushed { server: name.clone(), bytes_sent, elapsed: push_elapsed });
 
     let release_started = Instant::now();
-    let stdout = connection.run(&plan::release_script(config, release))?;
+    let submodule_releases: Vec<_> = target.submodules.iter().map(|sub| sub.release.clone()).collect();
+    let stdout = connection.run(&plan::release_script(config, release, &submodule_releases))?;
     let release_elapsed = release_started.elapsed();
     reporter.event(Event::Published { server: name.clone(), release: release.name.clone(), elapsed: release_elapsed });
     let removed: Vec<String> =
@@ -154,7 +166,7 @@ fn deploy_to_server(
     }
     Ok(ServerReport {
         server: name,
-        bytes_sent: stats.bytes_sent,
+        bytes_sent,
         connect: Duration::ZERO,
         daemon: daemon_elapsed,
         push: push_elapsed,
@@ -163,13 +175,43 @@ fn deploy_to_server(
     })
 }
 
+/// Pushes the commit, then each submodule's commit into its own repository, each through its
+/// own tunnel to the daemon. Returns the bytes sent in all.
+fn push_all(
+    config: &Config,
+    connection: &Connection,
+    target: &Target<'_>,
+    port: u16,
+    pack: transport::PackMethod,
+) -> Result<u64, Error> {
+    let failed = |message: String| Error::Push { server: connection.name().to_string(), message };
+    let repo_path = format!("{}/repo", config.deploy_to);
+    let push = transport::DaemonPush { path: &repo_path, port, sha: &target.release.sha, refname: target.refname };
+    let mut bytes_sent =
+        transport::push_through_daemon(target.repo, connection.tunnel(port)?, &push, pack).map_err(failed)?.bytes_sent;
+    for submodule in target.submodules {
+        let repo = git2::Repository::open(&submodule.git_dir)
+            .map_err(|err| failed(format!("cannot open submodule `{}`: {}", submodule.release.path, err.message())))?;
+        let path = format!("{}/{}", config.deploy_to, submodule.release.repo);
+        let push = transport::DaemonPush { path: &path, port, sha: &submodule.release.commit, refname: SUBMODULE_REF };
+        let stats = transport::push_through_daemon(&repo, connection.tunnel(port)?, &push, pack)
+            .map_err(|message| failed(format!("submodule `{}`: {message}", submodule.release.path)))?;
+        bytes_sent += stats.bytes_sent;
+    }
+    Ok(bytes_sent)
+}
+
 /// Starts the deploy's git daemon on a free loopback port of the server, trying other ports
 /// when the chosen one is taken, and waits until it listens.
-fn start_daemon(config: &Config, connection: &Connection) -> Result<(RemoteProcess, u16), Error> {
+fn start_daemon(
+    config: &Config,
+    connection: &Connection,
+    submodule_repos: &[&str],
+) -> Result<(RemoteProcess, u16), Error> {
     let mut last_output = String::new();
     for attempt in 0..DAEMON_PORT_ATTEMPTS {
         let port = random_port(attempt);
-        let script = plan::daemon_script(config, port, DAEMON_MAX_LIFETIME.as_secs());
+        let script = plan::daemon_script(config, port, DAEMON_MAX_LIFETIME.as_secs(), submodule_repos);
         let mut process = connection.spawn(&script)?;
         match process.wait_for_stderr("Ready to rumble", DAEMON_READY_TIMEOUT) {
             Ok(_) => return Ok((process, port)),
