@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use xshell::{cmd, Shell};
 
-use crate::config::{Config, Server, SshOptions, DEFAULT_CONNECT_TIMEOUT};
+use crate::config::{Config, Defaults};
 use crate::loopback::LoopbackServer;
 use crate::report::Quiet;
 use crate::run::{deploy, setup, DeployOptions};
@@ -35,21 +35,17 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
     let source = source.canonicalize().map_err(|err| local(format!("`{}`: {err}", source.display())))?;
     git2::Repository::clone(&source.display().to_string(), &clone_dir)
         .map_err(|err| local(format!("cannot clone `{}`: {}", source.display(), err.message())))?;
-    let config = Config {
-        manifest_path: clone_dir.join("Cargo.toml"),
-        application: "bench".to_string(),
-        deploy_to: server.dir().join("srv").join("bench").display().to_string(),
-        keep_releases: 5,
-        revision: "HEAD".to_string(),
-        build: Vec::new(),
-        submodules: true,
-        servers: vec![Server { host: "127.0.0.1".to_string(), port: server.port(), user: server.user().to_string() }],
-        ssh: SshOptions {
-            identity: Some(server.identity()),
-            known_hosts: server.known_hosts(),
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+    let metadata = serde_json::json!({ "deploy": {
+        "application": "bench",
+        "deploy_to": server.dir().join("srv").join("bench").display().to_string(),
+        "servers": [{ "host": "127.0.0.1", "port": server.port(), "user": server.user() }],
+        "ssh": {
+            "identity": server.identity().display().to_string(),
+            "known_hosts": server.known_hosts().display().to_string(),
         },
-    };
+    }});
+    let defaults = Defaults::from_env(None);
+    let config = Config::from_metadata(&metadata, "package.metadata", &clone_dir.join("Cargo.toml"), &defaults)?;
     let sh = Shell::new().map_err(|err| local(format!("cannot start a local shell: {err}")))?;
     sh.change_dir(&clone_dir);
     let commits = cmd!(sh, "git rev-list --count HEAD").quiet().read().map_err(|err| local(err.to_string()))?;

@@ -26,10 +26,55 @@ pub struct Config {
     pub build: Vec<String>,
     /// Whether submodules are pushed and extracted into releases (default `true`).
     pub submodules: bool,
+    /// Files under `shared/` symlinked into each release (relative paths).
+    pub linked_files: Vec<String>,
+    /// Directories under `shared/` symlinked into each release; deploy-setup creates them.
+    pub linked_dirs: Vec<String>,
+    /// Local files (relative to the manifest's directory) uploaded into each release, same path.
+    pub artifacts: Vec<String>,
+    /// Commands run at the named phases of a deploy.
+    pub hooks: Hooks,
+    /// How a release is made on the server.
+    pub cache: Cache,
     /// The servers to deploy to, in order.
     pub servers: Vec<Server>,
     /// How to authenticate and which host keys to trust.
     pub ssh: SshOptions,
+}
+
+/// How a release's files are made on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cache {
+    /// Capistrano 3: `git archive` of the commit from the bare `repo/`.
+    #[default]
+    Archive,
+    /// Capistrano 2's remote cache: a working copy in `shared/cached-copy`, updated from `repo/`
+    /// and copied into the release.
+    CachedCopy,
+}
+
+/// Commands for each phase of a deploy, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hooks {
+    /// After the lock is taken, before anything is pushed.
+    pub before_update: Vec<Hook>,
+    /// The release is complete (files, links, artifacts) but not yet current.
+    pub after_update: Vec<Hook>,
+    /// Right before `current` moves.
+    pub before_publish: Vec<Hook>,
+    /// After `current` moved; a failure here is reported but does not move `current` back.
+    pub after_publish: Vec<Hook>,
+    /// When the deploy fails before `current` moved (best effort, before the release is removed).
+    pub on_failure: Vec<Hook>,
+}
+
+/// A hook command and where it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hook {
+    /// Run once on the deploying machine, in the manifest's directory, through `xshell`.
+    Local(String),
+    /// Run on every server by `sh -c`, in the release directory (in `deploy_to` before it exists).
+    Remote(String),
 }
 
 /// One server to deploy to.
@@ -89,9 +134,40 @@ struct RawConfig {
     build: Option<Vec<String>>,
     submodules: Option<bool>,
     #[serde(default)]
+    linked_files: Vec<String>,
+    #[serde(default)]
+    linked_dirs: Vec<String>,
+    #[serde(default)]
+    artifacts: Vec<String>,
+    cache: Option<String>,
+    #[serde(default)]
+    hooks: RawHooks,
+    #[serde(default)]
     servers: Vec<RawServer>,
     #[serde(default)]
     ssh: RawSsh,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    #[serde(default)]
+    before_update: Vec<RawHook>,
+    #[serde(default)]
+    after_update: Vec<RawHook>,
+    #[serde(default)]
+    before_publish: Vec<RawHook>,
+    #[serde(default)]
+    after_publish: Vec<RawHook>,
+    #[serde(default)]
+    on_failure: Vec<RawHook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHook {
+    local: Option<String>,
+    remote: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +290,44 @@ impl Config {
             };
             servers.push(Server { host: server.host, port: server.port.unwrap_or(22), user });
         }
+        for (key, paths) in
+            [("linked_files", &raw.linked_files), ("linked_dirs", &raw.linked_dirs), ("artifacts", &raw.artifacts)]
+        {
+            if let Some(bad) = paths.iter().find(|path| !is_plain_relative_path(path)) {
+                return Err(invalid(format!(
+                    "`{section}.deploy.{key}` holds `{bad}`: use a relative path with no `..`, `.` or empty part"
+                )));
+            }
+        }
+        let cache = match raw.cache.as_deref() {
+            None | Some("archive") => Cache::Archive,
+            Some("cached-copy") => Cache::CachedCopy,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "`{section}.deploy.cache` is `{other}`: expected `archive` (Capistrano 3) or `cached-copy` (Capistrano 2)"
+                )))
+            }
+        };
+        let mut hooks = Hooks::default();
+        for (phase, raw_hooks, hooks) in [
+            ("before_update", raw.hooks.before_update, &mut hooks.before_update),
+            ("after_update", raw.hooks.after_update, &mut hooks.after_update),
+            ("before_publish", raw.hooks.before_publish, &mut hooks.before_publish),
+            ("after_publish", raw.hooks.after_publish, &mut hooks.after_publish),
+            ("on_failure", raw.hooks.on_failure, &mut hooks.on_failure),
+        ] {
+            for (index, hook) in raw_hooks.into_iter().enumerate() {
+                hooks.push(match (hook.local, hook.remote) {
+                    (Some(command), None) => Hook::Local(command),
+                    (None, Some(command)) => Hook::Remote(command),
+                    _ => {
+                        return Err(invalid(format!(
+                            "`{section}.deploy.hooks.{phase}[{index}]` must have exactly one of `local` or `remote`"
+                        )))
+                    }
+                });
+            }
+        }
         let base = manifest.parent().unwrap_or(Path::new("."));
         let resolve = |path: &str| expand_path(path, base, defaults.home.as_deref());
         let ssh = SshOptions {
@@ -229,6 +343,11 @@ impl Config {
             revision: raw.revision.unwrap_or_else(|| "HEAD".to_string()),
             build: raw.build.unwrap_or_default(),
             submodules: raw.submodules.unwrap_or(true),
+            linked_files: raw.linked_files,
+            linked_dirs: raw.linked_dirs,
+            artifacts: raw.artifacts,
+            hooks,
+            cache,
             servers,
             ssh,
         })
@@ -238,6 +357,13 @@ impl Config {
     pub fn manifest_dir(&self) -> &Path {
         self.manifest_path.parent().unwrap_or(Path::new("."))
     }
+}
+
+/// A relative path with no `..`, `.` or empty part: it cannot leave the directory it is joined to.
+pub fn is_plain_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
 }
 
 /// Expands a leading `~/` to `home` and makes a relative path relative to `base` (the manifest's
@@ -318,6 +444,13 @@ mod tests {
             revision = "v1.2"
             build = ["cargo build --release --locked"]
             submodules = false
+            linked_files = ["config/database.yml"]
+            linked_dirs = ["log"]
+            artifacts = ["target/release/hello"]
+            cache = "cached-copy"
+            [deploy.hooks]
+            before_update = [{ local = "cargo test" }]
+            after_update = [{ remote = "./bin/migrate" }]
             [[deploy.servers]]
             host = "a.example"
             port = 2222
@@ -335,6 +468,12 @@ mod tests {
         assert_eq!(config.revision, "v1.2");
         assert_eq!(config.build, vec!["cargo build --release --locked".to_string()]);
         assert!(!config.submodules);
+        assert_eq!(config.linked_files, vec!["config/database.yml".to_string()]);
+        assert_eq!(config.linked_dirs, vec!["log".to_string()]);
+        assert_eq!(config.artifacts, vec!["target/release/hello".to_string()]);
+        assert_eq!(config.cache, Cache::CachedCopy);
+        assert_eq!(config.hooks.before_update, vec![Hook::Local("cargo test".into())]);
+        assert_eq!(config.hooks.after_update, vec![Hook::Remote("./bin/migrate".into())]);
         assert_eq!(config.servers[0].display_name(), "deploy@a.example:2222");
         assert_eq!(config.ssh.identity, Some(PathBuf::from("/home/alice/.ssh/id_ed25519")));
         assert_eq!(config.ssh.known_hosts, PathBuf::from("/app/keys/known_hosts"));
@@ -380,6 +519,14 @@ mod tests {
         assert!(zero.contains("at least 1"), "{zero}");
         let empty_host = error_text("[[deploy.servers]]\nhost = \" \"\n");
         assert!(empty_host.contains("servers[0].host` is empty"), "{empty_host}");
+        let escape = error_text("[deploy]\nlinked_files = [\"../../etc/passwd\"]\n[[deploy.servers]]\nhost = \"a\"\n");
+        assert!(escape.contains("`package.metadata.deploy.linked_files` holds `../../etc/passwd`"), "{escape}");
+        let cache = error_text("[deploy]\ncache = \"copy\"\n[[deploy.servers]]\nhost = \"a\"\n");
+        assert!(cache.contains("expected `archive`"), "{cache}");
+        let hook = error_text(
+            "[deploy.hooks]\nbefore_update = [{ local = \"a\", remote = \"b\" }]\n[[deploy.servers]]\nhost = \"a\"\n",
+        );
+        assert!(hook.contains("hooks.before_update[0]` must have exactly one"), "{hook}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod local;
 pub mod loopback;
+pub mod manage;
 pub mod plan;
 pub mod report;
 pub mod run;
@@ -21,7 +22,7 @@ pub mod transport;
 
 pub use config::Config;
 pub use report::{Event, Reporter};
-pub use run::{deploy, setup, DeployOptions, DeployReport};
+pub use run::{deploy, plan_deploy, setup, DeployOptions, DeployReport};
 
 /// Everything that can make a deploy fail, grouped by what a caller would do about it.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,12 @@ pub enum Error {
     /// No offered credential was accepted.
     #[error("authentication failed for `{server}`: {message}")]
     Auth { server: String, message: String },
+    /// Another deploy holds the lock on a server.
+    #[error(
+        "`{server}` is locked by {holder}: wait for that deploy, or pass `--lock-wait <secs>`; \
+         if it died, remove the lock with `cargo xtask unlock`"
+    )]
+    Locked { server: String, holder: String },
     /// A remote script exited non-zero.
     #[error("{step} failed on `{server}` (exit status {status}): {message}")]
     Remote { server: String, step: String, status: i32, message: String },

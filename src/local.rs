@@ -5,7 +5,6 @@ use std::path::Path;
 
 use xshell::Shell;
 
-use crate::report::{Event, Reporter};
 use crate::Error;
 
 /// The commit to deploy and the name it is logged under.
@@ -80,26 +79,30 @@ pub fn push_refname(branch: &str) -> String {
     }
 }
 
-/// Runs each build command in `dir`, stopping at the first that fails.
-pub fn run_build(commands: &[String], dir: &Path, reporter: &mut dyn Reporter) -> Result<(), Error> {
-    if commands.is_empty() {
-        return Ok(());
-    }
+/// Runs one local command (a build command or a local hook) in `dir`, split into words as a
+/// shell would (no shell runs it). `phase` names it in the error.
+pub fn run_command(phase: &str, command: &str, dir: &Path) -> Result<(), Error> {
     let local = |message: String| Error::Local { message };
     let sh = Shell::new().map_err(|err| local(format!("cannot start a local shell: {err}")))?;
     sh.change_dir(dir);
-    for command in commands {
-        let words = shlex::split(command)
-            .filter(|words| !words.is_empty())
-            .ok_or_else(|| local(format!("build command `{command}` is empty or has unbalanced quotes")))?;
-        reporter.event(Event::Building { command: command.clone() });
-        sh.cmd(&words[0])
-            .args(&words[1..])
-            .quiet()
-            .run()
-            .map_err(|err| local(format!("build command `{command}` failed: {err}; nothing was sent to any server")))?;
-    }
-    Ok(())
+    let words = shlex::split(command)
+        .filter(|words| !words.is_empty())
+        .ok_or_else(|| local(format!("{phase} command `{command}` is empty or has unbalanced quotes")))?;
+    sh.cmd(&words[0])
+        .args(&words[1..])
+        .quiet()
+        .run()
+        .map_err(|err| local(format!("{phase} command `{command}` failed: {err}")))
+}
+
+/// The deploying machine's host name, for the lock.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 /// The local user name: `USER`, `LOGNAME`, or what `id -un` says (CI runners often set neither).

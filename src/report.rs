@@ -8,8 +8,22 @@ use std::time::Duration;
 pub enum Event {
     /// The commit to deploy was resolved locally.
     Resolved { revision: String, sha: String },
-    /// A local build command is about to run.
-    Building { command: String },
+    /// A build command or hook is about to run: locally (`server` is `None`) or on a server.
+    Running { phase: &'static str, server: Option<String>, what: String },
+    /// Another deploy holds a server's lock; this one waits (`--lock-wait`).
+    LockWait { server: String, holder: String },
+    /// The commit is already current on every server; nothing was changed.
+    UpToDate { sha: String },
+    /// An artifact was uploaded into the release.
+    Uploaded { server: String, path: String, bytes: u64 },
+    /// A failed deploy's unfinished release was removed.
+    Discarded { server: String, release: String },
+    /// `current` was switched back by a rollback.
+    RolledBack { server: String, from: String, to: String },
+    /// A lock was removed by `unlock`; `holder` describes who held it.
+    Unlocked { server: String, holder: String },
+    /// Something went wrong while cleaning up; the deploy's own outcome is reported separately.
+    Warning { message: String },
     /// The SSH session to a server is up (host key checked, authenticated).
     Connected { server: String, elapsed: Duration },
     /// A server's state before the deploy, with any orphaned daemon that was stopped.

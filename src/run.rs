@@ -1,5 +1,7 @@
-//! Walking the plan over the servers: connect and check every server first, then per server
-//! start the daemon, push through the tunnel, stop the daemon, make and publish the release.
+//! Walking a [`Plan`] over the servers: every server is reached, checked and locked first;
+//! then each step runs (locally once, or on every server) before the next; a failure before
+//! publish runs the `on_failure` hooks and removes the unfinished release; the lock is
+//! released at the end, whatever happened.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -7,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::local;
-use crate::plan::{self, Release, RemoteState};
+use crate::plan::{self, Action, LockInfo, Plan, Release, RemoteState, Step, SubmoduleRelease};
 use crate::report::{Event, Reporter};
 use crate::ssh::{Connection, RemoteProcess};
 use crate::submodules::{self, Submodule};
@@ -32,6 +34,12 @@ pub struct DeployOptions {
     pub allow_dirty: bool,
     /// How the pack is made (default: a thin pack from the local `git`, else libgit2).
     pub pack: transport::PackMethod,
+    /// Deploy even when the commit is already current on every server.
+    pub force: bool,
+    /// How long to wait for another deploy's lock (default: fail at once).
+    pub lock_wait: Option<Duration>,
+    /// A note kept in the lock, shown to whoever finds it taken.
+    pub message: Option<String>,
 }
 
 /// What a deploy did.
@@ -45,10 +53,12 @@ pub struct DeployReport {
     pub servers: Vec<ServerReport>,
     /// Wall time of the whole deploy.
     pub elapsed: Duration,
+    /// The commit was already current everywhere, so nothing was changed.
+    pub up_to_date: bool,
 }
 
 /// What a deploy did on one server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ServerReport {
     pub server: String,
     pub bytes_sent: u64,
@@ -59,8 +69,8 @@ pub struct ServerReport {
     pub removed: Vec<String>,
 }
 
-/// Prepares every server: `releases/`, `shared/` and the bare `repo/` under `deploy_to`.
-/// Running it again changes nothing.
+/// Prepares every server: `releases/`, `shared/` (with the linked directories) and the bare
+/// `repo/` under `deploy_to`. Running it again changes nothing.
 pub fn setup(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error> {
     for server in &config.servers {
         let started = Instant::now();
@@ -74,105 +84,346 @@ pub fn setup(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error> 
     Ok(())
 }
 
+/// What a deploy knows before it reaches any server.
+struct LocalState {
+    repo: git2::Repository,
+    revision: local::Revision,
+    submodules: Vec<Submodule>,
+    lock: LockInfo,
+}
+
+/// The plan of a deploy as it would run now, without reaching any server (`--dry-run`). The
+/// release name may move forward at run time if a server already has a newer release.
+pub fn plan_deploy(config: &Config, options: &DeployOptions) -> Result<Plan, Error> {
+    let local = local_state(config, options)?;
+    let release = release_for(&local, plan::release_name(time::OffsetDateTime::now_utc(), []));
+    Ok(plan::deploy_plan(config, &release, &submodule_releases(&local.submodules), &local.lock))
+}
+
 /// Deploys the configured revision to every server.
 pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Reporter) -> Result<DeployReport, Error> {
     let started = Instant::now();
-    let repo = local::open_repo(config.manifest_dir())?;
-    if !options.allow_dirty {
-        local::check_clean(&repo)?;
-    }
-    let revision_name = options.revision.as_deref().unwrap_or(&config.revision);
-    let revision = local::resolve(&repo, revision_name)?;
-    reporter.event(Event::Resolved { revision: revision_name.to_string(), sha: revision.sha.clone() });
-    // Every submodule commit must be at hand before anything is sent.
-    let submodules = if config.submodules { submodules::collect(&repo, &revision.sha)? } else { Vec::new() };
-    local::run_build(&config.build, config.manifest_dir(), reporter)?;
+    let local = local_state(config, options)?;
+    reporter.event(Event::Resolved {
+        revision: options.revision.clone().unwrap_or_else(|| config.revision.clone()),
+        sha: local.revision.sha.clone(),
+    });
+    let locked = lock_all(config, &local.lock, options.lock_wait, reporter)?;
+    let servers: Vec<Server> = locked;
 
-    // Every server is reached and checked before anything changes on any of them.
-    let mut targets: Vec<(Connection, RemoteState, Duration)> = Vec::new();
+    if !options.force && servers.iter().all(|server| server.state.current_sha() == Some(local.revision.sha.as_str())) {
+        reporter.event(Event::UpToDate { sha: local.revision.sha.clone() });
+        unlock_all(config, &servers, &local.lock, reporter);
+        let release = servers.first().and_then(|server| server.state.current_release()).unwrap_or("").to_string();
+        return Ok(DeployReport {
+            release,
+            sha: local.revision.sha.clone(),
+            servers: Vec::new(),
+            elapsed: started.elapsed(),
+            up_to_date: true,
+        });
+    }
+
+    let existing = servers.iter().flat_map(|server| server.state.releases.iter().map(|(name, _)| name.as_str()));
+    let release = release_for(&local, plan::release_name(time::OffsetDateTime::now_utc(), existing));
+    let plan = plan::deploy_plan(config, &release, &submodule_releases(&local.submodules), &local.lock);
+    let mut walk =
+        Walk { config, local: &local, plan: &plan, options, servers, prepared: Vec::new(), published: false, reporter };
+    let result = walk.steps();
+    if let Err(err) = &result {
+        walk.fail(err);
+    }
+    let Walk { servers, reporter, .. } = walk;
+    unlock_all(config, &servers, &local.lock, reporter);
+    result?;
+    Ok(DeployReport {
+        release: release.name,
+        sha: release.sha,
+        servers: servers.into_iter().map(|server| server.report).collect(),
+        elapsed: started.elapsed(),
+        up_to_date: false,
+    })
+}
+
+/// A server reached, checked and locked.
+pub(crate) struct Server {
+    pub(crate) connection: Connection,
+    pub(crate) state: RemoteState,
+    report: ServerReport,
+}
+
+/// Connects to every server, checks it and takes its lock (waiting up to `lock_wait` for a
+/// lock held by someone else). On failure, the locks already taken are released.
+pub(crate) fn lock_all(
+    config: &Config,
+    lock: &LockInfo,
+    lock_wait: Option<Duration>,
+    reporter: &mut dyn Reporter,
+) -> Result<Vec<Server>, Error> {
+    let mut servers: Vec<Server> = Vec::new();
     for server in &config.servers {
-        let connect_started = Instant::now();
-        let connection = Connection::open(server, &config.ssh)?;
-        let connect = connect_started.elapsed();
-        reporter.event(Event::Connected { server: connection.name().to_string(), elapsed: connect });
-        let state = plan::parse_preflight(&connection.run(&plan::preflight_script(config))?);
+        match lock_one(config, server, lock, lock_wait, reporter) {
+            Ok(locked) => servers.push(locked),
+            Err(err) => {
+                unlock_all(config, &servers, lock, reporter);
+                return Err(err);
+            }
+        }
+    }
+    Ok(servers)
+}
+
+fn lock_one(
+    config: &Config,
+    server: &crate::config::Server,
+    lock: &LockInfo,
+    lock_wait: Option<Duration>,
+    reporter: &mut dyn Reporter,
+) -> Result<Server, Error> {
+    let started = Instant::now();
+    let connection = Connection::open(server, &config.ssh)?;
+    let connect = started.elapsed();
+    reporter.event(Event::Connected { server: connection.name().to_string(), elapsed: connect });
+    let preflight = plan::preflight_script(config, lock);
+    let deadline = lock_wait.map(|wait| Instant::now() + wait);
+    loop {
+        let output = connection.output(&preflight)?;
+        let state = plan::parse_state(&output.stdout);
+        if output.status == plan::EXIT_LOCKED {
+            let holder = LockInfo::describe(&state.holder);
+            if deadline.is_some_and(|deadline| Instant::now() < deadline) {
+                reporter.event(Event::LockWait { server: connection.name().to_string(), holder });
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+            return Err(Error::Locked { server: connection.name().to_string(), holder });
+        }
+        if output.status != 0 {
+            return Err(Error::Remote {
+                server: connection.name().to_string(),
+                step: preflight.name.to_string(),
+                status: output.status,
+                message: output.stderr.trim().to_string(),
+            });
+        }
+        if !state.stale.is_empty() {
+            reporter.event(Event::Warning {
+                message: format!(
+                    "took over a stale lock on {}: {}, whose SSH connection is gone",
+                    connection.name(),
+                    LockInfo::describe(&state.stale)
+                ),
+            });
+        }
         reporter.event(Event::Checked {
             server: connection.name().to_string(),
             releases: state.releases.len(),
             reaped: state.reaped.clone(),
         });
-        targets.push((connection, state, connect));
+        let report = ServerReport { server: connection.name().to_string(), connect, ..Default::default() };
+        return Ok(Server { connection, state, report });
     }
-    let existing = targets.iter().flat_map(|(_, state, _)| state.releases.iter().map(String::as_str));
-    let release = Release {
-        name: plan::release_name(time::OffsetDateTime::now_utc(), existing),
-        sha: revision.sha.clone(),
-        branch: revision.branch.clone(),
+}
+
+/// Releases this deploy's lock on every server in `servers`; failures are reported, not raised.
+pub(crate) fn unlock_all(config: &Config, servers: &[Server], lock: &LockInfo, reporter: &mut dyn Reporter) {
+    let script = plan::unlock_script(config, Some(&lock.token));
+    for server in servers {
+        if let Err(err) = server.connection.run(&script) {
+            reporter.event(Event::Warning { message: format!("could not release the lock: {err}") });
+        }
+    }
+}
+
+/// The state of a deploy as it walks its plan.
+struct Walk<'a> {
+    config: &'a Config,
+    local: &'a LocalState,
+    plan: &'a Plan,
+    options: &'a DeployOptions,
+    servers: Vec<Server>,
+    /// Indexes of servers on which the release may exist.
+    prepared: Vec<usize>,
+    published: bool,
+    reporter: &'a mut dyn Reporter,
+}
+
+impl Walk<'_> {
+    fn steps(&mut self) -> Result<(), Error> {
+        let plan = self.plan;
+        let mut pushed = false;
+        for step in &plan.steps {
+            let result = self.step(step);
+            if let Err(Error::Local { message }) = result {
+                let sent = if pushed { "" } else { "; nothing was sent to any server" };
+                return Err(Error::Local { message: format!("{message}{sent}") });
+            }
+            result?;
+            pushed |= step.action == Action::Push;
+            self.published |= step.phase == plan::PUBLISH;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, step: &Step) -> Result<(), Error> {
+        match &step.action {
+            Action::Local(command) => {
+                self.reporter.event(Event::Running { phase: step.phase, server: None, what: command.clone() });
+                local::run_command(step.phase, command, self.config.manifest_dir())
+            }
+            Action::Remote(script) => {
+                for index in 0..self.servers.len() {
+                    if step.phase == "prepare" {
+                        self.prepared.push(index);
+                    }
+                    self.remote(index, step.phase, script)?;
+                }
+                Ok(())
+            }
+            Action::Push => {
+                for index in 0..self.servers.len() {
+                    self.push(index)?;
+                }
+                Ok(())
+            }
+            Action::Upload { local, path } => {
+                let failed = |err: std::io::Error| Error::Local {
+                    message: format!("cannot read artifact `{}`: {err}: did the build make it?", local.display()),
+                };
+                let bytes = std::fs::read(local).map_err(failed)?;
+                let mode =
+                    std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(local).map_err(failed)?.permissions());
+                let script = plan::upload_script(self.config, &self.plan.release, path, mode);
+                for server in &self.servers {
+                    server.connection.run_with_input(&script, &bytes)?;
+                    self.reporter.event(Event::Uploaded {
+                        server: server.connection.name().to_string(),
+                        path: path.clone(),
+                        bytes: bytes.len() as u64,
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn remote(&mut self, index: usize, phase: &'static str, script: &crate::shell::RemoteScript) -> Result<(), Error> {
+        let server = &mut self.servers[index];
+        let name = server.connection.name().to_string();
+        if phase != "prepare" && phase != plan::PUBLISH {
+            self.reporter.event(Event::Running { phase, server: Some(name.clone()), what: "remote hook".to_string() });
+        }
+        let started = Instant::now();
+        let stdout = server.connection.run(script)?;
+        let elapsed = started.elapsed();
+        if phase == "prepare" {
+            server.report.release += elapsed;
+        }
+        if phase == plan::PUBLISH {
+            server.report.release += elapsed;
+            self.reporter.event(Event::Published {
+                server: name.clone(),
+                release: self.plan.release.name.clone(),
+                elapsed,
+            });
+            for old in stdout.lines().filter_map(|line| line.strip_prefix("removed ")) {
+                server.report.removed.push(old.to_string());
+                self.reporter.event(Event::Removed { server: name.clone(), release: old.to_string() });
+            }
+        }
+        Ok(())
+    }
+
+    /// On one server: start the daemon, push the commit and submodules, stop the daemon.
+    fn push(&mut self, index: usize) -> Result<(), Error> {
+        let server = &mut self.servers[index];
+        let connection = &server.connection;
+        let name = connection.name().to_string();
+        let started = Instant::now();
+        let repos: Vec<&str> = self.local.submodules.iter().map(|sub| sub.release.repo.as_str()).collect();
+        let (daemon, port) = start_daemon(self.config, connection, &repos)?;
+        server.report.daemon = started.elapsed();
+        self.reporter.event(Event::DaemonReady { server: name.clone(), port, elapsed: server.report.daemon });
+        let push_started = Instant::now();
+        self.reporter.event(Event::Pushing { server: name.clone(), sha: self.plan.release.sha.clone() });
+        let pushed = push_all(self.config, connection, self.local, port, self.options.pack);
+        // The daemon lives only while the push lasts, whatever its outcome.
+        daemon.finish(Duration::from_secs(10));
+        server.report.bytes_sent = pushed?;
+        server.report.push = push_started.elapsed();
+        self.reporter.event(Event::Pushed {
+            server: name,
+            bytes_sent: server.report.bytes_sent,
+            elapsed: server.report.push,
+        });
+        Ok(())
+    }
+
+    /// After a failed step: nothing more is published; before publish, the `on_failure` hooks
+    /// run and every unfinished release is removed. Errors here are reported, not raised.
+    fn fail(&mut self, err: &Error) {
+        if self.published {
+            return;
+        }
+        for step in &self.plan.on_failure {
+            let result = match &step.action {
+                Action::Local(command) => local::run_command(step.phase, command, self.config.manifest_dir()),
+                Action::Remote(script) => {
+                    self.servers.iter().try_for_each(|server| server.connection.run(script).map(drop))
+                }
+                _ => Ok(()),
+            };
+            if let Err(hook_err) = result {
+                self.reporter.event(Event::Warning { message: format!("on_failure hook failed: {hook_err}") });
+            }
+        }
+        for &index in &self.prepared {
+            let server = &self.servers[index];
+            match server.connection.run(&self.plan.discard) {
+                Ok(_) => self.reporter.event(Event::Discarded {
+                    server: server.connection.name().to_string(),
+                    release: self.plan.release.name.clone(),
+                }),
+                Err(discard_err) => self.reporter.event(Event::Warning {
+                    message: format!("could not remove the unfinished release after `{err}`: {discard_err}"),
+                }),
+            }
+        }
+    }
+}
+
+fn local_state(config: &Config, options: &DeployOptions) -> Result<LocalState, Error> {
+    let repo = local::open_repo(config.manifest_dir())?;
+    if !options.allow_dirty {
+        local::check_clean(&repo)?;
+    }
+    let revision = local::resolve(&repo, options.revision.as_deref().unwrap_or(&config.revision))?;
+    // Every submodule commit must be at hand before anything is sent.
+    let submodules = if config.submodules { submodules::collect(&repo, &revision.sha)? } else { Vec::new() };
+    let lock = LockInfo {
         user: local::user_name().unwrap_or_else(|| "unknown".to_string()),
+        host: local::host_name(),
+        since: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        sha: revision.sha.clone(),
+        message: options.message.clone().unwrap_or_default(),
+        token: format!("{:016x}", random()),
     };
-    let refname = local::push_refname(&revision.branch);
-
-    let mut servers = Vec::new();
-    for (connection, _state, connect) in &targets {
-        let target = Target { repo: &repo, release: &release, refname: &refname, submodules: &submodules };
-        let mut server = deploy_to_server(config, connection, &target, options.pack, reporter)?;
-        server.connect = *connect;
-        servers.push(server);
-    }
-    Ok(DeployReport { release: release.name, sha: release.sha, servers, elapsed: started.elapsed() })
+    Ok(LocalState { repo, revision, submodules, lock })
 }
 
-/// What every server receives: the same commit, release, ref and submodules.
-struct Target<'a> {
-    repo: &'a git2::Repository,
-    release: &'a Release,
-    refname: &'a str,
-    submodules: &'a [Submodule],
+fn release_for(local: &LocalState, name: String) -> Release {
+    Release {
+        name,
+        sha: local.revision.sha.clone(),
+        branch: local.revision.branch.clone(),
+        user: local.lock.user.clone(),
+    }
 }
 
-fn deploy_to_server(
-    config: &Config,
-    connection: &Connection,
-    target: &Target<'_>,
-    pack: transport::PackMethod,
-    reporter: &mut dyn Reporter,
-) -> Result<ServerReport, Error> {
-    let name = connection.name().to_string();
-    let release = target.release;
-    let daemon_started = Instant::now();
-    let submodule_repos: Vec<&str> = target.submodules.iter().map(|sub| sub.release.repo.as_str()).collect();
-    let (daemon, port) = start_daemon(config, connection, &submodule_repos)?;
-    let daemon_elapsed = daemon_started.elapsed();
-    reporter.event(Event::DaemonReady { server: name.clone(), port, elapsed: daemon_elapsed });
-
-    let push_started = Instant::now();
-    reporter.event(Event::Pushing { server: name.clone(), sha: release.sha.clone() });
-    let pushed = push_all(config, connection, target, port, pack);
-    // The daemon lives only while the push lasts, whatever its outcome.
-    daemon.finish(Duration::from_secs(10));
-    let bytes_sent = pushed?;
-    let push_elapsed = push_started.elapsed();
-    reporter.event(Event::Pushed { server: name.clone(), bytes_sent, elapsed: push_elapsed });
-
-    let release_started = Instant::now();
-    let submodule_releases: Vec<_> = target.submodules.iter().map(|sub| sub.release.clone()).collect();
-    let stdout = connection.run(&plan::release_script(config, release, &submodule_releases))?;
-    let release_elapsed = release_started.elapsed();
-    reporter.event(Event::Published { server: name.clone(), release: release.name.clone(), elapsed: release_elapsed });
-    let removed: Vec<String> =
-        stdout.lines().filter_map(|line| line.strip_prefix("removed ")).map(str::to_string).collect();
-    for old in &removed {
-        reporter.event(Event::Removed { server: name.clone(), release: old.clone() });
-    }
-    Ok(ServerReport {
-        server: name,
-        bytes_sent,
-        connect: Duration::ZERO,
-        daemon: daemon_elapsed,
-        push: push_elapsed,
-        release: release_elapsed,
-        removed,
-    })
+fn submodule_releases(submodules: &[Submodule]) -> Vec<SubmoduleRelease> {
+    submodules.iter().map(|sub| sub.release.clone()).collect()
 }
 
 /// Pushes the commit, then each submodule's commit into its own repository, each through its
@@ -180,16 +431,17 @@ fn deploy_to_server(
 fn push_all(
     config: &Config,
     connection: &Connection,
-    target: &Target<'_>,
+    local: &LocalState,
     port: u16,
     pack: transport::PackMethod,
 ) -> Result<u64, Error> {
     let failed = |message: String| Error::Push { server: connection.name().to_string(), message };
     let repo_path = format!("{}/repo", config.deploy_to);
-    let push = transport::DaemonPush { path: &repo_path, port, sha: &target.release.sha, refname: target.refname };
+    let refname = local::push_refname(&local.revision.branch);
+    let push = transport::DaemonPush { path: &repo_path, port, sha: &local.revision.sha, refname: &refname };
     let mut bytes_sent =
-        transport::push_through_daemon(target.repo, connection.tunnel(port)?, &push, pack).map_err(failed)?.bytes_sent;
-    for submodule in target.submodules {
+        transport::push_through_daemon(&local.repo, connection.tunnel(port)?, &push, pack).map_err(failed)?.bytes_sent;
+    for submodule in &local.submodules {
         let repo = git2::Repository::open(&submodule.git_dir)
             .map_err(|err| failed(format!("cannot open submodule `{}`: {}", submodule.release.path, err.message())))?;
         let path = format!("{}/{}", config.deploy_to, submodule.release.repo);
@@ -210,7 +462,7 @@ fn start_daemon(
 ) -> Result<(RemoteProcess, u16), Error> {
     let mut last_output = String::new();
     for attempt in 0..DAEMON_PORT_ATTEMPTS {
-        let port = random_port(attempt);
+        let port = 10_000 + (random() ^ attempt as u64) as u16 % 22_000;
         let script = plan::daemon_script(config, port, DAEMON_MAX_LIFETIME.as_secs(), submodule_repos);
         let mut process = connection.spawn(&script)?;
         match process.wait_for_stderr("Ready to rumble", DAEMON_READY_TIMEOUT) {
@@ -240,11 +492,10 @@ fn start_daemon(
     })
 }
 
-/// A port below Linux's ephemeral range, different on every call.
-fn random_port(attempt: usize) -> u16 {
+/// A random number, different on every call (std's per-process random hasher keys plus time).
+pub(crate) fn random() -> u64 {
     let mut hasher = RandomState::new().build_hasher();
-    hasher.write_usize(attempt);
     hasher
         .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    10_000 + (hasher.finish() % 22_000) as u16
+    hasher.finish()
 }

@@ -100,10 +100,17 @@ impl Connection {
 
     /// Runs `script` to the end and returns what it printed, whatever its exit status.
     pub fn output(&self, script: &RemoteScript) -> Result<Output, Error> {
+        self.output_with_input(script, &[])
+    }
+
+    /// Like [`Connection::output`], with `input` written to the script's stdin first.
+    pub fn output_with_input(&self, script: &RemoteScript, input: &[u8]) -> Result<Output, Error> {
         let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
         let mut channel = self.session.channel_session().map_err(failed)?;
         #[allow(clippy::disallowed_methods)] // The one place allowed: the text is a RemoteScript.
         channel.exec(&shell::exec_line(script)).map_err(failed)?;
+        std::io::Write::write_all(&mut channel, input)
+            .map_err(|err| self.step_error(script, -1, format!("lost the SSH channel while sending: {err}")))?;
         channel.send_eof().map_err(failed)?;
         let mut stdout = String::new();
         let mut stderr = String::new();
@@ -118,7 +125,12 @@ impl Connection {
     /// Runs `script` and returns its stdout; a non-zero exit is an [`Error::Remote`] carrying
     /// the script's stderr.
     pub fn run(&self, script: &RemoteScript) -> Result<String, Error> {
-        let output = self.output(script)?;
+        self.run_with_input(script, &[])
+    }
+
+    /// Like [`Connection::run`], with `input` written to the script's stdin first.
+    pub fn run_with_input(&self, script: &RemoteScript, input: &[u8]) -> Result<String, Error> {
+        let output = self.output_with_input(script, input)?;
         if output.status != 0 {
             let message = output.stderr.trim().to_string();
             let message = if message.is_empty() { "the script printed nothing on stderr".to_string() } else { message };

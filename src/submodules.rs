@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::config::is_plain_relative_path;
 use crate::plan::SubmoduleRelease;
 use crate::Error;
 
@@ -54,7 +55,7 @@ fn collect_into(
     for (path, id) in gitlinks {
         let full_path = format!("{path_prefix}{path}");
         let name = names.get(&path).cloned().unwrap_or_else(|| path.clone());
-        if !is_safe_relative(&path) || !is_safe_relative(&name) {
+        if !is_plain_relative_path(&path) || !is_plain_relative_path(&name) {
             return Err(local(format!(
                 "submodule `{full_path}` (name `{name}`) has a path or name that leaves its directory: refusing to deploy it"
             )));
@@ -115,28 +116,21 @@ fn open_submodule(repo: &git2::Repository, name: &str, path: &str) -> Option<git
     git2::Repository::open(workdir.join(path)).ok()
 }
 
-/// A relative path with no `..`, `.` or empty component.
-fn is_safe_relative(path: &str) -> bool {
-    !path.is_empty()
-        && !path.starts_with('/')
-        && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
-}
-
 fn local(message: String) -> Error {
     Error::Local { message }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::config::is_plain_relative_path;
 
     #[test]
     fn only_plain_relative_paths_are_safe() {
-        assert!(is_safe_relative("libs/middle"));
-        assert!(!is_safe_relative("../outside"));
-        assert!(!is_safe_relative("libs/../../x"));
-        assert!(!is_safe_relative("/abs"));
-        assert!(!is_safe_relative("a//b"));
-        assert!(!is_safe_relative(""));
+        assert!(is_plain_relative_path("libs/middle"));
+        assert!(!is_plain_relative_path("../outside"));
+        assert!(!is_plain_relative_path("libs/../../x"));
+        assert!(!is_plain_relative_path("/abs"));
+        assert!(!is_plain_relative_path("a//b"));
+        assert!(!is_plain_relative_path(""));
     }
 }

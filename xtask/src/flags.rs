@@ -22,6 +22,12 @@ enum Command {
     DeploySetup(DeploySetup),
     /// Push the commit to every server and publish it as a new release.
     Deploy(Deploy),
+    /// Switch `current` back to the previous release that is not marked bad (or `--to` one).
+    Rollback(Rollback),
+    /// List each server's releases: name, commit, who deployed it, current, bad.
+    Releases(Releases),
+    /// Remove the deploy lock left by a deploy that died.
+    Unlock(Unlock),
     /// Deploy an example app twice into a throwaway sshd on 127.0.0.1 and show the result.
     Demo(Demo),
     /// Time a first and several incremental deploys of this repository into a loopback sshd.
@@ -52,6 +58,39 @@ struct Deploy {
     /// Deploy the commit even though the worktree has uncommitted changes.
     #[arg(long)]
     allow_dirty: bool,
+    /// Print, per phase, the local commands and remote scripts that would run; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Deploy even when the commit is already current on every server.
+    #[arg(long)]
+    force: bool,
+    /// Wait up to this many seconds for another deploy's lock instead of failing at once.
+    #[arg(long, value_name = "SECS")]
+    lock_wait: Option<u64>,
+    /// A note kept in the lock while the deploy runs, shown to anyone who finds it taken.
+    #[arg(long)]
+    message: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct Rollback {
+    #[command(flatten)]
+    target: Target,
+    /// The release to switch to (its 14-digit name, as `releases` lists it).
+    #[arg(long, value_name = "RELEASE")]
+    to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct Releases {
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, Args)]
+struct Unlock {
+    #[command(flatten)]
+    target: Target,
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +108,9 @@ impl Xtask {
         match self.command {
             Command::DeploySetup(cmd) => cmd.run(),
             Command::Deploy(cmd) => cmd.run(),
+            Command::Rollback(cmd) => cmd.run(),
+            Command::Releases(cmd) => cmd.run(),
+            Command::Unlock(cmd) => cmd.run(),
             Command::Demo(cmd) => cmd.run(),
             Command::Bench(cmd) => cmd.run(),
         }
@@ -94,10 +136,51 @@ impl DeploySetup {
 impl Deploy {
     fn run(self) -> anyhow::Result<()> {
         let config = self.target.config()?;
-        let options = DeployOptions { revision: self.revision, allow_dirty: self.allow_dirty, ..Default::default() };
+        let options = DeployOptions {
+            revision: self.revision,
+            allow_dirty: self.allow_dirty,
+            force: self.force,
+            lock_wait: self.lock_wait.map(std::time::Duration::from_secs),
+            message: self.message,
+            ..Default::default()
+        };
+        if self.dry_run {
+            let plan = xtask_deploy::plan_deploy(&config, &options)?;
+            print!("{}", crate::status::render_plan(&plan, &config));
+            return Ok(());
+        }
         let mut status = Status::new();
         let report = xtask_deploy::deploy(&config, &options, &mut status)?;
         status.summary(&report);
+        Ok(())
+    }
+}
+
+impl Rollback {
+    fn run(self) -> anyhow::Result<()> {
+        let config = self.target.config()?;
+        let mut status = Status::new();
+        xtask_deploy::manage::rollback(&config, self.to.as_deref(), &mut status)?;
+        Ok(())
+    }
+}
+
+impl Releases {
+    fn run(self) -> anyhow::Result<()> {
+        let config = self.target.config()?;
+        for server in xtask_deploy::manage::releases(&config)? {
+            print!("{}", crate::status::render_releases(&server));
+        }
+        Ok(())
+    }
+}
+
+impl Unlock {
+    fn run(self) -> anyhow::Result<()> {
+        let config = self.target.config()?;
+        let mut status = Status::new();
+        xtask_deploy::manage::unlock(&config, &mut status)?;
+        status.line("Finished", "unlock");
         Ok(())
     }
 }

@@ -222,9 +222,12 @@ fn interrupt_mid_push(how: Interruption) {
     assert_eq!(world.current(), Some(before.release.clone()));
     assert_eq!(world.releases(), vec![before.release.clone()]);
 
-    // The next deploy needs no manual step.
+    // The next deploy needs no manual step: the lock left behind is stale, and taken over.
     let output = deploy_cli(&world);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("took over a stale lock"), "{stderr}");
+    assert!(!world.deploy_to.join(".xtask-deploy/lock").exists(), "the lock was not released");
     let current = world.current().unwrap();
     assert_ne!(current, before.release);
     assert_eq!(world.revision_of(&current), big_sha);

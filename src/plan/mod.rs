@@ -1,0 +1,361 @@
+//! Deciding what runs where: the [`Plan`] of a deploy (an ordered list of local commands and
+//! remote scripts), the release name, the lock, and reading what the server reports.
+//!
+//! **Architecture Invariant:** this module does no I/O. It turns a [`Config`] and plain values
+//! into a [`Plan`] of [`RemoteScript`]s; the runner walks that plan, and `--dry-run` prints it.
+
+pub mod scripts;
+
+use std::path::PathBuf;
+
+use time::{format_description::FormatItem, macros::format_description, OffsetDateTime, PrimitiveDateTime};
+
+use crate::config::{Config, Hook};
+use crate::shell::RemoteScript;
+
+pub use scripts::*;
+
+/// Release directory names: a UTC timestamp, as Capistrano makes them.
+const RELEASE_FORMAT: &[FormatItem<'static>] = format_description!("[year][month][day][hour][minute][second]");
+
+/// One deploy's release, the same on every server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// The release directory name under `releases/`.
+    pub name: String,
+    /// The full commit SHA that is released.
+    pub sha: String,
+    /// The branch (or revision) name written to `revisions.log`.
+    pub branch: String,
+    /// Who deployed, written to `revisions.log`.
+    pub user: String,
+}
+
+/// A submodule's place in a release: extracted at `path` from the server's bare repository
+/// `repo` (relative to `deploy_to`) at `commit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmoduleRelease {
+    /// Path in the release, from its root (`libs/middle/vendor/inner`).
+    pub path: String,
+    /// The bare repository on the server, relative to `deploy_to` (`repo/modules/middle`).
+    pub repo: String,
+    /// The full SHA recorded for the submodule.
+    pub commit: String,
+}
+
+/// Who holds a deploy lock, written into it and shown to whoever finds it taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockInfo {
+    pub user: String,
+    /// The deploying machine's host name.
+    pub host: String,
+    /// When the lock was taken (UTC, RFC 3339).
+    pub since: String,
+    pub sha: String,
+    /// The deployer's `--message`, if any.
+    pub message: String,
+    /// A random token: a deploy removes the lock only when it still holds its token.
+    pub token: String,
+}
+
+impl LockInfo {
+    /// The `key=value` lines of the lock's `info` file (newlines in values become spaces).
+    pub fn lines(&self) -> Vec<String> {
+        [
+            ("user", &self.user),
+            ("host", &self.host),
+            ("since", &self.since),
+            ("sha", &self.sha),
+            ("message", &self.message),
+            ("token", &self.token),
+        ]
+        .iter()
+        .map(|(key, value)| format!("{key}={}", value.replace(['\n', '\r'], " ")))
+        .collect()
+    }
+
+    /// A one-line description for messages, without the token.
+    pub fn describe(holder: &[(String, String)]) -> String {
+        let get = |key: &str| holder.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or("?");
+        let message = get("message");
+        let message = if message.is_empty() || message == "?" { String::new() } else { format!(": \"{message}\"") };
+        format!("{} on {} since {} (deploying {}){message}", get("user"), get("host"), get("since"), get("sha"))
+    }
+}
+
+/// What a server reported about its releases (preflight and inspect scripts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteState {
+    /// `(name, sha)` of each release directory, sorted oldest first (`-` when no REVISION).
+    pub releases: Vec<(String, String)>,
+    /// Where `current` points, when it exists.
+    pub current: Option<String>,
+    /// Releases marked bad by a rollback.
+    pub bad: Vec<String>,
+    /// `git --version` on the server (preflight only).
+    pub git_version: String,
+    /// Pids of daemons left by an earlier deploy that were stopped (preflight only).
+    pub reaped: Vec<String>,
+    /// `key=value` pairs of the lock's holder, when the lock is taken.
+    pub holder: Vec<(String, String)>,
+    /// `key=value` pairs of a stale lock's holder (its connection is gone); the preflight took
+    /// such a lock over.
+    pub stale: Vec<(String, String)>,
+    /// The lines of `revisions.log` (inspect only).
+    pub log: Vec<String>,
+}
+
+impl RemoteState {
+    /// The name of the release `current` points at.
+    pub fn current_release(&self) -> Option<&str> {
+        self.current.as_deref().and_then(|target| target.rsplit('/').next())
+    }
+
+    /// The SHA of the current release, from its `REVISION`.
+    pub fn current_sha(&self) -> Option<&str> {
+        let current = self.current_release()?;
+        self.releases.iter().find(|(name, _)| name == current).map(|(_, sha)| sha.as_str())
+    }
+}
+
+/// Reads the output of [`preflight_script`] or [`inspect_script`].
+pub fn parse_state(stdout: &str) -> RemoteState {
+    let mut state = RemoteState::default();
+    for line in stdout.lines() {
+        let Some((kind, rest)) = line.split_once(' ') else { continue };
+        match kind {
+            "release" => {
+                let (name, sha) = rest.split_once(' ').unwrap_or((rest, "-"));
+                if is_release_name(name) {
+                    state.releases.push((name.to_string(), sha.to_string()));
+                }
+            }
+            "current" => state.current = Some(rest.to_string()),
+            "bad" => state.bad.push(rest.to_string()),
+            "git" => state.git_version = rest.to_string(),
+            "reaped" => state.reaped.push(rest.to_string()),
+            "holder" | "stale" => {
+                if let Some((key, value)) = rest.split_once('=') {
+                    let pairs = if kind == "holder" { &mut state.holder } else { &mut state.stale };
+                    pairs.push((key.to_string(), value.to_string()));
+                }
+            }
+            "log" => state.log.push(rest.to_string()),
+            _ => {}
+        }
+    }
+    state.releases.sort();
+    state
+}
+
+/// Where an action runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A command on the deploying machine, once, in the manifest's directory.
+    Local(String),
+    /// A script on every server.
+    Remote(RemoteScript),
+    /// On every server: start the git daemon, push the commit and the submodules, stop it.
+    Push,
+    /// On every server: upload the local file `local` to `path` in the release.
+    Upload { local: PathBuf, path: String },
+}
+
+/// One step of a plan: its phase (`build`, `before_update`, `prepare`, `publish`...) and action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub phase: &'static str,
+    pub action: Action,
+}
+
+/// The phase whose success makes a release current: a failure before it discards the release.
+pub const PUBLISH: &str = "publish";
+
+/// A whole deploy, decided before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub release: Release,
+    /// Run on every server first: checks, takes the lock, reports the state.
+    pub preflight: RemoteScript,
+    /// In order; local steps run once, the others on every server before the next step.
+    pub steps: Vec<Step>,
+    /// When a step before [`PUBLISH`] fails: the `on_failure` hooks, then `discard`.
+    pub on_failure: Vec<Step>,
+    /// Removes the unfinished release.
+    pub discard: RemoteScript,
+    /// Run on every server last, whatever happened: releases the lock.
+    pub unlock: RemoteScript,
+}
+
+/// Plans the deploy of `release` with `submodules`, holding `lock`.
+pub fn deploy_plan(config: &Config, release: &Release, submodules: &[SubmoduleRelease], lock: &LockInfo) -> Plan {
+    let hooks = |phase: &'static str, hooks: &[Hook]| -> Vec<Step> {
+        hooks
+            .iter()
+            .map(|hook| Step {
+                phase,
+                action: match hook {
+                    Hook::Local(command) => Action::Local(command.clone()),
+                    Hook::Remote(command) => Action::Remote(hook_script(config, release, phase, command)),
+                },
+            })
+            .collect()
+    };
+    let mut steps: Vec<Step> =
+        config.build.iter().map(|command| Step { phase: "build", action: Action::Local(command.clone()) }).collect();
+    steps.extend(hooks("before_update", &config.hooks.before_update));
+    steps.push(Step { phase: "push", action: Action::Push });
+    steps.push(Step { phase: "prepare", action: Action::Remote(prepare_script(config, release, submodules)) });
+    for artifact in &config.artifacts {
+        steps.push(Step {
+            phase: "upload",
+            action: Action::Upload { local: config.manifest_dir().join(artifact), path: artifact.clone() },
+        });
+    }
+    steps.extend(hooks("after_update", &config.hooks.after_update));
+    steps.extend(hooks("before_publish", &config.hooks.before_publish));
+    steps.push(Step { phase: PUBLISH, action: Action::Remote(publish_script(config, release)) });
+    steps.extend(hooks("after_publish", &config.hooks.after_publish));
+    Plan {
+        release: release.clone(),
+        preflight: preflight_script(config, lock),
+        steps,
+        on_failure: hooks("on_failure", &config.hooks.on_failure),
+        discard: discard_script(config, release),
+        unlock: unlock_script(config, Some(&lock.token)),
+    }
+}
+
+/// Capistrano 3's `revisions.log` line for a deploy.
+pub fn revision_log_line(release: &Release) -> String {
+    format!("Branch {} (at {}) deployed as release {} by {}", release.branch, release.sha, release.name, release.user)
+}
+
+/// Chooses the release name: the UTC time `now`, or one second after the newest existing
+/// release when that is later, so names stay unique and sort in deploy order.
+pub fn release_name<'a>(now: OffsetDateTime, existing: impl IntoIterator<Item = &'a str>) -> String {
+    let now = PrimitiveDateTime::new(now.date(), now.time()).replace_nanosecond(0).expect("0 is a valid nanosecond");
+    let newest = existing.into_iter().filter_map(|name| PrimitiveDateTime::parse(name, RELEASE_FORMAT).ok()).max();
+    let chosen = match newest {
+        Some(newest) if newest >= now => newest + time::Duration::SECOND,
+        _ => now,
+    };
+    chosen.format(RELEASE_FORMAT).expect("a date formats")
+}
+
+/// Whether `name` is a release directory name (14 digits), as Capistrano's cleanup checks.
+pub fn is_release_name(name: &str) -> bool {
+    name.len() == 14 && name.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    pub(crate) fn config(deploy_to: &str) -> Config {
+        let metadata = serde_json::json!({ "deploy": {
+            "deploy_to": deploy_to,
+            "keep_releases": 2,
+            "servers": [{ "host": "h", "user": "u" }],
+        }});
+        let defaults = crate::config::Defaults { package_name: Some("hello".into()), user: None, home: None };
+        Config::from_metadata(&metadata, "package.metadata", std::path::Path::new("/app/Cargo.toml"), &defaults)
+            .unwrap()
+    }
+
+    pub(crate) fn release() -> Release {
+        Release {
+            name: "20261125041638".into(),
+            sha: "0123456789abcdef0123456789abcdef01234567".into(),
+            branch: "main".into(),
+            user: "alice".into(),
+        }
+    }
+
+    pub(crate) fn lock() -> LockInfo {
+        LockInfo {
+            user: "alice".into(),
+            host: "laptop".into(),
+            since: "2026-11-25T04:16:38Z".into(),
+            sha: release().sha,
+            message: "hotfix\nfor #12".into(),
+            token: "t0k3n".into(),
+        }
+    }
+
+    #[test]
+    fn release_name_is_utc_timestamp_and_stays_unique() {
+        let now = datetime!(2026-11-25 04:16:38.5 UTC);
+        assert_eq!(release_name(now, []), "20261125041638");
+        assert_eq!(release_name(now, ["20261125041000"]), "20261125041638");
+        assert_eq!(release_name(now, ["20261125041638"]), "20261125041639");
+        assert_eq!(release_name(now, ["20261125041700", "junk"]), "20261125041701");
+    }
+
+    #[test]
+    fn revision_log_line_uses_capistrano_wording() {
+        assert_eq!(
+            revision_log_line(&release()),
+            "Branch main (at 0123456789abcdef0123456789abcdef01234567) deployed as release 20261125041638 by alice"
+        );
+    }
+
+    #[test]
+    fn server_state_is_parsed() {
+        let state = parse_state(
+            "git git version 2.47.3\nrelease 20261125041639 bbbb\nrelease 20261125041638 aaaa\nrelease notes x\n\
+             current /srv/x/releases/20261125041639\nreaped 42\nbad 20261125041637\nholder user=bob\n\
+             holder message=a=b\nstale user=carol\nlog Branch main\n",
+        );
+        assert_eq!(
+            state.releases,
+            vec![("20261125041638".into(), "aaaa".into()), ("20261125041639".into(), "bbbb".into())]
+        );
+        assert_eq!(state.current_release(), Some("20261125041639"));
+        assert_eq!(state.current_sha(), Some("bbbb"));
+        assert_eq!(state.git_version, "git version 2.47.3");
+        assert_eq!(state.reaped, vec!["42"]);
+        assert_eq!(state.bad, vec!["20261125041637"]);
+        assert_eq!(state.holder, vec![("user".into(), "bob".into()), ("message".into(), "a=b".into())]);
+        assert_eq!(state.stale, vec![("user".into(), "carol".into())]);
+        assert_eq!(state.log, vec!["Branch main"]);
+    }
+
+    #[test]
+    fn lock_lines_are_single_lines_and_describe_hides_the_token() {
+        let lines = lock().lines();
+        assert!(lines.contains(&"message=hotfix for #12".to_string()));
+        let holder: Vec<(String, String)> =
+            lines.iter().map(|line| line.split_once('=').unwrap()).map(|(k, v)| (k.into(), v.into())).collect();
+        let text = LockInfo::describe(&holder);
+        assert_eq!(
+            text,
+            "alice on laptop since 2026-11-25T04:16:38Z (deploying 0123456789abcdef0123456789abcdef01234567): \"hotfix for #12\""
+        );
+    }
+
+    #[test]
+    fn the_plan_orders_phases_like_capistrano() {
+        let mut cfg = config("/srv/x");
+        cfg.build = vec!["cargo build --release".into()];
+        cfg.artifacts = vec!["target/release/hello".into()];
+        cfg.hooks.before_update = vec![Hook::Local("cargo test".into())];
+        cfg.hooks.after_update = vec![Hook::Remote("./migrate".into())];
+        cfg.hooks.after_publish = vec![Hook::Remote("systemctl restart hello".into())];
+        cfg.hooks.on_failure = vec![Hook::Local("notify".into())];
+        let plan = deploy_plan(&cfg, &release(), &[], &lock());
+        let phases: Vec<&str> = plan.steps.iter().map(|step| step.phase).collect();
+        assert_eq!(
+            phases,
+            ["build", "before_update", "push", "prepare", "upload", "after_update", "publish", "after_publish"]
+        );
+        assert_eq!(
+            plan.steps[4].action,
+            Action::Upload { local: PathBuf::from("/app/target/release/hello"), path: "target/release/hello".into() }
+        );
+        assert_eq!(plan.on_failure, vec![Step { phase: "on_failure", action: Action::Local("notify".into()) }]);
+        assert!(plan.unlock.text.contains("token=t0k3n"));
+        assert!(plan.preflight.text.contains("token=t0k3n"));
+    }
+}

@@ -1,0 +1,521 @@
+//! The remote scripts of every phase. Pure: a [`Config`] and plain values in, a quoted
+//! [`RemoteScript`] out. Each script starts with `d=<deploy_to>` and uses `"$d"` after that.
+
+use crate::config::{Cache, Config};
+use crate::shell::{quote, RemoteScript};
+
+use super::{LockInfo, Release, SubmoduleRelease};
+
+/// Directory under `deploy_to` where xtask-deploy keeps its own state: the lock, daemon pid
+/// files, the list of releases marked bad by a rollback.
+pub const STATE_DIR: &str = ".xtask-deploy";
+/// Exit status of a remote script when `git` is missing on the server.
+pub const EXIT_NO_GIT: i32 = 3;
+/// Exit status of a remote script when `deploy_to` has not been set up.
+pub const EXIT_NOT_SET_UP: i32 = 4;
+/// Exit status of the preflight when another deploy holds the lock.
+pub const EXIT_LOCKED: i32 = 5;
+
+/// `deploy-setup`: creates `releases/`, `shared/` (with `linked_dirs` and the parents of
+/// `linked_files`) and the bare `repo/`; running it again changes nothing. Prints
+/// `created <what>` for each thing it made.
+pub fn setup_script(config: &Config) -> RemoteScript {
+    let mut dirs = vec![
+        "\"$d\"".to_string(),
+        "\"$d/releases\"".to_string(),
+        "\"$d/shared\"".to_string(),
+        format!("\"$d/{STATE_DIR}\""),
+    ];
+    for dir in &config.linked_dirs {
+        dirs.push(format!("\"$d/shared\"/{}", quote(dir)));
+    }
+    for file in &config.linked_files {
+        if let Some((parent, _)) = file.rsplit_once('/') {
+            dirs.push(format!("\"$d/shared\"/{}", quote(parent)));
+        }
+    }
+    let text = format!(
+        r#"set -eu
+d={deploy_to}
+{REQUIRE_GIT}
+for dir in {dirs}; do
+  if [ ! -d "$dir" ]; then mkdir -p "$dir"; echo "created $dir"; fi
+done
+if [ -e "$d/repo" ]; then
+  if [ "$(git --git-dir="$d/repo" rev-parse --is-bare-repository 2>/dev/null)" != true ]; then
+    echo "\`$d/repo\` exists but is not a bare git repository: move it away and run deploy-setup again" >&2
+    exit 1
+  fi
+else
+  git init --quiet --bare "$d/repo"
+  echo "created $d/repo"
+fi
+"#,
+        deploy_to = quote(&config.deploy_to),
+        dirs = dirs.join(" "),
+    );
+    RemoteScript { name: "deploy-setup", text }
+}
+
+/// Checks that setup was done, takes the deploy lock (`mkdir`, atomic) holding `lock`, stops
+/// daemons orphaned by an earlier deploy, and reports the server's state (see
+/// [`super::parse_state`]). When another deploy holds the lock it prints the holder as
+/// `holder <key>=<value>` lines and exits [`EXIT_LOCKED`], changing nothing. A lock whose
+/// holder's SSH connection is gone (the deployer was killed, or its connection cut) is stale:
+/// it is taken over, and its holder printed as `stale <key>=<value>` lines.
+pub fn preflight_script(config: &Config, lock: &LockInfo) -> RemoteScript {
+    let text = format!(
+        r#"set -u
+d={deploy_to}
+state="$d/{STATE_DIR}"
+{REQUIRE_GIT}
+{REQUIRE_SETUP}
+mkdir -p "$state"
+{LOCK_HELPERS}
+if ! mkdir "$state/lock" 2>/dev/null; then
+  if holder_alive; then
+    sed 's/^/holder /' "$state/lock/info" 2>/dev/null
+    exit {EXIT_LOCKED}
+  fi
+  # The holder's SSH connection is gone (it was killed or cut off): the lock is stale.
+  sed 's/^/stale /' "$state/lock/info" 2>/dev/null
+  rm -rf "$state/lock"
+  if ! mkdir "$state/lock" 2>/dev/null; then echo "holder user=another deploy, just now"; exit {EXIT_LOCKED}; fi
+fi
+printf '%s\n' {info} "connection=$PPID $(start_time "$PPID")" > "$state/lock/info"
+for pidfile in "$state"/daemon.*.pid; do
+  [ -f "$pidfile" ] || continue
+  pid=$(cat "$pidfile")
+  case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
+  cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null || true)
+  case "$cmd" in
+    *"git daemon"*"$d/repo"*)
+      # Only a daemon whose watching script is gone (re-parented to init) is stale.
+      # The parent pid is the second field after the command name in /proc/<pid>/stat.
+      stat=$(cat "/proc/$pid/stat" 2>/dev/null || true)
+      set -- ${{stat##*) }}
+      if [ "${{2:-}}" = 1 ]; then kill "$pid" 2>/dev/null; echo "reaped $pid"; rm -f "$pidfile"; fi ;;
+    *) rm -f "$pidfile" ;;
+  esac
+done
+echo "git $(git --version)"
+{REPORT_STATE}
+exit 0
+"#,
+        deploy_to = quote(&config.deploy_to),
+        info = lock.lines().iter().map(|line| quote(line)).collect::<Vec<_>>().join(" "),
+    );
+    RemoteScript { name: "preflight", text }
+}
+
+/// Reports the server's state without changing anything, for `releases` and `deploy-check`.
+pub fn inspect_script(config: &Config) -> RemoteScript {
+    let text = format!(
+        r#"set -u
+d={deploy_to}
+state="$d/{STATE_DIR}"
+{REQUIRE_SETUP}
+{REPORT_STATE}
+{LOCK_HELPERS}
+if [ -f "$state/lock/info" ]; then
+  if holder_alive; then sed 's/^/holder /' "$state/lock/info"; else sed 's/^/stale /' "$state/lock/info"; fi
+fi
+if [ -f "$d/revisions.log" ]; then sed 's/^/log /' "$d/revisions.log"; fi
+exit 0
+"#,
+        deploy_to = quote(&config.deploy_to),
+    );
+    RemoteScript { name: "inspect", text }
+}
+
+/// Removes the deploy lock: only when it holds `token` (a deploy never removes a lock it did
+/// not take), or whoever holds it when `token` is `None` (`cargo xtask unlock`). Prints the
+/// holder as `removed <key>=<value>` lines when it removed one.
+pub fn unlock_script(config: &Config, token: Option<&str>) -> RemoteScript {
+    let check = match token {
+        Some(token) => format!(
+            "grep -qxF {} \"$lock/info\" 2>/dev/null || {{ echo \"the lock is not ours; left in place\"; exit 0; }}\n",
+            quote(&format!("token={token}"))
+        ),
+        None => String::new(),
+    };
+    let text = format!(
+        r#"set -u
+d={deploy_to}
+lock="$d/{STATE_DIR}/lock"
+[ -d "$lock" ] || exit 0
+{check}sed 's/^/removed /' "$lock/info" 2>/dev/null
+rm -rf "$lock"
+"#,
+        deploy_to = quote(&config.deploy_to),
+    );
+    RemoteScript { name: "unlock", text }
+}
+
+/// Runs a `git daemon` for this deploy in the foreground of its exec channel: it listens on
+/// 127.0.0.1:`port` only, serves only `repo/` (and `submodule_repos`, relative to `deploy_to`,
+/// created if needed), and accepts pushes. It dies when the channel's stdin reaches EOF (the
+/// deployer finished, died or lost its connection) and in any case after `max_seconds`. Its pid
+/// is kept in a pid file that a later preflight reaps if it was orphaned.
+pub fn daemon_script(config: &Config, port: u16, max_seconds: u64, submodule_repos: &[&str]) -> RemoteScript {
+    let mut served = String::from("\"$d/repo\"");
+    let mut create = String::new();
+    for repo in submodule_repos {
+        served.push_str(&format!(" \"$d\"/{}", quote(repo)));
+        create.push_str(&format!(
+            "[ -d \"$d\"/{repo} ] || git init --quiet --bare \"$d\"/{repo} || exit 1\n",
+            repo = quote(repo)
+        ));
+    }
+    let text = format!(
+        r#"set -u
+d={deploy_to}
+pidfile="$d/{STATE_DIR}/daemon.{port}.pid"
+{create}exec 3<&0
+timeout {max_seconds} git daemon --verbose --listen=127.0.0.1 --port={port} --strict-paths \
+  --export-all --enable=receive-pack --informative-errors --init-timeout=30 --timeout={max_seconds} \
+  {served} </dev/null &
+daemon=$!
+echo "$daemon" > "$pidfile"
+( cat <&3 >/dev/null 2>&1; kill "$daemon" 2>/dev/null ) >/dev/null 2>&1 &
+watchdog=$!
+exec 3<&-
+wait "$daemon"
+status=$?
+kill "$watchdog" 2>/dev/null
+rm -f "$pidfile"
+exit $status
+"#,
+        deploy_to = quote(&config.deploy_to),
+    );
+    RemoteScript { name: "git daemon", text }
+}
+
+/// Makes `releases/<name>` from the pushed commit (never from a branch name): its files (by
+/// `git archive`, or through `shared/cached-copy`), the submodules', `REVISION`, and the links
+/// to `shared/`. A missing linked file is refused before anything is made; if anything fails,
+/// the unfinished release is removed.
+pub fn prepare_script(config: &Config, release: &Release, submodules: &[SubmoduleRelease]) -> RemoteScript {
+    let mut checks = String::new();
+    for file in &config.linked_files {
+        checks.push_str(&format!("[ -e \"$d/shared\"/{file} ] || missing=\"$missing {file}\"\n", file = quote(file)));
+    }
+    let extract = match config.cache {
+        Cache::Archive => r#"{ git --git-dir=repo archive --format=tar "$sha" || echo "git archive failed" > "$failed"; } | tar -x -f - -C "releases/$rel""#.to_string(),
+        Cache::CachedCopy => r#"cc="$d/shared/cached-copy"
+if [ ! -d "$cc/.git" ]; then git clone --quiet --no-checkout "$d/repo" "$cc"; fi
+git -C "$cc" fetch --quiet "$d/repo" "+refs/heads/*:refs/remotes/xtask-deploy/*"
+git -C "$cc" checkout --quiet --force --detach "$sha"
+git -C "$cc" clean --quiet -d -f -f -x
+{ tar -C "$cc" --exclude=./.git -cf - . || echo "copy failed" > "$failed"; } | tar -x -f - -C "releases/$rel""#
+            .to_string(),
+    };
+    let mut extract_submodules = String::new();
+    for submodule in submodules {
+        extract_submodules.push_str(&format!(
+            "mkdir -p \"releases/$rel\"/{path}\n\
+             {{ git --git-dir={repo} archive --format=tar {commit} || echo failed > \"$failed\"; }} \
+             | tar -x -f - -C \"releases/$rel\"/{path}\n",
+            path = quote(&submodule.path),
+            repo = quote(&submodule.repo),
+            commit = quote(&submodule.commit),
+        ));
+    }
+    let mut links = String::new();
+    for path in config.linked_dirs.iter().chain(&config.linked_files) {
+        links.push_str(&format!(
+            "rm -rf \"releases/$rel\"/{path}\nmkdir -p \"$(dirname \"releases/$rel\"/{path})\"\n\
+             ln -s \"$d/shared\"/{path} \"releases/$rel\"/{path}\n",
+            path = quote(path)
+        ));
+    }
+    let text = format!(
+        r#"set -eu
+d={deploy_to}
+rel={name}
+sha={sha}
+cd "$d"
+if [ -e "releases/$rel" ]; then echo "release \`$rel\` already exists in \`$d/releases\`" >&2; exit 1; fi
+if ! git --git-dir=repo cat-file -e "$sha^{{commit}}" 2>/dev/null; then
+  echo "commit \`$sha\` is not in \`$d/repo\`: the push did not arrive" >&2; exit 1
+fi
+missing=""
+{checks}if [ -n "$missing" ]; then
+  echo "linked file(s) missing in \`$d/shared\`:$missing: create them on the server before deploying" >&2; exit 1
+fi
+mkdir "releases/$rel"
+trap 'rm -rf "releases/$rel"' EXIT
+failed=$(mktemp)
+{extract}
+{extract_submodules}if [ -s "$failed" ]; then rm -f "$failed"; echo "could not extract \`$sha\` into \`releases/$rel\`" >&2; exit 1; fi
+rm -f "$failed"
+printf '%s\n' "$sha" > "releases/$rel/REVISION"
+{links}trap - EXIT
+"#,
+        deploy_to = quote(&config.deploy_to),
+        name = quote(&release.name),
+        sha = quote(&release.sha),
+    );
+    RemoteScript { name: "prepare", text }
+}
+
+/// Uploads one artifact (read from stdin) to `path` in the release, with `mode`.
+pub fn upload_script(config: &Config, release: &Release, path: &str, mode: u32) -> RemoteScript {
+    let text = format!(
+        r#"set -eu
+d={deploy_to}
+target="$d/releases"/{name}/{path}
+mkdir -p "$(dirname "$target")"
+cat > "$target"
+chmod {mode:o} "$target"
+"#,
+        deploy_to = quote(&config.deploy_to),
+        name = quote(&release.name),
+        path = quote(path),
+        mode = mode & 0o7777,
+    );
+    RemoteScript { name: "upload", text }
+}
+
+/// Runs a remote hook command with `sh -c` in the release directory (in `deploy_to` while the
+/// release does not exist yet), with `DEPLOY_TO`, `RELEASE`, `RELEASE_PATH` and `REVISION` set.
+pub fn hook_script(config: &Config, release: &Release, phase: &'static str, command: &str) -> RemoteScript {
+    let text = format!(
+        r#"d={deploy_to}
+export DEPLOY_TO="$d" RELEASE={name} RELEASE_PATH="$d/releases"/{name} REVISION={sha}
+if [ -d "$RELEASE_PATH" ]; then cd "$RELEASE_PATH"; else cd "$d"; fi || exit 1
+exec sh -c {command}
+"#,
+        deploy_to = quote(&config.deploy_to),
+        name = quote(&release.name),
+        sha = quote(&release.sha),
+        command = quote(command),
+    );
+    RemoteScript { name: phase, text }
+}
+
+/// Removes the unfinished release of a failed deploy, unless it became current.
+pub fn discard_script(config: &Config, release: &Release) -> RemoteScript {
+    let text = format!(
+        r#"set -u
+d={deploy_to}
+rel={name}
+case "$(readlink "$d/current" 2>/dev/null)" in
+  */releases/"$rel") echo "release $rel is current; kept" ;;
+  *) rm -rf "$d/releases/$rel" ;;
+esac
+"#,
+        deploy_to = quote(&config.deploy_to),
+        name = quote(&release.name),
+    );
+    RemoteScript { name: "discard", text }
+}
+
+/// Switches `current` to the release atomically (`ln -s` to `releases/current`, then `mv -T`,
+/// as Capistrano 3), appends to `revisions.log` and removes releases beyond `keep_releases`
+/// (never the current one). Prints `removed <name>` for each release removed.
+pub fn publish_script(config: &Config, release: &Release) -> RemoteScript {
+    let text = format!(
+        r#"set -eu
+d={deploy_to}
+rel={name}
+cd "$d"
+{SWITCH_CURRENT}
+printf '%s\n' {log_line} >> revisions.log
+keep={keep}
+current=$(basename "$(readlink current)")
+count=$(ls -1 releases | grep -cE '^[0-9]{{14}}$' || true)
+if [ "$count" -gt "$keep" ]; then
+  ls -1 releases | grep -E '^[0-9]{{14}}$' | sort | head -n "$((count - keep))" | while read -r old; do
+    if [ "$old" != "$current" ]; then rm -rf "releases/$old"; echo "removed $old"; fi
+  done
+fi
+"#,
+        deploy_to = quote(&config.deploy_to),
+        name = quote(&release.name),
+        log_line = quote(&super::revision_log_line(release)),
+        keep = config.keep_releases,
+    );
+    RemoteScript { name: "publish", text }
+}
+
+/// Switches `current` back to the newest release older than it that is not marked bad (or to
+/// `to`), marks the release it leaves as bad, and logs `<user> rolled back to release <name>`
+/// as Capistrano does. Prints `rolled-back <from> <to>`.
+pub fn rollback_script(config: &Config, to: Option<&str>, user: &str) -> RemoteScript {
+    let choose = match to {
+        Some(to) => format!(
+            r#"rel={to}
+if [ ! -d "releases/$rel" ]; then echo "release \`$rel\` does not exist in \`$d/releases\`: \`cargo xtask releases\` lists them" >&2; exit 1; fi
+if [ "$rel" = "$from" ]; then echo "release \`$rel\` is already current" >&2; exit 1; fi"#,
+            to = quote(to)
+        ),
+        None => r#"rel=""
+for candidate in $(ls -1 releases | grep -E '^[0-9]{14}$' | sort -r); do
+  [ "$candidate" -lt "$from" ] || continue
+  if grep -qxF "$candidate" "$state/bad" 2>/dev/null; then continue; fi
+  rel=$candidate
+  break
+done
+if [ -z "$rel" ]; then
+  echo "no earlier release that is not marked bad to roll back to (current: $from): pass --to <release>; \`cargo xtask releases\` lists them" >&2
+  exit 1
+fi"#
+        .to_string(),
+    };
+    let text = format!(
+        r#"set -eu
+d={deploy_to}
+state="$d/{STATE_DIR}"
+cd "$d"
+if [ ! -L current ]; then echo "\`$d/current\` does not exist: nothing to roll back" >&2; exit 1; fi
+from=$(basename "$(readlink current)")
+{choose}
+{SWITCH_CURRENT}
+echo "$from" >> "$state/bad"
+printf '%s rolled back to release %s\n' {user} "$rel" >> revisions.log
+echo "rolled-back $from $rel"
+"#,
+        deploy_to = quote(&config.deploy_to),
+        user = quote(user),
+    );
+    RemoteScript { name: "rollback", text }
+}
+
+/// Refuses to go on without git on the server, with the fix.
+const REQUIRE_GIT: &str = r#"if ! command -v git >/dev/null 2>&1; then
+  echo "git is not installed on the server: install it (for example \`apt-get install git\`)" >&2
+  exit 3
+fi"#;
+
+/// `start_time PID`: the process's start time (field 22 of /proc/PID/stat), empty if it is gone.
+/// `holder_alive`: whether the sshd process of the lock holder's SSH connection still runs
+/// (same pid and start time, so a reused pid does not count).
+const LOCK_HELPERS: &str = r#"start_time() {
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  set -- ${stat##*) }
+  shift 19
+  echo "$1"
+}
+holder_alive() {
+  holder=$(sed -n 's/^connection=//p' "$state/lock/info" 2>/dev/null)
+  [ -n "$holder" ] || return 0
+  set -- $holder
+  [ -n "${2:-}" ] && [ "$(start_time "$1")" = "$2" ]
+}"#;
+
+/// Refuses to go on in a `deploy_to` that deploy-setup has not prepared.
+const REQUIRE_SETUP: &str = r#"if [ ! -d "$d/releases" ] || [ "$(git --git-dir="$d/repo" rev-parse --is-bare-repository 2>/dev/null)" != true ]; then
+  echo "\`$d\` is not set up for deploys: run \`cargo xtask deploy-setup\` first" >&2
+  exit 4
+fi"#;
+
+/// Prints `release <name> <sha>`, `current <target>` and `bad <name>` lines.
+const REPORT_STATE: &str = r#"for r in "$d"/releases/*; do
+  if [ -d "$r" ] && [ ! -L "$r" ]; then echo "release ${r##*/} $(head -n 1 "$r/REVISION" 2>/dev/null || echo -)"; fi
+done
+if [ -L "$d/current" ]; then echo "current $(readlink "$d/current")"; fi
+if [ -f "$d/.xtask-deploy/bad" ]; then sed 's/^/bad /' "$d/.xtask-deploy/bad"; fi"#;
+
+/// Points `current` at `releases/$rel` atomically, from inside `$d`.
+const SWITCH_CURRENT: &str = r#"rm -f releases/current
+ln -s "$d/releases/$rel" releases/current
+mv -T releases/current current"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::tests::{config, lock, release};
+
+    fn submodule() -> SubmoduleRelease {
+        SubmoduleRelease {
+            path: "libs/$(evil)".into(),
+            repo: "repo/modules/it's".into(),
+            commit: "89abcdef0123456789abcdef0123456789abcdef".into(),
+        }
+    }
+
+    #[test]
+    fn every_script_quotes_a_hostile_deploy_to() {
+        let hostile = "/srv/it's $(rm -rf ~) `x`";
+        let cfg = config(hostile);
+        let release = release();
+        for script in [
+            setup_script(&cfg),
+            preflight_script(&cfg, &lock()),
+            inspect_script(&cfg),
+            unlock_script(&cfg, Some("t")),
+            daemon_script(&cfg, 40000, 600, &["repo/modules/it's"]),
+            prepare_script(&cfg, &release, &[submodule()]),
+            upload_script(&cfg, &release, "bin/app", 0o755),
+            hook_script(&cfg, &release, "after_update", "echo hi"),
+            discard_script(&cfg, &release),
+            publish_script(&cfg, &release),
+            rollback_script(&cfg, Some("20261125041638"), "alice"),
+        ] {
+            assert!(script.text.contains(&format!("d={}\n", quote(hostile))), "{}", script.name);
+            // The value appears once, inside that quoted assignment, and nowhere else.
+            assert_eq!(script.text.matches("rm -rf ~").count(), 1, "{}", script.name);
+        }
+    }
+
+    #[test]
+    fn daemon_listens_on_loopback_only_and_serves_one_repo() {
+        let script = daemon_script(&config("/srv/x"), 40123, 900, &[]);
+        assert!(script.text.contains("--listen=127.0.0.1 --port=40123 --strict-paths"));
+        assert!(script.text.contains("--enable=receive-pack"));
+        assert!(script.text.contains("timeout 900 git daemon"));
+        assert!(script.text.contains("\"$d/repo\" </dev/null &"));
+    }
+
+    #[test]
+    fn submodules_are_served_created_and_extracted_quoted() {
+        let daemon = daemon_script(&config("/srv/x"), 40123, 900, &["repo/modules/a b"]);
+        assert!(daemon
+            .text
+            .contains("[ -d \"$d\"/'repo/modules/a b' ] || git init --quiet --bare \"$d\"/'repo/modules/a b'"));
+        assert!(daemon.text.contains("\"$d/repo\" \"$d\"/'repo/modules/a b' </dev/null &"));
+        let prepare = prepare_script(&config("/srv/x"), &release(), &[submodule()]);
+        assert!(prepare.text.contains("mkdir -p \"releases/$rel\"/'libs/$(evil)'\n"), "{}", prepare.text);
+        let archive = format!(
+            "git --git-dir={} archive --format=tar 89abcdef0123456789abcdef0123456789abcdef",
+            quote("repo/modules/it's")
+        );
+        assert!(prepare.text.contains(&archive), "{}", prepare.text);
+        assert!(prepare.text.find("libs/$(evil)").unwrap() < prepare.text.find("if [ -s \"$failed\" ]").unwrap());
+    }
+
+    #[test]
+    fn release_is_made_from_the_sha_and_published_atomically() {
+        let prepare = prepare_script(&config("/srv/x"), &release(), &[]);
+        assert!(prepare.text.contains("sha=0123456789abcdef0123456789abcdef01234567\n"));
+        assert!(prepare.text.contains("archive --format=tar \"$sha\""));
+        let publish = publish_script(&config("/srv/x"), &release()).text;
+        let link = publish.find("ln -s").unwrap();
+        let switch = publish.find("mv -T releases/current current").unwrap();
+        let log = publish.find(">> revisions.log").unwrap();
+        assert!(link < switch && switch < log);
+        assert!(publish.contains("keep=2\n"));
+    }
+
+    #[test]
+    fn linked_files_are_checked_before_the_release_is_made() {
+        let mut cfg = config("/srv/x");
+        cfg.linked_files = vec!["config/database.yml".into()];
+        cfg.linked_dirs = vec!["log".into()];
+        let prepare = prepare_script(&cfg, &release(), &[]).text;
+        let check = prepare.find("[ -e \"$d/shared\"/config/database.yml ]").unwrap();
+        assert!(check < prepare.find("mkdir \"releases/$rel\"").unwrap());
+        assert!(prepare.contains("ln -s \"$d/shared\"/log \"releases/$rel\"/log"));
+        let setup = setup_script(&cfg).text;
+        assert!(setup.contains("\"$d/shared\"/log") && setup.contains("\"$d/shared\"/config"), "{setup}");
+    }
+
+    #[test]
+    fn a_deploy_removes_only_its_own_lock_and_unlock_removes_any() {
+        let own = unlock_script(&config("/srv/x"), Some("abc")).text;
+        assert!(own.contains(&format!("grep -qxF {} \"$lock/info\"", quote("token=abc"))), "{own}");
+        let any = unlock_script(&config("/srv/x"), None).text;
+        assert!(!any.contains("token="), "{any}");
+    }
+}
