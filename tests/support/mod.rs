@@ -32,8 +32,13 @@ impl World {
 
     /// Like [`World::new`], with `extra` lines in `[package.metadata.deploy]`.
     pub fn with_config(extra: &str) -> World {
+        World::with_deploy_dir(extra, "hello app")
+    }
+
+    /// Like [`World::with_config`], deploying into `srv/<deploy_dir>` of the server's dir.
+    pub fn with_deploy_dir(extra: &str, deploy_dir: &str) -> World {
         let server = LoopbackServer::start().expect("start loopback sshd");
-        let deploy_to = server.dir().join("srv").join("hello app");
+        let deploy_to = server.dir().join("srv").join(deploy_dir);
         let manifest = app_manifest(&server, &deploy_to, extra);
         let app = AppRepo::create(
             &server.dir().join("app"),
@@ -63,7 +68,29 @@ impl World {
     }
 
     pub fn try_deploy(&self) -> Result<DeployReport, xtask_deploy::Error> {
-        xtask_deploy::deploy(&self.config(), &DeployOptions::default(), &mut Quiet)
+        self.deploy_with(&DeployOptions::default())
+    }
+
+    pub fn deploy_with(&self, options: &DeployOptions) -> Result<DeployReport, xtask_deploy::Error> {
+        xtask_deploy::deploy(&self.config(), options, &mut Quiet)
+    }
+
+    pub fn rollback(&self, to: Option<&str>) -> Result<(), xtask_deploy::Error> {
+        xtask_deploy::manage::rollback(&self.config(), to, &mut Quiet)
+    }
+
+    /// Whether a deploy lock directory exists on the server.
+    pub fn locked(&self) -> bool {
+        self.deploy_to.join(".xtask-deploy/lock").exists()
+    }
+
+    /// Releases marked bad by rollbacks.
+    pub fn bad(&self) -> Vec<String> {
+        fs::read_to_string(self.deploy_to.join(".xtask-deploy/bad"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Writes a file and commits it; returns the new SHA.
@@ -119,6 +146,11 @@ impl World {
 
     /// Asserts that `release` holds exactly the files of `git archive <sha>` plus `REVISION`.
     pub fn assert_release_matches(&self, release: &str, sha: &str) {
+        self.assert_release_matches_except(release, sha, &[]);
+    }
+
+    /// Like [`World::assert_release_matches`], ignoring the paths in `extra` (hook output, links).
+    pub fn assert_release_matches_except(&self, release: &str, sha: &str, extra: &[&str]) {
         let expected = tempfile::tempdir().unwrap();
         let status = Command::new("sh")
             .arg("-c")
@@ -133,6 +165,9 @@ impl World {
         let release_dir = self.deploy_to.join("releases").join(release);
         let mut actual = files_under(&release_dir);
         assert_eq!(actual.remove(Path::new("REVISION")).as_deref(), Some(format!("{sha}\n").as_bytes()));
+        for path in extra {
+            actual.remove(Path::new(path));
+        }
         assert_eq!(actual, files_under(expected.path()), "release {release} differs from git archive {sha}");
     }
 }

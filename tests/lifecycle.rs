@@ -1,0 +1,249 @@
+//! The release lifecycle against a real loopback sshd: rollback, the lock, shared files,
+//! hooks and artifacts, nothing half-done, and taking over servers Capistrano deployed.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use support::World;
+use xtask_deploy::{DeployOptions, Error};
+
+/// Deploys `count` commits; returns the release names, oldest first.
+fn deploy_commits(world: &World, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|round| {
+            world.commit("src/round.txt", &format!("round {round}\n"));
+            world.deploy().release
+        })
+        .collect()
+}
+
+#[test]
+fn rollback_twice_in_a_row_skips_the_release_marked_bad() {
+    let world = World::new();
+    world.setup();
+    let r = deploy_commits(&world, 3);
+    let user = xtask_deploy::local::user_name().unwrap();
+
+    world.rollback(None).unwrap();
+    assert_eq!(world.current(), Some(r[1].clone()));
+    assert_eq!(world.bad(), vec![r[2].clone()]);
+    // Forward again, explicitly, to the bad release: the one left (r[1]) is now bad too.
+    world.rollback(Some(&r[2])).unwrap();
+    assert_eq!(world.current(), Some(r[2].clone()));
+    // The previous release r[1] is bad, so this rollback skips it.
+    world.rollback(None).unwrap();
+    assert_eq!(world.current(), Some(r[0].clone()));
+    let log = world.revisions_log();
+    assert_eq!(
+        log[3..],
+        [
+            format!("{user} rolled back to release {}", r[1]),
+            format!("{user} rolled back to release {}", r[2]),
+            format!("{user} rolled back to release {}", r[0]),
+        ]
+    );
+    let err = world.rollback(None).expect_err("nothing older");
+    assert!(err.to_string().contains("no earlier release that is not marked bad"), "{err}");
+    assert_eq!(world.current(), Some(r[0].clone()));
+    assert!(!world.locked());
+}
+
+#[test]
+fn rollback_refuses_what_it_cannot_do_clearly() {
+    let world = World::new();
+    world.setup();
+    let err = world.rollback(None).expect_err("no current");
+    assert!(err.to_string().contains("nothing to roll back"), "{err}");
+    let only = world.deploy().release;
+    let err = world.rollback(None).expect_err("one release");
+    assert!(err.to_string().contains("no earlier release"), "{err}");
+    for bad in ["../../etc", "2026", "20261125041638/../x"] {
+        let err = world.rollback(Some(bad)).expect_err("not a release name");
+        assert!(err.to_string().contains("is not a release name"), "{err}");
+    }
+    let err = world.rollback(Some("20000101000000")).expect_err("no such release");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert_eq!(world.current(), Some(only));
+    assert!(fs::read_link(world.deploy_to.join("current")).unwrap().exists(), "current must never dangle");
+}
+
+#[test]
+fn linked_files_must_exist_and_are_linked_into_each_release() {
+    let world = World::with_config("linked_files = [\"config/database.yml\"]\nlinked_dirs = [\"log\", \"tmp/pids\"]");
+    world.setup();
+    for dir in ["shared/log", "shared/tmp/pids", "shared/config"] {
+        assert!(world.deploy_to.join(dir).is_dir(), "setup did not create {dir}");
+    }
+    let err = world.try_deploy().expect_err("the linked file is missing");
+    let text = err.to_string();
+    assert!(text.contains("linked file(s) missing") && text.contains("config/database.yml"), "{text}");
+    assert_eq!(world.current(), None);
+    assert_eq!(world.releases(), Vec::<String>::new(), "the unfinished release was left");
+    assert!(!world.locked());
+
+    fs::write(world.deploy_to.join("shared/config/database.yml"), "secret: 1\n").unwrap();
+    let report = world.deploy();
+    let release = world.deploy_to.join("releases").join(&report.release);
+    for path in ["config/database.yml", "log", "tmp/pids"] {
+        assert_eq!(fs::read_link(release.join(path)).unwrap(), world.deploy_to.join("shared").join(path), "{path}");
+    }
+    assert_eq!(fs::read_to_string(release.join("config/database.yml")).unwrap(), "secret: 1\n");
+}
+
+#[test]
+fn hooks_run_at_their_phases_and_artifacts_are_uploaded() {
+    let world = World::with_config(
+        r#"build = ["mkdir -p target/release", "cp src/main.rs target/release/hello", "chmod 755 target/release/hello"]
+artifacts = ["target/release/hello"]
+[package.metadata.deploy.hooks]
+before_update = [{ local = "touch target/before-update" }]
+after_update = [{ remote = "printf '%s' \"$REVISION\" > after-update && test ! -L \"$DEPLOY_TO/current\" || test \"$(readlink \"$DEPLOY_TO/current\")\" != \"$RELEASE_PATH\"" }]
+after_publish = [{ remote = "readlink \"$DEPLOY_TO/current\" > \"$DEPLOY_TO/shared/after-publish\"" }]"#,
+    );
+    world.setup();
+    let report = world.deploy();
+    let release = world.deploy_to.join("releases").join(&report.release);
+    assert!(world.app.dir().join("target/before-update").exists(), "local before_update hook did not run");
+    assert_eq!(
+        fs::read_to_string(release.join("after-update")).unwrap(),
+        report.sha,
+        "after_update ran in the release"
+    );
+    let published = fs::read_to_string(world.deploy_to.join("shared/after-publish")).unwrap();
+    assert_eq!(published.trim(), release.display().to_string(), "after_publish ran after the switch");
+    let artifact = release.join("target/release/hello");
+    assert_eq!(fs::read(&artifact).unwrap(), fs::read(world.app.dir().join("src/main.rs")).unwrap());
+    assert_eq!(fs::metadata(&artifact).unwrap().permissions().mode() & 0o777, 0o755);
+}
+
+#[test]
+fn a_failing_hook_leaves_current_removes_the_release_and_releases_the_lock() {
+    let world = World::with_config(
+        r#"[package.metadata.deploy.hooks]
+after_update = [{ remote = "test ! -e \"$DEPLOY_TO/shared/fail\"" }]
+on_failure = [{ local = "touch target/on-failure" }, { remote = "touch \"$DEPLOY_TO/shared/on-failure\"" }]"#,
+    );
+    world.setup();
+    fs::create_dir_all(world.app.dir().join("target")).unwrap();
+    let first = world.deploy();
+    fs::write(world.deploy_to.join("shared/fail"), "").unwrap();
+    world.commit("src/main.rs", "fn main() {}\n");
+    let err = world.try_deploy().expect_err("the hook exits 1");
+    assert!(matches!(err, Error::Remote { ref step, status: 1, .. } if step == "after_update"), "{err}");
+    assert_eq!(world.current(), Some(first.release.clone()));
+    assert_eq!(world.releases(), vec![first.release.clone()], "the unfinished release is gone");
+    assert!(!world.locked(), "the lock was not released");
+    assert!(world.app.dir().join("target/on-failure").exists(), "local on_failure hook did not run");
+    assert!(world.deploy_to.join("shared/on-failure").exists(), "remote on_failure hook did not run");
+    assert!(world.daemons().is_empty());
+}
+
+#[test]
+fn deploying_the_current_commit_does_nothing_unless_forced() {
+    let world = World::new();
+    world.setup();
+    let first = world.deploy();
+    let again = world.deploy();
+    assert!(again.up_to_date);
+    assert_eq!(world.releases(), vec![first.release.clone()]);
+    assert_eq!(world.revisions_log().len(), 1);
+    assert!(!world.locked());
+    let forced = world.deploy_with(&DeployOptions { force: true, ..Default::default() }).unwrap();
+    assert!(!forced.up_to_date);
+    assert_eq!(world.releases(), vec![first.release, forced.release.clone()]);
+    assert_eq!(world.current(), Some(forced.release));
+}
+
+#[test]
+fn a_deploy_to_with_spaces_quotes_and_shell_syntax_works_end_to_end() {
+    let world = World::with_deploy_dir(
+        "linked_dirs = [\"it's $(touch pwned) `x`\"]\n[package.metadata.deploy.hooks]\nafter_update = [{ remote = \"pwd > where\" }]",
+        "it's \"quoted\" $(touch pwned) `touch pwned2` -dash",
+    );
+    world.setup();
+    let first = world.deploy();
+    world.commit("src/main.rs", "fn main() {}\n");
+    let second = world.deploy();
+    world.assert_release_matches_except(&second.release, &second.sha, &["where", "it's $(touch pwned) `x`"]);
+    let release = world.deploy_to.join("releases").join(&second.release);
+    assert_eq!(fs::read_to_string(release.join("where")).unwrap().trim(), release.display().to_string());
+    world.rollback(None).unwrap();
+    assert_eq!(world.current(), Some(first.release));
+    for dir in [world.server.dir(), world.deploy_to.as_path(), Path::new("/root"), Path::new("/")] {
+        assert!(
+            !dir.join("pwned").exists() && !dir.join("pwned2").exists(),
+            "a value ran as code in {}",
+            dir.display()
+        );
+    }
+}
+
+/// Writes a release directory as Capistrano leaves it.
+fn capistrano_release(deploy_to: &Path, name: &str, sha: &str, body: &str) {
+    let release = deploy_to.join("releases").join(name);
+    fs::create_dir_all(&release).unwrap();
+    fs::write(release.join("REVISION"), format!("{sha}\n")).unwrap();
+    fs::write(release.join("index.txt"), body).unwrap();
+}
+
+fn run(dir: &Path, args: &[&str]) {
+    let status = Command::new(args[0]).args(&args[1..]).current_dir(dir).status().unwrap();
+    assert!(status.success(), "{args:?}");
+}
+
+#[test]
+fn a_server_capistrano_3_deployed_is_taken_over_and_its_releases_stay_usable() {
+    let world = World::new();
+    let d = &world.deploy_to;
+    fs::create_dir_all(d.join("shared")).unwrap();
+    // Capistrano 3's repo/ is a mirror of the git host: bare, with an origin we must not use.
+    run(world.server.dir(), &["git", "init", "-q", "--bare", d.join("repo").to_str().unwrap()]);
+    run(&d.join("repo"), &["git", "remote", "add", "origin", "https://git.invalid/hello.git"]);
+    capistrano_release(d, "20250101000000", &"a".repeat(40), "capistrano release\n");
+    std::os::unix::fs::symlink(d.join("releases/20250101000000"), d.join("current")).unwrap();
+    fs::write(
+        d.join("revisions.log"),
+        format!("Branch main (at {}) deployed as release 20250101000000 by carol\n", "a".repeat(40)),
+    )
+    .unwrap();
+
+    world.setup();
+    let report = world.deploy();
+    world.assert_release_matches(&report.release, &report.sha);
+    let listed = xtask_deploy::manage::releases(&world.config()).unwrap();
+    let entries = listed[0].entries();
+    assert_eq!(entries.len(), 2);
+    assert_eq!((entries[0].name.as_str(), entries[0].deployed_by.as_str()), ("20250101000000", "carol"));
+    assert!(entries[1].current && entries[1].sha == report.sha);
+    world.rollback(None).unwrap();
+    assert_eq!(world.current().as_deref(), Some("20250101000000"));
+}
+
+#[test]
+fn a_capistrano_2_cached_copy_server_is_taken_over() {
+    let world = World::with_config("cache = \"cached-copy\"");
+    let d = &world.deploy_to;
+    // Capistrano 2's remote cache: a working copy of the app whose origin is the git host.
+    let cached = d.join("shared/cached-copy");
+    fs::create_dir_all(d.join("shared")).unwrap();
+    run(world.server.dir(), &["git", "clone", "-q", world.app.dir().to_str().unwrap(), cached.to_str().unwrap()]);
+    run(&cached, &["git", "remote", "set-url", "origin", "https://git.invalid/hello.git"]);
+    capistrano_release(d, "20250101000000", &"b".repeat(40), "capistrano 2 release\n");
+    std::os::unix::fs::symlink(d.join("releases/20250101000000"), d.join("current")).unwrap();
+
+    world.setup();
+    world.commit("src/main.rs", "fn main() { println!(\"v2\"); }\n");
+    let report = world.deploy();
+    world.assert_release_matches(&report.release, &report.sha);
+    let head = Command::new("git").args(["-C", cached.to_str().unwrap(), "rev-parse", "HEAD"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&head.stdout).trim(), report.sha, "the cached copy was updated");
+    let origin =
+        Command::new("git").args(["-C", cached.to_str().unwrap(), "remote", "get-url", "origin"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&origin.stdout).trim(), "https://git.invalid/hello.git");
+    world.rollback(None).unwrap();
+    assert_eq!(world.current().as_deref(), Some("20250101000000"));
+}

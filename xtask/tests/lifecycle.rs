@@ -1,0 +1,181 @@
+//! The lifecycle commands as users run them: concurrent deploys and the lock, `--dry-run`,
+//! `unlock`, `releases`, `rollback`.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use support::World;
+
+fn xtask(world: &World, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    command.args(args).arg("--manifest-path").arg(world.app.manifest_path()).stdin(Stdio::null());
+    command
+}
+
+fn run(world: &World, args: &[&str]) -> Output {
+    xtask(world, args).output().unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+#[test]
+fn two_deploys_at_once_one_gets_the_lock_the_other_names_the_holder() {
+    let world = World::with_config(
+        "[package.metadata.deploy.hooks]\nbefore_update = [{ local = \"sh -c 'while [ ! -e target/go ]; do sleep 0.1; done'\" }]",
+    );
+    fs::create_dir_all(world.app.dir().join("target")).unwrap();
+    world.setup();
+    let mut first = xtask(&world, &["deploy", "--message", "hotfix for #42"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first_err = BufReader::new(first.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("before_update") {
+        let mut line = String::new();
+        assert!(first_err.read_line(&mut line).unwrap() > 0, "the first deploy ended early:\n{seen}");
+        seen.push_str(&line);
+    }
+
+    // The first deploy holds the lock and waits in its hook: a second one is refused at once.
+    let second = run(&world, &["deploy"]);
+    let text = stderr(&second);
+    assert!(!second.status.success());
+    let user = xtask_deploy::local::user_name().unwrap();
+    let host = xtask_deploy::local::host_name();
+    assert!(text.contains(&format!("is locked by {user} on {host}")), "{text}");
+    assert!(text.contains("hotfix for #42") && text.contains("--lock-wait"), "{text}");
+
+    // With --lock-wait it waits for the first to finish, then finds the commit already current.
+    let waiting = xtask(&world, &["deploy", "--lock-wait", "60"]).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    fs::write(world.app.dir().join("target/go"), "").unwrap();
+    assert!(first.wait().unwrap().success());
+    let waited = waiting.wait_with_output().unwrap();
+    let text = stderr(&waited);
+    assert!(waited.status.success(), "{text}");
+    assert!(text.contains("Waiting") && text.contains("already current"), "{text}");
+    assert!(!world.locked());
+    assert_eq!(world.releases().len(), 1);
+}
+
+/// Every path under `root` with what it is: file contents, link targets, directories.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let what = if meta.file_type().is_symlink() {
+                format!("link {}", fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                "dir".to_string()
+            } else {
+                format!("file {:?} {:?}", fs::read(&path).unwrap(), meta.modified().unwrap())
+            };
+            out.insert(path, what);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_dry_run_prints_the_scripts_and_changes_nothing() {
+    let world = World::with_config(
+        "build = [\"true\"]\nlinked_dirs = [\"log\"]\n[package.metadata.deploy.hooks]\nafter_publish = [{ remote = \"echo restarted\" }]",
+    );
+    world.setup();
+    let first = world.deploy();
+    world.commit("src/main.rs", "fn main() {}\n");
+    let before = snapshot(&world.deploy_to);
+    let output = run(&world, &["deploy", "--dry-run"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(snapshot(&world.deploy_to), before, "the dry run changed the server");
+    assert_eq!(world.current(), Some(first.release));
+    for expected in [
+        "## preflight (checks, takes the lock)",
+        "## build: locally",
+        "## push: on ",
+        "## prepare: on ",
+        "git --git-dir=repo archive",
+        "## publish: on ",
+        "mv -T releases/current current",
+        "## after_publish: on ",
+        "echo restarted",
+        "## at the end, whatever happened: unlock",
+    ] {
+        assert!(stdout.contains(expected), "`{expected}` missing from the dry run:\n{stdout}");
+    }
+    let order: Vec<usize> = ["## build", "## push", "## prepare", "## publish", "## after_publish"]
+        .iter()
+        .map(|h| stdout.find(h).unwrap())
+        .collect();
+    assert!(order.windows(2).all(|pair| pair[0] < pair[1]), "phases out of order:\n{stdout}");
+}
+
+#[test]
+fn unlock_removes_a_live_lock_and_releases_lists_it_first() {
+    let world = World::new();
+    world.setup();
+    world.deploy();
+    // A lock held by a live process (this test), as a deploy running elsewhere would hold it.
+    let lock = world.deploy_to.join(".xtask-deploy/lock");
+    fs::create_dir_all(&lock).unwrap();
+    let pid = std::process::id();
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start = stat.rsplit(") ").next().unwrap().split_whitespace().nth(19).unwrap().to_string();
+    fs::write(
+        lock.join("info"),
+        format!(
+            "user=dave\nhost=ci-7\nsince=2026-11-25T05:00:00Z\nsha=abc\nmessage=\ntoken=x\nconnection={pid} {start}\n"
+        ),
+    )
+    .unwrap();
+
+    let listed = run(&world, &["releases"]);
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(stdout.contains("locked by dave on ci-7"), "{stdout}");
+    assert!(stdout.contains("current"), "{stdout}");
+
+    world.commit("src/main.rs", "fn main() {}\n");
+    let refused = run(&world, &["deploy"]);
+    assert!(!refused.status.success() && stderr(&refused).contains("locked by dave on ci-7"), "{}", stderr(&refused));
+    let unlocked = run(&world, &["unlock"]);
+    assert!(unlocked.status.success() && stderr(&unlocked).contains("dave on ci-7"), "{}", stderr(&unlocked));
+    assert!(!world.locked());
+    let deployed = run(&world, &["deploy"]);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+}
+
+#[test]
+fn releases_and_rollback_through_the_cli() {
+    let world = World::new();
+    world.setup();
+    let first = world.deploy();
+    world.commit("src/main.rs", "fn main() {}\n");
+    let second = world.deploy();
+    let rolled = run(&world, &["rollback"]);
+    assert!(rolled.status.success(), "{}", stderr(&rolled));
+    assert!(stderr(&rolled).contains(&format!("from {} to {}", second.release, first.release)), "{}", stderr(&rolled));
+    let listed = run(&world, &["releases"]);
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    let user = xtask_deploy::local::user_name().unwrap();
+    let line = |release: &str| stdout.lines().find(|line| line.contains(release)).unwrap_or_default().to_string();
+    assert!(line(&first.release).contains("current") && line(&first.release).contains(&user), "{stdout}");
+    assert!(line(&second.release).contains("bad") && line(&second.release).contains(&second.sha[..12]), "{stdout}");
+    let single = run(&world, &["rollback", "--to", "../etc"]);
+    assert!(!single.status.success() && stderr(&single).contains("is not a release name"), "{}", stderr(&single));
+}
