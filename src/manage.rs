@@ -84,7 +84,7 @@ pub fn rollback(config: &Config, to: Option<&str>, reporter: &mut dyn Reporter) 
         message: String::new(),
         token: format!("{:016x}", random()),
     };
-    let servers = lock_all(config, &lock, None, reporter)?;
+    let mut servers = lock_all(config, &lock, None, reporter)?;
     let script = plan::rollback_script(config, to, &user);
     let mut result = Ok(());
     for server in &servers {
@@ -106,7 +106,7 @@ pub fn rollback(config: &Config, to: Option<&str>, reporter: &mut dyn Reporter) 
             }
         }
     }
-    unlock_all(config, &servers, &lock, reporter);
+    unlock_all(&mut servers);
     result
 }
 

@@ -113,7 +113,8 @@ pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Repor
 
     if !options.force && servers.iter().all(|server| server.state.current_sha() == Some(local.revision.sha.as_str())) {
         reporter.event(Event::UpToDate { sha: local.revision.sha.clone() });
-        unlock_all(config, &servers, &local.lock, reporter);
+        let mut servers = servers;
+        unlock_all(&mut servers);
         let release = servers.first().and_then(|server| server.state.current_release()).unwrap_or("").to_string();
         return Ok(DeployReport {
             release,
@@ -133,8 +134,8 @@ pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Repor
     if let Err(err) = &result {
         walk.fail(err);
     }
-    let Walk { servers, reporter, .. } = walk;
-    unlock_all(config, &servers, &local.lock, reporter);
+    let Walk { mut servers, .. } = walk;
+    unlock_all(&mut servers);
     result?;
     Ok(DeployReport {
         release: release.name,
@@ -147,6 +148,8 @@ pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Repor
 
 /// A server reached, checked and locked.
 pub(crate) struct Server {
+    /// The preflight, still running: it holds the lock until its stdin closes.
+    keeper: Option<RemoteProcess>,
     pub(crate) connection: Connection,
     pub(crate) state: RemoteState,
     report: ServerReport,
@@ -165,7 +168,7 @@ pub(crate) fn lock_all(
         match lock_one(config, server, lock, lock_wait, reporter) {
             Ok(locked) => servers.push(locked),
             Err(err) => {
-                unlock_all(config, &servers, lock, reporter);
+                unlock_all(&mut servers);
                 return Err(err);
             }
         }
@@ -187,10 +190,31 @@ fn lock_one(
     let preflight = plan::preflight_script(config, lock);
     let deadline = lock_wait.map(|wait| Instant::now() + wait);
     loop {
-        let output = connection.output(&preflight)?;
-        let state = plan::parse_state(&output.stdout);
+        let mut keeper = connection.spawn(&preflight)?;
+        let output = match keeper.wait_for_line(plan::READY, crate::ssh::STEP_TIMEOUT)? {
+            Ok(stdout) => {
+                let state = plan::parse_state(&stdout);
+                if !state.stale.is_empty() {
+                    reporter.event(Event::Warning {
+                        message: format!(
+                            "took over a stale lock on {}: {}, whose SSH connection is gone",
+                            connection.name(),
+                            LockInfo::describe(&state.stale)
+                        ),
+                    });
+                }
+                reporter.event(Event::Checked {
+                    server: connection.name().to_string(),
+                    releases: state.releases.len(),
+                    reaped: state.reaped.clone(),
+                });
+                let report = ServerReport { server: connection.name().to_string(), connect, ..Default::default() };
+                return Ok(Server { keeper: Some(keeper), connection, state, report });
+            }
+            Err(output) => output,
+        };
         if output.status == plan::EXIT_LOCKED {
-            let holder = LockInfo::describe(&state.holder);
+            let holder = LockInfo::describe(&plan::parse_state(&output.stdout).holder);
             if deadline.is_some_and(|deadline| Instant::now() < deadline) {
                 reporter.event(Event::LockWait { server: connection.name().to_string(), holder });
                 std::thread::sleep(Duration::from_secs(1));
@@ -198,39 +222,21 @@ fn lock_one(
             }
             return Err(Error::Locked { server: connection.name().to_string(), holder });
         }
-        if output.status != 0 {
-            return Err(Error::Remote {
-                server: connection.name().to_string(),
-                step: preflight.name.to_string(),
-                status: output.status,
-                message: output.stderr.trim().to_string(),
-            });
-        }
-        if !state.stale.is_empty() {
-            reporter.event(Event::Warning {
-                message: format!(
-                    "took over a stale lock on {}: {}, whose SSH connection is gone",
-                    connection.name(),
-                    LockInfo::describe(&state.stale)
-                ),
-            });
-        }
-        reporter.event(Event::Checked {
+        return Err(Error::Remote {
             server: connection.name().to_string(),
-            releases: state.releases.len(),
-            reaped: state.reaped.clone(),
+            step: preflight.name.to_string(),
+            status: output.status,
+            message: output.stderr.trim().to_string(),
         });
-        let report = ServerReport { server: connection.name().to_string(), connect, ..Default::default() };
-        return Ok(Server { connection, state, report });
     }
 }
 
-/// Releases this deploy's lock on every server in `servers`; failures are reported, not raised.
-pub(crate) fn unlock_all(config: &Config, servers: &[Server], lock: &LockInfo, reporter: &mut dyn Reporter) {
-    let script = plan::unlock_script(config, Some(&lock.token));
+/// Releases this deploy's lock on every server in `servers` by closing the preflight's
+/// channel, which removes the lock (only if it still holds this deploy's token).
+pub(crate) fn unlock_all(servers: &mut [Server]) {
     for server in servers {
-        if let Err(err) = server.connection.run(&script) {
-            reporter.event(Event::Warning { message: format!("could not release the lock: {err}") });
+        if let Some(keeper) = server.keeper.take() {
+            keeper.finish(Duration::from_secs(10));
         }
     }
 }

@@ -202,6 +202,36 @@ impl RemoteProcess {
         result
     }
 
+    /// Reads the process's stdout until a line equal to `marker`, and returns what came before
+    /// it. If the process ends first, returns its [`Output`] (status, stdout, stderr) instead.
+    pub fn wait_for_line(&mut self, marker: &str, timeout: Duration) -> Result<Result<String, Output>, Error> {
+        let lost =
+            |err: String| Error::Connect { server: String::new(), message: format!("lost the SSH channel: {err}") };
+        let Some(channel) = self.channel.as_mut() else { return Err(lost("the process was stopped".into())) };
+        self.session.set_timeout(millis(timeout));
+        let mut text = String::new();
+        let mut buffer = [0u8; 4096];
+        let needle = format!("{marker}\n");
+        let result = loop {
+            if let Some(at) = text.find(&needle).filter(|at| *at == 0 || text.as_bytes()[at - 1] == b'\n') {
+                break Ok(Ok(text[..at].to_string()));
+            }
+            match channel.read(&mut buffer) {
+                Ok(0) => {
+                    let mut stderr = String::new();
+                    let _ = channel.stderr().read_to_string(&mut stderr);
+                    let _ = channel.wait_close();
+                    let status = channel.exit_status().unwrap_or(-1);
+                    break Ok(Err(Output { status, stdout: text, stderr }));
+                }
+                Ok(n) => text.push_str(&String::from_utf8_lossy(&buffer[..n])),
+                Err(err) => break Err(lost(err.to_string())),
+            }
+        };
+        self.session.set_timeout(millis(STEP_TIMEOUT));
+        result
+    }
+
     /// Closes the process's stdin and waits (at most `timeout` in all) for it to exit.
     pub fn finish(mut self, timeout: Duration) {
         self.stop(timeout);

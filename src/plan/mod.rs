@@ -175,7 +175,9 @@ pub const PUBLISH: &str = "publish";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub release: Release,
-    /// Run on every server first: checks, takes the lock, reports the state.
+    /// Run on every server first: checks, takes the lock, reports the state, then keeps its
+    /// channel open and releases the lock when that channel's stdin closes (the deploy ended,
+    /// failed, was interrupted or killed, or lost its connection).
     pub preflight: RemoteScript,
     /// In order; local steps run once, the others on every server before the next step.
     pub steps: Vec<Step>,
@@ -183,8 +185,6 @@ pub struct Plan {
     pub on_failure: Vec<Step>,
     /// Removes the unfinished release.
     pub discard: RemoteScript,
-    /// Run on every server last, whatever happened: releases the lock.
-    pub unlock: RemoteScript,
 }
 
 /// Plans the deploy of `release` with `submodules`, holding `lock`.
@@ -222,7 +222,6 @@ pub fn deploy_plan(config: &Config, release: &Release, submodules: &[SubmoduleRe
         steps,
         on_failure: hooks("on_failure", &config.hooks.on_failure),
         discard: discard_script(config, release),
-        unlock: unlock_script(config, Some(&lock.token)),
     }
 }
 
@@ -355,7 +354,11 @@ pub(crate) mod tests {
             Action::Upload { local: PathBuf::from("/app/target/release/hello"), path: "target/release/hello".into() }
         );
         assert_eq!(plan.on_failure, vec![Step { phase: "on_failure", action: Action::Local("notify".into()) }]);
-        assert!(plan.unlock.text.contains("token=t0k3n"));
-        assert!(plan.preflight.text.contains("token=t0k3n"));
+        let preflight = &plan.preflight.text;
+        assert!(preflight.contains("token=t0k3n"));
+        let (taken, released) =
+            (preflight.find("mkdir \"$state/lock\"").unwrap(), preflight.find("rm -rf \"$lock\"").unwrap());
+        let waits = preflight.find("cat >/dev/null").unwrap();
+        assert!(taken < waits && waits < released, "the lock is held while the channel is open");
     }
 }

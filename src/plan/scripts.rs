@@ -100,13 +100,21 @@ for pidfile in "$state"/daemon.*.pid; do
 done
 echo "git $(git --version)"
 {REPORT_STATE}
-exit 0
-"#,
+echo {READY}
+# The deploy holds the lock while this channel is open; its stdin closes when the deploy ends,
+# fails, is interrupted or killed, or loses its connection. Then the lock is released.
+cat >/dev/null
+lock="$state/lock"
+{release}"#,
         deploy_to = quote(&config.deploy_to),
         info = lock.lines().iter().map(|line| quote(line)).collect::<Vec<_>>().join(" "),
+        release = release_lock(Some(&lock.token)),
     );
     RemoteScript { name: "preflight", text }
 }
+
+/// The line the preflight prints once it holds the lock and has reported the state.
+pub const READY: &str = "@@xtask-deploy-ready";
 
 /// Reports the server's state without changing anything, for `releases` and `deploy-check`.
 pub fn inspect_script(config: &Config) -> RemoteScript {
@@ -132,6 +140,17 @@ exit 0
 /// not take), or whoever holds it when `token` is `None` (`cargo xtask unlock`). Prints the
 /// holder as `removed <key>=<value>` lines when it removed one.
 pub fn unlock_script(config: &Config, token: Option<&str>) -> RemoteScript {
+    let text = format!(
+        "set -u\nd={deploy_to}\nlock=\"$d/{STATE_DIR}/lock\"\n{release}",
+        deploy_to = quote(&config.deploy_to),
+        release = release_lock(token),
+    );
+    RemoteScript { name: "unlock", text }
+}
+
+/// Removes `$lock` if it holds `token` (any lock when `None`), printing its holder as
+/// `removed <key>=<value>` lines.
+fn release_lock(token: Option<&str>) -> String {
     let check = match token {
         Some(token) => format!(
             "grep -qxF {} \"$lock/info\" 2>/dev/null || {{ echo \"the lock is not ours; left in place\"; exit 0; }}\n",
@@ -139,17 +158,7 @@ pub fn unlock_script(config: &Config, token: Option<&str>) -> RemoteScript {
         ),
         None => String::new(),
     };
-    let text = format!(
-        r#"set -u
-d={deploy_to}
-lock="$d/{STATE_DIR}/lock"
-[ -d "$lock" ] || exit 0
-{check}sed 's/^/removed /' "$lock/info" 2>/dev/null
-rm -rf "$lock"
-"#,
-        deploy_to = quote(&config.deploy_to),
-    );
-    RemoteScript { name: "unlock", text }
+    format!("[ -d \"$lock\" ] || exit 0\n{check}sed 's/^/removed /' \"$lock/info\" 2>/dev/null\nrm -rf \"$lock\"\n")
 }
 
 /// Runs a `git daemon` for this deploy in the foreground of its exec channel: it listens on

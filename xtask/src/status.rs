@@ -130,7 +130,7 @@ pub fn render_plan(plan: &xtask_deploy::plan::Plan, config: &xtask_deploy::Confi
     let remote = |out: &mut String, phase: &str, script: &xtask_deploy::shell::RemoteScript| {
         out.push_str(&format!("\n## {phase}: {everywhere}\n{}", script.text));
     };
-    remote(&mut out, "preflight (checks, takes the lock)", &plan.preflight);
+    remote(&mut out, "preflight (checks, takes the lock, holds it until this channel closes)", &plan.preflight);
     for step in &plan.steps {
         match &step.action {
             Action::Local(command) => {
@@ -157,7 +157,7 @@ pub fn render_plan(plan: &xtask_deploy::plan::Plan, config: &xtask_deploy::Confi
         }
     }
     remote(&mut out, "if a step before publish fails, discard", &plan.discard);
-    remote(&mut out, "at the end, whatever happened: unlock", &plan.unlock);
+    out.push_str("\n## at the end, whatever happened: the preflight's channel closes, which releases the lock\n");
     out
 }
 

@@ -105,7 +105,7 @@ fn a_dry_run_prints_the_scripts_and_changes_nothing() {
     assert_eq!(snapshot(&world.deploy_to), before, "the dry run changed the server");
     assert_eq!(world.current(), Some(first.release));
     for expected in [
-        "## preflight (checks, takes the lock)",
+        "## preflight (checks, takes the lock, holds it until this channel closes)",
         "## build: locally",
         "## push: on ",
         "## prepare: on ",
@@ -114,7 +114,7 @@ fn a_dry_run_prints_the_scripts_and_changes_nothing() {
         "mv -T releases/current current",
         "## after_publish: on ",
         "echo restarted",
-        "## at the end, whatever happened: unlock",
+        "## at the end, whatever happened: the preflight's channel closes, which releases the lock",
     ] {
         assert!(stdout.contains(expected), "`{expected}` missing from the dry run:\n{stdout}");
     }
@@ -178,4 +178,29 @@ fn releases_and_rollback_through_the_cli() {
     assert!(line(&second.release).contains("bad") && line(&second.release).contains(&second.sha[..12]), "{stdout}");
     let single = run(&world, &["rollback", "--to", "../etc"]);
     assert!(!single.status.success() && stderr(&single).contains("is not a release name"), "{}", stderr(&single));
+}
+
+#[test]
+fn a_lock_whose_connection_is_gone_is_taken_over_and_said_so() {
+    let world = World::new();
+    world.setup();
+    // What a deploy leaves if the server went down under it: a lock whose sshd process is gone.
+    let lock = world.deploy_to.join(".xtask-deploy/lock");
+    fs::create_dir_all(&lock).unwrap();
+    fs::write(
+        lock.join("info"),
+        "user=erin\nhost=old-laptop\nsince=2026-11-24T23:00:00Z\nsha=abc\nmessage=\ntoken=y\nconnection=4194000 1\n",
+    )
+    .unwrap();
+    let listed = run(&world, &["releases"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("stale lock of erin on old-laptop"),
+        "{}",
+        String::from_utf8_lossy(&listed.stdout)
+    );
+    let deployed = run(&world, &["deploy"]);
+    let text = stderr(&deployed);
+    assert!(deployed.status.success(), "{text}");
+    assert!(text.contains("took over a stale lock") && text.contains("erin on old-laptop"), "{text}");
+    assert!(!world.locked());
 }
