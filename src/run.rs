@@ -256,17 +256,32 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     fn steps(&mut self) -> Result<(), Error> {
-        let plan = self.plan;
+        let steps = &self.plan.steps;
         let mut pushed = false;
-        for step in &plan.steps {
-            let result = self.step(step);
-            if let Err(Error::Local { message }) = result {
-                let sent = if pushed { "" } else { "; nothing was sent to any server" };
-                return Err(Error::Local { message: format!("{message}{sent}") });
+        let mut start = 0;
+        while start < steps.len() {
+            // Consecutive remote steps run as one remote command per server. With several
+            // servers a batch never crosses publish: every server is ready before any switches.
+            let mut end = start + 1;
+            if matches!(steps[start].action, Action::Remote(_)) {
+                while end < steps.len()
+                    && matches!(steps[end].action, Action::Remote(_))
+                    && !(self.servers.len() > 1 && steps[end].phase == plan::PUBLISH)
+                {
+                    end += 1;
+                }
+                self.remote_batch(&steps[start..end])?;
+            } else {
+                match self.step(&steps[start]) {
+                    Err(Error::Local { message }) => {
+                        let sent = if pushed { "" } else { "; nothing was sent to any server" };
+                        return Err(Error::Local { message: format!("{message}{sent}") });
+                    }
+                    result => result?,
+                }
+                pushed |= steps[start].action == Action::Push;
             }
-            result?;
-            pushed |= step.action == Action::Push;
-            self.published |= step.phase == plan::PUBLISH;
+            start = end;
         }
         Ok(())
     }
@@ -277,15 +292,7 @@ impl Walk<'_> {
                 self.reporter.event(Event::Running { phase: step.phase, server: None, what: command.clone() });
                 local::run_command(step.phase, command, self.config.manifest_dir())
             }
-            Action::Remote(script) => {
-                for index in 0..self.servers.len() {
-                    if step.phase == "prepare" {
-                        self.prepared.push(index);
-                    }
-                    self.remote(index, step.phase, script)?;
-                }
-                Ok(())
-            }
+            Action::Remote(_) => self.remote_batch(std::slice::from_ref(step)),
             Action::Push => {
                 for index in 0..self.servers.len() {
                     self.push(index)?;
@@ -313,28 +320,64 @@ impl Walk<'_> {
         }
     }
 
-    fn remote(&mut self, index: usize, phase: &'static str, script: &crate::shell::RemoteScript) -> Result<(), Error> {
-        let server = &mut self.servers[index];
-        let name = server.connection.name().to_string();
-        if phase != "prepare" && phase != plan::PUBLISH {
-            self.reporter.event(Event::Running { phase, server: Some(name.clone()), what: "remote hook".to_string() });
-        }
-        let started = Instant::now();
-        let stdout = server.connection.run(script)?;
-        let elapsed = started.elapsed();
-        if phase == "prepare" {
-            server.report.release += elapsed;
-        }
-        if phase == plan::PUBLISH {
-            server.report.release += elapsed;
-            self.reporter.event(Event::Published {
-                server: name.clone(),
-                release: self.plan.release.name.clone(),
-                elapsed,
-            });
-            for old in stdout.lines().filter_map(|line| line.strip_prefix("removed ")) {
+    /// Runs remote `steps` (all [`Action::Remote`]) as one command on each server in turn.
+    fn remote_batch(&mut self, steps: &[Step]) -> Result<(), Error> {
+        let scripts: Vec<&crate::shell::RemoteScript> = steps
+            .iter()
+            .filter_map(|step| match &step.action {
+                Action::Remote(script) => Some(script),
+                _ => None,
+            })
+            .collect();
+        let batch = plan::batch_script(&scripts);
+        for index in 0..self.servers.len() {
+            let name = self.servers[index].connection.name().to_string();
+            if steps.iter().any(|step| step.phase == "prepare") {
+                self.prepared.push(index);
+            }
+            for step in steps.iter().filter(|step| step.phase != "prepare" && step.phase != plan::PUBLISH) {
+                self.reporter.event(Event::Running {
+                    phase: step.phase,
+                    server: Some(name.clone()),
+                    what: "remote hook".into(),
+                });
+            }
+            let started = Instant::now();
+            let output = self.servers[index].connection.output(&batch)?;
+            let elapsed = started.elapsed();
+            let done = output.stdout.lines().filter(|line| line.starts_with(plan::STEP_DONE)).count();
+            if steps[..done].iter().any(|step| step.phase == plan::PUBLISH) {
+                self.published = true;
+                self.reporter.event(Event::Published {
+                    server: name.clone(),
+                    release: self.plan.release.name.clone(),
+                    elapsed,
+                });
+            }
+            let server = &mut self.servers[index];
+            if steps.iter().any(|step| step.phase == "prepare" || step.phase == plan::PUBLISH) {
+                server.report.release += elapsed;
+            }
+            for old in output.stdout.lines().filter_map(|line| line.strip_prefix("removed ")) {
                 server.report.removed.push(old.to_string());
                 self.reporter.event(Event::Removed { server: name.clone(), release: old.to_string() });
+            }
+            if output.status != 0 {
+                let failed = steps.get(done).and_then(|step| match &step.action {
+                    Action::Remote(script) => Some(script.name),
+                    _ => None,
+                });
+                let message = output.stderr.trim();
+                return Err(Error::Remote {
+                    server: name,
+                    step: failed.unwrap_or("remote step").to_string(),
+                    status: output.status,
+                    message: if message.is_empty() {
+                        "the script printed nothing on stderr".to_string()
+                    } else {
+                        message.to_string()
+                    },
+                });
             }
         }
         Ok(())

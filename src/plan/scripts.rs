@@ -113,6 +113,25 @@ lock="$state/lock"
     RemoteScript { name: "preflight", text }
 }
 
+/// Joins `scripts` into one, run as one remote command: each in its own subshell (its `set -e`,
+/// `cd` and traps stay its own), stopping at the first that fails, and printing
+/// `<STEP_DONE> <index>` after each that succeeded.
+pub fn batch_script(scripts: &[&RemoteScript]) -> RemoteScript {
+    let mut text = String::new();
+    for (index, script) in scripts.iter().enumerate() {
+        // Not `( ... ) || exit`: a subshell on the left of `||` would ignore its own `set -e`.
+        text.push_str(&format!(
+            "(\n{}\n)\nstatus=$?\nif [ \"$status\" -ne 0 ]; then exit \"$status\"; fi\necho {STEP_DONE} {index}\n",
+            script.text.trim_end()
+        ));
+    }
+    let name = if scripts.len() == 1 { scripts[0].name } else { "batch" };
+    RemoteScript { name, text }
+}
+
+/// The marker [`batch_script`] prints after each step that succeeded.
+pub const STEP_DONE: &str = "@@xtask-deploy-step-done";
+
 /// The line the preflight prints once it holds the lock and has reported the state.
 pub const READY: &str = "@@xtask-deploy-ready";
 
@@ -518,6 +537,19 @@ mod tests {
         assert!(prepare.contains("ln -s \"$d/shared\"/log \"releases/$rel\"/log"));
         let setup = setup_script(&cfg).text;
         assert!(setup.contains("\"$d/shared\"/log") && setup.contains("\"$d/shared\"/config"), "{setup}");
+    }
+
+    #[test]
+    fn a_batch_stops_at_the_first_failing_script_and_marks_the_others() {
+        let ok = RemoteScript { name: "ok", text: "set -eu\necho one".into() };
+        // `set -e` must still stop this script at `false`, inside the batch.
+        let failing = RemoteScript { name: "failing", text: "set -eu\nfalse\necho not-reached".into() };
+        let never = RemoteScript { name: "never", text: "echo never".into() };
+        let batch = batch_script(&[&ok, &failing, &never]);
+        let out = std::process::Command::new("sh").arg("-c").arg(&batch.text).output().unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(stdout, format!("one\n{STEP_DONE} 0\n"));
     }
 
     #[test]
