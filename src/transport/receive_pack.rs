@@ -118,6 +118,11 @@ fn send_thin_pack<W: Write>(
     drop(stdin);
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let copied = io::copy(&mut stdout, stream);
+    if copied.is_err() {
+        // The server is gone: pack-objects would block on a pipe nobody reads. Stop it first.
+        let _ = child.kill();
+    }
+    drop(stdout);
     let mut stderr = String::new();
     if let Some(mut pipe) = child.stderr.take() {
         let _ = pipe.read_to_string(&mut stderr);
@@ -224,6 +229,44 @@ mod tests {
         assert!(err.contains("access denied"), "{err}");
         let err = read_advertisement(&mut &b"00"[..]).unwrap_err();
         assert!(err.contains("closed the connection"), "{err}");
+    }
+
+    /// A stream whose peer has gone: every write fails.
+    struct Gone;
+
+    impl Write for Gone {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::new(io::ErrorKind::BrokenPipe, "connection cut"))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stream_that_dies_mid_pack_fails_the_push_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        // Far more than a pipe buffer, so pack-objects is still writing when the stream dies.
+        let mut state = 0x9e3779b97f4a7c15u64;
+        let blob: Vec<u8> = (0..4_000_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        let blob = repo.blob(&blob).unwrap();
+        let mut tree = repo.treebuilder(None).unwrap();
+        tree.insert("big.bin", blob, 0o100644).unwrap();
+        let tree = repo.find_tree(tree.write().unwrap()).unwrap();
+        let signature = git2::Signature::now("t", "t@localhost").unwrap();
+        let commit = repo.commit(None, &signature, &signature, "big", &tree, &[]).unwrap();
+        let started = std::time::Instant::now();
+        let err = send_thin_pack(&repo, &commit.to_string(), &[], true, &mut Gone).unwrap_err();
+        assert!(err.contains("connection to the server was lost"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
     }
 
     #[test]

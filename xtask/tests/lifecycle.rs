@@ -54,6 +54,7 @@ fn two_deploys_at_once_one_gets_the_lock_the_other_names_the_holder() {
     let host = xtask_deploy::local::host_name();
     assert!(text.contains(&format!("is locked by {user} on {host}")), "{text}");
     assert!(text.contains("hotfix for #42") && text.contains("--lock-wait"), "{text}");
+    assert!(world.locked(), "the refused deploy removed a lock it did not take");
 
     // With --lock-wait it waits for the first to finish, then finds the commit already current.
     let waiting = xtask(&world, &["deploy", "--lock-wait", "60"]).stderr(Stdio::piped()).spawn().unwrap();
