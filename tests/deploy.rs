@@ -57,11 +57,13 @@ fn first_and_second_deploy_release_the_pushed_sha_and_only_new_objects_travel() 
     assert!(second_bytes < 5_000, "only the new commit's objects travel: {second_bytes} bytes");
 
     let user = xtask_deploy::local::user_name().unwrap();
+    // The branch git made: `master`, or `init.defaultBranch` where a developer set one.
+    let branch = world.app.repo().head().unwrap().shorthand().unwrap().to_string();
     assert_eq!(
         world.revisions_log(),
         vec![
-            format!("Branch master (at {first_sha}) deployed as release {} by {user}", first.release),
-            format!("Branch master (at {second_sha}) deployed as release {} by {user}", second.release),
+            format!("Branch {branch} (at {first_sha}) deployed as release {} by {user}", first.release),
+            format!("Branch {branch} (at {second_sha}) deployed as release {} by {user}", second.release),
         ]
     );
     // current is an absolute symlink into releases/, as Capistrano makes it.

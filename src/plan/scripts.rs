@@ -135,7 +135,7 @@ pub const STEP_DONE: &str = "@@xtask-deploy-step-done";
 /// The line the preflight prints once it holds the lock and has reported the state.
 pub const READY: &str = "@@xtask-deploy-ready";
 
-/// Reports the server's state without changing anything, for `releases` and `deploy-check`.
+/// Reports the server's state without changing anything, for `releases`.
 pub fn inspect_script(config: &Config) -> RemoteScript {
     let text = format!(
         r#"set -u
