@@ -3,8 +3,9 @@
 //! publish runs the `on_failure` hooks and removes the unfinished release; the lock is
 //! released at the end, whatever happened.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
+mod lock;
+mod push;
+
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -16,14 +17,9 @@ use crate::submodules::{self, Submodule};
 use crate::transport;
 use crate::Error;
 
-/// The longest a deploy's git daemon may live, whatever happens to the deploy.
-pub const DAEMON_MAX_LIFETIME: Duration = Duration::from_secs(900);
-/// How long the daemon may take to start listening.
-const DAEMON_READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// The ref a submodule's deployed commit is pushed to in its server-side repository.
-const SUBMODULE_REF: &str = "refs/heads/deployed";
-/// How many ports are tried when the chosen one is taken.
-const DAEMON_PORT_ATTEMPTS: usize = 8;
+pub(crate) use lock::{lock_all, unlock_all};
+pub(crate) use push::random;
+use push::{push_all, start_daemon};
 
 /// Choices for one deploy that are not part of the configuration.
 #[derive(Debug, Clone, Default)]
@@ -153,92 +149,6 @@ pub(crate) struct Server {
     pub(crate) connection: Connection,
     pub(crate) state: RemoteState,
     report: ServerReport,
-}
-
-/// Connects to every server, checks it and takes its lock (waiting up to `lock_wait` for a
-/// lock held by someone else). On failure, the locks already taken are released.
-pub(crate) fn lock_all(
-    config: &Config,
-    lock: &LockInfo,
-    lock_wait: Option<Duration>,
-    reporter: &mut dyn Reporter,
-) -> Result<Vec<Server>, Error> {
-    let mut servers: Vec<Server> = Vec::new();
-    for server in &config.servers {
-        match lock_one(config, server, lock, lock_wait, reporter) {
-            Ok(locked) => servers.push(locked),
-            Err(err) => {
-                unlock_all(&mut servers);
-                return Err(err);
-            }
-        }
-    }
-    Ok(servers)
-}
-
-fn lock_one(
-    config: &Config,
-    server: &crate::config::Server,
-    lock: &LockInfo,
-    lock_wait: Option<Duration>,
-    reporter: &mut dyn Reporter,
-) -> Result<Server, Error> {
-    let started = Instant::now();
-    let connection = Connection::open(server, &config.ssh)?;
-    let connect = started.elapsed();
-    reporter.event(Event::Connected { server: connection.name().to_string(), elapsed: connect });
-    let preflight = plan::preflight_script(config, lock);
-    let deadline = lock_wait.map(|wait| Instant::now() + wait);
-    loop {
-        let mut keeper = connection.spawn(&preflight)?;
-        let output = match keeper.wait_for_line(plan::READY, crate::ssh::STEP_TIMEOUT)? {
-            Ok(stdout) => {
-                let state = plan::parse_state(&stdout);
-                if !state.stale.is_empty() {
-                    reporter.event(Event::Warning {
-                        message: format!(
-                            "took over a stale lock on {}: {}, whose SSH connection is gone",
-                            connection.name(),
-                            LockInfo::describe(&state.stale)
-                        ),
-                    });
-                }
-                reporter.event(Event::Checked {
-                    server: connection.name().to_string(),
-                    releases: state.releases.len(),
-                    reaped: state.reaped.clone(),
-                });
-                let report = ServerReport { server: connection.name().to_string(), connect, ..Default::default() };
-                return Ok(Server { keeper: Some(keeper), connection, state, report });
-            }
-            Err(output) => output,
-        };
-        if output.status == plan::EXIT_LOCKED {
-            let holder = LockInfo::describe(&plan::parse_state(&output.stdout).holder);
-            if deadline.is_some_and(|deadline| Instant::now() < deadline) {
-                reporter.event(Event::LockWait { server: connection.name().to_string(), holder });
-                std::thread::sleep(Duration::from_secs(1));
-                continue;
-            }
-            return Err(Error::Locked { server: connection.name().to_string(), holder });
-        }
-        return Err(Error::Remote {
-            server: connection.name().to_string(),
-            step: preflight.name.to_string(),
-            status: output.status,
-            message: output.stderr.trim().to_string(),
-        });
-    }
-}
-
-/// Releases this deploy's lock on every server in `servers` by closing the preflight's
-/// channel, which removes the lock (only if it still holds this deploy's token).
-pub(crate) fn unlock_all(servers: &mut [Server]) {
-    for server in servers {
-        if let Some(keeper) = server.keeper.take() {
-            keeper.finish(Duration::from_secs(10));
-        }
-    }
 }
 
 /// The state of a deploy as it walks its plan.
@@ -473,78 +383,4 @@ fn release_for(local: &LocalState, name: String) -> Release {
 
 fn submodule_releases(submodules: &[Submodule]) -> Vec<SubmoduleRelease> {
     submodules.iter().map(|sub| sub.release.clone()).collect()
-}
-
-/// Pushes the commit, then each submodule's commit into its own repository, each through its
-/// own tunnel to the daemon. Returns the bytes sent in all.
-fn push_all(
-    config: &Config,
-    connection: &Connection,
-    local: &LocalState,
-    port: u16,
-    pack: transport::PackMethod,
-) -> Result<u64, Error> {
-    let failed = |message: String| Error::Push { server: connection.name().to_string(), message };
-    let repo_path = format!("{}/repo", config.deploy_to);
-    let refname = local::push_refname(&local.revision.branch);
-    let push = transport::DaemonPush { path: &repo_path, port, sha: &local.revision.sha, refname: &refname };
-    let mut bytes_sent =
-        transport::push_through_daemon(&local.repo, connection.tunnel(port)?, &push, pack).map_err(failed)?.bytes_sent;
-    for submodule in &local.submodules {
-        let repo = git2::Repository::open(&submodule.git_dir)
-            .map_err(|err| failed(format!("cannot open submodule `{}`: {}", submodule.release.path, err.message())))?;
-        let path = format!("{}/{}", config.deploy_to, submodule.release.repo);
-        let push = transport::DaemonPush { path: &path, port, sha: &submodule.release.commit, refname: SUBMODULE_REF };
-        let stats = transport::push_through_daemon(&repo, connection.tunnel(port)?, &push, pack)
-            .map_err(|message| failed(format!("submodule `{}`: {message}", submodule.release.path)))?;
-        bytes_sent += stats.bytes_sent;
-    }
-    Ok(bytes_sent)
-}
-
-/// Starts the deploy's git daemon on a free loopback port of the server, trying other ports
-/// when the chosen one is taken, and waits until it listens.
-fn start_daemon(
-    config: &Config,
-    connection: &Connection,
-    submodule_repos: &[&str],
-) -> Result<(RemoteProcess, u16), Error> {
-    let mut last_output = String::new();
-    for attempt in 0..DAEMON_PORT_ATTEMPTS {
-        let port = 10_000 + (random() ^ attempt as u64) as u16 % 22_000;
-        let script = plan::daemon_script(config, port, DAEMON_MAX_LIFETIME.as_secs(), submodule_repos);
-        let mut process = connection.spawn(&script)?;
-        match process.wait_for_stderr("Ready to rumble", DAEMON_READY_TIMEOUT) {
-            Ok(_) => return Ok((process, port)),
-            Err(output) if output.contains("unable to allocate") || output.contains("in use") => {
-                last_output = output;
-                continue;
-            }
-            Err(output) => {
-                return Err(Error::Remote {
-                    server: connection.name().to_string(),
-                    step: "git daemon".to_string(),
-                    status: -1,
-                    message: format!("the daemon did not start: {}", output.trim()),
-                })
-            }
-        }
-    }
-    Err(Error::Remote {
-        server: connection.name().to_string(),
-        step: "git daemon".to_string(),
-        status: -1,
-        message: format!(
-            "no free port after {DAEMON_PORT_ATTEMPTS} tries on the server's 127.0.0.1: {}",
-            last_output.trim()
-        ),
-    })
-}
-
-/// A random number, different on every call (std's per-process random hasher keys plus time).
-pub(crate) fn random() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher
-        .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    hasher.finish()
 }

@@ -1,0 +1,98 @@
+//! The deploy lock on every server: taken by the preflight, which keeps its channel open and
+//! releases the lock when that channel closes.
+
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::plan::{self, LockInfo};
+use crate::report::{Event, Reporter};
+use crate::ssh::Connection;
+use crate::Error;
+
+use super::{Server, ServerReport};
+
+/// Connects to every server, checks it and takes its lock (waiting up to `lock_wait` for a
+/// lock held by someone else). On failure, the locks already taken are released.
+pub(crate) fn lock_all(
+    config: &Config,
+    lock: &LockInfo,
+    lock_wait: Option<Duration>,
+    reporter: &mut dyn Reporter,
+) -> Result<Vec<Server>, Error> {
+    let mut servers: Vec<Server> = Vec::new();
+    for server in &config.servers {
+        match lock_one(config, server, lock, lock_wait, reporter) {
+            Ok(locked) => servers.push(locked),
+            Err(err) => {
+                unlock_all(&mut servers);
+                return Err(err);
+            }
+        }
+    }
+    Ok(servers)
+}
+
+fn lock_one(
+    config: &Config,
+    server: &crate::config::Server,
+    lock: &LockInfo,
+    lock_wait: Option<Duration>,
+    reporter: &mut dyn Reporter,
+) -> Result<Server, Error> {
+    let started = Instant::now();
+    let connection = Connection::open(server, &config.ssh)?;
+    let connect = started.elapsed();
+    reporter.event(Event::Connected { server: connection.name().to_string(), elapsed: connect });
+    let preflight = plan::preflight_script(config, lock);
+    let deadline = lock_wait.map(|wait| Instant::now() + wait);
+    loop {
+        let mut keeper = connection.spawn(&preflight)?;
+        let output = match keeper.wait_for_line(plan::READY, crate::ssh::STEP_TIMEOUT)? {
+            Ok(stdout) => {
+                let state = plan::parse_state(&stdout);
+                if !state.stale.is_empty() {
+                    reporter.event(Event::Warning {
+                        message: format!(
+                            "took over a stale lock on {}: {}, whose SSH connection is gone",
+                            connection.name(),
+                            LockInfo::describe(&state.stale)
+                        ),
+                    });
+                }
+                reporter.event(Event::Checked {
+                    server: connection.name().to_string(),
+                    releases: state.releases.len(),
+                    reaped: state.reaped.clone(),
+                });
+                let report = ServerReport { server: connection.name().to_string(), connect, ..Default::default() };
+                return Ok(Server { keeper: Some(keeper), connection, state, report });
+            }
+            Err(output) => output,
+        };
+        if output.status == plan::EXIT_LOCKED {
+            let holder = LockInfo::describe(&plan::parse_state(&output.stdout).holder);
+            if deadline.is_some_and(|deadline| Instant::now() < deadline) {
+                reporter.event(Event::LockWait { server: connection.name().to_string(), holder });
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+            return Err(Error::Locked { server: connection.name().to_string(), holder });
+        }
+        return Err(Error::Remote {
+            server: connection.name().to_string(),
+            step: preflight.name.to_string(),
+            status: output.status,
+            message: output.stderr.trim().to_string(),
+        });
+    }
+}
+
+/// Releases this deploy's lock on every server in `servers` by closing the preflight's
+/// channel, which removes the lock (only if it still holds this deploy's token).
+pub(crate) fn unlock_all(servers: &mut [Server]) {
+    for server in servers {
+        if let Some(keeper) = server.keeper.take() {
+            keeper.finish(Duration::from_secs(10));
+        }
+    }
+}
