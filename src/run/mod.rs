@@ -104,12 +104,10 @@ pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Repor
         revision: options.revision.clone().unwrap_or_else(|| config.revision.clone()),
         sha: local.revision.sha.clone(),
     });
-    let locked = lock_all(config, &local.lock, options.lock_wait, reporter)?;
-    let servers: Vec<Server> = locked;
+    let mut servers = lock_all(config, &local.lock, options.lock_wait, reporter)?;
 
     if !options.force && servers.iter().all(|server| server.state.current_sha() == Some(local.revision.sha.as_str())) {
         reporter.event(Event::UpToDate { sha: local.revision.sha.clone() });
-        let mut servers = servers;
         unlock_all(&mut servers);
         let release = servers.first().and_then(|server| server.state.current_release()).unwrap_or("").to_string();
         return Ok(DeployReport {
