@@ -103,6 +103,8 @@ pub struct RemoteState {
     pub stale: Vec<(String, String)>,
     /// The lines of `revisions.log` (inspect only).
     pub log: Vec<String>,
+    /// Releases an interrupted deploy left unfinished, removed by the preflight.
+    pub unfinished: Vec<String>,
 }
 
 impl RemoteState {
@@ -141,6 +143,7 @@ pub fn parse_state(stdout: &str) -> RemoteState {
                 }
             }
             "log" => state.log.push(rest.to_string()),
+            "unfinished" => state.unfinished.push(rest.to_string()),
             _ => {}
         }
     }

@@ -83,6 +83,7 @@ if ! mkdir "$state/lock" 2>/dev/null; then
   if ! mkdir "$state/lock" 2>/dev/null; then echo "holder user=another deploy, just now"; exit {EXIT_LOCKED}; fi
 fi
 printf '%s\n' {info} "connection=$PPID $(start_time "$PPID")" > "$state/lock/info"
+{REMOVE_UNFINISHED}
 for pidfile in "$state"/daemon.*.pid; do
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
@@ -104,11 +105,18 @@ echo {READY}
 # The deploy holds the lock while this channel is open; its stdin closes when the deploy ends,
 # fails, is interrupted or killed, or loses its connection. Then the lock is released.
 cat >/dev/null
+# Nobody reads this channel any more (the deployer may be gone): a write to it would raise
+# SIGPIPE and kill this shell before the lock is released.
+exec >/dev/null 2>&1
+if grep -qxF {token} "$state/lock/info" 2>/dev/null; then
+{REMOVE_UNFINISHED}
+fi
 lock="$state/lock"
 {release}"#,
         deploy_to = quote(&config.deploy_to),
         info = lock.lines().iter().map(|line| quote(line)).collect::<Vec<_>>().join(" "),
         release = release_lock(Some(&lock.token)),
+        token = quote(&format!("token={}", lock.token)),
     );
     RemoteScript { name: "preflight", text }
 }
@@ -272,7 +280,8 @@ missing=""
   echo "linked file(s) missing in \`$d/shared\`:$missing: create them on the server before deploying" >&2; exit 1
 fi
 mkdir "releases/$rel"
-trap 'rm -rf "releases/$rel"' EXIT
+trap 'rm -rf "releases/$rel" "$d/{STATE_DIR}/preparing.$rel"' EXIT
+: > "$d/{STATE_DIR}/preparing.$rel"
 failed=$(mktemp)
 {extract}
 {extract_submodules}if [ -s "$failed" ]; then rm -f "$failed"; echo "could not extract \`$sha\` into \`releases/$rel\`" >&2; exit 1; fi
@@ -332,6 +341,7 @@ case "$(readlink "$d/current" 2>/dev/null)" in
   */releases/"$rel") echo "release $rel is current; kept" ;;
   *) rm -rf "$d/releases/$rel" ;;
 esac
+rm -f "$d/{STATE_DIR}/preparing.$rel"
 "#,
         deploy_to = quote(&config.deploy_to),
         name = quote(&release.name),
@@ -348,7 +358,14 @@ pub fn publish_script(config: &Config, release: &Release) -> RemoteScript {
 d={deploy_to}
 rel={name}
 cd "$d"
+# Claim the release: an interrupted deploy's clean-up removes only unclaimed ones.
+marker="$d/{STATE_DIR}/preparing.$rel"
+if ! mv "$marker" "$marker.publishing" 2>/dev/null; then
+  echo "release \`$rel\` is no longer being prepared (its deploy was interrupted and it was removed); current is unchanged" >&2
+  exit 1
+fi
 {SWITCH_CURRENT}
+rm -f "$marker.publishing"
 printf '%s\n' {log_line} >> revisions.log
 keep={keep}
 current=$(basename "$(readlink current)")
@@ -431,6 +448,19 @@ holder_alive() {
   set -- $holder
   [ -n "${2:-}" ] && [ "$(start_time "$1")" = "$2" ]
 }"#;
+
+/// Removes the releases that a deploy prepared but never published or discarded (it was
+/// interrupted or killed), unless one became current. Run only while holding the lock.
+const REMOVE_UNFINISHED: &str = r#"for marker in "$state"/preparing.*; do
+  [ -f "$marker" ] || continue
+  unfinished=${marker##*/preparing.}
+  case "$unfinished" in ''|*[!0-9]*) continue ;; esac
+  case "$(readlink "$d/current" 2>/dev/null)" in
+    */releases/"$unfinished") ;;
+    *) rm -rf "$d/releases/$unfinished"; echo "unfinished $unfinished" ;;
+  esac
+  rm -f "$marker"
+done"#;
 
 /// Refuses to go on in a `deploy_to` that deploy-setup has not prepared.
 const REQUIRE_SETUP: &str = r#"if [ ! -d "$d/releases" ] || [ "$(git --git-dir="$d/repo" rev-parse --is-bare-repository 2>/dev/null)" != true ]; then
@@ -550,6 +580,15 @@ mod tests {
         let stdout = String::from_utf8(out.stdout).unwrap();
         assert_eq!(out.status.code(), Some(1));
         assert_eq!(stdout, format!("one\n{STEP_DONE} 0\n"));
+    }
+
+    #[test]
+    fn publish_claims_the_prepared_release_before_switching() {
+        let publish = publish_script(&config("/srv/x"), &release()).text;
+        let claim = publish.find("mv \"$marker\" \"$marker.publishing\"").unwrap();
+        assert!(claim < publish.find("mv -T releases/current current").unwrap());
+        let prepare = prepare_script(&config("/srv/x"), &release(), &[]).text;
+        assert!(prepare.contains(": > \"$d/.xtask-deploy/preparing.$rel\""), "{prepare}");
     }
 
     #[test]

@@ -59,6 +59,14 @@ fn lock_one(
                         ),
                     });
                 }
+                for release in &state.unfinished {
+                    reporter.event(Event::Warning {
+                        message: format!(
+                            "removed release {release} on {}: an interrupted deploy left it unfinished",
+                            connection.name()
+                        ),
+                    });
+                }
                 reporter.event(Event::Checked {
                     server: connection.name().to_string(),
                     releases: state.releases.len(),

@@ -205,3 +205,41 @@ fn a_lock_whose_connection_is_gone_is_taken_over_and_said_so() {
     assert!(text.contains("took over a stale lock") && text.contains("erin on old-laptop"), "{text}");
     assert!(!world.locked());
 }
+
+#[test]
+fn a_deploy_killed_between_prepare_and_publish_leaves_no_release_behind() {
+    // The after_update hook waits for `shared/go` (20 s at most), holding the deploy there.
+    let world = World::with_config(
+        "[package.metadata.deploy.hooks]\nafter_update = [{ remote = \"i=0; while [ ! -e \\\"$DEPLOY_TO/shared/go\\\" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done\" }]",
+    );
+    world.setup();
+    let go = world.deploy_to.join("shared/go");
+    fs::write(&go, "").unwrap();
+    let first = world.deploy();
+    fs::remove_file(&go).unwrap();
+    world.commit("src/main.rs", "fn main() {}\n");
+
+    let mut child = xtask(&world, &["deploy"]).stderr(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while world.releases().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the deploy never prepared its release");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The lock's keeper sees its channel close and removes the unfinished release.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while (world.releases().len() > 1 || world.locked()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(world.releases(), vec![first.release.clone()]);
+    assert!(!world.locked());
+    // The hook, still running on the server, now finishes: its publish must not switch current.
+    fs::write(&go, "").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(world.current(), Some(first.release.clone()));
+    assert!(fs::read_link(world.deploy_to.join("current")).unwrap().exists());
+    let deployed = run(&world, &["deploy"]);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+}
