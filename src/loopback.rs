@@ -35,8 +35,10 @@ impl LoopbackServer {
         }
         let dir = tempfile::Builder::new().prefix("xtask-deploy-sshd-").tempdir()?;
         let root = dir.path();
-        keygen(&root.join("host_ed25519"))?;
-        keygen(&root.join("id_ed25519"))?;
+        keygen(&root.join("host_ed25519"), "ed25519")?;
+        // A second host key, as real servers have: the client must ask for the type it knows.
+        keygen(&root.join("host_ecdsa"), "ecdsa")?;
+        keygen(&root.join("id_ed25519"), "ed25519")?;
         fs::copy(root.join("id_ed25519.pub"), root.join("authorized_keys"))?;
         // sshd refuses to start without its privilege separation directory.
         let _ = fs::create_dir_all("/run/sshd");
@@ -184,7 +186,7 @@ pub fn toml_string(value: &str) -> String {
 
 fn sshd_config(root: &Path, port: u16) -> String {
     format!(
-        "ListenAddress 127.0.0.1\nPort {port}\nHostKey {root}/host_ed25519\n\
+        "ListenAddress 127.0.0.1\nPort {port}\nHostKey {root}/host_ecdsa\nHostKey {root}/host_ed25519\n\
          AuthorizedKeysFile {root}/authorized_keys\nPubkeyAuthentication yes\nPasswordAuthentication no\n\
          KbdInteractiveAuthentication no\nPermitRootLogin yes\nStrictModes no\nUsePAM no\n\
          PidFile {root}/sshd.pid\nAllowTcpForwarding yes\nMaxStartups 100\nMaxSessions 100\nLogLevel VERBOSE\n",
@@ -192,9 +194,9 @@ fn sshd_config(root: &Path, port: u16) -> String {
     )
 }
 
-fn keygen(path: &Path) -> io::Result<()> {
+fn keygen(path: &Path, kind: &str) -> io::Result<()> {
     let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "xtask-deploy-loopback", "-f"])
+        .args(["-q", "-t", kind, "-N", "", "-C", "xtask-deploy-loopback", "-f"])
         .arg(path)
         .stdin(Stdio::null())
         .status()

@@ -275,15 +275,17 @@ impl Drop for RemoteProcess {
     }
 }
 
-/// The key types known_hosts holds for this host (plain entries only), as libssh2 method
-/// names, so that the server is asked for a key we can actually check.
+/// The key types known_hosts holds for this host, plain or hashed (OpenSSH's `HashKnownHosts`,
+/// the default on Debian and Ubuntu), as libssh2 method names, so that the server is asked for
+/// a key we can actually check. libssh2 compares the offered key with every entry of the host
+/// whatever its type, so asking for another type would look like a changed key.
 fn known_key_types(known_hosts: &str, host: &str, port: u16) -> Vec<&'static str> {
     let pattern = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
     let mut types = Vec::new();
     for line in known_hosts.lines() {
         let mut fields = line.split_whitespace();
         let (Some(hosts), Some(key_type)) = (fields.next(), fields.next()) else { continue };
-        if hosts.starts_with('#') || !hosts.split(',').any(|entry| entry == pattern) {
+        if hosts.starts_with('#') || !hosts.split(',').any(|entry| entry == pattern || hashed_match(entry, &pattern)) {
             continue;
         }
         let methods: &[&'static str] = match key_type {
@@ -301,6 +303,19 @@ fn known_key_types(known_hosts: &str, host: &str, port: u16) -> Vec<&'static str
         }
     }
     types
+}
+
+/// Whether a hashed known_hosts entry, `|1|<base64 salt>|<base64 HMAC-SHA1(salt, host)>`,
+/// names `pattern`.
+fn hashed_match(entry: &str, pattern: &str) -> bool {
+    use hmac::Mac;
+    let Some(rest) = entry.strip_prefix("|1|") else { return false };
+    let Some((salt, hash)) = rest.split_once('|') else { return false };
+    let engine = base64::engine::general_purpose::STANDARD;
+    let (Ok(salt), Ok(hash)) = (engine.decode(salt), engine.decode(hash)) else { return false };
+    let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt) else { return false };
+    mac.update(pattern.as_bytes());
+    mac.verify_slice(&hash).is_ok()
 }
 
 fn check_host_key(session: &Session, server: &Server, known_hosts: &Path, name: &str) -> Result<(), Error> {
@@ -397,5 +412,19 @@ other,example.org ssh-rsa AAAA
         assert_eq!(known_key_types(text, "127.0.0.1", 22), vec!["ecdsa-sha2-nistp256"]);
         assert_eq!(known_key_types(text, "example.org", 22), vec!["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]);
         assert!(known_key_types(text, "unknown", 22).is_empty());
+    }
+
+    #[test]
+    fn hashed_entries_are_matched_as_ssh_keygen_hashes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        std::fs::write(&file, "[127.0.0.1]:2222 ecdsa-sha2-nistp256 AAAA\nexample.org ssh-ed25519 AAAA\n").unwrap();
+        let hashed = std::process::Command::new("ssh-keygen").arg("-H").arg("-f").arg(&file).output().unwrap();
+        assert!(hashed.status.success());
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.lines().all(|line| line.starts_with("|1|")), "{text}");
+        assert_eq!(known_key_types(&text, "127.0.0.1", 2222), vec!["ecdsa-sha2-nistp256"]);
+        assert_eq!(known_key_types(&text, "example.org", 22), vec!["ssh-ed25519"]);
+        assert!(known_key_types(&text, "127.0.0.1", 22).is_empty());
     }
 }

@@ -338,3 +338,21 @@ fn without_an_identity_the_agent_authenticates_and_no_agent_is_a_clear_error() {
         world.app.repo().head().unwrap().target().unwrap().to_string()
     );
 }
+
+#[test]
+fn a_hashed_known_hosts_entry_of_another_key_type_is_honoured() {
+    let world = World::new();
+    // An older client recorded the server's ECDSA key, and Debian and Ubuntu hash known_hosts
+    // by default (HashKnownHosts yes): the session must ask the server for that key type.
+    let ecdsa = fs::read_to_string(world.server.dir().join("host_ecdsa.pub")).unwrap();
+    let fields: Vec<&str> = ecdsa.split_whitespace().take(2).collect();
+    fs::write(world.server.known_hosts(), format!("[127.0.0.1]:{} {}\n", world.server.port(), fields.join(" ")))
+        .unwrap();
+    let status = Command::new("ssh-keygen").arg("-H").arg("-f").arg(world.server.known_hosts()).output().unwrap();
+    assert!(status.status.success());
+    let hashed = fs::read_to_string(world.server.known_hosts()).unwrap();
+    assert!(hashed.starts_with("|1|") && hashed.contains("ecdsa-sha2-nistp256"), "{hashed}");
+    let manifest = world.app.manifest_path();
+    let output = xtask(&["deploy-setup", "--manifest-path", manifest.to_str().unwrap()]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
