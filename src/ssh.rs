@@ -132,9 +132,7 @@ impl Connection {
     pub fn run_with_input(&self, script: &RemoteScript, input: &[u8]) -> Result<String, Error> {
         let output = self.output_with_input(script, input)?;
         if output.status != 0 {
-            let message = output.stderr.trim().to_string();
-            let message = if message.is_empty() { "the script printed nothing on stderr".to_string() } else { message };
-            return Err(self.step_error(script, output.status, message));
+            return Err(self.failure(script.name, &output));
         }
         Ok(output.stdout)
     }
@@ -159,9 +157,17 @@ impl Connection {
         })
     }
 
-    /// Sets how long any one blocking SSH call may wait.
-    pub fn set_timeout(&self, timeout: Duration) {
-        self.session.set_timeout(millis(timeout));
+    /// The error for a remote `step` that exited non-zero: its stderr, or a note that it
+    /// printed none.
+    pub fn failure(&self, step: &str, output: &Output) -> Error {
+        let message = output.stderr.trim();
+        let message = if message.is_empty() { "the script printed nothing on stderr" } else { message };
+        Error::Remote {
+            server: self.name.clone(),
+            step: step.to_string(),
+            status: output.status,
+            message: message.to_string(),
+        }
     }
 
     fn step_error(&self, script: &RemoteScript, status: i32, message: String) -> Error {

@@ -86,12 +86,7 @@ fn lock_one(
             }
             return Err(Error::Locked { server: connection.name().to_string(), holder });
         }
-        return Err(Error::Remote {
-            server: connection.name().to_string(),
-            step: preflight.name.to_string(),
-            status: output.status,
-            message: output.stderr.trim().to_string(),
-        });
+        return Err(connection.failure(preflight.name, &output));
     }
 }
 

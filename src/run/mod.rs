@@ -275,17 +275,7 @@ impl Walk<'_> {
                     Action::Remote(script) => Some(script.name),
                     _ => None,
                 });
-                let message = output.stderr.trim();
-                return Err(Error::Remote {
-                    server: name,
-                    step: failed.unwrap_or("remote step").to_string(),
-                    status: output.status,
-                    message: if message.is_empty() {
-                        "the script printed nothing on stderr".to_string()
-                    } else {
-                        message.to_string()
-                    },
-                });
+                return Err(self.servers[index].connection.failure(failed.unwrap_or("remote step"), &output));
             }
         }
         Ok(())
