@@ -30,11 +30,12 @@ pub struct Round {
 
 /// Runs the benchmark against a clone of `source` and prints the figures to `out`.
 pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Error> {
-    let server = LoopbackServer::start().map_err(|err| local(format!("cannot start the loopback sshd: {err}")))?;
+    let server =
+        LoopbackServer::start().map_err(|err| Error::local(format!("cannot start the loopback sshd: {err}")))?;
     let clone_dir = server.dir().join("bench-app");
-    let source = source.canonicalize().map_err(|err| local(format!("`{}`: {err}", source.display())))?;
+    let source = source.canonicalize().map_err(|err| Error::local(format!("`{}`: {err}", source.display())))?;
     git2::Repository::clone(&source.display().to_string(), &clone_dir)
-        .map_err(|err| local(format!("cannot clone `{}`: {}", source.display(), err.message())))?;
+        .map_err(|err| Error::local(format!("cannot clone `{}`: {}", source.display(), err.message())))?;
     let metadata = serde_json::json!({ "deploy": {
         "application": "bench",
         "deploy_to": server.dir().join("srv").join("bench").display().to_string(),
@@ -46,12 +47,13 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
     }});
     let defaults = Defaults::from_env(None);
     let config = Config::from_metadata(&metadata, "package.metadata", &clone_dir.join("Cargo.toml"), &defaults)?;
-    let sh = Shell::new().map_err(|err| local(format!("cannot start a local shell: {err}")))?;
+    let sh = Shell::new().map_err(|err| Error::local(format!("cannot start a local shell: {err}")))?;
     sh.change_dir(&clone_dir);
-    let commits = cmd!(sh, "git rev-list --count HEAD").quiet().read().map_err(|err| local(err.to_string()))?;
+    let commits = cmd!(sh, "git rev-list --count HEAD").quiet().read().map_err(|err| Error::local(err.to_string()))?;
     let tarball =
-        cmd!(sh, "git archive --format=tar.gz HEAD").quiet().output().map_err(|err| local(err.to_string()))?;
-    let tree_files = cmd!(sh, "git ls-files").quiet().read().map_err(|err| local(err.to_string()))?.lines().count();
+        cmd!(sh, "git archive --format=tar.gz HEAD").quiet().output().map_err(|err| Error::local(err.to_string()))?;
+    let tree_files =
+        cmd!(sh, "git ls-files").quiet().read().map_err(|err| Error::local(err.to_string()))?.lines().count();
 
     setup(&config, &mut Quiet)?;
     let baseline = remote_command_baseline(&config)?;
@@ -65,17 +67,17 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
         let mut text = std::fs::read_to_string(&manifest).unwrap_or_default();
         text.push_str(&format!("# bench round {round}\n"));
         std::fs::write(&manifest, text)
-            .map_err(|err| local(format!("cannot write `{}`: {err}", manifest.display())))?;
+            .map_err(|err| Error::local(format!("cannot write `{}`: {err}", manifest.display())))?;
         let message = format!("bench round {round}");
         cmd!(sh, "git -c user.name=bench -c user.email=bench@localhost commit -q -a -m {message}")
             .quiet()
             .run()
-            .map_err(|err| local(err.to_string()))?;
+            .map_err(|err| Error::local(err.to_string()))?;
         let thin = cmd!(sh, "git pack-objects --thin --stdout --revs -q")
             .stdin("HEAD\n^HEAD~1\n")
             .quiet()
             .output()
-            .map_err(|err| local(err.to_string()))?;
+            .map_err(|err| Error::local(err.to_string()))?;
         let report = deploy(&config, &DeployOptions::default(), &mut Quiet)?;
         let server = &report.servers[0];
         timed.push(Round {
@@ -87,7 +89,7 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
     }
 
     let line = |out: &mut dyn Write, text: String| -> Result<(), Error> {
-        writeln!(out, "{text}").map_err(|err| local(format!("cannot write the report: {err}")))
+        writeln!(out, "{text}").map_err(|err| Error::local(format!("cannot write the report: {err}")))
     };
     line(out, format!("repository: {} ({commits} commits, {tree_files} files), loopback sshd", source.display()))?;
     line(out, format!("full tree as tar.gz (copy strategy, every deploy): {} bytes", tarball.stdout.len()))?;
@@ -164,8 +166,4 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
-}
-
-fn local(message: String) -> Error {
-    Error::Local { message }
 }

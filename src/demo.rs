@@ -21,7 +21,7 @@ pub struct AppRepo {
 impl AppRepo {
     /// Creates a repository in `dir` (which may exist) and commits `files` as the first commit.
     pub fn create(dir: &Path, files: &[(&str, &str)]) -> Result<AppRepo, Error> {
-        fs::create_dir_all(dir).map_err(|err| local(format!("cannot create `{}`: {err}", dir.display())))?;
+        fs::create_dir_all(dir).map_err(|err| Error::local(format!("cannot create `{}`: {err}", dir.display())))?;
         let repo = git2::Repository::init(dir).map_err(git_error)?;
         let app = AppRepo { dir: dir.to_path_buf(), repo };
         for (path, content) in files {
@@ -50,9 +50,10 @@ impl AppRepo {
     pub fn write(&self, path: &str, content: &str) -> Result<(), Error> {
         let full = self.dir.join(path);
         if let Some(parent) = full.parent() {
-            fs::create_dir_all(parent).map_err(|err| local(format!("cannot create `{}`: {err}", parent.display())))?;
+            fs::create_dir_all(parent)
+                .map_err(|err| Error::local(format!("cannot create `{}`: {err}", parent.display())))?;
         }
-        fs::write(&full, content).map_err(|err| local(format!("cannot write `{}`: {err}", full.display())))
+        fs::write(&full, content).map_err(|err| Error::local(format!("cannot write `{}`: {err}", full.display())))
     }
 
     /// Stages everything and commits it on the current branch; returns the new commit's SHA.
@@ -83,7 +84,8 @@ pub fn app_manifest(server: &LoopbackServer, deploy_to: &Path, extra: &str) -> S
 
 /// Runs the demo, rendering progress through `reporter` and the summary into `out`.
 pub fn run(reporter: &mut dyn Reporter, out: &mut dyn Write) -> Result<(), Error> {
-    let server = LoopbackServer::start().map_err(|err| local(format!("cannot start the loopback sshd: {err}")))?;
+    let server =
+        LoopbackServer::start().map_err(|err| Error::local(format!("cannot start the loopback sshd: {err}")))?;
     let deploy_to = server.dir().join("srv").join("hello");
     let manifest = app_manifest(&server, &deploy_to, "keep_releases = 3");
     let app = AppRepo::create(
@@ -95,7 +97,7 @@ pub fn run(reporter: &mut dyn Reporter, out: &mut dyn Write) -> Result<(), Error
         ],
     )?;
     let print = |out: &mut dyn Write, text: String| -> Result<(), Error> {
-        writeln!(out, "{text}").map_err(|err| local(format!("cannot write the demo output: {err}")))
+        writeln!(out, "{text}").map_err(|err| Error::local(format!("cannot write the demo output: {err}")))
     };
     print(out, format!("demo: sshd on 127.0.0.1:{}, app in `{}`", server.port(), app.dir().display()))?;
 
@@ -163,10 +165,6 @@ pub fn tree(deploy_to: &Path) -> String {
     lines.join("\n")
 }
 
-fn local(message: String) -> Error {
-    Error::Local { message }
-}
-
 fn git_error(err: git2::Error) -> Error {
-    local(format!("git: {}", err.message()))
+    Error::local(format!("git: {}", err.message()))
 }

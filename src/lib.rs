@@ -55,3 +55,10 @@ pub enum Error {
     #[error("push to `{server}` failed: {message}")]
     Push { server: String, message: String },
 }
+
+impl Error {
+    /// An [`Error::Local`] with `message`.
+    pub(crate) fn local(message: impl Into<String>) -> Error {
+        Error::Local { message: message.into() }
+    }
+}

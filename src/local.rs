@@ -33,7 +33,7 @@ pub fn check_clean(repo: &git2::Repository) -> Result<(), Error> {
     options.include_untracked(true).include_ignored(false).exclude_submodules(true);
     let statuses = repo
         .statuses(Some(&mut options))
-        .map_err(|err| Error::Local { message: format!("cannot read the worktree status: {}", err.message()) })?;
+        .map_err(|err| Error::local(format!("cannot read the worktree status: {}", err.message())))?;
     let dirty: Vec<String> = statuses.iter().filter_map(|entry| entry.path().ok().map(str::to_string)).collect();
     if dirty.is_empty() {
         return Ok(());
@@ -54,9 +54,8 @@ pub fn resolve(repo: &git2::Repository, revision: &str) -> Result<Revision, Erro
     let object = repo.revparse_single(revision).map_err(|err| Error::Local {
         message: format!("revision `{revision}` not found in the local repository: {}", err.message()),
     })?;
-    let commit = object
-        .peel_to_commit()
-        .map_err(|_| Error::Local { message: format!("revision `{revision}` does not name a commit") })?;
+    let commit =
+        object.peel_to_commit().map_err(|_| Error::local(format!("revision `{revision}` does not name a commit")))?;
     let branch = if revision == "HEAD" {
         match repo.head() {
             Ok(head) if head.is_branch() => head.shorthand().unwrap_or("HEAD").to_string(),
@@ -82,17 +81,16 @@ pub fn push_refname(branch: &str) -> String {
 /// Runs one local command (a build command or a local hook) in `dir`, split into words as a
 /// shell would (no shell runs it). `phase` names it in the error.
 pub fn run_command(phase: &str, command: &str, dir: &Path) -> Result<(), Error> {
-    let local = |message: String| Error::Local { message };
-    let sh = Shell::new().map_err(|err| local(format!("cannot start a local shell: {err}")))?;
+    let sh = Shell::new().map_err(|err| Error::local(format!("cannot start a local shell: {err}")))?;
     sh.change_dir(dir);
     let words = shlex::split(command)
         .filter(|words| !words.is_empty())
-        .ok_or_else(|| local(format!("{phase} command `{command}` is empty or has unbalanced quotes")))?;
+        .ok_or_else(|| Error::local(format!("{phase} command `{command}` is empty or has unbalanced quotes")))?;
     sh.cmd(&words[0])
         .args(&words[1..])
         .quiet()
         .run()
-        .map_err(|err| local(format!("{phase} command `{command}` failed: {err}")))
+        .map_err(|err| Error::local(format!("{phase} command `{command}` failed: {err}")))
 }
 
 /// The deploying machine's host name, for the lock.

@@ -24,7 +24,7 @@ pub struct Submodule {
 /// naming the submodule and the commit, when a commit is not in the local repository.
 pub fn collect(repo: &git2::Repository, sha: &str) -> Result<Vec<Submodule>, Error> {
     let mut found = Vec::new();
-    let oid = git2::Oid::from_str(sha).map_err(|err| local(format!("bad commit `{sha}`: {}", err.message())))?;
+    let oid = git2::Oid::from_str(sha).map_err(|err| Error::local(format!("bad commit `{sha}`: {}", err.message())))?;
     collect_into(repo, oid, "", "repo", &mut found)?;
     Ok(found)
 }
@@ -39,7 +39,7 @@ fn collect_into(
     let tree = repo
         .find_commit(commit)
         .and_then(|commit| commit.tree())
-        .map_err(|err| local(format!("cannot read commit `{commit}`: {}", err.message())))?;
+        .map_err(|err| Error::local(format!("cannot read commit `{commit}`: {}", err.message())))?;
     let mut gitlinks = Vec::new();
     tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
         if entry.kind() == Some(git2::ObjectType::Commit) {
@@ -47,7 +47,7 @@ fn collect_into(
         }
         git2::TreeWalkResult::Ok
     })
-    .map_err(|err| local(format!("cannot walk commit `{commit}`: {}", err.message())))?;
+    .map_err(|err| Error::local(format!("cannot walk commit `{commit}`: {}", err.message())))?;
     if gitlinks.is_empty() {
         return Ok(());
     }
@@ -56,18 +56,18 @@ fn collect_into(
         let full_path = format!("{path_prefix}{path}");
         let name = names.get(&path).cloned().unwrap_or_else(|| path.clone());
         if !is_plain_relative_path(&path) || !is_plain_relative_path(&name) {
-            return Err(local(format!(
+            return Err(Error::local(format!(
                 "submodule `{full_path}` (name `{name}`) has a path or name that leaves its directory: refusing to deploy it"
             )));
         }
         let sub_repo = open_submodule(repo, &name, &path).ok_or_else(|| {
-            local(format!(
+            Error::local(format!(
                 "submodule `{full_path}` is not checked out locally, so its commit `{id}` cannot be pushed: \
                  run `git submodule update --init --recursive` and deploy again"
             ))
         })?;
         if sub_repo.find_commit(id).is_err() {
-            return Err(local(format!(
+            return Err(Error::local(format!(
                 "submodule `{full_path}` points at commit `{id}`, which is not in its local repository `{}`: \
                  fetch it (`git submodule update --init --recursive`) and deploy again; nothing was sent",
                 sub_repo.path().display()
@@ -86,16 +86,18 @@ fn collect_into(
 /// `path -> name` from the `.gitmodules` of `tree` (parsed by libgit2's config reader).
 fn gitmodules_names(repo: &git2::Repository, tree: &git2::Tree<'_>) -> Result<HashMap<String, String>, Error> {
     let Ok(entry) = tree.get_path(Path::new(".gitmodules")) else { return Ok(HashMap::new()) };
-    let blob =
-        repo.find_blob(entry.id()).map_err(|err| local(format!("cannot read `.gitmodules`: {}", err.message())))?;
-    let file = tempfile::NamedTempFile::new().map_err(|err| local(format!("cannot make a temp file: {err}")))?;
-    std::fs::write(file.path(), blob.content()).map_err(|err| local(format!("cannot write a temp file: {err}")))?;
+    let blob = repo
+        .find_blob(entry.id())
+        .map_err(|err| Error::local(format!("cannot read `.gitmodules`: {}", err.message())))?;
+    let file = tempfile::NamedTempFile::new().map_err(|err| Error::local(format!("cannot make a temp file: {err}")))?;
+    std::fs::write(file.path(), blob.content())
+        .map_err(|err| Error::local(format!("cannot write a temp file: {err}")))?;
     let config = git2::Config::open(file.path())
-        .map_err(|err| local(format!("cannot parse `.gitmodules`: {}", err.message())))?;
+        .map_err(|err| Error::local(format!("cannot parse `.gitmodules`: {}", err.message())))?;
     let mut names = HashMap::new();
     let mut entries = config
         .entries(Some(r"submodule\..*\.path"))
-        .map_err(|err| local(format!("`.gitmodules`: {}", err.message())))?;
+        .map_err(|err| Error::local(format!("`.gitmodules`: {}", err.message())))?;
     while let Some(Ok(entry)) = entries.next() {
         let (Ok(key), Ok(path)) = (entry.name(), entry.value()) else { continue };
         if let Some(name) = key.strip_prefix("submodule.").and_then(|rest| rest.strip_suffix(".path")) {
@@ -114,10 +116,6 @@ fn open_submodule(repo: &git2::Repository, name: &str, path: &str) -> Option<git
     }
     let workdir = repo.workdir()?;
     git2::Repository::open(workdir.join(path)).ok()
-}
-
-fn local(message: String) -> Error {
-    Error::Local { message }
 }
 
 #[cfg(test)]
