@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::plan::{self, is_release_name, LockInfo, RemoteState};
 use crate::report::{Event, Reporter};
-use crate::run::{lock_all, random, unlock_all};
+use crate::run::{lock_all, new_lock, unlock_all};
 use crate::ssh::Connection;
 use crate::Error;
 
@@ -73,17 +73,8 @@ pub fn rollback(config: &Config, to: Option<&str>, reporter: &mut dyn Reporter) 
             });
         }
     }
-    let user = crate::local::user_name().unwrap_or_else(|| "unknown".to_string());
-    let lock = LockInfo {
-        user: user.clone(),
-        host: crate::local::host_name(),
-        since: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-        sha: "rollback".to_string(),
-        message: String::new(),
-        token: format!("{:016x}", random()),
-    };
+    let lock = new_lock("rollback", "");
+    let user = lock.user.clone();
     let mut servers = lock_all(config, &lock, None, reporter)?;
     let script = plan::rollback_script(config, to, &user);
     let mut result = Ok(());

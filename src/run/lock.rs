@@ -11,6 +11,21 @@ use crate::Error;
 
 use super::{Server, ServerReport};
 
+/// The lock this machine takes for `what` (a commit's SHA, or `rollback`): the local user and
+/// host, the time now, `message`, and a fresh token.
+pub(crate) fn new_lock(what: &str, message: &str) -> LockInfo {
+    LockInfo {
+        user: crate::local::user_name().unwrap_or_else(|| "unknown".to_string()),
+        host: crate::local::host_name(),
+        since: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        sha: what.to_string(),
+        message: message.to_string(),
+        token: format!("{:016x}", super::random()),
+    }
+}
+
 /// Connects to every server, checks it and takes its lock (waiting up to `lock_wait` for a
 /// lock held by someone else). On failure, the locks already taken are released.
 pub(crate) fn lock_all(

@@ -17,7 +17,7 @@ use crate::submodules::{self, Submodule};
 use crate::transport;
 use crate::Error;
 
-pub(crate) use lock::{lock_all, unlock_all};
+pub(crate) use lock::{lock_all, new_lock, unlock_all};
 pub(crate) use push::random;
 use push::{push_all, start_daemon};
 
@@ -347,16 +347,7 @@ fn local_state(config: &Config, options: &DeployOptions) -> Result<LocalState, E
     let revision = local::resolve(&repo, options.revision.as_deref().unwrap_or(&config.revision))?;
     // Every submodule commit must be at hand before anything is sent.
     let submodules = if config.submodules { submodules::collect(&repo, &revision.sha)? } else { Vec::new() };
-    let lock = LockInfo {
-        user: local::user_name().unwrap_or_else(|| "unknown".to_string()),
-        host: local::host_name(),
-        since: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-        sha: revision.sha.clone(),
-        message: options.message.clone().unwrap_or_default(),
-        token: format!("{:016x}", random()),
-    };
+    let lock = new_lock(&revision.sha, options.message.as_deref().unwrap_or(""));
     Ok(LocalState { repo, revision, submodules, lock })
 }
 
