@@ -18,7 +18,7 @@ use crate::transport;
 use crate::Error;
 
 pub(crate) use lock::{lock_all, new_lock, unlock_all};
-pub(crate) use push::random;
+use push::random;
 use push::{push_all, start_daemon};
 
 /// Choices for one deploy that are not part of the configuration.
@@ -122,8 +122,17 @@ pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Repor
     let existing = servers.iter().flat_map(|server| server.state.releases.iter().map(|(name, _)| name.as_str()));
     let release = release_for(&local, plan::release_name(time::OffsetDateTime::now_utc(), existing));
     let plan = plan::deploy_plan(config, &release, &submodule_releases(&local.submodules), &local.lock);
-    let mut walk =
-        Walk { config, local: &local, plan: &plan, options, servers, prepared: Vec::new(), published: false, reporter };
+    let mut walk = Walk {
+        config,
+        local: &local,
+        plan: &plan,
+        // Looked up once: `Auto` runs `git --version`, which need not happen per push.
+        pack: options.pack.resolve(),
+        servers,
+        prepared: Vec::new(),
+        published: false,
+        reporter,
+    };
     let result = walk.steps();
     if let Err(err) = &result {
         walk.fail(err);
@@ -154,7 +163,7 @@ struct Walk<'a> {
     config: &'a Config,
     local: &'a LocalState,
     plan: &'a Plan,
-    options: &'a DeployOptions,
+    pack: transport::PackMethod,
     servers: Vec<Server>,
     /// Indexes of servers on which the release may exist.
     prepared: Vec<usize>,
@@ -293,7 +302,7 @@ impl Walk<'_> {
         self.reporter.event(Event::DaemonReady { server: name.clone(), port, elapsed: server.report.daemon });
         let push_started = Instant::now();
         self.reporter.event(Event::Pushing { server: name.clone(), sha: self.plan.release.sha.clone() });
-        let pushed = push_all(self.config, connection, self.local, port, self.options.pack);
+        let pushed = push_all(self.config, connection, self.local, port, self.pack);
         // The daemon lives only while the push lasts, whatever its outcome.
         daemon.finish(Duration::from_secs(10));
         server.report.bytes_sent = pushed?;
