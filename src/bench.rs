@@ -143,7 +143,7 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
 /// The median time of a remote command that does nothing: what sshd and the user's login shell
 /// cost per remote step on this server (a heavy `~/.bashrc` shows here).
 fn remote_command_baseline(config: &Config) -> Result<f64, Error> {
-    let connection = Connection::open(&config.servers[0], &config.ssh)?;
+    let connection = Connection::open(config, &config.servers[0])?;
     let script = RemoteScript { name: "baseline", text: "true".to_string() };
     let mut times = Vec::new();
     for _ in 0..5 {

@@ -4,6 +4,7 @@
 //! Parsing is pure ([`Config::from_metadata`]); [`Config::load`] is the only part that runs cargo.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -40,6 +41,53 @@ pub struct Config {
     pub servers: Vec<Server>,
     /// How to authenticate and which host keys to trust.
     pub ssh: SshOptions,
+    /// How the commit reaches the server's `repo/`.
+    pub transport: TransportKind,
+    /// How long connecting, each remote step and the push may take.
+    pub timeouts: Timeouts,
+}
+
+/// How the commit reaches the server's `repo/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransportKind {
+    /// A temporary `git daemon` on the server's 127.0.0.1, reached through an SSH tunnel.
+    #[default]
+    Daemon,
+    /// `git receive-pack` run in an SSH exec channel: no daemon, no listening port.
+    Exec,
+}
+
+/// What to do with a server whose host key is not in known_hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKeyPolicy {
+    /// Refuse it (the default), showing its fingerprint and how to trust it.
+    #[default]
+    Strict,
+    /// Record it in known_hosts and go on, as OpenSSH's `StrictHostKeyChecking=accept-new`.
+    /// A key that differs from a recorded one is refused all the same.
+    AcceptNew,
+}
+
+/// Time limits, each with a default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// For the TCP connection, the SSH handshake and authentication.
+    pub connect: Duration,
+    /// For each remote step (a script or a hook), from its start to its end.
+    pub step: Duration,
+    /// For the push of the commit (and its submodules) to one server; the git daemon lives at
+    /// most this long plus a minute.
+    pub push: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT),
+            step: Duration::from_secs(DEFAULT_STEP_TIMEOUT),
+            push: Duration::from_secs(DEFAULT_PUSH_TIMEOUT),
+        }
+    }
 }
 
 /// How a release's files are made on the server.
@@ -92,8 +140,8 @@ pub struct SshOptions {
     pub identity: Option<PathBuf>,
     /// The known_hosts file that server keys are checked against.
     pub known_hosts: PathBuf,
-    /// Seconds allowed for the TCP connection and the SSH handshake.
-    pub connect_timeout: u64,
+    /// What to do with a server whose key is not in known_hosts.
+    pub host_key_policy: HostKeyPolicy,
 }
 
 impl Server {
@@ -146,6 +194,17 @@ struct RawConfig {
     servers: Vec<RawServer>,
     #[serde(default)]
     ssh: RawSsh,
+    transport: Option<String>,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    connect: Option<u64>,
+    step: Option<u64>,
+    push: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,13 +242,17 @@ struct RawServer {
 struct RawSsh {
     identity: Option<String>,
     known_hosts: Option<String>,
-    connect_timeout: Option<u64>,
+    host_key_policy: Option<String>,
 }
 
 /// The default number of releases kept, as in Capistrano 3.
 pub const DEFAULT_KEEP_RELEASES: usize = 5;
 /// The default seconds allowed to connect to a server.
 pub const DEFAULT_CONNECT_TIMEOUT: u64 = 10;
+/// The default seconds one remote step may take.
+pub const DEFAULT_STEP_TIMEOUT: u64 = 600;
+/// The default seconds the push to one server may take.
+pub const DEFAULT_PUSH_TIMEOUT: u64 = 900;
 
 impl Config {
     /// Reads the configuration of the package (or virtual workspace) whose manifest is
@@ -330,11 +393,47 @@ impl Config {
         }
         let base = manifest.parent().unwrap_or(Path::new("."));
         let resolve = |path: &str| expand_path(path, base, defaults.home.as_deref());
+        let host_key_policy = match raw.ssh.host_key_policy.as_deref() {
+            None | Some("strict") => HostKeyPolicy::Strict,
+            Some("accept-new") => HostKeyPolicy::AcceptNew,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "`{section}.deploy.ssh.host_key_policy` is `{other}`: expected `strict` (refuse unknown \
+                     keys) or `accept-new` (record unknown keys; changed keys are always refused)"
+                )))
+            }
+        };
         let ssh = SshOptions {
             identity: raw.ssh.identity.as_deref().map(resolve),
             known_hosts: resolve(raw.ssh.known_hosts.as_deref().unwrap_or("~/.ssh/known_hosts")),
-            connect_timeout: raw.ssh.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT).max(1),
+            host_key_policy,
         };
+        let transport = match raw.transport.as_deref() {
+            None | Some("daemon") => TransportKind::Daemon,
+            Some("exec") => TransportKind::Exec,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "`{section}.deploy.transport` is `{other}`: expected `daemon` (a temporary git daemon \
+                     through a tunnel) or `exec` (git receive-pack over SSH, no port opened)"
+                )))
+            }
+        };
+        let mut timeouts = Timeouts::default();
+        for (key, value, slot) in [
+            ("connect", raw.timeouts.connect, &mut timeouts.connect),
+            ("step", raw.timeouts.step, &mut timeouts.step),
+            ("push", raw.timeouts.push, &mut timeouts.push),
+        ] {
+            match value {
+                Some(0) => {
+                    return Err(invalid(format!(
+                        "`{section}.deploy.timeouts.{key}` is 0: give the limit in seconds, at least 1"
+                    )))
+                }
+                Some(seconds) => *slot = Duration::from_secs(seconds),
+                None => {}
+            }
+        }
         Ok(Config {
             manifest_path: manifest.to_path_buf(),
             application,
@@ -350,6 +449,8 @@ impl Config {
             cache,
             servers,
             ssh,
+            transport,
+            timeouts,
         })
     }
 
@@ -430,7 +531,11 @@ mod tests {
         assert_eq!(config.servers, vec![Server { host: "203.0.113.7".into(), port: 22, user: "alice".into() }]);
         assert_eq!(config.ssh.identity, None);
         assert_eq!(config.ssh.known_hosts, PathBuf::from("/home/alice/.ssh/known_hosts"));
-        assert_eq!(config.ssh.connect_timeout, 10);
+        assert_eq!(config.ssh.host_key_policy, HostKeyPolicy::Strict);
+        assert_eq!(config.transport, TransportKind::Daemon);
+        assert_eq!(config.timeouts.connect, Duration::from_secs(10));
+        assert_eq!(config.timeouts.step, Duration::from_secs(600));
+        assert_eq!(config.timeouts.push, Duration::from_secs(900));
     }
 
     #[test]
@@ -448,6 +553,7 @@ mod tests {
             linked_dirs = ["log"]
             artifacts = ["target/release/hello"]
             cache = "cached-copy"
+            transport = "exec"
             [deploy.hooks]
             before_update = [{ local = "cargo test" }]
             after_update = [{ remote = "./bin/migrate" }]
@@ -458,7 +564,11 @@ mod tests {
             [deploy.ssh]
             identity = "~/.ssh/id_ed25519"
             known_hosts = "keys/known_hosts"
-            connect_timeout = 3
+            host_key_policy = "accept-new"
+            [deploy.timeouts]
+            connect = 3
+            step = 60
+            push = 120
             "#,
         )
         .unwrap();
@@ -477,7 +587,12 @@ mod tests {
         assert_eq!(config.servers[0].display_name(), "deploy@a.example:2222");
         assert_eq!(config.ssh.identity, Some(PathBuf::from("/home/alice/.ssh/id_ed25519")));
         assert_eq!(config.ssh.known_hosts, PathBuf::from("/app/keys/known_hosts"));
-        assert_eq!(config.ssh.connect_timeout, 3);
+        assert_eq!(config.ssh.host_key_policy, HostKeyPolicy::AcceptNew);
+        assert_eq!(config.transport, TransportKind::Exec);
+        assert_eq!(
+            config.timeouts,
+            Timeouts { connect: Duration::from_secs(3), step: Duration::from_secs(60), push: Duration::from_secs(120) }
+        );
     }
 
     #[test]
@@ -527,6 +642,12 @@ mod tests {
             "[deploy.hooks]\nbefore_update = [{ local = \"a\", remote = \"b\" }]\n[[deploy.servers]]\nhost = \"a\"\n",
         );
         assert!(hook.contains("hooks.before_update[0]` must have exactly one"), "{hook}");
+        let transport = error_text("[deploy]\ntransport = \"ssh\"\n[[deploy.servers]]\nhost = \"a\"\n");
+        assert!(transport.contains("`package.metadata.deploy.transport` is `ssh`: expected `daemon`"), "{transport}");
+        let policy = error_text("[deploy.ssh]\nhost_key_policy = \"no\"\n[[deploy.servers]]\nhost = \"a\"\n");
+        assert!(policy.contains("`package.metadata.deploy.ssh.host_key_policy` is `no`"), "{policy}");
+        let timeout = error_text("[deploy.timeouts]\nstep = 0\n[[deploy.servers]]\nhost = \"a\"\n");
+        assert!(timeout.contains("`package.metadata.deploy.timeouts.step` is 0"), "{timeout}");
     }
 
     #[test]

@@ -40,6 +40,7 @@ impl LoopbackServer {
         keygen(&root.join("host_ecdsa"), "ecdsa")?;
         keygen(&root.join("id_ed25519"), "ed25519")?;
         fs::copy(root.join("id_ed25519.pub"), root.join("authorized_keys"))?;
+        fs::create_dir_all(root.join("bin"))?;
         // sshd refuses to start without its privilege separation directory.
         let _ = fs::create_dir_all("/run/sshd");
         let user = current_user()?;
@@ -111,6 +112,12 @@ impl LoopbackServer {
     /// The temp dir holding the keys; a good parent for `deploy_to`.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// A directory first on the `PATH` of every SSH session (empty unless a test puts a
+    /// command there, to hold a deploy at a known point).
+    pub fn bin_dir(&self) -> PathBuf {
+        self.dir.path().join("bin")
     }
 
     /// The private key accepted by the server.
@@ -189,7 +196,8 @@ fn sshd_config(root: &Path, port: u16) -> String {
         "ListenAddress 127.0.0.1\nPort {port}\nHostKey {root}/host_ecdsa\nHostKey {root}/host_ed25519\n\
          AuthorizedKeysFile {root}/authorized_keys\nPubkeyAuthentication yes\nPasswordAuthentication no\n\
          KbdInteractiveAuthentication no\nPermitRootLogin yes\nStrictModes no\nUsePAM no\n\
-         PidFile {root}/sshd.pid\nAllowTcpForwarding yes\nMaxStartups 100\nMaxSessions 100\nLogLevel VERBOSE\n",
+         PidFile {root}/sshd.pid\nAllowTcpForwarding yes\nMaxStartups 100\nMaxSessions 100\nLogLevel VERBOSE\n\
+         SetEnv PATH={root}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
         root = root.display()
     )
 }

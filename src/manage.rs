@@ -54,7 +54,7 @@ pub fn releases(config: &Config) -> Result<Vec<ServerReleases>, Error> {
         .servers
         .iter()
         .map(|server| {
-            let connection = Connection::open(server, &config.ssh)?;
+            let connection = Connection::open(config, server)?;
             let state = plan::parse_state(&connection.run(&plan::inspect_script(config))?);
             Ok(ServerReleases { server: connection.name().to_string(), state })
         })
@@ -104,7 +104,9 @@ pub fn rollback(config: &Config, to: Option<&str>, reporter: &mut dyn Reporter) 
 /// Removes the deploy lock on every server, whoever holds it (for a deploy that died).
 pub fn unlock(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error> {
     for server in &config.servers {
-        let connection = Connection::open(server, &config.ssh)?;
+        let started = std::time::Instant::now();
+        let connection = Connection::open(config, server)?;
+        crate::run::connected(reporter, config, &connection, started.elapsed());
         let stdout = connection.run(&plan::unlock_script(config, None))?;
         let holder: Vec<(String, String)> = stdout
             .lines()

@@ -35,6 +35,32 @@ pub fn exec_line(script: &RemoteScript) -> String {
     format!("exec sh -c {}", quote(&script.text))
 }
 
+/// The marker a batch of steps prints after each step that succeeded; it also restarts the
+/// step timeout (see [`crate::ssh::Connection::output`]).
+pub const STEP_DONE: &str = "@@xtask-deploy-step-done";
+
+/// Runs `script` with stdin from `/dev/null`, in a session (process group) of its own, and
+/// stops that whole group (TERM, then KILL a second later) when the channel's stdin reaches
+/// EOF: the deployer died, lost its connection, or gave up on the step. So nothing a step
+/// started (an extraction, a hook) outlives its deploy. Without `setsid` on the server only
+/// the script's own process is stopped.
+const SUPERVISOR: &str = r#"exec 3<&0
+if command -v setsid >/dev/null 2>&1; then setsid sh -c "$1" </dev/null & else sh -c "$1" </dev/null & fi
+job=$!
+( while read -r _; do :; done <&3; kill -TERM -"$job" "$job" 2>/dev/null; sleep 1; kill -KILL -"$job" 2>/dev/null ) >/dev/null 2>&1 &
+watchdog=$!
+exec 3<&- >/dev/null 2>&1
+wait "$job"
+status=$?
+kill "$watchdog" 2>/dev/null
+exit "$status""#;
+
+/// The command line that runs `script` under the supervisor above. The script is the
+/// supervisor's `$1`: no second layer of quoting.
+pub fn supervised_exec_line(script: &RemoteScript) -> String {
+    format!("exec sh -c {} xtask-deploy-step {}", quote(SUPERVISOR), quote(&script.text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +93,50 @@ mod tests {
             assert_eq!(round_trip(value), value, "value {value:?}");
         }
         assert!(!std::path::Path::new("/tmp/xtask-deploy-pwned").exists());
+    }
+
+    #[test]
+    fn a_supervised_script_keeps_its_output_and_status_and_reads_no_stdin() {
+        let script = RemoteScript { name: "test", text: "echo out; echo err >&2; cat; exit 7".to_string() };
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(supervised_exec_line(&script))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Stdin stays open, as the deployer's channel does: EOF would mean "stop".
+        let stdin = child.stdin.take();
+        let out = child.wait_with_output().unwrap();
+        drop(stdin);
+        assert_eq!(out.status.code(), Some(7));
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "out\n");
+        assert_eq!(String::from_utf8(out.stderr).unwrap(), "err\n");
+    }
+
+    #[test]
+    fn a_supervised_script_and_its_children_stop_when_stdin_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let late = dir.path().join("late");
+        let text = format!("sleep 41.7 & sleep 41.8; touch {}", quote(late.to_str().unwrap()));
+        let script = RemoteScript { name: "test", text };
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(supervised_exec_line(&script))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(child.stdin.take());
+        let started = std::time::Instant::now();
+        let status = child.wait().unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "the script was not stopped");
+        assert_eq!(status.code(), Some(128 + 15), "stopped by TERM");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let left = crate::loopback::LoopbackServer::processes_mentioning("sleep 41.");
+        assert!(left.iter().all(|(_, cmd)| !cmd.starts_with("sleep")), "{left:?}");
+        assert!(!late.exists());
     }
 
     #[test]

@@ -5,25 +5,28 @@
 //! **Architecture Invariant:** `Channel::exec` is called only here, and only with
 //! [`shell::exec_line`] of a [`RemoteScript`].
 
-use std::io::Read;
+use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use ssh2::{CheckResult, HashType, KnownHostFileKind, MethodType, Session};
+use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, MethodType, Session};
 
-use crate::config::{Server, SshOptions};
+use crate::config::{Config, HostKeyPolicy, Server, SshOptions, Timeouts};
 use crate::shell::{self, RemoteScript};
 use crate::Error;
 
-/// How long one remote script may wait for the server before the step fails.
-pub const STEP_TIMEOUT: Duration = Duration::from_secs(600);
+/// The exit status reported for a remote step stopped by `timeouts.step` (as `timeout(1)`'s).
+pub const EXIT_TIMED_OUT: i32 = 124;
 
 /// An authenticated SSH session to one server.
 pub struct Connection {
     session: Session,
     name: String,
+    timeouts: Timeouts,
+    /// The fingerprint of a host key recorded in known_hosts while connecting (`accept-new`).
+    pub accepted_key: Option<String>,
 }
 
 /// What a finished remote script printed and how it exited.
@@ -34,6 +37,15 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// A channel whose reads and writes fail once a deadline has passed (with
+/// [`io::ErrorKind::TimedOut`]), so that a stalled server cannot hold a push forever.
+pub struct TimedChannel {
+    channel: Option<ssh2::Channel>,
+    session: Session,
+    deadline: Instant,
+    idle: Duration,
+}
+
 /// A remote script still running on its own exec channel, its stdin held open. Dropping it
 /// closes stdin (the script's cue to stop) and waits briefly for it to exit.
 pub struct RemoteProcess {
@@ -41,14 +53,19 @@ pub struct RemoteProcess {
     /// because libssh2 waits for the remote's close when a channel is freed.
     channel: Option<ssh2::Channel>,
     session: Session,
+    /// The session's usual timeout, restored after a wait with its own.
+    idle: Duration,
 }
 
 impl Connection {
-    /// Connects to `server`, checks its host key and authenticates.
-    pub fn open(server: &Server, options: &SshOptions) -> Result<Connection, Error> {
+    /// Connects to `server`, checks its host key and authenticates, all within
+    /// `timeouts.connect`.
+    pub fn open(config: &Config, server: &Server) -> Result<Connection, Error> {
+        let options = &config.ssh;
+        let timeouts = config.timeouts;
         let name = server.display_name();
         let connect_error = |message: String| Error::Connect { server: name.clone(), message };
-        let timeout = Duration::from_secs(options.connect_timeout);
+        let timeout = timeouts.connect;
         let addresses: Vec<_> = (server.host.as_str(), server.port)
             .to_socket_addrs()
             .map_err(|err| connect_error(format!("cannot resolve `{}`: {err}", server.host)))?
@@ -67,30 +84,50 @@ impl Connection {
         let Some(tcp) = tcp else {
             let reason = last_error.map(|err| err.to_string()).unwrap_or_else(|| "no address".to_string());
             return Err(connect_error(format!(
-                "{reason} (after at most {}s): check `host` and `port`, and that sshd runs there",
-                options.connect_timeout
+                "{reason} (after at most {}s, `timeouts.connect`): check `host` and `port`, and that sshd runs there",
+                timeout.as_secs()
             )));
         };
         let _ = tcp.set_nodelay(true);
         let mut session = Session::new().map_err(|err| connect_error(err.to_string()))?;
         session.set_timeout(millis(timeout));
-        let known_hosts_text = std::fs::read_to_string(&options.known_hosts).map_err(|err| Error::HostKey {
-            server: name.clone(),
-            message: format!(
-                "cannot read known_hosts file `{}`: {err}: create it, or set `ssh.known_hosts`",
-                options.known_hosts.display()
-            ),
-        })?;
+        let known_hosts_text = match std::fs::read_to_string(&options.known_hosts) {
+            Ok(text) => text,
+            Err(err)
+                if err.kind() == io::ErrorKind::NotFound && options.host_key_policy == HostKeyPolicy::AcceptNew =>
+            {
+                String::new()
+            }
+            Err(err) => {
+                return Err(Error::HostKey {
+                    server: name.clone(),
+                    message: format!(
+                        "cannot read known_hosts file `{}`: {err}: create it, or set `ssh.known_hosts`",
+                        options.known_hosts.display()
+                    ),
+                })
+            }
+        };
         let types = known_key_types(&known_hosts_text, &server.host, server.port);
         if !types.is_empty() {
             let _ = session.method_pref(MethodType::HostKey, &types.join(","));
         }
         session.set_tcp_stream(tcp);
-        session.handshake().map_err(|err| connect_error(format!("SSH handshake failed: {err}")))?;
-        check_host_key(&session, server, &options.known_hosts, &name)?;
+        let deadline = Instant::now() + timeout;
+        let timed_out = |what: &str, err: ssh2::Error| {
+            let late = if Instant::now() >= deadline {
+                format!(" (`timeouts.connect` is {}s: is the server overloaded?)", timeout.as_secs())
+            } else {
+                String::new()
+            };
+            connect_error(format!("{what}: {err}{late}"))
+        };
+        session.handshake().map_err(|err| timed_out("SSH handshake failed", err))?;
+        let accepted_key = check_host_key(&session, server, options, &name)?;
+        session.set_timeout(millis(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
         authenticate(&session, server, options, &name)?;
-        session.set_timeout(millis(STEP_TIMEOUT));
-        Ok(Connection { session, name })
+        session.set_timeout(millis(timeouts.step));
+        Ok(Connection { session, name, timeouts, accepted_key })
     }
 
     /// The server's name for messages: `user@host:port`.
@@ -99,22 +136,86 @@ impl Connection {
     }
 
     /// Runs `script` to the end and returns what it printed, whatever its exit status.
+    ///
+    /// The script runs under [`shell::supervised_exec_line`]: on the server it is stopped (its
+    /// whole process group) when this channel's stdin closes, which happens when the deployer
+    /// dies, loses its connection, or gives up on the step. A step (the part of a batch up to
+    /// each [`shell::STEP_DONE`] line) gets `timeouts.step`; past it the script is stopped and
+    /// the output has status [`EXIT_TIMED_OUT`] and the reason on stderr.
     pub fn output(&self, script: &RemoteScript) -> Result<Output, Error> {
-        self.output_with_input(script, &[])
+        let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
+        let mut channel = self.session.channel_session().map_err(failed)?;
+        #[allow(clippy::disallowed_methods)] // The one place allowed: the text is a RemoteScript.
+        channel.exec(&shell::supervised_exec_line(script)).map_err(failed)?;
+        // No EOF is sent: stdin staying open is the script's cue to keep running.
+        let step = self.timeouts.step;
+        let mut deadline = Instant::now() + step;
+        let mut stdout = Vec::new();
+        let mut steps_done = 0;
+        let mut buffer = [0u8; 8192];
+        let mut timed_out = false;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                timed_out = true;
+                break;
+            }
+            self.session.set_timeout(millis(remaining));
+            match channel.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => {
+                    stdout.extend_from_slice(&buffer[..n]);
+                    let done = String::from_utf8_lossy(&stdout).matches(shell::STEP_DONE).count();
+                    if done > steps_done {
+                        steps_done = done;
+                        deadline = Instant::now() + step;
+                    }
+                }
+                Err(_) if Instant::now() >= deadline => {
+                    timed_out = true;
+                    break;
+                }
+                Err(err) => return Err(self.step_error(script, -1, format!("lost the SSH channel: {err}"))),
+            }
+        }
+        let stdout = String::from_utf8_lossy(&stdout).into_owned();
+        if timed_out {
+            // Our EOF is the server-side watchdog's cue to stop the step's processes.
+            self.session.set_timeout(2000);
+            let _ = channel.send_eof();
+            let _ = channel.close();
+            drop(channel);
+            self.session.set_timeout(millis(step));
+            let stderr = format!(
+                "did not finish within {}s (`timeouts.step`) and was stopped on the server: \
+                 raise `timeouts.step` if it needs longer",
+                step.as_secs()
+            );
+            return Ok(Output { status: EXIT_TIMED_OUT, stdout, stderr });
+        }
+        let mut stderr = String::new();
+        self.session.set_timeout(millis(step));
+        let read = |err: io::Error| self.step_error(script, -1, format!("lost the SSH channel: {err}"));
+        channel.stderr().read_to_string(&mut stderr).map_err(read)?;
+        channel.wait_close().map_err(failed)?;
+        let status = channel.exit_status().map_err(failed)?;
+        Ok(Output { status, stdout, stderr })
     }
 
-    /// Like [`Connection::output`], with `input` written to the script's stdin first.
+    /// Runs `script` with `input` written to its stdin, then EOF; returns what it printed,
+    /// whatever its exit status.
     pub fn output_with_input(&self, script: &RemoteScript, input: &[u8]) -> Result<Output, Error> {
         let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
         let mut channel = self.session.channel_session().map_err(failed)?;
         #[allow(clippy::disallowed_methods)] // The one place allowed: the text is a RemoteScript.
         channel.exec(&shell::exec_line(script)).map_err(failed)?;
-        std::io::Write::write_all(&mut channel, input)
+        channel
+            .write_all(input)
             .map_err(|err| self.step_error(script, -1, format!("lost the SSH channel while sending: {err}")))?;
         channel.send_eof().map_err(failed)?;
         let mut stdout = String::new();
         let mut stderr = String::new();
-        let read = |err: std::io::Error| self.step_error(script, -1, format!("lost the SSH channel: {err}"));
+        let read = |err: io::Error| self.step_error(script, -1, format!("lost the SSH channel: {err}"));
         channel.read_to_string(&mut stdout).map_err(read)?;
         channel.stderr().read_to_string(&mut stderr).map_err(read)?;
         channel.wait_close().map_err(failed)?;
@@ -125,7 +226,11 @@ impl Connection {
     /// Runs `script` and returns its stdout; a non-zero exit is an [`Error::Remote`] carrying
     /// the script's stderr.
     pub fn run(&self, script: &RemoteScript) -> Result<String, Error> {
-        self.run_with_input(script, &[])
+        let output = self.output(script)?;
+        if output.status != 0 {
+            return Err(self.failure(script.name, &output));
+        }
+        Ok(output.stdout)
     }
 
     /// Like [`Connection::run`], with `input` written to the script's stdin first.
@@ -143,18 +248,34 @@ impl Connection {
         let mut channel = self.session.channel_session().map_err(failed)?;
         #[allow(clippy::disallowed_methods)] // As in `output`: the text is a RemoteScript.
         channel.exec(&shell::exec_line(script)).map_err(failed)?;
-        Ok(RemoteProcess { channel: Some(channel), session: self.session.clone() })
+        Ok(RemoteProcess { channel: Some(channel), session: self.session.clone(), idle: self.timeouts.step })
     }
 
-    /// Opens a channel to `127.0.0.1:port` as seen from the server.
-    pub fn tunnel(&self, port: u16) -> Result<ssh2::Channel, Error> {
-        self.session.channel_direct_tcpip("127.0.0.1", port, None).map_err(|err| Error::Push {
+    /// Starts `script` on its own channel and returns the channel as a byte stream to the
+    /// script's stdin and stdout, usable until `deadline`.
+    pub fn exec_stream(&self, script: &RemoteScript, deadline: Instant) -> Result<TimedChannel, Error> {
+        let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
+        let mut channel = self.session.channel_session().map_err(failed)?;
+        #[allow(clippy::disallowed_methods)] // As in `output`: the text is a RemoteScript.
+        channel.exec(&shell::exec_line(script)).map_err(failed)?;
+        Ok(TimedChannel { channel: Some(channel), session: self.session.clone(), deadline, idle: self.timeouts.step })
+    }
+
+    /// Opens a channel to `127.0.0.1:port` as seen from the server, usable until `deadline`.
+    pub fn tunnel(&self, port: u16, deadline: Instant) -> Result<TimedChannel, Error> {
+        let channel = self.session.channel_direct_tcpip("127.0.0.1", port, None).map_err(|err| Error::Push {
             server: self.name.clone(),
             message: format!(
                 "the server refused a tunnel to its 127.0.0.1:{port} ({err}): \
                  allow it with `AllowTcpForwarding yes` (or `local`) in its sshd_config"
             ),
-        })
+        })?;
+        Ok(TimedChannel { channel: Some(channel), session: self.session.clone(), deadline, idle: self.timeouts.step })
+    }
+
+    /// The time limits this connection was opened with.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
     }
 
     /// The error for a remote `step` that exited non-zero: its stderr, or a note that it
@@ -204,7 +325,7 @@ impl RemoteProcess {
                 Err(err) => break Err(format!("{}; it printed: {}", err, text.trim())),
             }
         };
-        self.session.set_timeout(millis(STEP_TIMEOUT));
+        self.session.set_timeout(millis(self.idle));
         result
     }
 
@@ -234,8 +355,16 @@ impl RemoteProcess {
                 Err(err) => break Err(lost(err.to_string())),
             }
         };
-        self.session.set_timeout(millis(STEP_TIMEOUT));
+        self.session.set_timeout(millis(self.idle));
         result
+    }
+
+    /// Writes `bytes` to the process's stdin.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let lost =
+            |err: String| Error::Connect { server: String::new(), message: format!("lost the SSH channel: {err}") };
+        let channel = self.channel.as_mut().ok_or_else(|| lost("the process was stopped".into()))?;
+        channel.write_all(bytes).and_then(|()| channel.flush()).map_err(|err| lost(err.to_string()))
     }
 
     /// Closes the process's stdin and waits (at most `timeout` in all) for it to exit.
@@ -271,7 +400,7 @@ impl RemoteProcess {
         // Freeing waits for the remote's close too: keep that inside the deadline.
         self.session.set_timeout(millis(remaining()));
         drop(channel);
-        self.session.set_timeout(millis(STEP_TIMEOUT));
+        self.session.set_timeout(millis(self.idle));
     }
 }
 
@@ -281,19 +410,73 @@ impl Drop for RemoteProcess {
     }
 }
 
+impl TimedChannel {
+    fn channel(&mut self) -> io::Result<&mut ssh2::Channel> {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the time allowed is over"));
+        }
+        self.session.set_timeout(millis(remaining));
+        self.channel.as_mut().ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "channel closed"))
+    }
+
+    /// Whether the deadline has passed.
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// What the remote command wrote on stderr so far, read for at most a second (for error
+    /// messages).
+    pub fn stderr_text(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(channel) = self.channel.as_mut() {
+            self.session.set_timeout(1000);
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = channel.stderr().read(&mut buffer) {
+                text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        }
+        text
+    }
+}
+
+impl Read for TimedChannel {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let result = self.channel()?.read(buf);
+        result.map_err(|err| if self.expired() { io::Error::new(io::ErrorKind::TimedOut, err) } else { err })
+    }
+}
+
+impl Write for TimedChannel {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let result = self.channel()?.write(buf);
+        result.map_err(|err| if self.expired() { io::Error::new(io::ErrorKind::TimedOut, err) } else { err })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.channel()?.flush()
+    }
+}
+
+impl Drop for TimedChannel {
+    fn drop(&mut self) {
+        // Freeing a channel waits for the remote's close: bound that wait.
+        self.session.set_timeout(2000);
+        if let Some(mut channel) = self.channel.take() {
+            let _ = channel.send_eof();
+            drop(channel);
+        }
+        self.session.set_timeout(millis(self.idle));
+    }
+}
+
 /// The key types known_hosts holds for this host, plain or hashed (OpenSSH's `HashKnownHosts`,
 /// the default on Debian and Ubuntu), as libssh2 method names, so that the server is asked for
 /// a key we can actually check. libssh2 compares the offered key with every entry of the host
 /// whatever its type, so asking for another type would look like a changed key.
 fn known_key_types(known_hosts: &str, host: &str, port: u16) -> Vec<&'static str> {
-    let pattern = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
     let mut types = Vec::new();
-    for line in known_hosts.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(hosts), Some(key_type)) = (fields.next(), fields.next()) else { continue };
-        if hosts.starts_with('#') || !hosts.split(',').any(|entry| entry == pattern || hashed_match(entry, &pattern)) {
-            continue;
-        }
+    for (key_type, _) in host_entries(known_hosts, host, port) {
         let methods: &[&'static str] = match key_type {
             "ssh-ed25519" => &["ssh-ed25519"],
             "ecdsa-sha2-nistp256" => &["ecdsa-sha2-nistp256"],
@@ -311,6 +494,17 @@ fn known_key_types(known_hosts: &str, host: &str, port: u16) -> Vec<&'static str
     types
 }
 
+/// The `(key type, base64 key)` of every known_hosts line that names this host, plain or hashed.
+fn host_entries<'a>(known_hosts: &'a str, host: &str, port: u16) -> impl Iterator<Item = (&'a str, &'a str)> {
+    let pattern = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
+    known_hosts.lines().filter_map(move |line| {
+        let mut fields = line.split_whitespace();
+        let (hosts, key_type, key) = (fields.next()?, fields.next()?, fields.next().unwrap_or(""));
+        let named = hosts.split(',').any(|entry| entry == pattern || hashed_match(entry, &pattern));
+        (!hosts.starts_with('#') && named).then_some((key_type, key))
+    })
+}
+
 /// Whether a hashed known_hosts entry, `|1|<base64 salt>|<base64 HMAC-SHA1(salt, host)>`,
 /// names `pattern`.
 fn hashed_match(entry: &str, pattern: &str) -> bool {
@@ -324,20 +518,46 @@ fn hashed_match(entry: &str, pattern: &str) -> bool {
     mac.verify_slice(&hash).is_ok()
 }
 
-fn check_host_key(session: &Session, server: &Server, known_hosts: &Path, name: &str) -> Result<(), Error> {
+/// Checks the server's key against known_hosts. With `accept-new`, a host that has no entry
+/// gets one (its key's fingerprint is returned); a key that differs from an entry is always
+/// refused.
+fn check_host_key(
+    session: &Session,
+    server: &Server,
+    options: &SshOptions,
+    name: &str,
+) -> Result<Option<String>, Error> {
+    let known_hosts = options.known_hosts.as_path();
     let refuse = |message: String| Error::HostKey { server: name.to_string(), message };
-    let (key, _) = session.host_key().ok_or_else(|| refuse("the server sent no host key".to_string()))?;
+    let (key, key_type) = session.host_key().ok_or_else(|| refuse("the server sent no host key".to_string()))?;
     let fingerprint = session
         .host_key_hash(HashType::Sha256)
         .map(|hash| format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(hash)))
         .unwrap_or_else(|| "unknown".to_string());
     let mut known = session.known_hosts().map_err(|err| refuse(err.to_string()))?;
-    known
-        .read_file(known_hosts, KnownHostFileKind::OpenSSH)
-        .map_err(|err| refuse(format!("cannot parse known_hosts file `{}`: {err}", known_hosts.display())))?;
+    if known_hosts.exists() || options.host_key_policy == HostKeyPolicy::Strict {
+        known
+            .read_file(known_hosts, KnownHostFileKind::OpenSSH)
+            .map_err(|err| refuse(format!("cannot parse known_hosts file `{}`: {err}", known_hosts.display())))?;
+    }
     let entry = if server.port == 22 { server.host.clone() } else { format!("[{}]:{}", server.host, server.port) };
     match known.check_port(&server.host, server.port, key) {
-        CheckResult::Match => Ok(()),
+        CheckResult::Match => Ok(None),
+        CheckResult::NotFound if options.host_key_policy == HostKeyPolicy::AcceptNew => {
+            let line = format!(
+                "{entry} {} {}\n",
+                key_type_name(key_type)
+                    .ok_or_else(|| refuse(format!("the server's key type {key_type:?} is not supported")))?,
+                base64::engine::general_purpose::STANDARD.encode(key)
+            );
+            append_known_host(known_hosts, &line).map_err(|err| {
+                refuse(format!(
+                    "cannot record its key ({fingerprint}) in `{}`: {err}: fix the file's permissions or set `ssh.known_hosts`",
+                    known_hosts.display()
+                ))
+            })?;
+            Ok(Some(fingerprint))
+        }
         CheckResult::NotFound => Err(refuse(format!(
             "`{entry}` is not in `{file}`; its key fingerprint is {fingerprint}. If that is the server's \
              fingerprint, trust it with `ssh-keyscan -p {port} {host} >> {file}` (or connect once with \
@@ -348,13 +568,54 @@ fn check_host_key(session: &Session, server: &Server, known_hosts: &Path, name: 
             user = server.user,
         ))),
         CheckResult::Mismatch => Err(refuse(format!(
-            "the key offered by `{entry}` ({fingerprint}) differs from the one in `{file}`: the server \
+            "the key offered by `{entry}` ({fingerprint}) differs from the one in `{file}` ({recorded}): the server \
              was reinstalled, or someone is in the middle. Deploying is refused. If the change is \
              expected, remove the old key with `ssh-keygen -R '{entry}' -f {file}` and trust the new one",
             file = known_hosts.display(),
+            recorded = recorded_fingerprints(known_hosts, &server.host, server.port).join(", "),
         ))),
         CheckResult::Failure => Err(refuse(format!("could not check the key against `{}`", known_hosts.display()))),
     }
+}
+
+/// The SHA256 fingerprints of the keys known_hosts holds for this host, as `ssh-keygen -l`
+/// shows them.
+fn recorded_fingerprints(known_hosts: &Path, host: &str, port: u16) -> Vec<String> {
+    use sha2::Digest;
+    let text = std::fs::read_to_string(known_hosts).unwrap_or_default();
+    let engine = base64::engine::general_purpose::STANDARD;
+    host_entries(&text, host, port)
+        .filter_map(|(key_type, key)| {
+            let hash = sha2::Sha256::digest(engine.decode(key).ok()?);
+            Some(format!("{key_type} SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(hash)))
+        })
+        .collect()
+}
+
+/// The known_hosts name of a key type.
+fn key_type_name(key_type: HostKeyType) -> Option<&'static str> {
+    match key_type {
+        HostKeyType::Rsa => Some("ssh-rsa"),
+        HostKeyType::Dss => Some("ssh-dss"),
+        HostKeyType::Ecdsa256 => Some("ecdsa-sha2-nistp256"),
+        HostKeyType::Ecdsa384 => Some("ecdsa-sha2-nistp384"),
+        HostKeyType::Ecdsa521 => Some("ecdsa-sha2-nistp521"),
+        HostKeyType::Ed25519 => Some("ssh-ed25519"),
+        _ => None,
+    }
+}
+
+/// Appends `line` to the known_hosts file, creating it (mode 0600, in a 0700 directory) if needed.
+fn append_known_host(path: &Path, line: &str) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty() && !dir.exists()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    // A file that does not end with a newline would glue our entry to its last line.
+    let ends_cleanly = std::fs::read(path).map(|text| text.is_empty() || text.ends_with(b"\n")).unwrap_or(true);
+    let text = if ends_cleanly { line.to_string() } else { format!("\n{line}") };
+    file.write_all(text.as_bytes())
 }
 
 fn authenticate(session: &Session, server: &Server, options: &SshOptions, name: &str) -> Result<(), Error> {

@@ -83,6 +83,7 @@ if ! mkdir "$state/lock" 2>/dev/null; then
   if ! mkdir "$state/lock" 2>/dev/null; then echo "holder user=another deploy, just now"; exit {EXIT_LOCKED}; fi
 fi
 printf '%s\n' {info} "connection=$PPID $(start_time "$PPID")" > "$state/lock/info"
+{STOP_RECEIVE_PACKS}
 {REMOVE_UNFINISHED}
 for pidfile in "$state"/daemon.*.pid; do
   [ -f "$pidfile" ] || continue
@@ -95,7 +96,7 @@ for pidfile in "$state"/daemon.*.pid; do
       # The parent pid is the second field after the command name in /proc/<pid>/stat.
       stat=$(cat "/proc/$pid/stat" 2>/dev/null || true)
       set -- ${{stat##*) }}
-      if [ "${{2:-}}" = 1 ]; then kill "$pid" 2>/dev/null; echo "reaped $pid"; rm -f "$pidfile"; fi ;;
+      if [ "${{2:-}}" = 1 ]; then kill -KILL -"$pid" "$pid" 2>/dev/null; echo "reaped $pid"; rm -f "$pidfile"; fi ;;
     *) rm -f "$pidfile" ;;
   esac
 done
@@ -109,6 +110,10 @@ cat >/dev/null
 # SIGPIPE and kill this shell before the lock is released.
 exec >/dev/null 2>&1
 if grep -qxF {token} "$state/lock/info" 2>/dev/null; then
+{STOP_RECEIVE_PACKS}
+  # A step of this deploy may still be extracting into its release: its own watchdog stops it
+  # on the same EOF; give that a moment before removing what it made.
+  for marker in "$state"/preparing.*; do [ -f "$marker" ] && sleep 1; break; done
 {REMOVE_UNFINISHED}
 fi
 lock="$state/lock"
@@ -137,8 +142,7 @@ pub fn batch_script(scripts: &[&RemoteScript]) -> RemoteScript {
     RemoteScript { name, text }
 }
 
-/// The marker [`batch_script`] prints after each step that succeeded.
-pub const STEP_DONE: &str = "@@xtask-deploy-step-done";
+pub use crate::shell::STEP_DONE;
 
 /// The line the preflight prints once it holds the lock and has reported the state.
 pub const READY: &str = "@@xtask-deploy-ready";
@@ -190,9 +194,15 @@ fn release_lock(token: Option<&str>) -> String {
 
 /// Runs a `git daemon` for this deploy in the foreground of its exec channel: it listens on
 /// 127.0.0.1:`port` only, serves only `repo/` (and `submodule_repos`, relative to `deploy_to`,
-/// created if needed), and accepts pushes. It dies when the channel's stdin reaches EOF (the
-/// deployer finished, died or lost its connection) and in any case after `max_seconds`. Its pid
-/// is kept in a pid file that a later preflight reaps if it was orphaned.
+/// created if needed), accepts pushes and nothing else (no fetch, no archive). It dies when the
+/// channel's stdin reaches EOF (the deployer finished, died or lost its connection) and in any
+/// case after `max_seconds`. Its pid is kept in a pid file that a later preflight reaps if it
+/// was orphaned.
+///
+/// The port is open to every local user of the server while the daemon runs, so an access hook
+/// admits only connections of this deploy: the first line of stdin holds one-time tokens
+/// (space-separated; never in a command line, which any local user can read), and each
+/// connection must name an unused one as its `host`.
 pub fn daemon_script(config: &Config, port: u16, max_seconds: u64, submodule_repos: &[&str]) -> RemoteScript {
     let mut served = String::from("\"$d/repo\"");
     let mut create = String::new();
@@ -207,24 +217,80 @@ pub fn daemon_script(config: &Config, port: u16, max_seconds: u64, submodule_rep
         r#"set -u
 d={deploy_to}
 pidfile="$d/{STATE_DIR}/daemon.{port}.pid"
-{create}exec 3<&0
+hook="$d/{STATE_DIR}/daemon.{port}.access"
+{create}IFS= read -r tokens || exit 1
+(
+  umask 077
+  printf '%s\n' $tokens > "${{hook%.access}}.tokens"
+  cat > "$hook" <<'HOOK'
+{ACCESS_HOOK}
+HOOK
+  chmod 700 "$hook"
+) || exit 1
+# git daemon runs the hook through a shell: hand it the path single-quoted.
+quoted_hook="'$(printf '%s' "$hook" | sed "s/'/'\\\\''/g")'"
+cleanup() {{ rm -f "$pidfile" "$hook" "${{hook%.access}}.tokens" "${{hook%.access}}.tokens.next"; }}
+exec 3<&0
 timeout {max_seconds} git daemon --verbose --listen=127.0.0.1 --port={port} --strict-paths \
-  --export-all --enable=receive-pack --informative-errors --init-timeout=30 --timeout={max_seconds} \
+  --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \
+  --forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive \
+  --access-hook="$quoted_hook" --informative-errors --init-timeout=30 --timeout={max_seconds} \
   {served} </dev/null &
 daemon=$!
 echo "$daemon" > "$pidfile"
-( cat <&3 >/dev/null 2>&1; kill "$daemon" 2>/dev/null ) >/dev/null 2>&1 &
+# `timeout` leads its own process group: the daemon, its per-connection children, receive-pack
+# and the repository's hooks. Stop all of it: the daemon itself may be gone already (SIGPIPE
+# on its log once the channel is closed) while a connection's children live on, and those
+# ignore SIGTERM (git daemon's doing), so they get SIGKILL.
+( cat <&3 >/dev/null 2>&1; kill -TERM -"$daemon" "$daemon" 2>/dev/null; sleep 1; kill -KILL -"$daemon" 2>/dev/null ) >/dev/null 2>&1 &
 watchdog=$!
-exec 3<&-
+# The daemon keeps the channel's stderr; this shell must not write to it once the deployer may be
+# gone (`wait` reports a killed daemon on stderr, and SIGPIPE would stop the clean-up below).
+exec 3<&- >/dev/null 2>&1
 wait "$daemon"
 status=$?
 kill "$watchdog" 2>/dev/null
-rm -f "$pidfile"
+kill -KILL -"$daemon" 2>/dev/null
+cleanup
 exit $status
 "#,
         deploy_to = quote(&config.deploy_to),
     );
     RemoteScript { name: "git daemon", text }
+}
+
+/// The daemon's access hook (`$1` service, `$2` path, `$3` the `host` the client sent): a push
+/// naming an unused token of this deploy is let in, and its token is used up.
+const ACCESS_HOOK: &str = r#"#!/bin/sh
+tokens="${0%.access}.tokens"
+umask 077
+if [ "$1" != receive-pack ]; then echo "this daemon only receives a deploy's push"; exit 1; fi
+if [ -z "$3" ] || ! grep -qxF -e "$3" "$tokens" 2>/dev/null; then echo "not a connection of this deploy"; exit 1; fi
+grep -vxF -e "$3" "$tokens" > "$tokens.next"
+mv -f "$tokens.next" "$tokens"
+exit 0"#;
+
+/// Runs `git receive-pack` on `repo` (relative to `deploy_to`; created bare if `create`) in
+/// the foreground of its exec channel, for `transport = "exec"`. Its process group is named in a
+/// pid file, so that the lock keeper can stop it (and a server-side hook it runs) when the
+/// deployer is gone, since receive-pack itself notices that only when it next reads.
+pub fn receive_pack_script(config: &Config, repo: &str, create: bool) -> RemoteScript {
+    let create = if create { "[ -d \"$repo\" ] || git init --quiet --bare \"$repo\" || exit 1\n" } else { "" };
+    let text = format!(
+        r#"set -u
+d={deploy_to}
+repo="$d"/{repo}
+{create}pidfile="$d/{STATE_DIR}/receive-pack.$$.pid"
+echo "$$" > "$pidfile"
+git receive-pack "$repo"
+status=$?
+rm -f "$pidfile"
+exit $status
+"#,
+        deploy_to = quote(&config.deploy_to),
+        repo = quote(repo),
+    );
+    RemoteScript { name: "git receive-pack", text }
 }
 
 /// Makes `releases/<name>` from the pushed commit (never from a branch name): its files (by
@@ -234,7 +300,9 @@ exit $status
 pub fn prepare_script(config: &Config, release: &Release, submodules: &[SubmoduleRelease]) -> RemoteScript {
     let mut checks = String::new();
     for file in &config.linked_files {
-        checks.push_str(&format!("[ -e \"$d/shared\"/{file} ] || missing=\"$missing {file}\"\n", file = quote(file)));
+        // The quoted name goes outside the double quotes: inside them its single quotes would be
+        // literal, and a `$(...)` in it would run.
+        checks.push_str(&format!("[ -e \"$d/shared\"/{file} ] || missing=\"$missing \"{file}\n", file = quote(file)));
     }
     let extract = match config.cache {
         Cache::Archive => r#"{ git --git-dir=repo archive --format=tar "$sha" || echo "git archive failed" > "$failed"; } | tar -x -f - -C "releases/$rel""#.to_string(),
@@ -448,6 +516,19 @@ holder_alive() {
   set -- $holder
   [ -n "${2:-}" ] && [ "$(start_time "$1")" = "$2" ]
 }"#;
+
+/// Stops every `git receive-pack` of `transport = "exec"` named by a pid file (the process
+/// group: receive-pack and any hook it runs). Run only while holding the lock, when the push
+/// that started it is over or its deployer is gone.
+const STOP_RECEIVE_PACKS: &str = r#"for pidfile in "$state"/receive-pack.*.pid; do
+  [ -f "$pidfile" ] || continue
+  pid=$(cat "$pidfile")
+  case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
+  case "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" in
+    *"git receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
+  esac
+  rm -f "$pidfile"
+done"#;
 
 /// Removes the releases that a deploy prepared but never published or discarded (it was
 /// interrupted or killed), unless one became current. Run only while holding the lock.

@@ -55,14 +55,14 @@ fn lock_one(
     reporter: &mut dyn Reporter,
 ) -> Result<Server, Error> {
     let started = Instant::now();
-    let connection = Connection::open(server, &config.ssh)?;
+    let connection = Connection::open(config, server)?;
     let connect = started.elapsed();
-    reporter.event(Event::Connected { server: connection.name().to_string(), elapsed: connect });
+    super::connected(reporter, config, &connection, connect);
     let preflight = plan::preflight_script(config, lock);
     let deadline = lock_wait.map(|wait| Instant::now() + wait);
     loop {
         let mut keeper = connection.spawn(&preflight)?;
-        let output = match keeper.wait_for_line(plan::READY, crate::ssh::STEP_TIMEOUT)? {
+        let output = match keeper.wait_for_line(plan::READY, config.timeouts.step)? {
             Ok(stdout) => {
                 let state = plan::parse_state(&stdout);
                 if !state.stale.is_empty() {

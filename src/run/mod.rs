@@ -8,7 +8,7 @@ mod push;
 
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::config::{Config, TransportKind};
 use crate::local;
 use crate::plan::{self, Action, LockInfo, Plan, Release, RemoteState, Step, SubmoduleRelease};
 use crate::report::{Event, Reporter};
@@ -19,7 +19,7 @@ use crate::Error;
 
 pub(crate) use lock::{lock_all, new_lock, unlock_all};
 use push::random;
-use push::{push_all, start_daemon};
+use push::{push_all, start_daemon, Receiver};
 
 /// Choices for one deploy that are not part of the configuration.
 #[derive(Debug, Clone, Default)]
@@ -70,14 +70,28 @@ pub struct ServerReport {
 pub fn setup(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error> {
     for server in &config.servers {
         let started = Instant::now();
-        let connection = Connection::open(server, &config.ssh)?;
-        reporter.event(Event::Connected { server: connection.name().to_string(), elapsed: started.elapsed() });
+        let connection = Connection::open(config, server)?;
+        connected(reporter, config, &connection, started.elapsed());
         let stdout = connection.run(&plan::setup_script(config))?;
         for what in stdout.lines().filter_map(|line| line.strip_prefix("created ")) {
             reporter.event(Event::Created { server: connection.name().to_string(), what: what.to_string() });
         }
     }
     Ok(())
+}
+
+/// Reports a new connection, and the host key recorded for it under `accept-new`.
+pub(crate) fn connected(reporter: &mut dyn Reporter, config: &Config, connection: &Connection, elapsed: Duration) {
+    reporter.event(Event::Connected { server: connection.name().to_string(), elapsed });
+    if let Some(fingerprint) = &connection.accepted_key {
+        reporter.event(Event::Warning {
+            message: format!(
+                "recorded the host key of {} ({fingerprint}) in `{}` (`host_key_policy = \"accept-new\"`)",
+                connection.name(),
+                config.ssh.known_hosts.display()
+            ),
+        });
+    }
 }
 
 /// What a deploy knows before it reaches any server.
@@ -290,21 +304,33 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// On one server: start the daemon, push the commit and submodules, stop the daemon.
+    /// On one server: start the daemon, push the commit and submodules, stop the daemon (or,
+    /// with `transport = "exec"`, push each through `git receive-pack` in an exec channel).
     fn push(&mut self, index: usize) -> Result<(), Error> {
         let server = &mut self.servers[index];
         let connection = &server.connection;
         let name = connection.name().to_string();
         let started = Instant::now();
-        let repos: Vec<&str> = self.local.submodules.iter().map(|sub| sub.release.repo.as_str()).collect();
-        let (daemon, port) = start_daemon(self.config, connection, &repos)?;
-        server.report.daemon = started.elapsed();
-        self.reporter.event(Event::DaemonReady { server: name.clone(), port, elapsed: server.report.daemon });
+        let (daemon, receiver) = match self.config.transport {
+            TransportKind::Daemon => {
+                let repos: Vec<&str> = self.local.submodules.iter().map(|sub| sub.release.repo.as_str()).collect();
+                let (daemon, receiver) = start_daemon(self.config, connection, &repos)?;
+                server.report.daemon = started.elapsed();
+                if let Receiver::Daemon { port, .. } = &receiver {
+                    let event = Event::DaemonReady { server: name.clone(), port: *port, elapsed: server.report.daemon };
+                    self.reporter.event(event);
+                }
+                (Some(daemon), receiver)
+            }
+            TransportKind::Exec => (None, Receiver::Exec),
+        };
         let push_started = Instant::now();
         self.reporter.event(Event::Pushing { server: name.clone(), sha: self.plan.release.sha.clone() });
-        let pushed = push_all(self.config, connection, self.local, port, self.pack);
+        let pushed = push_all(self.config, connection, self.local, &receiver, self.pack);
         // The daemon lives only while the push lasts, whatever its outcome.
-        daemon.finish(Duration::from_secs(10));
+        if let Some(daemon) = daemon {
+            daemon.finish(Duration::from_secs(10));
+        }
         server.report.bytes_sent = pushed?;
         server.report.push = push_started.elapsed();
         self.reporter.event(Event::Pushed {

@@ -3,7 +3,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::local::push_refname;
@@ -14,56 +14,90 @@ use crate::Error;
 
 use super::LocalState;
 
-/// The longest a deploy's git daemon may live, whatever happens to the deploy.
-pub const DAEMON_MAX_LIFETIME: Duration = Duration::from_secs(900);
 /// How long the daemon may take to start listening.
 const DAEMON_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much longer than `timeouts.push` the daemon may live, whatever happens to the deploy.
+const DAEMON_GRACE: Duration = Duration::from_secs(60);
 /// The ref a submodule's deployed commit is pushed to in its server-side repository.
 const SUBMODULE_REF: &str = "refs/heads/deployed";
 /// How many ports are tried when the chosen one is taken.
 const DAEMON_PORT_ATTEMPTS: usize = 8;
 
+/// What receives the pushes on one server.
+pub(super) enum Receiver {
+    /// The deploy's git daemon, and the one-time tokens it admits (one per push, in order).
+    Daemon { port: u16, tokens: Vec<String> },
+    /// `git receive-pack` in an exec channel per push.
+    Exec,
+}
+
 /// Pushes the commit, then each submodule's commit into its own repository, each through its
-/// own tunnel to the daemon. Returns the bytes sent in all.
+/// own channel, all within `timeouts.push`. Returns the bytes sent in all.
 pub(super) fn push_all(
     config: &Config,
     connection: &Connection,
     local: &LocalState,
-    port: u16,
+    receiver: &Receiver,
     pack: transport::PackMethod,
 ) -> Result<u64, Error> {
-    let failed = |message: String| Error::Push { server: connection.name().to_string(), message };
-    let repo_path = format!("{}/repo", config.deploy_to);
+    let deadline = Instant::now() + config.timeouts.push;
+    let failed = |what: &str, message: String| {
+        let message = if Instant::now() >= deadline {
+            format!(
+                "{what}did not finish within {}s (`timeouts.push`): raise it for a large first push over a slow link ({message})",
+                config.timeouts.push.as_secs()
+            )
+        } else {
+            format!("{what}{message}")
+        };
+        Error::Push { server: connection.name().to_string(), message }
+    };
     let refname = push_refname(&local.revision.branch);
-    let push = transport::DaemonPush { path: &repo_path, port, sha: &local.revision.sha, refname: &refname };
-    let mut bytes_sent =
-        transport::push_through_daemon(&local.repo, connection.tunnel(port)?, &push, pack).map_err(failed)?.bytes_sent;
+    let mut targets = vec![(None, "repo", local.revision.sha.as_str(), refname.as_str())];
     for submodule in &local.submodules {
-        let repo = git2::Repository::open(&submodule.git_dir)
-            .map_err(|err| failed(format!("cannot open submodule `{}`: {}", submodule.release.path, err.message())))?;
-        let path = format!("{}/{}", config.deploy_to, submodule.release.repo);
-        let push = transport::DaemonPush { path: &path, port, sha: &submodule.release.commit, refname: SUBMODULE_REF };
-        let stats = transport::push_through_daemon(&repo, connection.tunnel(port)?, &push, pack)
-            .map_err(|message| failed(format!("submodule `{}`: {message}", submodule.release.path)))?;
-        bytes_sent += stats.bytes_sent;
+        let repo = git2::Repository::open(&submodule.git_dir).map_err(|err| {
+            failed("", format!("cannot open submodule `{}`: {}", submodule.release.path, err.message()))
+        })?;
+        targets.push((Some((repo, submodule)), &submodule.release.repo, &submodule.release.commit, SUBMODULE_REF));
+    }
+    let mut bytes_sent = 0;
+    for (index, (submodule, path, sha, refname)) in targets.iter().enumerate() {
+        let repo = submodule.as_ref().map(|(repo, _)| repo).unwrap_or(&local.repo);
+        let what = submodule.as_ref().map(|(_, sub)| format!("submodule `{}`: ", sub.release.path)).unwrap_or_default();
+        let stats = match receiver {
+            Receiver::Daemon { port, tokens } => {
+                let full_path = format!("{}/{path}", config.deploy_to);
+                let push = transport::DaemonPush { path: &full_path, port: *port, sha, refname, token: &tokens[index] };
+                transport::push_through_daemon(repo, connection.tunnel(*port, deadline)?, &push, pack)
+            }
+            Receiver::Exec => {
+                let script = plan::receive_pack_script(config, path, submodule.is_some());
+                transport::push_through_exec(repo, connection.exec_stream(&script, deadline)?, sha, refname, pack)
+            }
+        };
+        bytes_sent += stats.map_err(|message| failed(&what, message))?.bytes_sent;
     }
     Ok(bytes_sent)
 }
 
 /// Starts the deploy's git daemon on a free loopback port of the server, trying other ports
-/// when the chosen one is taken, and waits until it listens.
+/// when the chosen one is taken, and waits until it listens. It admits `pushes` connections.
 pub(super) fn start_daemon(
     config: &Config,
     connection: &Connection,
     submodule_repos: &[&str],
-) -> Result<(RemoteProcess, u16), Error> {
+) -> Result<(RemoteProcess, Receiver), Error> {
     let mut last_output = String::new();
+    let lifetime = config.timeouts.push + DAEMON_GRACE;
     for attempt in 0..DAEMON_PORT_ATTEMPTS {
         let port = 10_000 + (random() ^ attempt as u64) as u16 % 22_000;
-        let script = plan::daemon_script(config, port, DAEMON_MAX_LIFETIME.as_secs(), submodule_repos);
+        let script = plan::daemon_script(config, port, lifetime.as_secs(), submodule_repos);
+        let tokens: Vec<String> =
+            (0..=submodule_repos.len()).map(|_| format!("{:016x}{:016x}", random(), random())).collect();
         let mut process = connection.spawn(&script)?;
+        process.send(format!("{}\n", tokens.join(" ")).as_bytes())?;
         match process.wait_for_stderr("Ready to rumble", DAEMON_READY_TIMEOUT) {
-            Ok(_) => return Ok((process, port)),
+            Ok(_) => return Ok((process, Receiver::Daemon { port, tokens })),
             Err(output) if output.contains("unable to allocate") || output.contains("in use") => {
                 last_output = output;
                 continue;

@@ -1,5 +1,6 @@
 //! How git objects reach the server's `repo/`: a push through an SSH `direct-tcpip` channel to
-//! the deploy's temporary `git daemon`. No local port is opened and no pump thread runs.
+//! the deploy's temporary `git daemon` (`transport = "daemon"`), or to `git receive-pack` run in
+//! an SSH exec channel (`transport = "exec"`). No local port is opened and no pump thread runs.
 //!
 //! Two ways to push over that stream ([`PackMethod`]):
 //! - [`receive_pack`]: our own client of git's receive-pack protocol, sending a *thin* pack from
@@ -19,9 +20,11 @@ use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream, Trans
 /// The URL scheme of the tunnel transport.
 const SCHEME: &str = "xtask-deploy";
 
+use crate::ssh::TimedChannel;
+
 /// A tunnel waiting to be picked up by libgit2: the channel and the git:// request to send first.
 struct Pending {
-    channel: ssh2::Channel,
+    channel: TimedChannel,
     request: Vec<u8>,
     bytes_sent: Arc<AtomicU64>,
 }
@@ -79,31 +82,72 @@ pub struct DaemonPush<'a> {
     pub sha: &'a str,
     /// The ref it is pushed to.
     pub refname: &'a str,
+    /// The one-time token the daemon's access hook admits this connection by.
+    pub token: &'a str,
 }
 
 /// Makes `push` from `repo` through `channel`, a tunnel to the daemon.
 pub fn push_through_daemon(
     repo: &git2::Repository,
-    channel: ssh2::Channel,
+    channel: TimedChannel,
     push: &DaemonPush<'_>,
     method: PackMethod,
 ) -> Result<PushStats, String> {
+    push_over(repo, channel, daemon_request(push.path, push.port, push.token), push.sha, push.refname, method)
+}
+
+/// Pushes commit `sha` of `repo` to `refname` through `channel`, an exec channel running
+/// `git receive-pack` on the repository.
+pub fn push_through_exec(
+    repo: &git2::Repository,
+    channel: TimedChannel,
+    sha: &str,
+    refname: &str,
+    method: PackMethod,
+) -> Result<PushStats, String> {
+    push_over(repo, channel, Vec::new(), sha, refname, method)
+}
+
+/// The push itself, once `request` (the git:// opening line, if any) is sent.
+fn push_over(
+    repo: &git2::Repository,
+    channel: TimedChannel,
+    request: Vec<u8>,
+    sha: &str,
+    refname: &str,
+    method: PackMethod,
+) -> Result<PushStats, String> {
     match method.resolve() {
-        PackMethod::Libgit2 => push_with_libgit2(repo, channel, push),
+        PackMethod::Libgit2 => push_with_libgit2(repo, channel, request, sha, refname),
         _ => {
             let mut stream = Stream { channel, bytes_sent: Arc::new(AtomicU64::new(0)) };
-            stream
-                .write_all(&daemon_request(push.path, push.port))
-                .map_err(|err| format!("cannot reach the git daemon through the tunnel: {err}"))?;
-            receive_pack::push(repo, &mut stream, push.sha, push.refname)?;
+            stream.write_all(&request).map_err(|err| format!("cannot reach git on the server: {err}"))?;
+            let exec = request.is_empty();
+            let result = receive_pack::push(repo, &mut stream, sha, refname);
+            // An exec channel has the remote git's stderr (`fatal: ...`); a tunnel has none.
+            result.map_err(|message| if exec { with_stderr(message, &mut stream.channel) } else { message })?;
+            // receive-pack goes on after its report (post-receive hooks, auto gc): wait for it to
+            // close the connection, as `git push` does, so that stopping the daemon cuts nothing.
+            let mut rest = [0u8; 4096];
+            while let Ok(1..) = stream.read(&mut rest) {}
             Ok(PushStats { bytes_sent: stream.bytes_sent.load(Ordering::Relaxed) })
         }
     }
 }
 
-/// The git:// protocol's opening request for a push to `path`, as one pkt-line.
-pub fn daemon_request(path: &str, port: u16) -> Vec<u8> {
-    let body = format!("git-receive-pack {path}\0host=127.0.0.1:{port}\0");
+/// `message`, followed by what the remote side printed on stderr, if anything.
+fn with_stderr(message: String, channel: &mut TimedChannel) -> String {
+    match channel.stderr_text().trim() {
+        "" => message,
+        stderr => format!("{message}; the server said: {stderr}"),
+    }
+}
+
+/// The git:// protocol's opening request for a push to `path`, as one pkt-line. The `host`
+/// field carries `token`, which the daemon hands to its access hook: only a connection that
+/// knows a token of this deploy is let in, and each token admits one connection.
+pub fn daemon_request(path: &str, port: u16, token: &str) -> Vec<u8> {
+    let body = format!("git-receive-pack {path}\0host={token}:{port}\0");
     let mut line = format!("{:04x}", body.len() + 4).into_bytes();
     line.extend_from_slice(body.as_bytes());
     line
@@ -113,15 +157,17 @@ pub fn daemon_request(path: &str, port: u16) -> Vec<u8> {
 /// a ref the server rejects is an error.
 fn push_with_libgit2(
     repo: &git2::Repository,
-    channel: ssh2::Channel,
-    push: &DaemonPush<'_>,
+    channel: TimedChannel,
+    request: Vec<u8>,
+    sha: &str,
+    refname: &str,
 ) -> Result<PushStats, String> {
     register();
     let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
     let bytes_sent = Arc::new(AtomicU64::new(0));
-    let pending = Pending { channel, request: daemon_request(push.path, push.port), bytes_sent: bytes_sent.clone() };
+    let pending = Pending { channel, request, bytes_sent: bytes_sent.clone() };
     PENDING.lock().unwrap().get_or_insert_with(HashMap::new).insert(token, pending);
-    let result = libgit2_push(repo, &format!("{SCHEME}://{token}"), push.sha, push.refname);
+    let result = libgit2_push(repo, &format!("{SCHEME}://{token}"), sha, refname);
     if let Some(table) = PENDING.lock().unwrap().as_mut() {
         table.remove(&token);
     }
@@ -190,7 +236,7 @@ impl SmartSubtransport for Subtransport {
 
 /// The tunnel as libgit2 sees it: a byte stream that counts what is sent.
 struct Stream {
-    channel: ssh2::Channel,
+    channel: TimedChannel,
     bytes_sent: Arc<AtomicU64>,
 }
 
@@ -218,9 +264,9 @@ mod tests {
 
     #[test]
     fn daemon_request_is_one_pkt_line() {
-        let request = daemon_request("/srv/a b/repo", 40000);
+        let request = daemon_request("/srv/a b/repo", 40000, "0123abcd");
         let text = String::from_utf8(request).unwrap();
-        assert_eq!(text, "0038git-receive-pack /srv/a b/repo\0host=127.0.0.1:40000\0");
+        assert_eq!(text, "0037git-receive-pack /srv/a b/repo\0host=0123abcd:40000\0");
         assert_eq!(usize::from_str_radix(&text[..4], 16).unwrap(), text.len());
     }
 }
