@@ -72,7 +72,16 @@ fn release_files(world: &World, release: &str) -> std::collections::BTreeMap<Pat
 
 #[test]
 fn nested_submodules_deploy_from_the_servers_own_repositories() {
-    let world = world_with_nested_submodules("");
+    nested_submodules_deploy("");
+}
+
+#[test]
+fn nested_submodules_deploy_through_the_exec_transport() {
+    nested_submodules_deploy("transport = \"exec\"");
+}
+
+fn nested_submodules_deploy(config: &str) {
+    let world = world_with_nested_submodules(config);
     world.setup();
     let first = world.deploy();
     assert_eq!(release_files(&world, &first.release), recursive_checkout(world.app.dir()));

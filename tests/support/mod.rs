@@ -201,3 +201,96 @@ pub fn incompressible(len: usize, seed: u64) -> String {
         })
         .collect()
 }
+
+/// A point where a deploy can be held on the server, for fault tests: shell code that, while
+/// `armed`, marks `held` and waits (60 s at most) until `released`.
+pub struct Hold {
+    pub dir: PathBuf,
+}
+
+impl Hold {
+    pub fn new(world: &World) -> Hold {
+        let dir = world.server.dir().join("hold");
+        fs::create_dir_all(&dir).unwrap();
+        Hold { dir }
+    }
+
+    /// The shell code that holds (paths quoted for `sh`; no double quotes, for TOML strings).
+    pub fn fragment(&self) -> String {
+        let dir = self.dir.display();
+        format!(
+            "if [ -e '{dir}/armed' ] && [ ! -e '{dir}/released' ]; then : > '{dir}/held'; i=0; \
+             while [ ! -e '{dir}/released' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; fi"
+        )
+    }
+
+    /// Puts a `git` first on the server's `PATH` that holds when invoked with `subcommand`.
+    pub fn install_git_shim(&self, world: &World, subcommand: &str) {
+        let real = Command::new("sh").arg("-c").arg("command -v git").output().unwrap();
+        let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+        let shim = world.server.bin_dir().join("git");
+        fs::write(
+            &shim,
+            format!(
+                "#!/bin/sh\ncase \" $* \" in *' {subcommand} '*) {} ;; esac\nexec '{real}' \"$@\"\n",
+                self.fragment()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+
+    pub fn arm(&self) {
+        fs::write(self.dir.join("armed"), "").unwrap();
+    }
+
+    /// Waits until something is held; false after `timeout`.
+    pub fn wait_held(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.dir.join("held").exists() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    pub fn release(&self) {
+        fs::write(self.dir.join("released"), "").unwrap();
+        let _ = fs::remove_file(self.dir.join("armed"));
+    }
+}
+
+impl World {
+    /// Processes on the server that belong to this world (their command line names its dir:
+    /// scripts, daemons, hooks), except the listening sshd itself.
+    /// Hooks and `git receive-pack` do not name it but run in it: processes whose working
+    /// directory is under it count too.
+    pub fn our_processes(&self) -> Vec<(u32, String)> {
+        let dir = self.server.dir().display().to_string();
+        let mut found = LoopbackServer::processes_mentioning(&dir);
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+            let Ok(cwd) = fs::read_link(format!("/proc/{pid}/cwd")) else { continue };
+            if cwd.starts_with(self.server.dir()) && !found.iter().any(|(known, _)| *known == pid) {
+                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ").trim().to_string()));
+            }
+        }
+        found.retain(|(pid, cmdline)| *pid != self.server.pid() && *pid != std::process::id() && !cmdline.is_empty());
+        found
+    }
+
+    /// Waits up to `timeout` for [`World::our_processes`] to be gone; returns those left.
+    pub fn our_processes_after(&self, timeout: Duration) -> Vec<(u32, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = self.our_processes();
+            if left.is_empty() || Instant::now() > deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

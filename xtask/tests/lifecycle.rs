@@ -235,7 +235,8 @@ fn a_deploy_killed_between_prepare_and_publish_leaves_no_release_behind() {
     }
     assert_eq!(world.releases(), vec![first.release.clone()]);
     assert!(!world.locked());
-    // The hook, still running on the server, now finishes: its publish must not switch current.
+    // The hook was stopped with its deploy; even if it were not, publish finds its claim gone.
+    assert_eq!(world.our_processes_after(std::time::Duration::from_secs(5)), vec![], "the hook still runs");
     fs::write(&go, "").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(world.current(), Some(first.release.clone()));

@@ -1,0 +1,375 @@
+//! Nobody let in, nothing left waiting: the exec transport, the daemon's door, host-key
+//! policies, time limits and hostile values, each against the loopback sshd.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use support::World;
+use xtask_deploy::report::{Collect, Event};
+use xtask_deploy::{DeployOptions, Error};
+
+fn executable(path: &std::path::Path, text: &str) {
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A pre-receive hook in the server's `repo/` that appends to `<deploy_to>/../seen` the git
+/// daemons serving this repository while a push is received (this world's only).
+fn record_daemons_during_push(world: &World) {
+    executable(
+        &world.deploy_to.join("repo/hooks/pre-receive"),
+        "#!/bin/sh\ncat >/dev/null\nfor f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < \"$f\" 2>/dev/null; echo; done \
+         | grep 'git-daemon' | grep -cF \"$PWD\" >> ../../seen\nexit 0\n",
+    );
+}
+
+#[test]
+fn the_exec_transport_deploys_with_no_daemon_and_sends_only_the_change() {
+    let world = World::with_config("transport = \"exec\"");
+    world.setup();
+    record_daemons_during_push(&world);
+    let mut events = Collect::default();
+    let first = xtask_deploy::deploy(&world.config(), &DeployOptions::default(), &mut events).unwrap();
+    world.assert_release_matches(&first.release, &first.sha);
+    let sha = world.commit("src/main.rs", "fn main() { println!(\"exec\"); }\n");
+    let second = xtask_deploy::deploy(&world.config(), &DeployOptions::default(), &mut events).unwrap();
+    assert_eq!(second.sha, sha);
+    world.assert_release_matches(&second.release, &sha);
+    assert!(second.servers[0].bytes_sent < 2_000, "only the change travels: {} bytes", second.servers[0].bytes_sent);
+    assert!(!events.0.iter().any(|event| matches!(event, Event::DaemonReady { .. })), "a daemon was started");
+    let seen = fs::read_to_string(world.server.dir().join("srv/seen")).unwrap();
+    assert_eq!(seen, "0\n0\n", "a git daemon ran during an exec push");
+    let state: Vec<String> = fs::read_dir(world.deploy_to.join(".xtask-deploy"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(!state.iter().any(|name| name.ends_with(".pid")), "pid files left: {state:?}");
+}
+
+#[test]
+fn the_daemon_transport_really_runs_a_daemon_during_the_push() {
+    // The counterpart of the test above, so that its "0" means something.
+    let world = World::new();
+    world.setup();
+    record_daemons_during_push(&world);
+    world.deploy();
+    let seen = fs::read_to_string(world.server.dir().join("srv/seen")).unwrap();
+    assert!(seen.trim().parse::<u32>().unwrap() > 0, "no daemon seen: {seen}");
+}
+
+#[test]
+fn a_push_refused_by_the_server_names_its_reason_with_either_transport() {
+    for transport in ["daemon", "exec"] {
+        let world = World::with_config(&format!("transport = \"{transport}\""));
+        world.setup();
+        let before = world.deploy();
+        world.commit("src/main.rs", "fn main() {}\n");
+        executable(
+            &world.deploy_to.join("repo/hooks/pre-receive"),
+            "#!/bin/sh\necho 'frozen: no deploys on Fridays' >&2\nexit 1\n",
+        );
+        let err = world.try_deploy().expect_err("the hook refuses");
+        let text = err.to_string();
+        assert!(matches!(err, Error::Push { .. }), "{transport}: {text}");
+        assert!(text.contains("rejected") || text.contains("pre-receive"), "{transport}: {text}");
+        assert_eq!(world.current(), Some(before.release.clone()), "{transport}");
+        assert_eq!(world.releases(), vec![before.release], "{transport}");
+        assert!(!world.locked(), "{transport}");
+    }
+}
+
+/// Runs git in `dir` with a fixed identity.
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=mallory", "-c", "user.email=mallory@localhost"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+#[test]
+fn another_local_user_at_the_daemons_port_is_let_in_for_nothing() {
+    let world = World::with_deploy_dir("", "door");
+    world.setup();
+    world.deploy();
+    // Mallory, a local user of the server, has a commit of her own to push.
+    let mallory = world.server.dir().join("mallory");
+    fs::create_dir_all(&mallory).unwrap();
+    git(&mallory, &["init", "-q"]);
+    fs::write(mallory.join("EVIL"), "evil\n").unwrap();
+    git(&mallory, &["add", "EVIL"]);
+    git(&mallory, &["commit", "-q", "-m", "evil"]);
+    // While our push is being received, she tries everything at the daemon's port.
+    let out = world.server.dir().join("attempts");
+    let hook = format!(
+        r#"#!/bin/sh
+cat >/dev/null
+[ -e '{out}/done' ] && exit 0
+mkdir -p '{out}' && : > '{out}/done'
+unset $(git rev-parse --local-env-vars)
+pidfile=$(ls "$PWD"/../.xtask-deploy/daemon.*.pid)
+port=${{pidfile##*/daemon.}}; port=${{port%.pid}}
+echo "$port" > '{out}/port'
+url="git://127.0.0.1:$port$PWD"
+git -C '{mallory}' push "$url" HEAD:refs/heads/evil > '{out}/push' 2>&1; echo $? >> '{out}/push'
+git -C '{mallory}' push "$url" HEAD:refs/heads/master > '{out}/push-master' 2>&1; echo $? >> '{out}/push-master'
+git ls-remote "$url" > '{out}/fetch' 2>&1; echo $? >> '{out}/fetch'
+git ls-remote "git://127.0.0.1:$port$PWD/../../mallory" > '{out}/escape' 2>&1; echo $? >> '{out}/escape'
+git ls-remote "git://127.0.0.1:$port/etc" > '{out}/other' 2>&1; echo $? >> '{out}/other'
+exit 0
+"#,
+        out = out.display(),
+        mallory = mallory.display()
+    );
+    executable(&world.deploy_to.join("repo/hooks/pre-receive"), &hook);
+    let sha = world.commit("src/main.rs", "fn main() { println!(\"ours\"); }\n");
+    let report = world.deploy();
+
+    for attempt in ["push", "push-master", "fetch", "escape", "other"] {
+        let text = fs::read_to_string(out.join(attempt)).unwrap();
+        let status = text.lines().last().unwrap();
+        assert_ne!(status, "0", "mallory's `{attempt}` succeeded:\n{text}");
+    }
+    let push = fs::read_to_string(out.join("push")).unwrap();
+    assert!(push.contains("not a connection of this deploy"), "{push}");
+    let fetch = fs::read_to_string(out.join("fetch")).unwrap();
+    assert!(fetch.contains("service not enabled") || fetch.contains("this daemon only receives"), "{fetch}");
+    // Nothing of hers is in the repository, and what was released is exactly our commit.
+    let repo = git2::Repository::open_bare(world.deploy_to.join("repo")).unwrap();
+    assert!(repo.find_reference("refs/heads/evil").is_err());
+    let mallory_head = git(&mallory, &["rev-parse", "HEAD"]);
+    assert!(repo.find_commit(git2::Oid::from_str(&mallory_head).unwrap()).is_err(), "her commit was stored");
+    assert_eq!(world.current(), Some(report.release.clone()));
+    world.assert_release_matches(&report.release, &sha);
+    // Once the push is over, the port is closed.
+    let port: u16 = fs::read_to_string(out.join("port")).unwrap().trim().parse().unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the daemon's port is still open");
+}
+
+#[test]
+fn a_ref_moved_on_the_server_after_the_push_does_not_change_what_is_released() {
+    let world = World::new();
+    world.setup();
+    world.deploy();
+    // Whoever gets at `repo/` right after our push points every branch at a commit of theirs.
+    executable(
+        &world.deploy_to.join("repo/hooks/post-receive"),
+        "#!/bin/sh\ncat >/dev/null\nblob=$(echo evil | git hash-object -w --stdin)\n\
+         tree=$(printf '100644 blob %s\\tEVIL\\n' \"$blob\" | git mktree)\n\
+         evil=$(echo evil | GIT_AUTHOR_NAME=m GIT_AUTHOR_EMAIL=m@x GIT_COMMITTER_NAME=m GIT_COMMITTER_EMAIL=m@x git commit-tree \"$tree\")\n\
+         git for-each-ref --format='%(refname)' refs/heads | while read -r ref; do git update-ref \"$ref\" \"$evil\"; done\n",
+    );
+    let sha = world.commit("src/main.rs", "fn main() { println!(\"ours\"); }\n");
+    let report = world.deploy();
+    let repo = git2::Repository::open_bare(world.deploy_to.join("repo")).unwrap();
+    let moved = repo.references().unwrap().flatten().filter(|r| r.target().is_some_and(|t| t.to_string() != sha));
+    assert!(moved.count() > 0, "the hook did not move the branch, so this test shows nothing");
+    assert_eq!(report.sha, sha);
+    world.assert_release_matches(&report.release, &sha);
+}
+
+/// Rewrites the app's manifest with `edit` and commits it.
+fn edit_manifest(world: &World, edit: impl FnOnce(String) -> String) {
+    let text = fs::read_to_string(world.app.manifest_path()).unwrap();
+    world.commit("Cargo.toml", &edit(text));
+}
+
+fn with_ssh_setting(world: &World, line: &str) {
+    edit_manifest(world, |text| {
+        text.replacen("[package.metadata.deploy.ssh]\n", &format!("[package.metadata.deploy.ssh]\n{line}\n"), 1)
+    });
+}
+
+#[test]
+fn accept_new_records_an_unknown_key_once_and_a_changed_key_is_still_refused() {
+    let world = World::new();
+    with_ssh_setting(&world, "host_key_policy = \"accept-new\"");
+    let known_hosts = world.server.known_hosts();
+    let trusted = fs::read_to_string(&known_hosts).unwrap();
+    fs::remove_file(&known_hosts).unwrap();
+
+    let mut events = Collect::default();
+    xtask_deploy::setup(&world.config(), &mut events).unwrap();
+    let recorded = fs::read_to_string(&known_hosts).unwrap();
+    assert_eq!(recorded.lines().count(), 1, "{recorded}");
+    let entry = format!("[127.0.0.1]:{} ", world.server.port());
+    assert!(recorded.starts_with(&entry), "{recorded}");
+    assert_eq!(fs::metadata(&known_hosts).unwrap().permissions().mode() & 0o777, 0o600);
+    let said = events.0.iter().any(|event| {
+        matches!(event, Event::Warning { message } if message.contains("recorded the host key") && message.contains("SHA256:"))
+    });
+    assert!(said, "recording a key must be reported: {:?}", events.0);
+    // The recorded key is the server's (one of its two) and is used from now on: no new line.
+    let public_keys = [
+        fs::read_to_string(world.server.dir().join("host_ed25519.pub")).unwrap(),
+        fs::read_to_string(world.server.dir().join("host_ecdsa.pub")).unwrap(),
+    ];
+    let recorded_key: Vec<&str> = recorded.split_whitespace().skip(1).take(2).collect();
+    assert!(public_keys.iter().any(|key| key.starts_with(&recorded_key.join(" "))), "{recorded}");
+    world.deploy();
+    assert_eq!(fs::read_to_string(&known_hosts).unwrap(), recorded);
+
+    // Another key for the same host: refused, with both fingerprints, accept-new or not.
+    let other = world.server.dir().join("other_key");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let other_key = fs::read_to_string(other.with_extension("pub")).unwrap();
+    let other_key: Vec<&str> = other_key.split_whitespace().take(2).collect();
+    fs::write(&known_hosts, format!("{entry}{}\n", other_key.join(" "))).unwrap();
+    let err = world.try_deploy().expect_err("a changed key must be refused");
+    let text = err.to_string();
+    assert!(matches!(err, Error::HostKey { .. }), "{text}");
+    assert!(text.contains("differs") && text.matches("SHA256:").count() >= 2, "{text}");
+    assert_eq!(fs::read_to_string(&known_hosts).unwrap().lines().count(), 1, "the changed key was recorded");
+    drop(trusted);
+}
+
+#[test]
+fn strict_is_the_default_and_refuses_an_unknown_key() {
+    let world = World::new();
+    fs::write(world.server.known_hosts(), "").unwrap();
+    let err = xtask_deploy::setup(&world.config(), &mut Collect::default()).expect_err("unknown key");
+    assert!(matches!(err, Error::HostKey { .. }), "{err}");
+    assert!(err.to_string().contains("is not in"), "{err}");
+    assert_eq!(fs::read_to_string(world.server.known_hosts()).unwrap(), "", "strict must not record keys");
+}
+
+#[test]
+fn a_server_that_accepts_but_never_speaks_fails_within_the_connect_timeout() {
+    let world = World::with_config("[package.metadata.deploy.timeouts]\nconnect = 2");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let keep = std::thread::spawn(move || {
+        let connection = silent.accept();
+        std::thread::sleep(Duration::from_secs(15));
+        drop(connection);
+    });
+    let sshd_port = world.server.port();
+    edit_manifest(&world, |text| text.replace(&format!("port = {sshd_port}"), &format!("port = {port}")));
+    let started = Instant::now();
+    let err = world.try_deploy().expect_err("nobody answers");
+    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+    assert!(matches!(err, Error::Connect { .. }), "{err}");
+    assert!(err.to_string().contains("timeouts.connect"), "{err}");
+    drop(keep);
+}
+
+#[test]
+fn a_step_over_its_time_limit_is_stopped_on_the_server_and_named() {
+    let world = World::with_config(
+        "[package.metadata.deploy.timeouts]\nstep = 2\n[package.metadata.deploy.hooks]\n\
+         after_update = [{ remote = \"sleep 41.9 && touch ../../late\" }]",
+    );
+    world.setup();
+    let started = Instant::now();
+    let err = world.try_deploy().expect_err("the hook outlives its limit");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    let text = err.to_string();
+    assert!(text.contains("after_update") && text.contains("timeouts.step"), "{text}");
+    assert_eq!(world.our_processes_after(Duration::from_secs(3)), vec![], "the hook still runs");
+    assert!(world.releases().is_empty(), "the unfinished release was left");
+    assert!(!world.locked());
+    assert!(!world.deploy_to.join("late").exists());
+}
+
+#[test]
+fn a_push_over_its_time_limit_fails_and_leaves_nothing_running() {
+    for transport in ["daemon", "exec"] {
+        let world =
+            World::with_config(&format!("transport = \"{transport}\"\n[package.metadata.deploy.timeouts]\npush = 2"));
+        world.setup();
+        executable(&world.deploy_to.join("repo/hooks/pre-receive"), "#!/bin/sh\nsleep 41.8\n");
+        let started = Instant::now();
+        let err = world.try_deploy().expect_err("the push outlives its limit");
+        assert!(started.elapsed() < Duration::from_secs(10), "{transport}: took {:?}", started.elapsed());
+        assert!(matches!(err, Error::Push { .. }) && err.to_string().contains("timeouts.push"), "{transport}: {err}");
+        assert_eq!(world.our_processes_after(Duration::from_secs(3)), vec![], "{transport}: the push still runs");
+        assert!(world.current().is_none() && world.releases().is_empty(), "{transport}");
+        assert!(!world.locked(), "{transport}");
+    }
+}
+
+/// A TOML string holding `value` exactly.
+fn toml_string(value: &str) -> String {
+    toml::Value::String(value.to_string()).to_string()
+}
+
+/// Every path under `root` whose file name is `name`.
+fn named(root: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_name() == name {
+                found.push(path.clone());
+            }
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                stack.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn hostile_values_stay_data_everywhere_they_go() {
+    let evil = "it's $(touch PWNED) `touch PWNED` \"q\" ; touch PWNED \\ -x";
+    let linked_file = format!("config/{evil}.yml");
+    let linked_dir = "-x $(touch PWNED)";
+    let hook = "printf '%s|' \"$DEPLOY_TO\" \"$RELEASE\" 'x y' > hook-out";
+    let world = World::with_deploy_dir(
+        &format!(
+            "linked_files = [{}]\nlinked_dirs = [{}]\n[package.metadata.deploy.hooks]\nafter_update = [{{ remote = {} }}]",
+            toml_string(&linked_file),
+            toml_string(linked_dir),
+            toml_string(hook)
+        ),
+        evil,
+    );
+    world.setup();
+    assert!(world.deploy_to.join("shared").join(linked_dir).is_dir(), "setup made the linked dir");
+    fs::write(world.deploy_to.join("shared").join(&linked_file), "db: x\n").unwrap();
+    let branch = "x$(touch${IFS}PWNED)`touch${IFS}PWNED`";
+    git(world.app.dir(), &["branch", branch]);
+    let options = DeployOptions {
+        revision: Some(branch.to_string()),
+        message: Some("line one\ntoken=forged $(touch PWNED)".to_string()),
+        ..DeployOptions::default()
+    };
+    let report = world.deploy_with(&options).unwrap_or_else(|err| panic!("{err}\n{}", world.server.log()));
+
+    let release = world.deploy_to.join("releases").join(&report.release);
+    world.assert_release_matches_except(&report.release, &report.sha, &[&linked_file, "hook-out"]);
+    assert_eq!(fs::read_link(release.join(&linked_file)).unwrap(), world.deploy_to.join("shared").join(&linked_file));
+    assert_eq!(
+        fs::read_to_string(release.join("hook-out")).unwrap(),
+        format!("{}|{}|x y|", world.deploy_to.display(), report.release)
+    );
+    let log = world.revisions_log();
+    assert!(log.last().unwrap().starts_with(&format!("Branch {branch} (at {})", report.sha)), "{log:?}");
+    // Nothing was run: no `PWNED` anywhere the shells could have been.
+    let found = named(world.server.dir(), "PWNED");
+    assert_eq!(found, Vec::<std::path::PathBuf>::new(), "a value was run as code");
+    // A login shell starts in the home directory.
+    let home = std::path::PathBuf::from(std::env::var("HOME").unwrap());
+    assert!(!home.join("PWNED").exists() && !std::env::current_dir().unwrap().join("PWNED").exists());
+    // Names that would leave `releases/` are refused before any server is reached.
+    for to in ["../../etc", "20261125041638/..", "-rf", ""] {
+        let err = world.rollback(Some(to)).expect_err(to);
+        assert!(err.to_string().contains("is not a release name"), "{to}: {err}");
+    }
+    assert_eq!(world.current(), Some(report.release));
+}

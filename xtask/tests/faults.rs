@@ -1,0 +1,281 @@
+//! The fault matrix: a deploy (the real CLI, against the loopback sshd) is held at each phase,
+//! then either killed with SIGKILL or cut off (the server-side sshd processes of its
+//! connection killed). After each: `current` points at a complete release (the old one before
+//! the switch, the new one after), no process of the deploy runs on the server within a few
+//! seconds, the lock is released, no unfinished release is left, and the next deploy succeeds
+//! without any manual step. Each test is one column of the matrix, for one transport and one
+//! fault; it prints its rows and writes them to `$CARGO_TARGET_TMPDIR/fault-matrix-*.md`.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{Hold, World};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    DaemonStart,
+    MidPush,
+    Extracting,
+    BeforeSwitch,
+    AfterSwitch,
+}
+
+const PHASES: [Phase; 6] =
+    [Phase::Connecting, Phase::DaemonStart, Phase::MidPush, Phase::Extracting, Phase::BeforeSwitch, Phase::AfterSwitch];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The deploying process gets SIGKILL.
+    Kill,
+    /// The SSH connection is cut from the server's side (its sshd processes killed).
+    Cut,
+}
+
+#[test]
+fn daemon_transport_deployer_killed_at_each_phase() {
+    column("daemon", Fault::Kill);
+}
+
+#[test]
+fn daemon_transport_connection_cut_at_each_phase() {
+    column("daemon", Fault::Cut);
+}
+
+#[test]
+fn exec_transport_deployer_killed_at_each_phase() {
+    column("exec", Fault::Kill);
+}
+
+#[test]
+fn exec_transport_connection_cut_at_each_phase() {
+    column("exec", Fault::Cut);
+}
+
+fn column(transport: &str, fault: Fault) {
+    let mut table = format!(
+        "| transport `{transport}`, {fault:?} at | current after | processes gone after | lock | next deploy |\n\
+         | --- | --- | --- | --- | --- |\n"
+    );
+    for phase in PHASES {
+        if phase == Phase::DaemonStart && transport == "exec" {
+            table.push_str(&format!("| {phase:?} | (no daemon with `exec`) | | | |\n"));
+            continue;
+        }
+        table.push_str(&case(transport, phase, fault));
+    }
+    println!("{table}");
+    let file = format!("{}/fault-matrix-{transport}-{fault:?}.md", env!("CARGO_TARGET_TMPDIR"));
+    fs::write(file, &table).unwrap();
+}
+
+/// One cell: holds a deploy at `phase`, applies `fault`, checks what is left, and returns the
+/// table row.
+fn case(transport: &str, phase: Phase, fault: Fault) -> String {
+    let name = format!("{transport}/{phase:?}/{fault:?}");
+    let world = World::with_config(&format!("transport = \"{transport}\""));
+    let hold = Hold::new(&world);
+    let mut relay = None;
+    match phase {
+        Phase::Connecting => {
+            let started = Relay::start(world.server.port());
+            // The deploy goes through the relay; trust the server's key under the relay's port.
+            let known = fs::read_to_string(world.server.known_hosts()).unwrap();
+            let line = known.lines().next().unwrap().replacen(
+                &format!("[127.0.0.1]:{}", world.server.port()),
+                &format!("[127.0.0.1]:{}", started.port),
+                1,
+            );
+            fs::write(world.server.known_hosts(), format!("{known}{line}\n")).unwrap();
+            let manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
+            let manifest =
+                manifest.replacen(&format!("port = {}", world.server.port()), &format!("port = {}", started.port), 1);
+            world.commit("Cargo.toml", &manifest);
+            relay = Some(started);
+        }
+        Phase::DaemonStart => hold.install_git_shim(&world, "daemon"),
+        Phase::Extracting => hold.install_git_shim(&world, "archive"),
+        Phase::BeforeSwitch | Phase::AfterSwitch => {
+            let key = if phase == Phase::BeforeSwitch { "before_publish" } else { "after_publish" };
+            let manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
+            let hooks =
+                format!("\n[package.metadata.deploy.hooks]\n{key} = [{{ remote = \"{}\" }}]\n", hold.fragment());
+            world.commit("Cargo.toml", &format!("{manifest}{hooks}"));
+        }
+        Phase::MidPush => {}
+    }
+    world.setup();
+    if phase == Phase::MidPush {
+        let hook = world.deploy_to.join("repo/hooks/pre-receive");
+        fs::write(&hook, format!("#!/bin/sh\n{}\ncat >/dev/null\n", hold.fragment())).unwrap();
+        fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let old = world.deploy();
+    let new_sha = world.commit("src/main.rs", &format!("fn main() {{ println!(\"{name}\"); }}\n"));
+
+    hold.arm();
+    if let Some(relay) = &relay {
+        relay.mode.store(HOLD, Ordering::SeqCst);
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["deploy", "--manifest-path"])
+        .arg(world.app.manifest_path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let held = match &relay {
+        Some(relay) => relay.wait_held(Duration::from_secs(30)),
+        None => hold.wait_held(Duration::from_secs(30)),
+    };
+    if !held {
+        let _ = child.kill();
+        let output = child.wait_with_output().unwrap();
+        panic!("{name}: the deploy never reached the point:\n{}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    match (fault, &relay) {
+        (Fault::Kill, _) => child.kill().unwrap(),
+        (Fault::Cut, Some(relay)) => relay.mode.store(CUT, Ordering::SeqCst),
+        (Fault::Cut, None) => {
+            let sessions = world.server.session_pids();
+            assert!(!sessions.is_empty(), "{name}: no SSH connection to cut");
+            for pid in sessions {
+                Command::new("kill").arg("-KILL").arg(pid.to_string()).status().unwrap();
+            }
+        }
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(!output.status.success(), "{name}: the deploy succeeded despite the fault:\n{stderr}");
+    if fault == Fault::Cut {
+        assert!(stderr.contains("error:"), "{name}: a cut connection must be reported:\n{stderr}");
+    }
+
+    // Whatever was held is still held: anything of ours left running would show.
+    let stopped = Instant::now();
+    let left = world.our_processes_after(Duration::from_secs(5));
+    assert_eq!(left, vec![], "{name}: processes of the deploy still run on the server");
+    let gone_after = stopped.elapsed();
+    let lock_deadline = Instant::now() + Duration::from_secs(5);
+    while world.locked() && Instant::now() < lock_deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!world.locked(), "{name}: the lock was left");
+    hold.release();
+    if let Some(relay) = &relay {
+        relay.mode.store(PASS, Ordering::SeqCst);
+    }
+
+    // `current` points at a complete release: the old one, or the new one once switched.
+    let current = world.current().unwrap_or_else(|| panic!("{name}: current is gone"));
+    let switched = phase == Phase::AfterSwitch;
+    let expected_sha = if switched { new_sha.clone() } else { old.sha.clone() };
+    assert_eq!(world.revision_of(&current), expected_sha, "{name}: current moved to the wrong release");
+    world.assert_release_matches(&current, &expected_sha);
+    if !switched {
+        assert_eq!(world.releases(), vec![old.release.clone()], "{name}: an unfinished release was left");
+    }
+    let markers: Vec<_> = fs::read_dir(world.deploy_to.join(".xtask-deploy"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().to_string())
+        .filter(|name| name.starts_with("preparing.") || name.ends_with(".pid"))
+        .collect();
+    assert_eq!(markers, Vec::<String>::new(), "{name}: state files were left");
+
+    // The next deploy needs no manual step.
+    let next = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["deploy", "--manifest-path"])
+        .arg(world.app.manifest_path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let next_stderr = String::from_utf8_lossy(&next.stderr);
+    assert!(next.status.success(), "{name}: the next deploy failed:\n{next_stderr}");
+    let after = world.current().unwrap();
+    assert_eq!(world.revision_of(&after), new_sha, "{name}: the next deploy did not release the new commit");
+    assert_eq!(world.our_processes_after(Duration::from_secs(5)), vec![], "{name}: the next deploy left processes");
+
+    format!(
+        "| {phase:?} | {} release, complete | {:.1} s | released | ok |\n",
+        if switched { "new" } else { "old" },
+        gone_after.as_secs_f64()
+    )
+}
+
+const PASS: u8 = 0;
+const HOLD: u8 = 1;
+const CUT: u8 = 2;
+
+/// A TCP relay in front of the sshd, to hold a deploy while it connects: in `HOLD` it accepts
+/// a connection and waits; in `CUT` it drops it; in `PASS` it relays to the sshd.
+struct Relay {
+    port: u16,
+    mode: Arc<AtomicU8>,
+    held: Arc<AtomicU8>,
+}
+
+impl Relay {
+    fn start(target: u16) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(AtomicU8::new(PASS));
+        let held = Arc::new(AtomicU8::new(0));
+        let (thread_mode, thread_held) = (mode.clone(), held.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (mode, held) = (thread_mode.clone(), thread_held.clone());
+                std::thread::spawn(move || relay(client, target, &mode, &held));
+            }
+        });
+        Relay { port, mode, held }
+    }
+
+    fn wait_held(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.held.load(Ordering::SeqCst) == 0 {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+}
+
+fn relay(client: TcpStream, target: u16, mode: &AtomicU8, held: &AtomicU8) {
+    while mode.load(Ordering::SeqCst) == HOLD {
+        held.store(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if mode.load(Ordering::SeqCst) == CUT {
+        let _ = client.shutdown(std::net::Shutdown::Both);
+        return;
+    }
+    let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { return };
+    let (mut client_in, mut server_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let upstream = std::thread::spawn(move || pump(&mut client_in, &mut server_out));
+    let (mut server_in, mut client_out) = (server, client);
+    pump(&mut server_in, &mut client_out);
+    let _ = upstream.join();
+}
+
+fn pump(from: &mut TcpStream, to: &mut TcpStream) {
+    let mut buffer = [0u8; 16384];
+    while let Ok(n @ 1..) = from.read(&mut buffer) {
+        if to.write_all(&buffer[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
