@@ -2,8 +2,8 @@
 //! known_hosts, authenticate, run [`RemoteScript`]s, keep a remote process running on its own
 //! channel, and open `direct-tcpip` tunnels to the server's loopback.
 //!
-//! **Architecture Invariant:** `Channel::exec` is called only here, and only with
-//! [`shell::exec_line`] of a [`RemoteScript`].
+//! **Architecture Invariant:** `Channel::exec` is called only here (in `Connection::start`), and
+//! only with [`shell::exec_line`] or [`shell::supervised_exec_line`] of a [`RemoteScript`].
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -144,14 +144,12 @@ impl Connection {
     /// the output has status [`EXIT_TIMED_OUT`] and the reason on stderr.
     pub fn output(&self, script: &RemoteScript) -> Result<Output, Error> {
         let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
-        let mut channel = self.session.channel_session().map_err(failed)?;
-        #[allow(clippy::disallowed_methods)] // The one place allowed: the text is a RemoteScript.
-        channel.exec(&shell::supervised_exec_line(script)).map_err(failed)?;
+        let mut channel = self.start(script, shell::supervised_exec_line(script))?;
         // No EOF is sent: stdin staying open is the script's cue to keep running.
         let step = self.timeouts.step;
+        let marker = shell::STEP_DONE.as_bytes();
         let mut deadline = Instant::now() + step;
         let mut stdout = Vec::new();
-        let mut steps_done = 0;
         let mut buffer = [0u8; 8192];
         let mut timed_out = false;
         loop {
@@ -164,10 +162,11 @@ impl Connection {
             match channel.read(&mut buffer) {
                 Ok(0) => break,
                 Ok(n) => {
+                    // Only the new bytes (and a marker's length before them) can hold a new
+                    // marker: a step's long output is not searched again on every read.
+                    let from = stdout.len().saturating_sub(marker.len() - 1);
                     stdout.extend_from_slice(&buffer[..n]);
-                    let done = String::from_utf8_lossy(&stdout).matches(shell::STEP_DONE).count();
-                    if done > steps_done {
-                        steps_done = done;
+                    if stdout[from..].windows(marker.len()).any(|window| window == marker) {
                         deadline = Instant::now() + step;
                     }
                 }
@@ -206,9 +205,7 @@ impl Connection {
     /// whatever its exit status.
     pub fn output_with_input(&self, script: &RemoteScript, input: &[u8]) -> Result<Output, Error> {
         let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
-        let mut channel = self.session.channel_session().map_err(failed)?;
-        #[allow(clippy::disallowed_methods)] // The one place allowed: the text is a RemoteScript.
-        channel.exec(&shell::exec_line(script)).map_err(failed)?;
+        let mut channel = self.start(script, shell::exec_line(script))?;
         channel
             .write_all(input)
             .map_err(|err| self.step_error(script, -1, format!("lost the SSH channel while sending: {err}")))?;
@@ -244,21 +241,15 @@ impl Connection {
 
     /// Starts `script` on its own channel and leaves it running with stdin open.
     pub fn spawn(&self, script: &RemoteScript) -> Result<RemoteProcess, Error> {
-        let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
-        let mut channel = self.session.channel_session().map_err(failed)?;
-        #[allow(clippy::disallowed_methods)] // As in `output`: the text is a RemoteScript.
-        channel.exec(&shell::exec_line(script)).map_err(failed)?;
+        let channel = self.start(script, shell::exec_line(script))?;
         Ok(RemoteProcess { channel: Some(channel), session: self.session.clone(), idle: self.timeouts.step })
     }
 
     /// Starts `script` on its own channel and returns the channel as a byte stream to the
     /// script's stdin and stdout, usable until `deadline`.
     pub fn exec_stream(&self, script: &RemoteScript, deadline: Instant) -> Result<TimedChannel, Error> {
-        let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
-        let mut channel = self.session.channel_session().map_err(failed)?;
-        #[allow(clippy::disallowed_methods)] // As in `output`: the text is a RemoteScript.
-        channel.exec(&shell::exec_line(script)).map_err(failed)?;
-        Ok(TimedChannel { channel: Some(channel), session: self.session.clone(), deadline, idle: self.timeouts.step })
+        let channel = self.start(script, shell::exec_line(script))?;
+        Ok(self.timed(channel, deadline))
     }
 
     /// Opens a channel to `127.0.0.1:port` as seen from the server, usable until `deadline`.
@@ -270,12 +261,20 @@ impl Connection {
                  allow it with `AllowTcpForwarding yes` (or `local`) in its sshd_config"
             ),
         })?;
-        Ok(TimedChannel { channel: Some(channel), session: self.session.clone(), deadline, idle: self.timeouts.step })
+        Ok(self.timed(channel, deadline))
     }
 
-    /// The time limits this connection was opened with.
-    pub fn timeouts(&self) -> &Timeouts {
-        &self.timeouts
+    /// Opens a session channel running `line`, the exec line of `script`.
+    fn start(&self, script: &RemoteScript, line: String) -> Result<ssh2::Channel, Error> {
+        let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
+        let mut channel = self.session.channel_session().map_err(failed)?;
+        #[allow(clippy::disallowed_methods)] // The one place allowed: `line` runs a RemoteScript.
+        channel.exec(&line).map_err(failed)?;
+        Ok(channel)
+    }
+
+    fn timed(&self, channel: ssh2::Channel, deadline: Instant) -> TimedChannel {
+        TimedChannel { channel: Some(channel), session: self.session.clone(), deadline, idle: self.timeouts.step }
     }
 
     /// The error for a remote `step` that exited non-zero: its stderr, or a note that it
@@ -421,7 +420,7 @@ impl TimedChannel {
     }
 
     /// Whether the deadline has passed.
-    pub fn expired(&self) -> bool {
+    fn expired(&self) -> bool {
         Instant::now() >= self.deadline
     }
 

@@ -314,12 +314,9 @@ impl Walk<'_> {
         let (daemon, receiver) = match self.config.transport {
             TransportKind::Daemon => {
                 let repos: Vec<&str> = self.local.submodules.iter().map(|sub| sub.release.repo.as_str()).collect();
-                let (daemon, receiver) = start_daemon(self.config, connection, &repos)?;
+                let (daemon, port, receiver) = start_daemon(self.config, connection, &repos)?;
                 server.report.daemon = started.elapsed();
-                if let Receiver::Daemon { port, .. } = &receiver {
-                    let event = Event::DaemonReady { server: name.clone(), port: *port, elapsed: server.report.daemon };
-                    self.reporter.event(event);
-                }
+                self.reporter.event(Event::DaemonReady { server: name.clone(), port, elapsed: server.report.daemon });
                 (Some(daemon), receiver)
             }
             TransportKind::Exec => (None, Receiver::Exec),

@@ -81,12 +81,13 @@ pub(super) fn push_all(
 }
 
 /// Starts the deploy's git daemon on a free loopback port of the server, trying other ports
-/// when the chosen one is taken, and waits until it listens. It admits `pushes` connections.
+/// when the chosen one is taken, and waits until it listens. Returns the daemon and its
+/// [`Receiver::Daemon`], with one token per push (the repository, then each submodule).
 pub(super) fn start_daemon(
     config: &Config,
     connection: &Connection,
     submodule_repos: &[&str],
-) -> Result<(RemoteProcess, Receiver), Error> {
+) -> Result<(RemoteProcess, u16, Receiver), Error> {
     let mut last_output = String::new();
     let lifetime = config.timeouts.push + DAEMON_GRACE;
     for attempt in 0..DAEMON_PORT_ATTEMPTS {
@@ -97,7 +98,7 @@ pub(super) fn start_daemon(
         let mut process = connection.spawn(&script)?;
         process.send(format!("{}\n", tokens.join(" ")).as_bytes())?;
         match process.wait_for_stderr("Ready to rumble", DAEMON_READY_TIMEOUT) {
-            Ok(_) => return Ok((process, Receiver::Daemon { port, tokens })),
+            Ok(_) => return Ok((process, port, Receiver::Daemon { port, tokens })),
             Err(output) if output.contains("unable to allocate") || output.contains("in use") => {
                 last_output = output;
                 continue;

@@ -134,14 +134,12 @@ impl World {
 
     /// Waits up to `timeout` for this world's daemons to be gone; returns those still running.
     pub fn daemons_after(&self, timeout: Duration) -> Vec<(u32, String)> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = self.daemons();
-            if left.is_empty() || Instant::now() > deadline {
-                return left;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut left = Vec::new();
+        wait_until(timeout, || {
+            left = self.daemons();
+            left.is_empty()
+        });
+        left
     }
 
     /// Asserts that `release` holds exactly the files of `git archive <sha>` plus `REVISION`.
@@ -169,6 +167,20 @@ impl World {
             actual.remove(Path::new(path));
         }
         assert_eq!(actual, files_under(expected.path()), "release {release} differs from git archive {sha}");
+    }
+}
+
+/// Asks `done` every 20 ms until it says yes or `timeout` has passed; returns its last answer.
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -246,14 +258,7 @@ impl Hold {
 
     /// Waits until something is held; false after `timeout`.
     pub fn wait_held(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while !self.dir.join("held").exists() {
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        true
+        wait_until(timeout, || self.dir.join("held").exists())
     }
 
     pub fn release(&self) {
@@ -284,13 +289,11 @@ impl World {
 
     /// Waits up to `timeout` for [`World::our_processes`] to be gone; returns those left.
     pub fn our_processes_after(&self, timeout: Duration) -> Vec<(u32, String)> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = self.our_processes();
-            if left.is_empty() || Instant::now() > deadline {
-                return left;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut left = Vec::new();
+        wait_until(timeout, || {
+            left = self.our_processes();
+            left.is_empty()
+        });
+        left
     }
 }

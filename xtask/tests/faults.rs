@@ -13,11 +13,11 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{Hold, World};
+use support::{wait_until, Hold, World};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -166,11 +166,7 @@ fn case(transport: &str, phase: Phase, fault: Fault) -> String {
     let left = world.our_processes_after(Duration::from_secs(5));
     assert_eq!(left, vec![], "{name}: processes of the deploy still run on the server");
     let gone_after = stopped.elapsed();
-    let lock_deadline = Instant::now() + Duration::from_secs(5);
-    while world.locked() && Instant::now() < lock_deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(!world.locked(), "{name}: the lock was left");
+    assert!(wait_until(Duration::from_secs(5), || !world.locked()), "{name}: the lock was left");
     hold.release();
     if let Some(relay) = &relay {
         relay.mode.store(PASS, Ordering::SeqCst);
@@ -222,7 +218,7 @@ const CUT: u8 = 2;
 struct Relay {
     port: u16,
     mode: Arc<AtomicU8>,
-    held: Arc<AtomicU8>,
+    held: Arc<AtomicBool>,
 }
 
 impl Relay {
@@ -230,7 +226,7 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mode = Arc::new(AtomicU8::new(PASS));
-        let held = Arc::new(AtomicU8::new(0));
+        let held = Arc::new(AtomicBool::new(false));
         let (thread_mode, thread_held) = (mode.clone(), held.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
@@ -242,20 +238,13 @@ impl Relay {
     }
 
     fn wait_held(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while self.held.load(Ordering::SeqCst) == 0 {
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        true
+        wait_until(timeout, || self.held.load(Ordering::SeqCst))
     }
 }
 
-fn relay(client: TcpStream, target: u16, mode: &AtomicU8, held: &AtomicU8) {
+fn relay(client: TcpStream, target: u16, mode: &AtomicU8, held: &AtomicBool) {
     while mode.load(Ordering::SeqCst) == HOLD {
-        held.store(1, Ordering::SeqCst);
+        held.store(true, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(10));
     }
     if mode.load(Ordering::SeqCst) == CUT {
