@@ -17,6 +17,10 @@ use crate::config::{Config, HostKeyPolicy, Server, SshOptions, Timeouts};
 use crate::shell::{self, RemoteScript};
 use crate::Error;
 
+/// How long to pause before asking again after libssh2 reported a timeout before our deadline
+/// (it can do so repeatedly in the deadline's last second): no busy loop.
+const EARLY_TIMEOUT_PAUSE: Duration = Duration::from_millis(10);
+
 /// The exit status reported for a remote step stopped by `timeouts.step` (as `timeout(1)`'s).
 pub const EXIT_TIMED_OUT: i32 = 124;
 
@@ -170,10 +174,9 @@ impl Connection {
                         deadline = Instant::now() + step;
                     }
                 }
-                Err(_) if Instant::now() >= deadline => {
-                    timed_out = true;
-                    break;
-                }
+                // libssh2 may give up early (it measures its timeout with a seconds clock):
+                // the loop asks again with what is left, and the deadline decides.
+                Err(err) if err.kind() == io::ErrorKind::TimedOut => std::thread::sleep(EARLY_TIMEOUT_PAUSE),
                 Err(err) => return Err(self.step_error(script, -1, format!("lost the SSH channel: {err}"))),
             }
         }
@@ -439,17 +442,32 @@ impl TimedChannel {
     }
 }
 
+impl TimedChannel {
+    /// Runs `operation` on the channel until it succeeds, fails otherwise, or the deadline
+    /// passes. libssh2 may report a timeout early (it measures with a seconds clock), so a
+    /// timeout before the deadline is retried: an error after it always means the time is over.
+    fn until_deadline<T>(&mut self, mut operation: impl FnMut(&mut ssh2::Channel) -> io::Result<T>) -> io::Result<T> {
+        loop {
+            match operation(self.channel()?) {
+                Err(err) if err.kind() == io::ErrorKind::TimedOut && !self.expired() => {
+                    std::thread::sleep(EARLY_TIMEOUT_PAUSE)
+                }
+                Err(err) if self.expired() => return Err(io::Error::new(io::ErrorKind::TimedOut, err)),
+                result => return result,
+            }
+        }
+    }
+}
+
 impl Read for TimedChannel {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let result = self.channel()?.read(buf);
-        result.map_err(|err| if self.expired() { io::Error::new(io::ErrorKind::TimedOut, err) } else { err })
+        self.until_deadline(|channel| channel.read(buf))
     }
 }
 
 impl Write for TimedChannel {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let result = self.channel()?.write(buf);
-        result.map_err(|err| if self.expired() { io::Error::new(io::ErrorKind::TimedOut, err) } else { err })
+        self.until_deadline(|channel| channel.write(buf))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -657,8 +675,9 @@ fn authenticate(session: &Session, server: &Server, options: &SshOptions, name: 
     )))
 }
 
+/// A libssh2 timeout in milliseconds, at least 1: 0 would mean "wait forever".
 fn millis(duration: Duration) -> u32 {
-    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX).max(1)
 }
 
 #[cfg(test)]
