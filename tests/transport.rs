@@ -70,7 +70,7 @@ impl Write for Counting<'_> {
     }
 }
 
-fn push(app: &AppRepo, bare: &std::path::Path, sha: &str) -> (Result<(), String>, u64) {
+fn push(app: &AppRepo, bare: &std::path::Path, sha: &str) -> (Result<u64, String>, u64) {
     let mut server = ReceivePack::start(bare);
     let mut stream = Counting(&mut server, 0);
     let result = receive_pack::push(app.repo(), &mut stream, sha, "refs/heads/main");
@@ -92,14 +92,14 @@ fn pushes_create_then_move_the_ref_with_only_a_thin_delta() {
     let first = app.repo().head().unwrap().target().unwrap().to_string();
 
     let (result, first_bytes) = push(&app, &bare, &first);
-    result.unwrap();
+    assert_eq!(result.unwrap(), 3, "a commit, its tree and the file");
     assert_eq!(ref_of(&bare), first);
     assert!(first_bytes > 20_000, "the first push carries the file: {first_bytes}");
 
     app.write("data.txt", &big.replacen("line 1000:", "line one thousand:", 1)).unwrap();
     let second = app.commit_all("change one line").unwrap();
     let (result, second_bytes) = push(&app, &bare, &second);
-    result.unwrap();
+    assert_eq!(result.unwrap(), 3, "a commit, its tree and the file's delta");
     assert_eq!(ref_of(&bare), second);
     // A whole new copy of the 50 KB file would be tens of KB even compressed; a thin delta is tiny.
     assert!(second_bytes < 1_000, "only a delta travels: {second_bytes} bytes");
@@ -109,7 +109,7 @@ fn pushes_create_then_move_the_ref_with_only_a_thin_delta() {
     result.unwrap();
     assert_eq!(ref_of(&bare), first);
     let (result, same_bytes) = push(&app, &bare, &first);
-    result.unwrap();
+    assert_eq!(result.unwrap(), 0, "no pack");
     assert_eq!(same_bytes, 4, "only a flush packet");
 }
 

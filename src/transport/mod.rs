@@ -34,6 +34,8 @@ struct Pending {
 pub struct PushStats {
     /// Every byte written into the tunnel: the request, the commands and the pack.
     pub bytes_sent: u64,
+    /// The objects in the pack (0 when the server had the commit already).
+    pub objects: u64,
 }
 
 static REGISTER: Once = Once::new();
@@ -125,12 +127,13 @@ fn push_over(
             let exec = request.is_empty();
             let result = receive_pack::push(repo, &mut stream, sha, refname);
             // An exec channel has the remote git's stderr (`fatal: ...`); a tunnel has none.
-            result.map_err(|message| if exec { with_stderr(message, &mut stream.channel) } else { message })?;
+            let objects =
+                result.map_err(|message| if exec { with_stderr(message, &mut stream.channel) } else { message })?;
             // receive-pack goes on after its report (post-receive hooks, auto gc): wait for it to
             // close the connection, as `git push` does, so that stopping the daemon cuts nothing.
             let mut rest = [0u8; 4096];
             while let Ok(1..) = stream.read(&mut rest) {}
-            Ok(PushStats { bytes_sent: stream.bytes_sent.load(Ordering::Relaxed) })
+            Ok(PushStats { bytes_sent: stream.bytes_sent.load(Ordering::Relaxed), objects })
         }
     }
 }
@@ -171,13 +174,17 @@ fn push_with_libgit2(
     if let Some(table) = PENDING.lock().unwrap().as_mut() {
         table.remove(&token);
     }
-    result.map(|()| PushStats { bytes_sent: bytes_sent.load(Ordering::Relaxed) })
+    result.map(|objects| PushStats { bytes_sent: bytes_sent.load(Ordering::Relaxed), objects })
 }
 
-fn libgit2_push(repo: &git2::Repository, url: &str, sha: &str, refname: &str) -> Result<(), String> {
+/// Pushes through libgit2; returns the number of objects in the pack.
+fn libgit2_push(repo: &git2::Repository, url: &str, sha: &str, refname: &str) -> Result<u64, String> {
     let mut remote = repo.remote_anonymous(url).map_err(|err| err.message().to_string())?;
     let rejected = Arc::new(Mutex::new(None::<String>));
     let mut callbacks = git2::RemoteCallbacks::new();
+    let objects = Arc::new(AtomicU64::new(0));
+    let counted = objects.clone();
+    callbacks.pack_progress(move |_stage, _current, total| counted.store(total as u64, Ordering::Relaxed));
     let record = rejected.clone();
     callbacks.push_update_reference(move |name, status| {
         if let Some(status) = status {
@@ -191,7 +198,7 @@ fn libgit2_push(repo: &git2::Repository, url: &str, sha: &str, refname: &str) ->
     let rejection = rejected.lock().unwrap().take();
     match rejection {
         Some(message) => Err(message),
-        None => Ok(()),
+        None => Ok(objects.load(Ordering::Relaxed)),
     }
 }
 

@@ -22,7 +22,8 @@ pub struct Advertisement {
 /// Pushes commit `sha` of `repo` to `refname` through `stream`, which must already be connected
 /// to a receive-pack server (for git://, after the request line). The ref is set whatever it
 /// held before (a deploy may go back in history). A ref the server refuses is an error.
-pub fn push<S: Read + Write>(repo: &git2::Repository, stream: &mut S, sha: &str, refname: &str) -> Result<(), String> {
+/// Returns how many objects the pack held (0 when the server had the commit already).
+pub fn push<S: Read + Write>(repo: &git2::Repository, stream: &mut S, sha: &str, refname: &str) -> Result<u64, String> {
     let advertisement = read_advertisement(stream)?;
     let old = advertisement
         .refs
@@ -33,7 +34,7 @@ pub fn push<S: Read + Write>(repo: &git2::Repository, stream: &mut S, sha: &str,
         .to_string();
     if old == sha {
         // The server already has the commit under that ref: no command, no pack.
-        return write_flush(stream).map_err(lost);
+        return write_flush(stream).map(|()| 0).map_err(lost);
     }
     if !advertisement.capabilities.iter().any(|cap| cap == "report-status") {
         return Err("the server does not offer `report-status`, so a push could not be confirmed".to_string());
@@ -55,8 +56,9 @@ pub fn push<S: Read + Write>(repo: &git2::Repository, stream: &mut S, sha: &str,
         .filter(|tip| *tip != ZERO_ID)
         .filter(|tip| git2::Oid::from_str(tip).is_ok_and(|oid| repo.odb().is_ok_and(|odb| odb.exists(oid))))
         .collect();
-    send_thin_pack(repo, sha, &haves, ofs_delta, stream)?;
-    read_report(stream, refname)
+    let objects = send_thin_pack(repo, sha, &haves, ofs_delta, stream)?;
+    read_report(stream, refname)?;
+    Ok(objects)
 }
 
 /// Reads the ref advertisement up to its flush packet.
@@ -90,14 +92,15 @@ pub fn read_advertisement<S: Read>(stream: &mut S) -> Result<Advertisement, Stri
     Ok(advertisement)
 }
 
-/// Streams `git pack-objects --thin` for `sha` minus `haves` into `stream`.
+/// Streams `git pack-objects --thin` for `sha` minus `haves` into `stream`; returns the number
+/// of objects in the pack, from its header.
 fn send_thin_pack<W: Write>(
     repo: &git2::Repository,
     sha: &str,
     haves: &[&str],
     ofs_delta: bool,
     stream: &mut W,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let mut command = Command::new("git");
     command.arg("--git-dir").arg(repo.path()).args(["pack-objects", "--thin", "--stdout", "--revs", "-q"]);
     if ofs_delta {
@@ -117,7 +120,12 @@ fn send_thin_pack<W: Write>(
     stdin.write_all(revisions.as_bytes()).map_err(|err| format!("cannot feed `git pack-objects`: {err}"))?;
     drop(stdin);
     let mut stdout = child.stdout.take().expect("stdout is piped");
-    let copied = io::copy(&mut stdout, stream);
+    // The header is `PACK`, a version and the object count, each 4 bytes (big-endian).
+    let mut header = [0u8; 12];
+    let copied = stdout
+        .read_exact(&mut header)
+        .and_then(|()| stream.write_all(&header))
+        .and_then(|()| io::copy(&mut stdout, stream));
     if copied.is_err() {
         // The server is gone: pack-objects would block on a pipe nobody reads. Stop it first.
         let _ = child.kill();
@@ -132,7 +140,8 @@ fn send_thin_pack<W: Write>(
     if !status.success() {
         return Err(format!("`git pack-objects` failed ({status}): {}", stderr.trim()));
     }
-    stream.flush().map_err(lost)
+    stream.flush().map_err(lost)?;
+    Ok(u64::from(u32::from_be_bytes([header[8], header[9], header[10], header[11]])))
 }
 
 /// Reads `report-status`: `unpack ok`, then `ok <ref>` or `ng <ref> <reason>`.
