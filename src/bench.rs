@@ -26,6 +26,8 @@ pub struct Round {
     pub bytes_pushed: u64,
     /// Size of `git pack-objects --thin` for the commits this deploy added.
     pub thin_pack: u64,
+    /// The same change synced by `rsync` over SSH (time, bytes sent), when rsync is installed.
+    pub rsync: Option<(Duration, u64)>,
 }
 
 /// Runs the benchmark against a clone of `source` and prints the figures to `out`.
@@ -59,6 +61,8 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
     let baseline = remote_command_baseline(&config)?;
     let first = deploy(&config, &DeployOptions::default(), &mut Quiet)?;
     let first_bytes: u64 = first.servers.iter().map(|server| server.bytes_sent).sum();
+    let has_rsync = cmd!(sh, "rsync --version").quiet().ignore_stdout().run().is_ok();
+    let first_rsync = if has_rsync { Some(rsync(&sh, &server)?) } else { None };
 
     let mut timed = Vec::with_capacity(rounds);
     for round in 0..rounds {
@@ -79,12 +83,13 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
             .output()
             .map_err(|err| Error::local(err.to_string()))?;
         let report = deploy(&config, &DeployOptions::default(), &mut Quiet)?;
-        let server = &report.servers[0];
+        let first_server = &report.servers[0];
         timed.push(Round {
             elapsed: report.elapsed,
-            phases: [server.connect, server.daemon, server.push, server.release],
+            phases: [first_server.connect, first_server.daemon, first_server.push, first_server.release],
             bytes_pushed: report.servers.iter().map(|server| server.bytes_sent).sum(),
             thin_pack: thin.stdout.len() as u64,
+            rsync: if has_rsync { Some(rsync(&sh, &server)?) } else { None },
         });
     }
 
@@ -101,21 +106,33 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
         ),
     )?;
     line(out, format!("first deploy (whole history): {:.0} ms, {first_bytes} bytes pushed", ms(first.elapsed)))?;
+    match first_rsync {
+        Some((elapsed, bytes)) => line(
+            out,
+            format!("first rsync of the tree (rsync strategy, no history): {:.0} ms, {bytes} bytes sent", ms(elapsed)),
+        )?,
+        None => line(out, "rsync: not installed, so the rsync strategy is not measured".to_string())?,
+    }
     line(out, "incremental deploys (one small commit each):".to_string())?;
     line(
         out,
-        format!("  {:>5} {:>10} {:>14} {:>16} {:>7}", "round", "wall ms", "bytes pushed", "git thin pack", "ratio"),
+        format!(
+            "  {:>5} {:>10} {:>14} {:>16} {:>7} {:>10} {:>12}   phases (connect / daemon / push / release ms)",
+            "round", "wall ms", "bytes pushed", "git thin pack", "ratio", "rsync ms", "rsync bytes"
+        ),
     )?;
     for (index, round) in timed.iter().enumerate() {
         line(
             out,
             format!(
-                "  {:>5} {:>10.1} {:>14} {:>16} {:>7.2}   {:.0} / {:.0} / {:.0} / {:.0}",
+                "  {:>5} {:>10.1} {:>14} {:>16} {:>7.2} {:>10} {:>12}   {:.0} / {:.0} / {:.0} / {:.0}",
                 index + 1,
                 ms(round.elapsed),
                 round.bytes_pushed,
                 round.thin_pack,
                 round.bytes_pushed as f64 / round.thin_pack.max(1) as f64,
+                round.rsync.map_or("-".to_string(), |(elapsed, _)| format!("{:.1}", ms(elapsed))),
+                round.rsync.map_or("-".to_string(), |(_, bytes)| bytes.to_string()),
                 ms(round.phases[0]),
                 ms(round.phases[1]),
                 ms(round.phases[2]),
@@ -137,7 +154,38 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
             ),
         )?;
     }
+    let synced: Vec<(Duration, u64)> = timed.iter().filter_map(|round| round.rsync).collect();
+    if !synced.is_empty() {
+        let median_ms = median(synced.iter().map(|(elapsed, _)| ms(*elapsed)).collect());
+        let median_bytes = median(synced.iter().map(|(_, bytes)| *bytes as f64).collect());
+        line(out, format!("median incremental rsync of the tree: {median_ms:.1} ms, {median_bytes:.0} bytes sent"))?;
+    }
     Ok(())
+}
+
+/// Syncs the clone's tree (without `.git`) to the server with `rsync -a --delete` over `ssh`,
+/// as an rsync deploy strategy would; returns the wall time and rsync's "Total bytes sent".
+fn rsync(sh: &Shell, server: &LoopbackServer) -> Result<(Duration, u64), Error> {
+    let ssh = format!(
+        "ssh -p {} -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes",
+        server.port(),
+        server.identity().display(),
+        server.known_hosts().display()
+    );
+    let target = format!("{}@127.0.0.1:{}/", server.user(), server.dir().join("rsync-copy").display());
+    let started = std::time::Instant::now();
+    let stats = cmd!(sh, "rsync -a --delete --stats --exclude=/.git/ -e {ssh} ./ {target}")
+        .quiet()
+        .read()
+        .map_err(|err| Error::local(format!("rsync failed: {err}")))?;
+    let elapsed = started.elapsed();
+    let sent = stats
+        .lines()
+        .find_map(|line| line.strip_prefix("Total bytes sent: "))
+        .map(|number| number.replace(',', ""))
+        .and_then(|number| number.trim().parse().ok())
+        .ok_or_else(|| Error::local(format!("no \"Total bytes sent\" in rsync's output: {stats}")))?;
+    Ok((elapsed, sent))
 }
 
 /// The median time of a remote command that does nothing: what sshd and the user's login shell
