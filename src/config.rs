@@ -131,6 +131,59 @@ pub struct Server {
     pub host: String,
     pub port: u16,
     pub user: String,
+    /// This server's `deploy_to`: its own `deploy_to` key, else the top-level one.
+    pub deploy_to: String,
+}
+
+/// The environment variable holding a private key (the file's text, OpenSSH or PEM format),
+/// used instead of `ssh.identity`: for CI, where the key is a secret of the pipeline.
+pub const ENV_SSH_KEY: &str = "XTASK_DEPLOY_SSH_KEY";
+/// The environment variable holding the passphrase of [`ENV_SSH_KEY`]'s key, if it has one.
+pub const ENV_SSH_KEY_PASSPHRASE: &str = "XTASK_DEPLOY_SSH_KEY_PASSPHRASE";
+/// The environment variable holding known_hosts lines, checked instead of `ssh.known_hosts`.
+pub const ENV_KNOWN_HOSTS: &str = "XTASK_DEPLOY_KNOWN_HOSTS";
+
+/// A value that must never be printed: its `Debug` shows only that it is set, and it has no
+/// `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The value itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Credentials given through the environment ([`ENV_SSH_KEY`], [`ENV_SSH_KEY_PASSPHRASE`],
+/// [`ENV_KNOWN_HOSTS`]); they are used from memory and never written to disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvAuth {
+    pub key: Option<Secret>,
+    pub passphrase: Option<Secret>,
+    pub known_hosts: Option<String>,
+}
+
+impl EnvAuth {
+    /// Reads the variables; an empty one counts as unset.
+    pub fn from_env() -> EnvAuth {
+        let var = |name: &str| std::env::var(name).ok().filter(|value| !value.trim().is_empty());
+        EnvAuth {
+            key: var(ENV_SSH_KEY).map(Secret),
+            passphrase: var(ENV_SSH_KEY_PASSPHRASE).map(Secret),
+            known_hosts: var(ENV_KNOWN_HOSTS),
+        }
+    }
 }
 
 /// SSH settings shared by every server.
@@ -142,6 +195,8 @@ pub struct SshOptions {
     pub known_hosts: PathBuf,
     /// What to do with a server whose key is not in known_hosts.
     pub host_key_policy: HostKeyPolicy,
+    /// A key and known_hosts lines from the environment, which take precedence.
+    pub env: EnvAuth,
 }
 
 impl Server {
@@ -160,6 +215,8 @@ pub struct Defaults {
     pub user: Option<String>,
     /// The home directory, for `~/` in paths.
     pub home: Option<PathBuf>,
+    /// Credentials from the environment, for CI.
+    pub env_auth: EnvAuth,
 }
 
 impl Defaults {
@@ -167,7 +224,7 @@ impl Defaults {
     pub fn from_env(package_name: Option<String>) -> Defaults {
         let user = crate::local::user_name();
         let home = std::env::var_os("HOME").map(PathBuf::from);
-        Defaults { package_name, user, home }
+        Defaults { package_name, user, home, env_auth: EnvAuth::from_env() }
     }
 }
 
@@ -235,6 +292,7 @@ struct RawServer {
     host: String,
     port: Option<u16>,
     user: Option<String>,
+    deploy_to: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -318,19 +376,8 @@ impl Config {
             Some(name) if !name.trim().is_empty() => name,
             _ => return Err(invalid(format!("`{section}.deploy.application` is empty: name the application"))),
         };
-        let deploy_to = raw.deploy_to.unwrap_or_else(|| format!("/var/www/{application}"));
-        if !deploy_to.starts_with('/') {
-            return Err(invalid(format!(
-                "`{section}.deploy.deploy_to` must be an absolute path on the server, got `{deploy_to}`"
-            )));
-        }
-        let deploy_to = match deploy_to.trim_end_matches('/') {
-            "" => return Err(invalid(format!("`{section}.deploy.deploy_to` must not be `/`"))),
-            trimmed => trimmed.to_string(),
-        };
-        if deploy_to.contains(['\0', '\n']) {
-            return Err(invalid(format!("`{section}.deploy.deploy_to` contains a NUL or newline character")));
-        }
+        let deploy_to = remote_dir(raw.deploy_to.unwrap_or_else(|| format!("/var/www/{application}")))
+            .map_err(|problem| invalid(format!("`{section}.deploy.deploy_to` {problem}")))?;
         let keep_releases = raw.keep_releases.unwrap_or(DEFAULT_KEEP_RELEASES);
         if keep_releases == 0 {
             return Err(invalid(format!(
@@ -351,7 +398,12 @@ impl Config {
                      unknown: set `user`"
                 )));
             };
-            servers.push(Server { host: server.host, port: server.port.unwrap_or(22), user });
+            let deploy_to = match server.deploy_to {
+                Some(dir) => remote_dir(dir)
+                    .map_err(|problem| invalid(format!("`{section}.deploy.servers[{index}].deploy_to` {problem}")))?,
+                None => deploy_to.clone(),
+            };
+            servers.push(Server { host: server.host, port: server.port.unwrap_or(22), user, deploy_to });
         }
         for (key, paths) in
             [("linked_files", &raw.linked_files), ("linked_dirs", &raw.linked_dirs), ("artifacts", &raw.artifacts)]
@@ -407,6 +459,7 @@ impl Config {
             identity: raw.ssh.identity.as_deref().map(resolve),
             known_hosts: resolve(raw.ssh.known_hosts.as_deref().unwrap_or("~/.ssh/known_hosts")),
             host_key_policy,
+            env: defaults.env_auth.clone(),
         };
         let transport = match raw.transport.as_deref() {
             None | Some("daemon") => TransportKind::Daemon,
@@ -454,9 +507,30 @@ impl Config {
         })
     }
 
+    /// This configuration as seen by one server: its `deploy_to` replaces the top-level one, so
+    /// that every script built from the result works in that server's directory.
+    pub fn on(&self, server: &Server) -> Config {
+        Config { deploy_to: server.deploy_to.clone(), ..self.clone() }
+    }
+
     /// The directory that holds the manifest, where local commands run.
     pub fn manifest_dir(&self) -> &Path {
         self.manifest_path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// A `deploy_to` as the scripts use it: absolute, not `/`, without a trailing `/`, and with no
+/// NUL or newline; or what is wrong with it.
+fn remote_dir(dir: String) -> Result<String, String> {
+    if !dir.starts_with('/') {
+        return Err(format!("must be an absolute path on the server, got `{dir}`"));
+    }
+    if dir.contains(['\0', '\n']) {
+        return Err("contains a NUL or newline character".to_string());
+    }
+    match dir.trim_end_matches('/') {
+        "" => Err("must not be `/`".to_string()),
+        trimmed => Ok(trimmed.to_string()),
     }
 }
 
@@ -506,13 +580,18 @@ mod tests {
             package_name: Some("hello".to_string()),
             user: Some("alice".to_string()),
             home: Some(PathBuf::from("/home/alice")),
+            env_auth: EnvAuth::default(),
         }
     }
 
     /// Parses `[package.metadata]` written as TOML, the way cargo would hand it over.
     fn parse(toml_text: &str) -> Result<Config, Error> {
+        parse_with(toml_text, &defaults())
+    }
+
+    fn parse_with(toml_text: &str, defaults: &Defaults) -> Result<Config, Error> {
         let metadata: serde_json::Value = toml::from_str(toml_text).expect("test TOML is valid");
-        Config::from_metadata(&metadata, "package.metadata", Path::new("/app/Cargo.toml"), &defaults())
+        Config::from_metadata(&metadata, "package.metadata", Path::new("/app/Cargo.toml"), defaults)
     }
 
     fn error_text(toml_text: &str) -> String {
@@ -528,7 +607,15 @@ mod tests {
         assert_eq!(config.revision, "HEAD");
         assert!(config.build.is_empty());
         assert!(config.submodules);
-        assert_eq!(config.servers, vec![Server { host: "203.0.113.7".into(), port: 22, user: "alice".into() }]);
+        assert_eq!(
+            config.servers,
+            vec![Server {
+                host: "203.0.113.7".into(),
+                port: 22,
+                user: "alice".into(),
+                deploy_to: "/var/www/hello".into()
+            }]
+        );
         assert_eq!(config.ssh.identity, None);
         assert_eq!(config.ssh.known_hosts, PathBuf::from("/home/alice/.ssh/known_hosts"));
         assert_eq!(config.ssh.host_key_policy, HostKeyPolicy::Strict);
@@ -700,5 +787,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `x`"), "{err}");
+    }
+
+    #[test]
+    fn a_key_from_the_environment_never_shows_in_debug_output() {
+        let mut defaults = defaults();
+        defaults.env_auth.key = Some(Secret::new("-----BEGIN KEY-----\nc2VjcmV0LWtleS1ib2R5\n".to_string()));
+        let config = parse_with("[deploy]\n[[deploy.servers]]\nhost = \"a\"\n", &defaults).unwrap();
+        assert_eq!(
+            config.ssh.env.key.as_ref().map(Secret::expose),
+            Some("-----BEGIN KEY-----\nc2VjcmV0LWtleS1ib2R5\n")
+        );
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains("c2VjcmV0LWtleS1ib2R5"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn a_server_may_have_its_own_deploy_to() {
+        let config = parse(
+            "[deploy]\ndeploy_to = \"/srv/a\"\n[[deploy.servers]]\nhost = \"a\"\n[[deploy.servers]]\nhost = \"b\"\ndeploy_to = \"/opt/b/\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.servers[0].deploy_to, "/srv/a");
+        assert_eq!(config.servers[1].deploy_to, "/opt/b");
+        assert_eq!(config.on(&config.servers[1]).deploy_to, "/opt/b");
+        let err = parse("[deploy]\n[[deploy.servers]]\nhost = \"a\"\ndeploy_to = \"rel\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("`package.metadata.deploy.servers[0].deploy_to` must be an absolute path"),
+            "{err}"
+        );
     }
 }

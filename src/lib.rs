@@ -7,6 +7,7 @@
 //! commit needs pushed.
 
 pub mod bench;
+pub mod check;
 pub mod config;
 pub mod demo;
 pub mod local;
@@ -21,8 +22,35 @@ pub mod submodules;
 pub mod transport;
 
 pub use config::Config;
-pub use report::{Event, Reporter};
-pub use run::{deploy, plan_deploy, setup, DeployOptions, DeployReport};
+pub use report::{DeployReport, Event, Reporter};
+pub use run::{deploy, plan_deploy, setup, DeployOptions};
+
+/// The exit codes of `cargo xtask`, one per kind of outcome, so that a pipeline can tell them
+/// apart (the README has the table).
+pub mod exit {
+    /// The command did what it was asked.
+    pub const SUCCESS: u8 = 0;
+    /// Something on the deploying machine failed: the repository, the worktree, a build command
+    /// or local hook, an artifact.
+    pub const LOCAL: u8 = 1;
+    /// The command line is wrong (unknown flag or command; clap's own code).
+    pub const USAGE: u8 = 2;
+    /// Nothing to deploy: the commit is already current on every server (`--force` deploys it).
+    pub const UP_TO_DATE: u8 = 3;
+    /// The configuration is missing or wrong.
+    pub const CONFIG: u8 = 4;
+    /// A server could not be reached, its host key is unknown or changed, or no key was accepted.
+    pub const CONNECT: u8 = 5;
+    /// Another deploy holds the lock on a server.
+    pub const LOCKED: u8 = 6;
+    /// A step on a server failed (a script, a hook, the push). No server switched `current`,
+    /// unless the step came after the switch on every server.
+    pub const REMOTE: u8 = 7;
+    /// Some servers switched `current` to the new release and others did not.
+    pub const PARTIAL: u8 = 8;
+    /// `deploy-check` found something that would make a deploy fail.
+    pub const CHECK_FAILED: u8 = 9;
+}
 
 /// Everything that can make a deploy fail, grouped by what a caller would do about it.
 #[derive(Debug, thiserror::Error)]
@@ -54,9 +82,43 @@ pub enum Error {
     /// The git objects could not be pushed to the server's repository.
     #[error("push to `{server}` failed: {message}")]
     Push { server: String, message: String },
+    /// The deploy failed after some servers switched `current` and before the others did.
+    #[error(
+        "{error}. Release {release} is live on {published}, but not on {unchanged}: deploy again to finish \
+         (`--force`), or go back with `cargo xtask rollback`",
+        published = .published.join(", "),
+        unchanged = .unchanged.join(", ")
+    )]
+    Partial { release: String, published: Vec<String>, unchanged: Vec<String>, error: Box<Error> },
 }
 
 impl Error {
+    /// The exit code for this error (see [`exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config { .. } => exit::CONFIG,
+            Error::Local { .. } => exit::LOCAL,
+            Error::Connect { .. } | Error::HostKey { .. } | Error::Auth { .. } => exit::CONNECT,
+            Error::Locked { .. } => exit::LOCKED,
+            Error::Remote { .. } | Error::Push { .. } => exit::REMOTE,
+            Error::Partial { .. } => exit::PARTIAL,
+        }
+    }
+
+    /// The server this error happened on, if one is to blame.
+    pub fn server(&self) -> Option<&str> {
+        match self {
+            Error::Config { .. } | Error::Local { .. } => None,
+            Error::Connect { server, .. }
+            | Error::HostKey { server, .. }
+            | Error::Auth { server, .. }
+            | Error::Locked { server, .. }
+            | Error::Remote { server, .. }
+            | Error::Push { server, .. } => Some(server),
+            Error::Partial { error, .. } => error.server(),
+        }
+    }
+
     /// An [`Error::Local`] with `message`.
     pub(crate) fn local(message: impl Into<String>) -> Error {
         Error::Local { message: message.into() }

@@ -27,6 +27,12 @@ pub struct LoopbackServer {
 impl LoopbackServer {
     /// Generates keys, writes a config and starts sshd on a free 127.0.0.1 port.
     pub fn start() -> io::Result<LoopbackServer> {
+        LoopbackServer::start_with_path(DEFAULT_PATH)
+    }
+
+    /// Like [`LoopbackServer::start`], with `path` after the server's `bin/` in its sessions'
+    /// `PATH` (instead of [`DEFAULT_PATH`]).
+    pub fn start_with_path(path: &str) -> io::Result<LoopbackServer> {
         if !Path::new(SSHD).exists() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -47,7 +53,7 @@ impl LoopbackServer {
         let mut last_error = None;
         for _ in 0..5 {
             let port = free_port()?;
-            fs::write(root.join("sshd_config"), sshd_config(root, port))?;
+            fs::write(root.join("sshd_config"), sshd_config(root, port, path))?;
             let mut child = Command::new(SSHD)
                 .arg("-D")
                 .arg("-f")
@@ -191,13 +197,16 @@ pub fn toml_string(value: &str) -> String {
     out
 }
 
-fn sshd_config(root: &Path, port: u16) -> String {
+/// The directories of a server session's `PATH` after the server's own `bin/`.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn sshd_config(root: &Path, port: u16, path: &str) -> String {
     format!(
         "ListenAddress 127.0.0.1\nPort {port}\nHostKey {root}/host_ecdsa\nHostKey {root}/host_ed25519\n\
          AuthorizedKeysFile {root}/authorized_keys\nPubkeyAuthentication yes\nPasswordAuthentication no\n\
          KbdInteractiveAuthentication no\nPermitRootLogin yes\nStrictModes no\nUsePAM no\n\
          PidFile {root}/sshd.pid\nAllowTcpForwarding yes\nMaxStartups 100\nMaxSessions 100\nLogLevel VERBOSE\n\
-         SetEnv PATH={root}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
+         SetEnv PATH={root}/bin:{path}\n",
         root = root.display()
     )
 }

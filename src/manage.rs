@@ -15,7 +15,7 @@ pub struct ServerReleases {
 }
 
 /// A release as listed: its name, commit, who deployed it (from `revisions.log`), and flags.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReleaseEntry {
     pub name: String,
     pub sha: String,
@@ -55,7 +55,7 @@ pub fn releases(config: &Config) -> Result<Vec<ServerReleases>, Error> {
         .iter()
         .map(|server| {
             let connection = Connection::open(config, server)?;
-            let state = plan::parse_state(&connection.run(&plan::inspect_script(config))?);
+            let state = plan::parse_state(&connection.run(&plan::inspect_script(&config.on(server)))?);
             Ok(ServerReleases { server: connection.name().to_string(), state })
         })
         .collect()
@@ -76,10 +76,9 @@ pub fn rollback(config: &Config, to: Option<&str>, reporter: &mut dyn Reporter) 
     let lock = new_lock("rollback", "");
     let user = lock.user.clone();
     let mut servers = lock_all(config, &lock, None, reporter)?;
-    let script = plan::rollback_script(config, to, &user);
     let mut result = Ok(());
     for server in &servers {
-        match server.connection.run(&script) {
+        match server.connection.run(&plan::rollback_script(&server.config, to, &user)) {
             Ok(stdout) => {
                 if let Some((from, to)) =
                     stdout.lines().find_map(|line| line.strip_prefix("rolled-back ")?.split_once(' '))
@@ -107,7 +106,7 @@ pub fn unlock(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error>
         let started = std::time::Instant::now();
         let connection = Connection::open(config, server)?;
         crate::run::connected(reporter, config, &connection, started.elapsed());
-        let stdout = connection.run(&plan::unlock_script(config, None))?;
+        let stdout = connection.run(&plan::unlock_script(&config.on(server), None))?;
         let holder: Vec<(String, String)> = stdout
             .lines()
             .filter_map(|line| line.strip_prefix("removed ")?.split_once('='))

@@ -1,13 +1,25 @@
 //! Progress events. The library never prints: it hands [`Event`]s to a [`Reporter`] passed in by
-//! the caller, which renders them (cargo-style status lines in the xtask, nothing in tests).
+//! the caller, which renders them (cargo-style status lines in the xtask, [`JsonLines`] for
+//! `--json`, nothing in tests).
 
+use std::io::Write;
 use std::time::Duration;
 
+use serde::Serialize;
+
+/// The version of the `--json` event stream, in every line as `"schema"`. It changes only when
+/// an event or field is removed or changes meaning; new events and fields do not change it.
+pub const JSON_SCHEMA: u32 = 1;
+
 /// Something that happened during a setup or a deploy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// In `--json` output each event is one line: `"event"` is the variant's name in snake_case,
+/// the fields keep their names, and durations are integer milliseconds in `*_ms` fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    /// The commit to deploy was resolved locally.
-    Resolved { revision: String, sha: String },
+    /// A deploy starts: the commit to deploy was resolved locally; these servers are next.
+    Started { revision: String, sha: String, servers: Vec<String> },
     /// A build command or hook is about to run: locally (`server` is `None`) or on a server.
     Running { phase: &'static str, server: Option<String>, what: String },
     /// Another deploy holds a server's lock; this one waits (`--lock-wait`).
@@ -25,21 +37,137 @@ pub enum Event {
     /// Something went wrong while cleaning up; the deploy's own outcome is reported separately.
     Warning { message: String },
     /// The SSH session to a server is up (host key checked, authenticated).
-    Connected { server: String, elapsed: Duration },
-    /// A server's state before the deploy, with any orphaned daemon that was stopped.
-    Checked { server: String, releases: usize, reaped: Vec<String> },
+    Connected {
+        server: String,
+        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
+        elapsed: Duration,
+    },
+    /// The deploy holds the server's lock; `releases` were on the server, and any orphaned
+    /// daemon listed in `reaped` was stopped.
+    Locked { server: String, releases: usize, reaped: Vec<String> },
     /// A setup step made something on the server.
     Created { server: String, what: String },
     /// The temporary git daemon is listening on the server.
-    DaemonReady { server: String, port: u16, elapsed: Duration },
+    DaemonReady {
+        server: String,
+        port: u16,
+        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
+        elapsed: Duration,
+    },
     /// The push through the tunnel is starting.
     Pushing { server: String, sha: String },
-    /// The push finished; `bytes_sent` counts everything written into the tunnel.
-    Pushed { server: String, bytes_sent: u64, elapsed: Duration },
+    /// The push finished; `bytes_sent` counts everything written into the tunnel, `objects`
+    /// the objects in the packs (the commit's and its submodules').
+    Pushed {
+        server: String,
+        bytes_sent: u64,
+        objects: u64,
+        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
+        elapsed: Duration,
+    },
+    /// The release's files are in place on the server (not yet current).
+    Prepared {
+        server: String,
+        release: String,
+        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
+        elapsed: Duration,
+    },
     /// The release is made and `current` points at it.
-    Published { server: String, release: String, elapsed: Duration },
+    Published {
+        server: String,
+        release: String,
+        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
+        elapsed: Duration,
+    },
     /// An old release was removed beyond `keep_releases`.
     Removed { server: String, release: String },
+    /// The deploy failed: on `server` (when one server is to blame), with `error`.
+    Failed { server: Option<String>, error: String, exit_code: u8 },
+    /// The end of a deploy, whatever happened: what went where and how long each phase took.
+    Summary(DeployReport),
+    /// One row of `deploy-check`.
+    Check(crate::check::Check),
+}
+
+/// How a deploy ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every server has the new release as `current`.
+    Deployed,
+    /// The commit was already current on every server; nothing was changed.
+    UpToDate,
+    /// The deploy failed; no server switched `current` (or every server did, and a step after
+    /// the switch failed: see each server's `status`).
+    Failed,
+    /// The deploy failed after some servers switched `current` and before the others did.
+    Partial,
+}
+
+/// What a deploy did: the summary printed at its end, and the `summary` event of `--json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeployReport {
+    pub outcome: Outcome,
+    /// The process exit code this outcome maps to (see [`crate::exit`]).
+    pub exit_code: u8,
+    /// The release name, the same on every server (empty if the deploy failed before choosing
+    /// one; the current release when up to date).
+    pub release: String,
+    /// The commit deployed (empty if the deploy failed before resolving it).
+    pub sha: String,
+    /// One entry per server, in configuration order.
+    pub servers: Vec<ServerReport>,
+    /// Wall time of the whole deploy.
+    #[serde(rename = "elapsed_ms", serialize_with = "millis")]
+    pub elapsed: Duration,
+    /// Why the deploy failed, with what to do next.
+    pub error: Option<String>,
+}
+
+impl DeployReport {
+    /// Whether the commit was already current everywhere, so nothing was changed.
+    pub fn up_to_date(&self) -> bool {
+        self.outcome == Outcome::UpToDate
+    }
+}
+
+/// Where a server stands at the end of a deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerStatus {
+    /// Nothing was changed on it (its `current` is as before).
+    #[default]
+    Unchanged,
+    /// Its release was made, then removed because the deploy failed; `current` is as before.
+    Discarded,
+    /// `current` points at the new release.
+    Published,
+}
+
+/// What a deploy did on one server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ServerReport {
+    pub server: String,
+    pub status: ServerStatus,
+    /// The error that stopped the deploy here, if this is where it failed.
+    pub error: Option<String>,
+    pub bytes_sent: u64,
+    pub objects: u64,
+    #[serde(rename = "connect_ms", serialize_with = "millis")]
+    pub connect: Duration,
+    #[serde(rename = "daemon_ms", serialize_with = "millis")]
+    pub daemon: Duration,
+    #[serde(rename = "push_ms", serialize_with = "millis")]
+    pub push: Duration,
+    /// Making the release and switching `current`.
+    #[serde(rename = "release_ms", serialize_with = "millis")]
+    pub release: Duration,
+    /// Old releases removed beyond `keep_releases`.
+    pub removed: Vec<String>,
+}
+
+fn millis<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Receives events as they happen.
@@ -68,5 +196,179 @@ impl Reporter for Collect {
 impl<F: FnMut(Event)> Reporter for F {
     fn event(&mut self, event: Event) {
         self(event)
+    }
+}
+
+/// One JSON object per line for each event, with `"schema": JSON_SCHEMA` (the `--json` output).
+pub struct JsonLines<W: Write>(pub W);
+
+/// A line of `--json` output: the schema version, then the event's own fields.
+#[derive(Serialize)]
+struct Line<'a, T: Serialize> {
+    schema: u32,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+impl<W: Write> JsonLines<W> {
+    /// Writes any serializable `body` (an object) as one line with the schema version.
+    pub fn write<T: Serialize>(&mut self, body: &T) {
+        let line = serde_json::to_string(&Line { schema: JSON_SCHEMA, body }).expect("events serialize");
+        // A closed stdout (`| head`) must not stop the deploy; the exit code still tells.
+        let _ = writeln!(self.0, "{line}").and_then(|()| self.0.flush());
+    }
+}
+
+/// The last line of `--json` output, whatever the command.
+#[derive(Serialize)]
+#[serde(tag = "event", rename = "exit")]
+struct Exit<'a> {
+    command: &'a str,
+    exit_code: u8,
+    error: Option<&'a str>,
+}
+
+/// A server's releases, for `releases --json`.
+#[derive(Serialize)]
+#[serde(tag = "event", rename = "releases")]
+struct Releases<'a> {
+    server: &'a str,
+    releases: Vec<crate::manage::ReleaseEntry>,
+    /// Who holds the lock, if anyone.
+    locked_by: Option<String>,
+}
+
+impl<W: Write> JsonLines<W> {
+    /// The closing line: which command ran, its exit code, and its error if it failed.
+    pub fn exit(&mut self, command: &str, exit_code: u8, error: Option<&str>) {
+        self.write(&Exit { command, exit_code, error });
+    }
+
+    /// One server's releases (`cargo xtask releases`).
+    pub fn releases(&mut self, server: &crate::manage::ServerReleases) {
+        let holder = &server.state.holder;
+        let locked_by = (!holder.is_empty()).then(|| crate::plan::LockInfo::describe(holder));
+        self.write(&Releases { server: &server.server, releases: server.entries(), locked_by });
+    }
+}
+
+impl<W: Write> Reporter for JsonLines<W> {
+    fn event(&mut self, event: Event) {
+        self.write(&event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One event of every kind. The `match` makes a new variant fail to compile here until it
+    /// is added (and so checked against the README).
+    fn one_of_each() -> Vec<Event> {
+        let server = || "deploy@host:22".to_string();
+        let ms = Duration::from_millis(5);
+        let report = DeployReport {
+            outcome: Outcome::Deployed,
+            exit_code: 0,
+            release: "20261125000000".into(),
+            sha: "a".repeat(40),
+            servers: vec![ServerReport { server: server(), ..Default::default() }],
+            elapsed: ms,
+            error: None,
+        };
+        let check = crate::check::Check {
+            server: server(),
+            check: "git",
+            status: crate::check::CheckStatus::Ok,
+            detail: String::new(),
+        };
+        let events = vec![
+            Event::Started { revision: "HEAD".into(), sha: "a".into(), servers: vec![server()] },
+            Event::Running { phase: "build", server: None, what: "cargo build".into() },
+            Event::LockWait { server: server(), holder: "bob".into() },
+            Event::UpToDate { sha: "a".into() },
+            Event::Uploaded { server: server(), path: "bin".into(), bytes: 1 },
+            Event::Discarded { server: server(), release: "r".into() },
+            Event::RolledBack { server: server(), from: "a".into(), to: "b".into() },
+            Event::Unlocked { server: server(), holder: "bob".into() },
+            Event::Warning { message: "m".into() },
+            Event::Connected { server: server(), elapsed: ms },
+            Event::Locked { server: server(), releases: 1, reaped: vec![] },
+            Event::Created { server: server(), what: "repo".into() },
+            Event::DaemonReady { server: server(), port: 1, elapsed: ms },
+            Event::Pushing { server: server(), sha: "a".into() },
+            Event::Pushed { server: server(), bytes_sent: 1, objects: 1, elapsed: ms },
+            Event::Prepared { server: server(), release: "r".into(), elapsed: ms },
+            Event::Published { server: server(), release: "r".into(), elapsed: ms },
+            Event::Removed { server: server(), release: "r".into() },
+            Event::Failed { server: None, error: "e".into(), exit_code: 7 },
+            Event::Summary(report),
+            Event::Check(check),
+        ];
+        for event in &events {
+            match event {
+                Event::Started { .. }
+                | Event::Running { .. }
+                | Event::LockWait { .. }
+                | Event::UpToDate { .. }
+                | Event::Uploaded { .. }
+                | Event::Discarded { .. }
+                | Event::RolledBack { .. }
+                | Event::Unlocked { .. }
+                | Event::Warning { .. }
+                | Event::Connected { .. }
+                | Event::Locked { .. }
+                | Event::Created { .. }
+                | Event::DaemonReady { .. }
+                | Event::Pushing { .. }
+                | Event::Pushed { .. }
+                | Event::Prepared { .. }
+                | Event::Published { .. }
+                | Event::Removed { .. }
+                | Event::Failed { .. }
+                | Event::Summary(_)
+                | Event::Check(_) => {}
+            }
+        }
+        events
+    }
+
+    fn json(event: &Event) -> serde_json::Value {
+        let mut out = JsonLines(Vec::new());
+        out.event(event.clone());
+        let text = String::from_utf8(out.0).unwrap();
+        assert_eq!(text.lines().count(), 1, "one line per event: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn every_event_is_one_json_line_with_the_schema_and_is_in_the_readme() {
+        let readme = include_str!("../README.md");
+        let table = &readme[readme.find("<!-- json-events").expect("README lists the events")..];
+        let table = &table[..table.find("\n\n").unwrap()];
+        for event in one_of_each() {
+            let value = json(&event);
+            assert_eq!(value["schema"], JSON_SCHEMA);
+            let name = value["event"].as_str().unwrap().to_string();
+            assert!(table.contains(&format!("| `{name}` |")), "`{name}` is not in the README's events table");
+            for (key, _) in value.as_object().unwrap() {
+                if key != "schema" && key != "event" && key != "servers" {
+                    let row = table.lines().find(|row| row.starts_with(&format!("| `{name}` |"))).unwrap();
+                    assert!(row.contains(&format!("`{key}`")), "`{name}.{key}` is not documented: {row}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn durations_are_whole_milliseconds() {
+        let value = json(&Event::Pushed {
+            server: "s".into(),
+            bytes_sent: 10,
+            objects: 2,
+            elapsed: Duration::from_micros(1_999),
+        });
+        assert_eq!(value["elapsed_ms"], 1);
+        assert!(value.get("elapsed").is_none());
     }
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, MethodType, Session};
 
-use crate::config::{Config, HostKeyPolicy, Server, SshOptions, Timeouts};
+use crate::config::{
+    Config, HostKeyPolicy, Secret, Server, SshOptions, Timeouts, ENV_KNOWN_HOSTS, ENV_SSH_KEY, ENV_SSH_KEY_PASSPHRASE,
+};
 use crate::shell::{self, RemoteScript};
 use crate::Error;
 
@@ -23,6 +25,17 @@ const EARLY_TIMEOUT_PAUSE: Duration = Duration::from_millis(10);
 
 /// The exit status reported for a remote step stopped by `timeouts.step` (as `timeout(1)`'s).
 pub const EXIT_TIMED_OUT: i32 = 124;
+
+/// Called with the server's name and each remote script as it starts (`--verbose`).
+pub type ScriptTracer = fn(server: &str, script: &RemoteScript);
+
+static TRACER: std::sync::OnceLock<ScriptTracer> = std::sync::OnceLock::new();
+
+/// Makes every connection of this process hand each script it runs to `tracer` before running
+/// it. For the command line's `--verbose`; set once, for the whole process.
+pub fn trace_scripts(tracer: ScriptTracer) {
+    let _ = TRACER.set(tracer);
+}
 
 /// An authenticated SSH session to one server.
 pub struct Connection {
@@ -95,22 +108,26 @@ impl Connection {
         let _ = tcp.set_nodelay(true);
         let mut session = Session::new().map_err(|err| connect_error(err.to_string()))?;
         session.set_timeout(millis(timeout));
-        let known_hosts_text = match std::fs::read_to_string(&options.known_hosts) {
-            Ok(text) => text,
-            Err(err)
-                if err.kind() == io::ErrorKind::NotFound && options.host_key_policy == HostKeyPolicy::AcceptNew =>
-            {
-                String::new()
-            }
-            Err(err) => {
-                return Err(Error::HostKey {
-                    server: name.clone(),
-                    message: format!(
-                        "cannot read known_hosts file `{}`: {err}: create it, or set `ssh.known_hosts`",
-                        options.known_hosts.display()
-                    ),
-                })
-            }
+        let known_hosts_text = match &options.env.known_hosts {
+            Some(text) => text.clone(),
+            None => match std::fs::read_to_string(&options.known_hosts) {
+                Ok(text) => text,
+                Err(err)
+                    if err.kind() == io::ErrorKind::NotFound && options.host_key_policy == HostKeyPolicy::AcceptNew =>
+                {
+                    String::new()
+                }
+                Err(err) => {
+                    return Err(Error::HostKey {
+                        server: name.clone(),
+                        message: format!(
+                            "cannot read known_hosts file `{}`: {err}: create it, set `ssh.known_hosts`, or give \
+                             the lines in `{ENV_KNOWN_HOSTS}`",
+                            options.known_hosts.display()
+                        ),
+                    })
+                }
+            },
         };
         let types = known_key_types(&known_hosts_text, &server.host, server.port);
         if !types.is_empty() {
@@ -127,7 +144,7 @@ impl Connection {
             connect_error(format!("{what}: {err}{late}"))
         };
         session.handshake().map_err(|err| timed_out("SSH handshake failed", err))?;
-        let accepted_key = check_host_key(&session, server, options, &name)?;
+        let accepted_key = check_host_key(&session, server, options, &name, &known_hosts_text)?;
         session.set_timeout(millis(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
         authenticate(&session, server, options, &name)?;
         session.set_timeout(millis(timeouts.step));
@@ -269,6 +286,9 @@ impl Connection {
 
     /// Opens a session channel running `line`, the exec line of `script`.
     fn start(&self, script: &RemoteScript, line: String) -> Result<ssh2::Channel, Error> {
+        if let Some(tracer) = TRACER.get() {
+            tracer(&self.name, script);
+        }
         let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
         let mut channel = self.session.channel_session().map_err(failed)?;
         #[allow(clippy::disallowed_methods)] // The one place allowed: `line` runs a RemoteScript.
@@ -535,16 +555,20 @@ fn hashed_match(entry: &str, pattern: &str) -> bool {
     mac.verify_slice(&hash).is_ok()
 }
 
-/// Checks the server's key against known_hosts. With `accept-new`, a host that has no entry
-/// gets one (its key's fingerprint is returned); a key that differs from an entry is always
-/// refused.
+/// Checks the server's key against known_hosts (`known_hosts_text`: the file's text, or the
+/// lines of [`ENV_KNOWN_HOSTS`] when it is set). With `accept-new`, a host that has no entry
+/// gets one in the file (its key's fingerprint is returned); a key that differs from an entry
+/// is always refused.
 fn check_host_key(
     session: &Session,
     server: &Server,
     options: &SshOptions,
     name: &str,
+    known_hosts_text: &str,
 ) -> Result<Option<String>, Error> {
     let known_hosts = options.known_hosts.as_path();
+    let from_env = options.env.known_hosts.is_some();
+    let source = if from_env { format!("`{ENV_KNOWN_HOSTS}`") } else { format!("`{}`", known_hosts.display()) };
     let refuse = |message: String| Error::HostKey { server: name.to_string(), message };
     let (key, key_type) = session.host_key().ok_or_else(|| refuse("the server sent no host key".to_string()))?;
     let fingerprint = session
@@ -552,15 +576,24 @@ fn check_host_key(
         .map(|hash| format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(hash)))
         .unwrap_or_else(|| "unknown".to_string());
     let mut known = session.known_hosts().map_err(|err| refuse(err.to_string()))?;
-    if known_hosts.exists() || options.host_key_policy == HostKeyPolicy::Strict {
+    if from_env {
+        for (number, line) in known_hosts_text.lines().enumerate() {
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            known
+                .read_str(line, KnownHostFileKind::OpenSSH)
+                .map_err(|err| refuse(format!("cannot parse line {} of {source}: {err}", number + 1)))?;
+        }
+    } else if known_hosts.exists() || options.host_key_policy == HostKeyPolicy::Strict {
         known
             .read_file(known_hosts, KnownHostFileKind::OpenSSH)
-            .map_err(|err| refuse(format!("cannot parse known_hosts file `{}`: {err}", known_hosts.display())))?;
+            .map_err(|err| refuse(format!("cannot parse known_hosts file {source}: {err}")))?;
     }
     let entry = if server.port == 22 { server.host.clone() } else { format!("[{}]:{}", server.host, server.port) };
     match known.check_port(&server.host, server.port, key) {
         CheckResult::Match => Ok(None),
-        CheckResult::NotFound if options.host_key_policy == HostKeyPolicy::AcceptNew => {
+        CheckResult::NotFound if options.host_key_policy == HostKeyPolicy::AcceptNew && !from_env => {
             let line = format!(
                 "{entry} {} {}\n",
                 key_type_name(key_type)
@@ -569,14 +602,19 @@ fn check_host_key(
             );
             append_known_host(known_hosts, &line).map_err(|err| {
                 refuse(format!(
-                    "cannot record its key ({fingerprint}) in `{}`: {err}: fix the file's permissions or set `ssh.known_hosts`",
-                    known_hosts.display()
+                    "cannot record its key ({fingerprint}) in {source}: {err}: fix the file's permissions or set `ssh.known_hosts`"
                 ))
             })?;
             Ok(Some(fingerprint))
         }
+        CheckResult::NotFound if from_env => Err(refuse(format!(
+            "`{entry}` is not in {source}; its key fingerprint is {fingerprint}. If that is the server's \
+             fingerprint, add the line that `ssh-keyscan -p {port} {host}` prints to {source}",
+            port = server.port,
+            host = server.host,
+        ))),
         CheckResult::NotFound => Err(refuse(format!(
-            "`{entry}` is not in `{file}`; its key fingerprint is {fingerprint}. If that is the server's \
+            "`{entry}` is not in {source}; its key fingerprint is {fingerprint}. If that is the server's \
              fingerprint, trust it with `ssh-keyscan -p {port} {host} >> {file}` (or connect once with \
              `ssh -p {port} {user}@{host}`) and deploy again",
             file = known_hosts.display(),
@@ -585,23 +623,22 @@ fn check_host_key(
             user = server.user,
         ))),
         CheckResult::Mismatch => Err(refuse(format!(
-            "the key offered by `{entry}` ({fingerprint}) differs from the one in `{file}` ({recorded}): the server \
+            "the key offered by `{entry}` ({fingerprint}) differs from the one in {source} ({recorded}): the server \
              was reinstalled, or someone is in the middle. Deploying is refused. If the change is \
              expected, remove the old key with `ssh-keygen -R '{entry}' -f {file}` and trust the new one",
             file = known_hosts.display(),
-            recorded = recorded_fingerprints(known_hosts, &server.host, server.port).join(", "),
+            recorded = recorded_fingerprints(known_hosts_text, &server.host, server.port).join(", "),
         ))),
-        CheckResult::Failure => Err(refuse(format!("could not check the key against `{}`", known_hosts.display()))),
+        CheckResult::Failure => Err(refuse(format!("could not check the key against {source}"))),
     }
 }
 
 /// The SHA256 fingerprints of the keys known_hosts holds for this host, as `ssh-keygen -l`
 /// shows them.
-fn recorded_fingerprints(known_hosts: &Path, host: &str, port: u16) -> Vec<String> {
+fn recorded_fingerprints(text: &str, host: &str, port: u16) -> Vec<String> {
     use sha2::Digest;
-    let text = std::fs::read_to_string(known_hosts).unwrap_or_default();
     let engine = base64::engine::general_purpose::STANDARD;
-    host_entries(&text, host, port)
+    host_entries(text, host, port)
         .filter_map(|(key_type, key)| {
             let hash = sha2::Sha256::digest(engine.decode(key).ok()?);
             Some(format!("{key_type} SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(hash)))
@@ -637,6 +674,17 @@ fn append_known_host(path: &Path, line: &str) -> io::Result<()> {
 
 fn authenticate(session: &Session, server: &Server, options: &SshOptions, name: &str) -> Result<(), Error> {
     let refuse = |message: String| Error::Auth { server: name.to_string(), message };
+    if let Some(key) = &options.env.key {
+        // From memory: the key is never written to disk, and never part of a message.
+        let passphrase = options.env.passphrase.as_ref().map(Secret::expose);
+        return session.userauth_pubkey_memory(&server.user, None, key.expose(), passphrase).map_err(|err| {
+            refuse(format!(
+                "the server refused the key in `{ENV_SSH_KEY}` for user `{}` ({err}): add its public key to \
+                 that user's authorized_keys; if the key has a passphrase, set `{ENV_SSH_KEY_PASSPHRASE}`",
+                server.user
+            ))
+        });
+    }
     if let Some(identity) = &options.identity {
         if !identity.is_file() {
             return Err(refuse(format!("identity file `{}` does not exist: fix `ssh.identity`", identity.display())));
@@ -670,7 +718,8 @@ fn authenticate(session: &Session, server: &Server, options: &SshOptions, name: 
     }
     let tried = if tried.is_empty() { "nothing (no agent, no default key)".to_string() } else { tried.join(", ") };
     Err(refuse(format!(
-        "no key was accepted for user `{}`; tried {tried}: set `ssh.identity` or load a key into ssh-agent",
+        "no key was accepted for user `{}`; tried {tried}: set `ssh.identity`, give the key in \
+         `{ENV_SSH_KEY}`, or load a key into ssh-agent",
         server.user
     )))
 }

@@ -162,7 +162,7 @@ fn a_daemon_orphaned_by_an_earlier_deploy_is_reaped() {
     let mut events = Collect::default();
     xtask_deploy::deploy(&world.config(), &Default::default(), &mut events).unwrap();
     let reaped = events.0.iter().find_map(|event| match event {
-        Event::Checked { reaped, .. } => Some(reaped.clone()),
+        Event::Locked { reaped, .. } => Some(reaped.clone()),
         _ => None,
     });
     assert_eq!(reaped, Some(vec![pid.clone()]));

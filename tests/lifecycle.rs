@@ -148,12 +148,12 @@ fn deploying_the_current_commit_does_nothing_unless_forced() {
     world.setup();
     let first = world.deploy();
     let again = world.deploy();
-    assert!(again.up_to_date);
+    assert!(again.up_to_date());
     assert_eq!(world.releases(), vec![first.release.clone()]);
     assert_eq!(world.revisions_log().len(), 1);
     assert!(!world.locked());
     let forced = world.deploy_with(&DeployOptions { force: true, ..Default::default() }).unwrap();
-    assert!(!forced.up_to_date);
+    assert!(!forced.up_to_date());
     assert_eq!(world.releases(), vec![first.release, forced.release.clone()]);
     assert_eq!(world.current(), Some(forced.release));
 }

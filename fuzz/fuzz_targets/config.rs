@@ -8,11 +8,20 @@ use xtask_deploy::config::{is_plain_relative_path, Config, Defaults};
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(metadata) = toml::from_str::<serde_json::Value>(text) else { return };
-    let defaults = Defaults { package_name: Some("app".into()), user: Some("deploy".into()), home: None };
+    let defaults = Defaults {
+        package_name: Some("app".into()),
+        user: Some("deploy".into()),
+        home: None,
+        env_auth: Default::default(),
+    };
     let path = std::path::Path::new("/app/Cargo.toml");
     if let Ok(config) = Config::from_metadata(&metadata, "package.metadata", path, &defaults) {
         assert!(config.deploy_to.starts_with('/') && config.deploy_to != "/");
         assert!(!config.deploy_to.contains(['\0', '\n']));
+        for server in &config.servers {
+            assert!(server.deploy_to.starts_with('/') && server.deploy_to != "/");
+            assert!(!server.deploy_to.contains(['\0', '\n']));
+        }
         assert!(config.keep_releases >= 1);
         assert!(!config.servers.is_empty());
         for path in config.linked_files.iter().chain(&config.linked_dirs).chain(&config.artifacts) {

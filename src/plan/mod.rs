@@ -261,7 +261,12 @@ pub(crate) mod tests {
             "keep_releases": 2,
             "servers": [{ "host": "h", "user": "u" }],
         }});
-        let defaults = crate::config::Defaults { package_name: Some("hello".into()), user: None, home: None };
+        let defaults = crate::config::Defaults {
+            package_name: Some("hello".into()),
+            user: None,
+            home: None,
+            env_auth: Default::default(),
+        };
         Config::from_metadata(&metadata, "package.metadata", std::path::Path::new("/app/Cargo.toml"), &defaults)
             .unwrap()
     }

@@ -167,6 +167,54 @@ exit 0
     RemoteScript { name: "inspect", text }
 }
 
+/// Gathers what `deploy-check` judges, changing nothing (a probe directory is made and removed
+/// at once to learn whether `deploy_to`, or its nearest existing parent, is writable). Prints
+/// `writable yes|no <dir>`, `git [<version>]`, `unset <part>` for each part setup makes that is
+/// missing, `missing-file <index>` and `missing-dir <index>` for linked paths absent from
+/// `shared/`, the lock's `holder`/`stale` lines, and `disk <free KiB> <current release KiB>`.
+pub fn check_script(config: &Config) -> RemoteScript {
+    let mut linked = String::new();
+    for (index, file) in config.linked_files.iter().enumerate() {
+        linked.push_str(&format!("[ -e \"$d/shared\"/{} ] || echo missing-file {index}\n", quote(file)));
+    }
+    for (index, dir) in config.linked_dirs.iter().enumerate() {
+        linked.push_str(&format!("[ -d \"$d/shared\"/{} ] || echo missing-dir {index}\n", quote(dir)));
+    }
+    let text = format!(
+        r#"set -u
+d={deploy_to}
+state="$d/{STATE_DIR}"
+p="$d"
+while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname "$p"); done
+if [ -d "$p" ] && probe=$(mktemp -d "$p/.xtask-deploy-check.XXXXXX" 2>/dev/null); then
+  rmdir "$probe"; echo "writable yes $p"
+else
+  echo "writable no $p"
+fi
+if command -v git >/dev/null 2>&1; then echo "git $(git --version 2>&1 | head -n 1)"; else echo git; fi
+[ -d "$d/releases" ] || echo "unset releases/"
+[ -d "$d/shared" ] || echo "unset shared/"
+[ "$(git --git-dir="$d/repo" rev-parse --is-bare-repository 2>/dev/null)" = true ] || echo "unset repo/"
+{linked}{LOCK_HELPERS}
+if [ -f "$state/lock/info" ]; then
+  if holder_alive; then sed 's/^/holder /' "$state/lock/info"; else sed 's/^/stale /' "$state/lock/info"; fi
+elif [ -d "$state/lock" ]; then
+  echo "holder user=a deploy that is taking the lock right now"
+fi
+free=$(df -Pk "$p" 2>/dev/null | awk 'NR == 2 {{ print $4 }}')
+size=0
+if [ -d "$d/current/" ]; then
+  size=$(du -sk --apparent-size "$d/current/" 2>/dev/null || du -sk "$d/current/" 2>/dev/null)
+  size=${{size%%[!0-9]*}}
+fi
+echo "disk ${{free:-unknown}} ${{size:-0}}"
+exit 0
+"#,
+        deploy_to = quote(&config.deploy_to),
+    );
+    RemoteScript { name: "deploy-check", text }
+}
+
 /// Removes the deploy lock: only when it holds `token` (a deploy never removes a lock it did
 /// not take), or whoever holds it when `token` is `None` (`cargo xtask unlock`). Prints the
 /// holder as `removed <key>=<value>` lines when it removed one.

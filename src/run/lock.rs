@@ -9,7 +9,7 @@ use crate::report::{Event, Reporter};
 use crate::ssh::Connection;
 use crate::Error;
 
-use super::{Server, ServerReport};
+use super::Server;
 
 /// The lock this machine takes for `what` (a commit's SHA, or `rollback`): the local user and
 /// host, the time now, `message`, and a fresh token.
@@ -54,11 +54,12 @@ fn lock_one(
     lock_wait: Option<Duration>,
     reporter: &mut dyn Reporter,
 ) -> Result<Server, Error> {
+    let config = config.on(server);
     let started = Instant::now();
-    let connection = Connection::open(config, server)?;
+    let connection = Connection::open(&config, server)?;
     let connect = started.elapsed();
-    super::connected(reporter, config, &connection, connect);
-    let preflight = plan::preflight_script(config, lock);
+    super::connected(reporter, &config, &connection, connect);
+    let preflight = plan::preflight_script(&config, lock);
     let deadline = lock_wait.map(|wait| Instant::now() + wait);
     loop {
         let mut keeper = connection.spawn(&preflight)?;
@@ -82,13 +83,12 @@ fn lock_one(
                         ),
                     });
                 }
-                reporter.event(Event::Checked {
+                reporter.event(Event::Locked {
                     server: connection.name().to_string(),
                     releases: state.releases.len(),
                     reaped: state.reaped.clone(),
                 });
-                let report = ServerReport { server: connection.name().to_string(), connect, ..Default::default() };
-                return Ok(Server { keeper: Some(keeper), connection, state, report });
+                return Ok(Server { keeper: Some(keeper), connection, config, state, connect });
             }
             Err(output) => output,
         };

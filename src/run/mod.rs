@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, TransportKind};
 use crate::local;
-use crate::plan::{self, Action, LockInfo, Plan, Release, RemoteState, Step, SubmoduleRelease};
-use crate::report::{Event, Reporter};
+use crate::plan::{self, Action, LockInfo, Plan, Release, RemoteState, SubmoduleRelease};
+use crate::report::{DeployReport, Event, Outcome, Reporter, ServerReport, ServerStatus};
 use crate::ssh::{Connection, RemoteProcess};
 use crate::submodules::{self, Submodule};
 use crate::transport;
@@ -38,33 +38,6 @@ pub struct DeployOptions {
     pub message: Option<String>,
 }
 
-/// What a deploy did.
-#[derive(Debug, Clone)]
-pub struct DeployReport {
-    /// The release name, the same on every server.
-    pub release: String,
-    /// The commit released.
-    pub sha: String,
-    /// One entry per server, in configuration order.
-    pub servers: Vec<ServerReport>,
-    /// Wall time of the whole deploy.
-    pub elapsed: Duration,
-    /// The commit was already current everywhere, so nothing was changed.
-    pub up_to_date: bool,
-}
-
-/// What a deploy did on one server.
-#[derive(Debug, Clone, Default)]
-pub struct ServerReport {
-    pub server: String,
-    pub bytes_sent: u64,
-    pub connect: Duration,
-    pub daemon: Duration,
-    pub push: Duration,
-    pub release: Duration,
-    pub removed: Vec<String>,
-}
-
 /// Prepares every server: `releases/`, `shared/` (with the linked directories) and the bare
 /// `repo/` under `deploy_to`. Running it again changes nothing.
 pub fn setup(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error> {
@@ -72,7 +45,7 @@ pub fn setup(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error> 
         let started = Instant::now();
         let connection = Connection::open(config, server)?;
         connected(reporter, config, &connection, started.elapsed());
-        let stdout = connection.run(&plan::setup_script(config))?;
+        let stdout = connection.run(&plan::setup_script(&config.on(server)))?;
         for what in stdout.lines().filter_map(|line| line.strip_prefix("created ")) {
             reporter.event(Event::Created { server: connection.name().to_string(), what: what.to_string() });
         }
@@ -110,57 +83,117 @@ pub fn plan_deploy(config: &Config, options: &DeployOptions) -> Result<Plan, Err
     Ok(plan::deploy_plan(config, &release, &submodule_releases(&local.submodules), &local.lock))
 }
 
-/// Deploys the configured revision to every server.
+/// Deploys the configured revision to every server. Whatever happens, the last event is a
+/// [`Event::Summary`] (preceded by [`Event::Failed`] when the deploy failed).
 pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Reporter) -> Result<DeployReport, Error> {
     let started = Instant::now();
+    let mut summary = DeployReport {
+        outcome: Outcome::Failed,
+        exit_code: crate::exit::SUCCESS,
+        release: String::new(),
+        sha: String::new(),
+        servers: config
+            .servers
+            .iter()
+            .map(|server| ServerReport { server: server.display_name(), ..Default::default() })
+            .collect(),
+        elapsed: Duration::ZERO,
+        error: None,
+    };
+    let result = deploy_to_all(config, options, reporter, &mut summary);
+    summary.elapsed = started.elapsed();
+    match &result {
+        Ok(outcome) => {
+            summary.outcome = *outcome;
+            if *outcome == Outcome::UpToDate {
+                summary.exit_code = crate::exit::UP_TO_DATE;
+            }
+        }
+        Err(err) => {
+            summary.outcome = if matches!(err, Error::Partial { .. }) { Outcome::Partial } else { Outcome::Failed };
+            summary.exit_code = err.exit_code();
+            summary.error = Some(err.to_string());
+            let server = err.server().map(str::to_string);
+            if let Some(report) = summary.servers.iter_mut().find(|report| Some(&report.server) == server.as_ref()) {
+                report.error = Some(err.to_string());
+            }
+            reporter.event(Event::Failed { server, error: err.to_string(), exit_code: err.exit_code() });
+        }
+    }
+    reporter.event(Event::Summary(summary.clone()));
+    result.map(|_| summary)
+}
+
+/// The deploy itself, filling in `summary` as it goes.
+fn deploy_to_all(
+    config: &Config,
+    options: &DeployOptions,
+    reporter: &mut dyn Reporter,
+    summary: &mut DeployReport,
+) -> Result<Outcome, Error> {
     let local = local_state(config, options)?;
-    reporter.event(Event::Resolved {
+    summary.sha = local.revision.sha.clone();
+    reporter.event(Event::Started {
         revision: options.revision.clone().unwrap_or_else(|| config.revision.clone()),
         sha: local.revision.sha.clone(),
+        servers: summary.servers.iter().map(|report| report.server.clone()).collect(),
     });
     let mut servers = lock_all(config, &local.lock, options.lock_wait, reporter)?;
+    for (report, server) in summary.servers.iter_mut().zip(&servers) {
+        report.connect = server.connect;
+    }
 
     if !options.force && servers.iter().all(|server| server.state.current_sha() == Some(local.revision.sha.as_str())) {
         reporter.event(Event::UpToDate { sha: local.revision.sha.clone() });
         unlock_all(&mut servers);
-        let release = servers.first().and_then(|server| server.state.current_release()).unwrap_or("").to_string();
-        return Ok(DeployReport {
-            release,
-            sha: local.revision.sha.clone(),
-            servers: Vec::new(),
-            elapsed: started.elapsed(),
-            up_to_date: true,
-        });
+        summary.release = servers.first().and_then(|server| server.state.current_release()).unwrap_or("").to_string();
+        return Ok(Outcome::UpToDate);
     }
 
     let existing = servers.iter().flat_map(|server| server.state.releases.iter().map(|(name, _)| name.as_str()));
     let release = release_for(&local, plan::release_name(time::OffsetDateTime::now_utc(), existing));
-    let plan = plan::deploy_plan(config, &release, &submodule_releases(&local.submodules), &local.lock);
+    summary.release = release.name.clone();
+    let submodules = submodule_releases(&local.submodules);
+    // One plan per server: the same steps, each in that server's `deploy_to`.
+    let plans: Vec<Plan> =
+        servers.iter().map(|server| plan::deploy_plan(&server.config, &release, &submodules, &local.lock)).collect();
     let mut walk = Walk {
         config,
         local: &local,
-        plan: &plan,
+        plans: &plans,
         // Looked up once: `Auto` runs `git --version`, which need not happen per push.
         pack: options.pack.resolve(),
         servers,
+        reports: &mut summary.servers,
         prepared: Vec::new(),
-        published: false,
+        published: Vec::new(),
         reporter,
     };
     let result = walk.steps();
     if let Err(err) = &result {
         walk.fail(err);
     }
+    let published = std::mem::take(&mut walk.published);
     let Walk { mut servers, .. } = walk;
     unlock_all(&mut servers);
-    result?;
-    Ok(DeployReport {
-        release: release.name,
-        sha: release.sha,
-        servers: servers.into_iter().map(|server| server.report).collect(),
-        elapsed: started.elapsed(),
-        up_to_date: false,
-    })
+    match result {
+        Ok(()) => Ok(Outcome::Deployed),
+        Err(error) if !published.is_empty() && published.len() < servers.len() => {
+            let names = |switched: bool| {
+                (0..servers.len())
+                    .filter(|index| published.contains(index) == switched)
+                    .map(|index| servers[index].connection.name().to_string())
+                    .collect()
+            };
+            Err(Error::Partial {
+                release: release.name,
+                published: names(true),
+                unchanged: names(false),
+                error: Box::new(error),
+            })
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// A server reached, checked and locked.
@@ -168,42 +201,51 @@ pub(crate) struct Server {
     /// The preflight, still running: it holds the lock until its stdin closes.
     keeper: Option<RemoteProcess>,
     pub(crate) connection: Connection,
+    /// The configuration as this server sees it (its own `deploy_to`).
+    pub(crate) config: Config,
     pub(crate) state: RemoteState,
-    report: ServerReport,
+    /// How long connecting took.
+    connect: Duration,
 }
 
-/// The state of a deploy as it walks its plan.
+/// The state of a deploy as it walks its plans.
 struct Walk<'a> {
     config: &'a Config,
     local: &'a LocalState,
-    plan: &'a Plan,
+    /// One per server, in the same order; their steps differ only in `deploy_to`.
+    plans: &'a [Plan],
     pack: transport::PackMethod,
     servers: Vec<Server>,
+    /// One per server: what the summary will say.
+    reports: &'a mut [ServerReport],
     /// Indexes of servers on which the release may exist.
     prepared: Vec<usize>,
-    published: bool,
+    /// Indexes of servers whose `current` points at the release.
+    published: Vec<usize>,
     reporter: &'a mut dyn Reporter,
 }
 
 impl Walk<'_> {
     fn steps(&mut self) -> Result<(), Error> {
-        let steps = &self.plan.steps;
+        let steps = &self.plans[0].steps;
+        let several = self.servers.len() > 1;
         let mut pushed = false;
         let mut start = 0;
         while start < steps.len() {
             // Consecutive remote steps run as one remote command per server. With several
-            // servers a batch never crosses publish: every server is ready before any switches.
+            // servers, publish runs alone: every server is ready before any switches, and
+            // every server has switched before any `after_publish` hook runs.
             let mut end = start + 1;
             if matches!(steps[start].action, Action::Remote(_)) {
                 while end < steps.len()
                     && matches!(steps[end].action, Action::Remote(_))
-                    && !(self.servers.len() > 1 && steps[end].phase == plan::PUBLISH)
+                    && !(several && (steps[end].phase == plan::PUBLISH || steps[end - 1].phase == plan::PUBLISH))
                 {
                     end += 1;
                 }
-                self.remote_batch(&steps[start..end])?;
+                self.remote_batch(start..end)?;
             } else {
-                match self.step(&steps[start]) {
+                match self.step(start) {
                     Err(Error::Local { message }) => {
                         let sent = if pushed { "" } else { "; nothing was sent to any server" };
                         return Err(Error::Local { message: format!("{message}{sent}") });
@@ -217,16 +259,18 @@ impl Walk<'_> {
         Ok(())
     }
 
-    fn step(&mut self, step: &Step) -> Result<(), Error> {
+    /// Runs step `index` (local, the push, or an upload).
+    fn step(&mut self, index: usize) -> Result<(), Error> {
+        let step = &self.plans[0].steps[index];
         match &step.action {
             Action::Local(command) => {
                 self.reporter.event(Event::Running { phase: step.phase, server: None, what: command.clone() });
                 local::run_command(step.phase, command, self.config.manifest_dir())
             }
-            Action::Remote(_) => self.remote_batch(std::slice::from_ref(step)),
+            Action::Remote(_) => self.remote_batch(index..index + 1),
             Action::Push => {
-                for index in 0..self.servers.len() {
-                    self.push(index)?;
+                for server in 0..self.servers.len() {
+                    self.push(server)?;
                 }
                 Ok(())
             }
@@ -237,8 +281,8 @@ impl Walk<'_> {
                 let bytes = std::fs::read(local).map_err(failed)?;
                 let mode =
                     std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(local).map_err(failed)?.permissions());
-                let script = plan::upload_script(self.config, &self.plan.release, path, mode);
-                for server in &self.servers {
+                for (server, plan) in self.servers.iter().zip(self.plans) {
+                    let script = plan::upload_script(&server.config, &plan.release, path, mode);
                     server.connection.run_with_input(&script, &bytes)?;
                     self.reporter.event(Event::Uploaded {
                         server: server.connection.name().to_string(),
@@ -251,17 +295,19 @@ impl Walk<'_> {
         }
     }
 
-    /// Runs remote `steps` (all [`Action::Remote`]) as one command on each server in turn.
-    fn remote_batch(&mut self, steps: &[Step]) -> Result<(), Error> {
-        let scripts: Vec<&crate::shell::RemoteScript> = steps
-            .iter()
-            .filter_map(|step| match &step.action {
-                Action::Remote(script) => Some(script),
-                _ => None,
-            })
-            .collect();
-        let batch = plan::batch_script(&scripts);
-        for index in 0..self.servers.len() {
+    /// Runs the remote steps in `range` (all [`Action::Remote`]) as one command on each server
+    /// in turn.
+    fn remote_batch(&mut self, range: std::ops::Range<usize>) -> Result<(), Error> {
+        for (index, plan) in self.plans.iter().enumerate() {
+            let steps = &plan.steps[range.clone()];
+            let scripts: Vec<&crate::shell::RemoteScript> = steps
+                .iter()
+                .filter_map(|step| match &step.action {
+                    Action::Remote(script) => Some(script),
+                    _ => None,
+                })
+                .collect();
+            let batch = plan::batch_script(&scripts);
             let name = self.servers[index].connection.name().to_string();
             if steps.iter().any(|step| step.phase == "prepare") {
                 self.prepared.push(index);
@@ -277,20 +323,21 @@ impl Walk<'_> {
             let output = self.servers[index].connection.output(&batch)?;
             let elapsed = started.elapsed();
             let done = output.stdout.lines().filter(|line| line.starts_with(plan::STEP_DONE)).count();
-            if steps[..done].iter().any(|step| step.phase == plan::PUBLISH) {
-                self.published = true;
-                self.reporter.event(Event::Published {
-                    server: name.clone(),
-                    release: self.plan.release.name.clone(),
-                    elapsed,
-                });
+            let release = plan.release.name.clone();
+            if steps[..done].iter().any(|step| step.phase == "prepare") {
+                self.reporter.event(Event::Prepared { server: name.clone(), release: release.clone(), elapsed });
             }
-            let server = &mut self.servers[index];
+            let report = &mut self.reports[index];
+            if steps[..done].iter().any(|step| step.phase == plan::PUBLISH) {
+                self.published.push(index);
+                report.status = ServerStatus::Published;
+                self.reporter.event(Event::Published { server: name.clone(), release, elapsed });
+            }
             if steps.iter().any(|step| step.phase == "prepare" || step.phase == plan::PUBLISH) {
-                server.report.release += elapsed;
+                report.release += elapsed;
             }
             for old in output.stdout.lines().filter_map(|line| line.strip_prefix("removed ")) {
-                server.report.removed.push(old.to_string());
+                report.removed.push(old.to_string());
                 self.reporter.event(Event::Removed { server: name.clone(), release: old.to_string() });
             }
             if output.status != 0 {
@@ -307,49 +354,58 @@ impl Walk<'_> {
     /// On one server: start the daemon, push the commit and submodules, stop the daemon (or,
     /// with `transport = "exec"`, push each through `git receive-pack` in an exec channel).
     fn push(&mut self, index: usize) -> Result<(), Error> {
-        let server = &mut self.servers[index];
+        let server = &self.servers[index];
+        let report = &mut self.reports[index];
+        let config = &server.config;
         let connection = &server.connection;
         let name = connection.name().to_string();
         let started = Instant::now();
-        let (daemon, receiver) = match self.config.transport {
+        let (daemon, receiver) = match config.transport {
             TransportKind::Daemon => {
                 let repos: Vec<&str> = self.local.submodules.iter().map(|sub| sub.release.repo.as_str()).collect();
-                let (daemon, port, receiver) = start_daemon(self.config, connection, &repos)?;
-                server.report.daemon = started.elapsed();
-                self.reporter.event(Event::DaemonReady { server: name.clone(), port, elapsed: server.report.daemon });
+                let (daemon, port, receiver) = start_daemon(config, connection, &repos)?;
+                report.daemon = started.elapsed();
+                self.reporter.event(Event::DaemonReady { server: name.clone(), port, elapsed: report.daemon });
                 (Some(daemon), receiver)
             }
             TransportKind::Exec => (None, Receiver::Exec),
         };
         let push_started = Instant::now();
-        self.reporter.event(Event::Pushing { server: name.clone(), sha: self.plan.release.sha.clone() });
-        let pushed = push_all(self.config, connection, self.local, &receiver, self.pack);
+        self.reporter.event(Event::Pushing { server: name.clone(), sha: self.local.revision.sha.clone() });
+        let pushed = push_all(config, connection, self.local, &receiver, self.pack);
         // The daemon lives only while the push lasts, whatever its outcome.
         if let Some(daemon) = daemon {
             daemon.finish(Duration::from_secs(10));
         }
-        server.report.bytes_sent = pushed?;
-        server.report.push = push_started.elapsed();
+        let stats = pushed?;
+        report.bytes_sent = stats.bytes_sent;
+        report.objects = stats.objects;
+        report.push = push_started.elapsed();
         self.reporter.event(Event::Pushed {
             server: name,
-            bytes_sent: server.report.bytes_sent,
-            elapsed: server.report.push,
+            bytes_sent: stats.bytes_sent,
+            objects: stats.objects,
+            elapsed: report.push,
         });
         Ok(())
     }
 
-    /// After a failed step: nothing more is published; before publish, the `on_failure` hooks
-    /// run and every unfinished release is removed. Errors here are reported, not raised.
+    /// After a failed step: nothing more is published; before any server switched, the
+    /// `on_failure` hooks run and every unfinished release is removed. Errors here are
+    /// reported, not raised.
     fn fail(&mut self, err: &Error) {
-        if self.published {
+        if !self.published.is_empty() {
             return;
         }
-        for step in &self.plan.on_failure {
+        for (hook, step) in self.plans[0].on_failure.iter().enumerate() {
             let result = match &step.action {
                 Action::Local(command) => local::run_command(step.phase, command, self.config.manifest_dir()),
-                Action::Remote(script) => {
-                    self.servers.iter().try_for_each(|server| server.connection.run(script).map(drop))
-                }
+                Action::Remote(_) => self.servers.iter().zip(self.plans).try_for_each(|(server, plan)| {
+                    match &plan.on_failure[hook].action {
+                        Action::Remote(script) => server.connection.run(script).map(drop),
+                        _ => Ok(()),
+                    }
+                }),
                 _ => Ok(()),
             };
             if let Err(hook_err) = result {
@@ -358,11 +414,15 @@ impl Walk<'_> {
         }
         for &index in &self.prepared {
             let server = &self.servers[index];
-            match server.connection.run(&self.plan.discard) {
-                Ok(_) => self.reporter.event(Event::Discarded {
-                    server: server.connection.name().to_string(),
-                    release: self.plan.release.name.clone(),
-                }),
+            let plan = &self.plans[index];
+            match server.connection.run(&plan.discard) {
+                Ok(_) => {
+                    self.reports[index].status = ServerStatus::Discarded;
+                    self.reporter.event(Event::Discarded {
+                        server: server.connection.name().to_string(),
+                        release: plan.release.name.clone(),
+                    })
+                }
                 Err(discard_err) => self.reporter.event(Event::Warning {
                     message: format!("could not remove the unfinished release after `{err}`: {discard_err}"),
                 }),

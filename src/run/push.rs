@@ -32,14 +32,14 @@ pub(super) enum Receiver {
 }
 
 /// Pushes the commit, then each submodule's commit into its own repository, each through its
-/// own channel, all within `timeouts.push`. Returns the bytes sent in all.
+/// own channel, all within `timeouts.push`. Returns what was sent in all.
 pub(super) fn push_all(
     config: &Config,
     connection: &Connection,
     local: &LocalState,
     receiver: &Receiver,
     pack: transport::PackMethod,
-) -> Result<u64, Error> {
+) -> Result<transport::PushStats, Error> {
     let deadline = Instant::now() + config.timeouts.push;
     let failed = |what: &str, message: String| {
         let message = if Instant::now() >= deadline {
@@ -60,7 +60,7 @@ pub(super) fn push_all(
         })?;
         targets.push((Some((repo, submodule)), &submodule.release.repo, &submodule.release.commit, SUBMODULE_REF));
     }
-    let mut bytes_sent = 0;
+    let mut total = transport::PushStats::default();
     for (index, (submodule, path, sha, refname)) in targets.iter().enumerate() {
         let repo = submodule.as_ref().map(|(repo, _)| repo).unwrap_or(&local.repo);
         let what = submodule.as_ref().map(|(_, sub)| format!("submodule `{}`: ", sub.release.path)).unwrap_or_default();
@@ -75,9 +75,11 @@ pub(super) fn push_all(
                 transport::push_through_exec(repo, connection.exec_stream(&script, deadline)?, sha, refname, pack)
             }
         };
-        bytes_sent += stats.map_err(|message| failed(&what, message))?.bytes_sent;
+        let stats = stats.map_err(|message| failed(&what, message))?;
+        total.bytes_sent += stats.bytes_sent;
+        total.objects += stats.objects;
     }
-    Ok(bytes_sent)
+    Ok(total)
 }
 
 /// Starts the deploy's git daemon on a free loopback port of the server, trying other ports

@@ -54,6 +54,19 @@ impl World {
         World { app, deploy_to, server }
     }
 
+    /// The command `bin` (the xtask binary) with `args` and this world's `--manifest-path`.
+    pub fn command(&self, bin: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(bin);
+        command.args(args).arg("--manifest-path").arg(self.app.manifest_path()).stdin(std::process::Stdio::null());
+        command
+    }
+
+    /// Rewrites the app's manifest with `edit` (not committed).
+    pub fn edit_manifest(&self, edit: impl FnOnce(String) -> String) {
+        let path = self.app.manifest_path();
+        fs::write(&path, edit(fs::read_to_string(&path).unwrap())).unwrap();
+    }
+
     pub fn config(&self) -> Config {
         Config::load(Some(&self.app.manifest_path())).expect("load config")
     }
@@ -170,6 +183,38 @@ impl World {
     }
 }
 
+/// A second server for `world`'s app: its own loopback sshd, which accepts the world's key and
+/// is in the world's known_hosts, with its own `deploy_to` (returned), added to the manifest.
+pub fn add_server(world: &World) -> (LoopbackServer, PathBuf) {
+    add_existing_server(world, LoopbackServer::start().expect("start a second loopback sshd"))
+}
+
+/// Like [`add_server`], with a server already started.
+pub fn add_existing_server(world: &World, server: LoopbackServer) -> (LoopbackServer, PathBuf) {
+    let key = fs::read_to_string(world.server.dir().join("id_ed25519.pub")).unwrap();
+    fs::write(server.dir().join("authorized_keys"), key).unwrap();
+    let known = fs::read_to_string(server.known_hosts()).unwrap();
+    let mut trusted = fs::read_to_string(world.server.known_hosts()).unwrap();
+    trusted.push_str(&known);
+    fs::write(world.server.known_hosts(), trusted).unwrap();
+    let deploy_to = server.dir().join("srv").join("hello");
+    let mut manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
+    manifest.push_str(&format!(
+        "\n[[package.metadata.deploy.servers]]\nhost = \"127.0.0.1\"\nport = {}\nuser = {}\ndeploy_to = {}\n",
+        server.port(),
+        xtask_deploy::loopback::toml_string(server.user()),
+        xtask_deploy::loopback::toml_string(&deploy_to.display().to_string()),
+    ));
+    fs::write(world.app.manifest_path(), manifest).unwrap();
+    world.app.commit_all("add a second server").unwrap();
+    (server, deploy_to)
+}
+
+/// What a finished command printed on stderr.
+pub fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
 /// Asks `done` every 20 ms until it says yes or `timeout` has passed; returns its last answer.
 pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -199,6 +244,28 @@ pub fn files_under(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> 
         }
     }
     files
+}
+
+/// Every path under `root` with what it is: file contents, link targets, directories.
+pub fn snapshot(root: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let what = if meta.file_type().is_symlink() {
+                format!("link {}", fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                "dir".to_string()
+            } else {
+                format!("file {:?} {:?}", fs::read(&path).unwrap(), meta.modified().unwrap())
+            };
+            out.insert(path, what);
+        }
+    }
+    out
 }
 
 /// `len` bytes that do not compress, so pushing them takes measurable time and bytes.

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use xtask_deploy::{Config, DeployOptions};
+use xtask_deploy::{exit, Config, DeployOptions};
 
-use crate::status::Status;
+use crate::status::Ui;
 
 /// Capistrano-style deploys over SSH, pushing git objects to a cache on each server.
 #[derive(Debug, Parser)]
@@ -14,6 +14,12 @@ use crate::status::Status;
 pub struct Xtask {
     #[command(subcommand)]
     command: Command,
+    /// Print one JSON object per event on stdout (schema in the README); text goes to stderr.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Show each remote script as it starts, with the server it runs on.
+    #[arg(long, short, global = true)]
+    verbose: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -28,6 +34,8 @@ enum Command {
     Releases(Releases),
     /// Remove the deploy lock left by a deploy that died.
     Unlock(Unlock),
+    /// Check every server without changing anything: what would make a deploy fail?
+    DeployCheck(DeployCheck),
     /// Deploy an example app twice into a throwaway sshd on 127.0.0.1 and show the result.
     Demo(Demo),
     /// Time a first and several incremental deploys of this repository into a loopback sshd.
@@ -94,6 +102,12 @@ struct Unlock {
 }
 
 #[derive(Debug, Args)]
+struct DeployCheck {
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, Args)]
 struct Demo {}
 
 #[derive(Debug, Args)]
@@ -104,15 +118,38 @@ struct Bench {
 }
 
 impl Xtask {
-    pub fn run(self) -> anyhow::Result<()> {
-        match self.command {
-            Command::DeploySetup(cmd) => cmd.run(),
-            Command::Deploy(cmd) => cmd.run(),
-            Command::Rollback(cmd) => cmd.run(),
-            Command::Releases(cmd) => cmd.run(),
-            Command::Unlock(cmd) => cmd.run(),
-            Command::Demo(cmd) => cmd.run(),
+    /// Runs the command; returns the process exit code (see [`xtask_deploy::exit`]).
+    pub fn run(self) -> u8 {
+        let mut ui = Ui::new(self.json);
+        if self.verbose {
+            crate::status::show_scripts();
+        }
+        let name = self.command.name();
+        let result = match self.command {
+            Command::DeploySetup(cmd) => cmd.run(&mut ui),
+            Command::Deploy(cmd) => cmd.run(&mut ui),
+            Command::Rollback(cmd) => cmd.run(&mut ui),
+            Command::Releases(cmd) => cmd.run(&mut ui),
+            Command::Unlock(cmd) => cmd.run(&mut ui),
+            Command::DeployCheck(cmd) => cmd.run(&mut ui),
+            Command::Demo(cmd) => cmd.run(&mut ui),
             Command::Bench(cmd) => cmd.run(),
+        };
+        ui.exit(name, result)
+    }
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::DeploySetup(_) => "deploy-setup",
+            Command::Deploy(_) => "deploy",
+            Command::Rollback(_) => "rollback",
+            Command::Releases(_) => "releases",
+            Command::Unlock(_) => "unlock",
+            Command::DeployCheck(_) => "deploy-check",
+            Command::Demo(_) => "demo",
+            Command::Bench(_) => "bench",
         }
     }
 }
@@ -124,17 +161,16 @@ impl Target {
 }
 
 impl DeploySetup {
-    fn run(self) -> anyhow::Result<()> {
+    fn run(self, ui: &mut Ui) -> anyhow::Result<u8> {
         let config = self.target.config()?;
-        let mut status = Status::new();
-        xtask_deploy::setup(&config, &mut status)?;
-        status.line("Finished", &format!("deploy-setup of {} server(s)", config.servers.len()));
-        Ok(())
+        xtask_deploy::setup(&config, ui)?;
+        ui.line("Finished", &format!("deploy-setup of {} server(s)", config.servers.len()));
+        Ok(exit::SUCCESS)
     }
 }
 
 impl Deploy {
-    fn run(self) -> anyhow::Result<()> {
+    fn run(self, ui: &mut Ui) -> anyhow::Result<u8> {
         let config = self.target.config()?;
         let options = DeployOptions {
             revision: self.revision,
@@ -146,55 +182,62 @@ impl Deploy {
         };
         if self.dry_run {
             let plan = xtask_deploy::plan_deploy(&config, &options)?;
-            print!("{}", crate::status::render_plan(&plan, &config));
-            return Ok(());
+            ui.text(&crate::status::render_plan(&plan, &config));
+            return Ok(exit::SUCCESS);
         }
-        let mut status = Status::new();
-        let report = xtask_deploy::deploy(&config, &options, &mut status)?;
-        status.summary(&report);
-        Ok(())
+        let report = xtask_deploy::deploy(&config, &options, ui)?;
+        Ok(report.exit_code)
     }
 }
 
 impl Rollback {
-    fn run(self) -> anyhow::Result<()> {
+    fn run(self, ui: &mut Ui) -> anyhow::Result<u8> {
         let config = self.target.config()?;
-        let mut status = Status::new();
-        xtask_deploy::manage::rollback(&config, self.to.as_deref(), &mut status)?;
-        Ok(())
+        xtask_deploy::manage::rollback(&config, self.to.as_deref(), ui)?;
+        Ok(exit::SUCCESS)
     }
 }
 
 impl Releases {
-    fn run(self) -> anyhow::Result<()> {
+    fn run(self, ui: &mut Ui) -> anyhow::Result<u8> {
         let config = self.target.config()?;
         for server in xtask_deploy::manage::releases(&config)? {
-            print!("{}", crate::status::render_releases(&server));
+            ui.text(&crate::status::render_releases(&server));
+            ui.releases(&server);
         }
-        Ok(())
+        Ok(exit::SUCCESS)
     }
 }
 
 impl Unlock {
-    fn run(self) -> anyhow::Result<()> {
+    fn run(self, ui: &mut Ui) -> anyhow::Result<u8> {
         let config = self.target.config()?;
-        let mut status = Status::new();
-        xtask_deploy::manage::unlock(&config, &mut status)?;
-        status.line("Finished", "unlock");
-        Ok(())
+        xtask_deploy::manage::unlock(&config, ui)?;
+        ui.line("Finished", "unlock");
+        Ok(exit::SUCCESS)
+    }
+}
+
+impl DeployCheck {
+    fn run(self, ui: &mut Ui) -> anyhow::Result<u8> {
+        let config = self.target.config()?;
+        let report = xtask_deploy::check::check(&config, ui);
+        ui.text(&crate::status::render_checks(&report));
+        Ok(if report.ok() { exit::SUCCESS } else { exit::CHECK_FAILED })
     }
 }
 
 impl Demo {
-    fn run(self) -> anyhow::Result<()> {
-        let mut status = Status::new();
-        xtask_deploy::demo::run(&mut status, &mut std::io::stdout()).context("demo failed")
+    fn run(self, ui: &mut Ui) -> anyhow::Result<u8> {
+        xtask_deploy::demo::run(ui, &mut std::io::stdout()).context("demo failed")?;
+        Ok(exit::SUCCESS)
     }
 }
 
 impl Bench {
-    fn run(self) -> anyhow::Result<()> {
+    fn run(self) -> anyhow::Result<u8> {
         let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        xtask_deploy::bench::run(&repo, self.rounds, &mut std::io::stdout()).context("bench failed")
+        xtask_deploy::bench::run(&repo, self.rounds, &mut std::io::stdout()).context("bench failed")?;
+        Ok(exit::SUCCESS)
     }
 }

@@ -11,12 +11,5 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let flags = flags::Xtask::parse();
-    match flags.run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            status::error(&err);
-            ExitCode::FAILURE
-        }
-    }
+    ExitCode::from(flags::Xtask::parse().run())
 }

@@ -1,15 +1,21 @@
 //! Cargo-style status lines on stderr: a right-aligned verb, then the message.
 
+use std::io::Stdout;
 use std::time::Duration;
 
-use xtask_deploy::{DeployReport, Event, Reporter};
+use xtask_deploy::check::{CheckReport, CheckStatus};
+use xtask_deploy::report::{JsonLines, Outcome, ServerStatus};
+use xtask_deploy::{exit, DeployReport, Event, Reporter};
 
-/// Renders deploy events for a person at a terminal or reading a CI log.
-pub struct Status;
+/// Where a command's output goes: status lines for people on stderr, and with `--json` one
+/// JSON object per event on stdout (text that would go to stdout then goes to stderr).
+pub struct Ui {
+    json: Option<JsonLines<Stdout>>,
+}
 
-impl Status {
-    pub fn new() -> Status {
-        Status
+impl Ui {
+    pub fn new(json: bool) -> Ui {
+        Ui { json: json.then(|| JsonLines(std::io::stdout())) }
     }
 
     /// Prints one status line.
@@ -17,42 +23,88 @@ impl Status {
         eprintln!("{verb:>12} {message}");
     }
 
-    /// Prints the closing summary of a deploy.
-    pub fn summary(&self, report: &DeployReport) {
-        if report.up_to_date {
+    /// Prints a command's text output (a table, a plan): stdout, or stderr under `--json`.
+    pub fn text(&self, text: &str) {
+        if self.json.is_some() {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+    }
+
+    /// One server's releases as JSON, under `--json`.
+    pub fn releases(&mut self, server: &xtask_deploy::manage::ServerReleases) {
+        if let Some(json) = &mut self.json {
+            json.releases(server);
+        }
+    }
+
+    /// Ends the command: prints its error, if any, and the closing JSON line; returns the exit code.
+    pub fn exit(&mut self, command: &str, result: anyhow::Result<u8>) -> u8 {
+        let (code, error) = match result {
+            Ok(code) => (code, None),
+            Err(err) => {
+                let code = err.downcast_ref::<xtask_deploy::Error>().map_or(exit::LOCAL, |err| err.exit_code());
+                (code, Some(format!("{err:#}")))
+            }
+        };
+        if let Some(error) = &error {
+            eprintln!("error: {error}");
+        }
+        if let Some(json) = &mut self.json {
+            json.exit(command, code, error.as_deref());
+        }
+        code
+    }
+
+    /// Prints the closing summary of a deploy: per server what happened, the time of each
+    /// phase and the bytes sent.
+    fn summary(&self, report: &DeployReport) {
+        if report.outcome == Outcome::UpToDate {
             return;
         }
         for server in &report.servers {
+            let what = match server.status {
+                ServerStatus::Published => format!("release {} is current", report.release),
+                ServerStatus::Discarded => "unchanged (the unfinished release was removed)".to_string(),
+                ServerStatus::Unchanged => "unchanged".to_string(),
+            };
             self.line(
                 "Summary",
                 &format!(
-                    "{}: connect {}, daemon {}, push {} ({}), release {}",
+                    "{}: {what}; connect {}, daemon {}, push {} ({}, {} objects), release {}",
                     server.server,
                     ms(server.connect),
                     ms(server.daemon),
                     ms(server.push),
                     bytes(server.bytes_sent),
+                    server.objects,
                     ms(server.release),
                 ),
             );
         }
+        let sha = &report.sha[..report.sha.len().min(12)];
+        let (verb, what) = match report.outcome {
+            Outcome::Deployed => ("Finished", "deploy"),
+            Outcome::Partial => ("Failed", "partial deploy"),
+            _ => ("Failed", "deploy"),
+        };
         self.line(
-            "Finished",
+            verb,
             &format!(
-                "deploy of {} as release {} to {} server(s) in {:.2}s",
-                &report.sha[..12],
+                "{what} of {sha} as release {} to {} server(s) in {:.2}s",
                 report.release,
                 report.servers.len(),
                 report.elapsed.as_secs_f64()
             ),
         );
     }
-}
 
-impl Reporter for Status {
-    fn event(&mut self, event: Event) {
+    fn status_line(&self, event: &Event) {
         match event {
-            Event::Resolved { revision, sha } => self.line("Revision", &format!("{revision} is {sha}")),
+            Event::Started { revision, sha, servers } => {
+                self.line("Deploying", &format!("{revision} ({sha}) to {} server(s)", servers.len()))
+            }
             Event::Running { phase, server: None, what } => self.line("Running", &format!("{phase}: {what}")),
             Event::Running { phase, server: Some(server), what } => {
                 self.line("Running", &format!("{phase}: {what} on {server}"))
@@ -68,7 +120,7 @@ impl Reporter for Status {
                 ),
             ),
             Event::Uploaded { server, path, bytes: size } => {
-                self.line("Uploaded", &format!("{path} ({}) to {server}", bytes(size)))
+                self.line("Uploaded", &format!("{path} ({}) to {server}", bytes(*size)))
             }
             Event::Discarded { server, release } => {
                 self.line("Removed", &format!("unfinished release {release} on {server}"))
@@ -77,33 +129,76 @@ impl Reporter for Status {
                 self.line("Rolled back", &format!("{server} from {from} to {to} ({from} is marked bad)"))
             }
             Event::Unlocked { server, holder } => self.line("Unlocked", &format!("{server}, held by {holder}")),
-            Event::Warning { message } => self.line("Warning", &message),
-            Event::Connected { server, elapsed } => self.line("Connected", &format!("{server} ({})", ms(elapsed))),
-            Event::Checked { server, releases, reaped } => {
-                self.line("Checked", &format!("{server}: {releases} release(s) on the server"));
+            Event::Warning { message } => self.line("Warning", message),
+            Event::Connected { server, elapsed } => self.line("Connected", &format!("{server} ({})", ms(*elapsed))),
+            Event::Locked { server, releases, reaped } => {
+                self.line("Locked", &format!("{server}: {releases} release(s) on the server"));
                 for pid in reaped {
                     self.line("Reaped", &format!("orphaned git daemon {pid} on {server}"));
                 }
             }
             Event::Created { server, what } => self.line("Created", &format!("{what} on {server}")),
             Event::DaemonReady { server, port, elapsed } => {
-                self.line("Listening", &format!("git daemon on {server}'s 127.0.0.1:{port} ({})", ms(elapsed)))
+                self.line("Listening", &format!("git daemon on {server}'s 127.0.0.1:{port} ({})", ms(*elapsed)))
             }
             Event::Pushing { server, sha } => self.line("Pushing", &format!("{} to {server}", &sha[..12])),
-            Event::Pushed { server, bytes_sent, elapsed } => {
-                self.line("Pushed", &format!("{} to {server} ({})", bytes(bytes_sent), ms(elapsed)))
+            Event::Pushed { server, bytes_sent, objects, elapsed } => self
+                .line("Pushed", &format!("{} ({objects} objects) to {server} ({})", bytes(*bytes_sent), ms(*elapsed))),
+            Event::Prepared { server, release, elapsed } => {
+                self.line("Prepared", &format!("release {release} on {server} ({})", ms(*elapsed)))
             }
             Event::Published { server, release, elapsed } => {
-                self.line("Published", &format!("release {release} on {server} ({})", ms(elapsed)))
+                self.line("Published", &format!("release {release} on {server} ({})", ms(*elapsed)))
             }
             Event::Removed { server, release } => self.line("Removed", &format!("old release {release} on {server}")),
+            // The error itself is printed once, at exit.
+            Event::Failed { .. } => {}
+            Event::Summary(report) => self.summary(report),
+            // Shown as a table at the end.
+            Event::Check(_) => {}
         }
     }
 }
 
-/// Prints an error and its causes on one line.
-pub fn error(err: &anyhow::Error) {
-    eprintln!("error: {err:#}");
+impl Reporter for Ui {
+    fn event(&mut self, event: Event) {
+        self.status_line(&event);
+        if let Some(json) = &mut self.json {
+            json.event(event);
+        }
+    }
+}
+
+/// `--verbose`: every remote script is shown on stderr as it starts.
+pub fn show_scripts() {
+    xtask_deploy::ssh::trace_scripts(|server, script| {
+        eprintln!("{:>12} {} on {server}", "Script", script.name);
+        for line in script.text.lines() {
+            eprintln!("{:>12} | {line}", "");
+        }
+    });
+}
+
+/// The `deploy-check` table: one row per server and check.
+pub fn render_checks(report: &CheckReport) -> String {
+    let width = report.checks.iter().map(|row| row.server.len()).max().unwrap_or(0).max("server".len());
+    let mut out = format!("{:<width$}  {:<12}  {:<7}  detail\n", "server", "check", "result");
+    for row in &report.checks {
+        let status = match row.status {
+            CheckStatus::Ok => "ok",
+            CheckStatus::Warn => "warn",
+            CheckStatus::Fail => "FAIL",
+            CheckStatus::Skipped => "skipped",
+        };
+        out.push_str(&format!("{:<width$}  {:<12}  {:<7}  {}\n", row.server, row.check, status, row.detail));
+    }
+    let failed = report.checks.iter().filter(|row| row.status == CheckStatus::Fail).count();
+    out.push_str(&if failed == 0 {
+        "\nA deploy would get past every check.\n".to_string()
+    } else {
+        format!("\n{failed} check(s) failed: a deploy would fail. Fix the FAIL rows above.\n")
+    });
+    out
 }
 
 fn ms(duration: Duration) -> String {

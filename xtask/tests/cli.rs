@@ -42,17 +42,12 @@ fn assert_refused(name: &str, break_it: impl FnOnce(&World), expected: &[&str]) 
     assert_eq!(world.daemons(), vec![], "{name}: a daemon was left");
 }
 
-fn edit_manifest(world: &World, edit: impl FnOnce(String) -> String) {
-    let path = world.app.manifest_path();
-    fs::write(&path, edit(fs::read_to_string(&path).unwrap())).unwrap();
-}
-
 #[test]
 fn a_mistyped_key_is_refused_with_the_file_and_key() {
     assert_refused(
         "mistyped key",
         |world| {
-            edit_manifest(world, |text| {
+            world.edit_manifest(|text| {
                 text.replace("[package.metadata.deploy]\n", "[package.metadata.deploy]\nkeep_release = 3\n")
             })
         },
@@ -66,7 +61,7 @@ fn a_wrongly_typed_value_is_refused_with_the_key_path() {
         "wrong type",
         |world| {
             let port = world.server.port();
-            edit_manifest(world, |text| text.replace(&format!("port = {port}"), &format!("port = \"{port}\"")))
+            world.edit_manifest(|text| text.replace(&format!("port = {port}"), &format!("port = \"{port}\"")))
         },
         &["`package.metadata.deploy.servers[0].port`", "expected u16"],
     );
@@ -76,7 +71,7 @@ fn a_wrongly_typed_value_is_refused_with_the_key_path() {
 fn malformed_toml_is_refused() {
     assert_refused(
         "malformed toml",
-        |world| edit_manifest(world, |text| text.replace("deploy_to = ", "deploy_to = = ")),
+        |world| world.edit_manifest(|text| text.replace("deploy_to = ", "deploy_to = = ")),
         &["failed to read the manifest", "Cargo.toml:", "expected"],
     );
 }
@@ -86,7 +81,7 @@ fn a_config_without_servers_names_the_table_to_add() {
     assert_refused(
         "no servers",
         |world| {
-            edit_manifest(world, |text| {
+            world.edit_manifest(|text| {
                 let start = text.find("[[package.metadata.deploy.servers]]").unwrap();
                 let end = text.find("[package.metadata.deploy.ssh]").unwrap();
                 format!("{}{}", &text[..start], &text[end..])
@@ -104,7 +99,7 @@ fn an_unreachable_host_fails_fast_with_what_to_check() {
         "unreachable host",
         |world| {
             let port = world.server.port();
-            edit_manifest(world, |text| text.replace(&format!("port = {port}"), &format!("port = {closed_port}")));
+            world.edit_manifest(|text| text.replace(&format!("port = {port}"), &format!("port = {closed_port}")));
             world.app.commit_all("point at a closed port").unwrap();
         },
         &["cannot connect to", &format!("127.0.0.1:{closed_port}"), "check `host` and `port`"],
@@ -300,9 +295,8 @@ impl Drop for Agent {
 #[test]
 fn without_an_identity_the_agent_authenticates_and_no_agent_is_a_clear_error() {
     let world = World::new();
-    edit_manifest(&world, |text| {
-        text.lines().filter(|line| !line.starts_with("identity")).collect::<Vec<_>>().join("\n")
-    });
+    world
+        .edit_manifest(|text| text.lines().filter(|line| !line.starts_with("identity")).collect::<Vec<_>>().join("\n"));
     world.app.commit_all("authenticate with the agent").unwrap();
     let empty_home = tempfile::tempdir().unwrap();
     let manifest = world.app.manifest_path();
@@ -319,7 +313,10 @@ fn without_an_identity_the_agent_authenticates_and_no_agent_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(stderr.contains("authentication failed"), "{stderr}");
-    assert!(stderr.contains("set `ssh.identity` or load a key into ssh-agent"), "{stderr}");
+    assert!(
+        stderr.contains("set `ssh.identity`, give the key in `XTASK_DEPLOY_SSH_KEY`, or load a key into ssh-agent"),
+        "{stderr}"
+    );
 
     let agent = Agent::start();
     let added = Command::new("ssh-add")

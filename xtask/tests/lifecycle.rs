@@ -4,26 +4,18 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use support::World;
+use support::{snapshot, stderr_of, World};
 
 fn xtask(world: &World, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    command.args(args).arg("--manifest-path").arg(world.app.manifest_path()).stdin(Stdio::null());
-    command
+    world.command(env!("CARGO_BIN_EXE_xtask"), args)
 }
 
 fn run(world: &World, args: &[&str]) -> Output {
     xtask(world, args).output().unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).to_string()
 }
 
 #[test]
@@ -48,7 +40,7 @@ fn two_deploys_at_once_one_gets_the_lock_the_other_names_the_holder() {
 
     // The first deploy holds the lock and waits in its hook: a second one is refused at once.
     let second = run(&world, &["deploy"]);
-    let text = stderr(&second);
+    let text = stderr_of(&second);
     assert!(!second.status.success());
     let user = xtask_deploy::local::user_name().unwrap();
     let host = xtask_deploy::local::host_name();
@@ -62,33 +54,11 @@ fn two_deploys_at_once_one_gets_the_lock_the_other_names_the_holder() {
     fs::write(world.app.dir().join("target/go"), "").unwrap();
     assert!(first.wait().unwrap().success());
     let waited = waiting.wait_with_output().unwrap();
-    let text = stderr(&waited);
-    assert!(waited.status.success(), "{text}");
+    let text = stderr_of(&waited);
+    assert_eq!(waited.status.code(), Some(3), "nothing to deploy: {text}");
     assert!(text.contains("Waiting") && text.contains("already current"), "{text}");
     assert!(!world.locked());
     assert_eq!(world.releases().len(), 1);
-}
-
-/// Every path under `root` with what it is: file contents, link targets, directories.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            let meta = fs::symlink_metadata(&path).unwrap();
-            let what = if meta.file_type().is_symlink() {
-                format!("link {}", fs::read_link(&path).unwrap().display())
-            } else if meta.is_dir() {
-                stack.push(path.clone());
-                "dir".to_string()
-            } else {
-                format!("file {:?} {:?}", fs::read(&path).unwrap(), meta.modified().unwrap())
-            };
-            out.insert(path, what);
-        }
-    }
-    out
 }
 
 #[test]
@@ -102,7 +72,7 @@ fn a_dry_run_prints_the_scripts_and_changes_nothing() {
     let before = snapshot(&world.deploy_to);
     let output = run(&world, &["deploy", "--dry-run"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(output.status.success(), "{}", stderr_of(&output));
     assert_eq!(snapshot(&world.deploy_to), before, "the dry run changed the server");
     assert_eq!(world.current(), Some(first.release));
     for expected in [
@@ -147,18 +117,22 @@ fn unlock_removes_a_live_lock_and_releases_lists_it_first() {
 
     let listed = run(&world, &["releases"]);
     let stdout = String::from_utf8_lossy(&listed.stdout);
-    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(listed.status.success(), "{}", stderr_of(&listed));
     assert!(stdout.contains("locked by dave on ci-7"), "{stdout}");
     assert!(stdout.contains("current"), "{stdout}");
 
     world.commit("src/main.rs", "fn main() {}\n");
     let refused = run(&world, &["deploy"]);
-    assert!(!refused.status.success() && stderr(&refused).contains("locked by dave on ci-7"), "{}", stderr(&refused));
+    assert!(
+        !refused.status.success() && stderr_of(&refused).contains("locked by dave on ci-7"),
+        "{}",
+        stderr_of(&refused)
+    );
     let unlocked = run(&world, &["unlock"]);
-    assert!(unlocked.status.success() && stderr(&unlocked).contains("dave on ci-7"), "{}", stderr(&unlocked));
+    assert!(unlocked.status.success() && stderr_of(&unlocked).contains("dave on ci-7"), "{}", stderr_of(&unlocked));
     assert!(!world.locked());
     let deployed = run(&world, &["deploy"]);
-    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    assert!(deployed.status.success(), "{}", stderr_of(&deployed));
 }
 
 #[test]
@@ -169,8 +143,12 @@ fn releases_and_rollback_through_the_cli() {
     world.commit("src/main.rs", "fn main() {}\n");
     let second = world.deploy();
     let rolled = run(&world, &["rollback"]);
-    assert!(rolled.status.success(), "{}", stderr(&rolled));
-    assert!(stderr(&rolled).contains(&format!("from {} to {}", second.release, first.release)), "{}", stderr(&rolled));
+    assert!(rolled.status.success(), "{}", stderr_of(&rolled));
+    assert!(
+        stderr_of(&rolled).contains(&format!("from {} to {}", second.release, first.release)),
+        "{}",
+        stderr_of(&rolled)
+    );
     let listed = run(&world, &["releases"]);
     let stdout = String::from_utf8_lossy(&listed.stdout);
     let user = xtask_deploy::local::user_name().unwrap();
@@ -178,7 +156,7 @@ fn releases_and_rollback_through_the_cli() {
     assert!(line(&first.release).contains("current") && line(&first.release).contains(&user), "{stdout}");
     assert!(line(&second.release).contains("bad") && line(&second.release).contains(&second.sha[..12]), "{stdout}");
     let single = run(&world, &["rollback", "--to", "../etc"]);
-    assert!(!single.status.success() && stderr(&single).contains("is not a release name"), "{}", stderr(&single));
+    assert!(!single.status.success() && stderr_of(&single).contains("is not a release name"), "{}", stderr_of(&single));
 }
 
 #[test]
@@ -200,7 +178,7 @@ fn a_lock_whose_connection_is_gone_is_taken_over_and_said_so() {
         String::from_utf8_lossy(&listed.stdout)
     );
     let deployed = run(&world, &["deploy"]);
-    let text = stderr(&deployed);
+    let text = stderr_of(&deployed);
     assert!(deployed.status.success(), "{text}");
     assert!(text.contains("took over a stale lock") && text.contains("erin on old-laptop"), "{text}");
     assert!(!world.locked());
@@ -242,5 +220,5 @@ fn a_deploy_killed_between_prepare_and_publish_leaves_no_release_behind() {
     assert_eq!(world.current(), Some(first.release.clone()));
     assert!(fs::read_link(world.deploy_to.join("current")).unwrap().exists());
     let deployed = run(&world, &["deploy"]);
-    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    assert!(deployed.status.success(), "{}", stderr_of(&deployed));
 }

@@ -1,0 +1,419 @@
+//! What CI pipelines rely on, through the `xtask` binary against real loopback sshds: the
+//! `--json` event stream, one exit code per kind of outcome, credentials from the environment,
+//! `--verbose`, and `deploy-check` on a server in each broken state it reports.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::fs;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{add_server, snapshot, stderr_of, Hold, World};
+use xtask_deploy::exit;
+
+fn xtask(world: &World, args: &[&str]) -> Command {
+    world.command(env!("CARGO_BIN_EXE_xtask"), args)
+}
+
+fn run(world: &World, args: &[&str]) -> Output {
+    xtask(world, args).output().unwrap()
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().expect("exited, not killed")
+}
+
+/// Every stdout line parsed as JSON; each must be an object with `"schema": 1`.
+fn json_lines(output: &Output) -> Vec<Value> {
+    let stdout = String::from_utf8(output.stdout.clone()).unwrap();
+    stdout
+        .lines()
+        .map(|line| {
+            let value: Value = serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
+            assert_eq!(value["schema"], 1, "no schema version: {line}");
+            value
+        })
+        .collect()
+}
+
+fn names(lines: &[Value]) -> Vec<&str> {
+    lines.iter().map(|line| line["event"].as_str().unwrap()).collect()
+}
+
+fn find<'a>(lines: &'a [Value], event: &str) -> &'a Value {
+    lines.iter().find(|line| line["event"] == event).unwrap_or_else(|| panic!("no `{event}` in {lines:?}"))
+}
+
+/// Starts a deploy that takes the lock and waits in a `before_publish` hook until released.
+fn hold_a_deploy(world: &World) -> (Hold, std::process::Child) {
+    let hold = Hold::new(world);
+    world.edit_manifest(|text| {
+        format!("{text}\n[package.metadata.deploy.hooks]\nbefore_publish = [{{ remote = \"{}\" }}]\n", hold.fragment())
+    });
+    world.app.commit_all("hold before publish").unwrap();
+    hold.arm();
+    let held = xtask(world, &["deploy"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    (hold, held)
+}
+
+#[test]
+fn the_json_stream_of_a_deploy_has_every_phase_then_the_summary() {
+    let world = World::new();
+    assert_eq!(code(&run(&world, &["deploy-setup"])), 0);
+    let output = run(&world, &["deploy", "--json"]);
+    assert_eq!(code(&output), 0, "{}", stderr_of(&output));
+    let lines = json_lines(&output);
+    assert_eq!(
+        names(&lines),
+        [
+            "started",
+            "connected",
+            "locked",
+            "daemon_ready",
+            "pushing",
+            "pushed",
+            "prepared",
+            "published",
+            "summary",
+            "exit"
+        ]
+    );
+    let sha = world.app.repo().head().unwrap().target().unwrap().to_string();
+    let server = format!("{}@127.0.0.1:{}", world.server.user(), world.server.port());
+    assert_eq!(find(&lines, "started")["sha"], sha.as_str());
+    assert_eq!(find(&lines, "started")["servers"], serde_json::json!([server]));
+    let pushed = find(&lines, "pushed");
+    assert!(pushed["bytes_sent"].as_u64().unwrap() > 500, "{pushed}");
+    assert!(pushed["objects"].as_u64().unwrap() >= 6, "commit, trees, 3 files: {pushed}");
+    let summary = find(&lines, "summary");
+    assert_eq!(summary["outcome"], "deployed");
+    assert_eq!(summary["exit_code"], 0);
+    assert_eq!(summary["sha"], sha.as_str());
+    assert_eq!(summary["release"], world.current().unwrap().as_str());
+    assert_eq!(summary["servers"][0]["server"], server.as_str());
+    assert_eq!(summary["servers"][0]["status"], "published");
+    assert_eq!(summary["servers"][0]["bytes_sent"], pushed["bytes_sent"]);
+    assert!(summary["elapsed_ms"].as_u64().unwrap() > 0);
+    assert_eq!(
+        lines.last().unwrap(),
+        &serde_json::json!({"schema": 1, "event": "exit", "command": "deploy", "exit_code": 0, "error": null})
+    );
+
+    // People get the same story on stderr, as text, and no remote scripts without --verbose.
+    let text = stderr_of(&output);
+    assert!(text.contains("Summary") && text.contains("Finished deploy of"), "{text}");
+    assert!(!text.contains("Script "), "{text}");
+}
+
+#[test]
+fn a_failed_deploy_reports_the_failure_the_clean_up_and_exit_code_7() {
+    let world = World::with_config(
+        "[package.metadata.deploy.hooks]\nbefore_publish = [{ remote = \"echo no way >&2; exit 1\" }]",
+    );
+    world.setup();
+    let output = run(&world, &["deploy", "--json"]);
+    assert_eq!(code(&output), i32::from(exit::REMOTE), "{}", stderr_of(&output));
+    let lines = json_lines(&output);
+    let failed = find(&lines, "failed");
+    assert_eq!(failed["exit_code"], 7);
+    assert!(failed["error"].as_str().unwrap().contains("before_publish"), "{failed}");
+    assert!(failed["error"].as_str().unwrap().contains("no way"), "{failed}");
+    assert!(names(&lines).contains(&"discarded"));
+    let summary = find(&lines, "summary");
+    assert_eq!(summary["outcome"], "failed");
+    assert_eq!(summary["servers"][0]["status"], "discarded");
+    assert_eq!(summary["servers"][0]["error"], failed["error"]);
+    let last = lines.last().unwrap();
+    assert_eq!((&last["event"], &last["exit_code"]), (&Value::from("exit"), &Value::from(7)));
+    // The error line people read is the one the stream carries.
+    let error = stderr_of(&output).lines().find_map(|line| line.strip_prefix("error: ").map(str::to_string)).unwrap();
+    assert_eq!(last["error"], error.as_str());
+    assert_eq!(world.current(), None);
+    assert_eq!(world.releases(), Vec::<String>::new());
+}
+
+#[test]
+fn each_kind_of_outcome_has_its_own_exit_code() {
+    let world = World::new();
+    let deploy = |args: &[&str]| {
+        let mut all = vec!["deploy"];
+        all.extend_from_slice(args);
+        run(&world, &all)
+    };
+    assert_eq!(code(&run(&world, &["deploy-setup"])), i32::from(exit::SUCCESS));
+    assert_eq!(code(&deploy(&[])), i32::from(exit::SUCCESS));
+
+    let again = deploy(&["--json"]);
+    assert_eq!(code(&again), i32::from(exit::UP_TO_DATE), "nothing to deploy");
+    assert_eq!(find(&json_lines(&again), "summary")["outcome"], "up_to_date");
+
+    assert_eq!(code(&deploy(&["--no-such-flag"])), i32::from(exit::USAGE));
+
+    world.app.write("src/main.rs", "fn main() {}\n").unwrap();
+    let dirty = deploy(&[]);
+    assert_eq!(code(&dirty), i32::from(exit::LOCAL), "{}", stderr_of(&dirty));
+    assert!(stderr_of(&dirty).contains("uncommitted"), "{}", stderr_of(&dirty));
+
+    let manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
+    world.edit_manifest(|text| {
+        text.replace("[package.metadata.deploy]\n", "[package.metadata.deploy]\nkeep_release = 3\n")
+    });
+    assert_eq!(code(&deploy(&["--allow-dirty"])), i32::from(exit::CONFIG));
+
+    // Connecting: nothing listening, an unknown host key, a key the server refuses.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port_line = format!("port = {}\n", world.server.port());
+    let other_key = world.server.dir().join("other_key");
+    let keygen = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other_key).status();
+    assert!(keygen.unwrap().success());
+    let empty_known_hosts = world.server.dir().join("empty_known_hosts");
+    fs::write(&empty_known_hosts, "").unwrap();
+    let identity = world.server.identity().display().to_string();
+    let known_hosts = world.server.known_hosts().display().to_string();
+    for (what, from, to) in [
+        ("refused connection", port_line.clone(), format!("port = {closed}\n")),
+        ("unknown host key", known_hosts.clone(), empty_known_hosts.display().to_string()),
+        ("refused key", identity.clone(), other_key.display().to_string()),
+    ] {
+        fs::write(world.app.manifest_path(), manifest.replace(&from, &to)).unwrap();
+        let output = deploy(&["--allow-dirty"]);
+        assert_eq!(code(&output), i32::from(exit::CONNECT), "{what}: {}", stderr_of(&output));
+    }
+    fs::write(world.app.manifest_path(), &manifest).unwrap();
+
+    // A lock held by a deploy waiting in a hook.
+    let (hold, mut held) = hold_a_deploy(&world);
+    assert!(hold.wait_held(Duration::from_secs(30)), "the deploy never reached its hook");
+    let locked = deploy(&[]);
+    assert_eq!(code(&locked), i32::from(exit::LOCKED), "{}", stderr_of(&locked));
+    hold.release();
+    assert_eq!(held.wait().unwrap().code(), Some(i32::from(exit::SUCCESS)));
+}
+
+#[test]
+fn a_deploy_that_switches_some_servers_but_not_all_exits_8_and_names_both() {
+    let world = World::new();
+    let (second, second_deploy_to) = add_server(&world);
+    assert_eq!(code(&run(&world, &["deploy-setup"])), 0);
+    let first = run(&world, &["deploy", "--json"]);
+    assert_eq!(code(&first), 0, "{}", stderr_of(&first));
+    // Each server has its own deploy_to, and both got the release.
+    let release = world.current().unwrap();
+    let second_current = fs::read_link(second_deploy_to.join("current")).unwrap();
+    assert!(second_current.ends_with(&release), "{}", second_current.display());
+    let summary = find(&json_lines(&first), "summary").clone();
+    assert_eq!(summary["servers"].as_array().unwrap().len(), 2);
+
+    // The second server's `current` is a directory now, so its switch fails after the first's.
+    fs::remove_file(second_deploy_to.join("current")).unwrap();
+    fs::create_dir(second_deploy_to.join("current")).unwrap();
+    fs::write(second_deploy_to.join("current/keep.txt"), "not a release\n").unwrap();
+    let sha = world.commit("src/main.rs", "fn main() { println!(\"two\"); }\n");
+    let output = run(&world, &["deploy", "--json"]);
+    assert_eq!(code(&output), i32::from(exit::PARTIAL), "{}", stderr_of(&output));
+    let new_release = world.current().unwrap();
+    assert_ne!(new_release, release);
+    assert_eq!(world.revision_of(&new_release), sha);
+    assert!(second_deploy_to.join("current/keep.txt").exists(), "the second server's current was touched");
+    let first_name = format!("{}@127.0.0.1:{}", world.server.user(), world.server.port());
+    let second_name = format!("{}@127.0.0.1:{}", second.user(), second.port());
+    let text = stderr_of(&output);
+    assert!(text.contains(&format!("is live on {first_name}, but not on {second_name}")), "{text}");
+    let summary = find(&json_lines(&output), "summary").clone();
+    assert_eq!(summary["outcome"], "partial");
+    assert_eq!(summary["exit_code"], 8);
+    assert_eq!(summary["servers"][0]["status"], "published");
+    assert_eq!(summary["servers"][1]["status"], "unchanged");
+    assert!(summary["servers"][1]["error"].as_str().unwrap().contains("publish"), "{summary}");
+    assert!(summary["servers"][0]["error"].is_null());
+}
+
+#[test]
+fn credentials_from_the_environment_deploy_and_are_never_shown() {
+    let world = World::new();
+    world.setup();
+    let key = fs::read_to_string(world.server.identity()).unwrap();
+    let known_hosts = fs::read_to_string(world.server.known_hosts()).unwrap();
+    // No key file, no known_hosts file, no agent, an empty home: only the environment is left.
+    let missing = world.server.dir().join("no-such-known_hosts");
+    world.edit_manifest(|text| {
+        text.lines()
+            .filter(|line| !line.starts_with("identity = "))
+            .map(|line| {
+                if line.starts_with("known_hosts = ") {
+                    format!("known_hosts = {:?}", missing.display().to_string())
+                } else {
+                    line.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    world.app.commit_all("credentials from the environment").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let deploy = |env: &[(&str, &str)]| {
+        let mut command = xtask(&world, &["deploy", "--json", "--verbose"]);
+        command.env("HOME", home.path()).env_remove("SSH_AUTH_SOCK");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command.output().unwrap()
+    };
+
+    let without = deploy(&[]);
+    assert_eq!(code(&without), i32::from(exit::CONNECT), "{}", stderr_of(&without));
+    assert!(stderr_of(&without).contains("XTASK_DEPLOY_KNOWN_HOSTS"), "{}", stderr_of(&without));
+    let key_only_missing = deploy(&[("XTASK_DEPLOY_KNOWN_HOSTS", &known_hosts)]);
+    assert_eq!(code(&key_only_missing), i32::from(exit::CONNECT));
+    assert!(stderr_of(&key_only_missing).contains("XTASK_DEPLOY_SSH_KEY"), "{}", stderr_of(&key_only_missing));
+
+    let output = deploy(&[("XTASK_DEPLOY_SSH_KEY", &key), ("XTASK_DEPLOY_KNOWN_HOSTS", &known_hosts)]);
+    assert_eq!(code(&output), 0, "{}", stderr_of(&output));
+    assert!(world.current().is_some());
+    let everything = format!("{}{}", String::from_utf8_lossy(&output.stdout), stderr_of(&output));
+    for line in key.lines().filter(|line| !line.starts_with("-----")) {
+        assert!(!everything.contains(line), "a line of the key was printed");
+    }
+    // --verbose shows each remote script with the server it runs on.
+    assert!(everything.contains("Script preflight on") && everything.contains("| mv -T releases/current current"));
+    assert_eq!(fs::read_dir(home.path()).unwrap().count(), 0, "something was written into HOME");
+}
+
+/// `deploy-check --json`: the exit code and each check's status by name, for one server.
+fn check(world: &World) -> (i32, Vec<(String, String)>) {
+    let output = run(world, &["deploy-check", "--json"]);
+    let rows = json_lines(&output)
+        .into_iter()
+        .filter(|line| line["event"] == "check")
+        .map(|line| (line["check"].as_str().unwrap().to_string(), line["status"].as_str().unwrap().to_string()))
+        .collect();
+    (code(&output), rows)
+}
+
+/// Asserts that exactly the checks in `failing` fail (others pass or warn), with exit 9.
+fn assert_fails(world: &World, state: &str, failing: &[&str]) {
+    let (code, rows) = check(world);
+    assert_eq!(rows.len(), 9, "{state}: {rows:?}");
+    for (name, status) in &rows {
+        let expected = failing.contains(&name.as_str());
+        assert_eq!(status == "fail", expected, "{state}: `{name}` is {status}: {rows:?}");
+    }
+    assert_eq!(code, i32::from(exit::CHECK_FAILED), "{state}");
+}
+
+#[test]
+fn deploy_check_passes_a_ready_server_and_changes_nothing() {
+    let world = World::with_config("linked_files = [\"config/app.toml\"]");
+    world.setup();
+    fs::write(world.deploy_to.join("shared/config/app.toml"), "x = 1\n").unwrap();
+    world.deploy();
+    let before = snapshot(&world.deploy_to);
+    let output = run(&world, &["deploy-check"]);
+    let table = String::from_utf8_lossy(&output.stdout).to_string();
+    assert_eq!(code(&output), 0, "{table}{}", stderr_of(&output));
+    assert!(table.contains("A deploy would get past every check"), "{table}");
+    for check in ["connect", "host key", "auth", "deploy_to", "git", "setup", "linked files", "lock", "free disk"] {
+        assert!(table.lines().any(|line| line.contains(&format!("  {check} "))), "no `{check}` row:\n{table}");
+    }
+    assert!(table.contains("git version"), "{table}");
+    assert!(!table.contains("FAIL"), "{table}");
+    assert_eq!(snapshot(&world.deploy_to), before, "deploy-check changed the server");
+}
+
+#[test]
+fn deploy_check_reports_each_broken_state() {
+    let world = World::with_config("linked_files = [\"config/app.toml\"]");
+    assert_fails(&world, "never set up", &["setup", "linked files"]);
+    assert!(!world.deploy_to.exists(), "the check created deploy_to");
+    world.setup();
+    assert_fails(&world, "linked file missing", &["linked files"]);
+    fs::write(world.deploy_to.join("shared/config/app.toml"), "x = 1\n").unwrap();
+    world.deploy();
+    assert_eq!(check(&world).0, 0);
+
+    // Locked by a deploy in progress: a failure. Locked by a deploy that died: a warning.
+    let (hold, mut held) = hold_a_deploy(&world);
+    assert!(hold.wait_held(Duration::from_secs(30)));
+    assert_fails(&world, "locked", &["lock"]);
+    hold.release();
+    assert!(held.wait().unwrap().success());
+    let lock = world.deploy_to.join(".xtask-deploy/lock");
+    fs::create_dir(&lock).unwrap();
+    fs::write(lock.join("info"), "user=ghost\nconnection=999999 1\n").unwrap();
+    let (code, rows) = check(&world);
+    assert_eq!(code, 0, "a stale lock does not stop a deploy: {rows:?}");
+    assert!(rows.contains(&("lock".to_string(), "warn".to_string())), "{rows:?}");
+    fs::remove_dir_all(&lock).unwrap();
+
+    // The next release would not fit: the current one is (sparsely) bigger than the free space.
+    let df = Command::new("df").arg("-Pk").arg(&world.deploy_to).output().unwrap();
+    let free_kib: u64 =
+        String::from_utf8_lossy(&df.stdout).lines().nth(1).unwrap().split_whitespace().nth(3).unwrap().parse().unwrap();
+    let current = world.deploy_to.join("releases").join(world.current().unwrap());
+    let huge = fs::File::create(current.join("huge.bin")).unwrap();
+    huge.set_len((free_kib + 1024 * 1024) * 1024).unwrap();
+    assert_fails(&world, "disk too small", &["free disk"]);
+    fs::remove_file(current.join("huge.bin")).unwrap();
+
+    // deploy_to cannot be made: its parent is a file.
+    let manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
+    let blocker = world.server.dir().join("a-file");
+    fs::write(&blocker, "").unwrap();
+    let deploy_to = format!("deploy_to = {:?}", world.deploy_to.display().to_string());
+    let unwritable = format!("deploy_to = {:?}", blocker.join("app").display().to_string());
+    fs::write(world.app.manifest_path(), manifest.replace(&deploy_to, &unwritable)).unwrap();
+    assert_fails(&world, "unwritable", &["deploy_to", "setup", "linked files"]);
+
+    // Not reachable, unknown host key, refused key: the checks after it are skipped.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let other_key = world.server.dir().join("other_key");
+    let keygen = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other_key).status();
+    assert!(keygen.unwrap().success());
+    let empty_known_hosts = world.server.dir().join("empty_known_hosts");
+    fs::write(&empty_known_hosts, "").unwrap();
+    for (state, from, to, failing) in [
+        ("unreachable", format!("port = {}\n", world.server.port()), format!("port = {closed}\n"), "connect"),
+        (
+            "unknown host key",
+            world.server.known_hosts().display().to_string(),
+            empty_known_hosts.display().to_string(),
+            "host key",
+        ),
+        ("refused key", world.server.identity().display().to_string(), other_key.display().to_string(), "auth"),
+    ] {
+        fs::write(world.app.manifest_path(), manifest.replace(&from, &to)).unwrap();
+        let (code, rows) = check(&world);
+        assert_eq!(code, i32::from(exit::CHECK_FAILED), "{state}");
+        let at = rows.iter().position(|(name, _)| name == failing).unwrap();
+        assert_eq!(rows[at].1, "fail", "{state}: {rows:?}");
+        assert!(rows[..at].iter().all(|(_, status)| status == "ok"), "{state}: {rows:?}");
+        assert!(rows[at + 1..].iter().all(|(_, status)| status == "skipped"), "{state}: {rows:?}");
+    }
+    assert_eq!(fs::read_to_string(&empty_known_hosts).unwrap(), "", "the check recorded a host key");
+}
+
+#[test]
+fn deploy_check_finds_a_server_without_git() {
+    let world = World::new();
+    // A PATH holding every command of this machine except git.
+    let farm = world.server.dir().join("no-git-bin");
+    fs::create_dir(&farm).unwrap();
+    for dir in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let link = farm.join(&name);
+            if !name.to_string_lossy().starts_with("git") && !link.exists() {
+                let _ = std::os::unix::fs::symlink(entry.path(), link);
+            }
+        }
+    }
+    let no_git = xtask_deploy::loopback::LoopbackServer::start_with_path(&farm.display().to_string()).unwrap();
+    let (_no_git, _) = support::add_existing_server(&world, no_git);
+    let (code, rows) = check(&world);
+    assert_eq!(code, i32::from(exit::CHECK_FAILED));
+    // The first server's rows come first; the second's git row fails.
+    let git: Vec<&str> = rows.iter().filter(|(name, _)| name == "git").map(|(_, status)| status.as_str()).collect();
+    assert_eq!(git, ["ok", "fail"], "{rows:?}");
+}
