@@ -229,7 +229,10 @@ impl DeployCheck {
 
 impl Demo {
     fn run(self, ui: &mut Ui) -> anyhow::Result<u8> {
-        xtask_deploy::demo::run(ui, &mut std::io::stdout()).context("demo failed")?;
+        // Under --json, stdout carries only events: the demo's own report goes to stderr.
+        let mut out: Box<dyn std::io::Write> =
+            if ui.json() { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
+        xtask_deploy::demo::run(ui, &mut out).context("demo failed")?;
         Ok(exit::SUCCESS)
     }
 }

@@ -18,6 +18,11 @@ impl Ui {
         Ui { json: json.then(|| JsonLines(std::io::stdout())) }
     }
 
+    /// Whether stdout is reserved for JSON events (`--json`).
+    pub fn json(&self) -> bool {
+        self.json.is_some()
+    }
+
     /// Prints one status line.
     pub fn line(&self, verb: &str, message: &str) {
         eprintln!("{verb:>12} {message}");
@@ -25,7 +30,7 @@ impl Ui {
 
     /// Prints a command's text output (a table, a plan): stdout, or stderr under `--json`.
     pub fn text(&self, text: &str) {
-        if self.json.is_some() {
+        if self.json() {
             eprint!("{text}");
         } else {
             print!("{text}");

@@ -417,3 +417,14 @@ fn deploy_check_finds_a_server_without_git() {
     let git: Vec<&str> = rows.iter().filter(|(name, _)| name == "git").map(|(_, status)| status.as_str()).collect();
     assert_eq!(git, ["ok", "fail"], "{rows:?}");
 }
+
+#[test]
+fn under_json_stdout_carries_only_events_even_for_the_demo() {
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_xtask")).args(["demo", "--json"]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(code(&output), 0, "{}", stderr_of(&output));
+    let lines = json_lines(&output);
+    assert_eq!(names(&lines).iter().filter(|name| **name == "summary").count(), 2, "two deploys");
+    assert_eq!(lines.last().unwrap()["event"], "exit");
+    assert!(stderr_of(&output).contains("revisions.log"), "the demo's report went to stderr");
+}
