@@ -110,14 +110,15 @@ pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Repor
             }
         }
         Err(err) => {
+            let error = err.to_string();
             summary.outcome = if matches!(err, Error::Partial { .. }) { Outcome::Partial } else { Outcome::Failed };
             summary.exit_code = err.exit_code();
-            summary.error = Some(err.to_string());
+            summary.error = Some(error.clone());
             let server = err.server().map(str::to_string);
             if let Some(report) = summary.servers.iter_mut().find(|report| Some(&report.server) == server.as_ref()) {
-                report.error = Some(err.to_string());
+                report.error = Some(error.clone());
             }
-            reporter.event(Event::Failed { server, error: err.to_string(), exit_code: err.exit_code() });
+            reporter.event(Event::Failed { server, error, exit_code: summary.exit_code });
         }
     }
     reporter.event(Event::Summary(summary.clone()));
@@ -166,23 +167,24 @@ fn deploy_to_all(
         servers,
         reports: &mut summary.servers,
         prepared: Vec::new(),
-        published: Vec::new(),
         reporter,
     };
     let result = walk.steps();
     if let Err(err) = &result {
         walk.fail(err);
     }
-    let published = std::mem::take(&mut walk.published);
     let Walk { mut servers, .. } = walk;
     unlock_all(&mut servers);
+    let published = summary.servers.iter().filter(|report| report.status == ServerStatus::Published).count();
     match result {
         Ok(()) => Ok(Outcome::Deployed),
-        Err(error) if !published.is_empty() && published.len() < servers.len() => {
+        Err(error) if published > 0 && published < summary.servers.len() => {
             let names = |switched: bool| {
-                (0..servers.len())
-                    .filter(|index| published.contains(index) == switched)
-                    .map(|index| servers[index].connection.name().to_string())
+                summary
+                    .servers
+                    .iter()
+                    .filter(|report| (report.status == ServerStatus::Published) == switched)
+                    .map(|report| report.server.clone())
                     .collect()
             };
             Err(Error::Partial {
@@ -220,8 +222,6 @@ struct Walk<'a> {
     reports: &'a mut [ServerReport],
     /// Indexes of servers on which the release may exist.
     prepared: Vec<usize>,
-    /// Indexes of servers whose `current` points at the release.
-    published: Vec<usize>,
     reporter: &'a mut dyn Reporter,
 }
 
@@ -329,7 +329,6 @@ impl Walk<'_> {
             }
             let report = &mut self.reports[index];
             if steps[..done].iter().any(|step| step.phase == plan::PUBLISH) {
-                self.published.push(index);
                 report.status = ServerStatus::Published;
                 self.reporter.event(Event::Published { server: name.clone(), release, elapsed });
             }
@@ -394,7 +393,7 @@ impl Walk<'_> {
     /// `on_failure` hooks run and every unfinished release is removed. Errors here are
     /// reported, not raised.
     fn fail(&mut self, err: &Error) {
-        if !self.published.is_empty() {
+        if self.reports.iter().any(|report| report.status == ServerStatus::Published) {
             return;
         }
         for (hook, step) in self.plans[0].on_failure.iter().enumerate() {
