@@ -98,7 +98,7 @@ pub fn check(config: &Config, reporter: &mut dyn Reporter) -> CheckReport {
                         (CheckStatus::Ok, ["reached", "known"][index].to_string())
                     } else if index > failed {
                         (CheckStatus::Skipped, String::new())
-                    } else if failed == 1 && accept_new && !err.to_string().contains("differs") {
+                    } else if accept_new && matches!(err, Error::HostKey { unknown: true, .. }) {
                         // `accept-new` would record the key, as a deploy would; not a failure.
                         (CheckStatus::Warn, format!("{err}; a deploy would record it (`accept-new`)"))
                     } else {

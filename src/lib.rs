@@ -64,9 +64,11 @@ pub enum Error {
     /// The server could not be reached or the SSH session could not be set up.
     #[error("cannot connect to `{server}`: {message}")]
     Connect { server: String, message: String },
-    /// The server's host key is unknown or differs from the known one.
+    /// The server's host key is unknown or differs from the known one. `unknown`: no key is
+    /// recorded for the host (`accept-new` would record it); false when one differs, or when
+    /// known_hosts cannot be parsed.
     #[error("host key check failed for `{server}`: {message}")]
-    HostKey { server: String, message: String },
+    HostKey { server: String, message: String, unknown: bool },
     /// No offered credential was accepted.
     #[error("authentication failed for `{server}`: {message}")]
     Auth { server: String, message: String },

@@ -120,12 +120,14 @@ impl Connection {
                 Err(err) => {
                     return Err(Error::HostKey {
                         server: name.clone(),
+                        // Without the file no host is known; `accept-new` would create it.
+                        unknown: err.kind() == io::ErrorKind::NotFound,
                         message: format!(
                             "cannot read known_hosts file `{}`: {err}: create it, set `ssh.known_hosts`, or give \
                              the lines in `{ENV_KNOWN_HOSTS}`",
                             options.known_hosts.display()
                         ),
-                    })
+                    });
                 }
             },
         };
@@ -555,8 +557,8 @@ fn hashed_match(entry: &str, pattern: &str) -> bool {
     mac.verify_slice(&hash).is_ok()
 }
 
-/// Checks the server's key against known_hosts (`known_hosts_text`: the file's text, or the
-/// lines of [`ENV_KNOWN_HOSTS`] when it is set). With `accept-new`, a host that has no entry
+/// Checks the server's key against known_hosts (`known_hosts_text`: the file's text, already
+/// read, or the lines of [`ENV_KNOWN_HOSTS`] when it is set). With `accept-new`, a host that has no entry
 /// gets one in the file (its key's fingerprint is returned); a key that differs from an entry
 /// is always refused.
 fn check_host_key(
@@ -569,26 +571,21 @@ fn check_host_key(
     let known_hosts = options.known_hosts.as_path();
     let from_env = options.env.known_hosts.is_some();
     let source = if from_env { format!("`{ENV_KNOWN_HOSTS}`") } else { format!("`{}`", known_hosts.display()) };
-    let refuse = |message: String| Error::HostKey { server: name.to_string(), message };
+    let refuse = |message: String| Error::HostKey { server: name.to_string(), message, unknown: false };
+    let unknown = |message: String| Error::HostKey { server: name.to_string(), message, unknown: true };
     let (key, key_type) = session.host_key().ok_or_else(|| refuse("the server sent no host key".to_string()))?;
     let fingerprint = session
         .host_key_hash(HashType::Sha256)
         .map(|hash| format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(hash)))
         .unwrap_or_else(|| "unknown".to_string());
     let mut known = session.known_hosts().map_err(|err| refuse(err.to_string()))?;
-    if from_env {
-        for (number, line) in known_hosts_text.lines().enumerate() {
-            if line.trim().is_empty() || line.trim_start().starts_with('#') {
-                continue;
-            }
-            known
-                .read_str(line, KnownHostFileKind::OpenSSH)
-                .map_err(|err| refuse(format!("cannot parse line {} of {source}: {err}", number + 1)))?;
+    for (number, line) in known_hosts_text.lines().enumerate() {
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
         }
-    } else if known_hosts.exists() || options.host_key_policy == HostKeyPolicy::Strict {
         known
-            .read_file(known_hosts, KnownHostFileKind::OpenSSH)
-            .map_err(|err| refuse(format!("cannot parse known_hosts file {source}: {err}")))?;
+            .read_str(line, KnownHostFileKind::OpenSSH)
+            .map_err(|err| refuse(format!("cannot parse line {} of {source}: {err}", number + 1)))?;
     }
     let entry = if server.port == 22 { server.host.clone() } else { format!("[{}]:{}", server.host, server.port) };
     match known.check_port(&server.host, server.port, key) {
@@ -607,13 +604,13 @@ fn check_host_key(
             })?;
             Ok(Some(fingerprint))
         }
-        CheckResult::NotFound if from_env => Err(refuse(format!(
+        CheckResult::NotFound if from_env => Err(unknown(format!(
             "`{entry}` is not in {source}; its key fingerprint is {fingerprint}. If that is the server's \
              fingerprint, add the line that `ssh-keyscan -p {port} {host}` prints to {source}",
             port = server.port,
             host = server.host,
         ))),
-        CheckResult::NotFound => Err(refuse(format!(
+        CheckResult::NotFound => Err(unknown(format!(
             "`{entry}` is not in {source}; its key fingerprint is {fingerprint}. If that is the server's \
              fingerprint, trust it with `ssh-keyscan -p {port} {host} >> {file}` (or connect once with \
              `ssh -p {port} {user}@{host}`) and deploy again",

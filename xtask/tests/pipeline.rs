@@ -392,6 +392,25 @@ fn deploy_check_reports_each_broken_state() {
         assert!(rows[at + 1..].iter().all(|(_, status)| status == "skipped"), "{state}: {rows:?}");
     }
     assert_eq!(fs::read_to_string(&empty_known_hosts).unwrap(), "", "the check recorded a host key");
+
+    // Under `accept-new` an unknown key only warns (a deploy would record it); a changed one fails.
+    let other_public = fs::read_to_string(other_key.with_extension("pub")).unwrap();
+    let changed_known_hosts = world.server.dir().join("changed_known_hosts");
+    let key: Vec<&str> = other_public.split_whitespace().take(2).collect();
+    fs::write(&changed_known_hosts, format!("[127.0.0.1]:{} {}\n", world.server.port(), key.join(" "))).unwrap();
+    for (known_hosts, expected) in [(&empty_known_hosts, "warn"), (&changed_known_hosts, "fail")] {
+        let accept_new = manifest
+            .replace(&world.server.known_hosts().display().to_string(), &known_hosts.display().to_string())
+            .replace(
+                "[package.metadata.deploy.ssh]\n",
+                "[package.metadata.deploy.ssh]\nhost_key_policy = \"accept-new\"\n",
+            );
+        fs::write(world.app.manifest_path(), accept_new).unwrap();
+        let (_, rows) = check(&world);
+        let host_key = rows.iter().find(|(name, _)| name == "host key").unwrap();
+        assert_eq!(host_key.1, expected, "{}: {rows:?}", known_hosts.display());
+    }
+    assert_eq!(fs::read_to_string(&empty_known_hosts).unwrap(), "", "the check recorded a host key");
 }
 
 #[test]
