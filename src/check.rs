@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::{Config, HostKeyPolicy};
+use crate::config::{Config, HostKeyPolicy, Server};
 use crate::plan::{self, LockInfo};
 use crate::report::{Event, Reporter};
 use crate::ssh::Connection;
@@ -54,83 +54,76 @@ impl CheckReport {
     pub fn ok(&self) -> bool {
         self.checks.iter().all(|check| check.status != CheckStatus::Fail)
     }
-
-    /// The status of `check` on `server`.
-    pub fn status(&self, server: &str, check: &str) -> Option<CheckStatus> {
-        self.checks.iter().find(|row| row.server == server && row.check == check).map(|row| row.status)
-    }
 }
 
 /// Checks every server; reports each row as an [`Event::Check`] as it is decided.
 pub fn check(config: &Config, reporter: &mut dyn Reporter) -> CheckReport {
     let mut report = CheckReport::default();
     for server in &config.servers {
-        let config = config.on(server);
         let name = server.display_name();
-        let mut rows = Vec::new();
-        let mut row = |check: &'static str, status: CheckStatus, detail: String| {
+        check_server(&config.on(server), server, &mut |check, status, detail| {
             let row = Check { server: name.clone(), check, status, detail };
             reporter.event(Event::Check(row.clone()));
-            rows.push(row);
-        };
-        // Checking changes nothing: an unknown key is reported, never recorded.
-        let mut strict = config.clone();
-        strict.ssh.host_key_policy = HostKeyPolicy::Strict;
-        let started = Instant::now();
-        let connection = Connection::open(&strict, server);
-        let elapsed = format!("{} ms", started.elapsed().as_millis());
-        let connection = match connection {
-            Ok(connection) => {
-                row("connect", CheckStatus::Ok, elapsed);
-                row("host key", CheckStatus::Ok, "known".to_string());
-                row("auth", CheckStatus::Ok, format!("as {}", server.user));
-                connection
-            }
-            Err(err) => {
-                let failed = match &err {
-                    Error::Connect { .. } => 0,
-                    Error::HostKey { .. } => 1,
-                    _ => 2,
-                };
-                let accept_new = config.ssh.host_key_policy == HostKeyPolicy::AcceptNew;
-                for (index, check) in CHECKS.iter().enumerate() {
-                    let (status, detail) = if index < failed {
-                        (CheckStatus::Ok, ["reached", "known"][index].to_string())
-                    } else if index > failed {
-                        (CheckStatus::Skipped, String::new())
-                    } else if accept_new && matches!(err, Error::HostKey { unknown: true, .. }) {
-                        // `accept-new` would record the key, as a deploy would; not a failure.
-                        (CheckStatus::Warn, format!("{err}; a deploy would record it (`accept-new`)"))
-                    } else {
-                        (CheckStatus::Fail, err.to_string())
-                    };
-                    row(check, status, detail);
-                }
-                report.checks.extend(rows);
-                continue;
-            }
-        };
-        match connection.output(&plan::check_script(&config)) {
-            Ok(output) if output.status == 0 => {
-                for (check, status, detail) in judge(&config, &output.stdout) {
-                    row(check, status, detail);
-                }
-            }
-            Ok(output) => {
-                let err = connection.failure("deploy-check", &output);
-                for check in &CHECKS[3..] {
-                    row(check, CheckStatus::Fail, err.to_string());
-                }
-            }
-            Err(err) => {
-                for check in &CHECKS[3..] {
-                    row(check, CheckStatus::Fail, err.to_string());
-                }
-            }
-        }
-        report.checks.extend(rows);
+            report.checks.push(row);
+        });
     }
     report
+}
+
+/// The rows of one server, in [`CHECKS`] order, each handed to `row`.
+fn check_server(config: &Config, server: &Server, row: &mut dyn FnMut(&'static str, CheckStatus, String)) {
+    // Checking changes nothing: an unknown key is reported, never recorded.
+    let mut strict = config.clone();
+    strict.ssh.host_key_policy = HostKeyPolicy::Strict;
+    let started = Instant::now();
+    let connection = match Connection::open(&strict, server) {
+        Ok(connection) => connection,
+        Err(err) => {
+            let failed = match &err {
+                Error::Connect { .. } => 0,
+                Error::HostKey { .. } => 1,
+                _ => 2,
+            };
+            let accept_new = config.ssh.host_key_policy == HostKeyPolicy::AcceptNew;
+            for (index, check) in CHECKS.iter().enumerate() {
+                let (status, detail) = if index < failed {
+                    (CheckStatus::Ok, ["reached", "known"][index].to_string())
+                } else if index > failed {
+                    (CheckStatus::Skipped, String::new())
+                } else if accept_new && matches!(err, Error::HostKey { unknown: true, .. }) {
+                    // `accept-new` would record the key, as a deploy would; not a failure.
+                    (CheckStatus::Warn, format!("{err}; a deploy would record it (`accept-new`)"))
+                } else {
+                    (CheckStatus::Fail, err.to_string())
+                };
+                row(check, status, detail);
+            }
+            return;
+        }
+    };
+    row("connect", CheckStatus::Ok, format!("{} ms", started.elapsed().as_millis()));
+    row("host key", CheckStatus::Ok, "known".to_string());
+    row("auth", CheckStatus::Ok, format!("as {}", server.user));
+    let script = plan::check_script(config);
+    let output = connection.output(&script).and_then(|output| {
+        if output.status == 0 {
+            Ok(output)
+        } else {
+            Err(connection.failure(script.name, &output))
+        }
+    });
+    match output {
+        Ok(output) => {
+            for (check, status, detail) in judge(config, &output.stdout) {
+                row(check, status, detail);
+            }
+        }
+        Err(err) => {
+            for check in &CHECKS[3..] {
+                row(check, CheckStatus::Fail, err.to_string());
+            }
+        }
+    }
 }
 
 /// Judges the output of [`plan::check_script`]: the rows after `auth`. Pure.
