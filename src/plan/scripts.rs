@@ -156,9 +156,7 @@ state="$d/{STATE_DIR}"
 {REQUIRE_SETUP}
 {REPORT_STATE}
 {LOCK_HELPERS}
-if [ -f "$state/lock/info" ]; then
-  if holder_alive; then sed 's/^/holder /' "$state/lock/info"; else sed 's/^/stale /' "$state/lock/info"; fi
-fi
+{REPORT_LOCK}
 if [ -f "$d/revisions.log" ]; then sed 's/^/log /' "$d/revisions.log"; fi
 exit 0
 "#,
@@ -196,9 +194,8 @@ if command -v git >/dev/null 2>&1; then echo "git $(git --version 2>&1 | head -n
 [ -d "$d/shared" ] || echo "unset shared/"
 [ "$(git --git-dir="$d/repo" rev-parse --is-bare-repository 2>/dev/null)" = true ] || echo "unset repo/"
 {linked}{LOCK_HELPERS}
-if [ -f "$state/lock/info" ]; then
-  if holder_alive; then sed 's/^/holder /' "$state/lock/info"; else sed 's/^/stale /' "$state/lock/info"; fi
-elif [ -d "$state/lock" ]; then
+{REPORT_LOCK}
+if [ -d "$state/lock" ] && [ ! -f "$state/lock/info" ]; then
   echo "holder user=a deploy that is taking the lock right now"
 fi
 free=$(df -Pk "$p" 2>/dev/null | awk 'NR == 2 {{ print $4 }}')
@@ -595,6 +592,12 @@ done"#;
 const REQUIRE_SETUP: &str = r#"if [ ! -d "$d/releases" ] || [ "$(git --git-dir="$d/repo" rev-parse --is-bare-repository 2>/dev/null)" != true ]; then
   echo "\`$d\` is not set up for deploys: run \`cargo xtask deploy-setup\` first" >&2
   exit 4
+fi"#;
+
+/// Prints the lock's holder as `holder <key>=<value>` lines, or as `stale <key>=<value>` lines
+/// when its SSH connection is gone (needs [`LOCK_HELPERS`]).
+const REPORT_LOCK: &str = r#"if [ -f "$state/lock/info" ]; then
+  if holder_alive; then sed 's/^/holder /' "$state/lock/info"; else sed 's/^/stale /' "$state/lock/info"; fi
 fi"#;
 
 /// Prints `release <name> <sha>`, `current <target>` and `bad <name>` lines.
