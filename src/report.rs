@@ -217,6 +217,18 @@ impl<W: Write> JsonLines<W> {
         // A closed stdout (`| head`) must not stop the deploy; the exit code still tells.
         let _ = writeln!(self.0, "{line}").and_then(|()| self.0.flush());
     }
+
+    /// The closing line: which command ran, its exit code, and its error if it failed.
+    pub fn exit(&mut self, command: &str, exit_code: u8, error: Option<&str>) {
+        self.write(&Exit { command, exit_code, error });
+    }
+
+    /// One server's releases (`cargo xtask releases`).
+    pub fn releases(&mut self, server: &crate::manage::ServerReleases) {
+        let holder = &server.state.holder;
+        let locked_by = (!holder.is_empty()).then(|| crate::plan::LockInfo::describe(holder));
+        self.write(&Releases { server: &server.server, releases: server.entries(), locked_by });
+    }
 }
 
 /// The last line of `--json` output, whatever the command.
@@ -236,20 +248,6 @@ struct Releases<'a> {
     releases: Vec<crate::manage::ReleaseEntry>,
     /// Who holds the lock, if anyone.
     locked_by: Option<String>,
-}
-
-impl<W: Write> JsonLines<W> {
-    /// The closing line: which command ran, its exit code, and its error if it failed.
-    pub fn exit(&mut self, command: &str, exit_code: u8, error: Option<&str>) {
-        self.write(&Exit { command, exit_code, error });
-    }
-
-    /// One server's releases (`cargo xtask releases`).
-    pub fn releases(&mut self, server: &crate::manage::ServerReleases) {
-        let holder = &server.state.holder;
-        let locked_by = (!holder.is_empty()).then(|| crate::plan::LockInfo::describe(holder));
-        self.write(&Releases { server: &server.server, releases: server.entries(), locked_by });
-    }
 }
 
 impl<W: Write> Reporter for JsonLines<W> {
