@@ -147,12 +147,7 @@ impl World {
 
     /// Waits up to `timeout` for this world's daemons to be gone; returns those still running.
     pub fn daemons_after(&self, timeout: Duration) -> Vec<(u32, String)> {
-        let mut left = Vec::new();
-        wait_until(timeout, || {
-            left = self.daemons();
-            left.is_empty()
-        });
-        left
+        left_after(timeout, || self.daemons())
     }
 
     /// Asserts that `release` holds exactly the files of `git archive <sha>` plus `REVISION`.
@@ -208,6 +203,32 @@ pub fn add_existing_server(world: &World, server: LoopbackServer) -> (LoopbackSe
     fs::write(world.app.manifest_path(), manifest).unwrap();
     world.app.commit_all("add a second server").unwrap();
     (server, deploy_to)
+}
+
+/// Asks `find` until it finds nothing or `timeout` has passed; returns what it found last.
+fn left_after(timeout: Duration, find: impl Fn() -> Vec<(u32, String)>) -> Vec<(u32, String)> {
+    let mut left = Vec::new();
+    wait_until(timeout, || {
+        left = find();
+        left.is_empty()
+    });
+    left
+}
+
+/// Reads lines from `output` (a child's stderr) until one contains `needle`; returns all read.
+/// Panics, with what was read, if the output ends first.
+pub fn read_until(output: &mut impl std::io::BufRead, needle: &str) -> String {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if output.read_line(&mut line).unwrap() == 0 {
+            panic!("the output ended before `{needle}`:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.contains(needle) {
+            return seen;
+        }
+    }
 }
 
 /// What a finished command printed on stderr.
@@ -356,11 +377,6 @@ impl World {
 
     /// Waits up to `timeout` for [`World::our_processes`] to be gone; returns those left.
     pub fn our_processes_after(&self, timeout: Duration) -> Vec<(u32, String)> {
-        let mut left = Vec::new();
-        wait_until(timeout, || {
-            left = self.our_processes();
-            left.is_empty()
-        });
-        left
+        left_after(timeout, || self.our_processes())
     }
 }

@@ -5,11 +5,11 @@
 mod support;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::{incompressible, World};
+use support::{incompressible, read_until, World};
 
 fn xtask(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
@@ -183,17 +183,7 @@ fn interrupt_mid_push(how: Interruption) {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            panic!("the deploy ended before pushing:\n{seen}");
-        }
-        seen.push_str(&line);
-        if line.contains("Pushing") {
-            break;
-        }
-    }
+    let seen = read_until(&mut stderr, "Pushing");
     assert!(!world.daemons().is_empty(), "the daemon should be running during the push");
     let targets = match how {
         Interruption::Signal(signal) => vec![(signal, child.id())],

@@ -5,10 +5,10 @@
 mod support;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::process::{Command, Output, Stdio};
 
-use support::{snapshot, stderr_of, World};
+use support::{read_until, snapshot, stderr_of, World};
 
 fn xtask(world: &World, args: &[&str]) -> Command {
     world.command(env!("CARGO_BIN_EXE_xtask"), args)
@@ -31,12 +31,7 @@ fn two_deploys_at_once_one_gets_the_lock_the_other_names_the_holder() {
         .spawn()
         .unwrap();
     let mut first_err = BufReader::new(first.stderr.take().unwrap());
-    let mut seen = String::new();
-    while !seen.contains("before_update") {
-        let mut line = String::new();
-        assert!(first_err.read_line(&mut line).unwrap() > 0, "the first deploy ended early:\n{seen}");
-        seen.push_str(&line);
-    }
+    read_until(&mut first_err, "before_update");
 
     // The first deploy holds the lock and waits in its hook: a second one is refused at once.
     let second = run(&world, &["deploy"]);
