@@ -47,7 +47,7 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
             "known_hosts": server.known_hosts().display().to_string(),
         },
     }});
-    let defaults = Defaults::from_env(None);
+    let defaults = Defaults { ssh_config: None, ..Defaults::from_env(None, None) };
     let config = Config::from_metadata(&metadata, "package.metadata", &clone_dir.join("Cargo.toml"), &defaults)?;
     let sh = Shell::new().map_err(|err| Error::local(format!("cannot start a local shell: {err}")))?;
     sh.change_dir(&clone_dir);
@@ -160,7 +160,116 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
         let median_bytes = median(synced.iter().map(|(_, bytes)| *bytes as f64).collect());
         line(out, format!("median incremental rsync of the tree: {median_ms:.1} ms, {median_bytes:.0} bytes sent"))?;
     }
+    fleet(&sh, &clone_dir, &server, rounds.clamp(1, 5), out)
+}
+
+/// How many servers the fleet rows deploy to at once.
+const FLEETS: [usize; 3] = [1, 4, 8];
+
+/// Incremental deploys to fleets of 1, 4 and 8 loopback servers (all in parallel), each fleet
+/// deployed after each of `rounds` commits; prints each fleet's median wall time.
+fn fleet(
+    sh: &Shell,
+    clone_dir: &Path,
+    first: &LoopbackServer,
+    rounds: usize,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let started = |err: std::io::Error| Error::local(format!("cannot start a loopback sshd: {err}"));
+    let others: Vec<LoopbackServer> =
+        (1..FLEETS[2]).map(|_| LoopbackServer::start().map_err(started)).collect::<Result<_, _>>()?;
+    // One key and one known_hosts file for all: the first server's key is let in everywhere.
+    let written = |err: std::io::Error| Error::local(format!("cannot write the fleet's keys: {err}"));
+    let key = std::fs::read_to_string(first.dir().join("id_ed25519.pub")).map_err(written)?;
+    let mut known_hosts = std::fs::read_to_string(first.known_hosts()).map_err(written)?;
+    for server in &others {
+        std::fs::write(server.dir().join("authorized_keys"), &key).map_err(written)?;
+        known_hosts.push_str(&std::fs::read_to_string(server.known_hosts()).map_err(written)?);
+    }
+    let fleet_known_hosts = first.dir().join("fleet_known_hosts");
+    std::fs::write(&fleet_known_hosts, known_hosts).map_err(written)?;
+    let servers: Vec<&LoopbackServer> = std::iter::once(first).chain(&others).collect();
+    let configs = FLEETS
+        .iter()
+        .map(|&size| {
+            let entries: Vec<serde_json::Value> = servers[..size]
+                .iter()
+                .map(|server| {
+                    serde_json::json!({
+                        "host": "127.0.0.1", "port": server.port(), "user": server.user(),
+                        "deploy_to": server.dir().join("srv").join(format!("fleet-{size}")).display().to_string(),
+                    })
+                })
+                .collect();
+            let metadata = serde_json::json!({ "deploy": {
+                "application": "bench",
+                "servers": entries,
+                "ssh": {
+                    "identity": first.identity().display().to_string(),
+                    "known_hosts": fleet_known_hosts.display().to_string(),
+                },
+            }});
+            let defaults = Defaults { ssh_config: None, ..Defaults::from_env(None, None) };
+            Config::from_metadata(&metadata, "package.metadata", &clone_dir.join("Cargo.toml"), &defaults)
+        })
+        .collect::<Result<Vec<Config>, Error>>()?;
+    for config in &configs {
+        setup(config, &mut Quiet)?;
+        deploy(config, &DeployOptions::default(), &mut Quiet)?;
+    }
+    // Per fleet and round: the wall time, and the CPU time the whole machine spent meanwhile.
+    let mut times: Vec<Vec<(f64, Option<f64>)>> = vec![Vec::new(); FLEETS.len()];
+    for round in 0..rounds {
+        let message = format!("fleet round {round}");
+        let manifest = clone_dir.join("Cargo.toml");
+        let mut text = std::fs::read_to_string(&manifest).unwrap_or_default();
+        text.push_str(&format!("# {message}\n"));
+        std::fs::write(&manifest, text).map_err(written)?;
+        cmd!(sh, "git -c user.name=bench -c user.email=bench@localhost commit -q -a -m {message}")
+            .quiet()
+            .run()
+            .map_err(|err| Error::local(err.to_string()))?;
+        for (config, times) in configs.iter().zip(&mut times) {
+            let busy = busy_cpu();
+            let elapsed = deploy(config, &DeployOptions::default(), &mut Quiet)?.elapsed;
+            times.push((ms(elapsed), busy_cpu().zip(busy).map(|(after, before)| after - before)));
+        }
+    }
+    let line = |out: &mut dyn Write, text: String| -> Result<(), Error> {
+        writeln!(out, "{text}").map_err(|err| Error::local(format!("cannot write the report: {err}")))
+    };
+    line(out, format!("parallel deploys to several loopback servers ({rounds} incremental deploys each):"))?;
+    line(
+        out,
+        format!("  {:>7} {:>16} {:>12} {:>22}", "servers", "median wall ms", "x 1 server", "machine CPU ms (all)"),
+    )?;
+    let one = median(times[0].iter().map(|(wall, _)| *wall).collect());
+    for (size, times) in FLEETS.iter().zip(times) {
+        let wall = median(times.iter().map(|(wall, _)| *wall).collect());
+        let cpu: Vec<f64> = times.iter().filter_map(|(_, cpu)| *cpu).collect();
+        let cpu = if cpu.is_empty() { "-".to_string() } else { format!("{:.0}", median(cpu)) };
+        line(out, format!("  {size:>7} {wall:>16.1} {:>12.2} {cpu:>22}", wall / one.max(1.0)))?;
+    }
+    line(
+        out,
+        format!(
+            "  (the servers, their sshds and the deployer share this machine's {} cores: with the CPU busy, a \
+             fleet's wall time is bounded below by its CPU time / cores)",
+            std::thread::available_parallelism().map_or(1, |cores| cores.get())
+        ),
+    )?;
     Ok(())
+}
+
+/// The CPU time the whole machine has spent busy (not idle or waiting for I/O), in ms, from
+/// `/proc/stat`; `None` where there is none.
+fn busy_cpu() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait, in clock ticks
+    // (100 per second on Linux).
+    let busy: f64 = fields.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    Some(busy * 10.0)
 }
 
 /// Syncs the clone's tree (without `.git`) to the server with `rsync -a --delete` over `ssh`,

@@ -37,6 +37,9 @@ pub struct Config {
     pub hooks: Hooks,
     /// How a release is made on the server.
     pub cache: Cache,
+    /// The stage these settings are for (`--stage`, else `default_stage`), if the manifest
+    /// has `stages`.
+    pub stage: Option<String>,
     /// The servers to deploy to, in order.
     pub servers: Vec<Server>,
     /// How to authenticate and which host keys to trust.
@@ -121,18 +124,50 @@ pub struct Hooks {
 pub enum Hook {
     /// Run once on the deploying machine, in the manifest's directory, through `xshell`.
     Local(String),
-    /// Run on every server by `sh -c`, in the release directory (in `deploy_to` before it exists).
-    Remote(String),
+    /// Run by `sh -c` on the servers `Scope` picks, in the release directory (in `deploy_to`
+    /// before it exists).
+    Remote(String, Scope),
 }
 
-/// One server to deploy to.
+/// Which servers a remote hook runs on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Only servers with one of these roles; every server when empty.
+    pub roles: Vec<String>,
+    /// Only the first of those servers (in the order of `servers`), as for database migrations.
+    pub once: bool,
+}
+
+impl Scope {
+    /// Whether a hook with this scope runs on `servers[index]`.
+    pub fn includes(&self, servers: &[Server], index: usize) -> bool {
+        let matches = |server: &Server| self.roles.is_empty() || server.roles.iter().any(|r| self.roles.contains(r));
+        match self.once {
+            true => servers.iter().position(matches) == Some(index),
+            false => servers.get(index).is_some_and(matches),
+        }
+    }
+}
+
+/// One server to deploy to (or a gateway to reach servers through).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
+    /// The address connected to: `host` as written, or the `HostName` `~/.ssh/config` gives
+    /// for it.
     pub host: String,
     pub port: u16,
     pub user: String,
     /// This server's `deploy_to`: its own `deploy_to` key, else the top-level one.
     pub deploy_to: String,
+    /// Its roles (`app`, `web`, `db`...), which pick the remote hooks it runs.
+    pub roles: Vec<String>,
+    /// The `host` as written in the config (an alias of `~/.ssh/config`, say).
+    pub alias: String,
+    /// The private key to try: `ssh.identity`, else the `IdentityFile` of `~/.ssh/config`.
+    pub identity: Option<PathBuf>,
+    /// The jump host this server is reached through: `gateway`, else the `ProxyJump` of
+    /// `~/.ssh/config`.
+    pub gateway: Option<Box<Server>>,
 }
 
 /// The environment variable holding a private key (the file's text, OpenSSH or PEM format),
@@ -217,14 +252,21 @@ pub struct Defaults {
     pub home: Option<PathBuf>,
     /// Credentials from the environment, for CI.
     pub env_auth: EnvAuth,
+    /// The text of `~/.ssh/config`, whose host aliases, users, ports, identity files and
+    /// jump hosts apply where the deploy config does not say otherwise.
+    pub ssh_config: Option<String>,
+    /// The stage picked on the command line (`--stage`).
+    pub stage: Option<String>,
 }
 
 impl Defaults {
-    /// Defaults from the process environment (`USER`/`LOGNAME`/`id -un`, `HOME`).
-    pub fn from_env(package_name: Option<String>) -> Defaults {
+    /// Defaults from the process environment (`USER`/`LOGNAME`/`id -un`, `HOME`,
+    /// `$HOME/.ssh/config`), for `stage`.
+    pub fn from_env(package_name: Option<String>, stage: Option<String>) -> Defaults {
         let user = crate::local::user_name();
         let home = std::env::var_os("HOME").map(PathBuf::from);
-        Defaults { package_name, user, home, env_auth: EnvAuth::from_env() }
+        let ssh_config = home.as_ref().and_then(|home| std::fs::read_to_string(home.join(".ssh/config")).ok());
+        Defaults { package_name, user, home, env_auth: EnvAuth::from_env(), ssh_config, stage }
     }
 }
 
@@ -254,6 +296,16 @@ struct RawConfig {
     transport: Option<String>,
     #[serde(default)]
     timeouts: RawTimeouts,
+    gateway: Option<RawGateway>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    host: String,
+    port: Option<u16>,
+    user: Option<String>,
+    identity: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -284,6 +336,10 @@ struct RawHooks {
 struct RawHook {
     local: Option<String>,
     remote: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    once: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,6 +349,8 @@ struct RawServer {
     port: Option<u16>,
     user: Option<String>,
     deploy_to: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -316,6 +374,11 @@ impl Config {
     /// Reads the configuration of the package (or virtual workspace) whose manifest is
     /// `manifest_path`, or of the one cargo finds from the current directory when `None`.
     pub fn load(manifest_path: Option<&Path>) -> Result<Config, Error> {
+        Config::load_stage(manifest_path, None)
+    }
+
+    /// As [`Config::load`], for `stage` (else the manifest's `default_stage`, if any).
+    pub fn load_stage(manifest_path: Option<&Path>, stage: Option<&str>) -> Result<Config, Error> {
         let mut cmd = cargo_metadata::MetadataCommand::new();
         cmd.no_deps();
         if let Some(path) = manifest_path {
@@ -342,7 +405,7 @@ impl Config {
         let name = package.map(|package| package.name.to_string()).or_else(|| {
             manifest.parent().and_then(|dir| dir.file_name()).map(|name| name.to_string_lossy().to_string())
         });
-        let defaults = Defaults::from_env(name);
+        let defaults = Defaults::from_env(name, stage.map(str::to_string));
         Config::from_metadata(table, section, &manifest, &defaults)
     }
 
@@ -366,11 +429,21 @@ impl Config {
                 ),
             });
         };
-        let raw: RawConfig = serde_path_to_error::deserialize(table).map_err(|err| {
-            let path = err.path().to_string();
-            let key = if path == "." { format!("{section}.deploy") } else { format!("{section}.deploy.{path}") };
-            invalid(format!("`{key}`: {}", err.inner()))
-        })?;
+        let (table, stage, declared_roles) = staged(table, section, defaults.stage.as_deref()).map_err(invalid)?;
+        let raw: RawConfig = parse_raw(&table, &format!("{section}.deploy")).map_err(invalid)?;
+        let ssh_config = match &defaults.ssh_config {
+            Some(text) => Some(
+                ssh2_config::SshConfig::default()
+                    .parse(
+                        &mut text.as_bytes(),
+                        ssh2_config::ParseRule::ALLOW_UNKNOWN_FIELDS | ssh2_config::ParseRule::ALLOW_UNSUPPORTED_FIELDS,
+                    )
+                    .map_err(|err| Error::Config {
+                        message: format!("cannot read `~/.ssh/config`: {err}: fix it, or move it aside"),
+                    })?,
+            ),
+            None => None,
+        };
 
         let application = match raw.application.or_else(|| defaults.package_name.clone()) {
             Some(name) if !name.trim().is_empty() => name,
@@ -387,23 +460,37 @@ impl Config {
         if raw.servers.is_empty() {
             return Err(invalid(format!("no servers: add a `[[{section}.deploy.servers]]` entry with a `host`")));
         }
+        let base = manifest.parent().unwrap_or(Path::new("."));
+        let resolve = |path: &str| expand_path(path, base, defaults.home.as_deref());
+        let identity = raw.ssh.identity.as_deref().map(resolve);
+        let reach = Reach { ssh_config: ssh_config.as_ref(), user: defaults.user.as_deref() };
+        let gateway = match raw.gateway {
+            Some(gateway) => {
+                let identity = gateway.identity.as_deref().map(resolve).or(identity.clone());
+                let gateway = reach
+                    .server(&gateway.host, gateway.port, gateway.user, identity, None)
+                    .map_err(|problem| invalid(format!("`{section}.deploy.gateway{problem}")))?;
+                Some(Box::new(gateway))
+            }
+            None => None,
+        };
         let mut servers = Vec::with_capacity(raw.servers.len());
         for (index, server) in raw.servers.into_iter().enumerate() {
-            if server.host.trim().is_empty() {
-                return Err(invalid(format!("`{section}.deploy.servers[{index}].host` is empty")));
-            }
-            let Some(user) = server.user.or_else(|| defaults.user.clone()) else {
-                return Err(invalid(format!(
-                    "`{section}.deploy.servers[{index}].user` is not set and the local user name is \
-                     unknown: set `user`"
-                )));
-            };
-            let deploy_to = match server.deploy_to {
-                Some(dir) => remote_dir(dir)
-                    .map_err(|problem| invalid(format!("`{section}.deploy.servers[{index}].deploy_to` {problem}")))?,
+            let key = format!("{section}.deploy.servers[{index}]");
+            let mut resolved = reach
+                .server(&server.host, server.port, server.user, identity.clone(), gateway.clone())
+                .map_err(|problem| invalid(format!("`{key}{problem}")))?;
+            resolved.deploy_to = match server.deploy_to {
+                Some(dir) => remote_dir(dir).map_err(|problem| invalid(format!("`{key}.deploy_to` {problem}")))?,
                 None => deploy_to.clone(),
             };
-            servers.push(Server { host: server.host, port: server.port.unwrap_or(22), user, deploy_to });
+            if let Some(bad) = server.roles.iter().find(|role| !is_role_name(role)) {
+                return Err(invalid(format!(
+                    "`{key}.roles` holds `{bad}`: a role is a name of letters, digits, `_` and `-`"
+                )));
+            }
+            resolved.roles = server.roles;
+            servers.push(resolved);
         }
         for (key, paths) in
             [("linked_files", &raw.linked_files), ("linked_dirs", &raw.linked_dirs), ("artifacts", &raw.artifacts)]
@@ -432,19 +519,31 @@ impl Config {
             ("on_failure", raw.hooks.on_failure, &mut hooks.on_failure),
         ] {
             for (index, hook) in raw_hooks.into_iter().enumerate() {
+                let key = format!("{section}.deploy.hooks.{phase}[{index}]");
                 hooks.push(match (hook.local, hook.remote) {
-                    (Some(command), None) => Hook::Local(command),
-                    (None, Some(command)) => Hook::Remote(command),
-                    _ => {
+                    (Some(_), None) if hook.once || !hook.roles.is_empty() => {
                         return Err(invalid(format!(
-                            "`{section}.deploy.hooks.{phase}[{index}]` must have exactly one of `local` or `remote`"
+                            "`{key}`: `roles` and `once` pick servers for a `remote` hook; a `local` hook \
+                             always runs once, on this machine"
                         )))
                     }
+                    (Some(command), None) => Hook::Local(command),
+                    (None, Some(command)) => {
+                        // A stage may lack a role (the hook then runs nowhere), but a role no
+                        // server of any stage has is a typo.
+                        if let Some(role) = hook.roles.iter().find(|role| !declared_roles.contains(role)) {
+                            return Err(invalid(format!(
+                                "`{key}` runs on role `{role}`, which no server has: add it to a server's \
+                                 `roles`, or fix the hook's (roles in use: {})",
+                                role_list(declared_roles.iter())
+                            )));
+                        }
+                        Hook::Remote(command, Scope { roles: hook.roles, once: hook.once })
+                    }
+                    _ => return Err(invalid(format!("`{key}` must have exactly one of `local` or `remote`"))),
                 });
             }
         }
-        let base = manifest.parent().unwrap_or(Path::new("."));
-        let resolve = |path: &str| expand_path(path, base, defaults.home.as_deref());
         let host_key_policy = match raw.ssh.host_key_policy.as_deref() {
             None | Some("strict") => HostKeyPolicy::Strict,
             Some("accept-new") => HostKeyPolicy::AcceptNew,
@@ -456,7 +555,7 @@ impl Config {
             }
         };
         let ssh = SshOptions {
-            identity: raw.ssh.identity.as_deref().map(resolve),
+            identity,
             known_hosts: resolve(raw.ssh.known_hosts.as_deref().unwrap_or("~/.ssh/known_hosts")),
             host_key_policy,
             env: defaults.env_auth.clone(),
@@ -500,6 +599,7 @@ impl Config {
             artifacts: raw.artifacts,
             hooks,
             cache,
+            stage,
             servers,
             ssh,
             transport,
@@ -513,9 +613,219 @@ impl Config {
         Config { deploy_to: server.deploy_to.clone(), ..self.clone() }
     }
 
+    /// Keeps the servers that `hosts` and `roles` pick: a server whose `host` (as written, or
+    /// resolved) is in `hosts`, when `hosts` is not empty, and which has one of `roles`, when
+    /// `roles` is not empty. Picking no server is an error that lists what there is.
+    pub fn select(mut self, hosts: &[String], roles: &[String]) -> Result<Config, Error> {
+        if let Some(unknown) =
+            hosts.iter().find(|host| !self.servers.iter().any(|server| server.alias == **host || server.host == **host))
+        {
+            let known: Vec<String> = self.servers.iter().map(|server| format!("`{}`", server.alias)).collect();
+            return Err(Error::Config {
+                message: format!("no server is `{unknown}` (`--hosts`): the servers are {}", known.join(", ")),
+            });
+        }
+        if let Some(unknown) = roles.iter().find(|role| !self.servers.iter().any(|server| server.roles.contains(role)))
+        {
+            return Err(Error::Config {
+                message: format!(
+                    "no server has role `{unknown}` (`--roles`): roles in use are {}",
+                    roles_in_use(&self.servers)
+                ),
+            });
+        }
+        self.servers.retain(|server| {
+            (hosts.is_empty() || hosts.iter().any(|host| server.alias == *host || server.host == *host))
+                && (roles.is_empty() || server.roles.iter().any(|role| roles.contains(role)))
+        });
+        if self.servers.is_empty() {
+            return Err(Error::Config {
+                message: "no server has both the `--hosts` and the `--roles` asked for".to_string(),
+            });
+        }
+        Ok(self)
+    }
+
     /// The directory that holds the manifest, where local commands run.
     pub fn manifest_dir(&self) -> &Path {
         self.manifest_path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// Reads a deploy table (the top-level one, or a stage's) into its raw form; an error names
+/// the key at fault under `prefix`.
+fn parse_raw(table: &serde_json::Value, prefix: &str) -> Result<RawConfig, String> {
+    serde_path_to_error::deserialize(table).map_err(|err| {
+        let path = err.path().to_string();
+        let key = if path == "." { prefix.to_string() } else { format!("{prefix}.{path}") };
+        format!("`{key}`: {}", err.inner())
+    })
+}
+
+/// The deploy table as the chosen stage sees it: `chosen`, else `default_stage`, laid over the
+/// top-level keys (a table merges key by key; any other value replaces the top-level one).
+/// Every stage is checked, so that a mistake in one shows whichever is deployed. Also returns
+/// the roles that servers have in any stage or at the top level.
+fn staged(
+    table: &serde_json::Value,
+    section: &str,
+    chosen: Option<&str>,
+) -> Result<(serde_json::Value, Option<String>, Vec<String>), String> {
+    let roles_of = |table: &serde_json::Value| -> Vec<String> {
+        let servers = table.get("servers").and_then(|servers| servers.as_array());
+        let roles = servers.into_iter().flatten().filter_map(|server| server.get("roles")?.as_array());
+        roles.flatten().filter_map(|role| role.as_str().map(str::to_string)).collect()
+    };
+    let mut declared = roles_of(table);
+    let mut table = table.clone();
+    let (stages, default_stage) = match table.as_object_mut() {
+        Some(object) => (object.remove("stages"), object.remove("default_stage")),
+        None => (None, None),
+    };
+    let default_stage = match default_stage {
+        Some(serde_json::Value::String(name)) => Some(name),
+        Some(_) => return Err(format!("`{section}.deploy.default_stage` must be a stage's name (a string)")),
+        None => None,
+    };
+    let stages = match stages {
+        Some(serde_json::Value::Object(stages)) => stages,
+        Some(_) => return Err(format!("`{section}.deploy.stages` must be a table of stages")),
+        None => serde_json::Map::new(),
+    };
+    for (name, stage) in &stages {
+        let key = format!("{section}.deploy.stages.{name}");
+        if stage.get("stages").is_some() || stage.get("default_stage").is_some() {
+            return Err(format!("`{key}` cannot hold `stages` or `default_stage`"));
+        }
+        parse_raw(stage, &key)?;
+        declared.extend(roles_of(stage));
+    }
+    let known = || stages.keys().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ");
+    let Some(name) = chosen.map(str::to_string).or(default_stage) else {
+        if stages.is_empty() {
+            return Ok((table, None, declared));
+        }
+        return Err(format!(
+            "name a stage with `--stage <name>` (known stages: {}), or set `{section}.deploy.default_stage`",
+            known()
+        ));
+    };
+    let Some(stage) = stages.get(&name) else {
+        return Err(match stages.is_empty() {
+            true => format!("unknown stage `{name}`: there are no stages; add `[{section}.deploy.stages.{name}]`"),
+            false => format!("unknown stage `{name}`: known stages are {}", known()),
+        });
+    };
+    merge(&mut table, stage);
+    Ok((table, Some(name), declared))
+}
+
+/// Lays `over` onto `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut serde_json::Value, over: &serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(over)) => {
+            for (key, value) in over {
+                match base.get_mut(key) {
+                    Some(slot) => merge(slot, value),
+                    None => {
+                        base.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over.clone(),
+    }
+}
+
+/// How a host written in the config is reached: `~/.ssh/config` fills what the config leaves
+/// out, then the defaults.
+struct Reach<'a> {
+    ssh_config: Option<&'a ssh2_config::SshConfig>,
+    /// The local user name.
+    user: Option<&'a str>,
+}
+
+impl Reach<'_> {
+    /// The server `host` names, with what the config says of it (`port`, `user`, `identity`,
+    /// `gateway`); or, on error, the rest of a message that starts with the server's key.
+    fn server(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        user: Option<String>,
+        identity: Option<PathBuf>,
+        gateway: Option<Box<Server>>,
+    ) -> Result<Server, String> {
+        if host.trim().is_empty() {
+            return Err(".host` is empty".to_string());
+        }
+        let params = self.ssh_config.map(|config| config.query(host));
+        let params = params.as_ref();
+        let Some(user) = user.or_else(|| params.and_then(|p| p.user.clone())).or(self.user.map(str::to_string)) else {
+            return Err(".user` is not set and the local user name is unknown: set `user`".to_string());
+        };
+        let gateway = match gateway {
+            Some(gateway) => Some(gateway),
+            None => match params.and_then(|p| p.proxy_jump.as_deref()) {
+                Some([jump]) if jump != "none" => {
+                    let (user, rest) = match jump.split_once('@') {
+                        Some((user, rest)) => (Some(user.to_string()), rest),
+                        None => (None, jump.as_str()),
+                    };
+                    let (jump_host, jump_port) = match rest.rsplit_once(':') {
+                        Some((jump_host, port)) => (
+                            jump_host,
+                            Some(port.parse().map_err(|_| {
+                                format!(".host` has `ProxyJump {jump}` in `~/.ssh/config`, whose port is not a number")
+                            })?),
+                        ),
+                        None => (rest, None),
+                    };
+                    let jump = Reach { ssh_config: self.ssh_config, user: self.user };
+                    Some(Box::new(jump.server(jump_host, jump_port, user, identity.clone(), None)?))
+                }
+                Some([_]) | None => None,
+                Some(_) => {
+                    return Err(".host` has a `ProxyJump` of several hops in `~/.ssh/config`, which is not \
+                                supported: set one `gateway`"
+                        .to_string())
+                }
+            },
+        };
+        Ok(Server {
+            host: params
+                .and_then(|p| p.host_name.as_deref())
+                .map(|name| name.replace("%h", host))
+                .unwrap_or_else(|| host.to_string()),
+            port: port.or(params.and_then(|p| p.port)).unwrap_or(22),
+            user,
+            deploy_to: String::new(),
+            roles: Vec::new(),
+            alias: host.to_string(),
+            identity: identity.or_else(|| params.and_then(|p| p.identity_file.as_ref()?.first().cloned())),
+            gateway,
+        })
+    }
+}
+
+/// A role name: letters, digits, `_` and `-`.
+fn is_role_name(role: &str) -> bool {
+    !role.is_empty() && role.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The roles the servers have, for messages.
+fn roles_in_use(servers: &[Server]) -> String {
+    role_list(servers.iter().flat_map(|server| server.roles.iter()))
+}
+
+/// `roles` sorted, each once, for messages.
+fn role_list<'a>(roles: impl Iterator<Item = &'a String>) -> String {
+    let mut roles: Vec<&str> = roles.map(String::as_str).collect();
+    roles.sort_unstable();
+    roles.dedup();
+    match roles.is_empty() {
+        true => "none".to_string(),
+        false => roles.iter().map(|role| format!("`{role}`")).collect::<Vec<_>>().join(", "),
     }
 }
 
@@ -581,6 +891,8 @@ mod tests {
             user: Some("alice".to_string()),
             home: Some(PathBuf::from("/home/alice")),
             env_auth: EnvAuth::default(),
+            ssh_config: None,
+            stage: None,
         }
     }
 
@@ -613,7 +925,11 @@ mod tests {
                 host: "203.0.113.7".into(),
                 port: 22,
                 user: "alice".into(),
-                deploy_to: "/var/www/hello".into()
+                deploy_to: "/var/www/hello".into(),
+                roles: vec![],
+                alias: "203.0.113.7".into(),
+                identity: None,
+                gateway: None,
             }]
         );
         assert_eq!(config.ssh.identity, None);
@@ -670,7 +986,7 @@ mod tests {
         assert_eq!(config.artifacts, vec!["target/release/hello".to_string()]);
         assert_eq!(config.cache, Cache::CachedCopy);
         assert_eq!(config.hooks.before_update, vec![Hook::Local("cargo test".into())]);
-        assert_eq!(config.hooks.after_update, vec![Hook::Remote("./bin/migrate".into())]);
+        assert_eq!(config.hooks.after_update, vec![Hook::Remote("./bin/migrate".into(), Scope::default())]);
         assert_eq!(config.servers[0].display_name(), "deploy@a.example:2222");
         assert_eq!(config.ssh.identity, Some(PathBuf::from("/home/alice/.ssh/id_ed25519")));
         assert_eq!(config.ssh.known_hosts, PathBuf::from("/app/keys/known_hosts"));
@@ -763,6 +1079,20 @@ mod tests {
         assert_eq!(config.build, vec!["cargo build --release --locked".to_string()]);
         assert_eq!(config.servers[0].display_name(), "deploy@203.0.113.7:22");
         assert_eq!(config.ssh.identity, Some(PathBuf::from("/home/alice/.ssh/id_ed25519")));
+        assert_eq!(config.stage.as_deref(), Some("production"));
+        assert_eq!(config.servers[0].roles, ["app", "db"]);
+        let gateway = config.servers[0].gateway.as_ref().expect("the example's gateway");
+        assert_eq!(gateway.display_name(), "jump@bastion.example.com:22");
+        assert_eq!(gateway.identity, Some(PathBuf::from("/home/alice/.ssh/bastion")));
+        let staging = Config::from_metadata(
+            &metadata_of(body),
+            "package.metadata",
+            Path::new("/app/Cargo.toml"),
+            &Defaults { stage: Some("staging".into()), ..defaults() },
+        )
+        .unwrap();
+        assert_eq!(staging.servers[0].host, "staging.example.com");
+        assert_eq!(staging.servers[0].deploy_to, "/srv/hello-staging");
     }
 
     #[test]
@@ -817,5 +1147,174 @@ mod tests {
             err.to_string().contains("`package.metadata.deploy.servers[0].deploy_to` must be an absolute path"),
             "{err}"
         );
+    }
+
+    const STAGED: &str = r#"
+        [deploy]
+        deploy_to = "/srv/hello"
+        default_stage = "staging"
+        [deploy.ssh]
+        known_hosts = "keys/known_hosts"
+        [[deploy.servers]]
+        host = "localhost"
+        [deploy.stages.staging]
+        keep_releases = 2
+        [[deploy.stages.staging.servers]]
+        host = "staging.example"
+        [deploy.stages.production]
+        deploy_to = "/srv/prod"
+        ssh = { identity = "~/.ssh/prod" }
+        [[deploy.stages.production.servers]]
+        host = "web1.example"
+        roles = ["app", "web"]
+        [[deploy.stages.production.servers]]
+        host = "db1.example"
+        roles = ["app", "db"]
+    "#;
+
+    fn stage(name: Option<&str>) -> Result<Config, Error> {
+        parse_with(STAGED, &Defaults { stage: name.map(str::to_string), ..defaults() })
+    }
+
+    #[test]
+    fn a_stage_overrides_top_level_keys_and_merges_tables() {
+        let staging = stage(None).unwrap();
+        assert_eq!(staging.stage.as_deref(), Some("staging"), "the default stage");
+        assert_eq!(staging.keep_releases, 2);
+        assert_eq!(staging.deploy_to, "/srv/hello", "kept from the top level");
+        assert_eq!(staging.servers.iter().map(|s| s.host.as_str()).collect::<Vec<_>>(), ["staging.example"]);
+        let production = stage(Some("production")).unwrap();
+        assert_eq!(production.deploy_to, "/srv/prod");
+        assert_eq!(production.keep_releases, 5);
+        assert_eq!(production.servers.len(), 2, "the stage's list replaces the top-level one");
+        assert_eq!(production.servers[1].roles, ["app", "db"]);
+        assert_eq!(production.servers[1].deploy_to, "/srv/prod");
+        assert_eq!(production.ssh.identity, Some(PathBuf::from("/home/alice/.ssh/prod")));
+        assert_eq!(production.ssh.known_hosts, PathBuf::from("/app/keys/known_hosts"), "merged, not replaced");
+    }
+
+    #[test]
+    fn unknown_or_missing_stages_are_explained() {
+        let unknown = stage(Some("prod")).unwrap_err().to_string();
+        assert!(unknown.contains("unknown stage `prod`: known stages are `production`, `staging`"), "{unknown}");
+        let no_default = parse(&STAGED.replace("default_stage = \"staging\"", "")).unwrap_err().to_string();
+        assert!(no_default.contains("name a stage with `--stage <name>`"), "{no_default}");
+        assert!(no_default.contains("`production`, `staging`"), "{no_default}");
+        let none = parse_with(
+            "[[deploy.servers]]\nhost = \"a\"\n",
+            &Defaults { stage: Some("production".into()), ..defaults() },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(none.contains("unknown stage `production`: there are no stages"), "{none}");
+        let typo = parse(&format!("{STAGED}\n[deploy.stages.qa]\nkeep_release = 1\n")).unwrap_err().to_string();
+        assert!(typo.contains("`package.metadata.deploy.stages.qa.keep_release`"), "a typo in any stage: {typo}");
+    }
+
+    #[test]
+    fn hooks_pick_servers_by_role_and_once() {
+        let config = parse_with(
+            &format!(
+                "{STAGED}\n[deploy.hooks]\nafter_update = [{{ remote = \"./migrate\", roles = [\"app\"], once = true }}, \
+                 {{ remote = \"./warm\", roles = [\"web\"] }}]\n"
+            ),
+            &Defaults { stage: Some("production".into()), ..defaults() },
+        )
+        .unwrap();
+        let [Hook::Remote(_, migrate), Hook::Remote(_, warm)] = &config.hooks.after_update[..] else {
+            panic!("{:?}", config.hooks.after_update)
+        };
+        assert!(migrate.once);
+        let runs = |scope: &Scope| runs_on(&config, scope);
+        assert_eq!(runs(migrate), [true, false], "once: on the first server with the role");
+        assert_eq!(runs(warm), [true, false]);
+        assert_eq!(runs(&Scope::default()), [true, true]);
+        let db_only = config.clone().select(&[], &["db".to_string()]).unwrap();
+        assert_eq!(runs_on(&db_only, migrate), [true], "after `--roles db`, the first `app` server left is db1");
+        let missing = error_text(
+            "[deploy.hooks]\nafter_update = [{ remote = \"x\", roles = [\"db\"] }]\n[[deploy.servers]]\nhost = \"a\"\nroles = [\"app\"]\n",
+        );
+        assert!(missing.contains("runs on role `db`, which no server has"), "{missing}");
+        assert!(missing.contains("roles in use: `app`"), "{missing}");
+        let local = error_text(
+            "[deploy.hooks]\nafter_update = [{ local = \"x\", once = true }]\n[[deploy.servers]]\nhost = \"a\"\n",
+        );
+        assert!(local.contains("`roles` and `once` pick servers for a `remote` hook"), "{local}");
+        let bad_role = error_text("[[deploy.servers]]\nhost = \"a\"\nroles = [\"a b\"]\n");
+        assert!(bad_role.contains("`package.metadata.deploy.servers[0].roles` holds `a b`"), "{bad_role}");
+    }
+
+    fn runs_on(config: &Config, scope: &Scope) -> Vec<bool> {
+        (0..config.servers.len()).map(|i| scope.includes(&config.servers, i)).collect()
+    }
+
+    #[test]
+    fn hosts_and_roles_select_servers() {
+        let production = stage(Some("production")).unwrap();
+        let hosts = |names: &[&str], roles: &[&str]| {
+            let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            production
+                .clone()
+                .select(&owned(names), &owned(roles))
+                .map(|config| config.servers.iter().map(|server| server.host.clone()).collect::<Vec<_>>())
+        };
+        assert_eq!(hosts(&[], &[]).unwrap(), ["web1.example", "db1.example"]);
+        assert_eq!(hosts(&[], &["db"]).unwrap(), ["db1.example"]);
+        assert_eq!(hosts(&["web1.example"], &["app"]).unwrap(), ["web1.example"]);
+        let unknown = hosts(&["web2.example"], &[]).unwrap_err().to_string();
+        assert!(unknown.contains("no server is `web2.example`"), "{unknown}");
+        assert!(unknown.contains("`web1.example`, `db1.example`"), "{unknown}");
+        let role = hosts(&[], &["cache"]).unwrap_err().to_string();
+        assert!(role.contains("no server has role `cache`"), "{role}");
+        assert!(role.contains("`app`, `db`, `web`"), "{role}");
+        let neither = hosts(&["web1.example"], &["db"]).unwrap_err().to_string();
+        assert!(neither.contains("no server has both"), "{neither}");
+    }
+
+    #[test]
+    fn ssh_config_fills_what_the_deploy_config_leaves_out() {
+        let ssh_config = "Host web1\n  HostName 10.0.0.5\n  Port 2200\n  User deploy\n  IdentityFile /keys/web1\n\
+                          Host db1\n  HostName 10.0.0.6\n  ProxyJump ops@bastion:2222\n\
+                          Host bastion\n  HostName 203.0.113.9\n  IdentityFile /keys/bastion\n\
+                          Host *\n  User nobody\n  Port 22\n";
+        let defaults = Defaults { ssh_config: Some(ssh_config.to_string()), ..defaults() };
+        let config = parse_with(
+            "[[deploy.servers]]\nhost = \"web1\"\n[[deploy.servers]]\nhost = \"web1\"\nport = 22\nuser = \"root\"\n\
+             [[deploy.servers]]\nhost = \"db1\"\n",
+            &defaults,
+        )
+        .unwrap();
+        let web1 = &config.servers[0];
+        assert_eq!((web1.host.as_str(), web1.port, web1.user.as_str()), ("10.0.0.5", 2200, "deploy"));
+        assert_eq!(web1.alias, "web1");
+        assert_eq!(web1.identity, Some(PathBuf::from("/keys/web1")));
+        assert_eq!(web1.gateway, None);
+        let explicit = &config.servers[1];
+        assert_eq!((explicit.port, explicit.user.as_str()), (22, "root"), "the deploy config wins");
+        let db1 = &config.servers[2];
+        assert_eq!(db1.user, "nobody", "first match wins, as in OpenSSH");
+        let jump = db1.gateway.as_ref().expect("ProxyJump is the gateway");
+        assert_eq!((jump.host.as_str(), jump.port, jump.user.as_str()), ("203.0.113.9", 2222, "ops"));
+        assert_eq!(jump.identity, Some(PathBuf::from("/keys/bastion")));
+        let with_identity =
+            parse_with("[deploy.ssh]\nidentity = \"/keys/mine\"\n[[deploy.servers]]\nhost = \"web1\"\n", &defaults)
+                .unwrap();
+        assert_eq!(with_identity.servers[0].identity, Some(PathBuf::from("/keys/mine")));
+    }
+
+    #[test]
+    fn a_gateway_has_its_own_user_port_and_key() {
+        let config = parse(
+            "[deploy.ssh]\nidentity = \"/keys/app\"\n[deploy.gateway]\nhost = \"bastion\"\nport = 2222\nuser = \"jump\"\n\
+             identity = \"/keys/jump\"\n[[deploy.servers]]\nhost = \"10.0.0.5\"\n",
+        )
+        .unwrap();
+        let server = &config.servers[0];
+        assert_eq!(server.identity, Some(PathBuf::from("/keys/app")));
+        let gateway = server.gateway.as_ref().unwrap();
+        assert_eq!(gateway.display_name(), "jump@bastion:2222");
+        assert_eq!(gateway.identity, Some(PathBuf::from("/keys/jump")));
+        let typo = error_text("[deploy.gateway]\nhost = \"b\"\nprot = 1\n[[deploy.servers]]\nhost = \"a\"\n");
+        assert!(typo.contains("`package.metadata.deploy.gateway.prot`: unknown field `prot`"), "{typo}");
     }
 }

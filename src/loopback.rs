@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,6 +22,27 @@ pub struct LoopbackServer {
     child: Child,
     port: u16,
     user: String,
+    /// The address sshd listens on.
+    listen: String,
+}
+
+/// Where a [`LoopbackServer`] listens, and what its sessions' `PATH` holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    /// The directories after the server's `bin/` in its sessions' `PATH`.
+    pub path: &'a str,
+    /// The address to listen on.
+    pub listen: &'a str,
+    /// The port, instead of a free one.
+    pub port: Option<u16>,
+    /// A network namespace (made with `ip netns add`) to run sshd in.
+    pub netns: Option<&'a str>,
+}
+
+impl Default for Place<'_> {
+    fn default() -> Self {
+        Place { path: DEFAULT_PATH, listen: "127.0.0.1", port: None, netns: None }
+    }
 }
 
 impl LoopbackServer {
@@ -33,6 +54,12 @@ impl LoopbackServer {
     /// Like [`LoopbackServer::start`], with `path` after the server's `bin/` in its sessions'
     /// `PATH` (instead of [`DEFAULT_PATH`]).
     pub fn start_with_path(path: &str) -> io::Result<LoopbackServer> {
+        LoopbackServer::start_with(&Place { path, ..Place::default() })
+    }
+
+    /// Like [`LoopbackServer::start`], where `place` says.
+    pub fn start_with(place: &Place) -> io::Result<LoopbackServer> {
+        let path = place.path;
         if !Path::new(SSHD).exists() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -52,9 +79,20 @@ impl LoopbackServer {
         let user = current_user()?;
         let mut last_error = None;
         for _ in 0..5 {
-            let port = free_port()?;
-            fs::write(root.join("sshd_config"), sshd_config(root, port, path))?;
-            let mut child = Command::new(SSHD)
+            let port = match place.port {
+                Some(port) => port,
+                None => free_port()?,
+            };
+            fs::write(root.join("sshd_config"), sshd_config(root, place.listen, port, path))?;
+            let mut command = match place.netns {
+                Some(netns) => {
+                    let mut command = Command::new("ip");
+                    command.args(["netns", "exec", netns, SSHD]);
+                    command
+                }
+                None => Command::new(SSHD),
+            };
+            let mut child = command
                 .arg("-D")
                 .arg("-f")
                 .arg(root.join("sshd_config"))
@@ -64,12 +102,13 @@ impl LoopbackServer {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()?;
-            match wait_until_listening(&mut child, port) {
+            match wait_until_listening(&mut child, &root.join("sshd.log"), port) {
                 Ok(()) => {
                     let host_key = fs::read_to_string(root.join("host_ed25519.pub"))?;
                     let key: Vec<&str> = host_key.split_whitespace().take(2).collect();
-                    fs::write(root.join("known_hosts"), format!("[127.0.0.1]:{port} {}\n", key.join(" ")))?;
-                    return Ok(LoopbackServer { dir, child, port, user });
+                    let listen = place.listen;
+                    fs::write(root.join("known_hosts"), format!("[{listen}]:{port} {}\n", key.join(" ")))?;
+                    return Ok(LoopbackServer { dir, child, port, user, listen: listen.to_string() });
                 }
                 Err(err) => {
                     let _ = child.kill();
@@ -103,6 +142,11 @@ impl LoopbackServer {
                 after_name.split_whitespace().nth(1).and_then(|ppid| ppid.parse::<u32>().ok()) == Some(listener)
             })
             .collect()
+    }
+
+    /// The address sshd listens on.
+    pub fn listen(&self) -> &str {
+        &self.listen
     }
 
     /// The port sshd listens on.
@@ -145,8 +189,9 @@ impl LoopbackServer {
     /// `section` (`package.metadata.deploy`).
     pub fn config_toml(&self, section: &str) -> String {
         format!(
-            "[[{section}.servers]]\nhost = \"127.0.0.1\"\nport = {port}\nuser = {user}\n\n\
+            "[[{section}.servers]]\nhost = \"{listen}\"\nport = {port}\nuser = {user}\n\n\
              [{section}.ssh]\nidentity = {identity}\nknown_hosts = {known_hosts}\n",
+            listen = self.listen,
             port = self.port,
             user = toml_string(&self.user),
             identity = toml_string(&self.identity().display().to_string()),
@@ -200,13 +245,13 @@ pub fn toml_string(value: &str) -> String {
 /// The directories of a server session's `PATH` after the server's own `bin/`.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-fn sshd_config(root: &Path, port: u16, path: &str) -> String {
+fn sshd_config(root: &Path, listen: &str, port: u16, path: &str) -> String {
     format!(
-        "ListenAddress 127.0.0.1\nPort {port}\nHostKey {root}/host_ecdsa\nHostKey {root}/host_ed25519\n\
+        "ListenAddress {listen}\nPort {port}\nHostKey {root}/host_ecdsa\nHostKey {root}/host_ed25519\n\
          AuthorizedKeysFile {root}/authorized_keys\nPubkeyAuthentication yes\nPasswordAuthentication no\n\
          KbdInteractiveAuthentication no\nPermitRootLogin yes\nStrictModes no\nUsePAM no\n\
          PidFile {root}/sshd.pid\nAllowTcpForwarding yes\nMaxStartups 100\nMaxSessions 100\nLogLevel VERBOSE\n\
-         SetEnv PATH={root}/bin:{path}\n",
+         SetEnv PATH={root}/bin:{path} SHLVL=1\n",
         root = root.display()
     )
 }
@@ -235,13 +280,17 @@ fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn wait_until_listening(child: &mut Child, port: u16) -> io::Result<()> {
+/// Waits until sshd says in its log that it listens on `port` (its address may be out of
+/// reach from here, in another network namespace).
+fn wait_until_listening(child: &mut Child, log: &Path, port: u16) -> io::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
+    let listening = format!(" port {port}.");
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
             return Err(io::Error::other(format!("sshd exited with {status}")));
         }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        if text.lines().any(|line| line.contains("Server listening on") && line.contains(&listening)) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));

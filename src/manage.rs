@@ -75,7 +75,7 @@ pub fn rollback(config: &Config, to: Option<&str>, reporter: &mut dyn Reporter) 
     }
     let lock = new_lock("rollback", "");
     let user = lock.user.clone();
-    let mut servers = lock_all(config, &lock, None, reporter)?;
+    let mut servers = lock_all(config, &lock, None, crate::run::parallel::DEFAULT_PARALLEL, reporter)?;
     let mut result = Ok(());
     for server in &servers {
         match server.connection.run(&plan::rollback_script(&server.config, to, &user)) {

@@ -7,6 +7,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -40,6 +42,8 @@ pub fn trace_scripts(tracer: ScriptTracer) {
 /// An authenticated SSH session to one server.
 pub struct Connection {
     session: Session,
+    /// The socket the session runs over, for polling.
+    socket: RawFd,
     name: String,
     timeouts: Timeouts,
     /// The fingerprint of a host key recorded in known_hosts while connecting (`accept-new`).
@@ -83,29 +87,13 @@ impl Connection {
         let name = server.display_name();
         let connect_error = |message: String| Error::Connect { server: name.clone(), message };
         let timeout = timeouts.connect;
-        let addresses: Vec<_> = (server.host.as_str(), server.port)
-            .to_socket_addrs()
-            .map_err(|err| connect_error(format!("cannot resolve `{}`: {err}", server.host)))?
-            .collect();
-        let mut last_error = None;
-        let mut tcp = None;
-        for address in &addresses {
-            match TcpStream::connect_timeout(address, timeout) {
-                Ok(stream) => {
-                    tcp = Some(stream);
-                    break;
-                }
-                Err(err) => last_error = Some(err),
+        let link = match &server.gateway {
+            None => Link::Tcp(dial(server, timeout).map_err(connect_error)?),
+            Some(gateway) => {
+                let gateway = Connection::open(config, gateway).map_err(|err| through(err, &name))?;
+                Link::Jump(jump(gateway, server).map_err(connect_error)?)
             }
-        }
-        let Some(tcp) = tcp else {
-            let reason = last_error.map(|err| err.to_string()).unwrap_or_else(|| "no address".to_string());
-            return Err(connect_error(format!(
-                "{reason} (after at most {}s, `timeouts.connect`): check `host` and `port`, and that sshd runs there",
-                timeout.as_secs()
-            )));
         };
-        let _ = tcp.set_nodelay(true);
         let mut session = Session::new().map_err(|err| connect_error(err.to_string()))?;
         session.set_timeout(millis(timeout));
         let known_hosts_text = match &options.env.known_hosts {
@@ -135,7 +123,8 @@ impl Connection {
         if !types.is_empty() {
             let _ = session.method_pref(MethodType::HostKey, &types.join(","));
         }
-        session.set_tcp_stream(tcp);
+        let socket = link.as_raw_fd();
+        session.set_tcp_stream(link);
         let deadline = Instant::now() + timeout;
         let timed_out = |what: &str, err: ssh2::Error| {
             let late = if Instant::now() >= deadline {
@@ -150,7 +139,7 @@ impl Connection {
         session.set_timeout(millis(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
         authenticate(&session, server, options, &name)?;
         session.set_timeout(millis(timeouts.step));
-        Ok(Connection { session, name, timeouts, accepted_key })
+        Ok(Connection { session, socket, name, timeouts, accepted_key })
     }
 
     /// The server's name for messages: `user@host:port`.
@@ -682,9 +671,13 @@ fn authenticate(session: &Session, server: &Server, options: &SshOptions, name: 
             ))
         });
     }
-    if let Some(identity) = &options.identity {
+    if let Some(identity) = &server.identity {
         if !identity.is_file() {
-            return Err(refuse(format!("identity file `{}` does not exist: fix `ssh.identity`", identity.display())));
+            return Err(refuse(format!(
+                "identity file `{}` does not exist: fix `ssh.identity` (or `gateway.identity`, or the \
+                 `IdentityFile` of `~/.ssh/config`)",
+                identity.display()
+            )));
         }
         return session.userauth_pubkey_file(&server.user, None, identity, None).map_err(|err| {
             refuse(format!(
@@ -719,6 +712,176 @@ fn authenticate(session: &Session, server: &Server, options: &SshOptions, name: 
          `{ENV_SSH_KEY}`, or load a key into ssh-agent",
         server.user
     )))
+}
+
+/// The socket a session runs over: straight to the server, or one end of a socket pair whose
+/// other end a thread joins to a channel through the gateway.
+enum Link {
+    Tcp(TcpStream),
+    Jump(UnixStream),
+}
+
+impl AsRawFd for Link {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Link::Tcp(stream) => stream.as_raw_fd(),
+            Link::Jump(stream) => stream.as_raw_fd(),
+        }
+    }
+}
+
+/// A TCP connection to `server`, within `timeout`; or the message saying why not.
+fn dial(server: &Server, timeout: Duration) -> Result<TcpStream, String> {
+    let addresses: Vec<_> = (server.host.as_str(), server.port)
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve `{}`: {err}", server.host))?
+        .collect();
+    let mut last_error = None;
+    for address in &addresses {
+        match TcpStream::connect_timeout(address, timeout) {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(err) => last_error = Some(err),
+        }
+    }
+    let reason = last_error.map(|err| err.to_string()).unwrap_or_else(|| "no address".to_string());
+    Err(format!(
+        "{reason} (after at most {}s, `timeouts.connect`): check `host` and `port`, and that sshd runs there",
+        timeout.as_secs()
+    ))
+}
+
+/// A failure to reach the gateway, said as a failure to reach `server` through it.
+fn through(err: Error, server: &str) -> Error {
+    let gateway = err.server().unwrap_or("?").to_string();
+    let message = format!("cannot reach the gateway {gateway} (for {server}): {err}");
+    match err {
+        Error::HostKey { unknown, .. } => Error::HostKey { server: server.to_string(), message, unknown },
+        Error::Auth { .. } => Error::Auth { server: server.to_string(), message },
+        _ => Error::Connect { server: server.to_string(), message },
+    }
+}
+
+/// Opens a channel from `gateway` to `server` (as OpenSSH's ProxyJump does) and returns a
+/// local socket joined to it by a thread, which ends when either side closes.
+fn jump(gateway: Connection, server: &Server) -> Result<UnixStream, String> {
+    let channel = gateway.session.channel_direct_tcpip(&server.host, server.port, None).map_err(|err| {
+        format!(
+            "the gateway {} could not open a connection to {}:{} ({err}): check that the gateway reaches it, \
+             and allows forwarding (`AllowTcpForwarding`)",
+            gateway.name(),
+            server.host,
+            server.port
+        )
+    })?;
+    let (ours, theirs) = UnixStream::pair().map_err(|err| format!("cannot make a socket pair: {err}"))?;
+    std::thread::Builder::new()
+        .name(format!("jump {}", server.display_name()))
+        .spawn(move || relay(gateway, channel, theirs))
+        .map_err(|err| format!("cannot start the gateway's relay thread: {err}"))?;
+    Ok(ours)
+}
+
+/// How long the relay waits for either side before looking again.
+const RELAY_POLL: Duration = Duration::from_millis(20);
+/// Bytes held for a side that is not reading, before the other side is read no more.
+const RELAY_BUFFER: usize = 256 * 1024;
+
+/// Moves bytes between `channel` (through the gateway) and `local` until either closes or
+/// fails. The gateway's session is non-blocking here: both sides are polled.
+fn relay(gateway: Connection, mut channel: ssh2::Channel, mut local: UnixStream) {
+    gateway.session.set_blocking(false);
+    if local.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut buffer = vec![0u8; 32 * 1024];
+    let (mut to_local, mut to_remote) = (Vec::new(), Vec::new());
+    let (mut local_open, mut remote_open) = (true, true);
+    loop {
+        let mut moved = false;
+        if remote_open && to_local.len() < RELAY_BUFFER {
+            match fill(&mut channel, &mut to_local, &mut buffer) {
+                Got::Bytes => moved = true,
+                Got::Nothing => {}
+                // libssh2 may return no bytes before the end: only its EOF flag says.
+                Got::End => remote_open = !channel.eof(),
+                Got::Failed => remote_open = false,
+            }
+        }
+        match drain(&mut local, &mut to_local) {
+            Some(n) => moved |= n > 0,
+            None => break,
+        }
+        if local_open && to_remote.len() < RELAY_BUFFER {
+            match fill(&mut local, &mut to_remote, &mut buffer) {
+                Got::Bytes => moved = true,
+                Got::Nothing => {}
+                Got::End | Got::Failed => local_open = false,
+            }
+        }
+        match drain(&mut channel, &mut to_remote) {
+            Some(n) => moved |= n > 0,
+            None => break,
+        }
+        // The session over `local` ended, or the server's side did and all it sent is passed on.
+        if (!local_open && to_remote.is_empty()) || (!remote_open && to_local.is_empty()) {
+            break;
+        }
+        if !moved {
+            wait_readable(&[local.as_raw_fd(), gateway.socket], RELAY_POLL);
+        }
+    }
+    let _ = local.shutdown(std::net::Shutdown::Both);
+    gateway.session.set_blocking(true);
+    let _ = channel.close();
+}
+
+/// What a read without waiting got.
+enum Got {
+    Bytes,
+    /// Nothing to read now.
+    Nothing,
+    /// A read of no bytes: the end of the stream.
+    End,
+    Failed,
+}
+
+/// Reads what `from` has into `pending` without waiting.
+fn fill(from: &mut impl Read, pending: &mut Vec<u8>, buffer: &mut [u8]) -> Got {
+    match from.read(buffer) {
+        Ok(0) => Got::End,
+        Ok(n) => {
+            pending.extend_from_slice(&buffer[..n]);
+            Got::Bytes
+        }
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Got::Nothing,
+        Err(_) => Got::Failed,
+    }
+}
+
+/// Writes what `to` takes of `pending` without waiting; `None` when it failed.
+fn drain(to: &mut impl Write, pending: &mut Vec<u8>) -> Option<usize> {
+    if pending.is_empty() {
+        return Some(0);
+    }
+    match to.write(pending) {
+        Ok(n) => {
+            pending.drain(..n);
+            Some(n)
+        }
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Some(0),
+        Err(_) => None,
+    }
+}
+
+/// Waits until one of `fds` can be read, or `timeout` passes.
+fn wait_readable(fds: &[RawFd], timeout: Duration) {
+    let mut polled: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    // SAFETY: `polled` is a valid array of `polled.len()` pollfd structs, for this call only.
+    unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, timeout.as_millis() as libc::c_int) };
 }
 
 /// A libssh2 timeout in milliseconds, at least 1: 0 would mean "wait forever".

@@ -13,6 +13,8 @@ fuzz_target!(|data: &[u8]| {
         user: Some("deploy".into()),
         home: None,
         env_auth: Default::default(),
+        ssh_config: None,
+        stage: None,
     };
     let path = std::path::Path::new("/app/Cargo.toml");
     if let Ok(config) = Config::from_metadata(&metadata, "package.metadata", path, &defaults) {

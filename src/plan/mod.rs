@@ -169,6 +169,16 @@ pub enum Action {
 pub struct Step {
     pub phase: &'static str,
     pub action: Action,
+    /// Whether it runs on this plan's server: `false` for a remote hook whose `roles` or `once`
+    /// leave the server out. Every server's plan has the same steps, in the same order.
+    pub here: bool,
+}
+
+impl Step {
+    /// A step that runs on this plan's server.
+    pub fn new(phase: &'static str, action: Action) -> Step {
+        Step { phase, action, here: true }
+    }
 }
 
 /// The phase whose success makes a release current: a failure before it discards the release.
@@ -190,34 +200,41 @@ pub struct Plan {
     pub discard: RemoteScript,
 }
 
-/// Plans the deploy of `release` with `submodules`, holding `lock`.
-pub fn deploy_plan(config: &Config, release: &Release, submodules: &[SubmoduleRelease], lock: &LockInfo) -> Plan {
+/// Plans the deploy of `release` with `submodules`, holding `lock`, on `config.servers[server]`
+/// (`config` is that server's, from [`Config::on`]).
+pub fn deploy_plan(
+    config: &Config,
+    server: usize,
+    release: &Release,
+    submodules: &[SubmoduleRelease],
+    lock: &LockInfo,
+) -> Plan {
     let hooks = |phase: &'static str, hooks: &[Hook]| -> Vec<Step> {
         hooks
             .iter()
-            .map(|hook| Step {
-                phase,
-                action: match hook {
-                    Hook::Local(command) => Action::Local(command.clone()),
-                    Hook::Remote(command) => Action::Remote(hook_script(config, release, phase, command)),
+            .map(|hook| match hook {
+                Hook::Local(command) => Step::new(phase, Action::Local(command.clone())),
+                Hook::Remote(command, scope) => Step {
+                    here: scope.includes(&config.servers, server),
+                    ..Step::new(phase, Action::Remote(hook_script(config, release, phase, command)))
                 },
             })
             .collect()
     };
     let mut steps: Vec<Step> =
-        config.build.iter().map(|command| Step { phase: "build", action: Action::Local(command.clone()) }).collect();
+        config.build.iter().map(|command| Step::new("build", Action::Local(command.clone()))).collect();
     steps.extend(hooks("before_update", &config.hooks.before_update));
-    steps.push(Step { phase: "push", action: Action::Push });
-    steps.push(Step { phase: "prepare", action: Action::Remote(prepare_script(config, release, submodules)) });
+    steps.push(Step::new("push", Action::Push));
+    steps.push(Step::new("prepare", Action::Remote(prepare_script(config, release, submodules))));
     for artifact in &config.artifacts {
-        steps.push(Step {
-            phase: "upload",
-            action: Action::Upload { local: config.manifest_dir().join(artifact), path: artifact.clone() },
-        });
+        steps.push(Step::new(
+            "upload",
+            Action::Upload { local: config.manifest_dir().join(artifact), path: artifact.clone() },
+        ));
     }
     steps.extend(hooks("after_update", &config.hooks.after_update));
     steps.extend(hooks("before_publish", &config.hooks.before_publish));
-    steps.push(Step { phase: PUBLISH, action: Action::Remote(publish_script(config, release)) });
+    steps.push(Step::new(PUBLISH, Action::Remote(publish_script(config, release))));
     steps.extend(hooks("after_publish", &config.hooks.after_publish));
     Plan {
         release: release.clone(),
@@ -266,6 +283,8 @@ pub(crate) mod tests {
             user: None,
             home: None,
             env_auth: Default::default(),
+            ssh_config: None,
+            stage: None,
         };
         Config::from_metadata(&metadata, "package.metadata", std::path::Path::new("/app/Cargo.toml"), &defaults)
             .unwrap()
@@ -348,10 +367,10 @@ pub(crate) mod tests {
         cfg.build = vec!["cargo build --release".into()];
         cfg.artifacts = vec!["target/release/hello".into()];
         cfg.hooks.before_update = vec![Hook::Local("cargo test".into())];
-        cfg.hooks.after_update = vec![Hook::Remote("./migrate".into())];
-        cfg.hooks.after_publish = vec![Hook::Remote("systemctl restart hello".into())];
+        cfg.hooks.after_update = vec![Hook::Remote("./migrate".into(), Default::default())];
+        cfg.hooks.after_publish = vec![Hook::Remote("systemctl restart hello".into(), Default::default())];
         cfg.hooks.on_failure = vec![Hook::Local("notify".into())];
-        let plan = deploy_plan(&cfg, &release(), &[], &lock());
+        let plan = deploy_plan(&cfg, 0, &release(), &[], &lock());
         let phases: Vec<&str> = plan.steps.iter().map(|step| step.phase).collect();
         assert_eq!(
             phases,
@@ -361,7 +380,7 @@ pub(crate) mod tests {
             plan.steps[4].action,
             Action::Upload { local: PathBuf::from("/app/target/release/hello"), path: "target/release/hello".into() }
         );
-        assert_eq!(plan.on_failure, vec![Step { phase: "on_failure", action: Action::Local("notify".into()) }]);
+        assert_eq!(plan.on_failure, vec![Step::new("on_failure", Action::Local("notify".into()))]);
         let preflight = &plan.preflight.text;
         assert!(preflight.contains("token=t0k3n"));
         let (taken, released) =

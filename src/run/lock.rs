@@ -27,24 +27,26 @@ pub(crate) fn new_lock(what: &str, message: &str) -> LockInfo {
 }
 
 /// Connects to every server, checks it and takes its lock (waiting up to `lock_wait` for a
-/// lock held by someone else). On failure, the locks already taken are released.
+/// lock held by someone else), `parallel` servers at a time. On failure, the locks taken are
+/// released, and the first failure (in the order of the servers) is returned; the others
+/// are reported as warnings.
 pub(crate) fn lock_all(
     config: &Config,
     lock: &LockInfo,
     lock_wait: Option<Duration>,
+    parallel: usize,
     reporter: &mut dyn Reporter,
 ) -> Result<Vec<Server>, Error> {
-    let mut servers: Vec<Server> = Vec::new();
-    for server in &config.servers {
-        match lock_one(config, server, lock, lock_wait, reporter) {
-            Ok(locked) => servers.push(locked),
-            Err(err) => {
-                unlock_all(&mut servers);
-                return Err(err);
-            }
+    let results = super::parallel::each(config.servers.iter().collect(), parallel, reporter, |server, reporter| {
+        lock_one(config, server, lock, lock_wait, reporter)
+    });
+    match super::parallel::first_failure(results, reporter) {
+        (servers, None) => Ok(servers),
+        (mut servers, Some(err)) => {
+            unlock_all(&mut servers);
+            Err(err)
         }
     }
-    Ok(servers)
 }
 
 fn lock_one(

@@ -4,13 +4,14 @@
 //! released at the end, whatever happened.
 
 mod lock;
+pub(crate) mod parallel;
 mod push;
 
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, TransportKind};
 use crate::local;
-use crate::plan::{self, Action, LockInfo, Plan, Release, RemoteState, SubmoduleRelease};
+use crate::plan::{self, Action, LockInfo, Plan, Release, RemoteState, Step, SubmoduleRelease};
 use crate::report::{DeployReport, Event, Outcome, Reporter, ServerReport, ServerStatus};
 use crate::ssh::{Connection, RemoteProcess};
 use crate::submodules::{self, Submodule};
@@ -36,12 +37,17 @@ pub struct DeployOptions {
     pub lock_wait: Option<Duration>,
     /// A note kept in the lock, shown to whoever finds it taken.
     pub message: Option<String>,
+    /// How many servers are worked on at once (default [`parallel::DEFAULT_PARALLEL`]).
+    pub parallel: Option<usize>,
 }
 
 /// Prepares every server: `releases/`, `shared/` (with the linked directories) and the bare
 /// `repo/` under `deploy_to`. Running it again changes nothing.
+/// The servers are set up at once, [`parallel::DEFAULT_PARALLEL`] at a time; the first failure
+/// is returned, the others reported as warnings.
 pub fn setup(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error> {
-    for server in &config.servers {
+    let servers = config.servers.iter().collect();
+    let results = parallel::each(servers, parallel::DEFAULT_PARALLEL, reporter, |server, reporter| {
         let started = Instant::now();
         let connection = Connection::open(config, server)?;
         connected(reporter, config, &connection, started.elapsed());
@@ -49,8 +55,9 @@ pub fn setup(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error> 
         for what in stdout.lines().filter_map(|line| line.strip_prefix("created ")) {
             reporter.event(Event::Created { server: connection.name().to_string(), what: what.to_string() });
         }
-    }
-    Ok(())
+        Ok(())
+    });
+    parallel::first_failure(results, reporter).1.map_or(Ok(()), Err)
 }
 
 /// Reports a new connection, and the host key recorded for it under `accept-new`.
@@ -69,18 +76,25 @@ pub(crate) fn connected(reporter: &mut dyn Reporter, config: &Config, connection
 
 /// What a deploy knows before it reaches any server.
 struct LocalState {
-    repo: git2::Repository,
+    /// The repository's git directory: each push opens its own handle, as a
+    /// `git2::Repository` is not shared between threads.
+    git_dir: std::path::PathBuf,
     revision: local::Revision,
     submodules: Vec<Submodule>,
     lock: LockInfo,
 }
 
-/// The plan of a deploy as it would run now, without reaching any server (`--dry-run`). The
-/// release name may move forward at run time if a server already has a newer release.
-pub fn plan_deploy(config: &Config, options: &DeployOptions) -> Result<Plan, Error> {
+/// The plans of a deploy (one per server) as it would run now, without reaching any server
+/// (`--dry-run`). The release name may move forward at run time if a server already has a
+/// newer release.
+pub fn plan_deploy(config: &Config, options: &DeployOptions) -> Result<Vec<Plan>, Error> {
     let local = local_state(config, options)?;
     let release = release_for(&local, plan::release_name(time::OffsetDateTime::now_utc(), []));
-    Ok(plan::deploy_plan(config, &release, &submodule_releases(&local.submodules), &local.lock))
+    let submodules = submodule_releases(&local.submodules);
+    let plans = config.servers.iter().enumerate();
+    Ok(plans
+        .map(|(index, server)| plan::deploy_plan(&config.on(server), index, &release, &submodules, &local.lock))
+        .collect())
 }
 
 /// Deploys the configured revision to every server. Whatever happens, the last event is a
@@ -139,7 +153,8 @@ fn deploy_to_all(
         sha: local.revision.sha.clone(),
         servers: summary.servers.iter().map(|report| report.server.clone()).collect(),
     });
-    let mut servers = lock_all(config, &local.lock, options.lock_wait, reporter)?;
+    let parallel = options.parallel.unwrap_or(parallel::DEFAULT_PARALLEL);
+    let mut servers = lock_all(config, &local.lock, options.lock_wait, parallel, reporter)?;
     for (report, server) in summary.servers.iter_mut().zip(&servers) {
         report.connect = server.connect;
     }
@@ -156,17 +171,21 @@ fn deploy_to_all(
     summary.release = release.name.clone();
     let submodules = submodule_releases(&local.submodules);
     // One plan per server: the same steps, each in that server's `deploy_to`.
-    let plans: Vec<Plan> =
-        servers.iter().map(|server| plan::deploy_plan(&server.config, &release, &submodules, &local.lock)).collect();
+    let plans: Vec<Plan> = servers
+        .iter()
+        .enumerate()
+        .map(|(index, server)| plan::deploy_plan(&server.config, index, &release, &submodules, &local.lock))
+        .collect();
     let mut walk = Walk {
         config,
         local: &local,
         plans: &plans,
         // Looked up once: `Auto` runs `git --version`, which need not happen per push.
         pack: options.pack.resolve(),
+        parallel,
         servers,
         reports: &mut summary.servers,
-        prepared: Vec::new(),
+        prepared: false,
         reporter,
     };
     let result = walk.steps();
@@ -214,15 +233,25 @@ pub(crate) struct Server {
 struct Walk<'a> {
     config: &'a Config,
     local: &'a LocalState,
-    /// One per server, in the same order; their steps differ only in `deploy_to`.
+    /// One per server, in the same order; their steps differ only in `deploy_to` and in which
+    /// remote hooks run [`Step::here`](plan::Step::here).
     plans: &'a [Plan],
     pack: transport::PackMethod,
+    /// How many servers are worked on at once.
+    parallel: usize,
     servers: Vec<Server>,
     /// One per server: what the summary will say.
     reports: &'a mut [ServerReport],
-    /// Indexes of servers on which the release may exist.
-    prepared: Vec<usize>,
+    /// Whether the release may exist on the servers (prepare has started).
+    prepared: bool,
     reporter: &'a mut dyn Reporter,
+}
+
+/// One server's part of a step: its session, its plan and its report.
+struct Target<'a> {
+    server: &'a Server,
+    plan: &'a Plan,
+    report: &'a mut ServerReport,
 }
 
 impl Walk<'_> {
@@ -259,6 +288,30 @@ impl Walk<'_> {
         Ok(())
     }
 
+    /// Runs `work` on every server, [`Walk::parallel`] at a time. Each failure is kept in its
+    /// server's report; the first (in the order of the servers) is returned, the others are
+    /// reported as warnings.
+    fn on_each(
+        &mut self,
+        work: impl Fn(&mut Target, &mut dyn Reporter) -> Result<(), Error> + Sync,
+    ) -> Result<(), Error> {
+        let targets: Vec<Target> = self
+            .servers
+            .iter()
+            .zip(self.plans)
+            .zip(self.reports.iter_mut())
+            .map(|((server, plan), report)| Target { server, plan, report })
+            .collect();
+        let results = parallel::each(targets, self.parallel, self.reporter, |mut target, reporter| {
+            let result = work(&mut target, reporter);
+            if let Err(err) = &result {
+                target.report.error = Some(err.to_string());
+            }
+            result
+        });
+        parallel::first_failure(results, self.reporter).1.map_or(Ok(()), Err)
+    }
+
     /// Runs step `index` (local, the push, or an upload).
     fn step(&mut self, index: usize) -> Result<(), Error> {
         let step = &self.plans[0].steps[index];
@@ -269,10 +322,8 @@ impl Walk<'_> {
             }
             Action::Remote(_) => self.remote_batch(index..index + 1),
             Action::Push => {
-                for server in 0..self.servers.len() {
-                    self.push(server)?;
-                }
-                Ok(())
+                let (local, pack) = (self.local, self.pack);
+                self.on_each(|target, reporter| push(target, local, pack, reporter))
             }
             Action::Upload { local, path } => {
                 let failed = |err: std::io::Error| Error::Local {
@@ -281,112 +332,27 @@ impl Walk<'_> {
                 let bytes = std::fs::read(local).map_err(failed)?;
                 let mode =
                     std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(local).map_err(failed)?.permissions());
-                for (server, plan) in self.servers.iter().zip(self.plans) {
-                    let script = plan::upload_script(&server.config, &plan.release, path, mode);
-                    server.connection.run_with_input(&script, &bytes)?;
-                    self.reporter.event(Event::Uploaded {
-                        server: server.connection.name().to_string(),
+                self.on_each(|target, reporter| {
+                    let script = plan::upload_script(&target.server.config, &target.plan.release, path, mode);
+                    target.server.connection.run_with_input(&script, &bytes)?;
+                    reporter.event(Event::Uploaded {
+                        server: target.server.connection.name().to_string(),
                         path: path.clone(),
                         bytes: bytes.len() as u64,
                     });
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Runs the remote steps in `range` (all [`Action::Remote`]) as one command on each server
-    /// in turn.
-    fn remote_batch(&mut self, range: std::ops::Range<usize>) -> Result<(), Error> {
-        for (index, plan) in self.plans.iter().enumerate() {
-            let steps = &plan.steps[range.clone()];
-            let scripts: Vec<&crate::shell::RemoteScript> = steps
-                .iter()
-                .filter_map(|step| match &step.action {
-                    Action::Remote(script) => Some(script),
-                    _ => None,
+                    Ok(())
                 })
-                .collect();
-            let batch = plan::batch_script(&scripts);
-            let name = self.servers[index].connection.name().to_string();
-            if steps.iter().any(|step| step.phase == "prepare") {
-                self.prepared.push(index);
-            }
-            for step in steps.iter().filter(|step| step.phase != "prepare" && step.phase != plan::PUBLISH) {
-                self.reporter.event(Event::Running {
-                    phase: step.phase,
-                    server: Some(name.clone()),
-                    what: "remote hook".into(),
-                });
-            }
-            let started = Instant::now();
-            let output = self.servers[index].connection.output(&batch)?;
-            let elapsed = started.elapsed();
-            let done = output.stdout.lines().filter(|line| line.starts_with(plan::STEP_DONE)).count();
-            let release = plan.release.name.clone();
-            if steps[..done].iter().any(|step| step.phase == "prepare") {
-                self.reporter.event(Event::Prepared { server: name.clone(), release: release.clone(), elapsed });
-            }
-            let report = &mut self.reports[index];
-            if steps[..done].iter().any(|step| step.phase == plan::PUBLISH) {
-                report.status = ServerStatus::Published;
-                self.reporter.event(Event::Published { server: name.clone(), release, elapsed });
-            }
-            if steps.iter().any(|step| step.phase == "prepare" || step.phase == plan::PUBLISH) {
-                report.release += elapsed;
-            }
-            for old in output.stdout.lines().filter_map(|line| line.strip_prefix("removed ")) {
-                report.removed.push(old.to_string());
-                self.reporter.event(Event::Removed { server: name.clone(), release: old.to_string() });
-            }
-            if output.status != 0 {
-                let failed = steps.get(done).and_then(|step| match &step.action {
-                    Action::Remote(script) => Some(script.name),
-                    _ => None,
-                });
-                return Err(self.servers[index].connection.failure(failed.unwrap_or("remote step"), &output));
             }
         }
-        Ok(())
     }
 
-    /// On one server: start the daemon, push the commit and submodules, stop the daemon (or,
-    /// with `transport = "exec"`, push each through `git receive-pack` in an exec channel).
-    fn push(&mut self, index: usize) -> Result<(), Error> {
-        let server = &self.servers[index];
-        let report = &mut self.reports[index];
-        let config = &server.config;
-        let connection = &server.connection;
-        let name = connection.name().to_string();
-        let started = Instant::now();
-        let (daemon, receiver) = match config.transport {
-            TransportKind::Daemon => {
-                let repos: Vec<&str> = self.local.submodules.iter().map(|sub| sub.release.repo.as_str()).collect();
-                let (daemon, port, receiver) = start_daemon(config, connection, &repos)?;
-                report.daemon = started.elapsed();
-                self.reporter.event(Event::DaemonReady { server: name.clone(), port, elapsed: report.daemon });
-                (Some(daemon), receiver)
-            }
-            TransportKind::Exec => (None, Receiver::Exec),
-        };
-        let push_started = Instant::now();
-        self.reporter.event(Event::Pushing { server: name.clone(), sha: self.local.revision.sha.clone() });
-        let pushed = push_all(config, connection, self.local, &receiver, self.pack);
-        // The daemon lives only while the push lasts, whatever its outcome.
-        if let Some(daemon) = daemon {
-            daemon.finish(Duration::from_secs(10));
+    /// Runs the remote steps in `range` (all [`Action::Remote`]) as one command on each server,
+    /// the servers in parallel.
+    fn remote_batch(&mut self, range: std::ops::Range<usize>) -> Result<(), Error> {
+        if self.plans[0].steps[range.clone()].iter().any(|step| step.phase == "prepare") {
+            self.prepared = true;
         }
-        let stats = pushed?;
-        report.bytes_sent = stats.bytes_sent;
-        report.objects = stats.objects;
-        report.push = push_started.elapsed();
-        self.reporter.event(Event::Pushed {
-            server: name,
-            bytes_sent: stats.bytes_sent,
-            objects: stats.objects,
-            elapsed: report.push,
-        });
-        Ok(())
+        self.on_each(|target, reporter| remote_batch(target, range.clone(), reporter))
     }
 
     /// After a failed step: nothing more is published; before any server switched, the
@@ -399,35 +365,138 @@ impl Walk<'_> {
         for (hook, step) in self.plans[0].on_failure.iter().enumerate() {
             let result = match &step.action {
                 Action::Local(command) => local::run_command(step.phase, command, self.config.manifest_dir()),
-                Action::Remote(_) => self.servers.iter().zip(self.plans).try_for_each(|(server, plan)| {
-                    match &plan.on_failure[hook].action {
-                        Action::Remote(script) => server.connection.run(script).map(drop),
-                        _ => Ok(()),
-                    }
-                }),
+                Action::Remote(_) => {
+                    let servers: Vec<(&Server, &Plan)> = self.servers.iter().zip(self.plans).collect();
+                    let results =
+                        parallel::each(servers, self.parallel, self.reporter, |(server, plan), _| {
+                            match &plan.on_failure[hook] {
+                                Step { action: Action::Remote(script), here: true, .. } => {
+                                    server.connection.run(script).map(drop)
+                                }
+                                _ => Ok(()),
+                            }
+                        });
+                    results.into_iter().collect()
+                }
                 _ => Ok(()),
             };
             if let Err(hook_err) = result {
                 self.reporter.event(Event::Warning { message: format!("on_failure hook failed: {hook_err}") });
             }
         }
-        for &index in &self.prepared {
-            let server = &self.servers[index];
-            let plan = &self.plans[index];
+        if !self.prepared {
+            return;
+        }
+        let targets: Vec<(&Server, &Plan, &mut ServerReport)> =
+            self.servers.iter().zip(self.plans).zip(self.reports.iter_mut()).map(|((s, p), r)| (s, p, r)).collect();
+        parallel::each(targets, self.parallel, self.reporter, |(server, plan, report), reporter| {
             match server.connection.run(&plan.discard) {
                 Ok(_) => {
-                    self.reports[index].status = ServerStatus::Discarded;
-                    self.reporter.event(Event::Discarded {
+                    report.status = ServerStatus::Discarded;
+                    reporter.event(Event::Discarded {
                         server: server.connection.name().to_string(),
                         release: plan.release.name.clone(),
                     })
                 }
-                Err(discard_err) => self.reporter.event(Event::Warning {
+                Err(discard_err) => reporter.event(Event::Warning {
                     message: format!("could not remove the unfinished release after `{err}`: {discard_err}"),
                 }),
             }
-        }
+        });
     }
+}
+
+/// Runs the remote steps in `range` of one server's plan (those that run [`Step::here`]) as
+/// one command, and reports what they did.
+fn remote_batch(target: &mut Target, range: std::ops::Range<usize>, reporter: &mut dyn Reporter) -> Result<(), Error> {
+    let steps: Vec<&Step> = target.plan.steps[range].iter().filter(|step| step.here).collect();
+    let scripts: Vec<&crate::shell::RemoteScript> = steps
+        .iter()
+        .filter_map(|step| match &step.action {
+            Action::Remote(script) => Some(script),
+            _ => None,
+        })
+        .collect();
+    if scripts.is_empty() {
+        return Ok(());
+    }
+    let batch = plan::batch_script(&scripts);
+    let connection = &target.server.connection;
+    let name = connection.name().to_string();
+    for step in steps.iter().filter(|step| step.phase != "prepare" && step.phase != plan::PUBLISH) {
+        reporter.event(Event::Running { phase: step.phase, server: Some(name.clone()), what: "remote hook".into() });
+    }
+    let started = Instant::now();
+    let output = connection.output(&batch)?;
+    let elapsed = started.elapsed();
+    let done = output.stdout.lines().filter(|line| line.starts_with(plan::STEP_DONE)).count();
+    let release = target.plan.release.name.clone();
+    if steps[..done].iter().any(|step| step.phase == "prepare") {
+        reporter.event(Event::Prepared { server: name.clone(), release: release.clone(), elapsed });
+    }
+    let report = &mut *target.report;
+    if steps[..done].iter().any(|step| step.phase == plan::PUBLISH) {
+        report.status = ServerStatus::Published;
+        reporter.event(Event::Published { server: name.clone(), release, elapsed });
+    }
+    if steps.iter().any(|step| step.phase == "prepare" || step.phase == plan::PUBLISH) {
+        report.release += elapsed;
+    }
+    for old in output.stdout.lines().filter_map(|line| line.strip_prefix("removed ")) {
+        report.removed.push(old.to_string());
+        reporter.event(Event::Removed { server: name.clone(), release: old.to_string() });
+    }
+    if output.status != 0 {
+        let failed = steps.get(done).and_then(|step| match &step.action {
+            Action::Remote(script) => Some(script.name),
+            _ => None,
+        });
+        return Err(connection.failure(failed.unwrap_or("remote step"), &output));
+    }
+    Ok(())
+}
+
+/// On one server: start the daemon, push the commit and submodules, stop the daemon (or,
+/// with `transport = "exec"`, push each through `git receive-pack` in an exec channel).
+fn push(
+    target: &mut Target,
+    local: &LocalState,
+    pack: transport::PackMethod,
+    reporter: &mut dyn Reporter,
+) -> Result<(), Error> {
+    let report = &mut *target.report;
+    let config = &target.server.config;
+    let connection = &target.server.connection;
+    let name = connection.name().to_string();
+    let started = Instant::now();
+    let (daemon, receiver) = match config.transport {
+        TransportKind::Daemon => {
+            let repos: Vec<&str> = local.submodules.iter().map(|sub| sub.release.repo.as_str()).collect();
+            let (daemon, port, receiver) = start_daemon(config, connection, &repos)?;
+            report.daemon = started.elapsed();
+            reporter.event(Event::DaemonReady { server: name.clone(), port, elapsed: report.daemon });
+            (Some(daemon), receiver)
+        }
+        TransportKind::Exec => (None, Receiver::Exec),
+    };
+    let push_started = Instant::now();
+    reporter.event(Event::Pushing { server: name.clone(), sha: local.revision.sha.clone() });
+    let pushed = push_all(config, connection, local, &receiver, pack);
+    // The daemon lives only while the push lasts, whatever its outcome.
+    if let Some(daemon) = daemon {
+        daemon.finish(Duration::from_secs(10));
+    }
+    let stats = pushed?;
+    report.bytes_sent = stats.bytes_sent;
+    report.objects = stats.objects;
+    report.push = push_started.elapsed();
+    reporter.event(Event::Pushed {
+        server: name,
+        bytes_sent: stats.bytes_sent,
+        objects: stats.objects,
+        elapsed: report.push,
+    });
+    Ok(())
 }
 
 fn local_state(config: &Config, options: &DeployOptions) -> Result<LocalState, Error> {
@@ -439,7 +508,7 @@ fn local_state(config: &Config, options: &DeployOptions) -> Result<LocalState, E
     // Every submodule commit must be at hand before anything is sent.
     let submodules = if config.submodules { submodules::collect(&repo, &revision.sha)? } else { Vec::new() };
     let lock = new_lock(&revision.sha, options.message.as_deref().unwrap_or(""));
-    Ok(LocalState { repo, revision, submodules, lock })
+    Ok(LocalState { git_dir: repo.path().to_path_buf(), revision, submodules, lock })
 }
 
 fn release_for(local: &LocalState, name: String) -> Release {

@@ -53,17 +53,18 @@ pub(super) fn push_all(
         Error::Push { server: connection.name().to_string(), message }
     };
     let refname = push_refname(&local.revision.branch);
-    let mut targets = vec![(None, "repo", local.revision.sha.as_str(), refname.as_str())];
+    let repo = git2::Repository::open(&local.git_dir)
+        .map_err(|err| failed("", format!("cannot open the repository: {}", err.message())))?;
+    let mut targets = vec![(repo, None, "repo", local.revision.sha.as_str(), refname.as_str())];
     for submodule in &local.submodules {
         let repo = git2::Repository::open(&submodule.git_dir).map_err(|err| {
             failed("", format!("cannot open submodule `{}`: {}", submodule.release.path, err.message()))
         })?;
-        targets.push((Some((repo, submodule)), &submodule.release.repo, &submodule.release.commit, SUBMODULE_REF));
+        targets.push((repo, Some(submodule), &submodule.release.repo, &submodule.release.commit, SUBMODULE_REF));
     }
     let mut total = transport::PushStats::default();
-    for (index, (submodule, path, sha, refname)) in targets.iter().enumerate() {
-        let repo = submodule.as_ref().map(|(repo, _)| repo).unwrap_or(&local.repo);
-        let what = submodule.as_ref().map(|(_, sub)| format!("submodule `{}`: ", sub.release.path)).unwrap_or_default();
+    for (index, (repo, submodule, path, sha, refname)) in targets.iter().enumerate() {
+        let what = submodule.map(|sub| format!("submodule `{}`: ", sub.release.path)).unwrap_or_default();
         let stats = match receiver {
             Receiver::Daemon { port, tokens } => {
                 let full_path = format!("{}/{path}", config.deploy_to);

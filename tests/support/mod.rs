@@ -380,3 +380,50 @@ impl World {
         left_after(timeout, || self.our_processes())
     }
 }
+
+/// Adds `count` loopback servers to `world` (each with its own `deploy_to`), committed.
+pub fn add_servers(world: &World, count: usize) -> Vec<(LoopbackServer, PathBuf)> {
+    (0..count).map(|_| add_server(world)).collect()
+}
+
+/// A network namespace of its own, joined to this one by a veth pair: a host that only what
+/// runs inside it, or what listens on its veth address, can be reached at. Dropping it
+/// deletes the namespace (stop the servers in it first).
+pub struct Netns {
+    pub name: String,
+    /// This side's address on the veth pair.
+    pub outside: String,
+    /// The namespace's address on the veth pair.
+    pub inside: String,
+}
+
+impl Netns {
+    pub fn create() -> Netns {
+        let id = std::process::id() % 10_000;
+        let name = format!("xd-{id}");
+        let subnet = 64 + id % 128;
+        let (outer, inner) = (format!("xdo{id}"), format!("xdi{id}"));
+        let outside = format!("10.213.{subnet}.1");
+        let inside = format!("10.213.{subnet}.2");
+        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(std::process::Stdio::null()).status();
+        let netns = Netns { name: name.clone(), outside: outside.clone(), inside: inside.clone() };
+        let ip = |args: &[&str]| {
+            let output = Command::new("ip").args(args).output().expect("run `ip` (apt-get install iproute2)");
+            assert!(output.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        };
+        ip(&["netns", "add", &name]);
+        ip(&["link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", &name]);
+        ip(&["addr", "add", &format!("{outside}/30"), "dev", &outer]);
+        ip(&["link", "set", &outer, "up"]);
+        ip(&["-n", &name, "addr", "add", &format!("{inside}/30"), "dev", &inner]);
+        ip(&["-n", &name, "link", "set", &inner, "up"]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        netns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}

@@ -42,12 +42,22 @@ enum Command {
     Bench(Bench),
 }
 
-/// Which manifest holds `[package.metadata.deploy]`.
+/// Which manifest holds `[package.metadata.deploy]`, which stage, and which of its servers.
 #[derive(Debug, Args)]
 struct Target {
     /// Path to the Cargo.toml to deploy (default: the one cargo finds from the current directory).
     #[arg(long, value_name = "PATH")]
     manifest_path: Option<PathBuf>,
+    /// The stage (a `[package.metadata.deploy.stages.<NAME>]` table) whose settings apply
+    /// (default: `default_stage`).
+    #[arg(long, value_name = "NAME")]
+    stage: Option<String>,
+    /// Only these servers (their `host` as written, or the address it resolves to).
+    #[arg(long, value_name = "HOST,...", value_delimiter = ',')]
+    hosts: Vec<String>,
+    /// Only servers with one of these roles.
+    #[arg(long, value_name = "ROLE,...", value_delimiter = ',')]
+    roles: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +88,9 @@ struct Deploy {
     /// A note kept in the lock while the deploy runs, shown to anyone who finds it taken.
     #[arg(long)]
     message: Option<String>,
+    /// Work on at most this many servers at once [default: 10].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    parallel: Option<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -156,7 +169,8 @@ impl Command {
 
 impl Target {
     fn config(&self) -> anyhow::Result<Config> {
-        Ok(Config::load(self.manifest_path.as_deref())?)
+        let config = Config::load_stage(self.manifest_path.as_deref(), self.stage.as_deref())?;
+        Ok(config.select(&self.hosts, &self.roles)?)
     }
 }
 
@@ -178,11 +192,12 @@ impl Deploy {
             force: self.force,
             lock_wait: self.lock_wait.map(std::time::Duration::from_secs),
             message: self.message,
+            parallel: self.parallel.map(usize::from),
             ..Default::default()
         };
         if self.dry_run {
-            let plan = xtask_deploy::plan_deploy(&config, &options)?;
-            ui.text(&crate::status::render_plan(&plan, &config));
+            let plans = xtask_deploy::plan_deploy(&config, &options)?;
+            ui.text(&crate::status::render_plan(&plans, &config));
             return Ok(exit::SUCCESS);
         }
         let report = xtask_deploy::deploy(&config, &options, ui)?;

@@ -1,8 +1,9 @@
 //! Cargo-style status lines on stderr: a right-aligned verb, then the message.
 
-use std::io::Stdout;
+use std::io::{IsTerminal, Stdout};
 use std::time::Duration;
 
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use xtask_deploy::check::{CheckReport, CheckStatus};
 use xtask_deploy::report::{JsonLines, Outcome, ServerStatus};
 use xtask_deploy::{exit, DeployReport, Event, Reporter};
@@ -11,11 +12,24 @@ use xtask_deploy::{exit, DeployReport, Event, Reporter};
 /// JSON object per event on stdout (text that would go to stdout then goes to stderr).
 pub struct Ui {
     json: Option<JsonLines<Stdout>>,
+    /// On a terminal: one line per server, redrawn in place with its latest step.
+    progress: Option<Progress>,
+}
+
+/// The per-server lines of a deploy on a terminal.
+struct Progress {
+    lines: MultiProgress,
+    /// One per server, by name; made when the deploy starts.
+    servers: Vec<(String, ProgressBar)>,
 }
 
 impl Ui {
     pub fn new(json: bool) -> Ui {
-        Ui { json: json.then(|| JsonLines(std::io::stdout())) }
+        let terminal = std::io::stderr().is_terminal();
+        Ui {
+            json: json.then(|| JsonLines(std::io::stdout())),
+            progress: terminal.then(|| Progress { lines: MultiProgress::new(), servers: Vec::new() }),
+        }
     }
 
     /// Whether stdout is reserved for JSON events (`--json`).
@@ -23,9 +37,49 @@ impl Ui {
         self.json.is_some()
     }
 
-    /// Prints one status line.
+    /// Prints one status line (above the servers' lines, when they are shown).
     pub fn line(&self, verb: &str, message: &str) {
-        eprintln!("{verb:>12} {message}");
+        let line = format!("{verb:>12} {message}");
+        match &self.progress {
+            Some(progress) if !progress.servers.is_empty() => {
+                let _ = progress.lines.println(line);
+            }
+            _ => eprintln!("{line}"),
+        }
+    }
+
+    /// Shows `verb message` as the latest step of `server`, in place, when its line is shown;
+    /// returns whether it was.
+    fn step(&self, server: &str, verb: &str, message: &str) -> bool {
+        let Some(progress) = &self.progress else { return false };
+        let Some((_, bar)) = progress.servers.iter().find(|(name, _)| name == server) else { return false };
+        bar.set_message(format!("{verb} {message}"));
+        true
+    }
+
+    /// Starts one line per server (on a terminal).
+    fn start_lines(&mut self, servers: &[String]) {
+        let Some(progress) = &mut self.progress else { return };
+        let width = servers.iter().map(String::len).max().unwrap_or(0);
+        let style = ProgressStyle::with_template(&format!("{{spinner}} {{prefix:<{width}}}  {{wide_msg}}"))
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        for server in servers {
+            let bar = progress.lines.add(ProgressBar::new_spinner().with_style(style.clone()));
+            bar.set_prefix(server.clone());
+            bar.set_message("connecting");
+            bar.enable_steady_tick(Duration::from_millis(120));
+            progress.servers.push((server.clone(), bar));
+        }
+    }
+
+    /// Clears the servers' lines (the summary says where each ended) and goes back to plain
+    /// lines.
+    fn finish_lines(&mut self) {
+        if let Some(progress) = &mut self.progress {
+            for (_, bar) in progress.servers.drain(..) {
+                bar.finish_and_clear();
+            }
+        }
     }
 
     /// Prints a command's text output (a table, a plan): stdout, or stderr under `--json`.
@@ -105,10 +159,11 @@ impl Ui {
         );
     }
 
-    fn status_line(&self, event: &Event) {
+    fn status_line(&mut self, event: &Event) {
         match event {
             Event::Started { revision, sha, servers } => {
-                self.line("Deploying", &format!("{revision} ({sha}) to {} server(s)", servers.len()))
+                self.line("Deploying", &format!("{revision} ({sha}) to {} server(s)", servers.len()));
+                self.start_lines(servers);
             }
             Event::Running { phase, server: None, what } => self.line("Running", &format!("{phase}: {what}")),
             Event::Running { phase, server: Some(server), what } => {
@@ -158,7 +213,10 @@ impl Ui {
             Event::Removed { server, release } => self.line("Removed", &format!("old release {release} on {server}")),
             // The error itself is printed once, at exit.
             Event::Failed { .. } => {}
-            Event::Summary(report) => self.summary(report),
+            Event::Summary(report) => {
+                self.finish_lines();
+                self.summary(report)
+            }
             // Shown as a table at the end.
             Event::Check(_) => {}
         }
@@ -167,11 +225,42 @@ impl Ui {
 
 impl Reporter for Ui {
     fn event(&mut self, event: Event) {
-        self.status_line(&event);
+        let shown = match server_step(&event) {
+            Some((server, verb, message)) => self.step(server, verb, &message),
+            None => false,
+        };
+        if !shown {
+            self.status_line(&event);
+        }
         if let Some(json) = &mut self.json {
             json.event(event);
         }
     }
+}
+
+/// For an event that is one server's step of a deploy: the server, and the step as a verb and
+/// a message for its line.
+fn server_step(event: &Event) -> Option<(&str, &'static str, String)> {
+    Some(match event {
+        Event::Connected { server, elapsed } => (server, "Connected", format!("in {}", ms(*elapsed))),
+        Event::Locked { server, releases, .. } => (server, "Locked", format!("{releases} release(s) on the server")),
+        Event::LockWait { server, holder } => (server, "Waiting", format!("for the lock, held by {holder}")),
+        Event::Running { phase, server: Some(server), what } => (server, "Running", format!("{phase}: {what}")),
+        Event::DaemonReady { server, port, .. } => (server, "Listening", format!("git daemon on 127.0.0.1:{port}")),
+        Event::Pushing { server, sha } => (server, "Pushing", sha[..sha.len().min(12)].to_string()),
+        Event::Pushed { server, bytes_sent, objects, elapsed } => {
+            (server, "Pushed", format!("{} ({objects} objects) in {}", bytes(*bytes_sent), ms(*elapsed)))
+        }
+        Event::Uploaded { server, path, bytes: size } => (server, "Uploaded", format!("{path} ({})", bytes(*size))),
+        Event::Prepared { server, release, elapsed } => {
+            (server, "Prepared", format!("release {release} in {}; waiting for every server", ms(*elapsed)))
+        }
+        Event::Published { server, release, elapsed } => {
+            (server, "Published", format!("release {release} is current ({})", ms(*elapsed)))
+        }
+        Event::Discarded { server, release } => (server, "Removed", format!("unfinished release {release}")),
+        _ => return None,
+    })
 }
 
 /// `--verbose`: every remote script is shown on stderr as it starts.
@@ -219,24 +308,37 @@ fn bytes(count: u64) -> String {
 }
 
 /// The dry run's text: per phase, what runs where, with each remote script in full.
-pub fn render_plan(plan: &xtask_deploy::plan::Plan, config: &xtask_deploy::Config) -> String {
-    use xtask_deploy::plan::Action;
-    let servers: Vec<String> = config.servers.iter().map(|server| server.display_name()).collect();
-    let everywhere = format!("on {}", servers.join(", "));
+pub fn render_plan(plans: &[xtask_deploy::plan::Plan], config: &xtask_deploy::Config) -> String {
+    use xtask_deploy::plan::{Action, Plan};
+    let plan = &plans[0];
+    let names: Vec<String> = config.servers.iter().map(|server| server.display_name()).collect();
+    let everywhere = format!("on {}", names.join(", "));
+    // The servers whose plan runs the step `runs` picks (a remote hook's `roles` and `once`
+    // may leave some out).
+    let on = |runs: &dyn Fn(&Plan) -> bool| -> String {
+        let here: Vec<&str> =
+            plans.iter().zip(&names).filter(|(plan, _)| runs(plan)).map(|(_, name)| name.as_str()).collect();
+        match here.len() {
+            0 => "on no server (its `roles` or `once` leave every server out)".to_string(),
+            n if n == names.len() => everywhere.clone(),
+            _ => format!("on {} only", here.join(", ")),
+        }
+    };
     let mut out = format!(
         "# dry run: release {} of {} (nothing is run; the release name may move forward at run time)\n",
         plan.release.name, plan.release.sha
     );
-    let remote = |out: &mut String, phase: &str, script: &xtask_deploy::shell::RemoteScript| {
-        out.push_str(&format!("\n## {phase}: {everywhere}\n{}", script.text));
+    let remote = |out: &mut String, phase: &str, on: &str, script: &xtask_deploy::shell::RemoteScript| {
+        out.push_str(&format!("\n## {phase}: {on}\n{}", script.text));
     };
-    remote(&mut out, "preflight (checks, takes the lock, holds it until this channel closes)", &plan.preflight);
-    for step in &plan.steps {
+    let preflight = "preflight (checks, takes the lock, holds it until this channel closes)";
+    remote(&mut out, preflight, &everywhere, &plan.preflight);
+    for (index, step) in plan.steps.iter().enumerate() {
         match &step.action {
             Action::Local(command) => {
                 out.push_str(&format!("\n## {}: locally, in the manifest's directory\n{command}\n", step.phase))
             }
-            Action::Remote(script) => remote(&mut out, step.phase, script),
+            Action::Remote(script) => remote(&mut out, step.phase, &on(&|plan| plan.steps[index].here), script),
             Action::Push => out.push_str(&format!(
                 "\n## push: {everywhere}\nstart a git daemon on 127.0.0.1 (port chosen at run time), push {} and its \
                  submodules through a tunnel in the SSH session, stop the daemon\n",
@@ -249,14 +351,15 @@ pub fn render_plan(plan: &xtask_deploy::plan::Plan, config: &xtask_deploy::Confi
             )),
         }
     }
-    for step in &plan.on_failure {
+    for (index, step) in plan.on_failure.iter().enumerate() {
         if let Action::Local(command) = &step.action {
             out.push_str(&format!("\n## if a step before publish fails, on_failure: locally\n{command}\n"));
         } else if let Action::Remote(script) = &step.action {
-            remote(&mut out, "if a step before publish fails, on_failure", script);
+            let phase = "if a step before publish fails, on_failure";
+            remote(&mut out, phase, &on(&|plan| plan.on_failure[index].here), script);
         }
     }
-    remote(&mut out, "if a step before publish fails, discard", &plan.discard);
+    remote(&mut out, "if a step before publish fails, discard", &everywhere, &plan.discard);
     out.push_str("\n## at the end, whatever happened: the preflight's channel closes, which releases the lock\n");
     out
 }

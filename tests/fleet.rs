@@ -1,0 +1,162 @@
+//! Many servers: a deploy reaches them all in parallel with one release name and one commit,
+//! publishes only when every one is ready, and reaches servers through a gateway.
+
+mod support;
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use support::{add_existing_server, add_servers, Netns, World};
+use xtask_deploy::loopback::{toml_string, LoopbackServer, Place};
+use xtask_deploy::report::{Collect, Event, ServerStatus};
+use xtask_deploy::{DeployOptions, Error};
+
+/// A remote hook that waits until `count` servers have reached it (each leaves a file in
+/// `barrier`): servers that ran one after the other would never all arrive, and it fails.
+fn barrier_hook(barrier: &std::path::Path, count: usize) -> String {
+    let dir = xtask_deploy::shell::quote(&barrier.display().to_string());
+    let command = format!(
+        "mktemp {dir}/arrived.XXXXXX >/dev/null; i=0; \
+         while [ \"$(ls {dir} | wc -l)\" -lt {count} ]; do i=$((i+1)); \
+         if [ $i -gt 300 ]; then echo \"only $(ls {dir} | wc -l) of {count} servers arrived\" >&2; exit 1; fi; \
+         sleep 0.1; done"
+    );
+    format!("hooks = {{ after_update = [{{ remote = {} }}] }}", toml_string(&command))
+}
+
+fn current_of(deploy_to: &std::path::Path) -> Option<String> {
+    Some(fs::read_link(deploy_to.join("current")).ok()?.file_name()?.to_string_lossy().to_string())
+}
+
+fn releases_of(deploy_to: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(deploy_to.join("releases"))
+        .map(|dir| dir.flatten().map(|entry| entry.file_name().to_string_lossy().to_string()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn eight_servers_are_deployed_in_parallel_with_one_release_and_one_commit() {
+    let barrier = tempfile::tempdir().unwrap();
+    let world = World::with_config(&barrier_hook(barrier.path(), 8));
+    let others = add_servers(&world, 7);
+    let mut deploy_tos: Vec<PathBuf> = vec![world.deploy_to.clone()];
+    deploy_tos.extend(others.iter().map(|(_, deploy_to)| deploy_to.clone()));
+    world.setup();
+    let mut events = Collect(Vec::new());
+    let report = xtask_deploy::deploy(&world.config(), &DeployOptions::default(), &mut events)
+        .unwrap_or_else(|err| panic!("deploy: {err}"));
+    assert_eq!(report.servers.len(), 8);
+    assert!(report.servers.iter().all(|server| server.status == ServerStatus::Published), "{report:?}");
+    assert_eq!(fs::read_dir(barrier.path()).unwrap().count(), 8, "every server ran the hook once");
+    for deploy_to in &deploy_tos {
+        assert_eq!(current_of(deploy_to).as_deref(), Some(report.release.as_str()), "{}", deploy_to.display());
+        let revision = fs::read_to_string(deploy_to.join("releases").join(&report.release).join("REVISION")).unwrap();
+        assert_eq!(revision.trim(), report.sha);
+    }
+    // No server switched before every server was ready.
+    let position = |wanted: fn(&Event) -> bool| events.0.iter().rposition(wanted);
+    let last_prepared = position(|event| matches!(event, Event::Prepared { .. })).unwrap();
+    let first_published = events.0.iter().position(|event| matches!(event, Event::Published { .. })).unwrap();
+    assert!(last_prepared < first_published, "every server was prepared before any switched");
+    assert!(!deploy_tos.iter().any(|deploy_to| deploy_to.join(".xtask-deploy/lock").exists()), "locks released");
+}
+
+#[test]
+fn one_server_failing_to_prepare_leaves_every_server_as_it_was() {
+    let world = World::new();
+    let others = add_servers(&world, 3);
+    world.setup();
+    let first = world.deploy();
+    let mut deploy_tos: Vec<PathBuf> = vec![world.deploy_to.clone()];
+    deploy_tos.extend(others.iter().map(|(_, deploy_to)| deploy_to.clone()));
+    // The third server's `tar` fails, as a full disk would, while it makes the release.
+    let (broken, _) = &others[1];
+    let tar = broken.bin_dir().join("tar");
+    fs::write(&tar, "#!/bin/sh\necho 'tar: write error: No space left on device' >&2\nexit 2\n").unwrap();
+    fs::set_permissions(&tar, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    world.commit("src/main.rs", "fn main() {}\n");
+
+    let mut events = Collect(Vec::new());
+    let err = xtask_deploy::deploy(&world.config(), &DeployOptions::default(), &mut events).unwrap_err();
+    let broken_name = format!("{}@127.0.0.1:{}", broken.user(), broken.port());
+    match &err {
+        Error::Remote { server, message, .. } => {
+            assert_eq!(server, &broken_name);
+            assert!(message.contains("No space left on device"), "{message}");
+        }
+        other => panic!("expected the prepare step to fail on {broken_name}: {other}"),
+    }
+    let prepared: Vec<&Event> = events.0.iter().filter(|event| matches!(event, Event::Prepared { .. })).collect();
+    assert_eq!(prepared.len(), 3, "the other three servers made their release: {prepared:?}");
+    assert!(!events.0.iter().any(|event| matches!(event, Event::Published { .. })), "no server switched");
+    let discarded = events.0.iter().filter(|event| matches!(event, Event::Discarded { .. })).count();
+    assert_eq!(discarded, 4, "every server's unfinished release was removed");
+    for deploy_to in &deploy_tos {
+        assert_eq!(current_of(deploy_to).as_deref(), Some(first.release.as_str()), "{}", deploy_to.display());
+        assert_eq!(releases_of(deploy_to), vec![first.release.clone()], "{}", deploy_to.display());
+        assert!(!deploy_to.join(".xtask-deploy/lock").exists(), "lock released on {}", deploy_to.display());
+    }
+}
+
+#[test]
+fn servers_behind_a_gateway_are_reached_only_through_it() {
+    let world = World::new();
+    let netns = Netns::create();
+    // The gateway listens on the namespace's veth address, reachable from here.
+    let gateway =
+        LoopbackServer::start_with(&Place { listen: &netns.inside, netns: Some(&netns.name), ..Place::default() })
+            .expect("start the gateway's sshd in the namespace");
+    // Each inner server listens on the namespace's own 127.0.0.1, out of reach from here. Its
+    // port is held here by a decoy listener, so that a direct connection would arrive there.
+    let decoys: Vec<TcpListener> = (0..2).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let mut inner = Vec::new();
+    for decoy in &decoys {
+        let port = decoy.local_addr().unwrap().port();
+        let server =
+            LoopbackServer::start_with(&Place { netns: Some(&netns.name), port: Some(port), ..Place::default() })
+                .expect("start an inner sshd in the namespace");
+        inner.push(add_existing_server(&world, server));
+    }
+    // Only the inner servers: the world's own server leaves the manifest.
+    let key = fs::read_to_string(world.server.dir().join("id_ed25519.pub")).unwrap();
+    fs::write(gateway.dir().join("authorized_keys"), key).unwrap();
+    let mut trusted = fs::read_to_string(world.server.known_hosts()).unwrap();
+    trusted.push_str(&fs::read_to_string(gateway.known_hosts()).unwrap());
+    fs::write(world.server.known_hosts(), trusted).unwrap();
+    world.edit_manifest(|manifest| {
+        let first = manifest.find("[[package.metadata.deploy.servers]]").unwrap();
+        let second = first + 1 + manifest[first + 1..].find("[[package.metadata.deploy.servers]]").unwrap();
+        let ssh = manifest.find("[package.metadata.deploy.ssh]").unwrap();
+        let mut kept = format!("{}{}", &manifest[..first], &manifest[ssh..second]);
+        kept.push_str(&manifest[second..]);
+        kept.push_str(&format!(
+            "\n[package.metadata.deploy.gateway]\nhost = {}\nport = {}\nuser = {}\nidentity = {}\n",
+            toml_string(&netns.inside),
+            gateway.port(),
+            toml_string(gateway.user()),
+            toml_string(&world.server.identity().display().to_string()),
+        ));
+        kept
+    });
+    world.app.commit_all("deploy through the gateway").unwrap();
+    assert_eq!(world.config().servers.len(), 2, "the two inner servers");
+
+    world.setup();
+    let report = world.deploy();
+    for (server, deploy_to) in &inner {
+        assert_eq!(current_of(deploy_to).as_deref(), Some(report.release.as_str()));
+        let log = server.log();
+        assert!(log.contains("Accepted publickey"), "the deploy logged in: {log}");
+    }
+    for decoy in &decoys {
+        decoy.set_nonblocking(true).unwrap();
+        assert!(decoy.accept().is_err(), "nothing connected to the inner servers' ports directly");
+    }
+    let gateway_log = gateway.log();
+    assert!(gateway_log.contains("Accepted publickey"), "{gateway_log}");
+    drop(inner);
+    drop(gateway);
+}
