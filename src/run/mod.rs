@@ -295,13 +295,7 @@ impl Walk<'_> {
         &mut self,
         work: impl Fn(&mut Target, &mut dyn Reporter) -> Result<(), Error> + Sync,
     ) -> Result<(), Error> {
-        let targets: Vec<Target> = self
-            .servers
-            .iter()
-            .zip(self.plans)
-            .zip(self.reports.iter_mut())
-            .map(|((server, plan), report)| Target { server, plan, report })
-            .collect();
+        let targets = targets(&self.servers, self.plans, self.reports);
         let results = parallel::each(targets, self.parallel, self.reporter, |mut target, reporter| {
             let result = work(&mut target, reporter);
             if let Err(err) = &result {
@@ -366,16 +360,15 @@ impl Walk<'_> {
             let result = match &step.action {
                 Action::Local(command) => local::run_command(step.phase, command, self.config.manifest_dir()),
                 Action::Remote(_) => {
-                    let servers: Vec<(&Server, &Plan)> = self.servers.iter().zip(self.plans).collect();
-                    let results =
-                        parallel::each(servers, self.parallel, self.reporter, |(server, plan), _| {
-                            match &plan.on_failure[hook] {
-                                Step { action: Action::Remote(script), here: true, .. } => {
-                                    server.connection.run(script).map(drop)
-                                }
-                                _ => Ok(()),
+                    let targets = targets(&self.servers, self.plans, self.reports);
+                    let results = parallel::each(targets, self.parallel, self.reporter, |target, _| {
+                        match &target.plan.on_failure[hook] {
+                            Step { action: Action::Remote(script), here: true, .. } => {
+                                target.server.connection.run(script).map(drop)
                             }
-                        });
+                            _ => Ok(()),
+                        }
+                    });
                     results.into_iter().collect()
                 }
                 _ => Ok(()),
@@ -387,12 +380,12 @@ impl Walk<'_> {
         if !self.prepared {
             return;
         }
-        let targets: Vec<(&Server, &Plan, &mut ServerReport)> =
-            self.servers.iter().zip(self.plans).zip(self.reports.iter_mut()).map(|((s, p), r)| (s, p, r)).collect();
-        parallel::each(targets, self.parallel, self.reporter, |(server, plan, report), reporter| {
+        let targets = targets(&self.servers, self.plans, self.reports);
+        parallel::each(targets, self.parallel, self.reporter, |target, reporter| {
+            let (server, plan) = (target.server, target.plan);
             match server.connection.run(&plan.discard) {
                 Ok(_) => {
-                    report.status = ServerStatus::Discarded;
+                    target.report.status = ServerStatus::Discarded;
                     reporter.event(Event::Discarded {
                         server: server.connection.name().to_string(),
                         release: plan.release.name.clone(),
@@ -404,6 +397,12 @@ impl Walk<'_> {
             }
         });
     }
+}
+
+/// Each server's part of a step, in the order of the servers.
+fn targets<'a>(servers: &'a [Server], plans: &'a [Plan], reports: &'a mut [ServerReport]) -> Vec<Target<'a>> {
+    let parts = servers.iter().zip(plans).zip(reports.iter_mut());
+    parts.map(|((server, plan), report)| Target { server, plan, report }).collect()
 }
 
 /// Runs the remote steps in `range` of one server's plan (those that run [`Step::here`]) as
