@@ -38,17 +38,7 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
     let source = source.canonicalize().map_err(|err| Error::local(format!("`{}`: {err}", source.display())))?;
     git2::Repository::clone(&source.display().to_string(), &clone_dir)
         .map_err(|err| Error::local(format!("cannot clone `{}`: {}", source.display(), err.message())))?;
-    let metadata = serde_json::json!({ "deploy": {
-        "application": "bench",
-        "deploy_to": server.dir().join("srv").join("bench").display().to_string(),
-        "servers": [{ "host": "127.0.0.1", "port": server.port(), "user": server.user() }],
-        "ssh": {
-            "identity": server.identity().display().to_string(),
-            "known_hosts": server.known_hosts().display().to_string(),
-        },
-    }});
-    let defaults = Defaults { ssh_config: None, ..Defaults::from_env(None, None) };
-    let config = Config::from_metadata(&metadata, "package.metadata", &clone_dir.join("Cargo.toml"), &defaults)?;
+    let config = bench_config(&clone_dir, &[server_entry(&server, "bench")], &server, &server.known_hosts())?;
     let sh = Shell::new().map_err(|err| Error::local(format!("cannot start a local shell: {err}")))?;
     sh.change_dir(&clone_dir);
     let commits = cmd!(sh, "git rev-list --count HEAD").quiet().read().map_err(|err| Error::local(err.to_string()))?;
@@ -66,17 +56,7 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
 
     let mut timed = Vec::with_capacity(rounds);
     for round in 0..rounds {
-        // A small, realistic change: one line appended to a file every Rust repository tracks.
-        let manifest = clone_dir.join("Cargo.toml");
-        let mut text = std::fs::read_to_string(&manifest).unwrap_or_default();
-        text.push_str(&format!("# bench round {round}\n"));
-        std::fs::write(&manifest, text)
-            .map_err(|err| Error::local(format!("cannot write `{}`: {err}", manifest.display())))?;
-        let message = format!("bench round {round}");
-        cmd!(sh, "git -c user.name=bench -c user.email=bench@localhost commit -q -a -m {message}")
-            .quiet()
-            .run()
-            .map_err(|err| Error::local(err.to_string()))?;
+        commit_change(&sh, &clone_dir, &format!("bench round {round}"))?;
         let thin = cmd!(sh, "git pack-objects --thin --stdout --revs -q")
             .stdin("HEAD\n^HEAD~1\n")
             .quiet()
@@ -192,25 +172,9 @@ fn fleet(
     let configs = FLEETS
         .iter()
         .map(|&size| {
-            let entries: Vec<serde_json::Value> = servers[..size]
-                .iter()
-                .map(|server| {
-                    serde_json::json!({
-                        "host": "127.0.0.1", "port": server.port(), "user": server.user(),
-                        "deploy_to": server.dir().join("srv").join(format!("fleet-{size}")).display().to_string(),
-                    })
-                })
-                .collect();
-            let metadata = serde_json::json!({ "deploy": {
-                "application": "bench",
-                "servers": entries,
-                "ssh": {
-                    "identity": first.identity().display().to_string(),
-                    "known_hosts": fleet_known_hosts.display().to_string(),
-                },
-            }});
-            let defaults = Defaults { ssh_config: None, ..Defaults::from_env(None, None) };
-            Config::from_metadata(&metadata, "package.metadata", &clone_dir.join("Cargo.toml"), &defaults)
+            let entries: Vec<serde_json::Value> =
+                servers[..size].iter().map(|server| server_entry(server, &format!("fleet-{size}"))).collect();
+            bench_config(clone_dir, &entries, first, &fleet_known_hosts)
         })
         .collect::<Result<Vec<Config>, Error>>()?;
     for config in &configs {
@@ -220,15 +184,7 @@ fn fleet(
     // Per fleet and round: the wall time, and the CPU time the whole machine spent meanwhile.
     let mut times: Vec<Vec<(f64, Option<f64>)>> = vec![Vec::new(); FLEETS.len()];
     for round in 0..rounds {
-        let message = format!("fleet round {round}");
-        let manifest = clone_dir.join("Cargo.toml");
-        let mut text = std::fs::read_to_string(&manifest).unwrap_or_default();
-        text.push_str(&format!("# {message}\n"));
-        std::fs::write(&manifest, text).map_err(written)?;
-        cmd!(sh, "git -c user.name=bench -c user.email=bench@localhost commit -q -a -m {message}")
-            .quiet()
-            .run()
-            .map_err(|err| Error::local(err.to_string()))?;
+        commit_change(sh, clone_dir, &format!("fleet round {round}"))?;
         for (config, times) in configs.iter().zip(&mut times) {
             let busy = busy_cpu();
             let elapsed = deploy(config, &DeployOptions::default(), &mut Quiet)?.elapsed;
@@ -259,6 +215,48 @@ fn fleet(
         ),
     )?;
     Ok(())
+}
+
+/// A `[[servers]]` entry for `server`, deploying into `srv/<dir>` of its temp dir.
+fn server_entry(server: &LoopbackServer, dir: &str) -> serde_json::Value {
+    serde_json::json!({
+        "host": "127.0.0.1", "port": server.port(), "user": server.user(),
+        "deploy_to": server.dir().join("srv").join(dir).display().to_string(),
+    })
+}
+
+/// The benchmark's deploy config for the clone in `clone_dir`: `servers`, reached with
+/// `key_holder`'s key and checked against `known_hosts` (`~/.ssh/config` is not read).
+fn bench_config(
+    clone_dir: &Path,
+    servers: &[serde_json::Value],
+    key_holder: &LoopbackServer,
+    known_hosts: &Path,
+) -> Result<Config, Error> {
+    let metadata = serde_json::json!({ "deploy": {
+        "application": "bench",
+        "servers": servers,
+        "ssh": {
+            "identity": key_holder.identity().display().to_string(),
+            "known_hosts": known_hosts.display().to_string(),
+        },
+    }});
+    let defaults = Defaults { ssh_config: None, ..Defaults::from_env(None, None) };
+    Config::from_metadata(&metadata, "package.metadata", &clone_dir.join("Cargo.toml"), &defaults)
+}
+
+/// A small, realistic change, committed: one line appended to a file every Rust repository
+/// tracks.
+fn commit_change(sh: &Shell, clone_dir: &Path, message: &str) -> Result<(), Error> {
+    let manifest = clone_dir.join("Cargo.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap_or_default();
+    text.push_str(&format!("# {message}\n"));
+    std::fs::write(&manifest, text)
+        .map_err(|err| Error::local(format!("cannot write `{}`: {err}", manifest.display())))?;
+    cmd!(sh, "git -c user.name=bench -c user.email=bench@localhost commit -q -a -m {message}")
+        .quiet()
+        .run()
+        .map_err(|err| Error::local(err.to_string()))
 }
 
 /// The CPU time the whole machine has spent busy (not idle or waiting for I/O), in ms, from
