@@ -159,15 +159,10 @@ fn fleet(
     let others: Vec<LoopbackServer> =
         (1..FLEETS[2]).map(|_| LoopbackServer::start().map_err(started)).collect::<Result<_, _>>()?;
     // One key and one known_hosts file for all: the first server's key is let in everywhere.
-    let written = |err: std::io::Error| Error::local(format!("cannot write the fleet's keys: {err}"));
-    let key = std::fs::read_to_string(first.dir().join("id_ed25519.pub")).map_err(written)?;
-    let mut known_hosts = std::fs::read_to_string(first.known_hosts()).map_err(written)?;
     for server in &others {
-        std::fs::write(server.dir().join("authorized_keys"), &key).map_err(written)?;
-        known_hosts.push_str(&std::fs::read_to_string(server.known_hosts()).map_err(written)?);
+        first.admit(server).map_err(|err| Error::local(format!("cannot write the fleet's keys: {err}")))?;
     }
-    let fleet_known_hosts = first.dir().join("fleet_known_hosts");
-    std::fs::write(&fleet_known_hosts, known_hosts).map_err(written)?;
+    let fleet_known_hosts = first.known_hosts();
     let servers: Vec<&LoopbackServer> = std::iter::once(first).chain(&others).collect();
     let configs = FLEETS
         .iter()

@@ -180,6 +180,15 @@ impl LoopbackServer {
         self.dir.path().join("known_hosts")
     }
 
+    /// Lets this server's client key into `other`, and adds `other`'s host key to this
+    /// server's known_hosts: one key and one known_hosts file then reach both.
+    pub fn admit(&self, other: &LoopbackServer) -> io::Result<()> {
+        fs::copy(self.dir.path().join("id_ed25519.pub"), other.dir.path().join("authorized_keys"))?;
+        let mut trusted = fs::read_to_string(self.known_hosts())?;
+        trusted.push_str(&fs::read_to_string(other.known_hosts())?);
+        fs::write(self.known_hosts(), trusted)
+    }
+
     /// The sshd log, for failure messages.
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()

@@ -186,12 +186,7 @@ pub fn add_server(world: &World) -> (LoopbackServer, PathBuf) {
 
 /// Like [`add_server`], with a server already started.
 pub fn add_existing_server(world: &World, server: LoopbackServer) -> (LoopbackServer, PathBuf) {
-    let key = fs::read_to_string(world.server.dir().join("id_ed25519.pub")).unwrap();
-    fs::write(server.dir().join("authorized_keys"), key).unwrap();
-    let known = fs::read_to_string(server.known_hosts()).unwrap();
-    let mut trusted = fs::read_to_string(world.server.known_hosts()).unwrap();
-    trusted.push_str(&known);
-    fs::write(world.server.known_hosts(), trusted).unwrap();
+    world.server.admit(&server).unwrap();
     let deploy_to = server.dir().join("srv").join("hello");
     let mut manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
     manifest.push_str(&format!(
