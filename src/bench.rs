@@ -176,14 +176,14 @@ fn fleet(
         setup(config, &mut Quiet)?;
         deploy(config, &DeployOptions::default(), &mut Quiet)?;
     }
-    // Per fleet and round: the wall time, and the CPU time the whole machine spent meanwhile.
-    let mut times: Vec<Vec<(f64, Option<f64>)>> = vec![Vec::new(); FLEETS.len()];
+    // Per fleet and round: the wall time, and what the whole machine did meanwhile.
+    let mut times: Vec<Vec<(f64, Option<Machine>)>> = vec![Vec::new(); FLEETS.len()];
     for round in 0..rounds {
         commit_change(sh, clone_dir, &format!("fleet round {round}"))?;
         for (config, times) in configs.iter().zip(&mut times) {
-            let busy = busy_cpu();
+            let before = Machine::now();
             let elapsed = deploy(config, &DeployOptions::default(), &mut Quiet)?.elapsed;
-            times.push((ms(elapsed), busy_cpu().zip(busy).map(|(after, before)| after - before)));
+            times.push((ms(elapsed), Machine::now().zip(before).map(|(after, before)| after.since(&before))));
         }
     }
     let line = |out: &mut dyn Write, text: String| -> Result<(), Error> {
@@ -192,14 +192,23 @@ fn fleet(
     line(out, format!("parallel deploys to several loopback servers ({rounds} incremental deploys each):"))?;
     line(
         out,
-        format!("  {:>7} {:>16} {:>12} {:>22}", "servers", "median wall ms", "x 1 server", "machine CPU ms (all)"),
+        format!(
+            "  {:>7} {:>16} {:>12} {:>22} {:>28}",
+            "servers", "median wall ms", "x 1 server", "machine CPU ms (all)", "processes started / server"
+        ),
     )?;
     let one = median(times[0].iter().map(|(wall, _)| *wall).collect());
     for (size, times) in FLEETS.iter().zip(times) {
         let wall = median(times.iter().map(|(wall, _)| *wall).collect());
-        let cpu: Vec<f64> = times.iter().filter_map(|(_, cpu)| *cpu).collect();
-        let cpu = if cpu.is_empty() { "-".to_string() } else { format!("{:.0}", median(cpu)) };
-        line(out, format!("  {size:>7} {wall:>16.1} {:>12.2} {cpu:>22}", wall / one.max(1.0)))?;
+        let machine: Vec<&Machine> = times.iter().filter_map(|(_, machine)| machine.as_ref()).collect();
+        let (cpu, processes) = if machine.is_empty() {
+            ("-".to_string(), "-".to_string())
+        } else {
+            let cpu = median(machine.iter().map(|machine| machine.cpu_ms).collect());
+            let processes = median(machine.iter().map(|machine| machine.processes / *size as f64).collect());
+            (format!("{cpu:.0}"), format!("{processes:.0}"))
+        };
+        line(out, format!("  {size:>7} {wall:>16.1} {:>12.2} {cpu:>22} {processes:>28}", wall / one.max(1.0)))?;
     }
     line(
         out,
@@ -254,15 +263,30 @@ fn commit_change(sh: &Shell, clone_dir: &Path, message: &str) -> Result<(), Erro
         .map_err(|err| Error::local(err.to_string()))
 }
 
-/// The CPU time the whole machine has spent busy (not idle or waiting for I/O), in ms, from
-/// `/proc/stat`; `None` where there is none.
-fn busy_cpu() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
-    // user nice system idle iowait irq softirq steal: all but idle and iowait, in clock ticks
-    // (100 per second on Linux).
-    let busy: f64 = fields.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
-    Some(busy * 10.0)
+/// What the whole machine did: CPU time busy (not idle or waiting for I/O) and processes started.
+#[derive(Clone)]
+struct Machine {
+    /// CPU time spent by every process and the kernel, in milliseconds.
+    cpu_ms: f64,
+    /// Processes (and threads) started.
+    processes: f64,
+}
+
+impl Machine {
+    /// The counters since boot, from `/proc/stat` (Linux only).
+    fn now() -> Option<Machine> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+        // user nice system idle iowait irq softirq steal: all but idle and iowait, in clock ticks
+        // (100 per second on Linux).
+        let busy: f64 = fields.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+        let processes = stat.lines().find_map(|line| line.strip_prefix("processes "))?.trim().parse().ok()?;
+        Some(Machine { cpu_ms: busy * 10.0, processes })
+    }
+
+    fn since(&self, before: &Machine) -> Machine {
+        Machine { cpu_ms: self.cpu_ms - before.cpu_ms, processes: self.processes - before.processes }
+    }
 }
 
 /// Syncs the clone's tree (without `.git`) to the server with `rsync -a --delete` over `ssh`,
