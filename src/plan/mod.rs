@@ -92,8 +92,6 @@ pub struct RemoteState {
     pub current: Option<String>,
     /// Releases marked bad by a rollback.
     pub bad: Vec<String>,
-    /// `git --version` on the server (preflight only).
-    pub git_version: String,
     /// Pids of daemons left by an earlier deploy that were stopped (preflight only).
     pub reaped: Vec<String>,
     /// `key=value` pairs of the lock's holder, when the lock is taken.
@@ -134,7 +132,6 @@ pub fn parse_state(stdout: &str) -> RemoteState {
             }
             "current" => state.current = Some(rest.to_string()),
             "bad" => state.bad.push(rest.to_string()),
-            "git" => state.git_version = rest.to_string(),
             "reaped" => state.reaped.push(rest.to_string()),
             "holder" | "stale" => {
                 if let Some((key, value)) = rest.split_once('=') {
@@ -330,7 +327,7 @@ pub(crate) mod tests {
     #[test]
     fn server_state_is_parsed() {
         let state = parse_state(
-            "git git version 2.47.3\nrelease 20261125041639 bbbb\nrelease 20261125041638 aaaa\nrelease notes x\n\
+            "release 20261125041639 bbbb\nrelease 20261125041638 aaaa\nrelease notes x\n\
              current /srv/x/releases/20261125041639\nreaped 42\nbad 20261125041637\nholder user=bob\n\
              holder message=a=b\nstale user=carol\nlog Branch main\n",
         );
@@ -340,7 +337,6 @@ pub(crate) mod tests {
         );
         assert_eq!(state.current_release(), Some("20261125041639"));
         assert_eq!(state.current_sha(), Some("bbbb"));
-        assert_eq!(state.git_version, "git version 2.47.3");
         assert_eq!(state.reaped, vec!["42"]);
         assert_eq!(state.bad, vec!["20261125041637"]);
         assert_eq!(state.holder, vec![("user".into(), "bob".into()), ("message".into(), "a=b".into())]);
@@ -385,7 +381,7 @@ pub(crate) mod tests {
         assert!(preflight.contains("token=t0k3n"));
         let (taken, released) =
             (preflight.find("mkdir \"$state/lock\"").unwrap(), preflight.find("rm -rf \"$lock\"").unwrap());
-        let waits = preflight.find("cat >/dev/null").unwrap();
+        let waits = preflight.find("while read -r _; do :; done").unwrap();
         assert!(taken < waits && waits < released, "the lock is held while the channel is open");
     }
 }

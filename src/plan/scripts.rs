@@ -70,15 +70,15 @@ d={deploy_to}
 state="$d/{STATE_DIR}"
 {REQUIRE_GIT}
 {REQUIRE_SETUP}
-mkdir -p "$state"
+[ -d "$state" ] || mkdir -p "$state"
 {LOCK_HELPERS}
 if ! mkdir "$state/lock" 2>/dev/null; then
   if holder_alive; then
-    sed 's/^/holder /' "$state/lock/info" 2>/dev/null
+    each_line "$state/lock/info" holder
     exit {EXIT_LOCKED}
   fi
   # The holder's SSH connection is gone (it was killed or cut off): the lock is stale.
-  sed 's/^/stale /' "$state/lock/info" 2>/dev/null
+  each_line "$state/lock/info" stale
   rm -rf "$state/lock"
   if ! mkdir "$state/lock" 2>/dev/null; then echo "holder user=another deploy, just now"; exit {EXIT_LOCKED}; fi
 fi
@@ -100,16 +100,15 @@ for pidfile in "$state"/daemon.*.pid; do
     *) rm -f "$pidfile" ;;
   esac
 done
-echo "git $(git --version)"
 {REPORT_STATE}
 echo {READY}
 # The deploy holds the lock while this channel is open; its stdin closes when the deploy ends,
 # fails, is interrupted or killed, or loses its connection. Then the lock is released.
-cat >/dev/null
+while read -r _; do :; done
 # Nobody reads this channel any more (the deployer may be gone): a write to it would raise
 # SIGPIPE and kill this shell before the lock is released.
 exec >/dev/null 2>&1
-if grep -qxF {token} "$state/lock/info" 2>/dev/null; then
+if has_line {token} "$state/lock/info"; then
 {STOP_RECEIVE_PACKS}
   # A step of this deploy may still be extracting into its release: its own watchdog stops it
   # on the same EOF; give that a moment before removing what it made.
@@ -154,8 +153,8 @@ pub fn inspect_script(config: &Config) -> RemoteScript {
 d={deploy_to}
 state="$d/{STATE_DIR}"
 {REQUIRE_SETUP}
-{REPORT_STATE}
 {LOCK_HELPERS}
+{REPORT_STATE}
 {REPORT_LOCK}
 if [ -f "$d/revisions.log" ]; then sed 's/^/log /' "$d/revisions.log"; fi
 exit 0
@@ -217,7 +216,7 @@ exit 0
 /// holder as `removed <key>=<value>` lines when it removed one.
 pub fn unlock_script(config: &Config, token: Option<&str>) -> RemoteScript {
     let text = format!(
-        "set -u\nd={deploy_to}\nlock=\"$d/{STATE_DIR}/lock\"\n{release}",
+        "set -u\nd={deploy_to}\nlock=\"$d/{STATE_DIR}/lock\"\n{LOCK_HELPERS}\n{release}",
         deploy_to = quote(&config.deploy_to),
         release = release_lock(token),
     );
@@ -225,16 +224,16 @@ pub fn unlock_script(config: &Config, token: Option<&str>) -> RemoteScript {
 }
 
 /// Removes `$lock` if it holds `token` (any lock when `None`), printing its holder as
-/// `removed <key>=<value>` lines.
+/// `removed <key>=<value>` lines (needs [`LOCK_HELPERS`]).
 fn release_lock(token: Option<&str>) -> String {
     let check = match token {
         Some(token) => format!(
-            "grep -qxF {} \"$lock/info\" 2>/dev/null || {{ echo \"the lock is not ours; left in place\"; exit 0; }}\n",
+            "has_line {} \"$lock/info\" || {{ echo \"the lock is not ours; left in place\"; exit 0; }}\n",
             quote(&format!("token={token}"))
         ),
         None => String::new(),
     };
-    format!("[ -d \"$lock\" ] || exit 0\n{check}sed 's/^/removed /' \"$lock/info\" 2>/dev/null\nrm -rf \"$lock\"\n")
+    format!("[ -d \"$lock\" ] || exit 0\n{check}each_line \"$lock/info\" removed\nrm -rf \"$lock\"\n")
 }
 
 /// Runs a `git daemon` for this deploy in the foreground of its exec channel: it listens on
@@ -267,19 +266,17 @@ hook="$d/{STATE_DIR}/daemon.{port}.access"
 (
   umask 077
   printf '%s\n' $tokens > "${{hook%.access}}.tokens"
-  cat > "$hook" <<'HOOK'
-{ACCESS_HOOK}
-HOOK
-  chmod 700 "$hook"
+  printf '%s\n' {access_hook} > "$hook"
 ) || exit 1
-# git daemon runs the hook through a shell: hand it the path single-quoted.
-quoted_hook="'$(printf '%s' "$hook" | sed "s/'/'\\\\''/g")'"
-cleanup() {{ rm -f "$pidfile" "$hook" "${{hook%.access}}.tokens" "${{hook%.access}}.tokens.next"; }}
+cleanup() {{ rm -f "$pidfile" "$hook" "${{hook%.access}}.tokens" "${{hook%.access}}.used".*; }}
 exec 3<&0
+# git daemon runs its access hook through a shell, which finds the hook's path in the
+# environment (no second layer of quoting); run by `sh`, the hook needs no exec bit.
+export XTASK_DEPLOY_ACCESS_HOOK="$hook"
 timeout {max_seconds} git daemon --verbose --listen=127.0.0.1 --port={port} --strict-paths \
   --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \
   --forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive \
-  --access-hook="$quoted_hook" --informative-errors --init-timeout=30 --timeout={max_seconds} \
+  --access-hook='sh "$XTASK_DEPLOY_ACCESS_HOOK"' --informative-errors --init-timeout=30 --timeout={max_seconds} \
   {served} </dev/null &
 daemon=$!
 echo "$daemon" > "$pidfile"
@@ -287,7 +284,7 @@ echo "$daemon" > "$pidfile"
 # and the repository's hooks. Stop all of it: the daemon itself may be gone already (SIGPIPE
 # on its log once the channel is closed) while a connection's children live on, and those
 # ignore SIGTERM (git daemon's doing), so they get SIGKILL.
-( cat <&3 >/dev/null 2>&1; kill -TERM -"$daemon" "$daemon" 2>/dev/null; sleep 1; kill -KILL -"$daemon" 2>/dev/null ) >/dev/null 2>&1 &
+( while read -r _; do :; done <&3; kill -TERM -"$daemon" "$daemon" 2>/dev/null; sleep 1; kill -KILL -"$daemon" 2>/dev/null ) >/dev/null 2>&1 &
 watchdog=$!
 # The daemon keeps the channel's stderr; this shell must not write to it once the deployer may be
 # gone (`wait` reports a killed daemon on stderr, and SIGPIPE would stop the clean-up below).
@@ -300,19 +297,24 @@ cleanup
 exit $status
 "#,
         deploy_to = quote(&config.deploy_to),
+        access_hook = quote(ACCESS_HOOK),
     );
     RemoteScript { name: "git daemon", text }
 }
 
-/// The daemon's access hook (`$1` service, `$2` path, `$3` the `host` the client sent): a push
-/// naming an unused token of this deploy is let in, and its token is used up.
-const ACCESS_HOOK: &str = r#"#!/bin/sh
-tokens="${0%.access}.tokens"
+/// The daemon's access hook, run as `sh <hook> <service> <path> <host>` (`host` is what the
+/// client sent): a push naming an unused token of this deploy is let in, and its token is used
+/// up. Shell builtins only: no process is started per connection beyond the hook's shell.
+const ACCESS_HOOK: &str = r#"base="${0%.access}"
 umask 077
 if [ "$1" != receive-pack ]; then echo "this daemon only receives a deploy's push"; exit 1; fi
-if [ -z "$3" ] || ! grep -qxF -e "$3" "$tokens" 2>/dev/null; then echo "not a connection of this deploy"; exit 1; fi
-grep -vxF -e "$3" "$tokens" > "$tokens.next"
-mv -f "$tokens.next" "$tokens"
+case "$3" in ''|*[!0-9a-f]*) echo "not a connection of this deploy"; exit 1 ;; esac
+known=""
+{ while IFS= read -r token || [ -n "$token" ]; do [ "$token" = "$3" ] && known=1; done < "$base.tokens"; } 2>/dev/null
+# A token is used up by the first connection naming it: its marker can be created only once.
+# (`true`, not `:`: a failed redirection of a special builtin would end the shell.)
+set -C
+if [ -z "$known" ] || ! { true > "$base.used.$3"; } 2>/dev/null; then echo "not a connection of this deploy"; exit 1; fi
 exit 0"#;
 
 /// Runs `git receive-pack` on `repo` (relative to `deploy_to`; created bare if `create`) in
@@ -350,31 +352,38 @@ pub fn prepare_script(config: &Config, release: &Release, submodules: &[Submodul
         checks.push_str(&format!("[ -e \"$d/shared\"/{file} ] || missing=\"$missing \"{file}\n", file = quote(file)));
     }
     let extract = match config.cache {
-        Cache::Archive => r#"{ git --git-dir=repo archive --format=tar "$sha" || echo "git archive failed" > "$failed"; } | tar -x -f - -C "releases/$rel""#.to_string(),
+        Cache::Archive => r#"{ git --git-dir=repo archive --format=tar "$sha" || echo "git archive failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker""#.to_string(),
         Cache::CachedCopy => r#"cc="$d/shared/cached-copy"
 if [ ! -d "$cc/.git" ]; then git clone --quiet --no-checkout "$d/repo" "$cc"; fi
 git -C "$cc" fetch --quiet "$d/repo" "+refs/heads/*:refs/remotes/xtask-deploy/*"
 git -C "$cc" checkout --quiet --force --detach "$sha"
 git -C "$cc" clean --quiet -d -f -f -x
-{ tar -C "$cc" --exclude=./.git -cf - . || echo "copy failed" > "$failed"; } | tar -x -f - -C "releases/$rel""#
+{ tar -C "$cc" --exclude=./.git -cf - . || echo "copy failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker""#
             .to_string(),
     };
     let mut extract_submodules = String::new();
     for submodule in submodules {
         extract_submodules.push_str(&format!(
             "mkdir -p \"releases/$rel\"/{path}\n\
-             {{ git --git-dir={repo} archive --format=tar {commit} || echo failed > \"$failed\"; }} \
-             | tar -x -f - -C \"releases/$rel\"/{path}\n",
+             {{ git --git-dir={repo} archive --format=tar {commit} || echo failed > \"$marker\"; }} \
+             | tar -x -f - -C \"releases/$rel\"/{path} || echo failed >> \"$marker\"\n",
             path = quote(&submodule.path),
             repo = quote(&submodule.repo),
             commit = quote(&submodule.commit),
         ));
     }
+    // Each command only when needed: a process started per linked path adds up.
     let mut links = String::new();
     for path in config.linked_dirs.iter().chain(&config.linked_files) {
+        let parent = match path.rsplit_once('/') {
+            Some((parent, _)) => {
+                format!("[ -d \"releases/$rel\"/{0} ] || mkdir -p \"releases/$rel\"/{0}\n", quote(parent))
+            }
+            None => String::new(),
+        };
         links.push_str(&format!(
-            "rm -rf \"releases/$rel\"/{path}\nmkdir -p \"$(dirname \"releases/$rel\"/{path})\"\n\
-             ln -s \"$d/shared\"/{path} \"releases/$rel\"/{path}\n",
+            "if [ -e \"releases/$rel\"/{path} ] || [ -L \"releases/$rel\"/{path} ]; then rm -rf \"releases/$rel\"/{path}; fi\n\
+             {parent}ln -s \"$d/shared\"/{path} \"releases/$rel\"/{path}\n",
             path = quote(path)
         ));
     }
@@ -385,20 +394,23 @@ rel={name}
 sha={sha}
 cd "$d"
 if [ -e "releases/$rel" ]; then echo "release \`$rel\` already exists in \`$d/releases\`" >&2; exit 1; fi
-if ! git --git-dir=repo cat-file -e "$sha^{{commit}}" 2>/dev/null; then
-  echo "commit \`$sha\` is not in \`$d/repo\`: the push did not arrive" >&2; exit 1
-fi
 missing=""
 {checks}if [ -n "$missing" ]; then
   echo "linked file(s) missing in \`$d/shared\`:$missing: create them on the server before deploying" >&2; exit 1
 fi
 mkdir "releases/$rel"
-trap 'rm -rf "releases/$rel" "$d/{STATE_DIR}/preparing.$rel"' EXIT
-: > "$d/{STATE_DIR}/preparing.$rel"
-failed=$(mktemp)
+marker="$d/{STATE_DIR}/preparing.$rel"
+trap 'rm -rf "releases/$rel" "$marker"' EXIT
+# The marker tells an interrupted deploy's clean-up that this release is unfinished; until the
+# release is made, an extraction that fails writes into it.
+: > "$marker"
 {extract}
-{extract_submodules}if [ -s "$failed" ]; then rm -f "$failed"; echo "could not extract \`$sha\` into \`releases/$rel\`" >&2; exit 1; fi
-rm -f "$failed"
+{extract_submodules}if [ -s "$marker" ]; then
+  if ! git --git-dir=repo cat-file -e "$sha^{{commit}}" 2>/dev/null; then
+    echo "commit \`$sha\` is not in \`$d/repo\`: the push did not arrive" >&2; exit 1
+  fi
+  echo "could not extract \`$sha\` into \`releases/$rel\`" >&2; exit 1
+fi
 printf '%s\n' "$sha" > "releases/$rel/REVISION"
 {links}trap - EXIT
 "#,
@@ -480,19 +492,24 @@ fi
 {SWITCH_CURRENT}
 rm -f "$marker.publishing"
 printf '%s\n' {log_line} >> revisions.log
+# The oldest releases beyond `keep` go (never the current one). Release names are 14 digits,
+# so the shell's sorted glob lists them oldest first.
 keep={keep}
-current=$(basename "$(readlink current)")
-count=$(ls -1 releases | grep -cE '^[0-9]{{14}}$' || true)
-if [ "$count" -gt "$keep" ]; then
-  ls -1 releases | grep -E '^[0-9]{{14}}$' | sort | head -n "$((count - keep))" | while read -r old; do
-    if [ "$old" != "$current" ]; then rm -rf "releases/$old"; echo "removed $old"; fi
-  done
-fi
+count=0
+for r in releases/{release_glob}; do [ -d "$r" ] && count=$((count + 1)); done
+excess=$((count - keep))
+for r in releases/{release_glob}; do
+  [ "$excess" -gt 0 ] || break
+  [ -d "$r" ] || continue
+  excess=$((excess - 1))
+  if [ "${{r#releases/}}" != "$rel" ]; then rm -rf "$r"; echo "removed ${{r#releases/}}"; fi
+done
 "#,
         deploy_to = quote(&config.deploy_to),
         name = quote(&release.name),
         log_line = quote(&super::revision_log_line(release)),
         keep = config.keep_releases,
+        release_glob = "[0-9]".repeat(14),
     );
     RemoteScript { name: "publish", text }
 }
@@ -549,14 +566,28 @@ fi"#;
 /// `start_time PID`: the process's start time (field 22 of /proc/PID/stat), empty if it is gone.
 /// `holder_alive`: whether the sshd process of the lock holder's SSH connection still runs
 /// (same pid and start time, so a reused pid does not count).
+/// `has_line LINE FILE`: whether FILE has the line LINE. `each_line FILE PREFIX`: prints each
+/// line of FILE after PREFIX and a space.
+/// Shell builtins only: the preflight runs on every deploy, and each external command would be
+/// one more process started on the server.
 const LOCK_HELPERS: &str = r#"start_time() {
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 0
   set -- ${stat##*) }
   shift 19
   echo "$1"
 }
+has_line() {
+  { while IFS= read -r line || [ -n "$line" ]; do [ "$line" = "$1" ] && return 0; done < "$2"; } 2>/dev/null
+  return 1
+}
+each_line() {
+  { while IFS= read -r line || [ -n "$line" ]; do printf '%s %s\n' "$2" "$line"; done < "$1"; } 2>/dev/null
+}
 holder_alive() {
-  holder=$(sed -n 's/^connection=//p' "$state/lock/info" 2>/dev/null)
+  holder=""
+  { while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in connection=*) holder=${line#connection=} ;; esac
+  done < "$state/lock/info"; } 2>/dev/null
   [ -n "$holder" ] || return 0
   set -- $holder
   [ -n "${2:-}" ] && [ "$(start_time "$1")" = "$2" ]
@@ -588,8 +619,10 @@ const REMOVE_UNFINISHED: &str = r#"for marker in "$state"/preparing.*; do
   rm -f "$marker"
 done"#;
 
-/// Refuses to go on in a `deploy_to` that deploy-setup has not prepared.
-const REQUIRE_SETUP: &str = r#"if [ ! -d "$d/releases" ] || [ "$(git --git-dir="$d/repo" rev-parse --is-bare-repository 2>/dev/null)" != true ]; then
+/// Refuses to go on in a `deploy_to` that deploy-setup has not prepared: `releases/` and a bare
+/// repository in `repo/` (its `HEAD`, `objects/` and `refs/` at the top, which a clone with a
+/// work tree has under `.git/`), checked without starting git.
+const REQUIRE_SETUP: &str = r#"if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
   echo "\`$d\` is not set up for deploys: run \`cargo xtask deploy-setup\` first" >&2
   exit 4
 fi"#;
@@ -597,18 +630,22 @@ fi"#;
 /// Prints the lock's holder as `holder <key>=<value>` lines, or as `stale <key>=<value>` lines
 /// when its SSH connection is gone (needs [`LOCK_HELPERS`]).
 const REPORT_LOCK: &str = r#"if [ -f "$state/lock/info" ]; then
-  if holder_alive; then sed 's/^/holder /' "$state/lock/info"; else sed 's/^/stale /' "$state/lock/info"; fi
+  if holder_alive; then each_line "$state/lock/info" holder; else each_line "$state/lock/info" stale; fi
 fi"#;
 
-/// Prints `release <name> <sha>`, `current <target>` and `bad <name>` lines.
+/// Prints `release <name> <sha>`, `current <target>` and `bad <name>` lines (needs
+/// [`LOCK_HELPERS`]).
 const REPORT_STATE: &str = r#"for r in "$d"/releases/*; do
-  if [ -d "$r" ] && [ ! -L "$r" ]; then echo "release ${r##*/} $(head -n 1 "$r/REVISION" 2>/dev/null || echo -)"; fi
+  [ -d "$r" ] && [ ! -L "$r" ] || continue
+  rev=-
+  { read -r rev < "$r/REVISION"; } 2>/dev/null || true
+  echo "release ${r##*/} ${rev:--}"
 done
 if [ -L "$d/current" ]; then echo "current $(readlink "$d/current")"; fi
-if [ -f "$d/.xtask-deploy/bad" ]; then sed 's/^/bad /' "$d/.xtask-deploy/bad"; fi"#;
+if [ -f "$d/.xtask-deploy/bad" ]; then each_line "$d/.xtask-deploy/bad" bad; fi"#;
 
 /// Points `current` at `releases/$rel` atomically, from inside `$d`.
-const SWITCH_CURRENT: &str = r#"rm -f releases/current
+const SWITCH_CURRENT: &str = r#"if [ -e releases/current ] || [ -L releases/current ]; then rm -f releases/current; fi
 ln -s "$d/releases/$rel" releases/current
 mv -T releases/current current"#;
 
@@ -672,7 +709,7 @@ mod tests {
             quote("repo/modules/it's")
         );
         assert!(prepare.text.contains(&archive), "{}", prepare.text);
-        assert!(prepare.text.find("libs/$(evil)").unwrap() < prepare.text.find("if [ -s \"$failed\" ]").unwrap());
+        assert!(prepare.text.find("libs/$(evil)").unwrap() < prepare.text.find("if [ -s \"$marker\" ]").unwrap());
     }
 
     #[test]
@@ -720,14 +757,101 @@ mod tests {
         let claim = publish.find("mv \"$marker\" \"$marker.publishing\"").unwrap();
         assert!(claim < publish.find("mv -T releases/current current").unwrap());
         let prepare = prepare_script(&config("/srv/x"), &release(), &[]).text;
-        assert!(prepare.contains(": > \"$d/.xtask-deploy/preparing.$rel\""), "{prepare}");
+        assert!(prepare.contains("marker=\"$d/.xtask-deploy/preparing.$rel\"\n"), "{prepare}");
+        assert!(prepare.contains("\n: > \"$marker\"\n"), "{prepare}");
     }
 
     #[test]
     fn a_deploy_removes_only_its_own_lock_and_unlock_removes_any() {
         let own = unlock_script(&config("/srv/x"), Some("abc")).text;
-        assert!(own.contains(&format!("grep -qxF {} \"$lock/info\"", quote("token=abc"))), "{own}");
+        assert!(own.contains(&format!("has_line {} \"$lock/info\"", quote("token=abc"))), "{own}");
         let any = unlock_script(&config("/srv/x"), None).text;
         assert!(!any.contains("token="), "{any}");
+    }
+
+    /// Runs `text` with `sh -c`, with `args` as `$0 $1...`; returns (status, stdout, stderr).
+    fn sh(text: &str, args: &[&str]) -> (i32, String, String) {
+        let out = std::process::Command::new("sh").arg("-c").arg(text).args(args).output().unwrap();
+        let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+        (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+    }
+
+    #[test]
+    fn the_access_hook_lets_each_token_in_once_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let hook = dir.path().join("daemon.4000.access");
+        std::fs::write(&hook, ACCESS_HOOK).unwrap();
+        std::fs::write(dir.path().join("daemon.4000.tokens"), "0a1b\nffff\n").unwrap();
+        // git daemon runs it as `sh <hook> <service> <path> <host>`.
+        let hook = hook.to_str().unwrap();
+        let run = |service: &str, host: &str| sh("sh \"$0\" \"$@\"", &[hook, service, "/srv/x/repo", host]);
+        assert_eq!(run("upload-pack", "0a1b").0, 1, "only pushes are let in");
+        for refused in ["", "0a1", "0a1b0", "*", "0a1b/../x", "0A1B"] {
+            let (status, stdout, _) = run("receive-pack", refused);
+            assert_eq!((status, stdout.trim()), (1, "not a connection of this deploy"), "host {refused:?}");
+        }
+        assert_eq!(run("receive-pack", "0a1b").0, 0);
+        assert_eq!(run("receive-pack", "0a1b").0, 1, "a token is used up by its first connection");
+        assert_eq!(run("receive-pack", "ffff").0, 0, "another token still lets its push in");
+    }
+
+    #[test]
+    fn a_lock_is_released_only_by_its_token_and_reports_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let deploy_to = dir.path().to_str().unwrap();
+        let lock = dir.path().join(STATE_DIR).join("lock");
+        let take = || {
+            std::fs::create_dir_all(&lock).unwrap();
+            // The last line has no newline: it still counts.
+            std::fs::write(lock.join("info"), "user=alice\ntoken=abc").unwrap();
+        };
+        take();
+        for other in ["ab", "abcd", "ABC"] {
+            let (status, stdout, _) = sh(&unlock_script(&config(deploy_to), Some(other)).text, &[]);
+            assert_eq!((status, stdout.as_str()), (0, "the lock is not ours; left in place\n"), "token {other}");
+            assert!(lock.exists());
+        }
+        let (status, stdout, _) = sh(&unlock_script(&config(deploy_to), Some("abc")).text, &[]);
+        assert_eq!((status, stdout.as_str()), (0, "removed user=alice\nremoved token=abc\n"));
+        assert!(!lock.exists());
+        take();
+        let (_, stdout, _) = sh(&unlock_script(&config(deploy_to), None).text, &[]);
+        assert_eq!(stdout, "removed user=alice\nremoved token=abc\n");
+        assert!(!lock.exists());
+    }
+
+    #[test]
+    fn a_commit_that_did_not_arrive_is_named_and_nothing_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let deploy_to = dir.path().to_str().unwrap();
+        let init =
+            std::process::Command::new("git").args(["init", "-q", "--bare"]).arg(dir.path().join("repo")).status();
+        assert!(init.unwrap().success());
+        std::fs::create_dir_all(dir.path().join("releases")).unwrap();
+        std::fs::create_dir_all(dir.path().join(STATE_DIR)).unwrap();
+        let (status, _, stderr) = sh(&prepare_script(&config(deploy_to), &release(), &[]).text, &[]);
+        assert_eq!(status, 1, "{stderr}");
+        assert!(stderr
+            .contains(&format!("commit `{}` is not in `{deploy_to}/repo`: the push did not arrive", release().sha)));
+        assert_eq!(std::fs::read_dir(dir.path().join("releases")).unwrap().count(), 0, "the release was removed");
+        assert_eq!(std::fs::read_dir(dir.path().join(STATE_DIR)).unwrap().count(), 0, "the marker was removed");
+    }
+
+    #[test]
+    fn only_a_bare_repository_counts_as_set_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let deploy_to = dir.path().to_str().unwrap();
+        let git = |args: &[&str]| assert!(std::process::Command::new("git").args(args).status().unwrap().success());
+        let inspect = inspect_script(&config(deploy_to)).text;
+        assert_eq!(sh(&inspect, &[]).0, EXIT_NOT_SET_UP, "nothing there");
+        std::fs::create_dir_all(dir.path().join("releases")).unwrap();
+        let repo = dir.path().join("repo");
+        git(&["init", "-q", repo.to_str().unwrap()]);
+        let (status, _, stderr) = sh(&inspect, &[]);
+        assert_eq!(status, EXIT_NOT_SET_UP, "a clone with a work tree in `repo/`");
+        assert!(stderr.contains("run `cargo xtask deploy-setup` first"), "{stderr}");
+        std::fs::remove_dir_all(&repo).unwrap();
+        git(&["init", "-q", "--bare", repo.to_str().unwrap()]);
+        assert_eq!(sh(&inspect, &[]), (0, String::new(), String::new()));
     }
 }
