@@ -71,9 +71,18 @@ impl Write for Counting<'_> {
 }
 
 fn push(app: &AppRepo, bare: &std::path::Path, sha: &str) -> (Result<u64, String>, u64) {
+    push_shared(app.repo(), bare, sha, None)
+}
+
+fn push_shared(
+    repo: &git2::Repository,
+    bare: &std::path::Path,
+    sha: &str,
+    shared: Option<&receive_pack::SharedPacks>,
+) -> (Result<u64, String>, u64) {
     let mut server = ReceivePack::start(bare);
     let mut stream = Counting(&mut server, 0);
-    let result = receive_pack::push(app.repo(), &mut stream, sha, "refs/heads/main");
+    let result = receive_pack::push(repo, &mut stream, sha, "refs/heads/main", shared);
     (result, stream.1)
 }
 
@@ -127,4 +136,46 @@ fn a_declined_push_is_an_error_naming_the_ref() {
     let err = result.unwrap_err();
     assert!(err.contains("rejected `refs/heads/main`"), "{err}");
     assert!(git2::Repository::open_bare(&bare).unwrap().refname_to_id("refs/heads/main").is_err());
+}
+
+#[test]
+fn servers_in_the_same_state_get_one_shared_pack_and_others_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let big: String = (0..2000).map(|n| format!("line {n}: {}\n", support::incompressible(16, n))).collect();
+    let app = AppRepo::create(&dir.path().join("app"), &[("data.txt", &big)]).unwrap();
+    let first = app.repo().head().unwrap().target().unwrap().to_string();
+    let bares: Vec<std::path::PathBuf> = (0..4).map(|n| dir.path().join(format!("server{n}"))).collect();
+    for bare in &bares {
+        git2::Repository::init_bare(bare).unwrap();
+    }
+    // Servers 2 and 3 have the first commit already.
+    for bare in &bares[2..] {
+        push(&app, bare, &first).0.unwrap();
+    }
+    app.write("data.txt", &big.replacen("line 7:", "line seven:", 1)).unwrap();
+    let second = app.commit_all("change one line").unwrap();
+
+    let shared = receive_pack::SharedPacks::default();
+    let git_dir = app.repo().path().to_path_buf();
+    // Each in a thread of its own, as a deploy pushes to its servers.
+    let pushed: Vec<(u64, u64)> = std::thread::scope(|scope| {
+        let pushes: Vec<_> = bares
+            .iter()
+            .map(|bare| {
+                let (git_dir, second, shared) = (&git_dir, &second, &shared);
+                scope.spawn(move || push_shared(&git2::Repository::open(git_dir).unwrap(), bare, second, Some(shared)))
+            })
+            .collect();
+        pushes.into_iter().map(|push| push.join().unwrap()).map(|(result, bytes)| (result.unwrap(), bytes)).collect()
+    });
+    for bare in &bares {
+        assert_eq!(ref_of(bare), second);
+    }
+    assert_eq!(shared.made(), 2, "one pack for the empty servers, one for those with the first commit");
+    // The empty servers got the whole history; the others only the new commit, as a thin delta.
+    assert_eq!(pushed[0], pushed[1]);
+    assert_eq!(pushed[2], pushed[3]);
+    assert_eq!(pushed[0].0, 6, "two commits, two trees, two versions of the file");
+    assert_eq!(pushed[2].0, 3);
+    assert!(pushed[2].1 < 1_000, "only a delta travels to a server that has the first commit: {:?}", pushed[2]);
 }

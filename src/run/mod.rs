@@ -82,6 +82,8 @@ struct LocalState {
     revision: local::Revision,
     submodules: Vec<Submodule>,
     lock: LockInfo,
+    /// With several servers, the packs made for one are sent to the others that need the same.
+    packs: Option<transport::receive_pack::SharedPacks>,
 }
 
 /// The plans of a deploy (one per server) as it would run now, without reaching any server
@@ -507,7 +509,8 @@ fn local_state(config: &Config, options: &DeployOptions) -> Result<LocalState, E
     // Every submodule commit must be at hand before anything is sent.
     let submodules = if config.submodules { submodules::collect(&repo, &revision.sha)? } else { Vec::new() };
     let lock = new_lock(&revision.sha, options.message.as_deref().unwrap_or(""));
-    Ok(LocalState { git_dir: repo.path().to_path_buf(), revision, submodules, lock })
+    let packs = (config.servers.len() > 1).then(Default::default);
+    Ok(LocalState { git_dir: repo.path().to_path_buf(), revision, submodules, lock, packs })
 }
 
 fn release_for(local: &LocalState, name: String) -> Release {

@@ -38,8 +38,9 @@ pub(super) fn push_all(
     connection: &Connection,
     local: &LocalState,
     receiver: &Receiver,
-    pack: transport::PackMethod,
+    method: transport::PackMethod,
 ) -> Result<transport::PushStats, Error> {
+    let packing = transport::Packing { method, shared: local.packs.as_ref() };
     let deadline = Instant::now() + config.timeouts.push;
     let failed = |what: &str, message: String| {
         let message = if Instant::now() >= deadline {
@@ -69,11 +70,11 @@ pub(super) fn push_all(
             Receiver::Daemon { port, tokens } => {
                 let full_path = format!("{}/{path}", config.deploy_to);
                 let push = transport::DaemonPush { path: &full_path, port: *port, sha, refname, token: &tokens[index] };
-                transport::push_through_daemon(repo, connection.tunnel(*port, deadline)?, &push, pack)
+                transport::push_through_daemon(repo, connection.tunnel(*port, deadline)?, &push, packing)
             }
             Receiver::Exec => {
                 let script = plan::receive_pack_script(config, path, submodule.is_some());
-                transport::push_through_exec(repo, connection.exec_stream(&script, deadline)?, sha, refname, pack)
+                transport::push_through_exec(repo, connection.exec_stream(&script, deadline)?, sha, refname, packing)
             }
         };
         let stats = stats.map_err(|message| failed(&what, message))?;

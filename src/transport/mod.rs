@@ -88,14 +88,22 @@ pub struct DaemonPush<'a> {
     pub token: &'a str,
 }
 
+/// How a push gets its pack: the method, and for a thin pack, the packs shared between the
+/// servers of a deploy (see [`receive_pack::SharedPacks`]), if any.
+#[derive(Clone, Copy)]
+pub struct Packing<'a> {
+    pub method: PackMethod,
+    pub shared: Option<&'a receive_pack::SharedPacks>,
+}
+
 /// Makes `push` from `repo` through `channel`, a tunnel to the daemon.
 pub fn push_through_daemon(
     repo: &git2::Repository,
     channel: TimedChannel,
     push: &DaemonPush<'_>,
-    method: PackMethod,
+    packing: Packing<'_>,
 ) -> Result<PushStats, String> {
-    push_over(repo, channel, daemon_request(push.path, push.port, push.token), push.sha, push.refname, method)
+    push_over(repo, channel, daemon_request(push.path, push.port, push.token), push.sha, push.refname, packing)
 }
 
 /// Pushes commit `sha` of `repo` to `refname` through `channel`, an exec channel running
@@ -105,9 +113,9 @@ pub fn push_through_exec(
     channel: TimedChannel,
     sha: &str,
     refname: &str,
-    method: PackMethod,
+    packing: Packing<'_>,
 ) -> Result<PushStats, String> {
-    push_over(repo, channel, Vec::new(), sha, refname, method)
+    push_over(repo, channel, Vec::new(), sha, refname, packing)
 }
 
 /// The push itself, once `request` (the git:// opening line, if any) is sent.
@@ -117,15 +125,15 @@ fn push_over(
     request: Vec<u8>,
     sha: &str,
     refname: &str,
-    method: PackMethod,
+    packing: Packing<'_>,
 ) -> Result<PushStats, String> {
-    match method.resolve() {
+    match packing.method.resolve() {
         PackMethod::Libgit2 => push_with_libgit2(repo, channel, request, sha, refname),
         _ => {
             let mut stream = Stream { channel, bytes_sent: Arc::new(AtomicU64::new(0)) };
             stream.write_all(&request).map_err(|err| format!("cannot reach git on the server: {err}"))?;
             let exec = request.is_empty();
-            let result = receive_pack::push(repo, &mut stream, sha, refname);
+            let result = receive_pack::push(repo, &mut stream, sha, refname, packing.shared);
             // An exec channel has the remote git's stderr (`fatal: ...`); a tunnel has none.
             let objects =
                 result.map_err(|message| if exec { with_stderr(message, &mut stream.channel) } else { message })?;

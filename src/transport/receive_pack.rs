@@ -5,8 +5,12 @@
 //! The pack's bases are every advertised tip that also exists locally, as `git send-pack` does,
 //! so only what the server lacks travels, as deltas against what it has.
 
+use std::collections::HashMap;
+use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The object name git uses for "no object" (a ref being created).
 const ZERO_ID: &str = "0000000000000000000000000000000000000000";
@@ -23,7 +27,16 @@ pub struct Advertisement {
 /// to a receive-pack server (for git://, after the request line). The ref is set whatever it
 /// held before (a deploy may go back in history). A ref the server refuses is an error.
 /// Returns how many objects the pack held (0 when the server had the commit already).
-pub fn push<S: Read + Write>(repo: &git2::Repository, stream: &mut S, sha: &str, refname: &str) -> Result<u64, String> {
+///
+/// With `shared`, the pack comes from it (made once for every push that needs the same one);
+/// without, `git pack-objects` streams straight into `stream`.
+pub fn push<S: Read + Write>(
+    repo: &git2::Repository,
+    stream: &mut S,
+    sha: &str,
+    refname: &str,
+    shared: Option<&SharedPacks>,
+) -> Result<u64, String> {
     let advertisement = read_advertisement(stream)?;
     let old = advertisement
         .refs
@@ -56,9 +69,83 @@ pub fn push<S: Read + Write>(repo: &git2::Repository, stream: &mut S, sha: &str,
         .filter(|tip| *tip != ZERO_ID)
         .filter(|tip| git2::Oid::from_str(tip).is_ok_and(|oid| repo.odb().is_ok_and(|odb| odb.exists(oid))))
         .collect();
-    let objects = send_thin_pack(repo, sha, &haves, ofs_delta, stream)?;
+    let objects = match shared {
+        Some(shared) => shared.pack(repo, sha, &haves, ofs_delta)?.send(stream)?,
+        None => send_thin_pack(repo, sha, &haves, ofs_delta, stream)?,
+    };
     read_report(stream, refname)?;
     Ok(objects)
+}
+
+/// The thin packs of one deploy to several servers. Servers in the same state advertise the same
+/// tips and need the same pack: it is made by one `git pack-objects` run, spooled to a temporary
+/// file (deleted when the last handle closes), and sent from there to each of them.
+#[derive(Default)]
+pub struct SharedPacks {
+    /// By repository, commit, bases and delta format; a push that finds its pack being made
+    /// waits for it.
+    packs: Mutex<HashMap<String, Arc<PackSlot>>>,
+}
+
+/// A pack once made (or the error that made it fail), shared by every push that needs it.
+type PackSlot = OnceLock<Result<Arc<Spooled>, String>>;
+
+/// A pack on disk: its bytes and its object count.
+struct Spooled {
+    file: File,
+    objects: u64,
+}
+
+impl SharedPacks {
+    /// How many packs were made (for tests and the benchmark).
+    pub fn made(&self) -> usize {
+        let packs = self.packs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        packs.values().filter(|pack| pack.get().is_some()).count()
+    }
+
+    /// The pack of `sha` minus `haves`, made now unless an earlier push made it.
+    fn pack(
+        &self,
+        repo: &git2::Repository,
+        sha: &str,
+        haves: &[&str],
+        ofs_delta: bool,
+    ) -> Result<Arc<Spooled>, String> {
+        let mut bases = haves.to_vec();
+        bases.sort_unstable();
+        bases.dedup();
+        let key = format!("{}\n{sha}\n{ofs_delta}\n{}", repo.path().display(), bases.join(" "));
+        let slot = {
+            let mut packs = self.packs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            Arc::clone(packs.entry(key).or_default())
+        };
+        slot.get_or_init(|| {
+            let mut file =
+                tempfile::tempfile().map_err(|err| format!("cannot make a temporary file for the pack: {err}"))?;
+            let objects = send_thin_pack(repo, sha, &bases, ofs_delta, &mut file)?;
+            Ok(Arc::new(Spooled { file, objects }))
+        })
+        .clone()
+    }
+}
+
+impl Spooled {
+    /// Writes the whole pack into `stream` (reading at offsets: several pushes read it at once).
+    fn send<W: Write>(&self, stream: &mut W) -> Result<u64, String> {
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut offset = 0;
+        loop {
+            let read =
+                self.file.read_at(&mut buffer, offset).map_err(|err| format!("cannot read the spooled pack: {err}"))?;
+            if read == 0 {
+                break;
+            }
+            stream.write_all(&buffer[..read]).map_err(lost)?;
+            offset += read as u64;
+        }
+        stream.flush().map_err(lost)?;
+        Ok(self.objects)
+    }
 }
 
 /// Reads the ref advertisement up to its flush packet.
