@@ -66,7 +66,9 @@ fn eight_servers_are_deployed_in_parallel_with_one_release_and_one_commit() {
 
 #[test]
 fn one_server_failing_to_prepare_leaves_every_server_as_it_was() {
-    let world = World::new();
+    // An on_failure hook that fails too, on every server: each failure is reported.
+    let world =
+        World::with_config("[package.metadata.deploy.hooks]\non_failure = [{ remote = \"echo paged >&2; exit 7\" }]");
     let others = add_servers(&world, 3);
     world.setup();
     let first = world.deploy();
@@ -94,6 +96,19 @@ fn one_server_failing_to_prepare_leaves_every_server_as_it_was() {
     assert!(!events.0.iter().any(|event| matches!(event, Event::Published { .. })), "no server switched");
     let discarded = events.0.iter().filter(|event| matches!(event, Event::Discarded { .. })).count();
     assert_eq!(discarded, 4, "every server's unfinished release was removed");
+    let hook_failures: Vec<&str> = events
+        .0
+        .iter()
+        .filter_map(|event| match event {
+            Event::Warning { message } if message.starts_with("on_failure hook failed") => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(hook_failures.len(), 4, "{hook_failures:?}");
+    for (server, _) in &others {
+        let name = format!("{}@127.0.0.1:{}", server.user(), server.port());
+        assert!(hook_failures.iter().any(|message| message.contains(&name)), "{name} in {hook_failures:?}");
+    }
     for deploy_to in &deploy_tos {
         assert_eq!(current_of(deploy_to).as_deref(), Some(first.release.as_str()), "{}", deploy_to.display());
         assert_eq!(releases_of(deploy_to), vec![first.release.clone()], "{}", deploy_to.display());

@@ -359,8 +359,11 @@ impl Walk<'_> {
             return;
         }
         for (hook, step) in self.plans[0].on_failure.iter().enumerate() {
-            let result = match &step.action {
-                Action::Local(command) => local::run_command(step.phase, command, self.config.manifest_dir()),
+            // Every server's failure is reported, not only the first.
+            let failures: Vec<Error> = match &step.action {
+                Action::Local(command) => {
+                    local::run_command(step.phase, command, self.config.manifest_dir()).err().into_iter().collect()
+                }
                 Action::Remote(_) => {
                     let targets = targets(&self.servers, self.plans, self.reports);
                     let results = parallel::each(targets, self.parallel, self.reporter, |target, _| {
@@ -371,11 +374,11 @@ impl Walk<'_> {
                             _ => Ok(()),
                         }
                     });
-                    results.into_iter().collect()
+                    results.into_iter().filter_map(Result::err).collect()
                 }
-                _ => Ok(()),
+                _ => Vec::new(),
             };
-            if let Err(hook_err) = result {
+            for hook_err in failures {
                 self.reporter.event(Event::Warning { message: format!("on_failure hook failed: {hook_err}") });
             }
         }
