@@ -156,7 +156,7 @@ state="$d/{STATE_DIR}"
 {LOCK_HELPERS}
 {REPORT_STATE}
 {REPORT_LOCK}
-if [ -f "$d/revisions.log" ]; then sed 's/^/log /' "$d/revisions.log"; fi
+if [ -f "$d/revisions.log" ]; then each_line "$d/revisions.log" log; fi
 exit 0
 "#,
         deploy_to = quote(&config.deploy_to),

@@ -97,7 +97,7 @@ struct Spooled {
 }
 
 impl SharedPacks {
-    /// How many packs were made (for tests and the benchmark).
+    /// How many packs were made so far.
     pub fn made(&self) -> usize {
         let packs = self.packs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         packs.values().filter(|pack| pack.get().is_some()).count()
