@@ -265,7 +265,8 @@ impl Connection {
 
     /// Opens a channel to `127.0.0.1:port` as seen from the server, usable until `deadline`.
     pub fn tunnel(&self, port: u16, deadline: Instant) -> Result<TimedChannel, Error> {
-        let channel = self.session.channel_direct_tcpip("127.0.0.1", port, None).map_err(|err| Error::Push {
+        let opened = self.request(|| self.session.channel_direct_tcpip("127.0.0.1", port, None));
+        let channel = opened.map_err(|err| Error::Push {
             server: self.name.clone(),
             message: format!(
                 "the server refused a tunnel to its 127.0.0.1:{port} ({err}): \
@@ -281,10 +282,43 @@ impl Connection {
             tracer(&self.name, script);
         }
         let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
-        let mut channel = self.session.channel_session().map_err(failed)?;
+        let mut channel = self.request(|| self.session.channel_session()).map_err(failed)?;
         #[allow(clippy::disallowed_methods)] // The one place allowed: `line` runs a RemoteScript.
-        channel.exec(&line).map_err(failed)?;
+        self.request(|| channel.exec(&line)).map_err(failed)?;
         Ok(channel)
+    }
+
+    /// Makes `request` (opening a channel, starting a command: a message that waits for the
+    /// server's reply), acknowledging at once every TCP segment that arrives meanwhile.
+    ///
+    /// Right after authentication OpenSSH's sshd sends its host keys unasked, and without
+    /// `TCP_NODELAY` (which it sets only for sessions with a terminal) it holds its next packet,
+    /// the reply to our first channel, until that one is acknowledged. Left to the kernel, the
+    /// ACK waits for the delayed-ACK timer: 40 ms lost on every connection. So the request runs
+    /// non-blocking, and each time the socket has something, `TCP_QUICKACK` sends the ACK now.
+    fn request<T>(&self, mut request: impl FnMut() -> Result<T, ssh2::Error>) -> Result<T, ssh2::Error> {
+        let deadline = Instant::now() + self.timeouts.step;
+        self.session.set_blocking(false);
+        let result = loop {
+            match request() {
+                Err(err) if matches!(err.code(), ssh2::ErrorCode::Session(LIBSSH2_ERROR_EAGAIN)) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break Err(ssh2::Error::new(
+                            ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT),
+                            "no reply from the server within `timeouts.step`",
+                        ));
+                    }
+                    let outbound = matches!(self.session.block_directions(), ssh2::BlockDirections::Outbound);
+                    let events = if outbound { libc::POLLOUT } else { libc::POLLIN };
+                    wait_for(&[self.socket], events, left.min(Duration::from_millis(100)));
+                    quick_ack(self.socket);
+                }
+                other => break other,
+            }
+        };
+        self.session.set_blocking(true);
+        result
     }
 
     fn timed(&self, channel: ssh2::Channel, deadline: Instant) -> TimedChannel {
@@ -658,6 +692,33 @@ fn append_known_host(path: &Path, line: &str) -> io::Result<()> {
     file.write_all(text.as_bytes())
 }
 
+/// libssh2's "would block" and "timed out" error codes.
+const LIBSSH2_ERROR_EAGAIN: i32 = -37;
+const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
+
+/// Makes the kernel acknowledge what `socket` has received now, not when its delayed-ACK timer
+/// fires (see [`Connection::request`]). Nothing to do for a socket that is not TCP (through a
+/// gateway), or outside Linux.
+fn quick_ack(socket: RawFd) {
+    #[cfg(target_os = "linux")]
+    {
+        let on: libc::c_int = 1;
+        // SAFETY: `socket` is the session's open socket; `on` outlives the call, and its size
+        // is passed along. A failure (not a TCP socket) changes nothing.
+        unsafe {
+            libc::setsockopt(
+                socket,
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
+
 fn authenticate(session: &Session, server: &Server, options: &SshOptions, name: &str) -> Result<(), Error> {
     let refuse = |message: String| Error::Auth { server: name.to_string(), message };
     if let Some(key) = &options.env.key {
@@ -878,8 +939,12 @@ fn drain(to: &mut impl Write, pending: &mut Vec<u8>) -> Option<usize> {
 
 /// Waits until one of `fds` can be read, or `timeout` passes.
 fn wait_readable(fds: &[RawFd], timeout: Duration) {
-    let mut polled: Vec<libc::pollfd> =
-        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    wait_for(fds, libc::POLLIN, timeout)
+}
+
+/// Waits until one of `fds` has one of `events` (`POLLIN`, `POLLOUT`), or `timeout` passes.
+fn wait_for(fds: &[RawFd], events: libc::c_short, timeout: Duration) {
+    let mut polled: Vec<libc::pollfd> = fds.iter().map(|&fd| libc::pollfd { fd, events, revents: 0 }).collect();
     // SAFETY: `polled` is a valid array of `polled.len()` pollfd structs, for this call only.
     unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, timeout.as_millis() as libc::c_int) };
 }
