@@ -81,8 +81,9 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
     line(
         out,
         format!(
-            "one bare remote command (`true`: sshd session and login shell start-up): {baseline:.1} ms; \
-             a deploy runs three"
+            "one bare remote command (`true`: sshd session and login shell start-up): {:.1} ms, the \
+             first after connecting {:.1} ms; a deploy runs three",
+            baseline.later, baseline.first
         ),
     )?;
     line(out, format!("first deploy (whole history): {:.0} ms, {first_bytes} bytes pushed", ms(first.elapsed)))?;
@@ -314,18 +315,26 @@ fn rsync(sh: &Shell, server: &LoopbackServer) -> Result<(Duration, u64), Error> 
     Ok((elapsed, sent))
 }
 
-/// The median time of a remote command that does nothing: what sshd and the user's login shell
-/// cost per remote step on this server (a heavy `~/.bashrc` shows here).
-fn remote_command_baseline(config: &Config) -> Result<f64, Error> {
+/// The time of a remote command that does nothing: what sshd and the user's login shell cost
+/// per remote step on this server (a heavy `~/.bashrc` shows here).
+struct Baseline {
+    /// The first command on a new connection (a stall after authentication shows here).
+    first: f64,
+    /// The median of the next ones.
+    later: f64,
+}
+
+fn remote_command_baseline(config: &Config) -> Result<Baseline, Error> {
     let connection = Connection::open(config, &config.servers[0])?;
     let script = RemoteScript { name: "baseline", text: "true".to_string() };
     let mut times = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..6 {
         let started = std::time::Instant::now();
         connection.run(&script)?;
         times.push(ms(started.elapsed()));
     }
-    Ok(median(times))
+    let first = times.remove(0);
+    Ok(Baseline { first, later: median(times) })
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
