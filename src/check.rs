@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::config::{Config, HostKeyPolicy, Server};
 use crate::plan::{self, LockInfo};
 use crate::report::{Event, Reporter};
+use crate::run::parallel::DEFAULT_PARALLEL;
 use crate::ssh::Connection;
 use crate::Error;
 
@@ -56,18 +57,21 @@ impl CheckReport {
     }
 }
 
-/// Checks every server; reports each row as an [`Event::Check`] as it is decided.
+/// Checks every server, the servers in parallel; reports each row as an [`Event::Check`] as it
+/// is decided. The report has the rows in the order of the servers.
 pub fn check(config: &Config, reporter: &mut dyn Reporter) -> CheckReport {
-    let mut report = CheckReport::default();
-    for server in &config.servers {
+    let servers = config.servers.iter().collect();
+    let rows = crate::run::parallel::each(servers, DEFAULT_PARALLEL, reporter, |server, reporter| {
         let name = server.display_name();
+        let mut rows = Vec::new();
         check_server(&config.on(server), server, &mut |check, status, detail| {
             let row = Check { server: name.clone(), check, status, detail };
             reporter.event(Event::Check(row.clone()));
-            report.checks.push(row);
+            rows.push(row);
         });
-    }
-    report
+        rows
+    });
+    CheckReport { checks: rows.into_iter().flatten().collect() }
 }
 
 /// The rows of one server, in [`CHECKS`] order, each handed to `row`.

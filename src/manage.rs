@@ -2,7 +2,8 @@
 
 use crate::config::Config;
 use crate::plan::{self, is_release_name, LockInfo, RemoteState};
-use crate::report::{Event, Reporter};
+use crate::report::{Event, Quiet, Reporter};
+use crate::run::parallel::{each, first_failure, DEFAULT_PARALLEL};
 use crate::run::{lock_all, new_lock, unlock_all};
 use crate::ssh::Connection;
 use crate::Error;
@@ -48,17 +49,14 @@ fn deployer(log: &[String], release: &str) -> Option<String> {
     log.iter().rev().find_map(|line| line.split_once(&marker).map(|(_, user)| user.trim().to_string()))
 }
 
-/// Reads every server's releases without changing anything.
+/// Reads every server's releases without changing anything, the servers in parallel.
 pub fn releases(config: &Config) -> Result<Vec<ServerReleases>, Error> {
-    config
-        .servers
-        .iter()
-        .map(|server| {
-            let connection = Connection::open(config, server)?;
-            let state = plan::parse_state(&connection.run(&plan::inspect_script(&config.on(server)))?);
-            Ok(ServerReleases { server: connection.name().to_string(), state })
-        })
-        .collect()
+    let results = each(config.servers.iter().collect(), DEFAULT_PARALLEL, &mut Quiet, |server, _| {
+        let connection = Connection::open(config, server)?;
+        let state = plan::parse_state(&connection.run(&plan::inspect_script(&config.on(server)))?);
+        Ok(ServerReleases { server: connection.name().to_string(), state })
+    });
+    results.into_iter().collect()
 }
 
 /// Switches `current` back on every server, to the previous release not marked bad, or to
@@ -75,34 +73,30 @@ pub fn rollback(config: &Config, to: Option<&str>, reporter: &mut dyn Reporter) 
     }
     let lock = new_lock("rollback", "");
     let user = lock.user.clone();
-    let mut servers = lock_all(config, &lock, None, crate::run::parallel::DEFAULT_PARALLEL, reporter)?;
-    let mut result = Ok(());
-    for server in &servers {
-        match server.connection.run(&plan::rollback_script(&server.config, to, &user)) {
-            Ok(stdout) => {
-                if let Some((from, to)) =
-                    stdout.lines().find_map(|line| line.strip_prefix("rolled-back ")?.split_once(' '))
-                {
-                    reporter.event(Event::RolledBack {
-                        server: server.connection.name().to_string(),
-                        from: from.to_string(),
-                        to: to.to_string(),
-                    });
-                }
-            }
-            Err(err) => {
-                result = Err(err);
-                break;
-            }
+    let mut servers = lock_all(config, &lock, None, DEFAULT_PARALLEL, reporter)?;
+    // Every server is rolled back, in parallel, even when one fails: the first failure is
+    // returned and the others reported as warnings.
+    let results = each(servers.iter().collect(), DEFAULT_PARALLEL, reporter, |server, reporter| {
+        let stdout = server.connection.run(&plan::rollback_script(&server.config, to, &user))?;
+        if let Some((from, to)) = stdout.lines().find_map(|line| line.strip_prefix("rolled-back ")?.split_once(' ')) {
+            reporter.event(Event::RolledBack {
+                server: server.connection.name().to_string(),
+                from: from.to_string(),
+                to: to.to_string(),
+            });
         }
-    }
+        Ok(())
+    });
+    let failed = first_failure(results, reporter).1;
     unlock_all(&mut servers);
-    result
+    failed.map_or(Ok(()), Err)
 }
 
-/// Removes the deploy lock on every server, whoever holds it (for a deploy that died).
+/// Removes the deploy lock on every server, whoever holds it (for a deploy that died), the
+/// servers in parallel. A server that fails does not stop the others: the first failure is
+/// returned and the others reported as warnings.
 pub fn unlock(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error> {
-    for server in &config.servers {
+    let results = each(config.servers.iter().collect(), DEFAULT_PARALLEL, reporter, |server, reporter| {
         let started = std::time::Instant::now();
         let connection = Connection::open(config, server)?;
         crate::run::connected(reporter, config, &connection, started.elapsed());
@@ -116,8 +110,9 @@ pub fn unlock(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error>
             reporter
                 .event(Event::Unlocked { server: connection.name().to_string(), holder: LockInfo::describe(&holder) });
         }
-    }
-    Ok(())
+        Ok(())
+    });
+    first_failure(results, reporter).1.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]

@@ -25,6 +25,27 @@ fn barrier_hook(barrier: &std::path::Path, count: usize) -> String {
     format!("hooks = {{ after_update = [{{ remote = {} }}] }}", toml_string(&command))
 }
 
+/// Puts a stand-in for `tool` first on `server`'s `PATH`: it waits until `count` calls (from
+/// every server) have arrived in `root/tool/`, then runs the real tool. Servers worked on one
+/// after the other never all arrive: after 5 s the stand-in writes `root/timed-out` and runs
+/// the real tool anyway.
+fn barrier_tool(server: &LoopbackServer, root: &std::path::Path, tool: &str, count: usize) {
+    let dir = root.join(tool);
+    fs::create_dir_all(&dir).unwrap();
+    let quoted = |path: &std::path::Path| xtask_deploy::shell::quote(&path.display().to_string());
+    let (dir, timed_out) = (quoted(&dir), quoted(&root.join("timed-out")));
+    let script = format!(
+        "#!/bin/sh\nmktemp {dir}/arrived.XXXXXX >/dev/null\ni=0\n\
+         while [ \"$(ls {dir} | wc -l)\" -lt {count} ]; do\n\
+         \x20 i=$((i+1)); if [ $i -gt 50 ]; then echo {tool} >> {timed_out}; break; fi; sleep 0.1\n\
+         done\nPATH={path} exec {tool} \"$@\"\n",
+        path = xtask_deploy::loopback::DEFAULT_PATH,
+    );
+    let stand_in = server.bin_dir().join(tool);
+    fs::write(&stand_in, script).unwrap();
+    fs::set_permissions(&stand_in, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
 fn current_of(deploy_to: &std::path::Path) -> Option<String> {
     Some(fs::read_link(deploy_to.join("current")).ok()?.file_name()?.to_string_lossy().to_string())
 }
@@ -170,4 +191,64 @@ fn servers_behind_a_gateway_are_reached_only_through_it() {
     assert!(gateway_log.contains("Accepted publickey"), "{gateway_log}");
     drop(inner);
     drop(gateway);
+}
+
+#[test]
+fn check_releases_unlock_and_rollback_work_on_every_server_at_once() {
+    let world = World::new();
+    let others = add_servers(&world, 3);
+    world.setup();
+    let first = world.deploy();
+    world.commit("src/main.rs", "fn main() {}\n");
+    let second = world.deploy();
+    let config = world.config();
+    let servers: Vec<&LoopbackServer> =
+        std::iter::once(&world.server).chain(others.iter().map(|(server, _)| server)).collect();
+    let mut deploy_tos: Vec<PathBuf> = vec![world.deploy_to.clone()];
+    deploy_tos.extend(others.iter().map(|(_, deploy_to)| deploy_to.clone()));
+    // Each command's first use of a tool: deploy-check runs `df`, `releases` `readlink`,
+    // `unlock` `rm` (with a lock to remove), `rollback` `basename`.
+    let barriers = tempfile::tempdir().unwrap();
+    for server in &servers {
+        for tool in ["df", "readlink", "rm", "basename"] {
+            barrier_tool(server, barriers.path(), tool, servers.len());
+        }
+    }
+    let arrived = |tool: &str| fs::read_dir(barriers.path().join(tool)).unwrap().count();
+
+    let report = xtask_deploy::check::check(&config, &mut Collect(Vec::new()));
+    assert!(report.ok(), "{report:?}");
+    let order: Vec<String> = report.checks.iter().map(|check| check.server.clone()).collect();
+    let mut servers_in_order = order.clone();
+    servers_in_order.dedup();
+    assert_eq!(servers_in_order.len(), 4, "the rows come server by server, in the configured order: {order:?}");
+    assert_eq!(arrived("df"), 4);
+
+    let listed = xtask_deploy::manage::releases(&config).unwrap();
+    assert_eq!(listed.len(), 4);
+    assert!(listed.iter().all(|server| server.state.current_release() == Some(second.release.as_str())));
+    assert_eq!(arrived("readlink"), 4);
+
+    for deploy_to in &deploy_tos {
+        let lock = deploy_to.join(".xtask-deploy/lock");
+        fs::create_dir_all(&lock).unwrap();
+        fs::write(lock.join("info"), "user=gone\nconnection=1 0\n").unwrap();
+    }
+    let mut events = Collect(Vec::new());
+    xtask_deploy::manage::unlock(&config, &mut events).unwrap();
+    let unlocked = events.0.iter().filter(|event| matches!(event, Event::Unlocked { .. })).count();
+    assert_eq!(unlocked, 4, "{:?}", events.0);
+    assert!(deploy_tos.iter().all(|deploy_to| !deploy_to.join(".xtask-deploy/lock").exists()));
+    assert!(arrived("rm") >= 4);
+
+    let mut events = Collect(Vec::new());
+    xtask_deploy::manage::rollback(&config, None, &mut events).unwrap();
+    let rolled = events.0.iter().filter(|event| matches!(event, Event::RolledBack { .. })).count();
+    assert_eq!(rolled, 4, "{:?}", events.0);
+    for deploy_to in &deploy_tos {
+        assert_eq!(current_of(deploy_to).as_deref(), Some(first.release.as_str()), "{}", deploy_to.display());
+    }
+    assert_eq!(arrived("basename"), 4);
+    let timed_out = fs::read_to_string(barriers.path().join("timed-out")).unwrap_or_default();
+    assert_eq!(timed_out, "", "these waited for servers that never came at the same time");
 }

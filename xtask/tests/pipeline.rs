@@ -429,12 +429,20 @@ fn deploy_check_finds_a_server_without_git() {
         }
     }
     let no_git = xtask_deploy::loopback::LoopbackServer::start_with_path(&farm.display().to_string()).unwrap();
-    let (_no_git, _) = support::add_existing_server(&world, no_git);
-    let (code, rows) = check(&world);
-    assert_eq!(code, i32::from(exit::CHECK_FAILED));
-    // The first server's rows come first; the second's git row fails.
-    let git: Vec<&str> = rows.iter().filter(|(name, _)| name == "git").map(|(_, status)| status.as_str()).collect();
-    assert_eq!(git, ["ok", "fail"], "{rows:?}");
+    let (no_git, _) = support::add_existing_server(&world, no_git);
+    let output = run(&world, &["deploy-check", "--json"]);
+    assert_eq!(code(&output), i32::from(exit::CHECK_FAILED));
+    // Servers are checked in parallel, so rows are told apart by their server, not their order.
+    let mut git: Vec<(bool, String)> = json_lines(&output)
+        .into_iter()
+        .filter(|line| line["event"] == "check" && line["check"] == "git")
+        .map(|line| {
+            let server = line["server"].as_str().unwrap().to_string();
+            (server.ends_with(&format!(":{}", no_git.port())), line["status"].as_str().unwrap().to_string())
+        })
+        .collect();
+    git.sort();
+    assert_eq!(git, [(false, "ok".to_string()), (true, "fail".to_string())]);
 }
 
 #[test]
