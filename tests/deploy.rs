@@ -31,6 +31,19 @@ fn setup_creates_the_layout_and_is_idempotent() {
 }
 
 #[test]
+fn a_deploy_leaves_no_process_running_on_the_server() {
+    let world = World::new();
+    world.setup();
+    for round in 0..2 {
+        world.commit("src/main.rs", &format!("fn main() {{\n    println!(\"round {round}\");\n}}\n"));
+        world.deploy();
+        // The deployer waited for each script to end; only the sshd's own teardown may lag.
+        let left = world.our_processes_after(Duration::from_millis(300));
+        assert_eq!(left, vec![], "round {round}: still running after the deploy returned");
+    }
+}
+
+#[test]
 fn first_and_second_deploy_release_the_pushed_sha_and_only_new_objects_travel() {
     let world = World::new();
     let big = incompressible(200_000, 1);

@@ -273,7 +273,7 @@ exec 3<&0
 # git daemon runs its access hook through a shell, which finds the hook's path in the
 # environment (no second layer of quoting); run by `sh`, the hook needs no exec bit.
 export XTASK_DEPLOY_ACCESS_HOOK="$hook"
-timeout {max_seconds} git daemon --verbose --listen=127.0.0.1 --port={port} --strict-paths \
+timeout -k 1 {max_seconds} git daemon --verbose --listen=127.0.0.1 --port={port} --strict-paths \
   --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \
   --forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive \
   --access-hook='sh "$XTASK_DEPLOY_ACCESS_HOOK"' --informative-errors --init-timeout=30 --timeout={max_seconds} \
@@ -281,10 +281,12 @@ timeout {max_seconds} git daemon --verbose --listen=127.0.0.1 --port={port} --st
 daemon=$!
 echo "$daemon" > "$pidfile"
 # `timeout` leads its own process group: the daemon, its per-connection children, receive-pack
-# and the repository's hooks. Stop all of it: the daemon itself may be gone already (SIGPIPE
-# on its log once the channel is closed) while a connection's children live on, and those
-# ignore SIGTERM (git daemon's doing), so they get SIGKILL.
-( while read -r _; do :; done <&3; kill -TERM -"$daemon" "$daemon" 2>/dev/null; sleep 1; kill -KILL -"$daemon" 2>/dev/null ) >/dev/null 2>&1 &
+# and the repository's hooks. At the channel's EOF (the normal end of every deploy) the group
+# gets SIGTERM; `timeout -k 1` SIGKILLs the daemon if it is still there a second later, and
+# once `timeout` is gone this shell SIGKILLs the rest of the group: a connection's children
+# ignore SIGTERM (git daemon's doing), and may outlive the daemon (SIGPIPE on its log once
+# the channel is closed). No `sleep` here: it would outlive the deploy.
+( while read -r _; do :; done <&3; kill -TERM -"$daemon" "$daemon" 2>/dev/null ) >/dev/null 2>&1 &
 watchdog=$!
 # The daemon keeps the channel's stderr; this shell must not write to it once the deployer may be
 # gone (`wait` reports a killed daemon on stderr, and SIGPIPE would stop the clean-up below).
@@ -691,7 +693,7 @@ mod tests {
         let script = daemon_script(&config("/srv/x"), 40123, 900, &[]);
         assert!(script.text.contains("--listen=127.0.0.1 --port=40123 --strict-paths"));
         assert!(script.text.contains("--enable=receive-pack"));
-        assert!(script.text.contains("timeout 900 git daemon"));
+        assert!(script.text.contains("timeout -k 1 900 git daemon"));
         assert!(script.text.contains("\"$d/repo\" </dev/null &"));
     }
 

@@ -354,20 +354,34 @@ impl World {
     /// Processes on the server that belong to this world (their command line names its dir:
     /// scripts, daemons, hooks), except the listening sshd itself.
     /// Hooks and `git receive-pack` do not name it but run in it: processes whose working
-    /// directory is under it count too.
+    /// directory is under it count too. So does anything this server's sshd started, even
+    /// orphaned and anywhere (a watchdog's `sleep`): it inherited an `SSH_CONNECTION` naming
+    /// the server's port.
     pub fn our_processes(&self) -> Vec<(u32, String)> {
         let dir = self.server.dir().display().to_string();
         let mut found = LoopbackServer::processes_mentioning(&dir);
         for entry in fs::read_dir("/proc").unwrap().flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
             let Ok(cwd) = fs::read_link(format!("/proc/{pid}/cwd")) else { continue };
-            if cwd.starts_with(self.server.dir()) && !found.iter().any(|(known, _)| *known == pid) {
+            let ours = cwd.starts_with(self.server.dir()) || self.started_by_our_sshd(pid);
+            if ours && !found.iter().any(|(known, _)| *known == pid) {
                 let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ").trim().to_string()));
             }
         }
         found.retain(|(pid, cmdline)| *pid != self.server.pid() && *pid != std::process::id() && !cmdline.is_empty());
         found
+    }
+
+    /// Whether process `pid` was started, directly or not, by this world's sshd: its
+    /// environment's `SSH_CONNECTION` ends with the server's port.
+    fn started_by_our_sshd(&self, pid: u32) -> bool {
+        let environ = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let port = self.server.port().to_string();
+        environ.split(|byte| *byte == 0).any(|entry| {
+            let Some(value) = entry.strip_prefix(b"SSH_CONNECTION=") else { return false };
+            String::from_utf8_lossy(value).split_whitespace().last() == Some(port.as_str())
+        })
     }
 
     /// Waits up to `timeout` for [`World::our_processes`] to be gone; returns those left.
