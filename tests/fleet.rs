@@ -6,8 +6,9 @@ mod support;
 use std::fs;
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use support::{add_existing_server, add_servers, Netns, World};
+use support::{add_existing_server, add_servers, processes_left_on, Netns, World};
 use xtask_deploy::loopback::{toml_string, LoopbackServer, Place};
 use xtask_deploy::report::{Collect, Event, ServerStatus};
 use xtask_deploy::{DeployOptions, Error};
@@ -134,6 +135,10 @@ fn one_server_failing_to_prepare_leaves_every_server_as_it_was() {
         assert_eq!(current_of(deploy_to).as_deref(), Some(first.release.as_str()), "{}", deploy_to.display());
         assert_eq!(releases_of(deploy_to), vec![first.release.clone()], "{}", deploy_to.display());
         assert!(!deploy_to.join(".xtask-deploy/lock").exists(), "lock released on {}", deploy_to.display());
+    }
+    for server in std::iter::once(&world.server).chain(others.iter().map(|(server, _)| server)) {
+        let left = processes_left_on(server, Duration::from_millis(300));
+        assert_eq!(left, vec![], "still running on {} after the failed deploy", server.port());
     }
 }
 

@@ -351,43 +351,49 @@ impl Hold {
 }
 
 impl World {
-    /// Processes on the server that belong to this world (their command line names its dir:
-    /// scripts, daemons, hooks), except the listening sshd itself.
-    /// Hooks and `git receive-pack` do not name it but run in it: processes whose working
-    /// directory is under it count too. So does anything this server's sshd started, even
-    /// orphaned and anywhere (a watchdog's `sleep`): it inherited an `SSH_CONNECTION` naming
-    /// the server's port.
+    /// Processes on the server that belong to this world: see [`processes_of`].
     pub fn our_processes(&self) -> Vec<(u32, String)> {
-        let dir = self.server.dir().display().to_string();
-        let mut found = LoopbackServer::processes_mentioning(&dir);
-        for entry in fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
-            let Ok(cwd) = fs::read_link(format!("/proc/{pid}/cwd")) else { continue };
-            let ours = cwd.starts_with(self.server.dir()) || self.started_by_our_sshd(pid);
-            if ours && !found.iter().any(|(known, _)| *known == pid) {
-                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ").trim().to_string()));
-            }
-        }
-        found.retain(|(pid, cmdline)| *pid != self.server.pid() && *pid != std::process::id() && !cmdline.is_empty());
-        found
-    }
-
-    /// Whether process `pid` was started, directly or not, by this world's sshd: its
-    /// environment's `SSH_CONNECTION` ends with the server's port.
-    fn started_by_our_sshd(&self, pid: u32) -> bool {
-        let environ = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        let port = self.server.port().to_string();
-        environ.split(|byte| *byte == 0).any(|entry| {
-            let Some(value) = entry.strip_prefix(b"SSH_CONNECTION=") else { return false };
-            String::from_utf8_lossy(value).split_whitespace().last() == Some(port.as_str())
-        })
+        processes_of(&self.server)
     }
 
     /// Waits up to `timeout` for [`World::our_processes`] to be gone; returns those left.
     pub fn our_processes_after(&self, timeout: Duration) -> Vec<(u32, String)> {
         left_after(timeout, || self.our_processes())
     }
+}
+
+/// Processes on `server` (their command line names its dir: scripts, daemons, hooks), except
+/// the listening sshd itself. Hooks and `git receive-pack` do not name it but run in it:
+/// processes whose working directory is under it count too. So does anything its sshd
+/// started, even orphaned and anywhere (a watchdog's `sleep`): it inherited an
+/// `SSH_CONNECTION` naming the server's port.
+pub fn processes_of(server: &LoopbackServer) -> Vec<(u32, String)> {
+    let dir = server.dir().display().to_string();
+    let port = server.port().to_string();
+    let started_by_its_sshd = |pid: u32| {
+        let environ = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        environ.split(|byte| *byte == 0).any(|entry| {
+            let Some(value) = entry.strip_prefix(b"SSH_CONNECTION=") else { return false };
+            String::from_utf8_lossy(value).split_whitespace().last() == Some(port.as_str())
+        })
+    };
+    let mut found = LoopbackServer::processes_mentioning(&dir);
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        let Ok(cwd) = fs::read_link(format!("/proc/{pid}/cwd")) else { continue };
+        let ours = cwd.starts_with(server.dir()) || started_by_its_sshd(pid);
+        if ours && !found.iter().any(|(known, _)| *known == pid) {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ").trim().to_string()));
+        }
+    }
+    found.retain(|(pid, cmdline)| *pid != server.pid() && *pid != std::process::id() && !cmdline.is_empty());
+    found
+}
+
+/// Waits up to `timeout` for [`processes_of`] `server` to be gone; returns those left.
+pub fn processes_left_on(server: &LoopbackServer, timeout: Duration) -> Vec<(u32, String)> {
+    left_after(timeout, || processes_of(server))
 }
 
 /// Adds `count` loopback servers to `world` (each with its own `deploy_to`), committed.
