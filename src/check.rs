@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::config::{Config, HostKeyPolicy, Server};
 use crate::plan::{self, LockInfo};
 use crate::report::{Event, Reporter};
-use crate::run::parallel::DEFAULT_PARALLEL;
+use crate::run::parallel::{each, DEFAULT_PARALLEL};
 use crate::ssh::Connection;
 use crate::Error;
 
@@ -61,7 +61,7 @@ impl CheckReport {
 /// is decided. The report has the rows in the order of the servers.
 pub fn check(config: &Config, reporter: &mut dyn Reporter) -> CheckReport {
     let servers = config.servers.iter().collect();
-    let rows = crate::run::parallel::each(servers, DEFAULT_PARALLEL, reporter, |server, reporter| {
+    let rows = each(servers, DEFAULT_PARALLEL, reporter, |server, reporter| {
         let name = server.display_name();
         let mut rows = Vec::new();
         check_server(&config.on(server), server, &mut |check, status, detail| {

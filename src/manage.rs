@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::plan::{self, is_release_name, LockInfo, RemoteState};
 use crate::report::{Event, Quiet, Reporter};
-use crate::run::parallel::{each, first_failure, DEFAULT_PARALLEL};
+use crate::run::parallel::{all_done, each, DEFAULT_PARALLEL};
 use crate::run::{lock_all, new_lock, unlock_all};
 use crate::ssh::Connection;
 use crate::Error;
@@ -87,9 +87,9 @@ pub fn rollback(config: &Config, to: Option<&str>, reporter: &mut dyn Reporter) 
         }
         Ok(())
     });
-    let failed = first_failure(results, reporter).1;
+    let done = all_done(results, reporter);
     unlock_all(&mut servers);
-    failed.map_or(Ok(()), Err)
+    done
 }
 
 /// Removes the deploy lock on every server, whoever holds it (for a deploy that died), the
@@ -112,7 +112,7 @@ pub fn unlock(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error>
         }
         Ok(())
     });
-    first_failure(results, reporter).1.map_or(Ok(()), Err)
+    all_done(results, reporter)
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ pub fn setup(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error> 
         }
         Ok(())
     });
-    parallel::first_failure(results, reporter).1.map_or(Ok(()), Err)
+    parallel::all_done(results, reporter)
 }
 
 /// Reports a new connection, and the host key recorded for it under `accept-new`.
@@ -305,7 +305,7 @@ impl Walk<'_> {
             }
             result
         });
-        parallel::first_failure(results, self.reporter).1.map_or(Ok(()), Err)
+        parallel::all_done(results, self.reporter)
     }
 
     /// Runs step `index` (local, the push, or an upload).

@@ -60,6 +60,12 @@ pub(crate) fn first_failure<T>(results: Vec<Result<T, Error>>, reporter: &mut dy
     (done, first)
 }
 
+/// For jobs that return nothing: `Ok` when every job succeeded, else the first failure (the
+/// others reported as warnings, see [`first_failure`]).
+pub(crate) fn all_done(results: Vec<Result<(), Error>>, reporter: &mut dyn Reporter) -> Result<(), Error> {
+    first_failure(results, reporter).1.map_or(Ok(()), Err)
+}
+
 /// A worker's reporter: it sends each event to the caller's thread.
 struct Relay(mpsc::Sender<Event>);
 
