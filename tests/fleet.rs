@@ -47,6 +47,16 @@ fn barrier_tool(server: &LoopbackServer, root: &std::path::Path, tool: &str, cou
     fs::set_permissions(&stand_in, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
 
+/// The world's own server, then `others` (as [`add_servers`] made them): the config's order.
+fn servers<'a>(world: &'a World, others: &'a [(LoopbackServer, PathBuf)]) -> Vec<&'a LoopbackServer> {
+    std::iter::once(&world.server).chain(others.iter().map(|(server, _)| server)).collect()
+}
+
+/// The `deploy_to` of each of [`servers`], in the same order.
+fn deploy_tos(world: &World, others: &[(LoopbackServer, PathBuf)]) -> Vec<PathBuf> {
+    std::iter::once(world.deploy_to.clone()).chain(others.iter().map(|(_, deploy_to)| deploy_to.clone())).collect()
+}
+
 fn current_of(deploy_to: &std::path::Path) -> Option<String> {
     Some(fs::read_link(deploy_to.join("current")).ok()?.file_name()?.to_string_lossy().to_string())
 }
@@ -64,8 +74,7 @@ fn eight_servers_are_deployed_in_parallel_with_one_release_and_one_commit() {
     let barrier = tempfile::tempdir().unwrap();
     let world = World::with_config(&barrier_hook(barrier.path(), 8));
     let others = add_servers(&world, 7);
-    let mut deploy_tos: Vec<PathBuf> = vec![world.deploy_to.clone()];
-    deploy_tos.extend(others.iter().map(|(_, deploy_to)| deploy_to.clone()));
+    let deploy_tos = deploy_tos(&world, &others);
     world.setup();
     let mut events = Collect(Vec::new());
     let report = xtask_deploy::deploy(&world.config(), &DeployOptions::default(), &mut events)
@@ -94,8 +103,7 @@ fn one_server_failing_to_prepare_leaves_every_server_as_it_was() {
     let others = add_servers(&world, 3);
     world.setup();
     let first = world.deploy();
-    let mut deploy_tos: Vec<PathBuf> = vec![world.deploy_to.clone()];
-    deploy_tos.extend(others.iter().map(|(_, deploy_to)| deploy_to.clone()));
+    let deploy_tos = deploy_tos(&world, &others);
     // The third server's `tar` fails, as a full disk would, while it makes the release.
     let (broken, _) = &others[1];
     let tar = broken.bin_dir().join("tar");
@@ -136,7 +144,7 @@ fn one_server_failing_to_prepare_leaves_every_server_as_it_was() {
         assert_eq!(releases_of(deploy_to), vec![first.release.clone()], "{}", deploy_to.display());
         assert!(!deploy_to.join(".xtask-deploy/lock").exists(), "lock released on {}", deploy_to.display());
     }
-    for server in std::iter::once(&world.server).chain(others.iter().map(|(server, _)| server)) {
+    for server in servers(&world, &others) {
         let left = processes_left_on(server, Duration::from_millis(300));
         assert_eq!(left, vec![], "still running on {} after the failed deploy", server.port());
     }
@@ -207,10 +215,8 @@ fn check_releases_unlock_and_rollback_work_on_every_server_at_once() {
     world.commit("src/main.rs", "fn main() {}\n");
     let second = world.deploy();
     let config = world.config();
-    let servers: Vec<&LoopbackServer> =
-        std::iter::once(&world.server).chain(others.iter().map(|(server, _)| server)).collect();
-    let mut deploy_tos: Vec<PathBuf> = vec![world.deploy_to.clone()];
-    deploy_tos.extend(others.iter().map(|(_, deploy_to)| deploy_to.clone()));
+    let servers = servers(&world, &others);
+    let deploy_tos = deploy_tos(&world, &others);
     // Each command's first use of a tool: deploy-check runs `df`, `releases` `readlink`,
     // `unlock` `rm` (with a lock to remove), `rollback` `basename`.
     let barriers = tempfile::tempdir().unwrap();

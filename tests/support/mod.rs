@@ -358,7 +358,7 @@ impl World {
 
     /// Waits up to `timeout` for [`World::our_processes`] to be gone; returns those left.
     pub fn our_processes_after(&self, timeout: Duration) -> Vec<(u32, String)> {
-        left_after(timeout, || self.our_processes())
+        processes_left_on(&self.server, timeout)
     }
 }
 
