@@ -43,11 +43,13 @@ pub const STEP_DONE: &str = "@@xtask-deploy-step-done";
 /// stops that whole group (TERM, then KILL a second later) when the channel's stdin reaches
 /// EOF: the deployer died, lost its connection, or gave up on the step. So nothing a step
 /// started (an extraction, a hook) outlives its deploy. Without `setsid` on the server only
-/// the script's own process is stopped.
+/// the script's own process is stopped. Once it has seen EOF the watchdog ignores this shell's
+/// TERM (sent when the script ends, which the first TERM brings about), so its KILL still
+/// reaches children that ignore TERM. A script that ends by itself leaves its group alone.
 const SUPERVISOR: &str = r#"exec 3<&0
 if command -v setsid >/dev/null 2>&1; then setsid sh -c "$1" </dev/null & else sh -c "$1" </dev/null & fi
 job=$!
-( while read -r _; do :; done <&3; kill -TERM -"$job" "$job" 2>/dev/null; sleep 1; kill -KILL -"$job" 2>/dev/null ) >/dev/null 2>&1 &
+( while read -r _; do :; done <&3; trap '' TERM; kill -TERM -"$job" "$job" 2>/dev/null; sleep 1; kill -KILL -"$job" 2>/dev/null ) >/dev/null 2>&1 &
 watchdog=$!
 exec 3<&- >/dev/null 2>&1
 wait "$job"
@@ -115,11 +117,9 @@ mod tests {
         assert_eq!(String::from_utf8(out.stderr).unwrap(), "err\n");
     }
 
-    #[test]
-    fn a_supervised_script_and_its_children_stop_when_stdin_closes() {
-        let dir = tempfile::tempdir().unwrap();
-        let late = dir.path().join("late");
-        let text = format!("sleep 41.7 & sleep 41.8; touch {}", quote(late.to_str().unwrap()));
+    /// Runs `text` under the supervisor, lets it start, then closes its stdin as a deployer
+    /// that died would; returns the still-running supervisor.
+    fn supervise_then_close_stdin(text: String) -> std::process::Child {
         let script = RemoteScript { name: "test", text };
         let mut child = Command::new("sh")
             .arg("-c")
@@ -129,6 +129,15 @@ mod tests {
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(300));
         drop(child.stdin.take());
+        child
+    }
+
+    #[test]
+    fn a_supervised_script_and_its_children_stop_when_stdin_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let late = dir.path().join("late");
+        let text = format!("sleep 41.7 & sleep 41.8; touch {}", quote(late.to_str().unwrap()));
+        let mut child = supervise_then_close_stdin(text);
         let started = std::time::Instant::now();
         let status = child.wait().unwrap();
         assert!(started.elapsed() < std::time::Duration::from_secs(5), "the script was not stopped");
@@ -137,6 +146,24 @@ mod tests {
         let left = crate::loopback::LoopbackServer::processes_mentioning("sleep 41.");
         assert!(left.iter().all(|(_, cmd)| !cmd.starts_with("sleep")), "{left:?}");
         assert!(!late.exists());
+    }
+
+    #[test]
+    fn a_child_that_ignores_term_is_killed_a_second_after_stdin_closes() {
+        let text = "( trap '' TERM; exec sleep 42.7 ) & sleep 42.8".to_string();
+        let mut child = supervise_then_close_stdin(text);
+        assert_eq!(child.wait().unwrap().code(), Some(128 + 15), "stopped by TERM");
+        // The supervisor has ended; its watchdog still owes the SIGKILL a second after the TERM.
+        let mut left = Vec::new();
+        for _ in 0..40 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            left = crate::loopback::LoopbackServer::processes_mentioning("sleep 42.");
+            left.retain(|(_, cmd)| cmd.starts_with("sleep"));
+            if left.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(left, vec![], "a child ignoring SIGTERM outlived the step");
     }
 
     #[test]
