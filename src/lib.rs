@@ -7,6 +7,7 @@
 //! commit needs pushed.
 
 pub mod bench;
+pub mod binaries;
 pub mod check;
 pub mod config;
 pub mod demo;
