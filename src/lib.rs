@@ -15,6 +15,7 @@ pub mod local;
 pub mod loopback;
 pub mod manage;
 pub mod plan;
+pub mod relay;
 pub mod report;
 pub mod run;
 pub mod shell;

@@ -1,0 +1,398 @@
+//! A TCP relay on 127.0.0.1 for the tests and the benchmark: it sits between the deployer and a
+//! loopback sshd, counts every byte each way (what a deploy really sends, SSH overhead included,
+//! counted outside the tool), and can hold every chunk for a fixed delay in each direction, to
+//! stand in for a slow network on a kernel without netem.
+//!
+//! Each accepted connection gets a connection to the target and, per direction, either one
+//! thread that reads and writes (no delay), or a reader that stamps each chunk with the time it
+//! is due into a channel and a writer that sleeps until then. The pair keeps throughput from
+//! being capped at one chunk per delay: chunks read 1 ms apart leave 1 ms apart.
+//!
+//! The relay is a guard: dropping it stops accepting, shuts down both sockets of every open
+//! connection and joins every thread, so nothing is left running or listening.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// A running relay from a free 127.0.0.1 port to a target port on 127.0.0.1.
+pub struct Relay {
+    port: u16,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Listens on a free 127.0.0.1 port and relays each accepted connection to
+    /// 127.0.0.1:`target`, holding each chunk `delay` in each direction (a round trip then takes
+    /// at least twice `delay`). With a zero `delay` nothing waits. A connection the target
+    /// refuses is closed at once.
+    pub fn start(target: u16, delay: Duration) -> io::Result<Relay> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let port = listener.local_addr()?.port();
+        // Nonblocking, so that the accept loop sees the stop flag and Drop never waits on it.
+        listener.set_nonblocking(true)?;
+        let shared = Arc::new(Shared {
+            target: SocketAddr::from((Ipv4Addr::LOCALHOST, target)),
+            delay,
+            stop: AtomicBool::new(false),
+            to_target: Arc::new(AtomicU64::new(0)),
+            from_target: Arc::new(AtomicU64::new(0)),
+            connections: Mutex::new(Vec::new()),
+        });
+        let accept = thread::Builder::new().name("relay-accept".to_string()).spawn({
+            let shared = Arc::clone(&shared);
+            move || accept_loop(&listener, &shared)
+        })?;
+        Ok(Relay { port, shared, accept: Some(accept) })
+    }
+
+    /// The port the relay listens on (on 127.0.0.1): connect here instead of to the target.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Bytes the relay has read from clients to pass on to the target (upstream), over every
+    /// connection since the start or the last [`Relay::reset`].
+    pub fn bytes_to_target(&self) -> u64 {
+        self.shared.to_target.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the relay has read from the target to pass back to clients (downstream), over
+    /// every connection since the start or the last [`Relay::reset`].
+    pub fn bytes_from_target(&self) -> u64 {
+        self.shared.from_target.load(Ordering::Relaxed)
+    }
+
+    /// Zeroes both counters, to measure one deploy.
+    pub fn reset(&self) {
+        self.shared.to_target.store(0, Ordering::Relaxed);
+        self.shared.from_target.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        // Joining the accept loop closes the listener and means no connection comes after this.
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+        let connections = std::mem::take(&mut *self.shared.lock_connections());
+        for connection in &connections {
+            cut(&connection.client, &connection.server);
+        }
+        for thread in connections.into_iter().flat_map(|connection| connection.threads) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// How long the accept loop sleeps when idle: the most a new connection, or Drop, waits for it.
+const ACCEPT_POLL: Duration = Duration::from_millis(5);
+
+/// How long connecting to the target may take before the client's connection is closed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most bytes read at once.
+const CHUNK: usize = 64 * 1024;
+
+/// The most chunks a delayed direction holds (then its reader waits), so memory stays bounded.
+const HELD_CHUNKS: usize = 1024;
+
+/// What the relay's threads share.
+struct Shared {
+    target: SocketAddr,
+    delay: Duration,
+    stop: AtomicBool,
+    to_target: Arc<AtomicU64>,
+    from_target: Arc<AtomicU64>,
+    connections: Mutex<Vec<Connection>>,
+}
+
+/// One relayed connection: the client's socket, the one to the target, and their threads.
+struct Connection {
+    client: TcpStream,
+    server: TcpStream,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// One direction of a connection: what is read from `from` is written to `to`, and counted.
+struct Pipe {
+    from: TcpStream,
+    to: TcpStream,
+    bytes: Arc<AtomicU64>,
+}
+
+/// A chunk read at some time, and when it is to be written; empty for the end of the stream.
+struct Chunk {
+    due: Instant,
+    bytes: Vec<u8>,
+}
+
+impl Shared {
+    /// The open connections; a thread that panicked holding the lock leaves a usable list.
+    fn lock_connections(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.connections.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Connects `client` to the target and starts its threads. On an error both sockets are
+    /// shut down and whatever threads started end by themselves.
+    fn open(&self, client: TcpStream) -> io::Result<()> {
+        client.set_nonblocking(false)?;
+        client.set_nodelay(true)?;
+        let server = TcpStream::connect_timeout(&self.target, CONNECT_TIMEOUT)?;
+        server.set_nodelay(true)?;
+        let mut connection =
+            Connection { client: client.try_clone()?, server: server.try_clone()?, threads: Vec::new() };
+        let upstream = Pipe { from: client.try_clone()?, to: server.try_clone()?, bytes: Arc::clone(&self.to_target) };
+        let downstream = Pipe { from: server, to: client, bytes: Arc::clone(&self.from_target) };
+        let started = self
+            .spawn(upstream, "up", &mut connection.threads)
+            .and_then(|()| self.spawn(downstream, "down", &mut connection.threads));
+        if started.is_err() {
+            cut(&connection.client, &connection.server);
+        }
+        // Registered even after an error, so that Drop joins the threads that did start.
+        self.lock_connections().push(connection);
+        started
+    }
+
+    /// Starts the threads that move `pipe`'s bytes, named after `direction`, into `threads`.
+    fn spawn(&self, pipe: Pipe, direction: &str, threads: &mut Vec<JoinHandle<()>>) -> io::Result<()> {
+        let builder = || thread::Builder::new().name(format!("relay-{direction}"));
+        if self.delay.is_zero() {
+            threads.push(builder().spawn(move || copy_now(&pipe))?);
+            return Ok(());
+        }
+        let (sender, receiver) = mpsc::sync_channel(HELD_CHUNKS);
+        let writer = Pipe { from: pipe.from.try_clone()?, to: pipe.to.try_clone()?, bytes: Arc::clone(&pipe.bytes) };
+        threads.push(builder().spawn(move || write_when_due(&writer, receiver))?);
+        let delay = self.delay;
+        threads.push(builder().spawn(move || read_stamped(&pipe, delay, &sender))?);
+        Ok(())
+    }
+}
+
+impl Pipe {
+    /// Passes the end of the stream on: the peer of `to` reads EOF, the other way stays open.
+    fn end(&self) {
+        let _ = self.to.shutdown(Shutdown::Write);
+    }
+}
+
+/// Accepts connections until the stop flag is set, and forgets connections whose threads
+/// have all ended (closing the sockets it kept for Drop).
+fn accept_loop(listener: &TcpListener, shared: &Shared) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            // A connection that cannot be set up is closed; the others go on.
+            Ok((client, _)) => {
+                let _ = shared.open(client);
+            }
+            // Nothing waiting, or an error such as running out of file descriptors: try later.
+            Err(_) => thread::sleep(ACCEPT_POLL),
+        }
+        shared.lock_connections().retain(|connection| !connection.threads.iter().all(JoinHandle::is_finished));
+    }
+}
+
+/// Moves bytes from `pipe.from` to `pipe.to` as they come, for a relay without delay.
+fn copy_now(pipe: &Pipe) {
+    let mut buffer = vec![0; CHUNK];
+    loop {
+        match (&pipe.from).read(&mut buffer) {
+            Ok(0) => return pipe.end(),
+            Ok(n) => {
+                pipe.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                if (&pipe.to).write_all(&buffer[..n]).is_err() {
+                    return cut(&pipe.from, &pipe.to);
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return cut(&pipe.from, &pipe.to),
+        }
+    }
+}
+
+/// Reads chunks from `pipe.from` and sends each, due `delay` after it was read, to the writer;
+/// the end of the stream goes as an empty chunk, due likewise.
+fn read_stamped(pipe: &Pipe, delay: Duration, sender: &SyncSender<Chunk>) {
+    let mut buffer = vec![0; CHUNK];
+    loop {
+        let read = (&pipe.from).read(&mut buffer);
+        let due = Instant::now() + delay;
+        match read {
+            Ok(0) => {
+                let _ = sender.send(Chunk { due, bytes: Vec::new() });
+                return;
+            }
+            Ok(n) => {
+                pipe.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                // A writer that is gone has cut the connection already.
+                if sender.send(Chunk { due, bytes: buffer[..n].to_vec() }).is_err() {
+                    return;
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            // Dropping the sender then ends the writer without passing an end of stream on.
+            Err(_) => return cut(&pipe.from, &pipe.to),
+        }
+    }
+}
+
+/// Writes each chunk from the reader to `pipe.to` once it is due.
+fn write_when_due(pipe: &Pipe, receiver: Receiver<Chunk>) {
+    for chunk in receiver {
+        if let Some(wait) = chunk.due.checked_duration_since(Instant::now()) {
+            thread::sleep(wait);
+        }
+        if chunk.bytes.is_empty() {
+            return pipe.end();
+        }
+        if (&pipe.to).write_all(&chunk.bytes).is_err() {
+            return cut(&pipe.from, &pipe.to);
+        }
+    }
+}
+
+/// Ends a connection both ways, after an error on either side or when the relay is dropped:
+/// blocked reads return, blocked writes fail, and both peers see the connection end.
+fn cut(one: &TcpStream, other: &TcpStream) {
+    let _ = one.shutdown(Shutdown::Both);
+    let _ = other.shutdown(Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How long any one wait in these tests may take.
+    const BOUND: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn relays_bytes_intact_and_counts_them() {
+        // Without a delay one thread copies each way; with one, a reader and a writer do.
+        for delay in [Duration::ZERO, Duration::from_millis(5)] {
+            round_trip_megabyte(delay);
+        }
+    }
+
+    #[test]
+    fn delay_holds_each_chunk_in_each_direction() {
+        let (echo_port, _) = echo_server();
+        let relay = Relay::start(echo_port, Duration::from_millis(25)).unwrap();
+        let mut client = connect(relay.port());
+        let started = Instant::now();
+        for round in 0..5u8 {
+            client.write_all(&[round]).unwrap();
+            let mut answer = [0];
+            client.read_exact(&mut answer).unwrap();
+            assert_eq!(answer, [round]);
+        }
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(250), "5 round trips took {elapsed:?}, less than 5 x 2 x 25 ms");
+        assert!(elapsed < Duration::from_secs(2), "5 round trips took {elapsed:?}");
+        assert_eq!((relay.bytes_to_target(), relay.bytes_from_target()), (5, 5));
+    }
+
+    #[test]
+    fn drop_closes_the_port_and_every_connection() {
+        let (echo_port, echo_report) = echo_server();
+        let relay = Relay::start(echo_port, Duration::from_millis(25)).unwrap();
+        let port = relay.port();
+        let mut client = connect(port);
+        client.write_all(b"ping").unwrap();
+        client.read_exact(&mut [0; 4]).unwrap();
+
+        // Dropped on another thread, so that a Drop that hangs fails the test instead.
+        let (dropped, done) = mpsc::channel();
+        thread::spawn(move || {
+            drop(relay);
+            let _ = dropped.send(());
+        });
+        done.recv_timeout(BOUND).expect("dropping the relay did not return");
+        let refused = TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), BOUND);
+        assert!(refused.is_err(), "the relay's port `{port}` still accepts connections after Drop");
+        let echoed = echo_report.recv_timeout(BOUND).expect("the echo server's connection stays open");
+        assert_eq!(echoed.unwrap(), 4);
+        assert_eq!(client.read(&mut [0; 16]).unwrap(), 0, "the client's connection stays open after Drop");
+    }
+
+    /// Sends 1 MiB of pseudo-random bytes through a relay with `delay` to an echo server, then
+    /// checks what comes back and what the relay counted.
+    fn round_trip_megabyte(delay: Duration) {
+        let (echo_port, echo_report) = echo_server();
+        let relay = Relay::start(echo_port, delay).unwrap();
+        let mut client = connect(relay.port());
+        client.write_all(b"warm-up").unwrap();
+        client.read_exact(&mut [0; 7]).unwrap();
+        relay.reset();
+        assert_eq!((relay.bytes_to_target(), relay.bytes_from_target()), (0, 0));
+
+        let sent = pseudo_random(1 << 20);
+        // Written from another thread while this one reads, or both sides' buffers fill up.
+        let writer = thread::spawn({
+            let mut client = client.try_clone().unwrap();
+            let sent = sent.clone();
+            move || {
+                client.write_all(&sent).unwrap();
+                // The end of the stream must reach the echo server for it to end its side.
+                client.shutdown(Shutdown::Write).unwrap();
+            }
+        });
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).unwrap();
+        writer.join().unwrap();
+
+        assert!(received == sent, "{} bytes came back, not the {} sent ({delay:?})", received.len(), sent.len());
+        let echoed = echo_report.recv_timeout(BOUND).expect("the echo server did not see the end of the stream");
+        assert_eq!(echoed.unwrap(), 7 + sent.len() as u64);
+        assert_eq!((relay.bytes_to_target(), relay.bytes_from_target()), (sent.len() as u64, sent.len() as u64));
+    }
+
+    /// Starts a server on 127.0.0.1 that echoes one connection until its end of stream, then
+    /// ends its own side and reports how many bytes it echoed. Returns its port and the report.
+    fn echo_server() -> (u16, Receiver<io::Result<u64>>) {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let (sender, finished) = mpsc::channel();
+        thread::spawn(move || {
+            let deadline = Instant::now() + BOUND;
+            let accepted = loop {
+                match listener.accept() {
+                    Err(_) if Instant::now() < deadline => thread::sleep(ACCEPT_POLL),
+                    accepted => break accepted,
+                }
+            };
+            let echoed = accepted.and_then(|(stream, _)| {
+                stream.set_nonblocking(false)?;
+                stream.set_read_timeout(Some(BOUND))?;
+                let echoed = io::copy(&mut &stream, &mut &stream);
+                let _ = stream.shutdown(Shutdown::Write);
+                echoed
+            });
+            let _ = sender.send(echoed);
+        });
+        (port, finished)
+    }
+
+    /// A connection to 127.0.0.1:`port` whose reads and writes give up after [`BOUND`].
+    fn connect(port: u16) -> TcpStream {
+        let stream = TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), BOUND).unwrap();
+        stream.set_read_timeout(Some(BOUND)).unwrap();
+        stream.set_write_timeout(Some(BOUND)).unwrap();
+        stream
+    }
+
+    /// `len` bytes that look random (the top byte of each index times a large odd number): no
+    /// pattern a bug could keep by accident.
+    fn pseudo_random(len: usize) -> Vec<u8> {
+        (0..len as u64).map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8).collect()
+    }
+}
