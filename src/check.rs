@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::binaries;
 use crate::config::{Config, HostKeyPolicy, Server};
 use crate::plan::{self, LockInfo};
 use crate::report::{Event, Reporter};
@@ -14,8 +15,8 @@ use crate::ssh::Connection;
 use crate::Error;
 
 /// The checks, in the order they are made and shown.
-pub const CHECKS: [&str; 9] =
-    ["connect", "host key", "auth", "deploy_to", "git", "setup", "linked files", "lock", "free disk"];
+pub const CHECKS: [&str; 10] =
+    ["connect", "host key", "auth", "deploy_to", "git", "setup", "linked files", "lock", "free disk", "binaries"];
 
 /// Room a new release needs beyond the size of the current one: the repository's new objects,
 /// logs, and what the build writes.
@@ -57,14 +58,51 @@ impl CheckReport {
     }
 }
 
+/// The build output's binaries as found on this machine, for the `binaries` row: read once,
+/// judged against every server. Checking builds nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalBinaries {
+    /// No `artifacts` are configured.
+    NotConfigured,
+    /// No artifact exists here yet.
+    NotBuilt,
+    /// What the ELF files among the artifacts that exist need.
+    Found(Vec<binaries::Needs>),
+    /// An artifact could not be read.
+    Unreadable(String),
+}
+
+impl LocalBinaries {
+    /// Reads the artifacts of `config` that exist here.
+    pub fn read(config: &Config) -> LocalBinaries {
+        if config.artifacts.is_empty() {
+            return LocalBinaries::NotConfigured;
+        }
+        let built: Vec<(std::path::PathBuf, &str)> = config
+            .artifacts
+            .iter()
+            .map(|path| (config.manifest_dir().join(path), path.as_str()))
+            .filter(|(local, _)| local.exists())
+            .collect();
+        if built.is_empty() {
+            return LocalBinaries::NotBuilt;
+        }
+        match binaries::scan_artifacts(built.iter().map(|(local, path)| (local.as_path(), *path))) {
+            Ok(needs) => LocalBinaries::Found(needs),
+            Err(err) => LocalBinaries::Unreadable(err),
+        }
+    }
+}
+
 /// Checks every server, the servers in parallel; reports each row as an [`Event::Check`] as it
 /// is decided. The report has the rows in the order of the servers.
 pub fn check(config: &Config, reporter: &mut dyn Reporter) -> CheckReport {
     let servers = config.servers.iter().collect();
+    let local = LocalBinaries::read(config);
     let rows = each(servers, DEFAULT_PARALLEL, reporter, |server, reporter| {
         let name = server.display_name();
         let mut rows = Vec::new();
-        check_server(&config.on(server), server, &mut |check, status, detail| {
+        check_server(&config.on(server), server, &local, &mut |check, status, detail| {
             let row = Check { server: name.clone(), check, status, detail };
             reporter.event(Event::Check(row.clone()));
             rows.push(row);
@@ -75,7 +113,12 @@ pub fn check(config: &Config, reporter: &mut dyn Reporter) -> CheckReport {
 }
 
 /// The rows of one server, in [`CHECKS`] order, each handed to `row`.
-fn check_server(config: &Config, server: &Server, row: &mut dyn FnMut(&'static str, CheckStatus, String)) {
+fn check_server(
+    config: &Config,
+    server: &Server,
+    local: &LocalBinaries,
+    row: &mut dyn FnMut(&'static str, CheckStatus, String),
+) {
     // Checking changes nothing: an unknown key is reported, never recorded.
     let mut strict = config.clone();
     strict.ssh.host_key_policy = HostKeyPolicy::Strict;
@@ -118,7 +161,7 @@ fn check_server(config: &Config, server: &Server, row: &mut dyn FnMut(&'static s
     });
     match output {
         Ok(output) => {
-            for (check, status, detail) in judge(config, &output.stdout) {
+            for (check, status, detail) in judge(config, &server.display_name(), &output.stdout, local) {
                 row(check, status, detail);
             }
         }
@@ -130,8 +173,14 @@ fn check_server(config: &Config, server: &Server, row: &mut dyn FnMut(&'static s
     }
 }
 
-/// Judges the output of [`plan::check_script`]: the rows after `auth`. Pure.
-pub fn judge(config: &Config, stdout: &str) -> Vec<(&'static str, CheckStatus, String)> {
+/// Judges the output of [`plan::check_script`] on `server`, with the binaries found here: the
+/// rows after `auth`. Pure.
+pub fn judge(
+    config: &Config,
+    server: &str,
+    stdout: &str,
+    local: &LocalBinaries,
+) -> Vec<(&'static str, CheckStatus, String)> {
     let mut writable = None;
     let mut git = None;
     let mut unset = Vec::new();
@@ -245,7 +294,34 @@ pub fn judge(config: &Config, stdout: &str) -> Vec<(&'static str, CheckStatus, S
         }
         _ => ("free disk", CheckStatus::Warn, "could not read the free space (`df -Pk`)".to_string()),
     });
+    rows.push(judge_binaries(server, state.platform.as_ref(), local));
     rows
+}
+
+/// The `binaries` row: whether the ELF files among the artifacts built here can run on `server`.
+fn judge_binaries(
+    server: &str,
+    platform: Option<&binaries::Platform>,
+    local: &LocalBinaries,
+) -> (&'static str, CheckStatus, String) {
+    let (status, detail) = match local {
+        LocalBinaries::NotConfigured => (CheckStatus::Skipped, "no `artifacts` configured".to_string()),
+        LocalBinaries::NotBuilt => (
+            CheckStatus::Skipped,
+            "no artifact is built yet (deploy-check builds nothing): build, then check again".to_string(),
+        ),
+        LocalBinaries::Unreadable(err) => (CheckStatus::Fail, err.clone()),
+        LocalBinaries::Found(needs) => match binaries::problems(needs, &[(server, platform)]) {
+            Some(problems) => (CheckStatus::Fail, problems),
+            None if needs.is_empty() => (CheckStatus::Ok, "no ELF file among the artifacts".to_string()),
+            None => {
+                let platform = platform.expect("problems() says a missing platform");
+                let glibc = platform.glibc.map(|(major, minor)| format!(", glibc {major}.{minor}")).unwrap_or_default();
+                (CheckStatus::Ok, format!("{} ELF file(s) fit {}{glibc}", needs.len(), platform.machine))
+            }
+        },
+    };
+    ("binaries", status, detail)
 }
 
 /// A size in KiB as people read it.
@@ -269,7 +345,8 @@ mod tests {
     }
 
     fn statuses(stdout: &str) -> Vec<(&'static str, CheckStatus)> {
-        judge(&config(), stdout).into_iter().map(|(check, status, _)| (check, status)).collect()
+        let rows = judge(&config(), "deploy@web1:22", stdout, &LocalBinaries::NotConfigured);
+        rows.into_iter().filter(|(check, ..)| *check != "binaries").map(|(check, status, _)| (check, status)).collect()
     }
 
     #[test]
@@ -298,9 +375,40 @@ mod tests {
 
     #[test]
     fn missing_linked_paths_are_named_and_a_stale_lock_only_warns() {
-        let rows = judge(&config(), "writable yes /srv/app\ngit v\nmissing-file 0\nmissing-dir 0\nstale user=bob\n");
+        let stdout = "writable yes /srv/app\ngit v\nmissing-file 0\nmissing-dir 0\nstale user=bob\n";
+        let rows = judge(&config(), "deploy@web1:22", stdout, &LocalBinaries::NotConfigured);
         let linked = rows.iter().find(|row| row.0 == "linked files").unwrap();
         assert!(linked.2.contains("shared/config/app.toml, shared/log/"), "{}", linked.2);
         assert_eq!(rows.iter().find(|row| row.0 == "lock").unwrap().1, CheckStatus::Warn);
+    }
+
+    #[test]
+    fn the_binaries_row_judges_what_was_built_here_against_the_servers_platform() {
+        let needs = binaries::Needs {
+            path: "target/release/hello".into(),
+            architecture: binaries::Architecture::X86_64,
+            bits: 64,
+            interpreter: Some("/lib64/ld-linux-x86-64.so.2".into()),
+            glibc: Some((2, 34)),
+        };
+        let ready = "writable yes /srv/app\ngit v\ndisk 50000000 0\n";
+        let server = |glibc: &str| {
+            format!(
+                "{ready}platform machine x86_64\nplatform glibc {glibc}\nplatform interp /lib64/ld-linux-x86-64.so.2\n"
+            )
+        };
+        let row = |stdout: &str, local: &LocalBinaries| {
+            let rows = judge(&config(), "deploy@web1:22", stdout, local);
+            rows.into_iter().find(|(check, ..)| *check == "binaries").unwrap()
+        };
+        let found = LocalBinaries::Found(vec![needs]);
+        let fits = row(&server("2.36"), &found);
+        assert_eq!((fits.1, fits.2.as_str()), (CheckStatus::Ok, "1 ELF file(s) fit x86_64, glibc 2.36"));
+        let old = row(&server("2.31"), &found);
+        assert_eq!(old.1, CheckStatus::Fail);
+        assert!(old.2.contains("needs glibc 2.34 but `deploy@web1:22` has glibc 2.31"), "{}", old.2);
+        assert_eq!(row(ready, &LocalBinaries::NotBuilt).1, CheckStatus::Skipped);
+        assert_eq!(row(ready, &LocalBinaries::NotConfigured).1, CheckStatus::Skipped);
+        assert_eq!(row(ready, &found).1, CheckStatus::Fail, "a server that did not report its platform");
     }
 }

@@ -71,6 +71,49 @@ impl AppRepo {
     }
 }
 
+/// A small Rust service whose output names `version`: what `rustc -O` makes of it is a 4 MB
+/// binary (std's debug info included), like a real service's.
+pub fn service_source(version: u32) -> String {
+    format!(
+        r#"use std::collections::HashMap;
+fn main() {{
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for arg in std::env::args() {{
+        *seen.entry(arg).or_default() += 1;
+    }}
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map(|l| l.local_addr());
+    let worker = std::thread::spawn(|| 1 + 1);
+    println!("version {version} {{:?}} {{:?}} {{}}", seen.len(), listener.is_ok(), worker.join().unwrap());
+}}
+"#
+    )
+}
+
+/// The size of git's own thin pack that turns `old` into `new` (one file, one commit each, in a
+/// scratch repository): the floor for sending a changed build output.
+pub fn git_thin_delta(old: &[u8], new: &[u8]) -> Result<u64, Error> {
+    let dir = tempfile::tempdir().map_err(|err| Error::local(format!("cannot make a temporary directory: {err}")))?;
+    let sh = xshell::Shell::new().map_err(|err| Error::local(format!("cannot start a local shell: {err}")))?;
+    sh.change_dir(dir.path());
+    let failed = |err: xshell::Error| Error::local(format!("git failed: {err}"));
+    xshell::cmd!(sh, "git init -q .").quiet().run().map_err(failed)?;
+    for (round, content) in [old, new].into_iter().enumerate() {
+        fs::write(dir.path().join("app"), content).map_err(|err| Error::local(format!("cannot write: {err}")))?;
+        let message = format!("build {round}");
+        xshell::cmd!(sh, "git add app").quiet().run().map_err(failed)?;
+        xshell::cmd!(sh, "git -c user.name=t -c user.email=t@localhost commit -qm {message}")
+            .quiet()
+            .run()
+            .map_err(failed)?;
+    }
+    let pack = xshell::cmd!(sh, "git pack-objects --thin --stdout --revs --delta-base-offset -q")
+        .stdin("HEAD\n^HEAD~1\n")
+        .quiet()
+        .output()
+        .map_err(failed)?;
+    Ok(pack.stdout.len() as u64)
+}
+
 /// The `Cargo.toml` of an example app deployed to `deploy_to` on `server`, with `extra` lines
 /// added to its `[package.metadata.deploy]` table.
 pub fn app_manifest(server: &LoopbackServer, deploy_to: &Path, extra: &str) -> String {

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod binaries;
+pub mod build_output;
 pub mod check;
 pub mod config;
 pub mod demo;

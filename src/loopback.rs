@@ -175,6 +175,18 @@ impl LoopbackServer {
         self.dir.path().join("id_ed25519")
     }
 
+    /// Makes [`LoopbackServer::known_hosts`] trust this server's host key at `port` of its
+    /// address too: for a relay in front of it.
+    pub fn trust_port(&self, port: u16) -> io::Result<()> {
+        let trusted = fs::read_to_string(self.known_hosts())?;
+        let direct = format!("[{}]:{} ", self.listen, self.port);
+        let line = trusted.lines().find(|line| line.starts_with(&direct)).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no `{direct}` line in the server's known_hosts"))
+        })?;
+        let relayed = line.replacen(&direct, &format!("[{}]:{port} ", self.listen), 1);
+        fs::write(self.known_hosts(), format!("{trusted}{relayed}\n"))
+    }
+
     /// A known_hosts file that trusts this server's host key.
     pub fn known_hosts(&self) -> PathBuf {
         self.dir.path().join("known_hosts")

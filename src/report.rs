@@ -57,10 +57,12 @@ pub enum Event {
     /// The push through the tunnel is starting.
     Pushing { server: String, sha: String },
     /// The push finished; `bytes_sent` counts everything written into the tunnel, `objects`
-    /// the objects in the packs (the commit's and its submodules').
+    /// the objects in the packs (the commit's and its submodules'), `build_bytes` the part of
+    /// the pack that carried the build output (`None` when it could not be told apart).
     Pushed {
         server: String,
         bytes_sent: u64,
+        build_bytes: Option<u64>,
         objects: u64,
         #[serde(rename = "elapsed_ms", serialize_with = "millis")]
         elapsed: Duration,
@@ -152,6 +154,8 @@ pub struct ServerReport {
     /// The error that stopped the deploy here, if this is where it failed.
     pub error: Option<String>,
     pub bytes_sent: u64,
+    /// How many of `bytes_sent` carried the build output (`None`: not told apart, by libgit2).
+    pub build_bytes: Option<u64>,
     pub objects: u64,
     #[serde(rename = "connect_ms", serialize_with = "millis")]
     pub connect: Duration,
@@ -295,7 +299,7 @@ mod tests {
             Event::Created { server: server(), what: "repo".into() },
             Event::DaemonReady { server: server(), port: 1, elapsed: ms },
             Event::Pushing { server: server(), sha: "a".into() },
-            Event::Pushed { server: server(), bytes_sent: 1, objects: 1, elapsed: ms },
+            Event::Pushed { server: server(), bytes_sent: 1, build_bytes: Some(0), objects: 1, elapsed: ms },
             Event::Prepared { server: server(), release: "r".into(), elapsed: ms },
             Event::Published { server: server(), release: "r".into(), elapsed: ms },
             Event::Removed { server: server(), release: "r".into() },
@@ -363,6 +367,7 @@ mod tests {
         let value = json(&Event::Pushed {
             server: "s".into(),
             bytes_sent: 10,
+            build_bytes: Some(4),
             objects: 2,
             elapsed: Duration::from_micros(1_999),
         });

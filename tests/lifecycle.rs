@@ -7,8 +7,10 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use support::World;
+use xtask_deploy::relay::Relay;
 use xtask_deploy::{DeployOptions, Error};
 
 /// Deploys `count` commits; returns the release names, oldest first.
@@ -117,7 +119,9 @@ after_publish = [{ remote = "readlink \"$DEPLOY_TO/current\" > \"$DEPLOY_TO/shar
     assert_eq!(published.trim(), release.display().to_string(), "after_publish ran after the switch");
     let artifact = release.join("target/release/hello");
     assert_eq!(fs::read(&artifact).unwrap(), fs::read(world.app.dir().join("src/main.rs")).unwrap());
-    assert_eq!(fs::metadata(&artifact).unwrap().permissions().mode() & 0o777, 0o755);
+    // git keeps one bit of a mode, the exec bit; the server's umask decides the rest, as for
+    // every file of the release.
+    assert_eq!(fs::metadata(&artifact).unwrap().permissions().mode() & 0o111, 0o111);
 }
 
 #[test]
@@ -246,4 +250,149 @@ fn a_capistrano_2_cached_copy_server_is_taken_over() {
     assert_eq!(String::from_utf8_lossy(&origin.stdout).trim(), "https://git.invalid/hello.git");
     world.rollback(None).unwrap();
     assert_eq!(world.current().as_deref(), Some("20250101000000"));
+}
+
+#[test]
+fn a_rust_binary_travels_as_a_delta_against_the_one_on_the_server() {
+    let world = World::with_config(
+        r#"build = ["mkdir -p target/release", "rustc -O src/main.rs -o target/release/hello"]
+artifacts = ["target/release/hello", "target/release/data.bin"]"#,
+    );
+    // Every byte between deployer and server, SSH included, counted outside the tool.
+    let relay = Relay::start(world.server.port(), Duration::ZERO).unwrap();
+    world.route_through(relay.port());
+    world.commit("src/main.rs", &xtask_deploy::demo::service_source(1));
+    let data = world.app.dir().join("target/release/data.bin");
+    fs::create_dir_all(data.parent().unwrap()).unwrap();
+    fs::write(&data, support::incompressible(1 << 20, 7)).unwrap();
+    world.setup();
+    let first = world.deploy();
+    let built = |release: &str| world.deploy_to.join("releases").join(release).join("target/release/hello");
+    let old_binary = fs::read(built(&first.release)).unwrap();
+    assert!(old_binary.len() > 1_000_000, "a real binary: {} bytes", old_binary.len());
+
+    world.commit("src/main.rs", &xtask_deploy::demo::service_source(2));
+    relay.reset();
+    let second = world.deploy();
+    let sent = relay.bytes_to_target();
+
+    let local = fs::read(world.app.dir().join("target/release/hello")).unwrap();
+    assert_eq!(fs::read(built(&second.release)).unwrap(), local, "the binary on the server is the local build");
+    assert_ne!(local, old_binary);
+    let output = Command::new(built(&second.release)).output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("version 2 "), "{output:?}");
+    let release = world.deploy_to.join("releases").join(&second.release);
+    assert_eq!(fs::read(release.join("target/release/data.bin")).unwrap(), fs::read(&data).unwrap());
+    world.assert_release_matches_except(
+        &second.release,
+        &second.sha,
+        &["target/release/hello", "target/release/data.bin"],
+    );
+    assert!(world.revisions_log().last().unwrap().contains(&second.sha), "revisions.log names the source commit");
+
+    let delta = xtask_deploy::demo::git_thin_delta(&old_binary, &local).unwrap();
+    let build_bytes = second.servers[0].build_bytes.expect("the build output's bytes are counted");
+    eprintln!(
+        "one-line change: {sent} bytes from deployer to server over SSH, {build_bytes} of the pack for the build \
+         output; git's thin-pack delta of the binaries {delta} bytes; the binary {} bytes",
+        local.len()
+    );
+    assert!(sent <= 2 * delta + 32 * 1024, "sent {sent} bytes, git's delta is {delta}");
+    assert!(build_bytes > 0 && build_bytes <= 2 * delta + 1024, "build output {build_bytes} bytes, delta {delta}");
+}
+
+#[test]
+fn a_directory_artifact_arrives_whole_with_its_links_and_modes() {
+    for cache in ["archive", "cached-copy"] {
+        let world = World::with_config(&format!(
+            "cache = \"{cache}\"\n{}",
+            r#"build = ["mkdir -p target/dist/bin target/dist/share", "cp src/main.rs target/dist/bin/tool", "chmod 755 target/dist/bin/tool", "cp assets/data.txt target/dist/share/data.txt", "ln -sf share/data.txt target/dist/data"]
+artifacts = ["target/dist"]"#
+        ));
+        world.setup();
+        let report = world.deploy();
+        let dist = world.deploy_to.join("releases").join(&report.release).join("target/dist");
+        let tool = dist.join("bin/tool");
+        assert_eq!(fs::read(&tool).unwrap(), fs::read(world.app.dir().join("src/main.rs")).unwrap(), "{cache}");
+        assert_eq!(fs::metadata(&tool).unwrap().permissions().mode() & 0o111, 0o111, "{cache}: the exec bit is kept");
+        let data = dist.join("share/data.txt");
+        assert_eq!(fs::read(&data).unwrap(), fs::read(world.app.dir().join("assets/data.txt")).unwrap(), "{cache}");
+        assert_eq!(fs::metadata(&data).unwrap().permissions().mode() & 0o111, 0, "{cache}: a plain file stays plain");
+        let link = fs::read_link(dist.join("data")).unwrap();
+        assert_eq!(link, Path::new("share/data.txt"), "{cache}: a link stays a link");
+        world.assert_release_matches_except(
+            &report.release,
+            &report.sha,
+            &["target/dist/bin/tool", "target/dist/share/data.txt", "target/dist/data"],
+        );
+        // The release commit is on no branch: the server's branch names the source commit.
+        let git = |args: &[&str]| {
+            let output = Command::new("git").arg("--git-dir").arg(world.deploy_to.join("repo")).args(args).output();
+            String::from_utf8(output.unwrap().stdout).unwrap().trim().to_string()
+        };
+        assert_eq!(git(&["for-each-ref", "--format=%(objectname)", "refs/heads/"]), report.sha, "{cache}");
+        assert_eq!(git(&["rev-parse", "refs/xtask-deploy/release^"]), report.sha, "{cache}: its parent");
+    }
+}
+
+/// A minimal ELF header of an aarch64 executable: enough for any reader to tell what it is for.
+fn aarch64_elf() -> Vec<u8> {
+    let mut header = vec![0u8; 64];
+    header[..4].copy_from_slice(b"\x7fELF");
+    header[4] = 2; // 64-bit
+    header[5] = 1; // little-endian
+    header[6] = 1; // ELF version 1
+    header[16] = 2; // an executable
+    header[18] = 183; // EM_AARCH64
+    header[20] = 1;
+    header[52] = 64; // the header's own size
+    header[54] = 56; // program header entry size
+    header[58] = 64; // section header entry size
+    header
+}
+
+#[test]
+fn a_binary_that_cannot_run_on_the_server_is_refused_before_anything_is_sent() {
+    for transport in ["daemon", "exec"] {
+        let world = World::with_config(&format!(
+            "transport = \"{transport}\"\nbuild = [\"mkdir -p target/release\", \"cp target/ship target/release/app\"]\n\
+             artifacts = [\"target/release/app\"]"
+        ));
+        let ship = world.app.dir().join("target/ship");
+        fs::create_dir_all(ship.parent().unwrap()).unwrap();
+        // A binary of this machine runs on the loopback server, which is this machine.
+        fs::copy("/bin/true", &ship).unwrap();
+        world.setup();
+        let first = world.deploy();
+        let refused = |what: &str, expected: &[&str]| {
+            let sha = world.commit("src/main.rs", &format!("// {what}\nfn main() {{}}\n"));
+            let err = world.try_deploy().expect_err(what);
+            let message = err.to_string();
+            assert!(matches!(err, Error::Local { .. }), "{transport}, {what}: {message}");
+            for needle in expected.iter().chain(&["`target/release/app`", "nothing was sent to any server"]) {
+                assert!(message.contains(needle), "{transport}, {what}: no {needle:?} in: {message}");
+            }
+            assert_eq!(world.current(), Some(first.release.clone()), "{transport}, {what}");
+            assert_eq!(world.releases(), vec![first.release.clone()], "{transport}, {what}");
+            assert!(!world.locked(), "{transport}, {what}: the lock was released");
+            let on_server = Command::new("git")
+                .arg("--git-dir")
+                .arg(world.deploy_to.join("repo"))
+                .args(["cat-file", "-e", &sha])
+                .status()
+                .unwrap();
+            assert!(!on_server.success(), "{transport}, {what}: the commit reached the server");
+        };
+
+        // A server of an older distribution: its glibc is older than the one the binary needs.
+        let getconf = world.server.bin_dir().join("getconf");
+        fs::write(&getconf, "#!/bin/sh\necho 'glibc 2.17'\n").unwrap();
+        fs::set_permissions(&getconf, fs::Permissions::from_mode(0o755)).unwrap();
+        refused("an older glibc", &["glibc 2.17", "zigbuild"]);
+        fs::remove_file(&getconf).unwrap();
+
+        // A binary for another CPU.
+        fs::write(&ship, aarch64_elf()).unwrap();
+        refused("another CPU", &["aarch64", std::env::consts::ARCH]);
+    }
 }

@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 
+use xtask_deploy::build_output::{self, Artifact};
 use xtask_deploy::demo::AppRepo;
 use xtask_deploy::transport::receive_pack;
 
@@ -82,8 +83,9 @@ fn push_shared(
 ) -> (Result<u64, String>, u64) {
     let mut server = ReceivePack::start(bare);
     let mut stream = Counting(&mut server, 0);
-    let result = receive_pack::push(repo, &mut stream, sha, "refs/heads/main", shared);
-    (result, stream.1)
+    let source = receive_pack::Update { sha, refname: "refs/heads/main" };
+    let result = receive_pack::push(repo, &mut stream, source, None, shared);
+    (result.map(|sent| sent.objects), stream.1)
 }
 
 fn ref_of(bare: &std::path::Path) -> String {
@@ -178,4 +180,50 @@ fn servers_in_the_same_state_get_one_shared_pack_and_others_their_own() {
     assert_eq!(pushed[0].0, 6, "two commits, two trees, two versions of the file");
     assert_eq!(pushed[2].0, 3);
     assert!(pushed[2].1 < 1_000, "only a delta travels to a server that has the first commit: {:?}", pushed[2]);
+}
+
+#[test]
+fn a_release_commit_travels_in_the_same_pack_its_binary_as_a_delta_counted_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("repo");
+    git2::Repository::init_bare(&bare).unwrap();
+    let app = AppRepo::create(&dir.path().join("app"), &[("src/main.rs", "fn main() {}\n")]).unwrap();
+    let binary = dir.path().join("app.bin");
+    let mut build = support::incompressible(200_000, 9).into_bytes();
+    let deploy = |round: u32, build: &[u8]| {
+        std::fs::write(&binary, build).unwrap();
+        let sha = app.commit_all(&format!("round {round}")).unwrap_or_else(|_| {
+            app.write("round.txt", &round.to_string()).unwrap();
+            app.commit_all(&format!("round {round}")).unwrap()
+        });
+        let artifacts = [Artifact { local: binary.clone(), path: "target/release/app".into() }];
+        let release =
+            build_output::make(app.repo(), &sha, &format!("2026112910000{round}"), &artifacts, &[], 5).unwrap();
+        let mut server = ReceivePack::start(&bare);
+        let mut stream = Counting(&mut server, 0);
+        let source = receive_pack::Update { sha: &sha, refname: "refs/heads/main" };
+        let built = receive_pack::Update { sha: &release.sha, refname: build_output::REMOTE_REF };
+        let sent = receive_pack::push(app.repo(), &mut stream, source, Some(built), None).unwrap();
+        (sha, release.sha, sent, stream.1)
+    };
+    let (sha, release, first, _) = deploy(1, &build);
+    let server = git2::Repository::open_bare(&bare).unwrap();
+    assert_eq!(server.refname_to_id("refs/heads/main").unwrap().to_string(), sha);
+    assert_eq!(server.refname_to_id(build_output::REMOTE_REF).unwrap().to_string(), release);
+    assert!(first.build_bytes > 150_000, "the first binary travels whole: {first:?}");
+
+    // A one-line change: a few bytes of the binary differ.
+    app.write("src/main.rs", "fn main() { println!(); }\n").unwrap();
+    build[100_000..100_010].copy_from_slice(b"0123456789");
+    let (sha, release, second, bytes) = deploy(2, &build);
+    assert_eq!(server.refname_to_id("refs/heads/main").unwrap().to_string(), sha);
+    assert_eq!(server.refname_to_id(build_output::REMOTE_REF).unwrap().to_string(), release);
+    let blob = server.revparse_single(&format!("{release}:target/release/app")).unwrap();
+    assert_eq!(blob.as_blob().unwrap().content(), build.as_slice(), "the server has the new binary");
+    assert!(second.build_bytes < 1_000, "the binary travels as a delta: {second:?}");
+    assert!(second.build_bytes < bytes, "counted apart from the rest: {second:?} of {bytes}");
+    // commit, root tree, src/ and main.rs; release commit, root, target/, release/ and the binary.
+    assert_eq!(second.objects, 4 + 5, "{second:?}");
+    let fsck = Command::new("git").arg("--git-dir").arg(&bare).args(["fsck", "--strict"]).output().unwrap();
+    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stderr));
 }

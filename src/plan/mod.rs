@@ -6,8 +6,6 @@
 
 pub mod scripts;
 
-use std::path::PathBuf;
-
 use time::{format_description::FormatItem, macros::format_description, OffsetDateTime, PrimitiveDateTime};
 
 use crate::config::{Config, Hook};
@@ -29,6 +27,20 @@ pub struct Release {
     pub branch: String,
     /// Who deployed, written to `revisions.log`.
     pub user: String,
+    /// The release commit the release's files come from (the build output laid over `sha`),
+    /// when the deploy has `artifacts`; else they come from `sha` itself. Known once the build
+    /// ran: a plan made before holds [`BUILD_PENDING`].
+    pub build: Option<String>,
+}
+
+/// What a plan made before the build says in place of the release commit.
+pub const BUILD_PENDING: &str = "<the release commit, made after the build>";
+
+impl Release {
+    /// The commit the release's files are extracted from.
+    pub fn tree(&self) -> &str {
+        self.build.as_deref().unwrap_or(&self.sha)
+    }
 }
 
 /// A submodule's place in a release: extracted at `path` from the server's bare repository
@@ -103,6 +115,9 @@ pub struct RemoteState {
     pub log: Vec<String>,
     /// Releases an interrupted deploy left unfinished, removed by the preflight.
     pub unfinished: Vec<String>,
+    /// The server's platform, when the deploy has `artifacts` (their binaries are checked
+    /// against it).
+    pub platform: Option<crate::binaries::Platform>,
 }
 
 impl RemoteState {
@@ -145,6 +160,7 @@ pub fn parse_state(stdout: &str) -> RemoteState {
         }
     }
     state.releases.sort();
+    state.platform = crate::binaries::parse_platform(stdout);
     state
 }
 
@@ -157,8 +173,9 @@ pub enum Action {
     Remote(RemoteScript),
     /// On every server: start the git daemon, push the commit and the submodules, stop it.
     Push,
-    /// On every server: upload the local file `local` to `path` in the release.
-    Upload { local: PathBuf, path: String },
+    /// Once, here: check the build output's binaries against every server, then lay the build
+    /// output over the commit as the release commit, which the push carries.
+    Package,
 }
 
 /// One step of a plan: its phase (`build`, `before_update`, `prepare`, `publish`...) and action.
@@ -220,15 +237,12 @@ pub fn deploy_plan(
     };
     let mut steps: Vec<Step> =
         config.build.iter().map(|command| Step::new("build", Action::Local(command.clone()))).collect();
+    if !config.artifacts.is_empty() {
+        steps.push(Step::new("package", Action::Package));
+    }
     steps.extend(hooks("before_update", &config.hooks.before_update));
     steps.push(Step::new("push", Action::Push));
     steps.push(Step::new("prepare", Action::Remote(prepare_script(config, release, submodules))));
-    for artifact in &config.artifacts {
-        steps.push(Step::new(
-            "upload",
-            Action::Upload { local: config.manifest_dir().join(artifact), path: artifact.clone() },
-        ));
-    }
     steps.extend(hooks("after_update", &config.hooks.after_update));
     steps.extend(hooks("before_publish", &config.hooks.before_publish));
     steps.push(Step::new(PUBLISH, Action::Remote(publish_script(config, release))));
@@ -293,6 +307,7 @@ pub(crate) mod tests {
             sha: "0123456789abcdef0123456789abcdef01234567".into(),
             branch: "main".into(),
             user: "alice".into(),
+            build: None,
         }
     }
 
@@ -370,12 +385,9 @@ pub(crate) mod tests {
         let phases: Vec<&str> = plan.steps.iter().map(|step| step.phase).collect();
         assert_eq!(
             phases,
-            ["build", "before_update", "push", "prepare", "upload", "after_update", "publish", "after_publish"]
+            ["build", "package", "before_update", "push", "prepare", "after_update", "publish", "after_publish"]
         );
-        assert_eq!(
-            plan.steps[4].action,
-            Action::Upload { local: PathBuf::from("/app/target/release/hello"), path: "target/release/hello".into() }
-        );
+        assert_eq!(plan.steps[1].action, Action::Package);
         assert_eq!(plan.on_failure, vec![Step::new("on_failure", Action::Local("notify".into()))]);
         let preflight = &plan.preflight.text;
         assert!(preflight.contains("token=t0k3n"));

@@ -101,7 +101,7 @@ for pidfile in "$state"/daemon.*.pid; do
   esac
 done
 {REPORT_STATE}
-echo {READY}
+{probe}echo {READY}
 # The deploy holds the lock while this channel is open; its stdin closes when the deploy ends,
 # fails, is interrupted or killed, or loses its connection. Then the lock is released.
 while read -r _; do :; done
@@ -121,8 +121,19 @@ lock="$state/lock"
         info = lock.lines().iter().map(|line| quote(line)).collect::<Vec<_>>().join(" "),
         release = release_lock(Some(&lock.token)),
         token = quote(&format!("token={}", lock.token)),
+        probe = platform_probe(config),
     );
     RemoteScript { name: "preflight", text }
+}
+
+/// What the server's platform is (for checking the build output's binaries), when the deploy
+/// has `artifacts`; nothing otherwise (it starts two processes).
+fn platform_probe(config: &Config) -> String {
+    if config.artifacts.is_empty() {
+        String::new()
+    } else {
+        format!("{}\n", crate::binaries::PLATFORM_PROBE.trim_end())
+    }
 }
 
 /// Joins `scripts` into one, run as one remote command: each in its own subshell (its `set -e`,
@@ -204,9 +215,10 @@ if [ -d "$d/current/" ]; then
   size=${{size%%[!0-9]*}}
 fi
 echo "disk ${{free:-unknown}} ${{size:-0}}"
-exit 0
+{probe}exit 0
 "#,
         deploy_to = quote(&config.deploy_to),
+        probe = platform_probe(config),
     );
     RemoteScript { name: "deploy-check", text }
 }
@@ -354,11 +366,11 @@ pub fn prepare_script(config: &Config, release: &Release, submodules: &[Submodul
         checks.push_str(&format!("[ -e \"$d/shared\"/{file} ] || missing=\"$missing \"{file}\n", file = quote(file)));
     }
     let extract = match config.cache {
-        Cache::Archive => r#"{ git --git-dir=repo archive --format=tar "$sha" || echo "git archive failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker""#.to_string(),
+        Cache::Archive => r#"{ git --git-dir=repo archive --format=tar "$tree" || echo "git archive failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker""#.to_string(),
         Cache::CachedCopy => r#"cc="$d/shared/cached-copy"
 if [ ! -d "$cc/.git" ]; then git clone --quiet --no-checkout "$d/repo" "$cc"; fi
-git -C "$cc" fetch --quiet "$d/repo" "+refs/heads/*:refs/remotes/xtask-deploy/*"
-git -C "$cc" checkout --quiet --force --detach "$sha"
+git -C "$cc" fetch --quiet "$d/repo" "+refs/heads/*:refs/remotes/xtask-deploy/*" "+refs/xtask-deploy/*:refs/remotes/xtask-deploy-build/*"
+git -C "$cc" checkout --quiet --force --detach "$tree"
 git -C "$cc" clean --quiet -d -f -f -x
 { tar -C "$cc" --exclude=./.git -cf - . || echo "copy failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker""#
             .to_string(),
@@ -394,6 +406,7 @@ git -C "$cc" clean --quiet -d -f -f -x
 d={deploy_to}
 rel={name}
 sha={sha}
+tree={tree}
 cd "$d"
 if [ -e "releases/$rel" ]; then echo "release \`$rel\` already exists in \`$d/releases\`" >&2; exit 1; fi
 missing=""
@@ -408,10 +421,10 @@ trap 'rm -rf "releases/$rel" "$marker"' EXIT
 : > "$marker"
 {extract}
 {extract_submodules}if [ -s "$marker" ]; then
-  if ! git --git-dir=repo cat-file -e "$sha^{{commit}}" 2>/dev/null; then
-    echo "commit \`$sha\` is not in \`$d/repo\`: the push did not arrive" >&2; exit 1
+  if ! git --git-dir=repo cat-file -e "$tree^{{commit}}" 2>/dev/null; then
+    echo "commit \`$tree\` is not in \`$d/repo\`: the push did not arrive" >&2; exit 1
   fi
-  echo "could not extract \`$sha\` into \`releases/$rel\`" >&2; exit 1
+  echo "could not extract \`$tree\` into \`releases/$rel\`" >&2; exit 1
 fi
 printf '%s\n' "$sha" > "releases/$rel/REVISION"
 {links}trap - EXIT
@@ -419,26 +432,9 @@ printf '%s\n' "$sha" > "releases/$rel/REVISION"
         deploy_to = quote(&config.deploy_to),
         name = quote(&release.name),
         sha = quote(&release.sha),
+        tree = quote(release.tree()),
     );
     RemoteScript { name: "prepare", text }
-}
-
-/// Uploads one artifact (read from stdin) to `path` in the release, with `mode`.
-pub fn upload_script(config: &Config, release: &Release, path: &str, mode: u32) -> RemoteScript {
-    let text = format!(
-        r#"set -eu
-d={deploy_to}
-target="$d/releases"/{name}/{path}
-mkdir -p "$(dirname "$target")"
-cat > "$target"
-chmod {mode:o} "$target"
-"#,
-        deploy_to = quote(&config.deploy_to),
-        name = quote(&release.name),
-        path = quote(path),
-        mode = mode & 0o7777,
-    );
-    RemoteScript { name: "upload", text }
 }
 
 /// Runs a remote hook command with `sh -c` in the release directory (in `deploy_to` while the
@@ -676,7 +672,6 @@ mod tests {
             unlock_script(&cfg, Some("t")),
             daemon_script(&cfg, 40000, 600, &["repo/modules/it's"]),
             prepare_script(&cfg, &release, &[submodule()]),
-            upload_script(&cfg, &release, "bin/app", 0o755),
             hook_script(&cfg, &release, "after_update", "echo hi"),
             discard_script(&cfg, &release),
             publish_script(&cfg, &release),
@@ -718,7 +713,14 @@ mod tests {
     fn release_is_made_from_the_sha_and_published_atomically() {
         let prepare = prepare_script(&config("/srv/x"), &release(), &[]);
         assert!(prepare.text.contains("sha=0123456789abcdef0123456789abcdef01234567\n"));
-        assert!(prepare.text.contains("archive --format=tar \"$sha\""));
+        assert!(prepare.text.contains("tree=0123456789abcdef0123456789abcdef01234567\n"), "without build output");
+        assert!(prepare.text.contains("archive --format=tar \"$tree\""));
+        assert!(prepare.text.contains("printf '%s\\n' \"$sha\" > \"releases/$rel/REVISION\""));
+        // With build output, the files come from the release commit; REVISION still names the source.
+        let build = Release { build: Some("fedcba9876543210fedcba9876543210fedcba98".into()), ..release() };
+        let prepare = prepare_script(&config("/srv/x"), &build, &[]);
+        assert!(prepare.text.contains("sha=0123456789abcdef0123456789abcdef01234567\n"));
+        assert!(prepare.text.contains("tree=fedcba9876543210fedcba9876543210fedcba98\n"));
         let publish = publish_script(&config("/srv/x"), &release()).text;
         let link = publish.find("ln -s").unwrap();
         let switch = publish.find("mv -T releases/current current").unwrap();

@@ -9,6 +9,8 @@ mod push;
 
 use std::time::{Duration, Instant};
 
+use crate::binaries;
+use crate::build_output;
 use crate::config::{Config, TransportKind};
 use crate::local;
 use crate::plan::{self, Action, LockInfo, Plan, Release, RemoteState, Step, SubmoduleRelease};
@@ -91,7 +93,10 @@ struct LocalState {
 /// newer release.
 pub fn plan_deploy(config: &Config, options: &DeployOptions) -> Result<Vec<Plan>, Error> {
     let local = local_state(config, options)?;
-    let release = release_for(&local, plan::release_name(time::OffsetDateTime::now_utc(), []));
+    let mut release = release_for(&local, plan::release_name(time::OffsetDateTime::now_utc(), []));
+    if !config.artifacts.is_empty() {
+        release.build = Some(plan::BUILD_PENDING.to_string());
+    }
     let submodules = submodule_releases(&local.submodules);
     let plans = config.servers.iter().enumerate();
     Ok(plans
@@ -171,17 +176,13 @@ fn deploy_to_all(
     let existing = servers.iter().flat_map(|server| server.state.releases.iter().map(|(name, _)| name.as_str()));
     let release = release_for(&local, plan::release_name(time::OffsetDateTime::now_utc(), existing));
     summary.release = release.name.clone();
-    let submodules = submodule_releases(&local.submodules);
-    // One plan per server: the same steps, each in that server's `deploy_to`.
-    let plans: Vec<Plan> = servers
-        .iter()
-        .enumerate()
-        .map(|(index, server)| plan::deploy_plan(&server.config, index, &release, &submodules, &local.lock))
-        .collect();
     let mut walk = Walk {
         config,
         local: &local,
-        plans: &plans,
+        plans: Vec::new(),
+        release: release.clone(),
+        submodules: submodule_releases(&local.submodules),
+        build: None,
         // Looked up once: `Auto` runs `git --version`, which need not happen per push.
         pack: options.pack.resolve(),
         parallel,
@@ -190,6 +191,7 @@ fn deploy_to_all(
         prepared: false,
         reporter,
     };
+    walk.plan();
     let result = walk.steps();
     if let Err(err) = &result {
         walk.fail(err);
@@ -236,8 +238,13 @@ struct Walk<'a> {
     config: &'a Config,
     local: &'a LocalState,
     /// One per server, in the same order; their steps differ only in `deploy_to` and in which
-    /// remote hooks run [`Step::here`](plan::Step::here).
-    plans: &'a [Plan],
+    /// remote hooks run [`Step::here`](plan::Step::here). Made again once the release commit
+    /// is known (the steps stay the same).
+    plans: Vec<Plan>,
+    release: Release,
+    submodules: Vec<SubmoduleRelease>,
+    /// The release commit, once the build output was laid over the deployed commit.
+    build: Option<build_output::ReleaseCommit>,
     pack: transport::PackMethod,
     /// How many servers are worked on at once.
     parallel: usize,
@@ -257,8 +264,19 @@ struct Target<'a> {
 }
 
 impl Walk<'_> {
+    /// Makes the plans, one per server: the same steps, each in that server's `deploy_to`.
+    fn plan(&mut self) {
+        let servers = self.servers.iter().enumerate();
+        self.plans = servers
+            .map(|(index, server)| {
+                plan::deploy_plan(&server.config, index, &self.release, &self.submodules, &self.local.lock)
+            })
+            .collect();
+    }
+
     fn steps(&mut self) -> Result<(), Error> {
-        let steps = &self.plans[0].steps;
+        // The plans are made again once the release commit is known; their steps stay the same.
+        let steps = self.plans[0].steps.clone();
         let several = self.servers.len() > 1;
         let mut pushed = false;
         let mut start = 0;
@@ -297,7 +315,7 @@ impl Walk<'_> {
         &mut self,
         work: impl Fn(&mut Target, &mut dyn Reporter) -> Result<(), Error> + Sync,
     ) -> Result<(), Error> {
-        let targets = targets(&self.servers, self.plans, self.reports);
+        let targets = targets(&self.servers, &self.plans, self.reports);
         let results = parallel::each(targets, self.parallel, self.reporter, |mut target, reporter| {
             let result = work(&mut target, reporter);
             if let Err(err) = &result {
@@ -319,27 +337,40 @@ impl Walk<'_> {
             Action::Remote(_) => self.remote_batch(index..index + 1),
             Action::Push => {
                 let (local, pack) = (self.local, self.pack);
-                self.on_each(|target, reporter| push(target, local, pack, reporter))
+                let build = self.build.as_ref().map(|build| build.sha.clone());
+                self.on_each(|target, reporter| push(target, local, build.as_deref(), pack, reporter))
             }
-            Action::Upload { local, path } => {
-                let failed = |err: std::io::Error| Error::Local {
-                    message: format!("cannot read artifact `{}`: {err}: did the build make it?", local.display()),
-                };
-                let bytes = std::fs::read(local).map_err(failed)?;
-                let mode =
-                    std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(local).map_err(failed)?.permissions());
-                self.on_each(|target, reporter| {
-                    let script = plan::upload_script(&target.server.config, &target.plan.release, path, mode);
-                    target.server.connection.run_with_input(&script, &bytes)?;
-                    reporter.event(Event::Uploaded {
-                        server: target.server.connection.name().to_string(),
-                        path: path.clone(),
-                        bytes: bytes.len() as u64,
-                    });
-                    Ok(())
-                })
-            }
+            Action::Package => self.package(),
         }
+    }
+
+    /// Checks the build output's binaries against every server, then makes the release commit
+    /// and plans again with it.
+    fn package(&mut self) -> Result<(), Error> {
+        let artifacts: Vec<build_output::Artifact> = self
+            .config
+            .artifacts
+            .iter()
+            .map(|path| build_output::Artifact { local: self.config.manifest_dir().join(path), path: path.clone() })
+            .collect();
+        let servers: Vec<(&str, Option<&crate::binaries::Platform>)> =
+            self.servers.iter().map(|server| (server.connection.name(), server.state.platform.as_ref())).collect();
+        // Before anything is sent: a binary that cannot run on a server stops the deploy here.
+        let needs = binaries::scan_artifacts(artifacts.iter().map(|a| (a.local.as_path(), a.path.as_str())))
+            .map_err(Error::local)?;
+        if let Some(problems) = binaries::problems(&needs, &servers) {
+            return Err(Error::local(format!("the build output cannot run on every server: {problems}")));
+        }
+        let repo = git2::Repository::open(&self.local.git_dir)
+            .map_err(|err| Error::local(format!("cannot open the repository: {}", err.message())))?;
+        let submodule_paths: Vec<String> = self.submodules.iter().map(|sub| sub.path.clone()).collect();
+        let keep = self.config.keep_releases.max(2);
+        let made =
+            build_output::make(&repo, &self.release.sha, &self.release.name, &artifacts, &submodule_paths, keep)?;
+        self.release.build = Some(made.sha.clone());
+        self.build = Some(made);
+        self.plan();
+        Ok(())
     }
 
     /// Runs the remote steps in `range` (all [`Action::Remote`]) as one command on each server,
@@ -348,7 +379,8 @@ impl Walk<'_> {
         if self.plans[0].steps[range.clone()].iter().any(|step| step.phase == "prepare") {
             self.prepared = true;
         }
-        self.on_each(|target, reporter| remote_batch(target, range.clone(), reporter))
+        let sizes = self.build.as_ref().map(|build| build.sizes.clone()).unwrap_or_default();
+        self.on_each(|target, reporter| remote_batch(target, range.clone(), &sizes, reporter))
     }
 
     /// After a failed step: nothing more is published; before any server switched, the
@@ -365,7 +397,7 @@ impl Walk<'_> {
                     local::run_command(step.phase, command, self.config.manifest_dir()).err().into_iter().collect()
                 }
                 Action::Remote(_) => {
-                    let targets = targets(&self.servers, self.plans, self.reports);
+                    let targets = targets(&self.servers, &self.plans, self.reports);
                     let results = parallel::each(targets, self.parallel, self.reporter, |target, _| {
                         match &target.plan.on_failure[hook] {
                             Step { action: Action::Remote(script), here: true, .. } => {
@@ -385,7 +417,7 @@ impl Walk<'_> {
         if !self.prepared {
             return;
         }
-        let targets = targets(&self.servers, self.plans, self.reports);
+        let targets = targets(&self.servers, &self.plans, self.reports);
         parallel::each(targets, self.parallel, self.reporter, |target, reporter| {
             let (server, plan) = (target.server, target.plan);
             match server.connection.run(&plan.discard) {
@@ -411,8 +443,13 @@ fn targets<'a>(servers: &'a [Server], plans: &'a [Plan], reports: &'a mut [Serve
 }
 
 /// Runs the remote steps in `range` of one server's plan (those that run [`Step::here`]) as
-/// one command, and reports what they did.
-fn remote_batch(target: &mut Target, range: std::ops::Range<usize>, reporter: &mut dyn Reporter) -> Result<(), Error> {
+/// one command, and reports what they did (with the artifacts' `sizes`, once in the release).
+fn remote_batch(
+    target: &mut Target,
+    range: std::ops::Range<usize>,
+    sizes: &[(String, u64)],
+    reporter: &mut dyn Reporter,
+) -> Result<(), Error> {
     let steps: Vec<&Step> = target.plan.steps[range].iter().filter(|step| step.here).collect();
     let scripts: Vec<&crate::shell::RemoteScript> = steps
         .iter()
@@ -436,6 +473,9 @@ fn remote_batch(target: &mut Target, range: std::ops::Range<usize>, reporter: &m
     let done = output.stdout.lines().filter(|line| line.starts_with(plan::STEP_DONE)).count();
     let release = target.plan.release.name.clone();
     if steps[..done].iter().any(|step| step.phase == "prepare") {
+        for (path, bytes) in sizes {
+            reporter.event(Event::Uploaded { server: name.clone(), path: path.clone(), bytes: *bytes });
+        }
         reporter.event(Event::Prepared { server: name.clone(), release: release.clone(), elapsed });
     }
     let report = &mut *target.report;
@@ -465,6 +505,7 @@ fn remote_batch(target: &mut Target, range: std::ops::Range<usize>, reporter: &m
 fn push(
     target: &mut Target,
     local: &LocalState,
+    build: Option<&str>,
     pack: transport::PackMethod,
     reporter: &mut dyn Reporter,
 ) -> Result<(), Error> {
@@ -485,18 +526,20 @@ fn push(
     };
     let push_started = Instant::now();
     reporter.event(Event::Pushing { server: name.clone(), sha: local.revision.sha.clone() });
-    let pushed = push_all(config, connection, local, &receiver, pack);
+    let pushed = push_all(config, connection, local, build, &receiver, pack);
     // The daemon lives only while the push lasts, whatever its outcome.
     if let Some(daemon) = daemon {
         daemon.finish(Duration::from_secs(10));
     }
     let stats = pushed?;
     report.bytes_sent = stats.bytes_sent;
+    report.build_bytes = stats.build_bytes;
     report.objects = stats.objects;
     report.push = push_started.elapsed();
     reporter.event(Event::Pushed {
         server: name,
         bytes_sent: stats.bytes_sent,
+        build_bytes: stats.build_bytes,
         objects: stats.objects,
         elapsed: report.push,
     });
@@ -522,6 +565,7 @@ fn release_for(local: &LocalState, name: String) -> Release {
         sha: local.revision.sha.clone(),
         branch: local.revision.branch.clone(),
         user: local.lock.user.clone(),
+        build: None,
     }
 }
 

@@ -31,12 +31,14 @@ pub(super) enum Receiver {
     Exec,
 }
 
-/// Pushes the commit, then each submodule's commit into its own repository, each through its
-/// own channel, all within `timeouts.push`. Returns what was sent in all.
+/// Pushes the commit (with the release commit `build`, if the deploy has build output), then
+/// each submodule's commit into its own repository, each through its own channel, all within
+/// `timeouts.push`. Returns what was sent in all.
 pub(super) fn push_all(
     config: &Config,
     connection: &Connection,
     local: &LocalState,
+    build: Option<&str>,
     receiver: &Receiver,
     method: transport::PackMethod,
 ) -> Result<transport::PushStats, Error> {
@@ -56,30 +58,34 @@ pub(super) fn push_all(
     let refname = push_refname(&local.revision.branch);
     let repo = git2::Repository::open(&local.git_dir)
         .map_err(|err| failed("", format!("cannot open the repository: {}", err.message())))?;
-    let mut targets = vec![(repo, None, "repo", local.revision.sha.as_str(), refname.as_str())];
+    let build = build.map(|sha| transport::Update { sha, refname: crate::build_output::REMOTE_REF });
+    let source = transport::Update { sha: &local.revision.sha, refname: &refname };
+    let mut targets = vec![(repo, None, "repo", transport::Refs { source, build })];
     for submodule in &local.submodules {
         let repo = git2::Repository::open(&submodule.git_dir).map_err(|err| {
             failed("", format!("cannot open submodule `{}`: {}", submodule.release.path, err.message()))
         })?;
-        targets.push((repo, Some(submodule), &submodule.release.repo, &submodule.release.commit, SUBMODULE_REF));
+        let source = transport::Update { sha: &submodule.release.commit, refname: SUBMODULE_REF };
+        targets.push((repo, Some(submodule), &submodule.release.repo, transport::Refs { source, build: None }));
     }
-    let mut total = transport::PushStats::default();
-    for (index, (repo, submodule, path, sha, refname)) in targets.iter().enumerate() {
+    let mut total = transport::PushStats { build_bytes: Some(0), ..Default::default() };
+    for (index, (repo, submodule, path, refs)) in targets.iter().enumerate() {
         let what = submodule.map(|sub| format!("submodule `{}`: ", sub.release.path)).unwrap_or_default();
         let stats = match receiver {
             Receiver::Daemon { port, tokens } => {
                 let full_path = format!("{}/{path}", config.deploy_to);
-                let push = transport::DaemonPush { path: &full_path, port: *port, sha, refname, token: &tokens[index] };
-                transport::push_through_daemon(repo, connection.tunnel(*port, deadline)?, &push, packing)
+                let push = transport::DaemonPush { path: &full_path, port: *port, token: &tokens[index] };
+                transport::push_through_daemon(repo, connection.tunnel(*port, deadline)?, &push, *refs, packing)
             }
             Receiver::Exec => {
                 let script = plan::receive_pack_script(config, path, submodule.is_some());
-                transport::push_through_exec(repo, connection.exec_stream(&script, deadline)?, sha, refname, packing)
+                transport::push_through_exec(repo, connection.exec_stream(&script, deadline)?, *refs, packing)
             }
         };
         let stats = stats.map_err(|message| failed(&what, message))?;
         total.bytes_sent += stats.bytes_sent;
         total.objects += stats.objects;
+        total.build_bytes = total.build_bytes.zip(stats.build_bytes).map(|(total, more)| total + more);
     }
     Ok(total)
 }

@@ -36,6 +36,19 @@ pub struct PushStats {
     pub bytes_sent: u64,
     /// The objects in the pack (0 when the server had the commit already).
     pub objects: u64,
+    /// The bytes of the pack that carry the build output; `None` when the pack was not made
+    /// by parts (libgit2), so they could not be counted.
+    pub build_bytes: Option<u64>,
+}
+
+pub use receive_pack::Update;
+
+/// What a push sets on the server: the deployed commit's ref, and the release commit's (the
+/// build output laid over it), if the deploy has one.
+#[derive(Debug, Clone, Copy)]
+pub struct Refs<'a> {
+    pub source: Update<'a>,
+    pub build: Option<Update<'a>>,
 }
 
 static REGISTER: Once = Once::new();
@@ -73,17 +86,13 @@ impl PackMethod {
     }
 }
 
-/// One push to a deploy's git daemon: which commit, to which ref, of which served repository.
+/// One push to a deploy's git daemon: which served repository, through which door.
 #[derive(Debug, Clone, Copy)]
 pub struct DaemonPush<'a> {
     /// The repository's path on the server, as the daemon serves it.
     pub path: &'a str,
     /// The daemon's port on the server's 127.0.0.1.
     pub port: u16,
-    /// The full SHA of the commit to push.
-    pub sha: &'a str,
-    /// The ref it is pushed to.
-    pub refname: &'a str,
     /// The one-time token the daemon's access hook admits this connection by.
     pub token: &'a str,
 }
@@ -96,26 +105,26 @@ pub struct Packing<'a> {
     pub shared: Option<&'a receive_pack::SharedPacks>,
 }
 
-/// Makes `push` from `repo` through `channel`, a tunnel to the daemon.
+/// Pushes `refs` of `repo` through `channel`, a tunnel to the daemon, as `push` says.
 pub fn push_through_daemon(
     repo: &git2::Repository,
     channel: TimedChannel,
     push: &DaemonPush<'_>,
+    refs: Refs<'_>,
     packing: Packing<'_>,
 ) -> Result<PushStats, String> {
-    push_over(repo, channel, daemon_request(push.path, push.port, push.token), push.sha, push.refname, packing)
+    push_over(repo, channel, daemon_request(push.path, push.port, push.token), refs, packing)
 }
 
-/// Pushes commit `sha` of `repo` to `refname` through `channel`, an exec channel running
-/// `git receive-pack` on the repository.
+/// Pushes `refs` of `repo` through `channel`, an exec channel running `git receive-pack` on
+/// the repository.
 pub fn push_through_exec(
     repo: &git2::Repository,
     channel: TimedChannel,
-    sha: &str,
-    refname: &str,
+    refs: Refs<'_>,
     packing: Packing<'_>,
 ) -> Result<PushStats, String> {
-    push_over(repo, channel, Vec::new(), sha, refname, packing)
+    push_over(repo, channel, Vec::new(), refs, packing)
 }
 
 /// The push itself, once `request` (the git:// opening line, if any) is sent.
@@ -123,25 +132,28 @@ fn push_over(
     repo: &git2::Repository,
     channel: TimedChannel,
     request: Vec<u8>,
-    sha: &str,
-    refname: &str,
+    refs: Refs<'_>,
     packing: Packing<'_>,
 ) -> Result<PushStats, String> {
     match packing.method.resolve() {
-        PackMethod::Libgit2 => push_with_libgit2(repo, channel, request, sha, refname),
+        PackMethod::Libgit2 => push_with_libgit2(repo, channel, request, refs),
         _ => {
             let mut stream = Stream { channel, bytes_sent: Arc::new(AtomicU64::new(0)) };
             stream.write_all(&request).map_err(|err| format!("cannot reach git on the server: {err}"))?;
             let exec = request.is_empty();
-            let result = receive_pack::push(repo, &mut stream, sha, refname, packing.shared);
+            let result = receive_pack::push(repo, &mut stream, refs.source, refs.build, packing.shared);
             // An exec channel has the remote git's stderr (`fatal: ...`); a tunnel has none.
-            let objects =
+            let sent =
                 result.map_err(|message| if exec { with_stderr(message, &mut stream.channel) } else { message })?;
             // receive-pack goes on after its report (post-receive hooks, auto gc): wait for it to
             // close the connection, as `git push` does, so that stopping the daemon cuts nothing.
             let mut rest = [0u8; 4096];
             while let Ok(1..) = stream.read(&mut rest) {}
-            Ok(PushStats { bytes_sent: stream.bytes_sent.load(Ordering::Relaxed), objects })
+            Ok(PushStats {
+                bytes_sent: stream.bytes_sent.load(Ordering::Relaxed),
+                objects: sent.objects,
+                build_bytes: Some(sent.build_bytes),
+            })
         }
     }
 }
@@ -170,23 +182,22 @@ fn push_with_libgit2(
     repo: &git2::Repository,
     channel: TimedChannel,
     request: Vec<u8>,
-    sha: &str,
-    refname: &str,
+    refs: Refs<'_>,
 ) -> Result<PushStats, String> {
     register();
     let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
     let bytes_sent = Arc::new(AtomicU64::new(0));
     let pending = Pending { channel, request, bytes_sent: bytes_sent.clone() };
     PENDING.lock().unwrap().get_or_insert_with(HashMap::new).insert(token, pending);
-    let result = libgit2_push(repo, &format!("{SCHEME}://{token}"), sha, refname);
+    let result = libgit2_push(repo, &format!("{SCHEME}://{token}"), refs);
     if let Some(table) = PENDING.lock().unwrap().as_mut() {
         table.remove(&token);
     }
-    result.map(|objects| PushStats { bytes_sent: bytes_sent.load(Ordering::Relaxed), objects })
+    result.map(|objects| PushStats { bytes_sent: bytes_sent.load(Ordering::Relaxed), objects, build_bytes: None })
 }
 
 /// Pushes through libgit2; returns the number of objects in the pack.
-fn libgit2_push(repo: &git2::Repository, url: &str, sha: &str, refname: &str) -> Result<u64, String> {
+fn libgit2_push(repo: &git2::Repository, url: &str, refs: Refs<'_>) -> Result<u64, String> {
     let mut remote = repo.remote_anonymous(url).map_err(|err| err.message().to_string())?;
     let rejected = Arc::new(Mutex::new(None::<String>));
     let mut callbacks = git2::RemoteCallbacks::new();
@@ -202,7 +213,12 @@ fn libgit2_push(repo: &git2::Repository, url: &str, sha: &str, refname: &str) ->
     });
     let mut options = git2::PushOptions::new();
     options.remote_callbacks(callbacks);
-    remote.push(&[format!("+{sha}:{refname}")], Some(&mut options)).map_err(|err| err.message().to_string())?;
+    let refspecs: Vec<String> = [Some(refs.source), refs.build]
+        .into_iter()
+        .flatten()
+        .map(|update| format!("+{}:{}", update.sha, update.refname))
+        .collect();
+    remote.push(&refspecs, Some(&mut options)).map_err(|err| err.message().to_string())?;
     let rejection = rejected.lock().unwrap().take();
     match rejection {
         Some(message) => Err(message),

@@ -12,6 +12,8 @@ use std::os::unix::fs::FileExt;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use sha1::{Digest, Sha1};
+
 /// The object name git uses for "no object" (a ref being created).
 const ZERO_ID: &str = "0000000000000000000000000000000000000000";
 
@@ -23,31 +25,48 @@ pub struct Advertisement {
     pub capabilities: Vec<String>,
 }
 
-/// Pushes commit `sha` of `repo` to `refname` through `stream`, which must already be connected
-/// to a receive-pack server (for git://, after the request line). The ref is set whatever it
-/// held before (a deploy may go back in history). A ref the server refuses is an error.
-/// Returns how many objects the pack held (0 when the server had the commit already).
+/// One ref update of a push: `refname` is set to `sha`, whatever it held before (a deploy may
+/// go back in history).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Update<'a> {
+    pub sha: &'a str,
+    pub refname: &'a str,
+}
+
+/// What a push's pack held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// The objects in the pack (0 when the server had everything already).
+    pub objects: u64,
+    /// The bytes of the pack that carry the build output (the release commit's own objects).
+    pub build_bytes: u64,
+}
+
+/// Pushes `source` (a commit of `repo` and its ref) and, with `build`, the release commit that
+/// lays the build output over it, through `stream`, which must already be connected to a
+/// receive-pack server (for git://, after the request line). A ref the server refuses is an
+/// error.
 ///
 /// With `shared`, the pack comes from it (made once for every push that needs the same one);
 /// without, `git pack-objects` streams straight into `stream`.
 pub fn push<S: Read + Write>(
     repo: &git2::Repository,
     stream: &mut S,
-    sha: &str,
-    refname: &str,
+    source: Update<'_>,
+    build: Option<Update<'_>>,
     shared: Option<&SharedPacks>,
-) -> Result<u64, String> {
+) -> Result<Sent, String> {
     let advertisement = read_advertisement(stream)?;
-    let old = advertisement
-        .refs
-        .iter()
-        .find(|(_, name)| name == refname)
-        .map(|(old, _)| old.as_str())
-        .unwrap_or(ZERO_ID)
-        .to_string();
-    if old == sha {
-        // The server already has the commit under that ref: no command, no pack.
-        return write_flush(stream).map(|()| 0).map_err(lost);
+    let old = |refname: &str| {
+        let advertised = advertisement.refs.iter().find(|(_, name)| name == refname);
+        advertised.map(|(old, _)| old.clone()).unwrap_or_else(|| ZERO_ID.to_string())
+    };
+    let updates: Vec<(String, Update)> =
+        [Some(source), build].into_iter().flatten().map(|update| (old(update.refname), update)).collect();
+    let commands: Vec<&(String, Update)> = updates.iter().filter(|(old, update)| old != update.sha).collect();
+    if commands.is_empty() {
+        // The server already has every commit under its ref: no command, no pack.
+        return write_flush(stream).map(|()| Sent::default()).map_err(lost);
     }
     if !advertisement.capabilities.iter().any(|cap| cap == "report-status") {
         return Err("the server does not offer `report-status`, so a push could not be confirmed".to_string());
@@ -58,23 +77,38 @@ pub fn push<S: Read + Write>(
         capabilities.push("ofs-delta".to_string());
     }
     capabilities.push(format!("agent=xtask-deploy/{}", env!("CARGO_PKG_VERSION")));
-    let command = format!("{old} {sha} {refname}\0{}\n", capabilities.join(" "));
-    write_pkt(stream, command.as_bytes()).map_err(lost)?;
+    for (index, (old, update)) in commands.iter().enumerate() {
+        // The capabilities ride on the first command only.
+        let capabilities = if index == 0 { format!("\0{}", capabilities.join(" ")) } else { String::new() };
+        let command = format!("{old} {} {}{capabilities}\n", update.sha, update.refname);
+        write_pkt(stream, command.as_bytes()).map_err(lost)?;
+    }
     write_flush(stream).map_err(lost)?;
 
-    let haves: Vec<&str> = advertisement
-        .refs
-        .iter()
-        .map(|(tip, _)| tip.as_str())
-        .filter(|tip| *tip != ZERO_ID)
-        .filter(|tip| git2::Oid::from_str(tip).is_ok_and(|oid| repo.odb().is_ok_and(|odb| odb.exists(oid))))
-        .collect();
-    let objects = match shared {
-        Some(shared) => shared.pack(repo, sha, &haves, ofs_delta)?.send(stream)?,
-        None => send_thin_pack(repo, sha, &haves, ofs_delta, stream)?,
+    // The bases: every advertised tip that exists here, the build output's own ref first (the
+    // previous release's binaries are what the new ones are deltas against).
+    let exists = |tip: &str| git2::Oid::from_str(tip).is_ok_and(|oid| repo.odb().is_ok_and(|odb| odb.exists(oid)));
+    let mut advertised: Vec<&(String, String)> = advertisement.refs.iter().collect();
+    advertised.sort_by_key(|(_, name)| Some(name.as_str()) != build.map(|build| build.refname));
+    let haves: Vec<&str> =
+        advertised.iter().map(|(tip, _)| tip.as_str()).filter(|tip| *tip != ZERO_ID && exists(tip)).collect();
+    let spec = PackSpec { source: source.sha, build: build.map(|build| build.sha), haves, ofs_delta };
+    let sent = match shared {
+        Some(shared) => shared.pack(repo, &spec)?.send(stream)?,
+        None => send_pack(repo, &spec, stream)?,
     };
-    read_report(stream, refname)?;
-    Ok(objects)
+    let refnames: Vec<&str> = commands.iter().map(|(_, update)| update.refname).collect();
+    read_report(stream, &refnames)?;
+    Ok(sent)
+}
+
+/// What a pack holds: `source` and, with `build`, the release commit, minus what the server
+/// has (`haves`, the bases, in order of use).
+struct PackSpec<'a> {
+    source: &'a str,
+    build: Option<&'a str>,
+    haves: Vec<&'a str>,
+    ofs_delta: bool,
 }
 
 /// The thin packs of one deploy to several servers. Servers in the same state advertise the same
@@ -90,10 +124,10 @@ pub struct SharedPacks {
 /// A pack once made (or the error that made it fail), shared by every push that needs it.
 type PackSlot = OnceLock<Result<Arc<Spooled>, String>>;
 
-/// A pack on disk: its bytes and its object count.
+/// A pack on disk: its bytes, and what it holds.
 struct Spooled {
     file: File,
-    objects: u64,
+    sent: Sent,
 }
 
 impl SharedPacks {
@@ -103,18 +137,19 @@ impl SharedPacks {
         packs.values().filter(|pack| pack.get().is_some()).count()
     }
 
-    /// The pack of `sha` minus `haves`, made now unless an earlier push made it.
-    fn pack(
-        &self,
-        repo: &git2::Repository,
-        sha: &str,
-        haves: &[&str],
-        ofs_delta: bool,
-    ) -> Result<Arc<Spooled>, String> {
-        let mut bases = haves.to_vec();
+    /// The pack of `spec`, made now unless an earlier push made it.
+    fn pack(&self, repo: &git2::Repository, spec: &PackSpec) -> Result<Arc<Spooled>, String> {
+        let mut bases = spec.haves.clone();
         bases.sort_unstable();
         bases.dedup();
-        let key = format!("{}\n{sha}\n{ofs_delta}\n{}", repo.path().display(), bases.join(" "));
+        let key = format!(
+            "{}\n{}\n{}\n{}\n{}",
+            repo.path().display(),
+            spec.source,
+            spec.build.unwrap_or("-"),
+            spec.ofs_delta,
+            bases.join(" ")
+        );
         let slot = {
             let mut packs = self.packs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             Arc::clone(packs.entry(key).or_default())
@@ -122,8 +157,8 @@ impl SharedPacks {
         slot.get_or_init(|| {
             let mut file =
                 tempfile::tempfile().map_err(|err| format!("cannot make a temporary file for the pack: {err}"))?;
-            let objects = send_thin_pack(repo, sha, &bases, ofs_delta, &mut file)?;
-            Ok(Arc::new(Spooled { file, objects }))
+            let sent = send_pack(repo, spec, &mut file)?;
+            Ok(Arc::new(Spooled { file, sent }))
         })
         .clone()
     }
@@ -131,7 +166,7 @@ impl SharedPacks {
 
 impl Spooled {
     /// Writes the whole pack into `stream` (reading at offsets: several pushes read it at once).
-    fn send<W: Write>(&self, stream: &mut W) -> Result<u64, String> {
+    fn send<W: Write>(&self, stream: &mut W) -> Result<Sent, String> {
         let mut buffer = vec![0u8; 64 * 1024];
         let mut offset = 0;
         loop {
@@ -144,7 +179,7 @@ impl Spooled {
             offset += read as u64;
         }
         stream.flush().map_err(lost)?;
-        Ok(self.objects)
+        Ok(self.sent)
     }
 }
 
@@ -179,60 +214,198 @@ pub fn read_advertisement<S: Read>(stream: &mut S) -> Result<Advertisement, Stri
     Ok(advertisement)
 }
 
-/// Streams `git pack-objects --thin` for `sha` minus `haves` into `stream`; returns the number
-/// of objects in the pack, from its header.
-fn send_thin_pack<W: Write>(
-    repo: &git2::Repository,
-    sha: &str,
-    haves: &[&str],
-    ofs_delta: bool,
-    stream: &mut W,
-) -> Result<u64, String> {
-    let mut command = Command::new("git");
-    command.arg("--git-dir").arg(repo.path()).args(["pack-objects", "--thin", "--stdout", "--revs", "-q"]);
-    if ofs_delta {
-        command.arg("--delta-base-offset");
+/// How many bases `git pack-objects` takes from its input (its `--window`, by default).
+const MAX_BASES: usize = 10;
+/// A pack's header: `PACK`, the version and the object count, each 4 bytes (big-endian).
+const HEADER: usize = 12;
+/// A pack's trailer: the SHA-1 of everything before it.
+const TRAILER: usize = 20;
+
+/// Streams the pack of `spec` into `stream`. The source's part comes from `git pack-objects
+/// --thin --revs`, whose bases are the trees of the commits the new ones descend from. A build
+/// output's part is made apart, by a second `git pack-objects` over the objects the release
+/// commit adds, with the trees of the server's tips as bases (the previous release's binaries
+/// among them: it is no ancestor, so the first kind would miss it), and joined to the first
+/// into one pack, so its bytes can be counted.
+fn send_pack<W: Write>(repo: &git2::Repository, spec: &PackSpec, stream: &mut W) -> Result<Sent, String> {
+    let mut revisions = format!("{}\n", spec.source);
+    for have in &spec.haves {
+        revisions.push_str(&format!("^{have}\n"));
     }
-    let mut child = command
+    let mut source = PackObjects::start(repo, &["--thin", "--revs"], spec.ofs_delta, &revisions)?;
+    let Some(build) = spec.build else {
+        // One part: the pack streams through as `git pack-objects` writes it.
+        let mut header = [0u8; HEADER];
+        let copied = source
+            .stdout()
+            .read_exact(&mut header)
+            .and_then(|()| stream.write_all(&header))
+            .and_then(|()| io::copy(source.stdout(), stream).map(drop));
+        source.finish(copied)?;
+        stream.flush().map_err(lost)?;
+        return Ok(Sent { objects: object_count(&header), build_bytes: 0 });
+    };
+    let mut input = String::new();
+    for base in spec.haves.iter().take(MAX_BASES - 1).chain([&spec.source]) {
+        input.push_str(&format!("-{base}\n"));
+    }
+    input.push_str(&build_objects(repo, build, spec)?);
+    // Given its objects (not revisions), pack-objects takes `-<commit>` lines as bases and makes
+    // deltas against them without `--thin` (which would read revisions instead).
+    let mut build = PackObjects::start(repo, &[], spec.ofs_delta, &input)?;
+
+    let mut hasher = Sha1::new();
+    let mut headers = [[0u8; HEADER]; 2];
+    let mut build_bytes = 0;
+    let copied = (|| {
+        source.stdout().read_exact(&mut headers[0])?;
+        build.stdout().read_exact(&mut headers[1])?;
+        let objects = object_count(&headers[0]) + object_count(&headers[1]);
+        let mut header = headers[0];
+        header[8..].copy_from_slice(&u32::try_from(objects).unwrap_or(u32::MAX).to_be_bytes());
+        stream.write_all(&header)?;
+        hasher.update(header);
+        copy_entries(source.stdout(), stream, &mut hasher)?;
+        build_bytes = copy_entries(build.stdout(), stream, &mut hasher)?;
+        stream.write_all(&hasher.clone().finalize())
+    })();
+    let failed = copied.is_err();
+    let source_done = source.finish(if failed { Err(io::ErrorKind::BrokenPipe.into()) } else { Ok(()) });
+    build.finish(copied)?;
+    source_done?;
+    stream.flush().map_err(lost)?;
+    Ok(Sent { objects: object_count(&headers[0]) + object_count(&headers[1]), build_bytes })
+}
+
+fn object_count(header: &[u8; HEADER]) -> u64 {
+    u64::from(u32::from_be_bytes([header[8], header[9], header[10], header[11]]))
+}
+
+/// The objects release commit `build` adds to the source that the server lacks, as `<id>
+/// <path>` lines (the path lets `git pack-objects` find the same file among its bases).
+fn build_objects(repo: &git2::Repository, build: &str, spec: &PackSpec) -> Result<String, String> {
+    let mut revisions = format!("{build}\n^{}\n", spec.source);
+    for have in &spec.haves {
+        revisions.push_str(&format!("^{have}\n"));
+    }
+    let mut child = Command::new("git")
+        .arg("--git-dir")
+        .arg(repo.path())
+        .args(["rev-list", "--objects", "--stdin"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|err| format!("cannot run `git pack-objects`: {err}"))?;
-    let mut revisions = format!("{sha}\n");
-    for have in haves {
-        revisions.push_str(&format!("^{have}\n"));
-    }
+        .map_err(|err| format!("cannot run `git rev-list`: {err}"))?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    stdin.write_all(revisions.as_bytes()).map_err(|err| format!("cannot feed `git pack-objects`: {err}"))?;
+    // The list is read before anything is written: no deadlock on the pipes.
+    let fed = stdin.write_all(revisions.as_bytes());
     drop(stdin);
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    // The header is `PACK`, a version and the object count, each 4 bytes (big-endian).
-    let mut header = [0u8; 12];
-    let copied = stdout
-        .read_exact(&mut header)
-        .and_then(|()| stream.write_all(&header))
-        .and_then(|()| io::copy(&mut stdout, stream));
-    if copied.is_err() {
-        // The server is gone: pack-objects would block on a pipe nobody reads. Stop it first.
-        let _ = child.kill();
+    let output = child.wait_with_output().map_err(|err| format!("`git rev-list` was lost: {err}"))?;
+    fed.map_err(|err| format!("cannot feed `git rev-list`: {err}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!("`git rev-list` failed ({}): {}", output.status, stderr.trim()));
     }
-    drop(stdout);
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    let status = child.wait().map_err(|err| format!("`git pack-objects` was lost: {err}"))?;
-    copied.map_err(lost)?;
-    if !status.success() {
-        return Err(format!("`git pack-objects` failed ({status}): {}", stderr.trim()));
-    }
-    stream.flush().map_err(lost)?;
-    Ok(u64::from(u32::from_be_bytes([header[8], header[9], header[10], header[11]])))
+    String::from_utf8(output.stdout).map_err(|_| "`git rev-list` listed a path that is not UTF-8".to_string())
 }
 
-/// Reads `report-status`: `unpack ok`, then `ok <ref>` or `ng <ref> <reason>`.
-fn read_report<S: Read>(stream: &mut S, refname: &str) -> Result<(), String> {
+/// Copies a pack's entries from `from` (positioned after its header) into `to`, leaving out its
+/// trailer and hashing what is written; returns the bytes written.
+fn copy_entries<R: Read, W: Write>(from: &mut R, to: &mut W, hasher: &mut Sha1) -> io::Result<u64> {
+    let mut buffer = vec![0u8; 64 * 1024 + TRAILER];
+    // The first `held` bytes of `buffer` are read but not written: they may be the trailer.
+    let mut held = 0;
+    let mut written = 0;
+    loop {
+        let read = from.read(&mut buffer[held..])?;
+        if read == 0 {
+            break;
+        }
+        let filled = held + read;
+        let out = filled.saturating_sub(TRAILER);
+        to.write_all(&buffer[..out])?;
+        hasher.update(&buffer[..out]);
+        written += out as u64;
+        buffer.copy_within(out..filled, 0);
+        held = filled - out;
+    }
+    if held != TRAILER {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "`git pack-objects` ended its pack early"));
+    }
+    Ok(written)
+}
+
+/// A running `git pack-objects --thin --stdout`, fed `input` on its stdin. Dropped unfinished,
+/// it is killed (it would block on a pipe nobody reads).
+struct PackObjects {
+    child: Option<std::process::Child>,
+    stdout: std::process::ChildStdout,
+}
+
+impl PackObjects {
+    fn start(repo: &git2::Repository, args: &[&str], ofs_delta: bool, input: &str) -> Result<PackObjects, String> {
+        let mut command = Command::new("git");
+        command.arg("--git-dir").arg(repo.path()).args(["pack-objects", "--stdout", "-q"]).args(args);
+        if ofs_delta {
+            command.arg("--delta-base-offset");
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|err| format!("cannot run `git pack-objects`: {err}"))?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        // Dropped on an early return, which kills the process.
+        let pack = PackObjects { child: Some(child), stdout };
+        // pack-objects reads its whole input before it writes: no deadlock on the pipes.
+        stdin.write_all(input.as_bytes()).map_err(|err| format!("cannot feed `git pack-objects`: {err}"))?;
+        drop(stdin);
+        Ok(pack)
+    }
+
+    fn stdout(&mut self) -> &mut std::process::ChildStdout {
+        &mut self.stdout
+    }
+
+    /// Waits for the process after its pack was copied (`copied`), and says what went wrong.
+    fn finish(mut self, copied: io::Result<()>) -> Result<(), String> {
+        let mut child = self.child.take().expect("finished once");
+        if copied.is_err() {
+            // The server is gone: pack-objects would block on a pipe nobody reads. Stop it first.
+            let _ = child.kill();
+        }
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        let status = child.wait().map_err(|err| format!("`git pack-objects` was lost: {err}"))?;
+        // A pack-objects that failed by itself says why; one killed after the copy failed does not.
+        if !status.success() && !stderr.trim().is_empty() {
+            return Err(format!("`git pack-objects` failed ({status}): {}", stderr.trim()));
+        }
+        copied.map_err(lost)?;
+        if !status.success() {
+            return Err(format!("`git pack-objects` failed ({status})"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PackObjects {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Reads `report-status`: `unpack ok`, then `ok <ref>` or `ng <ref> <reason>` for each of
+/// `refnames`.
+fn read_report<S: Read>(stream: &mut S, refnames: &[&str]) -> Result<(), String> {
     let mut lines = Vec::new();
     while let Some(line) =
         read_pkt(stream).map_err(|err| format!("the server closed before confirming the push: {err}"))?
@@ -249,8 +422,10 @@ fn read_report<S: Read>(stream: &mut S, refname: &str) -> Result<(), String> {
             return Err(format!("the server rejected `{name}`: {reason}"));
         }
     }
-    if !lines.iter().any(|line| line == &format!("ok {refname}")) {
-        return Err(format!("the server did not confirm `{refname}`: {}", lines.join("; ")));
+    for refname in refnames {
+        if !lines.iter().any(|line| line == &format!("ok {refname}")) {
+            return Err(format!("the server did not confirm `{refname}`: {}", lines.join("; ")));
+        }
     }
     Ok(())
 }
@@ -360,7 +535,9 @@ mod tests {
         let signature = git2::Signature::now("t", "t@localhost").unwrap();
         let commit = repo.commit(None, &signature, &signature, "big", &tree, &[]).unwrap();
         let started = std::time::Instant::now();
-        let err = send_thin_pack(&repo, &commit.to_string(), &[], true, &mut Gone).unwrap_err();
+        let source = commit.to_string();
+        let spec = PackSpec { source: &source, build: None, haves: Vec::new(), ofs_delta: true };
+        let err = send_pack(&repo, &spec, &mut Gone).unwrap_err();
         assert!(err.contains("connection to the server was lost"), "{err}");
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
     }
@@ -370,10 +547,10 @@ mod tests {
         let mut input = pkt("unpack ok\n");
         input.extend(pkt("ng refs/heads/main pre-receive hook declined\n"));
         input.extend_from_slice(b"0000");
-        let err = read_report(&mut input.as_slice(), "refs/heads/main").unwrap_err();
+        let err = read_report(&mut input.as_slice(), &["refs/heads/main"]).unwrap_err();
         assert_eq!(err, "the server rejected `refs/heads/main`: pre-receive hook declined");
         let mut input = pkt("unpack index-pack abnormal exit\n");
         input.extend_from_slice(b"0000");
-        assert!(read_report(&mut input.as_slice(), "refs/heads/main").unwrap_err().contains("index-pack"));
+        assert!(read_report(&mut input.as_slice(), &["refs/heads/main"]).unwrap_err().contains("index-pack"));
     }
 }

@@ -178,6 +178,19 @@ impl World {
     }
 }
 
+impl World {
+    /// Makes the app reach its server through `port` on 127.0.0.1 (a relay in front of the
+    /// sshd): the manifest names that port (committed), and known_hosts trusts the server's
+    /// host key there too.
+    pub fn route_through(&self, port: u16) {
+        self.server.trust_port(port).unwrap();
+        let manifest = fs::read_to_string(self.app.manifest_path()).unwrap();
+        let from = format!("port = {}\n", self.server.port());
+        assert!(manifest.contains(&from), "the manifest names the server's port");
+        self.commit("Cargo.toml", &manifest.replacen(&from, &format!("port = {port}\n"), 1));
+    }
+}
+
 /// A second server for `world`'s app: its own loopback sshd, which accepts the world's key and
 /// is in the world's known_hosts, with its own `deploy_to` (returned), added to the manifest.
 pub fn add_server(world: &World) -> (LoopbackServer, PathBuf) {

@@ -131,13 +131,12 @@ impl Ui {
             self.line(
                 "Summary",
                 &format!(
-                    "{}: {what}; connect {}, daemon {}, push {} ({}, {} objects), release {}",
+                    "{}: {what}; connect {}, daemon {}, push {} ({}), release {}",
                     server.server,
                     ms(server.connect),
                     ms(server.daemon),
                     ms(server.push),
-                    bytes(server.bytes_sent),
-                    server.objects,
+                    pushed(server.bytes_sent, server.build_bytes, server.objects),
                     ms(server.release),
                 ),
             );
@@ -180,7 +179,7 @@ impl Ui {
                 ),
             ),
             Event::Uploaded { server, path, bytes: size } => {
-                self.line("Uploaded", &format!("{path} ({}) to {server}", bytes(*size)))
+                self.line("Placed", &format!("{path} ({}) in the release on {server}", bytes(*size)))
             }
             Event::Discarded { server, release } => {
                 self.line("Removed", &format!("unfinished release {release} on {server}"))
@@ -202,8 +201,10 @@ impl Ui {
                 self.line("Listening", &format!("git daemon on {server}'s 127.0.0.1:{port} ({})", ms(*elapsed)))
             }
             Event::Pushing { server, sha } => self.line("Pushing", &format!("{} to {server}", &sha[..12])),
-            Event::Pushed { server, bytes_sent, objects, elapsed } => self
-                .line("Pushed", &format!("{} ({objects} objects) to {server} ({})", bytes(*bytes_sent), ms(*elapsed))),
+            Event::Pushed { server, bytes_sent, build_bytes, objects, elapsed } => self.line(
+                "Pushed",
+                &format!("{} to {server} ({})", pushed(*bytes_sent, *build_bytes, *objects), ms(*elapsed)),
+            ),
             Event::Prepared { server, release, elapsed } => {
                 self.line("Prepared", &format!("release {release} on {server} ({})", ms(*elapsed)))
             }
@@ -248,10 +249,12 @@ fn server_step(event: &Event) -> Option<(&str, &'static str, String)> {
         Event::Running { phase, server: Some(server), what } => (server, "Running", format!("{phase}: {what}")),
         Event::DaemonReady { server, port, .. } => (server, "Listening", format!("git daemon on 127.0.0.1:{port}")),
         Event::Pushing { server, sha } => (server, "Pushing", sha[..sha.len().min(12)].to_string()),
-        Event::Pushed { server, bytes_sent, objects, elapsed } => {
-            (server, "Pushed", format!("{} ({objects} objects) in {}", bytes(*bytes_sent), ms(*elapsed)))
+        Event::Pushed { server, bytes_sent, build_bytes, objects, elapsed } => {
+            (server, "Pushed", format!("{} in {}", pushed(*bytes_sent, *build_bytes, *objects), ms(*elapsed)))
         }
-        Event::Uploaded { server, path, bytes: size } => (server, "Uploaded", format!("{path} ({})", bytes(*size))),
+        Event::Uploaded { server, path, bytes: size } => {
+            (server, "Placed", format!("{path} ({}) in the release", bytes(*size)))
+        }
         Event::Prepared { server, release, elapsed } => {
             (server, "Prepared", format!("release {release} in {}; waiting for every server", ms(*elapsed)))
         }
@@ -300,10 +303,21 @@ fn ms(duration: Duration) -> String {
 }
 
 fn bytes(count: u64) -> String {
-    if count >= 10 * 1024 {
+    if count >= 10 * 1024 * 1024 {
+        format!("{:.1} MiB", count as f64 / (1024.0 * 1024.0))
+    } else if count >= 10 * 1024 {
         format!("{:.1} KiB", count as f64 / 1024.0)
     } else {
         format!("{count} bytes")
+    }
+}
+
+/// What a push sent: bytes, objects, and the build output's share when there was one.
+fn pushed(bytes_sent: u64, build_bytes: Option<u64>, objects: u64) -> String {
+    match build_bytes {
+        Some(0) => format!("{}, {objects} objects", bytes(bytes_sent)),
+        Some(build) => format!("{}, {objects} objects, {} of them build output", bytes(bytes_sent), bytes(build)),
+        None => format!("{}, {objects} objects, build output not counted apart", bytes(bytes_sent)),
     }
 }
 
@@ -339,15 +353,22 @@ pub fn render_plan(plans: &[xtask_deploy::plan::Plan], config: &xtask_deploy::Co
                 out.push_str(&format!("\n## {}: locally, in the manifest's directory\n{command}\n", step.phase))
             }
             Action::Remote(script) => remote(&mut out, step.phase, &on(&|plan| plan.steps[index].here), script),
-            Action::Push => out.push_str(&format!(
-                "\n## push: {everywhere}\nstart a git daemon on 127.0.0.1 (port chosen at run time), push {} and its \
-                 submodules through a tunnel in the SSH session, stop the daemon\n",
+            Action::Push => {
+                let build = match &plan.release.build {
+                    Some(_) => " with the release commit (the build output laid over it)",
+                    None => "",
+                };
+                out.push_str(&format!(
+                    "\n## push: {everywhere}\nstart a git daemon on 127.0.0.1 (port chosen at run time), push {}{build} \
+                     and its submodules through a tunnel in the SSH session, stop the daemon\n",
+                    plan.release.sha
+                ))
+            }
+            Action::Package => out.push_str(&format!(
+                "\n## package: locally\ncheck the ELF files among {} against every server (architecture, glibc, \
+                 interpreter), then make the release commit: {} with them laid over it\n",
+                config.artifacts.join(", "),
                 plan.release.sha
-            )),
-            Action::Upload { local, path } => out.push_str(&format!(
-                "\n## upload: {everywhere}\n{} -> releases/{}/{path}\n",
-                local.display(),
-                plan.release.name
             )),
         }
     }

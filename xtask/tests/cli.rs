@@ -343,3 +343,53 @@ fn a_hashed_known_hosts_entry_of_another_key_type_is_honoured() {
     let output = xtask(&["deploy-setup", "--manifest-path", manifest.to_str().unwrap()]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+/// Runs `command` to its end with stdout and stderr in `log`; returns its exit status and the
+/// peak resident set of that one process in KiB (`VmHWM`, read while it runs: the kernel's
+/// figure after exit would include its children, git among them).
+fn run_measured(mut command: Command, log: &std::path::Path) -> (std::process::ExitStatus, u64) {
+    let out = fs::File::create(log).unwrap();
+    let mut child = command.stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0;
+    loop {
+        // VmHWM only grows; the last read before the exit is the peak, but for the last 20 ms.
+        let status = fs::read_to_string(&status_file).unwrap_or_default();
+        let hwm = status.lines().find_map(|line| line.strip_prefix("VmHWM:"));
+        if let Some(kib) = hwm.and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok()) {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(exit) = child.try_wait().unwrap() {
+            return (exit, peak_kib);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_300_mb_artifact_goes_through_without_the_deployer_holding_it() {
+    let world = World::with_config(r#"artifacts = ["target/big.bin"]"#);
+    let big = world.app.dir().join("target/big.bin");
+    fs::create_dir_all(big.parent().unwrap()).unwrap();
+    {
+        use std::io::Write;
+        // 300 MiB that zlib compresses quickly (a 16 KiB period), so the test takes seconds.
+        let block = incompressible(16 * 1024, 3);
+        let mut file = std::io::BufWriter::new(fs::File::create(&big).unwrap());
+        for _ in 0..300 * 64 {
+            file.write_all(block.as_bytes()).unwrap();
+        }
+    }
+    world.setup();
+    let log = world.server.dir().join("deploy.log");
+    let manifest = world.app.manifest_path();
+    let (status, peak_kib) = run_measured(xtask(&["deploy", "--manifest-path", manifest.to_str().unwrap()]), &log);
+    let output = fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{output}");
+    eprintln!("deployer's peak RSS with a 300 MiB artifact: {} MiB", peak_kib / 1024);
+    assert!(peak_kib <= 64 * 1024, "peak RSS {peak_kib} KiB:\n{output}");
+    let deployed = world.deploy_to.join("current/target/big.bin");
+    assert_eq!(fs::metadata(&deployed).unwrap().len(), 300 << 20);
+    let same = Command::new("cmp").arg(&big).arg(&deployed).status().unwrap();
+    assert!(same.success(), "the artifact on the server differs from the local one");
+}

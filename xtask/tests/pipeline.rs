@@ -295,7 +295,7 @@ fn check(world: &World) -> (i32, Vec<(String, String)>) {
 /// Asserts that exactly the checks in `failing` fail (others pass or warn), with exit 9.
 fn assert_fails(world: &World, state: &str, failing: &[&str]) {
     let (code, rows) = check(world);
-    assert_eq!(rows.len(), 9, "{state}: {rows:?}");
+    assert_eq!(rows.len(), xtask_deploy::check::CHECKS.len(), "{state}: {rows:?}");
     for (name, status) in &rows {
         let expected = failing.contains(&name.as_str());
         assert_eq!(status == "fail", expected, "{state}: `{name}` is {status}: {rows:?}");
@@ -314,7 +314,7 @@ fn deploy_check_passes_a_ready_server_and_changes_nothing() {
     let table = String::from_utf8_lossy(&output.stdout).to_string();
     assert_eq!(code(&output), 0, "{table}{}", stderr_of(&output));
     assert!(table.contains("A deploy would get past every check"), "{table}");
-    for check in ["connect", "host key", "auth", "deploy_to", "git", "setup", "linked files", "lock", "free disk"] {
+    for check in xtask_deploy::check::CHECKS {
         assert!(table.lines().any(|line| line.contains(&format!("  {check} "))), "no `{check}` row:\n{table}");
     }
     assert!(table.contains("git version"), "{table}");
@@ -454,4 +454,27 @@ fn under_json_stdout_carries_only_events_even_for_the_demo() {
     assert_eq!(names(&lines).iter().filter(|name| **name == "summary").count(), 2, "two deploys");
     assert_eq!(lines.last().unwrap()["event"], "exit");
     assert!(stderr_of(&output).contains("revisions.log"), "the demo's report went to stderr");
+}
+
+#[test]
+fn deploy_check_judges_the_binaries_built_here_against_each_server() {
+    let world = World::with_config("artifacts = [\"target/release/app\"]");
+    world.setup();
+    let binaries = |world: &World| {
+        let (code, rows) = check(world);
+        let row = rows.into_iter().find(|(name, _)| name == "binaries").expect("a binaries row");
+        (code, row.1)
+    };
+    assert_eq!(binaries(&world), (0, "skipped".to_string()), "nothing built yet: deploy-check builds nothing");
+    let app = world.app.dir().join("target/release/app");
+    fs::create_dir_all(app.parent().unwrap()).unwrap();
+    // A binary of this machine runs on the loopback server, which is this machine.
+    fs::copy("/bin/true", &app).unwrap();
+    assert_eq!(binaries(&world), (0, "ok".to_string()));
+    // An aarch64 executable's header.
+    let mut elf = vec![0u8; 64];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    (elf[4], elf[5], elf[6], elf[16], elf[18], elf[20], elf[52], elf[54], elf[58]) = (2, 1, 1, 2, 183, 1, 64, 56, 64);
+    fs::write(&app, elf).unwrap();
+    assert_eq!(binaries(&world), (i32::from(exit::CHECK_FAILED), "fail".to_string()));
 }
