@@ -3,6 +3,8 @@
 //! wall times and the bytes each push sent, beside git's own thin pack for the same range and a
 //! `git archive` tarball of the whole tree (what a copy strategy sends on every deploy).
 
+mod binary;
+
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -52,7 +54,7 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
     let first = deploy(&config, &DeployOptions::default(), &mut Quiet)?;
     let first_bytes: u64 = first.servers.iter().map(|server| server.bytes_sent).sum();
     let has_rsync = cmd!(sh, "rsync --version").quiet().ignore_stdout().run().is_ok();
-    let first_rsync = if has_rsync { Some(rsync(&sh, &server)?) } else { None };
+    let first_rsync = if has_rsync { Some(rsync(&sh, &server, "./", "rsync-copy")?) } else { None };
 
     let mut timed = Vec::with_capacity(rounds);
     for round in 0..rounds {
@@ -69,7 +71,7 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
             phases: [first_server.connect, first_server.daemon, first_server.push, first_server.release],
             bytes_pushed: report.servers.iter().map(|server| server.bytes_sent).sum(),
             thin_pack: thin.stdout.len() as u64,
-            rsync: if has_rsync { Some(rsync(&sh, &server)?) } else { None },
+            rsync: if has_rsync { Some(rsync(&sh, &server, "./", "rsync-copy")?) } else { None },
         });
     }
 
@@ -141,6 +143,7 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
         let median_bytes = median(synced.iter().map(|(_, bytes)| *bytes as f64).collect());
         line(out, format!("median incremental rsync of the tree: {median_ms:.1} ms, {median_bytes:.0} bytes sent"))?;
     }
+    binary::run(&server, &sh, out)?;
     fleet(&sh, &clone_dir, &server, rounds.clamp(1, 5), out)
 }
 
@@ -290,18 +293,19 @@ impl Machine {
     }
 }
 
-/// Syncs the clone's tree (without `.git`) to the server with `rsync -a --delete` over `ssh`,
-/// as an rsync deploy strategy would; returns the wall time and rsync's "Total bytes sent".
-fn rsync(sh: &Shell, server: &LoopbackServer) -> Result<(Duration, u64), Error> {
+/// Syncs `source` (without `.git`) to `target_dir` in the server's directory with `rsync -a
+/// --delete` over `ssh`, as an rsync deploy strategy would; returns the wall time and rsync's
+/// "Total bytes sent".
+fn rsync(sh: &Shell, server: &LoopbackServer, source: &str, target_dir: &str) -> Result<(Duration, u64), Error> {
     let ssh = format!(
         "ssh -p {} -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes",
         server.port(),
         server.identity().display(),
         server.known_hosts().display()
     );
-    let target = format!("{}@127.0.0.1:{}/", server.user(), server.dir().join("rsync-copy").display());
+    let target = format!("{}@127.0.0.1:{}/", server.user(), server.dir().join(target_dir).display());
     let started = std::time::Instant::now();
-    let stats = cmd!(sh, "rsync -a --delete --stats --exclude=/.git/ -e {ssh} ./ {target}")
+    let stats = cmd!(sh, "rsync -a --delete --stats --exclude=/.git/ -e {ssh} {source} {target}")
         .quiet()
         .read()
         .map_err(|err| Error::local(format!("rsync failed: {err}")))?;
