@@ -48,6 +48,25 @@ pub struct Config {
     pub transport: TransportKind,
     /// How long connecting, each remote step and the push may take.
     pub timeouts: Timeouts,
+    /// What must pass on each server after `after_publish` before a deploy is confirmed.
+    pub healthcheck: Option<Healthcheck>,
+    /// How many servers (the first of the selection, in config order) are deployed and
+    /// confirmed before the others are touched; 0: all at once.
+    pub canary: usize,
+}
+
+/// A command that tells whether a release works, run on each server in the new release after
+/// the `after_publish` hooks, tried until it exits 0 or `timeout` passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Healthcheck {
+    /// Run by `sh -c` in the release directory, with the hooks' environment.
+    pub command: String,
+    /// How long it may take to pass, tries included.
+    pub timeout: Duration,
+    /// How long to wait between tries.
+    pub interval: Duration,
+    /// Which servers it runs on (`roles`; `once` is not allowed).
+    pub scope: Scope,
 }
 
 /// How the commit reaches the server's `repo/`.
@@ -297,6 +316,18 @@ struct RawConfig {
     #[serde(default)]
     timeouts: RawTimeouts,
     gateway: Option<RawGateway>,
+    healthcheck: Option<RawHealthcheck>,
+    canary: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthcheck {
+    remote: String,
+    timeout: Option<u64>,
+    interval: Option<u64>,
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -369,6 +400,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: u64 = 10;
 pub const DEFAULT_STEP_TIMEOUT: u64 = 600;
 /// The default seconds the push to one server may take.
 pub const DEFAULT_PUSH_TIMEOUT: u64 = 900;
+/// The default seconds a health check may take to pass.
+pub const DEFAULT_HEALTH_TIMEOUT: u64 = 30;
+/// The default seconds between two tries of a health check.
+pub const DEFAULT_HEALTH_INTERVAL: u64 = 1;
 
 impl Config {
     /// Reads the configuration of the package (or virtual workspace) whose manifest is
@@ -586,6 +621,34 @@ impl Config {
                 None => {}
             }
         }
+        let healthcheck = match raw.healthcheck {
+            None => None,
+            Some(raw) => {
+                let key = format!("{section}.deploy.healthcheck");
+                if raw.remote.trim().is_empty() {
+                    return Err(invalid(format!("`{key}.remote` is empty: give the command that tells a healthy release")));
+                }
+                if let Some(role) = raw.roles.iter().find(|role| !declared_roles.contains(role)) {
+                    return Err(invalid(format!(
+                        "`{key}` runs on role `{role}`, which no server has: add it to a server's `roles`, or fix \
+                         the health check's (roles in use: {})",
+                        role_list(declared_roles.iter())
+                    )));
+                }
+                let seconds = |name: &str, value: Option<u64>, default: u64| match value {
+                    Some(0) => Err(invalid(format!("`{key}.{name}` is 0: give it in seconds, at least 1"))),
+                    value => Ok(Duration::from_secs(value.unwrap_or(default))),
+                };
+                let timeout = seconds("timeout", raw.timeout, DEFAULT_HEALTH_TIMEOUT)?;
+                let interval = seconds("interval", raw.interval, DEFAULT_HEALTH_INTERVAL)?;
+                Some(Healthcheck {
+                    command: raw.remote,
+                    timeout,
+                    interval,
+                    scope: Scope { roles: raw.roles, once: false },
+                })
+            }
+        };
         Ok(Config {
             manifest_path: manifest.to_path_buf(),
             application,
@@ -604,6 +667,8 @@ impl Config {
             ssh,
             transport,
             timeouts,
+            healthcheck,
+            canary: raw.canary.unwrap_or(0),
         })
     }
 

@@ -53,6 +53,9 @@ pub mod exit {
     pub const PARTIAL: u8 = 8;
     /// `deploy-check` found something that would make a deploy fail.
     pub const CHECK_FAILED: u8 = 9;
+    /// The deploy switched `current`, then failed (a health check, an `after_publish` hook, a
+    /// server that could not switch), and every server that switched went back to its release.
+    pub const ROLLED_BACK: u8 = 10;
 }
 
 /// Everything that can make a deploy fail, grouped by what a caller would do about it.
@@ -95,6 +98,14 @@ pub enum Error {
         unchanged = .unchanged.join(", ")
     )]
     Partial { release: String, published: Vec<String>, unchanged: Vec<String>, error: Box<Error> },
+    /// The deploy failed after the switch, and every server that had switched went back to the
+    /// release it had (the new one is marked bad there).
+    #[error(
+        "{error}. Release {release} was rolled back on {servers}: each is on the release it had, and \
+         {release} is marked bad there",
+        servers = .servers.join(", ")
+    )]
+    RolledBack { release: String, servers: Vec<String>, error: Box<Error> },
 }
 
 impl Error {
@@ -107,6 +118,7 @@ impl Error {
             Error::Locked { .. } => exit::LOCKED,
             Error::Remote { .. } | Error::Push { .. } => exit::REMOTE,
             Error::Partial { .. } => exit::PARTIAL,
+            Error::RolledBack { .. } => exit::ROLLED_BACK,
         }
     }
 
@@ -120,7 +132,7 @@ impl Error {
             | Error::Locked { server, .. }
             | Error::Remote { server, .. }
             | Error::Push { server, .. } => Some(server),
-            Error::Partial { error, .. } => error.server(),
+            Error::Partial { error, .. } | Error::RolledBack { error, .. } => error.server(),
         }
     }
 

@@ -83,6 +83,7 @@ pub fn rollback(config: &Config, to: Option<&str>, reporter: &mut dyn Reporter) 
                 server: server.connection.name().to_string(),
                 from: from.to_string(),
                 to: to.to_string(),
+                reason: "rollback".to_string(),
             });
         }
         Ok(())

@@ -30,8 +30,20 @@ pub enum Event {
     Uploaded { server: String, path: String, bytes: u64 },
     /// A failed deploy's unfinished release was removed.
     Discarded { server: String, release: String },
-    /// `current` was switched back by a rollback.
-    RolledBack { server: String, from: String, to: String },
+    /// `current` was switched back to release `to` (and `from` marked bad): by `rollback`, or
+    /// by a deploy that failed after the switch; `reason` says which.
+    RolledBack { server: String, from: String, to: String, reason: String },
+    /// A server's health check finished: `passed`, after `elapsed_ms`, with the tail of its
+    /// last try's output when it failed.
+    HealthCheck {
+        server: String,
+        passed: bool,
+        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
+        elapsed: Duration,
+        output: String,
+    },
+    /// A wave of a canary deploy starts on `servers` (wave 1: the canaries).
+    Wave { wave: usize, servers: Vec<String> },
     /// A lock was removed by `unlock`; `holder` describes who held it.
     Unlocked { server: String, holder: String },
     /// Something went wrong while cleaning up; the deploy's own outcome is reported separately.
@@ -102,8 +114,12 @@ pub enum Outcome {
     /// The deploy failed; no server switched `current` (or every server did, and a step after
     /// the switch failed: see each server's `status`).
     Failed,
-    /// The deploy failed after some servers switched `current` and before the others did.
+    /// The deploy failed after some servers switched `current` and before the others did,
+    /// and not every one that switched could go back.
     Partial,
+    /// The deploy failed after the switch (a health check, an `after_publish` hook, a server
+    /// that could not switch), and every server that switched went back to its release.
+    RolledBack,
 }
 
 /// What a deploy did: the summary printed at its end, and the `summary` event of `--json`.
@@ -144,6 +160,9 @@ pub enum ServerStatus {
     Discarded,
     /// `current` points at the new release.
     Published,
+    /// `current` pointed at the new release, then went back to the one before (the new one is
+    /// marked bad).
+    RolledBack,
 }
 
 /// What a deploy did on one server.
@@ -291,7 +310,9 @@ mod tests {
             Event::UpToDate { sha: "a".into() },
             Event::Uploaded { server: server(), path: "bin".into(), bytes: 1 },
             Event::Discarded { server: server(), release: "r".into() },
-            Event::RolledBack { server: server(), from: "a".into(), to: "b".into() },
+            Event::RolledBack { server: server(), from: "a".into(), to: "b".into(), reason: "r".into() },
+            Event::HealthCheck { server: server(), passed: false, elapsed: ms, output: "o".into() },
+            Event::Wave { wave: 1, servers: vec![server()] },
             Event::Unlocked { server: server(), holder: "bob".into() },
             Event::Warning { message: "m".into() },
             Event::Connected { server: server(), elapsed: ms },
@@ -316,6 +337,8 @@ mod tests {
                 | Event::Uploaded { .. }
                 | Event::Discarded { .. }
                 | Event::RolledBack { .. }
+                | Event::HealthCheck { .. }
+                | Event::Wave { .. }
                 | Event::Unlocked { .. }
                 | Event::Warning { .. }
                 | Event::Connected { .. }

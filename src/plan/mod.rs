@@ -4,6 +4,7 @@
 //! **Architecture Invariant:** this module does no I/O. It turns a [`Config`] and plain values
 //! into a [`Plan`] of [`RemoteScript`]s; the runner walks that plan, and `--dry-run` prints it.
 
+pub mod confirm;
 pub mod scripts;
 
 use time::{format_description::FormatItem, macros::format_description, OffsetDateTime, PrimitiveDateTime};
@@ -198,6 +199,9 @@ impl Step {
 /// The phase whose success makes a release current: a failure before it discards the release.
 pub const PUBLISH: &str = "publish";
 
+/// The phase of the health check, after the `after_publish` hooks.
+pub const HEALTHCHECK: &str = "healthcheck";
+
 /// A whole deploy, decided before anything runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -245,15 +249,33 @@ pub fn deploy_plan(
     steps.push(Step::new("prepare", Action::Remote(prepare_script(config, release, submodules))));
     steps.extend(hooks("after_update", &config.hooks.after_update));
     steps.extend(hooks("before_publish", &config.hooks.before_publish));
-    steps.push(Step::new(PUBLISH, Action::Remote(publish_script(config, release))));
+    steps.push(Step::new(PUBLISH, Action::Remote(publish_script(config, release, &lock.token))));
     steps.extend(hooks("after_publish", &config.hooks.after_publish));
+    if let Some(healthcheck) = &config.healthcheck {
+        steps.push(Step {
+            here: healthcheck.scope.includes(&config.servers, server),
+            ..Step::new(HEALTHCHECK, Action::Remote(confirm::health_script(config, release, healthcheck)))
+        });
+    }
     Plan {
         release: release.clone(),
-        preflight: preflight_script(config, lock),
+        preflight: preflight_script(config, lock, &restart_hooks(config, server)),
         steps,
         on_failure: hooks("on_failure", &config.hooks.on_failure),
         discard: discard_script(config, release),
     }
+}
+
+/// The `after_publish` hooks that run on `config.servers[server]`: what restarts the service,
+/// run again for the release a server goes back to.
+pub fn restart_hooks(config: &Config, server: usize) -> Vec<&str> {
+    let hooks = config.hooks.after_publish.iter();
+    hooks
+        .filter_map(|hook| match hook {
+            Hook::Remote(command, scope) if scope.includes(&config.servers, server) => Some(command.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Capistrano 3's `revisions.log` line for a deploy.

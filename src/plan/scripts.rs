@@ -63,7 +63,12 @@ fi
 /// `holder <key>=<value>` lines and exits [`EXIT_LOCKED`], changing nothing. A lock whose
 /// holder's SSH connection is gone (the deployer was killed, or its connection cut) is stale:
 /// it is taken over, and its holder printed as `stale <key>=<value>` lines.
-pub fn preflight_script(config: &Config, lock: &LockInfo) -> RemoteScript {
+///
+/// The deploy is confirmed by a [`CONFIRM`](super::confirm::CONFIRM) line on the channel, which
+/// the keeper acknowledges with [`CONFIRMED`](super::confirm::CONFIRMED). If the channel closes
+/// while a release this deploy switched to is unconfirmed, the keeper goes back to the release
+/// the server had and runs `restart_hooks` (the `after_publish` hooks) for it.
+pub fn preflight_script(config: &Config, lock: &LockInfo, restart_hooks: &[&str]) -> RemoteScript {
     let text = format!(
         r#"set -u
 d={deploy_to}
@@ -104,7 +109,12 @@ done
 {probe}echo {READY}
 # The deploy holds the lock while this channel is open; its stdin closes when the deploy ends,
 # fails, is interrupted or killed, or loses its connection. Then the lock is released.
-while read -r _; do :; done
+while read -r line; do
+  if [ "$line" = {confirm} ]; then
+    if has_line {token} "$state/{unconfirmed}"; then rm -f "$state/{unconfirmed}"; fi
+    echo {confirmed}
+  fi
+done
 # Nobody reads this channel any more (the deployer may be gone): a write to it would raise
 # SIGPIPE and kill this shell before the lock is released.
 exec >/dev/null 2>&1
@@ -114,6 +124,18 @@ if has_line {token} "$state/lock/info"; then
   # on the same EOF; give that a moment before removing what it made.
   for marker in "$state"/preparing.*; do [ -f "$marker" ] && sleep 1; break; done
 {REMOVE_UNFINISHED}
+  # A release this deploy switched to and never confirmed: its deployer is gone, so nobody
+  # checked it. Go back to the release the server had.
+  if has_line {token} "$state/{unconfirmed}"; then
+    release=""
+    previous=""
+    while IFS= read -r line; do
+      case "$line" in release=*) release=${{line#release=}} ;; previous=*) previous=${{line#previous=}} ;; esac
+    done < "$state/{unconfirmed}"
+    user={user}
+    revert
+    rm -f "$state/{unconfirmed}"
+  fi
 fi
 lock="$state/lock"
 {release}"#,
@@ -122,6 +144,14 @@ lock="$state/lock"
         release = release_lock(Some(&lock.token)),
         token = quote(&format!("token={}", lock.token)),
         probe = platform_probe(config),
+        confirm = quote(super::confirm::CONFIRM),
+        confirmed = quote(super::confirm::CONFIRMED),
+        unconfirmed = super::confirm::UNCONFIRMED,
+        user = quote(&lock.user),
+    );
+    let text = format!(
+        "{}\n{text}",
+        super::confirm::revert_function(restart_hooks, config.timeouts.step.as_secs())
     );
     RemoteScript { name: "preflight", text }
 }
@@ -475,7 +505,11 @@ rm -f "$d/{STATE_DIR}/preparing.$rel"
 /// Switches `current` to the release atomically (`ln -s` to `releases/current`, then `mv -T`,
 /// as Capistrano 3), appends to `revisions.log` and removes releases beyond `keep_releases`
 /// (never the current one). Prints `removed <name>` for each release removed.
-pub fn publish_script(config: &Config, release: &Release) -> RemoteScript {
+///
+/// Before it switches, it writes the [`UNCONFIRMED`](super::confirm::UNCONFIRMED) marker with
+/// this deploy's `token` and the release `current` pointed at: until the deployer confirms, the
+/// lock keeper goes back to that release if the deployer is lost.
+pub fn publish_script(config: &Config, release: &Release, token: &str) -> RemoteScript {
     let text = format!(
         r#"set -eu
 d={deploy_to}
@@ -487,6 +521,9 @@ if ! mv "$marker" "$marker.publishing" 2>/dev/null; then
   echo "release \`$rel\` is no longer being prepared (its deploy was interrupted and it was removed); current is unchanged" >&2
   exit 1
 fi
+previous=$(readlink current 2>/dev/null || true)
+previous=${{previous##*/}}
+{unconfirmed}
 {SWITCH_CURRENT}
 rm -f "$marker.publishing"
 printf '%s\n' {log_line} >> revisions.log
@@ -500,7 +537,10 @@ for r in releases/{release_glob}; do
   [ "$excess" -gt 0 ] || break
   [ -d "$r" ] || continue
   excess=$((excess - 1))
-  if [ "${{r#releases/}}" != "$rel" ]; then rm -rf "$r"; echo "removed ${{r#releases/}}"; fi
+  # Never the new release, nor the one before it: until the deploy is confirmed, the server
+  # may have to go back to it.
+  case "${{r#releases/}}" in "$rel"|"$previous") continue ;; esac
+  rm -rf "$r"; echo "removed ${{r#releases/}}"
 done
 "#,
         deploy_to = quote(&config.deploy_to),
@@ -508,6 +548,7 @@ done
         log_line = quote(&super::revision_log_line(release)),
         keep = config.keep_releases,
         release_glob = "[0-9]".repeat(14),
+        unconfirmed = super::confirm::unconfirmed_lines(token, &release.name),
     );
     RemoteScript { name: "publish", text }
 }
@@ -667,14 +708,14 @@ mod tests {
         let release = release();
         for script in [
             setup_script(&cfg),
-            preflight_script(&cfg, &lock()),
+            preflight_script(&cfg, &lock(), &["systemctl restart it"]),
             inspect_script(&cfg),
             unlock_script(&cfg, Some("t")),
             daemon_script(&cfg, 40000, 600, &["repo/modules/it's"]),
             prepare_script(&cfg, &release, &[submodule()]),
             hook_script(&cfg, &release, "after_update", "echo hi"),
             discard_script(&cfg, &release),
-            publish_script(&cfg, &release),
+            publish_script(&cfg, &release, "t0k3n"),
             rollback_script(&cfg, Some("20261125041638"), "alice"),
         ] {
             assert!(script.text.contains(&format!("d={}\n", quote(hostile))), "{}", script.name);
@@ -721,7 +762,7 @@ mod tests {
         let prepare = prepare_script(&config("/srv/x"), &build, &[]);
         assert!(prepare.text.contains("sha=0123456789abcdef0123456789abcdef01234567\n"));
         assert!(prepare.text.contains("tree=fedcba9876543210fedcba9876543210fedcba98\n"));
-        let publish = publish_script(&config("/srv/x"), &release()).text;
+        let publish = publish_script(&config("/srv/x"), &release(), "t0k3n").text;
         let link = publish.find("ln -s").unwrap();
         let switch = publish.find("mv -T releases/current current").unwrap();
         let log = publish.find(">> revisions.log").unwrap();
@@ -757,7 +798,7 @@ mod tests {
 
     #[test]
     fn publish_claims_the_prepared_release_before_switching() {
-        let publish = publish_script(&config("/srv/x"), &release()).text;
+        let publish = publish_script(&config("/srv/x"), &release(), "t0k3n").text;
         let claim = publish.find("mv \"$marker\" \"$marker.publishing\"").unwrap();
         assert!(claim < publish.find("mv -T releases/current current").unwrap());
         let prepare = prepare_script(&config("/srv/x"), &release(), &[]).text;

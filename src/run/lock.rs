@@ -37,8 +37,9 @@ pub(crate) fn lock_all(
     parallel: usize,
     reporter: &mut dyn Reporter,
 ) -> Result<Vec<Server>, Error> {
-    let results = super::parallel::each(config.servers.iter().collect(), parallel, reporter, |server, reporter| {
-        lock_one(config, server, lock, lock_wait, reporter)
+    let servers = config.servers.iter().enumerate().collect();
+    let results = super::parallel::each(servers, parallel, reporter, |(index, server), reporter| {
+        lock_one(config, index, server, lock, lock_wait, reporter)
     });
     match super::parallel::first_failure(results, reporter) {
         (servers, None) => Ok(servers),
@@ -51,17 +52,19 @@ pub(crate) fn lock_all(
 
 fn lock_one(
     config: &Config,
+    index: usize,
     server: &crate::config::Server,
     lock: &LockInfo,
     lock_wait: Option<Duration>,
     reporter: &mut dyn Reporter,
 ) -> Result<Server, Error> {
+    let restart_hooks = plan::restart_hooks(config, index);
+    let preflight = plan::preflight_script(&config.on(server), lock, &restart_hooks);
     let config = config.on(server);
     let started = Instant::now();
     let connection = Connection::open(&config, server)?;
     let connect = started.elapsed();
     super::connected(reporter, &config, &connection, connect);
-    let preflight = plan::preflight_script(&config, lock);
     let deadline = lock_wait.map(|wait| Instant::now() + wait);
     loop {
         let mut keeper = connection.spawn(&preflight)?;

@@ -127,6 +127,9 @@ impl Ui {
                 ServerStatus::Published => format!("release {} is current", report.release),
                 ServerStatus::Discarded => "unchanged (the unfinished release was removed)".to_string(),
                 ServerStatus::Unchanged => "unchanged".to_string(),
+                ServerStatus::RolledBack => {
+                    format!("back on the release it had ({} is marked bad)", report.release)
+                }
             };
             self.line(
                 "Summary",
@@ -145,6 +148,7 @@ impl Ui {
         let (verb, what) = match report.outcome {
             Outcome::Deployed => ("Finished", "deploy"),
             Outcome::Partial => ("Failed", "partial deploy"),
+            Outcome::RolledBack => ("Rolled back", "deploy"),
             _ => ("Failed", "deploy"),
         };
         self.line(
@@ -184,8 +188,18 @@ impl Ui {
             Event::Discarded { server, release } => {
                 self.line("Removed", &format!("unfinished release {release} on {server}"))
             }
-            Event::RolledBack { server, from, to } => {
+            Event::RolledBack { server, from, to, .. } => {
                 self.line("Rolled back", &format!("{server} from {from} to {to} ({from} is marked bad)"))
+            }
+            Event::HealthCheck { server, passed: true, elapsed, .. } => {
+                self.line("Healthy", &format!("{server} ({})", ms(*elapsed)))
+            }
+            Event::HealthCheck { server, passed: false, elapsed, .. } => {
+                self.line("Unhealthy", &format!("{server}: the health check did not pass in {}", ms(*elapsed)))
+            }
+            Event::Wave { wave, servers } => {
+                let what = if *wave == 1 { "canaries" } else { "the rest" };
+                self.line("Wave", &format!("{wave} ({what}): {}", servers.join(", ")))
             }
             Event::Unlocked { server, holder } => self.line("Unlocked", &format!("{server}, held by {holder}")),
             Event::Warning { message } => self.line("Warning", message),
