@@ -167,9 +167,28 @@ pub fn scan(local: &Path, display: &str) -> Result<Vec<Needs>, String> {
     if metadata.is_dir() {
         walk(local, display, &mut found)?;
     } else if metadata.is_file() {
+        if let Some(kind) = foreign_executable(local) {
+            // A file artifact is the program to run; inside a directory one, such files may be
+            // downloads for other systems, and are left alone.
+            return Err(format!(
+                "`{display}` is a {kind} executable, which no Linux server runs: build it for a Linux target \
+                 (in a Linux container, or with `cargo zigbuild --target x86_64-unknown-linux-gnu`)"
+            ));
+        }
         found.extend(read_needs(local, display)?);
     }
     Ok(found)
+}
+
+/// Whether the file at `local` is a macOS (Mach-O) or Windows (PE) program, by its first bytes.
+fn foreign_executable(local: &Path) -> Option<&'static str> {
+    let mut magic = [0u8; 4];
+    File::open(local).and_then(|mut file| file.read_exact(&mut magic)).ok()?;
+    match u32::from_be_bytes(magic) {
+        0xfeed_face | 0xfeed_facf | 0xcefa_edfe | 0xcffa_edfe => Some("macOS (Mach-O)"),
+        _ if magic[..2] == *b"MZ" => Some("Windows (PE)"),
+        _ => None,
+    }
 }
 
 /// Why a binary that needs `needs` cannot run on `platform` of `server`, with the fix; `None`

@@ -66,6 +66,25 @@ pub fn make(
         .read_tree(&source_commit.tree().map_err(|err| git("read the tree", err))?)
         .map_err(|err| git("read the tree", err))?;
 
+    for (index, artifact) in artifacts.iter().enumerate() {
+        let other = artifacts[index + 1..]
+            .iter()
+            .find(|other| inside(&artifact.path, &other.path) || inside(&other.path, &artifact.path));
+        if let Some(other) = other {
+            return Err(Error::local(format!(
+                "artifacts `{}` and `{}` overlap: list only the outer one (a directory artifact brings \
+                 everything below it)",
+                artifact.path, other.path
+            )));
+        }
+        if let Some(submodule) = submodule_paths.iter().find(|sub| inside(sub, &artifact.path)) {
+            return Err(Error::local(format!(
+                "artifact `{}` holds the submodule `{submodule}`, whose files would be mixed into it in \
+                 the release: put the artifact elsewhere",
+                artifact.path
+            )));
+        }
+    }
     let mut sizes = Vec::new();
     for artifact in artifacts {
         if let Some(submodule) = submodule_paths.iter().find(|sub| inside(&artifact.path, sub)) {
@@ -325,6 +344,15 @@ mod tests {
         let inside = [Artifact { local: dir.path().join("x"), path: "libs/vendor/x".into() }];
         let err = make(&repo, &source, "20261129100000", &inside, &["libs/vendor".into()], 5).unwrap_err().to_string();
         assert!(err.contains("inside the submodule `libs/vendor`"), "{err}");
+        let holding = [Artifact { local: dir.path().join("x"), path: "libs".into() }];
+        let err = make(&repo, &source, "20261129100000", &holding, &["libs/vendor".into()], 5).unwrap_err().to_string();
+        assert!(err.contains("holds the submodule `libs/vendor`"), "{err}");
+        let nested = [
+            Artifact { local: dir.path().join("x"), path: "a".into() },
+            Artifact { local: dir.path().join("x"), path: "a/b".into() },
+        ];
+        let err = make(&repo, &source, "20261129100000", &nested, &[], 5).unwrap_err().to_string();
+        assert!(err.contains("artifacts `a` and `a/b` overlap"), "{err}");
     }
 
     #[test]

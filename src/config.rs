@@ -626,7 +626,9 @@ impl Config {
             Some(raw) => {
                 let key = format!("{section}.deploy.healthcheck");
                 if raw.remote.trim().is_empty() {
-                    return Err(invalid(format!("`{key}.remote` is empty: give the command that tells a healthy release")));
+                    return Err(invalid(format!(
+                        "`{key}.remote` is empty: give the command that tells a healthy release"
+                    )));
                 }
                 if let Some(role) = raw.roles.iter().find(|role| !declared_roles.contains(role)) {
                     return Err(invalid(format!(
@@ -1149,6 +1151,11 @@ mod tests {
         let gateway = config.servers[0].gateway.as_ref().expect("the example's gateway");
         assert_eq!(gateway.display_name(), "jump@bastion.example.com:22");
         assert_eq!(gateway.identity, Some(PathBuf::from("/home/alice/.ssh/bastion")));
+        let healthcheck = config.healthcheck.as_ref().expect("the example's health check");
+        assert_eq!(healthcheck.command, "curl -fsS http://127.0.0.1:8080/up");
+        assert_eq!((healthcheck.timeout, healthcheck.interval), (Duration::from_secs(30), Duration::from_secs(1)));
+        assert_eq!(healthcheck.scope.roles, ["app"]);
+        assert_eq!(config.canary, 0);
         let staging = Config::from_metadata(
             &metadata_of(body),
             "package.metadata",
@@ -1381,5 +1388,27 @@ mod tests {
         assert_eq!(gateway.identity, Some(PathBuf::from("/keys/jump")));
         let typo = error_text("[deploy.gateway]\nhost = \"b\"\nprot = 1\n[[deploy.servers]]\nhost = \"a\"\n");
         assert!(typo.contains("`package.metadata.deploy.gateway.prot`: unknown field `prot`"), "{typo}");
+    }
+
+    #[test]
+    fn a_health_check_gets_its_defaults_and_bad_values_are_refused() {
+        let config = parse(
+            "[deploy]\ncanary = 2\n[deploy.healthcheck]\nremote = \"true\"\n\
+             [[deploy.servers]]\nhost = \"h\"\n",
+        )
+        .unwrap();
+        let healthcheck = config.healthcheck.unwrap();
+        assert_eq!(healthcheck.timeout, Duration::from_secs(DEFAULT_HEALTH_TIMEOUT));
+        assert_eq!(healthcheck.interval, Duration::from_secs(DEFAULT_HEALTH_INTERVAL));
+        assert_eq!(config.canary, 2);
+        for (table, expected) in [
+            ("remote = \"\"", "`package.metadata.deploy.healthcheck.remote` is empty"),
+            ("remote = \"true\"\ntimeout = 0", "`package.metadata.deploy.healthcheck.timeout` is 0"),
+            ("remote = \"true\"\nroles = [\"web\"]", "runs on role `web`, which no server has"),
+            ("command = \"true\"", "unknown field `command`"),
+        ] {
+            let text = error_text(&format!("[deploy.healthcheck]\n{table}\n[[deploy.servers]]\nhost = \"h\"\n"));
+            assert!(text.contains(expected), "{table}: {text}");
+        }
     }
 }

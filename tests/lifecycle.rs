@@ -309,6 +309,9 @@ fn a_directory_artifact_arrives_whole_with_its_links_and_modes() {
             r#"build = ["mkdir -p target/dist/bin target/dist/share", "cp src/main.rs target/dist/bin/tool", "chmod 755 target/dist/bin/tool", "cp assets/data.txt target/dist/share/data.txt", "ln -sf share/data.txt target/dist/data"]
 artifacts = ["target/dist"]"#
         ));
+        // The tree's attributes would drop the build output from `git archive` and rewrite its
+        // line endings; they apply to the source, not to the build output.
+        world.commit(".gitattributes", "/target export-ignore\n*.txt text eol=crlf\n");
         world.setup();
         let report = world.deploy();
         let dist = world.deploy_to.join("releases").join(&report.release).join("target/dist");
@@ -325,6 +328,8 @@ artifacts = ["target/dist"]"#
             &report.sha,
             &["target/dist/bin/tool", "target/dist/share/data.txt", "target/dist/data"],
         );
+        let source_text = world.deploy_to.join("releases").join(&report.release).join("assets/data.txt");
+        assert!(fs::read(source_text).unwrap().ends_with(b"\r\n"), "{cache}: the source's own attributes hold");
         // The release commit is on no branch: the server's branch names the source commit.
         let git = |args: &[&str]| {
             let output = Command::new("git").arg("--git-dir").arg(world.deploy_to.join("repo")).args(args).output();

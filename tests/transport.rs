@@ -227,3 +227,37 @@ fn a_release_commit_travels_in_the_same_pack_its_binary_as_a_delta_counted_apart
     let fsck = Command::new("git").arg("--git-dir").arg(&bare).args(["fsck", "--strict"]).output().unwrap();
     assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stderr));
 }
+
+#[test]
+fn an_artifact_equal_to_an_object_of_the_history_is_not_sent_twice() {
+    // A receiving end that checks objects refuses a pack holding an object twice.
+    for (unpack_limit, fsck) in [("1", "true"), ("100", "true")] {
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("repo");
+        git2::Repository::init_bare(&bare).unwrap();
+        let config = |key: &str, value: &str| {
+            let status = Command::new("git").arg("--git-dir").arg(&bare).args(["config", key, value]).status();
+            assert!(status.unwrap().success());
+        };
+        config("receive.unpackLimit", unpack_limit);
+        config("receive.fsckObjects", fsck);
+        // `old.txt` is in the history but not in the deployed tree; the build output equals it.
+        let app = AppRepo::create(&dir.path().join("app"), &[("a.txt", "a\n"), ("old.txt", "vendored v1\n")]).unwrap();
+        std::fs::remove_file(app.dir().join("old.txt")).unwrap();
+        let sha = app.commit_all("remove old.txt").unwrap();
+        let local = dir.path().join("lib.js");
+        std::fs::write(&local, "vendored v1\n").unwrap();
+        let artifacts = [Artifact { local, path: "public/lib.js".into() }];
+        let release = build_output::make(app.repo(), &sha, "20261129100000", &artifacts, &[], 5).unwrap();
+        let mut server = ReceivePack::start(&bare);
+        let source = receive_pack::Update { sha: &sha, refname: "refs/heads/main" };
+        let built = receive_pack::Update { sha: &release.sha, refname: build_output::REMOTE_REF };
+        let sent = receive_pack::push(app.repo(), &mut server, source, Some(built), None);
+        let sent = sent.unwrap_or_else(|err| panic!("unpackLimit {unpack_limit}: {err}"));
+        // Two commits, two trees and two blobs; the release commit, its root and public/.
+        assert_eq!(sent.objects, 6 + 3, "unpackLimit {unpack_limit}: {sent:?}");
+        let server = git2::Repository::open_bare(&bare).unwrap();
+        let blob = server.revparse_single(&format!("{}:public/lib.js", release.sha)).unwrap();
+        assert_eq!(blob.as_blob().unwrap().content(), b"vendored v1\n");
+    }
+}

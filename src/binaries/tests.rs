@@ -199,3 +199,17 @@ fn the_probe_reports_this_machine() {
     assert_eq!(Platform { interpreters, ..reported.clone() }, this_machine(expected));
     assert!(reported.interpreters.contains(this_binary().interpreter.as_ref().unwrap()));
 }
+
+#[test]
+fn a_macos_or_windows_program_as_a_file_artifact_is_refused_but_not_inside_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let macho = dir.path().join("hello");
+    std::fs::write(&macho, [0xcf, 0xfa, 0xed, 0xfe, 7, 0, 0, 1]).unwrap();
+    let err = scan(&macho, "target/release/hello").unwrap_err();
+    assert!(err.contains("`target/release/hello` is a macOS (Mach-O) executable"), "{err}");
+    let exe = dir.path().join("hello.exe");
+    std::fs::write(&exe, b"MZ\x90\x00rest").unwrap();
+    assert!(scan(&exe, "hello.exe").unwrap_err().contains("Windows (PE)"));
+    // A directory of downloads for other systems is not judged.
+    assert_eq!(scan(dir.path(), "downloads").unwrap(), vec![]);
+}

@@ -23,9 +23,14 @@ pub const CONFIRM: &str = "confirm";
 /// What the health check prints when it passed: `<HEALTHY> <tries> <elapsed ms>`.
 pub const HEALTHY: &str = "@@xtask-deploy-healthy";
 
+/// What the health check prints when it did not pass in time: `<UNHEALTHY> <tries> <elapsed ms>`.
+pub const UNHEALTHY: &str = "@@xtask-deploy-unhealthy";
+
 /// Shell lines that run `commands` (after_publish hooks) one after another in
 /// `$d/releases/$rel`, with the hooks' environment and `ROLLBACK=1`, each within `limit_secs`;
 /// a failing one is reported as a `hook-failed <index> <status>` line and the next still runs.
+/// Each runs under `timeout` in a process group of its own: a restart that has begun finishes
+/// even when the step that started it is stopped (the deployer was lost mid-way).
 pub fn run_restart_hooks(commands: &[&str], limit_secs: u64) -> String {
     let mut text = String::new();
     for (index, command) in commands.iter().enumerate() {
@@ -67,7 +72,13 @@ pub fn revert_function(hooks: &[&str], limit_secs: u64) -> String {
 
 /// Goes back to the release a server had before this deploy switched it to `release`: what
 /// the deployer runs on every switched server when the deploy fails after the switch.
-pub fn revert_script(config: &Config, release: &str, previous: Option<&str>, user: &str, hooks: &[&str]) -> RemoteScript {
+pub fn revert_script(
+    config: &Config,
+    release: &str,
+    previous: Option<&str>,
+    user: &str,
+    hooks: &[&str],
+) -> RemoteScript {
     let text = format!(
         r#"set -u
 d={deploy_to}
@@ -89,7 +100,10 @@ rm -f "$state/{UNCONFIRMED}"
 }
 
 /// Tries `healthcheck` in `release` until it exits 0 (printing [`HEALTHY`], the tries and the
-/// milliseconds taken) or its timeout passes (exit 1, with the last try's output on stderr).
+/// milliseconds taken) or its timeout passes (printing [`UNHEALTHY`], exit 1, with the last
+/// try's output on stderr). A try still running at the timeout is stopped with its children
+/// (a `curl` under its `sh`). Tries run in the step's process group, which is stopped whole
+/// with the step when its deployer is lost.
 pub fn health_script(config: &Config, release: &Release, healthcheck: &Healthcheck) -> RemoteScript {
     let timeout = healthcheck.timeout.as_secs();
     let text = format!(
@@ -98,19 +112,40 @@ d={deploy_to}
 rel={name}
 cd "$d/releases/$rel" || exit 1
 export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION={sha}
+log=$(mktemp) || exit 1
+trap 'rm -f "$log"; exit 143' TERM INT HUP
 start=$(date +%s%N)
 deadline=$(( $(date +%s) + {timeout} ))
 tries=0
 while :; do
   tries=$((tries + 1))
-  if out=$(timeout -k 1 {timeout} sh -c {command} 2>&1 </dev/null); then
+  sh -c {command} >"$log" 2>&1 </dev/null &
+  try=$!
+  # Tenths of a second left before the deadline for this try, and at least one second.
+  ticks=$(( ($deadline - $(date +%s)) * 10 ))
+  [ "$ticks" -ge 10 ] || ticks=10
+  while kill -0 "$try" 2>/dev/null; do
+    if [ "$ticks" -le 0 ]; then
+      pkill -TERM -P "$try" 2>/dev/null; kill -TERM "$try" 2>/dev/null; sleep 1
+      pkill -KILL -P "$try" 2>/dev/null; kill -KILL "$try" 2>/dev/null
+      break
+    fi
+    ticks=$((ticks - 1))
+    sleep 0.1
+  done
+  wait "$try"
+  status=$?
+  if [ "$status" -eq 0 ]; then
+    rm -f "$log"
     echo "{HEALTHY} $tries $(( ($(date +%s%N) - start) / 1000000 ))"
     exit 0
   fi
   [ "$(date +%s)" -lt "$deadline" ] || break
   sleep {interval}
 done
-printf 'the health check did not pass within %ss (%s tries); its last output:\n%s\n' {timeout} "$tries" "$(printf '%s' "$out" | tail -c 2000)" >&2
+echo "{UNHEALTHY} $tries $(( ($(date +%s%N) - start) / 1000000 ))"
+printf 'the health check did not pass within %ss (%s tries); its last output:\n%s\n' {timeout} "$tries" "$(tail -c 2000 "$log")" >&2
+rm -f "$log"
 exit 1
 "#,
         deploy_to = quote(&config.deploy_to),

@@ -415,7 +415,11 @@ pub(crate) mod tests {
         assert!(preflight.contains("token=t0k3n"));
         let (taken, released) =
             (preflight.find("mkdir \"$state/lock\"").unwrap(), preflight.find("rm -rf \"$lock\"").unwrap());
-        let waits = preflight.find("while read -r _; do :; done").unwrap();
+        let waits = preflight.find("while read -r line; do").unwrap();
         assert!(taken < waits && waits < released, "the lock is held while the channel is open");
+        // Pruning waits for the confirmation, in the keeper: until then the server may go back.
+        assert!(preflight.contains("keep=2\n"));
+        let Action::Remote(publish) = &plan.steps[6].action else { panic!("publish is remote") };
+        assert!(!publish.text.contains("rm -rf"), "{}", publish.text);
     }
 }

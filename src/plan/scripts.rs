@@ -112,6 +112,19 @@ done
 while read -r line; do
   if [ "$line" = {confirm} ]; then
     if has_line {token} "$state/{unconfirmed}"; then rm -f "$state/{unconfirmed}"; fi
+    # Confirmed: the oldest releases beyond `keep` go now (never the current one). Release
+    # names are 14 digits, so the shell's sorted glob lists them oldest first.
+    keep={keep}
+    count=0
+    for r in "$d"/releases/{release_glob}; do [ -d "$r" ] && count=$((count + 1)); done
+    excess=$((count - keep))
+    now=$(readlink "$d/current" 2>/dev/null || true)
+    for r in "$d"/releases/{release_glob}; do
+      [ "$excess" -gt 0 ] || break
+      [ -d "$r" ] || continue
+      excess=$((excess - 1))
+      if [ "${{now##*/}}" != "${{r##*/}}" ]; then rm -rf "$r"; echo "removed ${{r##*/}}"; fi
+    done
     echo {confirmed}
   fi
 done
@@ -148,11 +161,10 @@ lock="$state/lock"
         confirmed = quote(super::confirm::CONFIRMED),
         unconfirmed = super::confirm::UNCONFIRMED,
         user = quote(&lock.user),
+        keep = config.keep_releases,
+        release_glob = "[0-9]".repeat(14),
     );
-    let text = format!(
-        "{}\n{text}",
-        super::confirm::revert_function(restart_hooks, config.timeouts.step.as_secs())
-    );
+    let text = format!("{}\n{text}", super::confirm::revert_function(restart_hooks, config.timeouts.step.as_secs()));
     RemoteScript { name: "preflight", text }
 }
 
@@ -395,15 +407,50 @@ pub fn prepare_script(config: &Config, release: &Release, submodules: &[Submodul
         // literal, and a `$(...)` in it would run.
         checks.push_str(&format!("[ -e \"$d/shared\"/{file} ] || missing=\"$missing \"{file}\n", file = quote(file)));
     }
+    // The tree's `.gitattributes` must not drop or rewrite build output (`export-ignore`,
+    // `export-subst`, line endings, filters): `info/attributes` comes first and unsets them.
+    let attributes = match release.build {
+        Some(_) => config
+            .artifacts
+            .iter()
+            .flat_map(|path| {
+                // A directory that is `export-ignore` hides what is below it: its parents too.
+                let parents = path.match_indices('/').map(|(at, _)| (format!("/{}", &path[..at]), "-export-ignore"));
+                parents.chain([(format!("/{path}"), ARTIFACT_ATTRIBUTES), (format!("/{path}/**"), ARTIFACT_ATTRIBUTES)])
+            })
+            .map(|(pattern, attributes)| {
+                let plain = !pattern.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\');
+                let pattern = if plain {
+                    pattern.to_string()
+                } else {
+                    format!("\"{}\"", pattern.replace('\\', "\\\\").replace('"', "\\\""))
+                };
+                quote(&format!("{pattern} {attributes}"))
+            })
+            .collect::<Vec<String>>()
+            .join(" "),
+        None => String::new(),
+    };
+    let write_attributes = |git_dir: &str| match attributes.is_empty() {
+        true => String::new(),
+        false => format!("mkdir -p {git_dir}/info && printf '%s\\n' {attributes} > {git_dir}/info/attributes\n"),
+    };
     let extract = match config.cache {
-        Cache::Archive => r#"{ git --git-dir=repo archive --format=tar "$tree" || echo "git archive failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker""#.to_string(),
-        Cache::CachedCopy => r#"cc="$d/shared/cached-copy"
+        Cache::Archive => {
+            write_attributes("repo")
+                + r#"{ git --git-dir=repo archive --format=tar "$tree" || echo "git archive failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker""#
+        }
+        Cache::CachedCopy => {
+            r#"cc="$d/shared/cached-copy"
 if [ ! -d "$cc/.git" ]; then git clone --quiet --no-checkout "$d/repo" "$cc"; fi
-git -C "$cc" fetch --quiet "$d/repo" "+refs/heads/*:refs/remotes/xtask-deploy/*" "+refs/xtask-deploy/*:refs/remotes/xtask-deploy-build/*"
+"#
+            .to_string()
+                + &write_attributes("\"$cc/.git\"")
+                + r#"git -C "$cc" fetch --quiet "$d/repo" "+refs/heads/*:refs/remotes/xtask-deploy/*" "+refs/xtask-deploy/*:refs/remotes/xtask-deploy-build/*"
 git -C "$cc" checkout --quiet --force --detach "$tree"
 git -C "$cc" clean --quiet -d -f -f -x
 { tar -C "$cc" --exclude=./.git -cf - . || echo "copy failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker""#
-            .to_string(),
+        }
     };
     let mut extract_submodules = String::new();
     for submodule in submodules {
@@ -527,27 +574,10 @@ previous=${{previous##*/}}
 {SWITCH_CURRENT}
 rm -f "$marker.publishing"
 printf '%s\n' {log_line} >> revisions.log
-# The oldest releases beyond `keep` go (never the current one). Release names are 14 digits,
-# so the shell's sorted glob lists them oldest first.
-keep={keep}
-count=0
-for r in releases/{release_glob}; do [ -d "$r" ] && count=$((count + 1)); done
-excess=$((count - keep))
-for r in releases/{release_glob}; do
-  [ "$excess" -gt 0 ] || break
-  [ -d "$r" ] || continue
-  excess=$((excess - 1))
-  # Never the new release, nor the one before it: until the deploy is confirmed, the server
-  # may have to go back to it.
-  case "${{r#releases/}}" in "$rel"|"$previous") continue ;; esac
-  rm -rf "$r"; echo "removed ${{r#releases/}}"
-done
 "#,
         deploy_to = quote(&config.deploy_to),
         name = quote(&release.name),
         log_line = quote(&super::revision_log_line(release)),
-        keep = config.keep_releases,
-        release_glob = "[0-9]".repeat(14),
         unconfirmed = super::confirm::unconfirmed_lines(token, &release.name),
     );
     RemoteScript { name: "publish", text }
@@ -683,6 +713,10 @@ done
 if [ -L "$d/current" ]; then echo "current $(readlink "$d/current")"; fi
 if [ -f "$d/.xtask-deploy/bad" ]; then each_line "$d/.xtask-deploy/bad" bad; fi"#;
 
+/// The attributes `info/attributes` gives build output, so that `git archive` and a checkout
+/// write it byte for byte, whatever the tree's `.gitattributes` say.
+const ARTIFACT_ATTRIBUTES: &str = "-export-ignore -export-subst -text -ident -filter -working-tree-encoding";
+
 /// Points `current` at `releases/$rel` atomically, from inside `$d`.
 const SWITCH_CURRENT: &str = r#"if [ -e releases/current ] || [ -L releases/current ]; then rm -f releases/current; fi
 ln -s "$d/releases/$rel" releases/current
@@ -767,7 +801,9 @@ mod tests {
         let switch = publish.find("mv -T releases/current current").unwrap();
         let log = publish.find(">> revisions.log").unwrap();
         assert!(link < switch && switch < log);
-        assert!(publish.contains("keep=2\n"));
+        // The marker that holds the release unconfirmed is written before the switch.
+        let marker = publish.find("token=t0k3n").unwrap();
+        assert!(marker < link, "{publish}");
     }
 
     #[test]
@@ -898,5 +934,27 @@ mod tests {
         std::fs::remove_dir_all(&repo).unwrap();
         git(&["init", "-q", "--bare", repo.to_str().unwrap()]);
         assert_eq!(sh(&inspect, &[]), (0, String::new(), String::new()));
+    }
+
+    #[test]
+    fn build_output_is_exempt_from_the_trees_attributes_even_with_odd_names() {
+        let mut cfg = config("/srv/x");
+        cfg.artifacts = vec!["bin/my \"app\"".into(), "dist".into()];
+        let build = Release { build: Some("f".repeat(40)), ..release() };
+        let prepare = prepare_script(&cfg, &build, &[]).text;
+        let line = prepare.lines().find(|line| line.starts_with("mkdir -p repo/info")).expect("attributes written");
+        let dir = tempfile::tempdir().unwrap();
+        let (status, _, stderr) = sh(&format!("cd {} && {line}", quote(dir.path().to_str().unwrap())), &[]);
+        assert_eq!(status, 0, "{stderr}");
+        let written = std::fs::read_to_string(dir.path().join("repo/info/attributes")).unwrap();
+        let all = ARTIFACT_ATTRIBUTES;
+        assert_eq!(
+            written,
+            format!(
+                "/bin -export-ignore\n\"/bin/my \\\"app\\\"\" {all}\n\"/bin/my \\\"app\\\"/**\" {all}\n/dist {all}\n/dist/** {all}\n"
+            )
+        );
+        // Without build output, the repository's attributes are left alone.
+        assert!(!prepare_script(&cfg, &release(), &[]).text.contains("info/attributes"));
     }
 }

@@ -41,6 +41,9 @@ pub struct DeployOptions {
     pub message: Option<String>,
     /// How many servers are worked on at once (default [`parallel::DEFAULT_PARALLEL`]).
     pub parallel: Option<usize>,
+    /// Deploy to and confirm this many servers first (the canaries), then the rest; instead of
+    /// the configured `canary`.
+    pub canary: Option<usize>,
 }
 
 /// Prepares every server: `releases/`, `shared/` (with the linked directories) and the bare
@@ -132,7 +135,11 @@ pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Repor
         }
         Err(err) => {
             let error = err.to_string();
-            summary.outcome = if matches!(err, Error::Partial { .. }) { Outcome::Partial } else { Outcome::Failed };
+            summary.outcome = match err {
+                Error::Partial { .. } => Outcome::Partial,
+                Error::RolledBack { .. } => Outcome::RolledBack,
+                _ => Outcome::Failed,
+            };
             summary.exit_code = err.exit_code();
             summary.error = Some(error.clone());
             let server = err.server().map(str::to_string);
@@ -189,36 +196,18 @@ fn deploy_to_all(
         servers,
         reports: &mut summary.servers,
         prepared: false,
+        active: 0..0,
         reporter,
     };
     walk.plan();
-    let result = walk.steps();
-    if let Err(err) = &result {
-        walk.fail(err);
-    }
+    let canary = options.canary.unwrap_or(config.canary);
+    let result = match walk.waves(canary).and_then(|()| walk.confirm()) {
+        Ok(()) => Ok(Outcome::Deployed),
+        Err(err) => Err(walk.fail(err)),
+    };
     let Walk { mut servers, .. } = walk;
     unlock_all(&mut servers);
-    let published = summary.servers.iter().filter(|report| report.status == ServerStatus::Published).count();
-    match result {
-        Ok(()) => Ok(Outcome::Deployed),
-        Err(error) if published > 0 && published < summary.servers.len() => {
-            let names = |switched: bool| {
-                summary
-                    .servers
-                    .iter()
-                    .filter(|report| (report.status == ServerStatus::Published) == switched)
-                    .map(|report| report.server.clone())
-                    .collect()
-            };
-            Err(Error::Partial {
-                release: release.name,
-                published: names(true),
-                unchanged: names(false),
-                error: Box::new(error),
-            })
-        }
-        Err(error) => Err(error),
-    }
+    result
 }
 
 /// A server reached, checked and locked.
@@ -253,6 +242,8 @@ struct Walk<'a> {
     reports: &'a mut [ServerReport],
     /// Whether the release may exist on the servers (prepare has started).
     prepared: bool,
+    /// The servers of the wave being deployed (all of them, without canaries).
+    active: std::ops::Range<usize>,
     reporter: &'a mut dyn Reporter,
 }
 
@@ -274,10 +265,31 @@ impl Walk<'_> {
             .collect();
     }
 
-    fn steps(&mut self) -> Result<(), Error> {
+    /// Deploys to the servers in waves: with `canary` servers, those first (health check
+    /// included), then, if they are healthy, the rest; else every server at once. Local steps
+    /// run once, in the first wave.
+    fn waves(&mut self, canary: usize) -> Result<(), Error> {
+        let count = self.servers.len();
+        // The waves' boundaries: [0, count], or [0, canary, count].
+        let bounds = if canary == 0 || canary >= count { vec![0, count] } else { vec![0, canary, count] };
+        let waves: Vec<std::ops::Range<usize>> = bounds.windows(2).map(|pair| pair[0]..pair[1]).collect();
+        let several = waves.len() > 1;
+        for (index, wave) in waves.into_iter().enumerate() {
+            if several {
+                let servers = self.servers[wave.clone()].iter().map(|server| server.connection.name().to_string());
+                self.reporter.event(Event::Wave { wave: index + 1, servers: servers.collect() });
+            }
+            self.active = wave;
+            self.steps(index == 0)?;
+        }
+        Ok(())
+    }
+
+    /// Walks the steps on the [`Walk::active`] servers; local steps only in the `first` wave.
+    fn steps(&mut self, first: bool) -> Result<(), Error> {
         // The plans are made again once the release commit is known; their steps stay the same.
         let steps = self.plans[0].steps.clone();
-        let several = self.servers.len() > 1;
+        let several = self.active.len() > 1;
         let mut pushed = false;
         let mut start = 0;
         while start < steps.len() {
@@ -293,6 +305,8 @@ impl Walk<'_> {
                     end += 1;
                 }
                 self.remote_batch(start..end)?;
+            } else if !first && matches!(steps[start].action, Action::Local(_) | Action::Package) {
+                // Done once, in the first wave.
             } else {
                 match self.step(start) {
                     Err(Error::Local { message }) => {
@@ -315,7 +329,7 @@ impl Walk<'_> {
         &mut self,
         work: impl Fn(&mut Target, &mut dyn Reporter) -> Result<(), Error> + Sync,
     ) -> Result<(), Error> {
-        let targets = targets(&self.servers, &self.plans, self.reports);
+        let targets = targets(&self.servers, &self.plans, self.reports, self.active.clone());
         let results = parallel::each(targets, self.parallel, self.reporter, |mut target, reporter| {
             let result = work(&mut target, reporter);
             if let Err(err) = &result {
@@ -383,13 +397,107 @@ impl Walk<'_> {
         self.on_each(|target, reporter| remote_batch(target, range.clone(), &sizes, reporter))
     }
 
-    /// After a failed step: nothing more is published; before any server switched, the
-    /// `on_failure` hooks run and every unfinished release is removed. Errors here are
-    /// reported, not raised.
-    fn fail(&mut self, err: &Error) {
-        if self.reports.iter().any(|report| report.status == ServerStatus::Published) {
-            return;
+    /// After a failed step: nothing more is published. Every server that switched goes back to
+    /// the release it had (running its restart hooks for it); then the `on_failure` hooks run
+    /// and the unfinished releases of the wave are removed. Returns the deploy's error:
+    /// [`Error::RolledBack`] when servers went back, [`Error::Partial`] when one could not.
+    /// Errors of the clean-up itself are reported, not raised.
+    fn fail(&mut self, err: Error) -> Error {
+        let switched: Vec<usize> =
+            (0..self.reports.len()).filter(|index| self.reports[*index].status == ServerStatus::Published).collect();
+        let stuck = self.revert(&switched, &err);
+        self.on_failure();
+        if self.prepared {
+            self.discard(&err);
         }
+        if switched.is_empty() {
+            return err;
+        }
+        let names = |status: ServerStatus| -> Vec<String> {
+            self.reports.iter().filter(|report| report.status == status).map(|report| report.server.clone()).collect()
+        };
+        if stuck.is_empty() {
+            Error::RolledBack {
+                release: self.release.name.clone(),
+                servers: names(ServerStatus::RolledBack),
+                error: Box::new(err),
+            }
+        } else {
+            let unchanged = self.reports.iter().filter(|report| report.status != ServerStatus::Published);
+            Error::Partial {
+                release: self.release.name.clone(),
+                published: names(ServerStatus::Published),
+                unchanged: unchanged.map(|report| report.server.clone()).collect(),
+                error: Box::new(err),
+            }
+        }
+    }
+
+    /// Switches each of `switched` (server indexes) back to the release it had, and runs its
+    /// restart hooks for that release. Returns the servers that could not go back.
+    fn revert(&mut self, switched: &[usize], err: &Error) -> Vec<String> {
+        if switched.is_empty() {
+            return Vec::new();
+        }
+        let reason = format!("the deploy failed after the switch: {err}");
+        let (config, release, user) = (self.config, &self.release.name, &self.local.lock.user);
+        let parts = self.servers.iter().zip(self.reports.iter_mut()).enumerate();
+        let targets: Vec<(usize, &Server, &mut ServerReport)> = parts
+            .filter(|(index, _)| switched.contains(index))
+            .map(|(index, (server, report))| (index, server, report))
+            .collect();
+        let results = parallel::each(targets, self.parallel, self.reporter, |(index, server, report), reporter| {
+            let name = server.connection.name().to_string();
+            let previous = server.state.current_release();
+            let hooks = plan::restart_hooks(config, index);
+            let script = plan::confirm::revert_script(&server.config, release, previous, user, &hooks);
+            let output = server.connection.output(&script)?;
+            for line in output.stdout.lines() {
+                let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
+                match kind {
+                    "reverted" => {
+                        let (from, to) = rest.split_once(' ').unwrap_or((rest, ""));
+                        report.status = ServerStatus::RolledBack;
+                        reporter.event(Event::RolledBack {
+                            server: name.clone(),
+                            from: from.to_string(),
+                            to: to.to_string(),
+                            reason: reason.clone(),
+                        });
+                    }
+                    // Already back (its keeper went back when its connection was lost).
+                    "not-switched" => report.status = ServerStatus::RolledBack,
+                    "hook-failed" => reporter.event(Event::Warning {
+                        message: format!(
+                            "after_publish hook {} failed on {name} while going back (exit status {})",
+                            rest.split(' ').next().unwrap_or("?"),
+                            rest.split(' ').nth(1).unwrap_or("?")
+                        ),
+                    }),
+                    _ => {}
+                }
+            }
+            if output.status != 0 {
+                let why = output.stdout.lines().find_map(|line| line.strip_prefix("cannot-revert "));
+                return Err(Error::Remote {
+                    server: name,
+                    step: "revert".to_string(),
+                    status: output.status,
+                    message: why.unwrap_or(output.stderr.trim()).to_string(),
+                });
+            }
+            Ok(())
+        });
+        let mut stuck = Vec::new();
+        for failure in results.into_iter().filter_map(Result::err) {
+            stuck.extend(failure.server().map(str::to_string));
+            self.reporter.event(Event::Warning { message: format!("could not go back: {failure}") });
+        }
+        stuck
+    }
+
+    /// Runs the `on_failure` hooks: local ones once, remote ones on the servers of the wave.
+    fn on_failure(&mut self) {
         for (hook, step) in self.plans[0].on_failure.iter().enumerate() {
             // Every server's failure is reported, not only the first.
             let failures: Vec<Error> = match &step.action {
@@ -397,7 +505,7 @@ impl Walk<'_> {
                     local::run_command(step.phase, command, self.config.manifest_dir()).err().into_iter().collect()
                 }
                 Action::Remote(_) => {
-                    let targets = targets(&self.servers, &self.plans, self.reports);
+                    let targets = targets(&self.servers, &self.plans, self.reports, self.active.clone());
                     let results = parallel::each(targets, self.parallel, self.reporter, |target, _| {
                         match &target.plan.on_failure[hook] {
                             Step { action: Action::Remote(script), here: true, .. } => {
@@ -414,11 +522,13 @@ impl Walk<'_> {
                 self.reporter.event(Event::Warning { message: format!("on_failure hook failed: {hook_err}") });
             }
         }
-        if !self.prepared {
-            return;
-        }
-        let targets = targets(&self.servers, &self.plans, self.reports);
-        parallel::each(targets, self.parallel, self.reporter, |target, reporter| {
+    }
+
+    /// Removes the unfinished release on the servers of the wave that did not switch.
+    fn discard(&mut self, err: &Error) {
+        let targets = targets(&self.servers, &self.plans, self.reports, self.active.clone());
+        let unswitched = targets.into_iter().filter(|target| target.report.status == ServerStatus::Unchanged).collect();
+        parallel::each(unswitched, self.parallel, self.reporter, |target, reporter| {
             let (server, plan) = (target.server, target.plan);
             match server.connection.run(&plan.discard) {
                 Ok(_) => {
@@ -434,12 +544,55 @@ impl Walk<'_> {
             }
         });
     }
+
+    /// Confirms the deploy on every server that switched: its keeper removes the marker that
+    /// would send it back when the deployer is lost, then the releases beyond `keep_releases`.
+    fn confirm(&mut self) -> Result<(), Error> {
+        let timeout = self.config.timeouts.step;
+        let parts = self.servers.iter_mut().zip(self.reports.iter_mut());
+        let switched: Vec<(&mut Server, &mut ServerReport)> =
+            parts.filter(|(_, report)| report.status == ServerStatus::Published).collect();
+        let results = parallel::each(switched, self.parallel, self.reporter, |(server, report), reporter| {
+            for old in server.confirm(timeout)? {
+                reporter.event(Event::Removed { server: report.server.clone(), release: old.clone() });
+                report.removed.push(old);
+            }
+            Ok(())
+        });
+        parallel::all_done(results, self.reporter)
+    }
+}
+
+impl Server {
+    /// Sends the deploy's confirmation to the lock keeper and waits for its acknowledgement;
+    /// returns the old releases it then removed.
+    fn confirm(&mut self, timeout: Duration) -> Result<Vec<String>, Error> {
+        let name = self.connection.name().to_string();
+        let lost = |message: String| Error::Remote {
+            server: name.clone(),
+            step: "confirm".to_string(),
+            status: -1,
+            message: format!("{message}: the server goes back to the release it had when its deployer is lost"),
+        };
+        let keeper = self.keeper.as_mut().ok_or_else(|| lost("the lock keeper is gone".to_string()))?;
+        keeper.send(format!("{}\n", plan::confirm::CONFIRM).as_bytes()).map_err(|err| lost(err.to_string()))?;
+        match keeper.wait_for_line(plan::confirm::CONFIRMED, timeout).map_err(|err| lost(err.to_string()))? {
+            Ok(said) => Ok(said.lines().filter_map(|line| line.strip_prefix("removed ")).map(str::to_string).collect()),
+            Err(output) => Err(lost(format!("the lock keeper ended (exit status {})", output.status))),
+        }
+    }
 }
 
 /// Each server's part of a step, in the order of the servers.
-fn targets<'a>(servers: &'a [Server], plans: &'a [Plan], reports: &'a mut [ServerReport]) -> Vec<Target<'a>> {
-    let parts = servers.iter().zip(plans).zip(reports.iter_mut());
-    parts.map(|((server, plan), report)| Target { server, plan, report }).collect()
+fn targets<'a>(
+    servers: &'a [Server],
+    plans: &'a [Plan],
+    reports: &'a mut [ServerReport],
+    active: std::ops::Range<usize>,
+) -> Vec<Target<'a>> {
+    let parts = servers.iter().zip(plans).zip(reports.iter_mut()).enumerate();
+    let active = parts.filter(|(index, _)| active.contains(index));
+    active.map(|(_, ((server, plan), report))| Target { server, plan, report }).collect()
 }
 
 /// Runs the remote steps in `range` of one server's plan (those that run [`Step::here`]) as
@@ -465,7 +618,8 @@ fn remote_batch(
     let connection = &target.server.connection;
     let name = connection.name().to_string();
     for step in steps.iter().filter(|step| step.phase != "prepare" && step.phase != plan::PUBLISH) {
-        reporter.event(Event::Running { phase: step.phase, server: Some(name.clone()), what: "remote hook".into() });
+        let what = if step.phase == plan::HEALTHCHECK { "health check" } else { "remote hook" };
+        reporter.event(Event::Running { phase: step.phase, server: Some(name.clone()), what: what.into() });
     }
     let started = Instant::now();
     let output = connection.output(&batch)?;
@@ -490,6 +644,9 @@ fn remote_batch(
         report.removed.push(old.to_string());
         reporter.event(Event::Removed { server: name.clone(), release: old.to_string() });
     }
+    if let Some(event) = health_event(&name, &output) {
+        reporter.event(event);
+    }
     if output.status != 0 {
         let failed = steps.get(done).and_then(|step| match &step.action {
             Action::Remote(script) => Some(script.name),
@@ -498,6 +655,17 @@ fn remote_batch(
         return Err(connection.failure(failed.unwrap_or("remote step"), &output));
     }
     Ok(())
+}
+
+/// The [`Event::HealthCheck`] of a batch that ran the health check, from what it printed.
+fn health_event(server: &str, output: &crate::ssh::Output) -> Option<Event> {
+    let (passed, numbers) = output.stdout.lines().find_map(|line| {
+        let healthy = line.strip_prefix(plan::confirm::HEALTHY).map(|rest| (true, rest));
+        healthy.or_else(|| line.strip_prefix(plan::confirm::UNHEALTHY).map(|rest| (false, rest)))
+    })?;
+    let millis = numbers.split_whitespace().nth(1).and_then(|ms| ms.parse().ok()).unwrap_or(0);
+    let output = if passed { String::new() } else { output.stderr.trim().to_string() };
+    Some(Event::HealthCheck { server: server.to_string(), passed, elapsed: Duration::from_millis(millis), output })
 }
 
 /// On one server: start the daemon, push the commit and submodules, stop the daemon (or,

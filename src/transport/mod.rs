@@ -193,7 +193,9 @@ fn push_with_libgit2(
     if let Some(table) = PENDING.lock().unwrap().as_mut() {
         table.remove(&token);
     }
-    result.map(|objects| PushStats { bytes_sent: bytes_sent.load(Ordering::Relaxed), objects, build_bytes: None })
+    // Without build output there is nothing to count apart; with it, libgit2 makes one pack.
+    let build_bytes = if refs.build.is_none() { Some(0) } else { None };
+    result.map(|objects| PushStats { bytes_sent: bytes_sent.load(Ordering::Relaxed), objects, build_bytes })
 }
 
 /// Pushes through libgit2; returns the number of objects in the pack.

@@ -282,32 +282,75 @@ fn object_count(header: &[u8; HEADER]) -> u64 {
 }
 
 /// The objects release commit `build` adds to the source that the server lacks, as `<id>
-/// <path>` lines (the path lets `git pack-objects` find the same file among its bases).
+/// <path>` lines (the path lets `git pack-objects` find the same file among its bases). An
+/// object the source's part of the pack carries already (one of the history, not of the
+/// source's tree) is left out: a pack must not hold an object twice.
 fn build_objects(repo: &git2::Repository, build: &str, spec: &PackSpec) -> Result<String, String> {
-    let mut revisions = format!("{build}\n^{}\n", spec.source);
-    for have in &spec.haves {
-        revisions.push_str(&format!("^{have}\n"));
+    let listing = rev_list(repo, &format!("{build}\n^{}\n", spec.source), spec, &["--objects"])?;
+    let mut candidates: std::collections::HashSet<&str> =
+        listing.lines().filter_map(|line| line.split(' ').next()).collect();
+    // What the source's part holds: streamed, only the few candidates are kept in memory.
+    let source = format!("{}\n", spec.source);
+    let mut source_part = rev_list_child(repo, &source, spec, &["--objects", "--no-object-names"])?;
+    let mut reader = io::BufReader::new(source_part.stdout.take().expect("stdout is piped"));
+    let mut line = String::new();
+    while !candidates.is_empty() && io::BufRead::read_line(&mut reader, &mut line).map_err(lost_git)? > 0 {
+        candidates.remove(line.trim_end());
+        line.clear();
     }
-    let mut child = Command::new("git")
-        .arg("--git-dir")
-        .arg(repo.path())
-        .args(["rev-list", "--objects", "--stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|err| format!("cannot run `git rev-list`: {err}"))?;
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    // The list is read before anything is written: no deadlock on the pipes.
-    let fed = stdin.write_all(revisions.as_bytes());
-    drop(stdin);
-    let output = child.wait_with_output().map_err(|err| format!("`git rev-list` was lost: {err}"))?;
-    fed.map_err(|err| format!("cannot feed `git rev-list`: {err}"))?;
+    drop(reader);
+    let _ = source_part.kill();
+    let _ = source_part.wait();
+    let kept = listing.lines().filter(|line| line.split(' ').next().is_some_and(|id| candidates.contains(id)));
+    Ok(kept.map(|line| format!("{line}\n")).collect())
+}
+
+fn lost_git(err: io::Error) -> String {
+    format!("`git rev-list` was lost: {err}")
+}
+
+/// `git rev-list --stdin <args>` of `revisions` minus every have, run to its end.
+fn rev_list(repo: &git2::Repository, revisions: &str, spec: &PackSpec, args: &[&str]) -> Result<String, String> {
+    let output = rev_list_child(repo, revisions, spec, args)?.wait_with_output().map_err(lost_git)?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(format!("`git rev-list` failed ({}): {}", output.status, stderr.trim()));
     }
     String::from_utf8(output.stdout).map_err(|_| "`git rev-list` listed a path that is not UTF-8".to_string())
+}
+
+/// `git rev-list --stdin <args>` of `revisions` minus every have, left running with its
+/// output piped. It reads its whole input before it writes: no deadlock on the pipes.
+fn rev_list_child(
+    repo: &git2::Repository,
+    revisions: &str,
+    spec: &PackSpec,
+    args: &[&str],
+) -> Result<std::process::Child, String> {
+    let mut child = Command::new("git")
+        .arg("--git-dir")
+        .arg(repo.path())
+        .arg("rev-list")
+        .args(args)
+        .arg("--stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("cannot run `git rev-list`: {err}"))?;
+    let mut input = revisions.to_string();
+    for have in &spec.haves {
+        input.push_str(&format!("^{have}\n"));
+    }
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let fed = stdin.write_all(input.as_bytes());
+    drop(stdin);
+    if let Err(err) = fed {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("cannot feed `git rev-list`: {err}"));
+    }
+    Ok(child)
 }
 
 /// Copies a pack's entries from `from` (positioned after its header) into `to`, leaving out its
@@ -386,11 +429,17 @@ impl PackObjects {
         if !status.success() && !stderr.trim().is_empty() {
             return Err(format!("`git pack-objects` failed ({status}): {}", stderr.trim()));
         }
-        copied.map_err(lost)?;
-        if !status.success() {
-            return Err(format!("`git pack-objects` failed ({status})"));
+        let signal = std::os::unix::process::ExitStatusExt::signal(&status);
+        let hint = if signal.is_some() { " (killed: out of memory on a large build output?)" } else { "" };
+        match copied {
+            // Its pack ended before its end: it died, the connection did not.
+            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+                Err(format!("`git pack-objects` ended before its pack did ({status}){hint}"))
+            }
+            Err(err) => Err(lost(err)),
+            Ok(()) if !status.success() => Err(format!("`git pack-objects` failed ({status}){hint}")),
+            Ok(()) => Ok(()),
         }
-        Ok(())
     }
 }
 

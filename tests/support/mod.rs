@@ -311,7 +311,8 @@ pub fn incompressible(len: usize, seed: u64) -> String {
 }
 
 /// A point where a deploy can be held on the server, for fault tests: shell code that, while
-/// `armed`, marks `held` and waits (60 s at most) until `released`.
+/// `armed`, disarms itself (it holds once: a hook run again, as the restart hooks are when a
+/// server goes back, passes), marks `held` and waits (60 s at most) until `released`.
 pub struct Hold {
     pub dir: PathBuf,
 }
@@ -327,7 +328,7 @@ impl Hold {
     pub fn fragment(&self) -> String {
         let dir = self.dir.display();
         format!(
-            "if [ -e '{dir}/armed' ] && [ ! -e '{dir}/released' ]; then : > '{dir}/held'; i=0; \
+            "if [ -e '{dir}/armed' ] && [ ! -e '{dir}/released' ]; then rm -f '{dir}/armed'; : > '{dir}/held'; i=0; \
              while [ ! -e '{dir}/released' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; fi"
         )
     }

@@ -91,6 +91,10 @@ struct Deploy {
     /// Work on at most this many servers at once [default: 10].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     parallel: Option<u16>,
+    /// Deploy to the first N servers (in config order), health check included, and only if
+    /// they are healthy to the rest; instead of the configured `canary` (0: all at once).
+    #[arg(long, value_name = "N")]
+    canary: Option<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +197,7 @@ impl Deploy {
             lock_wait: self.lock_wait.map(std::time::Duration::from_secs),
             message: self.message,
             parallel: self.parallel.map(usize::from),
+            canary: self.canary.map(usize::from),
             ..Default::default()
         };
         if self.dry_run {

@@ -1,9 +1,10 @@
 //! The fault matrix: a deploy (the real CLI, against the loopback sshd) is held at each phase,
 //! then either killed with SIGKILL or cut off (the server-side sshd processes of its
-//! connection killed). After each: `current` points at a complete release (the old one before
-//! the switch, the new one after), no process of the deploy runs on the server within a few
-//! seconds, the lock is released, no unfinished release is left, and the next deploy succeeds
-//! without any manual step. Each test is one column of the matrix, for one transport and one
+//! connection killed). After each: `current` points at the old, complete release (after the
+//! switch and before the deploy was confirmed, the server went back to it by itself, ran the
+//! restart hook for it and marked the new one bad), no process of the deploy runs on the server
+//! within a few seconds, the lock is released, no unfinished release is left, and the next
+//! deploy succeeds without any manual step. Each test is one column of the matrix, for one transport and one
 //! fault; it prints its rows and writes them to `$CARGO_TARGET_TMPDIR/fault-matrix-*.md`.
 
 #[path = "../../tests/support/mod.rs"]
@@ -26,11 +27,24 @@ enum Phase {
     MidPush,
     Extracting,
     BeforeSwitch,
+    /// In an `after_publish` hook: switched, not yet confirmed.
     AfterSwitch,
+    /// In the health check: switched, not yet confirmed.
+    HealthCheck,
 }
 
-const PHASES: [Phase; 6] =
-    [Phase::Connecting, Phase::DaemonStart, Phase::MidPush, Phase::Extracting, Phase::BeforeSwitch, Phase::AfterSwitch];
+const PHASES: [Phase; 7] = [
+    Phase::Connecting,
+    Phase::DaemonStart,
+    Phase::MidPush,
+    Phase::Extracting,
+    Phase::BeforeSwitch,
+    Phase::AfterSwitch,
+    Phase::HealthCheck,
+];
+
+/// An `after_publish` hook that records each restart: the release and whether it is a rollback.
+const RECORD_RESTART: &str = r#"echo "$RELEASE ${ROLLBACK:-0}" >> "$DEPLOY_TO/shared/restarts""#;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
@@ -103,12 +117,20 @@ fn case(transport: &str, phase: Phase, fault: Fault) -> String {
         }
         Phase::DaemonStart => hold.install_git_shim(&world, "daemon"),
         Phase::Extracting => hold.install_git_shim(&world, "archive"),
-        Phase::BeforeSwitch | Phase::AfterSwitch => {
-            let key = if phase == Phase::BeforeSwitch { "before_publish" } else { "after_publish" };
+        Phase::BeforeSwitch | Phase::AfterSwitch | Phase::HealthCheck => {
+            let held = format!("{{ remote = \"{}\" }}", hold.fragment());
+            let record = format!("{{ remote = '{RECORD_RESTART}' }}");
+            let tables = match phase {
+                Phase::BeforeSwitch => format!("[package.metadata.deploy.hooks]\nbefore_publish = [{held}]\n"),
+                Phase::AfterSwitch => format!("[package.metadata.deploy.hooks]\nafter_publish = [{record}, {held}]\n"),
+                _ => format!(
+                    "[package.metadata.deploy.hooks]\nafter_publish = [{record}]\n\
+                     [package.metadata.deploy.healthcheck]\nremote = \"{}\"\n",
+                    hold.fragment()
+                ),
+            };
             let manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
-            let hooks =
-                format!("\n[package.metadata.deploy.hooks]\n{key} = [{{ remote = \"{}\" }}]\n", hold.fragment());
-            world.commit("Cargo.toml", &format!("{manifest}{hooks}"));
+            world.commit("Cargo.toml", &format!("{manifest}\n{tables}"));
         }
         Phase::MidPush => {}
     }
@@ -172,13 +194,21 @@ fn case(transport: &str, phase: Phase, fault: Fault) -> String {
         relay.mode.store(PASS, Ordering::SeqCst);
     }
 
-    // `current` points at a complete release: the old one, or the new one once switched.
+    // `current` points at the old, complete release: after the switch, the server went back to
+    // it by itself (the deploy was never confirmed) and restarted it.
     let current = world.current().unwrap_or_else(|| panic!("{name}: current is gone"));
-    let switched = phase == Phase::AfterSwitch;
-    let expected_sha = if switched { new_sha.clone() } else { old.sha.clone() };
-    assert_eq!(world.revision_of(&current), expected_sha, "{name}: current moved to the wrong release");
-    world.assert_release_matches(&current, &expected_sha);
-    if !switched {
+    let switched = matches!(phase, Phase::AfterSwitch | Phase::HealthCheck);
+    assert_eq!(world.revision_of(&current), old.sha, "{name}: current is not the old release");
+    world.assert_release_matches(&current, &old.sha);
+    if switched {
+        let releases = world.releases();
+        assert_eq!(releases.len(), 2, "{name}: the old release and the one it went back from: {releases:?}");
+        assert_eq!(world.bad(), vec![releases[1].clone()], "{name}: the release it went back from is marked bad");
+        let restarts = fs::read_to_string(world.deploy_to.join("shared/restarts")).unwrap_or_default();
+        let last = restarts.lines().last().unwrap_or_default().to_string();
+        assert_eq!(last, format!("{} 1", old.release), "{name}: the restart hook did not run for the old release");
+        assert!(!world.deploy_to.join(".xtask-deploy/unconfirmed").exists(), "{name}: the marker was left");
+    } else {
         assert_eq!(world.releases(), vec![old.release.clone()], "{name}: an unfinished release was left");
     }
     let markers: Vec<_> = fs::read_dir(world.deploy_to.join(".xtask-deploy"))
@@ -197,16 +227,14 @@ fn case(transport: &str, phase: Phase, fault: Fault) -> String {
         .output()
         .unwrap();
     let next_stderr = String::from_utf8_lossy(&next.stderr);
-    // After the switch the commit is current already: "nothing to deploy" is the right answer.
-    let expected = if switched { 3 } else { 0 };
-    assert_eq!(next.status.code(), Some(expected), "{name}: the next deploy failed:\n{next_stderr}");
+    assert_eq!(next.status.code(), Some(0), "{name}: the next deploy failed:\n{next_stderr}");
     let after = world.current().unwrap();
     assert_eq!(world.revision_of(&after), new_sha, "{name}: the next deploy did not release the new commit");
     assert_eq!(world.our_processes_after(Duration::from_secs(5)), vec![], "{name}: the next deploy left processes");
 
     format!(
-        "| {phase:?} | {} release, complete | {:.1} s | released | ok |\n",
-        if switched { "new" } else { "old" },
+        "| {phase:?} | {}, complete | {:.1} s | released | ok |\n",
+        if switched { "old release (went back, restart hook ran)" } else { "old release" },
         gone_after.as_secs_f64()
     )
 }

@@ -181,3 +181,125 @@ fn on_a_terminal_each_server_has_one_line_redrawn_in_place() {
         assert!(plain.lines().any(|line| line.trim_start().starts_with("Pushed") && line.contains(name)), "{plain}");
     }
 }
+
+/// An `after_publish` hook that records each restart: the release, and whether it is a rollback.
+const RECORD_RESTART: &str = r#"{ remote = 'echo "$RELEASE ${ROLLBACK:-0}" >> "$DEPLOY_TO/shared/restarts"' }"#;
+
+/// A world of three servers whose health check fails where `shared/unhealthy` exists, and whose
+/// restart hook records each restart; returns it with each server's `deploy_to`.
+fn three_servers_with_a_health_check() -> (World, Vec<xtask_deploy::loopback::LoopbackServer>, Vec<std::path::PathBuf>)
+{
+    let world = World::with_config(&format!(
+        "[package.metadata.deploy.hooks]\nafter_publish = [{RECORD_RESTART}]\n\
+         [package.metadata.deploy.healthcheck]\nremote = 'test ! -e \"$DEPLOY_TO/shared/unhealthy\"'\n\
+         timeout = 2\ninterval = 1\n"
+    ));
+    let others = support::add_servers(&world, 2);
+    let mut deploy_tos = vec![world.deploy_to.clone()];
+    let mut servers = Vec::new();
+    for (server, deploy_to) in others {
+        deploy_tos.push(deploy_to);
+        servers.push(server);
+    }
+    expect(&run(&world, &["deploy-setup"]), exit::SUCCESS);
+    (world, servers, deploy_tos)
+}
+
+fn current_of(deploy_to: &Path) -> String {
+    fs::read_link(deploy_to.join("current")).unwrap().file_name().unwrap().to_string_lossy().into_owned()
+}
+
+fn releases_of(deploy_to: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(deploy_to.join("releases"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn last_restart(deploy_to: &Path) -> String {
+    let restarts = fs::read_to_string(deploy_to.join("shared/restarts")).unwrap_or_default();
+    restarts.lines().last().unwrap_or_default().to_string()
+}
+
+fn bad_of(deploy_to: &Path) -> Vec<String> {
+    let bad = fs::read_to_string(deploy_to.join(".xtask-deploy/bad")).unwrap_or_default();
+    bad.lines().map(str::to_string).collect()
+}
+
+/// The `--json` events of `output` named `name`.
+fn events(output: &Output, name: &str) -> Vec<serde_json::Value> {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let all: Vec<serde_json::Value> = stdout.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    all.into_iter().filter(|event| event["event"] == name).collect()
+}
+
+#[test]
+fn a_failing_health_check_on_one_of_three_servers_sends_all_three_back() {
+    let (world, _servers, deploy_tos) = three_servers_with_a_health_check();
+    let healthy = run(&world, &["deploy", "--json"]);
+    expect(&healthy, exit::SUCCESS);
+    let old = current_of(&deploy_tos[0]);
+    let checks = events(&healthy, "health_check");
+    assert_eq!(checks.len(), 3, "one health check per server: {checks:?}");
+    assert!(checks.iter().all(|check| check["passed"] == true), "{checks:?}");
+    for deploy_to in &deploy_tos {
+        assert_eq!(current_of(deploy_to), old, "every server on the new release");
+        assert_eq!(last_restart(deploy_to), format!("{old} 0"));
+    }
+
+    fs::write(deploy_tos[1].join("shared/unhealthy"), "").unwrap();
+    world.commit("src/main.rs", "fn main() { println!(\"broken\"); }\n");
+    let broken = run(&world, &["deploy", "--json"]);
+    let text = expect(&broken, exit::ROLLED_BACK);
+    let new = releases_of(&deploy_tos[0]).last().unwrap().clone();
+    assert_ne!(new, old);
+    for deploy_to in &deploy_tos {
+        assert_eq!(current_of(deploy_to), old, "{}: not back on the old release:\n{text}", deploy_to.display());
+        assert_eq!(bad_of(deploy_to), vec![new.clone()], "{}: the new release is marked bad", deploy_to.display());
+        assert_eq!(
+            last_restart(deploy_to),
+            format!("{old} 1"),
+            "{}: restarted for the old release",
+            deploy_to.display()
+        );
+        assert!(!deploy_to.join(".xtask-deploy/unconfirmed").exists());
+        assert!(!deploy_to.join(".xtask-deploy/lock").exists(), "the lock was released");
+    }
+    let rolled_back = events(&broken, "rolled_back");
+    assert_eq!(rolled_back.len(), 3, "one rolled_back event per server: {rolled_back:?}");
+    assert!(rolled_back.iter().all(|event| event["from"] == new.as_str() && event["to"] == old.as_str()));
+    let failed: Vec<_> = events(&broken, "health_check").into_iter().filter(|c| c["passed"] == false).collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let summary = &events(&broken, "summary")[0];
+    assert_eq!((summary["outcome"].as_str(), summary["exit_code"].as_u64()), (Some("rolled_back"), Some(10)));
+    assert!(text.contains("health check"), "the error says what failed:\n{text}");
+}
+
+#[test]
+fn canaries_go_first_and_a_failing_one_leaves_the_others_untouched() {
+    let (world, _servers, deploy_tos) = three_servers_with_a_health_check();
+    let healthy = run(&world, &["deploy", "--json", "--canary", "1"]);
+    expect(&healthy, exit::SUCCESS);
+    let waves = events(&healthy, "wave");
+    assert_eq!(waves.len(), 2, "{waves:?}");
+    assert_eq!(waves[0]["servers"].as_array().unwrap().len(), 1, "one canary");
+    assert_eq!(waves[1]["servers"].as_array().unwrap().len(), 2, "then the rest");
+    let old = current_of(&deploy_tos[0]);
+    assert!(deploy_tos.iter().all(|deploy_to| current_of(deploy_to) == old));
+
+    let before: Vec<Vec<String>> = deploy_tos.iter().map(|deploy_to| releases_of(deploy_to)).collect();
+    fs::write(deploy_tos[0].join("shared/unhealthy"), "").unwrap();
+    world.commit("src/main.rs", "fn main() { println!(\"broken canary\"); }\n");
+    let broken = run(&world, &["deploy", "--json", "--canary", "1"]);
+    expect(&broken, exit::ROLLED_BACK);
+    assert_eq!(events(&broken, "wave").len(), 1, "the second wave never started");
+    assert_eq!(current_of(&deploy_tos[0]), old, "the canary went back");
+    assert_eq!(events(&broken, "rolled_back").len(), 1);
+    for (deploy_to, before) in deploy_tos.iter().zip(&before).skip(1) {
+        assert_eq!(&releases_of(deploy_to), before, "{}: touched", deploy_to.display());
+        assert_eq!(current_of(deploy_to), old);
+        assert_eq!(last_restart(deploy_to), format!("{old} 0"), "{}: restarted", deploy_to.display());
+    }
+}

@@ -193,7 +193,7 @@ fn each_kind_of_outcome_has_its_own_exit_code() {
 }
 
 #[test]
-fn a_deploy_that_switches_some_servers_but_not_all_exits_8_and_names_both() {
+fn a_server_that_cannot_switch_after_another_did_sends_that_one_back_exit_10() {
     let world = World::new();
     let (second, second_deploy_to) = add_server(&world);
     assert_eq!(code(&run(&world, &["deploy-setup"])), 0);
@@ -210,24 +210,58 @@ fn a_deploy_that_switches_some_servers_but_not_all_exits_8_and_names_both() {
     fs::remove_file(second_deploy_to.join("current")).unwrap();
     fs::create_dir(second_deploy_to.join("current")).unwrap();
     fs::write(second_deploy_to.join("current/keep.txt"), "not a release\n").unwrap();
-    let sha = world.commit("src/main.rs", "fn main() { println!(\"two\"); }\n");
+    world.commit("src/main.rs", "fn main() { println!(\"two\"); }\n");
     let output = run(&world, &["deploy", "--json"]);
-    assert_eq!(code(&output), i32::from(exit::PARTIAL), "{}", stderr_of(&output));
-    let new_release = world.current().unwrap();
+    assert_eq!(code(&output), i32::from(exit::ROLLED_BACK), "{}", stderr_of(&output));
+    assert_eq!(world.current().unwrap(), release, "the first server went back to its release");
+    let new_release = world.releases().last().unwrap().clone();
     assert_ne!(new_release, release);
-    assert_eq!(world.revision_of(&new_release), sha);
+    assert_eq!(world.bad(), vec![new_release.clone()]);
     assert!(second_deploy_to.join("current/keep.txt").exists(), "the second server's current was touched");
     let first_name = format!("{}@127.0.0.1:{}", world.server.user(), world.server.port());
-    let second_name = format!("{}@127.0.0.1:{}", second.user(), second.port());
     let text = stderr_of(&output);
-    assert!(text.contains(&format!("is live on {first_name}, but not on {second_name}")), "{text}");
+    assert!(text.contains(&format!("Release {new_release} was rolled back on {first_name}")), "{text}");
+    let lines = json_lines(&output);
+    let rolled_back: Vec<&Value> = lines.iter().filter(|line| line["event"] == "rolled_back").collect();
+    assert_eq!(rolled_back.len(), 1, "{rolled_back:?}");
+    assert_eq!(rolled_back[0]["server"], first_name.as_str());
+    let summary = find(&lines, "summary").clone();
+    assert_eq!(summary["outcome"], "rolled_back");
+    assert_eq!(summary["exit_code"], 10);
+    assert_eq!(summary["servers"][0]["status"], "rolled_back");
+    assert_eq!(summary["servers"][1]["status"], "discarded");
+    assert!(summary["servers"][1]["error"].as_str().unwrap().contains("publish"), "{summary}");
+    drop(second);
+}
+
+#[test]
+fn a_server_that_cannot_go_back_makes_a_partial_deploy_exit_8_naming_it() {
+    let world = World::new();
+    let (_second, second_deploy_to) = add_server(&world);
+    assert_eq!(code(&run(&world, &["deploy-setup"])), 0);
+    assert_eq!(code(&run(&world, &["deploy"])), 0);
+    let old = world.current().unwrap();
+    // The second server cannot switch (its `current` is a directory); the first loses the release
+    // it would go back to, in a hook that runs before the switch.
+    fs::remove_file(second_deploy_to.join("current")).unwrap();
+    fs::create_dir(second_deploy_to.join("current")).unwrap();
+    let gone = world.deploy_to.join("releases").join(&old);
+    world.edit_manifest(|text| {
+        format!(
+            "{text}\n[package.metadata.deploy.hooks]\nbefore_publish = [{{ remote = \"rm -rf '{}'\" }}]\n",
+            gone.display()
+        )
+    });
+    world.commit("src/main.rs", "fn main() { println!(\"three\"); }\n");
+    let output = run(&world, &["deploy", "--json"]);
+    assert_eq!(code(&output), i32::from(exit::PARTIAL), "{}", stderr_of(&output));
+    let first_name = format!("{}@127.0.0.1:{}", world.server.user(), world.server.port());
+    let text = stderr_of(&output);
+    assert!(text.contains(&format!("is live on {first_name}")), "{text}");
+    assert!(text.contains("could not go back") && text.contains("no earlier release"), "{text}");
     let summary = find(&json_lines(&output), "summary").clone();
     assert_eq!(summary["outcome"], "partial");
-    assert_eq!(summary["exit_code"], 8);
     assert_eq!(summary["servers"][0]["status"], "published");
-    assert_eq!(summary["servers"][1]["status"], "unchanged");
-    assert!(summary["servers"][1]["error"].as_str().unwrap().contains("publish"), "{summary}");
-    assert!(summary["servers"][0]["error"].is_null());
 }
 
 #[test]

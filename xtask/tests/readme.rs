@@ -48,6 +48,7 @@ fn the_exit_code_table_is_the_code() {
         (exit::REMOTE, "REMOTE"),
         (exit::PARTIAL, "PARTIAL"),
         (exit::CHECK_FAILED, "CHECK_FAILED"),
+        (exit::ROLLED_BACK, "ROLLED_BACK"),
     ]
     .into_iter()
     .map(|(code, name)| (code, name.to_string()))
