@@ -22,7 +22,11 @@ pub struct ReleaseEntry {
     pub sha: String,
     pub deployed_by: String,
     pub current: bool,
+    /// Marked bad by a rollback: a plain `rollback` skips it.
     pub bad: bool,
+    /// A deploy switched `current` to it and has not confirmed it (it is running now, or its
+    /// deployer was lost and the server could not go back).
+    pub unconfirmed: bool,
 }
 
 impl ServerReleases {
@@ -38,6 +42,7 @@ impl ServerReleases {
                 deployed_by: deployer(&self.state.log, name).unwrap_or_else(|| "-".to_string()),
                 current: current == Some(name.as_str()),
                 bad: self.state.bad.contains(name),
+                unconfirmed: self.state.unconfirmed.as_ref() == Some(name),
             })
             .collect()
     }

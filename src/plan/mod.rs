@@ -119,6 +119,8 @@ pub struct RemoteState {
     /// The server's platform, when the deploy has `artifacts` (their binaries are checked
     /// against it).
     pub platform: Option<crate::binaries::Platform>,
+    /// The release a deploy switched to and has not confirmed (inspect only).
+    pub unconfirmed: Option<String>,
 }
 
 impl RemoteState {
@@ -157,6 +159,7 @@ pub fn parse_state(stdout: &str) -> RemoteState {
             }
             "log" => state.log.push(rest.to_string()),
             "unfinished" => state.unfinished.push(rest.to_string()),
+            "unconfirmed" => state.unconfirmed = Some(rest.to_string()),
             _ => {}
         }
     }
@@ -366,8 +369,10 @@ pub(crate) mod tests {
         let state = parse_state(
             "release 20261125041639 bbbb\nrelease 20261125041638 aaaa\nrelease notes x\n\
              current /srv/x/releases/20261125041639\nreaped 42\nbad 20261125041637\nholder user=bob\n\
-             holder message=a=b\nstale user=carol\nlog Branch main\n",
+             holder message=a=b\nstale user=carol\nlog Branch main\nunconfirmed 20261125041639\n",
         );
+        assert_eq!(state.unconfirmed.as_deref(), Some("20261125041639"));
+        assert_eq!(parse_state("release 20261125041639 bbbb\n").unconfirmed, None);
         assert_eq!(
             state.releases,
             vec![("20261125041638".into(), "aaaa".into()), ("20261125041639".into(), "bbbb".into())]

@@ -187,7 +187,9 @@ pub use crate::shell::STEP_DONE;
 /// The line the preflight prints once it holds the lock and has reported the state.
 pub const READY: &str = "@@xtask-deploy-ready";
 
-/// Reports the server's state without changing anything, for `releases`.
+/// Reports the server's state without changing anything, for `releases`: also
+/// `unconfirmed <release>` when a deploy switched to `release` and has not confirmed it (the
+/// marker [`UNCONFIRMED`](super::confirm::UNCONFIRMED)).
 pub fn inspect_script(config: &Config) -> RemoteScript {
     let text = format!(
         r#"set -u
@@ -198,9 +200,15 @@ state="$d/{STATE_DIR}"
 {REPORT_STATE}
 {REPORT_LOCK}
 if [ -f "$d/revisions.log" ]; then each_line "$d/revisions.log" log; fi
+if [ -f "$state/{unconfirmed}" ]; then
+  {{ while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in release=*) echo "unconfirmed ${{line#release=}}" ;; esac
+  done < "$state/{unconfirmed}"; }} 2>/dev/null
+fi
 exit 0
 "#,
         deploy_to = quote(&config.deploy_to),
+        unconfirmed = super::confirm::UNCONFIRMED,
     );
     RemoteScript { name: "inspect", text }
 }

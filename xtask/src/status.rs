@@ -420,6 +420,9 @@ pub fn render_releases(server: &xtask_deploy::manage::ServerReleases) -> String 
         if entry.bad {
             flags.push("bad");
         }
+        if entry.unconfirmed {
+            flags.push("unconfirmed");
+        }
         out.push_str(&format!(
             "  {:<16} {:<12} {:<20} {:<14} {}\n",
             entry.name,

@@ -8,7 +8,7 @@ use std::fs;
 use std::io::BufReader;
 use std::process::{Command, Output, Stdio};
 
-use support::{read_until, snapshot, stderr_of, World};
+use support::{read_until, releases_by_hand, snapshot, stderr_of, World};
 
 fn xtask(world: &World, args: &[&str]) -> Command {
     world.command(env!("CARGO_BIN_EXE_xtask"), args)
@@ -216,4 +216,35 @@ fn a_deploy_killed_between_prepare_and_publish_leaves_no_release_behind() {
     assert!(fs::read_link(world.deploy_to.join("current")).unwrap().exists());
     let deployed = run(&world, &["deploy"]);
     assert!(deployed.status.success(), "{}", stderr_of(&deployed));
+}
+
+#[test]
+fn releases_shows_a_release_switched_to_and_not_confirmed() {
+    let world = World::new();
+    world.setup();
+    let releases = releases_by_hand(&world.deploy_to, 2);
+    let (previous, switched) = (&releases[0].0, &releases[1].0);
+    // What a deploy leaves between switching `current` and confirming the release.
+    fs::write(
+        world.deploy_to.join(".xtask-deploy/unconfirmed"),
+        format!("token=t0k3n\nrelease={switched}\nprevious={previous}\n"),
+    )
+    .unwrap();
+    let listed = run(&world, &["releases", "--json"]);
+    assert!(listed.status.success(), "{}", stderr_of(&listed));
+    let event: serde_json::Value =
+        serde_json::from_slice(listed.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let flags: Vec<(String, bool, bool)> = event["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            let flag = |name: &str| entry[name].as_bool().unwrap();
+            (entry["name"].as_str().unwrap().to_string(), flag("current"), flag("unconfirmed"))
+        })
+        .collect();
+    assert_eq!(flags, [(previous.clone(), false, false), (switched.clone(), true, true)]);
+    let text = String::from_utf8_lossy(&run(&world, &["releases"]).stdout).to_string();
+    let line = text.lines().find(|line| line.contains(switched.as_str())).unwrap_or_default();
+    assert!(line.ends_with("current, unconfirmed"), "{text}");
 }
