@@ -5,6 +5,7 @@
 //! into a [`Plan`] of [`RemoteScript`]s; the runner walks that plan, and `--dry-run` prints it.
 
 pub mod confirm;
+pub mod rollback;
 pub mod scripts;
 
 use time::{format_description::FormatItem, macros::format_description, OffsetDateTime, PrimitiveDateTime};
@@ -12,6 +13,7 @@ use time::{format_description::FormatItem, macros::format_description, OffsetDat
 use crate::config::{Config, Hook};
 use crate::shell::RemoteScript;
 
+pub use rollback::{marks_script, parse_healthy, parse_rollback, rollback_script, RollbackDone, RollbackTo};
 pub use scripts::*;
 
 /// Release directory names: a UTC timestamp, as Capistrano makes them.

@@ -561,49 +561,6 @@ done
     RemoteScript { name: "publish", text }
 }
 
-/// Switches `current` back to the newest release older than it that is not marked bad (or to
-/// `to`), marks the release it leaves as bad, and logs `<user> rolled back to release <name>`
-/// as Capistrano does. Prints `rolled-back <from> <to>`.
-pub fn rollback_script(config: &Config, to: Option<&str>, user: &str) -> RemoteScript {
-    let choose = match to {
-        Some(to) => format!(
-            r#"rel={to}
-if [ ! -d "releases/$rel" ]; then echo "release \`$rel\` does not exist in \`$d/releases\`: \`cargo xtask releases\` lists them" >&2; exit 1; fi
-if [ "$rel" = "$from" ]; then echo "release \`$rel\` is already current" >&2; exit 1; fi"#,
-            to = quote(to)
-        ),
-        None => r#"rel=""
-for candidate in $(ls -1 releases | grep -E '^[0-9]{14}$' | sort -r); do
-  [ "$candidate" -lt "$from" ] || continue
-  if grep -qxF "$candidate" "$state/bad" 2>/dev/null; then continue; fi
-  rel=$candidate
-  break
-done
-if [ -z "$rel" ]; then
-  echo "no earlier release that is not marked bad to roll back to (current: $from): pass --to <release>; \`cargo xtask releases\` lists them" >&2
-  exit 1
-fi"#
-        .to_string(),
-    };
-    let text = format!(
-        r#"set -eu
-d={deploy_to}
-state="$d/{STATE_DIR}"
-cd "$d"
-if [ ! -L current ]; then echo "\`$d/current\` does not exist: nothing to roll back" >&2; exit 1; fi
-from=$(basename "$(readlink current)")
-{choose}
-{SWITCH_CURRENT}
-echo "$from" >> "$state/bad"
-printf '%s rolled back to release %s\n' {user} "$rel" >> revisions.log
-echo "rolled-back $from $rel"
-"#,
-        deploy_to = quote(&config.deploy_to),
-        user = quote(user),
-    );
-    RemoteScript { name: "rollback", text }
-}
-
 /// Refuses to go on without git on the server, with the fix.
 const REQUIRE_GIT: &str = r#"if ! command -v git >/dev/null 2>&1; then
   echo "git is not installed on the server: install it (for example \`apt-get install git\`)" >&2
@@ -692,13 +649,14 @@ if [ -L "$d/current" ]; then echo "current $(readlink "$d/current")"; fi
 if [ -f "$d/.xtask-deploy/bad" ]; then each_line "$d/.xtask-deploy/bad" bad; fi"#;
 
 /// Points `current` at `releases/$rel` atomically, from inside `$d`.
-const SWITCH_CURRENT: &str = r#"if [ -e releases/current ] || [ -L releases/current ]; then rm -f releases/current; fi
+pub(super) const SWITCH_CURRENT: &str = r#"if [ -e releases/current ] || [ -L releases/current ]; then rm -f releases/current; fi
 ln -s "$d/releases/$rel" releases/current
 mv -T releases/current current"#;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::rollback::{marks_script, rollback_script, RollbackTo};
     use crate::plan::tests::{config, lock, release};
 
     fn submodule() -> SubmoduleRelease {
@@ -724,7 +682,8 @@ mod tests {
             hook_script(&cfg, &release, "after_update", "echo hi"),
             discard_script(&cfg, &release),
             publish_script(&cfg, &release, "t0k3n"),
-            rollback_script(&cfg, Some("20261125041638"), "alice"),
+            rollback_script(&cfg, RollbackTo::Release { name: "20261125041638", mark_left: true }, "alice", &["x"]),
+            marks_script(&cfg, Some("20261125041638")),
         ] {
             assert!(script.text.contains(&format!("d={}\n", quote(hostile))), "{}", script.name);
             // The value appears once, inside that quoted assignment, and nowhere else.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use xtask_deploy::demo::{app_manifest, AppRepo};
 use xtask_deploy::loopback::LoopbackServer;
+use xtask_deploy::plan::RollbackTo;
 use xtask_deploy::report::Quiet;
 use xtask_deploy::{Config, DeployOptions, DeployReport};
 
@@ -88,7 +89,12 @@ impl World {
         xtask_deploy::deploy(&self.config(), options, &mut Quiet)
     }
 
+    /// `cargo xtask rollback`, or `rollback --to NAME` (without `--mark`).
     pub fn rollback(&self, to: Option<&str>) -> Result<(), xtask_deploy::Error> {
+        let to = match to {
+            Some(name) => RollbackTo::Release { name, mark_left: false },
+            None => RollbackTo::Previous,
+        };
         xtask_deploy::manage::rollback(&self.config(), to, &mut Quiet)
     }
 
