@@ -217,7 +217,8 @@ exit 0
 /// at once to learn whether `deploy_to`, or its nearest existing parent, is writable). Prints
 /// `writable yes|no <dir>`, `git [<version>]`, `unset <part>` for each part setup makes that is
 /// missing, `missing-file <index>` and `missing-dir <index>` for linked paths absent from
-/// `shared/`, the lock's `holder`/`stale` lines, and `disk <free KiB> <current release KiB>`.
+/// `shared/`, the lock's `holder`/`stale` lines, `disk <free KiB> <current release KiB>`, and
+/// the current release as `current <path>` and `release <name> <sha>` (for the health check).
 pub fn check_script(config: &Config) -> RemoteScript {
     let mut linked = String::new();
     for (index, file) in config.linked_files.iter().enumerate() {
@@ -253,6 +254,13 @@ if [ -d "$d/current/" ]; then
   size=${{size%%[!0-9]*}}
 fi
 echo "disk ${{free:-unknown}} ${{size:-0}}"
+# Shell builtins only (no `readlink`): where `current` leads, and that release's REVISION.
+if [ -L "$d/current" ] && target=$(cd -P "$d/current" 2>/dev/null && pwd -P); then
+  echo "current $target"
+  rev=-
+  {{ read -r rev < "$target/REVISION"; }} 2>/dev/null || true
+  echo "release ${{target##*/}} ${{rev:--}}"
+fi
 {probe}exit 0
 "#,
         deploy_to = quote(&config.deploy_to),
