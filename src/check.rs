@@ -2,21 +2,32 @@
 //! Connecting is tried with the configured settings (but never records a host key); the rest
 //! comes from one read-only script ([`plan::check_script`]) and is judged here.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::binaries;
-use crate::config::{Config, HostKeyPolicy, Server};
-use crate::plan::{self, LockInfo};
+use crate::config::{Config, Healthcheck, HostKeyPolicy, Server};
+use crate::plan::{self, LockInfo, Release};
 use crate::report::{Event, Reporter};
 use crate::run::parallel::{each, DEFAULT_PARALLEL};
 use crate::ssh::Connection;
 use crate::Error;
 
 /// The checks, in the order they are made and shown.
-pub const CHECKS: [&str; 10] =
-    ["connect", "host key", "auth", "deploy_to", "git", "setup", "linked files", "lock", "free disk", "binaries"];
+pub const CHECKS: [&str; 11] = [
+    "connect",
+    "host key",
+    "auth",
+    "deploy_to",
+    "git",
+    "setup",
+    "linked files",
+    "lock",
+    "free disk",
+    "binaries",
+    "health",
+];
 
 /// Room a new release needs beyond the size of the current one: the repository's new objects,
 /// logs, and what the build writes.
@@ -97,12 +108,12 @@ impl LocalBinaries {
 /// Checks every server, the servers in parallel; reports each row as an [`Event::Check`] as it
 /// is decided. The report has the rows in the order of the servers.
 pub fn check(config: &Config, reporter: &mut dyn Reporter) -> CheckReport {
-    let servers = config.servers.iter().collect();
+    let servers = config.servers.iter().enumerate().collect();
     let local = LocalBinaries::read(config);
-    let rows = each(servers, DEFAULT_PARALLEL, reporter, |server, reporter| {
+    let rows = each(servers, DEFAULT_PARALLEL, reporter, |(index, server), reporter| {
         let name = server.display_name();
         let mut rows = Vec::new();
-        check_server(&config.on(server), server, &local, &mut |check, status, detail| {
+        check_server(&config.on(server), index, server, &local, &mut |check, status, detail| {
             let row = Check { server: name.clone(), check, status, detail };
             reporter.event(Event::Check(row.clone()));
             rows.push(row);
@@ -112,9 +123,10 @@ pub fn check(config: &Config, reporter: &mut dyn Reporter) -> CheckReport {
     CheckReport { checks: rows.into_iter().flatten().collect() }
 }
 
-/// The rows of one server, in [`CHECKS`] order, each handed to `row`.
+/// The rows of one server, `config.servers[index]`, in [`CHECKS`] order, each handed to `row`.
 fn check_server(
     config: &Config,
+    index: usize,
     server: &Server,
     local: &LocalBinaries,
     row: &mut dyn FnMut(&'static str, CheckStatus, String),
@@ -164,6 +176,17 @@ fn check_server(
             for (check, status, detail) in judge(config, &server.display_name(), &output.stdout, local) {
                 row(check, status, detail);
             }
+            let (status, detail) = match health_target(config, index, &plan::parse_state(&output.stdout)) {
+                Err(skipped) => (CheckStatus::Skipped, skipped),
+                Ok((healthcheck, release)) => {
+                    match crate::manage::run_health(&connection, config, &release, healthcheck) {
+                        Ok(Ok((tries, elapsed))) => judge_health(&release, Ok((tries, elapsed))),
+                        Ok(Err(output)) => judge_health(&release, Err(&output.stderr)),
+                        Err(err) => (CheckStatus::Fail, err.to_string()),
+                    }
+                }
+            };
+            row("health", status, detail);
         }
         Err(err) => {
             for check in &CHECKS[3..] {
@@ -324,6 +347,57 @@ fn judge_binaries(
     ("binaries", status, detail)
 }
 
+/// What the `health` row runs on `config.servers[index]`, whose state `check_script` reported:
+/// the health check and the current release, or why the row is skipped. Pure.
+pub fn health_target<'a>(
+    config: &'a Config,
+    index: usize,
+    state: &plan::RemoteState,
+) -> Result<(&'a Healthcheck, Release), String> {
+    let Some(healthcheck) = &config.healthcheck else {
+        return Err("no `healthcheck` configured".to_string());
+    };
+    if !healthcheck.scope.includes(&config.servers, index) {
+        return Err("the health check's `roles` leave this server out".to_string());
+    }
+    let (Some(name), Some(sha)) = (state.current_release(), state.current_sha()) else {
+        return Err("no current release to check".to_string());
+    };
+    let release = Release {
+        name: name.to_string(),
+        sha: sha.to_string(),
+        branch: String::new(),
+        user: String::new(),
+        build: None,
+    };
+    Ok((healthcheck, release))
+}
+
+/// The `health` row from the health check of `release`: passed (tries, time taken), or failed
+/// with what it printed on stderr (shown on one line, its end). Pure.
+pub fn judge_health(release: &Release, result: Result<(u32, Duration), &str>) -> (CheckStatus, String) {
+    match result {
+        Ok((tries, elapsed)) => (
+            CheckStatus::Ok,
+            format!("passed in the current release {} ({tries} tries, {} ms)", release.name, elapsed.as_millis()),
+        ),
+        Err(stderr) => {
+            let line = stderr.split_whitespace().collect::<Vec<_>>().join(" ");
+            let cut = line.char_indices().rev().nth(299).map_or(0, |(at, _)| at);
+            let ellipsis = if cut > 0 { "..." } else { "" };
+            (
+                CheckStatus::Fail,
+                format!(
+                    "fails in the current release {}: {ellipsis}{} (a deploy whose health check fails would go back \
+                     to this release)",
+                    release.name,
+                    &line[cut..]
+                ),
+            )
+        }
+    }
+}
+
 /// A size in KiB as people read it.
 fn kib(size: u64) -> String {
     match size {
@@ -380,6 +454,40 @@ mod tests {
         let linked = rows.iter().find(|row| row.0 == "linked files").unwrap();
         assert!(linked.2.contains("shared/config/app.toml, shared/log/"), "{}", linked.2);
         assert_eq!(rows.iter().find(|row| row.0 == "lock").unwrap().1, CheckStatus::Warn);
+    }
+
+    #[test]
+    fn the_health_row_checks_the_current_release_where_the_health_check_applies() {
+        let ready = "current /srv/app/releases/20261125041638\nrelease 20261125041638 abcd\n";
+        let target = |config: &Config, stdout: &str| {
+            health_target(config, 0, &plan::parse_state(stdout)).map(|(_, release)| (release.name, release.sha))
+        };
+        assert_eq!(target(&config(), ready), Err("no `healthcheck` configured".to_string()));
+        let mut config = config_with_check();
+        assert_eq!(target(&config, ready), Ok(("20261125041638".to_string(), "abcd".to_string())));
+        assert_eq!(target(&config, "writable yes /srv/app\n"), Err("no current release to check".to_string()));
+        config.healthcheck.as_mut().unwrap().scope.roles = vec!["web".into()];
+        assert_eq!(target(&config, ready), Err("the health check's `roles` leave this server out".to_string()));
+
+        let release = health_target(&config_with_check(), 0, &plan::parse_state(ready)).unwrap().1;
+        let passed = judge_health(&release, Ok((2, Duration::from_millis(1500))));
+        assert_eq!(passed, (CheckStatus::Ok, "passed in the current release 20261125041638 (2 tries, 1500 ms)".into()));
+        let (status, detail) = judge_health(&release, Err("did not pass\nits last output:\n502 Bad Gateway\n"));
+        assert_eq!(status, CheckStatus::Fail);
+        assert!(detail.contains("20261125041638: did not pass its last output: 502 Bad Gateway ("), "{detail}");
+        let (_, long) = judge_health(&release, Err(&format!("start {}end", "x".repeat(1000))));
+        assert!(long.contains(": ...xxx") && long.contains("xend (") && long.len() < 500, "{long}");
+    }
+
+    fn config_with_check() -> Config {
+        let mut config = config();
+        config.healthcheck = Some(Healthcheck {
+            command: "true".into(),
+            timeout: Duration::from_secs(1),
+            interval: Duration::from_secs(1),
+            scope: Default::default(),
+        });
+        config
     }
 
     #[test]

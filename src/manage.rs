@@ -1,11 +1,14 @@
-//! Commands around deploys: `rollback`, `releases` and `unlock`.
+//! Commands around deploys: `rollback` (which restores the service: restart hooks, health
+//! check), `releases` (and `releases --unmark`) and `unlock`.
 
-use crate::config::Config;
-use crate::plan::{self, is_release_name, LockInfo, RemoteState};
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, Healthcheck};
+use crate::plan::{self, is_release_name, LockInfo, Release, RemoteState, RollbackTo};
 use crate::report::{Event, Quiet, Reporter};
-use crate::run::parallel::{all_done, each, DEFAULT_PARALLEL};
-use crate::run::{lock_all, new_lock, unlock_all};
-use crate::ssh::Connection;
+use crate::run::parallel::{all_done, each, first_failure, DEFAULT_PARALLEL};
+use crate::run::{lock_all, new_lock, unlock_all, Server};
+use crate::ssh::{Connection, Output};
 use crate::Error;
 
 /// One server's releases, as `cargo xtask releases` lists them.
@@ -22,7 +25,11 @@ pub struct ReleaseEntry {
     pub sha: String,
     pub deployed_by: String,
     pub current: bool,
+    /// Marked bad by a rollback: a plain `rollback` skips it.
     pub bad: bool,
+    /// A deploy switched `current` to it and has not confirmed it (it is running now, or its
+    /// deployer was lost and the server could not go back).
+    pub unconfirmed: bool,
 }
 
 impl ServerReleases {
@@ -38,6 +45,7 @@ impl ServerReleases {
                 deployed_by: deployer(&self.state.log, name).unwrap_or_else(|| "-".to_string()),
                 current: current == Some(name.as_str()),
                 bad: self.state.bad.contains(name),
+                unconfirmed: self.state.unconfirmed.as_ref() == Some(name),
             })
             .collect()
     }
@@ -59,38 +67,181 @@ pub fn releases(config: &Config) -> Result<Vec<ServerReleases>, Error> {
     results.into_iter().collect()
 }
 
-/// Switches `current` back on every server, to the previous release not marked bad, or to
-/// `to`; the release left is marked bad. Takes the deploy lock while it works.
-pub fn rollback(config: &Config, to: Option<&str>, reporter: &mut dyn Reporter) -> Result<(), Error> {
-    if let Some(to) = to {
-        if !is_release_name(to) {
-            return Err(Error::Local {
-                message: format!(
-                    "`--to {to}` is not a release name: give the 14-digit name that `cargo xtask releases` lists"
-                ),
-            });
-        }
+/// Switches `current` back on every server as `to` says (see [`RollbackTo`]: the release
+/// left is marked bad by a plain rollback), then restores the service: each server's
+/// `after_publish` hooks run in the restored release (with `ROLLBACK=1`), then the health check
+/// where one applies to the server. Takes the deploy lock while it works.
+///
+/// Every server is rolled back, in parallel, even when one fails: the first failure (a server
+/// that could not switch, a restart hook or a health check that failed) is returned, naming
+/// the server, and the others are reported as warnings.
+pub fn rollback(config: &Config, to: RollbackTo, reporter: &mut dyn Reporter) -> Result<(), Error> {
+    if let RollbackTo::Release { name, .. } = to {
+        require_release_name(name, "--to")?;
     }
     let lock = new_lock("rollback", "");
     let user = lock.user.clone();
     let mut servers = lock_all(config, &lock, None, DEFAULT_PARALLEL, reporter)?;
-    // Every server is rolled back, in parallel, even when one fails: the first failure is
-    // returned and the others reported as warnings.
-    let results = each(servers.iter().collect(), DEFAULT_PARALLEL, reporter, |server, reporter| {
-        let stdout = server.connection.run(&plan::rollback_script(&server.config, to, &user))?;
-        if let Some((from, to)) = stdout.lines().find_map(|line| line.strip_prefix("rolled-back ")?.split_once(' ')) {
-            reporter.event(Event::RolledBack {
-                server: server.connection.name().to_string(),
-                from: from.to_string(),
-                to: to.to_string(),
-                reason: "rollback".to_string(),
-            });
-        }
-        Ok(())
-    });
+    // `lock_all` returns every server, in the order of `config.servers`: the index is the
+    // server's place there, which hook and health check scopes go by.
+    let results =
+        each(servers.iter().enumerate().collect(), DEFAULT_PARALLEL, reporter, |(index, server), reporter| {
+            rollback_one(config, index, server, to, &user, reporter)
+        });
     let done = all_done(results, reporter);
     unlock_all(&mut servers);
     done
+}
+
+/// Rolls back `server`, `config.servers[index]`, and restores its service.
+fn rollback_one(
+    config: &Config,
+    index: usize,
+    server: &Server,
+    to: RollbackTo,
+    user: &str,
+    reporter: &mut dyn Reporter,
+) -> Result<(), Error> {
+    let name = server.connection.name().to_string();
+    let hooks = plan::restart_hooks(config, index);
+    let script = plan::rollback_script(&server.config, to, user, &hooks);
+    let output = server.connection.output(&script)?;
+    let done = plan::parse_rollback(&output.stdout);
+    if let Some((from, to)) = &done.switched {
+        reporter.event(Event::RolledBack {
+            server: name.clone(),
+            from: from.clone(),
+            to: to.clone(),
+            reason: "rollback".to_string(),
+        });
+    }
+    if let Some(release) = &done.marked {
+        reporter.event(Event::Marked { server: name.clone(), release: release.clone() });
+    }
+    if let Some(release) = &done.unmarked {
+        reporter.event(Event::Unmarked { server: name.clone(), release: release.clone() });
+    }
+    let restored = match (output.status, done.switched) {
+        (0, Some((_, restored))) => restored,
+        _ => return Err(server.connection.failure(script.name, &output)),
+    };
+    if !done.failed_hooks.is_empty() {
+        let failed: Vec<String> = done
+            .failed_hooks
+            .iter()
+            .map(|&(hook, status)| format!("`{}` exited with status {status}", hooks.get(hook).copied().unwrap_or("?")))
+            .collect();
+        return Err(Error::Remote {
+            server: name,
+            step: "after_publish".to_string(),
+            status: done.failed_hooks[0].1,
+            message: format!(
+                "current is release {restored} after the rollback, but restarting it failed ({}); the hooks' output: {}",
+                failed.join(", "),
+                tail(&output.stderr)
+            ),
+        });
+    }
+    let Some(healthcheck) = config.healthcheck.as_ref().filter(|check| check.scope.includes(&config.servers, index))
+    else {
+        return Ok(());
+    };
+    let release = Release {
+        name: restored.clone(),
+        sha: done.revision,
+        branch: String::new(),
+        user: user.to_string(),
+        build: None,
+    };
+    let started = Instant::now();
+    match run_health(&server.connection, &server.config, &release, healthcheck)? {
+        Ok((_, elapsed)) => {
+            reporter.event(Event::HealthCheck { server: name, passed: true, elapsed, output: String::new() });
+            Ok(())
+        }
+        Err(output) => {
+            let text = tail(&output.stderr);
+            reporter.event(Event::HealthCheck {
+                server: name.clone(),
+                passed: false,
+                elapsed: started.elapsed(),
+                output: text.clone(),
+            });
+            Err(Error::Remote {
+                server: name,
+                step: "healthcheck".to_string(),
+                status: output.status,
+                message: format!("current is release {restored} after the rollback, but {text}"),
+            })
+        }
+    }
+}
+
+/// Runs `healthcheck` in `release` on `connection` (`config` is that server's): `Ok` with the
+/// tries and the time it took to pass, or `Err` with the output of a check that did not pass.
+pub(crate) fn run_health(
+    connection: &Connection,
+    config: &Config,
+    release: &Release,
+    healthcheck: &Healthcheck,
+) -> Result<Result<(u32, Duration), Output>, Error> {
+    let output = connection.output(&plan::confirm::health_script(config, release, healthcheck))?;
+    Ok(match plan::parse_healthy(&output.stdout) {
+        Some((tries, ms)) if output.status == 0 => Ok((tries, Duration::from_millis(ms))),
+        _ => Err(output),
+    })
+}
+
+/// The end of what a remote command printed, trimmed: at most 2,000 characters, as the health
+/// check keeps of its output.
+fn tail(text: &str) -> String {
+    let text = text.trim();
+    let cut = text.char_indices().rev().nth(1999).map_or(0, |(at, _)| at);
+    let tail = &text[cut..];
+    if tail.is_empty() {
+        "(no output)".to_string()
+    } else {
+        tail.to_string()
+    }
+}
+
+/// Clears the bad mark of `release` on every server (and drops the marks of releases that no
+/// longer exist), holding the deploy lock. A server that fails does not stop the others.
+/// Warns when no server had the mark.
+pub fn unmark(config: &Config, release: &str, reporter: &mut dyn Reporter) -> Result<(), Error> {
+    require_release_name(release, "--unmark")?;
+    let lock = new_lock("releases --unmark", "");
+    let mut servers = lock_all(config, &lock, None, DEFAULT_PARALLEL, reporter)?;
+    let results = each(servers.iter().collect(), DEFAULT_PARALLEL, reporter, |server, reporter| {
+        let stdout = server.connection.run(&plan::marks_script(&server.config, Some(release)))?;
+        let cleared = plan::parse_rollback(&stdout).unmarked.is_some();
+        if cleared {
+            reporter
+                .event(Event::Unmarked { server: server.connection.name().to_string(), release: release.to_string() });
+        }
+        Ok(cleared)
+    });
+    let (cleared, failure) = first_failure(results, reporter);
+    unlock_all(&mut servers);
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    if !cleared.contains(&true) {
+        reporter.event(Event::Warning { message: format!("release {release} was not marked bad on any server") });
+    }
+    Ok(())
+}
+
+/// Refuses a `flag` value that is not a release name, before any server is reached.
+fn require_release_name(name: &str, flag: &str) -> Result<(), Error> {
+    if is_release_name(name) {
+        return Ok(());
+    }
+    Err(Error::Local {
+        message: format!(
+            "`{flag} {name}` is not a release name: give the 14-digit name that `cargo xtask releases` lists"
+        ),
+    })
 }
 
 /// Removes the deploy lock on every server, whoever holds it (for a deploy that died), the

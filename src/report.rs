@@ -30,8 +30,8 @@ pub enum Event {
     Uploaded { server: String, path: String, bytes: u64 },
     /// A failed deploy's unfinished release was removed.
     Discarded { server: String, release: String },
-    /// `current` was switched back to release `to` (and `from` marked bad): by `rollback`, or
-    /// by a deploy that failed after the switch; `reason` says which.
+    /// `current` was switched back from release `from` to release `to`: by `rollback`, or by a
+    /// deploy that failed after the switch; `reason` says which (`rollback` for the command).
     RolledBack { server: String, from: String, to: String, reason: String },
     /// A server's health check finished: `passed`, after `elapsed_ms`, with the tail of its
     /// last try's output when it failed.
@@ -46,6 +46,10 @@ pub enum Event {
     Wave { wave: usize, servers: Vec<String> },
     /// A lock was removed by `unlock`; `holder` describes who held it.
     Unlocked { server: String, holder: String },
+    /// `release` was marked bad (by a rollback leaving it): a plain `rollback` skips it.
+    Marked { server: String, release: String },
+    /// The bad mark of `release` was cleared (`rollback --to` it, `releases --unmark`).
+    Unmarked { server: String, release: String },
     /// Something went wrong while cleaning up; the deploy's own outcome is reported separately.
     Warning { message: String },
     /// The SSH session to a server is up (host key checked, authenticated).
@@ -314,6 +318,8 @@ mod tests {
             Event::HealthCheck { server: server(), passed: false, elapsed: ms, output: "o".into() },
             Event::Wave { wave: 1, servers: vec![server()] },
             Event::Unlocked { server: server(), holder: "bob".into() },
+            Event::Marked { server: server(), release: "r".into() },
+            Event::Unmarked { server: server(), release: "r".into() },
             Event::Warning { message: "m".into() },
             Event::Connected { server: server(), elapsed: ms },
             Event::Locked { server: server(), releases: 1, reaped: vec![] },
@@ -340,6 +346,8 @@ mod tests {
                 | Event::HealthCheck { .. }
                 | Event::Wave { .. }
                 | Event::Unlocked { .. }
+                | Event::Marked { .. }
+                | Event::Unmarked { .. }
                 | Event::Warning { .. }
                 | Event::Connected { .. }
                 | Event::Locked { .. }

@@ -253,7 +253,7 @@ fn check_releases_unlock_and_rollback_work_on_every_server_at_once() {
     assert!(arrived("rm") >= 4);
 
     let mut events = Collect(Vec::new());
-    xtask_deploy::manage::rollback(&config, None, &mut events).unwrap();
+    xtask_deploy::manage::rollback(&config, xtask_deploy::plan::RollbackTo::Previous, &mut events).unwrap();
     let rolled = events.0.iter().filter(|event| matches!(event, Event::RolledBack { .. })).count();
     assert_eq!(rolled, 4, "{:?}", events.0);
     for deploy_to in &deploy_tos {

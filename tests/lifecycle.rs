@@ -9,33 +9,27 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::World;
+use support::{current_in, releases_by_hand, World};
+use xtask_deploy::plan::RollbackTo;
 use xtask_deploy::relay::Relay;
-use xtask_deploy::{DeployOptions, Error};
-
-/// Deploys `count` commits; returns the release names, oldest first.
-fn deploy_commits(world: &World, count: usize) -> Vec<String> {
-    (0..count)
-        .map(|round| {
-            world.commit("src/round.txt", &format!("round {round}\n"));
-            world.deploy().release
-        })
-        .collect()
-}
+use xtask_deploy::report::Collect;
+use xtask_deploy::{DeployOptions, Error, Event};
 
 #[test]
 fn rollback_twice_in_a_row_skips_the_release_marked_bad() {
     let world = World::new();
     world.setup();
-    let r = deploy_commits(&world, 3);
+    let r: Vec<String> = releases_by_hand(&world.deploy_to, 3).into_iter().map(|(name, _)| name).collect();
     let user = xtask_deploy::local::user_name().unwrap();
 
     world.rollback(None).unwrap();
     assert_eq!(world.current(), Some(r[1].clone()));
     assert_eq!(world.bad(), vec![r[2].clone()]);
-    // Forward again, explicitly, to the bad release: the one left (r[1]) is now bad too.
-    world.rollback(Some(&r[2])).unwrap();
+    // Forward again, explicitly, to the bad release, marking the one left (r[1]): the mark of
+    // r[2] is cleared, r[1] is now bad.
+    rollback(&world, RollbackTo::Release { name: &r[2], mark_left: true }).unwrap();
     assert_eq!(world.current(), Some(r[2].clone()));
+    assert_eq!(world.bad(), vec![r[1].clone()]);
     // The previous release r[1] is bad, so this rollback skips it.
     world.rollback(None).unwrap();
     assert_eq!(world.current(), Some(r[0].clone()));
@@ -52,6 +46,79 @@ fn rollback_twice_in_a_row_skips_the_release_marked_bad() {
     assert!(err.to_string().contains("no earlier release that is not marked bad"), "{err}");
     assert_eq!(world.current(), Some(r[0].clone()));
     assert!(!world.locked());
+}
+
+/// `rollback` with `to`, keeping its events.
+fn rollback(world: &World, to: RollbackTo) -> Result<Vec<Event>, Error> {
+    let mut events = Collect::default();
+    xtask_deploy::manage::rollback(&world.config(), to, &mut events).map(|()| events.0)
+}
+
+/// The `(event, release)` of each bad mark set or cleared, in order.
+fn marks(events: &[Event]) -> Vec<(&'static str, String)> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Marked { release, .. } => Some(("marked", release.clone())),
+            Event::Unmarked { release, .. } => Some(("unmarked", release.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn rollback_to_a_release_marked_bad_clears_its_mark_and_marks_the_one_left_only_when_asked() {
+    let world = World::new();
+    world.setup();
+    let r: Vec<String> = releases_by_hand(&world.deploy_to, 3).into_iter().map(|(name, _)| name).collect();
+    // A mark of a release that is gone, and a mark written twice: both dropped by a rollback.
+    fs::write(world.deploy_to.join(".xtask-deploy/bad"), format!("20000101000000\n{}\n{}\n", r[0], r[0])).unwrap();
+
+    let events = rollback(&world, RollbackTo::Previous).unwrap();
+    assert_eq!(world.current(), Some(r[1].clone()));
+    assert_eq!(world.bad(), vec![r[0].clone(), r[2].clone()], "the plain rollback marks r[2]; r[0]'s mark once");
+    assert_eq!(marks(&events), [("marked", r[2].clone())]);
+
+    // Back to r[2], which is marked bad: its mark is cleared, and r[1], left, is not marked.
+    let events = rollback(&world, RollbackTo::Release { name: &r[2], mark_left: false }).unwrap();
+    assert_eq!(world.current(), Some(r[2].clone()));
+    assert_eq!(world.bad(), vec![r[0].clone()]);
+    assert_eq!(marks(&events), [("unmarked", r[2].clone())]);
+
+    // To r[0] with `--mark`: r[2], left, is marked, and r[0]'s own mark is cleared.
+    let events = rollback(&world, RollbackTo::Release { name: &r[0], mark_left: true }).unwrap();
+    assert_eq!(world.current(), Some(r[0].clone()));
+    assert_eq!(world.bad(), vec![r[2].clone()]);
+    assert_eq!(marks(&events), [("marked", r[2].clone()), ("unmarked", r[0].clone())]);
+    assert!(!world.locked());
+}
+
+#[test]
+fn rollback_restarts_the_restored_release_on_every_server() {
+    let world = World::with_config(
+        r#"[package.metadata.deploy.hooks]
+after_publish = [{ remote = "printf '%s %s %s\n' \"$RELEASE\" \"$ROLLBACK\" \"$REVISION\" >> \"$DEPLOY_TO/shared/restarted\"" }]"#,
+    );
+    let others = support::add_servers(&world, 2);
+    world.setup();
+    let deploy_tos: Vec<&Path> =
+        std::iter::once(world.deploy_to.as_path()).chain(others.iter().map(|(_, d)| d.as_path())).collect();
+    let releases: Vec<Vec<(String, String)>> = deploy_tos.iter().map(|d| releases_by_hand(d, 3)).collect();
+
+    let events = rollback(&world, RollbackTo::Previous).unwrap();
+    let rolled_back = events.iter().filter(|event| matches!(event, Event::RolledBack { .. })).count();
+    assert_eq!(rolled_back, 3, "{events:?}");
+    for (deploy_to, releases) in deploy_tos.iter().zip(&releases) {
+        let (restored, sha) = &releases[1];
+        assert_eq!(current_in(deploy_to).as_ref(), Some(restored), "{}", deploy_to.display());
+        let restarted = fs::read_to_string(deploy_to.join("shared/restarted")).unwrap_or_default();
+        assert_eq!(
+            restarted,
+            format!("{restored} 1 {sha}\n"),
+            "{}: the hook ran once, for the restored release",
+            deploy_to.display()
+        );
+    }
 }
 
 #[test]

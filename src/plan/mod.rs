@@ -5,6 +5,7 @@
 //! into a [`Plan`] of [`RemoteScript`]s; the runner walks that plan, and `--dry-run` prints it.
 
 pub mod confirm;
+pub mod rollback;
 pub mod scripts;
 
 use time::{format_description::FormatItem, macros::format_description, OffsetDateTime, PrimitiveDateTime};
@@ -12,6 +13,7 @@ use time::{format_description::FormatItem, macros::format_description, OffsetDat
 use crate::config::{Config, Hook};
 use crate::shell::RemoteScript;
 
+pub use rollback::{marks_script, parse_healthy, parse_rollback, rollback_script, RollbackDone, RollbackTo};
 pub use scripts::*;
 
 /// Release directory names: a UTC timestamp, as Capistrano makes them.
@@ -119,6 +121,8 @@ pub struct RemoteState {
     /// The server's platform, when the deploy has `artifacts` (their binaries are checked
     /// against it).
     pub platform: Option<crate::binaries::Platform>,
+    /// The release a deploy switched to and has not confirmed (inspect only).
+    pub unconfirmed: Option<String>,
 }
 
 impl RemoteState {
@@ -157,12 +161,31 @@ pub fn parse_state(stdout: &str) -> RemoteState {
             }
             "log" => state.log.push(rest.to_string()),
             "unfinished" => state.unfinished.push(rest.to_string()),
+            "unconfirmed" => state.unconfirmed = Some(rest.to_string()),
             _ => {}
         }
     }
     state.releases.sort();
     state.platform = crate::binaries::parse_platform(stdout);
     state
+}
+
+/// The warning to give before deploying commit `sha` to `server` whose `state` (from the
+/// preflight) has that commit's release marked bad by a rollback; `None` when none is.
+pub fn bad_commit_warning(state: &RemoteState, sha: &str, server: &str) -> Option<String> {
+    let marked: Vec<&str> = state
+        .releases
+        .iter()
+        .filter(|(name, release_sha)| release_sha == sha && state.bad.contains(name))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let newest = marked.last()?;
+    Some(format!(
+        "commit {} was rolled back on `{server}` before (release {}, marked bad there): deploying it again \
+         may bring back what the rollback undid (`cargo xtask releases --unmark {newest}` clears the mark)",
+        &sha[..sha.len().min(12)],
+        marked.join(", ")
+    ))
 }
 
 /// Where an action runs.
@@ -366,8 +389,10 @@ pub(crate) mod tests {
         let state = parse_state(
             "release 20261125041639 bbbb\nrelease 20261125041638 aaaa\nrelease notes x\n\
              current /srv/x/releases/20261125041639\nreaped 42\nbad 20261125041637\nholder user=bob\n\
-             holder message=a=b\nstale user=carol\nlog Branch main\n",
+             holder message=a=b\nstale user=carol\nlog Branch main\nunconfirmed 20261125041639\n",
         );
+        assert_eq!(state.unconfirmed.as_deref(), Some("20261125041639"));
+        assert_eq!(parse_state("release 20261125041639 bbbb\n").unconfirmed, None);
         assert_eq!(
             state.releases,
             vec![("20261125041638".into(), "aaaa".into()), ("20261125041639".into(), "bbbb".into())]
@@ -379,6 +404,26 @@ pub(crate) mod tests {
         assert_eq!(state.holder, vec![("user".into(), "bob".into()), ("message".into(), "a=b".into())]);
         assert_eq!(state.stale, vec![("user".into(), "carol".into())]);
         assert_eq!(state.log, vec!["Branch main"]);
+    }
+
+    #[test]
+    fn deploying_a_commit_whose_release_is_marked_bad_warns_with_the_fix() {
+        let (good, bad) = ("a".repeat(40), "b".repeat(40));
+        let state = parse_state(&format!(
+            "release 20261125041637 {bad}\nrelease 20261125041638 {good}\nrelease 20261125041639 {bad}\n\
+             bad 20261125041637\nbad 20261125041639\nbad 20261125041600\ncurrent /srv/x/releases/20261125041638\n"
+        ));
+        let warning = bad_commit_warning(&state, &bad, "deploy@web1:22").expect("its releases are marked bad");
+        assert_eq!(
+            warning,
+            "commit bbbbbbbbbbbb was rolled back on `deploy@web1:22` before (release 20261125041637, \
+             20261125041639, marked bad there): deploying it again may bring back what the rollback undid \
+             (`cargo xtask releases --unmark 20261125041639` clears the mark)"
+        );
+        assert_eq!(bad_commit_warning(&state, &good, "deploy@web1:22"), None, "its release is not marked");
+        assert_eq!(bad_commit_warning(&state, &"c".repeat(40), "deploy@web1:22"), None, "never deployed");
+        let unmarked = RemoteState { bad: vec![], ..state };
+        assert_eq!(bad_commit_warning(&unmarked, &bad, "deploy@web1:22"), None, "marks cleared");
     }
 
     #[test]

@@ -199,7 +199,9 @@ pub use crate::shell::STEP_DONE;
 /// The line the preflight prints once it holds the lock and has reported the state.
 pub const READY: &str = "@@xtask-deploy-ready";
 
-/// Reports the server's state without changing anything, for `releases`.
+/// Reports the server's state without changing anything, for `releases`: also
+/// `unconfirmed <release>` when a deploy switched to `release` and has not confirmed it (the
+/// marker [`UNCONFIRMED`](super::confirm::UNCONFIRMED)).
 pub fn inspect_script(config: &Config) -> RemoteScript {
     let text = format!(
         r#"set -u
@@ -210,9 +212,15 @@ state="$d/{STATE_DIR}"
 {REPORT_STATE}
 {REPORT_LOCK}
 if [ -f "$d/revisions.log" ]; then each_line "$d/revisions.log" log; fi
+if [ -f "$state/{unconfirmed}" ]; then
+  {{ while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in release=*) echo "unconfirmed ${{line#release=}}" ;; esac
+  done < "$state/{unconfirmed}"; }} 2>/dev/null
+fi
 exit 0
 "#,
         deploy_to = quote(&config.deploy_to),
+        unconfirmed = super::confirm::UNCONFIRMED,
     );
     RemoteScript { name: "inspect", text }
 }
@@ -221,7 +229,8 @@ exit 0
 /// at once to learn whether `deploy_to`, or its nearest existing parent, is writable). Prints
 /// `writable yes|no <dir>`, `git [<version>]`, `unset <part>` for each part setup makes that is
 /// missing, `missing-file <index>` and `missing-dir <index>` for linked paths absent from
-/// `shared/`, the lock's `holder`/`stale` lines, and `disk <free KiB> <current release KiB>`.
+/// `shared/`, the lock's `holder`/`stale` lines, `disk <free KiB> <current release KiB>`, and
+/// the current release as `current <path>` and `release <name> <sha>` (for the health check).
 pub fn check_script(config: &Config) -> RemoteScript {
     let mut linked = String::new();
     for (index, file) in config.linked_files.iter().enumerate() {
@@ -257,6 +266,13 @@ if [ -d "$d/current/" ]; then
   size=${{size%%[!0-9]*}}
 fi
 echo "disk ${{free:-unknown}} ${{size:-0}}"
+# Shell builtins only (no `readlink`): where `current` leads, and that release's REVISION.
+if [ -L "$d/current" ] && target=$(cd -P "$d/current" 2>/dev/null && pwd -P); then
+  echo "current $target"
+  rev=-
+  {{ read -r rev < "$target/REVISION"; }} 2>/dev/null || true
+  echo "release ${{target##*/}} ${{rev:--}}"
+fi
 {probe}exit 0
 "#,
         deploy_to = quote(&config.deploy_to),
@@ -583,49 +599,6 @@ printf '%s\n' {log_line} >> revisions.log
     RemoteScript { name: "publish", text }
 }
 
-/// Switches `current` back to the newest release older than it that is not marked bad (or to
-/// `to`), marks the release it leaves as bad, and logs `<user> rolled back to release <name>`
-/// as Capistrano does. Prints `rolled-back <from> <to>`.
-pub fn rollback_script(config: &Config, to: Option<&str>, user: &str) -> RemoteScript {
-    let choose = match to {
-        Some(to) => format!(
-            r#"rel={to}
-if [ ! -d "releases/$rel" ]; then echo "release \`$rel\` does not exist in \`$d/releases\`: \`cargo xtask releases\` lists them" >&2; exit 1; fi
-if [ "$rel" = "$from" ]; then echo "release \`$rel\` is already current" >&2; exit 1; fi"#,
-            to = quote(to)
-        ),
-        None => r#"rel=""
-for candidate in $(ls -1 releases | grep -E '^[0-9]{14}$' | sort -r); do
-  [ "$candidate" -lt "$from" ] || continue
-  if grep -qxF "$candidate" "$state/bad" 2>/dev/null; then continue; fi
-  rel=$candidate
-  break
-done
-if [ -z "$rel" ]; then
-  echo "no earlier release that is not marked bad to roll back to (current: $from): pass --to <release>; \`cargo xtask releases\` lists them" >&2
-  exit 1
-fi"#
-        .to_string(),
-    };
-    let text = format!(
-        r#"set -eu
-d={deploy_to}
-state="$d/{STATE_DIR}"
-cd "$d"
-if [ ! -L current ]; then echo "\`$d/current\` does not exist: nothing to roll back" >&2; exit 1; fi
-from=$(basename "$(readlink current)")
-{choose}
-{SWITCH_CURRENT}
-echo "$from" >> "$state/bad"
-printf '%s rolled back to release %s\n' {user} "$rel" >> revisions.log
-echo "rolled-back $from $rel"
-"#,
-        deploy_to = quote(&config.deploy_to),
-        user = quote(user),
-    );
-    RemoteScript { name: "rollback", text }
-}
-
 /// Refuses to go on without git on the server, with the fix.
 const REQUIRE_GIT: &str = r#"if ! command -v git >/dev/null 2>&1; then
   echo "git is not installed on the server: install it (for example \`apt-get install git\`)" >&2
@@ -718,13 +691,14 @@ if [ -f "$d/.xtask-deploy/bad" ]; then each_line "$d/.xtask-deploy/bad" bad; fi"
 const ARTIFACT_ATTRIBUTES: &str = "-export-ignore -export-subst -text -ident -filter -working-tree-encoding";
 
 /// Points `current` at `releases/$rel` atomically, from inside `$d`.
-const SWITCH_CURRENT: &str = r#"if [ -e releases/current ] || [ -L releases/current ]; then rm -f releases/current; fi
+pub(super) const SWITCH_CURRENT: &str = r#"if [ -e releases/current ] || [ -L releases/current ]; then rm -f releases/current; fi
 ln -s "$d/releases/$rel" releases/current
 mv -T releases/current current"#;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::rollback::{marks_script, rollback_script, RollbackTo};
     use crate::plan::tests::{config, lock, release};
 
     fn submodule() -> SubmoduleRelease {
@@ -750,7 +724,8 @@ mod tests {
             hook_script(&cfg, &release, "after_update", "echo hi"),
             discard_script(&cfg, &release),
             publish_script(&cfg, &release, "t0k3n"),
-            rollback_script(&cfg, Some("20261125041638"), "alice"),
+            rollback_script(&cfg, RollbackTo::Release { name: "20261125041638", mark_left: true }, "alice", &["x"]),
+            marks_script(&cfg, Some("20261125041638")),
         ] {
             assert!(script.text.contains(&format!("d={}\n", quote(hostile))), "{}", script.name);
             // The value appears once, inside that quoted assignment, and nowhere else.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use xtask_deploy::demo::{app_manifest, AppRepo};
 use xtask_deploy::loopback::LoopbackServer;
+use xtask_deploy::plan::RollbackTo;
 use xtask_deploy::report::Quiet;
 use xtask_deploy::{Config, DeployOptions, DeployReport};
 
@@ -88,7 +89,12 @@ impl World {
         xtask_deploy::deploy(&self.config(), options, &mut Quiet)
     }
 
+    /// `cargo xtask rollback`, or `rollback --to NAME` (without `--mark`).
     pub fn rollback(&self, to: Option<&str>) -> Result<(), xtask_deploy::Error> {
+        let to = match to {
+            Some(name) => RollbackTo::Release { name, mark_left: false },
+            None => RollbackTo::Previous,
+        };
         xtask_deploy::manage::rollback(&self.config(), to, &mut Quiet)
     }
 
@@ -455,4 +461,37 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
+}
+
+/// Makes `count` releases in `deploy_to` by hand, as deploys leave them, and returns their
+/// `(name, sha)`, oldest first: each has a `REVISION` (a made-up SHA) and an `index.txt`,
+/// `current` points at the newest, and `revisions.log` has a line for each. For the tests that
+/// need only the layout (rollback, marks, listings, checks), so that they do not depend on a
+/// deploy. `deploy_to` must be set up.
+pub fn releases_by_hand(deploy_to: &Path, count: usize) -> Vec<(String, String)> {
+    let releases: Vec<(String, String)> =
+        (1..=count).map(|round| (format!("2026112500{round:04}"), format!("{round:0>40}"))).collect();
+    let mut log = String::new();
+    for (name, sha) in &releases {
+        let release = deploy_to.join("releases").join(name);
+        fs::create_dir_all(&release).unwrap();
+        fs::write(release.join("REVISION"), format!("{sha}\n")).unwrap();
+        fs::write(release.join("index.txt"), format!("release {name}\n")).unwrap();
+        log.push_str(&format!("Branch main (at {sha}) deployed as release {name} by tester\n"));
+    }
+    let newest = deploy_to.join("releases").join(&releases.last().expect("at least one release").0);
+    let _ = fs::remove_file(deploy_to.join("current"));
+    std::os::unix::fs::symlink(newest, deploy_to.join("current")).unwrap();
+    fs::write(deploy_to.join("revisions.log"), log).unwrap();
+    releases
+}
+
+/// The releases marked bad in `deploy_to`.
+pub fn bad_in(deploy_to: &Path) -> Vec<String> {
+    fs::read_to_string(deploy_to.join(".xtask-deploy/bad")).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+/// The release `current` points at in `deploy_to`, if any.
+pub fn current_in(deploy_to: &Path) -> Option<String> {
+    Some(fs::read_link(deploy_to.join("current")).ok()?.file_name()?.to_string_lossy().to_string())
 }

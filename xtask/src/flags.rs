@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use xtask_deploy::plan::RollbackTo;
 use xtask_deploy::{exit, Config, DeployOptions};
 
 use crate::status::Ui;
@@ -28,9 +29,10 @@ enum Command {
     DeploySetup(DeploySetup),
     /// Push the commit to every server and publish it as a new release.
     Deploy(Deploy),
-    /// Switch `current` back to the previous release that is not marked bad (or `--to` one).
+    /// Switch `current` back to the previous release that is not marked bad (or `--to` one),
+    /// then run the `after_publish` hooks and the health check for it.
     Rollback(Rollback),
-    /// List each server's releases: name, commit, who deployed it, current, bad.
+    /// List each server's releases: name, commit, who deployed it, current, bad, unconfirmed.
     Releases(Releases),
     /// Remove the deploy lock left by a deploy that died.
     Unlock(Unlock),
@@ -101,15 +103,22 @@ struct Deploy {
 struct Rollback {
     #[command(flatten)]
     target: Target,
-    /// The release to switch to (its 14-digit name, as `releases` lists it).
+    /// The release to switch to (its 14-digit name, as `releases` lists it); its bad mark, if
+    /// any, is cleared, and the release left is not marked bad (unless `--mark`).
     #[arg(long, value_name = "RELEASE")]
     to: Option<String>,
+    /// With `--to`: mark the release left as bad, as a plain `rollback` does.
+    #[arg(long, requires = "to")]
+    mark: bool,
 }
 
 #[derive(Debug, Args)]
 struct Releases {
     #[command(flatten)]
     target: Target,
+    /// Clear the bad mark of this release on every server (taking the deploy lock), then list.
+    #[arg(long, value_name = "RELEASE")]
+    unmark: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -213,7 +222,11 @@ impl Deploy {
 impl Rollback {
     fn run(self, ui: &mut Ui) -> anyhow::Result<u8> {
         let config = self.target.config()?;
-        xtask_deploy::manage::rollback(&config, self.to.as_deref(), ui)?;
+        let to = match &self.to {
+            Some(name) => RollbackTo::Release { name, mark_left: self.mark },
+            None => RollbackTo::Previous,
+        };
+        xtask_deploy::manage::rollback(&config, to, ui)?;
         Ok(exit::SUCCESS)
     }
 }
@@ -221,6 +234,9 @@ impl Rollback {
 impl Releases {
     fn run(self, ui: &mut Ui) -> anyhow::Result<u8> {
         let config = self.target.config()?;
+        if let Some(release) = &self.unmark {
+            xtask_deploy::manage::unmark(&config, release, ui)?;
+        }
         for server in xtask_deploy::manage::releases(&config)? {
             ui.text(&crate::status::render_releases(&server));
             ui.releases(&server);

@@ -189,7 +189,13 @@ impl Ui {
                 self.line("Removed", &format!("unfinished release {release} on {server}"))
             }
             Event::RolledBack { server, from, to, .. } => {
-                self.line("Rolled back", &format!("{server} from {from} to {to} ({from} is marked bad)"))
+                self.line("Rolled back", &format!("{server} from {from} to {to}"))
+            }
+            Event::Marked { server, release } => {
+                self.line("Marked", &format!("{release} bad on {server} (a plain rollback skips it)"))
+            }
+            Event::Unmarked { server, release } => {
+                self.line("Unmarked", &format!("{release} on {server}: it is no longer marked bad"))
             }
             Event::HealthCheck { server, passed: true, elapsed, .. } => {
                 self.line("Healthy", &format!("{server} ({})", ms(*elapsed)))
@@ -419,6 +425,9 @@ pub fn render_releases(server: &xtask_deploy::manage::ServerReleases) -> String 
         }
         if entry.bad {
             flags.push("bad");
+        }
+        if entry.unconfirmed {
+            flags.push("unconfirmed");
         }
         out.push_str(&format!(
             "  {:<16} {:<12} {:<20} {:<14} {}\n",

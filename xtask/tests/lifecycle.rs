@@ -8,7 +8,7 @@ use std::fs;
 use std::io::BufReader;
 use std::process::{Command, Output, Stdio};
 
-use support::{read_until, snapshot, stderr_of, World};
+use support::{bad_in, current_in, read_until, releases_by_hand, snapshot, stderr_of, World};
 
 fn xtask(world: &World, args: &[&str]) -> Command {
     world.command(env!("CARGO_BIN_EXE_xtask"), args)
@@ -216,4 +216,127 @@ fn a_deploy_killed_between_prepare_and_publish_leaves_no_release_behind() {
     assert!(fs::read_link(world.deploy_to.join("current")).unwrap().exists());
     let deployed = run(&world, &["deploy"]);
     assert!(deployed.status.success(), "{}", stderr_of(&deployed));
+}
+
+#[test]
+fn releases_unmark_clears_a_mark_on_every_server_under_the_lock() {
+    let world = World::new();
+    let (_other, other_deploy_to) = support::add_server(&world);
+    world.setup();
+    let deploy_tos = [world.deploy_to.clone(), other_deploy_to];
+    for deploy_to in &deploy_tos {
+        releases_by_hand(deploy_to, 2);
+    }
+    let rolled = run(&world, &["rollback"]);
+    assert!(rolled.status.success(), "{}", stderr_of(&rolled));
+    let left = "20261125000002";
+    assert!(stderr_of(&rolled).contains(&format!("Marked {left} bad on")), "{}", stderr_of(&rolled));
+    for deploy_to in &deploy_tos {
+        assert_eq!(bad_in(deploy_to), [left], "{}", deploy_to.display());
+    }
+
+    // While another deploy holds the lock on one server, nothing is unmarked anywhere.
+    let lock = deploy_tos[1].join(".xtask-deploy/lock");
+    fs::create_dir_all(&lock).unwrap();
+    let pid = std::process::id();
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start = stat.rsplit(") ").next().unwrap().split_whitespace().nth(19).unwrap().to_string();
+    fs::write(lock.join("info"), format!("user=dave\nhost=ci-7\ntoken=x\nconnection={pid} {start}\n")).unwrap();
+    let refused = run(&world, &["releases", "--unmark", left]);
+    assert_eq!(refused.status.code(), Some(i32::from(xtask_deploy::exit::LOCKED)), "{}", stderr_of(&refused));
+    assert!(deploy_tos.iter().all(|deploy_to| bad_in(deploy_to) == [left]), "unmarked without the lock");
+    fs::remove_dir_all(&lock).unwrap();
+
+    let unmarked = run(&world, &["releases", "--unmark", left]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&unmarked.stdout), stderr_of(&unmarked));
+    assert!(unmarked.status.success(), "{stderr}");
+    assert_eq!(stderr.matches(&format!("Unmarked {left} on")).count(), 2, "{stderr}");
+    for deploy_to in &deploy_tos {
+        assert_eq!(bad_in(deploy_to), Vec::<String>::new(), "{}", deploy_to.display());
+        assert!(!deploy_to.join(".xtask-deploy/lock").exists(), "the lock was released");
+    }
+    // The listing that follows shows the release without its mark.
+    let line = stdout.lines().find(|line| line.contains(left)).unwrap_or_default();
+    assert!(!line.is_empty() && !line.contains("bad"), "{stdout}");
+    let again = run(&world, &["releases", "--unmark", left]);
+    assert!(again.status.success() && stderr_of(&again).contains("was not marked bad on any server"));
+    let wrong = run(&world, &["releases", "--unmark", "../etc"]);
+    assert!(!wrong.status.success() && stderr_of(&wrong).contains("is not a release name"), "{}", stderr_of(&wrong));
+}
+
+#[test]
+fn releases_shows_a_release_switched_to_and_not_confirmed() {
+    let world = World::new();
+    world.setup();
+    let releases = releases_by_hand(&world.deploy_to, 2);
+    let (previous, switched) = (&releases[0].0, &releases[1].0);
+    // What a deploy leaves between switching `current` and confirming the release.
+    fs::write(
+        world.deploy_to.join(".xtask-deploy/unconfirmed"),
+        format!("token=t0k3n\nrelease={switched}\nprevious={previous}\n"),
+    )
+    .unwrap();
+    let listed = run(&world, &["releases", "--json"]);
+    assert!(listed.status.success(), "{}", stderr_of(&listed));
+    let event: serde_json::Value =
+        serde_json::from_slice(listed.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let flags: Vec<(String, bool, bool)> = event["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            let flag = |name: &str| entry[name].as_bool().unwrap();
+            (entry["name"].as_str().unwrap().to_string(), flag("current"), flag("unconfirmed"))
+        })
+        .collect();
+    assert_eq!(flags, [(previous.clone(), false, false), (switched.clone(), true, true)]);
+    let text = String::from_utf8_lossy(&run(&world, &["releases"]).stdout).to_string();
+    let line = text.lines().find(|line| line.contains(switched.as_str())).unwrap_or_default();
+    assert!(line.ends_with("current, unconfirmed"), "{text}");
+}
+
+#[test]
+fn a_rollback_whose_restart_hook_or_health_check_fails_exits_7_naming_the_server() {
+    let world = World::with_config(
+        r#"[package.metadata.deploy.hooks]
+after_publish = [{ remote = "if [ -e \"$DEPLOY_TO/shared/hook-fails\" ]; then echo cannot-restart-$RELEASE >&2; exit 3; fi" }]
+[package.metadata.deploy.healthcheck]
+remote = "if [ -e \"$DEPLOY_TO/shared/sick\" ]; then echo 503-from-$RELEASE; exit 1; fi"
+timeout = 1
+interval = 1"#,
+    );
+    let (other, other_deploy_to) = support::add_server(&world);
+    world.setup();
+    let deploy_tos = [world.deploy_to.clone(), other_deploy_to];
+    for deploy_to in &deploy_tos {
+        releases_by_hand(deploy_to, 2);
+    }
+    // The first server's service does not come back healthy; the second's cannot restart.
+    fs::write(deploy_tos[0].join("shared/sick"), "").unwrap();
+    fs::write(deploy_tos[1].join("shared/hook-fails"), "").unwrap();
+    let rolled = run(&world, &["rollback"]);
+    let text = stderr_of(&rolled);
+    assert_eq!(rolled.status.code(), Some(i32::from(xtask_deploy::exit::REMOTE)), "{text}");
+    let restored = "20261125000001";
+    let error = text.lines().find(|line| line.starts_with("error:")).unwrap_or_default();
+    assert!(
+        error.contains(&format!("healthcheck failed on `{}@127.0.0.1:{}`", world.server.user(), world.server.port())),
+        "{text}"
+    );
+    assert!(text.contains(&format!("503-from-{restored}")), "the health check's output: {text}");
+    let hook = text.lines().find(|line| line.contains("after_publish failed on")).unwrap_or_default();
+    assert!(hook.contains(&format!("127.0.0.1:{}`", other.port())), "{text}");
+    assert!(text.contains(&format!("cannot-restart-{restored}")), "the hook's output: {text}");
+    // Every server was still rolled back.
+    for deploy_to in &deploy_tos {
+        assert_eq!(current_in(deploy_to).as_deref(), Some(restored), "{}", deploy_to.display());
+        assert!(!deploy_to.join(".xtask-deploy/lock").exists());
+    }
+
+    // Healthy and restartable again: the rollback to the other release passes.
+    fs::remove_file(deploy_tos[0].join("shared/sick")).unwrap();
+    fs::remove_file(deploy_tos[1].join("shared/hook-fails")).unwrap();
+    let rolled = run(&world, &["rollback", "--to", "20261125000002"]);
+    assert!(rolled.status.success(), "{}", stderr_of(&rolled));
+    assert_eq!(stderr_of(&rolled).matches("Healthy").count(), 2, "{}", stderr_of(&rolled));
 }

@@ -512,3 +512,45 @@ fn deploy_check_judges_the_binaries_built_here_against_each_server() {
     fs::write(&app, elf).unwrap();
     assert_eq!(binaries(&world), (i32::from(exit::CHECK_FAILED), "fail".to_string()));
 }
+
+#[test]
+fn deploy_check_runs_the_health_check_in_the_current_release_and_changes_nothing() {
+    let world = World::with_config(
+        r#"[package.metadata.deploy.healthcheck]
+remote = "test -f index.txt && test \"$RELEASE_PATH\" = \"$DEPLOY_TO/releases/$RELEASE\" && if [ -e \"$DEPLOY_TO/shared/sick\" ]; then echo 503-from-$RELEASE; exit 1; fi"
+timeout = 1
+interval = 1"#,
+    );
+    // The `health` row: its status and detail, and the exit code.
+    let health = |world: &World| {
+        let output = run(world, &["deploy-check", "--json"]);
+        let row = json_lines(&output)
+            .into_iter()
+            .find(|line| line["event"] == "check" && line["check"] == "health")
+            .expect("a health row");
+        (code(&output), row["status"].as_str().unwrap().to_string(), row["detail"].as_str().unwrap().to_string())
+    };
+    world.setup();
+    assert_eq!(health(&world).1, "skipped", "no current release yet");
+    let current = support::releases_by_hand(&world.deploy_to, 2).pop().unwrap().0;
+
+    let before = snapshot(&world.deploy_to);
+    let (code, status, detail) = health(&world);
+    assert_eq!((code, status.as_str()), (0, "ok"), "{detail}");
+    assert!(detail.contains(&format!("passed in the current release {current}")), "{detail}");
+    assert_eq!(snapshot(&world.deploy_to), before, "deploy-check changed the server");
+
+    fs::write(world.deploy_to.join("shared/sick"), "").unwrap();
+    let (code, status, detail) = health(&world);
+    assert_eq!((code, status.as_str()), (i32::from(exit::CHECK_FAILED), "fail"), "{detail}");
+    assert!(detail.contains(&format!("503-from-{current}")), "the check's output: {detail}");
+
+    // Without a health check, the row is skipped and does not fail the check.
+    world.edit_manifest(|manifest| {
+        let start = manifest.find("[package.metadata.deploy.healthcheck]").unwrap();
+        let end = manifest[start..].find("interval = 1\n").unwrap() + start + "interval = 1\n".len();
+        format!("{}{}", &manifest[..start], &manifest[end..])
+    });
+    let (code, status, detail) = health(&world);
+    assert_eq!((code, status.as_str(), detail.as_str()), (0, "skipped", "no `healthcheck` configured"));
+}
