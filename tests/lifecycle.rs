@@ -468,3 +468,37 @@ fn a_binary_that_cannot_run_on_the_server_is_refused_before_anything_is_sent() {
         refused("another CPU", &["aarch64", std::env::consts::ARCH]);
     }
 }
+
+#[test]
+fn a_release_a_deploy_went_back_from_keeps_its_mark_until_it_is_pruned_and_warns_when_deployed_again() {
+    let world = World::with_config(
+        "keep_releases = 2\n[package.metadata.deploy.healthcheck]\nremote = 'test ! -e \"$DEPLOY_TO/shared/unhealthy\"'\n\
+         timeout = 1\n",
+    );
+    world.setup();
+    let first = world.deploy();
+    fs::write(world.deploy_to.join("shared/unhealthy"), "").unwrap();
+    let broken_sha = world.commit("src/main.rs", "fn main() { println!(\"broken\"); }\n");
+    let err = world.try_deploy().expect_err("the health check fails");
+    assert_eq!(err.exit_code(), xtask_deploy::exit::ROLLED_BACK, "{err}");
+    assert_eq!(world.current(), Some(first.release.clone()));
+    let broken = world.releases().last().unwrap().clone();
+    assert_eq!(world.bad(), vec![broken.clone()]);
+    fs::remove_file(world.deploy_to.join("shared/unhealthy")).unwrap();
+
+    // Deploying the commit of the release marked bad again: it goes, with a warning.
+    let mut events = Collect::default();
+    let options = DeployOptions { revision: Some(broken_sha.clone()), ..Default::default() };
+    xtask_deploy::deploy(&world.config(), &options, &mut events).unwrap();
+    let warned = events.0.iter().any(|event| {
+        matches!(event, Event::Warning { message } if message.contains(&broken) && message.contains("marked bad"))
+    });
+    assert!(warned, "{:?}", events.0);
+    // keep_releases = 2: the confirmation removed the first release; the one marked bad stays.
+    assert_eq!(world.releases().len(), 2, "{:?}", world.releases());
+    assert_eq!(world.bad(), vec![broken.clone()]);
+    world.commit("src/main.rs", "fn main() { println!(\"fixed\"); }\n");
+    world.deploy();
+    assert!(!world.releases().contains(&broken), "pruned: {:?}", world.releases());
+    assert_eq!(world.bad(), Vec::<String>::new(), "the mark of a pruned release is dropped");
+}

@@ -121,12 +121,16 @@ while :; do
   tries=$((tries + 1))
   sh -c {command} >"$log" 2>&1 </dev/null &
   try=$!
+  late=0
   # Tenths of a second left before the deadline for this try, and at least one second.
   ticks=$(( ($deadline - $(date +%s)) * 10 ))
   [ "$ticks" -ge 10 ] || ticks=10
   while kill -0 "$try" 2>/dev/null; do
     if [ "$ticks" -le 0 ]; then
-      pkill -TERM -P "$try" 2>/dev/null; kill -TERM "$try" 2>/dev/null; sleep 1
+      late=1
+      # Frozen first, so that it starts nothing more; then its children; then itself.
+      kill -STOP "$try" 2>/dev/null; pkill -TERM -P "$try" 2>/dev/null
+      kill -TERM "$try" 2>/dev/null; kill -CONT "$try" 2>/dev/null; sleep 1
       pkill -KILL -P "$try" 2>/dev/null; kill -KILL "$try" 2>/dev/null
       break
     fi
@@ -135,7 +139,8 @@ while :; do
   done
   wait "$try"
   status=$?
-  if [ "$status" -eq 0 ]; then
+  # A try stopped at the timeout failed, whatever it exited with.
+  if [ "$status" -eq 0 ] && [ "$late" -eq 0 ]; then
     rm -f "$log"
     echo "{HEALTHY} $tries $(( ($(date +%s%N) - start) / 1000000 ))"
     exit 0

@@ -155,7 +155,7 @@ pub fn marks_script(config: &Config, unmark: Option<&str>) -> RemoteScript {
 /// Rewrites `$state/bad` keeping each mark once, only of releases that exist, and not the
 /// mark of `$unmark` (printing `unmarked $unmark` when there was one). Shell builtins but the
 /// final `mv`, which replaces the file atomically.
-const REWRITE_MARKS: &str = r#"if [ -f "$state/bad" ]; then
+pub(crate) const REWRITE_MARKS: &str = r#"if [ -f "$state/bad" ]; then
   kept=" "
   cleared=""
   : > "$state/bad.new"

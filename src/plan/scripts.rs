@@ -125,6 +125,9 @@ while read -r line; do
       excess=$((excess - 1))
       if [ "${{now##*/}}" != "${{r##*/}}" ]; then rm -rf "$r"; echo "removed ${{r##*/}}"; fi
     done
+    # Marks of the releases just removed go with them.
+    unmark=""
+{rewrite_marks}
     echo {confirmed}
   fi
 done
@@ -163,6 +166,7 @@ lock="$state/lock"
         user = quote(&lock.user),
         keep = config.keep_releases,
         release_glob = "[0-9]".repeat(14),
+        rewrite_marks = super::rollback::REWRITE_MARKS,
     );
     let text = format!("{}\n{text}", super::confirm::revert_function(restart_hooks, config.timeouts.step.as_secs()));
     RemoteScript { name: "preflight", text }

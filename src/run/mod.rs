@@ -180,6 +180,12 @@ fn deploy_to_all(
         return Ok(Outcome::UpToDate);
     }
 
+    for server in &servers {
+        let state = &server.state;
+        if let Some(warning) = plan::bad_commit_warning(state, &local.revision.sha, server.connection.name()) {
+            reporter.event(Event::Warning { message: warning });
+        }
+    }
     let existing = servers.iter().flat_map(|server| server.state.releases.iter().map(|(name, _)| name.as_str()));
     let release = release_for(&local, plan::release_name(time::OffsetDateTime::now_utc(), existing));
     summary.release = release.name.clone();
@@ -464,6 +470,7 @@ impl Walk<'_> {
                             to: to.to_string(),
                             reason: reason.clone(),
                         });
+                        reporter.event(Event::Marked { server: name.clone(), release: from.to_string() });
                     }
                     // Already back (its keeper went back when its connection was lost).
                     "not-switched" => report.status = ServerStatus::RolledBack,
