@@ -416,11 +416,19 @@ impl RemoteProcess {
 
     /// Closes the process's stdin and waits (at most `timeout` in all) for it to exit.
     pub fn finish(mut self, timeout: Duration) {
-        self.stop(timeout);
+        let _ = self.stop(timeout);
     }
 
-    fn stop(&mut self, timeout: Duration) {
-        let Some(mut channel) = self.channel.take() else { return };
+    /// Like [`RemoteProcess::finish`]; returns what the process printed on stdout meanwhile.
+    pub fn finish_output(mut self, timeout: Duration) -> String {
+        self.stop(timeout)
+    }
+
+    /// Closes stdin, drains both streams and waits for the close, within `timeout`; returns the
+    /// stdout read.
+    fn stop(&mut self, timeout: Duration) -> String {
+        let mut stdout = String::new();
+        let Some(mut channel) = self.channel.take() else { return stdout };
         let deadline = Instant::now() + timeout;
         let remaining = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
         self.session.set_timeout(millis(remaining()));
@@ -432,6 +440,8 @@ impl RemoteProcess {
             self.session.set_timeout(millis(remaining()));
             match channel.read(&mut buffer) {
                 Ok(0) | Err(_) => break,
+                // What a process prints at its end is short (the keeper's confirmation).
+                Ok(n) if stdout.len() < 64 * 1024 => stdout.push_str(&String::from_utf8_lossy(&buffer[..n])),
                 Ok(_) => {}
             }
         }
@@ -448,12 +458,13 @@ impl RemoteProcess {
         self.session.set_timeout(millis(remaining()));
         drop(channel);
         self.session.set_timeout(millis(self.idle));
+        stdout
     }
 }
 
 impl Drop for RemoteProcess {
     fn drop(&mut self) {
-        self.stop(Duration::from_secs(5));
+        let _ = self.stop(Duration::from_secs(5));
     }
 }
 

@@ -571,8 +571,9 @@ impl Walk<'_> {
 }
 
 impl Server {
-    /// Sends the deploy's confirmation to the lock keeper and waits for its acknowledgement;
-    /// returns the old releases it then removed.
+    /// Sends the deploy's confirmation to the lock keeper and closes its channel at once (one
+    /// round trip for both: the keeper confirms, prunes, then releases the lock and ends);
+    /// returns the old releases it removed.
     fn confirm(&mut self, timeout: Duration) -> Result<Vec<String>, Error> {
         let name = self.connection.name().to_string();
         let lost = |message: String| Error::Remote {
@@ -581,11 +582,15 @@ impl Server {
             status: -1,
             message: format!("{message}: the server goes back to the release it had when its deployer is lost"),
         };
-        let keeper = self.keeper.as_mut().ok_or_else(|| lost("the lock keeper is gone".to_string()))?;
+        let mut keeper = self.keeper.take().ok_or_else(|| lost("the lock keeper is gone".to_string()))?;
         keeper.send(format!("{}\n", plan::confirm::CONFIRM).as_bytes()).map_err(|err| lost(err.to_string()))?;
-        match keeper.wait_for_line(plan::confirm::CONFIRMED, timeout).map_err(|err| lost(err.to_string()))? {
-            Ok(said) => Ok(said.lines().filter_map(|line| line.strip_prefix("removed ")).map(str::to_string).collect()),
-            Err(output) => Err(lost(format!("the lock keeper ended (exit status {})", output.status))),
+        let said = keeper.finish_output(timeout);
+        match said.lines().position(|line| line == plan::confirm::CONFIRMED) {
+            Some(at) => {
+                let before = said.lines().take(at);
+                Ok(before.filter_map(|line| line.strip_prefix("removed ")).map(str::to_string).collect())
+            }
+            None => Err(lost("the lock keeper did not confirm".to_string())),
         }
     }
 }
