@@ -385,8 +385,9 @@ pub fn judge_health(release: &Release, result: Result<(u32, Duration), &str>) ->
             let line = stderr.split_whitespace().collect::<Vec<_>>().join(" ");
             let cut = line.char_indices().rev().nth(299).map_or(0, |(at, _)| at);
             let ellipsis = if cut > 0 { "..." } else { "" };
+            // A warning, not a failure: a deploy is still possible, and may be the fix.
             (
-                CheckStatus::Fail,
+                CheckStatus::Warn,
                 format!(
                     "fails in the current release {}: {ellipsis}{} (a deploy whose health check fails would go back \
                      to this release)",
@@ -473,7 +474,7 @@ mod tests {
         let passed = judge_health(&release, Ok((2, Duration::from_millis(1500))));
         assert_eq!(passed, (CheckStatus::Ok, "passed in the current release 20261125041638 (2 tries, 1500 ms)".into()));
         let (status, detail) = judge_health(&release, Err("did not pass\nits last output:\n502 Bad Gateway\n"));
-        assert_eq!(status, CheckStatus::Fail);
+        assert_eq!(status, CheckStatus::Warn);
         assert!(detail.contains("20261125041638: did not pass its last output: 502 Bad Gateway ("), "{detail}");
         let (_, long) = judge_health(&release, Err(&format!("start {}end", "x".repeat(1000))));
         assert!(long.contains(": ...xxx") && long.contains("xend (") && long.len() < 500, "{long}");

@@ -90,22 +90,39 @@ pub enum Error {
     /// The git objects could not be pushed to the server's repository.
     #[error("push to `{server}` failed: {message}")]
     Push { server: String, message: String },
-    /// The deploy failed after some servers switched `current` and before the others did.
+    /// The deploy failed after servers switched `current`, and some of them (`published`, each
+    /// with why) could not go back to the release they had.
     #[error(
-        "{error}. Release {release} is live on {published}, but not on {unchanged}: deploy again to finish \
-         (`--force`), or go back with `cargo xtask rollback`",
-        published = .published.join(", "),
-        unchanged = .unchanged.join(", ")
+        "{error}. Release {release} is still live on {published}: it could not go back there; every \
+         other server is on the release it had. Go back there with `cargo xtask rollback --hosts <host>` \
+         (a server whose connection was lost goes back by itself once its sshd notices), or deploy a fixed \
+         commit",
+        published = .published.join(", ")
     )]
     Partial { release: String, published: Vec<String>, unchanged: Vec<String>, error: Box<Error> },
     /// The deploy failed after the switch, and every server that had switched went back to the
     /// release it had (the new one is marked bad there).
     #[error(
         "{error}. Release {release} was rolled back on {servers}: each is on the release it had, and \
-         {release} is marked bad there",
-        servers = .servers.join(", ")
+         {release} is marked bad there{restart}",
+        servers = .servers.join(", "),
+        restart = if .restart_failed.is_empty() {
+            String::new()
+        } else {
+            format!("; the restart hooks failed on {}: check the service there", .restart_failed.join(", "))
+        }
     )]
-    RolledBack { release: String, servers: Vec<String>, error: Box<Error> },
+    RolledBack { release: String, servers: Vec<String>, restart_failed: Vec<String>, error: Box<Error> },
+    /// The deploy was confirmed on `confirmed`, but whether `unknown` took its confirmation is
+    /// not known (the connection was lost at that moment).
+    #[error(
+        "{error}. Release {release} is confirmed on {confirmed}, but not known to be on {unknown}: a server \
+         that did not take the confirmation goes back by itself; see `cargo xtask releases`, then deploy \
+         again or roll back",
+        confirmed = .confirmed.join(", "),
+        unknown = .unknown.join(", ")
+    )]
+    Unconfirmed { release: String, confirmed: Vec<String>, unknown: Vec<String>, error: Box<Error> },
 }
 
 impl Error {
@@ -117,7 +134,7 @@ impl Error {
             Error::Connect { .. } | Error::HostKey { .. } | Error::Auth { .. } => exit::CONNECT,
             Error::Locked { .. } => exit::LOCKED,
             Error::Remote { .. } | Error::Push { .. } => exit::REMOTE,
-            Error::Partial { .. } => exit::PARTIAL,
+            Error::Partial { .. } | Error::Unconfirmed { .. } => exit::PARTIAL,
             Error::RolledBack { .. } => exit::ROLLED_BACK,
         }
     }
@@ -132,7 +149,9 @@ impl Error {
             | Error::Locked { server, .. }
             | Error::Remote { server, .. }
             | Error::Push { server, .. } => Some(server),
-            Error::Partial { error, .. } | Error::RolledBack { error, .. } => error.server(),
+            Error::Partial { error, .. } | Error::RolledBack { error, .. } | Error::Unconfirmed { error, .. } => {
+                error.server()
+            }
         }
     }
 

@@ -502,3 +502,66 @@ fn a_release_a_deploy_went_back_from_keeps_its_mark_until_it_is_pruned_and_warns
     assert!(!world.releases().contains(&broken), "pruned: {:?}", world.releases());
     assert_eq!(world.bad(), Vec::<String>::new(), "the mark of a pruned release is dropped");
 }
+
+#[test]
+fn a_publish_that_fails_after_its_switch_still_sends_the_server_back() {
+    let world = World::new();
+    world.setup();
+    let first = world.deploy();
+    // Appending to `revisions.log` fails after `current` moved: the switch happened all the same.
+    fs::remove_file(world.deploy_to.join("revisions.log")).unwrap();
+    fs::create_dir(world.deploy_to.join("revisions.log")).unwrap();
+    world.commit("src/main.rs", "fn main() { println!(\"two\"); }\n");
+    let err = world.try_deploy().expect_err("publish fails");
+    assert_eq!(err.exit_code(), xtask_deploy::exit::ROLLED_BACK, "{err}");
+    assert_eq!(world.current(), Some(first.release.clone()), "back on the release it had: {err}");
+    assert!(!world.locked());
+}
+
+#[test]
+fn a_release_left_unconfirmed_by_a_keeper_that_died_is_gone_back_from_by_the_next_deploy() {
+    let world = World::with_config(
+        "[package.metadata.deploy.hooks]\nafter_publish = [{ remote = 'echo \"$RELEASE ${ROLLBACK:-0}\" >> \"$DEPLOY_TO/shared/restarts\"' }]\n",
+    );
+    world.setup();
+    let releases = releases_by_hand(&world.deploy_to, 2);
+    let (old, never_confirmed) = (&releases[0].0, &releases[1].0);
+    // What a keeper that died with its server (a reboot) leaves: the marker, and `current` on the
+    // release nobody checked.
+    fs::create_dir_all(world.deploy_to.join(".xtask-deploy")).unwrap();
+    fs::write(
+        world.deploy_to.join(".xtask-deploy/unconfirmed"),
+        format!("token=gone\nrelease={never_confirmed}\nprevious={old}\n"),
+    )
+    .unwrap();
+    let mut events = Collect::default();
+    let report = xtask_deploy::deploy(&world.config(), &DeployOptions::default(), &mut events).unwrap();
+    let warned = events.0.iter().any(|event| {
+        matches!(event, Event::Warning { message } if message.contains(&format!("went back from release {never_confirmed} to {old}")))
+    });
+    assert!(warned, "{:?}", events.0);
+    assert!(world.bad().contains(never_confirmed), "{:?}", world.bad());
+    let restarts = fs::read_to_string(world.deploy_to.join("shared/restarts")).unwrap();
+    assert_eq!(restarts.lines().next(), Some(format!("{old} 1").as_str()), "restarted the release it went back to");
+    assert_eq!(world.current(), Some(report.release));
+}
+
+#[test]
+fn restart_hooks_that_hang_while_going_back_do_not_hide_that_the_server_went_back() {
+    let world = World::with_config(
+        "[package.metadata.deploy.timeouts]\nstep = 3\n[package.metadata.deploy.hooks]\n\
+         after_publish = [{ remote = 'if [ -n \"${ROLLBACK:-}\" ]; then sleep 30; fi' }]\n\
+         [package.metadata.deploy.healthcheck]\nremote = 'test ! -e \"$DEPLOY_TO/shared/unhealthy\"'\ntimeout = 1\n",
+    );
+    world.setup();
+    let first = world.deploy();
+    fs::write(world.deploy_to.join("shared/unhealthy"), "").unwrap();
+    world.commit("src/main.rs", "fn main() { println!(\"two\"); }\n");
+    let mut events = Collect::default();
+    let err = xtask_deploy::deploy(&world.config(), &DeployOptions::default(), &mut events).expect_err("unhealthy");
+    let message = err.to_string();
+    assert_eq!(err.exit_code(), xtask_deploy::exit::ROLLED_BACK, "{message}");
+    assert!(message.contains("the restart hooks failed on"), "{message}\n{:?}", events.0);
+    assert_eq!(world.current(), Some(first.release.clone()));
+    assert_eq!(world.our_processes_after(Duration::from_secs(5)), vec![], "the hanging restart was stopped");
+}

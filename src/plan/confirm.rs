@@ -23,6 +23,9 @@ pub const CONFIRM: &str = "confirm";
 /// What the health check prints when it passed: `<HEALTHY> <tries> <elapsed ms>`.
 pub const HEALTHY: &str = "@@xtask-deploy-healthy";
 
+/// How the health check's failure message on stderr begins (the tail of its last try follows).
+pub const HEALTH_OUTPUT: &str = "the health check did not pass";
+
 /// What the health check prints when it did not pass in time: `<UNHEALTHY> <tries> <elapsed ms>`.
 pub const UNHEALTHY: &str = "@@xtask-deploy-unhealthy";
 
@@ -44,41 +47,41 @@ pub fn run_restart_hooks(commands: &[&str], limit_secs: u64) -> String {
     text
 }
 
-/// A shell function `revert` that, when `current` still points at `releases/$release`,
-/// switches it back to `releases/$previous` (atomically), marks `$release` bad, logs the
-/// rollback in `revisions.log` as `$user`, and runs the restart `hooks` for the restored
-/// release. Prints `reverted <from> <to>`; returns 1 (printing `cannot-revert <why>`) when
-/// there is no release to go back to. Needs `$d`, `$state`, `$release`, `$previous`, `$user`.
-pub fn revert_function(hooks: &[&str], limit_secs: u64) -> String {
-    format!(
-        r#"revert() {{
+/// Shell functions: `go_back`, which, when `current` still points at `releases/$release`,
+/// switches it back to `releases/$previous` (atomically, through a link of its own), forgets the
+/// [`UNCONFIRMED`] marker if it names `$release`, marks `$release` bad and logs the rollback in
+/// `revisions.log` as `$user`. It prints `reverted <from> <to>` and sets `went_back=1`;
+/// `not-switched <release>` when `current` is elsewhere; `cannot-revert <why>` (and returns 1)
+/// when there is no release to go back to. It runs no hook: the restart is a step of its own.
+/// Needs `$d`, `$state`, `$release`, `$previous`, `$user`.
+pub const GO_BACK: &str = r#"forget_marker() {
+  if grep -qxF "release=$release" "$state/unconfirmed" 2>/dev/null; then rm -f "$state/unconfirmed"; fi
+}
+go_back() {
+  went_back=0
   case "$(readlink "$d/current" 2>/dev/null)" in
     */releases/"$release") ;;
-    *) echo "not-switched $release"; return 0 ;;
+    *) forget_marker; echo "not-switched $release"; return 0 ;;
   esac
   if [ -z "$previous" ] || [ ! -d "$d/releases/$previous" ]; then
     echo "cannot-revert no earlier release to go back to"; return 1
   fi
-  rel=$previous
-  ( cd "$d" && if [ -e releases/current ] || [ -L releases/current ]; then rm -f releases/current; fi &&
-    ln -s "$d/releases/$rel" releases/current && mv -T releases/current current ) || {{ echo "cannot-revert the switch failed"; return 1; }}
+  link="$d/releases/.current.$$"
+  rm -f "$link"
+  if ! { ln -s "$d/releases/$previous" "$link" && mv -T "$link" "$d/current"; }; then
+    rm -f "$link"; echo "cannot-revert the switch failed"; return 1
+  fi
+  forget_marker
   echo "$release" >> "$state/bad"
-  printf '%s rolled back to release %s\n' "$user" "$rel" >> "$d/revisions.log"
-  echo "reverted $release $rel"
-{hooks}}}"#,
-        hooks = run_restart_hooks(hooks, limit_secs),
-    )
-}
+  printf '%s rolled back to release %s\n' "$user" "$previous" >> "$d/revisions.log"
+  went_back=1
+  echo "reverted $release $previous"
+}"#;
 
 /// Goes back to the release a server had before this deploy switched it to `release`: what
-/// the deployer runs on every switched server when the deploy fails after the switch.
-pub fn revert_script(
-    config: &Config,
-    release: &str,
-    previous: Option<&str>,
-    user: &str,
-    hooks: &[&str],
-) -> RemoteScript {
+/// the deployer runs on every switched server when the deploy fails after the switch. The
+/// restart hooks are [`restart_script`], run after it.
+pub fn revert_script(config: &Config, release: &str, previous: Option<&str>, user: &str) -> RemoteScript {
     let text = format!(
         r#"set -u
 d={deploy_to}
@@ -86,24 +89,33 @@ state="$d/{STATE_DIR}"
 release={release}
 previous={previous}
 user={user}
-{revert}
-revert || exit 1
-rm -f "$state/{UNCONFIRMED}"
+{GO_BACK}
+go_back
 "#,
         deploy_to = quote(&config.deploy_to),
         release = quote(release),
         previous = quote(previous.unwrap_or("")),
         user = quote(user),
-        revert = revert_function(hooks, config.timeouts.step.as_secs()),
     );
     RemoteScript { name: "revert", text }
 }
 
+/// Runs the restart `hooks` (the `after_publish` hooks) for `release`, which a server went back
+/// to, with `ROLLBACK=1`; a failing one prints `hook-failed <index> <status>`.
+pub fn restart_script(config: &Config, release: &str, hooks: &[&str]) -> RemoteScript {
+    let text = format!(
+        "set -u\nd={deploy_to}\nrel={release}\n{hooks}",
+        deploy_to = quote(&config.deploy_to),
+        release = quote(release),
+        hooks = run_restart_hooks(hooks, config.timeouts.step.as_secs()),
+    );
+    RemoteScript { name: "restart", text }
+}
+
 /// Tries `healthcheck` in `release` until it exits 0 (printing [`HEALTHY`], the tries and the
 /// milliseconds taken) or its timeout passes (printing [`UNHEALTHY`], exit 1, with the last
-/// try's output on stderr). A try still running at the timeout is stopped with its children
-/// (a `curl` under its `sh`). Tries run in the step's process group, which is stopped whole
-/// with the step when its deployer is lost.
+/// try's output on stderr after [`HEALTH_OUTPUT`]). A try still running at the timeout is
+/// stopped with everything it started; so is one running when the step is stopped.
 pub fn health_script(config: &Config, release: &Release, healthcheck: &Healthcheck) -> RemoteScript {
     let timeout = healthcheck.timeout.as_secs();
     let text = format!(
@@ -113,8 +125,21 @@ rel={name}
 cd "$d/releases/$rel" || exit 1
 export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION={sha}
 log=$(mktemp) || exit 1
+# Tries run in the step's process group: stopped with the step (its deployer was lost), the
+# whole group goes, tries included.
 trap 'rm -f "$log"; exit 143' TERM INT HUP
-start=$(date +%s%N)
+# Freezes a process and everything below it (so that none starts more), then kills them all.
+stop_tree() {{
+  kill -STOP "$1" 2>/dev/null
+  for child in $(pgrep -P "$1" 2>/dev/null); do stop_tree "$child"; done
+  kill -KILL "$1" 2>/dev/null
+}}
+# Milliseconds since the epoch (busybox's `date` has no %N: whole seconds then).
+now_ms() {{
+  n=$(date +%s%N)
+  case "$n" in *[!0-9]*|'') echo $(( $(date +%s) * 1000 )) ;; *) echo $(( n / 1000000 )) ;; esac
+}}
+start=$(now_ms)
 deadline=$(( $(date +%s) + {timeout} ))
 tries=0
 while :; do
@@ -128,10 +153,7 @@ while :; do
   while kill -0 "$try" 2>/dev/null; do
     if [ "$ticks" -le 0 ]; then
       late=1
-      # Frozen first, so that it starts nothing more; then its children; then itself.
-      kill -STOP "$try" 2>/dev/null; pkill -TERM -P "$try" 2>/dev/null
-      kill -TERM "$try" 2>/dev/null; kill -CONT "$try" 2>/dev/null; sleep 1
-      pkill -KILL -P "$try" 2>/dev/null; kill -KILL "$try" 2>/dev/null
+      stop_tree "$try"
       break
     fi
     ticks=$((ticks - 1))
@@ -142,14 +164,14 @@ while :; do
   # A try stopped at the timeout failed, whatever it exited with.
   if [ "$status" -eq 0 ] && [ "$late" -eq 0 ]; then
     rm -f "$log"
-    echo "{HEALTHY} $tries $(( ($(date +%s%N) - start) / 1000000 ))"
+    echo "{HEALTHY} $tries $(( $(now_ms) - start ))"
     exit 0
   fi
   [ "$(date +%s)" -lt "$deadline" ] || break
   sleep {interval}
 done
-echo "{UNHEALTHY} $tries $(( ($(date +%s%N) - start) / 1000000 ))"
-printf 'the health check did not pass within %ss (%s tries); its last output:\n%s\n' {timeout} "$tries" "$(tail -c 2000 "$log")" >&2
+echo "{UNHEALTHY} $tries $(( $(now_ms) - start ))"
+printf '{HEALTH_OUTPUT} within %ss (%s tries); its last output:\n%s\n' {timeout} "$tries" "$(tail -c 2000 "$log")" >&2
 rm -f "$log"
 exit 1
 "#,

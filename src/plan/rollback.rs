@@ -158,7 +158,7 @@ pub fn marks_script(config: &Config, unmark: Option<&str>) -> RemoteScript {
 pub(crate) const REWRITE_MARKS: &str = r#"if [ -f "$state/bad" ]; then
   kept=" "
   cleared=""
-  : > "$state/bad.new"
+  true > "$state/bad.new"
   while IFS= read -r name || [ -n "$name" ]; do
     case "$name" in ''|*[!0-9]*) continue ;; esac
     if [ "$name" = "$unmark" ]; then cleared=$name; continue; fi

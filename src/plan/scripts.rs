@@ -87,7 +87,7 @@ if ! mkdir "$state/lock" 2>/dev/null; then
   rm -rf "$state/lock"
   if ! mkdir "$state/lock" 2>/dev/null; then echo "holder user=another deploy, just now"; exit {EXIT_LOCKED}; fi
 fi
-printf '%s\n' {info} "connection=$PPID $(start_time "$PPID")" > "$state/lock/info"
+printf '%s\n' {info} "connection=$PPID $(start_time "$PPID")" "keeper=$$ $(start_time "$$")" > "$state/lock/info"
 {STOP_RECEIVE_PACKS}
 {REMOVE_UNFINISHED}
 for pidfile in "$state"/daemon.*.pid; do
@@ -105,6 +105,21 @@ for pidfile in "$state"/daemon.*.pid; do
     *) rm -f "$pidfile" ;;
   esac
 done
+# A release an earlier deploy switched to and never confirmed, whose keeper died (the server
+# rebooted) before it could go back: nobody checked it. Go back now, before anything else.
+if [ -f "$state/{unconfirmed}" ]; then
+  release=""
+  previous=""
+  while IFS= read -r line; do
+    case "$line" in release=*) release=${{line#release=}} ;; previous=*) previous=${{line#previous=}} ;; esac
+  done < "$state/{unconfirmed}"
+  user={user}
+  go_back || true
+  rm -f "$state/{unconfirmed}"
+  if [ "$went_back" = 1 ]; then
+    rel=$previous
+{restart}  fi
+fi
 {REPORT_STATE}
 {probe}echo {READY}
 # The deploy holds the lock while this channel is open; its stdin closes when the deploy ends,
@@ -112,6 +127,7 @@ done
 while read -r line; do
   if [ "$line" = {confirm} ]; then
     if has_line {token} "$state/{unconfirmed}"; then rm -f "$state/{unconfirmed}"; fi
+    echo {confirmed}
     # Confirmed: the oldest releases beyond `keep` go now (never the current one). Release
     # names are 14 digits, so the shell's sorted glob lists them oldest first.
     keep={keep}
@@ -128,7 +144,6 @@ while read -r line; do
     # Marks of the releases just removed go with them.
     unmark=""
 {rewrite_marks}
-    echo {confirmed}
   fi
 done
 # Nobody reads this channel any more (the deployer may be gone): a write to it would raise
@@ -149,8 +164,10 @@ if has_line {token} "$state/lock/info"; then
       case "$line" in release=*) release=${{line#release=}} ;; previous=*) previous=${{line#previous=}} ;; esac
     done < "$state/{unconfirmed}"
     user={user}
-    revert
-    rm -f "$state/{unconfirmed}"
+    go_back || true
+    if [ "$went_back" = 1 ]; then
+      rel=$previous
+{restart}    fi
   fi
 fi
 lock="$state/lock"
@@ -167,8 +184,9 @@ lock="$state/lock"
         keep = config.keep_releases,
         release_glob = "[0-9]".repeat(14),
         rewrite_marks = super::rollback::REWRITE_MARKS,
+        restart = super::confirm::run_restart_hooks(restart_hooks, config.timeouts.step.as_secs()),
     );
-    let text = format!("{}\n{text}", super::confirm::revert_function(restart_hooks, config.timeouts.step.as_secs()));
+    let text = format!("{}\n{text}", super::confirm::GO_BACK);
     RemoteScript { name: "preflight", text }
 }
 
@@ -592,6 +610,7 @@ previous=$(readlink current 2>/dev/null || true)
 previous=${{previous##*/}}
 {unconfirmed}
 {SWITCH_CURRENT}
+echo "switched $rel"
 rm -f "$marker.publishing"
 printf '%s\n' {log_line} >> revisions.log
 "#,
@@ -629,13 +648,19 @@ has_line() {
 each_line() {
   { while IFS= read -r line || [ -n "$line" ]; do printf '%s %s\n' "$2" "$line"; done < "$1"; } 2>/dev/null
 }
+# The lock is held while its deploy's SSH connection lives, or its keeper (which may still be
+# going back to the release the server had after that connection is gone).
 holder_alive() {
   holder=""
+  keeper=""
   { while IFS= read -r line || [ -n "$line" ]; do
-    case "$line" in connection=*) holder=${line#connection=} ;; esac
+    case "$line" in connection=*) holder=${line#connection=} ;; keeper=*) keeper=${line#keeper=} ;; esac
   done < "$state/lock/info"; } 2>/dev/null
   [ -n "$holder" ] || return 0
-  set -- $holder
+  alive $holder && return 0
+  [ -n "$keeper" ] && alive $keeper
+}
+alive() {
   [ -n "${2:-}" ] && [ "$(start_time "$1")" = "$2" ]
 }"#;
 

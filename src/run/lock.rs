@@ -80,6 +80,15 @@ fn lock_one(
                         ),
                     });
                 }
+                for (from, to) in stdout.lines().filter_map(|line| line.strip_prefix("reverted ")?.split_once(' ')) {
+                    reporter.event(Event::Warning {
+                        message: format!(
+                            "went back from release {from} to {to} on {}: an earlier deploy switched to {from} and \
+                             was never confirmed (its lock keeper was lost, as in a reboot); {from} is marked bad",
+                            connection.name()
+                        ),
+                    });
+                }
                 for release in &state.unfinished {
                     reporter.event(Event::Warning {
                         message: format!(

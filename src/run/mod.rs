@@ -136,7 +136,7 @@ pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Repor
         Err(err) => {
             let error = err.to_string();
             summary.outcome = match err {
-                Error::Partial { .. } => Outcome::Partial,
+                Error::Partial { .. } | Error::Unconfirmed { .. } => Outcome::Partial,
                 Error::RolledBack { .. } => Outcome::RolledBack,
                 _ => Outcome::Failed,
             };
@@ -207,8 +207,9 @@ fn deploy_to_all(
     };
     walk.plan();
     let canary = options.canary.unwrap_or(config.canary);
-    let result = match walk.waves(canary).and_then(|()| walk.confirm()) {
-        Ok(()) => Ok(Outcome::Deployed),
+    let result = match walk.waves(canary) {
+        // Past the confirmation nothing goes back: it is all or nothing up to there.
+        Ok(()) => walk.confirm().map(|()| Outcome::Deployed),
         Err(err) => Err(walk.fail(err)),
     };
     let Walk { mut servers, .. } = walk;
@@ -279,22 +280,47 @@ impl Walk<'_> {
         // The waves' boundaries: [0, count], or [0, canary, count].
         let bounds = if canary == 0 || canary >= count { vec![0, count] } else { vec![0, canary, count] };
         let waves: Vec<std::ops::Range<usize>> = bounds.windows(2).map(|pair| pair[0]..pair[1]).collect();
-        let several = waves.len() > 1;
+        let count = waves.len();
+        if count > 1 {
+            self.warn_about_unchecked_canaries(waves[0].clone());
+        }
         for (index, wave) in waves.into_iter().enumerate() {
-            if several {
+            if count > 1 {
                 let servers = self.servers[wave.clone()].iter().map(|server| server.connection.name().to_string());
                 self.reporter.event(Event::Wave { wave: index + 1, servers: servers.collect() });
             }
             self.active = wave;
-            self.steps(index == 0)?;
+            self.steps(index == 0, index + 1 == count)?;
         }
         Ok(())
     }
 
-    /// Walks the steps on the [`Walk::active`] servers; local steps only in the `first` wave.
-    fn steps(&mut self, first: bool) -> Result<(), Error> {
+    /// Warns about canaries that no health check looks at: they are confirmed as soon as their
+    /// hooks pass.
+    fn warn_about_unchecked_canaries(&mut self, canaries: std::ops::Range<usize>) {
+        let config = self.config;
+        let unchecked: Vec<String> = canaries
+            .filter(|index| {
+                config.healthcheck.as_ref().is_none_or(|check| !check.scope.includes(&config.servers, *index))
+            })
+            .map(|index| self.servers[index].connection.name().to_string())
+            .collect();
+        if !unchecked.is_empty() {
+            self.reporter.event(Event::Warning {
+                message: format!(
+                    "no health check runs on the canaries {}: they count as healthy once their hooks pass",
+                    unchecked.join(", ")
+                ),
+            });
+        }
+    }
+
+    /// Walks the steps on the [`Walk::active`] servers. Local steps run once: those before
+    /// publish in the `first` wave, those after it in the `last` (when every server is live).
+    fn steps(&mut self, first: bool, last: bool) -> Result<(), Error> {
         // The plans are made again once the release commit is known; their steps stay the same.
         let steps = self.plans[0].steps.clone();
+        let publish = steps.iter().position(|step| step.phase == plan::PUBLISH).unwrap_or(steps.len());
         let several = self.active.len() > 1;
         let mut pushed = false;
         let mut start = 0;
@@ -311,8 +337,10 @@ impl Walk<'_> {
                     end += 1;
                 }
                 self.remote_batch(start..end)?;
-            } else if !first && matches!(steps[start].action, Action::Local(_) | Action::Package) {
-                // Done once, in the first wave.
+            } else if matches!(steps[start].action, Action::Local(_) | Action::Package)
+                && !(if start < publish { first } else { last })
+            {
+                // Done once: before publish in the first wave, after it in the last.
             } else {
                 match self.step(start) {
                     Err(Error::Local { message }) => {
@@ -404,14 +432,14 @@ impl Walk<'_> {
     }
 
     /// After a failed step: nothing more is published. Every server that switched goes back to
-    /// the release it had (running its restart hooks for it); then the `on_failure` hooks run
-    /// and the unfinished releases of the wave are removed. Returns the deploy's error:
+    /// the release it had (then its restart hooks run for it); then the `on_failure` hooks run
+    /// and the unfinished releases are removed. Returns the deploy's error:
     /// [`Error::RolledBack`] when servers went back, [`Error::Partial`] when one could not.
     /// Errors of the clean-up itself are reported, not raised.
     fn fail(&mut self, err: Error) -> Error {
         let switched: Vec<usize> =
             (0..self.reports.len()).filter(|index| self.reports[*index].status == ServerStatus::Published).collect();
-        let stuck = self.revert(&switched, &err);
+        let (stuck, restart_failed) = self.revert(&switched, &err);
         self.on_failure();
         if self.prepared {
             self.discard(&err);
@@ -426,24 +454,27 @@ impl Walk<'_> {
             Error::RolledBack {
                 release: self.release.name.clone(),
                 servers: names(ServerStatus::RolledBack),
+                restart_failed,
                 error: Box::new(err),
             }
         } else {
             let unchanged = self.reports.iter().filter(|report| report.status != ServerStatus::Published);
             Error::Partial {
                 release: self.release.name.clone(),
-                published: names(ServerStatus::Published),
+                published: stuck,
                 unchanged: unchanged.map(|report| report.server.clone()).collect(),
                 error: Box::new(err),
             }
         }
     }
 
-    /// Switches each of `switched` (server indexes) back to the release it had, and runs its
-    /// restart hooks for that release. Returns the servers that could not go back.
-    fn revert(&mut self, switched: &[usize], err: &Error) -> Vec<String> {
+    /// Switches each of `switched` (server indexes) back to the release it had, then runs its
+    /// restart hooks for that release (a step of its own: a hook that hangs does not hide that
+    /// the server went back). Returns the servers that could not go back (each with why), and
+    /// those whose restart hooks failed.
+    fn revert(&mut self, switched: &[usize], err: &Error) -> (Vec<String>, Vec<String>) {
         if switched.is_empty() {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         let reason = format!("the deploy failed after the switch: {err}");
         let (config, release, user) = (self.config, &self.release.name, &self.local.lock.user);
@@ -454,56 +485,68 @@ impl Walk<'_> {
             .collect();
         let results = parallel::each(targets, self.parallel, self.reporter, |(index, server, report), reporter| {
             let name = server.connection.name().to_string();
+            let stuck = |why: String| Err(format!("{name} ({why})"));
             let previous = server.state.current_release();
-            let hooks = plan::restart_hooks(config, index);
-            let script = plan::confirm::revert_script(&server.config, release, previous, user, &hooks);
-            let output = server.connection.output(&script)?;
-            for line in output.stdout.lines() {
-                let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
-                match kind {
-                    "reverted" => {
-                        let (from, to) = rest.split_once(' ').unwrap_or((rest, ""));
-                        report.status = ServerStatus::RolledBack;
-                        reporter.event(Event::RolledBack {
-                            server: name.clone(),
-                            from: from.to_string(),
-                            to: to.to_string(),
-                            reason: reason.clone(),
-                        });
-                        reporter.event(Event::Marked { server: name.clone(), release: from.to_string() });
-                    }
-                    // Already back (its keeper went back when its connection was lost).
-                    "not-switched" => report.status = ServerStatus::RolledBack,
-                    "hook-failed" => reporter.event(Event::Warning {
-                        message: format!(
-                            "after_publish hook {} failed on {name} while going back (exit status {})",
-                            rest.split(' ').next().unwrap_or("?"),
-                            rest.split(' ').nth(1).unwrap_or("?")
-                        ),
-                    }),
-                    _ => {}
-                }
+            let script = plan::confirm::revert_script(&server.config, release, previous, user);
+            let output = match server.connection.output(&script) {
+                Ok(output) => output,
+                Err(err) => return stuck(format!("{err}; it goes back by itself once its sshd notices")),
+            };
+            let said = |kind: &str| output.stdout.lines().find_map(|line| line.strip_prefix(kind)).map(str::to_string);
+            if let Some(why) = said("cannot-revert ") {
+                return stuck(why);
             }
-            if output.status != 0 {
-                let why = output.stdout.lines().find_map(|line| line.strip_prefix("cannot-revert "));
-                return Err(Error::Remote {
-                    server: name,
-                    step: "revert".to_string(),
-                    status: output.status,
-                    message: why.unwrap_or(output.stderr.trim()).to_string(),
+            report.status = ServerStatus::RolledBack;
+            let Some(to) = said("reverted ").and_then(|rest| rest.split(' ').nth(1).map(str::to_string)) else {
+                // Already back: its keeper went back when its connection was lost.
+                return Ok(true);
+            };
+            reporter.event(Event::RolledBack {
+                server: name.clone(),
+                from: release.clone(),
+                to: to.clone(),
+                reason: reason.clone(),
+            });
+            reporter.event(Event::Marked { server: name.clone(), release: release.clone() });
+            let hooks = plan::restart_hooks(config, index);
+            if hooks.is_empty() {
+                return Ok(true);
+            }
+            let restarted = server.connection.output(&plan::confirm::restart_script(&server.config, &to, &hooks));
+            let failed: Vec<String> = match &restarted {
+                Ok(output) => {
+                    let hooks = output.stdout.lines().filter_map(|line| line.strip_prefix("hook-failed "));
+                    let mut failed: Vec<String> = hooks.map(|hook| format!("hook {hook}")).collect();
+                    if failed.is_empty() && output.status != 0 {
+                        failed.push(format!("the restart step ended with exit status {}", output.status));
+                    }
+                    failed
+                }
+                Err(err) => vec![err.to_string()],
+            };
+            for failure in &failed {
+                reporter.event(Event::Warning {
+                    message: format!("an after_publish hook failed on {name} while restarting release {to}: {failure}"),
                 });
             }
-            Ok(())
+            Ok(failed.is_empty())
         });
-        let mut stuck = Vec::new();
-        for failure in results.into_iter().filter_map(Result::err) {
-            stuck.extend(failure.server().map(str::to_string));
-            self.reporter.event(Event::Warning { message: format!("could not go back: {failure}") });
+        let (mut stuck, mut restart_failed) = (Vec::new(), Vec::new());
+        for (index, result) in switched.iter().zip(results) {
+            match result {
+                Ok(true) => {}
+                Ok(false) => restart_failed.push(self.reports[*index].server.clone()),
+                Err(why) => {
+                    self.reporter.event(Event::Warning { message: format!("could not go back on {why}") });
+                    stuck.push(why);
+                }
+            }
         }
-        stuck
+        (stuck, restart_failed)
     }
 
-    /// Runs the `on_failure` hooks: local ones once, remote ones on the servers of the wave.
+    /// Runs the `on_failure` hooks: local ones once, remote ones on every server the deploy
+    /// reached (the waves so far).
     fn on_failure(&mut self) {
         for (hook, step) in self.plans[0].on_failure.iter().enumerate() {
             // Every server's failure is reported, not only the first.
@@ -512,7 +555,7 @@ impl Walk<'_> {
                     local::run_command(step.phase, command, self.config.manifest_dir()).err().into_iter().collect()
                 }
                 Action::Remote(_) => {
-                    let targets = targets(&self.servers, &self.plans, self.reports, self.active.clone());
+                    let targets = targets(&self.servers, &self.plans, self.reports, 0..self.active.end);
                     let results = parallel::each(targets, self.parallel, self.reporter, |target, _| {
                         match &target.plan.on_failure[hook] {
                             Step { action: Action::Remote(script), here: true, .. } => {
@@ -538,6 +581,14 @@ impl Walk<'_> {
         parallel::each(unswitched, self.parallel, self.reporter, |target, reporter| {
             let (server, plan) = (target.server, target.plan);
             match server.connection.run(&plan.discard) {
+                // The release is current there: it switched after all (the keeper goes back).
+                Ok(said) if said.contains("; kept") => reporter.event(Event::Warning {
+                    message: format!(
+                        "release {} is current on {}: it switched though its step failed",
+                        plan.release.name,
+                        server.connection.name()
+                    ),
+                }),
                 Ok(_) => {
                     target.report.status = ServerStatus::Discarded;
                     reporter.event(Event::Discarded {
@@ -553,44 +604,73 @@ impl Walk<'_> {
     }
 
     /// Confirms the deploy on every server that switched: its keeper removes the marker that
-    /// would send it back when the deployer is lost, then the releases beyond `keep_releases`.
+    /// would send it back when the deployer is lost, answers, removes the releases beyond
+    /// `keep_releases` and releases the lock. The confirmation goes to every server before any
+    /// answer is awaited. A server whose answer is lost is named in [`Error::Unconfirmed`]; no
+    /// server is sent back then (the others are confirmed already).
     fn confirm(&mut self) -> Result<(), Error> {
         let timeout = self.config.timeouts.step;
         let parts = self.servers.iter_mut().zip(self.reports.iter_mut());
-        let switched: Vec<(&mut Server, &mut ServerReport)> =
+        let mut switched: Vec<(&mut Server, &mut ServerReport)> =
             parts.filter(|(_, report)| report.status == ServerStatus::Published).collect();
-        let results = parallel::each(switched, self.parallel, self.reporter, |(server, report), reporter| {
-            for old in server.confirm(timeout)? {
+        let sent: Vec<Result<(), Error>> = switched.iter_mut().map(|(server, _)| server.send_confirmation()).collect();
+        let jobs: Vec<_> = switched.into_iter().zip(sent).collect();
+        let results = parallel::each(jobs, self.parallel, self.reporter, |((server, report), sent), reporter| {
+            sent?;
+            for old in server.confirmation(timeout)? {
                 reporter.event(Event::Removed { server: report.server.clone(), release: old.clone() });
                 report.removed.push(old);
             }
-            Ok(())
+            Ok(report.server.clone())
         });
-        parallel::all_done(results, self.reporter)
+        let mut confirmed = Vec::new();
+        let mut first = None;
+        for result in results {
+            match result {
+                Ok(name) => confirmed.push(name),
+                Err(err) => first = first.or(Some(err)),
+            }
+        }
+        let Some(first) = first else { return Ok(()) };
+        let unknown = self
+            .reports
+            .iter()
+            .filter(|report| report.status == ServerStatus::Published && !confirmed.contains(&report.server))
+            .map(|report| report.server.clone())
+            .collect();
+        Err(Error::Unconfirmed { release: self.release.name.clone(), confirmed, unknown, error: Box::new(first) })
     }
 }
 
 impl Server {
-    /// Sends the deploy's confirmation to the lock keeper and closes its channel at once (one
-    /// round trip for both: the keeper confirms, prunes, then releases the lock and ends);
-    /// returns the old releases it removed.
-    fn confirm(&mut self, timeout: Duration) -> Result<Vec<String>, Error> {
-        let name = self.connection.name().to_string();
-        let lost = |message: String| Error::Remote {
-            server: name.clone(),
+    /// Writes the deploy's confirmation to the lock keeper.
+    fn send_confirmation(&mut self) -> Result<(), Error> {
+        let line = format!("{}\n", plan::confirm::CONFIRM);
+        let sent = match self.keeper.as_mut() {
+            Some(keeper) => keeper.send(line.as_bytes()).map_err(|err| err.to_string()),
+            None => Err("the lock keeper is gone".to_string()),
+        };
+        sent.map_err(|message| self.unconfirmed(message))
+    }
+
+    /// Closes the lock keeper's channel and reads its answer to the confirmation (one round trip
+    /// for both: the keeper confirms, prunes, then releases the lock and ends); returns the old
+    /// releases it removed.
+    fn confirmation(&mut self, timeout: Duration) -> Result<Vec<String>, Error> {
+        let keeper = self.keeper.take().ok_or_else(|| self.unconfirmed("the lock keeper is gone".to_string()))?;
+        let said = keeper.finish_output(timeout);
+        if !said.lines().any(|line| line == plan::confirm::CONFIRMED) {
+            return Err(self.unconfirmed("the lock keeper did not answer".to_string()));
+        }
+        Ok(said.lines().filter_map(|line| line.strip_prefix("removed ")).map(str::to_string).collect())
+    }
+
+    fn unconfirmed(&self, message: String) -> Error {
+        Error::Remote {
+            server: self.connection.name().to_string(),
             step: "confirm".to_string(),
             status: -1,
-            message: format!("{message}: the server goes back to the release it had when its deployer is lost"),
-        };
-        let mut keeper = self.keeper.take().ok_or_else(|| lost("the lock keeper is gone".to_string()))?;
-        keeper.send(format!("{}\n", plan::confirm::CONFIRM).as_bytes()).map_err(|err| lost(err.to_string()))?;
-        let said = keeper.finish_output(timeout);
-        match said.lines().position(|line| line == plan::confirm::CONFIRMED) {
-            Some(at) => {
-                let before = said.lines().take(at);
-                Ok(before.filter_map(|line| line.strip_prefix("removed ")).map(str::to_string).collect())
-            }
-            None => Err(lost("the lock keeper did not confirm".to_string())),
+            message: format!("{message}: the confirmation may not have reached the server"),
         }
     }
 }
@@ -645,7 +725,11 @@ fn remote_batch(
         reporter.event(Event::Prepared { server: name.clone(), release: release.clone(), elapsed });
     }
     let report = &mut *target.report;
-    if steps[..done].iter().any(|step| step.phase == plan::PUBLISH) {
+    // A publish that switched and then failed (its log line, say) switched all the same.
+    let switched = format!("switched {release}");
+    if steps[..done].iter().any(|step| step.phase == plan::PUBLISH)
+        || output.stdout.lines().any(|line| line == switched)
+    {
         report.status = ServerStatus::Published;
         reporter.event(Event::Published { server: name.clone(), release, elapsed });
     }
@@ -676,7 +760,10 @@ fn health_event(server: &str, output: &crate::ssh::Output) -> Option<Event> {
         healthy.or_else(|| line.strip_prefix(plan::confirm::UNHEALTHY).map(|rest| (false, rest)))
     })?;
     let millis = numbers.split_whitespace().nth(1).and_then(|ms| ms.parse().ok()).unwrap_or(0);
-    let output = if passed { String::new() } else { output.stderr.trim().to_string() };
+    // The batch's stderr holds the hooks' output too: only the health check's part.
+    let stderr = &output.stderr;
+    let own = stderr.rfind(plan::confirm::HEALTH_OUTPUT).map_or(stderr.as_str(), |at| &stderr[at..]);
+    let output = if passed { String::new() } else { own.trim().to_string() };
     Some(Event::HealthCheck { server: server.to_string(), passed, elapsed: Duration::from_millis(millis), output })
 }
 

@@ -298,3 +298,44 @@ fn pump(from: &mut TcpStream, to: &mut TcpStream) {
     }
     let _ = to.shutdown(std::net::Shutdown::Write);
 }
+
+#[test]
+fn a_keeper_going_back_holds_the_lock_until_it_is_done() {
+    let world = World::with_config("");
+    let hold = Hold::new(&world);
+    let manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
+    // Going back restarts the old release slowly; meanwhile another deploy must find the lock held.
+    let tables = format!(
+        "\n[package.metadata.deploy.hooks]\nafter_publish = [{{ remote = 'if [ -n \"${{ROLLBACK:-}}\" ]; then sleep 4; fi' }}]\n\
+         [package.metadata.deploy.healthcheck]\nremote = \"{}\"\n",
+        hold.fragment()
+    );
+    world.commit("Cargo.toml", &format!("{manifest}{tables}"));
+    world.setup();
+    let old = world.deploy();
+    world.commit("src/main.rs", "fn main() { println!(\"held\"); }\n");
+    hold.arm();
+    let deploy = || {
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["deploy", "--manifest-path"])
+            .arg(world.app.manifest_path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = deploy();
+    assert!(hold.wait_held(Duration::from_secs(30)), "the deploy never reached its health check");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    hold.release();
+    std::thread::sleep(Duration::from_millis(500));
+    let second = deploy().wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(6), "the lock was taken over while the keeper went back:\n{stderr}");
+    assert!(wait_until(Duration::from_secs(15), || !world.locked()), "the keeper never released the lock");
+    assert_eq!(world.current(), Some(old.release.clone()), "the keeper went back");
+    let third = deploy().wait_with_output().unwrap();
+    assert_eq!(third.status.code(), Some(0), "{}", String::from_utf8_lossy(&third.stderr));
+}

@@ -25,29 +25,38 @@ fn deployed(dir: &Path) {
 }
 
 #[test]
-fn going_back_switches_current_marks_the_release_bad_logs_it_and_restarts_the_old_one() {
+fn going_back_switches_current_marks_the_release_bad_logs_it_then_the_old_one_restarts() {
     let dir = tempfile::tempdir().unwrap();
     deployed(dir.path());
-    fs::write(dir.path().join(STATE_DIR).join(UNCONFIRMED), "token=t\n").unwrap();
+    let marker = dir.path().join(STATE_DIR).join(UNCONFIRMED);
+    fs::write(&marker, "token=t\nrelease=20261129000002\nprevious=20261129000001\n").unwrap();
     let cfg = config(dir.path().to_str().unwrap());
-    let restart = r#"echo "$RELEASE $REVISION $ROLLBACK $(pwd)" > "$DEPLOY_TO/restarted""#;
-    let script = revert_script(&cfg, "20261129000002", Some("20261129000001"), "alice", &[restart, "exit 3"]);
+    let script = revert_script(&cfg, "20261129000002", Some("20261129000001"), "alice");
     let (status, stdout, stderr) = sh(&script.text);
     assert_eq!(status, 0, "{stderr}");
-    assert_eq!(stdout, "reverted 20261129000002 20261129000001\nhook-failed 1 3\n");
+    assert_eq!(stdout, "reverted 20261129000002 20261129000001\n");
     let current = fs::read_link(dir.path().join("current")).unwrap();
     assert_eq!(current, dir.path().join("releases/20261129000001"));
     assert_eq!(fs::read_to_string(dir.path().join(STATE_DIR).join("bad")).unwrap(), "20261129000002\n");
     let log = fs::read_to_string(dir.path().join("revisions.log")).unwrap();
     assert_eq!(log, "alice rolled back to release 20261129000001\n");
-    let restarted = fs::read_to_string(dir.path().join("restarted")).unwrap();
-    let old = dir.path().join("releases/20261129000001");
-    assert_eq!(restarted.trim(), format!("20261129000001 sha-a 1 {}", old.display()));
-    assert!(!dir.path().join(STATE_DIR).join(UNCONFIRMED).exists(), "the marker is gone");
+    assert!(!marker.exists(), "the marker naming the release is gone");
+    assert_eq!(fs::read_dir(dir.path().join("releases")).unwrap().count(), 2, "no temporary link is left");
 
     // Run again (the keeper after the deployer): `current` is not the release any more.
     let (status, stdout, _) = sh(&script.text);
     assert_eq!((status, stdout.as_str()), (0, "not-switched 20261129000002\n"));
+    // Another deploy's marker is not this deploy's to remove.
+    fs::write(&marker, "token=u\nrelease=20261129000003\n").unwrap();
+    sh(&script.text);
+    assert!(marker.exists(), "another deploy's marker was removed");
+
+    let restart = r#"echo "$RELEASE $REVISION $ROLLBACK $(pwd)" > "$DEPLOY_TO/restarted""#;
+    let (status, stdout, stderr) = sh(&restart_script(&cfg, "20261129000001", &[restart, "exit 3"]).text);
+    assert_eq!((status, stdout.as_str()), (0, "hook-failed 1 3\n"), "{stderr}");
+    let restarted = fs::read_to_string(dir.path().join("restarted")).unwrap();
+    let old = dir.path().join("releases/20261129000001");
+    assert_eq!(restarted.trim(), format!("20261129000001 sha-a 1 {}", old.display()));
 }
 
 #[test]
@@ -56,7 +65,7 @@ fn without_an_earlier_release_a_server_cannot_go_back_and_says_so() {
     deployed(dir.path());
     let cfg = config(dir.path().to_str().unwrap());
     for previous in [None, Some("20261129000009")] {
-        let (status, stdout, _) = sh(&revert_script(&cfg, "20261129000002", previous, "alice", &[]).text);
+        let (status, stdout, _) = sh(&revert_script(&cfg, "20261129000002", previous, "alice").text);
         assert_eq!((status, stdout.as_str()), (1, "cannot-revert no earlier release to go back to\n"));
         let current = fs::read_link(dir.path().join("current")).unwrap();
         assert_eq!(current, dir.path().join("releases/20261129000002"), "current stays");
@@ -89,9 +98,10 @@ fn the_health_check_passes_when_its_command_does_and_fails_with_its_output_after
     assert!(stderr.contains("did not pass within 2s") && stderr.contains("not yet"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(6), "it gives up at its timeout");
 
-    // A try that hangs is stopped at the timeout, with what it started.
+    // A try that hangs is stopped at the timeout, with what it started, even what ignores TERM.
     let started = std::time::Instant::now();
-    let (status, _, _) = sh(&health_script(&cfg, &release, &check("sleep 30.25; true", 1)).text);
+    let (status, _, _) =
+        sh(&health_script(&cfg, &release, &check("( trap '' TERM; exec sleep 30.25 ) & sleep 30.25; true", 1)).text);
     assert_eq!(status, 1);
     assert!(started.elapsed() < Duration::from_secs(5), "the hanging try was stopped");
     std::thread::sleep(Duration::from_millis(200));
