@@ -186,6 +186,30 @@ fn libs_link(world: &World, target: &Path) -> String {
 }
 
 #[test]
+fn a_malformed_tree_is_refused_by_the_push_with_either_transport() {
+    for transport in ["daemon", "exec"] {
+        let world = world_with_a_submodule(&format!("transport = \"{transport}\""));
+        world.setup();
+        let good = world.deploy().release;
+        let ssh = victim(&world, "ssh", &[("keys", "ssh-ed25519 AAAA deployer\n")]);
+        let blob = git_with_input(&world, &["hash-object", "-w", "--stdin"], "[core]\n\thooksPath = /tmp\n");
+        let dot_git = git_with_input(&world, &["mktree"], &format!("100644 blob {blob}\tconfig\n"));
+        for (entry, problem) in [
+            (libs_link(&world, &ssh), "duplicateEntries"),
+            (format!("100644 blob {blob}\t.."), "hasDotdot"),
+            (format!("040000 tree {dot_git}\t.git"), "hasDotgit"),
+        ] {
+            let sha = commit_with_entry(&world, &entry);
+            let options = DeployOptions { revision: Some(sha.clone()), ..DeployOptions::default() };
+            let err = assert_refused(&world, &options, &good, &[problem, "`git fsck --strict`"]);
+            assert!(matches!(err, Error::Push { .. }), "{transport}: {err}");
+            let repo = git2::Repository::open_bare(world.deploy_to.join("repo")).unwrap();
+            assert!(repo.find_commit(git2::Oid::from_str(&sha).unwrap()).is_err(), "{transport}: {problem} stored");
+        }
+    }
+}
+
+#[test]
 fn a_malformed_tree_that_reached_the_server_earlier_is_refused_when_the_release_is_made() {
     // Received before the server checked objects (or planted by whoever can write to `repo/`):
     // the release is still not extracted through the link.

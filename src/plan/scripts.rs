@@ -96,7 +96,7 @@ for pidfile in "$state"/daemon.*.pid; do
   case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
   cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null || true)
   case "$cmd" in
-    *"git daemon"*"$d/repo"*)
+    *"git daemon"*"$d/repo"*|*"{CHECKED_GIT} daemon"*"$d/repo"*)
       # Only a daemon whose watching script is gone (re-parented to init) is stale.
       # The parent pid is the second field after the command name in /proc/<pid>/stat.
       stat=$(cat "/proc/$pid/stat" 2>/dev/null || true)
@@ -347,7 +347,7 @@ exec 3<&0
 # git daemon runs its access hook through a shell, which finds the hook's path in the
 # environment (no second layer of quoting); run by `sh`, the hook needs no exec bit.
 export XTASK_DEPLOY_ACCESS_HOOK="$hook"
-timeout -k 1 {max_seconds} git daemon --verbose --listen=127.0.0.1 --port={port} --strict-paths \
+timeout -k 1 {max_seconds} {CHECKED_GIT} daemon --verbose --listen=127.0.0.1 --port={port} --strict-paths \
   --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \
   --forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive \
   --access-hook='sh "$XTASK_DEPLOY_ACCESS_HOOK"' --informative-errors --init-timeout=30 --timeout={max_seconds} \
@@ -405,7 +405,7 @@ d={deploy_to}
 repo="$d"/{repo}
 {create}pidfile="$d/{STATE_DIR}/receive-pack.$$.pid"
 echo "$$" > "$pidfile"
-git receive-pack "$repo"
+{CHECKED_GIT} receive-pack "$repo"
 status=$?
 rm -f "$pidfile"
 exit $status
@@ -644,6 +644,13 @@ printf '%s\n' {log_line} >> revisions.log
     RemoteScript { name: "publish", text }
 }
 
+/// git with every object a push brings checked as `git fsck --strict` does: a malformed tree (an
+/// entry twice, `..`, `.git`, a `.gitmodules` trick) is refused, with git's own message, before
+/// anything is stored. On the command line rather than in `repo/config`, so it holds in every
+/// repository the deploy pushes to (the submodules' too), on servers set up by any version (or by
+/// Capistrano); a child git (receive-pack under the daemon) inherits it.
+const CHECKED_GIT: &str = "git -c receive.fsckObjects=true";
+
 /// Refuses to go on without git on the server, with the fix.
 const REQUIRE_GIT: &str = r#"if ! command -v git >/dev/null 2>&1; then
   echo "git is not installed on the server: install it (for example \`apt-get install git\`)" >&2
@@ -688,7 +695,7 @@ const STOP_RECEIVE_PACKS: &str = r#"for pidfile in "$state"/receive-pack.*.pid; 
   pid=$(cat "$pidfile")
   case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
   case "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" in
-    *"git receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
+    *"git receive-pack"*|*"git -c receive.fsckObjects=true receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
   esac
   rm -f "$pidfile"
 done"#;
@@ -783,8 +790,21 @@ mod tests {
         let script = daemon_script(&config("/srv/x"), 40123, 900, &[]);
         assert!(script.text.contains("--listen=127.0.0.1 --port=40123 --strict-paths"));
         assert!(script.text.contains("--enable=receive-pack"));
-        assert!(script.text.contains("timeout -k 1 900 git daemon"));
+        assert!(script.text.contains("timeout -k 1 900 git -c receive.fsckObjects=true daemon"));
         assert!(script.text.contains("\"$d/repo\" </dev/null &"));
+    }
+
+    #[test]
+    fn both_transports_check_what_they_receive_and_their_processes_are_still_found() {
+        let checked = "git -c receive.fsckObjects=true";
+        assert!(daemon_script(&config("/srv/x"), 40123, 900, &[]).text.contains(&format!("{checked} daemon")));
+        let exec = receive_pack_script(&config("/srv/x"), "repo", false).text;
+        assert!(exec.contains(&format!("\n{checked} receive-pack \"$repo\"\n")), "{exec}");
+        // The preflight and the lock keeper find them by command line (and those of older versions).
+        let preflight = preflight_script(&config("/srv/x"), &lock(), &[]).text;
+        assert!(preflight.contains(&format!("*\"{checked} daemon\"*\"$d/repo\"*")), "{preflight}");
+        assert!(preflight.contains(&format!("*\"{checked} receive-pack\"*")), "{preflight}");
+        assert!(preflight.contains("*\"git daemon\"*\"$d/repo\"*") && preflight.contains("*\"git receive-pack\"*"));
     }
 
     #[test]
