@@ -536,6 +536,23 @@ impl Config {
                 )));
             }
         }
+        // A linked path inside another would be made through the outer one's link: in `shared/`.
+        let linked: Vec<(&str, &String)> = raw
+            .linked_dirs
+            .iter()
+            .map(|path| ("linked_dirs", path))
+            .chain(raw.linked_files.iter().map(|path| ("linked_files", path)))
+            .collect();
+        for (index, (key, path)) in linked.iter().enumerate() {
+            if let Some((other_key, other)) =
+                linked[index + 1..].iter().find(|(_, other)| path_inside(path, other) || path_inside(other, path))
+            {
+                return Err(invalid(format!(
+                    "`{section}.deploy.{key}` holds `{path}` and `{other_key}` holds `{other}`: a linked path \
+                     inside another would be linked inside `shared/`; list only one"
+                )));
+            }
+        }
         let cache = match raw.cache.as_deref() {
             None | Some("archive") => Cache::Archive,
             Some("cached-copy") => Cache::CachedCopy,
@@ -911,6 +928,11 @@ fn remote_dir(dir: String) -> Result<String, String> {
     }
 }
 
+/// Whether the relative path `path` is `dir` or lies below it.
+fn path_inside(path: &str, dir: &str) -> bool {
+    path == dir || path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// A relative path with no `..`, `.` or empty part: it cannot leave the directory it is joined to.
 pub fn is_plain_relative_path(path: &str) -> bool {
     !path.is_empty()
@@ -1106,6 +1128,15 @@ mod tests {
         assert!(empty_host.contains("servers[0].host` is empty"), "{empty_host}");
         let escape = error_text("[deploy]\nlinked_files = [\"../../etc/passwd\"]\n[[deploy.servers]]\nhost = \"a\"\n");
         assert!(escape.contains("`package.metadata.deploy.linked_files` holds `../../etc/passwd`"), "{escape}");
+        let overlap = error_text(
+            "[deploy]\nlinked_dirs = [\"config\"]\nlinked_files = [\"config/database.yml\"]\n[[deploy.servers]]\nhost = \"a\"\n",
+        );
+        assert!(
+            overlap.contains(
+                "`package.metadata.deploy.linked_dirs` holds `config` and `linked_files` holds `config/database.yml`"
+            ),
+            "{overlap}"
+        );
         let cache = error_text("[deploy]\ncache = \"copy\"\n[[deploy.servers]]\nhost = \"a\"\n");
         assert!(cache.contains("expected `archive`"), "{cache}");
         let hook = error_text(

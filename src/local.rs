@@ -68,10 +68,13 @@ pub fn resolve(repo: &git2::Repository, revision: &str) -> Result<Revision, Erro
 }
 
 /// The ref the commit is pushed to on the server: `refs/heads/<branch>` when that is a valid
-/// ref name, else `refs/heads/deploy`. The release is made from the SHA either way.
+/// ref name, else `refs/heads/deploy`. The release is made from the SHA either way. A full SHA
+/// (`--revision <sha>`) is no branch: a ref named like an object makes every git command that
+/// names that object on the server warn that it is ambiguous.
 pub fn push_refname(branch: &str) -> String {
     let candidate = format!("refs/heads/{branch}");
-    if branch != "HEAD" && git2::Reference::is_valid_name(&candidate) {
+    let object_name = branch.len() == 40 && branch.bytes().all(|byte| byte.is_ascii_hexdigit());
+    if branch != "HEAD" && !object_name && git2::Reference::is_valid_name(&candidate) {
         candidate
     } else {
         "refs/heads/deploy".to_string()
@@ -123,5 +126,6 @@ mod tests {
         assert_eq!(push_refname("feature/x"), "refs/heads/feature/x");
         assert_eq!(push_refname("HEAD"), "refs/heads/deploy");
         assert_eq!(push_refname("HEAD~2"), "refs/heads/deploy");
+        assert_eq!(push_refname("0123456789abcdef0123456789abcdef01234567"), "refs/heads/deploy");
     }
 }

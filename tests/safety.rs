@@ -76,6 +76,8 @@ fn a_push_refused_by_the_server_names_its_reason_with_either_transport() {
         let text = err.to_string();
         assert!(matches!(err, Error::Push { .. }), "{transport}: {text}");
         assert!(text.contains("rejected") || text.contains("pre-receive"), "{transport}: {text}");
+        // What the hook printed reaches the user through either transport (the side band).
+        assert!(text.contains("frozen: no deploys on Fridays"), "{transport}: {text}");
         assert_eq!(world.current(), Some(before.release.clone()), "{transport}");
         assert_eq!(world.releases(), vec![before.release], "{transport}");
         assert!(!world.locked(), "{transport}");

@@ -125,6 +125,41 @@ fn pushes_create_then_move_the_ref_with_only_a_thin_delta() {
 }
 
 #[test]
+fn an_object_refused_before_the_pack_ends_is_named_in_gits_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("repo");
+    git2::Repository::init_bare(&bare).unwrap();
+    for (key, value) in [("receive.fsckObjects", "true"), ("receive.unpackLimit", "1")] {
+        let status = Command::new("git").arg("--git-dir").arg(&bare).args(["config", key, value]).status();
+        assert!(status.unwrap().success());
+    }
+    // A root tree with `x` twice, and a blob far larger than a pipe's buffer after it: the
+    // server refuses the tree and stops reading while the blob is still being sent.
+    let app = AppRepo::create(&dir.path().join("app"), &[("big.bin", &support::incompressible(4_000_000, 5))]).unwrap();
+    let git = |args: &[&str], input: &str| {
+        let mut child = Command::new("git")
+            .arg("-C")
+            .arg(app.dir())
+            .args(["-c", "user.name=t", "-c", "user.email=t@localhost"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "git {args:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    };
+    let listing = git(&["ls-tree", "HEAD"], "");
+    let tree = git(&["mktree"], &format!("{listing}\n{listing}\n").replace("\tbig.bin\n", "\tx\n"));
+    let sha = git(&["commit-tree", &tree, "-m", "x twice"], "");
+    let (result, _) = push(&app, &bare, &sha);
+    let err = result.expect_err("the server refuses the tree");
+    assert!(err.contains("duplicateEntries") && err.contains("git fsck --strict"), "{err}");
+}
+
+#[test]
 fn a_declined_push_is_an_error_naming_the_ref() {
     let dir = tempfile::tempdir().unwrap();
     let bare = dir.path().join("repo");

@@ -96,7 +96,7 @@ for pidfile in "$state"/daemon.*.pid; do
   case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
   cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null || true)
   case "$cmd" in
-    *"git daemon"*"$d/repo"*)
+    *"git daemon"*"$d/repo"*|*"{CHECKED_GIT} daemon"*"$d/repo"*)
       # Only a daemon whose watching script is gone (re-parented to init) is stale.
       # The parent pid is the second field after the command name in /proc/<pid>/stat.
       stat=$(cat "/proc/$pid/stat" 2>/dev/null || true)
@@ -365,7 +365,7 @@ exec 3<&0
 # git daemon runs its access hook through a shell, which finds the hook's path in the
 # environment (no second layer of quoting); run by `sh`, the hook needs no exec bit.
 export XTASK_DEPLOY_ACCESS_HOOK="$hook"
-timeout -k 1 {max_seconds} git daemon --verbose --listen=127.0.0.1 --port={port} --strict-paths \
+timeout -k 1 {max_seconds} {CHECKED_GIT} daemon --verbose --listen=127.0.0.1 --port={port} --strict-paths \
   --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \
   --forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive \
   --access-hook='sh "$XTASK_DEPLOY_ACCESS_HOOK"' --informative-errors --init-timeout=30 --timeout={max_seconds} \
@@ -423,7 +423,7 @@ d={deploy_to}
 repo="$d"/{repo}
 {create}pidfile="$d/{STATE_DIR}/receive-pack.$$.pid"
 echo "$$" > "$pidfile"
-git receive-pack "$repo"
+{CHECKED_GIT} receive-pack "$repo"
 status=$?
 rm -f "$pidfile"
 exit $status
@@ -492,14 +492,31 @@ git -C "$cc" clean --quiet -d -f -f -x
     };
     let mut extract_submodules = String::new();
     for submodule in submodules {
+        // A well-formed tree has a directory there; a link (a malformed tree with the path
+        // twice) would take the submodule's files wherever it points.
+        let what = format!("submodule `{}`", submodule.path);
+        let fix = "the deployed tree is malformed (`git fsck --strict` names the problem): fix the commit";
         extract_submodules.push_str(&format!(
-            "mkdir -p \"releases/$rel\"/{path}\n\
+            "no_link {path} yes {what} {fix}\n\
+             mkdir -p \"releases/$rel\"/{path}\n\
              {{ git --git-dir={repo} archive --format=tar {commit} || echo failed > \"$marker\"; }} \
              | tar -x -f - -C \"releases/$rel\"/{path} || echo failed >> \"$marker\"\n",
             path = quote(&submodule.path),
+            what = quote(&what),
+            fix = quote(fix),
             repo = quote(&submodule.repo),
             commit = quote(&submodule.commit),
         ));
+    }
+    // No path the deploy writes passes through a link of the tree. A link at a linked path
+    // itself is fine: it is removed (not followed) and replaced.
+    let mut no_links = String::new();
+    for (key, paths) in [("linked_dirs", &config.linked_dirs), ("linked_files", &config.linked_files)] {
+        for path in paths {
+            let what = format!("the link to `shared/{path}` (`{key}`)");
+            let fix = format!("make it a directory in the commit, or remove `{path}` from `{key}`");
+            no_links.push_str(&format!("no_link {} no {} {}\n", quote(path), quote(&what), quote(&fix)));
+        }
     }
     // Each command only when needed: a process started per linked path adds up.
     let mut links = String::new();
@@ -531,6 +548,7 @@ fi
 mkdir "releases/$rel"
 marker="$d/{STATE_DIR}/preparing.$rel"
 trap 'rm -rf "releases/$rel" "$marker"' EXIT
+{NO_LINK}
 # The marker tells an interrupted deploy's clean-up that this release is unfinished; until the
 # release is made, an extraction that fails writes into it.
 : > "$marker"
@@ -540,6 +558,10 @@ trap 'rm -rf "releases/$rel" "$marker"' EXIT
     echo "commit \`$tree\` is not in \`$d/repo\`: the push did not arrive" >&2; exit 1
   fi
   echo "could not extract \`$tree\` into \`releases/$rel\`" >&2; exit 1
+fi
+no_link REVISION yes '`REVISION`' 'remove `REVISION` from the commit (the deploy writes that file)'
+{no_links}if [ -d "releases/$rel/REVISION" ]; then
+  echo "\`REVISION\` is a directory in the deployed commit: the deploy writes that file; remove it from the commit and deploy again" >&2; exit 1
 fi
 printf '%s\n' "$sha" > "releases/$rel/REVISION"
 {links}trap - EXIT
@@ -551,6 +573,25 @@ printf '%s\n' "$sha" > "releases/$rel/REVISION"
     );
     RemoteScript { name: "prepare", text }
 }
+
+/// `no_link PATH LAST WHAT FIX`, for the prepare script: stops it when a directory on the way
+/// to PATH in the release (and PATH itself, when LAST is `yes`) is a symbolic link. Only the
+/// deployed tree can have put one there, and writing WHAT through it would land outside the
+/// release: in `shared/`, another release, or anywhere the deploy user can write. The message
+/// names the link, where it points, and FIX. Shell builtins only, but for the message.
+const NO_LINK: &str = r#"no_link() {
+  p="releases/$rel"
+  rest=$1
+  while [ -n "$rest" ]; do
+    p="$p/${rest%%/*}"
+    case "$rest" in */*) rest=${rest#*/} ;; *) rest="" ;; esac
+    if [ -L "$p" ] && { [ -n "$rest" ] || [ "$2" = yes ]; }; then
+      printf '`%s` is a symbolic link in the deployed commit (to `%s`): the deploy would write %s through it, outside the release; %s, and deploy again\n' \
+        "${p#releases/$rel/}" "$(readlink "$p")" "$3" "$4" >&2
+      exit 1
+    fi
+  done
+}"#;
 
 /// Runs a remote hook command with `sh -c` in the release directory (in `deploy_to` while the
 /// release does not exist yet), with `DEPLOY_TO`, `RELEASE`, `RELEASE_PATH` and `REVISION` set.
@@ -622,6 +663,13 @@ printf '%s\n' {log_line} >> revisions.log
     RemoteScript { name: "publish", text }
 }
 
+/// git with every object a push brings checked as `git fsck --strict` does: a malformed tree (an
+/// entry twice, `..`, `.git`, a `.gitmodules` trick) is refused, with git's own message, before
+/// anything is stored. On the command line rather than in `repo/config`, so it holds in every
+/// repository the deploy pushes to (the submodules' too), on servers set up by any version (or by
+/// Capistrano); a child git (receive-pack under the daemon) inherits it.
+const CHECKED_GIT: &str = "git -c receive.fsckObjects=true";
+
 /// Refuses to go on without git on the server, with the fix.
 const REQUIRE_GIT: &str = r#"if ! command -v git >/dev/null 2>&1; then
   echo "git is not installed on the server: install it (for example \`apt-get install git\`)" >&2
@@ -672,7 +720,7 @@ const STOP_RECEIVE_PACKS: &str = r#"for pidfile in "$state"/receive-pack.*.pid; 
   pid=$(cat "$pidfile")
   case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
   case "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" in
-    *"git receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
+    *"git receive-pack"*|*"git -c receive.fsckObjects=true receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
   esac
   rm -f "$pidfile"
 done"#;
@@ -767,8 +815,21 @@ mod tests {
         let script = daemon_script(&config("/srv/x"), 40123, 900, &[]);
         assert!(script.text.contains("--listen=127.0.0.1 --port=40123 --strict-paths"));
         assert!(script.text.contains("--enable=receive-pack"));
-        assert!(script.text.contains("timeout -k 1 900 git daemon"));
+        assert!(script.text.contains("timeout -k 1 900 git -c receive.fsckObjects=true daemon"));
         assert!(script.text.contains("\"$d/repo\" </dev/null &"));
+    }
+
+    #[test]
+    fn both_transports_check_what_they_receive_and_their_processes_are_still_found() {
+        let checked = "git -c receive.fsckObjects=true";
+        assert!(daemon_script(&config("/srv/x"), 40123, 900, &[]).text.contains(&format!("{checked} daemon")));
+        let exec = receive_pack_script(&config("/srv/x"), "repo", false).text;
+        assert!(exec.contains(&format!("\n{checked} receive-pack \"$repo\"\n")), "{exec}");
+        // The preflight and the lock keeper find them by command line (and those of older versions).
+        let preflight = preflight_script(&config("/srv/x"), &lock(), &[]).text;
+        assert!(preflight.contains(&format!("*\"{checked} daemon\"*\"$d/repo\"*")), "{preflight}");
+        assert!(preflight.contains(&format!("*\"{checked} receive-pack\"*")), "{preflight}");
+        assert!(preflight.contains("*\"git daemon\"*\"$d/repo\"*") && preflight.contains("*\"git receive-pack\"*"));
     }
 
     #[test]
@@ -920,6 +981,31 @@ mod tests {
             .contains(&format!("commit `{}` is not in `{deploy_to}/repo`: the push did not arrive", release().sha)));
         assert_eq!(std::fs::read_dir(dir.path().join("releases")).unwrap().count(), 0, "the release was removed");
         assert_eq!(std::fs::read_dir(dir.path().join(STATE_DIR)).unwrap().count(), 0, "the marker was removed");
+    }
+
+    #[test]
+    fn no_path_is_written_through_a_link_but_a_link_at_its_end_may_be_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let release = dir.path().join("releases/20261125041638");
+        std::fs::create_dir_all(release.join("b/c")).unwrap();
+        std::os::unix::fs::symlink("/elsewhere", release.join("a")).unwrap();
+        std::os::unix::fs::symlink("../../x", release.join("b/c/l")).unwrap();
+        let script = format!("cd \"$0\" && rel=20261125041638\n{NO_LINK}\nno_link \"$1\" \"$2\" WHAT FIX\necho fine");
+        let run = |path: &str, last: &str| sh(&script, &[dir.path().to_str().unwrap(), path, last]);
+        for (path, last) in [("a", "no"), ("b/c/l", "no"), ("b/c/new/deeper", "no"), ("b/c", "yes"), ("new", "yes")] {
+            assert_eq!(run(path, last), (0, "fine\n".into(), String::new()), "{path} {last}");
+        }
+        let through = |link: &str, target: &str| {
+            format!(
+                "`{link}` is a symbolic link in the deployed commit (to `{target}`): the deploy would write WHAT \
+                 through it, outside the release; FIX, and deploy again\n"
+            )
+        };
+        for (path, last, link, target) in
+            [("a/x", "no", "a", "/elsewhere"), ("a", "yes", "a", "/elsewhere"), ("b/c/l", "yes", "b/c/l", "../../x")]
+        {
+            assert_eq!(run(path, last), (1, String::new(), through(link, target)), "{path} {last}");
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! A client of git's receive-pack protocol (the push half of the v0 smart protocol), over any
 //! byte stream: read the ref advertisement, send one update command, stream a thin pack made by
-//! `git pack-objects --thin`, read the `report-status`.
+//! `git pack-objects --thin`, read the `report-status`. With `side-band-64k`, what the server
+//! prints (git's own errors, such as a malformed tree refused by `receive.fsckObjects`, and its
+//! hooks' output) comes back on the same stream and is shown with a failed push.
 //!
 //! The pack's bases are every advertised tip that also exists locally, as `git send-pack` does,
 //! so only what the server lacks travels, as deltas against what it has.
@@ -71,10 +73,19 @@ pub fn push<S: Read + Write>(
     if !advertisement.capabilities.iter().any(|cap| cap == "report-status") {
         return Err("the server does not offer `report-status`, so a push could not be confirmed".to_string());
     }
-    let ofs_delta = advertisement.capabilities.iter().any(|cap| cap == "ofs-delta");
+    let offers = |capability: &str| advertisement.capabilities.iter().any(|cap| cap == capability);
+    let ofs_delta = offers("ofs-delta");
+    let side_band = offers("side-band-64k");
     let mut capabilities = vec!["report-status".to_string()];
     if ofs_delta {
         capabilities.push("ofs-delta".to_string());
+    }
+    if side_band {
+        capabilities.push("side-band-64k".to_string());
+    }
+    if offers("quiet") {
+        // No progress meters on the side band: only what the server has to say.
+        capabilities.push("quiet".to_string());
     }
     capabilities.push(format!("agent=xtask-deploy/{}", env!("CARGO_PKG_VERSION")));
     for (index, (old, update)) in commands.iter().enumerate() {
@@ -94,12 +105,19 @@ pub fn push<S: Read + Write>(
         advertised.iter().map(|(tip, _)| tip.as_str()).filter(|tip| *tip != ZERO_ID && exists(tip)).collect();
     let spec = PackSpec { source: source.sha, build: build.map(|build| build.sha), haves, ofs_delta };
     let sent = match shared {
-        Some(shared) => shared.pack(repo, &spec)?.send(stream)?,
-        None => send_pack(repo, &spec, stream)?,
+        Some(shared) => shared.pack(repo, &spec).and_then(|pack| pack.send(stream)),
+        None => send_pack(repo, &spec, stream),
     };
     let refnames: Vec<&str> = commands.iter().map(|(_, update)| update.refname).collect();
-    read_report(stream, &refnames)?;
-    Ok(sent)
+    match sent {
+        Ok(sent) => read_report(stream, side_band)?.judge(&refnames).map(|()| sent),
+        // A server that refuses what it reads (a malformed object) stops reading before the
+        // pack ends: its report, if it sent one, says why.
+        Err(err) => match read_report(stream, side_band) {
+            Ok(report) => Err(report.judge(&refnames).err().unwrap_or(err)),
+            Err(_) => Err(err),
+        },
+    }
 }
 
 /// What a pack holds: `source` and, with `build`, the release commit, minus what the server
@@ -452,31 +470,92 @@ impl Drop for PackObjects {
     }
 }
 
-/// Reads `report-status`: `unpack ok`, then `ok <ref>` or `ng <ref> <reason>` for each of
-/// `refnames`.
-fn read_report<S: Read>(stream: &mut S, refnames: &[&str]) -> Result<(), String> {
+/// How much of what the server printed is kept for an error message (its end).
+const SAID_LIMIT: usize = 4096;
+
+/// The server's `report-status`, and what it printed on the side band, if any.
+#[derive(Debug, Default)]
+struct Report {
+    lines: Vec<String>,
+    said: String,
+}
+
+impl Report {
+    /// `Ok` when the objects were stored and each of `refnames` was updated; else the server's
+    /// reason, with what it printed.
+    fn judge(&self, refnames: &[&str]) -> Result<(), String> {
+        let lines = &self.lines;
+        let unpack = lines.first().map(String::as_str).unwrap_or("");
+        if unpack != "unpack ok" {
+            let fix = if self.said.contains("fsck error") {
+                ": the pushed commit holds an object git refuses (`git fsck --strict` in your clone names it); \
+                 deploy a commit without it"
+            } else {
+                ""
+            };
+            return Err(self.with_said(format!("the server could not store the pushed objects: `{unpack}`{fix}")));
+        }
+        for line in &lines[1..] {
+            if let Some(rest) = line.strip_prefix("ng ") {
+                let (name, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+                return Err(self.with_said(format!("the server rejected `{name}`: {reason}")));
+            }
+        }
+        for refname in refnames {
+            if !lines.iter().any(|line| line == &format!("ok {refname}")) {
+                return Err(self.with_said(format!("the server did not confirm `{refname}`: {}", lines.join("; "))));
+            }
+        }
+        Ok(())
+    }
+
+    /// `message`, then what the server printed, one line after another.
+    fn with_said(&self, message: String) -> String {
+        let said: Vec<&str> = self.said.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+        match said.is_empty() {
+            true => message,
+            false => format!("{message}; the server said: {}", said.join("; ")),
+        }
+    }
+}
+
+/// Reads `report-status`: `unpack ok`, then `ok <ref>` or `ng <ref> <reason>` per ref. With
+/// `side_band`, the report is band 1 of a side-band stream whose band 2 is what the server
+/// printed (its last [`SAID_LIMIT`] bytes or more are kept) and band 3 a fatal error.
+fn read_report<S: Read>(stream: &mut S, side_band: bool) -> Result<Report, String> {
+    let closed = |err: io::Error| format!("the server closed before confirming the push: {err}");
+    if !side_band {
+        return Ok(Report { lines: read_lines(stream).map_err(closed)?, said: String::new() });
+    }
+    let mut data = Vec::new();
+    let mut said = String::new();
+    while let Some(packet) = read_pkt(stream).map_err(closed)? {
+        match packet.split_first() {
+            Some((1, rest)) => data.extend_from_slice(rest),
+            Some((2, rest)) => {
+                said.push_str(&String::from_utf8_lossy(rest).replace('\r', "\n"));
+                if said.len() > 2 * SAID_LIMIT {
+                    let mut cut = said.len() - SAID_LIMIT;
+                    while !said.is_char_boundary(cut) {
+                        cut += 1;
+                    }
+                    said = format!("[...]\n{}", &said[cut..]);
+                }
+            }
+            Some((3, rest)) => return Err(format!("the server failed: {}", String::from_utf8_lossy(rest).trim())),
+            _ => return Err("the server sent a malformed side-band packet".to_string()),
+        }
+    }
+    Ok(Report { lines: read_lines(&mut data.as_slice()).map_err(closed)?, said })
+}
+
+/// Reads pkt-lines up to a flush packet, as text without their newline.
+fn read_lines<S: Read>(stream: &mut S) -> io::Result<Vec<String>> {
     let mut lines = Vec::new();
-    while let Some(line) =
-        read_pkt(stream).map_err(|err| format!("the server closed before confirming the push: {err}"))?
-    {
+    while let Some(line) = read_pkt(stream)? {
         lines.push(String::from_utf8_lossy(&line).trim_end_matches('\n').to_string());
     }
-    let unpack = lines.first().map(String::as_str).unwrap_or("");
-    if unpack != "unpack ok" {
-        return Err(format!("the server could not store the pushed objects: `{unpack}`"));
-    }
-    for line in &lines[1..] {
-        if let Some(rest) = line.strip_prefix("ng ") {
-            let (name, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-            return Err(format!("the server rejected `{name}`: {reason}"));
-        }
-    }
-    for refname in refnames {
-        if !lines.iter().any(|line| line == &format!("ok {refname}")) {
-            return Err(format!("the server did not confirm `{refname}`: {}", lines.join("; ")));
-        }
-    }
-    Ok(())
+    Ok(lines)
 }
 
 /// Reads one pkt-line; `None` is a flush packet.
@@ -596,10 +675,53 @@ mod tests {
         let mut input = pkt("unpack ok\n");
         input.extend(pkt("ng refs/heads/main pre-receive hook declined\n"));
         input.extend_from_slice(b"0000");
-        let err = read_report(&mut input.as_slice(), &["refs/heads/main"]).unwrap_err();
+        let report = read_report(&mut input.as_slice(), false).unwrap();
+        let err = report.judge(&["refs/heads/main"]).unwrap_err();
         assert_eq!(err, "the server rejected `refs/heads/main`: pre-receive hook declined");
         let mut input = pkt("unpack index-pack abnormal exit\n");
         input.extend_from_slice(b"0000");
-        assert!(read_report(&mut input.as_slice(), &["refs/heads/main"]).unwrap_err().contains("index-pack"));
+        let report = read_report(&mut input.as_slice(), false).unwrap();
+        assert!(report.judge(&["refs/heads/main"]).unwrap_err().contains("index-pack"));
+    }
+
+    #[test]
+    fn on_the_side_band_the_report_comes_with_what_the_server_said() {
+        let band = |band: u8, payload: &[u8]| {
+            let mut packet = vec![band];
+            packet.extend_from_slice(payload);
+            let mut out = Vec::new();
+            write_pkt(&mut out, &packet).unwrap();
+            out
+        };
+        let mut status = pkt("unpack index-pack abnormal exit\n");
+        status.extend(pkt("ng refs/heads/main unpacker error\n"));
+        status.extend_from_slice(b"0000");
+        let mut input = band(2, b"error: object 9de2: duplicateEntries: contains duplicate file entries\n");
+        // The report may be split across packets, and the server's lines too.
+        input.extend(band(1, &status[..7]));
+        input.extend(band(2, b"fatal: fsck error "));
+        input.extend(band(1, &status[7..]));
+        input.extend(band(2, b"in packed object\n"));
+        input.extend_from_slice(b"0000");
+        let err = read_report(&mut input.as_slice(), true).unwrap().judge(&["refs/heads/main"]).unwrap_err();
+        assert_eq!(
+            err,
+            "the server could not store the pushed objects: `unpack index-pack abnormal exit`: the pushed commit \
+             holds an object git refuses (`git fsck --strict` in your clone names it); deploy a commit without it; \
+             the server said: error: object 9de2: duplicateEntries: contains duplicate file entries; \
+             fatal: fsck error in packed object"
+        );
+        let mut input = band(3, b"out of disk space\n");
+        input.extend_from_slice(b"0000");
+        assert_eq!(read_report(&mut input.as_slice(), true).unwrap_err(), "the server failed: out of disk space");
+        // A hook that prints without end: only the end is kept.
+        let mut input = Vec::new();
+        for line in 0..10_000 {
+            input.extend(band(2, format!("line {line}\n").as_bytes()));
+        }
+        input.extend(band(1, &status));
+        input.extend_from_slice(b"0000");
+        let report = read_report(&mut input.as_slice(), true).unwrap();
+        assert!(report.said.len() <= 2 * SAID_LIMIT + 10 && report.said.ends_with("line 9999\n"), "{}", report.said);
     }
 }
