@@ -21,6 +21,8 @@ use crate::config::{
 use crate::shell::{self, RemoteScript};
 use crate::Error;
 
+mod known_hosts;
+
 /// How long to pause before asking again after libssh2 reported a timeout before our deadline
 /// (it can do so repeatedly in the deadline's last second): no busy loop.
 const EARLY_TIMEOUT_PAUSE: Duration = Duration::from_millis(10);
@@ -119,7 +121,7 @@ impl Connection {
                 }
             },
         };
-        let types = known_key_types(&known_hosts_text, &server.host, server.port);
+        let types = known_hosts::known_key_types(&known_hosts_text, &server.host, server.port);
         if !types.is_empty() {
             let _ = session.method_pref(MethodType::HostKey, &types.join(","));
         }
@@ -532,54 +534,6 @@ impl Drop for TimedChannel {
     }
 }
 
-/// The key types known_hosts holds for this host, plain or hashed (OpenSSH's `HashKnownHosts`,
-/// the default on Debian and Ubuntu), as libssh2 method names, so that the server is asked for
-/// a key we can actually check. libssh2 compares the offered key with every entry of the host
-/// whatever its type, so asking for another type would look like a changed key.
-fn known_key_types(known_hosts: &str, host: &str, port: u16) -> Vec<&'static str> {
-    let mut types = Vec::new();
-    for (key_type, _) in host_entries(known_hosts, host, port) {
-        let methods: &[&'static str] = match key_type {
-            "ssh-ed25519" => &["ssh-ed25519"],
-            "ecdsa-sha2-nistp256" => &["ecdsa-sha2-nistp256"],
-            "ecdsa-sha2-nistp384" => &["ecdsa-sha2-nistp384"],
-            "ecdsa-sha2-nistp521" => &["ecdsa-sha2-nistp521"],
-            "ssh-rsa" => &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
-            _ => &[],
-        };
-        for method in methods {
-            if !types.contains(method) {
-                types.push(*method);
-            }
-        }
-    }
-    types
-}
-
-/// The `(key type, base64 key)` of every known_hosts line that names this host, plain or hashed.
-fn host_entries<'a>(known_hosts: &'a str, host: &str, port: u16) -> impl Iterator<Item = (&'a str, &'a str)> {
-    let pattern = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
-    known_hosts.lines().filter_map(move |line| {
-        let mut fields = line.split_whitespace();
-        let (hosts, key_type, key) = (fields.next()?, fields.next()?, fields.next().unwrap_or(""));
-        let named = hosts.split(',').any(|entry| entry == pattern || hashed_match(entry, &pattern));
-        (!hosts.starts_with('#') && named).then_some((key_type, key))
-    })
-}
-
-/// Whether a hashed known_hosts entry, `|1|<base64 salt>|<base64 HMAC-SHA1(salt, host)>`,
-/// names `pattern`.
-fn hashed_match(entry: &str, pattern: &str) -> bool {
-    use hmac::Mac;
-    let Some(rest) = entry.strip_prefix("|1|") else { return false };
-    let Some((salt, hash)) = rest.split_once('|') else { return false };
-    let engine = base64::engine::general_purpose::STANDARD;
-    let (Ok(salt), Ok(hash)) = (engine.decode(salt), engine.decode(hash)) else { return false };
-    let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt) else { return false };
-    mac.update(pattern.as_bytes());
-    mac.verify_slice(&hash).is_ok()
-}
-
 /// Checks the server's key against known_hosts (`known_hosts_text`: the file's text, already
 /// read, or the lines of [`ENV_KNOWN_HOSTS`] when it is set). With `accept-new`, a host that has no entry
 /// gets one in the file (its key's fingerprint is returned); a key that differs from an entry
@@ -647,23 +601,10 @@ fn check_host_key(
              was reinstalled, or someone is in the middle. Deploying is refused. If the change is \
              expected, remove the old key with `ssh-keygen -R '{entry}' -f {file}` and trust the new one",
             file = known_hosts.display(),
-            recorded = recorded_fingerprints(known_hosts_text, &server.host, server.port).join(", "),
+            recorded = known_hosts::recorded_fingerprints(known_hosts_text, &server.host, server.port).join(", "),
         ))),
         CheckResult::Failure => Err(refuse(format!("could not check the key against {source}"))),
     }
-}
-
-/// The SHA256 fingerprints of the keys known_hosts holds for this host, as `ssh-keygen -l`
-/// shows them.
-fn recorded_fingerprints(text: &str, host: &str, port: u16) -> Vec<String> {
-    use sha2::Digest;
-    let engine = base64::engine::general_purpose::STANDARD;
-    host_entries(text, host, port)
-        .filter_map(|(key_type, key)| {
-            let hash = sha2::Sha256::digest(engine.decode(key).ok()?);
-            Some(format!("{key_type} SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(hash)))
-        })
-        .collect()
 }
 
 /// The known_hosts name of a key type.
@@ -952,38 +893,4 @@ fn wait_for(fds: &[RawFd], events: libc::c_short, timeout: Duration) {
 /// A libssh2 timeout in milliseconds, at least 1: 0 would mean "wait forever".
 fn millis(duration: Duration) -> u32 {
     u32::try_from(duration.as_millis()).unwrap_or(u32::MAX).max(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn known_key_types_match_host_and_port_entries() {
-        let text = "\
-# comment
-[127.0.0.1]:2222 ssh-ed25519 AAAA
-127.0.0.1 ecdsa-sha2-nistp256 AAAA
-other,example.org ssh-rsa AAAA
-|1|hashed= ssh-ed25519 AAAA
-";
-        assert_eq!(known_key_types(text, "127.0.0.1", 2222), vec!["ssh-ed25519"]);
-        assert_eq!(known_key_types(text, "127.0.0.1", 22), vec!["ecdsa-sha2-nistp256"]);
-        assert_eq!(known_key_types(text, "example.org", 22), vec!["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]);
-        assert!(known_key_types(text, "unknown", 22).is_empty());
-    }
-
-    #[test]
-    fn hashed_entries_are_matched_as_ssh_keygen_hashes_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("known_hosts");
-        std::fs::write(&file, "[127.0.0.1]:2222 ecdsa-sha2-nistp256 AAAA\nexample.org ssh-ed25519 AAAA\n").unwrap();
-        let hashed = std::process::Command::new("ssh-keygen").arg("-H").arg("-f").arg(&file).output().unwrap();
-        assert!(hashed.status.success());
-        let text = std::fs::read_to_string(&file).unwrap();
-        assert!(text.lines().all(|line| line.starts_with("|1|")), "{text}");
-        assert_eq!(known_key_types(&text, "127.0.0.1", 2222), vec!["ecdsa-sha2-nistp256"]);
-        assert_eq!(known_key_types(&text, "example.org", 22), vec!["ssh-ed25519"]);
-        assert!(known_key_types(&text, "127.0.0.1", 22).is_empty());
-    }
 }
