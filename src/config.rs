@@ -585,7 +585,7 @@ impl Config {
             Some(other) => {
                 return Err(invalid(format!(
                     "`{section}.deploy.ssh.host_key_policy` is `{other}`: expected `strict` (refuse unknown \
-                     keys) or `accept-new` (record unknown keys; changed keys are always refused)"
+                     keys) or `accept-new` (record unknown keys; changed and revoked keys are always refused)"
                 )))
             }
         };

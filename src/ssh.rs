@@ -535,7 +535,8 @@ impl Drop for TimedChannel {
 }
 
 /// Checks the server's key against known_hosts (`known_hosts_text`: the file's text, already
-/// read, or the lines of [`ENV_KNOWN_HOSTS`] when it is set). With `accept-new`, a host that has no entry
+/// read, or the lines of [`ENV_KNOWN_HOSTS`] when it is set). A key an `@revoked` line names for
+/// this host is refused under either policy. With `accept-new`, a host that has no entry
 /// gets one in the file (its key's fingerprint is returned); a key that differs from an entry
 /// is always refused.
 fn check_host_key(
@@ -555,16 +556,24 @@ fn check_host_key(
         .host_key_hash(HashType::Sha256)
         .map(|hash| format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(hash)))
         .unwrap_or_else(|| "unknown".to_string());
-    let mut known = session.known_hosts().map_err(|err| refuse(err.to_string()))?;
-    for (number, line) in known_hosts_text.lines().enumerate() {
-        if line.trim().is_empty() || line.trim_start().starts_with('#') {
-            continue;
-        }
-        known
-            .read_str(line, KnownHostFileKind::OpenSSH)
-            .map_err(|err| refuse(format!("cannot parse line {} of {source}: {err}", number + 1)))?;
+    let entry = known_hosts::host_name(&server.host, server.port);
+    // First, as OpenSSH does: a revoked key is refused whatever else trusts it, and never recorded.
+    if let Some(line) = known_hosts::revocation(known_hosts_text, &entry, key) {
+        return Err(refuse(format!(
+            "the key offered by `{entry}` ({fingerprint}) is revoked: line {} of {source} marks it `{}`. Deploying \
+             is refused, whatever else trusts the key (OpenSSH refuses it too: \"REVOKED HOST KEY DETECTED\"). Give \
+             the server a new host key and trust that one; if the key was revoked by mistake, remove that line",
+            line.number,
+            known_hosts::REVOKED,
+        )));
     }
-    let entry = if server.port == 22 { server.host.clone() } else { format!("[{}]:{}", server.host, server.port) };
+    let mut known = session.known_hosts().map_err(|err| refuse(err.to_string()))?;
+    // Only host lines: libssh2 knows no markers, and would read `@revoked` as a host name.
+    for line in known_hosts::host_lines(known_hosts_text) {
+        known
+            .read_str(line.text, KnownHostFileKind::OpenSSH)
+            .map_err(|err| refuse(format!("cannot parse line {} of {source}: {err}", line.number)))?;
+    }
     match known.check_port(&server.host, server.port, key) {
         CheckResult::Match => Ok(None),
         CheckResult::NotFound if options.host_key_policy == HostKeyPolicy::AcceptNew && !from_env => {

@@ -246,6 +246,63 @@ fn strict_is_the_default_and_refuses_an_unknown_key() {
     assert_eq!(fs::read_to_string(world.server.known_hosts()).unwrap(), "", "strict must not record keys");
 }
 
+/// The server's host key as known_hosts writes it after the hosts: `<type> <base64>`.
+fn server_key(world: &World) -> String {
+    let trusted = fs::read_to_string(world.server.known_hosts()).unwrap();
+    trusted.split_whitespace().skip(1).take(2).collect::<Vec<_>>().join(" ")
+}
+
+/// Asserts that `err` refuses the server's key as revoked, naming its fingerprint.
+fn assert_revoked(err: &Error) {
+    let text = err.to_string();
+    assert!(matches!(err, Error::HostKey { .. }), "{text}");
+    assert!(text.contains("is revoked") && text.contains("@revoked") && text.contains("SHA256:"), "{text}");
+}
+
+#[test]
+fn a_revoked_host_key_is_refused_under_either_policy_even_when_another_line_trusts_it() {
+    // Issue 18, finding 3: with `@revoked * <key>` beside the usual line, the deploy connected.
+    for policy in ["strict", "accept-new"] {
+        let world = World::new();
+        with_ssh_setting(&world, &format!("host_key_policy = \"{policy}\""));
+        let known_hosts = world.server.known_hosts();
+        let trusted = fs::read_to_string(&known_hosts).unwrap();
+        let text = format!("@revoked * {}\n{trusted}", server_key(&world));
+        fs::write(&known_hosts, &text).unwrap();
+        let err = xtask_deploy::setup(&world.config(), &mut Collect::default()).expect_err(policy);
+        assert_revoked(&err);
+        assert!(err.to_string().contains("line 1 of"), "{policy}: {err}");
+        assert_eq!(fs::read_to_string(&known_hosts).unwrap(), text, "{policy}: known_hosts changed");
+        assert!(!world.deploy_to.exists(), "{policy}: setup reached the server");
+    }
+}
+
+#[test]
+fn accept_new_never_records_a_revoked_key() {
+    // Issue 18, finding 3: with only an `@revoked` line, accept-new appended a line trusting the key.
+    let world = World::new();
+    with_ssh_setting(&world, "host_key_policy = \"accept-new\"");
+    let known_hosts = world.server.known_hosts();
+    let text = format!("# revoked after the breach\n@revoked [127.0.0.1]:*,example.org {}\n", server_key(&world));
+    fs::write(&known_hosts, &text).unwrap();
+    let mut events = Collect::default();
+    let err = xtask_deploy::setup(&world.config(), &mut events).expect_err("the key is revoked");
+    assert_revoked(&err);
+    assert_eq!(fs::read_to_string(&known_hosts).unwrap(), text, "known_hosts changed");
+    assert!(!events.0.iter().any(|event| matches!(event, Event::Warning { .. })), "{:?}", events.0);
+}
+
+#[test]
+fn a_cert_authority_line_is_not_a_host_line() {
+    // A CA line naming the host, with the host's own key, trusts certificates signed by that key,
+    // not the key itself: the host is unknown.
+    let world = World::new();
+    let line = format!("@cert-authority [127.0.0.1]:{} {}\n", world.server.port(), server_key(&world));
+    fs::write(world.server.known_hosts(), &line).unwrap();
+    let err = xtask_deploy::setup(&world.config(), &mut Collect::default()).expect_err("no host line");
+    assert!(matches!(err, Error::HostKey { unknown: true, .. }) && err.to_string().contains("is not in"), "{err}");
+}
+
 #[test]
 fn a_server_that_accepts_but_never_speaks_fails_within_the_connect_timeout() {
     let world = World::with_config("[package.metadata.deploy.timeouts]\nconnect = 2");

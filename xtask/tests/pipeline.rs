@@ -315,6 +315,23 @@ fn credentials_from_the_environment_deploy_and_are_never_shown() {
     assert_eq!(fs::read_dir(home.path()).unwrap().count(), 0, "something was written into HOME");
 }
 
+#[test]
+fn a_key_revoked_in_the_environments_known_hosts_is_refused() {
+    // Issue 18, finding 3, through `XTASK_DEPLOY_KNOWN_HOSTS`: an `@revoked` line there counts.
+    let world = World::new();
+    let trusted = fs::read_to_string(world.server.known_hosts()).unwrap();
+    let key: Vec<&str> = trusted.split_whitespace().skip(1).take(2).collect();
+    let revoked = format!("{trusted}@revoked * {}\n", key.join(" "));
+    let output = xtask(&world, &["deploy-setup"]).env("XTASK_DEPLOY_KNOWN_HOSTS", &revoked).output().unwrap();
+    let text = stderr_of(&output);
+    assert_eq!(code(&output), i32::from(exit::CONNECT), "{text}");
+    assert!(text.contains("is revoked") && text.contains("line 2 of `XTASK_DEPLOY_KNOWN_HOSTS`"), "{text}");
+    assert!(!world.deploy_to.exists(), "setup reached the server");
+    // The same lines without the mark let it in: the refusal was the mark's.
+    let output = xtask(&world, &["deploy-setup"]).env("XTASK_DEPLOY_KNOWN_HOSTS", &trusted).output().unwrap();
+    assert_eq!(code(&output), 0, "{}", stderr_of(&output));
+}
+
 /// `deploy-check --json`: the exit code and each check's status by name, for one server.
 fn check(world: &World) -> (i32, Vec<(String, String)>) {
     let output = run(world, &["deploy-check", "--json"]);
