@@ -21,6 +21,7 @@ use crate::config::{
 use crate::shell::{self, RemoteScript};
 use crate::Error;
 
+mod capture;
 mod known_hosts;
 
 /// How long to pause before asking again after libssh2 reported a timeout before our deadline
@@ -56,8 +57,22 @@ pub struct Connection {
 #[derive(Debug, Clone)]
 pub struct Output {
     pub status: i32,
+    /// Its stdout, or of a long one its first and last part (with a line saying how many
+    /// bytes are not kept between them).
     pub stdout: String,
+    /// Its stderr, or of a long one its last part (after a line saying how many bytes before
+    /// it are not kept).
     pub stderr: String,
+    /// How many of its steps printed their [`shell::STEP_DONE`] marker, in order (see
+    /// [`Connection::output_steps`]).
+    pub steps_done: usize,
+}
+
+/// One of the two output streams of a channel.
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
 }
 
 /// A channel whose reads and writes fail once a deadline has passed (with
@@ -153,45 +168,42 @@ impl Connection {
     ///
     /// The script runs under [`shell::supervised_exec_line`]: on the server it is stopped (its
     /// whole process group) when this channel's stdin closes, which happens when the deployer
-    /// dies, loses its connection, or gives up on the step. A step (the part of a batch up to
-    /// each [`shell::STEP_DONE`] line) gets `timeouts.step`; past it the script is stopped and
-    /// the output has status [`EXIT_TIMED_OUT`] and the reason on stderr.
+    /// dies, loses its connection, or gives up on the step. It gets `timeouts.step`, from its
+    /// start, whatever it prints; past it the script is stopped and the output has status
+    /// [`EXIT_TIMED_OUT`] and the reason on stderr. What is kept of its output is bounded
+    /// (see [`capture`]).
     pub fn output(&self, script: &RemoteScript) -> Result<Output, Error> {
+        self.output_steps(script, 1)
+    }
+
+    /// Like [`Connection::output`], for a script made of `steps` steps, each ended by its
+    /// [`shell::STEP_DONE`] line (a [`crate::plan::batch_script`]): each step gets
+    /// `timeouts.step` from its own start. A step starts when the one before it prints its
+    /// marker; no other output moves the deadline, so the script as a whole never runs longer
+    /// than `steps` times `timeouts.step`. [`Output::steps_done`] counts the markers seen.
+    pub fn output_steps(&self, script: &RemoteScript, steps: usize) -> Result<Output, Error> {
         let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
         let mut channel = self.start(script, shell::supervised_exec_line(script))?;
         // No EOF is sent: stdin staying open is the script's cue to keep running.
         let step = self.timeouts.step;
-        let marker = shell::STEP_DONE.as_bytes();
-        let mut deadline = Instant::now() + step;
-        let mut stdout = Vec::new();
-        let mut buffer = [0u8; 8192];
-        let mut timed_out = false;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                timed_out = true;
-                break;
+        let mut stdout = capture::Kept::new(capture::STDOUT_HEAD, capture::TAIL);
+        let mut stderr = capture::Kept::new(0, capture::TAIL);
+        let mut markers = capture::StepMarkers::new(steps);
+        let read = self.drain(&mut channel, Instant::now() + step, |stream, bytes| match stream {
+            Stream::Stdout => {
+                stdout.push(bytes);
+                // The next step's time starts now.
+                markers.feed(bytes).then(|| Instant::now() + step)
             }
-            self.session.set_timeout(millis(remaining));
-            match channel.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => {
-                    // Only the new bytes (and a marker's length before them) can hold a new
-                    // marker: a step's long output is not searched again on every read.
-                    let from = stdout.len().saturating_sub(marker.len() - 1);
-                    stdout.extend_from_slice(&buffer[..n]);
-                    if stdout[from..].windows(marker.len()).any(|window| window == marker) {
-                        deadline = Instant::now() + step;
-                    }
-                }
-                // libssh2 may give up early (it measures its timeout with a seconds clock):
-                // the loop asks again with what is left, and the deadline decides.
-                Err(err) if err.kind() == io::ErrorKind::TimedOut => std::thread::sleep(EARLY_TIMEOUT_PAUSE),
-                Err(err) => return Err(self.step_error(script, -1, format!("lost the SSH channel: {err}"))),
+            Stream::Stderr => {
+                stderr.push(bytes);
+                None
             }
-        }
-        let stdout = String::from_utf8_lossy(&stdout).into_owned();
-        if timed_out {
+        });
+        let ended = read.map_err(|err| self.step_error(script, -1, format!("lost the SSH channel: {err}")))?;
+        let steps_done = markers.done();
+        let stdout = stdout.into_text();
+        if !ended {
             // Our EOF is the server-side watchdog's cue to stop the step's processes.
             self.session.set_timeout(2000);
             let _ = channel.send_eof();
@@ -203,15 +215,61 @@ impl Connection {
                  raise `timeouts.step` if it needs longer",
                 step.as_secs()
             );
-            return Ok(Output { status: EXIT_TIMED_OUT, stdout, stderr });
+            return Ok(Output { status: EXIT_TIMED_OUT, stdout, stderr, steps_done });
         }
-        let mut stderr = String::new();
         self.session.set_timeout(millis(step));
-        let read = |err: io::Error| self.step_error(script, -1, format!("lost the SSH channel: {err}"));
-        channel.stderr().read_to_string(&mut stderr).map_err(read)?;
         channel.wait_close().map_err(failed)?;
         let status = channel.exit_status().map_err(failed)?;
-        Ok(Output { status, stdout, stderr })
+        Ok(Output { status, stdout, stderr: stderr.into_text(), steps_done })
+    }
+
+    /// Reads both of `channel`'s streams as their bytes arrive, handing them to `take`, until
+    /// the channel's end (`Ok(true)`) or `deadline` (`Ok(false)`), which `take` may move by
+    /// returning a new one. Neither stream is left unread while the other is read, so a script
+    /// that fills one never waits for the deployer.
+    fn drain(
+        &self,
+        channel: &mut ssh2::Channel,
+        mut deadline: Instant,
+        mut take: impl FnMut(Stream, &[u8]) -> Option<Instant>,
+    ) -> io::Result<bool> {
+        let mut buffer = vec![0u8; 32 * 1024];
+        self.session.set_blocking(false);
+        let result = 'reading: loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Ok(false);
+            }
+            let mut moved = false;
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                let read = match stream {
+                    Stream::Stdout => channel.read(&mut buffer),
+                    Stream::Stderr => channel.stderr().read(&mut buffer),
+                };
+                match read {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        moved = true;
+                        if let Some(moved_to) = take(stream, &buffer[..n]) {
+                            deadline = moved_to;
+                        }
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(err) => break 'reading Err(err),
+                }
+            }
+            // libssh2 may return no bytes before the end: only its EOF flag says.
+            if channel.eof() {
+                break Ok(true);
+            }
+            if !moved {
+                let outbound = matches!(self.session.block_directions(), ssh2::BlockDirections::Outbound);
+                let events = if outbound { libc::POLLOUT } else { libc::POLLIN };
+                wait_for(&[self.socket], events, left.min(Duration::from_millis(100)));
+            }
+        };
+        self.session.set_blocking(true);
+        result
     }
 
     /// Runs `script` with `input` written to its stdin, then EOF; returns what it printed,
@@ -223,14 +281,25 @@ impl Connection {
             .write_all(input)
             .map_err(|err| self.step_error(script, -1, format!("lost the SSH channel while sending: {err}")))?;
         channel.send_eof().map_err(failed)?;
-        let mut stdout = String::new();
-        let mut stderr = String::new();
-        let read = |err: io::Error| self.step_error(script, -1, format!("lost the SSH channel: {err}"));
-        channel.read_to_string(&mut stdout).map_err(read)?;
-        channel.stderr().read_to_string(&mut stderr).map_err(read)?;
+        let step = self.timeouts.step;
+        let mut stdout = capture::Kept::new(capture::STDOUT_HEAD, capture::TAIL);
+        let mut stderr = capture::Kept::new(0, capture::TAIL);
+        let read = self.drain(&mut channel, Instant::now() + step, |stream, bytes| {
+            match stream {
+                Stream::Stdout => stdout.push(bytes),
+                Stream::Stderr => stderr.push(bytes),
+            }
+            None
+        });
+        let ended = read.map_err(|err| self.step_error(script, -1, format!("lost the SSH channel: {err}")))?;
+        if !ended {
+            let message = format!("did not finish within {}s (`timeouts.step`)", step.as_secs());
+            return Err(self.step_error(script, EXIT_TIMED_OUT, message));
+        }
+        self.session.set_timeout(millis(step));
         channel.wait_close().map_err(failed)?;
         let status = channel.exit_status().map_err(failed)?;
-        Ok(Output { status, stdout, stderr })
+        Ok(Output { status, stdout: stdout.into_text(), stderr: stderr.into_text(), steps_done: 0 })
     }
 
     /// Runs `script` and returns its stdout; a non-zero exit is an [`Error::Remote`] carrying
@@ -398,7 +467,7 @@ impl RemoteProcess {
                     let _ = channel.stderr().read_to_string(&mut stderr);
                     let _ = channel.wait_close();
                     let status = channel.exit_status().unwrap_or(-1);
-                    break Ok(Err(Output { status, stdout: text, stderr }));
+                    break Ok(Err(Output { status, stdout: text, stderr, steps_done: 0 }));
                 }
                 Ok(n) => text.push_str(&String::from_utf8_lossy(&buffer[..n])),
                 Err(err) => break Err(lost(err.to_string())),

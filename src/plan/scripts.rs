@@ -184,7 +184,8 @@ fn platform_probe(config: &Config) -> String {
 
 /// Joins `scripts` into one, run as one remote command: each in its own subshell (its `set -e`,
 /// `cd` and traps stay its own), stopping at the first that fails, and printing
-/// `<STEP_DONE> <index>` after each that succeeded.
+/// `<STEP_DONE> <index>` after each that succeeded. Run it with
+/// `Connection::output_steps(batch, scripts.len())`, which gives each its own step time.
 pub fn batch_script(scripts: &[&RemoteScript]) -> RemoteScript {
     let mut text = String::new();
     for (index, script) in scripts.iter().enumerate() {
