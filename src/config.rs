@@ -220,7 +220,8 @@ impl std::fmt::Debug for Secret {
 }
 
 /// Credentials given through the environment ([`ENV_SSH_KEY`], [`ENV_SSH_KEY_PASSPHRASE`],
-/// [`ENV_KNOWN_HOSTS`]); they are used from memory and never written to disk.
+/// [`ENV_KNOWN_HOSTS`]); they are used from memory, never written to disk, and the key and its
+/// passphrase are taken out of the environment (see [`EnvAuth::from_env`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EnvAuth {
     pub key: Option<Secret>,
@@ -229,14 +230,35 @@ pub struct EnvAuth {
 }
 
 impl EnvAuth {
-    /// Reads the variables; an empty one counts as unset.
+    /// The credentials this process was given: read at the first call, which also removes
+    /// [`ENV_SSH_KEY`] and [`ENV_SSH_KEY_PASSPHRASE`] from the process environment, so that no
+    /// child process (`cargo metadata`, build commands, local hooks, `git`, and every build
+    /// script those run) inherits the key; every later call returns the same values. An empty
+    /// variable counts as unset.
+    ///
+    /// **Invariant:** the first call happens before the process starts a thread; the binary
+    /// makes it the first thing `main` does. Changing the environment while another thread may
+    /// read it (C code calls `getenv`: libssh2, libgit2, libc itself) is undefined behaviour, the
+    /// reason `remove_var` is `unsafe` from edition 2024 on. A variable is removed only when it
+    /// is set, so a process that was never given one (the library's tests) never changes its
+    /// environment.
     pub fn from_env() -> EnvAuth {
-        let var = |name: &str| std::env::var(name).ok().filter(|value| !value.trim().is_empty());
-        EnvAuth {
-            key: var(ENV_SSH_KEY).map(Secret),
-            passphrase: var(ENV_SSH_KEY_PASSPHRASE).map(Secret),
-            known_hosts: var(ENV_KNOWN_HOSTS),
-        }
+        static TAKEN: std::sync::OnceLock<EnvAuth> = std::sync::OnceLock::new();
+        let taken = TAKEN.get_or_init(|| {
+            let var = |name: &str| std::env::var(name).ok().filter(|value| !value.trim().is_empty());
+            let auth = EnvAuth {
+                key: var(ENV_SSH_KEY).map(Secret),
+                passphrase: var(ENV_SSH_KEY_PASSPHRASE).map(Secret),
+                known_hosts: var(ENV_KNOWN_HOSTS),
+            };
+            for secret in [ENV_SSH_KEY, ENV_SSH_KEY_PASSPHRASE] {
+                if std::env::var_os(secret).is_some() {
+                    std::env::remove_var(secret);
+                }
+            }
+            auth
+        });
+        taken.clone()
     }
 }
 
@@ -602,7 +624,7 @@ impl Config {
             Some(other) => {
                 return Err(invalid(format!(
                     "`{section}.deploy.ssh.host_key_policy` is `{other}`: expected `strict` (refuse unknown \
-                     keys) or `accept-new` (record unknown keys; changed keys are always refused)"
+                     keys) or `accept-new` (record unknown keys; changed and revoked keys are always refused)"
                 )))
             }
         };

@@ -42,7 +42,7 @@ pub mod exit {
     pub const UP_TO_DATE: u8 = 3;
     /// The configuration is missing or wrong.
     pub const CONFIG: u8 = 4;
-    /// A server could not be reached, its host key is unknown or changed, or no key was accepted.
+    /// A server could not be reached, its host key is unknown, changed or revoked, or no key was accepted.
     pub const CONNECT: u8 = 5;
     /// Another deploy holds the lock on a server.
     pub const LOCKED: u8 = 6;

@@ -105,7 +105,8 @@ fn rollback_one(
     let name = server.connection.name().to_string();
     let hooks = plan::restart_hooks(config, index);
     let script = plan::rollback_script(&server.config, to, user, &hooks);
-    let output = server.connection.output(&script)?;
+    // Two steps: the switch, then the restart hooks (see `plan::rollback_script`).
+    let output = server.connection.output_steps(&script, 2)?;
     let done = plan::parse_rollback(&output.stdout);
     if let Some((from, to)) = &done.switched {
         reporter.event(Event::RolledBack {

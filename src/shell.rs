@@ -35,8 +35,8 @@ pub fn exec_line(script: &RemoteScript) -> String {
     format!("exec sh -c {}", quote(&script.text))
 }
 
-/// The marker a batch of steps prints after each step that succeeded; it also restarts the
-/// step timeout (see [`crate::ssh::Connection::output`]).
+/// The marker a batch of steps prints after each step that succeeded, with the step's index:
+/// the next step's time starts then (see [`crate::ssh::Connection::output_steps`]).
 pub const STEP_DONE: &str = "@@xtask-deploy-step-done";
 
 /// Runs `script` with stdin from `/dev/null`, in a session (process group) of its own, and

@@ -21,6 +21,9 @@ use crate::config::{
 use crate::shell::{self, RemoteScript};
 use crate::Error;
 
+mod capture;
+mod known_hosts;
+
 /// How long to pause before asking again after libssh2 reported a timeout before our deadline
 /// (it can do so repeatedly in the deadline's last second): no busy loop.
 const EARLY_TIMEOUT_PAUSE: Duration = Duration::from_millis(10);
@@ -54,8 +57,22 @@ pub struct Connection {
 #[derive(Debug, Clone)]
 pub struct Output {
     pub status: i32,
+    /// Its stdout, or of a long one its first and last part (with a line saying how many
+    /// bytes are not kept between them).
     pub stdout: String,
+    /// Its stderr, or of a long one its last part (after a line saying how many bytes before
+    /// it are not kept).
     pub stderr: String,
+    /// How many of its steps printed their [`shell::STEP_DONE`] marker, in order (see
+    /// [`Connection::output_steps`]).
+    pub steps_done: usize,
+}
+
+/// One of the two output streams of a channel.
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
 }
 
 /// A channel whose reads and writes fail once a deadline has passed (with
@@ -119,7 +136,7 @@ impl Connection {
                 }
             },
         };
-        let types = known_key_types(&known_hosts_text, &server.host, server.port);
+        let types = known_hosts::known_key_types(&known_hosts_text, &server.host, server.port);
         if !types.is_empty() {
             let _ = session.method_pref(MethodType::HostKey, &types.join(","));
         }
@@ -151,45 +168,42 @@ impl Connection {
     ///
     /// The script runs under [`shell::supervised_exec_line`]: on the server it is stopped (its
     /// whole process group) when this channel's stdin closes, which happens when the deployer
-    /// dies, loses its connection, or gives up on the step. A step (the part of a batch up to
-    /// each [`shell::STEP_DONE`] line) gets `timeouts.step`; past it the script is stopped and
-    /// the output has status [`EXIT_TIMED_OUT`] and the reason on stderr.
+    /// dies, loses its connection, or gives up on the step. It gets `timeouts.step`, from its
+    /// start, whatever it prints; past it the script is stopped and the output has status
+    /// [`EXIT_TIMED_OUT`] and the reason on stderr. What is kept of its output is bounded
+    /// (see [`capture`]).
     pub fn output(&self, script: &RemoteScript) -> Result<Output, Error> {
+        self.output_steps(script, 1)
+    }
+
+    /// Like [`Connection::output`], for a script made of `steps` steps, each ended by its
+    /// [`shell::STEP_DONE`] line (a [`crate::plan::batch_script`]): each step gets
+    /// `timeouts.step` from its own start. A step starts when the one before it prints its
+    /// marker; no other output moves the deadline, so the script as a whole never runs longer
+    /// than `steps` times `timeouts.step`. [`Output::steps_done`] counts the markers seen.
+    pub fn output_steps(&self, script: &RemoteScript, steps: usize) -> Result<Output, Error> {
         let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
         let mut channel = self.start(script, shell::supervised_exec_line(script))?;
         // No EOF is sent: stdin staying open is the script's cue to keep running.
         let step = self.timeouts.step;
-        let marker = shell::STEP_DONE.as_bytes();
-        let mut deadline = Instant::now() + step;
-        let mut stdout = Vec::new();
-        let mut buffer = [0u8; 8192];
-        let mut timed_out = false;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                timed_out = true;
-                break;
+        let mut stdout = capture::Kept::new(capture::STDOUT_HEAD, capture::TAIL);
+        let mut stderr = capture::Kept::new(0, capture::TAIL);
+        let mut markers = capture::StepMarkers::new(steps);
+        let read = self.drain(&mut channel, Instant::now() + step, |stream, bytes| match stream {
+            Stream::Stdout => {
+                stdout.push(bytes);
+                // The next step's time starts now.
+                markers.feed(bytes).then(|| Instant::now() + step)
             }
-            self.session.set_timeout(millis(remaining));
-            match channel.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => {
-                    // Only the new bytes (and a marker's length before them) can hold a new
-                    // marker: a step's long output is not searched again on every read.
-                    let from = stdout.len().saturating_sub(marker.len() - 1);
-                    stdout.extend_from_slice(&buffer[..n]);
-                    if stdout[from..].windows(marker.len()).any(|window| window == marker) {
-                        deadline = Instant::now() + step;
-                    }
-                }
-                // libssh2 may give up early (it measures its timeout with a seconds clock):
-                // the loop asks again with what is left, and the deadline decides.
-                Err(err) if err.kind() == io::ErrorKind::TimedOut => std::thread::sleep(EARLY_TIMEOUT_PAUSE),
-                Err(err) => return Err(self.step_error(script, -1, format!("lost the SSH channel: {err}"))),
+            Stream::Stderr => {
+                stderr.push(bytes);
+                None
             }
-        }
-        let stdout = String::from_utf8_lossy(&stdout).into_owned();
-        if timed_out {
+        });
+        let ended = read.map_err(|err| self.step_error(script, -1, format!("lost the SSH channel: {err}")))?;
+        let steps_done = markers.done();
+        let stdout = stdout.into_text();
+        if !ended {
             // Our EOF is the server-side watchdog's cue to stop the step's processes.
             self.session.set_timeout(2000);
             let _ = channel.send_eof();
@@ -201,15 +215,61 @@ impl Connection {
                  raise `timeouts.step` if it needs longer",
                 step.as_secs()
             );
-            return Ok(Output { status: EXIT_TIMED_OUT, stdout, stderr });
+            return Ok(Output { status: EXIT_TIMED_OUT, stdout, stderr, steps_done });
         }
-        let mut stderr = String::new();
         self.session.set_timeout(millis(step));
-        let read = |err: io::Error| self.step_error(script, -1, format!("lost the SSH channel: {err}"));
-        channel.stderr().read_to_string(&mut stderr).map_err(read)?;
         channel.wait_close().map_err(failed)?;
         let status = channel.exit_status().map_err(failed)?;
-        Ok(Output { status, stdout, stderr })
+        Ok(Output { status, stdout, stderr: stderr.into_text(), steps_done })
+    }
+
+    /// Reads both of `channel`'s streams as their bytes arrive, handing them to `take`, until
+    /// the channel's end (`Ok(true)`) or `deadline` (`Ok(false)`), which `take` may move by
+    /// returning a new one. Neither stream is left unread while the other is read, so a script
+    /// that fills one never waits for the deployer.
+    fn drain(
+        &self,
+        channel: &mut ssh2::Channel,
+        mut deadline: Instant,
+        mut take: impl FnMut(Stream, &[u8]) -> Option<Instant>,
+    ) -> io::Result<bool> {
+        let mut buffer = vec![0u8; 32 * 1024];
+        self.session.set_blocking(false);
+        let result = 'reading: loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Ok(false);
+            }
+            let mut moved = false;
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                let read = match stream {
+                    Stream::Stdout => channel.read(&mut buffer),
+                    Stream::Stderr => channel.stderr().read(&mut buffer),
+                };
+                match read {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        moved = true;
+                        if let Some(moved_to) = take(stream, &buffer[..n]) {
+                            deadline = moved_to;
+                        }
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(err) => break 'reading Err(err),
+                }
+            }
+            // libssh2 may return no bytes before the end: only its EOF flag says.
+            if channel.eof() {
+                break Ok(true);
+            }
+            if !moved {
+                let outbound = matches!(self.session.block_directions(), ssh2::BlockDirections::Outbound);
+                let events = if outbound { libc::POLLOUT } else { libc::POLLIN };
+                wait_for(&[self.socket], events, left.min(Duration::from_millis(100)));
+            }
+        };
+        self.session.set_blocking(true);
+        result
     }
 
     /// Runs `script` with `input` written to its stdin, then EOF; returns what it printed,
@@ -221,14 +281,25 @@ impl Connection {
             .write_all(input)
             .map_err(|err| self.step_error(script, -1, format!("lost the SSH channel while sending: {err}")))?;
         channel.send_eof().map_err(failed)?;
-        let mut stdout = String::new();
-        let mut stderr = String::new();
-        let read = |err: io::Error| self.step_error(script, -1, format!("lost the SSH channel: {err}"));
-        channel.read_to_string(&mut stdout).map_err(read)?;
-        channel.stderr().read_to_string(&mut stderr).map_err(read)?;
+        let step = self.timeouts.step;
+        let mut stdout = capture::Kept::new(capture::STDOUT_HEAD, capture::TAIL);
+        let mut stderr = capture::Kept::new(0, capture::TAIL);
+        let read = self.drain(&mut channel, Instant::now() + step, |stream, bytes| {
+            match stream {
+                Stream::Stdout => stdout.push(bytes),
+                Stream::Stderr => stderr.push(bytes),
+            }
+            None
+        });
+        let ended = read.map_err(|err| self.step_error(script, -1, format!("lost the SSH channel: {err}")))?;
+        if !ended {
+            let message = format!("did not finish within {}s (`timeouts.step`)", step.as_secs());
+            return Err(self.step_error(script, EXIT_TIMED_OUT, message));
+        }
+        self.session.set_timeout(millis(step));
         channel.wait_close().map_err(failed)?;
         let status = channel.exit_status().map_err(failed)?;
-        Ok(Output { status, stdout, stderr })
+        Ok(Output { status, stdout: stdout.into_text(), stderr: stderr.into_text(), steps_done: 0 })
     }
 
     /// Runs `script` and returns its stdout; a non-zero exit is an [`Error::Remote`] carrying
@@ -396,7 +467,7 @@ impl RemoteProcess {
                     let _ = channel.stderr().read_to_string(&mut stderr);
                     let _ = channel.wait_close();
                     let status = channel.exit_status().unwrap_or(-1);
-                    break Ok(Err(Output { status, stdout: text, stderr }));
+                    break Ok(Err(Output { status, stdout: text, stderr, steps_done: 0 }));
                 }
                 Ok(n) => text.push_str(&String::from_utf8_lossy(&buffer[..n])),
                 Err(err) => break Err(lost(err.to_string())),
@@ -543,56 +614,9 @@ impl Drop for TimedChannel {
     }
 }
 
-/// The key types known_hosts holds for this host, plain or hashed (OpenSSH's `HashKnownHosts`,
-/// the default on Debian and Ubuntu), as libssh2 method names, so that the server is asked for
-/// a key we can actually check. libssh2 compares the offered key with every entry of the host
-/// whatever its type, so asking for another type would look like a changed key.
-fn known_key_types(known_hosts: &str, host: &str, port: u16) -> Vec<&'static str> {
-    let mut types = Vec::new();
-    for (key_type, _) in host_entries(known_hosts, host, port) {
-        let methods: &[&'static str] = match key_type {
-            "ssh-ed25519" => &["ssh-ed25519"],
-            "ecdsa-sha2-nistp256" => &["ecdsa-sha2-nistp256"],
-            "ecdsa-sha2-nistp384" => &["ecdsa-sha2-nistp384"],
-            "ecdsa-sha2-nistp521" => &["ecdsa-sha2-nistp521"],
-            "ssh-rsa" => &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
-            _ => &[],
-        };
-        for method in methods {
-            if !types.contains(method) {
-                types.push(*method);
-            }
-        }
-    }
-    types
-}
-
-/// The `(key type, base64 key)` of every known_hosts line that names this host, plain or hashed.
-fn host_entries<'a>(known_hosts: &'a str, host: &str, port: u16) -> impl Iterator<Item = (&'a str, &'a str)> {
-    let pattern = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
-    known_hosts.lines().filter_map(move |line| {
-        let mut fields = line.split_whitespace();
-        let (hosts, key_type, key) = (fields.next()?, fields.next()?, fields.next().unwrap_or(""));
-        let named = hosts.split(',').any(|entry| entry == pattern || hashed_match(entry, &pattern));
-        (!hosts.starts_with('#') && named).then_some((key_type, key))
-    })
-}
-
-/// Whether a hashed known_hosts entry, `|1|<base64 salt>|<base64 HMAC-SHA1(salt, host)>`,
-/// names `pattern`.
-fn hashed_match(entry: &str, pattern: &str) -> bool {
-    use hmac::Mac;
-    let Some(rest) = entry.strip_prefix("|1|") else { return false };
-    let Some((salt, hash)) = rest.split_once('|') else { return false };
-    let engine = base64::engine::general_purpose::STANDARD;
-    let (Ok(salt), Ok(hash)) = (engine.decode(salt), engine.decode(hash)) else { return false };
-    let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt) else { return false };
-    mac.update(pattern.as_bytes());
-    mac.verify_slice(&hash).is_ok()
-}
-
 /// Checks the server's key against known_hosts (`known_hosts_text`: the file's text, already
-/// read, or the lines of [`ENV_KNOWN_HOSTS`] when it is set). With `accept-new`, a host that has no entry
+/// read, or the lines of [`ENV_KNOWN_HOSTS`] when it is set). A key an `@revoked` line names for
+/// this host is refused under either policy. With `accept-new`, a host that has no entry
 /// gets one in the file (its key's fingerprint is returned); a key that differs from an entry
 /// is always refused.
 fn check_host_key(
@@ -612,16 +636,24 @@ fn check_host_key(
         .host_key_hash(HashType::Sha256)
         .map(|hash| format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(hash)))
         .unwrap_or_else(|| "unknown".to_string());
-    let mut known = session.known_hosts().map_err(|err| refuse(err.to_string()))?;
-    for (number, line) in known_hosts_text.lines().enumerate() {
-        if line.trim().is_empty() || line.trim_start().starts_with('#') {
-            continue;
-        }
-        known
-            .read_str(line, KnownHostFileKind::OpenSSH)
-            .map_err(|err| refuse(format!("cannot parse line {} of {source}: {err}", number + 1)))?;
+    let entry = known_hosts::host_name(&server.host, server.port);
+    // First, as OpenSSH does: a revoked key is refused whatever else trusts it, and never recorded.
+    if let Some(line) = known_hosts::revocation(known_hosts_text, &entry, key) {
+        return Err(refuse(format!(
+            "the key offered by `{entry}` ({fingerprint}) is revoked: line {} of {source} marks it `{}`. Deploying \
+             is refused, whatever else trusts the key (OpenSSH refuses it too: \"REVOKED HOST KEY DETECTED\"). Give \
+             the server a new host key and trust that one; if the key was revoked by mistake, remove that line",
+            line.number,
+            known_hosts::REVOKED,
+        )));
     }
-    let entry = if server.port == 22 { server.host.clone() } else { format!("[{}]:{}", server.host, server.port) };
+    let mut known = session.known_hosts().map_err(|err| refuse(err.to_string()))?;
+    // Only host lines: libssh2 knows no markers, and would read `@revoked` as a host name.
+    for line in known_hosts::host_lines(known_hosts_text) {
+        known
+            .read_str(line.text, KnownHostFileKind::OpenSSH)
+            .map_err(|err| refuse(format!("cannot parse line {} of {source}: {err}", line.number)))?;
+    }
     match known.check_port(&server.host, server.port, key) {
         CheckResult::Match => Ok(None),
         CheckResult::NotFound if options.host_key_policy == HostKeyPolicy::AcceptNew && !from_env => {
@@ -658,23 +690,10 @@ fn check_host_key(
              was reinstalled, or someone is in the middle. Deploying is refused. If the change is \
              expected, remove the old key with `ssh-keygen -R '{entry}' -f {file}` and trust the new one",
             file = known_hosts.display(),
-            recorded = recorded_fingerprints(known_hosts_text, &server.host, server.port).join(", "),
+            recorded = known_hosts::recorded_fingerprints(known_hosts_text, &server.host, server.port).join(", "),
         ))),
         CheckResult::Failure => Err(refuse(format!("could not check the key against {source}"))),
     }
-}
-
-/// The SHA256 fingerprints of the keys known_hosts holds for this host, as `ssh-keygen -l`
-/// shows them.
-fn recorded_fingerprints(text: &str, host: &str, port: u16) -> Vec<String> {
-    use sha2::Digest;
-    let engine = base64::engine::general_purpose::STANDARD;
-    host_entries(text, host, port)
-        .filter_map(|(key_type, key)| {
-            let hash = sha2::Sha256::digest(engine.decode(key).ok()?);
-            Some(format!("{key_type} SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(hash)))
-        })
-        .collect()
 }
 
 /// The known_hosts name of a key type.
@@ -963,38 +982,4 @@ fn wait_for(fds: &[RawFd], events: libc::c_short, timeout: Duration) {
 /// A libssh2 timeout in milliseconds, at least 1: 0 would mean "wait forever".
 fn millis(duration: Duration) -> u32 {
     u32::try_from(duration.as_millis()).unwrap_or(u32::MAX).max(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn known_key_types_match_host_and_port_entries() {
-        let text = "\
-# comment
-[127.0.0.1]:2222 ssh-ed25519 AAAA
-127.0.0.1 ecdsa-sha2-nistp256 AAAA
-other,example.org ssh-rsa AAAA
-|1|hashed= ssh-ed25519 AAAA
-";
-        assert_eq!(known_key_types(text, "127.0.0.1", 2222), vec!["ssh-ed25519"]);
-        assert_eq!(known_key_types(text, "127.0.0.1", 22), vec!["ecdsa-sha2-nistp256"]);
-        assert_eq!(known_key_types(text, "example.org", 22), vec!["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]);
-        assert!(known_key_types(text, "unknown", 22).is_empty());
-    }
-
-    #[test]
-    fn hashed_entries_are_matched_as_ssh_keygen_hashes_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("known_hosts");
-        std::fs::write(&file, "[127.0.0.1]:2222 ecdsa-sha2-nistp256 AAAA\nexample.org ssh-ed25519 AAAA\n").unwrap();
-        let hashed = std::process::Command::new("ssh-keygen").arg("-H").arg("-f").arg(&file).output().unwrap();
-        assert!(hashed.status.success());
-        let text = std::fs::read_to_string(&file).unwrap();
-        assert!(text.lines().all(|line| line.starts_with("|1|")), "{text}");
-        assert_eq!(known_key_types(&text, "127.0.0.1", 2222), vec!["ecdsa-sha2-nistp256"]);
-        assert_eq!(known_key_types(&text, "example.org", 22), vec!["ssh-ed25519"]);
-        assert!(known_key_types(&text, "127.0.0.1", 22).is_empty());
-    }
 }

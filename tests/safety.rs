@@ -248,6 +248,63 @@ fn strict_is_the_default_and_refuses_an_unknown_key() {
     assert_eq!(fs::read_to_string(world.server.known_hosts()).unwrap(), "", "strict must not record keys");
 }
 
+/// The server's host key as known_hosts writes it after the hosts: `<type> <base64>`.
+fn server_key(world: &World) -> String {
+    let trusted = fs::read_to_string(world.server.known_hosts()).unwrap();
+    trusted.split_whitespace().skip(1).take(2).collect::<Vec<_>>().join(" ")
+}
+
+/// Asserts that `err` refuses the server's key as revoked, naming its fingerprint.
+fn assert_revoked(err: &Error) {
+    let text = err.to_string();
+    assert!(matches!(err, Error::HostKey { .. }), "{text}");
+    assert!(text.contains("is revoked") && text.contains("@revoked") && text.contains("SHA256:"), "{text}");
+}
+
+#[test]
+fn a_revoked_host_key_is_refused_under_either_policy_even_when_another_line_trusts_it() {
+    // Issue 18, finding 3: with `@revoked * <key>` beside the usual line, the deploy connected.
+    for policy in ["strict", "accept-new"] {
+        let world = World::new();
+        with_ssh_setting(&world, &format!("host_key_policy = \"{policy}\""));
+        let known_hosts = world.server.known_hosts();
+        let trusted = fs::read_to_string(&known_hosts).unwrap();
+        let text = format!("@revoked * {}\n{trusted}", server_key(&world));
+        fs::write(&known_hosts, &text).unwrap();
+        let err = xtask_deploy::setup(&world.config(), &mut Collect::default()).expect_err(policy);
+        assert_revoked(&err);
+        assert!(err.to_string().contains("line 1 of"), "{policy}: {err}");
+        assert_eq!(fs::read_to_string(&known_hosts).unwrap(), text, "{policy}: known_hosts changed");
+        assert!(!world.deploy_to.exists(), "{policy}: setup reached the server");
+    }
+}
+
+#[test]
+fn accept_new_never_records_a_revoked_key() {
+    // Issue 18, finding 3: with only an `@revoked` line, accept-new appended a line trusting the key.
+    let world = World::new();
+    with_ssh_setting(&world, "host_key_policy = \"accept-new\"");
+    let known_hosts = world.server.known_hosts();
+    let text = format!("# revoked after the breach\n@revoked [127.0.0.1]:*,example.org {}\n", server_key(&world));
+    fs::write(&known_hosts, &text).unwrap();
+    let mut events = Collect::default();
+    let err = xtask_deploy::setup(&world.config(), &mut events).expect_err("the key is revoked");
+    assert_revoked(&err);
+    assert_eq!(fs::read_to_string(&known_hosts).unwrap(), text, "known_hosts changed");
+    assert!(!events.0.iter().any(|event| matches!(event, Event::Warning { .. })), "{:?}", events.0);
+}
+
+#[test]
+fn a_cert_authority_line_is_not_a_host_line() {
+    // A CA line naming the host, with the host's own key, trusts certificates signed by that key,
+    // not the key itself: the host is unknown.
+    let world = World::new();
+    let line = format!("@cert-authority [127.0.0.1]:{} {}\n", world.server.port(), server_key(&world));
+    fs::write(world.server.known_hosts(), &line).unwrap();
+    let err = xtask_deploy::setup(&world.config(), &mut Collect::default()).expect_err("no host line");
+    assert!(matches!(err, Error::HostKey { unknown: true, .. }) && err.to_string().contains("is not in"), "{err}");
+}
+
 #[test]
 fn a_server_that_accepts_but_never_speaks_fails_within_the_connect_timeout() {
     let world = World::with_config("[package.metadata.deploy.timeouts]\nconnect = 2");
@@ -284,6 +341,37 @@ fn a_step_over_its_time_limit_is_stopped_on_the_server_and_named() {
     assert!(world.releases().is_empty(), "the unfinished release was left");
     assert!(!world.locked());
     assert!(!world.deploy_to.join("late").exists());
+}
+
+#[test]
+fn a_step_printing_step_done_markers_still_ends_at_its_time_limit() {
+    // Issue 18, finding 6: a hook printing the step-done marker once a second ran past
+    // `step = 3` until it was killed. A hook's stdout now goes to stderr; the second hook writes
+    // the markers into the batch's own stdout anyway (through /proc, as any hook can).
+    let markers = "while :; do echo @@xtask-deploy-step-done 0; sleep 1; done";
+    for hook in [markers.to_string(), format!("exec >/proc/$PPID/fd/1; {markers}")] {
+        let world = World::with_config(&format!(
+            "[package.metadata.deploy.timeouts]\nstep = 3\n[package.metadata.deploy.hooks]\n\
+             after_update = [{{ remote = {} }}]",
+            toml_string(&hook)
+        ));
+        world.setup();
+        let config = world.config();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let started = Instant::now();
+        // On a thread, so that a deploy that does not stop fails this test instead of hanging it.
+        std::thread::spawn(move || {
+            let _ = sender.send(xtask_deploy::deploy(&config, &DeployOptions::default(), &mut Collect::default()));
+        });
+        let result = receiver.recv_timeout(Duration::from_secs(20));
+        let err = result.unwrap_or_else(|_| panic!("{hook}: the deploy still runs after 20 s")).expect_err(&hook);
+        assert!(started.elapsed() < Duration::from_secs(10), "{hook}: took {:?}", started.elapsed());
+        let text = err.to_string();
+        assert!(text.contains("after_update") && text.contains("timeouts.step"), "{hook}: {text}");
+        assert_eq!(world.our_processes_after(Duration::from_secs(3)), vec![], "{hook}: the hook still runs");
+        assert!(world.releases().is_empty(), "{hook}: the unfinished release was left");
+        assert!(!world.locked(), "{hook}");
+    }
 }
 
 #[test]

@@ -82,7 +82,9 @@ pub fn parse_healthy(stdout: &str) -> Option<(u32, u64)> {
 /// Prints `rolled-back <from> <to>`, `revision <sha>` (the restored release's `REVISION`),
 /// `marked <from>`, `unmarked <to>` and, for each restart hook that failed,
 /// `hook-failed <index> <status>` (read by [`parse_rollback`]); the hooks' output goes to
-/// stderr. A failing hook does not make the script fail: `current` has moved by then.
+/// stderr. A failing hook does not make the script fail: `current` has moved by then. It is
+/// two steps, the switch and the hooks, each with its own step time: run it with
+/// `Connection::output_steps(script, 2)`.
 pub fn rollback_script(config: &Config, to: RollbackTo, user: &str, restart_hooks: &[&str]) -> RemoteScript {
     let (choose, mark_left) = match to {
         RollbackTo::Release { name, mark_left } => (

@@ -202,7 +202,8 @@ fn platform_probe(config: &Config) -> String {
 
 /// Joins `scripts` into one, run as one remote command: each in its own subshell (its `set -e`,
 /// `cd` and traps stay its own), stopping at the first that fails, and printing
-/// `<STEP_DONE> <index>` after each that succeeded.
+/// `<STEP_DONE> <index>` after each that succeeded. Run it with
+/// `Connection::output_steps(batch, scripts.len())`, which gives each its own step time.
 pub fn batch_script(scripts: &[&RemoteScript]) -> RemoteScript {
     let mut text = String::new();
     for (index, script) in scripts.iter().enumerate() {
@@ -595,12 +596,15 @@ const NO_LINK: &str = r#"no_link() {
 
 /// Runs a remote hook command with `sh -c` in the release directory (in `deploy_to` while the
 /// release does not exist yet), with `DEPLOY_TO`, `RELEASE`, `RELEASE_PATH` and `REVISION` set.
+/// Its stdout goes to stderr, with its own stderr: what a hook prints is shown when it fails,
+/// and cannot be read as what our scripts print on stdout (a step-done marker, `removed`
+/// lines, health results).
 pub fn hook_script(config: &Config, release: &Release, phase: &'static str, command: &str) -> RemoteScript {
     let text = format!(
         r#"d={deploy_to}
 export DEPLOY_TO="$d" RELEASE={name} RELEASE_PATH="$d/releases"/{name} REVISION={sha}
 if [ -d "$RELEASE_PATH" ]; then cd "$RELEASE_PATH"; else cd "$d"; fi || exit 1
-exec sh -c {command}
+exec sh -c {command} >&2
 "#,
         deploy_to = quote(&config.deploy_to),
         name = quote(&release.name),

@@ -714,9 +714,9 @@ fn remote_batch(
         reporter.event(Event::Running { phase: step.phase, server: Some(name.clone()), what: what.into() });
     }
     let started = Instant::now();
-    let output = connection.output(&batch)?;
+    let output = connection.output_steps(&batch, scripts.len())?;
     let elapsed = started.elapsed();
-    let done = output.stdout.lines().filter(|line| line.starts_with(plan::STEP_DONE)).count();
+    let done = output.steps_done;
     let release = target.plan.release.name.clone();
     if steps[..done].iter().any(|step| step.phase == "prepare") {
         for (path, bytes) in sizes {

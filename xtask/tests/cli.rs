@@ -367,6 +367,35 @@ fn run_measured(mut command: Command, log: &std::path::Path) -> (std::process::E
 }
 
 #[test]
+fn a_step_printing_without_end_leaves_the_deployers_memory_bounded() {
+    // Issue 18, finding 6: a hook running `yes` grew the deployer from 20 MB to 92 MB in 12 s.
+    let world = World::with_config(
+        "[package.metadata.deploy.hooks]\nafter_update = [{ remote = \"yes | head -c 200000000; exit 3\" }]",
+    );
+    world.setup();
+    let log = world.server.dir().join("deploy.log");
+    let manifest = world.app.manifest_path();
+    let started = std::time::Instant::now();
+    let (status, peak_kib) = run_measured(xtask(&["deploy", "--manifest-path", manifest.to_str().unwrap()]), &log);
+    let output = fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(i32::from(xtask_deploy::exit::REMOTE)), "{output}");
+    assert!(peak_kib <= 64 * 1024, "peak RSS {peak_kib} KiB");
+    // The error ends with the end of the hook's output, and says how much of it was not kept.
+    let error = output.lines().find(|line| line.starts_with("error: ")).unwrap_or_else(|| panic!("{output}"));
+    assert!(error.contains("after_update"), "{error}");
+    let said = output.split("[xtask-deploy: ").nth(1).and_then(|rest| rest.split(' ').next());
+    let dropped: u64 = said.and_then(|number| number.parse().ok()).unwrap_or_else(|| panic!("{output}"));
+    eprintln!(
+        "200 MB of hook output: {:?}, deployer's peak RSS {} MiB, {dropped} bytes dropped",
+        started.elapsed(),
+        peak_kib / 1024
+    );
+    assert!((199_900_000..200_000_000).contains(&dropped), "{dropped} bytes dropped");
+    assert!(output.contains("bytes of output dropped here; the last 16 KiB follow"), "{output}");
+    assert!(output.len() < 64 * 1024, "the error holds {} bytes", output.len());
+}
+
+#[test]
 fn a_300_mb_artifact_goes_through_without_the_deployer_holding_it() {
     let world = World::with_config(r#"artifacts = ["target/big.bin"]"#);
     let big = world.app.dir().join("target/big.bin");

@@ -316,6 +316,70 @@ fn credentials_from_the_environment_deploy_and_are_never_shown() {
     assert_eq!(fs::read_dir(home.path()).unwrap().count(), 0, "something was written into HOME");
 }
 
+#[test]
+fn the_key_and_passphrase_from_the_environment_reach_no_child_process() {
+    // Issue 18, finding 7: with `XTASK_DEPLOY_SSH_KEY` set, a `build` command (and so every build
+    // script under `cargo build`) could read the private key from its environment.
+    let seen = tempfile::tempdir().unwrap();
+    let env_into = |name: &str| format!("sh -c 'env > {}'", seen.path().join(name).display());
+    let world = World::with_config(&format!(
+        "build = [{:?}]\n[package.metadata.deploy.hooks]\nbefore_update = [{{ local = {:?} }}]",
+        env_into("build.env"),
+        env_into("hook.env")
+    ));
+    world.setup();
+    // The server's key, protected by a passphrase: authenticating needs both variables.
+    let key_file = world.server.dir().join("ci_key");
+    fs::copy(world.server.identity(), &key_file).unwrap();
+    let passphrase = "correct horse battery staple";
+    let protect =
+        Command::new("ssh-keygen").args(["-q", "-p", "-P", "", "-N", passphrase, "-f"]).arg(&key_file).status();
+    assert!(protect.unwrap().success());
+    let key = fs::read_to_string(&key_file).unwrap();
+    world.edit_manifest(|text| {
+        text.lines().filter(|line| !line.starts_with("identity = ")).collect::<Vec<_>>().join("\n")
+    });
+    world.app.commit_all("the key comes from the environment").unwrap();
+    let home = tempfile::tempdir().unwrap();
+
+    let output = xtask(&world, &["deploy"])
+        .env("HOME", home.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .env("XTASK_DEPLOY_SSH_KEY", &key)
+        .env("XTASK_DEPLOY_SSH_KEY_PASSPHRASE", passphrase)
+        .env("XTASK_TEST_VISIBLE", "inherited")
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "the key from the environment authenticates: {}", stderr_of(&output));
+    assert!(world.current().is_some());
+    for file in ["build.env", "hook.env"] {
+        let env = fs::read_to_string(seen.path().join(file)).unwrap();
+        assert!(env.contains("XTASK_TEST_VISIBLE=inherited"), "{file} holds the child's environment: {env}");
+        assert!(!env.contains("XTASK_DEPLOY_SSH_KEY"), "{file}: a child saw the variables:\n{env}");
+        assert!(!env.contains(passphrase), "{file}: a child saw the passphrase");
+        for line in key.lines().filter(|line| !line.starts_with("-----")) {
+            assert!(!env.contains(line), "{file}: a child saw a line of the key");
+        }
+    }
+}
+
+#[test]
+fn a_key_revoked_in_the_environments_known_hosts_is_refused() {
+    // Issue 18, finding 3, through `XTASK_DEPLOY_KNOWN_HOSTS`: an `@revoked` line there counts.
+    let world = World::new();
+    let trusted = fs::read_to_string(world.server.known_hosts()).unwrap();
+    let key: Vec<&str> = trusted.split_whitespace().skip(1).take(2).collect();
+    let revoked = format!("{trusted}@revoked * {}\n", key.join(" "));
+    let output = xtask(&world, &["deploy-setup"]).env("XTASK_DEPLOY_KNOWN_HOSTS", &revoked).output().unwrap();
+    let text = stderr_of(&output);
+    assert_eq!(code(&output), i32::from(exit::CONNECT), "{text}");
+    assert!(text.contains("is revoked") && text.contains("line 2 of `XTASK_DEPLOY_KNOWN_HOSTS`"), "{text}");
+    assert!(!world.deploy_to.exists(), "setup reached the server");
+    // The same lines without the mark let it in: the refusal was the mark's.
+    let output = xtask(&world, &["deploy-setup"]).env("XTASK_DEPLOY_KNOWN_HOSTS", &trusted).output().unwrap();
+    assert_eq!(code(&output), 0, "{}", stderr_of(&output));
+}
+
 /// `deploy-check --json`: the exit code and each check's status by name, for one server.
 fn check(world: &World) -> (i32, Vec<(String, String)>) {
     let output = run(world, &["deploy-check", "--json"]);
