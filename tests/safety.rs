@@ -7,8 +7,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use support::World;
-use xtask_deploy::report::{Collect, Event};
+use support::users::LocalUser;
+use support::{Hold, World};
+use xtask_deploy::report::{Collect, Event, Quiet};
 use xtask_deploy::{DeployOptions, Error};
 
 fn executable(path: &std::path::Path, text: &str) {
@@ -372,4 +373,83 @@ fn hostile_values_stay_data_everywhere_they_go() {
         assert!(err.to_string().contains("is not a release name"), "{to}: {err}");
     }
     assert_eq!(world.current(), Some(report.release));
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A deploy of `world`'s app held in an `after_update` hook (the lock taken, the release being
+/// made): returns the deploy's thread once it is held. `hold` must be writable by the deploy
+/// user.
+fn deploy_held_in_after_update(
+    world: &World,
+    hold: &Hold,
+) -> std::thread::JoinHandle<Result<xtask_deploy::DeployReport, Error>> {
+    let manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
+    let hooks = format!(
+        "\n[package.metadata.deploy.hooks]\nafter_update = [{{ remote = {} }}]\n",
+        toml_string(&hold.fragment())
+    );
+    world.commit("Cargo.toml", &format!("{manifest}{hooks}"));
+    hold.arm();
+    let config = world.config();
+    let deploy = std::thread::spawn(move || xtask_deploy::deploy(&config, &DeployOptions::default(), &mut Quiet));
+    assert!(hold.wait_held(Duration::from_secs(30)), "the deploy never reached its hook");
+    deploy
+}
+
+/// A [`Hold`] whose files the deploy user (not root) can make and remove.
+fn hold_for_user(world: &World) -> Hold {
+    let hold = Hold::new(world);
+    let user = world.deploy_user.as_ref().unwrap();
+    std::os::unix::fs::chown(&hold.dir, Some(user.uid), None).unwrap();
+    hold
+}
+
+/// Issue 18, finding 8: `repo/`, `shared/` and `.xtask-deploy/` were 0755 (the login umask), so
+/// any local user could `git log --all` the whole history and read who holds the lock.
+#[test]
+fn another_local_user_can_read_neither_the_history_nor_the_lock() {
+    let world = World::as_user(std::path::Path::new("/bin/sh"), "");
+    let user = world.deploy_user.as_ref().unwrap();
+    let mallory = LocalUser::create(&world.server.dir().join("home"), "/bin/sh");
+    // Whatever the system's HOME_MODE, every local user can reach `deploy_to`, as on a server
+    // whose apps live in /srv or /var/www.
+    fs::set_permissions(&user.home, fs::Permissions::from_mode(0o755)).unwrap();
+    world.setup();
+    let d = &world.deploy_to;
+    assert_eq!((mode(&d.join("repo")), mode(&d.join(".xtask-deploy"))), (0o700, 0o700), "after deploy-setup");
+    // A server set up by an older version: both readable by every local user.
+    for dir in ["repo", ".xtask-deploy"] {
+        fs::set_permissions(d.join(dir), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let hold = hold_for_user(&world);
+    let deploy = deploy_held_in_after_update(&world, &hold);
+
+    // While the deploy holds the lock, mallory tries to read what any local user could.
+    let q = |path: &str| support::quote_path(&d.join(path));
+    let attempts = [
+        ("list repo/", format!("ls {}", q("repo"))),
+        ("git log --all", format!("git --git-dir={} log --all --oneline", q("repo"))),
+        ("read the lock's holder", format!("cat {}", q(".xtask-deploy/lock/info"))),
+        ("list .xtask-deploy/", format!("ls {}", q(".xtask-deploy"))),
+    ];
+    let mut got_in = Vec::new();
+    for (what, script) in &attempts {
+        let out = mallory.sh(script);
+        if out.status.success() {
+            got_in.push(format!("{what}: {}", String::from_utf8_lossy(&out.stdout)));
+        }
+    }
+    let reachable = mallory.sh(&format!("ls {}", q("releases"))).status.success();
+    let modes = (mode(&d.join("repo")), mode(&d.join(".xtask-deploy")), mode(&d.join(".xtask-deploy/lock/info")));
+    hold.release();
+    let report = deploy.join().unwrap().unwrap_or_else(|err| panic!("{err}\n{}", world.server.log()));
+    assert!(reachable, "mallory cannot even reach deploy_to: this test shows nothing");
+    assert_eq!(got_in, Vec::<String>::new(), "another local user read what only the deploy user may");
+    assert_eq!(modes, (0o700, 0o700, 0o600), "the preflight tightens a server set up before");
+    // The release itself keeps the deploy user's umask: an app running as another user reads it.
+    let release = mallory.sh(&format!("cat {}", q(&format!("releases/{}/src/main.rs", report.release))));
+    assert!(release.status.success(), "{}", String::from_utf8_lossy(&release.stderr));
 }

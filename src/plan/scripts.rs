@@ -18,7 +18,9 @@ pub const EXIT_LOCKED: i32 = 5;
 
 /// `deploy-setup`: creates `releases/`, `shared/` (with `linked_dirs` and the parents of
 /// `linked_files`) and the bare `repo/`; running it again changes nothing. Prints
-/// `created <what>` for each thing it made.
+/// `created <what>` for each thing it made. `repo/` (the whole history) and `.xtask-deploy/`
+/// (the lock, its holder, the deploy's state) are made private to the deploy user, also when
+/// they exist already; releases and `shared/` keep the user's umask, as the app reads them.
 pub fn setup_script(config: &Config) -> RemoteScript {
     let mut dirs = vec![
         "\"$d\"".to_string(),
@@ -50,6 +52,7 @@ else
   git init --quiet --bare "$d/repo"
   echo "created $d/repo"
 fi
+{PRIVATE}
 "#,
         deploy_to = quote(&config.deploy_to),
         dirs = dirs.join(" "),
@@ -77,7 +80,7 @@ state="$d/{STATE_DIR}"
 {REQUIRE_SETUP}
 [ -d "$state" ] || mkdir -p "$state"
 {LOCK_HELPERS}
-if ! mkdir "$state/lock" 2>/dev/null; then
+if ! mkdir -m 700 "$state/lock" 2>/dev/null; then
   if holder_alive; then
     each_line "$state/lock/info" holder
     exit {EXIT_LOCKED}
@@ -85,9 +88,11 @@ if ! mkdir "$state/lock" 2>/dev/null; then
   # The holder's SSH connection is gone (it was killed or cut off): the lock is stale.
   each_line "$state/lock/info" stale
   rm -rf "$state/lock"
-  if ! mkdir "$state/lock" 2>/dev/null; then echo "holder user=another deploy, just now"; exit {EXIT_LOCKED}; fi
+  if ! mkdir -m 700 "$state/lock" 2>/dev/null; then echo "holder user=another deploy, just now"; exit {EXIT_LOCKED}; fi
 fi
 printf '%s\n' {info} "connection=$PPID $(start_time "$PPID")" > "$state/lock/info"
+# A server set up by an older version has them readable by every local user.
+{PRIVATE} "$state/lock/info"
 {STOP_RECEIVE_PACKS}
 {REMOVE_UNFINISHED}
 for pidfile in "$state"/daemon.*.pid; do
@@ -463,6 +468,8 @@ pub fn prepare_script(config: &Config, release: &Release, submodules: &[Submodul
         Cache::CachedCopy => {
             r#"cc="$d/shared/cached-copy"
 if [ ! -d "$cc/.git" ]; then git clone --quiet --no-checkout "$d/repo" "$cc"; fi
+# Its history is the code's, as private as `repo/`; the releases are copied out of it.
+chmod go= "$cc"
 "#
             .to_string()
                 + &write_attributes("\"$cc/.git\"")
@@ -602,6 +609,11 @@ printf '%s\n' {log_line} >> revisions.log
     );
     RemoteScript { name: "publish", text }
 }
+
+/// Makes `repo/` and `.xtask-deploy/` the deploy user's alone (0700: no other local user may
+/// read the history or the lock's holder); the preflight also passes the lock's `info` (0600).
+/// One `chmod` for all: `go=` clears the group's and others' bits and leaves the owner's.
+const PRIVATE: &str = r#"chmod go= "$d/repo" "$d/.xtask-deploy""#;
 
 /// Refuses to go on without git on the server, with the fix.
 const REQUIRE_GIT: &str = r#"if ! command -v git >/dev/null 2>&1; then

@@ -272,6 +272,11 @@ pub fn read_until(output: &mut impl std::io::BufRead, needle: &str) -> String {
     }
 }
 
+/// `path` quoted for `sh`.
+pub fn quote_path(path: &Path) -> String {
+    xtask_deploy::shell::quote(path.to_str().unwrap())
+}
+
 /// What a finished command printed on stderr.
 pub fn stderr_of(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).to_string()
