@@ -96,62 +96,112 @@ fn git(dir: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
+/// Puts a `sh` first on the server's `PATH` that lingers a second whenever it runs the
+/// daemon's access hook for a push, so that a scan of `/proc` cannot miss the hook's command
+/// line. It changes nothing the hook shows or does.
+fn linger_in_access_hooks(world: &World) {
+    executable(
+        &world.server.bin_dir().join("sh"),
+        "#!/bin/sh\nif [ \"${2:-}\" = receive-pack ] || [ \"${4:-}\" = receive-pack ]; then sleep 1; fi\nexec /bin/sh \"$@\"\n",
+    );
+}
+
+/// Issue 18, finding 4: the daemon's one-time token was in the access hook's command line,
+/// which any local user's /proc scanner saw, git daemon looked it up as a host name (a DNS
+/// query off the machine), and `.xtask-deploy/daemon.N.used.<token>` named it. And the door
+/// itself: another local user at the daemon's port, during our push, gets nothing in.
 #[test]
-fn another_local_user_at_the_daemons_port_is_let_in_for_nothing() {
-    let world = World::with_deploy_dir("", "door");
+fn another_local_user_at_the_daemons_port_is_let_in_for_nothing_and_sees_no_secret() {
+    let world = World::as_user(std::path::Path::new("/bin/sh"), "");
+    let mallory = LocalUser::create(&world.server.dir().join("home"), "/bin/sh");
     world.setup();
     world.deploy();
-    // Mallory, a local user of the server, has a commit of her own to push.
-    let mallory = world.server.dir().join("mallory");
-    fs::create_dir_all(&mallory).unwrap();
-    git(&mallory, &["init", "-q"]);
-    fs::write(mallory.join("EVIL"), "evil\n").unwrap();
-    git(&mallory, &["add", "EVIL"]);
-    git(&mallory, &["commit", "-q", "-m", "evil"]);
-    // While our push is being received, she tries everything at the daemon's port.
-    let out = world.server.dir().join("attempts");
-    let hook = format!(
-        r#"#!/bin/sh
-cat >/dev/null
-[ -e '{out}/done' ] && exit 0
-mkdir -p '{out}' && : > '{out}/done'
-unset $(git rev-parse --local-env-vars)
-pidfile=$(ls "$PWD"/../.xtask-deploy/daemon.*.pid)
-port=${{pidfile##*/daemon.}}; port=${{port%.pid}}
-echo "$port" > '{out}/port'
-url="git://127.0.0.1:$port$PWD"
-git -C '{mallory}' push "$url" HEAD:refs/heads/evil > '{out}/push' 2>&1; echo $? >> '{out}/push'
-git -C '{mallory}' push "$url" HEAD:refs/heads/master > '{out}/push-master' 2>&1; echo $? >> '{out}/push-master'
-git ls-remote "$url" > '{out}/fetch' 2>&1; echo $? >> '{out}/fetch'
-git ls-remote "git://127.0.0.1:$port$PWD/../../mallory" > '{out}/escape' 2>&1; echo $? >> '{out}/escape'
-git ls-remote "git://127.0.0.1:$port/etc" > '{out}/other' 2>&1; echo $? >> '{out}/other'
-exit 0
-"#,
-        out = out.display(),
-        mallory = mallory.display()
+    // Mallory has a commit of her own to push.
+    let made = mallory.sh("git init -q own && cd own && echo evil > EVIL && git add EVIL && \
+         git -c user.name=mallory -c user.email=m@localhost commit -q -m evil && git rev-parse HEAD");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let mallory_head = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    // Our next push is held in pre-receive; meanwhile mallory scans /proc, as any local user can.
+    linger_in_access_hooks(&world);
+    let hold = hold_for_user(&world);
+    executable(
+        &world.deploy_to.join("repo/hooks/pre-receive"),
+        &format!("#!/bin/sh\ncat >/dev/null\n{}\n", hold.fragment()),
     );
-    executable(&world.deploy_to.join("repo/hooks/pre-receive"), &hook);
+    let mut scanner = mallory
+        .command(
+            "while [ ! -e stop ]; do for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < \"$f\" 2>/dev/null; echo; done; \
+             done > seen",
+        )
+        .spawn()
+        .unwrap();
     let sha = world.commit("src/main.rs", "fn main() { println!(\"ours\"); }\n");
-    let report = world.deploy();
+    hold.arm();
+    let config = world.config();
+    let deploy = std::thread::spawn(move || xtask_deploy::deploy(&config, &DeployOptions::default(), &mut Quiet));
+    assert!(hold.wait_held(Duration::from_secs(30)), "our push never reached pre-receive");
+    // The access hook has let our push in: what mallory saw of it is in `seen`.
+    fs::write(mallory.home.join("stop"), "").unwrap();
+    scanner.wait().unwrap();
 
-    for attempt in ["push", "push-master", "fetch", "escape", "other"] {
-        let text = fs::read_to_string(out.join(attempt)).unwrap();
-        let status = text.lines().last().unwrap();
-        assert_ne!(status, "0", "mallory's `{attempt}` succeeded:\n{text}");
+    // Our push has been let in and is being received: what the deploy keeps on the server now.
+    let state: Vec<String> = fs::read_dir(world.deploy_to.join(".xtask-deploy"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().to_string())
+        .collect();
+    let pidfile = state.iter().find(|name| name.starts_with("daemon.") && name.ends_with(".pid")).unwrap().clone();
+    let port: u16 = pidfile["daemon.".len()..pidfile.len() - ".pid".len()].parse().unwrap();
+    // She tries everything at the daemon's port.
+    let repo = world.deploy_to.join("repo").display().to_string();
+    let url = format!("git://127.0.0.1:{port}{repo}");
+    let attempts = [
+        ("push", format!("git -C own push {url} HEAD:refs/heads/evil")),
+        ("push-master", format!("git -C own push {url} HEAD:refs/heads/master")),
+        ("fetch", format!("git ls-remote {url}")),
+        ("escape", format!("git ls-remote git://127.0.0.1:{port}{repo}/../../../{}/own", mallory.name)),
+        ("other", format!("git ls-remote git://127.0.0.1:{port}/etc")),
+    ];
+    let outcomes: Vec<(&str, bool, String)> = attempts
+        .iter()
+        .map(|(what, script)| {
+            let out = mallory.sh(script);
+            (*what, out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+        })
+        .collect();
+    hold.release();
+    let report = deploy.join().unwrap().unwrap_or_else(|err| panic!("{err}\n{}", world.server.log()));
+
+    for (what, succeeded, stderr) in &outcomes {
+        assert!(!succeeded, "mallory's `{what}` succeeded:\n{stderr}");
     }
-    let push = fs::read_to_string(out.join("push")).unwrap();
-    assert!(push.contains("not a connection of this deploy"), "{push}");
-    let fetch = fs::read_to_string(out.join("fetch")).unwrap();
+    assert!(outcomes[0].2.contains("not a connection of this deploy"), "{}", outcomes[0].2);
+    let fetch = &outcomes[2].2;
     assert!(fetch.contains("service not enabled") || fetch.contains("this daemon only receives"), "{fetch}");
+    // What she saw during our push: the access hook ran, and its command line carries nothing
+    // from our request but the repository's path: no host for git daemon to look up, no secret.
+    let seen = fs::read_to_string(mallory.home.join("seen")).unwrap();
+    let hooks: Vec<&str> = seen.lines().filter(|line| line.contains(&format!(" receive-pack {repo}"))).collect();
+    assert!(!hooks.is_empty(), "the scan never caught the access hook, so this test shows nothing");
+    for line in &hooks {
+        let after = line.split(&format!(" receive-pack {repo}")).nth(1).unwrap();
+        assert_eq!(after.trim(), "", "the access hook's command line carries more than the path: {line}");
+    }
+    // Nothing under `.xtask-deploy` but the lock and the daemon's pid file, during the push.
+    assert_eq!(state.iter().filter(|name| *name != "lock" && **name != pidfile).count(), 0, "{state:?}");
     // Nothing of hers is in the repository, and what was released is exactly our commit.
-    let repo = git2::Repository::open_bare(world.deploy_to.join("repo")).unwrap();
-    assert!(repo.find_reference("refs/heads/evil").is_err());
-    let mallory_head = git(&mallory, &["rev-parse", "HEAD"]);
-    assert!(repo.find_commit(git2::Oid::from_str(&mallory_head).unwrap()).is_err(), "her commit was stored");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(["-c", "safe.directory=*", "--git-dir", &repo])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(!git(&["rev-parse", "--verify", "-q", "refs/heads/evil"]).status.success(), "her branch was stored");
+    assert!(!git(&["cat-file", "-e", &mallory_head]).status.success(), "her commit was stored");
     assert_eq!(world.current(), Some(report.release.clone()));
     world.assert_release_matches(&report.release, &sha);
     // Once the push is over, the port is closed.
-    let port: u16 = fs::read_to_string(out.join("port")).unwrap().trim().parse().unwrap();
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the daemon's port is still open");
 }
 

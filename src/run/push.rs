@@ -25,8 +25,8 @@ const DAEMON_PORT_ATTEMPTS: usize = 8;
 
 /// What receives the pushes on one server.
 pub(super) enum Receiver {
-    /// The deploy's git daemon, and the one-time tokens it admits (one per push, in order).
-    Daemon { port: u16, tokens: Vec<String> },
+    /// The deploy's git daemon, on this port of the server's 127.0.0.1.
+    Daemon { port: u16 },
     /// `git receive-pack` in an exec channel per push.
     Exec,
 }
@@ -69,12 +69,12 @@ pub(super) fn push_all(
         targets.push((repo, Some(submodule), &submodule.release.repo, transport::Refs { source, build: None }));
     }
     let mut total = transport::PushStats { build_bytes: Some(0), ..Default::default() };
-    for (index, (repo, submodule, path, refs)) in targets.iter().enumerate() {
+    for (repo, submodule, path, refs) in &targets {
         let what = submodule.map(|sub| format!("submodule `{}`: ", sub.release.path)).unwrap_or_default();
         let stats = match receiver {
-            Receiver::Daemon { port, tokens } => {
+            Receiver::Daemon { port } => {
                 let full_path = format!("{}/{path}", config.deploy_to);
-                let push = transport::DaemonPush { path: &full_path, port: *port, token: &tokens[index] };
+                let push = transport::DaemonPush { path: &full_path };
                 transport::push_through_daemon(repo, connection.tunnel(*port, deadline)?, &push, *refs, packing)
             }
             Receiver::Exec => {
@@ -92,7 +92,7 @@ pub(super) fn push_all(
 
 /// Starts the deploy's git daemon on a free loopback port of the server, trying other ports
 /// when the chosen one is taken, and waits until it listens. Returns the daemon and its
-/// [`Receiver::Daemon`], with one token per push (the repository, then each submodule).
+/// [`Receiver::Daemon`].
 pub(super) fn start_daemon(
     config: &Config,
     connection: &Connection,
@@ -103,12 +103,9 @@ pub(super) fn start_daemon(
     for attempt in 0..DAEMON_PORT_ATTEMPTS {
         let port = 10_000 + (random() ^ attempt as u64) as u16 % 22_000;
         let script = plan::daemon_script(config, port, lifetime.as_secs(), submodule_repos);
-        let tokens: Vec<String> =
-            (0..=submodule_repos.len()).map(|_| format!("{:016x}{:016x}", random(), random())).collect();
         let mut process = connection.spawn(&script)?;
-        process.send(format!("{}\n", tokens.join(" ")).as_bytes())?;
         match process.wait_for_stderr("Ready to rumble", DAEMON_READY_TIMEOUT) {
-            Ok(_) => return Ok((process, port, Receiver::Daemon { port, tokens })),
+            Ok(_) => return Ok((process, port, Receiver::Daemon { port })),
             Err(output) if output.contains("unable to allocate") || output.contains("in use") => {
                 last_output = output;
                 continue;
