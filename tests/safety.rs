@@ -503,3 +503,50 @@ fn another_local_user_can_read_neither_the_history_nor_the_lock() {
     let release = mallory.sh(&format!("cat {}", q(&format!("releases/{}/src/main.rs", report.release))));
     assert!(release.status.success(), "{}", String::from_utf8_lossy(&release.stderr));
 }
+
+/// Issue 18, finding 5: any local user could block every deploy of the default transport by
+/// listening on all of 127.0.0.1:10000-31999 ("no free port after 8 tries"). Here the daemon's
+/// ports are narrowed to one, and another local user listens on it first.
+#[test]
+fn a_deploy_whose_daemon_port_is_taken_pushes_through_exec_and_says_so() {
+    let world = World::new();
+    world.server.open_to_local_users().unwrap();
+    let mallory = LocalUser::create(&world.server.dir().join("home"), "/bin/sh");
+    world.setup();
+    record_daemons_during_push(&world);
+    // She takes the port with what any local user has: a git daemon of her own.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut squatter = mallory
+        .command(&format!("exec git daemon --verbose --listen=127.0.0.1 --port={port} --base-path=."))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(squatter.stderr.take().unwrap());
+    support::read_until(&mut stderr, "Ready to rumble");
+
+    let options = DeployOptions { daemon_ports: Some(port..=port), ..DeployOptions::default() };
+    let mut events = Collect::default();
+    let report = xtask_deploy::deploy(&world.config(), &options, &mut events)
+        .unwrap_or_else(|err| panic!("the deploy failed: {err}\n{}", world.server.log()));
+    world.assert_release_matches(&report.release, &report.sha);
+    let server = report.servers[0].server.clone();
+    let warnings: Vec<&String> = events
+        .0
+        .iter()
+        .filter_map(|event| match event {
+            Event::Warning { message } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        warnings.iter().any(|message| message.starts_with(&format!("{server}: no free port for the git daemon"))
+            && message.contains(&port.to_string())
+            && message.contains("git receive-pack")),
+        "no warning names the server and why: {warnings:?}"
+    );
+    assert!(!events.0.iter().any(|event| matches!(event, Event::DaemonReady { .. })), "a daemon was started");
+    let seen = fs::read_to_string(world.server.dir().join("srv/seen")).unwrap();
+    assert_eq!(seen, "0\n", "a git daemon of the deploy ran during the push");
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+}
