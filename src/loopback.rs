@@ -201,6 +201,17 @@ impl LoopbackServer {
         fs::write(self.known_hosts(), trusted)
     }
 
+    /// Lets other local users log in too (with the same key, as they have no
+    /// `authorized_keys` of their own here): sshd reads `AuthorizedKeysFile` as the user
+    /// logging in, so that file and the directory holding it must be readable by all, and the
+    /// sessions' `bin/` reachable. The private keys stay readable by their owner only.
+    pub fn open_to_local_users(&self) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(self.dir.path(), fs::Permissions::from_mode(0o755))?;
+        fs::set_permissions(self.dir.path().join("authorized_keys"), fs::Permissions::from_mode(0o644))?;
+        fs::set_permissions(self.bin_dir(), fs::Permissions::from_mode(0o755))
+    }
+
     /// The sshd log, for failure messages.
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()

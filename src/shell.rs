@@ -30,10 +30,27 @@ pub fn quote(value: &str) -> String {
     }
 }
 
-/// The command line sent to the server's login shell to run `script` under `sh`.
+/// The command line sent to the server's login shell to run `script` under `sh`: see
+/// [`login_shell_line`].
 pub fn exec_line(script: &RemoteScript) -> String {
-    format!("exec sh -c {}", quote(&script.text))
+    login_shell_line(&script.text, "sh")
 }
+
+/// The one line that every login shell (sh, bash, dash, zsh, fish, tcsh, csh) runs the same
+/// way: `exec sh -c '<decoder>' <name> <text in base64>`. The login shell only sees a
+/// single-quoted word free of newlines, `!`, backslashes and single quotes, then words made of
+/// base64's letters: csh refuses a newline inside quotes, fish treats backslashes in them, csh
+/// and zsh expand `!`. `sh` decodes the text (coreutils' `base64`) and runs it as `sh -c <text>`
+/// with `$0` set to `name`, so its exit status and stdin are the script's own. A text that cannot
+/// be decoded (no `base64` on the server) runs nothing and exits 127.
+fn login_shell_line(text: &str, name: &str) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+    format!("exec sh -c {DECODER} {name} {encoded}")
+}
+
+/// What the login shell hands to `sh` (see [`login_shell_line`]); single-quoted for every shell.
+const DECODER: &str = r#"'p=$(printf %s "$1" | base64 -d) || exit 127; exec sh -c "$p" "$0"'"#;
 
 /// The marker a batch of steps prints after each step that succeeded, with the step's index:
 /// the next step's time starts then (see [`crate::ssh::Connection::output_steps`]).
@@ -57,10 +74,10 @@ status=$?
 kill "$watchdog" 2>/dev/null
 exit "$status""#;
 
-/// The command line that runs `script` under the supervisor above. The script is the
-/// supervisor's `$1`: no second layer of quoting.
+/// The command line that runs `script` under the supervisor above (see [`login_shell_line`]).
+/// The script is the supervisor's `$1`, set by a `set --` line before it.
 pub fn supervised_exec_line(script: &RemoteScript) -> String {
-    format!("exec sh -c {} xtask-deploy-step {}", quote(SUPERVISOR), quote(&script.text))
+    login_shell_line(&format!("set -- {}\n{SUPERVISOR}", quote(&script.text)), "xtask-deploy-step")
 }
 
 #[cfg(test)]
@@ -171,5 +188,65 @@ mod tests {
         let script = RemoteScript { name: "test", text: "x='a b'; printf '%s' \"$x\"".to_string() };
         let out = Command::new("sh").arg("-c").arg(exec_line(&script)).output().unwrap();
         assert_eq!(String::from_utf8(out.stdout).unwrap(), "a b");
+    }
+
+    /// The remote command as sshd runs it, `<login shell> -c <line>`, for every login shell
+    /// installed here: the same output, stdin and exit status from each, `!`, `$`, quotes,
+    /// backslashes and newlines included (issue 18: tcsh and csh refused the multi-line line).
+    #[test]
+    fn every_login_shell_runs_both_lines_alike() {
+        let text = "set -u\nx='it'\\''s $HOME !! !$ `x` \\ \"q\"'\nprintf '%s|%s\\n' \"$x\" \"$0\"\nread -r line; echo \"in:$line\"\necho err >&2\nexit 7";
+        let script = RemoteScript { name: "test", text: text.to_string() };
+        let expected = "it's $HOME !! !$ `x` \\ \"q\"|sh\nin:input\n";
+        let mut ran = Vec::new();
+        for shell in ["sh", "bash", "dash", "zsh", "fish", "tcsh", "csh"] {
+            let Some(path) =
+                ["/bin", "/usr/bin"].iter().map(|dir| std::path::Path::new(dir).join(shell)).find(|p| p.exists())
+            else {
+                println!("note: `{shell}` is not installed (`bash .ci/install-deps` installs it); skipped");
+                continue;
+            };
+            for (line, supervised) in [(exec_line(&script), false), (supervised_exec_line(&script), true)] {
+                assert!(!line.contains('\n'), "{line}");
+                let mut child = Command::new(&path)
+                    .arg("-c")
+                    .arg(&line)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut stdin = child.stdin.take().unwrap();
+                std::io::Write::write_all(&mut stdin, b"input\n").unwrap();
+                // Under the supervisor the script reads no stdin, and stdin stays open (EOF
+                // would stop it); without it, the script reads the channel's stdin.
+                let stdin = if supervised {
+                    Some(stdin)
+                } else {
+                    drop(stdin);
+                    None
+                };
+                let out = child.wait_with_output().unwrap();
+                drop(stdin);
+                let stdout = String::from_utf8(out.stdout).unwrap();
+                let want = if supervised { expected.replace("in:input", "in:") } else { expected.to_string() };
+                assert_eq!(
+                    (out.status.code(), stdout.as_str()),
+                    (Some(7), want.as_str()),
+                    "{shell}, supervised: {supervised}"
+                );
+                assert_eq!(String::from_utf8(out.stderr).unwrap(), "err\n", "{shell}, supervised: {supervised}");
+            }
+            ran.push(shell);
+        }
+        assert!(ran.contains(&"sh"), "{ran:?}");
+    }
+
+    #[test]
+    fn a_text_that_cannot_be_decoded_runs_nothing() {
+        let line = exec_line(&RemoteScript { name: "test", text: "echo ran".into() });
+        let corrupt = format!("{}%%", &line[..line.len() - 2]);
+        let out = Command::new("sh").arg("-c").arg(&corrupt).output().unwrap();
+        assert_eq!((out.status.code(), out.stdout.as_slice()), (Some(127), &b""[..]));
     }
 }

@@ -144,7 +144,10 @@ impl Connection {
         session.set_tcp_stream(link);
         let deadline = Instant::now() + timeout;
         let timed_out = |what: &str, err: ssh2::Error| {
-            let late = if Instant::now() >= deadline {
+            // libssh2 measures its timeout with a seconds clock: it may give up a little before
+            // our deadline, and that is still the deadline's doing.
+            let gave_up = matches!(err.code(), ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT));
+            let late = if gave_up || Instant::now() >= deadline {
                 format!(" (`timeouts.connect` is {}s: is the server overloaded?)", timeout.as_secs())
             } else {
                 String::new()

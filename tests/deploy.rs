@@ -267,3 +267,40 @@ fn a_virtual_workspace_is_configured_by_workspace_metadata() {
     assert_eq!(config.deploy_to, world.deploy_to.display().to_string());
     assert_eq!(config.servers[0].port, world.server.port());
 }
+
+/// Issue 18, finding 9: a deploy user whose login shell was tcsh or csh could not deploy at all
+/// (`Unmatched '''`): the remote command held the script, newlines and all, in single quotes.
+/// Each shell here is a real user's login shell: setup, a deploy through the daemon, one
+/// through `git receive-pack` over SSH (the exec transport), and a rollback.
+#[test]
+fn a_deploy_user_with_any_login_shell_sets_up_deploys_and_rolls_back() {
+    for (shell, path) in support::users::login_shells() {
+        let Some(path) = path else {
+            println!("note: `{shell}` is not installed here (`bash .ci/install-deps` installs it); skipped");
+            continue;
+        };
+        let world = World::as_user(&path, "");
+        let user = world.deploy_user.as_ref().unwrap();
+        let passwd = fs::read_to_string("/etc/passwd").unwrap();
+        let entry = passwd.lines().find(|line| line.starts_with(&format!("{}:", user.name))).unwrap();
+        assert!(entry.ends_with(&format!(":{}", path.display())), "{shell}: {entry}");
+        xtask_deploy::setup(&world.config(), &mut Collect::default())
+            .unwrap_or_else(|err| panic!("{shell}: setup: {err}\n{}", world.server.log()));
+        let first = world.try_deploy().unwrap_or_else(|err| panic!("{shell}: deploy: {err}"));
+        world.assert_release_matches(&first.release, &first.sha);
+        let owner = fs::metadata(world.deploy_to.join("releases").join(&first.release)).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&owner), user.uid, "{shell}: deployed as the user");
+
+        let manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
+        let exec =
+            manifest.replacen("[package.metadata.deploy]\n", "[package.metadata.deploy]\ntransport = \"exec\"\n", 1);
+        let sha = world.commit("Cargo.toml", &exec);
+        let second = world.try_deploy().unwrap_or_else(|err| panic!("{shell}: exec deploy: {err}"));
+        assert_eq!(second.sha, sha);
+        world.assert_release_matches(&second.release, &sha);
+
+        world.rollback(None).unwrap_or_else(|err| panic!("{shell}: rollback: {err}"));
+        assert_eq!(world.current(), Some(first.release.clone()), "{shell}");
+        assert!(!world.locked(), "{shell}");
+    }
+}

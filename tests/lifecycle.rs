@@ -312,6 +312,9 @@ fn a_capistrano_2_cached_copy_server_is_taken_over() {
     world.assert_release_matches(&report.release, &report.sha);
     let head = Command::new("git").args(["-C", cached.to_str().unwrap(), "rev-parse", "HEAD"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&head.stdout).trim(), report.sha, "the cached copy was updated");
+    // Its history is as private as `repo/`'s (issue 18, finding 8), Capistrano's 0755 or not.
+    let mode = fs::metadata(&cached).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "shared/cached-copy is readable by other local users");
     let origin =
         Command::new("git").args(["-C", cached.to_str().unwrap(), "remote", "get-url", "origin"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&origin.stdout).trim(), "https://git.invalid/hello.git");

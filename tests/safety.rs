@@ -7,8 +7,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use support::World;
-use xtask_deploy::report::{Collect, Event};
+use support::users::LocalUser;
+use support::{Hold, World};
+use xtask_deploy::report::{Collect, Event, Quiet};
 use xtask_deploy::{DeployOptions, Error};
 
 fn executable(path: &std::path::Path, text: &str) {
@@ -97,62 +98,112 @@ fn git(dir: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
+/// Puts a `sh` first on the server's `PATH` that lingers a second whenever it runs the
+/// daemon's access hook for a push, so that a scan of `/proc` cannot miss the hook's command
+/// line. It changes nothing the hook shows or does.
+fn linger_in_access_hooks(world: &World) {
+    executable(
+        &world.server.bin_dir().join("sh"),
+        "#!/bin/sh\nif [ \"${2:-}\" = receive-pack ] || [ \"${4:-}\" = receive-pack ]; then sleep 1; fi\nexec /bin/sh \"$@\"\n",
+    );
+}
+
+/// Issue 18, finding 4: the daemon's one-time token was in the access hook's command line,
+/// which any local user's /proc scanner saw, git daemon looked it up as a host name (a DNS
+/// query off the machine), and `.xtask-deploy/daemon.N.used.<token>` named it. And the door
+/// itself: another local user at the daemon's port, during our push, gets nothing in.
 #[test]
-fn another_local_user_at_the_daemons_port_is_let_in_for_nothing() {
-    let world = World::with_deploy_dir("", "door");
+fn another_local_user_at_the_daemons_port_is_let_in_for_nothing_and_sees_no_secret() {
+    let world = World::as_user(std::path::Path::new("/bin/sh"), "");
+    let mallory = LocalUser::create(&world.server.dir().join("home"), "/bin/sh");
     world.setup();
     world.deploy();
-    // Mallory, a local user of the server, has a commit of her own to push.
-    let mallory = world.server.dir().join("mallory");
-    fs::create_dir_all(&mallory).unwrap();
-    git(&mallory, &["init", "-q"]);
-    fs::write(mallory.join("EVIL"), "evil\n").unwrap();
-    git(&mallory, &["add", "EVIL"]);
-    git(&mallory, &["commit", "-q", "-m", "evil"]);
-    // While our push is being received, she tries everything at the daemon's port.
-    let out = world.server.dir().join("attempts");
-    let hook = format!(
-        r#"#!/bin/sh
-cat >/dev/null
-[ -e '{out}/done' ] && exit 0
-mkdir -p '{out}' && : > '{out}/done'
-unset $(git rev-parse --local-env-vars)
-pidfile=$(ls "$PWD"/../.xtask-deploy/daemon.*.pid)
-port=${{pidfile##*/daemon.}}; port=${{port%.pid}}
-echo "$port" > '{out}/port'
-url="git://127.0.0.1:$port$PWD"
-git -C '{mallory}' push "$url" HEAD:refs/heads/evil > '{out}/push' 2>&1; echo $? >> '{out}/push'
-git -C '{mallory}' push "$url" HEAD:refs/heads/master > '{out}/push-master' 2>&1; echo $? >> '{out}/push-master'
-git ls-remote "$url" > '{out}/fetch' 2>&1; echo $? >> '{out}/fetch'
-git ls-remote "git://127.0.0.1:$port$PWD/../../mallory" > '{out}/escape' 2>&1; echo $? >> '{out}/escape'
-git ls-remote "git://127.0.0.1:$port/etc" > '{out}/other' 2>&1; echo $? >> '{out}/other'
-exit 0
-"#,
-        out = out.display(),
-        mallory = mallory.display()
+    // Mallory has a commit of her own to push.
+    let made = mallory.sh("git init -q own && cd own && echo evil > EVIL && git add EVIL && \
+         git -c user.name=mallory -c user.email=m@localhost commit -q -m evil && git rev-parse HEAD");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let mallory_head = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    // Our next push is held in pre-receive; meanwhile mallory scans /proc, as any local user can.
+    linger_in_access_hooks(&world);
+    let hold = hold_for_user(&world);
+    executable(
+        &world.deploy_to.join("repo/hooks/pre-receive"),
+        &format!("#!/bin/sh\ncat >/dev/null\n{}\n", hold.fragment()),
     );
-    executable(&world.deploy_to.join("repo/hooks/pre-receive"), &hook);
+    let mut scanner = mallory
+        .command(
+            "while [ ! -e stop ]; do for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < \"$f\" 2>/dev/null; echo; done; \
+             done > seen",
+        )
+        .spawn()
+        .unwrap();
     let sha = world.commit("src/main.rs", "fn main() { println!(\"ours\"); }\n");
-    let report = world.deploy();
+    hold.arm();
+    let config = world.config();
+    let deploy = std::thread::spawn(move || xtask_deploy::deploy(&config, &DeployOptions::default(), &mut Quiet));
+    assert!(hold.wait_held(Duration::from_secs(30)), "our push never reached pre-receive");
+    // The access hook has let our push in: what mallory saw of it is in `seen`.
+    fs::write(mallory.home.join("stop"), "").unwrap();
+    scanner.wait().unwrap();
 
-    for attempt in ["push", "push-master", "fetch", "escape", "other"] {
-        let text = fs::read_to_string(out.join(attempt)).unwrap();
-        let status = text.lines().last().unwrap();
-        assert_ne!(status, "0", "mallory's `{attempt}` succeeded:\n{text}");
+    // Our push has been let in and is being received: what the deploy keeps on the server now.
+    let state: Vec<String> = fs::read_dir(world.deploy_to.join(".xtask-deploy"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().to_string())
+        .collect();
+    let pidfile = state.iter().find(|name| name.starts_with("daemon.") && name.ends_with(".pid")).unwrap().clone();
+    let port: u16 = pidfile["daemon.".len()..pidfile.len() - ".pid".len()].parse().unwrap();
+    // She tries everything at the daemon's port.
+    let repo = world.deploy_to.join("repo").display().to_string();
+    let url = format!("git://127.0.0.1:{port}{repo}");
+    let attempts = [
+        ("push", format!("git -C own push {url} HEAD:refs/heads/evil")),
+        ("push-master", format!("git -C own push {url} HEAD:refs/heads/master")),
+        ("fetch", format!("git ls-remote {url}")),
+        ("escape", format!("git ls-remote git://127.0.0.1:{port}{repo}/../../../{}/own", mallory.name)),
+        ("other", format!("git ls-remote git://127.0.0.1:{port}/etc")),
+    ];
+    let outcomes: Vec<(&str, bool, String)> = attempts
+        .iter()
+        .map(|(what, script)| {
+            let out = mallory.sh(script);
+            (*what, out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+        })
+        .collect();
+    hold.release();
+    let report = deploy.join().unwrap().unwrap_or_else(|err| panic!("{err}\n{}", world.server.log()));
+
+    for (what, succeeded, stderr) in &outcomes {
+        assert!(!succeeded, "mallory's `{what}` succeeded:\n{stderr}");
     }
-    let push = fs::read_to_string(out.join("push")).unwrap();
-    assert!(push.contains("not a connection of this deploy"), "{push}");
-    let fetch = fs::read_to_string(out.join("fetch")).unwrap();
+    assert!(outcomes[0].2.contains("not a connection of this deploy"), "{}", outcomes[0].2);
+    let fetch = &outcomes[2].2;
     assert!(fetch.contains("service not enabled") || fetch.contains("this daemon only receives"), "{fetch}");
+    // What she saw during our push: the access hook ran, and its command line carries nothing
+    // from our request but the repository's path: no host for git daemon to look up, no secret.
+    let seen = fs::read_to_string(mallory.home.join("seen")).unwrap();
+    let hooks: Vec<&str> = seen.lines().filter(|line| line.contains(&format!(" receive-pack {repo}"))).collect();
+    assert!(!hooks.is_empty(), "the scan never caught the access hook, so this test shows nothing");
+    for line in &hooks {
+        let after = line.split(&format!(" receive-pack {repo}")).nth(1).unwrap();
+        assert_eq!(after.trim(), "", "the access hook's command line carries more than the path: {line}");
+    }
+    // Nothing under `.xtask-deploy` but the lock and the daemon's pid file, during the push.
+    assert_eq!(state.iter().filter(|name| *name != "lock" && **name != pidfile).count(), 0, "{state:?}");
     // Nothing of hers is in the repository, and what was released is exactly our commit.
-    let repo = git2::Repository::open_bare(world.deploy_to.join("repo")).unwrap();
-    assert!(repo.find_reference("refs/heads/evil").is_err());
-    let mallory_head = git(&mallory, &["rev-parse", "HEAD"]);
-    assert!(repo.find_commit(git2::Oid::from_str(&mallory_head).unwrap()).is_err(), "her commit was stored");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(["-c", "safe.directory=*", "--git-dir", &repo])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(!git(&["rev-parse", "--verify", "-q", "refs/heads/evil"]).status.success(), "her branch was stored");
+    assert!(!git(&["cat-file", "-e", &mallory_head]).status.success(), "her commit was stored");
     assert_eq!(world.current(), Some(report.release.clone()));
     world.assert_release_matches(&report.release, &sha);
     // Once the push is over, the port is closed.
-    let port: u16 = fs::read_to_string(out.join("port")).unwrap().trim().parse().unwrap();
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the daemon's port is still open");
 }
 
@@ -462,4 +513,130 @@ fn hostile_values_stay_data_everywhere_they_go() {
         assert!(err.to_string().contains("is not a release name"), "{to}: {err}");
     }
     assert_eq!(world.current(), Some(report.release));
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A deploy of `world`'s app held in an `after_update` hook (the lock taken, the release being
+/// made): returns the deploy's thread once it is held. `hold` must be writable by the deploy
+/// user.
+fn deploy_held_in_after_update(
+    world: &World,
+    hold: &Hold,
+) -> std::thread::JoinHandle<Result<xtask_deploy::DeployReport, Error>> {
+    let manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
+    let hooks = format!(
+        "\n[package.metadata.deploy.hooks]\nafter_update = [{{ remote = {} }}]\n",
+        toml_string(&hold.fragment())
+    );
+    world.commit("Cargo.toml", &format!("{manifest}{hooks}"));
+    hold.arm();
+    let config = world.config();
+    let deploy = std::thread::spawn(move || xtask_deploy::deploy(&config, &DeployOptions::default(), &mut Quiet));
+    assert!(hold.wait_held(Duration::from_secs(30)), "the deploy never reached its hook");
+    deploy
+}
+
+/// A [`Hold`] whose files the deploy user (not root) can make and remove.
+fn hold_for_user(world: &World) -> Hold {
+    let hold = Hold::new(world);
+    let user = world.deploy_user.as_ref().unwrap();
+    std::os::unix::fs::chown(&hold.dir, Some(user.uid), None).unwrap();
+    hold
+}
+
+/// Issue 18, finding 8: `repo/`, `shared/` and `.xtask-deploy/` were 0755 (the login umask), so
+/// any local user could `git log --all` the whole history and read who holds the lock.
+#[test]
+fn another_local_user_can_read_neither_the_history_nor_the_lock() {
+    let world = World::as_user(std::path::Path::new("/bin/sh"), "");
+    let user = world.deploy_user.as_ref().unwrap();
+    let mallory = LocalUser::create(&world.server.dir().join("home"), "/bin/sh");
+    // Whatever the system's HOME_MODE, every local user can reach `deploy_to`, as on a server
+    // whose apps live in /srv or /var/www.
+    fs::set_permissions(&user.home, fs::Permissions::from_mode(0o755)).unwrap();
+    world.setup();
+    let d = &world.deploy_to;
+    assert_eq!((mode(&d.join("repo")), mode(&d.join(".xtask-deploy"))), (0o700, 0o700), "after deploy-setup");
+    // A server set up by an older version: both readable by every local user.
+    for dir in ["repo", ".xtask-deploy"] {
+        fs::set_permissions(d.join(dir), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let hold = hold_for_user(&world);
+    let deploy = deploy_held_in_after_update(&world, &hold);
+
+    // While the deploy holds the lock, mallory tries to read what any local user could.
+    let q = |path: &str| support::quote_path(&d.join(path));
+    let attempts = [
+        ("list repo/", format!("ls {}", q("repo"))),
+        ("git log --all", format!("git --git-dir={} log --all --oneline", q("repo"))),
+        ("read the lock's holder", format!("cat {}", q(".xtask-deploy/lock/info"))),
+        ("list .xtask-deploy/", format!("ls {}", q(".xtask-deploy"))),
+    ];
+    let mut got_in = Vec::new();
+    for (what, script) in &attempts {
+        let out = mallory.sh(script);
+        if out.status.success() {
+            got_in.push(format!("{what}: {}", String::from_utf8_lossy(&out.stdout)));
+        }
+    }
+    let reachable = mallory.sh(&format!("ls {}", q("releases"))).status.success();
+    let modes = (mode(&d.join("repo")), mode(&d.join(".xtask-deploy")), mode(&d.join(".xtask-deploy/lock/info")));
+    hold.release();
+    let report = deploy.join().unwrap().unwrap_or_else(|err| panic!("{err}\n{}", world.server.log()));
+    assert!(reachable, "mallory cannot even reach deploy_to: this test shows nothing");
+    assert_eq!(got_in, Vec::<String>::new(), "another local user read what only the deploy user may");
+    assert_eq!(modes, (0o700, 0o700, 0o600), "the preflight tightens a server set up before");
+    // The release itself keeps the deploy user's umask: an app running as another user reads it.
+    let release = mallory.sh(&format!("cat {}", q(&format!("releases/{}/src/main.rs", report.release))));
+    assert!(release.status.success(), "{}", String::from_utf8_lossy(&release.stderr));
+}
+
+/// Issue 18, finding 5: any local user could block every deploy of the default transport by
+/// listening on all of 127.0.0.1:10000-31999 ("no free port after 8 tries"). Here the daemon's
+/// ports are narrowed to one, and another local user listens on it first.
+#[test]
+fn a_deploy_whose_daemon_port_is_taken_pushes_through_exec_and_says_so() {
+    let world = World::new();
+    world.server.open_to_local_users().unwrap();
+    let mallory = LocalUser::create(&world.server.dir().join("home"), "/bin/sh");
+    world.setup();
+    record_daemons_during_push(&world);
+    // She takes the port with what any local user has: a git daemon of her own.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut squatter = mallory
+        .command(&format!("exec git daemon --verbose --listen=127.0.0.1 --port={port} --base-path=."))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(squatter.stderr.take().unwrap());
+    support::read_until(&mut stderr, "Ready to rumble");
+
+    let options = DeployOptions { daemon_ports: Some(port..=port), ..DeployOptions::default() };
+    let mut events = Collect::default();
+    let report = xtask_deploy::deploy(&world.config(), &options, &mut events)
+        .unwrap_or_else(|err| panic!("the deploy failed: {err}\n{}", world.server.log()));
+    world.assert_release_matches(&report.release, &report.sha);
+    let server = report.servers[0].server.clone();
+    let warnings: Vec<&String> = events
+        .0
+        .iter()
+        .filter_map(|event| match event {
+            Event::Warning { message } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        warnings.iter().any(|message| message.starts_with(&format!("{server}: no free port for the git daemon"))
+            && message.contains(&port.to_string())
+            && message.contains("git receive-pack")),
+        "no warning names the server and why: {warnings:?}"
+    );
+    assert!(!events.0.iter().any(|event| matches!(event, Event::DaemonReady { .. })), "a daemon was started");
+    let seen = fs::read_to_string(world.server.dir().join("srv/seen")).unwrap();
+    assert_eq!(seen, "0\n", "a git daemon of the deploy ran during the push");
+    let _ = squatter.kill();
+    let _ = squatter.wait();
 }

@@ -459,7 +459,7 @@ pub(crate) mod tests {
         let preflight = &plan.preflight.text;
         assert!(preflight.contains("token=t0k3n"));
         let (taken, released) =
-            (preflight.find("mkdir \"$state/lock\"").unwrap(), preflight.find("rm -rf \"$lock\"").unwrap());
+            (preflight.find("mkdir -m 700 \"$state/lock\"").unwrap(), preflight.find("rm -rf \"$lock\"").unwrap());
         let waits = preflight.find("while read -r line; do").unwrap();
         assert!(taken < waits && waits < released, "the lock is held while the channel is open");
         // Pruning waits for the confirmation, in the keeper: until then the server may go back.

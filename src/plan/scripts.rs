@@ -18,7 +18,9 @@ pub const EXIT_LOCKED: i32 = 5;
 
 /// `deploy-setup`: creates `releases/`, `shared/` (with `linked_dirs` and the parents of
 /// `linked_files`) and the bare `repo/`; running it again changes nothing. Prints
-/// `created <what>` for each thing it made.
+/// `created <what>` for each thing it made. `repo/` (the whole history) and `.xtask-deploy/`
+/// (the lock, its holder, the deploy's state) are made private to the deploy user, also when
+/// they exist already; releases and `shared/` keep the user's umask, as the app reads them.
 pub fn setup_script(config: &Config) -> RemoteScript {
     let mut dirs = vec![
         "\"$d\"".to_string(),
@@ -50,6 +52,7 @@ else
   git init --quiet --bare "$d/repo"
   echo "created $d/repo"
 fi
+{PRIVATE}
 "#,
         deploy_to = quote(&config.deploy_to),
         dirs = dirs.join(" "),
@@ -77,7 +80,7 @@ state="$d/{STATE_DIR}"
 {REQUIRE_SETUP}
 [ -d "$state" ] || mkdir -p "$state"
 {LOCK_HELPERS}
-if ! mkdir "$state/lock" 2>/dev/null; then
+if ! mkdir -m 700 "$state/lock" 2>/dev/null; then
   if holder_alive; then
     each_line "$state/lock/info" holder
     exit {EXIT_LOCKED}
@@ -85,9 +88,11 @@ if ! mkdir "$state/lock" 2>/dev/null; then
   # The holder's SSH connection is gone (it was killed or cut off): the lock is stale.
   each_line "$state/lock/info" stale
   rm -rf "$state/lock"
-  if ! mkdir "$state/lock" 2>/dev/null; then echo "holder user=another deploy, just now"; exit {EXIT_LOCKED}; fi
+  if ! mkdir -m 700 "$state/lock" 2>/dev/null; then echo "holder user=another deploy, just now"; exit {EXIT_LOCKED}; fi
 fi
 printf '%s\n' {info} "connection=$PPID $(start_time "$PPID")" "keeper=$$ $(start_time "$$")" > "$state/lock/info"
+# A server set up by an older version has them readable by every local user.
+{PRIVATE} "$state/lock/info"
 {STOP_RECEIVE_PACKS}
 {REMOVE_UNFINISHED}
 for pidfile in "$state"/daemon.*.pid; do
@@ -337,9 +342,9 @@ fn release_lock(token: Option<&str>) -> String {
 /// was orphaned.
 ///
 /// The port is open to every local user of the server while the daemon runs, so an access hook
-/// admits only connections of this deploy: the first line of stdin holds one-time tokens
-/// (space-separated; never in a command line, which any local user can read), and each
-/// connection must name an unused one as its `host`.
+/// (below) admits only connections that the deploy user opened: the one sshd opens
+/// for this deploy's tunnel. The kernel says who opened a connection; no secret is needed, so
+/// none can leak through a command line, a file name or a host name lookup.
 pub fn daemon_script(config: &Config, port: u16, max_seconds: u64, submodule_repos: &[&str]) -> RemoteScript {
     let mut served = String::from("\"$d/repo\"");
     let mut create = String::new();
@@ -354,23 +359,20 @@ pub fn daemon_script(config: &Config, port: u16, max_seconds: u64, submodule_rep
         r#"set -u
 d={deploy_to}
 pidfile="$d/{STATE_DIR}/daemon.{port}.pid"
-hook="$d/{STATE_DIR}/daemon.{port}.access"
-{create}IFS= read -r tokens || exit 1
-(
-  umask 077
-  printf '%s\n' $tokens > "${{hook%.access}}.tokens"
-  printf '%s\n' {access_hook} > "$hook"
-) || exit 1
-cleanup() {{ rm -f "$pidfile" "$hook" "${{hook%.access}}.tokens" "${{hook%.access}}.used".*; }}
+{create}# The user this daemon runs as (the effective uid), read without starting a process.
+uid=""
+{{ while read -r key real effective rest; do [ "$key" = Uid: ] && uid=$effective; done < /proc/self/status; }} 2>/dev/null
+if [ -z "$uid" ]; then echo "cannot read /proc/self/status: the daemon could not tell this deploy's connections" >&2; exit 1; fi
 exec 3<&0
-# git daemon runs its access hook through a shell, which finds the hook's path in the
-# environment (no second layer of quoting); run by `sh`, the hook needs no exec bit.
-export XTASK_DEPLOY_ACCESS_HOOK="$hook"
+# git daemon runs its access hook through a shell, which finds the hook's text in the
+# environment (no file, no second layer of quoting); the environment of another user's process
+# cannot be read.
+export XTASK_DEPLOY_ACCESS_HOOK={access_hook} XTASK_DEPLOY_PORT={port} XTASK_DEPLOY_UID="$uid"
 timeout -k 1 {max_seconds} {CHECKED_GIT} daemon --verbose --listen=127.0.0.1 --port={port} --strict-paths \
   --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \
   --forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive \
-  --access-hook='sh "$XTASK_DEPLOY_ACCESS_HOOK"' --informative-errors --init-timeout=30 --timeout={max_seconds} \
-  {served} </dev/null &
+  --access-hook='sh -c "$XTASK_DEPLOY_ACCESS_HOOK" xtask-deploy-access' --informative-errors --init-timeout=30 \
+  --timeout={max_seconds} {served} </dev/null &
 daemon=$!
 echo "$daemon" > "$pidfile"
 # `timeout` leads its own process group: the daemon, its per-connection children, receive-pack
@@ -388,7 +390,7 @@ wait "$daemon"
 status=$?
 kill "$watchdog" 2>/dev/null
 kill -KILL -"$daemon" 2>/dev/null
-cleanup
+rm -f "$pidfile"
 exit $status
 "#,
         deploy_to = quote(&config.deploy_to),
@@ -397,19 +399,30 @@ exit $status
     RemoteScript { name: "git daemon", text }
 }
 
-/// The daemon's access hook, run as `sh <hook> <service> <path> <host>` (`host` is what the
-/// client sent): a push naming an unused token of this deploy is let in, and its token is used
-/// up. Shell builtins only: no process is started per connection beyond the hook's shell.
-const ACCESS_HOOK: &str = r#"base="${0%.access}"
-umask 077
+/// The daemon's access hook, run as `sh -c <hook> xtask-deploy-access <service> <path> <host>
+/// <canonical host> <ip> <port>` with the connection's `REMOTE_ADDR` and `REMOTE_PORT` in its
+/// environment (git daemon's), and `XTASK_DEPLOY_PORT` and `XTASK_DEPLOY_UID` (the daemon
+/// script's). It lets a push in when the connecting end, 127.0.0.1:`REMOTE_PORT` to this
+/// daemon's port, belongs to the deploy user: `/proc/net/tcp` lists every TCP socket with its
+/// owner's uid (hex ports; the address in the host's byte order). The deployer sends no `host`
+/// field, so its arguments after the path are empty and git daemon looks no host name up.
+/// One process (`awk`) per connection.
+const ACCESS_HOOK: &str = r#"refuse() { echo "not a connection of this deploy"; exit 1; }
 if [ "$1" != receive-pack ]; then echo "this daemon only receives a deploy's push"; exit 1; fi
-case "$3" in ''|*[!0-9a-f]*) echo "not a connection of this deploy"; exit 1 ;; esac
-known=""
-{ while IFS= read -r token || [ -n "$token" ]; do [ "$token" = "$3" ] && known=1; done < "$base.tokens"; } 2>/dev/null
-# A token is used up by the first connection naming it: its marker can be created only once.
-# (`true`, not `:`: a failed redirection of a special builtin would end the shell.)
-set -C
-if [ -z "$known" ] || ! { true > "$base.used.$3"; } 2>/dev/null; then echo "not a connection of this deploy"; exit 1; fi
+case "${REMOTE_PORT:-}" in ''|*[!0-9]*) refuse ;; esac
+[ "${REMOTE_ADDR:-}" = 127.0.0.1 ] || refuse
+awk -v from="$REMOTE_PORT" -v to="${XTASK_DEPLOY_PORT:-}" -v uid="${XTASK_DEPLOY_UID:-}" '
+function port(e, hex, n, i) {
+  hex = substr(e, index(e, ":") + 1)
+  n = 0
+  for (i = 1; i <= length(hex); i++) n = n * 16 + index("0123456789ABCDEF", substr(hex, i, 1)) - 1
+  return n
+}
+function loopback(e) { e = substr(e, 1, index(e, ":") - 1); return e == "0100007F" || e == "7F000001" }
+NR > 1 && $4 == "01" && port($2) == from + 0 && port($3) == to + 0 && loopback($2) && loopback($3) {
+  if (uid != "" && $8 == uid) mine = 1
+}
+END { exit mine ? 0 : 1 }' /proc/net/tcp 2>/dev/null || refuse
 exit 0"#;
 
 /// Runs `git receive-pack` on `repo` (relative to `deploy_to`; created bare if `create`) in
@@ -482,6 +495,8 @@ pub fn prepare_script(config: &Config, release: &Release, submodules: &[Submodul
         Cache::CachedCopy => {
             r#"cc="$d/shared/cached-copy"
 if [ ! -d "$cc/.git" ]; then git clone --quiet --no-checkout "$d/repo" "$cc"; fi
+# Its history is the code's, as private as `repo/`; the releases are copied out of it.
+chmod go= "$cc"
 "#
             .to_string()
                 + &write_attributes("\"$cc/.git\"")
@@ -673,6 +688,11 @@ printf '%s\n' {log_line} >> revisions.log
 /// repository the deploy pushes to (the submodules' too), on servers set up by any version (or by
 /// Capistrano); a child git (receive-pack under the daemon) inherits it.
 const CHECKED_GIT: &str = "git -c receive.fsckObjects=true";
+
+/// Makes `repo/` and `.xtask-deploy/` the deploy user's alone (0700: no other local user may
+/// read the history or the lock's holder); the preflight also passes the lock's `info` (0600).
+/// One `chmod` for all: `go=` clears the group's and others' bits and leaves the owner's.
+const PRIVATE: &str = r#"chmod go= "$d/repo" "$d/.xtask-deploy""#;
 
 /// Refuses to go on without git on the server, with the fix.
 const REQUIRE_GIT: &str = r#"if ! command -v git >/dev/null 2>&1; then
@@ -927,22 +947,51 @@ mod tests {
     }
 
     #[test]
-    fn the_access_hook_lets_each_token_in_once_and_nothing_else() {
-        let dir = tempfile::tempdir().unwrap();
-        let hook = dir.path().join("daemon.4000.access");
-        std::fs::write(&hook, ACCESS_HOOK).unwrap();
-        std::fs::write(dir.path().join("daemon.4000.tokens"), "0a1b\nffff\n").unwrap();
-        // git daemon runs it as `sh <hook> <service> <path> <host>`.
-        let hook = hook.to_str().unwrap();
-        let run = |service: &str, host: &str| sh("sh \"$0\" \"$@\"", &[hook, service, "/srv/x/repo", host]);
-        assert_eq!(run("upload-pack", "0a1b").0, 1, "only pushes are let in");
-        for refused in ["", "0a1", "0a1b0", "*", "0a1b/../x", "0A1B"] {
-            let (status, stdout, _) = run("receive-pack", refused);
-            assert_eq!((status, stdout.trim()), (1, "not a connection of this deploy"), "host {refused:?}");
+    fn the_access_hook_lets_in_only_a_push_whose_connection_the_deploy_user_opened() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (_server, peer) = listener.accept().unwrap();
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        // git daemon runs it as `sh -c <hook> <name> <service> <path> <host> <canon> <ip> <port>`.
+        let run = |service: &str, remote: &str, uid: u32| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(ACCESS_HOOK)
+                .args(["xtask-deploy-access", service, "/srv/x/repo", "", "", "", ""])
+                .env("REMOTE_ADDR", "127.0.0.1")
+                .env("REMOTE_PORT", remote)
+                .env("XTASK_DEPLOY_PORT", port.to_string())
+                .env("XTASK_DEPLOY_UID", uid.to_string())
+                .output()
+                .unwrap();
+            (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap())
+        };
+        let ours = peer.port().to_string();
+        assert_eq!(run("receive-pack", &ours, uid).0, 0, "our own connection");
+        assert_eq!(run("receive-pack", &ours, uid).0, 0, "the same connection, asked again");
+        assert_eq!(run("upload-pack", &ours, uid).0, 1, "only pushes are let in");
+        assert_eq!(
+            run("receive-pack", &ours, uid + 1),
+            (1, "not a connection of this deploy\n".into()),
+            "another user's"
+        );
+        // The daemon's own end of the connection, a port nobody connects from, and garbage.
+        for other in [port.to_string(), "1".into(), "".into(), "x".into(), format!("{ours} 1"), format!("0{ours}x")] {
+            assert_eq!(run("receive-pack", &other, uid), (1, "not a connection of this deploy\n".into()), "{other:?}");
         }
-        assert_eq!(run("receive-pack", "0a1b").0, 0);
-        assert_eq!(run("receive-pack", "0a1b").0, 1, "a token is used up by its first connection");
-        assert_eq!(run("receive-pack", "ffff").0, 0, "another token still lets its push in");
+        let elsewhere = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(ACCESS_HOOK)
+            .args(["xtask-deploy-access", "receive-pack", "/srv/x/repo"])
+            .env("REMOTE_ADDR", "10.0.0.1")
+            .env("REMOTE_PORT", &ours)
+            .env("XTASK_DEPLOY_PORT", port.to_string())
+            .env("XTASK_DEPLOY_UID", uid.to_string())
+            .status()
+            .unwrap();
+        assert_eq!(elsewhere.code(), Some(1), "not from 127.0.0.1");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::Error;
 
 pub(crate) use lock::{lock_all, new_lock, unlock_all};
 use push::random;
-use push::{push_all, start_daemon, Receiver};
+use push::{push_all, start_daemon, DaemonStart, PushSettings, Receiver};
 
 /// Choices for one deploy that are not part of the configuration.
 #[derive(Debug, Clone, Default)]
@@ -44,7 +44,15 @@ pub struct DeployOptions {
     /// Deploy to and confirm this many servers first (the canaries), then the rest; instead of
     /// the configured `canary`.
     pub canary: Option<usize>,
+    /// The ports the git daemon may listen on, on each server's 127.0.0.1 (default
+    /// [`DEFAULT_DAEMON_PORTS`]); chosen at random among them. Tests narrow it to ports they
+    /// hold.
+    pub daemon_ports: Option<std::ops::RangeInclusive<u16>>,
 }
+
+/// The ports tried for the git daemon, unless [`DeployOptions::daemon_ports`] says otherwise:
+/// below Linux's ephemeral ports (32768 and up), so that outgoing connections do not take them.
+pub const DEFAULT_DAEMON_PORTS: std::ops::RangeInclusive<u16> = 10_000..=31_999;
 
 /// Prepares every server: `releases/`, `shared/` (with the linked directories) and the bare
 /// `repo/` under `deploy_to`. Running it again changes nothing.
@@ -196,8 +204,11 @@ fn deploy_to_all(
         release: release.clone(),
         submodules: submodule_releases(&local.submodules),
         build: None,
-        // Looked up once: `Auto` runs `git --version`, which need not happen per push.
-        pack: options.pack.resolve(),
+        push: PushSettings {
+            // Looked up once: `Auto` runs `git --version`, which need not happen per push.
+            pack: options.pack.resolve(),
+            daemon_ports: options.daemon_ports.clone().unwrap_or(DEFAULT_DAEMON_PORTS),
+        },
         parallel,
         servers,
         reports: &mut summary.servers,
@@ -241,7 +252,7 @@ struct Walk<'a> {
     submodules: Vec<SubmoduleRelease>,
     /// The release commit, once the build output was laid over the deployed commit.
     build: Option<build_output::ReleaseCommit>,
-    pack: transport::PackMethod,
+    push: PushSettings,
     /// How many servers are worked on at once.
     parallel: usize,
     servers: Vec<Server>,
@@ -384,9 +395,9 @@ impl Walk<'_> {
             }
             Action::Remote(_) => self.remote_batch(index..index + 1),
             Action::Push => {
-                let (local, pack) = (self.local, self.pack);
+                let (local, settings) = (self.local, self.push.clone());
                 let build = self.build.as_ref().map(|build| build.sha.clone());
-                self.on_each(|target, reporter| push(target, local, build.as_deref(), pack, reporter))
+                self.on_each(|target, reporter| push(target, local, build.as_deref(), &settings, reporter))
             }
             Action::Package => self.package(),
         }
@@ -768,12 +779,14 @@ fn health_event(server: &str, output: &crate::ssh::Output) -> Option<Event> {
 }
 
 /// On one server: start the daemon, push the commit and submodules, stop the daemon (or,
-/// with `transport = "exec"`, push each through `git receive-pack` in an exec channel).
+/// with `transport = "exec"`, push each through `git receive-pack` in an exec channel). When no
+/// port can be had for the daemon (another local user may hold them all), the push goes through
+/// `git receive-pack` as with `transport = "exec"`, and a warning says so.
 fn push(
     target: &mut Target,
     local: &LocalState,
     build: Option<&str>,
-    pack: transport::PackMethod,
+    settings: &PushSettings,
     reporter: &mut dyn Reporter,
 ) -> Result<(), Error> {
     let report = &mut *target.report;
@@ -784,16 +797,28 @@ fn push(
     let (daemon, receiver) = match config.transport {
         TransportKind::Daemon => {
             let repos: Vec<&str> = local.submodules.iter().map(|sub| sub.release.repo.as_str()).collect();
-            let (daemon, port, receiver) = start_daemon(config, connection, &repos)?;
-            report.daemon = started.elapsed();
-            reporter.event(Event::DaemonReady { server: name.clone(), port, elapsed: report.daemon });
-            (Some(daemon), receiver)
+            match start_daemon(config, connection, &repos, &settings.daemon_ports)? {
+                DaemonStart::Ready { process, port } => {
+                    report.daemon = started.elapsed();
+                    reporter.event(Event::DaemonReady { server: name.clone(), port, elapsed: report.daemon });
+                    (Some(process), Receiver::Daemon { port })
+                }
+                DaemonStart::NoPort { why } => {
+                    reporter.event(Event::Warning {
+                        message: format!(
+                            "{name}: {why}; pushing through `git receive-pack` over SSH (as `transport = \"exec\"`) \
+                             instead"
+                        ),
+                    });
+                    (None, Receiver::Exec)
+                }
+            }
         }
         TransportKind::Exec => (None, Receiver::Exec),
     };
     let push_started = Instant::now();
     reporter.event(Event::Pushing { server: name.clone(), sha: local.revision.sha.clone() });
-    let pushed = push_all(config, connection, local, build, &receiver, pack);
+    let pushed = push_all(config, connection, local, build, &receiver, settings.pack);
     // The daemon lives only while the push lasts, whatever its outcome.
     if let Some(daemon) = daemon {
         daemon.finish(Duration::from_secs(10));

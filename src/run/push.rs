@@ -3,6 +3,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -25,8 +26,8 @@ const DAEMON_PORT_ATTEMPTS: usize = 8;
 
 /// What receives the pushes on one server.
 pub(super) enum Receiver {
-    /// The deploy's git daemon, and the one-time tokens it admits (one per push, in order).
-    Daemon { port: u16, tokens: Vec<String> },
+    /// The deploy's git daemon, on this port of the server's 127.0.0.1.
+    Daemon { port: u16 },
     /// `git receive-pack` in an exec channel per push.
     Exec,
 }
@@ -69,12 +70,12 @@ pub(super) fn push_all(
         targets.push((repo, Some(submodule), &submodule.release.repo, transport::Refs { source, build: None }));
     }
     let mut total = transport::PushStats { build_bytes: Some(0), ..Default::default() };
-    for (index, (repo, submodule, path, refs)) in targets.iter().enumerate() {
+    for (repo, submodule, path, refs) in &targets {
         let what = submodule.map(|sub| format!("submodule `{}`: ", sub.release.path)).unwrap_or_default();
         let stats = match receiver {
-            Receiver::Daemon { port, tokens } => {
+            Receiver::Daemon { port } => {
                 let full_path = format!("{}/{path}", config.deploy_to);
-                let push = transport::DaemonPush { path: &full_path, port: *port, token: &tokens[index] };
+                let push = transport::DaemonPush { path: &full_path };
                 transport::push_through_daemon(repo, connection.tunnel(*port, deadline)?, &push, *refs, packing)
             }
             Receiver::Exec => {
@@ -90,25 +91,39 @@ pub(super) fn push_all(
     Ok(total)
 }
 
-/// Starts the deploy's git daemon on a free loopback port of the server, trying other ports
-/// when the chosen one is taken, and waits until it listens. Returns the daemon and its
-/// [`Receiver::Daemon`], with one token per push (the repository, then each submodule).
+/// How the pushes to a server are made: the pack method, and the ports the daemon may take.
+#[derive(Debug, Clone)]
+pub(super) struct PushSettings {
+    pub(super) pack: transport::PackMethod,
+    pub(super) daemon_ports: RangeInclusive<u16>,
+}
+
+/// How starting the daemon went, when nothing failed.
+pub(super) enum DaemonStart {
+    /// It listens on `port` of the server's 127.0.0.1.
+    Ready { process: RemoteProcess, port: u16 },
+    /// Every port tried was taken (any local user can take them): `why`, for a warning.
+    NoPort { why: String },
+}
+
+/// Starts the deploy's git daemon on a free loopback port of the server, chosen at random in
+/// `ports`, trying others when it is taken, and waits until it listens.
 pub(super) fn start_daemon(
     config: &Config,
     connection: &Connection,
     submodule_repos: &[&str],
-) -> Result<(RemoteProcess, u16, Receiver), Error> {
+    ports: &RangeInclusive<u16>,
+) -> Result<DaemonStart, Error> {
     let mut last_output = String::new();
     let lifetime = config.timeouts.push + DAEMON_GRACE;
-    for attempt in 0..DAEMON_PORT_ATTEMPTS {
-        let port = 10_000 + (random() ^ attempt as u64) as u16 % 22_000;
+    let span = u64::from(*ports.end()).saturating_sub(u64::from(*ports.start())) + 1;
+    let attempts = DAEMON_PORT_ATTEMPTS.min(span as usize);
+    for attempt in 0..attempts {
+        let port = ports.start() + ((random() ^ attempt as u64) % span) as u16;
         let script = plan::daemon_script(config, port, lifetime.as_secs(), submodule_repos);
-        let tokens: Vec<String> =
-            (0..=submodule_repos.len()).map(|_| format!("{:016x}{:016x}", random(), random())).collect();
         let mut process = connection.spawn(&script)?;
-        process.send(format!("{}\n", tokens.join(" ")).as_bytes())?;
         match process.wait_for_stderr("Ready to rumble", DAEMON_READY_TIMEOUT) {
-            Ok(_) => return Ok((process, port, Receiver::Daemon { port, tokens })),
+            Ok(_) => return Ok(DaemonStart::Ready { process, port }),
             Err(output) if output.contains("unable to allocate") || output.contains("in use") => {
                 last_output = output;
                 continue;
@@ -123,13 +138,14 @@ pub(super) fn start_daemon(
             }
         }
     }
-    Err(Error::Remote {
-        server: connection.name().to_string(),
-        step: "git daemon".to_string(),
-        status: -1,
-        message: format!(
-            "no free port after {DAEMON_PORT_ATTEMPTS} tries on the server's 127.0.0.1: {}",
-            last_output.trim()
+    let said = last_output.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("").trim();
+    let tries = if attempts == 1 { "1 try".to_string() } else { format!("{attempts} tries") };
+    Ok(DaemonStart::NoPort {
+        why: format!(
+            "no free port for the git daemon on the server's 127.0.0.1 after {tries} in {}-{} (another local user \
+             may hold them; git daemon said: {said})",
+            ports.start(),
+            ports.end()
         ),
     })
 }

@@ -86,15 +86,11 @@ impl PackMethod {
     }
 }
 
-/// One push to a deploy's git daemon: which served repository, through which door.
+/// One push to a deploy's git daemon: which served repository.
 #[derive(Debug, Clone, Copy)]
 pub struct DaemonPush<'a> {
     /// The repository's path on the server, as the daemon serves it.
     pub path: &'a str,
-    /// The daemon's port on the server's 127.0.0.1.
-    pub port: u16,
-    /// The one-time token the daemon's access hook admits this connection by.
-    pub token: &'a str,
 }
 
 /// How a push gets its pack: the method, and for a thin pack, the packs shared between the
@@ -113,7 +109,7 @@ pub fn push_through_daemon(
     refs: Refs<'_>,
     packing: Packing<'_>,
 ) -> Result<PushStats, String> {
-    push_over(repo, channel, daemon_request(push.path, push.port, push.token), refs, packing)
+    push_over(repo, channel, daemon_request(push.path), refs, packing)
 }
 
 /// Pushes `refs` of `repo` through `channel`, an exec channel running `git receive-pack` on
@@ -166,11 +162,12 @@ fn with_stderr(message: String, channel: &mut TimedChannel) -> String {
     }
 }
 
-/// The git:// protocol's opening request for a push to `path`, as one pkt-line. The `host`
-/// field carries `token`, which the daemon hands to its access hook: only a connection that
-/// knows a token of this deploy is let in, and each token admits one connection.
-pub fn daemon_request(path: &str, port: u16, token: &str) -> Vec<u8> {
-    let body = format!("git-receive-pack {path}\0host={token}:{port}\0");
+/// The git:// protocol's opening request for a push to `path`, as one pkt-line, with no
+/// `host` field: git daemon looks a host name up (a DNS query) and passes it to the access
+/// hook's command line only when the request has one. The daemon admits a connection by who
+/// opened it (see [`crate::plan::daemon_script`]), not by anything in the request.
+pub fn daemon_request(path: &str) -> Vec<u8> {
+    let body = format!("git-receive-pack {path}");
     let mut line = format!("{:04x}", body.len() + 4).into_bytes();
     line.extend_from_slice(body.as_bytes());
     line
@@ -296,10 +293,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn daemon_request_is_one_pkt_line() {
-        let request = daemon_request("/srv/a b/repo", 40000, "0123abcd");
+    fn daemon_request_is_one_pkt_line_without_a_host() {
+        let request = daemon_request("/srv/a b/repo");
         let text = String::from_utf8(request).unwrap();
-        assert_eq!(text, "0037git-receive-pack /srv/a b/repo\0host=0123abcd:40000\0");
+        assert_eq!(text, "0022git-receive-pack /srv/a b/repo");
         assert_eq!(usize::from_str_radix(&text[..4], 16).unwrap(), text.len());
     }
 }

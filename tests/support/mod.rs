@@ -3,6 +3,8 @@
 //! The server runs on this machine, so tests read its side (`deploy_to`, processes) directly.
 #![allow(dead_code)]
 
+pub mod users;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +16,8 @@ use xtask_deploy::plan::RollbackTo;
 use xtask_deploy::report::Quiet;
 use xtask_deploy::{Config, DeployOptions, DeployReport};
 
+use users::LocalUser;
+
 /// An unreachable git host: `.invalid` never resolves, so any fetch from it fails.
 pub const UNREACHABLE_ORIGIN: &str = "https://git.invalid/hello.git";
 
@@ -21,8 +25,11 @@ pub const UNREACHABLE_ORIGIN: &str = "https://git.invalid/hello.git";
 pub struct World {
     pub app: AppRepo,
     pub deploy_to: PathBuf,
-    // Dropped last: stops sshd and whatever it left running.
+    // Dropped after the app: stops sshd and whatever it left running.
     pub server: LoopbackServer,
+    /// The deploy user, when it is not the one running the tests (see [`World::as_user`]);
+    /// dropped last, once sshd is gone.
+    pub deploy_user: Option<LocalUser>,
 }
 
 impl World {
@@ -40,7 +47,27 @@ impl World {
     pub fn with_deploy_dir(extra: &str, deploy_dir: &str) -> World {
         let server = LoopbackServer::start().expect("start loopback sshd");
         let deploy_to = server.dir().join("srv").join(deploy_dir);
-        let manifest = app_manifest(&server, &deploy_to, extra);
+        World::build(server, deploy_to, extra, None)
+    }
+
+    /// A server and an app deployed as a new local user (not root) whose login shell is `shell`,
+    /// into `~/srv/hello` of that user, as a real server's deploy user would: the user owns
+    /// `deploy_to`, and reaches the server's key files only because they are readable by all.
+    pub fn as_user(shell: &Path, extra: &str) -> World {
+        let server = LoopbackServer::start().expect("start loopback sshd");
+        server.open_to_local_users().unwrap();
+        let user = LocalUser::create(&server.dir().join("home"), shell.to_str().unwrap());
+        let deploy_to = user.home.join("srv").join("hello");
+        World::build(server, deploy_to, extra, Some(user))
+    }
+
+    fn build(server: LoopbackServer, deploy_to: PathBuf, extra: &str, user: Option<LocalUser>) -> World {
+        let mut manifest = app_manifest(&server, &deploy_to, extra);
+        if let Some(user) = &user {
+            let from = format!("user = {}\n", xtask_deploy::loopback::toml_string(server.user()));
+            assert!(manifest.contains(&from), "the manifest names the server's user");
+            manifest = manifest.replacen(&from, &format!("user = \"{}\"\n", user.name), 1);
+        }
         let app = AppRepo::create(
             &server.dir().join("app"),
             &[
@@ -52,7 +79,7 @@ impl World {
         )
         .expect("create app repo");
         app.repo().remote("origin", UNREACHABLE_ORIGIN).expect("add origin");
-        World { app, deploy_to, server }
+        World { app, deploy_to, server, deploy_user: user }
     }
 
     /// The command `bin` (the xtask binary) with `args` and this world's `--manifest-path`.
@@ -243,6 +270,11 @@ pub fn read_until(output: &mut impl std::io::BufRead, needle: &str) -> String {
             return seen;
         }
     }
+}
+
+/// `path` quoted for `sh`.
+pub fn quote_path(path: &Path) -> String {
+    xtask_deploy::shell::quote(path.to_str().unwrap())
 }
 
 /// What a finished command printed on stderr.
