@@ -110,9 +110,8 @@ for pidfile in "$state"/daemon.*.pid; do
     *) rm -f "$pidfile" ;;
   esac
 done
-# A release an earlier deploy switched to and never confirmed, whose keeper died (the server
-# rebooted) before it could go back: nobody checked it. Go back now, before anything else.
-if [ -f "$state/{unconfirmed}" ]; then
+# Goes back from the release the unconfirmed marker names, and restarts the one gone back to.
+go_back_from_marker() {{
   release=""
   previous=""
   while IFS= read -r line; do
@@ -120,10 +119,15 @@ if [ -f "$state/{unconfirmed}" ]; then
   done < "$state/{unconfirmed}"
   user={user}
   go_back || true
-  rm -f "$state/{unconfirmed}"
   if [ "$went_back" = 1 ]; then
     rel=$previous
 {restart}  fi
+}}
+# A release an earlier deploy switched to and never confirmed, whose keeper died (the server
+# rebooted) before it could go back: nobody checked it. Go back now, before anything else.
+if [ -f "$state/{unconfirmed}" ]; then
+  go_back_from_marker
+  rm -f "$state/{unconfirmed}"
 fi
 {REPORT_STATE}
 {probe}echo {READY}
@@ -162,18 +166,7 @@ if has_line {token} "$state/lock/info"; then
 {REMOVE_UNFINISHED}
   # A release this deploy switched to and never confirmed: its deployer is gone, so nobody
   # checked it. Go back to the release the server had.
-  if has_line {token} "$state/{unconfirmed}"; then
-    release=""
-    previous=""
-    while IFS= read -r line; do
-      case "$line" in release=*) release=${{line#release=}} ;; previous=*) previous=${{line#previous=}} ;; esac
-    done < "$state/{unconfirmed}"
-    user={user}
-    go_back || true
-    if [ "$went_back" = 1 ]; then
-      rel=$previous
-{restart}    fi
-  fi
+  if has_line {token} "$state/{unconfirmed}"; then go_back_from_marker; fi
 fi
 lock="$state/lock"
 {release}"#,
