@@ -304,3 +304,70 @@ fn a_deploy_user_with_any_login_shell_sets_up_deploys_and_rolls_back() {
         assert!(!world.locked(), "{shell}");
     }
 }
+
+/// What `git rev-list --objects` lists in `dir`'s repository for `args`, counted.
+fn object_count(dir: &std::path::Path, args: &[&str]) -> u64 {
+    let output =
+        std::process::Command::new("git").arg("-C").arg(dir).args(["rev-list", "--objects"]).args(args).output();
+    let output = output.unwrap();
+    assert!(output.status.success(), "git rev-list {args:?}");
+    String::from_utf8_lossy(&output.stdout).lines().count() as u64
+}
+
+#[test]
+fn the_first_deploy_sends_the_deployed_tree_not_the_history() {
+    let world = World::new();
+    for round in 0..30 {
+        world.commit(&format!("history/file{}.txt", round % 7), &incompressible(2_000, round));
+    }
+    world.setup();
+    let report = world.deploy();
+    let tree = object_count(world.app.dir(), &["--no-walk", "HEAD"]);
+    let history = object_count(world.app.dir(), &["HEAD"]);
+    assert!(history > tree + 30, "a long history: {history} objects, {tree} in the tree");
+    assert_eq!(report.servers[0].objects, tree, "only the deployed commit and its tree travel");
+    world.assert_release_matches(&report.release, &report.sha);
+    // The next deploy is a thin pack against what the server now has.
+    world.commit("src/main.rs", "fn main() { println!(\"next\"); }\n");
+    let next = world.deploy();
+    assert_eq!(next.servers[0].objects, 4, "the commit, two trees and the file: {:?}", next.servers[0]);
+    world.assert_release_matches(&next.release, &next.sha);
+}
+
+#[test]
+fn a_depth_1_clone_deploys_to_a_server_with_older_history_and_to_a_fresh_one() {
+    let world = World::new();
+    world.setup();
+    let first = world.deploy();
+    // A second server, fresh; then the app moves on.
+    let (second, second_deploy_to) = support::add_server(&world);
+    world.setup();
+    for round in 0..3 {
+        world.commit("src/main.rs", &format!("fn main() {{ println!(\"{round}\"); }}\n"));
+    }
+    // What CI checks out: one commit, no history.
+    let clone = world.server.dir().join("ci-clone");
+    let url = format!("file://{}", world.app.dir().display());
+    let cloned = std::process::Command::new("git").args(["clone", "-q", "--depth", "1", &url]).arg(&clone).status();
+    assert!(cloned.unwrap().success());
+    let config = xtask_deploy::Config::load(Some(&clone.join("Cargo.toml"))).unwrap();
+    let report = xtask_deploy::deploy(&config, &xtask_deploy::DeployOptions::default(), &mut Collect::default())
+        .unwrap_or_else(|err| panic!("a deploy from a depth-1 clone: {err}"));
+    assert_ne!(report.release, first.release);
+    world.assert_release_matches(&report.release, &report.sha);
+    let second_current = fs::read_link(second_deploy_to.join("current")).unwrap();
+    assert!(second_current.ends_with(&report.release), "{}", second_current.display());
+    let revision = fs::read_to_string(second_deploy_to.join("current/REVISION")).unwrap();
+    assert_eq!(revision.trim(), report.sha);
+    // And from the clone again, after a commit made there: a thin pack on top of the shallow root.
+    fs::write(clone.join("src/main.rs"), "fn main() { println!(\"from CI\"); }\n").unwrap();
+    let git = |args: &[&str]| {
+        let status = std::process::Command::new("git").arg("-C").arg(&clone).args(args).status().unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["-c", "user.name=ci", "-c", "user.email=ci@localhost", "commit", "-qam", "ci change"]);
+    let again = xtask_deploy::deploy(&config, &xtask_deploy::DeployOptions::default(), &mut Collect::default())
+        .unwrap_or_else(|err| panic!("a second deploy from the clone: {err}"));
+    assert_eq!(again.servers[0].objects, 4, "the commit, two trees and the file: {:?}", again.servers[0]);
+    drop(second);
+}

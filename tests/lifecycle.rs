@@ -400,13 +400,18 @@ artifacts = ["target/dist"]"#
         );
         let source_text = world.deploy_to.join("releases").join(&report.release).join("assets/data.txt");
         assert!(fs::read(source_text).unwrap().ends_with(b"\r\n"), "{cache}: the source's own attributes hold");
-        // The release commit is on no branch: the server's branch names the source commit.
+        // The release commit is on no branch; its parent is the deployed commit. (A first deploy
+        // sends the tree without the history, and git updates one ref of such a push: the
+        // release commit's. The branch follows on the next deploy.)
         let git = |args: &[&str]| {
             let output = Command::new("git").arg("--git-dir").arg(world.deploy_to.join("repo")).args(args).output();
             String::from_utf8(output.unwrap().stdout).unwrap().trim().to_string()
         };
-        assert_eq!(git(&["for-each-ref", "--format=%(objectname)", "refs/heads/"]), report.sha, "{cache}");
         assert_eq!(git(&["rev-parse", "refs/xtask-deploy/release^"]), report.sha, "{cache}: its parent");
+        world.commit("src/main.rs", "fn main() { println!(\"next\"); }\n");
+        let next = world.deploy();
+        assert_eq!(git(&["for-each-ref", "--format=%(objectname)", "refs/heads/"]), next.sha, "{cache}");
+        assert_eq!(git(&["rev-parse", "refs/xtask-deploy/release^"]), next.sha, "{cache}: its parent");
     }
 }
 

@@ -17,8 +17,9 @@ struct ReceivePack(Child);
 impl ReceivePack {
     fn start(bare: &std::path::Path) -> ReceivePack {
         ReceivePack(
+            // As the deploy runs it on the server.
             Command::new("git")
-                .arg("receive-pack")
+                .args(["-c", "receive.fsckObjects=true", "-c", "receive.shallowUpdate=true", "receive-pack"])
                 .arg(bare)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -209,10 +210,11 @@ fn servers_in_the_same_state_get_one_shared_pack_and_others_their_own() {
         assert_eq!(ref_of(bare), second);
     }
     assert_eq!(shared.made(), 2, "one pack for the empty servers, one for those with the first commit");
-    // The empty servers got the whole history; the others only the new commit, as a thin delta.
+    // The empty servers got the deployed tree only (no history); the others only the new
+    // commit, as a thin delta.
     assert_eq!(pushed[0], pushed[1]);
     assert_eq!(pushed[2], pushed[3]);
-    assert_eq!(pushed[0].0, 6, "two commits, two trees, two versions of the file");
+    assert_eq!(pushed[0].0, 3, "the commit, its tree and the file, not the first commit");
     assert_eq!(pushed[2].0, 3);
     assert!(pushed[2].1 < 1_000, "only a delta travels to a server that has the first commit: {:?}", pushed[2]);
 }
@@ -243,8 +245,11 @@ fn a_release_commit_travels_in_the_same_pack_its_binary_as_a_delta_counted_apart
     };
     let (sha, release, first, _) = deploy(1, &build);
     let server = git2::Repository::open_bare(&bare).unwrap();
-    assert_eq!(server.refname_to_id("refs/heads/main").unwrap().to_string(), sha);
+    // A first push sends the tree, not the history, and so only the release commit's ref (git
+    // updates one ref of a push with shallow roots); it carries the deployed commit.
     assert_eq!(server.refname_to_id(build_output::REMOTE_REF).unwrap().to_string(), release);
+    let parent = server.find_commit(git2::Oid::from_str(&release).unwrap()).unwrap().parent_id(0).unwrap();
+    assert_eq!(parent.to_string(), sha);
     assert!(first.build_bytes > 150_000, "the first binary travels whole: {first:?}");
 
     // A one-line change: a few bytes of the binary differ.
@@ -276,8 +281,13 @@ fn an_artifact_equal_to_an_object_of_the_history_is_not_sent_twice() {
         };
         config("receive.unpackLimit", unpack_limit);
         config("receive.fsckObjects", fsck);
-        // `old.txt` is in the history but not in the deployed tree; the build output equals it.
-        let app = AppRepo::create(&dir.path().join("app"), &[("a.txt", "a\n"), ("old.txt", "vendored v1\n")]).unwrap();
+        // The server has the first commit; `old.txt`, in the history pushed now but not in the
+        // deployed tree, equals the build output.
+        let app = AppRepo::create(&dir.path().join("app"), &[("a.txt", "a\n")]).unwrap();
+        let first = app.repo().head().unwrap().target().unwrap().to_string();
+        push(&app, &bare, &first).0.unwrap();
+        app.write("old.txt", "vendored v1\n").unwrap();
+        app.commit_all("add old.txt").unwrap();
         std::fs::remove_file(app.dir().join("old.txt")).unwrap();
         let sha = app.commit_all("remove old.txt").unwrap();
         let local = dir.path().join("lib.js");
@@ -289,8 +299,9 @@ fn an_artifact_equal_to_an_object_of_the_history_is_not_sent_twice() {
         let built = receive_pack::Update { sha: &release.sha, refname: build_output::REMOTE_REF };
         let sent = receive_pack::push(app.repo(), &mut server, source, Some(built), None);
         let sent = sent.unwrap_or_else(|err| panic!("unpackLimit {unpack_limit}: {err}"));
-        // Two commits, two trees and two blobs; the release commit, its root and public/.
-        assert_eq!(sent.objects, 6 + 3, "unpackLimit {unpack_limit}: {sent:?}");
+        // Two commits, the tree with `old.txt` and `old.txt` (the other tree is the first one's);
+        // the release commit, its root and public/ (not the blob, which is `old.txt`).
+        assert_eq!(sent.objects, 4 + 3, "unpackLimit {unpack_limit}: {sent:?}");
         let server = git2::Repository::open_bare(&bare).unwrap();
         let blob = server.revparse_single(&format!("{}:public/lib.js", release.sha)).unwrap();
         assert_eq!(blob.as_blob().unwrap().content(), b"vendored v1\n");

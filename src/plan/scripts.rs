@@ -680,7 +680,10 @@ printf '%s\n' {log_line} >> revisions.log
 /// anything is stored. On the command line rather than in `repo/config`, so it holds in every
 /// repository the deploy pushes to (the submodules' too), on servers set up by any version (or by
 /// Capistrano); a child git (receive-pack under the daemon) inherits it.
-const CHECKED_GIT: &str = "git -c receive.fsckObjects=true";
+///
+/// `receive.shallowUpdate`: a push may bring commits whose parents it leaves out (the first
+/// deploy sends the deployed tree, not the history; a shallow CI clone has no more to send).
+const CHECKED_GIT: &str = "git -c receive.fsckObjects=true -c receive.shallowUpdate=true";
 
 /// Makes `repo/` and `.xtask-deploy/` the deploy user's alone (0700: no other local user may
 /// read the history or the lock's holder); the preflight also passes the lock's `info` (0600).
@@ -737,7 +740,8 @@ const STOP_RECEIVE_PACKS: &str = r#"for pidfile in "$state"/receive-pack.*.pid; 
   pid=$(cat "$pidfile")
   case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
   case "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" in
-    *"git receive-pack"*|*"git -c receive.fsckObjects=true receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
+    # Ours, whatever `-c` options it runs with (this version's, or an older one's).
+    *"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
   esac
   rm -f "$pidfile"
 done"#;
@@ -832,21 +836,23 @@ mod tests {
         let script = daemon_script(&config("/srv/x"), 40123, 900, &[]);
         assert!(script.text.contains("--listen=127.0.0.1 --port=40123 --strict-paths"));
         assert!(script.text.contains("--enable=receive-pack"));
-        assert!(script.text.contains("timeout -k 1 900 git -c receive.fsckObjects=true daemon"));
+        assert!(script.text.contains(&format!("timeout -k 1 900 {CHECKED_GIT} daemon")));
         assert!(script.text.contains("\"$d/repo\" </dev/null &"));
     }
 
     #[test]
     fn both_transports_check_what_they_receive_and_their_processes_are_still_found() {
-        let checked = "git -c receive.fsckObjects=true";
+        let checked = CHECKED_GIT;
+        assert!(checked.contains("-c receive.fsckObjects=true") && checked.contains("-c receive.shallowUpdate=true"));
         assert!(daemon_script(&config("/srv/x"), 40123, 900, &[]).text.contains(&format!("{checked} daemon")));
         let exec = receive_pack_script(&config("/srv/x"), "repo", false).text;
         assert!(exec.contains(&format!("\n{checked} receive-pack \"$repo\"\n")), "{exec}");
         // The preflight and the lock keeper find them by command line (and those of older versions).
         let preflight = preflight_script(&config("/srv/x"), &lock(), &[]).text;
         assert!(preflight.contains(&format!("*\"{checked} daemon\"*\"$d/repo\"*")), "{preflight}");
-        assert!(preflight.contains(&format!("*\"{checked} receive-pack\"*")), "{preflight}");
-        assert!(preflight.contains("*\"git daemon\"*\"$d/repo\"*") && preflight.contains("*\"git receive-pack\"*"));
+        assert!(
+            preflight.contains("*\"git daemon\"*\"$d/repo\"*") && preflight.contains("*\"git \"*\"receive-pack\"*")
+        );
     }
 
     #[test]

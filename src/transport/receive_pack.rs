@@ -88,13 +88,6 @@ pub fn push<S: Read + Write>(
         capabilities.push("quiet".to_string());
     }
     capabilities.push(format!("agent=xtask-deploy/{}", env!("CARGO_PKG_VERSION")));
-    for (index, (old, update)) in commands.iter().enumerate() {
-        // The capabilities ride on the first command only.
-        let capabilities = if index == 0 { format!("\0{}", capabilities.join(" ")) } else { String::new() };
-        let command = format!("{old} {} {}{capabilities}\n", update.sha, update.refname);
-        write_pkt(stream, command.as_bytes()).map_err(lost)?;
-    }
-    write_flush(stream).map_err(lost)?;
 
     // The bases: every advertised tip that exists here, the build output's own ref first (the
     // previous release's binaries are what the new ones are deltas against).
@@ -103,7 +96,27 @@ pub fn push<S: Read + Write>(
     advertised.sort_by_key(|(_, name)| Some(name.as_str()) != build.map(|build| build.refname));
     let haves: Vec<&str> =
         advertised.iter().map(|(tip, _)| tip.as_str()).filter(|tip| *tip != ZERO_ID && exists(tip)).collect();
-    let spec = PackSpec { source: source.sha, build: build.map(|build| build.sha), haves, ofs_delta };
+    let shallow = shallow_roots(repo, source.sha, &haves);
+    // Shallow roots come first: commits whose parents the pack does not carry.
+    for root in &shallow {
+        write_pkt(stream, format!("shallow {root}\n").as_bytes()).map_err(lost)?;
+    }
+    // git's receive-pack updates (and reports) only the first ref of a push that brings shallow
+    // roots: then only the release commit's ref, which carries the deployed commit all the same
+    // (the branch follows on the next deploy).
+    let commands: Vec<&(String, Update)> = match (shallow.is_empty(), build) {
+        (false, Some(build)) => commands.into_iter().filter(|(_, update)| update.refname == build.refname).collect(),
+        _ => commands,
+    };
+    for (index, (old, update)) in commands.iter().enumerate() {
+        // The capabilities ride on the first command only.
+        let capabilities = if index == 0 { format!("\0{}", capabilities.join(" ")) } else { String::new() };
+        let command = format!("{old} {} {}{capabilities}\n", update.sha, update.refname);
+        write_pkt(stream, command.as_bytes()).map_err(lost)?;
+    }
+    write_flush(stream).map_err(lost)?;
+
+    let spec = PackSpec { source: source.sha, build: build.map(|build| build.sha), haves, shallow, ofs_delta };
     let sent = match shared {
         Some(shared) => shared.pack(repo, &spec).and_then(|pack| pack.send(stream)),
         None => send_pack(repo, &spec, stream),
@@ -126,7 +139,25 @@ struct PackSpec<'a> {
     source: &'a str,
     build: Option<&'a str>,
     haves: Vec<&'a str>,
+    /// Commits whose parents the pack leaves out (see [`shallow_roots`]).
+    shallow: Vec<String>,
     ofs_delta: bool,
+}
+
+/// The commits a push declares shallow (their parents are not sent). When the server has
+/// nothing this repository knows (a first deploy, or a shallow clone that does not reach the
+/// server's tip), the deployed commit itself: only its tree travels, not the history. From a
+/// shallow clone otherwise, the clone's own shallow roots: the history stops where the clone's
+/// does.
+fn shallow_roots(repo: &git2::Repository, source: &str, haves: &[&str]) -> Vec<String> {
+    if haves.is_empty() {
+        return vec![source.to_string()];
+    }
+    if !repo.is_shallow() {
+        return Vec::new();
+    }
+    let listed = std::fs::read_to_string(repo.path().join("shallow")).unwrap_or_default();
+    listed.lines().map(str::trim).filter(|line| line.len() == 40).map(str::to_string).collect()
 }
 
 /// The thin packs of one deploy to several servers. Servers in the same state advertise the same
@@ -161,12 +192,13 @@ impl SharedPacks {
         bases.sort_unstable();
         bases.dedup();
         let key = format!(
-            "{}\n{}\n{}\n{}\n{}",
+            "{}\n{}\n{}\n{}\n{}\n{}",
             repo.path().display(),
             spec.source,
             spec.build.unwrap_or("-"),
             spec.ofs_delta,
-            bases.join(" ")
+            bases.join(" "),
+            spec.shallow.join(" ")
         );
         let slot = {
             let mut packs = self.packs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -250,6 +282,9 @@ fn send_pack<W: Write>(repo: &git2::Repository, spec: &PackSpec, stream: &mut W)
     for have in &spec.haves {
         revisions.push_str(&format!("^{have}\n"));
     }
+    for root in &spec.shallow {
+        revisions.push_str(&format!("--shallow {root}\n"));
+    }
     let mut source = PackObjects::start(repo, &["--thin", "--revs"], spec.ofs_delta, &revisions)?;
     let Some(build) = spec.build else {
         // One part: the pack streams through as `git pack-objects` writes it.
@@ -309,7 +344,12 @@ fn build_objects(repo: &git2::Repository, build: &str, spec: &PackSpec) -> Resul
         listing.lines().filter_map(|line| line.split(' ').next()).collect();
     // What the source's part holds: streamed, only the few candidates are kept in memory.
     let source = format!("{}\n", spec.source);
-    let mut source_part = rev_list_child(repo, &source, spec, &["--objects", "--no-object-names"])?;
+    // When the deployed commit is a shallow root, the source's part is that commit and its tree.
+    let mut args = vec!["--objects", "--no-object-names"];
+    if spec.shallow.iter().any(|root| root == spec.source) {
+        args.push("--no-walk");
+    }
+    let mut source_part = rev_list_child(repo, &source, spec, &args)?;
     let mut reader = io::BufReader::new(source_part.stdout.take().expect("stdout is piped"));
     let mut line = String::new();
     while !candidates.is_empty() && io::BufRead::read_line(&mut reader, &mut line).map_err(lost_git)? > 0 {
@@ -664,7 +704,7 @@ mod tests {
         let commit = repo.commit(None, &signature, &signature, "big", &tree, &[]).unwrap();
         let started = std::time::Instant::now();
         let source = commit.to_string();
-        let spec = PackSpec { source: &source, build: None, haves: Vec::new(), ofs_delta: true };
+        let spec = PackSpec { source: &source, build: None, haves: Vec::new(), shallow: Vec::new(), ofs_delta: true };
         let err = send_pack(&repo, &spec, &mut Gone).unwrap_err();
         assert!(err.contains("connection to the server was lost"), "{err}");
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
