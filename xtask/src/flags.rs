@@ -141,6 +141,9 @@ struct Bench {
     /// How many incremental deploys to time.
     #[arg(long, default_value_t = 9)]
     rounds: usize,
+    /// The repository to clone and deploy (default: this one), e.g. a large one.
+    #[arg(long, value_name = "PATH")]
+    repo: Option<std::path::PathBuf>,
 }
 
 impl Xtask {
@@ -275,7 +278,8 @@ impl Demo {
 
 impl Bench {
     fn run(self) -> anyhow::Result<u8> {
-        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let this = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let repo = self.repo.unwrap_or(this);
         xtask_deploy::bench::run(&repo, self.rounds, &mut std::io::stdout()).context("bench failed")?;
         Ok(exit::SUCCESS)
     }
