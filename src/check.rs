@@ -360,6 +360,10 @@ pub fn health_target<'a>(
     if !healthcheck.scope.includes(&config.servers, index) {
         return Err("the health check's `roles` leave this server out".to_string());
     }
+    if !state.holder.is_empty() {
+        // Its release may be one it switched to and has not confirmed: not the one to judge.
+        return Err("a deploy holds the lock: the current release is checked when it is done".to_string());
+    }
     let (Some(name), Some(sha)) = (state.current_release(), state.current_sha()) else {
         return Err("no current release to check".to_string());
     };
@@ -467,6 +471,8 @@ mod tests {
         let mut config = config_with_check();
         assert_eq!(target(&config, ready), Ok(("20261125041638".to_string(), "abcd".to_string())));
         assert_eq!(target(&config, "writable yes /srv/app\n"), Err("no current release to check".to_string()));
+        let locked = format!("{ready}holder user=bob\n");
+        assert!(target(&config, &locked).unwrap_err().starts_with("a deploy holds the lock"), "a deploy's release");
         config.healthcheck.as_mut().unwrap().scope.roles = vec!["web".into()];
         assert_eq!(target(&config, ready), Err("the health check's `roles` leave this server out".to_string()));
 

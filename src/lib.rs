@@ -93,11 +93,13 @@ pub enum Error {
     /// The deploy failed after servers switched `current`, and some of them (`published`, each
     /// with why) could not go back to the release they had.
     #[error(
-        "{error}. Release {release} is still live on {published}: it could not go back there; every \
-         other server is on the release it had. Go back there with `cargo xtask rollback --hosts <host>` \
-         (a server whose connection was lost goes back by itself once its sshd notices), or deploy a fixed \
-         commit",
-        published = .published.join(", ")
+        "{error}. Release {release} is still live on {published}: it could not go back there (it is marked \
+         bad){others}. Where it has an earlier release, go back with `cargo xtask rollback --hosts <host>` (a \
+         server whose connection was lost goes back by itself once its sshd notices); or deploy a fixed commit",
+        published = .published.join(", "),
+        others = if .unchanged.is_empty() { String::new() } else {
+            format!("; {} are on the release they had", .unchanged.join(", "))
+        }
     )]
     Partial { release: String, published: Vec<String>, unchanged: Vec<String>, error: Box<Error> },
     /// The deploy failed after the switch, and every server that had switched went back to the

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use xshell::Shell;
+use std::os::fd::AsFd;
 
 use crate::Error;
 
@@ -84,16 +84,27 @@ pub fn push_refname(branch: &str) -> String {
 /// Runs one local command (a build command or a local hook) in `dir`, split into words as a
 /// shell would (no shell runs it). `phase` names it in the error.
 pub fn run_command(phase: &str, command: &str, dir: &Path) -> Result<(), Error> {
-    let sh = Shell::new().map_err(|err| Error::local(format!("cannot start a local shell: {err}")))?;
-    sh.change_dir(dir);
     let words = shlex::split(command)
         .filter(|words| !words.is_empty())
         .ok_or_else(|| Error::local(format!("{phase} command `{command}` is empty or has unbalanced quotes")))?;
-    sh.cmd(&words[0])
+    // Its stdout goes to our stderr: under `--json`, stdout carries only events.
+    let stderr = std::io::stderr().as_fd().try_clone_to_owned();
+    let stderr = stderr.map_err(|err| Error::local(format!("cannot run {phase} command `{command}`: {err}")))?;
+    let status = std::process::Command::new(&words[0])
         .args(&words[1..])
-        .quiet()
-        .run()
-        .map_err(|err| Error::local(format!("{phase} command `{command}` failed: {err}")))
+        .current_dir(dir)
+        .stdout(std::process::Stdio::from(stderr))
+        .status()
+        .map_err(|err| Error::local(format!("{phase} command `{command}` could not start: {err}")))?;
+    if status.success() {
+        return Ok(());
+    }
+    let how = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => status.to_string(),
+    };
+    Err(Error::local(format!("{phase} command `{command}` failed ({how})")))
 }
 
 /// The deploying machine's host name, for the lock.

@@ -502,13 +502,12 @@ fn a_release_a_deploy_went_back_from_keeps_its_mark_until_it_is_pruned_and_warns
         matches!(event, Event::Warning { message } if message.contains(&broken) && message.contains("marked bad"))
     });
     assert!(warned, "{:?}", events.0);
-    // keep_releases = 2: the confirmation removed the first release; the one marked bad stays.
-    assert_eq!(world.releases().len(), 2, "{:?}", world.releases());
-    assert_eq!(world.bad(), vec![broken.clone()]);
-    world.commit("src/main.rs", "fn main() { println!(\"fixed\"); }\n");
-    world.deploy();
-    assert!(!world.releases().contains(&broken), "pruned: {:?}", world.releases());
+    // keep_releases = 2: the release marked bad goes first, not the good one a rollback needs;
+    // its mark goes with it.
+    assert_eq!(world.releases(), vec![first.release.clone(), world.current().unwrap()]);
     assert_eq!(world.bad(), Vec::<String>::new(), "the mark of a pruned release is dropped");
+    world.rollback(None).unwrap();
+    assert_eq!(world.current(), Some(first.release.clone()), "the good release was kept for this");
 }
 
 #[test]
@@ -572,4 +571,27 @@ fn restart_hooks_that_hang_while_going_back_do_not_hide_that_the_server_went_bac
     assert!(message.contains("the restart hooks failed on"), "{message}\n{:?}", events.0);
     assert_eq!(world.current(), Some(first.release.clone()));
     assert_eq!(world.our_processes_after(Duration::from_secs(5)), vec![], "the hanging restart was stopped");
+}
+
+#[test]
+fn a_first_deploy_that_fails_its_health_check_is_marked_bad_and_is_deployed_again_without_force() {
+    let world = World::with_config(
+        "[package.metadata.deploy.healthcheck]\nremote = 'test ! -e \"$DEPLOY_TO/shared/unhealthy\"'\ntimeout = 1\n",
+    );
+    world.setup();
+    fs::write(world.deploy_to.join("shared/unhealthy"), "").unwrap();
+    let err = world.try_deploy().expect_err("the health check fails");
+    let message = err.to_string();
+    assert_eq!(err.exit_code(), xtask_deploy::exit::PARTIAL, "{message}");
+    assert!(
+        message.contains("(no earlier release to go back to)") && message.contains("deploy a fixed commit"),
+        "{message}"
+    );
+    let failed = world.current().expect("it stays live: there is nothing to go back to");
+    assert_eq!(world.bad(), vec![failed.clone()], "but marked bad");
+    // Fixed on the server: the same commit deploys again, not "already current".
+    fs::remove_file(world.deploy_to.join("shared/unhealthy")).unwrap();
+    let again = world.try_deploy().unwrap_or_else(|err| panic!("deploy again: {err}"));
+    assert_ne!(again.release, failed);
+    assert_eq!(world.current(), Some(again.release));
 }

@@ -64,6 +64,8 @@ go_back() {
     *) forget_marker; echo "not-switched $release"; return 0 ;;
   esac
   if [ -z "$previous" ] || [ ! -d "$d/releases/$previous" ]; then
+    # It stays live, but it failed: marked bad, so that nothing takes it for a good release.
+    if ! grep -qxF "$release" "$state/bad" 2>/dev/null; then echo "$release" >> "$state/bad"; fi
     echo "cannot-revert no earlier release to go back to"; return 1
   fi
   link="$d/releases/.current.$$"
@@ -123,7 +125,7 @@ pub fn health_script(config: &Config, release: &Release, healthcheck: &Healthche
 d={deploy_to}
 rel={name}
 cd "$d/releases/$rel" || exit 1
-export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION={sha}
+export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION={sha} ROLLBACK=
 log=$(mktemp) || exit 1
 # Tries run in the step's process group: stopped with the step (its deployer was lost), the
 # whole group goes, tries included.
@@ -140,7 +142,7 @@ now_ms() {{
   case "$n" in *[!0-9]*|'') echo $(( $(date +%s) * 1000 )) ;; *) echo $(( n / 1000000 )) ;; esac
 }}
 start=$(now_ms)
-deadline=$(( $(date +%s) + {timeout} ))
+deadline=$(( start + {timeout} * 1000 ))
 tries=0
 while :; do
   tries=$((tries + 1))
@@ -148,7 +150,7 @@ while :; do
   try=$!
   late=0
   # Tenths of a second left before the deadline for this try, and at least one second.
-  ticks=$(( ($deadline - $(date +%s)) * 10 ))
+  ticks=$(( (deadline - $(now_ms)) / 100 ))
   [ "$ticks" -ge 10 ] || ticks=10
   while kill -0 "$try" 2>/dev/null; do
     if [ "$ticks" -le 0 ]; then
@@ -167,11 +169,13 @@ while :; do
     echo "{HEALTHY} $tries $(( $(now_ms) - start ))"
     exit 0
   fi
-  [ "$(date +%s)" -lt "$deadline" ] || break
+  [ "$(now_ms)" -lt "$deadline" ] || break
   sleep {interval}
 done
 echo "{UNHEALTHY} $tries $(( $(now_ms) - start ))"
-printf '{HEALTH_OUTPUT} within %ss (%s tries); its last output:\n%s\n' {timeout} "$tries" "$(tail -c 2000 "$log")" >&2
+last=$(tail -c 2000 "$log")
+[ -n "$last" ] || last="(it printed nothing)"
+printf '{HEALTH_OUTPUT} within %ss (%s tries); its last output:\n%s\n' {timeout} "$tries" "$last" >&2
 rm -f "$log"
 exit 1
 "#,

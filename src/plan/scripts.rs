@@ -144,11 +144,15 @@ while read -r line; do
     for r in "$d"/releases/{release_glob}; do [ -d "$r" ] && count=$((count + 1)); done
     excess=$((count - keep))
     now=$(readlink "$d/current" 2>/dev/null || true)
-    for r in "$d"/releases/{release_glob}; do
-      [ "$excess" -gt 0 ] || break
-      [ -d "$r" ] || continue
-      excess=$((excess - 1))
-      if [ "${{now##*/}}" != "${{r##*/}}" ]; then rm -rf "$r"; echo "removed ${{r##*/}}"; fi
+    # Releases marked bad go first: they must not push out the good ones a rollback needs.
+    for pass in bad any; do
+      for r in "$d"/releases/{release_glob}; do
+        [ "$excess" -gt 0 ] || break
+        [ -d "$r" ] && [ "${{now##*/}}" != "${{r##*/}}" ] || continue
+        if [ "$pass" = bad ] && ! has_line "${{r##*/}}" "$state/bad"; then continue; fi
+        excess=$((excess - 1))
+        rm -rf "$r"; echo "removed ${{r##*/}}"
+      done
     done
     # Marks of the releases just removed go with them.
     unmark=""
@@ -610,7 +614,7 @@ const NO_LINK: &str = r#"no_link() {
 pub fn hook_script(config: &Config, release: &Release, phase: &'static str, command: &str) -> RemoteScript {
     let text = format!(
         r#"d={deploy_to}
-export DEPLOY_TO="$d" RELEASE={name} RELEASE_PATH="$d/releases"/{name} REVISION={sha}
+export DEPLOY_TO="$d" RELEASE={name} RELEASE_PATH="$d/releases"/{name} REVISION={sha} ROLLBACK=
 if [ -d "$RELEASE_PATH" ]; then cd "$RELEASE_PATH"; else cd "$d"; fi || exit 1
 exec sh -c {command} >&2
 "#,

@@ -181,7 +181,14 @@ fn deploy_to_all(
         report.connect = server.connect;
     }
 
-    if !options.force && servers.iter().all(|server| server.state.current_sha() == Some(local.revision.sha.as_str())) {
+    // Current, and good: a release marked bad (one that failed its health check and could not be
+    // gone back from) is no reason to stop.
+    let up_to_date = |server: &Server| {
+        let state = &server.state;
+        let bad = state.current_release().is_some_and(|current| state.bad.iter().any(|bad| bad == current));
+        state.current_sha() == Some(local.revision.sha.as_str()) && !bad
+    };
+    if !options.force && servers.iter().all(up_to_date) {
         reporter.event(Event::UpToDate { sha: local.revision.sha.clone() });
         unlock_all(&mut servers);
         summary.release = servers.first().and_then(|server| server.state.current_release()).unwrap_or("").to_string();

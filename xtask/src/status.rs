@@ -394,9 +394,9 @@ pub fn render_plan(plans: &[xtask_deploy::plan::Plan], config: &xtask_deploy::Co
     }
     for (index, step) in plan.on_failure.iter().enumerate() {
         if let Action::Local(command) = &step.action {
-            out.push_str(&format!("\n## if a step before publish fails, on_failure: locally\n{command}\n"));
+            out.push_str(&format!("\n## if the deploy fails (before publish, or after every server went back), on_failure: locally\n{command}\n"));
         } else if let Action::Remote(script) = &step.action {
-            let phase = "if a step before publish fails, on_failure";
+            let phase = "if the deploy fails (before publish, or after every server went back), on_failure";
             remote(&mut out, phase, &on(&|plan| plan.on_failure[index].here), script);
         }
     }

@@ -620,3 +620,17 @@ interval = 1"#,
     let (code, status, detail) = health(&world);
     assert_eq!((code, status.as_str(), detail.as_str()), (0, "skipped", "no `healthcheck` configured"));
 }
+
+#[test]
+fn under_json_what_local_commands_print_goes_to_stderr() {
+    let world = World::with_config(
+        "build = [\"echo built-and-said-so\"]\n[package.metadata.deploy.hooks]\nbefore_update = [{ local = \"echo hook-said-so\" }]",
+    );
+    world.setup();
+    let output = run(&world, &["deploy", "--json"]);
+    assert_eq!(code(&output), 0, "{}", stderr_of(&output));
+    // Every stdout line is an event (json_lines fails on anything else).
+    assert!(json_lines(&output).iter().any(|line| line["event"] == "summary"));
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains("built-and-said-so") && stderr.contains("hook-said-so"), "{stderr}");
+}
