@@ -147,14 +147,7 @@ fn case(transport: &str, phase: Phase, fault: Fault) -> String {
     if let Some(relay) = &relay {
         relay.mode.store(HOLD, Ordering::SeqCst);
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["deploy", "--manifest-path"])
-        .arg(world.app.manifest_path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_deploy(&world);
     let held = match &relay {
         Some(relay) => relay.wait_held(Duration::from_secs(30)),
         None => hold.wait_held(Duration::from_secs(30)),
@@ -239,6 +232,18 @@ fn case(transport: &str, phase: Phase, fault: Fault) -> String {
     )
 }
 
+/// Starts `cargo xtask deploy` of `world`'s app, its stderr piped.
+fn spawn_deploy(world: &World) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["deploy", "--manifest-path"])
+        .arg(world.app.manifest_path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 const PASS: u8 = 0;
 const HOLD: u8 = 1;
 const CUT: u8 = 2;
@@ -315,16 +320,7 @@ fn a_keeper_going_back_holds_the_lock_until_it_is_done() {
     let old = world.deploy();
     world.commit("src/main.rs", "fn main() { println!(\"held\"); }\n");
     hold.arm();
-    let deploy = || {
-        Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(["deploy", "--manifest-path"])
-            .arg(world.app.manifest_path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let deploy = || spawn_deploy(&world);
     let mut first = deploy();
     assert!(hold.wait_held(Duration::from_secs(30)), "the deploy never reached its health check");
     first.kill().unwrap();
