@@ -210,12 +210,15 @@ pub struct Step {
     /// Whether it runs on this plan's server: `false` for a remote hook whose `roles` or `once`
     /// leave the server out. Every server's plan has the same steps, in the same order.
     pub here: bool,
+    /// What it runs, for people: a hook's command, the health check's; empty for the deploy's
+    /// own steps.
+    pub what: String,
 }
 
 impl Step {
     /// A step that runs on this plan's server.
     pub fn new(phase: &'static str, action: Action) -> Step {
-        Step { phase, action, here: true }
+        Step { phase, action, here: true, what: String::new() }
     }
 }
 
@@ -257,6 +260,7 @@ pub fn deploy_plan(
                 Hook::Local(command) => Step::new(phase, Action::Local(command.clone())),
                 Hook::Remote(command, scope) => Step {
                     here: scope.includes(&config.servers, server),
+                    what: command.clone(),
                     ..Step::new(phase, Action::Remote(hook_script(config, release, phase, command)))
                 },
             })
@@ -277,6 +281,7 @@ pub fn deploy_plan(
     if let Some(healthcheck) = &config.healthcheck {
         steps.push(Step {
             here: healthcheck.scope.includes(&config.servers, server),
+            what: healthcheck.command.clone(),
             ..Step::new(HEALTHCHECK, Action::Remote(confirm::health_script(config, release, healthcheck)))
         });
     }

@@ -727,9 +727,8 @@ fn remote_batch(
     let batch = plan::batch_script(&scripts);
     let connection = &target.server.connection;
     let name = connection.name().to_string();
-    for step in steps.iter().filter(|step| step.phase != "prepare" && step.phase != plan::PUBLISH) {
-        let what = if step.phase == plan::HEALTHCHECK { "health check" } else { "remote hook" };
-        reporter.event(Event::Running { phase: step.phase, server: Some(name.clone()), what: what.into() });
+    for step in steps.iter().filter(|step| !step.what.is_empty()) {
+        reporter.event(Event::Running { phase: step.phase, server: Some(name.clone()), what: step.what.clone() });
     }
     let started = Instant::now();
     let output = connection.output_steps(&batch, scripts.len())?;
@@ -762,11 +761,19 @@ fn remote_batch(
         reporter.event(event);
     }
     if output.status != 0 {
-        let failed = steps.get(done).and_then(|step| match &step.action {
+        let failed = steps.get(done);
+        let name = failed.and_then(|step| match &step.action {
             Action::Remote(script) => Some(script.name),
             _ => None,
         });
-        return Err(connection.failure(failed.unwrap_or("remote step"), &output));
+        let err = connection.failure(name.unwrap_or("remote step"), &output);
+        // Which hook: its command leads the message (two hooks of a phase read alike otherwise).
+        return Err(match (err, failed.map(|step| step.what.as_str())) {
+            (Error::Remote { server, step, status, message }, Some(what)) if !what.is_empty() => {
+                Error::Remote { server, step, status, message: format!("`{what}`: {message}") }
+            }
+            (err, _) => err,
+        });
     }
     Ok(())
 }

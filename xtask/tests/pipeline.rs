@@ -634,3 +634,19 @@ fn under_json_what_local_commands_print_goes_to_stderr() {
     let stderr = stderr_of(&output);
     assert!(stderr.contains("built-and-said-so") && stderr.contains("hook-said-so"), "{stderr}");
 }
+
+#[test]
+fn each_hook_is_named_by_its_command_when_it_runs_and_when_it_fails() {
+    let world = World::with_config(
+        "[package.metadata.deploy.hooks]\nafter_update = [{ remote = \"true first\" }, { remote = \"test -e no-such-file\" }]",
+    );
+    world.setup();
+    let output = run(&world, &["deploy", "--json"]);
+    assert_eq!(code(&output), i32::from(exit::REMOTE), "{}", stderr_of(&output));
+    let lines = json_lines(&output);
+    let running: Vec<&str> =
+        lines.iter().filter(|line| line["event"] == "running").filter_map(|line| line["what"].as_str()).collect();
+    assert_eq!(running, ["true first", "test -e no-such-file"]);
+    let error = find(&lines, "summary")["error"].as_str().unwrap().to_string();
+    assert!(error.contains("after_update failed") && error.contains("`test -e no-such-file`"), "{error}");
+}
