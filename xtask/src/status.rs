@@ -131,18 +131,23 @@ impl Ui {
                     format!("back on the release it had ({} is marked bad)", report.release)
                 }
             };
-            self.line(
-                "Summary",
-                &format!(
-                    "{}: {what}; connect {}, daemon {}, push {} ({}), release {}",
-                    server.server,
-                    ms(server.connect),
-                    ms(server.daemon),
-                    ms(server.push),
-                    pushed(server.bytes_sent, server.build_bytes, server.objects),
-                    ms(server.release),
-                ),
-            );
+            // Only the phases that ran: no zero for what never happened.
+            let mut phases = Vec::new();
+            if server.connect > Duration::ZERO {
+                phases.push(format!("connect {}", ms(server.connect)));
+            }
+            if server.daemon > Duration::ZERO {
+                phases.push(format!("daemon {}", ms(server.daemon)));
+            }
+            if server.push > Duration::ZERO {
+                let sent = pushed(server.bytes_sent, server.build_bytes, server.objects);
+                phases.push(format!("push {} ({sent})", ms(server.push)));
+            }
+            if server.release > Duration::ZERO {
+                phases.push(format!("release {}", ms(server.release)));
+            }
+            let phases = if phases.is_empty() { String::new() } else { format!("; {}", phases.join(", ")) };
+            self.line("Summary", &format!("{}: {what}{phases}", server.server));
         }
         let sha = &report.sha[..report.sha.len().min(12)];
         let (verb, what) = match report.outcome {
@@ -151,11 +156,12 @@ impl Ui {
             Outcome::RolledBack => ("Rolled back", "deploy"),
             _ => ("Failed", "deploy"),
         };
+        let of = if sha.is_empty() { String::new() } else { format!(" of {sha}") };
+        let release = if report.release.is_empty() { String::new() } else { format!(" as release {}", report.release) };
         self.line(
             verb,
             &format!(
-                "{what} of {sha} as release {} to {} server(s) in {:.2}s",
-                report.release,
+                "{what}{of}{release} to {} server(s) in {:.2}s",
                 report.servers.len(),
                 report.elapsed.as_secs_f64()
             ),

@@ -422,3 +422,17 @@ fn a_300_mb_artifact_goes_through_without_the_deployer_holding_it() {
     let same = Command::new("cmp").arg(&big).arg(&deployed).status().unwrap();
     assert!(same.success(), "the artifact on the server differs from the local one");
 }
+
+#[test]
+fn a_deploy_stopped_before_any_server_shows_no_empty_or_zero_fields() {
+    let world = World::new();
+    world.setup();
+    world.deploy();
+    fs::write(world.app.dir().join("src/main.rs"), "fn main() { /* not committed */ }\n").unwrap();
+    let output = deploy_cli(&world);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(!stderr.contains(" 0 ms") && !stderr.contains("0 bytes"), "a zero for what never ran:\n{stderr}");
+    assert!(!stderr.contains(" of  as") && !stderr.contains("release  to"), "an empty field:\n{stderr}");
+    assert!(stderr.contains("Failed deploy to 1 server(s)"), "{stderr}");
+}
