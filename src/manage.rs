@@ -259,9 +259,11 @@ pub fn unlock(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error>
             .filter_map(|line| line.strip_prefix("removed ")?.split_once('='))
             .map(|(key, value)| (key.to_string(), value.to_string()))
             .collect();
-        if !holder.is_empty() {
-            reporter
-                .event(Event::Unlocked { server: connection.name().to_string(), holder: LockInfo::describe(&holder) });
+        let server = connection.name().to_string();
+        if holder.is_empty() {
+            reporter.event(Event::Warning { message: format!("no lock on {server}: nothing was removed") });
+        } else {
+            reporter.event(Event::Unlocked { server, holder: LockInfo::describe(&holder) });
         }
         Ok(())
     });

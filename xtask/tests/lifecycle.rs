@@ -126,6 +126,10 @@ fn unlock_removes_a_live_lock_and_releases_lists_it_first() {
     let unlocked = run(&world, &["unlock"]);
     assert!(unlocked.status.success() && stderr_of(&unlocked).contains("dave on ci-7"), "{}", stderr_of(&unlocked));
     assert!(!world.locked());
+    // Again, with no lock left: it says so instead of claiming a removal.
+    let nothing = stderr_of(&run(&world, &["unlock"]));
+    assert!(nothing.contains("no lock on") && nothing.contains("nothing was removed"), "{nothing}");
+    assert!(!nothing.contains("Unlocked"), "{nothing}");
     let deployed = run(&world, &["deploy"]);
     assert!(deployed.status.success(), "{}", stderr_of(&deployed));
 }
