@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use support::{add_existing_server, add_servers, processes_left_on, Netns, World};
+use support::{add_existing_server, add_servers, current_in, processes_left_on, releases_in, Netns, World};
 use xtask_deploy::loopback::{toml_string, LoopbackServer, Place};
 use xtask_deploy::report::{Collect, Event, ServerStatus};
 use xtask_deploy::{DeployOptions, Error};
@@ -57,18 +57,6 @@ fn deploy_tos(world: &World, others: &[(LoopbackServer, PathBuf)]) -> Vec<PathBu
     std::iter::once(world.deploy_to.clone()).chain(others.iter().map(|(_, deploy_to)| deploy_to.clone())).collect()
 }
 
-fn current_of(deploy_to: &std::path::Path) -> Option<String> {
-    Some(fs::read_link(deploy_to.join("current")).ok()?.file_name()?.to_string_lossy().to_string())
-}
-
-fn releases_of(deploy_to: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(deploy_to.join("releases"))
-        .map(|dir| dir.flatten().map(|entry| entry.file_name().to_string_lossy().to_string()).collect())
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 #[test]
 fn eight_servers_are_deployed_in_parallel_with_one_release_and_one_commit() {
     let barrier = tempfile::tempdir().unwrap();
@@ -83,7 +71,7 @@ fn eight_servers_are_deployed_in_parallel_with_one_release_and_one_commit() {
     assert!(report.servers.iter().all(|server| server.status == ServerStatus::Published), "{report:?}");
     assert_eq!(fs::read_dir(barrier.path()).unwrap().count(), 8, "every server ran the hook once");
     for deploy_to in &deploy_tos {
-        assert_eq!(current_of(deploy_to).as_deref(), Some(report.release.as_str()), "{}", deploy_to.display());
+        assert_eq!(current_in(deploy_to).as_deref(), Some(report.release.as_str()), "{}", deploy_to.display());
         let revision = fs::read_to_string(deploy_to.join("releases").join(&report.release).join("REVISION")).unwrap();
         assert_eq!(revision.trim(), report.sha);
     }
@@ -140,8 +128,8 @@ fn one_server_failing_to_prepare_leaves_every_server_as_it_was() {
         assert!(hook_failures.iter().any(|message| message.contains(&name)), "{name} in {hook_failures:?}");
     }
     for deploy_to in &deploy_tos {
-        assert_eq!(current_of(deploy_to).as_deref(), Some(first.release.as_str()), "{}", deploy_to.display());
-        assert_eq!(releases_of(deploy_to), vec![first.release.clone()], "{}", deploy_to.display());
+        assert_eq!(current_in(deploy_to).as_deref(), Some(first.release.as_str()), "{}", deploy_to.display());
+        assert_eq!(releases_in(deploy_to), vec![first.release.clone()], "{}", deploy_to.display());
         assert!(!deploy_to.join(".xtask-deploy/lock").exists(), "lock released on {}", deploy_to.display());
     }
     for server in servers(&world, &others) {
@@ -192,7 +180,7 @@ fn servers_behind_a_gateway_are_reached_only_through_it() {
     world.setup();
     let report = world.deploy();
     for (server, deploy_to) in &inner {
-        assert_eq!(current_of(deploy_to).as_deref(), Some(report.release.as_str()));
+        assert_eq!(current_in(deploy_to).as_deref(), Some(report.release.as_str()));
         let log = server.log();
         assert!(log.contains("Accepted publickey"), "the deploy logged in: {log}");
     }
@@ -257,7 +245,7 @@ fn check_releases_unlock_and_rollback_work_on_every_server_at_once() {
     let rolled = events.0.iter().filter(|event| matches!(event, Event::RolledBack { .. })).count();
     assert_eq!(rolled, 4, "{:?}", events.0);
     for deploy_to in &deploy_tos {
-        assert_eq!(current_of(deploy_to).as_deref(), Some(first.release.as_str()), "{}", deploy_to.display());
+        assert_eq!(current_in(deploy_to).as_deref(), Some(first.release.as_str()), "{}", deploy_to.display());
     }
     assert_eq!(arrived("basename"), 4);
     let timed_out = fs::read_to_string(barriers.path().join("timed-out")).unwrap_or_default();

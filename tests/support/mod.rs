@@ -153,11 +153,7 @@ impl World {
 
     /// Release directory names, oldest first.
     pub fn releases(&self) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(self.deploy_to.join("releases"))
-            .map(|dir| dir.flatten().map(|entry| entry.file_name().to_string_lossy().to_string()).collect())
-            .unwrap_or_default();
-        names.sort();
-        names
+        releases_in(&self.deploy_to)
     }
 
     pub fn revision_of(&self, release: &str) -> String {
@@ -521,6 +517,15 @@ pub fn releases_by_hand(deploy_to: &Path, count: usize) -> Vec<(String, String)>
 /// The releases marked bad in `deploy_to`.
 pub fn bad_in(deploy_to: &Path) -> Vec<String> {
     fs::read_to_string(deploy_to.join(".xtask-deploy/bad")).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+/// Release directory names in `deploy_to`, oldest first.
+pub fn releases_in(deploy_to: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(deploy_to.join("releases"))
+        .map(|dir| dir.flatten().map(|entry| entry.file_name().to_string_lossy().to_string()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 /// The release `current` points at in `deploy_to`, if any.

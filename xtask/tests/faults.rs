@@ -101,18 +101,8 @@ fn case(transport: &str, phase: Phase, fault: Fault) -> String {
     match phase {
         Phase::Connecting => {
             let started = Relay::start(world.server.port());
-            // The deploy goes through the relay; trust the server's key under the relay's port.
-            let known = fs::read_to_string(world.server.known_hosts()).unwrap();
-            let line = known.lines().next().unwrap().replacen(
-                &format!("[127.0.0.1]:{}", world.server.port()),
-                &format!("[127.0.0.1]:{}", started.port),
-                1,
-            );
-            fs::write(world.server.known_hosts(), format!("{known}{line}\n")).unwrap();
-            let manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
-            let manifest =
-                manifest.replacen(&format!("port = {}", world.server.port()), &format!("port = {}", started.port), 1);
-            world.commit("Cargo.toml", &manifest);
+            // The deploy goes through the relay, which the server's key is trusted behind.
+            world.route_through(started.port);
             relay = Some(started);
         }
         Phase::DaemonStart => hold.install_git_shim(&world, "daemon"),

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Output;
 
-use support::{add_server, World};
+use support::{add_server, bad_in, current_in, releases_in, World};
 use xtask_deploy::exit;
 use xtask_deploy::loopback::toml_string;
 
@@ -205,27 +205,9 @@ fn three_servers_with_a_health_check() -> (World, Vec<xtask_deploy::loopback::Lo
     (world, servers, deploy_tos)
 }
 
-fn current_of(deploy_to: &Path) -> String {
-    fs::read_link(deploy_to.join("current")).unwrap().file_name().unwrap().to_string_lossy().into_owned()
-}
-
-fn releases_of(deploy_to: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(deploy_to.join("releases"))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 fn last_restart(deploy_to: &Path) -> String {
     let restarts = fs::read_to_string(deploy_to.join("shared/restarts")).unwrap_or_default();
     restarts.lines().last().unwrap_or_default().to_string()
-}
-
-fn bad_of(deploy_to: &Path) -> Vec<String> {
-    let bad = fs::read_to_string(deploy_to.join(".xtask-deploy/bad")).unwrap_or_default();
-    bad.lines().map(str::to_string).collect()
 }
 
 /// The `--json` events of `output` named `name`.
@@ -240,12 +222,12 @@ fn a_failing_health_check_on_one_of_three_servers_sends_all_three_back() {
     let (world, _servers, deploy_tos) = three_servers_with_a_health_check();
     let healthy = run(&world, &["deploy", "--json"]);
     expect(&healthy, exit::SUCCESS);
-    let old = current_of(&deploy_tos[0]);
+    let old = current_in(&deploy_tos[0]).unwrap();
     let checks = events(&healthy, "health_check");
     assert_eq!(checks.len(), 3, "one health check per server: {checks:?}");
     assert!(checks.iter().all(|check| check["passed"] == true), "{checks:?}");
     for deploy_to in &deploy_tos {
-        assert_eq!(current_of(deploy_to), old, "every server on the new release");
+        assert_eq!(current_in(deploy_to).unwrap(), old, "every server on the new release");
         assert_eq!(last_restart(deploy_to), format!("{old} 0"));
     }
 
@@ -253,11 +235,16 @@ fn a_failing_health_check_on_one_of_three_servers_sends_all_three_back() {
     world.commit("src/main.rs", "fn main() { println!(\"broken\"); }\n");
     let broken = run(&world, &["deploy", "--json"]);
     let text = expect(&broken, exit::ROLLED_BACK);
-    let new = releases_of(&deploy_tos[0]).last().unwrap().clone();
+    let new = releases_in(&deploy_tos[0]).last().unwrap().clone();
     assert_ne!(new, old);
     for deploy_to in &deploy_tos {
-        assert_eq!(current_of(deploy_to), old, "{}: not back on the old release:\n{text}", deploy_to.display());
-        assert_eq!(bad_of(deploy_to), vec![new.clone()], "{}: the new release is marked bad", deploy_to.display());
+        assert_eq!(
+            current_in(deploy_to).unwrap(),
+            old,
+            "{}: not back on the old release:\n{text}",
+            deploy_to.display()
+        );
+        assert_eq!(bad_in(deploy_to), vec![new.clone()], "{}: the new release is marked bad", deploy_to.display());
         assert_eq!(
             last_restart(deploy_to),
             format!("{old} 1"),
@@ -286,20 +273,20 @@ fn canaries_go_first_and_a_failing_one_leaves_the_others_untouched() {
     assert_eq!(waves.len(), 2, "{waves:?}");
     assert_eq!(waves[0]["servers"].as_array().unwrap().len(), 1, "one canary");
     assert_eq!(waves[1]["servers"].as_array().unwrap().len(), 2, "then the rest");
-    let old = current_of(&deploy_tos[0]);
-    assert!(deploy_tos.iter().all(|deploy_to| current_of(deploy_to) == old));
+    let old = current_in(&deploy_tos[0]).unwrap();
+    assert!(deploy_tos.iter().all(|deploy_to| current_in(deploy_to).unwrap() == old));
 
-    let before: Vec<Vec<String>> = deploy_tos.iter().map(|deploy_to| releases_of(deploy_to)).collect();
+    let before: Vec<Vec<String>> = deploy_tos.iter().map(|deploy_to| releases_in(deploy_to)).collect();
     fs::write(deploy_tos[0].join("shared/unhealthy"), "").unwrap();
     world.commit("src/main.rs", "fn main() { println!(\"broken canary\"); }\n");
     let broken = run(&world, &["deploy", "--json", "--canary", "1"]);
     expect(&broken, exit::ROLLED_BACK);
     assert_eq!(events(&broken, "wave").len(), 1, "the second wave never started");
-    assert_eq!(current_of(&deploy_tos[0]), old, "the canary went back");
+    assert_eq!(current_in(&deploy_tos[0]).unwrap(), old, "the canary went back");
     assert_eq!(events(&broken, "rolled_back").len(), 1);
     for (deploy_to, before) in deploy_tos.iter().zip(&before).skip(1) {
-        assert_eq!(&releases_of(deploy_to), before, "{}: touched", deploy_to.display());
-        assert_eq!(current_of(deploy_to), old);
+        assert_eq!(&releases_in(deploy_to), before, "{}: touched", deploy_to.display());
+        assert_eq!(current_in(deploy_to).unwrap(), old);
         assert_eq!(last_restart(deploy_to), format!("{old} 0"), "{}: restarted", deploy_to.display());
     }
 }
