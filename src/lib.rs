@@ -4,12 +4,15 @@
 //! what runs where (pure, no I/O), [`ssh`] and [`transport`] do the talking, [`run`] walks the
 //! plan over the servers and reports [`report::Event`]s. [`loopback`] starts a throwaway `sshd`
 //! on 127.0.0.1 for the demo, the benchmark and the tests. [`submodules`] finds what else a
-//! commit needs pushed.
+//! commit needs pushed. `cli` (the default `cli` feature) is the command line over all of it:
+//! clap types an xtask flattens into its own, and the status lines and JSON events.
 
 pub mod bench;
 pub mod binaries;
 pub mod build_output;
 pub mod check;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod local;

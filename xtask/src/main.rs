@@ -1,19 +1,33 @@
-//! The xtask template: copy `xtask/` and `.cargo/config.toml` into a repository, then
-//! `cargo xtask deploy-setup` prepares its servers and `cargo xtask deploy` deploys it.
-//!
-//! This file is a table of contents: take the deploy key out of the environment, parse the
-//! flags, dispatch to a command's `run`.
-
-mod flags;
-mod status;
+//! This repository's xtask: the deploy commands, plus the demo and the benchmark.
+//! An adopter's xtask is the same without `Dev` (README, "Add it to your repository").
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use xtask_deploy::cli;
+
+/// Capistrano-style deploys over SSH, pushing git objects to a cache on each server.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
+struct Xtask {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    output: cli::Output,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Deploy(cli::Command),
+    #[command(flatten)]
+    Dev(cli::DevCommand),
+}
 
 fn main() -> ExitCode {
-    // First, while this is the only thread: the deploy key leaves the environment, so that no
-    // child process (a build command, a local hook, git) can read it.
-    xtask_deploy::config::EnvAuth::from_env();
-    ExitCode::from(flags::Xtask::parse().run())
+    let xtask = Xtask::parse();
+    match xtask.command {
+        Command::Deploy(command) => command.run(&xtask.output),
+        Command::Dev(command) => command.run(&xtask.output),
+    }
 }

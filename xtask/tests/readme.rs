@@ -2,6 +2,8 @@
 //! recipe's commands and every `cargo xtask` command it shows.
 
 use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use xtask_deploy::exit;
@@ -109,4 +111,130 @@ fn every_command_the_readme_shows_exists() {
     for command in shown {
         assert!(xtask(&[&command, "--help"]).status.success(), "the README shows `cargo xtask {command}`");
     }
+}
+
+/// The fenced block right after `<!-- marker -->`, with the indentation of its fence removed
+/// (blocks inside a list item are indented).
+fn code_block(marker: &str) -> String {
+    let start = README.find(&format!("<!-- {marker} -->")).unwrap_or_else(|| panic!("README marks `{marker}`"));
+    let mut lines = README[start..].lines().skip(1);
+    let fence = lines.next().unwrap_or_default();
+    let indent = fence.len() - fence.trim_start().len();
+    assert!(fence.trim_start().starts_with("```"), "a code block follows `{marker}`, not {fence:?}");
+    let mut block = String::new();
+    for line in lines.take_while(|line| line.trim() != "```") {
+        block.push_str(line.get(indent..).unwrap_or(line.trim_start()));
+        block.push('\n');
+    }
+    block
+}
+
+/// Runs `cargo` in `dir`, offline, with the shared target directory; panics with its output
+/// when it fails.
+fn cargo(dir: &Path, target: &Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", target)
+        .env("CARGO_NET_OFFLINE", "true")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "`cargo {}` in {} failed:\n{text}", args.join(" "), dir.display());
+    text
+}
+
+/// A fresh repository as `cargo init` makes it, with this repository's Cargo.lock so that it
+/// builds offline with the versions this repository is tested with.
+fn fresh_repository(dir: &Path, name: &str) {
+    fs::create_dir_all(dir).unwrap();
+    let init = Command::new(env!("CARGO"))
+        .args(["init", "--quiet", "--vcs", "none", "--name", name])
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(init.success());
+    fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+}
+
+/// `xtask/Cargo.toml` as the README writes it, with the dependency pointed at this checkout.
+fn xtask_manifest() -> String {
+    let library = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_str().unwrap().to_string();
+    let manifest = code_block("template: xtask/Cargo.toml");
+    let line =
+        manifest.lines().find(|line| line.starts_with("xtask-deploy")).expect("the template depends on xtask-deploy");
+    manifest.replace(line, &format!("xtask-deploy = {{ path = {library:?} }}"))
+}
+
+/// The deploy commands every adopter's xtask has.
+const DEPLOY_COMMANDS: [&str; 6] = ["deploy-setup", "deploy", "rollback", "releases", "unlock", "deploy-check"];
+
+/// Every `--help` of `binary`'s `commands` succeeds and describes the command.
+fn helps(binary: &Path, commands: &[&str]) {
+    for command in commands {
+        let output = Command::new(binary).args([command, "--help"]).stdin(Stdio::null()).output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "`{command} --help` failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(text.contains(&format!("cargo xtask {command}")), "`{command} --help` names its usage:\n{text}");
+    }
+}
+
+/// "Add it to your repository", followed literally in a fresh repository with no xtask, then the
+/// embed example as another repository's existing xtask: both build against this library, every
+/// command's `--help` runs, and the adopter's `cargo test --workspace` passes.
+#[test]
+fn the_adoption_steps_work_in_a_fresh_repository() {
+    // Outside this repository, so that cargo sees no workspace around them.
+    let repos = tempfile::tempdir().unwrap();
+    // Kept between runs: a rebuild after a change of the library is incremental.
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("adopter-target");
+
+    let fresh = repos.path().join("fresh");
+    fresh_repository(&fresh, "fresh-app");
+    fs::create_dir_all(fresh.join("xtask/src")).unwrap();
+    fs::create_dir_all(fresh.join(".cargo")).unwrap();
+    fs::write(fresh.join("xtask/Cargo.toml"), xtask_manifest()).unwrap();
+    let main = code_block("template: xtask/src/main.rs");
+    assert!(main.lines().count() <= 40, "the template xtask is at most 40 lines:\n{main}");
+    fs::write(fresh.join("xtask/src/main.rs"), main).unwrap();
+    fs::write(fresh.join(".cargo/config.toml"), code_block("template: .cargo/config.toml")).unwrap();
+    let manifest = fs::read_to_string(fresh.join("Cargo.toml")).unwrap();
+    fs::write(fresh.join("Cargo.toml"), format!("{manifest}\n[workspace]\nmembers = [\"xtask\"]\n")).unwrap();
+    // Through the alias, as a user types it.
+    let help = cargo(&fresh, &target, &["xtask", "--help"]);
+    for command in DEPLOY_COMMANDS {
+        assert!(help.contains(command), "`cargo xtask --help` lists {command}:\n{help}");
+    }
+    assert!(!help.contains("demo") && !help.contains("bench"), "an adopter's xtask has no demo or bench:\n{help}");
+    helps(&target.join("debug/xtask"), &DEPLOY_COMMANDS);
+    cargo(&fresh, &target, &["test", "--workspace", "--quiet"]);
+
+    let existing = repos.path().join("existing");
+    fresh_repository(&existing, "existing-app");
+    fs::create_dir_all(existing.join("xtask/src")).unwrap();
+    fs::write(existing.join("xtask/Cargo.toml"), xtask_manifest()).unwrap();
+    fs::write(existing.join("xtask/src/main.rs"), code_block("embed-example")).unwrap();
+    let manifest = fs::read_to_string(existing.join("Cargo.toml")).unwrap();
+    fs::write(existing.join("Cargo.toml"), format!("{manifest}\n[workspace]\nmembers = [\"xtask\"]\n")).unwrap();
+    cargo(&existing, &target, &["build", "--quiet", "--package", "xtask"]);
+    let xtask = target.join("debug/xtask");
+    helps(&xtask, &["dist"]);
+    helps(&xtask, &DEPLOY_COMMANDS);
+    let dist = Command::new(&xtask).args(["dist", "--out", "here"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&dist.stdout), "packaging into here\n", "the adopter's own command runs");
+    // A deploy command runs through the library, with its exit code: no manifest table here.
+    let deploy = Command::new(&xtask).args(["deploy-check", "--json"]).current_dir(&existing).output().unwrap();
+    let stdout = String::from_utf8_lossy(&deploy.stdout);
+    assert_eq!(
+        deploy.status.code(),
+        Some(i32::from(exit::CONFIG)),
+        "{stdout}{}",
+        String::from_utf8_lossy(&deploy.stderr)
+    );
+    assert!(
+        stdout.lines().last().unwrap_or_default().contains("\"exit\""),
+        "the JSON exit line ends stdout:\n{stdout}"
+    );
+    cargo(&existing, &target, &["test", "--workspace", "--quiet"]);
 }

@@ -3,14 +3,14 @@
 use std::io::{IsTerminal, Stdout};
 use std::time::Duration;
 
+use super::Output;
+use crate::report::{JsonLines, Outcome, ServerStatus};
+use crate::{DeployReport, Error, Event, Reporter};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use xtask_deploy::check::{CheckReport, CheckStatus};
-use xtask_deploy::report::{JsonLines, Outcome, ServerStatus};
-use xtask_deploy::{exit, DeployReport, Event, Reporter};
 
 /// Where a command's output goes: status lines for people on stderr, and with `--json` one
 /// JSON object per event on stdout (text that would go to stdout then goes to stderr).
-pub struct Ui {
+pub(crate) struct Ui {
     json: Option<JsonLines<Stdout>>,
     /// On a terminal: one line per server, redrawn in place with its latest step.
     progress: Option<Progress>,
@@ -24,10 +24,14 @@ struct Progress {
 }
 
 impl Ui {
-    pub fn new(json: bool) -> Ui {
+    /// Starts reporting as `output` asks; under `--verbose`, every remote script is shown.
+    pub fn start(output: &Output) -> Ui {
+        if output.verbose {
+            show_scripts();
+        }
         let terminal = std::io::stderr().is_terminal();
         Ui {
-            json: json.then(|| JsonLines(std::io::stdout())),
+            json: output.json.then(|| JsonLines(std::io::stdout())),
             progress: terminal.then(|| Progress { lines: MultiProgress::new(), servers: Vec::new() }),
         }
     }
@@ -92,20 +96,17 @@ impl Ui {
     }
 
     /// One server's releases as JSON, under `--json`.
-    pub fn releases(&mut self, server: &xtask_deploy::manage::ServerReleases) {
+    pub fn releases(&mut self, server: &crate::manage::ServerReleases) {
         if let Some(json) = &mut self.json {
             json.releases(server);
         }
     }
 
     /// Ends the command: prints its error, if any, and the closing JSON line; returns the exit code.
-    pub fn exit(&mut self, command: &str, result: anyhow::Result<u8>) -> u8 {
+    pub fn exit(&mut self, command: &str, result: Result<u8, Error>) -> u8 {
         let (code, error) = match result {
             Ok(code) => (code, None),
-            Err(err) => {
-                let code = err.downcast_ref::<xtask_deploy::Error>().map_or(exit::LOCAL, |err| err.exit_code());
-                (code, Some(format!("{err:#}")))
-            }
+            Err(err) => (err.exit_code(), Some(err.to_string())),
         };
         if let Some(error) = &error {
             eprintln!("error: {error}");
@@ -293,35 +294,13 @@ fn server_step(event: &Event) -> Option<(&str, &'static str, String)> {
 }
 
 /// `--verbose`: every remote script is shown on stderr as it starts.
-pub fn show_scripts() {
-    xtask_deploy::ssh::trace_scripts(|server, script| {
+fn show_scripts() {
+    crate::ssh::trace_scripts(|server, script| {
         eprintln!("{:>12} {} on {server}", "Script", script.name);
         for line in script.text.lines() {
             eprintln!("{:>12} | {line}", "");
         }
     });
-}
-
-/// The `deploy-check` table: one row per server and check.
-pub fn render_checks(report: &CheckReport) -> String {
-    let width = report.checks.iter().map(|row| row.server.len()).max().unwrap_or(0).max("server".len());
-    let mut out = format!("{:<width$}  {:<12}  {:<7}  detail\n", "server", "check", "result");
-    for row in &report.checks {
-        let status = match row.status {
-            CheckStatus::Ok => "ok",
-            CheckStatus::Warn => "warn",
-            CheckStatus::Fail => "FAIL",
-            CheckStatus::Skipped => "skipped",
-        };
-        out.push_str(&format!("{:<width$}  {:<12}  {:<7}  {}\n", row.server, row.check, status, row.detail));
-    }
-    let failed = report.checks.iter().filter(|row| row.status == CheckStatus::Fail).count();
-    out.push_str(&if failed == 0 {
-        "\nA deploy would get past every check.\n".to_string()
-    } else {
-        format!("\n{failed} check(s) failed: a deploy would fail. Fix the FAIL rows above.\n")
-    });
-    out
 }
 
 fn ms(duration: Duration) -> String {
@@ -345,115 +324,4 @@ fn pushed(bytes_sent: u64, build_bytes: Option<u64>, objects: u64) -> String {
         Some(build) => format!("{}, {objects} objects, {} of them build output", bytes(bytes_sent), bytes(build)),
         None => format!("{}, {objects} objects, build output not counted apart", bytes(bytes_sent)),
     }
-}
-
-/// The dry run's text: per phase, what runs where, with each remote script in full.
-pub fn render_plan(plans: &[xtask_deploy::plan::Plan], config: &xtask_deploy::Config) -> String {
-    use xtask_deploy::plan::{Action, Plan};
-    let plan = &plans[0];
-    let names: Vec<String> = config.servers.iter().map(|server| server.display_name()).collect();
-    let everywhere = format!("on {}", names.join(", "));
-    // The servers whose plan runs the step `runs` picks (a remote hook's `roles` and `once`
-    // may leave some out).
-    let on = |runs: &dyn Fn(&Plan) -> bool| -> String {
-        let here: Vec<&str> =
-            plans.iter().zip(&names).filter(|(plan, _)| runs(plan)).map(|(_, name)| name.as_str()).collect();
-        match here.len() {
-            0 => "on no server (its `roles` or `once` leave every server out)".to_string(),
-            n if n == names.len() => everywhere.clone(),
-            _ => format!("on {} only", here.join(", ")),
-        }
-    };
-    let mut out = format!(
-        "# dry run: release {} of {} (nothing is run; the release name may move forward at run time)\n",
-        plan.release.name, plan.release.sha
-    );
-    let remote = |out: &mut String, phase: &str, on: &str, script: &xtask_deploy::shell::RemoteScript| {
-        out.push_str(&format!("\n## {phase}: {on}\n{}", script.text));
-    };
-    let preflight = "preflight (checks, takes the lock, holds it until this channel closes)";
-    remote(&mut out, preflight, &everywhere, &plan.preflight);
-    for (index, step) in plan.steps.iter().enumerate() {
-        match &step.action {
-            Action::Local(command) => {
-                out.push_str(&format!("\n## {}: locally, in the manifest's directory\n{command}\n", step.phase))
-            }
-            Action::Remote(script) => remote(&mut out, step.phase, &on(&|plan| plan.steps[index].here), script),
-            Action::Push => {
-                let build = match &plan.release.build {
-                    Some(_) => " with the release commit (the build output laid over it)",
-                    None => "",
-                };
-                out.push_str(&format!(
-                    "\n## push: {everywhere}\nstart a git daemon on 127.0.0.1 (port chosen at run time), push {}{build} \
-                     and its submodules through a tunnel in the SSH session, stop the daemon\n",
-                    plan.release.sha
-                ))
-            }
-            Action::Package => out.push_str(&format!(
-                "\n## package: locally\ncheck the ELF files among {} against every server (architecture, glibc, \
-                 interpreter), then make the release commit: {} with them laid over it\n",
-                config.artifacts.join(", "),
-                plan.release.sha
-            )),
-        }
-    }
-    for (index, step) in plan.on_failure.iter().enumerate() {
-        if let Action::Local(command) = &step.action {
-            out.push_str(&format!("\n## if the deploy fails (before publish, or after every server went back), on_failure: locally\n{command}\n"));
-        } else if let Action::Remote(script) = &step.action {
-            let phase = "if the deploy fails (before publish, or after every server went back), on_failure";
-            remote(&mut out, phase, &on(&|plan| plan.on_failure[index].here), script);
-        }
-    }
-    remote(&mut out, "if a step before publish fails, discard", &everywhere, &plan.discard);
-    out.push_str("\n## at the end, whatever happened: the preflight's channel closes, which releases the lock\n");
-    out
-}
-
-/// One server's releases as a table.
-pub fn render_releases(server: &xtask_deploy::manage::ServerReleases) -> String {
-    let mut out = format!("{}\n", server.server);
-    out.push_str(&format!("  {:<16} {:<12} {:<20} {:<14} {}\n", "release", "commit", "deployed (UTC)", "by", ""));
-    for entry in server.entries() {
-        let when = format!(
-            "{}-{}-{} {}:{}:{}",
-            &entry.name[..4],
-            &entry.name[4..6],
-            &entry.name[6..8],
-            &entry.name[8..10],
-            &entry.name[10..12],
-            &entry.name[12..14]
-        );
-        let mut flags = Vec::new();
-        if entry.current {
-            flags.push("current");
-        }
-        if entry.bad {
-            flags.push("bad");
-        }
-        if entry.unconfirmed {
-            flags.push("unconfirmed");
-        }
-        out.push_str(&format!(
-            "  {:<16} {:<12} {:<20} {:<14} {}\n",
-            entry.name,
-            &entry.sha[..entry.sha.len().min(12)],
-            when,
-            entry.deployed_by,
-            flags.join(", ")
-        ));
-    }
-    if let Some(holder) =
-        (!server.state.holder.is_empty()).then(|| xtask_deploy::plan::LockInfo::describe(&server.state.holder))
-    {
-        out.push_str(&format!("  locked by {holder}\n"));
-    }
-    if !server.state.stale.is_empty() {
-        let holder = xtask_deploy::plan::LockInfo::describe(&server.state.stale);
-        out.push_str(&format!(
-            "  stale lock of {holder} (its SSH connection is gone; the next deploy takes it over)\n"
-        ));
-    }
-    out
 }

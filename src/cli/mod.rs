@@ -1,30 +1,23 @@
-//! Command-line flags, one struct per command, each with its `run`.
+//! The command line, as clap types an xtask flattens into its own: the deploy commands
+//! ([`Command`]), the output flags ([`Output`]), and a `run` that returns the exit code.
+//! One struct per command, each with its `run`.
+
+mod render;
+mod ui;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
-use xtask_deploy::plan::RollbackTo;
-use xtask_deploy::{exit, Config, DeployOptions};
+use clap::{Args, Subcommand};
 
-use crate::status::Ui;
+use crate::plan::RollbackTo;
+use crate::{exit, Config, DeployOptions, Error};
+use ui::Ui;
 
-/// Capistrano-style deploys over SSH, pushing git objects to a cache on each server.
-#[derive(Debug, Parser)]
-#[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
-pub struct Xtask {
-    #[command(subcommand)]
-    command: Command,
-    /// Print one JSON object per event on stdout (schema in the README); text goes to stderr.
-    #[arg(long, global = true)]
-    json: bool,
-    /// Show each remote script as it starts, with the server it runs on.
-    #[arg(long, short, global = true)]
-    verbose: bool,
-}
-
+/// The deploy commands, for an xtask's clap `Subcommand` to flatten in (`#[command(flatten)]`).
 #[derive(Debug, Subcommand)]
-enum Command {
+#[non_exhaustive]
+pub enum Command {
     /// Prepare every server: create `releases/`, `shared/` and the bare `repo/` under `deploy_to`.
     DeploySetup(DeploySetup),
     /// Push the commit to every server and publish it as a new release.
@@ -38,15 +31,34 @@ enum Command {
     Unlock(Unlock),
     /// Check every server without changing anything: what would make a deploy fail?
     DeployCheck(DeployCheck),
+}
+
+/// This repository's own commands (the demo and the benchmark), which an adopter's xtask needs
+/// not have.
+#[derive(Debug, Subcommand)]
+#[non_exhaustive]
+pub enum DevCommand {
     /// Deploy an example app twice into a throwaway sshd on 127.0.0.1 and show the result.
     Demo(Demo),
     /// Time a first and several incremental deploys of this repository into a loopback sshd.
     Bench(Bench),
 }
 
+/// How a command reports: the global `--json` and `--verbose` flags, for an xtask's clap
+/// `Parser` to flatten in.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Output {
+    /// Print one JSON object per event on stdout (schema in the README); text goes to stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Show each remote script as it starts, with the server it runs on.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+}
+
 /// Which manifest holds `[package.metadata.deploy]`, which stage, and which of its servers.
 #[derive(Debug, Args)]
-struct Target {
+pub struct Target {
     /// Path to the Cargo.toml to deploy (default: the one cargo finds from the current directory).
     #[arg(long, value_name = "PATH")]
     manifest_path: Option<PathBuf>,
@@ -63,13 +75,13 @@ struct Target {
 }
 
 #[derive(Debug, Args)]
-struct DeploySetup {
+pub struct DeploySetup {
     #[command(flatten)]
     target: Target,
 }
 
 #[derive(Debug, Args)]
-struct Deploy {
+pub struct Deploy {
     #[command(flatten)]
     target: Target,
     /// Deploy this branch, tag or commit instead of the configured `revision` (default `HEAD`).
@@ -100,7 +112,7 @@ struct Deploy {
 }
 
 #[derive(Debug, Args)]
-struct Rollback {
+pub struct Rollback {
     #[command(flatten)]
     target: Target,
     /// The release to switch to (its 14-digit name, as `releases` lists it); its bad mark, if
@@ -113,7 +125,7 @@ struct Rollback {
 }
 
 #[derive(Debug, Args)]
-struct Releases {
+pub struct Releases {
     #[command(flatten)]
     target: Target,
     /// Clear the bad mark of this release on every server (taking the deploy lock), then list.
@@ -122,54 +134,55 @@ struct Releases {
 }
 
 #[derive(Debug, Args)]
-struct Unlock {
+pub struct Unlock {
     #[command(flatten)]
     target: Target,
 }
 
 #[derive(Debug, Args)]
-struct DeployCheck {
+pub struct DeployCheck {
     #[command(flatten)]
     target: Target,
 }
 
 #[derive(Debug, Args)]
-struct Demo {}
+pub struct Demo {}
 
 #[derive(Debug, Args)]
-struct Bench {
+pub struct Bench {
     /// How many incremental deploys to time.
     #[arg(long, default_value_t = 9)]
     rounds: usize,
     /// The repository to clone and deploy (default: this one), e.g. a large one.
     #[arg(long, value_name = "PATH")]
-    repo: Option<std::path::PathBuf>,
+    repo: Option<PathBuf>,
 }
 
-impl Xtask {
-    /// Runs the command; returns the process exit code (see [`xtask_deploy::exit`]).
-    pub fn run(self) -> u8 {
-        let mut ui = Ui::new(self.json);
-        if self.verbose {
-            crate::status::show_scripts();
-        }
-        let name = self.command.name();
-        let result = match self.command {
+impl Command {
+    /// Runs the command and returns the process exit code (see [`crate::exit`]): its events
+    /// go to stderr as status lines, and with `--json` to stdout as JSON lines, the last one
+    /// `exit`.
+    ///
+    /// Call it before the program starts threads: it takes the deploy key out of the
+    /// environment (see [`crate::config::EnvAuth::from_env`]), so that no child process (a build
+    /// command, a local hook, git) can read it.
+    pub fn run(self, output: &Output) -> ExitCode {
+        crate::config::EnvAuth::from_env();
+        let name = self.name();
+        let mut ui = Ui::start(output);
+        let result = match self {
             Command::DeploySetup(cmd) => cmd.run(&mut ui),
             Command::Deploy(cmd) => cmd.run(&mut ui),
             Command::Rollback(cmd) => cmd.run(&mut ui),
             Command::Releases(cmd) => cmd.run(&mut ui),
             Command::Unlock(cmd) => cmd.run(&mut ui),
             Command::DeployCheck(cmd) => cmd.run(&mut ui),
-            Command::Demo(cmd) => cmd.run(&mut ui),
-            Command::Bench(cmd) => cmd.run(),
         };
-        ui.exit(name, result)
+        ExitCode::from(ui.exit(name, result))
     }
-}
 
-impl Command {
-    fn name(&self) -> &'static str {
+    /// The command's name, as typed.
+    pub fn name(&self) -> &'static str {
         match self {
             Command::DeploySetup(_) => "deploy-setup",
             Command::Deploy(_) => "deploy",
@@ -177,30 +190,40 @@ impl Command {
             Command::Releases(_) => "releases",
             Command::Unlock(_) => "unlock",
             Command::DeployCheck(_) => "deploy-check",
-            Command::Demo(_) => "demo",
-            Command::Bench(_) => "bench",
         }
     }
 }
 
+impl DevCommand {
+    /// Runs the demo or the benchmark; returns the process exit code, as [`Command::run`].
+    pub fn run(self, output: &Output) -> ExitCode {
+        let mut ui = Ui::start(output);
+        let (name, result) = match self {
+            DevCommand::Demo(cmd) => ("demo", cmd.run(&mut ui)),
+            DevCommand::Bench(cmd) => ("bench", cmd.run()),
+        };
+        ExitCode::from(ui.exit(name, result))
+    }
+}
+
 impl Target {
-    fn config(&self) -> anyhow::Result<Config> {
+    fn config(&self) -> Result<Config, Error> {
         let config = Config::load_stage(self.manifest_path.as_deref(), self.stage.as_deref())?;
-        Ok(config.select(&self.hosts, &self.roles)?)
+        config.select(&self.hosts, &self.roles)
     }
 }
 
 impl DeploySetup {
-    fn run(self, ui: &mut Ui) -> anyhow::Result<u8> {
+    fn run(self, ui: &mut Ui) -> Result<u8, Error> {
         let config = self.target.config()?;
-        xtask_deploy::setup(&config, ui)?;
+        crate::setup(&config, ui)?;
         ui.line("Finished", &format!("deploy-setup of {} server(s)", config.servers.len()));
         Ok(exit::SUCCESS)
     }
 }
 
 impl Deploy {
-    fn run(self, ui: &mut Ui) -> anyhow::Result<u8> {
+    fn run(self, ui: &mut Ui) -> Result<u8, Error> {
         let config = self.target.config()?;
         let options = DeployOptions {
             revision: self.revision,
@@ -213,35 +236,35 @@ impl Deploy {
             ..Default::default()
         };
         if self.dry_run {
-            let plans = xtask_deploy::plan_deploy(&config, &options)?;
-            ui.text(&crate::status::render_plan(&plans, &config));
+            let plans = crate::plan_deploy(&config, &options)?;
+            ui.text(&render::render_plan(&plans, &config));
             return Ok(exit::SUCCESS);
         }
-        let report = xtask_deploy::deploy(&config, &options, ui)?;
+        let report = crate::deploy(&config, &options, ui)?;
         Ok(report.exit_code)
     }
 }
 
 impl Rollback {
-    fn run(self, ui: &mut Ui) -> anyhow::Result<u8> {
+    fn run(self, ui: &mut Ui) -> Result<u8, Error> {
         let config = self.target.config()?;
         let to = match &self.to {
             Some(name) => RollbackTo::Release { name, mark_left: self.mark },
             None => RollbackTo::Previous,
         };
-        xtask_deploy::manage::rollback(&config, to, ui)?;
+        crate::manage::rollback(&config, to, ui)?;
         Ok(exit::SUCCESS)
     }
 }
 
 impl Releases {
-    fn run(self, ui: &mut Ui) -> anyhow::Result<u8> {
+    fn run(self, ui: &mut Ui) -> Result<u8, Error> {
         let config = self.target.config()?;
         if let Some(release) = &self.unmark {
-            xtask_deploy::manage::unmark(&config, release, ui)?;
+            crate::manage::unmark(&config, release, ui)?;
         }
-        for server in xtask_deploy::manage::releases(&config)? {
-            ui.text(&crate::status::render_releases(&server));
+        for server in crate::manage::releases(&config)? {
+            ui.text(&render::render_releases(&server));
             ui.releases(&server);
         }
         Ok(exit::SUCCESS)
@@ -249,38 +272,38 @@ impl Releases {
 }
 
 impl Unlock {
-    fn run(self, ui: &mut Ui) -> anyhow::Result<u8> {
+    fn run(self, ui: &mut Ui) -> Result<u8, Error> {
         let config = self.target.config()?;
-        xtask_deploy::manage::unlock(&config, ui)?;
+        crate::manage::unlock(&config, ui)?;
         ui.line("Finished", "unlock");
         Ok(exit::SUCCESS)
     }
 }
 
 impl DeployCheck {
-    fn run(self, ui: &mut Ui) -> anyhow::Result<u8> {
+    fn run(self, ui: &mut Ui) -> Result<u8, Error> {
         let config = self.target.config()?;
-        let report = xtask_deploy::check::check(&config, ui);
-        ui.text(&crate::status::render_checks(&report));
+        let report = crate::check::check(&config, ui);
+        ui.text(&render::render_checks(&report));
         Ok(if report.ok() { exit::SUCCESS } else { exit::CHECK_FAILED })
     }
 }
 
 impl Demo {
-    fn run(self, ui: &mut Ui) -> anyhow::Result<u8> {
+    fn run(self, ui: &mut Ui) -> Result<u8, Error> {
         // Under --json, stdout carries only events: the demo's own report goes to stderr.
         let mut out: Box<dyn std::io::Write> =
             if ui.json() { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
-        xtask_deploy::demo::run(ui, &mut out).context("demo failed")?;
+        crate::demo::run(ui, &mut out)?;
         Ok(exit::SUCCESS)
     }
 }
 
 impl Bench {
-    fn run(self) -> anyhow::Result<u8> {
-        let this = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let repo = self.repo.unwrap_or(this);
-        xtask_deploy::bench::run(&repo, self.rounds, &mut std::io::stdout()).context("bench failed")?;
+    fn run(self) -> Result<u8, Error> {
+        // This repository (the library's), unless told another.
+        let repo = self.repo.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        crate::bench::run(&repo, self.rounds, &mut std::io::stdout())?;
         Ok(exit::SUCCESS)
     }
 }
