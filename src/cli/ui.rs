@@ -147,7 +147,8 @@ impl Ui {
             if server.release > Duration::ZERO {
                 phases.push(format!("release {}", ms(server.release)));
             }
-            let phases = if phases.is_empty() { String::new() } else { format!("; {}", phases.join(", ")) };
+            let phases =
+                if phases.is_empty() { "; not reached".to_string() } else { format!("; {}", phases.join(", ")) };
             self.line("Summary", &format!("{}: {what}{phases}", server.server));
         }
         let sha = &report.sha[..report.sha.len().min(12)];

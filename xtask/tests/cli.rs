@@ -435,4 +435,5 @@ fn a_deploy_stopped_before_any_server_shows_no_empty_or_zero_fields() {
     assert!(!stderr.contains(" 0 ms") && !stderr.contains("0 bytes"), "a zero for what never ran:\n{stderr}");
     assert!(!stderr.contains(" of  as") && !stderr.contains("release  to"), "an empty field:\n{stderr}");
     assert!(stderr.contains("Failed deploy to 1 server(s)"), "{stderr}");
+    assert!(stderr.contains(": unchanged; not reached"), "the server line says it was not reached:\n{stderr}");
 }
