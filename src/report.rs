@@ -105,6 +105,8 @@ pub enum Event {
     Summary(DeployReport),
     /// One row of `deploy-check`.
     Check(crate::check::Check),
+    /// One server's part of a deploy, as `deploy --dry-run` found it (nothing was changed).
+    Plan(Box<crate::plan::ServerPlan>),
 }
 
 /// How a deploy ended.
@@ -333,6 +335,17 @@ mod tests {
             Event::Failed { server: None, error: "e".into(), exit_code: 7 },
             Event::Summary(report),
             Event::Check(check),
+            Event::Plan(Box::new(crate::plan::dry_run::not_reached(
+                &crate::plan::deploy_plan(
+                    &crate::plan::tests::config("/srv/x"),
+                    0,
+                    &crate::plan::tests::release(),
+                    &[],
+                    &crate::plan::tests::lock(),
+                ),
+                server(),
+                "refused".into(),
+            ))),
         ];
         for event in &events {
             match event {
@@ -360,7 +373,8 @@ mod tests {
                 | Event::Removed { .. }
                 | Event::Failed { .. }
                 | Event::Summary(_)
-                | Event::Check(_) => {}
+                | Event::Check(_)
+                | Event::Plan(_) => {}
             }
         }
         events

@@ -237,15 +237,10 @@ state="$d/{STATE_DIR}"
 {REPORT_STATE}
 {REPORT_LOCK}
 if [ -f "$d/revisions.log" ]; then each_line "$d/revisions.log" log; fi
-if [ -f "$state/{unconfirmed}" ]; then
-  {{ while IFS= read -r line || [ -n "$line" ]; do
-    case "$line" in release=*) echo "unconfirmed ${{line#release=}}" ;; esac
-  done < "$state/{unconfirmed}"; }} 2>/dev/null
-fi
+{REPORT_UNCONFIRMED}
 exit 0
 "#,
         deploy_to = quote(&config.deploy_to),
-        unconfirmed = super::confirm::UNCONFIRMED,
     );
     RemoteScript { name: "inspect", text }
 }
@@ -281,9 +276,6 @@ if command -v git >/dev/null 2>&1; then echo "git $(git --version 2>&1 | head -n
 [ "$(git --git-dir="$d/repo" rev-parse --is-bare-repository 2>/dev/null)" = true ] || echo "unset repo/"
 {linked}{LOCK_HELPERS}
 {REPORT_LOCK}
-if [ -d "$state/lock" ] && [ ! -f "$state/lock/info" ]; then
-  echo "holder user=a deploy that is taking the lock right now"
-fi
 free=$(df -Pk "$p" 2>/dev/null | awk 'NR == 2 {{ print $4 }}')
 size=0
 if [ -d "$d/current/" ]; then
@@ -695,7 +687,7 @@ const CHECKED_GIT: &str = "git -c receive.fsckObjects=true -c receive.shallowUpd
 const PRIVATE: &str = r#"chmod go= "$d/repo" "$d/.xtask-deploy""#;
 
 /// Refuses to go on without git on the server, with the fix.
-const REQUIRE_GIT: &str = r#"if ! command -v git >/dev/null 2>&1; then
+pub(super) const REQUIRE_GIT: &str = r#"if ! command -v git >/dev/null 2>&1; then
   echo "git is not installed on the server: install it (for example \`apt-get install git\`)" >&2
   exit 3
 fi"#;
@@ -707,7 +699,7 @@ fi"#;
 /// line of FILE after PREFIX and a space.
 /// Shell builtins only: the preflight runs on every deploy, and each external command would be
 /// one more process started on the server.
-const LOCK_HELPERS: &str = r#"start_time() {
+pub(super) const LOCK_HELPERS: &str = r#"start_time() {
   { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 0
   set -- ${stat##*) }
   shift 19
@@ -766,20 +758,31 @@ done"#;
 /// Refuses to go on in a `deploy_to` that deploy-setup has not prepared: `releases/` and a bare
 /// repository in `repo/` (its `HEAD`, `objects/` and `refs/` at the top, which a clone with a
 /// work tree has under `.git/`), checked without starting git.
-const REQUIRE_SETUP: &str = r#"if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
+pub(super) const REQUIRE_SETUP: &str = r#"if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
   echo "\`$d\` is not set up for deploys: run \`cargo xtask deploy-setup\` first" >&2
   exit 4
 fi"#;
 
 /// Prints the lock's holder as `holder <key>=<value>` lines, or as `stale <key>=<value>` lines
-/// when its SSH connection is gone (needs [`LOCK_HELPERS`]).
-const REPORT_LOCK: &str = r#"if [ -f "$state/lock/info" ]; then
+/// when its SSH connection is gone (needs [`LOCK_HELPERS`]). A lock with no `info` yet is being
+/// taken by a deploy right now.
+pub(super) const REPORT_LOCK: &str = r#"if [ -f "$state/lock/info" ]; then
   if holder_alive; then each_line "$state/lock/info" holder; else each_line "$state/lock/info" stale; fi
+elif [ -d "$state/lock" ]; then
+  echo "holder user=a deploy that is taking the lock right now"
+fi"#;
+
+/// Prints `unconfirmed <release>` for the release the [`UNCONFIRMED`](super::confirm::UNCONFIRMED)
+/// marker names, if there is one.
+pub(super) const REPORT_UNCONFIRMED: &str = r#"if [ -f "$state/unconfirmed" ]; then
+  { while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in release=*) echo "unconfirmed ${line#release=}" ;; esac
+  done < "$state/unconfirmed"; } 2>/dev/null
 fi"#;
 
 /// Prints `release <name> <sha>`, `current <target>` and `bad <name>` lines (needs
 /// [`LOCK_HELPERS`]).
-const REPORT_STATE: &str = r#"for r in "$d"/releases/*; do
+pub(super) const REPORT_STATE: &str = r#"for r in "$d"/releases/*; do
   [ -d "$r" ] && [ ! -L "$r" ] || continue
   rev=-
   { read -r rev < "$r/REVISION"; } 2>/dev/null || true
