@@ -1,6 +1,7 @@
 //! Commands around deploys: `rollback` (which restores the service: restart hooks, health
 //! check), `releases` (and `releases --unmark`) and `unlock`.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Healthcheck};
@@ -16,6 +17,9 @@ use crate::Error;
 pub struct ServerReleases {
     pub server: String,
     pub state: RemoteState,
+    /// The subject (first line of the message) of each release's commit, by SHA: read in the
+    /// server's `repo/`, else in the local clone.
+    pub subjects: HashMap<String, String>,
 }
 
 /// A release as listed: its name, commit, who deployed it (from `revisions.log`), and flags.
@@ -24,6 +28,8 @@ pub struct ReleaseEntry {
     pub name: String,
     pub sha: String,
     pub deployed_by: String,
+    /// The commit's subject, when the server's `repo/` or the local clone has the commit.
+    pub subject: Option<String>,
     pub current: bool,
     /// Marked bad by a rollback: a plain `rollback` skips it.
     pub bad: bool,
@@ -43,6 +49,7 @@ impl ServerReleases {
                 name: name.clone(),
                 sha: sha.clone(),
                 deployed_by: deployer(&self.state.log, name).unwrap_or_else(|| "-".to_string()),
+                subject: self.subjects.get(sha).cloned(),
                 current: current == Some(name.as_str()),
                 bad: self.state.bad.contains(name),
                 unconfirmed: self.state.unconfirmed.as_ref() == Some(name),
@@ -57,14 +64,42 @@ fn deployer(log: &[String], release: &str) -> Option<String> {
     log.iter().rev().find_map(|line| line.split_once(&marker).map(|(_, user)| user.trim().to_string()))
 }
 
-/// Reads every server's releases without changing anything, the servers in parallel.
+/// Reads every server's releases without changing anything, the servers in parallel, one
+/// remote command each. A commit subject the server's `repo/` lacks is read in the local clone.
 pub fn releases(config: &Config) -> Result<Vec<ServerReleases>, Error> {
     let results = each(config.servers.iter().collect(), DEFAULT_PARALLEL, &mut Quiet, |server, _| {
         let connection = Connection::open(config, server)?;
-        let state = plan::parse_state(&connection.run(&plan::inspect_script(&config.on(server)))?);
-        Ok(ServerReleases { server: connection.name().to_string(), state })
+        let stdout = connection.run(&plan::inspect_script(&config.on(server)))?;
+        let subjects = stdout
+            .lines()
+            .filter_map(|line| line.strip_prefix("subject ")?.split_once(' '))
+            .map(|(sha, subject)| (sha.to_string(), subject.to_string()))
+            .collect();
+        Ok(ServerReleases { server: connection.name().to_string(), state: plan::parse_state(&stdout), subjects })
     });
-    results.into_iter().collect()
+    let mut servers: Vec<ServerReleases> = results.into_iter().collect::<Result<_, _>>()?;
+    subjects_from_here(config, &mut servers);
+    Ok(servers)
+}
+
+/// Fills in, from the local clone, the subjects of the releases' commits that the servers'
+/// `repo/` did not have (a server set up by another tool, say). Without a local clone they
+/// stay unknown.
+fn subjects_from_here(config: &Config, servers: &mut [ServerReleases]) {
+    let missing =
+        |server: &ServerReleases| server.state.releases.iter().any(|(_, sha)| !server.subjects.contains_key(sha));
+    if !servers.iter().any(missing) {
+        return;
+    }
+    let Ok(repo) = git2::Repository::discover(config.manifest_dir()) else { return };
+    for server in servers {
+        for (_, sha) in &server.state.releases {
+            let commit = git2::Oid::from_str(sha).ok().and_then(|oid| repo.find_commit(oid).ok());
+            if let Some(subject) = commit.and_then(|commit| commit.summary().ok().flatten().map(str::to_string)) {
+                server.subjects.entry(sha.clone()).or_insert(subject);
+            }
+        }
+    }
 }
 
 /// Switches `current` back on every server as `to` says (see [`RollbackTo`]: the release

@@ -130,6 +130,17 @@ fn step_line(step: &crate::plan::dry_run::PlannedStep) -> String {
     format!("{}{when}: `{}`", step.phase, step.command)
 }
 
+/// `text` on one line of a table: control characters as spaces, cut to `width` characters
+/// with `…` when longer.
+fn table_cell(text: &str, width: usize) -> String {
+    let text: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if text.chars().count() <= width {
+        return text;
+    }
+    let cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    format!("{}…", cut.trim_end())
+}
+
 /// The first 12 characters of a SHA, as the status lines show it.
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
@@ -196,11 +207,20 @@ fn render_plan(plans: &[crate::plan::Plan], config: &crate::Config) -> String {
     out
 }
 
+/// How many characters of a commit subject the releases table shows.
+const SUBJECT_WIDTH: usize = 40;
+
 /// One server's releases as a table.
 pub(super) fn render_releases(server: &crate::manage::ServerReleases) -> String {
+    let entries = server.entries();
+    let subjects: Vec<String> =
+        entries.iter().map(|entry| table_cell(entry.subject.as_deref().unwrap_or("-"), SUBJECT_WIDTH)).collect();
+    let width = subjects.iter().map(|subject| subject.chars().count()).max().unwrap_or(0).max("subject".len());
     let mut out = format!("{}\n", server.server);
-    out.push_str(&format!("  {:<16} {:<12} {:<20} {:<14} {}\n", "release", "commit", "deployed (UTC)", "by", ""));
-    for entry in server.entries() {
+    let header =
+        format!("  {:<16} {:<12} {:<20} {:<14} {:<width$}", "release", "commit", "deployed (UTC)", "by", "subject");
+    out.push_str(&format!("{}\n", header.trim_end()));
+    for (entry, subject) in entries.iter().zip(&subjects) {
         let when = format!(
             "{}-{}-{} {}:{}:{}",
             &entry.name[..4],
@@ -220,14 +240,15 @@ pub(super) fn render_releases(server: &crate::manage::ServerReleases) -> String 
         if entry.unconfirmed {
             flags.push("unconfirmed");
         }
-        out.push_str(&format!(
-            "  {:<16} {:<12} {:<20} {:<14} {}\n",
+        let row = format!(
+            "  {:<16} {:<12} {:<20} {:<14} {subject:<width$} {}",
             entry.name,
             &entry.sha[..entry.sha.len().min(12)],
             when,
             entry.deployed_by,
             flags.join(", ")
-        ));
+        );
+        out.push_str(&format!("{}\n", row.trim_end()));
     }
     if let Some(holder) =
         (!server.state.holder.is_empty()).then(|| crate::plan::LockInfo::describe(&server.state.holder))

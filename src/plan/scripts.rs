@@ -226,7 +226,8 @@ pub const READY: &str = "@@xtask-deploy-ready";
 
 /// Reports the server's state without changing anything, for `releases`: also
 /// `unconfirmed <release>` when a deploy switched to `release` and has not confirmed it (the
-/// marker [`UNCONFIRMED`](super::confirm::UNCONFIRMED)).
+/// marker [`UNCONFIRMED`](super::confirm::UNCONFIRMED)), and `subject <sha> <subject>` for each
+/// release's commit that `repo/` has.
 pub fn inspect_script(config: &Config) -> RemoteScript {
     let text = format!(
         r#"set -u
@@ -235,6 +236,7 @@ state="$d/{STATE_DIR}"
 {REQUIRE_SETUP}
 {LOCK_HELPERS}
 {REPORT_STATE}
+{REPORT_SUBJECTS}
 {REPORT_LOCK}
 if [ -f "$d/revisions.log" ]; then each_line "$d/revisions.log" log; fi
 {REPORT_UNCONFIRMED}
@@ -780,6 +782,21 @@ pub(super) const REPORT_UNCONFIRMED: &str = r#"if [ -f "$state/unconfirmed" ]; t
   done < "$state/unconfirmed"; } 2>/dev/null
 fi"#;
 
+/// Prints `subject <sha> <subject>` for the commit of each release that `repo/` has, with one
+/// `git log` for all of them. Only a full SHA in `REVISION` is passed on (as an argument, never
+/// as script text), so nothing read from the server becomes an option of git.
+const REPORT_SUBJECTS: &str = r#"set --
+for r in "$d"/releases/*; do
+  [ -d "$r" ] && [ ! -L "$r" ] || continue
+  rev=
+  { read -r rev < "$r/REVISION"; } 2>/dev/null || true
+  case "$rev" in *[!0-9a-f]*) continue ;; esac
+  case "${#rev}" in 40|64) set -- "$@" "$rev" ;; esac
+done
+if [ "$#" -gt 0 ]; then
+  git --git-dir="$d/repo" log --no-walk=unsorted --ignore-missing --format='subject %H %s' "$@" -- 2>/dev/null || true
+fi"#;
+
 /// Prints `release <name> <sha>`, `current <target>` and `bad <name>` lines (needs
 /// [`LOCK_HELPERS`]).
 pub(super) const REPORT_STATE: &str = r#"for r in "$d"/releases/*; do
@@ -1065,6 +1082,39 @@ mod tests {
         {
             assert_eq!(run(path, last), (1, String::new(), through(link, target)), "{path} {last}");
         }
+    }
+
+    #[test]
+    fn subjects_are_read_for_full_shas_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git").args(args).current_dir(dir.path()).output().unwrap();
+            assert!(out.status.success(), "git {args:?}");
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        git(&["init", "-q", "--bare", "repo"]);
+        let tree = git(&["--git-dir=repo", "mktree"]);
+        let ident = ["-c", "user.name=t", "-c", "user.email=t@t"];
+        let commit =
+            git(&[&ident[..], &["--git-dir=repo", "commit-tree", &tree, "-m", "Fix it's \"quoted\""]].concat());
+        let pwned = dir.path().join("pwned");
+        let revisions = [
+            commit.clone(),
+            "f".repeat(40),
+            format!("--output={}", pwned.display()),
+            "HEAD".to_string(),
+            commit[..12].to_string(),
+        ];
+        for (index, revision) in revisions.iter().enumerate() {
+            let release = dir.path().join(format!("releases/2026010100000{index}"));
+            std::fs::create_dir_all(&release).unwrap();
+            std::fs::write(release.join("REVISION"), format!("{revision}\n")).unwrap();
+        }
+        let (status, stdout, _) = sh(&inspect_script(&config(dir.path().to_str().unwrap())).text, &[]);
+        assert_eq!(status, 0);
+        let subjects: Vec<&str> = stdout.lines().filter(|line| line.starts_with("subject ")).collect();
+        assert_eq!(subjects, [format!("subject {commit} Fix it's \"quoted\"")]);
+        assert!(!pwned.exists(), "a REVISION became an option of git");
     }
 
     #[test]

@@ -393,6 +393,68 @@ fn releases_unmark_clears_a_mark_on_every_server_under_the_lock() {
 }
 
 #[test]
+fn releases_shows_each_commit_subject_read_on_the_server_or_in_this_clone() {
+    let world = World::new();
+    world.setup();
+    let quoted = "Fix \"login\" page's $(redirect) `x`";
+    world.app.write("src/main.rs", "fn main() {}\n").unwrap();
+    world.app.commit_all(quoted).unwrap();
+    let first = world.deploy();
+    let long = format!("Say only what is true:{}", " every line".repeat(10));
+    world.app.write("src/main.rs", "fn main() { println!(); }\n").unwrap();
+    world.app.commit_all(&long).unwrap();
+    let second = world.deploy();
+    // A release of a commit this clone has and the server's repo/ does not (deployed by another
+    // tool, say): its subject is read here.
+    let here_only = world.commit("README", "not deployed\n");
+    let by_hand = "20200101000000";
+    fs::create_dir_all(world.deploy_to.join("releases").join(by_hand)).unwrap();
+    fs::write(world.deploy_to.join("releases").join(by_hand).join("REVISION"), format!("{here_only}\n")).unwrap();
+
+    let listed = run(&world, &["releases"]);
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{}", stderr_of(&listed));
+    let line = |release: &str| stdout.lines().find(|line| line.contains(release)).unwrap_or_default().to_string();
+    assert!(stdout.lines().nth(1).unwrap_or_default().ends_with(" subject"), "{stdout}");
+    assert!(line(&first.release).contains(quoted), "{stdout}");
+    let cut: String = long.chars().take(39).collect();
+    assert!(line(&second.release).contains(&format!("{}…", cut.trim_end())), "cut to 40 characters: {stdout}");
+    assert!(!line(&second.release).contains(&long), "{stdout}");
+    assert!(line(&second.release).ends_with("current"), "{stdout}");
+    assert!(line(by_hand).contains("change README"), "{stdout}");
+
+    // In JSON, whole; and without this clone's commits, from the server's repo/ alone.
+    let subjects = |output: &Output| -> Vec<(String, serde_json::Value)> {
+        assert!(output.status.success(), "{}", stderr_of(output));
+        let event: serde_json::Value =
+            serde_json::from_slice(output.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+        let releases = event["releases"].as_array().unwrap().iter();
+        releases.map(|entry| (entry["name"].as_str().unwrap().to_string(), entry["subject"].clone())).collect()
+    };
+    let expected = |here: serde_json::Value| {
+        vec![
+            (by_hand.to_string(), here),
+            (first.release.clone(), serde_json::json!(quoted)),
+            (second.release.clone(), serde_json::json!(long)),
+        ]
+    };
+    assert_eq!(subjects(&run(&world, &["releases", "--json"])), expected(serde_json::json!("change README")));
+    let elsewhere = tempfile::tempdir().unwrap();
+    fs::copy(world.app.manifest_path(), elsewhere.path().join("Cargo.toml")).unwrap();
+    fs::create_dir(elsewhere.path().join("src")).unwrap();
+    fs::write(elsewhere.path().join("src/main.rs"), "fn main() {}\n").unwrap();
+    assert!(Command::new("git").args(["init", "-q"]).current_dir(elsewhere.path()).status().unwrap().success());
+    let manifest = elsewhere.path().join("Cargo.toml");
+    let from_server = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["releases", "--json", "--manifest-path"])
+        .arg(&manifest)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(subjects(&from_server), expected(serde_json::Value::Null));
+}
+
+#[test]
 fn releases_shows_a_release_switched_to_and_not_confirmed() {
     let world = World::new();
     world.setup();
