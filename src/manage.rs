@@ -112,11 +112,20 @@ fn subjects_from_here(config: &Config, servers: &mut [ServerReleases]) {
 /// the server, and the others are reported as warnings.
 pub fn rollback(config: &Config, to: RollbackTo, reporter: &mut dyn Reporter) -> Result<(), Error> {
     if let RollbackTo::Release { name, .. } = to {
-        require_release_name(name, "--to")?;
+        require_release_name(config, name, "--to")?;
     }
     let lock = new_lock("rollback", "");
     let user = lock.user.clone();
     let mut servers = lock_all(config, &lock, None, DEFAULT_PARALLEL, reporter)?;
+    if let RollbackTo::Release { name, .. } = to {
+        // Every server must have it: none is switched otherwise.
+        let lacking: Vec<&Server> = servers.iter().filter(|server| !has_release(&server.state, name)).collect();
+        if !lacking.is_empty() {
+            let err = no_such_release(name, "--to", lacking.iter().map(|server| listed(server)), false);
+            unlock_all(&mut servers);
+            return Err(err);
+        }
+    }
     // `lock_all` returns every server, in the order of `config.servers`: the index is the
     // server's place there, which hook and health check scopes go by.
     let results =
@@ -245,9 +254,14 @@ fn tail(text: &str) -> String {
 /// longer exist), holding the deploy lock. A server that fails does not stop the others.
 /// Warns when no server had the mark.
 pub fn unmark(config: &Config, release: &str, reporter: &mut dyn Reporter) -> Result<(), Error> {
-    require_release_name(release, "--unmark")?;
+    require_release_name(config, release, "--unmark")?;
     let lock = new_lock("releases --unmark", "");
     let mut servers = lock_all(config, &lock, None, DEFAULT_PARALLEL, reporter)?;
+    if !servers.iter().any(|server| has_release(&server.state, release)) {
+        let err = no_such_release(release, "--unmark", servers.iter().map(listed), true);
+        unlock_all(&mut servers);
+        return Err(err);
+    }
     let results = each(servers.iter().collect(), DEFAULT_PARALLEL, reporter, |server, reporter| {
         let stdout = server.connection.run(&plan::marks_script(&server.config, Some(release)))?;
         let cleared = plan::parse_rollback(&stdout).unmarked.is_some();
@@ -268,16 +282,69 @@ pub fn unmark(config: &Config, release: &str, reporter: &mut dyn Reporter) -> Re
     Ok(())
 }
 
-/// Refuses a `flag` value that is not a release name, before any server is reached.
-fn require_release_name(name: &str, flag: &str) -> Result<(), Error> {
+/// Refuses a `flag` value that is not a release name before any script names it (a command
+/// line error, [`Error::Usage`]), listing the releases there are, read as `releases` reads them.
+fn require_release_name(config: &Config, name: &str, flag: &str) -> Result<(), Error> {
     if is_release_name(name) {
         return Ok(());
     }
-    Err(Error::Local {
+    let there = match releases(config) {
+        Ok(servers) => {
+            let lists = servers.iter().map(|server| (server.server.clone(), release_names(&server.state)));
+            format!("the releases are {}", lists_of_releases(lists))
+        }
+        Err(err) => format!("the servers' releases could not be read ({err})"),
+    };
+    Err(Error::Usage {
         message: format!(
-            "`{flag} {name}` is not a release name: give the 14-digit name that `cargo xtask releases` lists"
+            "`{flag} {name}` is not a release name: give a 14-digit name that `cargo xtask releases` lists; {there}"
         ),
     })
+}
+
+fn has_release(state: &RemoteState, name: &str) -> bool {
+    state.releases.iter().any(|(release, _)| release == name)
+}
+
+fn release_names(state: &RemoteState) -> Vec<String> {
+    state.releases.iter().map(|(name, _)| name.clone()).collect()
+}
+
+/// A locked server's name and its releases, for [`no_such_release`].
+fn listed(server: &Server) -> (String, Vec<String>) {
+    (server.connection.name().to_string(), release_names(&server.state))
+}
+
+/// The error for `flag`'s release `name`, which the servers in `lacking` (each with its
+/// releases) do not have: `anywhere` when no server has it.
+fn no_such_release(
+    name: &str,
+    flag: &str,
+    lacking: impl Iterator<Item = (String, Vec<String>)>,
+    anywhere: bool,
+) -> Error {
+    let lacking: Vec<(String, Vec<String>)> = lacking.collect();
+    let servers: Vec<String> = lacking.iter().map(|(server, _)| format!("`{server}`")).collect();
+    let on = if anywhere && servers.len() > 1 { "any server".to_string() } else { servers.join(", ") };
+    Error::Usage {
+        message: format!(
+            "there is no release `{name}` (`{flag}`) on {on}: the releases there are {} (`cargo xtask releases` \
+             lists them)",
+            lists_of_releases(lacking.into_iter())
+        ),
+    }
+}
+
+/// `` `a`, `b` on `server` ``, for each server, joined with `; `.
+fn lists_of_releases(servers: impl Iterator<Item = (String, Vec<String>)>) -> String {
+    let lists: Vec<String> = servers
+        .map(|(server, releases)| {
+            let names: Vec<String> = releases.iter().map(|name| format!("`{name}`")).collect();
+            let names = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+            format!("{names} on `{server}`")
+        })
+        .collect();
+    lists.join("; ")
 }
 
 /// Removes the deploy lock on every server, whoever holds it (for a deploy that died), the

@@ -283,8 +283,26 @@ fn releases_and_rollback_through_the_cli() {
     let line = |release: &str| stdout.lines().find(|line| line.contains(release)).unwrap_or_default().to_string();
     assert!(line(&first.release).contains("current") && line(&first.release).contains(&user), "{stdout}");
     assert!(line(&second.release).contains("bad") && line(&second.release).contains(&second.sha[..12]), "{stdout}");
+    // A release that is not there is a wrong command line (exit 2): the error lists what there is,
+    // and nothing changed.
+    let there = format!(
+        "the releases are `{}`, `{}` on `{}@127.0.0.1:{}`",
+        first.release,
+        second.release,
+        world.server.user(),
+        world.server.port()
+    );
     let single = run(&world, &["rollback", "--to", "../etc"]);
-    assert!(!single.status.success() && stderr_of(&single).contains("is not a release name"), "{}", stderr_of(&single));
+    assert_eq!(single.status.code(), Some(i32::from(xtask_deploy::exit::USAGE)), "{}", stderr_of(&single));
+    assert!(stderr_of(&single).contains("`--to ../etc` is not a release name"), "{}", stderr_of(&single));
+    assert!(stderr_of(&single).contains(&there), "{}", stderr_of(&single));
+    let missing = run(&world, &["rollback", "--to", "20200101000000"]);
+    let text = stderr_of(&missing);
+    assert_eq!(missing.status.code(), Some(i32::from(xtask_deploy::exit::USAGE)), "{text}");
+    assert!(text.contains("there is no release `20200101000000` (`--to`) on `"), "{text}");
+    assert!(text.contains(&there.replacen("the releases are", "the releases there are", 1)), "{text}");
+    assert_eq!(world.current(), Some(first.release.clone()));
+    assert!(!world.locked(), "the lock was released");
 }
 
 #[test]
@@ -389,7 +407,21 @@ fn releases_unmark_clears_a_mark_on_every_server_under_the_lock() {
     let again = run(&world, &["releases", "--unmark", left]);
     assert!(again.status.success() && stderr_of(&again).contains("was not marked bad on any server"));
     let wrong = run(&world, &["releases", "--unmark", "../etc"]);
-    assert!(!wrong.status.success() && stderr_of(&wrong).contains("is not a release name"), "{}", stderr_of(&wrong));
+    assert_eq!(wrong.status.code(), Some(i32::from(xtask_deploy::exit::USAGE)), "{}", stderr_of(&wrong));
+    assert!(stderr_of(&wrong).contains("is not a release name"), "{}", stderr_of(&wrong));
+    // A release no server has: named, with the releases of each server; nothing changed.
+    let rolled = run(&world, &["rollback", "--to", left, "--mark"]);
+    assert!(rolled.status.success(), "{}", stderr_of(&rolled));
+    let missing = run(&world, &["releases", "--unmark", "20200101000000"]);
+    let text = stderr_of(&missing);
+    assert_eq!(missing.status.code(), Some(i32::from(xtask_deploy::exit::USAGE)), "{text}");
+    assert!(text.contains("there is no release `20200101000000` (`--unmark`) on any server"), "{text}");
+    let listed = "`20261125000001`, `20261125000002` on `";
+    assert_eq!(text.matches(listed).count(), 2, "each server's releases: {text}");
+    for deploy_to in &deploy_tos {
+        assert_eq!(bad_in(deploy_to), ["20261125000001"], "{}", deploy_to.display());
+        assert!(!deploy_to.join(".xtask-deploy/lock").exists(), "the lock was released");
+    }
 }
 
 #[test]
