@@ -131,11 +131,8 @@ fn check_server(
     local: &LocalBinaries,
     row: &mut dyn FnMut(&'static str, CheckStatus, String),
 ) {
-    // Checking changes nothing: an unknown key is reported, never recorded.
-    let mut strict = config.clone();
-    strict.ssh.host_key_policy = HostKeyPolicy::Strict;
     let started = Instant::now();
-    let connection = match Connection::open(&strict, server) {
+    let connection = match Connection::open(&never_recording(config), server) {
         Ok(connection) => connection,
         Err(err) => {
             let failed = match &err {
@@ -194,6 +191,14 @@ fn check_server(
             }
         }
     }
+}
+
+/// `config` for connecting without changing anything here: a host key `accept-new` would record
+/// is reported as unknown, never recorded (`deploy-check`, `deploy --dry-run`).
+pub(crate) fn never_recording(config: &Config) -> Config {
+    let mut strict = config.clone();
+    strict.ssh.host_key_policy = HostKeyPolicy::Strict;
+    strict
 }
 
 /// Judges the output of [`plan::check_script`] on `server`, with the binaries found here: the

@@ -29,7 +29,7 @@ pub mod transport;
 
 pub use config::Config;
 pub use report::{DeployReport, Event, Reporter};
-pub use run::{deploy, plan_deploy, setup, DeployOptions};
+pub use run::{deploy, dry_run::dry_run, plan_deploy, setup, DeployOptions};
 
 /// The exit codes of `cargo xtask`, one per kind of outcome, so that a pipeline can tell them
 /// apart (the README has the table).
@@ -39,7 +39,8 @@ pub mod exit {
     /// Something on the deploying machine failed: the repository, the worktree, a build command
     /// or local hook, an artifact.
     pub const LOCAL: u8 = 1;
-    /// The command line is wrong (unknown flag or command; clap's own code).
+    /// The command line is wrong: an unknown flag or command (clap's own code), or a release
+    /// (`rollback --to`, `releases --unmark`) that is not on the servers.
     pub const USAGE: u8 = 2;
     /// Nothing to deploy: the commit is already current on every server (`--force` deploys it).
     pub const UP_TO_DATE: u8 = 3;
@@ -70,6 +71,10 @@ pub enum Error {
     /// Something on the deploying machine: the repository, the worktree, a build command.
     #[error("{message}")]
     Local { message: String },
+    /// A value on the command line names nothing there is (a release no server has); the
+    /// message lists what there is.
+    #[error("{message}")]
+    Usage { message: String },
     /// The server could not be reached or the SSH session could not be set up.
     #[error("cannot connect to `{server}`: {message}")]
     Connect { server: String, message: String },
@@ -136,6 +141,7 @@ impl Error {
         match self {
             Error::Config { .. } => exit::CONFIG,
             Error::Local { .. } => exit::LOCAL,
+            Error::Usage { .. } => exit::USAGE,
             Error::Connect { .. } | Error::HostKey { .. } | Error::Auth { .. } => exit::CONNECT,
             Error::Locked { .. } => exit::LOCKED,
             Error::Remote { .. } | Error::Push { .. } => exit::REMOTE,
@@ -147,7 +153,7 @@ impl Error {
     /// The server this error happened on, if one is to blame.
     pub fn server(&self) -> Option<&str> {
         match self {
-            Error::Config { .. } | Error::Local { .. } => None,
+            Error::Config { .. } | Error::Local { .. } | Error::Usage { .. } => None,
             Error::Connect { server, .. }
             | Error::HostKey { server, .. }
             | Error::Auth { server, .. }

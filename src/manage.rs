@@ -1,6 +1,7 @@
 //! Commands around deploys: `rollback` (which restores the service: restart hooks, health
 //! check), `releases` (and `releases --unmark`) and `unlock`.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Healthcheck};
@@ -16,6 +17,9 @@ use crate::Error;
 pub struct ServerReleases {
     pub server: String,
     pub state: RemoteState,
+    /// The subject (first line of the message) of each release's commit, by SHA: read in the
+    /// server's `repo/`, else in the local clone.
+    pub subjects: HashMap<String, String>,
 }
 
 /// A release as listed: its name, commit, who deployed it (from `revisions.log`), and flags.
@@ -24,6 +28,8 @@ pub struct ReleaseEntry {
     pub name: String,
     pub sha: String,
     pub deployed_by: String,
+    /// The commit's subject, when the server's `repo/` or the local clone has the commit.
+    pub subject: Option<String>,
     pub current: bool,
     /// Marked bad by a rollback: a plain `rollback` skips it.
     pub bad: bool,
@@ -43,6 +49,7 @@ impl ServerReleases {
                 name: name.clone(),
                 sha: sha.clone(),
                 deployed_by: deployer(&self.state.log, name).unwrap_or_else(|| "-".to_string()),
+                subject: self.subjects.get(sha).cloned(),
                 current: current == Some(name.as_str()),
                 bad: self.state.bad.contains(name),
                 unconfirmed: self.state.unconfirmed.as_ref() == Some(name),
@@ -57,14 +64,42 @@ fn deployer(log: &[String], release: &str) -> Option<String> {
     log.iter().rev().find_map(|line| line.split_once(&marker).map(|(_, user)| user.trim().to_string()))
 }
 
-/// Reads every server's releases without changing anything, the servers in parallel.
+/// Reads every server's releases without changing anything, the servers in parallel, one
+/// remote command each. A commit subject the server's `repo/` lacks is read in the local clone.
 pub fn releases(config: &Config) -> Result<Vec<ServerReleases>, Error> {
     let results = each(config.servers.iter().collect(), DEFAULT_PARALLEL, &mut Quiet, |server, _| {
         let connection = Connection::open(config, server)?;
-        let state = plan::parse_state(&connection.run(&plan::inspect_script(&config.on(server)))?);
-        Ok(ServerReleases { server: connection.name().to_string(), state })
+        let stdout = connection.run(&plan::inspect_script(&config.on(server)))?;
+        let subjects = stdout
+            .lines()
+            .filter_map(|line| line.strip_prefix("subject ")?.split_once(' '))
+            .map(|(sha, subject)| (sha.to_string(), subject.to_string()))
+            .collect();
+        Ok(ServerReleases { server: connection.name().to_string(), state: plan::parse_state(&stdout), subjects })
     });
-    results.into_iter().collect()
+    let mut servers: Vec<ServerReleases> = results.into_iter().collect::<Result<_, _>>()?;
+    subjects_from_here(config, &mut servers);
+    Ok(servers)
+}
+
+/// Fills in, from the local clone, the subjects of the releases' commits that the servers'
+/// `repo/` did not have (a server set up by another tool, say). Without a local clone they
+/// stay unknown.
+fn subjects_from_here(config: &Config, servers: &mut [ServerReleases]) {
+    let missing =
+        |server: &ServerReleases| server.state.releases.iter().any(|(_, sha)| !server.subjects.contains_key(sha));
+    if !servers.iter().any(missing) {
+        return;
+    }
+    let Ok(repo) = git2::Repository::discover(config.manifest_dir()) else { return };
+    for server in servers {
+        for (_, sha) in &server.state.releases {
+            let commit = git2::Oid::from_str(sha).ok().and_then(|oid| repo.find_commit(oid).ok());
+            if let Some(subject) = commit.and_then(|commit| commit.summary().ok().flatten().map(str::to_string)) {
+                server.subjects.entry(sha.clone()).or_insert(subject);
+            }
+        }
+    }
 }
 
 /// Switches `current` back on every server as `to` says (see [`RollbackTo`]: the release
@@ -77,11 +112,20 @@ pub fn releases(config: &Config) -> Result<Vec<ServerReleases>, Error> {
 /// the server, and the others are reported as warnings.
 pub fn rollback(config: &Config, to: RollbackTo, reporter: &mut dyn Reporter) -> Result<(), Error> {
     if let RollbackTo::Release { name, .. } = to {
-        require_release_name(name, "--to")?;
+        require_release_name(config, name, "--to")?;
     }
     let lock = new_lock("rollback", "");
     let user = lock.user.clone();
     let mut servers = lock_all(config, &lock, None, DEFAULT_PARALLEL, reporter)?;
+    if let RollbackTo::Release { name, .. } = to {
+        // Every server must have it: none is switched otherwise.
+        let lacking: Vec<&Server> = servers.iter().filter(|server| !has_release(&server.state, name)).collect();
+        if !lacking.is_empty() {
+            let err = no_such_release(name, "--to", lacking.iter().map(|server| listed(server)), false);
+            unlock_all(&mut servers);
+            return Err(err);
+        }
+    }
     // `lock_all` returns every server, in the order of `config.servers`: the index is the
     // server's place there, which hook and health check scopes go by.
     let results =
@@ -210,9 +254,14 @@ fn tail(text: &str) -> String {
 /// longer exist), holding the deploy lock. A server that fails does not stop the others.
 /// Warns when no server had the mark.
 pub fn unmark(config: &Config, release: &str, reporter: &mut dyn Reporter) -> Result<(), Error> {
-    require_release_name(release, "--unmark")?;
+    require_release_name(config, release, "--unmark")?;
     let lock = new_lock("releases --unmark", "");
     let mut servers = lock_all(config, &lock, None, DEFAULT_PARALLEL, reporter)?;
+    if !servers.iter().any(|server| has_release(&server.state, release)) {
+        let err = no_such_release(release, "--unmark", servers.iter().map(listed), true);
+        unlock_all(&mut servers);
+        return Err(err);
+    }
     let results = each(servers.iter().collect(), DEFAULT_PARALLEL, reporter, |server, reporter| {
         let stdout = server.connection.run(&plan::marks_script(&server.config, Some(release)))?;
         let cleared = plan::parse_rollback(&stdout).unmarked.is_some();
@@ -233,16 +282,69 @@ pub fn unmark(config: &Config, release: &str, reporter: &mut dyn Reporter) -> Re
     Ok(())
 }
 
-/// Refuses a `flag` value that is not a release name, before any server is reached.
-fn require_release_name(name: &str, flag: &str) -> Result<(), Error> {
+/// Refuses a `flag` value that is not a release name before any script names it (a command
+/// line error, [`Error::Usage`]), listing the releases there are, read as `releases` reads them.
+fn require_release_name(config: &Config, name: &str, flag: &str) -> Result<(), Error> {
     if is_release_name(name) {
         return Ok(());
     }
-    Err(Error::Local {
+    let there = match releases(config) {
+        Ok(servers) => {
+            let lists = servers.iter().map(|server| (server.server.clone(), release_names(&server.state)));
+            format!("the releases are {}", lists_of_releases(lists))
+        }
+        Err(err) => format!("the servers' releases could not be read ({err})"),
+    };
+    Err(Error::Usage {
         message: format!(
-            "`{flag} {name}` is not a release name: give the 14-digit name that `cargo xtask releases` lists"
+            "`{flag} {name}` is not a release name: give a 14-digit name that `cargo xtask releases` lists; {there}"
         ),
     })
+}
+
+fn has_release(state: &RemoteState, name: &str) -> bool {
+    state.releases.iter().any(|(release, _)| release == name)
+}
+
+fn release_names(state: &RemoteState) -> Vec<String> {
+    state.releases.iter().map(|(name, _)| name.clone()).collect()
+}
+
+/// A locked server's name and its releases, for [`no_such_release`].
+fn listed(server: &Server) -> (String, Vec<String>) {
+    (server.connection.name().to_string(), release_names(&server.state))
+}
+
+/// The error for `flag`'s release `name`, which the servers in `lacking` (each with its
+/// releases) do not have: `anywhere` when no server has it.
+fn no_such_release(
+    name: &str,
+    flag: &str,
+    lacking: impl Iterator<Item = (String, Vec<String>)>,
+    anywhere: bool,
+) -> Error {
+    let lacking: Vec<(String, Vec<String>)> = lacking.collect();
+    let servers: Vec<String> = lacking.iter().map(|(server, _)| format!("`{server}`")).collect();
+    let on = if anywhere && servers.len() > 1 { "any server".to_string() } else { servers.join(", ") };
+    Error::Usage {
+        message: format!(
+            "there is no release `{name}` (`{flag}`) on {on}: the releases there are {} (`cargo xtask releases` \
+             lists them)",
+            lists_of_releases(lacking.into_iter())
+        ),
+    }
+}
+
+/// `` `a`, `b` on `server` ``, for each server, joined with `; `.
+fn lists_of_releases(servers: impl Iterator<Item = (String, Vec<String>)>) -> String {
+    let lists: Vec<String> = servers
+        .map(|(server, releases)| {
+            let names: Vec<String> = releases.iter().map(|name| format!("`{name}`")).collect();
+            let names = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+            format!("{names} on `{server}`")
+        })
+        .collect();
+    lists.join("; ")
 }
 
 /// Removes the deploy lock on every server, whoever holds it (for a deploy that died), the

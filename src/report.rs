@@ -105,6 +105,8 @@ pub enum Event {
     Summary(DeployReport),
     /// One row of `deploy-check`.
     Check(crate::check::Check),
+    /// One server's part of a deploy, as `deploy --dry-run` found it (nothing was changed).
+    Plan(Box<crate::plan::ServerPlan>),
 }
 
 /// How a deploy ended.
@@ -333,6 +335,17 @@ mod tests {
             Event::Failed { server: None, error: "e".into(), exit_code: 7 },
             Event::Summary(report),
             Event::Check(check),
+            Event::Plan(Box::new(crate::plan::dry_run::not_reached(
+                &crate::plan::deploy_plan(
+                    &crate::plan::tests::config("/srv/x"),
+                    0,
+                    &crate::plan::tests::release(),
+                    &[],
+                    &crate::plan::tests::lock(),
+                ),
+                server(),
+                "refused".into(),
+            ))),
         ];
         for event in &events {
             match event {
@@ -360,7 +373,8 @@ mod tests {
                 | Event::Removed { .. }
                 | Event::Failed { .. }
                 | Event::Summary(_)
-                | Event::Check(_) => {}
+                | Event::Check(_)
+                | Event::Plan(_) => {}
             }
         }
         events
@@ -376,20 +390,43 @@ mod tests {
 
     #[test]
     fn every_event_is_one_json_line_with_the_schema_and_is_in_the_readme() {
-        let readme = include_str!("../README.md");
-        let table = &readme[readme.find("<!-- json-events").expect("README lists the events")..];
-        let table = &table[..table.find("\n\n").unwrap()];
         for event in one_of_each() {
             let value = json(&event);
             assert_eq!(value["schema"], JSON_SCHEMA);
             let name = value["event"].as_str().unwrap().to_string();
-            assert!(table.contains(&format!("| `{name}` |")), "`{name}` is not in the README's events table");
+            let row = readme_row(&name);
             for (key, _) in value.as_object().unwrap() {
                 if key != "schema" && key != "event" && key != "servers" {
-                    let row = table.lines().find(|row| row.starts_with(&format!("| `{name}` |"))).unwrap();
                     assert!(row.contains(&format!("`{key}`")), "`{name}.{key}` is not documented: {row}");
                 }
             }
+        }
+    }
+
+    /// The row of the README's events table for `event`.
+    fn readme_row(event: &str) -> &'static str {
+        let readme = include_str!("../README.md");
+        let table = &readme[readme.find("<!-- json-events").expect("README lists the events")..];
+        let table = &table[..table.find("\n\n").unwrap()];
+        let row = table.lines().find(|row| row.starts_with(&format!("| `{event}` |")));
+        row.unwrap_or_else(|| panic!("`{event}` is not in the README's events table"))
+    }
+
+    #[test]
+    fn the_releases_event_and_its_entries_are_in_the_readme() {
+        let server = crate::manage::ServerReleases {
+            server: "s".into(),
+            state: crate::plan::parse_state("release 20261125000000 aaaa\ncurrent /x/releases/20261125000000\n"),
+            subjects: [("aaaa".to_string(), "Fix it".to_string())].into(),
+        };
+        let mut out = JsonLines(Vec::new());
+        out.releases(&server);
+        let value: serde_json::Value = serde_json::from_slice(&out.0).unwrap();
+        assert_eq!(value["releases"][0]["subject"], "Fix it");
+        let row = readme_row("releases");
+        let keys = value.as_object().unwrap().keys().chain(value["releases"][0].as_object().unwrap().keys());
+        for key in keys.filter(|key| *key != "schema" && *key != "event") {
+            assert!(row.contains(&format!("`{key}`")), "`releases.{key}` is not documented: {row}");
         }
     }
 

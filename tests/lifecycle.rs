@@ -135,7 +135,9 @@ fn rollback_refuses_what_it_cannot_do_clearly() {
         assert!(err.to_string().contains("is not a release name"), "{err}");
     }
     let err = world.rollback(Some("20000101000000")).expect_err("no such release");
-    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert_eq!(err.exit_code(), xtask_deploy::exit::USAGE, "{err}");
+    assert!(err.to_string().contains("there is no release `20000101000000` (`--to`) on `"), "{err}");
+    assert!(err.to_string().contains(&format!("the releases there are `{only}` on `")), "{err}");
     assert_eq!(world.current(), Some(only));
     assert!(fs::read_link(world.deploy_to.join("current")).unwrap().exists(), "current must never dangle");
 }

@@ -507,7 +507,7 @@ fn hostile_values_stay_data_everywhere_they_go() {
     // A login shell starts in the home directory.
     let home = std::path::PathBuf::from(std::env::var("HOME").unwrap());
     assert!(!home.join("PWNED").exists() && !std::env::current_dir().unwrap().join("PWNED").exists());
-    // Names that would leave `releases/` are refused before any server is reached.
+    // Names that would leave `releases/` are refused before any script names them.
     for to in ["../../etc", "20261125041638/..", "-rf", ""] {
         let err = world.rollback(Some(to)).expect_err(to);
         assert!(err.to_string().contains("is not a release name"), "{to}: {err}");

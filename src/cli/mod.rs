@@ -90,7 +90,8 @@ pub struct Deploy {
     /// Deploy the commit even though the worktree has uncommitted changes.
     #[arg(long)]
     allow_dirty: bool,
-    /// Print, per phase, the local commands and remote scripts that would run; change nothing.
+    /// Say what a deploy would do on each server (reached read-only) and change nothing; with
+    /// `-v`, every script it would run.
     #[arg(long)]
     dry_run: bool,
     /// Deploy even when the commit is already current on every server.
@@ -236,8 +237,10 @@ impl Deploy {
             ..Default::default()
         };
         if self.dry_run {
-            let plans = crate::plan_deploy(&config, &options)?;
-            ui.text(&render::render_plan(&plans, &config));
+            // A plan printed is a success, whatever it says (a server not reached, a lock held):
+            // `deploy-check` is the command whose exit code says whether a deploy would work.
+            let dry_run = crate::dry_run(&config, &options, ui)?;
+            ui.text(&render::render_dry_run(&dry_run, &config, ui.verbose()));
             return Ok(exit::SUCCESS);
         }
         let report = crate::deploy(&config, &options, ui)?;

@@ -24,8 +24,130 @@ pub(super) fn render_checks(report: &CheckReport) -> String {
     out
 }
 
-/// The dry run's text: per phase, what runs where, with each remote script in full.
-pub(super) fn render_plan(plans: &[crate::plan::Plan], config: &crate::Config) -> String {
+/// The dry run's text: the commit and the release it would become, the local commands, then
+/// per server what a deploy would do there; with `verbose`, every script after it.
+pub(super) fn render_dry_run(dry_run: &crate::plan::DryRun, config: &crate::Config, verbose: bool) -> String {
+    let mut out = format!(
+        "Dry run of a deploy of {} ({}) as release {}: nothing was changed, on the servers or here\n\
+         (the release name moves on if the deploy starts in a later second)\n",
+        dry_run.revision,
+        short(&dry_run.sha),
+        dry_run.release
+    );
+    let steps = dry_run.servers.first().map(|server| server.steps.as_slice()).unwrap_or_default();
+    let local: Vec<&crate::plan::dry_run::PlannedStep> = steps.iter().filter(|step| step.local).collect();
+    if !local.is_empty() {
+        out.push_str("\nLocally, once:\n");
+        for step in local {
+            out.push_str(&format!("  {}\n", step_line(step)));
+        }
+    }
+    for server in &dry_run.servers {
+        out.push_str(&format!("\n{}\n", server.server));
+        if let Some(why) = &server.not_reached {
+            out.push_str(&format!("  not reached: {why}\n"));
+            continue;
+        }
+        let mut line = |label: &str, text: &str| out.push_str(&format!("  {label:<12} {text}\n"));
+        if let Some(stop) = &server.stop {
+            line("would stop", stop);
+        }
+        match (&server.current, &server.current_sha) {
+            (Some(name), Some(sha)) => line("current", &format!("release {name} ({})", short(sha))),
+            (Some(name), None) => line("current", &format!("release {name} (no REVISION)")),
+            _ => line("current", "none (no release is current)"),
+        }
+        let deploy = if !server.up_to_date {
+            format!("{} as release {}", short(&server.sha), server.release)
+        } else if dry_run.force {
+            format!("already current; `--force` makes release {} of it all the same", server.release)
+        } else if dry_run.up_to_date() {
+            "already current: a deploy would change nothing here (exit 3) without `--force`".to_string()
+        } else {
+            format!("already current; release {} of it all the same, as other servers need it", server.release)
+        };
+        line("would deploy", &deploy);
+        line("would send", &server.transfer);
+        let keep = format!("`keep_releases = {}`", config.keep_releases);
+        if server.prune.is_empty() {
+            line("would prune", &format!("nothing ({keep})"));
+        } else {
+            line("would prune", &format!("{} ({keep})", server.prune.join(", ")));
+        }
+        for release in &server.unfinished {
+            line("would remove", &format!("release {release} first, which an interrupted deploy left unfinished"));
+        }
+        match (&server.locked_by, &server.stale_lock) {
+            (Some(holder), _) => line("lock", &format!("held by {holder}")),
+            (None, Some(holder)) => {
+                line("lock", &format!("stale, of {holder}: its connection is gone, a deploy takes it over"))
+            }
+            (None, None) => line("lock", "free"),
+        }
+        let remote: Vec<String> = server.steps.iter().filter(|step| !step.local).map(step_line).collect();
+        for (index, step) in remote.iter().enumerate() {
+            line(if index == 0 { "would run" } else { "" }, step);
+        }
+        for warning in &server.warnings {
+            line("warning", warning);
+        }
+    }
+    out.push('\n');
+    out.push_str(&conclusion(dry_run));
+    if verbose {
+        out.push_str("\n# Every script, as the deploy would run it (`-v`)\n");
+        out.push_str(&render_plan(&dry_run.plans, config));
+    }
+    out
+}
+
+/// The dry run's last line: what a deploy would come to.
+fn conclusion(dry_run: &crate::plan::DryRun) -> String {
+    let names = |pick: &dyn Fn(&crate::plan::ServerPlan) -> bool| -> Vec<&str> {
+        dry_run.servers.iter().filter(|server| pick(server)).map(|server| server.server.as_str()).collect()
+    };
+    let unreached = names(&|server| server.not_reached.is_some());
+    let stopped = names(&|server| server.stop.is_some());
+    if !unreached.is_empty() {
+        format!(
+            "Not reached: {}: what a deploy would do there is not known (`cargo xtask deploy-check` says more).\n",
+            unreached.join(", ")
+        )
+    } else if !stopped.is_empty() {
+        format!("A deploy now would stop at {} before changing anything.\n", stopped.join(", "))
+    } else if dry_run.up_to_date() && !dry_run.force {
+        format!(
+            "{} is current on every server: a deploy would change nothing (exit 3) without `--force`.\n",
+            short(&dry_run.sha)
+        )
+    } else {
+        format!("A deploy would make release {} current on {} server(s).\n", dry_run.release, dry_run.servers.len())
+    }
+}
+
+fn step_line(step: &crate::plan::dry_run::PlannedStep) -> String {
+    let when = if step.phase == "on_failure" { " (if the deploy fails)" } else { "" };
+    format!("{}{when}: `{}`", step.phase, step.command)
+}
+
+/// `text` on one line of a table: control characters as spaces, cut to `width` characters
+/// with `…` when longer.
+fn table_cell(text: &str, width: usize) -> String {
+    let text: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if text.chars().count() <= width {
+        return text;
+    }
+    let cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    format!("{}…", cut.trim_end())
+}
+
+/// The first 12 characters of a SHA, as the status lines show it.
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+/// The dry run's scripts: per phase, what runs where, with each remote script in full.
+fn render_plan(plans: &[crate::plan::Plan], config: &crate::Config) -> String {
     use crate::plan::{Action, Plan};
     let plan = &plans[0];
     let names: Vec<String> = config.servers.iter().map(|server| server.display_name()).collect();
@@ -41,10 +163,7 @@ pub(super) fn render_plan(plans: &[crate::plan::Plan], config: &crate::Config) -
             _ => format!("on {} only", here.join(", ")),
         }
     };
-    let mut out = format!(
-        "# dry run: release {} of {} (nothing is run; the release name may move forward at run time)\n",
-        plan.release.name, plan.release.sha
-    );
+    let mut out = format!("# release {} of {}\n", plan.release.name, plan.release.sha);
     let remote = |out: &mut String, phase: &str, on: &str, script: &crate::shell::RemoteScript| {
         out.push_str(&format!("\n## {phase}: {on}\n{}", script.text));
     };
@@ -88,11 +207,20 @@ pub(super) fn render_plan(plans: &[crate::plan::Plan], config: &crate::Config) -
     out
 }
 
+/// How many characters of a commit subject the releases table shows.
+const SUBJECT_WIDTH: usize = 40;
+
 /// One server's releases as a table.
 pub(super) fn render_releases(server: &crate::manage::ServerReleases) -> String {
+    let entries = server.entries();
+    let subjects: Vec<String> =
+        entries.iter().map(|entry| table_cell(entry.subject.as_deref().unwrap_or("-"), SUBJECT_WIDTH)).collect();
+    let width = subjects.iter().map(|subject| subject.chars().count()).max().unwrap_or(0).max("subject".len());
     let mut out = format!("{}\n", server.server);
-    out.push_str(&format!("  {:<16} {:<12} {:<20} {:<14} {}\n", "release", "commit", "deployed (UTC)", "by", ""));
-    for entry in server.entries() {
+    let header =
+        format!("  {:<16} {:<12} {:<20} {:<14} {:<width$}", "release", "commit", "deployed (UTC)", "by", "subject");
+    out.push_str(&format!("{}\n", header.trim_end()));
+    for (entry, subject) in entries.iter().zip(&subjects) {
         let when = format!(
             "{}-{}-{} {}:{}:{}",
             &entry.name[..4],
@@ -112,14 +240,15 @@ pub(super) fn render_releases(server: &crate::manage::ServerReleases) -> String 
         if entry.unconfirmed {
             flags.push("unconfirmed");
         }
-        out.push_str(&format!(
-            "  {:<16} {:<12} {:<20} {:<14} {}\n",
+        let row = format!(
+            "  {:<16} {:<12} {:<20} {:<14} {subject:<width$} {}",
             entry.name,
             &entry.sha[..entry.sha.len().min(12)],
             when,
             entry.deployed_by,
             flags.join(", ")
-        ));
+        );
+        out.push_str(&format!("{}\n", row.trim_end()));
     }
     if let Some(holder) =
         (!server.state.holder.is_empty()).then(|| crate::plan::LockInfo::describe(&server.state.holder))

@@ -14,6 +14,8 @@ pub(crate) struct Ui {
     json: Option<JsonLines<Stdout>>,
     /// On a terminal: one line per server, redrawn in place with its latest step.
     progress: Option<Progress>,
+    /// `--verbose`: more detail (every remote script).
+    verbose: bool,
 }
 
 /// The per-server lines of a deploy on a terminal.
@@ -33,7 +35,13 @@ impl Ui {
         Ui {
             json: output.json.then(|| JsonLines(std::io::stdout())),
             progress: terminal.then(|| Progress { lines: MultiProgress::new(), servers: Vec::new() }),
+            verbose: output.verbose,
         }
+    }
+
+    /// Whether `--verbose` asks for every remote script.
+    pub fn verbose(&self) -> bool {
+        self.verbose
     }
 
     /// Whether stdout is reserved for JSON events (`--json`).
@@ -246,8 +254,8 @@ impl Ui {
                 self.finish_lines();
                 self.summary(report)
             }
-            // Shown as a table at the end.
-            Event::Check(_) => {}
+            // Shown as a table (a plan) at the end.
+            Event::Check(_) | Event::Plan(_) => {}
         }
     }
 }

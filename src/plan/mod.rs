@@ -5,6 +5,7 @@
 //! into a [`Plan`] of [`RemoteScript`]s; the runner walks that plan, and `--dry-run` prints it.
 
 pub mod confirm;
+pub mod dry_run;
 pub mod rollback;
 pub mod scripts;
 
@@ -13,6 +14,7 @@ use time::{format_description::FormatItem, macros::format_description, OffsetDat
 use crate::config::{Config, Hook};
 use crate::shell::RemoteScript;
 
+pub use dry_run::{dry_run_script, DryRun, ServerPlan};
 pub use rollback::{marks_script, parse_healthy, parse_rollback, rollback_script, RollbackDone, RollbackTo};
 pub use scripts::*;
 
@@ -135,6 +137,13 @@ impl RemoteState {
     pub fn current_sha(&self) -> Option<&str> {
         let current = self.current_release()?;
         self.releases.iter().find(|(name, _)| name == current).map(|(_, sha)| sha.as_str())
+    }
+
+    /// Whether commit `sha` is current, and its release good: a release marked bad (one that
+    /// failed its health check and could not be gone back from) is no reason not to deploy.
+    pub fn is_current_and_good(&self, sha: &str) -> bool {
+        let bad = self.current_release().is_some_and(|current| self.bad.iter().any(|bad| bad == current));
+        self.current_sha() == Some(sha) && !bad
     }
 }
 

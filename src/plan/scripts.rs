@@ -226,7 +226,8 @@ pub const READY: &str = "@@xtask-deploy-ready";
 
 /// Reports the server's state without changing anything, for `releases`: also
 /// `unconfirmed <release>` when a deploy switched to `release` and has not confirmed it (the
-/// marker [`UNCONFIRMED`](super::confirm::UNCONFIRMED)).
+/// marker [`UNCONFIRMED`](super::confirm::UNCONFIRMED)), and `subject <sha> <subject>` for each
+/// release's commit that `repo/` has.
 pub fn inspect_script(config: &Config) -> RemoteScript {
     let text = format!(
         r#"set -u
@@ -235,17 +236,13 @@ state="$d/{STATE_DIR}"
 {REQUIRE_SETUP}
 {LOCK_HELPERS}
 {REPORT_STATE}
+{REPORT_SUBJECTS}
 {REPORT_LOCK}
 if [ -f "$d/revisions.log" ]; then each_line "$d/revisions.log" log; fi
-if [ -f "$state/{unconfirmed}" ]; then
-  {{ while IFS= read -r line || [ -n "$line" ]; do
-    case "$line" in release=*) echo "unconfirmed ${{line#release=}}" ;; esac
-  done < "$state/{unconfirmed}"; }} 2>/dev/null
-fi
+{REPORT_UNCONFIRMED}
 exit 0
 "#,
         deploy_to = quote(&config.deploy_to),
-        unconfirmed = super::confirm::UNCONFIRMED,
     );
     RemoteScript { name: "inspect", text }
 }
@@ -281,9 +278,6 @@ if command -v git >/dev/null 2>&1; then echo "git $(git --version 2>&1 | head -n
 [ "$(git --git-dir="$d/repo" rev-parse --is-bare-repository 2>/dev/null)" = true ] || echo "unset repo/"
 {linked}{LOCK_HELPERS}
 {REPORT_LOCK}
-if [ -d "$state/lock" ] && [ ! -f "$state/lock/info" ]; then
-  echo "holder user=a deploy that is taking the lock right now"
-fi
 free=$(df -Pk "$p" 2>/dev/null | awk 'NR == 2 {{ print $4 }}')
 size=0
 if [ -d "$d/current/" ]; then
@@ -695,7 +689,7 @@ const CHECKED_GIT: &str = "git -c receive.fsckObjects=true -c receive.shallowUpd
 const PRIVATE: &str = r#"chmod go= "$d/repo" "$d/.xtask-deploy""#;
 
 /// Refuses to go on without git on the server, with the fix.
-const REQUIRE_GIT: &str = r#"if ! command -v git >/dev/null 2>&1; then
+pub(super) const REQUIRE_GIT: &str = r#"if ! command -v git >/dev/null 2>&1; then
   echo "git is not installed on the server: install it (for example \`apt-get install git\`)" >&2
   exit 3
 fi"#;
@@ -707,7 +701,7 @@ fi"#;
 /// line of FILE after PREFIX and a space.
 /// Shell builtins only: the preflight runs on every deploy, and each external command would be
 /// one more process started on the server.
-const LOCK_HELPERS: &str = r#"start_time() {
+pub(super) const LOCK_HELPERS: &str = r#"start_time() {
   { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 0
   set -- ${stat##*) }
   shift 19
@@ -766,20 +760,46 @@ done"#;
 /// Refuses to go on in a `deploy_to` that deploy-setup has not prepared: `releases/` and a bare
 /// repository in `repo/` (its `HEAD`, `objects/` and `refs/` at the top, which a clone with a
 /// work tree has under `.git/`), checked without starting git.
-const REQUIRE_SETUP: &str = r#"if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
+pub(super) const REQUIRE_SETUP: &str = r#"if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
   echo "\`$d\` is not set up for deploys: run \`cargo xtask deploy-setup\` first" >&2
   exit 4
 fi"#;
 
 /// Prints the lock's holder as `holder <key>=<value>` lines, or as `stale <key>=<value>` lines
-/// when its SSH connection is gone (needs [`LOCK_HELPERS`]).
-const REPORT_LOCK: &str = r#"if [ -f "$state/lock/info" ]; then
+/// when its SSH connection is gone (needs [`LOCK_HELPERS`]). A lock with no `info` yet is being
+/// taken by a deploy right now.
+pub(super) const REPORT_LOCK: &str = r#"if [ -f "$state/lock/info" ]; then
   if holder_alive; then each_line "$state/lock/info" holder; else each_line "$state/lock/info" stale; fi
+elif [ -d "$state/lock" ]; then
+  echo "holder user=a deploy that is taking the lock right now"
+fi"#;
+
+/// Prints `unconfirmed <release>` for the release the [`UNCONFIRMED`](super::confirm::UNCONFIRMED)
+/// marker names, if there is one.
+pub(super) const REPORT_UNCONFIRMED: &str = r#"if [ -f "$state/unconfirmed" ]; then
+  { while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in release=*) echo "unconfirmed ${line#release=}" ;; esac
+  done < "$state/unconfirmed"; } 2>/dev/null
+fi"#;
+
+/// Prints `subject <sha> <subject>` for the commit of each release that `repo/` has, with one
+/// `git log` for all of them. Only a full SHA in `REVISION` is passed on (as an argument, never
+/// as script text), so nothing read from the server becomes an option of git.
+const REPORT_SUBJECTS: &str = r#"set --
+for r in "$d"/releases/*; do
+  [ -d "$r" ] && [ ! -L "$r" ] || continue
+  rev=
+  { read -r rev < "$r/REVISION"; } 2>/dev/null || true
+  case "$rev" in *[!0-9a-f]*) continue ;; esac
+  case "${#rev}" in 40|64) set -- "$@" "$rev" ;; esac
+done
+if [ "$#" -gt 0 ]; then
+  git --git-dir="$d/repo" log --no-walk=unsorted --ignore-missing --format='subject %H %s' "$@" -- 2>/dev/null || true
 fi"#;
 
 /// Prints `release <name> <sha>`, `current <target>` and `bad <name>` lines (needs
 /// [`LOCK_HELPERS`]).
-const REPORT_STATE: &str = r#"for r in "$d"/releases/*; do
+pub(super) const REPORT_STATE: &str = r#"for r in "$d"/releases/*; do
   [ -d "$r" ] && [ ! -L "$r" ] || continue
   rev=-
   { read -r rev < "$r/REVISION"; } 2>/dev/null || true
@@ -1062,6 +1082,39 @@ mod tests {
         {
             assert_eq!(run(path, last), (1, String::new(), through(link, target)), "{path} {last}");
         }
+    }
+
+    #[test]
+    fn subjects_are_read_for_full_shas_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git").args(args).current_dir(dir.path()).output().unwrap();
+            assert!(out.status.success(), "git {args:?}");
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        git(&["init", "-q", "--bare", "repo"]);
+        let tree = git(&["--git-dir=repo", "mktree"]);
+        let ident = ["-c", "user.name=t", "-c", "user.email=t@t"];
+        let commit =
+            git(&[&ident[..], &["--git-dir=repo", "commit-tree", &tree, "-m", "Fix it's \"quoted\""]].concat());
+        let pwned = dir.path().join("pwned");
+        let revisions = [
+            commit.clone(),
+            "f".repeat(40),
+            format!("--output={}", pwned.display()),
+            "HEAD".to_string(),
+            commit[..12].to_string(),
+        ];
+        for (index, revision) in revisions.iter().enumerate() {
+            let release = dir.path().join(format!("releases/2026010100000{index}"));
+            std::fs::create_dir_all(&release).unwrap();
+            std::fs::write(release.join("REVISION"), format!("{revision}\n")).unwrap();
+        }
+        let (status, stdout, _) = sh(&inspect_script(&config(dir.path().to_str().unwrap())).text, &[]);
+        assert_eq!(status, 0);
+        let subjects: Vec<&str> = stdout.lines().filter(|line| line.starts_with("subject ")).collect();
+        assert_eq!(subjects, [format!("subject {commit} Fix it's \"quoted\"")]);
+        assert!(!pwned.exists(), "a REVISION became an option of git");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! publish runs the `on_failure` hooks and removes the unfinished release; the lock is
 //! released at the end, whatever happened.
 
+pub mod dry_run;
 mod lock;
 pub(crate) mod parallel;
 mod push;
@@ -181,13 +182,7 @@ fn deploy_to_all(
         report.connect = server.connect;
     }
 
-    // Current, and good: a release marked bad (one that failed its health check and could not be
-    // gone back from) is no reason to stop.
-    let up_to_date = |server: &Server| {
-        let state = &server.state;
-        let bad = state.current_release().is_some_and(|current| state.bad.iter().any(|bad| bad == current));
-        state.current_sha() == Some(local.revision.sha.as_str()) && !bad
-    };
+    let up_to_date = |server: &Server| server.state.is_current_and_good(&local.revision.sha);
     if !options.force && servers.iter().all(up_to_date) {
         reporter.event(Event::UpToDate { sha: local.revision.sha.clone() });
         unlock_all(&mut servers);

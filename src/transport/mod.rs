@@ -55,6 +55,7 @@ static REGISTER: Once = Once::new();
 static PENDING: Mutex<Option<HashMap<u64, Pending>>> = Mutex::new(None);
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
 
+pub mod estimate;
 pub mod receive_pack;
 
 /// How the pack is made and sent.

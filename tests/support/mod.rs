@@ -331,6 +331,37 @@ pub fn snapshot(root: &Path) -> std::collections::BTreeMap<PathBuf, String> {
     out
 }
 
+/// Everything under `root` and `root` itself, as `ls -lR` would show it: each path with its
+/// kind, size and modification time (a directory's changes when an entry is made or removed in
+/// it, even one removed again), and where a link points.
+pub fn listing(root: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let link = if meta.file_type().is_symlink() {
+            format!(" -> {}", fs::read_link(&path).unwrap().display())
+        } else {
+            String::new()
+        };
+        if meta.is_dir() {
+            stack.extend(fs::read_dir(&path).unwrap().flatten().map(|entry| entry.path()));
+        }
+        out.insert(path, format!("{:?} {} {:?}{link}", meta.file_type(), meta.len(), meta.modified().unwrap()));
+    }
+    out
+}
+
+/// What differs between two [`listing`]s: each path added, removed or changed, with both sides.
+pub fn changes(
+    before: &std::collections::BTreeMap<PathBuf, String>,
+    after: &std::collections::BTreeMap<PathBuf, String>,
+) -> Vec<String> {
+    let paths: std::collections::BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
+    let differs = paths.into_iter().filter(|path| before.get(*path) != after.get(*path));
+    differs.map(|path| format!("{}: {:?} -> {:?}", path.display(), before.get(path), after.get(path))).collect()
+}
+
 /// `len` bytes that do not compress, so pushing them takes measurable time and bytes.
 pub fn incompressible(len: usize, seed: u64) -> String {
     let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);

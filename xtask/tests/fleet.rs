@@ -72,10 +72,22 @@ fn stages_roles_and_run_once_hooks() {
     let unknown = expect(&run(&world, &["deploy", "--stage", "staging"]), exit::CONFIG);
     assert!(unknown.contains("unknown stage `staging`: known stages are `canary`, `production`"), "{unknown}");
     expect(&run(&world, &["deploy-setup", "--stage", "production"]), exit::SUCCESS);
-    let dry = run(&world, &["deploy", "--stage", "production", "--dry-run"]);
-    let plan = String::from_utf8_lossy(&dry.stdout).into_owned();
     let user = world.server.user();
     let (db, web) = (format!("{user}@127.0.0.1:{first_port}"), format!("{user}@127.0.0.1:{second_port}"));
+    // The dry run lists each server's hooks: the migration once, on the first `app` server.
+    let dry = run(&world, &["deploy", "--stage", "production", "--dry-run"]);
+    let plan = String::from_utf8_lossy(&dry.stdout).into_owned();
+    let hooks = |server: &str| -> Vec<String> {
+        let section = plan.split(&format!("\n{server}\n")).nth(1).unwrap_or_default();
+        let section = section.split("\n\n").next().unwrap_or_default();
+        let commands = section.lines().filter_map(|line| line.split_once("after_update: `")?.1.strip_suffix('`'));
+        commands.map(str::to_string).collect()
+    };
+    assert_eq!(hooks(&db), ["touch migrated", "touch everywhere"], "{plan}");
+    assert_eq!(hooks(&web), ["touch web-warmed", "touch everywhere"], "{plan}");
+    // With `-v`, every script, with where it runs.
+    let dry = run(&world, &["deploy", "--stage", "production", "--dry-run", "-v"]);
+    let plan = String::from_utf8_lossy(&dry.stdout).into_owned();
     assert!(plan.contains(&format!("## after_update: on {db} only\n")), "the migration, once: {plan}");
     assert!(plan.contains(&format!("## after_update: on {web} only\n")), "the web hook: {plan}");
     assert!(plan.contains(&format!("## after_update: on {db}, {web}\n")), "the hook for all: {plan}");

@@ -8,7 +8,7 @@ use std::fs;
 use std::io::BufReader;
 use std::process::{Command, Output, Stdio};
 
-use support::{bad_in, current_in, read_until, releases_by_hand, snapshot, stderr_of, World};
+use support::{bad_in, current_in, read_until, releases_by_hand, stderr_of, World};
 
 fn xtask(world: &World, args: &[&str]) -> Command {
     world.command(env!("CARGO_BIN_EXE_xtask"), args)
@@ -16,6 +16,24 @@ fn xtask(world: &World, args: &[&str]) -> Command {
 
 fn run(world: &World, args: &[&str]) -> Output {
     xtask(world, args).output().unwrap()
+}
+
+/// Takes the deploy lock of `deploy_to` as `user` on `host`, held by a live process (this test),
+/// as a deploy running elsewhere would hold it; returns the lock's directory.
+fn hold_lock(deploy_to: &std::path::Path, user: &str, host: &str) -> std::path::PathBuf {
+    let lock = deploy_to.join(".xtask-deploy/lock");
+    fs::create_dir_all(&lock).unwrap();
+    let pid = std::process::id();
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start = stat.rsplit(") ").next().unwrap().split_whitespace().nth(19).unwrap().to_string();
+    fs::write(
+        lock.join("info"),
+        format!(
+            "user={user}\nhost={host}\nsince=2026-11-25T05:00:00Z\nsha=abc\nmessage=\ntoken=x\nconnection={pid} {start}\n"
+        ),
+    )
+    .unwrap();
+    lock
 }
 
 #[test]
@@ -56,39 +74,162 @@ fn two_deploys_at_once_one_gets_the_lock_the_other_names_the_holder() {
     assert_eq!(world.releases().len(), 1);
 }
 
+/// The `plan` events of a `--dry-run --json`, after checking that nothing else but the closing
+/// `exit` (code 0) was printed.
+fn plan_events(output: &Output) -> Vec<serde_json::Value> {
+    let events: Vec<serde_json::Value> = output
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).unwrap())
+        .collect();
+    let (exit, plans) = events.split_last().expect("events");
+    assert_eq!((exit["event"].as_str(), exit["exit_code"].as_u64()), (Some("exit"), Some(0)), "{}", stderr_of(output));
+    assert!(plans.iter().all(|event| event["event"] == "plan"), "only plan events: {events:?}");
+    plans.to_vec()
+}
+
+/// Runs `deploy --dry-run` and returns what it printed, once it exited 0 (a plan printed, whatever
+/// it says) and left the server as it was: no entry, size or modification time changed under
+/// `deploy_to`, no process left.
+fn dry_run_changing_nothing(world: &World) -> String {
+    let before = support::listing(&world.deploy_to);
+    let output = run(world, &["deploy", "--dry-run"]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let changed = support::changes(&before, &support::listing(&world.deploy_to));
+    assert_eq!(changed, Vec::<String>::new(), "the dry run changed the server");
+    assert_eq!(support::processes_left_on(&world.server, std::time::Duration::from_secs(5)), vec![]);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 #[test]
-fn a_dry_run_prints_the_scripts_and_changes_nothing() {
+fn a_dry_run_says_what_a_deploy_would_do_and_changes_nothing() {
     let world = World::with_config(
-        "build = [\"true\"]\nlinked_dirs = [\"log\"]\n[package.metadata.deploy.hooks]\nafter_publish = [{ remote = \"echo restarted\" }]",
+        "build = [\"true\"]\nkeep_releases = 2\nlinked_dirs = [\"log\"]\n[package.metadata.deploy.hooks]\nafter_publish = [{ remote = \"echo restarted\" }]",
     );
-    world.setup();
-    let first = world.deploy();
-    world.commit("src/main.rs", "fn main() {}\n");
-    let before = snapshot(&world.deploy_to);
+    let server = format!("{}@127.0.0.1:{}", world.server.user(), world.server.port());
+    let sha = world.app.repo().head().unwrap().target().unwrap().to_string();
+
+    // Before setup: the deploy would stop at this server, and send the whole tree.
     let output = run(&world, &["deploy", "--dry-run"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", stderr_of(&output));
-    assert_eq!(snapshot(&world.deploy_to), before, "the dry run changed the server");
-    assert_eq!(world.current(), Some(first.release));
+    assert!(stdout.contains("  would stop   `") && stdout.contains("is not set up for deploys"), "{stdout}");
+    assert!(stdout.contains("A deploy now would stop at"), "{stdout}");
+    assert!(!world.deploy_to.exists(), "the dry run made deploy_to");
+    world.setup();
+    let plans = plan_events(&run(&world, &["deploy", "--dry-run", "--json"]));
+    assert_eq!(plans.len(), 1);
+    assert_eq!(plans[0]["current"], serde_json::Value::Null);
+    assert!(plans[0]["transfer"].as_str().unwrap().starts_with("the whole tree (first deploy)"), "{:?}", plans[0]);
+    let first_objects = plans[0]["objects"].as_u64().unwrap();
+    let first = world.deploy();
+    assert_eq!(first.servers[0].objects, first_objects, "the dry run counted what the first push sent");
+    assert_eq!(first.sha, sha);
+
+    world.commit("src/main.rs", "fn main() {}\n");
+    let second = world.deploy();
+    let sha = world.commit("assets/data.txt", "other data\n");
+    let stdout = dry_run_changing_nothing(&world);
+    for expected in [
+        format!("Dry run of a deploy of HEAD ({})", &sha[..12]),
+        "Locally, once:\n  build: `true`\n".to_string(),
+        format!("\n{server}\n"),
+        format!("  current      release {} ({})\n", second.release, &second.sha[..12]),
+        format!("  would deploy {} as release ", &sha[..12]),
+        // The new commit, its root tree, assets/ and the new blob.
+        "  would send   1 commit(s), 4 objects\n".to_string(),
+        format!("  would prune  {} (`keep_releases = 2`)\n", first.release),
+        "  lock         free\n".to_string(),
+        "  would run    after_publish: `echo restarted`\n".to_string(),
+        "A deploy would make release ".to_string(),
+    ] {
+        assert!(stdout.contains(&expected), "`{expected}` missing from the dry run:\n{stdout}");
+    }
+    assert!(!stdout.contains("## preflight"), "the scripts only with -v:\n{stdout}");
+
+    // With -v, every script a deploy would run, per phase, in order.
+    let verbose = String::from_utf8_lossy(&run(&world, &["deploy", "--dry-run", "-v"]).stdout).into_owned();
     for expected in [
         "## preflight (checks, takes the lock, holds it until this channel closes)",
         "## build: locally",
         "## push: on ",
-        "## prepare: on ",
         "git --git-dir=repo archive",
-        "## publish: on ",
         "mv -T releases/current current",
         "## after_publish: on ",
-        "echo restarted",
         "## at the end, whatever happened: the preflight's channel closes, which releases the lock",
     ] {
-        assert!(stdout.contains(expected), "`{expected}` missing from the dry run:\n{stdout}");
+        assert!(verbose.contains(expected), "`{expected}` missing from the dry run -v:\n{verbose}");
     }
     let order: Vec<usize> = ["## build", "## push", "## prepare", "## publish", "## after_publish"]
         .iter()
-        .map(|h| stdout.find(h).unwrap())
+        .map(|h| verbose.find(h).unwrap())
         .collect();
-    assert!(order.windows(2).all(|pair| pair[0] < pair[1]), "phases out of order:\n{stdout}");
+    assert!(order.windows(2).all(|pair| pair[0] < pair[1]), "phases out of order:\n{verbose}");
+
+    // The JSON plan says the same, and the deploy then does what it said.
+    let plans = plan_events(&run(&world, &["deploy", "--dry-run", "--json"]));
+    let plan = &plans[0];
+    assert_eq!(plan["server"].as_str(), Some(server.as_str()));
+    assert_eq!(plan["current"].as_str(), Some(second.release.as_str()));
+    assert_eq!(plan["current_sha"].as_str(), Some(second.sha.as_str()));
+    assert_eq!(plan["sha"].as_str(), Some(sha.as_str()));
+    assert_eq!(
+        (plan["up_to_date"].as_bool(), plan["commits"].as_u64(), plan["objects"].as_u64()),
+        (Some(false), Some(1), Some(4))
+    );
+    assert_eq!(plan["prune"], serde_json::json!([first.release]));
+    assert_eq!(plan["locked_by"], serde_json::Value::Null);
+    let steps: Vec<(&str, &str, bool)> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| {
+            (step["phase"].as_str().unwrap(), step["command"].as_str().unwrap(), step["local"].as_bool().unwrap())
+        })
+        .collect();
+    assert_eq!(steps, [("build", "true", true), ("after_publish", "echo restarted", false)]);
+    let third = world.deploy();
+    assert_eq!(third.servers[0].objects, 4, "the dry run counted what the push sent");
+    assert_eq!(third.servers[0].removed, [first.release.as_str()], "the dry run named what was pruned");
+
+    // Current now: a deploy would change nothing.
+    let stdout = String::from_utf8_lossy(&run(&world, &["deploy", "--dry-run"]).stdout).into_owned();
+    assert!(
+        stdout.contains("already current: a deploy would change nothing here (exit 3) without `--force`"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("{} is current on every server", &sha[..12])), "{stdout}");
+    assert!(stdout.contains("would send   nothing"), "{stdout}");
+    assert_eq!(run(&world, &["deploy"]).status.code(), Some(3), "as the dry run said");
+}
+
+#[test]
+fn a_dry_run_names_the_lock_holder_and_a_server_it_cannot_reach() {
+    let world = World::new();
+    world.setup();
+    world.deploy();
+    world.commit("src/main.rs", "fn main() {}\n");
+    hold_lock(&world.deploy_to, "dave", "ci-7");
+    // A second server nobody listens for.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let user = xtask_deploy::loopback::toml_string(world.server.user());
+    world.edit_manifest(|manifest| {
+        manifest
+            + &format!("\n[[package.metadata.deploy.servers]]\nhost = \"127.0.0.1\"\nport = {closed}\nuser = {user}\n")
+    });
+    world.app.commit_all("a second server").unwrap();
+    let stdout = dry_run_changing_nothing(&world);
+    assert!(stdout.contains("  lock         held by dave on ci-7"), "{stdout}");
+    assert!(stdout.contains("  would stop   locked by dave on ci-7"), "{stdout}");
+    let unreached = format!("127.0.0.1:{closed}\n  not reached: cannot connect to ");
+    assert!(stdout.contains(&unreached), "{stdout}");
+    assert!(stdout.contains(&format!("Not reached: {}@127.0.0.1:{closed}", world.server.user())), "{stdout}");
+    let plans = plan_events(&run(&world, &["deploy", "--dry-run", "--json"]));
+    assert_eq!(plans.len(), 2);
+    assert!(plans[0]["locked_by"].as_str().unwrap().starts_with("dave on ci-7"), "{:?}", plans[0]);
+    assert!(plans[1]["not_reached"].as_str().unwrap().contains("cannot connect"), "{:?}", plans[1]);
+    assert_eq!(plans[1]["objects"], serde_json::Value::Null);
 }
 
 #[test]
@@ -96,19 +237,7 @@ fn unlock_removes_a_live_lock_and_releases_lists_it_first() {
     let world = World::new();
     world.setup();
     world.deploy();
-    // A lock held by a live process (this test), as a deploy running elsewhere would hold it.
-    let lock = world.deploy_to.join(".xtask-deploy/lock");
-    fs::create_dir_all(&lock).unwrap();
-    let pid = std::process::id();
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let start = stat.rsplit(") ").next().unwrap().split_whitespace().nth(19).unwrap().to_string();
-    fs::write(
-        lock.join("info"),
-        format!(
-            "user=dave\nhost=ci-7\nsince=2026-11-25T05:00:00Z\nsha=abc\nmessage=\ntoken=x\nconnection={pid} {start}\n"
-        ),
-    )
-    .unwrap();
+    hold_lock(&world.deploy_to, "dave", "ci-7");
 
     let listed = run(&world, &["releases"]);
     let stdout = String::from_utf8_lossy(&listed.stdout);
@@ -154,8 +283,26 @@ fn releases_and_rollback_through_the_cli() {
     let line = |release: &str| stdout.lines().find(|line| line.contains(release)).unwrap_or_default().to_string();
     assert!(line(&first.release).contains("current") && line(&first.release).contains(&user), "{stdout}");
     assert!(line(&second.release).contains("bad") && line(&second.release).contains(&second.sha[..12]), "{stdout}");
+    // A release that is not there is a wrong command line (exit 2): the error lists what there is,
+    // and nothing changed.
+    let there = format!(
+        "the releases are `{}`, `{}` on `{}@127.0.0.1:{}`",
+        first.release,
+        second.release,
+        world.server.user(),
+        world.server.port()
+    );
     let single = run(&world, &["rollback", "--to", "../etc"]);
-    assert!(!single.status.success() && stderr_of(&single).contains("is not a release name"), "{}", stderr_of(&single));
+    assert_eq!(single.status.code(), Some(i32::from(xtask_deploy::exit::USAGE)), "{}", stderr_of(&single));
+    assert!(stderr_of(&single).contains("`--to ../etc` is not a release name"), "{}", stderr_of(&single));
+    assert!(stderr_of(&single).contains(&there), "{}", stderr_of(&single));
+    let missing = run(&world, &["rollback", "--to", "20200101000000"]);
+    let text = stderr_of(&missing);
+    assert_eq!(missing.status.code(), Some(i32::from(xtask_deploy::exit::USAGE)), "{text}");
+    assert!(text.contains("there is no release `20200101000000` (`--to`) on `"), "{text}");
+    assert!(text.contains(&there.replacen("the releases are", "the releases there are", 1)), "{text}");
+    assert_eq!(world.current(), Some(first.release.clone()));
+    assert!(!world.locked(), "the lock was released");
 }
 
 #[test]
@@ -240,12 +387,7 @@ fn releases_unmark_clears_a_mark_on_every_server_under_the_lock() {
     }
 
     // While another deploy holds the lock on one server, nothing is unmarked anywhere.
-    let lock = deploy_tos[1].join(".xtask-deploy/lock");
-    fs::create_dir_all(&lock).unwrap();
-    let pid = std::process::id();
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let start = stat.rsplit(") ").next().unwrap().split_whitespace().nth(19).unwrap().to_string();
-    fs::write(lock.join("info"), format!("user=dave\nhost=ci-7\ntoken=x\nconnection={pid} {start}\n")).unwrap();
+    let lock = hold_lock(&deploy_tos[1], "dave", "ci-7");
     let refused = run(&world, &["releases", "--unmark", left]);
     assert_eq!(refused.status.code(), Some(i32::from(xtask_deploy::exit::LOCKED)), "{}", stderr_of(&refused));
     assert!(deploy_tos.iter().all(|deploy_to| bad_in(deploy_to) == [left]), "unmarked without the lock");
@@ -265,7 +407,83 @@ fn releases_unmark_clears_a_mark_on_every_server_under_the_lock() {
     let again = run(&world, &["releases", "--unmark", left]);
     assert!(again.status.success() && stderr_of(&again).contains("was not marked bad on any server"));
     let wrong = run(&world, &["releases", "--unmark", "../etc"]);
-    assert!(!wrong.status.success() && stderr_of(&wrong).contains("is not a release name"), "{}", stderr_of(&wrong));
+    assert_eq!(wrong.status.code(), Some(i32::from(xtask_deploy::exit::USAGE)), "{}", stderr_of(&wrong));
+    assert!(stderr_of(&wrong).contains("is not a release name"), "{}", stderr_of(&wrong));
+    // A release no server has: named, with the releases of each server; nothing changed.
+    let rolled = run(&world, &["rollback", "--to", left, "--mark"]);
+    assert!(rolled.status.success(), "{}", stderr_of(&rolled));
+    let missing = run(&world, &["releases", "--unmark", "20200101000000"]);
+    let text = stderr_of(&missing);
+    assert_eq!(missing.status.code(), Some(i32::from(xtask_deploy::exit::USAGE)), "{text}");
+    assert!(text.contains("there is no release `20200101000000` (`--unmark`) on any server"), "{text}");
+    let listed = "`20261125000001`, `20261125000002` on `";
+    assert_eq!(text.matches(listed).count(), 2, "each server's releases: {text}");
+    for deploy_to in &deploy_tos {
+        assert_eq!(bad_in(deploy_to), ["20261125000001"], "{}", deploy_to.display());
+        assert!(!deploy_to.join(".xtask-deploy/lock").exists(), "the lock was released");
+    }
+}
+
+#[test]
+fn releases_shows_each_commit_subject_read_on_the_server_or_in_this_clone() {
+    let world = World::new();
+    world.setup();
+    let quoted = "Fix \"login\" page's $(redirect) `x`";
+    world.app.write("src/main.rs", "fn main() {}\n").unwrap();
+    world.app.commit_all(quoted).unwrap();
+    let first = world.deploy();
+    let long = format!("Say only what is true:{}", " every line".repeat(10));
+    world.app.write("src/main.rs", "fn main() { println!(); }\n").unwrap();
+    world.app.commit_all(&long).unwrap();
+    let second = world.deploy();
+    // A release of a commit this clone has and the server's repo/ does not (deployed by another
+    // tool, say): its subject is read here.
+    let here_only = world.commit("README", "not deployed\n");
+    let by_hand = "20200101000000";
+    fs::create_dir_all(world.deploy_to.join("releases").join(by_hand)).unwrap();
+    fs::write(world.deploy_to.join("releases").join(by_hand).join("REVISION"), format!("{here_only}\n")).unwrap();
+
+    let listed = run(&world, &["releases"]);
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{}", stderr_of(&listed));
+    let line = |release: &str| stdout.lines().find(|line| line.contains(release)).unwrap_or_default().to_string();
+    assert!(stdout.lines().nth(1).unwrap_or_default().ends_with(" subject"), "{stdout}");
+    assert!(line(&first.release).contains(quoted), "{stdout}");
+    let cut: String = long.chars().take(39).collect();
+    assert!(line(&second.release).contains(&format!("{}…", cut.trim_end())), "cut to 40 characters: {stdout}");
+    assert!(!line(&second.release).contains(&long), "{stdout}");
+    assert!(line(&second.release).ends_with("current"), "{stdout}");
+    assert!(line(by_hand).contains("change README"), "{stdout}");
+
+    // In JSON, whole; and without this clone's commits, from the server's repo/ alone.
+    let subjects = |output: &Output| -> Vec<(String, serde_json::Value)> {
+        assert!(output.status.success(), "{}", stderr_of(output));
+        let event: serde_json::Value =
+            serde_json::from_slice(output.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+        let releases = event["releases"].as_array().unwrap().iter();
+        releases.map(|entry| (entry["name"].as_str().unwrap().to_string(), entry["subject"].clone())).collect()
+    };
+    let expected = |here: serde_json::Value| {
+        vec![
+            (by_hand.to_string(), here),
+            (first.release.clone(), serde_json::json!(quoted)),
+            (second.release.clone(), serde_json::json!(long)),
+        ]
+    };
+    assert_eq!(subjects(&run(&world, &["releases", "--json"])), expected(serde_json::json!("change README")));
+    let elsewhere = tempfile::tempdir().unwrap();
+    fs::copy(world.app.manifest_path(), elsewhere.path().join("Cargo.toml")).unwrap();
+    fs::create_dir(elsewhere.path().join("src")).unwrap();
+    fs::write(elsewhere.path().join("src/main.rs"), "fn main() {}\n").unwrap();
+    assert!(Command::new("git").args(["init", "-q"]).current_dir(elsewhere.path()).status().unwrap().success());
+    let manifest = elsewhere.path().join("Cargo.toml");
+    let from_server = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["releases", "--json", "--manifest-path"])
+        .arg(&manifest)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(subjects(&from_server), expected(serde_json::Value::Null));
 }
 
 #[test]

@@ -1,0 +1,113 @@
+//! What a push would send, counted here without reaching the server (`deploy --dry-run`). The
+//! bases are the server's tips that this clone has, as [`super::receive_pack::push`] takes them;
+//! with none of them the push sends the deployed commit as a shallow root: its tree, and no
+//! history.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+/// How much a push would carry (the deployed commit's part: not the build output's, not the
+/// submodules').
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Estimate {
+    pub commits: u64,
+    /// Commits, trees and blobs: the objects in the pack (`pushed`'s `objects`, before deltas).
+    pub objects: u64,
+    /// The server has nothing this clone knows: the commit's whole tree travels, no history.
+    pub tree_only: bool,
+}
+
+/// Counts what a thin-pack push of commit `sha` from `repo` would send to a server whose
+/// `repo/` refs point at `tips`, with `git rev-list` (as `git pack-objects` would list them).
+pub fn estimate(repo: &git2::Repository, sha: &str, tips: &[String]) -> Result<Estimate, String> {
+    let haves: Vec<&String> = tips.iter().filter(|tip| has_object(repo, tip)).collect();
+    if haves.is_empty() {
+        let objects = count_lines(repo, &["rev-list", "--objects", "--no-object-names", "--no-walk", sha], "")?;
+        return Ok(Estimate { commits: 1, objects, tree_only: true });
+    }
+    let mut input = format!("{sha}\n");
+    for have in haves {
+        input.push_str(&format!("^{have}\n"));
+    }
+    let commits = count_lines(repo, &["rev-list", "--stdin"], &input)?;
+    let objects = count_lines(repo, &["rev-list", "--objects", "--no-object-names", "--stdin"], &input)?;
+    Ok(Estimate { commits, objects, tree_only: false })
+}
+
+fn has_object(repo: &git2::Repository, sha: &str) -> bool {
+    git2::Oid::from_str(sha).is_ok_and(|oid| repo.odb().is_ok_and(|odb| odb.exists(oid)))
+}
+
+/// Runs `git <args>` in `repo` with `input` on its stdin and counts the lines it prints,
+/// without holding them.
+fn count_lines(repo: &git2::Repository, args: &[&str], input: &str) -> Result<u64, String> {
+    let mut child = Command::new("git")
+        .arg("--git-dir")
+        .arg(repo.path())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("cannot run `git rev-list`: {err}"))?;
+    // rev-list reads its whole input before it writes: no deadlock on the pipes.
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin.write_all(input.as_bytes()).map_err(|err| format!("cannot feed `git rev-list`: {err}"))?;
+    drop(stdin);
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = 0;
+    let mut buffer = [0u8; 64 * 1024];
+    loop {
+        let read = stdout.read(&mut buffer).map_err(|err| format!("`git rev-list` was lost: {err}"))?;
+        if read == 0 {
+            break;
+        }
+        lines += buffer[..read].iter().filter(|&&byte| byte == b'\n').count() as u64;
+    }
+    let output = child.wait_with_output().map_err(|err| format!("`git rev-list` was lost: {err}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!("`git rev-list` failed ({}): {}", output.status, stderr.trim()));
+    }
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &std::path::Path, args: &[&str]) -> String {
+        let output = Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
+        assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    }
+
+    #[test]
+    fn a_first_push_counts_the_tree_and_a_later_one_only_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git(root, &["init", "-q"]);
+        std::fs::create_dir(root.join("src")).unwrap();
+        std::fs::write(root.join("src/a.txt"), "a").unwrap();
+        std::fs::write(root.join("b.txt"), "b").unwrap();
+        let commit = |message: &str| {
+            git(root, &["add", "-A"]);
+            git(root, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message]);
+            git(root, &["rev-parse", "HEAD"])
+        };
+        let first = commit("first");
+        std::fs::write(root.join("src/a.txt"), "changed").unwrap();
+        let second = commit("second");
+        let repo = git2::Repository::open(root).unwrap();
+        // The commit, the root tree, src/, and two blobs.
+        let whole = Estimate { commits: 1, objects: 5, tree_only: true };
+        assert_eq!(estimate(&repo, &second, &[]), Ok(whole));
+        // A tip this clone does not have is no base: the tree travels.
+        assert_eq!(estimate(&repo, &second, &["f".repeat(40)]), Ok(whole));
+        // The new commit, the root tree, src/ and the changed blob.
+        let change = Estimate { commits: 1, objects: 4, tree_only: false };
+        assert_eq!(estimate(&repo, &second, &[first.clone(), "f".repeat(40)]), Ok(change));
+        let nothing = Estimate { commits: 0, objects: 0, tree_only: false };
+        assert_eq!(estimate(&repo, &first, std::slice::from_ref(&second)), Ok(nothing));
+    }
+}
