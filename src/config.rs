@@ -10,6 +10,10 @@ use serde::Deserialize;
 
 use crate::Error;
 
+pub mod ssh_config;
+
+pub use ssh_config::SshConfig;
+
 /// A validated deploy configuration for one application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -293,9 +297,9 @@ pub struct Defaults {
     pub home: Option<PathBuf>,
     /// Credentials from the environment, for CI.
     pub env_auth: EnvAuth,
-    /// The text of `~/.ssh/config`, whose host aliases, users, ports, identity files and
-    /// jump hosts apply where the deploy config does not say otherwise.
-    pub ssh_config: Option<String>,
+    /// `~/.ssh/config`, whose host aliases, users, ports, identity files and jump hosts apply
+    /// where the deploy config does not say otherwise.
+    pub ssh_config: Option<SshConfig>,
     /// The stage picked on the command line (`--stage`).
     pub stage: Option<String>,
 }
@@ -306,7 +310,7 @@ impl Defaults {
     pub fn from_env(package_name: Option<String>, stage: Option<String>) -> Defaults {
         let user = crate::local::user_name();
         let home = std::env::var_os("HOME").map(PathBuf::from);
-        let ssh_config = home.as_ref().and_then(|home| std::fs::read_to_string(home.join(".ssh/config")).ok());
+        let ssh_config = home.as_deref().and_then(SshConfig::read);
         Defaults { package_name, user, home, env_auth: EnvAuth::from_env(), ssh_config, stage }
     }
 }
@@ -488,19 +492,6 @@ impl Config {
         };
         let (table, stage, declared_roles) = staged(table, section, defaults.stage.as_deref()).map_err(invalid)?;
         let raw: RawConfig = parse_raw(&table, &format!("{section}.deploy")).map_err(invalid)?;
-        let ssh_config = match &defaults.ssh_config {
-            Some(text) => Some(
-                ssh2_config::SshConfig::default()
-                    .parse(
-                        &mut text.as_bytes(),
-                        ssh2_config::ParseRule::ALLOW_UNKNOWN_FIELDS | ssh2_config::ParseRule::ALLOW_UNSUPPORTED_FIELDS,
-                    )
-                    .map_err(|err| Error::Config {
-                        message: format!("cannot read `~/.ssh/config`: {err}: fix it, or move it aside"),
-                    })?,
-            ),
-            None => None,
-        };
 
         let application = match raw.application.or_else(|| defaults.package_name.clone()) {
             Some(name) if !name.trim().is_empty() => name,
@@ -520,7 +511,7 @@ impl Config {
         let base = manifest.parent().unwrap_or(Path::new("."));
         let resolve = |path: &str| expand_path(path, base, defaults.home.as_deref());
         let identity = raw.ssh.identity.as_deref().map(resolve);
-        let reach = Reach { ssh_config: ssh_config.as_ref(), user: defaults.user.as_deref() };
+        let reach = Reach { ssh_config: defaults.ssh_config.as_ref(), user: defaults.user.as_deref(), hops: 0 };
         let gateway = match raw.gateway {
             Some(gateway) => {
                 let identity = gateway.identity.as_deref().map(resolve).or(identity.clone());
@@ -845,11 +836,18 @@ fn merge(base: &mut serde_json::Value, over: &serde_json::Value) {
 
 /// How a host written in the config is reached: `~/.ssh/config` fills what the config leaves
 /// out, then the defaults.
+#[derive(Clone, Copy)]
 struct Reach<'a> {
-    ssh_config: Option<&'a ssh2_config::SshConfig>,
+    ssh_config: Option<&'a SshConfig>,
     /// The local user name.
     user: Option<&'a str>,
+    /// How many `ProxyJump` hosts lead to the host asked about.
+    hops: usize,
 }
+
+/// How many `ProxyJump` hosts of `~/.ssh/config` may lead to a server, each the jump host of
+/// the next: a chain longer than this is a loop.
+const MAX_JUMPS: usize = 8;
 
 impl Reach<'_> {
     /// The server `host` names, with what the config says of it (`port`, `user`, `identity`,
@@ -865,50 +863,59 @@ impl Reach<'_> {
         if host.trim().is_empty() {
             return Err(".host` is empty".to_string());
         }
-        let params = self.ssh_config.map(|config| config.query(host));
-        let params = params.as_ref();
-        let Some(user) = user.or_else(|| params.and_then(|p| p.user.clone())).or(self.user.map(str::to_string)) else {
+        let params = self.ssh_config.map(|config| config.query(host)).unwrap_or_default();
+        let Some(user) = user.or(params.user).or(self.user.map(str::to_string)) else {
             return Err(".user` is not set and the local user name is unknown: set `user`".to_string());
         };
-        let gateway = match gateway {
-            Some(gateway) => Some(gateway),
-            None => match params.and_then(|p| p.proxy_jump.as_deref()) {
-                Some([jump]) if jump != "none" => {
-                    let (user, rest) = match jump.split_once('@') {
-                        Some((user, rest)) => (Some(user.to_string()), rest),
-                        None => (None, jump.as_str()),
-                    };
-                    let (jump_host, jump_port) = match rest.rsplit_once(':') {
-                        Some((jump_host, port)) => (
-                            jump_host,
-                            Some(port.parse().map_err(|_| {
-                                format!(".host` has `ProxyJump {jump}` in `~/.ssh/config`, whose port is not a number")
-                            })?),
-                        ),
-                        None => (rest, None),
-                    };
-                    let jump = Reach { ssh_config: self.ssh_config, user: self.user };
-                    Some(Box::new(jump.server(jump_host, jump_port, user, identity.clone(), None)?))
+        let port = match (port, params.port) {
+            (Some(port), _) => port,
+            (None, Some(port)) => port.parse().map_err(|_| {
+                format!(
+                    ".host` has `Port {port}` in `~/.ssh/config`, which is not a port number: fix it, or set `port`"
+                )
+            })?,
+            (None, None) => 22,
+        };
+        let gateway = match (gateway, params.proxy_jump) {
+            (Some(gateway), _) => Some(gateway),
+            (None, Some(jump)) if jump.contains(',') => {
+                return Err(".host` has a `ProxyJump` of several hops in `~/.ssh/config`, which is not \
+                            supported: set one `gateway`"
+                    .to_string())
+            }
+            (None, Some(jump)) if jump != "none" => {
+                let (user, rest) = match jump.split_once('@') {
+                    Some((user, rest)) => (Some(user.to_string()), rest),
+                    None => (None, jump.as_str()),
+                };
+                let (jump_host, jump_port) = match rest.rsplit_once(':') {
+                    Some((jump_host, port)) => (
+                        jump_host,
+                        Some(port.parse().map_err(|_| {
+                            format!(".host` has `ProxyJump {jump}` in `~/.ssh/config`, whose port is not a number")
+                        })?),
+                    ),
+                    None => (rest, None),
+                };
+                if self.hops >= MAX_JUMPS {
+                    return Err(format!(
+                        ".host` is reached through more than {MAX_JUMPS} `ProxyJump` hosts in `~/.ssh/config` (a \
+                         loop?): give the last one `ProxyJump none`, or set `gateway`"
+                    ));
                 }
-                Some([_]) | None => None,
-                Some(_) => {
-                    return Err(".host` has a `ProxyJump` of several hops in `~/.ssh/config`, which is not \
-                                supported: set one `gateway`"
-                        .to_string())
-                }
-            },
+                let jump = Reach { hops: self.hops + 1, ..*self };
+                Some(Box::new(jump.server(jump_host, jump_port, user, identity.clone(), None)?))
+            }
+            (None, _) => None,
         };
         Ok(Server {
-            host: params
-                .and_then(|p| p.host_name.as_deref())
-                .map(|name| name.replace("%h", host))
-                .unwrap_or_else(|| host.to_string()),
-            port: port.or(params.and_then(|p| p.port)).unwrap_or(22),
+            host: params.host_name.map(|name| name.replace("%h", host)).unwrap_or_else(|| host.to_string()),
+            port,
             user,
             deploy_to: String::new(),
             roles: Vec::new(),
             alias: host.to_string(),
-            identity: identity.or_else(|| params.and_then(|p| p.identity_file.as_ref()?.first().cloned())),
+            identity: identity.or(params.identity_file),
             gateway,
         })
     }
@@ -1402,7 +1409,7 @@ mod tests {
                           Host db1\n  HostName 10.0.0.6\n  ProxyJump ops@bastion:2222\n\
                           Host bastion\n  HostName 203.0.113.9\n  IdentityFile /keys/bastion\n\
                           Host *\n  User nobody\n  Port 22\n";
-        let defaults = Defaults { ssh_config: Some(ssh_config.to_string()), ..defaults() };
+        let defaults = Defaults { ssh_config: Some(SshConfig::parse(ssh_config, None)), ..defaults() };
         let config = parse_with(
             "[[deploy.servers]]\nhost = \"web1\"\n[[deploy.servers]]\nhost = \"web1\"\nport = 22\nuser = \"root\"\n\
              [[deploy.servers]]\nhost = \"db1\"\n",
@@ -1425,6 +1432,13 @@ mod tests {
             parse_with("[deploy.ssh]\nidentity = \"/keys/mine\"\n[[deploy.servers]]\nhost = \"web1\"\n", &defaults)
                 .unwrap();
         assert_eq!(with_identity.servers[0].identity, Some(PathBuf::from("/keys/mine")));
+        let looping =
+            Defaults { ssh_config: Some(SshConfig::parse("Host *\n  ProxyJump bastion\n", None)), ..defaults.clone() };
+        let err = parse_with("[[deploy.servers]]\nhost = \"web1\"\n", &looping).unwrap_err().to_string();
+        assert!(err.contains("more than 8 `ProxyJump` hosts"), "{err}");
+        let bad_port = Defaults { ssh_config: Some(SshConfig::parse("Port ssh\n", None)), ..defaults.clone() };
+        let err = parse_with("[[deploy.servers]]\nhost = \"web1\"\n", &bad_port).unwrap_err().to_string();
+        assert!(err.contains("`package.metadata.deploy.servers[0].host` has `Port ssh` in `~/.ssh/config`"), "{err}");
     }
 
     #[test]
