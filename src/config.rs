@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::Error;
 
+mod cargo;
 pub mod ssh_config;
 
 pub use ssh_config::SshConfig;
@@ -440,30 +441,21 @@ impl Config {
 
     /// As [`Config::load`], for `stage` (else the manifest's `default_stage`, if any).
     pub fn load_stage(manifest_path: Option<&Path>, stage: Option<&str>) -> Result<Config, Error> {
-        let mut cmd = cargo_metadata::MetadataCommand::new();
-        cmd.no_deps();
-        if let Some(path) = manifest_path {
-            cmd.manifest_path(path);
-        }
-        let metadata = cmd.exec().map_err(|err| {
-            let detail = match &err {
-                cargo_metadata::Error::CargoMetadata { stderr } => one_paragraph(stderr),
-                other => other.to_string(),
-            };
+        let metadata = cargo::Metadata::read(manifest_path).map_err(|detail| {
             let which = manifest_path.map(|path| format!(" `{}`", path.display())).unwrap_or_default();
             Error::Config { message: format!("failed to read the manifest{which} with `cargo metadata`: {detail}") }
         })?;
         let manifest = match manifest_path {
             Some(path) => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
-            None => find_manifest_from_cwd(&metadata),
+            None => metadata.manifest_from_cwd(),
         };
-        let package = metadata.packages.iter().find(|package| package.manifest_path.as_std_path() == manifest);
+        let package = metadata.packages.iter().find(|package| package.manifest_path == manifest);
         let (table, section) = match package {
             Some(package) => (&package.metadata, "package.metadata"),
             None => (&metadata.workspace_metadata, "workspace.metadata"),
         };
         // A virtual workspace has no package name: its directory names the application.
-        let name = package.map(|package| package.name.to_string()).or_else(|| {
+        let name = package.map(|package| package.name.clone()).or_else(|| {
             manifest.parent().and_then(|dir| dir.file_name()).map(|name| name.to_string_lossy().to_string())
         });
         let defaults = Defaults::from_env(name, stage.map(str::to_string));
@@ -978,27 +970,6 @@ fn expand_path(path: &str, base: &Path, home: Option<&Path>) -> PathBuf {
     }
 }
 
-/// Cargo's error output in one line: its messages and `-->` locations, without the source
-/// snippet and its gutter.
-fn one_paragraph(stderr: &str) -> String {
-    stderr
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.contains('|'))
-        .map(|line| line.strip_prefix("error: ").unwrap_or(line))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn find_manifest_from_cwd(metadata: &cargo_metadata::Metadata) -> PathBuf {
-    let cwd = std::env::current_dir().unwrap_or_default();
-    cwd.ancestors()
-        .map(|dir| dir.join("Cargo.toml"))
-        .find(|candidate| candidate.is_file())
-        .and_then(|candidate| std::fs::canonicalize(candidate).ok())
-        .unwrap_or_else(|| metadata.workspace_root.join("Cargo.toml").into_std_path_buf())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1178,12 +1149,6 @@ mod tests {
         assert!(policy.contains("`package.metadata.deploy.ssh.host_key_policy` is `no`"), "{policy}");
         let timeout = error_text("[deploy.timeouts]\nstep = 0\n[[deploy.servers]]\nhost = \"a\"\n");
         assert!(timeout.contains("`package.metadata.deploy.timeouts.step` is 0"), "{timeout}");
-    }
-
-    #[test]
-    fn cargo_errors_are_condensed_to_one_line() {
-        let stderr = "error: extra `=`, expected nothing\n --> Cargo.toml:7:13\n  |\n7 | deploy_to = = \"x\"\n  |             ^\n";
-        assert_eq!(one_paragraph(stderr), "extra `=`, expected nothing --> Cargo.toml:7:13");
     }
 
     /// The `[package]` metadata of a whole manifest's text.
