@@ -92,7 +92,7 @@ impl LocalBinaries {
         let built: Vec<(std::path::PathBuf, &str)> = config
             .artifacts
             .iter()
-            .map(|path| (config.manifest_dir().join(path), path.as_str()))
+            .map(|path| (config.artifact_source(path), path.as_str()))
             .filter(|(local, _)| local.exists())
             .collect();
         if built.is_empty() {

@@ -36,8 +36,12 @@ pub struct Config {
     pub linked_files: Vec<String>,
     /// Directories under `shared/` symlinked into each release; deploy-setup creates them.
     pub linked_dirs: Vec<String>,
-    /// Local files (relative to the manifest's directory) uploaded into each release, same path.
+    /// Local files or directories laid over each release at the same path; read from where
+    /// [`Config::artifact_source`] says.
     pub artifacts: Vec<String>,
+    /// Cargo's target directory (`CARGO_TARGET_DIR`, `build.target-dir`, else `target/` of the
+    /// workspace), where an artifact whose path starts with `target/` is read.
+    pub target_dir: PathBuf,
     /// Commands run at the named phases of a deploy.
     pub hooks: Hooks,
     /// How a release is made on the server.
@@ -303,6 +307,9 @@ pub struct Defaults {
     pub ssh_config: Option<SshConfig>,
     /// The stage picked on the command line (`--stage`).
     pub stage: Option<String>,
+    /// Cargo's target directory, as `cargo metadata` reports it; `None`: `target/` beside the
+    /// manifest.
+    pub target_dir: Option<PathBuf>,
 }
 
 impl Defaults {
@@ -312,7 +319,7 @@ impl Defaults {
         let user = crate::local::user_name();
         let home = std::env::var_os("HOME").map(PathBuf::from);
         let ssh_config = home.as_deref().and_then(SshConfig::read);
-        Defaults { package_name, user, home, env_auth: EnvAuth::from_env(), ssh_config, stage }
+        Defaults { package_name, user, home, env_auth: EnvAuth::from_env(), ssh_config, stage, target_dir: None }
     }
 }
 
@@ -458,7 +465,10 @@ impl Config {
         let name = package.map(|package| package.name.clone()).or_else(|| {
             manifest.parent().and_then(|dir| dir.file_name()).map(|name| name.to_string_lossy().to_string())
         });
-        let defaults = Defaults::from_env(name, stage.map(str::to_string));
+        let defaults = Defaults {
+            target_dir: Some(metadata.target_directory.clone()),
+            ..Defaults::from_env(name, stage.map(str::to_string))
+        };
         Config::from_metadata(table, section, &manifest, &defaults)
     }
 
@@ -684,6 +694,7 @@ impl Config {
             linked_files: raw.linked_files,
             linked_dirs: raw.linked_dirs,
             artifacts: raw.artifacts,
+            target_dir: defaults.target_dir.clone().unwrap_or_else(|| base.join("target")),
             hooks,
             cache,
             stage,
@@ -738,6 +749,18 @@ impl Config {
     /// The directory that holds the manifest, where local commands run.
     pub fn manifest_dir(&self) -> &Path {
         self.manifest_path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Where the artifact `path` (as configured) is read on this machine: a path whose first
+    /// part is `target` lies in cargo's target directory ([`Config::target_dir`]), so that
+    /// `target/release/app` is what `cargo build --release` made wherever `CARGO_TARGET_DIR`
+    /// puts it; any other path is taken from the manifest's directory.
+    pub fn artifact_source(&self, path: &str) -> PathBuf {
+        match path.split_once('/') {
+            Some(("target", rest)) => self.target_dir.join(rest),
+            _ if path == "target" => self.target_dir.clone(),
+            _ => self.manifest_dir().join(path),
+        }
     }
 }
 
@@ -982,6 +1005,7 @@ mod tests {
             env_auth: EnvAuth::default(),
             ssh_config: None,
             stage: None,
+            target_dir: None,
         }
     }
 
@@ -1085,6 +1109,22 @@ mod tests {
             config.timeouts,
             Timeouts { connect: Duration::from_secs(3), step: Duration::from_secs(60), push: Duration::from_secs(120) }
         );
+    }
+
+    #[test]
+    fn artifacts_under_target_are_read_from_cargos_target_directory() {
+        let text = "[deploy]\nartifacts = [\"target/release/app\"]\n[[deploy.servers]]\nhost = \"a\"\n";
+        let beside = parse(text).unwrap();
+        assert_eq!(beside.target_dir, PathBuf::from("/app/target"), "without cargo's word: beside the manifest");
+        let moved = parse_with(text, &Defaults { target_dir: Some("/cache/target".into()), ..defaults() }).unwrap();
+        for (path, source) in [
+            ("target/release/app", "/cache/target/release/app"),
+            ("target", "/cache/target"),
+            ("targets/app", "/app/targets/app"),
+            ("dist/target/app", "/app/dist/target/app"),
+        ] {
+            assert_eq!(moved.artifact_source(path), PathBuf::from(source), "{path}");
+        }
     }
 
     #[test]

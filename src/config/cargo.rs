@@ -1,5 +1,6 @@
 //! What `cargo metadata --no-deps` says of a manifest, read into the few fields a deploy uses:
-//! each package's name, manifest and `metadata` table, and the workspace's.
+//! each package's name, manifest and `metadata` table, the workspace's, and cargo's target
+//! directory (which `CARGO_TARGET_DIR` and `build.target-dir` move).
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,8 @@ pub(super) struct Metadata {
     #[serde(default)]
     pub workspace_metadata: serde_json::Value,
     pub workspace_root: PathBuf,
+    /// Where cargo puts what it builds.
+    pub target_directory: PathBuf,
 }
 
 /// One package of the workspace.
@@ -81,12 +84,13 @@ mod tests {
     }
 
     #[test]
-    fn this_repository_is_read() {
+    fn this_repository_is_read_with_its_target_directory() {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
         let metadata = Metadata::read(Some(&manifest)).unwrap();
         let package = metadata.packages.iter().find(|package| package.name == "xtask-deploy").unwrap();
         assert_eq!(package.manifest_path, manifest);
         assert_eq!(package.metadata["deploy"]["application"], "xtask-deploy");
         assert_eq!(metadata.workspace_root, Path::new(env!("CARGO_MANIFEST_DIR")));
+        assert!(metadata.target_directory.is_absolute(), "{}", metadata.target_directory.display());
     }
 }

@@ -346,6 +346,7 @@ pub(crate) mod tests {
             env_auth: Default::default(),
             ssh_config: None,
             stage: None,
+            target_dir: None,
         };
         Config::from_metadata(&metadata, "package.metadata", std::path::Path::new("/app/Cargo.toml"), &defaults)
             .unwrap()

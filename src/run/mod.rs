@@ -417,7 +417,7 @@ impl Walk<'_> {
             .config
             .artifacts
             .iter()
-            .map(|path| build_output::Artifact { local: self.config.manifest_dir().join(path), path: path.clone() })
+            .map(|path| build_output::Artifact { local: self.config.artifact_source(path), path: path.clone() })
             .collect();
         let servers: Vec<(&str, Option<&crate::binaries::Platform>)> =
             self.servers.iter().map(|server| (server.connection.name(), server.state.platform.as_ref())).collect();

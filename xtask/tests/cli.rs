@@ -18,8 +18,7 @@ fn xtask(args: &[&str]) -> Command {
 }
 
 fn deploy_cli(world: &World) -> Output {
-    let manifest = world.app.manifest_path();
-    xtask(&["deploy", "--manifest-path", manifest.to_str().unwrap()]).output().unwrap()
+    world.command(env!("CARGO_BIN_EXE_xtask"), &["deploy"]).output().unwrap()
 }
 
 /// Deploys once, breaks something with `break_it`, deploys again through the CLI, and checks
@@ -411,8 +410,7 @@ fn a_300_mb_artifact_goes_through_without_the_deployer_holding_it() {
     }
     world.setup();
     let log = world.server.dir().join("deploy.log");
-    let manifest = world.app.manifest_path();
-    let (status, peak_kib) = run_measured(xtask(&["deploy", "--manifest-path", manifest.to_str().unwrap()]), &log);
+    let (status, peak_kib) = run_measured(world.command(env!("CARGO_BIN_EXE_xtask"), &["deploy"]), &log);
     let output = fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{output}");
     eprintln!("deployer's peak RSS with a 300 MiB artifact: {} MiB", peak_kib / 1024);

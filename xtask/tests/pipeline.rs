@@ -556,6 +556,32 @@ fn under_json_stdout_carries_only_events_even_for_the_demo() {
 }
 
 #[test]
+fn artifacts_under_target_are_read_from_cargos_target_directory() {
+    let world = World::with_config(
+        "build = [\"cargo build --release --offline --quiet\"]\nartifacts = [\"target/release/hello\"]",
+    );
+    world.setup();
+    let elsewhere = world.server.dir().join("shared-target");
+    let with_target_dir = |args: &[&str]| {
+        world.command(env!("CARGO_BIN_EXE_xtask"), args).env("CARGO_TARGET_DIR", &elsewhere).output().unwrap()
+    };
+    let deployed = with_target_dir(&["deploy"]);
+    assert_eq!(code(&deployed), 0, "{}", stderr_of(&deployed));
+    assert!(!world.app.dir().join("target").exists(), "cargo built into CARGO_TARGET_DIR, not the app's target/");
+    let shipped = world.deploy_to.join("current/target/release/hello");
+    assert_eq!(fs::read(&shipped).unwrap(), fs::read(elsewhere.join("release/hello")).unwrap());
+    let ran = Command::new(&shipped).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "hello\n");
+    // deploy-check reads the same place: without CARGO_TARGET_DIR, nothing is built yet.
+    let binaries = |output: Output| {
+        let rows = json_lines(&output).into_iter().filter(|line| line["check"] == "binaries");
+        rows.map(|line| line["status"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(binaries(with_target_dir(&["deploy-check", "--json"])), ["ok"]);
+    assert_eq!(binaries(run(&world, &["deploy-check", "--json"])), ["skipped"]);
+}
+
+#[test]
 fn deploy_check_judges_the_binaries_built_here_against_each_server() {
     let world = World::with_config("artifacts = [\"target/release/app\"]");
     world.setup();
