@@ -12,6 +12,7 @@ use crate::Error;
 
 mod cargo;
 pub mod ssh_config;
+mod suggest;
 
 pub use ssh_config::SshConfig;
 
@@ -483,17 +484,33 @@ impl Config {
         let invalid = |message: String| Error::Config {
             message: format!("invalid deploy config in `{}`: {message}", manifest.display()),
         };
+        // A table named almost `deploy` holds settings meant for it, which would be ignored.
+        let mut tables = metadata.as_object().into_iter().flat_map(|tables| tables.keys());
+        let misspelt = tables.find(|name| *name != "deploy" && suggest::distance(name, "deploy") <= 1);
         let Some(table) = metadata.get("deploy") else {
-            return Err(Error::Config {
-                message: format!(
+            let message = match misspelt {
+                Some(name) => format!(
+                    "no `[{section}.deploy]` table in `{}`, but a `[{section}.{name}]`: did you mean \
+                     `[{section}.deploy]`? Rename it",
+                    manifest.display()
+                ),
+                None => format!(
                     "no `[{section}.deploy]` table in `{}`: add one with at least one \
                      `[[{section}.deploy.servers]]` entry holding a `host` (see the README)",
                     manifest.display()
                 ),
-            });
+            };
+            return Err(Error::Config { message });
         };
+        if let Some(name) = misspelt {
+            return Err(invalid(format!(
+                "`[{section}.{name}]` is not read: did you mean `[{section}.deploy]`? Move its keys there, or \
+                 remove it"
+            )));
+        }
         let (table, stage, declared_roles) = staged(table, section, defaults.stage.as_deref()).map_err(invalid)?;
-        let raw: RawConfig = parse_raw(&table, &format!("{section}.deploy")).map_err(invalid)?;
+        let raw: RawConfig =
+            parse_raw(&table, &format!("{section}.deploy"), &["stages", "default_stage"]).map_err(invalid)?;
 
         let application = match raw.application.or_else(|| defaults.package_name.clone()) {
             Some(name) if !name.trim().is_empty() => name,
@@ -766,12 +783,31 @@ impl Config {
 
 /// Reads a deploy table (the top-level one, or a stage's) into its raw form; an error names
 /// the key at fault under `prefix`.
-fn parse_raw(table: &serde_json::Value, prefix: &str) -> Result<RawConfig, String> {
+fn parse_raw(table: &serde_json::Value, prefix: &str, also_known: &[&str]) -> Result<RawConfig, String> {
     serde_path_to_error::deserialize(table).map_err(|err| {
         let path = err.path().to_string();
         let key = if path == "." { prefix.to_string() } else { format!("{prefix}.{path}") };
-        format!("`{key}`: {}", err.inner())
+        // Keys read before serde sees the table (`also_known`) are known at its top level only.
+        let top_level = !path.contains(['.', '[']);
+        format!("`{key}`: {}", did_you_mean(&err.inner().to_string(), if top_level { also_known } else { &[] }))
     })
+}
+
+/// serde's `unknown field `x`, expected one of `a`, `b`` with the expected name (or one of
+/// `also_known`) nearest to `x`, when one is near: `unknown field `x`: did you mean `a`?
+/// expected one of ...`. Any other message is left as it is.
+fn did_you_mean(message: &str, also_known: &[&str]) -> String {
+    let Some((field, expected)) = message.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`')) else {
+        return message.to_string();
+    };
+    // The names serde expected are the quoted parts of the rest.
+    let known = expected.split('`').skip(1).step_by(2).chain(also_known.iter().copied());
+    match suggest::nearest(field, known) {
+        Some(name) => {
+            format!("unknown field `{field}`: did you mean `{name}`?{}", expected.strip_prefix(',').unwrap_or(expected))
+        }
+        None => message.to_string(),
+    }
 }
 
 /// The deploy table as the chosen stage sees it: `chosen`, else `default_stage`, laid over the
@@ -809,7 +845,7 @@ fn staged(
         if stage.get("stages").is_some() || stage.get("default_stage").is_some() {
             return Err(format!("`{key}` cannot hold `stages` or `default_stage`"));
         }
-        parse_raw(stage, &key)?;
+        parse_raw(stage, &key, &[])?;
         declared.extend(roles_of(stage));
     }
     let known = || stages.keys().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ");
@@ -823,9 +859,16 @@ fn staged(
         ));
     };
     let Some(stage) = stages.get(&name) else {
-        return Err(match stages.is_empty() {
-            true => format!("unknown stage `{name}`: there are no stages; add `[{section}.deploy.stages.{name}]`"),
-            false => format!("unknown stage `{name}`: known stages are {}", known()),
+        let named = if chosen.is_some() { "" } else { " (`default_stage`)" };
+        let nearest = suggest::nearest(&name, stages.keys().map(String::as_str));
+        return Err(match (stages.is_empty(), nearest) {
+            (true, _) => {
+                format!("unknown stage `{name}`{named}: there are no stages; add `[{section}.deploy.stages.{name}]`")
+            }
+            (false, Some(nearest)) => {
+                format!("unknown stage `{name}`{named}: did you mean `{nearest}`? Known stages are {}", known())
+            }
+            (false, None) => format!("unknown stage `{name}`{named}: known stages are {}", known()),
         });
     };
     merge(&mut table, stage);
@@ -1139,6 +1182,49 @@ mod tests {
     }
 
     #[test]
+    fn a_misspelt_key_or_table_is_named_with_the_one_meant() {
+        for (text, expected) in [
+            ("[deploy]\nkeep_release = 3\n", "unknown field `keep_release`: did you mean `keep_releases`? expected"),
+            ("[deploy]\ndefault_stag = \"a\"\n", "did you mean `default_stage`?"),
+            (
+                "[deploy.ssh]\nknown-hosts = \"k\"\n",
+                "`package.metadata.deploy.ssh.known-hosts`: unknown field \
+              `known-hosts`: did you mean `known_hosts`?",
+            ),
+            (
+                "[deploy.stages.qa]\nrevison = \"v1\"\n",
+                "`package.metadata.deploy.stages.qa.revison`: unknown field \
+              `revison`: did you mean `revision`?",
+            ),
+        ] {
+            let text = error_text(&format!("{text}[[deploy.servers]]\nhost = \"a\"\n"));
+            assert!(text.contains(expected), "{text}");
+        }
+        let far = error_text("[deploy]\nstage_dir = 3\n[[deploy.servers]]\nhost = \"a\"\n");
+        assert!(!far.contains("did you mean"), "nothing near: {far}");
+        let nested = error_text("[deploy.ssh]\nstages = 1\n[[deploy.servers]]\nhost = \"a\"\n");
+        assert!(!nested.contains("did you mean `stages`"), "`stages` is known at the top only: {nested}");
+        for table in ["deploys", "deploy_", "Deploy", "depoly"] {
+            let servers = format!("[[{table}.servers]]\nhost = \"a\"\n");
+            let alone = parse(&servers).unwrap_err();
+            assert_eq!(alone.exit_code(), crate::exit::CONFIG);
+            let alone = alone.to_string();
+            assert!(alone.contains("no `[package.metadata.deploy]` table in `/app/Cargo.toml`"), "{alone}");
+            assert!(alone.contains(&format!("a `[package.metadata.{table}]`: did you mean")), "{alone}");
+            let beside = error_text(&format!("[deploy]\n[[deploy.servers]]\nhost = \"b\"\n{servers}"));
+            assert!(beside.contains("/app/Cargo.toml"), "{beside}");
+            assert!(
+                beside.contains(&format!(
+                    "`[package.metadata.{table}]` is not read: did you mean `[package.metadata.deploy]`"
+                )),
+                "{beside}"
+            );
+        }
+        parse("[deployment]\nx = 1\n[deb]\ny = 2\n[deploy]\n[[deploy.servers]]\nhost = \"a\"\n")
+            .expect("other tools' tables are not ours to judge");
+    }
+
+    #[test]
     fn wrong_type_names_key_and_expected_type() {
         let text = error_text("[[deploy.servers]]\nhost = \"a\"\nport = \"22\"\n");
         assert!(text.contains("`package.metadata.deploy.servers[0].port`"), "{text}");
@@ -1334,6 +1420,12 @@ mod tests {
     fn unknown_or_missing_stages_are_explained() {
         let unknown = stage(Some("prod")).unwrap_err().to_string();
         assert!(unknown.contains("unknown stage `prod`: known stages are `production`, `staging`"), "{unknown}");
+        let typo = stage(Some("prodution")).unwrap_err();
+        assert_eq!(typo.exit_code(), crate::exit::CONFIG);
+        assert!(typo.to_string().contains("unknown stage `prodution`: did you mean `production`?"), "{typo}");
+        let default = parse(&STAGED.replace("default_stage = \"staging\"", "default_stage = \"stagign\""));
+        let default = default.unwrap_err().to_string();
+        assert!(default.contains("unknown stage `stagign` (`default_stage`): did you mean `staging`?"), "{default}");
         let no_default = parse(&STAGED.replace("default_stage = \"staging\"", "")).unwrap_err().to_string();
         assert!(no_default.contains("name a stage with `--stage <name>`"), "{no_default}");
         assert!(no_default.contains("`production`, `staging`"), "{no_default}");

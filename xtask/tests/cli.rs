@@ -50,7 +50,7 @@ fn a_mistyped_key_is_refused_with_the_file_and_key() {
                 text.replace("[package.metadata.deploy]\n", "[package.metadata.deploy]\nkeep_release = 3\n")
             })
         },
-        &["unknown field `keep_release`", "Cargo.toml", "expected one of"],
+        &["unknown field `keep_release`: did you mean `keep_releases`?", "Cargo.toml", "expected one of"],
     );
 }
 
