@@ -135,6 +135,35 @@ fn an_unknown_host_key_is_refused_with_how_to_trust_it() {
 }
 
 #[test]
+fn a_missing_known_hosts_file_is_refused_with_a_command_that_fills_it() {
+    let world = World::new();
+    let file = world.server.dir().join("keys/known_hosts");
+    world.edit_manifest(|text| {
+        let line = text.lines().find(|line| line.starts_with("known_hosts = ")).unwrap().to_string();
+        text.replace(&line, &format!("known_hosts = {:?}", file.display().to_string()))
+    });
+    let setup = || world.command(env!("CARGO_BIN_EXE_xtask"), &["deploy-setup"]).output().unwrap();
+    let refused = setup();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(i32::from(xtask_deploy::exit::CONNECT)), "{stderr}");
+    let (port, user, file) = (world.server.port(), world.server.user(), file.display());
+    let dir = world.server.dir().join("keys");
+    for needle in [
+        format!("is not in `{file}` (the file does not exist); its key fingerprint is SHA256:"),
+        format!("`mkdir -p -m 700 {} && ssh-keyscan -p {port} 127.0.0.1 >> {file}`", dir.display()),
+        format!("`ssh -o UserKnownHostsFile={file} -p {port} {user}@127.0.0.1`"),
+    ] {
+        assert!(stderr.contains(&needle), "`{needle}` not in:\n{stderr}");
+    }
+    // The advice is true: run as printed, it trusts the server in the configured file.
+    let advice = stderr.split("trust it with `").nth(1).and_then(|rest| rest.split('`').next()).unwrap();
+    let ran = Command::new("sh").arg("-c").arg(advice).output().unwrap();
+    assert!(ran.status.success(), "{advice}: {ran:?}");
+    let trusted = setup();
+    assert!(trusted.status.success(), "{}", String::from_utf8_lossy(&trusted.stderr));
+}
+
+#[test]
 fn a_dirty_worktree_is_refused_naming_the_files() {
     assert_refused(
         "dirty worktree",
