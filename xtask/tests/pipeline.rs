@@ -422,6 +422,47 @@ fn deploy_check_passes_a_ready_server_and_changes_nothing() {
 }
 
 #[test]
+fn deploy_check_says_setup_makes_linked_dirs_and_only_the_user_makes_linked_files() {
+    let world = World::with_config("linked_files = [\"config/app.toml\"]\nlinked_dirs = [\"log\"]");
+    let linked = |world: &World| {
+        let output = run(world, &["deploy-check", "--json"]);
+        let row = json_lines(&output).into_iter().find(|line| line["check"] == "linked files").expect("the row");
+        (code(&output), row["status"].as_str().unwrap().to_string(), row["detail"].as_str().unwrap().to_string())
+    };
+    let deploy_to = world.deploy_to.display();
+    let (_, status, detail) = linked(&world);
+    assert_eq!(status, "fail", "{detail}");
+    assert!(
+        detail.contains(&format!(
+            "shared/config/app.toml missing in {deploy_to}: create them on the server, deploy-setup does not"
+        )),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(&format!("shared/log/ missing in {deploy_to}: `cargo xtask deploy-setup` creates them")),
+        "{detail}"
+    );
+    world.setup();
+    assert!(world.deploy_to.join("shared/log").is_dir(), "setup made the linked dir, as the check said");
+    assert!(!world.deploy_to.join("shared/config/app.toml").exists(), "and not the linked file");
+    fs::write(world.deploy_to.join("shared/config/app.toml"), "x = 1\n").unwrap();
+    assert_eq!(linked(&world), (0, "ok".to_string(), "2 present".to_string()));
+
+    // A linked dir added after setup: a warning, and a deploy does go through without it.
+    world.edit_manifest(|text| text.replace("linked_dirs = [\"log\"]", "linked_dirs = [\"log\", \"tmp/cache\"]"));
+    world.app.commit_all("a new linked dir").unwrap();
+    let (code_before, status, detail) = linked(&world);
+    assert_eq!((code_before, status.as_str()), (0, "warn"), "{detail}");
+    assert!(detail.contains("shared/tmp/cache/ missing") && detail.contains("deploy-setup` again"), "{detail}");
+    let deployed = run(&world, &["deploy"]);
+    assert_eq!(code(&deployed), 0, "{}", stderr_of(&deployed));
+    let link = world.deploy_to.join("current/tmp/cache");
+    assert!(link.is_symlink() && !link.exists(), "the release links to a directory that is not there");
+    world.setup();
+    assert_eq!(linked(&world).1, "ok");
+}
+
+#[test]
 fn deploy_check_reports_each_broken_state() {
     let world = World::with_config("linked_files = [\"config/app.toml\"]");
     assert_fails(&world, "never set up", &["setup", "linked files"]);
