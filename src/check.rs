@@ -92,7 +92,7 @@ impl LocalBinaries {
         let built: Vec<(std::path::PathBuf, &str)> = config
             .artifacts
             .iter()
-            .map(|path| (config.manifest_dir().join(path), path.as_str()))
+            .map(|path| (config.artifact_source(path), path.as_str()))
             .filter(|(local, _)| local.exists())
             .collect();
         if built.is_empty() {
@@ -212,7 +212,8 @@ pub fn judge(
     let mut writable = None;
     let mut git = None;
     let mut unset = Vec::new();
-    let mut missing = Vec::new();
+    let mut missing_files = Vec::new();
+    let mut missing_dirs = Vec::new();
     let mut disk = None;
     for line in stdout.lines() {
         let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
@@ -222,12 +223,12 @@ pub fn judge(
             "unset" => unset.push(rest.to_string()),
             "missing-file" => {
                 if let Some(file) = rest.parse::<usize>().ok().and_then(|index| config.linked_files.get(index)) {
-                    missing.push(format!("shared/{file}"));
+                    missing_files.push(format!("shared/{file}"));
                 }
             }
             "missing-dir" => {
                 if let Some(dir) = rest.parse::<usize>().ok().and_then(|index| config.linked_dirs.get(index)) {
-                    missing.push(format!("shared/{dir}/"));
+                    missing_dirs.push(format!("shared/{dir}/"));
                 }
             }
             "disk" => {
@@ -273,20 +274,7 @@ pub fn judge(
             format!("{} missing in {}: run `cargo xtask deploy-setup`", unset.join(", "), config.deploy_to),
         )
     });
-    let linked = config.linked_files.len() + config.linked_dirs.len();
-    rows.push(if missing.is_empty() {
-        ("linked files", CheckStatus::Ok, format!("{linked} present"))
-    } else {
-        (
-            "linked files",
-            CheckStatus::Fail,
-            format!(
-                "{} missing in {}: create them on the server (each release links to them)",
-                missing.join(", "),
-                config.deploy_to
-            ),
-        )
-    });
+    rows.push(judge_linked(config, &missing_files, &missing_dirs, unset.is_empty()));
     rows.push(if !state.holder.is_empty() {
         (
             "lock",
@@ -324,6 +312,42 @@ pub fn judge(
     });
     rows.push(judge_binaries(server, state.platform.as_ref(), local));
     rows
+}
+
+/// The `linked files` row. A missing `linked_files` entry fails (a deploy refuses a release
+/// without it, and nothing makes it but the user); a missing `linked_dirs` entry only warns:
+/// deploy-setup makes it (`set_up`: whether it has run), and a deploy without it goes through,
+/// its link leading nowhere.
+fn judge_linked(
+    config: &Config,
+    missing_files: &[String],
+    missing_dirs: &[String],
+    set_up: bool,
+) -> (&'static str, CheckStatus, String) {
+    let mut problems = Vec::new();
+    if !missing_files.is_empty() {
+        problems.push(format!(
+            "{} missing in {}: create them on the server, deploy-setup does not (a deploy refuses a release \
+             without them)",
+            missing_files.join(", "),
+            config.deploy_to
+        ));
+    }
+    if !missing_dirs.is_empty() {
+        let fix = match set_up {
+            false => "`cargo xtask deploy-setup` creates them",
+            true => "run `cargo xtask deploy-setup` again to create them (a deploy would link to nothing)",
+        };
+        problems.push(format!("{} missing in {}: {fix}", missing_dirs.join(", "), config.deploy_to));
+    }
+    let status = match (missing_files.is_empty(), missing_dirs.is_empty()) {
+        (true, true) => CheckStatus::Ok,
+        (true, false) => CheckStatus::Warn,
+        (false, _) => CheckStatus::Fail,
+    };
+    let linked = config.linked_files.len() + config.linked_dirs.len();
+    let detail = if problems.is_empty() { format!("{linked} present") } else { problems.join("; ") };
+    ("linked files", status, detail)
 }
 
 /// The `binaries` row: whether the ELF files among the artifacts built here can run on `server`.
@@ -462,8 +486,29 @@ mod tests {
         let stdout = "writable yes /srv/app\ngit v\nmissing-file 0\nmissing-dir 0\nstale user=bob\n";
         let rows = judge(&config(), "deploy@web1:22", stdout, &LocalBinaries::NotConfigured);
         let linked = rows.iter().find(|row| row.0 == "linked files").unwrap();
-        assert!(linked.2.contains("shared/config/app.toml, shared/log/"), "{}", linked.2);
+        assert_eq!(linked.1, CheckStatus::Fail, "a missing file");
+        assert!(
+            linked.2.contains("shared/config/app.toml missing in /srv/app: create them on the server"),
+            "{}",
+            linked.2
+        );
+        assert!(
+            linked.2.contains("shared/log/ missing in /srv/app: run `cargo xtask deploy-setup` again"),
+            "{}",
+            linked.2
+        );
         assert_eq!(rows.iter().find(|row| row.0 == "lock").unwrap().1, CheckStatus::Warn);
+        let only_dirs = judge(
+            &config(),
+            "deploy@web1:22",
+            "unset shared/
+missing-dir 0
+",
+            &LocalBinaries::NotConfigured,
+        );
+        let linked = only_dirs.iter().find(|row| row.0 == "linked files").unwrap();
+        assert_eq!(linked.1, CheckStatus::Warn, "setup makes it, and a deploy would not fail for it");
+        assert_eq!(linked.2, "shared/log/ missing in /srv/app: `cargo xtask deploy-setup` creates them");
     }
 
     #[test]

@@ -10,6 +10,12 @@ use serde::Deserialize;
 
 use crate::Error;
 
+mod cargo;
+pub mod ssh_config;
+mod suggest;
+
+pub use ssh_config::SshConfig;
+
 /// A validated deploy configuration for one application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -31,8 +37,12 @@ pub struct Config {
     pub linked_files: Vec<String>,
     /// Directories under `shared/` symlinked into each release; deploy-setup creates them.
     pub linked_dirs: Vec<String>,
-    /// Local files (relative to the manifest's directory) uploaded into each release, same path.
+    /// Local files or directories laid over each release at the same path; read from where
+    /// [`Config::artifact_source`] says.
     pub artifacts: Vec<String>,
+    /// Cargo's target directory (`CARGO_TARGET_DIR`, `build.target-dir`, else `target/` of the
+    /// workspace), where an artifact whose path starts with `target/` is read.
+    pub target_dir: PathBuf,
     /// Commands run at the named phases of a deploy.
     pub hooks: Hooks,
     /// How a release is made on the server.
@@ -293,11 +303,14 @@ pub struct Defaults {
     pub home: Option<PathBuf>,
     /// Credentials from the environment, for CI.
     pub env_auth: EnvAuth,
-    /// The text of `~/.ssh/config`, whose host aliases, users, ports, identity files and
-    /// jump hosts apply where the deploy config does not say otherwise.
-    pub ssh_config: Option<String>,
+    /// `~/.ssh/config`, whose host aliases, users, ports, identity files and jump hosts apply
+    /// where the deploy config does not say otherwise.
+    pub ssh_config: Option<SshConfig>,
     /// The stage picked on the command line (`--stage`).
     pub stage: Option<String>,
+    /// Cargo's target directory, as `cargo metadata` reports it; `None`: `target/` beside the
+    /// manifest.
+    pub target_dir: Option<PathBuf>,
 }
 
 impl Defaults {
@@ -306,8 +319,8 @@ impl Defaults {
     pub fn from_env(package_name: Option<String>, stage: Option<String>) -> Defaults {
         let user = crate::local::user_name();
         let home = std::env::var_os("HOME").map(PathBuf::from);
-        let ssh_config = home.as_ref().and_then(|home| std::fs::read_to_string(home.join(".ssh/config")).ok());
-        Defaults { package_name, user, home, env_auth: EnvAuth::from_env(), ssh_config, stage }
+        let ssh_config = home.as_deref().and_then(SshConfig::read);
+        Defaults { package_name, user, home, env_auth: EnvAuth::from_env(), ssh_config, stage, target_dir: None }
     }
 }
 
@@ -436,33 +449,27 @@ impl Config {
 
     /// As [`Config::load`], for `stage` (else the manifest's `default_stage`, if any).
     pub fn load_stage(manifest_path: Option<&Path>, stage: Option<&str>) -> Result<Config, Error> {
-        let mut cmd = cargo_metadata::MetadataCommand::new();
-        cmd.no_deps();
-        if let Some(path) = manifest_path {
-            cmd.manifest_path(path);
-        }
-        let metadata = cmd.exec().map_err(|err| {
-            let detail = match &err {
-                cargo_metadata::Error::CargoMetadata { stderr } => one_paragraph(stderr),
-                other => other.to_string(),
-            };
+        let metadata = cargo::Metadata::read(manifest_path).map_err(|detail| {
             let which = manifest_path.map(|path| format!(" `{}`", path.display())).unwrap_or_default();
             Error::Config { message: format!("failed to read the manifest{which} with `cargo metadata`: {detail}") }
         })?;
         let manifest = match manifest_path {
             Some(path) => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
-            None => find_manifest_from_cwd(&metadata),
+            None => metadata.manifest_from_cwd(),
         };
-        let package = metadata.packages.iter().find(|package| package.manifest_path.as_std_path() == manifest);
+        let package = metadata.packages.iter().find(|package| package.manifest_path == manifest);
         let (table, section) = match package {
             Some(package) => (&package.metadata, "package.metadata"),
             None => (&metadata.workspace_metadata, "workspace.metadata"),
         };
         // A virtual workspace has no package name: its directory names the application.
-        let name = package.map(|package| package.name.to_string()).or_else(|| {
+        let name = package.map(|package| package.name.clone()).or_else(|| {
             manifest.parent().and_then(|dir| dir.file_name()).map(|name| name.to_string_lossy().to_string())
         });
-        let defaults = Defaults::from_env(name, stage.map(str::to_string));
+        let defaults = Defaults {
+            target_dir: Some(metadata.target_directory.clone()),
+            ..Defaults::from_env(name, stage.map(str::to_string))
+        };
         Config::from_metadata(table, section, &manifest, &defaults)
     }
 
@@ -477,30 +484,33 @@ impl Config {
         let invalid = |message: String| Error::Config {
             message: format!("invalid deploy config in `{}`: {message}", manifest.display()),
         };
+        // A table named almost `deploy` holds settings meant for it, which would be ignored.
+        let mut tables = metadata.as_object().into_iter().flat_map(|tables| tables.keys());
+        let misspelt = tables.find(|name| *name != "deploy" && suggest::distance(name, "deploy") <= 1);
         let Some(table) = metadata.get("deploy") else {
-            return Err(Error::Config {
-                message: format!(
+            let message = match misspelt {
+                Some(name) => format!(
+                    "no `[{section}.deploy]` table in `{}`, but a `[{section}.{name}]`: did you mean \
+                     `[{section}.deploy]`? Rename it",
+                    manifest.display()
+                ),
+                None => format!(
                     "no `[{section}.deploy]` table in `{}`: add one with at least one \
                      `[[{section}.deploy.servers]]` entry holding a `host` (see the README)",
                     manifest.display()
                 ),
-            });
+            };
+            return Err(Error::Config { message });
         };
+        if let Some(name) = misspelt {
+            return Err(invalid(format!(
+                "`[{section}.{name}]` is not read: did you mean `[{section}.deploy]`? Move its keys there, or \
+                 remove it"
+            )));
+        }
         let (table, stage, declared_roles) = staged(table, section, defaults.stage.as_deref()).map_err(invalid)?;
-        let raw: RawConfig = parse_raw(&table, &format!("{section}.deploy")).map_err(invalid)?;
-        let ssh_config = match &defaults.ssh_config {
-            Some(text) => Some(
-                ssh2_config::SshConfig::default()
-                    .parse(
-                        &mut text.as_bytes(),
-                        ssh2_config::ParseRule::ALLOW_UNKNOWN_FIELDS | ssh2_config::ParseRule::ALLOW_UNSUPPORTED_FIELDS,
-                    )
-                    .map_err(|err| Error::Config {
-                        message: format!("cannot read `~/.ssh/config`: {err}: fix it, or move it aside"),
-                    })?,
-            ),
-            None => None,
-        };
+        let raw: RawConfig =
+            parse_raw(&table, &format!("{section}.deploy"), &["stages", "default_stage"]).map_err(invalid)?;
 
         let application = match raw.application.or_else(|| defaults.package_name.clone()) {
             Some(name) if !name.trim().is_empty() => name,
@@ -520,7 +530,7 @@ impl Config {
         let base = manifest.parent().unwrap_or(Path::new("."));
         let resolve = |path: &str| expand_path(path, base, defaults.home.as_deref());
         let identity = raw.ssh.identity.as_deref().map(resolve);
-        let reach = Reach { ssh_config: ssh_config.as_ref(), user: defaults.user.as_deref() };
+        let reach = Reach { ssh_config: defaults.ssh_config.as_ref(), user: defaults.user.as_deref(), hops: 0 };
         let gateway = match raw.gateway {
             Some(gateway) => {
                 let identity = gateway.identity.as_deref().map(resolve).or(identity.clone());
@@ -701,6 +711,7 @@ impl Config {
             linked_files: raw.linked_files,
             linked_dirs: raw.linked_dirs,
             artifacts: raw.artifacts,
+            target_dir: defaults.target_dir.clone().unwrap_or_else(|| base.join("target")),
             hooks,
             cache,
             stage,
@@ -756,16 +767,47 @@ impl Config {
     pub fn manifest_dir(&self) -> &Path {
         self.manifest_path.parent().unwrap_or(Path::new("."))
     }
+
+    /// Where the artifact `path` (as configured) is read on this machine: a path whose first
+    /// part is `target` lies in cargo's target directory ([`Config::target_dir`]), so that
+    /// `target/release/app` is what `cargo build --release` made wherever `CARGO_TARGET_DIR`
+    /// puts it; any other path is taken from the manifest's directory.
+    pub fn artifact_source(&self, path: &str) -> PathBuf {
+        match path.split_once('/') {
+            Some(("target", rest)) => self.target_dir.join(rest),
+            _ if path == "target" => self.target_dir.clone(),
+            _ => self.manifest_dir().join(path),
+        }
+    }
 }
 
 /// Reads a deploy table (the top-level one, or a stage's) into its raw form; an error names
 /// the key at fault under `prefix`.
-fn parse_raw(table: &serde_json::Value, prefix: &str) -> Result<RawConfig, String> {
+fn parse_raw(table: &serde_json::Value, prefix: &str, also_known: &[&str]) -> Result<RawConfig, String> {
     serde_path_to_error::deserialize(table).map_err(|err| {
         let path = err.path().to_string();
         let key = if path == "." { prefix.to_string() } else { format!("{prefix}.{path}") };
-        format!("`{key}`: {}", err.inner())
+        // Keys read before serde sees the table (`also_known`) are known at its top level only.
+        let top_level = !path.contains(['.', '[']);
+        format!("`{key}`: {}", did_you_mean(&err.inner().to_string(), if top_level { also_known } else { &[] }))
     })
+}
+
+/// serde's `unknown field `x`, expected one of `a`, `b`` with the expected name (or one of
+/// `also_known`) nearest to `x`, when one is near: `unknown field `x`: did you mean `a`?
+/// expected one of ...`. Any other message is left as it is.
+fn did_you_mean(message: &str, also_known: &[&str]) -> String {
+    let Some((field, expected)) = message.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`')) else {
+        return message.to_string();
+    };
+    // The names serde expected are the quoted parts of the rest.
+    let known = expected.split('`').skip(1).step_by(2).chain(also_known.iter().copied());
+    match suggest::nearest(field, known) {
+        Some(name) => {
+            format!("unknown field `{field}`: did you mean `{name}`?{}", expected.strip_prefix(',').unwrap_or(expected))
+        }
+        None => message.to_string(),
+    }
 }
 
 /// The deploy table as the chosen stage sees it: `chosen`, else `default_stage`, laid over the
@@ -803,7 +845,7 @@ fn staged(
         if stage.get("stages").is_some() || stage.get("default_stage").is_some() {
             return Err(format!("`{key}` cannot hold `stages` or `default_stage`"));
         }
-        parse_raw(stage, &key)?;
+        parse_raw(stage, &key, &[])?;
         declared.extend(roles_of(stage));
     }
     let known = || stages.keys().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ");
@@ -817,9 +859,16 @@ fn staged(
         ));
     };
     let Some(stage) = stages.get(&name) else {
-        return Err(match stages.is_empty() {
-            true => format!("unknown stage `{name}`: there are no stages; add `[{section}.deploy.stages.{name}]`"),
-            false => format!("unknown stage `{name}`: known stages are {}", known()),
+        let named = if chosen.is_some() { "" } else { " (`default_stage`)" };
+        let nearest = suggest::nearest(&name, stages.keys().map(String::as_str));
+        return Err(match (stages.is_empty(), nearest) {
+            (true, _) => {
+                format!("unknown stage `{name}`{named}: there are no stages; add `[{section}.deploy.stages.{name}]`")
+            }
+            (false, Some(nearest)) => {
+                format!("unknown stage `{name}`{named}: did you mean `{nearest}`? Known stages are {}", known())
+            }
+            (false, None) => format!("unknown stage `{name}`{named}: known stages are {}", known()),
         });
     };
     merge(&mut table, stage);
@@ -845,11 +894,18 @@ fn merge(base: &mut serde_json::Value, over: &serde_json::Value) {
 
 /// How a host written in the config is reached: `~/.ssh/config` fills what the config leaves
 /// out, then the defaults.
+#[derive(Clone, Copy)]
 struct Reach<'a> {
-    ssh_config: Option<&'a ssh2_config::SshConfig>,
+    ssh_config: Option<&'a SshConfig>,
     /// The local user name.
     user: Option<&'a str>,
+    /// How many `ProxyJump` hosts lead to the host asked about.
+    hops: usize,
 }
+
+/// How many `ProxyJump` hosts of `~/.ssh/config` may lead to a server, each the jump host of
+/// the next: a chain longer than this is a loop.
+const MAX_JUMPS: usize = 8;
 
 impl Reach<'_> {
     /// The server `host` names, with what the config says of it (`port`, `user`, `identity`,
@@ -865,50 +921,59 @@ impl Reach<'_> {
         if host.trim().is_empty() {
             return Err(".host` is empty".to_string());
         }
-        let params = self.ssh_config.map(|config| config.query(host));
-        let params = params.as_ref();
-        let Some(user) = user.or_else(|| params.and_then(|p| p.user.clone())).or(self.user.map(str::to_string)) else {
+        let params = self.ssh_config.map(|config| config.query(host)).unwrap_or_default();
+        let Some(user) = user.or(params.user).or(self.user.map(str::to_string)) else {
             return Err(".user` is not set and the local user name is unknown: set `user`".to_string());
         };
-        let gateway = match gateway {
-            Some(gateway) => Some(gateway),
-            None => match params.and_then(|p| p.proxy_jump.as_deref()) {
-                Some([jump]) if jump != "none" => {
-                    let (user, rest) = match jump.split_once('@') {
-                        Some((user, rest)) => (Some(user.to_string()), rest),
-                        None => (None, jump.as_str()),
-                    };
-                    let (jump_host, jump_port) = match rest.rsplit_once(':') {
-                        Some((jump_host, port)) => (
-                            jump_host,
-                            Some(port.parse().map_err(|_| {
-                                format!(".host` has `ProxyJump {jump}` in `~/.ssh/config`, whose port is not a number")
-                            })?),
-                        ),
-                        None => (rest, None),
-                    };
-                    let jump = Reach { ssh_config: self.ssh_config, user: self.user };
-                    Some(Box::new(jump.server(jump_host, jump_port, user, identity.clone(), None)?))
+        let port = match (port, params.port) {
+            (Some(port), _) => port,
+            (None, Some(port)) => port.parse().map_err(|_| {
+                format!(
+                    ".host` has `Port {port}` in `~/.ssh/config`, which is not a port number: fix it, or set `port`"
+                )
+            })?,
+            (None, None) => 22,
+        };
+        let gateway = match (gateway, params.proxy_jump) {
+            (Some(gateway), _) => Some(gateway),
+            (None, Some(jump)) if jump.contains(',') => {
+                return Err(".host` has a `ProxyJump` of several hops in `~/.ssh/config`, which is not \
+                            supported: set one `gateway`"
+                    .to_string())
+            }
+            (None, Some(jump)) if jump != "none" => {
+                let (user, rest) = match jump.split_once('@') {
+                    Some((user, rest)) => (Some(user.to_string()), rest),
+                    None => (None, jump.as_str()),
+                };
+                let (jump_host, jump_port) = match rest.rsplit_once(':') {
+                    Some((jump_host, port)) => (
+                        jump_host,
+                        Some(port.parse().map_err(|_| {
+                            format!(".host` has `ProxyJump {jump}` in `~/.ssh/config`, whose port is not a number")
+                        })?),
+                    ),
+                    None => (rest, None),
+                };
+                if self.hops >= MAX_JUMPS {
+                    return Err(format!(
+                        ".host` is reached through more than {MAX_JUMPS} `ProxyJump` hosts in `~/.ssh/config` (a \
+                         loop?): give the last one `ProxyJump none`, or set `gateway`"
+                    ));
                 }
-                Some([_]) | None => None,
-                Some(_) => {
-                    return Err(".host` has a `ProxyJump` of several hops in `~/.ssh/config`, which is not \
-                                supported: set one `gateway`"
-                        .to_string())
-                }
-            },
+                let jump = Reach { hops: self.hops + 1, ..*self };
+                Some(Box::new(jump.server(jump_host, jump_port, user, identity.clone(), None)?))
+            }
+            (None, _) => None,
         };
         Ok(Server {
-            host: params
-                .and_then(|p| p.host_name.as_deref())
-                .map(|name| name.replace("%h", host))
-                .unwrap_or_else(|| host.to_string()),
-            port: port.or(params.and_then(|p| p.port)).unwrap_or(22),
+            host: params.host_name.map(|name| name.replace("%h", host)).unwrap_or_else(|| host.to_string()),
+            port,
             user,
             deploy_to: String::new(),
             roles: Vec::new(),
             alias: host.to_string(),
-            identity: identity.or_else(|| params.and_then(|p| p.identity_file.as_ref()?.first().cloned())),
+            identity: identity.or(params.identity_file),
             gateway,
         })
     }
@@ -971,27 +1036,6 @@ fn expand_path(path: &str, base: &Path, home: Option<&Path>) -> PathBuf {
     }
 }
 
-/// Cargo's error output in one line: its messages and `-->` locations, without the source
-/// snippet and its gutter.
-fn one_paragraph(stderr: &str) -> String {
-    stderr
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.contains('|'))
-        .map(|line| line.strip_prefix("error: ").unwrap_or(line))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn find_manifest_from_cwd(metadata: &cargo_metadata::Metadata) -> PathBuf {
-    let cwd = std::env::current_dir().unwrap_or_default();
-    cwd.ancestors()
-        .map(|dir| dir.join("Cargo.toml"))
-        .find(|candidate| candidate.is_file())
-        .and_then(|candidate| std::fs::canonicalize(candidate).ok())
-        .unwrap_or_else(|| metadata.workspace_root.join("Cargo.toml").into_std_path_buf())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1004,6 +1048,7 @@ mod tests {
             env_auth: EnvAuth::default(),
             ssh_config: None,
             stage: None,
+            target_dir: None,
         }
     }
 
@@ -1110,6 +1155,22 @@ mod tests {
     }
 
     #[test]
+    fn artifacts_under_target_are_read_from_cargos_target_directory() {
+        let text = "[deploy]\nartifacts = [\"target/release/app\"]\n[[deploy.servers]]\nhost = \"a\"\n";
+        let beside = parse(text).unwrap();
+        assert_eq!(beside.target_dir, PathBuf::from("/app/target"), "without cargo's word: beside the manifest");
+        let moved = parse_with(text, &Defaults { target_dir: Some("/cache/target".into()), ..defaults() }).unwrap();
+        for (path, source) in [
+            ("target/release/app", "/cache/target/release/app"),
+            ("target", "/cache/target"),
+            ("targets/app", "/app/targets/app"),
+            ("dist/target/app", "/app/dist/target/app"),
+        ] {
+            assert_eq!(moved.artifact_source(path), PathBuf::from(source), "{path}");
+        }
+    }
+
+    #[test]
     fn mistyped_key_is_named_with_its_path_and_the_file() {
         let text = error_text("[deploy]\nkeep_release = 3\n[[deploy.servers]]\nhost = \"a\"\n");
         assert!(text.contains("/app/Cargo.toml"), "{text}");
@@ -1118,6 +1179,49 @@ mod tests {
         let text = error_text("[[deploy.servers]]\nhost = \"a\"\nprot = 22\n");
         assert!(text.contains("`package.metadata.deploy.servers[0]"), "{text}");
         assert!(text.contains("unknown field `prot`"), "{text}");
+    }
+
+    #[test]
+    fn a_misspelt_key_or_table_is_named_with_the_one_meant() {
+        for (text, expected) in [
+            ("[deploy]\nkeep_release = 3\n", "unknown field `keep_release`: did you mean `keep_releases`? expected"),
+            ("[deploy]\ndefault_stag = \"a\"\n", "did you mean `default_stage`?"),
+            (
+                "[deploy.ssh]\nknown-hosts = \"k\"\n",
+                "`package.metadata.deploy.ssh.known-hosts`: unknown field \
+              `known-hosts`: did you mean `known_hosts`?",
+            ),
+            (
+                "[deploy.stages.qa]\nrevison = \"v1\"\n",
+                "`package.metadata.deploy.stages.qa.revison`: unknown field \
+              `revison`: did you mean `revision`?",
+            ),
+        ] {
+            let text = error_text(&format!("{text}[[deploy.servers]]\nhost = \"a\"\n"));
+            assert!(text.contains(expected), "{text}");
+        }
+        let far = error_text("[deploy]\nstage_dir = 3\n[[deploy.servers]]\nhost = \"a\"\n");
+        assert!(!far.contains("did you mean"), "nothing near: {far}");
+        let nested = error_text("[deploy.ssh]\nstages = 1\n[[deploy.servers]]\nhost = \"a\"\n");
+        assert!(!nested.contains("did you mean `stages`"), "`stages` is known at the top only: {nested}");
+        for table in ["deploys", "deploy_", "Deploy", "depoly"] {
+            let servers = format!("[[{table}.servers]]\nhost = \"a\"\n");
+            let alone = parse(&servers).unwrap_err();
+            assert_eq!(alone.exit_code(), crate::exit::CONFIG);
+            let alone = alone.to_string();
+            assert!(alone.contains("no `[package.metadata.deploy]` table in `/app/Cargo.toml`"), "{alone}");
+            assert!(alone.contains(&format!("a `[package.metadata.{table}]`: did you mean")), "{alone}");
+            let beside = error_text(&format!("[deploy]\n[[deploy.servers]]\nhost = \"b\"\n{servers}"));
+            assert!(beside.contains("/app/Cargo.toml"), "{beside}");
+            assert!(
+                beside.contains(&format!(
+                    "`[package.metadata.{table}]` is not read: did you mean `[package.metadata.deploy]`"
+                )),
+                "{beside}"
+            );
+        }
+        parse("[deployment]\nx = 1\n[deb]\ny = 2\n[deploy]\n[[deploy.servers]]\nhost = \"a\"\n")
+            .expect("other tools' tables are not ours to judge");
     }
 
     #[test]
@@ -1171,12 +1275,6 @@ mod tests {
         assert!(policy.contains("`package.metadata.deploy.ssh.host_key_policy` is `no`"), "{policy}");
         let timeout = error_text("[deploy.timeouts]\nstep = 0\n[[deploy.servers]]\nhost = \"a\"\n");
         assert!(timeout.contains("`package.metadata.deploy.timeouts.step` is 0"), "{timeout}");
-    }
-
-    #[test]
-    fn cargo_errors_are_condensed_to_one_line() {
-        let stderr = "error: extra `=`, expected nothing\n --> Cargo.toml:7:13\n  |\n7 | deploy_to = = \"x\"\n  |             ^\n";
-        assert_eq!(one_paragraph(stderr), "extra `=`, expected nothing --> Cargo.toml:7:13");
     }
 
     /// The `[package]` metadata of a whole manifest's text.
@@ -1322,6 +1420,12 @@ mod tests {
     fn unknown_or_missing_stages_are_explained() {
         let unknown = stage(Some("prod")).unwrap_err().to_string();
         assert!(unknown.contains("unknown stage `prod`: known stages are `production`, `staging`"), "{unknown}");
+        let typo = stage(Some("prodution")).unwrap_err();
+        assert_eq!(typo.exit_code(), crate::exit::CONFIG);
+        assert!(typo.to_string().contains("unknown stage `prodution`: did you mean `production`?"), "{typo}");
+        let default = parse(&STAGED.replace("default_stage = \"staging\"", "default_stage = \"stagign\""));
+        let default = default.unwrap_err().to_string();
+        assert!(default.contains("unknown stage `stagign` (`default_stage`): did you mean `staging`?"), "{default}");
         let no_default = parse(&STAGED.replace("default_stage = \"staging\"", "")).unwrap_err().to_string();
         assert!(no_default.contains("name a stage with `--stage <name>`"), "{no_default}");
         assert!(no_default.contains("`production`, `staging`"), "{no_default}");
@@ -1402,7 +1506,7 @@ mod tests {
                           Host db1\n  HostName 10.0.0.6\n  ProxyJump ops@bastion:2222\n\
                           Host bastion\n  HostName 203.0.113.9\n  IdentityFile /keys/bastion\n\
                           Host *\n  User nobody\n  Port 22\n";
-        let defaults = Defaults { ssh_config: Some(ssh_config.to_string()), ..defaults() };
+        let defaults = Defaults { ssh_config: Some(SshConfig::parse(ssh_config, None)), ..defaults() };
         let config = parse_with(
             "[[deploy.servers]]\nhost = \"web1\"\n[[deploy.servers]]\nhost = \"web1\"\nport = 22\nuser = \"root\"\n\
              [[deploy.servers]]\nhost = \"db1\"\n",
@@ -1425,6 +1529,13 @@ mod tests {
             parse_with("[deploy.ssh]\nidentity = \"/keys/mine\"\n[[deploy.servers]]\nhost = \"web1\"\n", &defaults)
                 .unwrap();
         assert_eq!(with_identity.servers[0].identity, Some(PathBuf::from("/keys/mine")));
+        let looping =
+            Defaults { ssh_config: Some(SshConfig::parse("Host *\n  ProxyJump bastion\n", None)), ..defaults.clone() };
+        let err = parse_with("[[deploy.servers]]\nhost = \"web1\"\n", &looping).unwrap_err().to_string();
+        assert!(err.contains("more than 8 `ProxyJump` hosts"), "{err}");
+        let bad_port = Defaults { ssh_config: Some(SshConfig::parse("Port ssh\n", None)), ..defaults.clone() };
+        let err = parse_with("[[deploy.servers]]\nhost = \"web1\"\n", &bad_port).unwrap_err().to_string();
+        assert!(err.contains("`package.metadata.deploy.servers[0].host` has `Port ssh` in `~/.ssh/config`"), "{err}");
     }
 
     #[test]

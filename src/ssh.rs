@@ -18,7 +18,7 @@ use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, MethodType, Se
 use crate::config::{
     Config, HostKeyPolicy, Secret, Server, SshOptions, Timeouts, ENV_KNOWN_HOSTS, ENV_SSH_KEY, ENV_SSH_KEY_PASSPHRASE,
 };
-use crate::shell::{self, RemoteScript};
+use crate::shell::{self, quote, RemoteScript};
 use crate::Error;
 
 mod capture;
@@ -117,19 +117,16 @@ impl Connection {
             Some(text) => text.clone(),
             None => match std::fs::read_to_string(&options.known_hosts) {
                 Ok(text) => text,
-                Err(err)
-                    if err.kind() == io::ErrorKind::NotFound && options.host_key_policy == HostKeyPolicy::AcceptNew =>
-                {
-                    String::new()
-                }
+                // Without the file no host is known: the handshake goes on, so that the refusal
+                // shows the server's fingerprint (and `accept-new` creates the file).
+                Err(err) if err.kind() == io::ErrorKind::NotFound => String::new(),
                 Err(err) => {
                     return Err(Error::HostKey {
                         server: name.clone(),
-                        // Without the file no host is known; `accept-new` would create it.
-                        unknown: err.kind() == io::ErrorKind::NotFound,
+                        unknown: false,
                         message: format!(
-                            "cannot read known_hosts file `{}`: {err}: create it, set `ssh.known_hosts`, or give \
-                             the lines in `{ENV_KNOWN_HOSTS}`",
+                            "cannot read known_hosts file `{}`: {err}: fix its permissions, set `ssh.known_hosts`, \
+                             or give the lines in `{ENV_KNOWN_HOSTS}`",
                             options.known_hosts.display()
                         ),
                     });
@@ -675,28 +672,65 @@ fn check_host_key(
         }
         CheckResult::NotFound if from_env => Err(unknown(format!(
             "`{entry}` is not in {source}; its key fingerprint is {fingerprint}. If that is the server's \
-             fingerprint, add the line that `ssh-keyscan -p {port} {host}` prints to {source}",
-            port = server.port,
-            host = server.host,
+             fingerprint, add the line that `{scan}` prints to {source}",
+            scan = keyscan(server),
         ))),
-        CheckResult::NotFound => Err(unknown(format!(
-            "`{entry}` is not in {source}; its key fingerprint is {fingerprint}. If that is the server's \
-             fingerprint, trust it with `ssh-keyscan -p {port} {host} >> {file}` (or connect once with \
-             `ssh -p {port} {user}@{host}`) and deploy again",
-            file = known_hosts.display(),
-            port = server.port,
-            host = server.host,
-            user = server.user,
-        ))),
+        CheckResult::NotFound => {
+            let (absent, instead) = match known_hosts.exists() {
+                true => ("", String::new()),
+                false => {
+                    (" (the file does not exist)", format!(" (in CI, give the lines in `{ENV_KNOWN_HOSTS}` instead)"))
+                }
+            };
+            Err(unknown(format!(
+                "`{entry}` is not in {source}{absent}; its key fingerprint is {fingerprint}. If that is the \
+                 server's fingerprint, trust it with {trust}, and deploy again{instead}",
+                trust = trust_commands(server, known_hosts),
+            )))
+        }
         CheckResult::Mismatch => Err(refuse(format!(
             "the key offered by `{entry}` ({fingerprint}) differs from the one in {source} ({recorded}): the server \
              was reinstalled, or someone is in the middle. Deploying is refused. If the change is \
-             expected, remove the old key with `ssh-keygen -R '{entry}' -f {file}` and trust the new one",
-            file = known_hosts.display(),
+             expected, remove the old key with `ssh-keygen -R {entry} -f {file}` and trust the new one",
+            entry = quote(&entry),
+            file = quote(&known_hosts.display().to_string()),
             recorded = known_hosts::recorded_fingerprints(known_hosts_text, &server.host, server.port).join(", "),
         ))),
         CheckResult::Failure => Err(refuse(format!("could not check the key against {source}"))),
     }
+}
+
+/// The commands that record `server`'s key in the known_hosts file `file` (not the user's
+/// own): `ssh-keyscan` appending to it (run on the gateway, for a server behind one), or one
+/// `ssh` connection that asks and records the key there. The file's directory is made first
+/// when it has none.
+fn trust_commands(server: &Server, file: &Path) -> String {
+    let quoted = quote(&file.display().to_string());
+    let mkdir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => {
+            format!("mkdir -p -m 700 {} && ", quote(&dir.display().to_string()))
+        }
+        _ => String::new(),
+    };
+    let target = format!("-p {} {}@{}", server.port, quote(&server.user), quote(&server.host));
+    match &server.gateway {
+        None => format!(
+            "`{mkdir}{} >> {quoted}` (or connect once with `ssh -o UserKnownHostsFile={quoted} {target}`)",
+            keyscan(server)
+        ),
+        Some(gateway) => format!(
+            "`{mkdir}ssh -o UserKnownHostsFile={quoted} -p {} {}@{} {} >> {quoted}` (its gateway scans it)",
+            gateway.port,
+            quote(&gateway.user),
+            quote(&gateway.host),
+            keyscan(server),
+        ),
+    }
+}
+
+/// The `ssh-keyscan` command that prints `server`'s known_hosts lines.
+fn keyscan(server: &Server) -> String {
+    format!("ssh-keyscan -p {} {}", server.port, quote(&server.host))
 }
 
 /// The known_hosts name of a key type.
@@ -985,4 +1019,40 @@ fn wait_for(fds: &[RawFd], events: libc::c_short, timeout: Duration) {
 /// A libssh2 timeout in milliseconds, at least 1: 0 would mean "wait forever".
 fn millis(duration: Duration) -> u32 {
     u32::try_from(duration.as_millis()).unwrap_or(u32::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(host: &str, port: u16, user: &str) -> Server {
+        Server {
+            host: host.into(),
+            port,
+            user: user.into(),
+            deploy_to: String::new(),
+            roles: Vec::new(),
+            alias: host.into(),
+            identity: None,
+            gateway: None,
+        }
+    }
+
+    #[test]
+    fn trusting_a_key_writes_the_configured_file_even_behind_a_gateway() {
+        let file = Path::new("/tmp/no such dir/known_hosts");
+        let direct = trust_commands(&server("10.0.0.5", 2222, "deploy"), file);
+        assert_eq!(
+            direct,
+            "`mkdir -p -m 700 '/tmp/no such dir' && ssh-keyscan -p 2222 10.0.0.5 >> '/tmp/no such dir/known_hosts'` \
+             (or connect once with `ssh -o UserKnownHostsFile='/tmp/no such dir/known_hosts' -p 2222 deploy@10.0.0.5`)"
+        );
+        let behind =
+            Server { gateway: Some(Box::new(server("bastion", 22, "jump"))), ..server("10.0.0.5", 22, "deploy") };
+        assert_eq!(
+            trust_commands(&behind, Path::new("/tmp/known_hosts")),
+            "`ssh -o UserKnownHostsFile=/tmp/known_hosts -p 22 jump@bastion ssh-keyscan -p 22 10.0.0.5 >> /tmp/known_hosts` \
+             (its gateway scans it)"
+        );
+    }
 }

@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
         env_auth: Default::default(),
         ssh_config: None,
         stage: None,
+        target_dir: None,
     };
     let path = std::path::Path::new("/app/Cargo.toml");
     if let Ok(config) = Config::from_metadata(&metadata, "package.metadata", path, &defaults) {

@@ -39,7 +39,8 @@ pub(super) fn run(server: &LoopbackServer, sh: &Shell, out: &mut dyn Write) -> R
     std::fs::create_dir_all(&release)
         .and_then(|()| std::fs::write(release.join("data.bin"), &data))
         .map_err(|err| Error::local(format!("cannot write the data file: {err}")))?;
-    let config = Config::load(Some(&app.manifest_path()))?;
+    // The build writes `target/` by hand, not through cargo: whatever `CARGO_TARGET_DIR` says.
+    let config = Config { target_dir: dir.join("target"), ..Config::load(Some(&app.manifest_path()))? };
     setup(&config, &mut Quiet)?;
     deploy(&config, &DeployOptions::default(), &mut Quiet)?;
     let read = |path: &std::path::Path| {

@@ -8,8 +8,7 @@ pub mod confirm;
 pub mod dry_run;
 pub mod rollback;
 pub mod scripts;
-
-use time::{format_description::FormatItem, macros::format_description, OffsetDateTime, PrimitiveDateTime};
+pub mod utc;
 
 use crate::config::{Config, Hook};
 use crate::shell::RemoteScript;
@@ -17,9 +16,7 @@ use crate::shell::RemoteScript;
 pub use dry_run::{dry_run_script, DryRun, ServerPlan};
 pub use rollback::{marks_script, parse_healthy, parse_rollback, rollback_script, RollbackDone, RollbackTo};
 pub use scripts::*;
-
-/// Release directory names: a UTC timestamp, as Capistrano makes them.
-const RELEASE_FORMAT: &[FormatItem<'static>] = format_description!("[year][month][day][hour][minute][second]");
+pub use utc::UtcSecond;
 
 /// One deploy's release, the same on every server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,14 +319,13 @@ pub fn revision_log_line(release: &Release) -> String {
 
 /// Chooses the release name: the UTC time `now`, or one second after the newest existing
 /// release when that is later, so names stay unique and sort in deploy order.
-pub fn release_name<'a>(now: OffsetDateTime, existing: impl IntoIterator<Item = &'a str>) -> String {
-    let now = PrimitiveDateTime::new(now.date(), now.time()).replace_nanosecond(0).expect("0 is a valid nanosecond");
-    let newest = existing.into_iter().filter_map(|name| PrimitiveDateTime::parse(name, RELEASE_FORMAT).ok()).max();
+pub fn release_name<'a>(now: UtcSecond, existing: impl IntoIterator<Item = &'a str>) -> String {
+    let newest = existing.into_iter().filter_map(UtcSecond::parse_compact).max();
     let chosen = match newest {
-        Some(newest) if newest >= now => newest + time::Duration::SECOND,
+        Some(newest) if newest >= now => newest.next(),
         _ => now,
     };
-    chosen.format(RELEASE_FORMAT).expect("a date formats")
+    chosen.compact()
 }
 
 /// Whether `name` is a release directory name (14 digits), as Capistrano's cleanup checks.
@@ -340,7 +336,6 @@ pub fn is_release_name(name: &str) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use time::macros::datetime;
 
     pub(crate) fn config(deploy_to: &str) -> Config {
         let metadata = serde_json::json!({ "deploy": {
@@ -355,6 +350,7 @@ pub(crate) mod tests {
             env_auth: Default::default(),
             ssh_config: None,
             stage: None,
+            target_dir: None,
         };
         Config::from_metadata(&metadata, "package.metadata", std::path::Path::new("/app/Cargo.toml"), &defaults)
             .unwrap()
@@ -383,7 +379,7 @@ pub(crate) mod tests {
 
     #[test]
     fn release_name_is_utc_timestamp_and_stays_unique() {
-        let now = datetime!(2026-11-25 04:16:38.5 UTC);
+        let now = UtcSecond::parse_compact("20261125041638").unwrap();
         assert_eq!(release_name(now, []), "20261125041638");
         assert_eq!(release_name(now, ["20261125041000"]), "20261125041638");
         assert_eq!(release_name(now, ["20261125041638"]), "20261125041639");

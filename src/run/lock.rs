@@ -17,9 +17,7 @@ pub(crate) fn new_lock(what: &str, message: &str) -> LockInfo {
     LockInfo {
         user: crate::local::user_name().unwrap_or_else(|| "unknown".to_string()),
         host: crate::local::host_name(),
-        since: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        since: crate::plan::UtcSecond::now().rfc3339(),
         sha: what.to_string(),
         message: message.to_string(),
         token: format!("{:016x}", super::random()),

@@ -14,7 +14,7 @@ use crate::binaries;
 use crate::build_output;
 use crate::config::{Config, TransportKind};
 use crate::local;
-use crate::plan::{self, Action, LockInfo, Plan, Release, RemoteState, Step, SubmoduleRelease};
+use crate::plan::{self, Action, LockInfo, Plan, Release, RemoteState, Step, SubmoduleRelease, UtcSecond};
 use crate::report::{DeployReport, Event, Outcome, Reporter, ServerReport, ServerStatus};
 use crate::ssh::{Connection, RemoteProcess};
 use crate::submodules::{self, Submodule};
@@ -105,7 +105,7 @@ struct LocalState {
 /// newer release.
 pub fn plan_deploy(config: &Config, options: &DeployOptions) -> Result<Vec<Plan>, Error> {
     let local = local_state(config, options)?;
-    let mut release = release_for(&local, plan::release_name(time::OffsetDateTime::now_utc(), []));
+    let mut release = release_for(&local, plan::release_name(UtcSecond::now(), []));
     if !config.artifacts.is_empty() {
         release.build = Some(plan::BUILD_PENDING.to_string());
     }
@@ -197,7 +197,7 @@ fn deploy_to_all(
         }
     }
     let existing = servers.iter().flat_map(|server| server.state.releases.iter().map(|(name, _)| name.as_str()));
-    let release = release_for(&local, plan::release_name(time::OffsetDateTime::now_utc(), existing));
+    let release = release_for(&local, plan::release_name(UtcSecond::now(), existing));
     summary.release = release.name.clone();
     let mut walk = Walk {
         config,
@@ -412,7 +412,7 @@ impl Walk<'_> {
             .config
             .artifacts
             .iter()
-            .map(|path| build_output::Artifact { local: self.config.manifest_dir().join(path), path: path.clone() })
+            .map(|path| build_output::Artifact { local: self.config.artifact_source(path), path: path.clone() })
             .collect();
         let servers: Vec<(&str, Option<&crate::binaries::Platform>)> =
             self.servers.iter().map(|server| (server.connection.name(), server.state.platform.as_ref())).collect();

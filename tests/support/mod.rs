@@ -83,9 +83,12 @@ impl World {
     }
 
     /// The command `bin` (the xtask binary) with `args` and this world's `--manifest-path`.
+    /// Cargo's target directory is the app's own `target/`, where the tests' build commands
+    /// write artifacts by hand, whatever `CARGO_TARGET_DIR` the tests run under.
     pub fn command(&self, bin: &str, args: &[&str]) -> Command {
         let mut command = Command::new(bin);
         command.args(args).arg("--manifest-path").arg(self.app.manifest_path()).stdin(std::process::Stdio::null());
+        command.env("CARGO_TARGET_DIR", self.app.dir().join("target"));
         command
     }
 
@@ -95,8 +98,11 @@ impl World {
         fs::write(&path, edit(fs::read_to_string(&path).unwrap())).unwrap();
     }
 
+    /// The app's config, with its own `target/` as cargo's target directory (see
+    /// [`World::command`]).
     pub fn config(&self) -> Config {
-        Config::load(Some(&self.app.manifest_path())).expect("load config")
+        let config = Config::load(Some(&self.app.manifest_path())).expect("load config");
+        Config { target_dir: self.app.dir().join("target"), ..config }
     }
 
     pub fn setup(&self) {

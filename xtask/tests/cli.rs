@@ -18,8 +18,7 @@ fn xtask(args: &[&str]) -> Command {
 }
 
 fn deploy_cli(world: &World) -> Output {
-    let manifest = world.app.manifest_path();
-    xtask(&["deploy", "--manifest-path", manifest.to_str().unwrap()]).output().unwrap()
+    world.command(env!("CARGO_BIN_EXE_xtask"), &["deploy"]).output().unwrap()
 }
 
 /// Deploys once, breaks something with `break_it`, deploys again through the CLI, and checks
@@ -51,7 +50,7 @@ fn a_mistyped_key_is_refused_with_the_file_and_key() {
                 text.replace("[package.metadata.deploy]\n", "[package.metadata.deploy]\nkeep_release = 3\n")
             })
         },
-        &["unknown field `keep_release`", "Cargo.toml", "expected one of"],
+        &["unknown field `keep_release`: did you mean `keep_releases`?", "Cargo.toml", "expected one of"],
     );
 }
 
@@ -133,6 +132,35 @@ fn an_unknown_host_key_is_refused_with_how_to_trust_it() {
         |world| fs::write(world.server.known_hosts(), "").unwrap(),
         &["is not in", "SHA256:", "ssh-keyscan -p"],
     );
+}
+
+#[test]
+fn a_missing_known_hosts_file_is_refused_with_a_command_that_fills_it() {
+    let world = World::new();
+    let file = world.server.dir().join("keys/known_hosts");
+    world.edit_manifest(|text| {
+        let line = text.lines().find(|line| line.starts_with("known_hosts = ")).unwrap().to_string();
+        text.replace(&line, &format!("known_hosts = {:?}", file.display().to_string()))
+    });
+    let setup = || world.command(env!("CARGO_BIN_EXE_xtask"), &["deploy-setup"]).output().unwrap();
+    let refused = setup();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(i32::from(xtask_deploy::exit::CONNECT)), "{stderr}");
+    let (port, user, file) = (world.server.port(), world.server.user(), file.display());
+    let dir = world.server.dir().join("keys");
+    for needle in [
+        format!("is not in `{file}` (the file does not exist); its key fingerprint is SHA256:"),
+        format!("`mkdir -p -m 700 {} && ssh-keyscan -p {port} 127.0.0.1 >> {file}`", dir.display()),
+        format!("`ssh -o UserKnownHostsFile={file} -p {port} {user}@127.0.0.1`"),
+    ] {
+        assert!(stderr.contains(&needle), "`{needle}` not in:\n{stderr}");
+    }
+    // The advice is true: run as printed, it trusts the server in the configured file.
+    let advice = stderr.split("trust it with `").nth(1).and_then(|rest| rest.split('`').next()).unwrap();
+    let ran = Command::new("sh").arg("-c").arg(advice).output().unwrap();
+    assert!(ran.status.success(), "{advice}: {ran:?}");
+    let trusted = setup();
+    assert!(trusted.status.success(), "{}", String::from_utf8_lossy(&trusted.stderr));
 }
 
 #[test]
@@ -411,8 +439,7 @@ fn a_300_mb_artifact_goes_through_without_the_deployer_holding_it() {
     }
     world.setup();
     let log = world.server.dir().join("deploy.log");
-    let manifest = world.app.manifest_path();
-    let (status, peak_kib) = run_measured(xtask(&["deploy", "--manifest-path", manifest.to_str().unwrap()]), &log);
+    let (status, peak_kib) = run_measured(world.command(env!("CARGO_BIN_EXE_xtask"), &["deploy"]), &log);
     let output = fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{output}");
     eprintln!("deployer's peak RSS with a 300 MiB artifact: {} MiB", peak_kib / 1024);

@@ -422,6 +422,47 @@ fn deploy_check_passes_a_ready_server_and_changes_nothing() {
 }
 
 #[test]
+fn deploy_check_says_setup_makes_linked_dirs_and_only_the_user_makes_linked_files() {
+    let world = World::with_config("linked_files = [\"config/app.toml\"]\nlinked_dirs = [\"log\"]");
+    let linked = |world: &World| {
+        let output = run(world, &["deploy-check", "--json"]);
+        let row = json_lines(&output).into_iter().find(|line| line["check"] == "linked files").expect("the row");
+        (code(&output), row["status"].as_str().unwrap().to_string(), row["detail"].as_str().unwrap().to_string())
+    };
+    let deploy_to = world.deploy_to.display();
+    let (_, status, detail) = linked(&world);
+    assert_eq!(status, "fail", "{detail}");
+    assert!(
+        detail.contains(&format!(
+            "shared/config/app.toml missing in {deploy_to}: create them on the server, deploy-setup does not"
+        )),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(&format!("shared/log/ missing in {deploy_to}: `cargo xtask deploy-setup` creates them")),
+        "{detail}"
+    );
+    world.setup();
+    assert!(world.deploy_to.join("shared/log").is_dir(), "setup made the linked dir, as the check said");
+    assert!(!world.deploy_to.join("shared/config/app.toml").exists(), "and not the linked file");
+    fs::write(world.deploy_to.join("shared/config/app.toml"), "x = 1\n").unwrap();
+    assert_eq!(linked(&world), (0, "ok".to_string(), "2 present".to_string()));
+
+    // A linked dir added after setup: a warning, and a deploy does go through without it.
+    world.edit_manifest(|text| text.replace("linked_dirs = [\"log\"]", "linked_dirs = [\"log\", \"tmp/cache\"]"));
+    world.app.commit_all("a new linked dir").unwrap();
+    let (code_before, status, detail) = linked(&world);
+    assert_eq!((code_before, status.as_str()), (0, "warn"), "{detail}");
+    assert!(detail.contains("shared/tmp/cache/ missing") && detail.contains("deploy-setup` again"), "{detail}");
+    let deployed = run(&world, &["deploy"]);
+    assert_eq!(code(&deployed), 0, "{}", stderr_of(&deployed));
+    let link = world.deploy_to.join("current/tmp/cache");
+    assert!(link.is_symlink() && !link.exists(), "the release links to a directory that is not there");
+    world.setup();
+    assert_eq!(linked(&world).1, "ok");
+}
+
+#[test]
 fn deploy_check_reports_each_broken_state() {
     let world = World::with_config("linked_files = [\"config/app.toml\"]");
     assert_fails(&world, "never set up", &["setup", "linked files"]);
@@ -553,6 +594,32 @@ fn under_json_stdout_carries_only_events_even_for_the_demo() {
     assert_eq!(names(&lines).iter().filter(|name| **name == "summary").count(), 2, "two deploys");
     assert_eq!(lines.last().unwrap()["event"], "exit");
     assert!(stderr_of(&output).contains("revisions.log"), "the demo's report went to stderr");
+}
+
+#[test]
+fn artifacts_under_target_are_read_from_cargos_target_directory() {
+    let world = World::with_config(
+        "build = [\"cargo build --release --offline --quiet\"]\nartifacts = [\"target/release/hello\"]",
+    );
+    world.setup();
+    let elsewhere = world.server.dir().join("shared-target");
+    let with_target_dir = |args: &[&str]| {
+        world.command(env!("CARGO_BIN_EXE_xtask"), args).env("CARGO_TARGET_DIR", &elsewhere).output().unwrap()
+    };
+    let deployed = with_target_dir(&["deploy"]);
+    assert_eq!(code(&deployed), 0, "{}", stderr_of(&deployed));
+    assert!(!world.app.dir().join("target").exists(), "cargo built into CARGO_TARGET_DIR, not the app's target/");
+    let shipped = world.deploy_to.join("current/target/release/hello");
+    assert_eq!(fs::read(&shipped).unwrap(), fs::read(elsewhere.join("release/hello")).unwrap());
+    let ran = Command::new(&shipped).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "hello\n");
+    // deploy-check reads the same place: without CARGO_TARGET_DIR, nothing is built yet.
+    let binaries = |output: Output| {
+        let rows = json_lines(&output).into_iter().filter(|line| line["check"] == "binaries");
+        rows.map(|line| line["status"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(binaries(with_target_dir(&["deploy-check", "--json"])), ["ok"]);
+    assert_eq!(binaries(run(&world, &["deploy-check", "--json"])), ["skipped"]);
 }
 
 #[test]

@@ -1,0 +1,96 @@
+//! What `cargo metadata --no-deps` says of a manifest, read into the few fields a deploy uses:
+//! each package's name, manifest and `metadata` table, the workspace's, and cargo's target
+//! directory (which `CARGO_TARGET_DIR` and `build.target-dir` move).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The parts of `cargo metadata --format-version 1`'s output a deploy reads.
+#[derive(Debug, Deserialize)]
+pub(super) struct Metadata {
+    pub packages: Vec<Package>,
+    /// `[workspace.metadata]`, `null` when there is none.
+    #[serde(default)]
+    pub workspace_metadata: serde_json::Value,
+    pub workspace_root: PathBuf,
+    /// Where cargo puts what it builds.
+    pub target_directory: PathBuf,
+}
+
+/// One package of the workspace.
+#[derive(Debug, Deserialize)]
+pub(super) struct Package {
+    pub name: String,
+    pub manifest_path: PathBuf,
+    /// `[package.metadata]`, `null` when there is none.
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+}
+
+impl Metadata {
+    /// Runs `cargo metadata --no-deps` (the `cargo` that runs this process, if any, as
+    /// `$CARGO`) on `manifest_path`, or on the manifest cargo finds from the current directory;
+    /// on failure, what went wrong in one line.
+    pub fn read(manifest_path: Option<&Path>) -> Result<Metadata, String> {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut command = std::process::Command::new(&cargo);
+        command.args(["metadata", "--format-version", "1", "--no-deps"]);
+        if let Some(path) = manifest_path {
+            command.arg("--manifest-path").arg(path);
+        }
+        let output = command
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|err| format!("cannot run `{}`: {err}", cargo.to_string_lossy()))?;
+        if !output.status.success() {
+            return Err(one_paragraph(&String::from_utf8_lossy(&output.stderr)));
+        }
+        serde_json::from_slice(&output.stdout).map_err(|err| format!("cannot read its output: {err}"))
+    }
+
+    /// The manifest cargo would use from the current directory: the nearest `Cargo.toml` up
+    /// from it, else the workspace root's.
+    pub fn manifest_from_cwd(&self) -> PathBuf {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        cwd.ancestors()
+            .map(|dir| dir.join("Cargo.toml"))
+            .find(|candidate| candidate.is_file())
+            .and_then(|candidate| std::fs::canonicalize(candidate).ok())
+            .unwrap_or_else(|| self.workspace_root.join("Cargo.toml"))
+    }
+}
+
+/// Cargo's error output in one line: its messages and `-->` locations, without the source
+/// snippet and its gutter.
+fn one_paragraph(stderr: &str) -> String {
+    stderr
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.contains('|'))
+        .map(|line| line.strip_prefix("error: ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cargo_errors_are_condensed_to_one_line() {
+        let stderr = "error: extra `=`, expected nothing\n --> Cargo.toml:7:13\n  |\n7 | deploy_to = = \"x\"\n  |             ^\n";
+        assert_eq!(one_paragraph(stderr), "extra `=`, expected nothing --> Cargo.toml:7:13");
+    }
+
+    #[test]
+    fn this_repository_is_read_with_its_target_directory() {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let metadata = Metadata::read(Some(&manifest)).unwrap();
+        let package = metadata.packages.iter().find(|package| package.name == "xtask-deploy").unwrap();
+        assert_eq!(package.manifest_path, manifest);
+        assert_eq!(package.metadata["deploy"]["application"], "xtask-deploy");
+        assert_eq!(metadata.workspace_root, Path::new(env!("CARGO_MANIFEST_DIR")));
+        assert!(metadata.target_directory.is_absolute(), "{}", metadata.target_directory.display());
+    }
+}
