@@ -126,6 +126,9 @@ pub enum Outcome {
     /// The deploy failed after the switch (a health check, an `after_publish` hook, a server
     /// that could not switch), and every server that switched went back to its release.
     RolledBack,
+    /// A signal (SIGINT, SIGTERM) stopped the deploy; the error says what that left on the
+    /// servers (each cleans up by itself when it sees the connection close).
+    Interrupted,
 }
 
 /// What a deploy did: the summary printed at its end, and the `summary` event of `--json`.

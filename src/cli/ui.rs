@@ -133,6 +133,12 @@ impl Ui {
         }
         for server in &report.servers {
             let what = match server.status {
+                ServerStatus::Published if report.outcome == Outcome::Interrupted => {
+                    format!(
+                        "release {} was current when the deploy stopped, unconfirmed (see the error)",
+                        report.release
+                    )
+                }
                 ServerStatus::Published => format!("release {} is current", report.release),
                 ServerStatus::Discarded => "unchanged (the unfinished release was removed)".to_string(),
                 ServerStatus::Unchanged => "unchanged".to_string(),
@@ -164,6 +170,7 @@ impl Ui {
             Outcome::Deployed => ("Finished", "deploy"),
             Outcome::Partial => ("Failed", "partial deploy"),
             Outcome::RolledBack => ("Rolled back", "deploy"),
+            Outcome::Interrupted => ("Interrupted", "deploy"),
             _ => ("Failed", "deploy"),
         };
         let of = if sha.is_empty() { String::new() } else { format!(" of {sha}") };

@@ -442,6 +442,8 @@ fn copy_entries<R: Read, W: Write>(from: &mut R, to: &mut W, hasher: &mut Sha1) 
 struct PackObjects {
     child: Option<std::process::Child>,
     stdout: std::process::ChildStdout,
+    /// A signal to the deployer alone reaches it too (it may compress for long before it writes).
+    _watched: crate::interrupt::LocalProcess,
 }
 
 impl PackObjects {
@@ -459,8 +461,9 @@ impl PackObjects {
             .map_err(|err| format!("cannot run `git pack-objects`: {err}"))?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
+        let watched = crate::interrupt::LocalProcess::alone(child.id());
         // Dropped on an early return, which kills the process.
-        let pack = PackObjects { child: Some(child), stdout };
+        let pack = PackObjects { child: Some(child), stdout, _watched: watched };
         // pack-objects reads its whole input before it writes: no deadlock on the pipes.
         stdin.write_all(input.as_bytes()).map_err(|err| format!("cannot feed `git pack-objects`: {err}"))?;
         drop(stdin);
