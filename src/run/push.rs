@@ -76,11 +76,19 @@ pub(super) fn push_all(
             Receiver::Daemon { port } => {
                 let full_path = format!("{}/{path}", config.deploy_to);
                 let push = transport::DaemonPush { path: &full_path };
-                transport::push_through_daemon(repo, connection.tunnel(*port, deadline)?, &push, *refs, packing)
+                transport::push_through_daemon(
+                    repo,
+                    connection.tunnel(*port, deadline)?,
+                    &push,
+                    *refs,
+                    packing,
+                    &mut |_| {},
+                )
             }
             Receiver::Exec => {
                 let script = plan::receive_pack_script(config, path, submodule.is_some());
-                transport::push_through_exec(repo, connection.exec_stream(&script, deadline)?, *refs, packing)
+                let channel = connection.exec_stream(&script, deadline)?;
+                transport::push_through_exec(repo, channel, *refs, packing, &mut |_| {})
             }
         };
         let stats = stats.map_err(|message| failed(&what, message))?;
