@@ -854,7 +854,7 @@ fn push(
     };
     let push_started = Instant::now();
     reporter.event(Event::Pushing { server: name.clone(), sha: local.revision.sha.clone() });
-    let pushed = push_all(config, connection, local, build, &receiver, settings.pack);
+    let pushed = push_all(config, connection, local, build, &receiver, settings.pack, reporter);
     // The daemon lives only while the push lasts, whatever its outcome.
     if let Some(daemon) = daemon {
         daemon.finish(Duration::from_secs(10));

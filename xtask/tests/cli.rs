@@ -347,6 +347,27 @@ fn a_deploy_interrupted_while_connecting_stops_at_once() {
     assert_stopped_by(&stopped, "SIGINT", exit::INTERRUPTED);
 }
 
+#[test]
+fn on_a_terminal_the_servers_line_shows_the_push_progress() {
+    let world = World::new();
+    let _relay = world.behind_a_slow_link();
+    world.setup();
+    world.commit_big();
+    // `script` runs the deploy on a terminal of its own and copies what it drew to stdout.
+    let manifest = world.app.manifest_path();
+    let deploy = format!("{} deploy --manifest-path {}", env!("CARGO_BIN_EXE_xtask"), support::quote_path(&manifest));
+    let output = Command::new("script").args(["-qec", &deploy, "/dev/null"]).stdin(Stdio::null()).output().unwrap();
+    let drawn = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{drawn}");
+    // The server's line, redrawn in place: bytes, the pack's objects, the rate; then the end.
+    let lines: Vec<&str> = drawn.split(['\r', '\n', '\x1b']).map(str::trim_end).collect();
+    let shown = |verb: &str, tail: &str| {
+        lines.iter().any(|line| line.contains(verb) && line.contains(" objects") && line.ends_with(tail))
+    };
+    assert!(shown("  Pushing ", " MiB/s"), "no progress line:\n{drawn}");
+    assert!(shown("  Sent ", " MiB, 9 objects; the server stores them"), "no end of the pack:\n{drawn}");
+}
+
 /// Whether process `pid` runs (exists, and is not a zombie waiting to be reaped).
 fn running(pid: u32) -> bool {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
