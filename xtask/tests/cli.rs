@@ -298,34 +298,63 @@ fn a_deploy_terminated_in_its_build_stops_the_build_and_changes_no_server() {
     let world = World::new();
     world.setup();
     let before = world.deploy();
-    // A build that runs a child of its own, as `cargo build` runs rustc.
-    let pids = world.server.dir().join("build-pids");
-    fs::create_dir_all(&pids).unwrap();
-    let dir = pids.display();
-    let build =
-        format!("echo $$ > '{dir}/build'; sleep 60 & echo $! > '{dir}/new' && mv '{dir}/new' '{dir}/child'; wait");
-    let build = xtask_deploy::loopback::toml_string(&format!("sh -c {}", xtask_deploy::shell::quote(&build)));
-    world.edit_manifest(|text| {
-        text.replace("[package.metadata.deploy]\n", &format!("[package.metadata.deploy]\nbuild = [{build}]\n"))
-    });
-    world.app.commit_all("a slow build").unwrap();
-
-    let child = spawn_json_deploy(&world);
-    assert!(support::wait_until(Duration::from_secs(30), || pids.join("child").exists()), "the build did not start");
-    let read = |name: &str| fs::read_to_string(pids.join(name)).unwrap().trim().parse::<u32>().unwrap();
-    let started: Vec<u32> = ["build", "child"].map(read).into();
+    let (child, build) = deploy_with_a_slow_build(&world, "");
     let interrupted = std::time::Instant::now();
     // To the deployer alone, as a CI runner or a service manager sends it.
     send("TERM", child.id());
     let stopped = Stopped::wait(child, None, interrupted);
     assert_stopped_by(&stopped, "SIGTERM", exit::TERMINATED);
-    for pid in started {
+    for pid in build {
         assert!(!running(pid), "the build's process {pid} still runs");
     }
     assert_eq!(world.current(), Some(before.release.clone()));
     assert_eq!(world.releases(), vec![before.release]);
     assert!(support::wait_until(Duration::from_secs(10), || !world.locked()), "the lock was left");
     assert_eq!(world.daemons(), vec![]);
+}
+
+#[test]
+fn a_second_signal_ends_the_deployer_at_once_when_its_build_ignores_the_first() {
+    let world = World::new();
+    world.setup();
+    let (mut child, build) = deploy_with_a_slow_build(&world, "trap '' INT TERM; ");
+    send("TERM", child.id());
+    // The build ignores it, and the deployer waits for its build.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(child.try_wait().unwrap().is_none(), "the deployer did not wait for its build");
+    let again = std::time::Instant::now();
+    send("TERM", child.id());
+    let stopped = Stopped::wait(child, None, again);
+    assert_eq!(stopped.exit.code(), Some(i32::from(exit::TERMINATED)), "{}", stopped.stderr);
+    assert!(stopped.took < Duration::from_secs(2), "the second signal took {:?}", stopped.took);
+    for pid in build {
+        assert!(!running(pid), "the build's process {pid} still runs");
+    }
+    // At once: no summary, no exit event.
+    let names: Vec<&str> = stopped.events.iter().map(|event| event["event"].as_str().unwrap()).collect();
+    assert!(!names.contains(&"summary") && !names.contains(&"exit"), "{names:?}");
+    assert!(support::wait_until(Duration::from_secs(10), || !world.locked()), "the lock was left");
+}
+
+/// Starts a deploy (`--json`) of `world`'s app whose build command runs `prefix` then a child
+/// of its own for a minute (as `cargo build` runs rustc); returns it once the build runs, with
+/// the build's process and its child.
+fn deploy_with_a_slow_build(world: &World, prefix: &str) -> (std::process::Child, Vec<u32>) {
+    let pids = world.server.dir().join("build-pids");
+    fs::create_dir_all(&pids).unwrap();
+    let dir = pids.display();
+    let build = format!(
+        "{prefix}echo $$ > '{dir}/build'; sleep 60 & echo $! > '{dir}/new' && mv '{dir}/new' '{dir}/child'; wait"
+    );
+    let build = xtask_deploy::loopback::toml_string(&format!("sh -c {}", xtask_deploy::shell::quote(&build)));
+    world.edit_manifest(|text| {
+        text.replace("[package.metadata.deploy]\n", &format!("[package.metadata.deploy]\nbuild = [{build}]\n"))
+    });
+    world.app.commit_all("a slow build").unwrap();
+    let child = spawn_json_deploy(world);
+    assert!(support::wait_until(Duration::from_secs(30), || pids.join("child").exists()), "the build did not start");
+    let read = |name: &str| fs::read_to_string(pids.join(name)).unwrap().trim().parse::<u32>().unwrap();
+    (child, ["build", "child"].map(read).into())
 }
 
 #[test]
