@@ -4,8 +4,9 @@
 //! what runs where (pure, no I/O), [`ssh`] and [`transport`] do the talking, [`run`] walks the
 //! plan over the servers and reports [`report::Event`]s. [`loopback`] starts a throwaway `sshd`
 //! on 127.0.0.1 for the demo, the benchmark and the tests. [`submodules`] finds what else a
-//! commit needs pushed. `cli` (the default `cli` feature) is the command line over all of it:
-//! clap types an xtask flattens into its own, and the status lines and JSON events.
+//! commit needs pushed. [`interrupt`] stops a command promptly on SIGINT or SIGTERM. `cli` (the
+//! default `cli` feature) is the command line over all of it: clap types an xtask flattens into
+//! its own, and the status lines and JSON events.
 
 pub mod bench;
 pub mod binaries;
@@ -15,6 +16,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod interrupt;
 pub mod local;
 pub mod loopback;
 pub mod manage;
@@ -60,6 +62,10 @@ pub mod exit {
     /// The deploy switched `current`, then failed (a health check, an `after_publish` hook, a
     /// server that could not switch), and every server that switched went back to its release.
     pub const ROLLED_BACK: u8 = 10;
+    /// SIGINT (Ctrl-C) stopped the command (128 + 2, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
+    /// SIGTERM stopped the command (128 + 15).
+    pub const TERMINATED: u8 = 143;
 }
 
 /// Everything that can make a deploy fail, grouped by what a caller would do about it.
@@ -133,6 +139,10 @@ pub enum Error {
         unknown = .unknown.join(", ")
     )]
     Unconfirmed { release: String, confirmed: Vec<String>, unknown: Vec<String>, error: Box<Error> },
+    /// A signal stopped the command (see [`interrupt`]); `state` says what that left on the
+    /// servers, as far as the command knows.
+    #[error("interrupted ({signal}){state}")]
+    Interrupted { signal: interrupt::Signal, state: String },
 }
 
 impl Error {
@@ -147,13 +157,14 @@ impl Error {
             Error::Remote { .. } | Error::Push { .. } => exit::REMOTE,
             Error::Partial { .. } | Error::Unconfirmed { .. } => exit::PARTIAL,
             Error::RolledBack { .. } => exit::ROLLED_BACK,
+            Error::Interrupted { signal, .. } => signal.exit_code(),
         }
     }
 
     /// The server this error happened on, if one is to blame.
     pub fn server(&self) -> Option<&str> {
         match self {
-            Error::Config { .. } | Error::Local { .. } | Error::Usage { .. } => None,
+            Error::Config { .. } | Error::Local { .. } | Error::Usage { .. } | Error::Interrupted { .. } => None,
             Error::Connect { server, .. }
             | Error::HostKey { server, .. }
             | Error::Auth { server, .. }

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
+use std::io::IsTerminal;
 use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
 
 use crate::Error;
 
@@ -90,12 +92,24 @@ pub fn run_command(phase: &str, command: &str, dir: &Path) -> Result<(), Error> 
     // Its stdout goes to our stderr: under `--json`, stdout carries only events.
     let stderr = std::io::stderr().as_fd().try_clone_to_owned();
     let stderr = stderr.map_err(|err| Error::local(format!("cannot run {phase} command `{command}`: {err}")))?;
-    let status = std::process::Command::new(&words[0])
-        .args(&words[1..])
-        .current_dir(dir)
-        .stdout(std::process::Stdio::from(stderr))
-        .status()
-        .map_err(|err| Error::local(format!("{phase} command `{command}` could not start: {err}")))?;
+    let mut process = std::process::Command::new(&words[0]);
+    process.args(&words[1..]).current_dir(dir).stdout(std::process::Stdio::from(stderr));
+    // A signal sent to the deployer alone (a CI runner's SIGTERM) reaches none of its children:
+    // it is passed on to the command's process group, so that what the command started stops
+    // with it. On a terminal the command stays in the deployer's group, where Ctrl-C reaches
+    // it anyway, and it may read the terminal (a background group reading it would be stopped).
+    let own_group = !std::io::stdin().is_terminal();
+    if own_group {
+        process.process_group(0);
+    }
+    let mut child =
+        process.spawn().map_err(|err| Error::local(format!("{phase} command `{command}` could not start: {err}")))?;
+    let watched = match own_group {
+        true => crate::interrupt::LocalProcess::group(child.id()),
+        false => crate::interrupt::LocalProcess::alone(child.id()),
+    };
+    let status = child.wait().map_err(|err| Error::local(format!("{phase} command `{command}` was lost: {err}")))?;
+    drop(watched);
     if status.success() {
         return Ok(());
     }

@@ -72,6 +72,20 @@ pub enum Event {
     },
     /// The push through the tunnel is starting.
     Pushing { server: String, sha: String },
+    /// A push is under way, at most once a second per server from a second into it, and once
+    /// more when its pack is all sent (the server then stores it): `bytes` written into the
+    /// tunnel so far, `objects` in the pack once its header is known, and `total_bytes` (what
+    /// `bytes` will be once the pack is through) and `percent` when the pack's size is known:
+    /// before it is sent when it was made once for several servers, else at its end.
+    PushProgress {
+        server: String,
+        bytes: u64,
+        objects: Option<u64>,
+        total_bytes: Option<u64>,
+        percent: Option<u8>,
+        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
+        elapsed: Duration,
+    },
     /// The push finished; `bytes_sent` counts everything written into the tunnel, `objects`
     /// the objects in the packs (the commit's and its submodules'), `build_bytes` the part of
     /// the pack that carried the build output (`None` when it could not be told apart).
@@ -126,6 +140,9 @@ pub enum Outcome {
     /// The deploy failed after the switch (a health check, an `after_publish` hook, a server
     /// that could not switch), and every server that switched went back to its release.
     RolledBack,
+    /// A signal (SIGINT, SIGTERM) stopped the deploy; the error says what that left on the
+    /// servers (each cleans up by itself when it sees the connection close).
+    Interrupted,
 }
 
 /// What a deploy did: the summary printed at its end, and the `summary` event of `--json`.
@@ -328,6 +345,14 @@ mod tests {
             Event::Created { server: server(), what: "repo".into() },
             Event::DaemonReady { server: server(), port: 1, elapsed: ms },
             Event::Pushing { server: server(), sha: "a".into() },
+            Event::PushProgress {
+                server: server(),
+                bytes: 1,
+                objects: Some(1),
+                total_bytes: Some(2),
+                percent: Some(50),
+                elapsed: ms,
+            },
             Event::Pushed { server: server(), bytes_sent: 1, build_bytes: Some(0), objects: 1, elapsed: ms },
             Event::Prepared { server: server(), release: "r".into(), elapsed: ms },
             Event::Published { server: server(), release: "r".into(), elapsed: ms },
@@ -367,6 +392,7 @@ mod tests {
                 | Event::Created { .. }
                 | Event::DaemonReady { .. }
                 | Event::Pushing { .. }
+                | Event::PushProgress { .. }
                 | Event::Pushed { .. }
                 | Event::Prepared { .. }
                 | Event::Published { .. }

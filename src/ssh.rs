@@ -31,6 +31,10 @@ const EARLY_TIMEOUT_PAUSE: Duration = Duration::from_millis(10);
 /// The exit status reported for a remote step stopped by `timeouts.step` (as `timeout(1)`'s).
 pub const EXIT_TIMED_OUT: i32 = 124;
 
+/// The exit status reported for a remote step whose connection a signal cut (see
+/// [`crate::interrupt`]): its output is what arrived before.
+pub const EXIT_CUT: i32 = -1;
+
 /// Called with the server's name and each remote script as it starts (`--verbose`).
 pub type ScriptTracer = fn(server: &str, script: &RemoteScript);
 
@@ -44,6 +48,8 @@ pub fn trace_scripts(tracer: ScriptTracer) {
 
 /// An authenticated SSH session to one server.
 pub struct Connection {
+    /// Its socket is shut down when a signal comes; dropped before the session closes it.
+    _watched: crate::interrupt::WatchedSocket,
     session: Session,
     /// The socket the session runs over, for polling.
     socket: RawFd,
@@ -99,13 +105,17 @@ impl Connection {
     /// Connects to `server`, checks its host key and authenticates, all within
     /// `timeouts.connect`.
     pub fn open(config: &Config, server: &Server) -> Result<Connection, Error> {
+        crate::interrupt::check()?;
         let options = &config.ssh;
         let timeouts = config.timeouts;
         let name = server.display_name();
         let connect_error = |message: String| Error::Connect { server: name.clone(), message };
         let timeout = timeouts.connect;
         let link = match &server.gateway {
-            None => Link::Tcp(dial(server, timeout).map_err(connect_error)?),
+            None => {
+                let target = server.clone();
+                Link::Tcp(crate::interrupt::unless_received(move || dial(&target, timeout))?.map_err(connect_error)?)
+            }
             Some(gateway) => {
                 let gateway = Connection::open(config, gateway).map_err(|err| through(err, &name))?;
                 Link::Jump(jump(gateway, server).map_err(connect_error)?)
@@ -139,6 +149,8 @@ impl Connection {
         }
         let socket = link.as_raw_fd();
         session.set_tcp_stream(link);
+        // Declared after the session, so dropped before it closes the socket.
+        let watched = crate::interrupt::WatchedSocket::new(socket);
         let deadline = Instant::now() + timeout;
         let timed_out = |what: &str, err: ssh2::Error| {
             // libssh2 measures its timeout with a seconds clock: it may give up a little before
@@ -156,7 +168,7 @@ impl Connection {
         session.set_timeout(millis(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
         authenticate(&session, server, options, &name)?;
         session.set_timeout(millis(timeouts.step));
-        Ok(Connection { session, socket, name, timeouts, accepted_key })
+        Ok(Connection { _watched: watched, session, socket, name, timeouts, accepted_key })
     }
 
     /// The server's name for messages: `user@host:port`.
@@ -200,7 +212,15 @@ impl Connection {
                 None
             }
         });
-        let ended = read.map_err(|err| self.step_error(script, -1, format!("lost the SSH channel: {err}")))?;
+        let ended = match read {
+            Ok(ended) => ended,
+            // Cut by a signal: what the steps printed says how far they got (whether `current` moved).
+            Err(_) if crate::interrupt::received().is_some() => {
+                let (stdout, stderr) = (stdout.into_text(), stderr.into_text());
+                return Ok(Output { status: EXIT_CUT, stdout, stderr, steps_done: markers.done() });
+            }
+            Err(err) => return Err(self.step_error(script, -1, format!("lost the SSH channel: {err}"))),
+        };
         let steps_done = markers.done();
         let stdout = stdout.into_text();
         if !ended {

@@ -52,8 +52,8 @@ impl Drop for ReceivePack {
     }
 }
 
-/// Counts what is written through it.
-struct Counting<'a>(&'a mut ReceivePack, u64);
+/// Counts what is written through it (into a `Cell`, readable while the stream is in use).
+struct Counting<'a>(&'a mut ReceivePack, &'a std::cell::Cell<u64>);
 
 impl Read for Counting<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -64,7 +64,7 @@ impl Read for Counting<'_> {
 impl Write for Counting<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.0.write(buf)?;
-        self.1 += n as u64;
+        self.1.set(self.1.get() + n as u64);
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -82,11 +82,25 @@ fn push_shared(
     sha: &str,
     shared: Option<&receive_pack::SharedPacks>,
 ) -> (Result<u64, String>, u64) {
+    push_observed(repo, bare, sha, shared, &mut |_, _| {})
+}
+
+/// Like [`push_shared`], telling `pack` what the push told of its pack, with the bytes written
+/// by then.
+fn push_observed(
+    repo: &git2::Repository,
+    bare: &std::path::Path,
+    sha: &str,
+    shared: Option<&receive_pack::SharedPacks>,
+    pack: &mut dyn FnMut(receive_pack::PackProgress, u64),
+) -> (Result<u64, String>, u64) {
     let mut server = ReceivePack::start(bare);
-    let mut stream = Counting(&mut server, 0);
+    let written = std::cell::Cell::new(0);
+    let mut stream = Counting(&mut server, &written);
     let source = receive_pack::Update { sha, refname: "refs/heads/main" };
-    let result = receive_pack::push(repo, &mut stream, source, None, shared);
-    (result.map(|sent| sent.objects), stream.1)
+    let result =
+        receive_pack::push_observed(repo, &mut stream, source, None, shared, &mut |told| pack(told, written.get()));
+    (result.map(|sent| sent.objects), written.get())
 }
 
 fn ref_of(bare: &std::path::Path) -> String {
@@ -123,6 +137,33 @@ fn pushes_create_then_move_the_ref_with_only_a_thin_delta() {
     let (result, same_bytes) = push(&app, &bare, &first);
     assert_eq!(result.unwrap(), 0, "no pack");
     assert_eq!(same_bytes, 4, "only a flush packet");
+}
+
+#[test]
+fn a_push_tells_what_its_pack_holds_as_it_starts_and_when_it_is_all_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = AppRepo::create(&dir.path().join("app"), &[("data.txt", &support::incompressible(100_000, 3))]).unwrap();
+    let sha = app.repo().head().unwrap().target().unwrap().to_string();
+    let shared = receive_pack::SharedPacks::default();
+    // Streamed from `git pack-objects`, a pack has no size until it is all sent; made once for
+    // several servers, it has one from the start: what is written from there, to the byte.
+    for (name, shared) in [("streamed", None), ("shared", Some(&shared))] {
+        let bare = dir.path().join(name);
+        git2::Repository::init_bare(&bare).unwrap();
+        let mut told = Vec::new();
+        let (objects, written) = push_observed(app.repo(), &bare, &sha, shared, &mut |pack, at| told.push((pack, at)));
+        assert_eq!(objects.unwrap(), 3);
+        let [(receive_pack::PackProgress::Starts { objects: 3, bytes }, started), (receive_pack::PackProgress::Sent, sent)] =
+            told[..]
+        else {
+            panic!("{name}: {told:?}");
+        };
+        assert_eq!(sent, written, "{name}: nothing is written after the pack");
+        match shared {
+            None => assert_eq!(bytes, None, "{name}"),
+            Some(_) => assert_eq!(bytes, Some(written - started), "{name}: the pack's size"),
+        }
+    }
 }
 
 #[test]
@@ -237,11 +278,12 @@ fn a_release_commit_travels_in_the_same_pack_its_binary_as_a_delta_counted_apart
         let release =
             build_output::make(app.repo(), &sha, &format!("2026112910000{round}"), &artifacts, &[], 5).unwrap();
         let mut server = ReceivePack::start(&bare);
-        let mut stream = Counting(&mut server, 0);
+        let written = std::cell::Cell::new(0);
+        let mut stream = Counting(&mut server, &written);
         let source = receive_pack::Update { sha: &sha, refname: "refs/heads/main" };
         let built = receive_pack::Update { sha: &release.sha, refname: build_output::REMOTE_REF };
         let sent = receive_pack::push(app.repo(), &mut stream, source, Some(built), None).unwrap();
-        (sha, release.sha, sent, stream.1)
+        (sha, release.sha, sent, written.get())
     };
     let (sha, release, first, _) = deploy(1, &build);
     let server = git2::Repository::open_bare(&bare).unwrap();

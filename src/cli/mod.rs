@@ -166,11 +166,14 @@ impl Command {
     ///
     /// Call it before the program starts threads: it takes the deploy key out of the
     /// environment (see [`crate::config::EnvAuth::from_env`]), so that no child process (a build
-    /// command, a local hook, git) can read it.
+    /// command, a local hook, git) can read it. It also makes SIGINT and SIGTERM stop the
+    /// command with its message, the `summary` of a deploy and the exit code 130 or 143 (see
+    /// [`crate::interrupt`]).
     pub fn run(self, output: &Output) -> ExitCode {
         crate::config::EnvAuth::from_env();
         let name = self.name();
-        let mut ui = Ui::start(output);
+        let interrupted = self.interrupted();
+        let mut ui = start(output);
         let result = match self {
             Command::DeploySetup(cmd) => cmd.run(&mut ui),
             Command::Deploy(cmd) => cmd.run(&mut ui),
@@ -179,7 +182,27 @@ impl Command {
             Command::Unlock(cmd) => cmd.run(&mut ui),
             Command::DeployCheck(cmd) => cmd.run(&mut ui),
         };
-        ExitCode::from(ui.exit(name, result))
+        ExitCode::from(ui.exit(name, result.map_err(|err| crate::interrupt::explain(err, || interrupted.to_string()))))
+    }
+
+    /// What a signal leaves on the servers when it stops the command (a deploy says it itself).
+    fn interrupted(&self) -> &'static str {
+        match self {
+            Command::DeploySetup(_) => {
+                ": setup may not have finished on every server; `cargo xtask deploy-setup` again makes what is missing"
+            }
+            Command::Deploy(_) => crate::run::interrupted::UNCHANGED,
+            Command::Rollback(_) => {
+                ": a server may have switched back already (the switch is atomic) or not; what runs after the \
+                 switch (the restart hooks, the health check) stops when it sees the connection close, and the lock \
+                 is released. `cargo xtask releases` shows where each is"
+            }
+            Command::Releases(_) => {
+                ": listing changes nothing (with `--unmark`, the mark may be cleared on some servers: list again)"
+            }
+            Command::Unlock(_) => ": the lock may be removed on some servers: `cargo xtask releases` shows any left",
+            Command::DeployCheck(_) => ": deploy-check changes nothing",
+        }
     }
 
     /// The command's name, as typed.
@@ -198,13 +221,24 @@ impl Command {
 impl DevCommand {
     /// Runs the demo or the benchmark; returns the process exit code, as [`Command::run`].
     pub fn run(self, output: &Output) -> ExitCode {
-        let mut ui = Ui::start(output);
+        let mut ui = start(output);
         let (name, result) = match self {
             DevCommand::Demo(cmd) => ("demo", cmd.run(&mut ui)),
             DevCommand::Bench(cmd) => ("bench", cmd.run()),
         };
-        ExitCode::from(ui.exit(name, result))
+        let stopped = ": the loopback servers it started are stopped and their files removed";
+        ExitCode::from(ui.exit(name, result.map_err(|err| crate::interrupt::explain(err, || stopped.to_string()))))
     }
+}
+
+/// Starts the command's output, and makes SIGINT and SIGTERM stop the command (see
+/// [`crate::interrupt`]).
+fn start(output: &Output) -> Ui {
+    let ui = Ui::start(output);
+    if let Err(err) = crate::interrupt::install() {
+        ui.line("Warning", &format!("cannot watch for SIGINT and SIGTERM ({err}): either kills the command at once"));
+    }
+    ui
 }
 
 impl Target {
@@ -287,6 +321,8 @@ impl DeployCheck {
     fn run(self, ui: &mut Ui) -> Result<u8, Error> {
         let config = self.target.config()?;
         let report = crate::check::check(&config, ui);
+        // After a signal the rows say only that the connections were cut.
+        crate::interrupt::check()?;
         ui.text(&render::render_checks(&report));
         Ok(if report.ok() { exit::SUCCESS } else { exit::CHECK_FAILED })
     }

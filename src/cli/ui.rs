@@ -16,6 +16,18 @@ pub(crate) struct Ui {
     progress: Option<Progress>,
     /// `--verbose`: more detail (every remote script).
     verbose: bool,
+    /// Each server's push under way, as its last progress event said it.
+    pushes: Vec<PushSeen>,
+}
+
+/// A server's push as its last progress event said it.
+struct PushSeen {
+    server: String,
+    bytes: u64,
+    /// When (into the push) that event came, and when a line last showed the progress where
+    /// the server has no line of its own (not a terminal).
+    at: Duration,
+    printed: Duration,
 }
 
 /// The per-server lines of a deploy on a terminal.
@@ -36,6 +48,7 @@ impl Ui {
             json: output.json.then(|| JsonLines(std::io::stdout())),
             progress: terminal.then(|| Progress { lines: MultiProgress::new(), servers: Vec::new() }),
             verbose: output.verbose,
+            pushes: Vec::new(),
         }
     }
 
@@ -67,6 +80,47 @@ impl Ui {
         let Some((_, bar)) = progress.servers.iter().find(|(name, _)| name == server) else { return false };
         bar.set_message(format!("{verb} {message}"));
         true
+    }
+
+    /// Shows how far a server's push has got on its line; where it has none (not a terminal),
+    /// on a line of its own every [`PUSH_LINE_EVERY`] of a long push. `total`: the bytes it
+    /// comes to and the percent sent, when known.
+    fn push_progress(&mut self, server: &str, sent: u64, objects: Option<u64>, total: Option<(u64, u8)>, at: Duration) {
+        let index = match self.pushes.iter().position(|push| push.server == server) {
+            Some(index) => index,
+            None => {
+                let first =
+                    PushSeen { server: server.to_string(), bytes: 0, at: Duration::ZERO, printed: Duration::ZERO };
+                self.pushes.push(first);
+                self.pushes.len() - 1
+            }
+        };
+        let seen = &self.pushes[index];
+        // The rate since the last event; none for the first, which comes once the pack was
+        // made, which takes its own time.
+        let rate = match seen.at > Duration::ZERO {
+            true => {
+                let interval = at.saturating_sub(seen.at).as_secs_f64().max(0.001);
+                format!(", {}/s", bytes((sent.saturating_sub(seen.bytes) as f64 / interval) as u64))
+            }
+            false => String::new(),
+        };
+        let objects = objects.map(|objects| format!(", {objects} objects")).unwrap_or_default();
+        let (verb, text) = match total {
+            Some((total, _)) if sent >= total => ("Sent", format!("{}{objects}; the server stores them", bytes(sent))),
+            Some((total, percent)) => {
+                ("Pushing", format!("{} of {} ({percent}%){objects}{rate}", bytes(sent), bytes(total)))
+            }
+            None => ("Pushing", format!("{}{objects}{rate}", bytes(sent))),
+        };
+        let printed = seen.printed;
+        let shown = self.step(server, verb, &text);
+        let seen = &mut self.pushes[index];
+        (seen.bytes, seen.at) = (sent, at);
+        if !shown && at >= printed + PUSH_LINE_EVERY {
+            seen.printed = at;
+            self.line(verb, &format!("{text} ({server})"));
+        }
     }
 
     /// Starts one line per server (on a terminal).
@@ -133,6 +187,12 @@ impl Ui {
         }
         for server in &report.servers {
             let what = match server.status {
+                ServerStatus::Published if report.outcome == Outcome::Interrupted => {
+                    format!(
+                        "release {} was current when the deploy stopped, unconfirmed (see the error)",
+                        report.release
+                    )
+                }
                 ServerStatus::Published => format!("release {} is current", report.release),
                 ServerStatus::Discarded => "unchanged (the unfinished release was removed)".to_string(),
                 ServerStatus::Unchanged => "unchanged".to_string(),
@@ -164,6 +224,7 @@ impl Ui {
             Outcome::Deployed => ("Finished", "deploy"),
             Outcome::Partial => ("Failed", "partial deploy"),
             Outcome::RolledBack => ("Rolled back", "deploy"),
+            Outcome::Interrupted => ("Interrupted", "deploy"),
             _ => ("Failed", "deploy"),
         };
         let of = if sha.is_empty() { String::new() } else { format!(" of {sha}") };
@@ -237,6 +298,8 @@ impl Ui {
                 self.line("Listening", &format!("git daemon on {server}'s 127.0.0.1:{port} ({})", ms(*elapsed)))
             }
             Event::Pushing { server, sha } => self.line("Pushing", &format!("{} to {server}", &sha[..12])),
+            // Shown as it comes, see `Ui::push_progress`.
+            Event::PushProgress { .. } => {}
             Event::Pushed { server, bytes_sent, build_bytes, objects, elapsed } => self.line(
                 "Pushed",
                 &format!("{} to {server} ({})", pushed(*bytes_sent, *build_bytes, *objects), ms(*elapsed)),
@@ -262,6 +325,12 @@ impl Ui {
 
 impl Reporter for Ui {
     fn event(&mut self, event: Event) {
+        if let Event::PushProgress { server, bytes, objects, total_bytes, percent, elapsed } = &event {
+            self.push_progress(server, *bytes, *objects, total_bytes.zip(*percent), *elapsed);
+        }
+        if let Event::Pushing { server, .. } = &event {
+            self.pushes.retain(|push| push.server != *server);
+        }
         let shown = match server_step(&event) {
             Some((server, verb, message)) => self.step(server, verb, &message),
             None => false,
@@ -317,7 +386,7 @@ fn ms(duration: Duration) -> String {
 }
 
 fn bytes(count: u64) -> String {
-    if count >= 10 * 1024 * 1024 {
+    if count >= 1024 * 1024 {
         format!("{:.1} MiB", count as f64 / (1024.0 * 1024.0))
     } else if count >= 10 * 1024 {
         format!("{:.1} KiB", count as f64 / 1024.0)
@@ -325,6 +394,10 @@ fn bytes(count: u64) -> String {
         format!("{count} bytes")
     }
 }
+
+/// How often a long push prints its progress where its server has no line of its own to show
+/// it in (not a terminal).
+const PUSH_LINE_EVERY: Duration = Duration::from_secs(10);
 
 /// What a push sent: bytes, objects, and the build output's share when there was one.
 fn pushed(bytes_sent: u64, build_bytes: Option<u64>, objects: u64) -> String {

@@ -4,6 +4,7 @@
 //! released at the end, whatever happened.
 
 pub mod dry_run;
+pub(crate) mod interrupted;
 mod lock;
 pub(crate) mod parallel;
 mod push;
@@ -133,7 +134,8 @@ pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Repor
         elapsed: Duration::ZERO,
         error: None,
     };
-    let result = deploy_to_all(config, options, reporter, &mut summary);
+    let result = deploy_to_all(config, options, reporter, &mut summary)
+        .map_err(|err| crate::interrupt::explain(err, || interrupted::UNCHANGED.to_string()));
     summary.elapsed = started.elapsed();
     match &result {
         Ok(outcome) => {
@@ -147,6 +149,7 @@ pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Repor
             summary.outcome = match err {
                 Error::Partial { .. } | Error::Unconfirmed { .. } => Outcome::Partial,
                 Error::RolledBack { .. } => Outcome::RolledBack,
+                Error::Interrupted { .. } => Outcome::Interrupted,
                 _ => Outcome::Failed,
             };
             summary.exit_code = err.exit_code();
@@ -215,6 +218,7 @@ fn deploy_to_all(
         servers,
         reports: &mut summary.servers,
         prepared: false,
+        cut_in_publish: Vec::new(),
         active: 0..0,
         reporter,
     };
@@ -262,6 +266,9 @@ struct Walk<'a> {
     reports: &'a mut [ServerReport],
     /// Whether the release may exist on the servers (prepare has started).
     prepared: bool,
+    /// The servers whose publish step was running when a signal cut the connection, before it
+    /// said whether it switched.
+    cut_in_publish: Vec<String>,
     /// The servers of the wave being deployed (all of them, without canaries).
     active: std::ops::Range<usize>,
     reporter: &'a mut dyn Reporter,
@@ -338,6 +345,7 @@ impl Walk<'_> {
         let mut pushed = false;
         let mut start = 0;
         while start < steps.len() {
+            crate::interrupt::check()?;
             // Consecutive remote steps run as one remote command per server. With several
             // servers, publish runs alone: every server is ready before any switches, and
             // every server has switched before any `after_publish` hook runs.
@@ -379,7 +387,8 @@ impl Walk<'_> {
         let targets = targets(&self.servers, &self.plans, self.reports, self.active.clone());
         let results = parallel::each(targets, self.parallel, self.reporter, |mut target, reporter| {
             let result = work(&mut target, reporter);
-            if let Err(err) = &result {
+            // After a signal, a failure is the cut connection's doing, not the server's.
+            if let (Err(err), None) = (&result, crate::interrupt::received()) {
                 target.report.error = Some(err.to_string());
             }
             result
@@ -441,7 +450,10 @@ impl Walk<'_> {
             self.prepared = true;
         }
         let sizes = self.build.as_ref().map(|build| build.sizes.clone()).unwrap_or_default();
-        self.on_each(|target, reporter| remote_batch(target, range.clone(), &sizes, reporter))
+        let cut = std::sync::Mutex::new(Vec::new());
+        let done = self.on_each(|target, reporter| remote_batch(target, range.clone(), &sizes, &cut, reporter));
+        self.cut_in_publish.extend(cut.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
+        done
     }
 
     /// After a failed step: nothing more is published. Every server that switched goes back to
@@ -450,6 +462,10 @@ impl Walk<'_> {
     /// [`Error::RolledBack`] when servers went back, [`Error::Partial`] when one could not.
     /// Errors of the clean-up itself are reported, not raised.
     fn fail(&mut self, err: Error) -> Error {
+        if let Some(signal) = crate::interrupt::received() {
+            // The connections are cut: each server cleans up by itself.
+            return self.interrupted(signal, None);
+        }
         let switched: Vec<usize> =
             (0..self.reports.len()).filter(|index| self.reports[*index].status == ServerStatus::Published).collect();
         let (stuck, restart_failed) = self.revert(&switched, &err);
@@ -622,6 +638,9 @@ impl Walk<'_> {
     /// answer is awaited. A server whose answer is lost is named in [`Error::Unconfirmed`]; no
     /// server is sent back then (the others are confirmed already).
     fn confirm(&mut self) -> Result<(), Error> {
+        if let Some(signal) = crate::interrupt::received() {
+            return Err(self.interrupted(signal, None));
+        }
         let timeout = self.config.timeouts.step;
         let parts = self.servers.iter_mut().zip(self.reports.iter_mut());
         let mut switched: Vec<(&mut Server, &mut ServerReport)> =
@@ -645,6 +664,9 @@ impl Walk<'_> {
             }
         }
         let Some(first) = first else { return Ok(()) };
+        if let Some(signal) = crate::interrupt::received() {
+            return Err(self.interrupted(signal, Some(&confirmed)));
+        }
         let unknown = self
             .reports
             .iter()
@@ -702,10 +724,13 @@ fn targets<'a>(
 
 /// Runs the remote steps in `range` of one server's plan (those that run [`Step::here`]) as
 /// one command, and reports what they did (with the artifacts' `sizes`, once in the release).
+/// A server whose publish step a signal cut short, before it said whether it switched, is
+/// added to `cut_in_publish`.
 fn remote_batch(
     target: &mut Target,
     range: std::ops::Range<usize>,
     sizes: &[(String, u64)],
+    cut_in_publish: &std::sync::Mutex<Vec<String>>,
     reporter: &mut dyn Reporter,
 ) -> Result<(), Error> {
     let steps: Vec<&Step> = target.plan.steps[range].iter().filter(|step| step.here).collect();
@@ -744,6 +769,8 @@ fn remote_batch(
     {
         report.status = ServerStatus::Published;
         reporter.event(Event::Published { server: name.clone(), release, elapsed });
+    } else if output.status == crate::ssh::EXIT_CUT && steps.get(done).is_some_and(|step| step.phase == plan::PUBLISH) {
+        cut_in_publish.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(name.clone());
     }
     if steps.iter().any(|step| step.phase == "prepare" || step.phase == plan::PUBLISH) {
         report.release += elapsed;
@@ -827,7 +854,7 @@ fn push(
     };
     let push_started = Instant::now();
     reporter.event(Event::Pushing { server: name.clone(), sha: local.revision.sha.clone() });
-    let pushed = push_all(config, connection, local, build, &receiver, settings.pack);
+    let pushed = push_all(config, connection, local, build, &receiver, settings.pack, reporter);
     // The daemon lives only while the push lasts, whatever its outcome.
     if let Some(daemon) = daemon {
         daemon.finish(Duration::from_secs(10));

@@ -1,5 +1,5 @@
 //! Getting the commit onto one server: the deploy's git daemon (port choice and retries) and
-//! the pushes of the commit and its submodules through tunnels to it.
+//! the pushes of the commit and its submodules through tunnels to it, and their progress.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::local::push_refname;
 use crate::plan;
+use crate::report::{Event, Reporter};
 use crate::ssh::{Connection, RemoteProcess};
 use crate::transport;
 use crate::Error;
@@ -23,6 +24,9 @@ const DAEMON_GRACE: Duration = Duration::from_secs(60);
 const SUBMODULE_REF: &str = "refs/heads/deployed";
 /// How many ports are tried when the chosen one is taken.
 const DAEMON_PORT_ATTEMPTS: usize = 8;
+/// How often a server's push reports its progress, at most (from this long into the push); a
+/// push reported once is reported again when its pack is all sent.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// What receives the pushes on one server.
 pub(super) enum Receiver {
@@ -34,7 +38,8 @@ pub(super) enum Receiver {
 
 /// Pushes the commit (with the release commit `build`, if the deploy has build output), then
 /// each submodule's commit into its own repository, each through its own channel, all within
-/// `timeouts.push`. Returns what was sent in all.
+/// `timeouts.push`, reporting their progress (as one) at most every [`PROGRESS_EVERY`].
+/// Returns what was sent in all.
 pub(super) fn push_all(
     config: &Config,
     connection: &Connection,
@@ -42,6 +47,7 @@ pub(super) fn push_all(
     build: Option<&str>,
     receiver: &Receiver,
     method: transport::PackMethod,
+    reporter: &mut dyn Reporter,
 ) -> Result<transport::PushStats, Error> {
     let packing = transport::Packing { method, shared: local.packs.as_ref() };
     let deadline = Instant::now() + config.timeouts.push;
@@ -70,25 +76,75 @@ pub(super) fn push_all(
         targets.push((repo, Some(submodule), &submodule.release.repo, transport::Refs { source, build: None }));
     }
     let mut total = transport::PushStats { build_bytes: Some(0), ..Default::default() };
+    let mut progress = Progress {
+        server: connection.name(),
+        started: Instant::now(),
+        before: total,
+        last: None,
+        last_bytes: 0,
+        reporter,
+    };
     for (repo, submodule, path, refs) in &targets {
         let what = submodule.map(|sub| format!("submodule `{}`: ", sub.release.path)).unwrap_or_default();
+        let told = &mut |now| progress.told(now);
         let stats = match receiver {
             Receiver::Daemon { port } => {
                 let full_path = format!("{}/{path}", config.deploy_to);
                 let push = transport::DaemonPush { path: &full_path };
-                transport::push_through_daemon(repo, connection.tunnel(*port, deadline)?, &push, *refs, packing)
+                let tunnel = connection.tunnel(*port, deadline)?;
+                transport::push_through_daemon(repo, tunnel, &push, *refs, packing, told)
             }
             Receiver::Exec => {
                 let script = plan::receive_pack_script(config, path, submodule.is_some());
-                transport::push_through_exec(repo, connection.exec_stream(&script, deadline)?, *refs, packing)
+                transport::push_through_exec(repo, connection.exec_stream(&script, deadline)?, *refs, packing, told)
             }
         };
         let stats = stats.map_err(|message| failed(&what, message))?;
         total.bytes_sent += stats.bytes_sent;
         total.objects += stats.objects;
         total.build_bytes = total.build_bytes.zip(stats.build_bytes).map(|(total, more)| total + more);
+        progress.before = total;
     }
     Ok(total)
+}
+
+/// The progress of one server's pushes (the repository's, then each submodule's), reported as
+/// one: bytes and objects add up.
+struct Progress<'a> {
+    server: &'a str,
+    started: Instant,
+    /// What the pushes before the one under way sent.
+    before: transport::PushStats,
+    /// When it was last reported, and the bytes it said.
+    last: Option<Instant>,
+    last_bytes: u64,
+    reporter: &'a mut dyn Reporter,
+}
+
+impl Progress<'_> {
+    /// Reports `now` (of the push under way) if it is time: [`PROGRESS_EVERY`] after the start
+    /// and after the last report, or, once reported, when the pack is all sent (else its line
+    /// would say less than was sent while the server stores the pack). Never twice the same.
+    fn told(&mut self, now: transport::PushProgress) {
+        let elapsed = self.started.elapsed();
+        let bytes = self.before.bytes_sent + now.bytes;
+        let due = elapsed >= PROGRESS_EVERY && self.last.is_none_or(|last| last.elapsed() >= PROGRESS_EVERY);
+        let sent = self.last.is_some() && now.total_bytes == Some(now.bytes);
+        if !(due || sent) || bytes == self.last_bytes {
+            return;
+        }
+        (self.last, self.last_bytes) = (Some(Instant::now()), bytes);
+        let total_bytes = now.total_bytes.map(|total| self.before.bytes_sent + total);
+        let percent = total_bytes.filter(|total| *total > 0).map(|total| (bytes.min(total) * 100 / total) as u8);
+        self.reporter.event(Event::PushProgress {
+            server: self.server.to_string(),
+            bytes,
+            objects: now.objects.map(|objects| self.before.objects + objects),
+            total_bytes,
+            percent,
+            elapsed,
+        });
+    }
 }
 
 /// How the pushes to a server are made: the pack method, and the ports the daemon may take.

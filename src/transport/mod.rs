@@ -43,6 +43,20 @@ pub struct PushStats {
 
 pub use receive_pack::Update;
 
+/// How far a push has got, as told to the `progress` of [`push_through_daemon`] and
+/// [`push_through_exec`] at every write into the tunnel, and once the pack is all sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PushProgress {
+    /// Bytes written into the tunnel so far (as [`PushStats::bytes_sent`] counts them).
+    pub bytes: u64,
+    /// The objects in the pack, once its header is known.
+    pub objects: Option<u64>,
+    /// What `bytes` will be once the pack is through: known before it is sent for a pack made
+    /// once for several servers; for one streamed from `git pack-objects` as it is made, only
+    /// once it is all sent (then `bytes` is as much).
+    pub total_bytes: Option<u64>,
+}
+
 /// What a push sets on the server: the deployed commit's ref, and the release commit's (the
 /// build output laid over it), if the deploy has one.
 #[derive(Debug, Clone, Copy)]
@@ -102,26 +116,29 @@ pub struct Packing<'a> {
     pub shared: Option<&'a receive_pack::SharedPacks>,
 }
 
-/// Pushes `refs` of `repo` through `channel`, a tunnel to the daemon, as `push` says.
+/// Pushes `refs` of `repo` through `channel`, a tunnel to the daemon, as `push` says, telling
+/// `progress` how far it got.
 pub fn push_through_daemon(
     repo: &git2::Repository,
     channel: TimedChannel,
     push: &DaemonPush<'_>,
     refs: Refs<'_>,
     packing: Packing<'_>,
+    progress: &mut dyn FnMut(PushProgress),
 ) -> Result<PushStats, String> {
-    push_over(repo, channel, daemon_request(push.path), refs, packing)
+    push_over(repo, channel, daemon_request(push.path), refs, packing, progress)
 }
 
 /// Pushes `refs` of `repo` through `channel`, an exec channel running `git receive-pack` on
-/// the repository.
+/// the repository, telling `progress` how far it got.
 pub fn push_through_exec(
     repo: &git2::Repository,
     channel: TimedChannel,
     refs: Refs<'_>,
     packing: Packing<'_>,
+    progress: &mut dyn FnMut(PushProgress),
 ) -> Result<PushStats, String> {
-    push_over(repo, channel, Vec::new(), refs, packing)
+    push_over(repo, channel, Vec::new(), refs, packing, progress)
 }
 
 /// The push itself, once `request` (the git:// opening line, if any) is sent.
@@ -131,14 +148,38 @@ fn push_over(
     request: Vec<u8>,
     refs: Refs<'_>,
     packing: Packing<'_>,
+    progress: &mut dyn FnMut(PushProgress),
 ) -> Result<PushStats, String> {
     match packing.method.resolve() {
-        PackMethod::Libgit2 => push_with_libgit2(repo, channel, request, refs),
+        PackMethod::Libgit2 => push_with_libgit2(repo, channel, request, refs, progress),
         _ => {
-            let mut stream = Stream { channel, bytes_sent: Arc::new(AtomicU64::new(0)) };
+            // The bytes are told as they are written; what the pack holds as it starts; its
+            // size, if not known before, once it is all sent.
+            let known = std::cell::Cell::new(PushProgress::default());
+            let progress = std::cell::RefCell::new(progress);
+            let mut wrote = |bytes: u64| {
+                known.set(PushProgress { bytes, ..known.get() });
+                (progress.borrow_mut())(known.get());
+            };
+            let mut pack = |pack: receive_pack::PackProgress| {
+                let now = known.get();
+                match pack {
+                    receive_pack::PackProgress::Starts { objects, bytes } => {
+                        let total_bytes = bytes.map(|size| now.bytes + size);
+                        known.set(PushProgress { objects: Some(objects), total_bytes, ..now });
+                    }
+                    receive_pack::PackProgress::Sent => {
+                        known.set(PushProgress { total_bytes: Some(now.bytes), ..now });
+                        (progress.borrow_mut())(known.get());
+                    }
+                }
+            };
+            let bytes_sent = Arc::new(AtomicU64::new(0));
+            let mut stream = Stream { channel, bytes_sent, wrote: &mut wrote };
             stream.write_all(&request).map_err(|err| format!("cannot reach git on the server: {err}"))?;
             let exec = request.is_empty();
-            let result = receive_pack::push(repo, &mut stream, refs.source, refs.build, packing.shared);
+            let (source, build, shared) = (refs.source, refs.build, packing.shared);
+            let result = receive_pack::push_observed(repo, &mut stream, source, build, shared, &mut pack);
             // An exec channel has the remote git's stderr (`fatal: ...`); a tunnel has none.
             let sent =
                 result.map_err(|message| if exec { with_stderr(message, &mut stream.channel) } else { message })?;
@@ -175,19 +216,27 @@ pub fn daemon_request(path: &str) -> Vec<u8> {
 }
 
 /// The libgit2 push through the daemon at the other end of `channel`. Returns the bytes sent;
-/// a ref the server rejects is an error.
+/// a ref the server rejects is an error. `progress` hears from libgit2 as it writes the pack.
 fn push_with_libgit2(
     repo: &git2::Repository,
     channel: TimedChannel,
     request: Vec<u8>,
     refs: Refs<'_>,
+    progress: &mut dyn FnMut(PushProgress),
 ) -> Result<PushStats, String> {
     register();
     let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
     let bytes_sent = Arc::new(AtomicU64::new(0));
     let pending = Pending { channel, request, bytes_sent: bytes_sent.clone() };
     PENDING.lock().unwrap().get_or_insert_with(HashMap::new).insert(token, pending);
-    let result = libgit2_push(repo, &format!("{SCHEME}://{token}"), refs);
+    let counted = bytes_sent.clone();
+    let mut told = |written: u64, objects: u64| {
+        let bytes = counted.load(Ordering::Relaxed);
+        // Once every object is written, the pack is all sent.
+        let total_bytes = (written == objects).then_some(bytes);
+        progress(PushProgress { bytes, objects: Some(objects), total_bytes })
+    };
+    let result = libgit2_push(repo, &format!("{SCHEME}://{token}"), refs, &mut told);
     if let Some(table) = PENDING.lock().unwrap().as_mut() {
         table.remove(&token);
     }
@@ -196,14 +245,21 @@ fn push_with_libgit2(
     result.map(|objects| PushStats { bytes_sent: bytes_sent.load(Ordering::Relaxed), objects, build_bytes })
 }
 
-/// Pushes through libgit2; returns the number of objects in the pack.
-fn libgit2_push(repo: &git2::Repository, url: &str, refs: Refs<'_>) -> Result<u64, String> {
+/// Pushes through libgit2; returns the number of objects in the pack. `progress` is told the
+/// objects written and the objects in the pack each time libgit2 reports its progress.
+fn libgit2_push(
+    repo: &git2::Repository,
+    url: &str,
+    refs: Refs<'_>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64, String> {
     let mut remote = repo.remote_anonymous(url).map_err(|err| err.message().to_string())?;
     let rejected = Arc::new(Mutex::new(None::<String>));
     let mut callbacks = git2::RemoteCallbacks::new();
     let objects = Arc::new(AtomicU64::new(0));
     let counted = objects.clone();
     callbacks.pack_progress(move |_stage, _current, total| counted.store(total as u64, Ordering::Relaxed));
+    callbacks.push_transfer_progress(|current, total, _bytes| progress(current as u64, total as u64));
     let record = rejected.clone();
     callbacks.push_update_reference(move |name, status| {
         if let Some(status) = status {
@@ -253,7 +309,8 @@ impl SmartSubtransport for Subtransport {
             .as_mut()
             .and_then(|table| table.remove(&token))
             .ok_or_else(|| git2::Error::from_str("no tunnel is open for this push"))?;
-        let mut stream = Stream { channel: pending.channel, bytes_sent: pending.bytes_sent };
+        // libgit2 reports its own progress (see `libgit2_push`).
+        let mut stream = Stream { channel: pending.channel, bytes_sent: pending.bytes_sent, wrote: |_| {} };
         stream
             .write_all(&pending.request)
             .map_err(|err| git2::Error::from_str(&format!("cannot reach the git daemon: {err}")))?;
@@ -265,22 +322,25 @@ impl SmartSubtransport for Subtransport {
     }
 }
 
-/// The tunnel as libgit2 sees it: a byte stream that counts what is sent.
-struct Stream {
+/// The tunnel as a byte stream that counts what is sent, and tells `wrote` the count after each
+/// write.
+struct Stream<F: FnMut(u64)> {
     channel: TimedChannel,
     bytes_sent: Arc<AtomicU64>,
+    wrote: F,
 }
 
-impl Read for Stream {
+impl<F: FnMut(u64)> Read for Stream<F> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.channel.read(buf)
     }
 }
 
-impl Write for Stream {
+impl<F: FnMut(u64)> Write for Stream<F> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let written = self.channel.write(buf)?;
-        self.bytes_sent.fetch_add(written as u64, Ordering::Relaxed);
+        let sent = self.bytes_sent.fetch_add(written as u64, Ordering::Relaxed) + written as u64;
+        (self.wrote)(sent);
         Ok(written)
     }
 

@@ -44,6 +44,17 @@ pub struct Sent {
     pub build_bytes: u64,
 }
 
+/// How far a push's pack has got, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackProgress {
+    /// It starts to be sent: its `objects` (from its header), and its size in `bytes` when it
+    /// was made before it is sent (a pack [`SharedPacks`] holds); `None` when it streams from
+    /// `git pack-objects` as it is made.
+    Starts { objects: u64, bytes: Option<u64> },
+    /// All of it is sent: the server stores it, then reports.
+    Sent,
+}
+
 /// Pushes `source` (a commit of `repo` and its ref) and, with `build`, the release commit that
 /// lays the build output over it, through `stream`, which must already be connected to a
 /// receive-pack server (for git://, after the request line). A ref the server refuses is an
@@ -57,6 +68,19 @@ pub fn push<S: Read + Write>(
     source: Update<'_>,
     build: Option<Update<'_>>,
     shared: Option<&SharedPacks>,
+) -> Result<Sent, String> {
+    push_observed(repo, stream, source, build, shared, &mut |_| {})
+}
+
+/// Like [`push`], telling `pack` what the pack holds as it starts and when it is all sent (for
+/// progress reports); it is not called when nothing needs sending.
+pub fn push_observed<S: Read + Write>(
+    repo: &git2::Repository,
+    stream: &mut S,
+    source: Update<'_>,
+    build: Option<Update<'_>>,
+    shared: Option<&SharedPacks>,
+    pack: &mut dyn FnMut(PackProgress),
 ) -> Result<Sent, String> {
     let advertisement = read_advertisement(stream)?;
     let old = |refname: &str| {
@@ -118,9 +142,12 @@ pub fn push<S: Read + Write>(
 
     let spec = PackSpec { source: source.sha, build: build.map(|build| build.sha), haves, shallow, ofs_delta };
     let sent = match shared {
-        Some(shared) => shared.pack(repo, &spec).and_then(|pack| pack.send(stream)),
-        None => send_pack(repo, &spec, stream),
+        Some(shared) => shared.pack(repo, &spec).and_then(|spooled| spooled.send(stream, pack)),
+        None => send_pack(repo, &spec, stream, pack),
     };
+    if sent.is_ok() {
+        pack(PackProgress::Sent);
+    }
     let refnames: Vec<&str> = commands.iter().map(|(_, update)| update.refname).collect();
     match sent {
         Ok(sent) => read_report(stream, side_band)?.judge(&refnames).map(|()| sent),
@@ -207,7 +234,7 @@ impl SharedPacks {
         slot.get_or_init(|| {
             let mut file =
                 tempfile::tempfile().map_err(|err| format!("cannot make a temporary file for the pack: {err}"))?;
-            let sent = send_pack(repo, spec, &mut file)?;
+            let sent = send_pack(repo, spec, &mut file, &mut |_| {})?;
             Ok(Arc::new(Spooled { file, sent }))
         })
         .clone()
@@ -216,7 +243,9 @@ impl SharedPacks {
 
 impl Spooled {
     /// Writes the whole pack into `stream` (reading at offsets: several pushes read it at once).
-    fn send<W: Write>(&self, stream: &mut W) -> Result<Sent, String> {
+    fn send<W: Write>(&self, stream: &mut W, pack: &mut dyn FnMut(PackProgress)) -> Result<Sent, String> {
+        let size = self.file.metadata().map_err(|err| format!("cannot read the spooled pack: {err}"))?.len();
+        pack(PackProgress::Starts { objects: self.sent.objects, bytes: Some(size) });
         let mut buffer = vec![0u8; 64 * 1024];
         let mut offset = 0;
         loop {
@@ -276,8 +305,14 @@ const TRAILER: usize = 20;
 /// output's part is made apart, by a second `git pack-objects` over the objects the release
 /// commit adds, with the trees of the server's tips as bases (the previous release's binaries
 /// among them: it is no ancestor, so the first kind would miss it), and joined to the first
-/// into one pack, so its bytes can be counted.
-fn send_pack<W: Write>(repo: &git2::Repository, spec: &PackSpec, stream: &mut W) -> Result<Sent, String> {
+/// into one pack, so its bytes can be counted. `pack` hears that it starts once the headers are
+/// read.
+fn send_pack<W: Write>(
+    repo: &git2::Repository,
+    spec: &PackSpec,
+    stream: &mut W,
+    pack: &mut dyn FnMut(PackProgress),
+) -> Result<Sent, String> {
     let mut revisions = format!("{}\n", spec.source);
     for have in &spec.haves {
         revisions.push_str(&format!("^{have}\n"));
@@ -292,6 +327,7 @@ fn send_pack<W: Write>(repo: &git2::Repository, spec: &PackSpec, stream: &mut W)
         let copied = source
             .stdout()
             .read_exact(&mut header)
+            .inspect(|()| pack(PackProgress::Starts { objects: object_count(&header), bytes: None }))
             .and_then(|()| stream.write_all(&header))
             .and_then(|()| io::copy(source.stdout(), stream).map(drop));
         source.finish(copied)?;
@@ -314,6 +350,7 @@ fn send_pack<W: Write>(repo: &git2::Repository, spec: &PackSpec, stream: &mut W)
         source.stdout().read_exact(&mut headers[0])?;
         build.stdout().read_exact(&mut headers[1])?;
         let objects = object_count(&headers[0]) + object_count(&headers[1]);
+        pack(PackProgress::Starts { objects, bytes: None });
         let mut header = headers[0];
         header[8..].copy_from_slice(&u32::try_from(objects).unwrap_or(u32::MAX).to_be_bytes());
         stream.write_all(&header)?;
@@ -442,6 +479,8 @@ fn copy_entries<R: Read, W: Write>(from: &mut R, to: &mut W, hasher: &mut Sha1) 
 struct PackObjects {
     child: Option<std::process::Child>,
     stdout: std::process::ChildStdout,
+    /// A signal to the deployer alone reaches it too (it may compress for long before it writes).
+    _watched: crate::interrupt::LocalProcess,
 }
 
 impl PackObjects {
@@ -459,8 +498,9 @@ impl PackObjects {
             .map_err(|err| format!("cannot run `git pack-objects`: {err}"))?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
+        let watched = crate::interrupt::LocalProcess::alone(child.id());
         // Dropped on an early return, which kills the process.
-        let pack = PackObjects { child: Some(child), stdout };
+        let pack = PackObjects { child: Some(child), stdout, _watched: watched };
         // pack-objects reads its whole input before it writes: no deadlock on the pipes.
         stdin.write_all(input.as_bytes()).map_err(|err| format!("cannot feed `git pack-objects`: {err}"))?;
         drop(stdin);
@@ -705,7 +745,7 @@ mod tests {
         let started = std::time::Instant::now();
         let source = commit.to_string();
         let spec = PackSpec { source: &source, build: None, haves: Vec::new(), shallow: Vec::new(), ofs_delta: true };
-        let err = send_pack(&repo, &spec, &mut Gone).unwrap_err();
+        let err = send_pack(&repo, &spec, &mut Gone, &mut |_| {}).unwrap_err();
         assert!(err.contains("connection to the server was lost"), "{err}");
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
     }

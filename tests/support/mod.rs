@@ -226,6 +226,22 @@ impl World {
     }
 }
 
+impl World {
+    /// Routes the app to its server through a relay that holds every chunk 100 ms each way: a
+    /// 200 ms round trip, which caps SSH's window (2 MB) at about 10 MB/s, so that a push of
+    /// [`World::commit_big`] takes seconds on any machine. Keep the relay while it is needed.
+    pub fn behind_a_slow_link(&self) -> xtask_deploy::relay::Relay {
+        let relay = xtask_deploy::relay::Relay::start(self.server.port(), Duration::from_millis(100)).unwrap();
+        self.route_through(relay.port());
+        relay
+    }
+
+    /// Commits 20 MB that do not compress (a pack of about 16 MB); returns the commit's SHA.
+    pub fn commit_big(&self) -> String {
+        self.commit("assets/big.bin", &incompressible(20_000_000, 11))
+    }
+}
+
 /// A second server for `world`'s app: its own loopback sshd, which accepts the world's key and
 /// is in the world's known_hosts, with its own `deploy_to` (returned), added to the manifest.
 pub fn add_server(world: &World) -> (LoopbackServer, PathBuf) {

@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use support::{incompressible, read_until, World};
+use xtask_deploy::exit;
 
 fn xtask(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
@@ -183,33 +184,106 @@ enum Interruption {
 
 #[test]
 fn a_deploy_killed_mid_push_leaves_no_daemon_and_current_untouched() {
-    interrupt_mid_push(Interruption::Signal("KILL"));
+    let stopped = interrupt_mid_push(Interruption::Signal("KILL"));
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&stopped.exit), Some(9));
 }
 
 #[test]
-fn a_deploy_interrupted_by_ctrl_c_mid_push_leaves_no_daemon_and_current_untouched() {
-    interrupt_mid_push(Interruption::Signal("INT"));
+fn a_deploy_interrupted_by_ctrl_c_mid_push_says_so_ends_its_events_and_exits_130() {
+    let stopped = interrupt_mid_push(Interruption::Signal("INT"));
+    assert_stopped_by(&stopped, "SIGINT", exit::INTERRUPTED);
+}
+
+#[test]
+fn a_deploy_terminated_mid_push_says_so_ends_its_events_and_exits_143() {
+    let stopped = interrupt_mid_push(Interruption::Signal("TERM"));
+    assert_stopped_by(&stopped, "SIGTERM", exit::TERMINATED);
 }
 
 #[test]
 fn a_connection_cut_mid_push_leaves_no_daemon_and_current_untouched() {
-    interrupt_mid_push(Interruption::ConnectionCut);
+    let stopped = interrupt_mid_push(Interruption::ConnectionCut);
+    assert_eq!(stopped.exit.code(), Some(i32::from(exit::REMOTE)), "{}", stopped.stderr);
+    assert!(stopped.stderr.contains("error:"), "the deployer should report the lost connection:\n{}", stopped.stderr);
 }
 
-/// Starts a deploy of a large commit, interrupts it as soon as the push starts, and checks that
-/// the server is left as it was and the next deploy just works.
-fn interrupt_mid_push(how: Interruption) {
+/// How a deploy under test ended.
+struct Stopped {
+    exit: std::process::ExitStatus,
+    /// Its `--json` events.
+    events: Vec<serde_json::Value>,
+    stderr: String,
+    /// From the interruption to the exit.
+    took: Duration,
+}
+
+/// `cargo xtask deploy --json` of `world`'s app, its stdout and stderr piped.
+fn spawn_json_deploy(world: &World) -> std::process::Child {
+    let manifest = world.app.manifest_path();
+    let mut command = xtask(&["deploy", "--json", "--manifest-path", manifest.to_str().unwrap()]);
+    command.stderr(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap()
+}
+
+/// Sends `signal` (`INT`, `KILL`) to process `pid`.
+fn send(signal: &str, pid: u32) {
+    assert!(Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap().success());
+}
+
+impl Stopped {
+    /// Waits for `child`, stopped at `interrupted`, to end. `stderr`: its stderr when it was
+    /// taken to be read as the child ran, with what was read so far.
+    fn wait(
+        mut child: std::process::Child,
+        stderr: Option<(BufReader<std::process::ChildStderr>, String)>,
+        interrupted: std::time::Instant,
+    ) -> Stopped {
+        let mut text = String::new();
+        if let Some((mut rest, seen)) = stderr {
+            text = seen;
+            std::io::Read::read_to_string(&mut rest, &mut text).unwrap();
+        }
+        let stdout = child.stdout.take().unwrap();
+        let exit = child.wait().unwrap();
+        let took = interrupted.elapsed();
+        if let Some(mut rest) = child.stderr.take() {
+            std::io::Read::read_to_string(&mut rest, &mut text).unwrap();
+        }
+        let events = std::io::read_to_string(stdout).unwrap();
+        let events = events.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        Stopped { exit, events, stderr: text, took }
+    }
+}
+
+/// A deploy stopped by `signal` (`SIGINT`) ended promptly with the exit code `code`, its error
+/// naming the signal and what it left, and its JSON events ending with `summary` and `exit`.
+fn assert_stopped_by(stopped: &Stopped, signal: &str, code: u8) {
+    let stderr = &stopped.stderr;
+    eprintln!("{signal}: the deployer exited {:?} after it, saying:\n{stderr}", stopped.took);
+    assert_eq!(stopped.exit.code(), Some(i32::from(code)), "{stderr}");
+    assert!(stopped.took < Duration::from_secs(3), "stopping took {:?}:\n{stderr}", stopped.took);
+    let message = format!("error: interrupted ({signal}): no server was changed");
+    assert!(stderr.contains(&message), "no `{message}`:\n{stderr}");
+    assert!(stderr.trim_end().lines().last().unwrap().starts_with("error: interrupted"), "{stderr}");
+    let names: Vec<&str> = stopped.events.iter().map(|event| event["event"].as_str().unwrap()).collect();
+    assert_eq!(names[names.len() - 3..], ["failed", "summary", "exit"], "{names:?}");
+    let summary = &stopped.events[names.len() - 2];
+    assert_eq!((summary["outcome"].as_str(), summary["exit_code"].as_u64()), (Some("interrupted"), Some(code.into())));
+    assert_eq!(summary["servers"][0]["status"], "unchanged");
+    assert_eq!(summary["servers"][0]["error"], serde_json::Value::Null, "the cut connection is no server's fault");
+    let end = &stopped.events[names.len() - 1];
+    assert_eq!((end["command"].as_str(), end["exit_code"].as_u64()), (Some("deploy"), Some(code.into())));
+    assert!(end["error"].as_str().unwrap().starts_with(&format!("interrupted ({signal})")), "{end}");
+}
+
+/// Starts a deploy (`--json`) of a large commit, interrupts it as soon as the push starts, and
+/// checks that the server is left as it was and the next deploy just works.
+fn interrupt_mid_push(how: Interruption) -> Stopped {
     let world = World::new();
     world.setup();
     let before = world.deploy();
     let big_sha = world.commit("assets/big.bin", &incompressible(12_000_000, 7));
 
-    let manifest = world.app.manifest_path();
-    let mut child = xtask(&["deploy", "--manifest-path", manifest.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_json_deploy(&world);
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let seen = read_until(&mut stderr, "Pushing");
     assert!(!world.daemons().is_empty(), "the daemon should be running during the push");
@@ -218,18 +292,13 @@ fn interrupt_mid_push(how: Interruption) {
         Interruption::ConnectionCut => world.server.session_pids().into_iter().map(|pid| ("KILL", pid)).collect(),
     };
     assert!(!targets.is_empty(), "{how:?}: nothing to interrupt");
+    let interrupted = std::time::Instant::now();
     for (signal, pid) in targets {
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
-        assert!(status.success());
+        send(signal, pid);
     }
-    let exit = child.wait().unwrap();
-    assert!(!exit.success(), "{how:?} did not stop the deploy");
-    let mut rest = String::new();
-    let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
-    assert!(!rest.contains("Pushed"), "the push had finished before {how:?}:\n{seen}{rest}");
-    if let Interruption::ConnectionCut = how {
-        assert!(rest.contains("error:"), "the deployer should report the lost connection:\n{rest}");
-    }
+    let stopped = Stopped::wait(child, Some((stderr, seen)), interrupted);
+    assert!(!stopped.exit.success(), "{how:?} did not stop the deploy");
+    assert!(!stopped.stderr.contains("Pushed"), "the push had finished before {how:?}:\n{}", stopped.stderr);
 
     assert_eq!(world.daemons_after(Duration::from_secs(10)), vec![], "daemon left after {how:?}");
     // The lock went with the connection: its keeper saw its stdin close.
@@ -249,6 +318,118 @@ fn interrupt_mid_push(how: Interruption) {
     assert_ne!(current, before.release);
     assert_eq!(world.revision_of(&current), big_sha);
     assert_eq!(world.daemons(), vec![]);
+    stopped
+}
+
+#[test]
+fn a_deploy_terminated_in_its_build_stops_the_build_and_changes_no_server() {
+    let world = World::new();
+    world.setup();
+    let before = world.deploy();
+    let (child, build) = deploy_with_a_slow_build(&world, "");
+    let interrupted = std::time::Instant::now();
+    // To the deployer alone, as a CI runner or a service manager sends it.
+    send("TERM", child.id());
+    let stopped = Stopped::wait(child, None, interrupted);
+    assert_stopped_by(&stopped, "SIGTERM", exit::TERMINATED);
+    for pid in build {
+        assert!(!running(pid), "the build's process {pid} still runs");
+    }
+    assert_eq!(world.current(), Some(before.release.clone()));
+    assert_eq!(world.releases(), vec![before.release]);
+    assert!(support::wait_until(Duration::from_secs(10), || !world.locked()), "the lock was left");
+    assert_eq!(world.daemons(), vec![]);
+}
+
+#[test]
+fn a_second_signal_ends_the_deployer_at_once_when_its_build_ignores_the_first() {
+    let world = World::new();
+    world.setup();
+    let (mut child, build) = deploy_with_a_slow_build(&world, "trap '' INT TERM; ");
+    send("TERM", child.id());
+    // The build ignores it, and the deployer waits for its build.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(child.try_wait().unwrap().is_none(), "the deployer did not wait for its build");
+    let again = std::time::Instant::now();
+    send("TERM", child.id());
+    let stopped = Stopped::wait(child, None, again);
+    assert_eq!(stopped.exit.code(), Some(i32::from(exit::TERMINATED)), "{}", stopped.stderr);
+    assert!(stopped.took < Duration::from_secs(2), "the second signal took {:?}", stopped.took);
+    for pid in build {
+        assert!(!running(pid), "the build's process {pid} still runs");
+    }
+    // At once: no summary, no exit event.
+    let names: Vec<&str> = stopped.events.iter().map(|event| event["event"].as_str().unwrap()).collect();
+    assert!(!names.contains(&"summary") && !names.contains(&"exit"), "{names:?}");
+    assert!(support::wait_until(Duration::from_secs(10), || !world.locked()), "the lock was left");
+}
+
+/// Starts a deploy (`--json`) of `world`'s app whose build command runs `prefix` then a child
+/// of its own for a minute (as `cargo build` runs rustc); returns it once the build runs, with
+/// the build's process and its child.
+fn deploy_with_a_slow_build(world: &World, prefix: &str) -> (std::process::Child, Vec<u32>) {
+    let pids = world.server.dir().join("build-pids");
+    fs::create_dir_all(&pids).unwrap();
+    let dir = pids.display();
+    let build = format!(
+        "{prefix}echo $$ > '{dir}/build'; sleep 60 & echo $! > '{dir}/new' && mv '{dir}/new' '{dir}/child'; wait"
+    );
+    let build = xtask_deploy::loopback::toml_string(&format!("sh -c {}", xtask_deploy::shell::quote(&build)));
+    world.edit_manifest(|text| {
+        text.replace("[package.metadata.deploy]\n", &format!("[package.metadata.deploy]\nbuild = [{build}]\n"))
+    });
+    world.app.commit_all("a slow build").unwrap();
+    let child = spawn_json_deploy(world);
+    assert!(support::wait_until(Duration::from_secs(30), || pids.join("child").exists()), "the build did not start");
+    let read = |name: &str| fs::read_to_string(pids.join(name)).unwrap().trim().parse::<u32>().unwrap();
+    (child, ["build", "child"].map(read).into())
+}
+
+#[test]
+fn a_deploy_interrupted_while_connecting_stops_at_once() {
+    // A server that takes the connection and never says a word: the SSH handshake would wait
+    // for it until `timeouts.connect`.
+    let world = World::with_config("timeouts = { connect = 60 }");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    world.edit_manifest(|text| text.replace(&format!("port = {}\n", world.server.port()), &format!("port = {port}\n")));
+    world.app.commit_all("a server that never answers").unwrap();
+    let mut child = spawn_json_deploy(&world);
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let seen = read_until(&mut stderr, "Deploying");
+    std::thread::sleep(Duration::from_millis(300));
+    let interrupted = std::time::Instant::now();
+    send("INT", child.id());
+    let stopped = Stopped::wait(child, Some((stderr, seen)), interrupted);
+    assert_stopped_by(&stopped, "SIGINT", exit::INTERRUPTED);
+}
+
+#[test]
+fn on_a_terminal_the_servers_line_shows_the_push_progress() {
+    let world = World::new();
+    let _relay = world.behind_a_slow_link();
+    world.setup();
+    world.commit_big();
+    // `script` runs the deploy on a terminal of its own and copies what it drew to stdout.
+    let manifest = world.app.manifest_path();
+    let deploy = format!("{} deploy --manifest-path {}", env!("CARGO_BIN_EXE_xtask"), support::quote_path(&manifest));
+    let output = Command::new("script").args(["-qec", &deploy, "/dev/null"]).stdin(Stdio::null()).output().unwrap();
+    let drawn = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{drawn}");
+    // The server's line, redrawn in place: bytes, the pack's objects, the rate; then the end.
+    let lines: Vec<&str> = drawn.split(['\r', '\n', '\x1b']).map(str::trim_end).collect();
+    let shown = |verb: &str, tail: &str| {
+        lines.iter().any(|line| line.contains(verb) && line.contains(" objects") && line.ends_with(tail))
+    };
+    assert!(shown("  Pushing ", " MiB/s"), "no progress line:\n{drawn}");
+    assert!(shown("  Sent ", " MiB, 9 objects; the server stores them"), "no end of the pack:\n{drawn}");
+}
+
+/// Whether process `pid` runs (exists, and is not a zombie waiting to be reaped).
+fn running(pid: u32) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name, which is in parentheses.
+    stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'))
 }
 
 #[test]

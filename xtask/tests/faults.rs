@@ -1,11 +1,13 @@
 //! The fault matrix: a deploy (the real CLI, against the loopback sshd) is held at each phase,
-//! then either killed with SIGKILL or cut off (the server-side sshd processes of its
-//! connection killed). After each: `current` points at the old, complete release (after the
-//! switch and before the deploy was confirmed, the server went back to it by itself, ran the
-//! restart hook for it and marked the new one bad), no process of the deploy runs on the server
-//! within a few seconds, the lock is released, no unfinished release is left, and the next
-//! deploy succeeds without any manual step. Each test is one column of the matrix, for one transport and one
-//! fault; it prints its rows and writes them to `$CARGO_TARGET_TMPDIR/fault-matrix-*.md`.
+//! then either killed with SIGKILL, cut off (the server-side sshd processes of its connection
+//! killed), or sent SIGINT or SIGTERM (it must stop within 2 s, exit 130 or 143, and say what
+//! it left, which the checks below find). After each: `current` points at the old, complete
+//! release (after the switch and before the deploy was confirmed, the server went back to it
+//! by itself, ran the restart hook for it and marked the new one bad), no process of the
+//! deploy runs on the server within a few seconds, the lock is released, no unfinished release
+//! is left, and the next deploy succeeds without any manual step. Each test is one column of
+//! the matrix, for one transport and one fault; it prints its rows and writes them to
+//! `$CARGO_TARGET_TMPDIR/fault-matrix-*.md`.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -52,6 +54,11 @@ enum Fault {
     Kill,
     /// The SSH connection is cut from the server's side (its sshd processes killed).
     Cut,
+    /// The deploying process gets SIGINT (Ctrl-C): it stops, says where it left the servers,
+    /// and exits 130.
+    Interrupt,
+    /// The deploying process gets SIGTERM: as SIGINT, exit 143.
+    Terminate,
 }
 
 #[test]
@@ -62,6 +69,16 @@ fn daemon_transport_deployer_killed_at_each_phase() {
 #[test]
 fn daemon_transport_connection_cut_at_each_phase() {
     column("daemon", Fault::Cut);
+}
+
+#[test]
+fn daemon_transport_deployer_interrupted_at_each_phase() {
+    column("daemon", Fault::Interrupt);
+}
+
+#[test]
+fn exec_transport_deployer_terminated_at_each_phase() {
+    column("exec", Fault::Terminate);
 }
 
 #[test]
@@ -148,8 +165,13 @@ fn case(transport: &str, phase: Phase, fault: Fault) -> String {
         panic!("{name}: the deploy never reached the point:\n{}", String::from_utf8_lossy(&output.stderr));
     }
 
+    let faulted = Instant::now();
     match (fault, &relay) {
         (Fault::Kill, _) => child.kill().unwrap(),
+        (Fault::Interrupt | Fault::Terminate, _) => {
+            let signal = if fault == Fault::Interrupt { "-INT" } else { "-TERM" };
+            assert!(Command::new("kill").arg(signal).arg(child.id().to_string()).status().unwrap().success());
+        }
         (Fault::Cut, Some(relay)) => relay.mode.store(CUT, Ordering::SeqCst),
         (Fault::Cut, None) => {
             let sessions = world.server.session_pids();
@@ -160,10 +182,30 @@ fn case(transport: &str, phase: Phase, fault: Fault) -> String {
         }
     }
     let output = child.wait_with_output().unwrap();
+    let exited_after = faulted.elapsed();
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     assert!(!output.status.success(), "{name}: the deploy succeeded despite the fault:\n{stderr}");
     if fault == Fault::Cut {
         assert!(stderr.contains("error:"), "{name}: a cut connection must be reported:\n{stderr}");
+    }
+    if let Some((signal, code)) = match fault {
+        Fault::Interrupt => Some(("SIGINT", xtask_deploy::exit::INTERRUPTED)),
+        Fault::Terminate => Some(("SIGTERM", xtask_deploy::exit::TERMINATED)),
+        _ => None,
+    } {
+        eprintln!("{name}: the deployer exited {exited_after:?} after {signal}");
+        assert_eq!(output.status.code(), Some(i32::from(code)), "{name}:\n{stderr}");
+        assert!(exited_after < Duration::from_secs(2), "{name}: it took {exited_after:?} to stop:\n{stderr}");
+        // What it says the servers are left with is what the checks below find.
+        let state = match phase {
+            Phase::Connecting | Phase::DaemonStart | Phase::MidPush => "no server was changed",
+            Phase::Extracting | Phase::BeforeSwitch => "no server switched `current`; each server removes",
+            // Exactly: the switch's own output said so (no "may have").
+            Phase::AfterSwitch | Phase::HealthCheck => "went live on root@127.0.0.1",
+        };
+        let error = stderr.lines().find(|line| line.starts_with("error: ")).unwrap_or_default();
+        assert!(error.starts_with(&format!("error: interrupted ({signal})")), "{name}:\n{stderr}");
+        assert!(error.contains(state), "{name}: not `{state}`:\n{stderr}");
     }
 
     // Whatever was held is still held: anything of ours left running would show.

@@ -717,3 +717,83 @@ fn each_hook_is_named_by_its_command_when_it_runs_and_when_it_fails() {
     let error = find(&lines, "summary")["error"].as_str().unwrap().to_string();
     assert!(error.contains("after_update failed") && error.contains("`test -e no-such-file`"), "{error}");
 }
+
+/// Deploys (`--json`) a commit that adds 20 MB that do not compress, to `world`'s server
+/// through a slow link (see [`World::behind_a_slow_link`]), and returns its output.
+fn deploy_a_long_push(world: &World) -> Output {
+    let _relay = world.behind_a_slow_link();
+    assert_eq!(code(&run(world, &["deploy-setup"])), 0);
+    world.commit_big();
+    let output = run(world, &["deploy", "--json"]);
+    assert_eq!(code(&output), 0, "{}", stderr_of(&output));
+    output
+}
+
+/// The `push_progress` events of `server`: at least one, all between its `pushing` and
+/// `pushed`, a second or more apart (from a second into the push) but for the last, which says
+/// the pack is all sent, with bytes that grow up to `pushed`'s.
+fn push_progress<'a>(lines: &'a [Value], server: &str) -> Vec<&'a Value> {
+    let of = |event: &str| lines.iter().position(|line| line["event"] == event && line["server"] == server);
+    let (pushing, pushed) = (of("pushing").unwrap(), of("pushed").unwrap());
+    let progress: Vec<&Value> =
+        lines.iter().filter(|line| line["event"] == "push_progress" && line["server"] == server).collect();
+    assert!(!progress.is_empty(), "no progress for {server}: {:?}", names(lines));
+    let at = |event: &Value| lines.iter().position(|line| std::ptr::eq(line, event)).unwrap();
+    assert!(progress.iter().all(|event| (pushing..pushed).contains(&at(event))), "progress outside the push");
+    let (mut bytes, mut elapsed) = (0, 0);
+    for (index, event) in progress.iter().enumerate() {
+        let (now, at) = (event["bytes"].as_u64().unwrap(), event["elapsed_ms"].as_u64().unwrap());
+        assert!(now > bytes, "bytes did not grow: {progress:?}");
+        let last = index + 1 == progress.len();
+        assert!(at >= elapsed + 1000 || (last && index > 0), "more than one a second: {progress:?}");
+        (bytes, elapsed) = (now, at);
+    }
+    // The last says the pack is through: what the push sent in all (it writes nothing after).
+    let end = progress.last().unwrap();
+    assert_eq!((&end["bytes"], &end["total_bytes"]), (&lines[pushed]["bytes_sent"], &lines[pushed]["bytes_sent"]));
+    assert_eq!(end["percent"], 100, "{end}");
+    eprintln!("{server}: {} progress events, then {}", progress.len(), lines[pushed]);
+    for event in &progress {
+        eprintln!("  {event}");
+    }
+    progress
+}
+
+#[test]
+fn a_long_push_reports_its_progress_at_most_once_a_second() {
+    let world = World::new();
+    let output = deploy_a_long_push(&world);
+    let lines = json_lines(&output);
+    let pushed = find(&lines, "pushed");
+    let progress = push_progress(&lines, pushed["server"].as_str().unwrap());
+    // One server's pack streams from `git pack-objects` as it is made: its size is known only
+    // at its end.
+    let (end, before) = progress.split_last().unwrap();
+    assert!(before.iter().all(|event| event["total_bytes"].is_null() && event["percent"].is_null()), "{before:?}");
+    assert_eq!(end["percent"], 100);
+    assert_eq!(progress.last().unwrap()["objects"], pushed["objects"], "the pack's objects, from its header");
+    // Not a terminal: a push shorter than 10 s prints no progress line among the status lines.
+    let stderr = stderr_of(&output);
+    assert!(!stderr.lines().any(|line| line.contains("Pushing") && line.contains("/s")), "{stderr}");
+}
+
+#[test]
+fn with_several_servers_the_push_progress_knows_the_packs_size() {
+    let world = World::new();
+    let (_second, _) = add_server(&world);
+    let output = deploy_a_long_push(&world);
+    let lines = json_lines(&output);
+    // The server behind the relay, whose push takes seconds.
+    let server = find(&lines, "started")["servers"][0].as_str().unwrap().to_string();
+    let pushed = lines.iter().find(|line| line["event"] == "pushed" && line["server"] == server.as_str()).unwrap();
+    let mut percent = 0;
+    for event in push_progress(&lines, &server) {
+        // Made once for both servers before it is sent, the pack has a size: what the bytes
+        // sent come to, to the byte, once it is through.
+        assert_eq!(event["total_bytes"], pushed["bytes_sent"], "{event}");
+        let now = event["percent"].as_u64().unwrap();
+        assert_eq!(now, event["bytes"].as_u64().unwrap() * 100 / pushed["bytes_sent"].as_u64().unwrap());
+        assert!(now >= percent && now <= 100, "{event}");
+        percent = now;
+    }
+}

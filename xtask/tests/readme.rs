@@ -51,6 +51,8 @@ fn the_exit_code_table_is_the_code() {
         (exit::PARTIAL, "PARTIAL"),
         (exit::CHECK_FAILED, "CHECK_FAILED"),
         (exit::ROLLED_BACK, "ROLLED_BACK"),
+        (exit::INTERRUPTED, "INTERRUPTED"),
+        (exit::TERMINATED, "TERMINATED"),
     ]
     .into_iter()
     .map(|(code, name)| (code, name.to_string()))
