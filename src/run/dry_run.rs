@@ -32,7 +32,7 @@ pub fn dry_run(config: &Config, options: &DeployOptions, reporter: &mut dyn Repo
         });
 
     let existing = views.iter().flatten().flat_map(|view| view.state.releases.iter().map(|(name, _)| name.as_str()));
-    let mut release = super::release_for(&local, plan::release_name(time::OffsetDateTime::now_utc(), existing));
+    let mut release = super::release_for(&local, plan::release_name(plan::UtcSecond::now(), existing));
     if !config.artifacts.is_empty() {
         release.build = Some(plan::BUILD_PENDING.to_string());
     }
