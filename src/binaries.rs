@@ -367,14 +367,27 @@ fn unreadable(display: &str, err: std::io::Error) -> String {
 }
 
 /// Every ELF file among `artifacts` (each a local file or directory and its path in the
-/// release) with what it needs. An artifact that does not exist is an error.
+/// release) with what it needs. An artifact that does not exist, or is neither a file nor a
+/// directory, is an error that says what to do.
 pub fn scan_artifacts<'a>(artifacts: impl IntoIterator<Item = (&'a Path, &'a str)>) -> Result<Vec<Needs>, String> {
     let mut found = Vec::new();
     for (local, path) in artifacts {
-        if fs::metadata(local).is_err() {
-            return Err(format!("artifact `{path}` is not at `{}`: did the build make it?", local.display()));
+        match fs::metadata(local) {
+            Err(_) => {
+                return Err(format!(
+                    "artifact `{path}` is not at `{}` after the build: have a `build` command make it there, or \
+                     correct its path in `artifacts`",
+                    local.display()
+                ))
+            }
+            Ok(metadata) if !metadata.is_file() && !metadata.is_dir() => {
+                return Err(format!(
+                    "artifact `{path}` at `{}` is neither a file nor a directory: a release holds only those",
+                    local.display()
+                ))
+            }
+            Ok(_) => found.extend(scan(local, path)?),
         }
-        found.extend(scan(local, path)?);
     }
     Ok(found)
 }

@@ -44,18 +44,16 @@ pub struct ReleaseCommit {
     pub sizes: Vec<(String, u64)>,
 }
 
-/// Makes the release commit of `release_name`: the tree of commit `source` with each of
-/// `artifacts` laid over it (replacing whatever the source has at that path), with `source` as
-/// its only parent, kept under [`LOCAL_REFS`]`<release_name>`. Artifacts inside a submodule's
-/// directory (`submodule_paths`) are refused: the submodule's files would replace them. Only
-/// the newest `keep` release commits stay referenced.
+/// Makes a release commit: the tree of commit `source` with each of `artifacts` laid over it
+/// (replacing whatever the source has at that path), with `source` as its only parent.
+/// Artifacts inside a submodule's directory (`submodule_paths`) are refused: the submodule's
+/// files would replace them. It is on no ref until [`keep`] names it: it can be made before
+/// the release's name is known (before any server is reached).
 pub fn make(
     repo: &git2::Repository,
     source: &str,
-    release_name: &str,
     artifacts: &[Artifact],
     submodule_paths: &[String],
-    keep: usize,
 ) -> Result<ReleaseCommit, Error> {
     let git = |what: &str, err: git2::Error| Error::local(format!("cannot {what}: {}", err.message()));
     let source_oid = git2::Oid::from_str(source).map_err(|err| git("read the deployed commit", err))?;
@@ -130,14 +128,22 @@ pub fn make(
     let signature =
         git2::Signature::now("xtask-deploy", "xtask-deploy@localhost").map_err(|err| git("sign the commit", err))?;
     let paths: Vec<&str> = artifacts.iter().map(|artifact| artifact.path.as_str()).collect();
-    let message = format!("Release {release_name} of {source}\n\nBuild output: {}\n", paths.join(", "));
+    let message = format!("Build output of {source}\n\nArtifacts: {}\n", paths.join(", "));
     let commit = repo
         .commit(None, &signature, &signature, &message, &tree, &[&source_commit])
         .map_err(|err| git("make the release commit", err))?;
-    repo.reference(&format!("{LOCAL_REFS}{release_name}"), commit, true, "xtask-deploy: release commit")
-        .map_err(|err| git("keep the release commit", err))?;
-    prune(repo, keep)?;
     Ok(ReleaseCommit { sha: commit.to_string(), sizes })
+}
+
+/// Keeps the release commit `sha` under [`LOCAL_REFS`]`<release_name>`, so that the next
+/// deploy has its binaries to make deltas against; only the newest `keep` release commits
+/// stay referenced.
+pub fn keep(repo: &git2::Repository, release_name: &str, sha: &str, keep: usize) -> Result<(), Error> {
+    let failed = |err: git2::Error| Error::local(format!("cannot keep the release commit: {}", err.message()));
+    let commit = git2::Oid::from_str(sha).map_err(failed)?;
+    repo.reference(&format!("{LOCAL_REFS}{release_name}"), commit, true, "xtask-deploy: release commit")
+        .map_err(failed)?;
+    prune(repo, keep)
 }
 
 /// Whether `path` is `dir` or lies below it.
@@ -303,7 +309,7 @@ mod tests {
             Artifact { local: build.join("app"), path: "target/release/app".into() },
             Artifact { local: build.join("dist"), path: "public".into() },
         ];
-        let made = make(&repo, &source, "20261129100000", &artifacts, &[], 5).unwrap();
+        let made = make(&repo, &source, &artifacts, &[]).unwrap();
 
         let commit = repo.find_commit(git2::Oid::from_str(&made.sha).unwrap()).unwrap();
         assert_eq!(commit.parent_ids().map(|id| id.to_string()).collect::<Vec<_>>(), vec![source.clone()]);
@@ -316,6 +322,9 @@ mod tests {
         ];
         assert_eq!(entries, expected);
         assert_eq!(made.sizes, vec![("target/release/app".into(), 11), ("public".into(), 13 + 9)]);
+        // On no ref until the release has a name (it is made before any server is reached).
+        assert!(repo.references_glob(&format!("{LOCAL_REFS}*")).unwrap().next().is_none());
+        keep(&repo, "20261129100000", &made.sha, 5).unwrap();
         let kept = repo.find_reference(&format!("{LOCAL_REFS}20261129100000")).unwrap();
         assert_eq!(kept.target().unwrap().to_string(), made.sha);
         // The deployed commit and the branch are untouched.
@@ -329,7 +338,7 @@ mod tests {
         fs::create_dir_all(&build).unwrap();
         fs::write(build.join("new.html"), "new").unwrap();
         let artifacts = [Artifact { local: build, path: "public".into() }];
-        let made = make(&repo, &source, "20261129100000", &artifacts, &[], 5).unwrap();
+        let made = make(&repo, &source, &artifacts, &[]).unwrap();
         let paths: Vec<String> = tree_entries(&repo, &made.sha).into_iter().map(|(path, ..)| path).collect();
         assert_eq!(paths, vec!["README", "public/new.html"]);
     }
@@ -338,20 +347,20 @@ mod tests {
     fn a_missing_artifact_and_one_inside_a_submodule_are_refused_by_name() {
         let (dir, repo, source) = repo_with(&[("a", "a")]);
         let missing = [Artifact { local: dir.path().join("nope"), path: "target/release/nope".into() }];
-        let err = make(&repo, &source, "20261129100000", &missing, &[], 5).unwrap_err().to_string();
+        let err = make(&repo, &source, &missing, &[]).unwrap_err().to_string();
         assert!(err.contains("`target/release/nope`") && err.contains("did the build make it?"), "{err}");
         fs::write(dir.path().join("x"), "x").unwrap();
         let inside = [Artifact { local: dir.path().join("x"), path: "libs/vendor/x".into() }];
-        let err = make(&repo, &source, "20261129100000", &inside, &["libs/vendor".into()], 5).unwrap_err().to_string();
+        let err = make(&repo, &source, &inside, &["libs/vendor".into()]).unwrap_err().to_string();
         assert!(err.contains("inside the submodule `libs/vendor`"), "{err}");
         let holding = [Artifact { local: dir.path().join("x"), path: "libs".into() }];
-        let err = make(&repo, &source, "20261129100000", &holding, &["libs/vendor".into()], 5).unwrap_err().to_string();
+        let err = make(&repo, &source, &holding, &["libs/vendor".into()]).unwrap_err().to_string();
         assert!(err.contains("holds the submodule `libs/vendor`"), "{err}");
         let nested = [
             Artifact { local: dir.path().join("x"), path: "a".into() },
             Artifact { local: dir.path().join("x"), path: "a/b".into() },
         ];
-        let err = make(&repo, &source, "20261129100000", &nested, &[], 5).unwrap_err().to_string();
+        let err = make(&repo, &source, &nested, &[]).unwrap_err().to_string();
         assert!(err.contains("artifacts `a` and `a/b` overlap"), "{err}");
     }
 
@@ -361,7 +370,8 @@ mod tests {
         fs::write(dir.path().join("bin"), "1").unwrap();
         let artifacts = [Artifact { local: dir.path().join("bin"), path: "bin".into() }];
         for name in ["20261129100001", "20261129100003", "20261129100002"] {
-            make(&repo, &source, name, &artifacts, &[], 2).unwrap();
+            let made = make(&repo, &source, &artifacts, &[]).unwrap();
+            keep(&repo, name, &made.sha, 2).unwrap();
         }
         let mut names: Vec<String> = repo
             .references_glob(&format!("{LOCAL_REFS}*"))

@@ -275,8 +275,8 @@ fn a_release_commit_travels_in_the_same_pack_its_binary_as_a_delta_counted_apart
             app.commit_all(&format!("round {round}")).unwrap()
         });
         let artifacts = [Artifact { local: binary.clone(), path: "target/release/app".into() }];
-        let release =
-            build_output::make(app.repo(), &sha, &format!("2026112910000{round}"), &artifacts, &[], 5).unwrap();
+        let release = build_output::make(app.repo(), &sha, &artifacts, &[]).unwrap();
+        build_output::keep(app.repo(), &format!("2026112910000{round}"), &release.sha, 5).unwrap();
         let mut server = ReceivePack::start(&bare);
         let written = std::cell::Cell::new(0);
         let mut stream = Counting(&mut server, &written);
@@ -335,7 +335,7 @@ fn an_artifact_equal_to_an_object_of_the_history_is_not_sent_twice() {
         let local = dir.path().join("lib.js");
         std::fs::write(&local, "vendored v1\n").unwrap();
         let artifacts = [Artifact { local, path: "public/lib.js".into() }];
-        let release = build_output::make(app.repo(), &sha, "20261129100000", &artifacts, &[], 5).unwrap();
+        let release = build_output::make(app.repo(), &sha, &artifacts, &[]).unwrap();
         let mut server = ReceivePack::start(&bare);
         let source = receive_pack::Update { sha: &sha, refname: "refs/heads/main" };
         let built = receive_pack::Update { sha: &release.sha, refname: build_output::REMOTE_REF };

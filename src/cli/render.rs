@@ -116,8 +116,11 @@ fn conclusion(dry_run: &crate::plan::DryRun) -> String {
     } else if !stopped.is_empty() {
         format!("A deploy now would stop at {} before changing anything.\n", stopped.join(", "))
     } else if dry_run.up_to_date() && !dry_run.force {
+        let steps = dry_run.servers.first().map(|server| server.steps.as_slice()).unwrap_or_default();
+        // The build runs before any server is reached, so before the deploy finds this out.
+        let built = if steps.iter().any(|step| step.phase == "build") { ", after its build" } else { "" };
         format!(
-            "{} is current on every server: a deploy would change nothing (exit 3) without `--force`.\n",
+            "{} is current on every server: a deploy would change nothing (exit 3) without `--force`{built}.\n",
             short(&dry_run.sha)
         )
     } else {
@@ -126,7 +129,11 @@ fn conclusion(dry_run: &crate::plan::DryRun) -> String {
 }
 
 fn step_line(step: &crate::plan::dry_run::PlannedStep) -> String {
-    let when = if step.phase == "on_failure" { " (if the deploy fails)" } else { "" };
+    let when = match step.phase {
+        "on_failure" => " (if the deploy fails)",
+        "build" => " (before any server is reached)",
+        _ => "",
+    };
     format!("{}{when}: `{}`", step.phase, step.command)
 }
 
@@ -167,13 +174,30 @@ fn render_plan(plans: &[crate::plan::Plan], config: &crate::Config) -> String {
     let remote = |out: &mut String, phase: &str, on: &str, script: &crate::shell::RemoteScript| {
         out.push_str(&format!("\n## {phase}: {on}\n{}", script.text));
     };
+    // The steps that run here, once: the build's before any server is reached, the others
+    // among the steps after the preflight.
+    let local = |step: &crate::plan::Step| match &step.action {
+        Action::Local(command) => format!("\n## {}: locally, in the manifest's directory\n{command}\n", step.phase),
+        Action::Package => format!(
+            "\n## package: locally\ncheck that each of {} is a file or a directory and read what its ELF files \
+             need (architecture, glibc, interpreter), then make the release commit: {} with them laid over it\n",
+            config.artifacts.join(", "),
+            plan.release.sha
+        ),
+        Action::CheckBinaries => "\n## check: locally\ncheck the ELF files of the build output against every \
+                                  server's platform (which the preflight reports); a binary that cannot run on a \
+                                  server stops the deploy before anything is sent\n"
+            .to_string(),
+        Action::Remote(_) | Action::Push => String::new(),
+    };
+    for step in &plan.build {
+        out.push_str(&local(step));
+    }
     let preflight = "preflight (checks, takes the lock, holds it until this channel closes)";
     remote(&mut out, preflight, &everywhere, &plan.preflight);
     for (index, step) in plan.steps.iter().enumerate() {
         match &step.action {
-            Action::Local(command) => {
-                out.push_str(&format!("\n## {}: locally, in the manifest's directory\n{command}\n", step.phase))
-            }
+            Action::Local(_) | Action::Package | Action::CheckBinaries => out.push_str(&local(step)),
             Action::Remote(script) => remote(&mut out, step.phase, &on(&|plan| plan.steps[index].here), script),
             Action::Push => {
                 let build = match &plan.release.build {
@@ -186,12 +210,6 @@ fn render_plan(plans: &[crate::plan::Plan], config: &crate::Config) -> String {
                     plan.release.sha
                 ))
             }
-            Action::Package => out.push_str(&format!(
-                "\n## package: locally\ncheck the ELF files among {} against every server (architecture, glibc, \
-                 interpreter), then make the release commit: {} with them laid over it\n",
-                config.artifacts.join(", "),
-                plan.release.sha
-            )),
         }
     }
     for (index, step) in plan.on_failure.iter().enumerate() {

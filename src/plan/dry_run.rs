@@ -235,10 +235,10 @@ pub fn not_reached(plan: &Plan, server: String, why: String) -> ServerPlan {
     }
 }
 
-/// The commands of `plan` that run for its server: local ones, and the remote ones that run
-/// there, with their command.
+/// The commands of `plan` that run for its server: local ones (the build's first), and the
+/// remote ones that run there, with their command.
 pub fn planned_steps(plan: &Plan) -> Vec<PlannedStep> {
-    let steps = plan.steps.iter().chain(&plan.on_failure);
+    let steps = plan.build.iter().chain(&plan.steps).chain(&plan.on_failure);
     steps
         .filter_map(|step| match &step.action {
             Action::Local(command) => Some(PlannedStep { phase: step.phase, command: command.clone(), local: true }),

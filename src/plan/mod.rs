@@ -203,9 +203,14 @@ pub enum Action {
     Remote(RemoteScript),
     /// On every server: start the git daemon, push the commit and the submodules, stop it.
     Push,
-    /// Once, here: check the build output's binaries against every server, then lay the build
-    /// output over the commit as the release commit, which the push carries.
+    /// Once, here, before any server is reached: check that every artifact is a file or a
+    /// directory, read what its ELF files need, then lay the build output over the commit as
+    /// the release commit, which the push carries.
     Package,
+    /// Once, here, after the preflight and before anything is sent: check the binaries of the
+    /// build output against every server's platform (which the preflight reported), and keep
+    /// the release commit under the release's name.
+    CheckBinaries,
 }
 
 /// One step of a plan: its phase (`build`, `before_update`, `prepare`, `publish`...) and action.
@@ -242,7 +247,12 @@ pub struct Plan {
     /// channel open and releases the lock when that channel's stdin closes (the deploy ended,
     /// failed, was interrupted or killed, or lost its connection).
     pub preflight: RemoteScript,
-    /// In order; local steps run once, the others on every server before the next step.
+    /// Run once, here, before any server is reached (so the lock covers only what touches
+    /// servers): the build commands, then [`Action::Package`] when there are artifacts. The
+    /// same for every server: [`build_steps`].
+    pub build: Vec<Step>,
+    /// After the preflight, in order; local steps run once, the others on every server before
+    /// the next step.
     pub steps: Vec<Step>,
     /// When a step before [`PUBLISH`] fails: the `on_failure` hooks, then `discard`.
     pub on_failure: Vec<Step>,
@@ -272,10 +282,9 @@ pub fn deploy_plan(
             })
             .collect()
     };
-    let mut steps: Vec<Step> =
-        config.build.iter().map(|command| Step::new("build", Action::Local(command.clone()))).collect();
+    let mut steps = Vec::new();
     if !config.artifacts.is_empty() {
-        steps.push(Step::new("package", Action::Package));
+        steps.push(Step::new("check", Action::CheckBinaries));
     }
     steps.extend(hooks("before_update", &config.hooks.before_update));
     steps.push(Step::new("push", Action::Push));
@@ -294,10 +303,22 @@ pub fn deploy_plan(
     Plan {
         release: release.clone(),
         preflight: preflight_script(config, lock, &restart_hooks(config, server)),
+        build: build_steps(config),
         steps,
         on_failure: hooks("on_failure", &config.hooks.on_failure),
         discard: discard_script(config, release),
     }
+}
+
+/// What a deploy runs here before it reaches any server: the `build` commands, in order, then,
+/// with `artifacts`, [`Action::Package`].
+pub fn build_steps(config: &Config) -> Vec<Step> {
+    let mut steps: Vec<Step> =
+        config.build.iter().map(|command| Step::new("build", Action::Local(command.clone()))).collect();
+    if !config.artifacts.is_empty() {
+        steps.push(Step::new("package", Action::Package));
+    }
+    steps
 }
 
 /// The `after_publish` hooks that run on `config.servers[server]`: what restarts the service,
@@ -459,12 +480,15 @@ pub(crate) mod tests {
         cfg.hooks.after_publish = vec![Hook::Remote("systemctl restart hello".into(), Default::default())];
         cfg.hooks.on_failure = vec![Hook::Local("notify".into())];
         let plan = deploy_plan(&cfg, 0, &release(), &[], &lock());
-        let phases: Vec<&str> = plan.steps.iter().map(|step| step.phase).collect();
+        let phases = |steps: &[Step]| -> Vec<&str> { steps.iter().map(|step| step.phase).collect() };
+        // The build and its checks that need no server come before the preflight takes the lock.
+        assert_eq!(phases(&plan.build), ["build", "package"]);
+        assert_eq!(plan.build[1].action, Action::Package);
         assert_eq!(
-            phases,
-            ["build", "package", "before_update", "push", "prepare", "after_update", "publish", "after_publish"]
+            phases(&plan.steps),
+            ["check", "before_update", "push", "prepare", "after_update", "publish", "after_publish"]
         );
-        assert_eq!(plan.steps[1].action, Action::Package);
+        assert_eq!(plan.steps[0].action, Action::CheckBinaries);
         assert_eq!(plan.on_failure, vec![Step::new("on_failure", Action::Local("notify".into()))]);
         let preflight = &plan.preflight.text;
         assert!(preflight.contains("token=t0k3n"));
@@ -474,7 +498,7 @@ pub(crate) mod tests {
         assert!(taken < waits && waits < released, "the lock is held while the channel is open");
         // Pruning waits for the confirmation, in the keeper: until then the server may go back.
         assert!(preflight.contains("keep=2\n"));
-        let Action::Remote(publish) = &plan.steps[6].action else { panic!("publish is remote") };
+        let Action::Remote(publish) = &plan.steps[5].action else { panic!("publish is remote") };
         assert!(!publish.text.contains("rm -rf"), "{}", publish.text);
     }
 }

@@ -1,7 +1,7 @@
-//! Walking a [`Plan`] over the servers: every server is reached, checked and locked first;
-//! then each step runs (locally once, or on every server) before the next; a failure before
-//! publish runs the `on_failure` hooks and removes the unfinished release; the lock is
-//! released at the end, whatever happened.
+//! Walking a [`Plan`]: first its build, here, before any server is reached; then every server
+//! is reached, checked and locked; then each step runs (locally once, or on every server)
+//! before the next; a failure before publish runs the `on_failure` hooks and removes the
+//! unfinished release; the lock is released at the end, whatever happened.
 
 pub mod dry_run;
 pub(crate) mod interrupted;
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::binaries;
 use crate::build_output;
-use crate::config::{Config, TransportKind};
+use crate::config::{Config, Hook, TransportKind};
 use crate::local;
 use crate::plan::{self, Action, LockInfo, Plan, Release, RemoteState, Step, SubmoduleRelease, UtcSecond};
 use crate::report::{DeployReport, Event, Outcome, Reporter, ServerReport, ServerStatus};
@@ -101,6 +101,14 @@ struct LocalState {
     packs: Option<transport::receive_pack::SharedPacks>,
 }
 
+impl LocalState {
+    /// A handle on the local repository, for this thread.
+    fn repo(&self) -> Result<git2::Repository, Error> {
+        git2::Repository::open(&self.git_dir)
+            .map_err(|err| Error::local(format!("cannot open the repository: {}", err.message())))
+    }
+}
+
 /// The plans of a deploy (one per server) as it would run now, without reaching any server
 /// (`--dry-run`). The release name may move forward at run time if a server already has a
 /// newer release.
@@ -179,6 +187,8 @@ fn deploy_to_all(
         sha: local.revision.sha.clone(),
         servers: summary.servers.iter().map(|report| report.server.clone()).collect(),
     });
+    // The lock covers only what touches servers: the build runs before any is reached.
+    let built = build(config, &local, reporter)?;
     let parallel = options.parallel.unwrap_or(parallel::DEFAULT_PARALLEL);
     let mut servers = lock_all(config, &local.lock, options.lock_wait, parallel, reporter)?;
     for (report, server) in summary.servers.iter_mut().zip(&servers) {
@@ -200,7 +210,8 @@ fn deploy_to_all(
         }
     }
     let existing = servers.iter().flat_map(|server| server.state.releases.iter().map(|(name, _)| name.as_str()));
-    let release = release_for(&local, plan::release_name(UtcSecond::now(), existing));
+    let mut release = release_for(&local, plan::release_name(UtcSecond::now(), existing));
+    release.build = built.as_ref().map(|built| built.commit.sha.clone());
     summary.release = release.name.clone();
     let mut walk = Walk {
         config,
@@ -208,7 +219,7 @@ fn deploy_to_all(
         plans: Vec::new(),
         release: release.clone(),
         submodules: submodule_releases(&local.submodules),
-        build: None,
+        build: built,
         push: PushSettings {
             // Looked up once: `Auto` runs `git --version`, which need not happen per push.
             pack: options.pack.resolve(),
@@ -234,6 +245,72 @@ fn deploy_to_all(
     result
 }
 
+/// What the build made, before any server was reached: the release commit, and what the
+/// binaries in it need from a server.
+struct Built {
+    commit: build_output::ReleaseCommit,
+    needs: Vec<binaries::Needs>,
+}
+
+/// Runs the steps of [`Plan::build`] here, before any server is reached: the build commands,
+/// then, with `artifacts`, the checks of the build output that need no server and the release
+/// commit. A failure runs the local `on_failure` hooks (no server was reached to run the
+/// others on; none after a signal) and says that no server was reached.
+fn build(config: &Config, local: &LocalState, reporter: &mut dyn Reporter) -> Result<Option<Built>, Error> {
+    let mut built = None;
+    let mut result = Ok(());
+    for step in plan::build_steps(config) {
+        crate::interrupt::check()?;
+        result = match &step.action {
+            Action::Local(command) => {
+                reporter.event(Event::Running { phase: step.phase, server: None, what: command.clone() });
+                local::run_command(step.phase, command, config.manifest_dir())
+            }
+            Action::Package => package(config, local).map(|made| built = Some(made)),
+            // `build_steps` makes only local steps.
+            _ => Ok(()),
+        };
+        if result.is_err() {
+            break;
+        }
+    }
+    let Err(err) = result else { return Ok(built) };
+    // Stopped by a signal, the deploy runs nothing more.
+    crate::interrupt::check()?;
+    for hook in &config.hooks.on_failure {
+        if let Hook::Local(command) = hook {
+            run_local_on_failure(command, config, reporter);
+        }
+    }
+    Err(match err {
+        Error::Local { message } => Error::Local { message: format!("{message}; no server was reached") },
+        err => err,
+    })
+}
+
+/// Checks the build output here (each artifact is there, a file or a directory; what its ELF
+/// files need), then lays it over the deployed commit as the release commit.
+fn package(config: &Config, local: &LocalState) -> Result<Built, Error> {
+    let artifacts: Vec<build_output::Artifact> = config
+        .artifacts
+        .iter()
+        .map(|path| build_output::Artifact { local: config.artifact_source(path), path: path.clone() })
+        .collect();
+    let needs = binaries::scan_artifacts(artifacts.iter().map(|a| (a.local.as_path(), a.path.as_str())))
+        .map_err(Error::local)?;
+    let repo = local.repo()?;
+    let submodule_paths: Vec<String> = local.submodules.iter().map(|sub| sub.release.path.clone()).collect();
+    let commit = build_output::make(&repo, &local.revision.sha, &artifacts, &submodule_paths)?;
+    Ok(Built { commit, needs })
+}
+
+/// Runs a local `on_failure` hook; its failure is a warning (the deploy's own error stands).
+fn run_local_on_failure(command: &str, config: &Config, reporter: &mut dyn Reporter) {
+    if let Err(err) = local::run_command("on_failure", command, config.manifest_dir()) {
+        reporter.event(Event::Warning { message: format!("on_failure hook failed: {err}") });
+    }
+}
+
 /// A server reached, checked and locked.
 pub(crate) struct Server {
     /// The preflight, still running: it holds the lock until its stdin closes.
@@ -251,13 +328,13 @@ struct Walk<'a> {
     config: &'a Config,
     local: &'a LocalState,
     /// One per server, in the same order; their steps differ only in `deploy_to` and in which
-    /// remote hooks run [`Step::here`](plan::Step::here). Made again once the release commit
-    /// is known (the steps stay the same).
+    /// remote hooks run [`Step::here`](plan::Step::here).
     plans: Vec<Plan>,
     release: Release,
     submodules: Vec<SubmoduleRelease>,
-    /// The release commit, once the build output was laid over the deployed commit.
-    build: Option<build_output::ReleaseCommit>,
+    /// The release commit (the build output laid over the deployed commit), made before any
+    /// server was reached.
+    build: Option<Built>,
     push: PushSettings,
     /// How many servers are worked on at once.
     parallel: usize,
@@ -338,7 +415,6 @@ impl Walk<'_> {
     /// Walks the steps on the [`Walk::active`] servers. Local steps run once: those before
     /// publish in the `first` wave, those after it in the `last` (when every server is live).
     fn steps(&mut self, first: bool, last: bool) -> Result<(), Error> {
-        // The plans are made again once the release commit is known; their steps stay the same.
         let steps = self.plans[0].steps.clone();
         let publish = steps.iter().position(|step| step.phase == plan::PUBLISH).unwrap_or(steps.len());
         let several = self.active.len() > 1;
@@ -358,7 +434,7 @@ impl Walk<'_> {
                     end += 1;
                 }
                 self.remote_batch(start..end)?;
-            } else if matches!(steps[start].action, Action::Local(_) | Action::Package)
+            } else if matches!(steps[start].action, Action::Local(_) | Action::CheckBinaries)
                 && !(if start < publish { first } else { last })
             {
                 // Done once: before publish in the first wave, after it in the last.
@@ -396,7 +472,7 @@ impl Walk<'_> {
         parallel::all_done(results, self.reporter)
     }
 
-    /// Runs step `index` (local, the push, or an upload).
+    /// Runs step `index` (local, the push, or the check of the binaries).
     fn step(&mut self, index: usize) -> Result<(), Error> {
         let step = &self.plans[0].steps[index];
         match &step.action {
@@ -407,40 +483,27 @@ impl Walk<'_> {
             Action::Remote(_) => self.remote_batch(index..index + 1),
             Action::Push => {
                 let (local, settings) = (self.local, self.push.clone());
-                let build = self.build.as_ref().map(|build| build.sha.clone());
+                let build = self.build.as_ref().map(|build| build.commit.sha.clone());
                 self.on_each(|target, reporter| push(target, local, build.as_deref(), &settings, reporter))
             }
-            Action::Package => self.package(),
+            Action::CheckBinaries => self.check_binaries(),
+            // Only in `Plan::build`, which ran before any server was reached.
+            Action::Package => Ok(()),
         }
     }
 
-    /// Checks the build output's binaries against every server, then makes the release commit
-    /// and plans again with it.
-    fn package(&mut self) -> Result<(), Error> {
-        let artifacts: Vec<build_output::Artifact> = self
-            .config
-            .artifacts
-            .iter()
-            .map(|path| build_output::Artifact { local: self.config.artifact_source(path), path: path.clone() })
-            .collect();
+    /// Checks the build output's binaries against every server's platform, then keeps the
+    /// release commit under the release's name.
+    fn check_binaries(&mut self) -> Result<(), Error> {
+        let Some(build) = &self.build else { return Ok(()) };
         let servers: Vec<(&str, Option<&crate::binaries::Platform>)> =
             self.servers.iter().map(|server| (server.connection.name(), server.state.platform.as_ref())).collect();
         // Before anything is sent: a binary that cannot run on a server stops the deploy here.
-        let needs = binaries::scan_artifacts(artifacts.iter().map(|a| (a.local.as_path(), a.path.as_str())))
-            .map_err(Error::local)?;
-        if let Some(problems) = binaries::problems(&needs, &servers) {
+        if let Some(problems) = binaries::problems(&build.needs, &servers) {
             return Err(Error::local(format!("the build output cannot run on every server: {problems}")));
         }
-        let repo = git2::Repository::open(&self.local.git_dir)
-            .map_err(|err| Error::local(format!("cannot open the repository: {}", err.message())))?;
-        let submodule_paths: Vec<String> = self.submodules.iter().map(|sub| sub.path.clone()).collect();
-        let keep = self.config.keep_releases.max(2);
-        let made =
-            build_output::make(&repo, &self.release.sha, &self.release.name, &artifacts, &submodule_paths, keep)?;
-        self.release.build = Some(made.sha.clone());
-        self.build = Some(made);
-        self.plan();
-        Ok(())
+        let repo = self.local.repo()?;
+        build_output::keep(&repo, &self.release.name, &build.commit.sha, self.config.keep_releases.max(2))
     }
 
     /// Runs the remote steps in `range` (all [`Action::Remote`]) as one command on each server,
@@ -449,7 +512,7 @@ impl Walk<'_> {
         if self.plans[0].steps[range.clone()].iter().any(|step| step.phase == "prepare") {
             self.prepared = true;
         }
-        let sizes = self.build.as_ref().map(|build| build.sizes.clone()).unwrap_or_default();
+        let sizes = self.build.as_ref().map(|build| build.commit.sizes.clone()).unwrap_or_default();
         let cut = std::sync::Mutex::new(Vec::new());
         let done = self.on_each(|target, reporter| remote_batch(target, range.clone(), &sizes, &cut, reporter));
         self.cut_in_publish.extend(cut.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
@@ -581,7 +644,8 @@ impl Walk<'_> {
             // Every server's failure is reported, not only the first.
             let failures: Vec<Error> = match &step.action {
                 Action::Local(command) => {
-                    local::run_command(step.phase, command, self.config.manifest_dir()).err().into_iter().collect()
+                    run_local_on_failure(command, self.config, self.reporter);
+                    Vec::new()
                 }
                 Action::Remote(_) => {
                     let targets = targets(&self.servers, &self.plans, self.reports, 0..self.active.end);

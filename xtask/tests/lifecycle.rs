@@ -7,6 +7,7 @@ mod support;
 use std::fs;
 use std::io::BufReader;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use support::{bad_in, current_in, read_until, releases_by_hand, stderr_of, World};
 
@@ -102,6 +103,62 @@ fn dry_run_changing_nothing(world: &World) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// How many SSH logins the server has seen.
+fn logins(world: &World) -> usize {
+    world.server.log().matches("Accepted publickey").count()
+}
+
+#[test]
+fn the_build_runs_before_any_server_is_reached_so_the_lock_is_free_meanwhile() {
+    // Issue 17: the lock was held for the whole build (1 min 47 s in a CI clone).
+    let world = World::with_config(
+        "build = [\"sh -c 'touch target/building; while [ ! -e target/go ]; do sleep 0.05; done'\"]",
+    );
+    fs::create_dir_all(world.app.dir().join("target")).unwrap();
+    world.setup();
+    let before = logins(&world);
+    let deploy = xtask(&world, &["deploy"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let building = world.app.dir().join("target/building");
+    assert!(support::wait_until(Duration::from_secs(30), || building.exists()), "the build never started");
+
+    // While it builds: no login, no lock, and another command finds the server free.
+    assert_eq!(logins(&world), before, "the deploy reached the server before its build ended");
+    assert!(!world.locked(), "the lock is held during the build");
+    let releases = run(&world, &["releases"]);
+    assert!(releases.status.success(), "{}", stderr_of(&releases));
+    assert!(!String::from_utf8_lossy(&releases.stdout).contains("locked by"), "{releases:?}");
+
+    fs::write(world.app.dir().join("target/go"), "").unwrap();
+    let output = deploy.wait_with_output().unwrap();
+    let stderr = stderr_of(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(world.releases().len(), 1, "{stderr}");
+    let (built, locked) = (stderr.find("Running build").unwrap(), stderr.find("Locked").unwrap());
+    assert!(built < locked, "the status lines say the build ran under the lock:\n{stderr}");
+}
+
+#[test]
+fn a_missing_artifact_fails_right_after_the_build_before_any_server_is_reached() {
+    let world = World::with_config(
+        "build = [\"mkdir -p target/release\"]\nartifacts = [\"target/release/hello\"]\n\
+         [package.metadata.deploy.hooks]\non_failure = [{ local = \"touch target/on-failure\" }]",
+    );
+    world.setup();
+    let before = logins(&world);
+    let sha = world.app.repo().head().unwrap().target().unwrap().to_string();
+    let output = run(&world, &["deploy"]);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(i32::from(xtask_deploy::exit::LOCAL)), "{stderr}");
+    assert!(stderr.contains("artifact `target/release/hello` is not at"), "{stderr}");
+    assert!(stderr.contains("have a `build` command make it there") && stderr.contains("no server was reached"));
+    assert_eq!(logins(&world), before, "the deploy logged in to the server:\n{stderr}");
+    assert_eq!(world.releases(), Vec::<String>::new(), "a release was made");
+    let pushed =
+        Command::new("git").arg("--git-dir").arg(world.deploy_to.join("repo")).args(["cat-file", "-e", &sha]).status();
+    assert!(!pushed.unwrap().success(), "the commit was pushed");
+    assert!(world.app.dir().join("target/on-failure").exists(), "the local on_failure hook did not run");
+}
+
 #[test]
 fn a_dry_run_says_what_a_deploy_would_do_and_changes_nothing() {
     let world = World::with_config(
@@ -133,7 +190,7 @@ fn a_dry_run_says_what_a_deploy_would_do_and_changes_nothing() {
     let stdout = dry_run_changing_nothing(&world);
     for expected in [
         format!("Dry run of a deploy of HEAD ({})", &sha[..12]),
-        "Locally, once:\n  build: `true`\n".to_string(),
+        "Locally, once:\n  build (before any server is reached): `true`\n".to_string(),
         format!("\n{server}\n"),
         format!("  current      release {} ({})\n", second.release, &second.sha[..12]),
         format!("  would deploy {} as release ", &sha[..12]),
@@ -161,7 +218,7 @@ fn a_dry_run_says_what_a_deploy_would_do_and_changes_nothing() {
     ] {
         assert!(verbose.contains(expected), "`{expected}` missing from the dry run -v:\n{verbose}");
     }
-    let order: Vec<usize> = ["## build", "## push", "## prepare", "## publish", "## after_publish"]
+    let order: Vec<usize> = ["## build", "## preflight", "## push", "## prepare", "## publish", "## after_publish"]
         .iter()
         .map(|h| verbose.find(h).unwrap())
         .collect();
