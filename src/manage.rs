@@ -8,7 +8,7 @@ use crate::config::{Config, Healthcheck};
 use crate::plan::{self, is_release_name, LockInfo, Release, RemoteState, RollbackTo};
 use crate::report::{Event, Quiet, Reporter};
 use crate::run::parallel::{all_done, each, first_failure, DEFAULT_PARALLEL};
-use crate::run::{lock_all, new_lock, unlock_all, Server};
+use crate::run::{lock_all, new_lock, new_step_marker, unlock_all, Server};
 use crate::ssh::{Connection, Output};
 use crate::Error;
 
@@ -148,10 +148,11 @@ fn rollback_one(
 ) -> Result<(), Error> {
     let name = server.connection.name().to_string();
     let hooks = plan::restart_hooks(config, index);
-    let script = plan::rollback_script(&server.config, to, user, &hooks);
+    let marker = new_step_marker();
+    let script = plan::rollback_script(&server.config, to, user, &hooks, &marker);
     // Two steps: the switch, then the restart hooks (see `plan::rollback_script`).
-    let output = server.connection.output_steps(&script, 2)?;
-    let done = plan::parse_rollback(&output.stdout);
+    let output = server.connection.output_steps(&script, 2, &marker, |_| {})?;
+    let done = plan::parse_rollback(&output.stdout());
     if let Some((from, to)) = &done.switched {
         reporter.event(Event::RolledBack {
             server: name.clone(),
@@ -168,7 +169,7 @@ fn rollback_one(
     }
     let restored = match (output.status, done.switched) {
         (0, Some((_, restored))) => restored,
-        _ => return Err(server.connection.failure(script.name, &output)),
+        _ => return Err(server.connection.steps_failure(script.name, &output)),
     };
     if !done.failed_hooks.is_empty() {
         let failed: Vec<String> = done
@@ -183,7 +184,7 @@ fn rollback_one(
             message: format!(
                 "current is release {restored} after the rollback, but restarting it failed ({}); the hooks' output: {}",
                 failed.join(", "),
-                tail(&output.stderr)
+                tail(output.steps.get(1).map(|hooks| hooks.stderr.as_str()).unwrap_or_default())
             ),
         });
     }

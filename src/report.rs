@@ -20,7 +20,8 @@ pub const JSON_SCHEMA: u32 = 1;
 pub enum Event {
     /// A deploy starts: the commit to deploy was resolved locally; these servers are next.
     Started { revision: String, sha: String, servers: Vec<String> },
-    /// A build command or hook is about to run: locally (`server` is `None`) or on a server.
+    /// A build command, hook or health check starts: locally (`server` is `None`), or on a
+    /// server, when it starts there (not when the remote command that runs it is sent).
     Running { phase: &'static str, server: Option<String>, what: String },
     /// Another deploy holds a server's lock; this one waits (`--lock-wait`).
     LockWait { server: String, holder: String },
@@ -205,7 +206,8 @@ pub struct ServerReport {
     pub daemon: Duration,
     #[serde(rename = "push_ms", serialize_with = "millis")]
     pub push: Duration,
-    /// Making the release and switching `current`.
+    /// Making the release and switching `current`: those steps' own time on the server, from
+    /// the start of each to its end (hooks not included).
     #[serde(rename = "release_ms", serialize_with = "millis")]
     pub release: Duration,
     /// Old releases removed beyond `keep_releases`.

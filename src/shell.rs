@@ -52,9 +52,15 @@ fn login_shell_line(text: &str, name: &str) -> String {
 /// What the login shell hands to `sh` (see [`login_shell_line`]); single-quoted for every shell.
 const DECODER: &str = r#"'p=$(printf %s "$1" | base64 -d) || exit 127; exec sh -c "$p" "$0"'"#;
 
-/// The marker a batch of steps prints after each step that succeeded, with the step's index:
-/// the next step's time starts then (see [`crate::ssh::Connection::output_steps`]).
-pub const STEP_DONE: &str = "@@xtask-deploy-step-done";
+/// How the markers a batch of steps prints begin (see `plan::batch_script`); each batch's own
+/// marker adds a nonce ([`step_marker`]).
+pub const STEP_MARKER: &str = "@@xtask-deploy-step";
+
+/// A batch's own step marker: [`STEP_MARKER`] and `nonce`, which nothing a step prints holds by
+/// chance (a hook's output cannot start or end a step).
+pub fn step_marker(nonce: u64) -> String {
+    format!("{STEP_MARKER}-{nonce:016x}")
+}
 
 /// Runs `script` with stdin from `/dev/null`, in a session (process group) of its own, and
 /// stops that whole group (TERM, then KILL a second later) when the channel's stdin reaches

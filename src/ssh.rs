@@ -69,9 +69,46 @@ pub struct Output {
     /// Its stderr, or of a long one its last part (after a line saying how many bytes before
     /// it are not kept).
     pub stderr: String,
-    /// How many of its steps printed their [`shell::STEP_DONE`] marker, in order (see
-    /// [`Connection::output_steps`]).
-    pub steps_done: usize,
+}
+
+/// What a batch of steps printed and how it ended (see [`Connection::output_steps`]).
+#[derive(Debug, Clone)]
+pub struct StepsOutput {
+    /// 0 when every step ended well; else the exit status of the step that did not, or
+    /// [`EXIT_TIMED_OUT`] when the deployer stopped it.
+    pub status: i32,
+    /// One per step that started, in order (the first one also when the batch failed before
+    /// it started): what it printed and how long it ran.
+    pub steps: Vec<StepOutput>,
+    /// How many steps ended well: every one, or those before the one that did not.
+    pub done: usize,
+    /// Why the deployer stopped the batch (a step ran past `timeouts.step`), if it did.
+    pub stopped: Option<String>,
+}
+
+impl StepsOutput {
+    /// The stdout of every step, one after the other.
+    pub fn stdout(&self) -> String {
+        self.steps.iter().map(|step| step.stdout.as_str()).collect()
+    }
+}
+
+/// One step of a batch: its own part of each stream, kept as [`Output`] keeps a script's, and
+/// its time, from its start to its end on the server (as the markers around it arrived).
+#[derive(Debug, Clone, Default)]
+pub struct StepOutput {
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// How a batch goes, as it goes (see [`Connection::output_steps`]).
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// Step `index` has started on the server.
+    Started(usize),
+    /// Step `index` ended well (the next one, if any, starts now), with what it printed.
+    Done(usize, &'a StepOutput),
 }
 
 /// One of the two output streams of a channel.
@@ -185,62 +222,124 @@ impl Connection {
     /// [`EXIT_TIMED_OUT`] and the reason on stderr. What is kept of its output is bounded
     /// (see [`capture`]).
     pub fn output(&self, script: &RemoteScript) -> Result<Output, Error> {
-        self.output_steps(script, 1)
+        let mut channel = self.start(script, shell::supervised_exec_line(script))?;
+        let (read, stdout, stderr) = self.read_kept(&mut channel);
+        match self.end_step(script, channel, read)? {
+            Some(status) => Ok(Output { status, stdout: stdout.text(), stderr: stderr.text() }),
+            None => Ok(Output { status: EXIT_TIMED_OUT, stdout: stdout.text(), stderr: self.stopped_message() }),
+        }
     }
 
-    /// Like [`Connection::output`], for a script made of `steps` steps, each ended by its
-    /// [`shell::STEP_DONE`] line (a [`crate::plan::batch_script`]): each step gets
-    /// `timeouts.step` from its own start. A step starts when the one before it prints its
-    /// marker; no other output moves the deadline, so the script as a whole never runs longer
-    /// than `steps` times `timeouts.step`. [`Output::steps_done`] counts the markers seen.
-    pub fn output_steps(&self, script: &RemoteScript, steps: usize) -> Result<Output, Error> {
-        let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
+    /// Like [`Connection::output`], for a batch of `steps` steps that prints `marker` lines on
+    /// both streams, before each step and after the last (a [`crate::plan::batch_script`]).
+    /// Each step's output is kept apart (see [`capture::Split`]), and each step gets
+    /// `timeouts.step` from its own start: a step starts when its marker has arrived on both
+    /// streams (so its output on each stream is all there). No other output moves the
+    /// deadline, so the batch as a whole never runs longer than `steps` times `timeouts.step`.
+    /// `progress` hears of each step as it starts and as it ends well.
+    pub fn output_steps(
+        &self,
+        script: &RemoteScript,
+        steps: usize,
+        marker: &str,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<StepsOutput, Error> {
         let mut channel = self.start(script, shell::supervised_exec_line(script))?;
-        // No EOF is sent: stdin staying open is the script's cue to keep running.
+        let begun = Instant::now();
         let step = self.timeouts.step;
-        let mut stdout = capture::Kept::new(capture::STDOUT_HEAD, capture::TAIL);
-        let mut stderr = capture::Kept::new(0, capture::TAIL);
-        let mut markers = capture::StepMarkers::new(steps);
-        let read = self.drain(&mut channel, Instant::now() + step, |stream, bytes| match stream {
-            Stream::Stdout => {
-                stdout.push(bytes);
-                // The next step's time starts now.
-                markers.feed(bytes).then(|| Instant::now() + step)
+        let mut stdout = capture::Split::new(marker, steps, capture::STEP_STDOUT_HEAD, capture::TAIL);
+        let mut stderr = capture::Split::new(marker, steps, 0, capture::TAIL);
+        // The markers seen on both streams, and when each step started.
+        let (mut reached, mut starts) = (0, Vec::new());
+        let mut outputs = Vec::new();
+        let read = self.drain(&mut channel, begun + step, |stream, bytes| {
+            match stream {
+                Stream::Stdout => stdout.feed(bytes),
+                Stream::Stderr => stderr.feed(bytes),
             }
-            Stream::Stderr => {
-                stderr.push(bytes);
-                None
+            let both = stdout.seen().min(stderr.seen());
+            if both == reached {
+                return None;
             }
+            let now = Instant::now();
+            let mut started = false;
+            for marker in reached..both {
+                if let Some(ended) = marker.checked_sub(1) {
+                    let output = StepOutput {
+                        stdout: stdout.text(ended),
+                        stderr: stderr.text(ended),
+                        elapsed: now - starts[ended],
+                    };
+                    progress(Progress::Done(ended, &output));
+                    outputs.push(output);
+                }
+                if marker < steps {
+                    starts.push(now);
+                    progress(Progress::Started(marker));
+                    started = true;
+                }
+            }
+            reached = both;
+            // The next step's time starts now (and the end of the last moves no deadline).
+            started.then(|| now + step)
         });
+        let ended = self.end_step(script, channel, read)?;
+        let done = reached.saturating_sub(1);
+        if done < steps {
+            // The step that did not end well (or, before any started, what the batch printed).
+            stdout.finish();
+            stderr.finish();
+            let started = starts.last().copied().unwrap_or(begun);
+            outputs.push(StepOutput {
+                stdout: stdout.text(done),
+                stderr: stderr.text(done),
+                elapsed: started.elapsed(),
+            });
+        }
+        let (status, stopped) = match ended {
+            Some(status) => (status, None),
+            None => (EXIT_TIMED_OUT, Some(self.stopped_message())),
+        };
+        Ok(StepsOutput { status, steps: outputs, done, stopped })
+    }
+
+    /// Ends a step whose channel was read (`read`: whether it reached its end): returns its exit
+    /// status, or `None` when it ran past its deadline and was stopped (the EOF sent here is the
+    /// server-side watchdog's cue to stop the step's processes).
+    fn end_step(
+        &self,
+        script: &RemoteScript,
+        mut channel: ssh2::Channel,
+        read: io::Result<bool>,
+    ) -> Result<Option<i32>, Error> {
+        let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
+        let step = self.timeouts.step;
         let ended = match read {
             Ok(ended) => ended,
-            // Cut by a signal: what the steps printed says how far they got (whether `current` moved).
-            Err(_) if crate::interrupt::received().is_some() => {
-                let (stdout, stderr) = (stdout.into_text(), stderr.into_text());
-                return Ok(Output { status: EXIT_CUT, stdout, stderr, steps_done: markers.done() });
-            }
+            // Cut by a signal: what the step printed says how far it got (whether `current` moved).
+            Err(_) if crate::interrupt::received().is_some() => return Ok(Some(EXIT_CUT)),
             Err(err) => return Err(self.step_error(script, -1, format!("lost the SSH channel: {err}"))),
         };
-        let steps_done = markers.done();
-        let stdout = stdout.into_text();
         if !ended {
-            // Our EOF is the server-side watchdog's cue to stop the step's processes.
             self.session.set_timeout(2000);
             let _ = channel.send_eof();
             let _ = channel.close();
             drop(channel);
             self.session.set_timeout(millis(step));
-            let stderr = format!(
-                "did not finish within {}s (`timeouts.step`) and was stopped on the server: \
-                 raise `timeouts.step` if it needs longer",
-                step.as_secs()
-            );
-            return Ok(Output { status: EXIT_TIMED_OUT, stdout, stderr, steps_done });
+            return Ok(None);
         }
         self.session.set_timeout(millis(step));
         channel.wait_close().map_err(failed)?;
-        let status = channel.exit_status().map_err(failed)?;
-        Ok(Output { status, stdout, stderr: stderr.into_text(), steps_done })
+        Ok(Some(channel.exit_status().map_err(failed)?))
+    }
+
+    /// Why a step that ran past `timeouts.step` ended.
+    fn stopped_message(&self) -> String {
+        format!(
+            "did not finish within {}s (`timeouts.step`) and was stopped on the server: \
+             raise `timeouts.step` if it needs longer",
+            self.timeouts.step.as_secs()
+        )
     }
 
     /// Reads both of `channel`'s streams as their bytes arrive, handing them to `take`, until
@@ -301,25 +400,29 @@ impl Connection {
             .write_all(input)
             .map_err(|err| self.step_error(script, -1, format!("lost the SSH channel while sending: {err}")))?;
         channel.send_eof().map_err(failed)?;
-        let step = self.timeouts.step;
+        let (read, stdout, stderr) = self.read_kept(&mut channel);
+        match self.end_step(script, channel, read)? {
+            Some(status) => Ok(Output { status, stdout: stdout.text(), stderr: stderr.text() }),
+            None => {
+                let message = format!("did not finish within {}s (`timeouts.step`)", self.timeouts.step.as_secs());
+                Err(self.step_error(script, EXIT_TIMED_OUT, message))
+            }
+        }
+    }
+
+    /// Reads both of `channel`'s streams into what is kept of them, until its end or
+    /// `timeouts.step` from now.
+    fn read_kept(&self, channel: &mut ssh2::Channel) -> (io::Result<bool>, capture::Kept, capture::Kept) {
         let mut stdout = capture::Kept::new(capture::STDOUT_HEAD, capture::TAIL);
         let mut stderr = capture::Kept::new(0, capture::TAIL);
-        let read = self.drain(&mut channel, Instant::now() + step, |stream, bytes| {
+        let read = self.drain(channel, Instant::now() + self.timeouts.step, |stream, bytes| {
             match stream {
                 Stream::Stdout => stdout.push(bytes),
                 Stream::Stderr => stderr.push(bytes),
             }
             None
         });
-        let ended = read.map_err(|err| self.step_error(script, -1, format!("lost the SSH channel: {err}")))?;
-        if !ended {
-            let message = format!("did not finish within {}s (`timeouts.step`)", step.as_secs());
-            return Err(self.step_error(script, EXIT_TIMED_OUT, message));
-        }
-        self.session.set_timeout(millis(step));
-        channel.wait_close().map_err(failed)?;
-        let status = channel.exit_status().map_err(failed)?;
-        Ok(Output { status, stdout: stdout.into_text(), stderr: stderr.into_text(), steps_done: 0 })
+        (read, stdout, stderr)
     }
 
     /// Runs `script` and returns its stdout; a non-zero exit is an [`Error::Remote`] carrying
@@ -419,14 +522,20 @@ impl Connection {
     /// The error for a remote `step` that exited non-zero: its stderr, or a note that it
     /// printed none.
     pub fn failure(&self, step: &str, output: &Output) -> Error {
-        let message = output.stderr.trim();
+        self.remote_error(step, output.status, &output.stderr)
+    }
+
+    /// The error for a batch that did not end well, whose step that did not is named `step`:
+    /// why the deployer stopped it, else that step's own stderr.
+    pub fn steps_failure(&self, step: &str, output: &StepsOutput) -> Error {
+        let stderr = output.steps.get(output.done).map_or("", |failed| failed.stderr.as_str());
+        self.remote_error(step, output.status, output.stopped.as_deref().unwrap_or(stderr))
+    }
+
+    fn remote_error(&self, step: &str, status: i32, stderr: &str) -> Error {
+        let message = stderr.trim();
         let message = if message.is_empty() { "the script printed nothing on stderr" } else { message };
-        Error::Remote {
-            server: self.name.clone(),
-            step: step.to_string(),
-            status: output.status,
-            message: message.to_string(),
-        }
+        Error::Remote { server: self.name.clone(), step: step.to_string(), status, message: message.to_string() }
     }
 
     fn step_error(&self, script: &RemoteScript, status: i32, message: String) -> Error {
@@ -487,7 +596,7 @@ impl RemoteProcess {
                     let _ = channel.stderr().read_to_string(&mut stderr);
                     let _ = channel.wait_close();
                     let status = channel.exit_status().unwrap_or(-1);
-                    break Ok(Err(Output { status, stdout: text, stderr, steps_done: 0 }));
+                    break Ok(Err(Output { status, stdout: text, stderr }));
                 }
                 Ok(n) => text.push_str(&String::from_utf8_lossy(&buffer[..n])),
                 Err(err) => break Err(lost(err.to_string())),

@@ -385,44 +385,45 @@ fn a_step_over_its_time_limit_is_stopped_on_the_server_and_named() {
     world.setup();
     let started = Instant::now();
     let err = world.try_deploy().expect_err("the hook outlives its limit");
+    assert_stopped_at_the_step_limit(&world, &err, started);
+    assert!(!world.deploy_to.join("late").exists());
+}
+
+/// A deploy whose `after_update` hook ran past `timeouts.step`: it stopped in time, said why,
+/// and left nothing behind.
+fn assert_stopped_at_the_step_limit(world: &World, err: &Error, started: Instant) {
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     let text = err.to_string();
     assert!(text.contains("after_update") && text.contains("timeouts.step"), "{text}");
     assert_eq!(world.our_processes_after(Duration::from_secs(3)), vec![], "the hook still runs");
     assert!(world.releases().is_empty(), "the unfinished release was left");
     assert!(!world.locked());
-    assert!(!world.deploy_to.join("late").exists());
 }
 
 #[test]
 fn a_step_printing_step_done_markers_still_ends_at_its_time_limit() {
     // Issue 18, finding 6: a hook printing the step-done marker once a second ran past
-    // `step = 3` until it was killed. A hook's stdout now goes to stderr; the second hook writes
-    // the markers into the batch's own stdout anyway (through /proc, as any hook can).
-    let markers = "while :; do echo @@xtask-deploy-step-done 0; sleep 1; done";
-    for hook in [markers.to_string(), format!("exec >/proc/$PPID/fd/1; {markers}")] {
-        let world = World::with_config(&format!(
-            "[package.metadata.deploy.timeouts]\nstep = 3\n[package.metadata.deploy.hooks]\n\
-             after_update = [{{ remote = {} }}]",
-            toml_string(&hook)
-        ));
-        world.setup();
-        let config = world.config();
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let started = Instant::now();
-        // On a thread, so that a deploy that does not stop fails this test instead of hanging it.
-        std::thread::spawn(move || {
-            let _ = sender.send(xtask_deploy::deploy(&config, &DeployOptions::default(), &mut Collect::default()));
-        });
-        let result = receiver.recv_timeout(Duration::from_secs(20));
-        let err = result.unwrap_or_else(|_| panic!("{hook}: the deploy still runs after 20 s")).expect_err(&hook);
-        assert!(started.elapsed() < Duration::from_secs(10), "{hook}: took {:?}", started.elapsed());
-        let text = err.to_string();
-        assert!(text.contains("after_update") && text.contains("timeouts.step"), "{hook}: {text}");
-        assert_eq!(world.our_processes_after(Duration::from_secs(3)), vec![], "{hook}: the hook still runs");
-        assert!(world.releases().is_empty(), "{hook}: the unfinished release was left");
-        assert!(!world.locked(), "{hook}");
-    }
+    // `step = 3` until it was killed. Each batch marks its steps with a nonce of its own now:
+    // another batch's markers, for every step, on both streams (after the empty line the batch
+    // prints before its own), and the old marker, start no step.
+    let forged = "for i in 0 1 2 3; do printf '\\n%s %s\\n' @@xtask-deploy-step-0123456789abcdef $i; done";
+    let hook = format!("while :; do {forged}; {forged} >&2; echo @@xtask-deploy-step-done 1; sleep 1; done");
+    let world = World::with_config(&format!(
+        "[package.metadata.deploy.timeouts]\nstep = 3\n[package.metadata.deploy.hooks]\n\
+         after_update = [{{ remote = {} }}]",
+        toml_string(&hook)
+    ));
+    world.setup();
+    let config = world.config();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let started = Instant::now();
+    // On a thread, so that a deploy that does not stop fails this test instead of hanging it.
+    std::thread::spawn(move || {
+        let _ = sender.send(xtask_deploy::deploy(&config, &DeployOptions::default(), &mut Collect::default()));
+    });
+    let result = receiver.recv_timeout(Duration::from_secs(20));
+    let err = result.unwrap_or_else(|_| panic!("the deploy still runs after 20 s")).expect_err("stopped");
+    assert_stopped_at_the_step_limit(&world, &err, started);
 }
 
 #[test]

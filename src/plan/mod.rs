@@ -231,6 +231,12 @@ impl Step {
     pub fn new(phase: &'static str, action: Action) -> Step {
         Step { phase, action, here: true, what: String::new() }
     }
+
+    /// Whether it is a hook (what it prints is the user's, shown to people, never read as
+    /// what the deploy's own scripts report).
+    pub fn hook(&self) -> bool {
+        !self.what.is_empty() && self.phase != HEALTHCHECK
+    }
 }
 
 /// The phase whose success makes a release current: a failure before it discards the release.

@@ -6,10 +6,10 @@
 //! script is quoted.
 
 use crate::config::Config;
-use crate::shell::{quote, RemoteScript, STEP_DONE};
+use crate::shell::{quote, RemoteScript};
 
 use super::confirm::{run_restart_hooks, HEALTHY, UNCONFIRMED};
-use super::{STATE_DIR, SWITCH_CURRENT};
+use super::{mark_step, STATE_DIR, SWITCH_CURRENT};
 
 /// Where `rollback` takes `current`, and whether the release it leaves is marked bad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,9 +83,15 @@ pub fn parse_healthy(stdout: &str) -> Option<(u32, u64)> {
 /// `marked <from>`, `unmarked <to>` and, for each restart hook that failed,
 /// `hook-failed <index> <status>` (read by [`parse_rollback`]); the hooks' output goes to
 /// stderr. A failing hook does not make the script fail: `current` has moved by then. It is
-/// two steps, the switch and the hooks, each with its own step time: run it with
-/// `Connection::output_steps(script, 2)`.
-pub fn rollback_script(config: &Config, to: RollbackTo, user: &str, restart_hooks: &[&str]) -> RemoteScript {
+/// two steps, the switch and the hooks, each with its own step time, marked with `marker`: run
+/// it with `Connection::output_steps(script, 2, marker, ...)`.
+pub fn rollback_script(
+    config: &Config,
+    to: RollbackTo,
+    user: &str,
+    restart_hooks: &[&str],
+    marker: &str,
+) -> RemoteScript {
     let (choose, mark_left) = match to {
         RollbackTo::Release { name, mark_left } => (
             format!(
@@ -114,7 +120,7 @@ fi"#
     };
     let mark = if mark_left { "echo \"$from\" >> \"$state/bad\"\necho \"marked $from\"\n" } else { "" };
     let text = format!(
-        r#"set -eu
+        r#"{switch_starts}set -eu
 d={deploy_to}
 state="$d/{STATE_DIR}"
 cd "$d"
@@ -133,8 +139,10 @@ rev=-
 echo "rolled-back $from $rel"
 echo "revision ${{rev:--}}"
 # The switch is done; the restart hooks get a step's time of their own.
-echo {STEP_DONE} 0
-{hooks}"#,
+{hooks_start}{hooks}{ended}"#,
+        switch_starts = mark_step(marker, 0),
+        hooks_start = mark_step(marker, 1),
+        ended = mark_step(marker, 2),
         deploy_to = quote(&config.deploy_to),
         user = quote(user),
         hooks = run_restart_hooks(restart_hooks, config.timeouts.step.as_secs()),
@@ -182,7 +190,7 @@ mod tests {
     fn a_rollback_reports_what_it_did() {
         let done = parse_rollback(
             "marked 20261125041639\nunmarked 20261125041638\nrolled-back 20261125041639 20261125041638\n\
-             revision abcd\n@@xtask-deploy-step-done 0\nhook-failed 1 3\n",
+             revision abcd\nhook-failed 1 3\n",
         );
         assert_eq!(
             done,
@@ -202,7 +210,7 @@ mod tests {
     #[test]
     fn only_a_plain_rollback_or_mark_left_marks_the_release_left() {
         let cfg = config("/srv/x");
-        let marks = |to| rollback_script(&cfg, to, "alice", &[]).text.contains("echo \"marked $from\"");
+        let marks = |to| rollback_script(&cfg, to, "alice", &[], "@@m").text.contains("echo \"marked $from\"");
         assert!(marks(RollbackTo::Previous));
         assert!(!marks(RollbackTo::Release { name: "20261125041638", mark_left: false }));
         assert!(marks(RollbackTo::Release { name: "20261125041638", mark_left: true }));
@@ -211,7 +219,7 @@ mod tests {
     #[test]
     fn the_restart_hooks_run_after_the_switch_in_the_restored_release() {
         let script =
-            rollback_script(&config("/srv/x"), RollbackTo::Previous, "alice", &["systemctl restart it's"]).text;
+            rollback_script(&config("/srv/x"), RollbackTo::Previous, "alice", &["systemctl restart it's"], "@@m").text;
         let switch = script.find("mv -T releases/current current").unwrap();
         let hook = script.find("systemctl restart").unwrap();
         assert!(switch < hook, "{script}");

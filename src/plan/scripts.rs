@@ -203,23 +203,33 @@ fn platform_probe(config: &Config) -> String {
 }
 
 /// Joins `scripts` into one, run as one remote command: each in its own subshell (its `set -e`,
-/// `cd` and traps stay its own), stopping at the first that fails, and printing
-/// `<STEP_DONE> <index>` after each that succeeded. Run it with
-/// `Connection::output_steps(batch, scripts.len())`, which gives each its own step time.
-pub fn batch_script(scripts: &[&RemoteScript]) -> RemoteScript {
+/// `cd` and traps stay its own), stopping at the first that fails. Before each it prints
+/// [`mark_step`] with its index, and after the last one with their count. Run it with
+/// `Connection::output_steps(batch, scripts.len(), marker, ...)`, which keeps each step's
+/// output apart and gives each its own step time.
+pub fn batch_script(scripts: &[&RemoteScript], marker: &str) -> RemoteScript {
     let mut text = String::new();
     for (index, script) in scripts.iter().enumerate() {
+        text.push_str(&mark_step(marker, index));
         // Not `( ... ) || exit`: a subshell on the left of `||` would ignore its own `set -e`.
         text.push_str(&format!(
-            "(\n{}\n)\nstatus=$?\nif [ \"$status\" -ne 0 ]; then exit \"$status\"; fi\necho {STEP_DONE} {index}\n",
+            "(\n{}\n)\nstatus=$?\nif [ \"$status\" -ne 0 ]; then exit \"$status\"; fi\n",
             script.text.trim_end()
         ));
     }
+    text.push_str(&mark_step(marker, scripts.len()));
     let name = if scripts.len() == 1 { scripts[0].name } else { "batch" };
     RemoteScript { name, text }
 }
 
-pub use crate::shell::STEP_DONE;
+/// The shell line that marks where step `index` of a batch starts (or, after the last step,
+/// where the batch ended well): `<marker> <index>` on a line of its own, after an empty line
+/// (so it starts a line whatever the step before printed last), on stdout and on stderr, so
+/// that each stream tells exactly which of its bytes are which step's.
+pub fn mark_step(marker: &str, index: usize) -> String {
+    let marker = quote(marker);
+    format!("printf '\\n%s %s\\n' {marker} {index}; printf '\\n%s %s\\n' {marker} {index} >&2\n")
+}
 
 /// The line the preflight prints once it holds the lock and has reported the state.
 pub const READY: &str = "@@xtask-deploy-ready";
@@ -603,8 +613,7 @@ const NO_LINK: &str = r#"no_link() {
 /// Runs a remote hook command with `sh -c` in the release directory (in `deploy_to` while the
 /// release does not exist yet), with `DEPLOY_TO`, `RELEASE`, `RELEASE_PATH` and `REVISION` set.
 /// Its stdout goes to stderr, with its own stderr: what a hook prints is shown when it fails,
-/// and cannot be read as what our scripts print on stdout (a step-done marker, `removed`
-/// lines, health results).
+/// and cannot be read as what our scripts print on stdout (`removed` lines, health results).
 pub fn hook_script(config: &Config, release: &Release, phase: &'static str, command: &str) -> RemoteScript {
     let text = format!(
         r#"d={deploy_to}
@@ -846,7 +855,13 @@ mod tests {
             hook_script(&cfg, &release, "after_update", "echo hi"),
             discard_script(&cfg, &release),
             publish_script(&cfg, &release, "t0k3n"),
-            rollback_script(&cfg, RollbackTo::Release { name: "20261125041638", mark_left: true }, "alice", &["x"]),
+            rollback_script(
+                &cfg,
+                RollbackTo::Release { name: "20261125041638", mark_left: true },
+                "alice",
+                &["x"],
+                "@@m",
+            ),
             marks_script(&cfg, Some("20261125041638")),
         ] {
             assert!(script.text.contains(&format!("d={}\n", quote(hostile))), "{}", script.name);
@@ -937,11 +952,14 @@ mod tests {
         // `set -e` must still stop this script at `false`, inside the batch.
         let failing = RemoteScript { name: "failing", text: "set -eu\nfalse\necho not-reached".into() };
         let never = RemoteScript { name: "never", text: "echo never".into() };
-        let batch = batch_script(&[&ok, &failing, &never]);
+        let batch = batch_script(&[&ok, &failing, &never], "@@m-1f");
         let out = std::process::Command::new("sh").arg("-c").arg(&batch.text).output().unwrap();
-        let stdout = String::from_utf8(out.stdout).unwrap();
         assert_eq!(out.status.code(), Some(1));
-        assert_eq!(stdout, format!("one\n{STEP_DONE} 0\n"));
+        // Each step is marked as it starts, on both streams; the one after the failure is not.
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "\n@@m-1f 0\none\n\n@@m-1f 1\n");
+        assert_eq!(String::from_utf8(out.stderr).unwrap(), "\n@@m-1f 0\n\n@@m-1f 1\n");
+        let all = std::process::Command::new("sh").arg("-c").arg(batch_script(&[&ok], "@@m-1f").text).output();
+        assert_eq!(String::from_utf8(all.unwrap().stdout).unwrap(), "\n@@m-1f 0\none\n\n@@m-1f 1\n");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::config::{Config, Hook, TransportKind};
 use crate::local;
 use crate::plan::{self, Action, LockInfo, Plan, Release, RemoteState, Step, SubmoduleRelease, UtcSecond};
 use crate::report::{DeployReport, Event, Outcome, Reporter, ServerReport, ServerStatus};
-use crate::ssh::{Connection, RemoteProcess};
+use crate::ssh::{Connection, Progress, RemoteProcess, StepOutput};
 use crate::submodules::{self, Submodule};
 use crate::transport;
 use crate::Error;
@@ -55,6 +55,11 @@ pub struct DeployOptions {
 /// The ports tried for the git daemon, unless [`DeployOptions::daemon_ports`] says otherwise:
 /// below Linux's ephemeral ports (32768 and up), so that outgoing connections do not take them.
 pub const DEFAULT_DAEMON_PORTS: std::ops::RangeInclusive<u16> = 10_000..=31_999;
+
+/// A new marker for the steps of a batch (see [`plan::batch_script`]), with a nonce of its own.
+pub(crate) fn new_step_marker() -> String {
+    crate::shell::step_marker(random())
+}
 
 /// Prepares every server: `releases/`, `shared/` (with the linked directories) and the bare
 /// `repo/` under `deploy_to`. Running it again changes nothing.
@@ -787,9 +792,11 @@ fn targets<'a>(
 }
 
 /// Runs the remote steps in `range` of one server's plan (those that run [`Step::here`]) as
-/// one command, and reports what they did (with the artifacts' `sizes`, once in the release).
-/// A server whose publish step a signal cut short, before it said whether it switched, is
-/// added to `cut_in_publish`.
+/// one command, and reports what each does as it does it: its start; as it ends, a hook's
+/// output, or what the deploy's own step did (the release prepared, with the artifacts'
+/// `sizes`, and published, each with its own step's time; the health check). A server whose
+/// publish step a signal cut short, before it said whether it switched, is added to
+/// `cut_in_publish`.
 fn remote_batch(
     target: &mut Target,
     range: std::ops::Range<usize>,
@@ -808,70 +815,109 @@ fn remote_batch(
     if scripts.is_empty() {
         return Ok(());
     }
-    let batch = plan::batch_script(&scripts);
+    let marker = new_step_marker();
+    let batch = plan::batch_script(&scripts, &marker);
     let connection = &target.server.connection;
     let name = connection.name().to_string();
-    for step in steps.iter().filter(|step| !step.what.is_empty()) {
-        reporter.event(Event::Running { phase: step.phase, server: Some(name.clone()), what: step.what.clone() });
+    let mut ended = StepEnded { server: &name, release: &target.plan.release.name, sizes, report: target.report };
+    let output = connection.output_steps(&batch, scripts.len(), &marker, |progress| match progress {
+        Progress::Started(index) if !steps[index].what.is_empty() => reporter.event(Event::Running {
+            phase: steps[index].phase,
+            server: Some(name.clone()),
+            what: steps[index].what.clone(),
+        }),
+        Progress::Started(_) => {}
+        Progress::Done(index, output) => ended.report(steps[index], output, End::Passed, reporter),
+    })?;
+    if output.status == 0 {
+        return Ok(());
     }
-    let started = Instant::now();
-    let output = connection.output_steps(&batch, scripts.len())?;
-    let elapsed = started.elapsed();
-    let done = output.steps_done;
-    let release = target.plan.release.name.clone();
-    if steps[..done].iter().any(|step| step.phase == "prepare") {
-        for (path, bytes) in sizes {
-            reporter.event(Event::Uploaded { server: name.clone(), path: path.clone(), bytes: *bytes });
-        }
-        reporter.event(Event::Prepared { server: name.clone(), release: release.clone(), elapsed });
+    let failed = steps.get(output.done);
+    if let (Some(step), Some(own)) = (failed, output.steps.get(output.done)) {
+        ended.report(step, own, End::Failed, reporter);
     }
-    let report = &mut *target.report;
-    // A publish that switched and then failed (its log line, say) switched all the same.
-    let switched = format!("switched {release}");
-    if steps[..done].iter().any(|step| step.phase == plan::PUBLISH)
-        || output.stdout.lines().any(|line| line == switched)
-    {
-        report.status = ServerStatus::Published;
-        reporter.event(Event::Published { server: name.clone(), release, elapsed });
-    } else if output.status == crate::ssh::EXIT_CUT && steps.get(done).is_some_and(|step| step.phase == plan::PUBLISH) {
+    let cut = output.status == crate::ssh::EXIT_CUT && failed.is_some_and(|step| step.phase == plan::PUBLISH);
+    if cut && ended.report.status != ServerStatus::Published {
         cut_in_publish.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(name.clone());
     }
-    if steps.iter().any(|step| step.phase == "prepare" || step.phase == plan::PUBLISH) {
-        report.release += elapsed;
-    }
-    for old in output.stdout.lines().filter_map(|line| line.strip_prefix("removed ")) {
-        report.removed.push(old.to_string());
-        reporter.event(Event::Removed { server: name.clone(), release: old.to_string() });
-    }
-    if let Some(event) = health_event(&name, &output) {
-        reporter.event(event);
-    }
-    if output.status != 0 {
-        let failed = steps.get(done);
-        let name = failed.and_then(|step| match &step.action {
-            Action::Remote(script) => Some(script.name),
-            _ => None,
-        });
-        let err = connection.failure(name.unwrap_or("remote step"), &output);
-        // Which hook: its command leads the message (two hooks of a phase read alike otherwise).
-        return Err(match (err, failed.map(|step| step.what.as_str())) {
-            (Error::Remote { server, step, status, message }, Some(what)) if !what.is_empty() => {
-                Error::Remote { server, step, status, message: format!("`{what}`: {message}") }
-            }
-            (err, _) => err,
-        });
-    }
-    Ok(())
+    let script_name = failed.and_then(|step| match &step.action {
+        Action::Remote(script) => Some(script.name),
+        _ => None,
+    });
+    let err = connection.steps_failure(script_name.unwrap_or("remote step"), &output);
+    // Which hook: its command leads the message (two hooks of a phase read alike otherwise).
+    Err(match (err, failed.map(|step| step.what.as_str())) {
+        (Error::Remote { server, step, status, message }, Some(what)) if !what.is_empty() => {
+            Error::Remote { server, step, status, message: format!("`{what}`: {message}") }
+        }
+        (err, _) => err,
+    })
 }
 
-/// The [`Event::HealthCheck`] of a batch that ran the health check, from what it printed.
-fn health_event(server: &str, output: &crate::ssh::Output) -> Option<Event> {
+/// How a remote step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Passed,
+    /// It failed, or was stopped.
+    Failed,
+}
+
+/// What [`remote_batch`] reports as each step of one server's batch ends.
+struct StepEnded<'a> {
+    server: &'a str,
+    release: &'a str,
+    /// The artifacts' sizes, reported once the release holds them.
+    sizes: &'a [(String, u64)],
+    report: &'a mut ServerReport,
+}
+
+impl StepEnded<'_> {
+    /// Reports what the deploy's own step `step` did, from its own `output`: the release prepared, published (a publish that switched and then failed, at its
+    /// log line say, switched all the same), releases removed, the health check. What a hook
+    /// prints is never read as what our scripts report.
+    fn report(&mut self, step: &Step, output: &StepOutput, end: End, reporter: &mut dyn Reporter) {
+        let server = self.server.to_string();
+        if step.hook() {
+            return;
+        }
+        let release = self.release.to_string();
+        if step.phase == "prepare" || step.phase == plan::PUBLISH {
+            self.report.release += output.elapsed;
+        }
+        if step.phase == "prepare" && end == End::Passed {
+            for (path, bytes) in self.sizes {
+                reporter.event(Event::Uploaded { server: server.clone(), path: path.clone(), bytes: *bytes });
+            }
+            reporter.event(Event::Prepared {
+                server: server.clone(),
+                release: release.clone(),
+                elapsed: output.elapsed,
+            });
+        }
+        let switched = format!("switched {release}");
+        if step.phase == plan::PUBLISH && (end == End::Passed || output.stdout.lines().any(|line| line == switched)) {
+            self.report.status = ServerStatus::Published;
+            reporter.event(Event::Published { server: server.clone(), release, elapsed: output.elapsed });
+        }
+        for old in output.stdout.lines().filter_map(|line| line.strip_prefix("removed ")) {
+            self.report.removed.push(old.to_string());
+            reporter.event(Event::Removed { server: server.clone(), release: old.to_string() });
+        }
+        if step.phase == plan::HEALTHCHECK {
+            if let Some(event) = health_event(&server, output) {
+                reporter.event(event);
+            }
+        }
+    }
+}
+
+/// The [`Event::HealthCheck`] of the health check's step, from what it printed.
+fn health_event(server: &str, output: &StepOutput) -> Option<Event> {
     let (passed, numbers) = output.stdout.lines().find_map(|line| {
         let healthy = line.strip_prefix(plan::confirm::HEALTHY).map(|rest| (true, rest));
         healthy.or_else(|| line.strip_prefix(plan::confirm::UNHEALTHY).map(|rest| (false, rest)))
     })?;
     let millis = numbers.split_whitespace().nth(1).and_then(|ms| ms.parse().ok()).unwrap_or(0);
-    // The batch's stderr holds the hooks' output too: only the health check's part.
     let stderr = &output.stderr;
     let own = stderr.rfind(plan::confirm::HEALTH_OUTPUT).map_or(stderr.as_str(), |at| &stderr[at..]);
     let output = if passed { String::new() } else { own.trim().to_string() };

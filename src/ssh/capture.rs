@@ -1,6 +1,7 @@
 //! What the deployer keeps of a remote step's output while it reads all of it: a bounded part
-//! of each stream, however much the step prints, and the step-done markers of a batch, found as
-//! the bytes arrive (so that none is lost with the bytes that are not kept).
+//! of each stream, however much the step prints; and, for a batch of steps, each step's part of
+//! each stream, split at the markers the batch prints before each step, found as the bytes
+//! arrive (so that none is lost with the bytes that are not kept).
 //!
 //! **Architecture Invariant:** what is kept of a step's output is bounded; every byte is read
 //! (the server never waits for the deployer) and counted, and what is not kept is said to be
@@ -8,18 +9,17 @@
 
 use std::collections::VecDeque;
 
-use crate::shell::STEP_DONE;
-
-/// Bytes of a step's stdout kept from its start. What the deployer parses there (step-done
-/// markers, `removed`, `reverted`, health results, the state a preflight reports) is printed
-/// by our own scripts, in lines far shorter than this; hooks print on stderr.
+/// Bytes of a script's stdout kept from its start. What the deployer parses there (`removed`,
+/// `reverted`, the state an inspection reports) is printed by our own scripts, in lines far
+/// shorter than this.
 pub(super) const STDOUT_HEAD: usize = 256 * 1024;
+
+/// Bytes of each step's stdout kept from its start in a batch: our own steps print a few short
+/// lines there (`switched`, health results); a hook's own output is shown to people.
+pub(super) const STEP_STDOUT_HEAD: usize = 8 * 1024;
 
 /// Bytes kept from the end of each stream: what an error message shows.
 pub(super) const TAIL: usize = 16 * 1024;
-
-/// The longest line that can be a step-done marker; a longer one is skipped whole.
-const MARKER_LINE_MAX: usize = 64;
 
 /// One output stream of a remote step as kept: its first `head_limit` bytes and its last
 /// `tail_limit` bytes; the bytes between are counted, not kept.
@@ -57,10 +57,19 @@ impl Kept {
         self.tail.extend(bytes);
     }
 
+    /// Takes back the last byte pushed if it is a newline.
+    fn pop_newline(&mut self) {
+        if self.tail.back() == Some(&b'\n') {
+            self.tail.pop_back();
+        } else if self.tail.is_empty() && self.head.last() == Some(&b'\n') {
+            self.head.pop();
+        }
+    }
+
     /// The text kept: the head, then, if bytes were dropped, a line saying how many, then the
     /// tail. Bytes that are not UTF-8 (or a character cut at a boundary) become U+FFFD.
-    pub(super) fn into_text(self) -> String {
-        let mut bytes = self.head;
+    pub(super) fn text(&self) -> String {
+        let mut bytes = self.head.clone();
         if self.dropped > 0 {
             let kept = if self.head_limit == 0 {
                 format!("the last {} follow", size(self.tail_limit))
@@ -71,7 +80,7 @@ impl Kept {
             let note = format!("[xtask-deploy: {} bytes of output dropped here; {kept}]\n", self.dropped);
             bytes.extend_from_slice(if at_line_start { note } else { format!("\n{note}") }.as_bytes());
         }
-        bytes.extend(self.tail);
+        bytes.extend(&self.tail);
         String::from_utf8_lossy(&bytes).into_owned()
     }
 }
@@ -85,62 +94,119 @@ fn size(bytes: usize) -> String {
     }
 }
 
-/// Counts the steps of a batch that printed their step-done marker, from its stdout as it
-/// arrives. Only the marker of the step that is running counts (`<STEP_DONE> <its index>` on a
-/// line of its own), and only for the batch's `steps`: a step that prints any marker, of its own
-/// or of another step, once or a thousand times, does not make the batch's steps last longer.
-pub(super) struct StepMarkers {
+/// One output stream of a batch, split into its steps' parts at the markers the batch prints
+/// on both streams (see `plan::batch_script`): `<marker> <k>` on a line of its own before step
+/// `k`, and `<marker> <steps>` after the last step. Only the next marker counts, by index and
+/// with the batch's own `marker` (which holds a nonce): a step that prints a marker line, its
+/// own or another step's, once or a thousand times, starts no step. The newline the batch
+/// prints before each marker (so that the marker starts a line whatever the step printed
+/// last) is not kept: each part is what its step printed. What the batch prints before the
+/// first marker is kept with the first step.
+pub(super) struct Split {
     steps: usize,
-    done: usize,
-    /// The current line, while it may still be a marker.
+    /// The markers seen: each one starts a step, the last ends the batch.
+    seen: usize,
+    /// The marker line that comes next.
+    expected: Vec<u8>,
+    marker: String,
+    head_limit: usize,
+    tail_limit: usize,
+    /// One per step that started (at least one); bytes go to the last.
+    parts: Vec<Kept>,
+    /// The current line, while it may still be the next marker (never longer than it).
     line: Vec<u8>,
-    /// Whether the current line grew too long to be a marker.
-    overlong: bool,
+    /// Whether the current line may still be the next marker.
+    maybe_marker: bool,
 }
 
-impl StepMarkers {
-    /// Markers for a batch of `steps` steps.
-    pub(super) fn new(steps: usize) -> StepMarkers {
-        StepMarkers { steps, done: 0, line: Vec::new(), overlong: false }
-    }
-
-    /// The steps done so far.
-    pub(super) fn done(&self) -> usize {
-        self.done
-    }
-
-    /// Reads the next bytes of stdout; returns whether another step of the batch has started
-    /// (the marker of a step that is not the last).
-    pub(super) fn feed(&mut self, bytes: &[u8]) -> bool {
-        let mut started = false;
-        for chunk in bytes.split_inclusive(|&byte| byte == b'\n') {
-            let (text, ends_line) = match chunk.strip_suffix(b"\n") {
-                Some(text) => (text, true),
-                None => (chunk, false),
-            };
-            if !self.overlong {
-                if self.line.len() + text.len() > MARKER_LINE_MAX {
-                    self.overlong = true;
-                    self.line.clear();
-                } else {
-                    self.line.extend_from_slice(text);
-                }
-            }
-            if ends_line {
-                if !self.overlong && self.done < self.steps && self.line == self.expected() {
-                    self.done += 1;
-                    started |= self.done < self.steps;
-                }
-                self.line.clear();
-                self.overlong = false;
-            }
+impl Split {
+    /// A stream of a batch of `steps` steps marked with `marker`, keeping the first `head_limit`
+    /// and the last `tail_limit` bytes of each step's part.
+    pub(super) fn new(marker: &str, steps: usize, head_limit: usize, tail_limit: usize) -> Split {
+        Split {
+            steps,
+            seen: 0,
+            expected: format!("{marker} 0").into_bytes(),
+            marker: marker.to_string(),
+            head_limit,
+            tail_limit,
+            parts: vec![Kept::new(head_limit, tail_limit)],
+            line: Vec::new(),
+            maybe_marker: true,
         }
-        started
     }
 
-    /// The marker line of the step running now.
-    fn expected(&self) -> Vec<u8> {
-        format!("{STEP_DONE} {}", self.done).into_bytes()
+    /// The markers seen so far: step `k` has started once `k + 1` are; the batch ended well at
+    /// `steps + 1`.
+    pub(super) fn seen(&self) -> usize {
+        self.seen
+    }
+
+    /// The text kept of step `step`'s part (empty for a step that has not started).
+    pub(super) fn text(&self, step: usize) -> String {
+        self.parts.get(step).map(Kept::text).unwrap_or_default()
+    }
+
+    /// Reads the next bytes of the stream. Only a line that starts with the marker's first
+    /// byte is looked at closely; the bytes between such lines go to the step's part whole.
+    pub(super) fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if !self.maybe_marker {
+                let first = self.expected[0];
+                let next = bytes.windows(2).position(|pair| pair[0] == b'\n' && pair[1] == first);
+                let taken = next.map_or(bytes.len(), |at| at + 1);
+                self.part().push(&bytes[..taken]);
+                self.maybe_marker = self.seen <= self.steps && bytes[..taken].ends_with(b"\n");
+                bytes = &bytes[taken..];
+                continue;
+            }
+            let end = bytes.iter().position(|&byte| byte == b'\n').unwrap_or(bytes.len());
+            let same = bytes[..end].iter().zip(&self.expected[self.line.len().min(self.expected.len())..]);
+            let matching = same.take_while(|(byte, expected)| byte == expected).count();
+            if matching < end {
+                // Not the marker: the line so far is the step's.
+                self.maybe_marker = false;
+                let line = std::mem::take(&mut self.line);
+                self.part().push(&line);
+                continue;
+            }
+            self.line.extend_from_slice(&bytes[..end]);
+            if end == bytes.len() {
+                return;
+            }
+            bytes = &bytes[end + 1..];
+            if self.line == self.expected {
+                self.marker_seen();
+            } else {
+                // A line that is the start of the marker, and ends there.
+                let line = std::mem::take(&mut self.line);
+                self.part().push(&line);
+                self.part().push(b"\n");
+            }
+            self.line.clear();
+        }
+    }
+
+    /// Keeps what was held back (at the stream's end: it was no marker).
+    pub(super) fn finish(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        self.part().push(&line);
+    }
+
+    /// The next marker ended its line: the newline printed before it goes, the next step (if
+    /// any) gets a part of its own, and the marker after it is expected.
+    fn marker_seen(&mut self) {
+        self.part().pop_newline();
+        self.seen += 1;
+        if (2..=self.steps).contains(&self.seen) {
+            self.parts.push(Kept::new(self.head_limit, self.tail_limit));
+        }
+        self.expected = format!("{} {}", self.marker, self.seen).into_bytes();
+        self.maybe_marker = self.seen <= self.steps;
+    }
+
+    fn part(&mut self) -> &mut Kept {
+        self.parts.last_mut().expect("there is always a part")
     }
 }
 
@@ -154,7 +220,7 @@ mod tests {
             kept.push(chunk);
         }
         let dropped = kept.dropped;
-        (kept.into_text(), dropped)
+        (kept.text(), dropped)
     }
 
     #[test]
@@ -191,29 +257,58 @@ mod tests {
         assert!(kept.head.len() + kept.tail.len() == 2048 && kept.tail.capacity() < 64 * 1024);
     }
 
-    #[test]
-    fn only_the_running_steps_marker_counts_and_only_for_the_batchs_steps() {
-        let mut markers = StepMarkers::new(3);
-        // Another step's marker, a marker inside a line, a longer number: none counts.
-        assert!(!markers.feed(format!("{STEP_DONE} 1\nsay {STEP_DONE} 0\n{STEP_DONE} 00\n").as_bytes()));
-        assert_eq!(markers.done(), 0);
-        // Step 0's marker, split across reads, starts step 1; repeating it changes nothing.
-        assert!(!markers.feed(format!("{STEP_DONE} ").as_bytes()));
-        assert!(markers.feed(format!("0\n{STEP_DONE} 0\n").as_bytes()));
-        assert_eq!(markers.done(), 1);
-        assert!(markers.feed(format!("{STEP_DONE} 1\n").as_bytes()));
-        // The last step's marker counts it done, and starts nothing; a fourth is no step.
-        assert!(!markers.feed(format!("{STEP_DONE} 2\n{STEP_DONE} 3\n").as_bytes()));
-        assert_eq!(markers.done(), 3);
+    /// The parts of a stream of a batch of `steps` steps split by `Split` fed in `chunks`, and
+    /// the markers seen.
+    fn split(steps: usize, chunks: &[&[u8]]) -> (Vec<String>, usize) {
+        let mut split = Split::new("@@m-1f", steps, 1024, 1024);
+        for chunk in chunks {
+            split.feed(chunk);
+        }
+        split.finish();
+        ((0..steps).map(|step| split.text(step)).collect(), split.seen())
     }
 
     #[test]
-    fn a_marker_at_the_end_of_an_overlong_line_does_not_count() {
-        let mut markers = StepMarkers::new(2);
-        let mut line = vec![b'x'; 100];
-        line.extend_from_slice(STEP_DONE.as_bytes());
-        assert!(!markers.feed(&line));
-        assert!(!markers.feed(b" 0\n"));
-        assert!(markers.feed(format!("{STEP_DONE} 0\n").as_bytes()));
+    fn a_stream_is_split_into_what_each_step_printed_at_the_markers() {
+        // What the batch prints: a newline and the marker before each step and after the last;
+        // the first step ends without a newline, the second with one, the third prints nothing.
+        let stream = b"\n@@m-1f 0\nfirst\n@@m-1f 1\nsecond\n\n@@m-1f 2\n\n@@m-1f 3\n";
+        let expected = vec!["first".to_string(), "second\n".to_string(), String::new()];
+        assert_eq!(split(3, &[stream]), (expected.clone(), 4));
+        // The same, a byte at a time: markers are found across reads.
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(split(3, &bytes), (expected, 4));
+    }
+
+    #[test]
+    fn only_the_next_marker_of_the_batch_counts() {
+        // Another step's marker, another batch's, a marker inside a line, a longer index, the
+        // start of the marker: none counts, and each stays in the step's output.
+        let noise = "@@m-1f 2\n@@m-00 1\nsay @@m-1f 1\n@@m-1f 10\n@@m-1f\n@\n";
+        let stream = format!("\n@@m-1f 0\n{noise}\n@@m-1f 1\ndone");
+        let (parts, seen) = split(2, &[stream.as_bytes()]);
+        assert_eq!(seen, 2, "step 1 started, and did not end");
+        assert_eq!(parts, vec![noise.to_string(), "done".to_string()]);
+        // After the last marker, a marker line is only output.
+        let (parts, seen) = split(1, &[b"\n@@m-1f 0\n\n@@m-1f 1\n@@m-1f 2\n"]);
+        assert_eq!((parts, seen), (vec!["@@m-1f 2\n".to_string()], 2));
+    }
+
+    #[test]
+    fn each_part_is_bounded_and_what_was_held_back_is_kept_at_the_end() {
+        let mut split = Split::new("@@m-1f", 2, 4, 4);
+        split.feed(b"\n@@m-1f 0\n");
+        for _ in 0..100 {
+            split.feed(&[b'y'; 1000]);
+        }
+        split.feed(b"\n\n@@m-1f 1\n\n\n@@m-");
+        split.finish();
+        let first = split.text(0);
+        // The last 4 bytes of the stream before the marker's line hold the newline printed
+        // before it, which is not the step's.
+        assert!(first.starts_with("yyyy\n[xtask-deploy: 99994 bytes of output dropped here;"), "{first}");
+        assert!(first.ends_with("]\nyy\n"), "{first}");
+        // Two empty lines, then the start of a line cut off by the stream's end.
+        assert_eq!(split.text(1), "\n\n@@m-");
     }
 }

@@ -6,8 +6,9 @@
 mod support;
 
 use std::fs;
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{add_server, snapshot, stderr_of, Hold, World};
@@ -796,4 +797,62 @@ fn with_several_servers_the_push_progress_knows_the_packs_size() {
         assert!(now >= percent && now <= 100, "{event}");
         percent = now;
     }
+}
+
+/// Runs the xtask with `args`; returns its exit code, each stdout line as JSON with when it
+/// was read, and its stderr.
+fn run_timed(world: &World, args: &[&str]) -> (Option<i32>, Vec<(Instant, Value)>, String) {
+    let mut child = xtask(world, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let drained = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).unwrap();
+        text
+    });
+    let lines = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(|line| (Instant::now(), serde_json::from_str(&line.unwrap()).unwrap()))
+        .collect();
+    let status = child.wait().unwrap();
+    (status.code(), lines, drained.join().unwrap())
+}
+
+#[test]
+fn a_hook_is_announced_when_it_starts_on_the_server_not_when_its_batch_is_sent() {
+    // Issue 17: `Running` of both hooks came at 0.94 s, before either ran; after a failed
+    // `after_update`, the last line still named the next hook.
+    let world = World::with_config(
+        "[package.metadata.deploy.hooks]\nafter_update = [{ remote = \"sleep 1\" }, { remote = \"echo second\" }]",
+    );
+    world.setup();
+    let (code, lines, stderr) = run_timed(&world, &["deploy", "--json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let running = |what: &str| {
+        let found = lines.iter().position(|(_, line)| line["event"] == "running" && line["what"] == what);
+        found.unwrap_or_else(|| panic!("no `running` of `{what}`: {lines:?}"))
+    };
+    let (first, second) = (running("sleep 1"), running("echo second"));
+    let gap = lines[second].0 - lines[first].0;
+    assert!(gap >= Duration::from_millis(900), "the second hook was announced {gap:?} after the first");
+    // The release's own steps are timed apart from the hooks between them, and the release is
+    // announced as prepared when it is, before the hooks run.
+    let event = |name: &str| lines.iter().position(|(_, line)| line["event"] == name).unwrap();
+    let ms = |index: usize| lines[index].1["elapsed_ms"].as_u64().unwrap();
+    let (prepared, published) = (event("prepared"), event("published"));
+    assert!(prepared < first && second < published, "{lines:?}");
+    let release = lines[event("summary")].1["servers"][0]["release_ms"].as_u64().unwrap();
+    assert!(release.abs_diff(ms(prepared) + ms(published)) <= 1, "{lines:?}");
+    assert!(release < 1000, "the hooks' second counts in the release's time: {release} ms");
+
+    // The first hook fails: the second never starts, and is never announced.
+    world.edit_manifest(|text| text.replace("\"sleep 1\"", "\"sleep 1; exit 3\""));
+    world.app.commit_all("the first hook fails").unwrap();
+    let (code, lines, stderr) = run_timed(&world, &["deploy", "--json"]);
+    assert_eq!(code, Some(i32::from(exit::REMOTE)), "{stderr}");
+    let announced: Vec<&str> = lines
+        .iter()
+        .filter(|(_, line)| line["event"] == "running")
+        .filter_map(|(_, line)| line["what"].as_str())
+        .collect();
+    assert_eq!(announced, ["sleep 1; exit 3"]);
 }

@@ -128,7 +128,7 @@ fn a_health_check_stopped_with_its_step_leaves_no_try_running() {
             .collect::<Vec<_>>()
     };
     let script = health_script(&cfg, &release, &check);
-    let batch = crate::plan::batch_script(&[&script]);
+    let batch = crate::plan::batch_script(&[&script], "@@m");
     let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg(crate::shell::supervised_exec_line(&batch))
