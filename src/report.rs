@@ -23,6 +23,10 @@ pub enum Event {
     /// A build command, hook or health check starts: locally (`server` is `None`), or on a
     /// server, when it starts there (not when the remote command that runs it is sent).
     Running { phase: &'static str, server: Option<String>, what: String },
+    /// What a remote hook printed on one of its streams, once it ended: the head and tail of a
+    /// long output, with a line saying how many bytes between them are not shown. `failed`:
+    /// the hook failed (or was stopped). One per stream that has output.
+    Output { server: String, phase: &'static str, what: String, stream: OutputStream, text: String, failed: bool },
     /// Another deploy holds a server's lock; this one waits (`--lock-wait`).
     LockWait { server: String, holder: String },
     /// The commit is already current on every server; nothing was changed.
@@ -122,6 +126,14 @@ pub enum Event {
     Check(crate::check::Check),
     /// One server's part of a deploy, as `deploy --dry-run` found it (nothing was changed).
     Plan(Box<crate::plan::ServerPlan>),
+}
+
+/// One of the two output streams of a remote command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
 }
 
 /// How a deploy ended.
@@ -331,6 +343,14 @@ mod tests {
         let events = vec![
             Event::Started { revision: "HEAD".into(), sha: "a".into(), servers: vec![server()] },
             Event::Running { phase: "build", server: None, what: "cargo build".into() },
+            Event::Output {
+                server: server(),
+                phase: "after_update",
+                what: "./migrate".into(),
+                stream: OutputStream::Stdout,
+                text: "o".into(),
+                failed: false,
+            },
             Event::LockWait { server: server(), holder: "bob".into() },
             Event::UpToDate { sha: "a".into() },
             Event::Uploaded { server: server(), path: "bin".into(), bytes: 1 },
@@ -378,6 +398,7 @@ mod tests {
             match event {
                 Event::Started { .. }
                 | Event::Running { .. }
+                | Event::Output { .. }
                 | Event::LockWait { .. }
                 | Event::UpToDate { .. }
                 | Event::Uploaded { .. }

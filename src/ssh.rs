@@ -526,10 +526,19 @@ impl Connection {
     }
 
     /// The error for a batch that did not end well, whose step that did not is named `step`:
-    /// why the deployer stopped it, else that step's own stderr.
+    /// why the deployer stopped it, else that step's own stderr (or its stdout, when it printed
+    /// nothing on stderr).
     pub fn steps_failure(&self, step: &str, output: &StepsOutput) -> Error {
-        let stderr = output.steps.get(output.done).map_or("", |failed| failed.stderr.as_str());
-        self.remote_error(step, output.status, output.stopped.as_deref().unwrap_or(stderr))
+        let failed = output.steps.get(output.done);
+        let (stdout, stderr) = failed.map_or(("", ""), |failed| (failed.stdout.trim(), failed.stderr.as_str()));
+        match &output.stopped {
+            Some(why) => self.remote_error(step, output.status, why),
+            None if stderr.trim().is_empty() && !stdout.is_empty() => {
+                let said = format!("it printed nothing on stderr; on stdout:\n{stdout}");
+                self.remote_error(step, output.status, &said)
+            }
+            None => self.remote_error(step, output.status, stderr),
+        }
     }
 
     fn remote_error(&self, step: &str, status: i32, stderr: &str) -> Error {

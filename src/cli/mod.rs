@@ -51,7 +51,8 @@ pub struct Output {
     /// Print one JSON object per event on stdout (schema in the README); text goes to stderr.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Show each remote script as it starts, with the server it runs on.
+    /// Show each remote script as it starts, with the server it runs on, and what every remote
+    /// hook prints (a failed one's is always shown).
     #[arg(long, short, global = true)]
     pub verbose: bool,
 }

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Stdout};
 use std::time::Duration;
 
 use super::Output;
-use crate::report::{JsonLines, Outcome, ServerStatus};
+use crate::report::{JsonLines, Outcome, OutputStream, ServerStatus};
 use crate::{DeployReport, Error, Event, Reporter};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
@@ -14,7 +14,7 @@ pub(crate) struct Ui {
     json: Option<JsonLines<Stdout>>,
     /// On a terminal: one line per server, redrawn in place with its latest step.
     progress: Option<Progress>,
-    /// `--verbose`: more detail (every remote script).
+    /// `--verbose`: more detail (every remote script, what every remote hook prints).
     verbose: bool,
     /// Each server's push under way, as its last progress event said it.
     pushes: Vec<PushSeen>,
@@ -249,6 +249,19 @@ impl Ui {
             Event::Running { phase, server: None, what } => self.line("Running", &format!("{phase}: {what}")),
             Event::Running { phase, server: Some(server), what } => {
                 self.line("Running", &format!("{phase}: {what} on {server}"))
+            }
+            Event::Output { server, phase, what, stream, text, failed } => {
+                // A hook that passed is shown under `--verbose` only.
+                if *failed || self.verbose {
+                    let verb = match stream {
+                        OutputStream::Stdout => "Stdout",
+                        OutputStream::Stderr => "Stderr",
+                    };
+                    self.line(verb, &format!("{phase}: {what} on {server}"));
+                    for line in text.lines() {
+                        self.line("", &format!("| {line}"));
+                    }
+                }
             }
             Event::LockWait { server, holder } => {
                 self.line("Waiting", &format!("for the lock on {server}, held by {holder}"))

@@ -612,14 +612,15 @@ const NO_LINK: &str = r#"no_link() {
 
 /// Runs a remote hook command with `sh -c` in the release directory (in `deploy_to` while the
 /// release does not exist yet), with `DEPLOY_TO`, `RELEASE`, `RELEASE_PATH` and `REVISION` set.
-/// Its stdout goes to stderr, with its own stderr: what a hook prints is shown when it fails,
-/// and cannot be read as what our scripts print on stdout (`removed` lines, health results).
+/// Its stdout and stderr are its own: in a batch, each step's output is kept apart (see
+/// [`batch_script`]), so what a hook prints is shown as its own and never read as what our
+/// scripts print.
 pub fn hook_script(config: &Config, release: &Release, phase: &'static str, command: &str) -> RemoteScript {
     let text = format!(
         r#"d={deploy_to}
 export DEPLOY_TO="$d" RELEASE={name} RELEASE_PATH="$d/releases"/{name} REVISION={sha} ROLLBACK=
 if [ -d "$RELEASE_PATH" ]; then cd "$RELEASE_PATH"; else cd "$d"; fi || exit 1
-exec sh -c {command} >&2
+exec sh -c {command}
 "#,
         deploy_to = quote(&config.deploy_to),
         name = quote(&release.name),

@@ -16,7 +16,7 @@ use crate::build_output;
 use crate::config::{Config, Hook, TransportKind};
 use crate::local;
 use crate::plan::{self, Action, LockInfo, Plan, Release, RemoteState, Step, SubmoduleRelease, UtcSecond};
-use crate::report::{DeployReport, Event, Outcome, Reporter, ServerReport, ServerStatus};
+use crate::report::{DeployReport, Event, Outcome, OutputStream, Reporter, ServerReport, ServerStatus};
 use crate::ssh::{Connection, Progress, RemoteProcess, StepOutput};
 use crate::submodules::{self, Submodule};
 use crate::transport;
@@ -654,12 +654,16 @@ impl Walk<'_> {
                 }
                 Action::Remote(_) => {
                     let targets = targets(&self.servers, &self.plans, self.reports, 0..self.active.end);
-                    let results = parallel::each(targets, self.parallel, self.reporter, |target, _| {
-                        match &target.plan.on_failure[hook] {
-                            Step { action: Action::Remote(script), here: true, .. } => {
-                                target.server.connection.run(script).map(drop)
-                            }
-                            _ => Ok(()),
+                    let results = parallel::each(targets, self.parallel, self.reporter, |target, reporter| {
+                        let step = &target.plan.on_failure[hook];
+                        let (Action::Remote(script), true) = (&step.action, step.here) else { return Ok(()) };
+                        let connection = &target.server.connection;
+                        let output = connection.output(script)?;
+                        let end = if output.status == 0 { End::Passed } else { End::Failed };
+                        hook_output(reporter, connection.name(), step, [&output.stdout, &output.stderr], end);
+                        match output.status {
+                            0 => Ok(()),
+                            _ => Err(connection.failure(script.name, &output)),
                         }
                     });
                     results.into_iter().filter_map(Result::err).collect()
@@ -872,13 +876,14 @@ struct StepEnded<'a> {
 }
 
 impl StepEnded<'_> {
-    /// Reports what the deploy's own step `step` did, from its own `output`: the release prepared, published (a publish that switched and then failed, at its
+    /// Reports what `step` did, from its own `output`: a hook's output; or for the deploy's own
+    /// steps, the release prepared, published (a publish that switched and then failed, at its
     /// log line say, switched all the same), releases removed, the health check. What a hook
     /// prints is never read as what our scripts report.
     fn report(&mut self, step: &Step, output: &StepOutput, end: End, reporter: &mut dyn Reporter) {
         let server = self.server.to_string();
         if step.hook() {
-            return;
+            return hook_output(reporter, self.server, step, [&output.stdout, &output.stderr], end);
         }
         let release = self.release.to_string();
         if step.phase == "prepare" || step.phase == plan::PUBLISH {
@@ -907,6 +912,26 @@ impl StepEnded<'_> {
             if let Some(event) = health_event(&server, output) {
                 reporter.event(event);
             }
+        }
+    }
+}
+
+/// Reports what `step` printed on `server` (its `[stdout, stderr]`), one [`Event::Output`] per
+/// stream that has output, when it is a hook.
+fn hook_output(reporter: &mut dyn Reporter, server: &str, step: &Step, output: [&str; 2], end: End) {
+    if !step.hook() {
+        return;
+    }
+    for (stream, text) in [OutputStream::Stdout, OutputStream::Stderr].into_iter().zip(output) {
+        if !text.trim().is_empty() {
+            reporter.event(Event::Output {
+                server: server.to_string(),
+                phase: step.phase,
+                what: step.what.clone(),
+                stream,
+                text: text.trim_end().to_string(),
+                failed: end == End::Failed,
+            });
         }
     }
 }

@@ -856,3 +856,58 @@ fn a_hook_is_announced_when_it_starts_on_the_server_not_when_its_batch_is_sent()
         .collect();
     assert_eq!(announced, ["sleep 1; exit 3"]);
 }
+
+#[test]
+fn what_a_hook_prints_is_shown_under_verbose_and_always_when_it_fails() {
+    // The hook computes what it prints: the scripts `--verbose` shows cannot hold it.
+    let hook = "echo out-$((40+2)); echo err-$((6*7)) >&2";
+    let world =
+        World::with_config(&format!("[package.metadata.deploy.hooks]\nafter_update = [{{ remote = {hook:?} }}]"));
+    world.setup();
+    let server = format!("{}@127.0.0.1:{}", world.server.user(), world.server.port());
+    let shown = |text: &str, stream: &str, line: &str| {
+        text.contains(&format!("{stream} after_update: {hook} on {server}\n{:>12} | {line}\n", ""))
+    };
+
+    let quiet = run(&world, &["deploy"]);
+    let text = stderr_of(&quiet);
+    assert_eq!(code(&quiet), 0, "{text}");
+    assert!(!text.contains("out-42") && !text.contains("err-42"), "a hook that passed was shown:\n{text}");
+
+    world.commit("src/main.rs", "fn main() { println!(\"verbose\"); }\n");
+    let verbose = run(&world, &["deploy", "-v"]);
+    let text = stderr_of(&verbose);
+    assert_eq!(code(&verbose), 0, "{text}");
+    assert!(shown(&text, "Stdout", "out-42") && shown(&text, "Stderr", "err-42"), "{text}");
+
+    // With --json, as events, with or without --verbose.
+    world.commit("src/main.rs", "fn main() { println!(\"json\"); }\n");
+    let json = run(&world, &["deploy", "--json"]);
+    assert_eq!(code(&json), 0, "{}", stderr_of(&json));
+    let outputs: Vec<(String, String, String, bool)> = json_lines(&json)
+        .iter()
+        .filter(|line| line["event"] == "output")
+        .map(|line| {
+            assert_eq!(
+                (line["server"].as_str(), line["phase"].as_str()),
+                (Some(server.as_str()), Some("after_update"))
+            );
+            let text = |key: &str| line[key].as_str().unwrap().to_string();
+            (text("what"), text("stream"), text("text"), line["failed"].as_bool().unwrap())
+        })
+        .collect();
+    let expected = |stream: &str, text: &str| (hook.to_string(), stream.to_string(), text.to_string(), false);
+    assert_eq!(outputs, [expected("stdout", "out-42"), expected("stderr", "err-42")]);
+
+    // A hook that fails: both streams are shown without --verbose.
+    world.edit_manifest(|text| text.replace(">&2\"", ">&2; exit 5\""));
+    world.app.commit_all("the hook fails").unwrap();
+    let failed = run(&world, &["deploy"]);
+    let text = stderr_of(&failed);
+    assert_eq!(code(&failed), i32::from(exit::REMOTE), "{text}");
+    let hook = format!("{hook}; exit 5");
+    let shown = |stream: &str, line: &str| {
+        text.contains(&format!("{stream} after_update: {hook} on {server}\n{:>12} | {line}\n", ""))
+    };
+    assert!(shown("Stdout", "out-42") && shown("Stderr", "err-42"), "{text}");
+}
