@@ -152,9 +152,7 @@ impl Split {
     pub(super) fn feed(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             if !self.maybe_marker {
-                let first = self.expected[0];
-                let next = bytes.windows(2).position(|pair| pair[0] == b'\n' && pair[1] == first);
-                let taken = next.map_or(bytes.len(), |at| at + 1);
+                let taken = self.next_line_like_a_marker(bytes);
                 self.part().push(&bytes[..taken]);
                 self.maybe_marker = self.seen <= self.steps && bytes[..taken].ends_with(b"\n");
                 bytes = &bytes[taken..];
@@ -185,6 +183,21 @@ impl Split {
             }
             self.line.clear();
         }
+    }
+
+    /// Where in `bytes` (not at a line's start) the first line that starts with the marker's
+    /// first byte starts; their length if none does.
+    fn next_line_like_a_marker(&self, bytes: &[u8]) -> usize {
+        let first = self.expected[0];
+        let mut from = 0;
+        while let Some(found) = bytes[from..].iter().position(|&byte| byte == first) {
+            let at = from + found;
+            if at > 0 && bytes[at - 1] == b'\n' {
+                return at;
+            }
+            from = at + 1;
+        }
+        bytes.len()
     }
 
     /// Keeps what was held back (at the stream's end: it was no marker).
