@@ -10,8 +10,8 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 pub(super) struct Metadata {
     pub packages: Vec<Package>,
-    /// `[workspace.metadata]`, `null` when there is none.
-    #[serde(default)]
+    /// `[workspace.metadata]` (cargo calls it `metadata`), `null` when there is none.
+    #[serde(default, rename = "metadata")]
     pub workspace_metadata: serde_json::Value,
     pub workspace_root: PathBuf,
     /// Where cargo puts what it builds.
@@ -81,6 +81,14 @@ mod tests {
     fn cargo_errors_are_condensed_to_one_line() {
         let stderr = "error: extra `=`, expected nothing\n --> Cargo.toml:7:13\n  |\n7 | deploy_to = = \"x\"\n  |             ^\n";
         assert_eq!(one_paragraph(stderr), "extra `=`, expected nothing --> Cargo.toml:7:13");
+    }
+
+    #[test]
+    fn the_workspace_table_is_cargos_top_level_metadata() {
+        let json = r#"{"packages": [], "metadata": {"deploy": {"application": "w"}}, "workspace_root": "/w",
+                       "target_directory": "/w/target", "version": 1}"#;
+        let metadata: Metadata = serde_json::from_str(json).unwrap();
+        assert_eq!(metadata.workspace_metadata["deploy"]["application"], "w");
     }
 
     #[test]
