@@ -360,7 +360,9 @@ fn judge_binaries(
         LocalBinaries::NotConfigured => (CheckStatus::Skipped, "no `artifacts` configured".to_string()),
         LocalBinaries::NotBuilt => (
             CheckStatus::Skipped,
-            "no artifact is built yet (deploy-check builds nothing): build, then check again".to_string(),
+            "an artifact is not there (deploy-check builds nothing): build, then check again; if it is still \
+             missing after the build, its path in `artifacts` is wrong"
+                .to_string(),
         ),
         LocalBinaries::Unreadable(err) => (CheckStatus::Fail, err.clone()),
         LocalBinaries::Found(needs) => match binaries::problems(needs, &[(server, platform)]) {

@@ -94,8 +94,10 @@ pub enum Error {
     Auth { server: String, message: String },
     /// Another deploy holds the lock on a server.
     #[error(
-        "`{server}` is locked by {holder}: wait for that deploy, or pass `--lock-wait <secs>`; \
-         if it died, remove the lock with `cargo xtask unlock`"
+        "`{server}` is locked by {holder}, whose deploy is still alive (its SSH connection is open, or the \
+         server is going back after it): wait for it, or pass `--lock-wait <secs>`. A lock whose deploy \
+         died is taken over by the next deploy by itself; `cargo xtask unlock --force` removes a live one, \
+         only if you know that deploy is stuck"
     )]
     Locked { server: String, holder: String },
     /// A remote script exited non-zero.

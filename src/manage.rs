@@ -348,15 +348,25 @@ fn lists_of_releases(servers: impl Iterator<Item = (String, Vec<String>)>) -> St
     lists.join("; ")
 }
 
-/// Removes the deploy lock on every server, whoever holds it (for a deploy that died), the
-/// servers in parallel. A server that fails does not stop the others: the first failure is
+/// Removes the deploy lock on every server, the servers in parallel: a lock whose deploy is
+/// gone, and with `force` also one whose deploy is alive (its SSH connection, or the server's
+/// going back after it); without `force` that one stays and is an [`Error::Locked`]. A server that fails does not stop the others: the first failure is
 /// returned and the others reported as warnings.
-pub fn unlock(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error> {
+pub fn unlock(config: &Config, force: bool, reporter: &mut dyn Reporter) -> Result<(), Error> {
     let results = each(config.servers.iter().collect(), DEFAULT_PARALLEL, reporter, |server, reporter| {
         let started = std::time::Instant::now();
         let connection = Connection::open(config, server)?;
         crate::run::connected(reporter, config, &connection, started.elapsed());
-        let stdout = connection.run(&plan::unlock_script(&config.on(server), None))?;
+        let script = plan::unlock_script(&config.on(server), None, force);
+        let output = connection.output(&script)?;
+        if output.status == plan::EXIT_LOCKED {
+            let holder = LockInfo::describe(&plan::parse_state(&output.stdout).holder);
+            return Err(Error::Locked { server: connection.name().to_string(), holder });
+        }
+        if output.status != 0 {
+            return Err(connection.failure(script.name, &output));
+        }
+        let stdout = output.stdout;
         let holder: Vec<(String, String)> = stdout
             .lines()
             .filter_map(|line| line.strip_prefix("removed ")?.split_once('='))

@@ -234,7 +234,7 @@ fn check_releases_unlock_and_rollback_work_on_every_server_at_once() {
         fs::write(lock.join("info"), "user=gone\nconnection=1 0\n").unwrap();
     }
     let mut events = Collect(Vec::new());
-    xtask_deploy::manage::unlock(&config, &mut events).unwrap();
+    xtask_deploy::manage::unlock(&config, false, &mut events).unwrap();
     let unlocked = events.0.iter().filter(|event| matches!(event, Event::Unlocked { .. })).count();
     assert_eq!(unlocked, 4, "{:?}", events.0);
     assert!(deploy_tos.iter().all(|deploy_to| !deploy_to.join(".xtask-deploy/lock").exists()));

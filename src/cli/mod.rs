@@ -14,7 +14,12 @@ use crate::plan::RollbackTo;
 use crate::{exit, Config, DeployOptions, Error};
 use ui::Ui;
 
-/// The deploy commands, for an xtask's clap `Subcommand` to flatten in (`#[command(flatten)]`).
+// Documented for rustdoc only, as `Output` is.
+#[cfg_attr(
+    doc,
+    doc = "The deploy commands, for an xtask's clap `Subcommand` to flatten in (`#[command(flatten)]`), \
+           or to be its subcommand."
+)]
 #[derive(Debug, Subcommand)]
 #[non_exhaustive]
 pub enum Command {
@@ -27,14 +32,18 @@ pub enum Command {
     Rollback(Rollback),
     /// List each server's releases: name, commit, who deployed it, current, bad, unconfirmed.
     Releases(Releases),
-    /// Remove the deploy lock left by a deploy that died.
+    /// Remove the deploy lock left by a deploy that died (`--force`: also a live deploy's).
     Unlock(Unlock),
     /// Check every server without changing anything: what would make a deploy fail?
     DeployCheck(DeployCheck),
 }
 
-/// This repository's own commands (the demo and the benchmark), which an adopter's xtask needs
-/// not have.
+// Documented for rustdoc only, as `Output` is.
+#[cfg_attr(
+    doc,
+    doc = "This repository's own commands (the demo and the benchmark), which an adopter's xtask \
+           needs not have."
+)]
 #[derive(Debug, Subcommand)]
 #[non_exhaustive]
 pub enum DevCommand {
@@ -44,8 +53,13 @@ pub enum DevCommand {
     Bench(Bench),
 }
 
-/// How a command reports: the global `--json` and `--verbose` flags, for an xtask's clap
-/// `Parser` to flatten in.
+// Documented for rustdoc only: clap would take a doc comment as the `about` of the command
+// it is flattened into, and print it first in the adopter's `cargo xtask --help`.
+#[cfg_attr(
+    doc,
+    doc = "How a command reports: the global `--json` and `--verbose` flags, for an xtask's clap \
+           `Parser` to flatten in."
+)]
 #[derive(Debug, Clone, Default, Args)]
 pub struct Output {
     /// Print one JSON object per event on stdout (schema in the README); text goes to stderr.
@@ -139,6 +153,10 @@ pub struct Releases {
 pub struct Unlock {
     #[command(flatten)]
     target: Target,
+    /// Remove the lock even when its deploy is alive (its SSH connection is open, or the server
+    /// is going back after it): only when you know that deploy is stuck.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -312,7 +330,7 @@ impl Releases {
 impl Unlock {
     fn run(self, ui: &mut Ui) -> Result<u8, Error> {
         let config = self.target.config()?;
-        crate::manage::unlock(&config, ui)?;
+        crate::manage::unlock(&config, self.force, ui)?;
         ui.line("Finished", "unlock");
         Ok(exit::SUCCESS)
     }

@@ -313,9 +313,19 @@ fi
 /// Removes the deploy lock: only when it holds `token` (a deploy never removes a lock it did
 /// not take), or whoever holds it when `token` is `None` (`cargo xtask unlock`). Prints the
 /// holder as `removed <key>=<value>` lines when it removed one.
-pub fn unlock_script(config: &Config, token: Option<&str>) -> RemoteScript {
+///
+/// Unless `force`, a lock whose holder is alive (its deploy's SSH connection, or the keeper
+/// going back after it) is left in place: the script prints `holder <key>=<value>` lines and
+/// exits [`EXIT_LOCKED`]. A dead holder's lock is removed (a deploy would take it over anyway).
+pub fn unlock_script(config: &Config, token: Option<&str>, force: bool) -> RemoteScript {
+    let alive = match force {
+        true => String::new(),
+        false => format!(
+            "if [ -d \"$lock\" ] && holder_alive; then each_line \"$lock/info\" holder; exit {EXIT_LOCKED}; fi\n"
+        ),
+    };
     let text = format!(
-        "set -u\nd={deploy_to}\nlock=\"$d/{STATE_DIR}/lock\"\n{LOCK_HELPERS}\n{release}",
+        "set -u\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\nlock=\"$state/lock\"\n{LOCK_HELPERS}\n{alive}{release}",
         deploy_to = quote(&config.deploy_to),
         release = release_lock(token),
     );
@@ -850,7 +860,7 @@ mod tests {
             setup_script(&cfg),
             preflight_script(&cfg, &lock(), &["systemctl restart it"]),
             inspect_script(&cfg),
-            unlock_script(&cfg, Some("t")),
+            unlock_script(&cfg, Some("t"), false),
             daemon_script(&cfg, 40000, 600, &["repo/modules/it's"]),
             prepare_script(&cfg, &release, &[submodule()]),
             hook_script(&cfg, &release, "after_update", "echo hi"),
@@ -975,9 +985,9 @@ mod tests {
 
     #[test]
     fn a_deploy_removes_only_its_own_lock_and_unlock_removes_any() {
-        let own = unlock_script(&config("/srv/x"), Some("abc")).text;
+        let own = unlock_script(&config("/srv/x"), Some("abc"), true).text;
         assert!(own.contains(&format!("has_line {} \"$lock/info\"", quote("token=abc"))), "{own}");
-        let any = unlock_script(&config("/srv/x"), None).text;
+        let any = unlock_script(&config("/srv/x"), None, true).text;
         assert!(!any.contains("token="), "{any}");
     }
 
@@ -1048,17 +1058,35 @@ mod tests {
         };
         take();
         for other in ["ab", "abcd", "ABC"] {
-            let (status, stdout, _) = sh(&unlock_script(&config(deploy_to), Some(other)).text, &[]);
+            let (status, stdout, _) = sh(&unlock_script(&config(deploy_to), Some(other), true).text, &[]);
             assert_eq!((status, stdout.as_str()), (0, "the lock is not ours; left in place\n"), "token {other}");
             assert!(lock.exists());
         }
-        let (status, stdout, _) = sh(&unlock_script(&config(deploy_to), Some("abc")).text, &[]);
+        let (status, stdout, _) = sh(&unlock_script(&config(deploy_to), Some("abc"), true).text, &[]);
         assert_eq!((status, stdout.as_str()), (0, "removed user=alice\nremoved token=abc\n"));
         assert!(!lock.exists());
         take();
-        let (_, stdout, _) = sh(&unlock_script(&config(deploy_to), None).text, &[]);
+        let (_, stdout, _) = sh(&unlock_script(&config(deploy_to), None, true).text, &[]);
         assert_eq!(stdout, "removed user=alice\nremoved token=abc\n");
         assert!(!lock.exists());
+
+        // Without force, a live holder's lock stays (this test is its "connection"); a dead
+        // one's goes.
+        let pid = std::process::id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let start = stat.rsplit(") ").next().unwrap().split_whitespace().nth(19).unwrap().to_string();
+        std::fs::create_dir_all(&lock).unwrap();
+        std::fs::write(lock.join("info"), format!("user=alice\nconnection={pid} {start}\n")).unwrap();
+        let (status, stdout, _) = sh(&unlock_script(&config(deploy_to), None, false).text, &[]);
+        assert_eq!(
+            (status, stdout.as_str()),
+            (EXIT_LOCKED, format!("holder user=alice\nholder connection={pid} {start}\n").as_str())
+        );
+        assert!(lock.exists(), "a live deploy's lock is left in place");
+        std::fs::write(lock.join("info"), "user=gone\nconnection=1 0\n").unwrap();
+        let (status, stdout, _) = sh(&unlock_script(&config(deploy_to), None, false).text, &[]);
+        assert_eq!((status, stdout.as_str()), (0, "removed user=gone\nremoved connection=1 0\n"));
+        assert!(!lock.exists(), "a dead deploy's lock is removed");
     }
 
     #[test]

@@ -290,7 +290,7 @@ fn a_dry_run_names_the_lock_holder_and_a_server_it_cannot_reach() {
 }
 
 #[test]
-fn unlock_removes_a_live_lock_and_releases_lists_it_first() {
+fn unlock_leaves_a_live_lock_unless_forced_and_releases_lists_it_first() {
     let world = World::new();
     world.setup();
     world.deploy();
@@ -309,7 +309,15 @@ fn unlock_removes_a_live_lock_and_releases_lists_it_first() {
         "{}",
         stderr_of(&refused)
     );
-    let unlocked = run(&world, &["unlock"]);
+    // The server was reached, and the summary says so.
+    let summary = stderr_of(&refused);
+    assert!(summary.contains(": unchanged; connect ") && !summary.contains("not reached"), "{summary}");
+    // Its holder (this test process, as its "connection") is alive: plain unlock leaves it.
+    let kept = run(&world, &["unlock"]);
+    assert_eq!(kept.status.code(), Some(i32::from(xtask_deploy::exit::LOCKED)), "{}", stderr_of(&kept));
+    assert!(stderr_of(&kept).contains("still alive") && stderr_of(&kept).contains("--force"), "{}", stderr_of(&kept));
+    assert!(world.locked(), "a live deploy's lock is left in place");
+    let unlocked = run(&world, &["unlock", "--force"]);
     assert!(unlocked.status.success() && stderr_of(&unlocked).contains("dave on ci-7"), "{}", stderr_of(&unlocked));
     assert!(!world.locked());
     // Again, with no lock left: it says so instead of claiming a removal.

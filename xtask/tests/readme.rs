@@ -205,6 +205,7 @@ fn the_adoption_steps_work_in_a_fresh_repository() {
     fs::write(fresh.join("Cargo.toml"), format!("{manifest}\n[workspace]\nmembers = [\"xtask\"]\n")).unwrap();
     // Through the alias, as a user types it.
     let help = cargo(&fresh, &target, &["xtask", "--help"]);
+    assert!(help.starts_with("Usage: cargo xtask"), "no text of the library's leads the adopter's help:\n{help}");
     for command in DEPLOY_COMMANDS {
         assert!(help.contains(command), "`cargo xtask --help` lists {command}:\n{help}");
     }
