@@ -556,6 +556,29 @@ fn a_release_left_unconfirmed_by_a_keeper_that_died_is_gone_back_from_by_the_nex
 }
 
 #[test]
+fn a_restart_hook_that_fails_while_going_back_is_named_with_what_it_printed() {
+    let world = World::with_config(
+        "[package.metadata.deploy.hooks]\n\
+         after_publish = [{ remote = 'if [ -n \"${ROLLBACK:-}\" ]; then echo restart-broke >&2; exit 1; fi' }]\n\
+         [package.metadata.deploy.healthcheck]\nremote = 'test ! -e \"$DEPLOY_TO/shared/unhealthy\"'\ntimeout = 1\n",
+    );
+    world.setup();
+    let first = world.deploy();
+    fs::write(world.deploy_to.join("shared/unhealthy"), "").unwrap();
+    world.commit("src/main.rs", "fn main() { println!(\"two\"); }\n");
+    let mut events = Collect::default();
+    let err = xtask_deploy::deploy(&world.config(), &DeployOptions::default(), &mut events).expect_err("unhealthy");
+    assert_eq!(err.exit_code(), xtask_deploy::exit::ROLLED_BACK, "{err}");
+    assert_eq!(world.current(), Some(first.release.clone()));
+    let warning = events.0.iter().find_map(|event| match event {
+        Event::Warning { message } if message.contains("while restarting release") => Some(message.clone()),
+        _ => None,
+    });
+    let warning = warning.unwrap_or_else(|| panic!("no restart warning: {:?}", events.0));
+    assert!(warning.contains("exit 1; fi` (exit status 1)") && warning.contains("restart-broke"), "{warning}");
+}
+
+#[test]
 fn restart_hooks_that_hang_while_going_back_do_not_hide_that_the_server_went_back() {
     let world = World::with_config(
         "[package.metadata.deploy.timeouts]\nstep = 3\n[package.metadata.deploy.hooks]\n\

@@ -612,8 +612,23 @@ impl Walk<'_> {
             let restarted = server.connection.output(&plan::confirm::restart_script(&server.config, &to, &hooks));
             let failed: Vec<String> = match &restarted {
                 Ok(output) => {
-                    let hooks = output.stdout.lines().filter_map(|line| line.strip_prefix("hook-failed "));
-                    let mut failed: Vec<String> = hooks.map(|hook| format!("hook {hook}")).collect();
+                    // `hook-failed <index> <status>`, named here by its command; what the hooks
+                    // printed (on stderr) follows, once.
+                    let said = output.stdout.lines().filter_map(|line| line.strip_prefix("hook-failed "));
+                    let mut failed: Vec<String> = said
+                        .map(|line| {
+                            let (index, status) = line.split_once(' ').unwrap_or((line, "?"));
+                            let command = index.parse::<usize>().ok().and_then(|index| hooks.get(index));
+                            match command {
+                                Some(command) => format!("`{command}` (exit status {status})"),
+                                None => format!("a hook (exit status {status})"),
+                            }
+                        })
+                        .collect();
+                    let printed = output.stderr.trim();
+                    if let (Some(last), false) = (failed.last_mut(), printed.is_empty()) {
+                        last.push_str(&format!("; the restart hooks printed: {printed}"));
+                    }
                     if failed.is_empty() && output.status != 0 {
                         failed.push(format!("the restart step ended with exit status {}", output.status));
                     }
