@@ -496,8 +496,16 @@ impl Config {
                 ),
                 None => format!(
                     "no `[{section}.deploy]` table in `{}`: add one with at least one \
-                     `[[{section}.deploy.servers]]` entry holding a `host` (see the README)",
-                    manifest.display()
+                     `[[{section}.deploy.servers]]` entry holding a `host` (see the README), or pass \
+                     `--manifest-path` to the manifest that has it (without it, the one cargo finds from the \
+                     current directory is read){workspace}",
+                    manifest.display(),
+                    workspace = match section {
+                        "package.metadata" =>
+                            "; a `[workspace.metadata.deploy]` counts only in a manifest \
+                                               with no `[package]`",
+                        _ => "",
+                    }
                 ),
             };
             return Err(Error::Config { message });
@@ -1240,6 +1248,9 @@ mod tests {
         assert!(text.contains("[[package.metadata.deploy.servers]]"), "{text}");
         let text = error_text("[other]\nx = 1\n");
         assert!(text.contains("no `[package.metadata.deploy]` table"), "{text}");
+        // Run from another package's directory (an xtask's), or with the table in the
+        // workspace's metadata: both are named.
+        assert!(text.contains("`--manifest-path`") && text.contains("[workspace.metadata.deploy]"), "{text}");
     }
 
     #[test]
