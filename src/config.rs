@@ -929,6 +929,12 @@ impl Reach<'_> {
         if host.trim().is_empty() {
             return Err(".host` is empty".to_string());
         }
+        // `name:port` (one colon: an IPv6 address has several) is not a host name.
+        if let Some((name, port)) = host.split_once(':').filter(|(name, _)| !name.contains(':')) {
+            if !port.contains(':') && !port.is_empty() && port.bytes().all(|byte| byte.is_ascii_digit()) {
+                return Err(format!(".host` is `{host}`, with a port: write `host = \"{name}\"` and `port = {port}`"));
+            }
+        }
         let params = self.ssh_config.map(|config| config.query(host)).unwrap_or_default();
         let Some(user) = user.or(params.user).or(self.user.map(str::to_string)) else {
             return Err(".user` is not set and the local user name is unknown: set `user`".to_string());
@@ -1239,6 +1245,15 @@ mod tests {
         assert!(text.contains("expected u16"), "{text}");
         let text = error_text("[deploy]\nkeep_releases = -1\n[[deploy.servers]]\nhost = \"a\"\n");
         assert!(text.contains("`package.metadata.deploy.keep_releases`"), "{text}");
+    }
+
+    #[test]
+    fn a_port_written_into_the_host_is_named() {
+        let text = error_text("[deploy]\ndeploy_to = \"/srv/x\"\n[[deploy.servers]]\nhost = \"127.0.0.1:2222\"\n");
+        assert!(text.contains("write `host = \"127.0.0.1\"` and `port = 2222`"), "{text}");
+        // An IPv6 address is a host.
+        let v6 = parse("[deploy]\ndeploy_to = \"/srv/x\"\n[[deploy.servers]]\nhost = \"::1\"\n");
+        assert!(v6.is_ok(), "{v6:?}");
     }
 
     #[test]

@@ -125,6 +125,15 @@ pub fn rollback(config: &Config, to: RollbackTo, reporter: &mut dyn Reporter) ->
             unlock_all(&mut servers);
             return Err(err);
         }
+        if servers.iter().all(|server| server.state.current_release() == Some(name)) {
+            unlock_all(&mut servers);
+            return Err(Error::Usage {
+                message: format!(
+                    "release {name} is already current on every server: nothing to go back to; `cargo xtask \
+                     releases` lists the others"
+                ),
+            });
+        }
     }
     // `lock_all` returns every server, in the order of `config.servers`: the index is the
     // server's place there, which hook and health check scopes go by.

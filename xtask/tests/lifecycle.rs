@@ -368,6 +368,12 @@ fn releases_and_rollback_through_the_cli() {
     assert!(text.contains(&there.replacen("the releases are", "the releases there are", 1)), "{text}");
     assert_eq!(world.current(), Some(first.release.clone()));
     assert!(!world.locked(), "the lock was released");
+    // The current release is nowhere to go back to: a wrong command line, not a failed step.
+    let current = run(&world, &["rollback", "--to", &first.release]);
+    let text = stderr_of(&current);
+    assert_eq!(current.status.code(), Some(i32::from(xtask_deploy::exit::USAGE)), "{text}");
+    assert!(text.contains("is already current on every server"), "{text}");
+    assert!(!world.locked(), "the lock was released");
 }
 
 #[test]
