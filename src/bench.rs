@@ -43,11 +43,20 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
     let config = bench_config(&clone_dir, &[server_entry(&server, "bench")], &server, &server.known_hosts())?;
     let sh = Shell::new().map_err(|err| Error::local(format!("cannot start a local shell: {err}")))?;
     sh.change_dir(&clone_dir);
-    let commits = cmd!(sh, "git rev-list --count HEAD").quiet().read().map_err(|err| Error::local(err.to_string()))?;
-    let tarball =
-        cmd!(sh, "git archive --format=tar.gz HEAD").quiet().output().map_err(|err| Error::local(err.to_string()))?;
-    let tree_files =
-        cmd!(sh, "git ls-files").quiet().read().map_err(|err| Error::local(err.to_string()))?.lines().count();
+    let commits = crate::local::own_repo(cmd!(sh, "git rev-list --count HEAD"))
+        .quiet()
+        .read()
+        .map_err(|err| Error::local(err.to_string()))?;
+    let tarball = crate::local::own_repo(cmd!(sh, "git archive --format=tar.gz HEAD"))
+        .quiet()
+        .output()
+        .map_err(|err| Error::local(err.to_string()))?;
+    let tree_files = crate::local::own_repo(cmd!(sh, "git ls-files"))
+        .quiet()
+        .read()
+        .map_err(|err| Error::local(err.to_string()))?
+        .lines()
+        .count();
 
     setup(&config, &mut Quiet)?;
     let baseline = remote_command_baseline(&config)?;
@@ -59,7 +68,7 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
     let mut timed = Vec::with_capacity(rounds);
     for round in 0..rounds {
         commit_change(&sh, &clone_dir, &format!("bench round {round}"))?;
-        let thin = cmd!(sh, "git pack-objects --thin --stdout --revs -q")
+        let thin = crate::local::own_repo(cmd!(sh, "git pack-objects --thin --stdout --revs -q"))
             .stdin("HEAD\n^HEAD~1\n")
             .quiet()
             .output()
@@ -268,7 +277,7 @@ fn commit_change(sh: &Shell, clone_dir: &Path, message: &str) -> Result<(), Erro
     text.push_str(&format!("# {message}\n"));
     std::fs::write(&manifest, text)
         .map_err(|err| Error::local(format!("cannot write `{}`: {err}", manifest.display())))?;
-    cmd!(sh, "git -c user.name=bench -c user.email=bench@localhost commit -q -a -m {message}")
+    crate::local::own_repo(cmd!(sh, "git -c user.name=bench -c user.email=bench@localhost commit -q -a -m {message}"))
         .quiet()
         .run()
         .map_err(|err| Error::local(err.to_string()))

@@ -96,21 +96,22 @@ pub fn git_thin_delta(old: &[u8], new: &[u8]) -> Result<u64, Error> {
     let sh = xshell::Shell::new().map_err(|err| Error::local(format!("cannot start a local shell: {err}")))?;
     sh.change_dir(dir.path());
     let failed = |err: xshell::Error| Error::local(format!("git failed: {err}"));
-    xshell::cmd!(sh, "git init -q .").quiet().run().map_err(failed)?;
+    crate::local::own_repo(xshell::cmd!(sh, "git init -q .")).quiet().run().map_err(failed)?;
     for (round, content) in [old, new].into_iter().enumerate() {
         fs::write(dir.path().join("app"), content).map_err(|err| Error::local(format!("cannot write: {err}")))?;
         let message = format!("build {round}");
-        xshell::cmd!(sh, "git add app").quiet().run().map_err(failed)?;
-        xshell::cmd!(sh, "git -c user.name=t -c user.email=t@localhost commit -qm {message}")
+        crate::local::own_repo(xshell::cmd!(sh, "git add app")).quiet().run().map_err(failed)?;
+        crate::local::own_repo(xshell::cmd!(sh, "git -c user.name=t -c user.email=t@localhost commit -qm {message}"))
             .quiet()
             .run()
             .map_err(failed)?;
     }
-    let pack = xshell::cmd!(sh, "git pack-objects --thin --stdout --revs --delta-base-offset -q")
-        .stdin("HEAD\n^HEAD~1\n")
-        .quiet()
-        .output()
-        .map_err(failed)?;
+    let pack =
+        crate::local::own_repo(xshell::cmd!(sh, "git pack-objects --thin --stdout --revs --delta-base-offset -q"))
+            .stdin("HEAD\n^HEAD~1\n")
+            .quiet()
+            .output()
+            .map_err(failed)?;
     Ok(pack.stdout.len() as u64)
 }
 

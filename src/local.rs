@@ -121,6 +121,28 @@ pub fn run_command(phase: &str, command: &str, dir: &Path) -> Result<(), Error> 
     Err(Error::local(format!("{phase} command `{command}` failed ({how})")))
 }
 
+/// The variables that point `git` at a repository other than the one its working directory
+/// is in. `git rebase --exec` and git hooks set `GIT_DIR`: a `git init`, `add` or `commit` meant
+/// for a new repository (the demo's, the benchmark's, a test's) would write into the repository
+/// of whoever runs it.
+pub const GIT_REPOSITORY_VARS: [&str; 6] =
+    ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR", "GIT_PREFIX"];
+
+/// A `git` command that finds its repository from its working directory or `-C`/`--git-dir`
+/// only, never from the environment (see [`GIT_REPOSITORY_VARS`]).
+pub fn git() -> std::process::Command {
+    let mut command = std::process::Command::new("git");
+    for var in GIT_REPOSITORY_VARS {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// An xshell `git` command that finds its repository as [`git`]'s do.
+pub fn own_repo(cmd: xshell::Cmd<'_>) -> xshell::Cmd<'_> {
+    GIT_REPOSITORY_VARS.iter().fold(cmd, |cmd, var| cmd.env_remove(var))
+}
+
 /// The deploying machine's host name, for the lock.
 pub fn host_name() -> String {
     std::fs::read_to_string("/etc/hostname")
@@ -144,6 +166,18 @@ pub fn user_name() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn git_never_takes_its_repository_from_the_environment() {
+        let removed: Vec<String> = git()
+            .get_envs()
+            .filter(|(_, value)| value.is_none())
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .collect();
+        for var in ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"] {
+            assert!(removed.iter().any(|name| name == var), "{var} is not removed: {removed:?}");
+        }
+    }
 
     #[test]
     fn push_refname_falls_back_for_non_branch_names() {

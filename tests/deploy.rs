@@ -307,8 +307,7 @@ fn a_deploy_user_with_any_login_shell_sets_up_deploys_and_rolls_back() {
 
 /// What `git rev-list --objects` lists in `dir`'s repository for `args`, counted.
 fn object_count(dir: &std::path::Path, args: &[&str]) -> u64 {
-    let output =
-        std::process::Command::new("git").arg("-C").arg(dir).args(["rev-list", "--objects"]).args(args).output();
+    let output = xtask_deploy::local::git().arg("-C").arg(dir).args(["rev-list", "--objects"]).args(args).output();
     let output = output.unwrap();
     assert!(output.status.success(), "git rev-list {args:?}");
     String::from_utf8_lossy(&output.stdout).lines().count() as u64
@@ -348,7 +347,7 @@ fn a_depth_1_clone_deploys_to_a_server_with_older_history_and_to_a_fresh_one() {
     // What CI checks out: one commit, no history.
     let clone = world.server.dir().join("ci-clone");
     let url = format!("file://{}", world.app.dir().display());
-    let cloned = std::process::Command::new("git").args(["clone", "-q", "--depth", "1", &url]).arg(&clone).status();
+    let cloned = xtask_deploy::local::git().args(["clone", "-q", "--depth", "1", &url]).arg(&clone).status();
     assert!(cloned.unwrap().success());
     let config = xtask_deploy::Config::load(Some(&clone.join("Cargo.toml"))).unwrap();
     let report = xtask_deploy::deploy(&config, &xtask_deploy::DeployOptions::default(), &mut Collect::default())
@@ -362,7 +361,7 @@ fn a_depth_1_clone_deploys_to_a_server_with_older_history_and_to_a_fresh_one() {
     // And from the clone again, after a commit made there: a thin pack on top of the shallow root.
     fs::write(clone.join("src/main.rs"), "fn main() { println!(\"from CI\"); }\n").unwrap();
     let git = |args: &[&str]| {
-        let status = std::process::Command::new("git").arg("-C").arg(&clone).args(args).status().unwrap();
+        let status = xtask_deploy::local::git().arg("-C").arg(&clone).args(args).status().unwrap();
         assert!(status.success(), "git {args:?}");
     };
     git(&["-c", "user.name=ci", "-c", "user.email=ci@localhost", "commit", "-qam", "ci change"]);

@@ -10,7 +10,6 @@ mod support;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use support::{snapshot, World};
 use xtask_deploy::demo::AppRepo;
@@ -18,7 +17,7 @@ use xtask_deploy::{DeployOptions, Error};
 
 /// Runs git in `dir` with a fixed identity (local-path submodule URLs allowed); returns stdout.
 fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
+    let output = xtask_deploy::local::git()
         .arg("-C")
         .arg(dir)
         .args(["-c", "user.name=mallory", "-c", "user.email=mallory@localhost", "-c", "protocol.file.allow=always"])
@@ -157,7 +156,7 @@ fn world_with_a_submodule(config: &str) -> World {
 
 /// Runs git in the app with `input` on stdin; returns stdout.
 fn git_with_input(world: &World, args: &[&str], input: &str) -> String {
-    let mut child = Command::new("git")
+    let mut child = xtask_deploy::local::git()
         .arg("-C")
         .arg(world.app.dir())
         .args(args)

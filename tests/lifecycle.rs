@@ -312,13 +312,15 @@ fn a_capistrano_2_cached_copy_server_is_taken_over() {
     world.commit("src/main.rs", "fn main() { println!(\"v2\"); }\n");
     let report = world.deploy();
     world.assert_release_matches(&report.release, &report.sha);
-    let head = Command::new("git").args(["-C", cached.to_str().unwrap(), "rev-parse", "HEAD"]).output().unwrap();
+    let head = xtask_deploy::local::git().args(["-C", cached.to_str().unwrap(), "rev-parse", "HEAD"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&head.stdout).trim(), report.sha, "the cached copy was updated");
     // Its history is as private as `repo/`'s (issue 18, finding 8), Capistrano's 0755 or not.
     let mode = fs::metadata(&cached).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "shared/cached-copy is readable by other local users");
-    let origin =
-        Command::new("git").args(["-C", cached.to_str().unwrap(), "remote", "get-url", "origin"]).output().unwrap();
+    let origin = xtask_deploy::local::git()
+        .args(["-C", cached.to_str().unwrap(), "remote", "get-url", "origin"])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&origin.stdout).trim(), "https://git.invalid/hello.git");
     world.rollback(None).unwrap();
     assert_eq!(world.current().as_deref(), Some("20250101000000"));
@@ -406,7 +408,8 @@ artifacts = ["target/dist"]"#
         // sends the tree without the history, and git updates one ref of such a push: the
         // release commit's. The branch follows on the next deploy.)
         let git = |args: &[&str]| {
-            let output = Command::new("git").arg("--git-dir").arg(world.deploy_to.join("repo")).args(args).output();
+            let output =
+                xtask_deploy::local::git().arg("--git-dir").arg(world.deploy_to.join("repo")).args(args).output();
             String::from_utf8(output.unwrap().stdout).unwrap().trim().to_string()
         };
         assert_eq!(git(&["rev-parse", "refs/xtask-deploy/release^"]), report.sha, "{cache}: its parent");
@@ -457,7 +460,7 @@ fn a_binary_that_cannot_run_on_the_server_is_refused_before_anything_is_sent() {
             assert_eq!(world.current(), Some(first.release.clone()), "{transport}, {what}");
             assert_eq!(world.releases(), vec![first.release.clone()], "{transport}, {what}");
             assert!(!world.locked(), "{transport}, {what}: the lock was released");
-            let on_server = Command::new("git")
+            let on_server = xtask_deploy::local::git()
                 .arg("--git-dir")
                 .arg(world.deploy_to.join("repo"))
                 .args(["cat-file", "-e", &sha])

@@ -87,7 +87,7 @@ fn a_push_refused_by_the_server_names_its_reason_with_either_transport() {
 
 /// Runs git in `dir` with a fixed identity.
 fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let output = std::process::Command::new("git")
+    let output = xtask_deploy::local::git()
         .arg("-C")
         .arg(dir)
         .args(["-c", "user.name=mallory", "-c", "user.email=mallory@localhost"])
@@ -193,11 +193,7 @@ fn another_local_user_at_the_daemons_port_is_let_in_for_nothing_and_sees_no_secr
     assert_eq!(state.iter().filter(|name| *name != "lock" && **name != pidfile).count(), 0, "{state:?}");
     // Nothing of hers is in the repository, and what was released is exactly our commit.
     let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(["-c", "safe.directory=*", "--git-dir", &repo])
-            .args(args)
-            .output()
-            .unwrap()
+        xtask_deploy::local::git().args(["-c", "safe.directory=*", "--git-dir", &repo]).args(args).output().unwrap()
     };
     assert!(!git(&["rev-parse", "--verify", "-q", "refs/heads/evil"]).status.success(), "her branch was stored");
     assert!(!git(&["cat-file", "-e", &mallory_head]).status.success(), "her commit was stored");

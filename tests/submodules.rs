@@ -6,7 +6,6 @@ mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use support::{files_under, incompressible, World};
 use xtask_deploy::demo::AppRepo;
@@ -14,7 +13,7 @@ use xtask_deploy::Error;
 
 /// Runs git in `dir` with a fixed identity; local-path submodule URLs allowed for the setup.
 fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
+    let output = xtask_deploy::local::git()
         .arg("-C")
         .arg(dir)
         .args(["-c", "user.name=test", "-c", "user.email=test@localhost", "-c", "protocol.file.allow=always"])

@@ -5,7 +5,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 use xtask_deploy::build_output::{self, Artifact};
 use xtask_deploy::demo::AppRepo;
@@ -18,7 +18,7 @@ impl ReceivePack {
     fn start(bare: &std::path::Path) -> ReceivePack {
         ReceivePack(
             // As the deploy runs it on the server.
-            Command::new("git")
+            xtask_deploy::local::git()
                 .args(["-c", "receive.fsckObjects=true", "-c", "receive.shallowUpdate=true", "receive-pack"])
                 .arg(bare)
                 .stdin(Stdio::piped())
@@ -172,14 +172,14 @@ fn an_object_refused_before_the_pack_ends_is_named_in_gits_words() {
     let bare = dir.path().join("repo");
     git2::Repository::init_bare(&bare).unwrap();
     for (key, value) in [("receive.fsckObjects", "true"), ("receive.unpackLimit", "1")] {
-        let status = Command::new("git").arg("--git-dir").arg(&bare).args(["config", key, value]).status();
+        let status = xtask_deploy::local::git().arg("--git-dir").arg(&bare).args(["config", key, value]).status();
         assert!(status.unwrap().success());
     }
     // A root tree with `x` twice, and a blob far larger than a pipe's buffer after it: the
     // server refuses the tree and stops reading while the blob is still being sent.
     let app = AppRepo::create(&dir.path().join("app"), &[("big.bin", &support::incompressible(4_000_000, 5))]).unwrap();
     let git = |args: &[&str], input: &str| {
-        let mut child = Command::new("git")
+        let mut child = xtask_deploy::local::git()
             .arg("-C")
             .arg(app.dir())
             .args(["-c", "user.name=t", "-c", "user.email=t@localhost"])
@@ -306,7 +306,7 @@ fn a_release_commit_travels_in_the_same_pack_its_binary_as_a_delta_counted_apart
     assert!(second.build_bytes < bytes, "counted apart from the rest: {second:?} of {bytes}");
     // commit, root tree, src/ and main.rs; release commit, root, target/, release/ and the binary.
     assert_eq!(second.objects, 4 + 5, "{second:?}");
-    let fsck = Command::new("git").arg("--git-dir").arg(&bare).args(["fsck", "--strict"]).output().unwrap();
+    let fsck = xtask_deploy::local::git().arg("--git-dir").arg(&bare).args(["fsck", "--strict"]).output().unwrap();
     assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stderr));
 }
 
@@ -318,7 +318,7 @@ fn an_artifact_equal_to_an_object_of_the_history_is_not_sent_twice() {
         let bare = dir.path().join("repo");
         git2::Repository::init_bare(&bare).unwrap();
         let config = |key: &str, value: &str| {
-            let status = Command::new("git").arg("--git-dir").arg(&bare).args(["config", key, value]).status();
+            let status = xtask_deploy::local::git().arg("--git-dir").arg(&bare).args(["config", key, value]).status();
             assert!(status.unwrap().success());
         };
         config("receive.unpackLimit", unpack_limit);

@@ -1093,8 +1093,7 @@ mod tests {
     fn a_commit_that_did_not_arrive_is_named_and_nothing_is_left() {
         let dir = tempfile::tempdir().unwrap();
         let deploy_to = dir.path().to_str().unwrap();
-        let init =
-            std::process::Command::new("git").args(["init", "-q", "--bare"]).arg(dir.path().join("repo")).status();
+        let init = crate::local::git().args(["init", "-q", "--bare"]).arg(dir.path().join("repo")).status();
         assert!(init.unwrap().success());
         std::fs::create_dir_all(dir.path().join("releases")).unwrap();
         std::fs::create_dir_all(dir.path().join(STATE_DIR)).unwrap();
@@ -1135,7 +1134,7 @@ mod tests {
     fn subjects_are_read_for_full_shas_only() {
         let dir = tempfile::tempdir().unwrap();
         let git = |args: &[&str]| {
-            let out = std::process::Command::new("git").args(args).current_dir(dir.path()).output().unwrap();
+            let out = crate::local::git().args(args).current_dir(dir.path()).output().unwrap();
             assert!(out.status.success(), "git {args:?}");
             String::from_utf8(out.stdout).unwrap().trim().to_string()
         };
@@ -1168,7 +1167,7 @@ mod tests {
     fn only_a_bare_repository_counts_as_set_up() {
         let dir = tempfile::tempdir().unwrap();
         let deploy_to = dir.path().to_str().unwrap();
-        let git = |args: &[&str]| assert!(std::process::Command::new("git").args(args).status().unwrap().success());
+        let git = |args: &[&str]| assert!(crate::local::git().args(args).status().unwrap().success());
         let inspect = inspect_script(&config(deploy_to)).text;
         assert_eq!(sh(&inspect, &[]).0, EXIT_NOT_SET_UP, "nothing there");
         std::fs::create_dir_all(dir.path().join("releases")).unwrap();

@@ -77,16 +77,7 @@ mod tests {
     use super::*;
 
     fn git(dir: &std::path::Path, args: &[&str]) -> String {
-        // Not the repository of whoever runs the tests (`git rebase --exec` sets GIT_DIR).
-        let output = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .env_remove("GIT_DIR")
-            .env_remove("GIT_WORK_TREE")
-            .env_remove("GIT_INDEX_FILE")
-            .output()
-            .unwrap();
+        let output = crate::local::git().arg("-C").arg(dir).args(args).output().unwrap();
         assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8(output.stdout).unwrap().trim().to_string()
     }

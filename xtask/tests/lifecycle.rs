@@ -153,8 +153,11 @@ fn a_missing_artifact_fails_right_after_the_build_before_any_server_is_reached()
     assert!(stderr.contains("have a `build` command make it there") && stderr.contains("no server was reached"));
     assert_eq!(logins(&world), before, "the deploy logged in to the server:\n{stderr}");
     assert_eq!(world.releases(), Vec::<String>::new(), "a release was made");
-    let pushed =
-        Command::new("git").arg("--git-dir").arg(world.deploy_to.join("repo")).args(["cat-file", "-e", &sha]).status();
+    let pushed = xtask_deploy::local::git()
+        .arg("--git-dir")
+        .arg(world.deploy_to.join("repo"))
+        .args(["cat-file", "-e", &sha])
+        .status();
     assert!(!pushed.unwrap().success(), "the commit was pushed");
     assert!(world.app.dir().join("target/on-failure").exists(), "the local on_failure hook did not run");
 }
@@ -546,7 +549,7 @@ fn releases_shows_each_commit_subject_read_on_the_server_or_in_this_clone() {
     fs::copy(world.app.manifest_path(), elsewhere.path().join("Cargo.toml")).unwrap();
     fs::create_dir(elsewhere.path().join("src")).unwrap();
     fs::write(elsewhere.path().join("src/main.rs"), "fn main() {}\n").unwrap();
-    assert!(Command::new("git").args(["init", "-q"]).current_dir(elsewhere.path()).status().unwrap().success());
+    assert!(xtask_deploy::local::git().args(["init", "-q"]).current_dir(elsewhere.path()).status().unwrap().success());
     let manifest = elsewhere.path().join("Cargo.toml");
     let from_server = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["releases", "--json", "--manifest-path"])

@@ -588,9 +588,27 @@ fn deploy_check_finds_a_server_without_git() {
 
 #[test]
 fn under_json_stdout_carries_only_events_even_for_the_demo() {
-    let output =
-        Command::new(env!("CARGO_BIN_EXE_xtask")).args(["demo", "--json"]).stdin(Stdio::null()).output().unwrap();
+    // Run as `git rebase --exec` runs a command: GIT_DIR names the repository being rebased.
+    // The demo makes its own repository and must leave that one alone.
+    let outer = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let status = xtask_deploy::local::git().arg("-C").arg(outer.path()).args(args).status().unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "outer"]);
+    let before = fs::read_to_string(outer.path().join(".git/config")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["demo", "--json"])
+        .env("GIT_DIR", outer.path().join(".git"))
+        .env("GIT_WORK_TREE", outer.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert_eq!(code(&output), 0, "{}", stderr_of(&output));
+    let log = xtask_deploy::local::git().arg("-C").arg(outer.path()).args(["log", "--format=%s"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&log.stdout), "outer\n", "the demo committed into the outer repository");
+    assert_eq!(fs::read_to_string(outer.path().join(".git/config")).unwrap(), before);
     let lines = json_lines(&output);
     assert_eq!(names(&lines).iter().filter(|name| **name == "summary").count(), 2, "two deploys");
     assert_eq!(lines.last().unwrap()["event"], "exit");
