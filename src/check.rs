@@ -346,6 +346,9 @@ fn judge_linked(
         (false, _) => CheckStatus::Fail,
     };
     let linked = config.linked_files.len() + config.linked_dirs.len();
+    if linked == 0 {
+        return ("linked files", CheckStatus::Skipped, "no `linked_files` or `linked_dirs` configured".to_string());
+    }
     let detail = if problems.is_empty() { format!("{linked} present") } else { problems.join("; ") };
     ("linked files", status, detail)
 }
@@ -481,6 +484,17 @@ mod tests {
                 assert_eq!(status, expected, "{check} for {stdout:?}");
             }
         }
+    }
+
+    #[test]
+    fn with_no_linked_paths_configured_the_row_says_so() {
+        let config = Config { linked_files: Vec::new(), linked_dirs: Vec::new(), ..config() };
+        let rows = judge(&config, "deploy@web1:22", "writable yes /srv/app\ngit v\n", &LocalBinaries::NotConfigured);
+        let linked = rows.iter().find(|row| row.0 == "linked files").unwrap();
+        assert_eq!(
+            (linked.1, linked.2.as_str()),
+            (CheckStatus::Skipped, "no `linked_files` or `linked_dirs` configured")
+        );
     }
 
     #[test]

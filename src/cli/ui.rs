@@ -425,9 +425,19 @@ const PUSH_LINE_EVERY: Duration = Duration::from_secs(10);
 
 /// What a push sent: bytes, objects, and the build output's share when there was one.
 fn pushed(bytes_sent: u64, build_bytes: Option<u64>, objects: u64) -> String {
+    let objects = if objects == 1 { "1 object".to_string() } else { format!("{objects} objects") };
     match build_bytes {
-        Some(0) => format!("{}, {objects} objects", bytes(bytes_sent)),
-        Some(build) => format!("{}, {objects} objects, {} of them build output", bytes(bytes_sent), bytes(build)),
-        None => format!("{}, {objects} objects, build output not counted apart", bytes(bytes_sent)),
+        Some(0) => format!("{}, {objects}", bytes(bytes_sent)),
+        Some(build) => format!("{}, {objects}, {} of them build output", bytes(bytes_sent), bytes(build)),
+        None => format!("{}, {objects}, build output not counted apart", bytes(bytes_sent)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_push_is_told_in_words_that_fit_its_numbers() {
+        assert_eq!(super::pushed(300, Some(0), 1), "300 bytes, 1 object");
+        assert_eq!(super::pushed(300, Some(0), 4), "300 bytes, 4 objects");
     }
 }
