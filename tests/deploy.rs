@@ -241,6 +241,7 @@ fn build_commands_run_locally_before_anything_is_sent() {
     assert!(matches!(err, Error::Local { .. }), "{err}");
     assert!(err.to_string().contains("build command `test ! -e target/fail` failed"), "{err}");
     assert!(err.to_string().contains("no server was reached"), "{err}");
+    assert_eq!(err.to_string().matches("test ! -e target/fail").count(), 1, "the command is named once: {err}");
     assert_eq!(world.current().as_deref(), Some(first.release.as_str()));
     let server_repo = git2::Repository::open_bare(world.deploy_to.join("repo")).unwrap();
     assert!(server_repo.find_commit(git2::Oid::from_str(&sha).unwrap()).is_err(), "the commit was pushed");
