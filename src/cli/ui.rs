@@ -18,9 +18,6 @@ pub(crate) struct Ui {
     verbose: bool,
     /// Each server's push under way, as its last progress event said it.
     pushes: Vec<PushSeen>,
-    /// The servers a connection was made to, with how long it took: the summary's `connect`
-    /// of a server whose deploy stopped before its lock was taken.
-    connected: Vec<(String, Duration)>,
 }
 
 /// A server's push as its last progress event said it.
@@ -52,7 +49,6 @@ impl Ui {
             progress: terminal.then(|| Progress { lines: MultiProgress::new(), servers: Vec::new() }),
             verbose: output.verbose,
             pushes: Vec::new(),
-            connected: Vec::new(),
         }
     }
 
@@ -207,11 +203,8 @@ impl Ui {
             };
             // Only the phases that ran: no zero for what never happened.
             let mut phases = Vec::new();
-            let seen = self.connected.iter().find(|(name, _)| *name == server.server).map(|(_, elapsed)| *elapsed);
-            match (server.connect, seen) {
-                (connect, _) if connect > Duration::ZERO => phases.push(format!("connect {}", ms(connect))),
-                (_, Some(connect)) => phases.push(format!("connect {}", ms(connect))),
-                _ => {}
+            if server.connect > Duration::ZERO {
+                phases.push(format!("connect {}", ms(server.connect)));
             }
             if server.daemon > Duration::ZERO {
                 phases.push(format!("daemon {}", ms(server.daemon)));
@@ -351,9 +344,6 @@ impl Reporter for Ui {
         }
         if let Event::Pushing { server, .. } = &event {
             self.pushes.retain(|push| push.server != *server);
-        }
-        if let Event::Connected { server, elapsed } = &event {
-            self.connected.push((server.clone(), *elapsed));
         }
         let shown = match server_step(&event) {
             Some((server, verb, message)) => self.step(server, verb, &message),

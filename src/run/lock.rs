@@ -100,7 +100,7 @@ fn lock_one(
                     releases: state.releases.len(),
                     reaped: state.reaped.clone(),
                 });
-                return Ok(Server { keeper: Some(keeper), connection, config, state, connect });
+                return Ok(Server { keeper: Some(keeper), connection, config, state });
             }
             Err(output) => output,
         };

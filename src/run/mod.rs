@@ -147,8 +147,16 @@ pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Repor
         elapsed: Duration::ZERO,
         error: None,
     };
-    let result = deploy_to_all(config, options, reporter, &mut summary)
+    let mut noting = NoteConnects { inner: reporter, connected: Vec::new() };
+    let result = deploy_to_all(config, options, &mut noting, &mut summary)
         .map_err(|err| crate::interrupt::explain(err, || interrupted::UNCHANGED.to_string()));
+    let NoteConnects { inner: reporter, connected } = noting;
+    // Every server reached, also one reached before the deploy stopped (at another's lock).
+    for report in &mut summary.servers {
+        if let Some((_, elapsed)) = connected.iter().find(|(server, _)| *server == report.server) {
+            report.connect = *elapsed;
+        }
+    }
     summary.elapsed = started.elapsed();
     match &result {
         Ok(outcome) => {
@@ -178,6 +186,22 @@ pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Repor
     result.map(|_| summary)
 }
 
+/// Passes every event on, noting how long each server's connection took: the summary's
+/// `connect`, known from the event whether or not the deploy got further.
+struct NoteConnects<'a> {
+    inner: &'a mut dyn Reporter,
+    connected: Vec<(String, Duration)>,
+}
+
+impl Reporter for NoteConnects<'_> {
+    fn event(&mut self, event: Event) {
+        if let Event::Connected { server, elapsed } = &event {
+            self.connected.push((server.clone(), *elapsed));
+        }
+        self.inner.event(event);
+    }
+}
+
 /// The deploy itself, filling in `summary` as it goes.
 fn deploy_to_all(
     config: &Config,
@@ -196,9 +220,6 @@ fn deploy_to_all(
     let built = build(config, &local, reporter)?;
     let parallel = options.parallel.unwrap_or(parallel::DEFAULT_PARALLEL);
     let mut servers = lock_all(config, &local.lock, options.lock_wait, parallel, reporter)?;
-    for (report, server) in summary.servers.iter_mut().zip(&servers) {
-        report.connect = server.connect;
-    }
 
     let up_to_date = |server: &Server| server.state.is_current_and_good(&local.revision.sha);
     if !options.force && servers.iter().all(up_to_date) {
@@ -324,8 +345,6 @@ pub(crate) struct Server {
     /// The configuration as this server sees it (its own `deploy_to`).
     pub(crate) config: Config,
     pub(crate) state: RemoteState,
-    /// How long connecting took.
-    connect: Duration,
 }
 
 /// The state of a deploy as it walks its plans.
