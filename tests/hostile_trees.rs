@@ -11,22 +11,9 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use support::{snapshot, World};
+use support::{git, snapshot, World};
 use xtask_deploy::demo::AppRepo;
 use xtask_deploy::{DeployOptions, Error};
-
-/// Runs git in `dir` with a fixed identity (local-path submodule URLs allowed); returns stdout.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = xtask_deploy::local::git()
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=mallory", "-c", "user.email=mallory@localhost", "-c", "protocol.file.allow=always"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
 
 /// Commits the app with `link` (a path in it) a symbolic link to `target`; returns the SHA.
 fn commit_link(world: &World, link: &str, target: &str) -> String {

@@ -558,21 +558,29 @@ fn a_release_left_unconfirmed_by_a_keeper_that_died_is_gone_back_from_by_the_nex
     assert_eq!(world.current(), Some(report.release));
 }
 
-#[test]
-fn a_restart_hook_that_fails_while_going_back_is_named_with_what_it_printed() {
-    let world = World::with_config(
-        "[package.metadata.deploy.hooks]\n\
-         after_publish = [{ remote = 'if [ -n \"${ROLLBACK:-}\" ]; then echo restart-broke >&2; exit 1; fi' }]\n\
+/// A world whose `after_publish` hook runs `on_rollback` when it restarts a release gone back
+/// to (`ROLLBACK` set), deployed once and then again with a health check that fails: returns
+/// the world, the first release, the second deploy's error and its events.
+fn unhealthy_deploy_going_back(extra: &str, on_rollback: &str) -> (World, String, Error, Collect) {
+    let world = World::with_config(&format!(
+        "{extra}[package.metadata.deploy.hooks]\n\
+         after_publish = [{{ remote = 'if [ -n \"${{ROLLBACK:-}}\" ]; then {on_rollback}; fi' }}]\n\
          [package.metadata.deploy.healthcheck]\nremote = 'test ! -e \"$DEPLOY_TO/shared/unhealthy\"'\ntimeout = 1\n",
-    );
+    ));
     world.setup();
     let first = world.deploy();
     fs::write(world.deploy_to.join("shared/unhealthy"), "").unwrap();
     world.commit("src/main.rs", "fn main() { println!(\"two\"); }\n");
     let mut events = Collect::default();
     let err = xtask_deploy::deploy(&world.config(), &DeployOptions::default(), &mut events).expect_err("unhealthy");
+    (world, first.release, err, events)
+}
+
+#[test]
+fn a_restart_hook_that_fails_while_going_back_is_named_with_what_it_printed() {
+    let (world, first, err, events) = unhealthy_deploy_going_back("", "echo restart-broke >&2; exit 1");
     assert_eq!(err.exit_code(), xtask_deploy::exit::ROLLED_BACK, "{err}");
-    assert_eq!(world.current(), Some(first.release.clone()));
+    assert_eq!(world.current(), Some(first));
     let warning = events.0.iter().find_map(|event| match event {
         Event::Warning { message } if message.contains("while restarting release") => Some(message.clone()),
         _ => None,
@@ -583,21 +591,12 @@ fn a_restart_hook_that_fails_while_going_back_is_named_with_what_it_printed() {
 
 #[test]
 fn restart_hooks_that_hang_while_going_back_do_not_hide_that_the_server_went_back() {
-    let world = World::with_config(
-        "[package.metadata.deploy.timeouts]\nstep = 3\n[package.metadata.deploy.hooks]\n\
-         after_publish = [{ remote = 'if [ -n \"${ROLLBACK:-}\" ]; then sleep 30; fi' }]\n\
-         [package.metadata.deploy.healthcheck]\nremote = 'test ! -e \"$DEPLOY_TO/shared/unhealthy\"'\ntimeout = 1\n",
-    );
-    world.setup();
-    let first = world.deploy();
-    fs::write(world.deploy_to.join("shared/unhealthy"), "").unwrap();
-    world.commit("src/main.rs", "fn main() { println!(\"two\"); }\n");
-    let mut events = Collect::default();
-    let err = xtask_deploy::deploy(&world.config(), &DeployOptions::default(), &mut events).expect_err("unhealthy");
+    let (world, first, err, events) =
+        unhealthy_deploy_going_back("[package.metadata.deploy.timeouts]\nstep = 3\n", "sleep 30");
     let message = err.to_string();
     assert_eq!(err.exit_code(), xtask_deploy::exit::ROLLED_BACK, "{message}");
     assert!(message.contains("the restart hooks failed on"), "{message}\n{:?}", events.0);
-    assert_eq!(world.current(), Some(first.release.clone()));
+    assert_eq!(world.current(), Some(first));
     assert_eq!(world.our_processes_after(Duration::from_secs(5)), vec![], "the hanging restart was stopped");
 }
 

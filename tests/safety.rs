@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use support::users::LocalUser;
-use support::{Hold, World};
+use support::{git, Hold, World};
 use xtask_deploy::report::{Collect, Event, Quiet};
 use xtask_deploy::{DeployOptions, Error};
 
@@ -83,19 +83,6 @@ fn a_push_refused_by_the_server_names_its_reason_with_either_transport() {
         assert_eq!(world.releases(), vec![before.release], "{transport}");
         assert!(!world.locked(), "{transport}");
     }
-}
-
-/// Runs git in `dir` with a fixed identity.
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let output = xtask_deploy::local::git()
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=mallory", "-c", "user.email=mallory@localhost"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 /// Puts a `sh` first on the server's `PATH` that lingers a second whenever it runs the

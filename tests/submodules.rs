@@ -7,22 +7,9 @@ mod support;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use support::{files_under, incompressible, World};
+use support::{files_under, git, incompressible, World};
 use xtask_deploy::demo::AppRepo;
 use xtask_deploy::Error;
-
-/// Runs git in `dir` with a fixed identity; local-path submodule URLs allowed for the setup.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = xtask_deploy::local::git()
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=test", "-c", "user.email=test@localhost", "-c", "protocol.file.allow=always"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
 
 /// An app with `libs/middle`, which has `vendor/inner` (holding a 150 KB blob). Every
 /// `.gitmodules` URL points at `git.invalid`, and the upstream repositories are deleted.

@@ -295,6 +295,20 @@ pub fn quote_path(path: &Path) -> String {
     xtask_deploy::shell::quote(path.to_str().unwrap())
 }
 
+/// Runs git in `dir` with a fixed identity (local-path submodule URLs allowed, for the
+/// repositories tests set up); returns its stdout, trimmed.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = xtask_deploy::local::git()
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=test", "-c", "user.email=test@localhost", "-c", "protocol.file.allow=always"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
 /// What a finished command printed on stderr.
 pub fn stderr_of(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).to_string()
