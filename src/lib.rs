@@ -31,7 +31,7 @@ pub mod transport;
 
 pub use config::Config;
 pub use report::{DeployReport, Event, Reporter};
-pub use run::{deploy, dry_run::dry_run, plan_deploy, setup, DeployOptions};
+pub use run::{deploy, dry_run::dry_run, setup, DeployOptions};
 
 /// The exit codes of `cargo xtask`, one per kind of outcome, so that a pipeline can tell them
 /// apart (the README has the table).

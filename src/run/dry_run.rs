@@ -42,8 +42,7 @@ pub fn dry_run(config: &Config, options: &DeployOptions, reporter: &mut dyn Repo
         .map(|(index, server)| plan::deploy_plan(&config.on(server), index, &release, &submodules, &local.lock))
         .collect();
 
-    let repo = git2::Repository::open(&local.git_dir)
-        .map_err(|err| Error::local(format!("cannot open the repository: {}", err.message())))?;
+    let repo = local.repo()?;
     let thin = options.pack.resolve() == PackMethod::ThinPack;
     // Servers in the same state need the same pack: each is counted once.
     let mut counted: HashMap<&[String], Result<estimate::Estimate, String>> = HashMap::new();

@@ -108,26 +108,10 @@ struct LocalState {
 
 impl LocalState {
     /// A handle on the local repository, for this thread.
-    fn repo(&self) -> Result<git2::Repository, Error> {
+    pub(super) fn repo(&self) -> Result<git2::Repository, Error> {
         git2::Repository::open(&self.git_dir)
             .map_err(|err| Error::local(format!("cannot open the repository: {}", err.message())))
     }
-}
-
-/// The plans of a deploy (one per server) as it would run now, without reaching any server
-/// (`--dry-run`). The release name may move forward at run time if a server already has a
-/// newer release.
-pub fn plan_deploy(config: &Config, options: &DeployOptions) -> Result<Vec<Plan>, Error> {
-    let local = local_state(config, options)?;
-    let mut release = release_for(&local, plan::release_name(UtcSecond::now(), []));
-    if !config.artifacts.is_empty() {
-        release.build = Some(plan::BUILD_PENDING.to_string());
-    }
-    let submodules = submodule_releases(&local.submodules);
-    let plans = config.servers.iter().enumerate();
-    Ok(plans
-        .map(|(index, server)| plan::deploy_plan(&config.on(server), index, &release, &submodules, &local.lock))
-        .collect())
 }
 
 /// Deploys the configured revision to every server. Whatever happens, the last event is a
