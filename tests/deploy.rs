@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use support::{incompressible, World, UNREACHABLE_ORIGIN};
 use xtask_deploy::report::Collect;
-use xtask_deploy::{Error, Event};
+use xtask_deploy::{DeployOptions, Error, Event};
 
 #[test]
 fn setup_creates_the_layout_and_is_idempotent() {
@@ -272,7 +272,9 @@ fn a_virtual_workspace_is_configured_by_workspace_metadata() {
 /// Issue 18, finding 9: a deploy user whose login shell was tcsh or csh could not deploy at all
 /// (`Unmatched '''`): the remote command held the script, newlines and all, in single quotes.
 /// Each shell here is a real user's login shell: setup, a deploy through the daemon, one
-/// through `git receive-pack` over SSH (the exec transport), and a rollback.
+/// through `git receive-pack` over SSH (the exec transport), a remote hook (announced by the
+/// step markers as it starts), the dry run's read-only look, `releases` with its subjects,
+/// `unlock` (which asks whether a holder is alive), and a rollback.
 #[test]
 fn a_deploy_user_with_any_login_shell_sets_up_deploys_and_rolls_back() {
     for (shell, path) in support::users::login_shells() {
@@ -280,7 +282,9 @@ fn a_deploy_user_with_any_login_shell_sets_up_deploys_and_rolls_back() {
             println!("note: `{shell}` is not installed here (`bash .ci/install-deps` installs it); skipped");
             continue;
         };
-        let world = World::as_user(&path, "");
+        let hook = "[package.metadata.deploy.hooks]\n\
+                    after_publish = [{ remote = 'echo \"$RELEASE\" >> \"$DEPLOY_TO/shared/hooked\"' }]\n";
+        let world = World::as_user(&path, hook);
         let user = world.deploy_user.as_ref().unwrap();
         let passwd = fs::read_to_string("/etc/passwd").unwrap();
         let entry = passwd.lines().find(|line| line.starts_with(&format!("{}:", user.name))).unwrap();
@@ -291,6 +295,20 @@ fn a_deploy_user_with_any_login_shell_sets_up_deploys_and_rolls_back() {
         world.assert_release_matches(&first.release, &first.sha);
         let owner = fs::metadata(world.deploy_to.join("releases").join(&first.release)).unwrap();
         assert_eq!(std::os::unix::fs::MetadataExt::uid(&owner), user.uid, "{shell}: deployed as the user");
+        let hooked = fs::read_to_string(world.deploy_to.join("shared/hooked")).unwrap_or_default();
+        assert_eq!(hooked, format!("{}\n", first.release), "{shell}: the hook ran once");
+
+        let config = world.config();
+        let looked = xtask_deploy::dry_run(&config, &DeployOptions::default(), &mut Collect::default())
+            .unwrap_or_else(|err| panic!("{shell}: dry run: {err}"));
+        let plan = &looked.servers[0];
+        assert_eq!(plan.not_reached, None, "{shell}");
+        assert_eq!((plan.current.as_deref(), plan.up_to_date), (Some(first.release.as_str()), true), "{shell}");
+        let listed = xtask_deploy::manage::releases(&config).unwrap_or_else(|err| panic!("{shell}: releases: {err}"));
+        let entry = listed[0].entries().into_iter().find(|entry| entry.name == first.release).unwrap();
+        assert!(entry.subject.is_some(), "{shell}: the subject was read");
+        xtask_deploy::manage::unlock(&config, false, &mut Collect::default())
+            .unwrap_or_else(|err| panic!("{shell}: unlock: {err}"));
 
         let manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
         let exec =
