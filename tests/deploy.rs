@@ -369,8 +369,14 @@ fn a_depth_1_clone_deploys_to_a_server_with_older_history_and_to_a_fresh_one() {
     let cloned = xtask_deploy::local::git().args(["clone", "-q", "--depth", "1", &url]).arg(&clone).status();
     assert!(cloned.unwrap().success());
     let config = xtask_deploy::Config::load(Some(&clone.join("Cargo.toml"))).unwrap();
+    // The dry run counts, from the shallow clone, what each server would be sent.
+    let looked = xtask_deploy::dry_run(&config, &xtask_deploy::DeployOptions::default(), &mut Collect::default())
+        .unwrap_or_else(|err| panic!("a dry run from a depth-1 clone: {err}"));
     let report = xtask_deploy::deploy(&config, &xtask_deploy::DeployOptions::default(), &mut Collect::default())
         .unwrap_or_else(|err| panic!("a deploy from a depth-1 clone: {err}"));
+    let counted: Vec<Option<u64>> = looked.servers.iter().map(|plan| plan.objects).collect();
+    let sent: Vec<Option<u64>> = report.servers.iter().map(|server| Some(server.objects)).collect();
+    assert_eq!(counted, sent, "{:?}", looked.servers);
     assert_ne!(report.release, first.release);
     world.assert_release_matches(&report.release, &report.sha);
     let second_current = fs::read_link(second_deploy_to.join("current")).unwrap();
