@@ -620,7 +620,8 @@ impl RemoteProcess {
         let lost =
             |err: String| Error::Connect { server: String::new(), message: format!("lost the SSH channel: {err}") };
         let channel = self.channel.as_mut().ok_or_else(|| lost("the process was stopped".into()))?;
-        channel.write_all(bytes).and_then(|()| channel.flush()).map_err(|err| lost(err.to_string()))
+        // No `flush`: on an ssh2 channel it discards what the server sent and was not read yet.
+        channel.write_all(bytes).map_err(|err| lost(err.to_string()))
     }
 
     /// Closes the process's stdin and waits (at most `timeout` in all) for it to exit.
@@ -735,8 +736,12 @@ impl Write for TimedChannel {
         self.until_deadline(|channel| channel.write(buf))
     }
 
+    /// Does nothing: libssh2 sends each write before it returns, and ssh2's own `flush`
+    /// (`libssh2_channel_flush_ex`) does not send anything but *discards* what the server sent
+    /// and was not read yet. A push flushes after its commands, and receive-pack's report,
+    /// arriving meanwhile, was lost.
     fn flush(&mut self) -> io::Result<()> {
-        self.channel()?.flush()
+        Ok(())
     }
 }
 

@@ -624,3 +624,26 @@ fn a_deploy_whose_daemon_port_is_taken_pushes_through_exec_and_says_so() {
     let _ = squatter.kill();
     let _ = squatter.wait();
 }
+
+#[test]
+fn what_the_server_sends_while_the_deployer_writes_is_not_lost() {
+    // receive-pack answers as soon as it refuses an object, often before the deployer has
+    // written (and flushed) its last bytes. ssh2's own `flush` discarded such unread bytes, and
+    // the push's report was lost now and then (one CI run in a few, under load).
+    use std::io::{Read, Write};
+    let world = World::new();
+    let config = world.config();
+    let connection = xtask_deploy::ssh::Connection::open(&config, &config.servers[0]).unwrap();
+    let script = xtask_deploy::shell::RemoteScript {
+        name: "echo",
+        text: "printf 'ready\\n'; IFS= read -r line; printf 'got %s\\n' \"$line\"".into(),
+    };
+    let mut channel = connection.exec_stream(&script, Instant::now() + Duration::from_secs(30)).unwrap();
+    // "ready" is on its way back; the write below takes it in, before the flush.
+    std::thread::sleep(Duration::from_millis(300));
+    channel.write_all(b"x\n").unwrap();
+    channel.flush().unwrap();
+    let mut text = String::new();
+    channel.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "ready\ngot x\n");
+}

@@ -181,8 +181,10 @@ fn push_over(
             let (source, build, shared) = (refs.source, refs.build, packing.shared);
             let result = receive_pack::push_observed(repo, &mut stream, source, build, shared, &mut pack);
             // An exec channel has the remote git's stderr (`fatal: ...`); a tunnel has none.
-            let sent =
-                result.map_err(|message| if exec { with_stderr(message, &mut stream.channel) } else { message })?;
+            let sent = result.map_err(|message| match exec {
+                true => with_stderr(message, &mut stream.channel),
+                false => with_daemon_hint(message),
+            })?;
             // receive-pack goes on after its report (post-receive hooks, auto gc): wait for it to
             // close the connection, as `git push` does, so that stopping the daemon cuts nothing.
             let mut rest = [0u8; 4096];
@@ -193,6 +195,21 @@ fn push_over(
                 build_bytes: Some(sent.build_bytes),
             })
         }
+    }
+}
+
+/// `message`, with what a push cut short through the daemon most often meant. A receive-pack
+/// that refuses an object stops reading, and its TCP socket, closed with the rest of the pack
+/// unread, is reset: its report (git's words) is lost with it. Through an exec channel it
+/// arrives.
+fn with_daemon_hint(message: String) -> String {
+    let cut_short = [receive_pack::CLOSED_BEFORE_REPORT, receive_pack::LOST];
+    match cut_short.iter().any(|start| message.starts_with(start)) {
+        true => format!(
+            "{message} (if it refused an object of the commit, `git fsck --strict` in your clone names it; \
+             with `transport = \"exec\"` the server's report says why)"
+        ),
+        false => message,
     }
 }
 

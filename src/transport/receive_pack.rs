@@ -550,6 +550,9 @@ impl Drop for PackObjects {
     }
 }
 
+/// How an error begins when the connection ended before the server's report.
+pub(super) const CLOSED_BEFORE_REPORT: &str = "the server closed before confirming the push";
+
 /// How much of what the server printed is kept for an error message (its end).
 const SAID_LIMIT: usize = 4096;
 
@@ -603,7 +606,7 @@ impl Report {
 /// `side_band`, the report is band 1 of a side-band stream whose band 2 is what the server
 /// printed (its last [`SAID_LIMIT`] bytes or more are kept) and band 3 a fatal error.
 fn read_report<S: Read>(stream: &mut S, side_band: bool) -> Result<Report, String> {
-    let closed = |err: io::Error| format!("the server closed before confirming the push: {err}");
+    let closed = |err: io::Error| format!("{CLOSED_BEFORE_REPORT}: {err}");
     if !side_band {
         return Ok(Report { lines: read_lines(stream).map_err(closed)?, said: String::new() });
     }
@@ -667,8 +670,11 @@ fn write_flush<W: Write>(stream: &mut W) -> io::Result<()> {
     stream.flush()
 }
 
+/// How an error begins when the connection ended while the push was being sent.
+pub(super) const LOST: &str = "the connection to the server was lost";
+
 fn lost(err: io::Error) -> String {
-    format!("the connection to the server was lost: {err}")
+    format!("{LOST}: {err}")
 }
 
 #[cfg(test)]
