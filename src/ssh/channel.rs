@@ -33,13 +33,20 @@ pub struct RemoteProcess {
     session: Session,
     /// The session's usual timeout, restored after a wait with its own.
     idle: Duration,
+    /// The server's name (`user@host:port`), for errors.
+    server: String,
 }
 
 impl Connection {
     /// Starts `script` on its own channel and leaves it running with stdin open.
     pub fn spawn(&self, script: &RemoteScript) -> Result<RemoteProcess, Error> {
         let channel = self.start(script, shell::exec_line(script))?;
-        Ok(RemoteProcess { channel: Some(channel), session: self.session.clone(), idle: self.timeouts.step })
+        Ok(RemoteProcess {
+            channel: Some(channel),
+            session: self.session.clone(),
+            idle: self.timeouts.step,
+            server: self.name.clone(),
+        })
     }
 
     /// Starts `script` on its own channel and returns the channel as a byte stream to the
@@ -96,8 +103,10 @@ impl RemoteProcess {
     /// Reads the process's stdout until a line equal to `marker`, and returns what came before
     /// it. If the process ends first, returns its [`Output`] (status, stdout, stderr) instead.
     pub fn wait_for_line(&mut self, marker: &str, timeout: Duration) -> Result<Result<String, Output>, Error> {
-        let lost =
-            |err: String| Error::Connect { server: String::new(), message: format!("lost the SSH channel: {err}") };
+        let lost = |err: String| Error::Connect {
+            server: self.server.clone(),
+            message: format!("lost the SSH channel: {err}"),
+        };
         let Some(channel) = self.channel.as_mut() else { return Err(lost("the process was stopped".into())) };
         self.session.set_timeout(millis(timeout));
         let mut text = String::new();
@@ -125,8 +134,10 @@ impl RemoteProcess {
 
     /// Writes `bytes` to the process's stdin.
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        let lost =
-            |err: String| Error::Connect { server: String::new(), message: format!("lost the SSH channel: {err}") };
+        let lost = |err: String| Error::Connect {
+            server: self.server.clone(),
+            message: format!("lost the SSH channel: {err}"),
+        };
         let channel = self.channel.as_mut().ok_or_else(|| lost("the process was stopped".into()))?;
         // No `flush`: on an ssh2 channel it discards what the server sent and was not read yet.
         channel.write_all(bytes).map_err(|err| lost(err.to_string()))
@@ -177,6 +188,16 @@ impl RemoteProcess {
         drop(channel);
         self.session.set_timeout(millis(self.idle));
         stdout
+    }
+}
+
+#[cfg(test)]
+impl RemoteProcess {
+    /// A process already stopped, on a session never connected: what its methods say then
+    /// needs no server.
+    pub(super) fn stopped(server: &str) -> RemoteProcess {
+        let session = Session::new().expect("a libssh2 session");
+        RemoteProcess { channel: None, session, idle: Duration::from_secs(1), server: server.to_string() }
     }
 }
 

@@ -1,8 +1,10 @@
 //! Unit tests of `ssh` that need no server.
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::host_key::trust_commands;
+use super::RemoteProcess;
 use crate::config::Server;
 
 fn server(host: &str, port: u16, user: &str) -> Server {
@@ -33,4 +35,12 @@ fn trusting_a_key_writes_the_configured_file_even_behind_a_gateway() {
         "`ssh -o UserKnownHostsFile=/tmp/known_hosts -p 22 jump@bastion ssh-keyscan -p 22 10.0.0.5 >> /tmp/known_hosts` \
          (its gateway scans it)"
     );
+}
+
+#[test]
+fn a_lost_remote_process_names_its_server() {
+    let mut process = RemoteProcess::stopped("deploy@10.0.0.5:22");
+    let lost = "cannot connect to `deploy@10.0.0.5:22`: lost the SSH channel: the process was stopped";
+    assert_eq!(process.send(b"unlock\n").unwrap_err().to_string(), lost);
+    assert_eq!(process.wait_for_line("ready", Duration::from_secs(1)).unwrap_err().to_string(), lost);
 }
