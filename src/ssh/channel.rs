@@ -1,0 +1,287 @@
+//! Channels that outlive one call: [`RemoteProcess`], a remote script left running with its stdin
+//! open (the daemon, the lock keeper), and [`TimedChannel`], an exec stream or a `direct-tcpip`
+//! tunnel whose reads and writes fail past a deadline (for `timeouts.push`).
+
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use ssh2::Session;
+
+use super::{millis, Connection, Output};
+use crate::shell::{self, RemoteScript};
+use crate::Error;
+
+/// How long to pause before asking again after libssh2 reported a timeout before our deadline
+/// (it can do so repeatedly in the deadline's last second): no busy loop.
+const EARLY_TIMEOUT_PAUSE: Duration = Duration::from_millis(10);
+
+/// A channel whose reads and writes fail once a deadline has passed (with
+/// [`io::ErrorKind::TimedOut`]), so that a stalled server cannot hold a push forever.
+pub struct TimedChannel {
+    channel: Option<ssh2::Channel>,
+    session: Session,
+    deadline: Instant,
+    idle: Duration,
+}
+
+/// A remote script still running on its own exec channel, its stdin held open. Dropping it
+/// closes stdin (the script's cue to stop) and waits briefly for it to exit.
+pub struct RemoteProcess {
+    /// `None` once stopped: the channel is freed inside [`RemoteProcess::stop`]'s deadline,
+    /// because libssh2 waits for the remote's close when a channel is freed.
+    channel: Option<ssh2::Channel>,
+    session: Session,
+    /// The session's usual timeout, restored after a wait with its own.
+    idle: Duration,
+    /// The server's name (`user@host:port`), for errors.
+    server: String,
+}
+
+impl Connection {
+    /// Starts `script` on its own channel and leaves it running with stdin open.
+    pub fn spawn(&self, script: &RemoteScript) -> Result<RemoteProcess, Error> {
+        let channel = self.start(script, shell::exec_line(script))?;
+        Ok(RemoteProcess {
+            channel: Some(channel),
+            session: self.session.clone(),
+            idle: self.timeouts.step,
+            server: self.name.clone(),
+        })
+    }
+
+    /// Starts `script` on its own channel and returns the channel as a byte stream to the
+    /// script's stdin and stdout, usable until `deadline`.
+    pub fn exec_stream(&self, script: &RemoteScript, deadline: Instant) -> Result<TimedChannel, Error> {
+        let channel = self.start(script, shell::exec_line(script))?;
+        Ok(self.timed(channel, deadline))
+    }
+
+    /// Opens a channel to `127.0.0.1:port` as seen from the server, usable until `deadline`.
+    pub fn tunnel(&self, port: u16, deadline: Instant) -> Result<TimedChannel, Error> {
+        let opened = self.request(|| self.session.channel_direct_tcpip("127.0.0.1", port, None));
+        let channel = opened.map_err(|err| Error::Push {
+            server: self.name.clone(),
+            message: format!(
+                "the server refused a tunnel to its 127.0.0.1:{port} ({err}): \
+                 allow it with `AllowTcpForwarding yes` (or `local`) in its sshd_config"
+            ),
+        })?;
+        Ok(self.timed(channel, deadline))
+    }
+
+    fn timed(&self, channel: ssh2::Channel, deadline: Instant) -> TimedChannel {
+        TimedChannel { channel: Some(channel), session: self.session.clone(), deadline, idle: self.timeouts.step }
+    }
+}
+
+impl RemoteProcess {
+    /// Reads the process's stderr until a line contains `needle` (returns everything read so
+    /// far) or the process ends (returns the text as the error), waiting at most `timeout`.
+    pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
+        let Some(channel) = self.channel.as_mut() else { return Err("the process was stopped".to_string()) };
+        self.session.set_timeout(millis(timeout));
+        let deadline = Instant::now() + timeout;
+        let mut text = String::new();
+        let mut buffer = [0u8; 4096];
+        let result = loop {
+            if text.contains(needle) {
+                break Ok(text);
+            }
+            if Instant::now() > deadline {
+                break Err(format!("no `{needle}` within {}s; it printed: {}", timeout.as_secs(), text.trim()));
+            }
+            match channel.stderr().read(&mut buffer) {
+                Ok(0) => break Err(text),
+                Ok(n) => text.push_str(&String::from_utf8_lossy(&buffer[..n])),
+                Err(err) => break Err(format!("{}; it printed: {}", err, text.trim())),
+            }
+        };
+        self.session.set_timeout(millis(self.idle));
+        result
+    }
+
+    /// Reads the process's stdout until a line equal to `marker`, and returns what came before
+    /// it. If the process ends first, returns its [`Output`] (status, stdout, stderr) instead.
+    pub fn wait_for_line(&mut self, marker: &str, timeout: Duration) -> Result<Result<String, Output>, Error> {
+        let lost = |err: String| Error::Connect {
+            server: self.server.clone(),
+            message: format!("lost the SSH channel: {err}"),
+        };
+        let Some(channel) = self.channel.as_mut() else { return Err(lost("the process was stopped".into())) };
+        self.session.set_timeout(millis(timeout));
+        let mut text = String::new();
+        let mut buffer = [0u8; 4096];
+        let needle = format!("{marker}\n");
+        let result = loop {
+            if let Some(at) = text.find(&needle).filter(|at| *at == 0 || text.as_bytes()[at - 1] == b'\n') {
+                break Ok(Ok(text[..at].to_string()));
+            }
+            match channel.read(&mut buffer) {
+                Ok(0) => {
+                    let mut stderr = String::new();
+                    let _ = channel.stderr().read_to_string(&mut stderr);
+                    let _ = channel.wait_close();
+                    let status = channel.exit_status().unwrap_or(-1);
+                    break Ok(Err(Output { status, stdout: text, stderr }));
+                }
+                Ok(n) => text.push_str(&String::from_utf8_lossy(&buffer[..n])),
+                Err(err) => break Err(lost(err.to_string())),
+            }
+        };
+        self.session.set_timeout(millis(self.idle));
+        result
+    }
+
+    /// Writes `bytes` to the process's stdin.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let lost = |err: String| Error::Connect {
+            server: self.server.clone(),
+            message: format!("lost the SSH channel: {err}"),
+        };
+        let channel = self.channel.as_mut().ok_or_else(|| lost("the process was stopped".into()))?;
+        // No `flush`: on an ssh2 channel it discards what the server sent and was not read yet.
+        channel.write_all(bytes).map_err(|err| lost(err.to_string()))
+    }
+
+    /// Closes the process's stdin and waits (at most `timeout` in all) for it to exit.
+    pub fn finish(mut self, timeout: Duration) {
+        let _ = self.stop(timeout);
+    }
+
+    /// Like [`RemoteProcess::finish`]; returns what the process printed on stdout meanwhile.
+    pub fn finish_output(mut self, timeout: Duration) -> String {
+        self.stop(timeout)
+    }
+
+    /// Closes stdin, drains both streams and waits for the close, within `timeout`; returns the
+    /// stdout read.
+    fn stop(&mut self, timeout: Duration) -> String {
+        let mut stdout = String::new();
+        let Some(mut channel) = self.channel.take() else { return stdout };
+        let deadline = Instant::now() + timeout;
+        let remaining = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        self.session.set_timeout(millis(remaining()));
+        let _ = channel.send_eof();
+        // libssh2 waits for a close only after the remote's EOF, so drain both streams first:
+        // the remote script has then finished its own cleanup.
+        let mut buffer = [0u8; 4096];
+        while Instant::now() < deadline {
+            self.session.set_timeout(millis(remaining()));
+            match channel.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                // What a process prints at its end is short (the keeper's confirmation).
+                Ok(n) if stdout.len() < 64 * 1024 => stdout.push_str(&String::from_utf8_lossy(&buffer[..n])),
+                Ok(_) => {}
+            }
+        }
+        while Instant::now() < deadline {
+            self.session.set_timeout(millis(remaining()));
+            match channel.stderr().read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        self.session.set_timeout(millis(remaining()));
+        let _ = channel.wait_close();
+        // Freeing waits for the remote's close too: keep that inside the deadline.
+        self.session.set_timeout(millis(remaining()));
+        drop(channel);
+        self.session.set_timeout(millis(self.idle));
+        stdout
+    }
+}
+
+#[cfg(test)]
+impl RemoteProcess {
+    /// A process already stopped, on a session never connected: what its methods say then
+    /// needs no server.
+    pub(super) fn stopped(server: &str) -> RemoteProcess {
+        let session = Session::new().expect("a libssh2 session");
+        RemoteProcess { channel: None, session, idle: Duration::from_secs(1), server: server.to_string() }
+    }
+}
+
+impl Drop for RemoteProcess {
+    fn drop(&mut self) {
+        let _ = self.stop(Duration::from_secs(5));
+    }
+}
+
+impl TimedChannel {
+    fn channel(&mut self) -> io::Result<&mut ssh2::Channel> {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the time allowed is over"));
+        }
+        self.session.set_timeout(millis(remaining));
+        self.channel.as_mut().ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "channel closed"))
+    }
+
+    /// Whether the deadline has passed.
+    fn expired(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// What the remote command wrote on stderr so far, read for at most a second (for error
+    /// messages).
+    pub fn stderr_text(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(channel) = self.channel.as_mut() {
+            self.session.set_timeout(1000);
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = channel.stderr().read(&mut buffer) {
+                text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        }
+        text
+    }
+}
+
+impl TimedChannel {
+    /// Runs `operation` on the channel until it succeeds, fails otherwise, or the deadline
+    /// passes. libssh2 may report a timeout early (it measures with a seconds clock), so a
+    /// timeout before the deadline is retried: an error after it always means the time is over.
+    fn until_deadline<T>(&mut self, mut operation: impl FnMut(&mut ssh2::Channel) -> io::Result<T>) -> io::Result<T> {
+        loop {
+            match operation(self.channel()?) {
+                Err(err) if err.kind() == io::ErrorKind::TimedOut && !self.expired() => {
+                    std::thread::sleep(EARLY_TIMEOUT_PAUSE)
+                }
+                Err(err) if self.expired() => return Err(io::Error::new(io::ErrorKind::TimedOut, err)),
+                result => return result,
+            }
+        }
+    }
+}
+
+impl Read for TimedChannel {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.until_deadline(|channel| channel.read(buf))
+    }
+}
+
+impl Write for TimedChannel {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.until_deadline(|channel| channel.write(buf))
+    }
+
+    /// Does nothing: libssh2 sends each write before it returns, and ssh2's own `flush`
+    /// (`libssh2_channel_flush_ex`) does not send anything but *discards* what the server sent
+    /// and was not read yet. A push flushes after its commands, and receive-pack's report,
+    /// arriving meanwhile, was lost.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for TimedChannel {
+    fn drop(&mut self) {
+        // Freeing a channel waits for the remote's close: bound that wait.
+        self.session.set_timeout(2000);
+        if let Some(mut channel) = self.channel.take() {
+            let _ = channel.send_eof();
+            drop(channel);
+        }
+        self.session.set_timeout(millis(self.idle));
+    }
+}

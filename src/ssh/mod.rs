@@ -1,0 +1,278 @@
+//! One `ssh2` session per server: connect (with a timeout), verify the host key against
+//! known_hosts, authenticate, run [`RemoteScript`]s, keep a remote process running on its own
+//! channel, and open `direct-tcpip` tunnels to the server's loopback.
+//!
+//! This file holds [`Connection`] and its opening; the rest is by concern: `host_key` (the check
+//! against known_hosts, read by `known_hosts`), `auth`, `run` (running a script to its end; what
+//! is kept of its output is `capture`'s), `channel` (a remote process left running, tunnels and
+//! exec streams with a deadline) and `gateway` (the jump-host relay).
+//!
+//! **Architecture Invariant:** `Channel::exec` is called only here (in `Connection::start`), and
+//! only with [`shell::exec_line`](crate::shell::exec_line) or
+//! [`shell::supervised_exec_line`](crate::shell::supervised_exec_line) of a [`RemoteScript`].
+
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use ssh2::{MethodType, Session};
+
+use crate::config::{Config, Server, Timeouts, ENV_KNOWN_HOSTS};
+use crate::shell::RemoteScript;
+use crate::Error;
+
+mod auth;
+mod capture;
+mod channel;
+mod gateway;
+mod host_key;
+mod known_hosts;
+mod run;
+#[cfg(test)]
+mod tests;
+
+pub use channel::{RemoteProcess, TimedChannel};
+pub use run::{Output, Progress, StepOutput, StepsOutput};
+
+use auth::authenticate;
+use gateway::{jump, through};
+use host_key::check_host_key;
+
+/// The exit status reported for a remote step stopped by `timeouts.step` (as `timeout(1)`'s).
+pub const EXIT_TIMED_OUT: i32 = 124;
+
+/// The exit status reported for a remote step whose connection a signal cut (see
+/// [`crate::interrupt`]): its output is what arrived before.
+pub const EXIT_CUT: i32 = -1;
+
+/// Called with the server's name and each remote script as it starts (`--verbose`).
+pub type ScriptTracer = fn(server: &str, script: &RemoteScript);
+
+static TRACER: std::sync::OnceLock<ScriptTracer> = std::sync::OnceLock::new();
+
+/// Makes every connection of this process hand each script it runs to `tracer` before running
+/// it. For the command line's `--verbose`; set once, for the whole process.
+pub fn trace_scripts(tracer: ScriptTracer) {
+    let _ = TRACER.set(tracer);
+}
+
+/// An authenticated SSH session to one server.
+pub struct Connection {
+    /// Its socket is shut down when a signal comes; dropped before the session closes it.
+    _watched: crate::interrupt::WatchedSocket,
+    session: Session,
+    /// The socket the session runs over, for polling.
+    socket: RawFd,
+    name: String,
+    timeouts: Timeouts,
+    /// The fingerprint of a host key recorded in known_hosts while connecting (`accept-new`).
+    pub accepted_key: Option<String>,
+}
+
+impl Connection {
+    /// Connects to `server`, checks its host key and authenticates, all within
+    /// `timeouts.connect`.
+    pub fn open(config: &Config, server: &Server) -> Result<Connection, Error> {
+        crate::interrupt::check()?;
+        let options = &config.ssh;
+        let timeouts = config.timeouts;
+        let name = server.display_name();
+        let connect_error = |message: String| Error::Connect { server: name.clone(), message };
+        let timeout = timeouts.connect;
+        let link = match &server.gateway {
+            None => {
+                let target = server.clone();
+                Link::Tcp(crate::interrupt::unless_received(move || dial(&target, timeout))?.map_err(connect_error)?)
+            }
+            Some(gateway) => {
+                let gateway = Connection::open(config, gateway).map_err(|err| through(err, &name))?;
+                Link::Jump(jump(gateway, server).map_err(connect_error)?)
+            }
+        };
+        let mut session = Session::new().map_err(|err| connect_error(err.to_string()))?;
+        session.set_timeout(millis(timeout));
+        let known_hosts_text = match &options.env.known_hosts {
+            Some(text) => text.clone(),
+            None => match std::fs::read_to_string(&options.known_hosts) {
+                Ok(text) => text,
+                // Without the file no host is known: the handshake goes on, so that the refusal
+                // shows the server's fingerprint (and `accept-new` creates the file).
+                Err(err) if err.kind() == io::ErrorKind::NotFound => String::new(),
+                Err(err) => {
+                    return Err(Error::HostKey {
+                        server: name.clone(),
+                        unknown: false,
+                        message: format!(
+                            "cannot read known_hosts file `{}`: {err}: fix its permissions, set `ssh.known_hosts`, \
+                             or give the lines in `{ENV_KNOWN_HOSTS}`",
+                            options.known_hosts.display()
+                        ),
+                    });
+                }
+            },
+        };
+        let types = known_hosts::known_key_types(&known_hosts_text, &server.host, server.port);
+        if !types.is_empty() {
+            let _ = session.method_pref(MethodType::HostKey, &types.join(","));
+        }
+        let socket = link.as_raw_fd();
+        session.set_tcp_stream(link);
+        // Declared after the session, so dropped before it closes the socket.
+        let watched = crate::interrupt::WatchedSocket::new(socket);
+        let deadline = Instant::now() + timeout;
+        let timed_out = |what: &str, err: ssh2::Error| {
+            // libssh2 measures its timeout with a seconds clock: it may give up a little before
+            // our deadline, and that is still the deadline's doing.
+            let gave_up = matches!(err.code(), ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT));
+            let late = if gave_up || Instant::now() >= deadline {
+                format!(" (`timeouts.connect` is {}s: is the server overloaded?)", timeout.as_secs())
+            } else {
+                String::new()
+            };
+            connect_error(format!("{what}: {err}{late}"))
+        };
+        session.handshake().map_err(|err| timed_out("SSH handshake failed", err))?;
+        let accepted_key = check_host_key(&session, server, options, &name, &known_hosts_text)?;
+        session.set_timeout(millis(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
+        authenticate(&session, server, options, &name)?;
+        session.set_timeout(millis(timeouts.step));
+        Ok(Connection { _watched: watched, session, socket, name, timeouts, accepted_key })
+    }
+
+    /// The server's name for messages: `user@host:port`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Opens a session channel running `line`, the exec line of `script`.
+    fn start(&self, script: &RemoteScript, line: String) -> Result<ssh2::Channel, Error> {
+        if let Some(tracer) = TRACER.get() {
+            tracer(&self.name, script);
+        }
+        let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
+        let mut channel = self.request(|| self.session.channel_session()).map_err(failed)?;
+        #[allow(clippy::disallowed_methods)] // The one place allowed: `line` runs a RemoteScript.
+        self.request(|| channel.exec(&line)).map_err(failed)?;
+        Ok(channel)
+    }
+
+    /// Makes `request` (opening a channel, starting a command: a message that waits for the
+    /// server's reply), acknowledging at once every TCP segment that arrives meanwhile.
+    ///
+    /// Right after authentication OpenSSH's sshd sends its host keys unasked, and without
+    /// `TCP_NODELAY` (which it sets only for sessions with a terminal) it holds its next packet,
+    /// the reply to our first channel, until that one is acknowledged. Left to the kernel, the
+    /// ACK waits for the delayed-ACK timer: 40 ms lost on every connection. So the request runs
+    /// non-blocking, and each time the socket has something, `TCP_QUICKACK` sends the ACK now.
+    fn request<T>(&self, mut request: impl FnMut() -> Result<T, ssh2::Error>) -> Result<T, ssh2::Error> {
+        let deadline = Instant::now() + self.timeouts.step;
+        self.session.set_blocking(false);
+        let result = loop {
+            match request() {
+                Err(err) if matches!(err.code(), ssh2::ErrorCode::Session(LIBSSH2_ERROR_EAGAIN)) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break Err(ssh2::Error::new(
+                            ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT),
+                            "no reply from the server within `timeouts.step`",
+                        ));
+                    }
+                    let outbound = matches!(self.session.block_directions(), ssh2::BlockDirections::Outbound);
+                    let events = if outbound { libc::POLLOUT } else { libc::POLLIN };
+                    wait_for(&[self.socket], events, left.min(Duration::from_millis(100)));
+                    quick_ack(self.socket);
+                }
+                other => break other,
+            }
+        };
+        self.session.set_blocking(true);
+        result
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.session.set_timeout(2000);
+        let _ = self.session.disconnect(None, "deploy finished", None);
+    }
+}
+
+/// libssh2's "would block" and "timed out" error codes.
+const LIBSSH2_ERROR_EAGAIN: i32 = -37;
+const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
+
+/// Makes the kernel acknowledge what `socket` has received now, not when its delayed-ACK timer
+/// fires (see [`Connection::request`]). Nothing to do for a socket that is not TCP (through a
+/// gateway), or outside Linux.
+fn quick_ack(socket: RawFd) {
+    #[cfg(target_os = "linux")]
+    {
+        let on: libc::c_int = 1;
+        // SAFETY: `socket` is the session's open socket; `on` outlives the call, and its size
+        // is passed along. A failure (not a TCP socket) changes nothing.
+        unsafe {
+            libc::setsockopt(
+                socket,
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
+
+/// The socket a session runs over: straight to the server, or one end of a socket pair whose
+/// other end a thread joins to a channel through the gateway.
+enum Link {
+    Tcp(TcpStream),
+    Jump(UnixStream),
+}
+
+impl AsRawFd for Link {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Link::Tcp(stream) => stream.as_raw_fd(),
+            Link::Jump(stream) => stream.as_raw_fd(),
+        }
+    }
+}
+
+/// A TCP connection to `server`, within `timeout`; or the message saying why not.
+fn dial(server: &Server, timeout: Duration) -> Result<TcpStream, String> {
+    let addresses: Vec<_> = (server.host.as_str(), server.port)
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve `{}`: {err}", server.host))?
+        .collect();
+    let mut last_error = None;
+    for address in &addresses {
+        match TcpStream::connect_timeout(address, timeout) {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(err) => last_error = Some(err),
+        }
+    }
+    let reason = last_error.map(|err| err.to_string()).unwrap_or_else(|| "no address".to_string());
+    Err(format!(
+        "{reason} (after at most {}s, `timeouts.connect`): check `host` and `port`, and that sshd runs there",
+        timeout.as_secs()
+    ))
+}
+
+/// Waits until one of `fds` has one of `events` (`POLLIN`, `POLLOUT`), or `timeout` passes.
+fn wait_for(fds: &[RawFd], events: libc::c_short, timeout: Duration) {
+    let mut polled: Vec<libc::pollfd> = fds.iter().map(|&fd| libc::pollfd { fd, events, revents: 0 }).collect();
+    // SAFETY: `polled` is a valid array of `polled.len()` pollfd structs, for this call only.
+    unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, timeout.as_millis() as libc::c_int) };
+}
+
+/// A libssh2 timeout in milliseconds, at least 1: 0 would mean "wait forever".
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX).max(1)
+}

@@ -1,0 +1,335 @@
+//! Running a [`RemoteScript`] to its end on a [`Connection`]: its output (a bounded part of each
+//! stream, see [`capture`]), with input on its stdin, or a batch of steps each kept apart and
+//! timed; each stopped past `timeouts.step`; and the errors for a step that failed.
+
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use super::{capture, millis, wait_for, Connection, EXIT_CUT, EXIT_TIMED_OUT};
+use crate::shell::{self, RemoteScript};
+use crate::Error;
+
+/// What a finished remote script printed and how it exited.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub status: i32,
+    /// Its stdout, or of a long one its first and last part (with a line saying how many
+    /// bytes are not kept between them).
+    pub stdout: String,
+    /// Its stderr, or of a long one its last part (after a line saying how many bytes before
+    /// it are not kept).
+    pub stderr: String,
+}
+
+/// What a batch of steps printed and how it ended (see [`Connection::output_steps`]).
+#[derive(Debug, Clone)]
+pub struct StepsOutput {
+    /// 0 when every step ended well; else the exit status of the step that did not, or
+    /// [`EXIT_TIMED_OUT`] when the deployer stopped it.
+    pub status: i32,
+    /// One per step that started, in order (the first one also when the batch failed before
+    /// it started): what it printed and how long it ran.
+    pub steps: Vec<StepOutput>,
+    /// How many steps ended well: every one, or those before the one that did not.
+    pub done: usize,
+    /// Why the deployer stopped the batch (a step ran past `timeouts.step`), if it did.
+    pub stopped: Option<String>,
+}
+
+impl StepsOutput {
+    /// The stdout of every step, one after the other.
+    pub fn stdout(&self) -> String {
+        self.steps.iter().map(|step| step.stdout.as_str()).collect()
+    }
+}
+
+/// One step of a batch: its own part of each stream, kept as [`Output`] keeps a script's, and
+/// its time, from its start to its end on the server (as the markers around it arrived).
+#[derive(Debug, Clone, Default)]
+pub struct StepOutput {
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// How a batch goes, as it goes (see [`Connection::output_steps`]).
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// Step `index` has started on the server.
+    Started(usize),
+    /// Step `index` ended well (the next one, if any, starts now), with what it printed.
+    Done(usize, &'a StepOutput),
+}
+
+/// One of the two output streams of a channel.
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Connection {
+    /// Runs `script` to the end and returns what it printed, whatever its exit status.
+    ///
+    /// The script runs under [`shell::supervised_exec_line`]: on the server it is stopped (its
+    /// whole process group) when this channel's stdin closes, which happens when the deployer
+    /// dies, loses its connection, or gives up on the step. It gets `timeouts.step`, from its
+    /// start, whatever it prints; past it the script is stopped and the output has status
+    /// [`EXIT_TIMED_OUT`] and the reason on stderr. What is kept of its output is bounded
+    /// (see [`capture`]).
+    pub fn output(&self, script: &RemoteScript) -> Result<Output, Error> {
+        let mut channel = self.start(script, shell::supervised_exec_line(script))?;
+        let (read, stdout, stderr) = self.read_kept(&mut channel);
+        match self.end_step(script, channel, read)? {
+            Some(status) => Ok(Output { status, stdout: stdout.text(), stderr: stderr.text() }),
+            None => Ok(Output { status: EXIT_TIMED_OUT, stdout: stdout.text(), stderr: self.stopped_message() }),
+        }
+    }
+
+    /// Like [`Connection::output`], for a batch of `steps` steps that prints `marker` lines on
+    /// both streams, before each step and after the last (a [`crate::plan::batch_script`]).
+    /// Each step's output is kept apart (see [`capture::Split`]), and each step gets
+    /// `timeouts.step` from its own start: a step starts when its marker has arrived on both
+    /// streams (so its output on each stream is all there). No other output moves the
+    /// deadline, so the batch as a whole never runs longer than `steps` times `timeouts.step`.
+    /// `progress` hears of each step as it starts and as it ends well.
+    pub fn output_steps(
+        &self,
+        script: &RemoteScript,
+        steps: usize,
+        marker: &str,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<StepsOutput, Error> {
+        let mut channel = self.start(script, shell::supervised_exec_line(script))?;
+        let begun = Instant::now();
+        let step = self.timeouts.step;
+        let mut stdout = capture::Split::new(marker, steps, capture::STEP_STDOUT_HEAD, capture::TAIL);
+        let mut stderr = capture::Split::new(marker, steps, 0, capture::TAIL);
+        // The markers seen on both streams, and when each step started.
+        let (mut reached, mut starts) = (0, Vec::new());
+        let mut outputs = Vec::new();
+        let read = self.drain(&mut channel, begun + step, |stream, bytes| {
+            match stream {
+                Stream::Stdout => stdout.feed(bytes),
+                Stream::Stderr => stderr.feed(bytes),
+            }
+            let both = stdout.seen().min(stderr.seen());
+            if both == reached {
+                return None;
+            }
+            let now = Instant::now();
+            let mut started = false;
+            for marker in reached..both {
+                if let Some(ended) = marker.checked_sub(1) {
+                    let output = StepOutput {
+                        stdout: stdout.text(ended),
+                        stderr: stderr.text(ended),
+                        elapsed: now - starts[ended],
+                    };
+                    progress(Progress::Done(ended, &output));
+                    outputs.push(output);
+                }
+                if marker < steps {
+                    starts.push(now);
+                    progress(Progress::Started(marker));
+                    started = true;
+                }
+            }
+            reached = both;
+            // The next step's time starts now (and the end of the last moves no deadline).
+            started.then(|| now + step)
+        });
+        let ended = self.end_step(script, channel, read)?;
+        let done = reached.saturating_sub(1);
+        if done < steps {
+            // The step that did not end well (or, before any started, what the batch printed).
+            stdout.finish();
+            stderr.finish();
+            let started = starts.last().copied().unwrap_or(begun);
+            outputs.push(StepOutput {
+                stdout: stdout.text(done),
+                stderr: stderr.text(done),
+                elapsed: started.elapsed(),
+            });
+        }
+        let (status, stopped) = match ended {
+            Some(status) => (status, None),
+            None => (EXIT_TIMED_OUT, Some(self.stopped_message())),
+        };
+        Ok(StepsOutput { status, steps: outputs, done, stopped })
+    }
+
+    /// Ends a step whose channel was read (`read`: whether it reached its end): returns its exit
+    /// status, or `None` when it ran past its deadline and was stopped (the EOF sent here is the
+    /// server-side watchdog's cue to stop the step's processes).
+    fn end_step(
+        &self,
+        script: &RemoteScript,
+        mut channel: ssh2::Channel,
+        read: io::Result<bool>,
+    ) -> Result<Option<i32>, Error> {
+        let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
+        let step = self.timeouts.step;
+        let ended = match read {
+            Ok(ended) => ended,
+            // Cut by a signal: what the step printed says how far it got (whether `current` moved).
+            Err(_) if crate::interrupt::received().is_some() => return Ok(Some(EXIT_CUT)),
+            Err(err) => return Err(self.step_error(script, -1, format!("lost the SSH channel: {err}"))),
+        };
+        if !ended {
+            self.session.set_timeout(2000);
+            let _ = channel.send_eof();
+            let _ = channel.close();
+            drop(channel);
+            self.session.set_timeout(millis(step));
+            return Ok(None);
+        }
+        self.session.set_timeout(millis(step));
+        channel.wait_close().map_err(failed)?;
+        Ok(Some(channel.exit_status().map_err(failed)?))
+    }
+
+    /// Why a step that ran past `timeouts.step` ended.
+    fn stopped_message(&self) -> String {
+        format!(
+            "did not finish within {}s (`timeouts.step`) and was stopped on the server: \
+             raise `timeouts.step` if it needs longer",
+            self.timeouts.step.as_secs()
+        )
+    }
+
+    /// Reads both of `channel`'s streams as their bytes arrive, handing them to `take`, until
+    /// the channel's end (`Ok(true)`) or `deadline` (`Ok(false)`), which `take` may move by
+    /// returning a new one. Neither stream is left unread while the other is read, so a script
+    /// that fills one never waits for the deployer.
+    fn drain(
+        &self,
+        channel: &mut ssh2::Channel,
+        mut deadline: Instant,
+        mut take: impl FnMut(Stream, &[u8]) -> Option<Instant>,
+    ) -> io::Result<bool> {
+        let mut buffer = vec![0u8; 32 * 1024];
+        self.session.set_blocking(false);
+        let result = 'reading: loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Ok(false);
+            }
+            let mut moved = false;
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                let read = match stream {
+                    Stream::Stdout => channel.read(&mut buffer),
+                    Stream::Stderr => channel.stderr().read(&mut buffer),
+                };
+                match read {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        moved = true;
+                        if let Some(moved_to) = take(stream, &buffer[..n]) {
+                            deadline = moved_to;
+                        }
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(err) => break 'reading Err(err),
+                }
+            }
+            // libssh2 may return no bytes before the end: only its EOF flag says.
+            if channel.eof() {
+                break Ok(true);
+            }
+            if !moved {
+                let outbound = matches!(self.session.block_directions(), ssh2::BlockDirections::Outbound);
+                let events = if outbound { libc::POLLOUT } else { libc::POLLIN };
+                wait_for(&[self.socket], events, left.min(Duration::from_millis(100)));
+            }
+        };
+        self.session.set_blocking(true);
+        result
+    }
+
+    /// Runs `script` with `input` written to its stdin, then EOF; returns what it printed,
+    /// whatever its exit status.
+    pub fn output_with_input(&self, script: &RemoteScript, input: &[u8]) -> Result<Output, Error> {
+        let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
+        let mut channel = self.start(script, shell::exec_line(script))?;
+        channel
+            .write_all(input)
+            .map_err(|err| self.step_error(script, -1, format!("lost the SSH channel while sending: {err}")))?;
+        channel.send_eof().map_err(failed)?;
+        let (read, stdout, stderr) = self.read_kept(&mut channel);
+        match self.end_step(script, channel, read)? {
+            Some(status) => Ok(Output { status, stdout: stdout.text(), stderr: stderr.text() }),
+            None => {
+                let message = format!("did not finish within {}s (`timeouts.step`)", self.timeouts.step.as_secs());
+                Err(self.step_error(script, EXIT_TIMED_OUT, message))
+            }
+        }
+    }
+
+    /// Reads both of `channel`'s streams into what is kept of them, until its end or
+    /// `timeouts.step` from now.
+    fn read_kept(&self, channel: &mut ssh2::Channel) -> (io::Result<bool>, capture::Kept, capture::Kept) {
+        let mut stdout = capture::Kept::new(capture::STDOUT_HEAD, capture::TAIL);
+        let mut stderr = capture::Kept::new(0, capture::TAIL);
+        let read = self.drain(channel, Instant::now() + self.timeouts.step, |stream, bytes| {
+            match stream {
+                Stream::Stdout => stdout.push(bytes),
+                Stream::Stderr => stderr.push(bytes),
+            }
+            None
+        });
+        (read, stdout, stderr)
+    }
+
+    /// Runs `script` and returns its stdout; a non-zero exit is an [`Error::Remote`] carrying
+    /// the script's stderr.
+    pub fn run(&self, script: &RemoteScript) -> Result<String, Error> {
+        let output = self.output(script)?;
+        if output.status != 0 {
+            return Err(self.failure(script.name, &output));
+        }
+        Ok(output.stdout)
+    }
+
+    /// Like [`Connection::run`], with `input` written to the script's stdin first.
+    pub fn run_with_input(&self, script: &RemoteScript, input: &[u8]) -> Result<String, Error> {
+        let output = self.output_with_input(script, input)?;
+        if output.status != 0 {
+            return Err(self.failure(script.name, &output));
+        }
+        Ok(output.stdout)
+    }
+
+    /// The error for a remote `step` that exited non-zero: its stderr, or a note that it
+    /// printed none.
+    pub fn failure(&self, step: &str, output: &Output) -> Error {
+        self.remote_error(step, output.status, &output.stderr)
+    }
+
+    /// The error for a batch that did not end well, whose step that did not is named `step`:
+    /// why the deployer stopped it, else that step's own stderr (or its stdout, when it printed
+    /// nothing on stderr).
+    pub fn steps_failure(&self, step: &str, output: &StepsOutput) -> Error {
+        let failed = output.steps.get(output.done);
+        let (stdout, stderr) = failed.map_or(("", ""), |failed| (failed.stdout.trim(), failed.stderr.as_str()));
+        match &output.stopped {
+            Some(why) => self.remote_error(step, output.status, why),
+            None if stderr.trim().is_empty() && !stdout.is_empty() => {
+                let said = format!("it printed nothing on stderr; on stdout:\n{stdout}");
+                self.remote_error(step, output.status, &said)
+            }
+            None => self.remote_error(step, output.status, stderr),
+        }
+    }
+
+    fn remote_error(&self, step: &str, status: i32, stderr: &str) -> Error {
+        let message = stderr.trim();
+        let message = if message.is_empty() { "the script printed nothing on stderr" } else { message };
+        Error::Remote { server: self.name.clone(), step: step.to_string(), status, message: message.to_string() }
+    }
+
+    /// The error for `script` that ended with `status` (-1 when the channel failed) and `message`.
+    pub(super) fn step_error(&self, script: &RemoteScript, status: i32, message: String) -> Error {
+        Error::Remote { server: self.name.clone(), step: script.name.to_string(), status, message }
+    }
+}
