@@ -7,7 +7,6 @@
 //! `settings` (the typed values besides servers); `cargo`, `ssh_config` and `suggest` help them.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::Error;
 
@@ -31,8 +30,8 @@ pub use ssh_config::SshConfig;
 pub use validate::is_plain_relative_path;
 
 use raw::{parse_raw, staged, RawConfig};
-use server::{is_role_name, role_list, roles_in_use, Reach};
-use validate::{expand_path, path_inside, remote_dir};
+use server::{roles_in_use, Reach};
+use validate::expand_path;
 
 /// A validated deploy configuration for one application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,239 +117,45 @@ impl Config {
 
     /// Builds a configuration from the `metadata` table of a package (`section` =
     /// `package.metadata`) or workspace (`workspace.metadata`). Pure: no I/O.
+    ///
+    /// The steps run in a fixed order, so that of several mistakes the same one is reported
+    /// first: the table, its stage, then each key as the user reads them top to bottom.
     pub fn from_metadata(
         metadata: &serde_json::Value,
         section: &str,
         manifest: &Path,
         defaults: &Defaults,
     ) -> Result<Config, Error> {
-        let invalid = |message: String| Error::Config {
-            message: format!("invalid deploy config in `{}`: {message}", manifest.display()),
-        };
-        // A table named almost `deploy` holds settings meant for it, which would be ignored.
-        let mut tables = metadata.as_object().into_iter().flat_map(|tables| tables.keys());
-        let misspelt = tables.find(|name| *name != "deploy" && suggest::distance(name, "deploy") <= 1);
-        let Some(table) = metadata.get("deploy") else {
-            let message = match misspelt {
-                Some(name) => format!(
-                    "no `[{section}.deploy]` table in `{}`, but a `[{section}.{name}]`: did you mean \
-                     `[{section}.deploy]`? Rename it",
-                    manifest.display()
-                ),
-                None => format!(
-                    "no `[{section}.deploy]` table in `{}`: add one with at least one \
-                     `[[{section}.deploy.servers]]` entry holding a `host` (see the README), or pass \
-                     `--manifest-path` to the manifest that has it (without it, the one cargo finds from the \
-                     current directory is read){workspace}",
-                    manifest.display(),
-                    workspace = match section {
-                        "package.metadata" =>
-                            "; a `[workspace.metadata.deploy]` counts only in a manifest \
-                                               with no `[package]`",
-                        _ => "",
-                    }
-                ),
-            };
-            return Err(Error::Config { message });
-        };
-        if let Some(name) = misspelt {
-            return Err(invalid(format!(
-                "`[{section}.{name}]` is not read: did you mean `[{section}.deploy]`? Move its keys there, or \
-                 remove it"
-            )));
-        }
+        let invalid = |message: String| invalid_config(manifest, message);
+        let table = raw::deploy_table(metadata, section, manifest)?;
         let (table, stage, declared_roles) = staged(table, section, defaults.stage.as_deref()).map_err(invalid)?;
         let raw: RawConfig =
             parse_raw(&table, &format!("{section}.deploy"), &["stages", "default_stage"]).map_err(invalid)?;
 
-        let application = match raw.application.or_else(|| defaults.package_name.clone()) {
-            Some(name) if !name.trim().is_empty() => name,
-            _ => return Err(invalid(format!("`{section}.deploy.application` is empty: name the application"))),
-        };
-        let deploy_to = remote_dir(raw.deploy_to.unwrap_or_else(|| format!("/var/www/{application}")))
-            .map_err(|problem| invalid(format!("`{section}.deploy.deploy_to` {problem}")))?;
-        let keep_releases = raw.keep_releases.unwrap_or(DEFAULT_KEEP_RELEASES);
-        if keep_releases == 0 {
-            return Err(invalid(format!(
-                "`{section}.deploy.keep_releases` must be at least 1 (the current release is always kept)"
-            )));
-        }
+        let application = validate::application(raw.application, defaults, section).map_err(invalid)?;
+        let deploy_to = validate::deploy_to(raw.deploy_to, &application, section).map_err(invalid)?;
+        let keep_releases = validate::keep_releases(raw.keep_releases, section).map_err(invalid)?;
         if raw.servers.is_empty() {
             return Err(invalid(format!("no servers: add a `[[{section}.deploy.servers]]` entry with a `host`")));
         }
         let base = manifest.parent().unwrap_or(Path::new("."));
         let resolve = |path: &str| expand_path(path, base, defaults.home.as_deref());
         let identity = raw.ssh.identity.as_deref().map(resolve);
-        let reach = Reach { ssh_config: defaults.ssh_config.as_ref(), user: defaults.user.as_deref(), hops: 0 };
-        let gateway = match raw.gateway {
-            Some(gateway) => {
-                let identity = gateway.identity.as_deref().map(resolve).or(identity.clone());
-                let gateway = reach
-                    .server(&gateway.host, gateway.port, gateway.user, identity, None)
-                    .map_err(|problem| invalid(format!("`{section}.deploy.gateway{problem}")))?;
-                Some(Box::new(gateway))
-            }
-            None => None,
-        };
-        let mut servers = Vec::with_capacity(raw.servers.len());
-        for (index, server) in raw.servers.into_iter().enumerate() {
-            let key = format!("{section}.deploy.servers[{index}]");
-            let mut resolved = reach
-                .server(&server.host, server.port, server.user, identity.clone(), gateway.clone())
-                .map_err(|problem| invalid(format!("`{key}{problem}")))?;
-            resolved.deploy_to = match server.deploy_to {
-                Some(dir) => remote_dir(dir).map_err(|problem| invalid(format!("`{key}.deploy_to` {problem}")))?,
-                None => deploy_to.clone(),
-            };
-            if let Some(bad) = server.roles.iter().find(|role| !is_role_name(role)) {
-                return Err(invalid(format!(
-                    "`{key}.roles` holds `{bad}`: a role is a name of letters, digits, `_` and `-`"
-                )));
-            }
-            resolved.roles = server.roles;
-            servers.push(resolved);
-        }
-        for (key, paths) in
-            [("linked_files", &raw.linked_files), ("linked_dirs", &raw.linked_dirs), ("artifacts", &raw.artifacts)]
-        {
-            if let Some(bad) = paths.iter().find(|path| !is_plain_relative_path(path)) {
-                return Err(invalid(format!(
-                    "`{section}.deploy.{key}` holds `{bad}`: use a relative path with no `..`, `.` or empty part"
-                )));
-            }
-        }
-        // A linked path inside another would be made through the outer one's link: in `shared/`.
-        let linked: Vec<(&str, &String)> = raw
-            .linked_dirs
-            .iter()
-            .map(|path| ("linked_dirs", path))
-            .chain(raw.linked_files.iter().map(|path| ("linked_files", path)))
-            .collect();
-        for (index, (key, path)) in linked.iter().enumerate() {
-            if let Some((other_key, other)) =
-                linked[index + 1..].iter().find(|(_, other)| path_inside(path, other) || path_inside(other, path))
-            {
-                return Err(invalid(format!(
-                    "`{section}.deploy.{key}` holds `{path}` and `{other_key}` holds `{other}`: a linked path \
-                     inside another would be linked inside `shared/`; list only one"
-                )));
-            }
-        }
-        let cache = match raw.cache.as_deref() {
-            None | Some("archive") => Cache::Archive,
-            Some("cached-copy") => Cache::CachedCopy,
-            Some(other) => {
-                return Err(invalid(format!(
-                    "`{section}.deploy.cache` is `{other}`: expected `archive` (Capistrano 3) or `cached-copy` (Capistrano 2)"
-                )))
-            }
-        };
-        let mut hooks = Hooks::default();
-        for (phase, raw_hooks, hooks) in [
-            ("before_update", raw.hooks.before_update, &mut hooks.before_update),
-            ("after_update", raw.hooks.after_update, &mut hooks.after_update),
-            ("before_publish", raw.hooks.before_publish, &mut hooks.before_publish),
-            ("after_publish", raw.hooks.after_publish, &mut hooks.after_publish),
-            ("on_failure", raw.hooks.on_failure, &mut hooks.on_failure),
-        ] {
-            for (index, hook) in raw_hooks.into_iter().enumerate() {
-                let key = format!("{section}.deploy.hooks.{phase}[{index}]");
-                hooks.push(match (hook.local, hook.remote) {
-                    (Some(_), None) if hook.once || !hook.roles.is_empty() => {
-                        return Err(invalid(format!(
-                            "`{key}`: `roles` and `once` pick servers for a `remote` hook; a `local` hook \
-                             always runs once, on this machine"
-                        )))
-                    }
-                    (Some(command), None) => Hook::Local(command),
-                    (None, Some(command)) => {
-                        // A stage may lack a role (the hook then runs nowhere), but a role no
-                        // server of any stage has is a typo.
-                        if let Some(role) = hook.roles.iter().find(|role| !declared_roles.contains(role)) {
-                            return Err(invalid(format!(
-                                "`{key}` runs on role `{role}`, which no server has: add it to a server's \
-                                 `roles`, or fix the hook's (roles in use: {})",
-                                role_list(declared_roles.iter())
-                            )));
-                        }
-                        Hook::Remote(command, Scope { roles: hook.roles, once: hook.once })
-                    }
-                    _ => return Err(invalid(format!("`{key}` must have exactly one of `local` or `remote`"))),
-                });
-            }
-        }
-        let host_key_policy = match raw.ssh.host_key_policy.as_deref() {
-            None | Some("strict") => HostKeyPolicy::Strict,
-            Some("accept-new") => HostKeyPolicy::AcceptNew,
-            Some(other) => {
-                return Err(invalid(format!(
-                    "`{section}.deploy.ssh.host_key_policy` is `{other}`: expected `strict` (refuse unknown \
-                     keys) or `accept-new` (record unknown keys; changed and revoked keys are always refused)"
-                )))
-            }
-        };
+        let reach = Reach::of(defaults);
+        let gateway = server::gateway(raw.gateway, &identity, resolve, reach, section).map_err(invalid)?;
+        let servers = server::servers(raw.servers, &identity, gateway, &deploy_to, reach, section).map_err(invalid)?;
+        validate::paths(&raw.linked_files, &raw.linked_dirs, &raw.artifacts, section).map_err(invalid)?;
+        let cache = validate::cache(raw.cache.as_deref(), section).map_err(invalid)?;
+        let hooks = validate::hooks(raw.hooks, &declared_roles, section).map_err(invalid)?;
         let ssh = SshOptions {
             identity,
             known_hosts: resolve(raw.ssh.known_hosts.as_deref().unwrap_or("~/.ssh/known_hosts")),
-            host_key_policy,
+            host_key_policy: validate::host_key_policy(raw.ssh.host_key_policy.as_deref(), section).map_err(invalid)?,
             env: defaults.env_auth.clone(),
         };
-        let transport = match raw.transport.as_deref() {
-            None | Some("daemon") => TransportKind::Daemon,
-            Some("exec") => TransportKind::Exec,
-            Some(other) => {
-                return Err(invalid(format!(
-                    "`{section}.deploy.transport` is `{other}`: expected `daemon` (a temporary git daemon \
-                     through a tunnel) or `exec` (git receive-pack over SSH, no port opened)"
-                )))
-            }
-        };
-        let mut timeouts = Timeouts::default();
-        for (key, value, slot) in [
-            ("connect", raw.timeouts.connect, &mut timeouts.connect),
-            ("step", raw.timeouts.step, &mut timeouts.step),
-            ("push", raw.timeouts.push, &mut timeouts.push),
-        ] {
-            match value {
-                Some(0) => {
-                    return Err(invalid(format!(
-                        "`{section}.deploy.timeouts.{key}` is 0: give the limit in seconds, at least 1"
-                    )))
-                }
-                Some(seconds) => *slot = Duration::from_secs(seconds),
-                None => {}
-            }
-        }
-        let healthcheck = match raw.healthcheck {
-            None => None,
-            Some(raw) => {
-                let key = format!("{section}.deploy.healthcheck");
-                if raw.remote.trim().is_empty() {
-                    return Err(invalid(format!(
-                        "`{key}.remote` is empty: give the command that tells a healthy release"
-                    )));
-                }
-                if let Some(role) = raw.roles.iter().find(|role| !declared_roles.contains(role)) {
-                    return Err(invalid(format!(
-                        "`{key}` runs on role `{role}`, which no server has: add it to a server's `roles`, or fix \
-                         the health check's (roles in use: {})",
-                        role_list(declared_roles.iter())
-                    )));
-                }
-                let seconds = |name: &str, value: Option<u64>, default: u64| match value {
-                    Some(0) => Err(invalid(format!("`{key}.{name}` is 0: give it in seconds, at least 1"))),
-                    value => Ok(Duration::from_secs(value.unwrap_or(default))),
-                };
-                let timeout = seconds("timeout", raw.timeout, DEFAULT_HEALTH_TIMEOUT)?;
-                let interval = seconds("interval", raw.interval, DEFAULT_HEALTH_INTERVAL)?;
-                Some(Healthcheck {
-                    command: raw.remote,
-                    timeout,
-                    interval,
-                    scope: Scope { roles: raw.roles, once: false },
-                })
-            }
-        };
+        let transport = validate::transport(raw.transport.as_deref(), section).map_err(invalid)?;
+        let timeouts = validate::timeouts(raw.timeouts, section).map_err(invalid)?;
+        let healthcheck = validate::healthcheck(raw.healthcheck, &declared_roles, section).map_err(invalid)?;
         Ok(Config {
             manifest_path: manifest.to_path_buf(),
             application,
@@ -430,6 +235,11 @@ impl Config {
             _ => self.manifest_dir().join(path),
         }
     }
+}
+
+/// The error for a deploy table of `manifest` that is there but wrong: `message` says what.
+fn invalid_config(manifest: &Path, message: String) -> Error {
+    Error::Config { message: format!("invalid deploy config in `{}`: {message}", manifest.display()) }
 }
 
 #[cfg(test)]

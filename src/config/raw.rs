@@ -2,9 +2,12 @@
 //! field optional so that defaults apply), reading them with the key at fault named, and the
 //! stages (`staged`: the chosen stage's table laid over the top level, as `serde_json::Value`s).
 
+use std::path::Path;
+
 use serde::Deserialize;
 
-use super::suggest;
+use super::{invalid_config, suggest};
+use crate::Error;
 
 /// The table as written in Cargo.toml; every field optional so that defaults apply.
 #[derive(Debug, Deserialize)]
@@ -114,6 +117,51 @@ pub(super) struct RawSsh {
     pub(super) identity: Option<String>,
     pub(super) known_hosts: Option<String>,
     pub(super) host_key_policy: Option<String>,
+}
+
+/// The `deploy` table of `metadata` (the `section` table of `manifest`); or why there is none,
+/// and a table named almost `deploy` beside it, whose settings would be ignored, is refused.
+pub(super) fn deploy_table<'a>(
+    metadata: &'a serde_json::Value,
+    section: &str,
+    manifest: &Path,
+) -> Result<&'a serde_json::Value, Error> {
+    // A table named almost `deploy` holds settings meant for it, which would be ignored.
+    let mut tables = metadata.as_object().into_iter().flat_map(|tables| tables.keys());
+    let misspelt = tables.find(|name| *name != "deploy" && suggest::distance(name, "deploy") <= 1);
+    let Some(table) = metadata.get("deploy") else {
+        let message = match misspelt {
+            Some(name) => format!(
+                "no `[{section}.deploy]` table in `{}`, but a `[{section}.{name}]`: did you mean \
+                 `[{section}.deploy]`? Rename it",
+                manifest.display()
+            ),
+            None => format!(
+                "no `[{section}.deploy]` table in `{}`: add one with at least one \
+                 `[[{section}.deploy.servers]]` entry holding a `host` (see the README), or pass \
+                 `--manifest-path` to the manifest that has it (without it, the one cargo finds from the \
+                 current directory is read){workspace}",
+                manifest.display(),
+                workspace = match section {
+                    "package.metadata" =>
+                        "; a `[workspace.metadata.deploy]` counts only in a manifest \
+                                           with no `[package]`",
+                    _ => "",
+                }
+            ),
+        };
+        return Err(Error::Config { message });
+    };
+    if let Some(name) = misspelt {
+        return Err(invalid_config(
+            manifest,
+            format!(
+                "`[{section}.{name}]` is not read: did you mean `[{section}.deploy]`? Move its keys there, or \
+                 remove it"
+            ),
+        ));
+    }
+    Ok(table)
 }
 
 /// Reads a deploy table (the top-level one, or a stage's) into its raw form; an error names

@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use super::SshConfig;
+use super::raw::{RawGateway, RawServer};
+use super::validate::remote_dir;
+use super::{Defaults, SshConfig};
 
 /// One server to deploy to (or a gateway to reach servers through).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,15 +38,67 @@ impl Server {
     }
 }
 
+/// The `gateway` of the deploy table (in `section`), with its own `identity` (resolved by
+/// `resolve`), else `identity`; or the message naming the key at fault.
+pub(super) fn gateway(
+    raw: Option<RawGateway>,
+    identity: &Option<PathBuf>,
+    resolve: impl Fn(&str) -> PathBuf,
+    reach: Reach,
+    section: &str,
+) -> Result<Option<Box<Server>>, String> {
+    let gateway = match raw {
+        Some(gateway) => {
+            let identity = gateway.identity.as_deref().map(resolve).or(identity.clone());
+            let gateway = reach
+                .server(&gateway.host, gateway.port, gateway.user, identity, None)
+                .map_err(|problem| format!("`{section}.deploy.gateway{problem}"))?;
+            Some(Box::new(gateway))
+        }
+        None => None,
+    };
+    Ok(gateway)
+}
+
+/// The `servers` of the deploy table (in `section`), each reached through `gateway` with
+/// `identity`, with its own `deploy_to` (else `deploy_to`) and its roles checked; or the
+/// message naming the key at fault.
+pub(super) fn servers(
+    raw: Vec<RawServer>,
+    identity: &Option<PathBuf>,
+    gateway: Option<Box<Server>>,
+    deploy_to: &str,
+    reach: Reach,
+    section: &str,
+) -> Result<Vec<Server>, String> {
+    let mut servers = Vec::with_capacity(raw.len());
+    for (index, server) in raw.into_iter().enumerate() {
+        let key = format!("{section}.deploy.servers[{index}]");
+        let mut resolved = reach
+            .server(&server.host, server.port, server.user, identity.clone(), gateway.clone())
+            .map_err(|problem| format!("`{key}{problem}"))?;
+        resolved.deploy_to = match server.deploy_to {
+            Some(dir) => remote_dir(dir).map_err(|problem| format!("`{key}.deploy_to` {problem}"))?,
+            None => deploy_to.to_string(),
+        };
+        if let Some(bad) = server.roles.iter().find(|role| !is_role_name(role)) {
+            return Err(format!("`{key}.roles` holds `{bad}`: a role is a name of letters, digits, `_` and `-`"));
+        }
+        resolved.roles = server.roles;
+        servers.push(resolved);
+    }
+    Ok(servers)
+}
+
 /// How a host written in the config is reached: `~/.ssh/config` fills what the config leaves
 /// out, then the defaults.
 #[derive(Clone, Copy)]
 pub(super) struct Reach<'a> {
-    pub(super) ssh_config: Option<&'a SshConfig>,
+    ssh_config: Option<&'a SshConfig>,
     /// The local user name.
-    pub(super) user: Option<&'a str>,
+    user: Option<&'a str>,
     /// How many `ProxyJump` hosts lead to the host asked about.
-    pub(super) hops: usize,
+    hops: usize,
 }
 
 /// How many `ProxyJump` hosts of `~/.ssh/config` may lead to a server, each the jump host of
@@ -52,6 +106,11 @@ pub(super) struct Reach<'a> {
 const MAX_JUMPS: usize = 8;
 
 impl Reach<'_> {
+    /// Hosts reached with the `~/.ssh/config` and the local user name of `defaults`.
+    pub(super) fn of(defaults: &Defaults) -> Reach<'_> {
+        Reach { ssh_config: defaults.ssh_config.as_ref(), user: defaults.user.as_deref(), hops: 0 }
+    }
+
     /// The server `host` names, with what the config says of it (`port`, `user`, `identity`,
     /// `gateway`); or, on error, the rest of a message that starts with the server's key.
     pub(super) fn server(
@@ -130,7 +189,7 @@ impl Reach<'_> {
 }
 
 /// A role name: letters, digits, `_` and `-`.
-pub(super) fn is_role_name(role: &str) -> bool {
+fn is_role_name(role: &str) -> bool {
     !role.is_empty() && role.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
