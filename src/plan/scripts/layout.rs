@@ -64,24 +64,30 @@ pub(super) fn platform_probe(config: &Config) -> String {
 /// Makes `repo/` and `.xtask-deploy/` the deploy user's alone (0700: no other local user may
 /// read the history or the lock's holder); the preflight also passes the lock's `info` (0600).
 /// One `chmod` for all: `go=` clears the group's and others' bits and leaves the owner's.
-pub(super) const PRIVATE: &str = r#"chmod go= "$d/repo" "$d/.xtask-deploy""#;
+pub(super) const PRIVATE: &str = concat!(r#"chmod go= "$d/repo" "$d/"#, state_dir!(), r#"""#);
 
 /// Refuses to go on without git on the server, with the fix.
-pub(in crate::plan) const REQUIRE_GIT: &str = r#"if ! command -v git >/dev/null 2>&1; then
+pub(in crate::plan) const REQUIRE_GIT: &str = concat!(
+    r#"if ! command -v git >/dev/null 2>&1; then
   echo "git is not installed on the server: install it (for example \`apt-get install git\`)" >&2
-  exit 3
-fi"#;
+  exit "#,
+    exit_no_git!(),
+    "\nfi"
+);
 
 /// Refuses to go on in a `deploy_to` that deploy-setup has not prepared: `releases/` and a bare
 /// repository in `repo/` (its `HEAD`, `objects/` and `refs/` at the top, which a clone with a
 /// work tree has under `.git/`), checked without starting git.
-pub(in crate::plan) const REQUIRE_SETUP: &str = r#"if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
+pub(in crate::plan) const REQUIRE_SETUP: &str = concat!(
+    r#"if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
   echo "\`$d\` is not set up for deploys: run \`cargo xtask deploy-setup\` first" >&2
-  exit 4
-fi"#;
+  exit "#,
+    exit_not_set_up!(),
+    "\nfi"
+);
 
-/// Prints `unconfirmed <release>` for the release the [`UNCONFIRMED`](crate::plan::confirm::UNCONFIRMED)
-/// marker names, if there is one.
+/// Prints `unconfirmed <release>` for the release the
+/// [`UNCONFIRMED`](crate::plan::confirm::UNCONFIRMED) marker names, if there is one.
 pub(in crate::plan) const REPORT_UNCONFIRMED: &str = r#"if [ -f "$state/unconfirmed" ]; then
   { while IFS= read -r line || [ -n "$line" ]; do
     case "$line" in release=*) echo "unconfirmed ${line#release=}" ;; esac
@@ -105,11 +111,17 @@ fi"#;
 
 /// Prints `release <name> <sha>`, `current <target>` and `bad <name>` lines (needs
 /// [`LOCK_HELPERS`](super::lock::LOCK_HELPERS)).
-pub(in crate::plan) const REPORT_STATE: &str = r#"for r in "$d"/releases/*; do
+pub(in crate::plan) const REPORT_STATE: &str = concat!(
+    r#"for r in "$d"/releases/*; do
   [ -d "$r" ] && [ ! -L "$r" ] || continue
   rev=-
   { read -r rev < "$r/REVISION"; } 2>/dev/null || true
   echo "release ${r##*/} ${rev:--}"
 done
 if [ -L "$d/current" ]; then echo "current $(readlink "$d/current")"; fi
-if [ -f "$d/.xtask-deploy/bad" ]; then each_line "$d/.xtask-deploy/bad" bad; fi"#;
+if [ -f "$d/"#,
+    state_dir!(),
+    r#"/bad" ]; then each_line "$d/"#,
+    state_dir!(),
+    r#"/bad" bad; fi"#
+);

@@ -38,6 +38,24 @@
 //! statuses the deployer tells apart) are the constants below, and the snippets' text is made
 //! from them.
 
+// The values some snippets must hold in a `const` (made with `concat!`, which takes literals
+// only): each is written once, here, as a macro that the constant below and the snippets use.
+macro_rules! state_dir {
+    () => {
+        ".xtask-deploy"
+    };
+}
+macro_rules! exit_no_git {
+    () => {
+        3
+    };
+}
+macro_rules! exit_not_set_up {
+    () => {
+        4
+    };
+}
+
 mod batch;
 mod daemon;
 mod layout;
@@ -57,10 +75,10 @@ pub use release::{check_script, discard_script, hook_script, inspect_script, pre
 
 /// Directory under `deploy_to` where xtask-deploy keeps its own state: the lock, daemon pid
 /// files, the list of releases marked bad by a rollback.
-pub const STATE_DIR: &str = ".xtask-deploy";
+pub const STATE_DIR: &str = state_dir!();
 /// Exit status of a remote script when `git` is missing on the server.
-pub const EXIT_NO_GIT: i32 = 3;
+pub const EXIT_NO_GIT: i32 = exit_no_git!();
 /// Exit status of a remote script when `deploy_to` has not been set up.
-pub const EXIT_NOT_SET_UP: i32 = 4;
+pub const EXIT_NOT_SET_UP: i32 = exit_not_set_up!();
 /// Exit status of the preflight when another deploy holds the lock.
 pub const EXIT_LOCKED: i32 = 5;

@@ -2,6 +2,7 @@
 //! `deploy_to`: no server needed.
 
 use super::daemon::{ACCESS_HOOK, CHECKED_GIT};
+use super::layout::PRIVATE;
 use super::release::{ARTIFACT_ATTRIBUTES, NO_LINK};
 use super::*;
 use crate::plan::rollback::{marks_script, rollback_script, RollbackTo};
@@ -355,4 +356,16 @@ fn build_output_is_exempt_from_the_trees_attributes_even_with_odd_names() {
     );
     // Without build output, the repository's attributes are left alone.
     assert!(!prepare_script(&cfg, &release(), &[]).text.contains("info/attributes"));
+}
+
+#[test]
+fn the_snippets_name_the_values_the_deployer_reads() {
+    // The snippets' text is made from these constants; this pins what it says.
+    let no_git = std::process::Command::new("/bin/sh").arg("-c").arg(REQUIRE_GIT).env("PATH", "/nonexistent").output();
+    assert_eq!(no_git.unwrap().status.code(), Some(EXIT_NO_GIT));
+    assert!(REQUIRE_SETUP.ends_with(&format!("\n  exit {EXIT_NOT_SET_UP}\nfi")), "{REQUIRE_SETUP}");
+    assert!(PRIVATE.ends_with(&format!(" \"$d/{STATE_DIR}\"")), "{PRIVATE}");
+    assert!(REPORT_STATE.contains(&format!("each_line \"$d/{STATE_DIR}/bad\" bad")), "{REPORT_STATE}");
+    // The values themselves: servers set up by earlier versions have this state directory.
+    assert_eq!((STATE_DIR, EXIT_NO_GIT, EXIT_NOT_SET_UP, EXIT_LOCKED), (".xtask-deploy", 3, 4, 5));
 }
