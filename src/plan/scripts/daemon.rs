@@ -5,14 +5,14 @@
 use crate::config::Config;
 use crate::shell::{quote, RemoteScript};
 
-use super::STATE_DIR;
+use super::{EXIT_PORT_TAKEN, STATE_DIR};
 
 /// Runs a `git daemon` for this deploy in the foreground of its exec channel: it listens on
 /// 127.0.0.1:`port` only, serves only `repo/` (and `submodule_repos`, relative to `deploy_to`,
 /// created if needed), accepts pushes and nothing else (no fetch, no archive). It dies when the
 /// channel's stdin reaches EOF (the deployer finished, died or lost its connection) and in any
 /// case after `max_seconds`. Its pid is kept in a pid file that a later preflight reaps if it
-/// was orphaned.
+/// was orphaned. When the port is taken, it exits [`EXIT_PORT_TAKEN`].
 ///
 /// The port is open to every local user of the server while the daemon runs, so an access hook
 /// (below) admits only connections that the deploy user opened: the one sshd opens
@@ -61,6 +61,9 @@ watchdog=$!
 exec 3<&- >/dev/null 2>&1
 wait "$daemon"
 status=$?
+# git dies with 128 when it cannot listen on its port (another process holds it): a status of
+# its own tells the deployer to try another port.
+if [ "$status" = 128 ]; then status={EXIT_PORT_TAKEN}; fi
 kill "$watchdog" 2>/dev/null
 kill -KILL -"$daemon" 2>/dev/null
 rm -f "$pidfile"

@@ -82,3 +82,9 @@ pub const EXIT_NO_GIT: i32 = exit_no_git!();
 pub const EXIT_NOT_SET_UP: i32 = exit_not_set_up!();
 /// Exit status of the preflight when another deploy holds the lock.
 pub const EXIT_LOCKED: i32 = 5;
+/// Exit status of the daemon script when git daemon could not listen on its port: another
+/// process holds it (any local user may), and the deployer tries another port. git daemon says
+/// so only in words; the status it dies with is git's for any fatal error (128), which is what
+/// the script turns into this one. Another fatal error at its start (a malformed git config)
+/// reads the same: the deployer then falls back to `git receive-pack` over SSH, which reports it.
+pub const EXIT_PORT_TAKEN: i32 = 6;

@@ -369,3 +369,33 @@ fn the_snippets_name_the_values_the_deployer_reads() {
     // The values themselves: servers set up by earlier versions have this state directory.
     assert_eq!((STATE_DIR, EXIT_NO_GIT, EXIT_NOT_SET_UP, EXIT_LOCKED), (".xtask-deploy", 3, 4, 5));
 }
+
+#[test]
+fn a_daemon_whose_port_is_taken_says_so_by_its_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(STATE_DIR)).unwrap();
+    let cfg = config(dir.path().to_str().unwrap());
+    // Run as over SSH: stdin stays open until the deployer is done.
+    let run = |port: u16, until: &str| {
+        let mut daemon = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(daemon_script(&cfg, port, 60, &[]).text)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(daemon.stderr.take().unwrap());
+        let mut said = String::new();
+        while !said.contains(until) && std::io::BufRead::read_line(&mut stderr, &mut said).unwrap() > 0 {}
+        drop(daemon.stdin.take());
+        (daemon.wait().unwrap().code(), said)
+    };
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (status, said) = run(taken.local_addr().unwrap().port(), "\0");
+    assert_eq!(status, Some(EXIT_PORT_TAKEN), "{said}");
+    let free = taken.local_addr().unwrap().port();
+    drop(taken);
+    let (status, said) = run(free, "Ready to rumble");
+    assert!(said.contains("Ready to rumble"), "{said}");
+    assert_ne!(status, Some(EXIT_PORT_TAKEN), "a daemon that ran and was stopped: {said}");
+}
