@@ -399,3 +399,5 @@ fn a_daemon_whose_port_is_taken_says_so_by_its_exit_status() {
     assert!(said.contains("Ready to rumble"), "{said}");
     assert_ne!(status, Some(EXIT_PORT_TAKEN), "a daemon that ran and was stopped: {said}");
 }
+
+mod snapshots;
