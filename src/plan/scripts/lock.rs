@@ -1,0 +1,253 @@
+//! The deploy lock: the preflight (checks, takes the lock, reaps what an earlier deploy left,
+//! reports the state, then keeps the lock while its channel is open, confirming and pruning, or
+//! going back when the deployer is lost), `unlock`, and the snippets they share.
+
+use crate::config::Config;
+use crate::plan::LockInfo;
+use crate::shell::{quote, RemoteScript};
+
+use super::daemon::CHECKED_GIT;
+use super::layout::{platform_probe, PRIVATE, REPORT_STATE, REQUIRE_GIT, REQUIRE_SETUP};
+use super::{EXIT_LOCKED, STATE_DIR};
+
+/// Checks that setup was done, takes the deploy lock (`mkdir`, atomic) holding `lock`, stops
+/// daemons orphaned by an earlier deploy, and reports the server's state (see
+/// [`crate::plan::parse_state`]). When another deploy holds the lock it prints the holder as
+/// `holder <key>=<value>` lines and exits [`EXIT_LOCKED`], changing nothing. A lock whose
+/// holder's SSH connection is gone (the deployer was killed, or its connection cut) is stale:
+/// it is taken over, and its holder printed as `stale <key>=<value>` lines.
+///
+/// The deploy is confirmed by a [`CONFIRM`](crate::plan::confirm::CONFIRM) line on the channel, which
+/// the keeper acknowledges with [`CONFIRMED`](crate::plan::confirm::CONFIRMED). If the channel closes
+/// while a release this deploy switched to is unconfirmed, the keeper goes back to the release
+/// the server had and runs `restart_hooks` (the `after_publish` hooks) for it.
+pub fn preflight_script(config: &Config, lock: &LockInfo, restart_hooks: &[&str]) -> RemoteScript {
+    let text = format!(
+        r#"set -u
+d={deploy_to}
+state="$d/{STATE_DIR}"
+{REQUIRE_GIT}
+{REQUIRE_SETUP}
+[ -d "$state" ] || mkdir -p "$state"
+{LOCK_HELPERS}
+if ! mkdir -m 700 "$state/lock" 2>/dev/null; then
+  if holder_alive; then
+    each_line "$state/lock/info" holder
+    exit {EXIT_LOCKED}
+  fi
+  # The holder's SSH connection is gone (it was killed or cut off): the lock is stale.
+  each_line "$state/lock/info" stale
+  rm -rf "$state/lock"
+  if ! mkdir -m 700 "$state/lock" 2>/dev/null; then echo "holder user=another deploy, just now"; exit {EXIT_LOCKED}; fi
+fi
+printf '%s\n' {info} "connection=$PPID $(start_time "$PPID")" "keeper=$$ $(start_time "$$")" > "$state/lock/info"
+# A server set up by an older version has them readable by every local user.
+{PRIVATE} "$state/lock/info"
+{STOP_RECEIVE_PACKS}
+{REMOVE_UNFINISHED}
+for pidfile in "$state"/daemon.*.pid; do
+  [ -f "$pidfile" ] || continue
+  pid=$(cat "$pidfile")
+  case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
+  cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null || true)
+  case "$cmd" in
+    *"git daemon"*"$d/repo"*|*"{CHECKED_GIT} daemon"*"$d/repo"*)
+      # Only a daemon whose watching script is gone (re-parented to init) is stale.
+      # The parent pid is the second field after the command name in /proc/<pid>/stat.
+      stat=$(cat "/proc/$pid/stat" 2>/dev/null || true)
+      set -- ${{stat##*) }}
+      if [ "${{2:-}}" = 1 ]; then kill -KILL -"$pid" "$pid" 2>/dev/null; echo "reaped $pid"; rm -f "$pidfile"; fi ;;
+    *) rm -f "$pidfile" ;;
+  esac
+done
+# Goes back from the release the unconfirmed marker names, and restarts the one gone back to.
+go_back_from_marker() {{
+  release=""
+  previous=""
+  while IFS= read -r line; do
+    case "$line" in release=*) release=${{line#release=}} ;; previous=*) previous=${{line#previous=}} ;; esac
+  done < "$state/{unconfirmed}"
+  user={user}
+  go_back || true
+  if [ "$went_back" = 1 ]; then
+    rel=$previous
+{restart}  fi
+}}
+# A release an earlier deploy switched to and never confirmed, whose keeper died (the server
+# rebooted) before it could go back: nobody checked it. Go back now, before anything else.
+if [ -f "$state/{unconfirmed}" ]; then
+  go_back_from_marker
+  rm -f "$state/{unconfirmed}"
+fi
+{REPORT_STATE}
+{probe}echo {READY}
+# The deploy holds the lock while this channel is open; its stdin closes when the deploy ends,
+# fails, is interrupted or killed, or loses its connection. Then the lock is released.
+while read -r line; do
+  if [ "$line" = {confirm} ]; then
+    if has_line {token} "$state/{unconfirmed}"; then rm -f "$state/{unconfirmed}"; fi
+    echo {confirmed}
+    # Confirmed: the oldest releases beyond `keep` go now (never the current one). Release
+    # names are 14 digits, so the shell's sorted glob lists them oldest first.
+    keep={keep}
+    count=0
+    for r in "$d"/releases/{release_glob}; do [ -d "$r" ] && count=$((count + 1)); done
+    excess=$((count - keep))
+    now=$(readlink "$d/current" 2>/dev/null || true)
+    # Releases marked bad go first: they must not push out the good ones a rollback needs.
+    for pass in bad any; do
+      for r in "$d"/releases/{release_glob}; do
+        [ "$excess" -gt 0 ] || break
+        [ -d "$r" ] && [ "${{now##*/}}" != "${{r##*/}}" ] || continue
+        if [ "$pass" = bad ] && ! has_line "${{r##*/}}" "$state/bad"; then continue; fi
+        excess=$((excess - 1))
+        rm -rf "$r"; echo "removed ${{r##*/}}"
+      done
+    done
+    # Marks of the releases just removed go with them.
+    unmark=""
+{rewrite_marks}
+  fi
+done
+# Nobody reads this channel any more (the deployer may be gone): a write to it would raise
+# SIGPIPE and kill this shell before the lock is released.
+exec >/dev/null 2>&1
+if has_line {token} "$state/lock/info"; then
+{STOP_RECEIVE_PACKS}
+  # A step of this deploy may still be extracting into its release: its own watchdog stops it
+  # on the same EOF; give that a moment before removing what it made.
+  for marker in "$state"/preparing.*; do [ -f "$marker" ] && sleep 1; break; done
+{REMOVE_UNFINISHED}
+  # A release this deploy switched to and never confirmed: its deployer is gone, so nobody
+  # checked it. Go back to the release the server had.
+  if has_line {token} "$state/{unconfirmed}"; then go_back_from_marker; fi
+fi
+lock="$state/lock"
+{release}"#,
+        deploy_to = quote(&config.deploy_to),
+        info = lock.lines().iter().map(|line| quote(line)).collect::<Vec<_>>().join(" "),
+        release = release_lock(Some(&lock.token)),
+        token = quote(&format!("token={}", lock.token)),
+        probe = platform_probe(config),
+        confirm = quote(crate::plan::confirm::CONFIRM),
+        confirmed = quote(crate::plan::confirm::CONFIRMED),
+        unconfirmed = crate::plan::confirm::UNCONFIRMED,
+        user = quote(&lock.user),
+        keep = config.keep_releases,
+        release_glob = "[0-9]".repeat(14),
+        rewrite_marks = crate::plan::rollback::REWRITE_MARKS,
+        restart = crate::plan::confirm::run_restart_hooks(restart_hooks, config.timeouts.step.as_secs()),
+    );
+    let text = format!("{}\n{text}", crate::plan::confirm::GO_BACK);
+    RemoteScript { name: "preflight", text }
+}
+
+/// The line the preflight prints once it holds the lock and has reported the state.
+pub const READY: &str = "@@xtask-deploy-ready";
+
+/// Removes the deploy lock: only when it holds `token` (a deploy never removes a lock it did
+/// not take), or whoever holds it when `token` is `None` (`cargo xtask unlock`). Prints the
+/// holder as `removed <key>=<value>` lines when it removed one.
+///
+/// Unless `force`, a lock whose holder is alive (its deploy's SSH connection, or the keeper
+/// going back after it) is left in place: the script prints `holder <key>=<value>` lines and
+/// exits [`EXIT_LOCKED`]. A dead holder's lock is removed (a deploy would take it over anyway).
+pub fn unlock_script(config: &Config, token: Option<&str>, force: bool) -> RemoteScript {
+    let alive = match force {
+        true => String::new(),
+        false => format!(
+            "if [ -d \"$lock\" ] && holder_alive; then each_line \"$lock/info\" holder; exit {EXIT_LOCKED}; fi\n"
+        ),
+    };
+    let text = format!(
+        "set -u\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\nlock=\"$state/lock\"\n{LOCK_HELPERS}\n{alive}{release}",
+        deploy_to = quote(&config.deploy_to),
+        release = release_lock(token),
+    );
+    RemoteScript { name: "unlock", text }
+}
+
+/// Removes `$lock` if it holds `token` (any lock when `None`), printing its holder as
+/// `removed <key>=<value>` lines (needs [`LOCK_HELPERS`]).
+fn release_lock(token: Option<&str>) -> String {
+    let check = match token {
+        Some(token) => format!(
+            "has_line {} \"$lock/info\" || {{ echo \"the lock is not ours; left in place\"; exit 0; }}\n",
+            quote(&format!("token={token}"))
+        ),
+        None => String::new(),
+    };
+    format!("[ -d \"$lock\" ] || exit 0\n{check}each_line \"$lock/info\" removed\nrm -rf \"$lock\"\n")
+}
+
+/// `start_time PID`: the process's start time (field 22 of /proc/PID/stat), empty if it is gone.
+/// `holder_alive`: whether the sshd process of the lock holder's SSH connection still runs
+/// (same pid and start time, so a reused pid does not count).
+/// `has_line LINE FILE`: whether FILE has the line LINE. `each_line FILE PREFIX`: prints each
+/// line of FILE after PREFIX and a space.
+/// Shell builtins only: the preflight runs on every deploy, and each external command would be
+/// one more process started on the server.
+pub(in crate::plan) const LOCK_HELPERS: &str = r#"start_time() {
+  { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 0
+  set -- ${stat##*) }
+  shift 19
+  echo "$1"
+}
+has_line() {
+  { while IFS= read -r line || [ -n "$line" ]; do [ "$line" = "$1" ] && return 0; done < "$2"; } 2>/dev/null
+  return 1
+}
+each_line() {
+  { while IFS= read -r line || [ -n "$line" ]; do printf '%s %s\n' "$2" "$line"; done < "$1"; } 2>/dev/null
+}
+# The lock is held while its deploy's SSH connection lives, or its keeper (which may still be
+# going back to the release the server had after that connection is gone).
+holder_alive() {
+  holder=""
+  keeper=""
+  { while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in connection=*) holder=${line#connection=} ;; keeper=*) keeper=${line#keeper=} ;; esac
+  done < "$state/lock/info"; } 2>/dev/null
+  [ -n "$holder" ] || return 0
+  alive $holder && return 0
+  [ -n "$keeper" ] && alive $keeper
+}
+alive() {
+  [ -n "${2:-}" ] && [ "$(start_time "$1")" = "$2" ]
+}"#;
+
+/// Stops every `git receive-pack` of `transport = "exec"` named by a pid file (the process
+/// group: receive-pack and any hook it runs). Run only while holding the lock, when the push
+/// that started it is over or its deployer is gone.
+const STOP_RECEIVE_PACKS: &str = r#"for pidfile in "$state"/receive-pack.*.pid; do
+  [ -f "$pidfile" ] || continue
+  pid=$(cat "$pidfile")
+  case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
+  case "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" in
+    # Ours, whatever `-c` options it runs with (this version's, or an older one's).
+    *"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
+  esac
+  rm -f "$pidfile"
+done"#;
+
+/// Removes the releases that a deploy prepared but never published or discarded (it was
+/// interrupted or killed), unless one became current. Run only while holding the lock.
+const REMOVE_UNFINISHED: &str = r#"for marker in "$state"/preparing.*; do
+  [ -f "$marker" ] || continue
+  unfinished=${marker##*/preparing.}
+  case "$unfinished" in ''|*[!0-9]*) continue ;; esac
+  case "$(readlink "$d/current" 2>/dev/null)" in
+    */releases/"$unfinished") ;;
+    *) rm -rf "$d/releases/$unfinished"; echo "unfinished $unfinished" ;;
+  esac
+  rm -f "$marker"
+done"#;
+
+/// Prints the lock's holder as `holder <key>=<value>` lines, or as `stale <key>=<value>` lines
+/// when its SSH connection is gone (needs [`LOCK_HELPERS`]). A lock with no `info` yet is being
+/// taken by a deploy right now.
+pub(in crate::plan) const REPORT_LOCK: &str = r#"if [ -f "$state/lock/info" ]; then
+  if holder_alive; then each_line "$state/lock/info" holder; else each_line "$state/lock/info" stale; fi
+elif [ -d "$state/lock" ]; then
+  echo "holder user=a deploy that is taking the lock right now"
+fi"#;

@@ -1,0 +1,90 @@
+//! The remote scripts of every phase. Pure: a [`Config`](crate::config::Config) and plain values
+//! in, a quoted [`RemoteScript`](crate::shell::RemoteScript) out. Each script starts with
+//! `d=<deploy_to>` and uses `"$d"` after that.
+//!
+//! By concern:
+//! - `layout.rs`: `deploy-setup`, and the snippets that check and report what `deploy_to` holds.
+//! - `lock.rs`: the preflight (checks, the lock, the keeper that holds it), `unlock`, and the
+//!   lock's snippets.
+//! - `daemon.rs`: the deploy's `git daemon`, its access hook, and `git receive-pack` for
+//!   `transport = "exec"`.
+//! - `release.rs`: prepare, hook, publish, discard, inspect (`releases`) and deploy-check.
+//! - `batch.rs`: several scripts joined into one remote command, each step marked.
+//!
+//! # The snippets' shell variables
+//!
+//! The snippets (`const`s of shell text, and the few functions that return some) are pasted into
+//! the scripts, and share the scripts' variables by name. What each expects to be set before it
+//! runs, and what it sets or overwrites:
+//!
+//! | snippet | expects | sets or overwrites |
+//! |---|---|---|
+//! | every script | | `d`: `deploy_to`, quoted |
+//! | `REQUIRE_GIT` | | exits [`EXIT_NO_GIT`] |
+//! | `REQUIRE_SETUP` | `$d` | exits [`EXIT_NOT_SET_UP`] |
+//! | `PRIVATE` | `$d` | |
+//! | `LOCK_HELPERS` | `$state` (`"$d/.xtask-deploy"`, for `holder_alive`) | the functions `start_time`, `has_line`, `each_line`, `holder_alive`, `alive`; `line`, `holder`, `keeper`, `stat` |
+//! | `REPORT_LOCK` | `$state`, `LOCK_HELPERS` | |
+//! | `REPORT_STATE` | `$d`, `LOCK_HELPERS` | `r`, `rev` |
+//! | `REPORT_UNCONFIRMED` | `$state` | `line` |
+//! | `REPORT_SUBJECTS` | `$d` | the positional parameters (`set --`), `r`, `rev` |
+//! | `STOP_RECEIVE_PACKS` | `$state` | `pidfile`, `pid` |
+//! | `REMOVE_UNFINISHED` | `$d`, `$state` | `marker`, `unfinished` |
+//! | `release_lock` | `$lock` (`"$state/lock"`), `LOCK_HELPERS` | exits |
+//! | `NO_LINK` | `$rel`, the working directory `$d` | the function `no_link`; `p`, `rest` |
+//! | `SWITCH_CURRENT` | `$d`, `$rel`, the working directory `$d` | |
+//!
+//! The values that a script and the deployer must agree on (the state directory, the exit
+//! statuses the deployer tells apart) are the constants below, and the snippets' text is made
+//! from them.
+
+// The values some snippets must hold in a `const` (made with `concat!`, which takes literals
+// only): each is written once, here, as a macro that the constant below and the snippets use.
+macro_rules! state_dir {
+    () => {
+        ".xtask-deploy"
+    };
+}
+macro_rules! exit_no_git {
+    () => {
+        3
+    };
+}
+macro_rules! exit_not_set_up {
+    () => {
+        4
+    };
+}
+
+mod batch;
+mod daemon;
+mod layout;
+mod lock;
+mod release;
+#[cfg(test)]
+mod tests;
+
+pub use batch::{batch_script, mark_step};
+pub use daemon::{daemon_script, receive_pack_script};
+pub use layout::setup_script;
+pub(in crate::plan) use layout::{REPORT_STATE, REPORT_UNCONFIRMED, REQUIRE_GIT, REQUIRE_SETUP};
+pub use lock::{preflight_script, unlock_script, READY};
+pub(in crate::plan) use lock::{LOCK_HELPERS, REPORT_LOCK};
+pub(in crate::plan) use release::SWITCH_CURRENT;
+pub use release::{check_script, discard_script, hook_script, inspect_script, prepare_script, publish_script};
+
+/// Directory under `deploy_to` where xtask-deploy keeps its own state: the lock, daemon pid
+/// files, the list of releases marked bad by a rollback.
+pub const STATE_DIR: &str = state_dir!();
+/// Exit status of a remote script when `git` is missing on the server.
+pub const EXIT_NO_GIT: i32 = exit_no_git!();
+/// Exit status of a remote script when `deploy_to` has not been set up.
+pub const EXIT_NOT_SET_UP: i32 = exit_not_set_up!();
+/// Exit status of the preflight when another deploy holds the lock.
+pub const EXIT_LOCKED: i32 = 5;
+/// Exit status of the daemon script when git daemon could not listen on its port: another
+/// process holds it (any local user may), and the deployer tries another port. git daemon says
+/// so only in words; the status it dies with is git's for any fatal error (128), which is what
+/// the script turns into this one. Another fatal error at its start (a malformed git config)
+/// reads the same: the deployer then falls back to `git receive-pack` over SSH, which reports it.
+pub const EXIT_PORT_TAKEN: i32 = 6;

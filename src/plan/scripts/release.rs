@@ -1,0 +1,330 @@
+//! The scripts of a release's life on a server: prepare (extract the pushed commit, with no path
+//! written through a link of the tree), the hooks, publish (switch `current`), discard; and the
+//! read-only ones, inspect (`releases`) and deploy-check.
+
+use crate::config::{Cache, Config};
+use crate::plan::{Release, SubmoduleRelease};
+use crate::shell::{quote, RemoteScript};
+
+use super::layout::{platform_probe, REPORT_STATE, REPORT_SUBJECTS, REPORT_UNCONFIRMED, REQUIRE_SETUP};
+use super::lock::{LOCK_HELPERS, REPORT_LOCK};
+use super::STATE_DIR;
+
+/// Makes `releases/<name>` from the pushed commit (never from a branch name): its files (by
+/// `git archive`, or through `shared/cached-copy`), the submodules', `REVISION`, and the links
+/// to `shared/`. A missing linked file is refused before anything is made; if anything fails,
+/// the unfinished release is removed.
+pub fn prepare_script(config: &Config, release: &Release, submodules: &[SubmoduleRelease]) -> RemoteScript {
+    let mut checks = String::new();
+    for file in &config.linked_files {
+        // The quoted name goes outside the double quotes: inside them its single quotes would be
+        // literal, and a `$(...)` in it would run.
+        checks.push_str(&format!("[ -e \"$d/shared\"/{file} ] || missing=\"$missing \"{file}\n", file = quote(file)));
+    }
+    // The tree's `.gitattributes` must not drop or rewrite build output (`export-ignore`,
+    // `export-subst`, line endings, filters): `info/attributes` comes first and unsets them.
+    let attributes = match release.build {
+        Some(_) => config
+            .artifacts
+            .iter()
+            .flat_map(|path| {
+                // A directory that is `export-ignore` hides what is below it: its parents too.
+                let parents = path.match_indices('/').map(|(at, _)| (format!("/{}", &path[..at]), "-export-ignore"));
+                parents.chain([(format!("/{path}"), ARTIFACT_ATTRIBUTES), (format!("/{path}/**"), ARTIFACT_ATTRIBUTES)])
+            })
+            .map(|(pattern, attributes)| {
+                let plain = !pattern.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\');
+                let pattern = if plain {
+                    pattern.to_string()
+                } else {
+                    format!("\"{}\"", pattern.replace('\\', "\\\\").replace('"', "\\\""))
+                };
+                quote(&format!("{pattern} {attributes}"))
+            })
+            .collect::<Vec<String>>()
+            .join(" "),
+        None => String::new(),
+    };
+    let write_attributes = |git_dir: &str| match attributes.is_empty() {
+        true => String::new(),
+        false => format!("mkdir -p {git_dir}/info && printf '%s\\n' {attributes} > {git_dir}/info/attributes\n"),
+    };
+    let extract = match config.cache {
+        Cache::Archive => {
+            write_attributes("repo")
+                + r#"{ git --git-dir=repo archive --format=tar "$tree" || echo "git archive failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker""#
+        }
+        Cache::CachedCopy => {
+            r#"cc="$d/shared/cached-copy"
+if [ ! -d "$cc/.git" ]; then git clone --quiet --no-checkout "$d/repo" "$cc"; fi
+# Its history is the code's, as private as `repo/`; the releases are copied out of it.
+chmod go= "$cc"
+"#
+            .to_string()
+                + &write_attributes("\"$cc/.git\"")
+                + r#"git -C "$cc" fetch --quiet "$d/repo" "+refs/heads/*:refs/remotes/xtask-deploy/*" "+refs/xtask-deploy/*:refs/remotes/xtask-deploy-build/*"
+git -C "$cc" checkout --quiet --force --detach "$tree"
+git -C "$cc" clean --quiet -d -f -f -x
+{ tar -C "$cc" --exclude=./.git -cf - . || echo "copy failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker""#
+        }
+    };
+    let mut extract_submodules = String::new();
+    for submodule in submodules {
+        // A well-formed tree has a directory there; a link (a malformed tree with the path
+        // twice) would take the submodule's files wherever it points.
+        let what = format!("submodule `{}`", submodule.path);
+        let fix = "the deployed tree is malformed (`git fsck --strict` names the problem): fix the commit";
+        extract_submodules.push_str(&format!(
+            "no_link {path} yes {what} {fix}\n\
+             mkdir -p \"releases/$rel\"/{path}\n\
+             {{ git --git-dir={repo} archive --format=tar {commit} || echo failed > \"$marker\"; }} \
+             | tar -x -f - -C \"releases/$rel\"/{path} || echo failed >> \"$marker\"\n",
+            path = quote(&submodule.path),
+            what = quote(&what),
+            fix = quote(fix),
+            repo = quote(&submodule.repo),
+            commit = quote(&submodule.commit),
+        ));
+    }
+    // No path the deploy writes passes through a link of the tree. A link at a linked path
+    // itself is fine: it is removed (not followed) and replaced.
+    let mut no_links = String::new();
+    for (key, paths) in [("linked_dirs", &config.linked_dirs), ("linked_files", &config.linked_files)] {
+        for path in paths {
+            let what = format!("the link to `shared/{path}` (`{key}`)");
+            let fix = format!("make it a directory in the commit, or remove `{path}` from `{key}`");
+            no_links.push_str(&format!("no_link {} no {} {}\n", quote(path), quote(&what), quote(&fix)));
+        }
+    }
+    // Each command only when needed: a process started per linked path adds up.
+    let mut links = String::new();
+    for path in config.linked_dirs.iter().chain(&config.linked_files) {
+        let parent = match path.rsplit_once('/') {
+            Some((parent, _)) => {
+                format!("[ -d \"releases/$rel\"/{0} ] || mkdir -p \"releases/$rel\"/{0}\n", quote(parent))
+            }
+            None => String::new(),
+        };
+        links.push_str(&format!(
+            "if [ -e \"releases/$rel\"/{path} ] || [ -L \"releases/$rel\"/{path} ]; then rm -rf \"releases/$rel\"/{path}; fi\n\
+             {parent}ln -s \"$d/shared\"/{path} \"releases/$rel\"/{path}\n",
+            path = quote(path)
+        ));
+    }
+    let text = format!(
+        r#"set -eu
+d={deploy_to}
+rel={name}
+sha={sha}
+tree={tree}
+cd "$d"
+if [ -e "releases/$rel" ]; then echo "release \`$rel\` already exists in \`$d/releases\`" >&2; exit 1; fi
+missing=""
+{checks}if [ -n "$missing" ]; then
+  echo "linked file(s) missing in \`$d/shared\`:$missing: create them on the server before deploying" >&2; exit 1
+fi
+mkdir "releases/$rel"
+marker="$d/{STATE_DIR}/preparing.$rel"
+trap 'rm -rf "releases/$rel" "$marker"' EXIT
+{NO_LINK}
+# The marker tells an interrupted deploy's clean-up that this release is unfinished; until the
+# release is made, an extraction that fails writes into it.
+: > "$marker"
+{extract}
+{extract_submodules}if [ -s "$marker" ]; then
+  if ! git --git-dir=repo cat-file -e "$tree^{{commit}}" 2>/dev/null; then
+    echo "commit \`$tree\` is not in \`$d/repo\`: the push did not arrive" >&2; exit 1
+  fi
+  echo "could not extract \`$tree\` into \`releases/$rel\`" >&2; exit 1
+fi
+no_link REVISION yes '`REVISION`' 'remove `REVISION` from the commit (the deploy writes that file)'
+{no_links}if [ -d "releases/$rel/REVISION" ]; then
+  echo "\`REVISION\` is a directory in the deployed commit: the deploy writes that file; remove it from the commit and deploy again" >&2; exit 1
+fi
+printf '%s\n' "$sha" > "releases/$rel/REVISION"
+{links}trap - EXIT
+"#,
+        deploy_to = quote(&config.deploy_to),
+        name = quote(&release.name),
+        sha = quote(&release.sha),
+        tree = quote(release.tree()),
+    );
+    RemoteScript { name: "prepare", text }
+}
+
+/// `no_link PATH LAST WHAT FIX`, for the prepare script: stops it when a directory on the way
+/// to PATH in the release (and PATH itself, when LAST is `yes`) is a symbolic link. Only the
+/// deployed tree can have put one there, and writing WHAT through it would land outside the
+/// release: in `shared/`, another release, or anywhere the deploy user can write. The message
+/// names the link, where it points, and FIX. Shell builtins only, but for the message.
+pub(super) const NO_LINK: &str = r#"no_link() {
+  p="releases/$rel"
+  rest=$1
+  while [ -n "$rest" ]; do
+    p="$p/${rest%%/*}"
+    case "$rest" in */*) rest=${rest#*/} ;; *) rest="" ;; esac
+    if [ -L "$p" ] && { [ -n "$rest" ] || [ "$2" = yes ]; }; then
+      printf '`%s` is a symbolic link in the deployed commit (to `%s`): the deploy would write %s through it, outside the release; %s, and deploy again\n' \
+        "${p#releases/$rel/}" "$(readlink "$p")" "$3" "$4" >&2
+      exit 1
+    fi
+  done
+}"#;
+
+/// Runs a remote hook command with `sh -c` in the release directory (in `deploy_to` while the
+/// release does not exist yet), with `DEPLOY_TO`, `RELEASE`, `RELEASE_PATH` and `REVISION` set.
+/// Its stdout and stderr are its own: in a batch, each step's output is kept apart (see
+/// [`batch_script`](super::batch_script)), so what a hook prints is shown as its own and never read as what our
+/// scripts print.
+pub fn hook_script(config: &Config, release: &Release, phase: &'static str, command: &str) -> RemoteScript {
+    let text = format!(
+        r#"d={deploy_to}
+export DEPLOY_TO="$d" RELEASE={name} RELEASE_PATH="$d/releases"/{name} REVISION={sha} ROLLBACK=
+if [ -d "$RELEASE_PATH" ]; then cd "$RELEASE_PATH"; else cd "$d"; fi || exit 1
+exec sh -c {command}
+"#,
+        deploy_to = quote(&config.deploy_to),
+        name = quote(&release.name),
+        sha = quote(&release.sha),
+        command = quote(command),
+    );
+    RemoteScript { name: phase, text }
+}
+
+/// Removes the unfinished release of a failed deploy, unless it became current.
+pub fn discard_script(config: &Config, release: &Release) -> RemoteScript {
+    let text = format!(
+        r#"set -u
+d={deploy_to}
+rel={name}
+case "$(readlink "$d/current" 2>/dev/null)" in
+  */releases/"$rel") echo "release $rel is current; kept" ;;
+  *) rm -rf "$d/releases/$rel" ;;
+esac
+rm -f "$d/{STATE_DIR}/preparing.$rel"
+"#,
+        deploy_to = quote(&config.deploy_to),
+        name = quote(&release.name),
+    );
+    RemoteScript { name: "discard", text }
+}
+
+/// Switches `current` to the release atomically (`ln -s` to `releases/current`, then `mv -T`,
+/// as Capistrano 3), appends to `revisions.log` and removes releases beyond `keep_releases`
+/// (never the current one). Prints `removed <name>` for each release removed.
+///
+/// Before it switches, it writes the [`UNCONFIRMED`](crate::plan::confirm::UNCONFIRMED) marker with
+/// this deploy's `token` and the release `current` pointed at: until the deployer confirms, the
+/// lock keeper goes back to that release if the deployer is lost.
+pub fn publish_script(config: &Config, release: &Release, token: &str) -> RemoteScript {
+    let text = format!(
+        r#"set -eu
+d={deploy_to}
+rel={name}
+cd "$d"
+# Claim the release: an interrupted deploy's clean-up removes only unclaimed ones.
+marker="$d/{STATE_DIR}/preparing.$rel"
+if ! mv "$marker" "$marker.publishing" 2>/dev/null; then
+  echo "release \`$rel\` is no longer being prepared (its deploy was interrupted and it was removed); current is unchanged" >&2
+  exit 1
+fi
+previous=$(readlink current 2>/dev/null || true)
+previous=${{previous##*/}}
+{unconfirmed}
+{SWITCH_CURRENT}
+echo "switched $rel"
+rm -f "$marker.publishing"
+printf '%s\n' {log_line} >> revisions.log
+"#,
+        deploy_to = quote(&config.deploy_to),
+        name = quote(&release.name),
+        log_line = quote(&crate::plan::revision_log_line(release)),
+        unconfirmed = crate::plan::confirm::unconfirmed_lines(token, &release.name),
+    );
+    RemoteScript { name: "publish", text }
+}
+
+/// Reports the server's state without changing anything, for `releases`: also
+/// `unconfirmed <release>` when a deploy switched to `release` and has not confirmed it (the
+/// marker [`UNCONFIRMED`](crate::plan::confirm::UNCONFIRMED)), and `subject <sha> <subject>` for each
+/// release's commit that `repo/` has.
+pub fn inspect_script(config: &Config) -> RemoteScript {
+    let text = format!(
+        r#"set -u
+d={deploy_to}
+state="$d/{STATE_DIR}"
+{REQUIRE_SETUP}
+{LOCK_HELPERS}
+{REPORT_STATE}
+{REPORT_SUBJECTS}
+{REPORT_LOCK}
+if [ -f "$d/revisions.log" ]; then each_line "$d/revisions.log" log; fi
+{REPORT_UNCONFIRMED}
+exit 0
+"#,
+        deploy_to = quote(&config.deploy_to),
+    );
+    RemoteScript { name: "inspect", text }
+}
+
+/// Gathers what `deploy-check` judges, changing nothing (a probe directory is made and removed
+/// at once to learn whether `deploy_to`, or its nearest existing parent, is writable). Prints
+/// `writable yes|no <dir>`, `git [<version>]`, `unset <part>` for each part setup makes that is
+/// missing, `missing-file <index>` and `missing-dir <index>` for linked paths absent from
+/// `shared/`, the lock's `holder`/`stale` lines, `disk <free KiB> <current release KiB>`, and
+/// the current release as `current <path>` and `release <name> <sha>` (for the health check).
+pub fn check_script(config: &Config) -> RemoteScript {
+    let mut linked = String::new();
+    for (index, file) in config.linked_files.iter().enumerate() {
+        linked.push_str(&format!("[ -e \"$d/shared\"/{} ] || echo missing-file {index}\n", quote(file)));
+    }
+    for (index, dir) in config.linked_dirs.iter().enumerate() {
+        linked.push_str(&format!("[ -d \"$d/shared\"/{} ] || echo missing-dir {index}\n", quote(dir)));
+    }
+    let text = format!(
+        r#"set -u
+d={deploy_to}
+state="$d/{STATE_DIR}"
+p="$d"
+while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname "$p"); done
+if [ -d "$p" ] && probe=$(mktemp -d "$p/.xtask-deploy-check.XXXXXX" 2>/dev/null); then
+  rmdir "$probe"; echo "writable yes $p"
+else
+  echo "writable no $p"
+fi
+if command -v git >/dev/null 2>&1; then echo "git $(git --version 2>&1 | head -n 1)"; else echo git; fi
+[ -d "$d/releases" ] || echo "unset releases/"
+[ -d "$d/shared" ] || echo "unset shared/"
+[ "$(git --git-dir="$d/repo" rev-parse --is-bare-repository 2>/dev/null)" = true ] || echo "unset repo/"
+{linked}{LOCK_HELPERS}
+{REPORT_LOCK}
+free=$(df -Pk "$p" 2>/dev/null | awk 'NR == 2 {{ print $4 }}')
+size=0
+if [ -d "$d/current/" ]; then
+  size=$(du -sk --apparent-size "$d/current/" 2>/dev/null || du -sk "$d/current/" 2>/dev/null)
+  size=${{size%%[!0-9]*}}
+fi
+echo "disk ${{free:-unknown}} ${{size:-0}}"
+# Shell builtins only (no `readlink`): where `current` leads, and that release's REVISION.
+if [ -L "$d/current" ] && target=$(cd -P "$d/current" 2>/dev/null && pwd -P); then
+  echo "current $target"
+  rev=-
+  {{ read -r rev < "$target/REVISION"; }} 2>/dev/null || true
+  echo "release ${{target##*/}} ${{rev:--}}"
+fi
+{probe}exit 0
+"#,
+        deploy_to = quote(&config.deploy_to),
+        probe = platform_probe(config),
+    );
+    RemoteScript { name: "deploy-check", text }
+}
+
+/// The attributes `info/attributes` gives build output, so that `git archive` and a checkout
+/// write it byte for byte, whatever the tree's `.gitattributes` say.
+pub(super) const ARTIFACT_ATTRIBUTES: &str = "-export-ignore -export-subst -text -ident -filter -working-tree-encoding";
+
+/// Points `current` at `releases/$rel` atomically, from inside `$d`.
+pub(in crate::plan) const SWITCH_CURRENT: &str = r#"if [ -e releases/current ] || [ -L releases/current ]; then rm -f releases/current; fi
+ln -s "$d/releases/$rel" releases/current
+mv -T releases/current current"#;

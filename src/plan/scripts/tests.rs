@@ -1,0 +1,403 @@
+//! The scripts' text, and the scripts and snippets run by a local `sh` in a temporary
+//! `deploy_to`: no server needed.
+
+use super::daemon::{ACCESS_HOOK, CHECKED_GIT};
+use super::layout::PRIVATE;
+use super::release::{ARTIFACT_ATTRIBUTES, NO_LINK};
+use super::*;
+use crate::plan::rollback::{marks_script, rollback_script, RollbackTo};
+use crate::plan::tests::{config, lock, release};
+use crate::plan::{Release, SubmoduleRelease};
+use crate::shell::{quote, RemoteScript};
+
+fn submodule() -> SubmoduleRelease {
+    SubmoduleRelease {
+        path: "libs/$(evil)".into(),
+        repo: "repo/modules/it's".into(),
+        commit: "89abcdef0123456789abcdef0123456789abcdef".into(),
+    }
+}
+
+#[test]
+fn every_script_quotes_a_hostile_deploy_to() {
+    let hostile = "/srv/it's $(rm -rf ~) `x`";
+    let cfg = config(hostile);
+    let release = release();
+    for script in [
+        setup_script(&cfg),
+        preflight_script(&cfg, &lock(), &["systemctl restart it"]),
+        inspect_script(&cfg),
+        unlock_script(&cfg, Some("t"), false),
+        daemon_script(&cfg, 40000, 600, &["repo/modules/it's"]),
+        prepare_script(&cfg, &release, &[submodule()]),
+        hook_script(&cfg, &release, "after_update", "echo hi"),
+        discard_script(&cfg, &release),
+        publish_script(&cfg, &release, "t0k3n"),
+        rollback_script(&cfg, RollbackTo::Release { name: "20261125041638", mark_left: true }, "alice", &["x"], "@@m"),
+        marks_script(&cfg, Some("20261125041638")),
+    ] {
+        assert!(script.text.contains(&format!("d={}\n", quote(hostile))), "{}", script.name);
+        // The value appears once, inside that quoted assignment, and nowhere else.
+        assert_eq!(script.text.matches("rm -rf ~").count(), 1, "{}", script.name);
+    }
+}
+
+#[test]
+fn daemon_listens_on_loopback_only_and_serves_one_repo() {
+    let script = daemon_script(&config("/srv/x"), 40123, 900, &[]);
+    assert!(script.text.contains("--listen=127.0.0.1 --port=40123 --strict-paths"));
+    assert!(script.text.contains("--enable=receive-pack"));
+    assert!(script.text.contains(&format!("timeout -k 1 900 {CHECKED_GIT} daemon")));
+    assert!(script.text.contains("\"$d/repo\" </dev/null &"));
+}
+
+#[test]
+fn both_transports_check_what_they_receive_and_their_processes_are_still_found() {
+    let checked = CHECKED_GIT;
+    assert!(checked.contains("-c receive.fsckObjects=true") && checked.contains("-c receive.shallowUpdate=true"));
+    assert!(daemon_script(&config("/srv/x"), 40123, 900, &[]).text.contains(&format!("{checked} daemon")));
+    let exec = receive_pack_script(&config("/srv/x"), "repo", false).text;
+    assert!(exec.contains(&format!("\n{checked} receive-pack \"$repo\"\n")), "{exec}");
+    // The preflight and the lock keeper find them by command line (and those of older versions).
+    let preflight = preflight_script(&config("/srv/x"), &lock(), &[]).text;
+    assert!(preflight.contains(&format!("*\"{checked} daemon\"*\"$d/repo\"*")), "{preflight}");
+    assert!(preflight.contains("*\"git daemon\"*\"$d/repo\"*") && preflight.contains("*\"git \"*\"receive-pack\"*"));
+}
+
+#[test]
+fn submodules_are_served_created_and_extracted_quoted() {
+    let daemon = daemon_script(&config("/srv/x"), 40123, 900, &["repo/modules/a b"]);
+    assert!(daemon
+        .text
+        .contains("[ -d \"$d\"/'repo/modules/a b' ] || git init --quiet --bare \"$d\"/'repo/modules/a b'"));
+    assert!(daemon.text.contains("\"$d/repo\" \"$d\"/'repo/modules/a b' </dev/null &"));
+    let prepare = prepare_script(&config("/srv/x"), &release(), &[submodule()]);
+    assert!(prepare.text.contains("mkdir -p \"releases/$rel\"/'libs/$(evil)'\n"), "{}", prepare.text);
+    let archive = format!(
+        "git --git-dir={} archive --format=tar 89abcdef0123456789abcdef0123456789abcdef",
+        quote("repo/modules/it's")
+    );
+    assert!(prepare.text.contains(&archive), "{}", prepare.text);
+    assert!(prepare.text.find("libs/$(evil)").unwrap() < prepare.text.find("if [ -s \"$marker\" ]").unwrap());
+}
+
+#[test]
+fn release_is_made_from_the_sha_and_published_atomically() {
+    let prepare = prepare_script(&config("/srv/x"), &release(), &[]);
+    assert!(prepare.text.contains("sha=0123456789abcdef0123456789abcdef01234567\n"));
+    assert!(prepare.text.contains("tree=0123456789abcdef0123456789abcdef01234567\n"), "without build output");
+    assert!(prepare.text.contains("archive --format=tar \"$tree\""));
+    assert!(prepare.text.contains("printf '%s\\n' \"$sha\" > \"releases/$rel/REVISION\""));
+    // With build output, the files come from the release commit; REVISION still names the source.
+    let build = Release { build: Some("fedcba9876543210fedcba9876543210fedcba98".into()), ..release() };
+    let prepare = prepare_script(&config("/srv/x"), &build, &[]);
+    assert!(prepare.text.contains("sha=0123456789abcdef0123456789abcdef01234567\n"));
+    assert!(prepare.text.contains("tree=fedcba9876543210fedcba9876543210fedcba98\n"));
+    let publish = publish_script(&config("/srv/x"), &release(), "t0k3n").text;
+    let link = publish.find("ln -s").unwrap();
+    let switch = publish.find("mv -T releases/current current").unwrap();
+    let log = publish.find(">> revisions.log").unwrap();
+    assert!(link < switch && switch < log);
+    // The marker that holds the release unconfirmed is written before the switch.
+    let marker = publish.find("token=t0k3n").unwrap();
+    assert!(marker < link, "{publish}");
+}
+
+#[test]
+fn linked_files_are_checked_before_the_release_is_made() {
+    let mut cfg = config("/srv/x");
+    cfg.linked_files = vec!["config/database.yml".into()];
+    cfg.linked_dirs = vec!["log".into()];
+    let prepare = prepare_script(&cfg, &release(), &[]).text;
+    let check = prepare.find("[ -e \"$d/shared\"/config/database.yml ]").unwrap();
+    assert!(check < prepare.find("mkdir \"releases/$rel\"").unwrap());
+    assert!(prepare.contains("ln -s \"$d/shared\"/log \"releases/$rel\"/log"));
+    let setup = setup_script(&cfg).text;
+    assert!(setup.contains("\"$d/shared\"/log") && setup.contains("\"$d/shared\"/config"), "{setup}");
+}
+
+#[test]
+fn a_batch_stops_at_the_first_failing_script_and_marks_the_others() {
+    let ok = RemoteScript { name: "ok", text: "set -eu\necho one".into() };
+    // `set -e` must still stop this script at `false`, inside the batch.
+    let failing = RemoteScript { name: "failing", text: "set -eu\nfalse\necho not-reached".into() };
+    let never = RemoteScript { name: "never", text: "echo never".into() };
+    let batch = batch_script(&[&ok, &failing, &never], "@@m-1f");
+    let out = std::process::Command::new("sh").arg("-c").arg(&batch.text).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    // Each step is marked as it starts, on both streams; the one after the failure is not.
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "\n@@m-1f 0\none\n\n@@m-1f 1\n");
+    assert_eq!(String::from_utf8(out.stderr).unwrap(), "\n@@m-1f 0\n\n@@m-1f 1\n");
+    let all = std::process::Command::new("sh").arg("-c").arg(batch_script(&[&ok], "@@m-1f").text).output();
+    assert_eq!(String::from_utf8(all.unwrap().stdout).unwrap(), "\n@@m-1f 0\none\n\n@@m-1f 1\n");
+}
+
+#[test]
+fn publish_claims_the_prepared_release_before_switching() {
+    let publish = publish_script(&config("/srv/x"), &release(), "t0k3n").text;
+    let claim = publish.find("mv \"$marker\" \"$marker.publishing\"").unwrap();
+    assert!(claim < publish.find("mv -T releases/current current").unwrap());
+    let prepare = prepare_script(&config("/srv/x"), &release(), &[]).text;
+    assert!(prepare.contains("marker=\"$d/.xtask-deploy/preparing.$rel\"\n"), "{prepare}");
+    assert!(prepare.contains("\n: > \"$marker\"\n"), "{prepare}");
+}
+
+#[test]
+fn a_deploy_removes_only_its_own_lock_and_unlock_removes_any() {
+    let own = unlock_script(&config("/srv/x"), Some("abc"), true).text;
+    assert!(own.contains(&format!("has_line {} \"$lock/info\"", quote("token=abc"))), "{own}");
+    let any = unlock_script(&config("/srv/x"), None, true).text;
+    assert!(!any.contains("token="), "{any}");
+}
+
+/// Runs `text` with `sh -c`, with `args` as `$0 $1...`; returns (status, stdout, stderr).
+fn sh(text: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new("sh").arg("-c").arg(text).args(args).output().unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+}
+
+#[test]
+fn the_access_hook_lets_in_only_a_push_whose_connection_the_deploy_user_opened() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (_server, peer) = listener.accept().unwrap();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    // git daemon runs it as `sh -c <hook> <name> <service> <path> <host> <canon> <ip> <port>`.
+    let run = |service: &str, remote: &str, uid: u32| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(ACCESS_HOOK)
+            .args(["xtask-deploy-access", service, "/srv/x/repo", "", "", "", ""])
+            .env("REMOTE_ADDR", "127.0.0.1")
+            .env("REMOTE_PORT", remote)
+            .env("XTASK_DEPLOY_PORT", port.to_string())
+            .env("XTASK_DEPLOY_UID", uid.to_string())
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap())
+    };
+    let ours = peer.port().to_string();
+    assert_eq!(run("receive-pack", &ours, uid).0, 0, "our own connection");
+    assert_eq!(run("receive-pack", &ours, uid).0, 0, "the same connection, asked again");
+    assert_eq!(run("upload-pack", &ours, uid).0, 1, "only pushes are let in");
+    assert_eq!(run("receive-pack", &ours, uid + 1), (1, "not a connection of this deploy\n".into()), "another user's");
+    // The daemon's own end of the connection, a port nobody connects from, and garbage.
+    for other in [port.to_string(), "1".into(), "".into(), "x".into(), format!("{ours} 1"), format!("0{ours}x")] {
+        assert_eq!(run("receive-pack", &other, uid), (1, "not a connection of this deploy\n".into()), "{other:?}");
+    }
+    let elsewhere = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(ACCESS_HOOK)
+        .args(["xtask-deploy-access", "receive-pack", "/srv/x/repo"])
+        .env("REMOTE_ADDR", "10.0.0.1")
+        .env("REMOTE_PORT", &ours)
+        .env("XTASK_DEPLOY_PORT", port.to_string())
+        .env("XTASK_DEPLOY_UID", uid.to_string())
+        .status()
+        .unwrap();
+    assert_eq!(elsewhere.code(), Some(1), "not from 127.0.0.1");
+}
+
+#[test]
+fn a_lock_is_released_only_by_its_token_and_reports_its_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let deploy_to = dir.path().to_str().unwrap();
+    let lock = dir.path().join(STATE_DIR).join("lock");
+    let take = || {
+        std::fs::create_dir_all(&lock).unwrap();
+        // The last line has no newline: it still counts.
+        std::fs::write(lock.join("info"), "user=alice\ntoken=abc").unwrap();
+    };
+    take();
+    for other in ["ab", "abcd", "ABC"] {
+        let (status, stdout, _) = sh(&unlock_script(&config(deploy_to), Some(other), true).text, &[]);
+        assert_eq!((status, stdout.as_str()), (0, "the lock is not ours; left in place\n"), "token {other}");
+        assert!(lock.exists());
+    }
+    let (status, stdout, _) = sh(&unlock_script(&config(deploy_to), Some("abc"), true).text, &[]);
+    assert_eq!((status, stdout.as_str()), (0, "removed user=alice\nremoved token=abc\n"));
+    assert!(!lock.exists());
+    take();
+    let (_, stdout, _) = sh(&unlock_script(&config(deploy_to), None, true).text, &[]);
+    assert_eq!(stdout, "removed user=alice\nremoved token=abc\n");
+    assert!(!lock.exists());
+
+    // Without force, a live holder's lock stays (this test is its "connection"); a dead
+    // one's goes.
+    let pid = std::process::id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start = stat.rsplit(") ").next().unwrap().split_whitespace().nth(19).unwrap().to_string();
+    std::fs::create_dir_all(&lock).unwrap();
+    std::fs::write(lock.join("info"), format!("user=alice\nconnection={pid} {start}\n")).unwrap();
+    let (status, stdout, _) = sh(&unlock_script(&config(deploy_to), None, false).text, &[]);
+    assert_eq!(
+        (status, stdout.as_str()),
+        (EXIT_LOCKED, format!("holder user=alice\nholder connection={pid} {start}\n").as_str())
+    );
+    assert!(lock.exists(), "a live deploy's lock is left in place");
+    std::fs::write(lock.join("info"), "user=gone\nconnection=1 0\n").unwrap();
+    let (status, stdout, _) = sh(&unlock_script(&config(deploy_to), None, false).text, &[]);
+    assert_eq!((status, stdout.as_str()), (0, "removed user=gone\nremoved connection=1 0\n"));
+    assert!(!lock.exists(), "a dead deploy's lock is removed");
+}
+
+#[test]
+fn a_commit_that_did_not_arrive_is_named_and_nothing_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let deploy_to = dir.path().to_str().unwrap();
+    let init = crate::local::git().args(["init", "-q", "--bare"]).arg(dir.path().join("repo")).status();
+    assert!(init.unwrap().success());
+    std::fs::create_dir_all(dir.path().join("releases")).unwrap();
+    std::fs::create_dir_all(dir.path().join(STATE_DIR)).unwrap();
+    let (status, _, stderr) = sh(&prepare_script(&config(deploy_to), &release(), &[]).text, &[]);
+    assert_eq!(status, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("commit `{}` is not in `{deploy_to}/repo`: the push did not arrive", release().sha))
+    );
+    assert_eq!(std::fs::read_dir(dir.path().join("releases")).unwrap().count(), 0, "the release was removed");
+    assert_eq!(std::fs::read_dir(dir.path().join(STATE_DIR)).unwrap().count(), 0, "the marker was removed");
+}
+
+#[test]
+fn no_path_is_written_through_a_link_but_a_link_at_its_end_may_be_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("releases/20261125041638");
+    std::fs::create_dir_all(release.join("b/c")).unwrap();
+    std::os::unix::fs::symlink("/elsewhere", release.join("a")).unwrap();
+    std::os::unix::fs::symlink("../../x", release.join("b/c/l")).unwrap();
+    let script = format!("cd \"$0\" && rel=20261125041638\n{NO_LINK}\nno_link \"$1\" \"$2\" WHAT FIX\necho fine");
+    let run = |path: &str, last: &str| sh(&script, &[dir.path().to_str().unwrap(), path, last]);
+    for (path, last) in [("a", "no"), ("b/c/l", "no"), ("b/c/new/deeper", "no"), ("b/c", "yes"), ("new", "yes")] {
+        assert_eq!(run(path, last), (0, "fine\n".into(), String::new()), "{path} {last}");
+    }
+    let through = |link: &str, target: &str| {
+        format!(
+            "`{link}` is a symbolic link in the deployed commit (to `{target}`): the deploy would write WHAT \
+             through it, outside the release; FIX, and deploy again\n"
+        )
+    };
+    for (path, last, link, target) in
+        [("a/x", "no", "a", "/elsewhere"), ("a", "yes", "a", "/elsewhere"), ("b/c/l", "yes", "b/c/l", "../../x")]
+    {
+        assert_eq!(run(path, last), (1, String::new(), through(link, target)), "{path} {last}");
+    }
+}
+
+#[test]
+fn subjects_are_read_for_full_shas_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let out = crate::local::git().args(args).current_dir(dir.path()).output().unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    git(&["init", "-q", "--bare", "repo"]);
+    let tree = git(&["--git-dir=repo", "mktree"]);
+    let ident = ["-c", "user.name=t", "-c", "user.email=t@t"];
+    let commit = git(&[&ident[..], &["--git-dir=repo", "commit-tree", &tree, "-m", "Fix it's \"quoted\""]].concat());
+    let pwned = dir.path().join("pwned");
+    let revisions = [
+        commit.clone(),
+        "f".repeat(40),
+        format!("--output={}", pwned.display()),
+        "HEAD".to_string(),
+        commit[..12].to_string(),
+    ];
+    for (index, revision) in revisions.iter().enumerate() {
+        let release = dir.path().join(format!("releases/2026010100000{index}"));
+        std::fs::create_dir_all(&release).unwrap();
+        std::fs::write(release.join("REVISION"), format!("{revision}\n")).unwrap();
+    }
+    let (status, stdout, _) = sh(&inspect_script(&config(dir.path().to_str().unwrap())).text, &[]);
+    assert_eq!(status, 0);
+    let subjects: Vec<&str> = stdout.lines().filter(|line| line.starts_with("subject ")).collect();
+    assert_eq!(subjects, [format!("subject {commit} Fix it's \"quoted\"")]);
+    assert!(!pwned.exists(), "a REVISION became an option of git");
+}
+
+#[test]
+fn only_a_bare_repository_counts_as_set_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let deploy_to = dir.path().to_str().unwrap();
+    let git = |args: &[&str]| assert!(crate::local::git().args(args).status().unwrap().success());
+    let inspect = inspect_script(&config(deploy_to)).text;
+    assert_eq!(sh(&inspect, &[]).0, EXIT_NOT_SET_UP, "nothing there");
+    std::fs::create_dir_all(dir.path().join("releases")).unwrap();
+    let repo = dir.path().join("repo");
+    git(&["init", "-q", repo.to_str().unwrap()]);
+    let (status, _, stderr) = sh(&inspect, &[]);
+    assert_eq!(status, EXIT_NOT_SET_UP, "a clone with a work tree in `repo/`");
+    assert!(stderr.contains("run `cargo xtask deploy-setup` first"), "{stderr}");
+    std::fs::remove_dir_all(&repo).unwrap();
+    git(&["init", "-q", "--bare", repo.to_str().unwrap()]);
+    assert_eq!(sh(&inspect, &[]), (0, String::new(), String::new()));
+}
+
+#[test]
+fn build_output_is_exempt_from_the_trees_attributes_even_with_odd_names() {
+    let mut cfg = config("/srv/x");
+    cfg.artifacts = vec!["bin/my \"app\"".into(), "dist".into()];
+    let build = Release { build: Some("f".repeat(40)), ..release() };
+    let prepare = prepare_script(&cfg, &build, &[]).text;
+    let line = prepare.lines().find(|line| line.starts_with("mkdir -p repo/info")).expect("attributes written");
+    let dir = tempfile::tempdir().unwrap();
+    let (status, _, stderr) = sh(&format!("cd {} && {line}", quote(dir.path().to_str().unwrap())), &[]);
+    assert_eq!(status, 0, "{stderr}");
+    let written = std::fs::read_to_string(dir.path().join("repo/info/attributes")).unwrap();
+    let all = ARTIFACT_ATTRIBUTES;
+    assert_eq!(
+        written,
+        format!(
+            "/bin -export-ignore\n\"/bin/my \\\"app\\\"\" {all}\n\"/bin/my \\\"app\\\"/**\" {all}\n/dist {all}\n/dist/** {all}\n"
+        )
+    );
+    // Without build output, the repository's attributes are left alone.
+    assert!(!prepare_script(&cfg, &release(), &[]).text.contains("info/attributes"));
+}
+
+#[test]
+fn the_snippets_name_the_values_the_deployer_reads() {
+    // The snippets' text is made from these constants; this pins what it says.
+    let no_git = std::process::Command::new("/bin/sh").arg("-c").arg(REQUIRE_GIT).env("PATH", "/nonexistent").output();
+    assert_eq!(no_git.unwrap().status.code(), Some(EXIT_NO_GIT));
+    assert!(REQUIRE_SETUP.ends_with(&format!("\n  exit {EXIT_NOT_SET_UP}\nfi")), "{REQUIRE_SETUP}");
+    assert!(PRIVATE.ends_with(&format!(" \"$d/{STATE_DIR}\"")), "{PRIVATE}");
+    assert!(REPORT_STATE.contains(&format!("each_line \"$d/{STATE_DIR}/bad\" bad")), "{REPORT_STATE}");
+    // The values themselves: servers set up by earlier versions have this state directory.
+    assert_eq!((STATE_DIR, EXIT_NO_GIT, EXIT_NOT_SET_UP, EXIT_LOCKED), (".xtask-deploy", 3, 4, 5));
+}
+
+#[test]
+fn a_daemon_whose_port_is_taken_says_so_by_its_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(STATE_DIR)).unwrap();
+    let cfg = config(dir.path().to_str().unwrap());
+    // Run as over SSH: stdin stays open until the deployer is done.
+    let run = |port: u16, until: &str| {
+        let mut daemon = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(daemon_script(&cfg, port, 60, &[]).text)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(daemon.stderr.take().unwrap());
+        let mut said = String::new();
+        while !said.contains(until) && std::io::BufRead::read_line(&mut stderr, &mut said).unwrap() > 0 {}
+        drop(daemon.stdin.take());
+        (daemon.wait().unwrap().code(), said)
+    };
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (status, said) = run(taken.local_addr().unwrap().port(), "\0");
+    assert_eq!(status, Some(EXIT_PORT_TAKEN), "{said}");
+    let free = taken.local_addr().unwrap().port();
+    drop(taken);
+    let (status, said) = run(free, "Ready to rumble");
+    assert!(said.contains("Ready to rumble"), "{said}");
+    assert_ne!(status, Some(EXIT_PORT_TAKEN), "a daemon that ran and was stopped: {said}");
+}
+
+mod snapshots;

@@ -1,0 +1,227 @@
+forget_marker() {
+  if grep -qxF "release=$release" "$state/unconfirmed" 2>/dev/null; then rm -f "$state/unconfirmed"; fi
+}
+go_back() {
+  went_back=0
+  case "$(readlink "$d/current" 2>/dev/null)" in
+    */releases/"$release") ;;
+    *) forget_marker; echo "not-switched $release"; return 0 ;;
+  esac
+  if [ -z "$previous" ] || [ ! -d "$d/releases/$previous" ]; then
+    # It stays live, but it failed: marked bad, so that nothing takes it for a good release.
+    if ! grep -qxF "$release" "$state/bad" 2>/dev/null; then echo "$release" >> "$state/bad"; fi
+    echo "cannot-revert no earlier release to go back to"; return 1
+  fi
+  link="$d/releases/.current.$$"
+  rm -f "$link"
+  if ! { ln -s "$d/releases/$previous" "$link" && mv -T "$link" "$d/current"; }; then
+    rm -f "$link"; echo "cannot-revert the switch failed"; return 1
+  fi
+  forget_marker
+  echo "$release" >> "$state/bad"
+  printf '%s rolled back to release %s\n' "$user" "$previous" >> "$d/revisions.log"
+  went_back=1
+  echo "reverted $release $previous"
+}
+set -u
+d=/srv/app
+state="$d/.xtask-deploy"
+if ! command -v git >/dev/null 2>&1; then
+  echo "git is not installed on the server: install it (for example \`apt-get install git\`)" >&2
+  exit 3
+fi
+if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
+  echo "\`$d\` is not set up for deploys: run \`cargo xtask deploy-setup\` first" >&2
+  exit 4
+fi
+[ -d "$state" ] || mkdir -p "$state"
+start_time() {
+  { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 0
+  set -- ${stat##*) }
+  shift 19
+  echo "$1"
+}
+has_line() {
+  { while IFS= read -r line || [ -n "$line" ]; do [ "$line" = "$1" ] && return 0; done < "$2"; } 2>/dev/null
+  return 1
+}
+each_line() {
+  { while IFS= read -r line || [ -n "$line" ]; do printf '%s %s\n' "$2" "$line"; done < "$1"; } 2>/dev/null
+}
+# The lock is held while its deploy's SSH connection lives, or its keeper (which may still be
+# going back to the release the server had after that connection is gone).
+holder_alive() {
+  holder=""
+  keeper=""
+  { while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in connection=*) holder=${line#connection=} ;; keeper=*) keeper=${line#keeper=} ;; esac
+  done < "$state/lock/info"; } 2>/dev/null
+  [ -n "$holder" ] || return 0
+  alive $holder && return 0
+  [ -n "$keeper" ] && alive $keeper
+}
+alive() {
+  [ -n "${2:-}" ] && [ "$(start_time "$1")" = "$2" ]
+}
+if ! mkdir -m 700 "$state/lock" 2>/dev/null; then
+  if holder_alive; then
+    each_line "$state/lock/info" holder
+    exit 5
+  fi
+  # The holder's SSH connection is gone (it was killed or cut off): the lock is stale.
+  each_line "$state/lock/info" stale
+  rm -rf "$state/lock"
+  if ! mkdir -m 700 "$state/lock" 2>/dev/null; then echo "holder user=another deploy, just now"; exit 5; fi
+fi
+printf '%s\n' 'user=alice' 'host=laptop' 'since=2026-11-25T04:16:38Z' 'sha=0123456789abcdef0123456789abcdef01234567' 'message=hotfix for #12' 'token=t0k3n' "connection=$PPID $(start_time "$PPID")" "keeper=$$ $(start_time "$$")" > "$state/lock/info"
+# A server set up by an older version has them readable by every local user.
+chmod go= "$d/repo" "$d/.xtask-deploy" "$state/lock/info"
+for pidfile in "$state"/receive-pack.*.pid; do
+  [ -f "$pidfile" ] || continue
+  pid=$(cat "$pidfile")
+  case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
+  case "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" in
+    # Ours, whatever `-c` options it runs with (this version's, or an older one's).
+    *"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
+  esac
+  rm -f "$pidfile"
+done
+for marker in "$state"/preparing.*; do
+  [ -f "$marker" ] || continue
+  unfinished=${marker##*/preparing.}
+  case "$unfinished" in ''|*[!0-9]*) continue ;; esac
+  case "$(readlink "$d/current" 2>/dev/null)" in
+    */releases/"$unfinished") ;;
+    *) rm -rf "$d/releases/$unfinished"; echo "unfinished $unfinished" ;;
+  esac
+  rm -f "$marker"
+done
+for pidfile in "$state"/daemon.*.pid; do
+  [ -f "$pidfile" ] || continue
+  pid=$(cat "$pidfile")
+  case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
+  cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null || true)
+  case "$cmd" in
+    *"git daemon"*"$d/repo"*|*"git -c receive.fsckObjects=true -c receive.shallowUpdate=true daemon"*"$d/repo"*)
+      # Only a daemon whose watching script is gone (re-parented to init) is stale.
+      # The parent pid is the second field after the command name in /proc/<pid>/stat.
+      stat=$(cat "/proc/$pid/stat" 2>/dev/null || true)
+      set -- ${stat##*) }
+      if [ "${2:-}" = 1 ]; then kill -KILL -"$pid" "$pid" 2>/dev/null; echo "reaped $pid"; rm -f "$pidfile"; fi ;;
+    *) rm -f "$pidfile" ;;
+  esac
+done
+# Goes back from the release the unconfirmed marker names, and restarts the one gone back to.
+go_back_from_marker() {
+  release=""
+  previous=""
+  while IFS= read -r line; do
+    case "$line" in release=*) release=${line#release=} ;; previous=*) previous=${line#previous=} ;; esac
+  done < "$state/unconfirmed"
+  user=alice
+  go_back || true
+  if [ "$went_back" = 1 ]; then
+    rel=$previous
+( cd "$d/releases/$rel" && rev=- && { read -r rev < REVISION; } 2>/dev/null; export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$rev" ROLLBACK=1; exec timeout -k 1 600 sh -c 'systemctl restart app' ) </dev/null >&2 || echo "hook-failed 0 $?"
+  fi
+}
+# A release an earlier deploy switched to and never confirmed, whose keeper died (the server
+# rebooted) before it could go back: nobody checked it. Go back now, before anything else.
+if [ -f "$state/unconfirmed" ]; then
+  go_back_from_marker
+  rm -f "$state/unconfirmed"
+fi
+for r in "$d"/releases/*; do
+  [ -d "$r" ] && [ ! -L "$r" ] || continue
+  rev=-
+  { read -r rev < "$r/REVISION"; } 2>/dev/null || true
+  echo "release ${r##*/} ${rev:--}"
+done
+if [ -L "$d/current" ]; then echo "current $(readlink "$d/current")"; fi
+if [ -f "$d/.xtask-deploy/bad" ]; then each_line "$d/.xtask-deploy/bad" bad; fi
+printf 'platform machine %s\n' "$(uname -m)"
+if v=$(getconf GNU_LIBC_VERSION 2>/dev/null); then
+  case $v in 'glibc '*) printf 'platform glibc %s\n' "${v#glibc }" ;; esac
+fi
+for f in /lib/ld-* /lib64/ld-* /usr/lib/ld-* /usr/lib64/ld-* /lib/*/ld-*; do
+  if [ -e "$f" ]; then printf 'platform interp %s\n' "$f"; fi
+done
+echo @@xtask-deploy-ready
+# The deploy holds the lock while this channel is open; its stdin closes when the deploy ends,
+# fails, is interrupted or killed, or loses its connection. Then the lock is released.
+while read -r line; do
+  if [ "$line" = confirm ]; then
+    if has_line 'token=t0k3n' "$state/unconfirmed"; then rm -f "$state/unconfirmed"; fi
+    echo @@xtask-deploy-confirmed
+    # Confirmed: the oldest releases beyond `keep` go now (never the current one). Release
+    # names are 14 digits, so the shell's sorted glob lists them oldest first.
+    keep=2
+    count=0
+    for r in "$d"/releases/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]; do [ -d "$r" ] && count=$((count + 1)); done
+    excess=$((count - keep))
+    now=$(readlink "$d/current" 2>/dev/null || true)
+    # Releases marked bad go first: they must not push out the good ones a rollback needs.
+    for pass in bad any; do
+      for r in "$d"/releases/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]; do
+        [ "$excess" -gt 0 ] || break
+        [ -d "$r" ] && [ "${now##*/}" != "${r##*/}" ] || continue
+        if [ "$pass" = bad ] && ! has_line "${r##*/}" "$state/bad"; then continue; fi
+        excess=$((excess - 1))
+        rm -rf "$r"; echo "removed ${r##*/}"
+      done
+    done
+    # Marks of the releases just removed go with them.
+    unmark=""
+if [ -f "$state/bad" ]; then
+  kept=" "
+  cleared=""
+  true > "$state/bad.new"
+  while IFS= read -r name || [ -n "$name" ]; do
+    case "$name" in ''|*[!0-9]*) continue ;; esac
+    if [ "$name" = "$unmark" ]; then cleared=$name; continue; fi
+    [ -d "$d/releases/$name" ] || continue
+    case "$kept" in *" $name "*) continue ;; esac
+    kept="$kept$name "
+    printf '%s\n' "$name" >> "$state/bad.new"
+  done < "$state/bad"
+  mv -f "$state/bad.new" "$state/bad"
+  if [ -n "$cleared" ]; then echo "unmarked $cleared"; fi
+fi
+  fi
+done
+# Nobody reads this channel any more (the deployer may be gone): a write to it would raise
+# SIGPIPE and kill this shell before the lock is released.
+exec >/dev/null 2>&1
+if has_line 'token=t0k3n' "$state/lock/info"; then
+for pidfile in "$state"/receive-pack.*.pid; do
+  [ -f "$pidfile" ] || continue
+  pid=$(cat "$pidfile")
+  case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
+  case "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" in
+    # Ours, whatever `-c` options it runs with (this version's, or an older one's).
+    *"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
+  esac
+  rm -f "$pidfile"
+done
+  # A step of this deploy may still be extracting into its release: its own watchdog stops it
+  # on the same EOF; give that a moment before removing what it made.
+  for marker in "$state"/preparing.*; do [ -f "$marker" ] && sleep 1; break; done
+for marker in "$state"/preparing.*; do
+  [ -f "$marker" ] || continue
+  unfinished=${marker##*/preparing.}
+  case "$unfinished" in ''|*[!0-9]*) continue ;; esac
+  case "$(readlink "$d/current" 2>/dev/null)" in
+    */releases/"$unfinished") ;;
+    *) rm -rf "$d/releases/$unfinished"; echo "unfinished $unfinished" ;;
+  esac
+  rm -f "$marker"
+done
+  # A release this deploy switched to and never confirmed: its deployer is gone, so nobody
+  # checked it. Go back to the release the server had.
+  if has_line 'token=t0k3n' "$state/unconfirmed"; then go_back_from_marker; fi
+fi
+lock="$state/lock"
+[ -d "$lock" ] || exit 0
+has_line 'token=t0k3n' "$lock/info" || { echo "the lock is not ours; left in place"; exit 0; }
+each_line "$lock/info" removed
+rm -rf "$lock"

@@ -1,0 +1,87 @@
+//! The packs of one deploy to several servers, each made once and sent to every server that
+//! needs it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use super::pack::{send_pack, PackSpec};
+use super::protocol::lost;
+use super::{PackProgress, Sent};
+
+/// The thin packs of one deploy to several servers. Servers in the same state advertise the same
+/// tips and need the same pack: it is made by one `git pack-objects` run, spooled to a temporary
+/// file (deleted when the last handle closes), and sent from there to each of them.
+#[derive(Default)]
+pub struct SharedPacks {
+    /// By repository, commit, bases and delta format; a push that finds its pack being made
+    /// waits for it.
+    packs: Mutex<HashMap<String, Arc<PackSlot>>>,
+}
+
+/// A pack once made (or the error that made it fail), shared by every push that needs it.
+type PackSlot = OnceLock<Result<Arc<Spooled>, String>>;
+
+/// A pack on disk: its bytes, and what it holds.
+pub(super) struct Spooled {
+    file: File,
+    sent: Sent,
+}
+
+impl SharedPacks {
+    /// How many packs were made so far.
+    pub fn made(&self) -> usize {
+        let packs = self.packs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        packs.values().filter(|pack| pack.get().is_some()).count()
+    }
+
+    /// The pack of `spec`, made now unless an earlier push made it.
+    pub(super) fn pack(&self, repo: &git2::Repository, spec: &PackSpec) -> Result<Arc<Spooled>, String> {
+        let mut bases = spec.haves.clone();
+        bases.sort_unstable();
+        bases.dedup();
+        let key = format!(
+            "{}\n{}\n{}\n{}\n{}\n{}",
+            repo.path().display(),
+            spec.source,
+            spec.build.unwrap_or("-"),
+            spec.ofs_delta,
+            bases.join(" "),
+            spec.shallow.join(" ")
+        );
+        let slot = {
+            let mut packs = self.packs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            Arc::clone(packs.entry(key).or_default())
+        };
+        slot.get_or_init(|| {
+            let mut file =
+                tempfile::tempfile().map_err(|err| format!("cannot make a temporary file for the pack: {err}"))?;
+            let sent = send_pack(repo, spec, &mut file, &mut |_| {})?;
+            Ok(Arc::new(Spooled { file, sent }))
+        })
+        .clone()
+    }
+}
+
+impl Spooled {
+    /// Writes the whole pack into `stream` (reading at offsets: several pushes read it at once).
+    pub(super) fn send<W: Write>(&self, stream: &mut W, pack: &mut dyn FnMut(PackProgress)) -> Result<Sent, String> {
+        let size = self.file.metadata().map_err(|err| format!("cannot read the spooled pack: {err}"))?.len();
+        pack(PackProgress::Starts { objects: self.sent.objects, bytes: Some(size) });
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut offset = 0;
+        loop {
+            let read =
+                self.file.read_at(&mut buffer, offset).map_err(|err| format!("cannot read the spooled pack: {err}"))?;
+            if read == 0 {
+                break;
+            }
+            stream.write_all(&buffer[..read]).map_err(lost)?;
+            offset += read as u64;
+        }
+        stream.flush().map_err(lost)?;
+        Ok(self.sent)
+    }
+}
