@@ -180,7 +180,7 @@ pub(super) fn start_daemon(
         let mut process = connection.spawn(&script)?;
         match process.wait_for_stderr("Ready to rumble", DAEMON_READY_TIMEOUT) {
             Ok(_) => return Ok(DaemonStart::Ready { process, port }),
-            Err(output) if exit_status(&mut process) == Some(plan::EXIT_PORT_TAKEN) => {
+            Err(output) if process.exit_status(Duration::from_secs(5)) == Some(plan::EXIT_PORT_TAKEN) => {
                 last_output = output;
                 continue;
             }
@@ -204,15 +204,6 @@ pub(super) fn start_daemon(
             ports.end()
         ),
     })
-}
-
-/// The exit status of a remote process whose stderr has ended (it exited): what
-/// [`RemoteProcess::wait_for_line`] reports of a process that ends before it prints the line.
-fn exit_status(process: &mut RemoteProcess) -> Option<i32> {
-    match process.wait_for_line("@@xtask-deploy-never-printed", Duration::from_secs(5)) {
-        Ok(Err(output)) => Some(output.status),
-        _ => None,
-    }
 }
 
 /// A random number, different on every call (std's per-process random hasher keys plus time).

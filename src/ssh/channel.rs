@@ -100,6 +100,20 @@ impl RemoteProcess {
         result
     }
 
+    /// The exit status of a process that has ended (its stderr reached its end), waiting at
+    /// most `timeout` for its channel to close; `None` if it did not close by then.
+    pub fn exit_status(&mut self, timeout: Duration) -> Option<i32> {
+        let channel = self.channel.as_mut()?;
+        self.session.set_timeout(millis(timeout));
+        // libssh2 waits for a close only after the remote's EOF: read stdout to its end first.
+        let mut buffer = [0u8; 4096];
+        while let Ok(1..) = channel.read(&mut buffer) {}
+        let closed = channel.wait_close();
+        self.session.set_timeout(millis(self.idle));
+        closed.ok()?;
+        channel.exit_status().ok()
+    }
+
     /// Reads the process's stdout until a line equal to `marker`, and returns what came before
     /// it. If the process ends first, returns its [`Output`] (status, stdout, stderr) instead.
     pub fn wait_for_line(&mut self, marker: &str, timeout: Duration) -> Result<Result<String, Output>, Error> {
