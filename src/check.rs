@@ -4,11 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::binaries;
 use crate::config::{Config, Healthcheck, HostKeyPolicy, Server};
 use crate::plan::{self, LockInfo, Release};
+pub use crate::report::{Check, CheckStatus};
 use crate::report::{Event, Reporter};
 use crate::run::parallel::{each, DEFAULT_PARALLEL};
 use crate::ssh::Connection;
@@ -32,29 +31,6 @@ pub const CHECKS: [&str; 11] = [
 /// Room a new release needs beyond the size of the current one: the repository's new objects,
 /// logs, and what the build writes.
 pub const DISK_MARGIN_KIB: u64 = 64 * 1024;
-
-/// How a check came out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckStatus {
-    Ok,
-    /// Worth knowing; a deploy would still work.
-    Warn,
-    /// A deploy would fail.
-    Fail,
-    /// Not checked, because an earlier check failed.
-    Skipped,
-}
-
-/// One check on one server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Check {
-    pub server: String,
-    pub check: &'static str,
-    pub status: CheckStatus,
-    /// What was found, and what to do when it is a failure.
-    pub detail: String,
-}
 
 /// Every check on every server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
