@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use crate::binaries;
 use crate::config::{Config, Healthcheck, HostKeyPolicy, Server};
+use crate::fleet::never_recording;
+use crate::fleet::parallel::{each, DEFAULT_PARALLEL};
 use crate::plan::{self, LockInfo, Release};
 pub use crate::report::{Check, CheckStatus};
 use crate::report::{Event, Reporter};
-use crate::run::parallel::{each, DEFAULT_PARALLEL};
 use crate::ssh::Connection;
 use crate::Error;
 
@@ -167,14 +168,6 @@ fn check_server(
             }
         }
     }
-}
-
-/// `config` for connecting without changing anything here: a host key `accept-new` would record
-/// is reported as unknown, never recorded (`deploy-check`, `deploy --dry-run`).
-pub(crate) fn never_recording(config: &Config) -> Config {
-    let mut strict = config.clone();
-    strict.ssh.host_key_policy = HostKeyPolicy::Strict;
-    strict
 }
 
 /// Judges the output of [`plan::check_script`] on `server`, with the binaries found here: the

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 mod error;
+pub mod fleet;
 pub mod interrupt;
 pub mod local;
 pub mod loopback;

@@ -4,11 +4,11 @@
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Healthcheck};
+use crate::fleet::parallel::{all_done, each, first_failure, DEFAULT_PARALLEL};
+use crate::fleet::{lock_all, new_lock, new_step_marker, unlock_all, LockedServer};
 use crate::plan::{self, is_release_name, LockInfo, Release, RemoteState, RollbackTo};
 use crate::report::{Event, Quiet, Reporter};
 pub use crate::report::{ReleaseEntry, ServerReleases};
-use crate::run::parallel::{all_done, each, first_failure, DEFAULT_PARALLEL};
-use crate::run::{lock_all, new_lock, new_step_marker, unlock_all, Server};
 use crate::ssh::{Connection, Output};
 use crate::Error;
 
@@ -67,7 +67,7 @@ pub fn rollback(config: &Config, to: RollbackTo, reporter: &mut dyn Reporter) ->
     let mut servers = lock_all(config, &lock, None, DEFAULT_PARALLEL, reporter)?;
     if let RollbackTo::Release { name, .. } = to {
         // Every server must have it: none is switched otherwise.
-        let lacking: Vec<&Server> = servers.iter().filter(|server| !has_release(&server.state, name)).collect();
+        let lacking: Vec<&LockedServer> = servers.iter().filter(|server| !has_release(&server.state, name)).collect();
         if !lacking.is_empty() {
             let err = no_such_release(name, "--to", lacking.iter().map(|server| listed(server)), false);
             unlock_all(&mut servers);
@@ -98,7 +98,7 @@ pub fn rollback(config: &Config, to: RollbackTo, reporter: &mut dyn Reporter) ->
 fn rollback_one(
     config: &Config,
     index: usize,
-    server: &Server,
+    server: &LockedServer,
     to: RollbackTo,
     user: &str,
     reporter: &mut dyn Reporter,
@@ -269,7 +269,7 @@ fn release_names(state: &RemoteState) -> Vec<String> {
 }
 
 /// A locked server's name and its releases, for [`no_such_release`].
-fn listed(server: &Server) -> (String, Vec<String>) {
+fn listed(server: &LockedServer) -> (String, Vec<String>) {
     (server.connection.name().to_string(), release_names(&server.state))
 }
 
@@ -313,7 +313,7 @@ pub fn unlock(config: &Config, force: bool, reporter: &mut dyn Reporter) -> Resu
     let results = each(config.servers.iter().collect(), DEFAULT_PARALLEL, reporter, |server, reporter| {
         let started = std::time::Instant::now();
         let connection = Connection::open(config, server)?;
-        crate::run::connected(reporter, config, &connection, started.elapsed());
+        crate::fleet::connected(reporter, config, &connection, started.elapsed());
         let script = plan::unlock_script(&config.on(server), None, force);
         let output = connection.output(&script)?;
         if output.status == plan::EXIT_LOCKED {

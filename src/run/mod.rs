@@ -5,8 +5,6 @@
 
 pub mod dry_run;
 pub(crate) mod interrupted;
-mod lock;
-pub(crate) mod parallel;
 mod push;
 
 use std::time::{Duration, Instant};
@@ -14,16 +12,15 @@ use std::time::{Duration, Instant};
 use crate::binaries;
 use crate::build_output;
 use crate::config::{Config, Hook, TransportKind};
+use crate::fleet::{self, lock_all, new_lock, new_step_marker, parallel, unlock_all, LockedServer};
 use crate::local;
-use crate::plan::{self, Action, LockInfo, Plan, Release, RemoteState, Step, SubmoduleRelease, UtcSecond};
+use crate::plan::{self, Action, LockInfo, Plan, Release, Step, SubmoduleRelease, UtcSecond};
 use crate::report::{DeployReport, Event, Outcome, OutputStream, Reporter, ServerReport, ServerStatus};
-use crate::ssh::{Connection, Progress, RemoteProcess, StepOutput};
+use crate::ssh::{Connection, Progress, StepOutput};
 use crate::submodules::{self, Submodule};
 use crate::transport;
 use crate::Error;
 
-pub(crate) use lock::{lock_all, new_lock, unlock_all};
-use push::random;
 use push::{push_all, start_daemon, DaemonStart, PushSettings, Receiver};
 
 /// Choices for one deploy that are not part of the configuration.
@@ -56,11 +53,6 @@ pub struct DeployOptions {
 /// below Linux's ephemeral ports (32768 and up), so that outgoing connections do not take them.
 pub const DEFAULT_DAEMON_PORTS: std::ops::RangeInclusive<u16> = 10_000..=31_999;
 
-/// A new marker for the steps of a batch (see [`plan::batch_script`]), with a nonce of its own.
-pub(crate) fn new_step_marker() -> String {
-    crate::shell::step_marker(random())
-}
-
 /// Prepares every server: `releases/`, `shared/` (with the linked directories) and the bare
 /// `repo/` under `deploy_to`. Running it again changes nothing.
 /// The servers are set up at once, [`parallel::DEFAULT_PARALLEL`] at a time; the first failure
@@ -70,7 +62,7 @@ pub fn setup(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error> 
     let results = parallel::each(servers, parallel::DEFAULT_PARALLEL, reporter, |server, reporter| {
         let started = Instant::now();
         let connection = Connection::open(config, server)?;
-        connected(reporter, config, &connection, started.elapsed());
+        fleet::connected(reporter, config, &connection, started.elapsed());
         let stdout = connection.run(&plan::setup_script(&config.on(server)))?;
         for what in stdout.lines().filter_map(|line| line.strip_prefix("created ")) {
             reporter.event(Event::Created { server: connection.name().to_string(), what: what.to_string() });
@@ -78,20 +70,6 @@ pub fn setup(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error> 
         Ok(())
     });
     parallel::all_done(results, reporter)
-}
-
-/// Reports a new connection, and the host key recorded for it under `accept-new`.
-pub(crate) fn connected(reporter: &mut dyn Reporter, config: &Config, connection: &Connection, elapsed: Duration) {
-    reporter.event(Event::Connected { server: connection.name().to_string(), elapsed });
-    if let Some(fingerprint) = &connection.accepted_key {
-        reporter.event(Event::Warning {
-            message: format!(
-                "recorded the host key of {} ({fingerprint}) in `{}` (`host_key_policy = \"accept-new\"`)",
-                connection.name(),
-                config.ssh.known_hosts.display()
-            ),
-        });
-    }
 }
 
 /// What a deploy knows before it reaches any server.
@@ -205,7 +183,7 @@ fn deploy_to_all(
     let parallel = options.parallel.unwrap_or(parallel::DEFAULT_PARALLEL);
     let mut servers = lock_all(config, &local.lock, options.lock_wait, parallel, reporter)?;
 
-    let up_to_date = |server: &Server| server.state.is_current_and_good(&local.revision.sha);
+    let up_to_date = |server: &LockedServer| server.state.is_current_and_good(&local.revision.sha);
     if !options.force && servers.iter().all(up_to_date) {
         reporter.event(Event::UpToDate { sha: local.revision.sha.clone() });
         unlock_all(&mut servers);
@@ -321,16 +299,6 @@ fn run_local_on_failure(command: &str, config: &Config, reporter: &mut dyn Repor
     }
 }
 
-/// A server reached, checked and locked.
-pub(crate) struct Server {
-    /// The preflight, still running: it holds the lock until its stdin closes.
-    keeper: Option<RemoteProcess>,
-    pub(crate) connection: Connection,
-    /// The configuration as this server sees it (its own `deploy_to`).
-    pub(crate) config: Config,
-    pub(crate) state: RemoteState,
-}
-
 /// The state of a deploy as it walks its plans.
 struct Walk<'a> {
     config: &'a Config,
@@ -346,7 +314,7 @@ struct Walk<'a> {
     push: PushSettings,
     /// How many servers are worked on at once.
     parallel: usize,
-    servers: Vec<Server>,
+    servers: Vec<LockedServer>,
     /// One per server: what the summary will say.
     reports: &'a mut [ServerReport],
     /// Whether the release may exist on the servers (prepare has started).
@@ -361,7 +329,7 @@ struct Walk<'a> {
 
 /// One server's part of a step: its session, its plan and its report.
 struct Target<'a> {
-    server: &'a Server,
+    server: &'a LockedServer,
     plan: &'a Plan,
     report: &'a mut ServerReport,
 }
@@ -579,7 +547,7 @@ impl Walk<'_> {
         let reason = format!("the deploy failed after the switch: {err}");
         let (config, release, user) = (self.config, &self.release.name, &self.local.lock.user);
         let parts = self.servers.iter().zip(self.reports.iter_mut()).enumerate();
-        let targets: Vec<(usize, &Server, &mut ServerReport)> = parts
+        let targets: Vec<(usize, &LockedServer, &mut ServerReport)> = parts
             .filter(|(index, _)| switched.contains(index))
             .map(|(index, (server, report))| (index, server, report))
             .collect();
@@ -734,7 +702,7 @@ impl Walk<'_> {
         }
         let timeout = self.config.timeouts.step;
         let parts = self.servers.iter_mut().zip(self.reports.iter_mut());
-        let mut switched: Vec<(&mut Server, &mut ServerReport)> =
+        let mut switched: Vec<(&mut LockedServer, &mut ServerReport)> =
             parts.filter(|(_, report)| report.status == ServerStatus::Published).collect();
         let sent: Vec<Result<(), Error>> = switched.iter_mut().map(|(server, _)| server.send_confirmation()).collect();
         let jobs: Vec<_> = switched.into_iter().zip(sent).collect();
@@ -768,42 +736,9 @@ impl Walk<'_> {
     }
 }
 
-impl Server {
-    /// Writes the deploy's confirmation to the lock keeper.
-    fn send_confirmation(&mut self) -> Result<(), Error> {
-        let line = format!("{}\n", plan::confirm::CONFIRM);
-        let sent = match self.keeper.as_mut() {
-            Some(keeper) => keeper.send(line.as_bytes()).map_err(|err| err.to_string()),
-            None => Err("the lock keeper is gone".to_string()),
-        };
-        sent.map_err(|message| self.unconfirmed(message))
-    }
-
-    /// Closes the lock keeper's channel and reads its answer to the confirmation (one round trip
-    /// for both: the keeper confirms, prunes, then releases the lock and ends); returns the old
-    /// releases it removed.
-    fn confirmation(&mut self, timeout: Duration) -> Result<Vec<String>, Error> {
-        let keeper = self.keeper.take().ok_or_else(|| self.unconfirmed("the lock keeper is gone".to_string()))?;
-        let said = keeper.finish_output(timeout);
-        if !said.lines().any(|line| line == plan::confirm::CONFIRMED) {
-            return Err(self.unconfirmed("the lock keeper did not answer".to_string()));
-        }
-        Ok(said.lines().filter_map(|line| line.strip_prefix("removed ")).map(str::to_string).collect())
-    }
-
-    fn unconfirmed(&self, message: String) -> Error {
-        Error::Remote {
-            server: self.connection.name().to_string(),
-            step: "confirm".to_string(),
-            status: -1,
-            message: format!("{message}: the confirmation may not have reached the server"),
-        }
-    }
-}
-
 /// Each server's part of a step, in the order of the servers.
 fn targets<'a>(
-    servers: &'a [Server],
+    servers: &'a [LockedServer],
     plans: &'a [Plan],
     reports: &'a mut [ServerReport],
     active: std::ops::Range<usize>,

@@ -1,12 +1,11 @@
 //! Getting the commit onto one server: the deploy's git daemon (port choice and retries) and
 //! the pushes of the commit and its submodules through tunnels to it, and their progress.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::fleet::random;
 use crate::local::push_refname;
 use crate::plan;
 use crate::report::{Event, Reporter};
@@ -204,12 +203,4 @@ pub(super) fn start_daemon(
             ports.end()
         ),
     })
-}
-
-/// A random number, different on every call (std's per-process random hasher keys plus time).
-pub(crate) fn random() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher
-        .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    hasher.finish()
 }
