@@ -4,6 +4,7 @@
 //! **Architecture Invariant:** this module does no I/O. It turns a [`Config`] and plain values
 //! into a [`Plan`] of [`RemoteScript`]s; the runner walks that plan, and `--dry-run` prints it.
 
+mod batches;
 pub mod confirm;
 pub mod dry_run;
 pub mod rollback;
@@ -13,6 +14,7 @@ pub mod utc;
 use crate::config::{Config, Hook};
 use crate::shell::RemoteScript;
 
+pub use batches::batches;
 pub use dry_run::{dry_run_script, DryRun, ServerPlan};
 pub use rollback::{marks_script, parse_healthy, parse_rollback, rollback_script, RollbackDone, RollbackTo};
 pub use scripts::*;

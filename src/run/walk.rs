@@ -109,23 +109,13 @@ impl Walk<'_> {
     fn steps(&mut self, first: bool, last: bool) -> Result<(), Error> {
         let steps = self.plans[0].steps.clone();
         let publish = steps.iter().position(|step| step.phase == plan::PUBLISH).unwrap_or(steps.len());
-        let several = self.active.len() > 1;
         let mut pushed = false;
-        let mut start = 0;
-        while start < steps.len() {
+        // Consecutive remote steps run as one remote command per server (see `plan::batches`).
+        for batch in plan::batches(&steps, self.active.len()) {
             crate::interrupt::check()?;
-            // Consecutive remote steps run as one remote command per server. With several
-            // servers, publish runs alone: every server is ready before any switches, and
-            // every server has switched before any `after_publish` hook runs.
-            let mut end = start + 1;
+            let start = batch.start;
             if matches!(steps[start].action, Action::Remote(_)) {
-                while end < steps.len()
-                    && matches!(steps[end].action, Action::Remote(_))
-                    && !(several && (steps[end].phase == plan::PUBLISH || steps[end - 1].phase == plan::PUBLISH))
-                {
-                    end += 1;
-                }
-                self.remote_batch(start..end)?;
+                self.remote_batch(batch)?;
             } else if matches!(steps[start].action, Action::Local(_) | Action::CheckBinaries)
                 && !(if start < publish { first } else { last })
             {
@@ -140,7 +130,6 @@ impl Walk<'_> {
                 }
                 pushed |= steps[start].action == Action::Push;
             }
-            start = end;
         }
         Ok(())
     }
