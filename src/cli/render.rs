@@ -198,7 +198,7 @@ fn render_plan(plans: &[crate::plan::Plan], config: &crate::Config) -> String {
     for (index, step) in plan.steps.iter().enumerate() {
         match &step.action {
             Action::Local(_) | Action::Package | Action::CheckBinaries => out.push_str(&local(step)),
-            Action::Remote(script) => remote(&mut out, step.phase, &on(&|plan| plan.steps[index].here), script),
+            Action::Remote(script) => remote(&mut out, step.phase.as_str(), &on(&|plan| plan.steps[index].here), script),
             Action::Push => {
                 let build = match &plan.release.build {
                     Some(_) => " with the release commit (the build output laid over it)",

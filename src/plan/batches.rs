@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::{Action, Step, PUBLISH};
+use super::{Action, Phase, Step};
 
 /// The steps of `steps` in the order they run when the deploy works on `servers` servers at
 /// once: each range is a run of consecutive [`Action::Remote`] steps, sent to each server as
@@ -20,7 +20,7 @@ pub fn batches(steps: &[Step], servers: usize) -> Vec<Range<usize>> {
         if matches!(steps[start].action, Action::Remote(_)) {
             while end < steps.len()
                 && matches!(steps[end].action, Action::Remote(_))
-                && !(several && (steps[end].phase == PUBLISH || steps[end - 1].phase == PUBLISH))
+                && !(several && (steps[end].phase == Phase::Publish || steps[end - 1].phase == Phase::Publish))
             {
                 end += 1;
             }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::plan::Phase;
+
 pub use rows::{Check, CheckStatus, ReleaseEntry, ServerReleases};
 
 /// The version of the `--json` event stream, in every line as `"schema"`. It changes only when
@@ -26,11 +28,11 @@ pub enum Event {
     Started { revision: String, sha: String, servers: Vec<String> },
     /// A build command, hook or health check starts: locally (`server` is `None`), or on a
     /// server, when it starts there (not when the remote command that runs it is sent).
-    Running { phase: &'static str, server: Option<String>, what: String },
+    Running { phase: Phase, server: Option<String>, what: String },
     /// What a remote hook printed on one of its streams, once it ended: the head and tail of a
     /// long output, with a line saying how many bytes between them are not shown. `failed`:
     /// the hook failed (or was stopped). One per stream that has output.
-    Output { server: String, phase: &'static str, what: String, stream: OutputStream, text: String, failed: bool },
+    Output { server: String, phase: Phase, what: String, stream: OutputStream, text: String, failed: bool },
     /// Another deploy holds a server's lock; this one waits (`--lock-wait`).
     LockWait { server: String, holder: String },
     /// The commit is already current on every server; nothing was changed.

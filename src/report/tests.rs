@@ -19,10 +19,10 @@ fn one_of_each() -> Vec<Event> {
     let check = Check { server: server(), check: "git", status: CheckStatus::Ok, detail: String::new() };
     let events = vec![
         Event::Started { revision: "HEAD".into(), sha: "a".into(), servers: vec![server()] },
-        Event::Running { phase: "build", server: None, what: "cargo build".into() },
+        Event::Running { phase: crate::plan::Phase::Build, server: None, what: "cargo build".into() },
         Event::Output {
             server: server(),
-            phase: "after_update",
+            phase: crate::plan::Phase::AfterUpdate,
             what: "./migrate".into(),
             stream: OutputStream::Stdout,
             text: "o".into(),

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::fleet::new_step_marker;
-use crate::plan::{self, Action, Step};
+use crate::plan::{self, Action, Phase, Step};
 use crate::report::{Event, OutputStream, Reporter, ServerReport, ServerStatus};
 use crate::ssh::{Progress, StepOutput};
 use crate::Error;
@@ -57,7 +57,7 @@ pub(super) fn remote_batch(
     if let (Some(step), Some(own)) = (failed, output.steps.get(output.done)) {
         ended.report(step, own, End::Failed, reporter);
     }
-    let cut = output.status == crate::ssh::EXIT_CUT && failed.is_some_and(|step| step.phase == plan::PUBLISH);
+    let cut = output.status == crate::ssh::EXIT_CUT && failed.is_some_and(|step| step.phase == Phase::Publish);
     if cut && ended.report.status != ServerStatus::Published {
         cut_in_publish.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(name.clone());
     }
@@ -103,10 +103,10 @@ impl StepEnded<'_> {
             return hook_output(reporter, self.server, step, [&output.stdout, &output.stderr], end);
         }
         let release = self.release.to_string();
-        if step.phase == "prepare" || step.phase == plan::PUBLISH {
+        if step.phase == Phase::Prepare || step.phase == Phase::Publish {
             self.report.release += output.elapsed;
         }
-        if step.phase == "prepare" && end == End::Passed {
+        if step.phase == Phase::Prepare && end == End::Passed {
             for (path, bytes) in self.sizes {
                 reporter.event(Event::Uploaded { server: server.clone(), path: path.clone(), bytes: *bytes });
             }
@@ -117,7 +117,7 @@ impl StepEnded<'_> {
             });
         }
         let switched = format!("switched {release}");
-        if step.phase == plan::PUBLISH && (end == End::Passed || output.stdout.lines().any(|line| line == switched)) {
+        if step.phase == Phase::Publish && (end == End::Passed || output.stdout.lines().any(|line| line == switched)) {
             self.report.status = ServerStatus::Published;
             reporter.event(Event::Published { server: server.clone(), release, elapsed: output.elapsed });
         }
@@ -125,7 +125,7 @@ impl StepEnded<'_> {
             self.report.removed.push(old.to_string());
             reporter.event(Event::Removed { server: server.clone(), release: old.to_string() });
         }
-        if step.phase == plan::HEALTHCHECK {
+        if step.phase == Phase::Healthcheck {
             if let Some(event) = health_event(&server, output) {
                 reporter.event(event);
             }

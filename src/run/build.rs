@@ -7,7 +7,7 @@ use crate::build_output;
 use crate::config::{Config, Hook};
 use crate::fleet::new_lock;
 use crate::local;
-use crate::plan::{self, Action, LockInfo, Release, SubmoduleRelease};
+use crate::plan::{self, Action, LockInfo, Phase, Release, SubmoduleRelease};
 use crate::report::{Event, Reporter};
 use crate::submodules::{self, Submodule};
 use crate::transport;
@@ -54,7 +54,7 @@ pub(super) fn build(config: &Config, local: &LocalState, reporter: &mut dyn Repo
         result = match &step.action {
             Action::Local(command) => {
                 reporter.event(Event::Running { phase: step.phase, server: None, what: command.clone() });
-                local::run_command(step.phase, command, config.manifest_dir())
+                local::run_command(step.phase.as_str(), command, config.manifest_dir())
             }
             Action::Package => package(config, local).map(|made| built = Some(made)),
             // `build_steps` makes only local steps.
@@ -96,7 +96,7 @@ fn package(config: &Config, local: &LocalState) -> Result<Built, Error> {
 
 /// Runs a local `on_failure` hook; its failure is a warning (the deploy's own error stands).
 pub(super) fn run_local_on_failure(command: &str, config: &Config, reporter: &mut dyn Reporter) {
-    if let Err(err) = local::run_command("on_failure", command, config.manifest_dir()) {
+    if let Err(err) = local::run_command(Phase::OnFailure.as_str(), command, config.manifest_dir()) {
         reporter.event(Event::Warning { message: format!("on_failure hook failed: {err}") });
     }
 }

@@ -7,7 +7,7 @@ use crate::build_output;
 use crate::config::Config;
 use crate::fleet::{parallel, LockedServer};
 use crate::local;
-use crate::plan::{self, Action, Plan, Release, SubmoduleRelease};
+use crate::plan::{self, Action, Phase, Plan, Release, SubmoduleRelease};
 use crate::report::{Event, Reporter, ServerReport, ServerStatus};
 use crate::Error;
 
@@ -108,7 +108,7 @@ impl Walk<'_> {
     /// publish in the `first` wave, those after it in the `last` (when every server is live).
     fn steps(&mut self, first: bool, last: bool) -> Result<(), Error> {
         let steps = self.plans[0].steps.clone();
-        let publish = steps.iter().position(|step| step.phase == plan::PUBLISH).unwrap_or(steps.len());
+        let publish = steps.iter().position(|step| step.phase == Phase::Publish).unwrap_or(steps.len());
         let mut pushed = false;
         // Consecutive remote steps run as one remote command per server (see `plan::batches`).
         for batch in plan::batches(&steps, self.active.len()) {
@@ -159,7 +159,7 @@ impl Walk<'_> {
         match &step.action {
             Action::Local(command) => {
                 self.reporter.event(Event::Running { phase: step.phase, server: None, what: command.clone() });
-                local::run_command(step.phase, command, self.config.manifest_dir())
+                local::run_command(step.phase.as_str(), command, self.config.manifest_dir())
             }
             Action::Remote(_) => self.remote_batch(index..index + 1),
             Action::Push => {
@@ -190,7 +190,7 @@ impl Walk<'_> {
     /// Runs the remote steps in `range` (all [`Action::Remote`]) as one command on each server,
     /// the servers in parallel.
     fn remote_batch(&mut self, range: std::ops::Range<usize>) -> Result<(), Error> {
-        if self.plans[0].steps[range.clone()].iter().any(|step| step.phase == "prepare") {
+        if self.plans[0].steps[range.clone()].iter().any(|step| step.phase == Phase::Prepare) {
             self.prepared = true;
         }
         let sizes = self.build.as_ref().map(|build| build.commit.sizes.clone()).unwrap_or_default();

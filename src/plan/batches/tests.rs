@@ -3,11 +3,11 @@
 use super::*;
 use crate::shell::RemoteScript;
 
-fn remote(phase: &'static str) -> Step {
-    Step::new(phase, Action::Remote(RemoteScript { name: phase, text: String::new() }))
+fn remote(phase: Phase) -> Step {
+    Step::new(phase, Action::Remote(RemoteScript { name: phase.as_str(), text: String::new() }))
 }
 
-fn local(phase: &'static str) -> Step {
+fn local(phase: Phase) -> Step {
     Step::new(phase, Action::Local("make".into()))
 }
 
@@ -15,14 +15,14 @@ fn local(phase: &'static str) -> Step {
 /// the health check.
 fn deploy() -> Vec<Step> {
     vec![
-        Step::new("check", Action::CheckBinaries),
-        local("before_update"),
-        Step::new("push", Action::Push),
-        remote("prepare"),
-        remote("after_update"),
-        remote(PUBLISH),
-        remote("after_publish"),
-        remote("healthcheck"),
+        Step::new(Phase::Check, Action::CheckBinaries),
+        local(Phase::BeforeUpdate),
+        Step::new(Phase::Push, Action::Push),
+        remote(Phase::Prepare),
+        remote(Phase::AfterUpdate),
+        remote(Phase::Publish),
+        remote(Phase::AfterPublish),
+        remote(Phase::Healthcheck),
     ]
 }
 
@@ -40,11 +40,11 @@ fn on_several_servers_publish_runs_alone() {
 #[test]
 fn a_local_step_or_the_push_ends_a_batch() {
     let steps = vec![
-        remote("before_update"),
-        local("before_update"),
-        remote("before_update"),
-        Step::new("push", Action::Push),
-        remote("prepare"),
+        remote(Phase::BeforeUpdate),
+        local(Phase::BeforeUpdate),
+        remote(Phase::BeforeUpdate),
+        Step::new(Phase::Push, Action::Push),
+        remote(Phase::Prepare),
     ];
     assert_eq!(batches(&steps, 1), [0..1, 1..2, 2..3, 3..4, 4..5]);
 }
