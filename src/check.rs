@@ -84,14 +84,14 @@ impl LocalBinaries {
 
 /// Checks every server, the servers in parallel; reports each row as an [`Event::Check`] as it
 /// is decided. The report has the rows in the order of the servers.
-pub fn check(config: &Config, reporter: &mut dyn Reporter) -> CheckReport {
+pub fn run_checks(config: &Config, reporter: &mut dyn Reporter) -> CheckReport {
     let servers = config.servers.iter().enumerate().collect();
     let local = LocalBinaries::read(config);
     let rows = each(servers, DEFAULT_PARALLEL, reporter, |(index, server), reporter| {
         let name = server.display_name();
         let mut rows = Vec::new();
         check_server(&config.on(server), index, server, &local, &mut |check, status, detail| {
-            let row = Check { server: name.clone(), check, status, detail };
+            let row = Check { server: name.clone(), name: check, status, detail };
             reporter.event(Event::Check(row.clone()));
             rows.push(row);
         });

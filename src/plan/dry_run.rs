@@ -244,7 +244,7 @@ pub fn planned_steps(plan: &Plan) -> Vec<PlannedStep> {
             Action::Local(command) => {
                 Some(PlannedStep { phase: step.phase.as_str(), command: command.clone(), local: true })
             }
-            Action::Remote(_) if step.here && !step.what.is_empty() => {
+            Action::Remote(_) if step.on_this_server && !step.what.is_empty() => {
                 Some(PlannedStep { phase: step.phase.as_str(), command: step.what.clone(), local: false })
             }
             _ => None,

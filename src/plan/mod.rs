@@ -224,7 +224,7 @@ pub struct Step {
     pub action: Action,
     /// Whether it runs on this plan's server: `false` for a remote hook whose `roles` or `once`
     /// leave the server out. Every server's plan has the same steps, in the same order.
-    pub here: bool,
+    pub on_this_server: bool,
     /// What it runs, for people: a hook's command, the health check's; empty for the deploy's
     /// own steps.
     pub what: String,
@@ -233,7 +233,7 @@ pub struct Step {
 impl Step {
     /// A step that runs on this plan's server.
     pub fn new(phase: Phase, action: Action) -> Step {
-        Step { phase, action, here: true, what: String::new() }
+        Step { phase, action, on_this_server: true, what: String::new() }
     }
 
     /// Whether it is a hook (what it prints is the user's, shown to people, never read as
@@ -285,7 +285,7 @@ pub fn deploy_plan(
             .map(|hook| match hook {
                 Hook::Local(command) => Step::new(phase, Action::Local(command.clone())),
                 Hook::Remote(command, scope) => Step {
-                    here: scope.includes(&config.servers, server),
+                    on_this_server: scope.includes(&config.servers, server),
                     what: command.clone(),
                     ..Step::new(phase, Action::Remote(hook_script(config, release, phase.as_str(), command)))
                 },
@@ -305,7 +305,7 @@ pub fn deploy_plan(
     steps.extend(hooks(Phase::AfterPublish, &config.hooks.after_publish));
     if let Some(healthcheck) = &config.healthcheck {
         steps.push(Step {
-            here: healthcheck.scope.includes(&config.servers, server),
+            on_this_server: healthcheck.scope.includes(&config.servers, server),
             what: healthcheck.command.clone(),
             ..Step::new(Phase::Healthcheck, Action::Remote(confirm::health_script(config, release, healthcheck)))
         });

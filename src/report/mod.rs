@@ -227,7 +227,7 @@ pub struct ServerReport {
     /// Making the release and switching `current`: those steps' own time on the server, from
     /// the start of each to its end (hooks not included).
     #[serde(rename = "release_ms", serialize_with = "millis")]
-    pub release: Duration,
+    pub release_time: Duration,
     /// Old releases removed beyond `keep_releases`.
     pub removed: Vec<String>,
 }

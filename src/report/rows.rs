@@ -26,7 +26,9 @@ pub enum CheckStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
     pub server: String,
-    pub check: &'static str,
+    /// Which check, one of [`crate::check::CHECKS`] (`"check"` in the JSON event).
+    #[serde(rename = "check")]
+    pub name: &'static str,
     pub status: CheckStatus,
     /// What was found, and what to do when it is a failure.
     pub detail: String,

@@ -16,7 +16,7 @@ fn one_of_each() -> Vec<Event> {
         elapsed: ms,
         error: None,
     };
-    let check = Check { server: server(), check: "git", status: CheckStatus::Ok, detail: String::new() };
+    let check = Check { server: server(), name: "git", status: CheckStatus::Ok, detail: String::new() };
     let events = vec![
         Event::Started { revision: "HEAD".into(), sha: "a".into(), servers: vec![server()] },
         Event::Running { phase: crate::plan::Phase::Build, server: None, what: "cargo build".into() },

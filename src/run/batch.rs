@@ -10,22 +10,22 @@ use crate::report::{Event, OutputStream, Reporter, ServerReport, ServerStatus};
 use crate::ssh::{Progress, StepOutput};
 use crate::Error;
 
-use super::walk::Target;
+use super::walk::ServerPart;
 
-/// Runs the remote steps in `range` of one server's plan (those that run [`Step::here`]) as
+/// Runs the remote steps in `range` of one server's plan (those that run [`Step::on_this_server`]) as
 /// one command, and reports what each does as it does it: its start; as it ends, a hook's
 /// output, or what the deploy's own step did (the release prepared, with the artifacts'
 /// `sizes`, and published, each with its own step's time; the health check). A server whose
 /// publish step a signal cut short, before it said whether it switched, is added to
 /// `cut_in_publish`.
 pub(super) fn remote_batch(
-    target: &mut Target,
+    target: &mut ServerPart,
     range: std::ops::Range<usize>,
     sizes: &[(String, u64)],
     cut_in_publish: &std::sync::Mutex<Vec<String>>,
     reporter: &mut dyn Reporter,
 ) -> Result<(), Error> {
-    let steps: Vec<&Step> = target.plan.steps[range].iter().filter(|step| step.here).collect();
+    let steps: Vec<&Step> = target.plan.steps[range].iter().filter(|step| step.on_this_server).collect();
     let scripts: Vec<&crate::shell::RemoteScript> = steps
         .iter()
         .filter_map(|step| match &step.action {
@@ -104,7 +104,7 @@ impl StepEnded<'_> {
         }
         let release = self.release.to_string();
         if step.phase == Phase::Prepare || step.phase == Phase::Publish {
-            self.report.release += output.elapsed;
+            self.report.release_time += output.elapsed;
         }
         if step.phase == Phase::Prepare && end == End::Passed {
             for (path, bytes) in self.sizes {

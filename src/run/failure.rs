@@ -8,7 +8,7 @@ use crate::Error;
 
 use super::batch::{hook_output, End};
 use super::build::run_local_on_failure;
-use super::walk::{targets, Walk};
+use super::walk::{server_parts, Walk};
 
 impl Walk<'_> {
     /// After a failed step: nothing more is published. Every server that switched goes back to
@@ -155,10 +155,10 @@ impl Walk<'_> {
                     Vec::new()
                 }
                 Action::Remote(_) => {
-                    let targets = targets(&self.servers, &self.plans, self.reports, 0..self.active.end);
+                    let targets = server_parts(&self.servers, &self.plans, self.reports, 0..self.active.end);
                     let results = parallel::each(targets, self.parallel, self.reporter, |target, reporter| {
                         let step = &target.plan.on_failure[hook];
-                        let (Action::Remote(script), true) = (&step.action, step.here) else { return Ok(()) };
+                        let (Action::Remote(script), true) = (&step.action, step.on_this_server) else { return Ok(()) };
                         let connection = &target.server.connection;
                         let output = connection.output(script)?;
                         let end = if output.status == 0 { End::Passed } else { End::Failed };
@@ -180,7 +180,7 @@ impl Walk<'_> {
 
     /// Removes the unfinished release on the servers of the wave that did not switch.
     fn discard(&mut self, err: &Error) {
-        let targets = targets(&self.servers, &self.plans, self.reports, self.active.clone());
+        let targets = server_parts(&self.servers, &self.plans, self.reports, self.active.clone());
         let unswitched = targets.into_iter().filter(|target| target.report.status == ServerStatus::Unchanged).collect();
         parallel::each(unswitched, self.parallel, self.reporter, |target, reporter| {
             let (server, plan) = (target.server, target.plan);

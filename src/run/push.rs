@@ -13,7 +13,7 @@ use crate::ssh::{Connection, RemoteProcess};
 use crate::transport;
 use crate::Error;
 
-use super::walk::Target;
+use super::walk::ServerPart;
 use super::LocalState;
 
 /// How long the daemon may take to start listening.
@@ -211,7 +211,7 @@ pub(super) fn start_daemon(
 /// port can be had for the daemon (another local user may hold them all), the push goes through
 /// `git receive-pack` as with `transport = "exec"`, and a warning says so.
 pub(super) fn push(
-    target: &mut Target,
+    target: &mut ServerPart,
     local: &LocalState,
     build: Option<&str>,
     settings: &PushSettings,

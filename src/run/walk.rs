@@ -20,7 +20,7 @@ pub(super) struct Walk<'a> {
     pub(super) config: &'a Config,
     pub(super) local: &'a LocalState,
     /// One per server, in the same order; their steps differ only in `deploy_to` and in which
-    /// remote hooks run [`Step::here`](plan::Step::here).
+    /// remote hooks run [`Step::on_this_server`](plan::Step::on_this_server).
     pub(super) plans: Vec<Plan>,
     pub(super) release: Release,
     pub(super) submodules: Vec<SubmoduleRelease>,
@@ -44,7 +44,7 @@ pub(super) struct Walk<'a> {
 }
 
 /// One server's part of a step: its session, its plan and its report.
-pub(super) struct Target<'a> {
+pub(super) struct ServerPart<'a> {
     pub(super) server: &'a LockedServer,
     pub(super) plan: &'a Plan,
     pub(super) report: &'a mut ServerReport,
@@ -139,9 +139,9 @@ impl Walk<'_> {
     /// reported as warnings.
     pub(super) fn on_each(
         &mut self,
-        work: impl Fn(&mut Target, &mut dyn Reporter) -> Result<(), Error> + Sync,
+        work: impl Fn(&mut ServerPart, &mut dyn Reporter) -> Result<(), Error> + Sync,
     ) -> Result<(), Error> {
-        let targets = targets(&self.servers, &self.plans, self.reports, self.active.clone());
+        let targets = server_parts(&self.servers, &self.plans, self.reports, self.active.clone());
         let results = parallel::each(targets, self.parallel, self.reporter, |mut target, reporter| {
             let result = work(&mut target, reporter);
             // After a signal, a failure is the cut connection's doing, not the server's.
@@ -245,13 +245,13 @@ impl Walk<'_> {
     }
 }
 /// Each server's part of a step, in the order of the servers.
-pub(super) fn targets<'a>(
+pub(super) fn server_parts<'a>(
     servers: &'a [LockedServer],
     plans: &'a [Plan],
     reports: &'a mut [ServerReport],
     active: std::ops::Range<usize>,
-) -> Vec<Target<'a>> {
+) -> Vec<ServerPart<'a>> {
     let parts = servers.iter().zip(plans).zip(reports.iter_mut()).enumerate();
     let active = parts.filter(|(index, _)| active.contains(index));
-    active.map(|(_, ((server, plan), report))| Target { server, plan, report }).collect()
+    active.map(|(_, ((server, plan), report))| ServerPart { server, plan, report }).collect()
 }
