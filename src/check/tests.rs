@@ -43,10 +43,7 @@ fn with_no_linked_paths_configured_the_row_says_so() {
     let config = Config { linked_files: Vec::new(), linked_dirs: Vec::new(), ..config() };
     let rows = judge(&config, "deploy@web1:22", "writable yes /srv/app\ngit v\n", &LocalBinaries::NotConfigured);
     let linked = rows.iter().find(|row| row.0 == "linked files").unwrap();
-    assert_eq!(
-        (linked.1, linked.2.as_str()),
-        (CheckStatus::Skipped, "no `linked_files` or `linked_dirs` configured")
-    );
+    assert_eq!((linked.1, linked.2.as_str()), (CheckStatus::Skipped, "no `linked_files` or `linked_dirs` configured"));
 }
 
 #[test]
@@ -55,16 +52,8 @@ fn missing_linked_paths_are_named_and_a_stale_lock_only_warns() {
     let rows = judge(&config(), "deploy@web1:22", stdout, &LocalBinaries::NotConfigured);
     let linked = rows.iter().find(|row| row.0 == "linked files").unwrap();
     assert_eq!(linked.1, CheckStatus::Fail, "a missing file");
-    assert!(
-        linked.2.contains("shared/config/app.toml missing in /srv/app: create them on the server"),
-        "{}",
-        linked.2
-    );
-    assert!(
-        linked.2.contains("shared/log/ missing in /srv/app: run `cargo xtask deploy-setup` again"),
-        "{}",
-        linked.2
-    );
+    assert!(linked.2.contains("shared/config/app.toml missing in /srv/app: create them on the server"), "{}", linked.2);
+    assert!(linked.2.contains("shared/log/ missing in /srv/app: run `cargo xtask deploy-setup` again"), "{}", linked.2);
     assert_eq!(rows.iter().find(|row| row.0 == "lock").unwrap().1, CheckStatus::Warn);
     let only_dirs = judge(
         &config(),
@@ -126,9 +115,7 @@ fn the_binaries_row_judges_what_was_built_here_against_the_servers_platform() {
     };
     let ready = "writable yes /srv/app\ngit v\ndisk 50000000 0\n";
     let server = |glibc: &str| {
-        format!(
-            "{ready}platform machine x86_64\nplatform glibc {glibc}\nplatform interp /lib64/ld-linux-x86-64.so.2\n"
-        )
+        format!("{ready}platform machine x86_64\nplatform glibc {glibc}\nplatform interp /lib64/ld-linux-x86-64.so.2\n")
     };
     let row = |stdout: &str, local: &LocalBinaries| {
         let rows = judge(&config(), "deploy@web1:22", stdout, local);

@@ -1,7 +1,7 @@
 //! The fleet: what every command that works on the servers shares. Connecting (and saying so),
 //! taking and releasing the deploy lock on all of them (`lock.rs`), and fanning work out over
-//! the servers, `--parallel` at a time (`parallel.rs`). Used by `deploy` ([`crate::run`]),
-//! `rollback`, `releases` and `unlock` ([`crate::manage`]) and `deploy-check` ([`crate::check`]).
+//! the servers, `--parallel` at a time (`parallel.rs`). Used by `deploy` (`run`),
+//! `rollback`, `releases` and `unlock` (`manage.rs`) and `deploy-check` (`check.rs`).
 
 pub(crate) mod lock;
 pub(crate) mod parallel;

@@ -26,7 +26,7 @@ pub enum CheckStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
     pub server: String,
-    /// Which check, one of [`crate::check::CHECKS`] (`"check"` in the JSON event).
+    /// Which check, one of `check::CHECKS` (`"check"` in the JSON event).
     #[serde(rename = "check")]
     pub name: &'static str,
     pub status: CheckStatus,
