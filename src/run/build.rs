@@ -42,7 +42,7 @@ pub(super) struct Built {
     pub(super) needs: Vec<binaries::Needs>,
 }
 
-/// Runs the steps of [`Plan::build`] here, before any server is reached: the build commands,
+/// Runs the steps of [`Plan::build`](crate::plan::Plan::build) here, before any server is reached: the build commands,
 /// then, with `artifacts`, the checks of the build output that need no server and the release
 /// commit. A failure runs the local `on_failure` hooks (no server was reached to run the
 /// others on; none after a signal) and says that no server was reached.

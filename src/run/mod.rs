@@ -1,4 +1,4 @@
-//! Walking a [`Plan`]: first its build, here, before any server is reached; then every server
+//! Walking a [`Plan`](crate::plan::Plan): first its build, here, before any server is reached; then every server
 //! is reached, checked and locked; then each step runs (locally once, or on every server)
 //! before the next; a failure before publish runs the `on_failure` hooks and removes the
 //! unfinished release; the lock is released at the end, whatever happened.
