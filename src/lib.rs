@@ -2,7 +2,10 @@
 //!
 //! The flow follows the modules: [`config`] reads `[package.metadata.deploy]`, [`plan`] decides
 //! what runs where (pure, no I/O), [`ssh`] and [`transport`] do the talking, [`run`] walks the
-//! plan over the servers and reports [`report::Event`]s. [`loopback`] starts a throwaway `sshd`
+//! plan over the servers and reports [`report::Event`]s; [`manage`] (rollback, releases,
+//! unlock) and [`check`] (deploy-check) are the other commands, and all of them reach, lock and
+//! fan out over the servers through [`fleet`]. [`Error`] and [`exit`] say what failed and how
+//! the process ends. [`loopback`] starts a throwaway `sshd`
 //! on 127.0.0.1 for the demo, the benchmark and the tests. [`submodules`] finds what else a
 //! commit needs pushed. [`interrupt`] stops a command promptly on SIGINT or SIGTERM. `cli` (the
 //! default `cli` feature) is the command line over all of it: clap types an xtask flattens into
