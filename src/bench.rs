@@ -77,7 +77,7 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
         let first_server = &report.servers[0];
         timed.push(Round {
             elapsed: report.elapsed,
-            phases: [first_server.connect, first_server.daemon, first_server.push, first_server.release],
+            phases: [first_server.connect, first_server.daemon, first_server.push, first_server.release_time],
             bytes_pushed: report.servers.iter().map(|server| server.bytes_sent).sum(),
             thin_pack: thin.stdout.len() as u64,
             rsync: if has_rsync { Some(rsync(&sh, &server, "./", "rsync-copy")?) } else { None },

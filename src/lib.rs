@@ -2,7 +2,10 @@
 //!
 //! The flow follows the modules: [`config`] reads `[package.metadata.deploy]`, [`plan`] decides
 //! what runs where (pure, no I/O), [`ssh`] and [`transport`] do the talking, [`run`] walks the
-//! plan over the servers and reports [`report::Event`]s. [`loopback`] starts a throwaway `sshd`
+//! plan over the servers and reports [`report::Event`]s; [`manage`] (rollback, releases,
+//! unlock) and [`check`] (deploy-check) are the other commands, and all of them reach, lock and
+//! fan out over the servers through [`fleet`]. [`Error`] and [`exit`] say what failed and how
+//! the process ends. [`loopback`] starts a throwaway `sshd`
 //! on 127.0.0.1 for the demo, the benchmark and the tests. [`submodules`] finds what else a
 //! commit needs pushed. [`interrupt`] stops a command promptly on SIGINT or SIGTERM. `cli` (the
 //! default `cli` feature) is the command line over all of it: clap types an xtask flattens into
@@ -16,6 +19,8 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
+mod error;
+pub mod fleet;
 pub mod interrupt;
 pub mod local;
 pub mod loopback;
@@ -30,157 +35,6 @@ pub mod submodules;
 pub mod transport;
 
 pub use config::Config;
+pub use error::{exit, Error};
 pub use report::{DeployReport, Event, Reporter};
 pub use run::{deploy, dry_run::dry_run, setup, DeployOptions};
-
-/// The exit codes of `cargo xtask`, one per kind of outcome, so that a pipeline can tell them
-/// apart (the README has the table).
-pub mod exit {
-    /// The command did what it was asked.
-    pub const SUCCESS: u8 = 0;
-    /// Something on the deploying machine failed: the repository, the worktree, a build command
-    /// or local hook, an artifact.
-    pub const LOCAL: u8 = 1;
-    /// The command line is wrong: an unknown flag or command (clap's own code), or a release
-    /// (`rollback --to`, `releases --unmark`) that is not on the servers.
-    pub const USAGE: u8 = 2;
-    /// Nothing to deploy: the commit is already current on every server (`--force` deploys it).
-    pub const UP_TO_DATE: u8 = 3;
-    /// The configuration is missing or wrong.
-    pub const CONFIG: u8 = 4;
-    /// A server could not be reached, its host key is unknown, changed or revoked, or no key was accepted.
-    pub const CONNECT: u8 = 5;
-    /// Another deploy holds the lock on a server.
-    pub const LOCKED: u8 = 6;
-    /// A step on a server failed (a script, a hook, the push). No server switched `current`,
-    /// unless the step came after the switch on every server.
-    pub const REMOTE: u8 = 7;
-    /// Some servers switched `current` to the new release and others did not.
-    pub const PARTIAL: u8 = 8;
-    /// `deploy-check` found something that would make a deploy fail.
-    pub const CHECK_FAILED: u8 = 9;
-    /// The deploy switched `current`, then failed (a health check, an `after_publish` hook, a
-    /// server that could not switch), and every server that switched went back to its release.
-    pub const ROLLED_BACK: u8 = 10;
-    /// SIGINT (Ctrl-C) stopped the command (128 + 2, as shells report it).
-    pub const INTERRUPTED: u8 = 130;
-    /// SIGTERM stopped the command (128 + 15).
-    pub const TERMINATED: u8 = 143;
-}
-
-/// Everything that can make a deploy fail, grouped by what a caller would do about it.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The configuration is missing or wrong; the message names the file and the key.
-    #[error("{message}")]
-    Config { message: String },
-    /// Something on the deploying machine: the repository, the worktree, a build command.
-    #[error("{message}")]
-    Local { message: String },
-    /// A value on the command line names nothing there is (a release no server has); the
-    /// message lists what there is.
-    #[error("{message}")]
-    Usage { message: String },
-    /// The server could not be reached or the SSH session could not be set up.
-    #[error("cannot connect to `{server}`: {message}")]
-    Connect { server: String, message: String },
-    /// The server's host key is unknown or differs from the known one. `unknown`: no key is
-    /// recorded for the host (`accept-new` would record it); false when one differs, or when
-    /// known_hosts cannot be parsed.
-    #[error("host key check failed for `{server}`: {message}")]
-    HostKey { server: String, message: String, unknown: bool },
-    /// No offered credential was accepted.
-    #[error("authentication failed for `{server}`: {message}")]
-    Auth { server: String, message: String },
-    /// Another deploy holds the lock on a server.
-    #[error(
-        "`{server}` is locked by {holder}, whose deploy is still alive (its SSH connection is open, or the \
-         server is going back after it): wait for it, or pass `--lock-wait <secs>`. A lock whose deploy \
-         died is taken over by the next deploy by itself; `cargo xtask unlock --force` removes a live one, \
-         only if you know that deploy is stuck"
-    )]
-    Locked { server: String, holder: String },
-    /// A remote script exited non-zero.
-    #[error("{step} failed on `{server}` (exit status {status}): {message}")]
-    Remote { server: String, step: String, status: i32, message: String },
-    /// The git objects could not be pushed to the server's repository.
-    #[error("push to `{server}` failed: {message}")]
-    Push { server: String, message: String },
-    /// The deploy failed after servers switched `current`, and some of them (`published`, each
-    /// with why) could not go back to the release they had.
-    #[error(
-        "{error}. Release {release} is still live on {published}: it could not go back there (it is marked \
-         bad){others}. Where it has an earlier release, go back with `cargo xtask rollback --hosts <host>` (a \
-         server whose connection was lost goes back by itself once its sshd notices); or deploy a fixed commit",
-        published = .published.join(", "),
-        others = if .unchanged.is_empty() { String::new() } else {
-            format!("; {} are on the release they had", .unchanged.join(", "))
-        }
-    )]
-    Partial { release: String, published: Vec<String>, unchanged: Vec<String>, error: Box<Error> },
-    /// The deploy failed after the switch, and every server that had switched went back to the
-    /// release it had (the new one is marked bad there).
-    #[error(
-        "{error}. Release {release} was rolled back on {servers}: each is on the release it had, and \
-         {release} is marked bad there{restart}",
-        servers = .servers.join(", "),
-        restart = if .restart_failed.is_empty() {
-            String::new()
-        } else {
-            format!("; the restart hooks failed on {}: check the service there", .restart_failed.join(", "))
-        }
-    )]
-    RolledBack { release: String, servers: Vec<String>, restart_failed: Vec<String>, error: Box<Error> },
-    /// The deploy was confirmed on `confirmed`, but whether `unknown` took its confirmation is
-    /// not known (the connection was lost at that moment).
-    #[error(
-        "{error}. Release {release} is confirmed on {confirmed}, but not known to be on {unknown}: a server \
-         that did not take the confirmation goes back by itself; see `cargo xtask releases`, then deploy \
-         again or roll back",
-        confirmed = .confirmed.join(", "),
-        unknown = .unknown.join(", ")
-    )]
-    Unconfirmed { release: String, confirmed: Vec<String>, unknown: Vec<String>, error: Box<Error> },
-    /// A signal stopped the command (see [`interrupt`]); `state` says what that left on the
-    /// servers, as far as the command knows.
-    #[error("interrupted ({signal}){state}")]
-    Interrupted { signal: interrupt::Signal, state: String },
-}
-
-impl Error {
-    /// The exit code for this error (see [`exit`]).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Config { .. } => exit::CONFIG,
-            Error::Local { .. } => exit::LOCAL,
-            Error::Usage { .. } => exit::USAGE,
-            Error::Connect { .. } | Error::HostKey { .. } | Error::Auth { .. } => exit::CONNECT,
-            Error::Locked { .. } => exit::LOCKED,
-            Error::Remote { .. } | Error::Push { .. } => exit::REMOTE,
-            Error::Partial { .. } | Error::Unconfirmed { .. } => exit::PARTIAL,
-            Error::RolledBack { .. } => exit::ROLLED_BACK,
-            Error::Interrupted { signal, .. } => signal.exit_code(),
-        }
-    }
-
-    /// The server this error happened on, if one is to blame.
-    pub fn server(&self) -> Option<&str> {
-        match self {
-            Error::Config { .. } | Error::Local { .. } | Error::Usage { .. } | Error::Interrupted { .. } => None,
-            Error::Connect { server, .. }
-            | Error::HostKey { server, .. }
-            | Error::Auth { server, .. }
-            | Error::Locked { server, .. }
-            | Error::Remote { server, .. }
-            | Error::Push { server, .. } => Some(server),
-            Error::Partial { error, .. } | Error::RolledBack { error, .. } | Error::Unconfirmed { error, .. } => {
-                error.server()
-            }
-        }
-    }
-
-    /// An [`Error::Local`] with `message`.
-    pub(crate) fn local(message: impl Into<String>) -> Error {
-        Error::Local { message: message.into() }
-    }
-}

@@ -1,68 +1,16 @@
 //! Commands around deploys: `rollback` (which restores the service: restart hooks, health
 //! check), `releases` (and `releases --unmark`) and `unlock`.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Healthcheck};
+use crate::fleet::parallel::{all_done, each, first_failure, DEFAULT_PARALLEL};
+use crate::fleet::{lock_all, new_lock, new_step_marker, unlock_all, LockedServer};
 use crate::plan::{self, is_release_name, LockInfo, Release, RemoteState, RollbackTo};
 use crate::report::{Event, Quiet, Reporter};
-use crate::run::parallel::{all_done, each, first_failure, DEFAULT_PARALLEL};
-use crate::run::{lock_all, new_lock, new_step_marker, unlock_all, Server};
+pub use crate::report::{ReleaseEntry, ServerReleases};
 use crate::ssh::{Connection, Output};
 use crate::Error;
-
-/// One server's releases, as `cargo xtask releases` lists them.
-#[derive(Debug, Clone)]
-pub struct ServerReleases {
-    pub server: String,
-    pub state: RemoteState,
-    /// The subject (first line of the message) of each release's commit, by SHA: read in the
-    /// server's `repo/`, else in the local clone.
-    pub subjects: HashMap<String, String>,
-}
-
-/// A release as listed: its name, commit, who deployed it (from `revisions.log`), and flags.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ReleaseEntry {
-    pub name: String,
-    pub sha: String,
-    pub deployed_by: String,
-    /// The commit's subject, when the server's `repo/` or the local clone has the commit.
-    pub subject: Option<String>,
-    pub current: bool,
-    /// Marked bad by a rollback: a plain `rollback` skips it.
-    pub bad: bool,
-    /// A deploy switched `current` to it and has not confirmed it (it is running now, or its
-    /// deployer was lost and the server could not go back).
-    pub unconfirmed: bool,
-}
-
-impl ServerReleases {
-    /// The releases, oldest first.
-    pub fn entries(&self) -> Vec<ReleaseEntry> {
-        let current = self.state.current_release();
-        self.state
-            .releases
-            .iter()
-            .map(|(name, sha)| ReleaseEntry {
-                name: name.clone(),
-                sha: sha.clone(),
-                deployed_by: deployer(&self.state.log, name).unwrap_or_else(|| "-".to_string()),
-                subject: self.subjects.get(sha).cloned(),
-                current: current == Some(name.as_str()),
-                bad: self.state.bad.contains(name),
-                unconfirmed: self.state.unconfirmed.as_ref() == Some(name),
-            })
-            .collect()
-    }
-}
-
-/// The user that `revisions.log` says deployed `release` (Capistrano's wording).
-fn deployer(log: &[String], release: &str) -> Option<String> {
-    let marker = format!(" deployed as release {release} by ");
-    log.iter().rev().find_map(|line| line.split_once(&marker).map(|(_, user)| user.trim().to_string()))
-}
 
 /// Reads every server's releases without changing anything, the servers in parallel, one
 /// remote command each. A commit subject the server's `repo/` lacks is read in the local clone.
@@ -119,7 +67,7 @@ pub fn rollback(config: &Config, to: RollbackTo, reporter: &mut dyn Reporter) ->
     let mut servers = lock_all(config, &lock, None, DEFAULT_PARALLEL, reporter)?;
     if let RollbackTo::Release { name, .. } = to {
         // Every server must have it: none is switched otherwise.
-        let lacking: Vec<&Server> = servers.iter().filter(|server| !has_release(&server.state, name)).collect();
+        let lacking: Vec<&LockedServer> = servers.iter().filter(|server| !has_release(&server.state, name)).collect();
         if !lacking.is_empty() {
             let err = no_such_release(name, "--to", lacking.iter().map(|server| listed(server)), false);
             unlock_all(&mut servers);
@@ -150,7 +98,7 @@ pub fn rollback(config: &Config, to: RollbackTo, reporter: &mut dyn Reporter) ->
 fn rollback_one(
     config: &Config,
     index: usize,
-    server: &Server,
+    server: &LockedServer,
     to: RollbackTo,
     user: &str,
     reporter: &mut dyn Reporter,
@@ -321,7 +269,7 @@ fn release_names(state: &RemoteState) -> Vec<String> {
 }
 
 /// A locked server's name and its releases, for [`no_such_release`].
-fn listed(server: &Server) -> (String, Vec<String>) {
+fn listed(server: &LockedServer) -> (String, Vec<String>) {
     (server.connection.name().to_string(), release_names(&server.state))
 }
 
@@ -365,7 +313,7 @@ pub fn unlock(config: &Config, force: bool, reporter: &mut dyn Reporter) -> Resu
     let results = each(config.servers.iter().collect(), DEFAULT_PARALLEL, reporter, |server, reporter| {
         let started = std::time::Instant::now();
         let connection = Connection::open(config, server)?;
-        crate::run::connected(reporter, config, &connection, started.elapsed());
+        crate::fleet::connected(reporter, config, &connection, started.elapsed());
         let script = plan::unlock_script(&config.on(server), None, force);
         let output = connection.output(&script)?;
         if output.status == plan::EXIT_LOCKED {
@@ -390,21 +338,4 @@ pub fn unlock(config: &Config, force: bool, reporter: &mut dyn Reporter) -> Resu
         Ok(())
     });
     all_done(results, reporter)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_deployer_comes_from_the_newest_matching_log_line() {
-        let log = vec![
-            "Branch main (at a) deployed as release 20261125041638 by alice".to_string(),
-            "alice rolled back to release 20261125041638".to_string(),
-            "Branch main (at b) deployed as release 20261125041639 by bob".to_string(),
-        ];
-        assert_eq!(deployer(&log, "20261125041639").as_deref(), Some("bob"));
-        assert_eq!(deployer(&log, "20261125041638").as_deref(), Some("alice"));
-        assert_eq!(deployer(&log, "20261125041640"), None);
-    }
 }

@@ -215,7 +215,7 @@ fn check_releases_unlock_and_rollback_work_on_every_server_at_once() {
     }
     let arrived = |tool: &str| fs::read_dir(barriers.path().join(tool)).unwrap().count();
 
-    let report = xtask_deploy::check::check(&config, &mut Collect(Vec::new()));
+    let report = xtask_deploy::check::run_checks(&config, &mut Collect(Vec::new()));
     assert!(report.ok(), "{report:?}");
     let order: Vec<String> = report.checks.iter().map(|check| check.server.clone()).collect();
     let mut servers_in_order = order.clone();

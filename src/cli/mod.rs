@@ -339,7 +339,7 @@ impl Unlock {
 impl DeployCheck {
     fn run(self, ui: &mut Ui) -> Result<u8, Error> {
         let config = self.target.config()?;
-        let report = crate::check::check(&config, ui);
+        let report = crate::check::run_checks(&config, ui);
         // After a signal the rows say only that the connections were cut.
         crate::interrupt::check()?;
         ui.text(&render::render_checks(&report));

@@ -13,7 +13,7 @@ pub(super) fn render_checks(report: &CheckReport) -> String {
             CheckStatus::Fail => "FAIL",
             CheckStatus::Skipped => "skipped",
         };
-        out.push_str(&format!("{:<width$}  {:<12}  {:<7}  {}\n", row.server, row.check, status, row.detail));
+        out.push_str(&format!("{:<width$}  {:<12}  {:<7}  {}\n", row.server, row.name, status, row.detail));
     }
     let failed = report.checks.iter().filter(|row| row.status == CheckStatus::Fail).count();
     out.push_str(&if failed == 0 {
@@ -198,7 +198,9 @@ fn render_plan(plans: &[crate::plan::Plan], config: &crate::Config) -> String {
     for (index, step) in plan.steps.iter().enumerate() {
         match &step.action {
             Action::Local(_) | Action::Package | Action::CheckBinaries => out.push_str(&local(step)),
-            Action::Remote(script) => remote(&mut out, step.phase, &on(&|plan| plan.steps[index].here), script),
+            Action::Remote(script) => {
+                remote(&mut out, step.phase.as_str(), &on(&|plan| plan.steps[index].on_this_server), script)
+            }
             Action::Push => {
                 let build = match &plan.release.build {
                     Some(_) => " with the release commit (the build output laid over it)",
@@ -217,7 +219,7 @@ fn render_plan(plans: &[crate::plan::Plan], config: &crate::Config) -> String {
             out.push_str(&format!("\n## if the deploy fails (before publish, or after every server went back), on_failure: locally\n{command}\n"));
         } else if let Action::Remote(script) = &step.action {
             let phase = "if the deploy fails (before publish, or after every server went back), on_failure";
-            remote(&mut out, phase, &on(&|plan| plan.on_failure[index].here), script);
+            remote(&mut out, phase, &on(&|plan| plan.on_failure[index].on_this_server), script);
         }
     }
     remote(&mut out, "if a step before publish fails, discard", &everywhere, &plan.discard);

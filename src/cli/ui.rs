@@ -213,8 +213,8 @@ impl Ui {
                 let sent = pushed(server.bytes_sent, server.build_bytes, server.objects);
                 phases.push(format!("push {} ({sent})", ms(server.push)));
             }
-            if server.release > Duration::ZERO {
-                phases.push(format!("release {}", ms(server.release)));
+            if server.release_time > Duration::ZERO {
+                phases.push(format!("release {}", ms(server.release_time)));
             }
             let phases =
                 if phases.is_empty() { "; not reached".to_string() } else { format!("; {}", phases.join(", ")) };

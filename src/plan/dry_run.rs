@@ -241,9 +241,11 @@ pub fn planned_steps(plan: &Plan) -> Vec<PlannedStep> {
     let steps = plan.build.iter().chain(&plan.steps).chain(&plan.on_failure);
     steps
         .filter_map(|step| match &step.action {
-            Action::Local(command) => Some(PlannedStep { phase: step.phase, command: command.clone(), local: true }),
-            Action::Remote(_) if step.here && !step.what.is_empty() => {
-                Some(PlannedStep { phase: step.phase, command: step.what.clone(), local: false })
+            Action::Local(command) => {
+                Some(PlannedStep { phase: step.phase.as_str(), command: command.clone(), local: true })
+            }
+            Action::Remote(_) if step.on_this_server && !step.what.is_empty() => {
+                Some(PlannedStep { phase: step.phase.as_str(), command: step.what.clone(), local: false })
             }
             _ => None,
         })

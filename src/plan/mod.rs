@@ -4,8 +4,10 @@
 //! **Architecture Invariant:** this module does no I/O. It turns a [`Config`] and plain values
 //! into a [`Plan`] of [`RemoteScript`]s; the runner walks that plan, and `--dry-run` prints it.
 
+mod batches;
 pub mod confirm;
 pub mod dry_run;
+mod phase;
 pub mod rollback;
 pub mod scripts;
 pub mod utc;
@@ -13,7 +15,9 @@ pub mod utc;
 use crate::config::{Config, Hook};
 use crate::shell::RemoteScript;
 
+pub use batches::batches;
 pub use dry_run::{dry_run_script, DryRun, ServerPlan};
+pub use phase::Phase;
 pub use rollback::{marks_script, parse_healthy, parse_rollback, rollback_script, RollbackDone, RollbackTo};
 pub use scripts::*;
 pub use utc::UtcSecond;
@@ -216,11 +220,11 @@ pub enum Action {
 /// One step of a plan: its phase (`build`, `before_update`, `prepare`, `publish`...) and action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
-    pub phase: &'static str,
+    pub phase: Phase,
     pub action: Action,
     /// Whether it runs on this plan's server: `false` for a remote hook whose `roles` or `once`
     /// leave the server out. Every server's plan has the same steps, in the same order.
-    pub here: bool,
+    pub on_this_server: bool,
     /// What it runs, for people: a hook's command, the health check's; empty for the deploy's
     /// own steps.
     pub what: String,
@@ -228,22 +232,22 @@ pub struct Step {
 
 impl Step {
     /// A step that runs on this plan's server.
-    pub fn new(phase: &'static str, action: Action) -> Step {
-        Step { phase, action, here: true, what: String::new() }
+    pub fn new(phase: Phase, action: Action) -> Step {
+        Step { phase, action, on_this_server: true, what: String::new() }
     }
 
     /// Whether it is a hook (what it prints is the user's, shown to people, never read as
     /// what the deploy's own scripts report).
     pub fn hook(&self) -> bool {
-        !self.what.is_empty() && self.phase != HEALTHCHECK
+        !self.what.is_empty() && self.phase != Phase::Healthcheck
     }
 }
 
 /// The phase whose success makes a release current: a failure before it discards the release.
-pub const PUBLISH: &str = "publish";
+pub const PUBLISH: &str = Phase::Publish.as_str();
 
 /// The phase of the health check, after the `after_publish` hooks.
-pub const HEALTHCHECK: &str = "healthcheck";
+pub const HEALTHCHECK: &str = Phase::Healthcheck.as_str();
 
 /// A whole deploy, decided before anything runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,35 +279,35 @@ pub fn deploy_plan(
     submodules: &[SubmoduleRelease],
     lock: &LockInfo,
 ) -> Plan {
-    let hooks = |phase: &'static str, hooks: &[Hook]| -> Vec<Step> {
+    let hooks = |phase: Phase, hooks: &[Hook]| -> Vec<Step> {
         hooks
             .iter()
             .map(|hook| match hook {
                 Hook::Local(command) => Step::new(phase, Action::Local(command.clone())),
                 Hook::Remote(command, scope) => Step {
-                    here: scope.includes(&config.servers, server),
+                    on_this_server: scope.includes(&config.servers, server),
                     what: command.clone(),
-                    ..Step::new(phase, Action::Remote(hook_script(config, release, phase, command)))
+                    ..Step::new(phase, Action::Remote(hook_script(config, release, phase.as_str(), command)))
                 },
             })
             .collect()
     };
     let mut steps = Vec::new();
     if !config.artifacts.is_empty() {
-        steps.push(Step::new("check", Action::CheckBinaries));
+        steps.push(Step::new(Phase::Check, Action::CheckBinaries));
     }
-    steps.extend(hooks("before_update", &config.hooks.before_update));
-    steps.push(Step::new("push", Action::Push));
-    steps.push(Step::new("prepare", Action::Remote(prepare_script(config, release, submodules))));
-    steps.extend(hooks("after_update", &config.hooks.after_update));
-    steps.extend(hooks("before_publish", &config.hooks.before_publish));
-    steps.push(Step::new(PUBLISH, Action::Remote(publish_script(config, release, &lock.token))));
-    steps.extend(hooks("after_publish", &config.hooks.after_publish));
+    steps.extend(hooks(Phase::BeforeUpdate, &config.hooks.before_update));
+    steps.push(Step::new(Phase::Push, Action::Push));
+    steps.push(Step::new(Phase::Prepare, Action::Remote(prepare_script(config, release, submodules))));
+    steps.extend(hooks(Phase::AfterUpdate, &config.hooks.after_update));
+    steps.extend(hooks(Phase::BeforePublish, &config.hooks.before_publish));
+    steps.push(Step::new(Phase::Publish, Action::Remote(publish_script(config, release, &lock.token))));
+    steps.extend(hooks(Phase::AfterPublish, &config.hooks.after_publish));
     if let Some(healthcheck) = &config.healthcheck {
         steps.push(Step {
-            here: healthcheck.scope.includes(&config.servers, server),
+            on_this_server: healthcheck.scope.includes(&config.servers, server),
             what: healthcheck.command.clone(),
-            ..Step::new(HEALTHCHECK, Action::Remote(confirm::health_script(config, release, healthcheck)))
+            ..Step::new(Phase::Healthcheck, Action::Remote(confirm::health_script(config, release, healthcheck)))
         });
     }
     Plan {
@@ -311,7 +315,7 @@ pub fn deploy_plan(
         preflight: preflight_script(config, lock, &restart_hooks(config, server)),
         build: build_steps(config),
         steps,
-        on_failure: hooks("on_failure", &config.hooks.on_failure),
+        on_failure: hooks(Phase::OnFailure, &config.hooks.on_failure),
         discard: discard_script(config, release),
     }
 }
@@ -320,9 +324,9 @@ pub fn deploy_plan(
 /// with `artifacts`, [`Action::Package`].
 pub fn build_steps(config: &Config) -> Vec<Step> {
     let mut steps: Vec<Step> =
-        config.build.iter().map(|command| Step::new("build", Action::Local(command.clone()))).collect();
+        config.build.iter().map(|command| Step::new(Phase::Build, Action::Local(command.clone()))).collect();
     if !config.artifacts.is_empty() {
-        steps.push(Step::new("package", Action::Package));
+        steps.push(Step::new(Phase::Package, Action::Package));
     }
     steps
 }
@@ -486,7 +490,7 @@ pub(crate) mod tests {
         cfg.hooks.after_publish = vec![Hook::Remote("systemctl restart hello".into(), Default::default())];
         cfg.hooks.on_failure = vec![Hook::Local("notify".into())];
         let plan = deploy_plan(&cfg, 0, &release(), &[], &lock());
-        let phases = |steps: &[Step]| -> Vec<&str> { steps.iter().map(|step| step.phase).collect() };
+        let phases = |steps: &[Step]| -> Vec<&str> { steps.iter().map(|step| step.phase.as_str()).collect() };
         // The build and its checks that need no server come before the preflight takes the lock.
         assert_eq!(phases(&plan.build), ["build", "package"]);
         assert_eq!(plan.build[1].action, Action::Package);
@@ -495,7 +499,7 @@ pub(crate) mod tests {
             ["check", "before_update", "push", "prepare", "after_update", "publish", "after_publish"]
         );
         assert_eq!(plan.steps[0].action, Action::CheckBinaries);
-        assert_eq!(plan.on_failure, vec![Step::new("on_failure", Action::Local("notify".into()))]);
+        assert_eq!(plan.on_failure, vec![Step::new(Phase::OnFailure, Action::Local("notify".into()))]);
         let preflight = &plan.preflight.text;
         assert!(preflight.contains("token=t0k3n"));
         let (taken, released) =

@@ -12,8 +12,8 @@ use crate::ssh::Connection;
 use crate::transport::{estimate, PackMethod};
 use crate::Error;
 
-use super::parallel::{each, DEFAULT_PARALLEL};
 use super::DeployOptions;
+use crate::fleet::parallel::{each, DEFAULT_PARALLEL};
 
 /// Finds out what a deploy with `options` would do on each server, changing nothing on any
 /// server or here (an unknown host key is not recorded). Each server's part is reported as an
@@ -22,7 +22,7 @@ use super::DeployOptions;
 /// are the deploy's own before it reaches a server (the repository, the worktree, the revision).
 pub fn dry_run(config: &Config, options: &DeployOptions, reporter: &mut dyn Reporter) -> Result<DryRun, Error> {
     let local = super::local_state(config, options)?;
-    let read_only = crate::check::never_recording(config);
+    let read_only = crate::fleet::never_recording(config);
     let parallel = options.parallel.unwrap_or(DEFAULT_PARALLEL);
     let views: Vec<Result<ServerView, Error>> =
         each(config.servers.iter().collect(), parallel, reporter, |server, _| {

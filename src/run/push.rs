@@ -1,12 +1,11 @@
 //! Getting the commit onto one server: the deploy's git daemon (port choice and retries) and
 //! the pushes of the commit and its submodules through tunnels to it, and their progress.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::config::{Config, TransportKind};
+use crate::fleet::random;
 use crate::local::push_refname;
 use crate::plan;
 use crate::report::{Event, Reporter};
@@ -14,6 +13,7 @@ use crate::ssh::{Connection, RemoteProcess};
 use crate::transport;
 use crate::Error;
 
+use super::walk::ServerPart;
 use super::LocalState;
 
 /// How long the daemon may take to start listening.
@@ -206,10 +206,62 @@ pub(super) fn start_daemon(
     })
 }
 
-/// A random number, different on every call (std's per-process random hasher keys plus time).
-pub(crate) fn random() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher
-        .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    hasher.finish()
+/// On one server: start the daemon, push the commit and submodules, stop the daemon (or,
+/// with `transport = "exec"`, push each through `git receive-pack` in an exec channel). When no
+/// port can be had for the daemon (another local user may hold them all), the push goes through
+/// `git receive-pack` as with `transport = "exec"`, and a warning says so.
+pub(super) fn push(
+    target: &mut ServerPart,
+    local: &LocalState,
+    build: Option<&str>,
+    settings: &PushSettings,
+    reporter: &mut dyn Reporter,
+) -> Result<(), Error> {
+    let report = &mut *target.report;
+    let config = &target.server.config;
+    let connection = &target.server.connection;
+    let name = connection.name().to_string();
+    let started = Instant::now();
+    let (daemon, receiver) = match config.transport {
+        TransportKind::Daemon => {
+            let repos: Vec<&str> = local.submodules.iter().map(|sub| sub.release.repo.as_str()).collect();
+            match start_daemon(config, connection, &repos, &settings.daemon_ports)? {
+                DaemonStart::Ready { process, port } => {
+                    report.daemon = started.elapsed();
+                    reporter.event(Event::DaemonReady { server: name.clone(), port, elapsed: report.daemon });
+                    (Some(process), Receiver::Daemon { port })
+                }
+                DaemonStart::NoPort { why } => {
+                    reporter.event(Event::Warning {
+                        message: format!(
+                            "{name}: {why}; pushing through `git receive-pack` over SSH (as `transport = \"exec\"`) \
+                             instead"
+                        ),
+                    });
+                    (None, Receiver::Exec)
+                }
+            }
+        }
+        TransportKind::Exec => (None, Receiver::Exec),
+    };
+    let push_started = Instant::now();
+    reporter.event(Event::Pushing { server: name.clone(), sha: local.revision.sha.clone() });
+    let pushed = push_all(config, connection, local, build, &receiver, settings.pack, reporter);
+    // The daemon lives only while the push lasts, whatever its outcome.
+    if let Some(daemon) = daemon {
+        daemon.finish(Duration::from_secs(10));
+    }
+    let stats = pushed?;
+    report.bytes_sent = stats.bytes_sent;
+    report.build_bytes = stats.build_bytes;
+    report.objects = stats.objects;
+    report.push = push_started.elapsed();
+    reporter.event(Event::Pushed {
+        server: name,
+        bytes_sent: stats.bytes_sent,
+        build_bytes: stats.build_bytes,
+        objects: stats.objects,
+        elapsed: report.push,
+    });
+    Ok(())
 }

@@ -9,7 +9,7 @@ use crate::report::{Event, Reporter};
 use crate::ssh::Connection;
 use crate::Error;
 
-use super::Server;
+use super::LockedServer;
 
 /// The lock this machine takes for `what` (a commit's SHA, or `rollback`): the local user and
 /// host, the time now, `message`, and a fresh token.
@@ -34,7 +34,7 @@ pub(crate) fn lock_all(
     lock_wait: Option<Duration>,
     parallel: usize,
     reporter: &mut dyn Reporter,
-) -> Result<Vec<Server>, Error> {
+) -> Result<Vec<LockedServer>, Error> {
     let servers = config.servers.iter().enumerate().collect();
     let results = super::parallel::each(servers, parallel, reporter, |(index, server), reporter| {
         lock_one(config, index, server, lock, lock_wait, reporter)
@@ -55,7 +55,7 @@ fn lock_one(
     lock: &LockInfo,
     lock_wait: Option<Duration>,
     reporter: &mut dyn Reporter,
-) -> Result<Server, Error> {
+) -> Result<LockedServer, Error> {
     let restart_hooks = plan::restart_hooks(config, index);
     let preflight = plan::preflight_script(&config.on(server), lock, &restart_hooks);
     let config = config.on(server);
@@ -100,7 +100,7 @@ fn lock_one(
                     releases: state.releases.len(),
                     reaped: state.reaped.clone(),
                 });
-                return Ok(Server { keeper: Some(keeper), connection, config, state });
+                return Ok(LockedServer { keeper: Some(keeper), connection, config, state });
             }
             Err(output) => output,
         };
@@ -119,10 +119,43 @@ fn lock_one(
 
 /// Releases this deploy's lock on every server in `servers` by closing the preflight's
 /// channel, which removes the lock (only if it still holds this deploy's token).
-pub(crate) fn unlock_all(servers: &mut [Server]) {
+pub(crate) fn unlock_all(servers: &mut [LockedServer]) {
     for server in servers {
         if let Some(keeper) = server.keeper.take() {
             keeper.finish(Duration::from_secs(10));
+        }
+    }
+}
+
+impl LockedServer {
+    /// Writes the deploy's confirmation to the lock keeper.
+    pub(crate) fn send_confirmation(&mut self) -> Result<(), Error> {
+        let line = format!("{}\n", plan::confirm::CONFIRM);
+        let sent = match self.keeper.as_mut() {
+            Some(keeper) => keeper.send(line.as_bytes()).map_err(|err| err.to_string()),
+            None => Err("the lock keeper is gone".to_string()),
+        };
+        sent.map_err(|message| self.unconfirmed(message))
+    }
+
+    /// Closes the lock keeper's channel and reads its answer to the confirmation (one round trip
+    /// for both: the keeper confirms, prunes, then releases the lock and ends); returns the old
+    /// releases it removed.
+    pub(crate) fn confirmation(&mut self, timeout: Duration) -> Result<Vec<String>, Error> {
+        let keeper = self.keeper.take().ok_or_else(|| self.unconfirmed("the lock keeper is gone".to_string()))?;
+        let said = keeper.finish_output(timeout);
+        if !said.lines().any(|line| line == plan::confirm::CONFIRMED) {
+            return Err(self.unconfirmed("the lock keeper did not answer".to_string()));
+        }
+        Ok(said.lines().filter_map(|line| line.strip_prefix("removed ")).map(str::to_string).collect())
+    }
+
+    fn unconfirmed(&self, message: String) -> Error {
+        Error::Remote {
+            server: self.connection.name().to_string(),
+            step: "confirm".to_string(),
+            status: -1,
+            message: format!("{message}: the confirmation may not have reached the server"),
         }
     }
 }

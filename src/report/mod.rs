@@ -2,10 +2,16 @@
 //! the caller, which renders them (cargo-style status lines in the xtask, [`JsonLines`] for
 //! `--json`, nothing in tests).
 
+mod rows;
+
 use std::io::Write;
 use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::plan::Phase;
+
+pub use rows::{Check, CheckStatus, ReleaseEntry, ServerReleases};
 
 /// The version of the `--json` event stream, in every line as `"schema"`. It changes only when
 /// an event or field is removed or changes meaning; new events and fields do not change it.
@@ -22,11 +28,11 @@ pub enum Event {
     Started { revision: String, sha: String, servers: Vec<String> },
     /// A build command, hook or health check starts: locally (`server` is `None`), or on a
     /// server, when it starts there (not when the remote command that runs it is sent).
-    Running { phase: &'static str, server: Option<String>, what: String },
+    Running { phase: Phase, server: Option<String>, what: String },
     /// What a remote hook printed on one of its streams, once it ended: the head and tail of a
     /// long output, with a line saying how many bytes between them are not shown. `failed`:
     /// the hook failed (or was stopped). One per stream that has output.
-    Output { server: String, phase: &'static str, what: String, stream: OutputStream, text: String, failed: bool },
+    Output { server: String, phase: Phase, what: String, stream: OutputStream, text: String, failed: bool },
     /// Another deploy holds a server's lock; this one waits (`--lock-wait`).
     LockWait { server: String, holder: String },
     /// The commit is already current on every server; nothing was changed.
@@ -123,7 +129,7 @@ pub enum Event {
     /// The end of a deploy, whatever happened: what went where and how long each phase took.
     Summary(DeployReport),
     /// One row of `deploy-check`.
-    Check(crate::check::Check),
+    Check(Check),
     /// One server's part of a deploy, as `deploy --dry-run` found it (nothing was changed).
     Plan(Box<crate::plan::ServerPlan>),
 }
@@ -221,7 +227,7 @@ pub struct ServerReport {
     /// Making the release and switching `current`: those steps' own time on the server, from
     /// the start of each to its end (hooks not included).
     #[serde(rename = "release_ms", serialize_with = "millis")]
-    pub release: Duration,
+    pub release_time: Duration,
     /// Old releases removed beyond `keep_releases`.
     pub removed: Vec<String>,
 }
@@ -284,7 +290,7 @@ impl<W: Write> JsonLines<W> {
     }
 
     /// One server's releases (`cargo xtask releases`).
-    pub fn releases(&mut self, server: &crate::manage::ServerReleases) {
+    pub fn releases(&mut self, server: &ServerReleases) {
         let holder = &server.state.holder;
         let locked_by = (!holder.is_empty()).then(|| crate::plan::LockInfo::describe(holder));
         self.write(&Releases { server: &server.server, releases: server.entries(), locked_by });
@@ -305,7 +311,7 @@ struct Exit<'a> {
 #[serde(tag = "event", rename = "releases")]
 struct Releases<'a> {
     server: &'a str,
-    releases: Vec<crate::manage::ReleaseEntry>,
+    releases: Vec<ReleaseEntry>,
     /// Who holds the lock, if anyone.
     locked_by: Option<String>,
 }
@@ -317,178 +323,4 @@ impl<W: Write> Reporter for JsonLines<W> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One event of every kind. The `match` makes a new variant fail to compile here until it
-    /// is added (and so checked against the README).
-    fn one_of_each() -> Vec<Event> {
-        let server = || "deploy@host:22".to_string();
-        let ms = Duration::from_millis(5);
-        let report = DeployReport {
-            outcome: Outcome::Deployed,
-            exit_code: 0,
-            release: "20261125000000".into(),
-            sha: "a".repeat(40),
-            servers: vec![ServerReport { server: server(), ..Default::default() }],
-            elapsed: ms,
-            error: None,
-        };
-        let check = crate::check::Check {
-            server: server(),
-            check: "git",
-            status: crate::check::CheckStatus::Ok,
-            detail: String::new(),
-        };
-        let events = vec![
-            Event::Started { revision: "HEAD".into(), sha: "a".into(), servers: vec![server()] },
-            Event::Running { phase: "build", server: None, what: "cargo build".into() },
-            Event::Output {
-                server: server(),
-                phase: "after_update",
-                what: "./migrate".into(),
-                stream: OutputStream::Stdout,
-                text: "o".into(),
-                failed: false,
-            },
-            Event::LockWait { server: server(), holder: "bob".into() },
-            Event::UpToDate { sha: "a".into() },
-            Event::Uploaded { server: server(), path: "bin".into(), bytes: 1 },
-            Event::Discarded { server: server(), release: "r".into() },
-            Event::RolledBack { server: server(), from: "a".into(), to: "b".into(), reason: "r".into() },
-            Event::HealthCheck { server: server(), passed: false, elapsed: ms, output: "o".into() },
-            Event::Wave { wave: 1, servers: vec![server()] },
-            Event::Unlocked { server: server(), holder: "bob".into() },
-            Event::Marked { server: server(), release: "r".into() },
-            Event::Unmarked { server: server(), release: "r".into() },
-            Event::Warning { message: "m".into() },
-            Event::Connected { server: server(), elapsed: ms },
-            Event::Locked { server: server(), releases: 1, reaped: vec![] },
-            Event::Created { server: server(), what: "repo".into() },
-            Event::DaemonReady { server: server(), port: 1, elapsed: ms },
-            Event::Pushing { server: server(), sha: "a".into() },
-            Event::PushProgress {
-                server: server(),
-                bytes: 1,
-                objects: Some(1),
-                total_bytes: Some(2),
-                percent: Some(50),
-                elapsed: ms,
-            },
-            Event::Pushed { server: server(), bytes_sent: 1, build_bytes: Some(0), objects: 1, elapsed: ms },
-            Event::Prepared { server: server(), release: "r".into(), elapsed: ms },
-            Event::Published { server: server(), release: "r".into(), elapsed: ms },
-            Event::Removed { server: server(), release: "r".into() },
-            Event::Failed { server: None, error: "e".into(), exit_code: 7 },
-            Event::Summary(report),
-            Event::Check(check),
-            Event::Plan(Box::new(crate::plan::dry_run::not_reached(
-                &crate::plan::deploy_plan(
-                    &crate::plan::tests::config("/srv/x"),
-                    0,
-                    &crate::plan::tests::release(),
-                    &[],
-                    &crate::plan::tests::lock(),
-                ),
-                server(),
-                "refused".into(),
-            ))),
-        ];
-        for event in &events {
-            match event {
-                Event::Started { .. }
-                | Event::Running { .. }
-                | Event::Output { .. }
-                | Event::LockWait { .. }
-                | Event::UpToDate { .. }
-                | Event::Uploaded { .. }
-                | Event::Discarded { .. }
-                | Event::RolledBack { .. }
-                | Event::HealthCheck { .. }
-                | Event::Wave { .. }
-                | Event::Unlocked { .. }
-                | Event::Marked { .. }
-                | Event::Unmarked { .. }
-                | Event::Warning { .. }
-                | Event::Connected { .. }
-                | Event::Locked { .. }
-                | Event::Created { .. }
-                | Event::DaemonReady { .. }
-                | Event::Pushing { .. }
-                | Event::PushProgress { .. }
-                | Event::Pushed { .. }
-                | Event::Prepared { .. }
-                | Event::Published { .. }
-                | Event::Removed { .. }
-                | Event::Failed { .. }
-                | Event::Summary(_)
-                | Event::Check(_)
-                | Event::Plan(_) => {}
-            }
-        }
-        events
-    }
-
-    fn json(event: &Event) -> serde_json::Value {
-        let mut out = JsonLines(Vec::new());
-        out.event(event.clone());
-        let text = String::from_utf8(out.0).unwrap();
-        assert_eq!(text.lines().count(), 1, "one line per event: {text}");
-        serde_json::from_str(&text).unwrap()
-    }
-
-    #[test]
-    fn every_event_is_one_json_line_with_the_schema_and_is_in_the_readme() {
-        for event in one_of_each() {
-            let value = json(&event);
-            assert_eq!(value["schema"], JSON_SCHEMA);
-            let name = value["event"].as_str().unwrap().to_string();
-            let row = readme_row(&name);
-            for (key, _) in value.as_object().unwrap() {
-                if key != "schema" && key != "event" && key != "servers" {
-                    assert!(row.contains(&format!("`{key}`")), "`{name}.{key}` is not documented: {row}");
-                }
-            }
-        }
-    }
-
-    /// The row of the README's events table for `event`.
-    fn readme_row(event: &str) -> &'static str {
-        let readme = include_str!("../README.md");
-        let table = &readme[readme.find("<!-- json-events").expect("README lists the events")..];
-        let table = &table[..table.find("\n\n").unwrap()];
-        let row = table.lines().find(|row| row.starts_with(&format!("| `{event}` |")));
-        row.unwrap_or_else(|| panic!("`{event}` is not in the README's events table"))
-    }
-
-    #[test]
-    fn the_releases_event_and_its_entries_are_in_the_readme() {
-        let server = crate::manage::ServerReleases {
-            server: "s".into(),
-            state: crate::plan::parse_state("release 20261125000000 aaaa\ncurrent /x/releases/20261125000000\n"),
-            subjects: [("aaaa".to_string(), "Fix it".to_string())].into(),
-        };
-        let mut out = JsonLines(Vec::new());
-        out.releases(&server);
-        let value: serde_json::Value = serde_json::from_slice(&out.0).unwrap();
-        assert_eq!(value["releases"][0]["subject"], "Fix it");
-        let row = readme_row("releases");
-        let keys = value.as_object().unwrap().keys().chain(value["releases"][0].as_object().unwrap().keys());
-        for key in keys.filter(|key| *key != "schema" && *key != "event") {
-            assert!(row.contains(&format!("`{key}`")), "`releases.{key}` is not documented: {row}");
-        }
-    }
-
-    #[test]
-    fn durations_are_whole_milliseconds() {
-        let value = json(&Event::Pushed {
-            server: "s".into(),
-            bytes_sent: 10,
-            build_bytes: Some(4),
-            objects: 2,
-            elapsed: Duration::from_micros(1_999),
-        });
-        assert_eq!(value["elapsed_ms"], 1);
-        assert!(value.get("elapsed").is_none());
-    }
-}
+mod tests;

@@ -1,0 +1,66 @@
+//! The fleet: what every command that works on the servers shares. Connecting (and saying so),
+//! taking and releasing the deploy lock on all of them (`lock.rs`), and fanning work out over
+//! the servers, `--parallel` at a time (`parallel.rs`). Used by `deploy` (`run`),
+//! `rollback`, `releases` and `unlock` (`manage.rs`) and `deploy-check` (`check.rs`).
+
+pub(crate) mod lock;
+pub(crate) mod parallel;
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use crate::config::{Config, HostKeyPolicy};
+use crate::plan::RemoteState;
+use crate::report::{Event, Reporter};
+use crate::ssh::{Connection, RemoteProcess};
+
+pub(crate) use lock::{lock_all, new_lock, unlock_all};
+pub use parallel::DEFAULT_PARALLEL;
+
+/// A server reached, checked and locked (for a deploy, a rollback, `releases --unmark`): its
+/// connection, its configuration and what its preflight reported. Not to be confused with
+/// [`crate::config::Server`], a server as configured.
+pub(crate) struct LockedServer {
+    /// The preflight, still running: it holds the lock until its stdin closes.
+    keeper: Option<RemoteProcess>,
+    pub(crate) connection: Connection,
+    /// The configuration as this server sees it (its own `deploy_to`).
+    pub(crate) config: Config,
+    pub(crate) state: RemoteState,
+}
+
+/// `config` for connecting without changing anything here: a host key `accept-new` would record
+/// is reported as unknown, never recorded (`deploy-check`, `deploy --dry-run`).
+pub(crate) fn never_recording(config: &Config) -> Config {
+    let mut strict = config.clone();
+    strict.ssh.host_key_policy = HostKeyPolicy::Strict;
+    strict
+}
+
+/// Reports a new connection, and the host key recorded for it under `accept-new`.
+pub(crate) fn connected(reporter: &mut dyn Reporter, config: &Config, connection: &Connection, elapsed: Duration) {
+    reporter.event(Event::Connected { server: connection.name().to_string(), elapsed });
+    if let Some(fingerprint) = &connection.accepted_key {
+        reporter.event(Event::Warning {
+            message: format!(
+                "recorded the host key of {} ({fingerprint}) in `{}` (`host_key_policy = \"accept-new\"`)",
+                connection.name(),
+                config.ssh.known_hosts.display()
+            ),
+        });
+    }
+}
+
+/// A new marker for the steps of a batch (see [`crate::plan::batch_script`]), with a nonce of its own.
+pub(crate) fn new_step_marker() -> String {
+    crate::shell::step_marker(random())
+}
+
+/// A random number, different on every call (std's per-process random hasher keys plus time).
+pub(crate) fn random() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher
+        .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    hasher.finish()
+}

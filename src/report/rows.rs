@@ -1,0 +1,87 @@
+//! The rows that commands report, kept here at the bottom so that [`super::Event`] and
+//! [`super::JsonLines`] need nothing from the commands that make them: a `deploy-check` row
+//! ([`Check`], also `xtask_deploy::check::Check`) and a server's releases ([`ServerReleases`],
+//! [`ReleaseEntry`], also under `xtask_deploy::manage`).
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::plan::RemoteState;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Ok,
+    /// Worth knowing; a deploy would still work.
+    Warn,
+    /// A deploy would fail.
+    Fail,
+    /// Not checked, because an earlier check failed.
+    Skipped,
+}
+
+/// One check on one server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub server: String,
+    /// Which check, one of `check::CHECKS` (`"check"` in the JSON event).
+    #[serde(rename = "check")]
+    pub name: &'static str,
+    pub status: CheckStatus,
+    /// What was found, and what to do when it is a failure.
+    pub detail: String,
+}
+
+/// One server's releases, as `cargo xtask releases` lists them.
+#[derive(Debug, Clone)]
+pub struct ServerReleases {
+    pub server: String,
+    pub state: RemoteState,
+    /// The subject (first line of the message) of each release's commit, by SHA: read in the
+    /// server's `repo/`, else in the local clone.
+    pub subjects: HashMap<String, String>,
+}
+
+/// A release as listed: its name, commit, who deployed it (from `revisions.log`), and flags.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReleaseEntry {
+    pub name: String,
+    pub sha: String,
+    pub deployed_by: String,
+    /// The commit's subject, when the server's `repo/` or the local clone has the commit.
+    pub subject: Option<String>,
+    pub current: bool,
+    /// Marked bad by a rollback: a plain `rollback` skips it.
+    pub bad: bool,
+    /// A deploy switched `current` to it and has not confirmed it (it is running now, or its
+    /// deployer was lost and the server could not go back).
+    pub unconfirmed: bool,
+}
+
+impl ServerReleases {
+    /// The releases, oldest first.
+    pub fn entries(&self) -> Vec<ReleaseEntry> {
+        let current = self.state.current_release();
+        self.state
+            .releases
+            .iter()
+            .map(|(name, sha)| ReleaseEntry {
+                name: name.clone(),
+                sha: sha.clone(),
+                deployed_by: deployer(&self.state.log, name).unwrap_or_else(|| "-".to_string()),
+                subject: self.subjects.get(sha).cloned(),
+                current: current == Some(name.as_str()),
+                bad: self.state.bad.contains(name),
+                unconfirmed: self.state.unconfirmed.as_ref() == Some(name),
+            })
+            .collect()
+    }
+}
+
+/// The user that `revisions.log` says deployed `release` (Capistrano's wording).
+pub(super) fn deployer(log: &[String], release: &str) -> Option<String> {
+    let marker = format!(" deployed as release {release} by ");
+    log.iter().rev().find_map(|line| line.split_once(&marker).map(|(_, user)| user.trim().to_string()))
+}

@@ -1,0 +1,167 @@
+//! One batch of remote steps on one server: sent as one command, and what each step does reported
+//! as it does it (its start, a hook's output, the release prepared and published, the health
+//! check).
+
+use std::time::Duration;
+
+use crate::fleet::new_step_marker;
+use crate::plan::{self, Action, Phase, Step};
+use crate::report::{Event, OutputStream, Reporter, ServerReport, ServerStatus};
+use crate::ssh::{Progress, StepOutput};
+use crate::Error;
+
+use super::walk::ServerPart;
+
+/// Runs the remote steps in `range` of one server's plan (those that run [`Step::on_this_server`]) as
+/// one command, and reports what each does as it does it: its start; as it ends, a hook's
+/// output, or what the deploy's own step did (the release prepared, with the artifacts'
+/// `sizes`, and published, each with its own step's time; the health check). A server whose
+/// publish step a signal cut short, before it said whether it switched, is added to
+/// `cut_in_publish`.
+pub(super) fn remote_batch(
+    target: &mut ServerPart,
+    range: std::ops::Range<usize>,
+    sizes: &[(String, u64)],
+    cut_in_publish: &std::sync::Mutex<Vec<String>>,
+    reporter: &mut dyn Reporter,
+) -> Result<(), Error> {
+    let steps: Vec<&Step> = target.plan.steps[range].iter().filter(|step| step.on_this_server).collect();
+    let scripts: Vec<&crate::shell::RemoteScript> = steps
+        .iter()
+        .filter_map(|step| match &step.action {
+            Action::Remote(script) => Some(script),
+            _ => None,
+        })
+        .collect();
+    if scripts.is_empty() {
+        return Ok(());
+    }
+    let marker = new_step_marker();
+    let batch = plan::batch_script(&scripts, &marker);
+    let connection = &target.server.connection;
+    let name = connection.name().to_string();
+    let mut ended = StepEnded { server: &name, release: &target.plan.release.name, sizes, report: target.report };
+    let output = connection.output_steps(&batch, scripts.len(), &marker, |progress| match progress {
+        Progress::Started(index) if !steps[index].what.is_empty() => reporter.event(Event::Running {
+            phase: steps[index].phase,
+            server: Some(name.clone()),
+            what: steps[index].what.clone(),
+        }),
+        Progress::Started(_) => {}
+        Progress::Done(index, output) => ended.report(steps[index], output, End::Passed, reporter),
+    })?;
+    if output.status == 0 {
+        return Ok(());
+    }
+    let failed = steps.get(output.done);
+    if let (Some(step), Some(own)) = (failed, output.steps.get(output.done)) {
+        ended.report(step, own, End::Failed, reporter);
+    }
+    let cut = output.status == crate::ssh::EXIT_CUT && failed.is_some_and(|step| step.phase == Phase::Publish);
+    if cut && ended.report.status != ServerStatus::Published {
+        cut_in_publish.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(name.clone());
+    }
+    let script_name = failed.and_then(|step| match &step.action {
+        Action::Remote(script) => Some(script.name),
+        _ => None,
+    });
+    let err = connection.steps_failure(script_name.unwrap_or("remote step"), &output);
+    // Which hook: its command leads the message (two hooks of a phase read alike otherwise).
+    Err(match (err, failed.map(|step| step.what.as_str())) {
+        (Error::Remote { server, step, status, message }, Some(what)) if !what.is_empty() => {
+            Error::Remote { server, step, status, message: format!("`{what}`: {message}") }
+        }
+        (err, _) => err,
+    })
+}
+
+/// How a remote step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    Passed,
+    /// It failed, or was stopped.
+    Failed,
+}
+
+/// What [`remote_batch`] reports as each step of one server's batch ends.
+struct StepEnded<'a> {
+    server: &'a str,
+    release: &'a str,
+    /// The artifacts' sizes, reported once the release holds them.
+    sizes: &'a [(String, u64)],
+    report: &'a mut ServerReport,
+}
+
+impl StepEnded<'_> {
+    /// Reports what `step` did, from its own `output`: a hook's output; or for the deploy's own
+    /// steps, the release prepared, published (a publish that switched and then failed, at its
+    /// log line say, switched all the same), releases removed, the health check. What a hook
+    /// prints is never read as what our scripts report.
+    fn report(&mut self, step: &Step, output: &StepOutput, end: End, reporter: &mut dyn Reporter) {
+        let server = self.server.to_string();
+        if step.hook() {
+            return hook_output(reporter, self.server, step, [&output.stdout, &output.stderr], end);
+        }
+        let release = self.release.to_string();
+        if step.phase == Phase::Prepare || step.phase == Phase::Publish {
+            self.report.release_time += output.elapsed;
+        }
+        if step.phase == Phase::Prepare && end == End::Passed {
+            for (path, bytes) in self.sizes {
+                reporter.event(Event::Uploaded { server: server.clone(), path: path.clone(), bytes: *bytes });
+            }
+            reporter.event(Event::Prepared {
+                server: server.clone(),
+                release: release.clone(),
+                elapsed: output.elapsed,
+            });
+        }
+        let switched = format!("switched {release}");
+        if step.phase == Phase::Publish && (end == End::Passed || output.stdout.lines().any(|line| line == switched)) {
+            self.report.status = ServerStatus::Published;
+            reporter.event(Event::Published { server: server.clone(), release, elapsed: output.elapsed });
+        }
+        for old in output.stdout.lines().filter_map(|line| line.strip_prefix("removed ")) {
+            self.report.removed.push(old.to_string());
+            reporter.event(Event::Removed { server: server.clone(), release: old.to_string() });
+        }
+        if step.phase == Phase::Healthcheck {
+            if let Some(event) = health_event(&server, output) {
+                reporter.event(event);
+            }
+        }
+    }
+}
+
+/// Reports what `step` printed on `server` (its `[stdout, stderr]`), one [`Event::Output`] per
+/// stream that has output, when it is a hook.
+pub(super) fn hook_output(reporter: &mut dyn Reporter, server: &str, step: &Step, output: [&str; 2], end: End) {
+    if !step.hook() {
+        return;
+    }
+    for (stream, text) in [OutputStream::Stdout, OutputStream::Stderr].into_iter().zip(output) {
+        if !text.trim().is_empty() {
+            reporter.event(Event::Output {
+                server: server.to_string(),
+                phase: step.phase,
+                what: step.what.clone(),
+                stream,
+                text: text.trim_end().to_string(),
+                failed: end == End::Failed,
+            });
+        }
+    }
+}
+
+/// The [`Event::HealthCheck`] of the health check's step, from what it printed.
+fn health_event(server: &str, output: &StepOutput) -> Option<Event> {
+    let (passed, numbers) = output.stdout.lines().find_map(|line| {
+        let healthy = line.strip_prefix(plan::confirm::HEALTHY).map(|rest| (true, rest));
+        healthy.or_else(|| line.strip_prefix(plan::confirm::UNHEALTHY).map(|rest| (false, rest)))
+    })?;
+    let millis = numbers.split_whitespace().nth(1).and_then(|ms| ms.parse().ok()).unwrap_or(0);
+    let stderr = &output.stderr;
+    let own = stderr.rfind(plan::confirm::HEALTH_OUTPUT).map_or(stderr.as_str(), |at| &stderr[at..]);
+    let output = if passed { String::new() } else { own.trim().to_string() };
+    Some(Event::HealthCheck { server: server.to_string(), passed, elapsed: Duration::from_millis(millis), output })
+}

@@ -1,0 +1,257 @@
+//! Walking the plans over the locked servers: the waves (canaries, then the rest), each step on
+//! every server of the wave before the next ([`plan::batches`] says which remote steps go as
+//! one command), then the confirmation on every server that switched.
+
+use crate::binaries;
+use crate::build_output;
+use crate::config::Config;
+use crate::fleet::{parallel, LockedServer};
+use crate::local;
+use crate::plan::{self, Action, Phase, Plan, Release, SubmoduleRelease};
+use crate::report::{Event, Reporter, ServerReport, ServerStatus};
+use crate::Error;
+
+use super::batch::remote_batch;
+use super::build::{Built, LocalState};
+use super::push::{push, PushSettings};
+
+/// The state of a deploy as it walks its plans.
+pub(super) struct Walk<'a> {
+    pub(super) config: &'a Config,
+    pub(super) local: &'a LocalState,
+    /// One per server, in the same order; their steps differ only in `deploy_to` and in which
+    /// remote hooks run [`Step::on_this_server`](plan::Step::on_this_server).
+    pub(super) plans: Vec<Plan>,
+    pub(super) release: Release,
+    pub(super) submodules: Vec<SubmoduleRelease>,
+    /// The release commit (the build output laid over the deployed commit), made before any
+    /// server was reached.
+    pub(super) build: Option<Built>,
+    pub(super) push: PushSettings,
+    /// How many servers are worked on at once.
+    pub(super) parallel: usize,
+    pub(super) servers: Vec<LockedServer>,
+    /// One per server: what the summary will say.
+    pub(super) reports: &'a mut [ServerReport],
+    /// Whether the release may exist on the servers (prepare has started).
+    pub(super) prepared: bool,
+    /// The servers whose publish step was running when a signal cut the connection, before it
+    /// said whether it switched.
+    pub(super) cut_in_publish: Vec<String>,
+    /// The servers of the wave being deployed (all of them, without canaries).
+    pub(super) active: std::ops::Range<usize>,
+    pub(super) reporter: &'a mut dyn Reporter,
+}
+
+/// One server's part of a step: its session, its plan and its report.
+pub(super) struct ServerPart<'a> {
+    pub(super) server: &'a LockedServer,
+    pub(super) plan: &'a Plan,
+    pub(super) report: &'a mut ServerReport,
+}
+
+impl Walk<'_> {
+    /// Makes the plans, one per server: the same steps, each in that server's `deploy_to`.
+    pub(super) fn plan(&mut self) {
+        let servers = self.servers.iter().enumerate();
+        self.plans = servers
+            .map(|(index, server)| {
+                plan::deploy_plan(&server.config, index, &self.release, &self.submodules, &self.local.lock)
+            })
+            .collect();
+    }
+
+    /// Deploys to the servers in waves: with `canary` servers, those first (health check
+    /// included), then, if they are healthy, the rest; else every server at once. Local steps
+    /// run once, in the first wave.
+    pub(super) fn waves(&mut self, canary: usize) -> Result<(), Error> {
+        let count = self.servers.len();
+        // The waves' boundaries: [0, count], or [0, canary, count].
+        let bounds = if canary == 0 || canary >= count { vec![0, count] } else { vec![0, canary, count] };
+        let waves: Vec<std::ops::Range<usize>> = bounds.windows(2).map(|pair| pair[0]..pair[1]).collect();
+        let count = waves.len();
+        if count > 1 {
+            self.warn_about_unchecked_canaries(waves[0].clone());
+        }
+        for (index, wave) in waves.into_iter().enumerate() {
+            if count > 1 {
+                let servers = self.servers[wave.clone()].iter().map(|server| server.connection.name().to_string());
+                self.reporter.event(Event::Wave { wave: index + 1, servers: servers.collect() });
+            }
+            self.active = wave;
+            self.steps(index == 0, index + 1 == count)?;
+        }
+        Ok(())
+    }
+
+    /// Warns about canaries that no health check looks at: they are confirmed as soon as their
+    /// hooks pass.
+    fn warn_about_unchecked_canaries(&mut self, canaries: std::ops::Range<usize>) {
+        let config = self.config;
+        let unchecked: Vec<String> = canaries
+            .filter(|index| {
+                config.healthcheck.as_ref().is_none_or(|check| !check.scope.includes(&config.servers, *index))
+            })
+            .map(|index| self.servers[index].connection.name().to_string())
+            .collect();
+        if !unchecked.is_empty() {
+            self.reporter.event(Event::Warning {
+                message: format!(
+                    "no health check runs on the canaries {}: they count as healthy once their hooks pass",
+                    unchecked.join(", ")
+                ),
+            });
+        }
+    }
+
+    /// Walks the steps on the [`Walk::active`] servers. Local steps run once: those before
+    /// publish in the `first` wave, those after it in the `last` (when every server is live).
+    fn steps(&mut self, first: bool, last: bool) -> Result<(), Error> {
+        let steps = self.plans[0].steps.clone();
+        let publish = steps.iter().position(|step| step.phase == Phase::Publish).unwrap_or(steps.len());
+        let mut pushed = false;
+        // Consecutive remote steps run as one remote command per server (see `plan::batches`).
+        for batch in plan::batches(&steps, self.active.len()) {
+            crate::interrupt::check()?;
+            let start = batch.start;
+            if matches!(steps[start].action, Action::Remote(_)) {
+                self.remote_batch(batch)?;
+            } else if matches!(steps[start].action, Action::Local(_) | Action::CheckBinaries)
+                && !(if start < publish { first } else { last })
+            {
+                // Done once: before publish in the first wave, after it in the last.
+            } else {
+                match self.step(start) {
+                    Err(Error::Local { message }) => {
+                        let sent = if pushed { "" } else { "; nothing was sent to any server" };
+                        return Err(Error::Local { message: format!("{message}{sent}") });
+                    }
+                    result => result?,
+                }
+                pushed |= steps[start].action == Action::Push;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `work` on every server, [`Walk::parallel`] at a time. Each failure is kept in its
+    /// server's report; the first (in the order of the servers) is returned, the others are
+    /// reported as warnings.
+    pub(super) fn on_each(
+        &mut self,
+        work: impl Fn(&mut ServerPart, &mut dyn Reporter) -> Result<(), Error> + Sync,
+    ) -> Result<(), Error> {
+        let targets = server_parts(&self.servers, &self.plans, self.reports, self.active.clone());
+        let results = parallel::each(targets, self.parallel, self.reporter, |mut target, reporter| {
+            let result = work(&mut target, reporter);
+            // After a signal, a failure is the cut connection's doing, not the server's.
+            if let (Err(err), None) = (&result, crate::interrupt::received()) {
+                target.report.error = Some(err.to_string());
+            }
+            result
+        });
+        parallel::all_done(results, self.reporter)
+    }
+
+    /// Runs step `index` (local, the push, or the check of the binaries).
+    fn step(&mut self, index: usize) -> Result<(), Error> {
+        let step = &self.plans[0].steps[index];
+        match &step.action {
+            Action::Local(command) => {
+                self.reporter.event(Event::Running { phase: step.phase, server: None, what: command.clone() });
+                local::run_command(step.phase.as_str(), command, self.config.manifest_dir())
+            }
+            Action::Remote(_) => self.remote_batch(index..index + 1),
+            Action::Push => {
+                let (local, settings) = (self.local, self.push.clone());
+                let build = self.build.as_ref().map(|build| build.commit.sha.clone());
+                self.on_each(|target, reporter| push(target, local, build.as_deref(), &settings, reporter))
+            }
+            Action::CheckBinaries => self.check_binaries(),
+            // Only in `Plan::build`, which ran before any server was reached.
+            Action::Package => Ok(()),
+        }
+    }
+
+    /// Checks the build output's binaries against every server's platform, then keeps the
+    /// release commit under the release's name.
+    fn check_binaries(&mut self) -> Result<(), Error> {
+        let Some(build) = &self.build else { return Ok(()) };
+        let servers: Vec<(&str, Option<&crate::binaries::Platform>)> =
+            self.servers.iter().map(|server| (server.connection.name(), server.state.platform.as_ref())).collect();
+        // Before anything is sent: a binary that cannot run on a server stops the deploy here.
+        if let Some(problems) = binaries::problems(&build.needs, &servers) {
+            return Err(Error::local(format!("the build output cannot run on every server: {problems}")));
+        }
+        let repo = self.local.repo()?;
+        build_output::keep(&repo, &self.release.name, &build.commit.sha, self.config.keep_releases.max(2))
+    }
+
+    /// Runs the remote steps in `range` (all [`Action::Remote`]) as one command on each server,
+    /// the servers in parallel.
+    fn remote_batch(&mut self, range: std::ops::Range<usize>) -> Result<(), Error> {
+        if self.plans[0].steps[range.clone()].iter().any(|step| step.phase == Phase::Prepare) {
+            self.prepared = true;
+        }
+        let sizes = self.build.as_ref().map(|build| build.commit.sizes.clone()).unwrap_or_default();
+        let cut = std::sync::Mutex::new(Vec::new());
+        let done = self.on_each(|target, reporter| remote_batch(target, range.clone(), &sizes, &cut, reporter));
+        self.cut_in_publish.extend(cut.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
+        done
+    }
+
+    /// Confirms the deploy on every server that switched: its keeper removes the marker that
+    /// would send it back when the deployer is lost, answers, removes the releases beyond
+    /// `keep_releases` and releases the lock. The confirmation goes to every server before any
+    /// answer is awaited. A server whose answer is lost is named in [`Error::Unconfirmed`]; no
+    /// server is sent back then (the others are confirmed already).
+    pub(super) fn confirm(&mut self) -> Result<(), Error> {
+        if let Some(signal) = crate::interrupt::received() {
+            return Err(self.interrupted(signal, None));
+        }
+        let timeout = self.config.timeouts.step;
+        let parts = self.servers.iter_mut().zip(self.reports.iter_mut());
+        let mut switched: Vec<(&mut LockedServer, &mut ServerReport)> =
+            parts.filter(|(_, report)| report.status == ServerStatus::Published).collect();
+        let sent: Vec<Result<(), Error>> = switched.iter_mut().map(|(server, _)| server.send_confirmation()).collect();
+        let jobs: Vec<_> = switched.into_iter().zip(sent).collect();
+        let results = parallel::each(jobs, self.parallel, self.reporter, |((server, report), sent), reporter| {
+            sent?;
+            for old in server.confirmation(timeout)? {
+                reporter.event(Event::Removed { server: report.server.clone(), release: old.clone() });
+                report.removed.push(old);
+            }
+            Ok(report.server.clone())
+        });
+        let mut confirmed = Vec::new();
+        let mut first = None;
+        for result in results {
+            match result {
+                Ok(name) => confirmed.push(name),
+                Err(err) => first = first.or(Some(err)),
+            }
+        }
+        let Some(first) = first else { return Ok(()) };
+        if let Some(signal) = crate::interrupt::received() {
+            return Err(self.interrupted(signal, Some(&confirmed)));
+        }
+        let unknown = self
+            .reports
+            .iter()
+            .filter(|report| report.status == ServerStatus::Published && !confirmed.contains(&report.server))
+            .map(|report| report.server.clone())
+            .collect();
+        Err(Error::Unconfirmed { release: self.release.name.clone(), confirmed, unknown, error: Box::new(first) })
+    }
+}
+/// Each server's part of a step, in the order of the servers.
+pub(super) fn server_parts<'a>(
+    servers: &'a [LockedServer],
+    plans: &'a [Plan],
+    reports: &'a mut [ServerReport],
+    active: std::ops::Range<usize>,
+) -> Vec<ServerPart<'a>> {
+    let parts = servers.iter().zip(plans).zip(reports.iter_mut()).enumerate();
+    let active = parts.filter(|(index, _)| active.contains(index));
+    active.map(|(_, ((server, plan), report))| ServerPart { server, plan, report }).collect()
+}
