@@ -11,30 +11,59 @@
 //! default `cli` feature) is the command line over all of it: clap types an xtask flattens into
 //! its own, and the status lines and JSON events.
 
-pub mod bench;
-pub mod binaries;
-pub mod build_output;
-pub mod check;
+// The public API: the configuration, the commands with their options and reports, the events
+// they report, the errors and exit codes, and the command line. `public-api.txt` lists it
+// (`.ci/public-api` compares it in CI).
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
-pub mod demo;
-mod error;
-pub mod fleet;
-pub mod interrupt;
-pub mod local;
-pub mod loopback;
-pub mod manage;
-pub mod plan;
-pub mod relay;
 pub mod report;
-pub mod run;
-pub mod shell;
-pub mod ssh;
-pub mod submodules;
-pub mod transport;
 
+pub use check::{run_checks, CheckReport, CHECKS};
 pub use config::Config;
 pub use error::{exit, Error};
+pub use manage::{releases, rollback, unlock, unmark};
+pub use plan::{DryRun, RollbackTo, ServerPlan};
 pub use report::{DeployReport, Event, Reporter};
 pub use run::{deploy, dry_run::dry_run, setup, DeployOptions};
+
+/// Modules of the crate's inside: private to the crate, and public with the `testkit` feature
+/// (for this repository's own integration tests, fuzz targets, demo and benchmark; not part of
+/// the API, and may change in any release).
+macro_rules! inside {
+    ($($(#[$attr:meta])* $name:ident;)*) => {$(
+        $(#[$attr])*
+        #[cfg(feature = "testkit")]
+        pub mod $name;
+        $(#[$attr])*
+        #[cfg(not(feature = "testkit"))]
+        mod $name;
+    )*};
+}
+
+inside! {
+    binaries;
+    build_output;
+    check;
+    error;
+    fleet;
+    interrupt;
+    local;
+    manage;
+    plan;
+    run;
+    shell;
+    ssh;
+    submodules;
+    transport;
+}
+
+// The test harness: only with the `testkit` feature.
+#[cfg(feature = "testkit")]
+pub mod bench;
+#[cfg(feature = "testkit")]
+pub mod demo;
+#[cfg(feature = "testkit")]
+pub mod loopback;
+#[cfg(feature = "testkit")]
+pub mod relay;

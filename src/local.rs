@@ -125,11 +125,13 @@ pub fn run_command(phase: &str, command: &str, dir: &Path) -> Result<(), Error> 
 /// is in. `git rebase --exec` and git hooks set `GIT_DIR`: a `git init`, `add` or `commit` meant
 /// for a new repository (the demo's, the benchmark's, a test's) would write into the repository
 /// of whoever runs it.
+#[cfg(any(test, feature = "testkit"))]
 pub const GIT_REPOSITORY_VARS: [&str; 6] =
     ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR", "GIT_PREFIX"];
 
 /// A `git` command that finds its repository from its working directory or `-C`/`--git-dir`
 /// only, never from the environment (see [`GIT_REPOSITORY_VARS`]).
+#[cfg(any(test, feature = "testkit"))]
 pub fn git() -> std::process::Command {
     let mut command = std::process::Command::new("git");
     for var in GIT_REPOSITORY_VARS {
@@ -139,6 +141,7 @@ pub fn git() -> std::process::Command {
 }
 
 /// An xshell `git` command that finds its repository as [`git`]'s do.
+#[cfg(any(test, feature = "testkit"))]
 pub fn own_repo(cmd: xshell::Cmd<'_>) -> xshell::Cmd<'_> {
     GIT_REPOSITORY_VARS.iter().fold(cmd, |cmd, var| cmd.env_remove(var))
 }

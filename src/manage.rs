@@ -8,7 +8,7 @@ use crate::fleet::parallel::{all_done, each, first_failure, DEFAULT_PARALLEL};
 use crate::fleet::{lock_all, new_lock, new_step_marker, unlock_all, LockedServer};
 use crate::plan::{self, is_release_name, LockInfo, Release, RemoteState, RollbackTo};
 use crate::report::{Event, Quiet, Reporter};
-pub use crate::report::{ReleaseEntry, ServerReleases};
+pub use crate::report::ServerReleases;
 use crate::ssh::{Connection, Output};
 use crate::Error;
 

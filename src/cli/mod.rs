@@ -2,6 +2,8 @@
 //! ([`Command`]), the output flags ([`Output`]), and a `run` that returns the exit code.
 //! One struct per command, each with its `run`.
 
+#[cfg(feature = "testkit")]
+mod dev;
 mod render;
 mod ui;
 
@@ -13,6 +15,9 @@ use clap::{Args, Subcommand};
 use crate::plan::RollbackTo;
 use crate::{exit, Config, DeployOptions, Error};
 use ui::Ui;
+
+#[cfg(feature = "testkit")]
+pub use dev::{Bench, Demo, DevCommand};
 
 // Documented for rustdoc only, as `Output` is.
 #[cfg_attr(
@@ -36,21 +41,6 @@ pub enum Command {
     Unlock(Unlock),
     /// Check every server without changing anything: what would make a deploy fail?
     DeployCheck(DeployCheck),
-}
-
-// Documented for rustdoc only, as `Output` is.
-#[cfg_attr(
-    doc,
-    doc = "This repository's own commands (the demo and the benchmark), which an adopter's xtask \
-           needs not have."
-)]
-#[derive(Debug, Subcommand)]
-#[non_exhaustive]
-pub enum DevCommand {
-    /// Deploy an example app twice into a throwaway sshd on 127.0.0.1 and show the result.
-    Demo(Demo),
-    /// Time a first and several incremental deploys of this repository into a loopback sshd.
-    Bench(Bench),
 }
 
 // Documented for rustdoc only: clap would take a doc comment as the `about` of the command
@@ -165,19 +155,6 @@ pub struct DeployCheck {
     target: Target,
 }
 
-#[derive(Debug, Args)]
-pub struct Demo {}
-
-#[derive(Debug, Args)]
-pub struct Bench {
-    /// How many incremental deploys to time.
-    #[arg(long, default_value_t = 9)]
-    rounds: usize,
-    /// The repository to clone and deploy (default: this one), e.g. a large one.
-    #[arg(long, value_name = "PATH")]
-    repo: Option<PathBuf>,
-}
-
 impl Command {
     /// Runs the command and returns the process exit code (see [`crate::exit`]): its events
     /// go to stderr as status lines, and with `--json` to stdout as JSON lines, the last one
@@ -234,19 +211,6 @@ impl Command {
             Command::Unlock(_) => "unlock",
             Command::DeployCheck(_) => "deploy-check",
         }
-    }
-}
-
-impl DevCommand {
-    /// Runs the demo or the benchmark; returns the process exit code, as [`Command::run`].
-    pub fn run(self, output: &Output) -> ExitCode {
-        let mut ui = start(output);
-        let (name, result) = match self {
-            DevCommand::Demo(cmd) => ("demo", cmd.run(&mut ui)),
-            DevCommand::Bench(cmd) => ("bench", cmd.run()),
-        };
-        let stopped = ": the loopback servers it started are stopped and their files removed";
-        ExitCode::from(ui.exit(name, result.map_err(|err| crate::interrupt::explain(err, || stopped.to_string()))))
     }
 }
 
@@ -344,24 +308,5 @@ impl DeployCheck {
         crate::interrupt::check()?;
         ui.text(&render::render_checks(&report));
         Ok(if report.ok() { exit::SUCCESS } else { exit::CHECK_FAILED })
-    }
-}
-
-impl Demo {
-    fn run(self, ui: &mut Ui) -> Result<u8, Error> {
-        // Under --json, stdout carries only events: the demo's own report goes to stderr.
-        let mut out: Box<dyn std::io::Write> =
-            if ui.json() { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
-        crate::demo::run(ui, &mut out)?;
-        Ok(exit::SUCCESS)
-    }
-}
-
-impl Bench {
-    fn run(self) -> Result<u8, Error> {
-        // This repository (the library's), unless told another.
-        let repo = self.repo.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-        crate::bench::run(&repo, self.rounds, &mut std::io::stdout())?;
-        Ok(exit::SUCCESS)
     }
 }

@@ -16,7 +16,6 @@ use crate::report::{Event, Reporter};
 use crate::ssh::{Connection, RemoteProcess};
 
 pub(crate) use lock::{lock_all, new_lock, unlock_all};
-pub use parallel::DEFAULT_PARALLEL;
 
 /// A server reached, checked and locked (for a deploy, a rollback, `releases --unmark`): its
 /// connection, its configuration and what its preflight reported. Not to be confused with

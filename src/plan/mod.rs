@@ -18,7 +18,7 @@ use crate::shell::RemoteScript;
 pub use batches::batches;
 pub use dry_run::{dry_run_script, DryRun, ServerPlan};
 pub use phase::Phase;
-pub use rollback::{marks_script, parse_healthy, parse_rollback, rollback_script, RollbackDone, RollbackTo};
+pub use rollback::{marks_script, parse_healthy, parse_rollback, rollback_script, RollbackTo};
 pub use scripts::*;
 pub use utc::UtcSecond;
 
@@ -242,12 +242,6 @@ impl Step {
         !self.what.is_empty() && self.phase != Phase::Healthcheck
     }
 }
-
-/// The phase whose success makes a release current: a failure before it discards the release.
-pub const PUBLISH: &str = Phase::Publish.as_str();
-
-/// The phase of the health check, after the `after_publish` hooks.
-pub const HEALTHCHECK: &str = Phase::Healthcheck.as_str();
 
 /// A whole deploy, decided before anything runs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,6 +25,7 @@ impl UtcSecond {
     }
 
     /// The moment `seconds` after 1970-01-01T00:00:00Z.
+    #[cfg(test)]
     pub fn from_unix(seconds: u64) -> UtcSecond {
         UtcSecond(seconds)
     }

@@ -34,7 +34,7 @@ mod run;
 mod tests;
 
 pub use channel::{RemoteProcess, TimedChannel};
-pub use run::{Output, Progress, StepOutput, StepsOutput};
+pub use run::{Output, Progress, StepOutput};
 
 use auth::authenticate;
 use gateway::{jump, through};

@@ -2,7 +2,7 @@
 //! stream, see [`capture`]), with input on its stdin, or a batch of steps each kept apart and
 //! timed; each stopped past `timeouts.step`; and the errors for a step that failed.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
 use super::{capture, millis, wait_for, Connection, EXIT_CUT, EXIT_TIMED_OUT};
@@ -247,25 +247,6 @@ impl Connection {
         result
     }
 
-    /// Runs `script` with `input` written to its stdin, then EOF; returns what it printed,
-    /// whatever its exit status.
-    pub fn output_with_input(&self, script: &RemoteScript, input: &[u8]) -> Result<Output, Error> {
-        let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
-        let mut channel = self.start(script, shell::exec_line(script))?;
-        channel
-            .write_all(input)
-            .map_err(|err| self.step_error(script, -1, format!("lost the SSH channel while sending: {err}")))?;
-        channel.send_eof().map_err(failed)?;
-        let (read, stdout, stderr) = self.read_kept(&mut channel);
-        match self.end_step(script, channel, read)? {
-            Some(status) => Ok(Output { status, stdout: stdout.text(), stderr: stderr.text() }),
-            None => {
-                let message = format!("did not finish within {}s (`timeouts.step`)", self.timeouts.step.as_secs());
-                Err(self.step_error(script, EXIT_TIMED_OUT, message))
-            }
-        }
-    }
-
     /// Reads both of `channel`'s streams into what is kept of them, until its end or
     /// `timeouts.step` from now.
     fn read_kept(&self, channel: &mut ssh2::Channel) -> (io::Result<bool>, capture::Kept, capture::Kept) {
@@ -285,15 +266,6 @@ impl Connection {
     /// the script's stderr.
     pub fn run(&self, script: &RemoteScript) -> Result<String, Error> {
         let output = self.output(script)?;
-        if output.status != 0 {
-            return Err(self.failure(script.name, &output));
-        }
-        Ok(output.stdout)
-    }
-
-    /// Like [`Connection::run`], with `input` written to the script's stdin first.
-    pub fn run_with_input(&self, script: &RemoteScript, input: &[u8]) -> Result<String, Error> {
-        let output = self.output_with_input(script, input)?;
         if output.status != 0 {
             return Err(self.failure(script.name, &output));
         }

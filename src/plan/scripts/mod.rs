@@ -77,8 +77,10 @@ pub use release::{check_script, discard_script, hook_script, inspect_script, pre
 /// files, the list of releases marked bad by a rollback.
 pub const STATE_DIR: &str = state_dir!();
 /// Exit status of a remote script when `git` is missing on the server.
+#[cfg(test)]
 pub const EXIT_NO_GIT: i32 = exit_no_git!();
 /// Exit status of a remote script when `deploy_to` has not been set up.
+#[cfg(test)]
 pub const EXIT_NOT_SET_UP: i32 = exit_not_set_up!();
 /// Exit status of the preflight when another deploy holds the lock.
 pub const EXIT_LOCKED: i32 = 5;

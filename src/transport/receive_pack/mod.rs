@@ -25,7 +25,7 @@ use std::io::{Read, Write};
 use pack::{send_pack, shallow_roots, PackSpec};
 use protocol::{lost, read_report, write_flush, write_pkt};
 
-pub use protocol::{read_advertisement, Advertisement};
+pub use protocol::read_advertisement;
 pub(super) use protocol::{CLOSED_BEFORE_REPORT, LOST};
 pub use shared::SharedPacks;
 
@@ -67,6 +67,7 @@ pub enum PackProgress {
 ///
 /// With `shared`, the pack comes from it (made once for every push that needs the same one);
 /// without, `git pack-objects` streams straight into `stream`.
+#[cfg(any(test, feature = "testkit"))]
 pub fn push<S: Read + Write>(
     repo: &git2::Repository,
     stream: &mut S,

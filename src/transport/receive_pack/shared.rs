@@ -32,6 +32,7 @@ pub(super) struct Spooled {
 
 impl SharedPacks {
     /// How many packs were made so far.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn made(&self) -> usize {
         let packs = self.packs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         packs.values().filter(|pack| pack.get().is_some()).count()
