@@ -35,6 +35,7 @@ pub const DISK_MARGIN_KIB: u64 = 64 * 1024;
 
 /// Every check on every server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CheckReport {
     pub checks: Vec<Check>,
 }

@@ -40,6 +40,7 @@ pub mod exit {
 
 /// Everything that can make a deploy fail, grouped by what a caller would do about it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The configuration is missing or wrong; the message names the file and the key.
     #[error("{message}")]

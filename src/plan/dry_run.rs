@@ -86,6 +86,7 @@ pub struct PlannedStep {
 /// One server's part of a deploy, as `--dry-run` tells it (the `plan` event). The fields about
 /// the server are empty when it was not reached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ServerPlan {
     pub server: String,
     /// Why the server could not be reached or read; `None` when it was.
@@ -122,6 +123,7 @@ pub struct ServerPlan {
 
 /// A dry run's findings: the commit, the release it would become, and each server's part.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DryRun {
     /// The revision as asked for (a branch, tag or SHA).
     pub revision: String,

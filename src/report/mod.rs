@@ -23,6 +23,7 @@ pub const JSON_SCHEMA: u32 = 1;
 /// the fields keep their names, and durations are integer milliseconds in `*_ms` fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Event {
     /// A deploy starts: the commit to deploy was resolved locally; these servers are next.
     Started { revision: String, sha: String, servers: Vec<String> },
@@ -166,6 +167,7 @@ pub enum Outcome {
 
 /// What a deploy did: the summary printed at its end, and the `summary` event of `--json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct DeployReport {
     pub outcome: Outcome,
     /// The process exit code this outcome maps to (see [`crate::exit`]).
@@ -209,6 +211,7 @@ pub enum ServerStatus {
 
 /// What a deploy did on one server.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ServerReport {
     pub server: String,
     pub status: ServerStatus,

@@ -43,7 +43,7 @@ pub fn dry_run(config: &Config, options: &DeployOptions, reporter: &mut dyn Repo
         .collect();
 
     let repo = local.repo()?;
-    let thin = options.pack.resolve() == PackMethod::ThinPack;
+    let thin = options.pack_method() == PackMethod::ThinPack;
     // Servers in the same state need the same pack: each is counted once.
     let mut counted: HashMap<&[String], Result<estimate::Estimate, String>> = HashMap::new();
     let mut servers = Vec::new();

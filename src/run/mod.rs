@@ -39,7 +39,9 @@ pub struct DeployOptions {
     pub revision: Option<String>,
     /// Deploy even when the worktree has uncommitted changes.
     pub allow_dirty: bool,
-    /// How the pack is made (default: a thin pack from the local `git`, else libgit2).
+    /// How the pack is made (default: a thin pack from the local `git`, else libgit2). For
+    /// this repository's tests only (`testkit`).
+    #[cfg(feature = "testkit")]
     pub pack: transport::PackMethod,
     /// Deploy even when the commit is already current on every server.
     pub force: bool,
@@ -56,6 +58,16 @@ pub struct DeployOptions {
     /// [`DEFAULT_DAEMON_PORTS`]); chosen at random among them. Tests narrow it to ports they
     /// hold.
     pub daemon_ports: Option<std::ops::RangeInclusive<u16>>,
+}
+
+impl DeployOptions {
+    /// How the pack is made: as `pack` says (with `testkit`), else the default.
+    pub(crate) fn pack_method(&self) -> transport::PackMethod {
+        #[cfg(feature = "testkit")]
+        return self.pack.resolve();
+        #[cfg(not(feature = "testkit"))]
+        return transport::PackMethod::default().resolve();
+    }
 }
 
 /// The ports tried for the git daemon, unless [`DeployOptions::daemon_ports`] says otherwise:
@@ -199,7 +211,7 @@ fn deploy_to_all(
         build: built,
         push: PushSettings {
             // Looked up once: `Auto` runs `git --version`, which need not happen per push.
-            pack: options.pack.resolve(),
+            pack: options.pack_method(),
             daemon_ports: options.daemon_ports.clone().unwrap_or(DEFAULT_DAEMON_PORTS),
         },
         parallel,
