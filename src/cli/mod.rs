@@ -194,7 +194,7 @@ impl Command {
     /// environment (see [`crate::config::EnvAuth::from_env`]), so that no child process (a build
     /// command, a local hook, git) can read it. It also makes SIGINT and SIGTERM stop the
     /// command with its message, the `summary` of a deploy and the exit code 130 or 143 (see
-    /// [`crate::interrupt`]).
+    /// [`crate::exit`]).
     pub fn run(self, output: &Output) -> ExitCode {
         crate::config::EnvAuth::from_env();
         let name = self.name();
