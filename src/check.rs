@@ -36,7 +36,8 @@ pub const DISK_MARGIN_KIB: u64 = 64 * 1024;
 /// Every check on every server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckReport {
-    /// Every row: the servers in configuration order, each one's rows in the order of [`crate::CHECKS`].
+    /// Every row: the servers in configuration order, each one's rows in the order of
+    /// [`crate::CHECKS`].
     pub checks: Vec<Check>,
 }
 

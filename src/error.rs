@@ -178,7 +178,7 @@ pub enum Error {
         release: String,
         /// The servers (`user@host:port`) that took the confirmation.
         confirmed: Vec<String>,
-        /// The servers (`user@host:port`) that may not have taken it: each goes back by itself if not.
+        /// The servers (`user@host:port`) that may not have taken it (one that did not goes back).
         unknown: Vec<String>,
         /// The first failure to confirm.
         error: Box<Error>,

@@ -97,7 +97,7 @@ pub struct ServerPlan {
     pub release: String,
     /// The current release; `None` (JSON `null`) when there is none.
     pub current: Option<String>,
-    /// The current release's commit (`-` when it has no `REVISION` file); `None` when there is none.
+    /// The current release's commit (`-` when it has no `REVISION` file); `None` without one.
     pub current_sha: Option<String>,
     /// The commit is current here already (and its release is not marked bad).
     pub up_to_date: bool,

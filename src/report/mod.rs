@@ -79,7 +79,8 @@ pub enum Event {
         server: String,
         /// The artifact's `path` as configured, relative to the release.
         path: String,
-        /// Its size in bytes (a directory's: its files'); what travelled is in `Pushed`'s `build_bytes`.
+        /// Its size in bytes (a directory's: its files'); what travelled is in
+        /// [`Event::Pushed`]'s `build_bytes`.
         bytes: u64,
     },
     /// A failed deploy's unfinished release was removed.
@@ -116,7 +117,7 @@ pub enum Event {
     },
     /// A wave of a canary deploy starts on `servers` (wave 1: the canaries).
     Wave {
-        /// The wave's number, from 1 (the canaries); 2 is the rest.
+        /// The wave's number: 1 for the canaries, 2 for the rest.
         wave: usize,
         /// The servers of this wave (`user@host:port`), in configuration order.
         servers: Vec<String>,
@@ -169,7 +170,7 @@ pub enum Event {
     Created {
         /// The server (`user@host:port`).
         server: String,
-        /// The path made on the server: a directory under `deploy_to`, or the bare `repo`.
+        /// The path made on the server: `deploy_to`, a directory in it, or the bare `repo`.
         what: String,
     },
     /// The temporary git daemon is listening on the server.
@@ -197,13 +198,13 @@ pub enum Event {
     PushProgress {
         /// The server pushed to (`user@host:port`).
         server: String,
-        /// Bytes written into the tunnel so far, counted as `Pushed`'s `bytes_sent`.
+        /// Bytes written into the tunnel so far, counted as [`Event::Pushed`]'s `bytes_sent`.
         bytes: u64,
         /// Objects in the pack; `None` (JSON `null`) until its header is known.
         objects: Option<u64>,
-        /// What `bytes` comes to once the pack is through; `None` while the pack's size is not known.
+        /// What `bytes` comes to once the pack is through; `None` while the pack's size is unknown.
         total_bytes: Option<u64>,
-        /// `bytes` as a percentage (0 to 100) of `total_bytes`; `None` when that is.
+        /// `bytes` as a percentage (0 to 100) of `total_bytes`; `None` (JSON `null`) while that is.
         percent: Option<u8>,
         /// Time since this server's push started (`elapsed_ms` in JSON).
         #[serde(rename = "elapsed_ms", serialize_with = "millis")]
@@ -255,7 +256,7 @@ pub enum Event {
     },
     /// The deploy failed: on `server` (when one server is to blame), with `error`.
     Failed {
-        /// The server to blame (`user@host:port`); `None` (JSON `null`) when it is not one server's fault.
+        /// The server to blame (`user@host:port`); `None` (JSON `null`) when no one server is.
         server: Option<String>,
         /// The error's message, with what to do next when there is something to do.
         error: String,

@@ -42,7 +42,8 @@ pub struct Check {
 pub struct ServerReleases {
     /// The server (`user@host:port`).
     pub server: String,
-    /// What the server reported: its releases, `current`, the bad marks, the lock and `revisions.log`.
+    /// What the server reported: its releases, `current`, the bad marks, the lock and
+    /// `revisions.log`.
     pub state: RemoteState,
     /// The subject (first line of the message) of each release's commit, by SHA: read in the
     /// server's `repo/`, else in the local clone.

@@ -53,8 +53,8 @@ pub struct DeployOptions {
     /// the configured `canary`.
     pub canary: Option<usize>,
     /// The ports the git daemon may listen on, on each server's 127.0.0.1 (default 10000 to
-    /// 31999, below Linux's ephemeral ports); chosen at random among them. Tests narrow it to ports they
-    /// hold.
+    /// 31999, below Linux's ephemeral ports); chosen at random among them. Tests narrow it to
+    /// ports they hold.
     pub daemon_ports: Option<std::ops::RangeInclusive<u16>>,
 }
 
