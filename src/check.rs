@@ -37,6 +37,8 @@ pub const DISK_MARGIN_KIB: u64 = 64 * 1024;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CheckReport {
+    /// Every row: the servers in configuration order, each one's rows in the order of
+    /// [`crate::CHECKS`].
     pub checks: Vec<Check>,
 }
 

@@ -44,25 +44,51 @@ pub mod exit {
 pub enum Error {
     /// The configuration is missing or wrong; the message names the file and the key.
     #[error("{message}")]
-    Config { message: String },
+    Config {
+        /// What is wrong, naming the file and the key, with the fix when there is one.
+        message: String,
+    },
     /// Something on the deploying machine: the repository, the worktree, a build command.
     #[error("{message}")]
-    Local { message: String },
+    Local {
+        /// What failed on this machine, with the fix when there is one.
+        message: String,
+    },
     /// A value on the command line names nothing there is (a release no server has); the
     /// message lists what there is.
     #[error("{message}")]
-    Usage { message: String },
+    Usage {
+        /// What is wrong with the value, and the releases there are.
+        message: String,
+    },
     /// The server could not be reached or the SSH session could not be set up.
     #[error("cannot connect to `{server}`: {message}")]
-    Connect { server: String, message: String },
+    Connect {
+        /// The server (`user@host:port`).
+        server: String,
+        /// Why: the address, the network, the handshake, a timeout, or a lost channel.
+        message: String,
+    },
     /// The server's host key is unknown or differs from the known one. `unknown`: no key is
     /// recorded for the host (`accept-new` would record it); false when one differs, or when
     /// known_hosts cannot be parsed.
     #[error("host key check failed for `{server}`: {message}")]
-    HostKey { server: String, message: String, unknown: bool },
+    HostKey {
+        /// The server (`user@host:port`).
+        server: String,
+        /// Why the key was refused (with its fingerprint when there is one), and what to do.
+        message: String,
+        /// Whether no key is recorded for the host, as opposed to one that differs or is revoked.
+        unknown: bool,
+    },
     /// No offered credential was accepted.
     #[error("authentication failed for `{server}`: {message}")]
-    Auth { server: String, message: String },
+    Auth {
+        /// The server (`user@host:port`).
+        server: String,
+        /// Which key was refused for which user, or why none could be tried, and what to do.
+        message: String,
+    },
     /// Another deploy holds the lock on a server.
     #[error(
         "`{server}` is locked by {holder}, whose deploy is still alive (its SSH connection is open, or the \
@@ -70,13 +96,32 @@ pub enum Error {
          died is taken over by the next deploy by itself; `cargo xtask unlock --force` removes a live one, \
          only if you know that deploy is stuck"
     )]
-    Locked { server: String, holder: String },
+    Locked {
+        /// The server (`user@host:port`).
+        server: String,
+        /// Who holds the lock: user, machine, since when, the commit it deploys, its `--message`.
+        holder: String,
+    },
     /// A remote script exited non-zero.
     #[error("{step} failed on `{server}` (exit status {status}): {message}")]
-    Remote { server: String, step: String, status: i32, message: String },
+    Remote {
+        /// The server (`user@host:port`).
+        server: String,
+        /// The script or step that failed (`preflight`, `healthcheck`, `after_publish`...).
+        step: String,
+        /// Its exit status; -1 when it has none (the SSH channel failed, the daemon did not start).
+        status: i32,
+        /// Why: the end of what it printed on stderr (else stdout), or why it was stopped.
+        message: String,
+    },
     /// The git objects could not be pushed to the server's repository.
     #[error("push to `{server}` failed: {message}")]
-    Push { server: String, message: String },
+    Push {
+        /// The server (`user@host:port`).
+        server: String,
+        /// Why the push failed, and what to do when it is known.
+        message: String,
+    },
     /// The deploy failed after servers switched `current`, and some of them (`published`, each
     /// with why) could not go back to the release they had.
     #[error(
@@ -88,7 +133,16 @@ pub enum Error {
             format!("; {} are on the release they had", .unchanged.join(", "))
         }
     )]
-    Partial { release: String, published: Vec<String>, unchanged: Vec<String>, error: Box<Error> },
+    Partial {
+        /// The new release's name.
+        release: String,
+        /// Each server where the new release is still current, as `user@host:port (why)`.
+        published: Vec<String>,
+        /// The servers (`user@host:port`) that are on the release they had.
+        unchanged: Vec<String>,
+        /// The failure that made the deploy go back.
+        error: Box<Error>,
+    },
     /// The deploy failed after the switch, and every server that had switched went back to the
     /// release it had (the new one is marked bad there).
     #[error(
@@ -101,7 +155,16 @@ pub enum Error {
             format!("; the restart hooks failed on {}: check the service there", .restart_failed.join(", "))
         }
     )]
-    RolledBack { release: String, servers: Vec<String>, restart_failed: Vec<String>, error: Box<Error> },
+    RolledBack {
+        /// The new release's name, now marked bad where it was current.
+        release: String,
+        /// The servers (`user@host:port`) that went back.
+        servers: Vec<String>,
+        /// The servers (`user@host:port`) among them whose restart hooks failed after going back.
+        restart_failed: Vec<String>,
+        /// The failure that made the deploy go back.
+        error: Box<Error>,
+    },
     /// The deploy was confirmed on `confirmed`, but whether `unknown` took its confirmation is
     /// not known (the connection was lost at that moment).
     #[error(
@@ -111,11 +174,26 @@ pub enum Error {
         confirmed = .confirmed.join(", "),
         unknown = .unknown.join(", ")
     )]
-    Unconfirmed { release: String, confirmed: Vec<String>, unknown: Vec<String>, error: Box<Error> },
-    /// A signal stopped the command (see [`interrupt`]); `state` says what that left on the
+    Unconfirmed {
+        /// The new release's name.
+        release: String,
+        /// The servers (`user@host:port`) that took the confirmation.
+        confirmed: Vec<String>,
+        /// The servers (`user@host:port`) that may not have taken it (one that did not goes back).
+        unknown: Vec<String>,
+        /// The first failure to confirm.
+        error: Box<Error>,
+    },
+    /// A signal stopped the command (SIGINT or SIGTERM); `state` says what that left on the
     /// servers, as far as the command knows.
     #[error("interrupted ({signal}){state}")]
-    Interrupted { signal: interrupt::Signal, state: String },
+    Interrupted {
+        /// The signal: SIGINT or SIGTERM (the exit code is 130 or 143).
+        signal: interrupt::Signal,
+        /// What the command left on the servers, written to follow the signal in the message
+        /// (empty when there is nothing to say).
+        state: String,
+    },
 }
 
 impl Error {

@@ -1,15 +1,18 @@
 //! xtask-deploy: Capistrano-style deploys over SSH for Rust repositories.
 //!
-//! The flow follows the modules: [`config`] reads `[package.metadata.deploy]`, [`plan`] decides
-//! what runs where (pure, no I/O), [`ssh`] and [`transport`] do the talking, [`run`] walks the
-//! plan over the servers and reports [`report::Event`]s; [`manage`] (rollback, releases,
-//! unlock) and [`check`] (deploy-check) are the other commands, and all of them reach, lock and
-//! fan out over the servers through [`fleet`]. [`Error`] and [`exit`] say what failed and how
-//! the process ends. [`loopback`] starts a throwaway `sshd`
-//! on 127.0.0.1 for the demo, the benchmark and the tests. [`submodules`] finds what else a
-//! commit needs pushed. [`interrupt`] stops a command promptly on SIGINT or SIGTERM. `cli` (the
+//! The flow follows the modules: [`config`] reads `[package.metadata.deploy]`, `plan` decides
+//! what runs where (pure, no I/O), `ssh` and `transport` do the talking, `run` walks the
+//! plan over the servers and reports [`report::Event`]s; `manage` (rollback, releases,
+//! unlock) and `check` (deploy-check) are the other commands, and all of them reach, lock and
+//! fan out over the servers through `fleet`. [`Error`] and [`exit`] say what failed and how
+//! the process ends. `loopback` starts a throwaway `sshd`
+//! on 127.0.0.1 for the demo, the benchmark and the tests. `submodules` finds what else a
+//! commit needs pushed. `interrupt` stops a command promptly on SIGINT or SIGTERM. `cli` (the
 //! default `cli` feature) is the command line over all of it: clap types an xtask flattens into
 //! its own, and the status lines and JSON events.
+
+// Every public item of the API has docs; the inside that `testkit` makes public is not API.
+#![cfg_attr(not(feature = "testkit"), deny(missing_docs))]
 
 // The public API: the configuration, the commands with their options and reports, the events
 // they report, the errors and exit codes, and the command line. `public-api.txt` lists it

@@ -25,6 +25,7 @@ pub use dev::{Bench, Demo, DevCommand};
     doc = "The deploy commands, for an xtask's clap `Subcommand` to flatten in (`#[command(flatten)]`), \
            or to be its subcommand."
 )]
+#[cfg_attr(not(doc), allow(missing_docs))]
 #[derive(Debug, Subcommand)]
 #[non_exhaustive]
 pub enum Command {
@@ -44,12 +45,14 @@ pub enum Command {
 }
 
 // Documented for rustdoc only: clap would take a doc comment as the `about` of the command
-// it is flattened into, and print it first in the adopter's `cargo xtask --help`.
+// it is flattened into, and print it first in the adopter's `cargo xtask --help`. Each such
+// type allows `missing_docs`, which is checked without `cfg(doc)` and so does not see its doc.
 #[cfg_attr(
     doc,
     doc = "How a command reports: the global `--json` and `--verbose` flags, for an xtask's clap \
            `Parser` to flatten in."
 )]
+#[cfg_attr(not(doc), allow(missing_docs))]
 #[derive(Debug, Clone, Default, Args)]
 pub struct Output {
     /// Print one JSON object per event on stdout (schema in the README); text goes to stderr.
@@ -79,12 +82,18 @@ pub struct Target {
     roles: Vec<String>,
 }
 
+// Documented for rustdoc only, as `Output` is.
+#[cfg_attr(doc, doc = "The options of `deploy-setup` ([`Command::DeploySetup`]): which servers.")]
+#[cfg_attr(not(doc), allow(missing_docs))]
 #[derive(Debug, Args)]
 pub struct DeploySetup {
     #[command(flatten)]
     target: Target,
 }
 
+// Documented for rustdoc only, as `Output` is.
+#[cfg_attr(doc, doc = "The options of `deploy` ([`Command::Deploy`]): which servers, which commit, and how.")]
+#[cfg_attr(not(doc), allow(missing_docs))]
 #[derive(Debug, Args)]
 pub struct Deploy {
     #[command(flatten)]
@@ -117,6 +126,12 @@ pub struct Deploy {
     canary: Option<u16>,
 }
 
+// Documented for rustdoc only, as `Output` is.
+#[cfg_attr(
+    doc,
+    doc = "The options of `rollback` ([`Command::Rollback`]): which servers, and the release to go back to."
+)]
+#[cfg_attr(not(doc), allow(missing_docs))]
 #[derive(Debug, Args)]
 pub struct Rollback {
     #[command(flatten)]
@@ -130,6 +145,12 @@ pub struct Rollback {
     mark: bool,
 }
 
+// Documented for rustdoc only, as `Output` is.
+#[cfg_attr(
+    doc,
+    doc = "The options of `releases` ([`Command::Releases`]): which servers, and a release to unmark first."
+)]
+#[cfg_attr(not(doc), allow(missing_docs))]
 #[derive(Debug, Args)]
 pub struct Releases {
     #[command(flatten)]
@@ -139,6 +160,12 @@ pub struct Releases {
     unmark: Option<String>,
 }
 
+// Documented for rustdoc only, as `Output` is.
+#[cfg_attr(
+    doc,
+    doc = "The options of `unlock` ([`Command::Unlock`]): which servers, and whether a live deploy's lock goes too."
+)]
+#[cfg_attr(not(doc), allow(missing_docs))]
 #[derive(Debug, Args)]
 pub struct Unlock {
     #[command(flatten)]
@@ -149,6 +176,9 @@ pub struct Unlock {
     force: bool,
 }
 
+// Documented for rustdoc only, as `Output` is.
+#[cfg_attr(doc, doc = "The options of `deploy-check` ([`Command::DeployCheck`]): which servers.")]
+#[cfg_attr(not(doc), allow(missing_docs))]
 #[derive(Debug, Args)]
 pub struct DeployCheck {
     #[command(flatten)]
@@ -164,7 +194,7 @@ impl Command {
     /// environment (see [`crate::config::EnvAuth::from_env`]), so that no child process (a build
     /// command, a local hook, git) can read it. It also makes SIGINT and SIGTERM stop the
     /// command with its message, the `summary` of a deploy and the exit code 130 or 143 (see
-    /// [`crate::interrupt`]).
+    /// [`crate::exit`]).
     pub fn run(self, output: &Output) -> ExitCode {
         crate::config::EnvAuth::from_env();
         let name = self.name();

@@ -27,6 +27,7 @@ pub struct SshConfig {
 pub struct HostParams {
     /// The address to connect to (`%h` stands for the host as written).
     pub host_name: Option<String>,
+    /// The user to log in as.
     pub user: Option<String>,
     /// As written: the caller says what is wrong with a value that is not a port.
     pub port: Option<String>,

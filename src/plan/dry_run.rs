@@ -88,6 +88,7 @@ pub struct PlannedStep {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct ServerPlan {
+    /// The server (`user@host:port`).
     pub server: String,
     /// Why the server could not be reached or read; `None` when it was.
     pub not_reached: Option<String>,
@@ -95,16 +96,19 @@ pub struct ServerPlan {
     pub sha: String,
     /// The release it would become (the name moves on if the deploy starts a second later).
     pub release: String,
-    /// The current release, and its commit.
+    /// The current release; `None` (JSON `null`) when there is none.
     pub current: Option<String>,
+    /// The current release's commit (`-` when it has no `REVISION` file); `None` without one.
     pub current_sha: Option<String>,
     /// The commit is current here already (and its release is not marked bad).
     pub up_to_date: bool,
     /// Why a deploy would stop at this server before changing anything anywhere.
     pub stop: Option<String>,
-    /// What the push would send: commits and objects (`None` when not known), in words.
+    /// How many commits the push would send; `None` (JSON `null`) when not known.
     pub commits: Option<u64>,
+    /// How many objects the push would send; `None` (JSON `null`) when not known.
     pub objects: Option<u64>,
+    /// What the push would send, in words, with what is not counted (build output, submodules).
     pub transfer: String,
     /// The releases the deploy would remove once confirmed (`keep_releases`).
     pub prune: Vec<String>,
@@ -127,7 +131,9 @@ pub struct ServerPlan {
 pub struct DryRun {
     /// The revision as asked for (a branch, tag or SHA).
     pub revision: String,
+    /// The full SHA of the commit it resolves to.
     pub sha: String,
+    /// The name the new release would have (its UTC time, `YYYYMMDDHHMMSS`).
     pub release: String,
     /// `--force`: the commit is deployed even where it is current.
     pub force: bool,

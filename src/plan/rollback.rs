@@ -19,7 +19,12 @@ pub enum RollbackTo<'a> {
     Previous,
     /// The release `name` (its bad mark, if it has one, is cleared); the release left is marked
     /// bad only with `mark_left`.
-    Release { name: &'a str, mark_left: bool },
+    Release {
+        /// The release's name (its UTC time, `YYYYMMDDHHMMSS`), as `releases` lists it.
+        name: &'a str,
+        /// Whether the release left is marked bad (`rollback --to NAME --mark`).
+        mark_left: bool,
+    },
 }
 
 /// What a server reported of its rollback ([`rollback_script`]'s output).

@@ -13,6 +13,7 @@ use crate::plan::RemoteState;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckStatus {
+    /// Nothing to fix.
     Ok,
     /// Worth knowing; a deploy would still work.
     Warn,
@@ -25,10 +26,12 @@ pub enum CheckStatus {
 /// One check on one server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
+    /// The server checked (`user@host:port`).
     pub server: String,
     /// Which check, one of `check::CHECKS` (`"check"` in the JSON event).
     #[serde(rename = "check")]
     pub name: &'static str,
+    /// How it came out (`ok`, `warn`, `fail` or `skipped` in JSON).
     pub status: CheckStatus,
     /// What was found, and what to do when it is a failure.
     pub detail: String,
@@ -37,7 +40,10 @@ pub struct Check {
 /// One server's releases, as `cargo xtask releases` lists them.
 #[derive(Debug, Clone)]
 pub struct ServerReleases {
+    /// The server (`user@host:port`).
     pub server: String,
+    /// What the server reported: its releases, `current`, the bad marks, the lock and
+    /// `revisions.log`.
     pub state: RemoteState,
     /// The subject (first line of the message) of each release's commit, by SHA: read in the
     /// server's `repo/`, else in the local clone.
@@ -47,11 +53,15 @@ pub struct ServerReleases {
 /// A release as listed: its name, commit, who deployed it (from `revisions.log`), and flags.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReleaseEntry {
+    /// The release's name (its UTC time, `YYYYMMDDHHMMSS`).
     pub name: String,
+    /// The full SHA of its commit (`-` when the release has no `REVISION` file).
     pub sha: String,
+    /// The user who deployed it, as `revisions.log` says (`-` when it does not).
     pub deployed_by: String,
     /// The commit's subject, when the server's `repo/` or the local clone has the commit.
     pub subject: Option<String>,
+    /// Whether `current` points at it.
     pub current: bool,
     /// Marked bad by a rollback: a plain `rollback` skips it.
     pub bad: bool,

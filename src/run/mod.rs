@@ -49,14 +49,14 @@ pub struct DeployOptions {
     pub lock_wait: Option<Duration>,
     /// A note kept in the lock, shown to whoever finds it taken.
     pub message: Option<String>,
-    /// How many servers are worked on at once (default [`parallel::DEFAULT_PARALLEL`]).
+    /// How many servers are worked on at once (default 10).
     pub parallel: Option<usize>,
     /// Deploy to and confirm this many servers first (the canaries), then the rest; instead of
     /// the configured `canary`.
     pub canary: Option<usize>,
-    /// The ports the git daemon may listen on, on each server's 127.0.0.1 (default
-    /// [`DEFAULT_DAEMON_PORTS`]); chosen at random among them. Tests narrow it to ports they
-    /// hold.
+    /// The ports the git daemon may listen on, on each server's 127.0.0.1 (default 10000 to
+    /// 31999, below Linux's ephemeral ports); chosen at random among them. Tests narrow it to
+    /// ports they hold.
     pub daemon_ports: Option<std::ops::RangeInclusive<u16>>,
 }
 
@@ -76,7 +76,7 @@ pub const DEFAULT_DAEMON_PORTS: std::ops::RangeInclusive<u16> = 10_000..=31_999;
 
 /// Prepares every server: `releases/`, `shared/` (with the linked directories) and the bare
 /// `repo/` under `deploy_to`. Running it again changes nothing.
-/// The servers are set up at once, [`parallel::DEFAULT_PARALLEL`] at a time; the first failure
+/// The servers are set up at once, 10 at a time; the first failure
 /// is returned, the others reported as warnings.
 pub fn setup(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error> {
     let servers = config.servers.iter().collect();
