@@ -11,7 +11,7 @@
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, Once, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::Error;
@@ -63,6 +63,7 @@ impl std::fmt::Display for Signal {
 /// The number of the first signal received; 0 before.
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
 /// The write end of the watcher's pipe; -1 until [`install`].
+#[cfg(feature = "cli")] // Installed by the command line only.
 static WAKE: AtomicI32 = AtomicI32::new(-1);
 /// The sockets of the open SSH connections.
 static SOCKETS: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
@@ -73,8 +74,9 @@ const LOCAL_SLOTS: usize = 16;
 
 /// Makes SIGINT and SIGTERM stop the command instead of killing the process (see the module
 /// header). Call it once, early; later calls change nothing.
+#[cfg(feature = "cli")] // Installed by the command line only.
 pub fn install() -> std::io::Result<()> {
-    static INSTALLED: Once = Once::new();
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
     let mut result = Ok(());
     INSTALLED.call_once(|| result = start_watcher());
     result
@@ -193,6 +195,7 @@ impl Drop for LocalProcess {
 }
 
 /// Makes the watcher's pipe and thread, then sets the handlers.
+#[cfg(feature = "cli")] // Installed by the command line only.
 fn start_watcher() -> std::io::Result<()> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: `fds` has room for the two descriptors `pipe2` writes.
@@ -220,6 +223,7 @@ fn start_watcher() -> std::io::Result<()> {
 }
 
 /// The handler: notes the first signal and wakes the watcher; a second one ends the process.
+#[cfg(feature = "cli")] // Installed by the command line only.
 extern "C" fn on_signal(number: libc::c_int) {
     if RECEIVED.compare_exchange(0, number, Ordering::SeqCst, Ordering::SeqCst).is_err() {
         for slot in &LOCAL {
@@ -242,6 +246,7 @@ extern "C" fn on_signal(number: libc::c_int) {
 
 /// The watcher: waits for the handler's byte, then cuts every connection and passes the
 /// signal on to the local commands.
+#[cfg(feature = "cli")] // Installed by the command line only.
 fn watch(read_end: RawFd) {
     let mut byte = 0u8;
     loop {

@@ -54,6 +54,7 @@ static TRACER: std::sync::OnceLock<ScriptTracer> = std::sync::OnceLock::new();
 
 /// Makes every connection of this process hand each script it runs to `tracer` before running
 /// it. For the command line's `--verbose`; set once, for the whole process.
+#[cfg(feature = "cli")] // `--verbose`.
 pub fn trace_scripts(tracer: ScriptTracer) {
     let _ = TRACER.set(tracer);
 }
