@@ -19,7 +19,7 @@ fn run(world: &World, args: &[&str]) -> Output {
 
 /// Takes the deploy lock of `deploy_to` as `user` on `host`, held by a live process (this test),
 /// as a deploy running elsewhere would hold it; returns the lock's directory.
-fn hold_lock(deploy_to: &std::path::Path, user: &str, host: &str) -> std::path::PathBuf {
+pub(crate) fn hold_lock(deploy_to: &std::path::Path, user: &str, host: &str) -> std::path::PathBuf {
     let lock = deploy_to.join(".xtask-deploy/lock");
     fs::create_dir_all(&lock).unwrap();
     let pid = std::process::id();

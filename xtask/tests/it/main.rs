@@ -1,6 +1,7 @@
 //! The `xtask` binary as users and CI pipelines run it, against real loopback sshds, in one
 //! test binary (each file a module): the command line, the fault matrix, many servers, the
-//! lifecycle commands, the JSON stream and exit codes, and the README against the code.
+//! lifecycle commands, the JSON stream and exit codes, the README against the code, and the dry
+//! run's text as a snapshot.
 //!
 //! Run one module with `cargo test -p xtask --test it faults::`, one test by its name.
 
@@ -13,6 +14,7 @@ mod support;
 mod cli_support;
 
 mod cli;
+mod dry_run_text;
 mod faults;
 mod fleet;
 mod lifecycle;
