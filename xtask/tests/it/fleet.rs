@@ -1,14 +1,12 @@
 //! Many servers through the command line: stages, roles, `--hosts`/`--roles`, hooks that run
 //! on some servers or once, `--parallel`, and hosts named by `~/.ssh/config`.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::fs;
 use std::path::Path;
 use std::process::Output;
 
-use support::{add_server, bad_in, current_in, releases_in, World};
+use crate::cli_support::bad_in;
+use crate::support::{self, add_server, current_in, releases_in, World};
 use xtask_deploy::exit;
 use xtask_deploy::loopback::toml_string;
 

@@ -5,13 +5,11 @@
 //! the fix, and nothing outside `releases/<new>` changed: `shared/`, the link's target and
 //! `current` are as they were, and no new release is left.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use support::{git, snapshot, World};
+use crate::support::{git, snapshot, World};
 use xtask_deploy::demo::AppRepo;
 use xtask_deploy::{DeployOptions, Error};
 

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use xtask_deploy::exit;
 
-const README: &str = include_str!("../../README.md");
+const README: &str = include_str!("../../../README.md");
 
 /// The text after `<!-- marker` up to the end of the block or table that follows it.
 fn section(marker: &str) -> &'static str {

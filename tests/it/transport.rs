@@ -1,12 +1,11 @@
 //! The receive-pack client against a real `git receive-pack` on a local bare repository: no
 //! server needed, as git2-rs tests its pushes.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Stdio};
 
+use crate::support;
 use xtask_deploy::build_output::{self, Artifact};
 use xtask_deploy::demo::AppRepo;
 use xtask_deploy::transport::receive_pack;

@@ -1,14 +1,12 @@
 //! Nobody let in, nothing left waiting: the exec transport, the daemon's door, host-key
 //! policies, time limits and hostile values, each against the loopback sshd.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use support::users::LocalUser;
-use support::{git, Hold, World};
+use crate::support::users::LocalUser;
+use crate::support::{self, git, Hold, World};
 use xtask_deploy::report::{Collect, Event, Quiet};
 use xtask_deploy::{DeployOptions, Error};
 

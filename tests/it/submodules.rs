@@ -2,12 +2,10 @@
 //! `.gitmodules` URLs cannot be reached, when I deploy, then the release holds a recursive
 //! checkout, made from the server's own repositories.
 
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use support::{files_under, git, incompressible, World};
+use crate::support::{files_under, git, incompressible, World};
 use xtask_deploy::demo::AppRepo;
 use xtask_deploy::Error;
 

@@ -1,7 +1,6 @@
 //! Shared test support: a loopback sshd and an app repository deployed into it.
 //!
 //! The server runs on this machine, so tests read its side (`deploy_to`, processes) directly.
-#![allow(dead_code)]
 
 pub mod users;
 
@@ -82,24 +81,14 @@ impl World {
         World { app, deploy_to, server, deploy_user: user }
     }
 
-    /// The command `bin` (the xtask binary) with `args` and this world's `--manifest-path`.
-    /// Cargo's target directory is the app's own `target/`, where the tests' build commands
-    /// write artifacts by hand, whatever `CARGO_TARGET_DIR` the tests run under.
-    pub fn command(&self, bin: &str, args: &[&str]) -> Command {
-        let mut command = Command::new(bin);
-        command.args(args).arg("--manifest-path").arg(self.app.manifest_path()).stdin(std::process::Stdio::null());
-        command.env("CARGO_TARGET_DIR", self.app.dir().join("target"));
-        command
-    }
-
     /// Rewrites the app's manifest with `edit` (not committed).
     pub fn edit_manifest(&self, edit: impl FnOnce(String) -> String) {
         let path = self.app.manifest_path();
         fs::write(&path, edit(fs::read_to_string(&path).unwrap())).unwrap();
     }
 
-    /// The app's config, with its own `target/` as cargo's target directory (see
-    /// [`World::command`]).
+    /// The app's config, with its own `target/` as cargo's target directory (as the `xtask`
+    /// tests' `World::command` gives cargo).
     pub fn config(&self) -> Config {
         let config = Config::load(Some(&self.app.manifest_path())).expect("load config");
         Config { target_dir: self.app.dir().join("target"), ..config }
@@ -226,22 +215,6 @@ impl World {
     }
 }
 
-impl World {
-    /// Routes the app to its server through a relay that holds every chunk 100 ms each way: a
-    /// 200 ms round trip, which caps SSH's window (2 MB) at about 10 MB/s, so that a push of
-    /// [`World::commit_big`] takes seconds on any machine. Keep the relay while it is needed.
-    pub fn behind_a_slow_link(&self) -> xtask_deploy::relay::Relay {
-        let relay = xtask_deploy::relay::Relay::start(self.server.port(), Duration::from_millis(100)).unwrap();
-        self.route_through(relay.port());
-        relay
-    }
-
-    /// Commits 20 MB that do not compress (a pack of about 16 MB); returns the commit's SHA.
-    pub fn commit_big(&self) -> String {
-        self.commit("assets/big.bin", &incompressible(20_000_000, 11))
-    }
-}
-
 /// A second server for `world`'s app: its own loopback sshd, which accepts the world's key and
 /// is in the world's known_hosts, with its own `deploy_to` (returned), added to the manifest.
 pub fn add_server(world: &World) -> (LoopbackServer, PathBuf) {
@@ -309,11 +282,6 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
-/// What a finished command printed on stderr.
-pub fn stderr_of(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stderr).to_string()
-}
-
 /// Asks `done` every 20 ms until it says yes or `timeout` has passed; returns its last answer.
 pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -367,37 +335,6 @@ pub fn snapshot(root: &Path) -> std::collections::BTreeMap<PathBuf, String> {
     out
 }
 
-/// Everything under `root` and `root` itself, as `ls -lR` would show it: each path with its
-/// kind, size and modification time (a directory's changes when an entry is made or removed in
-/// it, even one removed again), and where a link points.
-pub fn listing(root: &Path) -> std::collections::BTreeMap<PathBuf, String> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        let meta = fs::symlink_metadata(&path).unwrap();
-        let link = if meta.file_type().is_symlink() {
-            format!(" -> {}", fs::read_link(&path).unwrap().display())
-        } else {
-            String::new()
-        };
-        if meta.is_dir() {
-            stack.extend(fs::read_dir(&path).unwrap().flatten().map(|entry| entry.path()));
-        }
-        out.insert(path, format!("{:?} {} {:?}{link}", meta.file_type(), meta.len(), meta.modified().unwrap()));
-    }
-    out
-}
-
-/// What differs between two [`listing`]s: each path added, removed or changed, with both sides.
-pub fn changes(
-    before: &std::collections::BTreeMap<PathBuf, String>,
-    after: &std::collections::BTreeMap<PathBuf, String>,
-) -> Vec<String> {
-    let paths: std::collections::BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
-    let differs = paths.into_iter().filter(|path| before.get(*path) != after.get(*path));
-    differs.map(|path| format!("{}: {:?} -> {:?}", path.display(), before.get(path), after.get(path))).collect()
-}
-
 /// `len` bytes that do not compress, so pushing them takes measurable time and bytes.
 pub fn incompressible(len: usize, seed: u64) -> String {
     let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -434,22 +371,6 @@ impl Hold {
         )
     }
 
-    /// Puts a `git` first on the server's `PATH` that holds when invoked with `subcommand`.
-    pub fn install_git_shim(&self, world: &World, subcommand: &str) {
-        let real = Command::new("sh").arg("-c").arg("command -v git").output().unwrap();
-        let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
-        let shim = world.server.bin_dir().join("git");
-        fs::write(
-            &shim,
-            format!(
-                "#!/bin/sh\ncase \" $* \" in *' {subcommand} '*) {} ;; esac\nexec '{real}' \"$@\"\n",
-                self.fragment()
-            ),
-        )
-        .unwrap();
-        fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    }
-
     pub fn arm(&self) {
         fs::write(self.dir.join("armed"), "").unwrap();
     }
@@ -466,12 +387,8 @@ impl Hold {
 }
 
 impl World {
-    /// Processes on the server that belong to this world: see [`processes_of`].
-    pub fn our_processes(&self) -> Vec<(u32, String)> {
-        processes_of(&self.server)
-    }
-
-    /// Waits up to `timeout` for [`World::our_processes`] to be gone; returns those left.
+    /// Waits up to `timeout` for the processes on the server that belong to this world (see
+    /// [`processes_of`]) to be gone; returns those left.
     pub fn our_processes_after(&self, timeout: Duration) -> Vec<(u32, String)> {
         processes_left_on(&self.server, timeout)
     }
@@ -516,13 +433,12 @@ pub fn add_servers(world: &World, count: usize) -> Vec<(LoopbackServer, PathBuf)
     (0..count).map(|_| add_server(world)).collect()
 }
 
-/// A network namespace of its own, joined to this one by a veth pair: a host that only what
-/// runs inside it, or what listens on its veth address, can be reached at. Dropping it
+/// A network namespace of its own, joined to this one by a veth pair (this side's address ends
+/// in `.1`): a host that only what runs inside it, or what listens on its veth address, can be
+/// reached at. Dropping it
 /// deletes the namespace (stop the servers in it first).
 pub struct Netns {
     pub name: String,
-    /// This side's address on the veth pair.
-    pub outside: String,
     /// The namespace's address on the veth pair.
     pub inside: String,
 }
@@ -536,7 +452,7 @@ impl Netns {
         let outside = format!("10.213.{subnet}.1");
         let inside = format!("10.213.{subnet}.2");
         let _ = Command::new("ip").args(["netns", "del", &name]).stderr(std::process::Stdio::null()).status();
-        let netns = Netns { name: name.clone(), outside: outside.clone(), inside: inside.clone() };
+        let netns = Netns { name: name.clone(), inside: inside.clone() };
         let ip = |args: &[&str]| {
             let output = Command::new("ip").args(args).output().expect("run `ip` (apt-get install iproute2)");
             assert!(output.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&output.stderr));
@@ -579,11 +495,6 @@ pub fn releases_by_hand(deploy_to: &Path, count: usize) -> Vec<(String, String)>
     std::os::unix::fs::symlink(newest, deploy_to.join("current")).unwrap();
     fs::write(deploy_to.join("revisions.log"), log).unwrap();
     releases
-}
-
-/// The releases marked bad in `deploy_to`.
-pub fn bad_in(deploy_to: &Path) -> Vec<String> {
-    fs::read_to_string(deploy_to.join(".xtask-deploy/bad")).unwrap_or_default().lines().map(str::to_string).collect()
 }
 
 /// Release directory names in `deploy_to`, oldest first.

@@ -1,15 +1,13 @@
 //! The release lifecycle against a real loopback sshd: rollback, the lock, shared files,
 //! hooks and artifacts, nothing half-done, and taking over servers Capistrano deployed.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{current_in, releases_by_hand, World};
+use crate::support::{self, current_in, releases_by_hand, World};
 use xtask_deploy::plan::RollbackTo;
 use xtask_deploy::relay::Relay;
 use xtask_deploy::report::Collect;

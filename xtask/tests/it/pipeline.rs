@@ -2,16 +2,14 @@
 //! `--json` event stream, one exit code per kind of outcome, credentials from the environment,
 //! `--verbose`, and `deploy-check` on a server in each broken state it reports.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::cli_support::stderr_of;
+use crate::support::{self, add_server, snapshot, Hold, World};
 use serde_json::Value;
-use support::{add_server, snapshot, stderr_of, Hold, World};
 use xtask_deploy::exit;
 
 fn xtask(world: &World, args: &[&str]) -> Command {

@@ -9,9 +9,6 @@
 //! the matrix, for one transport and one fault; it prints its rows and writes them to
 //! `$CARGO_TARGET_TMPDIR/fault-matrix-*.md`.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -20,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{wait_until, Hold, World};
+use crate::support::{wait_until, Hold, World};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {

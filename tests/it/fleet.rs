@@ -1,14 +1,12 @@
 //! Many servers: a deploy reaches them all in parallel with one release name and one commit,
 //! publishes only when every one is ready, and reaches servers through a gateway.
 
-mod support;
-
 use std::fs;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use support::{add_existing_server, add_servers, current_in, processes_left_on, releases_in, Netns, World};
+use crate::support::{add_existing_server, add_servers, current_in, processes_left_on, releases_in, Netns, World};
 use xtask_deploy::loopback::{toml_string, LoopbackServer, Place};
 use xtask_deploy::report::{Collect, Event, ServerStatus};
 use xtask_deploy::{DeployOptions, Error};

@@ -1,13 +1,11 @@
 //! Deploys against a real loopback sshd and real git: given a server and an app, when I deploy,
 //! then the server holds the pushed commit as the current release.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use support::{incompressible, World, UNREACHABLE_ORIGIN};
+use crate::support::{self, incompressible, World, UNREACHABLE_ORIGIN};
 use xtask_deploy::report::Collect;
 use xtask_deploy::{DeployOptions, Error, Event};
 

@@ -1,15 +1,13 @@
 //! The lifecycle commands as users run them: concurrent deploys and the lock, `--dry-run`,
 //! `unlock`, `releases`, `rollback`.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::fs;
 use std::io::BufReader;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::{bad_in, current_in, read_until, releases_by_hand, stderr_of, World};
+use crate::cli_support::{self, bad_in, stderr_of};
+use crate::support::{self, current_in, read_until, releases_by_hand, World};
 
 fn xtask(world: &World, args: &[&str]) -> Command {
     world.command(env!("CARGO_BIN_EXE_xtask"), args)
@@ -21,7 +19,7 @@ fn run(world: &World, args: &[&str]) -> Output {
 
 /// Takes the deploy lock of `deploy_to` as `user` on `host`, held by a live process (this test),
 /// as a deploy running elsewhere would hold it; returns the lock's directory.
-fn hold_lock(deploy_to: &std::path::Path, user: &str, host: &str) -> std::path::PathBuf {
+pub(crate) fn hold_lock(deploy_to: &std::path::Path, user: &str, host: &str) -> std::path::PathBuf {
     let lock = deploy_to.join(".xtask-deploy/lock");
     fs::create_dir_all(&lock).unwrap();
     let pid = std::process::id();
@@ -94,10 +92,10 @@ fn plan_events(output: &Output) -> Vec<serde_json::Value> {
 /// it says) and left the server as it was: no entry, size or modification time changed under
 /// `deploy_to`, no process left.
 fn dry_run_changing_nothing(world: &World) -> String {
-    let before = support::listing(&world.deploy_to);
+    let before = cli_support::listing(&world.deploy_to);
     let output = run(world, &["deploy", "--dry-run"]);
     assert!(output.status.success(), "{}", stderr_of(&output));
-    let changed = support::changes(&before, &support::listing(&world.deploy_to));
+    let changed = cli_support::changes(&before, &cli_support::listing(&world.deploy_to));
     assert_eq!(changed, Vec::<String>::new(), "the dry run changed the server");
     assert_eq!(support::processes_left_on(&world.server, std::time::Duration::from_secs(5)), vec![]);
     String::from_utf8_lossy(&output.stdout).into_owned()

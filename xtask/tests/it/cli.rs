@@ -1,15 +1,12 @@
 //! The `xtask` binary as users run it, against a real loopback sshd: bad input ends with one
 //! clear error and a non-zero exit; a deploy killed mid-push leaves nothing behind.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::fs;
 use std::io::BufReader;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::{incompressible, read_until, World};
+use crate::support::{self, incompressible, read_until, World};
 use xtask_deploy::exit;
 
 fn xtask(args: &[&str]) -> Command {

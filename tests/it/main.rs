@@ -1,0 +1,16 @@
+//! The library's integration tests, in one binary (each file a module, so the library is linked
+//! once): stories against a real loopback sshd and real git, given a server and an app, when I
+//! deploy, then the server holds X. `support` is the shared harness (the loopback sshd, the app
+//! repository, local users), which `xtask/tests/it/` includes too.
+//!
+//! Run one module with `cargo test --test it safety::`, one test by its name.
+
+mod support;
+
+mod deploy;
+mod fleet;
+mod hostile_trees;
+mod lifecycle;
+mod safety;
+mod submodules;
+mod transport;
