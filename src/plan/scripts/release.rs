@@ -123,13 +123,14 @@ missing=""
 {checks}if [ -n "$missing" ]; then
   echo "linked file(s) missing in \`$d/shared\`:$missing: create them on the server before deploying" >&2; exit 1
 fi
-mkdir "releases/$rel"
 marker="$d/{STATE_DIR}/preparing.$rel"
-trap 'rm -rf "releases/$rel" "$marker"' EXIT
-{NO_LINK}
-# The marker tells an interrupted deploy's clean-up that this release is unfinished; until the
-# release is made, an extraction that fails writes into it.
+# The marker tells an interrupted deploy's clean-up that this release is unfinished: written
+# before the release's directory exists, so that a deploy killed at any moment leaves no
+# release without it. Until the release is made, an extraction that fails writes into it.
 : > "$marker"
+trap 'rm -rf "releases/$rel" "$marker"' EXIT
+mkdir "releases/$rel"
+{NO_LINK}
 {extract}
 {extract_submodules}if [ -s "$marker" ]; then
   if ! git --git-dir=repo cat-file -e "$tree^{{commit}}" 2>/dev/null; then

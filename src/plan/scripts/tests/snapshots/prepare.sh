@@ -10,9 +10,13 @@ missing=""
 if [ -n "$missing" ]; then
   echo "linked file(s) missing in \`$d/shared\`:$missing: create them on the server before deploying" >&2; exit 1
 fi
-mkdir "releases/$rel"
 marker="$d/.xtask-deploy/preparing.$rel"
+# The marker tells an interrupted deploy's clean-up that this release is unfinished: written
+# before the release's directory exists, so that a deploy killed at any moment leaves no
+# release without it. Until the release is made, an extraction that fails writes into it.
+: > "$marker"
 trap 'rm -rf "releases/$rel" "$marker"' EXIT
+mkdir "releases/$rel"
 no_link() {
   p="releases/$rel"
   rest=$1
@@ -26,9 +30,6 @@ no_link() {
     fi
   done
 }
-# The marker tells an interrupted deploy's clean-up that this release is unfinished; until the
-# release is made, an extraction that fails writes into it.
-: > "$marker"
 mkdir -p repo/info && printf '%s\n' '/target -export-ignore' '/target/release -export-ignore' '/target/release/app -export-ignore -export-subst -text -ident -filter -working-tree-encoding' '/target/release/app/** -export-ignore -export-subst -text -ident -filter -working-tree-encoding' > repo/info/attributes
 { git --git-dir=repo archive --format=tar "$tree" || echo "git archive failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker"
 no_link vendor/lib yes 'submodule `vendor/lib`' 'the deployed tree is malformed (`git fsck --strict` names the problem): fix the commit'
