@@ -33,7 +33,10 @@ use push::PushSettings;
 use walk::Walk;
 
 /// Choices for one deploy that are not part of the configuration.
+///
+/// Built from `DeployOptions::default()`, then set field by field: it gains fields.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct DeployOptions {
     /// Deploy this revision instead of the configured one.
     pub revision: Option<String>,

@@ -214,8 +214,8 @@ fn gone_within(pid: &str, timeout: Duration) -> bool {
 fn the_libgit2_fallback_deploys_the_same_release() {
     let world = World::new();
     world.setup();
-    let options =
-        xtask_deploy::DeployOptions { pack: xtask_deploy::transport::PackMethod::Libgit2, ..Default::default() };
+    let mut options = xtask_deploy::DeployOptions::default();
+    options.pack = xtask_deploy::transport::PackMethod::Libgit2;
     let first = xtask_deploy::deploy(&world.config(), &options, &mut xtask_deploy::report::Quiet).unwrap();
     world.assert_release_matches(&first.release, &first.sha);
     let sha = world.commit("src/main.rs", "fn main() {}\n");

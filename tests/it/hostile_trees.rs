@@ -184,7 +184,8 @@ fn a_malformed_tree_is_refused_by_the_push_with_either_transport() {
             (format!("040000 tree {dot_git}\t.git"), "hasDotgit"),
         ] {
             let sha = commit_with_entry(&world, &entry);
-            let options = DeployOptions { revision: Some(sha.clone()), ..DeployOptions::default() };
+            let mut options = DeployOptions::default();
+            options.revision = Some(sha.clone());
             let err = assert_refused(&world, &options, &good, &[]);
             assert!(matches!(err, Error::Push { .. }), "{transport}: {err}");
             // git's own words, with the fix. Through the daemon, receive-pack's socket is reset
@@ -213,7 +214,8 @@ fn a_malformed_tree_that_reached_the_server_earlier_is_refused_when_the_release_
     let sha = commit_with_entry(&world, &libs_link(&world, &ssh));
     let repo = world.deploy_to.join("repo");
     git(world.app.dir(), &["push", "-q", repo.to_str().unwrap(), &format!("{sha}:refs/heads/planted")]);
-    let options = DeployOptions { revision: Some(sha), ..DeployOptions::default() };
+    let mut options = DeployOptions::default();
+    options.revision = Some(sha);
     let err = assert_refused(
         &world,
         &options,

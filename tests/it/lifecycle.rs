@@ -223,7 +223,9 @@ fn deploying_the_current_commit_does_nothing_unless_forced() {
     assert_eq!(world.releases(), vec![first.release.clone()]);
     assert_eq!(world.revisions_log().len(), 1);
     assert!(!world.locked());
-    let forced = world.deploy_with(&DeployOptions { force: true, ..Default::default() }).unwrap();
+    let mut forced = DeployOptions::default();
+    forced.force = true;
+    let forced = world.deploy_with(&forced).unwrap();
     assert!(!forced.up_to_date());
     assert_eq!(world.releases(), vec![first.release, forced.release.clone()]);
     assert_eq!(world.current(), Some(forced.release));
@@ -499,7 +501,8 @@ fn a_release_a_deploy_went_back_from_keeps_its_mark_until_it_is_pruned_and_warns
 
     // Deploying the commit of the release marked bad again: it goes, with a warning.
     let mut events = Collect::default();
-    let options = DeployOptions { revision: Some(broken_sha.clone()), ..Default::default() };
+    let mut options = DeployOptions::default();
+    options.revision = Some(broken_sha.clone());
     xtask_deploy::deploy(&world.config(), &options, &mut events).unwrap();
     let warned = events.0.iter().any(|event| {
         matches!(event, Event::Warning { message } if message.contains(&broken) && message.contains("marked bad"))

@@ -467,11 +467,9 @@ fn hostile_values_stay_data_everywhere_they_go() {
     fs::write(world.deploy_to.join("shared").join(&linked_file), "db: x\n").unwrap();
     let branch = "x$(touch${IFS}PWNED)`touch${IFS}PWNED`";
     git(world.app.dir(), &["branch", branch]);
-    let options = DeployOptions {
-        revision: Some(branch.to_string()),
-        message: Some("line one\ntoken=forged $(touch PWNED)".to_string()),
-        ..DeployOptions::default()
-    };
+    let mut options = DeployOptions::default();
+    options.revision = Some(branch.to_string());
+    options.message = Some("line one\ntoken=forged $(touch PWNED)".to_string());
     let report = world.deploy_with(&options).unwrap_or_else(|err| panic!("{err}\n{}", world.server.log()));
 
     let release = world.deploy_to.join("releases").join(&report.release);
@@ -596,7 +594,8 @@ fn a_deploy_whose_daemon_port_is_taken_pushes_through_exec_and_says_so() {
     let mut stderr = std::io::BufReader::new(squatter.stderr.take().unwrap());
     support::read_until(&mut stderr, "Ready to rumble");
 
-    let options = DeployOptions { daemon_ports: Some(port..=port), ..DeployOptions::default() };
+    let mut options = DeployOptions::default();
+    options.daemon_ports = Some(port..=port);
     let mut events = Collect::default();
     let report = xtask_deploy::deploy(&world.config(), &options, &mut events)
         .unwrap_or_else(|err| panic!("the deploy failed: {err}\n{}", world.server.log()));
