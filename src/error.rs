@@ -208,7 +208,9 @@ impl Error {
             Error::Remote { .. } | Error::Push { .. } => exit::REMOTE,
             Error::Partial { .. } | Error::Unconfirmed { .. } => exit::PARTIAL,
             Error::RolledBack { .. } => exit::ROLLED_BACK,
-            Error::Interrupted { signal, .. } => signal.exit_code(),
+            // 128 plus the signal's number, as shells report a process killed by it.
+            Error::Interrupted { signal: interrupt::Signal::Interrupt, .. } => exit::INTERRUPTED,
+            Error::Interrupted { signal: interrupt::Signal::Terminate, .. } => exit::TERMINATED,
         }
     }
 

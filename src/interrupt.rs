@@ -26,15 +26,6 @@ pub enum Signal {
 }
 
 impl Signal {
-    /// The exit code of a command it stopped: 128 plus the signal's number, as shells report a
-    /// process killed by it.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Signal::Interrupt => crate::exit::INTERRUPTED,
-            Signal::Terminate => crate::exit::TERMINATED,
-        }
-    }
-
     fn number(self) -> libc::c_int {
         match self {
             Signal::Interrupt => libc::SIGINT,

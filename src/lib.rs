@@ -61,6 +61,9 @@ inside! {
     transport;
 }
 
+#[cfg(test)]
+mod layers;
+
 // The test harness: only with the `testkit` feature.
 #[cfg(feature = "testkit")]
 pub mod bench;
