@@ -99,7 +99,7 @@ pub(super) fn push_all(
                 transport::push_through_exec(repo, connection.exec_stream(&script, deadline)?, *refs, packing, told)
             }
         };
-        let stats = stats.map_err(|message| failed(&what, message))?;
+        let stats = stats.map_err(|error| failed(&what, error.to_string()))?;
         total.bytes_sent += stats.bytes_sent;
         total.objects += stats.objects;
         total.build_bytes = total.build_bytes.zip(stats.build_bytes).map(|(total, more)| total + more);
