@@ -9,7 +9,7 @@ use crate::fleet::random;
 use crate::local::push_refname;
 use crate::plan;
 use crate::report::{Event, Reporter};
-use crate::ssh::{Connection, RemoteProcess};
+use crate::ssh::{Connection, NotReady, RemoteProcess};
 use crate::transport;
 use crate::Error;
 
@@ -99,7 +99,7 @@ pub(super) fn push_all(
                 transport::push_through_exec(repo, connection.exec_stream(&script, deadline)?, *refs, packing, told)
             }
         };
-        let stats = stats.map_err(|message| failed(&what, message))?;
+        let stats = stats.map_err(|error| failed(&what, error.to_string()))?;
         total.bytes_sent += stats.bytes_sent;
         total.objects += stats.objects;
         total.build_bytes = total.build_bytes.zip(stats.build_bytes).map(|(total, more)| total + more);
@@ -180,16 +180,19 @@ pub(super) fn start_daemon(
         let mut process = connection.spawn(&script)?;
         match process.wait_for_stderr("Ready to rumble", DAEMON_READY_TIMEOUT) {
             Ok(_) => return Ok(DaemonStart::Ready { process, port }),
-            Err(output) if process.exit_status(Duration::from_secs(5)) == Some(plan::EXIT_PORT_TAKEN) => {
-                last_output = output;
+            // Only a daemon that ended has an exit status: one still running is not waited for.
+            Err(NotReady::Ended { printed })
+                if process.exit_status(Duration::from_secs(5)) == Some(plan::EXIT_PORT_TAKEN) =>
+            {
+                last_output = printed;
                 continue;
             }
-            Err(output) => {
+            Err(not_ready) => {
                 return Err(Error::Remote {
                     server: connection.name().to_string(),
                     step: "git daemon".to_string(),
                     status: -1,
-                    message: format!("the daemon did not start: {}", output.trim()),
+                    message: format!("the daemon did not start: {}", not_ready.to_string().trim()),
                 })
             }
         }

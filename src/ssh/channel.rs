@@ -37,6 +37,24 @@ pub struct RemoteProcess {
     server: String,
 }
 
+/// Why [`RemoteProcess::wait_for_stderr`] did not see what it waited for. `Display` is the
+/// message: what the process printed, and why the wait ended.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    /// The process ended (its stderr reached its end); `printed` is all it wrote there.
+    #[error("{printed}")]
+    Ended { printed: String },
+    /// It printed other things for `timeout`.
+    #[error("no `{needle}` within {}s; it printed: {}", .timeout.as_secs(), .printed.trim())]
+    TimedOut { needle: String, timeout: Duration, printed: String },
+    /// Reading its stderr failed (libssh2's own timeout is one way).
+    #[error("{error}; it printed: {}", .printed.trim())]
+    Lost { error: io::Error, printed: String },
+    /// It was stopped before the wait.
+    #[error("the process was stopped")]
+    Stopped,
+}
+
 impl Connection {
     /// Starts `script` on its own channel and leaves it running with stdin open.
     pub fn spawn(&self, script: &RemoteScript) -> Result<RemoteProcess, Error> {
@@ -76,9 +94,9 @@ impl Connection {
 
 impl RemoteProcess {
     /// Reads the process's stderr until a line contains `needle` (returns everything read so
-    /// far) or the process ends (returns the text as the error), waiting at most `timeout`.
-    pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
-        let Some(channel) = self.channel.as_mut() else { return Err("the process was stopped".to_string()) };
+    /// far) or the process ends ([`NotReady::Ended`], with the text), waiting at most `timeout`.
+    pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) -> Result<String, NotReady> {
+        let Some(channel) = self.channel.as_mut() else { return Err(NotReady::Stopped) };
         self.session.set_timeout(millis(timeout));
         let deadline = Instant::now() + timeout;
         let mut text = String::new();
@@ -88,12 +106,12 @@ impl RemoteProcess {
                 break Ok(text);
             }
             if Instant::now() > deadline {
-                break Err(format!("no `{needle}` within {}s; it printed: {}", timeout.as_secs(), text.trim()));
+                break Err(NotReady::TimedOut { needle: needle.to_string(), timeout, printed: text });
             }
             match channel.stderr().read(&mut buffer) {
-                Ok(0) => break Err(text),
+                Ok(0) => break Err(NotReady::Ended { printed: text }),
                 Ok(n) => text.push_str(&String::from_utf8_lossy(&buffer[..n])),
-                Err(err) => break Err(format!("{}; it printed: {}", err, text.trim())),
+                Err(error) => break Err(NotReady::Lost { error, printed: text }),
             }
         };
         self.session.set_timeout(millis(self.idle));

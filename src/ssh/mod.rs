@@ -33,7 +33,7 @@ mod run;
 #[cfg(test)]
 mod tests;
 
-pub use channel::{RemoteProcess, TimedChannel};
+pub use channel::{NotReady, RemoteProcess, TimedChannel};
 pub use run::{Output, Progress, StepOutput};
 
 use auth::authenticate;

@@ -6,6 +6,8 @@
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
+use super::error::GitError;
+
 /// How much a push would carry (the deployed commit's part: not the build output's, not the
 /// submodules').
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +21,7 @@ pub struct Estimate {
 
 /// Counts what a thin-pack push of commit `sha` from `repo` would send to a server whose
 /// `repo/` refs point at `tips`, with `git rev-list` (as `git pack-objects` would list them).
-pub fn estimate(repo: &git2::Repository, sha: &str, tips: &[String]) -> Result<Estimate, String> {
+pub fn estimate(repo: &git2::Repository, sha: &str, tips: &[String]) -> Result<Estimate, GitError> {
     let haves: Vec<&String> = tips.iter().filter(|tip| has_object(repo, tip)).collect();
     if haves.is_empty() {
         let objects = count_lines(repo, &["rev-list", "--objects", "--no-object-names", "--no-walk", sha], "")?;
@@ -40,7 +42,7 @@ fn has_object(repo: &git2::Repository, sha: &str) -> bool {
 
 /// Runs `git <args>` in `repo` with `input` on its stdin and counts the lines it prints,
 /// without holding them.
-fn count_lines(repo: &git2::Repository, args: &[&str], input: &str) -> Result<u64, String> {
+fn count_lines(repo: &git2::Repository, args: &[&str], input: &str) -> Result<u64, GitError> {
     let mut child = Command::new("git")
         .arg("--git-dir")
         .arg(repo.path())
@@ -49,25 +51,27 @@ fn count_lines(repo: &git2::Repository, args: &[&str], input: &str) -> Result<u6
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|err| format!("cannot run `git rev-list`: {err}"))?;
+        .map_err(|error| GitError::Run { command: "rev-list", error })?;
     // rev-list reads its whole input before it writes: no deadlock on the pipes.
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    stdin.write_all(input.as_bytes()).map_err(|err| format!("cannot feed `git rev-list`: {err}"))?;
+    stdin.write_all(input.as_bytes()).map_err(|error| GitError::Feed { command: "rev-list", error })?;
     drop(stdin);
+    let lost = |error| GitError::Lost { command: "rev-list", error };
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut lines = 0;
     let mut buffer = [0u8; 64 * 1024];
     loop {
-        let read = stdout.read(&mut buffer).map_err(|err| format!("`git rev-list` was lost: {err}"))?;
+        let read = stdout.read(&mut buffer).map_err(lost)?;
         if read == 0 {
             break;
         }
         lines += buffer[..read].iter().filter(|&&byte| byte == b'\n').count() as u64;
     }
-    let output = child.wait_with_output().map_err(|err| format!("`git rev-list` was lost: {err}"))?;
+    let output = child.wait_with_output().map_err(lost)?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(format!("`git rev-list` failed ({}): {}", output.status, stderr.trim()));
+        let (status, stderr) = (output.status, stderr.trim().to_string());
+        return Err(GitError::Failed { command: "rev-list", status, stderr });
     }
     Ok(lines)
 }
@@ -101,13 +105,13 @@ mod tests {
         let repo = git2::Repository::open(root).unwrap();
         // The commit, the root tree, src/, and two blobs.
         let whole = Estimate { commits: 1, objects: 5, tree_only: true };
-        assert_eq!(estimate(&repo, &second, &[]), Ok(whole));
+        assert_eq!(estimate(&repo, &second, &[]).unwrap(), whole);
         // A tip this clone does not have is no base: the tree travels.
-        assert_eq!(estimate(&repo, &second, &["f".repeat(40)]), Ok(whole));
+        assert_eq!(estimate(&repo, &second, &["f".repeat(40)]).unwrap(), whole);
         // The new commit, the root tree, src/ and the changed blob.
         let change = Estimate { commits: 1, objects: 4, tree_only: false };
-        assert_eq!(estimate(&repo, &second, &[first.clone(), "f".repeat(40)]), Ok(change));
+        assert_eq!(estimate(&repo, &second, &[first.clone(), "f".repeat(40)]).unwrap(), change);
         let nothing = Estimate { commits: 0, objects: 0, tree_only: false };
-        assert_eq!(estimate(&repo, &first, std::slice::from_ref(&second)), Ok(nothing));
+        assert_eq!(estimate(&repo, &first, std::slice::from_ref(&second)).unwrap(), nothing);
     }
 }

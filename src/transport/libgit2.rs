@@ -12,6 +12,7 @@ use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream, Trans
 
 use crate::ssh::TimedChannel;
 
+use super::error::{PushError, Said};
 use super::{PushProgress, PushStats, Refs, Stream};
 
 /// The URL scheme of the tunnel transport.
@@ -36,7 +37,7 @@ pub(super) fn push_with_libgit2(
     request: Vec<u8>,
     refs: Refs<'_>,
     progress: &mut dyn FnMut(PushProgress),
-) -> Result<PushStats, String> {
+) -> Result<PushStats, PushError> {
     register();
     let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
     let bytes_sent = Arc::new(AtomicU64::new(0));
@@ -65,9 +66,9 @@ fn libgit2_push(
     url: &str,
     refs: Refs<'_>,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<u64, String> {
-    let mut remote = repo.remote_anonymous(url).map_err(|err| err.message().to_string())?;
-    let rejected = Arc::new(Mutex::new(None::<String>));
+) -> Result<u64, PushError> {
+    let mut remote = repo.remote_anonymous(url).map_err(PushError::Libgit2)?;
+    let rejected = Arc::new(Mutex::new(None::<PushError>));
     let mut callbacks = git2::RemoteCallbacks::new();
     let objects = Arc::new(AtomicU64::new(0));
     let counted = objects.clone();
@@ -76,7 +77,8 @@ fn libgit2_push(
     let record = rejected.clone();
     callbacks.push_update_reference(move |name, status| {
         if let Some(status) = status {
-            *record.lock().unwrap() = Some(format!("the server rejected `{name}`: {status}"));
+            let (refname, reason) = (name.to_string(), status.to_string());
+            *record.lock().unwrap() = Some(PushError::Rejected { refname, reason, said: Said::default() });
         }
         Ok(())
     });
@@ -87,10 +89,10 @@ fn libgit2_push(
         .flatten()
         .map(|update| format!("+{}:{}", update.sha, update.refname))
         .collect();
-    remote.push(&refspecs, Some(&mut options)).map_err(|err| err.message().to_string())?;
+    remote.push(&refspecs, Some(&mut options)).map_err(PushError::Libgit2)?;
     let rejection = rejected.lock().unwrap().take();
     match rejection {
-        Some(message) => Err(message),
+        Some(rejection) => Err(rejection),
         None => Ok(objects.load(Ordering::Relaxed)),
     }
 }

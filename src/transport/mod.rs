@@ -11,13 +11,16 @@
 //!   remote URL (`xtask-deploy://<token>`), because libgit2 builds transports from URLs.
 //!
 //! This file holds what both share: the push over a stream that counts the bytes as they are
-//! written ([`PushProgress`], told at every write), and its result ([`PushStats`]).
+//! written ([`PushProgress`], told at every write), and its result ([`PushStats`]). How it fails
+//! is [`error`] ([`PushError`], one variant per failure; [`error::GitError`] for the local `git`).
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::ssh::TimedChannel;
+
+use error::PushError;
 
 /// What a push moved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,6 +58,7 @@ pub struct Refs<'a> {
     pub build: Option<Update<'a>>,
 }
 
+pub mod error;
 pub mod estimate;
 mod libgit2;
 pub mod receive_pack;
@@ -112,7 +116,7 @@ pub fn push_through_daemon(
     refs: Refs<'_>,
     packing: Packing<'_>,
     progress: &mut dyn FnMut(PushProgress),
-) -> Result<PushStats, String> {
+) -> Result<PushStats, PushError> {
     push_over(repo, channel, daemon_request(push.path), refs, packing, progress)
 }
 
@@ -124,7 +128,7 @@ pub fn push_through_exec(
     refs: Refs<'_>,
     packing: Packing<'_>,
     progress: &mut dyn FnMut(PushProgress),
-) -> Result<PushStats, String> {
+) -> Result<PushStats, PushError> {
     push_over(repo, channel, Vec::new(), refs, packing, progress)
 }
 
@@ -136,7 +140,7 @@ fn push_over(
     refs: Refs<'_>,
     packing: Packing<'_>,
     progress: &mut dyn FnMut(PushProgress),
-) -> Result<PushStats, String> {
+) -> Result<PushStats, PushError> {
     match packing.method.resolve() {
         PackMethod::Libgit2 => libgit2::push_with_libgit2(repo, channel, request, refs, progress),
         _ => {
@@ -163,14 +167,14 @@ fn push_over(
             };
             let bytes_sent = Arc::new(AtomicU64::new(0));
             let mut stream = Stream { channel, bytes_sent, wrote: &mut wrote };
-            stream.write_all(&request).map_err(|err| format!("cannot reach git on the server: {err}"))?;
+            stream.write_all(&request).map_err(PushError::Unreachable)?;
             let exec = request.is_empty();
             let (source, build, shared) = (refs.source, refs.build, packing.shared);
             let result = receive_pack::push_observed(repo, &mut stream, source, build, shared, &mut pack);
             // An exec channel has the remote git's stderr (`fatal: ...`); a tunnel has none.
-            let sent = result.map_err(|message| match exec {
-                true => with_stderr(message, &mut stream.channel),
-                false => with_daemon_hint(message),
+            let sent = result.map_err(|error| match exec {
+                true => with_stderr(error, &mut stream.channel),
+                false => with_daemon_hint(error),
             })?;
             // receive-pack goes on after its report (post-receive hooks, auto gc): wait for it to
             // close the connection, as `git push` does, so that stopping the daemon cuts nothing.
@@ -185,26 +189,22 @@ fn push_over(
     }
 }
 
-/// `message`, with what a push cut short through the daemon most often meant. A receive-pack
+/// `error`, with what a push cut short through the daemon most often meant. A receive-pack
 /// that refuses an object stops reading, and its TCP socket, closed with the rest of the pack
 /// unread, is reset: its report (git's words) is lost with it. Through an exec channel it
 /// arrives.
-fn with_daemon_hint(message: String) -> String {
-    let cut_short = [receive_pack::CLOSED_BEFORE_REPORT, receive_pack::LOST];
-    match cut_short.iter().any(|start| message.starts_with(start)) {
-        true => format!(
-            "{message} (if it refused an object of the commit, `git fsck --strict` in your clone names it; \
-             with `transport = \"exec\"` the server's report says why)"
-        ),
-        false => message,
+fn with_daemon_hint(error: PushError) -> PushError {
+    match error.cut_short() {
+        true => PushError::CutShort(Box::new(error)),
+        false => error,
     }
 }
 
-/// `message`, followed by what the remote side printed on stderr, if anything.
-fn with_stderr(message: String, channel: &mut TimedChannel) -> String {
+/// `error`, with what the remote side printed on stderr, if anything.
+fn with_stderr(error: PushError, channel: &mut TimedChannel) -> PushError {
     match channel.stderr_text().trim() {
-        "" => message,
-        stderr => format!("{message}; the server said: {stderr}"),
+        "" => error,
+        stderr => PushError::ServerSaid { error: Box::new(error), stderr: stderr.to_string() },
     }
 }
 

@@ -99,7 +99,7 @@ fn push_observed(
     let source = receive_pack::Update { sha, refname: "refs/heads/main" };
     let result =
         receive_pack::push_observed(repo, &mut stream, source, None, shared, &mut |told| pack(told, written.get()));
-    (result.map(|sent| sent.objects), written.get())
+    (result.map(|sent| sent.objects).map_err(|err| err.to_string()), written.get())
 }
 
 fn ref_of(bare: &std::path::Path) -> String {

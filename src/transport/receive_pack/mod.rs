@@ -23,10 +23,11 @@ mod tests;
 use std::io::{Read, Write};
 
 use pack::{send_pack, shallow_roots, PackSpec};
-use protocol::{lost, read_report, write_flush, write_pkt};
+use protocol::{read_report, write_flush, write_pkt};
+
+use super::error::PushError;
 
 pub use protocol::read_advertisement;
-pub(super) use protocol::{CLOSED_BEFORE_REPORT, LOST};
 pub use shared::SharedPacks;
 
 /// The object name git uses for "no object" (a ref being created).
@@ -74,7 +75,7 @@ pub fn push<S: Read + Write>(
     source: Update<'_>,
     build: Option<Update<'_>>,
     shared: Option<&SharedPacks>,
-) -> Result<Sent, String> {
+) -> Result<Sent, PushError> {
     push_observed(repo, stream, source, build, shared, &mut |_| {})
 }
 
@@ -87,7 +88,7 @@ pub fn push_observed<S: Read + Write>(
     build: Option<Update<'_>>,
     shared: Option<&SharedPacks>,
     pack: &mut dyn FnMut(PackProgress),
-) -> Result<Sent, String> {
+) -> Result<Sent, PushError> {
     let advertisement = read_advertisement(stream)?;
     let old = |refname: &str| {
         let advertised = advertisement.refs.iter().find(|(_, name)| name == refname);
@@ -98,10 +99,10 @@ pub fn push_observed<S: Read + Write>(
     let commands: Vec<&(String, Update)> = updates.iter().filter(|(old, update)| old != update.sha).collect();
     if commands.is_empty() {
         // The server already has every commit under its ref: no command, no pack.
-        return write_flush(stream).map(|()| Sent::default()).map_err(lost);
+        return write_flush(stream).map(|()| Sent::default()).map_err(PushError::Lost);
     }
     if !advertisement.capabilities.iter().any(|cap| cap == "report-status") {
-        return Err("the server does not offer `report-status`, so a push could not be confirmed".to_string());
+        return Err(PushError::NoReportStatus);
     }
     let offers = |capability: &str| advertisement.capabilities.iter().any(|cap| cap == capability);
     let ofs_delta = offers("ofs-delta");
@@ -129,7 +130,7 @@ pub fn push_observed<S: Read + Write>(
     let shallow = shallow_roots(repo, source.sha, &haves);
     // Shallow roots come first: commits whose parents the pack does not carry.
     for root in &shallow {
-        write_pkt(stream, format!("shallow {root}\n").as_bytes()).map_err(lost)?;
+        write_pkt(stream, format!("shallow {root}\n").as_bytes()).map_err(PushError::Lost)?;
     }
     // git's receive-pack updates (and reports) only the first ref of a push that brings shallow
     // roots: then only the release commit's ref, which carries the deployed commit all the same
@@ -142,9 +143,9 @@ pub fn push_observed<S: Read + Write>(
         // The capabilities ride on the first command only.
         let capabilities = if index == 0 { format!("\0{}", capabilities.join(" ")) } else { String::new() };
         let command = format!("{old} {} {}{capabilities}\n", update.sha, update.refname);
-        write_pkt(stream, command.as_bytes()).map_err(lost)?;
+        write_pkt(stream, command.as_bytes()).map_err(PushError::Lost)?;
     }
-    write_flush(stream).map_err(lost)?;
+    write_flush(stream).map_err(PushError::Lost)?;
 
     let spec = PackSpec { source: source.sha, build: build.map(|build| build.sha), haves, shallow, ofs_delta };
     let sent = match shared {

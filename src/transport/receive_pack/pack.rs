@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use sha1::{Digest, Sha1};
 
-use super::protocol::lost;
+use crate::transport::error::{GitError, PushError};
 use super::{PackProgress, Sent};
 
 /// What a pack holds: `source` and, with `build`, the release commit, minus what the server
@@ -56,7 +56,7 @@ pub(super) fn send_pack<W: Write>(
     spec: &PackSpec,
     stream: &mut W,
     pack: &mut dyn FnMut(PackProgress),
-) -> Result<Sent, String> {
+) -> Result<Sent, PushError> {
     let mut revisions = format!("{}\n", spec.source);
     for have in &spec.haves {
         revisions.push_str(&format!("^{have}\n"));
@@ -75,7 +75,7 @@ pub(super) fn send_pack<W: Write>(
             .and_then(|()| stream.write_all(&header))
             .and_then(|()| io::copy(source.stdout(), stream).map(drop));
         source.finish(copied)?;
-        stream.flush().map_err(lost)?;
+        stream.flush().map_err(PushError::Lost)?;
         return Ok(Sent { objects: object_count(&header), build_bytes: 0 });
     };
     let mut input = String::new();
@@ -107,7 +107,7 @@ pub(super) fn send_pack<W: Write>(
     let source_done = source.finish(if failed { Err(io::ErrorKind::BrokenPipe.into()) } else { Ok(()) });
     build.finish(copied)?;
     source_done?;
-    stream.flush().map_err(lost)?;
+    stream.flush().map_err(PushError::Lost)?;
     Ok(Sent { objects: object_count(&headers[0]) + object_count(&headers[1]), build_bytes })
 }
 
@@ -119,7 +119,7 @@ fn object_count(header: &[u8; HEADER]) -> u64 {
 /// <path>` lines (the path lets `git pack-objects` find the same file among its bases). An
 /// object the source's part of the pack carries already (one of the history, not of the
 /// source's tree) is left out: a pack must not hold an object twice.
-fn build_objects(repo: &git2::Repository, build: &str, spec: &PackSpec) -> Result<String, String> {
+fn build_objects(repo: &git2::Repository, build: &str, spec: &PackSpec) -> Result<String, GitError> {
     let listing = rev_list(repo, &format!("{build}\n^{}\n", spec.source), spec, &["--objects"])?;
     let mut candidates: std::collections::HashSet<&str> =
         listing.lines().filter_map(|line| line.split(' ').next()).collect();
@@ -144,18 +144,19 @@ fn build_objects(repo: &git2::Repository, build: &str, spec: &PackSpec) -> Resul
     Ok(kept.map(|line| format!("{line}\n")).collect())
 }
 
-fn lost_git(err: io::Error) -> String {
-    format!("`git rev-list` was lost: {err}")
+fn lost_git(error: io::Error) -> GitError {
+    GitError::Lost { command: "rev-list", error }
 }
 
 /// `git rev-list --stdin <args>` of `revisions` minus every have, run to its end.
-fn rev_list(repo: &git2::Repository, revisions: &str, spec: &PackSpec, args: &[&str]) -> Result<String, String> {
+fn rev_list(repo: &git2::Repository, revisions: &str, spec: &PackSpec, args: &[&str]) -> Result<String, GitError> {
     let output = rev_list_child(repo, revisions, spec, args)?.wait_with_output().map_err(lost_git)?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(format!("`git rev-list` failed ({}): {}", output.status, stderr.trim()));
+        let (status, stderr) = (output.status, stderr.trim().to_string());
+        return Err(GitError::Failed { command: "rev-list", status, stderr });
     }
-    String::from_utf8(output.stdout).map_err(|_| "`git rev-list` listed a path that is not UTF-8".to_string())
+    String::from_utf8(output.stdout).map_err(|_| GitError::NotUtf8)
 }
 
 /// `git rev-list --stdin <args>` of `revisions` minus every have, left running with its
@@ -165,7 +166,7 @@ fn rev_list_child(
     revisions: &str,
     spec: &PackSpec,
     args: &[&str],
-) -> Result<std::process::Child, String> {
+) -> Result<std::process::Child, GitError> {
     let mut child = Command::new("git")
         .arg("--git-dir")
         .arg(repo.path())
@@ -176,7 +177,7 @@ fn rev_list_child(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|err| format!("cannot run `git rev-list`: {err}"))?;
+        .map_err(|error| GitError::Run { command: "rev-list", error })?;
     let mut input = revisions.to_string();
     for have in &spec.haves {
         input.push_str(&format!("^{have}\n"));
@@ -184,10 +185,10 @@ fn rev_list_child(
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let fed = stdin.write_all(input.as_bytes());
     drop(stdin);
-    if let Err(err) = fed {
+    if let Err(error) = fed {
         let _ = child.kill();
         let _ = child.wait();
-        return Err(format!("cannot feed `git rev-list`: {err}"));
+        return Err(GitError::Feed { command: "rev-list", error });
     }
     Ok(child)
 }
@@ -228,7 +229,7 @@ struct PackObjects {
 }
 
 impl PackObjects {
-    fn start(repo: &git2::Repository, args: &[&str], ofs_delta: bool, input: &str) -> Result<PackObjects, String> {
+    fn start(repo: &git2::Repository, args: &[&str], ofs_delta: bool, input: &str) -> Result<PackObjects, GitError> {
         let mut command = Command::new("git");
         command.arg("--git-dir").arg(repo.path()).args(["pack-objects", "--stdout", "-q"]).args(args);
         if ofs_delta {
@@ -239,14 +240,14 @@ impl PackObjects {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|err| format!("cannot run `git pack-objects`: {err}"))?;
+            .map_err(|error| GitError::Run { command: "pack-objects", error })?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
         let watched = crate::interrupt::LocalProcess::alone(child.id());
         // Dropped on an early return, which kills the process.
         let pack = PackObjects { child: Some(child), stdout, _watched: watched };
         // pack-objects reads its whole input before it writes: no deadlock on the pipes.
-        stdin.write_all(input.as_bytes()).map_err(|err| format!("cannot feed `git pack-objects`: {err}"))?;
+        stdin.write_all(input.as_bytes()).map_err(|error| GitError::Feed { command: "pack-objects", error })?;
         drop(stdin);
         Ok(pack)
     }
@@ -256,7 +257,7 @@ impl PackObjects {
     }
 
     /// Waits for the process after its pack was copied (`copied`), and says what went wrong.
-    fn finish(mut self, copied: io::Result<()>) -> Result<(), String> {
+    fn finish(mut self, copied: io::Result<()>) -> Result<(), PushError> {
         let mut child = self.child.take().expect("finished once");
         if copied.is_err() {
             // The server is gone: pack-objects would block on a pipe nobody reads. Stop it first.
@@ -266,20 +267,17 @@ impl PackObjects {
         if let Some(mut pipe) = child.stderr.take() {
             let _ = pipe.read_to_string(&mut stderr);
         }
-        let status = child.wait().map_err(|err| format!("`git pack-objects` was lost: {err}"))?;
+        let status = child.wait().map_err(|error| GitError::Lost { command: "pack-objects", error })?;
         // A pack-objects that failed by itself says why; one killed after the copy failed does not.
         if !status.success() && !stderr.trim().is_empty() {
-            return Err(format!("`git pack-objects` failed ({status}): {}", stderr.trim()));
+            let stderr = stderr.trim().to_string();
+            return Err(GitError::Failed { command: "pack-objects", status, stderr }.into());
         }
-        let signal = std::os::unix::process::ExitStatusExt::signal(&status);
-        let hint = if signal.is_some() { " (killed: out of memory on a large build output?)" } else { "" };
         match copied {
             // Its pack ended before its end: it died, the connection did not.
-            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
-                Err(format!("`git pack-objects` ended before its pack did ({status}){hint}"))
-            }
-            Err(err) => Err(lost(err)),
-            Ok(()) if !status.success() => Err(format!("`git pack-objects` failed ({status}){hint}")),
+            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Err(GitError::PackEndedEarly { status }.into()),
+            Err(err) => Err(PushError::Lost(err)),
+            Ok(()) if !status.success() => Err(GitError::PackFailed { status }.into()),
             Ok(()) => Ok(()),
         }
     }

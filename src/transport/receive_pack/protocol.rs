@@ -3,6 +3,8 @@
 
 use std::io::{self, Read, Write};
 
+use crate::transport::error::{PushError, Said};
+
 /// The refs and capabilities a receive-pack server advertised.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Advertisement {
@@ -12,16 +14,14 @@ pub struct Advertisement {
 }
 
 /// Reads the ref advertisement up to its flush packet.
-pub fn read_advertisement<S: Read>(stream: &mut S) -> Result<Advertisement, String> {
+pub fn read_advertisement<S: Read>(stream: &mut S) -> Result<Advertisement, PushError> {
     let mut advertisement = Advertisement::default();
     let mut first = true;
-    while let Some(line) = read_pkt(stream).map_err(|err| {
-        format!("the server closed the connection before advertising its refs ({err}); is `repo/` a bare repository?")
-    })? {
+    while let Some(line) = read_pkt(stream).map_err(PushError::NoAdvertisement)? {
         let line = String::from_utf8_lossy(&line);
         let line = line.trim_end_matches('\n');
         if let Some(message) = line.strip_prefix("ERR ") {
-            return Err(format!("the git daemon refused the push: {message}"));
+            return Err(PushError::Refused(message.to_string()));
         }
         let (refline, capabilities) = match line.split_once('\0') {
             Some((refline, capabilities)) if first => (refline, Some(capabilities)),
@@ -33,7 +33,7 @@ pub fn read_advertisement<S: Read>(stream: &mut S) -> Result<Advertisement, Stri
                 capabilities.split(' ').filter(|cap| !cap.is_empty()).map(str::to_string).collect();
         }
         let Some((sha, name)) = refline.split_once(' ') else {
-            return Err(format!("malformed ref advertisement line `{line}`"));
+            return Err(PushError::MalformedAdvertisement(line.to_string()));
         };
         if name != "capabilities^{}" {
             advertisement.refs.push((sha.to_string(), name.to_string()));
@@ -41,9 +41,6 @@ pub fn read_advertisement<S: Read>(stream: &mut S) -> Result<Advertisement, Stri
     }
     Ok(advertisement)
 }
-
-/// How an error begins when the connection ended before the server's report.
-pub(in crate::transport) const CLOSED_BEFORE_REPORT: &str = "the server closed before confirming the push";
 
 /// How much of what the server printed is kept for an error message (its end).
 pub(super) const SAID_LIMIT: usize = 4096;
@@ -58,47 +55,41 @@ pub(super) struct Report {
 impl Report {
     /// `Ok` when the objects were stored and each of `refnames` was updated; else the server's
     /// reason, with what it printed.
-    pub(super) fn judge(&self, refnames: &[&str]) -> Result<(), String> {
+    pub(super) fn judge(&self, refnames: &[&str]) -> Result<(), PushError> {
         let lines = &self.lines;
         let unpack = lines.first().map(String::as_str).unwrap_or("");
         if unpack != "unpack ok" {
-            let fix = if self.said.contains("fsck error") {
-                ": the pushed commit holds an object git refuses (`git fsck --strict` in your clone names it); \
-                 deploy a commit without it"
-            } else {
-                ""
-            };
-            return Err(self.with_said(format!("the server could not store the pushed objects: `{unpack}`{fix}")));
+            // git's own words: its fsck refused an object of the pack.
+            let fsck = self.said.contains("fsck error");
+            return Err(PushError::NotStored { unpack: unpack.to_string(), fsck, said: self.said() });
         }
         for line in &lines[1..] {
             if let Some(rest) = line.strip_prefix("ng ") {
                 let (name, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-                return Err(self.with_said(format!("the server rejected `{name}`: {reason}")));
+                let (refname, reason) = (name.to_string(), reason.to_string());
+                return Err(PushError::Rejected { refname, reason, said: self.said() });
             }
         }
         for refname in refnames {
             if !lines.iter().any(|line| line == &format!("ok {refname}")) {
-                return Err(self.with_said(format!("the server did not confirm `{refname}`: {}", lines.join("; "))));
+                let (refname, report) = (refname.to_string(), lines.clone());
+                return Err(PushError::NotConfirmed { refname, report, said: self.said() });
             }
         }
         Ok(())
     }
 
-    /// `message`, then what the server printed, one line after another.
-    fn with_said(&self, message: String) -> String {
-        let said: Vec<&str> = self.said.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
-        match said.is_empty() {
-            true => message,
-            false => format!("{message}; the server said: {}", said.join("; ")),
-        }
+    /// What the server printed, one line after another.
+    fn said(&self) -> Said {
+        Said(self.said.lines().map(str::trim).filter(|line| !line.is_empty()).map(str::to_string).collect())
     }
 }
 
 /// Reads `report-status`: `unpack ok`, then `ok <ref>` or `ng <ref> <reason>` per ref. With
 /// `side_band`, the report is band 1 of a side-band stream whose band 2 is what the server
 /// printed (its last [`SAID_LIMIT`] bytes or more are kept) and band 3 a fatal error.
-pub(super) fn read_report<S: Read>(stream: &mut S, side_band: bool) -> Result<Report, String> {
-    let closed = |err: io::Error| format!("{CLOSED_BEFORE_REPORT}: {err}");
+pub(super) fn read_report<S: Read>(stream: &mut S, side_band: bool) -> Result<Report, PushError> {
+    let closed = PushError::ClosedBeforeReport;
     if !side_band {
         return Ok(Report { lines: read_lines(stream).map_err(closed)?, said: String::new() });
     }
@@ -117,8 +108,8 @@ pub(super) fn read_report<S: Read>(stream: &mut S, side_band: bool) -> Result<Re
                     said = format!("[...]\n{}", &said[cut..]);
                 }
             }
-            Some((3, rest)) => return Err(format!("the server failed: {}", String::from_utf8_lossy(rest).trim())),
-            _ => return Err("the server sent a malformed side-band packet".to_string()),
+            Some((3, rest)) => return Err(PushError::ServerFailed(String::from_utf8_lossy(rest).trim().to_string())),
+            _ => return Err(PushError::MalformedSideBand),
         }
     }
     Ok(Report { lines: read_lines(&mut data.as_slice()).map_err(closed)?, said })
@@ -162,9 +153,3 @@ pub(super) fn write_flush<W: Write>(stream: &mut W) -> io::Result<()> {
     stream.flush()
 }
 
-/// How an error begins when the connection ended while the push was being sent.
-pub(in crate::transport) const LOST: &str = "the connection to the server was lost";
-
-pub(super) fn lost(err: io::Error) -> String {
-    format!("{LOST}: {err}")
-}

@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::pack::{send_pack, PackSpec};
-use super::protocol::lost;
+use crate::transport::error::PushError;
 use super::{PackProgress, Sent};
 
 /// The thin packs of one deploy to several servers. Servers in the same state advertise the same
@@ -22,7 +22,7 @@ pub struct SharedPacks {
 }
 
 /// A pack once made (or the error that made it fail), shared by every push that needs it.
-type PackSlot = OnceLock<Result<Arc<Spooled>, String>>;
+type PackSlot = OnceLock<Result<Arc<Spooled>, Arc<PushError>>>;
 
 /// A pack on disk: its bytes, and what it holds.
 pub(super) struct Spooled {
@@ -39,7 +39,7 @@ impl SharedPacks {
     }
 
     /// The pack of `spec`, made now unless an earlier push made it.
-    pub(super) fn pack(&self, repo: &git2::Repository, spec: &PackSpec) -> Result<Arc<Spooled>, String> {
+    pub(super) fn pack(&self, repo: &git2::Repository, spec: &PackSpec) -> Result<Arc<Spooled>, PushError> {
         let mut bases = spec.haves.clone();
         bases.sort_unstable();
         bases.dedup();
@@ -57,32 +57,31 @@ impl SharedPacks {
             Arc::clone(packs.entry(key).or_default())
         };
         slot.get_or_init(|| {
-            let mut file =
-                tempfile::tempfile().map_err(|err| format!("cannot make a temporary file for the pack: {err}"))?;
+            let mut file = tempfile::tempfile().map_err(PushError::SpoolFile)?;
             let sent = send_pack(repo, spec, &mut file, &mut |_| {})?;
             Ok(Arc::new(Spooled { file, sent }))
         })
         .clone()
+        .map_err(PushError::SharedPack)
     }
 }
 
 impl Spooled {
     /// Writes the whole pack into `stream` (reading at offsets: several pushes read it at once).
-    pub(super) fn send<W: Write>(&self, stream: &mut W, pack: &mut dyn FnMut(PackProgress)) -> Result<Sent, String> {
-        let size = self.file.metadata().map_err(|err| format!("cannot read the spooled pack: {err}"))?.len();
+    pub(super) fn send<W: Write>(&self, stream: &mut W, pack: &mut dyn FnMut(PackProgress)) -> Result<Sent, PushError> {
+        let size = self.file.metadata().map_err(PushError::ReadSpool)?.len();
         pack(PackProgress::Starts { objects: self.sent.objects, bytes: Some(size) });
         let mut buffer = vec![0u8; 64 * 1024];
         let mut offset = 0;
         loop {
-            let read =
-                self.file.read_at(&mut buffer, offset).map_err(|err| format!("cannot read the spooled pack: {err}"))?;
+            let read = self.file.read_at(&mut buffer, offset).map_err(PushError::ReadSpool)?;
             if read == 0 {
                 break;
             }
-            stream.write_all(&buffer[..read]).map_err(lost)?;
+            stream.write_all(&buffer[..read]).map_err(PushError::Lost)?;
             offset += read as u64;
         }
-        stream.flush().map_err(lost)?;
+        stream.flush().map_err(PushError::Lost)?;
         Ok(self.sent)
     }
 }

@@ -36,8 +36,8 @@ fn advertisement_lists_refs_and_first_line_capabilities() {
 fn daemon_errors_and_truncation_are_reported() {
     let input = pkt("ERR access denied or repository not exported: /x");
     let err = read_advertisement(&mut input.as_slice()).unwrap_err();
-    assert!(err.contains("access denied"), "{err}");
-    let err = read_advertisement(&mut &b"00"[..]).unwrap_err();
+    assert_eq!(err.to_string(), "the git daemon refused the push: access denied or repository not exported: /x");
+    let err = read_advertisement(&mut &b"00"[..]).unwrap_err().to_string();
     assert!(err.contains("closed the connection"), "{err}");
 }
 
@@ -77,7 +77,8 @@ fn a_stream_that_dies_mid_pack_fails_the_push_instead_of_hanging() {
     let source = commit.to_string();
     let spec = PackSpec { source: &source, build: None, haves: Vec::new(), shallow: Vec::new(), ofs_delta: true };
     let err = send_pack(&repo, &spec, &mut Gone, &mut |_| {}).unwrap_err();
-    assert!(err.contains("connection to the server was lost"), "{err}");
+    assert!(err.cut_short(), "{err}");
+    assert!(err.to_string().starts_with("the connection to the server was lost: "), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
 
@@ -87,12 +88,12 @@ fn report_status_rejections_name_the_ref_and_reason() {
     input.extend(pkt("ng refs/heads/main pre-receive hook declined\n"));
     input.extend_from_slice(b"0000");
     let report = read_report(&mut input.as_slice(), false).unwrap();
-    let err = report.judge(&["refs/heads/main"]).unwrap_err();
+    let err = report.judge(&["refs/heads/main"]).unwrap_err().to_string();
     assert_eq!(err, "the server rejected `refs/heads/main`: pre-receive hook declined");
     let mut input = pkt("unpack index-pack abnormal exit\n");
     input.extend_from_slice(b"0000");
     let report = read_report(&mut input.as_slice(), false).unwrap();
-    assert!(report.judge(&["refs/heads/main"]).unwrap_err().contains("index-pack"));
+    assert!(report.judge(&["refs/heads/main"]).unwrap_err().to_string().contains("index-pack"));
 }
 
 #[test]
@@ -114,7 +115,7 @@ fn on_the_side_band_the_report_comes_with_what_the_server_said() {
     input.extend(band(1, &status[7..]));
     input.extend(band(2, b"in packed object\n"));
     input.extend_from_slice(b"0000");
-    let err = read_report(&mut input.as_slice(), true).unwrap().judge(&["refs/heads/main"]).unwrap_err();
+    let err = read_report(&mut input.as_slice(), true).unwrap().judge(&["refs/heads/main"]).unwrap_err().to_string();
     assert_eq!(
         err,
         "the server could not store the pushed objects: `unpack index-pack abnormal exit`: the pushed commit \
@@ -124,7 +125,7 @@ fn on_the_side_band_the_report_comes_with_what_the_server_said() {
     );
     let mut input = band(3, b"out of disk space\n");
     input.extend_from_slice(b"0000");
-    assert_eq!(read_report(&mut input.as_slice(), true).unwrap_err(), "the server failed: out of disk space");
+    assert_eq!(read_report(&mut input.as_slice(), true).unwrap_err().to_string(), "the server failed: out of disk space");
     // A hook that prints without end: only the end is kept.
     let mut input = Vec::new();
     for line in 0..10_000 {
