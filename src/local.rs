@@ -1,5 +1,5 @@
 //! Work on the deploying machine: the repository, the worktree check, the revision to deploy,
-//! and the configured build commands (run through `xshell`).
+//! and the configured build commands (split into words as a shell would; no shell runs them).
 
 use std::path::Path;
 

@@ -93,7 +93,8 @@ pub struct Hooks {
 /// A hook command and where it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hook {
-    /// Run once on the deploying machine, in the manifest's directory, through `xshell`.
+    /// Run once on the deploying machine, in the manifest's directory, split into words as a
+    /// shell would (no shell runs it).
     Local(String),
     /// Run by `sh -c` on the servers `Scope` picks, in the release directory (in `deploy_to`
     /// before it exists).
