@@ -25,8 +25,9 @@ pub mod report;
 pub use check::{run_checks, CheckReport, CHECKS};
 pub use config::Config;
 pub use error::{exit, Error};
+pub use interrupt::Signal;
 pub use manage::{releases, rollback, unlock, unmark};
-pub use plan::{DryRun, RollbackTo, ServerPlan};
+pub use plan::{DryRun, Phase, PlannedStep, RollbackTo, ServerPlan};
 pub use report::{DeployReport, Event, Reporter};
 pub use run::{deploy, dry_run::dry_run, setup, DeployOptions};
 

@@ -1,6 +1,7 @@
 //! The tables and the dry run's text, as strings.
 
 use crate::check::{CheckReport, CheckStatus};
+use crate::plan::Phase;
 
 /// The `deploy-check` table: one row per server and check.
 pub(super) fn render_checks(report: &CheckReport) -> String {
@@ -118,7 +119,7 @@ fn conclusion(dry_run: &crate::plan::DryRun) -> String {
     } else if dry_run.up_to_date() && !dry_run.force {
         let steps = dry_run.servers.first().map(|server| server.steps.as_slice()).unwrap_or_default();
         // The build runs before any server is reached, so before the deploy finds this out.
-        let built = if steps.iter().any(|step| step.phase == "build") { ", after its build" } else { "" };
+        let built = if steps.iter().any(|step| step.phase == Phase::Build) { ", after its build" } else { "" };
         format!(
             "{} is current on every server: a deploy would change nothing (exit 3) without `--force`{built}.\n",
             short(&dry_run.sha)
@@ -130,8 +131,8 @@ fn conclusion(dry_run: &crate::plan::DryRun) -> String {
 
 fn step_line(step: &crate::plan::dry_run::PlannedStep) -> String {
     let when = match step.phase {
-        "on_failure" => " (if the deploy fails)",
-        "build" => " (before any server is reached)",
+        Phase::OnFailure => " (if the deploy fails)",
+        Phase::Build => " (before any server is reached)",
         _ => "",
     };
     format!("{}{when}: `{}`", step.phase, step.command)

@@ -13,7 +13,7 @@ use crate::shell::{quote, RemoteScript};
 use crate::transport::estimate::Estimate;
 
 use super::scripts::{LOCK_HELPERS, REPORT_LOCK, REPORT_STATE, REPORT_UNCONFIRMED, REQUIRE_GIT, REQUIRE_SETUP};
-use super::{is_release_name, Action, LockInfo, Plan, RemoteState, STATE_DIR};
+use super::{is_release_name, Action, LockInfo, Phase, Plan, RemoteState, STATE_DIR};
 
 /// Reads where a server stands and changes nothing there: no lock, no process left, no file
 /// written. Prints `nogit` without git, `unset` when setup was not done, the preflight's
@@ -77,9 +77,14 @@ pub fn parse_view(stdout: &str) -> ServerView {
 /// A command a deploy would run: a build command or a hook (here, `local`, once for every
 /// server; or on this server), or the health check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct PlannedStep {
-    pub phase: &'static str,
+    /// When it runs: `build`, a hook's phase (`before_update` ... `after_publish`,
+    /// `on_failure`) or `healthcheck`.
+    pub phase: Phase,
+    /// The command, as configured.
     pub command: String,
+    /// Whether it runs here, on the deploying machine (else on the server).
     pub local: bool,
 }
 
@@ -140,7 +145,7 @@ pub struct DryRun {
     /// One per server, in the order of the configuration.
     pub servers: Vec<ServerPlan>,
     /// The plans a deploy would walk (one per server), whose scripts `-v` shows.
-    pub plans: Vec<Plan>,
+    pub(crate) plans: Vec<Plan>,
 }
 
 impl DryRun {
@@ -250,10 +255,10 @@ pub fn planned_steps(plan: &Plan) -> Vec<PlannedStep> {
     steps
         .filter_map(|step| match &step.action {
             Action::Local(command) => {
-                Some(PlannedStep { phase: step.phase.as_str(), command: command.clone(), local: true })
+                Some(PlannedStep { phase: step.phase, command: command.clone(), local: true })
             }
             Action::Remote(_) if step.on_this_server && !step.what.is_empty() => {
-                Some(PlannedStep { phase: step.phase.as_str(), command: step.what.clone(), local: false })
+                Some(PlannedStep { phase: step.phase, command: step.what.clone(), local: false })
             }
             _ => None,
         })

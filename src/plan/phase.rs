@@ -5,16 +5,17 @@ use std::fmt;
 
 /// When in a deploy a step runs, in the order of a deploy (Capistrano's hook names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Phase {
     /// A `build` command, here, before any server is reached.
     Build,
-    /// The build output checked and laid over the commit, here ([`super::Action::Package`]).
+    /// The build output checked and laid over the commit, here.
     Package,
-    /// The build output's binaries checked against every server ([`super::Action::CheckBinaries`]).
+    /// The build output's binaries checked against every server.
     Check,
     /// The `before_update` hooks.
     BeforeUpdate,
-    /// The push of the commit to every server ([`super::Action::Push`]).
+    /// The push of the commit to every server.
     Push,
     /// The release made on every server, not yet current.
     Prepare,
