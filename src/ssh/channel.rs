@@ -92,6 +92,11 @@ impl Connection {
     }
 }
 
+/// The error of a remote process whose channel to `server` is gone (or was stopped).
+fn lost_channel(server: &str, why: String) -> Error {
+    Error::Connect { server: server.to_string(), message: format!("lost the SSH channel: {why}") }
+}
+
 impl RemoteProcess {
     /// Reads the process's stderr until a line contains `needle` (returns everything read so
     /// far) or the process ends ([`NotReady::Ended`], with the text), waiting at most `timeout`.
@@ -135,10 +140,7 @@ impl RemoteProcess {
     /// Reads the process's stdout until a line equal to `marker`, and returns what came before
     /// it. If the process ends first, returns its [`Output`] (status, stdout, stderr) instead.
     pub fn wait_for_line(&mut self, marker: &str, timeout: Duration) -> Result<Result<String, Output>, Error> {
-        let lost = |err: String| Error::Connect {
-            server: self.server.clone(),
-            message: format!("lost the SSH channel: {err}"),
-        };
+        let lost = |err: String| lost_channel(&self.server, err);
         let Some(channel) = self.channel.as_mut() else { return Err(lost("the process was stopped".into())) };
         self.session.set_timeout(millis(timeout));
         let mut text = String::new();
@@ -166,10 +168,7 @@ impl RemoteProcess {
 
     /// Writes `bytes` to the process's stdin.
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        let lost = |err: String| Error::Connect {
-            server: self.server.clone(),
-            message: format!("lost the SSH channel: {err}"),
-        };
+        let lost = |err: String| lost_channel(&self.server, err);
         let channel = self.channel.as_mut().ok_or_else(|| lost("the process was stopped".into()))?;
         // No `flush`: on an ssh2 channel it discards what the server sent and was not read yet.
         channel.write_all(bytes).map_err(|err| lost(err.to_string()))
