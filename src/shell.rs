@@ -44,9 +44,13 @@ pub fn exec_line(script: &RemoteScript) -> String {
 /// with `$0` set to `name`, so its exit status and stdin are the script's own. A text that cannot
 /// be decoded (no `base64` on the server) runs nothing and exits 127.
 fn login_shell_line(text: &str, name: &str) -> String {
+    format!("exec sh -c {DECODER} {name} {}", base64(text))
+}
+
+/// `text` in base64 (standard alphabet, padded, on one line), as `base64 -d` on a server decodes it.
+pub fn base64(text: &str) -> String {
     use base64::Engine;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(text);
-    format!("exec sh -c {DECODER} {name} {encoded}")
+    base64::engine::general_purpose::STANDARD.encode(text)
 }
 
 /// What the login shell hands to `sh` (see [`login_shell_line`]); single-quoted for every shell.

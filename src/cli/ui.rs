@@ -308,6 +308,10 @@ impl Ui {
                 }
             }
             Event::Created { server, what } => self.line("Created", &format!("{what} on {server}")),
+            // Zero when the lock keeper started it, in the lock's round trip.
+            Event::DaemonReady { server, port, elapsed } if elapsed.is_zero() => {
+                self.line("Listening", &format!("git daemon on {server}'s 127.0.0.1:{port} (started with the lock)"))
+            }
             Event::DaemonReady { server, port, elapsed } => {
                 self.line("Listening", &format!("git daemon on {server}'s 127.0.0.1:{port} ({})", ms(*elapsed)))
             }
@@ -324,7 +328,8 @@ impl Ui {
             Event::Published { server, release, elapsed } => {
                 self.line("Published", &format!("release {release} on {server} ({})", ms(*elapsed)))
             }
-            Event::Removed { server, release } => self.line("Removed", &format!("old release {release} on {server}")),
+            Event::Removed { server, release } => self
+                .line("Pruning", &format!("old release {release} on {server} (removed before the lock is released)")),
             // The error itself is printed once, at exit.
             Event::Failed { .. } => {}
             Event::Summary(report) => {

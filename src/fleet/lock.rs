@@ -4,12 +4,15 @@
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::plan::{self, LockInfo};
+use crate::plan::{self, KeeperDaemon, LockInfo};
 use crate::report::{Event, Reporter};
 use crate::ssh::Connection;
 use crate::Error;
 
-use super::LockedServer;
+use super::{DaemonSettings, LockedServer};
+
+/// How long the keeper's git daemon may take to start listening.
+const DAEMON_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The lock this machine takes for `what` (a commit's SHA, or `rollback`): the local user and
 /// host, the time now, `message`, and a fresh token.
@@ -32,12 +35,14 @@ pub(crate) fn lock_all(
     config: &Config,
     lock: &LockInfo,
     lock_wait: Option<Duration>,
+    daemon: Option<&DaemonSettings>,
     parallel: usize,
     reporter: &mut dyn Reporter,
 ) -> Result<Vec<LockedServer>, Error> {
     let servers = config.servers.iter().enumerate().collect();
     let results = super::parallel::each(servers, parallel, reporter, |(index, server), reporter| {
-        lock_one(config, index, server, lock, lock_wait, reporter)
+        let daemon = daemon.map(|settings| settings.for_server());
+        lock_one(config, index, server, lock, lock_wait, daemon.as_ref(), reporter)
     });
     match super::parallel::first_failure(results, reporter) {
         (servers, None) => Ok(servers),
@@ -54,10 +59,11 @@ fn lock_one(
     server: &crate::config::Server,
     lock: &LockInfo,
     lock_wait: Option<Duration>,
+    daemon: Option<&KeeperDaemon>,
     reporter: &mut dyn Reporter,
 ) -> Result<LockedServer, Error> {
     let restart_hooks = plan::restart_hooks(config, index);
-    let preflight = plan::preflight_script(&config.on(server), lock, &restart_hooks);
+    let preflight = plan::preflight_script(&config.on(server), lock, &restart_hooks, daemon);
     let config = config.on(server);
     let started = Instant::now();
     let connection = Connection::open(&config, server)?;
@@ -100,7 +106,17 @@ fn lock_one(
                     releases: state.releases.len(),
                     reaped: state.reaped.clone(),
                 });
-                return Ok(LockedServer { keeper: Some(keeper), connection, config, state });
+                // The keeper starts the daemon as it reports READY: its line may come before or after.
+                let daemon = match (daemon, plan::parse_daemon(&stdout)) {
+                    (None, _) => None,
+                    (Some(_), Some(started)) => Some(started),
+                    (Some(_), None) => match keeper.wait_for_line_starting("daemon", DAEMON_READY_TIMEOUT)? {
+                        Ok(line) => plan::parse_daemon(&line),
+                        Err(output) => return Err(connection.failure(preflight.name, &output)),
+                    },
+                };
+                let keeper = std::sync::Mutex::new(Some(keeper));
+                return Ok(LockedServer { keeper, connection, config, state, daemon, confirmed: Default::default() });
             }
             Err(output) => output,
         };
@@ -121,7 +137,7 @@ fn lock_one(
 /// channel, which removes the lock (only if it still holds this deploy's token).
 pub(crate) fn unlock_all(servers: &mut [LockedServer]) {
     for server in servers {
-        if let Some(keeper) = server.keeper.take() {
+        if let Some(keeper) = server.keeper().take() {
             keeper.finish(Duration::from_secs(10));
         }
     }
@@ -131,23 +147,25 @@ impl LockedServer {
     /// Writes the deploy's confirmation to the lock keeper.
     pub(crate) fn send_confirmation(&mut self) -> Result<(), Error> {
         let line = format!("{}\n", plan::confirm::CONFIRM);
-        let sent = match self.keeper.as_mut() {
+        let sent = match self.keeper().as_mut() {
             Some(keeper) => keeper.send(line.as_bytes()).map_err(|err| err.to_string()),
             None => Err("the lock keeper is gone".to_string()),
         };
         sent.map_err(|message| self.unconfirmed(message))
     }
 
-    /// Closes the lock keeper's channel and reads its answer to the confirmation (one round trip
-    /// for both: the keeper confirms, prunes, then releases the lock and ends); returns the old
-    /// releases it removed.
+    /// Reads the keeper's answer to the confirmation: returns the old releases it chose to
+    /// remove (it removes them once this deploy has released the lock).
     pub(crate) fn confirmation(&mut self, timeout: Duration) -> Result<Vec<String>, Error> {
-        let keeper = self.keeper.take().ok_or_else(|| self.unconfirmed("the lock keeper is gone".to_string()))?;
-        let said = keeper.finish_output(timeout);
-        if !said.lines().any(|line| line == plan::confirm::CONFIRMED) {
-            return Err(self.unconfirmed("the lock keeper did not answer".to_string()));
+        let answer = match self.keeper().as_mut() {
+            Some(keeper) => keeper.wait_for_line(plan::confirm::CONFIRMED, timeout),
+            None => return Err(self.unconfirmed("the lock keeper is gone".to_string())),
+        };
+        match answer {
+            Ok(Ok(said)) => Ok(plan::pruned_by_keeper(&said)),
+            Ok(Err(_)) => Err(self.unconfirmed("the lock keeper did not answer".to_string())),
+            Err(err) => Err(self.unconfirmed(err.to_string())),
         }
-        Ok(said.lines().filter_map(|line| line.strip_prefix("removed ")).map(str::to_string).collect())
     }
 
     fn unconfirmed(&self, message: String) -> Error {

@@ -8,25 +8,70 @@ pub(crate) mod parallel;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::ops::RangeInclusive;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::config::{Config, HostKeyPolicy};
-use crate::plan::RemoteState;
+use crate::plan::{DaemonStarted, KeeperDaemon, RemoteState};
 use crate::report::{Event, Reporter};
 use crate::ssh::{Connection, RemoteProcess};
 
 pub(crate) use lock::{lock_all, new_lock, unlock_all};
 
+
 /// A server reached, checked and locked (for a deploy, a rollback, `releases --unmark`): its
 /// connection, its configuration and what its preflight reported. Not to be confused with
 /// [`crate::config::Server`], a server as configured.
 pub(crate) struct LockedServer {
-    /// The preflight, still running: it holds the lock until its stdin closes.
-    keeper: Option<RemoteProcess>,
+    /// The preflight, still running: it holds the lock until its stdin closes, and runs the
+    /// batches of steps sent to it (see [`crate::plan::preflight_script`]).
+    keeper: Mutex<Option<RemoteProcess>>,
     pub(crate) connection: Connection,
     /// The configuration as this server sees it (its own `deploy_to`).
     pub(crate) config: Config,
     pub(crate) state: RemoteState,
+    /// The git daemon the keeper started, or why it did not (a deploy with `transport =
+    /// "daemon"`); `None` when it was not asked to.
+    pub(crate) daemon: Option<DaemonStarted>,
+    /// Whether the deploy was confirmed here already (in its last batch).
+    pub(crate) confirmed: AtomicBool,
+}
+
+impl LockedServer {
+    /// The keeper, while this server is locked (`None` once released).
+    pub(crate) fn keeper(&self) -> MutexGuard<'_, Option<RemoteProcess>> {
+        self.keeper.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// How a deploy's keepers start their git daemon: on a port of `ports` (several are tried,
+/// chosen at random), for `max_seconds` at most, serving `submodule_repos` too.
+#[derive(Debug, Clone)]
+pub(crate) struct DaemonSettings {
+    pub(crate) ports: RangeInclusive<u16>,
+    pub(crate) max_seconds: u64,
+    pub(crate) submodule_repos: Vec<String>,
+}
+
+/// How many ports a keeper tries for the daemon when the first is taken.
+const DAEMON_PORT_ATTEMPTS: usize = 8;
+
+impl DaemonSettings {
+    /// What one server's keeper is asked to start: its own ports, at random.
+    pub(crate) fn for_server(&self) -> KeeperDaemon {
+        let span = u64::from(*self.ports.end()).saturating_sub(u64::from(*self.ports.start())) + 1;
+        let first = random();
+        let mut ports: Vec<u16> = Vec::new();
+        for attempt in 0..DAEMON_PORT_ATTEMPTS.min(span as usize) as u64 {
+            let port = self.ports.start() + ((first.wrapping_add(attempt.wrapping_mul(7919))) % span) as u16;
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        KeeperDaemon { ports, max_seconds: self.max_seconds, submodule_repos: self.submodule_repos.clone() }
+    }
 }
 
 /// `config` for connecting without changing anything here: a host key `accept-new` would record

@@ -126,6 +126,8 @@ pub struct RemoteState {
     pub platform: Option<crate::binaries::Platform>,
     /// The release a deploy switched to and has not confirmed (inspect only).
     pub unconfirmed: Option<String>,
+    /// `(sha, refname)` of each ref of `repo/` (preflight only): what a push has to go on.
+    pub refs: Vec<(String, String)>,
 }
 
 impl RemoteState {
@@ -172,6 +174,11 @@ pub fn parse_state(stdout: &str) -> RemoteState {
             "log" => state.log.push(rest.to_string()),
             "unfinished" => state.unfinished.push(rest.to_string()),
             "unconfirmed" => state.unconfirmed = Some(rest.to_string()),
+            "ref" => {
+                if let Some((sha, name)) = rest.split_once(' ') {
+                    state.refs.push((sha.to_string(), name.to_string()));
+                }
+            }
             _ => {}
         }
     }
@@ -306,7 +313,7 @@ pub fn deploy_plan(
     }
     Plan {
         release: release.clone(),
-        preflight: preflight_script(config, lock, &restart_hooks(config, server)),
+        preflight: preflight_script(config, lock, &restart_hooks(config, server), None),
         build: build_steps(config),
         steps,
         on_failure: hooks(Phase::OnFailure, &config.hooks.on_failure),

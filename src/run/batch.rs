@@ -18,21 +18,30 @@ use super::walk::ServerPart;
 /// `sizes`, and published, each with its own step's time; the health check). A server whose
 /// publish step a signal cut short, before it said whether it switched, is added to
 /// `cut_in_publish`.
+///
+/// The batch runs as a job of the server's lock keeper (one round trip). With `confirm` (the
+/// lock's token), the
+/// confirmation runs after the batch's last step, in the same round trip (see
+/// [`plan::confirm_script`]): for the last batch of a deploy to one server, when nothing is
+/// left to wait for.
 pub(super) fn remote_batch(
     target: &mut ServerPart,
     range: std::ops::Range<usize>,
     sizes: &[(String, u64)],
     cut_in_publish: &std::sync::Mutex<Vec<String>>,
+    confirm: Option<&str>,
     reporter: &mut dyn Reporter,
 ) -> Result<(), Error> {
     let steps: Vec<&Step> = target.plan.steps[range].iter().filter(|step| step.on_this_server).collect();
-    let scripts: Vec<&crate::shell::RemoteScript> = steps
+    let mut scripts: Vec<&crate::shell::RemoteScript> = steps
         .iter()
         .filter_map(|step| match &step.action {
             Action::Remote(script) => Some(script),
             _ => None,
         })
         .collect();
+    let confirmation = confirm.map(|token| plan::confirm_script(&target.server.config, token));
+    scripts.extend(&confirmation);
     if scripts.is_empty() {
         return Ok(());
     }
@@ -41,7 +50,11 @@ pub(super) fn remote_batch(
     let connection = &target.server.connection;
     let name = connection.name().to_string();
     let mut ended = StepEnded { server: &name, release: &target.plan.release.name, sizes, report: target.report };
-    let output = connection.output_steps(&batch, scripts.len(), &marker, |progress| match progress {
+    let mut answer = None;
+    let progress = |progress: Progress| match progress {
+        // The confirmation, after the steps.
+        Progress::Started(index) if index >= steps.len() => {}
+        Progress::Done(index, output) if index >= steps.len() => answer = Some(output.stdout.clone()),
         Progress::Started(index) if !steps[index].what.is_empty() => reporter.event(Event::Running {
             phase: steps[index].phase,
             server: Some(name.clone()),
@@ -49,8 +62,21 @@ pub(super) fn remote_batch(
         }),
         Progress::Started(_) => {}
         Progress::Done(index, output) => ended.report(steps[index], output, End::Passed, reporter),
-    })?;
+    };
+    let mut keeper = target.server.keeper();
+    let output = match keeper.as_mut() {
+        Some(keeper) => connection.keeper_steps(keeper, &batch, scripts.len(), &marker, progress)?,
+        None => connection.output_steps(&batch, scripts.len(), &marker, progress)?,
+    };
+    drop(keeper);
     if output.status == 0 {
+        if let Some(said) = answer.filter(|said| said.lines().any(|line| line == plan::confirm::CONFIRMED)) {
+            target.server.confirmed.store(true, std::sync::atomic::Ordering::Relaxed);
+            for old in plan::pruned_by_keeper(&said) {
+                reporter.event(Event::Removed { server: name.clone(), release: old.clone() });
+                ended.report.removed.push(old);
+            }
+        }
         return Ok(());
     }
     let failed = steps.get(output.done);

@@ -20,8 +20,8 @@ mod walk;
 
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
-use crate::fleet::{self, lock_all, parallel, unlock_all, LockedServer};
+use crate::config::{Config, TransportKind};
+use crate::fleet::{self, lock_all, parallel, unlock_all, DaemonSettings, LockedServer};
 use crate::plan::{self, UtcSecond};
 use crate::report::{DeployReport, Event, Outcome, Reporter, ServerReport};
 use crate::ssh::Connection;
@@ -114,7 +114,8 @@ pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Repor
         error: None,
     };
     let mut noting = NoteConnects { inner: reporter, connected: Vec::new() };
-    let result = deploy_to_all(config, options, &mut noting, &mut summary)
+    let mut locked = Vec::new();
+    let result = deploy_to_all(config, options, &mut noting, &mut summary, &mut locked)
         .map_err(|err| crate::interrupt::explain(err, || interrupted::UNCHANGED.to_string()));
     let NoteConnects { inner: reporter, connected } = noting;
     // Every server reached, also one reached before the deploy stopped (at another's lock).
@@ -149,6 +150,10 @@ pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Repor
         }
     }
     reporter.event(Event::Summary(summary.clone()));
+    // Done: `current` has moved and the hooks ran (or the deploy failed and its clean-up ran).
+    // Each keeper removes the old releases chosen at the confirmation, then releases its lock;
+    // this waits for that, so that the lock is free when the deploy returns.
+    unlock_all(&mut locked);
     result.map(|_| summary)
 }
 
@@ -174,6 +179,7 @@ fn deploy_to_all(
     options: &DeployOptions,
     reporter: &mut dyn Reporter,
     summary: &mut DeployReport,
+    locked: &mut Vec<LockedServer>,
 ) -> Result<Outcome, Error> {
     let local = local_state(config, options)?;
     summary.sha = local.revision.sha.clone();
@@ -185,13 +191,19 @@ fn deploy_to_all(
     // The lock covers only what touches servers: the build runs before any is reached.
     let built = build::build(config, &local, reporter)?;
     let parallel = options.parallel.unwrap_or(parallel::DEFAULT_PARALLEL);
-    let mut servers = lock_all(config, &local.lock, options.lock_wait, parallel, reporter)?;
+    let daemon = (config.transport == TransportKind::Daemon).then(|| DaemonSettings {
+        ports: options.daemon_ports.clone().unwrap_or(DEFAULT_DAEMON_PORTS),
+        max_seconds: (config.timeouts.push + 2 * config.timeouts.step).as_secs() + push::DAEMON_GRACE.as_secs(),
+        submodule_repos: local.submodules.iter().map(|sub| sub.release.repo.clone()).collect(),
+    });
+    *locked = lock_all(config, &local.lock, options.lock_wait, daemon.as_ref(), parallel, reporter)?;
+    let servers = std::mem::take(locked);
 
     let up_to_date = |server: &LockedServer| server.state.is_current_and_good(&local.revision.sha);
     if !options.force && servers.iter().all(up_to_date) {
         reporter.event(Event::UpToDate { sha: local.revision.sha.clone() });
-        unlock_all(&mut servers);
         summary.release = servers.first().and_then(|server| server.state.current_release()).unwrap_or("").to_string();
+        *locked = servers;
         return Ok(Outcome::UpToDate);
     }
 
@@ -232,7 +244,7 @@ fn deploy_to_all(
         Ok(()) => walk.confirm().map(|()| Outcome::Deployed),
         Err(err) => Err(walk.fail(err)),
     };
-    let Walk { mut servers, .. } = walk;
-    unlock_all(&mut servers);
+    let Walk { servers, .. } = walk;
+    *locked = servers;
     result
 }

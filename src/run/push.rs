@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, TransportKind};
 use crate::fleet::random;
 use crate::local::push_refname;
-use crate::plan;
+use crate::plan::{self, DaemonStarted};
 use crate::report::{Event, Reporter};
 use crate::ssh::{Connection, NotReady, RemoteProcess};
 use crate::transport;
@@ -19,7 +19,7 @@ use super::LocalState;
 /// How long the daemon may take to start listening.
 const DAEMON_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much longer than `timeouts.push` the daemon may live, whatever happens to the deploy.
-const DAEMON_GRACE: Duration = Duration::from_secs(60);
+pub(super) const DAEMON_GRACE: Duration = Duration::from_secs(60);
 /// The ref a submodule's deployed commit is pushed to in its server-side repository.
 const SUBMODULE_REF: &str = "refs/heads/deployed";
 /// How many ports are tried when the chosen one is taken.
@@ -46,10 +46,9 @@ pub(super) fn push_all(
     local: &LocalState,
     build: Option<&str>,
     receiver: &Receiver,
-    method: transport::PackMethod,
+    packing: transport::Packing,
     reporter: &mut dyn Reporter,
 ) -> Result<transport::PushStats, Error> {
-    let packing = transport::Packing { method, shared: local.packs.as_ref() };
     let deadline = Instant::now() + config.timeouts.push;
     let failed = |what: &str, message: String| {
         let message = if Instant::now() >= deadline {
@@ -86,6 +85,8 @@ pub(super) fn push_all(
     };
     for (repo, submodule, path, refs) in &targets {
         let what = submodule.map(|sub| format!("submodule `{}`: ", sub.release.path)).unwrap_or_default();
+        // The preflight read the refs of `repo/` (not the submodules' repositories).
+        let packing = transport::Packing { known: packing.known.filter(|_| submodule.is_none()), ..packing };
         let told = &mut |now| progress.told(now);
         let stats = match receiver {
             Receiver::Daemon { port } => {
@@ -152,6 +153,36 @@ impl Progress<'_> {
 pub(super) struct PushSettings {
     pub(super) pack: transport::PackMethod,
     pub(super) daemon_ports: RangeInclusive<u16>,
+}
+
+/// The daemon of one server's push.
+enum Daemon {
+    /// The lock keeper's.
+    Keeper,
+    /// On a channel of its own.
+    Own(RemoteProcess),
+    /// None: the push goes through `git receive-pack` in an exec channel.
+    None,
+}
+
+/// Warns that the push to `server` goes through `git receive-pack` instead of the daemon, and why.
+fn exec_instead(server: &str, why: &str, reporter: &mut dyn Reporter) -> Receiver {
+    reporter.event(Event::Warning {
+        message: format!(
+            "{server}: {why}; pushing through `git receive-pack` over SSH (as `transport = \"exec\"`) instead"
+        ),
+    });
+    Receiver::Exec
+}
+
+/// Why no daemon could listen: every port tried in `ports` was taken; git daemon said `said`.
+fn no_port(said: &str, ports: &RangeInclusive<u16>) -> String {
+    format!(
+        "no free port for the git daemon on the server's 127.0.0.1 after several tries in {}-{} (another local \
+         user may hold them; git daemon said: {said})",
+        ports.start(),
+        ports.end()
+    )
 }
 
 /// How starting the daemon went, when nothing failed.
@@ -225,34 +256,53 @@ pub(super) fn push(
     let connection = &target.server.connection;
     let name = connection.name().to_string();
     let started = Instant::now();
-    let (daemon, receiver) = match config.transport {
-        TransportKind::Daemon => {
+    let (daemon, receiver) = match (config.transport, &target.server.daemon) {
+        // Started by the lock keeper, in the same round trip as the lock.
+        (TransportKind::Daemon, Some(DaemonStarted::Port(port))) => {
+            reporter.event(Event::DaemonReady { server: name.clone(), port: *port, elapsed: Duration::ZERO });
+            (Daemon::Keeper, Receiver::Daemon { port: *port })
+        }
+        (TransportKind::Daemon, Some(DaemonStarted::NoPort(said))) => {
+            let why = no_port(said.trim(), &settings.daemon_ports);
+            (Daemon::None, exec_instead(&name, &why, reporter))
+        }
+        (TransportKind::Daemon, Some(DaemonStarted::Failed(said))) => {
+            return Err(Error::Remote {
+                server: name,
+                step: "git daemon".to_string(),
+                status: -1,
+                message: format!("the daemon did not start: {}", said.trim()),
+            })
+        }
+        (TransportKind::Daemon, None) => {
             let repos: Vec<&str> = local.submodules.iter().map(|sub| sub.release.repo.as_str()).collect();
             match start_daemon(config, connection, &repos, &settings.daemon_ports)? {
                 DaemonStart::Ready { process, port } => {
                     report.daemon = started.elapsed();
                     reporter.event(Event::DaemonReady { server: name.clone(), port, elapsed: report.daemon });
-                    (Some(process), Receiver::Daemon { port })
+                    (Daemon::Own(process), Receiver::Daemon { port })
                 }
-                DaemonStart::NoPort { why } => {
-                    reporter.event(Event::Warning {
-                        message: format!(
-                            "{name}: {why}; pushing through `git receive-pack` over SSH (as `transport = \"exec\"`) \
-                             instead"
-                        ),
-                    });
-                    (None, Receiver::Exec)
-                }
+                DaemonStart::NoPort { why } => (Daemon::None, exec_instead(&name, &why, reporter)),
             }
         }
-        TransportKind::Exec => (None, Receiver::Exec),
+        (TransportKind::Exec, _) => (Daemon::None, Receiver::Exec),
     };
     let push_started = Instant::now();
     reporter.event(Event::Pushing { server: name.clone(), sha: local.revision.sha.clone() });
-    let pushed = push_all(config, connection, local, build, &receiver, settings.pack, reporter);
+    // What `repo/` has, as the preflight read it under this deploy's lock.
+    let known = Some(target.server.state.refs.as_slice());
+    let packing = transport::Packing { method: settings.pack, shared: local.packs.as_ref(), known };
+    let pushed = push_all(config, connection, local, build, &receiver, packing, reporter);
     // The daemon lives only while the push lasts, whatever its outcome.
-    if let Some(daemon) = daemon {
-        daemon.finish(Duration::from_secs(10));
+    match daemon {
+        Daemon::Own(process) => process.finish(Duration::from_secs(10)),
+        // Nothing to wait for: the keeper stops it as it reads the line.
+        Daemon::Keeper => {
+            if let Some(keeper) = target.server.keeper().as_mut() {
+                let _ = keeper.send(b"stop-daemon\n");
+            }
+        }
+        Daemon::None => {}
     }
     let stats = pushed?;
     report.bytes_sent = stats.bytes_sent;

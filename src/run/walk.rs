@@ -115,7 +115,9 @@ impl Walk<'_> {
             crate::interrupt::check()?;
             let start = batch.start;
             if matches!(steps[start].action, Action::Remote(_)) {
-                self.remote_batch(batch)?;
+                // One server, nothing after this batch: it confirms too, in the same round trip.
+                let confirm = last && self.servers.len() == 1 && batch.end == steps.len();
+                self.remote_batch(batch, confirm)?;
             } else if matches!(steps[start].action, Action::Local(_) | Action::CheckBinaries)
                 && !(if start < publish { first } else { last })
             {
@@ -161,7 +163,7 @@ impl Walk<'_> {
                 self.reporter.event(Event::Running { phase: step.phase, server: None, what: command.clone() });
                 local::run_command(step.phase.as_str(), command, self.config.manifest_dir())
             }
-            Action::Remote(_) => self.remote_batch(index..index + 1),
+            Action::Remote(_) => self.remote_batch(index..index + 1, false),
             Action::Push => {
                 let (local, settings) = (self.local, self.push.clone());
                 let build = self.build.as_ref().map(|build| build.commit.sha.clone());
@@ -189,13 +191,16 @@ impl Walk<'_> {
 
     /// Runs the remote steps in `range` (all [`Action::Remote`]) as one command on each server,
     /// the servers in parallel.
-    fn remote_batch(&mut self, range: std::ops::Range<usize>) -> Result<(), Error> {
+    /// With `confirm`, the deploy is confirmed after the batch, in the same command.
+    fn remote_batch(&mut self, range: std::ops::Range<usize>, confirm: bool) -> Result<(), Error> {
         if self.plans[0].steps[range.clone()].iter().any(|step| step.phase == Phase::Prepare) {
             self.prepared = true;
         }
         let sizes = self.build.as_ref().map(|build| build.commit.sizes.clone()).unwrap_or_default();
         let cut = std::sync::Mutex::new(Vec::new());
-        let done = self.on_each(|target, reporter| remote_batch(target, range.clone(), &sizes, &cut, reporter));
+        let token = confirm.then_some(self.local.lock.token.as_str());
+        let done =
+            self.on_each(|target, reporter| remote_batch(target, range.clone(), &sizes, &cut, token, reporter));
         self.cut_in_publish.extend(cut.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
         done
     }
@@ -211,8 +216,11 @@ impl Walk<'_> {
         }
         let timeout = self.config.timeouts.step;
         let parts = self.servers.iter_mut().zip(self.reports.iter_mut());
-        let mut switched: Vec<(&mut LockedServer, &mut ServerReport)> =
-            parts.filter(|(_, report)| report.status == ServerStatus::Published).collect();
+        // Not those confirmed already, in their last batch.
+        let unconfirmed = |server: &LockedServer| !server.confirmed.load(std::sync::atomic::Ordering::Relaxed);
+        let mut switched: Vec<(&mut LockedServer, &mut ServerReport)> = parts
+            .filter(|(server, report)| report.status == ServerStatus::Published && unconfirmed(server))
+            .collect();
         let sent: Vec<Result<(), Error>> = switched.iter_mut().map(|(server, _)| server.send_confirmation()).collect();
         let jobs: Vec<_> = switched.into_iter().zip(sent).collect();
         let results = parallel::each(jobs, self.parallel, self.reporter, |((server, report), sent), reporter| {

@@ -35,6 +35,8 @@ pub struct RemoteProcess {
     idle: Duration,
     /// The server's name (`user@host:port`), for errors.
     server: String,
+    /// What was read of stdout past the line [`RemoteProcess::wait_for_line`] waited for.
+    pending: String,
 }
 
 /// Why [`RemoteProcess::wait_for_stderr`] did not see what it waited for. `Display` is the
@@ -64,6 +66,7 @@ impl Connection {
             session: self.session.clone(),
             idle: self.timeouts.step,
             server: self.name.clone(),
+            pending: String::new(),
         })
     }
 
@@ -140,15 +143,47 @@ impl RemoteProcess {
     /// Reads the process's stdout until a line equal to `marker`, and returns what came before
     /// it. If the process ends first, returns its [`Output`] (status, stdout, stderr) instead.
     pub fn wait_for_line(&mut self, marker: &str, timeout: Duration) -> Result<Result<String, Output>, Error> {
+        let found = self.read_until(timeout, |text| {
+            let needle = format!("{marker}\n");
+            let at = text.match_indices(&needle).map(|(at, _)| at).find(|at| *at == 0 || text.as_bytes()[at - 1] == b'\n');
+            at.map(|at| (at, at + needle.len()))
+        })?;
+        Ok(found.map(|(before, _)| before))
+    }
+
+    /// Reads the process's stdout until a line that starts with `prefix`, and returns that line.
+    /// If the process ends first, returns its [`Output`] instead.
+    pub fn wait_for_line_starting(&mut self, prefix: &str, timeout: Duration) -> Result<Result<String, Output>, Error> {
+        let found = self.read_until(timeout, |text| {
+            let mut start = 0;
+            for line in text.split_inclusive('\n') {
+                if line.ends_with('\n') && line.starts_with(prefix) {
+                    return Some((start, start + line.len()));
+                }
+                start += line.len();
+            }
+            None
+        })?;
+        Ok(found.map(|(_, line)| line.trim_end_matches('\n').to_string()))
+    }
+
+    /// Reads stdout (what an earlier wait read past its line first) until `find` gives the byte
+    /// range of what was waited for in the text so far: returns what came before it and it; the
+    /// rest is kept for the next wait.
+    fn read_until(
+        &mut self,
+        timeout: Duration,
+        find: impl Fn(&str) -> Option<(usize, usize)>,
+    ) -> Result<Result<(String, String), Output>, Error> {
         let lost = |err: String| lost_channel(&self.server, err);
         let Some(channel) = self.channel.as_mut() else { return Err(lost("the process was stopped".into())) };
         self.session.set_timeout(millis(timeout));
-        let mut text = String::new();
+        let mut text = std::mem::take(&mut self.pending);
         let mut buffer = [0u8; 4096];
-        let needle = format!("{marker}\n");
         let result = loop {
-            if let Some(at) = text.find(&needle).filter(|at| *at == 0 || text.as_bytes()[at - 1] == b'\n') {
-                break Ok(Ok(text[..at].to_string()));
+            if let Some((start, end)) = find(&text) {
+                self.pending = text[end..].to_string();
+                break Ok(Ok((text[..start].to_string(), text[start..end].to_string())));
             }
             match channel.read(&mut buffer) {
                 Ok(0) => {
@@ -166,6 +201,11 @@ impl RemoteProcess {
         result
     }
 
+    /// The process's channel, while it runs (for reading its output as it comes).
+    pub(super) fn channel_mut(&mut self) -> Option<&mut ssh2::Channel> {
+        self.channel.as_mut()
+    }
+
     /// Writes `bytes` to the process's stdin.
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
         let lost = |err: String| lost_channel(&self.server, err);
@@ -177,11 +217,6 @@ impl RemoteProcess {
     /// Closes the process's stdin and waits (at most `timeout` in all) for it to exit.
     pub fn finish(mut self, timeout: Duration) {
         let _ = self.stop(timeout);
-    }
-
-    /// Like [`RemoteProcess::finish`]; returns what the process printed on stdout meanwhile.
-    pub fn finish_output(mut self, timeout: Duration) -> String {
-        self.stop(timeout)
     }
 
     /// Closes stdin, drains both streams and waits for the close, within `timeout`; returns the
@@ -228,7 +263,13 @@ impl RemoteProcess {
     /// needs no server.
     pub(super) fn stopped(server: &str) -> RemoteProcess {
         let session = Session::new().expect("a libssh2 session");
-        RemoteProcess { channel: None, session, idle: Duration::from_secs(1), server: server.to_string() }
+        RemoteProcess {
+            channel: None,
+            session,
+            idle: Duration::from_secs(1),
+            server: server.to_string(),
+            pending: String::new(),
+        }
     }
 }
 
@@ -307,11 +348,15 @@ impl Write for TimedChannel {
 
 impl Drop for TimedChannel {
     fn drop(&mut self) {
-        // Freeing a channel waits for the remote's close: bound that wait.
+        // Freeing a channel in blocking mode waits a round trip for the remote's close: nothing
+        // is left to read by then (a push reads to the end), so close without waiting. libssh2
+        // keeps the channel until the session ends, and takes the remote's close meanwhile.
         self.session.set_timeout(2000);
         if let Some(mut channel) = self.channel.take() {
             let _ = channel.send_eof();
+            self.session.set_blocking(false);
             drop(channel);
+            self.session.set_blocking(true);
         }
         self.session.set_timeout(millis(self.idle));
     }

@@ -30,11 +30,13 @@ mod gateway;
 mod host_key;
 mod known_hosts;
 mod run;
+mod steps;
 #[cfg(test)]
 mod tests;
 
 pub use channel::{NotReady, RemoteProcess, TimedChannel};
-pub use run::{Output, Progress, StepOutput};
+pub use run::Output;
+pub use steps::{Progress, StepOutput};
 
 use auth::authenticate;
 use gateway::{jump, through};
@@ -149,14 +151,19 @@ impl Connection {
 
     /// Opens a session channel running `line`, the exec line of `script`.
     fn start(&self, script: &RemoteScript, line: String) -> Result<ssh2::Channel, Error> {
-        if let Some(tracer) = TRACER.get() {
-            tracer(&self.name, script);
-        }
+        self.trace(script);
         let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
         let mut channel = self.request(|| self.session.channel_session()).map_err(failed)?;
         #[allow(clippy::disallowed_methods)] // The one place allowed: `line` runs a RemoteScript.
         self.request(|| channel.exec(&line)).map_err(failed)?;
         Ok(channel)
+    }
+
+    /// Hands `script`, about to run, to the tracer (`--verbose`), if there is one.
+    fn trace(&self, script: &RemoteScript) {
+        if let Some(tracer) = TRACER.get() {
+            tracer(&self.name, script);
+        }
     }
 
     /// Makes `request` (opening a channel, starting a command: a message that waits for the

@@ -5,6 +5,7 @@
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
+use super::steps::StepsOutput;
 use super::{capture, millis, wait_for, Connection, EXIT_CUT, EXIT_TIMED_OUT};
 use crate::shell::{self, RemoteScript};
 use crate::Error;
@@ -21,51 +22,21 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// What a batch of steps printed and how it ended (see [`Connection::output_steps`]).
-#[derive(Debug, Clone)]
-pub struct StepsOutput {
-    /// 0 when every step ended well; else the exit status of the step that did not, or
-    /// [`EXIT_TIMED_OUT`] when the deployer stopped it.
-    pub status: i32,
-    /// One per step that started, in order (the first one also when the batch failed before
-    /// it started): what it printed and how long it ran.
-    pub steps: Vec<StepOutput>,
-    /// How many steps ended well: every one, or those before the one that did not.
-    pub done: usize,
-    /// Why the deployer stopped the batch (a step ran past `timeouts.step`), if it did.
-    pub stopped: Option<String>,
-}
-
-impl StepsOutput {
-    /// The stdout of every step, one after the other.
-    pub fn stdout(&self) -> String {
-        self.steps.iter().map(|step| step.stdout.as_str()).collect()
-    }
-}
-
-/// One step of a batch: its own part of each stream, kept as [`Output`] keeps a script's, and
-/// its time, from its start to its end on the server (as the markers around it arrived).
-#[derive(Debug, Clone, Default)]
-pub struct StepOutput {
-    pub stdout: String,
-    pub stderr: String,
-    pub elapsed: Duration,
-}
-
-/// How a batch goes, as it goes (see [`Connection::output_steps`]).
-#[derive(Debug)]
-pub enum Progress<'a> {
-    /// Step `index` has started on the server.
-    Started(usize),
-    /// Step `index` ended well (the next one, if any, starts now), with what it printed.
-    Done(usize, &'a StepOutput),
-}
-
 /// One of the two output streams of a channel.
 #[derive(Debug, Clone, Copy)]
-enum Stream {
+pub(super) enum Stream {
     Stdout,
     Stderr,
+}
+
+/// What [`Connection::drain`] does after handing on some bytes.
+pub(super) enum Flow {
+    /// Go on reading, within the same deadline.
+    Go,
+    /// Go on reading, until this deadline.
+    Until(Instant),
+    /// Stop: what was awaited has arrived.
+    Done,
 }
 
 impl Connection {
@@ -86,83 +57,10 @@ impl Connection {
         }
     }
 
-    /// Like [`Connection::output`], for a batch of `steps` steps that prints `marker` lines on
-    /// both streams, before each step and after the last (a [`crate::plan::batch_script`]).
-    /// Each step's output is kept apart (see [`capture::Split`]), and each step gets
-    /// `timeouts.step` from its own start: a step starts when its marker has arrived on both
-    /// streams (so its output on each stream is all there). No other output moves the
-    /// deadline, so the batch as a whole never runs longer than `steps` times `timeouts.step`.
-    /// `progress` hears of each step as it starts and as it ends well.
-    pub fn output_steps(
-        &self,
-        script: &RemoteScript,
-        steps: usize,
-        marker: &str,
-        mut progress: impl FnMut(Progress),
-    ) -> Result<StepsOutput, Error> {
-        let mut channel = self.start(script, shell::supervised_exec_line(script))?;
-        let begun = Instant::now();
-        let step = self.timeouts.step;
-        let mut stdout = capture::Split::new(marker, steps, capture::STEP_STDOUT_HEAD, capture::TAIL);
-        let mut stderr = capture::Split::new(marker, steps, 0, capture::TAIL);
-        // The markers seen on both streams, and when each step started.
-        let (mut reached, mut starts) = (0, Vec::new());
-        let mut outputs = Vec::new();
-        let read = self.drain(&mut channel, begun + step, |stream, bytes| {
-            match stream {
-                Stream::Stdout => stdout.feed(bytes),
-                Stream::Stderr => stderr.feed(bytes),
-            }
-            let both = stdout.seen().min(stderr.seen());
-            if both == reached {
-                return None;
-            }
-            let now = Instant::now();
-            let mut started = false;
-            for marker in reached..both {
-                if let Some(ended) = marker.checked_sub(1) {
-                    let output = StepOutput {
-                        stdout: stdout.text(ended),
-                        stderr: stderr.text(ended),
-                        elapsed: now - starts[ended],
-                    };
-                    progress(Progress::Done(ended, &output));
-                    outputs.push(output);
-                }
-                if marker < steps {
-                    starts.push(now);
-                    progress(Progress::Started(marker));
-                    started = true;
-                }
-            }
-            reached = both;
-            // The next step's time starts now (and the end of the last moves no deadline).
-            started.then(|| now + step)
-        });
-        let ended = self.end_step(script, channel, read)?;
-        let done = reached.saturating_sub(1);
-        if done < steps {
-            // The step that did not end well (or, before any started, what the batch printed).
-            stdout.finish();
-            stderr.finish();
-            let started = starts.last().copied().unwrap_or(begun);
-            outputs.push(StepOutput {
-                stdout: stdout.text(done),
-                stderr: stderr.text(done),
-                elapsed: started.elapsed(),
-            });
-        }
-        let (status, stopped) = match ended {
-            Some(status) => (status, None),
-            None => (EXIT_TIMED_OUT, Some(self.stopped_message())),
-        };
-        Ok(StepsOutput { status, steps: outputs, done, stopped })
-    }
-
     /// Ends a step whose channel was read (`read`: whether it reached its end): returns its exit
     /// status, or `None` when it ran past its deadline and was stopped (the EOF sent here is the
     /// server-side watchdog's cue to stop the step's processes).
-    fn end_step(
+    pub(super) fn end_step(
         &self,
         script: &RemoteScript,
         mut channel: ssh2::Channel,
@@ -190,7 +88,7 @@ impl Connection {
     }
 
     /// Why a step that ran past `timeouts.step` ended.
-    fn stopped_message(&self) -> String {
+    pub(super) fn stopped_message(&self) -> String {
         format!(
             "did not finish within {}s (`timeouts.step`) and was stopped on the server: \
              raise `timeouts.step` if it needs longer",
@@ -199,14 +97,14 @@ impl Connection {
     }
 
     /// Reads both of `channel`'s streams as their bytes arrive, handing them to `take`, until
-    /// the channel's end (`Ok(true)`) or `deadline` (`Ok(false)`), which `take` may move by
-    /// returning a new one. Neither stream is left unread while the other is read, so a script
+    /// the channel's end or `take` says [`Flow::Done`] (`Ok(true)`), or `deadline` (`Ok(false)`),
+    /// which `take` may move ([`Flow::Until`]). Neither stream is left unread while the other is read, so a script
     /// that fills one never waits for the deployer.
-    fn drain(
+    pub(super) fn drain(
         &self,
         channel: &mut ssh2::Channel,
         mut deadline: Instant,
-        mut take: impl FnMut(Stream, &[u8]) -> Option<Instant>,
+        mut take: impl FnMut(Stream, &[u8]) -> Flow,
     ) -> io::Result<bool> {
         let mut buffer = vec![0u8; 32 * 1024];
         self.session.set_blocking(false);
@@ -225,8 +123,10 @@ impl Connection {
                     Ok(0) => {}
                     Ok(n) => {
                         moved = true;
-                        if let Some(moved_to) = take(stream, &buffer[..n]) {
-                            deadline = moved_to;
+                        match take(stream, &buffer[..n]) {
+                            Flow::Go => {}
+                            Flow::Until(moved_to) => deadline = moved_to,
+                            Flow::Done => break 'reading Ok(true),
                         }
                     }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
@@ -257,7 +157,7 @@ impl Connection {
                 Stream::Stdout => stdout.push(bytes),
                 Stream::Stderr => stderr.push(bytes),
             }
-            None
+            Flow::Go
         });
         (read, stdout, stderr)
     }

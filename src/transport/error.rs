@@ -31,6 +31,9 @@ pub enum PushError {
     /// The server cannot report what it did with the push.
     #[error("the server does not offer `report-status`, so a push could not be confirmed")]
     NoReportStatus,
+    /// The server does not offer a capability a push sent before the advertisement counted on.
+    #[error("the server's git does not offer `{0}`, which every git since 1.8 offers: update git on the server")]
+    Missing(String),
     /// The server sent a fatal error on side band 3.
     #[error("the server failed: {0}")]
     ServerFailed(String),

@@ -105,6 +105,9 @@ pub struct DaemonPush<'a> {
 pub struct Packing<'a> {
     pub method: PackMethod,
     pub shared: Option<&'a receive_pack::SharedPacks>,
+    /// The server repository's refs, `(sha, refname)`, read under the deploy's lock: the push
+    /// does not wait for them (see [`receive_pack::push_observed`]).
+    pub known: Option<&'a [(String, String)]>,
 }
 
 /// Pushes `refs` of `repo` through `channel`, a tunnel to the daemon, as `push` says, telling
@@ -170,7 +173,7 @@ fn push_over(
             stream.write_all(&request).map_err(PushError::Unreachable)?;
             let exec = request.is_empty();
             let (source, build, shared) = (refs.source, refs.build, packing.shared);
-            let result = receive_pack::push_observed(repo, &mut stream, source, build, shared, &mut pack);
+            let result = receive_pack::push_observed(repo, &mut stream, source, build, shared, packing.known, &mut pack);
             // An exec channel has the remote git's stderr (`fatal: ...`); a tunnel has none.
             let sent = result.map_err(|error| match exec {
                 true => with_stderr(error, &mut stream.channel),

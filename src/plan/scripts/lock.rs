@@ -7,6 +7,7 @@ use crate::plan::LockInfo;
 use crate::shell::{quote, RemoteScript};
 
 use super::daemon::CHECKED_GIT;
+use super::keeper::{KeeperDaemon, KEEPER_JOBS};
 use super::layout::{platform_probe, PRIVATE, REPORT_STATE, REQUIRE_GIT, REQUIRE_SETUP};
 use super::{EXIT_LOCKED, STATE_DIR};
 
@@ -17,11 +18,18 @@ use super::{EXIT_LOCKED, STATE_DIR};
 /// holder's SSH connection is gone (the deployer was killed, or its connection cut) is stale:
 /// it is taken over, and its holder printed as `stale <key>=<value>` lines.
 ///
-/// The deploy is confirmed by a [`CONFIRM`](crate::plan::confirm::CONFIRM) line on the channel, which
-/// the keeper acknowledges with [`CONFIRMED`](crate::plan::confirm::CONFIRMED). If the channel closes
-/// while a release this deploy switched to is unconfirmed, the keeper goes back to the release
-/// the server had and runs `restart_hooks` (the `after_publish` hooks) for it.
-pub fn preflight_script(config: &Config, lock: &LockInfo, restart_hooks: &[&str]) -> RemoteScript {
+/// With `daemon`, it then starts the deploy's git daemon (see [`super::keeper`]). It prints
+/// [`READY`], and keeps the lock while its channel is open, running what the deployer sends
+/// (batches of steps, the confirmation: see [`super::keeper`]). If the channel closes while a
+/// release this deploy switched to is unconfirmed, the keeper goes back to the release the
+/// server had and runs `restart_hooks` (the `after_publish` hooks) for it; once confirmed, it
+/// removes the old releases chosen at the confirmation.
+pub fn preflight_script(
+    config: &Config,
+    lock: &LockInfo,
+    restart_hooks: &[&str],
+    daemon: Option<&KeeperDaemon>,
+) -> RemoteScript {
     let text = format!(
         r#"set -u
 d={deploy_to}
@@ -80,48 +88,39 @@ if [ -f "$state/{unconfirmed}" ]; then
   rm -f "$state/{unconfirmed}"
 fi
 {REPORT_STATE}
-{probe}echo {READY}
+# What the push goes on: it sends its commands without waiting for git to list them again.
+git --git-dir="$d/repo" for-each-ref --format='ref %(objectname) %(refname)' 2>/dev/null
+{probe}{daemon}echo {READY}
+{KEEPER_JOBS}
+{confirm_function}
 # The deploy holds the lock while this channel is open; its stdin closes when the deploy ends,
 # fails, is interrupted or killed, or loses its connection. Then the lock is released.
 while read -r line; do
-  if [ "$line" = {confirm} ]; then
-    if has_line {token} "$state/{unconfirmed}"; then rm -f "$state/{unconfirmed}"; fi
-    echo {confirmed}
-    # Confirmed: the oldest releases beyond `keep` go now (never the current one). Release
-    # names are 14 digits, so the shell's sorted glob lists them oldest first.
-    keep={keep}
-    count=0
-    for r in "$d"/releases/{release_glob}; do [ -d "$r" ] && count=$((count + 1)); done
-    excess=$((count - keep))
-    now=$(readlink "$d/current" 2>/dev/null || true)
-    # Releases marked bad go first: they must not push out the good ones a rollback needs.
-    for pass in bad any; do
-      for r in "$d"/releases/{release_glob}; do
-        [ "$excess" -gt 0 ] || break
-        [ -d "$r" ] && [ "${{now##*/}}" != "${{r##*/}}" ] || continue
-        if [ "$pass" = bad ] && ! has_line "${{r##*/}}" "$state/bad"; then continue; fi
-        excess=$((excess - 1))
-        rm -rf "$r"; echo "removed ${{r##*/}}"
-      done
-    done
-    # Marks of the releases just removed go with them.
-    unmark=""
-{rewrite_marks}
-  fi
+  case "$line" in
+    {confirm}) confirm_deploy ;;
+    "run "*) run_job "${{line#run }}" ;;
+    stop) {stop} ;;
+    stop-daemon) stop_daemon ;;
+  esac
 done
 # Nobody reads this channel any more (the deployer may be gone): a write to it would raise
 # SIGPIPE and kill this shell before the lock is released.
 exec >/dev/null 2>&1
+stop_job
+stop_daemon
 if has_line {token} "$state/lock/info"; then
 {STOP_RECEIVE_PACKS}
-  # A step of this deploy may still be extracting into its release: its own watchdog stops it
-  # on the same EOF; give that a moment before removing what it made.
+  # A step of this deploy on a channel of its own may still be extracting into its release:
+  # its own watchdog stops it on the same EOF; give that a moment before removing what it made.
   for marker in "$state"/preparing.*; do [ -f "$marker" ] && sleep 1; break; done
 {REMOVE_UNFINISHED}
   # A release this deploy switched to and never confirmed: its deployer is gone, so nobody
   # checked it. Go back to the release the server had.
   if has_line {token} "$state/{unconfirmed}"; then go_back_from_marker; fi
+{prune}
 fi
+# Children of the daemon's connections ignore TERM (git daemon's doing): KILL what is left.
+for pid in $stopped_daemon; do kill -KILL -"$pid" 2>/dev/null; done
 lock="$state/lock"
 {release}"#,
         deploy_to = quote(&config.deploy_to),
@@ -130,12 +129,12 @@ lock="$state/lock"
         token = quote(&format!("token={}", lock.token)),
         probe = platform_probe(config),
         confirm = quote(crate::plan::confirm::CONFIRM),
-        confirmed = quote(crate::plan::confirm::CONFIRMED),
         unconfirmed = crate::plan::confirm::UNCONFIRMED,
         user = quote(&lock.user),
-        keep = config.keep_releases,
-        release_glob = "[0-9]".repeat(14),
-        rewrite_marks = crate::plan::rollback::REWRITE_MARKS,
+        daemon = daemon.map(super::keeper::start_daemon).unwrap_or_default(),
+        confirm_function = super::keeper::confirm_function(config, &lock.token),
+        stop = super::keeper::stop_command(),
+        prune = super::keeper::prune_confirmed(),
         restart = crate::plan::confirm::run_restart_hooks(restart_hooks, config.timeouts.step.as_secs()),
     );
     let text = format!("{}\n{text}", crate::plan::confirm::GO_BACK);

@@ -18,6 +18,11 @@ fn submodule() -> SubmoduleRelease {
     }
 }
 
+/// A daemon for the keeper to start, with a submodule's repository of an awkward name.
+fn keeper_daemon() -> KeeperDaemon {
+    KeeperDaemon { ports: vec![40000, 40001], max_seconds: 600, submodule_repos: vec!["repo/modules/it's".into()] }
+}
+
 #[test]
 fn every_script_quotes_a_hostile_deploy_to() {
     let hostile = "/srv/it's $(rm -rf ~) `x`";
@@ -25,7 +30,8 @@ fn every_script_quotes_a_hostile_deploy_to() {
     let release = release();
     for script in [
         setup_script(&cfg),
-        preflight_script(&cfg, &lock(), &["systemctl restart it"]),
+        preflight_script(&cfg, &lock(), &["systemctl restart it"], Some(&keeper_daemon())),
+        confirm_script(&cfg, "t0k3n"),
         inspect_script(&cfg),
         unlock_script(&cfg, Some("t"), false),
         daemon_script(&cfg, 40000, 600, &["repo/modules/it's"]),
@@ -59,7 +65,7 @@ fn both_transports_check_what_they_receive_and_their_processes_are_still_found()
     let exec = receive_pack_script(&config("/srv/x"), "repo", false).text;
     assert!(exec.contains(&format!("\n{checked} receive-pack \"$repo\"\n")), "{exec}");
     // The preflight and the lock keeper find them by command line (and those of older versions).
-    let preflight = preflight_script(&config("/srv/x"), &lock(), &[]).text;
+    let preflight = preflight_script(&config("/srv/x"), &lock(), &[], None).text;
     assert!(preflight.contains(&format!("*\"{checked} daemon\"*\"$d/repo\"*")), "{preflight}");
     assert!(preflight.contains("*\"git daemon\"*\"$d/repo\"*") && preflight.contains("*\"git \"*\"receive-pack\"*"));
 }

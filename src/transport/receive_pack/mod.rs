@@ -23,12 +23,29 @@ mod tests;
 use std::io::{Read, Write};
 
 use pack::{send_pack, shallow_roots, PackSpec};
-use protocol::{read_report, write_flush, write_pkt};
+use protocol::{read_report, write_flush, write_pkt, Advertisement};
 
 use super::error::PushError;
 
 pub use protocol::read_advertisement;
 pub use shared::SharedPacks;
+
+/// The capabilities a push sent before the advertisement counts on: every receive-pack since
+/// git 1.8 offers them.
+const ASSUMED: [&str; 4] = ["report-status", "ofs-delta", "side-band-64k", "quiet"];
+
+/// Reads the advertisement that came after the commands (`pipelined`), and checks that the
+/// server offered the capabilities they counted on.
+fn read_after<S: Read>(stream: &mut S, pipelined: bool) -> Result<(), PushError> {
+    if !pipelined {
+        return Ok(());
+    }
+    let advertisement = read_advertisement(stream)?;
+    match ASSUMED.iter().find(|assumed| !advertisement.capabilities.iter().any(|cap| cap == *assumed)) {
+        None => Ok(()),
+        Some(missing) => Err(PushError::Missing(missing.to_string())),
+    }
+}
 
 /// The object name git uses for "no object" (a ref being created).
 const ZERO_ID: &str = "0000000000000000000000000000000000000000";
@@ -76,20 +93,31 @@ pub fn push<S: Read + Write>(
     build: Option<Update<'_>>,
     shared: Option<&SharedPacks>,
 ) -> Result<Sent, PushError> {
-    push_observed(repo, stream, source, build, shared, &mut |_| {})
+    push_observed(repo, stream, source, build, shared, None, &mut |_| {})
 }
 
 /// Like [`push`], telling `pack` what the pack holds as it starts and when it is all sent (for
 /// progress reports); it is not called when nothing needs sending.
+///
+/// With `known`, the `(sha, refname)` pairs of the server's repository as read just before
+/// under the deploy's lock, the push does not wait for the ref advertisement: it sends its
+/// commands and pack at once (with the capabilities every git since 1.8 offers), then reads
+/// the advertisement and the report.
 pub fn push_observed<S: Read + Write>(
     repo: &git2::Repository,
     stream: &mut S,
     source: Update<'_>,
     build: Option<Update<'_>>,
     shared: Option<&SharedPacks>,
+    known: Option<&[(String, String)]>,
     pack: &mut dyn FnMut(PackProgress),
 ) -> Result<Sent, PushError> {
-    let advertisement = read_advertisement(stream)?;
+    // With the refs known, the commands and the pack go at once, and the advertisement is read
+    // after them: a round trip less. receive-pack writes its advertisement before it reads.
+    let advertisement = match known {
+        Some(refs) => Advertisement { refs: refs.to_vec(), capabilities: ASSUMED.iter().map(|c| c.to_string()).collect() },
+        None => read_advertisement(stream)?,
+    };
     let old = |refname: &str| {
         let advertised = advertisement.refs.iter().find(|(_, name)| name == refname);
         advertised.map(|(old, _)| old.clone()).unwrap_or_else(|| ZERO_ID.to_string())
@@ -101,6 +129,7 @@ pub fn push_observed<S: Read + Write>(
         // The server already has every commit under its ref: no command, no pack.
         return write_flush(stream).map(|()| Sent::default()).map_err(PushError::Lost);
     }
+    let advertisement = &advertisement;
     if !advertisement.capabilities.iter().any(|cap| cap == "report-status") {
         return Err(PushError::NoReportStatus);
     }
@@ -157,10 +186,13 @@ pub fn push_observed<S: Read + Write>(
     }
     let refnames: Vec<&str> = commands.iter().map(|(_, update)| update.refname).collect();
     match sent {
-        Ok(sent) => read_report(stream, side_band)?.judge(&refnames).map(|()| sent),
+        Ok(sent) => read_after(stream, known.is_some())
+            .and_then(|()| read_report(stream, side_band))?
+            .judge(&refnames)
+            .map(|()| sent),
         // A server that refuses what it reads (a malformed object) stops reading before the
         // pack ends: its report, if it sent one, says why.
-        Err(err) => match read_report(stream, side_band) {
+        Err(err) => match read_after(stream, known.is_some()).and_then(|()| read_report(stream, side_band)) {
             Ok(report) => Err(report.judge(&refnames).err().unwrap_or(err)),
             Err(_) => Err(err),
         },

@@ -139,6 +139,8 @@ for r in "$d"/releases/*; do
 done
 if [ -L "$d/current" ]; then echo "current $(readlink "$d/current")"; fi
 if [ -f "$d/.xtask-deploy/bad" ]; then each_line "$d/.xtask-deploy/bad" bad; fi
+# What the push goes on: it sends its commands without waiting for git to list them again.
+git --git-dir="$d/repo" for-each-ref --format='ref %(objectname) %(refname)' 2>/dev/null
 printf 'platform machine %s\n' "$(uname -m)"
 if v=$(getconf GNU_LIBC_VERSION 2>/dev/null); then
   case $v in 'glibc '*) printf 'platform glibc %s\n' "${v#glibc }" ;; esac
@@ -146,32 +148,187 @@ fi
 for f in /lib/ld-* /lib64/ld-* /usr/lib/ld-* /usr/lib64/ld-* /lib/*/ld-*; do
   if [ -e "$f" ]; then printf 'platform interp %s\n' "$f"; fi
 done
+start_daemon() {
+  fifo="$state/daemon.$1.log"
+  rm -f "$fifo"
+  mkfifo -m 600 "$fifo" || { said="cannot make a FIFO in $state"; return 2; }
+  XTASK_DEPLOY_PORT=$1 timeout -k 1 600 git -c receive.fsckObjects=true -c receive.shallowUpdate=true daemon --verbose --listen=127.0.0.1 --port="$1" \
+    --strict-paths --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \
+    --forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive \
+    --access-hook='sh -c "$XTASK_DEPLOY_ACCESS_HOOK" xtask-deploy-access' --informative-errors --init-timeout=30 \
+    --timeout=600 "$d/repo" "$d"/repo/modules/lib </dev/null >/dev/null 2>"$fifo" &
+  started=$!
+  echo "$started" > "$state/daemon.$1.pid"
+  printf '%s %s\n' "$1" "$started" >> "$state/lock/daemon"
+  exec 4<"$fifo"
+  rm -f "$fifo"
+  while IFS= read -r line <&4; do
+    case "$line" in
+      *"Ready to rumble"*) cat <&4 >/dev/null 2>&1 & exec 4<&-; return 0 ;;
+    esac
+    said=$line
+  done
+  exec 4<&-
+  wait "$started"
+  status=$?
+  kill -KILL -"$started" 2>/dev/null
+  rm -f "$state/daemon.$1.pid"
+  # git dies with 128 when it cannot listen on its port (another process holds it).
+  if [ "$status" = 128 ]; then return 1; fi
+  return 2
+}
+start_daemons() {
+  said=""
+  [ -d "$d"/repo/modules/lib ] || git init --quiet --bare "$d"/repo/modules/lib >/dev/null 2>&1 || { printf 'daemon-failed %s\n' 'cannot create the repository `repo/modules/lib` for a submodule'; return; }
+  uid=""
+  { while read -r key real effective rest; do [ "$key" = Uid: ] && uid=$effective; done < /proc/self/status; } 2>/dev/null
+  if [ -z "$uid" ]; then
+    echo "daemon-failed cannot read /proc/self/status: the daemon could not tell this deploy's connections"
+    return
+  fi
+  export XTASK_DEPLOY_ACCESS_HOOK='refuse() { echo "not a connection of this deploy"; exit 1; }
+if [ "$1" != receive-pack ]; then echo "this daemon only receives a deploy'"'s push\"; exit 1; fi
+case \""'${REMOTE_PORT:-}" in '"''|*["'!0-9]*) refuse ;; esac
+[ "${REMOTE_ADDR:-}" = 127.0.0.1 ] || refuse
+awk -v from="$REMOTE_PORT" -v to="${XTASK_DEPLOY_PORT:-}" -v uid="${XTASK_DEPLOY_UID:-}" '"'
+function port(e, hex, n, i) {
+  hex = substr(e, index(e, \":\") + 1)
+  n = 0
+  for (i = 1; i <= length(hex); i++) n = n * 16 + index(\"0123456789ABCDEF\", substr(hex, i, 1)) - 1
+  return n
+}
+function loopback(e) { e = substr(e, 1, index(e, \":\") - 1); return e == \"0100007F\" || e == \"7F000001\" }
+NR > 1 && "'$4 == "01" && port($2) == from + 0 && port($3) == to + 0 && loopback($2) && loopback($3) {
+  if (uid != "" && $8 == uid) mine = 1
+}
+END { exit mine ? 0 : 1 }'"' /proc/net/tcp 2>/dev/null || refuse
+exit 0" XTASK_DEPLOY_UID="$uid"
+  outcome=1
+  for port in 40000 40001; do
+    start_daemon "$port"
+    outcome=$?
+    [ "$outcome" = 1 ] || break
+  done
+  case "$outcome" in
+    0) echo "daemon $port"; wait "$started" ;;
+    1) printf 'daemon-no-port %s\n' "$said" ;;
+    *) printf 'daemon-failed %s\n' "$said" ;;
+  esac
+}
+start_daemons </dev/null 2>/dev/null &
+starter=$!
 echo @@xtask-deploy-ready
+job=""
+end=""
+starter=${starter:-}
+stopped_daemon=""
+JOB='sh -c "$1"; s=$?; printf "\n%s %s\n" "$2" "$s"; printf "\n%s %s\n" "$2" "$s" >&2; exit "$s"'
+run_job() {
+  if [ -n "$job" ]; then wait "$job" 2>/dev/null; job=""; fi
+  end=$1
+  case "$end" in ''|*[!A-Za-z0-9@-]*) end=@@xtask-deploy-end ;; esac
+  p=$(head -n 1 | base64 -d) || p='echo "the step did not arrive whole" >&2; exit 1'
+  if command -v setsid >/dev/null 2>&1; then
+    setsid sh -c "$JOB" xtask-deploy-step "$p" "$end" </dev/null &
+  else
+    sh -c "$JOB" xtask-deploy-step "$p" "$end" </dev/null &
+  fi
+  job=$!
+}
+stop_job() {
+  [ -n "$job" ] || return 0
+  kill -TERM -"$job" "$job" 2>/dev/null
+  wait "$job" 2>/dev/null
+  # What ignores TERM in its group gets KILL a second later.
+  if kill -0 -"$job" 2>/dev/null; then sleep 1; kill -KILL -"$job" 2>/dev/null; fi
+  job=""
+}
+# Stops the starter (were it still starting one) and every daemon it started.
+stop_daemon() {
+  [ -n "$starter" ] || return 0
+  kill "$starter" 2>/dev/null
+  starter=""
+  { while read -r port pid; do
+    case "$pid" in ''|*[!0-9]*) continue ;; esac
+    kill -TERM -"$pid" "$pid" 2>/dev/null
+    rm -f "$state/daemon.$port.pid"
+    stopped_daemon="$stopped_daemon $pid"
+  done < "$state/lock/daemon"; } 2>/dev/null
+}
+confirm_deploy() {
+  if has_line 'token=t0k3n' "$state/unconfirmed"; then rm -f "$state/unconfirmed"; fi
+  keep=2
+  count=0
+  for r in "$d"/releases/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]; do [ -d "$r" ] && count=$((count + 1)); done
+  excess=$((count - keep))
+  now=$(readlink "$d/current" 2>/dev/null || true)
+  pruned=""
+  # Release names are 14 digits, so the shell's sorted glob lists them oldest first.
+  for pass in bad any; do
+    for r in "$d"/releases/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]; do
+      [ "$excess" -gt 0 ] || break
+      [ -d "$r" ] && [ "${now##*/}" != "${r##*/}" ] || continue
+      case " $pruned " in *" ${r##*/} "*) continue ;; esac
+      if [ "$pass" = bad ] && ! has_line "${r##*/}" "$state/bad"; then continue; fi
+      excess=$((excess - 1))
+      pruned="$pruned ${r##*/}"
+      echo "prune ${r##*/}"
+    done
+  done
+  printf '%s\n' $pruned > "$state/lock/confirmed"
+  echo @@xtask-deploy-confirmed
+}
 # The deploy holds the lock while this channel is open; its stdin closes when the deploy ends,
 # fails, is interrupted or killed, or loses its connection. Then the lock is released.
 while read -r line; do
-  if [ "$line" = confirm ]; then
-    if has_line 'token=t0k3n' "$state/unconfirmed"; then rm -f "$state/unconfirmed"; fi
-    echo @@xtask-deploy-confirmed
-    # Confirmed: the oldest releases beyond `keep` go now (never the current one). Release
-    # names are 14 digits, so the shell's sorted glob lists them oldest first.
-    keep=2
-    count=0
-    for r in "$d"/releases/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]; do [ -d "$r" ] && count=$((count + 1)); done
-    excess=$((count - keep))
-    now=$(readlink "$d/current" 2>/dev/null || true)
-    # Releases marked bad go first: they must not push out the good ones a rollback needs.
-    for pass in bad any; do
-      for r in "$d"/releases/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]; do
-        [ "$excess" -gt 0 ] || break
-        [ -d "$r" ] && [ "${now##*/}" != "${r##*/}" ] || continue
-        if [ "$pass" = bad ] && ! has_line "${r##*/}" "$state/bad"; then continue; fi
-        excess=$((excess - 1))
-        rm -rf "$r"; echo "removed ${r##*/}"
-      done
-    done
-    # Marks of the releases just removed go with them.
-    unmark=""
+  case "$line" in
+    confirm) confirm_deploy ;;
+    "run "*) run_job "${line#run }" ;;
+    stop) if [ -n "$job" ]; then stop_job; printf '\n%s %s\n' "$end" 124; printf '\n%s %s\n' "$end" 124 >&2; fi ;;
+    stop-daemon) stop_daemon ;;
+  esac
+done
+# Nobody reads this channel any more (the deployer may be gone): a write to it would raise
+# SIGPIPE and kill this shell before the lock is released.
+exec >/dev/null 2>&1
+stop_job
+stop_daemon
+if has_line 'token=t0k3n' "$state/lock/info"; then
+for pidfile in "$state"/receive-pack.*.pid; do
+  [ -f "$pidfile" ] || continue
+  pid=$(cat "$pidfile")
+  case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
+  case "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" in
+    # Ours, whatever `-c` options it runs with (this version's, or an older one's).
+    *"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
+  esac
+  rm -f "$pidfile"
+done
+  # A step of this deploy on a channel of its own may still be extracting into its release:
+  # its own watchdog stops it on the same EOF; give that a moment before removing what it made.
+  for marker in "$state"/preparing.*; do [ -f "$marker" ] && sleep 1; break; done
+for marker in "$state"/preparing.*; do
+  [ -f "$marker" ] || continue
+  unfinished=${marker##*/preparing.}
+  case "$unfinished" in ''|*[!0-9]*) continue ;; esac
+  case "$(readlink "$d/current" 2>/dev/null)" in
+    */releases/"$unfinished") ;;
+    *) rm -rf "$d/releases/$unfinished"; echo "unfinished $unfinished" ;;
+  esac
+  rm -f "$marker"
+done
+  # A release this deploy switched to and never confirmed: its deployer is gone, so nobody
+  # checked it. Go back to the release the server had.
+  if has_line 'token=t0k3n' "$state/unconfirmed"; then go_back_from_marker; fi
+if [ -f "$state/lock/confirmed" ]; then
+  now=$(readlink "$d/current" 2>/dev/null || true)
+  while IFS= read -r name; do
+    case "$name" in ''|*[!0-9]*) continue ;; esac
+    [ "${now##*/}" != "$name" ] || continue
+    rm -rf "$d/releases/$name"
+  done < "$state/lock/confirmed"
+  # Marks of the releases just removed go with them.
+  unmark=""
 if [ -f "$state/bad" ]; then
   kept=" "
   cleared=""
@@ -187,39 +344,10 @@ if [ -f "$state/bad" ]; then
   mv -f "$state/bad.new" "$state/bad"
   if [ -n "$cleared" ]; then echo "unmarked $cleared"; fi
 fi
-  fi
-done
-# Nobody reads this channel any more (the deployer may be gone): a write to it would raise
-# SIGPIPE and kill this shell before the lock is released.
-exec >/dev/null 2>&1
-if has_line 'token=t0k3n' "$state/lock/info"; then
-for pidfile in "$state"/receive-pack.*.pid; do
-  [ -f "$pidfile" ] || continue
-  pid=$(cat "$pidfile")
-  case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
-  case "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" in
-    # Ours, whatever `-c` options it runs with (this version's, or an older one's).
-    *"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
-  esac
-  rm -f "$pidfile"
-done
-  # A step of this deploy may still be extracting into its release: its own watchdog stops it
-  # on the same EOF; give that a moment before removing what it made.
-  for marker in "$state"/preparing.*; do [ -f "$marker" ] && sleep 1; break; done
-for marker in "$state"/preparing.*; do
-  [ -f "$marker" ] || continue
-  unfinished=${marker##*/preparing.}
-  case "$unfinished" in ''|*[!0-9]*) continue ;; esac
-  case "$(readlink "$d/current" 2>/dev/null)" in
-    */releases/"$unfinished") ;;
-    *) rm -rf "$d/releases/$unfinished"; echo "unfinished $unfinished" ;;
-  esac
-  rm -f "$marker"
-done
-  # A release this deploy switched to and never confirmed: its deployer is gone, so nobody
-  # checked it. Go back to the release the server had.
-  if has_line 'token=t0k3n' "$state/unconfirmed"; then go_back_from_marker; fi
 fi
+fi
+# Children of the daemon's connections ignore TERM (git daemon's doing): KILL what is left.
+for pid in $stopped_daemon; do kill -KILL -"$pid" 2>/dev/null; done
 lock="$state/lock"
 [ -d "$lock" ] || exit 0
 has_line 'token=t0k3n' "$lock/info" || { echo "the lock is not ours; left in place"; exit 0; }

@@ -1,0 +1,268 @@
+//! The lock keeper's work besides the lock: it starts the deploy's git daemon, runs the steps
+//! the deployer sends it on its stdin (one round trip per batch, no new channel, no new login
+//! shell), takes the confirmation, and prunes once the deployer is gone.
+//!
+//! The keeper reads lines on its stdin (the preflight's loop in `lock.rs`):
+//! - `run <end>` then one line of base64: a batch of steps (see [`super::batch_script`]), run as
+//!   a job in a process group of its own with stdin from `/dev/null`. When the job ends, it
+//!   prints `<end> <status>` on a line of its own (after an empty line) on stdout and on stderr.
+//! - `stop`: stops the running job (TERM, then KILL a second later) and prints its end line with
+//!   status 124, as a step stopped by the deployer.
+//! - `stop-daemon`: stops the git daemon (the push is over).
+//! - [`CONFIRM`](crate::plan::confirm::CONFIRM): confirms the deploy (see [`confirm_script`]).
+//!
+//! At EOF (the deployer finished, died or lost its connection) it stops the job and the daemon,
+//! then goes back or prunes (below), then releases the lock.
+
+use crate::config::Config;
+use crate::shell::{quote, RemoteScript};
+
+use super::daemon::{ACCESS_HOOK, CHECKED_GIT};
+use super::lock::LOCK_HELPERS;
+use super::STATE_DIR;
+
+/// The status a job's end line gives when the deployer stopped it (`stop`), as `timeout` does.
+const EXIT_STOPPED: i32 = 124;
+
+/// What the keeper of a deploy with `transport = "daemon"` starts once it holds the lock: a git
+/// daemon on the first of `ports` it can listen on, for `max_seconds` at most, serving `repo/`
+/// and `submodule_repos` (relative to `deploy_to`, created bare if needed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeeperDaemon {
+    pub ports: Vec<u16>,
+    pub max_seconds: u64,
+    pub submodule_repos: Vec<String>,
+}
+
+/// What the keeper printed of the daemon it started (see [`start_daemon`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DaemonStarted {
+    /// It listens on this port of the server's 127.0.0.1.
+    Port(u16),
+    /// Every port tried was taken; what git daemon said last.
+    NoPort(String),
+    /// It could not start for another reason; what it said.
+    Failed(String),
+}
+
+/// Reads the daemon's line from the keeper's output, if it printed one.
+pub fn parse_daemon(stdout: &str) -> Option<DaemonStarted> {
+    stdout.lines().find_map(|line| {
+        let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match kind {
+            "daemon" => rest.trim().parse().ok().map(DaemonStarted::Port),
+            "daemon-no-port" => Some(DaemonStarted::NoPort(rest.to_string())),
+            "daemon-failed" => Some(DaemonStarted::Failed(rest.to_string())),
+            _ => None,
+        }
+    })
+}
+
+/// The old releases a confirmation chose to remove: its `prune <name>` lines (see
+/// [`confirm_function`]).
+pub fn pruned_by_keeper(stdout: &str) -> Vec<String> {
+    stdout.lines().filter_map(|line| line.strip_prefix("prune ")).map(str::to_string).collect()
+}
+
+/// Shell lines that start the deploy's git daemon (see [`crate::plan::daemon_script`], which
+/// runs one on a channel of its own: the same daemon, the same access hook) in the background
+/// of the keeper, which goes on to print `READY` and read its stdin meanwhile (so that it sees
+/// the deployer go even while a daemon is starting). The starter prints `daemon <port>` once
+/// the daemon listens, `daemon-no-port <what git said>` when every port was taken, or
+/// `daemon-failed <what it said>`, then waits for the daemon to end. Each daemon it starts
+/// (`timeout`, leading the process group of the daemon and its children) is noted as `<port>
+/// <pid>` in `$state/lock/daemon`, for `stop_daemon`. The daemon's log (stderr) goes through
+/// a FIFO that the starter reads until "Ready to rumble", then a `cat` drains to its end.
+pub(super) fn start_daemon(daemon: &KeeperDaemon) -> String {
+    let mut served = String::from("\"$d/repo\"");
+    let mut create = String::new();
+    for repo in &daemon.submodule_repos {
+        served.push_str(&format!(" \"$d\"/{}", quote(repo)));
+        create.push_str(&format!(
+            "  [ -d \"$d\"/{repo} ] || git init --quiet --bare \"$d\"/{repo} >/dev/null 2>&1 || \
+             {{ printf 'daemon-failed %s\\n' {said}; return; }}\n",
+            repo = quote(repo),
+            said = quote(&format!("cannot create the repository `{repo}` for a submodule"))
+        ));
+    }
+    let ports: Vec<String> = daemon.ports.iter().map(u16::to_string).collect();
+    format!(
+        r#"start_daemon() {{
+  fifo="$state/daemon.$1.log"
+  rm -f "$fifo"
+  mkfifo -m 600 "$fifo" || {{ said="cannot make a FIFO in $state"; return 2; }}
+  XTASK_DEPLOY_PORT=$1 timeout -k 1 {max_seconds} {CHECKED_GIT} daemon --verbose --listen=127.0.0.1 --port="$1" \
+    --strict-paths --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \
+    --forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive \
+    --access-hook='sh -c "$XTASK_DEPLOY_ACCESS_HOOK" xtask-deploy-access' --informative-errors --init-timeout=30 \
+    --timeout={max_seconds} {served} </dev/null >/dev/null 2>"$fifo" &
+  started=$!
+  echo "$started" > "$state/daemon.$1.pid"
+  printf '%s %s\n' "$1" "$started" >> "$state/lock/daemon"
+  exec 4<"$fifo"
+  rm -f "$fifo"
+  while IFS= read -r line <&4; do
+    case "$line" in
+      *"Ready to rumble"*) cat <&4 >/dev/null 2>&1 & exec 4<&-; return 0 ;;
+    esac
+    said=$line
+  done
+  exec 4<&-
+  wait "$started"
+  status=$?
+  kill -KILL -"$started" 2>/dev/null
+  rm -f "$state/daemon.$1.pid"
+  # git dies with 128 when it cannot listen on its port (another process holds it).
+  if [ "$status" = 128 ]; then return 1; fi
+  return 2
+}}
+start_daemons() {{
+  said=""
+{create}  uid=""
+  {{ while read -r key real effective rest; do [ "$key" = Uid: ] && uid=$effective; done < /proc/self/status; }} 2>/dev/null
+  if [ -z "$uid" ]; then
+    echo "daemon-failed cannot read /proc/self/status: the daemon could not tell this deploy's connections"
+    return
+  fi
+  export XTASK_DEPLOY_ACCESS_HOOK={access_hook} XTASK_DEPLOY_UID="$uid"
+  outcome=1
+  for port in {ports}; do
+    start_daemon "$port"
+    outcome=$?
+    [ "$outcome" = 1 ] || break
+  done
+  case "$outcome" in
+    0) echo "daemon $port"; wait "$started" ;;
+    1) printf 'daemon-no-port %s\n' "$said" ;;
+    *) printf 'daemon-failed %s\n' "$said" ;;
+  esac
+}}
+start_daemons </dev/null 2>/dev/null &
+starter=$!
+"#,
+        max_seconds = daemon.max_seconds,
+        access_hook = quote(ACCESS_HOOK),
+        ports = ports.join(" "),
+    )
+}
+
+/// Shell functions of the keeper: `run_job` (the `run` command), `stop_job`, `stop_daemon`.
+/// A job is `sh -c` of the decoded batch, wrapped so that it prints its end line; in a session
+/// of its own (`setsid`, when the server has it) so that stopping it stops all it started.
+pub(super) const KEEPER_JOBS: &str = r#"job=""
+end=""
+starter=${starter:-}
+stopped_daemon=""
+JOB='sh -c "$1"; s=$?; printf "\n%s %s\n" "$2" "$s"; printf "\n%s %s\n" "$2" "$s" >&2; exit "$s"'
+run_job() {
+  if [ -n "$job" ]; then wait "$job" 2>/dev/null; job=""; fi
+  end=$1
+  case "$end" in ''|*[!A-Za-z0-9@-]*) end=@@xtask-deploy-end ;; esac
+  p=$(head -n 1 | base64 -d) || p='echo "the step did not arrive whole" >&2; exit 1'
+  if command -v setsid >/dev/null 2>&1; then
+    setsid sh -c "$JOB" xtask-deploy-step "$p" "$end" </dev/null &
+  else
+    sh -c "$JOB" xtask-deploy-step "$p" "$end" </dev/null &
+  fi
+  job=$!
+}
+stop_job() {
+  [ -n "$job" ] || return 0
+  kill -TERM -"$job" "$job" 2>/dev/null
+  wait "$job" 2>/dev/null
+  # What ignores TERM in its group gets KILL a second later.
+  if kill -0 -"$job" 2>/dev/null; then sleep 1; kill -KILL -"$job" 2>/dev/null; fi
+  job=""
+}
+# Stops the starter (were it still starting one) and every daemon it started.
+stop_daemon() {
+  [ -n "$starter" ] || return 0
+  kill "$starter" 2>/dev/null
+  starter=""
+  { while read -r port pid; do
+    case "$pid" in ''|*[!0-9]*) continue ;; esac
+    kill -TERM -"$pid" "$pid" 2>/dev/null
+    rm -f "$state/daemon.$port.pid"
+    stopped_daemon="$stopped_daemon $pid"
+  done < "$state/lock/daemon"; } 2>/dev/null
+}"#;
+
+/// The keeper's answer to `stop`: the job stopped, and its end line with the status of a step
+/// the deployer stopped.
+pub(super) fn stop_command() -> String {
+    format!(
+        "if [ -n \"$job\" ]; then stop_job; printf '\\n%s %s\\n' \"$end\" {EXIT_STOPPED}; \
+         printf '\\n%s %s\\n' \"$end\" {EXIT_STOPPED} >&2; fi"
+    )
+}
+
+/// The shell function `confirm_deploy`: forgets the [`UNCONFIRMED`](crate::plan::confirm::UNCONFIRMED)
+/// marker when it holds this deploy's token (so nothing goes back), chooses the releases beyond
+/// `keep_releases` that go (the ones marked bad first, then the oldest; never the current one),
+/// prints `prune <name>` for each and [`CONFIRMED`](crate::plan::confirm::CONFIRMED), and writes
+/// their names into `$state/lock/confirmed`, which tells the keeper to remove them once the
+/// deployer is gone: the deploy is done when `current` has moved and its hooks ran; removing old
+/// releases is not its business. Needs `$d`, `$state` and [`LOCK_HELPERS`].
+pub(super) fn confirm_function(config: &Config, token: &str) -> String {
+    format!(
+        r#"confirm_deploy() {{
+  if has_line {token} "$state/{unconfirmed}"; then rm -f "$state/{unconfirmed}"; fi
+  keep={keep}
+  count=0
+  for r in "$d"/releases/{release_glob}; do [ -d "$r" ] && count=$((count + 1)); done
+  excess=$((count - keep))
+  now=$(readlink "$d/current" 2>/dev/null || true)
+  pruned=""
+  # Release names are 14 digits, so the shell's sorted glob lists them oldest first.
+  for pass in bad any; do
+    for r in "$d"/releases/{release_glob}; do
+      [ "$excess" -gt 0 ] || break
+      [ -d "$r" ] && [ "${{now##*/}}" != "${{r##*/}}" ] || continue
+      case " $pruned " in *" ${{r##*/}} "*) continue ;; esac
+      if [ "$pass" = bad ] && ! has_line "${{r##*/}}" "$state/bad"; then continue; fi
+      excess=$((excess - 1))
+      pruned="$pruned ${{r##*/}}"
+      echo "prune ${{r##*/}}"
+    done
+  done
+  printf '%s\n' $pruned > "$state/lock/confirmed"
+  echo {confirmed}
+}}"#,
+        token = quote(&format!("token={token}")),
+        unconfirmed = crate::plan::confirm::UNCONFIRMED,
+        keep = config.keep_releases,
+        release_glob = "[0-9]".repeat(14),
+        confirmed = quote(crate::plan::confirm::CONFIRMED),
+    )
+}
+
+/// The confirmation as a step of the last batch (one server, nothing after it): the keeper's
+/// [`CONFIRM`](crate::plan::confirm::CONFIRM) without its own round trip.
+pub fn confirm_script(config: &Config, token: &str) -> RemoteScript {
+    let text = format!(
+        "set -u\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\n{LOCK_HELPERS}\n{confirm}\nconfirm_deploy\n",
+        deploy_to = quote(&config.deploy_to),
+        confirm = confirm_function(config, token),
+    );
+    RemoteScript { name: "confirm", text }
+}
+
+/// What the keeper does at EOF once the deploy was confirmed: removes the releases chosen then
+/// (never the one `current` points at by now), and the marks of the ones gone. Needs `$d`,
+/// `$state`.
+pub(super) fn prune_confirmed() -> String {
+    format!(
+        r#"if [ -f "$state/lock/confirmed" ]; then
+  now=$(readlink "$d/current" 2>/dev/null || true)
+  while IFS= read -r name; do
+    case "$name" in ''|*[!0-9]*) continue ;; esac
+    [ "${{now##*/}}" != "$name" ] || continue
+    rm -rf "$d/releases/$name"
+  done < "$state/lock/confirmed"
+  # Marks of the releases just removed go with them.
+  unmark=""
+{rewrite_marks}
+fi"#,
+        rewrite_marks = crate::plan::rollback::REWRITE_MARKS,
+    )
+}
