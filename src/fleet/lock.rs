@@ -135,11 +135,25 @@ fn lock_one(
 
 /// Releases this deploy's lock on every server in `servers` by closing the preflight's
 /// channel, which removes the lock (only if it still holds this deploy's token).
+///
+/// A keeper whose deploy is confirmed has released the lock already (with the confirmation):
+/// it is left to finish on its own (removing the directories of the releases it pruned), and
+/// not waited for. Any other is waited for (at most 10 s each, all closed first): it may be
+/// going back, or removing an unfinished release, before it releases the lock.
 pub(crate) fn unlock_all(servers: &mut [LockedServer]) {
-    for server in servers {
-        if let Some(keeper) = server.keeper().take() {
-            keeper.finish(Duration::from_secs(10));
+    let mut closing = Vec::new();
+    for server in servers.iter_mut() {
+        let confirmed = server.confirmed.load(std::sync::atomic::Ordering::Relaxed);
+        let Some(mut keeper) = server.keeper().take() else { continue };
+        if confirmed {
+            keeper.leave();
+        } else {
+            keeper.close_stdin();
+            closing.push(keeper);
         }
+    }
+    for keeper in closing {
+        keeper.finish(Duration::from_secs(10));
     }
 }
 

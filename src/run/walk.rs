@@ -225,7 +225,9 @@ impl Walk<'_> {
         let jobs: Vec<_> = switched.into_iter().zip(sent).collect();
         let results = parallel::each(jobs, self.parallel, self.reporter, |((server, report), sent), reporter| {
             sent?;
-            for old in server.confirmation(timeout)? {
+            let pruned = server.confirmation(timeout)?;
+            server.confirmed.store(true, std::sync::atomic::Ordering::Relaxed);
+            for old in pruned {
                 reporter.event(Event::Removed { server: report.server.clone(), release: old.clone() });
                 report.removed.push(old);
             }

@@ -219,6 +219,29 @@ impl RemoteProcess {
         let _ = self.stop(timeout);
     }
 
+    /// Closes the process's stdin and leaves it to finish on its own: nothing it prints is
+    /// read, and its close is not waited for (a round trip). For a lock keeper whose deploy is
+    /// confirmed: what is left for it is its own business (removing old releases, the lock).
+    pub fn leave(mut self) {
+        let Some(mut channel) = self.channel.take() else { return };
+        self.session.set_timeout(2000);
+        let _ = channel.send_eof();
+        // Freeing a channel in blocking mode waits for the remote's close.
+        self.session.set_blocking(false);
+        drop(channel);
+        self.session.set_blocking(true);
+        self.session.set_timeout(millis(self.idle));
+    }
+
+    /// Closes the process's stdin, as [`RemoteProcess::finish`] does first, without waiting.
+    pub fn close_stdin(&mut self) {
+        if let Some(channel) = self.channel.as_mut() {
+            self.session.set_timeout(2000);
+            let _ = channel.send_eof();
+            self.session.set_timeout(millis(self.idle));
+        }
+    }
+
     /// Closes stdin, drains both streams and waits for the close, within `timeout`; returns the
     /// stdout read.
     fn stop(&mut self, timeout: Duration) -> String {

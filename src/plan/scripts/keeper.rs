@@ -70,9 +70,10 @@ pub fn pruned_by_keeper(stdout: &str) -> Vec<String> {
 /// the deployer go even while a daemon is starting). The starter prints `daemon <port>` once
 /// the daemon listens, `daemon-no-port <what git said>` when every port was taken, or
 /// `daemon-failed <what it said>`, then waits for the daemon to end. Each daemon it starts
-/// (`timeout`, leading the process group of the daemon and its children) is noted as `<port>
-/// <pid>` in `$state/lock/daemon`, for `stop_daemon`. The daemon's log (stderr) goes through
-/// a FIFO that the starter reads until "Ready to rumble", then a `cat` drains to its end.
+/// (`timeout`, leading the process group of the daemon and its children) is noted as
+/// `<port> <pid>` in `$state/lock/daemons.<keeper's pid>`, for `stop_daemon`. The daemon's log
+/// (stderr) goes through a FIFO that the starter reads until "Ready to rumble", then a `cat`
+/// drains it to its end.
 pub(super) fn start_daemon(daemon: &KeeperDaemon) -> String {
     let mut served = String::from("\"$d/repo\"");
     let mut create = String::new();
@@ -98,7 +99,7 @@ pub(super) fn start_daemon(daemon: &KeeperDaemon) -> String {
     --timeout={max_seconds} {served} </dev/null >/dev/null 2>"$fifo" &
   started=$!
   echo "$started" > "$state/daemon.$1.pid"
-  printf '%s %s\n' "$1" "$started" >> "$state/lock/daemon"
+  printf '%s %s\n' "$1" "$started" >> "$state/lock/daemons.$$"
   exec 4<"$fifo"
   rm -f "$fifo"
   while IFS= read -r line <&4; do
@@ -184,7 +185,8 @@ stop_daemon() {
     kill -TERM -"$pid" "$pid" 2>/dev/null
     rm -f "$state/daemon.$port.pid"
     stopped_daemon="$stopped_daemon $pid"
-  done < "$state/lock/daemon"; } 2>/dev/null
+  done < "$state/lock/daemons.$$"; } 2>/dev/null
+  rm -f "$state/lock/daemons.$$"
 }"#;
 
 /// The keeper's answer to `stop`: the job stopped, and its end line with the status of a step
@@ -197,12 +199,14 @@ pub(super) fn stop_command() -> String {
 }
 
 /// The shell function `confirm_deploy`: forgets the [`UNCONFIRMED`](crate::plan::confirm::UNCONFIRMED)
-/// marker when it holds this deploy's token (so nothing goes back), chooses the releases beyond
-/// `keep_releases` that go (the ones marked bad first, then the oldest; never the current one),
-/// prints `prune <name>` for each and [`CONFIRMED`](crate::plan::confirm::CONFIRMED), and writes
-/// their names into `$state/lock/confirmed`, which tells the keeper to remove them once the
-/// deployer is gone: the deploy is done when `current` has moved and its hooks ran; removing old
-/// releases is not its business. Needs `$d`, `$state` and [`LOCK_HELPERS`].
+/// marker when it holds this deploy's token (so nothing goes back), prunes the releases beyond
+/// `keep_releases` (the ones marked bad first, then the oldest; never the current one), drops
+/// their marks, releases the lock, and prints `prune <name>` for each release pruned and
+/// [`CONFIRMED`](crate::plan::confirm::CONFIRMED). Pruning a release renames it to
+/// `releases/.pruned-<name>` (atomic, and no listing or rollback sees it any more); the keeper
+/// removes those directories once the deployer is gone, after the lock: the deploy is done when
+/// `current` has moved and its hooks ran, and the next one need not wait for an `rm -rf`. Needs
+/// `$d`, `$state` and [`LOCK_HELPERS`].
 pub(super) fn confirm_function(config: &Config, token: &str) -> String {
     format!(
         r#"confirm_deploy() {{
@@ -212,26 +216,29 @@ pub(super) fn confirm_function(config: &Config, token: &str) -> String {
   for r in "$d"/releases/{release_glob}; do [ -d "$r" ] && count=$((count + 1)); done
   excess=$((count - keep))
   now=$(readlink "$d/current" 2>/dev/null || true)
-  pruned=""
   # Release names are 14 digits, so the shell's sorted glob lists them oldest first.
   for pass in bad any; do
     for r in "$d"/releases/{release_glob}; do
       [ "$excess" -gt 0 ] || break
       [ -d "$r" ] && [ "${{now##*/}}" != "${{r##*/}}" ] || continue
-      case " $pruned " in *" ${{r##*/}} "*) continue ;; esac
       if [ "$pass" = bad ] && ! has_line "${{r##*/}}" "$state/bad"; then continue; fi
       excess=$((excess - 1))
-      pruned="$pruned ${{r##*/}}"
+      mv "$r" "$d/releases/.pruned-${{r##*/}}" 2>/dev/null || rm -rf "$r"
       echo "prune ${{r##*/}}"
     done
   done
-  printf '%s\n' $pruned > "$state/lock/confirmed"
+  # Marks of the releases just pruned go with them.
+  unmark=""
+{rewrite_marks}
+  lock="$state/lock"
+  if has_line {token} "$lock/info"; then rm -rf "$lock"; fi
   echo {confirmed}
 }}"#,
         token = quote(&format!("token={token}")),
         unconfirmed = crate::plan::confirm::UNCONFIRMED,
         keep = config.keep_releases,
         release_glob = "[0-9]".repeat(14),
+        rewrite_marks = crate::plan::rollback::REWRITE_MARKS,
         confirmed = quote(crate::plan::confirm::CONFIRMED),
     )
 }
@@ -247,22 +254,6 @@ pub fn confirm_script(config: &Config, token: &str) -> RemoteScript {
     RemoteScript { name: "confirm", text }
 }
 
-/// What the keeper does at EOF once the deploy was confirmed: removes the releases chosen then
-/// (never the one `current` points at by now), and the marks of the ones gone. Needs `$d`,
-/// `$state`.
-pub(super) fn prune_confirmed() -> String {
-    format!(
-        r#"if [ -f "$state/lock/confirmed" ]; then
-  now=$(readlink "$d/current" 2>/dev/null || true)
-  while IFS= read -r name; do
-    case "$name" in ''|*[!0-9]*) continue ;; esac
-    [ "${{now##*/}}" != "$name" ] || continue
-    rm -rf "$d/releases/$name"
-  done < "$state/lock/confirmed"
-  # Marks of the releases just removed go with them.
-  unmark=""
-{rewrite_marks}
-fi"#,
-        rewrite_marks = crate::plan::rollback::REWRITE_MARKS,
-    )
-}
+/// What the keeper does last: removes the releases pruned by a confirmation (its own, and any
+/// a keeper before it left, were it stopped before it was done). Needs `$d`.
+pub(super) const REMOVE_PRUNED: &str = r#"for r in "$d"/releases/.pruned-*; do [ -d "$r" ] && rm -rf "$r"; done"#;

@@ -7,7 +7,7 @@ use crate::plan::LockInfo;
 use crate::shell::{quote, RemoteScript};
 
 use super::daemon::CHECKED_GIT;
-use super::keeper::{KeeperDaemon, KEEPER_JOBS};
+use super::keeper::{KeeperDaemon, KEEPER_JOBS, REMOVE_PRUNED};
 use super::layout::{platform_probe, PRIVATE, REPORT_STATE, REQUIRE_GIT, REQUIRE_SETUP};
 use super::{EXIT_LOCKED, STATE_DIR};
 
@@ -117,10 +117,10 @@ if has_line {token} "$state/lock/info"; then
   # A release this deploy switched to and never confirmed: its deployer is gone, so nobody
   # checked it. Go back to the release the server had.
   if has_line {token} "$state/{unconfirmed}"; then go_back_from_marker; fi
-{prune}
 fi
 # Children of the daemon's connections ignore TERM (git daemon's doing): KILL what is left.
 for pid in $stopped_daemon; do kill -KILL -"$pid" 2>/dev/null; done
+{REMOVE_PRUNED}
 lock="$state/lock"
 {release}"#,
         deploy_to = quote(&config.deploy_to),
@@ -134,7 +134,6 @@ lock="$state/lock"
         daemon = daemon.map(super::keeper::start_daemon).unwrap_or_default(),
         confirm_function = super::keeper::confirm_function(config, &lock.token),
         stop = super::keeper::stop_command(),
-        prune = super::keeper::prune_confirmed(),
         restart = crate::plan::confirm::run_restart_hooks(restart_hooks, config.timeouts.step.as_secs()),
     );
     let text = format!("{}\n{text}", crate::plan::confirm::GO_BACK);

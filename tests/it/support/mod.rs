@@ -499,9 +499,12 @@ pub fn releases_by_hand(deploy_to: &Path, count: usize) -> Vec<(String, String)>
 
 /// Release directory names in `deploy_to`, oldest first.
 pub fn releases_in(deploy_to: &Path) -> Vec<String> {
+    // Not the releases a confirmation pruned (`.pruned-<name>`), whose files the server may
+    // still be removing.
     let mut names: Vec<String> = fs::read_dir(deploy_to.join("releases"))
         .map(|dir| dir.flatten().map(|entry| entry.file_name().to_string_lossy().to_string()).collect())
         .unwrap_or_default();
+    names.retain(|name| !name.starts_with('.'));
     names.sort();
     names
 }

@@ -159,7 +159,7 @@ start_daemon() {
     --timeout=600 "$d/repo" "$d"/repo/modules/lib </dev/null >/dev/null 2>"$fifo" &
   started=$!
   echo "$started" > "$state/daemon.$1.pid"
-  printf '%s %s\n' "$1" "$started" >> "$state/lock/daemon"
+  printf '%s %s\n' "$1" "$started" >> "$state/lock/daemons.$$"
   exec 4<"$fifo"
   rm -f "$fifo"
   while IFS= read -r line <&4; do
@@ -253,7 +253,8 @@ stop_daemon() {
     kill -TERM -"$pid" "$pid" 2>/dev/null
     rm -f "$state/daemon.$port.pid"
     stopped_daemon="$stopped_daemon $pid"
-  done < "$state/lock/daemon"; } 2>/dev/null
+  done < "$state/lock/daemons.$$"; } 2>/dev/null
+  rm -f "$state/lock/daemons.$$"
 }
 confirm_deploy() {
   if has_line 'token=t0k3n' "$state/unconfirmed"; then rm -f "$state/unconfirmed"; fi
@@ -262,20 +263,36 @@ confirm_deploy() {
   for r in "$d"/releases/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]; do [ -d "$r" ] && count=$((count + 1)); done
   excess=$((count - keep))
   now=$(readlink "$d/current" 2>/dev/null || true)
-  pruned=""
   # Release names are 14 digits, so the shell's sorted glob lists them oldest first.
   for pass in bad any; do
     for r in "$d"/releases/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]; do
       [ "$excess" -gt 0 ] || break
       [ -d "$r" ] && [ "${now##*/}" != "${r##*/}" ] || continue
-      case " $pruned " in *" ${r##*/} "*) continue ;; esac
       if [ "$pass" = bad ] && ! has_line "${r##*/}" "$state/bad"; then continue; fi
       excess=$((excess - 1))
-      pruned="$pruned ${r##*/}"
+      mv "$r" "$d/releases/.pruned-${r##*/}" 2>/dev/null || rm -rf "$r"
       echo "prune ${r##*/}"
     done
   done
-  printf '%s\n' $pruned > "$state/lock/confirmed"
+  # Marks of the releases just pruned go with them.
+  unmark=""
+if [ -f "$state/bad" ]; then
+  kept=" "
+  cleared=""
+  true > "$state/bad.new"
+  while IFS= read -r name || [ -n "$name" ]; do
+    case "$name" in ''|*[!0-9]*) continue ;; esac
+    if [ "$name" = "$unmark" ]; then cleared=$name; continue; fi
+    [ -d "$d/releases/$name" ] || continue
+    case "$kept" in *" $name "*) continue ;; esac
+    kept="$kept$name "
+    printf '%s\n' "$name" >> "$state/bad.new"
+  done < "$state/bad"
+  mv -f "$state/bad.new" "$state/bad"
+  if [ -n "$cleared" ]; then echo "unmarked $cleared"; fi
+fi
+  lock="$state/lock"
+  if has_line 'token=t0k3n' "$lock/info"; then rm -rf "$lock"; fi
   echo @@xtask-deploy-confirmed
 }
 # The deploy holds the lock while this channel is open; its stdin closes when the deploy ends,
@@ -320,34 +337,10 @@ done
   # A release this deploy switched to and never confirmed: its deployer is gone, so nobody
   # checked it. Go back to the release the server had.
   if has_line 'token=t0k3n' "$state/unconfirmed"; then go_back_from_marker; fi
-if [ -f "$state/lock/confirmed" ]; then
-  now=$(readlink "$d/current" 2>/dev/null || true)
-  while IFS= read -r name; do
-    case "$name" in ''|*[!0-9]*) continue ;; esac
-    [ "${now##*/}" != "$name" ] || continue
-    rm -rf "$d/releases/$name"
-  done < "$state/lock/confirmed"
-  # Marks of the releases just removed go with them.
-  unmark=""
-if [ -f "$state/bad" ]; then
-  kept=" "
-  cleared=""
-  true > "$state/bad.new"
-  while IFS= read -r name || [ -n "$name" ]; do
-    case "$name" in ''|*[!0-9]*) continue ;; esac
-    if [ "$name" = "$unmark" ]; then cleared=$name; continue; fi
-    [ -d "$d/releases/$name" ] || continue
-    case "$kept" in *" $name "*) continue ;; esac
-    kept="$kept$name "
-    printf '%s\n' "$name" >> "$state/bad.new"
-  done < "$state/bad"
-  mv -f "$state/bad.new" "$state/bad"
-  if [ -n "$cleared" ]; then echo "unmarked $cleared"; fi
-fi
-fi
 fi
 # Children of the daemon's connections ignore TERM (git daemon's doing): KILL what is left.
 for pid in $stopped_daemon; do kill -KILL -"$pid" 2>/dev/null; done
+for r in "$d"/releases/.pruned-*; do [ -d "$r" ] && rm -rf "$r"; done
 lock="$state/lock"
 [ -d "$lock" ] || exit 0
 has_line 'token=t0k3n' "$lock/info" || { echo "the lock is not ours; left in place"; exit 0; }
