@@ -89,7 +89,8 @@ pub(super) fn run(bench: &Bench, out: &mut dyn Write) -> Result<(), Error> {
         };
         let rtt = format!("{} ms", row.rtt.as_millis());
         let wall = Spread::of_walls(samples);
-        line(out, format!("  {who:<36} {:<24} {rtt:>6} {wall:>22}   {}", place_label(&row.place.parent), row.note))?;
+        let text = format!("  {who:<36} {:<24} {rtt:>6} {wall:>22}   {}", place_label(&row.place.parent), row.note);
+        line(out, text.trim_end())?;
     }
     for note in notes {
         line(out, format!("  {note}"))?;
