@@ -2,11 +2,25 @@
 //! into a loopback sshd once in full and then after each of several small commits. It prints
 //! wall times and the bytes each push sent, beside git's own thin pack for the same range and a
 //! `git archive` tarball of the whole tree (what a copy strategy sends on every deploy).
+//!
+//! Then its sections, each skippable ([`Section`]), each in a module of its own: a Rust binary
+//! artifact (`binary`), fleets of servers near and far (`fleet`), round trips through a delaying
+//! relay beside OpenSSH's `ssh true` (`distance`), the servers' files on disk or tmpfs and a
+//! non-root deploy user (`places`), and a shallow clone's deploys (`shallow`). Every timed row
+//! deploys the same repository to the same kind of server after one small commit, so rows
+//! compare like with like (`timing`).
 
 mod binary;
+mod distance;
+mod fleet;
+mod places;
+mod shallow;
+mod timing;
 
+use std::fmt::Display;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use xshell::{cmd, Shell};
@@ -18,6 +32,62 @@ use crate::run::{deploy, setup, DeployOptions};
 use crate::shell::RemoteScript;
 use crate::ssh::Connection;
 use crate::Error;
+
+/// What to measure, from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How many incremental deploys each timed row makes.
+    pub rounds: usize,
+    /// The round-trip times to add with a relay (the distance rows; the fleet and the "as the
+    /// world is" rows take the largest).
+    pub rtts: Vec<Duration>,
+    /// The sections not to run.
+    pub skip: Vec<Section>,
+}
+
+/// A part of the benchmark that can be skipped (the first deploy and the incremental rows
+/// always run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// A Rust binary artifact after a one-line change (builds with `rustc -O` twice).
+    Binary,
+    /// Fleets of 1, 4 and 8 servers, then 1 and 8 behind relays at the largest round trip.
+    Fleet,
+    /// One server behind a relay at each round-trip time, beside `ssh true`.
+    Distance,
+    /// The servers' files on disk and on tmpfs, as root and as a non-root deploy user.
+    Places,
+    /// Deploys from a `git clone --depth 1`.
+    Shallow,
+}
+
+impl Section {
+    /// Every section, in the order they run.
+    pub const ALL: [Section; 5] =
+        [Section::Binary, Section::Fleet, Section::Distance, Section::Places, Section::Shallow];
+
+    /// The name `--skip` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Section::Binary => "binary",
+            Section::Fleet => "fleet",
+            Section::Distance => "distance",
+            Section::Places => "places",
+            Section::Shallow => "shallow",
+        }
+    }
+}
+
+impl FromStr for Section {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Section, String> {
+        Section::ALL.into_iter().find(|section| section.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = Section::ALL.iter().map(|section| section.name()).collect();
+            format!("no benchmark section `{name}`: the sections are {}", names.join(", "))
+        })
+    }
+}
 
 /// One timed deploy.
 #[derive(Debug, Clone)]
@@ -32,17 +102,29 @@ pub struct Round {
     pub rsync: Option<(Duration, u64)>,
 }
 
+/// What every section shares: the loopback server, the clone it deploys, a shell in the clone.
+struct Bench<'a> {
+    server: &'a LoopbackServer,
+    clone_dir: PathBuf,
+    sh: Shell,
+    options: &'a Options,
+}
+
 /// Runs the benchmark against a clone of `source` and prints the figures to `out`.
-pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Error> {
+pub fn run(source: &Path, options: &Options, out: &mut dyn Write) -> Result<(), Error> {
     let server =
         LoopbackServer::start().map_err(|err| Error::local(format!("cannot start the loopback sshd: {err}")))?;
     let clone_dir = server.dir().join("bench-app");
     let source = source.canonicalize().map_err(|err| Error::local(format!("`{}`: {err}", source.display())))?;
-    git2::Repository::clone(&source.display().to_string(), &clone_dir)
-        .map_err(|err| Error::local(format!("cannot clone `{}`: {}", source.display(), err.message())))?;
-    let config = bench_config(&clone_dir, &[server_entry(&server, "bench")], &server, &server.known_hosts())?;
     let sh = Shell::new().map_err(|err| Error::local(format!("cannot start a local shell: {err}")))?;
+    // git's own local clone: hard links (or a plain copy) of the objects, fast for a large one.
+    crate::local::own_repo(cmd!(sh, "git clone -q {source} {clone_dir}"))
+        .quiet()
+        .run()
+        .map_err(|err| Error::local(format!("cannot clone `{}`: {err}", source.display())))?;
+    let config = bench_config(&clone_dir, &[server_entry(&server, "bench")], &server, &server.known_hosts())?;
     sh.change_dir(&clone_dir);
+    let rounds = options.rounds;
     let commits = crate::local::own_repo(cmd!(sh, "git rev-list --count HEAD"))
         .quiet()
         .read()
@@ -84,10 +166,16 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
         });
     }
 
-    let line = |out: &mut dyn Write, text: String| -> Result<(), Error> {
-        writeln!(out, "{text}").map_err(|err| Error::local(format!("cannot write the report: {err}")))
-    };
-    line(out, format!("repository: {} ({commits} commits, {tree_files} files), loopback sshd", source.display()))?;
+    line(
+        out,
+        format!(
+            "repository: {} ({commits} commits, {tree_files} files); one loopback sshd (no delay), as {}, \
+             deploy_to in {}",
+            source.display(),
+            server.user(),
+            timing::place_label(server.dir())
+        ),
+    )?;
     line(out, format!("full tree as tar.gz (copy strategy, every deploy): {} bytes", tarball.stdout.len()))?;
     line(
         out,
@@ -159,86 +247,27 @@ pub fn run(source: &Path, rounds: usize, out: &mut dyn Write) -> Result<(), Erro
         let median_bytes = median(synced.iter().map(|(_, bytes)| *bytes as f64).collect());
         line(out, format!("median incremental rsync of the tree: {median_ms:.1} ms, {median_bytes:.0} bytes sent"))?;
     }
-    binary::run(&server, &sh, out)?;
-    fleet(&sh, &clone_dir, &server, rounds.clamp(1, 5), out)
-}
-
-/// How many servers the fleet rows deploy to at once.
-const FLEETS: [usize; 3] = [1, 4, 8];
-
-/// Incremental deploys to fleets of 1, 4 and 8 loopback servers (all in parallel), each fleet
-/// deployed after each of `rounds` commits; prints each fleet's median wall time.
-fn fleet(
-    sh: &Shell,
-    clone_dir: &Path,
-    first: &LoopbackServer,
-    rounds: usize,
-    out: &mut dyn Write,
-) -> Result<(), Error> {
-    let started = |err: std::io::Error| Error::local(format!("cannot start a loopback sshd: {err}"));
-    let others: Vec<LoopbackServer> =
-        (1..FLEETS[2]).map(|_| LoopbackServer::start().map_err(started)).collect::<Result<_, _>>()?;
-    // One key and one known_hosts file for all: the first server's key is let in everywhere.
-    for server in &others {
-        first.admit(server).map_err(|err| Error::local(format!("cannot write the fleet's keys: {err}")))?;
-    }
-    let fleet_known_hosts = first.known_hosts();
-    let servers: Vec<&LoopbackServer> = std::iter::once(first).chain(&others).collect();
-    let configs = FLEETS
-        .iter()
-        .map(|&size| {
-            let entries: Vec<serde_json::Value> =
-                servers[..size].iter().map(|server| server_entry(server, &format!("fleet-{size}"))).collect();
-            bench_config(clone_dir, &entries, first, &fleet_known_hosts)
-        })
-        .collect::<Result<Vec<Config>, Error>>()?;
-    for config in &configs {
-        setup(config, &mut Quiet)?;
-        deploy(config, &DeployOptions::default(), &mut Quiet)?;
-    }
-    // Per fleet and round: the wall time, and what the whole machine did meanwhile.
-    let mut times: Vec<Vec<(f64, Option<Machine>)>> = vec![Vec::new(); FLEETS.len()];
-    for round in 0..rounds {
-        commit_change(sh, clone_dir, &format!("fleet round {round}"))?;
-        for (config, times) in configs.iter().zip(&mut times) {
-            let before = Machine::now();
-            let elapsed = deploy(config, &DeployOptions::default(), &mut Quiet)?.elapsed;
-            times.push((ms(elapsed), Machine::now().zip(before).map(|(after, before)| after.since(&before))));
+    let bench = Bench { server: &server, clone_dir, sh, options };
+    for section in Section::ALL {
+        if options.skip.contains(&section) {
+            line(out, format!("\n{} rows: skipped (--skip)", section.name()))?;
+            continue;
+        }
+        line(out, "")?;
+        match section {
+            Section::Binary => binary::run(bench.server, &bench.sh, out)?,
+            Section::Fleet => fleet::run(&bench, out)?,
+            Section::Distance => distance::run(&bench, out)?,
+            Section::Places => places::run(&bench, out)?,
+            Section::Shallow => shallow::run(&bench, out)?,
         }
     }
-    let line = |out: &mut dyn Write, text: String| -> Result<(), Error> {
-        writeln!(out, "{text}").map_err(|err| Error::local(format!("cannot write the report: {err}")))
-    };
-    line(out, format!("parallel deploys to several loopback servers ({rounds} incremental deploys each):"))?;
-    line(
-        out,
-        format!(
-            "  {:>7} {:>16} {:>12} {:>22} {:>28}",
-            "servers", "median wall ms", "x 1 server", "machine CPU ms (all)", "processes started / server"
-        ),
-    )?;
-    let one = median(times[0].iter().map(|(wall, _)| *wall).collect());
-    for (size, times) in FLEETS.iter().zip(times) {
-        let wall = median(times.iter().map(|(wall, _)| *wall).collect());
-        let machine: Vec<&Machine> = times.iter().filter_map(|(_, machine)| machine.as_ref()).collect();
-        let (cpu, processes) = if machine.is_empty() {
-            ("-".to_string(), "-".to_string())
-        } else {
-            let cpu = median(machine.iter().map(|machine| machine.cpu_ms).collect());
-            let processes = median(machine.iter().map(|machine| machine.processes / *size as f64).collect());
-            (format!("{cpu:.0}"), format!("{processes:.0}"))
-        };
-        line(out, format!("  {size:>7} {wall:>16.1} {:>12.2} {cpu:>22} {processes:>28}", wall / one.max(1.0)))?;
-    }
-    line(
-        out,
-        format!(
-            "  (the servers, their sshds and the deployer share this machine's {} cores: with the CPU busy, a \
-             fleet's wall time is bounded below by its CPU time / cores)",
-            std::thread::available_parallelism().map_or(1, |cores| cores.get())
-        ),
-    )?;
     Ok(())
+}
+
+/// Writes one line of the report.
+fn line(out: &mut dyn Write, text: impl Display) -> Result<(), Error> {
+    writeln!(out, "{text}").map_err(|err| Error::local(format!("cannot write the report: {err}")))
 }
 
 /// A `[[servers]]` entry for `server`, deploying into `srv/<dir>` of its temp dir.
@@ -269,44 +298,22 @@ fn bench_config(
     Config::from_metadata(&metadata, "package.metadata", &clone_dir.join("Cargo.toml"), &defaults)
 }
 
-/// A small, realistic change, committed: one line appended to a file every Rust repository
-/// tracks.
+/// A small, realistic change, committed: one line appended to `Cargo.toml` (a file every Rust
+/// repository tracks; made and added where there is none).
 fn commit_change(sh: &Shell, clone_dir: &Path, message: &str) -> Result<(), Error> {
     let manifest = clone_dir.join("Cargo.toml");
     let mut text = std::fs::read_to_string(&manifest).unwrap_or_default();
     text.push_str(&format!("# {message}\n"));
     std::fs::write(&manifest, text)
         .map_err(|err| Error::local(format!("cannot write `{}`: {err}", manifest.display())))?;
-    crate::local::own_repo(cmd!(sh, "git -c user.name=bench -c user.email=bench@localhost commit -q -a -m {message}"))
+    crate::local::own_repo(cmd!(sh, "git add Cargo.toml"))
+        .quiet()
+        .run()
+        .map_err(|err| Error::local(err.to_string()))?;
+    crate::local::own_repo(cmd!(sh, "git -c user.name=bench -c user.email=bench@localhost commit -q -m {message}"))
         .quiet()
         .run()
         .map_err(|err| Error::local(err.to_string()))
-}
-
-/// What the whole machine did: CPU time busy (not idle or waiting for I/O) and processes started.
-#[derive(Clone)]
-struct Machine {
-    /// CPU time spent by every process and the kernel, in milliseconds.
-    cpu_ms: f64,
-    /// Processes (and threads) started.
-    processes: f64,
-}
-
-impl Machine {
-    /// The counters since boot, from `/proc/stat` (Linux only).
-    fn now() -> Option<Machine> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let fields: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
-        // user nice system idle iowait irq softirq steal: all but idle and iowait, in clock ticks
-        // (100 per second on Linux).
-        let busy: f64 = fields.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
-        let processes = stat.lines().find_map(|line| line.strip_prefix("processes "))?.trim().parse().ok()?;
-        Some(Machine { cpu_ms: busy * 10.0, processes })
-    }
-
-    fn since(&self, before: &Machine) -> Machine {
-        Machine { cpu_ms: self.cpu_ms - before.cpu_ms, processes: self.processes - before.processes }
-    }
 }
 
 /// Syncs `source` (without `.git`) to `target_dir` in the server's directory with `rsync -a

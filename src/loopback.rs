@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod user;
+
 /// Where Debian and most distributions install the OpenSSH server.
 pub const SSHD: &str = "/usr/sbin/sshd";
 

@@ -8,6 +8,16 @@
 //! is due into a channel and a writer that sleeps until then. The pair keeps throughput from
 //! being capped at one chunk per delay: chunks read 1 ms apart leave 1 ms apart.
 //!
+//! It also counts **turns**, the exchanges a client waits on: a turn is the first chunk the
+//! relay reads from the target after it passed a chunk of the client's on to the target (the
+//! server answering the client), counted per connection. A request and its answer make one
+//! turn, and a client that waits for each answer before speaking again pays one round trip
+//! per turn. Where both sides send at once without waiting (a push and the window adjustments
+//! coming back), more exchanges count than the client waited for: the count is an upper bound
+//! of the round trips. Connecting to the relay is not delayed (it is on 127.0.0.1) and not a
+//! turn; [`Relay::connections`] counts the connections, each one more round trip (the TCP
+//! handshake) on a real network.
+//!
 //! The relay is a guard: dropping it stops accepting, shuts down both sockets of every open
 //! connection and joins every thread, so nothing is left running or listening.
 
@@ -42,6 +52,8 @@ impl Relay {
             stop: AtomicBool::new(false),
             to_target: Arc::new(AtomicU64::new(0)),
             from_target: Arc::new(AtomicU64::new(0)),
+            turns: Arc::new(AtomicU64::new(0)),
+            opened: AtomicU64::new(0),
             connections: Mutex::new(Vec::new()),
         });
         let accept = thread::Builder::new().name("relay-accept".to_string()).spawn({
@@ -68,10 +80,23 @@ impl Relay {
         self.shared.from_target.load(Ordering::Relaxed)
     }
 
-    /// Zeroes both counters, to measure one deploy.
+    /// Turns (the target answering a client, see the module's doc) over every connection since
+    /// the start or the last [`Relay::reset`].
+    pub fn turns(&self) -> u64 {
+        self.shared.turns.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted since the start or the last [`Relay::reset`].
+    pub fn connections(&self) -> u64 {
+        self.shared.opened.load(Ordering::Relaxed)
+    }
+
+    /// Zeroes every counter, to measure one deploy.
     pub fn reset(&self) {
         self.shared.to_target.store(0, Ordering::Relaxed);
         self.shared.from_target.store(0, Ordering::Relaxed);
+        self.shared.turns.store(0, Ordering::Relaxed);
+        self.shared.opened.store(0, Ordering::Relaxed);
     }
 }
 
@@ -111,6 +136,9 @@ struct Shared {
     stop: AtomicBool,
     to_target: Arc<AtomicU64>,
     from_target: Arc<AtomicU64>,
+    turns: Arc<AtomicU64>,
+    /// Connections accepted.
+    opened: AtomicU64,
     connections: Mutex<Vec<Connection>>,
 }
 
@@ -126,6 +154,16 @@ struct Pipe {
     from: TcpStream,
     to: TcpStream,
     bytes: Arc<AtomicU64>,
+    turn: Turn,
+}
+
+/// A direction's part in counting turns.
+#[derive(Clone)]
+enum Turn {
+    /// Upstream: sets the flag before passing a chunk on to the target.
+    Ask(Arc<AtomicBool>),
+    /// Downstream: a chunk read from the target while the flag is set clears it and counts one.
+    Answer { asked: Arc<AtomicBool>, turns: Arc<AtomicU64> },
 }
 
 /// A chunk read at some time, and when it is to be written; empty for the end of the stream.
@@ -149,8 +187,20 @@ impl Shared {
         server.set_nodelay(true)?;
         let mut connection =
             Connection { client: client.try_clone()?, server: server.try_clone()?, threads: Vec::new() };
-        let upstream = Pipe { from: client.try_clone()?, to: server.try_clone()?, bytes: Arc::clone(&self.to_target) };
-        let downstream = Pipe { from: server, to: client, bytes: Arc::clone(&self.from_target) };
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        let asked = Arc::new(AtomicBool::new(false));
+        let upstream = Pipe {
+            from: client.try_clone()?,
+            to: server.try_clone()?,
+            bytes: Arc::clone(&self.to_target),
+            turn: Turn::Ask(Arc::clone(&asked)),
+        };
+        let downstream = Pipe {
+            from: server,
+            to: client,
+            bytes: Arc::clone(&self.from_target),
+            turn: Turn::Answer { asked, turns: Arc::clone(&self.turns) },
+        };
         let started = self
             .spawn(upstream, "up", &mut connection.threads)
             .and_then(|()| self.spawn(downstream, "down", &mut connection.threads));
@@ -170,7 +220,12 @@ impl Shared {
             return Ok(());
         }
         let (sender, receiver) = mpsc::sync_channel(HELD_CHUNKS);
-        let writer = Pipe { from: pipe.from.try_clone()?, to: pipe.to.try_clone()?, bytes: Arc::clone(&pipe.bytes) };
+        let writer = Pipe {
+            from: pipe.from.try_clone()?,
+            to: pipe.to.try_clone()?,
+            bytes: Arc::clone(&pipe.bytes),
+            turn: pipe.turn.clone(),
+        };
         threads.push(builder().spawn(move || write_when_due(&writer, receiver))?);
         let delay = self.delay;
         threads.push(builder().spawn(move || read_stamped(&pipe, delay, &sender))?);
@@ -182,6 +237,25 @@ impl Pipe {
     /// Passes the end of the stream on: the peer of `to` reads EOF, the other way stays open.
     fn end(&self) {
         let _ = self.to.shutdown(Shutdown::Write);
+    }
+
+    /// Counts `n` bytes just read from `from`, and the turn they end, if they do.
+    fn read(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        if let Turn::Answer { asked, turns } = &self.turn {
+            if asked.swap(false, Ordering::SeqCst) {
+                turns.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Writes `bytes` to `to`. Upstream, the flag is set before: an answer cannot be read from
+    /// the target before its question was written, so none is missed.
+    fn write(&self, bytes: &[u8]) -> io::Result<()> {
+        if let Turn::Ask(asked) = &self.turn {
+            asked.store(true, Ordering::SeqCst);
+        }
+        (&self.to).write_all(bytes)
     }
 }
 
@@ -208,8 +282,8 @@ fn copy_now(pipe: &Pipe) {
         match (&pipe.from).read(&mut buffer) {
             Ok(0) => return pipe.end(),
             Ok(n) => {
-                pipe.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                if (&pipe.to).write_all(&buffer[..n]).is_err() {
+                pipe.read(n);
+                if pipe.write(&buffer[..n]).is_err() {
                     return cut(&pipe.from, &pipe.to);
                 }
             }
@@ -232,7 +306,7 @@ fn read_stamped(pipe: &Pipe, delay: Duration, sender: &SyncSender<Chunk>) {
                 return;
             }
             Ok(n) => {
-                pipe.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                pipe.read(n);
                 // A writer that is gone has cut the connection already.
                 if sender.send(Chunk { due, bytes: buffer[..n].to_vec() }).is_err() {
                     return;
@@ -254,7 +328,7 @@ fn write_when_due(pipe: &Pipe, receiver: Receiver<Chunk>) {
         if chunk.bytes.is_empty() {
             return pipe.end();
         }
-        if (&pipe.to).write_all(&chunk.bytes).is_err() {
+        if pipe.write(&chunk.bytes).is_err() {
             return cut(&pipe.from, &pipe.to);
         }
     }
@@ -268,131 +342,4 @@ fn cut(one: &TcpStream, other: &TcpStream) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// How long any one wait in these tests may take.
-    const BOUND: Duration = Duration::from_secs(10);
-
-    #[test]
-    fn relays_bytes_intact_and_counts_them() {
-        // Without a delay one thread copies each way; with one, a reader and a writer do.
-        for delay in [Duration::ZERO, Duration::from_millis(5)] {
-            round_trip_megabyte(delay);
-        }
-    }
-
-    #[test]
-    fn delay_holds_each_chunk_in_each_direction() {
-        let (echo_port, _) = echo_server();
-        let relay = Relay::start(echo_port, Duration::from_millis(25)).unwrap();
-        let mut client = connect(relay.port());
-        let started = Instant::now();
-        for round in 0..5u8 {
-            client.write_all(&[round]).unwrap();
-            let mut answer = [0];
-            client.read_exact(&mut answer).unwrap();
-            assert_eq!(answer, [round]);
-        }
-        let elapsed = started.elapsed();
-        assert!(elapsed >= Duration::from_millis(250), "5 round trips took {elapsed:?}, less than 5 x 2 x 25 ms");
-        assert!(elapsed < Duration::from_secs(2), "5 round trips took {elapsed:?}");
-        assert_eq!((relay.bytes_to_target(), relay.bytes_from_target()), (5, 5));
-    }
-
-    #[test]
-    fn drop_closes_the_port_and_every_connection() {
-        let (echo_port, echo_report) = echo_server();
-        let relay = Relay::start(echo_port, Duration::from_millis(25)).unwrap();
-        let port = relay.port();
-        let mut client = connect(port);
-        client.write_all(b"ping").unwrap();
-        client.read_exact(&mut [0; 4]).unwrap();
-
-        // Dropped on another thread, so that a Drop that hangs fails the test instead.
-        let (dropped, done) = mpsc::channel();
-        thread::spawn(move || {
-            drop(relay);
-            let _ = dropped.send(());
-        });
-        done.recv_timeout(BOUND).expect("dropping the relay did not return");
-        let refused = TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), BOUND);
-        assert!(refused.is_err(), "the relay's port `{port}` still accepts connections after Drop");
-        let echoed = echo_report.recv_timeout(BOUND).expect("the echo server's connection stays open");
-        assert_eq!(echoed.unwrap(), 4);
-        assert_eq!(client.read(&mut [0; 16]).unwrap(), 0, "the client's connection stays open after Drop");
-    }
-
-    /// Sends 1 MiB of pseudo-random bytes through a relay with `delay` to an echo server, then
-    /// checks what comes back and what the relay counted.
-    fn round_trip_megabyte(delay: Duration) {
-        let (echo_port, echo_report) = echo_server();
-        let relay = Relay::start(echo_port, delay).unwrap();
-        let mut client = connect(relay.port());
-        client.write_all(b"warm-up").unwrap();
-        client.read_exact(&mut [0; 7]).unwrap();
-        relay.reset();
-        assert_eq!((relay.bytes_to_target(), relay.bytes_from_target()), (0, 0));
-
-        let sent = pseudo_random(1 << 20);
-        // Written from another thread while this one reads, or both sides' buffers fill up.
-        let writer = thread::spawn({
-            let mut client = client.try_clone().unwrap();
-            let sent = sent.clone();
-            move || {
-                client.write_all(&sent).unwrap();
-                // The end of the stream must reach the echo server for it to end its side.
-                client.shutdown(Shutdown::Write).unwrap();
-            }
-        });
-        let mut received = Vec::new();
-        client.read_to_end(&mut received).unwrap();
-        writer.join().unwrap();
-
-        assert!(received == sent, "{} bytes came back, not the {} sent ({delay:?})", received.len(), sent.len());
-        let echoed = echo_report.recv_timeout(BOUND).expect("the echo server did not see the end of the stream");
-        assert_eq!(echoed.unwrap(), 7 + sent.len() as u64);
-        assert_eq!((relay.bytes_to_target(), relay.bytes_from_target()), (sent.len() as u64, sent.len() as u64));
-    }
-
-    /// Starts a server on 127.0.0.1 that echoes one connection until its end of stream, then
-    /// ends its own side and reports how many bytes it echoed. Returns its port and the report.
-    fn echo_server() -> (u16, Receiver<io::Result<u64>>) {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let (sender, finished) = mpsc::channel();
-        thread::spawn(move || {
-            let deadline = Instant::now() + BOUND;
-            let accepted = loop {
-                match listener.accept() {
-                    Err(_) if Instant::now() < deadline => thread::sleep(ACCEPT_POLL),
-                    accepted => break accepted,
-                }
-            };
-            let echoed = accepted.and_then(|(stream, _)| {
-                stream.set_nonblocking(false)?;
-                stream.set_read_timeout(Some(BOUND))?;
-                let echoed = io::copy(&mut &stream, &mut &stream);
-                let _ = stream.shutdown(Shutdown::Write);
-                echoed
-            });
-            let _ = sender.send(echoed);
-        });
-        (port, finished)
-    }
-
-    /// A connection to 127.0.0.1:`port` whose reads and writes give up after [`BOUND`].
-    fn connect(port: u16) -> TcpStream {
-        let stream = TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), BOUND).unwrap();
-        stream.set_read_timeout(Some(BOUND)).unwrap();
-        stream.set_write_timeout(Some(BOUND)).unwrap();
-        stream
-    }
-
-    /// `len` bytes that look random (the top byte of each index times a large odd number): no
-    /// pattern a bug could keep by accident.
-    fn pseudo_random(len: usize) -> Vec<u8> {
-        (0..len as u64).map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8).collect()
-    }
-}
+mod tests;

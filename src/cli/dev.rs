@@ -20,7 +20,8 @@ use crate::{exit, Error};
 pub enum DevCommand {
     /// Deploy an example app twice into a throwaway sshd on 127.0.0.1 and show the result.
     Demo(Demo),
-    /// Time a first and several incremental deploys of this repository into a loopback sshd.
+    /// Time deploys of this repository into loopback sshds: first and incremental, near and far
+    /// (through a delaying relay), on disk and tmpfs, as root and as a new user, from a shallow clone.
     Bench(Bench),
 }
 
@@ -29,12 +30,20 @@ pub struct Demo {}
 
 #[derive(Debug, Args)]
 pub struct Bench {
-    /// How many incremental deploys to time.
+    /// How many incremental deploys each row times (the fleets at most 5).
     #[arg(long, default_value_t = 9)]
     rounds: usize,
     /// The repository to clone and deploy (default: this one), e.g. a large one.
     #[arg(long, value_name = "PATH")]
     repo: Option<PathBuf>,
+    /// Round-trip times to add with a relay in front of the server, in milliseconds (the
+    /// distance rows; the far fleets and the "as the world is" row take the largest).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "0,50")]
+    rtt_ms: Vec<u64>,
+    /// Sections not to run: binary, fleet, distance, places, shallow (the first and the
+    /// incremental deploys always run).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    skip: Vec<crate::bench::Section>,
 }
 
 impl DevCommand {
@@ -64,7 +73,12 @@ impl Bench {
     fn run(self) -> Result<u8, Error> {
         // This repository (the library's), unless told another.
         let repo = self.repo.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-        crate::bench::run(&repo, self.rounds, &mut std::io::stdout())?;
+        let options = crate::bench::Options {
+            rounds: self.rounds,
+            rtts: self.rtt_ms.into_iter().map(std::time::Duration::from_millis).collect(),
+            skip: self.skip,
+        };
+        crate::bench::run(&repo, &options, &mut std::io::stdout())?;
         Ok(exit::SUCCESS)
     }
 }

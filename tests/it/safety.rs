@@ -100,12 +100,14 @@ fn linger_in_access_hooks(world: &World) {
 #[test]
 fn another_local_user_at_the_daemons_port_is_let_in_for_nothing_and_sees_no_secret() {
     let world = World::as_user(std::path::Path::new("/bin/sh"), "");
-    let mallory = LocalUser::create(&world.server.dir().join("home"), "/bin/sh");
+    let mallory = LocalUser::create(&world.server.dir().join("home"), "/bin/sh").expect("create a local user");
     world.setup();
     world.deploy();
     // Mallory has a commit of her own to push.
-    let made = mallory.sh("git init -q own && cd own && echo evil > EVIL && git add EVIL && \
-         git -c user.name=mallory -c user.email=m@localhost commit -q -m evil && git rev-parse HEAD");
+    let made = mallory
+        .sh("git init -q own && cd own && echo evil > EVIL && git add EVIL && \
+         git -c user.name=mallory -c user.email=m@localhost commit -q -m evil && git rev-parse HEAD")
+        .expect("run `runuser`");
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let mallory_head = String::from_utf8(made.stdout).unwrap().trim().to_string();
     // Our next push is held in pre-receive; meanwhile mallory scans /proc, as any local user can.
@@ -152,7 +154,7 @@ fn another_local_user_at_the_daemons_port_is_let_in_for_nothing_and_sees_no_secr
     let outcomes: Vec<(&str, bool, String)> = attempts
         .iter()
         .map(|(what, script)| {
-            let out = mallory.sh(script);
+            let out = mallory.sh(script).expect("run `runuser`");
             (*what, out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
         })
         .collect();
@@ -533,7 +535,7 @@ fn hold_for_user(world: &World) -> Hold {
 fn another_local_user_can_read_neither_the_history_nor_the_lock() {
     let world = World::as_user(std::path::Path::new("/bin/sh"), "");
     let user = world.deploy_user.as_ref().unwrap();
-    let mallory = LocalUser::create(&world.server.dir().join("home"), "/bin/sh");
+    let mallory = LocalUser::create(&world.server.dir().join("home"), "/bin/sh").expect("create a local user");
     // Whatever the system's HOME_MODE, every local user can reach `deploy_to`, as on a server
     // whose apps live in /srv or /var/www.
     fs::set_permissions(&user.home, fs::Permissions::from_mode(0o755)).unwrap();
@@ -557,12 +559,12 @@ fn another_local_user_can_read_neither_the_history_nor_the_lock() {
     ];
     let mut got_in = Vec::new();
     for (what, script) in &attempts {
-        let out = mallory.sh(script);
+        let out = mallory.sh(script).expect("run `runuser`");
         if out.status.success() {
             got_in.push(format!("{what}: {}", String::from_utf8_lossy(&out.stdout)));
         }
     }
-    let reachable = mallory.sh(&format!("ls {}", q("releases"))).status.success();
+    let reachable = mallory.sh(&format!("ls {}", q("releases"))).expect("run `runuser`").status.success();
     let modes = (mode(&d.join("repo")), mode(&d.join(".xtask-deploy")), mode(&d.join(".xtask-deploy/lock/info")));
     hold.release();
     let report = deploy.join().unwrap().unwrap_or_else(|err| panic!("{err}\n{}", world.server.log()));
@@ -570,7 +572,8 @@ fn another_local_user_can_read_neither_the_history_nor_the_lock() {
     assert_eq!(got_in, Vec::<String>::new(), "another local user read what only the deploy user may");
     assert_eq!(modes, (0o700, 0o700, 0o600), "the preflight tightens a server set up before");
     // The release itself keeps the deploy user's umask: an app running as another user reads it.
-    let release = mallory.sh(&format!("cat {}", q(&format!("releases/{}/src/main.rs", report.release))));
+    let release =
+        mallory.sh(&format!("cat {}", q(&format!("releases/{}/src/main.rs", report.release)))).expect("run `runuser`");
     assert!(release.status.success(), "{}", String::from_utf8_lossy(&release.stderr));
 }
 
@@ -581,7 +584,7 @@ fn another_local_user_can_read_neither_the_history_nor_the_lock() {
 fn a_deploy_whose_daemon_port_is_taken_pushes_through_exec_and_says_so() {
     let world = World::new();
     world.server.open_to_local_users().unwrap();
-    let mallory = LocalUser::create(&world.server.dir().join("home"), "/bin/sh");
+    let mallory = LocalUser::create(&world.server.dir().join("home"), "/bin/sh").expect("create a local user");
     world.setup();
     record_daemons_during_push(&world);
     // She takes the port with what any local user has: a git daemon of her own.

@@ -55,7 +55,7 @@ impl World {
     pub fn as_user(shell: &Path, extra: &str) -> World {
         let server = LoopbackServer::start().expect("start loopback sshd");
         server.open_to_local_users().unwrap();
-        let user = LocalUser::create(&server.dir().join("home"), shell.to_str().unwrap());
+        let user = LocalUser::create(&server.dir().join("home"), shell.to_str().unwrap()).expect("create a local user");
         let deploy_to = user.home.join("srv").join("hello");
         World::build(server, deploy_to, extra, Some(user))
     }

@@ -1,0 +1,147 @@
+//! Real local users, for the tests and the benchmark rows that need another account than root's:
+//! a deploy user with its own login shell (and the distribution's stock `~/.bashrc`, from
+//! `/etc/skel`), or another local user of the server who tries what any local user can
+//! (design.md, "Testing as the world is"). Making one takes root (`useradd`).
+//!
+//! A [`LocalUser`] is a guard: dropping it kills the user's processes (by pid) and removes the
+//! account and its home, also when the caller panics.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Tells apart the users made by one process.
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A local account made with `useradd`, removed on drop.
+pub struct LocalUser {
+    /// The login name.
+    pub name: String,
+    /// The numeric user id.
+    pub uid: u32,
+    /// The home directory (made by `useradd -m`, from `/etc/skel`).
+    pub home: PathBuf,
+}
+
+impl LocalUser {
+    /// Makes a user whose login shell is `shell` and whose home is a new directory under
+    /// `parent` (which every user must be able to traverse). Its password field is `*`, not
+    /// `!`: sshd without PAM refuses a locked account, even for a key.
+    pub fn create(parent: &Path, shell: &str) -> io::Result<LocalUser> {
+        fs::create_dir_all(parent)?;
+        let mut last_error = String::new();
+        for _ in 0..100 {
+            // Short names (useradd allows 32 bytes); the pid keeps parallel processes apart.
+            let name = format!("xd{}u{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+            let home = parent.join(&name);
+            let output = Command::new("useradd")
+                .args(["-m", "-s", shell, "-d"])
+                .arg(&home)
+                .arg(&name)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|err| io::Error::new(err.kind(), format!("cannot run `useradd` (root only): {err}")))?;
+            let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+            if output.status.success() {
+                let uid = match uid_of(&name) {
+                    Ok(uid) => uid,
+                    Err(err) => {
+                        let _ = Command::new("userdel").arg("-r").arg(&name).stderr(Stdio::null()).status();
+                        return Err(err);
+                    }
+                };
+                // From here on the guard removes the user, also if what follows fails.
+                let user = LocalUser { uid, name, home };
+                let unlocked = Command::new("usermod").args(["-p", "*", &user.name]).stderr(Stdio::null()).status()?;
+                if !unlocked.success() {
+                    return Err(io::Error::other(format!("`usermod -p '*' {}` failed", user.name)));
+                }
+                return Ok(user);
+            }
+            // Another process holds /etc/passwd's lock, or a name left by a killed run is
+            // taken: try again.
+            if !stderr.contains("lock") && !stderr.contains("already exists") {
+                return Err(io::Error::other(format!("`useradd {name}` failed: {stderr}")));
+            }
+            last_error = stderr;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(io::Error::other(format!("`useradd` kept failing: {last_error}")))
+    }
+
+    /// Runs `script` with `sh -c` as this user, in its home, with stdin from `/dev/null`.
+    pub fn sh(&self, script: &str) -> io::Result<Output> {
+        self.command(script).output()
+    }
+
+    /// The command that runs `script` with `sh -c` as this user, to spawn or run.
+    pub fn command(&self, script: &str) -> Command {
+        let mut command = Command::new("runuser");
+        command
+            .args(["-u", &self.name, "--", "sh", "-c", script])
+            .current_dir(&self.home)
+            .env("HOME", &self.home)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Pids of this user's processes.
+    pub fn processes(&self) -> Vec<u32> {
+        let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+        entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let uid = status.lines().find_map(|line| line.strip_prefix("Uid:"));
+                uid.and_then(|ids| ids.split_whitespace().next()).and_then(|uid| uid.parse().ok()) == Some(self.uid)
+            })
+            .collect()
+    }
+}
+
+impl Drop for LocalUser {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            for pid in self.processes() {
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).stderr(Stdio::null()).status();
+            }
+            let removed = Command::new("userdel").arg("-r").arg(&self.name).stderr(Stdio::null()).status();
+            if removed.is_ok_and(|status| status.success()) || !exists(&self.name) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = fs::remove_dir_all(&self.home);
+    }
+}
+
+/// Whether root runs this process: only root can make users.
+pub fn is_root() -> bool {
+    uid_of_self() == Some(0)
+}
+
+fn uid_of_self() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|line| line.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
+}
+
+fn exists(name: &str) -> bool {
+    Command::new("id")
+        .arg("-u")
+        .arg(name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn uid_of(name: &str) -> io::Result<u32> {
+    let output = Command::new("id").arg("-u").arg(name).output()?;
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| io::Error::other(format!("no uid for the new user `{name}`")))
+}
