@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::plan::{self, KeeperDaemon, LockInfo};
+use crate::plan::{self, DaemonStarted, KeeperDaemon, LockInfo};
+use std::sync::Mutex;
 use crate::report::{Event, Reporter};
 use crate::ssh::Connection;
 use crate::Error;
@@ -72,6 +73,13 @@ fn lock_one(
     let deadline = lock_wait.map(|wait| Instant::now() + wait);
     loop {
         let mut keeper = connection.spawn(&preflight)?;
+        // While the keeper takes the lock and starts the daemon, a tunnel to the daemon's first
+        // port: by the time the server sees it (half a round trip from now) the daemon often
+        // listens. It is kept only if the keeper then says its daemon is the one on that port;
+        // nothing is written into it before.
+        let early = daemon.and_then(|daemon| daemon.ports.first()).and_then(|port| {
+            connection.early_tunnel(*port).map(|tunnel| (*port, tunnel))
+        });
         let output = match keeper.wait_for_line(plan::READY, config.timeouts.step)? {
             Ok(stdout) => {
                 let state = plan::parse_state(&stdout);
@@ -115,8 +123,19 @@ fn lock_one(
                         Err(output) => return Err(connection.failure(preflight.name, &output)),
                     },
                 };
-                let keeper = std::sync::Mutex::new(Some(keeper));
-                return Ok(LockedServer { keeper, connection, config, state, daemon, confirmed: Default::default() });
+                let tunnel = match (&daemon, early) {
+                    (Some(DaemonStarted::Port(port)), Some((early, tunnel))) if *port == early => Some(tunnel),
+                    _ => None,
+                };
+                return Ok(LockedServer {
+                    keeper: Mutex::new(Some(keeper)),
+                    connection,
+                    config,
+                    state,
+                    daemon,
+                    confirmed: Default::default(),
+                    tunnel: Mutex::new(tunnel),
+                });
             }
             Err(output) => output,
         };

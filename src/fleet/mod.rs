@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::config::{Config, HostKeyPolicy};
 use crate::plan::{DaemonStarted, KeeperDaemon, RemoteState};
 use crate::report::{Event, Reporter};
-use crate::ssh::{Connection, RemoteProcess};
+use crate::ssh::{Connection, RemoteProcess, TimedChannel};
 
 pub(crate) use lock::{lock_all, new_lock, unlock_all};
 
@@ -37,6 +37,9 @@ pub(crate) struct LockedServer {
     pub(crate) daemon: Option<DaemonStarted>,
     /// Whether the deploy was confirmed here already (in its last batch).
     pub(crate) confirmed: AtomicBool,
+    /// A tunnel to the daemon's port, opened while the keeper started it (a round trip saved),
+    /// once it is known to be the daemon's.
+    pub(crate) tunnel: Mutex<Option<TimedChannel>>,
 }
 
 impl LockedServer {

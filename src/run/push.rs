@@ -9,7 +9,8 @@ use crate::fleet::random;
 use crate::local::push_refname;
 use crate::plan::{self, DaemonStarted};
 use crate::report::{Event, Reporter};
-use crate::ssh::{Connection, NotReady, RemoteProcess};
+use crate::ssh::{Connection, NotReady, RemoteProcess, TimedChannel};
+use std::sync::{Mutex, PoisonError};
 use crate::transport;
 use crate::Error;
 
@@ -30,8 +31,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// What receives the pushes on one server.
 pub(super) enum Receiver {
-    /// The deploy's git daemon, on this port of the server's 127.0.0.1.
-    Daemon { port: u16 },
+    /// The deploy's git daemon, on this port of the server's 127.0.0.1; with a tunnel to it
+    /// opened early, if there is one (see [`crate::fleet::LockedServer::tunnel`]).
+    Daemon { port: u16, early: Mutex<Option<TimedChannel>> },
     /// `git receive-pack` in an exec channel per push.
     Exec,
 }
@@ -89,10 +91,15 @@ pub(super) fn push_all(
         let packing = transport::Packing { known: packing.known.filter(|_| submodule.is_none()), ..packing };
         let told = &mut |now| progress.told(now);
         let stats = match receiver {
-            Receiver::Daemon { port } => {
+            Receiver::Daemon { port, .. } => {
                 let full_path = format!("{}/{path}", config.deploy_to);
                 let push = transport::DaemonPush { path: &full_path };
-                let tunnel = connection.tunnel(*port, deadline)?;
+                // The tunnel opened while the daemon started, for the repository's push.
+                let early = if submodule.is_none() { receiver.early() } else { None };
+                let tunnel = match early {
+                    Some(tunnel) => tunnel.until(deadline),
+                    None => connection.tunnel(*port, deadline)?,
+                };
                 transport::push_through_daemon(repo, tunnel, &push, *refs, packing, told)
             }
             Receiver::Exec => {
@@ -185,6 +192,16 @@ fn no_port(said: &str, ports: &RangeInclusive<u16>) -> String {
     )
 }
 
+impl Receiver {
+    /// The daemon's tunnel opened early, once.
+    fn early(&self) -> Option<TimedChannel> {
+        match self {
+            Receiver::Daemon { early, .. } => early.lock().unwrap_or_else(PoisonError::into_inner).take(),
+            Receiver::Exec => None,
+        }
+    }
+}
+
 /// How starting the daemon went, when nothing failed.
 pub(super) enum DaemonStart {
     /// It listens on `port` of the server's 127.0.0.1.
@@ -260,7 +277,8 @@ pub(super) fn push(
         // Started by the lock keeper, in the same round trip as the lock.
         (TransportKind::Daemon, Some(DaemonStarted::Port(port))) => {
             reporter.event(Event::DaemonReady { server: name.clone(), port: *port, elapsed: Duration::ZERO });
-            (Daemon::Keeper, Receiver::Daemon { port: *port })
+            let early = target.server.tunnel.lock().unwrap_or_else(PoisonError::into_inner).take();
+            (Daemon::Keeper, Receiver::Daemon { port: *port, early: Mutex::new(early) })
         }
         (TransportKind::Daemon, Some(DaemonStarted::NoPort(said))) => {
             let why = no_port(said.trim(), &settings.daemon_ports);
@@ -280,7 +298,7 @@ pub(super) fn push(
                 DaemonStart::Ready { process, port } => {
                     report.daemon = started.elapsed();
                     reporter.event(Event::DaemonReady { server: name.clone(), port, elapsed: report.daemon });
-                    (Daemon::Own(process), Receiver::Daemon { port })
+                    (Daemon::Own(process), Receiver::Daemon { port, early: Mutex::new(None) })
                 }
                 DaemonStart::NoPort { why } => (Daemon::None, exec_instead(&name, &why, reporter)),
             }

@@ -90,6 +90,15 @@ impl Connection {
         Ok(self.timed(channel, deadline))
     }
 
+    /// Opens a channel to `127.0.0.1:port` as seen from the server, if something listens there
+    /// (`None` if not, or if it is refused): for a tunnel opened before it is known whether the
+    /// deploy's daemon is the one listening. Nothing is written into it here; its deadline is
+    /// set when it is used ([`TimedChannel::until`]).
+    pub fn early_tunnel(&self, port: u16) -> Option<TimedChannel> {
+        let opened = self.request(|| self.session.channel_direct_tcpip("127.0.0.1", port, None));
+        opened.ok().map(|channel| self.timed(channel, Instant::now()))
+    }
+
     fn timed(&self, channel: ssh2::Channel, deadline: Instant) -> TimedChannel {
         TimedChannel { channel: Some(channel), session: self.session.clone(), deadline, idle: self.timeouts.step }
     }
@@ -303,6 +312,12 @@ impl Drop for RemoteProcess {
 }
 
 impl TimedChannel {
+    /// The same channel, usable until `deadline`.
+    pub fn until(mut self, deadline: Instant) -> TimedChannel {
+        self.deadline = deadline;
+        self
+    }
+
     fn channel(&mut self) -> io::Result<&mut ssh2::Channel> {
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {

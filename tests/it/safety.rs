@@ -596,6 +596,16 @@ fn a_deploy_whose_daemon_port_is_taken_pushes_through_exec_and_says_so() {
         .unwrap();
     let mut stderr = std::io::BufReader::new(squatter.stderr.take().unwrap());
     support::read_until(&mut stderr, "Ready to rumble");
+    // What her daemon logs from now on (a thread: her daemon outlives `squatter`, a `runuser`).
+    let logged = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    std::thread::spawn({
+        let logged = std::sync::Arc::clone(&logged);
+        move || {
+            for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+                logged.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        }
+    });
 
     let mut options = DeployOptions::default();
     options.daemon_ports = Some(port..=port);
@@ -621,6 +631,13 @@ fn a_deploy_whose_daemon_port_is_taken_pushes_through_exec_and_says_so() {
     assert!(!events.0.iter().any(|event| matches!(event, Event::DaemonReady { .. })), "a daemon was started");
     let seen = fs::read_to_string(world.server.dir().join("srv/seen")).unwrap();
     assert_eq!(seen, "0\n", "a git daemon of the deploy ran during the push");
+    // The deployer opens a tunnel to the daemon's first port while the keeper starts it; here
+    // that tunnel reached her daemon, and nothing may have been sent into it: git daemon logs
+    // every request it reads.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let logged = logged.lock().unwrap().clone();
+    assert!(logged.contains("Connection from"), "the early tunnel never reached her daemon:\n{logged}");
+    assert!(!logged.contains("Request"), "the squatter's daemon got a request:\n{logged}");
     let _ = squatter.kill();
     let _ = squatter.wait();
 }
