@@ -393,3 +393,26 @@ fn a_depth_1_clone_deploys_to_a_server_with_older_history_and_to_a_fresh_one() {
     assert_eq!(again.servers[0].objects, 4, "the commit, two trees and the file: {:?}", again.servers[0]);
     drop(second);
 }
+
+/// Issue 16: every remote step of a deploy rides on the lock keeper's channel (one SSH session,
+/// so one login shell, per server and deploy) where each batch of steps, and the daemon, used
+/// to open a session of its own: the round trips and shell start-ups they cost are gone.
+#[test]
+fn a_deploy_runs_every_remote_step_in_the_lock_keepers_one_session() {
+    let world = World::with_config(
+        "[package.metadata.deploy.hooks]\nafter_update = [{ remote = \"true\" }]\n\
+         after_publish = [{ remote = \"true\" }]\n\
+         [package.metadata.deploy.healthcheck]\nremote = \"test -f REVISION\"\n",
+    );
+    world.setup();
+    world.deploy();
+    let sessions = |log: &str| log.matches("Starting session: command").count();
+    let before = sessions(&world.server.log());
+    world.commit("src/main.rs", "fn main() { println!(\"one session\"); }\n");
+    let report = world.deploy();
+    let log = world.server.log();
+    assert_eq!(sessions(&log) - before, 1, "sessions opened by one deploy:\n{log}");
+    world.assert_release_matches(&report.release, &report.sha);
+    assert_eq!(world.current(), Some(report.release));
+    assert!(!world.locked(), "the confirmation released the lock");
+}
