@@ -10,6 +10,8 @@ use crate::report::{Event, OutputStream, Reporter, ServerReport, ServerStatus};
 use crate::ssh::{Progress, StepOutput};
 use crate::Error;
 
+use super::build::LocalState;
+use super::push::{push, PushSettings};
 use super::walk::ServerPart;
 
 /// Runs the remote steps in `range` of one server's plan (those that run [`Step::on_this_server`]) as
@@ -19,54 +21,79 @@ use super::walk::ServerPart;
 /// publish step a signal cut short, before it said whether it switched, is added to
 /// `cut_in_publish`.
 ///
-/// The batch runs as a job of the server's lock keeper (one round trip). With `confirm` (the
-/// lock's token), the
-/// confirmation runs after the batch's last step, in the same round trip (see
-/// [`plan::confirm_script`]): for the last batch of a deploy to one server, when nothing is
-/// left to wait for.
+/// The batch runs as a job of the server's lock keeper (one round trip). [`BatchOptions`] may
+/// add the confirmation after it, and the push before it.
 pub(super) fn remote_batch(
     target: &mut ServerPart,
     range: std::ops::Range<usize>,
     sizes: &[(String, u64)],
     cut_in_publish: &std::sync::Mutex<Vec<String>>,
-    confirm: Option<&str>,
+    options: &BatchOptions,
     reporter: &mut dyn Reporter,
 ) -> Result<(), Error> {
-    let steps: Vec<&Step> = target.plan.steps[range].iter().filter(|step| step.on_this_server).collect();
-    let mut scripts: Vec<&crate::shell::RemoteScript> = steps
-        .iter()
-        .filter_map(|step| match &step.action {
-            Action::Remote(script) => Some(script),
-            _ => None,
-        })
-        .collect();
-    let confirmation = confirm.map(|token| plan::confirm_script(&target.server.config, token));
+    let (plan, server) = (target.plan, target.server);
+    let steps: Vec<&Step> = plan.steps[range].iter().filter(|step| step.on_this_server).collect();
+    // Ahead of a push, the batch waits on the server for the commits to arrive.
+    let ahead = options.ahead_of.filter(|_| server.keeper().is_some());
+    let awaiting = ahead.map(|ahead| plan::await_push_script(&server.config, &ahead.updates));
+    let offset = usize::from(awaiting.is_some());
+    let mut scripts: Vec<&crate::shell::RemoteScript> = awaiting.iter().collect();
+    scripts.extend(steps.iter().filter_map(|step| match &step.action {
+        Action::Remote(script) => Some(script),
+        _ => None,
+    }));
+    let confirmation = options.confirm.map(|token| plan::confirm_script(&server.config, token));
     scripts.extend(&confirmation);
+    let ahead = match (ahead, options.ahead_of) {
+        (Some(ahead), _) => Some(ahead),
+        // No keeper: the push first, then the batch.
+        (None, Some(push_first)) => {
+            push(target, push_first.local, push_first.build, push_first.settings, reporter)?;
+            None
+        }
+        (None, None) => None,
+    };
     if scripts.is_empty() {
         return Ok(());
     }
     let marker = new_step_marker();
     let batch = plan::batch_script(&scripts, &marker);
-    let connection = &target.server.connection;
+    let connection = &server.connection;
     let name = connection.name().to_string();
-    let mut ended = StepEnded { server: &name, release: &target.plan.release.name, sizes, report: target.report };
+    if let Some(ahead) = ahead {
+        let sent = server.keeper().as_mut().map(|keeper| connection.keeper_send(keeper, &batch, &marker));
+        sent.transpose()?;
+        if let Err(err) = push(target, ahead.local, ahead.build, ahead.settings, reporter) {
+            // The batch waits for commits that will not come: stop it (its output unread).
+            if let Some(keeper) = server.keeper().as_mut() {
+                let _ = connection.keeper_stop(keeper, &marker);
+            }
+            return Err(err);
+        }
+        // From now on the batch may be making the release on this server.
+        ahead.pushed.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let mut ended = StepEnded { server: &name, release: &plan.release.name, sizes, report: target.report };
     let mut answer = None;
+    let steps_end = offset + steps.len();
     let progress = |progress: Progress| match progress {
-        // The confirmation, after the steps.
-        Progress::Started(index) if index >= steps.len() => {}
-        Progress::Done(index, output) if index >= steps.len() => answer = Some(output.stdout.clone()),
-        Progress::Started(index) if !steps[index].what.is_empty() => reporter.event(Event::Running {
-            phase: steps[index].phase,
+        // Waiting for the push, before the steps; the confirmation, after them.
+        Progress::Started(index) if index < offset || index >= steps_end => {}
+        Progress::Done(index, _) if index < offset => {}
+        Progress::Done(index, output) if index >= steps_end => answer = Some(output.stdout.clone()),
+        Progress::Started(index) if !steps[index - offset].what.is_empty() => reporter.event(Event::Running {
+            phase: steps[index - offset].phase,
             server: Some(name.clone()),
-            what: steps[index].what.clone(),
+            what: steps[index - offset].what.clone(),
         }),
         Progress::Started(_) => {}
-        Progress::Done(index, output) => ended.report(steps[index], output, End::Passed, reporter),
+        Progress::Done(index, output) => ended.report(steps[index - offset], output, End::Passed, reporter),
     };
-    let mut keeper = target.server.keeper();
-    let output = match keeper.as_mut() {
-        Some(keeper) => connection.keeper_steps(keeper, &batch, scripts.len(), &marker, progress)?,
-        None => connection.output_steps(&batch, scripts.len(), &marker, progress)?,
+    let mut keeper = server.keeper();
+    let output = match (keeper.as_mut(), ahead) {
+        (Some(keeper), Some(_)) => connection.keeper_read(keeper, &batch, scripts.len(), &marker, progress)?,
+        (Some(keeper), None) => connection.keeper_steps(keeper, &batch, scripts.len(), &marker, progress)?,
+        (None, _) => connection.output_steps(&batch, scripts.len(), &marker, progress)?,
     };
     drop(keeper);
     if output.status == 0 {
@@ -79,7 +106,7 @@ pub(super) fn remote_batch(
         }
         return Ok(());
     }
-    let failed = steps.get(output.done);
+    let failed = output.done.checked_sub(offset).and_then(|index| steps.get(index));
     if let (Some(step), Some(own)) = (failed, output.steps.get(output.done)) {
         ended.report(step, own, End::Failed, reporter);
     }
@@ -99,6 +126,30 @@ pub(super) fn remote_batch(
         }
         (err, _) => err,
     })
+}
+
+/// What a batch does besides its steps.
+#[derive(Default)]
+pub(super) struct BatchOptions<'a> {
+    /// The lock's token: the confirmation runs after the batch's last step, in the same round
+    /// trip (see [`plan::confirm_script`]), for the last batch of a deploy to one server, when
+    /// nothing is left to wait for.
+    pub(super) confirm: Option<&'a str>,
+    /// The push that comes before the batch: the batch is sent first, waits on the server for
+    /// the pushed commits, and goes on as soon as they are there (a round trip saved). Without
+    /// a keeper, the push runs first, then the batch.
+    pub(super) ahead_of: Option<&'a PushAhead<'a>>,
+}
+
+/// A push that a batch is sent ahead of: what [`push`] takes, and the ref updates the batch
+/// waits for (`(repository relative to deploy_to, ref, sha)`).
+pub(super) struct PushAhead<'a> {
+    pub(super) local: &'a LocalState,
+    pub(super) build: Option<&'a str>,
+    pub(super) settings: &'a PushSettings,
+    pub(super) updates: Vec<(String, String, String)>,
+    /// Set once a push is through on some server: its batch may then be making the release.
+    pub(super) pushed: std::sync::atomic::AtomicBool,
 }
 
 /// How a remote step ended.

@@ -116,6 +116,23 @@ pub(super) fn push_all(
     Ok(total)
 }
 
+/// The ref updates after which the pushed commits are all on a server, `(repository relative to
+/// deploy_to, ref, sha)`: the release commit's ref (the build output's, else the deployed
+/// commit's branch; a push with shallow roots moves only that one), and each submodule's.
+pub(super) fn awaited_updates(
+    local: &LocalState,
+    release: &plan::Release,
+    submodules: &[plan::SubmoduleRelease],
+) -> Vec<(String, String, String)> {
+    let refname = match release.build {
+        Some(_) => crate::build_output::REMOTE_REF.to_string(),
+        None => push_refname(&local.revision.branch),
+    };
+    let mut updates = vec![("repo".to_string(), refname, release.tree().to_string())];
+    updates.extend(submodules.iter().map(|sub| (sub.repo.clone(), SUBMODULE_REF.to_string(), sub.commit.clone())));
+    updates
+}
+
 /// The progress of one server's pushes (the repository's, then each submodule's), reported as
 /// one: bytes and objects add up.
 struct Progress<'a> {

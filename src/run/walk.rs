@@ -11,7 +11,7 @@ use crate::plan::{self, Action, Phase, Plan, Release, SubmoduleRelease};
 use crate::report::{Event, Reporter, ServerReport, ServerStatus};
 use crate::Error;
 
-use super::batch::remote_batch;
+use super::batch::{remote_batch, BatchOptions, PushAhead};
 use super::build::{Built, LocalState};
 use super::push::{push, PushSettings};
 
@@ -111,13 +111,23 @@ impl Walk<'_> {
         let publish = steps.iter().position(|step| step.phase == Phase::Publish).unwrap_or(steps.len());
         let mut pushed = false;
         // Consecutive remote steps run as one remote command per server (see `plan::batches`).
-        for batch in plan::batches(&steps, self.active.len()) {
+        let mut batches = plan::batches(&steps, self.active.len()).into_iter().peekable();
+        while let Some(batch) = batches.next() {
             crate::interrupt::check()?;
             let start = batch.start;
-            if matches!(steps[start].action, Action::Remote(_)) {
-                // One server, nothing after this batch: it confirms too, in the same round trip.
-                let confirm = last && self.servers.len() == 1 && batch.end == steps.len();
-                self.remote_batch(batch, confirm)?;
+            // One server, nothing after this batch: it confirms too, in the same round trip.
+            let confirm = |batch: &std::ops::Range<usize>| last && self.servers.len() == 1 && batch.end == steps.len();
+            let remote = |batch: &std::ops::Range<usize>| matches!(steps[batch.start].action, Action::Remote(_));
+            if steps[start].action == Action::Push && batches.peek().is_some_and(remote) {
+                // The batch after the push goes with it: sent first, it waits on each server for
+                // the pushed commits (a round trip saved, and no wait for the other servers).
+                let next = batches.next().unwrap_or_default();
+                let confirm = confirm(&next);
+                self.remote_batch(next, confirm, true)?;
+                pushed = true;
+            } else if remote(&batch) {
+                let confirm = confirm(&batch);
+                self.remote_batch(batch, confirm, false)?;
             } else if matches!(steps[start].action, Action::Local(_) | Action::CheckBinaries)
                 && !(if start < publish { first } else { last })
             {
@@ -163,7 +173,7 @@ impl Walk<'_> {
                 self.reporter.event(Event::Running { phase: step.phase, server: None, what: command.clone() });
                 local::run_command(step.phase.as_str(), command, self.config.manifest_dir())
             }
-            Action::Remote(_) => self.remote_batch(index..index + 1, false),
+            Action::Remote(_) => self.remote_batch(index..index + 1, false, false),
             Action::Push => {
                 let (local, settings) = (self.local, self.push.clone());
                 let build = self.build.as_ref().map(|build| build.commit.sha.clone());
@@ -191,16 +201,31 @@ impl Walk<'_> {
 
     /// Runs the remote steps in `range` (all [`Action::Remote`]) as one command on each server,
     /// the servers in parallel.
-    /// With `confirm`, the deploy is confirmed after the batch, in the same command.
-    fn remote_batch(&mut self, range: std::ops::Range<usize>, confirm: bool) -> Result<(), Error> {
-        if self.plans[0].steps[range.clone()].iter().any(|step| step.phase == Phase::Prepare) {
+    /// With `confirm`, the deploy is confirmed after the batch, in the same command; with
+    /// `after_push`, the push (the step before `range`) runs on each server with the batch sent
+    /// ahead of it.
+    fn remote_batch(&mut self, range: std::ops::Range<usize>, confirm: bool, after_push: bool) -> Result<(), Error> {
+        // Ahead of the push, the release may be made only once a push is through.
+        if !after_push && self.plans[0].steps[range.clone()].iter().any(|step| step.phase == Phase::Prepare) {
             self.prepared = true;
         }
         let sizes = self.build.as_ref().map(|build| build.commit.sizes.clone()).unwrap_or_default();
         let cut = std::sync::Mutex::new(Vec::new());
-        let token = confirm.then_some(self.local.lock.token.as_str());
+        let build = self.build.as_ref().map(|build| build.commit.sha.clone());
+        let updates = super::push::awaited_updates(self.local, &self.release, &self.submodules);
+        let settings = self.push.clone();
+        let ahead =
+            PushAhead { local: self.local, build: build.as_deref(), settings: &settings, updates, pushed: Default::default() };
+        let options = BatchOptions {
+            confirm: confirm.then_some(self.local.lock.token.as_str()),
+            ahead_of: after_push.then_some(&ahead),
+        };
         let done =
-            self.on_each(|target, reporter| remote_batch(target, range.clone(), &sizes, &cut, token, reporter));
+            self.on_each(|target, reporter| remote_batch(target, range.clone(), &sizes, &cut, &options, reporter));
+        let may_have_made = ahead.pushed.load(std::sync::atomic::Ordering::Relaxed);
+        if may_have_made && self.plans[0].steps[range].iter().any(|step| step.phase == Phase::Prepare) {
+            self.prepared = true;
+        }
         self.cut_in_publish.extend(cut.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
         done
     }

@@ -233,13 +233,34 @@ impl Connection {
         script: &RemoteScript,
         steps: usize,
         marker: &str,
+        progress: impl FnMut(Progress),
+    ) -> Result<StepsOutput, Error> {
+        self.keeper_send(keeper, script, marker)?;
+        self.keeper_read(keeper, script, steps, marker, progress)
+    }
+
+    /// The first half of [`Connection::keeper_steps`]: sends the batch, which starts at once.
+    /// Its output waits on the channel until [`Connection::keeper_read`] (or
+    /// [`Connection::keeper_stop`]) reads it.
+    pub fn keeper_send(&self, keeper: &mut RemoteProcess, script: &RemoteScript, marker: &str) -> Result<(), Error> {
+        self.trace(script);
+        let encoded = shell::base64(&script.text);
+        let message = format!("run {marker}-end {}\n{encoded}\n", encoded.len() + 1);
+        keeper.send(message.as_bytes())
+    }
+
+    /// The second half of [`Connection::keeper_steps`]: reads the batch sent with `marker`;
+    /// each step's deadline counts from now at the earliest.
+    pub fn keeper_read(
+        &self,
+        keeper: &mut RemoteProcess,
+        script: &RemoteScript,
+        steps: usize,
+        marker: &str,
         mut progress: impl FnMut(Progress),
     ) -> Result<StepsOutput, Error> {
         let end = format!("{marker}-end");
         let lost = |why: String| self.step_error(script, -1, format!("lost the lock keeper's channel: {why}"));
-        self.trace(script);
-        let message = format!("run {end}\n{}\n", shell::base64(&script.text));
-        keeper.send(message.as_bytes())?;
         let channel = keeper.channel_mut().ok_or_else(|| lost("it was stopped".to_string()))?;
         let mut reader = StepsReader::new(marker, steps, self.timeouts.step);
         let first_deadline = reader.begun + self.timeouts.step;
@@ -282,5 +303,36 @@ impl Connection {
             _ => return Err(lost("it ended before the step did".to_string())),
         };
         Ok(reader.finish(status, stopped, Some(&end)))
+    }
+
+    /// Stops the batch sent with `marker` (the keeper stops its job) and reads it to its end,
+    /// what it printed unread: for a batch sent ahead of a push that then failed.
+    pub fn keeper_stop(&self, keeper: &mut RemoteProcess, marker: &str) -> Result<(), Error> {
+        let end = format!("{marker}-end");
+        let lost = |why: String| Error::Remote {
+            server: self.name.clone(),
+            step: "stop".to_string(),
+            status: -1,
+            message: format!("lost the lock keeper's channel: {why}"),
+        };
+        keeper.send(b"stop\n")?;
+        let channel = keeper.channel_mut().ok_or_else(|| lost("it was stopped".to_string()))?;
+        let (mut out_end, mut err_end) = (EndLine::new(&end), EndLine::new(&end));
+        let read = self.drain(channel, Instant::now() + STOP_GRACE, |stream, bytes| {
+            match stream {
+                Stream::Stdout => out_end.feed(bytes),
+                Stream::Stderr => err_end.feed(bytes),
+            }
+            if out_end.status.is_some() && err_end.status.is_some() {
+                Flow::Done
+            } else {
+                Flow::Go
+            }
+        });
+        match read {
+            Ok(true) if out_end.status.is_some() && err_end.status.is_some() => Ok(()),
+            Ok(_) => Err(lost("it did not stop the step".to_string())),
+            Err(err) => Err(lost(err.to_string())),
+        }
     }
 }

@@ -3,11 +3,11 @@
 //! shell), takes the confirmation, and prunes once the deployer is gone.
 //!
 //! The keeper reads lines on its stdin (the preflight's loop in `lock.rs`):
-//! - `run <end>` then one line of base64: a batch of steps (see [`super::batch_script`]), run as
+//! - `run <end> <length>` then <length> bytes: the batch in base64 and a newline: a batch of steps (see [`super::batch_script`]), run as
 //!   a job in a process group of its own with stdin from `/dev/null`. When the job ends, it
 //!   prints `<end> <status>` on a line of its own (after an empty line) on stdout and on stderr.
-//! - `stop`: stops the running job (TERM, then KILL a second later) and prints its end line with
-//!   status 124, as a step stopped by the deployer.
+//! - `stop`: stops the running job (TERM, then KILL a second later to what ignored it); its end
+//!   line follows, as for a job that ended.
 //! - `stop-daemon`: stops the git daemon (the push is over).
 //! - [`CONFIRM`](crate::plan::confirm::CONFIRM): confirms the deploy (see [`confirm_script`]).
 //!
@@ -21,8 +21,6 @@ use super::daemon::{ACCESS_HOOK, CHECKED_GIT};
 use super::lock::LOCK_HELPERS;
 use super::STATE_DIR;
 
-/// The status a job's end line gives when the deployer stopped it (`stop`), as `timeout` does.
-const EXIT_STOPPED: i32 = 124;
 
 /// What the keeper of a deploy with `transport = "daemon"` starts once it holds the lock: a git
 /// daemon on the first of `ports` it can listen on, for `max_seconds` at most, serving `repo/`
@@ -70,10 +68,9 @@ pub fn pruned_by_keeper(stdout: &str) -> Vec<String> {
 /// the deployer go even while a daemon is starting). The starter prints `daemon <port>` once
 /// the daemon listens, `daemon-no-port <what git said>` when every port was taken, or
 /// `daemon-failed <what it said>`, then waits for the daemon to end. Each daemon it starts
-/// (`timeout`, leading the process group of the daemon and its children) is noted as
-/// `<port> <pid>` in `$state/lock/daemons.<keeper's pid>`, for `stop_daemon`. The daemon's log
-/// (stderr) goes through a FIFO that the starter reads until "Ready to rumble", then a `cat`
-/// drains it to its end.
+/// (`timeout`, leading the process group of the daemon and its children) has its pid file, which
+/// `stop_daemon` (defined here too) reads. The daemon's log (stderr) goes through a FIFO that
+/// the starter reads until "Ready to rumble", then a `cat` drains it to its end.
 pub(super) fn start_daemon(daemon: &KeeperDaemon) -> String {
     let mut served = String::from("\"$d/repo\"");
     let mut create = String::new();
@@ -99,7 +96,6 @@ pub(super) fn start_daemon(daemon: &KeeperDaemon) -> String {
     --timeout={max_seconds} {served} </dev/null >/dev/null 2>"$fifo" &
   started=$!
   echo "$started" > "$state/daemon.$1.pid"
-  printf '%s %s\n' "$1" "$started" >> "$state/lock/daemons.$$"
   exec 4<"$fifo"
   rm -f "$fifo"
   while IFS= read -r line <&4; do
@@ -140,6 +136,25 @@ start_daemons() {{
 }}
 start_daemons </dev/null 2>/dev/null &
 starter=$!
+# Stops the starter (were it still starting one) and the daemon it started: the one whose pid
+# file names a child of the starter (not a daemon of a later deploy on the same port).
+stop_daemon() {{
+  [ -n "$starter" ] || return 0
+  for port in {ports}; do
+    pid=""
+    {{ read -r pid < "$state/daemon.$port.pid"; }} 2>/dev/null
+    case "$pid" in ''|*[!0-9]*) continue ;; esac
+    stat=""
+    {{ read -r stat < "/proc/$pid/stat"; }} 2>/dev/null
+    set -- ${{stat##*) }}
+    [ "${{2:-}}" = "$starter" ] || continue
+    kill -TERM -"$pid" "$pid" 2>/dev/null
+    rm -f "$state/daemon.$port.pid"
+    stopped_daemon="$stopped_daemon $pid"
+  done
+  kill "$starter" 2>/dev/null
+  starter=""
+}}
 "#,
         max_seconds = daemon.max_seconds,
         access_hook = quote(ACCESS_HOOK),
@@ -147,56 +162,63 @@ starter=$!
     )
 }
 
-/// Shell functions of the keeper: `run_job` (the `run` command), `stop_job`, `stop_daemon`.
+/// Without a daemon to start: `stop_daemon` does nothing.
+pub(super) const NO_DAEMON: &str = "starter=\"\"\nstop_daemon() { :; }\n";
+
+/// Shell functions of the keeper: `run_job` (the `run` command), `stop_job`.
 /// A job is `sh -c` of the decoded batch, wrapped so that it prints its end line; in a session
 /// of its own (`setsid`, when the server has it) so that stopping it stops all it started.
 pub(super) const KEEPER_JOBS: &str = r#"job=""
-end=""
 starter=${starter:-}
 stopped_daemon=""
-JOB='sh -c "$1"; s=$?; printf "\n%s %s\n" "$2" "$s"; printf "\n%s %s\n" "$2" "$s" >&2; exit "$s"'
+jobfile="$state/lock/job.$$"
+# A job's wrapper (a child of this shell) starts the batch in a session of its own, notes its
+# pid in $3 for `stop`, waits for it, notes `done`, and prints the end line: once, whether the
+# batch ended or was stopped. $3 is written only while it exists: the confirmation removes the
+# lock's directory, and with it this note.
+JOB='if command -v setsid >/dev/null 2>&1; then setsid sh -c "$1" </dev/null & else sh -c "$1" </dev/null & fi
+batch=$!
+if [ -f "$3" ]; then { echo "$batch" > "$3"; } 2>/dev/null; fi
+wait "$batch"
+s=$?
+if [ -f "$3" ]; then { echo done > "$3"; } 2>/dev/null; fi
+printf "\n%s %s\n" "$2" "$s"
+printf "\n%s %s\n" "$2" "$s" >&2'
+# `run <end> <length>`: <length> bytes of the batch in base64 (with a newline) follow on stdin.
+# `head -c` reads no more than that: what the deployer sends next stays for this loop.
 run_job() {
   if [ -n "$job" ]; then wait "$job" 2>/dev/null; job=""; fi
   end=$1
+  length=${2:-0}
   case "$end" in ''|*[!A-Za-z0-9@-]*) end=@@xtask-deploy-end ;; esac
-  p=$(head -n 1 | base64 -d) || p='echo "the step did not arrive whole" >&2; exit 1'
-  if command -v setsid >/dev/null 2>&1; then
-    setsid sh -c "$JOB" xtask-deploy-step "$p" "$end" </dev/null &
-  else
-    sh -c "$JOB" xtask-deploy-step "$p" "$end" </dev/null &
-  fi
+  case "$length" in ''|*[!0-9]*) length=0 ;; esac
+  p=$(head -c "$length" | base64 -d) || p='echo "the step did not arrive whole" >&2; exit 1'
+  { : > "$jobfile"; } 2>/dev/null
+  sh -c "$JOB" xtask-deploy-job "$p" "$end" "$jobfile" </dev/null &
   job=$!
 }
+# Stops the running batch, if any: TERM to its session, and a second later KILL to what in it
+# ignored TERM. Its wrapper then prints the end line.
 stop_job() {
   [ -n "$job" ] || return 0
-  kill -TERM -"$job" "$job" 2>/dev/null
-  wait "$job" 2>/dev/null
-  # What ignores TERM in its group gets KILL a second later.
-  if kill -0 -"$job" 2>/dev/null; then sleep 1; kill -KILL -"$job" 2>/dev/null; fi
-  job=""
+  batch=""
+  tries=0
+  while [ "$tries" -lt 20 ]; do
+    { read -r batch < "$jobfile"; } 2>/dev/null || break
+    [ -n "$batch" ] && break
+    sleep 0.05 2>/dev/null || sleep 1
+    tries=$((tries + 1))
+  done
+  case "$batch" in ''|*[!0-9]*) return 0 ;; esac
+  kill -TERM -"$batch" "$batch" 2>/dev/null
+  tries=0
+  while kill -0 -"$batch" 2>/dev/null && [ "$tries" -lt 10 ]; do
+    sleep 0.1 2>/dev/null || sleep 1
+    tries=$((tries + 1))
+  done
+  kill -KILL -"$batch" 2>/dev/null
 }
-# Stops the starter (were it still starting one) and every daemon it started.
-stop_daemon() {
-  [ -n "$starter" ] || return 0
-  kill "$starter" 2>/dev/null
-  starter=""
-  { while read -r port pid; do
-    case "$pid" in ''|*[!0-9]*) continue ;; esac
-    kill -TERM -"$pid" "$pid" 2>/dev/null
-    rm -f "$state/daemon.$port.pid"
-    stopped_daemon="$stopped_daemon $pid"
-  done < "$state/lock/daemons.$$"; } 2>/dev/null
-  rm -f "$state/lock/daemons.$$"
-}"#;
-
-/// The keeper's answer to `stop`: the job stopped, and its end line with the status of a step
-/// the deployer stopped.
-pub(super) fn stop_command() -> String {
-    format!(
-        "if [ -n \"$job\" ]; then stop_job; printf '\\n%s %s\\n' \"$end\" {EXIT_STOPPED}; \
-         printf '\\n%s %s\\n' \"$end\" {EXIT_STOPPED} >&2; fi"
-    )
-}
+"#;
 
 /// The shell function `confirm_deploy`: forgets the [`UNCONFIRMED`](crate::plan::confirm::UNCONFIRMED)
 /// marker when it holds this deploy's token (so nothing goes back), prunes the releases beyond
@@ -241,6 +263,38 @@ pub(super) fn confirm_function(config: &Config, token: &str) -> String {
         rewrite_marks = crate::plan::rollback::REWRITE_MARKS,
         confirmed = quote(crate::plan::confirm::CONFIRMED),
     )
+}
+
+/// The first step of a batch sent ahead of its push: waits until every one of `updates`
+/// (`(repository relative to deploy_to, ref, sha)`) has its ref at its commit: receive-pack
+/// moves a ref only once every object the push brought is checked and stored (an object can be
+/// there before the others are). It polls, 100 times a second at first, then less often: the
+/// deployer stops the batch if the push fails.
+pub fn await_push_script(config: &Config, updates: &[(String, String, String)]) -> RemoteScript {
+    let mut checks = String::new();
+    for (repo, refname, sha) in updates {
+        checks.push_str(&format!(
+            "  [ \"$(git --git-dir=\"$d\"/{repo} rev-parse -q --verify {commit} 2>/dev/null)\" = {sha} ] || here=\"\"\n",
+            repo = quote(repo),
+            commit = quote(&format!("{refname}^{{commit}}")),
+            sha = quote(sha),
+        ));
+    }
+    let text = format!(
+        r#"set -u
+d={deploy_to}
+tries=0
+while :; do
+  here=1
+{checks}  [ -z "$here" ] || exit 0
+  tries=$((tries + 1))
+  if [ "$tries" -lt 100 ]; then pause=0.01; elif [ "$tries" -lt 300 ]; then pause=0.1; else pause=1; fi
+  sleep "$pause" 2>/dev/null || sleep 1
+done
+"#,
+        deploy_to = quote(&config.deploy_to),
+    );
+    RemoteScript { name: "await the push", text }
 }
 
 /// The confirmation as a step of the last batch (one server, nothing after it): the keeper's

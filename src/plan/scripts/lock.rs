@@ -98,8 +98,8 @@ git --git-dir="$d/repo" for-each-ref --format='ref %(objectname) %(refname)' 2>/
 while read -r line; do
   case "$line" in
     {confirm}) confirm_deploy ;;
-    "run "*) run_job "${{line#run }}" ;;
-    stop) {stop} ;;
+    "run "*) run_job ${{line#run }} ;;
+    stop) stop_job ;;
     stop-daemon) stop_daemon ;;
   esac
 done
@@ -131,9 +131,8 @@ lock="$state/lock"
         confirm = quote(crate::plan::confirm::CONFIRM),
         unconfirmed = crate::plan::confirm::UNCONFIRMED,
         user = quote(&lock.user),
-        daemon = daemon.map(super::keeper::start_daemon).unwrap_or_default(),
+        daemon = daemon.map_or(super::keeper::NO_DAEMON.to_string(), super::keeper::start_daemon),
         confirm_function = super::keeper::confirm_function(config, &lock.token),
-        stop = super::keeper::stop_command(),
         restart = crate::plan::confirm::run_restart_hooks(restart_hooks, config.timeouts.step.as_secs()),
     );
     let text = format!("{}\n{text}", crate::plan::confirm::GO_BACK);

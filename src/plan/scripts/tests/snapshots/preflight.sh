@@ -159,7 +159,6 @@ start_daemon() {
     --timeout=600 "$d/repo" "$d"/repo/modules/lib </dev/null >/dev/null 2>"$fifo" &
   started=$!
   echo "$started" > "$state/daemon.$1.pid"
-  printf '%s %s\n' "$1" "$started" >> "$state/lock/daemons.$$"
   exec 4<"$fifo"
   rm -f "$fifo"
   while IFS= read -r line <&4; do
@@ -217,45 +216,77 @@ exit 0" XTASK_DEPLOY_UID="$uid"
 }
 start_daemons </dev/null 2>/dev/null &
 starter=$!
-echo @@xtask-deploy-ready
-job=""
-end=""
-starter=${starter:-}
-stopped_daemon=""
-JOB='sh -c "$1"; s=$?; printf "\n%s %s\n" "$2" "$s"; printf "\n%s %s\n" "$2" "$s" >&2; exit "$s"'
-run_job() {
-  if [ -n "$job" ]; then wait "$job" 2>/dev/null; job=""; fi
-  end=$1
-  case "$end" in ''|*[!A-Za-z0-9@-]*) end=@@xtask-deploy-end ;; esac
-  p=$(head -n 1 | base64 -d) || p='echo "the step did not arrive whole" >&2; exit 1'
-  if command -v setsid >/dev/null 2>&1; then
-    setsid sh -c "$JOB" xtask-deploy-step "$p" "$end" </dev/null &
-  else
-    sh -c "$JOB" xtask-deploy-step "$p" "$end" </dev/null &
-  fi
-  job=$!
-}
-stop_job() {
-  [ -n "$job" ] || return 0
-  kill -TERM -"$job" "$job" 2>/dev/null
-  wait "$job" 2>/dev/null
-  # What ignores TERM in its group gets KILL a second later.
-  if kill -0 -"$job" 2>/dev/null; then sleep 1; kill -KILL -"$job" 2>/dev/null; fi
-  job=""
-}
-# Stops the starter (were it still starting one) and every daemon it started.
+# Stops the starter (were it still starting one) and the daemon it started: the one whose pid
+# file names a child of the starter (not a daemon of a later deploy on the same port).
 stop_daemon() {
   [ -n "$starter" ] || return 0
-  kill "$starter" 2>/dev/null
-  starter=""
-  { while read -r port pid; do
+  for port in 40000 40001; do
+    pid=""
+    { read -r pid < "$state/daemon.$port.pid"; } 2>/dev/null
     case "$pid" in ''|*[!0-9]*) continue ;; esac
+    stat=""
+    { read -r stat < "/proc/$pid/stat"; } 2>/dev/null
+    set -- ${stat##*) }
+    [ "${2:-}" = "$starter" ] || continue
     kill -TERM -"$pid" "$pid" 2>/dev/null
     rm -f "$state/daemon.$port.pid"
     stopped_daemon="$stopped_daemon $pid"
-  done < "$state/lock/daemons.$$"; } 2>/dev/null
-  rm -f "$state/lock/daemons.$$"
+  done
+  kill "$starter" 2>/dev/null
+  starter=""
 }
+echo @@xtask-deploy-ready
+job=""
+starter=${starter:-}
+stopped_daemon=""
+jobfile="$state/lock/job.$$"
+# A job's wrapper (a child of this shell) starts the batch in a session of its own, notes its
+# pid in $3 for `stop`, waits for it, notes `done`, and prints the end line: once, whether the
+# batch ended or was stopped. $3 is written only while it exists: the confirmation removes the
+# lock's directory, and with it this note.
+JOB='if command -v setsid >/dev/null 2>&1; then setsid sh -c "$1" </dev/null & else sh -c "$1" </dev/null & fi
+batch=$!
+if [ -f "$3" ]; then { echo "$batch" > "$3"; } 2>/dev/null; fi
+wait "$batch"
+s=$?
+if [ -f "$3" ]; then { echo done > "$3"; } 2>/dev/null; fi
+printf "\n%s %s\n" "$2" "$s"
+printf "\n%s %s\n" "$2" "$s" >&2'
+# `run <end> <length>`: <length> bytes of the batch in base64 (with a newline) follow on stdin.
+# `head -c` reads no more than that: what the deployer sends next stays for this loop.
+run_job() {
+  if [ -n "$job" ]; then wait "$job" 2>/dev/null; job=""; fi
+  end=$1
+  length=${2:-0}
+  case "$end" in ''|*[!A-Za-z0-9@-]*) end=@@xtask-deploy-end ;; esac
+  case "$length" in ''|*[!0-9]*) length=0 ;; esac
+  p=$(head -c "$length" | base64 -d) || p='echo "the step did not arrive whole" >&2; exit 1'
+  { : > "$jobfile"; } 2>/dev/null
+  sh -c "$JOB" xtask-deploy-job "$p" "$end" "$jobfile" </dev/null &
+  job=$!
+}
+# Stops the running batch, if any: TERM to its session, and a second later KILL to what in it
+# ignored TERM. Its wrapper then prints the end line.
+stop_job() {
+  [ -n "$job" ] || return 0
+  batch=""
+  tries=0
+  while [ "$tries" -lt 20 ]; do
+    { read -r batch < "$jobfile"; } 2>/dev/null || break
+    [ -n "$batch" ] && break
+    sleep 0.05 2>/dev/null || sleep 1
+    tries=$((tries + 1))
+  done
+  case "$batch" in ''|*[!0-9]*) return 0 ;; esac
+  kill -TERM -"$batch" "$batch" 2>/dev/null
+  tries=0
+  while kill -0 -"$batch" 2>/dev/null && [ "$tries" -lt 10 ]; do
+    sleep 0.1 2>/dev/null || sleep 1
+    tries=$((tries + 1))
+  done
+  kill -KILL -"$batch" 2>/dev/null
+}
+
 confirm_deploy() {
   if has_line 'token=t0k3n' "$state/unconfirmed"; then rm -f "$state/unconfirmed"; fi
   keep=2
@@ -300,8 +331,8 @@ fi
 while read -r line; do
   case "$line" in
     confirm) confirm_deploy ;;
-    "run "*) run_job "${line#run }" ;;
-    stop) if [ -n "$job" ]; then stop_job; printf '\n%s %s\n' "$end" 124; printf '\n%s %s\n' "$end" 124 >&2; fi ;;
+    "run "*) run_job ${line#run } ;;
+    stop) stop_job ;;
     stop-daemon) stop_daemon ;;
   esac
 done
