@@ -101,7 +101,7 @@ while read -r line; do
         [ -d "$r" ] && [ "${{now##*/}}" != "${{r##*/}}" ] || continue
         if [ "$pass" = bad ] && ! has_line "${{r##*/}}" "$state/bad"; then continue; fi
         excess=$((excess - 1))
-        rm -rf "$r"; echo "removed ${{r##*/}}"
+        rm -rf "$r" "$state/tree.${{r##*/}}"; echo "removed ${{r##*/}}"
       done
     done
     # Marks of the releases just removed go with them.

@@ -2,7 +2,7 @@
 //! written through a link of the tree), the hooks, publish (switch `current`), discard; and the
 //! read-only ones, inspect (`releases`) and deploy-check.
 
-use crate::config::{Cache, Config};
+use crate::config::{Cache, Config, Reuse};
 use crate::plan::{Release, SubmoduleRelease};
 use crate::shell::{quote, RemoteScript};
 
@@ -13,7 +13,9 @@ use super::STATE_DIR;
 /// Makes `releases/<name>` from the pushed commit (never from a branch name): its files (by
 /// `git archive`, or through `shared/cached-copy`), the submodules', `REVISION`, and the links
 /// to `shared/`. A missing linked file is refused before anything is made; if anything fails,
-/// the unfinished release is removed.
+/// the unfinished release is removed. With `reuse = "link"` (and `cache = "archive"`), the
+/// files unchanged since the current release are its own, hard-linked (see `REUSE`), every
+/// file is read-only, and the release's tree is recorded for the next one.
 pub fn prepare_script(config: &Config, release: &Release, submodules: &[SubmoduleRelease]) -> RemoteScript {
     let mut checks = String::new();
     for file in &config.linked_files {
@@ -49,11 +51,31 @@ pub fn prepare_script(config: &Config, release: &Release, submodules: &[Submodul
         true => String::new(),
         false => format!("mkdir -p {git_dir}/info && printf '%s\\n' {attributes} > {git_dir}/info/attributes\n"),
     };
+    const ARCHIVE: &str = r#"{ git --git-dir=repo archive --format=tar "$tree" || echo "git archive failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker""#;
+    // `reuse = "link"` makes the releases of `cache = "archive"`: each tree is recorded, and
+    // the files of every release are read-only (see `REUSE`).
+    let link = config.reuse == Reuse::Link && config.cache == Cache::Archive;
     let extract = match config.cache {
-        Cache::Archive => {
+        // With submodules, the release is extracted whole (a submodule's files are not reused).
+        Cache::Archive if link && submodules.is_empty() => {
+            // A linked path is replaced by a link to `shared/`: never reused (any path it
+            // begins is left to the extraction, which costs only time).
+            let linked: String = config
+                .linked_dirs
+                .iter()
+                .chain(&config.linked_files)
+                .map(|path| format!(" -e \"$tab\"{}", quote(path)))
+                .collect();
             write_attributes("repo")
-                + r#"{ git --git-dir=repo archive --format=tar "$tree" || echo "git archive failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker""#
+                + &format!(
+                    "{ATTRIBUTES}\n{REUSE}\n\
+                     tab=$(printf '\\t')\n\
+                     if ! reuse{linked} 2>/dev/null; then\n  rm -rf \"releases/$rel\" \"$work\"\n  mkdir \"releases/$rel\"\n  {ARCHIVE}\nfi\n\
+                     rm -rf \"$work\""
+                )
         }
+        Cache::Archive if link => write_attributes("repo") + ATTRIBUTES + "\n" + ARCHIVE,
+        Cache::Archive => write_attributes("repo") + ARCHIVE,
         Cache::CachedCopy => {
             r#"cc="$d/shared/cached-copy"
 if [ ! -d "$cc/.git" ]; then git clone --quiet --no-checkout "$d/repo" "$cc"; fi
@@ -128,7 +150,7 @@ marker="$d/{STATE_DIR}/preparing.$rel"
 # before the release's directory exists, so that a deploy killed at any moment leaves no
 # release without it. Until the release is made, an extraction that fails writes into it.
 : > "$marker"
-trap 'rm -rf "releases/$rel" "$marker"' EXIT
+{trap}
 mkdir "releases/$rel"
 {NO_LINK}
 {extract}
@@ -143,15 +165,137 @@ no_link REVISION yes '`REVISION`' 'remove `REVISION` from the commit (the deploy
   echo "\`REVISION\` is a directory in the deployed commit: the deploy writes that file; remove it from the commit and deploy again" >&2; exit 1
 fi
 printf '%s\n' "$sha" > "releases/$rel/REVISION"
-{links}trap - EXIT
+{links}{seal}trap - EXIT
 "#,
         deploy_to = quote(&config.deploy_to),
         name = quote(&release.name),
         sha = quote(&release.sha),
         tree = quote(release.tree()),
+        trap = match link {
+            true => RECORD,
+            false => r#"trap 'rm -rf "releases/$rel" "$marker"' EXIT"#,
+        },
+        seal = match link {
+            true => SEAL,
+            false => "",
+        },
     );
     RemoteScript { name: "prepare", text }
 }
+
+/// For `reuse = "link"`, where the release's tree is recorded (`$record`) and where its lists
+/// are made while it is made (`$work`): both go if it fails, as the release does. The records
+/// of releases that are gone (pruned, discarded, removed by hand) go too.
+const RECORD: &str = concat!(
+    r#"record="$d/"#,
+    state_dir!(),
+    r#"/tree.$rel"
+work="$d/"#,
+    state_dir!(),
+    r#"/reuse.$rel"
+trap 'rm -rf "releases/$rel" "$marker" "$record" "$work"' EXIT
+for r in "${record%/*}"/tree.*; do
+  if [ -f "$r" ] && [ ! -d "releases/${r##*/tree.}" ]; then rm -f "$r"; fi
+done"#
+);
+
+/// For `reuse = "link"`, after the release is made: its files become read-only (those already
+/// read-only are left alone: a file shared with an older release is never touched), so that
+/// an app writing into one in place fails instead of changing every release that shares it;
+/// then its tree is recorded, for the next release to reuse its files. The record's time
+/// tells which of its files were replaced since (`REUSE`). Its directories stay writable.
+const SEAL: &str = r#"find "releases/$rel" -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} +
+printf '%s\n' "$tree" "$attributes" > "$record"
+"#;
+
+/// What `repo/info/attributes` holds, as `$attributes`: a release reuses the files of one made
+/// with the same (they may change how a file is written).
+const ATTRIBUTES: &str =
+    "if [ -f repo/info/attributes ]; then attributes=$(cksum < repo/info/attributes); else attributes=none; fi";
+
+/// `reuse ARGS`, for the prepare script with `reuse = "link"`: makes `releases/$rel` from the
+/// release `current` points at, when that one was made so (its tree recorded in `tree.<name>`
+/// of the state directory, and still in `repo/`): each file unchanged since (same path, mode
+/// and blob) becomes a hard link of its own, and only the rest is extracted from `$tree`. ARGS
+/// are `grep -F` patterns (`-e P`) of lines never reused: a linked path, whatever it begins.
+///
+/// Returns 1 whenever anything is off, and the caller extracts the whole tree instead: no such
+/// release or record, its commit gone, a path with a newline, a `.gitattributes` changed or
+/// `export-subst`/`export-ignore` in play, most of the tree changed, a tool missing or failing
+/// (a `cp` without `--parents`), and a file of the previous release missing, of another type or
+/// mode, or changed since it was made (its time after the record's), or a directory on the way
+/// to one that is no longer a directory. `$work` holds the lists, one line a path.
+const REUSE: &str = r#"reuse() {
+  prev=$(readlink current) || return 1
+  prev=${prev##*/}
+  case "$prev" in ''|*[!0-9]*) return 1 ;; esac
+  stamp="${record%/*}/tree.$prev"
+  [ -d "releases/$prev" ] && [ -f "$stamp" ] || return 1
+  { read -r prev_tree && read -r prev_attributes; } < "$stamp" || return 1
+  [ "$prev_attributes" = "$attributes" ] || return 1
+  case "$prev_tree" in ''|*[!0-9a-f]*) return 1 ;; esac
+  git --git-dir=repo cat-file -e "$prev_tree^{commit}" || return 1
+  mkdir "$work" || return 1
+  git --git-dir=repo ls-tree -r -z --full-tree "$tree" > "$work/new.z" || return 1
+  git --git-dir=repo ls-tree -r -z --full-tree "$prev_tree" > "$work/old.z" || return 1
+  for list in new old; do
+    tr -d '\n' < "$work/$list.z" | cmp -s - "$work/$list.z" || return 1
+    tr '\0' '\n' < "$work/$list.z" | LC_ALL=C sort > "$work/$list" || return 1
+  done
+  LC_ALL=C comm -3 "$work/new" "$work/old" > "$work/changed" || return 1
+  grep -q -F .gitattributes "$work/changed"; [ $? = 1 ] || return 1
+  grep -q -F .gitattributes "$work/new"
+  case $? in
+    0) git --git-dir=repo grep -q -F -e export-subst -e export-ignore "$tree" -- .gitattributes '*/.gitattributes'
+       [ $? = 1 ] || return 1 ;;
+    1) ;;
+    *) return 1 ;;
+  esac
+  if [ -f repo/info/attributes ]; then
+    grep -q -E '(^|[[:space:]])export-(subst|ignore)([[:space:]=]|$)' repo/info/attributes; [ $? = 1 ] || return 1
+  fi
+  # Unchanged: the same line (mode, type, blob, path) in both; never a submodule, REVISION, ARGS.
+  LC_ALL=C comm -12 "$work/new" "$work/old" | grep -v -F -e '160000 commit ' -e "$tab"REVISION "$@" > "$work/same" || return 1
+  LC_ALL=C comm -23 "$work/new" "$work/same" > "$work/extract" || return 1
+  # Extracting most of the tree costs what extracting all of it does.
+  all=$(wc -l < "$work/new") && changed=$(wc -l < "$work/extract") || return 1
+  [ $((changed * 2)) -le $((all)) ] || return 1
+  # The paths to reuse (each from `./`, so that none reads as an option), by type; and every
+  # directory on the way to one.
+  LC_ALL=C work="$work" awk '{
+    path = "./" substr($0, index($0, "\t") + 1)
+    mode = substr($0, 1, 7)
+    if (mode == "100644 ") print path > (ENVIRON["work"] "/plain")
+    else if (mode == "100755 ") print path > (ENVIRON["work"] "/exec")
+    else if (mode == "120000 ") print path > (ENVIRON["work"] "/links")
+    else bad = 1
+    print path > (ENVIRON["work"] "/all")
+    n = split(path, part, "/")
+    dir = part[1]
+    for (i = 2; i < n; i++) { dir = dir "/" part[i]; if (!(dir in seen)) { seen[dir] = 1; print dir > (ENVIRON["work"] "/dirs") } }
+  } END { exit bad }' "$work/same" || return 1
+  for list in plain exec links dirs all; do
+    if [ -f "$work/$list" ]; then tr '\n' '\0' < "$work/$list" > "$work/$list.z" || return 1; fi
+  done
+  # What an app changed in its release since it was made is not reused.
+  (
+    cd "releases/$prev" || exit 1
+    if [ -f "$work/plain.z" ]; then xargs -0 sh -c 'find "$@" -prune \( -newer "$0" -o ! -type f -o -perm -0100 \) -print' "$stamp" < "$work/plain.z" || exit 1; fi
+    if [ -f "$work/exec.z" ]; then xargs -0 sh -c 'find "$@" -prune \( -newer "$0" -o ! -type f -o ! -perm -0100 \) -print' "$stamp" < "$work/exec.z" || exit 1; fi
+    if [ -f "$work/links.z" ]; then xargs -0 sh -c 'find "$@" -prune \( -newer "$0" -o ! -type l \) -print' "$stamp" < "$work/links.z" || exit 1; fi
+    if [ -f "$work/dirs.z" ]; then xargs -0 sh -c 'find "$@" -prune ! -type d -print' sh < "$work/dirs.z" || exit 1; fi
+  ) > "$work/odd" || return 1
+  [ ! -s "$work/odd" ] || return 1
+  (cd "releases/$prev" && xargs -0 cp -P -l --parents -t "$d/releases/$rel" -- < "$work/all.z") || return 1
+  if [ -s "$work/extract" ]; then
+    cut -f 2- "$work/extract" | tr '\n' '\0' > "$work/extract.z" || return 1
+    # Each invocation (xargs may split the paths) extracts its own archive.
+    tree="$tree" dest="releases/$rel" failed="$work/failed" xargs -0 sh -c \
+      '{ git --git-dir=repo --literal-pathspecs archive --format=tar "$tree" -- "$@" || echo x > "$failed"; } | tar -x -f - -C "$dest" || echo x > "$failed"' \
+      sh < "$work/extract.z" || return 1
+    [ ! -e "$work/failed" ] || return 1
+  fi
+}"#;
 
 /// `no_link PATH LAST WHAT FIX`, for the prepare script: stops it when a directory on the way
 /// to PATH in the release (and PATH itself, when LAST is `yes`) is a symbolic link. Only the
@@ -200,7 +344,7 @@ d={deploy_to}
 rel={name}
 case "$(readlink "$d/current" 2>/dev/null)" in
   */releases/"$rel") echo "release $rel is current; kept" ;;
-  *) rm -rf "$d/releases/$rel" ;;
+  *) rm -rf "$d/releases/$rel" "$d/{STATE_DIR}/tree.$rel" ;;
 esac
 rm -f "$d/{STATE_DIR}/preparing.$rel"
 "#,

@@ -354,8 +354,8 @@ fn build_output_is_exempt_from_the_trees_attributes_even_with_odd_names() {
             "/bin -export-ignore\n\"/bin/my \\\"app\\\"\" {all}\n\"/bin/my \\\"app\\\"/**\" {all}\n/dist {all}\n/dist/** {all}\n"
         )
     );
-    // Without build output, the repository's attributes are left alone.
-    assert!(!prepare_script(&cfg, &release(), &[]).text.contains("info/attributes"));
+    // Without build output, the repository's attributes are left alone (read, never written).
+    assert!(!prepare_script(&cfg, &release(), &[]).text.contains("mkdir -p repo/info"));
 }
 
 #[test]

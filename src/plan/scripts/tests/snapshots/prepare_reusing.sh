@@ -1,0 +1,138 @@
+set -eu
+d=/srv/app
+rel=20261125041638
+sha=0123456789abcdef0123456789abcdef01234567
+tree=fedcba9876543210fedcba9876543210fedcba98
+cd "$d"
+if [ -e "releases/$rel" ]; then echo "release \`$rel\` already exists in \`$d/releases\`" >&2; exit 1; fi
+missing=""
+[ -e "$d/shared"/config/database.yml ] || missing="$missing "config/database.yml
+if [ -n "$missing" ]; then
+  echo "linked file(s) missing in \`$d/shared\`:$missing: create them on the server before deploying" >&2; exit 1
+fi
+marker="$d/.xtask-deploy/preparing.$rel"
+# The marker tells an interrupted deploy's clean-up that this release is unfinished: written
+# before the release's directory exists, so that a deploy killed at any moment leaves no
+# release without it. Until the release is made, an extraction that fails writes into it.
+: > "$marker"
+record="$d/.xtask-deploy/tree.$rel"
+work="$d/.xtask-deploy/reuse.$rel"
+trap 'rm -rf "releases/$rel" "$marker" "$record" "$work"' EXIT
+for r in "${record%/*}"/tree.*; do
+  if [ -f "$r" ] && [ ! -d "releases/${r##*/tree.}" ]; then rm -f "$r"; fi
+done
+mkdir "releases/$rel"
+no_link() {
+  p="releases/$rel"
+  rest=$1
+  while [ -n "$rest" ]; do
+    p="$p/${rest%%/*}"
+    case "$rest" in */*) rest=${rest#*/} ;; *) rest="" ;; esac
+    if [ -L "$p" ] && { [ -n "$rest" ] || [ "$2" = yes ]; }; then
+      printf '`%s` is a symbolic link in the deployed commit (to `%s`): the deploy would write %s through it, outside the release; %s, and deploy again\n' \
+        "${p#releases/$rel/}" "$(readlink "$p")" "$3" "$4" >&2
+      exit 1
+    fi
+  done
+}
+mkdir -p repo/info && printf '%s\n' '/target -export-ignore' '/target/release -export-ignore' '/target/release/app -export-ignore -export-subst -text -ident -filter -working-tree-encoding' '/target/release/app/** -export-ignore -export-subst -text -ident -filter -working-tree-encoding' > repo/info/attributes
+if [ -f repo/info/attributes ]; then attributes=$(cksum < repo/info/attributes); else attributes=none; fi
+reuse() {
+  prev=$(readlink current) || return 1
+  prev=${prev##*/}
+  case "$prev" in ''|*[!0-9]*) return 1 ;; esac
+  stamp="${record%/*}/tree.$prev"
+  [ -d "releases/$prev" ] && [ -f "$stamp" ] || return 1
+  { read -r prev_tree && read -r prev_attributes; } < "$stamp" || return 1
+  [ "$prev_attributes" = "$attributes" ] || return 1
+  case "$prev_tree" in ''|*[!0-9a-f]*) return 1 ;; esac
+  git --git-dir=repo cat-file -e "$prev_tree^{commit}" || return 1
+  mkdir "$work" || return 1
+  git --git-dir=repo ls-tree -r -z --full-tree "$tree" > "$work/new.z" || return 1
+  git --git-dir=repo ls-tree -r -z --full-tree "$prev_tree" > "$work/old.z" || return 1
+  for list in new old; do
+    tr -d '\n' < "$work/$list.z" | cmp -s - "$work/$list.z" || return 1
+    tr '\0' '\n' < "$work/$list.z" | LC_ALL=C sort > "$work/$list" || return 1
+  done
+  LC_ALL=C comm -3 "$work/new" "$work/old" > "$work/changed" || return 1
+  grep -q -F .gitattributes "$work/changed"; [ $? = 1 ] || return 1
+  grep -q -F .gitattributes "$work/new"
+  case $? in
+    0) git --git-dir=repo grep -q -F -e export-subst -e export-ignore "$tree" -- .gitattributes '*/.gitattributes'
+       [ $? = 1 ] || return 1 ;;
+    1) ;;
+    *) return 1 ;;
+  esac
+  if [ -f repo/info/attributes ]; then
+    grep -q -E '(^|[[:space:]])export-(subst|ignore)([[:space:]=]|$)' repo/info/attributes; [ $? = 1 ] || return 1
+  fi
+  # Unchanged: the same line (mode, type, blob, path) in both; never a submodule, REVISION, ARGS.
+  LC_ALL=C comm -12 "$work/new" "$work/old" | grep -v -F -e '160000 commit ' -e "$tab"REVISION "$@" > "$work/same" || return 1
+  LC_ALL=C comm -23 "$work/new" "$work/same" > "$work/extract" || return 1
+  # Extracting most of the tree costs what extracting all of it does.
+  all=$(wc -l < "$work/new") && changed=$(wc -l < "$work/extract") || return 1
+  [ $((changed * 2)) -le $((all)) ] || return 1
+  # The paths to reuse (each from `./`, so that none reads as an option), by type; and every
+  # directory on the way to one.
+  LC_ALL=C work="$work" awk '{
+    path = "./" substr($0, index($0, "\t") + 1)
+    mode = substr($0, 1, 7)
+    if (mode == "100644 ") print path > (ENVIRON["work"] "/plain")
+    else if (mode == "100755 ") print path > (ENVIRON["work"] "/exec")
+    else if (mode == "120000 ") print path > (ENVIRON["work"] "/links")
+    else bad = 1
+    print path > (ENVIRON["work"] "/all")
+    n = split(path, part, "/")
+    dir = part[1]
+    for (i = 2; i < n; i++) { dir = dir "/" part[i]; if (!(dir in seen)) { seen[dir] = 1; print dir > (ENVIRON["work"] "/dirs") } }
+  } END { exit bad }' "$work/same" || return 1
+  for list in plain exec links dirs all; do
+    if [ -f "$work/$list" ]; then tr '\n' '\0' < "$work/$list" > "$work/$list.z" || return 1; fi
+  done
+  # What an app changed in its release since it was made is not reused.
+  (
+    cd "releases/$prev" || exit 1
+    if [ -f "$work/plain.z" ]; then xargs -0 sh -c 'find "$@" -prune \( -newer "$0" -o ! -type f -o -perm -0100 \) -print' "$stamp" < "$work/plain.z" || exit 1; fi
+    if [ -f "$work/exec.z" ]; then xargs -0 sh -c 'find "$@" -prune \( -newer "$0" -o ! -type f -o ! -perm -0100 \) -print' "$stamp" < "$work/exec.z" || exit 1; fi
+    if [ -f "$work/links.z" ]; then xargs -0 sh -c 'find "$@" -prune \( -newer "$0" -o ! -type l \) -print' "$stamp" < "$work/links.z" || exit 1; fi
+    if [ -f "$work/dirs.z" ]; then xargs -0 sh -c 'find "$@" -prune ! -type d -print' sh < "$work/dirs.z" || exit 1; fi
+  ) > "$work/odd" || return 1
+  [ ! -s "$work/odd" ] || return 1
+  (cd "releases/$prev" && xargs -0 cp -P -l --parents -t "$d/releases/$rel" -- < "$work/all.z") || return 1
+  if [ -s "$work/extract" ]; then
+    cut -f 2- "$work/extract" | tr '\n' '\0' > "$work/extract.z" || return 1
+    # Each invocation (xargs may split the paths) extracts its own archive.
+    tree="$tree" dest="releases/$rel" failed="$work/failed" xargs -0 sh -c \
+      '{ git --git-dir=repo --literal-pathspecs archive --format=tar "$tree" -- "$@" || echo x > "$failed"; } | tar -x -f - -C "$dest" || echo x > "$failed"' \
+      sh < "$work/extract.z" || return 1
+    [ ! -e "$work/failed" ] || return 1
+  fi
+}
+tab=$(printf '\t')
+if ! reuse -e "$tab"log -e "$tab"config/database.yml 2>/dev/null; then
+  rm -rf "releases/$rel" "$work"
+  mkdir "releases/$rel"
+  { git --git-dir=repo archive --format=tar "$tree" || echo "git archive failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker"
+fi
+rm -rf "$work"
+if [ -s "$marker" ]; then
+  if ! git --git-dir=repo cat-file -e "$tree^{commit}" 2>/dev/null; then
+    echo "commit \`$tree\` is not in \`$d/repo\`: the push did not arrive" >&2; exit 1
+  fi
+  echo "could not extract \`$tree\` into \`releases/$rel\`" >&2; exit 1
+fi
+no_link REVISION yes '`REVISION`' 'remove `REVISION` from the commit (the deploy writes that file)'
+no_link log no 'the link to `shared/log` (`linked_dirs`)' 'make it a directory in the commit, or remove `log` from `linked_dirs`'
+no_link config/database.yml no 'the link to `shared/config/database.yml` (`linked_files`)' 'make it a directory in the commit, or remove `config/database.yml` from `linked_files`'
+if [ -d "releases/$rel/REVISION" ]; then
+  echo "\`REVISION\` is a directory in the deployed commit: the deploy writes that file; remove it from the commit and deploy again" >&2; exit 1
+fi
+printf '%s\n' "$sha" > "releases/$rel/REVISION"
+if [ -e "releases/$rel"/log ] || [ -L "releases/$rel"/log ]; then rm -rf "releases/$rel"/log; fi
+ln -s "$d/shared"/log "releases/$rel"/log
+if [ -e "releases/$rel"/config/database.yml ] || [ -L "releases/$rel"/config/database.yml ]; then rm -rf "releases/$rel"/config/database.yml; fi
+[ -d "releases/$rel"/config ] || mkdir -p "releases/$rel"/config
+ln -s "$d/shared"/config/database.yml "releases/$rel"/config/database.yml
+find "releases/$rel" -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} +
+printf '%s\n' "$tree" "$attributes" > "$record"
+trap - EXIT
