@@ -260,3 +260,41 @@ fn a_path_that_was_linked_to_shared_is_extracted_and_shared_is_left_alone() {
         .unwrap()
         .is_symlink());
 }
+
+#[test]
+fn build_output_unchanged_since_the_previous_release_is_reused_too() {
+    let world = World::with_config(
+        r#"build = ["mkdir -p target/release", "cp src/main.rs target/release/hello", "chmod 755 target/release/hello"]
+artifacts = ["target/release/hello"]"#,
+    );
+    world.setup();
+    let first = world.deploy();
+    world.commit("assets/data.txt", "other data\n");
+    let second = world.deploy();
+    world.assert_release_matches_except(&second.release, &second.sha, &["target/release/hello"]);
+    let artifact = world.deploy_to.join("releases").join(&second.release).join("target/release/hello");
+    assert_eq!(fs::read(&artifact).unwrap(), fs::read(world.app.dir().join("src/main.rs")).unwrap());
+    let mode = fs::metadata(&artifact).unwrap().mode();
+    assert_eq!((mode & 0o100, mode & 0o222), (0o100, 0), "executable, read-only");
+    for unchanged in ["target/release/hello", "src/main.rs"] {
+        assert_eq!(inode(&world, &second.release, unchanged), inode(&world, &first.release, unchanged), "{unchanged}");
+    }
+    assert_ne!(inode(&world, &second.release, "assets/data.txt"), inode(&world, &first.release, "assets/data.txt"));
+}
+
+#[test]
+fn after_a_rollback_the_next_release_reuses_the_one_gone_back_to() {
+    let world = World::new();
+    world.setup();
+    let first = world.deploy();
+    world.commit("assets/data.txt", "second data\n");
+    let second = world.deploy();
+    world.rollback(None).unwrap();
+    assert_eq!(world.current(), Some(first.release.clone()));
+    world.commit("src/main.rs", "fn main() {}\n");
+    let third = world.deploy();
+    assert_archive(&world, &third.release, &third.sha);
+    assert_eq!(inode(&world, &third.release, "Cargo.toml"), inode(&world, &first.release, "Cargo.toml"));
+    // Only `current`'s files are reused: this one changed since the release gone back to.
+    assert_ne!(inode(&world, &third.release, "assets/data.txt"), inode(&world, &second.release, "assets/data.txt"));
+}
