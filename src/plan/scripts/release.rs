@@ -238,8 +238,9 @@ const REUSE: &str = r#"reuse() {
   mkdir "$work" || return 1
   git --git-dir=repo ls-tree -r -z --full-tree "$tree" > "$work/new.z" || return 1
   git --git-dir=repo ls-tree -r -z --full-tree "$prev_tree" > "$work/old.z" || return 1
+  # One path a line: a path with a newline in it (a line in `-z` output) cannot be reused.
+  newlines=$(cat "$work/new.z" "$work/old.z" | wc -l) && [ $((newlines)) -eq 0 ] || return 1
   for list in new old; do
-    tr -d '\n' < "$work/$list.z" | cmp -s - "$work/$list.z" || return 1
     tr '\0' '\n' < "$work/$list.z" | LC_ALL=C sort > "$work/$list" || return 1
   done
   LC_ALL=C comm -3 "$work/new" "$work/old" > "$work/changed" || return 1
