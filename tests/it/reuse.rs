@@ -161,6 +161,16 @@ fn a_previous_release_that_lacks_a_file_or_was_changed_is_not_trusted() {
     let fourth = world.deploy();
     assert_archive(&world, &fourth.release, &fourth.sha);
     assert_eq!(inode(&world, &fourth.release, "docs/page1.md"), inode(&world, &third.release, "docs/page1.md"));
+
+    // The app put an older file of its release in place of another: its time tells nothing,
+    // its inode does.
+    let dir = world.deploy_to.join("releases").join(&fourth.release).join("docs");
+    let copied = Command::new("cp").arg("-p").arg(dir.join("page1.md")).arg(dir.join("page2.new")).status().unwrap();
+    assert!(copied.success());
+    fs::rename(dir.join("page2.new"), dir.join("page2.md")).unwrap();
+    world.commit("src/main.rs", "fn main() { println!(\"5\"); }\n");
+    let fifth = world.deploy();
+    assert_archive(&world, &fifth.release, &fifth.sha);
 }
 
 #[test]

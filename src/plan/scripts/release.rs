@@ -202,10 +202,12 @@ done"#
 /// For `reuse = "link"`, after the release is made: its files become read-only (those already
 /// read-only are left alone: a file shared with an older release is never touched), so that
 /// an app writing into one in place fails instead of changing every release that shares it;
-/// then its tree is recorded, for the next release to reuse its files. The record's time
-/// tells which of its files were replaced since (`REUSE`). Its directories stay writable.
+/// then it is recorded, for the next release to reuse its files: its tree, `$attributes`, and
+/// the inode of each of its files (`find -printf`, GNU's; without it, nothing is reused). The
+/// record's time and the inodes tell which of its files were written or replaced since
+/// (`REUSE`). Its directories stay writable.
 const SEAL: &str = r#"find "releases/$rel" -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} +
-printf '%s\n' "$tree" "$attributes" > "$record"
+{ printf '%s\n' "$tree" "$attributes"; (cd "releases/$rel" && find . \( -type f -o -type l \) -printf '%i %p\n' 2>/dev/null) | LC_ALL=C sort; } > "$record"
 "#;
 
 /// What `repo/info/attributes` holds, as `$attributes`: a release reuses the files of one made
@@ -222,9 +224,10 @@ const ATTRIBUTES: &str =
 /// Returns 1 whenever anything is off, and the caller extracts the whole tree instead: no such
 /// release or record, its commit gone, a path with a newline, a `.gitattributes` changed or
 /// `export-subst`/`export-ignore` in play, most of the tree changed, a tool missing or failing
-/// (a `cp` without `--parents`), and a file of the previous release missing, of another type or
-/// mode, or changed since it was made (its time after the record's), or a directory on the way
-/// to one that is no longer a directory. `$work` holds the lists, one line a path.
+/// (a `cp` without `--parents`), and a file of the previous release missing, replaced since it
+/// was made (another inode than the record's, which also tells a directory on the way to it
+/// replaced by a link), written since (its time after the record's) or of another mode. `$work`
+/// holds the lists, one line a path.
 const REUSE: &str = r#"reuse() {
   prev=$(readlink current) || return 1
   prev=${prev##*/}
@@ -261,30 +264,28 @@ const REUSE: &str = r#"reuse() {
   # Extracting most of the tree costs what extracting all of it does.
   all=$(wc -l < "$work/new") && changed=$(wc -l < "$work/extract") || return 1
   [ $((changed * 2)) -le $((all)) ] || return 1
-  # The paths to reuse (each from `./`, so that none reads as an option), by type; and every
-  # directory on the way to one.
+  # The paths to reuse (each from `./`, so that none reads as an option), by mode.
   LC_ALL=C work="$work" awk '{
     path = "./" substr($0, index($0, "\t") + 1)
     mode = substr($0, 1, 7)
-    if (mode == "100644 ") print path > (ENVIRON["work"] "/plain")
-    else if (mode == "100755 ") print path > (ENVIRON["work"] "/exec")
-    else if (mode == "120000 ") print path > (ENVIRON["work"] "/links")
+    if (mode == "100755 ") print path > (ENVIRON["work"] "/exec")
+    else if (mode == "100644 " || mode == "120000 ") print path > (ENVIRON["work"] "/plain")
     else bad = 1
     print path > (ENVIRON["work"] "/all")
-    n = split(path, part, "/")
-    dir = part[1]
-    for (i = 2; i < n; i++) { dir = dir "/" part[i]; if (!(dir in seen)) { seen[dir] = 1; print dir > (ENVIRON["work"] "/dirs") } }
   } END { exit bad }' "$work/same" || return 1
-  for list in plain exec links dirs all; do
+  for list in plain exec all; do
     if [ -f "$work/$list" ]; then tr '\n' '\0' < "$work/$list" > "$work/$list.z" || return 1; fi
   done
-  # What an app changed in its release since it was made is not reused.
+  # What an app changed in its release since it was made is not reused: a file replaced by
+  # another (or reached through a directory replaced by a link) has another inode than the
+  # record's; a file written in place, a time after the record's; or another mode.
+  (cd "releases/$prev" && xargs -0 stat -c '%i %n' < "$work/all.z" > "$work/inodes") || return 1
+  LC_ALL=C sort "$work/inodes" > "$work/now" && sed 1,2d "$stamp" > "$work/then" || return 1
+  LC_ALL=C comm -23 "$work/now" "$work/then" > "$work/odd" && [ ! -s "$work/odd" ] || return 1
   (
     cd "releases/$prev" || exit 1
-    if [ -f "$work/plain.z" ]; then xargs -0 sh -c 'find "$@" -prune \( -newer "$0" -o ! -type f -o -perm -0100 \) -print' "$stamp" < "$work/plain.z" || exit 1; fi
-    if [ -f "$work/exec.z" ]; then xargs -0 sh -c 'find "$@" -prune \( -newer "$0" -o ! -type f -o ! -perm -0100 \) -print' "$stamp" < "$work/exec.z" || exit 1; fi
-    if [ -f "$work/links.z" ]; then xargs -0 sh -c 'find "$@" -prune \( -newer "$0" -o ! -type l \) -print' "$stamp" < "$work/links.z" || exit 1; fi
-    if [ -f "$work/dirs.z" ]; then xargs -0 sh -c 'find "$@" -prune ! -type d -print' sh < "$work/dirs.z" || exit 1; fi
+    if [ -f "$work/plain.z" ]; then xargs -0 sh -c 'find "$@" -prune \( -newer "$0" -o -type f -perm -0100 \) -print' "$stamp" < "$work/plain.z" || exit 1; fi
+    if [ -f "$work/exec.z" ]; then xargs -0 sh -c 'find "$@" -prune \( -newer "$0" -o ! -perm -0100 \) -print' "$stamp" < "$work/exec.z" || exit 1; fi
   ) > "$work/odd" || return 1
   [ ! -s "$work/odd" ] || return 1
   (cd "releases/$prev" && xargs -0 cp -P -l --parents -t "$d/releases/$rel" -- < "$work/all.z") || return 1

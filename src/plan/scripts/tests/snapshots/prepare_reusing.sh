@@ -73,30 +73,28 @@ reuse() {
   # Extracting most of the tree costs what extracting all of it does.
   all=$(wc -l < "$work/new") && changed=$(wc -l < "$work/extract") || return 1
   [ $((changed * 2)) -le $((all)) ] || return 1
-  # The paths to reuse (each from `./`, so that none reads as an option), by type; and every
-  # directory on the way to one.
+  # The paths to reuse (each from `./`, so that none reads as an option), by mode.
   LC_ALL=C work="$work" awk '{
     path = "./" substr($0, index($0, "\t") + 1)
     mode = substr($0, 1, 7)
-    if (mode == "100644 ") print path > (ENVIRON["work"] "/plain")
-    else if (mode == "100755 ") print path > (ENVIRON["work"] "/exec")
-    else if (mode == "120000 ") print path > (ENVIRON["work"] "/links")
+    if (mode == "100755 ") print path > (ENVIRON["work"] "/exec")
+    else if (mode == "100644 " || mode == "120000 ") print path > (ENVIRON["work"] "/plain")
     else bad = 1
     print path > (ENVIRON["work"] "/all")
-    n = split(path, part, "/")
-    dir = part[1]
-    for (i = 2; i < n; i++) { dir = dir "/" part[i]; if (!(dir in seen)) { seen[dir] = 1; print dir > (ENVIRON["work"] "/dirs") } }
   } END { exit bad }' "$work/same" || return 1
-  for list in plain exec links dirs all; do
+  for list in plain exec all; do
     if [ -f "$work/$list" ]; then tr '\n' '\0' < "$work/$list" > "$work/$list.z" || return 1; fi
   done
-  # What an app changed in its release since it was made is not reused.
+  # What an app changed in its release since it was made is not reused: a file replaced by
+  # another (or reached through a directory replaced by a link) has another inode than the
+  # record's; a file written in place, a time after the record's; or another mode.
+  (cd "releases/$prev" && xargs -0 stat -c '%i %n' < "$work/all.z" > "$work/inodes") || return 1
+  LC_ALL=C sort "$work/inodes" > "$work/now" && sed 1,2d "$stamp" > "$work/then" || return 1
+  LC_ALL=C comm -23 "$work/now" "$work/then" > "$work/odd" && [ ! -s "$work/odd" ] || return 1
   (
     cd "releases/$prev" || exit 1
-    if [ -f "$work/plain.z" ]; then xargs -0 sh -c 'find "$@" -prune \( -newer "$0" -o ! -type f -o -perm -0100 \) -print' "$stamp" < "$work/plain.z" || exit 1; fi
-    if [ -f "$work/exec.z" ]; then xargs -0 sh -c 'find "$@" -prune \( -newer "$0" -o ! -type f -o ! -perm -0100 \) -print' "$stamp" < "$work/exec.z" || exit 1; fi
-    if [ -f "$work/links.z" ]; then xargs -0 sh -c 'find "$@" -prune \( -newer "$0" -o ! -type l \) -print' "$stamp" < "$work/links.z" || exit 1; fi
-    if [ -f "$work/dirs.z" ]; then xargs -0 sh -c 'find "$@" -prune ! -type d -print' sh < "$work/dirs.z" || exit 1; fi
+    if [ -f "$work/plain.z" ]; then xargs -0 sh -c 'find "$@" -prune \( -newer "$0" -o -type f -perm -0100 \) -print' "$stamp" < "$work/plain.z" || exit 1; fi
+    if [ -f "$work/exec.z" ]; then xargs -0 sh -c 'find "$@" -prune \( -newer "$0" -o ! -perm -0100 \) -print' "$stamp" < "$work/exec.z" || exit 1; fi
   ) > "$work/odd" || return 1
   [ ! -s "$work/odd" ] || return 1
   (cd "releases/$prev" && xargs -0 cp -P -l --parents -t "$d/releases/$rel" -- < "$work/all.z") || return 1
@@ -135,5 +133,5 @@ if [ -e "releases/$rel"/config/database.yml ] || [ -L "releases/$rel"/config/dat
 [ -d "releases/$rel"/config ] || mkdir -p "releases/$rel"/config
 ln -s "$d/shared"/config/database.yml "releases/$rel"/config/database.yml
 find "releases/$rel" -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} +
-printf '%s\n' "$tree" "$attributes" > "$record"
+{ printf '%s\n' "$tree" "$attributes"; (cd "releases/$rel" && find . \( -type f -o -type l \) -printf '%i %p\n' 2>/dev/null) | LC_ALL=C sort; } > "$record"
 trap - EXIT
