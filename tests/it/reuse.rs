@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -171,6 +172,19 @@ fn a_previous_release_that_lacks_a_file_or_was_changed_is_not_trusted() {
     world.commit("src/main.rs", "fn main() { println!(\"5\"); }\n");
     let fifth = world.deploy();
     assert_archive(&world, &fifth.release, &fifth.sha);
+
+    // Root (these tests' deploy user) writes into a read-only file in place: same inode, a
+    // later time. And the app makes a file executable: same inode, another mode.
+    let dir = world.deploy_to.join("releases").join(&fifth.release).join("docs");
+    fs::OpenOptions::new().append(true).open(dir.join("page3.md")).unwrap().write_all(b"appended\n").unwrap();
+    world.commit("src/main.rs", "fn main() { println!(\"6\"); }\n");
+    let sixth = world.deploy();
+    assert_archive(&world, &sixth.release, &sixth.sha);
+    let dir = world.deploy_to.join("releases").join(&sixth.release).join("docs");
+    fs::set_permissions(dir.join("page3.md"), fs::Permissions::from_mode(0o555)).unwrap();
+    world.commit("src/main.rs", "fn main() { println!(\"7\"); }\n");
+    let seventh = world.deploy();
+    assert_archive(&world, &seventh.release, &seventh.sha);
 }
 
 #[test]

@@ -46,60 +46,61 @@ reuse() {
   { read -r prev_tree && read -r prev_attributes; } < "$stamp" || return 1
   [ "$prev_attributes" = "$attributes" ] || return 1
   case "$prev_tree" in ''|*[!0-9a-f]*) return 1 ;; esac
-  git --git-dir=repo cat-file -e "$prev_tree^{commit}" || return 1
   mkdir "$work" || return 1
   git --git-dir=repo ls-tree -r -z --full-tree "$tree" > "$work/new.z" || return 1
   git --git-dir=repo ls-tree -r -z --full-tree "$prev_tree" > "$work/old.z" || return 1
   # One path a line: a path with a newline in it (a line in `-z` output) cannot be reused.
   newlines=$(cat "$work/new.z" "$work/old.z" | wc -l) && [ $((newlines)) -eq 0 ] || return 1
-  for list in new old; do
-    tr '\0' '\n' < "$work/$list.z" | LC_ALL=C sort > "$work/$list" || return 1
-  done
-  LC_ALL=C comm -3 "$work/new" "$work/old" > "$work/changed" || return 1
-  grep -q -F .gitattributes "$work/changed"; [ $? = 1 ] || return 1
-  grep -q -F .gitattributes "$work/new"
-  case $? in
-    0) git --git-dir=repo grep -q -F -e export-subst -e export-ignore "$tree" -- .gitattributes '*/.gitattributes'
-       [ $? = 1 ] || return 1 ;;
-    1) ;;
-    *) return 1 ;;
-  esac
+  tr '\0' '\n' < "$work/new.z" > "$work/new" && tr '\0' '\n' < "$work/old.z" > "$work/old" || return 1
+  printf '%s\n' "$@" > "$work/skip"
+  # Reused: the same line (mode, type, blob, path) in both commits, a file or a link, neither
+  # REVISION nor under a PATH; `all` lists them (from `./`, so that none reads as an option) and
+  # `expect` their types (`f`, `x` executable, `l`), `extract` the others. A `.gitattributes`
+  # added, changed or removed, or most of the tree to extract: status 1.
+  LC_ALL=C work="$work" awk '
+    FILENAME ~ /\/skip$/ { if ($0 != "") skip[n++] = $0; next }
+    FILENAME ~ /\/old$/ { old[$0] = 1; gone[substr($0, index($0, "\t") + 1)] = 1; next }
+    {
+      at = index($0, "\t"); path = substr($0, at + 1); mode = substr($0, 1, 7); total++
+      delete gone[path]
+      if (path ~ /(^|\/)\.gitattributes$/) { attributes = 1; if (!($0 in old)) bad = 1 }
+      type = mode == "100644 " ? "f" : mode == "100755 " ? "x" : mode == "120000 " ? "l" : ""
+      same = at > 0 && ($0 in old) && type != "" && path != "REVISION"
+      for (i = 0; same && i < n; i++) if (substr(path, 1, length(skip[i])) == skip[i]) same = 0
+      if (same) { print "./" path > (ENVIRON["work"] "/all"); print type " ./" path > (ENVIRON["work"] "/expect") }
+      else { print path > (ENVIRON["work"] "/extract"); changed++ }
+    }
+    END {
+      for (path in gone) if (path ~ /(^|\/)\.gitattributes$/) bad = 1
+      if (attributes) print "" > (ENVIRON["work"] "/attributes")
+      exit bad || changed * 2 > total || changed == total
+    }' "$work/skip" "$work/old" "$work/new" || return 1
+  if [ -f "$work/attributes" ]; then
+    git --git-dir=repo grep -q -F -e export-subst -e export-ignore "$tree" -- .gitattributes '*/.gitattributes'
+    [ $? = 1 ] || return 1
+  fi
   if [ -f repo/info/attributes ]; then
     grep -q -E '(^|[[:space:]])export-(subst|ignore)([[:space:]=]|$)' repo/info/attributes; [ $? = 1 ] || return 1
   fi
-  # Unchanged: the same line (mode, type, blob, path) in both; never a submodule, REVISION, ARGS.
-  LC_ALL=C comm -12 "$work/new" "$work/old" | grep -v -F -e '160000 commit ' -e "$tab"REVISION "$@" > "$work/same" || return 1
-  LC_ALL=C comm -23 "$work/new" "$work/same" > "$work/extract" || return 1
-  # Extracting most of the tree costs what extracting all of it does.
-  all=$(wc -l < "$work/new") && changed=$(wc -l < "$work/extract") || return 1
-  [ $((changed * 2)) -le $((all)) ] || return 1
-  # The paths to reuse (each from `./`, so that none reads as an option), by mode.
-  LC_ALL=C work="$work" awk '{
-    path = "./" substr($0, index($0, "\t") + 1)
-    mode = substr($0, 1, 7)
-    if (mode == "100755 ") print path > (ENVIRON["work"] "/exec")
-    else if (mode == "100644 " || mode == "120000 ") print path > (ENVIRON["work"] "/plain")
-    else bad = 1
-    print path > (ENVIRON["work"] "/all")
-  } END { exit bad }' "$work/same" || return 1
-  for list in plain exec all; do
-    if [ -f "$work/$list" ]; then tr '\n' '\0' < "$work/$list" > "$work/$list.z" || return 1; fi
-  done
+  tr '\n' '\0' < "$work/all" > "$work/all.z" || return 1
   # What an app changed in its release since it was made is not reused: a file replaced by
   # another (or reached through a directory replaced by a link) has another inode than the
-  # record's; a file written in place, a time after the record's; or another mode.
-  (cd "releases/$prev" && xargs -0 stat -c '%i %n' < "$work/all.z" > "$work/inodes") || return 1
-  LC_ALL=C sort "$work/inodes" > "$work/now" && sed 1,2d "$stamp" > "$work/then" || return 1
-  LC_ALL=C comm -23 "$work/now" "$work/then" > "$work/odd" && [ ! -s "$work/odd" ] || return 1
-  (
-    cd "releases/$prev" || exit 1
-    if [ -f "$work/plain.z" ]; then xargs -0 sh -c 'find "$@" -prune \( -newer "$0" -o -type f -perm -0100 \) -print' "$stamp" < "$work/plain.z" || exit 1; fi
-    if [ -f "$work/exec.z" ]; then xargs -0 sh -c 'find "$@" -prune \( -newer "$0" -o ! -perm -0100 \) -print' "$stamp" < "$work/exec.z" || exit 1; fi
-  ) > "$work/odd" || return 1
-  [ ! -s "$work/odd" ] || return 1
+  # record's; a file written in place, a time after the record's; or another type or mode.
+  since=$(find "$stamp" -prune -printf '%T@') || return 1
+  (cd "releases/$prev" && xargs -0 sh -c 'exec find "$@" -prune -printf "%i %y%m %T@ %p\n"' sh < "$work/all.z") > "$work/now" || return 1
+  LC_ALL=C awk -v since="$since" '
+    FILENAME ~ /\/tree\.[0-9]*$/ { if (FNR > 2) inode[substr($0, index($0, " ") + 1)] = $1; next }
+    FILENAME ~ /\/expect$/ { expect[substr($0, 3)] = substr($0, 1, 1); wanted++; next }
+    {
+      path = $0; for (i = 0; i < 3; i++) path = substr(path, index(path, " ") + 1)
+      kind = substr($2, 1, 1) == "l" ? "l" : substr($2, 1, 1) != "f" ? "?" : substr($2, 2, 1) ~ /[1357]/ ? "x" : "f"
+      if (inode[path] != $1 || expect[path] != kind || $3 + 0 > since + 0) bad = 1
+      found++
+    }
+    END { exit bad || found != wanted }' "$stamp" "$work/expect" "$work/now" || return 1
   (cd "releases/$prev" && xargs -0 cp -P -l --parents -t "$d/releases/$rel" -- < "$work/all.z") || return 1
   if [ -s "$work/extract" ]; then
-    cut -f 2- "$work/extract" | tr '\n' '\0' > "$work/extract.z" || return 1
+    tr '\n' '\0' < "$work/extract" > "$work/extract.z" || return 1
     # Each invocation (xargs may split the paths) extracts its own archive.
     tree="$tree" dest="releases/$rel" failed="$work/failed" xargs -0 sh -c \
       '{ git --git-dir=repo --literal-pathspecs archive --format=tar "$tree" -- "$@" || echo x > "$failed"; } | tar -x -f - -C "$dest" || echo x > "$failed"' \
@@ -107,8 +108,7 @@ reuse() {
     [ ! -e "$work/failed" ] || return 1
   fi
 }
-tab=$(printf '\t')
-if ! reuse -e "$tab"log -e "$tab"config/database.yml 2>/dev/null; then
+if ! reuse log config/database.yml 2>/dev/null; then
   rm -rf "releases/$rel" "$work"
   mkdir "releases/$rel"
   { git --git-dir=repo archive --format=tar "$tree" || echo "git archive failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker"
@@ -133,5 +133,5 @@ if [ -e "releases/$rel"/config/database.yml ] || [ -L "releases/$rel"/config/dat
 [ -d "releases/$rel"/config ] || mkdir -p "releases/$rel"/config
 ln -s "$d/shared"/config/database.yml "releases/$rel"/config/database.yml
 find "releases/$rel" -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} +
-{ printf '%s\n' "$tree" "$attributes"; (cd "releases/$rel" && find . \( -type f -o -type l \) -printf '%i %p\n' 2>/dev/null) | LC_ALL=C sort; } > "$record"
+{ printf '%s\n' "$tree" "$attributes"; (cd "releases/$rel" && find . \( -type f -o -type l \) -printf '%i %p\n' 2>/dev/null) || :; } > "$record"
 trap - EXIT
