@@ -227,6 +227,17 @@ const ATTRIBUTES: &str =
 /// missing, replaced since it was made (another inode than the record's, which also tells a
 /// directory on the way to it replaced by a link), written since (its time after the
 /// record's), or of another type or mode. `$work` holds the lists, one line a path.
+///
+/// The steps: the two commits' listings (`ls-tree -z`: a line in them is a path with a newline),
+/// as lines; an `awk` makes `all` (the paths reused: the same line, mode, blob and path, in
+/// both; a file or a link; neither `REVISION` nor under a PATH; each from `./`, so that none
+/// reads as an option), `expect` (their types: `f`, `x` executable, `l`) and `extract` (the
+/// others), and fails when a `.gitattributes` was added, changed or removed, or most of the tree
+/// is to be extracted. Then one `find -printf` prints each reused file's inode, type, mode and
+/// time in the previous release, and an `awk` checks them against the record and `expect`; then
+/// `cp -l --parents` links them, and `git archive` of the paths to extract (one archive per
+/// invocation, as `xargs` may split the paths) writes the rest. The script's text travels on
+/// every deploy: its comments are here.
 const REUSE: &str = r#"reuse() {
   prev=$(readlink current) || return 1
   prev=${prev##*/}
@@ -239,14 +250,9 @@ const REUSE: &str = r#"reuse() {
   mkdir "$work" || return 1
   git --git-dir=repo ls-tree -r -z --full-tree "$tree" > "$work/new.z" || return 1
   git --git-dir=repo ls-tree -r -z --full-tree "$prev_tree" > "$work/old.z" || return 1
-  # One path a line: a path with a newline in it (a line in `-z` output) cannot be reused.
   newlines=$(cat "$work/new.z" "$work/old.z" | wc -l) && [ $((newlines)) -eq 0 ] || return 1
   tr '\0' '\n' < "$work/new.z" > "$work/new" && tr '\0' '\n' < "$work/old.z" > "$work/old" || return 1
   printf '%s\n' "$@" > "$work/skip"
-  # Reused: the same line (mode, type, blob, path) in both commits, a file or a link, neither
-  # REVISION nor under a PATH; `all` lists them (from `./`, so that none reads as an option) and
-  # `expect` their types (`f`, `x` executable, `l`), `extract` the others. A `.gitattributes`
-  # added, changed or removed, or most of the tree to extract: status 1.
   LC_ALL=C work="$work" awk '
     FILENAME ~ /\/skip$/ { if ($0 != "") skip[n++] = $0; next }
     FILENAME ~ /\/old$/ { old[$0] = 1; gone[substr($0, index($0, "\t") + 1)] = 1; next }
@@ -273,9 +279,6 @@ const REUSE: &str = r#"reuse() {
     grep -q -E '(^|[[:space:]])export-(subst|ignore)([[:space:]=]|$)' repo/info/attributes; [ $? = 1 ] || return 1
   fi
   tr '\n' '\0' < "$work/all" > "$work/all.z" || return 1
-  # What an app changed in its release since it was made is not reused: a file replaced by
-  # another (or reached through a directory replaced by a link) has another inode than the
-  # record's; a file written in place, a time after the record's; or another type or mode.
   since=$(find "$stamp" -prune -printf '%T@') || return 1
   (cd "releases/$prev" && xargs -0 sh -c 'exec find "$@" -prune -printf "%i %y%m %T@ %p\n"' sh < "$work/all.z") > "$work/now" || return 1
   LC_ALL=C awk -v since="$since" '
@@ -291,7 +294,6 @@ const REUSE: &str = r#"reuse() {
   (cd "releases/$prev" && xargs -0 cp -P -l --parents -t "$d/releases/$rel" -- < "$work/all.z") || return 1
   if [ -s "$work/extract" ]; then
     tr '\n' '\0' < "$work/extract" > "$work/extract.z" || return 1
-    # Each invocation (xargs may split the paths) extracts its own archive.
     tree="$tree" dest="releases/$rel" failed="$work/failed" xargs -0 sh -c \
       '{ git --git-dir=repo --literal-pathspecs archive --format=tar "$tree" -- "$@" || echo x > "$failed"; } | tar -x -f - -C "$dest" || echo x > "$failed"' \
       sh < "$work/extract.z" || return 1
