@@ -22,7 +22,7 @@ mod validate;
 pub use env::{Defaults, EnvAuth, Secret, ENV_KNOWN_HOSTS, ENV_SSH_KEY, ENV_SSH_KEY_PASSPHRASE};
 pub use server::Server;
 pub use settings::{
-    Cache, Healthcheck, Hook, Hooks, HostKeyPolicy, Scope, SshOptions, Timeouts, TransportKind,
+    Cache, Healthcheck, Hook, Hooks, HostKeyPolicy, Reuse, Scope, SshOptions, Timeouts, TransportKind,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_KEEP_RELEASES,
     DEFAULT_PUSH_TIMEOUT, DEFAULT_STEP_TIMEOUT,
 };
@@ -64,6 +64,8 @@ pub struct Config {
     pub hooks: Hooks,
     /// How a release is made on the server.
     pub cache: Cache,
+    /// Whether a release reuses the previous release's unchanged files (hard links, read-only).
+    pub reuse: Reuse,
     /// The stage these settings are for (`--stage`, else `default_stage`), if the manifest
     /// has `stages`.
     pub stage: Option<String>,
@@ -146,6 +148,7 @@ impl Config {
         let servers = server::servers(raw.servers, &identity, gateway, &deploy_to, reach, section).map_err(invalid)?;
         validate::paths(&raw.linked_files, &raw.linked_dirs, &raw.artifacts, section).map_err(invalid)?;
         let cache = validate::cache(raw.cache.as_deref(), section).map_err(invalid)?;
+        let reuse = validate::reuse(raw.reuse.as_deref(), section).map_err(invalid)?;
         let hooks = validate::hooks(raw.hooks, &declared_roles, section).map_err(invalid)?;
         let ssh = SshOptions {
             identity,
@@ -170,6 +173,7 @@ impl Config {
             target_dir: defaults.target_dir.clone().unwrap_or_else(|| base.join("target")),
             hooks,
             cache,
+            reuse,
             stage,
             servers,
             ssh,

@@ -26,6 +26,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) artifacts: Vec<String>,
     pub(super) cache: Option<String>,
+    pub(super) reuse: Option<String>,
     #[serde(default)]
     pub(super) hooks: RawHooks,
     #[serde(default)]

@@ -1,5 +1,5 @@
 //! The typed settings a [`Config`](super::Config) holds besides its servers and credentials:
-//! hooks and the `Scope` that picks their servers, the cache, the transport, the host-key
+//! hooks and the `Scope` that picks their servers, the cache, reuse, the transport, the host-key
 //! policy, the time limits and the health check, with the `DEFAULT_*` values they get.
 
 use std::path::PathBuf;
@@ -73,6 +73,19 @@ pub enum Cache {
     /// Capistrano 2's remote cache: a working copy in `shared/cached-copy`, updated from `repo/`
     /// and copied into the release.
     CachedCopy,
+}
+
+/// Whether a new release reuses the unchanged files of the previous one (`reuse`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reuse {
+    /// The files unchanged since the release `current` points at are hard links of its own;
+    /// only the rest is extracted. Every file of a release is read-only, so that an app
+    /// writing into one in place fails instead of changing the releases that share it.
+    #[default]
+    Link,
+    /// Every release is extracted whole, its files writable (for apps that write into their
+    /// own release's files).
+    Off,
 }
 
 /// Commands for each phase of a deploy, in order.

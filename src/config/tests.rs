@@ -37,6 +37,8 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(config.revision, "HEAD");
     assert!(config.build.is_empty());
     assert!(config.submodules);
+    assert_eq!(config.cache, Cache::Archive);
+    assert_eq!(config.reuse, Reuse::Link);
     assert_eq!(
         config.servers,
         vec![Server {
@@ -74,6 +76,7 @@ fn full_config_is_taken_as_written() {
         linked_dirs = ["log"]
         artifacts = ["target/release/hello"]
         cache = "cached-copy"
+        reuse = "off"
         transport = "exec"
         [deploy.hooks]
         before_update = [{ local = "cargo test" }]
@@ -103,6 +106,7 @@ fn full_config_is_taken_as_written() {
     assert_eq!(config.linked_dirs, vec!["log".to_string()]);
     assert_eq!(config.artifacts, vec!["target/release/hello".to_string()]);
     assert_eq!(config.cache, Cache::CachedCopy);
+    assert_eq!(config.reuse, Reuse::Off);
     assert_eq!(config.hooks.before_update, vec![Hook::Local("cargo test".into())]);
     assert_eq!(config.hooks.after_update, vec![Hook::Remote("./bin/migrate".into(), Scope::default())]);
     assert_eq!(config.servers[0].display_name(), "deploy@a.example:2222");
@@ -239,6 +243,12 @@ fn bad_values_are_refused() {
     );
     let cache = error_text("[deploy]\ncache = \"copy\"\n[[deploy.servers]]\nhost = \"a\"\n");
     assert!(cache.contains("expected `archive`"), "{cache}");
+    let reuse = error_text("[deploy]\nreuse = \"hardlink\"\n[[deploy.servers]]\nhost = \"a\"\n");
+    assert!(
+        reuse.contains("`package.metadata.deploy.reuse` is `hardlink`: expected `link` (unchanged files hard-linked"),
+        "{reuse}"
+    );
+    assert!(reuse.contains("or `off` (every release extracted whole, files writable)"), "{reuse}");
     let hook = error_text(
         "[deploy.hooks]\nbefore_update = [{ local = \"a\", remote = \"b\" }]\n[[deploy.servers]]\nhost = \"a\"\n",
     );

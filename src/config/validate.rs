@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::raw::{RawHealthcheck, RawHooks, RawTimeouts};
 use super::server::role_list;
 use super::{
-    Cache, Defaults, Healthcheck, Hook, Hooks, HostKeyPolicy, Scope, Timeouts, TransportKind, DEFAULT_HEALTH_INTERVAL,
-    DEFAULT_HEALTH_TIMEOUT, DEFAULT_KEEP_RELEASES,
+    Cache, Defaults, Healthcheck, Hook, Hooks, HostKeyPolicy, Reuse, Scope, Timeouts, TransportKind,
+    DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_KEEP_RELEASES,
 };
 
 /// The application's name: `written`, else the package's name; or the message when empty.
@@ -77,6 +77,18 @@ pub(super) fn cache(written: Option<&str>, section: &str) -> Result<Cache, Strin
         Some("cached-copy") => Ok(Cache::CachedCopy),
         Some(other) => Err(format!(
             "`{section}.deploy.cache` is `{other}`: expected `archive` (Capistrano 3) or `cached-copy` (Capistrano 2)"
+        )),
+    }
+}
+
+/// `reuse`: `link` (the default) or `off`.
+pub(super) fn reuse(written: Option<&str>, section: &str) -> Result<Reuse, String> {
+    match written {
+        None | Some("link") => Ok(Reuse::Link),
+        Some("off") => Ok(Reuse::Off),
+        Some(other) => Err(format!(
+            "`{section}.deploy.reuse` is `{other}`: expected `link` (unchanged files hard-linked from the \
+             previous release, every file read-only) or `off` (every release extracted whole, files writable)"
         )),
     }
 }

@@ -11,6 +11,7 @@ mod deploy;
 mod fleet;
 mod hostile_trees;
 mod lifecycle;
+mod reuse;
 mod safety;
 mod submodules;
 mod transport;

@@ -246,6 +246,7 @@ pub(super) fn confirm_function(config: &Config, token: &str) -> String {
       if [ "$pass" = bad ] && ! has_line "${{r##*/}}" "$state/bad"; then continue; fi
       excess=$((excess - 1))
       mv "$r" "$d/releases/.pruned-${{r##*/}}" 2>/dev/null || rm -rf "$r"
+      rm -f "$state/tree.${{r##*/}}"
       echo "prune ${{r##*/}}"
     done
   done

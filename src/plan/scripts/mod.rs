@@ -32,6 +32,10 @@
 //! | `REMOVE_UNFINISHED` | `$d`, `$state` | `marker`, `unfinished` |
 //! | `release_lock` | `$lock` (`"$state/lock"`), `LOCK_HELPERS` | exits |
 //! | `NO_LINK` | `$rel`, the working directory `$d` | the function `no_link`; `p`, `rest` |
+//! | `RECORD` (release.rs) | `$d`, `$rel`, `$marker` | `record`, `work`, the `EXIT` trap; `r` |
+//! | `ATTRIBUTES` (release.rs) | the working directory `$d` | `attributes` |
+//! | `REUSE` (release.rs) | `$d`, `$rel`, `$tree`, `$record`, `$work`, `$attributes`, the working directory `$d` | the function `reuse`; `prev`, `stamp`, `prev_tree`, `prev_attributes`, `newlines`, `since` |
+//! | `SEAL` (release.rs) | `$rel`, `$tree`, `$record`, `$attributes`, the working directory `$d` | |
 //! | `SWITCH_CURRENT` | `$d`, `$rel`, the working directory `$d` | |
 //!
 //! The values that a script and the deployer must agree on (the state directory, the exit

@@ -2,7 +2,7 @@
 //! written through a link of the tree), the hooks, publish (switch `current`), discard; and the
 //! read-only ones, inspect (`releases`) and deploy-check.
 
-use crate::config::{Cache, Config};
+use crate::config::{Cache, Config, Reuse};
 use crate::plan::{Release, SubmoduleRelease};
 use crate::shell::{quote, RemoteScript};
 
@@ -13,7 +13,9 @@ use super::STATE_DIR;
 /// Makes `releases/<name>` from the pushed commit (never from a branch name): its files (by
 /// `git archive`, or through `shared/cached-copy`), the submodules', `REVISION`, and the links
 /// to `shared/`. A missing linked file is refused before anything is made; if anything fails,
-/// the unfinished release is removed.
+/// the unfinished release is removed. With `reuse = "link"` (and `cache = "archive"`), the
+/// files unchanged since the current release are its own, hard-linked (see `REUSE`), every
+/// file is read-only, and the release's tree is recorded for the next one.
 pub fn prepare_script(config: &Config, release: &Release, submodules: &[SubmoduleRelease]) -> RemoteScript {
     let mut checks = String::new();
     for file in &config.linked_files {
@@ -49,11 +51,30 @@ pub fn prepare_script(config: &Config, release: &Release, submodules: &[Submodul
         true => String::new(),
         false => format!("mkdir -p {git_dir}/info && printf '%s\\n' {attributes} > {git_dir}/info/attributes\n"),
     };
+    const ARCHIVE: &str = r#"{ git --git-dir=repo archive --format=tar "$tree" || echo "git archive failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker""#;
+    // `reuse = "link"` makes the releases of `cache = "archive"`: each tree is recorded, and
+    // the files of every release are read-only (see `REUSE`).
+    let link = config.reuse == Reuse::Link && config.cache == Cache::Archive;
     let extract = match config.cache {
-        Cache::Archive => {
+        // With submodules, the release is extracted whole (a submodule's files are not reused).
+        Cache::Archive if link && submodules.is_empty() => {
+            // A linked path is replaced by a link to `shared/`: never reused (any path it
+            // begins is left to the extraction, which costs only time).
+            let linked: String = config
+                .linked_dirs
+                .iter()
+                .chain(&config.linked_files)
+                .map(|path| format!(" {}", quote(path)))
+                .collect();
             write_attributes("repo")
-                + r#"{ git --git-dir=repo archive --format=tar "$tree" || echo "git archive failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker""#
+                + &format!(
+                    "{ATTRIBUTES}\n{REUSE}\n\
+                     if ! reuse{linked} 2>/dev/null; then\n  rm -rf \"releases/$rel\" \"$work\"\n  mkdir \"releases/$rel\"\n  {ARCHIVE}\nfi\n\
+                     rm -rf \"$work\""
+                )
         }
+        Cache::Archive if link => write_attributes("repo") + ATTRIBUTES + "\n" + ARCHIVE,
+        Cache::Archive => write_attributes("repo") + ARCHIVE,
         Cache::CachedCopy => {
             r#"cc="$d/shared/cached-copy"
 if [ ! -d "$cc/.git" ]; then git clone --quiet --no-checkout "$d/repo" "$cc"; fi
@@ -128,7 +149,7 @@ marker="$d/{STATE_DIR}/preparing.$rel"
 # before the release's directory exists, so that a deploy killed at any moment leaves no
 # release without it. Until the release is made, an extraction that fails writes into it.
 : > "$marker"
-trap 'rm -rf "releases/$rel" "$marker"' EXIT
+{trap}
 mkdir "releases/$rel"
 {NO_LINK}
 {extract}
@@ -143,15 +164,142 @@ no_link REVISION yes '`REVISION`' 'remove `REVISION` from the commit (the deploy
   echo "\`REVISION\` is a directory in the deployed commit: the deploy writes that file; remove it from the commit and deploy again" >&2; exit 1
 fi
 printf '%s\n' "$sha" > "releases/$rel/REVISION"
-{links}trap - EXIT
+{links}{seal}trap - EXIT
 "#,
         deploy_to = quote(&config.deploy_to),
         name = quote(&release.name),
         sha = quote(&release.sha),
         tree = quote(release.tree()),
+        trap = match link {
+            true => RECORD,
+            false => r#"trap 'rm -rf "releases/$rel" "$marker"' EXIT"#,
+        },
+        seal = match link {
+            true => SEAL,
+            false => "",
+        },
     );
     RemoteScript { name: "prepare", text }
 }
+
+/// For `reuse = "link"`, where the release's tree is recorded (`$record`) and where its lists
+/// are made while it is made (`$work`): both go if it fails, as the release does. The records
+/// of releases that are gone (pruned, discarded, removed by hand) go too.
+const RECORD: &str = concat!(
+    r#"record="$d/"#,
+    state_dir!(),
+    r#"/tree.$rel"
+work="$d/"#,
+    state_dir!(),
+    r#"/reuse.$rel"
+trap 'rm -rf "releases/$rel" "$marker" "$record" "$work"' EXIT
+for r in "${record%/*}"/tree.*; do
+  if [ -f "$r" ] && [ ! -d "releases/${r##*/tree.}" ]; then rm -f "$r"; fi
+done"#
+);
+
+/// For `reuse = "link"`, after the release is made: its files become read-only (those already
+/// read-only are left alone: a file shared with an older release is never touched), so that
+/// an app writing into one in place fails instead of changing every release that shares it;
+/// then it is recorded, for the next release to reuse its files: its tree, `$attributes`, and
+/// the inode of each of its files (`find -printf`, GNU's; without it, nothing is reused). The
+/// record's time and the inodes tell which of its files were written or replaced since
+/// (`REUSE`). Its directories stay writable.
+const SEAL: &str = r#"find "releases/$rel" -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} +
+{ printf '%s\n' "$tree" "$attributes"; (cd "releases/$rel" && find . \( -type f -o -type l \) -printf '%i %p\n' 2>/dev/null) || :; } > "$record"
+"#;
+
+/// What `repo/info/attributes` holds, as `$attributes`: a release reuses the files of one made
+/// with the same (they may change how a file is written).
+const ATTRIBUTES: &str =
+    "if [ -f repo/info/attributes ]; then attributes=$(cksum < repo/info/attributes); else attributes=none; fi";
+
+/// `reuse PATH...`, for the prepare script with `reuse = "link"`: makes `releases/$rel` from
+/// the release `current` points at, when that one was made so (its record, `tree.<name>` in the
+/// state directory: its commit, still in `repo/`, and its files' inodes): each file unchanged
+/// since (same path, mode and blob) becomes a hard link of its own, and only the rest is
+/// extracted from `$tree`. No path that a PATH (a linked path) begins is reused.
+///
+/// Returns 1 whenever anything is off, and the caller extracts the whole tree instead: no such
+/// release or record, its commit gone, a path with a newline, a `.gitattributes` changed or
+/// `export-subst`/`export-ignore` in play, most of the tree changed, a tool missing or failing
+/// (a `cp` without `--parents`, a `find` without `-printf`), and a file of the previous release
+/// missing, replaced since it was made (another inode than the record's, which also tells a
+/// directory on the way to it replaced by a link), written since (its time after the
+/// record's), or of another type or mode. `$work` holds the lists, one line a path.
+///
+/// The steps: the two commits' listings (`ls-tree -z`: a line in them is a path with a newline),
+/// as lines; an `awk` makes `all` (the paths reused: the same line, mode, blob and path, in
+/// both; a file or a link; neither `REVISION` nor under a PATH; each from `./`, so that none
+/// reads as an option), `expect` (their types: `f`, `x` executable, `l`) and `extract` (the
+/// others), and fails when a `.gitattributes` was added, changed or removed, or most of the tree
+/// is to be extracted. Then one `find -printf` prints each reused file's inode, type, mode and
+/// time in the previous release, and an `awk` checks them against the record and `expect`; then
+/// `cp -l --parents` links them, and `git archive` of the paths to extract (one archive per
+/// invocation, as `xargs` may split the paths) writes the rest. The script's text travels on
+/// every deploy: its comments are here.
+const REUSE: &str = r#"reuse() {
+  prev=$(readlink current) || return 1
+  prev=${prev##*/}
+  case "$prev" in ''|*[!0-9]*) return 1 ;; esac
+  stamp="${record%/*}/tree.$prev"
+  [ -d "releases/$prev" ] && [ -f "$stamp" ] || return 1
+  { read -r prev_tree && read -r prev_attributes; } < "$stamp" || return 1
+  [ "$prev_attributes" = "$attributes" ] || return 1
+  case "$prev_tree" in ''|*[!0-9a-f]*) return 1 ;; esac
+  mkdir "$work" || return 1
+  git --git-dir=repo ls-tree -r -z --full-tree "$tree" > "$work/new.z" || return 1
+  git --git-dir=repo ls-tree -r -z --full-tree "$prev_tree" > "$work/old.z" || return 1
+  newlines=$(cat "$work/new.z" "$work/old.z" | wc -l) && [ $((newlines)) -eq 0 ] || return 1
+  tr '\0' '\n' < "$work/new.z" > "$work/new" && tr '\0' '\n' < "$work/old.z" > "$work/old" || return 1
+  printf '%s\n' "$@" > "$work/skip"
+  LC_ALL=C work="$work" awk '
+    FILENAME ~ /\/skip$/ { if ($0 != "") skip[n++] = $0; next }
+    FILENAME ~ /\/old$/ { old[$0] = 1; gone[substr($0, index($0, "\t") + 1)] = 1; next }
+    {
+      at = index($0, "\t"); path = substr($0, at + 1); mode = substr($0, 1, 7); total++
+      delete gone[path]
+      if (path ~ /(^|\/)\.gitattributes$/) { attributes = 1; if (!($0 in old)) bad = 1 }
+      type = mode == "100644 " ? "f" : mode == "100755 " ? "x" : mode == "120000 " ? "l" : ""
+      same = at > 0 && ($0 in old) && type != "" && path != "REVISION"
+      for (i = 0; same && i < n; i++) if (substr(path, 1, length(skip[i])) == skip[i]) same = 0
+      if (same) { print "./" path > (ENVIRON["work"] "/all"); print type " ./" path > (ENVIRON["work"] "/expect") }
+      else { print path > (ENVIRON["work"] "/extract"); changed++ }
+    }
+    END {
+      for (path in gone) if (path ~ /(^|\/)\.gitattributes$/) bad = 1
+      if (attributes) print "" > (ENVIRON["work"] "/attributes")
+      exit bad || changed * 2 > total || changed == total
+    }' "$work/skip" "$work/old" "$work/new" || return 1
+  if [ -f "$work/attributes" ]; then
+    git --git-dir=repo grep -q -F -e export-subst -e export-ignore "$tree" -- .gitattributes '*/.gitattributes'
+    [ $? = 1 ] || return 1
+  fi
+  if [ -f repo/info/attributes ]; then
+    grep -q -E '(^|[[:space:]])export-(subst|ignore)([[:space:]=]|$)' repo/info/attributes; [ $? = 1 ] || return 1
+  fi
+  tr '\n' '\0' < "$work/all" > "$work/all.z" || return 1
+  since=$(find "$stamp" -prune -printf '%T@') || return 1
+  (cd "releases/$prev" && xargs -0 sh -c 'exec find "$@" -prune -printf "%i %y%m %T@ %p\n"' sh < "$work/all.z") > "$work/now" || return 1
+  LC_ALL=C awk -v since="$since" '
+    FILENAME ~ /\/tree\.[0-9]*$/ { if (FNR > 2) inode[substr($0, index($0, " ") + 1)] = $1; next }
+    FILENAME ~ /\/expect$/ { expect[substr($0, 3)] = substr($0, 1, 1); wanted++; next }
+    {
+      path = $0; for (i = 0; i < 3; i++) path = substr(path, index(path, " ") + 1)
+      kind = substr($2, 1, 1) == "l" ? "l" : substr($2, 1, 1) != "f" ? "?" : substr($2, 2, 1) ~ /[1357]/ ? "x" : "f"
+      if (inode[path] != $1 || expect[path] != kind || $3 + 0 > since + 0) bad = 1
+      found++
+    }
+    END { exit bad || found != wanted }' "$stamp" "$work/expect" "$work/now" || return 1
+  (cd "releases/$prev" && xargs -0 cp -P -l --parents -t "$d/releases/$rel" -- < "$work/all.z") || return 1
+  if [ -s "$work/extract" ]; then
+    tr '\n' '\0' < "$work/extract" > "$work/extract.z" || return 1
+    tree="$tree" dest="releases/$rel" failed="$work/failed" xargs -0 sh -c \
+      '{ git --git-dir=repo --literal-pathspecs archive --format=tar "$tree" -- "$@" || echo x > "$failed"; } | tar -x -f - -C "$dest" || echo x > "$failed"' \
+      sh < "$work/extract.z" || return 1
+    [ ! -e "$work/failed" ] || return 1
+  fi
+}"#;
 
 /// `no_link PATH LAST WHAT FIX`, for the prepare script: stops it when a directory on the way
 /// to PATH in the release (and PATH itself, when LAST is `yes`) is a symbolic link. Only the
@@ -200,7 +348,7 @@ d={deploy_to}
 rel={name}
 case "$(readlink "$d/current" 2>/dev/null)" in
   */releases/"$rel") echo "release $rel is current; kept" ;;
-  *) rm -rf "$d/releases/$rel" ;;
+  *) rm -rf "$d/releases/$rel" "$d/{STATE_DIR}/tree.$rel" ;;
 esac
 rm -f "$d/{STATE_DIR}/preparing.$rel"
 "#,

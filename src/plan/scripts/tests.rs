@@ -360,8 +360,8 @@ fn build_output_is_exempt_from_the_trees_attributes_even_with_odd_names() {
             "/bin -export-ignore\n\"/bin/my \\\"app\\\"\" {all}\n\"/bin/my \\\"app\\\"/**\" {all}\n/dist {all}\n/dist/** {all}\n"
         )
     );
-    // Without build output, the repository's attributes are left alone.
-    assert!(!prepare_script(&cfg, &release(), &[]).text.contains("info/attributes"));
+    // Without build output, the repository's attributes are left alone (read, never written).
+    assert!(!prepare_script(&cfg, &release(), &[]).text.contains("mkdir -p repo/info"));
 }
 
 #[test]
@@ -407,3 +407,81 @@ fn a_daemon_whose_port_is_taken_says_so_by_its_exit_status() {
 }
 
 mod snapshots;
+
+/// A `deploy_to` whose `repo/` has two commits (one file changed between them); their SHAs.
+fn deploy_to_with_two_commits(dir: &std::path::Path) -> (String, String) {
+    let work = dir.join("work");
+    let git = |args: &[&str]| {
+        let out = crate::local::git()
+            .arg("-C")
+            .arg(&work)
+            .args(["-c", "user.name=t", "-c", "user.email=t@localhost"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    std::fs::create_dir_all(work.join("src")).unwrap();
+    git(&["init", "-q"]);
+    std::fs::write(work.join("src/kept.rs"), "kept\n").unwrap();
+    std::fs::write(work.join("src/changed.rs"), "one\n").unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "one"]);
+    let one = git(&["rev-parse", "HEAD"]);
+    std::fs::write(work.join("src/changed.rs"), "two\n").unwrap();
+    git(&["commit", "-q", "-a", "-m", "two"]);
+    let two = git(&["rev-parse", "HEAD"]);
+    let clone = crate::local::git().args(["clone", "-q", "--bare"]).arg(&work).arg(dir.join("repo")).status();
+    assert!(clone.unwrap().success());
+    std::fs::create_dir_all(dir.join("releases")).unwrap();
+    std::fs::create_dir_all(dir.join(STATE_DIR)).unwrap();
+    (one, two)
+}
+
+#[test]
+fn a_release_reuses_the_current_ones_files_unless_cp_lacks_parents() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = deploy_to_with_two_commits(dir.path());
+    let cfg = config(dir.path().to_str().unwrap());
+    // A `cp` that knows no `--parents`, as BusyBox's and BSD's.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("cp"), "#!/bin/sh\nfor a; do [ \"$a\" = --parents ] && exit 1; done\nexec /bin/cp \"$@\"\n")
+        .unwrap();
+    std::fs::set_permissions(bin.join("cp"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let prepare = |name: &str, sha: &str, path: Option<&std::path::Path>| {
+        let release = Release { name: name.into(), sha: sha.into(), ..release() };
+        let mut path_var = std::env::var_os("PATH").unwrap();
+        if let Some(first) = path {
+            path_var = std::env::join_paths(std::iter::once(first.to_path_buf()).chain(std::env::split_paths(&path_var)))
+                .unwrap();
+        }
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(prepare_script(&cfg, &release, &[]).text)
+            .env("PATH", path_var)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::os::unix::fs::symlink(dir.path().join("releases").join(name), dir.path().join("current.new")).unwrap();
+        std::fs::rename(dir.path().join("current.new"), dir.path().join("current")).unwrap();
+    };
+    let file = |name: &str, path: &str| dir.path().join("releases").join(name).join(path);
+    prepare("20260101000001", &one, None);
+    prepare("20260101000002", &two, None);
+    assert_eq!(std::fs::read_to_string(file("20260101000002", "src/changed.rs")).unwrap(), "two\n");
+    let inode = |name: &str, path: &str| std::fs::metadata(file(name, path)).unwrap().ino();
+    assert_eq!(inode("20260101000002", "src/kept.rs"), inode("20260101000001", "src/kept.rs"), "reused");
+    assert_eq!(std::fs::read_to_string(file("20260101000001", "src/changed.rs")).unwrap(), "one\n");
+    prepare("20260101000003", &one, Some(&bin));
+    assert_eq!(std::fs::read_to_string(file("20260101000003", "src/changed.rs")).unwrap(), "one\n");
+    assert_eq!(std::fs::read_to_string(file("20260101000003", "src/kept.rs")).unwrap(), "kept\n");
+    assert_ne!(inode("20260101000003", "src/kept.rs"), inode("20260101000002", "src/kept.rs"), "extracted whole");
+    assert!(!dir.path().join(STATE_DIR).join("reuse.20260101000003").exists(), "the lists are gone");
+    let record = std::fs::read_to_string(dir.path().join(STATE_DIR).join("tree.20260101000003")).unwrap();
+    let kept = inode("20260101000003", "src/kept.rs");
+    assert_eq!(record.lines().collect::<Vec<_>>()[..2], [one.as_str(), "none"]);
+    assert!(record.lines().any(|line| line == format!("{kept} ./src/kept.rs")), "{record}");
+}

@@ -45,6 +45,14 @@ fn prepare() {
     expect_file!["snapshots/prepare.sh"].assert_eq(&script.text);
 }
 
+/// Without submodules, the release reuses the previous one's unchanged files.
+#[test]
+fn prepare_reusing() {
+    let (cfg, release, _) = deploy();
+    let script = prepare_script(&cfg, &release, &[]);
+    expect_file!["snapshots/prepare_reusing.sh"].assert_eq(&script.text);
+}
+
 #[test]
 fn publish() {
     let (cfg, release, _) = deploy();

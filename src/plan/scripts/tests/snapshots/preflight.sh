@@ -302,6 +302,7 @@ confirm_deploy() {
       if [ "$pass" = bad ] && ! has_line "${r##*/}" "$state/bad"; then continue; fi
       excess=$((excess - 1))
       mv "$r" "$d/releases/.pruned-${r##*/}" 2>/dev/null || rm -rf "$r"
+      rm -f "$state/tree.${r##*/}"
       echo "prune ${r##*/}"
     done
   done

@@ -15,7 +15,12 @@ marker="$d/.xtask-deploy/preparing.$rel"
 # before the release's directory exists, so that a deploy killed at any moment leaves no
 # release without it. Until the release is made, an extraction that fails writes into it.
 : > "$marker"
-trap 'rm -rf "releases/$rel" "$marker"' EXIT
+record="$d/.xtask-deploy/tree.$rel"
+work="$d/.xtask-deploy/reuse.$rel"
+trap 'rm -rf "releases/$rel" "$marker" "$record" "$work"' EXIT
+for r in "${record%/*}"/tree.*; do
+  if [ -f "$r" ] && [ ! -d "releases/${r##*/tree.}" ]; then rm -f "$r"; fi
+done
 mkdir "releases/$rel"
 no_link() {
   p="releases/$rel"
@@ -31,6 +36,7 @@ no_link() {
   done
 }
 mkdir -p repo/info && printf '%s\n' '/target -export-ignore' '/target/release -export-ignore' '/target/release/app -export-ignore -export-subst -text -ident -filter -working-tree-encoding' '/target/release/app/** -export-ignore -export-subst -text -ident -filter -working-tree-encoding' > repo/info/attributes
+if [ -f repo/info/attributes ]; then attributes=$(cksum < repo/info/attributes); else attributes=none; fi
 { git --git-dir=repo archive --format=tar "$tree" || echo "git archive failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker"
 no_link vendor/lib yes 'submodule `vendor/lib`' 'the deployed tree is malformed (`git fsck --strict` names the problem): fix the commit'
 mkdir -p "releases/$rel"/vendor/lib
@@ -53,4 +59,6 @@ ln -s "$d/shared"/log "releases/$rel"/log
 if [ -e "releases/$rel"/config/database.yml ] || [ -L "releases/$rel"/config/database.yml ]; then rm -rf "releases/$rel"/config/database.yml; fi
 [ -d "releases/$rel"/config ] || mkdir -p "releases/$rel"/config
 ln -s "$d/shared"/config/database.yml "releases/$rel"/config/database.yml
+find "releases/$rel" -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} +
+{ printf '%s\n' "$tree" "$attributes"; (cd "releases/$rel" && find . \( -type f -o -type l \) -printf '%i %p\n' 2>/dev/null) || :; } > "$record"
 trap - EXIT
