@@ -181,7 +181,7 @@ pub fn run(source: &Path, options: &Options, out: &mut dyn Write) -> Result<(), 
         out,
         format!(
             "one bare remote command (`true`: sshd session and login shell start-up): {:.1} ms, the \
-             first after connecting {:.1} ms; a deploy runs three",
+             first after connecting {:.1} ms; a deploy pays it once (every remote step runs in the lock keeper's session)",
             baseline.later, baseline.first
         ),
     )?;

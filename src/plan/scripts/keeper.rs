@@ -3,9 +3,10 @@
 //! shell), takes the confirmation, and prunes once the deployer is gone.
 //!
 //! The keeper reads lines on its stdin (the preflight's loop in `lock.rs`):
-//! - `run <end> <length>` then <length> bytes: the batch in base64 and a newline: a batch of steps (see [`super::batch_script`]), run as
-//!   a job in a process group of its own with stdin from `/dev/null`. When the job ends, it
-//!   prints `<end> <status>` on a line of its own (after an empty line) on stdout and on stderr.
+//! - `run <end> <length>`, then that many bytes: a batch of steps (see
+//!   [`super::batch_script`]) in base64 and a newline. It runs as a job in a session of its own
+//!   with stdin from `/dev/null`; when it ends, its wrapper prints `<end> <status>` on a line of
+//!   its own (after an empty line) on stdout and on stderr.
 //! - `stop`: stops the running job (TERM, then KILL a second later to what ignored it); its end
 //!   line follows, as for a job that ended.
 //! - `stop-daemon`: stops the git daemon (the push is over).
