@@ -78,7 +78,7 @@ fn lock_one(
         // listens. It is kept only if the keeper then says its daemon is the one on that port;
         // nothing is written into it before.
         let early = daemon.and_then(|daemon| daemon.ports.first()).and_then(|port| {
-            connection.early_tunnel(*port).map(|tunnel| (*port, tunnel))
+            connection.early_tunnel(*port).map(|tunnel| (*port, (Instant::now(), tunnel)))
         });
         let output = match keeper.wait_for_line(plan::READY, config.timeouts.step)? {
             Ok(stdout) => {

@@ -38,8 +38,9 @@ pub(crate) struct LockedServer {
     /// Whether the deploy was confirmed here already (in its last batch).
     pub(crate) confirmed: AtomicBool,
     /// A tunnel to the daemon's port, opened while the keeper started it (a round trip saved),
-    /// once it is known to be the daemon's.
-    pub(crate) tunnel: Mutex<Option<TimedChannel>>,
+    /// once it is known to be the daemon's, and when it was opened: git daemon waits
+    /// `--init-timeout` (30 s) for the request of a connection it accepted.
+    pub(crate) tunnel: Mutex<Option<(std::time::Instant, TimedChannel)>>,
 }
 
 impl LockedServer {

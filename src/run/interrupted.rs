@@ -70,7 +70,13 @@ impl Walk<'_> {
                               releases the lock"
                     }
                 };
-                format!(" {went}, unconfirmed: a server where it is live {goes_back}{others}. {releases}")
+                // Cut in the batch that confirms too (one server, its last): it may have.
+                let unless = match self.confirming {
+                    true => ", unless it confirmed the release before it saw the connection close (the command it \
+                             was running ends with the confirmation)",
+                    false => "",
+                };
+                format!(" {went}, unconfirmed: a server where it is live {goes_back}{unless}{others}. {releases}")
             }
         };
         Error::Interrupted { signal, state }

@@ -173,6 +173,16 @@ impl Reporter for NoteConnects<'_> {
     }
 }
 
+/// How long a keeper's daemon may live at most, from the lock: long enough for a canary wave
+/// (every step of it within `timeouts.step`, its health check) before the last wave's push.
+fn daemon_lifetime(config: &Config) -> Duration {
+    let hooks = &config.hooks;
+    let steps = 4 + hooks.before_update.len() + hooks.after_update.len() + hooks.before_publish.len()
+        + hooks.after_publish.len();
+    let health = config.healthcheck.as_ref().map_or(Duration::ZERO, |check| check.timeout);
+    config.timeouts.push * 2 + config.timeouts.step * steps as u32 + health + push::DAEMON_GRACE
+}
+
 /// The deploy itself, filling in `summary` as it goes.
 fn deploy_to_all(
     config: &Config,
@@ -193,7 +203,7 @@ fn deploy_to_all(
     let parallel = options.parallel.unwrap_or(parallel::DEFAULT_PARALLEL);
     let daemon = (config.transport == TransportKind::Daemon).then(|| DaemonSettings {
         ports: options.daemon_ports.clone().unwrap_or(DEFAULT_DAEMON_PORTS),
-        max_seconds: (config.timeouts.push + 2 * config.timeouts.step).as_secs() + push::DAEMON_GRACE.as_secs(),
+        max_seconds: daemon_lifetime(config).as_secs(),
         submodule_repos: local.submodules.iter().map(|sub| sub.release.repo.clone()).collect(),
     });
     *locked = lock_all(config, &local.lock, options.lock_wait, daemon.as_ref(), parallel, reporter)?;
@@ -233,6 +243,7 @@ fn deploy_to_all(
         servers,
         reports: &mut summary.servers,
         prepared: false,
+        confirming: false,
         cut_in_publish: Vec::new(),
         active: 0..0,
         reporter,

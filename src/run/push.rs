@@ -17,6 +17,9 @@ use crate::Error;
 use super::walk::ServerPart;
 use super::LocalState;
 
+/// How long a tunnel opened while the keeper started the daemon may wait for its push: well
+/// under the daemon's `--init-timeout=30`.
+const EARLY_TUNNEL_FRESH: Duration = Duration::from_secs(15);
 /// How long the daemon may take to start listening.
 const DAEMON_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much longer than `timeouts.push` the daemon may live, whatever happens to the deploy.
@@ -294,7 +297,10 @@ pub(super) fn push(
         // Started by the lock keeper, in the same round trip as the lock.
         (TransportKind::Daemon, Some(DaemonStarted::Port(port))) => {
             reporter.event(Event::DaemonReady { server: name.clone(), port: *port, elapsed: Duration::ZERO });
+            // Only while git daemon still waits for its request (`--init-timeout`): a push that
+            // comes later (slow hooks before it, a canary wave first) opens a tunnel of its own.
             let early = target.server.tunnel.lock().unwrap_or_else(PoisonError::into_inner).take();
+            let early = early.filter(|(opened, _)| opened.elapsed() < EARLY_TUNNEL_FRESH).map(|(_, tunnel)| tunnel);
             (Daemon::Keeper, Receiver::Daemon { port: *port, early: Mutex::new(early) })
         }
         (TransportKind::Daemon, Some(DaemonStarted::NoPort(said))) => {

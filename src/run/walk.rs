@@ -35,6 +35,8 @@ pub(super) struct Walk<'a> {
     pub(super) reports: &'a mut [ServerReport],
     /// Whether the release may exist on the servers (prepare has started).
     pub(super) prepared: bool,
+    /// Whether the batch under way confirms the deploy too (its last, on one server).
+    pub(super) confirming: bool,
     /// The servers whose publish step was running when a signal cut the connection, before it
     /// said whether it switched.
     pub(super) cut_in_publish: Vec<String>,
@@ -216,6 +218,7 @@ impl Walk<'_> {
         let settings = self.push.clone();
         let ahead =
             PushAhead { local: self.local, build: build.as_deref(), settings: &settings, updates, pushed: Default::default() };
+        self.confirming = confirm;
         let options = BatchOptions {
             confirm: confirm.then_some(self.local.lock.token.as_str()),
             ahead_of: after_push.then_some(&ahead),
@@ -236,15 +239,19 @@ impl Walk<'_> {
     /// answer is awaited. A server whose answer is lost is named in [`Error::Unconfirmed`]; no
     /// server is sent back then (the others are confirmed already).
     pub(super) fn confirm(&mut self) -> Result<(), Error> {
+        let confirmed = |server: &LockedServer| server.confirmed.load(std::sync::atomic::Ordering::Relaxed);
+        // Confirmed already, in the last batch (one server): done, whatever came after.
+        if self.servers.iter().all(confirmed) {
+            return Ok(());
+        }
         if let Some(signal) = crate::interrupt::received() {
             return Err(self.interrupted(signal, None));
         }
         let timeout = self.config.timeouts.step;
         let parts = self.servers.iter_mut().zip(self.reports.iter_mut());
         // Not those confirmed already, in their last batch.
-        let unconfirmed = |server: &LockedServer| !server.confirmed.load(std::sync::atomic::Ordering::Relaxed);
         let mut switched: Vec<(&mut LockedServer, &mut ServerReport)> = parts
-            .filter(|(server, report)| report.status == ServerStatus::Published && unconfirmed(server))
+            .filter(|(server, report)| report.status == ServerStatus::Published && !confirmed(server))
             .collect();
         let sent: Vec<Result<(), Error>> = switched.iter_mut().map(|(server, _)| server.send_confirmation()).collect();
         let jobs: Vec<_> = switched.into_iter().zip(sent).collect();

@@ -35,8 +35,9 @@ fn a_deploy_leaves_no_process_running_on_the_server() {
     for round in 0..2 {
         world.commit("src/main.rs", &format!("fn main() {{\n    println!(\"round {round}\");\n}}\n"));
         world.deploy();
-        // The deployer waited for each script to end; only the sshd's own teardown may lag.
-        let left = world.our_processes_after(Duration::from_millis(300));
+        // The deployer waited for each script to end but the keeper of the confirmed deploy,
+        // which it leaves to remove the pruned releases and end on its own, as sshd tears down.
+        let left = world.our_processes_after(Duration::from_secs(2));
         assert_eq!(left, vec![], "round {round}: still running after the deploy returned");
     }
 }
@@ -420,4 +421,25 @@ fn a_deploy_runs_every_remote_step_in_the_lock_keepers_one_session() {
     world.assert_release_matches(&report.release, &report.sha);
     assert_eq!(world.current(), Some(report.release));
     assert!(!world.locked(), "the confirmation released the lock");
+}
+
+/// What an `after_publish` hook starts in the background (the app, with `nohup ... &`) outlives
+/// the deploy: the lock's keeper stops a batch of steps only while it runs (review of the keeper,
+/// finding 1: it stopped the last batch's process group when its channel closed).
+#[test]
+fn what_a_hook_starts_in_the_background_outlives_the_deploy() {
+    let world = World::with_config(
+        "[package.metadata.deploy.hooks]\nafter_publish = [{ remote = \
+         'nohup sleep 617 >/dev/null 2>&1 & echo $! > \"$DEPLOY_TO/shared/app.pid\"' }]\n",
+    );
+    world.setup();
+    world.deploy();
+    let pid_file = world.deploy_to.join("shared/app.pid");
+    let pid: u32 = fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    // The keeper finishes on its own after the deploy returns: give it time to do harm.
+    std::thread::sleep(Duration::from_secs(3));
+    let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let alive = state.split(") ").nth(1).is_some_and(|rest| !rest.starts_with('Z'));
+    let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+    assert!(alive, "the app the hook started is gone: {state:?}");
 }

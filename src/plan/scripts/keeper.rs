@@ -90,6 +90,9 @@ pub(super) fn start_daemon(daemon: &KeeperDaemon) -> String {
   fifo="$state/daemon.$1.log"
   rm -f "$fifo"
   mkfifo -m 600 "$fifo" || {{ said="cannot make a FIFO in $state"; return 2; }}
+  # Never `--reuseaddr`: without it, git daemon cannot listen on a port while a connection
+  # another user accepted there lingers, so the deployer's early tunnel cannot reach a daemon
+  # that is not this one.
   XTASK_DEPLOY_PORT=$1 timeout -k 1 {max_seconds} {CHECKED_GIT} daemon --verbose --listen=127.0.0.1 --port="$1" \
     --strict-paths --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \
     --forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive \
@@ -149,9 +152,11 @@ stop_daemon() {{
     {{ read -r stat < "/proc/$pid/stat"; }} 2>/dev/null
     set -- ${{stat##*) }}
     [ "${{2:-}}" = "$starter" ] || continue
-    kill -TERM -"$pid" "$pid" 2>/dev/null
+    # The push is over: nothing in the daemon's group has work left. KILL at once (a
+    # connection's children ignore TERM, git daemon's doing), while the pid is surely still the
+    # daemon's group, and without holding up the keeper.
+    kill -KILL -"$pid" "$pid" 2>/dev/null
     rm -f "$state/daemon.$port.pid"
-    stopped_daemon="$stopped_daemon $pid"
   done
   kill "$starter" 2>/dev/null
   starter=""
@@ -171,7 +176,6 @@ pub(super) const NO_DAEMON: &str = "starter=\"\"\nstop_daemon() { :; }\n";
 /// of its own (`setsid`, when the server has it) so that stopping it stops all it started.
 pub(super) const KEEPER_JOBS: &str = r#"job=""
 starter=${starter:-}
-stopped_daemon=""
 jobfile="$state/lock/job.$$"
 # A job's wrapper (a child of this shell) starts the batch in a session of its own, notes its
 # pid in $3 for `stop`, waits for it, notes `done`, and prints the end line: once, whether the
@@ -193,7 +197,10 @@ run_job() {
   length=${2:-0}
   case "$end" in ''|*[!A-Za-z0-9@-]*) end=@@xtask-deploy-end ;; esac
   case "$length" in ''|*[!0-9]*) length=0 ;; esac
-  p=$(head -c "$length" | base64 -d) || p='echo "the step did not arrive whole" >&2; exit 1'
+  b=$(head -c "$length")
+  # Cut short (the connection went): nothing of it runs.
+  p='echo "the step did not arrive whole" >&2; exit 1'
+  if [ "${#b}" -eq $((length - 1)) ]; then p=$(printf %s "$b" | base64 -d) || p='exit 1'; fi
   { : > "$jobfile"; } 2>/dev/null
   sh -c "$JOB" xtask-deploy-job "$p" "$end" "$jobfile" </dev/null &
   job=$!

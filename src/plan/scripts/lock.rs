@@ -32,6 +32,9 @@ pub fn preflight_script(
 ) -> RemoteScript {
     let text = format!(
         r#"set -u
+# The deployer may vanish at any time: a write to its channel must fail, not kill this shell
+# before it cleans up (a handler, not an ignored signal: the commands it starts get the default).
+trap 'gone=1' PIPE
 d={deploy_to}
 state="$d/{STATE_DIR}"
 {REQUIRE_GIT}
@@ -118,8 +121,6 @@ if has_line {token} "$state/lock/info"; then
   # checked it. Go back to the release the server had.
   if has_line {token} "$state/{unconfirmed}"; then go_back_from_marker; fi
 fi
-# Children of the daemon's connections ignore TERM (git daemon's doing): KILL what is left.
-for pid in $stopped_daemon; do kill -KILL -"$pid" 2>/dev/null; done
 {REMOVE_PRUNED}
 lock="$state/lock"
 {release}"#,
