@@ -38,6 +38,7 @@ done
 if [ -f "$d/repo/HEAD" ]; then
   git --git-dir="$d/repo" for-each-ref --format='ref %(objectname) %(refname)' 2>/dev/null
 fi
+if [ -f "$d/repo/shallow" ]; then each_line "$d/repo/shallow" shallow; fi
 exit 0
 "#,
         deploy_to = quote(&config.deploy_to),

@@ -128,6 +128,8 @@ pub struct RemoteState {
     pub unconfirmed: Option<String>,
     /// `(sha, refname)` of each ref of `repo/` (preflight only): what a push has to go on.
     pub refs: Vec<(String, String)>,
+    /// The shallow roots of `repo/` (preflight only): where the history it has stops.
+    pub shallow: Vec<String>,
 }
 
 impl RemoteState {
@@ -174,6 +176,7 @@ pub fn parse_state(stdout: &str) -> RemoteState {
             "log" => state.log.push(rest.to_string()),
             "unfinished" => state.unfinished.push(rest.to_string()),
             "unconfirmed" => state.unconfirmed = Some(rest.to_string()),
+            "shallow" => state.shallow.push(rest.to_string()),
             "ref" => {
                 if let Some((sha, name)) = rest.split_once(' ') {
                     state.refs.push((sha.to_string(), name.to_string()));

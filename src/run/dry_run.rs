@@ -53,7 +53,7 @@ pub fn dry_run(config: &Config, options: &DeployOptions, reporter: &mut dyn Repo
             Ok(view) => {
                 let estimate = counted.entry(&view.tips).or_insert_with(|| {
                     if thin {
-                        estimate::estimate(&repo, &release.sha, &view.tips).map_err(|err| err.to_string())
+                        estimate::estimate(&repo, &release.sha, &view.tips, &view.state.shallow).map_err(|err| err.to_string())
                     } else {
                         Err("there is no `git` here, so libgit2 would push, and what it sends is not counted".into())
                     }

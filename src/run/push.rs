@@ -331,8 +331,9 @@ pub(super) fn push(
     let push_started = Instant::now();
     reporter.event(Event::Pushing { server: name.clone(), sha: local.revision.sha.clone() });
     // What `repo/` has, as the preflight read it under this deploy's lock.
-    let known = Some(target.server.state.refs.as_slice());
-    let packing = transport::Packing { method: settings.pack, shared: local.packs.as_ref(), known };
+    let state = &target.server.state;
+    let known = transport::receive_pack::Known { refs: state.refs.clone(), shallow: state.shallow.clone() };
+    let packing = transport::Packing { method: settings.pack, shared: local.packs.as_ref(), known: Some(&known) };
     let pushed = push_all(config, connection, local, build, &receiver, packing, reporter);
     // The daemon lives only while the push lasts, whatever its outcome.
     match daemon {

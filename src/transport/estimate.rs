@@ -20,8 +20,14 @@ pub struct Estimate {
 }
 
 /// Counts what a thin-pack push of commit `sha` from `repo` would send to a server whose
-/// `repo/` refs point at `tips`, with `git rev-list` (as `git pack-objects` would list them).
-pub fn estimate(repo: &git2::Repository, sha: &str, tips: &[String]) -> Result<Estimate, GitError> {
+/// `repo/` refs point at `tips` and whose `repo/` is shallow at `server_shallow` (if it is),
+/// with `git rev-list` (as `git pack-objects` would list them).
+pub fn estimate(
+    repo: &git2::Repository,
+    sha: &str,
+    tips: &[String],
+    server_shallow: &[String],
+) -> Result<Estimate, GitError> {
     let haves: Vec<&String> = tips.iter().filter(|tip| has_object(repo, tip)).collect();
     if haves.is_empty() {
         let objects = count_lines(repo, &["rev-list", "--objects", "--no-object-names", "--no-walk", sha], "")?;
@@ -30,6 +36,21 @@ pub fn estimate(repo: &git2::Repository, sha: &str, tips: &[String]) -> Result<E
     let mut input = format!("{sha}\n");
     for have in haves {
         input.push_str(&format!("^{have}\n"));
+    }
+    if !server_shallow.is_empty() {
+        // The push sends the commit as a shallow root, against the trees of the server's tips
+        // (see `receive_pack::push_observed`): the same walk, with the same grafts.
+        let mut grafts = format!("{sha}\n");
+        for root in server_shallow {
+            grafts.push_str(&format!("{root}\n"));
+        }
+        grafts.push_str(&std::fs::read_to_string(repo.path().join("shallow")).unwrap_or_default());
+        let file = tempfile::NamedTempFile::new().map_err(|error| GitError::Run { command: "rev-list", error })?;
+        std::fs::write(file.path(), grafts).map_err(|error| GitError::Feed { command: "rev-list", error })?;
+        let shallow_file = file.path().display().to_string();
+        let args = ["--shallow-file", &shallow_file, "rev-list", "--objects-edge-aggressive", "--no-object-names", "--stdin"];
+        let listed = count_lines_not_starting(repo, &args, &input, b'-')?;
+        return Ok(Estimate { commits: 1, objects: listed, tree_only: false });
     }
     let commits = count_lines(repo, &["rev-list", "--stdin"], &input)?;
     let objects = count_lines(repo, &["rev-list", "--objects", "--no-object-names", "--stdin"], &input)?;
@@ -43,6 +64,12 @@ fn has_object(repo: &git2::Repository, sha: &str) -> bool {
 /// Runs `git <args>` in `repo` with `input` on its stdin and counts the lines it prints,
 /// without holding them.
 fn count_lines(repo: &git2::Repository, args: &[&str], input: &str) -> Result<u64, GitError> {
+    count_lines_not_starting(repo, args, input, b'\n')
+}
+
+/// Like [`count_lines`], leaving out the lines that start with `skip` (`-`: the edge commits
+/// `--objects-edge-aggressive` names).
+fn count_lines_not_starting(repo: &git2::Repository, args: &[&str], input: &str, skip: u8) -> Result<u64, GitError> {
     let mut child = Command::new("git")
         .arg("--git-dir")
         .arg(repo.path())
@@ -58,14 +85,22 @@ fn count_lines(repo: &git2::Repository, args: &[&str], input: &str) -> Result<u6
     drop(stdin);
     let lost = |error| GitError::Lost { command: "rev-list", error };
     let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut lines = 0;
+    let (mut lines, mut skipped, mut at_start) = (0, 0, true);
     let mut buffer = [0u8; 64 * 1024];
     loop {
         let read = stdout.read(&mut buffer).map_err(lost)?;
         if read == 0 {
             break;
         }
-        lines += buffer[..read].iter().filter(|&&byte| byte == b'\n').count() as u64;
+        for &byte in &buffer[..read] {
+            if at_start && byte == skip && skip != b'\n' {
+                skipped += 1;
+            }
+            if byte == b'\n' {
+                lines += 1;
+            }
+            at_start = byte == b'\n';
+        }
     }
     let output = child.wait_with_output().map_err(lost)?;
     if !output.status.success() {
@@ -73,7 +108,7 @@ fn count_lines(repo: &git2::Repository, args: &[&str], input: &str) -> Result<u6
         let (status, stderr) = (output.status, stderr.trim().to_string());
         return Err(GitError::Failed { command: "rev-list", status, stderr });
     }
-    Ok(lines)
+    Ok(lines - skipped)
 }
 
 #[cfg(test)]
@@ -105,13 +140,25 @@ mod tests {
         let repo = git2::Repository::open(root).unwrap();
         // The commit, the root tree, src/, and two blobs.
         let whole = Estimate { commits: 1, objects: 5, tree_only: true };
-        assert_eq!(estimate(&repo, &second, &[]).unwrap(), whole);
+        assert_eq!(estimate(&repo, &second, &[], &[]).unwrap(), whole);
         // A tip this clone does not have is no base: the tree travels.
-        assert_eq!(estimate(&repo, &second, &["f".repeat(40)]).unwrap(), whole);
+        assert_eq!(estimate(&repo, &second, &["f".repeat(40)], &[]).unwrap(), whole);
         // The new commit, the root tree, src/ and the changed blob.
         let change = Estimate { commits: 1, objects: 4, tree_only: false };
-        assert_eq!(estimate(&repo, &second, &[first.clone(), "f".repeat(40)]).unwrap(), change);
+        assert_eq!(estimate(&repo, &second, &[first.clone(), "f".repeat(40)], &[]).unwrap(), change);
         let nothing = Estimate { commits: 0, objects: 0, tree_only: false };
-        assert_eq!(estimate(&repo, &first, std::slice::from_ref(&second)).unwrap(), nothing);
+        assert_eq!(estimate(&repo, &first, std::slice::from_ref(&second), &[]).unwrap(), nothing);
+        // A server shallow at `first` (its first deploy sent the tree): the same four, the commit
+        // sent as a shallow root against the tip's tree.
+        assert_eq!(estimate(&repo, &second, std::slice::from_ref(&first), std::slice::from_ref(&first)).unwrap(), change);
+        // Three commits on: still the one commit and what its tree changed, not the history.
+        std::fs::write(root.join("b.txt"), "b2").unwrap();
+        commit("third");
+        std::fs::write(root.join("b.txt"), "b").unwrap();
+        let fourth = commit("fourth");
+        let shallow = estimate(&repo, &fourth, std::slice::from_ref(&first), std::slice::from_ref(&first)).unwrap();
+        assert_eq!(shallow, change);
+        let walked = estimate(&repo, &fourth, std::slice::from_ref(&first), &[]).unwrap();
+        assert_eq!(walked.commits, 3, "{walked:?}");
     }
 }

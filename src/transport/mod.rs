@@ -105,9 +105,9 @@ pub struct DaemonPush<'a> {
 pub struct Packing<'a> {
     pub method: PackMethod,
     pub shared: Option<&'a receive_pack::SharedPacks>,
-    /// The server repository's refs, `(sha, refname)`, read under the deploy's lock: the push
-    /// does not wait for them (see [`receive_pack::push_observed`]).
-    pub known: Option<&'a [(String, String)]>,
+    /// What the server's repository holds (refs, shallow roots), read under the deploy's lock:
+    /// the push does not wait for its advertisement (see [`receive_pack::push_observed`]).
+    pub known: Option<&'a receive_pack::Known>,
 }
 
 /// Pushes `refs` of `repo` through `channel`, a tunnel to the daemon, as `push` says, telling

@@ -409,7 +409,8 @@ artifacts = ["target/dist"]"#
         assert!(fs::read(source_text).unwrap().ends_with(b"\r\n"), "{cache}: the source's own attributes hold");
         // The release commit is on no branch; its parent is the deployed commit. (A first deploy
         // sends the tree without the history, and git updates one ref of such a push: the
-        // release commit's. The branch follows on the next deploy.)
+        // release commit's. So does every later one, as the server's `repo/` is shallow: the
+        // deployed commit is sent as a shallow root too, and no branch is moved.)
         let git = |args: &[&str]| {
             let output =
                 xtask_deploy::local::git().arg("--git-dir").arg(world.deploy_to.join("repo")).args(args).output();
@@ -418,7 +419,7 @@ artifacts = ["target/dist"]"#
         assert_eq!(git(&["rev-parse", "refs/xtask-deploy/release^"]), report.sha, "{cache}: its parent");
         world.commit("src/main.rs", "fn main() { println!(\"next\"); }\n");
         let next = world.deploy();
-        assert_eq!(git(&["for-each-ref", "--format=%(objectname)", "refs/heads/"]), next.sha, "{cache}");
+        assert_eq!(git(&["for-each-ref", "--format=%(objectname)", "refs/heads/"]), "", "{cache}");
         assert_eq!(git(&["rev-parse", "refs/xtask-deploy/release^"]), next.sha, "{cache}: its parent");
     }
 }

@@ -93,6 +93,7 @@ fi
 {REPORT_STATE}
 # What the push goes on: it sends its commands without waiting for git to list them again.
 git --git-dir="$d/repo" for-each-ref --format='ref %(objectname) %(refname)' 2>/dev/null
+if [ -f "$d/repo/shallow" ]; then each_line "$d/repo/shallow" shallow; fi
 {probe}{daemon}echo {READY}
 {KEEPER_JOBS}
 {confirm_function}

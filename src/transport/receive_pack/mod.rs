@@ -50,6 +50,14 @@ fn read_after<S: Read>(stream: &mut S, pipelined: bool) -> Result<(), PushError>
 /// The object name git uses for "no object" (a ref being created).
 const ZERO_ID: &str = "0000000000000000000000000000000000000000";
 
+/// What the server's repository holds, read under the deploy's lock: its refs `(sha, refname)`
+/// and its shallow roots.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Known {
+    pub refs: Vec<(String, String)>,
+    pub shallow: Vec<String>,
+}
+
 /// One ref update of a push: `refname` is set to `sha`, whatever it held before (a deploy may
 /// go back in history).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,8 +107,8 @@ pub fn push<S: Read + Write>(
 /// Like [`push`], telling `pack` what the pack holds as it starts and when it is all sent (for
 /// progress reports); it is not called when nothing needs sending.
 ///
-/// With `known`, the `(sha, refname)` pairs of the server's repository as read just before
-/// under the deploy's lock, the push does not wait for the ref advertisement: it sends its
+/// With `known`, what the server's repository holds as read just before under the deploy's
+/// lock, the push does not wait for the ref advertisement: it sends its
 /// commands and pack at once (with the capabilities every git since 1.8 offers), then reads
 /// the advertisement and the report.
 pub fn push_observed<S: Read + Write>(
@@ -109,13 +117,17 @@ pub fn push_observed<S: Read + Write>(
     source: Update<'_>,
     build: Option<Update<'_>>,
     shared: Option<&SharedPacks>,
-    known: Option<&[(String, String)]>,
+    known: Option<&Known>,
     pack: &mut dyn FnMut(PackProgress),
 ) -> Result<Sent, PushError> {
     // With the refs known, the commands and the pack go at once, and the advertisement is read
     // after them: a round trip less. receive-pack writes its advertisement before it reads.
     let advertisement = match known {
-        Some(refs) => Advertisement { refs: refs.to_vec(), capabilities: ASSUMED.iter().map(|c| c.to_string()).collect() },
+        Some(known) => Advertisement {
+            refs: known.refs.clone(),
+            capabilities: ASSUMED.iter().map(|c| c.to_string()).collect(),
+            shallow: known.shallow.clone(),
+        },
         None => read_advertisement(stream)?,
     };
     let old = |refname: &str| {
@@ -156,7 +168,8 @@ pub fn push_observed<S: Read + Write>(
     advertised.sort_by_key(|(_, name)| Some(name.as_str()) != build.map(|build| build.refname));
     let haves: Vec<&str> =
         advertised.iter().map(|(tip, _)| tip.as_str()).filter(|tip| *tip != ZERO_ID && exists(tip)).collect();
-    let shallow = shallow_roots(repo, source.sha, &haves);
+    let shallow = shallow_roots(repo, source.sha, &haves, &advertisement.shallow);
+    let cut = advertisement.shallow.clone();
     // Shallow roots come first: commits whose parents the pack does not carry.
     for root in &shallow {
         write_pkt(stream, format!("shallow {root}\n").as_bytes()).map_err(PushError::Lost)?;
@@ -176,7 +189,7 @@ pub fn push_observed<S: Read + Write>(
     }
     write_flush(stream).map_err(PushError::Lost)?;
 
-    let spec = PackSpec { source: source.sha, build: build.map(|build| build.sha), haves, shallow, ofs_delta };
+    let spec = PackSpec { source: source.sha, build: build.map(|build| build.sha), haves, shallow, cut, ofs_delta };
     let sent = match shared {
         Some(shared) => shared.pack(repo, &spec).and_then(|spooled| spooled.send(stream, pack)),
         None => send_pack(repo, &spec, stream, pack),

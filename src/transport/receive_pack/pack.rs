@@ -18,6 +18,9 @@ pub(super) struct PackSpec<'a> {
     pub(super) haves: Vec<&'a str>,
     /// Commits whose parents the pack leaves out (see [`shallow_roots`]).
     pub(super) shallow: Vec<String>,
+    /// The server's own shallow roots: the history it has stops there, so the pack's bases do
+    /// too (given to `git pack-objects` as grafts, not declared to the server).
+    pub(super) cut: Vec<String>,
     pub(super) ofs_delta: bool,
 }
 
@@ -26,8 +29,20 @@ pub(super) struct PackSpec<'a> {
 /// server's tip), the deployed commit itself: only its tree travels, not the history. From a
 /// shallow clone otherwise, the clone's own shallow roots: the history stops where the clone's
 /// does.
-pub(super) fn shallow_roots(repo: &git2::Repository, source: &str, haves: &[&str]) -> Vec<String> {
-    if haves.is_empty() {
+///
+/// When the server's `repo/` is shallow (`server_shallow`, its roots: every server whose first
+/// deploy sent the tree), the deployed commit is a shallow root too: the history between the
+/// server's commits and this one may reach below what the server has (a branch forked before
+/// the server's first deploy, merged after it), and a pack that walks it would take objects and
+/// delta bases the server never got. Then only the commit's tree travels, against the trees of
+/// the server's tips.
+pub(super) fn shallow_roots(
+    repo: &git2::Repository,
+    source: &str,
+    haves: &[&str],
+    server_shallow: &[String],
+) -> Vec<String> {
+    if haves.is_empty() || !server_shallow.is_empty() {
         return vec![source.to_string()];
     }
     if !repo.is_shallow() {
@@ -61,10 +76,15 @@ pub(super) fn send_pack<W: Write>(
     for have in &spec.haves {
         revisions.push_str(&format!("^{have}\n"));
     }
-    for root in &spec.shallow {
+    for root in spec.shallow.iter().chain(&spec.cut) {
         revisions.push_str(&format!("--shallow {root}\n"));
     }
-    let mut source = PackObjects::start(repo, &["--thin", "--revs"], spec.ofs_delta, &revisions)?;
+    // With shallow roots (the deployed commit's, the server's), the haves are cut off from the
+    // commits sent: `--shallow` makes git look at the trees of every have, not only of the
+    // commits the new ones descend from (`--objects-edge-aggressive`), so that the server's
+    // files are neither sent again nor missed as bases.
+    let args: &[&str] = if spec.shallow.is_empty() { &["--thin", "--revs"] } else { &["--thin", "--revs", "--shallow"] };
+    let mut source = PackObjects::start(repo, args, spec.ofs_delta, &revisions)?;
     let Some(build) = spec.build else {
         // One part: the pack streams through as `git pack-objects` writes it.
         let mut header = [0u8; HEADER];
@@ -119,18 +139,39 @@ fn object_count(header: &[u8; HEADER]) -> u64 {
 /// <path>` lines (the path lets `git pack-objects` find the same file among its bases). An
 /// object the source's part of the pack carries already (one of the history, not of the
 /// source's tree) is left out: a pack must not hold an object twice.
+///
+/// When the deployed commit is a shallow root, so is it for this walk (with the server's and
+/// this clone's roots): the history behind it is not in the pack, so an object the build output
+/// shares with that history only is the build output's to carry.
 fn build_objects(repo: &git2::Repository, build: &str, spec: &PackSpec) -> Result<String, GitError> {
-    let listing = rev_list(repo, &format!("{build}\n^{}\n", spec.source), spec, &["--objects"])?;
+    let rooted = spec.shallow.iter().any(|root| root == spec.source);
+    let grafts = match rooted {
+        true => Some(Grafts::new(repo, spec.shallow.iter().chain(&spec.cut))?),
+        false => None,
+    };
+    let mut args = vec![];
+    if let Some(grafts) = &grafts {
+        args.extend(["--shallow-file", grafts.path()]);
+    }
+    args.push("rev-list");
+    // As `git pack-objects --shallow` does: every have's tree counts, not only the edges'.
+    args.push(if rooted { "--objects-edge-aggressive" } else { "--objects" });
+    let listing = rev_list(repo, &format!("{build}\n^{}\n", spec.source), spec, &args)?;
+    let listing: String = listing.lines().filter(|line| !line.starts_with('-')).map(|line| format!("{line}\n")).collect();
     let mut candidates: std::collections::HashSet<&str> =
         listing.lines().filter_map(|line| line.split(' ').next()).collect();
     // What the source's part holds: streamed, only the few candidates are kept in memory.
     let source = format!("{}\n", spec.source);
     // When the deployed commit is a shallow root, the source's part is that commit and its tree.
-    let mut args = vec!["--objects", "--no-object-names"];
-    if spec.shallow.iter().any(|root| root == spec.source) {
+    let mut args = vec!["rev-list", "--objects", "--no-object-names"];
+    if rooted {
         args.push("--no-walk");
     }
-    let mut source_part = rev_list_child(repo, &source, spec, &args)?;
+    // Rooted, the source's part is at most its tree (less what the server has, which the
+    // build output's part need not carry either): no haves, which would make a range that
+    // `--no-walk` does not stop.
+    let haves: &[&str] = if rooted { &[] } else { &spec.haves };
+    let mut source_part = rev_list_child(repo, &source, haves, &args)?;
     let mut reader = io::BufReader::new(source_part.stdout.take().expect("stdout is piped"));
     let mut line = String::new();
     while !candidates.is_empty() && io::BufRead::read_line(&mut reader, &mut line).map_err(lost_git)? > 0 {
@@ -144,13 +185,38 @@ fn build_objects(repo: &git2::Repository, build: &str, spec: &PackSpec) -> Resul
     Ok(kept.map(|line| format!("{line}\n")).collect())
 }
 
+/// A shallow file for `git --shallow-file`: the given roots and this clone's own, as grafts
+/// (commits whose parents a walk does not follow), removed when dropped.
+struct Grafts {
+    /// Kept for its `Drop`, which removes the file.
+    _file: tempfile::NamedTempFile,
+    path: String,
+}
+
+impl Grafts {
+    fn new<'a>(repo: &git2::Repository, roots: impl Iterator<Item = &'a String>) -> Result<Grafts, GitError> {
+        let failed = |error| GitError::Feed { command: "rev-list", error };
+        let mut text: String = roots.map(|root| format!("{root}\n")).collect();
+        text.push_str(&std::fs::read_to_string(repo.path().join("shallow")).unwrap_or_default());
+        let file = tempfile::NamedTempFile::new().map_err(failed)?;
+        std::fs::write(file.path(), text).map_err(failed)?;
+        let path = file.path().display().to_string();
+        Ok(Grafts { _file: file, path })
+    }
+
+    fn path(&self) -> &str {
+        &self.path
+    }
+}
+
 fn lost_git(error: io::Error) -> GitError {
     GitError::Lost { command: "rev-list", error }
 }
 
-/// `git rev-list --stdin <args>` of `revisions` minus every have, run to its end.
+/// `git <args> --stdin` (`args`: git's own options, then `rev-list` and its) of `revisions`
+/// minus every have of `spec`, run to its end.
 fn rev_list(repo: &git2::Repository, revisions: &str, spec: &PackSpec, args: &[&str]) -> Result<String, GitError> {
-    let output = rev_list_child(repo, revisions, spec, args)?.wait_with_output().map_err(lost_git)?;
+    let output = rev_list_child(repo, revisions, &spec.haves, args)?.wait_with_output().map_err(lost_git)?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let (status, stderr) = (output.status, stderr.trim().to_string());
@@ -159,18 +225,16 @@ fn rev_list(repo: &git2::Repository, revisions: &str, spec: &PackSpec, args: &[&
     String::from_utf8(output.stdout).map_err(|_| GitError::NotUtf8)
 }
 
-/// `git rev-list --stdin <args>` of `revisions` minus every have, left running with its
-/// output piped. It reads its whole input before it writes: no deadlock on the pipes.
+/// `git <args> --stdin` of `revisions` minus `haves`, left running with its output piped. It reads its whole input before it writes: no deadlock on the pipes.
 fn rev_list_child(
     repo: &git2::Repository,
     revisions: &str,
-    spec: &PackSpec,
+    haves: &[&str],
     args: &[&str],
 ) -> Result<std::process::Child, GitError> {
     let mut child = Command::new("git")
         .arg("--git-dir")
         .arg(repo.path())
-        .arg("rev-list")
         .args(args)
         .arg("--stdin")
         .stdin(Stdio::piped())
@@ -179,7 +243,7 @@ fn rev_list_child(
         .spawn()
         .map_err(|error| GitError::Run { command: "rev-list", error })?;
     let mut input = revisions.to_string();
-    for have in &spec.haves {
+    for have in haves {
         input.push_str(&format!("^{have}\n"));
     }
     let mut stdin = child.stdin.take().expect("stdin is piped");

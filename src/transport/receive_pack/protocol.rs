@@ -11,6 +11,8 @@ pub struct Advertisement {
     /// `(sha, refname)` pairs, in the order sent.
     pub refs: Vec<(String, String)>,
     pub capabilities: Vec<String>,
+    /// The repository's shallow roots (`shallow <sha>` lines after the refs), if it is shallow.
+    pub shallow: Vec<String>,
 }
 
 /// Reads the ref advertisement up to its flush packet.
@@ -35,7 +37,9 @@ pub fn read_advertisement<S: Read>(stream: &mut S) -> Result<Advertisement, Push
         let Some((sha, name)) = refline.split_once(' ') else {
             return Err(PushError::MalformedAdvertisement(line.to_string()));
         };
-        if name != "capabilities^{}" {
+        if sha == "shallow" {
+            advertisement.shallow.push(name.to_string());
+        } else if name != "capabilities^{}" {
             advertisement.refs.push((sha.to_string(), name.to_string()));
         }
     }

@@ -44,13 +44,14 @@ impl SharedPacks {
         bases.sort_unstable();
         bases.dedup();
         let key = format!(
-            "{}\n{}\n{}\n{}\n{}\n{}",
+            "{}\n{}\n{}\n{}\n{}\n{}\n{}",
             repo.path().display(),
             spec.source,
             spec.build.unwrap_or("-"),
             spec.ofs_delta,
             bases.join(" "),
-            spec.shallow.join(" ")
+            spec.shallow.join(" "),
+            spec.cut.join(" ")
         );
         let slot = {
             let mut packs = self.packs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

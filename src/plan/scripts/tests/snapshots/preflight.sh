@@ -144,6 +144,7 @@ if [ -L "$d/current" ]; then echo "current $(readlink "$d/current")"; fi
 if [ -f "$d/.xtask-deploy/bad" ]; then each_line "$d/.xtask-deploy/bad" bad; fi
 # What the push goes on: it sends its commands without waiting for git to list them again.
 git --git-dir="$d/repo" for-each-ref --format='ref %(objectname) %(refname)' 2>/dev/null
+if [ -f "$d/repo/shallow" ]; then each_line "$d/repo/shallow" shallow; fi
 printf 'platform machine %s\n' "$(uname -m)"
 if v=$(getconf GNU_LIBC_VERSION 2>/dev/null); then
   case $v in 'glibc '*) printf 'platform glibc %s\n' "${v#glibc }" ;; esac
