@@ -41,11 +41,7 @@ exec 3<&0
 # environment (no file, no second layer of quoting); the environment of another user's process
 # cannot be read.
 export XTASK_DEPLOY_ACCESS_HOOK={access_hook} XTASK_DEPLOY_PORT={port} XTASK_DEPLOY_UID="$uid"
-timeout -k 1 {max_seconds} {CHECKED_GIT} daemon --verbose --listen=127.0.0.1 --port={port} --strict-paths \
-  --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \
-  --forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive \
-  --access-hook='sh -c "$XTASK_DEPLOY_ACCESS_HOOK" xtask-deploy-access' --informative-errors --init-timeout=30 \
-  --timeout={max_seconds} {served} </dev/null &
+{command} </dev/null &
 daemon=$!
 echo "$daemon" > "$pidfile"
 # `timeout` leads its own process group: the daemon, its per-connection children, receive-pack
@@ -71,8 +67,25 @@ exit $status
 "#,
         deploy_to = quote(&config.deploy_to),
         access_hook = quote(ACCESS_HOOK),
+        command = git_daemon_command(max_seconds, &port.to_string(), &served, ""),
     );
     RemoteScript { name: "git daemon", text }
+}
+
+/// The deploy's `git daemon` under `timeout` (which leads its process group): on 127.0.0.1
+/// `port` (a number, or a shell word such as `"$1"`), serving `served` (shell words), accepting
+/// pushes and nothing else (no fetch, no archive), admitting only what the access hook in
+/// `$XTASK_DEPLOY_ACCESS_HOOK` lets in, for `max_seconds` at most; its continuation lines
+/// indented by `indent`. For the daemon on a channel of its own, and the keeper's.
+pub(super) fn git_daemon_command(max_seconds: u64, port: &str, served: &str, indent: &str) -> String {
+    format!(
+        "timeout -k 1 {max_seconds} {CHECKED_GIT} daemon --verbose --listen=127.0.0.1 --port={port} --strict-paths \\\n\
+         {indent}  --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \\\n\
+         {indent}  --forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive \\\n\
+         {indent}  --access-hook='sh -c \"$XTASK_DEPLOY_ACCESS_HOOK\" xtask-deploy-access' --informative-errors \
+         --init-timeout=30 \\\n\
+         {indent}  --timeout={max_seconds} {served}"
+    )
 }
 
 /// The daemon's access hook, run as `sh -c <hook> xtask-deploy-access <service> <path> <host>

@@ -18,7 +18,7 @@
 use crate::config::Config;
 use crate::shell::{quote, RemoteScript};
 
-use super::daemon::{ACCESS_HOOK, CHECKED_GIT};
+use super::daemon::{git_daemon_command, ACCESS_HOOK};
 use super::lock::LOCK_HELPERS;
 use super::STATE_DIR;
 
@@ -93,11 +93,7 @@ pub(super) fn start_daemon(daemon: &KeeperDaemon) -> String {
   # Never `--reuseaddr`: without it, git daemon cannot listen on a port while a connection
   # another user accepted there lingers, so the deployer's early tunnel cannot reach a daemon
   # that is not this one.
-  XTASK_DEPLOY_PORT=$1 timeout -k 1 {max_seconds} {CHECKED_GIT} daemon --verbose --listen=127.0.0.1 --port="$1" \
-    --strict-paths --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \
-    --forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive \
-    --access-hook='sh -c "$XTASK_DEPLOY_ACCESS_HOOK" xtask-deploy-access' --informative-errors --init-timeout=30 \
-    --timeout={max_seconds} {served} </dev/null >/dev/null 2>"$fifo" &
+  XTASK_DEPLOY_PORT=$1 {command} </dev/null >/dev/null 2>"$fifo" &
   started=$!
   echo "$started" > "$state/daemon.$1.pid"
   exec 4<"$fifo"
@@ -162,7 +158,7 @@ stop_daemon() {{
   starter=""
 }}
 "#,
-        max_seconds = daemon.max_seconds,
+        command = git_daemon_command(daemon.max_seconds, "\"$1\"", &served, "  "),
         access_hook = quote(ACCESS_HOOK),
         ports = ports.join(" "),
     )

@@ -159,8 +159,8 @@ start_daemon() {
   # Never `--reuseaddr`: without it, git daemon cannot listen on a port while a connection
   # another user accepted there lingers, so the deployer's early tunnel cannot reach a daemon
   # that is not this one.
-  XTASK_DEPLOY_PORT=$1 timeout -k 1 600 git -c receive.fsckObjects=true -c receive.shallowUpdate=true daemon --verbose --listen=127.0.0.1 --port="$1" \
-    --strict-paths --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \
+  XTASK_DEPLOY_PORT=$1 timeout -k 1 600 git -c receive.fsckObjects=true -c receive.shallowUpdate=true daemon --verbose --listen=127.0.0.1 --port="$1" --strict-paths \
+    --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \
     --forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive \
     --access-hook='sh -c "$XTASK_DEPLOY_ACCESS_HOOK" xtask-deploy-access' --informative-errors --init-timeout=30 \
     --timeout=600 "$d/repo" "$d"/repo/modules/lib </dev/null >/dev/null 2>"$fifo" &
