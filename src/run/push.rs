@@ -5,11 +5,10 @@ use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, TransportKind};
-use crate::fleet::random;
 use crate::local::push_refname;
 use crate::plan::{self, DaemonStarted};
 use crate::report::{Event, Reporter};
-use crate::ssh::{Connection, NotReady, RemoteProcess, TimedChannel};
+use crate::ssh::{Connection, TimedChannel};
 use std::sync::{Mutex, PoisonError};
 use crate::transport;
 use crate::Error;
@@ -20,14 +19,10 @@ use super::LocalState;
 /// How long a tunnel opened while the keeper started the daemon may wait for its push: well
 /// under the daemon's `--init-timeout=30`.
 const EARLY_TUNNEL_FRESH: Duration = Duration::from_secs(15);
-/// How long the daemon may take to start listening.
-const DAEMON_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much longer than `timeouts.push` the daemon may live, whatever happens to the deploy.
 pub(super) const DAEMON_GRACE: Duration = Duration::from_secs(60);
 /// The ref a submodule's deployed commit is pushed to in its server-side repository.
 const SUBMODULE_REF: &str = "refs/heads/deployed";
-/// How many ports are tried when the chosen one is taken.
-const DAEMON_PORT_ATTEMPTS: usize = 8;
 /// How often a server's push reports its progress, at most (from this long into the push); a
 /// push reported once is reported again when its pack is all sent.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -186,8 +181,6 @@ pub(super) struct PushSettings {
 enum Daemon {
     /// The lock keeper's.
     Keeper,
-    /// On a channel of its own.
-    Own(RemoteProcess),
     /// None: the push goes through `git receive-pack` in an exec channel.
     None,
 }
@@ -222,61 +215,6 @@ impl Receiver {
     }
 }
 
-/// How starting the daemon went, when nothing failed.
-pub(super) enum DaemonStart {
-    /// It listens on `port` of the server's 127.0.0.1.
-    Ready { process: RemoteProcess, port: u16 },
-    /// Every port tried was taken (any local user can take them): `why`, for a warning.
-    NoPort { why: String },
-}
-
-/// Starts the deploy's git daemon on a free loopback port of the server, chosen at random in
-/// `ports`, trying others when it is taken, and waits until it listens.
-pub(super) fn start_daemon(
-    config: &Config,
-    connection: &Connection,
-    submodule_repos: &[&str],
-    ports: &RangeInclusive<u16>,
-) -> Result<DaemonStart, Error> {
-    let mut last_output = String::new();
-    let lifetime = config.timeouts.push + DAEMON_GRACE;
-    let span = u64::from(*ports.end()).saturating_sub(u64::from(*ports.start())) + 1;
-    let attempts = DAEMON_PORT_ATTEMPTS.min(span as usize);
-    for attempt in 0..attempts {
-        let port = ports.start() + ((random() ^ attempt as u64) % span) as u16;
-        let script = plan::daemon_script(config, port, lifetime.as_secs(), submodule_repos);
-        let mut process = connection.spawn(&script)?;
-        match process.wait_for_stderr("Ready to rumble", DAEMON_READY_TIMEOUT) {
-            Ok(_) => return Ok(DaemonStart::Ready { process, port }),
-            // Only a daemon that ended has an exit status: one still running is not waited for.
-            Err(NotReady::Ended { printed })
-                if process.exit_status(Duration::from_secs(5)) == Some(plan::EXIT_PORT_TAKEN) =>
-            {
-                last_output = printed;
-                continue;
-            }
-            Err(not_ready) => {
-                return Err(Error::Remote {
-                    server: connection.name().to_string(),
-                    step: "git daemon".to_string(),
-                    status: -1,
-                    message: format!("the daemon did not start: {}", not_ready.to_string().trim()),
-                })
-            }
-        }
-    }
-    let said = last_output.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("").trim();
-    let tries = if attempts == 1 { "1 try".to_string() } else { format!("{attempts} tries") };
-    Ok(DaemonStart::NoPort {
-        why: format!(
-            "no free port for the git daemon on the server's 127.0.0.1 after {tries} in {}-{} (another local user \
-             may hold them; git daemon said: {said})",
-            ports.start(),
-            ports.end()
-        ),
-    })
-}
-
 /// On one server: start the daemon, push the commit and submodules, stop the daemon (or,
 /// with `transport = "exec"`, push each through `git receive-pack` in an exec channel). When no
 /// port can be had for the daemon (another local user may hold them all), the push goes through
@@ -292,7 +230,6 @@ pub(super) fn push(
     let config = &target.server.config;
     let connection = &target.server.connection;
     let name = connection.name().to_string();
-    let started = Instant::now();
     let (daemon, receiver) = match (config.transport, &target.server.daemon) {
         // Started by the lock keeper, in the same round trip as the lock.
         (TransportKind::Daemon, Some(DaemonStarted::Port(port))) => {
@@ -315,16 +252,14 @@ pub(super) fn push(
                 message: format!("the daemon did not start: {}", said.trim()),
             })
         }
+        // The keeper is asked to start one whenever the transport is the daemon.
         (TransportKind::Daemon, None) => {
-            let repos: Vec<&str> = local.submodules.iter().map(|sub| sub.release.repo.as_str()).collect();
-            match start_daemon(config, connection, &repos, &settings.daemon_ports)? {
-                DaemonStart::Ready { process, port } => {
-                    report.daemon = started.elapsed();
-                    reporter.event(Event::DaemonReady { server: name.clone(), port, elapsed: report.daemon });
-                    (Daemon::Own(process), Receiver::Daemon { port, early: Mutex::new(None) })
-                }
-                DaemonStart::NoPort { why } => (Daemon::None, exec_instead(&name, &why, reporter)),
-            }
+            return Err(Error::Remote {
+                server: name,
+                step: "git daemon".to_string(),
+                status: -1,
+                message: "the lock keeper did not say whether it started the git daemon".to_string(),
+            })
         }
         (TransportKind::Exec, _) => (Daemon::None, Receiver::Exec),
     };
@@ -337,7 +272,6 @@ pub(super) fn push(
     let pushed = push_all(config, connection, local, build, &receiver, packing, reporter);
     // The daemon lives only while the push lasts, whatever its outcome.
     match daemon {
-        Daemon::Own(process) => process.finish(Duration::from_secs(10)),
         // Nothing to wait for: the keeper stops it as it reads the line.
         Daemon::Keeper => {
             if let Some(keeper) = target.server.keeper().as_mut() {

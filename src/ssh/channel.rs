@@ -39,24 +39,6 @@ pub struct RemoteProcess {
     pending: String,
 }
 
-/// Why [`RemoteProcess::wait_for_stderr`] did not see what it waited for. `Display` is the
-/// message: what the process printed, and why the wait ended.
-#[derive(Debug, thiserror::Error)]
-pub enum NotReady {
-    /// The process ended (its stderr reached its end); `printed` is all it wrote there.
-    #[error("{printed}")]
-    Ended { printed: String },
-    /// It printed other things for `timeout`.
-    #[error("no `{needle}` within {}s; it printed: {}", .timeout.as_secs(), .printed.trim())]
-    TimedOut { needle: String, timeout: Duration, printed: String },
-    /// Reading its stderr failed (libssh2's own timeout is one way).
-    #[error("{error}; it printed: {}", .printed.trim())]
-    Lost { error: io::Error, printed: String },
-    /// It was stopped before the wait.
-    #[error("the process was stopped")]
-    Stopped,
-}
-
 impl Connection {
     /// Starts `script` on its own channel and leaves it running with stdin open.
     pub fn spawn(&self, script: &RemoteScript) -> Result<RemoteProcess, Error> {
@@ -110,45 +92,6 @@ fn lost_channel(server: &str, why: String) -> Error {
 }
 
 impl RemoteProcess {
-    /// Reads the process's stderr until a line contains `needle` (returns everything read so
-    /// far) or the process ends ([`NotReady::Ended`], with the text), waiting at most `timeout`.
-    pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) -> Result<String, NotReady> {
-        let Some(channel) = self.channel.as_mut() else { return Err(NotReady::Stopped) };
-        self.session.set_timeout(millis(timeout));
-        let deadline = Instant::now() + timeout;
-        let mut text = String::new();
-        let mut buffer = [0u8; 4096];
-        let result = loop {
-            if text.contains(needle) {
-                break Ok(text);
-            }
-            if Instant::now() > deadline {
-                break Err(NotReady::TimedOut { needle: needle.to_string(), timeout, printed: text });
-            }
-            match channel.stderr().read(&mut buffer) {
-                Ok(0) => break Err(NotReady::Ended { printed: text }),
-                Ok(n) => text.push_str(&String::from_utf8_lossy(&buffer[..n])),
-                Err(error) => break Err(NotReady::Lost { error, printed: text }),
-            }
-        };
-        self.session.set_timeout(millis(self.idle));
-        result
-    }
-
-    /// The exit status of a process that has ended (its stderr reached its end), waiting at
-    /// most `timeout` for its channel to close; `None` if it did not close by then.
-    pub fn exit_status(&mut self, timeout: Duration) -> Option<i32> {
-        let channel = self.channel.as_mut()?;
-        self.session.set_timeout(millis(timeout));
-        // libssh2 waits for a close only after the remote's EOF: read stdout to its end first.
-        let mut buffer = [0u8; 4096];
-        while let Ok(1..) = channel.read(&mut buffer) {}
-        let closed = channel.wait_close();
-        self.session.set_timeout(millis(self.idle));
-        closed.ok()?;
-        channel.exit_status().ok()
-    }
-
     /// Reads the process's stdout until a line equal to `marker`, and returns what came before
     /// it. If the process ends first, returns its [`Output`] (status, stdout, stderr) instead.
     pub fn wait_for_line(&mut self, marker: &str, timeout: Duration) -> Result<Result<String, Output>, Error> {

@@ -34,7 +34,7 @@ mod steps;
 #[cfg(test)]
 mod tests;
 
-pub use channel::{NotReady, RemoteProcess, TimedChannel};
+pub use channel::{RemoteProcess, TimedChannel};
 pub use run::Output;
 pub use steps::{Progress, StepOutput};
 

@@ -214,7 +214,7 @@ fn with_stderr(error: PushError, channel: &mut TimedChannel) -> PushError {
 /// The git:// protocol's opening request for a push to `path`, as one pkt-line, with no
 /// `host` field: git daemon looks a host name up (a DNS query) and passes it to the access
 /// hook's command line only when the request has one. The daemon admits a connection by who
-/// opened it (see [`crate::plan::daemon_script`]), not by anything in the request.
+/// opened it (the access hook of `plan::scripts::daemon`), not by anything in the request.
 pub fn daemon_request(path: &str) -> Vec<u8> {
     let body = format!("git-receive-pack {path}");
     let mut line = format!("{:04x}", body.len() + 4).into_bytes();

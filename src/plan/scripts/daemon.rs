@@ -5,87 +5,23 @@
 use crate::config::Config;
 use crate::shell::{quote, RemoteScript};
 
-use super::{EXIT_PORT_TAKEN, STATE_DIR};
-
-/// Runs a `git daemon` for this deploy in the foreground of its exec channel: it listens on
-/// 127.0.0.1:`port` only, serves only `repo/` (and `submodule_repos`, relative to `deploy_to`,
-/// created if needed), accepts pushes and nothing else (no fetch, no archive). It dies when the
-/// channel's stdin reaches EOF (the deployer finished, died or lost its connection) and in any
-/// case after `max_seconds`. Its pid is kept in a pid file that a later preflight reaps if it
-/// was orphaned. When the port is taken, it exits [`EXIT_PORT_TAKEN`].
-///
-/// The port is open to every local user of the server while the daemon runs, so an access hook
-/// (below) admits only connections that the deploy user opened: the one sshd opens
-/// for this deploy's tunnel. The kernel says who opened a connection; no secret is needed, so
-/// none can leak through a command line, a file name or a host name lookup.
-pub fn daemon_script(config: &Config, port: u16, max_seconds: u64, submodule_repos: &[&str]) -> RemoteScript {
-    let mut served = String::from("\"$d/repo\"");
-    let mut create = String::new();
-    for repo in submodule_repos {
-        served.push_str(&format!(" \"$d\"/{}", quote(repo)));
-        create.push_str(&format!(
-            "[ -d \"$d\"/{repo} ] || git init --quiet --bare \"$d\"/{repo} || exit 1\n",
-            repo = quote(repo)
-        ));
-    }
-    let text = format!(
-        r#"set -u
-d={deploy_to}
-pidfile="$d/{STATE_DIR}/daemon.{port}.pid"
-{create}# The user this daemon runs as (the effective uid), read without starting a process.
-uid=""
-{{ while read -r key real effective rest; do [ "$key" = Uid: ] && uid=$effective; done < /proc/self/status; }} 2>/dev/null
-if [ -z "$uid" ]; then echo "cannot read /proc/self/status: the daemon could not tell this deploy's connections" >&2; exit 1; fi
-exec 3<&0
-# git daemon runs its access hook through a shell, which finds the hook's text in the
-# environment (no file, no second layer of quoting); the environment of another user's process
-# cannot be read.
-export XTASK_DEPLOY_ACCESS_HOOK={access_hook} XTASK_DEPLOY_PORT={port} XTASK_DEPLOY_UID="$uid"
-{command} </dev/null &
-daemon=$!
-echo "$daemon" > "$pidfile"
-# `timeout` leads its own process group: the daemon, its per-connection children, receive-pack
-# and the repository's hooks. At the channel's EOF (the normal end of every deploy) the group
-# gets SIGTERM; `timeout -k 1` SIGKILLs the daemon if it is still there a second later, and
-# once `timeout` is gone this shell SIGKILLs the rest of the group: a connection's children
-# ignore SIGTERM (git daemon's doing), and may outlive the daemon (SIGPIPE on its log once
-# the channel is closed). No `sleep` here: it would outlive the deploy.
-( while read -r _; do :; done <&3; kill -TERM -"$daemon" "$daemon" 2>/dev/null ) >/dev/null 2>&1 &
-watchdog=$!
-# The daemon keeps the channel's stderr; this shell must not write to it once the deployer may be
-# gone (`wait` reports a killed daemon on stderr, and SIGPIPE would stop the clean-up below).
-exec 3<&- >/dev/null 2>&1
-wait "$daemon"
-status=$?
-# git dies with 128 when it cannot listen on its port (another process holds it): a status of
-# its own tells the deployer to try another port.
-if [ "$status" = 128 ]; then status={EXIT_PORT_TAKEN}; fi
-kill "$watchdog" 2>/dev/null
-kill -KILL -"$daemon" 2>/dev/null
-rm -f "$pidfile"
-exit $status
-"#,
-        deploy_to = quote(&config.deploy_to),
-        access_hook = quote(ACCESS_HOOK),
-        command = git_daemon_command(max_seconds, &port.to_string(), &served, ""),
-    );
-    RemoteScript { name: "git daemon", text }
-}
+use super::STATE_DIR;
 
 /// The deploy's `git daemon` under `timeout` (which leads its process group): on 127.0.0.1
 /// `port` (a number, or a shell word such as `"$1"`), serving `served` (shell words), accepting
 /// pushes and nothing else (no fetch, no archive), admitting only what the access hook in
-/// `$XTASK_DEPLOY_ACCESS_HOOK` lets in, for `max_seconds` at most; its continuation lines
-/// indented by `indent`. For the daemon on a channel of its own, and the keeper's.
-pub(super) fn git_daemon_command(max_seconds: u64, port: &str, served: &str, indent: &str) -> String {
-    format!(
-        "timeout -k 1 {max_seconds} {CHECKED_GIT} daemon --verbose --listen=127.0.0.1 --port={port} --strict-paths \\\n\
-         {indent}  --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \\\n\
-         {indent}  --forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive \\\n\
-         {indent}  --access-hook='sh -c \"$XTASK_DEPLOY_ACCESS_HOOK\" xtask-deploy-access' --informative-errors \
-         --init-timeout=30 \\\n\
-         {indent}  --timeout={max_seconds} {served}"
-    )
+/// `$XTASK_DEPLOY_ACCESS_HOOK` lets in, for `max_seconds` at most (the keeper starts it: see
+/// `keeper.rs`); its continuation lines indented for the keeper's function.
+pub(super) fn git_daemon_command(max_seconds: u64, port: &str, served: &str) -> String {
+    [
+        format!("timeout -k 1 {max_seconds} {CHECKED_GIT} daemon --verbose --listen=127.0.0.1 --port={port} --strict-paths"),
+        "--export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive".to_string(),
+        "--forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive".to_string(),
+        "--access-hook='sh -c \"$XTASK_DEPLOY_ACCESS_HOOK\" xtask-deploy-access' --informative-errors --init-timeout=30"
+            .to_string(),
+        format!("--timeout={max_seconds} {served}"),
+    ]
+    .join(" \\\n    ")
 }
 
 /// The daemon's access hook, run as `sh -c <hook> xtask-deploy-access <service> <path> <host>

@@ -63,9 +63,8 @@ pub fn pruned_by_keeper(stdout: &str) -> Vec<String> {
     stdout.lines().filter_map(|line| line.strip_prefix("prune ")).map(str::to_string).collect()
 }
 
-/// Shell lines that start the deploy's git daemon (see [`crate::plan::daemon_script`], which
-/// runs one on a channel of its own: the same daemon, the same access hook) in the background
-/// of the keeper, which goes on to print `READY` and read its stdin meanwhile (so that it sees
+/// Shell lines that start the deploy's git daemon (`git_daemon_command`, admitting only this
+/// deploy's connections through `ACCESS_HOOK`) in the background of the keeper, which goes on to print `READY` and read its stdin meanwhile (so that it sees
 /// the deployer go even while a daemon is starting). The starter prints `daemon <port>` once
 /// the daemon listens, `daemon-no-port <what git said>` when every port was taken, or
 /// `daemon-failed <what it said>`, then waits for the daemon to end. Each daemon it starts
@@ -158,7 +157,7 @@ stop_daemon() {{
   starter=""
 }}
 "#,
-        command = git_daemon_command(daemon.max_seconds, "\"$1\"", &served, "  "),
+        command = git_daemon_command(daemon.max_seconds, "\"$1\"", &served),
         access_hook = quote(ACCESS_HOOK),
         ports = ports.join(" "),
     )

@@ -70,7 +70,7 @@ mod release;
 mod tests;
 
 pub use batch::{batch_script, mark_step};
-pub use daemon::{daemon_script, receive_pack_script};
+pub use daemon::receive_pack_script;
 pub use keeper::{await_push_script, confirm_script, parse_daemon, pruned_by_keeper, DaemonStarted, KeeperDaemon};
 pub use layout::setup_script;
 pub(in crate::plan) use layout::{REPORT_STATE, REPORT_UNCONFIRMED, REQUIRE_GIT, REQUIRE_SETUP};
@@ -90,9 +90,3 @@ pub const EXIT_NO_GIT: i32 = exit_no_git!();
 pub const EXIT_NOT_SET_UP: i32 = exit_not_set_up!();
 /// Exit status of the preflight when another deploy holds the lock.
 pub const EXIT_LOCKED: i32 = 5;
-/// Exit status of the daemon script when git daemon could not listen on its port: another
-/// process holds it (any local user may), and the deployer tries another port. git daemon says
-/// so only in words; the status it dies with is git's for any fatal error (128), which is what
-/// the script turns into this one. Another fatal error at its start (a malformed git config)
-/// reads the same: the deployer then falls back to `git receive-pack` over SSH, which reports it.
-pub const EXIT_PORT_TAKEN: i32 = 6;

@@ -34,7 +34,6 @@ fn every_script_quotes_a_hostile_deploy_to() {
         confirm_script(&cfg, "t0k3n"),
         inspect_script(&cfg),
         unlock_script(&cfg, Some("t"), false),
-        daemon_script(&cfg, 40000, 600, &["repo/modules/it's"]),
         prepare_script(&cfg, &release, &[submodule()]),
         hook_script(&cfg, &release, "after_update", "echo hi"),
         discard_script(&cfg, &release),
@@ -48,20 +47,31 @@ fn every_script_quotes_a_hostile_deploy_to() {
     }
 }
 
+/// The preflight of a deploy whose keeper starts the daemon, for `submodule_repos`.
+fn preflight_with_daemon(submodule_repos: &[&str]) -> String {
+    let daemon = KeeperDaemon {
+        ports: vec![40123],
+        max_seconds: 900,
+        submodule_repos: submodule_repos.iter().map(|repo| repo.to_string()).collect(),
+    };
+    preflight_script(&config("/srv/x"), &lock(), &[], Some(&daemon)).text
+}
+
 #[test]
 fn daemon_listens_on_loopback_only_and_serves_one_repo() {
-    let script = daemon_script(&config("/srv/x"), 40123, 900, &[]);
-    assert!(script.text.contains("--listen=127.0.0.1 --port=40123 --strict-paths"));
-    assert!(script.text.contains("--enable=receive-pack"));
-    assert!(script.text.contains(&format!("timeout -k 1 900 {CHECKED_GIT} daemon")));
-    assert!(script.text.contains("\"$d/repo\" </dev/null &"));
+    let script = preflight_with_daemon(&[]);
+    assert!(script.contains("--listen=127.0.0.1 --port=\"$1\" --strict-paths"), "{script}");
+    assert!(script.contains("--enable=receive-pack"));
+    assert!(script.contains(&format!("timeout -k 1 900 {CHECKED_GIT} daemon")));
+    assert!(script.contains("\"$d/repo\" </dev/null >/dev/null 2>\"$fifo\" &"), "{script}");
+    assert!(script.contains("for port in 40123; do"), "{script}");
 }
 
 #[test]
 fn both_transports_check_what_they_receive_and_their_processes_are_still_found() {
     let checked = CHECKED_GIT;
     assert!(checked.contains("-c receive.fsckObjects=true") && checked.contains("-c receive.shallowUpdate=true"));
-    assert!(daemon_script(&config("/srv/x"), 40123, 900, &[]).text.contains(&format!("{checked} daemon")));
+    assert!(preflight_with_daemon(&[]).contains(&format!("{checked} daemon")));
     let exec = receive_pack_script(&config("/srv/x"), "repo", false).text;
     assert!(exec.contains(&format!("\n{checked} receive-pack \"$repo\"\n")), "{exec}");
     // The preflight and the lock keeper find them by command line (and those of older versions).
@@ -72,11 +82,9 @@ fn both_transports_check_what_they_receive_and_their_processes_are_still_found()
 
 #[test]
 fn submodules_are_served_created_and_extracted_quoted() {
-    let daemon = daemon_script(&config("/srv/x"), 40123, 900, &["repo/modules/a b"]);
-    assert!(daemon
-        .text
-        .contains("[ -d \"$d\"/'repo/modules/a b' ] || git init --quiet --bare \"$d\"/'repo/modules/a b'"));
-    assert!(daemon.text.contains("\"$d/repo\" \"$d\"/'repo/modules/a b' </dev/null &"));
+    let daemon = preflight_with_daemon(&["repo/modules/a b"]);
+    assert!(daemon.contains("[ -d \"$d\"/'repo/modules/a b' ] || git init --quiet --bare \"$d\"/'repo/modules/a b'"));
+    assert!(daemon.contains("\"$d/repo\" \"$d\"/'repo/modules/a b' </dev/null"), "{daemon}");
     let prepare = prepare_script(&config("/srv/x"), &release(), &[submodule()]);
     assert!(prepare.text.contains("mkdir -p \"releases/$rel\"/'libs/$(evil)'\n"), "{}", prepare.text);
     let archive = format!(
@@ -374,36 +382,6 @@ fn the_snippets_name_the_values_the_deployer_reads() {
     assert!(REPORT_STATE.contains(&format!("each_line \"$d/{STATE_DIR}/bad\" bad")), "{REPORT_STATE}");
     // The values themselves: servers set up by earlier versions have this state directory.
     assert_eq!((STATE_DIR, EXIT_NO_GIT, EXIT_NOT_SET_UP, EXIT_LOCKED), (".xtask-deploy", 3, 4, 5));
-}
-
-#[test]
-fn a_daemon_whose_port_is_taken_says_so_by_its_exit_status() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join(STATE_DIR)).unwrap();
-    let cfg = config(dir.path().to_str().unwrap());
-    // Run as over SSH: stdin stays open until the deployer is done.
-    let run = |port: u16, until: &str| {
-        let mut daemon = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(daemon_script(&cfg, port, 60, &[]).text)
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = std::io::BufReader::new(daemon.stderr.take().unwrap());
-        let mut said = String::new();
-        while !said.contains(until) && std::io::BufRead::read_line(&mut stderr, &mut said).unwrap() > 0 {}
-        drop(daemon.stdin.take());
-        (daemon.wait().unwrap().code(), said)
-    };
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (status, said) = run(taken.local_addr().unwrap().port(), "\0");
-    assert_eq!(status, Some(EXIT_PORT_TAKEN), "{said}");
-    let free = taken.local_addr().unwrap().port();
-    drop(taken);
-    let (status, said) = run(free, "Ready to rumble");
-    assert!(said.contains("Ready to rumble"), "{said}");
-    assert_ne!(status, Some(EXIT_PORT_TAKEN), "a daemon that ran and was stopped: {said}");
 }
 
 mod snapshots;

@@ -32,13 +32,6 @@ fn preflight() {
 }
 
 #[test]
-fn daemon() {
-    let (cfg, _, _) = deploy();
-    let script = daemon_script(&cfg, 40123, 900, &["repo/modules/lib"]);
-    expect_file!["snapshots/daemon.sh"].assert_eq(&script.text);
-}
-
-#[test]
 fn prepare() {
     let (cfg, release, submodules) = deploy();
     let script = prepare_script(&cfg, &release, &submodules);
