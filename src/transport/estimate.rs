@@ -40,15 +40,9 @@ pub fn estimate(
     if !server_shallow.is_empty() {
         // The push sends the commit as a shallow root, against the trees of the server's tips
         // (see `receive_pack::push_observed`): the same walk, with the same grafts.
-        let mut grafts = format!("{sha}\n");
-        for root in server_shallow {
-            grafts.push_str(&format!("{root}\n"));
-        }
-        grafts.push_str(&std::fs::read_to_string(repo.path().join("shallow")).unwrap_or_default());
-        let file = tempfile::NamedTempFile::new().map_err(|error| GitError::Run { command: "rev-list", error })?;
-        std::fs::write(file.path(), grafts).map_err(|error| GitError::Feed { command: "rev-list", error })?;
-        let shallow_file = file.path().display().to_string();
-        let args = ["--shallow-file", &shallow_file, "rev-list", "--objects-edge-aggressive", "--no-object-names", "--stdin"];
+        let sha = sha.to_string();
+        let grafts = super::receive_pack::Grafts::new(repo, std::iter::once(&sha).chain(server_shallow))?;
+        let args = ["--shallow-file", grafts.path(), "rev-list", "--objects-edge-aggressive", "--no-object-names", "--stdin"];
         let listed = count_lines_not_starting(repo, &args, &input, b'-')?;
         return Ok(Estimate { commits: 1, objects: listed, tree_only: false });
     }

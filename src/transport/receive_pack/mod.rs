@@ -22,6 +22,7 @@ mod tests;
 
 use std::io::{Read, Write};
 
+pub(in crate::transport) use pack::Grafts;
 use pack::{send_pack, shallow_roots, PackSpec};
 use protocol::{read_report, write_flush, write_pkt, Advertisement};
 

@@ -187,14 +187,17 @@ fn build_objects(repo: &git2::Repository, build: &str, spec: &PackSpec) -> Resul
 
 /// A shallow file for `git --shallow-file`: the given roots and this clone's own, as grafts
 /// (commits whose parents a walk does not follow), removed when dropped.
-struct Grafts {
+pub(in crate::transport) struct Grafts {
     /// Kept for its `Drop`, which removes the file.
     _file: tempfile::NamedTempFile,
     path: String,
 }
 
 impl Grafts {
-    fn new<'a>(repo: &git2::Repository, roots: impl Iterator<Item = &'a String>) -> Result<Grafts, GitError> {
+    pub(in crate::transport) fn new<'a>(
+        repo: &git2::Repository,
+        roots: impl Iterator<Item = &'a String>,
+    ) -> Result<Grafts, GitError> {
         let failed = |error| GitError::Feed { command: "rev-list", error };
         let mut text: String = roots.map(|root| format!("{root}\n")).collect();
         text.push_str(&std::fs::read_to_string(repo.path().join("shallow")).unwrap_or_default());
@@ -204,7 +207,7 @@ impl Grafts {
         Ok(Grafts { _file: file, path })
     }
 
-    fn path(&self) -> &str {
+    pub(in crate::transport) fn path(&self) -> &str {
         &self.path
     }
 }
