@@ -177,14 +177,6 @@ pub(super) struct PushSettings {
     pub(super) daemon_ports: RangeInclusive<u16>,
 }
 
-/// The daemon of one server's push.
-enum Daemon {
-    /// The lock keeper's.
-    Keeper,
-    /// None: the push goes through `git receive-pack` in an exec channel.
-    None,
-}
-
 /// Warns that the push to `server` goes through `git receive-pack` instead of the daemon, and why.
 fn exec_instead(server: &str, why: &str, reporter: &mut dyn Reporter) -> Receiver {
     reporter.event(Event::Warning {
@@ -230,7 +222,7 @@ pub(super) fn push(
     let config = &target.server.config;
     let connection = &target.server.connection;
     let name = connection.name().to_string();
-    let (daemon, receiver) = match (config.transport, &target.server.daemon) {
+    let receiver = match (config.transport, &target.server.daemon) {
         // Started by the lock keeper, in the same round trip as the lock.
         (TransportKind::Daemon, Some(DaemonStarted::Port(port))) => {
             reporter.event(Event::DaemonReady { server: name.clone(), port: *port, elapsed: Duration::ZERO });
@@ -238,11 +230,11 @@ pub(super) fn push(
             // comes later (slow hooks before it, a canary wave first) opens a tunnel of its own.
             let early = target.server.tunnel.lock().unwrap_or_else(PoisonError::into_inner).take();
             let early = early.filter(|(opened, _)| opened.elapsed() < EARLY_TUNNEL_FRESH).map(|(_, tunnel)| tunnel);
-            (Daemon::Keeper, Receiver::Daemon { port: *port, early: Mutex::new(early) })
+            Receiver::Daemon { port: *port, early: Mutex::new(early) }
         }
         (TransportKind::Daemon, Some(DaemonStarted::NoPort(said))) => {
             let why = no_port(said.trim(), &settings.daemon_ports);
-            (Daemon::None, exec_instead(&name, &why, reporter))
+            exec_instead(&name, &why, reporter)
         }
         (TransportKind::Daemon, Some(DaemonStarted::Failed(said))) => {
             return Err(Error::Remote {
@@ -261,7 +253,7 @@ pub(super) fn push(
                 message: "the lock keeper did not say whether it started the git daemon".to_string(),
             })
         }
-        (TransportKind::Exec, _) => (Daemon::None, Receiver::Exec),
+        (TransportKind::Exec, _) => Receiver::Exec,
     };
     let push_started = Instant::now();
     reporter.event(Event::Pushing { server: name.clone(), sha: local.revision.sha.clone() });
@@ -270,15 +262,10 @@ pub(super) fn push(
     let known = transport::receive_pack::Known { refs: state.refs.clone(), shallow: state.shallow.clone() };
     let packing = transport::Packing { method: settings.pack, shared: local.packs.as_ref(), known: Some(&known) };
     let pushed = push_all(config, connection, local, build, &receiver, packing, reporter);
-    // The daemon lives only while the push lasts, whatever its outcome.
-    match daemon {
-        // Nothing to wait for: the keeper stops it as it reads the line.
-        Daemon::Keeper => {
-            if let Some(keeper) = target.server.keeper().as_mut() {
-                let _ = keeper.send(b"stop-daemon\n");
-            }
-        }
-        Daemon::None => {}
+    // The daemon lives only while the push lasts, whatever its outcome; the batch sent ahead
+    // learns how it ended. Nothing to wait for: the keeper does both as it reads the line.
+    if let Some(keeper) = target.server.keeper().as_mut() {
+        let _ = keeper.send(if pushed.is_ok() { b"pushed ok\n" } else { b"pushed failed\n" });
     }
     let stats = pushed?;
     report.bytes_sent = stats.bytes_sent;

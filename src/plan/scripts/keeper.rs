@@ -9,7 +9,8 @@
 //!   its own (after an empty line) on stdout and on stderr.
 //! - `stop`: stops the running job (TERM, then KILL a second later to what ignored it); its end
 //!   line follows, as for a job that ended.
-//! - `stop-daemon`: stops the git daemon (the push is over).
+//! - `pushed ok` or `pushed failed`: the push is over: stops the git daemon, and tells the batch
+//!   sent ahead of the push (see [`await_push_script`]).
 //! - [`CONFIRM`](crate::plan::confirm::CONFIRM): confirms the deploy (see [`confirm_script`]).
 //!
 //! At EOF (the deployer finished, died or lost its connection) it stops the job and the daemon,
@@ -20,7 +21,7 @@ use crate::shell::{quote, RemoteScript};
 
 use super::daemon::{git_daemon_command, ACCESS_HOOK};
 use super::lock::LOCK_HELPERS;
-use super::STATE_DIR;
+use super::{PUSHED, STATE_DIR};
 
 
 /// What the keeper of a deploy with `transport = "daemon"` starts once it holds the lock: a git
@@ -70,7 +71,8 @@ pub fn pruned_by_keeper(stdout: &str) -> Vec<String> {
 /// `daemon-failed <what it said>`, then waits for the daemon to end. Each daemon it starts
 /// (`timeout`, leading the process group of the daemon and its children) has its pid file, which
 /// `stop_daemon` (defined here too) reads. The daemon's log (stderr) goes through a FIFO that
-/// the starter reads until "Ready to rumble", then a `cat` drains it to its end.
+/// the starter reads until "Ready to rumble"; a subshell then reads it to its end, and wakes the
+/// batch awaiting the push (the keeper's `$pushed` FIFO) each time a connection ends.
 pub(super) fn start_daemon(daemon: &KeeperDaemon) -> String {
     let mut served = String::from("\"$d/repo\"");
     let mut create = String::new();
@@ -99,7 +101,7 @@ pub(super) fn start_daemon(daemon: &KeeperDaemon) -> String {
   rm -f "$fifo"
   while IFS= read -r line <&4; do
     case "$line" in
-      *"Ready to rumble"*) cat <&4 >/dev/null 2>&1 & exec 4<&-; return 0 ;;
+      *"Ready to rumble"*) watch_log >/dev/null 2>&1 & exec 4<&-; return 0 ;;
     esac
     said=$line
   done
@@ -111,6 +113,15 @@ pub(super) fn start_daemon(daemon: &KeeperDaemon) -> String {
   # git dies with 128 when it cannot listen on its port (another process holds it).
   if [ "$status" = 128 ]; then return 1; fi
   return 2
+}}
+# Reads the daemon's log to its end (it must not block on a full pipe). `--verbose` logs
+# "Disconnected" once a connection's receive-pack is over: its refs are updated by then.
+watch_log() {{
+  while IFS= read -r line <&4; do
+    case "$line" in
+      *Disconnected*) if [ -n "$pushed" ] && [ -p "$pushed" ]; then echo disconnected 1<>"$pushed"; fi ;;
+    esac
+  done
 }}
 start_daemons() {{
   said=""
@@ -272,7 +283,11 @@ pub(super) fn confirm_function(config: &Config, token: &str) -> String {
 /// The first step of a batch sent ahead of its push: waits until every one of `updates`
 /// (`(repository relative to deploy_to, ref, sha)`) has its ref at its commit: receive-pack
 /// moves a ref only once every object the push brought is checked and stored (an object can be
-/// there before the others are). It polls, 100 times a second at first, then less often: the
+/// there before the others are). It looks again each time a connection to the daemon ends (a
+/// line on the keeper's `pushed` FIFO), and is done when the deployer says the push went
+/// through (`ok` there: receive-pack reported every ref updated, so every object is stored,
+/// whatever a server-side hook did to the refs since). A wait costs no process while nothing
+/// happens. Without that FIFO it polls, 100 times a second at first, then less often. The
 /// deployer stops the batch if the push fails.
 pub fn await_push_script(config: &Config, updates: &[(String, String, String)]) -> RemoteScript {
     let mut checks = String::new();
@@ -287,10 +302,16 @@ pub fn await_push_script(config: &Config, updates: &[(String, String, String)]) 
     let text = format!(
         r#"set -u
 d={deploy_to}
+pushed="$d/{STATE_DIR}/lock/{PUSHED}"
 tries=0
 while :; do
   here=1
 {checks}  [ -z "$here" ] || exit 0
+  # A line written before this read waits in the FIFO: no wake-up is lost.
+  if [ -p "$pushed" ] && read -r line 0<>"$pushed"; then
+    [ "$line" != ok ] || exit 0
+    continue
+  fi
   tries=$((tries + 1))
   if [ "$tries" -lt 100 ]; then pause=0.01; elif [ "$tries" -lt 300 ]; then pause=0.1; else pause=1; fi
   sleep "$pause" 2>/dev/null || sleep 1

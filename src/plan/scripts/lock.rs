@@ -9,7 +9,7 @@ use crate::shell::{quote, RemoteScript};
 use super::daemon::CHECKED_GIT;
 use super::keeper::{KeeperDaemon, KEEPER_JOBS, REMOVE_PRUNED};
 use super::layout::{platform_probe, PRIVATE, REPORT_STATE, REQUIRE_GIT, REQUIRE_SETUP};
-use super::{EXIT_LOCKED, STATE_DIR};
+use super::{EXIT_LOCKED, PUSHED, STATE_DIR};
 
 /// Checks that setup was done, takes the deploy lock (`mkdir`, atomic) holding `lock`, stops
 /// daemons orphaned by an earlier deploy, and reports the server's state (see
@@ -54,6 +54,12 @@ fi
 printf '%s\n' {info} "connection=$PPID $(start_time "$PPID")" "keeper=$$ $(start_time "$$")" > "$state/lock/info"
 # A server set up by an older version has them readable by every local user.
 {PRIVATE} "$state/lock/info"
+# The batch sent ahead of the push waits on this FIFO, not polling: a line is written to it when
+# a connection to the daemon ends, and when the deployer says how the push ended (`ok` once
+# receive-pack reported every ref updated). Held open here (read-write, so that opening it never
+# blocks): a line written stays until it is read.
+pushed="$state/lock/{PUSHED}"
+if mkfifo -m 600 "$pushed" 2>/dev/null; then exec 6<>"$pushed"; else pushed=""; fi
 {STOP_RECEIVE_PACKS}
 {REMOVE_UNFINISHED}
 for pidfile in "$state"/daemon.*.pid; do
@@ -104,7 +110,7 @@ while read -r line; do
     {confirm}) confirm_deploy ;;
     "run "*) run_job ${{line#run }} ;;
     stop) stop_job ;;
-    stop-daemon) stop_daemon ;;
+    "pushed "*) stop_daemon; if [ -n "$pushed" ]; then echo "${{line#pushed }}" >&6; fi ;;
   esac
 done
 # Nobody reads this channel any more (the deployer may be gone): a write to it would raise

@@ -82,6 +82,9 @@ pub use release::{check_script, discard_script, hook_script, inspect_script, pre
 /// Directory under `deploy_to` where xtask-deploy keeps its own state: the lock, daemon pid
 /// files, the list of releases marked bad by a rollback.
 pub const STATE_DIR: &str = state_dir!();
+/// The FIFO in the lock's directory that wakes the batch awaiting the push (see
+/// [`await_push_script`]).
+const PUSHED: &str = "pushed";
 /// Exit status of a remote script when `git` is missing on the server.
 #[cfg(test)]
 pub const EXIT_NO_GIT: i32 = exit_no_git!();

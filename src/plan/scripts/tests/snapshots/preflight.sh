@@ -79,6 +79,12 @@ fi
 printf '%s\n' 'user=alice' 'host=laptop' 'since=2026-11-25T04:16:38Z' 'sha=0123456789abcdef0123456789abcdef01234567' 'message=hotfix for #12' 'token=t0k3n' "connection=$PPID $(start_time "$PPID")" "keeper=$$ $(start_time "$$")" > "$state/lock/info"
 # A server set up by an older version has them readable by every local user.
 chmod go= "$d/repo" "$d/.xtask-deploy" "$state/lock/info"
+# The batch sent ahead of the push waits on this FIFO, not polling: a line is written to it when
+# a connection to the daemon ends, and when the deployer says how the push ended (`ok` once
+# receive-pack reported every ref updated). Held open here (read-write, so that opening it never
+# blocks): a line written stays until it is read.
+pushed="$state/lock/pushed"
+if mkfifo -m 600 "$pushed" 2>/dev/null; then exec 6<>"$pushed"; else pushed=""; fi
 for pidfile in "$state"/receive-pack.*.pid; do
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
@@ -170,7 +176,7 @@ start_daemon() {
   rm -f "$fifo"
   while IFS= read -r line <&4; do
     case "$line" in
-      *"Ready to rumble"*) cat <&4 >/dev/null 2>&1 & exec 4<&-; return 0 ;;
+      *"Ready to rumble"*) watch_log >/dev/null 2>&1 & exec 4<&-; return 0 ;;
     esac
     said=$line
   done
@@ -182,6 +188,15 @@ start_daemon() {
   # git dies with 128 when it cannot listen on its port (another process holds it).
   if [ "$status" = 128 ]; then return 1; fi
   return 2
+}
+# Reads the daemon's log to its end (it must not block on a full pipe). `--verbose` logs
+# "Disconnected" once a connection's receive-pack is over: its refs are updated by then.
+watch_log() {
+  while IFS= read -r line <&4; do
+    case "$line" in
+      *Disconnected*) if [ -n "$pushed" ] && [ -p "$pushed" ]; then echo disconnected 1<>"$pushed"; fi ;;
+    esac
+  done
 }
 start_daemons() {
   said=""
@@ -345,7 +360,7 @@ while read -r line; do
     confirm) confirm_deploy ;;
     "run "*) run_job ${line#run } ;;
     stop) stop_job ;;
-    stop-daemon) stop_daemon ;;
+    "pushed "*) stop_daemon; if [ -n "$pushed" ]; then echo "${line#pushed }" >&6; fi ;;
   esac
 done
 # Nobody reads this channel any more (the deployer may be gone): a write to it would raise
