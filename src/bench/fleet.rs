@@ -14,31 +14,34 @@ use crate::Error;
 use super::timing::{relay_to, time_side_by_side, Machine, Sample, Spread, Target};
 use super::{bench_config, line, server_entry, Bench};
 
-/// How many servers the fleet rows deploy to at once.
-const FLEETS: [usize; 3] = [1, 4, 8];
-
-/// How many servers the fleet rows at a distance deploy to at once.
-const FAR_FLEETS: [usize; 2] = [1, 8];
+/// How many servers the fleet rows deploy to at once, near and far.
+const FLEETS: [usize; 4] = [1, 2, 4, 8];
 
 /// Starts the other servers and prints both tables.
 pub(super) fn run(bench: &Bench, out: &mut dyn Write) -> Result<(), Error> {
     let first = bench.server;
     let started = |err: std::io::Error| Error::local(format!("cannot start a loopback sshd: {err}"));
     let others: Vec<LoopbackServer> =
-        (1..FLEETS[2]).map(|_| LoopbackServer::start().map_err(started)).collect::<Result<_, _>>()?;
+        (1..FLEETS[FLEETS.len() - 1]).map(|_| LoopbackServer::start().map_err(started)).collect::<Result<_, _>>()?;
     // One key and one known_hosts file for all: the first server's key is let in everywhere.
     for server in &others {
         first.admit(server).map_err(|err| Error::local(format!("cannot write the fleet's keys: {err}")))?;
     }
     let servers: Vec<&LoopbackServer> = std::iter::once(first).chain(&others).collect();
-    near(bench, &servers, out)?;
+    let near = near(bench, &servers, out)?;
     let rtt = bench.options.rtts.iter().copied().max().unwrap_or_default();
-    far(bench, &servers, rtt, out)
+    far(bench, &servers, rtt, &near, out)
 }
 
-/// Fleets of 1, 4 and 8 servers reached directly: the median wall time, and what the machine
-/// did meanwhile.
-fn near(bench: &Bench, servers: &[&LoopbackServer], out: &mut dyn Write) -> Result<(), Error> {
+/// The CPU time the whole machine spent during the samples (median), when it is known.
+fn machine_cpu(samples: &[Sample]) -> Option<f64> {
+    let machine: Vec<&Machine> = samples.iter().filter_map(|sample| sample.machine.as_ref()).collect();
+    (!machine.is_empty()).then(|| Spread::of(machine.iter().map(|machine| machine.cpu_ms)).median)
+}
+
+/// Fleets of 1, 2, 4 and 8 servers reached directly: the median wall time, and what the machine
+/// did meanwhile. Returns the median wall times.
+fn near(bench: &Bench, servers: &[&LoopbackServer], out: &mut dyn Write) -> Result<Vec<f64>, Error> {
     let targets = FLEETS
         .iter()
         .map(|&size| {
@@ -68,15 +71,16 @@ fn near(bench: &Bench, servers: &[&LoopbackServer], out: &mut dyn Write) -> Resu
     for (size, samples) in FLEETS.iter().zip(&samples) {
         let wall = Spread::of_walls(samples);
         let machine: Vec<&Machine> = samples.iter().filter_map(|sample| sample.machine.as_ref()).collect();
-        let (cpu, processes) = if machine.is_empty() {
-            ("-".to_string(), "-".to_string())
-        } else {
-            let cpu = Spread::of(machine.iter().map(|machine| machine.cpu_ms)).median;
-            let processes = Spread::of(machine.iter().map(|machine| machine.processes / *size as f64)).median;
-            (format!("{cpu:.0}"), format!("{processes:.0}"))
+        let cpu = machine_cpu(samples).map_or("-".to_string(), |cpu| format!("{cpu:.0}"));
+        let processes = match machine.is_empty() {
+            true => "-".to_string(),
+            false => {
+                format!("{:.0}", Spread::of(machine.iter().map(|machine| machine.processes / *size as f64)).median)
+            }
         };
         line(out, format!("  {size:>7} {wall:>26} {:>12.2} {cpu:>22} {processes:>28}", wall.median / one.max(1.0)))?;
     }
+    let medians = samples.iter().map(|samples| Spread::of_walls(samples).median).collect();
     line(
         out,
         format!(
@@ -84,14 +88,24 @@ fn near(bench: &Bench, servers: &[&LoopbackServer], out: &mut dyn Write) -> Resu
              fleet's wall time is bounded below by its CPU time / cores)",
             std::thread::available_parallelism().map_or(1, |cores| cores.get())
         ),
-    )
+    )?;
+    Ok(medians)
 }
 
-/// Fleets of 1 and 8 servers, each server behind its own relay adding half of `rtt` each way.
-fn far(bench: &Bench, servers: &[&LoopbackServer], rtt: Duration, out: &mut dyn Write) -> Result<(), Error> {
+/// Fleets of 1, 2, 4 and 8 servers, each server behind its own relay adding half of `rtt` each
+/// way; beside each, what the same fleet took without delay (`near`, its median wall times)
+/// plus what the delay added to one server: what the fleet would take if the delay cost each
+/// server what it costs one, and nothing else.
+fn far(
+    bench: &Bench,
+    servers: &[&LoopbackServer],
+    rtt: Duration,
+    near: &[f64],
+    out: &mut dyn Write,
+) -> Result<(), Error> {
     let first = servers[0];
     let mut targets = Vec::new();
-    for size in FAR_FLEETS {
+    for size in FLEETS {
         // Each fleet has relays of its own, so that each counts its own fleet's turns.
         let own: Vec<Relay> =
             servers[..size].iter().map(|server| relay_to(server, rtt, first)).collect::<Result<_, _>>()?;
@@ -120,13 +134,35 @@ fn far(bench: &Bench, servers: &[&LoopbackServer], rtt: Duration, out: &mut dyn 
     )?;
     line(
         out,
-        format!("  {:>7} {:>26} {:>12} {:>16}", "servers", "median wall ms (min-max)", "x 1 server", "turns / server"),
+        format!(
+            "  {:>7} {:>26} {:>12} {:>16} {:>22} {:>30}",
+            "servers",
+            "median wall ms (min-max)",
+            "x 1 server",
+            "turns / server",
+            "machine CPU ms (all)",
+            "no delay + one server's delay"
+        ),
     )?;
     let one = Spread::of_walls(&samples[0]).median;
-    for (size, samples) in FAR_FLEETS.iter().zip(&samples) {
+    let added = one - near[0];
+    for ((size, samples), near) in FLEETS.iter().zip(&samples).zip(near) {
         let wall = Spread::of_walls(samples);
         let turns = Spread::of(samples.iter().map(|sample| sample.turns as f64 / *size as f64)).median;
-        line(out, format!("  {size:>7} {wall:>26} {:>12.2} {turns:>16.0}", wall.median / one.max(1.0)))?;
+        let cpu = machine_cpu(samples).map_or("-".to_string(), |cpu| format!("{cpu:.0}"));
+        let sum = format!("{:.0} ({:.2}x)", near + added, wall.median / (near + added).max(1.0));
+        line(
+            out,
+            format!("  {size:>7} {wall:>26} {:>12.2} {turns:>16.0} {cpu:>22} {sum:>30}", wall.median / one.max(1.0)),
+        )?;
     }
-    Ok(())
+    line(
+        out,
+        format!(
+            "  (no delay + one server's delay: this fleet's median without delay, above, plus the {added:.0} ms the \
+             delay added to one server; the measured time over it, in brackets. Near 1.00x, a far fleet costs its \
+             round trips once, as one server does, and the rest is the machine's CPU, shared here by every \
+             server and the deployer)"
+        ),
+    )
 }
