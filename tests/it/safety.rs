@@ -83,13 +83,18 @@ fn a_push_refused_by_the_server_names_its_reason_with_either_transport() {
     }
 }
 
-/// Puts a `sh` first on the server's `PATH` that lingers a second whenever it runs the
-/// daemon's access hook for a push, so that a scan of `/proc` cannot miss the hook's command
-/// line. It changes nothing the hook shows or does.
+/// Puts an `awk` first on the server's `PATH` that lingers a second whenever the daemon's
+/// access hook runs it (to look the connection up), so that a scan of `/proc` cannot miss the
+/// hook's command line. It changes nothing the hook shows or does.
 fn linger_in_access_hooks(world: &World) {
+    let found = std::process::Command::new("sh").args(["-c", "command -v awk"]).output().unwrap();
+    let awk = String::from_utf8(found.stdout).unwrap();
     executable(
-        &world.server.bin_dir().join("sh"),
-        "#!/bin/sh\nif [ \"${2:-}\" = receive-pack ] || [ \"${4:-}\" = receive-pack ]; then sleep 1; fi\nexec /bin/sh \"$@\"\n",
+        &world.server.bin_dir().join("awk"),
+        &format!(
+            "#!/bin/sh\ncase \"${{2:-}}\" in from=*) sleep 1 ;; esac\nexec {} \"$@\"\n",
+            support::quote_path(std::path::Path::new(awk.trim()))
+        ),
     );
 }
 

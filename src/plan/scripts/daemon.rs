@@ -17,17 +17,17 @@ pub(super) fn git_daemon_command(max_seconds: u64, port: &str, served: &str) -> 
         format!("timeout -k 1 {max_seconds} {CHECKED_GIT} daemon --verbose --listen=127.0.0.1 --port={port} --strict-paths"),
         "--export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive".to_string(),
         "--forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive".to_string(),
-        "--access-hook='sh -c \"$XTASK_DEPLOY_ACCESS_HOOK\" xtask-deploy-access' --informative-errors --init-timeout=30"
+        "--access-hook='f() { eval \"$XTASK_DEPLOY_ACCESS_HOOK\"; }; f' --informative-errors --init-timeout=30"
             .to_string(),
         format!("--timeout={max_seconds} {served}"),
     ]
     .join(" \\\n    ")
 }
 
-/// The daemon's access hook, run as `sh -c <hook> xtask-deploy-access <service> <path> <host>
-/// <canonical host> <ip> <port>` with the connection's `REMOTE_ADDR` and `REMOTE_PORT` in its
-/// environment (git daemon's), and `XTASK_DEPLOY_PORT` and `XTASK_DEPLOY_UID` (the daemon
-/// script's). It lets a push in when the connecting end, 127.0.0.1:`REMOTE_PORT` to this
+/// The daemon's access hook, run with the arguments `<service> <path> <host> <canonical host>
+/// <ip> <port>` in the shell git daemon starts for it (a function `eval`s it: no second shell),
+/// with the connection's `REMOTE_ADDR` and `REMOTE_PORT` in its environment (git daemon's), and
+/// `XTASK_DEPLOY_PORT` and `XTASK_DEPLOY_UID` (the daemon script's). It lets a push in when the connecting end, 127.0.0.1:`REMOTE_PORT` to this
 /// daemon's port, belongs to the deploy user: `/proc/net/tcp` lists every TCP socket with its
 /// owner's uid (hex ports; the address in the host's byte order). The deployer sends no `host`
 /// field, so its arguments after the path are empty and git daemon looks no host name up.

@@ -70,8 +70,9 @@ pub fn pruned_by_keeper(stdout: &str) -> Vec<String> {
 /// the daemon listens, `daemon-no-port <what git said>` when every port was taken, or
 /// `daemon-failed <what it said>`, then waits for the daemon to end. Each daemon it starts
 /// (`timeout`, leading the process group of the daemon and its children) has its pid file, which
-/// `stop_daemon` (defined here too) reads. The daemon's log (stderr) goes through a FIFO that
-/// the starter reads until "Ready to rumble"; a subshell then reads it to its end, and wakes the
+/// `stop_daemon` (defined here too) reads. The daemon's log (stderr) goes through a FIFO (made
+/// with the lock, in its directory, for every attempt) that the starter reads until "Ready to
+/// rumble"; a subshell then reads it to its end, and wakes the
 /// batch awaiting the push (the keeper's `$pushed` FIFO) each time a connection ends.
 pub(super) fn start_daemon(daemon: &KeeperDaemon) -> String {
     let mut served = String::from("\"$d/repo\"");
@@ -88,9 +89,8 @@ pub(super) fn start_daemon(daemon: &KeeperDaemon) -> String {
     let ports: Vec<String> = daemon.ports.iter().map(u16::to_string).collect();
     format!(
         r#"start_daemon() {{
-  fifo="$state/daemon.$1.log"
-  rm -f "$fifo"
-  mkfifo -m 600 "$fifo" || {{ said="cannot make a FIFO in $state"; return 2; }}
+  fifo="$state/lock/{daemon_log}"
+  [ -p "$fifo" ] || {{ said="cannot make a FIFO in $state/lock"; return 2; }}
   # Never `--reuseaddr`: without it, git daemon cannot listen on a port while a connection
   # another user accepted there lingers, so the deployer's early tunnel cannot reach a daemon
   # that is not this one.
@@ -98,7 +98,6 @@ pub(super) fn start_daemon(daemon: &KeeperDaemon) -> String {
   started=$!
   echo "$started" > "$state/daemon.$1.pid"
   exec 4<"$fifo"
-  rm -f "$fifo"
   while IFS= read -r line <&4; do
     case "$line" in
       *"Ready to rumble"*) watch_log >/dev/null 2>&1 & exec 4<&-; return 0 ;;
@@ -170,6 +169,7 @@ stop_daemon() {{
 "#,
         command = git_daemon_command(daemon.max_seconds, "\"$1\"", &served),
         access_hook = quote(ACCESS_HOOK),
+        daemon_log = super::DAEMON_LOG,
         ports = ports.join(" "),
     )
 }

@@ -9,7 +9,7 @@ use crate::shell::{quote, RemoteScript};
 use super::daemon::CHECKED_GIT;
 use super::keeper::{KeeperDaemon, KEEPER_JOBS, REMOVE_PRUNED};
 use super::layout::{platform_probe, PRIVATE, REPORT_STATE, REQUIRE_GIT, REQUIRE_SETUP};
-use super::{EXIT_LOCKED, PUSHED, STATE_DIR};
+use super::{DAEMON_LOG, EXIT_LOCKED, PUSHED, STATE_DIR};
 
 /// Checks that setup was done, takes the deploy lock (`mkdir`, atomic) holding `lock`, stops
 /// daemons orphaned by an earlier deploy, and reports the server's state (see
@@ -57,9 +57,10 @@ printf '%s\n' {info} "connection=$PPID $(start_time "$PPID")" "keeper=$$ $(start
 # The batch sent ahead of the push waits on this FIFO, not polling: a line is written to it when
 # a connection to the daemon ends, and when the deployer says how the push ended (`ok` once
 # receive-pack reported every ref updated). Held open here (read-write, so that opening it never
-# blocks): a line written stays until it is read.
+# blocks): a line written stays until it is read. The daemon's log goes through the other. Both
+# go with the lock's directory.
 pushed="$state/lock/{PUSHED}"
-if mkfifo -m 600 "$pushed" 2>/dev/null; then exec 6<>"$pushed"; else pushed=""; fi
+if mkfifo -m 600 "$pushed" "$state/lock/{DAEMON_LOG}" 2>/dev/null; then exec 6<>"$pushed"; else pushed=""; fi
 {STOP_RECEIVE_PACKS}
 {REMOVE_UNFINISHED}
 for pidfile in "$state"/daemon.*.pid; do

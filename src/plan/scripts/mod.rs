@@ -85,6 +85,8 @@ pub const STATE_DIR: &str = state_dir!();
 /// The FIFO in the lock's directory that wakes the batch awaiting the push (see
 /// [`await_push_script`]).
 const PUSHED: &str = "pushed";
+/// The FIFO in the lock's directory that the git daemon's log goes through.
+const DAEMON_LOG: &str = "daemon.log";
 /// Exit status of a remote script when `git` is missing on the server.
 #[cfg(test)]
 pub const EXIT_NO_GIT: i32 = exit_no_git!();

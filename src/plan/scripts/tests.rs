@@ -179,7 +179,7 @@ fn the_access_hook_lets_in_only_a_push_whose_connection_the_deploy_user_opened()
     let (_server, peer) = listener.accept().unwrap();
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
-    // git daemon runs it as `sh -c <hook> <name> <service> <path> <host> <canon> <ip> <port>`.
+    // git daemon's shell runs it with the arguments `<service> <path> <host> <canon> <ip> <port>`.
     let run = |service: &str, remote: &str, uid: u32| {
         let out = std::process::Command::new("sh")
             .arg("-c")

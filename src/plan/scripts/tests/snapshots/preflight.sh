@@ -82,9 +82,10 @@ chmod go= "$d/repo" "$d/.xtask-deploy" "$state/lock/info"
 # The batch sent ahead of the push waits on this FIFO, not polling: a line is written to it when
 # a connection to the daemon ends, and when the deployer says how the push ended (`ok` once
 # receive-pack reported every ref updated). Held open here (read-write, so that opening it never
-# blocks): a line written stays until it is read.
+# blocks): a line written stays until it is read. The daemon's log goes through the other. Both
+# go with the lock's directory.
 pushed="$state/lock/pushed"
-if mkfifo -m 600 "$pushed" 2>/dev/null; then exec 6<>"$pushed"; else pushed=""; fi
+if mkfifo -m 600 "$pushed" "$state/lock/daemon.log" 2>/dev/null; then exec 6<>"$pushed"; else pushed=""; fi
 for pidfile in "$state"/receive-pack.*.pid; do
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
@@ -159,21 +160,19 @@ for f in /lib/ld-* /lib64/ld-* /usr/lib/ld-* /usr/lib64/ld-* /lib/*/ld-*; do
   if [ -e "$f" ]; then printf 'platform interp %s\n' "$f"; fi
 done
 start_daemon() {
-  fifo="$state/daemon.$1.log"
-  rm -f "$fifo"
-  mkfifo -m 600 "$fifo" || { said="cannot make a FIFO in $state"; return 2; }
+  fifo="$state/lock/daemon.log"
+  [ -p "$fifo" ] || { said="cannot make a FIFO in $state/lock"; return 2; }
   # Never `--reuseaddr`: without it, git daemon cannot listen on a port while a connection
   # another user accepted there lingers, so the deployer's early tunnel cannot reach a daemon
   # that is not this one.
   XTASK_DEPLOY_PORT=$1 timeout -k 1 600 git -c receive.fsckObjects=true -c receive.shallowUpdate=true daemon --verbose --listen=127.0.0.1 --port="$1" --strict-paths \
     --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \
     --forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive \
-    --access-hook='sh -c "$XTASK_DEPLOY_ACCESS_HOOK" xtask-deploy-access' --informative-errors --init-timeout=30 \
+    --access-hook='f() { eval "$XTASK_DEPLOY_ACCESS_HOOK"; }; f' --informative-errors --init-timeout=30 \
     --timeout=600 "$d/repo" "$d"/repo/modules/lib </dev/null >/dev/null 2>"$fifo" &
   started=$!
   echo "$started" > "$state/daemon.$1.pid"
   exec 4<"$fifo"
-  rm -f "$fifo"
   while IFS= read -r line <&4; do
     case "$line" in
       *"Ready to rumble"*) watch_log >/dev/null 2>&1 & exec 4<&-; return 0 ;;
