@@ -202,11 +202,15 @@ done"#
 /// read-only are left alone: a file shared with an older release is never touched), so that
 /// an app writing into one in place fails instead of changing every release that shares it;
 /// then it is recorded, for the next release to reuse its files: its tree, `$attributes`, and
-/// the inode of each of its files (`find -printf`, GNU's; without it, nothing is reused). The
-/// record's time and the inodes tell which of its files were written or replaced since
-/// (`REUSE`). Its directories stay writable.
-const SEAL: &str = r#"find "releases/$rel" -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} +
-{ printf '%s\n' "$tree" "$attributes"; (cd "releases/$rel" && find . \( -type f -o -type l \) -printf '%i %p\n' 2>/dev/null) || :; } > "$record"
+/// the inode of each of its files. One `find` does both; where it fails (a `find` without
+/// `-printf`, not GNU's) there is no record, so nothing is reused, and a plain `find` makes the
+/// files read-only. The record's time and the inodes tell which of its files were written or
+/// replaced since (`REUSE`). Its directories stay writable.
+const SEAL: &str = r#"if ! { printf '%s\n' "$tree" "$attributes" && find "releases/$rel" \( -type f -o -type l \) -printf '%i ./%P\n' \
+  \( -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} + \); } > "$record" 2>/dev/null; then
+  rm -f "$record"
+  find "releases/$rel" -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} +
+fi
 "#;
 
 /// What `repo/info/attributes` holds, as `$attributes`: a release reuses the files of one made
@@ -234,9 +238,11 @@ const ATTRIBUTES: &str =
 /// reads as an option), `expect` (their types: `f`, `x` executable, `l`) and `extract` (the
 /// others), and fails when a `.gitattributes` was added, changed or removed, or most of the tree
 /// is to be extracted. Then one `find -printf` prints each reused file's inode, type, mode and
-/// time in the previous release, and an `awk` checks them against the record and `expect`; then
-/// `cp -l --parents` links them, and `git archive` of the paths to extract (one archive per
-/// invocation, as `xargs` may split the paths) writes the rest. The script's text travels on
+/// time in the previous release (and the record's time, first), and an `awk` checks them against
+/// the record and `expect`; then `cp -l --parents` links them, and `git archive` of the paths to
+/// extract (one archive per invocation, as `xargs` may split the paths) writes the rest. The
+/// lists go to `xargs -d '\n'` (GNU's, as `cp --parents` is: elsewhere the tree is extracted
+/// whole), which takes every other character as it is. The script's text travels on
 /// every deploy: its comments are here.
 const REUSE: &str = r#"reuse() {
   prev=$(readlink current) || return 1
@@ -278,25 +284,23 @@ const REUSE: &str = r#"reuse() {
   if [ -f repo/info/attributes ]; then
     grep -q -E '(^|[[:space:]])export-(subst|ignore)([[:space:]=]|$)' repo/info/attributes; [ $? = 1 ] || return 1
   fi
-  tr '\n' '\0' < "$work/all" > "$work/all.z" || return 1
-  since=$(find "$stamp" -prune -printf '%T@') || return 1
-  (cd "releases/$prev" && xargs -0 sh -c 'exec find "$@" -prune -printf "%i %y%m %T@ %p\n"' sh < "$work/all.z") > "$work/now" || return 1
-  LC_ALL=C awk -v since="$since" '
+  (cd "releases/$prev" && xargs -d '\n' sh -c 'exec find "$@" -prune -printf "%i %y%m %T@ %p\n"' sh "$stamp" < "$work/all") > "$work/now" || return 1
+  LC_ALL=C stamp="$stamp" awk '
     FILENAME ~ /\/tree\.[0-9]*$/ { if (FNR > 2) inode[substr($0, index($0, " ") + 1)] = $1; next }
     FILENAME ~ /\/expect$/ { expect[substr($0, 3)] = substr($0, 1, 1); wanted++; next }
     {
       path = $0; for (i = 0; i < 3; i++) path = substr(path, index(path, " ") + 1)
+      if (path == ENVIRON["stamp"]) { since = $3; next }
       kind = substr($2, 1, 1) == "l" ? "l" : substr($2, 1, 1) != "f" ? "?" : substr($2, 2, 1) ~ /[1357]/ ? "x" : "f"
-      if (inode[path] != $1 || expect[path] != kind || $3 + 0 > since + 0) bad = 1
+      if (since == "" || inode[path] != $1 || expect[path] != kind || $3 + 0 > since + 0) bad = 1
       found++
     }
     END { exit bad || found != wanted }' "$stamp" "$work/expect" "$work/now" || return 1
-  (cd "releases/$prev" && xargs -0 cp -P -l --parents -t "$d/releases/$rel" -- < "$work/all.z") || return 1
+  (cd "releases/$prev" && xargs -d '\n' cp -P -l --parents -t "$d/releases/$rel" -- < "$work/all") || return 1
   if [ -s "$work/extract" ]; then
-    tr '\n' '\0' < "$work/extract" > "$work/extract.z" || return 1
-    tree="$tree" dest="releases/$rel" failed="$work/failed" xargs -0 sh -c \
+    tree="$tree" dest="releases/$rel" failed="$work/failed" xargs -d '\n' sh -c \
       '{ git --git-dir=repo --literal-pathspecs archive --format=tar "$tree" -- "$@" || echo x > "$failed"; } | tar -x -f - -C "$dest" || echo x > "$failed"' \
-      sh < "$work/extract.z" || return 1
+      sh < "$work/extract" || return 1
     [ ! -e "$work/failed" ] || return 1
   fi
 }"#;

@@ -59,6 +59,9 @@ ln -s "$d/shared"/log "releases/$rel"/log
 if [ -e "releases/$rel"/config/database.yml ] || [ -L "releases/$rel"/config/database.yml ]; then rm -rf "releases/$rel"/config/database.yml; fi
 [ -d "releases/$rel"/config ] || mkdir -p "releases/$rel"/config
 ln -s "$d/shared"/config/database.yml "releases/$rel"/config/database.yml
-find "releases/$rel" -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} +
-{ printf '%s\n' "$tree" "$attributes"; (cd "releases/$rel" && find . \( -type f -o -type l \) -printf '%i %p\n' 2>/dev/null) || :; } > "$record"
+if ! { printf '%s\n' "$tree" "$attributes" && find "releases/$rel" \( -type f -o -type l \) -printf '%i ./%P\n' \
+  \( -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} + \); } > "$record" 2>/dev/null; then
+  rm -f "$record"
+  find "releases/$rel" -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} +
+fi
 trap - EXIT

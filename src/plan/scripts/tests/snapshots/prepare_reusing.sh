@@ -77,25 +77,23 @@ reuse() {
   if [ -f repo/info/attributes ]; then
     grep -q -E '(^|[[:space:]])export-(subst|ignore)([[:space:]=]|$)' repo/info/attributes; [ $? = 1 ] || return 1
   fi
-  tr '\n' '\0' < "$work/all" > "$work/all.z" || return 1
-  since=$(find "$stamp" -prune -printf '%T@') || return 1
-  (cd "releases/$prev" && xargs -0 sh -c 'exec find "$@" -prune -printf "%i %y%m %T@ %p\n"' sh < "$work/all.z") > "$work/now" || return 1
-  LC_ALL=C awk -v since="$since" '
+  (cd "releases/$prev" && xargs -d '\n' sh -c 'exec find "$@" -prune -printf "%i %y%m %T@ %p\n"' sh "$stamp" < "$work/all") > "$work/now" || return 1
+  LC_ALL=C stamp="$stamp" awk '
     FILENAME ~ /\/tree\.[0-9]*$/ { if (FNR > 2) inode[substr($0, index($0, " ") + 1)] = $1; next }
     FILENAME ~ /\/expect$/ { expect[substr($0, 3)] = substr($0, 1, 1); wanted++; next }
     {
       path = $0; for (i = 0; i < 3; i++) path = substr(path, index(path, " ") + 1)
+      if (path == ENVIRON["stamp"]) { since = $3; next }
       kind = substr($2, 1, 1) == "l" ? "l" : substr($2, 1, 1) != "f" ? "?" : substr($2, 2, 1) ~ /[1357]/ ? "x" : "f"
-      if (inode[path] != $1 || expect[path] != kind || $3 + 0 > since + 0) bad = 1
+      if (since == "" || inode[path] != $1 || expect[path] != kind || $3 + 0 > since + 0) bad = 1
       found++
     }
     END { exit bad || found != wanted }' "$stamp" "$work/expect" "$work/now" || return 1
-  (cd "releases/$prev" && xargs -0 cp -P -l --parents -t "$d/releases/$rel" -- < "$work/all.z") || return 1
+  (cd "releases/$prev" && xargs -d '\n' cp -P -l --parents -t "$d/releases/$rel" -- < "$work/all") || return 1
   if [ -s "$work/extract" ]; then
-    tr '\n' '\0' < "$work/extract" > "$work/extract.z" || return 1
-    tree="$tree" dest="releases/$rel" failed="$work/failed" xargs -0 sh -c \
+    tree="$tree" dest="releases/$rel" failed="$work/failed" xargs -d '\n' sh -c \
       '{ git --git-dir=repo --literal-pathspecs archive --format=tar "$tree" -- "$@" || echo x > "$failed"; } | tar -x -f - -C "$dest" || echo x > "$failed"' \
-      sh < "$work/extract.z" || return 1
+      sh < "$work/extract" || return 1
     [ ! -e "$work/failed" ] || return 1
   fi
 }
@@ -123,6 +121,9 @@ ln -s "$d/shared"/log "releases/$rel"/log
 if [ -e "releases/$rel"/config/database.yml ] || [ -L "releases/$rel"/config/database.yml ]; then rm -rf "releases/$rel"/config/database.yml; fi
 [ -d "releases/$rel"/config ] || mkdir -p "releases/$rel"/config
 ln -s "$d/shared"/config/database.yml "releases/$rel"/config/database.yml
-find "releases/$rel" -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} +
-{ printf '%s\n' "$tree" "$attributes"; (cd "releases/$rel" && find . \( -type f -o -type l \) -printf '%i %p\n' 2>/dev/null) || :; } > "$record"
+if ! { printf '%s\n' "$tree" "$attributes" && find "releases/$rel" \( -type f -o -type l \) -printf '%i ./%P\n' \
+  \( -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} + \); } > "$record" 2>/dev/null; then
+  rm -f "$record"
+  find "releases/$rel" -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} +
+fi
 trap - EXIT
