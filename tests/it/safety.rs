@@ -674,28 +674,30 @@ fn what_the_server_sends_while_the_deployer_writes_is_not_lost() {
 
 #[test]
 fn a_batch_awaiting_a_slow_push_waits_without_starting_processes() {
-    let world = World::new();
-    world.setup();
-    world.deploy();
-    // Every git the server's sessions start is logged (the server's `bin/` comes first in PATH).
-    let log = world.server.dir().join("git-calls");
-    let real = git(world.server.dir(), &["--exec-path"]);
-    executable(
-        &world.server.bin_dir().join("git"),
-        &format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {}\nexec {}/git \"$@\"\n",
-            support::quote_path(&log),
-            support::quote_path(std::path::Path::new(real.trim()))
-        ),
-    );
-    // A push the server takes a second and a half to receive, as a large one would.
-    executable(&world.deploy_to.join("repo/hooks/pre-receive"), "#!/bin/sh\ncat >/dev/null\nsleep 1.5\n");
-    let sha = world.commit("src/main.rs", "fn main() { println!(\"slow\"); }\n");
-    let report = world.deploy();
-    world.assert_release_matches(&report.release, &sha);
-    let calls = fs::read_to_string(&log).unwrap();
-    // The batch sent ahead of the push looks at the refs when a connection to the daemon ends
-    // or the deployer says the push is over: a few times, not a hundred times a second.
-    let looks = calls.lines().filter(|line| line.contains("rev-parse") && line.contains("^{commit}")).count();
-    assert!((1..=3).contains(&looks), "the refs were looked at {looks} times:\n{calls}");
+    for transport in ["daemon", "exec"] {
+        let world = World::with_config(&format!("transport = \"{transport}\""));
+        world.setup();
+        world.deploy();
+        // Every git the server's sessions start is logged (the server's `bin/` comes first in PATH).
+        let log = world.server.dir().join("git-calls");
+        let real = git(world.server.dir(), &["--exec-path"]);
+        executable(
+            &world.server.bin_dir().join("git"),
+            &format!(
+                "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {}\nexec {}/git \"$@\"\n",
+                support::quote_path(&log),
+                support::quote_path(std::path::Path::new(real.trim()))
+            ),
+        );
+        // A push the server takes a second and a half to receive, as a large one would.
+        executable(&world.deploy_to.join("repo/hooks/pre-receive"), "#!/bin/sh\ncat >/dev/null\nsleep 1.5\n");
+        let sha = world.commit("src/main.rs", "fn main() { println!(\"slow\"); }\n");
+        let report = world.deploy();
+        world.assert_release_matches(&report.release, &sha);
+        let calls = fs::read_to_string(&log).unwrap();
+        // The batch sent ahead of the push looks at the refs when a connection to the daemon ends
+        // or the deployer says the push is over: a few times, not a hundred times a second.
+        let looks = calls.lines().filter(|line| line.contains("rev-parse") && line.contains("^{commit}")).count();
+        assert!((1..=3).contains(&looks), "{transport}: the refs were looked at {looks} times:\n{calls}");
+    }
 }
