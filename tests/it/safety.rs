@@ -672,23 +672,29 @@ fn what_the_server_sends_while_the_deployer_writes_is_not_lost() {
     assert_eq!(text, "ready\ngot x\n");
 }
 
+/// Puts a `git` first on the server's `PATH` (its `bin/`) that appends its arguments to `log`,
+/// then runs git.
+fn log_git_calls(world: &World, log: &std::path::Path) {
+    let real = git(world.server.dir(), &["--exec-path"]);
+    executable(
+        &world.server.bin_dir().join("git"),
+        &format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {}\nexec {}/git \"$@\"\n",
+            support::quote_path(log),
+            support::quote_path(std::path::Path::new(real.trim()))
+        ),
+    );
+}
+
 #[test]
 fn a_batch_awaiting_a_slow_push_waits_without_starting_processes() {
     for transport in ["daemon", "exec"] {
         let world = World::with_config(&format!("transport = \"{transport}\""));
         world.setup();
         world.deploy();
-        // Every git the server's sessions start is logged (the server's `bin/` comes first in PATH).
+        // Every git the server's sessions start is logged.
         let log = world.server.dir().join("git-calls");
-        let real = git(world.server.dir(), &["--exec-path"]);
-        executable(
-            &world.server.bin_dir().join("git"),
-            &format!(
-                "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {}\nexec {}/git \"$@\"\n",
-                support::quote_path(&log),
-                support::quote_path(std::path::Path::new(real.trim()))
-            ),
-        );
+        log_git_calls(&world, &log);
         // A push the server takes a second and a half to receive, as a large one would.
         executable(&world.deploy_to.join("repo/hooks/pre-receive"), "#!/bin/sh\ncat >/dev/null\nsleep 1.5\n");
         let sha = world.commit("src/main.rs", "fn main() { println!(\"slow\"); }\n");
@@ -700,4 +706,51 @@ fn a_batch_awaiting_a_slow_push_waits_without_starting_processes() {
         let looks = calls.lines().filter(|line| line.contains("rev-parse") && line.contains("^{commit}")).count();
         assert!((1..=3).contains(&looks), "{transport}: the refs were looked at {looks} times:\n{calls}");
     }
+}
+
+/// A pre-receive hook that, during our push, sends three requests of about 64 KB to the
+/// daemon's port, each line after line of what git daemon logs when a connection ends (a
+/// request's text is logged before the access hook runs: anyone on 127.0.0.1 can do this), and
+/// notes in `<deploy_to>/../flooded` that it did.
+const FLOOD: &str = r#"#!/bin/bash
+cat >/dev/null
+for f in ../.xtask-deploy/daemon.*.pid; do port=${f##*/daemon.}; port=${port%.pid}; done
+forged=$(for i in $(seq 3800); do echo '[1] Disconnected'; done)
+payload="x
+$forged"
+for i in 1 2 3; do
+  printf '%04x%s' $(( ${#payload} + 4 )) "$payload" > "/dev/tcp/127.0.0.1/$port" || exit 0
+done
+echo sent > ../../flooded
+# Long enough for the daemon to log it all: the push ending stops the daemon.
+sleep 3
+"#;
+
+/// Review finding: forged "Disconnected" lines in the daemon's log filled the FIFO that wakes
+/// the batch awaiting the push, and the keeper blocked writing its own line there for good.
+#[test]
+fn forged_lines_in_the_daemons_log_do_not_wedge_the_lock_keeper() {
+    let world = World::new();
+    world.setup();
+    world.deploy();
+    executable(&world.deploy_to.join("repo/hooks/pre-receive"), FLOOD);
+    // Every git the server's sessions start is logged.
+    let log = world.server.dir().join("git-calls");
+    log_git_calls(&world, &log);
+    let sha = world.commit("src/main.rs", "fn main() { println!(\"flooded\"); }\n");
+    let report = world.deploy();
+    // Each wake-up costs a look at the refs: a few, not one per forged line.
+    let calls = fs::read_to_string(&log).unwrap();
+    let looks = calls.lines().filter(|line| line.contains("rev-parse")).count();
+    assert!(looks <= 20, "the refs were looked at {looks} times");
+    world.assert_release_matches(&report.release, &sha);
+    let flooded = world.deploy_to.parent().unwrap().join("flooded");
+    assert!(flooded.exists(), "the hook sent nothing, so this test shows nothing");
+    assert!(!world.locked());
+    let left = world.our_processes_after(Duration::from_secs(5));
+    assert!(left.is_empty(), "left on the server: {left:?}");
+    // And the next deploy finds the server as usual.
+    fs::remove_file(world.deploy_to.join("repo/hooks/pre-receive")).unwrap();
+    let sha = world.commit("src/main.rs", "fn main() { println!(\"after\"); }\n");
+    world.assert_release_matches(&world.deploy().release, &sha);
 }

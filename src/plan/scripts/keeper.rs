@@ -114,11 +114,19 @@ pub(super) fn start_daemon(daemon: &KeeperDaemon) -> String {
   return 2
 }}
 # Reads the daemon's log to its end (it must not block on a full pipe). `--verbose` logs
-# "Disconnected" once a connection's receive-pack is over: its refs are updated by then.
+# "[pid] Disconnected" once a connection's receive-pack is over: its refs are updated by then.
+# Anyone on 127.0.0.1 can make the daemon log lines of their choosing (the path they ask for
+# is logged before the access hook runs): a few wake-ups at most, so that the FIFO never fills
+# and the keeper's own line always fits.
 watch_log() {{
+  woken=0
   while IFS= read -r line <&4; do
     case "$line" in
-      *Disconnected*) if [ -n "$pushed" ] && [ -p "$pushed" ]; then echo disconnected 1<>"$pushed"; fi ;;
+      "["*"] Disconnected"*)
+        if [ "$woken" -lt 16 ] && [ -n "$pushed" ] && [ -p "$pushed" ]; then
+          echo disconnected 1<>"$pushed"
+          woken=$((woken + 1))
+        fi ;;
     esac
   done
 }}
@@ -143,7 +151,7 @@ start_daemons() {{
     *) printf 'daemon-failed %s\n' "$said" ;;
   esac
 }}
-start_daemons </dev/null 2>/dev/null &
+start_daemons </dev/null 2>/dev/null 6>&- &
 starter=$!
 # Stops the starter (were it still starting one) and the daemon it started: the one whose pid
 # file names a child of the starter (not a daemon of a later deploy on the same port).
@@ -208,7 +216,7 @@ run_job() {
   p='echo "the step did not arrive whole" >&2; exit 1'
   if [ "${#b}" -eq $((length - 1)) ]; then p=$(printf %s "$b" | base64 -d) || p='exit 1'; fi
   { : > "$jobfile"; } 2>/dev/null
-  sh -c "$JOB" xtask-deploy-job "$p" "$end" "$jobfile" </dev/null &
+  sh -c "$JOB" xtask-deploy-job "$p" "$end" "$jobfile" </dev/null 6>&- &
   job=$!
 }
 # Stops the running batch, if any: TERM to its session, and a second later KILL to what in it
@@ -283,12 +291,12 @@ pub(super) fn confirm_function(config: &Config, token: &str) -> String {
 /// The first step of a batch sent ahead of its push: waits until every one of `updates`
 /// (`(repository relative to deploy_to, ref, sha)`) has its ref at its commit: receive-pack
 /// moves a ref only once every object the push brought is checked and stored (an object can be
-/// there before the others are). It looks again each time a connection to the daemon ends (a
-/// line on the keeper's `pushed` FIFO), and is done when the deployer says the push went
-/// through (`ok` there: receive-pack reported every ref updated, so every object is stored,
-/// whatever a server-side hook did to the refs since). A wait costs no process while nothing
-/// happens. Without that FIFO it polls, 100 times a second at first, then less often. The
-/// deployer stops the batch if the push fails.
+/// there before the others are). It looks again when a connection to the daemon ends (a line
+/// on the keeper's `pushed` FIFO, at most a few), and is done when the deployer says the push
+/// went through (`ok` there: receive-pack reported every ref updated, so every object is
+/// stored, whatever a server-side hook did to the refs since), or fails when it says the push
+/// failed. A wait costs no process while nothing happens. Without that FIFO it polls, 100 times
+/// a second at first, then less often. The deployer stops the batch if the push fails.
 pub fn await_push_script(config: &Config, updates: &[(String, String, String)]) -> RemoteScript {
     let mut checks = String::new();
     for (repo, refname, sha) in updates {
@@ -309,7 +317,10 @@ while :; do
 {checks}  [ -z "$here" ] || exit 0
   # A line written before this read waits in the FIFO: no wake-up is lost.
   if [ -p "$pushed" ] && read -r line 0<>"$pushed"; then
-    [ "$line" != ok ] || exit 0
+    case "$line" in
+      ok) exit 0 ;;
+      failed) echo "the push did not go through" >&2; exit 1 ;;
+    esac
     continue
   fi
   tries=$((tries + 1))

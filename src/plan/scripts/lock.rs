@@ -54,13 +54,6 @@ fi
 printf '%s\n' {info} "connection=$PPID $(start_time "$PPID")" "keeper=$$ $(start_time "$$")" > "$state/lock/info"
 # A server set up by an older version has them readable by every local user.
 {PRIVATE} "$state/lock/info"
-# The batch sent ahead of the push waits on this FIFO, not polling: a line is written to it when
-# a connection to the daemon ends, and when the deployer says how the push ended (`ok` once
-# receive-pack reported every ref updated). Held open here (read-write, so that opening it never
-# blocks): a line written stays until it is read. The daemon's log goes through the other. Both
-# go with the lock's directory.
-pushed="$state/lock/{PUSHED}"
-if mkfifo -m 600 "$pushed" "$state/lock/{DAEMON_LOG}" 2>/dev/null; then exec 6<>"$pushed"; else pushed=""; fi
 {STOP_RECEIVE_PACKS}
 {REMOVE_UNFINISHED}
 for pidfile in "$state"/daemon.*.pid; do
@@ -97,6 +90,19 @@ if [ -f "$state/{unconfirmed}" ]; then
   go_back_from_marker
   rm -f "$state/{unconfirmed}"
 fi
+# The batch sent ahead of the push waits on this FIFO, not polling: a line is written to it when
+# a connection to the daemon ends, and when the deployer says how the push ended (`ok` once
+# receive-pack reported every ref updated). Held open here on fd 6 (read-write, so that opening
+# it never blocks), which nothing this shell starts inherits: a line written stays until it is
+# read. The daemon's log goes through the other. Both go with the lock's directory. Made after
+# going back above, whose restart hooks may leave an app running. Without it, the batch polls.
+pushed="$state/lock/{PUSHED}"
+if mkfifo -m 600 "$pushed" "$state/lock/{DAEMON_LOG}" 2>/dev/null && {{ command exec 6<>"$pushed"; }} 2>/dev/null; then
+  :
+else
+  rm -f "$pushed"
+  pushed=""
+fi
 {REPORT_STATE}
 # What the push goes on: it sends its commands without waiting for git to list them again.
 git --git-dir="$d/repo" for-each-ref --format='ref %(objectname) %(refname)' 2>/dev/null
@@ -116,7 +122,7 @@ while read -r line; do
 done
 # Nobody reads this channel any more (the deployer may be gone): a write to it would raise
 # SIGPIPE and kill this shell before the lock is released.
-exec >/dev/null 2>&1
+exec >/dev/null 2>&1 6>&-
 stop_job
 stop_daemon
 if has_line {token} "$state/lock/info"; then

@@ -79,13 +79,6 @@ fi
 printf '%s\n' 'user=alice' 'host=laptop' 'since=2026-11-25T04:16:38Z' 'sha=0123456789abcdef0123456789abcdef01234567' 'message=hotfix for #12' 'token=t0k3n' "connection=$PPID $(start_time "$PPID")" "keeper=$$ $(start_time "$$")" > "$state/lock/info"
 # A server set up by an older version has them readable by every local user.
 chmod go= "$d/repo" "$d/.xtask-deploy" "$state/lock/info"
-# The batch sent ahead of the push waits on this FIFO, not polling: a line is written to it when
-# a connection to the daemon ends, and when the deployer says how the push ended (`ok` once
-# receive-pack reported every ref updated). Held open here (read-write, so that opening it never
-# blocks): a line written stays until it is read. The daemon's log goes through the other. Both
-# go with the lock's directory.
-pushed="$state/lock/pushed"
-if mkfifo -m 600 "$pushed" "$state/lock/daemon.log" 2>/dev/null; then exec 6<>"$pushed"; else pushed=""; fi
 for pidfile in "$state"/receive-pack.*.pid; do
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
@@ -141,6 +134,19 @@ if [ -f "$state/unconfirmed" ]; then
   go_back_from_marker
   rm -f "$state/unconfirmed"
 fi
+# The batch sent ahead of the push waits on this FIFO, not polling: a line is written to it when
+# a connection to the daemon ends, and when the deployer says how the push ended (`ok` once
+# receive-pack reported every ref updated). Held open here on fd 6 (read-write, so that opening
+# it never blocks), which nothing this shell starts inherits: a line written stays until it is
+# read. The daemon's log goes through the other. Both go with the lock's directory. Made after
+# going back above, whose restart hooks may leave an app running. Without it, the batch polls.
+pushed="$state/lock/pushed"
+if mkfifo -m 600 "$pushed" "$state/lock/daemon.log" 2>/dev/null && { command exec 6<>"$pushed"; } 2>/dev/null; then
+  :
+else
+  rm -f "$pushed"
+  pushed=""
+fi
 for r in "$d"/releases/*; do
   [ -d "$r" ] && [ ! -L "$r" ] || continue
   rev=-
@@ -189,11 +195,19 @@ start_daemon() {
   return 2
 }
 # Reads the daemon's log to its end (it must not block on a full pipe). `--verbose` logs
-# "Disconnected" once a connection's receive-pack is over: its refs are updated by then.
+# "[pid] Disconnected" once a connection's receive-pack is over: its refs are updated by then.
+# Anyone on 127.0.0.1 can make the daemon log lines of their choosing (the path they ask for
+# is logged before the access hook runs): a few wake-ups at most, so that the FIFO never fills
+# and the keeper's own line always fits.
 watch_log() {
+  woken=0
   while IFS= read -r line <&4; do
     case "$line" in
-      *Disconnected*) if [ -n "$pushed" ] && [ -p "$pushed" ]; then echo disconnected 1<>"$pushed"; fi ;;
+      "["*"] Disconnected"*)
+        if [ "$woken" -lt 16 ] && [ -n "$pushed" ] && [ -p "$pushed" ]; then
+          echo disconnected 1<>"$pushed"
+          woken=$((woken + 1))
+        fi ;;
     esac
   done
 }
@@ -235,7 +249,7 @@ exit 0" XTASK_DEPLOY_UID="$uid"
     *) printf 'daemon-failed %s\n' "$said" ;;
   esac
 }
-start_daemons </dev/null 2>/dev/null &
+start_daemons </dev/null 2>/dev/null 6>&- &
 starter=$!
 # Stops the starter (were it still starting one) and the daemon it started: the one whose pid
 # file names a child of the starter (not a daemon of a later deploy on the same port).
@@ -287,7 +301,7 @@ run_job() {
   p='echo "the step did not arrive whole" >&2; exit 1'
   if [ "${#b}" -eq $((length - 1)) ]; then p=$(printf %s "$b" | base64 -d) || p='exit 1'; fi
   { : > "$jobfile"; } 2>/dev/null
-  sh -c "$JOB" xtask-deploy-job "$p" "$end" "$jobfile" </dev/null &
+  sh -c "$JOB" xtask-deploy-job "$p" "$end" "$jobfile" </dev/null 6>&- &
   job=$!
 }
 # Stops the running batch, if any: TERM to its session, and a second later KILL to what in it
@@ -364,7 +378,7 @@ while read -r line; do
 done
 # Nobody reads this channel any more (the deployer may be gone): a write to it would raise
 # SIGPIPE and kill this shell before the lock is released.
-exec >/dev/null 2>&1
+exec >/dev/null 2>&1 6>&-
 stop_job
 stop_daemon
 if has_line 'token=t0k3n' "$state/lock/info"; then
