@@ -17,12 +17,16 @@ pub(super) fn git_daemon_command(max_seconds: u64, port: &str, served: &str) -> 
         format!("timeout -k 1 {max_seconds} {CHECKED_GIT} daemon --verbose --listen=127.0.0.1 --port={port} --strict-paths"),
         "--export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive".to_string(),
         "--forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive".to_string(),
-        "--access-hook='f() { eval \"$XTASK_DEPLOY_ACCESS_HOOK\"; }; f' --informative-errors --init-timeout=30"
-            .to_string(),
+        format!("--access-hook='{ACCESS_HOOK_CALL}' --informative-errors --init-timeout=30"),
         format!("--timeout={max_seconds} {served}"),
     ]
     .join(" \\\n    ")
 }
+
+/// The access hook as git daemon is told it: git runs it as `sh -c '<this> "$@"' '<this>'
+/// <arguments>`, so the function gets the arguments and `eval`s [`ACCESS_HOOK`] (from the
+/// environment: nothing of it on a command line) in that one shell.
+pub(super) const ACCESS_HOOK_CALL: &str = r#"f() { eval "$XTASK_DEPLOY_ACCESS_HOOK"; }; f"#;
 
 /// The daemon's access hook, run with the arguments `<service> <path> <host> <canonical host>
 /// <ip> <port>` in the shell git daemon starts for it (a function `eval`s it: no second shell),

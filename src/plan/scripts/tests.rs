@@ -1,7 +1,7 @@
 //! The scripts' text, and the scripts and snippets run by a local `sh` in a temporary
 //! `deploy_to`: no server needed.
 
-use super::daemon::{ACCESS_HOOK, CHECKED_GIT};
+use super::daemon::{ACCESS_HOOK, ACCESS_HOOK_CALL, CHECKED_GIT};
 use super::layout::PRIVATE;
 use super::release::{ARTIFACT_ATTRIBUTES, NO_LINK};
 use super::*;
@@ -179,12 +179,15 @@ fn the_access_hook_lets_in_only_a_push_whose_connection_the_deploy_user_opened()
     let (_server, peer) = listener.accept().unwrap();
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
-    // git daemon's shell runs it with the arguments `<service> <path> <host> <canon> <ip> <port>`.
+    // As git daemon runs it: `sh -c '<hook> "$@"' '<hook>' <service> <path> <host> <canon> <ip> <port>`.
+    let hook = |service: &str| {
+        let mut command = std::process::Command::new("sh");
+        command.arg("-c").arg(format!("{ACCESS_HOOK_CALL} \"$@\"")).arg(ACCESS_HOOK_CALL);
+        command.args([service, "/srv/x/repo", "", "", "", ""]).env("XTASK_DEPLOY_ACCESS_HOOK", ACCESS_HOOK);
+        command
+    };
     let run = |service: &str, remote: &str, uid: u32| {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(ACCESS_HOOK)
-            .args(["xtask-deploy-access", service, "/srv/x/repo", "", "", "", ""])
+        let out = hook(service)
             .env("REMOTE_ADDR", "127.0.0.1")
             .env("REMOTE_PORT", remote)
             .env("XTASK_DEPLOY_PORT", port.to_string())
@@ -202,10 +205,7 @@ fn the_access_hook_lets_in_only_a_push_whose_connection_the_deploy_user_opened()
     for other in [port.to_string(), "1".into(), "".into(), "x".into(), format!("{ours} 1"), format!("0{ours}x")] {
         assert_eq!(run("receive-pack", &other, uid), (1, "not a connection of this deploy\n".into()), "{other:?}");
     }
-    let elsewhere = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(ACCESS_HOOK)
-        .args(["xtask-deploy-access", "receive-pack", "/srv/x/repo"])
+    let elsewhere = hook("receive-pack")
         .env("REMOTE_ADDR", "10.0.0.1")
         .env("REMOTE_PORT", &ours)
         .env("XTASK_DEPLOY_PORT", port.to_string())
