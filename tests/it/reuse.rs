@@ -9,30 +9,16 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{git, World};
+use crate::support::{self, git, World};
 
 /// What a path of a release is: a file (its contents, and whether it is executable), a
 /// symbolic link (its target) or a directory; `git archive` makes the same of a commit.
 fn tree_of(root: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            let meta = fs::symlink_metadata(&path).unwrap();
-            let what = if meta.file_type().is_symlink() {
-                format!("link {}", fs::read_link(&path).unwrap().display())
-            } else if meta.is_dir() {
-                stack.push(path.clone());
-                "dir".to_string()
-            } else {
-                let executable = meta.permissions().mode() & 0o100 != 0;
-                format!("file {:?} executable {executable}", String::from_utf8_lossy(&fs::read(&path).unwrap()))
-            };
-            out.insert(path.strip_prefix(root).unwrap().to_path_buf(), what);
-        }
-    }
-    out
+    let files = support::paths_under(root, |path, meta| {
+        let executable = meta.permissions().mode() & 0o100 != 0;
+        format!("file {:?} executable {executable}", String::from_utf8_lossy(&fs::read(path).unwrap()))
+    });
+    files.into_iter().map(|(path, what)| (path.strip_prefix(root).unwrap().to_path_buf(), what)).collect()
 }
 
 /// Asserts that `release` holds what `git archive <sha>` makes (contents, executable bits,

@@ -315,6 +315,15 @@ pub fn files_under(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> 
 
 /// Every path under `root` with what it is: file contents, link targets, directories.
 pub fn snapshot(root: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    paths_under(root, |path, meta| format!("file {:?} {:?}", fs::read(path).unwrap(), meta.modified().unwrap()))
+}
+
+/// Every path under `root` (not following links) with what it is: `link <target>`, `dir`, or
+/// what `file` says of a file.
+pub fn paths_under(
+    root: &Path,
+    file: impl Fn(&Path, &fs::Metadata) -> String,
+) -> std::collections::BTreeMap<PathBuf, String> {
     let mut out = std::collections::BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -327,7 +336,7 @@ pub fn snapshot(root: &Path) -> std::collections::BTreeMap<PathBuf, String> {
                 stack.push(path.clone());
                 "dir".to_string()
             } else {
-                format!("file {:?} {:?}", fs::read(&path).unwrap(), meta.modified().unwrap())
+                file(&path, &meta)
             };
             out.insert(path, what);
         }
