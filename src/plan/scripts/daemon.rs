@@ -31,8 +31,8 @@ pub(super) const ACCESS_HOOK_CALL: &str = r#"f() { eval "$XTASK_DEPLOY_ACCESS_HO
 /// The daemon's access hook, run with the arguments `<service> <path> <host> <canonical host>
 /// <ip> <port>` in the shell git daemon starts for it (a function `eval`s it: no second shell),
 /// with the connection's `REMOTE_ADDR` and `REMOTE_PORT` in its environment (git daemon's), and
-/// `XTASK_DEPLOY_PORT` and `XTASK_DEPLOY_UID` (the daemon script's). It lets a push in when the connecting end, 127.0.0.1:`REMOTE_PORT` to this
-/// daemon's port, belongs to the deploy user: `/proc/net/tcp` lists every TCP socket with its
+/// `XTASK_DEPLOY_PORT` and `XTASK_DEPLOY_UID` (the daemon script's). It lets a push in when
+/// the connecting end, 127.0.0.1:`REMOTE_PORT` to this daemon's port, belongs to the deploy user: `/proc/net/tcp` lists every TCP socket with its
 /// owner's uid (hex ports; the address in the host's byte order). The deployer sends no `host`
 /// field, so its arguments after the path are empty and git daemon looks no host name up.
 /// One process (`awk`) per connection.

@@ -72,8 +72,8 @@ pub fn pruned_by_keeper(stdout: &str) -> Vec<String> {
 /// (`timeout`, leading the process group of the daemon and its children) has its pid file, which
 /// `stop_daemon` (defined here too) reads. The daemon's log (stderr) goes through a FIFO (made
 /// with the lock, in its directory, for every attempt) that the starter reads until "Ready to
-/// rumble"; a subshell then reads it to its end, and wakes the
-/// batch awaiting the push (the keeper's `$pushed` FIFO) each time a connection ends.
+/// rumble"; `watch_log` then reads it to its end, and wakes the batch awaiting the push (the
+/// keeper's `$pushed` FIFO) when a connection ends, a few times at most.
 pub(super) fn start_daemon(daemon: &KeeperDaemon) -> String {
     let mut served = String::from("\"$d/repo\"");
     let mut create = String::new();
