@@ -71,6 +71,8 @@ pub mod bench;
 #[cfg(feature = "testkit")]
 pub mod demo;
 #[cfg(feature = "testkit")]
+pub mod container;
+#[cfg(feature = "testkit")]
 pub mod loopback;
 #[cfg(feature = "testkit")]
 pub mod relay;

@@ -14,4 +14,5 @@ mod lifecycle;
 mod reuse;
 mod safety;
 mod submodules;
+mod systemd_host;
 mod transport;
