@@ -14,6 +14,7 @@ mod binary;
 mod distance;
 mod fleet;
 mod places;
+mod service;
 mod shallow;
 mod timing;
 
@@ -59,12 +60,14 @@ pub enum Section {
     Places,
     /// Deploys from a `git clone --depth 1`.
     Shallow,
+    /// A service under a real systemd: refused connections per deploy, through its socket and plain.
+    Service,
 }
 
 impl Section {
     /// Every section, in the order they run.
-    pub const ALL: [Section; 5] =
-        [Section::Binary, Section::Fleet, Section::Distance, Section::Places, Section::Shallow];
+    pub const ALL: [Section; 6] =
+        [Section::Binary, Section::Fleet, Section::Distance, Section::Places, Section::Shallow, Section::Service];
 
     /// The name `--skip` takes.
     pub fn name(self) -> &'static str {
@@ -74,6 +77,7 @@ impl Section {
             Section::Distance => "distance",
             Section::Places => "places",
             Section::Shallow => "shallow",
+            Section::Service => "service",
         }
     }
 }
@@ -260,6 +264,7 @@ pub fn run(source: &Path, options: &Options, out: &mut dyn Write) -> Result<(), 
             Section::Distance => distance::run(&bench, out)?,
             Section::Places => places::run(&bench, out)?,
             Section::Shallow => shallow::run(&bench, out)?,
+            Section::Service => service::run(options.rounds, out)?,
         }
     }
     Ok(())

@@ -15,7 +15,7 @@ use crate::ssh::Connection;
 use crate::Error;
 
 /// The checks, in the order they are made and shown.
-pub const CHECKS: [&str; 11] = [
+pub const CHECKS: [&str; 12] = [
     "connect",
     "host key",
     "auth",
@@ -26,6 +26,7 @@ pub const CHECKS: [&str; 11] = [
     "lock",
     "free disk",
     "binaries",
+    "services",
     "health",
 ];
 
@@ -153,10 +154,12 @@ fn check_server(
             for (check, status, detail) in judge(config, &server.display_name(), &output.stdout, local) {
                 row(check, status, detail);
             }
+            let (status, detail) = services_row(config, index, &connection);
+            row("services", status, detail);
             let (status, detail) = match health_target(config, index, &plan::parse_state(&output.stdout)) {
                 Err(skipped) => (CheckStatus::Skipped, skipped),
                 Ok((healthcheck, release)) => {
-                    match crate::manage::run_health(&connection, config, &release, healthcheck) {
+                    match crate::manage::run_health(&connection, config, index, &release, healthcheck) {
                         Ok(Ok((tries, elapsed))) => judge_health(&release, Ok((tries, elapsed))),
                         Ok(Err(output)) => judge_health(&release, Err(&output.stderr)),
                         Err(err) => (CheckStatus::Fail, err.to_string()),
@@ -170,6 +173,29 @@ fn check_server(
                 row(check, CheckStatus::Fail, err.to_string());
             }
         }
+    }
+}
+
+/// The `services` row: systemd there, the units as the config has them, linger on (user
+/// scope), and, in system scope, the units root installed and the sudo rule (tried with `sudo -n -l`,
+/// which never asks for a password). Changes nothing.
+fn services_row(config: &Config, index: usize, connection: &Connection) -> (CheckStatus, String) {
+    let services = plan::service::services_on(config, index);
+    if services.is_empty() {
+        return (CheckStatus::Ok, "none on this server".to_string());
+    }
+    let script = plan::service::units_script(config, index, plan::service::UnitsMode::Check);
+    match connection.output(&script) {
+        Ok(output) => {
+            let problems: Vec<&str> = output.stdout.lines().filter_map(|line| line.strip_prefix("problem ")).collect();
+            let names: Vec<&str> = services.iter().map(|service| service.name.as_str()).collect();
+            match (problems.is_empty(), output.status) {
+                (true, 0) => (CheckStatus::Ok, format!("{}: units as configured, restarts allowed", names.join(", "))),
+                (true, status) => (CheckStatus::Fail, format!("the check of the units ended with exit status {status}: {}", output.stderr.trim())),
+                (false, _) => (CheckStatus::Fail, problems.join("\n")),
+            }
+        }
+        Err(err) => (CheckStatus::Fail, err.to_string()),
     }
 }
 

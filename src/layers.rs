@@ -90,5 +90,6 @@ fn the_layers_are_as_the_architecture_says() {
     none_of("fleet", &["run", "manage", "check", "cli"]);
     none_of("manage", &["run", "cli"]);
     none_of("check", &["run", "cli"]);
+    none_of("services", &["run", "check", "cli"]);
     none_of("plan", &["report", "run", "fleet", "ssh", "manage", "check", "cli"]);
 }

@@ -30,6 +30,7 @@ pub use manage::{releases, rollback, unlock, unmark};
 pub use plan::{DryRun, Phase, PlannedStep, RollbackTo, ServerPlan};
 pub use report::{DeployReport, Event, Reporter};
 pub use run::{deploy, dry_run::dry_run, setup, DeployOptions};
+pub use services::ServiceStatus;
 
 /// Modules of the crate's inside: private to the crate, and public with the `testkit` feature
 /// (for this repository's own integration tests, fuzz targets, demo and benchmark; not part of
@@ -56,6 +57,7 @@ inside! {
     manage;
     plan;
     run;
+    services;
     shell;
     ssh;
     submodules;
@@ -69,9 +71,9 @@ mod layers;
 #[cfg(feature = "testkit")]
 pub mod bench;
 #[cfg(feature = "testkit")]
-pub mod demo;
-#[cfg(feature = "testkit")]
 pub mod container;
+#[cfg(feature = "testkit")]
+pub mod demo;
 #[cfg(feature = "testkit")]
 pub mod loopback;
 #[cfg(feature = "testkit")]

@@ -95,7 +95,7 @@ pub fn rollback(config: &Config, to: RollbackTo, reporter: &mut dyn Reporter) ->
 }
 
 /// Rolls back `server`, `config.servers[index]`, and restores its service.
-fn rollback_one(
+pub(crate) fn rollback_one(
     config: &Config,
     index: usize,
     server: &LockedServer,
@@ -104,7 +104,7 @@ fn rollback_one(
     reporter: &mut dyn Reporter,
 ) -> Result<(), Error> {
     let name = server.connection.name().to_string();
-    let hooks = plan::restart_hooks(config, index);
+    let hooks = plan::restarts(config, index);
     let marker = new_step_marker();
     let script = plan::rollback_script(&server.config, to, user, &hooks, &marker);
     // Two steps: the switch, then the restart hooks (see `plan::rollback_script`).
@@ -132,7 +132,7 @@ fn rollback_one(
         let failed: Vec<String> = done
             .failed_hooks
             .iter()
-            .map(|&(hook, status)| format!("`{}` exited with status {status}", hooks.get(hook).copied().unwrap_or("?")))
+            .map(|&(hook, status)| format!("`{}` exited with status {status}", hooks.get(hook).map_or("?", |hook| hook.what.as_str())))
             .collect();
         return Err(Error::Remote {
             server: name,
@@ -145,10 +145,6 @@ fn rollback_one(
             ),
         });
     }
-    let Some(healthcheck) = config.healthcheck.as_ref().filter(|check| check.scope.includes(&config.servers, index))
-    else {
-        return Ok(());
-    };
     let release = Release {
         name: restored.clone(),
         sha: done.revision,
@@ -156,39 +152,59 @@ fn rollback_one(
         user: user.to_string(),
         build: None,
     };
+    match health_of(config, index, server, &release, reporter)? {
+        None => Ok(()),
+        Some((status, text)) => Err(Error::Remote {
+            server: name,
+            step: "healthcheck".to_string(),
+            status,
+            message: format!("current is release {restored} after the rollback, but {text}"),
+        }),
+    }
+}
+
+/// Runs the health check that applies to `config.servers[index]` (if any) in `release` on the
+/// locked `server`, and reports how it went: `None` when it passed or none applies, else its
+/// exit status and the end of its output.
+pub(crate) fn health_of(
+    config: &Config,
+    index: usize,
+    server: &LockedServer,
+    release: &Release,
+    reporter: &mut dyn Reporter,
+) -> Result<Option<(i32, String)>, Error> {
+    let Some(healthcheck) = config.healthcheck.as_ref().filter(|check| check.scope.includes(&config.servers, index))
+    else {
+        return Ok(None);
+    };
+    let name = server.connection.name().to_string();
     let started = Instant::now();
-    match run_health(&server.connection, &server.config, &release, healthcheck)? {
+    match run_health(&server.connection, &server.config, index, release, healthcheck)? {
         Ok((_, elapsed)) => {
             reporter.event(Event::HealthCheck { server: name, passed: true, elapsed, output: String::new() });
-            Ok(())
+            Ok(None)
         }
         Err(output) => {
             let text = tail(&output.stderr);
-            reporter.event(Event::HealthCheck {
-                server: name.clone(),
-                passed: false,
-                elapsed: started.elapsed(),
-                output: text.clone(),
-            });
-            Err(Error::Remote {
-                server: name,
-                step: "healthcheck".to_string(),
-                status: output.status,
-                message: format!("current is release {restored} after the rollback, but {text}"),
-            })
+            let elapsed = started.elapsed();
+            reporter.event(Event::HealthCheck { server: name, passed: false, elapsed, output: text.clone() });
+            Ok(Some((output.status, text)))
         }
     }
 }
 
-/// Runs `healthcheck` in `release` on `connection` (`config` is that server's): `Ok` with the
+/// Runs `healthcheck` in `release` on `connection` (`config` is that server's, `config.servers[index]`;
+/// its services watched): `Ok` with the
 /// tries and the time it took to pass, or `Err` with the output of a check that did not pass.
 pub(crate) fn run_health(
     connection: &Connection,
     config: &Config,
+    index: usize,
     release: &Release,
     healthcheck: &Healthcheck,
 ) -> Result<Result<(u32, Duration), Output>, Error> {
-    let output = connection.output(&plan::confirm::health_script(config, release, healthcheck))?;
+    let watch = plan::service::health_watch(config, index);
+    let output = connection.output(&plan::confirm::health_script(config, release, healthcheck, watch.as_deref()))?;
     Ok(match plan::parse_healthy(&output.stdout) {
         Some((tries, ms)) if output.status == 0 => Ok((tries, Duration::from_millis(ms))),
         _ => Err(output),

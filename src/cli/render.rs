@@ -284,3 +284,40 @@ pub(super) fn render_releases(server: &crate::manage::ServerReleases) -> String 
     }
     out
 }
+
+/// `service status` as a table: a row per service and server.
+pub(super) fn render_services(rows: &[crate::report::ServiceStatus]) -> String {
+    let mut table = vec![["SERVER", "SERVICE", "STATE", "PID", "SINCE", "RELEASE", "MEMORY"].map(str::to_string)];
+    for row in rows {
+        let release = match (&row.release, &row.current) {
+            (Some(runs), Some(current)) if runs != current => format!("{runs} (current is {current})"),
+            (Some(runs), _) => runs.clone(),
+            (None, _) => "-".to_string(),
+        };
+        let mut state = format!("{} ({})", row.state, row.sub_state);
+        if row.restarts > 0 {
+            state.push_str(&format!(", restarted {} time(s)", row.restarts));
+        }
+        if let Some(socket) = &row.socket {
+            state.push_str(&format!(", socket {socket}"));
+        }
+        table.push([
+            row.server.clone(),
+            row.service.clone(),
+            state,
+            row.pid.map_or("-".to_string(), |pid| pid.to_string()),
+            if row.since.is_empty() { "-".to_string() } else { row.since.clone() },
+            release,
+            row.memory.map_or("-".to_string(), |memory| format!("{:.1} MiB", memory as f64 / 1048576.0)),
+        ]);
+    }
+    let widths: Vec<usize> =
+        (0..7).map(|column| table.iter().map(|row| row[column].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in &table {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

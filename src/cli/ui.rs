@@ -165,6 +165,15 @@ impl Ui {
         }
     }
 
+    /// Each service's state as JSON, under `--json`.
+    pub fn services(&mut self, rows: &[crate::report::ServiceStatus]) {
+        if let Some(json) = &mut self.json {
+            for row in rows {
+                json.service(row);
+            }
+        }
+    }
+
     /// Ends the command: prints its error, if any, and the closing JSON line; returns the exit code.
     pub fn exit(&mut self, command: &str, result: Result<u8, Error>) -> u8 {
         let (code, error) = match result {
@@ -300,6 +309,7 @@ impl Ui {
             }
             Event::Unlocked { server, holder } => self.line("Unlocked", &format!("{server}, held by {holder}")),
             Event::Warning { message } => self.line("Warning", message),
+            Event::Log { server, line } => self.text(&format!("{server} | {line}\n")),
             Event::Connected { server, elapsed } => self.line("Connected", &format!("{server} ({})", ms(*elapsed))),
             Event::Locked { server, releases, reaped } => {
                 self.line("Locked", &format!("{server}: {releases} release(s) on the server"));

@@ -14,6 +14,7 @@ mod cargo;
 mod env;
 mod raw;
 mod server;
+mod service;
 mod settings;
 pub mod ssh_config;
 mod suggest;
@@ -21,6 +22,7 @@ mod validate;
 
 pub use env::{Defaults, EnvAuth, Secret, ENV_KNOWN_HOSTS, ENV_SSH_KEY, ENV_SSH_KEY_PASSPHRASE};
 pub use server::Server;
+pub use service::{Service, ServiceScope, DEFAULT_STOP_TIMEOUT};
 pub use settings::{
     Cache, Healthcheck, Hook, Hooks, HostKeyPolicy, Reuse, Scope, SshOptions, Timeouts, TransportKind,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_KEEP_RELEASES,
@@ -82,6 +84,9 @@ pub struct Config {
     /// How many servers (the first of the selection, in config order) are deployed and
     /// confirmed before the others are touched; 0: all at once.
     pub canary: usize,
+    /// The systemd services the deploy owns (`services`), in name order: their units are
+    /// written by setup, and each is restarted after `current` moves.
+    pub services: Vec<Service>,
 }
 
 impl Config {
@@ -159,6 +164,7 @@ impl Config {
         let transport = validate::transport(raw.transport.as_deref(), section).map_err(invalid)?;
         let timeouts = validate::timeouts(raw.timeouts, section).map_err(invalid)?;
         let healthcheck = validate::healthcheck(raw.healthcheck, &declared_roles, section).map_err(invalid)?;
+        let services = service::services(raw.services, &declared_roles, section).map_err(invalid)?;
         Ok(Config {
             manifest_path: manifest.to_path_buf(),
             application,
@@ -181,6 +187,7 @@ impl Config {
             timeouts,
             healthcheck,
             canary: raw.canary.unwrap_or(0),
+            services,
         })
     }
 

@@ -39,6 +39,25 @@ pub(super) struct RawConfig {
     pub(super) gateway: Option<RawGateway>,
     pub(super) healthcheck: Option<RawHealthcheck>,
     pub(super) canary: Option<usize>,
+    #[serde(default)]
+    pub(super) services: std::collections::BTreeMap<String, RawService>,
+}
+
+/// One entry of `services` as written: a systemd unit the deploy owns.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawService {
+    pub(super) command: String,
+    #[serde(default)]
+    pub(super) listen: Vec<String>,
+    #[serde(default)]
+    pub(super) env: std::collections::BTreeMap<String, String>,
+    pub(super) scope: Option<String>,
+    pub(super) stop_timeout: Option<u64>,
+    #[serde(default)]
+    pub(super) notify: bool,
+    #[serde(default)]
+    pub(super) roles: Vec<String>,
 }
 
 /// `healthcheck` as written.

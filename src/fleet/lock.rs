@@ -63,7 +63,7 @@ fn lock_one(
     daemon: Option<&KeeperDaemon>,
     reporter: &mut dyn Reporter,
 ) -> Result<LockedServer, Error> {
-    let restart_hooks = plan::restart_hooks(config, index);
+    let restart_hooks = plan::restarts(config, index);
     let preflight = plan::preflight_script(&config.on(server), lock, &restart_hooks, daemon);
     let config = config.on(server);
     let started = Instant::now();

@@ -34,14 +34,14 @@ pub const UNHEALTHY: &str = "@@xtask-deploy-unhealthy";
 /// a failing one is reported as a `hook-failed <index> <status>` line and the next still runs.
 /// Each runs under `timeout` in a process group of its own: a restart that has begun finishes
 /// even when the step that started it is stopped (the deployer was lost mid-way).
-pub fn run_restart_hooks(commands: &[&str], limit_secs: u64) -> String {
+pub fn run_restart_hooks(commands: &[crate::plan::Restart], limit_secs: u64) -> String {
     let mut text = String::new();
     for (index, command) in commands.iter().enumerate() {
         text.push_str(&format!(
             "( cd \"$d/releases/$rel\" && rev=- && {{ read -r rev < REVISION; }} 2>/dev/null; \
              export DEPLOY_TO=\"$d\" RELEASE=\"$rel\" RELEASE_PATH=\"$d/releases/$rel\" REVISION=\"$rev\" ROLLBACK=1; \
              exec timeout -k 1 {limit_secs} sh -c {command} ) </dev/null >&2 || echo \"hook-failed {index} $?\"\n",
-            command = quote(command),
+            command = quote(&command.command),
         ));
     }
     text
@@ -104,7 +104,7 @@ go_back
 
 /// Runs the restart `hooks` (the `after_publish` hooks) for `release`, which a server went back
 /// to, with `ROLLBACK=1`; a failing one prints `hook-failed <index> <status>`.
-pub fn restart_script(config: &Config, release: &str, hooks: &[&str]) -> RemoteScript {
+pub fn restart_script(config: &Config, release: &str, hooks: &[crate::plan::Restart]) -> RemoteScript {
     let text = format!(
         "set -u\nd={deploy_to}\nrel={release}\n{hooks}",
         deploy_to = quote(&config.deploy_to),
@@ -118,7 +118,16 @@ pub fn restart_script(config: &Config, release: &str, hooks: &[&str]) -> RemoteS
 /// milliseconds taken) or its timeout passes (printing [`UNHEALTHY`], exit 1, with the last
 /// try's output on stderr after [`HEALTH_OUTPUT`]). A try still running at the timeout is
 /// stopped with everything it started; so is one running when the step is stopped.
-pub fn health_script(config: &Config, release: &Release, healthcheck: &Healthcheck) -> RemoteScript {
+///
+/// With `watch` (the shell of [`crate::plan::service::health_watch`]) it also watches the
+/// services: when one is not active after a try, the check fails at once, whatever the try
+/// said, instead of trying until its timeout.
+pub fn health_script(
+    config: &Config,
+    release: &Release,
+    healthcheck: &Healthcheck,
+    watch: Option<&str>,
+) -> RemoteScript {
     let timeout = healthcheck.timeout.as_secs();
     let text = format!(
         r#"set -u
@@ -141,6 +150,7 @@ now_ms() {{
   n=$(date +%s%N)
   case "$n" in *[!0-9]*|'') echo $(( $(date +%s) * 1000 )) ;; *) echo $(( n / 1000000 )) ;; esac
 }}
+{watch}
 start=$(now_ms)
 deadline=$(( start + {timeout} * 1000 ))
 tries=0
@@ -163,6 +173,13 @@ while :; do
   done
   wait "$try"
   status=$?
+  # A service that stopped fails the check at once, whatever the try said.
+  if down=$(services_down); then
+    echo "{UNHEALTHY} $tries $(( $(now_ms) - start ))"
+    printf '{HEALTH_OUTPUT}: service `%s` stopped during it (%s)\n' "$down" "$(services_state "$down")" >&2
+    rm -f "$log"
+    exit 1
+  fi
   # A try stopped at the timeout failed, whatever it exited with.
   if [ "$status" -eq 0 ] && [ "$late" -eq 0 ]; then
     rm -f "$log"
@@ -184,6 +201,7 @@ exit 1
         sha = quote(&release.sha),
         command = quote(&healthcheck.command),
         interval = healthcheck.interval.as_secs(),
+        watch = watch.unwrap_or("services_down() { return 1; }"),
     );
     RemoteScript { name: "healthcheck", text }
 }

@@ -10,6 +10,7 @@ pub mod dry_run;
 mod phase;
 pub mod rollback;
 pub mod scripts;
+pub mod service;
 pub mod utc;
 
 use crate::config::{Config, Hook};
@@ -303,20 +304,42 @@ pub fn deploy_plan(
     steps.extend(hooks(Phase::BeforeUpdate, &config.hooks.before_update));
     steps.push(Step::new(Phase::Push, Action::Push));
     steps.push(Step::new(Phase::Prepare, Action::Remote(prepare_script(config, release, submodules))));
+    // Every server's plan has the same steps: a server that runs no service skips these.
+    let runs = service::services_on(config, server);
+    let names: Vec<&str> = runs.iter().map(|service| service.name.as_str()).collect();
+    if !config.services.is_empty() {
+        steps.push(Step {
+            on_this_server: !runs.is_empty(),
+            what: format!("write the units of {} where the config changed them", names.join(", ")),
+            ..Step::new(Phase::Units, Action::Remote(service::units_script(config, server, service::UnitsMode::Deploy)))
+        });
+    }
     steps.extend(hooks(Phase::AfterUpdate, &config.hooks.after_update));
     steps.extend(hooks(Phase::BeforePublish, &config.hooks.before_publish));
     steps.push(Step::new(Phase::Publish, Action::Remote(publish_script(config, release, &lock.token))));
+    if let Some(restart) = service::restart_script(config, server) {
+        let what = format!("restart {} and watch them start", names.join(", "));
+        steps.push(Step { what, ..Step::new(Phase::Restart, Action::Remote(restart)) });
+    } else if !config.services.is_empty() {
+        let nothing = RemoteScript { name: "restart", text: "exit 0\n".to_string() };
+        steps.push(Step { on_this_server: false, ..Step::new(Phase::Restart, Action::Remote(nothing)) });
+    }
     steps.extend(hooks(Phase::AfterPublish, &config.hooks.after_publish));
     if let Some(healthcheck) = &config.healthcheck {
         steps.push(Step {
             on_this_server: healthcheck.scope.includes(&config.servers, server),
             what: healthcheck.command.clone(),
-            ..Step::new(Phase::Healthcheck, Action::Remote(confirm::health_script(config, release, healthcheck)))
+            ..Step::new(Phase::Healthcheck, Action::Remote(confirm::health_script(
+                config,
+                release,
+                healthcheck,
+                service::health_watch(config, server).as_deref(),
+            )))
         });
     }
     Plan {
         release: release.clone(),
-        preflight: preflight_script(config, lock, &restart_hooks(config, server), None),
+        preflight: preflight_script(config, lock, &restarts(config, server), None),
         build: build_steps(config),
         steps,
         on_failure: hooks(Phase::OnFailure, &config.hooks.on_failure),
@@ -335,16 +358,32 @@ pub fn build_steps(config: &Config) -> Vec<Step> {
     steps
 }
 
-/// The `after_publish` hooks that run on `config.servers[server]`: what restarts the service,
-/// run again for the release a server goes back to.
-pub fn restart_hooks(config: &Config, server: usize) -> Vec<&str> {
-    let hooks = config.hooks.after_publish.iter();
-    hooks
-        .filter_map(|hook| match hook {
-            Hook::Remote(command, scope) if scope.includes(&config.servers, server) => Some(command.as_str()),
-            _ => None,
-        })
-        .collect()
+/// One thing a server runs to restart the release it goes back to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restart {
+    /// What it is, for people: a hook's command, or `the services' restart`.
+    pub what: String,
+    /// The shell text, run by `sh -c` in the release.
+    pub command: String,
+}
+
+impl Restart {
+    /// A remote `after_publish` hook.
+    pub fn hook(command: &str) -> Restart {
+        Restart { what: command.to_string(), command: command.to_string() }
+    }
+}
+
+/// What `config.servers[server]` runs for the release it goes back to: the restart of its
+/// `services` (watched as a deploy's is), then the remote `after_publish` hooks that run there.
+pub fn restarts(config: &Config, server: usize) -> Vec<Restart> {
+    let services = service::restart_command(config, server)
+        .map(|command| Restart { what: "the services' restart".to_string(), command });
+    let hooks = config.hooks.after_publish.iter().filter_map(|hook| match hook {
+        Hook::Remote(command, scope) if scope.includes(&config.servers, server) => Some(Restart::hook(command)),
+        _ => None,
+    });
+    services.into_iter().chain(hooks).collect()
 }
 
 /// Capistrano 3's `revisions.log` line for a deploy.

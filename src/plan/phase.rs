@@ -19,13 +19,17 @@ pub enum Phase {
     Push,
     /// The release made on every server, not yet current.
     Prepare,
+    /// The `services`' unit files written (or, in system scope, checked) before the switch.
+    Units,
     /// The `after_update` hooks.
     AfterUpdate,
     /// The `before_publish` hooks.
     BeforePublish,
     /// The switch of `current`: a failure before it discards the release.
     Publish,
-    /// The `after_publish` hooks (they restart the service).
+    /// The `services` restarted from the new release and watched until they settle.
+    Restart,
+    /// The `after_publish` hooks (they restart what `services` does not cover).
     AfterPublish,
     /// The health check, after the `after_publish` hooks.
     Healthcheck,
@@ -43,9 +47,11 @@ impl Phase {
             Phase::BeforeUpdate => "before_update",
             Phase::Push => "push",
             Phase::Prepare => "prepare",
+            Phase::Units => "units",
             Phase::AfterUpdate => "after_update",
             Phase::BeforePublish => "before_publish",
             Phase::Publish => "publish",
+            Phase::Restart => "restart",
             Phase::AfterPublish => "after_publish",
             Phase::Healthcheck => "healthcheck",
             Phase::OnFailure => "on_failure",

@@ -94,7 +94,7 @@ pub fn rollback_script(
     config: &Config,
     to: RollbackTo,
     user: &str,
-    restart_hooks: &[&str],
+    restart_hooks: &[super::Restart],
     marker: &str,
 ) -> RemoteScript {
     let (choose, mark_left) = match to {
@@ -224,7 +224,7 @@ mod tests {
     #[test]
     fn the_restart_hooks_run_after_the_switch_in_the_restored_release() {
         let script =
-            rollback_script(&config("/srv/x"), RollbackTo::Previous, "alice", &["systemctl restart it's"], "@@m").text;
+            rollback_script(&config("/srv/x"), RollbackTo::Previous, "alice", &[crate::plan::Restart::hook("systemctl restart it's")], "@@m").text;
         let switch = script.find("mv -T releases/current current").unwrap();
         let hook = script.find("systemctl restart").unwrap();
         assert!(switch < hook, "{script}");

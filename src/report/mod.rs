@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::plan::Phase;
 
-pub use rows::{Check, CheckStatus, ReleaseEntry, ServerReleases};
+pub use rows::{Check, CheckStatus, ReleaseEntry, ServerReleases, ServiceStatus};
 pub use sinks::{Collect, JsonLines, Quiet, Reporter};
 
 /// The version of the `--json` event stream, in every line as `"schema"`. It changes only when
@@ -44,6 +44,13 @@ pub enum Event {
         server: Option<String>,
         /// The command: a build command's, a hook's or the health check's.
         what: String,
+    },
+    /// A line of a service's journal (`service logs`).
+    Log {
+        /// The server it came from (`user@host:port`).
+        server: String,
+        /// The line, as journalctl printed it (time, host, unit, message).
+        line: String,
     },
     /// What a remote hook printed on one of its streams, once it ended: the head and tail of a
     /// long output, with a line saying how many bytes between them are not shown. `failed`:

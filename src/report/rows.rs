@@ -95,3 +95,30 @@ pub(super) fn deployer(log: &[String], release: &str) -> Option<String> {
     let marker = format!(" deployed as release {release} by ");
     log.iter().rev().find_map(|line| line.split_once(&marker).map(|(_, user)| user.trim().to_string()))
 }
+
+/// One service on one server, as `service status` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ServiceStatus {
+    /// The server (`user@host:port`).
+    pub server: String,
+    /// The service's name (its unit is `<service>.service`).
+    pub service: String,
+    /// systemd's `ActiveState`: `active`, `activating`, `failed`, `inactive`...
+    pub state: String,
+    /// systemd's `SubState`: `running`, `auto-restart`, `dead`...
+    pub sub_state: String,
+    /// Its main process, while it has one.
+    pub pid: Option<u32>,
+    /// When it last became active, as systemd says it (empty when it never did).
+    pub since: String,
+    /// Its memory in bytes, where systemd accounts for it.
+    pub memory: Option<u64>,
+    /// How often systemd restarted it after a failure since it was last started.
+    pub restarts: u32,
+    /// The release its process runs from (the one `current` pointed at when it started).
+    pub release: Option<String>,
+    /// The release `current` points at now.
+    pub current: Option<String>,
+    /// Its socket unit's state, when it listens through one.
+    pub socket: Option<String>,
+}

@@ -60,6 +60,17 @@ impl<W: Write> JsonLines<W> {
         self.write(&Exit { command, exit_code, error });
     }
 
+    /// One service on one server (`cargo xtask service status`).
+    pub fn service(&mut self, row: &super::ServiceStatus) {
+        #[derive(Serialize)]
+        #[serde(tag = "event", rename = "service")]
+        struct Service<'a> {
+            #[serde(flatten)]
+            row: &'a super::ServiceStatus,
+        }
+        self.write(&Service { row });
+    }
+
     /// One server's releases (`cargo xtask releases`).
     pub fn releases(&mut self, server: &ServerReleases) {
         let holder = &server.state.holder;

@@ -39,6 +39,7 @@ fn one_of_each() -> Vec<Event> {
         Event::Marked { server: server(), release: "r".into() },
         Event::Unmarked { server: server(), release: "r".into() },
         Event::Warning { message: "m".into() },
+        Event::Log { server: server(), line: "l".into() },
         Event::Connected { server: server(), elapsed: ms },
         Event::Locked { server: server(), releases: 1, reaped: vec![] },
         Event::Created { server: server(), what: "repo".into() },
@@ -87,6 +88,7 @@ fn one_of_each() -> Vec<Event> {
             | Event::Marked { .. }
             | Event::Unmarked { .. }
             | Event::Warning { .. }
+            | Event::Log { .. }
             | Event::Connected { .. }
             | Event::Locked { .. }
             | Event::Created { .. }

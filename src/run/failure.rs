@@ -92,7 +92,7 @@ impl Walk<'_> {
                 reason: reason.clone(),
             });
             reporter.event(Event::Marked { server: name.clone(), release: release.clone() });
-            let hooks = plan::restart_hooks(config, index);
+            let hooks = plan::restarts(config, index);
             if hooks.is_empty() {
                 return Ok(true);
             }
@@ -105,7 +105,7 @@ impl Walk<'_> {
                     let mut failed: Vec<String> = said
                         .map(|line| {
                             let (index, status) = line.split_once(' ').unwrap_or((line, "?"));
-                            let command = index.parse::<usize>().ok().and_then(|index| hooks.get(index));
+                            let command = index.parse::<usize>().ok().and_then(|index| hooks.get(index)).map(|hook| &hook.what);
                             match command {
                                 Some(command) => format!("`{command}` (exit status {status})"),
                                 None => format!("a hook (exit status {status})"),

@@ -91,6 +91,25 @@ pub fn setup(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error> 
         for what in stdout.lines().filter_map(|line| line.strip_prefix("created ")) {
             reporter.event(Event::Created { server: connection.name().to_string(), what: what.to_string() });
         }
+        let index = config.servers.iter().position(|each| std::ptr::eq(each, server)).unwrap_or_default();
+        if !plan::service::services_on(config, index).is_empty() {
+            let units = plan::service::units_script(&config.on(server), index, plan::service::UnitsMode::Setup);
+            let stdout = connection.run(&units)?;
+            let mut warnings = Vec::new();
+            for line in stdout.lines() {
+                if let Some(unit) = line.strip_prefix("unit-written ") {
+                    let (scope, file) = unit.split_once(' ').unwrap_or(("user", unit));
+                    let what = format!("the {scope} unit {file}");
+                    reporter.event(Event::Created { server: connection.name().to_string(), what });
+                } else if let Some(warning) = line.strip_prefix("warning ") {
+                    warnings.push(warning.to_string());
+                }
+            }
+            if !warnings.is_empty() {
+                let message = format!("on {}: {}", connection.name(), warnings.join("\n"));
+                reporter.event(Event::Warning { message });
+            }
+        }
         Ok(())
     });
     parallel::all_done(results, reporter)

@@ -13,6 +13,7 @@ mod hostile_trees;
 mod lifecycle;
 mod reuse;
 mod safety;
+mod services;
 mod submodules;
 mod systemd_host;
 mod transport;

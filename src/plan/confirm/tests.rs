@@ -52,7 +52,7 @@ fn going_back_switches_current_marks_the_release_bad_logs_it_then_the_old_one_re
     assert!(marker.exists(), "another deploy's marker was removed");
 
     let restart = r#"echo "$RELEASE $REVISION $ROLLBACK $(pwd)" > "$DEPLOY_TO/restarted""#;
-    let (status, stdout, stderr) = sh(&restart_script(&cfg, "20261129000001", &[restart, "exit 3"]).text);
+    let (status, stdout, stderr) = sh(&restart_script(&cfg, "20261129000001", &[crate::plan::Restart::hook(restart), crate::plan::Restart::hook("exit 3")]).text);
     assert_eq!((status, stdout.as_str()), (0, "hook-failed 1 3\n"), "{stderr}");
     let restarted = fs::read_to_string(dir.path().join("restarted")).unwrap();
     let old = dir.path().join("releases/20261129000001");
@@ -86,13 +86,13 @@ fn the_health_check_passes_when_its_command_does_and_fails_with_its_output_after
     };
     // Passes on its second try: the first one leaves a file behind.
     let second_try = r#"test -e tried && test "$RELEASE" = 20261129000002 || { touch tried; exit 1; }"#;
-    let (status, stdout, stderr) = sh(&health_script(&cfg, &release, &check(second_try, 10)).text);
+    let (status, stdout, stderr) = sh(&health_script(&cfg, &release, &check(second_try, 10), None).text);
     assert_eq!(status, 0, "{stderr}");
     let line = stdout.lines().find(|line| line.starts_with(HEALTHY)).unwrap();
     assert_eq!(line.split(' ').nth(1), Some("2"), "two tries: {line}");
 
     let started = std::time::Instant::now();
-    let (status, stdout, stderr) = sh(&health_script(&cfg, &release, &check("echo not yet; exit 1", 2)).text);
+    let (status, stdout, stderr) = sh(&health_script(&cfg, &release, &check("echo not yet; exit 1", 2), None).text);
     assert_eq!(status, 1);
     assert!(stdout.starts_with(UNHEALTHY), "{stdout}");
     assert!(stderr.contains("did not pass within 2s") && stderr.contains("not yet"), "{stderr}");
@@ -101,7 +101,7 @@ fn the_health_check_passes_when_its_command_does_and_fails_with_its_output_after
     // A try that hangs is stopped at the timeout, with what it started, even what ignores TERM.
     let started = std::time::Instant::now();
     let (status, _, _) =
-        sh(&health_script(&cfg, &release, &check("( trap '' TERM; exec sleep 30.25 ) & sleep 30.25; true", 1)).text);
+        sh(&health_script(&cfg, &release, &check("( trap '' TERM; exec sleep 30.25 ) & sleep 30.25; true", 1), None).text);
     assert_eq!(status, 1);
     assert!(started.elapsed() < Duration::from_secs(5), "the hanging try was stopped");
     std::thread::sleep(Duration::from_millis(200));
@@ -127,7 +127,7 @@ fn a_health_check_stopped_with_its_step_leaves_no_try_running() {
             .filter(|(_, cmd)| cmd.starts_with("sleep 40.75") || cmd.starts_with("sh -c sleep 40.75"))
             .collect::<Vec<_>>()
     };
-    let script = health_script(&cfg, &release, &check);
+    let script = health_script(&cfg, &release, &check, None);
     let batch = crate::plan::batch_script(&[&script], "@@m");
     let mut child = std::process::Command::new("sh")
         .arg("-c")

@@ -27,7 +27,7 @@ use super::{DAEMON_LOG, EXIT_LOCKED, PUSHED, STATE_DIR};
 pub fn preflight_script(
     config: &Config,
     lock: &LockInfo,
-    restart_hooks: &[&str],
+    restart_hooks: &[crate::plan::Restart],
     daemon: Option<&KeeperDaemon>,
 ) -> RemoteScript {
     let text = format!(

@@ -30,7 +30,7 @@ fn every_script_quotes_a_hostile_deploy_to() {
     let release = release();
     for script in [
         setup_script(&cfg),
-        preflight_script(&cfg, &lock(), &["systemctl restart it"], Some(&keeper_daemon())),
+        preflight_script(&cfg, &lock(), &[crate::plan::Restart::hook("systemctl restart it")], Some(&keeper_daemon())),
         confirm_script(&cfg, "t0k3n"),
         inspect_script(&cfg),
         unlock_script(&cfg, Some("t"), false),
@@ -38,7 +38,7 @@ fn every_script_quotes_a_hostile_deploy_to() {
         hook_script(&cfg, &release, "after_update", "echo hi"),
         discard_script(&cfg, &release),
         publish_script(&cfg, &release, "t0k3n"),
-        rollback_script(&cfg, RollbackTo::Release { name: "20261125041638", mark_left: true }, "alice", &["x"], "@@m"),
+        rollback_script(&cfg, RollbackTo::Release { name: "20261125041638", mark_left: true }, "alice", &[crate::plan::Restart::hook("x")], "@@m"),
         marks_script(&cfg, Some("20261125041638")),
     ] {
         assert!(script.text.contains(&format!("d={}\n", quote(hostile))), "{}", script.name);

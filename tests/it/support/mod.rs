@@ -2,6 +2,7 @@
 //!
 //! The server runs on this machine, so tests read its side (`deploy_to`, processes) directly.
 
+pub mod service;
 pub mod users;
 
 use std::fs;

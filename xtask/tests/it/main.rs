@@ -20,3 +20,4 @@ mod fleet;
 mod lifecycle;
 mod pipeline;
 mod readme;
+mod services;

@@ -1,0 +1,136 @@
+use expect_test::expect;
+
+use super::*;
+use crate::plan::{deploy_plan, restarts, tests::lock, tests::release, Phase};
+
+fn config_with(services: serde_json::Value) -> Config {
+    let metadata = serde_json::json!({ "deploy": {
+        "deploy_to": "/srv/my app",
+        "servers": [{ "host": "a", "user": "deploy", "roles": ["web"] }, { "host": "b", "user": "deploy", "roles": ["worker"] }],
+        "hooks": { "after_publish": [{ "remote": "touch restarted" }] },
+        "services": services,
+    }});
+    let defaults = crate::config::Defaults { package_name: Some("shop".into()), ..crate::config::Defaults::from_env(None, None) };
+    Config::from_metadata(&metadata, "package.metadata", std::path::Path::new("/app/Cargo.toml"), &defaults).unwrap()
+}
+
+fn two_services() -> Config {
+    config_with(serde_json::json!({
+        "web": {
+            "command": "target/release/shop --port 8080 --greeting 'hello world' --cost 100%",
+            "listen": ["127.0.0.1:8080", "[::1]:8080"],
+            "env": { "RUST_LOG": "info", "PRICE": "$5" },
+            "roles": ["web"],
+            "notify": true,
+        },
+        "worker": { "command": "/usr/bin/env shop-worker", "scope": "system", "stop_timeout": 5, "roles": ["worker"] },
+    }))
+}
+
+#[test]
+fn a_listening_service_gets_a_socket_unit_and_starts_through_current() {
+    let config = two_services();
+    let files = unit_files(&config, 0);
+    let names: Vec<&str> = files.iter().map(|file| file.name.as_str()).collect();
+    assert_eq!(names, ["web.service", "web.socket"], "server a runs only `web` (roles)");
+    expect![[r#"
+        # Written by xtask-deploy for `shop`: `cargo xtask deploy-setup` and deploys rewrite it.
+        [Unit]
+        Description=shop: web
+        StartLimitIntervalSec=0
+
+        [Service]
+        Type=notify
+        WorkingDirectory=/srv/my app/current
+        ExecStart="/srv/my app/current/target/release/shop" --port 8080 --greeting "hello world" --cost 100%%
+        Environment=PRICE=$$5
+        Environment=RUST_LOG=info
+        EnvironmentFile=-/srv/my app/shared/.secrets.env
+        Restart=on-failure
+        RestartSec=1
+        TimeoutStopSec=30
+
+        [Install]
+        WantedBy=default.target"#]]
+    .assert_eq(&files[0].text);
+    expect![[r#"
+        # Written by xtask-deploy for `shop`: `cargo xtask deploy-setup` and deploys rewrite it.
+        [Unit]
+        Description=shop: web's listeners
+
+        [Socket]
+        ListenStream=127.0.0.1:8080
+        ListenStream=[::1]:8080
+
+        [Install]
+        WantedBy=sockets.target"#]]
+    .assert_eq(&files[1].text);
+}
+
+#[test]
+fn a_system_service_runs_as_the_deploy_user_and_an_absolute_program_stays_as_written() {
+    let config = two_services();
+    let files = unit_files(&config, 1);
+    assert_eq!(files.len(), 1, "no socket without `listen`");
+    assert_eq!(files[0].scope, ServiceScope::System);
+    let text = &files[0].text;
+    assert!(text.contains("\nExecStart=/usr/bin/env shop-worker\n"), "{text}");
+    assert!(text.contains("\nUser=deploy\n") && text.contains("\nWantedBy=multi-user.target"), "{text}");
+    assert!(text.contains("\nType=exec\n") && text.contains("\nTimeoutStopSec=5\n"), "{text}");
+}
+
+#[test]
+fn unit_words_are_quoted_as_systemd_reads_them() {
+    assert_eq!(unit_word("plain"), "plain");
+    assert_eq!(unit_word("two words"), "\"two words\"");
+    assert_eq!(unit_word(r#"say "hi" \o/"#), r#""say \"hi\" \\o/""#);
+    assert_eq!(unit_word("100%"), "100%%");
+    assert_eq!(unit_word("$HOME"), "$$HOME");
+    assert_eq!(unit_word(""), "\"\"");
+    assert_eq!(unit_word("a;b"), "\"a;b\"");
+}
+
+#[test]
+fn going_back_restarts_the_services_before_the_hooks() {
+    let config = two_services();
+    let what: Vec<String> = restarts(&config, 0).into_iter().map(|restart| restart.what).collect();
+    assert_eq!(what, ["the services' restart", "touch restarted"]);
+    let without = config_without_services();
+    let what: Vec<String> = restarts(&without, 0).into_iter().map(|restart| restart.what).collect();
+    assert_eq!(what, ["touch restarted"], "without services, going back runs the hooks as before");
+}
+
+fn config_without_services() -> Config {
+    config_with(serde_json::json!({}))
+}
+
+#[test]
+fn units_are_written_before_the_switch_and_the_services_restart_right_after_it() {
+    let config = two_services();
+    for server in [0, 1] {
+        let plan = deploy_plan(&config.on(&config.servers[server]), server, &release(), &[], &lock());
+        let phases: Vec<Phase> = plan.steps.iter().map(|step| step.phase).collect();
+        assert_eq!(
+            phases,
+            [Phase::Push, Phase::Prepare, Phase::Units, Phase::Publish, Phase::Restart, Phase::AfterPublish],
+            "every server's plan has the same steps"
+        );
+    }
+    let only_web = config_with(serde_json::json!({ "web": { "command": "app", "roles": ["web"] } }));
+    let plan = deploy_plan(&only_web.on(&only_web.servers[1]), 1, &release(), &[], &lock());
+    let skipped: Vec<Phase> = plan.steps.iter().filter(|step| !step.on_this_server).map(|step| step.phase).collect();
+    assert_eq!(skipped, [Phase::Units, Phase::Restart], "a server that runs no service skips both");
+    let plain = deploy_plan(&config_without_services(), 0, &release(), &[], &lock());
+    assert!(!plain.steps.iter().any(|step| matches!(step.phase, Phase::Units | Phase::Restart)), "a stage without services deploys as before");
+}
+
+#[test]
+fn the_scripts_carry_their_values_in_a_quoted_header_and_no_comment() {
+    let config = two_services();
+    let units = units_script(&config, 0, UnitsMode::Deploy).text;
+    assert!(units.starts_with("d='/srv/my app'\nmode=deploy\nsudoers=xtask-deploy-shop\nset -- user web.service '# Written"), "{units}");
+    let restart = restart_command(&config, 0).unwrap();
+    assert!(restart.starts_with("services=web:user:socket\nsettle=10\n"), "{restart}");
+    assert!(!restart.lines().any(|line| line.trim_start().starts_with('#')), "comments are not sent");
+    assert_eq!(sudoers_file("my.app"), "xtask-deploy-my_app", "sudo skips files whose name has a dot");
+}
