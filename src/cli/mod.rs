@@ -169,10 +169,10 @@ pub struct Output {
     /// Print one JSON object per event on stdout (schema in the README); text goes to stderr.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Show each remote script as it starts, with the server it runs on, and what every remote
-    /// hook prints (a failed one's is always shown).
-    #[arg(long, short, global = true)]
-    pub verbose: bool,
+    /// `-v`: show what every remote hook prints (a failed one's is always shown), and the dry
+    /// run's scripts; `-vv`: also each remote script as it starts, with the server it runs on.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// Which manifest holds `[package.metadata.deploy]`, which stage, and which of its servers.

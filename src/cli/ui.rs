@@ -38,21 +38,21 @@ struct Progress {
 }
 
 impl Ui {
-    /// Starts reporting as `output` asks; under `--verbose`, every remote script is shown.
+    /// Starts reporting as `output` asks; under `-vv`, every remote script is shown.
     pub fn start(output: &Output) -> Ui {
-        if output.verbose {
+        if output.verbose >= 2 {
             show_scripts();
         }
         let terminal = std::io::stderr().is_terminal();
         Ui {
             json: output.json.then(|| JsonLines(std::io::stdout())),
             progress: terminal.then(|| Progress { lines: MultiProgress::new(), servers: Vec::new() }),
-            verbose: output.verbose,
+            verbose: output.verbose >= 1,
             pushes: Vec::new(),
         }
     }
 
-    /// Whether `--verbose` asks for every remote script.
+    /// Whether `-v` asks for what every hook prints (and the dry run's scripts).
     pub fn verbose(&self) -> bool {
         self.verbose
     }

@@ -1,5 +1,5 @@
 //! The example service (`examples/socket_service.rs`) built for a [`super::SystemdHost`], and a
-//! client that connects to it every 5 ms and records what each connection got: the tests and
+//! client that connects to it every 2 ms and records what each connection got: the tests and
 //! the benchmark count refused connections with it.
 
 use std::io::{self, BufRead, BufReader};
@@ -44,7 +44,7 @@ pub fn ask(port: u16) -> io::Result<String> {
     }
 }
 
-/// A client connecting to the example service every 5 ms until stopped (or dropped).
+/// A client connecting to the example service every 2 ms until stopped (or dropped).
 pub struct Prober {
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<Vec<Result<String, String>>>>,
@@ -61,7 +61,7 @@ impl Prober {
             while !stopping.load(Ordering::SeqCst) {
                 let got = ask(port).map_err(|err| err.to_string());
                 record.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(got);
-                thread::sleep(Duration::from_millis(5));
+                thread::sleep(Duration::from_millis(2));
             }
         });
         Prober { stop, seen, thread: Some(thread) }

@@ -105,3 +105,27 @@ fn a_system_service_is_restarted_through_the_printed_sudo_rule_and_refuses_nothi
     assert_eq!(row.status, xtask_deploy::report::CheckStatus::Ok, "{row:?}");
     ten_deploys_refuse_nothing(&world);
 }
+
+#[test]
+fn without_linger_setup_says_the_one_root_command_and_deploy_check_fails_until_it_ran() {
+    let world = ServiceWorld::new("", "");
+    let off = world.host.root_sh("loginctl disable-linger deploy").unwrap();
+    assert!(off.status.success(), "{}", String::from_utf8_lossy(&off.stderr));
+    // A user may not turn its own linger on here (no polkit rule grants it), as on most servers.
+    let warnings = world.setup();
+    assert!(
+        warnings.iter().any(|warning| warning.contains("as root run `loginctl enable-linger deploy`")),
+        "{warnings:?}"
+    );
+    let checks = xtask_deploy::run_checks(&world.config(), &mut xtask_deploy::report::Quiet);
+    let row = checks.checks.iter().find(|check| check.name == "services").unwrap();
+    assert_eq!(row.status, xtask_deploy::report::CheckStatus::Fail, "{row:?}");
+    assert!(row.detail.contains("loginctl enable-linger deploy"), "{}", row.detail);
+
+    let on = world.host.root_sh("loginctl enable-linger deploy").unwrap();
+    assert!(on.status.success(), "{}", String::from_utf8_lossy(&on.stderr));
+    assert!(world.setup().is_empty(), "with linger on, setup warns of nothing");
+    let checks = xtask_deploy::run_checks(&world.config(), &mut xtask_deploy::report::Quiet);
+    let row = checks.checks.iter().find(|check| check.name == "services").unwrap();
+    assert_eq!(row.status, xtask_deploy::report::CheckStatus::Ok, "{row:?}");
+}

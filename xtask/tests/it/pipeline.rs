@@ -288,7 +288,7 @@ fn credentials_from_the_environment_deploy_and_are_never_shown() {
     world.app.commit_all("credentials from the environment").unwrap();
     let home = tempfile::tempdir().unwrap();
     let deploy = |env: &[(&str, &str)]| {
-        let mut command = xtask(&world, &["deploy", "--json", "--verbose"]);
+        let mut command = xtask(&world, &["deploy", "--json", "-vv"]);
         command.env("HOME", home.path()).env_remove("SSH_AUTH_SOCK");
         for (name, value) in env {
             command.env(name, value);
@@ -310,7 +310,7 @@ fn credentials_from_the_environment_deploy_and_are_never_shown() {
     for line in key.lines().filter(|line| !line.starts_with("-----")) {
         assert!(!everything.contains(line), "a line of the key was printed");
     }
-    // --verbose shows each remote script with the server it runs on.
+    // -vv shows each remote script with the server it runs on.
     assert!(everything.contains("Script preflight on") && everything.contains("| mv -T releases/current current"));
     assert_eq!(fs::read_dir(home.path()).unwrap().count(), 0, "something was written into HOME");
 }
@@ -895,6 +895,8 @@ fn what_a_hook_prints_is_shown_under_verbose_and_always_when_it_fails() {
     let text = stderr_of(&verbose);
     assert_eq!(code(&verbose), 0, "{text}");
     assert!(shown(&text, "Stdout", "out-42") && shown(&text, "Stderr", "err-42"), "{text}");
+    // The hooks' level is apart from the scripts': `-v` shows no script, `-vv` does.
+    assert!(!text.contains("Script "), "-v showed the scripts:\n{text}");
 
     // With --json, as events, with or without --verbose.
     world.commit("src/main.rs", "fn main() { println!(\"json\"); }\n");

@@ -42,12 +42,12 @@ fn a_secret_reaches_the_service_and_no_command_line_journal_or_output() {
     assert!(xtask(&world, &["deploy-setup"], "").status.success());
     // Quotes, a dollar, a backslash and a backtick: each must arrive as it is.
     let secret = r#"s3cr3t-"quoted" $HOME \n `tick` 'single' 100%"#;
-    let set = xtask(&world, &["secrets", "set", "API_TOKEN", "--json", "-v"], &format!("{secret}\n"));
+    let set = xtask(&world, &["secrets", "set", "API_TOKEN", "--json", "-vv"], &format!("{secret}\n"));
     assert!(set.status.success(), "{}", text(&set));
     let mode = std::fs::metadata(world.host.root_dir().join("home/deploy/app/shared/.secrets.env")).unwrap();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
 
-    let deploy = xtask(&world, &["deploy", "--json", "-v"], "");
+    let deploy = xtask(&world, &["deploy", "--json", "-vv"], "");
     assert!(deploy.status.success(), "{}", text(&deploy));
     let pid = main_pid(&world);
     let environ = world.host.root_sh(&format!("tr '\\0' '\\n' < /proc/{pid}/environ")).unwrap();
@@ -56,16 +56,16 @@ fn a_secret_reaches_the_service_and_no_command_line_journal_or_output() {
 
     let list = xtask(&world, &["secrets", "list"], "");
     assert!(text(&list).contains("API_TOKEN"), "{}", text(&list));
-    let restart = xtask(&world, &["service", "restart", "--json", "-v"], "");
+    let restart = xtask(&world, &["service", "restart", "--json", "-vv"], "");
     assert!(restart.status.success(), "{}", text(&restart));
     let status = xtask(&world, &["service", "status"], "");
     let journal = world.host.root_sh("journalctl --no-pager -o verbose").unwrap();
     let every_command_line = world.host.root_sh("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '").unwrap();
     for (what, seen) in [
-        ("secrets set", text(&set)),
-        ("deploy -v --json", text(&deploy)),
+        ("secrets set -vv --json", text(&set)),
+        ("deploy -vv --json", text(&deploy)),
         ("secrets list", text(&list)),
-        ("service restart -v --json", text(&restart)),
+        ("service restart -vv --json", text(&restart)),
         ("service status", text(&status)),
         ("the journal", String::from_utf8_lossy(&journal.stdout).to_string()),
         ("the command lines on the server", String::from_utf8_lossy(&every_command_line.stdout).to_string()),
@@ -188,4 +188,44 @@ fn a_killed_deployer_and_a_rollback_both_restart_the_service_from_the_release_go
     assert!(rollback.status.success(), "{}", text(&rollback));
     assert_eq!(world.current(), first);
     assert_eq!(world.ask().unwrap(), first, "rollback restarted the service from the release it went back to");
+}
+
+#[test]
+fn followed_logs_show_each_new_release_as_it_starts_until_interrupted() {
+    let world = ServiceWorld::new("", "");
+    world.setup();
+    let first = world.deploy_change(1);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["service", "logs", "-f", "-n", "5", "--manifest-path"])
+        .arg(world.app.manifest_path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    };
+    assert!(wait_for(&format!("serving release {first}")), "the running release's start line");
+    let second = world.deploy_change(2);
+    assert!(wait_for(&format!("serving release {second}")), "a line logged after `logs -f` started");
+    let interrupted = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
+    assert!(interrupted.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
 }
