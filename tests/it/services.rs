@@ -71,12 +71,16 @@ fn a_release_that_exits_at_start_goes_back_at_once() {
     assert_eq!(world.ask().expect("the old release serves again"), good);
 }
 
-/// The root steps a system-scope setup printed: its warning's indented lines.
+/// The root steps a system-scope setup printed: the lines after its "as root run" line.
 fn root_steps(warnings: &[String]) -> String {
-    let lines: Vec<&str> =
-        warnings.iter().flat_map(|warning| warning.lines()).filter(|line| line.starts_with("  ")).collect();
-    assert!(!lines.is_empty(), "setup printed no root steps: {warnings:?}");
-    lines.iter().map(|line| line.trim()).collect::<Vec<_>>().join("\n")
+    let warning = warnings.iter().find(|warning| warning.contains("as root run the lines below:"));
+    let warning = warning.unwrap_or_else(|| panic!("setup printed no root steps: {warnings:?}"));
+    warning
+        .lines()
+        .skip_while(|line| !line.ends_with("as root run the lines below:"))
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -85,7 +89,8 @@ fn a_system_service_is_restarted_through_the_printed_sudo_rule_and_refuses_nothi
     let steps = root_steps(&world.setup());
     let rule = "deploy ALL=(root) NOPASSWD: /usr/bin/systemctl restart web.service".to_string();
     assert!(steps.contains(&rule), "the exact sudo rule, with the server's systemctl: {steps}");
-    assert!(steps.contains("/etc/systemd/system/web.socket"), "{steps}");
+    assert!(steps.contains("cat > /etc/systemd/system/web.socket <<'XTASK_DEPLOY_UNIT'"), "{steps}");
+    assert!(steps.contains("\nUser=deploy\n"), "the unit's text is in the command itself: {steps}");
 
     // Before root did its part: deploy-check fails naming the rule, and a deploy stops before
     // the switch.

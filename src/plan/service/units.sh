@@ -22,8 +22,6 @@ if ! command -v systemctl >/dev/null 2>&1; then
   echo "this server has no systemctl: services need systemd (remove \`services\` for it)" | say
   exit 1
 fi
-staged="$d/.xtask-deploy/units"
-if [ "$mode" != check ]; then mkdir -p "$staged" || exit 1; fi
 stale=
 systemctl_path=$(command -v systemctl)
 me=$(id -un)
@@ -32,6 +30,7 @@ reload_system=0
 enable_user=
 enable_system=
 root_units=
+unit_steps=
 sudo_units=
 while [ $# -ge 3 ]; do
   scope=$1
@@ -50,9 +49,15 @@ while [ $# -ge 3 ]; do
     fi
     if [ "$scope" = user ]; then enable_user="$enable_user $file"; else enable_system="$enable_system $file"; fi
   else
-    # Root reviews and installs what is staged here; the deploy user cannot write the unit.
-    if [ "$mode" != check ]; then printf '%s\n' "$text" >"$staged/$file" || exit 1; fi
-    if [ "$(cat "$dir/$file" 2>/dev/null)" != "$text" ]; then root_units="$root_units $file"; fi
+    # The deploy user cannot write the unit: root installs it, from text printed whole in the
+    # command (not from a file the deploy user, or an app running as it, could change first).
+    if [ "$(cat "$dir/$file" 2>/dev/null)" != "$text" ]; then
+      root_units="$root_units $file"
+      unit_steps="$unit_steps
+cat > /etc/systemd/system/$file <<'XTASK_DEPLOY_UNIT'
+$text
+XTASK_DEPLOY_UNIT"
+    fi
     case "$file" in
       *.service)
         sudo -n -l "$systemctl_path" restart "$file" >/dev/null 2>&1 || sudo_units="$sudo_units $file"
@@ -77,13 +82,12 @@ if [ -n "$enable_user" ] && [ "$(loginctl show-user "$me" -p Linger --value 2>/d
 fi
 if [ -n "$root_units" ] || [ -n "$sudo_units" ]; then
   {
-    echo "the system-scope units need root once on this server; as root run:"
-    for file in $root_units; do
-      echo "  install -m 0644 -o root -g root '$staged/$file' /etc/systemd/system/$file"
-    done
+    echo "the system-scope units need root once on this server; as root run the lines below:"
     if [ -n "$root_units" ]; then
-      echo "  systemctl daemon-reload"
-      for file in $root_units; do echo "  systemctl enable $file"; case "$file" in *.socket) echo "  systemctl start $file" ;; esac; done
+      printf '%s\n' "${unit_steps#?}"
+      echo "systemctl daemon-reload"
+      for file in $root_units; do echo "systemctl enable $file"; case "$file" in *.socket) echo "systemctl start $file" ;; esac; done
+      echo "usermod -a -G systemd-journal $me"
     fi
     if [ -n "$sudo_units" ]; then
       rule="$me ALL=(root) NOPASSWD:"
@@ -92,7 +96,7 @@ if [ -n "$root_units" ] || [ -n "$sudo_units" ]; then
         rule="$rule$sep $systemctl_path restart $file"
         sep=,
       done
-      echo "  echo '$rule' > /etc/sudoers.d/$sudoers && chmod 0440 /etc/sudoers.d/$sudoers && visudo -c"
+      echo "echo '$rule' > /etc/sudoers.d/$sudoers && chmod 0440 /etc/sudoers.d/$sudoers && visudo -c"
     fi
   } | say
   stop_deploy
