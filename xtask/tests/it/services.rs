@@ -6,9 +6,12 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+use xtask_deploy::container::app::example_binary;
+use xtask_deploy::container::SystemdHost;
+use xtask_deploy::demo::AppRepo;
 use xtask_deploy::loopback::toml_string;
 
-use crate::support::service::ServiceWorld;
+use crate::support::service::{free_port, ServiceWorld};
 
 /// `cargo xtask ARGS --manifest-path <the app's>`, with `stdin` on its standard input.
 fn xtask(world: &ServiceWorld, args: &[&str], stdin: &str) -> Output {
@@ -228,4 +231,75 @@ fn followed_logs_show_each_new_release_as_it_starts_until_interrupted() {
     assert!(interrupted.success());
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn status_and_logs_cover_every_server_each_with_its_own_services() {
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(SystemdHost::boot);
+        let b = scope.spawn(SystemdHost::boot);
+        (a.join().unwrap().expect("boot a"), b.join().unwrap().expect("boot b"))
+    });
+    // One key and one known_hosts file for both: a's key is let in on b too.
+    let key = std::fs::read_to_string(a.identity().with_extension("pub")).unwrap();
+    let authorized = b.root_dir().join("home/deploy/.ssh/authorized_keys");
+    let mut keys = std::fs::read_to_string(&authorized).unwrap();
+    keys.push_str(&key);
+    std::fs::write(&authorized, keys).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    let trusted =
+        std::fs::read_to_string(a.known_hosts()).unwrap() + &std::fs::read_to_string(b.known_hosts()).unwrap();
+    std::fs::write(&known_hosts, trusted).unwrap();
+    let binary = example_binary().unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let manifest = format!(
+        "[package]\nname = \"two\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+         [package.metadata.deploy]\ndeploy_to = \"/home/deploy/app\"\n\
+         build = [\"mkdir -p dist\", {copy}]\nartifacts = [\"dist/app\"]\n\n\
+         [[package.metadata.deploy.servers]]\nhost = \"127.0.0.1\"\nport = {a}\nuser = \"deploy\"\nroles = [\"a\"]\n\n\
+         [[package.metadata.deploy.servers]]\nhost = \"127.0.0.1\"\nport = {b}\nuser = \"deploy\"\nroles = [\"b\"]\n\n\
+         [package.metadata.deploy.ssh]\nidentity = {identity}\nknown_hosts = {known_hosts}\n\n\
+         [package.metadata.deploy.services.web_a]\ncommand = \"dist/app\"\nlisten = [\"127.0.0.1:{port_a}\"]\nroles = [\"a\"]\n\n\
+         [package.metadata.deploy.services.web_b]\ncommand = \"dist/app\"\nlisten = [\"127.0.0.1:{port_b}\"]\nroles = [\"b\"]\n",
+        copy = toml_string(&format!("cp {} dist/app", binary.display())),
+        a = a.port(),
+        b = b.port(),
+        identity = toml_string(&a.identity().display().to_string()),
+        known_hosts = toml_string(&known_hosts.display().to_string()),
+    );
+    let files =
+        [("Cargo.toml", manifest.as_str()), (".gitignore", "/dist\n/target\n"), ("src/main.rs", "fn main() {}\n")];
+    let app = AppRepo::create(&dir.path().join("app"), &files).unwrap();
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .arg("--manifest-path")
+            .arg(app.manifest_path())
+            .env("CARGO_TARGET_DIR", app.dir().join("target"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {}", text(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    run(&["deploy-setup"]);
+    run(&["deploy"]);
+    let release = std::fs::read_link(a.root_dir().join("home/deploy/app/current")).unwrap();
+    let release = release.file_name().unwrap().to_string_lossy().into_owned();
+
+    let status = run(&["service", "status"]);
+    for (host, service) in [(&a, "web_a"), (&b, "web_b")] {
+        let server = format!("deploy@127.0.0.1:{}", host.port());
+        let row = status.lines().find(|line| line.starts_with(&server)).unwrap_or_else(|| panic!("{status}"));
+        assert!(row.contains(service) && row.contains("active (running)") && row.contains(&release), "{status}");
+    }
+    assert_eq!(status.lines().count(), 3, "a header and one row per server: each runs only its own service\n{status}");
+    let logs = run(&["service", "logs"]);
+    for host in [&a, &b] {
+        let prefix = format!("deploy@127.0.0.1:{} | ", host.port());
+        let started = format!("socket_service: serving release {release}");
+        assert!(logs.lines().any(|line| line.starts_with(&prefix) && line.contains(&started)), "{logs}");
+    }
+    assert_eq!(xtask_deploy::container::app::ask(port_b).unwrap(), release);
 }
