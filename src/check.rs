@@ -185,18 +185,26 @@ fn services_row(config: &Config, index: usize, connection: &Connection) -> (Chec
         return (CheckStatus::Ok, "none on this server".to_string());
     }
     let script = plan::service::units_script(config, index, plan::service::UnitsMode::Check);
-    match connection.output(&script) {
-        Ok(output) => {
-            let problems: Vec<&str> = output.stdout.lines().filter_map(|line| line.strip_prefix("problem ")).collect();
-            let names: Vec<&str> = services.iter().map(|service| service.name.as_str()).collect();
-            match (problems.is_empty(), output.status) {
-                (true, 0) => (CheckStatus::Ok, format!("{}: units as configured, restarts allowed", names.join(", "))),
-                (true, status) => (CheckStatus::Fail, format!("the check of the units ended with exit status {status}: {}", output.stderr.trim())),
-                (false, _) => (CheckStatus::Fail, problems.join("\n")),
-            }
-        }
-        Err(err) => (CheckStatus::Fail, err.to_string()),
+    let output = match connection.output(&script) {
+        Ok(output) => output,
+        Err(err) => return (CheckStatus::Fail, err.to_string()),
+    };
+    let report = plan::service::UnitsReport::parse(&output.stdout, &plan::service::unit_files(config, index));
+    let problems = report.problems(config, index);
+    let names: Vec<&str> = services.iter().map(|service| service.name.as_str()).collect();
+    if !problems.is_empty() {
+        return (CheckStatus::Fail, problems.join("\n"));
     }
+    if output.status != 0 {
+        return (CheckStatus::Fail, format!("the check of the units ended with exit status {}: {}", output.status, output.stderr.trim()));
+    }
+    if !report.stale.is_empty() {
+        return (
+            CheckStatus::Warn,
+            format!("{}: a deploy rewrites {} as the config now has them", names.join(", "), report.stale.join(", ")),
+        );
+    }
+    (CheckStatus::Ok, format!("{}: units as configured, restarts allowed", names.join(", ")))
 }
 
 /// Judges the output of [`plan::check_script`] on `server`, with the binaries found here: the

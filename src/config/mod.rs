@@ -164,7 +164,7 @@ impl Config {
         let transport = validate::transport(raw.transport.as_deref(), section).map_err(invalid)?;
         let timeouts = validate::timeouts(raw.timeouts, section).map_err(invalid)?;
         let healthcheck = validate::healthcheck(raw.healthcheck, &declared_roles, section).map_err(invalid)?;
-        let services = service::services(raw.services, &declared_roles, section).map_err(invalid)?;
+        let services = service::services(raw.services, &declared_roles, &servers, section).map_err(invalid)?;
         Ok(Config {
             manifest_path: manifest.to_path_buf(),
             application,

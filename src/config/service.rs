@@ -66,9 +66,28 @@ pub const DEFAULT_STOP_TIMEOUT: u64 = 30;
 pub(super) fn services(
     raw: BTreeMap<String, RawService>,
     declared_roles: &[String],
+    servers: &[super::Server],
     section: &str,
 ) -> Result<Vec<Service>, String> {
-    raw.into_iter().map(|(name, raw)| service(name, raw, declared_roles, section)).collect()
+    let services: Vec<Service> =
+        raw.into_iter().map(|(name, raw)| service(name, raw, declared_roles, section)).collect::<Result<_, _>>()?;
+    // A server's user names the units' `User=` and the sudo rule: a plain login name only.
+    if !services.is_empty() {
+        for server in servers {
+            let user = &server.user;
+            let plain = user.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+                && user.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
+                && user.len() <= 32;
+            if !plain {
+                return Err(format!(
+                    "`{section}.deploy.servers` user `{user}` of `{}` is not a plain login name (lowercase letters, \
+                     digits, `_` and `-`), which `services` put in units and a sudo rule",
+                    server.alias
+                ));
+            }
+        }
+    }
+    Ok(services)
 }
 
 fn service(name: String, raw: RawService, declared_roles: &[String], section: &str) -> Result<Service, String> {
@@ -94,8 +113,10 @@ fn service(name: String, raw: RawService, declared_roles: &[String], section: &s
              without `.` or `..`) or an absolute path"
         ));
     }
-    if command.iter().any(|word| word.contains(['\n', '\r', '\0'])) {
-        return Err(format!("`{key}.command` holds a newline or NUL, which a unit file cannot"));
+    if command.iter().any(|word| word.chars().any(char::is_control)) {
+        return Err(format!(
+            "`{key}.command` holds a control character (a newline, a carriage return...), which a unit file cannot"
+        ));
     }
     for address in &raw.listen {
         if address.is_empty() || address.contains(|c: char| c.is_whitespace() || c.is_control()) {
@@ -111,8 +132,10 @@ fn service(name: String, raw: RawService, declared_roles: &[String], section: &s
         if !name_ok {
             return Err(format!("`{key}.env.{variable}` is not an environment variable's name"));
         }
-        if value.contains(['\n', '\r', '\0']) {
-            return Err(format!("`{key}.env.{variable}` holds a newline or NUL, which a unit file cannot"));
+        if value.chars().any(char::is_control) {
+            return Err(format!(
+                "`{key}.env.{variable}` holds a control character (a newline, a carriage return...), which a unit file cannot"
+            ));
         }
         env.push((variable, value));
     }

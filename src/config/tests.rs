@@ -554,3 +554,43 @@ fn a_health_check_gets_its_defaults_and_bad_values_are_refused() {
         assert!(text.contains(expected), "{table}: {text}");
     }
 }
+
+#[test]
+fn a_services_table_is_checked_key_by_key() {
+    let servers = "[[deploy.servers]]\nhost = \"a\"\nuser = \"deploy\"\n";
+    let config = parse(&format!(
+        "[deploy.services.web]\ncommand = \"target/release/app --port 8080\"\nlisten = [\"127.0.0.1:8080\"]\n\
+         env = {{ RUST_LOG = \"info\" }}\n[deploy.services.worker]\ncommand = \"/usr/bin/worker\"\nscope = \"system\"\n{servers}"
+    ))
+    .unwrap();
+    let names: Vec<&str> = config.services.iter().map(|service| service.name.as_str()).collect();
+    assert_eq!(names, ["web", "worker"]);
+    assert_eq!(config.services[0].command, ["target/release/app", "--port", "8080"]);
+    assert_eq!(config.services[1].scope, crate::config::ServiceScope::System);
+    for (table, expected) in [
+        ("[deploy.services.\"web.service\"]\ncommand = \"app\"", "cannot name a systemd unit"),
+        ("[deploy.services.web]\ncommand = \"../app\"", "must be a path in the release"),
+        ("[deploy.services.web]\ncommand = \"\"", "is empty"),
+        ("[deploy.services.web]\ncommand = \"app\"\nscope = \"root\"", "expected `user`"),
+        ("[deploy.services.web]\ncommand = \"app\"\nenv = { \"A B\" = \"x\" }", "not an environment variable's name"),
+        ("[deploy.services.web]\ncommand = \"app\"\nenv = { A = \"x\\ry\" }", "control character"),
+        ("[deploy.services.web]\ncommand = \"app\\u001b[2J\"", "control character"),
+        ("[deploy.services.web]\ncommand = \"app\"\nroles = [\"nope\"]", "role `nope`, which no server has"),
+        ("[deploy.services.web]\ncommand = \"app\"\nlisten = [\"a b\"]", "is not an address"),
+    ] {
+        let message = error_text(&format!("{table}\n{servers}"));
+        assert!(message.contains(expected), "{table}: {message}");
+    }
+    let root_user =
+        "[deploy.services.web]\ncommand = \"app\"\n[[deploy.servers]]\nhost = \"a\"\nuser = \"root\\nALL\"\n";
+    assert!(error_text(root_user).contains("not a plain login name"), "{}", error_text(root_user));
+}
+
+#[test]
+fn an_application_or_deploy_to_with_a_control_character_is_refused() {
+    let servers = "[[deploy.servers]]\nhost = \"a\"\n";
+    let message = error_text(&format!("[deploy]\napplication = \"web\\r[Service]\"\n{servers}"));
+    assert!(message.contains("`package.metadata.deploy.application` holds a control character"), "{message}");
+    let message = error_text(&format!("[deploy]\ndeploy_to = \"/srv/a\\rb\"\n{servers}"));
+    assert!(message.contains("control character"), "{message}");
+}

@@ -14,6 +14,10 @@ use super::{
 /// The application's name: `written`, else the package's name; or the message when empty.
 pub(super) fn application(written: Option<String>, defaults: &Defaults, section: &str) -> Result<String, String> {
     match written.or_else(|| defaults.package_name.clone()) {
+        Some(name) if name.chars().any(char::is_control) => Err(format!(
+            "`{section}.deploy.application` holds a control character (a newline, a carriage return...): \
+             it names units and messages; use a plain name"
+        )),
         Some(name) if !name.trim().is_empty() => Ok(name),
         _ => Err(format!("`{section}.deploy.application` is empty: name the application")),
     }
@@ -212,8 +216,8 @@ pub(super) fn remote_dir(dir: String) -> Result<String, String> {
     if !dir.starts_with('/') {
         return Err(format!("must be an absolute path on the server, got `{dir}`"));
     }
-    if dir.contains(['\0', '\n']) {
-        return Err("contains a NUL or newline character".to_string());
+    if dir.chars().any(char::is_control) {
+        return Err("contains a control character (a NUL, newline, carriage return...)".to_string());
     }
     match dir.trim_end_matches('/') {
         "" => Err("must not be `/`".to_string()),

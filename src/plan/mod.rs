@@ -310,15 +310,15 @@ pub fn deploy_plan(
     if !config.services.is_empty() {
         steps.push(Step {
             on_this_server: !runs.is_empty(),
-            what: format!("write the units of {} where the config changed them", names.join(", ")),
-            ..Step::new(Phase::Units, Action::Remote(service::units_script(config, server, service::UnitsMode::Deploy)))
+            what: format!("check that the units of {} can be written and restarted", names.join(", ")),
+            ..Step::new(Phase::Units, Action::Remote(service::units_script(config, server, service::UnitsMode::Verify)))
         });
     }
     steps.extend(hooks(Phase::AfterUpdate, &config.hooks.after_update));
     steps.extend(hooks(Phase::BeforePublish, &config.hooks.before_publish));
     steps.push(Step::new(Phase::Publish, Action::Remote(publish_script(config, release, &lock.token))));
     if let Some(restart) = service::restart_script(config, server) {
-        let what = format!("restart {} and watch them start", names.join(", "));
+        let what = format!("write the units of {} where the config changed them, restart, watch them start", names.join(", "));
         steps.push(Step { what, ..Step::new(Phase::Restart, Action::Remote(restart)) });
     } else if !config.services.is_empty() {
         let nothing = RemoteScript { name: "restart", text: "exit 0\n".to_string() };
@@ -377,8 +377,8 @@ impl Restart {
 /// What `config.servers[server]` runs for the release it goes back to: the restart of its
 /// `services` (watched as a deploy's is), then the remote `after_publish` hooks that run there.
 pub fn restarts(config: &Config, server: usize) -> Vec<Restart> {
-    let services = service::restart_command(config, server)
-        .map(|command| Restart { what: "the services' restart".to_string(), command });
+    let services = (!service::services_on(config, server).is_empty())
+        .then(|| Restart { what: "the services' restart".to_string(), command: service::restore_command() });
     let hooks = config.hooks.after_publish.iter().filter_map(|hook| match hook {
         Hook::Remote(command, scope) if scope.includes(&config.servers, server) => Some(Restart::hook(command)),
         _ => None,

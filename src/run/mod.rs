@@ -93,21 +93,24 @@ pub fn setup(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error> 
         }
         let index = config.servers.iter().position(|each| std::ptr::eq(each, server)).unwrap_or_default();
         if !plan::service::services_on(config, index).is_empty() {
-            let units = plan::service::units_script(&config.on(server), index, plan::service::UnitsMode::Setup);
-            let stdout = connection.run(&units)?;
-            let mut warnings = Vec::new();
-            for line in stdout.lines() {
-                if let Some(unit) = line.strip_prefix("unit-written ") {
-                    let (scope, file) = unit.split_once(' ').unwrap_or(("user", unit));
-                    let what = format!("the {scope} unit {file}");
-                    reporter.event(Event::Created { server: connection.name().to_string(), what });
-                } else if let Some(warning) = line.strip_prefix("warning ") {
-                    warnings.push(warning.to_string());
-                }
+            let server_config = config.on(server);
+            let units = plan::service::units_script(&server_config, index, plan::service::UnitsMode::Setup);
+            let output = connection.output(&units)?;
+            let files = plan::service::unit_files(&server_config, index);
+            let report = plan::service::UnitsReport::parse(&output.stdout, &files);
+            if output.status != 0 && report.problems(&server_config, index).is_empty() {
+                return Err(connection.failure(units.name, &output));
             }
-            if !warnings.is_empty() {
-                let message = format!("on {}: {}", connection.name(), warnings.join("\n"));
-                reporter.event(Event::Warning { message });
+            for change in &report.changed {
+                let what = match change.split(' ').collect::<Vec<_>>()[..] {
+                    ["unit-written", scope, file] => format!("the {scope} unit {file}"),
+                    [_, scope, file] => format!("(removed) the {scope} unit {file}, which the config no longer has"),
+                    _ => continue,
+                };
+                reporter.event(Event::Created { server: connection.name().to_string(), what });
+            }
+            for problem in report.problems(&server_config, index) {
+                reporter.event(Event::Warning { message: format!("on {}: {problem}", connection.name()) });
             }
         }
         Ok(())

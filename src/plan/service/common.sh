@@ -16,7 +16,8 @@ privileged() {
   if [ "$_scope" = user ] || [ "$(id -u)" -eq 0 ]; then
     sc "$_scope" "$@"
   else
-    sudo -n "$(command -v systemctl)" "$@"
+    # The exact program the sudo rule names: never one found on the deploy user's PATH.
+    sudo -n /usr/bin/systemctl "$@"
   fi
 }
 journal() {

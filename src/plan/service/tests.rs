@@ -42,10 +42,9 @@ fn a_listening_service_gets_a_socket_unit_and_starts_through_current() {
         [Service]
         Type=notify
         WorkingDirectory=/srv/my app/current
-        ExecStart="/srv/my app/current/target/release/shop" --port 8080 --greeting "hello world" --cost 100%%
-        Environment=PRICE=$$5
+        ExecStart=/bin/sh -c "set -a; [ ! -r \"$$0\" ] || . \"$$0\"; set +a; exec \"$$@\"" "/srv/my app/shared/.secrets.env" "/srv/my app/current/target/release/shop" --port 8080 --greeting "hello world" --cost 100%%
+        Environment=PRICE=$5
         Environment=RUST_LOG=info
-        EnvironmentFile=-/srv/my app/shared/.secrets.env
         Restart=on-failure
         RestartSec=1
         TimeoutStopSec=30
@@ -74,7 +73,7 @@ fn a_system_service_runs_as_the_deploy_user_and_an_absolute_program_stays_as_wri
     assert_eq!(files.len(), 1, "no socket without `listen`");
     assert_eq!(files[0].scope, ServiceScope::System);
     let text = &files[0].text;
-    assert!(text.contains("\nExecStart=/usr/bin/env shop-worker\n"), "{text}");
+    assert!(text.contains(" /usr/bin/env shop-worker\n"), "{text}");
     assert!(text.contains("\nUser=deploy\n") && text.contains("\nWantedBy=multi-user.target"), "{text}");
     assert!(text.contains("\nType=exec\n") && text.contains("\nTimeoutStopSec=5\n"), "{text}");
 }
@@ -127,10 +126,77 @@ fn units_are_written_before_the_switch_and_the_services_restart_right_after_it()
 #[test]
 fn the_scripts_carry_their_values_in_a_quoted_header_and_no_comment() {
     let config = two_services();
-    let units = units_script(&config, 0, UnitsMode::Deploy).text;
-    assert!(units.starts_with("d='/srv/my app'\nmode=deploy\nsudoers=xtask-deploy-shop\nset -- user web.service '# Written"), "{units}");
-    let restart = restart_command(&config, 0).unwrap();
-    assert!(restart.starts_with("services=web:user:socket\nsettle=10\n"), "{restart}");
+    let units = units_script(&config, 0, UnitsMode::Verify).text;
+    assert!(
+        units.starts_with("d='/srv/my app'\napp=shop\nuser=deploy\nmode=verify\nset -- user web.service '# Written"),
+        "{units}"
+    );
+    let restart = restart_command(&config, 0, RestartMode::Restore).unwrap();
+    assert!(restart.starts_with("d='/srv/my app'\napp=shop\nuser=deploy\nmode=restore\nset --\nservices=web:user:socket\nsettle=10\n"), "{restart}");
     assert!(!restart.lines().any(|line| line.trim_start().starts_with('#')), "comments are not sent");
-    assert_eq!(sudoers_file("my.app"), "xtask-deploy-my_app", "sudo skips files whose name has a dot");
+    assert_eq!(sudoers_file("my.app", "deploy"), "xtask-deploy-my_app-deploy", "sudo skips files whose name has a dot");
+}
+
+#[test]
+fn roots_steps_are_made_here_from_the_config_whatever_the_server_says() {
+    let config = two_services();
+    // The server names a unit that is not the app's and one that is: only the app's count.
+    let files = unit_files(&config, 1);
+    let report = UnitsReport::parse("unit-differs ../../etc/passwd\nunit-differs worker.service\nsudo-missing worker.service\n", &files);
+    assert_eq!(report.differs, ["worker.service"]);
+    let problems = report.problems(&config, 1);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let steps = problems[0].split_once(":\n").unwrap().1;
+    expect![[r#"
+        set -e
+        test -x /usr/bin/systemctl
+        cat > /etc/systemd/system/worker.service <<'XTASK_DEPLOY_UNIT'
+        # Written by xtask-deploy for `shop`: root installs it from the steps `cargo xtask deploy-setup` prints.
+        [Unit]
+        Description=shop: worker
+        StartLimitIntervalSec=0
+
+        [Service]
+        Type=exec
+        WorkingDirectory=/srv/my app/current
+        ExecStart=/bin/sh -c "set -a; [ ! -r \"$$0\" ] || . \"$$0\"; set +a; exec \"$$@\"" "/srv/my app/shared/.secrets.env" /usr/bin/env shop-worker
+        Restart=on-failure
+        RestartSec=1
+        TimeoutStopSec=5
+        User=deploy
+
+        [Install]
+        WantedBy=multi-user.target
+        XTASK_DEPLOY_UNIT
+        /usr/bin/systemctl daemon-reload
+        /usr/bin/systemctl enable worker.service
+        printf '%s\n' 'deploy ALL=(root) NOPASSWD: /usr/bin/systemctl restart worker.service' > /etc/sudoers.d/xtask-deploy-shop-deploy.new
+        visudo -cf /etc/sudoers.d/xtask-deploy-shop-deploy.new && chmod 0440 /etc/sudoers.d/xtask-deploy-shop-deploy.new && mv /etc/sudoers.d/xtask-deploy-shop-deploy.new /etc/sudoers.d/xtask-deploy-shop-deploy"#]]
+    .assert_eq(steps);
+}
+
+#[test]
+fn linger_and_foreign_units_are_named_with_the_fix() {
+    let config = two_services();
+    let files = unit_files(&config, 0);
+    let report = UnitsReport::parse("linger-off\nunit-foreign web.socket\nstale web.service\n", &files);
+    let problems = report.problems(&config, 0).join("\n");
+    assert!(problems.contains("as root run `loginctl enable-linger deploy`"), "{problems}");
+    assert!(problems.contains("a unit `web.socket` is there and is not one of `shop`'s"), "{problems}");
+    assert_eq!(report.stale, ["web.service"], "a unit a deploy rewrites is no problem");
+}
+
+#[test]
+fn going_back_runs_what_the_deploy_kept_on_the_server_not_a_long_command_line() {
+    assert!(RESTORE_FILE.starts_with(&format!("{STATE_DIR}/")), "the file lives in the private state directory");
+    let config = two_services();
+    let lock = crate::plan::tests::lock();
+    let with = crate::plan::preflight_script(&config, &lock, &crate::plan::restarts(&config, 0), None);
+    let without = crate::plan::preflight_script(&config, &lock, &[], None);
+    // The keeper's command line carries a line for the services, whatever they are, and one for
+    // the `after_publish` hook.
+    assert!(with.text.len() - without.text.len() < 1024, "{} more bytes", with.text.len() - without.text.len());
+    let verify = units_script(&config, 0, UnitsMode::Verify).text;
+    assert!(verify.contains(&format!("> \"$d/{RESTORE_FILE}.new\"")), "the step before the switch keeps it");
+    assert!(!units_script(&config, 0, UnitsMode::Check).text.contains(RESTORE_FILE), "deploy-check writes nothing");
 }
