@@ -187,7 +187,12 @@ pub fn set_secret(config: &Config, name: &str, value: &str, reporter: &mut dyn R
 /// Removes the secret `name` on every server.
 pub fn unset_secret(config: &Config, name: &str, reporter: &mut dyn Reporter) -> Result<(), Error> {
     service::secret_line(name, "").map_err(|message| Error::Usage { message })?;
-    secrets_everywhere(config, SecretsAction::Unset(name), None, reporter).map(drop)
+    for (server, said) in secrets_everywhere(config, SecretsAction::Unset(name), None, reporter)? {
+        if said.iter().any(|line| line == "absent") {
+            reporter.event(Event::Warning { message: format!("secret `{name}` was not set on {server}") });
+        }
+    }
+    Ok(())
 }
 
 /// The names of the secrets each server holds (never their values): `(server, names)`.

@@ -477,8 +477,11 @@ impl Service {
             }
             Service::Logs(ServiceLogs { target, services, lines, since, follow }) => {
                 let request = crate::plan::service::LogsRequest { services, lines, since, follow };
-                crate::services::logs(&target.config()?, &request, ui)?;
-                Ok(exit::SUCCESS)
+                match crate::services::logs(&target.config()?, &request, ui) {
+                    // Ctrl-C is how following ends.
+                    Err(Error::Interrupted { .. }) if follow => Ok(exit::SUCCESS),
+                    result => result.map(|()| exit::SUCCESS),
+                }
             }
             Service::Restart(ServiceRestart { target }) => {
                 let config = target.config()?;
@@ -510,7 +513,10 @@ impl Secrets {
             Secrets::Unset(SecretUnset { target, name }) => {
                 let config = target.config()?;
                 crate::services::unset_secret(&config, &name, ui)?;
-                ui.line("Finished", &format!("secret `{name}` removed on {} server(s)", config.servers.len()));
+                ui.line(
+                    "Finished",
+                    &format!("secret `{name}` is set on none of the {} server(s)", config.servers.len()),
+                );
                 Ok(exit::SUCCESS)
             }
             Secrets::List(SecretList { target }) => {

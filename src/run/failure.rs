@@ -125,7 +125,7 @@ impl Walk<'_> {
             };
             for failure in &failed {
                 reporter.event(Event::Warning {
-                    message: format!("an after_publish hook failed on {name} while restarting release {to}: {failure}"),
+                    message: format!("restarting release {to} on {name} failed: {failure}"),
                 });
             }
             Ok(failed.is_empty())

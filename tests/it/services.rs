@@ -45,7 +45,10 @@ fn a_user_service_behind_its_socket_refuses_no_connection_over_ten_deploys() {
     assert!(warnings.is_empty(), "setup warned: {warnings:?}");
     let units = world.host.root_dir().join("home/deploy/.config/systemd/user");
     let service = std::fs::read_to_string(units.join("web.service")).unwrap();
-    assert!(service.contains("ExecStart=/home/deploy/app/current/dist/app"), "{service}");
+    assert!(
+        service.contains("ExecStart=/bin/sh -c ") && service.contains(" /home/deploy/app/current/dist/app\n"),
+        "{service}"
+    );
     let socket = std::fs::read_to_string(units.join("web.socket")).unwrap();
     assert!(socket.contains(&format!("ListenStream=127.0.0.1:{}", world.port)), "{socket}");
     assert!(world.setup().is_empty(), "setup again changes nothing and warns of nothing");
@@ -99,7 +102,8 @@ fn a_system_service_is_restarted_through_the_printed_sudo_rule_and_refuses_nothi
     assert_eq!(row.status, xtask_deploy::report::CheckStatus::Fail, "{row:?}");
     assert!(row.detail.contains(&rule), "{}", row.detail);
     let err = world.try_deploy().expect_err("no unit, no sudo rule");
-    assert!(err.to_string().contains(&rule), "{err}");
+    let said = err.to_string();
+    assert!(said.contains("/usr/bin/systemctl restart web.service") && said.contains("deploy-setup"), "{said}");
     assert!(!world.host.root_dir().join("home/deploy/app/current").exists(), "nothing switched");
 
     // Root runs what setup printed, once; then the deploy user deploys without a password.
@@ -109,6 +113,19 @@ fn a_system_service_is_restarted_through_the_printed_sudo_rule_and_refuses_nothi
     let row = checks.checks.iter().find(|check| check.name == "services").unwrap();
     assert_eq!(row.status, xtask_deploy::report::CheckStatus::Ok, "{row:?}");
     ten_deploys_refuse_nothing(&world);
+
+    // The secrets file is read by the service's own shell, as the deploy user: pointed at a file
+    // only root may read, it gives the service nothing of it.
+    let planted = world.host.root_sh(
+        "umask 077; echo 'ROOT_ONLY=\"r00t-only\"' > /root/secret.env; \
+         ln -sf /root/secret.env /home/deploy/app/shared/.secrets.env",
+    );
+    assert!(planted.unwrap().status.success());
+    world.deploy_change(11);
+    let pid = world.host.root_sh("systemctl show -p MainPID --value web.service").unwrap();
+    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+    let environ = world.host.root_sh(&format!("cat /proc/{pid}/environ")).unwrap();
+    assert!(!String::from_utf8_lossy(&environ.stdout).contains("r00t-only"), "a root-only file reached the service");
 }
 
 #[test]
@@ -133,4 +150,79 @@ fn without_linger_setup_says_the_one_root_command_and_deploy_check_fails_until_i
     let checks = xtask_deploy::run_checks(&world.config(), &mut xtask_deploy::report::Quiet);
     let row = checks.checks.iter().find(|check| check.name == "services").unwrap();
     assert_eq!(row.status, xtask_deploy::report::CheckStatus::Ok, "{row:?}");
+
+    // A unit of the same name that is not this app's is never overwritten: named instead.
+    let foreign = world.host.root_dir().join("home/deploy/.config/systemd/user/web.socket");
+    std::fs::write(&foreign, "[Socket]\nListenStream=127.0.0.1:1\n").unwrap();
+    let checks = xtask_deploy::run_checks(&world.config(), &mut xtask_deploy::report::Quiet);
+    let row = checks.checks.iter().find(|check| check.name == "services").unwrap();
+    assert_eq!(row.status, xtask_deploy::report::CheckStatus::Fail, "{row:?}");
+    assert!(row.detail.contains("a unit `web.socket` is there and is not one of `web`'s"), "{}", row.detail);
+    let warnings = world.setup();
+    assert!(warnings.iter().any(|warning| warning.contains("is not one of")), "{warnings:?}");
+    assert_eq!(std::fs::read_to_string(&foreign).unwrap(), "[Socket]\nListenStream=127.0.0.1:1\n", "left as it was");
+}
+
+/// Rewrites the `web` service's `command` and `listen` lines (`listen` none: no line) and
+/// commits the manifest.
+fn edit_service(world: &ServiceWorld, command: &str, listen: Option<u16>) {
+    let path = world.app.manifest_path();
+    let manifest = std::fs::read_to_string(&path).unwrap();
+    let start = manifest.find("[package.metadata.deploy.services.web]\n").unwrap();
+    let end = start + manifest[start..].find("\n\n").unwrap();
+    let mut table = format!("[package.metadata.deploy.services.web]\ncommand = \"{command}\"");
+    if let Some(port) = listen {
+        table.push_str(&format!("\nlisten = [\"127.0.0.1:{port}\"]"));
+    }
+    std::fs::write(&path, format!("{}{table}{}", &manifest[..start], &manifest[end..])).unwrap();
+    world.app.commit_all(&format!("service: {command} {listen:?}")).unwrap();
+}
+
+/// Whether the service's process got its listener from systemd.
+fn socket_activated(world: &ServiceWorld) -> bool {
+    let pid = world.host.user_sh("systemctl --user show -p MainPID --value web.service").unwrap();
+    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+    let environ = world.host.root_sh(&format!("tr '\\0' '\\n' < /proc/{pid}/environ")).unwrap();
+    String::from_utf8_lossy(&environ.stdout).lines().any(|line| line == "LISTEN_FDS=1")
+}
+
+#[test]
+fn listen_added_changed_or_removed_keeps_the_socket_true_and_going_back_restores_the_units() {
+    let world = ServiceWorld::new("", "");
+    let other = crate::support::service::free_port();
+    let socket_unit = world.host.root_dir().join("home/deploy/.config/systemd/user/web.socket");
+    edit_service(&world, &format!("dist/app --listen 127.0.0.1:{}", world.port), None);
+    world.setup();
+    world.deploy_change(1);
+    assert!(!socket_unit.exists() && !socket_activated(&world), "without listen, the app binds its port");
+    assert!(world.ask().is_ok());
+
+    // Added: the socket starts, with its service.
+    edit_service(&world, "dist/app", Some(world.port));
+    let second = world.deploy_change(2);
+    assert!(socket_unit.exists() && socket_activated(&world), "with listen, systemd's socket");
+    assert_eq!(world.ask().unwrap(), second);
+
+    // Changed: the new address, still through systemd's socket; nothing on the old one.
+    edit_service(&world, "dist/app", Some(other));
+    let third = world.deploy_change(3);
+    assert!(socket_activated(&world), "a changed listen keeps socket activation");
+    assert_eq!(xtask_deploy::container::app::ask(other).unwrap(), third);
+    assert!(world.ask().is_err(), "the old address is closed");
+
+    // A broken command: the deploy goes back, and so do the units: the old release serves again.
+    edit_service(&world, "/bin/false", Some(other));
+    let err = world.try_deploy().expect_err("/bin/false does not stay up");
+    assert_eq!(err.exit_code(), 10, "{err}");
+    let unit =
+        std::fs::read_to_string(world.host.root_dir().join("home/deploy/.config/systemd/user/web.service")).unwrap();
+    assert!(!unit.contains("/bin/false"), "the unit went back with its release: {unit}");
+    assert_eq!(xtask_deploy::container::app::ask(other).unwrap(), third);
+
+    // Removed: the socket unit goes, and the app binds its port itself.
+    edit_service(&world, &format!("dist/app --listen 127.0.0.1:{other}"), None);
+    let fifth = world.deploy_change(5);
+    assert!(!socket_unit.exists(), "the socket unit the config no longer has is removed");
+    assert!(!socket_activated(&world));
+    assert_eq!(xtask_deploy::container::app::ask(other).unwrap(), fifth);
 }

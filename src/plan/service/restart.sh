@@ -1,11 +1,15 @@
 # shellcheck shell=sh disable=SC2154 # its values are set by the header the deployer writes
 # Restarts this server's services from the release `current` points at, then watches them: each
 # must stay up, its main process the same, for `settle` tenths of a second. A socket unit keeps
-# its listener through the restart, so connections wait in its backlog instead of being refused.
+# its listener through the restart, so connections wait in its backlog instead of being refused;
+# a socket whose unit changed (or that is not listening) is stopped and started with its service.
 # Expects (set before it): `services`, words `name:scope:socket` (`socket` is `-` for a service
-# without one), `settle`; and common.sh's functions.
-# Prints nothing on success; on failure, what the service did and its last journal lines on stderr,
-# and exits 1.
+# without one), `settle`, `changed_sockets` (names whose socket unit changed); and common.sh's
+# functions. A system-scope service is only restarted (through the sudo rule): root manages its
+# socket.
+# Prints nothing on success; on failure, what the service did and its journal lines since the
+# restart on stderr, and exits 1.
+since=$(date '+%Y-%m-%d %H:%M:%S')
 explain() {
   name=$1
   scope=$2
@@ -18,18 +22,29 @@ explain() {
     2 | 3) how="was killed by signal $status" ;;
     *) how="ended (code $code, status $status)" ;;
   esac
-  echo "service \`$name\` did not stay up after its restart: it is $state ($sub); its process $how; its last lines:" >&2
-  journal "$scope" "$name.service" -n 15 --no-pager -o cat >&2 2>/dev/null
+  echo "service \`$name\` did not stay up after its restart: it is $state ($sub); its process $how; its lines since the restart:" >&2
+  journal "$scope" "$name.service" --since "$since" -n 15 --no-pager -o cat >&2 2>/dev/null
 }
 watched=
 for entry in $services; do
   IFS=: read -r name scope socket <<END
 $entry
 END
-  if [ "$socket" != - ] && ! sc "$scope" is-active --quiet "$name.socket"; then
-    if ! privileged "$scope" start "$name.socket"; then
-      echo "service \`$name\`: its socket \`$name.socket\` did not start" >&2
-      exit 1
+  if [ "$scope" = user ] && [ "$socket" != - ]; then
+    case " $changed_sockets " in
+      *" $name "*) renew=1 ;;
+      *) if sc user is-active --quiet "$name.socket"; then renew=0; else renew=1; fi ;;
+    esac
+    if [ "$renew" -eq 1 ]; then
+      # A listener that changed (or is new) takes the service's restart with it: systemd keeps
+      # no open socket for a socket unit changed while it ran, and refuses to start one beside
+      # a service already running.
+      sc user stop "$name.service" "$name.socket" 2>/dev/null
+      if ! sc user start "$name.socket"; then
+        echo "service \`$name\`: its socket \`$name.socket\` did not start:" >&2
+        journal user "$name.socket" --since "$since" -n 5 --no-pager -o cat >&2 2>/dev/null
+        exit 1
+      fi
     fi
   fi
   if ! privileged "$scope" restart "$name.service"; then

@@ -2,13 +2,19 @@
 # Sets, removes or lists the secrets: `NAME="value"` lines in `$d/shared/.secrets.env`, mode 0600,
 # which systemd reads as every service's `EnvironmentFile`. A value arrives on stdin, never on a
 # command line. Expects (set before it): `d`, `action` (`set`, `unset` or `list`), `name`.
-# Prints the names (`list`), then `@@xtask-deploy-secrets-done`.
+# Prints the names (`list`), `absent` (`unset` of a name not set), then `@@xtask-deploy-secrets-done`.
 file="$d/shared/.secrets.env"
 if [ ! -d "$d/shared" ]; then
   echo "\`$d/shared\` does not exist: run \`cargo xtask deploy-setup\` first" >&2
   exit 4
 fi
 umask 077
+# One secrets command at a time on this server: two at once would each write the file without
+# the other's change.
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$d/.xtask-deploy/secrets.lock" || exit 1
+  flock -w 30 9 || { echo "another secrets command held the lock for 30 s" >&2; exit 1; }
+fi
 case "$action" in
   list)
     if [ -f "$file" ]; then sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' "$file"; fi
@@ -19,11 +25,15 @@ case "$action" in
       echo "no value arrived on stdin" >&2
       exit 1
     fi
-    new="$file.new"
-    {
+    if [ "$action" = unset ] && ! grep -q "^$name=" "$file" 2>/dev/null; then echo "absent"; fi
+    new=$(mktemp "$file.XXXXXX") || exit 1
+    if ! {
       if [ -f "$file" ]; then grep -v "^$name=" "$file"; fi
       if [ "$action" = set ]; then printf '%s\n' "$line"; fi
-    } >"$new" && chmod 600 "$new" && mv -f "$new" "$file" || exit 1
+    } >"$new" || ! mv -f "$new" "$file"; then
+      rm -f "$new"
+      exit 1
+    fi
     ;;
 esac
 echo "@@xtask-deploy-secrets-done"
