@@ -46,6 +46,18 @@ exit 0
     RemoteScript { name: "dry-run", text }
 }
 
+/// [`dry_run_script`] for `config.servers[server]`, and with `services` there, the units
+/// checked as `deploy-check` does (changing nothing), reported on `units-report` lines.
+pub fn dry_run_script_for(config: &Config, server: usize) -> RemoteScript {
+    let script = dry_run_script(config);
+    if super::service::services_on(config, server).is_empty() {
+        return script;
+    }
+    let units = super::service::units_script(config, server, super::service::UnitsMode::Check);
+    let text = format!("(\n{}) 2>/dev/null | sed 's/^/units-report /'\n{}", units.text, script.text);
+    RemoteScript { name: script.name, text }
+}
+
 /// What [`dry_run_script`] found on a server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerView {
@@ -57,12 +69,20 @@ pub struct ServerView {
     /// The commits the refs of the server's `repo/` point at (a push's bases, when this clone
     /// has them).
     pub tips: Vec<String>,
+    /// What the check of the services' units printed (see [`dry_run_script_for`]).
+    pub units: String,
 }
 
 /// Reads the output of [`dry_run_script`].
 pub fn parse_view(stdout: &str) -> ServerView {
-    let mut view = ServerView { state: super::parse_state(stdout), git: true, set_up: true, tips: Vec::new() };
+    let mut view =
+        ServerView { state: super::parse_state(stdout), git: true, set_up: true, tips: Vec::new(), units: String::new() };
     for line in stdout.lines() {
+        if let Some(token) = line.strip_prefix("units-report ") {
+            view.units.push_str(token);
+            view.units.push('\n');
+            continue;
+        }
         match line.split_once(' ') {
             Some(("ref", rest)) => view.tips.extend(rest.split(' ').next().map(str::to_string)),
             _ if line == "nogit" => view.git = false,
@@ -168,16 +188,27 @@ pub struct Transfer {
     pub build: bool,
 }
 
-/// The part of a deploy of `plan` on `server`, as the dry run found it there (`view`); `config`
-/// is that server's.
-pub fn reached(config: &Config, plan: &Plan, server: String, view: &ServerView, transfer: &Transfer) -> ServerPlan {
+/// The part of a deploy of `plan` on `server` (`config.servers[index]`), as the dry run found it
+/// there (`view`); `config` is that server's.
+pub fn reached(
+    config: &Config,
+    index: usize,
+    plan: &Plan,
+    server: String,
+    view: &ServerView,
+    transfer: &Transfer,
+) -> ServerPlan {
     let state = &view.state;
+    let units = super::service::UnitsReport::parse(&view.units, &super::service::unit_files(config, index));
+    let unit_problems = units.problems(config, index);
     let sha = &plan.release.sha;
     let held = !state.holder.is_empty();
     let stop = if !view.git {
         Some("git is not installed on the server: install it (for example `apt-get install git`)".to_string())
     } else if !view.set_up {
         Some(format!("`{}` is not set up for deploys: run `cargo xtask deploy-setup` first", config.deploy_to))
+    } else if !unit_problems.is_empty() {
+        Some(format!("the services' units are not ready, so it would stop before the switch: {}", unit_problems.join("; ")))
     } else if held {
         Some(format!(
             "locked by {}: a deploy would stop here (exit 6), or wait with `--lock-wait SECS`",
@@ -200,6 +231,9 @@ pub fn reached(config: &Config, plan: &Plan, server: String, view: &ServerView, 
             "release {release} was switched to and never confirmed: the deploy would first go back from it to \
              the release before it, and mark it bad"
         ));
+    }
+    if !units.stale.is_empty() {
+        warnings.push(format!("the deploy would rewrite the units {} as the config now has them", units.stale.join(", ")));
     }
     let (commits, objects) = match &transfer.estimate {
         Ok(estimate) => (Some(estimate.commits), Some(estimate.objects)),

@@ -1,5 +1,5 @@
 //! `deploy --dry-run`: what a deploy would do, found out without changing anything. Each server
-//! is asked where it stands by one read-only script ([`plan::dry_run_script`]: no lock, no
+//! is asked where it stands by one read-only script ([`plan::dry_run_script_for`]: no lock, no
 //! daemon, nothing written); what the push would carry is counted locally; the judgement is
 //! [`plan::dry_run`]'s.
 
@@ -25,10 +25,10 @@ pub fn dry_run(config: &Config, options: &DeployOptions, reporter: &mut dyn Repo
     let read_only = crate::fleet::never_recording(config);
     let parallel = options.parallel.unwrap_or(DEFAULT_PARALLEL);
     let views: Vec<Result<ServerView, Error>> =
-        each(config.servers.iter().collect(), parallel, reporter, |server, _| {
+        each(config.servers.iter().enumerate().collect(), parallel, reporter, |(index, server), _| {
             let config = read_only.on(server);
             let connection = Connection::open(&config, server)?;
-            Ok(plan::dry_run::parse_view(&connection.run(&plan::dry_run_script(&config))?))
+            Ok(plan::dry_run::parse_view(&connection.run(&plan::dry_run_script_for(&config, index))?))
         });
 
     let existing = views.iter().flatten().flat_map(|view| view.state.releases.iter().map(|(name, _)| name.as_str()));
@@ -47,7 +47,7 @@ pub fn dry_run(config: &Config, options: &DeployOptions, reporter: &mut dyn Repo
     // Servers in the same state need the same pack: each is counted once.
     let mut counted: HashMap<&[String], Result<estimate::Estimate, String>> = HashMap::new();
     let mut servers = Vec::new();
-    for ((server, view), plan) in config.servers.iter().zip(&views).zip(&plans) {
+    for (index, ((server, view), plan)) in config.servers.iter().zip(&views).zip(&plans).enumerate() {
         let name = server.display_name();
         let part = match view {
             Ok(view) => {
@@ -63,7 +63,7 @@ pub fn dry_run(config: &Config, options: &DeployOptions, reporter: &mut dyn Repo
                     submodules: submodules.len(),
                     build: release.build.is_some(),
                 };
-                plan::dry_run::reached(&config.on(server), plan, name, view, &transfer)
+                plan::dry_run::reached(&config.on(server), index, plan, name, view, &transfer)
             }
             Err(err) => plan::dry_run::not_reached(plan, name, unreached(config, err)),
         };

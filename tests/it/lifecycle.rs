@@ -588,7 +588,7 @@ fn a_restart_hook_that_fails_while_going_back_is_named_with_what_it_printed() {
     assert_eq!(err.exit_code(), xtask_deploy::exit::ROLLED_BACK, "{err}");
     assert_eq!(world.current(), Some(first));
     let warning = events.0.iter().find_map(|event| match event {
-        Event::Warning { message } if message.contains("while restarting release") => Some(message.clone()),
+        Event::Warning { message } if message.contains("restarting release") => Some(message.clone()),
         _ => None,
     });
     let warning = warning.unwrap_or_else(|| panic!("no restart warning: {:?}", events.0));

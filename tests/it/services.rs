@@ -7,6 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use xtask_deploy::container::app::Prober;
+use xtask_deploy::report::Quiet;
 
 use crate::support::service::ServiceWorld;
 
@@ -203,8 +204,12 @@ fn listen_added_changed_or_removed_keeps_the_socket_true_and_going_back_restores
     assert!(socket_unit.exists() && socket_activated(&world), "with listen, systemd's socket");
     assert_eq!(world.ask().unwrap(), second);
 
-    // Changed: the new address, still through systemd's socket; nothing on the old one.
+    // Changed: the new address, still through systemd's socket; nothing on the old one. The dry
+    // run says the units would be rewritten.
     edit_service(&world, "dist/app", Some(other));
+    let dry = xtask_deploy::dry_run(&world.config(), &xtask_deploy::DeployOptions::default(), &mut Quiet).unwrap();
+    let warnings = dry.servers[0].warnings.join("\n");
+    assert!(warnings.contains("the deploy would rewrite the units web.socket"), "{warnings}");
     let third = world.deploy_change(3);
     assert!(socket_activated(&world), "a changed listen keeps socket activation");
     assert_eq!(xtask_deploy::container::app::ask(other).unwrap(), third);
