@@ -7,7 +7,7 @@
 //!
 //! **Architecture Invariant:** like the rest of `plan`, this does no I/O.
 
-use crate::config::{Config, Service, ServiceScope};
+use crate::config::{Config, Service};
 use crate::plan::STATE_DIR;
 use crate::shell::{quote, RemoteScript};
 
@@ -31,118 +31,6 @@ pub const SECRETS_FILE: &str = "shared/.secrets.env";
 pub fn services_on(config: &Config, server: usize) -> Vec<&Service> {
     config.services.iter().filter(|service| service.roles.includes(&config.servers, server)).collect()
 }
-
-/// A unit file the deploy owns on one server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnitFile {
-    /// Where it lives.
-    pub scope: ServiceScope,
-    /// Its file name (`web.service`, `web.socket`).
-    pub name: String,
-    /// Its text, without the final newline.
-    pub text: String,
-}
-
-/// The unit files of the services on `config.servers[server]` (`config` as that server sees
-/// it, from [`Config::on`]): a `.service` for each, and a `.socket` for each that listens.
-pub fn unit_files(config: &Config, server: usize) -> Vec<UnitFile> {
-    let user = config.servers.get(server).map(|server| server.user.as_str()).unwrap_or_default();
-    let mut files = Vec::new();
-    for service in services_on(config, server) {
-        files.push(UnitFile {
-            scope: service.scope,
-            name: format!("{}.service", service.name),
-            text: service_unit(config, service, user),
-        });
-        if !service.listen.is_empty() {
-            files.push(UnitFile {
-                scope: service.scope,
-                name: format!("{}.socket", service.name),
-                text: socket_unit(config, service),
-            });
-        }
-    }
-    files
-}
-
-/// The `.service` unit: started through `current` (so a restart runs the release `current`
-/// points at), restarted by systemd when it fails, with its environment, the secrets file and,
-/// in system scope, the deploy user as its user.
-pub fn service_unit(config: &Config, service: &Service, user: &str) -> String {
-    let current = format!("{}/current", config.deploy_to);
-    let mut words = service.command.clone();
-    if !words[0].starts_with('/') {
-        words[0] = format!("{current}/{}", words[0]);
-    }
-    // The secrets are read by the service's own shell, as its user: not by systemd (as root in
-    // system scope) from a path the deploy user controls. `exec` keeps the process systemd
-    // started, so `LISTEN_PID` and the main pid stay its.
-    let mut exec_start = vec![
-        "/bin/sh".to_string(),
-        "-c".to_string(),
-        unit_word(SECRETS_LOADER),
-        unit_word(&format!("{}/{SECRETS_FILE}", config.deploy_to)),
-    ];
-    exec_start.extend(words.iter().map(|word| unit_word(word)));
-    let mut lines = vec![
-        unit_header(config, service.scope),
-        "[Unit]".to_string(),
-        format!("Description={}: {}", unit_escape(&config.application), unit_escape(&service.name)),
-        "StartLimitIntervalSec=0".to_string(),
-        String::new(),
-        "[Service]".to_string(),
-        format!("Type={}", if service.notify { "notify" } else { "exec" }),
-        format!("WorkingDirectory={}", unit_escape(&current)),
-        format!("ExecStart={}", exec_start.join(" ")),
-    ];
-    for (name, value) in &service.env {
-        lines.push(format!("Environment={}", unit_assignment(&format!("{name}={value}"))));
-    }
-    lines.push("Restart=on-failure".to_string());
-    lines.push("RestartSec=1".to_string());
-    lines.push(format!("TimeoutStopSec={}", service.stop_timeout.as_secs()));
-    if service.scope == ServiceScope::System {
-        lines.push(format!("User={}", unit_escape(user)));
-    }
-    lines.push(String::new());
-    lines.push("[Install]".to_string());
-    lines.push(format!(
-        "WantedBy={}",
-        match service.scope {
-            ServiceScope::User => "default.target",
-            ServiceScope::System => "multi-user.target",
-        }
-    ));
-    lines.join("\n")
-}
-
-/// The `.socket` unit: systemd holds the listeners, so the service's restart refuses nothing.
-pub fn socket_unit(config: &Config, service: &Service) -> String {
-    let mut lines = vec![
-        unit_header(config, service.scope),
-        "[Unit]".to_string(),
-        format!("Description={}: {}'s listeners", unit_escape(&config.application), unit_escape(&service.name)),
-        String::new(),
-        "[Socket]".to_string(),
-    ];
-    lines.extend(service.listen.iter().map(|address| format!("ListenStream={}", unit_escape(address))));
-    lines.extend(["".to_string(), "[Install]".to_string(), "WantedBy=sockets.target".to_string()]);
-    lines.join("\n")
-}
-
-/// The first line of every unit the deploy writes: how `units.sh` tells this app's units from
-/// any other (it never overwrites or removes a unit without it).
-fn unit_header(config: &Config, scope: ServiceScope) -> String {
-    let how = match scope {
-        ServiceScope::User => "`cargo xtask deploy-setup` and deploys rewrite it",
-        ServiceScope::System => "root installs it from the steps `cargo xtask deploy-setup` prints",
-    };
-    format!("# Written by xtask-deploy for `{}`: {how}.", config.application)
-}
-
-/// What the service's shell runs before the program: the secrets file (`$0`) as environment,
-/// when the service's user can read it.
-const SECRETS_LOADER: &str = r#"set -a; [ ! -r "$0" ] || . "$0"; set +a; exec "$@""#;
 
 /// What [`units_script`] does with the units of one server (see `service/units.sh`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,161 +251,6 @@ pub fn restart_script(config: &Config, server: usize) -> Option<RemoteScript> {
     Some(RemoteScript { name: "restart", text: format!("d={}\ncd \"$d\" || exit 1\n{command}", quote(&config.deploy_to)) })
 }
 
-/// The file under `/etc/sudoers.d` that the sudo rule of `application`'s `user` goes in: sudo
-/// skips names with a `.`, so the name keeps letters, digits, `-` and `_` only.
-pub fn sudoers_file(application: &str, user: &str) -> String {
-    let name: String = format!("{application}-{user}")
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
-        .collect();
-    format!("xtask-deploy-{name}")
-}
-
-/// The program the sudo rule names, and the restart runs through `sudo -n`: a fixed path, never
-/// one a server reports (the deploy user's `PATH` could name its own).
-pub const SYSTEMCTL: &str = "/usr/bin/systemctl";
-
-/// What a units script reported (its tokens), and what the deployer says of it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UnitsReport {
-    /// Units written or removed (`SCOPE FILE`).
-    pub changed: Vec<String>,
-    /// Units a deploy would rewrite (user scope; check mode).
-    pub stale: Vec<String>,
-    /// System units root has not installed as configured.
-    pub differs: Vec<String>,
-    /// Units of that name that are not this app's.
-    pub foreign: Vec<String>,
-    /// Services no sudo rule lets the deploy user restart.
-    pub sudo_missing: Vec<String>,
-    /// Linger is off for a user-scope service's user.
-    pub linger_off: bool,
-    /// No `systemctl` on the server.
-    pub no_systemctl: bool,
-}
-
-impl UnitsReport {
-    /// Reads the tokens of `stdout`; a file name is kept only if it is one of `files` (a
-    /// server names no path the deployer then prints).
-    pub fn parse(stdout: &str, files: &[UnitFile]) -> UnitsReport {
-        let known = |name: &str| files.iter().any(|file| file.name == name);
-        let mut report = UnitsReport::default();
-        for line in stdout.lines() {
-            let (token, rest) = line.split_once(' ').unwrap_or((line, ""));
-            match token {
-                "unit-written" | "unit-removed" => report.changed.push(format!("{token} {rest}")),
-                "stale" if known(rest) => report.stale.push(rest.to_string()),
-                "unit-differs" if known(rest) => report.differs.push(rest.to_string()),
-                "unit-foreign" if known(rest) => report.foreign.push(rest.to_string()),
-                "sudo-missing" if known(rest) => report.sudo_missing.push(rest.to_string()),
-                "linger-off" => report.linger_off = true,
-                "no-systemctl" => report.no_systemctl = true,
-                _ => {}
-            }
-        }
-        report
-    }
-
-    /// What must happen before a deploy can restart the services, in words, each naming the
-    /// fix; the root steps (made here, from the config) when root has something to do.
-    pub fn problems(&self, config: &Config, server: usize) -> Vec<String> {
-        let user = config.servers.get(server).map(|server| server.user.as_str()).unwrap_or_default();
-        let mut problems = Vec::new();
-        if self.no_systemctl {
-            problems.push("this server has no systemctl: services need systemd".to_string());
-        }
-        for file in &self.foreign {
-            problems.push(format!(
-                "a unit `{file}` is there and is not one of `{}`'s: rename the service, or remove that unit",
-                config.application
-            ));
-        }
-        if self.linger_off {
-            problems.push(format!(
-                "linger is off for `{user}`, so its services stop when its last login ends: as root run \
-                 `loginctl enable-linger {user}`"
-            ));
-        }
-        if !self.differs.is_empty() || !self.sudo_missing.is_empty() {
-            problems.push(format!(
-                "the system-scope units need root on this server; as root run the lines below:\n{}",
-                root_steps(config, server, &self.differs, !self.sudo_missing.is_empty())
-            ));
-        }
-        problems
-    }
-}
-
-/// The root steps for the system-scope units of `config.servers[server]`: each unit of
-/// `differs` written from its text in the config (a heredoc whose end marker no line of it can
-/// be), systemd reloaded and the units enabled, sockets started; with `sudo`, the rule for every
-/// system-scope service of the server, checked by `visudo` before it is installed.
-pub fn root_steps(config: &Config, server: usize, differs: &[String], sudo: bool) -> String {
-    let user = config.servers.get(server).map(|server| server.user.as_str()).unwrap_or_default();
-    let files: Vec<UnitFile> =
-        unit_files(config, server).into_iter().filter(|file| file.scope == ServiceScope::System).collect();
-    let mut lines = vec!["set -e".to_string(), format!("test -x {SYSTEMCTL}")];
-    let installed: Vec<&UnitFile> = files.iter().filter(|file| differs.contains(&file.name)).collect();
-    for file in &installed {
-        let mut end = "XTASK_DEPLOY_UNIT".to_string();
-        while file.text.lines().any(|line| line == end) {
-            end.push('_');
-        }
-        lines.push(format!("cat > /etc/systemd/system/{} <<'{end}'\n{}\n{end}", file.name, file.text));
-    }
-    if !installed.is_empty() {
-        lines.push(format!("{SYSTEMCTL} daemon-reload"));
-        let names: Vec<&str> = installed.iter().map(|file| file.name.as_str()).collect();
-        lines.push(format!("{SYSTEMCTL} enable {}", names.join(" ")));
-        for socket in installed.iter().filter(|file| file.name.ends_with(".socket")) {
-            // A socket changed while it ran keeps no listener: stopped with its service first.
-            let service = socket.name.replace(".socket", ".service");
-            lines.push(format!("{SYSTEMCTL} stop {service} {}", socket.name));
-            lines.push(format!("{SYSTEMCTL} start {}", socket.name));
-        }
-    }
-    if sudo {
-        let commands: Vec<String> = files
-            .iter()
-            .filter(|file| file.name.ends_with(".service"))
-            .map(|file| format!("{SYSTEMCTL} restart {}", file.name))
-            .collect();
-        let rule = format!("{user} ALL=(root) NOPASSWD: {}", commands.join(", "));
-        let path = format!("/etc/sudoers.d/{}", sudoers_file(&config.application, user));
-        lines.push(format!("printf '%s\\n' {} > {path}.new", quote(&rule)));
-        lines.push(format!("visudo -cf {path}.new && chmod 0440 {path}.new && mv {path}.new {path}"));
-    }
-    lines.join("\n")
-}
-
-/// A word of a unit file's command line or assignment: as it is when plain, else double-quoted
-/// with `\` and `"` escaped; `%` and `$` doubled so that systemd expands neither specifiers
-/// nor variables.
-pub fn unit_word(word: &str) -> String {
-    let escaped = unit_escape(word).replace('$', "$$");
-    let plain = !escaped.is_empty() && !escaped.contains(|c: char| c.is_whitespace() || "\"'\\;".contains(c));
-    if plain {
-        return escaped;
-    }
-    format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-/// An `Environment=` assignment: quoted as [`unit_word`] quotes, with `%` doubled but not `$`
-/// (systemd does not expand variables there, so `$$` would reach the service as it is).
-pub fn unit_assignment(assignment: &str) -> String {
-    let escaped = unit_escape(assignment);
-    let plain = !escaped.contains(|c: char| c.is_whitespace() || "\"'\\;".contains(c));
-    if plain {
-        return escaped;
-    }
-    format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-/// A unit file value with systemd's specifiers (`%`) escaped.
-fn unit_escape(value: &str) -> String {
-    value.replace('%', "%%")
-}
-
 /// `text` without its comment lines, blank lines (a `# shellcheck` directive included) and
 /// indentation, so that what travels per deploy does not grow with them. The scripts keep no
 /// indented line inside a here-document or a quoted string, where it would matter.
@@ -534,5 +267,10 @@ fn strip_comments(text: &str) -> String {
     out
 }
 
+mod root;
 #[cfg(test)]
 mod tests;
+mod unit;
+
+pub use root::UnitsReport;
+pub use unit::{unit_files, UnitFile};

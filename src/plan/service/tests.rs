@@ -1,5 +1,9 @@
 use expect_test::expect;
 
+use crate::config::ServiceScope;
+
+use super::root::*;
+use super::unit::*;
 use super::*;
 use crate::plan::{deploy_plan, restarts, tests::lock, tests::release, Phase};
 
