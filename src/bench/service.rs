@@ -1,6 +1,6 @@
 //! The service rows: the example service (`examples/socket_service.rs`) deployed again and again
 //! to a real systemd (a [`SystemdHost`]) as a user-scope service, while a client connects every
-//! 5 ms: through systemd's socket (`listen`) and with a plain restart (the app binds its own
+//! 2 ms: through systemd's socket (`listen`) and with a plain restart (the app binds its own
 //! port). The rows print the refused connections per deploy, and a deploy's time with its restart.
 
 use std::io::Write;
@@ -26,7 +26,7 @@ pub(super) fn run(rounds: usize, out: &mut dyn Write) -> Result<(), Error> {
         out,
         format!(
             "a service under a real systemd (Debian 12 in systemd-nspawn, user scope, deploy user): {rounds} deploys \
-             of the example service while a client connects every 5 ms"
+             of the example service while a client connects every 2 ms"
         ),
     )?;
     for socket in [true, false] {

@@ -1,6 +1,6 @@
 //! A real systemd host (a Debian container booted by `systemd-nspawn`, reached over its own sshd
 //! as the non-root user `deploy`) with the example app (`examples/socket_service.rs`) configured
-//! as its service `web`, and a client that connects to it every 5 ms.
+//! as its service `web`, and a client that connects to it every 2 ms.
 
 use xtask_deploy::container::app::example_binary;
 use xtask_deploy::container::SystemdHost;
