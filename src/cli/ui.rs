@@ -62,9 +62,10 @@ impl Ui {
         self.json.is_some()
     }
 
-    /// Prints one status line (above the servers' lines, when they are shown).
+    /// Prints one status line (above the servers' lines, when they are shown), with any control
+    /// character a server sent made visible (see [`printable`]).
     pub fn line(&self, verb: &str, message: &str) {
-        let line = format!("{verb:>12} {message}");
+        let line = format!("{verb:>12} {}", printable(message));
         match &self.progress {
             Some(progress) if !progress.servers.is_empty() => {
                 let _ = progress.lines.println(line);
@@ -151,6 +152,7 @@ impl Ui {
 
     /// Prints a command's text output (a table, a plan): stdout, or stderr under `--json`.
     pub fn text(&self, text: &str) {
+        let text = printable(text);
         if self.json() {
             eprint!("{text}");
         } else {
@@ -181,7 +183,7 @@ impl Ui {
             Err(err) => (err.exit_code(), Some(err.to_string())),
         };
         if let Some(error) = &error {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", printable(error));
         }
         if let Some(json) = &mut self.json {
             json.exit(command, code, error.as_deref());
@@ -444,5 +446,29 @@ mod tests {
     fn a_push_is_told_in_words_that_fit_its_numbers() {
         assert_eq!(super::pushed(300, Some(0), 1), "300 bytes, 1 object");
         assert_eq!(super::pushed(300, Some(0), 4), "300 bytes, 4 objects");
+    }
+}
+
+/// `text` with every control character but newline and tab shown as `\u{..}`: what a server
+/// prints (a hook's output, an error) cannot move the cursor or repaint lines to pass for the
+/// tool's own (a fake block of root's steps, say).
+pub(super) fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn control_characters_a_server_sends_are_shown_not_obeyed() {
+        assert_eq!(super::printable("ok\n\tnext"), "ok\n\tnext");
+        assert_eq!(super::printable("\u{1b}[2Jroot\r"), "\\u{1b}[2Jroot\\u{d}");
     }
 }

@@ -71,9 +71,16 @@ pub(super) fn services(
 ) -> Result<Vec<Service>, String> {
     let services: Vec<Service> =
         raw.into_iter().map(|(name, raw)| service(name, raw, declared_roles, section)).collect::<Result<_, _>>()?;
-    // A server's user names the units' `User=` and the sudo rule: a plain login name only.
+    // A server's user names the units' `User=` and the sudo rule: a plain login name only. Its
+    // `deploy_to` is in the first line that tells this app's units from others': no backtick.
     if !services.is_empty() {
         for server in servers {
+            if server.deploy_to.contains('`') {
+                return Err(format!(
+                    "`deploy_to` of `{}` holds a backtick, which `services` cannot name their units by",
+                    server.alias
+                ));
+            }
             let user = &server.user;
             let plain = user.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
                 && user.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
@@ -149,6 +156,15 @@ fn service(name: String, raw: RawService, declared_roles: &[String], section: &s
             ))
         }
     };
+    if scope == ServiceScope::System {
+        if let Some(path) = raw.listen.iter().find(|address| address.starts_with('/')) {
+            return Err(format!(
+                "`{key}.listen`: `{path}` is a socket path, which systemd would make as root in directories the \
+                 deploy user may control: give an address (`127.0.0.1:8080`) for a system-scope service, or use \
+                 `scope = \"user\"`"
+            ));
+        }
+    }
     let stop_timeout = match raw.stop_timeout {
         Some(0) => return Err(format!("`{key}.stop_timeout` is 0: give it in seconds, at least 1")),
         seconds => Duration::from_secs(seconds.unwrap_or(DEFAULT_STOP_TIMEOUT)),

@@ -577,6 +577,10 @@ fn a_services_table_is_checked_key_by_key() {
         ("[deploy.services.web]\ncommand = \"app\\u001b[2J\"", "control character"),
         ("[deploy.services.web]\ncommand = \"app\"\nroles = [\"nope\"]", "role `nope`, which no server has"),
         ("[deploy.services.web]\ncommand = \"app\"\nlisten = [\"a b\"]", "is not an address"),
+        (
+            "[deploy.services.web]\ncommand = \"app\"\nscope = \"system\"\nlisten = [\"/srv/app/shared/s.sock\"]",
+            "is a socket path",
+        ),
     ] {
         let message = error_text(&format!("{table}\n{servers}"));
         assert!(message.contains(expected), "{table}: {message}");
@@ -591,6 +595,8 @@ fn an_application_or_deploy_to_with_a_control_character_is_refused() {
     let servers = "[[deploy.servers]]\nhost = \"a\"\n";
     let message = error_text(&format!("[deploy]\napplication = \"web\\r[Service]\"\n{servers}"));
     assert!(message.contains("`package.metadata.deploy.application` holds a control character"), "{message}");
+    let message = error_text(&format!("[deploy]\napplication = \"a`b\"\n{servers}"));
+    assert!(message.contains("or a backtick"), "{message}");
     let message = error_text(&format!("[deploy]\ndeploy_to = \"/srv/a\\rb\"\n{servers}"));
     assert!(message.contains("control character"), "{message}");
 }

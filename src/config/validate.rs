@@ -14,9 +14,9 @@ use super::{
 /// The application's name: `written`, else the package's name; or the message when empty.
 pub(super) fn application(written: Option<String>, defaults: &Defaults, section: &str) -> Result<String, String> {
     match written.or_else(|| defaults.package_name.clone()) {
-        Some(name) if name.chars().any(char::is_control) => Err(format!(
-            "`{section}.deploy.application` holds a control character (a newline, a carriage return...): \
-             it names units and messages; use a plain name"
+        Some(name) if name.chars().any(|c| c.is_control() || c == '`') => Err(format!(
+            "`{section}.deploy.application` holds a control character (a newline, a carriage return...) or a \
+             backtick: it names units and messages; use a plain name"
         )),
         Some(name) if !name.trim().is_empty() => Ok(name),
         _ => Err(format!("`{section}.deploy.application` is empty: name the application")),

@@ -7,7 +7,7 @@
 //!
 //! **Architecture Invariant:** like the rest of `plan`, this does no I/O.
 
-use crate::config::{Config, Service};
+use crate::config::{Config, Service, ServiceScope};
 use crate::plan::STATE_DIR;
 use crate::shell::{quote, RemoteScript};
 
@@ -77,14 +77,15 @@ fn units_header(config: &Config, server: usize, mode: &str) -> String {
 /// root installed them as configured and the sudo rule lets the deploy user restart them
 /// (never asking for a password). It prints tokens ([`UnitsReport::parse`] reads them).
 ///
-/// Before the switch ([`UnitsMode::Verify`]) it also keeps on the server what going back runs
-/// for the services ([`RESTORE_FILE`]): the lock's keeper runs it from there, so that its own
-/// command line, which every SSH server limits, does not carry it.
+/// Before the switch ([`UnitsMode::Verify`]) it also leaves on the server what going back will
+/// run for the services ([`RESTORE_FILE`], pending until the `restart` step after the switch
+/// makes it the one in force): the lock's keeper runs it from there, so that its own command
+/// line, which every SSH server limits, does not carry it.
 pub fn units_script(config: &Config, server: usize, mode: UnitsMode) -> RemoteScript {
     let header = units_header(config, server, mode.word());
     let keep = match (mode, restart_command(config, server, RestartMode::Restore)) {
         (UnitsMode::Verify, Some(restore)) => format!(
-            "mkdir -p \"$d/{STATE_DIR}\" && printf '%s\\n' {} > \"$d/{RESTORE_FILE}.new\" && mv -f \"$d/{RESTORE_FILE}.new\" \"$d/{RESTORE_FILE}\" || exit 1\n",
+            "mkdir -p \"$d/{STATE_DIR}\" && printf '%s\\n' {} > \"$d/{RESTORE_FILE}.pending\" || exit 1\n",
             quote(&restore)
         ),
         _ => String::new(),
@@ -121,18 +122,26 @@ pub fn restart_command(config: &Config, server: usize, mode: RestartMode) -> Opt
     if services.is_empty() {
         return None;
     }
-    let mode = match mode {
-        RestartMode::Apply => "apply",
-        RestartMode::Restore => "restore",
+    let (mode, in_force) = match mode {
+        // The deploy switched: what going back runs is now its own.
+        RestartMode::Apply => (
+            "apply",
+            format!("[ ! -f \"$d/{RESTORE_FILE}.pending\" ] || mv -f \"$d/{RESTORE_FILE}.pending\" \"$d/{RESTORE_FILE}\"\n"),
+        ),
+        RestartMode::Restore => ("restore", String::new()),
     };
     Some(format!(
-        "{header}services={}\nsettle={SETTLE_TENTHS}\n{common}\
+        "{header}{in_force}services={}\nsystem_services={}\nsettle={SETTLE_TENTHS}\n{common}\
          units_out=$(mktemp) || exit 1\n(\n{units}) >\"$units_out\" || {{ cat \"$units_out\" >&2; rm -f \"$units_out\"; exit 1; }}\n\
          changed_sockets=$(sed -n 's/^socket-changed //p' \"$units_out\" | tr '\\n' ' ')\n\
          kept=$(sed -n 's/^kept-service //p' \"$units_out\" | tr '\\n' ' ')\n\
          rm -f \"$units_out\"\n\
+         for w in $system_services; do case \" $kept \" in *\" $w \"*) ;; *) [ -z \"$kept\" ] || kept=\"$kept $w\" ;; esac; done\n\
          [ -z \"$kept\" ] || services=$kept\n{restart}",
         service_words(&services),
+        // Going back puts back only the units the deploy user may write: the system-scope
+        // services are restarted all the same.
+        service_words(&services.iter().copied().filter(|service| service.scope == ServiceScope::System).collect::<Vec<_>>()),
         header = units_header(config, server, mode),
         common = strip_comments(COMMON),
         units = strip_comments(UNITS),

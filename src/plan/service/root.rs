@@ -8,13 +8,18 @@ use crate::shell::quote;
 use super::{unit_files, UnitFile};
 
 /// The file under `/etc/sudoers.d` that the sudo rule of `application`'s `user` goes in: sudo
-/// skips names with a `.`, so the name keeps letters, digits, `-` and `_` only.
+/// skips names with a `.`, so the name keeps letters, digits, `-` and `_` only, and ends with a
+/// hash of both, so that no two pairs share a file (`shop`, `api-deploy` and `shop-api`,
+/// `deploy`; `my.app` and `my_app`).
 pub fn sudoers_file(application: &str, user: &str) -> String {
+    use sha2::Digest;
     let name: String = format!("{application}-{user}")
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
         .collect();
-    format!("xtask-deploy-{name}")
+    let hash = sha2::Sha256::digest(format!("{application}\0{user}").as_bytes());
+    let short: String = hash.iter().take(4).map(|byte| format!("{byte:02x}")).collect();
+    format!("xtask-deploy-{name}-{short}")
 }
 
 /// The program the sudo rule names, and the restart runs through `sudo -n`: a fixed path, never
@@ -45,15 +50,21 @@ impl UnitsReport {
     /// server names no path the deployer then prints).
     pub fn parse(stdout: &str, files: &[UnitFile]) -> UnitsReport {
         let known = |name: &str| files.iter().any(|file| file.name == name);
+        // What root would be asked to do names system-scope units only (the rule, services only).
+        let system = |name: &str| files.iter().any(|file| file.name == name && file.scope == ServiceScope::System);
         let mut report = UnitsReport::default();
         for line in stdout.lines() {
             let (token, rest) = line.split_once(' ').unwrap_or((line, ""));
             match token {
-                "unit-written" | "unit-removed" => report.changed.push(format!("{token} {rest}")),
+                "unit-written" | "unit-removed" if rest.split(' ').nth(1).is_some_and(is_unit_name) => {
+                    report.changed.push(format!("{token} {rest}"))
+                }
                 "stale" if known(rest) => report.stale.push(rest.to_string()),
-                "unit-differs" if known(rest) => report.differs.push(rest.to_string()),
+                "unit-differs" if system(rest) => report.differs.push(rest.to_string()),
                 "unit-foreign" if known(rest) => report.foreign.push(rest.to_string()),
-                "sudo-missing" if known(rest) => report.sudo_missing.push(rest.to_string()),
+                "sudo-missing" if system(rest) && rest.ends_with(".service") => {
+                    report.sudo_missing.push(rest.to_string())
+                }
                 "linger-off" => report.linger_off = true,
                 "no-systemctl" => report.no_systemctl = true,
                 _ => {}
@@ -102,12 +113,19 @@ pub fn root_steps(config: &Config, server: usize, differs: &[String], sudo: bool
         unit_files(config, server).into_iter().filter(|file| file.scope == ServiceScope::System).collect();
     let mut lines = vec!["set -e".to_string(), format!("test -x {SYSTEMCTL}")];
     let installed: Vec<&UnitFile> = files.iter().filter(|file| differs.contains(&file.name)).collect();
+    let owner = quote(&super::unit::unit_owner(config));
     for file in &installed {
         let mut end = "XTASK_DEPLOY_UNIT".to_string();
         while file.text.lines().any(|line| line == end) {
             end.push('_');
         }
-        lines.push(format!("cat > /etc/systemd/system/{} <<'{end}'\n{}\n{end}", file.name, file.text));
+        // Root checks for itself that a unit there is this app's before it replaces it.
+        let path = format!("/etc/systemd/system/{}", file.name);
+        lines.push(format!(
+            "if [ -e {path} ] && [ \"$(head -c {len} {path})\" != {owner} ]; then echo '{path} is not a unit of this app: left alone' >&2; exit 1; fi",
+            len = super::unit::unit_owner(config).len(),
+        ));
+        lines.push(format!("cat > {path} <<'{end}'\n{}\n{end}", file.text));
     }
     if !installed.is_empty() {
         lines.push(format!("{SYSTEMCTL} daemon-reload"));
@@ -115,7 +133,7 @@ pub fn root_steps(config: &Config, server: usize, differs: &[String], sudo: bool
         lines.push(format!("{SYSTEMCTL} enable {}", names.join(" ")));
         for socket in installed.iter().filter(|file| file.name.ends_with(".socket")) {
             // A socket changed while it ran keeps no listener: stopped with its service first.
-            let service = socket.name.replace(".socket", ".service");
+            let service = format!("{}.service", socket.name.strip_suffix(".socket").unwrap_or(&socket.name));
             lines.push(format!("{SYSTEMCTL} stop {service} {}", socket.name));
             lines.push(format!("{SYSTEMCTL} start {}", socket.name));
         }
@@ -134,3 +152,13 @@ pub fn root_steps(config: &Config, server: usize, differs: &[String], sudo: bool
     lines.join("\n")
 }
 
+
+/// Whether `name` is a unit file name the deploy could have written (a service's name, then
+/// `.service` or `.socket`): what setup reports of a server's changes, nothing else.
+fn is_unit_name(name: &str) -> bool {
+    let base = name.strip_suffix(".service").or_else(|| name.strip_suffix(".socket"));
+    base.is_some_and(|base| {
+        base.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && base.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    })
+}

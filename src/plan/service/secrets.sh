@@ -1,6 +1,6 @@
 # shellcheck shell=sh disable=SC2154 # its values are set by the header the deployer writes
 # Sets, removes or lists the secrets: `NAME="value"` lines in `$d/shared/.secrets.env`, mode 0600,
-# which systemd reads as every service's `EnvironmentFile`. A value arrives on stdin, never on a
+# which every service's own shell reads as environment when it starts. A value arrives on stdin, never on a
 # command line. Expects (set before it): `d`, `action` (`set`, `unset` or `list`), `name`.
 # Prints the names (`list`), `absent` (`unset` of a name not set), then `@@xtask-deploy-secrets-done`.
 file="$d/shared/.secrets.env"
@@ -11,7 +11,9 @@ fi
 umask 077
 # One secrets command at a time on this server: two at once would each write the file without
 # the other's change.
+# (Without flock, util-linux's, there is no lock.)
 if command -v flock >/dev/null 2>&1; then
+  mkdir -p "$d/.xtask-deploy" || exit 1
   exec 9>"$d/.xtask-deploy/secrets.lock" || exit 1
   flock -w 30 9 || { echo "another secrets command held the lock for 30 s" >&2; exit 1; }
 fi
@@ -27,10 +29,10 @@ case "$action" in
     fi
     if [ "$action" = unset ] && ! grep -q "^$name=" "$file" 2>/dev/null; then echo "absent"; fi
     new=$(mktemp "$file.XXXXXX") || exit 1
-    if ! {
-      if [ -f "$file" ]; then grep -v "^$name=" "$file"; fi
-      if [ "$action" = set ]; then printf '%s\n' "$line"; fi
-    } >"$new" || ! mv -f "$new" "$file"; then
+    # grep exits 1 when it keeps no line (fine), 2 when it failed (the file is left as it was).
+    status=0
+    if [ -f "$file" ]; then grep -v "^$name=" "$file" >"$new" || status=$?; fi
+    if [ "$status" -gt 1 ] || { [ "$action" = set ] && ! printf '%s\n' "$line" >>"$new"; } || ! mv -f "$new" "$file"; then
       rm -f "$new"
       exit 1
     fi

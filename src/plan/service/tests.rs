@@ -37,8 +37,8 @@ fn a_listening_service_gets_a_socket_unit_and_starts_through_current() {
     let files = unit_files(&config, 0);
     let names: Vec<&str> = files.iter().map(|file| file.name.as_str()).collect();
     assert_eq!(names, ["web.service", "web.socket"], "server a runs only `web` (roles)");
-    expect![[r#"
-        # Written by xtask-deploy for `shop`: `cargo xtask deploy-setup` and deploys rewrite it.
+    expect![[r##"
+        # Written by xtask-deploy for `shop` in `/srv/my app`: `cargo xtask deploy-setup` and deploys rewrite it.
         [Unit]
         Description=shop: web
         StartLimitIntervalSec=0
@@ -54,10 +54,10 @@ fn a_listening_service_gets_a_socket_unit_and_starts_through_current() {
         TimeoutStopSec=30
 
         [Install]
-        WantedBy=default.target"#]]
+        WantedBy=default.target"##]]
     .assert_eq(&files[0].text);
     expect![[r#"
-        # Written by xtask-deploy for `shop`: `cargo xtask deploy-setup` and deploys rewrite it.
+        # Written by xtask-deploy for `shop` in `/srv/my app`: `cargo xtask deploy-setup` and deploys rewrite it.
         [Unit]
         Description=shop: web's listeners
 
@@ -136,9 +136,12 @@ fn the_scripts_carry_their_values_in_a_quoted_header_and_no_comment() {
         "{units}"
     );
     let restart = restart_command(&config, 0, RestartMode::Restore).unwrap();
-    assert!(restart.starts_with("d='/srv/my app'\napp=shop\nuser=deploy\nmode=restore\nset --\nservices=web:user:socket\nsettle=10\n"), "{restart}");
+    assert!(restart.starts_with("d='/srv/my app'\napp=shop\nuser=deploy\nmode=restore\nset --\nservices=web:user:socket\nsystem_services=''\nsettle=10\n"), "{restart}");
     assert!(!restart.lines().any(|line| line.trim_start().starts_with('#')), "comments are not sent");
-    assert_eq!(sudoers_file("my.app", "deploy"), "xtask-deploy-my_app-deploy", "sudo skips files whose name has a dot");
+    assert!(sudoers_file("my.app", "deploy").starts_with("xtask-deploy-my_app-deploy-"), "sudo skips files whose name has a dot");
+    assert!(!sudoers_file("my.app", "deploy").contains('.'));
+    assert_ne!(sudoers_file("my.app", "deploy"), sudoers_file("my_app", "deploy"), "no two apps share a rule's file");
+    assert_ne!(sudoers_file("shop", "api-deploy"), sudoers_file("shop-api", "deploy"));
 }
 
 #[test]
@@ -154,8 +157,9 @@ fn roots_steps_are_made_here_from_the_config_whatever_the_server_says() {
     expect![[r#"
         set -e
         test -x /usr/bin/systemctl
+        if [ -e /etc/systemd/system/worker.service ] && [ "$(head -c 54 /etc/systemd/system/worker.service)" != '# Written by xtask-deploy for `shop` in `/srv/my app`:' ]; then echo '/etc/systemd/system/worker.service is not a unit of this app: left alone' >&2; exit 1; fi
         cat > /etc/systemd/system/worker.service <<'XTASK_DEPLOY_UNIT'
-        # Written by xtask-deploy for `shop`: root installs it from the steps `cargo xtask deploy-setup` prints.
+        # Written by xtask-deploy for `shop` in `/srv/my app`: root installs it from the steps `cargo xtask deploy-setup` prints.
         [Unit]
         Description=shop: worker
         StartLimitIntervalSec=0
@@ -174,8 +178,8 @@ fn roots_steps_are_made_here_from_the_config_whatever_the_server_says() {
         XTASK_DEPLOY_UNIT
         /usr/bin/systemctl daemon-reload
         /usr/bin/systemctl enable worker.service
-        printf '%s\n' 'deploy ALL=(root) NOPASSWD: /usr/bin/systemctl restart worker.service' > /etc/sudoers.d/xtask-deploy-shop-deploy.new
-        visudo -cf /etc/sudoers.d/xtask-deploy-shop-deploy.new && chmod 0440 /etc/sudoers.d/xtask-deploy-shop-deploy.new && mv /etc/sudoers.d/xtask-deploy-shop-deploy.new /etc/sudoers.d/xtask-deploy-shop-deploy"#]]
+        printf '%s\n' 'deploy ALL=(root) NOPASSWD: /usr/bin/systemctl restart worker.service' > /etc/sudoers.d/xtask-deploy-shop-deploy-81559d2d.new
+        visudo -cf /etc/sudoers.d/xtask-deploy-shop-deploy-81559d2d.new && chmod 0440 /etc/sudoers.d/xtask-deploy-shop-deploy-81559d2d.new && mv /etc/sudoers.d/xtask-deploy-shop-deploy-81559d2d.new /etc/sudoers.d/xtask-deploy-shop-deploy-81559d2d"#]]
     .assert_eq(steps);
 }
 
@@ -201,6 +205,8 @@ fn going_back_runs_what_the_deploy_kept_on_the_server_not_a_long_command_line() 
     // the `after_publish` hook.
     assert!(with.text.len() - without.text.len() < 1024, "{} more bytes", with.text.len() - without.text.len());
     let verify = units_script(&config, 0, UnitsMode::Verify).text;
-    assert!(verify.contains(&format!("> \"$d/{RESTORE_FILE}.new\"")), "the step before the switch keeps it");
+    assert!(verify.contains(&format!("> \"$d/{RESTORE_FILE}.pending\"")), "the step before the switch leaves it");
+    let apply = restart_command(&config, 0, RestartMode::Apply).unwrap();
+    assert!(apply.contains(&format!("mv -f \"$d/{RESTORE_FILE}.pending\" \"$d/{RESTORE_FILE}\"")), "the restart puts it in force");
     assert!(!units_script(&config, 0, UnitsMode::Check).text.contains(RESTORE_FILE), "deploy-check writes nothing");
 }

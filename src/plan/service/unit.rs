@@ -111,7 +111,13 @@ fn unit_header(config: &Config, scope: ServiceScope) -> String {
         ServiceScope::User => "`cargo xtask deploy-setup` and deploys rewrite it",
         ServiceScope::System => "root installs it from the steps `cargo xtask deploy-setup` prints",
     };
-    format!("# Written by xtask-deploy for `{}`: {how}.", config.application)
+    format!("{} {how}.", unit_owner(config))
+}
+
+/// How every unit of this app (in this `deploy_to`) begins: `units.sh` takes a unit for the
+/// app's when its first line begins with exactly this (neither value holds a backtick).
+pub fn unit_owner(config: &Config) -> String {
+    format!("# Written by xtask-deploy for `{}` in `{}`:", config.application, config.deploy_to)
 }
 
 /// What the service's shell runs before the program: the secrets file (`$0`) as environment,

@@ -17,7 +17,7 @@
 # `linger-off`, `no-systemctl`; in `restore` mode `kept-service NAME:SCOPE:SOCKET` for each service
 # of the units put back. In `verify` mode, a problem is also a message on stderr, status 1.
 state="$d/.xtask-deploy"
-header="# Written by xtask-deploy for \`$app\`"
+header="# Written by xtask-deploy for \`$app\` in \`$d\`:"
 problems=
 problem() {
   echo "$1"
