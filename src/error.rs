@@ -146,8 +146,10 @@ pub enum Error {
     /// The deploy failed after the switch, and every server that had switched went back to the
     /// release it had (the new one is marked bad there).
     #[error(
-        "{error}. Release {release} was rolled back on {servers}: each is on the release it had, and \
+        "{error}{stop} Release {release} was rolled back on {servers}: each is on the release it had, and \
          {release} is marked bad there{restart}",
+        // A failure whose text ends a sentence (a journal line, say) gets no second full stop.
+        stop = if .error.to_string().ends_with('.') { "" } else { "." },
         servers = .servers.join(", "),
         restart = if .restart_failed.is_empty() {
             String::new()

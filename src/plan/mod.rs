@@ -248,9 +248,10 @@ impl Step {
     }
 
     /// Whether it is a hook (what it prints is the user's, shown to people, never read as
-    /// what the deploy's own scripts report).
+    /// what the deploy's own scripts report). The health check and the services' steps say
+    /// what they run, and are the deploy's own: their failure is the error, shown once.
     pub fn hook(&self) -> bool {
-        !self.what.is_empty() && self.phase != Phase::Healthcheck
+        !self.what.is_empty() && !matches!(self.phase, Phase::Healthcheck | Phase::Units | Phase::Restart)
     }
 }
 
