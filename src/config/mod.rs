@@ -22,6 +22,7 @@ mod validate;
 
 pub use env::{Defaults, EnvAuth, Secret, ENV_KNOWN_HOSTS, ENV_SSH_KEY, ENV_SSH_KEY_PASSPHRASE};
 pub use server::Server;
+pub(crate) use service::{is_env_name, is_service_name};
 pub use service::{Service, ServiceScope, DEFAULT_STOP_TIMEOUT};
 pub use settings::{
     Cache, Healthcheck, Hook, Hooks, HostKeyPolicy, Reuse, Scope, SshOptions, Timeouts, TransportKind,

@@ -99,12 +99,7 @@ pub(super) fn services(
 
 fn service(name: String, raw: RawService, declared_roles: &[String], section: &str) -> Result<Service, String> {
     let key = format!("{section}.deploy.services.{name}");
-    let name_ok = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && name.len() <= 200
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        && !name.ends_with(".service")
-        && !name.ends_with(".socket");
-    if !name_ok {
+    if !is_service_name(&name) {
         return Err(format!(
             "`{key}`: `{name}` cannot name a systemd unit: use letters, digits, `_`, `.` and `-`, starting \
              with a letter or digit, without `.service`"
@@ -134,9 +129,7 @@ fn service(name: String, raw: RawService, declared_roles: &[String], section: &s
     }
     let mut env = Vec::new();
     for (variable, value) in raw.env {
-        let name_ok = variable.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-            && variable.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !name_ok {
+        if !is_env_name(&variable) {
             return Err(format!("`{key}.env.{variable}` is not an environment variable's name"));
         }
         if value.chars().any(char::is_control) {
@@ -186,4 +179,21 @@ fn service(name: String, raw: RawService, declared_roles: &[String], section: &s
         notify: raw.notify,
         roles: Scope { roles: raw.roles, once: false },
     })
+}
+
+/// Whether `name` can name a service's units (`<name>.service`, `<name>.socket`): letters,
+/// digits, `_`, `.` and `-`, starting with a letter or digit, not itself ending in a unit type.
+pub(crate) fn is_service_name(name: &str) -> bool {
+    name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.len() <= 200
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && !name.ends_with(".service")
+        && !name.ends_with(".socket")
+}
+
+/// Whether `name` is an environment variable's name: letters, digits and `_`, not starting
+/// with a digit.
+pub(crate) fn is_env_name(name: &str) -> bool {
+    name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }

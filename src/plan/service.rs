@@ -133,11 +133,7 @@ pub fn restart_command(config: &Config, server: usize, mode: RestartMode) -> Opt
     Some(format!(
         "{header}{in_force}services={}\nsystem_services={}\nsettle={SETTLE_TENTHS}\n{common}\
          units_out=$(mktemp) || exit 1\n(\n{units}) >\"$units_out\" || {{ cat \"$units_out\" >&2; rm -f \"$units_out\"; exit 1; }}\n\
-         changed_sockets=$(sed -n 's/^socket-changed //p' \"$units_out\" | tr '\\n' ' ')\n\
-         kept=$(sed -n 's/^kept-service //p' \"$units_out\" | tr '\\n' ' ')\n\
-         rm -f \"$units_out\"\n\
-         for w in $system_services; do case \" $kept \" in *\" $w \"*) ;; *) [ -z \"$kept\" ] || kept=\"$kept $w\" ;; esac; done\n\
-         [ -z \"$kept\" ] || services=$kept\n{restart}",
+         {restart}",
         service_words(&services),
         // Going back puts back only the units the deploy user may write: the system-scope
         // services are restarted all the same.
@@ -223,9 +219,7 @@ pub fn secrets_script(config: &Config, action: SecretsAction) -> RemoteScript {
 /// The line of [`SECRETS_FILE`] that sets `name` to `value`, as `sh` reads it (double quotes;
 /// `\`, `"`, `$` and `` ` `` escaped); or why it cannot be one.
 pub fn secret_line(name: &str, value: &str) -> Result<String, String> {
-    let name_ok = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !name_ok {
+    if !crate::config::is_env_name(name) {
         return Err(format!(
             "`{name}` is not an environment variable's name: use letters, digits and `_`, not starting with a digit"
         ));

@@ -4,11 +4,21 @@
 # its listener through the restart, so connections wait in its backlog instead of being refused;
 # a socket whose unit changed (or that is not listening) is stopped and started with its service.
 # Expects (set before it): `services`, words `name:scope:socket` (`socket` is `-` for a service
-# without one), `settle`, `changed_sockets` (names whose socket unit changed); and common.sh's
-# functions. A system-scope service is only restarted (through the sudo rule): root manages its
-# socket.
+# without one), `system_services` (those of system scope), `settle`, `units_out` (a file holding
+# what units.sh printed, removed here); and common.sh's functions. A system-scope service is only
+# restarted (through the sudo rule): root manages its socket.
 # Prints nothing on success; on failure, what the service did and its journal lines since the
 # restart on stderr, and exits 1.
+changed_sockets=$(sed -n 's/^socket-changed //p' "$units_out" | tr '\n' ' ')
+kept=$(sed -n 's/^kept-service //p' "$units_out" | tr '\n' ' ')
+rm -f "$units_out"
+# Going back put back the kept units (user scope): those services, and the system-scope ones.
+if [ -n "$kept" ]; then
+  for word in $system_services; do
+    case " $kept " in *" $word "*) ;; *) kept="$kept $word" ;; esac
+  done
+  services=$kept
+fi
 since=$(date '+%Y-%m-%d %H:%M:%S')
 explain() {
   name=$1

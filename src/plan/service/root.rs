@@ -157,8 +157,5 @@ pub fn root_steps(config: &Config, server: usize, differs: &[String], sudo: bool
 /// `.service` or `.socket`): what setup reports of a server's changes, nothing else.
 fn is_unit_name(name: &str) -> bool {
     let base = name.strip_suffix(".service").or_else(|| name.strip_suffix(".socket"));
-    base.is_some_and(|base| {
-        base.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-            && base.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-    })
+    base.is_some_and(crate::config::is_service_name)
 }
