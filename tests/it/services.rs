@@ -6,6 +6,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
+use xtask_deploy::config::ServiceScope;
 use xtask_deploy::container::app::Prober;
 use xtask_deploy::report::Quiet;
 
@@ -61,8 +62,7 @@ fn a_release_that_exits_at_start_goes_back_at_once() {
     let world = ServiceWorld::new("", "[package.metadata.deploy.healthcheck]\nremote = \"true\"\ntimeout = 60");
     world.setup();
     let good = world.deploy_change(0);
-    world.app.write("crash-at-start", "").unwrap();
-    world.app.commit_all("a release that exits at start").unwrap();
+    world.commit_crashing_release();
     let started = Instant::now();
     let err = world.try_deploy().expect_err("the service exits at start");
     let took = started.elapsed();
@@ -123,10 +123,11 @@ fn a_system_service_is_restarted_through_the_printed_sudo_rule_and_refuses_nothi
     );
     assert!(planted.unwrap().status.success());
     world.deploy_change(11);
-    let pid = world.host.root_sh("systemctl show -p MainPID --value web.service").unwrap();
-    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
-    let environ = world.host.root_sh(&format!("cat /proc/{pid}/environ")).unwrap();
-    assert!(!String::from_utf8_lossy(&environ.stdout).contains("r00t-only"), "a root-only file reached the service");
+    let environ = world.service_environ(ServiceScope::System);
+    assert!(
+        !environ.iter().any(|entry| entry.contains("r00t-only")),
+        "a root-only file reached the service: {environ:?}"
+    );
 }
 
 #[test]
@@ -181,10 +182,7 @@ fn edit_service(world: &ServiceWorld, command: &str, listen: Option<u16>) {
 
 /// Whether the service's process got its listener from systemd.
 fn socket_activated(world: &ServiceWorld) -> bool {
-    let pid = world.host.user_sh("systemctl --user show -p MainPID --value web.service").unwrap();
-    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
-    let environ = world.host.root_sh(&format!("tr '\\0' '\\n' < /proc/{pid}/environ")).unwrap();
-    String::from_utf8_lossy(&environ.stdout).lines().any(|line| line == "LISTEN_FDS=1")
+    world.service_environ(ServiceScope::User).iter().any(|entry| entry == "LISTEN_FDS=1")
 }
 
 #[test]

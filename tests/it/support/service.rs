@@ -2,6 +2,7 @@
 //! as the non-root user `deploy`) with the example app (`examples/socket_service.rs`) configured
 //! as its service `web`, and a client that connects to it every 2 ms.
 
+use xtask_deploy::config::ServiceScope;
 use xtask_deploy::container::app::example_binary;
 use xtask_deploy::container::SystemdHost;
 use xtask_deploy::demo::AppRepo;
@@ -79,6 +80,29 @@ impl ServiceWorld {
             Ok(report) => report.release,
             Err(err) => panic!("deploy {n}: {err}"),
         }
+    }
+
+    /// The main pid of `web.service`, a unit of `scope`.
+    pub fn main_pid(&self, scope: ServiceScope) -> String {
+        let output = match scope {
+            ServiceScope::User => self.host.user_sh("systemctl --user show -p MainPID --value web.service"),
+            ServiceScope::System => self.host.root_sh("systemctl show -p MainPID --value web.service"),
+        };
+        String::from_utf8_lossy(&output.unwrap().stdout).trim().to_string()
+    }
+
+    /// The environment of the main process of `web.service` (a unit of `scope`), one
+    /// `NAME=value` per entry.
+    pub fn service_environ(&self, scope: ServiceScope) -> Vec<String> {
+        let pid = self.main_pid(scope);
+        let output = self.host.root_sh(&format!("cat /proc/{pid}/environ")).unwrap();
+        output.stdout.split(|byte| *byte == 0).map(|entry| String::from_utf8_lossy(entry).into_owned()).collect()
+    }
+
+    /// Commits a release whose service exits at start (the example service's `crash-at-start`).
+    pub fn commit_crashing_release(&self) {
+        self.app.write("crash-at-start", "").unwrap();
+        self.app.commit_all("a release that exits at start").unwrap();
     }
 
     /// The release `current` points at on the host.

@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+use xtask_deploy::config::ServiceScope;
 use xtask_deploy::container::app::example_binary;
 use xtask_deploy::container::SystemdHost;
 use xtask_deploy::demo::AppRepo;
@@ -39,12 +40,6 @@ fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
-/// The main pid of `web.service`, read as the deploy user.
-fn main_pid(world: &ServiceWorld) -> String {
-    let output = world.host.user_sh("systemctl --user show -p MainPID --value web.service").unwrap();
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
 #[test]
 fn a_secret_reaches_the_service_and_no_command_line_journal_or_output() {
     let world = ServiceWorld::new("", "");
@@ -58,10 +53,11 @@ fn a_secret_reaches_the_service_and_no_command_line_journal_or_output() {
 
     let deploy = xtask(&world, &["deploy", "--json", "-vv"], "");
     assert!(deploy.status.success(), "{}", text(&deploy));
-    let pid = main_pid(&world);
-    let environ = world.host.root_sh(&format!("tr '\\0' '\\n' < /proc/{pid}/environ")).unwrap();
-    let environ = String::from_utf8_lossy(&environ.stdout).to_string();
-    assert!(environ.lines().any(|line| line == format!("API_TOKEN={secret}")), "the service's environment: {environ}");
+    let environ = world.service_environ(ServiceScope::User);
+    assert!(
+        environ.iter().any(|entry| *entry == format!("API_TOKEN={secret}")),
+        "the service's environment: {environ:?}"
+    );
 
     let list = xtask(&world, &["secrets", "list"], "");
     assert!(text(&list).contains("API_TOKEN"), "{}", text(&list));
@@ -105,7 +101,7 @@ fn status_names_the_release_and_logs_show_the_apps_own_lines_from_the_server() {
     let table = String::from_utf8_lossy(&status.stdout).to_string();
     let row = table.lines().find(|line| line.contains(" web ")).unwrap_or_else(|| panic!("{table}"));
     assert!(row.contains("active (running)") && row.contains(&release), "{table}");
-    assert!(row.contains(&main_pid(&world)), "{table}");
+    assert!(row.contains(&world.main_pid(ServiceScope::User)), "{table}");
 
     let logs = xtask(&world, &["service", "logs", "-n", "50"], "");
     assert!(logs.status.success(), "{}", text(&logs));
@@ -120,8 +116,7 @@ fn a_restart_of_a_release_that_exits_at_start_goes_back_to_the_previous_one() {
     let world = ServiceWorld::new("", "");
     world.setup();
     let good = world.deploy_change(1);
-    world.app.write("crash-at-start", "").unwrap();
-    world.app.commit_all("a release that will exit at start").unwrap();
+    world.commit_crashing_release();
     // A deploy of it goes back at once; its release stays, marked bad.
     let err = world.try_deploy().expect_err("the new release exits at start");
     assert_eq!(err.exit_code(), 10, "{err}");
