@@ -5,22 +5,23 @@
 use std::time::{Duration, Instant};
 
 use crate::binaries;
-use crate::config::{Config, Healthcheck, HostKeyPolicy, Server};
+use crate::config::{Config, Healthcheck, HostKeyPolicy, Server, TransportKind};
 use crate::fleet::never_recording;
 use crate::fleet::parallel::{each, DEFAULT_PARALLEL};
 use crate::plan::{self, LockInfo, Release};
 pub use crate::report::{Check, CheckStatus};
 use crate::report::{Event, Reporter};
-use crate::ssh::Connection;
+use crate::ssh::{Connection, EarlyTunnel};
 use crate::Error;
 
 /// The checks, in the order they are made and shown.
-pub const CHECKS: [&str; 12] = [
+pub const CHECKS: [&str; 13] = [
     "connect",
     "host key",
     "auth",
     "deploy_to",
     "git",
+    "transport",
     "setup",
     "linked files",
     "lock",
@@ -141,6 +142,8 @@ fn check_server(
     row("connect", CheckStatus::Ok, format!("{} ms", started.elapsed().as_millis()));
     row("host key", CheckStatus::Ok, "known".to_string());
     row("auth", CheckStatus::Ok, format!("as {}", server.user));
+    // The script reaches the server as every script of a deploy does (see `shell::delivery`),
+    // so a server that would refuse a deploy's first step refuses this one, with the reason.
     let script = plan::check_script(config);
     let output = connection.output(&script).and_then(|output| {
         if output.status == 0 {
@@ -153,6 +156,10 @@ fn check_server(
         Ok(output) => {
             for (check, status, detail) in judge(config, &server.display_name(), &output.stdout, local) {
                 row(check, status, detail);
+                if check == "git" {
+                    let (status, detail) = transport_row(config, &connection);
+                    row("transport", status, detail);
+                }
             }
             let (status, detail) = services_row(config, index, &connection);
             row("services", status, detail);
@@ -172,6 +179,40 @@ fn check_server(
             for check in &CHECKS[3..] {
                 row(check, CheckStatus::Fail, err.to_string());
             }
+        }
+    }
+}
+
+/// The `transport` row: with `transport = "daemon"`, whether the server allows the tunnel to its
+/// 127.0.0.1 that the push goes through, tried as a deploy opens it (to the first port of the
+/// daemon's range; nothing is written into it). A server that refuses it, or whose SSH server
+/// opens tunnels as root (dropbear), is a warning: a deploy pushes through `git receive-pack`
+/// instead, and says so.
+fn transport_row(config: &Config, connection: &Connection) -> (CheckStatus, String) {
+    if config.transport == TransportKind::Exec {
+        return (CheckStatus::Ok, "`git receive-pack` over SSH (`transport = \"exec\"`)".to_string());
+    }
+    let port = *crate::fleet::DEFAULT_DAEMON_PORTS.start();
+    match connection.early_tunnel(port) {
+        EarlyTunnel::Refused(said) => (
+            CheckStatus::Warn,
+            format!(
+                "the server refuses port forwarding ({said}), which the git daemon's tunnel needs: a deploy pushes \
+                 through `git receive-pack` over SSH instead (allow forwarding to 127.0.0.1 with OpenSSH's \
+                 `AllowTcpForwarding local`, or drop dropbear's `-j`; or set `transport = \"exec\"`)"
+            ),
+        ),
+        EarlyTunnel::Open(_) | EarlyTunnel::NotOpen if connection.tunnels_as_root() => (
+            CheckStatus::Warn,
+            format!(
+                "the server's SSH server ({}) opens tunnels as root, so the git daemon could not tell a deploy's push \
+                 from another local user's: a deploy pushes through `git receive-pack` over SSH instead (set \
+                 `transport = \"exec\"` to say so)",
+                connection.software()
+            ),
+        ),
+        EarlyTunnel::Open(_) | EarlyTunnel::NotOpen => {
+            (CheckStatus::Ok, "port forwarding to 127.0.0.1 allowed: the push goes through the deploy's git daemon".to_string())
         }
     }
 }

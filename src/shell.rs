@@ -30,22 +30,67 @@ pub fn quote(value: &str) -> String {
     }
 }
 
-/// The command line sent to the server's login shell to run `script` under `sh`: see
-/// [`login_shell_line`].
-pub fn exec_line(script: &RemoteScript) -> String {
-    login_shell_line(&script.text, "sh")
+/// How a [`RemoteScript`] reaches a server: the exec request's command line is [`bootstrap_line`],
+/// the same few hundred bytes for every script, and the script itself travels first on the
+/// channel's stdin, as [`Delivery::input`] says. So no script, and no value in one (a lock's
+/// message, a hook, a secret), is ever on a command line, where `/proc/<pid>/cmdline` shows it to
+/// every local user; and the exec request stays far below the limits of SSH servers other than
+/// OpenSSH (dropbear refuses a command over 9,000 bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The exec request's command line.
+    pub line: String,
+    /// What to write on the channel's stdin before anything else: the script's length in bytes
+    /// on a line, then the script, ending with [`SCRIPT_END`].
+    pub input: Vec<u8>,
 }
 
-/// The one line that every login shell (sh, bash, dash, zsh, fish, tcsh, csh) runs the same
-/// way: `exec sh -c '<decoder>' <name> <text in base64>`. The login shell only sees a
-/// single-quoted word free of newlines, `!`, backslashes and single quotes, then words made of
-/// base64's letters: csh refuses a newline inside quotes, fish treats backslashes in them, csh
-/// and zsh expand `!`. `sh` decodes the text (coreutils' `base64`) and runs it as `sh -c <text>`
-/// with `$0` set to `name`, so its exit status and stdin are the script's own. A text that cannot
-/// be decoded (no `base64` on the server) runs nothing and exits 127.
-fn login_shell_line(text: &str, name: &str) -> String {
-    format!("exec sh -c {DECODER} {name} {}", base64(text))
+/// Whether a script runs with the channel's stdin as its own, or under the supervisor (see
+/// [`SUPERVISOR`]), which stops it when that stdin closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Supervision {
+    /// The script reads the rest of the channel's stdin (a lock keeper, a push).
+    None,
+    /// The script's stdin is `/dev/null`, and the channel's closing stops it with all it started.
+    Supervised,
 }
+
+/// How `script` reaches the server (see [`Delivery`]).
+pub fn delivery(script: &RemoteScript, supervision: Supervision) -> Delivery {
+    let body = match supervision {
+        Supervision::None => script.text.clone(),
+        Supervision::Supervised => format!("set -- {}\n{SUPERVISOR}", quote(&script.text)),
+    };
+    let body = format!("{body}\n{SCRIPT_END}");
+    let mut input = format!("{}\n", body.len()).into_bytes();
+    input.extend_from_slice(body.as_bytes());
+    Delivery { line: bootstrap_line(script.name), input }
+}
+
+/// The last line of every script sent (a comment to `sh`): the bootstrap runs nothing of a
+/// script that does not end with it, as a script cut short by a lost connection would not.
+pub const SCRIPT_END: &str = "#@@xtask-deploy-script-end";
+
+/// The one command line every exec request carries: `exec sh -c '<BOOTSTRAP>' xtask-deploy-<name>`.
+/// Every login shell (sh, bash, dash, zsh, fish, tcsh, csh) runs it the same way: it sees a
+/// single-quoted word free of newlines, `!`, backslashes and single quotes (csh refuses a newline
+/// inside quotes, fish treats backslashes in them, csh and zsh expand `!`), then a plain word.
+/// `sh` reads the script from stdin ([`BOOTSTRAP`]) and `eval`s it, so its exit status and the
+/// rest of stdin are the script's own, and `$0` names it in `ps`.
+pub fn bootstrap_line(name: &str) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| if c == ' ' { '-' } else { c })
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    format!("exec sh -c {BOOTSTRAP} xtask-deploy-{name}")
+}
+
+/// What the login shell hands to `sh` (see [`bootstrap_line`]), single-quoted for every shell:
+/// reads the length line, then exactly that many bytes (`head -c` reads no further, so what
+/// follows on stdin stays for the script), and runs them only when they end with [`SCRIPT_END`]:
+/// a script that did not arrive whole (or a server without `head`) runs nothing and exits 127.
+const BOOTSTRAP: &str = r##"'IFS= read -r n || exit 127; p=$(head -c "$n") || exit 127; case $p in *"#@@xtask-deploy-script-end") ;; *) echo "xtask-deploy: the script did not arrive whole" >&2; exit 127 ;; esac; eval "$p"'"##;
 
 /// `text` in base64 (standard alphabet, padded, on one line), as `base64 -d` on a server decodes it.
 pub fn base64(text: &str) -> String {
@@ -53,8 +98,16 @@ pub fn base64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
-/// What the login shell hands to `sh` (see [`login_shell_line`]); single-quoted for every shell.
-const DECODER: &str = r#"'p=$(printf %s "$1" | base64 -d) || exit 127; exec sh -c "$p" "$0"'"#;
+/// Runs a command held in the environment variable `XTASK_DEPLOY_RUN` (see [`export_command`]):
+/// the variable is unset before the command runs, so what it starts does not inherit it. A
+/// command run this way is on no command line: only its own user (and root) can read a process's
+/// environment, whereas `/proc/<pid>/cmdline` is open to every local user.
+pub const RUN_EXPORTED: &str = r#"sh -c 'c=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$c"'"#;
+
+/// The shell line that puts `command` where [`RUN_EXPORTED`] finds it.
+pub fn export_command(command: &str) -> String {
+    format!("XTASK_DEPLOY_RUN={}; export XTASK_DEPLOY_RUN", quote(command))
+}
 
 /// How the markers a batch of steps prints begin (see `plan::batch_script`); each batch's own
 /// marker adds a nonce ([`step_marker`]).
@@ -66,7 +119,8 @@ pub fn step_marker(nonce: u64) -> String {
     format!("{STEP_MARKER}-{nonce:016x}")
 }
 
-/// Runs `script` with stdin from `/dev/null`, in a session (process group) of its own, and
+/// Runs `script` (`$1`, through [`RUN_EXPORTED`]'s variable: on no command line) with stdin
+/// from `/dev/null`, in a session (process group) of its own, and
 /// stops that whole group (TERM, then KILL a second later) when the channel's stdin reaches
 /// EOF: the deployer died, lost its connection, or gave up on the step. So nothing a step
 /// started (an extraction, a hook) outlives its deploy. Without `setsid` on the server only
@@ -74,7 +128,12 @@ pub fn step_marker(nonce: u64) -> String {
 /// TERM (sent when the script ends, which the first TERM brings about), so its KILL still
 /// reaches children that ignore TERM. A script that ends by itself leaves its group alone.
 const SUPERVISOR: &str = r#"exec 3<&0
-if command -v setsid >/dev/null 2>&1; then setsid sh -c "$1" </dev/null & else sh -c "$1" </dev/null & fi
+XTASK_DEPLOY_RUN=$1
+export XTASK_DEPLOY_RUN
+set --
+run='c=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$c"'
+if command -v setsid >/dev/null 2>&1; then setsid sh -c "$run" "$0" </dev/null & else sh -c "$run" "$0" </dev/null & fi
+unset XTASK_DEPLOY_RUN
 job=$!
 ( while read -r _; do :; done <&3; trap '' TERM; kill -TERM -"$job" "$job" 2>/dev/null; sleep 1; kill -KILL -"$job" 2>/dev/null ) >/dev/null 2>&1 &
 watchdog=$!
@@ -84,10 +143,22 @@ status=$?
 kill "$watchdog" 2>/dev/null
 exit "$status""#;
 
-/// The command line that runs `script` under the supervisor above (see [`login_shell_line`]).
-/// The script is the supervisor's `$1`, set by a `set --` line before it.
-pub fn supervised_exec_line(script: &RemoteScript) -> String {
-    login_shell_line(&format!("set -- {}\n{SUPERVISOR}", quote(&script.text)), "xtask-deploy-step")
+/// Starts `script` on this machine as a server's login shell would (`sh -c <line>`), and writes
+/// what the deployer writes first: for tests of what scripts do once they have arrived.
+#[cfg(test)]
+pub(crate) fn spawn_here(script: &RemoteScript, supervision: Supervision) -> (std::process::Child, std::process::ChildStdin) {
+    let delivery = delivery(script, supervision);
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&delivery.line)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sh");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, &delivery.input).expect("write the script");
+    (child, stdin)
 }
 
 #[cfg(test)]
@@ -127,16 +198,8 @@ mod tests {
     #[test]
     fn a_supervised_script_keeps_its_output_and_status_and_reads_no_stdin() {
         let script = RemoteScript { name: "test", text: "echo out; echo err >&2; cat; exit 7".to_string() };
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(supervised_exec_line(&script))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
         // Stdin stays open, as the deployer's channel does: EOF would mean "stop".
-        let stdin = child.stdin.take();
+        let (child, stdin) = spawn_here(&script, Supervision::Supervised);
         let out = child.wait_with_output().unwrap();
         drop(stdin);
         assert_eq!(out.status.code(), Some(7));
@@ -148,14 +211,9 @@ mod tests {
     /// that died would; returns the still-running supervisor.
     fn supervise_then_close_stdin(text: String) -> std::process::Child {
         let script = RemoteScript { name: "test", text };
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(supervised_exec_line(&script))
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let (child, stdin) = spawn_here(&script, Supervision::Supervised);
         std::thread::sleep(std::time::Duration::from_millis(300));
-        drop(child.stdin.take());
+        drop(stdin);
         child
     }
 
@@ -193,21 +251,15 @@ mod tests {
         assert_eq!(left, vec![], "a child ignoring SIGTERM outlived the step");
     }
 
-    #[test]
-    fn exec_line_runs_the_script_text_through_sh() {
-        let script = RemoteScript { name: "test", text: "x='a b'; printf '%s' \"$x\"".to_string() };
-        let out = Command::new("sh").arg("-c").arg(exec_line(&script)).output().unwrap();
-        assert_eq!(String::from_utf8(out.stdout).unwrap(), "a b");
-    }
-
     /// The remote command as sshd runs it, `<login shell> -c <line>`, for every login shell
     /// installed here: the same output, stdin and exit status from each, `!`, `$`, quotes,
-    /// backslashes and newlines included (issue 18: tcsh and csh refused the multi-line line).
+    /// backslashes and newlines in the script included (issue 18: tcsh and csh refused a
+    /// multi-line line).
     #[test]
-    fn every_login_shell_runs_both_lines_alike() {
+    fn every_login_shell_runs_a_script_alike_with_or_without_the_supervisor() {
         let text = "set -u\nx='it'\\''s $HOME !! !$ `x` \\ \"q\"'\nprintf '%s|%s\\n' \"$x\" \"$0\"\nread -r line; echo \"in:$line\"\necho err >&2\nexit 7";
         let script = RemoteScript { name: "test", text: text.to_string() };
-        let expected = "it's $HOME !! !$ `x` \\ \"q\"|sh\nin:input\n";
+        let expected = "it's $HOME !! !$ `x` \\ \"q\"|xtask-deploy-test\nin:input\n";
         let mut ran = Vec::new();
         for shell in ["sh", "bash", "dash", "zsh", "fish", "tcsh", "csh"] {
             let Some(path) =
@@ -216,20 +268,23 @@ mod tests {
                 println!("note: `{shell}` is not installed (`bash .ci/install-deps` installs it); skipped");
                 continue;
             };
-            for (line, supervised) in [(exec_line(&script), false), (supervised_exec_line(&script), true)] {
-                assert!(!line.contains('\n'), "{line}");
+            for supervision in [Supervision::None, Supervision::Supervised] {
+                let delivery = delivery(&script, supervision);
+                assert!(!delivery.line.contains('\n'), "{}", delivery.line);
                 let mut child = Command::new(&path)
                     .arg("-c")
-                    .arg(&line)
+                    .arg(&delivery.line)
                     .stdin(std::process::Stdio::piped())
                     .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::piped())
                     .spawn()
                     .unwrap();
                 let mut stdin = child.stdin.take().unwrap();
+                std::io::Write::write_all(&mut stdin, &delivery.input).unwrap();
                 std::io::Write::write_all(&mut stdin, b"input\n").unwrap();
                 // Under the supervisor the script reads no stdin, and stdin stays open (EOF
-                // would stop it); without it, the script reads the channel's stdin.
+                // would stop it); without it, the script reads the rest of the channel's stdin.
+                let supervised = supervision == Supervision::Supervised;
                 let stdin = if supervised {
                     Some(stdin)
                 } else {
@@ -240,12 +295,8 @@ mod tests {
                 drop(stdin);
                 let stdout = String::from_utf8(out.stdout).unwrap();
                 let want = if supervised { expected.replace("in:input", "in:") } else { expected.to_string() };
-                assert_eq!(
-                    (out.status.code(), stdout.as_str()),
-                    (Some(7), want.as_str()),
-                    "{shell}, supervised: {supervised}"
-                );
-                assert_eq!(String::from_utf8(out.stderr).unwrap(), "err\n", "{shell}, supervised: {supervised}");
+                assert_eq!((out.status.code(), stdout.as_str()), (Some(7), want.as_str()), "{shell}, {supervision:?}");
+                assert_eq!(String::from_utf8(out.stderr).unwrap(), "err\n", "{shell}, {supervision:?}");
             }
             ran.push(shell);
         }
@@ -253,10 +304,53 @@ mod tests {
     }
 
     #[test]
-    fn a_text_that_cannot_be_decoded_runs_nothing() {
-        let line = exec_line(&RemoteScript { name: "test", text: "echo ran".into() });
-        let corrupt = format!("{}%%", &line[..line.len() - 2]);
-        let out = Command::new("sh").arg("-c").arg(&corrupt).output().unwrap();
-        assert_eq!((out.status.code(), out.stdout.as_slice()), (Some(127), &b""[..]));
+    fn the_command_line_is_short_and_holds_nothing_of_the_script() {
+        let text = "echo secret-word; ".repeat(5_000);
+        for supervision in [Supervision::None, Supervision::Supervised] {
+            let delivery = delivery(&RemoteScript { name: "keeper", text: text.clone() }, supervision);
+            assert!(delivery.line.len() < 400, "{} bytes: {}", delivery.line.len(), delivery.line);
+            assert_eq!(delivery.line, bootstrap_line("keeper"));
+            assert!(!delivery.line.contains("secret-word"));
+        }
+        assert_eq!(bootstrap_line("a b;$(x)"), bootstrap_line("a-bx"), "the name is a plain word");
+        assert!(BOOTSTRAP.contains(&format!("*\"{SCRIPT_END}\")")), "the bootstrap checks for the end line");
+    }
+
+    #[test]
+    fn a_script_cut_short_runs_nothing() {
+        let script = RemoteScript { name: "test", text: "echo one\necho two\n".into() };
+        let delivery = delivery(&script, Supervision::None);
+        // Cut anywhere: after the length line, mid-way, one byte short of the end.
+        for keep in [0, 2, 14, delivery.input.len() - 1] {
+            let mut child = Command::new("sh")
+                .arg("-c")
+                .arg(&delivery.line)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            std::io::Write::write_all(&mut stdin, &delivery.input[..keep]).unwrap();
+            drop(stdin);
+            let out = child.wait_with_output().unwrap();
+            assert_eq!((out.status.code(), out.stdout.as_slice()), (Some(127), &b""[..]), "cut at {keep}");
+        }
+    }
+
+    #[test]
+    fn a_command_run_from_the_environment_is_on_no_command_line() {
+        let command = "sleep 43.25; : secret-word";
+        let text = format!("{}\n{RUN_EXPORTED} &\nsleep 0.5\nwait\necho done", export_command(command));
+        let (child, stdin) = spawn_here(&RemoteScript { name: "test", text }, Supervision::Supervised);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let running = crate::loopback::LoopbackServer::processes_mentioning("sleep 43.25");
+        let seen = crate::loopback::LoopbackServer::processes_mentioning("secret-word");
+        let _ = std::process::Command::new("pkill").args(["-f", "^sleep 43.25"]).status();
+        let out = child.wait_with_output().unwrap();
+        drop(stdin);
+        assert!(running.iter().any(|(_, cmd)| cmd.starts_with("sleep 43.25")), "{running:?}");
+        assert_eq!(seen, vec![], "the command's text is on a command line");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
     }
 }

@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::plan::{self, DaemonStarted, KeeperDaemon, LockInfo};
 use std::sync::Mutex;
 use crate::report::{Event, Reporter};
-use crate::ssh::Connection;
+use crate::ssh::{Connection, EarlyTunnel};
 use crate::Error;
 
 use super::{DaemonSettings, LockedServer};
@@ -64,12 +64,24 @@ fn lock_one(
     reporter: &mut dyn Reporter,
 ) -> Result<LockedServer, Error> {
     let restart_hooks = plan::restarts(config, index);
-    let preflight = plan::preflight_script(&config.on(server), lock, &restart_hooks, daemon);
     let config = config.on(server);
     let started = Instant::now();
     let connection = Connection::open(&config, server)?;
     let connect = started.elapsed();
     super::connected(reporter, &config, &connection, connect);
+    let mut exec_instead = None;
+    let daemon = match daemon {
+        Some(_) if connection.tunnels_as_root() => {
+            exec_instead = Some(format!(
+                "its SSH server ({}) opens tunnels as root, so the git daemon could not tell this deploy's push from \
+                 another local user's",
+                connection.software()
+            ));
+            None
+        }
+        daemon => daemon,
+    };
+    let preflight = plan::preflight_script(&config, lock, &restart_hooks, daemon);
     let deadline = lock_wait.map(|wait| Instant::now() + wait);
     loop {
         let mut keeper = connection.spawn(&preflight)?;
@@ -77,9 +89,20 @@ fn lock_one(
         // port: by the time the server sees it (half a round trip from now) the daemon often
         // listens. It is kept only if the keeper then says its daemon is the one on that port;
         // nothing is written into it before.
-        let early = daemon.and_then(|daemon| daemon.ports.first()).and_then(|port| {
-            connection.early_tunnel(*port).map(|tunnel| (*port, (Instant::now(), tunnel)))
-        });
+        let early = match daemon.and_then(|daemon| daemon.ports.first()) {
+            Some(port) => match connection.early_tunnel(*port) {
+                EarlyTunnel::Open(tunnel) => Some((*port, (Instant::now(), tunnel))),
+                EarlyTunnel::NotOpen => None,
+                EarlyTunnel::Refused(said) => {
+                    exec_instead = Some(format!(
+                        "the server refuses port forwarding, which the daemon transport's tunnel needs ({said}: \
+                         OpenSSH's `AllowTcpForwarding no`, dropbear's `-j`, or a key with `no-port-forwarding`)"
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
         let output = match keeper.wait_for_line(plan::READY, config.timeouts.step)? {
             Ok(stdout) => {
                 let state = plan::parse_state(&stdout);
@@ -135,6 +158,7 @@ fn lock_one(
                     daemon,
                     confirmed: Default::default(),
                     tunnel: Mutex::new(tunnel),
+                    exec_instead: exec_instead.take(),
                 });
             }
             Err(output) => output,

@@ -41,6 +41,10 @@ pub(crate) struct LockedServer {
     /// once it is known to be the daemon's, and when it was opened: git daemon waits
     /// `--init-timeout` (30 s) for the request of a connection it accepted.
     pub(crate) tunnel: Mutex<Option<(std::time::Instant, TimedChannel)>>,
+    /// Why the push to this server goes through `git receive-pack` although the transport is
+    /// the daemon: the server refused the tunnel to the daemon's port, or its SSH server cannot
+    /// carry the tunnel safely (see [`crate::ssh::Connection::tunnels_as_root`]).
+    pub(crate) exec_instead: Option<String>,
 }
 
 impl LockedServer {
@@ -58,6 +62,10 @@ pub(crate) struct DaemonSettings {
     pub(crate) max_seconds: u64,
     pub(crate) submodule_repos: Vec<String>,
 }
+
+/// The ports tried for the git daemon by default (`run::DEFAULT_DAEMON_PORTS`, where the
+/// reason for them is).
+pub(crate) const DEFAULT_DAEMON_PORTS: RangeInclusive<u16> = 10_000..=31_999;
 
 /// How many ports a keeper tries for the daemon when the first is taken.
 const DAEMON_PORT_ATTEMPTS: usize = 8;

@@ -4,7 +4,8 @@
 //! (design.md, "Testing as the world is"). Making one takes root (`useradd`).
 //!
 //! A [`LocalUser`] is a guard: dropping it kills the user's processes (by pid) and removes the
-//! account and its home, also when the caller panics.
+//! account and its home, also when the caller panics. A [`RecordingShell`] is a login shell
+//! for one, which records how long the command lines it is given are.
 
 use std::fs;
 use std::io;
@@ -100,6 +101,97 @@ impl LocalUser {
             })
             .collect()
     }
+}
+
+/// A login shell for a [`LocalUser`] that records the length in bytes of every command it is
+/// given as `shell -c COMMAND` (how sshd and dropbear run an exec request's command line), one
+/// number a line, then runs it with `/bin/sh`: to show what the SSH servers were sent.
+///
+/// It is listed in `/etc/shells` until dropped: dropbear lets in only the users whose login
+/// shell is listed there ("User 'NAME' has invalid shell, rejected"), sshd any.
+pub struct RecordingShell {
+    /// The shell, an executable `sh` script readable by all.
+    pub path: PathBuf,
+    /// The file it appends the lengths to, writable by all.
+    pub log: PathBuf,
+}
+
+impl RecordingShell {
+    /// Writes the shell and its empty log into `dir` (made if missing, traversable by all; its
+    /// parents must be too, for the user's sessions to reach it), and lists it in
+    /// `/etc/shells`.
+    pub fn create(dir: &Path) -> io::Result<RecordingShell> {
+        use std::os::unix::fs::PermissionsExt;
+        fs::create_dir_all(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+        let path = dir.join(RECORDING_SHELL);
+        let log = dir.join("command-lengths");
+        let quoted_log = crate::shell::quote(&log.display().to_string());
+        fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\n\
+                 # The login shell of a test user: records the byte length of `-c COMMAND`, then runs it.\n\
+                 if [ \"$1\" = -c ]; then printf '%s' \"$2\" | wc -c >> {quoted_log}; fi\n\
+                 exec /bin/sh \"$@\"\n"
+            ),
+        )?;
+        fs::write(&log, "")?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+        fs::set_permissions(&log, fs::Permissions::from_mode(0o666))?;
+        let line = path.display().to_string();
+        edit_etc_shells(|lines| {
+            if !lines.contains(&line) {
+                lines.push(line.clone());
+            }
+        })?;
+        Ok(RecordingShell { path, log })
+    }
+
+    /// The lengths recorded so far, oldest first.
+    pub fn lengths(&self) -> io::Result<Vec<usize>> {
+        let text = fs::read_to_string(&self.log)?;
+        let length = |line: &str| {
+            line.trim()
+                .parse()
+                .map_err(|_| io::Error::other(format!("not a length in `{}`: {line}", self.log.display())))
+        };
+        text.lines().map(length).collect()
+    }
+}
+
+impl Drop for RecordingShell {
+    fn drop(&mut self) {
+        let line = self.path.display().to_string();
+        let _ = edit_etc_shells(|lines| lines.retain(|listed| *listed != line));
+    }
+}
+
+/// The file name of a [`RecordingShell`].
+const RECORDING_SHELL: &str = "recording-sh";
+
+/// Rewrites `/etc/shells` with `edit`, under a lock that the tests running in parallel share
+/// (on `/etc` itself: the file is replaced, so a lock on it would be on the old one; and there
+/// is no lock file to make), and replaced whole (renamed into place), so that a server reading
+/// it never sees it half written. Lines of recording shells that are gone (left by a killed
+/// run) are dropped too.
+fn edit_etc_shells(edit: impl FnOnce(&mut Vec<String>)) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::io::AsRawFd;
+    const ETC_SHELLS: &str = "/etc/shells";
+    let lock = fs::File::open("/etc")?;
+    // SAFETY: `flock` on a file descriptor this function owns; the lock goes when it is closed.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let text = fs::read_to_string(ETC_SHELLS)?;
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.retain(|line| !line.ends_with(&format!("/{RECORDING_SHELL}")) || Path::new(line).exists());
+    edit(&mut lines);
+    let next = format!("{ETC_SHELLS}.xtask-deploy-{}", std::process::id());
+    fs::write(&next, lines.iter().map(|line| format!("{line}\n")).collect::<String>())?;
+    fs::set_permissions(&next, fs::Permissions::from_mode(0o644))?;
+    fs::rename(&next, ETC_SHELLS)
 }
 
 impl Drop for LocalUser {

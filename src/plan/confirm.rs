@@ -40,8 +40,9 @@ pub fn run_restart_hooks(commands: &[crate::plan::Restart], limit_secs: u64) -> 
         text.push_str(&format!(
             "( cd \"$d/releases/$rel\" && rev=- && {{ read -r rev < REVISION; }} 2>/dev/null; \
              export DEPLOY_TO=\"$d\" RELEASE=\"$rel\" RELEASE_PATH=\"$d/releases/$rel\" REVISION=\"$rev\" ROLLBACK=1; \
-             exec timeout -k 1 {limit_secs} sh -c {command} ) </dev/null >&2 || echo \"hook-failed {index} $?\"\n",
-            command = quote(&command.command),
+             {command}; exec timeout -k 1 {limit_secs} {run} ) </dev/null >&2 || echo \"hook-failed {index} $?\"\n",
+            command = crate::shell::export_command(&command.command),
+            run = crate::shell::RUN_EXPORTED,
         ));
     }
     text
@@ -156,7 +157,7 @@ deadline=$(( start + {timeout} * 1000 ))
 tries=0
 while :; do
   tries=$((tries + 1))
-  sh -c {command} >"$log" 2>&1 </dev/null &
+  ( {command}; exec {run} ) >"$log" 2>&1 </dev/null &
   try=$!
   late=0
   # Tenths of a second left before the deadline for this try, and at least one second.
@@ -199,7 +200,8 @@ exit 1
         deploy_to = quote(&config.deploy_to),
         name = quote(&release.name),
         sha = quote(&release.sha),
-        command = quote(&healthcheck.command),
+        command = crate::shell::export_command(&healthcheck.command),
+        run = crate::shell::RUN_EXPORTED,
         interval = healthcheck.interval.as_secs(),
         watch = watch.unwrap_or("services_down() { return 1; }"),
     );

@@ -75,7 +75,7 @@ impl DeployOptions {
 
 /// The ports tried for the git daemon, unless [`DeployOptions::daemon_ports`] says otherwise:
 /// below Linux's ephemeral ports (32768 and up), so that outgoing connections do not take them.
-pub const DEFAULT_DAEMON_PORTS: std::ops::RangeInclusive<u16> = 10_000..=31_999;
+pub const DEFAULT_DAEMON_PORTS: std::ops::RangeInclusive<u16> = crate::fleet::DEFAULT_DAEMON_PORTS;
 
 /// Prepares every server: `releases/`, `shared/` (with the linked directories) and the bare
 /// `repo/` under `deploy_to`. Running it again changes nothing.

@@ -223,6 +223,10 @@ pub(super) fn push(
     let connection = &target.server.connection;
     let name = connection.name().to_string();
     let receiver = match (config.transport, &target.server.daemon) {
+        // No tunnel to a daemon on this server (the lock keeper found out why).
+        (TransportKind::Daemon, _) if target.server.exec_instead.is_some() => {
+            exec_instead(&name, target.server.exec_instead.as_deref().unwrap_or_default(), reporter)
+        }
         // Started by the lock keeper, in the same round trip as the lock.
         (TransportKind::Daemon, Some(DaemonStarted::Port(port))) => {
             reporter.event(Event::DaemonReady { server: name.clone(), port: *port, elapsed: Duration::ZERO });

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ssh2::Session;
 
 use super::{millis, Connection, Output};
-use crate::shell::{self, RemoteScript};
+use crate::shell::{RemoteScript, Supervision};
 use crate::Error;
 
 /// How long to pause before asking again after libssh2 reported a timeout before our deadline
@@ -42,7 +42,7 @@ pub struct RemoteProcess {
 impl Connection {
     /// Starts `script` on its own channel and leaves it running with stdin open.
     pub fn spawn(&self, script: &RemoteScript) -> Result<RemoteProcess, Error> {
-        let channel = self.start(script, shell::exec_line(script))?;
+        let channel = self.start(script, Supervision::None)?;
         Ok(RemoteProcess {
             channel: Some(channel),
             session: self.session.clone(),
@@ -55,7 +55,7 @@ impl Connection {
     /// Starts `script` on its own channel and returns the channel as a byte stream to the
     /// script's stdin and stdout, usable until `deadline`.
     pub fn exec_stream(&self, script: &RemoteScript, deadline: Instant) -> Result<TimedChannel, Error> {
-        let channel = self.start(script, shell::exec_line(script))?;
+        let channel = self.start(script, Supervision::None)?;
         Ok(self.timed(channel, deadline))
     }
 
@@ -72,18 +72,39 @@ impl Connection {
         Ok(self.timed(channel, deadline))
     }
 
-    /// Opens a channel to `127.0.0.1:port` as seen from the server, if something listens there
-    /// (`None` if not, or if it is refused): for a tunnel opened before it is known whether the
-    /// deploy's daemon is the one listening. Nothing is written into it here; its deadline is
-    /// set when it is used ([`TimedChannel::until`]).
-    pub fn early_tunnel(&self, port: u16) -> Option<TimedChannel> {
-        let opened = self.request(|| self.session.channel_direct_tcpip("127.0.0.1", port, None));
-        opened.ok().map(|channel| self.timed(channel, Instant::now()))
+    /// Opens a channel to `127.0.0.1:port` as seen from the server, if something listens there:
+    /// for a tunnel opened before it is known whether the deploy's daemon is the one listening,
+    /// and to learn whether the server allows port forwarding at all. Nothing is written into it
+    /// here; its deadline is set when it is used ([`TimedChannel::until`]).
+    pub fn early_tunnel(&self, port: u16) -> EarlyTunnel {
+        match self.request(|| self.session.channel_direct_tcpip("127.0.0.1", port, None)) {
+            Ok(channel) => EarlyTunnel::Open(self.timed(channel, Instant::now())),
+            Err(err) if forwarding_refused(&err) => EarlyTunnel::Refused(err.message().to_string()),
+            Err(_) => EarlyTunnel::NotOpen,
+        }
     }
 
     fn timed(&self, channel: ssh2::Channel, deadline: Instant) -> TimedChannel {
         TimedChannel { channel: Some(channel), session: self.session.clone(), deadline, idle: self.timeouts.step }
     }
+}
+
+/// What came of [`Connection::early_tunnel`].
+pub enum EarlyTunnel {
+    /// It opened: something listens at its end.
+    Open(TimedChannel),
+    /// Nothing listens there (yet), or it failed for another reason than a refusal.
+    NotOpen,
+    /// The server refuses port forwarding (OpenSSH's `AllowTcpForwarding no`, dropbear's `-j`,
+    /// a key restricted with `no-port-forwarding`); what it said.
+    Refused(String),
+}
+
+/// Whether opening a `direct-tcpip` channel failed because the server does not allow it (its
+/// reason `administratively prohibited`), rather than because nothing listens at its end
+/// (`connect failed`).
+fn forwarding_refused(err: &ssh2::Error) -> bool {
+    err.message().contains("administratively prohibited")
 }
 
 /// The error of a remote process whose channel to `server` is gone (or was stopped).

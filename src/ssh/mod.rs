@@ -8,10 +8,10 @@
 //! exec streams with a deadline) and `gateway` (the jump-host relay).
 //!
 //! **Architecture Invariant:** `Channel::exec` is called only here (in `Connection::start`), and
-//! only with [`shell::exec_line`](crate::shell::exec_line) or
-//! [`shell::supervised_exec_line`](crate::shell::supervised_exec_line) of a [`RemoteScript`].
+//! only with the [`shell::delivery`](crate::shell::delivery) of a [`RemoteScript`]: a short fixed
+//! command line, the script itself on the channel's stdin.
 
-use std::io;
+use std::io::{self, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use ssh2::{MethodType, Session};
 
 use crate::config::{Config, Server, Timeouts, ENV_KNOWN_HOSTS};
-use crate::shell::RemoteScript;
+use crate::shell::{self, RemoteScript, Supervision};
 use crate::Error;
 
 mod auth;
@@ -34,7 +34,7 @@ mod steps;
 #[cfg(test)]
 mod tests;
 
-pub use channel::{RemoteProcess, TimedChannel};
+pub use channel::{EarlyTunnel, RemoteProcess, TimedChannel};
 pub use run::Output;
 pub use steps::{Progress, StepOutput};
 
@@ -150,13 +150,47 @@ impl Connection {
     }
 
     /// Opens a session channel running `line`, the exec line of `script`.
-    fn start(&self, script: &RemoteScript, line: String) -> Result<ssh2::Channel, Error> {
+    fn start(&self, script: &RemoteScript, supervision: Supervision) -> Result<ssh2::Channel, Error> {
         self.trace(script);
-        let failed = |err: ssh2::Error| self.step_error(script, -1, format!("SSH channel error: {err}"));
-        let mut channel = self.request(|| self.session.channel_session()).map_err(failed)?;
-        #[allow(clippy::disallowed_methods)] // The one place allowed: `line` runs a RemoteScript.
-        self.request(|| channel.exec(&line)).map_err(failed)?;
+        let delivery = shell::delivery(script, supervision);
+        let refused = |asked: &str, err: ssh2::Error| self.step_error(script, -1, self.refusal(asked, &err));
+        let mut channel =
+            self.request(|| self.session.channel_session()).map_err(|err| refused("a session channel", err))?;
+        #[allow(clippy::disallowed_methods)] // The one place allowed: the line runs a RemoteScript.
+        self.request(|| channel.exec(&delivery.line)).map_err(|err| {
+            refused(&format!("to run a command (an exec request of {} bytes)", delivery.line.len()), err)
+        })?;
+        // No `flush`: on an ssh2 channel it discards what the server sent and was not read yet.
+        channel
+            .write_all(&delivery.input)
+            .map_err(|err| self.step_error(script, -1, format!("SSH channel error while sending the script: {err}")))?;
         Ok(channel)
+    }
+
+    /// The server's SSH software, as its version banner names it (`SSH-2.0-OpenSSH_9.2p1 ...`).
+    pub fn software(&self) -> String {
+        let banner = self.session.banner().map(str::trim).unwrap_or_default();
+        if banner.is_empty() { "no banner".to_string() } else { banner.to_string() }
+    }
+
+    /// Whether the server opens the connections of `direct-tcpip` tunnels as root rather than as
+    /// the user logged in: dropbear does (its process per connection keeps root's privileges),
+    /// OpenSSH does not (its per-connection process runs as the user after login). The daemon
+    /// transport admits only the deploy user's connections to its git daemon, so it cannot work
+    /// through such a server.
+    pub fn tunnels_as_root(&self) -> bool {
+        self.software().to_ascii_lowercase().contains("dropbear")
+    }
+
+    /// What to say when the server refused `asked` at the SSH level (a channel or a request
+    /// denied, the connection closed): what was asked, what the server runs (its version
+    /// banner), what libssh2 said, and where to look for the server's reason.
+    fn refusal(&self, asked: &str, err: &ssh2::Error) -> String {
+        let software = self.software();
+        format!(
+            "the server ({software}) refused {asked}: {err}; its log says why (OpenSSH: `journalctl -u ssh`; \
+             dropbear: syslog, or its stderr with `-E`)"
+        )
     }
 
     /// Hands `script`, about to run, to the tracer (`--verbose`), if there is one.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::steps::StepsOutput;
 use super::{capture, millis, wait_for, Connection, EXIT_CUT, EXIT_TIMED_OUT};
-use crate::shell::{self, RemoteScript};
+use crate::shell::{RemoteScript, Supervision};
 use crate::Error;
 
 /// What a finished remote script printed and how it exited.
@@ -42,14 +42,14 @@ pub(super) enum Flow {
 impl Connection {
     /// Runs `script` to the end and returns what it printed, whatever its exit status.
     ///
-    /// The script runs under [`shell::supervised_exec_line`]: on the server it is stopped (its
+    /// The script runs under the supervisor ([`Supervision::Supervised`]): on the server it is stopped (its
     /// whole process group) when this channel's stdin closes, which happens when the deployer
     /// dies, loses its connection, or gives up on the step. It gets `timeouts.step`, from its
     /// start, whatever it prints; past it the script is stopped and the output has status
     /// [`EXIT_TIMED_OUT`] and the reason on stderr. What is kept of its output is bounded
     /// (see [`capture`]).
     pub fn output(&self, script: &RemoteScript) -> Result<Output, Error> {
-        let mut channel = self.start(script, shell::supervised_exec_line(script))?;
+        let mut channel = self.start(script, Supervision::Supervised)?;
         let (read, stdout, stderr) = self.read_kept(&mut channel);
         match self.end_step(script, channel, read)? {
             Some(status) => Ok(Output { status, stdout: stdout.text(), stderr: stderr.text() }),

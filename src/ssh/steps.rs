@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::run::{Flow, Stream};
 use super::{capture, Connection, RemoteProcess, EXIT_TIMED_OUT};
-use crate::shell::{self, RemoteScript};
+use crate::shell::{self, RemoteScript, Supervision};
 use crate::Error;
 
 /// How long the keeper may take to stop a job the deployer gave up on (it waits a second
@@ -207,7 +207,7 @@ impl Connection {
         marker: &str,
         mut progress: impl FnMut(Progress),
     ) -> Result<StepsOutput, Error> {
-        let mut channel = self.start(script, shell::supervised_exec_line(script))?;
+        let mut channel = self.start(script, Supervision::Supervised)?;
         let mut reader = StepsReader::new(marker, steps, self.timeouts.step);
         let read = self.drain(&mut channel, reader.begun + self.timeouts.step, |stream, bytes| {
             match reader.feed(stream, bytes, &mut progress) {

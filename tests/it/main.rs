@@ -8,6 +8,7 @@
 mod support;
 
 mod deploy;
+mod dropbear;
 mod fleet;
 mod hostile_trees;
 mod lifecycle;

@@ -129,16 +129,11 @@ fn a_health_check_stopped_with_its_step_leaves_no_try_running() {
     };
     let script = health_script(&cfg, &release, &check, None);
     let batch = crate::plan::batch_script(&[&script], "@@m");
-    let mut child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(crate::shell::supervised_exec_line(&batch))
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut child, stdin) = crate::shell::spawn_here(&batch, crate::shell::Supervision::Supervised);
     std::thread::sleep(Duration::from_millis(500));
     assert!(!tries().is_empty(), "the try runs");
     // The deployer is lost: the step's stdin closes.
-    drop(child.stdin.take());
+    drop(stdin);
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(tries(), vec![], "the try was left");

@@ -186,15 +186,18 @@ stop_daemon() {{
 pub(super) const NO_DAEMON: &str = "starter=\"\"\nstop_daemon() { :; }\n";
 
 /// Shell functions of the keeper: `run_job` (the `run` command), `stop_job`.
-/// A job is `sh -c` of the decoded batch, wrapped so that it prints its end line; in a session
-/// of its own (`setsid`, when the server has it) so that stopping it stops all it started.
+/// A job is the decoded batch run by `sh`, wrapped so that it prints its end line; in a session
+/// of its own (`setsid`, when the server has it) so that stopping it stops all it started. The
+/// batch reaches that `sh` in its environment (see [`crate::shell::RUN_EXPORTED`]), not on a
+/// command line, where every local user could read it.
 pub(super) const KEEPER_JOBS: &str = r#"job=""
 starter=${starter:-}
 jobfile="$state/lock/job.$$"
-# A job's wrapper (a child of this shell) starts the batch in a session of its own, notes its
-# pid in $3 for `stop`, waits for it, notes `done`, and prints the end line: once, whether the
-# batch ended or was stopped. $3 is written only while it exists: the confirmation removes the
-# lock's directory, and with it this note.
+# A job's wrapper (a child of this shell) starts the batch (in its environment, run by $1) in a
+# session of its own, notes its pid in $3 for `stop`, waits for it, notes `done`, and prints the
+# end line: once, whether the batch ended or was stopped. $3 is written only while it exists:
+# the confirmation removes the lock's directory, and with it this note.
+RUN_JOB='c=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$c"'
 JOB='if command -v setsid >/dev/null 2>&1; then setsid sh -c "$1" </dev/null & else sh -c "$1" </dev/null & fi
 batch=$!
 if [ -f "$3" ]; then { echo "$batch" > "$3"; } 2>/dev/null; fi
@@ -216,7 +219,7 @@ run_job() {
   p='echo "the step did not arrive whole" >&2; exit 1'
   if [ "${#b}" -eq $((length - 1)) ]; then p=$(printf %s "$b" | base64 -d) || p='exit 1'; fi
   { : > "$jobfile"; } 2>/dev/null
-  sh -c "$JOB" xtask-deploy-job "$p" "$end" "$jobfile" </dev/null 6>&- &
+  XTASK_DEPLOY_RUN=$p sh -c "$JOB" xtask-deploy-job "$RUN_JOB" "$end" "$jobfile" </dev/null 6>&- &
   job=$!
 }
 # Stops the running batch, if any: TERM to its session, and a second later KILL to what in it

@@ -236,8 +236,9 @@ const STOP_RECEIVE_PACKS: &str = r#"for pidfile in "$state"/receive-pack.*.pid; 
   pid=$(cat "$pidfile")
   case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
   case "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" in
-    # Ours, whatever `-c` options it runs with (this version's, or an older one's).
-    *"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
+    # Ours: its script's shell (named so by the bootstrap), or receive-pack itself (a shell that
+    # exec'd it, of an older version), whatever `-c` options it runs with.
+    *" xtask-deploy-git-receive-pack "*|*"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
   esac
   rm -f "$pidfile"
 done"#;

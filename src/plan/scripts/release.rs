@@ -324,7 +324,7 @@ pub(super) const NO_LINK: &str = r#"no_link() {
   done
 }"#;
 
-/// Runs a remote hook command with `sh -c` in the release directory (in `deploy_to` while the
+/// Runs a remote hook command with `sh` in the release directory (in `deploy_to` while the
 /// release does not exist yet), with `DEPLOY_TO`, `RELEASE`, `RELEASE_PATH` and `REVISION` set.
 /// Its stdout and stderr are its own: in a batch, each step's output is kept apart (see
 /// [`batch_script`](super::batch_script)), so what a hook prints is shown as its own and never read as what our
@@ -334,12 +334,14 @@ pub fn hook_script(config: &Config, release: &Release, phase: &'static str, comm
         r#"d={deploy_to}
 export DEPLOY_TO="$d" RELEASE={name} RELEASE_PATH="$d/releases"/{name} REVISION={sha} ROLLBACK=
 if [ -d "$RELEASE_PATH" ]; then cd "$RELEASE_PATH"; else cd "$d"; fi || exit 1
-exec sh -c {command}
+{command}
+exec {run}
 "#,
         deploy_to = quote(&config.deploy_to),
         name = quote(&release.name),
         sha = quote(&release.sha),
-        command = quote(command),
+        command = crate::shell::export_command(command),
+        run = crate::shell::RUN_EXPORTED,
     );
     RemoteScript { name: phase, text }
 }

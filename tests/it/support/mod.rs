@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use xtask_deploy::demo::{app_manifest, AppRepo};
-use xtask_deploy::loopback::LoopbackServer;
+use xtask_deploy::loopback::{Dropbear, LoopbackServer, Place, Software};
 use xtask_deploy::plan::RollbackTo;
 use xtask_deploy::report::Quiet;
 use xtask_deploy::{Config, DeployOptions, DeployReport};
@@ -57,6 +57,19 @@ impl World {
         let server = LoopbackServer::start().expect("start loopback sshd");
         server.open_to_local_users().unwrap();
         let user = LocalUser::create(&server.dir().join("home"), shell.to_str().unwrap()).expect("create a local user");
+        let deploy_to = user.home.join("srv").join("hello");
+        World::build(server, deploy_to, extra, Some(user))
+    }
+
+    /// Like [`World::as_user`], on a dropbear server instead of sshd (see
+    /// `xtask_deploy::loopback::dropbear` for how its sessions differ): the user gets the
+    /// server's key in its own `~/.ssh/authorized_keys`, and is the server's only user. Dropbear
+    /// lets a user in only if `/etc/shells` lists its `shell` (a `RecordingShell` lists itself).
+    pub fn on_dropbear(shell: &Path, extra: &str, dropbear: Dropbear) -> World {
+        let place = Place { software: Software::Dropbear(dropbear), ..Place::default() };
+        let mut server = LoopbackServer::start_with(&place).expect("start loopback dropbear");
+        let user = LocalUser::create(&server.dir().join("home"), shell.to_str().unwrap()).expect("create a local user");
+        server.admit_user(&user).expect("let the user into dropbear");
         let deploy_to = user.home.join("srv").join("hello");
         World::build(server, deploy_to, extra, Some(user))
     }
@@ -369,6 +382,11 @@ impl Hold {
     pub fn new(world: &World) -> Hold {
         let dir = world.server.dir().join("hold");
         fs::create_dir_all(&dir).unwrap();
+        if world.deploy_user.is_some() {
+            // The deploy user's hooks mark it held and disarm it.
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        }
         Hold { dir }
     }
 

@@ -88,6 +88,27 @@ fn exec_transport_connection_cut_at_each_phase() {
     column("exec", Fault::Cut);
 }
 
+/// Which SSH server the deploy reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Software {
+    /// OpenSSH's sshd, as root.
+    OpenSsh,
+    /// Dropbear, as a non-root user (issue 31): the dead man's switch holds there too.
+    Dropbear,
+}
+
+/// Dropbear's rows: a deployer killed, and its connection cut, in an `after_publish` hook
+/// (switched, not confirmed), with either transport (the daemon one pushes through `git
+/// receive-pack` on dropbear, see `tests/it/dropbear.rs`).
+#[test]
+fn dropbear_deployer_killed_or_cut_after_the_switch() {
+    for transport in ["daemon", "exec"] {
+        for fault in [Fault::Kill, Fault::Cut] {
+            println!("{}", case(Software::Dropbear, transport, Phase::AfterSwitch, fault));
+        }
+    }
+}
+
 fn column(transport: &str, fault: Fault) {
     let mut table = format!(
         "| transport `{transport}`, {fault:?} at | current after | processes gone after | lock | next deploy |\n\
@@ -98,7 +119,7 @@ fn column(transport: &str, fault: Fault) {
             table.push_str(&format!("| {phase:?} | (no daemon with `exec`) | | | |\n"));
             continue;
         }
-        table.push_str(&case(transport, phase, fault));
+        table.push_str(&case(Software::OpenSsh, transport, phase, fault));
     }
     println!("{table}");
     let file = format!("{}/fault-matrix-{transport}-{fault:?}.md", env!("CARGO_TARGET_TMPDIR"));
@@ -107,9 +128,16 @@ fn column(transport: &str, fault: Fault) {
 
 /// One cell: holds a deploy at `phase`, applies `fault`, checks what is left, and returns the
 /// table row.
-fn case(transport: &str, phase: Phase, fault: Fault) -> String {
-    let name = format!("{transport}/{phase:?}/{fault:?}");
-    let world = World::with_config(&format!("transport = \"{transport}\""));
+fn case(software: Software, transport: &str, phase: Phase, fault: Fault) -> String {
+    let name = format!("{software:?}/{transport}/{phase:?}/{fault:?}");
+    let config = format!("transport = \"{transport}\"");
+    let world = match software {
+        Software::OpenSsh => World::with_config(&config),
+        Software::Dropbear => {
+            let forwarding = xtask_deploy::loopback::Dropbear { forwarding: true };
+            World::on_dropbear(std::path::Path::new("/bin/sh"), &config, forwarding)
+        }
+    };
     let hold = Hold::new(&world);
     let mut relay = None;
     match phase {

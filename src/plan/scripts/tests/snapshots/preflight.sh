@@ -84,8 +84,9 @@ for pidfile in "$state"/receive-pack.*.pid; do
   pid=$(cat "$pidfile")
   case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
   case "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" in
-    # Ours, whatever `-c` options it runs with (this version's, or an older one's).
-    *"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
+    # Ours: its script's shell (named so by the bootstrap), or receive-pack itself (a shell that
+    # exec'd it, of an older version), whatever `-c` options it runs with.
+    *" xtask-deploy-git-receive-pack "*|*"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
   esac
   rm -f "$pidfile"
 done
@@ -125,7 +126,7 @@ go_back_from_marker() {
   go_back || true
   if [ "$went_back" = 1 ]; then
     rel=$previous
-( cd "$d/releases/$rel" && rev=- && { read -r rev < REVISION; } 2>/dev/null; export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$rev" ROLLBACK=1; exec timeout -k 1 600 sh -c 'systemctl restart app' ) </dev/null >&2 || echo "hook-failed 0 $?"
+( cd "$d/releases/$rel" && rev=- && { read -r rev < REVISION; } 2>/dev/null; export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$rev" ROLLBACK=1; XTASK_DEPLOY_RUN='systemctl restart app'; export XTASK_DEPLOY_RUN; exec timeout -k 1 600 sh -c 'c=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$c"' ) </dev/null >&2 || echo "hook-failed 0 $?"
   fi
 }
 # A release an earlier deploy switched to and never confirmed, whose keeper died (the server
@@ -276,10 +277,11 @@ echo @@xtask-deploy-ready
 job=""
 starter=${starter:-}
 jobfile="$state/lock/job.$$"
-# A job's wrapper (a child of this shell) starts the batch in a session of its own, notes its
-# pid in $3 for `stop`, waits for it, notes `done`, and prints the end line: once, whether the
-# batch ended or was stopped. $3 is written only while it exists: the confirmation removes the
-# lock's directory, and with it this note.
+# A job's wrapper (a child of this shell) starts the batch (in its environment, run by $1) in a
+# session of its own, notes its pid in $3 for `stop`, waits for it, notes `done`, and prints the
+# end line: once, whether the batch ended or was stopped. $3 is written only while it exists:
+# the confirmation removes the lock's directory, and with it this note.
+RUN_JOB='c=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$c"'
 JOB='if command -v setsid >/dev/null 2>&1; then setsid sh -c "$1" </dev/null & else sh -c "$1" </dev/null & fi
 batch=$!
 if [ -f "$3" ]; then { echo "$batch" > "$3"; } 2>/dev/null; fi
@@ -301,7 +303,7 @@ run_job() {
   p='echo "the step did not arrive whole" >&2; exit 1'
   if [ "${#b}" -eq $((length - 1)) ]; then p=$(printf %s "$b" | base64 -d) || p='exit 1'; fi
   { : > "$jobfile"; } 2>/dev/null
-  sh -c "$JOB" xtask-deploy-job "$p" "$end" "$jobfile" </dev/null 6>&- &
+  XTASK_DEPLOY_RUN=$p sh -c "$JOB" xtask-deploy-job "$RUN_JOB" "$end" "$jobfile" </dev/null 6>&- &
   job=$!
 }
 # Stops the running batch, if any: TERM to its session, and a second later KILL to what in it
@@ -387,8 +389,9 @@ for pidfile in "$state"/receive-pack.*.pid; do
   pid=$(cat "$pidfile")
   case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
   case "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" in
-    # Ours, whatever `-c` options it runs with (this version's, or an older one's).
-    *"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
+    # Ours: its script's shell (named so by the bootstrap), or receive-pack itself (a shell that
+    # exec'd it, of an older version), whatever `-c` options it runs with.
+    *" xtask-deploy-git-receive-pack "*|*"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
   esac
   rm -f "$pidfile"
 done
