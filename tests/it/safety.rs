@@ -754,3 +754,55 @@ fn forged_lines_in_the_daemons_log_do_not_wedge_the_lock_keeper() {
     let sha = world.commit("src/main.rs", "fn main() { println!(\"after\"); }\n");
     world.assert_release_matches(&world.deploy().release, &sha);
 }
+
+/// Issue 27, item 1: every remote script was a command line (`sh -c "<script>"`), so any local
+/// user read the lock (its message and token), every hook and the health check's command in
+/// `/proc/<pid>/cmdline` of the deploy user's processes. Here another local user scans every
+/// process's command line and environment, as fast as `cat` goes, for the whole of a deploy whose
+/// message, hooks and health check each hold a marker, and sees none of them, nor any lock token.
+#[test]
+fn another_local_user_scanning_proc_sees_no_lock_hook_or_health_command() {
+    let extra = r#"[package.metadata.deploy.hooks]
+before_publish = [{ remote = "sleep 0.4; : hook-secret-before" }]
+after_publish = [{ remote = "sleep 0.4; : hook-secret-after" }]
+[package.metadata.deploy.healthcheck]
+remote = "sleep 0.4; : health-secret-check"
+"#;
+    let world = World::as_user(std::path::Path::new("/bin/sh"), extra);
+    let user = world.deploy_user.as_ref().unwrap();
+    fs::set_permissions(&user.home, fs::Permissions::from_mode(0o755)).unwrap();
+    let mallory = LocalUser::create(&world.server.dir().join("home"), "/bin/sh").expect("create a local user");
+    world.setup();
+    world.deploy();
+    world.commit("src/main.rs", "fn main() { println!(\"scanned\"); }\n");
+
+    let seen = mallory.home.join("seen");
+    let stop = mallory.home.join("stop");
+    // `[t]`: the scan's own command lines hold the pattern, which does not match itself.
+    let pattern = "msg-secre[t]-[a-z]+|hook-secre[t]-[a-z]+|health-secre[t]-[a-z]+|toke[n]=[0-9a-f]+";
+    let mut scanner = mallory
+        .command(&format!(
+            "while [ ! -e {stop} ]; do cat /proc/[0-9]*/cmdline /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' \
+             | grep -a -o -E '{pattern}'; echo scan; done > {seen}",
+            stop = support::quote_path(&stop),
+            seen = support::quote_path(&seen),
+        ))
+        .spawn()
+        .expect("start the scan");
+    // It scans before the deploy starts, and on until it is over.
+    assert!(
+        support::wait_until(Duration::from_secs(10), || fs::read_to_string(&seen).is_ok_and(|s| s.contains("scan")))
+    );
+    let mut options = DeployOptions::default();
+    options.message = Some("msg-secret-lock".into());
+    let report = world.deploy_with(&options);
+    fs::write(&stop, "").unwrap();
+    scanner.wait().unwrap();
+    let report = report.unwrap_or_else(|err| panic!("{err}\n{}", world.server.log()));
+    assert_eq!(world.current().as_deref(), Some(report.release.as_str()));
+    let scanned = fs::read_to_string(&seen).unwrap();
+    let scans = scanned.lines().filter(|line| *line == "scan").count();
+    let leaks: std::collections::BTreeSet<&str> = scanned.lines().filter(|line| *line != "scan").collect();
+    assert!(scans > 20, "only {scans} scans during the deploy: this test shows little");
+    assert_eq!(leaks, Default::default(), "another local user read these in /proc ({scans} scans)");
+}
