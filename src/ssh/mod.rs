@@ -74,6 +74,9 @@ pub struct Connection {
     pub accepted_key: Option<String>,
 }
 
+/// What a script's first request asks for, in the message when it is refused.
+const SESSION_CHANNEL: &str = "a session channel";
+
 impl Connection {
     /// Connects to `server`, checks its host key and authenticates, all within
     /// `timeouts.connect`.
@@ -153,17 +156,17 @@ impl Connection {
     fn start(&self, script: &RemoteScript, supervision: Supervision) -> Result<ssh2::Channel, Error> {
         self.trace(script);
         let delivery = shell::delivery(script, supervision);
-        let refused = |asked: &str, err: ssh2::Error| self.step_error(script, -1, self.refusal(asked, &err));
+        let refused = |asked: &str, err: &dyn std::fmt::Display| self.step_error(script, -1, self.refusal(asked, err));
         let mut channel =
-            self.request(|| self.session.channel_session()).map_err(|err| refused("a session channel", err))?;
+            self.request(|| self.session.channel_session()).map_err(|err| refused(SESSION_CHANNEL, &err))?;
         #[allow(clippy::disallowed_methods)] // The one place allowed: the line runs a RemoteScript.
         self.request(|| channel.exec(&delivery.line)).map_err(|err| {
-            refused(&format!("to run a command (an exec request of {} bytes)", delivery.line.len()), err)
+            refused(&format!("to run a command (an exec request of {} bytes)", delivery.line.len()), &err)
         })?;
         // No `flush`: on an ssh2 channel it discards what the server sent and was not read yet.
         channel
             .write_all(&delivery.input)
-            .map_err(|err| self.step_error(script, -1, format!("SSH channel error while sending the script: {err}")))?;
+            .map_err(|err| refused(&format!("the script ({} bytes on the channel's stdin)", delivery.input.len()), &err))?;
         Ok(channel)
     }
 
@@ -184,11 +187,18 @@ impl Connection {
 
     /// What to say when the server refused `asked` at the SSH level (a channel or a request
     /// denied, the connection closed): what was asked, what the server runs (its version
-    /// banner), what libssh2 said, and where to look for the server's reason.
-    fn refusal(&self, asked: &str, err: &ssh2::Error) -> String {
+    /// banner), what libssh2 said, the fix when it is known, and where to look for the server's
+    /// reason.
+    fn refusal(&self, asked: &str, err: &dyn std::fmt::Display) -> String {
         let software = self.software();
+        let said = err.to_string();
+        let known = if said.contains("administratively prohibited") && asked == SESSION_CHANNEL {
+            "; OpenSSH's `MaxSessions` limits the sessions of one connection, and a deploy opens up to 2 at once"
+        } else {
+            ""
+        };
         format!(
-            "the server ({software}) refused {asked}: {err}; its log says why (OpenSSH: `journalctl -u ssh`; \
+            "the server ({software}) refused {asked}: {said}{known}; its log says why (OpenSSH: `journalctl -u ssh`; \
              dropbear: syslog, or its stderr with `-E`)"
         )
     }

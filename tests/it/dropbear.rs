@@ -235,4 +235,5 @@ fn a_refused_channel_names_what_was_asked_and_the_servers_software() {
     let err = world.try_deploy().expect_err("no session, no deploy");
     let message = err.to_string();
     assert!(message.contains("refused a session channel") && message.contains("SSH-2.0-OpenSSH"), "{message}");
+    assert!(message.contains("`MaxSessions`"), "the known fix is named: {message}");
 }
