@@ -192,7 +192,8 @@ impl Connection {
     fn refusal(&self, asked: &str, err: &dyn std::fmt::Display) -> String {
         let software = self.software();
         let said = err.to_string();
-        let known = if said.contains("administratively prohibited") && asked == SESSION_CHANNEL {
+        // OpenSSH refuses a session past `MaxSessions` (as `connect failed`, not as prohibited).
+        let known = if asked == SESSION_CHANNEL && software.contains("OpenSSH") {
             "; OpenSSH's `MaxSessions` limits the sessions of one connection, and a deploy opens up to 2 at once"
         } else {
             ""
