@@ -473,3 +473,31 @@ fn a_branch_forked_before_the_first_deploy_and_merged_after_it_deploys() {
     let report = world.deploy();
     world.assert_release_matches(&report.release, &report.sha);
 }
+
+/// Issue 27, item 2: `deploy --force` twice within one second failed at the push (6 of 20 fast
+/// runs): the release commit of the same tree, made within the same second, was the same commit,
+/// which the server already had. Ten back to back, each a release of its own, all succeed.
+#[test]
+fn ten_forced_deploys_of_the_same_commit_back_to_back_all_succeed() {
+    for transport in ["daemon", "exec"] {
+        let world = World::with_config(&format!(
+            "transport = \"{transport}\"\nbuild = [\"mkdir -p target/release\", \"cp src/main.rs target/release/hello\"]\n\
+             artifacts = [\"target/release/hello\"]"
+        ));
+        world.setup();
+        let first = world.deploy();
+        let mut options = xtask_deploy::DeployOptions::default();
+        options.force = true;
+        let mut releases = vec![first.release];
+        for run in 0..10 {
+            let report =
+                world.deploy_with(&options).unwrap_or_else(|err| panic!("{transport}: forced deploy {run}: {err}"));
+            assert_eq!(report.sha, first.sha, "{transport}: {run}");
+            assert_eq!(world.current().as_deref(), Some(report.release.as_str()), "{transport}: {run}");
+            world.assert_release_matches_except(&report.release, &first.sha, &["target/release/hello"]);
+            releases.push(report.release);
+        }
+        let distinct: std::collections::BTreeSet<&String> = releases.iter().collect();
+        assert_eq!(distinct.len(), releases.len(), "{transport}: each deploy made a release of its own: {releases:?}");
+    }
+}

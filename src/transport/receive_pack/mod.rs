@@ -171,10 +171,6 @@ pub fn push_observed<S: Read + Write>(
         advertised.iter().map(|(tip, _)| tip.as_str()).filter(|tip| *tip != ZERO_ID && exists(tip)).collect();
     let shallow = shallow_roots(repo, source.sha, &haves, &advertisement.shallow);
     let cut = advertisement.shallow.clone();
-    // Shallow roots come first: commits whose parents the pack does not carry.
-    for root in &shallow {
-        write_pkt(stream, format!("shallow {root}\n").as_bytes()).map_err(PushError::Lost)?;
-    }
     // git's receive-pack updates (and reports) only the first ref of a push that brings shallow
     // roots: then only the release commit's ref, which carries the deployed commit all the same
     // (the branch follows on the next deploy).
@@ -182,6 +178,15 @@ pub fn push_observed<S: Read + Write>(
         (false, Some(build)) => commands.into_iter().filter(|(_, update)| update.refname == build.refname).collect(),
         _ => commands,
     };
+    if commands.is_empty() {
+        // The release commit's ref is already at it (the same tree built again within the
+        // second: the same commit), and the deployed commit comes with it: nothing to send.
+        return write_flush(stream).map(|()| Sent::default()).map_err(PushError::Lost);
+    }
+    // Shallow roots come first: commits whose parents the pack does not carry.
+    for root in &shallow {
+        write_pkt(stream, format!("shallow {root}\n").as_bytes()).map_err(PushError::Lost)?;
+    }
     for (index, (old, update)) in commands.iter().enumerate() {
         // The capabilities ride on the first command only.
         let capabilities = if index == 0 { format!("\0{}", capabilities.join(" ")) } else { String::new() };
