@@ -244,17 +244,21 @@ const STOP_RECEIVE_PACKS: &str = r#"for pidfile in "$state"/receive-pack.*.pid; 
 done"#;
 
 /// Removes the releases that a deploy prepared but never published or discarded (it was
-/// interrupted or killed), unless one became current. Run only while holding the lock.
+/// interrupted or killed), unless one became current, with the record of its tree; and every
+/// reuse work directory (`reuse.<release>`): one lives only while a release is prepared, which
+/// no step does while this runs. A step stopped with SIGTERM or SIGKILL runs no EXIT trap, so
+/// its own clean-up cannot be relied on. Run only while holding the lock.
 const REMOVE_UNFINISHED: &str = r#"for marker in "$state"/preparing.*; do
   [ -f "$marker" ] || continue
   unfinished=${marker##*/preparing.}
   case "$unfinished" in ''|*[!0-9]*) continue ;; esac
   case "$(readlink "$d/current" 2>/dev/null)" in
     */releases/"$unfinished") ;;
-    *) rm -rf "$d/releases/$unfinished"; echo "unfinished $unfinished" ;;
+    *) rm -rf "$d/releases/$unfinished" "$state/tree.$unfinished"; echo "unfinished $unfinished" ;;
   esac
   rm -f "$marker"
-done"#;
+done
+for w in "$state"/reuse.*; do [ -d "$w" ] && rm -rf "$w"; done"#;
 
 /// Prints the lock's holder as `holder <key>=<value>` lines, or as `stale <key>=<value>` lines
 /// when its SSH connection is gone (needs [`LOCK_HELPERS`]). A lock with no `info` yet is being

@@ -265,9 +265,19 @@ fn case(software: Software, transport: &str, phase: Phase, fault: Fault) -> Stri
         .unwrap()
         .flatten()
         .map(|entry| entry.file_name().to_string_lossy().to_string())
-        .filter(|name| name.starts_with("preparing.") || name.ends_with(".pid"))
+        .filter(|name| name.starts_with("preparing.") || name.ends_with(".pid") || name.starts_with("reuse."))
         .collect();
     assert_eq!(markers, Vec::<String>::new(), "{name}: state files were left");
+    let records = |world: &World| -> Vec<String> {
+        let state = fs::read_dir(world.deploy_to.join(".xtask-deploy")).unwrap().flatten();
+        let names = state.map(|entry| entry.file_name().to_string_lossy().to_string());
+        names
+            .filter(|name| {
+                name.strip_prefix("tree.").is_some_and(|release| !world.releases().iter().any(|r| r == release))
+            })
+            .collect()
+    };
+    assert_eq!(records(&world), Vec::<String>::new(), "{name}: the record of a release that is gone was left");
 
     // The next deploy needs no manual step.
     let next = Command::new(env!("CARGO_BIN_EXE_xtask"))
@@ -281,6 +291,13 @@ fn case(software: Software, transport: &str, phase: Phase, fault: Fault) -> Stri
     let after = world.current().unwrap();
     assert_eq!(world.revision_of(&after), new_sha, "{name}: the next deploy did not release the new commit");
     assert_eq!(world.our_processes_after(Duration::from_secs(5)), vec![], "{name}: the next deploy left processes");
+    let pruned: Vec<_> = fs::read_dir(world.deploy_to.join("releases"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().to_string())
+        .filter(|name| name.starts_with(".pruned-"))
+        .collect();
+    assert_eq!(pruned, Vec::<String>::new(), "{name}: pruned releases were left");
 
     format!(
         "| {phase:?} | {}, complete | {:.1} s | released | ok |\n",

@@ -96,10 +96,11 @@ for marker in "$state"/preparing.*; do
   case "$unfinished" in ''|*[!0-9]*) continue ;; esac
   case "$(readlink "$d/current" 2>/dev/null)" in
     */releases/"$unfinished") ;;
-    *) rm -rf "$d/releases/$unfinished"; echo "unfinished $unfinished" ;;
+    *) rm -rf "$d/releases/$unfinished" "$state/tree.$unfinished"; echo "unfinished $unfinished" ;;
   esac
   rm -f "$marker"
 done
+for w in "$state"/reuse.*; do [ -d "$w" ] && rm -rf "$w"; done
 for pidfile in "$state"/daemon.*.pid; do
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
@@ -404,10 +405,11 @@ for marker in "$state"/preparing.*; do
   case "$unfinished" in ''|*[!0-9]*) continue ;; esac
   case "$(readlink "$d/current" 2>/dev/null)" in
     */releases/"$unfinished") ;;
-    *) rm -rf "$d/releases/$unfinished"; echo "unfinished $unfinished" ;;
+    *) rm -rf "$d/releases/$unfinished" "$state/tree.$unfinished"; echo "unfinished $unfinished" ;;
   esac
   rm -f "$marker"
 done
+for w in "$state"/reuse.*; do [ -d "$w" ] && rm -rf "$w"; done
   # A release this deploy switched to and never confirmed: its deployer is gone, so nobody
   # checked it. Go back to the release the server had.
   if has_line 'token=t0k3n' "$state/unconfirmed"; then go_back_from_marker; fi
