@@ -48,7 +48,7 @@ pub struct ReleaseCommit {
 /// (replacing whatever the source has at that path), with `source` as its only parent.
 /// Artifacts inside a submodule's directory (`submodule_paths`) are refused: the submodule's
 /// files would replace them. It is on no ref until [`keep`] names it: it can be made before
-/// the release's name is known (before any server is reached).
+/// the release's name is known (before any server is locked).
 pub fn make(
     repo: &git2::Repository,
     source: &str,
@@ -322,7 +322,7 @@ mod tests {
         ];
         assert_eq!(entries, expected);
         assert_eq!(made.sizes, vec![("target/release/app".into(), 11), ("public".into(), 13 + 9)]);
-        // On no ref until the release has a name (it is made before any server is reached).
+        // On no ref until the release has a name (it is made before any server is locked).
         assert!(repo.references_glob(&format!("{LOCAL_REFS}*")).unwrap().next().is_none());
         keep(&repo, "20261129100000", &made.sha, 5).unwrap();
         let kept = repo.find_reference(&format!("{LOCAL_REFS}20261129100000")).unwrap();

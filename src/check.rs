@@ -11,7 +11,7 @@ use crate::fleet::parallel::{each, DEFAULT_PARALLEL};
 use crate::plan::{self, LockInfo, Release};
 pub use crate::report::{Check, CheckStatus};
 use crate::report::{Event, Reporter};
-use crate::ssh::{Connection, EarlyTunnel};
+use crate::ssh::{Connection, TriedTunnel};
 use crate::Error;
 
 /// The checks, in the order they are made and shown.
@@ -193,8 +193,8 @@ fn transport_row(config: &Config, connection: &Connection) -> (CheckStatus, Stri
         return (CheckStatus::Ok, "`git receive-pack` over SSH (`transport = \"exec\"`)".to_string());
     }
     let port = *crate::fleet::DEFAULT_DAEMON_PORTS.start();
-    match connection.early_tunnel(port) {
-        EarlyTunnel::Refused(said) => (
+    match connection.try_tunnel(port) {
+        TriedTunnel::Refused(said) => (
             CheckStatus::Warn,
             format!(
                 "the server refuses port forwarding ({said}), which the git daemon's tunnel needs: a deploy pushes \
@@ -202,7 +202,7 @@ fn transport_row(config: &Config, connection: &Connection) -> (CheckStatus, Stri
                  `AllowTcpForwarding local`, or drop dropbear's `-j`; or set `transport = \"exec\"`)"
             ),
         ),
-        EarlyTunnel::Open(_) | EarlyTunnel::NotOpen if connection.tunnels_as_root() => (
+        TriedTunnel::Open(_) | TriedTunnel::NotOpen if connection.tunnels_as_root() => (
             CheckStatus::Warn,
             format!(
                 "the server's SSH server ({}) opens tunnels as root, so the git daemon could not tell a deploy's push \
@@ -211,7 +211,7 @@ fn transport_row(config: &Config, connection: &Connection) -> (CheckStatus, Stri
                 connection.software()
             ),
         ),
-        EarlyTunnel::Open(_) | EarlyTunnel::NotOpen => {
+        TriedTunnel::Open(_) | TriedTunnel::NotOpen => {
             (CheckStatus::Ok, "port forwarding to 127.0.0.1 allowed: the push goes through the deploy's git daemon".to_string())
         }
     }

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crate::Error;
 
@@ -83,9 +85,57 @@ pub fn push_refname(branch: &str) -> String {
     }
 }
 
+/// Lets another thread stop the local command running now (and keep any from starting): for a
+/// build whose result is not needed any more (every server already runs the commit).
+#[derive(Debug, Default)]
+pub(crate) struct Cancel {
+    cancelled: AtomicBool,
+    /// The process (or, negated, the process group) of the command running now.
+    running: Mutex<Option<i32>>,
+}
+
+impl Cancel {
+    /// Stops the command running now with SIGTERM (its whole group when it has one), and any
+    /// started later as soon as it starts.
+    pub(crate) fn cancel(&self) {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        self.cancelled.store(true, Ordering::SeqCst);
+        if let Some(target) = *running {
+            // SAFETY: `kill` has no memory-safety requirement; the target is a command this
+            // process started, registered only until it is reaped.
+            unsafe { libc::kill(target, libc::SIGTERM) };
+        }
+    }
+
+    /// Whether [`Cancel::cancel`] was called.
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Notes `target` as the command running now, or stops it at once if cancelled already.
+    fn started(&self, target: i32) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        *running = Some(target);
+        if self.cancelled() {
+            // SAFETY: as in `cancel`.
+            unsafe { libc::kill(target, libc::SIGTERM) };
+        }
+    }
+
+    /// Forgets the command: it was reaped.
+    fn ended(&self) {
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
 /// Runs one local command (a build command or a local hook) in `dir`, split into words as a
 /// shell would (no shell runs it). `phase` names it in the error.
 pub fn run_command(phase: &str, command: &str, dir: &Path) -> Result<(), Error> {
+    run_cancellable(phase, command, dir, &Cancel::default())
+}
+
+/// [`run_command`], stopped when `cancel` says so.
+pub(crate) fn run_cancellable(phase: &str, command: &str, dir: &Path, cancel: &Cancel) -> Result<(), Error> {
     let words = shlex::split(command)
         .filter(|words| !words.is_empty())
         .ok_or_else(|| Error::local(format!("{phase} command `{command}` is empty or has unbalanced quotes")))?;
@@ -108,7 +158,10 @@ pub fn run_command(phase: &str, command: &str, dir: &Path) -> Result<(), Error> 
         true => crate::interrupt::LocalProcess::group(child.id()),
         false => crate::interrupt::LocalProcess::alone(child.id()),
     };
-    let status = child.wait().map_err(|err| Error::local(format!("{phase} command `{command}` was lost: {err}")))?;
+    cancel.started(if own_group { -(child.id() as i32) } else { child.id() as i32 });
+    let status = child.wait();
+    cancel.ended();
+    let status = status.map_err(|err| Error::local(format!("{phase} command `{command}` was lost: {err}")))?;
     drop(watched);
     if status.success() {
         return Ok(());

@@ -114,7 +114,7 @@ pub fn restart(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error
     require_services(config)?;
     let lock = new_lock("service restart", "");
     let user = lock.user.clone();
-    let mut servers = lock_all(config, &lock, None, None, DEFAULT_PARALLEL, reporter)?;
+    let mut servers = lock_all(config, &lock, None, None, DEFAULT_PARALLEL, Vec::new(), reporter)?;
     let results =
         each(servers.iter().enumerate().collect(), DEFAULT_PARALLEL, reporter, |(index, server), reporter| {
             restart_one(config, index, server, reporter)

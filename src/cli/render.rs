@@ -118,7 +118,7 @@ fn conclusion(dry_run: &crate::plan::DryRun) -> String {
         format!("A deploy now would stop at {} before changing anything.\n", stopped.join(", "))
     } else if dry_run.up_to_date() && !dry_run.force {
         let steps = dry_run.servers.first().map(|server| server.steps.as_slice()).unwrap_or_default();
-        // The build runs before any server is reached, so before the deploy finds this out.
+        // The build runs before any server is locked, so before the deploy finds this out.
         let built = if steps.iter().any(|step| step.phase == Phase::Build) { ", after its build" } else { "" };
         format!(
             "{} is current on every server: a deploy would change nothing (exit 3) without `--force`{built}.\n",
@@ -132,7 +132,7 @@ fn conclusion(dry_run: &crate::plan::DryRun) -> String {
 fn step_line(step: &crate::plan::dry_run::PlannedStep) -> String {
     let when = match step.phase {
         Phase::OnFailure => " (if the deploy fails)",
-        Phase::Build => " (before any server is reached)",
+        Phase::Build => " (before any server is locked)",
         _ => "",
     };
     format!("{}{when}: `{}`", step.phase, step.command)
@@ -175,7 +175,7 @@ fn render_plan(plans: &[crate::plan::Plan], config: &crate::Config) -> String {
     let remote = |out: &mut String, phase: &str, on: &str, script: &crate::shell::RemoteScript| {
         out.push_str(&format!("\n## {phase}: {on}\n{}", script.text));
     };
-    // The steps that run here, once: the build's before any server is reached, the others
+    // The steps that run here, once: the build's before any server is locked, the others
     // among the steps after the preflight.
     let local = |step: &crate::plan::Step| match &step.action {
         Action::Local(command) => format!("\n## {}: locally, in the manifest's directory\n{command}\n", step.phase),

@@ -133,7 +133,7 @@ impl Ui {
         for server in servers {
             let bar = progress.lines.add(ProgressBar::new_spinner().with_style(style.clone()));
             bar.set_prefix(server.clone());
-            // The build, if any, runs before any server is reached.
+            // The build, if any, runs before any server is locked.
             bar.set_message("not reached yet");
             bar.enable_steady_tick(Duration::from_millis(120));
             progress.servers.push((server.clone(), bar));

@@ -4,10 +4,10 @@
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::plan::{self, DaemonStarted, KeeperDaemon, LockInfo};
+use crate::plan::{self, KeeperDaemon, LockInfo};
 use std::sync::Mutex;
 use crate::report::{Event, Reporter};
-use crate::ssh::{Connection, EarlyTunnel};
+use crate::ssh::Connection;
 use crate::Error;
 
 use super::{DaemonSettings, LockedServer};
@@ -28,8 +28,9 @@ pub(crate) fn new_lock(what: &str, message: &str) -> LockInfo {
     }
 }
 
-/// Connects to every server, checks it and takes its lock (waiting up to `lock_wait` for a
-/// lock held by someone else), `parallel` servers at a time. On failure, the locks taken are
+/// Connects to every server (or uses its connection in `reached`, indexed like the servers,
+/// opened meanwhile with how long that took), checks it and takes its lock (waiting up to
+/// `lock_wait` for a lock held by someone else), `parallel` servers at a time. On failure, the locks taken are
 /// released, and the first failure (in the order of the servers) is returned; the others
 /// are reported as warnings.
 pub(crate) fn lock_all(
@@ -38,12 +39,14 @@ pub(crate) fn lock_all(
     lock_wait: Option<Duration>,
     daemon: Option<&DaemonSettings>,
     parallel: usize,
+    mut reached: Vec<Option<(Connection, Duration)>>,
     reporter: &mut dyn Reporter,
 ) -> Result<Vec<LockedServer>, Error> {
-    let servers = config.servers.iter().enumerate().collect();
-    let results = super::parallel::each(servers, parallel, reporter, |(index, server), reporter| {
+    reached.resize_with(config.servers.len(), || None);
+    let servers = config.servers.iter().enumerate().zip(reached).collect();
+    let results = super::parallel::each(servers, parallel, reporter, |((index, server), reached), reporter| {
         let daemon = daemon.map(|settings| settings.for_server());
-        lock_one(config, index, server, lock, lock_wait, daemon.as_ref(), reporter)
+        lock_one(config, Target { index, server, reached }, lock, lock_wait, daemon.as_ref(), reporter)
     });
     match super::parallel::first_failure(results, reporter) {
         (servers, None) => Ok(servers),
@@ -54,20 +57,31 @@ pub(crate) fn lock_all(
     }
 }
 
+/// The server a lock is taken on: `config.servers[index]`, and its connection if it is open.
+struct Target<'a> {
+    index: usize,
+    server: &'a crate::config::Server,
+    reached: Option<(Connection, Duration)>,
+}
+
 fn lock_one(
     config: &Config,
-    index: usize,
-    server: &crate::config::Server,
+    target: Target<'_>,
     lock: &LockInfo,
     lock_wait: Option<Duration>,
     daemon: Option<&KeeperDaemon>,
     reporter: &mut dyn Reporter,
 ) -> Result<LockedServer, Error> {
+    let Target { index, server, reached } = target;
     let restart_hooks = plan::restarts(config, index);
     let config = config.on(server);
-    let started = Instant::now();
-    let connection = Connection::open(&config, server)?;
-    let connect = started.elapsed();
+    let (connection, connect) = match reached {
+        Some(reached) => reached,
+        None => {
+            let started = Instant::now();
+            (Connection::open(&config, server)?, started.elapsed())
+        }
+    };
     super::connected(reporter, &config, &connection, connect);
     let mut exec_instead = None;
     let daemon = match daemon {
@@ -85,24 +99,6 @@ fn lock_one(
     let deadline = lock_wait.map(|wait| Instant::now() + wait);
     loop {
         let mut keeper = connection.spawn(&preflight)?;
-        // While the keeper takes the lock and starts the daemon, a tunnel to the daemon's first
-        // port: by the time the server sees it (half a round trip from now) the daemon often
-        // listens. It is kept only if the keeper then says its daemon is the one on that port;
-        // nothing is written into it before.
-        let early = match daemon.and_then(|daemon| daemon.ports.first()) {
-            Some(port) => match connection.early_tunnel(*port) {
-                EarlyTunnel::Open(tunnel) => Some((*port, (Instant::now(), tunnel))),
-                EarlyTunnel::NotOpen => None,
-                EarlyTunnel::Refused(said) => {
-                    exec_instead = Some(format!(
-                        "the server refuses port forwarding, which the daemon transport's tunnel needs ({said}: \
-                         OpenSSH's `AllowTcpForwarding no`, dropbear's `-j`, or a key with `no-port-forwarding`)"
-                    ));
-                    None
-                }
-            },
-            None => None,
-        };
         let output = match keeper.wait_for_line(plan::READY, config.timeouts.step)? {
             Ok(stdout) => {
                 let state = plan::parse_state(&stdout);
@@ -146,10 +142,6 @@ fn lock_one(
                         Err(output) => return Err(connection.failure(preflight.name, &output)),
                     },
                 };
-                let tunnel = match (&daemon, early) {
-                    (Some(DaemonStarted::Port(port)), Some((early, tunnel))) if *port == early => Some(tunnel),
-                    _ => None,
-                };
                 return Ok(LockedServer {
                     keeper: Mutex::new(Some(keeper)),
                     connection,
@@ -157,7 +149,6 @@ fn lock_one(
                     state,
                     daemon,
                     confirmed: Default::default(),
-                    tunnel: Mutex::new(tunnel),
                     exec_instead: exec_instead.take(),
                 });
             }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::config::{Config, HostKeyPolicy};
 use crate::plan::{DaemonStarted, KeeperDaemon, RemoteState};
 use crate::report::{Event, Reporter};
-use crate::ssh::{Connection, RemoteProcess, TimedChannel};
+use crate::ssh::{Connection, RemoteProcess};
 
 pub(crate) use lock::{lock_all, new_lock, unlock_all};
 
@@ -37,13 +37,9 @@ pub(crate) struct LockedServer {
     pub(crate) daemon: Option<DaemonStarted>,
     /// Whether the deploy was confirmed here already (in its last batch).
     pub(crate) confirmed: AtomicBool,
-    /// A tunnel to the daemon's port, opened while the keeper started it (a round trip saved),
-    /// once it is known to be the daemon's, and when it was opened: git daemon waits
-    /// `--init-timeout` (30 s) for the request of a connection it accepted.
-    pub(crate) tunnel: Mutex<Option<(std::time::Instant, TimedChannel)>>,
     /// Why the push to this server goes through `git receive-pack` although the transport is
-    /// the daemon: the server refused the tunnel to the daemon's port, or its SSH server cannot
-    /// carry the tunnel safely (see [`crate::ssh::Connection::tunnels_as_root`]).
+    /// the daemon: its SSH server cannot carry the tunnel safely (see
+    /// [`crate::ssh::Connection::tunnels_as_root`]).
     pub(crate) exec_instead: Option<String>,
 }
 

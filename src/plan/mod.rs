@@ -218,7 +218,7 @@ pub enum Action {
     Remote(RemoteScript),
     /// On every server: start the git daemon, push the commit and the submodules, stop it.
     Push,
-    /// Once, here, before any server is reached: check that every artifact is a file or a
+    /// Once, here, before any server is locked: check that every artifact is a file or a
     /// directory, read what its ELF files need, then lay the build output over the commit as
     /// the release commit, which the push carries.
     Package,
@@ -263,7 +263,7 @@ pub struct Plan {
     /// channel open and releases the lock when that channel's stdin closes (the deploy ended,
     /// failed, was interrupted or killed, or lost its connection).
     pub preflight: RemoteScript,
-    /// Run once, here, before any server is reached (so the lock covers only what touches
+    /// Run once, here, before any server is locked (so the lock covers only what touches
     /// servers): the build commands, then [`Action::Package`] when there are artifacts. The
     /// same for every server: [`build_steps`].
     pub build: Vec<Step>,

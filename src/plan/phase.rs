@@ -7,7 +7,7 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Phase {
-    /// A `build` command, here, before any server is reached.
+    /// A `build` command, here, before any server is locked.
     Build,
     /// The build output checked and laid over the commit, here.
     Package,

@@ -1,4 +1,4 @@
-//! What a deploy does here, before any server is reached: the local state (the repository,
+//! What a deploy does here, before any server is locked: the local state (the repository,
 //! the revision, its submodules, the lock to take) and the build (the build commands, the
 //! checks of the artifacts that need no server, the release commit).
 
@@ -42,19 +42,30 @@ pub(super) struct Built {
     pub(super) needs: Vec<binaries::Needs>,
 }
 
-/// Runs the steps of [`Plan::build`](crate::plan::Plan::build) here, before any server is reached: the build commands,
+/// Runs the steps of [`Plan::build`](crate::plan::Plan::build) here, before any server is locked: the build commands,
 /// then, with `artifacts`, the checks of the build output that need no server and the release
-/// commit. A failure runs the local `on_failure` hooks (no server was reached to run the
-/// others on; none after a signal) and says that no server was reached.
-pub(super) fn build(config: &Config, local: &LocalState, reporter: &mut dyn Reporter) -> Result<Option<Built>, Error> {
+/// commit. A failure runs the local `on_failure` hooks (no server was locked to run the
+/// others on; none after a signal) and says that no server was changed.
+///
+/// `cancel` stops it (a probe found every server already running the commit): then it runs no
+/// hook and returns `Ok(None)`, which the caller does not use.
+pub(super) fn build(
+    config: &Config,
+    local: &LocalState,
+    cancel: &local::Cancel,
+    reporter: &mut dyn Reporter,
+) -> Result<Option<Built>, Error> {
     let mut built = None;
     let mut result = Ok(());
     for step in plan::build_steps(config) {
         crate::interrupt::check()?;
+        if cancel.cancelled() {
+            return Ok(None);
+        }
         result = match &step.action {
             Action::Local(command) => {
                 reporter.event(Event::Running { phase: step.phase, server: None, what: command.clone() });
-                local::run_command(step.phase.as_str(), command, config.manifest_dir())
+                local::run_cancellable(step.phase.as_str(), command, config.manifest_dir(), cancel)
             }
             Action::Package => package(config, local).map(|made| built = Some(made)),
             // `build_steps` makes only local steps.
@@ -67,13 +78,16 @@ pub(super) fn build(config: &Config, local: &LocalState, reporter: &mut dyn Repo
     let Err(err) = result else { return Ok(built) };
     // Stopped by a signal, the deploy runs nothing more.
     crate::interrupt::check()?;
+    if cancel.cancelled() {
+        return Ok(None);
+    }
     for hook in &config.hooks.on_failure {
         if let Hook::Local(command) = hook {
             run_local_on_failure(command, config, reporter);
         }
     }
     Err(match err {
-        Error::Local { message } => Error::Local { message: format!("{message}; no server was reached") },
+        Error::Local { message } => Error::Local { message: format!("{message}; no server was changed") },
         err => err,
     })
 }

@@ -1,10 +1,11 @@
-//! Walking a [`Plan`](crate::plan::Plan): first its build, here, before any server is reached; then every server
-//! is reached, checked and locked; then each step runs (locally once, or on every server)
+//! Walking a [`Plan`](crate::plan::Plan): first its build, here, before any server is locked,
+//! while every server is reached and read (`probe.rs`: a commit every server runs stops the
+//! build); then every server is checked and locked; then each step runs (locally once, or on every server)
 //! before the next; a failure before publish runs the `on_failure` hooks and removes the
 //! unfinished release; the lock is released at the end, whatever happened.
 //!
 //! Here: `setup`, and `deploy` from start to summary. The deploy's parts: `build.rs` (what
-//! happens here before any server is reached), `walk.rs` (the waves and steps over the locked
+//! happens here before any server is locked), `walk.rs` (the waves and steps over the locked
 //! servers, and the confirmation), `batch.rs` (one batch of remote steps on one server),
 //! `push.rs` (the daemon and the pushes), `failure.rs` (going back and cleaning up after a
 //! failure), `interrupted.rs` (what a signal left), `dry_run.rs` (`--dry-run`). Connecting,
@@ -15,6 +16,7 @@ mod build;
 pub mod dry_run;
 mod failure;
 pub(crate) mod interrupted;
+mod probe;
 mod push;
 mod walk;
 
@@ -220,15 +222,33 @@ fn deploy_to_all(
         sha: local.revision.sha.clone(),
         servers: summary.servers.iter().map(|report| report.server.clone()).collect(),
     });
-    // The lock covers only what touches servers: the build runs before any is reached.
-    let built = build::build(config, &local, reporter)?;
     let parallel = options.parallel.unwrap_or(parallel::DEFAULT_PARALLEL);
+    // The lock covers only what touches servers: the build runs before any is locked. While it
+    // runs, the servers are reached and read; if every one runs the commit already, the build
+    // stops and the deploy ends here (unless forced). Without a build there is nothing to save.
+    let cancel = crate::local::Cancel::default();
+    let (built, probed) = if options.force || plan::build_steps(config).is_empty() {
+        (build::build(config, &local, &cancel, reporter), probe::Probed::default())
+    } else {
+        std::thread::scope(|scope| {
+            let probing = scope.spawn(|| probe::probe(config, &local.revision.sha, parallel, &cancel));
+            let built = build::build(config, &local, &cancel, reporter);
+            (built, probing.join().unwrap_or_default())
+        })
+    };
+    if let Some(current) = probed.current {
+        reporter.event(Event::UpToDate { sha: local.revision.sha.clone() });
+        summary.release = current;
+        return Ok(Outcome::UpToDate);
+    }
+    let built = built?;
     let daemon = (config.transport == TransportKind::Daemon).then(|| DaemonSettings {
         ports: options.daemon_ports.clone().unwrap_or(DEFAULT_DAEMON_PORTS),
         max_seconds: daemon_lifetime(config).as_secs(),
         submodule_repos: local.submodules.iter().map(|sub| sub.release.repo.clone()).collect(),
     });
-    *locked = lock_all(config, &local.lock, options.lock_wait, daemon.as_ref(), parallel, reporter)?;
+    let reached = probed.connections;
+    *locked = lock_all(config, &local.lock, options.lock_wait, daemon.as_ref(), parallel, reached, reporter)?;
     let servers = std::mem::take(locked);
 
     let up_to_date = |server: &LockedServer| server.state.is_current_and_good(&local.revision.sha);

@@ -8,7 +8,7 @@ use crate::config::{Config, TransportKind};
 use crate::local::push_refname;
 use crate::plan::{self, DaemonStarted};
 use crate::report::{Event, Reporter};
-use crate::ssh::{Connection, TimedChannel};
+use crate::ssh::{Connection, TimedChannel, TriedTunnel};
 use std::sync::{Mutex, PoisonError};
 use crate::transport;
 use crate::Error;
@@ -16,9 +16,6 @@ use crate::Error;
 use super::walk::ServerPart;
 use super::LocalState;
 
-/// How long a tunnel opened while the keeper started the daemon may wait for its push: well
-/// under the daemon's `--init-timeout=30`.
-const EARLY_TUNNEL_FRESH: Duration = Duration::from_secs(15);
 /// How much longer than `timeouts.push` the daemon may live, whatever happens to the deploy.
 pub(super) const DAEMON_GRACE: Duration = Duration::from_secs(60);
 /// The ref a submodule's deployed commit is pushed to in its server-side repository.
@@ -29,9 +26,10 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// What receives the pushes on one server.
 pub(super) enum Receiver {
-    /// The deploy's git daemon, on this port of the server's 127.0.0.1; with a tunnel to it
-    /// opened early, if there is one (see [`crate::fleet::LockedServer::tunnel`]).
-    Daemon { port: u16, early: Mutex<Option<TimedChannel>> },
+    /// The deploy's git daemon, on this port of the server's 127.0.0.1; with the tunnel for the
+    /// repository's push, opened when the transport was chosen (to learn whether the server
+    /// allows one).
+    Daemon { port: u16, first: Mutex<Option<TimedChannel>> },
     /// `git receive-pack` in an exec channel per push.
     Exec,
 }
@@ -92,9 +90,9 @@ pub(super) fn push_all(
             Receiver::Daemon { port, .. } => {
                 let full_path = format!("{}/{path}", config.deploy_to);
                 let push = transport::DaemonPush { path: &full_path };
-                // The tunnel opened while the daemon started, for the repository's push.
-                let early = if submodule.is_none() { receiver.early() } else { None };
-                let tunnel = match early {
+                // The tunnel opened when the transport was chosen, for the repository's push.
+                let first = if submodule.is_none() { receiver.first() } else { None };
+                let tunnel = match first {
                     Some(tunnel) => tunnel.until(deadline),
                     None => connection.tunnel(*port, deadline)?,
                 };
@@ -198,10 +196,10 @@ fn no_port(said: &str, ports: &RangeInclusive<u16>) -> String {
 }
 
 impl Receiver {
-    /// The daemon's tunnel opened early, once.
-    fn early(&self) -> Option<TimedChannel> {
+    /// The tunnel opened when the transport was chosen, once.
+    fn first(&self) -> Option<TimedChannel> {
         match self {
-            Receiver::Daemon { early, .. } => early.lock().unwrap_or_else(PoisonError::into_inner).take(),
+            Receiver::Daemon { first, .. } => first.lock().unwrap_or_else(PoisonError::into_inner).take(),
             Receiver::Exec => None,
         }
     }
@@ -227,15 +225,26 @@ pub(super) fn push(
         (TransportKind::Daemon, _) if target.server.exec_instead.is_some() => {
             exec_instead(&name, target.server.exec_instead.as_deref().unwrap_or_default(), reporter)
         }
-        // Started by the lock keeper, in the same round trip as the lock.
-        (TransportKind::Daemon, Some(DaemonStarted::Port(port))) => {
-            reporter.event(Event::DaemonReady { server: name.clone(), port: *port, elapsed: Duration::ZERO });
-            // Only while git daemon still waits for its request (`--init-timeout`): a push that
-            // comes later (slow hooks before it, a canary wave first) opens a tunnel of its own.
-            let early = target.server.tunnel.lock().unwrap_or_else(PoisonError::into_inner).take();
-            let early = early.filter(|(opened, _)| opened.elapsed() < EARLY_TUNNEL_FRESH).map(|(_, tunnel)| tunnel);
-            Receiver::Daemon { port: *port, early: Mutex::new(early) }
-        }
+        // Started by the lock keeper, in the same round trip as the lock. The tunnel opens once
+        // it listens, never before: a refused connect is logged by sshd as a failure.
+        (TransportKind::Daemon, Some(DaemonStarted::Port(port))) => match connection.try_tunnel(*port) {
+            TriedTunnel::Refused(said) => {
+                let why = format!(
+                    "the server refuses port forwarding, which the daemon transport's tunnel needs ({said}: \
+                     OpenSSH's `AllowTcpForwarding no`, dropbear's `-j`, or a key with `no-port-forwarding`)"
+                );
+                exec_instead(&name, &why, reporter)
+            }
+            tried => {
+                reporter.event(Event::DaemonReady { server: name.clone(), port: *port, elapsed: Duration::ZERO });
+                let first = match tried {
+                    TriedTunnel::Open(tunnel) => Some(tunnel),
+                    // `push_all` opens it again and says why it cannot.
+                    _ => None,
+                };
+                Receiver::Daemon { port: *port, first: Mutex::new(first) }
+            }
+        },
         (TransportKind::Daemon, Some(DaemonStarted::NoPort(said))) => {
             let why = no_port(said.trim(), &settings.daemon_ports);
             exec_instead(&name, &why, reporter)

@@ -72,15 +72,14 @@ impl Connection {
         Ok(self.timed(channel, deadline))
     }
 
-    /// Opens a channel to `127.0.0.1:port` as seen from the server, if something listens there:
-    /// for a tunnel opened before it is known whether the deploy's daemon is the one listening,
-    /// and to learn whether the server allows port forwarding at all. Nothing is written into it
-    /// here; its deadline is set when it is used ([`TimedChannel::until`]).
-    pub fn early_tunnel(&self, port: u16) -> EarlyTunnel {
+    /// Opens a channel to `127.0.0.1:port` as seen from the server, if something listens there,
+    /// and tells a server that allows no port forwarding from one where nothing listens. Nothing
+    /// is written into it here; its deadline is set when it is used ([`TimedChannel::until`]).
+    pub fn try_tunnel(&self, port: u16) -> TriedTunnel {
         match self.request(|| self.session.channel_direct_tcpip("127.0.0.1", port, None)) {
-            Ok(channel) => EarlyTunnel::Open(self.timed(channel, Instant::now())),
-            Err(err) if forwarding_refused(&err) => EarlyTunnel::Refused(err.message().to_string()),
-            Err(_) => EarlyTunnel::NotOpen,
+            Ok(channel) => TriedTunnel::Open(self.timed(channel, Instant::now())),
+            Err(err) if forwarding_refused(&err) => TriedTunnel::Refused(err.message().to_string()),
+            Err(_) => TriedTunnel::NotOpen,
         }
     }
 
@@ -89,8 +88,8 @@ impl Connection {
     }
 }
 
-/// What came of [`Connection::early_tunnel`].
-pub enum EarlyTunnel {
+/// What came of [`Connection::try_tunnel`].
+pub enum TriedTunnel {
     /// It opened: something listens at its end.
     Open(TimedChannel),
     /// Nothing listens there (yet), or it failed for another reason than a refusal.

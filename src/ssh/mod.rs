@@ -34,7 +34,7 @@ mod steps;
 #[cfg(test)]
 mod tests;
 
-pub use channel::{EarlyTunnel, RemoteProcess, TimedChannel};
+pub use channel::{RemoteProcess, TimedChannel, TriedTunnel};
 pub use run::Output;
 pub use steps::{Progress, StepOutput};
 
@@ -159,14 +159,41 @@ impl Connection {
         let refused = |asked: &str, err: &dyn std::fmt::Display| self.step_error(script, -1, self.refusal(asked, err));
         let mut channel =
             self.request(|| self.session.channel_session()).map_err(|err| refused(SESSION_CHANNEL, &err))?;
+        // The script follows the exec request at once, without waiting for the server's reply:
+        // the server reads it in order, after the request, as OpenSSH's client sends stdin. So
+        // the script costs no round trip of its own.
+        let mut sent = 0;
+        let wrote = |channel: &mut ssh2::Channel, sent: &mut usize| match channel.write(&delivery.input[*sent..]) {
+            Ok(n) => {
+                *sent += n;
+                Ok(())
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(err) => Err(err),
+        };
+        let mut write_error = None;
         #[allow(clippy::disallowed_methods)] // The one place allowed: the line runs a RemoteScript.
-        self.request(|| channel.exec(&delivery.line)).map_err(|err| {
+        let started = self.request(|| {
+            let result = channel.exec(&delivery.line);
+            let waiting_for_reply = !matches!(self.session.block_directions(), ssh2::BlockDirections::Outbound);
+            if result.as_ref().is_err_and(is_eagain) && waiting_for_reply && sent < delivery.input.len() {
+                if let Err(err) = wrote(&mut channel, &mut sent) {
+                    write_error = Some(err);
+                }
+            }
+            result
+        });
+        started.map_err(|err| {
             refused(&format!("to run a command (an exec request of {} bytes)", delivery.line.len()), &err)
         })?;
+        let script = |err: &dyn std::fmt::Display| {
+            refused(&format!("the script ({} bytes on the channel's stdin)", delivery.input.len()), err)
+        };
+        if let Some(err) = write_error {
+            return Err(script(&err));
+        }
         // No `flush`: on an ssh2 channel it discards what the server sent and was not read yet.
-        channel
-            .write_all(&delivery.input)
-            .map_err(|err| refused(&format!("the script ({} bytes on the channel's stdin)", delivery.input.len()), &err))?;
+        channel.write_all(&delivery.input[sent..]).map_err(|err| script(&err))?;
         Ok(channel)
     }
 
@@ -250,6 +277,11 @@ impl Drop for Connection {
         self.session.set_timeout(2000);
         let _ = self.session.disconnect(None, "deploy finished", None);
     }
+}
+
+/// Whether libssh2 said "would block".
+fn is_eagain(err: &ssh2::Error) -> bool {
+    matches!(err.code(), ssh2::ErrorCode::Session(LIBSSH2_ERROR_EAGAIN))
 }
 
 /// libssh2's "would block" and "timed out" error codes.

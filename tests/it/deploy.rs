@@ -244,7 +244,7 @@ fn build_commands_run_locally_before_anything_is_sent() {
     let err = world.try_deploy().expect_err("the build fails");
     assert!(matches!(err, Error::Local { .. }), "{err}");
     assert!(err.to_string().contains("build command `test ! -e target/fail` failed"), "{err}");
-    assert!(err.to_string().contains("no server was reached"), "{err}");
+    assert!(err.to_string().contains("no server was changed"), "{err}");
     assert_eq!(err.to_string().matches("test ! -e target/fail").count(), 1, "the command is named once: {err}");
     assert_eq!(world.current().as_deref(), Some(first.release.as_str()));
     let server_repo = git2::Repository::open_bare(world.deploy_to.join("repo")).unwrap();
@@ -500,4 +500,43 @@ fn ten_forced_deploys_of_the_same_commit_back_to_back_all_succeed() {
         let distinct: std::collections::BTreeSet<&String> = releases.iter().collect();
         assert_eq!(distinct.len(), releases.len(), "{transport}: each deploy made a release of its own: {releases:?}");
     }
+}
+
+/// Issue 27, item 13: a deploy of the commit every server already runs ran the whole build
+/// first (8 s in that trial) and then exited 3. The servers are read while the build runs:
+/// here a build of 40 s is stopped at once, nothing is locked or built, and the deploy says the
+/// servers are up to date. A new commit still builds and deploys, and `--force` builds.
+#[test]
+fn a_deploy_of_the_commit_every_server_runs_stops_its_build_and_ends_up_to_date() {
+    // `target/` is ignored by git: its files leave the tree clean.
+    let world = World::with_config(
+        r#"build = ["sh -c 'if [ -e target/slow ]; then sleep 40.5; fi; mkdir -p target; touch target/built'"]"#,
+    );
+    world.setup();
+    let first = world.deploy();
+    let built = world.app.dir().join("target/built");
+    assert!(built.exists(), "the first deploy built");
+    fs::remove_file(&built).unwrap();
+    // The same commit's build is slow from now on.
+    fs::write(world.app.dir().join("target/slow"), "").unwrap();
+    let started = std::time::Instant::now();
+    let mut events = Collect::default();
+    let report = xtask_deploy::deploy(&world.config(), &DeployOptions::default(), &mut events).expect("up to date");
+    let took = started.elapsed();
+    assert_eq!(report.exit_code, xtask_deploy::exit::UP_TO_DATE, "{report:?}");
+    assert_eq!(report.release, first.release);
+    assert!(took < Duration::from_secs(20), "the build was not stopped: {took:?}");
+    assert!(events.0.iter().any(|event| matches!(event, Event::UpToDate { .. })), "{:?}", events.0);
+    assert!(!built.exists(), "the build went on");
+    let left = xtask_deploy::loopback::LoopbackServer::processes_mentioning("sleep 40.5");
+    assert!(left.iter().all(|(_, cmd)| !cmd.starts_with("sleep")), "the build's command is left: {left:?}");
+    assert_eq!(world.releases(), vec![first.release.clone()]);
+    assert!(!world.locked());
+
+    // A new commit builds (not stopped) and deploys.
+    fs::remove_file(world.app.dir().join("target/slow")).unwrap();
+    let sha = world.commit("src/main.rs", "fn main() { println!(\"new\"); }\n");
+    let next = world.deploy();
+    assert_eq!(next.sha, sha);
+    assert!(built.exists(), "a new commit's build ran");
 }

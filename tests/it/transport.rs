@@ -355,3 +355,20 @@ fn an_artifact_equal_to_an_object_of_the_history_is_not_sent_twice() {
         assert_eq!(blob.as_blob().unwrap().content(), b"vendored v1\n");
     }
 }
+
+/// Issue 27, item 12: every deploy left `connect_to 127.0.0.1 port <daemon port>: failed` in the
+/// server's sshd log (a tunnel opened before the daemon listened): noise that alarms whoever
+/// reads the logs, and intrusion detectors. The log of a first and an incremental deploy through
+/// the daemon holds no failed connect.
+#[test]
+fn a_deploy_leaves_no_failed_connect_in_the_sshd_log() {
+    let world = support::World::with_config("transport = \"daemon\"");
+    world.setup();
+    world.deploy();
+    world.commit("src/main.rs", "fn main() { println!(\"quiet\"); }\n");
+    world.deploy();
+    let log = world.server.log();
+    assert!(log.contains("Accepted publickey"), "the log is sshd's: {log}");
+    let failed: Vec<&str> = log.lines().filter(|line| line.contains("connect_to")).collect();
+    assert_eq!(failed, Vec::<&str>::new(), "{log}");
+}
