@@ -241,10 +241,21 @@ impl Config {
     /// `target/release/app` is what `cargo build --release` made wherever `CARGO_TARGET_DIR`
     /// puts it; any other path is taken from the manifest's directory.
     pub fn artifact_source(&self, path: &str) -> PathBuf {
+        let (base, below) = self.artifact_base(path);
+        match below {
+            "" => base.to_path_buf(),
+            below => base.join(below),
+        }
+    }
+
+    /// The two parts of [`Config::artifact_source`]: the directory the artifact `path` is taken
+    /// from (cargo's target directory, or the manifest's), and its path below that directory
+    /// (empty for `target` itself). The directory may be a symbolic link; nothing below it may.
+    pub fn artifact_base<'a>(&self, path: &'a str) -> (&Path, &'a str) {
         match path.split_once('/') {
-            Some(("target", rest)) => self.target_dir.join(rest),
-            _ if path == "target" => self.target_dir.clone(),
-            _ => self.manifest_dir().join(path),
+            Some(("target", rest)) => (&self.target_dir, rest),
+            _ if path == "target" => (&self.target_dir, ""),
+            _ => (self.manifest_dir(), path),
         }
     }
 }
