@@ -644,3 +644,26 @@ fn a_deploy_stopped_before_any_server_shows_no_empty_or_zero_fields() {
     assert!(stderr.contains("Failed deploy to 1 server(s)"), "{stderr}");
     assert!(stderr.contains(": unchanged; not reached"), "the server line says it was not reached:\n{stderr}");
 }
+
+/// Issue 27, item 4: a `deploy_to` with a `..` part took the lock and started the daemon
+/// before failing with "no such repository". Now the config is refused with exit 4, before
+/// any server is reached.
+#[test]
+fn a_deploy_to_with_dot_dot_is_refused_at_load_with_exit_4() {
+    let world = World::new();
+    let written = format!("{}/../other", world.deploy_to.display());
+    world.edit_manifest(|manifest| {
+        let line =
+            format!("deploy_to = {}", xtask_deploy::loopback::toml_string(&world.deploy_to.display().to_string()));
+        assert!(manifest.contains(&line), "{manifest}");
+        manifest.replacen(&line, &format!("deploy_to = {}", xtask_deploy::loopback::toml_string(&written)), 1)
+    });
+    let output = deploy_cli(&world);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(i32::from(exit::CONFIG)), "{stderr}");
+    assert!(
+        stderr.contains(&format!("`package.metadata.deploy.deploy_to` is `{written}`, which has a `.` or `..` part")),
+        "{stderr}"
+    );
+    assert!(!world.server.dir().join("srv/other").exists(), "a server was touched");
+}
