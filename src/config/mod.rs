@@ -92,7 +92,9 @@ pub struct Config {
 
 impl Config {
     /// Reads the configuration of the package (or virtual workspace) whose manifest is
-    /// `manifest_path`, or of the one cargo finds from the current directory when `None`.
+    /// `manifest_path`, or of the one cargo finds from the current directory when `None`; when
+    /// that one has no deploy table and the workspace root's manifest has one (run from an
+    /// `xtask/` directory), of the root's.
     pub fn load(manifest_path: Option<&Path>) -> Result<Config, Error> {
         Config::load_stage(manifest_path, None)
     }
@@ -105,7 +107,7 @@ impl Config {
         })?;
         let manifest = match manifest_path {
             Some(path) => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
-            None => metadata.manifest_from_cwd(),
+            None => metadata.manifest_with_table_from_cwd(),
         };
         let package = metadata.packages.iter().find(|package| package.manifest_path == manifest);
         let (table, section) = match package {
