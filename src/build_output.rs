@@ -92,7 +92,8 @@ pub fn make(
                 artifact.path
             )));
         }
-        let metadata = fs::metadata(&artifact.local).map_err(|err| {
+        // The artifact itself is never followed ([`refuse_links`] checks the directories above it).
+        let metadata = fs::symlink_metadata(&artifact.local).map_err(|err| {
             Error::local(format!(
                 "cannot read artifact `{}` at `{}`: {err}: did the build make it?",
                 artifact.path,
@@ -108,8 +109,12 @@ pub fn make(
             parent = path.rsplit_once('/').map(|(parent, _)| parent);
         }
         let mut entries = Vec::new();
+        if metadata.file_type().is_symlink() {
+            let which = format!("artifact `{}` at `{}` is a symbolic link", artifact.path, artifact.local.display());
+            return Err(Error::local(followed_link(&which, &artifact.local)));
+        }
         if metadata.is_dir() {
-            collect_dir(&odb, &artifact.local, &artifact.path, &mut entries)?;
+            collect_dir(&odb, &artifact.local, &artifact.path, &artifact.path, &mut entries)?;
         } else if metadata.is_file() {
             let blob = write_blob(&odb, &artifact.local)?;
             entries.push(Entry { path: artifact.path.clone().into_bytes(), mode: file_mode(&metadata), blob });
@@ -133,6 +138,40 @@ pub fn make(
         .commit(None, &signature, &signature, &message, &tree, &[&source_commit])
         .map_err(|err| git("make the release commit", err))?;
     Ok(ReleaseCommit { sha: commit.to_string(), sizes })
+}
+
+/// Refuses the artifact `path` when it is a symbolic link or lies below one: `base` is the
+/// directory its path is taken from and `below` its path under `base` (as
+/// [`Config::artifact_base`](crate::config::Config::artifact_base) splits it). Reading through
+/// such a link would put the content of whatever it points at on this machine into the release
+/// (`ln -sf /etc/shadow dist/app`, issue 27), so none is followed. `base` itself may be a link
+/// (a target directory on another disk). Returns the message that names the link, where it
+/// points and what to do.
+pub fn refuse_links(path: &str, base: &Path, below: &str) -> Result<(), String> {
+    let mut local = base.to_path_buf();
+    for part in below.split('/').filter(|part| !part.is_empty()) {
+        local.push(part);
+        let Ok(metadata) = fs::symlink_metadata(&local) else { return Ok(()) };
+        if metadata.file_type().is_symlink() {
+            let which = if local.ends_with(below) {
+                format!("artifact `{path}` at `{}` is a symbolic link", local.display())
+            } else {
+                format!("artifact `{path}` lies below `{}`, a symbolic link", local.display())
+            };
+            return Err(followed_link(&which, &local));
+        }
+    }
+    Ok(())
+}
+
+/// The message for an artifact that would be read through the link at `local`; `which` says
+/// what the link is to the artifact.
+fn followed_link(which: &str, local: &Path) -> String {
+    let target = fs::read_link(local).map(|target| target.display().to_string()).unwrap_or_default();
+    format!(
+        "{which} to `{target}`: links are not followed, as the release would hold what the link points at on \
+         this machine; have the build put the file or directory itself there (`cp -L` instead of `ln -s`)"
+    )
 }
 
 /// Keeps the release commit `sha` under [`LOCAL_REFS`]`<release_name>`, so that the next
@@ -176,8 +215,16 @@ fn index_entry(entry: &Entry) -> git2::IndexEntry {
 }
 
 /// Adds every file and link below the directory `dir` to `entries`, at `prefix/<relative path>`.
-/// Links stay links (never followed); empty directories have no place in a git tree.
-fn collect_dir(odb: &git2::Odb, dir: &Path, prefix: &str, entries: &mut Vec<Entry>) -> Result<(), Error> {
+/// Links stay links (never followed), and each must point inside the artifact (`artifact`, its
+/// path in the release): on the server, a link that leaves it would point at the server's own
+/// files. Empty directories have no place in a git tree.
+fn collect_dir(
+    odb: &git2::Odb,
+    dir: &Path,
+    artifact: &str,
+    prefix: &str,
+    entries: &mut Vec<Entry>,
+) -> Result<(), Error> {
     let read = |err: io::Error| Error::local(format!("cannot read artifact directory `{}`: {err}", dir.display()));
     let mut children: Vec<fs::DirEntry> = fs::read_dir(dir).map_err(read)?.collect::<Result<_, _>>().map_err(read)?;
     children.sort_by_key(|child| child.file_name());
@@ -194,6 +241,16 @@ fn collect_dir(odb: &git2::Odb, dir: &Path, prefix: &str, entries: &mut Vec<Entr
         let file_type = metadata.file_type();
         if file_type.is_symlink() {
             let target = fs::read_link(&local).map_err(read)?;
+            let shown = String::from_utf8_lossy(&path).into_owned();
+            if leaves(artifact, &shown, &target) {
+                return Err(Error::local(format!(
+                    "artifact `{artifact}` holds `{shown}` (at `{}`), a symbolic link to `{}`, outside `{artifact}`: \
+                     on the server it would point at the server's own files; have the build copy the file in \
+                     (`cp -L`), or make the link relative to a file inside `{artifact}`",
+                    local.display(),
+                    target.display()
+                )));
+            }
             let bytes = target.as_os_str().as_bytes();
             let blob = odb.write(git2::ObjectType::Blob, bytes).map_err(|err| {
                 Error::local(format!("cannot store the link `{}`: {}", local.display(), err.message()))
@@ -201,7 +258,7 @@ fn collect_dir(odb: &git2::Odb, dir: &Path, prefix: &str, entries: &mut Vec<Entr
             entries.push(Entry { path, mode: MODE_LINK, blob: (blob, bytes.len() as u64) });
         } else if file_type.is_dir() {
             let prefix = String::from_utf8_lossy(&path).into_owned();
-            collect_dir(odb, &local, &prefix, entries)?;
+            collect_dir(odb, &local, artifact, &prefix, entries)?;
         } else if file_type.is_file() {
             entries.push(Entry { path, mode: file_mode(&metadata), blob: write_blob(odb, &local)? });
         } else {
@@ -209,6 +266,26 @@ fn collect_dir(odb: &git2::Odb, dir: &Path, prefix: &str, entries: &mut Vec<Entr
         }
     }
     Ok(())
+}
+
+/// Whether the link at `link` (a path in the release, below the directory artifact `artifact`)
+/// to `target` leads out of `artifact`: `target` is absolute, or its `..` parts climb above it.
+/// Judged on the words of `target`, as the server will read them.
+fn leaves(artifact: &str, link: &str, target: &Path) -> bool {
+    if target.is_absolute() {
+        return true;
+    }
+    // The link's directory, as a depth below the artifact.
+    let mut depth = link.strip_prefix(artifact).unwrap_or_default().matches('/').count().saturating_sub(1);
+    for part in target.components() {
+        match part {
+            std::path::Component::ParentDir if depth == 0 => return true,
+            std::path::Component::ParentDir => depth -= 1,
+            std::path::Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+    }
+    false
 }
 
 fn not_a_file(local: &Path) -> Error {
@@ -362,6 +439,16 @@ mod tests {
         ];
         let err = make(&repo, &source, &nested, &[]).unwrap_err().to_string();
         assert!(err.contains("artifacts `a` and `a/b` overlap"), "{err}");
+    }
+
+    #[test]
+    fn a_link_leaves_its_directory_artifact_by_the_words_of_its_target() {
+        assert!(!leaves("public", "public/index.html", Path::new("sub/page.html")));
+        assert!(!leaves("public", "public/sub/x", Path::new("../index.html")));
+        assert!(!leaves("public", "public/x", Path::new("./a/../b")));
+        assert!(leaves("public", "public/x", Path::new("../secret")));
+        assert!(leaves("public", "public/sub/x", Path::new("../../y")));
+        assert!(leaves("public", "public/x", Path::new("/etc/shadow")));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::binaries;
+use crate::build_output;
 use crate::config::{Config, Healthcheck, HostKeyPolicy, Server, TransportKind};
 use crate::fleet::never_recording;
 use crate::fleet::parallel::{each, DEFAULT_PARALLEL};
@@ -79,6 +80,12 @@ impl LocalBinaries {
             .collect();
         if built.is_empty() {
             return LocalBinaries::NotBuilt;
+        }
+        for path in &config.artifacts {
+            let (base, below) = config.artifact_base(path);
+            if let Err(err) = build_output::refuse_links(path, base, below) {
+                return LocalBinaries::Unreadable(err);
+            }
         }
         match binaries::scan_artifacts(built.iter().map(|(local, path)| (local.as_path(), *path))) {
             Ok(needs) => LocalBinaries::Found(needs),

@@ -49,15 +49,40 @@ impl Metadata {
         serde_json::from_slice(&output.stdout).map_err(|err| format!("cannot read its output: {err}"))
     }
 
-    /// The manifest cargo would use from the current directory: the nearest `Cargo.toml` up
-    /// from it, else the workspace root's.
-    pub fn manifest_from_cwd(&self) -> PathBuf {
+    /// The manifest to read the deploy table of, from the current directory: the one cargo
+    /// would use (the nearest `Cargo.toml` up from it, else the workspace root's), unless it has
+    /// no deploy table and the workspace root's manifest has one: `cd xtask && cargo xtask
+    /// deploy` means the workspace's app (issue 27, item 7).
+    pub fn manifest_with_table_from_cwd(&self) -> PathBuf {
         let cwd = std::env::current_dir().unwrap_or_default();
-        cwd.ancestors()
+        let root = self.root_manifest();
+        let nearest = cwd
+            .ancestors()
             .map(|dir| dir.join("Cargo.toml"))
             .find(|candidate| candidate.is_file())
-            .and_then(|candidate| std::fs::canonicalize(candidate).ok())
-            .unwrap_or_else(|| self.workspace_root.join("Cargo.toml"))
+            .and_then(|candidate| std::fs::canonicalize(candidate).ok());
+        match nearest {
+            Some(nearest) if self.has_deploy_table(&nearest) || !self.has_deploy_table(&root) => nearest,
+            _ => root,
+        }
+    }
+
+    /// Whether the manifest `manifest` (canonical) has a deploy table where
+    /// [`Config::load`](super::Config::load) reads it: its package's metadata, or for a
+    /// manifest of no package of the workspace, the workspace's.
+    fn has_deploy_table(&self, manifest: &Path) -> bool {
+        let table = match self.packages.iter().find(|package| package.manifest_path == manifest) {
+            Some(package) => &package.metadata,
+            None if manifest == self.root_manifest() => &self.workspace_metadata,
+            None => return false,
+        };
+        table.get("deploy").is_some()
+    }
+
+    /// The workspace root's manifest, canonical.
+    fn root_manifest(&self) -> PathBuf {
+        let root = self.workspace_root.join("Cargo.toml");
+        std::fs::canonicalize(&root).unwrap_or(root)
     }
 }
 

@@ -92,7 +92,9 @@ pub struct Config {
 
 impl Config {
     /// Reads the configuration of the package (or virtual workspace) whose manifest is
-    /// `manifest_path`, or of the one cargo finds from the current directory when `None`.
+    /// `manifest_path`, or of the one cargo finds from the current directory when `None`; when
+    /// that one has no deploy table and the workspace root's manifest has one (run from an
+    /// `xtask/` directory), of the root's.
     pub fn load(manifest_path: Option<&Path>) -> Result<Config, Error> {
         Config::load_stage(manifest_path, None)
     }
@@ -105,7 +107,7 @@ impl Config {
         })?;
         let manifest = match manifest_path {
             Some(path) => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
-            None => metadata.manifest_from_cwd(),
+            None => metadata.manifest_with_table_from_cwd(),
         };
         let package = metadata.packages.iter().find(|package| package.manifest_path == manifest);
         let (table, section) = match package {
@@ -241,10 +243,21 @@ impl Config {
     /// `target/release/app` is what `cargo build --release` made wherever `CARGO_TARGET_DIR`
     /// puts it; any other path is taken from the manifest's directory.
     pub fn artifact_source(&self, path: &str) -> PathBuf {
+        let (base, below) = self.artifact_base(path);
+        match below {
+            "" => base.to_path_buf(),
+            below => base.join(below),
+        }
+    }
+
+    /// The two parts of [`Config::artifact_source`]: the directory the artifact `path` is taken
+    /// from (cargo's target directory, or the manifest's), and its path below that directory
+    /// (empty for `target` itself). The directory may be a symbolic link; nothing below it may.
+    pub fn artifact_base<'a>(&self, path: &'a str) -> (&Path, &'a str) {
         match path.split_once('/') {
-            Some(("target", rest)) => self.target_dir.join(rest),
-            _ if path == "target" => self.target_dir.clone(),
-            _ => self.manifest_dir().join(path),
+            Some(("target", rest)) => (&self.target_dir, rest),
+            _ if path == "target" => (&self.target_dir, ""),
+            _ => (self.manifest_dir(), path),
         }
     }
 }

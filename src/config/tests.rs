@@ -600,3 +600,31 @@ fn an_application_or_deploy_to_with_a_control_character_is_refused() {
     let message = error_text(&format!("[deploy]\ndeploy_to = \"/srv/a\\rb\"\n{servers}"));
     assert!(message.contains("control character"), "{message}");
 }
+
+/// Issue 27, item 4: `/srv/app/../other` passed, took the lock, started the daemon, and then
+/// failed with "no such repository". Wherever a `deploy_to` is written, it is refused at load.
+#[test]
+fn a_deploy_to_with_a_dot_or_dot_dot_part_is_refused_wherever_it_is_written() {
+    let servers = "[[deploy.servers]]\nhost = \"a\"\n";
+    for dir in ["/srv/app/../other", "/srv/./app", "/srv/app/..", "/srv/app/./"] {
+        let message = error_text(&format!("[deploy]\ndeploy_to = \"{dir}\"\n{servers}"));
+        assert!(
+            message.contains(&format!("`package.metadata.deploy.deploy_to` is `{dir}`, which has a `.` or `..` part")),
+            "{message}"
+        );
+        assert!(message.contains("write the directory it means without them"), "{message}");
+        let message = error_text(&format!("[[deploy.servers]]\nhost = \"a\"\ndeploy_to = \"{dir}\"\n"));
+        assert!(message.contains("`package.metadata.deploy.servers[0].deploy_to` is `"), "{message}");
+        let staged = format!(
+            "[deploy]\ndefault_stage = \"production\"\n[deploy.stages.production]\ndeploy_to = \"{dir}\"\n{}",
+            "[[deploy.stages.production.servers]]\nhost = \"a\"\n"
+        );
+        let message = error_text(&staged);
+        assert!(message.contains("which has a `.` or `..` part"), "{message}");
+    }
+    // A name that merely starts with dots is a plain name.
+    assert_eq!(
+        parse(&format!("[deploy]\ndeploy_to = \"/srv/..app/.cache\"\n{servers}")).unwrap().deploy_to,
+        "/srv/..app/.cache"
+    );
+}

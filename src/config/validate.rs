@@ -219,6 +219,14 @@ pub(super) fn remote_dir(dir: String) -> Result<String, String> {
     if dir.chars().any(char::is_control) {
         return Err("contains a control character (a NUL, newline, carriage return...)".to_string());
     }
+    // The server's scripts and its git daemon name the directory as written: with `..` the
+    // lock would be taken in one directory and the repository looked for in another.
+    if dir.split('/').any(|part| part == "." || part == "..") {
+        return Err(format!(
+            "is `{dir}`, which has a `.` or `..` part: write the directory it means without them (as \
+             `realpath -m` on the server prints it)"
+        ));
+    }
     match dir.trim_end_matches('/') {
         "" => Err("must not be `/`".to_string()),
         trimmed => Ok(trimmed.to_string()),

@@ -92,9 +92,13 @@ pub(super) fn build(
     })
 }
 
-/// Checks the build output here (each artifact is there, a file or a directory; what its ELF
-/// files need), then lays it over the deployed commit as the release commit.
+/// Checks the build output here (each artifact is there, a file or a directory, and no link;
+/// what its ELF files need), then lays it over the deployed commit as the release commit.
 fn package(config: &Config, local: &LocalState) -> Result<Built, Error> {
+    for path in &config.artifacts {
+        let (base, below) = config.artifact_base(path);
+        build_output::refuse_links(path, base, below).map_err(Error::local)?;
+    }
     let artifacts: Vec<build_output::Artifact> = config
         .artifacts
         .iter()

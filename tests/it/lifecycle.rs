@@ -425,6 +425,69 @@ artifacts = ["target/dist"]"#
     }
 }
 
+/// Issue 27, item 3: `ln -sf /etc/shadow target/release/app` in the build put the file's content
+/// into the release, readable by every user of the server. Given a build whose artifact is a
+/// link, lies below one, or is a directory holding a link that leaves it, when I deploy, then
+/// the deploy is refused before any server is reached, naming the link and where it points, and
+/// the target's content is nowhere: not on the server, not in the local repository.
+#[test]
+fn a_build_artifact_that_is_or_holds_a_link_out_is_refused_before_any_server_is_reached() {
+    // The build's links point at a file only its owner reads, outside the app.
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("shadow");
+    let (dir, file) = (support::quote_path(secrets.path()), support::quote_path(&secret));
+    let cases = [
+        (
+            "a file artifact that is a link",
+            format!("mkdir -p target/release && ln -s {file} target/release/app"),
+            "target/release/app",
+            vec!["artifact `target/release/app` at", "is a symbolic link to", "shadow`"],
+        ),
+        (
+            "a link inside a directory artifact",
+            format!("mkdir -p target/dist && cp src/main.rs target/dist/tool && ln -s {file} target/dist/app"),
+            "target/dist",
+            vec!["holds `target/dist/app`", "a symbolic link to", "shadow`, outside `target/dist`"],
+        ),
+        (
+            "a relative link climbing out of a directory artifact",
+            "mkdir -p target/dist/bin && ln -s ../../../../etc/shadow target/dist/bin/app".to_string(),
+            "target/dist",
+            vec!["holds `target/dist/bin/app`", "a symbolic link to `../../../../etc/shadow`"],
+        ),
+        (
+            "an artifact below a link",
+            format!("ln -s {dir} dist"),
+            "dist/shadow",
+            vec!["artifact `dist/shadow` lies below", "a symbolic link to"],
+        ),
+    ];
+    for (what, script, artifact, expected) in cases {
+        let content = format!("root:$6$not-for-the-release:{what}\n");
+        fs::write(&secret, &content).unwrap();
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+        let build = format!("sh -c {}", shlex::try_quote(&script).unwrap());
+        let world = World::with_config(&format!(
+            "build = [{}]\nartifacts = [{}]",
+            xtask_deploy::loopback::toml_string(&build),
+            xtask_deploy::loopback::toml_string(artifact)
+        ));
+        world.setup();
+        let before = support::snapshot(&world.deploy_to);
+
+        let err = world.try_deploy().expect_err(what);
+        let message = err.to_string();
+        assert!(matches!(err, Error::Local { .. }), "{what}: {message}");
+        for needle in expected.iter().chain(&["`cp -L`", "no server was reached"]) {
+            assert!(message.contains(needle), "{what}: no {needle:?} in: {message}");
+        }
+        assert_eq!(support::snapshot(&world.deploy_to), before, "{what}: the server was touched: {message}");
+        assert_eq!(world.releases(), Vec::<String>::new(), "{what}");
+        let blob = git2::Oid::hash_object(git2::ObjectType::Blob, content.as_bytes()).unwrap();
+        assert!(!world.app.repo().odb().unwrap().exists(blob), "{what}: the secret is in the repository");
+    }
+}
+
 /// A minimal ELF header of an aarch64 executable: enough for any reader to tell what it is for.
 fn aarch64_elf() -> Vec<u8> {
     let mut header = vec![0u8; 64];

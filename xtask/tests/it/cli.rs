@@ -644,3 +644,51 @@ fn a_deploy_stopped_before_any_server_shows_no_empty_or_zero_fields() {
     assert!(stderr.contains("Failed deploy to 1 server(s)"), "{stderr}");
     assert!(stderr.contains(": unchanged; not reached"), "the server line says it was not reached:\n{stderr}");
 }
+
+/// Issue 27, item 4: a `deploy_to` with a `..` part took the lock and started the daemon
+/// before failing with "no such repository". Now the config is refused with exit 4, before
+/// any server is reached.
+#[test]
+fn a_deploy_to_with_dot_dot_is_refused_at_load_with_exit_4() {
+    let world = World::new();
+    let written = format!("{}/../other", world.deploy_to.display());
+    world.edit_manifest(|manifest| {
+        let line =
+            format!("deploy_to = {}", xtask_deploy::loopback::toml_string(&world.deploy_to.display().to_string()));
+        assert!(manifest.contains(&line), "{manifest}");
+        manifest.replacen(&line, &format!("deploy_to = {}", xtask_deploy::loopback::toml_string(&written)), 1)
+    });
+    let output = deploy_cli(&world);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(i32::from(exit::CONFIG)), "{stderr}");
+    assert!(
+        stderr.contains(&format!("`package.metadata.deploy.deploy_to` is `{written}`, which has a `.` or `..` part")),
+        "{stderr}"
+    );
+    assert!(!world.server.dir().join("srv/other").exists(), "a server was touched");
+}
+
+/// Issue 27, item 7: `cd xtask && cargo xtask deploy-check` said "no [package.metadata.deploy]
+/// table in .../xtask/Cargo.toml: add one". Given an app whose workspace holds an `xtask`
+/// package, when I run a command from `xtask/` with no `--manifest-path`, then the workspace
+/// root's table is read.
+#[test]
+fn run_from_the_xtask_directory_the_workspace_roots_deploy_table_is_read() {
+    let world = World::new();
+    world.edit_manifest(|manifest| format!("{manifest}\n[workspace]\nmembers = [\"xtask\"]\n"));
+    let dir = world.app.dir().join("xtask");
+    fs::create_dir_all(dir.join("src")).unwrap();
+    fs::write(dir.join("Cargo.toml"), "[package]\nname = \"xtask\"\nversion = \"0.1.0\"\nedition = \"2021\"\n")
+        .unwrap();
+    fs::write(dir.join("src/main.rs"), "fn main() {}\n").unwrap();
+    world.app.commit_all("an xtask package").unwrap();
+    world.setup();
+    let output = xtask(&["deploy-check"])
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", world.app.dir().join("target"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(i32::from(exit::SUCCESS)), "{stdout}{stderr}");
+    assert!(!stderr.contains("no `[package.metadata.deploy]` table"), "{stderr}");
+}
