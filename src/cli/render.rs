@@ -248,8 +248,10 @@ pub(super) fn render_releases(server: &crate::manage::ServerReleases) -> String 
         entries.iter().map(|entry| table_cell(entry.subject.as_deref().unwrap_or("-"), SUBJECT_WIDTH)).collect();
     let width = subjects.iter().map(|subject| subject.chars().count()).max().unwrap_or(0).max("subject".len());
     let mut out = format!("{}\n", server.server);
-    let header =
-        format!("  {:<16} {:<12} {:<20} {:<14} {:<width$}", "release", "commit", "deployed (UTC)", "by", "subject");
+    let header = format!(
+        "  {:<16} {:<12} {:<20} {:<14} {:<width$} state",
+        "release", "commit", "deployed (UTC)", "by", "subject"
+    );
     out.push_str(&format!("{}\n", header.trim_end()));
     for (entry, subject) in entries.iter().zip(&subjects) {
         let when = format!(

@@ -194,7 +194,7 @@ impl Ui {
     /// Prints the closing summary of a deploy: per server what happened, the time of each
     /// phase and the bytes sent.
     fn summary(&self, report: &DeployReport) {
-        if report.outcome == Outcome::UpToDate {
+        if report.outcome == Outcome::UpToDate || tried_no_server(report) {
             return;
         }
         for server in &report.servers {
@@ -400,6 +400,14 @@ fn server_step(event: &Event) -> Option<(&str, &'static str, String)> {
         Event::Discarded { server, release } => (server, "Removed", format!("unfinished release {release}")),
         _ => return None,
     })
+}
+
+/// Whether `report` is of a deploy that failed before it tried any server (a dirty worktree,
+/// an unknown revision, a failed build): the error says it all, and a summary of servers "not
+/// reached" would read as if they had been tried.
+fn tried_no_server(report: &DeployReport) -> bool {
+    report.outcome == Outcome::Failed
+        && report.servers.iter().all(|server| server.connect.is_zero() && server.error.is_none())
 }
 
 /// `--verbose`: every remote script is shown on stderr as it starts.

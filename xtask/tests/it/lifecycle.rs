@@ -349,6 +349,10 @@ fn releases_and_rollback_through_the_cli() {
     let line = |release: &str| stdout.lines().find(|line| line.contains(release)).unwrap_or_default().to_string();
     assert!(line(&first.release).contains("current") && line(&first.release).contains(&user), "{stdout}");
     assert!(line(&second.release).contains("bad") && line(&second.release).contains(&second.sha[..12]), "{stdout}");
+    // Issue 27, item 11: every column has a header, the flags' too.
+    let header = stdout.lines().find(|line| line.contains("release") && line.contains("commit")).unwrap_or_default();
+    let flags = line(&first.release).find("current").unwrap();
+    assert_eq!(header.find("state"), Some(flags), "the flags' column has no header:\n{stdout}");
     // A release that is not there is a wrong command line (exit 2): the error lists what there is,
     // and nothing changed.
     let there = format!(
@@ -519,7 +523,8 @@ fn releases_shows_each_commit_subject_read_on_the_server_or_in_this_clone() {
     let stdout = String::from_utf8_lossy(&listed.stdout);
     assert!(listed.status.success(), "{}", stderr_of(&listed));
     let line = |release: &str| stdout.lines().find(|line| line.contains(release)).unwrap_or_default().to_string();
-    assert!(stdout.lines().nth(1).unwrap_or_default().ends_with(" subject"), "{stdout}");
+    let header = stdout.lines().nth(1).unwrap_or_default();
+    assert!(header.contains(" subject ") && header.ends_with(" state"), "{stdout}");
     assert!(line(&first.release).contains(quoted), "{stdout}");
     let cut: String = long.chars().take(39).collect();
     assert!(line(&second.release).contains(&format!("{}…", cut.trim_end())), "cut to 40 characters: {stdout}");
