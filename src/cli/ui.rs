@@ -340,8 +340,15 @@ impl Ui {
             Event::Published { server, release, elapsed } => {
                 self.line("Published", &format!("release {release} on {server} ({})", ms(*elapsed)))
             }
-            Event::Removed { server, release } => self
-                .line("Pruning", &format!("old release {release} on {server} (removed before the lock is released)")),
+            // The keeper renamed it out of sight under the lock, at the confirmation; it removes
+            // the files once the deployer is gone, after the lock (see `confirm_function`).
+            Event::Removed { server, release } => self.line(
+                "Pruned",
+                &format!(
+                    "old release {release} on {server}: out of sight now; its files are removed on the server \
+                     after this deploy"
+                ),
+            ),
             // The error itself is printed once, at exit.
             Event::Failed { .. } => {}
             Event::Summary(report) => {

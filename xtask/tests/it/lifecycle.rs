@@ -382,6 +382,34 @@ fn releases_and_rollback_through_the_cli() {
 }
 
 #[test]
+fn pruning_takes_a_bad_release_first_and_says_when_its_files_go() {
+    // Issue 27, item 9: the line said "removed before the lock is released"; the keeper renames
+    // a pruned release out of sight under the lock and removes its files after the deploy.
+    let world = World::with_config("keep_releases = 2");
+    world.setup();
+    let first = world.deploy();
+    world.commit("src/main.rs", "fn main() {}\n");
+    let second = world.deploy();
+    let rolled = run(&world, &["rollback"]);
+    assert!(rolled.status.success(), "{}", stderr_of(&rolled));
+    assert_eq!(world.bad(), vec![second.release.clone()]);
+    world.commit("src/main.rs", "fn main() { println!(); }\n");
+    let output = run(&world, &["deploy"]);
+    let stderr = stderr_of(&output);
+    assert!(output.status.success(), "{stderr}");
+    let server = format!("{}@127.0.0.1:{}", world.server.user(), world.server.port());
+    let said = format!(
+        "Pruned old release {} on {server}: out of sight now; its files are removed on the server after this deploy",
+        second.release
+    );
+    assert!(stderr.contains(&said), "{stderr}");
+    assert!(!stderr.contains("before the lock is released"), "{stderr}");
+    // The bad release went, not the older one.
+    let third = world.current().unwrap();
+    assert_eq!(world.releases(), vec![first.release, third]);
+}
+
+#[test]
 fn a_lock_whose_connection_is_gone_is_taken_over_and_said_so() {
     let world = World::new();
     world.setup();
