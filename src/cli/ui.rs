@@ -18,6 +18,8 @@ pub(crate) struct Ui {
     verbose: bool,
     /// Each server's push under way, as its last progress event said it.
     pushes: Vec<PushSeen>,
+    /// What each server's push sent of the build output (`None`: not counted apart), once done.
+    build_sent: Vec<(String, Option<u64>)>,
 }
 
 /// A server's push as its last progress event said it.
@@ -49,6 +51,7 @@ impl Ui {
             progress: terminal.then(|| Progress { lines: MultiProgress::new(), servers: Vec::new() }),
             verbose: output.verbose >= 1,
             pushes: Vec::new(),
+            build_sent: Vec::new(),
         }
     }
 
@@ -122,6 +125,22 @@ impl Ui {
             seen.printed = at;
             self.line(verb, &format!("{text} ({server})"));
         }
+    }
+
+    /// What an [`Event::Uploaded`] says: the artifact in the release, and after it what
+    /// travelled of it: nothing when it is unchanged, else the build output the push sent (its
+    /// size is what it takes in the release, not what was sent).
+    fn placed(&self, event: &Event) -> Option<(String, String)> {
+        let Event::Uploaded { server, path, bytes: size, unchanged } = event else { return None };
+        let placed = format!("{path} ({}) in the release", bytes(*size));
+        let sent = self.build_sent.iter().find(|(name, _)| name == server).and_then(|(_, sent)| *sent);
+        let sent = sent.map_or("the push".to_string(), |sent| format!("the push's {} of build output", bytes(sent)));
+        let travelled = match unchanged {
+            Some(true) => ": unchanged, nothing of it sent".to_string(),
+            Some(false) => format!(": new or changed, sent in {sent}"),
+            None => format!("; if it changed, it was sent in {sent}"),
+        };
+        Some((placed, travelled))
     }
 
     /// Starts one line per server (on a terminal).
@@ -284,8 +303,9 @@ impl Ui {
                     &sha[..12]
                 ),
             ),
-            Event::Uploaded { server, path, bytes: size } => {
-                self.line("Placed", &format!("{path} ({}) in the release on {server}", bytes(*size)))
+            Event::Uploaded { server, .. } => {
+                let (placed, travelled) = self.placed(event).unwrap_or_default();
+                self.line("Placed", &format!("{placed} on {server}{travelled}"))
             }
             Event::Discarded { server, release } => {
                 self.line("Removed", &format!("unfinished release {release} on {server}"))
@@ -369,9 +389,17 @@ impl Reporter for Ui {
         if let Event::Pushing { server, .. } = &event {
             self.pushes.retain(|push| push.server != *server);
         }
-        let shown = match server_step(&event) {
-            Some((server, verb, message)) => self.step(server, verb, &message),
-            None => false,
+        if let Event::Pushed { server, build_bytes, .. } = &event {
+            self.build_sent.retain(|(name, _)| name != server);
+            self.build_sent.push((server.clone(), *build_bytes));
+        }
+        let shown = match (server_step(&event), &event) {
+            (Some((server, verb, message)), _) => self.step(server, verb, &message),
+            (None, Event::Uploaded { server, .. }) => {
+                let (placed, travelled) = self.placed(&event).unwrap_or_default();
+                self.step(server, "Placed", &format!("{placed}{travelled}"))
+            }
+            (None, _) => false,
         };
         if !shown {
             self.status_line(&event);
@@ -394,9 +422,6 @@ fn server_step(event: &Event) -> Option<(&str, &'static str, String)> {
         Event::Pushing { server, sha } => (server, "Pushing", sha[..sha.len().min(12)].to_string()),
         Event::Pushed { server, bytes_sent, build_bytes, objects, elapsed } => {
             (server, "Pushed", format!("{} in {}", pushed(*bytes_sent, *build_bytes, *objects), ms(*elapsed)))
-        }
-        Event::Uploaded { server, path, bytes: size } => {
-            (server, "Placed", format!("{path} ({}) in the release", bytes(*size)))
         }
         Event::Prepared { server, release, elapsed } => {
             (server, "Prepared", format!("release {release} in {}; waiting for every server", ms(*elapsed)))

@@ -136,6 +136,39 @@ fn the_build_runs_before_any_server_is_reached_so_the_lock_is_free_meanwhile() {
 }
 
 #[test]
+fn placed_says_whether_an_artifact_travelled_not_only_its_size() {
+    // Issue 27, item 8: `Placed target/release/app (4.4 MiB)` was printed for a binary that did
+    // not change and sent nothing: it read as 4.4 MiB sent.
+    let world = World::with_config(
+        "build = [\"mkdir -p target/release\", \"cp /bin/true target/release/app\"]\n\
+         artifacts = [\"target/release/app\"]",
+    );
+    world.setup();
+    let server = format!("{}@127.0.0.1:{}", world.server.user(), world.server.port());
+    let placed = |stderr: &str| {
+        let line = stderr.lines().find(|line| line.trim_start().starts_with("Placed "));
+        line.unwrap_or_else(|| panic!("no Placed line:\n{stderr}")).trim_start().to_string()
+    };
+    let first = run(&world, &["deploy"]);
+    let stderr = stderr_of(&first);
+    assert!(first.status.success(), "{stderr}");
+    let line = placed(&stderr);
+    assert!(line.starts_with("Placed target/release/app ("), "{line}");
+    assert!(line.contains(&format!("in the release on {server}: new or changed, sent in the push's ")), "{line}");
+    assert!(line.ends_with(" of build output"), "{line}");
+
+    // A change of the source only: the binary is the same, and nothing of it travels.
+    world.commit("README", "a change of the source only\n");
+    let second = run(&world, &["deploy"]);
+    let stderr = stderr_of(&second);
+    assert!(second.status.success(), "{stderr}");
+    assert!(
+        placed(&stderr).ends_with(&format!("in the release on {server}: unchanged, nothing of it sent")),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_missing_artifact_fails_right_after_the_build_before_any_server_is_reached() {
     let world = World::with_config(
         "build = [\"mkdir -p target/release\"]\nartifacts = [\"target/release/hello\"]\n\
