@@ -174,6 +174,27 @@ fn followed_link(which: &str, local: &Path) -> String {
     )
 }
 
+/// For each of `paths`, whether release commit `made` holds the same object there as release
+/// commit `before` (a file's content unchanged; a directory none of whose files changed): a
+/// server whose build output is `before` is then sent nothing of it. `None` where that cannot
+/// be told here: `before` is not in this repository (another machine made it), or lacks the
+/// path.
+pub fn unchanged_since(repo: &git2::Repository, before: &str, made: &str, paths: &[String]) -> Vec<Option<bool>> {
+    let tree = |sha: &str| {
+        let oid = git2::Oid::from_str(sha).ok()?;
+        repo.find_commit(oid).ok()?.tree().ok()
+    };
+    let (Some(before), Some(made)) = (tree(before), tree(made)) else { return vec![None; paths.len()] };
+    let id = |tree: &git2::Tree, path: &str| tree.get_path(Path::new(path)).ok().map(|entry| entry.id());
+    paths
+        .iter()
+        .map(|path| match (id(&before, path), id(&made, path)) {
+            (Some(was), Some(is)) => Some(was == is),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Keeps the release commit `sha` under [`LOCAL_REFS`]`<release_name>`, so that the next
 /// deploy has its binaries to make deltas against; only the newest `keep` release commits
 /// stay referenced.

@@ -17,10 +17,20 @@ pub(super) fn render_checks(report: &CheckReport) -> String {
         out.push_str(&format!("{:<width$}  {:<12}  {:<7}  {}\n", row.server, row.name, status, row.detail));
     }
     let failed = report.checks.iter().filter(|row| row.status == CheckStatus::Fail).count();
-    out.push_str(&if failed == 0 {
-        "\nA deploy would get past every check.\n".to_string()
-    } else {
-        format!("\n{failed} check(s) failed: a deploy would fail. Fix the FAIL rows above.\n")
+    let warned: Vec<String> = report
+        .checks
+        .iter()
+        .filter(|row| row.status == CheckStatus::Warn)
+        .map(|row| format!("`{}` on {}", row.name, row.server))
+        .collect();
+    out.push_str(&match (failed, warned.len()) {
+        (0, 0) => "\nA deploy would get past every check.\n".to_string(),
+        // Past every check is not all well: a warning (the service down, say) is said with it.
+        (0, count) => format!(
+            "\nA deploy would get past every check, but {count} warning(s) need a look: {}. See the warn rows above.\n",
+            warned.join(", ")
+        ),
+        (failed, _) => format!("\n{failed} check(s) failed: a deploy would fail. Fix the FAIL rows above.\n"),
     });
     out
 }
@@ -238,8 +248,10 @@ pub(super) fn render_releases(server: &crate::manage::ServerReleases) -> String 
         entries.iter().map(|entry| table_cell(entry.subject.as_deref().unwrap_or("-"), SUBJECT_WIDTH)).collect();
     let width = subjects.iter().map(|subject| subject.chars().count()).max().unwrap_or(0).max("subject".len());
     let mut out = format!("{}\n", server.server);
-    let header =
-        format!("  {:<16} {:<12} {:<20} {:<14} {:<width$}", "release", "commit", "deployed (UTC)", "by", "subject");
+    let header = format!(
+        "  {:<16} {:<12} {:<20} {:<14} {:<width$} state",
+        "release", "commit", "deployed (UTC)", "by", "subject"
+    );
     out.push_str(&format!("{}\n", header.trim_end()));
     for (entry, subject) in entries.iter().zip(&subjects) {
         let when = format!(

@@ -18,6 +18,8 @@ pub(crate) struct Ui {
     verbose: bool,
     /// Each server's push under way, as its last progress event said it.
     pushes: Vec<PushSeen>,
+    /// What each server's push sent of the build output (`None`: not counted apart), once done.
+    build_sent: Vec<(String, Option<u64>)>,
 }
 
 /// A server's push as its last progress event said it.
@@ -49,6 +51,7 @@ impl Ui {
             progress: terminal.then(|| Progress { lines: MultiProgress::new(), servers: Vec::new() }),
             verbose: output.verbose >= 1,
             pushes: Vec::new(),
+            build_sent: Vec::new(),
         }
     }
 
@@ -124,6 +127,22 @@ impl Ui {
         }
     }
 
+    /// What an [`Event::Uploaded`] says: the artifact in the release, and after it what
+    /// travelled of it: nothing when it is unchanged, else the build output the push sent (its
+    /// size is what it takes in the release, not what was sent).
+    fn placed(&self, event: &Event) -> Option<(String, String)> {
+        let Event::Uploaded { server, path, bytes: size, unchanged } = event else { return None };
+        let placed = format!("{path} ({}) in the release", bytes(*size));
+        let sent = self.build_sent.iter().find(|(name, _)| name == server).and_then(|(_, sent)| *sent);
+        let sent = sent.map_or("the push".to_string(), |sent| format!("the push's {} of build output", bytes(sent)));
+        let travelled = match unchanged {
+            Some(true) => ": unchanged, nothing of it sent".to_string(),
+            Some(false) => format!(": new or changed, sent in {sent}"),
+            None => format!("; if it changed, it was sent in {sent}"),
+        };
+        Some((placed, travelled))
+    }
+
     /// Starts one line per server (on a terminal).
     fn start_lines(&mut self, servers: &[String]) {
         let Some(progress) = &mut self.progress else { return };
@@ -194,7 +213,7 @@ impl Ui {
     /// Prints the closing summary of a deploy: per server what happened, the time of each
     /// phase and the bytes sent.
     fn summary(&self, report: &DeployReport) {
-        if report.outcome == Outcome::UpToDate {
+        if report.outcome == Outcome::UpToDate || tried_no_server(report) {
             return;
         }
         for server in &report.servers {
@@ -284,8 +303,9 @@ impl Ui {
                     &sha[..12]
                 ),
             ),
-            Event::Uploaded { server, path, bytes: size } => {
-                self.line("Placed", &format!("{path} ({}) in the release on {server}", bytes(*size)))
+            Event::Uploaded { server, .. } => {
+                let (placed, travelled) = self.placed(event).unwrap_or_default();
+                self.line("Placed", &format!("{placed} on {server}{travelled}"))
             }
             Event::Discarded { server, release } => {
                 self.line("Removed", &format!("unfinished release {release} on {server}"))
@@ -340,8 +360,15 @@ impl Ui {
             Event::Published { server, release, elapsed } => {
                 self.line("Published", &format!("release {release} on {server} ({})", ms(*elapsed)))
             }
-            Event::Removed { server, release } => self
-                .line("Pruning", &format!("old release {release} on {server} (removed before the lock is released)")),
+            // The keeper renamed it out of sight under the lock, at the confirmation; it removes
+            // the files once the deployer is gone, after the lock (see `confirm_function`).
+            Event::Removed { server, release } => self.line(
+                "Pruned",
+                &format!(
+                    "old release {release} on {server}: out of sight now; its files are removed on the server \
+                     after this deploy"
+                ),
+            ),
             // The error itself is printed once, at exit.
             Event::Failed { .. } => {}
             Event::Summary(report) => {
@@ -362,9 +389,17 @@ impl Reporter for Ui {
         if let Event::Pushing { server, .. } = &event {
             self.pushes.retain(|push| push.server != *server);
         }
-        let shown = match server_step(&event) {
-            Some((server, verb, message)) => self.step(server, verb, &message),
-            None => false,
+        if let Event::Pushed { server, build_bytes, .. } = &event {
+            self.build_sent.retain(|(name, _)| name != server);
+            self.build_sent.push((server.clone(), *build_bytes));
+        }
+        let shown = match (server_step(&event), &event) {
+            (Some((server, verb, message)), _) => self.step(server, verb, &message),
+            (None, Event::Uploaded { server, .. }) => {
+                let (placed, travelled) = self.placed(&event).unwrap_or_default();
+                self.step(server, "Placed", &format!("{placed}{travelled}"))
+            }
+            (None, _) => false,
         };
         if !shown {
             self.status_line(&event);
@@ -388,9 +423,6 @@ fn server_step(event: &Event) -> Option<(&str, &'static str, String)> {
         Event::Pushed { server, bytes_sent, build_bytes, objects, elapsed } => {
             (server, "Pushed", format!("{} in {}", pushed(*bytes_sent, *build_bytes, *objects), ms(*elapsed)))
         }
-        Event::Uploaded { server, path, bytes: size } => {
-            (server, "Placed", format!("{path} ({}) in the release", bytes(*size)))
-        }
         Event::Prepared { server, release, elapsed } => {
             (server, "Prepared", format!("release {release} in {}; waiting for every server", ms(*elapsed)))
         }
@@ -400,6 +432,14 @@ fn server_step(event: &Event) -> Option<(&str, &'static str, String)> {
         Event::Discarded { server, release } => (server, "Removed", format!("unfinished release {release}")),
         _ => return None,
     })
+}
+
+/// Whether `report` is of a deploy that failed before it tried any server (a dirty worktree,
+/// an unknown revision, a failed build): the error says it all, and a summary of servers "not
+/// reached" would read as if they had been tried.
+fn tried_no_server(report: &DeployReport) -> bool {
+    report.outcome == Outcome::Failed
+        && report.servers.iter().all(|server| server.connect.is_zero() && server.error.is_none())
 }
 
 /// `--verbose`: every remote script is shown on stderr as it starts.

@@ -91,6 +91,10 @@ pub enum Event {
         /// Its size in bytes (a directory's: its files'); what travelled is in
         /// [`Event::Pushed`]'s `build_bytes`.
         bytes: u64,
+        /// Whether it is the same as in the build output the server had (then nothing of it
+        /// was sent); `None` when that is not known here (the server's build output was made
+        /// on another machine).
+        unchanged: Option<bool>,
     },
     /// A failed deploy's unfinished release was removed.
     Discarded {

@@ -30,7 +30,7 @@ fn one_of_each() -> Vec<Event> {
         },
         Event::LockWait { server: server(), holder: "bob".into() },
         Event::UpToDate { sha: "a".into() },
-        Event::Uploaded { server: server(), path: "bin".into(), bytes: 1 },
+        Event::Uploaded { server: server(), path: "bin".into(), bytes: 1, unchanged: Some(true) },
         Event::Discarded { server: server(), release: "r".into() },
         Event::RolledBack { server: server(), from: "a".into(), to: "b".into(), reason: "r".into() },
         Event::HealthCheck { server: server(), passed: false, elapsed: ms, output: "o".into() },

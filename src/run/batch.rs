@@ -26,7 +26,7 @@ use super::walk::ServerPart;
 pub(super) fn remote_batch(
     target: &mut ServerPart,
     range: std::ops::Range<usize>,
-    sizes: &[(String, u64)],
+    placed: &[(String, Vec<Placed>)],
     cut_in_publish: &std::sync::Mutex<Vec<String>>,
     options: &BatchOptions,
     reporter: &mut dyn Reporter,
@@ -73,7 +73,9 @@ pub(super) fn remote_batch(
         // From now on the batch may be making the release on this server.
         ahead.pushed.store(true, std::sync::atomic::Ordering::Relaxed);
     }
-    let mut ended = StepEnded { server: &name, release: &plan.release.name, sizes, report: target.report };
+    let placed = placed.iter().find(|(server, _)| *server == name).map(|(_, placed)| placed.as_slice());
+    let placed = placed.unwrap_or_default();
+    let mut ended = StepEnded { server: &name, release: &plan.release.name, placed, report: target.report };
     let mut answer = None;
     let steps_end = offset + steps.len();
     let progress = |progress: Progress| match progress {
@@ -128,6 +130,15 @@ pub(super) fn remote_batch(
     })
 }
 
+/// An artifact as a server's release holds it: its path, its size, and whether it is the same
+/// as in the build output the server had (then nothing of it travels); see
+/// [`build_output::unchanged_since`](crate::build_output::unchanged_since).
+pub(super) struct Placed {
+    pub(super) path: String,
+    pub(super) bytes: u64,
+    pub(super) unchanged: Option<bool>,
+}
+
 /// What a batch does besides its steps.
 #[derive(Default)]
 pub(super) struct BatchOptions<'a> {
@@ -164,8 +175,8 @@ pub(super) enum End {
 struct StepEnded<'a> {
     server: &'a str,
     release: &'a str,
-    /// The artifacts' sizes, reported once the release holds them.
-    sizes: &'a [(String, u64)],
+    /// The artifacts, reported once the release holds them.
+    placed: &'a [Placed],
     report: &'a mut ServerReport,
 }
 
@@ -184,8 +195,13 @@ impl StepEnded<'_> {
             self.report.release_time += output.elapsed;
         }
         if step.phase == Phase::Prepare && end == End::Passed {
-            for (path, bytes) in self.sizes {
-                reporter.event(Event::Uploaded { server: server.clone(), path: path.clone(), bytes: *bytes });
+            for placed in self.placed {
+                reporter.event(Event::Uploaded {
+                    server: server.clone(),
+                    path: placed.path.clone(),
+                    bytes: placed.bytes,
+                    unchanged: placed.unchanged,
+                });
             }
             reporter.event(Event::Prepared {
                 server: server.clone(),

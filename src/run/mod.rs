@@ -175,8 +175,10 @@ pub fn deploy(config: &Config, options: &DeployOptions, reporter: &mut dyn Repor
     }
     reporter.event(Event::Summary(summary.clone()));
     // Done: `current` has moved and the hooks ran (or the deploy failed and its clean-up ran).
-    // Each keeper removes the old releases chosen at the confirmation, then releases its lock;
-    // this waits for that, so that the lock is free when the deploy returns.
+    // A confirmed keeper released its lock with the confirmation, and removes the directories of
+    // the releases it pruned once this channel is closed, not waited for; any other releases
+    // its lock as this closes its channel, and is waited for, so that the lock is free when the
+    // deploy returns.
     unlock_all(&mut locked);
     result.map(|_| summary)
 }

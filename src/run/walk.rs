@@ -11,7 +11,7 @@ use crate::plan::{self, Action, Phase, Plan, Release, SubmoduleRelease};
 use crate::report::{Event, Reporter, ServerReport, ServerStatus};
 use crate::Error;
 
-use super::batch::{remote_batch, BatchOptions, PushAhead};
+use super::batch::{remote_batch, BatchOptions, Placed, PushAhead};
 use super::build::{Built, LocalState};
 use super::push::{push, PushSettings};
 
@@ -201,6 +201,31 @@ impl Walk<'_> {
         build_output::keep(&repo, &self.release.name, &build.commit.sha, self.config.keep_releases.max(2))
     }
 
+    /// Each server's artifacts, by server name, when the steps in `range` make the release: their
+    /// sizes, and whether each is the same as in the build output the server has, read from
+    /// the server's refs as the preflight found them.
+    fn placed(&self, range: std::ops::Range<usize>) -> Vec<(String, Vec<Placed>)> {
+        let Some(build) = &self.build else { return Vec::new() };
+        if !self.plans[0].steps[range].iter().any(|step| step.phase == Phase::Prepare) {
+            return Vec::new();
+        }
+        let repo = self.local.repo().ok();
+        let paths: Vec<String> = build.commit.sizes.iter().map(|(path, _)| path.clone()).collect();
+        let placed_on = |server: &LockedServer| {
+            let refs = &server.state.refs;
+            let before = refs.iter().find(|(_, name)| name == build_output::REMOTE_REF).map(|(sha, _)| sha);
+            let unchanged = match (&repo, before) {
+                (Some(repo), Some(before)) => build_output::unchanged_since(repo, before, &build.commit.sha, &paths),
+                // Its first build output: every artifact travels.
+                (_, None) => vec![Some(false); paths.len()],
+                (None, Some(_)) => vec![None; paths.len()],
+            };
+            let sizes = build.commit.sizes.iter().zip(unchanged);
+            sizes.map(|((path, bytes), unchanged)| Placed { path: path.clone(), bytes: *bytes, unchanged }).collect()
+        };
+        self.servers.iter().map(|server| (server.connection.name().to_string(), placed_on(server))).collect()
+    }
+
     /// Runs the remote steps in `range` (all [`Action::Remote`]) as one command on each server,
     /// the servers in parallel.
     /// With `confirm`, the deploy is confirmed after the batch, in the same command; with
@@ -211,7 +236,7 @@ impl Walk<'_> {
         if !after_push && self.plans[0].steps[range.clone()].iter().any(|step| step.phase == Phase::Prepare) {
             self.prepared = true;
         }
-        let sizes = self.build.as_ref().map(|build| build.commit.sizes.clone()).unwrap_or_default();
+        let placed = self.placed(range.clone());
         let cut = std::sync::Mutex::new(Vec::new());
         let build = self.build.as_ref().map(|build| build.commit.sha.clone());
         let updates = super::push::awaited_updates(self.local, &self.release, &self.submodules);
@@ -224,7 +249,7 @@ impl Walk<'_> {
             ahead_of: after_push.then_some(&ahead),
         };
         let done =
-            self.on_each(|target, reporter| remote_batch(target, range.clone(), &sizes, &cut, &options, reporter));
+            self.on_each(|target, reporter| remote_batch(target, range.clone(), &placed, &cut, &options, reporter));
         let may_have_made = ahead.pushed.load(std::sync::atomic::Ordering::Relaxed);
         if may_have_made && self.plans[0].steps[range].iter().any(|step| step.phase == Phase::Prepare) {
             self.prepared = true;

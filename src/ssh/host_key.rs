@@ -83,7 +83,7 @@ pub(super) fn check_host_key(
             };
             Err(unknown(format!(
                 "`{entry}` is not in {source}{absent}; its key fingerprint is {fingerprint}. If that is the \
-                 server's fingerprint, trust it with {trust}, and deploy again{instead}",
+                 server's fingerprint, trust it with {trust}, and run the command again{instead}",
                 trust = trust_commands(server, known_hosts),
             )))
         }

@@ -631,18 +631,46 @@ fn a_300_mb_artifact_goes_through_without_the_deployer_holding_it() {
 }
 
 #[test]
-fn a_deploy_stopped_before_any_server_shows_no_empty_or_zero_fields() {
+fn a_deploy_refused_before_any_server_prints_only_its_error() {
+    // Issue 27, item 11: a dirty worktree printed `Summary ...: unchanged; not reached` and
+    // `Failed deploy ... in 0.00s` before the error, as if the servers had been tried.
     let world = World::new();
     world.setup();
     world.deploy();
     fs::write(world.app.dir().join("src/main.rs"), "fn main() { /* not committed */ }\n").unwrap();
     let output = deploy_cli(&world);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    assert!(!stderr.contains(" 0 ms") && !stderr.contains("0 bytes"), "a zero for what never ran:\n{stderr}");
-    assert!(!stderr.contains(" of  as") && !stderr.contains("release  to"), "an empty field:\n{stderr}");
-    assert!(stderr.contains("Failed deploy to 1 server(s)"), "{stderr}");
-    assert!(stderr.contains(": unchanged; not reached"), "the server line says it was not reached:\n{stderr}");
+    assert_eq!(output.status.code(), Some(i32::from(exit::LOCAL)), "{stderr}");
+    assert!(stderr.trim_end().lines().count() == 1 && stderr.starts_with("error: "), "more than the error:\n{stderr}");
+    assert!(stderr.contains("uncommitted changes"), "{stderr}");
+
+    // A build that fails runs before any server is reached too: its lines, then the error.
+    world.app.commit_all("commit it").unwrap();
+    world.edit_manifest(|text| {
+        text.replace("[package.metadata.deploy]\n", "[package.metadata.deploy]\nbuild = [\"false\"]\n")
+    });
+    world.app.commit_all("a build that fails").unwrap();
+    let output = deploy_cli(&world);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(i32::from(exit::LOCAL)), "{stderr}");
+    assert!(
+        !stderr.contains("Summary") && !stderr.contains("Failed deploy"),
+        "a summary of servers never tried:\n{stderr}"
+    );
+    assert!(stderr.trim_end().lines().last().unwrap().starts_with("error: "), "{stderr}");
+}
+
+#[test]
+fn deploy_check_with_an_unknown_host_key_says_to_run_it_again_not_to_deploy() {
+    // Issue 27, item 11: deploy-check's host-key failure ended "and deploy again".
+    let world = World::new();
+    world.setup();
+    fs::write(world.server.known_hosts(), "").unwrap();
+    let output = world.command(env!("CARGO_BIN_EXE_xtask"), &["deploy-check"]).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("ssh-keyscan -p") && text.contains("and run the command again"), "{text}");
+    assert!(!text.contains("deploy again"), "{text}");
 }
 
 /// Issue 27, item 4: a `deploy_to` with a `..` part took the lock and started the daemon

@@ -136,6 +136,39 @@ fn the_build_runs_before_any_server_is_reached_so_the_lock_is_free_meanwhile() {
 }
 
 #[test]
+fn placed_says_whether_an_artifact_travelled_not_only_its_size() {
+    // Issue 27, item 8: `Placed target/release/app (4.4 MiB)` was printed for a binary that did
+    // not change and sent nothing: it read as 4.4 MiB sent.
+    let world = World::with_config(
+        "build = [\"mkdir -p target/release\", \"cp /bin/true target/release/app\"]\n\
+         artifacts = [\"target/release/app\"]",
+    );
+    world.setup();
+    let server = format!("{}@127.0.0.1:{}", world.server.user(), world.server.port());
+    let placed = |stderr: &str| {
+        let line = stderr.lines().find(|line| line.trim_start().starts_with("Placed "));
+        line.unwrap_or_else(|| panic!("no Placed line:\n{stderr}")).trim_start().to_string()
+    };
+    let first = run(&world, &["deploy"]);
+    let stderr = stderr_of(&first);
+    assert!(first.status.success(), "{stderr}");
+    let line = placed(&stderr);
+    assert!(line.starts_with("Placed target/release/app ("), "{line}");
+    assert!(line.contains(&format!("in the release on {server}: new or changed, sent in the push's ")), "{line}");
+    assert!(line.ends_with(" of build output"), "{line}");
+
+    // A change of the source only: the binary is the same, and nothing of it travels.
+    world.commit("README", "a change of the source only\n");
+    let second = run(&world, &["deploy"]);
+    let stderr = stderr_of(&second);
+    assert!(second.status.success(), "{stderr}");
+    assert!(
+        placed(&stderr).ends_with(&format!("in the release on {server}: unchanged, nothing of it sent")),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_missing_artifact_fails_right_after_the_build_before_any_server_is_reached() {
     let world = World::with_config(
         "build = [\"mkdir -p target/release\"]\nartifacts = [\"target/release/hello\"]\n\
@@ -352,6 +385,10 @@ fn releases_and_rollback_through_the_cli() {
     let line = |release: &str| stdout.lines().find(|line| line.contains(release)).unwrap_or_default().to_string();
     assert!(line(&first.release).contains("current") && line(&first.release).contains(&user), "{stdout}");
     assert!(line(&second.release).contains("bad") && line(&second.release).contains(&second.sha[..12]), "{stdout}");
+    // Issue 27, item 11: every column has a header, the flags' too.
+    let header = stdout.lines().find(|line| line.contains("release") && line.contains("commit")).unwrap_or_default();
+    let flags = line(&first.release).find("current").unwrap();
+    assert_eq!(header.find("state"), Some(flags), "the flags' column has no header:\n{stdout}");
     // A release that is not there is a wrong command line (exit 2): the error lists what there is,
     // and nothing changed.
     let there = format!(
@@ -378,6 +415,34 @@ fn releases_and_rollback_through_the_cli() {
     assert_eq!(current.status.code(), Some(i32::from(xtask_deploy::exit::USAGE)), "{text}");
     assert!(text.contains("is already current on every server"), "{text}");
     assert!(!world.locked(), "the lock was released");
+}
+
+#[test]
+fn pruning_takes_a_bad_release_first_and_says_when_its_files_go() {
+    // Issue 27, item 9: the line said "removed before the lock is released"; the keeper renames
+    // a pruned release out of sight under the lock and removes its files after the deploy.
+    let world = World::with_config("keep_releases = 2");
+    world.setup();
+    let first = world.deploy();
+    world.commit("src/main.rs", "fn main() {}\n");
+    let second = world.deploy();
+    let rolled = run(&world, &["rollback"]);
+    assert!(rolled.status.success(), "{}", stderr_of(&rolled));
+    assert_eq!(world.bad(), vec![second.release.clone()]);
+    world.commit("src/main.rs", "fn main() { println!(); }\n");
+    let output = run(&world, &["deploy"]);
+    let stderr = stderr_of(&output);
+    assert!(output.status.success(), "{stderr}");
+    let server = format!("{}@127.0.0.1:{}", world.server.user(), world.server.port());
+    let said = format!(
+        "Pruned old release {} on {server}: out of sight now; its files are removed on the server after this deploy",
+        second.release
+    );
+    assert!(stderr.contains(&said), "{stderr}");
+    assert!(!stderr.contains("before the lock is released"), "{stderr}");
+    // The bad release went, not the older one.
+    let third = world.current().unwrap();
+    assert_eq!(world.releases(), vec![first.release, third]);
 }
 
 #[test]
@@ -522,7 +587,8 @@ fn releases_shows_each_commit_subject_read_on_the_server_or_in_this_clone() {
     let stdout = String::from_utf8_lossy(&listed.stdout);
     assert!(listed.status.success(), "{}", stderr_of(&listed));
     let line = |release: &str| stdout.lines().find(|line| line.contains(release)).unwrap_or_default().to_string();
-    assert!(stdout.lines().nth(1).unwrap_or_default().ends_with(" subject"), "{stdout}");
+    let header = stdout.lines().nth(1).unwrap_or_default();
+    assert!(header.contains(" subject ") && header.ends_with(" state"), "{stdout}");
     assert!(line(&first.release).contains(quoted), "{stdout}");
     let cut: String = long.chars().take(39).collect();
     assert!(line(&second.release).contains(&format!("{}…", cut.trim_end())), "cut to 40 characters: {stdout}");

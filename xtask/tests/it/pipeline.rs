@@ -694,6 +694,11 @@ interval = 1"#,
     // A warning: during an outage, the deploy that fixes it must not be blocked by the check.
     assert_eq!((code, status.as_str()), (0, "warn"), "{detail}");
     assert!(detail.contains(&format!("503-from-{current}")), "the check's output: {detail}");
+    // Issue 27, item 10: the table's last line says both things, not "all is well".
+    let table = String::from_utf8_lossy(&run(&world, &["deploy-check"]).stdout).to_string();
+    let server = format!("{}@127.0.0.1:{}", world.server.user(), world.server.port());
+    let verdict = format!("A deploy would get past every check, but 1 warning(s) need a look: `health` on {server}.");
+    assert!(table.contains(&verdict), "{table}");
 
     // Without a health check, the row is skipped and does not fail the check.
     world.edit_manifest(|manifest| {
