@@ -428,7 +428,7 @@ artifacts = ["target/dist"]"#
 /// Issue 27, item 3: `ln -sf /etc/shadow target/release/app` in the build put the file's content
 /// into the release, readable by every user of the server. Given a build whose artifact is a
 /// link, lies below one, or is a directory holding a link that leaves it, when I deploy, then
-/// the deploy is refused before any server is reached, naming the link and where it points, and
+/// the deploy is refused before any server is changed, naming the link and where it points, and
 /// the target's content is nowhere: not on the server, not in the local repository.
 #[test]
 fn a_build_artifact_that_is_or_holds_a_link_out_is_refused_before_any_server_is_reached() {
@@ -478,7 +478,7 @@ fn a_build_artifact_that_is_or_holds_a_link_out_is_refused_before_any_server_is_
         let err = world.try_deploy().expect_err(what);
         let message = err.to_string();
         assert!(matches!(err, Error::Local { .. }), "{what}: {message}");
-        for needle in expected.iter().chain(&["`cp -L`", "no server was reached"]) {
+        for needle in expected.iter().chain(&["`cp -L`", "no server was changed"]) {
             assert!(message.contains(needle), "{what}: no {needle:?} in: {message}");
         }
         assert_eq!(support::snapshot(&world.deploy_to), before, "{what}: the server was touched: {message}");

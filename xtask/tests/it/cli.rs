@@ -644,7 +644,7 @@ fn a_deploy_refused_before_any_server_prints_only_its_error() {
     assert!(stderr.trim_end().lines().count() == 1 && stderr.starts_with("error: "), "more than the error:\n{stderr}");
     assert!(stderr.contains("uncommitted changes"), "{stderr}");
 
-    // A build that fails runs before any server is reached too: its lines, then the error.
+    // A build that fails runs before any server is locked too: its lines, then the error.
     world.app.commit_all("commit it").unwrap();
     world.edit_manifest(|text| {
         text.replace("[package.metadata.deploy]\n", "[package.metadata.deploy]\nbuild = [\"false\"]\n")
