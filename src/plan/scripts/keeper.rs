@@ -92,8 +92,8 @@ pub(super) fn start_daemon(daemon: &KeeperDaemon) -> String {
   fifo="$state/lock/{daemon_log}"
   [ -p "$fifo" ] || {{ said="cannot make a FIFO in $state/lock"; return 2; }}
   # Never `--reuseaddr`: without it, git daemon cannot listen on a port while a connection
-  # another user accepted there lingers, so the deployer's early tunnel cannot reach a daemon
-  # that is not this one.
+  # another user accepted there lingers, so the deployer's tunnel cannot reach a daemon that is
+  # not this one.
   XTASK_DEPLOY_PORT=$1 {command} </dev/null >/dev/null 2>"$fifo" &
   started=$!
   echo "$started" > "$state/daemon.$1.pid"

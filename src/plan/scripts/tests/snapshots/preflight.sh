@@ -171,8 +171,8 @@ start_daemon() {
   fifo="$state/lock/daemon.log"
   [ -p "$fifo" ] || { said="cannot make a FIFO in $state/lock"; return 2; }
   # Never `--reuseaddr`: without it, git daemon cannot listen on a port while a connection
-  # another user accepted there lingers, so the deployer's early tunnel cannot reach a daemon
-  # that is not this one.
+  # another user accepted there lingers, so the deployer's tunnel cannot reach a daemon that is
+  # not this one.
   XTASK_DEPLOY_PORT=$1 timeout -k 1 600 git -c receive.fsckObjects=true -c receive.shallowUpdate=true daemon --verbose --listen=127.0.0.1 --port="$1" --strict-paths \
     --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \
     --forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive \
