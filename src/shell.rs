@@ -148,16 +148,23 @@ exit "$status""#;
 #[cfg(test)]
 pub(crate) fn spawn_here(script: &RemoteScript, supervision: Supervision) -> (std::process::Child, std::process::ChildStdin) {
     let delivery = delivery(script, supervision);
-    let mut child = std::process::Command::new("sh")
+    login_shell(std::path::Path::new("sh"), &delivery.line, &delivery.input)
+}
+
+/// Starts `line` as sshd would with `shell` as the login shell (`<shell> -c <line>`), every
+/// stream piped, and writes `input` on its stdin, which is returned open.
+#[cfg(test)]
+fn login_shell(shell: &std::path::Path, line: &str, input: &[u8]) -> (std::process::Child, std::process::ChildStdin) {
+    let mut child = std::process::Command::new(shell)
         .arg("-c")
-        .arg(&delivery.line)
+        .arg(line)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("run sh");
+        .expect("run the shell");
     let mut stdin = child.stdin.take().expect("stdin");
-    std::io::Write::write_all(&mut stdin, &delivery.input).expect("write the script");
+    std::io::Write::write_all(&mut stdin, input).expect("write the script");
     (child, stdin)
 }
 
@@ -271,16 +278,7 @@ mod tests {
             for supervision in [Supervision::None, Supervision::Supervised] {
                 let delivery = delivery(&script, supervision);
                 assert!(!delivery.line.contains('\n'), "{}", delivery.line);
-                let mut child = Command::new(&path)
-                    .arg("-c")
-                    .arg(&delivery.line)
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                let mut stdin = child.stdin.take().unwrap();
-                std::io::Write::write_all(&mut stdin, &delivery.input).unwrap();
+                let (child, mut stdin) = login_shell(&path, &delivery.line, &delivery.input);
                 std::io::Write::write_all(&mut stdin, b"input\n").unwrap();
                 // Under the supervisor the script reads no stdin, and stdin stays open (EOF
                 // would stop it); without it, the script reads the rest of the channel's stdin.
@@ -322,16 +320,7 @@ mod tests {
         let delivery = delivery(&script, Supervision::None);
         // Cut anywhere: after the length line, mid-way, one byte short of the end.
         for keep in [0, 2, 14, delivery.input.len() - 1] {
-            let mut child = Command::new("sh")
-                .arg("-c")
-                .arg(&delivery.line)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut stdin = child.stdin.take().unwrap();
-            std::io::Write::write_all(&mut stdin, &delivery.input[..keep]).unwrap();
+            let (child, stdin) = login_shell(std::path::Path::new("sh"), &delivery.line, &delivery.input[..keep]);
             drop(stdin);
             let out = child.wait_with_output().unwrap();
             assert_eq!((out.status.code(), out.stdout.as_slice()), (Some(127), &b""[..]), "cut at {keep}");
