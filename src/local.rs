@@ -90,13 +90,13 @@ pub fn push_refname(branch: &str) -> String {
 #[derive(Debug, Default)]
 pub(crate) struct Cancel {
     cancelled: AtomicBool,
-    /// The process (or, negated, the process group) of the command running now.
+    /// The process group of the command running now (negated, as `kill` takes it).
     running: Mutex<Option<i32>>,
 }
 
 impl Cancel {
-    /// Stops the command running now with SIGTERM (its whole group when it has one), and any
-    /// started later as soon as it starts.
+    /// Stops the command running now with SIGTERM (its whole process group), and any started
+    /// later as soon as it starts.
     pub(crate) fn cancel(&self) {
         let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         self.cancelled.store(true, Ordering::SeqCst);
@@ -158,7 +158,11 @@ pub(crate) fn run_cancellable(phase: &str, command: &str, dir: &Path, cancel: &C
         true => crate::interrupt::LocalProcess::group(child.id()),
         false => crate::interrupt::LocalProcess::alone(child.id()),
     };
-    cancel.started(if own_group { -(child.id() as i32) } else { child.id() as i32 });
+    // Only a command in a group of its own can be stopped with all it started: on a terminal, one
+    // that runs is left to finish (the build then stops before its next step).
+    if own_group {
+        cancel.started(-(child.id() as i32));
+    }
     let status = child.wait();
     cancel.ended();
     let status = status.map_err(|err| Error::local(format!("{phase} command `{command}` was lost: {err}")))?;

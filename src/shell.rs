@@ -102,7 +102,7 @@ pub fn base64(text: &str) -> String {
 /// the variable is unset before the command runs, so what it starts does not inherit it. A
 /// command run this way is on no command line: only its own user (and root) can read a process's
 /// environment, whereas `/proc/<pid>/cmdline` is open to every local user.
-pub const RUN_EXPORTED: &str = r#"sh -c 'c=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$c"'"#;
+pub const RUN_EXPORTED: &str = r#"sh -c 'xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'"#;
 
 /// The shell line that puts `command` where [`RUN_EXPORTED`] finds it.
 pub fn export_command(command: &str) -> String {
@@ -131,7 +131,7 @@ const SUPERVISOR: &str = r#"exec 3<&0
 XTASK_DEPLOY_RUN=$1
 export XTASK_DEPLOY_RUN
 set --
-run='c=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$c"'
+run='xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'
 if command -v setsid >/dev/null 2>&1; then setsid sh -c "$run" "$0" </dev/null & else sh -c "$run" "$0" </dev/null & fi
 unset XTASK_DEPLOY_RUN
 job=$!

@@ -75,12 +75,14 @@ fn lock_one(
     let Target { index, server, reached } = target;
     let restart_hooks = plan::restarts(config, index);
     let config = config.on(server);
-    let (connection, connect) = match reached {
+    let open = || {
+        let started = Instant::now();
+        Connection::open(&config, server).map(|connection| (connection, started.elapsed()))
+    };
+    let mut reused = reached.is_some();
+    let (mut connection, connect) = match reached {
         Some(reached) => reached,
-        None => {
-            let started = Instant::now();
-            (Connection::open(&config, server)?, started.elapsed())
-        }
+        None => open()?,
     };
     super::connected(reporter, &config, &connection, connect);
     let mut exec_instead = None;
@@ -98,7 +100,19 @@ fn lock_one(
     let preflight = plan::preflight_script(&config, lock, &restart_hooks, daemon);
     let deadline = lock_wait.map(|wait| Instant::now() + wait);
     loop {
-        let mut keeper = connection.spawn(&preflight)?;
+        let mut keeper = match connection.spawn(&preflight) {
+            Ok(keeper) => keeper,
+            // Opened while the build ran, it may have been dropped meanwhile (by sshd's
+            // `ClientAliveInterval`, or a firewall's idle timeout): connect again, once.
+            Err(_) if reused => {
+                reused = false;
+                let (again, connect) = open()?;
+                connection = again;
+                super::connected(reporter, &config, &connection, connect);
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
         let output = match keeper.wait_for_line(plan::READY, config.timeouts.step)? {
             Ok(stdout) => {
                 let state = plan::parse_state(&stdout);

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::fleet::never_recording;
 use crate::fleet::parallel::each;
 use crate::local::Cancel;
 use crate::plan;
@@ -23,22 +24,31 @@ pub(super) struct Probed {
     pub(super) current: Option<String>,
 }
 
-/// Reaches every server (`parallel` at a time) and reads its state; when every one runs `sha`,
-/// `cancel`s the build. A server that cannot be reached or read just leaves the deploy to go
+/// Reaches every server (`parallel` at a time) and reads its state; when every one runs `sha`
+/// and is at rest (no lock held, no switch left unconfirmed), `cancel`s the build. A server that cannot be reached or read just leaves the deploy to go
 /// on as without the probe.
 pub(super) fn probe(config: &Config, sha: &str, parallel: usize, cancel: &Cancel) -> Probed {
     let servers = config.servers.iter().collect();
     let reached = each(servers, parallel, &mut Quiet, |server, _| {
-        let config = config.on(server);
+        // A host key `accept-new` would record is recorded (and said) by the lock's connection.
+        let config = never_recording(&config.on(server));
         let started = Instant::now();
         let connection = Connection::open(&config, server).ok()?;
         let elapsed = started.elapsed();
         let state = connection.run(&plan::inspect_script(&config)).ok().map(|stdout| plan::parse_state(&stdout));
         Some(((connection, elapsed), state))
     });
-    let all_current = reached.iter().all(|server| {
-        server.as_ref().and_then(|(_, state)| state.as_ref()).is_some_and(|state| state.is_current_and_good(sha))
-    });
+    // Only a server at rest: another deploy holding the lock (alive or not) may still go back,
+    // and a switch nobody confirmed is undone by the next lock.
+    let at_rest_on = |state: &plan::RemoteState| {
+        state.is_current_and_good(sha)
+            && state.holder.is_empty()
+            && state.stale.is_empty()
+            && state.unconfirmed.is_none()
+    };
+    let all_current = reached
+        .iter()
+        .all(|server| server.as_ref().and_then(|(_, state)| state.as_ref()).is_some_and(at_rest_on));
     let current = match all_current {
         true => reached
             .first()

@@ -219,8 +219,9 @@ impl Connection {
     fn refusal(&self, asked: &str, err: &dyn std::fmt::Display) -> String {
         let software = self.software();
         let said = err.to_string();
-        // OpenSSH refuses a session past `MaxSessions` (as `connect failed`, not as prohibited).
-        let known = if asked == SESSION_CHANNEL && software.contains("OpenSSH") {
+        // OpenSSH refuses a session past `MaxSessions` with a channel open failure (`connect
+        // failed`, not `administratively prohibited`); a connection lost is another error.
+        let known = if asked == SESSION_CHANNEL && software.contains("OpenSSH") && said.contains("Channel open failure") {
             "; OpenSSH's `MaxSessions` limits the sessions of one connection, and a deploy opens up to 2 at once"
         } else {
             ""

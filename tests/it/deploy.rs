@@ -540,3 +540,54 @@ fn a_deploy_of_the_commit_every_server_runs_stops_its_build_and_ends_up_to_date(
     assert_eq!(next.sha, sha);
     assert!(built.exists(), "a new commit's build ran");
 }
+
+/// The probe that stops a build of a commit every server runs must not take a server that is
+/// not at rest for one that is: here another deploy of the same commit has switched `current`
+/// and is still checking it (held in its `after_publish` hook, the lock held). A second deploy
+/// of that commit is not "up to date": it finds the lock held, as it did before the probe.
+#[test]
+fn a_commit_switched_to_but_not_yet_confirmed_is_not_up_to_date() {
+    let hold_dir = tempfile::tempdir().unwrap();
+    let hold = support::Hold { dir: hold_dir.path().to_path_buf() };
+    let world = World::with_config(&format!(
+        "build = [\"true\"]\n[package.metadata.deploy.hooks]\nafter_publish = [{{ remote = {} }}]",
+        toml::Value::String(hold.fragment())
+    ));
+    world.setup();
+    world.deploy();
+    world.commit("src/main.rs", "fn main() { println!(\"held\"); }\n");
+    hold.arm();
+    let config = world.config();
+    let held =
+        std::thread::spawn(move || xtask_deploy::deploy(&config, &DeployOptions::default(), &mut Collect::default()));
+    assert!(hold.wait_held(Duration::from_secs(30)), "the first deploy never reached its hook");
+    let second = world.try_deploy();
+    hold.release();
+    let first = held.join().unwrap().expect("the held deploy goes on");
+    assert!(matches!(second, Err(Error::Locked { .. })), "{second:?}");
+    assert_eq!(world.current().as_deref(), Some(first.release.as_str()));
+}
+
+/// The probe's connections wait through the build; a server that drops an idle connection
+/// meanwhile (sshd's `ClientAliveInterval`, a firewall's idle timeout) is reached again for the
+/// lock, and the deploy goes on.
+#[test]
+fn a_connection_dropped_while_the_build_runs_is_opened_again_for_the_lock() {
+    let world = World::new();
+    world.setup();
+    world.deploy();
+    // libssh2 answers no keepalive while nothing calls it: sshd drops the idle connection. The
+    // build waits until it has (30 s at most).
+    world.server.reconfigure("ClientAliveInterval 1").unwrap();
+    world.server.reconfigure("ClientAliveCountMax 1").unwrap();
+    let log = support::quote_path(&world.server.dir().join("sshd.log"));
+    let wait = format!("i=0; until grep -q \"not responding\" {log} || [ $i -ge 150 ]; do sleep 0.2; i=$((i+1)); done");
+    let manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
+    let build = format!("build = [{}]\n", toml::Value::String(format!("sh -c {}", xtask_deploy::shell::quote(&wait))));
+    let manifest = manifest.replacen("[package.metadata.deploy]\n", &format!("[package.metadata.deploy]\n{build}"), 1);
+    let sha = world.commit("Cargo.toml", &manifest);
+    let report = world.try_deploy().unwrap_or_else(|err| panic!("{err}\n{}", world.server.log()));
+    assert_eq!(report.sha, sha);
+    let log = world.server.log();
+    assert!(log.contains("Timeout, client not responding"), "the connection was not dropped: {log}");
+}

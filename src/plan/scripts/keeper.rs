@@ -197,7 +197,7 @@ jobfile="$state/lock/job.$$"
 # session of its own, notes its pid in $3 for `stop`, waits for it, notes `done`, and prints the
 # end line: once, whether the batch ended or was stopped. $3 is written only while it exists:
 # the confirmation removes the lock's directory, and with it this note.
-RUN_JOB='c=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$c"'
+RUN_JOB='xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'
 JOB='if command -v setsid >/dev/null 2>&1; then setsid sh -c "$1" </dev/null & else sh -c "$1" </dev/null & fi
 batch=$!
 if [ -f "$3" ]; then { echo "$batch" > "$3"; } 2>/dev/null; fi

@@ -60,7 +60,7 @@ for pidfile in "$state"/daemon.*.pid; do
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
   case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
-  cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null || true)
+  cmd=$({{ tr '\0' ' ' < "/proc/$pid/cmdline"; }} 2>/dev/null || true)
   case "$cmd" in
     *"git daemon"*"$d/repo"*|*"{CHECKED_GIT} daemon"*"$d/repo"*)
       # Only a daemon whose watching script is gone (re-parented to init) is stale.
@@ -235,7 +235,8 @@ const STOP_RECEIVE_PACKS: &str = r#"for pidfile in "$state"/receive-pack.*.pid; 
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
   case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
-  case "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" in
+  # (The braces: a redirection that fails is reported before a `2>` after it applies.)
+  case "$({ tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null)" in
     # Ours: its script's shell (named so by the bootstrap), or receive-pack itself (a shell that
     # exec'd it, of an older version), whatever `-c` options it runs with.
     *" xtask-deploy-git-receive-pack "*|*"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;

@@ -83,7 +83,8 @@ for pidfile in "$state"/receive-pack.*.pid; do
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
   case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
-  case "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" in
+  # (The braces: a redirection that fails is reported before a `2>` after it applies.)
+  case "$({ tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null)" in
     # Ours: its script's shell (named so by the bootstrap), or receive-pack itself (a shell that
     # exec'd it, of an older version), whatever `-c` options it runs with.
     *" xtask-deploy-git-receive-pack "*|*"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
@@ -105,7 +106,7 @@ for pidfile in "$state"/daemon.*.pid; do
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
   case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
-  cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null || true)
+  cmd=$({ tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null || true)
   case "$cmd" in
     *"git daemon"*"$d/repo"*|*"git -c receive.fsckObjects=true -c receive.shallowUpdate=true daemon"*"$d/repo"*)
       # Only a daemon whose watching script is gone (re-parented to init) is stale.
@@ -127,7 +128,7 @@ go_back_from_marker() {
   go_back || true
   if [ "$went_back" = 1 ]; then
     rel=$previous
-( cd "$d/releases/$rel" && rev=- && { read -r rev < REVISION; } 2>/dev/null; export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$rev" ROLLBACK=1; XTASK_DEPLOY_RUN='systemctl restart app'; export XTASK_DEPLOY_RUN; exec timeout -k 1 600 sh -c 'c=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$c"' ) </dev/null >&2 || echo "hook-failed 0 $?"
+( cd "$d/releases/$rel" && rev=- && { read -r rev < REVISION; } 2>/dev/null; export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$rev" ROLLBACK=1; XTASK_DEPLOY_RUN='systemctl restart app'; export XTASK_DEPLOY_RUN; exec timeout -k 1 600 sh -c 'xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"' ) </dev/null >&2 || echo "hook-failed 0 $?"
   fi
 }
 # A release an earlier deploy switched to and never confirmed, whose keeper died (the server
@@ -282,7 +283,7 @@ jobfile="$state/lock/job.$$"
 # session of its own, notes its pid in $3 for `stop`, waits for it, notes `done`, and prints the
 # end line: once, whether the batch ended or was stopped. $3 is written only while it exists:
 # the confirmation removes the lock's directory, and with it this note.
-RUN_JOB='c=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$c"'
+RUN_JOB='xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'
 JOB='if command -v setsid >/dev/null 2>&1; then setsid sh -c "$1" </dev/null & else sh -c "$1" </dev/null & fi
 batch=$!
 if [ -f "$3" ]; then { echo "$batch" > "$3"; } 2>/dev/null; fi
@@ -389,7 +390,8 @@ for pidfile in "$state"/receive-pack.*.pid; do
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
   case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
-  case "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" in
+  # (The braces: a redirection that fails is reported before a `2>` after it applies.)
+  case "$({ tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null)" in
     # Ours: its script's shell (named so by the bootstrap), or receive-pack itself (a shell that
     # exec'd it, of an older version), whatever `-c` options it runs with.
     *" xtask-deploy-git-receive-pack "*|*"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
