@@ -10,11 +10,13 @@ use crate::Error;
 
 pub(super) fn authenticate(session: &Session, server: &Server, options: &SshOptions, name: &str) -> Result<(), Error> {
     let refuse = |message: String| Error::Auth { server: name.to_string(), message };
+    // The server said no: what else it may have checked.
+    let refused = |message: String| refuse(message + dropbear_hint(session));
     if let Some(key) = &options.env.key {
         // From memory: the key is never written to disk, and never part of a message.
         let passphrase = options.env.passphrase.as_ref().map(Secret::expose);
         return session.userauth_pubkey_memory(&server.user, None, key.expose(), passphrase).map_err(|err| {
-            refuse(format!(
+            refused(format!(
                 "the server refused the key in `{ENV_SSH_KEY}` for user `{}` ({err}): add its public key to \
                  that user's authorized_keys; if the key has a passphrase, set `{ENV_SSH_KEY_PASSPHRASE}`",
                 server.user
@@ -30,7 +32,7 @@ pub(super) fn authenticate(session: &Session, server: &Server, options: &SshOpti
             )));
         }
         return session.userauth_pubkey_file(&server.user, None, identity, None).map_err(|err| {
-            refuse(format!(
+            refused(format!(
                 "the server refused key `{}` for user `{}` ({err}): add its public key to that user's \
                  authorized_keys, or load a passphrase-protected key into ssh-agent and unset `ssh.identity`",
                 identity.display(),
@@ -57,9 +59,24 @@ pub(super) fn authenticate(session: &Session, server: &Server, options: &SshOpti
         }
     }
     let tried = if tried.is_empty() { "nothing (no agent, no default key)".to_string() } else { tried.join(", ") };
-    Err(refuse(format!(
+    Err(refused(format!(
         "no key was accepted for user `{}`; tried {tried}: set `ssh.identity`, give the key in \
          `{ENV_SSH_KEY}`, or load a key into ssh-agent",
         server.user
     )))
+}
+
+/// What else keeps a user out of a dropbear server, which its client never hears: dropbear lets in
+/// only a user whose login shell is listed in `/etc/shells`, and reads only that user's own
+/// `~/.ssh/authorized_keys`, refusing it when the file or a directory above it is writable by
+/// others. Empty for other servers.
+fn dropbear_hint(session: &Session) -> &'static str {
+    let dropbear = session.banner().is_some_and(|banner| banner.to_ascii_lowercase().contains("dropbear"));
+    match dropbear {
+        true => {
+            "; dropbear also refuses a user whose login shell is not listed in `/etc/shells`, and reads only \
+             `~/.ssh/authorized_keys`, which neither it nor a directory above it may let others write"
+        }
+        false => "",
+    }
 }

@@ -237,3 +237,15 @@ fn a_refused_channel_names_what_was_asked_and_the_servers_software() {
     assert!(message.contains("refused a session channel") && message.contains("SSH-2.0-OpenSSH"), "{message}");
     assert!(message.contains("`MaxSessions`"), "the known fix is named: {message}");
 }
+
+/// Dropbear refuses a user whose login shell is not in `/etc/shells`, and its client hears only
+/// that no key was accepted: the error says what else dropbear checks.
+#[test]
+fn a_user_dropbear_refuses_for_its_shell_is_told_why_it_may_be() {
+    // `/usr/bin/true` is in no `/etc/shells`.
+    let world = World::on_dropbear(Path::new("/usr/bin/true"), "", Dropbear { forwarding: true });
+    let err = xtask_deploy::setup(&world.config(), &mut Quiet).expect_err("dropbear refuses the user");
+    let message = err.to_string();
+    assert!(world.server.log().contains("has invalid shell"), "{}", world.server.log());
+    assert!(message.contains("the server refused key") && message.contains("`/etc/shells`"), "{message}");
+}
