@@ -128,8 +128,9 @@ fn conclusion(dry_run: &crate::plan::DryRun) -> String {
         format!("A deploy now would stop at {} before changing anything.\n", stopped.join(", "))
     } else if dry_run.up_to_date() && !dry_run.force {
         let steps = dry_run.servers.first().map(|server| server.steps.as_slice()).unwrap_or_default();
-        // The build runs before any server is locked, so before the deploy finds this out.
-        let built = if steps.iter().any(|step| step.phase == Phase::Build) { ", after its build" } else { "" };
+        // The servers are read while the build runs: a deploy stops its build once it finds this
+        // out (a server not at rest, under another deploy's lock, is not "current" here).
+        let built = if steps.iter().any(|step| step.phase == Phase::Build) { ", stopping its build" } else { "" };
         format!(
             "{} is current on every server: a deploy would change nothing (exit 3) without `--force`{built}.\n",
             short(&dry_run.sha)

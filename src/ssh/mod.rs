@@ -159,9 +159,11 @@ impl Connection {
         let refused = |asked: &str, err: &dyn std::fmt::Display| self.step_error(script, -1, self.refusal(asked, err));
         let mut channel =
             self.request(|| self.session.channel_session()).map_err(|err| refused(SESSION_CHANNEL, &err))?;
-        // The script follows the exec request at once, without waiting for the server's reply:
-        // the server reads it in order, after the request, as OpenSSH's client sends stdin. So
-        // the script costs no round trip of its own.
+        // The script follows the exec request at once, without waiting for the server's reply,
+        // when the channel's window allows (the server reads it in order, after the request, as
+        // OpenSSH's client sends stdin): dropbear's does, and the script costs no round trip of
+        // its own. OpenSSH opens a session's window only once its command runs: there the
+        // script waits for the reply.
         let mut sent = 0;
         let wrote = |channel: &mut ssh2::Channel, sent: &mut usize| match channel.write(&delivery.input[*sent..]) {
             Ok(n) => {

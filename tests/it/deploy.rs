@@ -505,7 +505,7 @@ fn ten_forced_deploys_of_the_same_commit_back_to_back_all_succeed() {
 /// Issue 27, item 13: a deploy of the commit every server already runs ran the whole build
 /// first (8 s in that trial) and then exited 3. The servers are read while the build runs:
 /// here a build of 40 s is stopped at once, nothing is locked or built, and the deploy says the
-/// servers are up to date. A new commit still builds and deploys, and `--force` builds.
+/// servers are up to date. A new commit still builds and deploys.
 #[test]
 fn a_deploy_of_the_commit_every_server_runs_stops_its_build_and_ends_up_to_date() {
     // `target/` is ignored by git: its files leave the tree clean.

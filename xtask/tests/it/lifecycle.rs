@@ -107,7 +107,7 @@ fn logins(world: &World) -> usize {
 }
 
 #[test]
-fn the_build_runs_before_any_server_is_reached_so_the_lock_is_free_meanwhile() {
+fn the_build_runs_before_any_server_is_locked_so_the_lock_is_free_meanwhile() {
     // Issue 17: the lock was held for the whole build (1 min 47 s in a CI clone).
     let world = World::with_config(
         "build = [\"sh -c 'touch target/building; while [ ! -e target/go ]; do sleep 0.05; done'\"]",
@@ -119,8 +119,9 @@ fn the_build_runs_before_any_server_is_reached_so_the_lock_is_free_meanwhile() {
     let building = world.app.dir().join("target/building");
     assert!(support::wait_until(Duration::from_secs(30), || building.exists()), "the build never started");
 
-    // While it builds: no login, no lock, and another command finds the server free.
-    assert_eq!(logins(&world), before, "the deploy reached the server before its build ended");
+    // While it builds: no lock, and another command finds the server free. The deploy may have
+    // logged in once, to read the server while the build runs (`run/probe.rs`).
+    assert!(logins(&world) <= before + 1, "the deploy logged in more than once during its build");
     assert!(!world.locked(), "the lock is held during the build");
     let releases = run(&world, &["releases"]);
     assert!(releases.status.success(), "{}", stderr_of(&releases));
