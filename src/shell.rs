@@ -301,6 +301,14 @@ mod tests {
         assert!(ran.contains(&"sh"), "{ran:?}");
     }
 
+    /// The supervisor runs its script from `XTASK_DEPLOY_RUN` with the words of [`RUN_EXPORTED`]
+    /// (as the keeper's jobs do: `plan::scripts` tests that).
+    #[test]
+    fn the_supervisor_runs_an_exported_script_as_run_exported_does() {
+        let runner = RUN_EXPORTED.trim_start_matches("sh -c ").trim_matches('\'');
+        assert!(SUPERVISOR.contains(&format!("run='{runner}'")), "{SUPERVISOR}");
+    }
+
     #[test]
     fn the_command_line_is_short_and_holds_nothing_of_the_script() {
         let text = "echo secret-word; ".repeat(5_000);

@@ -71,8 +71,7 @@ pub(super) fn authenticate(session: &Session, server: &Server, options: &SshOpti
 /// `~/.ssh/authorized_keys`, refusing it when the file or a directory above it is writable by
 /// others. Empty for other servers.
 fn dropbear_hint(session: &Session) -> &'static str {
-    let dropbear = session.banner().is_some_and(|banner| banner.to_ascii_lowercase().contains("dropbear"));
-    match dropbear {
+    match super::runs_dropbear(session) {
         true => {
             "; dropbear also refuses a user whose login shell is not listed in `/etc/shells`, and reads only \
              `~/.ssh/authorized_keys`, which neither it nor a directory above it may let others write"

@@ -211,7 +211,7 @@ impl Connection {
     /// transport admits only the deploy user's connections to its git daemon, so it cannot work
     /// through such a server.
     pub fn tunnels_as_root(&self) -> bool {
-        self.software().to_ascii_lowercase().contains("dropbear")
+        runs_dropbear(&self.session)
     }
 
     /// What to say when the server refused `asked` at the SSH level (a channel or a request
@@ -280,6 +280,11 @@ impl Drop for Connection {
         self.session.set_timeout(2000);
         let _ = self.session.disconnect(None, "deploy finished", None);
     }
+}
+
+/// Whether the server's version banner names dropbear.
+fn runs_dropbear(session: &Session) -> bool {
+    session.banner().is_some_and(|banner| banner.to_ascii_lowercase().contains("dropbear"))
 }
 
 /// Whether libssh2 said "would block".

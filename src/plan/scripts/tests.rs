@@ -463,3 +463,12 @@ fn a_release_reuses_the_current_ones_files_unless_cp_lacks_parents() {
     assert_eq!(record.lines().collect::<Vec<_>>()[..2], [one.as_str(), "none"]);
     assert!(record.lines().any(|line| line == format!("{kept} ./src/kept.rs")), "{record}");
 }
+
+/// The keeper's jobs run their batch from `XTASK_DEPLOY_RUN` with the words of
+/// [`crate::shell::RUN_EXPORTED`] (as the supervisor does: `shell`'s tests say so).
+#[test]
+fn the_keepers_jobs_run_an_exported_batch_as_run_exported_does() {
+    let runner = crate::shell::RUN_EXPORTED.trim_start_matches("sh -c ").trim_matches('\'');
+    let jobs = super::keeper::KEEPER_JOBS;
+    assert!(jobs.contains(&format!("RUN_JOB='{runner}'")), "{jobs}");
+}
