@@ -1,7 +1,7 @@
 //! Walking a [`Plan`](crate::plan::Plan): first its build, here, before any server is locked,
 //! while every server is reached and read (`probe.rs`: a commit every server runs stops the
-//! build); then every server is checked and locked; then each step runs (locally once, or on every server)
-//! before the next; a failure before publish runs the `on_failure` hooks and removes the
+//! build); then every server is checked and locked; then each step runs (locally once, or on
+//! every server) before the next; a failure before publish runs the `on_failure` hooks and removes the
 //! unfinished release; the lock is released at the end, whatever happened.
 //!
 //! Here: `setup`, and `deploy` from start to summary. The deploy's parts: `build.rs` (what

@@ -19,14 +19,14 @@ pub(super) struct Probed {
     /// Per server, in the config's order: its connection and how long opening it took, or
     /// `None` when it could not be opened (the lock tries again, and says why).
     pub(super) connections: Vec<Option<(Connection, Duration)>>,
-    /// The release `current` names on the first server, when every server runs the commit
-    /// (current, and not marked bad).
+    /// The release `current` names on the first server, when every server runs the commit and
+    /// is at rest (current, not marked bad, no lock, no switch left unconfirmed).
     pub(super) current: Option<String>,
 }
 
 /// Reaches every server (`parallel` at a time) and reads its state; when every one runs `sha`
-/// and is at rest (no lock held, no switch left unconfirmed), `cancel`s the build. A server that cannot be reached or read just leaves the deploy to go
-/// on as without the probe.
+/// and is at rest (no lock held, no switch left unconfirmed), `cancel`s the build. A server that
+/// cannot be reached or read just leaves the deploy to go on as without the probe.
 pub(super) fn probe(config: &Config, sha: &str, parallel: usize, cancel: &Cancel) -> Probed {
     let servers = config.servers.iter().collect();
     let reached = each(servers, parallel, &mut Quiet, |server, _| {
