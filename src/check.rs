@@ -200,25 +200,19 @@ fn transport_row(config: &Config, connection: &Connection) -> (CheckStatus, Stri
         return (CheckStatus::Ok, "`git receive-pack` over SSH (`transport = \"exec\"`)".to_string());
     }
     let port = *crate::fleet::DEFAULT_DAEMON_PORTS.start();
-    match connection.try_tunnel(port) {
-        TriedTunnel::Refused(said) => (
+    let why = match connection.try_tunnel(port) {
+        TriedTunnel::Refused(said) => Some(TriedTunnel::refused_because(&said)),
+        TriedTunnel::Open(_) | TriedTunnel::NotOpen => connection.tunnels_as_root(),
+    };
+    match why {
+        Some(why) => (
             CheckStatus::Warn,
             format!(
-                "the server refuses port forwarding ({said}), which the git daemon's tunnel needs: a deploy pushes \
-                 through `git receive-pack` over SSH instead (allow forwarding to 127.0.0.1 with OpenSSH's \
-                 `AllowTcpForwarding local`, or drop dropbear's `-j`; or set `transport = \"exec\"`)"
+                "{why}: a deploy pushes through `git receive-pack` over SSH instead (set `transport = \"exec\"` to \
+                 say so)"
             ),
         ),
-        TriedTunnel::Open(_) | TriedTunnel::NotOpen if connection.tunnels_as_root() => (
-            CheckStatus::Warn,
-            format!(
-                "the server's SSH server ({}) opens tunnels as root, so the git daemon could not tell a deploy's push \
-                 from another local user's: a deploy pushes through `git receive-pack` over SSH instead (set \
-                 `transport = \"exec\"` to say so)",
-                connection.software()
-            ),
-        ),
-        TriedTunnel::Open(_) | TriedTunnel::NotOpen => {
+        None => {
             (CheckStatus::Ok, "port forwarding to 127.0.0.1 allowed: the push goes through the deploy's git daemon".to_string())
         }
     }

@@ -85,18 +85,8 @@ fn lock_one(
         None => open()?,
     };
     super::connected(reporter, &config, &connection, connect);
-    let mut exec_instead = None;
-    let daemon = match daemon {
-        Some(_) if connection.tunnels_as_root() => {
-            exec_instead = Some(format!(
-                "its SSH server ({}) opens tunnels as root, so the git daemon could not tell this deploy's push from \
-                 another local user's",
-                connection.software()
-            ));
-            None
-        }
-        daemon => daemon,
-    };
+    let mut exec_instead = daemon.and_then(|_| connection.tunnels_as_root());
+    let daemon = daemon.filter(|_| exec_instead.is_none());
     let preflight = plan::preflight_script(&config, lock, &restart_hooks, daemon);
     let deadline = lock_wait.map(|wait| Instant::now() + wait);
     loop {

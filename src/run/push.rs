@@ -228,13 +228,7 @@ pub(super) fn push(
         // Started by the lock keeper, in the same round trip as the lock. The tunnel opens once
         // it listens, never before: a refused connect is logged by sshd as a failure.
         (TransportKind::Daemon, Some(DaemonStarted::Port(port))) => match connection.try_tunnel(*port) {
-            TriedTunnel::Refused(said) => {
-                let why = format!(
-                    "the server refuses port forwarding, which the daemon transport's tunnel needs ({said}: \
-                     OpenSSH's `AllowTcpForwarding no`, dropbear's `-j`, or a key with `no-port-forwarding`)"
-                );
-                exec_instead(&name, &why, reporter)
-            }
+            TriedTunnel::Refused(said) => exec_instead(&name, &TriedTunnel::refused_because(&said), reporter),
             tried => {
                 reporter.event(Event::DaemonReady { server: name.clone(), port: *port, elapsed: Duration::ZERO });
                 let first = match tried {

@@ -99,6 +99,17 @@ pub enum TriedTunnel {
     Refused(String),
 }
 
+impl TriedTunnel {
+    /// Why the daemon transport cannot work through a server that refused its tunnel, saying
+    /// `said`.
+    pub fn refused_because(said: &str) -> String {
+        format!(
+            "the server refuses port forwarding, which the daemon transport's tunnel needs ({said}: OpenSSH's \
+             `AllowTcpForwarding no`, dropbear's `-j`, or a key with `no-port-forwarding`)"
+        )
+    }
+}
+
 /// Whether opening a `direct-tcpip` channel failed because the server does not allow it (its
 /// reason `administratively prohibited`), rather than because nothing listens at its end
 /// (`connect failed`).

@@ -205,13 +205,19 @@ impl Connection {
         if banner.is_empty() { "no banner".to_string() } else { banner.to_string() }
     }
 
-    /// Whether the server opens the connections of `direct-tcpip` tunnels as root rather than as
-    /// the user logged in: dropbear does (its process per connection keeps root's privileges),
-    /// OpenSSH does not (its per-connection process runs as the user after login). The daemon
-    /// transport admits only the deploy user's connections to its git daemon, so it cannot work
-    /// through such a server.
-    pub fn tunnels_as_root(&self) -> bool {
-        runs_dropbear(&self.session)
+    /// Why the daemon transport cannot work through this server, when its SSH server opens the
+    /// connections of `direct-tcpip` tunnels as root rather than as the user logged in: dropbear
+    /// does (its process per connection keeps root's privileges), OpenSSH does not (its
+    /// per-connection process runs as the user after login). The git daemon's access hook admits
+    /// only the deploy user's connections.
+    pub fn tunnels_as_root(&self) -> Option<String> {
+        runs_dropbear(&self.session).then(|| {
+            format!(
+                "its SSH server ({}) opens tunnels as root, so the git daemon could not tell this deploy's push \
+                 from another local user's",
+                self.software()
+            )
+        })
     }
 
     /// What to say when the server refused `asked` at the SSH level (a channel or a request
