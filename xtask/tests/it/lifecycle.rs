@@ -366,15 +366,22 @@ fn unlock_leaves_a_live_lock_unless_forced_and_releases_lists_it_first() {
     assert!(deployed.status.success(), "{}", stderr_of(&deployed));
 }
 
-#[test]
-fn releases_and_rollback_through_the_cli() {
-    let world = World::new();
+/// Sets `world` up, deploys twice (a commit between), and rolls back through the CLI, which
+/// succeeds; returns both deploys and the rollback's output.
+fn deploy_twice_then_roll_back(world: &World) -> (xtask_deploy::DeployReport, xtask_deploy::DeployReport, Output) {
     world.setup();
     let first = world.deploy();
     world.commit("src/main.rs", "fn main() {}\n");
     let second = world.deploy();
-    let rolled = run(&world, &["rollback"]);
+    let rolled = run(world, &["rollback"]);
     assert!(rolled.status.success(), "{}", stderr_of(&rolled));
+    (first, second, rolled)
+}
+
+#[test]
+fn releases_and_rollback_through_the_cli() {
+    let world = World::new();
+    let (first, second, rolled) = deploy_twice_then_roll_back(&world);
     assert!(
         stderr_of(&rolled).contains(&format!("from {} to {}", second.release, first.release)),
         "{}",
@@ -423,12 +430,7 @@ fn pruning_takes_a_bad_release_first_and_says_when_its_files_go() {
     // Issue 27, item 9: the line said "removed before the lock is released"; the keeper renames
     // a pruned release out of sight under the lock and removes its files after the deploy.
     let world = World::with_config("keep_releases = 2");
-    world.setup();
-    let first = world.deploy();
-    world.commit("src/main.rs", "fn main() {}\n");
-    let second = world.deploy();
-    let rolled = run(&world, &["rollback"]);
-    assert!(rolled.status.success(), "{}", stderr_of(&rolled));
+    let (first, second, _) = deploy_twice_then_roll_back(&world);
     assert_eq!(world.bad(), vec![second.release.clone()]);
     world.commit("src/main.rs", "fn main() { println!(); }\n");
     let output = run(&world, &["deploy"]);
