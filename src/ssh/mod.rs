@@ -152,7 +152,8 @@ impl Connection {
         &self.name
     }
 
-    /// Opens a session channel running `line`, the exec line of `script`.
+    /// Opens a session channel running `script`: its exec request is the bootstrap line, and the
+    /// script follows on the channel's stdin (see [`shell::delivery`]).
     fn start(&self, script: &RemoteScript, supervision: Supervision) -> Result<ssh2::Channel, Error> {
         self.trace(script);
         let delivery = shell::delivery(script, supervision);
@@ -165,22 +166,17 @@ impl Connection {
         // its own. OpenSSH opens a session's window only once its command runs: there the
         // script waits for the reply.
         let mut sent = 0;
-        let wrote = |channel: &mut ssh2::Channel, sent: &mut usize| match channel.write(&delivery.input[*sent..]) {
-            Ok(n) => {
-                *sent += n;
-                Ok(())
-            }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(err) => Err(err),
-        };
         let mut write_error = None;
         #[allow(clippy::disallowed_methods)] // The one place allowed: the line runs a RemoteScript.
         let started = self.request(|| {
             let result = channel.exec(&delivery.line);
             let waiting_for_reply = !matches!(self.session.block_directions(), ssh2::BlockDirections::Outbound);
-            if result.as_ref().is_err_and(is_eagain) && waiting_for_reply && sent < delivery.input.len() {
-                if let Err(err) = wrote(&mut channel, &mut sent) {
-                    write_error = Some(err);
+            let unsent = sent < delivery.input.len() && write_error.is_none();
+            if result.as_ref().is_err_and(is_eagain) && waiting_for_reply && unsent {
+                match channel.write(&delivery.input[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(err) => write_error = Some(err),
                 }
             }
             result
