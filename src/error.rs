@@ -144,13 +144,33 @@ pub enum Error {
         error: Box<Error>,
     },
     /// The deploy failed after the switch, and every server that had switched went back to the
-    /// release it had (the new one is marked bad there).
+    /// release it had (the new one is marked bad there), or goes back by itself, its link down.
     #[error(
-        "{error}{stop} Release {release} was rolled back on {servers}: each is on the release it had, and \
-         {release} is marked bad there{restart}",
+        "{error}{stop}{back}{going}{restart}",
         // A failure whose text ends a sentence (a journal line, say) gets no second full stop.
         stop = if .error.to_string().ends_with('.') { "" } else { "." },
-        servers = .servers.join(", "),
+        back = if .servers.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " Release {release} was rolled back on {servers}: each is on the release it had, and {release} is \
+                 marked bad there",
+                release = .release,
+                servers = .servers.join(", ")
+            )
+        },
+        going = if .going_back.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "{start} goes back by itself on {servers}: its link is down, and its lock keeper goes back to the \
+                 release it had (restart hooks with ROLLBACK=1, {release} marked bad) once it has heard nothing from \
+                 this deploy for `timeouts.silence`",
+                start = if .servers.is_empty() { format!(" Release {}", .release) } else { "; it".to_string() },
+                release = .release,
+                servers = .going_back.join(", ")
+            )
+        },
         restart = if .restart_failed.is_empty() {
             String::new()
         } else {
@@ -162,6 +182,9 @@ pub enum Error {
         release: String,
         /// The servers (`user@host:port`) that went back.
         servers: Vec<String>,
+        /// The servers whose link went down after they switched, each as `user@host:port by
+        /// <UTC time>`: each goes back by itself by then.
+        going_back: Vec<String>,
         /// The servers (`user@host:port`) among them whose restart hooks failed after going back.
         restart_failed: Vec<String>,
         /// The failure that made the deploy go back.

@@ -64,7 +64,7 @@ pub fn rollback(config: &Config, to: RollbackTo, reporter: &mut dyn Reporter) ->
     }
     let lock = new_lock("rollback", "");
     let user = lock.user.clone();
-    let mut servers = lock_all(config, &lock, None, None, DEFAULT_PARALLEL, Vec::new(), reporter)?;
+    let mut servers = lock_all(config, &lock, None, &Default::default(), DEFAULT_PARALLEL, Vec::new(), reporter)?;
     if let RollbackTo::Release { name, .. } = to {
         // Every server must have it: none is switched otherwise.
         let lacking: Vec<&LockedServer> = servers.iter().filter(|server| !has_release(&server.state, name)).collect();
@@ -230,7 +230,7 @@ fn tail(text: &str) -> String {
 pub fn unmark(config: &Config, release: &str, reporter: &mut dyn Reporter) -> Result<(), Error> {
     require_release_name(config, release, "--unmark")?;
     let lock = new_lock("releases --unmark", "");
-    let mut servers = lock_all(config, &lock, None, None, DEFAULT_PARALLEL, Vec::new(), reporter)?;
+    let mut servers = lock_all(config, &lock, None, &Default::default(), DEFAULT_PARALLEL, Vec::new(), reporter)?;
     if !servers.iter().any(|server| has_release(&server.state, release)) {
         let err = no_such_release(release, "--unmark", servers.iter().map(listed), true);
         unlock_all(&mut servers);

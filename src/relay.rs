@@ -18,6 +18,10 @@
 //! turn; [`Relay::connections`] counts the connections, each one more round trip (the TCP
 //! handshake) on a real network.
 //!
+//! It can also **freeze** ([`Relay::freeze`]): every connection stops carrying bytes, both ways,
+//! without closing (no FIN, no RST), as a link that silently stops carrying packets does; what
+//! it read meanwhile is passed on once it thaws.
+//!
 //! The relay is a guard: dropping it stops accepting, shuts down both sockets of every open
 //! connection and joins every thread, so nothing is left running or listening.
 
@@ -54,6 +58,7 @@ impl Relay {
             from_target: Arc::new(AtomicU64::new(0)),
             turns: Arc::new(AtomicU64::new(0)),
             opened: AtomicU64::new(0),
+            frozen: Arc::new(AtomicBool::new(false)),
             connections: Mutex::new(Vec::new()),
         });
         let accept = thread::Builder::new().name("relay-accept".to_string()).spawn({
@@ -91,6 +96,17 @@ impl Relay {
         self.shared.opened.load(Ordering::Relaxed)
     }
 
+    /// Stops carrying bytes on every connection, both ways, without closing any (until
+    /// [`Relay::thaw`]): a silent partition.
+    pub fn freeze(&self) {
+        self.shared.frozen.store(true, Ordering::SeqCst);
+    }
+
+    /// Carries bytes again, first what was read while frozen.
+    pub fn thaw(&self) {
+        self.shared.frozen.store(false, Ordering::SeqCst);
+    }
+
     /// Zeroes every counter, to measure one deploy.
     pub fn reset(&self) {
         self.shared.to_target.store(0, Ordering::Relaxed);
@@ -103,6 +119,8 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        // A frozen writer would never see its socket cut.
+        self.thaw();
         // Joining the accept loop closes the listener and means no connection comes after this.
         if let Some(accept) = self.accept.take() {
             let _ = accept.join();
@@ -119,6 +137,9 @@ impl Drop for Relay {
 
 /// How long the accept loop sleeps when idle: the most a new connection, or Drop, waits for it.
 const ACCEPT_POLL: Duration = Duration::from_millis(5);
+
+/// How often a frozen direction looks whether it thawed.
+const FROZEN_POLL: Duration = Duration::from_millis(5);
 
 /// How long connecting to the target may take before the client's connection is closed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -139,6 +160,8 @@ struct Shared {
     turns: Arc<AtomicU64>,
     /// Connections accepted.
     opened: AtomicU64,
+    /// Whether no connection carries bytes now (see [`Relay::freeze`]).
+    frozen: Arc<AtomicBool>,
     connections: Mutex<Vec<Connection>>,
 }
 
@@ -155,6 +178,7 @@ struct Pipe {
     to: TcpStream,
     bytes: Arc<AtomicU64>,
     turn: Turn,
+    frozen: Arc<AtomicBool>,
 }
 
 /// A direction's part in counting turns.
@@ -194,12 +218,14 @@ impl Shared {
             to: server.try_clone()?,
             bytes: Arc::clone(&self.to_target),
             turn: Turn::Ask(Arc::clone(&asked)),
+            frozen: Arc::clone(&self.frozen),
         };
         let downstream = Pipe {
             from: server,
             to: client,
             bytes: Arc::clone(&self.from_target),
             turn: Turn::Answer { asked, turns: Arc::clone(&self.turns) },
+            frozen: Arc::clone(&self.frozen),
         };
         let started = self
             .spawn(upstream, "up", &mut connection.threads)
@@ -225,6 +251,7 @@ impl Shared {
             to: pipe.to.try_clone()?,
             bytes: Arc::clone(&pipe.bytes),
             turn: pipe.turn.clone(),
+            frozen: Arc::clone(&pipe.frozen),
         };
         threads.push(builder().spawn(move || write_when_due(&writer, receiver))?);
         let delay = self.delay;
@@ -252,6 +279,10 @@ impl Pipe {
     /// Writes `bytes` to `to`. Upstream, the flag is set before: an answer cannot be read from
     /// the target before its question was written, so none is missed.
     fn write(&self, bytes: &[u8]) -> io::Result<()> {
+        // Frozen: held here, so that nothing more is read either (the peers' buffers fill).
+        while self.frozen.load(Ordering::SeqCst) {
+            thread::sleep(FROZEN_POLL);
+        }
         if let Turn::Ask(asked) = &self.turn {
             asked.store(true, Ordering::SeqCst);
         }

@@ -114,7 +114,7 @@ pub fn restart(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error
     require_services(config)?;
     let lock = new_lock("service restart", "");
     let user = lock.user.clone();
-    let mut servers = lock_all(config, &lock, None, None, DEFAULT_PARALLEL, Vec::new(), reporter)?;
+    let mut servers = lock_all(config, &lock, None, &Default::default(), DEFAULT_PARALLEL, Vec::new(), reporter)?;
     let results =
         each(servers.iter().enumerate().collect(), DEFAULT_PARALLEL, reporter, |(index, server), reporter| {
             restart_one(config, index, server, reporter)
@@ -141,7 +141,7 @@ pub fn restart(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error
             }
         }
     }
-    Err(Error::RolledBack { release, servers: went_back, restart_failed, error: Box::new(err) })
+    Err(Error::RolledBack { release, servers: went_back, going_back: Vec::new(), restart_failed, error: Box::new(err) })
 }
 
 /// Restarts the services of one locked server and runs its health check.

@@ -230,6 +230,11 @@ impl Ui {
                 ServerStatus::RolledBack => {
                     format!("back on the release it had ({} is marked bad)", report.release)
                 }
+                ServerStatus::GoingBack => format!(
+                    "its link is down: it goes back to the release it had by itself by {} ({} is marked bad there)",
+                    server.on_its_own.as_deref().unwrap_or("its deadline"),
+                    report.release
+                ),
             };
             // Only the phases that ran: no zero for what never happened.
             let mut phases = Vec::new();
@@ -312,6 +317,16 @@ impl Ui {
             }
             Event::RolledBack { server, from, to, .. } => {
                 self.line("Rolled back", &format!("{server} from {from} to {to}"))
+            }
+            Event::Lost { server, by, from, to } => {
+                let what = match (from, to) {
+                    (Some(from), Some(to)) => {
+                        format!("goes back from {from} to {to} by itself by {by} (restart hooks with ROLLBACK=1)")
+                    }
+                    (Some(from), None) => format!("stays on {from}, marked bad: it has no earlier release"),
+                    (None, _) => format!("its lock keeper ends the deploy there by itself by {by}"),
+                };
+                self.line("Lost", &format!("{server}: nothing came back from it (its link is down); it {what}"))
             }
             Event::Marked { server, release } => {
                 self.line("Marked", &format!("{release} bad on {server} (a plain rollback skips it)"))

@@ -88,6 +88,8 @@ pub(super) struct RawTimeouts {
     pub(super) connect: Option<u64>,
     pub(super) step: Option<u64>,
     pub(super) push: Option<u64>,
+    pub(super) confirm: Option<u64>,
+    pub(super) silence: Option<u64>,
 }
 
 /// `hooks` as written: each phase's list.

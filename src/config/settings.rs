@@ -52,6 +52,16 @@ pub struct Timeouts {
     /// For the push of the commit (and its submodules) to one server; the git daemon lives at
     /// most this long plus a minute.
     pub push: Duration,
+    /// How long a server waits for the deploy's confirmation after it switched `current`,
+    /// before it goes back by itself; `None`: what the deploy has left to do after a switch
+    /// allows (each step after publish within `timeouts.step`, with canaries the later wave's
+    /// whole deploy, and a margin).
+    pub confirm: Option<Duration>,
+    /// How long a server that switched and is not confirmed yet waits without hearing from the
+    /// deployer (which sends a heartbeat while it works) before it goes back by itself: a link
+    /// that stops carrying packets closes nothing. The deployer gives up on a server it has
+    /// heard nothing from for as long.
+    pub silence: Duration,
 }
 
 impl Default for Timeouts {
@@ -60,6 +70,8 @@ impl Default for Timeouts {
             connect: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT),
             step: Duration::from_secs(DEFAULT_STEP_TIMEOUT),
             push: Duration::from_secs(DEFAULT_PUSH_TIMEOUT),
+            confirm: None,
+            silence: Duration::from_secs(DEFAULT_SILENCE_TIMEOUT),
         }
     }
 }
@@ -155,6 +167,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: u64 = 10;
 pub const DEFAULT_STEP_TIMEOUT: u64 = 600;
 /// The default seconds the push to one server may take.
 pub const DEFAULT_PUSH_TIMEOUT: u64 = 900;
+/// The default seconds a switched, unconfirmed server waits without hearing from the deployer.
+pub const DEFAULT_SILENCE_TIMEOUT: u64 = 20;
 /// The default seconds a health check may take to pass.
 pub const DEFAULT_HEALTH_TIMEOUT: u64 = 30;
 /// The default seconds between two tries of a health check.

@@ -116,7 +116,13 @@ fn full_config_is_taken_as_written() {
     assert_eq!(config.transport, TransportKind::Exec);
     assert_eq!(
         config.timeouts,
-        Timeouts { connect: Duration::from_secs(3), step: Duration::from_secs(60), push: Duration::from_secs(120) }
+        Timeouts {
+            connect: Duration::from_secs(3),
+            step: Duration::from_secs(60),
+            push: Duration::from_secs(120),
+            confirm: None,
+            silence: Duration::from_secs(20),
+        }
     );
 }
 

@@ -177,6 +177,23 @@ pub(super) fn timeouts(raw: RawTimeouts, section: &str) -> Result<Timeouts, Stri
             None => {}
         }
     }
+    match raw.confirm {
+        Some(0) => {
+            return Err(format!("`{section}.deploy.timeouts.confirm` is 0: give the limit in seconds, at least 1"))
+        }
+        seconds => timeouts.confirm = seconds.map(Duration::from_secs),
+    }
+    match raw.silence {
+        // A heartbeat goes every fifth of it, at least every second.
+        Some(seconds @ 0..=4) => {
+            return Err(format!(
+                "`{section}.deploy.timeouts.silence` is {seconds}: give at least 5 seconds (the deployer's \
+                 heartbeat goes every fifth of it)"
+            ))
+        }
+        Some(seconds) => timeouts.silence = Duration::from_secs(seconds),
+        None => {}
+    }
     Ok(timeouts)
 }
 

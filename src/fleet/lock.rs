@@ -37,7 +37,7 @@ pub(crate) fn lock_all(
     config: &Config,
     lock: &LockInfo,
     lock_wait: Option<Duration>,
-    daemon: Option<&DaemonSettings>,
+    keeping: &Keeping,
     parallel: usize,
     mut reached: Vec<Option<(Connection, Duration)>>,
     reporter: &mut dyn Reporter,
@@ -45,8 +45,9 @@ pub(crate) fn lock_all(
     reached.resize_with(config.servers.len(), || None);
     let servers = config.servers.iter().enumerate().zip(reached).collect();
     let results = super::parallel::each(servers, parallel, reporter, |((index, server), reached), reporter| {
-        let daemon = daemon.map(|settings| settings.for_server());
-        lock_one(config, Target { index, server, reached }, lock, lock_wait, daemon.as_ref(), reporter)
+        let daemon = keeping.daemon.map(|settings| settings.for_server());
+        let keeper = Keeper { daemon: daemon.as_ref(), watch: keeping.watch.as_ref() };
+        lock_one(config, Target { index, server, reached }, lock, lock_wait, keeper, reporter)
     });
     match super::parallel::first_failure(results, reporter) {
         (servers, None) => Ok(servers),
@@ -55,6 +56,20 @@ pub(crate) fn lock_all(
             Err(err)
         }
     }
+}
+
+/// What every server's lock keeper does besides keeping the lock: start a git daemon, and
+/// watch the release it switched to (a deploy).
+#[derive(Default)]
+pub(crate) struct Keeping<'a> {
+    pub(crate) daemon: Option<&'a DaemonSettings>,
+    pub(crate) watch: Option<plan::Watch>,
+}
+
+/// What one server's lock keeper does besides keeping the lock (see [`Keeping`]).
+struct Keeper<'a> {
+    daemon: Option<&'a KeeperDaemon>,
+    watch: Option<&'a plan::Watch>,
 }
 
 /// The server a lock is taken on: `config.servers[index]`, and its connection if it is open.
@@ -69,10 +84,11 @@ fn lock_one(
     target: Target<'_>,
     lock: &LockInfo,
     lock_wait: Option<Duration>,
-    daemon: Option<&KeeperDaemon>,
+    keeper: Keeper,
     reporter: &mut dyn Reporter,
 ) -> Result<LockedServer, Error> {
     let Target { index, server, reached } = target;
+    let (daemon, watch) = (keeper.daemon, keeper.watch);
     let restart_hooks = plan::restarts(config, index);
     let config = config.on(server);
     let open = || {
@@ -87,7 +103,7 @@ fn lock_one(
     super::connected(reporter, &config, &connection, connect);
     let mut exec_instead = daemon.and_then(|_| connection.tunnels_as_root());
     let daemon = daemon.filter(|_| exec_instead.is_none());
-    let preflight = plan::preflight_script(&config, lock, &restart_hooks, daemon);
+    let preflight = plan::preflight_script(&config, lock, &restart_hooks, daemon, watch);
     let deadline = lock_wait.map(|wait| Instant::now() + wait);
     loop {
         let mut keeper = match connection.spawn(&preflight) {
@@ -141,13 +157,17 @@ fn lock_one(
                 let daemon = match (daemon, plan::parse_daemon(&stdout)) {
                     (None, _) => None,
                     (Some(_), Some(started)) => Some(started),
-                    (Some(_), None) => match keeper.wait_for_line_starting("daemon", DAEMON_READY_TIMEOUT)? {
-                        Ok(line) => plan::parse_daemon(&line),
+                    (Some(_), None) => match keeper.wait_for_answer(&["daemon"], DAEMON_READY_TIMEOUT)? {
+                        Ok((_, line)) => plan::parse_daemon(&line),
                         Err(output) => return Err(connection.failure(preflight.name, &output)),
                     },
                 };
+                // A deploy's keeper hears from it from now on (see `ssh::beat`), until it ends.
+                let keeper = std::sync::Arc::new(Mutex::new(Some(keeper)));
+                let heartbeat = watch.map(|_| super::Heartbeat::start(&keeper, config.timeouts.silence));
                 return Ok(LockedServer {
-                    keeper: Mutex::new(Some(keeper)),
+                    keeper,
+                    heartbeat,
                     connection,
                     config,
                     state,
@@ -181,9 +201,13 @@ fn lock_one(
 pub(crate) fn unlock_all(servers: &mut [LockedServer]) {
     let mut closing = Vec::new();
     for server in servers.iter_mut() {
+        // Its last beat written, before the keeper's channel closes.
+        server.heartbeat = None;
         let confirmed = server.confirmed.load(std::sync::atomic::Ordering::Relaxed);
         let Some(mut keeper) = server.keeper().take() else { continue };
-        if confirmed {
+        // Confirmed, or its link is down (its keeper ends the deploy there by itself): nothing
+        // to wait for.
+        if confirmed || server.connection.lost().is_some() {
             keeper.leave();
         } else {
             keeper.close_stdin();
@@ -207,14 +231,23 @@ impl LockedServer {
     }
 
     /// Reads the keeper's answer to the confirmation: returns the old releases it chose to
-    /// remove (it removes them once this deploy has released the lock).
+    /// remove (it removes them once this deploy has released the lock). A keeper that went back
+    /// by itself before the confirmation came says so, and confirms nothing.
     pub(crate) fn confirmation(&mut self, timeout: Duration) -> Result<Vec<String>, Error> {
+        let answers = [plan::confirm::CONFIRMED, plan::confirm::NOT_CONFIRMED];
         let answer = match self.keeper().as_mut() {
-            Some(keeper) => keeper.wait_for_line(plan::confirm::CONFIRMED, timeout),
+            Some(keeper) => keeper.wait_for_answer(&answers, timeout),
             None => return Err(self.unconfirmed("the lock keeper is gone".to_string())),
         };
         match answer {
-            Ok(Ok(said)) => Ok(plan::pruned_by_keeper(&said)),
+            Ok(Ok((said, answer))) if answer == plan::confirm::CONFIRMED => Ok(plan::pruned_by_keeper(&said)),
+            Ok(Ok(_)) => Err(Error::Remote {
+                server: self.connection.name().to_string(),
+                step: "confirm".to_string(),
+                status: -1,
+                message: "the server had gone back by itself before the confirmation came: it is not confirmed"
+                    .to_string(),
+            }),
             Ok(Err(_)) => Err(self.unconfirmed("the lock keeper did not answer".to_string())),
             Err(err) => Err(self.unconfirmed(err.to_string())),
         }

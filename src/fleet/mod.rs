@@ -10,7 +10,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::ops::RangeInclusive;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::config::{Config, HostKeyPolicy};
@@ -18,7 +18,7 @@ use crate::plan::{DaemonStarted, KeeperDaemon, RemoteState};
 use crate::report::{Event, Reporter};
 use crate::ssh::{Connection, RemoteProcess};
 
-pub(crate) use lock::{lock_all, new_lock, unlock_all};
+pub(crate) use lock::{lock_all, new_lock, unlock_all, Keeping};
 
 
 /// A server reached, checked and locked (for a deploy, a rollback, `releases --unmark`): its
@@ -27,7 +27,7 @@ pub(crate) use lock::{lock_all, new_lock, unlock_all};
 pub(crate) struct LockedServer {
     /// The preflight, still running: it holds the lock until its stdin closes, and runs the
     /// batches of steps sent to it (see [`crate::plan::preflight_script`]).
-    keeper: Mutex<Option<RemoteProcess>>,
+    keeper: Arc<Mutex<Option<RemoteProcess>>>,
     pub(crate) connection: Connection,
     /// The configuration as this server sees it (its own `deploy_to`).
     pub(crate) config: Config,
@@ -37,6 +37,8 @@ pub(crate) struct LockedServer {
     pub(crate) daemon: Option<DaemonStarted>,
     /// Whether the deploy was confirmed here already (in its last batch).
     pub(crate) confirmed: AtomicBool,
+    /// The deployer's heartbeat to the keeper, in a deploy (its keeper watches for silence).
+    pub(crate) heartbeat: Option<Heartbeat>,
     /// Why the push to this server goes through `git receive-pack` although the transport is
     /// the daemon: its SSH server cannot carry the tunnel safely (see
     /// [`crate::ssh::Connection::tunnels_as_root`]).
@@ -47,6 +49,51 @@ impl LockedServer {
     /// The keeper, while this server is locked (`None` once released).
     pub(crate) fn keeper(&self) -> MutexGuard<'_, Option<RemoteProcess>> {
         self.keeper.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The deployer's heartbeat to one locked server's keeper (see [`crate::ssh::beat`]), while it
+/// lives: a thread writes a `beat` line every fifth of `timeouts.silence` whenever nothing else
+/// uses the keeper (what waits on it beats itself). Dropping it stops the thread and waits for
+/// it.
+pub(crate) struct Heartbeat {
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    pub(crate) fn start(keeper: &Arc<Mutex<Option<RemoteProcess>>>, silence: Duration) -> Heartbeat {
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let every = crate::ssh::beat::interval(silence);
+        let (keeper, stopping) = (Arc::clone(keeper), Arc::clone(&stop));
+        let beat = move || loop {
+            let (stopped, wake) = &*stopping;
+            let guard = stopped.lock().unwrap_or_else(PoisonError::into_inner);
+            let (guard, _) = wake.wait_timeout(guard, every).unwrap_or_else(PoisonError::into_inner);
+            if *guard {
+                return;
+            }
+            drop(guard);
+            // In use: whatever waits on it beats itself.
+            let Ok(mut keeper) = keeper.try_lock() else { continue };
+            // Released, given up, or its channel failed: nothing to keep alive.
+            if !keeper.as_mut().is_some_and(RemoteProcess::beat) {
+                return;
+            }
+        };
+        let thread = std::thread::Builder::new().name("heartbeat".to_string()).spawn(beat).ok();
+        Heartbeat { stop, thread }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        let (stopped, wake) = &*self.stop;
+        *stopped.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

@@ -17,6 +17,14 @@ pub const UNCONFIRMED: &str = "unconfirmed";
 /// What the lock keeper prints on stdout once it has taken the deploy's confirmation.
 pub const CONFIRMED: &str = "@@xtask-deploy-confirmed";
 
+/// What the lock keeper prints instead of [`CONFIRMED`] when the release is not live and
+/// unconfirmed any more: the server went back by itself before the confirmation came.
+pub const NOT_CONFIRMED: &str = "@@xtask-deploy-not-confirmed";
+
+/// What the keeper's watch prints on stderr, with why, when the server goes back by itself
+/// while the deploy's connection is open (see `plan::scripts::keeper::watch_function`).
+pub const BY_ITSELF: &str = "@@xtask-deploy-by-itself";
+
 /// The line the deployer sends the lock keeper to confirm the deploy.
 pub const CONFIRM: &str = "confirm";
 
@@ -55,10 +63,44 @@ pub fn run_restart_hooks(commands: &[crate::plan::Restart], limit_secs: u64) -> 
 /// `not-switched <release>` when `current` is elsewhere; `cannot-revert <why>` (and returns 1)
 /// when there is no release to go back to. It runs no hook: the restart is a step of its own.
 /// Needs `$d`, `$state`, `$release`, `$previous`, `$user`.
-pub const GO_BACK: &str = r#"forget_marker() {
+///
+/// Also `hold_switch` and `drop_switch`: while the deploy's lock is held, one process at a time
+/// goes back or confirms (the deployer's step, and the keeper's watch, may try at once). The
+/// one that does holds `$state/lock/switching`, with its pid (`$self`, else `$$`); one left
+/// by a process that is gone is taken over.
+pub const GO_BACK: &str = r#"hold_switch() {
+  [ -d "$state/lock" ] || return 0
+  waited=0
+  until mkdir "$state/lock/switching" 2>/dev/null; do
+    [ -d "$state/lock" ] || return 0
+    holder=""
+    { read -r holder < "$state/lock/switching/pid"; } 2>/dev/null
+    case "$holder" in
+      ''|*[!0-9]*) ;;
+      *) if ! kill -0 "$holder" 2>/dev/null; then rm -rf "$state/lock/switching"; continue; fi ;;
+    esac
+    waited=$((waited + 1))
+    # A minute at most: then it goes on (as it did before the lock had this).
+    [ "$waited" -lt 600 ] || return 0
+    sleep 0.1 2>/dev/null || sleep 1
+  done
+  { echo "${self:-$$}" > "$state/lock/switching/pid"; } 2>/dev/null
+  return 0
+}
+drop_switch() {
+  rm -rf "$state/lock/switching"
+}
+forget_marker() {
   if grep -qxF "release=$release" "$state/unconfirmed" 2>/dev/null; then rm -f "$state/unconfirmed"; fi
 }
 go_back() {
+  hold_switch
+  switch_back
+  status=$?
+  drop_switch
+  return "$status"
+}
+switch_back() {
   went_back=0
   case "$(readlink "$d/current" 2>/dev/null)" in
     */releases/"$release") ;;

@@ -340,7 +340,7 @@ pub fn deploy_plan(
     }
     Plan {
         release: release.clone(),
-        preflight: preflight_script(config, lock, &restarts(config, server), None),
+        preflight: preflight_script(config, lock, &restarts(config, server), None, None),
         build: build_steps(config),
         steps,
         on_failure: hooks(Phase::OnFailure, &config.hooks.on_failure),

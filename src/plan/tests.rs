@@ -137,7 +137,10 @@ fn the_plan_orders_phases_like_capistrano() {
     let (taken, released) =
         (preflight.find("mkdir -m 700 \"$state/lock\"").unwrap(), preflight.rfind("rm -rf \"$lock\"").unwrap());
     let waits = preflight.find("while read -r line; do").unwrap();
-    assert!(taken < waits && waits < released, "the lock is held while the channel is open");
+    // Released by `end_deploy`, which runs once the loop over the channel's lines is over.
+    let (ending, ends) = (preflight.find("end_deploy() {").unwrap(), preflight.rfind("\nend_deploy").unwrap());
+    assert!(taken < waits && waits < ends, "the lock is held while the channel is open");
+    assert!(ending < released && released < waits, "end_deploy releases the lock");
     // Or until the confirmation, which releases it once the deploy is done.
     let confirm = preflight.find("confirm_deploy() {").unwrap();
     let confirmed = preflight[confirm..].find("echo @@xtask-deploy-confirmed").unwrap() + confirm;

@@ -21,13 +21,18 @@ struct Fields {
 impl UtcSecond {
     /// The system clock's time now (1970 if the clock is set before it).
     pub fn now() -> UtcSecond {
-        UtcSecond(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs()))
+        UtcSecond::at(SystemTime::now())
     }
 
     /// The moment `seconds` after 1970-01-01T00:00:00Z.
     #[cfg(test)]
     pub fn from_unix(seconds: u64) -> UtcSecond {
         UtcSecond(seconds)
+    }
+
+    /// `time`, to the second (1970 if it is before).
+    pub fn at(time: SystemTime) -> UtcSecond {
+        UtcSecond(time.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs()))
     }
 
     /// The moment one second later.

@@ -115,6 +115,21 @@ pub enum Event {
         /// `rollback` for the command; for a failed deploy, why it failed.
         reason: String,
     },
+    /// The deployer gave a server up: nothing came back from it for `timeouts.silence` (its
+    /// link went down without closing). Nothing more is sent to it; its lock keeper ends the
+    /// deploy there by itself by `by`: it goes back from release `from` to `to` when it had
+    /// switched (running the restart hooks with `ROLLBACK=1`, marking `from` bad), removes what
+    /// the deploy left unfinished, and releases the lock.
+    Lost {
+        /// The server (`user@host:port`).
+        server: String,
+        /// When, at the latest (UTC, RFC 3339, to the second).
+        by: String,
+        /// The release it goes back from, if it had switched to it.
+        from: Option<String>,
+        /// The release it goes back to; `None` when it has none (`from` stays, marked bad).
+        to: Option<String>,
+    },
     /// A server's health check finished: `passed`, after `elapsed_ms`, with the tail of its
     /// last try's output when it failed.
     HealthCheck {
@@ -359,6 +374,9 @@ pub enum ServerStatus {
     /// `current` pointed at the new release, then went back to the one before (the new one is
     /// marked bad).
     RolledBack,
+    /// `current` points at the new release, and the server's link went down: it goes back by
+    /// itself (see [`ServerReport::on_its_own`]).
+    GoingBack,
 }
 
 /// What a deploy did on one server.
@@ -392,6 +410,9 @@ pub struct ServerReport {
     pub release_time: Duration,
     /// Old releases removed beyond `keep_releases`.
     pub removed: Vec<String>,
+    /// When its link went down (see [`Event::Lost`]): by when (UTC, RFC 3339) its lock keeper
+    /// ends the deploy there by itself.
+    pub on_its_own: Option<String>,
 }
 
 fn millis<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {

@@ -34,6 +34,7 @@ fn one_of_each() -> Vec<Event> {
         Event::Discarded { server: server(), release: "r".into() },
         Event::RolledBack { server: server(), from: "a".into(), to: "b".into(), reason: "r".into() },
         Event::HealthCheck { server: server(), passed: false, elapsed: ms, output: "o".into() },
+        Event::Lost { server: server(), by: "2026-12-07T18:00:00Z".into(), from: Some("r".into()), to: None },
         Event::Wave { wave: 1, servers: vec![server()] },
         Event::Unlocked { server: server(), holder: "bob".into() },
         Event::Marked { server: server(), release: "r".into() },
@@ -83,6 +84,7 @@ fn one_of_each() -> Vec<Event> {
             | Event::Discarded { .. }
             | Event::RolledBack { .. }
             | Event::HealthCheck { .. }
+            | Event::Lost { .. }
             | Event::Wave { .. }
             | Event::Unlocked { .. }
             | Event::Marked { .. }

@@ -3,7 +3,7 @@
 
 use crate::fleet::{parallel, LockedServer};
 use crate::plan::{self, Action};
-use crate::report::{Event, ServerReport, ServerStatus};
+use crate::report::{Event, Reporter, ServerReport, ServerStatus};
 use crate::Error;
 
 use super::batch::{hook_output, End};
@@ -23,7 +23,21 @@ impl Walk<'_> {
         }
         let switched: Vec<usize> =
             (0..self.reports.len()).filter(|index| self.reports[*index].status == ServerStatus::Published).collect();
-        let (stuck, restart_failed) = self.revert(&switched, &err);
+        // A server whose link went down goes back by itself: nothing is sent to it any more.
+        let lost = |index: &usize| self.servers[*index].connection.lost().is_some();
+        let (lost, reachable): (Vec<usize>, Vec<usize>) = switched.iter().partition(|index| lost(index));
+        let (mut stuck, restart_failed) = self.revert(&reachable, &err);
+        for index in lost {
+            let (server, report) = (&self.servers[index], &mut self.reports[index]);
+            note_lost(server, report, &self.release.name, self.reporter);
+            match server.state.current_release() {
+                Some(_) => report.status = ServerStatus::GoingBack,
+                None => stuck.push(format!(
+                    "{} (its link is down, and it has no earlier release: {} stays, marked bad)",
+                    report.server, self.release.name
+                )),
+            }
+        }
         self.on_failure();
         if self.prepared {
             self.discard(&err);
@@ -35,9 +49,13 @@ impl Walk<'_> {
             self.reports.iter().filter(|report| report.status == status).map(|report| report.server.clone()).collect()
         };
         if stuck.is_empty() {
+            let going = self.reports.iter().filter(|report| report.status == ServerStatus::GoingBack);
             Error::RolledBack {
                 release: self.release.name.clone(),
                 servers: names(ServerStatus::RolledBack),
+                going_back: going
+                    .map(|report| format!("{} by {}", report.server, report.on_its_own.as_deref().unwrap_or("?")))
+                    .collect(),
                 restart_failed,
                 error: Box::new(err),
             }
@@ -160,6 +178,10 @@ impl Walk<'_> {
                         let step = &target.plan.on_failure[hook];
                         let (Action::Remote(script), true) = (&step.action, step.on_this_server) else { return Ok(()) };
                         let connection = &target.server.connection;
+                        // Its link is down: its keeper ends the deploy there by itself.
+                        if connection.lost().is_some() {
+                            return Ok(());
+                        }
                         let output = connection.output(script)?;
                         let end = if output.status == 0 { End::Passed } else { End::Failed };
                         hook_output(reporter, connection.name(), step, [&output.stdout, &output.stderr], end);
@@ -181,7 +203,11 @@ impl Walk<'_> {
     /// Removes the unfinished release on the servers of the wave that did not switch.
     fn discard(&mut self, err: &Error) {
         let targets = server_parts(&self.servers, &self.plans, self.reports, self.active.clone());
-        let unswitched = targets.into_iter().filter(|target| target.report.status == ServerStatus::Unchanged).collect();
+        // Not where the link is down: the keeper removes it there by itself.
+        let unswitched = targets
+            .into_iter()
+            .filter(|target| target.report.status == ServerStatus::Unchanged && target.server.connection.lost().is_none())
+            .collect();
         parallel::each(unswitched, self.parallel, self.reporter, |target, reporter| {
             let (server, plan) = (target.server, target.plan);
             match server.connection.run(&plan.discard) {
@@ -206,4 +232,25 @@ impl Walk<'_> {
             }
         });
     }
+}
+
+/// Notes, once, that the deployer gave `server` up (its link went down): in its report, when
+/// its keeper ends the deploy there by itself at the latest (once it has heard nothing for
+/// `timeouts.silence`, counted from when the deployer stopped beating, plus the keeper's second
+/// between two looks), and as an [`Event::Lost`].
+pub(super) fn note_lost(server: &LockedServer, report: &mut ServerReport, release: &str, reporter: &mut dyn Reporter) {
+    let Some(since) = server.connection.lost() else { return };
+    if report.on_its_own.is_some() {
+        return;
+    }
+    let by = since + server.config.timeouts.silence + std::time::Duration::from_secs(2);
+    let by = crate::plan::UtcSecond::at(by).rfc3339();
+    report.on_its_own = Some(by.clone());
+    let switched = report.status == ServerStatus::Published;
+    reporter.event(Event::Lost {
+        server: report.server.clone(),
+        by,
+        from: switched.then(|| release.to_string()),
+        to: server.state.current_release().filter(|_| switched).map(str::to_string),
+    });
 }

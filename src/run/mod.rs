@@ -23,7 +23,7 @@ mod walk;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, TransportKind};
-use crate::fleet::{self, lock_all, parallel, unlock_all, DaemonSettings, LockedServer};
+use crate::fleet::{self, Keeping, lock_all, parallel, unlock_all, DaemonSettings, LockedServer};
 use crate::plan::{self, UtcSecond};
 use crate::report::{DeployReport, Event, Outcome, Reporter, ServerReport};
 use crate::ssh::Connection;
@@ -209,6 +209,35 @@ fn daemon_lifetime(config: &Config) -> Duration {
     config.timeouts.push * 2 + config.timeouts.step * steps as u32 + health + push::DAEMON_GRACE
 }
 
+/// What a server's lock keeper watches for once it switched (see [`plan::Watch`]): the
+/// deployer's silence (`timeouts.silence`), the confirmation's deadline (`timeouts.confirm`, else
+/// the most the rest of the deploy may take after a server's switch: each step after publish
+/// within `timeouts.step`, and with `canaries` the later wave's whole deploy, its push too, plus
+/// [`CONFIRM_MARGIN`]), and the grace after a failed step ([`FAILED_STEP_GRACE`]).
+fn watch(config: &Config, canaries: bool) -> plan::Watch {
+    let after_publish = config.hooks.after_publish.len()
+        + usize::from(config.healthcheck.is_some())
+        + usize::from(!config.services.is_empty());
+    let budget = if canaries {
+        daemon_lifetime(config)
+    } else {
+        config.timeouts.step * after_publish as u32 + CONFIRM_MARGIN
+    };
+    plan::Watch {
+        silence: config.timeouts.silence.as_secs(),
+        deadline: config.timeouts.confirm.unwrap_or(budget).as_secs(),
+        grace: FAILED_STEP_GRACE.as_secs(),
+    }
+}
+
+/// What the confirmation's deadline allows besides the steps: round trips, the confirmation's.
+const CONFIRM_MARGIN: Duration = Duration::from_secs(30);
+
+/// How long a server whose step failed after its switch waits for the deployer to send it back
+/// before it goes back by itself: the deployer sends every switched server back once every
+/// server's batch ended, which takes a round trip on its own.
+const FAILED_STEP_GRACE: Duration = Duration::from_secs(5);
+
 /// The deploy itself, filling in `summary` as it goes.
 fn deploy_to_all(
     config: &Config,
@@ -250,7 +279,10 @@ fn deploy_to_all(
         submodule_repos: local.submodules.iter().map(|sub| sub.release.repo.clone()).collect(),
     });
     let reached = probed.connections;
-    *locked = lock_all(config, &local.lock, options.lock_wait, daemon.as_ref(), parallel, reached, reporter)?;
+    let canary = options.canary.unwrap_or(config.canary);
+    let watch = watch(config, canary > 0 && canary < config.servers.len());
+    let keeping = Keeping { daemon: daemon.as_ref(), watch: Some(watch) };
+    *locked = lock_all(config, &local.lock, options.lock_wait, &keeping, parallel, reached, reporter)?;
     let servers = std::mem::take(locked);
 
     let up_to_date = |server: &LockedServer| server.state.is_current_and_good(&local.revision.sha);
@@ -290,13 +322,17 @@ fn deploy_to_all(
         confirming: false,
         cut_in_publish: Vec::new(),
         active: 0..0,
+        confirm_within: Duration::from_secs(watch.deadline),
+        confirm_by: None,
         reporter,
     };
     walk.plan();
-    let canary = options.canary.unwrap_or(config.canary);
     let result = match walk.waves(canary) {
         // Past the confirmation nothing goes back: it is all or nothing up to there.
-        Ok(()) => walk.confirm().map(|()| Outcome::Deployed),
+        Ok(()) => match walk.too_late_to_confirm().or_else(|| walk.lost_before_confirming()) {
+            Some(late) => Err(walk.fail(late)),
+            None => walk.confirm().map(|()| Outcome::Deployed),
+        },
         Err(err) => Err(walk.fail(err)),
     };
     let Walk { servers, .. } = walk;

@@ -42,6 +42,10 @@ pub(super) struct Walk<'a> {
     pub(super) cut_in_publish: Vec<String>,
     /// The servers of the wave being deployed (all of them, without canaries).
     pub(super) active: std::ops::Range<usize>,
+    /// How long a server waits for the confirmation after its switch, and by when (from when
+    /// the first publish step was sent) the last confirmation must have been sent.
+    pub(super) confirm_within: std::time::Duration,
+    pub(super) confirm_by: Option<std::time::Instant>,
     pub(super) reporter: &'a mut dyn Reporter,
 }
 
@@ -156,11 +160,13 @@ impl Walk<'_> {
         work: impl Fn(&mut ServerPart, &mut dyn Reporter) -> Result<(), Error> + Sync,
     ) -> Result<(), Error> {
         let targets = server_parts(&self.servers, &self.plans, self.reports, self.active.clone());
+        let release = &self.release.name;
         let results = parallel::each(targets, self.parallel, self.reporter, |mut target, reporter| {
             let result = work(&mut target, reporter);
             // After a signal, a failure is the cut connection's doing, not the server's.
             if let (Err(err), None) = (&result, crate::interrupt::received()) {
                 target.report.error = Some(err.to_string());
+                super::failure::note_lost(target.server, target.report, release, reporter);
             }
             result
         });
@@ -236,6 +242,11 @@ impl Walk<'_> {
         if !after_push && self.plans[0].steps[range.clone()].iter().any(|step| step.phase == Phase::Prepare) {
             self.prepared = true;
         }
+        let publishes = self.plans[0].steps[range.clone()].iter().any(|step| step.phase == Phase::Publish);
+        if publishes && self.confirm_by.is_none() {
+            // No server switches before this is sent: its deadline ends later than this.
+            self.confirm_by = Some(std::time::Instant::now() + self.confirm_within);
+        }
         let placed = self.placed(range.clone());
         let cut = std::sync::Mutex::new(Vec::new());
         let build = self.build.as_ref().map(|build| build.commit.sha.clone());
@@ -256,6 +267,44 @@ impl Walk<'_> {
         }
         self.cut_in_publish.extend(cut.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
         done
+    }
+
+    /// Why the deploy cannot be confirmed, if it cannot: the servers' deadline for it
+    /// (`timeouts.confirm`, counted from their switch) ends before a confirmation sent now
+    /// surely arrives. Then each goes back (or has gone back) by itself, and the deploy fails.
+    pub(super) fn too_late_to_confirm(&self) -> Option<Error> {
+        let by = self.confirm_by?;
+        let confirmed = self.servers.iter().all(|server| server.confirmed.load(std::sync::atomic::Ordering::Relaxed));
+        if confirmed || std::time::Instant::now() + CONFIRM_IN_FLIGHT < by {
+            return None;
+        }
+        Some(Error::local(format!(
+            "the deploy took longer than the servers wait for its confirmation after they switch \
+             ({}s, `timeouts.confirm`): they go back by themselves; raise `timeouts.confirm`",
+            self.confirm_within.as_secs()
+        )))
+    }
+
+    /// A server whose link went down while it waited for the confirmation: it answered none
+    /// of the deployer's beats for `timeouts.silence` (see `ssh::beat`), and goes back by
+    /// itself. Then no server is confirmed: the deploy fails, and every other one goes back.
+    pub(super) fn lost_before_confirming(&self) -> Option<Error> {
+        let confirmed = |server: &LockedServer| server.confirmed.load(std::sync::atomic::Ordering::Relaxed);
+        let switched = self.servers.iter().zip(self.reports.iter());
+        let waiting = switched.filter(|(server, report)| report.status == ServerStatus::Published && !confirmed(server));
+        let mut first = None;
+        for (server, _) in waiting {
+            let answering = server.keeper().as_mut().map_or(Ok(()), |keeper| keeper.answering());
+            if let (Err(why), None) = (answering, &first) {
+                first = Some(Error::Remote {
+                    server: server.connection.name().to_string(),
+                    step: "confirm".to_string(),
+                    status: -1,
+                    message: format!("not confirmed anywhere: {why}"),
+                });
+            }
+        }
+        first
     }
 
     /// Confirms the deploy on every server that switched: its keeper removes the marker that
@@ -311,6 +360,10 @@ impl Walk<'_> {
         Err(Error::Unconfirmed { release: self.release.name.clone(), confirmed, unknown, error: Box::new(first) })
     }
 }
+/// How long before the servers' deadline the deployer confirms at the latest: a confirmation
+/// must arrive, over a slow link, before the deadline passes.
+const CONFIRM_IN_FLIGHT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Each server's part of a step, in the order of the servers.
 pub(super) fn server_parts<'a>(
     servers: &'a [LockedServer],

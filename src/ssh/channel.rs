@@ -37,6 +37,14 @@ pub struct RemoteProcess {
     server: String,
     /// What was read of stdout past the line [`RemoteProcess::wait_for_line`] waited for.
     pending: String,
+    /// What was read of stderr meanwhile (the keeper's answers to beats taken out).
+    pending_stderr: String,
+    /// The session's socket, for polling.
+    socket: std::os::fd::RawFd,
+    /// Set once the deployer gave up on the server: no more beats (see [`super::beat`]).
+    lost: super::beat::Lost,
+    /// The heartbeat to it, when it is a lock keeper.
+    beating: super::beat::Beating,
 }
 
 impl Connection {
@@ -49,6 +57,10 @@ impl Connection {
             idle: self.timeouts.step,
             server: self.name.clone(),
             pending: String::new(),
+            pending_stderr: String::new(),
+            socket: self.socket,
+            lost: self.lost.clone(),
+            beating: super::beat::Beating::new(self.timeouts.silence),
         })
     }
 
@@ -117,6 +129,18 @@ fn forwarding_refused(err: &ssh2::Error) -> bool {
     err.message().contains("administratively prohibited")
 }
 
+/// The byte range of the first whole line of `text` that starts with one of `prefixes`.
+fn first_line_starting(text: &str, prefixes: &[&str]) -> Option<(usize, usize)> {
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        if line.ends_with('\n') && prefixes.iter().any(|prefix| line.starts_with(prefix)) {
+            return Some((start, start + line.len()));
+        }
+        start += line.len();
+    }
+    None
+}
+
 /// The error of a remote process whose channel to `server` is gone (or was stopped).
 fn lost_channel(server: &str, why: String) -> Error {
     Error::Connect { server: server.to_string(), message: format!("lost the SSH channel: {why}") }
@@ -126,7 +150,7 @@ impl RemoteProcess {
     /// Reads the process's stdout until a line equal to `marker`, and returns what came before
     /// it. If the process ends first, returns its [`Output`] (status, stdout, stderr) instead.
     pub fn wait_for_line(&mut self, marker: &str, timeout: Duration) -> Result<Result<String, Output>, Error> {
-        let found = self.read_until(timeout, |text| {
+        let found = self.read_until(timeout, false, |text| {
             let needle = format!("{marker}\n");
             let at = text.match_indices(&needle).map(|(at, _)| at).find(|at| *at == 0 || text.as_bytes()[at - 1] == b'\n');
             at.map(|at| (at, at + needle.len()))
@@ -134,59 +158,153 @@ impl RemoteProcess {
         Ok(found.map(|(before, _)| before))
     }
 
-    /// Reads the process's stdout until a line that starts with `prefix`, and returns that line.
-    /// If the process ends first, returns its [`Output`] instead.
-    pub fn wait_for_line_starting(&mut self, prefix: &str, timeout: Duration) -> Result<Result<String, Output>, Error> {
-        let found = self.read_until(timeout, |text| {
-            let mut start = 0;
-            for line in text.split_inclusive('\n') {
-                if line.ends_with('\n') && line.starts_with(prefix) {
-                    return Some((start, start + line.len()));
-                }
-                start += line.len();
-            }
-            None
-        })?;
-        Ok(found.map(|(_, line)| line.trim_end_matches('\n').to_string()))
+    /// Reads a lock keeper's stdout until its answer, the first line that starts with one of
+    /// `answers`: returns what came before it, and it. If the keeper ends first, returns its
+    /// [`Output`] instead. It beats meanwhile, and fails when nothing came back for
+    /// `timeouts.silence` (see [`super::beat`]).
+    pub fn wait_for_answer(
+        &mut self,
+        answers: &[&str],
+        timeout: Duration,
+    ) -> Result<Result<(String, String), Output>, Error> {
+        let found = self.read_until(timeout, true, |text| first_line_starting(text, answers))?;
+        Ok(found.map(|(before, line)| (before, line.trim_end_matches('\n').to_string())))
     }
 
     /// Reads stdout (what an earlier wait read past its line first) until `find` gives the byte
     /// range of what was waited for in the text so far: returns what came before it and it; the
-    /// rest is kept for the next wait.
+    /// rest is kept for the next wait. Past `timeout`, or when the channel fails, an error.
+    /// With `beating`, it beats meanwhile (the process is a lock keeper).
     fn read_until(
         &mut self,
         timeout: Duration,
+        beating: bool,
         find: impl Fn(&str) -> Option<(usize, usize)>,
     ) -> Result<Result<(String, String), Output>, Error> {
-        let lost = |err: String| lost_channel(&self.server, err);
+        let server = self.server.clone();
+        let lost = |err: String| lost_channel(&server, err);
         let Some(channel) = self.channel.as_mut() else { return Err(lost("the process was stopped".into())) };
-        self.session.set_timeout(millis(timeout));
+        let deadline = Instant::now() + timeout;
         let mut text = std::mem::take(&mut self.pending);
         let mut buffer = [0u8; 4096];
+        self.session.set_blocking(false);
         let result = loop {
             if let Some((start, end)) = find(&text) {
                 self.pending = text[end..].to_string();
                 break Ok(Ok((text[..start].to_string(), text[start..end].to_string())));
             }
+            let mut moved = false;
             match channel.read(&mut buffer) {
-                Ok(0) => {
-                    let mut stderr = String::new();
-                    let _ = channel.stderr().read_to_string(&mut stderr);
-                    let _ = channel.wait_close();
-                    let status = channel.exit_status().unwrap_or(-1);
-                    break Ok(Err(Output { status, stdout: text, stderr }));
+                Ok(0) => {}
+                Ok(n) => {
+                    moved = true;
+                    text.push_str(&String::from_utf8_lossy(&buffer[..n]));
                 }
-                Ok(n) => text.push_str(&String::from_utf8_lossy(&buffer[..n])),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 Err(err) => break Err(lost(err.to_string())),
             }
+            match channel.stderr().read(&mut buffer) {
+                Ok(0) => {}
+                Ok(n) => {
+                    moved = true;
+                    let kept = self.beating.answers(&buffer[..n]);
+                    self.pending_stderr.push_str(&String::from_utf8_lossy(&kept));
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => break Err(lost(err.to_string())),
+            }
+            if moved {
+                continue;
+            }
+            if channel.eof() {
+                // The process ended first: its exit status, and the rest of stderr.
+                self.session.set_blocking(true);
+                self.session.set_timeout(2000);
+                let mut rest = Vec::new();
+                let _ = channel.stderr().read_to_end(&mut rest);
+                let mut stderr = std::mem::take(&mut self.pending_stderr);
+                stderr.push_str(&String::from_utf8_lossy(&self.beating.answers(&rest)));
+                let _ = channel.wait_close();
+                let status = channel.exit_status().unwrap_or(-1);
+                break Ok(Err(Output { status, stdout: text, stderr }));
+            }
+            if beating {
+                let checked = self.beating.check(&self.lost);
+                if let Err(err) = checked.and_then(|()| self.beating.write_due(channel, false)) {
+                    break Err(lost(err.to_string()));
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(lost(format!("no answer within {}s", timeout.as_secs())));
+            }
+            super::wait_for(&[self.socket], libc::POLLIN, left.min(Duration::from_millis(100)));
         };
+        self.session.set_blocking(true);
         self.session.set_timeout(millis(self.idle));
         result
     }
 
-    /// The process's channel, while it runs (for reading its output as it comes).
-    pub(super) fn channel_mut(&mut self) -> Option<&mut ssh2::Channel> {
-        self.channel.as_mut()
+    /// Writes a [`super::beat::BEAT`] to a lock keeper's stdin, unless the deployer gave the
+    /// server up: false then, or when the channel failed. A write that would block (another
+    /// thread works on the session in non-blocking mode) is finished, within a second.
+    pub fn beat(&mut self) -> bool {
+        if self.lost.since().is_some() {
+            return false;
+        }
+        let Some(channel) = self.channel.as_mut() else { return false };
+        let until = Instant::now() + Duration::from_secs(1);
+        let mut now = true;
+        // Its answers wait unread (reading here could block another thread's work on the
+        // session): whoever reads next counts them.
+        loop {
+            if self.beating.write_due(channel, now).is_err() {
+                return false;
+            }
+            now = false;
+            if !self.beating.unfinished() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Whether a lock keeper answered its beats within `timeouts.silence`, from what it sent so
+    /// far (read without waiting, and kept for the next reader): else the deployer gives the
+    /// server up, and this says why.
+    pub fn answering(&mut self) -> Result<(), String> {
+        if self.lost.since().is_some() {
+            return Err(super::beat::silent(self.beating.silence()));
+        }
+        let Some(channel) = self.channel.as_mut() else { return Err("its lock keeper is gone".to_string()) };
+        let mut buffer = [0u8; 4096];
+        self.session.set_blocking(false);
+        // Every answer that arrived (each beat's is a packet of its own).
+        for _ in 0..100_000 {
+            let mut moved = false;
+            if let Ok(n @ 1..) = channel.read(&mut buffer) {
+                self.pending.push_str(&String::from_utf8_lossy(&buffer[..n]));
+                moved = true;
+            }
+            if let Ok(n @ 1..) = channel.stderr().read(&mut buffer) {
+                let kept = self.beating.answers(&buffer[..n]);
+                self.pending_stderr.push_str(&String::from_utf8_lossy(&kept));
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        self.session.set_blocking(true);
+        self.beating.check(&self.lost).map_err(|err| err.to_string())
+    }
+
+    /// The keeper's channel and its heartbeat, while it runs (for reading its output as it comes).
+    pub(super) fn keeper_parts(&mut self) -> Option<(&mut ssh2::Channel, &mut super::beat::Beating)> {
+        Some((self.channel.as_mut()?, &mut self.beating))
     }
 
     /// Writes `bytes` to the process's stdin.
@@ -275,6 +393,10 @@ impl RemoteProcess {
             idle: Duration::from_secs(1),
             server: server.to_string(),
             pending: String::new(),
+            pending_stderr: String::new(),
+            socket: -1,
+            lost: Default::default(),
+            beating: super::beat::Beating::new(Duration::from_secs(20)),
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::shell::{self, RemoteScript, Supervision};
 use crate::Error;
 
 mod auth;
+pub mod beat;
 mod capture;
 mod channel;
 mod gateway;
@@ -72,6 +73,8 @@ pub struct Connection {
     timeouts: Timeouts,
     /// The fingerprint of a host key recorded in known_hosts while connecting (`accept-new`).
     pub accepted_key: Option<String>,
+    /// Set once the deployer gave up on the server, its link silent (see [`beat`]).
+    lost: beat::Lost,
 }
 
 /// What a script's first request asks for, in the message when it is refused.
@@ -144,7 +147,7 @@ impl Connection {
         session.set_timeout(millis(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
         authenticate(&session, server, options, &name)?;
         session.set_timeout(millis(timeouts.step));
-        Ok(Connection { _watched: watched, session, socket, name, timeouts, accepted_key })
+        Ok(Connection { _watched: watched, session, socket, name, timeouts, accepted_key, lost: Default::default() })
     }
 
     /// The server's name for messages: `user@host:port`.
@@ -152,10 +155,21 @@ impl Connection {
         &self.name
     }
 
+    /// When the deployer gave up on this server because nothing came back from it for
+    /// `timeouts.silence` (its link went down without closing), if it did. Nothing more is sent
+    /// to it then: its keeper ends the deploy there by itself.
+    pub fn lost(&self) -> Option<std::time::SystemTime> {
+        self.lost.since()
+    }
+
     /// Opens a session channel running `script`: its exec request is the bootstrap line, and the
     /// script follows on the channel's stdin (see [`shell::delivery`]).
     fn start(&self, script: &RemoteScript, supervision: Supervision) -> Result<ssh2::Channel, Error> {
         self.trace(script);
+        // A silent link would hold the request until `timeouts.step`.
+        if self.lost().is_some() {
+            return Err(self.step_error(script, -1, beat::silent(self.timeouts.silence)));
+        }
         let delivery = shell::delivery(script, supervision);
         let refused = |asked: &str, err: &dyn std::fmt::Display| self.step_error(script, -1, self.refusal(asked, err));
         let mut channel =
@@ -279,7 +293,8 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.session.set_timeout(2000);
+        // Over a silent link nothing is answered: no waiting on it.
+        self.session.set_timeout(if self.lost().is_some() { 200 } else { 2000 });
         let _ = self.session.disconnect(None, "deploy finished", None);
     }
 }

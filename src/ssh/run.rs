@@ -100,10 +100,15 @@ impl Connection {
     /// the channel's end or `take` says [`Flow::Done`] (`Ok(true)`), or `deadline` (`Ok(false)`),
     /// which `take` may move ([`Flow::Until`]). Neither stream is left unread while the other is read, so a script
     /// that fills one never waits for the deployer.
+    ///
+    /// With `beating` (the channel is a lock keeper's), it beats meanwhile and takes the
+    /// keeper's answers out of stderr; when the keeper answered no beat for `timeouts.silence`
+    /// it gives the server up (see [`super::beat`]) and fails with [`io::ErrorKind::TimedOut`].
     pub(super) fn drain(
         &self,
         channel: &mut ssh2::Channel,
         mut deadline: Instant,
+        mut beating: Option<&mut super::beat::Beating>,
         mut take: impl FnMut(Stream, &[u8]) -> Flow,
     ) -> io::Result<bool> {
         let mut buffer = vec![0u8; 32 * 1024];
@@ -123,7 +128,14 @@ impl Connection {
                     Ok(0) => {}
                     Ok(n) => {
                         moved = true;
-                        match take(stream, &buffer[..n]) {
+                        let bytes = match (&mut beating, stream) {
+                            (Some(beating), Stream::Stderr) => beating.answers(&buffer[..n]),
+                            _ => (&buffer[..n]).into(),
+                        };
+                        if bytes.is_empty() {
+                            continue;
+                        }
+                        match take(stream, &bytes) {
                             Flow::Go => {}
                             Flow::Until(moved_to) => deadline = moved_to,
                             Flow::Done => break 'reading Ok(true),
@@ -136,6 +148,13 @@ impl Connection {
             // libssh2 may return no bytes before the end: only its EOF flag says.
             if channel.eof() {
                 break Ok(true);
+            }
+            if let Some(beating) = &mut beating {
+                // Silence counts once what arrived is read (answers may wait in line).
+                let checked = if moved { Ok(()) } else { beating.check(&self.lost) };
+                if let Err(err) = checked.and_then(|()| beating.write_due(channel, false)) {
+                    break Err(err);
+                }
             }
             if !moved {
                 let outbound = matches!(self.session.block_directions(), ssh2::BlockDirections::Outbound);
@@ -152,7 +171,7 @@ impl Connection {
     fn read_kept(&self, channel: &mut ssh2::Channel) -> (io::Result<bool>, capture::Kept, capture::Kept) {
         let mut stdout = capture::Kept::new(capture::STDOUT_HEAD, capture::TAIL);
         let mut stderr = capture::Kept::new(0, capture::TAIL);
-        let read = self.drain(channel, Instant::now() + self.timeouts.step, |stream, bytes| {
+        let read = self.drain(channel, Instant::now() + self.timeouts.step, None, |stream, bytes| {
             match stream {
                 Stream::Stdout => stdout.push(bytes),
                 Stream::Stderr => stderr.push(bytes),

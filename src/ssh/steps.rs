@@ -209,7 +209,7 @@ impl Connection {
     ) -> Result<StepsOutput, Error> {
         let mut channel = self.start(script, Supervision::Supervised)?;
         let mut reader = StepsReader::new(marker, steps, self.timeouts.step);
-        let read = self.drain(&mut channel, reader.begun + self.timeouts.step, |stream, bytes| {
+        let read = self.drain(&mut channel, reader.begun + self.timeouts.step, None, |stream, bytes| {
             match reader.feed(stream, bytes, &mut progress) {
                 Some(deadline) => Flow::Until(deadline),
                 None => Flow::Go,
@@ -261,7 +261,7 @@ impl Connection {
     ) -> Result<StepsOutput, Error> {
         let end = format!("{marker}-end");
         let lost = |why: String| self.step_error(script, -1, format!("lost the lock keeper's channel: {why}"));
-        let channel = keeper.channel_mut().ok_or_else(|| lost("it was stopped".to_string()))?;
+        let (channel, beating) = keeper.keeper_parts().ok_or_else(|| lost("it was stopped".to_string()))?;
         let mut reader = StepsReader::new(marker, steps, self.timeouts.step);
         let first_deadline = reader.begun + self.timeouts.step;
         let (mut out_end, mut err_end) = (EndLine::new(&end), EndLine::new(&end));
@@ -277,7 +277,7 @@ impl Connection {
                 _ => Flow::Go,
             }
         };
-        let read = self.drain(channel, first_deadline, &mut take);
+        let read = self.drain(channel, first_deadline, Some(&mut *beating), &mut take);
         let mut stopped = None;
         match read {
             Ok(true) => {}
@@ -290,7 +290,7 @@ impl Connection {
                 // Past its deadline: the keeper stops the job and says so.
                 stopped = Some(self.stopped_message());
                 channel.write_all(b"stop\n").map_err(|err| lost(err.to_string()))?;
-                let read = self.drain(channel, Instant::now() + STOP_GRACE, &mut take);
+                let read = self.drain(channel, Instant::now() + STOP_GRACE, Some(beating), &mut take);
                 if !matches!(read, Ok(true)) {
                     return Err(lost("it did not stop the step".to_string()));
                 }
@@ -316,9 +316,9 @@ impl Connection {
             message: format!("lost the lock keeper's channel: {why}"),
         };
         keeper.send(b"stop\n")?;
-        let channel = keeper.channel_mut().ok_or_else(|| lost("it was stopped".to_string()))?;
+        let (channel, beating) = keeper.keeper_parts().ok_or_else(|| lost("it was stopped".to_string()))?;
         let (mut out_end, mut err_end) = (EndLine::new(&end), EndLine::new(&end));
-        let read = self.drain(channel, Instant::now() + STOP_GRACE, |stream, bytes| {
+        let read = self.drain(channel, Instant::now() + STOP_GRACE, Some(beating), |stream, bytes| {
             match stream {
                 Stream::Stdout => out_end.feed(bytes),
                 Stream::Stderr => err_end.feed(bytes),

@@ -12,6 +12,7 @@ mod dropbear;
 mod fleet;
 mod hostile_trees;
 mod lifecycle;
+mod partitions;
 mod reuse;
 mod safety;
 mod services;

@@ -194,16 +194,17 @@ pub(super) const KEEPER_JOBS: &str = r#"job=""
 starter=${starter:-}
 jobfile="$state/lock/job.$$"
 # A job's wrapper (a child of this shell) starts the batch (in its environment, run by $1) in a
-# session of its own, notes its pid in $3 for `stop`, waits for it, notes `done`, and prints the
-# end line: once, whether the batch ended or was stopped. $3 is written only while it exists:
-# the confirmation removes the lock's directory, and with it this note.
+# session of its own, notes its pid in $3 for `stop`, waits for it, notes `ended <status>` (the
+# keeper's watch reads it), and prints the end line: once, whether the batch ended or was
+# stopped. $3 is written only while it exists: the confirmation removes the lock's directory,
+# and with it this note.
 RUN_JOB='xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'
 JOB='if command -v setsid >/dev/null 2>&1; then setsid sh -c "$1" </dev/null & else sh -c "$1" </dev/null & fi
 batch=$!
 if [ -f "$3" ]; then { echo "$batch" > "$3"; } 2>/dev/null; fi
 wait "$batch"
 s=$?
-if [ -f "$3" ]; then { echo done > "$3"; } 2>/dev/null; fi
+if [ -f "$3" ]; then { echo "ended $s" > "$3"; } 2>/dev/null; fi
 printf "\n%s %s\n" "$2" "$s"
 printf "\n%s %s\n" "$2" "$s" >&2'
 # `run <end> <length>`: <length> bytes of the batch in base64 (with a newline) follow on stdin.
@@ -223,9 +224,10 @@ run_job() {
   job=$!
 }
 # Stops the running batch, if any: TERM to its session, and a second later KILL to what in it
-# ignored TERM. Its wrapper then prints the end line.
+# ignored TERM. Its wrapper then prints the end line. (The keeper's watch, a process of its own,
+# knows the job from its note only.)
 stop_job() {
-  [ -n "$job" ] || return 0
+  [ -n "$job" ] || [ -f "$jobfile" ] || return 0
   batch=""
   tries=0
   while [ "$tries" -lt 20 ]; do
@@ -257,7 +259,15 @@ stop_job() {
 pub(super) fn confirm_function(config: &Config, token: &str) -> String {
     format!(
         r#"confirm_deploy() {{
-  if has_line {token} "$state/{unconfirmed}"; then rm -f "$state/{unconfirmed}"; fi
+  # Not once the server went back by itself (the keeper's watch): then nothing is confirmed.
+  hold_switch
+  if ! has_line {token} "$state/{unconfirmed}"; then
+    drop_switch
+    echo {not_confirmed}
+    return 1
+  fi
+  rm -f "$state/{unconfirmed}"
+  drop_switch
   keep={keep}
   count=0
   for r in "$d"/releases/{release_glob}; do [ -d "$r" ] && count=$((count + 1)); done
@@ -288,6 +298,7 @@ pub(super) fn confirm_function(config: &Config, token: &str) -> String {
         release_glob = "[0-9]".repeat(14),
         rewrite_marks = crate::plan::rollback::REWRITE_MARKS,
         confirmed = quote(crate::plan::confirm::CONFIRMED),
+        not_confirmed = quote(crate::plan::confirm::NOT_CONFIRMED),
     )
 }
 
@@ -340,7 +351,8 @@ done
 /// [`CONFIRM`](crate::plan::confirm::CONFIRM) without its own round trip.
 pub fn confirm_script(config: &Config, token: &str) -> RemoteScript {
     let text = format!(
-        "set -u\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\n{LOCK_HELPERS}\n{confirm}\nconfirm_deploy\n",
+        "set -u\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\n{LOCK_HELPERS}\n{go_back}\n{confirm}\nconfirm_deploy\n",
+        go_back = crate::plan::confirm::GO_BACK,
         deploy_to = quote(&config.deploy_to),
         confirm = confirm_function(config, token),
     );
@@ -350,3 +362,114 @@ pub fn confirm_script(config: &Config, token: &str) -> RemoteScript {
 /// What the keeper does last: removes the releases pruned by a confirmation (its own, and any
 /// a keeper before it left, were it stopped before it was done). Needs `$d`.
 pub(super) const REMOVE_PRUNED: &str = r#"for r in "$d"/releases/.pruned-*; do [ -d "$r" ] && rm -rf "$r"; done"#;
+
+/// What the keeper of a deploy watches for once the release it switched to is live and not yet
+/// confirmed (see [`watch_function`]), in whole seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watch {
+    /// Going back when it has heard nothing from the deployer this long (no line on its stdin:
+    /// the deployer sends `beat` lines while it works): a link that stopped carrying packets
+    /// closes no channel. 0: never.
+    pub silence: u64,
+    /// Going back when the confirmation has not come this long after the switch.
+    pub deadline: u64,
+    /// Going back this long after a step failed there, without waiting for the deployer (which
+    /// sends every switched server back when a step fails anywhere).
+    pub grace: u64,
+}
+
+/// The keeper's watch: the shell function `watch_deploy`, run as a process of its own beside
+/// the keeper (it reads files only, one `sleep` a second), and what it needs: `clock` (seconds
+/// since boot into `$now`, a builtin read), `lost`. While the lock is this deploy's and the
+/// [`UNCONFIRMED`](crate::plan::confirm::UNCONFIRMED) marker holds its token, it goes back:
+/// - when it has heard nothing from the deployer for [`Watch::silence`] (the keeper writes a
+///   count of the lines it read into `$heard`), or the confirmation is later than
+///   [`Watch::deadline`]: the deployer is lost though its connection looks open. It stops the
+///   keeper (which reads no more), and ends the deploy as the keeper does at EOF
+///   (`end_deploy`): the job, the daemon, going back, restarting, releasing the lock. The
+///   keeper's stdout stays open to the deployer: `lost` says why there, for a deployer that can
+///   still read;
+/// - [`Watch::grace`] after a job ended with a failure (its note in `$jobfile`): the deployer
+///   sends it back anyway; then it goes on watching until the lock is released.
+///
+/// What it did goes to the system log too (`logger`, where the server has it), for whoever
+/// looks there later. Needs `$d`, `$state`, `$jobfile`, `$heard`, [`LOCK_HELPERS`],
+/// `go_back_from_marker` and `end_deploy`.
+pub(super) fn watch_function(watch: &Watch, token: &str) -> String {
+    format!(
+        r#"clock() {{
+  now=0
+  {{ read -r now rest < /proc/uptime; }} 2>/dev/null
+  now=${{now%%.*}}
+}}
+say_why() {{
+  printf '%s %s\n' {went_back} "$1" >&2
+  if command -v logger >/dev/null 2>&1; then
+    logger -t xtask-deploy "$d: the deploy's keeper ended it by itself (release ${{release:--}} unconfirmed): $1" </dev/null >/dev/null 2>&1 || true
+  fi
+}}
+lost() {{
+  if ! has_line {token} "$state/lock/info"; then
+    # Confirmed, the lock released: only the keeper is left, waiting for a deployer that is gone.
+    kill -TERM "$$" 2>/dev/null
+    {remove_pruned}
+    exit 0
+  fi
+  # The keeper ends the deploy itself when its stdin closes after all: one of them does.
+  mkdir "$state/lock/ending" 2>/dev/null || exit 0
+  kill -TERM "$$" 2>/dev/null
+  release=""
+  {{ while IFS= read -r line; do case "$line" in release=*) release=${{line#release=}} ;; esac; done < "$state/{unconfirmed}"; }} 2>/dev/null
+  say_why "$1"
+  # What it starts (the restart hooks) must not hold the deployer's channel open.
+  exec >/dev/null 2>&1
+  end_deploy
+  exit 0
+}}
+watch_deploy() {{
+  self=$(exec sh -c 'echo "$PPID"')
+  silence={silence}
+  seen="" since="" switched="" due="" failed=""
+  while sleep 1 >/dev/null 2>&1; do
+    kill -0 "$$" 2>/dev/null || exit 0
+    clock
+    count=""
+    {{ read -r count < "$heard"; }} 2>/dev/null
+    if [ "$count" != "$seen" ] || [ -z "$since" ]; then seen=$count; since=$now; fi
+    # From the deployer's first line on (its heartbeat starts once every server is locked).
+    if [ -n "$count" ] && [ "$silence" -gt 0 ] && [ $((now - since)) -ge "$silence" ]; then
+      lost "it heard nothing from the deployer for {silence}s (\`timeouts.silence\`): the link went down"
+    fi
+    # Confirmed (the lock released): only the silence is watched, until the keeper's EOF.
+    has_line {token} "$state/lock/info" || continue
+    if ! has_line {token} "$state/{unconfirmed}"; then switched=""; failed=""; continue; fi
+    if [ -z "$switched" ]; then switched=$now; due=$((now + {deadline})); fi
+    if [ "$now" -ge "$due" ]; then
+      lost "the deploy was not confirmed in time (\`timeouts.confirm\`)"
+    fi
+    state_of_job=""
+    {{ read -r state_of_job < "$jobfile"; }} 2>/dev/null
+    case "$state_of_job" in
+      "ended 0"|"") failed="" ;;
+      "ended "*)
+        [ -n "$failed" ] || failed=$now
+        if [ $((now - failed)) -ge {grace} ]; then
+          release=""
+          while IFS= read -r line; do case "$line" in release=*) release=${{line#release=}} ;; esac; done < "$state/{unconfirmed}"
+          say_why "a step failed there, and the deployer had not sent it back {grace}s later"
+          go_back_from_marker >/dev/null 2>&1
+          failed=""
+        fi ;;
+      *) failed="" ;;
+    esac
+  done
+}}"#,
+        token = quote(&format!("token={token}")),
+        unconfirmed = crate::plan::confirm::UNCONFIRMED,
+        went_back = quote(crate::plan::confirm::BY_ITSELF),
+        silence = watch.silence,
+        deadline = watch.deadline,
+        grace = watch.grace,
+        remove_pruned = REMOVE_PRUNED,
+    )
+}

@@ -7,7 +7,7 @@ use crate::plan::LockInfo;
 use crate::shell::{quote, RemoteScript};
 
 use super::daemon::CHECKED_GIT;
-use super::keeper::{KeeperDaemon, KEEPER_JOBS, REMOVE_PRUNED};
+use super::keeper::{KeeperDaemon, Watch, KEEPER_JOBS, REMOVE_PRUNED};
 use super::layout::{platform_probe, PRIVATE, REPORT_STATE, REQUIRE_GIT, REQUIRE_SETUP};
 use super::{DAEMON_LOG, EXIT_LOCKED, PUSHED, STATE_DIR};
 
@@ -29,6 +29,7 @@ pub fn preflight_script(
     lock: &LockInfo,
     restart_hooks: &[crate::plan::Restart],
     daemon: Option<&KeeperDaemon>,
+    watch: Option<&Watch>,
 ) -> RemoteScript {
     let text = format!(
         r#"set -u
@@ -110,10 +111,37 @@ if [ -f "$d/repo/shallow" ]; then each_line "$d/repo/shallow" shallow; fi
 {probe}{daemon}echo {READY}
 {KEEPER_JOBS}
 {confirm_function}
+# The end of the deploy on this server, once its deployer is gone (or lost): stops the job and
+# the daemon, removes what an unfinished step made, goes back from a release it switched to
+# and never confirmed (nobody checked it), removes pruned releases, releases the lock.
+end_deploy() {{
+  stop_job
+  stop_daemon
+  if has_line {token} "$state/lock/info"; then
+{STOP_RECEIVE_PACKS}
+    # A step of this deploy on a channel of its own may still be extracting into its release:
+    # its own watchdog stops it on the same EOF; give that a moment before removing what it made.
+    for marker in "$state"/preparing.*; do [ -f "$marker" ] && sleep 1; break; done
+{REMOVE_UNFINISHED}
+    if has_line {token} "$state/{unconfirmed}"; then go_back_from_marker; fi
+  fi
+{REMOVE_PRUNED}
+  lock="$state/lock"
+{release}}}
+# How many lines it read so far, in a file of this keeper's own: the watch reads it (any line
+# shows the deployer is there; it sends `beat` lines while it works, each answered with a byte
+# 6 on stderr).
+heard="$state/lock/heard.$$"
+lines_read=0
+watcher=""
+{watch}
 # The deploy holds the lock while this channel is open; its stdin closes when the deploy ends,
 # fails, is interrupted or killed, or loses its connection. Then the lock is released.
 while read -r line; do
+  lines_read=$((lines_read + 1))
+  {{ echo "$lines_read" > "$heard"; }} 2>/dev/null
   case "$line" in
+    beat) printf '\006' >&2 ;;
     {confirm}) confirm_deploy ;;
     "run "*) run_job ${{line#run }} ;;
     stop) stop_job ;;
@@ -123,21 +151,10 @@ done
 # Nobody reads this channel any more (the deployer may be gone): a write to it would raise
 # SIGPIPE and kill this shell before the lock is released.
 exec >/dev/null 2>&1 6>&-
-stop_job
-stop_daemon
-if has_line {token} "$state/lock/info"; then
-{STOP_RECEIVE_PACKS}
-  # A step of this deploy on a channel of its own may still be extracting into its release:
-  # its own watchdog stops it on the same EOF; give that a moment before removing what it made.
-  for marker in "$state"/preparing.*; do [ -f "$marker" ] && sleep 1; break; done
-{REMOVE_UNFINISHED}
-  # A release this deploy switched to and never confirmed: its deployer is gone, so nobody
-  # checked it. Go back to the release the server had.
-  if has_line {token} "$state/{unconfirmed}"; then go_back_from_marker; fi
-fi
-{REMOVE_PRUNED}
-lock="$state/lock"
-{release}"#,
+# The watch may be ending the deploy already (it found the deployer lost): one of them does.
+if has_line {token} "$state/lock/info" && ! mkdir "$state/lock/ending" 2>/dev/null; then exit 0; fi
+if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; fi
+end_deploy"#,
         deploy_to = quote(&config.deploy_to),
         info = lock.lines().iter().map(|line| quote(line)).collect::<Vec<_>>().join(" "),
         release = release_lock(Some(&lock.token)),
@@ -149,6 +166,13 @@ lock="$state/lock"
         daemon = daemon.map_or(super::keeper::NO_DAEMON.to_string(), super::keeper::start_daemon),
         confirm_function = super::keeper::confirm_function(config, &lock.token),
         restart = crate::plan::confirm::run_restart_hooks(restart_hooks, config.timeouts.step.as_secs()),
+        watch = match watch {
+            Some(watch) => format!(
+                "{}\nwatch_deploy </dev/null >/dev/null 6>&- &\nwatcher=$!",
+                super::keeper::watch_function(watch, &lock.token)
+            ),
+            None => String::new(),
+        },
     );
     let text = format!("{}\n{text}", crate::plan::confirm::GO_BACK);
     RemoteScript { name: "preflight", text }

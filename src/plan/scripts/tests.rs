@@ -30,7 +30,7 @@ fn every_script_quotes_a_hostile_deploy_to() {
     let release = release();
     for script in [
         setup_script(&cfg),
-        preflight_script(&cfg, &lock(), &[crate::plan::Restart::hook("systemctl restart it")], Some(&keeper_daemon())),
+        preflight_script(&cfg, &lock(), &[crate::plan::Restart::hook("systemctl restart it")], Some(&keeper_daemon()), None),
         confirm_script(&cfg, "t0k3n"),
         inspect_script(&cfg),
         unlock_script(&cfg, Some("t"), false),
@@ -54,7 +54,7 @@ fn preflight_with_daemon(submodule_repos: &[&str]) -> String {
         max_seconds: 900,
         submodule_repos: submodule_repos.iter().map(|repo| repo.to_string()).collect(),
     };
-    preflight_script(&config("/srv/x"), &lock(), &[], Some(&daemon)).text
+    preflight_script(&config("/srv/x"), &lock(), &[], Some(&daemon), None).text
 }
 
 #[test]
@@ -75,7 +75,7 @@ fn both_transports_check_what_they_receive_and_their_processes_are_still_found()
     let exec = receive_pack_script(&config("/srv/x"), "repo", false).text;
     assert!(exec.contains(&format!("\n{checked} receive-pack \"$repo\"\n")), "{exec}");
     // The preflight and the lock keeper find them by command line (and those of older versions).
-    let preflight = preflight_script(&config("/srv/x"), &lock(), &[], None).text;
+    let preflight = preflight_script(&config("/srv/x"), &lock(), &[], None, None).text;
     assert!(preflight.contains(&format!("*\"{checked} daemon\"*\"$d/repo\"*")), "{preflight}");
     assert!(preflight.contains("*\"git daemon\"*\"$d/repo\"*") && preflight.contains("*\"git \"*\"receive-pack\"*"));
 }

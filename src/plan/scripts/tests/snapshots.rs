@@ -27,7 +27,7 @@ fn deploy() -> (crate::config::Config, Release, Vec<SubmoduleRelease>) {
 fn preflight() {
     let (cfg, _, _) = deploy();
     let daemon = KeeperDaemon { ports: vec![40000, 40001], max_seconds: 600, submodule_repos: vec!["repo/modules/lib".into()] };
-    let script = preflight_script(&cfg, &lock(), &[crate::plan::Restart::hook("systemctl restart app")], Some(&daemon));
+    let script = preflight_script(&cfg, &lock(), &[crate::plan::Restart::hook("systemctl restart app")], Some(&daemon), Some(&crate::plan::Watch { silence: 20, deadline: 630, grace: 5 }));
     expect_file!["snapshots/preflight.sh"].assert_eq(&script.text);
 }
 

@@ -1,7 +1,36 @@
+hold_switch() {
+  [ -d "$state/lock" ] || return 0
+  waited=0
+  until mkdir "$state/lock/switching" 2>/dev/null; do
+    [ -d "$state/lock" ] || return 0
+    holder=""
+    { read -r holder < "$state/lock/switching/pid"; } 2>/dev/null
+    case "$holder" in
+      ''|*[!0-9]*) ;;
+      *) if ! kill -0 "$holder" 2>/dev/null; then rm -rf "$state/lock/switching"; continue; fi ;;
+    esac
+    waited=$((waited + 1))
+    # A minute at most: then it goes on (as it did before the lock had this).
+    [ "$waited" -lt 600 ] || return 0
+    sleep 0.1 2>/dev/null || sleep 1
+  done
+  { echo "${self:-$$}" > "$state/lock/switching/pid"; } 2>/dev/null
+  return 0
+}
+drop_switch() {
+  rm -rf "$state/lock/switching"
+}
 forget_marker() {
   if grep -qxF "release=$release" "$state/unconfirmed" 2>/dev/null; then rm -f "$state/unconfirmed"; fi
 }
 go_back() {
+  hold_switch
+  switch_back
+  status=$?
+  drop_switch
+  return "$status"
+}
+switch_back() {
   went_back=0
   case "$(readlink "$d/current" 2>/dev/null)" in
     */releases/"$release") ;;
@@ -280,16 +309,17 @@ job=""
 starter=${starter:-}
 jobfile="$state/lock/job.$$"
 # A job's wrapper (a child of this shell) starts the batch (in its environment, run by $1) in a
-# session of its own, notes its pid in $3 for `stop`, waits for it, notes `done`, and prints the
-# end line: once, whether the batch ended or was stopped. $3 is written only while it exists:
-# the confirmation removes the lock's directory, and with it this note.
+# session of its own, notes its pid in $3 for `stop`, waits for it, notes `ended <status>` (the
+# keeper's watch reads it), and prints the end line: once, whether the batch ended or was
+# stopped. $3 is written only while it exists: the confirmation removes the lock's directory,
+# and with it this note.
 RUN_JOB='xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'
 JOB='if command -v setsid >/dev/null 2>&1; then setsid sh -c "$1" </dev/null & else sh -c "$1" </dev/null & fi
 batch=$!
 if [ -f "$3" ]; then { echo "$batch" > "$3"; } 2>/dev/null; fi
 wait "$batch"
 s=$?
-if [ -f "$3" ]; then { echo done > "$3"; } 2>/dev/null; fi
+if [ -f "$3" ]; then { echo "ended $s" > "$3"; } 2>/dev/null; fi
 printf "\n%s %s\n" "$2" "$s"
 printf "\n%s %s\n" "$2" "$s" >&2'
 # `run <end> <length>`: <length> bytes of the batch in base64 (with a newline) follow on stdin.
@@ -309,9 +339,10 @@ run_job() {
   job=$!
 }
 # Stops the running batch, if any: TERM to its session, and a second later KILL to what in it
-# ignored TERM. Its wrapper then prints the end line.
+# ignored TERM. Its wrapper then prints the end line. (The keeper's watch, a process of its own,
+# knows the job from its note only.)
 stop_job() {
-  [ -n "$job" ] || return 0
+  [ -n "$job" ] || [ -f "$jobfile" ] || return 0
   batch=""
   tries=0
   while [ "$tries" -lt 20 ]; do
@@ -331,7 +362,15 @@ stop_job() {
 }
 
 confirm_deploy() {
-  if has_line 'token=t0k3n' "$state/unconfirmed"; then rm -f "$state/unconfirmed"; fi
+  # Not once the server went back by itself (the keeper's watch): then nothing is confirmed.
+  hold_switch
+  if ! has_line 'token=t0k3n' "$state/unconfirmed"; then
+    drop_switch
+    echo @@xtask-deploy-not-confirmed
+    return 1
+  fi
+  rm -f "$state/unconfirmed"
+  drop_switch
   keep=2
   count=0
   for r in "$d"/releases/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]; do [ -d "$r" ] && count=$((count + 1)); done
@@ -370,22 +409,13 @@ fi
   if has_line 'token=t0k3n' "$lock/info"; then rm -rf "$lock"; fi
   echo @@xtask-deploy-confirmed
 }
-# The deploy holds the lock while this channel is open; its stdin closes when the deploy ends,
-# fails, is interrupted or killed, or loses its connection. Then the lock is released.
-while read -r line; do
-  case "$line" in
-    confirm) confirm_deploy ;;
-    "run "*) run_job ${line#run } ;;
-    stop) stop_job ;;
-    "pushed "*) stop_daemon; if [ -n "$pushed" ]; then echo "${line#pushed }" >&6; fi ;;
-  esac
-done
-# Nobody reads this channel any more (the deployer may be gone): a write to it would raise
-# SIGPIPE and kill this shell before the lock is released.
-exec >/dev/null 2>&1 6>&-
-stop_job
-stop_daemon
-if has_line 'token=t0k3n' "$state/lock/info"; then
+# The end of the deploy on this server, once its deployer is gone (or lost): stops the job and
+# the daemon, removes what an unfinished step made, goes back from a release it switched to
+# and never confirmed (nobody checked it), removes pruned releases, releases the lock.
+end_deploy() {
+  stop_job
+  stop_daemon
+  if has_line 'token=t0k3n' "$state/lock/info"; then
 for pidfile in "$state"/receive-pack.*.pid; do
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
@@ -398,9 +428,9 @@ for pidfile in "$state"/receive-pack.*.pid; do
   esac
   rm -f "$pidfile"
 done
-  # A step of this deploy on a channel of its own may still be extracting into its release:
-  # its own watchdog stops it on the same EOF; give that a moment before removing what it made.
-  for marker in "$state"/preparing.*; do [ -f "$marker" ] && sleep 1; break; done
+    # A step of this deploy on a channel of its own may still be extracting into its release:
+    # its own watchdog stops it on the same EOF; give that a moment before removing what it made.
+    for marker in "$state"/preparing.*; do [ -f "$marker" ] && sleep 1; break; done
 for marker in "$state"/preparing.*; do
   [ -f "$marker" ] || continue
   unfinished=${marker##*/preparing.}
@@ -412,13 +442,107 @@ for marker in "$state"/preparing.*; do
   rm -f "$marker"
 done
 for w in "$state"/reuse.*; do [ -d "$w" ] && rm -rf "$w"; done
-  # A release this deploy switched to and never confirmed: its deployer is gone, so nobody
-  # checked it. Go back to the release the server had.
-  if has_line 'token=t0k3n' "$state/unconfirmed"; then go_back_from_marker; fi
-fi
+    if has_line 'token=t0k3n' "$state/unconfirmed"; then go_back_from_marker; fi
+  fi
 for r in "$d"/releases/.pruned-*; do [ -d "$r" ] && rm -rf "$r"; done
-lock="$state/lock"
+  lock="$state/lock"
 [ -d "$lock" ] || exit 0
 has_line 'token=t0k3n' "$lock/info" || { echo "the lock is not ours; left in place"; exit 0; }
 each_line "$lock/info" removed
 rm -rf "$lock"
+}
+# How many lines it read so far, in a file of this keeper's own: the watch reads it (any line
+# shows the deployer is there; it sends `beat` lines while it works, each answered with a byte
+# 6 on stderr).
+heard="$state/lock/heard.$$"
+lines_read=0
+watcher=""
+clock() {
+  now=0
+  { read -r now rest < /proc/uptime; } 2>/dev/null
+  now=${now%%.*}
+}
+say_why() {
+  printf '%s %s\n' @@xtask-deploy-by-itself "$1" >&2
+  if command -v logger >/dev/null 2>&1; then
+    logger -t xtask-deploy "$d: the deploy's keeper ended it by itself (release ${release:--} unconfirmed): $1" </dev/null >/dev/null 2>&1 || true
+  fi
+}
+lost() {
+  if ! has_line 'token=t0k3n' "$state/lock/info"; then
+    # Confirmed, the lock released: only the keeper is left, waiting for a deployer that is gone.
+    kill -TERM "$$" 2>/dev/null
+    for r in "$d"/releases/.pruned-*; do [ -d "$r" ] && rm -rf "$r"; done
+    exit 0
+  fi
+  # The keeper ends the deploy itself when its stdin closes after all: one of them does.
+  mkdir "$state/lock/ending" 2>/dev/null || exit 0
+  kill -TERM "$$" 2>/dev/null
+  release=""
+  { while IFS= read -r line; do case "$line" in release=*) release=${line#release=} ;; esac; done < "$state/unconfirmed"; } 2>/dev/null
+  say_why "$1"
+  # What it starts (the restart hooks) must not hold the deployer's channel open.
+  exec >/dev/null 2>&1
+  end_deploy
+  exit 0
+}
+watch_deploy() {
+  self=$(exec sh -c 'echo "$PPID"')
+  silence=20
+  seen="" since="" switched="" due="" failed=""
+  while sleep 1 >/dev/null 2>&1; do
+    kill -0 "$$" 2>/dev/null || exit 0
+    clock
+    count=""
+    { read -r count < "$heard"; } 2>/dev/null
+    if [ "$count" != "$seen" ] || [ -z "$since" ]; then seen=$count; since=$now; fi
+    # From the deployer's first line on (its heartbeat starts once every server is locked).
+    if [ -n "$count" ] && [ "$silence" -gt 0 ] && [ $((now - since)) -ge "$silence" ]; then
+      lost "it heard nothing from the deployer for 20s (\`timeouts.silence\`): the link went down"
+    fi
+    # Confirmed (the lock released): only the silence is watched, until the keeper's EOF.
+    has_line 'token=t0k3n' "$state/lock/info" || continue
+    if ! has_line 'token=t0k3n' "$state/unconfirmed"; then switched=""; failed=""; continue; fi
+    if [ -z "$switched" ]; then switched=$now; due=$((now + 630)); fi
+    if [ "$now" -ge "$due" ]; then
+      lost "the deploy was not confirmed in time (\`timeouts.confirm\`)"
+    fi
+    state_of_job=""
+    { read -r state_of_job < "$jobfile"; } 2>/dev/null
+    case "$state_of_job" in
+      "ended 0"|"") failed="" ;;
+      "ended "*)
+        [ -n "$failed" ] || failed=$now
+        if [ $((now - failed)) -ge 5 ]; then
+          release=""
+          while IFS= read -r line; do case "$line" in release=*) release=${line#release=} ;; esac; done < "$state/unconfirmed"
+          say_why "a step failed there, and the deployer had not sent it back 5s later"
+          go_back_from_marker >/dev/null 2>&1
+          failed=""
+        fi ;;
+      *) failed="" ;;
+    esac
+  done
+}
+watch_deploy </dev/null >/dev/null 6>&- &
+watcher=$!
+# The deploy holds the lock while this channel is open; its stdin closes when the deploy ends,
+# fails, is interrupted or killed, or loses its connection. Then the lock is released.
+while read -r line; do
+  lines_read=$((lines_read + 1))
+  { echo "$lines_read" > "$heard"; } 2>/dev/null
+  case "$line" in
+    beat) printf '\006' >&2 ;;
+    confirm) confirm_deploy ;;
+    "run "*) run_job ${line#run } ;;
+    stop) stop_job ;;
+    "pushed "*) stop_daemon; if [ -n "$pushed" ]; then echo "${line#pushed }" >&6; fi ;;
+  esac
+done
+# Nobody reads this channel any more (the deployer may be gone): a write to it would raise
+# SIGPIPE and kill this shell before the lock is released.
+exec >/dev/null 2>&1 6>&-
+# The watch may be ending the deploy already (it found the deployer lost): one of them does.
+if has_line 'token=t0k3n' "$state/lock/info" && ! mkdir "$state/lock/ending" 2>/dev/null; then exit 0; fi
+if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; fi
+end_deploy
