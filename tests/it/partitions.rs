@@ -136,3 +136,217 @@ fn a_link_frozen_in_the_health_check_sends_the_server_back_by_itself() {
     let next = world.deploy();
     assert_eq!(world.current(), Some(next.release));
 }
+
+/// A local `after_publish` hook that marks `held` in `dir` and waits (60 s at most) until
+/// `released` is there: it runs on the deployer after every remote step, just before the
+/// confirmation. (Local commands run without a shell: the shell code is a file of its own.)
+fn local_hold(dir: &std::path::Path) -> String {
+    let script = dir.join("hold.sh");
+    let dir = dir.display();
+    fs::write(
+        &script,
+        format!("touch '{dir}/held'; i=0; while [ ! -e '{dir}/released' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\n"),
+    )
+    .unwrap();
+    format!("{{ local = \"sh {}\" }}", script.display())
+}
+
+#[test]
+fn a_link_frozen_just_before_the_confirmation_sends_the_server_back_by_itself() {
+    let local = tempfile::tempdir().unwrap();
+    let (world, relay, old) = deployed_through_relay(|_| String::new());
+    let manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
+    let hooks = format!("after_publish = [{{ remote = '{RECORD_RESTART}' }}, {}]", local_hold(local.path()));
+    let manifest = manifest.replace(&format!("after_publish = [{{ remote = '{RECORD_RESTART}' }}]"), &hooks);
+    world.commit("Cargo.toml", &manifest);
+    world.commit("src/main.rs", "fn main() { println!(\"frozen\"); }\n");
+    let deploying = deploy_in_thread(&world, |_| {});
+    assert!(wait_until(Duration::from_secs(30), || local.path().join("held").exists()), "never reached the hook");
+    relay.freeze();
+    assert!(wait_until(Duration::from_secs(SILENCE + 5), || world.current().as_deref() == Some(old.as_str())));
+    // The hook ends (the deployer then finds the server silent), and nothing of the deploy is left.
+    fs::write(local.path().join("released"), "").unwrap();
+    assert_went_back(&world, &old);
+    let (result, events, _) = deploying.join().unwrap();
+    let err = result.expect_err("the deploy failed");
+    eprintln!("{err}");
+    // Nothing was confirmed anywhere: the deployer found the server silent before it confirmed.
+    assert_eq!(err.exit_code(), xtask_deploy::exit::ROLLED_BACK, "{err}");
+    let (_, _, from, to) = lost_event(&events);
+    assert_eq!(to.as_deref(), Some(old.as_str()));
+    assert!(from.is_some());
+    relay.thaw();
+    world.deploy();
+}
+
+#[test]
+fn a_link_frozen_just_after_the_confirmation_leaves_the_release_live() {
+    let (world, relay, _) = deployed_through_relay(|_| String::new());
+    world.commit("src/main.rs", "fn main() { println!(\"confirmed\"); }\n");
+    let relay = std::sync::Arc::new(relay);
+    let freezing = std::sync::Arc::clone(&relay);
+    // The summary comes once the deploy is confirmed, before its keepers' channels close.
+    let deploying = deploy_in_thread(&world, move |event| {
+        if matches!(event, Event::Summary(_)) {
+            freezing.freeze();
+        }
+    });
+    let (result, _, _) = deploying.join().unwrap();
+    let report = result.expect("the deploy was confirmed");
+    let frozen = Instant::now();
+    // Longer than the keeper waits without hearing from the deployer.
+    std::thread::sleep(Duration::from_secs(SILENCE + 3));
+    assert_eq!(world.current(), Some(report.release.clone()), "the confirmed release went back");
+    assert_eq!(world.bad(), Vec::<String>::new());
+    assert!(!world.locked());
+    // The keeper, which waited for the end of a channel that never came, is gone too.
+    assert_eq!(world.our_processes_after(Duration::from_secs(5)), vec![], "processes of the deploy still run");
+    eprintln!("checked {:?} after the freeze", frozen.elapsed());
+    relay.thaw();
+}
+
+#[test]
+fn a_health_check_that_takes_90_seconds_on_a_healthy_link_passes_without_going_back() {
+    let (world, _relay, _) = deployed_through_relay(|_| {
+        "[package.metadata.deploy.healthcheck]\nremote = \"sleep 90\"\ntimeout = 120\n".to_string()
+    });
+    world.commit("src/main.rs", "fn main() { println!(\"slow\"); }\n");
+    let started = Instant::now();
+    let mut events = xtask_deploy::report::Collect::default();
+    let report = xtask_deploy::deploy(&world.config(), &Default::default(), &mut events).expect("the deploy passed");
+    assert!(started.elapsed() >= Duration::from_secs(90), "the health check ran its 90 s");
+    assert_eq!(world.current(), Some(report.release));
+    assert_eq!(world.bad(), Vec::<String>::new());
+    let restarts = fs::read_to_string(world.deploy_to.join("shared/restarts")).unwrap();
+    assert!(!restarts.lines().any(|line| line.ends_with(" 1")), "nothing went back: {restarts}");
+    assert!(!events.0.iter().any(|event| matches!(event, Event::Lost { .. })));
+}
+
+#[test]
+fn three_servers_one_partitioned_in_the_health_check_all_end_on_the_old_release() {
+    let mut hold = None;
+    let (world, relay, old) = deployed_through_relay(|world| {
+        let held = Hold::new(world);
+        let tables = format!("[package.metadata.deploy.healthcheck]\nremote = \"{}\"\n", held.fragment());
+        hold = Some(held);
+        tables
+    });
+    let hold = hold.unwrap();
+    let others = crate::support::add_servers(&world, 2);
+    world.setup();
+    world.deploy();
+    let before: Vec<String> = std::iter::once(world.deploy_to.clone())
+        .chain(others.iter().map(|(_, dir)| dir.clone()))
+        .map(|dir| crate::support::current_in(&dir).unwrap())
+        .collect();
+    world.commit("src/main.rs", "fn main() { println!(\"three\"); }\n");
+    hold.arm();
+    let deploying = deploy_in_thread(&world, |_| {});
+    // One health check holds (any of the three); the relayed server's link goes down meanwhile.
+    assert!(hold.wait_held(Duration::from_secs(30)), "no health check was reached");
+    relay.freeze();
+    assert!(wait_until(Duration::from_secs(SILENCE + 5), || !world.locked()), "the relayed server did not give up");
+    hold.release();
+    let (result, _, _) = deploying.join().unwrap();
+    let err = result.expect_err("the deploy failed");
+    eprintln!("{err}");
+    assert_eq!(err.exit_code(), xtask_deploy::exit::ROLLED_BACK, "{err}");
+    let after: Vec<String> = std::iter::once(world.deploy_to.clone())
+        .chain(others.iter().map(|(_, dir)| dir.clone()))
+        .map(|dir| crate::support::current_in(&dir).unwrap())
+        .collect();
+    assert_eq!(after, before, "every server is on the release it had");
+    let _ = old;
+    relay.thaw();
+}
+
+#[test]
+fn a_confirmation_later_than_timeouts_confirm_is_never_given_and_the_server_goes_back_by_itself() {
+    let world = World::new();
+    let manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
+    world.commit(
+        "Cargo.toml",
+        &format!(
+            "{manifest}\n[package.metadata.deploy.timeouts]\nconfirm = 4\n\
+             [package.metadata.deploy.hooks]\nafter_publish = [{{ remote = '{RECORD_RESTART}' }}]\n"
+        ),
+    );
+    world.setup();
+    let old = world.deploy().release;
+    // A local step after the switch that outlasts the servers' deadline.
+    let manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
+    let slow = format!("after_publish = [{{ remote = '{RECORD_RESTART}' }}, {{ local = \"sleep 8\" }}]");
+    world.commit(
+        "Cargo.toml",
+        &manifest.replace(&format!("after_publish = [{{ remote = '{RECORD_RESTART}' }}]"), &slow),
+    );
+    world.commit("src/main.rs", "fn main() { println!(\"late\"); }\n");
+    let started = Instant::now();
+    let deploying = deploy_in_thread(&world, |_| {});
+    // The deployer is alive and beating: only the deadline sends it back.
+    let back = wait_until(Duration::from_secs(30), || {
+        world.bad().len() == 1 && world.current().as_deref() == Some(old.as_str())
+    });
+    assert!(back, "the server did not go back by itself");
+    let went_back = started.elapsed();
+    let (result, events, ended) = deploying.join().unwrap();
+    eprintln!("went back {went_back:?} after the deploy started, which ended after {:?}", ended - started);
+    assert!(went_back < Duration::from_secs(8), "it went back before the deployer gave up");
+    let err = result.expect_err("the deploy failed");
+    eprintln!("{err}");
+    assert!(err.to_string().contains("`timeouts.confirm`"), "{err}");
+    assert_eq!(err.exit_code(), xtask_deploy::exit::ROLLED_BACK, "{err}");
+    assert!(!events.iter().any(|event| matches!(event, Event::Lost { .. })), "no link was lost");
+    assert_went_back(&world, &old);
+}
+
+#[test]
+fn a_server_whose_health_check_failed_goes_back_without_waiting_for_the_others() {
+    let world = World::new();
+    let others = crate::support::add_servers(&world, 1);
+    let (_, failing) = &others[0];
+    let hold = Hold::new(&world);
+    // Once `fail` is there, the second server's check fails at once; the first's holds.
+    let fail = hold.dir.join("fail");
+    let check = format!(
+        "if [ -e '{}' ] && [ \\\"$DEPLOY_TO\\\" = '{}' ]; then exit 1; fi; {}",
+        fail.display(),
+        failing.display(),
+        hold.fragment()
+    );
+    let manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
+    world.commit(
+        "Cargo.toml",
+        &format!(
+            "{manifest}\n[package.metadata.deploy.hooks]\nafter_publish = [{{ remote = '{RECORD_RESTART}' }}]\n\
+             [package.metadata.deploy.healthcheck]\nremote = \"{check}\"\ntimeout = 1\n"
+        ),
+    );
+    world.setup();
+    world.deploy();
+    let old = crate::support::current_in(failing).unwrap();
+    world.commit("src/main.rs", "fn main() { println!(\"failing\"); }\n");
+    fs::write(&fail, "").unwrap();
+    hold.arm();
+    let deploying = deploy_in_thread(&world, |_| {});
+    assert!(hold.wait_held(Duration::from_secs(30)), "the first server's check never held");
+    // The deployer waits for the first server's check; the second goes back by itself meanwhile.
+    let back =
+        wait_until(Duration::from_secs(15), || crate::support::current_in(failing).as_deref() == Some(old.as_str()));
+    assert!(back, "the server whose check failed did not go back by itself");
+    assert!(!hold.dir.join("released").exists(), "the other check still holds");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let restarts = fs::read_to_string(failing.join("shared/restarts")).unwrap_or_default();
+            restarts.lines().last() == Some(format!("{old} 1").as_str())
+        }),
+        "the restart hook ran for the release it went back to"
+    );
+    hold.release();
+    let (result, _, _) = deploying.join().unwrap();
+    let err = result.expect_err("the deploy failed");
+    eprintln!("{err}");
+    assert_eq!(err.exit_code(), xtask_deploy::exit::ROLLED_BACK, "{err}");
+    assert_eq!(crate::support::current_in(failing), Some(old));
+    assert_eq!(world.current(), Some(world.releases()[world.releases().len() - 2].clone()));
+}

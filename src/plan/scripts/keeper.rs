@@ -412,6 +412,7 @@ lost() {{
   if ! has_line {token} "$state/lock/info"; then
     # Confirmed, the lock released: only the keeper is left, waiting for a deployer that is gone.
     kill -TERM "$$" 2>/dev/null
+    rm -f "$heard"
     {remove_pruned}
     exit 0
   fi

@@ -413,6 +413,7 @@ fi
 # the daemon, removes what an unfinished step made, goes back from a release it switched to
 # and never confirmed (nobody checked it), removes pruned releases, releases the lock.
 end_deploy() {
+  rm -f "$heard"
   stop_job
   stop_daemon
   if has_line 'token=t0k3n' "$state/lock/info"; then
@@ -451,10 +452,15 @@ has_line 'token=t0k3n' "$lock/info" || { echo "the lock is not ours; left in pla
 each_line "$lock/info" removed
 rm -rf "$lock"
 }
-# How many lines it read so far, in a file of this keeper's own: the watch reads it (any line
-# shows the deployer is there; it sends `beat` lines while it works, each answered with a byte
-# 6 on stderr).
-heard="$state/lock/heard.$$"
+# How many lines it read so far, in a file of this keeper's own (beside the lock, which the
+# confirmation releases): the watch reads it (any line shows the deployer is there; it sends
+# `beat` lines while it works, each answered with a byte 6 on stderr). Those of keepers that are
+# gone (killed with the server) go.
+for file in "$state"/heard.*; do
+  [ -f "$file" ] || continue
+  kill -0 "${file##*.}" 2>/dev/null || rm -f "$file"
+done
+heard="$state/heard.$$"
 lines_read=0
 watcher=""
 clock() {
@@ -472,6 +478,7 @@ lost() {
   if ! has_line 'token=t0k3n' "$state/lock/info"; then
     # Confirmed, the lock released: only the keeper is left, waiting for a deployer that is gone.
     kill -TERM "$$" 2>/dev/null
+    rm -f "$heard"
     for r in "$d"/releases/.pruned-*; do [ -d "$r" ] && rm -rf "$r"; done
     exit 0
   fi
