@@ -403,6 +403,17 @@ impl RemoteProcess {
 
 impl Drop for RemoteProcess {
     fn drop(&mut self) {
+        // Over a silent link nothing comes back: no waiting for it (its keeper ends by itself).
+        if self.lost.since().is_some() {
+            if let Some(mut channel) = self.channel.take() {
+                self.session.set_timeout(200);
+                let _ = channel.send_eof();
+                self.session.set_blocking(false);
+                drop(channel);
+                self.session.set_blocking(true);
+            }
+            return;
+        }
         let _ = self.stop(Duration::from_secs(5));
     }
 }

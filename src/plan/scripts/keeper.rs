@@ -437,8 +437,8 @@ watch_deploy() {{
     count=""
     {{ read -r count < "$heard"; }} 2>/dev/null
     if [ "$count" != "$seen" ] || [ -z "$since" ]; then seen=$count; since=$now; fi
-    # From the deployer's first line on (its heartbeat starts once every server is locked).
-    if [ -n "$count" ] && [ "$silence" -gt 0 ] && [ $((now - since)) -ge "$silence" ]; then
+    # From the start: the deployer beats from the moment it reads the keeper's first answer.
+    if [ "$silence" -gt 0 ] && [ $((now - since)) -ge "$silence" ]; then
       lost "it heard nothing from the deployer for {silence}s (\`timeouts.silence\`): the link went down"
     fi
     # Confirmed (the lock released): only the silence is watched, until the keeper's EOF.

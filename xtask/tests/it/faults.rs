@@ -42,6 +42,12 @@ const PHASES: [Phase; 7] = [
     Phase::HealthCheck,
 ];
 
+/// The phases a frozen link is held at: where the deployer waits on the lock keeper (for its
+/// daemon, a batch of steps), so that it hears the silence. While it connects or pushes, it
+/// waits for `timeouts.connect` or `timeouts.push` instead.
+const FROZEN_PHASES: [Phase; 5] =
+    [Phase::DaemonStart, Phase::Extracting, Phase::BeforeSwitch, Phase::AfterSwitch, Phase::HealthCheck];
+
 /// An `after_publish` hook that records each restart: the release and whether it is a rollback.
 const RECORD_RESTART: &str = r#"echo "$RELEASE ${ROLLBACK:-0}" >> "$DEPLOY_TO/shared/restarts""#;
 
@@ -56,6 +62,10 @@ enum Fault {
     Interrupt,
     /// The deploying process gets SIGTERM: as SIGINT, exit 143.
     Terminate,
+    /// The link stops carrying packets, both ways, without closing (a relay in front of the
+    /// sshd stops forwarding): the server hears nothing for `timeouts.silence` (5 s here) and
+    /// ends the deploy by itself; the deployer hears nothing back as long, and gives up.
+    Freeze,
 }
 
 #[test]
@@ -71,6 +81,16 @@ fn daemon_transport_connection_cut_at_each_phase() {
 #[test]
 fn daemon_transport_deployer_interrupted_at_each_phase() {
     column("daemon", Fault::Interrupt);
+}
+
+#[test]
+fn daemon_transport_link_frozen_at_each_phase() {
+    column("daemon", Fault::Freeze);
+}
+
+#[test]
+fn exec_transport_link_frozen_at_each_phase() {
+    column("exec", Fault::Freeze);
 }
 
 #[test]
@@ -119,6 +139,10 @@ fn column(transport: &str, fault: Fault) {
             table.push_str(&format!("| {phase:?} | (no daemon with `exec`) | | | |\n"));
             continue;
         }
+        if fault == Fault::Freeze && !FROZEN_PHASES.contains(&phase) {
+            table.push_str(&format!("| {phase:?} | (not in this column: see README's \"Not yet\") | | | |\n"));
+            continue;
+        }
         table.push_str(&case(Software::OpenSsh, transport, phase, fault));
     }
     println!("{table}");
@@ -130,7 +154,10 @@ fn column(transport: &str, fault: Fault) {
 /// table row.
 fn case(software: Software, transport: &str, phase: Phase, fault: Fault) -> String {
     let name = format!("{software:?}/{transport}/{phase:?}/{fault:?}");
-    let config = format!("transport = \"{transport}\"");
+    let mut config = format!("transport = \"{transport}\"");
+    if fault == Fault::Freeze {
+        config.push_str("\ntimeouts = { silence = 5 }");
+    }
     let world = match software {
         Software::OpenSsh => World::with_config(&config),
         Software::Dropbear => {
@@ -140,13 +167,14 @@ fn case(software: Software, transport: &str, phase: Phase, fault: Fault) -> Stri
     };
     let hold = Hold::new(&world);
     let mut relay = None;
+    if phase == Phase::Connecting || fault == Fault::Freeze {
+        let started = Relay::start(world.server.port());
+        // The deploy goes through the relay, which the server's key is trusted behind.
+        world.route_through(started.port);
+        relay = Some(started);
+    }
     match phase {
-        Phase::Connecting => {
-            let started = Relay::start(world.server.port());
-            // The deploy goes through the relay, which the server's key is trusted behind.
-            world.route_through(started.port);
-            relay = Some(started);
-        }
+        Phase::Connecting => {}
         Phase::DaemonStart => hold.install_git_shim(&world, "daemon"),
         Phase::Extracting => hold.install_git_shim(&world, "archive"),
         Phase::BeforeSwitch | Phase::AfterSwitch | Phase::HealthCheck => {
@@ -176,13 +204,13 @@ fn case(software: Software, transport: &str, phase: Phase, fault: Fault) -> Stri
     let new_sha = world.commit("src/main.rs", &format!("fn main() {{ println!(\"{name}\"); }}\n"));
 
     hold.arm();
-    if let Some(relay) = &relay {
+    if let (Some(relay), Phase::Connecting) = (&relay, phase) {
         relay.mode.store(HOLD, Ordering::SeqCst);
     }
     let mut child = spawn_deploy(&world);
-    let held = match &relay {
-        Some(relay) => relay.wait_held(Duration::from_secs(30)),
-        None => hold.wait_held(Duration::from_secs(30)),
+    let held = match (&relay, phase) {
+        (Some(relay), Phase::Connecting) => relay.wait_held(Duration::from_secs(30)),
+        _ => hold.wait_held(Duration::from_secs(30)),
     };
     if !held {
         let _ = child.kill();
@@ -197,6 +225,8 @@ fn case(software: Software, transport: &str, phase: Phase, fault: Fault) -> Stri
             let signal = if fault == Fault::Interrupt { "-INT" } else { "-TERM" };
             assert!(Command::new("kill").arg(signal).arg(child.id().to_string()).status().unwrap().success());
         }
+        (Fault::Freeze, Some(relay)) => relay.mode.store(FREEZE, Ordering::SeqCst),
+        (Fault::Freeze, None) => unreachable!("a frozen link goes through the relay"),
         (Fault::Cut, Some(relay)) => relay.mode.store(CUT, Ordering::SeqCst),
         (Fault::Cut, None) => {
             let sessions = world.server.session_pids();
@@ -212,6 +242,13 @@ fn case(software: Software, transport: &str, phase: Phase, fault: Fault) -> Stri
     assert!(!output.status.success(), "{name}: the deploy succeeded despite the fault:\n{stderr}");
     if fault == Fault::Cut {
         assert!(stderr.contains("error:"), "{name}: a cut connection must be reported:\n{stderr}");
+    }
+    if fault == Fault::Freeze {
+        eprintln!("{name}: the deployer gave up {exited_after:?} after the link froze");
+        assert!(stderr.contains("its link is down"), "{name}: the silent link must be named:\n{stderr}");
+        assert!(exited_after < Duration::from_secs(15), "{name}: it took {exited_after:?} to give up:\n{stderr}");
+        // The server ends the deploy by itself once it has heard nothing for 5 s.
+        assert!(wait_until(Duration::from_secs(15), || !world.locked()), "{name}: the lock was left:\n{stderr}");
     }
     if let Some((signal, code)) = match fault {
         Fault::Interrupt => Some(("SIGINT", xtask_deploy::exit::INTERRUPTED)),
@@ -233,8 +270,9 @@ fn case(software: Software, transport: &str, phase: Phase, fault: Fault) -> Stri
         assert!(error.contains(state), "{name}: not `{state}`:\n{stderr}");
     }
 
-    // Whatever was held is still held: anything of ours left running would show.
-    let stopped = Instant::now();
+    // Whatever was held is still held: anything of ours left running would show. A frozen
+    // link's time counts from the freeze: the server ends the deploy by itself.
+    let stopped = if fault == Fault::Freeze { faulted } else { Instant::now() };
     let left = world.our_processes_after(Duration::from_secs(5));
     assert_eq!(left, vec![], "{name}: processes of the deploy still run on the server");
     let gone_after = stopped.elapsed();
@@ -321,6 +359,7 @@ fn spawn_deploy(world: &World) -> std::process::Child {
 const PASS: u8 = 0;
 const HOLD: u8 = 1;
 const CUT: u8 = 2;
+const FREEZE: u8 = 3;
 
 /// A TCP relay in front of the sshd, to hold a deploy while it connects: in `HOLD` it accepts
 /// a connection and waits; in `CUT` it drops it; in `PASS` it relays to the sshd.
@@ -351,7 +390,7 @@ impl Relay {
     }
 }
 
-fn relay(client: TcpStream, target: u16, mode: &AtomicU8, held: &AtomicBool) {
+fn relay(client: TcpStream, target: u16, mode: &Arc<AtomicU8>, held: &AtomicBool) {
     while mode.load(Ordering::SeqCst) == HOLD {
         held.store(true, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(10));
@@ -362,15 +401,20 @@ fn relay(client: TcpStream, target: u16, mode: &AtomicU8, held: &AtomicBool) {
     }
     let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { return };
     let (mut client_in, mut server_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-    let upstream = std::thread::spawn(move || pump(&mut client_in, &mut server_out));
+    let up_mode = Arc::clone(mode);
+    let upstream = std::thread::spawn(move || pump(&mut client_in, &mut server_out, &up_mode));
     let (mut server_in, mut client_out) = (server, client);
-    pump(&mut server_in, &mut client_out);
+    pump(&mut server_in, &mut client_out, mode);
     let _ = upstream.join();
 }
 
-fn pump(from: &mut TcpStream, to: &mut TcpStream) {
+/// Passes bytes on; while `mode` is `FREEZE`, holds what it read (and reads no more).
+fn pump(from: &mut TcpStream, to: &mut TcpStream, mode: &AtomicU8) {
     let mut buffer = [0u8; 16384];
     while let Ok(n @ 1..) = from.read(&mut buffer) {
+        while mode.load(Ordering::SeqCst) == FREEZE {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         if to.write_all(&buffer[..n]).is_err() {
             break;
         }
