@@ -265,6 +265,21 @@ fn bad_values_are_refused() {
     assert!(policy.contains("`package.metadata.deploy.ssh.host_key_policy` is `no`"), "{policy}");
     let timeout = error_text("[deploy.timeouts]\nstep = 0\n[[deploy.servers]]\nhost = \"a\"\n");
     assert!(timeout.contains("`package.metadata.deploy.timeouts.step` is 0"), "{timeout}");
+    let confirm = error_text("[deploy.timeouts]\nconfirm = 0\n[[deploy.servers]]\nhost = \"a\"\n");
+    assert!(confirm.contains("`package.metadata.deploy.timeouts.confirm` is 0"), "{confirm}");
+    let silence = error_text("[deploy.timeouts]\nsilence = 2\n[[deploy.servers]]\nhost = \"a\"\n");
+    assert!(silence.contains("`package.metadata.deploy.timeouts.silence` is 2: give at least 5 seconds"), "{silence}");
+}
+
+#[test]
+fn the_servers_own_deadline_and_the_silence_they_allow_are_read_or_left_to_their_defaults() {
+    let config = parse("[deploy.timeouts]\nconfirm = 90\nsilence = 12\n[[deploy.servers]]\nhost = \"a\"\n").unwrap();
+    assert_eq!(
+        (config.timeouts.confirm, config.timeouts.silence),
+        (Some(Duration::from_secs(90)), Duration::from_secs(12))
+    );
+    let config = parse("[[deploy.servers]]\nhost = \"a\"\n").unwrap();
+    assert_eq!((config.timeouts.confirm, config.timeouts.silence), (None, Duration::from_secs(20)));
 }
 
 /// The `[package]` metadata of a whole manifest's text.

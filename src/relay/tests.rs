@@ -32,6 +32,29 @@ fn delay_holds_each_chunk_in_each_direction() {
 }
 
 #[test]
+fn a_frozen_relay_carries_nothing_and_closes_nothing_until_it_thaws() {
+    for delay in [Duration::ZERO, Duration::from_millis(5)] {
+        let (echo_port, _) = echo_server();
+        let relay = Relay::start(echo_port, delay).unwrap();
+        let mut client = connect(relay.port());
+        client.write_all(b"a").unwrap();
+        client.read_exact(&mut [0]).unwrap();
+        relay.freeze();
+        client.write_all(b"b").unwrap();
+        client.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let frozen = client.read(&mut [0]);
+        let timed_out =
+            matches!(&frozen, Err(err) if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut));
+        assert!(timed_out, "nothing comes back, and nothing is closed, while frozen ({delay:?}): {frozen:?}");
+        relay.thaw();
+        client.set_read_timeout(Some(BOUND)).unwrap();
+        let mut answer = [0];
+        client.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"b", "what was held passes once thawed ({delay:?})");
+    }
+}
+
+#[test]
 fn counts_one_turn_per_answer_and_none_for_what_the_server_says_unasked() {
     for delay in [Duration::ZERO, Duration::from_millis(5)] {
         let (echo_port, _) = greeting_echo_server(b"hello");

@@ -38,6 +38,18 @@ fn deployed_through_relay(extra: impl FnOnce(&World) -> String) -> (World, Relay
     (world, relay, old.release)
 }
 
+/// Like [`deployed_through_relay`], with a health check that holds once armed (see [`Hold`]).
+fn deployed_with_a_health_check_that_holds() -> (World, Relay, String, Hold) {
+    let mut hold = None;
+    let (world, relay, old) = deployed_through_relay(|world| {
+        let held = Hold::new(world);
+        let tables = format!("[package.metadata.deploy.healthcheck]\nremote = \"{}\"\n", held.fragment());
+        hold = Some(held);
+        tables
+    });
+    (world, relay, old, hold.expect("made with the world"))
+}
+
 /// What a server that went back by itself holds: `current` at `old`, the restart hook run for it
 /// with `ROLLBACK=1`, the release it went back from marked bad, no marker, the lock free, and
 /// no process of the deploy left.
@@ -93,14 +105,7 @@ fn now_seconds() -> u64 {
 
 #[test]
 fn a_link_frozen_in_the_health_check_sends_the_server_back_by_itself() {
-    let mut hold = None;
-    let (world, relay, old) = deployed_through_relay(|world| {
-        let held = Hold::new(world);
-        let tables = format!("[package.metadata.deploy.healthcheck]\nremote = \"{}\"\n", held.fragment());
-        hold = Some(held);
-        tables
-    });
-    let hold = hold.unwrap();
+    let (world, relay, old, hold) = deployed_with_a_health_check_that_holds();
     world.commit("src/main.rs", "fn main() { println!(\"frozen\"); }\n");
     hold.arm();
     let deploying = deploy_in_thread(&world, |_| {});
@@ -224,14 +229,7 @@ fn a_health_check_that_takes_90_seconds_on_a_healthy_link_passes_without_going_b
 
 #[test]
 fn three_servers_one_partitioned_in_the_health_check_all_end_on_the_old_release() {
-    let mut hold = None;
-    let (world, relay, old) = deployed_through_relay(|world| {
-        let held = Hold::new(world);
-        let tables = format!("[package.metadata.deploy.healthcheck]\nremote = \"{}\"\n", held.fragment());
-        hold = Some(held);
-        tables
-    });
-    let hold = hold.unwrap();
+    let (world, relay, old, hold) = deployed_with_a_health_check_that_holds();
     let others = crate::support::add_servers(&world, 2);
     world.setup();
     world.deploy();

@@ -11,10 +11,16 @@
 //!   line follows, as for a job that ended.
 //! - `pushed ok` or `pushed failed`: the push is over: stops the git daemon, and tells the batch
 //!   sent ahead of the push (see [`await_push_script`]).
-//! - [`CONFIRM`](crate::plan::confirm::CONFIRM): confirms the deploy (see [`confirm_script`]).
+//! - [`CONFIRM`](crate::plan::confirm::CONFIRM): confirms the deploy (see [`confirm_script`]),
+//!   answering [`CONFIRMED`](crate::plan::confirm::CONFIRMED), or
+//!   [`NOT_CONFIRMED`](crate::plan::confirm::NOT_CONFIRMED) when the server went back by itself
+//!   first.
+//! - `beat`: the deployer's heartbeat (see [`crate::ssh::beat`]), answered with one byte 6 on
+//!   stderr. Every line counts as hearing from the deployer (see [`watch_function`]).
 //!
 //! At EOF (the deployer finished, died or lost its connection) it stops the job and the daemon,
-//! then goes back or prunes (below), then releases the lock.
+//! then goes back or prunes (below), then releases the lock. In a deploy its watch does the
+//! same, without an EOF, when the link went silent (see [`watch_function`]).
 
 use crate::config::Config;
 use crate::shell::{quote, RemoteScript};
@@ -412,7 +418,6 @@ lost() {{
   if ! has_line {token} "$state/lock/info"; then
     # Confirmed, the lock released: only the keeper is left, waiting for a deployer that is gone.
     kill -TERM "$$" 2>/dev/null
-    rm -f "$heard"
     {remove_pruned}
     exit 0
   fi
@@ -430,19 +435,29 @@ lost() {{
 watch_deploy() {{
   self=$(exec sh -c 'echo "$PPID"')
   silence={silence}
-  seen="" since="" switched="" due="" failed=""
-  while sleep 1 >/dev/null 2>&1; do
+  seen="" since="" switched="" due="" failed="" nap="" released=""
+  # Stopped (the keeper's EOF), its `sleep` goes with it.
+  trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+  while :; do
+    sleep 1 >/dev/null 2>&1 &
+    nap=$!
+    wait "$nap"
     kill -0 "$$" 2>/dev/null || exit 0
     clock
     count=""
     {{ read -r count < "$heard"; }} 2>/dev/null
     if [ "$count" != "$seen" ] || [ -z "$since" ]; then seen=$count; since=$now; fi
+    # Confirmed, the lock released (with the count): the deployer closes the channel next; a
+    # keeper still waiting for that `timeouts.silence` later waits for a deployer that is gone.
+    if ! has_line {token} "$state/lock/info"; then
+      [ -n "$released" ] || released=$now
+      if [ $((now - released)) -ge "$silence" ]; then lost "confirmed, and the deployer's channel never ended"; fi
+      continue
+    fi
     # From the start: the deployer beats from the moment it reads the keeper's first answer.
     if [ "$silence" -gt 0 ] && [ $((now - since)) -ge "$silence" ]; then
       lost "it heard nothing from the deployer for {silence}s (\`timeouts.silence\`): the link went down"
     fi
-    # Confirmed (the lock released): only the silence is watched, until the keeper's EOF.
-    has_line {token} "$state/lock/info" || continue
     if ! has_line {token} "$state/{unconfirmed}"; then switched=""; failed=""; continue; fi
     if [ -z "$switched" ]; then switched=$now; due=$((now + {deadline})); fi
     if [ "$now" -ge "$due" ]; then

@@ -115,7 +115,6 @@ if [ -f "$d/repo/shallow" ]; then each_line "$d/repo/shallow" shallow; fi
 # the daemon, removes what an unfinished step made, goes back from a release it switched to
 # and never confirmed (nobody checked it), removes pruned releases, releases the lock.
 end_deploy() {{
-  rm -f "$heard"
   stop_job
   stop_daemon
   if has_line {token} "$state/lock/info"; then
@@ -129,15 +128,10 @@ end_deploy() {{
 {REMOVE_PRUNED}
   lock="$state/lock"
 {release}}}
-# How many lines it read so far, in a file of this keeper's own (beside the lock, which the
-# confirmation releases): the watch reads it (any line shows the deployer is there; it sends
-# `beat` lines while it works, each answered with a byte 6 on stderr). Those of keepers that are
-# gone (killed with the server) go.
-for file in "$state"/heard.*; do
-  [ -f "$file" ] || continue
-  kill -0 "${{file##*.}}" 2>/dev/null || rm -f "$file"
-done
-heard="$state/heard.$$"
+# How many lines it read so far, in a file of this keeper's own (it goes with the lock): the
+# watch reads it (any line shows the deployer is there; it sends `beat` lines while it works,
+# each answered with a byte 6 on stderr).
+heard="$state/lock/heard.$$"
 lines_read=0
 watcher=""
 {watch}

@@ -413,7 +413,6 @@ fi
 # the daemon, removes what an unfinished step made, goes back from a release it switched to
 # and never confirmed (nobody checked it), removes pruned releases, releases the lock.
 end_deploy() {
-  rm -f "$heard"
   stop_job
   stop_daemon
   if has_line 'token=t0k3n' "$state/lock/info"; then
@@ -452,15 +451,10 @@ has_line 'token=t0k3n' "$lock/info" || { echo "the lock is not ours; left in pla
 each_line "$lock/info" removed
 rm -rf "$lock"
 }
-# How many lines it read so far, in a file of this keeper's own (beside the lock, which the
-# confirmation releases): the watch reads it (any line shows the deployer is there; it sends
-# `beat` lines while it works, each answered with a byte 6 on stderr). Those of keepers that are
-# gone (killed with the server) go.
-for file in "$state"/heard.*; do
-  [ -f "$file" ] || continue
-  kill -0 "${file##*.}" 2>/dev/null || rm -f "$file"
-done
-heard="$state/heard.$$"
+# How many lines it read so far, in a file of this keeper's own (it goes with the lock): the
+# watch reads it (any line shows the deployer is there; it sends `beat` lines while it works,
+# each answered with a byte 6 on stderr).
+heard="$state/lock/heard.$$"
 lines_read=0
 watcher=""
 clock() {
@@ -478,7 +472,6 @@ lost() {
   if ! has_line 'token=t0k3n' "$state/lock/info"; then
     # Confirmed, the lock released: only the keeper is left, waiting for a deployer that is gone.
     kill -TERM "$$" 2>/dev/null
-    rm -f "$heard"
     for r in "$d"/releases/.pruned-*; do [ -d "$r" ] && rm -rf "$r"; done
     exit 0
   fi
@@ -496,19 +489,29 @@ lost() {
 watch_deploy() {
   self=$(exec sh -c 'echo "$PPID"')
   silence=20
-  seen="" since="" switched="" due="" failed=""
-  while sleep 1 >/dev/null 2>&1; do
+  seen="" since="" switched="" due="" failed="" nap="" released=""
+  # Stopped (the keeper's EOF), its `sleep` goes with it.
+  trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+  while :; do
+    sleep 1 >/dev/null 2>&1 &
+    nap=$!
+    wait "$nap"
     kill -0 "$$" 2>/dev/null || exit 0
     clock
     count=""
     { read -r count < "$heard"; } 2>/dev/null
     if [ "$count" != "$seen" ] || [ -z "$since" ]; then seen=$count; since=$now; fi
+    # Confirmed, the lock released (with the count): the deployer closes the channel next; a
+    # keeper still waiting for that `timeouts.silence` later waits for a deployer that is gone.
+    if ! has_line 'token=t0k3n' "$state/lock/info"; then
+      [ -n "$released" ] || released=$now
+      if [ $((now - released)) -ge "$silence" ]; then lost "confirmed, and the deployer's channel never ended"; fi
+      continue
+    fi
     # From the start: the deployer beats from the moment it reads the keeper's first answer.
     if [ "$silence" -gt 0 ] && [ $((now - since)) -ge "$silence" ]; then
       lost "it heard nothing from the deployer for 20s (\`timeouts.silence\`): the link went down"
     fi
-    # Confirmed (the lock released): only the silence is watched, until the keeper's EOF.
-    has_line 'token=t0k3n' "$state/lock/info" || continue
     if ! has_line 'token=t0k3n' "$state/unconfirmed"; then switched=""; failed=""; continue; fi
     if [ -z "$switched" ]; then switched=$now; due=$((now + 630)); fi
     if [ "$now" -ge "$due" ]; then
