@@ -165,6 +165,9 @@ fn lock_one(
                 // A deploy's keeper hears from it from now on (see `ssh::beat`), until it ends.
                 let keeper = std::sync::Arc::new(Mutex::new(Some(keeper)));
                 let heartbeat = watch.map(|_| super::Heartbeat::start(&keeper, config.timeouts.silence));
+                if watch.is_some() {
+                    connection.watch_link_with(std::sync::Arc::clone(&keeper));
+                }
                 return Ok(LockedServer {
                     keeper,
                     heartbeat,

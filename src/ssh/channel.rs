@@ -22,7 +22,13 @@ pub struct TimedChannel {
     session: Session,
     deadline: Instant,
     idle: Duration,
+    /// The deploy's lock keeper on the server, asked whether the link still carries anything
+    /// while an operation waits (see [`RemoteProcess::answering`]).
+    keeper: Option<std::sync::Arc<std::sync::Mutex<Option<RemoteProcess>>>>,
 }
+
+/// How long one operation of a watched [`TimedChannel`] waits before the link is checked.
+const LINK_CHECK: Duration = Duration::from_secs(1);
 
 /// A remote script still running on its own exec channel, its stdin held open. Dropping it
 /// closes stdin (the script's cue to stop) and waits briefly for it to exit.
@@ -96,7 +102,13 @@ impl Connection {
     }
 
     fn timed(&self, channel: ssh2::Channel, deadline: Instant) -> TimedChannel {
-        TimedChannel { channel: Some(channel), session: self.session.clone(), deadline, idle: self.timeouts.step }
+        TimedChannel {
+            channel: Some(channel),
+            session: self.session.clone(),
+            deadline,
+            idle: self.timeouts.step,
+            keeper: self.keeper.clone(),
+        }
     }
 }
 
@@ -430,8 +442,17 @@ impl TimedChannel {
         if remaining.is_zero() {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "the time allowed is over"));
         }
-        self.session.set_timeout(millis(remaining));
+        let wait = if self.keeper.is_some() { remaining.min(LINK_CHECK) } else { remaining };
+        self.session.set_timeout(millis(wait));
         self.channel.as_mut().ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "channel closed"))
+    }
+
+    /// Why the link is down, when the keeper answered none of the deployer's beats for
+    /// `timeouts.silence` (the server is then given up).
+    fn link_down(&self) -> Option<String> {
+        let keeper = self.keeper.as_ref()?;
+        let mut keeper = keeper.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        keeper.as_mut()?.answering().err()
     }
 
     /// Whether the deadline has passed.
@@ -458,10 +479,15 @@ impl TimedChannel {
     /// Runs `operation` on the channel until it succeeds, fails otherwise, or the deadline
     /// passes. libssh2 may report a timeout early (it measures with a seconds clock), so a
     /// timeout before the deadline is retried: an error after it always means the time is over.
+    /// Watched (see [`Connection::watch_link_with`]), an operation that waits is asked again
+    /// each [`LINK_CHECK`], and fails once the link is down.
     fn until_deadline<T>(&mut self, mut operation: impl FnMut(&mut ssh2::Channel) -> io::Result<T>) -> io::Result<T> {
         loop {
             match operation(self.channel()?) {
                 Err(err) if err.kind() == io::ErrorKind::TimedOut && !self.expired() => {
+                    if let Some(why) = self.link_down() {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, why));
+                    }
                     std::thread::sleep(EARLY_TIMEOUT_PAUSE)
                 }
                 Err(err) if self.expired() => return Err(io::Error::new(io::ErrorKind::TimedOut, err)),

@@ -75,6 +75,9 @@ pub struct Connection {
     pub accepted_key: Option<String>,
     /// Set once the deployer gave up on the server, its link silent (see [`beat`]).
     lost: beat::Lost,
+    /// The deploy's lock keeper on this server, once it runs: a push that waits asks it
+    /// whether the link still carries anything (see [`Connection::watch_link_with`]).
+    keeper: Option<std::sync::Arc<std::sync::Mutex<Option<RemoteProcess>>>>,
 }
 
 /// What a script's first request asks for, in the message when it is refused.
@@ -147,12 +150,29 @@ impl Connection {
         session.set_timeout(millis(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
         authenticate(&session, server, options, &name)?;
         session.set_timeout(millis(timeouts.step));
-        Ok(Connection { _watched: watched, session, socket, name, timeouts, accepted_key, lost: Default::default() })
+        Ok(Connection {
+            _watched: watched,
+            session,
+            socket,
+            name,
+            timeouts,
+            accepted_key,
+            lost: Default::default(),
+            keeper: None,
+        })
     }
 
     /// The server's name for messages: `user@host:port`.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Lets a push that waits on this server (a tunnel or an exec stream, see
+    /// [`TimedChannel`]) ask `keeper`, the deploy's lock keeper there, whether the link still
+    /// carries its answers, once a second: a link that went silent fails the push after
+    /// `timeouts.silence`, not `timeouts.push`.
+    pub fn watch_link_with(&mut self, keeper: std::sync::Arc<std::sync::Mutex<Option<RemoteProcess>>>) {
+        self.keeper = Some(keeper);
     }
 
     /// When the deployer gave up on this server because nothing came back from it for

@@ -42,11 +42,17 @@ const PHASES: [Phase; 7] = [
     Phase::HealthCheck,
 ];
 
-/// The phases a frozen link is held at: where the deployer waits on the lock keeper (for its
-/// daemon, a batch of steps), so that it hears the silence. While it connects or pushes, it
-/// waits for `timeouts.connect` or `timeouts.push` instead.
-const FROZEN_PHASES: [Phase; 5] =
-    [Phase::DaemonStart, Phase::Extracting, Phase::BeforeSwitch, Phase::AfterSwitch, Phase::HealthCheck];
+/// The phases a frozen link is held at: every one after the lock is taken (the deployer beats
+/// from then on, and hears the silence). While it connects, nothing is on the server yet, and
+/// the deployer gives up at `timeouts.connect`.
+const FROZEN_PHASES: [Phase; 6] = [
+    Phase::DaemonStart,
+    Phase::MidPush,
+    Phase::Extracting,
+    Phase::BeforeSwitch,
+    Phase::AfterSwitch,
+    Phase::HealthCheck,
+];
 
 /// An `after_publish` hook that records each restart: the release and whether it is a rollback.
 const RECORD_RESTART: &str = r#"echo "$RELEASE ${ROLLBACK:-0}" >> "$DEPLOY_TO/shared/restarts""#;
@@ -140,7 +146,7 @@ fn column(transport: &str, fault: Fault) {
             continue;
         }
         if fault == Fault::Freeze && !FROZEN_PHASES.contains(&phase) {
-            table.push_str(&format!("| {phase:?} | (not in this column: see README's \"Not yet\") | | | |\n"));
+            table.push_str(&format!("| {phase:?} | (nothing on the server yet: `timeouts.connect`) | | | |\n"));
             continue;
         }
         table.push_str(&case(Software::OpenSsh, transport, phase, fault));
