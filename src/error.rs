@@ -193,10 +193,14 @@ pub enum Error {
     /// The deploy was confirmed on `confirmed`, but whether `unknown` took its confirmation is
     /// not known (the connection was lost at that moment).
     #[error(
-        "{error}. Release {release} is confirmed on {confirmed}, but not known to be on {unknown}: a server \
+        "{error}. Release {release} is {confirmed}not known to be confirmed on {unknown}: a server \
          that did not take the confirmation goes back by itself; see `cargo xtask releases`, then deploy \
          again or roll back",
-        confirmed = .confirmed.join(", "),
+        confirmed = if .confirmed.is_empty() {
+            String::new()
+        } else {
+            format!("confirmed on {}, but ", .confirmed.join(", "))
+        },
         unknown = .unknown.join(", ")
     )]
     Unconfirmed {

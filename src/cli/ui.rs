@@ -224,8 +224,19 @@ impl Ui {
                         report.release
                     )
                 }
+                ServerStatus::Published if server.on_its_own.is_some() => format!(
+                    "its link went down while it was confirmed: release {} stays if the confirmation ran there, \
+                     else it goes back by itself by {}",
+                    report.release,
+                    server.on_its_own.as_deref().unwrap_or_default()
+                ),
                 ServerStatus::Published => format!("release {} is current", report.release),
                 ServerStatus::Discarded => "unchanged (the unfinished release was removed)".to_string(),
+                ServerStatus::Unchanged if server.on_its_own.is_some() => format!(
+                    "its link is down: its lock keeper ends the deploy there by itself by {} (back to the \
+                     release it had, if it had switched)",
+                    server.on_its_own.as_deref().unwrap_or_default()
+                ),
                 ServerStatus::Unchanged => "unchanged".to_string(),
                 ServerStatus::RolledBack => {
                     format!("back on the release it had ({} is marked bad)", report.release)
@@ -323,8 +334,13 @@ impl Ui {
                     (Some(from), Some(to)) => {
                         format!("goes back from {from} to {to} by itself by {by} (restart hooks with ROLLBACK=1)")
                     }
-                    (Some(from), None) => format!("stays on {from}, marked bad: it has no earlier release"),
-                    (None, _) => format!("its lock keeper ends the deploy there by itself by {by}"),
+                    (Some(from), None) => {
+                        format!("stays on {from}, marked bad (it has no earlier release); its lock is released by {by}")
+                    }
+                    (None, _) => format!(
+                        "its lock keeper ends the deploy there by itself by {by} (back to the release it had, if it \
+                         had switched)"
+                    ),
                 };
                 self.line("Lost", &format!("{server}: nothing came back from it (its link is down); it {what}"))
             }

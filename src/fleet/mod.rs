@@ -66,19 +66,26 @@ impl Heartbeat {
         let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let every = crate::ssh::beat::interval(silence);
         let (keeper, stopping) = (Arc::clone(keeper), Arc::clone(&stop));
-        let beat = move || loop {
-            let (stopped, wake) = &*stopping;
-            let guard = stopped.lock().unwrap_or_else(PoisonError::into_inner);
-            let (guard, _) = wake.wait_timeout(guard, every).unwrap_or_else(PoisonError::into_inner);
-            if *guard {
-                return;
-            }
-            drop(guard);
-            // In use: whatever waits on it beats itself.
-            let Ok(mut keeper) = keeper.try_lock() else { continue };
-            // Released, given up, or its channel failed: nothing to keep alive.
-            if !keeper.as_mut().is_some_and(RemoteProcess::beat) {
-                return;
+        let beat = move || {
+            let mut pause = every;
+            loop {
+                let (stopped, wake) = &*stopping;
+                let guard = stopped.lock().unwrap_or_else(PoisonError::into_inner);
+                let (guard, _) = wake.wait_timeout(guard, pause).unwrap_or_else(PoisonError::into_inner);
+                if *guard {
+                    return;
+                }
+                drop(guard);
+                // In use: whatever waits on it beats itself.
+                let Ok(mut keeper) = keeper.try_lock() else { continue };
+                let Some(keeper) = keeper.as_mut() else { return };
+                // Given up, or its channel failed: nothing to keep alive.
+                if !keeper.beat() {
+                    return;
+                }
+                // A beat left half written is finished soon: libssh2 sends nothing else on the
+                // session before it.
+                pause = if keeper.beat_unfinished() { Duration::from_millis(20) } else { every };
             }
         };
         let thread = std::thread::Builder::new().name("heartbeat".to_string()).spawn(beat).ok();

@@ -21,10 +21,6 @@ pub const CONFIRMED: &str = "@@xtask-deploy-confirmed";
 /// unconfirmed any more: the server went back by itself before the confirmation came.
 pub const NOT_CONFIRMED: &str = "@@xtask-deploy-not-confirmed";
 
-/// What the keeper's watch prints on stderr, with why, when the server goes back by itself
-/// while the deploy's connection is open (see `plan::scripts::keeper::watch_function`).
-pub const BY_ITSELF: &str = "@@xtask-deploy-by-itself";
-
 /// The line the deployer sends the lock keeper to confirm the deploy.
 pub const CONFIRM: &str = "confirm";
 
@@ -71,14 +67,23 @@ pub fn run_restart_hooks(commands: &[crate::plan::Restart], limit_secs: u64) -> 
 pub const GO_BACK: &str = r#"hold_switch() {
   [ -d "$state/lock" ] || return 0
   waited=0
+  unnamed=0
   until mkdir "$state/lock/switching" 2>/dev/null; do
     [ -d "$state/lock" ] || return 0
     holder=""
     { read -r holder < "$state/lock/switching/pid"; } 2>/dev/null
     case "$holder" in
-      ''|*[!0-9]*) ;;
-      *) if ! kill -0 "$holder" 2>/dev/null; then rm -rf "$state/lock/switching"; continue; fi ;;
+      # Taken a moment ago, its pid not written yet; or by one killed right then.
+      ''|*[!0-9]*) unnamed=$((unnamed + 1)); gone=$([ "$unnamed" -ge 20 ] && echo 1) ;;
+      *) unnamed=0; gone=$(kill -0 "$holder" 2>/dev/null || echo 1) ;;
     esac
+    if [ -n "$gone" ]; then
+      # One at a time: the rename succeeds for one of those who found it stale.
+      if mv "$state/lock/switching" "$state/lock/switching.stale.${self:-$$}" 2>/dev/null; then
+        rm -rf "$state/lock/switching.stale.${self:-$$}"
+      fi
+      continue
+    fi
     waited=$((waited + 1))
     # A minute at most: then it goes on (as it did before the lock had this).
     [ "$waited" -lt 600 ] || return 0
@@ -88,7 +93,9 @@ pub const GO_BACK: &str = r#"hold_switch() {
   return 0
 }
 drop_switch() {
-  rm -rf "$state/lock/switching"
+  holder=""
+  { read -r holder < "$state/lock/switching/pid"; } 2>/dev/null
+  if [ "$holder" = "${self:-$$}" ]; then rm -rf "$state/lock/switching"; fi
 }
 forget_marker() {
   if grep -qxF "release=$release" "$state/unconfirmed" 2>/dev/null; then rm -f "$state/unconfirmed"; fi

@@ -26,6 +26,29 @@ impl Walk<'_> {
         // A server whose link went down goes back by itself: nothing is sent to it any more.
         let lost = |index: &usize| self.servers[*index].connection.lost().is_some();
         let (lost, reachable): (Vec<usize>, Vec<usize>) = switched.iter().partition(|index| lost(index));
+        // Lost in the batch that confirms too (one server): whether the confirmation ran there
+        // before the link went down is not known.
+        if self.confirming && !lost.is_empty() {
+            for index in &lost {
+                note_lost(&self.servers[*index], &mut self.reports[*index], &self.release.name, self.reporter);
+            }
+            return Error::Unconfirmed {
+                release: self.release.name.clone(),
+                confirmed: Vec::new(),
+                unknown: lost
+                    .iter()
+                    .map(|index| {
+                        let report = &self.reports[*index];
+                        format!(
+                            "{} (its link went down: unless the confirmation ran there, it goes back by itself by {})",
+                            report.server,
+                            report.on_its_own.as_deref().unwrap_or("?")
+                        )
+                    })
+                    .collect(),
+                error: Box::new(err),
+            };
+        }
         let (mut stuck, restart_failed) = self.revert(&reachable, &err);
         for index in lost {
             let (server, report) = (&self.servers[index], &mut self.reports[index]);
@@ -100,7 +123,17 @@ impl Walk<'_> {
             }
             report.status = ServerStatus::RolledBack;
             let Some(to) = said("reverted ").and_then(|rest| rest.split(' ').nth(1).map(str::to_string)) else {
-                // Already back: its keeper went back when its connection was lost.
+                // Already back: its keeper went back by itself (a step failed there, and the
+                // deployer was slower), restart hooks included.
+                if let Some(to) = previous {
+                    reporter.event(Event::RolledBack {
+                        server: name.clone(),
+                        from: release.clone(),
+                        to: to.to_string(),
+                        reason: format!("{reason} (the server went back by itself first)"),
+                    });
+                    reporter.event(Event::Marked { server: name.clone(), release: release.clone() });
+                }
                 return Ok(true);
             };
             reporter.event(Event::RolledBack {

@@ -211,18 +211,19 @@ fn daemon_lifetime(config: &Config) -> Duration {
 
 /// What a server's lock keeper watches for once it switched (see [`plan::Watch`]): the
 /// deployer's silence (`timeouts.silence`), the confirmation's deadline (`timeouts.confirm`, else
-/// the most the rest of the deploy may take after a server's switch: each step after publish
-/// within `timeouts.step`, and with `canaries` the later wave's whole deploy, its push too, plus
-/// [`CONFIRM_MARGIN`]), and the grace after a failed step ([`FAILED_STEP_GRACE`]).
-fn watch(config: &Config, canaries: bool) -> plan::Watch {
+/// the most the rest of the deploy may take after the first server's switch: publish and each
+/// step after it within `timeouts.step`, in as many rounds as `parallel` servers at a time take,
+/// with `canaries` the later wave's whole deploy, its push too, plus [`CONFIRM_MARGIN`]), and
+/// the grace after a failed step ([`FAILED_STEP_GRACE`]).
+fn watch(config: &Config, canaries: bool, parallel: usize) -> plan::Watch {
     let after_publish = config.hooks.after_publish.len()
         + usize::from(config.healthcheck.is_some())
         + usize::from(!config.services.is_empty());
-    let budget = if canaries {
-        daemon_lifetime(config)
-    } else {
-        config.timeouts.step * after_publish as u32 + CONFIRM_MARGIN
-    };
+    let rounds = config.servers.len().div_ceil(parallel.max(1)).max(1) as u32;
+    let budget = match canaries {
+        true => daemon_lifetime(config) * rounds,
+        false => config.timeouts.step * (1 + after_publish as u32) * rounds,
+    } + CONFIRM_MARGIN;
     plan::Watch {
         silence: config.timeouts.silence.as_secs(),
         deadline: config.timeouts.confirm.unwrap_or(budget).as_secs(),
@@ -280,7 +281,7 @@ fn deploy_to_all(
     });
     let reached = probed.connections;
     let canary = options.canary.unwrap_or(config.canary);
-    let watch = watch(config, canary > 0 && canary < config.servers.len());
+    let watch = watch(config, canary > 0 && canary < config.servers.len(), parallel);
     let keeping = Keeping { daemon: daemon.as_ref(), watch: Some(watch) };
     *locked = lock_all(config, &local.lock, options.lock_wait, &keeping, parallel, reached, reporter)?;
     let servers = std::mem::take(locked);

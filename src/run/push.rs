@@ -268,6 +268,11 @@ pub(super) fn push(
     let state = &target.server.state;
     let known = transport::receive_pack::Known { refs: state.refs.clone(), shallow: state.shallow.clone() };
     let packing = transport::Packing { method: settings.pack, shared: local.packs.as_ref(), known: Some(&known) };
+    // While the push fills the link, the keeper's beats wait behind it: the keeper allows the
+    // push its own time (`timeouts.push`) before it takes the silence for a lost deployer.
+    if let Some(keeper) = target.server.keeper().as_mut() {
+        keeper.send(format!("pushing {}\n", config.timeouts.push.as_secs()).as_bytes())?;
+    }
     let pushed = push_all(config, connection, local, build, &receiver, packing, reporter);
     // The daemon lives only while the push lasts, whatever its outcome; the batch sent ahead
     // learns how it ended. Nothing to wait for: the keeper does both as it reads the line.

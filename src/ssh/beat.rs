@@ -127,6 +127,44 @@ impl Beating {
     pub(crate) fn unfinished(&self) -> bool {
         !self.unsent.is_empty()
     }
+
+    /// Writes what is left of a beat left half written, before anything else is written to
+    /// the keeper: libssh2 finishes a packet it began before it sends another on the session,
+    /// and the keeper reads lines.
+    pub(crate) fn finish(&mut self, channel: &mut ssh2::Channel) -> io::Result<()> {
+        while !self.unsent.is_empty() {
+            match channel.write(self.unsent) {
+                Ok(n) => {
+                    self.unsent = &self.unsent[n..];
+                    if self.unsent.is_empty() && self.unanswered.len() < UNANSWERED {
+                        self.unanswered.push_back(Instant::now());
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the socket `fd` has room for a beat: what waits in its send queue leaves more than
+/// a few KB of its buffer free. A beat written into a full one would wait with the session's
+/// lock held (a push filling the link, or a link gone silent with data queued).
+pub(crate) fn room_for_a_beat(fd: std::os::fd::RawFd) -> bool {
+    let mut queued: libc::c_int = 0;
+    let mut buffer: libc::c_int = 0;
+    let mut size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `fd` is a socket this process holds open; both out-pointers are valid c_ints for
+    // the duration of each call, and `size` says how large the second one is.
+    let (ioctl, getsockopt) = unsafe {
+        (
+            libc::ioctl(fd, libc::TIOCOUTQ, &mut queued),
+            libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, (&mut buffer as *mut libc::c_int).cast(), &mut size),
+        )
+    };
+    // Not a socket that says (or an error): write as before.
+    ioctl != 0 || getsockopt != 0 || queued + 4096 < buffer
 }
 
 /// Why the deployer gave up on a server it heard nothing from for `silence`.

@@ -25,6 +25,11 @@ pub struct TimedChannel {
     /// The deploy's lock keeper on the server, asked whether the link still carries anything
     /// while an operation waits (see [`RemoteProcess::answering`]).
     keeper: Option<std::sync::Arc<std::sync::Mutex<Option<RemoteProcess>>>>,
+    /// When an operation last moved bytes: a link that does carries them, however slowly
+    /// (the keeper's answers then wait behind the channel's own bytes).
+    moved: Instant,
+    /// `timeouts.silence`.
+    silence: Duration,
 }
 
 /// How long one operation of a watched [`TimedChannel`] waits before the link is checked.
@@ -108,6 +113,8 @@ impl Connection {
             deadline,
             idle: self.timeouts.step,
             keeper: self.keeper.clone(),
+            moved: Instant::now(),
+            silence: self.timeouts.silence,
         }
     }
 }
@@ -257,31 +264,38 @@ impl RemoteProcess {
         result
     }
 
-    /// Writes a [`super::beat::BEAT`] to a lock keeper's stdin, unless the deployer gave the
-    /// server up: false then, or when the channel failed. A write that would block (another
-    /// thread works on the session in non-blocking mode) is finished, within a second.
+    /// Writes a [`super::beat::BEAT`] to a lock keeper's stdin, for the heartbeat thread: false
+    /// when there is nothing to keep alive (the server was given up, the channel is closed or
+    /// failed). A beat is written only when the socket has room for it (else it waits for the
+    /// next turn), and one that could not be written whole is finished at the next turn, or by
+    /// the next write to the keeper, never dropped.
     pub fn beat(&mut self) -> bool {
         if self.lost.since().is_some() {
             return false;
         }
         let Some(channel) = self.channel.as_mut() else { return false };
-        let until = Instant::now() + Duration::from_secs(1);
-        let mut now = true;
+        if !self.beating.unfinished() && !super::beat::room_for_a_beat(self.socket) {
+            return true;
+        }
         // Its answers wait unread (reading here could block another thread's work on the
         // session): whoever reads next counts them.
-        loop {
-            if self.beating.write_due(channel, now).is_err() {
-                return false;
-            }
-            now = false;
-            if !self.beating.unfinished() {
-                return true;
-            }
-            if Instant::now() >= until {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        match self.beating.write_due(channel, true) {
+            Ok(()) => true,
+            // The session's timeout, set by another thread's wait: the rest goes next time.
+            Err(err) if err.kind() == io::ErrorKind::TimedOut => true,
+            Err(_) => false,
         }
+    }
+
+    /// Whether a beat is left half written (the heartbeat then comes back soon to finish it).
+    pub fn beat_unfinished(&self) -> bool {
+        self.beating.unfinished()
+    }
+
+    /// What was read of the keeper's stdout and stderr while nobody waited on it (see
+    /// [`RemoteProcess::answering`]), for the next reader.
+    pub(super) fn take_pending(&mut self) -> (String, String) {
+        (std::mem::take(&mut self.pending), std::mem::take(&mut self.pending_stderr))
     }
 
     /// Whether a lock keeper answered its beats within `timeouts.silence`, from what it sent so
@@ -322,7 +336,12 @@ impl RemoteProcess {
     /// Writes `bytes` to the process's stdin.
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
         let lost = |err: String| lost_channel(&self.server, err);
+        // Over a silent link a write can wait for the session's whole timeout.
+        if self.lost.since().is_some() {
+            return Err(lost(super::beat::silent(self.beating.silence())));
+        }
         let channel = self.channel.as_mut().ok_or_else(|| lost("the process was stopped".into()))?;
+        self.beating.finish(channel).map_err(|err| lost(err.to_string()))?;
         // No `flush`: on an ssh2 channel it discards what the server sent and was not read yet.
         channel.write_all(bytes).map_err(|err| lost(err.to_string()))
     }
@@ -451,6 +470,9 @@ impl TimedChannel {
     /// `timeouts.silence` (the server is then given up).
     fn link_down(&self) -> Option<String> {
         let keeper = self.keeper.as_ref()?;
+        if self.moved.elapsed() < self.silence {
+            return None;
+        }
         let mut keeper = keeper.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         keeper.as_mut()?.answering().err()
     }
@@ -480,7 +502,8 @@ impl TimedChannel {
     /// passes. libssh2 may report a timeout early (it measures with a seconds clock), so a
     /// timeout before the deadline is retried: an error after it always means the time is over.
     /// Watched (see [`Connection::watch_link_with`]), an operation that waits is asked again
-    /// each [`LINK_CHECK`], and fails once the link is down.
+    /// each [`LINK_CHECK`], and fails once the link is down: nothing moved on this channel for
+    /// `timeouts.silence`, and the keeper answered no beat for as long.
     fn until_deadline<T>(&mut self, mut operation: impl FnMut(&mut ssh2::Channel) -> io::Result<T>) -> io::Result<T> {
         loop {
             match operation(self.channel()?) {
@@ -491,7 +514,12 @@ impl TimedChannel {
                     std::thread::sleep(EARLY_TIMEOUT_PAUSE)
                 }
                 Err(err) if self.expired() => return Err(io::Error::new(io::ErrorKind::TimedOut, err)),
-                result => return result,
+                result => {
+                    if result.is_ok() {
+                        self.moved = Instant::now();
+                    }
+                    return result;
+                }
             }
         }
     }

@@ -261,6 +261,8 @@ impl Connection {
     ) -> Result<StepsOutput, Error> {
         let end = format!("{marker}-end");
         let lost = |why: String| self.step_error(script, -1, format!("lost the lock keeper's channel: {why}"));
+        // What was read while the batch waited for its push (a check of the link) comes first.
+        let (pending_stdout, pending_stderr) = keeper.take_pending();
         let (channel, beating) = keeper.keeper_parts().ok_or_else(|| lost("it was stopped".to_string()))?;
         let mut reader = StepsReader::new(marker, steps, self.timeouts.step);
         let first_deadline = reader.begun + self.timeouts.step;
@@ -277,7 +279,19 @@ impl Connection {
                 _ => Flow::Go,
             }
         };
-        let read = self.drain(channel, first_deadline, Some(&mut *beating), &mut take);
+        let mut first_deadline = first_deadline;
+        let mut done = false;
+        for (stream, text) in [(Stream::Stdout, pending_stdout), (Stream::Stderr, pending_stderr)] {
+            if text.is_empty() || done {
+                continue;
+            }
+            match take(stream, text.as_bytes()) {
+                Flow::Done => done = true,
+                Flow::Until(deadline) => first_deadline = deadline,
+                Flow::Go => {}
+            }
+        }
+        let read = if done { Ok(true) } else { self.drain(channel, first_deadline, Some(&mut *beating), &mut take) };
         let mut stopped = None;
         match read {
             Ok(true) => {}
@@ -289,6 +303,7 @@ impl Connection {
             Ok(false) => {
                 // Past its deadline: the keeper stops the job and says so.
                 stopped = Some(self.stopped_message());
+                beating.finish(channel).map_err(|err| lost(err.to_string()))?;
                 channel.write_all(b"stop\n").map_err(|err| lost(err.to_string()))?;
                 let read = self.drain(channel, Instant::now() + STOP_GRACE, Some(beating), &mut take);
                 if !matches!(read, Ok(true)) {

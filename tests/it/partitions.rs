@@ -123,7 +123,9 @@ fn a_link_frozen_in_the_health_check_sends_the_server_back_by_itself() {
     let err = result.expect_err("the deploy failed");
     eprintln!("the deployer gave up {took:?} after the freeze: {err}");
     assert!(took < Duration::from_secs(SILENCE + 5), "the deployer took {took:?} to give up");
-    assert_eq!(err.exit_code(), xtask_deploy::exit::ROLLED_BACK, "{err}");
+    // One server: its last batch confirms too, after the health check. Whether the check passed
+    // and the confirmation ran there after the link went down, the deployer cannot know.
+    assert_eq!(err.exit_code(), xtask_deploy::exit::PARTIAL, "{err}");
     let (server, by, from, to) = lost_event(&events);
     assert_eq!(server, format!("root@127.0.0.1:{}", relay.port()));
     let new = world.releases()[1].clone();
@@ -131,9 +133,9 @@ fn a_link_frozen_in_the_health_check_sends_the_server_back_by_itself() {
     assert!(went_back_at <= by + 1, "it said by {by}, it went back at {went_back_at}");
     let message = err.to_string();
     assert!(message.contains("its link is down"), "{message}");
-    assert!(message.contains(&format!("{server} by 20")), "the time it goes back by is said: {message}");
+    assert!(message.contains("not known to be confirmed"), "{message}");
+    assert!(message.contains("it goes back by itself by 20"), "the time it goes back by is said: {message}");
     let Some(Event::Summary(summary)) = events.last() else { panic!("the last event is the summary") };
-    assert_eq!(summary.servers[0].status, xtask_deploy::report::ServerStatus::GoingBack);
     assert!(summary.servers[0].on_its_own.is_some());
 
     hold.release();
@@ -245,10 +247,17 @@ fn three_servers_one_partitioned_in_the_health_check_all_end_on_the_old_release(
     relay.freeze();
     assert!(wait_until(Duration::from_secs(SILENCE + 5), || !world.locked()), "the relayed server did not give up");
     hold.release();
-    let (result, _, _) = deploying.join().unwrap();
+    let (result, events, _) = deploying.join().unwrap();
     let err = result.expect_err("the deploy failed");
     eprintln!("{err}");
     assert_eq!(err.exit_code(), xtask_deploy::exit::ROLLED_BACK, "{err}");
+    let relayed = format!("root@127.0.0.1:{}", relay.port());
+    assert!(err.to_string().contains(&format!("goes back by itself on {relayed} by 20")), "{err}");
+    let Some(Event::Summary(summary)) = events.last() else { panic!("the last event is the summary") };
+    let statuses: Vec<_> = summary.servers.iter().map(|server| (server.server.clone(), server.status)).collect();
+    use xtask_deploy::report::ServerStatus::{GoingBack, RolledBack};
+    assert_eq!(statuses.iter().filter(|(_, status)| *status == RolledBack).count(), 2, "{statuses:?}");
+    assert!(statuses.contains(&(relayed, GoingBack)), "{statuses:?}");
     let after: Vec<String> = std::iter::once(world.deploy_to.clone())
         .chain(others.iter().map(|(_, dir)| dir.clone()))
         .map(|dir| crate::support::current_in(&dir).unwrap())

@@ -177,7 +177,10 @@ stop_daemon() {{
     kill -KILL -"$pid" "$pid" 2>/dev/null
     rm -f "$state/daemon.$port.pid"
   done
-  kill "$starter" 2>/dev/null
+  # Only while it is still the starter (the keeper's watch holds a copy of the pid).
+  case "$({{ tr '\0' ' ' < "/proc/$starter/cmdline"; }} 2>/dev/null)" in
+    *xtask-deploy-preflight*) kill "$starter" 2>/dev/null ;;
+  esac
   starter=""
 }}
 "#,
@@ -409,7 +412,6 @@ pub(super) fn watch_function(watch: &Watch, token: &str) -> String {
   now=${{now%%.*}}
 }}
 say_why() {{
-  printf '%s %s\n' {went_back} "$1" >&2
   if command -v logger >/dev/null 2>&1; then
     logger -t xtask-deploy "$d: the deploy's keeper ended it by itself (release ${{release:--}} unconfirmed): $1" </dev/null >/dev/null 2>&1 || true
   fi
@@ -423,6 +425,11 @@ lost() {{
   fi
   # The keeper ends the deploy itself when its stdin closes after all: one of them does.
   mkdir "$state/lock/ending" 2>/dev/null || exit 0
+  # The lock is held by this process from now on (the keeper and the connection may be gone
+  # while it goes back): a deploy that starts meanwhile finds it held.
+  {{ while IFS= read -r line; do
+    case "$line" in keeper=*) echo "keeper=$self $(start_time "$self")" ;; *) printf '%s\n' "$line" ;; esac
+  done < "$state/lock/info" > "$state/lock/info.new" && mv "$state/lock/info.new" "$state/lock/info"; }} 2>/dev/null
   kill -TERM "$$" 2>/dev/null
   release=""
   {{ while IFS= read -r line; do case "$line" in release=*) release=${{line#release=}} ;; esac; done < "$state/{unconfirmed}"; }} 2>/dev/null
@@ -455,8 +462,13 @@ watch_deploy() {{
       continue
     fi
     # From the start: the deployer beats from the moment it reads the keeper's first answer.
-    if [ "$silence" -gt 0 ] && [ $((now - since)) -ge "$silence" ]; then
-      lost "it heard nothing from the deployer for {silence}s (\`timeouts.silence\`): the link went down"
+    # A push under way has its own time on top (its beats wait behind it).
+    allowed=$silence
+    push_limit=""
+    {{ read -r push_limit < "$pushing"; }} 2>/dev/null
+    case "$push_limit" in ''|*[!0-9]*) ;; *) allowed=$((silence + push_limit)) ;; esac
+    if [ $((now - since)) -ge "$allowed" ]; then
+      lost "it heard nothing from the deployer for ${{allowed}}s (\`timeouts.silence\`): the link went down"
     fi
     if ! has_line {token} "$state/{unconfirmed}"; then switched=""; failed=""; continue; fi
     if [ -z "$switched" ]; then switched=$now; due=$((now + {deadline})); fi
@@ -482,7 +494,6 @@ watch_deploy() {{
 }}"#,
         token = quote(&format!("token={token}")),
         unconfirmed = crate::plan::confirm::UNCONFIRMED,
-        went_back = quote(crate::plan::confirm::BY_ITSELF),
         silence = watch.silence,
         deadline = watch.deadline,
         grace = watch.grace,

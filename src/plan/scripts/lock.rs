@@ -132,6 +132,9 @@ end_deploy() {{
 # watch reads it (any line shows the deployer is there; it sends `beat` lines while it works,
 # each answered with a byte 6 on stderr).
 heard="$state/lock/heard.$$"
+# While a push is under way (`pushing <seconds>` to `pushed`), its own time limit: the deployer's
+# beats wait behind its bytes on a slow link.
+pushing="$state/lock/pushing.$$"
 lines_read=0
 watcher=""
 {watch}
@@ -145,7 +148,9 @@ while read -r line; do
     {confirm}) confirm_deploy ;;
     "run "*) run_job ${{line#run }} ;;
     stop) stop_job ;;
-    "pushed "*) stop_daemon; if [ -n "$pushed" ]; then echo "${{line#pushed }}" >&6; fi ;;
+    "pushed "*) rm -f "$pushing"; stop_daemon; if [ -n "$pushed" ]; then echo "${{line#pushed }}" >&6; fi ;;
+    "pushing "*)
+      case "${{line#pushing }}" in ''|*[!0-9]*) ;; *) {{ echo "${{line#pushing }}" > "$pushing"; }} 2>/dev/null ;; esac ;;
   esac
 done
 # Nobody reads this channel any more (the deployer may be gone): a write to it would raise
@@ -153,7 +158,9 @@ done
 exec >/dev/null 2>&1 6>&-
 # The watch may be ending the deploy already (it found the deployer lost): one of them does.
 if has_line {token} "$state/lock/info" && ! mkdir "$state/lock/ending" 2>/dev/null; then exit 0; fi
-if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; fi
+# Stopped, the watch finishes what it is doing first (restarting a release it went back to):
+# the lock is released after that.
+if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; wait "$watcher" 2>/dev/null; fi
 end_deploy"#,
         deploy_to = quote(&config.deploy_to),
         info = lock.lines().iter().map(|line| quote(line)).collect::<Vec<_>>().join(" "),

@@ -162,7 +162,8 @@ fn case(software: Software, transport: &str, phase: Phase, fault: Fault) -> Stri
     let name = format!("{software:?}/{transport}/{phase:?}/{fault:?}");
     let mut config = format!("transport = \"{transport}\"");
     if fault == Fault::Freeze {
-        config.push_str("\ntimeouts = { silence = 5 }");
+        // A push under way gets `timeouts.push` on top of the silence on the server.
+        config.push_str("\ntimeouts = { silence = 5, push = 10 }");
     }
     let world = match software {
         Software::OpenSsh => World::with_config(&config),
@@ -254,7 +255,7 @@ fn case(software: Software, transport: &str, phase: Phase, fault: Fault) -> Stri
         assert!(stderr.contains("its link is down"), "{name}: the silent link must be named:\n{stderr}");
         assert!(exited_after < Duration::from_secs(15), "{name}: it took {exited_after:?} to give up:\n{stderr}");
         // The server ends the deploy by itself once it has heard nothing for 5 s.
-        assert!(wait_until(Duration::from_secs(15), || !world.locked()), "{name}: the lock was left:\n{stderr}");
+        assert!(wait_until(Duration::from_secs(20), || !world.locked()), "{name}: the lock was left:\n{stderr}");
     }
     if let Some((signal, code)) = match fault {
         Fault::Interrupt => Some(("SIGINT", xtask_deploy::exit::INTERRUPTED)),

@@ -1,14 +1,23 @@
 hold_switch() {
   [ -d "$state/lock" ] || return 0
   waited=0
+  unnamed=0
   until mkdir "$state/lock/switching" 2>/dev/null; do
     [ -d "$state/lock" ] || return 0
     holder=""
     { read -r holder < "$state/lock/switching/pid"; } 2>/dev/null
     case "$holder" in
-      ''|*[!0-9]*) ;;
-      *) if ! kill -0 "$holder" 2>/dev/null; then rm -rf "$state/lock/switching"; continue; fi ;;
+      # Taken a moment ago, its pid not written yet; or by one killed right then.
+      ''|*[!0-9]*) unnamed=$((unnamed + 1)); gone=$([ "$unnamed" -ge 20 ] && echo 1) ;;
+      *) unnamed=0; gone=$(kill -0 "$holder" 2>/dev/null || echo 1) ;;
     esac
+    if [ -n "$gone" ]; then
+      # One at a time: the rename succeeds for one of those who found it stale.
+      if mv "$state/lock/switching" "$state/lock/switching.stale.${self:-$$}" 2>/dev/null; then
+        rm -rf "$state/lock/switching.stale.${self:-$$}"
+      fi
+      continue
+    fi
     waited=$((waited + 1))
     # A minute at most: then it goes on (as it did before the lock had this).
     [ "$waited" -lt 600 ] || return 0
@@ -18,7 +27,9 @@ hold_switch() {
   return 0
 }
 drop_switch() {
-  rm -rf "$state/lock/switching"
+  holder=""
+  { read -r holder < "$state/lock/switching/pid"; } 2>/dev/null
+  if [ "$holder" = "${self:-$$}" ]; then rm -rf "$state/lock/switching"; fi
 }
 forget_marker() {
   if grep -qxF "release=$release" "$state/unconfirmed" 2>/dev/null; then rm -f "$state/unconfirmed"; fi
@@ -301,7 +312,10 @@ stop_daemon() {
     kill -KILL -"$pid" "$pid" 2>/dev/null
     rm -f "$state/daemon.$port.pid"
   done
-  kill "$starter" 2>/dev/null
+  # Only while it is still the starter (the keeper's watch holds a copy of the pid).
+  case "$({ tr '\0' ' ' < "/proc/$starter/cmdline"; } 2>/dev/null)" in
+    *xtask-deploy-preflight*) kill "$starter" 2>/dev/null ;;
+  esac
   starter=""
 }
 echo @@xtask-deploy-ready
@@ -455,6 +469,9 @@ rm -rf "$lock"
 # watch reads it (any line shows the deployer is there; it sends `beat` lines while it works,
 # each answered with a byte 6 on stderr).
 heard="$state/lock/heard.$$"
+# While a push is under way (`pushing <seconds>` to `pushed`), its own time limit: the deployer's
+# beats wait behind its bytes on a slow link.
+pushing="$state/lock/pushing.$$"
 lines_read=0
 watcher=""
 clock() {
@@ -463,7 +480,6 @@ clock() {
   now=${now%%.*}
 }
 say_why() {
-  printf '%s %s\n' @@xtask-deploy-by-itself "$1" >&2
   if command -v logger >/dev/null 2>&1; then
     logger -t xtask-deploy "$d: the deploy's keeper ended it by itself (release ${release:--} unconfirmed): $1" </dev/null >/dev/null 2>&1 || true
   fi
@@ -477,6 +493,11 @@ lost() {
   fi
   # The keeper ends the deploy itself when its stdin closes after all: one of them does.
   mkdir "$state/lock/ending" 2>/dev/null || exit 0
+  # The lock is held by this process from now on (the keeper and the connection may be gone
+  # while it goes back): a deploy that starts meanwhile finds it held.
+  { while IFS= read -r line; do
+    case "$line" in keeper=*) echo "keeper=$self $(start_time "$self")" ;; *) printf '%s\n' "$line" ;; esac
+  done < "$state/lock/info" > "$state/lock/info.new" && mv "$state/lock/info.new" "$state/lock/info"; } 2>/dev/null
   kill -TERM "$$" 2>/dev/null
   release=""
   { while IFS= read -r line; do case "$line" in release=*) release=${line#release=} ;; esac; done < "$state/unconfirmed"; } 2>/dev/null
@@ -509,8 +530,13 @@ watch_deploy() {
       continue
     fi
     # From the start: the deployer beats from the moment it reads the keeper's first answer.
-    if [ "$silence" -gt 0 ] && [ $((now - since)) -ge "$silence" ]; then
-      lost "it heard nothing from the deployer for 20s (\`timeouts.silence\`): the link went down"
+    # A push under way has its own time on top (its beats wait behind it).
+    allowed=$silence
+    push_limit=""
+    { read -r push_limit < "$pushing"; } 2>/dev/null
+    case "$push_limit" in ''|*[!0-9]*) ;; *) allowed=$((silence + push_limit)) ;; esac
+    if [ $((now - since)) -ge "$allowed" ]; then
+      lost "it heard nothing from the deployer for ${allowed}s (\`timeouts.silence\`): the link went down"
     fi
     if ! has_line 'token=t0k3n' "$state/unconfirmed"; then switched=""; failed=""; continue; fi
     if [ -z "$switched" ]; then switched=$now; due=$((now + 630)); fi
@@ -546,7 +572,9 @@ while read -r line; do
     confirm) confirm_deploy ;;
     "run "*) run_job ${line#run } ;;
     stop) stop_job ;;
-    "pushed "*) stop_daemon; if [ -n "$pushed" ]; then echo "${line#pushed }" >&6; fi ;;
+    "pushed "*) rm -f "$pushing"; stop_daemon; if [ -n "$pushed" ]; then echo "${line#pushed }" >&6; fi ;;
+    "pushing "*)
+      case "${line#pushing }" in ''|*[!0-9]*) ;; *) { echo "${line#pushing }" > "$pushing"; } 2>/dev/null ;; esac ;;
   esac
 done
 # Nobody reads this channel any more (the deployer may be gone): a write to it would raise
@@ -554,5 +582,7 @@ done
 exec >/dev/null 2>&1 6>&-
 # The watch may be ending the deploy already (it found the deployer lost): one of them does.
 if has_line 'token=t0k3n' "$state/lock/info" && ! mkdir "$state/lock/ending" 2>/dev/null; then exit 0; fi
-if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; fi
+# Stopped, the watch finishes what it is doing first (restarting a release it went back to):
+# the lock is released after that.
+if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; wait "$watcher" 2>/dev/null; fi
 end_deploy
