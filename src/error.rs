@@ -127,7 +127,8 @@ pub enum Error {
     #[error(
         "{error}. Release {release} is still live on {published}: it could not go back there (it is marked \
          bad){others}. Where it has an earlier release, go back with `cargo xtask rollback --hosts <host>` (a \
-         server whose connection was lost goes back by itself once its sshd notices); or deploy a fixed commit",
+         server whose connection was lost goes back by itself: at once when it ends, after `timeouts.silence` \
+         when its link went silent); or deploy a fixed commit",
         published = .published.join(", "),
         others = if .unchanged.is_empty() { String::new() } else {
             format!("; {} are on the release they had", .unchanged.join(", "))

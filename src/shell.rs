@@ -57,14 +57,72 @@ pub enum Supervision {
 
 /// How `script` reaches the server (see [`Delivery`]).
 pub fn delivery(script: &RemoteScript, supervision: Supervision) -> Delivery {
+    let text = without_comments(&script.text);
     let body = match supervision {
-        Supervision::None => script.text.clone(),
-        Supervision::Supervised => format!("set -- {}\n{SUPERVISOR}", quote(&script.text)),
+        Supervision::None => text,
+        Supervision::Supervised => format!("set -- {}\n{}", quote(&text), without_comments(SUPERVISOR)),
     };
     let body = format!("{body}\n{SCRIPT_END}");
     let mut input = format!("{}\n", body.len()).into_bytes();
     input.extend_from_slice(body.as_bytes());
     Delivery { line: bootstrap_line(script.name), input }
+}
+
+/// `text`, a shell script of ours, without its comment lines and blank lines: what `sh` would
+/// skip anyway, and a third of the keeper's script, sent with every deploy. Only whole lines
+/// go, and only outside quotes and here-documents: a user's command, quoted into a script,
+/// keeps every line (a `#` line of a here-document in it is data).
+pub fn without_comments(text: &str) -> String {
+    let mut kept = String::with_capacity(text.len());
+    // The quote open at the start of the line, and the word that ends a here-document.
+    let mut open: Option<char> = None;
+    let mut heredoc: Option<String> = None;
+    for line in text.split_inclusive('\n') {
+        if let Some(word) = &heredoc {
+            if line.trim_start_matches('\t').trim_end_matches('\n') == word {
+                heredoc = None;
+            }
+            kept.push_str(line);
+            continue;
+        }
+        let bare = line.trim();
+        if open.is_none() && (bare.is_empty() || bare.starts_with('#')) {
+            continue;
+        }
+        kept.push_str(line);
+        let chars: Vec<char> = line.chars().collect();
+        let mut at = 0;
+        while at < chars.len() {
+            let c = chars[at];
+            match open {
+                Some('\'') if c == '\'' => open = None,
+                Some('\'') => {}
+                Some(_) if c == '\\' => at += 1,
+                Some(quote) if c == quote => open = None,
+                Some(_) => {}
+                None if c == '\\' => at += 1,
+                None if c == '\'' || c == '"' || c == '`' => open = Some(c),
+                // A comment to the end of the line: its quotes are not quotes.
+                None if c == '#' && (at == 0 || chars[at - 1].is_whitespace() || chars[at - 1] == ';') => break,
+                None if c == '<' && chars.get(at + 1) == Some(&'<') && chars.get(at + 2) != Some(&'<') => {
+                    let rest: String = chars[at + 2..].iter().collect();
+                    let rest = rest.trim_start_matches('-').trim_start();
+                    let word: String = rest
+                        .chars()
+                        .filter(|c| *c != '\'' && *c != '"' && *c != '\\')
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    if !word.is_empty() {
+                        heredoc = Some(word);
+                    }
+                    at += 1;
+                }
+                None => {}
+            }
+            at += 1;
+        }
+    }
+    kept
 }
 
 /// The last line of every script sent (a comment to `sh`): the bootstrap runs nothing of a
@@ -170,6 +228,36 @@ fn login_shell(shell: &std::path::Path, line: &str, input: &[u8]) -> (std::proce
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn comments_go_and_quoted_lines_and_here_documents_stay() {
+        let text = "set -u\n# a comment, isn't it\n\n  # indented\necho \"$#\" ${#x} a#b # tail 'quote\n\
+                    cmd='one\n# kept: inside quotes\ntwo'\ncat <<END\n# kept: data\nEND\n# gone\necho \"x\n#kept\"\n";
+        assert_eq!(
+            super::without_comments(text),
+            "set -u\necho \"$#\" ${#x} a#b # tail 'quote\ncmd='one\n# kept: inside quotes\ntwo'\ncat <<END\n\
+             # kept: data\nEND\necho \"x\n#kept\"\n"
+        );
+    }
+
+    #[test]
+    fn every_script_without_its_comments_is_still_valid_shell() {
+        let snapshots = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src/plan/scripts/tests/snapshots"));
+        let services = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src/plan/service"));
+        let scripts = snapshots.unwrap().chain(services.unwrap()).flatten();
+        for entry in scripts.filter(|entry| entry.path().extension().is_some_and(|ext| ext == "sh")) {
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            let compact = super::without_comments(&text);
+            assert!(compact.len() < text.len(), "{:?} has comments to drop", entry.path());
+            let checked = std::process::Command::new("sh").args(["-n", "-c", &compact]).output().unwrap();
+            assert!(checked.status.success(), "{:?}: {}", entry.path(), String::from_utf8_lossy(&checked.stderr));
+            // Only whole lines went: what is left is the script's lines, in order.
+            let mut lines = text.lines();
+            for line in compact.lines() {
+                assert!(lines.any(|original| original == line), "{line:?} is not a line of {:?}", entry.path());
+            }
+        }
+    }
+
     use super::*;
     use std::process::Command;
 

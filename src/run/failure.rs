@@ -115,7 +115,7 @@ impl Walk<'_> {
             let script = plan::confirm::revert_script(&server.config, release, previous, user);
             let output = match server.connection.output(&script) {
                 Ok(output) => output,
-                Err(err) => return stuck(format!("{err}; it goes back by itself once its sshd notices")),
+                Err(err) => return stuck(format!("{err}; its lock keeper goes back when this deploy's connection ends")),
             };
             let said = |kind: &str| output.stdout.lines().find_map(|line| line.strip_prefix(kind)).map(str::to_string);
             if let Some(why) = said("cannot-revert ") {

@@ -244,7 +244,7 @@ impl Connection {
     /// [`Connection::keeper_stop`]) reads it.
     pub fn keeper_send(&self, keeper: &mut RemoteProcess, script: &RemoteScript, marker: &str) -> Result<(), Error> {
         self.trace(script);
-        let encoded = shell::base64(&script.text);
+        let encoded = shell::base64(&shell::without_comments(&script.text));
         let message = format!("run {marker}-end {}\n{encoded}\n", encoded.len() + 1);
         keeper.send(message.as_bytes())
     }
