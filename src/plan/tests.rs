@@ -135,7 +135,7 @@ fn the_plan_orders_phases_like_capistrano() {
     let preflight = &plan.preflight.text;
     assert!(preflight.contains("token=t0k3n"));
     let (taken, released) =
-        (preflight.find("mkdir -m 700 \"$state/lock\"").unwrap(), preflight.rfind("rm -rf \"$lock\"").unwrap());
+        (preflight.find("mkdir -m 700 \"$state/lock\"").unwrap(), preflight.rfind("\ndrop_lock\n").unwrap());
     let waits = preflight.find("while read -r line; do").unwrap();
     // Released by `end_deploy`, which runs once the loop over the channel's lines is over.
     let (ending, ends) = (preflight.find("end_deploy() {").unwrap(), preflight.rfind("\nend_deploy").unwrap());
@@ -144,7 +144,7 @@ fn the_plan_orders_phases_like_capistrano() {
     // Or until the confirmation, which releases it once the deploy is done.
     let confirm = preflight.find("confirm_deploy() {").unwrap();
     let confirmed = preflight[confirm..].find("echo @@xtask-deploy-confirmed").unwrap() + confirm;
-    let early = preflight.find("rm -rf \"$lock\"").unwrap();
+    let early = preflight.find("then drop_lock").unwrap();
     assert!(early == released || (confirm < early && early < confirmed), "the lock goes only at the end or confirmed");
     // Pruning waits for the confirmation, in the keeper: until then the server may go back.
     assert!(preflight.contains("keep=2\n"));

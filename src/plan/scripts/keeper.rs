@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::shell::{quote, RemoteScript};
 
 use super::daemon::{git_daemon_command, ACCESS_HOOK};
-use super::lock::LOCK_HELPERS;
+use super::lock::{DROP_LOCK, LOCK_HELPERS};
 use super::{PUSHED, STATE_DIR};
 
 
@@ -298,7 +298,7 @@ pub(super) fn confirm_function(config: &Config, token: &str) -> String {
   unmark=""
 {rewrite_marks}
   lock="$state/lock"
-  if has_line {token} "$lock/info"; then rm -rf "$lock"; fi
+  if has_line {token} "$lock/info"; then drop_lock; fi
   echo {confirmed}
 }}"#,
         token = quote(&format!("token={token}")),
@@ -360,7 +360,7 @@ done
 /// [`CONFIRM`](crate::plan::confirm::CONFIRM) without its own round trip.
 pub fn confirm_script(config: &Config, token: &str) -> RemoteScript {
     let text = format!(
-        "set -u\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\n{LOCK_HELPERS}\n{go_back}\n{confirm}\nconfirm_deploy\n",
+        "set -u\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\n{LOCK_HELPERS}\n{DROP_LOCK}\n{go_back}\n{confirm}\nconfirm_deploy\n",
         go_back = crate::plan::confirm::GO_BACK,
         deploy_to = quote(&config.deploy_to),
         confirm = confirm_function(config, token),

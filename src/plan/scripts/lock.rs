@@ -42,6 +42,7 @@ state="$d/{STATE_DIR}"
 {REQUIRE_SETUP}
 [ -d "$state" ] || mkdir -p "$state"
 {LOCK_HELPERS}
+{DROP_LOCK}
 if ! mkdir -m 700 "$state/lock" 2>/dev/null; then
   if holder_alive; then
     each_line "$state/lock/info" holder
@@ -55,6 +56,8 @@ fi
 printf '%s\n' {info} "connection=$PPID $(start_time "$PPID")" "keeper=$$ $(start_time "$$")" > "$state/lock/info"
 # A server set up by an older version has them readable by every local user.
 {PRIVATE} "$state/lock/info"
+# What a release of an earlier lock left (one its keeper was stopped in the middle of).
+for gone in "$state"/.lock-gone.*; do [ -d "$gone" ] && rm -rf "$gone"; done
 {STOP_RECEIVE_PACKS}
 {REMOVE_UNFINISHED}
 for pidfile in "$state"/daemon.*.pid; do
@@ -203,7 +206,7 @@ pub fn unlock_script(config: &Config, token: Option<&str>, force: bool) -> Remot
         ),
     };
     let text = format!(
-        "set -u\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\nlock=\"$state/lock\"\n{LOCK_HELPERS}\n{alive}{release}",
+        "set -u\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\nlock=\"$state/lock\"\n{LOCK_HELPERS}\n{DROP_LOCK}\n{alive}{release}",
         deploy_to = quote(&config.deploy_to),
         release = release_lock(token),
     );
@@ -220,7 +223,7 @@ fn release_lock(token: Option<&str>) -> String {
         ),
         None => String::new(),
     };
-    format!("[ -d \"$lock\" ] || exit 0\n{check}each_line \"$lock/info\" removed\nrm -rf \"$lock\"\n")
+    format!("[ -d \"$lock\" ] || exit 0\n{check}each_line \"$lock/info\" removed\ndrop_lock\n")
 }
 
 /// `start_time PID`: the process's start time (field 22 of /proc/PID/stat), empty if it is gone.
@@ -257,6 +260,14 @@ holder_alive() {
 }
 alive() {
   [ -n "${2:-}" ] && [ "$(start_time "$1")" = "$2" ]
+}"#;
+
+/// `drop_lock`: releases the lock `$lock` at once, by a rename, then removes it: a write into
+/// it that races with the removal (the keeper notes every line it reads there) cannot keep a
+/// directory named `lock`, without its `info`, in place. Needs `$state`.
+pub(in crate::plan) const DROP_LOCK: &str = r#"drop_lock() {
+  gone="$state/.lock-gone.${self:-$$}"
+  if mv -T "$lock" "$gone" 2>/dev/null; then rm -rf "$gone"; else rm -rf "$lock"; fi
 }"#;
 
 /// Stops every `git receive-pack` of `transport = "exec"` named by a pid file (the process

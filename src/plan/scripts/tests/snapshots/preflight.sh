@@ -106,6 +106,10 @@ holder_alive() {
 alive() {
   [ -n "${2:-}" ] && [ "$(start_time "$1")" = "$2" ]
 }
+drop_lock() {
+  gone="$state/.lock-gone.${self:-$$}"
+  if mv -T "$lock" "$gone" 2>/dev/null; then rm -rf "$gone"; else rm -rf "$lock"; fi
+}
 if ! mkdir -m 700 "$state/lock" 2>/dev/null; then
   if holder_alive; then
     each_line "$state/lock/info" holder
@@ -119,6 +123,8 @@ fi
 printf '%s\n' 'user=alice' 'host=laptop' 'since=2026-11-25T04:16:38Z' 'sha=0123456789abcdef0123456789abcdef01234567' 'message=hotfix for #12' 'token=t0k3n' "connection=$PPID $(start_time "$PPID")" "keeper=$$ $(start_time "$$")" > "$state/lock/info"
 # A server set up by an older version has them readable by every local user.
 chmod go= "$d/repo" "$d/.xtask-deploy" "$state/lock/info"
+# What a release of an earlier lock left (one its keeper was stopped in the middle of).
+for gone in "$state"/.lock-gone.*; do [ -d "$gone" ] && rm -rf "$gone"; done
 for pidfile in "$state"/receive-pack.*.pid; do
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
@@ -420,7 +426,7 @@ if [ -f "$state/bad" ]; then
   if [ -n "$cleared" ]; then echo "unmarked $cleared"; fi
 fi
   lock="$state/lock"
-  if has_line 'token=t0k3n' "$lock/info"; then rm -rf "$lock"; fi
+  if has_line 'token=t0k3n' "$lock/info"; then drop_lock; fi
   echo @@xtask-deploy-confirmed
 }
 # The end of the deploy on this server, once its deployer is gone (or lost): stops the job and
@@ -463,7 +469,7 @@ for r in "$d"/releases/.pruned-*; do [ -d "$r" ] && rm -rf "$r"; done
 [ -d "$lock" ] || exit 0
 has_line 'token=t0k3n' "$lock/info" || { echo "the lock is not ours; left in place"; exit 0; }
 each_line "$lock/info" removed
-rm -rf "$lock"
+drop_lock
 }
 # How many lines it read so far, in a file of this keeper's own (it goes with the lock): the
 # watch reads it (any line shows the deployer is there; it sends `beat` lines while it works,
