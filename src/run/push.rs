@@ -79,6 +79,7 @@ pub(super) fn push_all(
         before: total,
         last: None,
         last_bytes: 0,
+        sent_told: false,
         reporter,
     };
     for (repo, submodule, path, refs) in &targets {
@@ -139,21 +140,28 @@ struct Progress<'a> {
     /// When it was last reported, and the bytes it said.
     last: Option<Instant>,
     last_bytes: u64,
+    /// Whether the pack's end was reported (its bytes all sent).
+    sent_told: bool,
     reporter: &'a mut dyn Reporter,
 }
 
 impl Progress<'_> {
     /// Reports `now` (of the push under way) if it is time: [`PROGRESS_EVERY`] after the start
     /// and after the last report, or, once reported, when the pack is all sent (else its line
-    /// would say less than was sent while the server stores the pack). Never twice the same.
+    /// would say less than was sent while the server stores the pack). Never twice the same, but
+    /// for the pack's end with the bytes a report that came due just before it said.
     fn told(&mut self, now: transport::PushProgress) {
         let elapsed = self.started.elapsed();
         let bytes = self.before.bytes_sent + now.bytes;
         let due = elapsed >= PROGRESS_EVERY && self.last.is_none_or(|last| last.elapsed() >= PROGRESS_EVERY);
         let sent = self.last.is_some() && now.total_bytes == Some(now.bytes);
-        if !(due || sent) || bytes == self.last_bytes {
+        // The same bytes again only to say the pack is all sent: a report that came due just as
+        // the last byte went out did not know it yet.
+        let news = bytes != self.last_bytes || (sent && !self.sent_told);
+        if !(due || sent) || !news {
             return;
         }
+        self.sent_told |= sent;
         (self.last, self.last_bytes) = (Some(Instant::now()), bytes);
         let total_bytes = now.total_bytes.map(|total| self.before.bytes_sent + total);
         let percent = total_bytes.filter(|total| *total > 0).map(|total| (bytes.min(total) * 100 / total) as u8);
