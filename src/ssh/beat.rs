@@ -103,6 +103,12 @@ impl Beating {
             self.unsent = BEAT;
             self.next = Instant::now() + self.every;
         }
+        self.write_unsent(channel).map(|_| ())
+    }
+
+    /// Writes what is left of the beat under way, noting when it went whole; false when the
+    /// channel would block first.
+    fn write_unsent(&mut self, channel: &mut ssh2::Channel) -> io::Result<bool> {
         while !self.unsent.is_empty() {
             match channel.write(self.unsent) {
                 Ok(n) => {
@@ -111,11 +117,11 @@ impl Beating {
                         self.unanswered.push_back(Instant::now());
                     }
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(err) => return Err(err),
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// `timeouts.silence`.
@@ -132,17 +138,8 @@ impl Beating {
     /// the keeper: libssh2 finishes a packet it began before it sends another on the session,
     /// and the keeper reads lines.
     pub(crate) fn finish(&mut self, channel: &mut ssh2::Channel) -> io::Result<()> {
-        while !self.unsent.is_empty() {
-            match channel.write(self.unsent) {
-                Ok(n) => {
-                    self.unsent = &self.unsent[n..];
-                    if self.unsent.is_empty() && self.unanswered.len() < UNANSWERED {
-                        self.unanswered.push_back(Instant::now());
-                    }
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
-                Err(err) => return Err(err),
-            }
+        while !self.write_unsent(channel)? {
+            std::thread::sleep(Duration::from_millis(5));
         }
         Ok(())
     }

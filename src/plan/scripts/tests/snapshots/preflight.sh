@@ -485,7 +485,10 @@ clock() {
   { read -r now rest < /proc/uptime; } 2>/dev/null
   now=${now%%.*}
 }
+# Notes in the system log why the deploy ends here by itself, naming the release it switched to.
 say_why() {
+  release=""
+  { while IFS= read -r line; do case "$line" in release=*) release=${line#release=} ;; esac; done < "$state/unconfirmed"; } 2>/dev/null
   if command -v logger >/dev/null 2>&1; then
     logger -t xtask-deploy "$d: the deploy's keeper ended it by itself (release ${release:--} unconfirmed): $1" </dev/null >/dev/null 2>&1 || true
   fi
@@ -505,8 +508,6 @@ lost() {
     case "$line" in keeper=*) echo "keeper=$self $(start_time "$self")" ;; *) printf '%s\n' "$line" ;; esac
   done < "$state/lock/info" > "$state/lock/info.new" && mv "$state/lock/info.new" "$state/lock/info"; } 2>/dev/null
   kill -TERM "$$" 2>/dev/null
-  release=""
-  { while IFS= read -r line; do case "$line" in release=*) release=${line#release=} ;; esac; done < "$state/unconfirmed"; } 2>/dev/null
   say_why "$1"
   # What it starts (the restart hooks) must not hold the deployer's channel open.
   exec >/dev/null 2>&1
@@ -556,8 +557,6 @@ watch_deploy() {
       "ended "*)
         [ -n "$failed" ] || failed=$now
         if [ $((now - failed)) -ge 5 ]; then
-          release=""
-          while IFS= read -r line; do case "$line" in release=*) release=${line#release=} ;; esac; done < "$state/unconfirmed"
           say_why "a step failed there, and the deployer had not sent it back 5s later"
           go_back_from_marker >/dev/null 2>&1
           failed=""
