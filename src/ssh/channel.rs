@@ -355,8 +355,14 @@ impl RemoteProcess {
     /// read, and its close is not waited for (a round trip). For a lock keeper whose deploy is
     /// confirmed: what is left for it is its own business (removing old releases, the lock).
     pub fn leave(mut self) {
+        self.let_go(2000);
+    }
+
+    /// Sends the channel's EOF (waiting `eof_millis` at most) and frees it without waiting
+    /// for the remote's close.
+    fn let_go(&mut self, eof_millis: u32) {
         let Some(mut channel) = self.channel.take() else { return };
-        self.session.set_timeout(2000);
+        self.session.set_timeout(eof_millis);
         let _ = channel.send_eof();
         // Freeing a channel in blocking mode waits for the remote's close.
         self.session.set_blocking(false);
@@ -436,14 +442,7 @@ impl Drop for RemoteProcess {
     fn drop(&mut self) {
         // Over a silent link nothing comes back: no waiting for it (its keeper ends by itself).
         if self.lost.since().is_some() {
-            if let Some(mut channel) = self.channel.take() {
-                self.session.set_timeout(200);
-                let _ = channel.send_eof();
-                self.session.set_blocking(false);
-                drop(channel);
-                self.session.set_blocking(true);
-            }
-            return;
+            return self.let_go(200);
         }
         let _ = self.stop(Duration::from_secs(5));
     }
