@@ -115,6 +115,24 @@ pub fn git_thin_delta(old: &[u8], new: &[u8]) -> Result<u64, Error> {
     Ok(pack.stdout.len() as u64)
 }
 
+/// The size of `content` as git packs it alone (one blob, compressed, no delta): what sending
+/// a build output whole costs.
+pub fn git_packed_size(content: &[u8]) -> Result<u64, Error> {
+    let dir = tempfile::tempdir().map_err(|err| Error::local(format!("cannot make a temporary directory: {err}")))?;
+    let sh = xshell::Shell::new().map_err(|err| Error::local(format!("cannot start a local shell: {err}")))?;
+    sh.change_dir(dir.path());
+    let failed = |err: xshell::Error| Error::local(format!("git failed: {err}"));
+    crate::local::own_repo(xshell::cmd!(sh, "git init -q .")).quiet().run().map_err(failed)?;
+    fs::write(dir.path().join("app"), content).map_err(|err| Error::local(format!("cannot write: {err}")))?;
+    let id = crate::local::own_repo(xshell::cmd!(sh, "git hash-object -w app")).quiet().read().map_err(failed)?;
+    let pack = crate::local::own_repo(xshell::cmd!(sh, "git pack-objects --stdout -q"))
+        .stdin(format!("{id}\n"))
+        .quiet()
+        .output()
+        .map_err(failed)?;
+    Ok(pack.stdout.len() as u64)
+}
+
 /// The `Cargo.toml` of an example app deployed to `deploy_to` on `server`, with `extra` lines
 /// added to its `[package.metadata.deploy]` table.
 pub fn app_manifest(server: &LoopbackServer, deploy_to: &Path, extra: &str) -> String {

@@ -256,7 +256,7 @@ impl Ui {
                 phases.push(format!("daemon {}", ms(server.daemon)));
             }
             if server.push > Duration::ZERO {
-                let sent = pushed(server.bytes_sent, server.build_bytes, server.objects);
+                let sent = pushed(server.bytes_sent, server.build_bytes, server.objects, server.bytes_received);
                 phases.push(format!("push {} ({sent})", ms(server.push)));
             }
             if server.release_time > Duration::ZERO {
@@ -381,9 +381,13 @@ impl Ui {
             Event::Pushing { server, sha } => self.line("Pushing", &format!("{} to {server}", &sha[..12])),
             // Shown as it comes, see `Ui::push_progress`.
             Event::PushProgress { .. } => {}
-            Event::Pushed { server, bytes_sent, build_bytes, objects, elapsed } => self.line(
+            Event::Pushed { server, bytes_sent, build_bytes, objects, bytes_received, elapsed } => self.line(
                 "Pushed",
-                &format!("{} to {server} ({})", pushed(*bytes_sent, *build_bytes, *objects), ms(*elapsed)),
+                &format!(
+                    "{} to {server} ({})",
+                    pushed(*bytes_sent, *build_bytes, *objects, *bytes_received),
+                    ms(*elapsed)
+                ),
             ),
             Event::Prepared { server, release, elapsed } => {
                 self.line("Prepared", &format!("release {release} on {server} ({})", ms(*elapsed)))
@@ -451,8 +455,9 @@ fn server_step(event: &Event) -> Option<(&str, &'static str, String)> {
         Event::Running { phase, server: Some(server), what } => (server, "Running", format!("{phase}: {what}")),
         Event::DaemonReady { server, port, .. } => (server, "Listening", format!("git daemon on 127.0.0.1:{port}")),
         Event::Pushing { server, sha } => (server, "Pushing", sha[..sha.len().min(12)].to_string()),
-        Event::Pushed { server, bytes_sent, build_bytes, objects, elapsed } => {
-            (server, "Pushed", format!("{} in {}", pushed(*bytes_sent, *build_bytes, *objects), ms(*elapsed)))
+        Event::Pushed { server, bytes_sent, build_bytes, objects, bytes_received, elapsed } => {
+            let sent = pushed(*bytes_sent, *build_bytes, *objects, *bytes_received);
+            (server, "Pushed", format!("{sent} in {}", ms(*elapsed)))
         }
         Event::Prepared { server, release, elapsed } => {
             (server, "Prepared", format!("release {release} in {}; waiting for every server", ms(*elapsed)))
@@ -501,13 +506,18 @@ fn bytes(count: u64) -> String {
 /// it in (not a terminal).
 const PUSH_LINE_EVERY: Duration = Duration::from_secs(10);
 
-/// What a push sent: bytes, objects, and the build output's share when there was one.
-fn pushed(bytes_sent: u64, build_bytes: Option<u64>, objects: u64) -> String {
+/// What a push sent: bytes, objects, and the build output's share when there was one; and what
+/// came down first as delta bases, if anything did.
+fn pushed(bytes_sent: u64, build_bytes: Option<u64>, objects: u64, bytes_received: u64) -> String {
     let objects = if objects == 1 { "1 object".to_string() } else { format!("{objects} objects") };
-    match build_bytes {
+    let sent = match build_bytes {
         Some(0) => format!("{}, {objects}", bytes(bytes_sent)),
         Some(build) => format!("{}, {objects}, {} of them build output", bytes(bytes_sent), bytes(build)),
         None => format!("{}, {objects}, build output not counted apart", bytes(bytes_sent)),
+    };
+    match bytes_received {
+        0 => sent,
+        down => format!("{sent}; {} down first: its release commit, as delta bases", bytes(down)),
     }
 }
 
@@ -515,8 +525,12 @@ fn pushed(bytes_sent: u64, build_bytes: Option<u64>, objects: u64) -> String {
 mod tests {
     #[test]
     fn a_push_is_told_in_words_that_fit_its_numbers() {
-        assert_eq!(super::pushed(300, Some(0), 1), "300 bytes, 1 object");
-        assert_eq!(super::pushed(300, Some(0), 4), "300 bytes, 4 objects");
+        assert_eq!(super::pushed(300, Some(0), 1, 0), "300 bytes, 1 object");
+        assert_eq!(super::pushed(300, Some(0), 4, 0), "300 bytes, 4 objects");
+        assert_eq!(
+            super::pushed(300, Some(100), 4, 20480),
+            "300 bytes, 4 objects, 100 bytes of them build output; 20.0 KiB down first: its release commit, as delta bases"
+        );
     }
 }
 

@@ -251,6 +251,10 @@ pub enum Event {
         build_bytes: Option<u64>,
         /// Objects in the packs sent.
         objects: u64,
+        /// Bytes that came down from the server before the push: its release commit, fetched as
+        /// delta bases for the build output because this repository lacked it (a fresh CI
+        /// clone); 0 when none came from this server.
+        bytes_received: u64,
         /// How long the push took, the daemon's start not included (`elapsed_ms` in JSON).
         #[serde(rename = "elapsed_ms", serialize_with = "millis")]
         elapsed: Duration,
@@ -393,6 +397,9 @@ pub struct ServerReport {
     pub bytes_sent: u64,
     /// How many of `bytes_sent` carried the build output (`None`: not told apart, by libgit2).
     pub build_bytes: Option<u64>,
+    /// Bytes that came down from this server: its release commit, fetched as delta bases for
+    /// the build output when this repository lacked it (0 when none came from this server).
+    pub bytes_received: u64,
     /// Objects in the packs sent.
     pub objects: u64,
     /// How long connecting took (`connect_ms` in JSON; 0 when not reached).

@@ -54,7 +54,14 @@ fn one_of_each() -> Vec<Event> {
             percent: Some(50),
             elapsed: ms,
         },
-        Event::Pushed { server: server(), bytes_sent: 1, build_bytes: Some(0), objects: 1, elapsed: ms },
+        Event::Pushed {
+            server: server(),
+            bytes_sent: 1,
+            build_bytes: Some(0),
+            objects: 1,
+            bytes_received: 0,
+            elapsed: ms,
+        },
         Event::Prepared { server: server(), release: "r".into(), elapsed: ms },
         Event::Published { server: server(), release: "r".into(), elapsed: ms },
         Event::Removed { server: server(), release: "r".into() },
@@ -167,6 +174,7 @@ fn durations_are_whole_milliseconds() {
         bytes_sent: 10,
         build_bytes: Some(4),
         objects: 2,
+        bytes_received: 0,
         elapsed: Duration::from_micros(1_999),
     });
     assert_eq!(value["elapsed_ms"], 1);

@@ -25,6 +25,8 @@ pub(super) struct LocalState {
     pub(super) lock: LockInfo,
     /// With several servers, the packs made for one are sent to the others that need the same.
     pub(super) packs: Option<transport::receive_pack::SharedPacks>,
+    /// Servers' release commits fetched as delta bases (when this repository lacks them).
+    pub(super) bases: transport::bases::Fetched,
 }
 
 impl LocalState {
@@ -131,7 +133,7 @@ pub(super) fn local_state(config: &Config, options: &DeployOptions) -> Result<Lo
     let submodules = if config.submodules { submodules::collect(&repo, &revision.sha)? } else { Vec::new() };
     let lock = new_lock(&revision.sha, options.message.as_deref().unwrap_or(""));
     let packs = (config.servers.len() > 1).then(Default::default);
-    Ok(LocalState { git_dir: repo.path().to_path_buf(), revision, submodules, lock, packs })
+    Ok(LocalState { git_dir: repo.path().to_path_buf(), revision, submodules, lock, packs, bases: Default::default() })
 }
 
 /// The release of this deploy, named `name`.

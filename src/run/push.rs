@@ -62,6 +62,9 @@ pub(super) fn push_all(
     let refname = push_refname(&local.revision.branch);
     let repo = git2::Repository::open(&local.git_dir)
         .map_err(|err| failed("", format!("cannot open the repository: {}", err.message())))?;
+    if let Some(bases) = packing.bases {
+        bases.add_to(&repo).map_err(|err| failed("", format!("cannot read the fetched delta bases: {err}")))?;
+    }
     let build = build.map(|sha| transport::Update { sha, refname: crate::build_output::REMOTE_REF });
     let source = transport::Update { sha: &local.revision.sha, refname: &refname };
     let mut targets = vec![(repo, None, "repo", transport::Refs { source, build })];
@@ -85,7 +88,10 @@ pub(super) fn push_all(
     for (repo, submodule, path, refs) in &targets {
         let what = submodule.map(|sub| format!("submodule `{}`: ", sub.release.path)).unwrap_or_default();
         // The preflight read the refs of `repo/` (not the submodules' repositories).
-        let packing = transport::Packing { known: packing.known.filter(|_| submodule.is_none()), ..packing };
+        let packing = match submodule {
+            None => packing,
+            Some(_) => transport::Packing { known: None, bases: None, ..packing },
+        };
         let told = &mut |now| progress.told(now);
         let stats = match receiver {
             Receiver::Daemon { port, .. } => {
@@ -275,12 +281,22 @@ pub(super) fn push(
     // What `repo/` has, as the preflight read it under this deploy's lock.
     let state = &target.server.state;
     let known = transport::receive_pack::Known { refs: state.refs.clone(), shallow: state.shallow.clone() };
-    let packing = transport::Packing { method: settings.pack, shared: local.packs.as_ref(), known: Some(&known) };
     // While the push fills the link, the keeper's beats wait behind it: the keeper allows the
-    // push its own time (`timeouts.push`) before it takes the silence for a lost deployer.
+    // push its own time (`timeouts.push`) before it takes the silence for a lost deployer. So
+    // it does the fetch of the delta bases, which comes first.
     if let Some(keeper) = target.server.keeper().as_mut() {
         keeper.send(format!("pushing {}\n", config.timeouts.push.as_secs()).as_bytes())?;
     }
+    let (bases, fetched) = match settings.pack.resolve() {
+        transport::PackMethod::Libgit2 => (None, 0),
+        _ => delta_bases(config, connection, local, build, &known, reporter),
+    };
+    let packing = transport::Packing {
+        method: settings.pack,
+        shared: local.packs.as_ref(),
+        known: Some(&known),
+        bases: bases.as_deref(),
+    };
     let pushed = push_all(config, connection, local, build, &receiver, packing, reporter);
     // The daemon lives only while the push lasts, whatever its outcome; the batch sent ahead
     // learns how it ended. Nothing to wait for: the keeper does both as it reads the line.
@@ -288,6 +304,7 @@ pub(super) fn push(
         let _ = keeper.send(if pushed.is_ok() { b"pushed ok\n" } else { b"pushed failed\n" });
     }
     let stats = pushed?;
+    report.bytes_received = fetched;
     report.bytes_sent = stats.bytes_sent;
     report.build_bytes = stats.build_bytes;
     report.objects = stats.objects;
@@ -297,7 +314,74 @@ pub(super) fn push(
         bytes_sent: stats.bytes_sent,
         build_bytes: stats.build_bytes,
         objects: stats.objects,
+        bytes_received: fetched,
         elapsed: report.push,
     });
     Ok(())
+}
+
+/// The build output's smallest size, times the servers, for which fetching delta bases is worth
+/// a round trip: below it, the binaries are sent whole.
+const BASES_WORTH: u64 = 256 * 1024;
+
+/// The server's newest release commit with what deltas against it need, when this repository
+/// lacks it (see [`transport::bases`]): fetched from this server unless a push to another
+/// server on the same release did (or does) it. Also the bytes that came down from this server
+/// for it. `None` (and a warning) when the fetch fails: the build output then travels whole.
+fn delta_bases(
+    config: &Config,
+    connection: &Connection,
+    local: &LocalState,
+    build: Option<&str>,
+    known: &transport::receive_pack::Known,
+    reporter: &mut dyn Reporter,
+) -> (Option<std::sync::Arc<transport::bases::Bases>>, u64) {
+    let Some(build) = build else { return (None, 0) };
+    let tip = known.refs.iter().find(|(_, name)| name == crate::build_output::REMOTE_REF).map(|(tip, _)| tip.as_str());
+    let Some(tip) = tip.filter(|tip| tip.len() == 40 && tip.bytes().all(|byte| byte.is_ascii_hexdigit())) else {
+        return (None, 0);
+    };
+    let Ok(repo) = local.repo() else { return (None, 0) };
+    let here = git2::Oid::from_str(tip).is_ok_and(|oid| repo.odb().is_ok_and(|odb| odb.exists(oid)));
+    let paths: Vec<&str> = config.artifacts.iter().map(String::as_str).collect();
+    let (have, size) = transport::bases::blobs_under(&repo, build, &paths);
+    if here || size.saturating_mul(config.servers.len() as u64) < BASES_WORTH {
+        return (None, 0);
+    }
+    let mut fetched_here = 0;
+    let mut failure = None;
+    let bases = local.bases.get(tip, || {
+        let script = plan::bases_script(config, tip, &have, &paths);
+        let received = connection
+            .exec_stream(&script, Instant::now() + config.timeouts.push)
+            .map_err(|err| err.to_string())
+            .and_then(|mut channel| {
+                let received = transport::bases::receive(&repo, &mut channel, tip);
+                received.map_err(|err| match channel.stderr_text().trim() {
+                    "" => err,
+                    said => format!("{err}; the server said: {said}"),
+                })
+            });
+        match received {
+            Ok(bases) => {
+                fetched_here = bases.bytes;
+                Some(bases)
+            }
+            Err(err) => {
+                failure = Some(err);
+                None
+            }
+        }
+    });
+    if let Some(err) = failure {
+        reporter.event(Event::Warning {
+            message: format!(
+                "{}: could not fetch its release commit {} to make the build output a delta against it \
+                 ({err}); the build output travels whole",
+                connection.name(),
+                &tip[..12]
+            ),
+        });
+    }
+    (bases, fetched_here)
 }

@@ -58,6 +58,7 @@ pub struct Refs<'a> {
     pub build: Option<Update<'a>>,
 }
 
+pub mod bases;
 pub mod error;
 pub mod estimate;
 mod libgit2;
@@ -108,6 +109,9 @@ pub struct Packing<'a> {
     /// What the server's repository holds (refs, shallow roots), read under the deploy's lock:
     /// the push does not wait for its advertisement (see [`receive_pack::push_observed`]).
     pub known: Option<&'a receive_pack::Known>,
+    /// The server's release commit fetched with what deltas against it need, when this
+    /// repository lacks it (see [`bases`]).
+    pub bases: Option<&'a bases::Bases>,
 }
 
 /// Pushes `refs` of `repo` through `channel`, a tunnel to the daemon, as `push` says, telling
@@ -172,8 +176,8 @@ fn push_over(
             let mut stream = Stream { channel, bytes_sent, wrote: &mut wrote };
             stream.write_all(&request).map_err(PushError::Unreachable)?;
             let exec = request.is_empty();
-            let (source, build, shared) = (refs.source, refs.build, packing.shared);
-            let result = receive_pack::push_observed(repo, &mut stream, source, build, shared, packing.known, &mut pack);
+            let (source, build) = (refs.source, refs.build);
+            let result = receive_pack::push_observed(repo, &mut stream, source, build, packing, &mut pack);
             // An exec channel has the remote git's stderr (`fatal: ...`); a tunnel has none.
             let sent = result.map_err(|error| match exec {
                 true => with_stderr(error, &mut stream.channel),

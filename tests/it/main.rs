@@ -7,6 +7,7 @@
 
 mod support;
 
+mod ci_clones;
 mod deploy;
 mod dropbear;
 mod fleet;

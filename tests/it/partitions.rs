@@ -214,9 +214,11 @@ fn a_link_frozen_just_after_the_confirmation_leaves_the_release_live() {
 
 #[test]
 fn a_health_check_that_takes_90_seconds_on_a_healthy_link_passes_without_going_back() {
-    let (world, _relay, _) = deployed_through_relay(|_| {
-        "[package.metadata.deploy.healthcheck]\nremote = \"sleep 90\"\ntimeout = 120\n".to_string()
-    });
+    let (world, _relay, _) = deployed_through_relay(|_| String::new());
+    // Only the deploy under test has the slow health check (the first would wait as long).
+    let manifest = fs::read_to_string(world.app.manifest_path()).unwrap();
+    let slow = "[package.metadata.deploy.healthcheck]\nremote = \"sleep 90\"\ntimeout = 120\n";
+    world.commit("Cargo.toml", &format!("{manifest}{slow}"));
     world.commit("src/main.rs", "fn main() { println!(\"slow\"); }\n");
     let started = Instant::now();
     let mut events = xtask_deploy::report::Collect::default();

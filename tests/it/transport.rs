@@ -97,9 +97,9 @@ fn push_observed(
     let written = std::cell::Cell::new(0);
     let mut stream = Counting(&mut server, &written);
     let source = receive_pack::Update { sha, refname: "refs/heads/main" };
-    let result = receive_pack::push_observed(repo, &mut stream, source, None, shared, None, &mut |told| {
-        pack(told, written.get())
-    });
+    let packing = xtask_deploy::transport::Packing { method: Default::default(), shared, known: None, bases: None };
+    let result =
+        receive_pack::push_observed(repo, &mut stream, source, None, packing, &mut |told| pack(told, written.get()));
     (result.map(|sent| sent.objects).map_err(|err| err.to_string()), written.get())
 }
 

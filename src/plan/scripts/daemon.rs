@@ -77,6 +77,27 @@ exit $status
     RemoteScript { name: "git receive-pack", text }
 }
 
+/// What [`bases_script`] runs (see the file's header).
+const BASES: &str = include_str!("sh/bases.sh");
+
+/// Prints a pack of what a deployer lacking the server's build output needs to make its own as
+/// deltas against it: release commit `tip` (the server's newest, as it advertised it), its trees,
+/// and the blobs under the artifact `paths` that are not among `have` (the deployer's own).
+/// Exits 3 with nothing on stdout when the server's release ref no longer names `tip`.
+pub fn bases_script(config: &Config, tip: &str, have: &[String], paths: &[&str]) -> RemoteScript {
+    let hex = |id: &str| id.len() == 40 && id.bytes().all(|byte| byte.is_ascii_hexdigit());
+    let have: Vec<&str> = have.iter().map(String::as_str).filter(|id| hex(id)).collect();
+    let paths: Vec<String> = paths.iter().map(|path| quote(path)).collect();
+    let header = format!(
+        "d={}\ntip={}\nhave={}\nset -- {}\n",
+        quote(&config.deploy_to),
+        quote(tip),
+        quote(&have.join(" ")),
+        paths.join(" ")
+    );
+    RemoteScript { name: "delta bases", text: format!("{header}{BASES}") }
+}
+
 /// git with every object a push brings checked as `git fsck --strict` does: a malformed tree (an
 /// entry twice, `..`, `.git`, a `.gitmodules` trick) is refused, with git's own message, before
 /// anything is stored. On the command line rather than in `repo/config`, so it holds in every

@@ -70,7 +70,7 @@ mod release;
 mod tests;
 
 pub use batch::{batch_script, mark_step};
-pub use daemon::receive_pack_script;
+pub use daemon::{bases_script, receive_pack_script};
 pub use keeper::{await_push_script, confirm_script, parse_daemon, pruned_by_keeper, DaemonStarted, KeeperDaemon, Watch};
 pub use layout::setup_script;
 pub(in crate::plan) use layout::{REPORT_STATE, REPORT_UNCONFIRMED, REQUIRE_GIT, REQUIRE_SETUP};

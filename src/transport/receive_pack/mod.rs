@@ -26,6 +26,7 @@ pub(in crate::transport) use pack::Grafts;
 use pack::{send_pack, shallow_roots, PackSpec};
 use protocol::{read_report, write_flush, write_pkt, Advertisement};
 
+use super::bases::Bases;
 use super::error::PushError;
 
 pub use protocol::read_advertisement;
@@ -102,7 +103,8 @@ pub fn push<S: Read + Write>(
     build: Option<Update<'_>>,
     shared: Option<&SharedPacks>,
 ) -> Result<Sent, PushError> {
-    push_observed(repo, stream, source, build, shared, None, &mut |_| {})
+    let packing = crate::transport::Packing { method: crate::transport::PackMethod::ThinPack, shared, known: None, bases: None };
+    push_observed(repo, stream, source, build, packing, &mut |_| {})
 }
 
 /// Like [`push`], telling `pack` what the pack holds as it starts and when it is all sent (for
@@ -112,15 +114,18 @@ pub fn push<S: Read + Write>(
 /// lock, the push does not wait for the ref advertisement: it sends its
 /// commands and pack at once (with the capabilities every git since 1.8 offers), then reads
 /// the advertisement and the report.
+///
+/// With `bases` (a release commit of the server's fetched with what deltas against it need,
+/// without its history), it is a base like any tip this repository has, and a shallow root.
 pub fn push_observed<S: Read + Write>(
     repo: &git2::Repository,
     stream: &mut S,
     source: Update<'_>,
     build: Option<Update<'_>>,
-    shared: Option<&SharedPacks>,
-    known: Option<&Known>,
+    packing: crate::transport::Packing<'_>,
     pack: &mut dyn FnMut(PackProgress),
 ) -> Result<Sent, PushError> {
+    let (shared, known, bases) = (packing.shared, packing.known, packing.bases);
     // With the refs known, the commands and the pack go at once, and the advertisement is read
     // after them: a round trip less. receive-pack writes its advertisement before it reads.
     let advertisement = match known {
@@ -169,8 +174,15 @@ pub fn push_observed<S: Read + Write>(
     advertised.sort_by_key(|(_, name)| Some(name.as_str()) != build.map(|build| build.refname));
     let haves: Vec<&str> =
         advertised.iter().map(|(tip, _)| tip.as_str()).filter(|tip| *tip != ZERO_ID && exists(tip)).collect();
-    let shallow = shallow_roots(repo, source.sha, &haves, &advertisement.shallow);
-    let cut = advertisement.shallow.clone();
+    let mut shallow = shallow_roots(repo, source.sha, &haves, &advertisement.shallow);
+    let mut cut = advertisement.shallow.clone();
+    // A fetched release commit has no parent here: no walk goes below it, and the deployed
+    // commit's tree travels against its trees (as from a clone that knows nothing the server has).
+    let fetched = bases.map(|bases| bases.tip.as_str()).filter(|tip| haves.contains(tip));
+    if let Some(tip) = fetched {
+        cut.push(tip.to_string());
+        shallow = vec![source.sha.to_string()];
+    }
     // git's receive-pack updates (and reports) only the first ref of a push that brings shallow
     // roots: then only the release commit's ref, which carries the deployed commit all the same
     // (the branch follows on the next deploy).
@@ -195,7 +207,16 @@ pub fn push_observed<S: Read + Write>(
     }
     write_flush(stream).map_err(PushError::Lost)?;
 
-    let spec = PackSpec { source: source.sha, build: build.map(|build| build.sha), haves, shallow, cut, ofs_delta };
+    let alternate = fetched.and(bases).map(Bases::objects);
+    let spec = PackSpec {
+        source: source.sha,
+        build: build.map(|build| build.sha),
+        haves,
+        shallow,
+        cut,
+        ofs_delta,
+        alternate: alternate.as_deref(),
+    };
     let sent = match shared {
         Some(shared) => shared.pack(repo, &spec).and_then(|spooled| spooled.send(stream, pack)),
         None => send_pack(repo, &spec, stream, pack),

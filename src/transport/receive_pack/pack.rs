@@ -3,7 +3,7 @@
 //! (one header, the entries of both, one SHA-1), so the build output's bytes are counted apart.
 
 use std::io::{self, Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use sha1::{Digest, Sha1};
 
@@ -22,6 +22,9 @@ pub(super) struct PackSpec<'a> {
     /// too (given to `git pack-objects` as grafts, not declared to the server).
     pub(super) cut: Vec<String>,
     pub(super) ofs_delta: bool,
+    /// An object directory every `git` reads too: bases fetched from a server (see
+    /// [`crate::transport::bases`]).
+    pub(super) alternate: Option<&'a std::path::Path>,
 }
 
 /// The commits a push declares shallow (their parents are not sent). When the server has
@@ -84,7 +87,7 @@ pub(super) fn send_pack<W: Write>(
     // commits the new ones descend from (`--objects-edge-aggressive`), so that the server's
     // files are neither sent again nor missed as bases.
     let args: &[&str] = if spec.shallow.is_empty() { &["--thin", "--revs"] } else { &["--thin", "--revs", "--shallow"] };
-    let mut source = PackObjects::start(repo, args, spec.ofs_delta, &revisions)?;
+    let mut source = PackObjects::start(repo, spec, args, &revisions)?;
     let Some(build) = spec.build else {
         // One part: the pack streams through as `git pack-objects` writes it.
         let mut header = [0u8; HEADER];
@@ -105,7 +108,7 @@ pub(super) fn send_pack<W: Write>(
     input.push_str(&build_objects(repo, build, spec)?);
     // Given its objects (not revisions), pack-objects takes `-<commit>` lines as bases and makes
     // deltas against them without `--thin` (which would read revisions instead).
-    let mut build = PackObjects::start(repo, &[], spec.ofs_delta, &input)?;
+    let mut build = PackObjects::start(repo, spec, &[], &input)?;
 
     let mut hasher = Sha1::new();
     let mut headers = [[0u8; HEADER]; 2];
@@ -171,7 +174,7 @@ fn build_objects(repo: &git2::Repository, build: &str, spec: &PackSpec) -> Resul
     // build output's part need not carry either): no haves, which would make a range that
     // `--no-walk` does not stop.
     let haves: &[&str] = if rooted { &[] } else { &spec.haves };
-    let mut source_part = rev_list_child(repo, &source, haves, &args)?;
+    let mut source_part = rev_list_child(repo, spec.alternate, &source, haves, &args)?;
     let mut reader = io::BufReader::new(source_part.stdout.take().expect("stdout is piped"));
     let mut line = String::new();
     while !candidates.is_empty() && io::BufRead::read_line(&mut reader, &mut line).map_err(lost_git)? > 0 {
@@ -219,7 +222,8 @@ fn lost_git(error: io::Error) -> GitError {
 /// `git <args> --stdin` (`args`: git's own options, then `rev-list` and its) of `revisions`
 /// minus every have of `spec`, run to its end.
 fn rev_list(repo: &git2::Repository, revisions: &str, spec: &PackSpec, args: &[&str]) -> Result<String, GitError> {
-    let output = rev_list_child(repo, revisions, &spec.haves, args)?.wait_with_output().map_err(lost_git)?;
+    let output =
+        rev_list_child(repo, spec.alternate, revisions, &spec.haves, args)?.wait_with_output().map_err(lost_git)?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let (status, stderr) = (output.status, stderr.trim().to_string());
@@ -231,13 +235,12 @@ fn rev_list(repo: &git2::Repository, revisions: &str, spec: &PackSpec, args: &[&
 /// `git <args> --stdin` of `revisions` minus `haves`, left running with its output piped. It reads its whole input before it writes: no deadlock on the pipes.
 fn rev_list_child(
     repo: &git2::Repository,
+    alternate: Option<&std::path::Path>,
     revisions: &str,
     haves: &[&str],
     args: &[&str],
 ) -> Result<std::process::Child, GitError> {
-    let mut child = Command::new("git")
-        .arg("--git-dir")
-        .arg(repo.path())
+    let mut child = crate::transport::bases::git(repo, alternate)
         .args(args)
         .arg("--stdin")
         .stdin(Stdio::piped())
@@ -296,9 +299,10 @@ struct PackObjects {
 }
 
 impl PackObjects {
-    fn start(repo: &git2::Repository, args: &[&str], ofs_delta: bool, input: &str) -> Result<PackObjects, GitError> {
-        let mut command = Command::new("git");
-        command.arg("--git-dir").arg(repo.path()).args(["pack-objects", "--stdout", "-q"]).args(args);
+    fn start(repo: &git2::Repository, spec: &PackSpec, args: &[&str], input: &str) -> Result<PackObjects, GitError> {
+        let mut command = crate::transport::bases::git(repo, spec.alternate);
+        command.args(["pack-objects", "--stdout", "-q"]).args(args);
+        let ofs_delta = spec.ofs_delta;
         if ofs_delta {
             command.arg("--delta-base-offset");
         }

@@ -75,7 +75,7 @@ fn a_stream_that_dies_mid_pack_fails_the_push_instead_of_hanging() {
     let commit = repo.commit(None, &signature, &signature, "big", &tree, &[]).unwrap();
     let started = std::time::Instant::now();
     let source = commit.to_string();
-    let spec = PackSpec { source: &source, build: None, haves: Vec::new(), shallow: Vec::new(), cut: Vec::new(), ofs_delta: true };
+    let spec = PackSpec { source: &source, build: None, haves: Vec::new(), shallow: Vec::new(), cut: Vec::new(), ofs_delta: true, alternate: None };
     let err = send_pack(&repo, &spec, &mut Gone, &mut |_| {}).unwrap_err();
     assert!(err.cut_short(), "{err}");
     assert!(err.to_string().starts_with("the connection to the server was lost: "), "{err}");
