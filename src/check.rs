@@ -281,7 +281,7 @@ pub fn judge(
             }
             "disk" => {
                 let mut numbers = rest.split(' ').map(|number| number.parse::<u64>().ok());
-                disk = Some((numbers.next().flatten(), numbers.next().flatten().unwrap_or(0)));
+                disk = Some((numbers.next().flatten(), numbers.next().flatten().unwrap_or(0), numbers.next().flatten()));
             }
             _ => {}
         }
@@ -345,9 +345,12 @@ pub fn judge(
         ("lock", CheckStatus::Ok, "free".to_string())
     });
     rows.push(match disk {
-        Some((Some(free), current)) => {
+        Some((Some(free), current, repo)) => {
             let needed = current + DISK_MARGIN_KIB;
-            let detail = format!("{} free; a release needs about {}", kib(free), kib(needed));
+            let mut detail = format!("{} free; a release needs about {}", kib(free), kib(needed));
+            if let Some(repo) = repo {
+                detail.push_str(&format!("; repo/ takes {}", kib(repo)));
+            }
             if free < needed {
                 ("free disk", CheckStatus::Fail, format!("{detail}: free some space on the server"))
             } else if free < 2 * needed {

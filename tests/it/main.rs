@@ -9,6 +9,7 @@ mod support;
 
 mod ci_clones;
 mod deploy;
+mod disks;
 mod dropbear;
 mod fleet;
 mod hostile_trees;

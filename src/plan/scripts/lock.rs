@@ -11,6 +11,10 @@ use super::keeper::{KeeperDaemon, Watch, KEEPER_JOBS, REMOVE_PRUNED};
 use super::layout::{platform_probe, PRIVATE, REPORT_STATE, REQUIRE_GIT, REQUIRE_SETUP};
 use super::{DAEMON_LOG, EXIT_LOCKED, PUSHED, STATE_DIR};
 
+/// `tidy_repo` and `stop_tidying`: `git gc` of `repo/` after a confirmed deploy, off its path,
+/// never beside a deploy, stopped by the next one (see the file).
+const TIDY: &str = include_str!("sh/tidy.sh");
+
 /// Checks that setup was done, takes the deploy lock (`mkdir`, atomic) holding `lock`, stops
 /// daemons orphaned by an earlier deploy, and reports the server's state (see
 /// [`crate::plan::parse_state`]). When another deploy holds the lock it prints the holder as
@@ -43,6 +47,7 @@ state="$d/{STATE_DIR}"
 [ -d "$state" ] || mkdir -p "$state"
 {LOCK_HELPERS}
 {DROP_LOCK}
+{TIDY}
 if ! mkdir -m 700 "$state/lock" 2>/dev/null; then
   if holder_alive; then
     each_line "$state/lock/info" holder
@@ -56,6 +61,8 @@ fi
 printf '%s\n' {info} "connection=$PPID $(start_time "$PPID")" "keeper=$$ $(start_time "$$")" > "$state/lock/info"
 # A server set up by an older version has them readable by every local user.
 {PRIVATE} "$state/lock/info"
+# The tidying of `repo/` after an earlier deploy gives way (see tidy.sh).
+stop_tidying
 # What a release of an earlier lock left (one its keeper was stopped in the middle of).
 for gone in "$state"/.lock-gone.*; do [ -d "$gone" ] && rm -rf "$gone"; done
 {STOP_RECEIVE_PACKS}
@@ -129,6 +136,9 @@ end_deploy() {{
     if has_line {token} "$state/{unconfirmed}"; then go_back_from_marker; fi
   fi
 {REMOVE_PRUNED}
+  # Confirmed (the confirmation released the lock), the deploy leaves `repo/` to be tidied.
+  # (A keeper whose lock was taken over finds it held by another deploy: it does not start.)
+  if [ -f "$d/repo/HEAD" ] && ! has_line {token} "$state/lock/info"; then tidy_repo; fi
   lock="$state/lock"
 {release}}}
 # How many lines it read so far, in a file of this keeper's own (it goes with the lock): the

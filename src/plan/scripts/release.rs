@@ -459,7 +459,9 @@ if [ -d "$d/current/" ]; then
   size=$(du -sk --apparent-size "$d/current/" 2>/dev/null || du -sk "$d/current/" 2>/dev/null)
   size=${{size%%[!0-9]*}}
 fi
-echo "disk ${{free:-unknown}} ${{size:-0}}"
+repo=$(du -sk "$d/repo" 2>/dev/null)
+repo=${{repo%%[!0-9]*}}
+echo "disk ${{free:-unknown}} ${{size:-0}} ${{repo:-unknown}}"
 # Shell builtins only (no `readlink`): where `current` leads, and that release's REVISION.
 if [ -L "$d/current" ] && target=$(cd -P "$d/current" 2>/dev/null && pwd -P); then
   echo "current $target"
