@@ -83,6 +83,10 @@ fn the_json_example_is_json_with_documented_events() {
 #[test]
 fn the_ci_recipe_uses_real_flags_and_variables() {
     let recipe = section("ci-recipe");
+    // It checks out the app alone: the dependency on this library resolves without a checkout
+    // of it (the template's `git` dependency, checked in the adoption test).
+    assert_eq!(recipe.matches("actions/checkout").count(), 1, "{recipe}");
+    assert!(!recipe.contains("repository:"), "{recipe}");
     for name in [xtask_deploy::config::ENV_SSH_KEY, xtask_deploy::config::ENV_KNOWN_HOSTS] {
         assert!(recipe.contains(&format!("{name}:")), "the recipe does not set `{name}`");
     }
@@ -138,7 +142,6 @@ fn cargo(dir: &Path, target: &Path, args: &[&str]) -> String {
         .args(args)
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", target)
-        .env("CARGO_NET_OFFLINE", "true")
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -148,7 +151,8 @@ fn cargo(dir: &Path, target: &Path, args: &[&str]) -> String {
 }
 
 /// A fresh repository as `cargo init` makes it, with this repository's Cargo.lock so that it
-/// builds offline with the versions this repository is tested with.
+/// builds with the versions this repository is tested with (the git dependency of the template
+/// is fetched from a `file://` URL: cargo is not offline).
 fn fresh_repository(dir: &Path, name: &str) {
     fs::create_dir_all(dir).unwrap();
     let init = Command::new(env!("CARGO"))
@@ -160,13 +164,28 @@ fn fresh_repository(dir: &Path, name: &str) {
     fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock"), dir.join("Cargo.lock")).unwrap();
 }
 
-/// `xtask/Cargo.toml` as the README writes it, with the dependency pointed at this checkout.
-fn xtask_manifest() -> String {
-    let library = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_str().unwrap().to_string();
+/// `xtask/Cargo.toml` as the README writes it: a `git` dependency pinned to a commit, whose URL
+/// and commit are here a `file://` URL of `clone` (a clone of this repository: nothing else is
+/// reachable here) and its HEAD.
+fn xtask_manifest(clone: &Path) -> String {
     let manifest = code_block("template: xtask/Cargo.toml");
     let line =
         manifest.lines().find(|line| line.starts_with("xtask-deploy")).expect("the template depends on xtask-deploy");
-    manifest.replace(line, &format!("xtask-deploy = {{ path = {library:?} }}"))
+    assert!(line.contains(" git = \"") && line.contains(" rev = \""), "a git dependency on a commit: {line}");
+    let head = Command::new("git").arg("-C").arg(clone).args(["rev-parse", "HEAD"]).output().unwrap();
+    let head = String::from_utf8(head.stdout).unwrap();
+    let url = format!("file://{}", clone.display());
+    manifest.replace(line, &format!("xtask-deploy = {{ git = {url:?}, rev = {:?} }}", head.trim()))
+}
+
+/// A clone of this repository (its committed HEAD) in `dir`, as a remote a git dependency can
+/// name.
+fn clone_of_this_repository(dir: &Path) -> std::path::PathBuf {
+    let library = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let clone = dir.join("xtask-deploy-remote");
+    let cloned = Command::new("git").args(["clone", "-q", "--no-local"]).arg(library).arg(&clone).status().unwrap();
+    assert!(cloned.success());
+    clone
 }
 
 /// The deploy commands every adopter's xtask has.
@@ -192,11 +211,15 @@ fn the_adoption_steps_work_in_a_fresh_repository() {
     // Kept between runs: a rebuild after a change of the library is incremental.
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("adopter-target");
 
+    // The library is reached only through its git URL: nothing of it beside the repositories.
+    let remote = tempfile::tempdir().unwrap();
+    let clone = clone_of_this_repository(remote.path());
     let fresh = repos.path().join("fresh");
     fresh_repository(&fresh, "fresh-app");
+    assert!(!fresh.join("../../xtask-deploy").exists() && !fresh.join("../xtask-deploy").exists());
     fs::create_dir_all(fresh.join("xtask/src")).unwrap();
     fs::create_dir_all(fresh.join(".cargo")).unwrap();
-    fs::write(fresh.join("xtask/Cargo.toml"), xtask_manifest()).unwrap();
+    fs::write(fresh.join("xtask/Cargo.toml"), xtask_manifest(&clone)).unwrap();
     let main = code_block("template: xtask/src/main.rs");
     assert!(main.lines().count() <= 40, "the template xtask is at most 40 lines:\n{main}");
     fs::write(fresh.join("xtask/src/main.rs"), main).unwrap();
@@ -216,7 +239,7 @@ fn the_adoption_steps_work_in_a_fresh_repository() {
     let existing = repos.path().join("existing");
     fresh_repository(&existing, "existing-app");
     fs::create_dir_all(existing.join("xtask/src")).unwrap();
-    fs::write(existing.join("xtask/Cargo.toml"), xtask_manifest()).unwrap();
+    fs::write(existing.join("xtask/Cargo.toml"), xtask_manifest(&clone)).unwrap();
     fs::write(existing.join("xtask/src/main.rs"), code_block("embed-example")).unwrap();
     let manifest = fs::read_to_string(existing.join("Cargo.toml")).unwrap();
     fs::write(existing.join("Cargo.toml"), format!("{manifest}\n[workspace]\nmembers = [\"xtask\"]\n")).unwrap();
