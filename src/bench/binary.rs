@@ -81,5 +81,56 @@ pub(super) fn run(server: &LoopbackServer, sh: &Shell, out: &mut dyn Write) -> R
         Some(bytes) => line(out, format!("  rsync of the artifacts:                     {bytes} bytes sent"))?,
         None => line(out, "  rsync of the artifacts:                     not installed".to_string())?,
     }
-    line(out, format!("  git's own thin-pack delta of the binaries:  {delta} bytes"))
+    line(out, format!("  git's own thin-pack delta of the binaries:  {delta} bytes"))?;
+
+    // The same change from a CI runner's fresh depth-1 clone, which has none of the server's
+    // build output: its release commit comes down first, as delta bases.
+    app.write("src/main.rs", &service_source(3))?;
+    app.commit_all("one more line changed")?;
+    let clone = server.dir().join("binary-app-ci");
+    let url = format!("file://{}", dir.display());
+    crate::local::own_repo(xshell::cmd!(sh, "git clone -q --depth 1 {url} {clone}"))
+        .quiet()
+        .run()
+        .map_err(|err| Error::local(format!("cannot clone the app: {err}")))?;
+    std::fs::create_dir_all(clone.join("target/release"))
+        .and_then(|()| std::fs::write(clone.join("target/release/data.bin"), &data))
+        .map_err(|err| Error::local(format!("cannot write the data file: {err}")))?;
+    let ci = Config { target_dir: clone.join("target"), ..Config::load(Some(&clone.join("Cargo.toml")))? };
+    let counted = |out: &mut dyn Write, what: &str, config: &Config, old: &[u8], new_path: &std::path::Path| {
+        relay.reset();
+        let report = deploy(config, &DeployOptions::default(), &mut Quiet)?;
+        let new = read(new_path)?;
+        let delta = git_thin_delta(old, &new)?;
+        let server = &report.servers[0];
+        line(
+            out,
+            format!(
+                "  {what}: {} bytes up, {} bytes down (SSH); pushed {}, {} of it build output; \
+                 delta bases fetched {} bytes; git's delta {delta} bytes",
+                relay.bytes_to_target(),
+                relay.bytes_from_target(),
+                server.bytes_sent,
+                server.build_bytes.unwrap_or(0),
+                server.bytes_received,
+            ),
+        )?;
+        Ok::<_, Error>(new)
+    };
+    let built_by_ci = counted(out, "from a fresh CI clone (depth 1)", &ci, &new, &clone.join("target/release/app"))?;
+    // Then from the laptop, which lacks the release commit CI made.
+    app.write("src/main.rs", &service_source(4))?;
+    app.commit_all("a change after CI's deploy")?;
+    counted(out, "from the laptop after a CI deploy", &config, &built_by_ci, &release.join("app"))?;
+    // What `repo/` holds after these four deploys, once the last one's tidying is done.
+    let deploy_to = std::path::PathBuf::from(&config.deploy_to);
+    let tidying = deploy_to.join(".xtask-deploy/tidying");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    std::thread::sleep(Duration::from_millis(500));
+    while tidying.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let repo = xshell::cmd!(sh, "du -sk {deploy_to}/repo").quiet().read().unwrap_or_default();
+    let repo = repo.split_whitespace().next().unwrap_or("?").to_string();
+    line(out, format!("  the server's repo/ after these 4 deploys (tidied): {repo} KiB"))
 }
