@@ -234,6 +234,20 @@ pub(super) fn push(
     let config = &target.server.config;
     let connection = &target.server.connection;
     let name = connection.name().to_string();
+    // What `repo/` has, as the preflight read it under this deploy's lock.
+    let state = &target.server.state;
+    let known = transport::receive_pack::Known { refs: state.refs.clone(), shallow: state.shallow.clone() };
+    // While the push fills the link, the keeper's beats wait behind it: the keeper allows the
+    // push its own time (`timeouts.push`) before it takes the silence for a lost deployer. So
+    // it does the fetch of the delta bases, which comes first: before any tunnel to the daemon
+    // opens, since the daemon drops a connection that sends nothing for 30 s.
+    if let Some(keeper) = target.server.keeper().as_mut() {
+        keeper.send(format!("pushing {}\n", config.timeouts.push.as_secs()).as_bytes())?;
+    }
+    let (bases, fetched) = match settings.pack.resolve() {
+        transport::PackMethod::Libgit2 => (None, 0),
+        _ => delta_bases(config, connection, local, build, &known, reporter),
+    };
     let receiver = match (config.transport, &target.server.daemon) {
         // No tunnel to a daemon on this server (the lock keeper found out why).
         (TransportKind::Daemon, _) if target.server.exec_instead.is_some() => {
@@ -258,39 +272,18 @@ pub(super) fn push(
             exec_instead(&name, &why, reporter)
         }
         (TransportKind::Daemon, Some(DaemonStarted::Failed(said))) => {
-            return Err(Error::Remote {
-                server: name,
-                step: "git daemon".to_string(),
-                status: -1,
-                message: format!("the daemon did not start: {}", said.trim()),
-            })
+            let message = format!("the daemon did not start: {}", said.trim());
+            return Err(no_daemon(target, name, message));
         }
         // The keeper is asked to start one whenever the transport is the daemon.
         (TransportKind::Daemon, None) => {
-            return Err(Error::Remote {
-                server: name,
-                step: "git daemon".to_string(),
-                status: -1,
-                message: "the lock keeper did not say whether it started the git daemon".to_string(),
-            })
+            let message = "the lock keeper did not say whether it started the git daemon".to_string();
+            return Err(no_daemon(target, name, message));
         }
         (TransportKind::Exec, _) => Receiver::Exec,
     };
     let push_started = Instant::now();
     reporter.event(Event::Pushing { server: name.clone(), sha: local.revision.sha.clone() });
-    // What `repo/` has, as the preflight read it under this deploy's lock.
-    let state = &target.server.state;
-    let known = transport::receive_pack::Known { refs: state.refs.clone(), shallow: state.shallow.clone() };
-    // While the push fills the link, the keeper's beats wait behind it: the keeper allows the
-    // push its own time (`timeouts.push`) before it takes the silence for a lost deployer. So
-    // it does the fetch of the delta bases, which comes first.
-    if let Some(keeper) = target.server.keeper().as_mut() {
-        keeper.send(format!("pushing {}\n", config.timeouts.push.as_secs()).as_bytes())?;
-    }
-    let (bases, fetched) = match settings.pack.resolve() {
-        transport::PackMethod::Libgit2 => (None, 0),
-        _ => delta_bases(config, connection, local, build, &known, reporter),
-    };
     let packing = transport::Packing {
         method: settings.pack,
         shared: local.packs.as_ref(),
@@ -320,9 +313,22 @@ pub(super) fn push(
     Ok(())
 }
 
+/// The push to `server` cannot be made: there is no daemon, for the reason `message`. The keeper,
+/// told the push was under way, hears it failed.
+fn no_daemon(target: &ServerPart, server: String, message: String) -> Error {
+    if let Some(keeper) = target.server.keeper().as_mut() {
+        let _ = keeper.send(b"pushed failed\n");
+    }
+    Error::Remote { server, step: "git daemon".to_string(), status: -1, message }
+}
+
 /// The build output's smallest size, times the servers, for which fetching delta bases is worth
 /// a round trip: below it, the binaries are sent whole.
 const BASES_WORTH: u64 = 256 * 1024;
+
+/// Room for the trees of a release commit (besides its build output) in the delta bases a server
+/// sends: more is refused.
+const BASES_TREES: u64 = 64 * 1024 * 1024;
 
 /// The server's newest release commit with what deltas against it need, when this repository
 /// lacks it (see [`transport::bases`]): fetched from this server unless a push to another
@@ -356,7 +362,9 @@ fn delta_bases(
             .exec_stream(&script, Instant::now() + config.timeouts.push)
             .map_err(|err| err.to_string())
             .and_then(|mut channel| {
-                let received = transport::bases::receive(&repo, &mut channel, tip);
+                // The build output compressed, and trees: twice its size is far more than enough.
+                let limit = size.saturating_mul(2).saturating_add(BASES_TREES);
+                let received = transport::bases::receive(&repo, &mut channel, tip, limit);
                 received.map_err(|err| match channel.stderr_text().trim() {
                     "" => err,
                     said => format!("{err}; the server said: {said}"),

@@ -38,15 +38,16 @@ impl Bases {
 }
 
 /// Reads the pack `from` carries (what [`crate::plan::bases_script`] prints) into a temporary
-/// object directory, checked by `git index-pack`; `tip` must be in it.
-pub fn receive(repo: &git2::Repository, from: &mut dyn Read, tip: &str) -> Result<Bases, String> {
+/// object directory, checked by `git index-pack`; `tip` must be in it. More than `limit` bytes
+/// is refused (a server does not fill this machine's disk).
+pub fn receive(repo: &git2::Repository, from: &mut dyn Read, tip: &str, limit: u64) -> Result<Bases, String> {
     let dir = tempfile::Builder::new().prefix("xtask-deploy-bases-").tempdir().map_err(|err| err.to_string())?;
     let pack = dir.path().join("objects/pack");
     std::fs::create_dir_all(&pack).map_err(|err| err.to_string())?;
     let mut child = Command::new("git")
         .arg("--git-dir")
         .arg(repo.path())
-        .args(["index-pack", "--stdin"])
+        .args(["index-pack", "--fsck-objects", "--stdin"])
         .arg(pack.join("pack-bases.pack"))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -54,8 +55,13 @@ pub fn receive(repo: &git2::Repository, from: &mut dyn Read, tip: &str) -> Resul
         .spawn()
         .map_err(|err| format!("cannot run `git index-pack`: {err}"))?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    let copied = io::copy(from, &mut stdin);
+    let copied = io::copy(&mut from.take(limit + 1), &mut stdin);
     drop(stdin);
+    if copied.as_ref().is_ok_and(|bytes| *bytes > limit) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("the server sent more than {limit} bytes"));
+    }
     let mut stderr = String::new();
     if let Some(mut pipe) = child.stderr.take() {
         let _ = pipe.read_to_string(&mut stderr);
@@ -110,7 +116,9 @@ pub(super) fn git(repo: &git2::Repository, alternate: Option<&Path>) -> Command 
     let mut command = Command::new("git");
     command.arg("--git-dir").arg(repo.path());
     if let Some(alternate) = alternate {
-        command.env("GIT_ALTERNATE_OBJECT_DIRECTORIES", alternate);
+        // Quoted as git unquotes it (a C-style string): the list is split at colons otherwise.
+        let path = alternate.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
+        command.env("GIT_ALTERNATE_OBJECT_DIRECTORIES", format!("\"{path}\""));
     }
     command
 }

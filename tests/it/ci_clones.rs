@@ -132,19 +132,52 @@ fn server_tip(deploy_to: &Path) -> String {
 #[test]
 fn a_fresh_depth_1_clone_sends_the_binary_as_a_delta_against_the_one_on_the_server() {
     let (world, _, relay) = deployed_service(1);
-    let first = binary(&world.deploy_to, &world.current().unwrap());
+    // A laptop deploy first, for what a deploy sends besides its pack (SSH, our scripts).
+    world.commit("src/main.rs", &xtask_deploy::demo::service_source(3));
+    relay.reset();
+    let laptop = world.deploy();
+    let laptop_rest = relay.bytes_to_target() - laptop.servers[0].bytes_sent;
+    let first = binary(&world.deploy_to, &laptop.release);
+
     world.commit("src/main.rs", &xtask_deploy::demo::service_source(2));
     let (clone, config) = ci_clone(&world, "ci-clone");
     let tip = server_tip(&world.deploy_to);
     relay.reset();
     let report = deploy(&config);
     let (up, down) = (relay.bytes_to_target(), relay.bytes_from_target());
-    eprintln!("over the whole SSH connection: {up} bytes up, {down} bytes down");
-    assert_sent_as_delta(&world, &report, &first, &clone, report.servers[0].bytes_sent, &tip);
-    // Over the whole connection besides: our scripts (about 44 KB, see the laptop's test in
-    // lifecycle.rs) and, coming down, the SSH handshake and what the scripts print.
+    let pushed = report.servers[0].bytes_sent;
+    eprintln!(
+        "over the whole SSH connection: {up} bytes up ({pushed} of them the push; a laptop's deploy sends \
+         {laptop_rest} besides its push), {down} bytes down"
+    );
+    assert_sent_as_delta(&world, &report, &first, &clone, pushed, &tip);
+    // Besides its push, what a laptop's deploy sends too (SSH, our scripts) and the request
+    // for the bases.
+    assert!(up - pushed <= laptop_rest + 4096, "{} bytes besides the push; a laptop's {laptop_rest}", up - pushed);
+    // Coming down besides the bases: the SSH handshake and what the scripts print.
     let whole = xtask_deploy::demo::git_packed_size(&first).unwrap();
     assert!(down <= whole + 32 * 1024, "{down} bytes came down; the binary packed is {whole}");
+}
+
+#[test]
+fn small_build_output_from_a_fresh_clone_is_sent_whole_without_fetching_anything() {
+    let world = World::with_config("artifacts = [\"target/release/small.bin\"]");
+    let write = |dir: &Path, round: u64| {
+        let path = dir.join("target/release/small.bin");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, support::incompressible(16 * 1024, round)).unwrap();
+    };
+    write(world.app.dir(), 1);
+    world.setup();
+    world.deploy();
+    world.commit("src/main.rs", "fn main() { println!(\"2\"); }\n");
+    let (clone, config) = ci_clone(&world, "ci-clone");
+    write(&clone, 2);
+    let report = deploy(&config);
+    // 16 KiB to one server: fetching the server's copy would cost as much as sending it whole.
+    assert_eq!(report.servers[0].bytes_received, 0, "{:?}", report.servers[0]);
+    let sent = fs::read(world.deploy_to.join("current/target/release/small.bin")).unwrap();
+    assert_eq!(sent, fs::read(clone.join("target/release/small.bin")).unwrap());
 }
 
 #[test]

@@ -104,6 +104,10 @@ pub fn bases_script(config: &Config, tip: &str, have: &[String], paths: &[&str])
 /// repository the deploy pushes to (the submodules' too), on servers set up by any version (or by
 /// Capistrano); a child git (receive-pack under the daemon) inherits it.
 ///
+/// `receive.autogc=false`: `repo/` is tidied after a confirmed deploy, never beside one (see
+/// `sh/tidy.sh`), not by a `git gc --auto` a push would leave running.
+///
 /// `receive.shallowUpdate`: a push may bring commits whose parents it leaves out (the first
 /// deploy sends the deployed tree, not the history; a shallow CI clone has no more to send).
-pub(super) const CHECKED_GIT: &str = "git -c receive.fsckObjects=true -c receive.shallowUpdate=true";
+pub(super) const CHECKED_GIT: &str =
+    "git -c receive.fsckObjects=true -c receive.shallowUpdate=true -c receive.autogc=false";

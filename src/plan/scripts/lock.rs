@@ -61,8 +61,6 @@ fi
 printf '%s\n' {info} "connection=$PPID $(start_time "$PPID")" "keeper=$$ $(start_time "$$")" > "$state/lock/info"
 # A server set up by an older version has them readable by every local user.
 {PRIVATE} "$state/lock/info"
-# The tidying of `repo/` after an earlier deploy gives way (see tidy.sh).
-stop_tidying
 # What a release of an earlier lock left (one its keeper was stopped in the middle of).
 for gone in "$state"/.lock-gone.*; do [ -d "$gone" ] && rm -rf "$gone"; done
 {STOP_RECEIVE_PACKS}
@@ -82,6 +80,9 @@ for pidfile in "$state"/daemon.*.pid; do
     *) rm -f "$pidfile" ;;
   esac
 done
+# The tidying of `repo/` after an earlier deploy gives way (see tidy.sh): after the processes
+# above, whose git lock files it would take for its own.
+stop_tidying
 # Goes back from the release the unconfirmed marker names, and restarts the one gone back to.
 go_back_from_marker() {{
   release=""

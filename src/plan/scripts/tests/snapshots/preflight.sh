@@ -114,10 +114,11 @@ drop_lock() {
 # Keeps `repo/` from growing without bound. Every deploy brings a release commit; a push of
 # fewer than 100 objects arrives loose, each binary whole, and nothing removed them.
 # `tidy_repo` runs in the lock's keeper after a confirmed deploy, once its deployer is gone (off
-# the deploy's path): when loose objects or packs have piled up, it points a ref
-# (`refs/xtask-kept/<release>`) at the commit of each release still on disk (so that every
-# rollback target, and what the next release reuses, stays), drops the refs of releases that
-# are gone, and runs `git gc --prune=now` at the lowest priority: whatever no ref reaches goes.
+# the deploy's path): when loose objects or packs have piled up, it points refs
+# (`refs/xtask-kept/{release,source}/<release>`) at the commits of each release still on disk
+# (what the next release reuses, and the subjects `releases` shows), drops the refs of releases
+# that are gone, and runs `git gc --prune=now` at the lowest priority: whatever no ref reaches
+# goes. (Rollback reads nothing from `repo/`: a release directory is whole.)
 # It never runs beside a deploy. It holds `$state/tidying`, not the lock, and starts only while
 # nobody holds the lock; a deploy that takes the lock stops it (`stop_tidying`, in the
 # preflight). Each makes its own directory first and then looks for the other's, so one of them
@@ -139,40 +140,61 @@ EOF
   # without `setsid` it could not be stopped whole, and it does not run.
   command -v setsid >/dev/null 2>&1 || return 0
   tidying="$state/tidying"
-  if ! mkdir -m 700 "$tidying" 2>/dev/null; then
-    # Another keeper's, or one left by a keeper that died (a reboot): that one goes.
+  mine="tidying=$$ $(start_time "$$")"
+  # Made whole, its `info` in it, by one rename: who finds the directory finds who holds it.
+  rm -rf "$tidying.$$"
+  mkdir -m 700 "$tidying.$$" 2>/dev/null || return 0
+  echo "$mine" > "$tidying.$$/info"
+  if ! mv -T "$tidying.$$" "$tidying" 2>/dev/null; then
     holder=""
     { read -r holder < "$tidying/info"; } 2>/dev/null
     # shellcheck disable=SC2086 # pid and start time
-    if [ -n "$holder" ] && alive ${holder#tidying=}; then return 0; fi
-    rm -rf "$tidying"
-    mkdir -m 700 "$tidying" 2>/dev/null || return 0
+    if alive ${holder#tidying=}; then rm -rf "$tidying.$$"; return 0; fi
+    # Left by a keeper that died (a reboot, a kill): its git gc, if it still runs, stops too;
+    # by the next deploy's preflight, if one holds the lock.
+    if [ -d "$state/lock" ]; then rm -rf "$tidying.$$"; return 0; fi
+    stop_tidying
+    mv -T "$tidying.$$" "$tidying" 2>/dev/null || { rm -rf "$tidying.$$"; return 0; }
   fi
-  mine="tidying=$$ $(start_time "$$")"
-  echo "$mine" > "$tidying/info"
   if [ -d "$state/lock" ]; then rm -rf "$tidying"; return 0; fi
-  {
+  # Kept: each release's commit as its tree was recorded (the build output's, with `reuse`),
+  # and its REVISION (the deployed commit, whose subject `releases` shows).
+  if ! {
     git --git-dir="$repo" for-each-ref --format='%(refname)' refs/xtask-kept/ | while IFS= read -r ref; do
       [ -d "$d/releases/${ref##*/}" ] || echo "delete $ref"
     done
     for r in "$d"/releases/[0-9]*; do
       name=${r##*/}
       case "$name" in *[!0-9]*) continue ;; esac
-      commit=""
-      { read -r commit < "$state/tree.$name"; } 2>/dev/null
-      case "$commit" in *[!0-9a-f]*|'') continue ;; esac
-      # Only a commit the repository has: a release an older tool made may name none.
-      git --git-dir="$repo" cat-file -e "$commit^{commit}" 2>/dev/null && echo "update refs/xtask-kept/$name $commit"
+      for kind in release source; do
+        commit=""
+        case "$kind" in
+          release) { read -r commit < "$state/tree.$name"; } 2>/dev/null ;;
+          source) { read -r commit < "$r/REVISION"; } 2>/dev/null ;;
+        esac
+        case "$commit" in *[!0-9a-f]*|'') continue ;; esac
+        # Only a commit the repository has: a release an older tool made may name none.
+        if git --git-dir="$repo" cat-file -e "$commit^{commit}" 2>/dev/null; then
+          echo "update refs/xtask-kept/$kind/$name $commit"
+        fi
+      done
     done
-  } | git --git-dir="$repo" update-ref --stdin 2>/dev/null
+  } | git --git-dir="$repo" update-ref --stdin 2>/dev/null; then
+    # Without every ref, git gc could take what a kept release needs.
+    rm -rf "$tidying"
+    return 0
+  fi
   low=""
   command -v nice >/dev/null 2>&1 && low="nice -n 19"
   command -v ionice >/dev/null 2>&1 && low="ionice -c 3 $low"
   # Not once a deploy took the lock (it waits for the line below, or for this process to end).
   if [ -d "$state/lock" ] || ! has_line "$mine" "$tidying/info"; then rm -rf "$tidying"; return 0; fi
-  setsid sh -c "exec $low git --git-dir=\"\$1\" gc --force --prune=now --quiet" sh "$repo" </dev/null >/dev/null 2>&1 &
+  setsid sh -c "exec $low git --git-dir=\"\$1\" gc --prune=now --quiet" sh "$repo" </dev/null >/dev/null 2>&1 &
   gc=$!
   echo "gc=$gc $(start_time "$gc")" >> "$tidying/info"
+  # A deploy that took the lock between the look above and the start stops it (it waits for
+  # the line just written); this stops it too, whatever that deploy saw.
+  if [ -d "$state/lock" ] || ! has_line "$mine" "$tidying/info"; then kill -KILL -"$gc" 2>/dev/null; fi
   wait "$gc"
   # Unless a deploy stopped it (and removed it).
   if has_line "$mine" "$tidying/info"; then rm -rf "$tidying"; fi
@@ -191,9 +213,9 @@ stop_tidying() {
       case "$line" in tidying=*) holder=${line#tidying=} ;; gc=*) gc=${line#gc=} ;; esac
     done < "$tidying/info"; } 2>/dev/null
     # Between making its directory and starting git gc, the tidying writes nothing else, and
-    # gives up when it sees the lock: a moment.
+    # gives up when it sees the lock: a moment (its refs' update at most).
     # shellcheck disable=SC2086 # pid and start time
-    if [ -n "$gc" ] || [ -z "$holder" ] || ! alive $holder || [ "$tries" -ge 50 ]; then break; fi
+    if [ -n "$gc" ] || [ -z "$holder" ] || ! alive $holder || [ "$tries" -ge 300 ]; then break; fi
     sleep 0.1 2>/dev/null || sleep 1
     tries=$((tries + 1))
   done
@@ -212,7 +234,7 @@ stop_tidying() {
     done
   fi
   # Nothing else works in `repo/` without the lock: every lock file there is one git gc left.
-  find "$d/repo" -name '*.lock' -type f -exec rm -f {} + 2>/dev/null
+  find "$d/repo/" -name '*.lock' -type f -exec rm -f {} + 2>/dev/null
   rm -f "$d/repo"/objects/pack/.tmp-* "$d/repo"/objects/pack/tmp_* "$d/repo/gc.pid" 2>/dev/null
   return 0
 }
@@ -241,8 +263,6 @@ fi
 printf '%s\n' 'user=alice' 'host=laptop' 'since=2026-11-25T04:16:38Z' 'sha=0123456789abcdef0123456789abcdef01234567' 'message=hotfix for #12' 'token=t0k3n' "connection=$PPID $(start_time "$PPID")" "keeper=$$ $(start_time "$$")" > "$state/lock/info"
 # A server set up by an older version has them readable by every local user.
 chmod go= "$d/repo" "$d/.xtask-deploy" "$state/lock/info"
-# The tidying of `repo/` after an earlier deploy gives way (see tidy.sh).
-stop_tidying
 # What a release of an earlier lock left (one its keeper was stopped in the middle of).
 for gone in "$state"/.lock-gone.*; do [ -d "$gone" ] && rm -rf "$gone"; done
 for pidfile in "$state"/receive-pack.*.pid; do
@@ -274,7 +294,7 @@ for pidfile in "$state"/daemon.*.pid; do
   case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
   cmd=$({ tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null || true)
   case "$cmd" in
-    *"git daemon"*"$d/repo"*|*"git -c receive.fsckObjects=true -c receive.shallowUpdate=true daemon"*"$d/repo"*)
+    *"git daemon"*"$d/repo"*|*"git -c receive.fsckObjects=true -c receive.shallowUpdate=true -c receive.autogc=false daemon"*"$d/repo"*)
       # Only a daemon whose watching script is gone (re-parented to init) is stale.
       # The parent pid is the second field after the command name in /proc/<pid>/stat.
       stat=$(cat "/proc/$pid/stat" 2>/dev/null || true)
@@ -283,6 +303,9 @@ for pidfile in "$state"/daemon.*.pid; do
     *) rm -f "$pidfile" ;;
   esac
 done
+# The tidying of `repo/` after an earlier deploy gives way (see tidy.sh): after the processes
+# above, whose git lock files it would take for its own.
+stop_tidying
 # Goes back from the release the unconfirmed marker names, and restarts the one gone back to.
 go_back_from_marker() {
   release=""
@@ -340,7 +363,7 @@ start_daemon() {
   # Never `--reuseaddr`: without it, git daemon cannot listen on a port while a connection
   # another user accepted there lingers, so the deployer's tunnel cannot reach a daemon that is
   # not this one.
-  XTASK_DEPLOY_PORT=$1 timeout -k 1 600 git -c receive.fsckObjects=true -c receive.shallowUpdate=true daemon --verbose --listen=127.0.0.1 --port="$1" --strict-paths \
+  XTASK_DEPLOY_PORT=$1 timeout -k 1 600 git -c receive.fsckObjects=true -c receive.shallowUpdate=true -c receive.autogc=false daemon --verbose --listen=127.0.0.1 --port="$1" --strict-paths \
     --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \
     --forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive \
     --access-hook='f() { eval "$XTASK_DEPLOY_ACCESS_HOOK"; }; f' --informative-errors --init-timeout=30 \
