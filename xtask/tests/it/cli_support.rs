@@ -21,11 +21,13 @@ impl World {
         command
     }
 
-    /// Routes the app to its server through a relay that holds every chunk 100 ms each way: a
-    /// 200 ms round trip, which caps SSH's window (2 MB) at about 10 MB/s, so that a push of
-    /// [`World::commit_big`] takes seconds on any machine. Keep the relay while it is needed.
+    /// Routes the app to its server through a relay that holds every chunk 200 ms each way: a
+    /// 400 ms round trip, which caps SSH's window (2 MB) at about 5 MB/s, so that a push of
+    /// [`World::commit_big`] streams for about 3 s on any machine, however long its pack took to
+    /// make (progress is told each second from the push's start: a line with a rate needs two).
+    /// Keep the relay while it is needed.
     pub fn behind_a_slow_link(&self) -> xtask_deploy::relay::Relay {
-        let relay = xtask_deploy::relay::Relay::start(self.server.port(), Duration::from_millis(100)).unwrap();
+        let relay = xtask_deploy::relay::Relay::start(self.server.port(), Duration::from_millis(200)).unwrap();
         self.route_through(relay.port());
         relay
     }
