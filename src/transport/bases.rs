@@ -75,7 +75,7 @@ pub fn receive(repo: &git2::Repository, from: &mut dyn Read, tip: &str, limit: u
     };
     if !status.success() {
         return Err(match bytes {
-            0 => "the server sent none (its newest release moved meanwhile)".to_string(),
+            0 => "the server sent nothing".to_string(),
             _ => format!("`git index-pack` refused what came: {}", stderr.trim()),
         });
     }

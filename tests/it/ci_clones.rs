@@ -224,3 +224,39 @@ fn a_laptop_deploy_after_a_ci_deploy_and_an_unchanged_binary_send_no_binary_whol
     assert!(server.bytes_received < 4096, "only the commit and its trees came down: {server:?}");
     assert_eq!(binary(&world.deploy_to, &same.release), binary(&world.deploy_to, &from_laptop.release));
 }
+
+#[test]
+fn a_fetch_of_the_bases_that_fails_is_named_and_the_binary_travels_whole() {
+    let (world, _, _relay) = deployed_service(1);
+    // The server's git cannot make a pack (what the fetch asks of it); it receives as before.
+    let real = Command::new("sh").arg("-c").arg("command -v git").output().unwrap();
+    let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+    let shim = world.server.bin_dir().join("git");
+    fs::create_dir_all(shim.parent().unwrap()).unwrap();
+    fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = pack-objects ] && {{ echo 'no packs today' >&2; exit 1; }}\nexec '{real}' \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    world.commit("src/main.rs", &xtask_deploy::demo::service_source(2));
+    let (clone, config) = ci_clone(&world, "ci-clone");
+    let mut events = Collect::default();
+    let report = xtask_deploy::deploy(&config, &DeployOptions::default(), &mut events).expect("deployed all the same");
+    let warned = events.0.iter().any(|event| match event {
+        xtask_deploy::report::Event::Warning { message } => {
+            message.contains("could not fetch its release commit")
+                && message.contains("the server said: no packs today")
+                && message.contains("travels whole")
+        }
+        _ => false,
+    });
+    assert!(warned, "no warning names the failed fetch: {:?}", events.0);
+    assert_eq!(report.servers[0].bytes_received, 0);
+    let new = fs::read(clone.join("target/release/hello")).unwrap();
+    assert_eq!(binary(&world.deploy_to, &report.release), new, "the server has the binary the clone built");
+    let whole = xtask_deploy::demo::git_packed_size(&new).unwrap();
+    assert!(report.servers[0].build_bytes.unwrap() >= whole / 2, "{:?}", report.servers[0]);
+}

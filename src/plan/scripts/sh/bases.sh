@@ -5,10 +5,11 @@
 # and the blobs under the artifact paths that the deployer does not hold already.
 # Expects: `d`, `tip`, `have` (the blob ids of the deployer's release commit under those paths,
 # space-separated), and the artifact paths as positional parameters.
-# Prints a pack on stdout; exits 3, printing nothing there, when the tip moved or is gone.
+# Prints a pack on stdout; exits 3, printing nothing there and why on stderr, when the tip
+# moved or is gone.
 cd "$d/repo" || exit 3
-now=$(git rev-parse -q --verify 'refs/xtask-deploy/release^{commit}') || exit 3
-[ "$now" = "$tip" ] || exit 3
+now=$(git rev-parse -q --verify 'refs/xtask-deploy/release^{commit}') || { echo "it has no release commit" >&2; exit 3; }
+[ "$now" = "$tip" ] || { echo "its newest release commit is $now now, not $tip" >&2; exit 3; }
 {
   echo "$tip"
   git rev-parse "$tip^{tree}"
