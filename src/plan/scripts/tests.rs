@@ -472,3 +472,12 @@ fn the_keepers_jobs_run_an_exported_batch_as_run_exported_does() {
     let jobs = super::keeper::KEEPER_JOBS;
     assert!(jobs.contains(&format!("RUN_JOB='{runner}'")), "{jobs}");
 }
+
+/// The refs the tidying keeps releases by are the refs the push leaves out of its bases.
+#[test]
+fn the_tidying_keeps_releases_under_the_refs_the_push_leaves_out() {
+    let tidy = include_str!("sh/tidy.sh");
+    let kept = crate::transport::receive_pack::KEPT_REFS;
+    assert!(tidy.contains(&format!("update {kept}$kind/$name")), "{tidy}");
+    assert!(tidy.contains(&format!("for-each-ref --format='%(refname)' {kept} ")), "{tidy}");
+}

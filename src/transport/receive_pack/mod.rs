@@ -49,6 +49,10 @@ fn read_after<S: Read>(stream: &mut S, pipelined: bool) -> Result<(), PushError>
     }
 }
 
+/// Where the server keeps refs to the commits of the releases it still has (see
+/// `plan/scripts/sh/tidy.sh`).
+pub const KEPT_REFS: &str = "refs/xtask-kept/";
+
 /// The object name git uses for "no object" (a ref being created).
 const ZERO_ID: &str = "0000000000000000000000000000000000000000";
 
@@ -168,9 +172,13 @@ pub fn push_observed<S: Read + Write>(
     // No `agent=`: it is optional, and its ~25 bytes are a tenth of a one-line change's push.
 
     // The bases: every advertised tip that exists here, the build output's own ref first (the
-    // previous release's binaries are what the new ones are deltas against).
+    // previous release's binaries are what the new ones are deltas against). Not the refs that
+    // keep older releases' commits from git gc (`KEPT_REFS`): their binaries are older versions
+    // of the same files, and each is one more delta search over a whole binary (a push of a
+    // 5 MB binary took 30% longer with them).
     let exists = |tip: &str| git2::Oid::from_str(tip).is_ok_and(|oid| repo.odb().is_ok_and(|odb| odb.exists(oid)));
-    let mut advertised: Vec<&(String, String)> = advertisement.refs.iter().collect();
+    let mut advertised: Vec<&(String, String)> =
+        advertisement.refs.iter().filter(|(_, name)| !name.starts_with(KEPT_REFS)).collect();
     advertised.sort_by_key(|(_, name)| Some(name.as_str()) != build.map(|build| build.refname));
     let haves: Vec<&str> =
         advertised.iter().map(|(tip, _)| tip.as_str()).filter(|tip| *tip != ZERO_ID && exists(tip)).collect();
