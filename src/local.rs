@@ -77,12 +77,16 @@ pub fn resolve(repo: &git2::Repository, revision: &str) -> Result<Revision, Erro
 /// names that object on the server warn that it is ambiguous.
 pub fn push_refname(branch: &str) -> String {
     let candidate = format!("refs/heads/{branch}");
-    let object_name = branch.len() == 40 && branch.bytes().all(|byte| byte.is_ascii_hexdigit());
-    if branch != "HEAD" && !object_name && git2::Reference::is_valid_name(&candidate) {
+    if branch != "HEAD" && !is_object_name(branch) && git2::Reference::is_valid_name(&candidate) {
         candidate
     } else {
         "refs/heads/deploy".to_string()
     }
+}
+
+/// Whether `text` is a full SHA-1 object name (40 hexadecimal digits).
+pub fn is_object_name(text: &str) -> bool {
+    text.len() == 40 && text.bytes().all(|byte| byte.is_ascii_hexdigit())
 }
 
 /// Lets another thread stop the local command running now (and keep any from starting): for a

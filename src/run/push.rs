@@ -344,7 +344,7 @@ fn delta_bases(
 ) -> (Option<std::sync::Arc<transport::bases::Bases>>, u64) {
     let Some(build) = build else { return (None, 0) };
     let tip = known.refs.iter().find(|(_, name)| name == crate::build_output::REMOTE_REF).map(|(tip, _)| tip.as_str());
-    let Some(tip) = tip.filter(|tip| tip.len() == 40 && tip.bytes().all(|byte| byte.is_ascii_hexdigit())) else {
+    let Some(tip) = tip.filter(|tip| crate::local::is_object_name(tip)) else {
         return (None, 0);
     };
     let Ok(repo) = local.repo() else { return (None, 0) };

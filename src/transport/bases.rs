@@ -7,11 +7,10 @@
 //! repository: every `git` of the push reads it as an alternate, and it is removed when the
 //! deploy ends. The commit's parent does not come: the push takes it as a shallow root.
 
-use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::Arc;
 
 /// A release commit of a server, fetched with what a delta against it needs.
 #[derive(Debug)]
@@ -89,25 +88,18 @@ pub fn receive(repo: &git2::Repository, from: &mut dyn Read, tip: &str, limit: u
 }
 
 /// The bases of one deploy, by release commit: fetched once, by whichever push needs them
-/// first, used by every push to a server on that release. A fetch that failed is not tried
-/// again.
+/// first, used by every push to a server on that release. A fetch that failed (`None`) is not
+/// tried again.
 #[derive(Debug, Default)]
 pub struct Fetched {
-    by_tip: Mutex<HashMap<String, Arc<Slot>>>,
+    by_tip: super::OnceByKey<Option<Arc<Bases>>>,
 }
-
-/// The bases of one release commit once fetched (`None`: the fetch failed).
-type Slot = OnceLock<Option<Arc<Bases>>>;
 
 impl Fetched {
     /// The bases for `tip`, fetched now by `fetch` unless an earlier push did (or is doing it:
     /// then this waits for it).
     pub fn get(&self, tip: &str, fetch: impl FnOnce() -> Option<Bases>) -> Option<Arc<Bases>> {
-        let slot = {
-            let mut by_tip = self.by_tip.lock().unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(by_tip.entry(tip.to_string()).or_default())
-        };
-        slot.get_or_init(|| fetch().map(Arc::new)).clone()
+        self.by_tip.get_or_make(tip.to_string(), || fetch().map(Arc::new))
     }
 }
 

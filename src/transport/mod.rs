@@ -22,6 +22,43 @@ use crate::ssh::TimedChannel;
 
 use error::PushError;
 
+/// Values made once per key, by whichever caller asks first; a caller asking for a key whose
+/// value is being made waits for it (the packs of a deploy to several servers, the delta bases
+/// fetched from one of them).
+pub(crate) struct OnceByKey<T> {
+    slots: std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::OnceLock<T>>>>,
+}
+
+impl<T> Default for OnceByKey<T> {
+    fn default() -> Self {
+        OnceByKey { slots: Default::default() }
+    }
+}
+
+impl<T> std::fmt::Debug for OnceByKey<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnceByKey").finish_non_exhaustive()
+    }
+}
+
+impl<T: Clone> OnceByKey<T> {
+    /// The value of `key`, made now by `make` unless it was made (or is being made) already.
+    pub(crate) fn get_or_make(&self, key: String, make: impl FnOnce() -> T) -> T {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(slots.entry(key).or_default())
+        };
+        slot.get_or_init(make).clone()
+    }
+
+    /// How many values were made so far.
+    #[cfg(any(test, feature = "testkit"))]
+    pub(crate) fn made(&self) -> usize {
+        let slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots.values().filter(|slot| slot.get().is_some()).count()
+    }
+}
+
 /// What a push moved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PushStats {

@@ -85,8 +85,7 @@ const BASES: &str = include_str!("sh/bases.sh");
 /// and the blobs under the artifact `paths` that are not among `have` (the deployer's own).
 /// Exits 3 with nothing on stdout when the server's release ref no longer names `tip`.
 pub fn bases_script(config: &Config, tip: &str, have: &[String], paths: &[&str]) -> RemoteScript {
-    let hex = |id: &str| id.len() == 40 && id.bytes().all(|byte| byte.is_ascii_hexdigit());
-    let have: Vec<&str> = have.iter().map(String::as_str).filter(|id| hex(id)).collect();
+    let have: Vec<&str> = have.iter().map(String::as_str).filter(|id| crate::local::is_object_name(id)).collect();
     let paths: Vec<String> = paths.iter().map(|path| quote(path)).collect();
     let header = format!(
         "d={}\ntip={}\nhave={}\nset -- {}\n",

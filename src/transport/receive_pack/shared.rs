@@ -1,14 +1,14 @@
 //! The packs of one deploy to several servers, each made once and sent to every server that
 //! needs it.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use super::pack::{send_pack, PackSpec};
 use crate::transport::error::PushError;
+use crate::transport::OnceByKey;
 use super::{PackProgress, Sent};
 
 /// The thin packs of one deploy to several servers. Servers in the same state advertise the same
@@ -16,13 +16,10 @@ use super::{PackProgress, Sent};
 /// file (deleted when the last handle closes), and sent from there to each of them.
 #[derive(Default)]
 pub struct SharedPacks {
-    /// By repository, commit, bases and delta format; a push that finds its pack being made
-    /// waits for it.
-    packs: Mutex<HashMap<String, Arc<PackSlot>>>,
+    /// By repository, commit, bases and delta format: each pack once made (or the error that
+    /// made it fail), shared by every push that needs it.
+    packs: OnceByKey<Result<Arc<Spooled>, Arc<PushError>>>,
 }
-
-/// A pack once made (or the error that made it fail), shared by every push that needs it.
-type PackSlot = OnceLock<Result<Arc<Spooled>, Arc<PushError>>>;
 
 /// A pack on disk: its bytes, and what it holds.
 pub(super) struct Spooled {
@@ -34,8 +31,7 @@ impl SharedPacks {
     /// How many packs were made so far.
     #[cfg(any(test, feature = "testkit"))]
     pub fn made(&self) -> usize {
-        let packs = self.packs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        packs.values().filter(|pack| pack.get().is_some()).count()
+        self.packs.made()
     }
 
     /// The pack of `spec`, made now unless an earlier push made it.
@@ -53,17 +49,13 @@ impl SharedPacks {
             spec.shallow.join(" "),
             spec.cut.join(" ")
         );
-        let slot = {
-            let mut packs = self.packs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            Arc::clone(packs.entry(key).or_default())
-        };
-        slot.get_or_init(|| {
-            let mut file = tempfile::tempfile().map_err(PushError::SpoolFile)?;
-            let sent = send_pack(repo, spec, &mut file, &mut |_| {})?;
-            Ok(Arc::new(Spooled { file, sent }))
-        })
-        .clone()
-        .map_err(PushError::SharedPack)
+        self.packs
+            .get_or_make(key, || {
+                let mut file = tempfile::tempfile().map_err(PushError::SpoolFile)?;
+                let sent = send_pack(repo, spec, &mut file, &mut |_| {})?;
+                Ok(Arc::new(Spooled { file, sent }))
+            })
+            .map_err(PushError::SharedPack)
     }
 }
 
