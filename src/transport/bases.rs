@@ -43,9 +43,7 @@ pub fn receive(repo: &git2::Repository, from: &mut dyn Read, tip: &str, limit: u
     let dir = tempfile::Builder::new().prefix("xtask-deploy-bases-").tempdir().map_err(|err| err.to_string())?;
     let pack = dir.path().join("objects/pack");
     std::fs::create_dir_all(&pack).map_err(|err| err.to_string())?;
-    let mut child = Command::new("git")
-        .arg("--git-dir")
-        .arg(repo.path())
+    let mut child = git(repo, None)
         .args(["index-pack", "--fsck-objects", "--stdin"])
         .arg(pack.join("pack-bases.pack"))
         .stdin(Stdio::piped())

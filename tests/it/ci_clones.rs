@@ -60,29 +60,32 @@ fn binary(deploy_to: &Path, release: &str) -> Vec<u8> {
 
 /// Every object the repository at `dir` has, as `git cat-file` lists them.
 fn objects(dir: &Path) -> Vec<String> {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["cat-file", "--batch-all-objects", "--batch-check=%(objectname)"])
-        .output()
-        .unwrap();
-    String::from_utf8(output.stdout).unwrap().lines().map(str::to_string).collect()
+    let listed = support::git(dir, &["cat-file", "--batch-all-objects", "--batch-check=%(objectname)"]);
+    listed.lines().map(str::to_string).collect()
 }
 
 /// Checks what a deploy from a clone with none of the server's build output did: the release
 /// holds the clone's binary, which runs; the binary travelled as a delta against the server's
 /// (`sent`: the push's bytes to one server); the server's binary came down once, compressed; the
-/// clone's repository was left without the server's release commit `tip`.
-fn assert_sent_as_delta(world: &World, report: &DeployReport, old: &[u8], clone: &Path, sent: u64, tip: &str) {
-    assert_sent_as_delta_to(world, report, old, clone, tip, 2);
-    let delta = xtask_deploy::demo::git_thin_delta(old, &fs::read(clone.join("target/release/hello")).unwrap());
-    let delta = delta.unwrap();
+/// clone's repository was left without the server's release commit `tip`. Returns the size of
+/// the old binary packed alone.
+fn assert_sent_as_delta(world: &World, report: &DeployReport, old: &[u8], clone: &Path, sent: u64, tip: &str) -> u64 {
+    let (delta, whole) = assert_sent_as_delta_to(world, report, old, clone, tip, 2);
     assert!(sent <= 2 * delta + 32 * 1024, "pushed {sent} bytes; git's delta is {delta}");
+    whole
 }
 
-/// [`assert_sent_as_delta`] but for the bytes pushed, which it checks per server against the
-/// build output's share only: the binary of `version` travelled as a delta against `old`.
-fn assert_sent_as_delta_to(world: &World, report: &DeployReport, old: &[u8], clone: &Path, tip: &str, version: u32) {
+/// [`assert_sent_as_delta`], but with the binary of `version`, and without a bound on the whole
+/// push (only on each server's build output). Returns git's own thin delta of the two binaries
+/// and the size of the old one packed alone.
+fn assert_sent_as_delta_to(
+    world: &World,
+    report: &DeployReport,
+    old: &[u8],
+    clone: &Path,
+    tip: &str,
+    version: u32,
+) -> (u64, u64) {
     let new = fs::read(clone.join("target/release/hello")).unwrap();
     assert_ne!(new, old, "the change changed the binary");
     let released = binary(&world.deploy_to, &report.release);
@@ -116,17 +119,12 @@ fn assert_sent_as_delta_to(world: &World, report: &DeployReport, old: &[u8], clo
         !objects(clone).contains(&tip.to_string()),
         "the fetched release commit stays out of the clone's repository"
     );
+    (delta, whole)
 }
 
 /// The server's newest release commit (its `refs/xtask-deploy/release`).
 fn server_tip(deploy_to: &Path) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(deploy_to.join("repo"))
-        .args(["rev-parse", "refs/xtask-deploy/release"])
-        .output()
-        .unwrap();
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
+    support::git(&deploy_to.join("repo"), &["rev-parse", "refs/xtask-deploy/release"])
 }
 
 #[test]
@@ -150,12 +148,11 @@ fn a_fresh_depth_1_clone_sends_the_binary_as_a_delta_against_the_one_on_the_serv
         "over the whole SSH connection: {up} bytes up ({pushed} of them the push; a laptop's deploy sends \
          {laptop_rest} besides its push), {down} bytes down"
     );
-    assert_sent_as_delta(&world, &report, &first, &clone, pushed, &tip);
+    let whole = assert_sent_as_delta(&world, &report, &first, &clone, pushed, &tip);
     // Besides its push, what a laptop's deploy sends too (SSH, our scripts) and the request
     // for the bases.
     assert!(up - pushed <= laptop_rest + 4096, "{} bytes besides the push; a laptop's {laptop_rest}", up - pushed);
     // Coming down besides the bases: the SSH handshake and what the scripts print.
-    let whole = xtask_deploy::demo::git_packed_size(&first).unwrap();
     assert!(down <= whole + 32 * 1024, "{down} bytes came down; the binary packed is {whole}");
 }
 

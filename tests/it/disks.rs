@@ -38,8 +38,7 @@ fn tidying(repo: &Path) -> Vec<u32> {
 }
 
 fn fsck(repo: &Path) {
-    let output = Command::new("git").arg("--git-dir").arg(repo).args(["fsck", "--no-progress"]).output().unwrap();
-    assert!(output.status.success(), "git fsck: {}", String::from_utf8_lossy(&output.stderr));
+    support::git(repo, &["fsck", "--no-progress"]);
 }
 
 #[test]
