@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+pub mod kept;
+
 /// A POSIX `sh` script to run on a server, with a short name for messages and reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteScript {
@@ -40,9 +42,13 @@ pub fn quote(value: &str) -> String {
 pub struct Delivery {
     /// The exec request's command line.
     pub line: String,
-    /// What to write on the channel's stdin before anything else: the script's length in bytes
-    /// on a line, then the script, ending with [`SCRIPT_END`].
+    /// What to write on the channel's stdin before anything else: a line of the bootstrap's
+    /// values (the length of what follows; the kept file's id, line count and directory, when
+    /// the script is sent as runs of its lines), then the script or its runs.
     pub input: Vec<u8>,
+    /// When the script is sent as runs of the kept file's lines: what to send if the server
+    /// answers [`kept::NEED`] (the file's length on a line, then the file).
+    pub kept: Option<Vec<u8>>,
 }
 
 /// Whether a script runs with the channel's stdin as its own, or under the supervisor (see
@@ -55,17 +61,44 @@ pub enum Supervision {
     Supervised,
 }
 
-/// How `script` reaches the server (see [`Delivery`]).
-pub fn delivery(script: &RemoteScript, supervision: Supervision) -> Delivery {
+/// What the bootstrap runs for `script`: its text without comments (under the supervisor when
+/// `supervision` says), ending with [`SCRIPT_END`]. The same for both ways a script travels.
+pub fn body(script: &RemoteScript, supervision: Supervision) -> String {
     let text = without_comments(&script.text);
     let body = match supervision {
         Supervision::None => text,
         Supervision::Supervised => format!("set -- {}\n{}", quote(&text), without_comments(SUPERVISOR)),
     };
-    let body = format!("{body}\n{SCRIPT_END}");
-    let mut input = format!("{}\n", body.len()).into_bytes();
-    input.extend_from_slice(body.as_bytes());
-    Delivery { line: bootstrap_line(script.name), input }
+    format!("{body}\n{SCRIPT_END}")
+}
+
+/// How `script` reaches the server (see [`Delivery`]): whole, or, with `kept_dir` (where the
+/// server keeps our scripts, see [`kept`]), as runs of the kept file's lines.
+pub fn delivery(script: &RemoteScript, supervision: Supervision, kept_dir: Option<&str>) -> Delivery {
+    delivery_with(script, supervision, kept_dir.map(|dir| (kept::kept(), dir)))
+}
+
+/// [`delivery`], with `kept`'s file kept in the directory `kept` names.
+fn delivery_with(script: &RemoteScript, supervision: Supervision, kept: Option<(&kept::Kept, &str)>) -> Delivery {
+    let body = body(script, supervision);
+    let encoded = kept.filter(|(file, _)| !file.id.is_empty()).map(|(file, dir)| (file, dir, file.encode(&body)));
+    let (header, payload, kept) = match encoded {
+        // Checked here too: a script the file cannot make goes whole.
+        Some((file, dir, encoded)) if file.decode(&encoded).as_deref() == Some(body.as_str()) => {
+            let header = format!(
+                "_n={} _i={} _l={} _k={}",
+                encoded.len(),
+                file.id,
+                file.line_count(),
+                quote(&format!("{dir}/{}", kept::KEPT_DIR))
+            );
+            (header, encoded, Some(format!("{}\n{}", file.text.len(), file.text).into_bytes()))
+        }
+        _ => (format!("_n={}", body.len()), body, None),
+    };
+    let mut input = format!("{header}\n").into_bytes();
+    input.extend_from_slice(payload.as_bytes());
+    Delivery { line: bootstrap_line(script.name), input, kept }
 }
 
 /// `text`, a shell script of ours, without its comment lines and blank lines: what `sh` would
@@ -129,11 +162,11 @@ pub fn without_comments(text: &str) -> String {
 /// script that does not end with it, as a script cut short by a lost connection would not.
 pub const SCRIPT_END: &str = "#@@xtask-deploy-script-end";
 
-/// The one command line every exec request carries: `exec sh -c '<BOOTSTRAP>' xtask-deploy-<name>`.
+/// The one command line every exec request carries: `exec sh -c '<bootstrap>' xtask-deploy-<name>`.
 /// Every login shell (sh, bash, dash, zsh, fish, tcsh, csh) runs it the same way: it sees a
 /// single-quoted word free of newlines, `!`, backslashes and single quotes (csh refuses a newline
 /// inside quotes, fish treats backslashes in them, csh and zsh expand `!`), then a plain word.
-/// `sh` reads the script from stdin ([`BOOTSTRAP`]) and `eval`s it, so its exit status and the
+/// `sh` reads the script from stdin ([`bootstrap`]) and `eval`s it, so its exit status and the
 /// rest of stdin are the script's own, and `$0` names it in `ps`.
 pub fn bootstrap_line(name: &str) -> String {
     let name: String = name
@@ -141,14 +174,25 @@ pub fn bootstrap_line(name: &str) -> String {
         .map(|c| if c == ' ' { '-' } else { c })
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect();
-    format!("exec sh -c {BOOTSTRAP} xtask-deploy-{name}")
+    format!("exec sh -c {} xtask-deploy-{name}", bootstrap())
 }
 
 /// What the login shell hands to `sh` (see [`bootstrap_line`]), single-quoted for every shell:
-/// reads the length line, then exactly that many bytes (`head -c` reads no further, so what
-/// follows on stdin stays for the script), and runs them only when they end with [`SCRIPT_END`]:
-/// a script that did not arrive whole (or a server without `head`) runs nothing and exits 127.
-const BOOTSTRAP: &str = r##"'IFS= read -r n || exit 127; p=$(head -c "$n") || exit 127; case $p in *"#@@xtask-deploy-script-end") ;; *) echo "xtask-deploy: the script did not arrive whole" >&2; exit 127 ;; esac; eval "$p"'"##;
+/// reads the line of values and evaluates it, then exactly `$_n` bytes (`head -c` reads no
+/// further, so what follows on stdin stays for the script). With a kept file's id (`$_i`), those
+/// bytes are runs of its lines: it answers [`kept::HAVE`] when its copy passes `git
+/// hash-object`, else [`kept::NEED`], reads the file the deployer then sends and keeps it (when
+/// the state directory exists), and decodes them (`xk`, which the lock keeper uses again for
+/// batches). It runs the script only when it ends with [`SCRIPT_END`]: a script that did not
+/// arrive whole (or a server without `head`) runs nothing and exits 127.
+fn bootstrap() -> String {
+    format!(
+        r#"'{decode}; IFS= read -r h||exit 127; eval "$h"; p=$(head -c "$_n")||exit 127; if [ "${{_i-}}" ]; then f=$_k/$_i; if [ "$(git hash-object "$f" 2>/dev/null)" = "$_i" ]&&_d=$(cat "$f"); then echo {have}; else echo {need}; IFS= read -r h||exit 127; _d=$(head -c "$h")||exit 127; if mkdir -m 700 "$_k"||[ -d "$_k" ]; then rm -f "$_k"/*; printf %s "$_d" >"$f.t"&&mv -f "$f.t" "$f"; fi 2>/dev/null; fi; p=$(xk "$p")||exit 127; fi; case $p in *"{SCRIPT_END}");; *)echo "xtask-deploy: the script did not arrive whole" >&2; exit 127;; esac; eval "$p"'"#,
+        decode = kept::DECODE,
+        have = kept::HAVE,
+        need = kept::NEED,
+    )
+}
 
 /// `text` in base64 (standard alphabet, padded, on one line), as `base64 -d` on a server decodes it.
 pub fn base64(text: &str) -> String {
@@ -205,7 +249,7 @@ exit "$status""#;
 /// what the deployer writes first: for tests of what scripts do once they have arrived.
 #[cfg(test)]
 pub(crate) fn spawn_here(script: &RemoteScript, supervision: Supervision) -> (std::process::Child, std::process::ChildStdin) {
-    let delivery = delivery(script, supervision);
+    let delivery = delivery(script, supervision, None);
     login_shell(std::path::Path::new("sh"), &delivery.line, &delivery.input)
 }
 
@@ -363,10 +407,26 @@ mod tests {
                 println!("note: `{shell}` is not installed (`bash .ci/install-deps` installs it); skipped");
                 continue;
             };
-            for supervision in [Supervision::None, Supervision::Supervised] {
-                let delivery = delivery(&script, supervision);
+            // Whole; then as runs of a kept file the server lacks (it answers, is sent the file
+            // and keeps it); then as runs of the file it kept.
+            let deploy_to = tempfile::tempdir().unwrap();
+            std::fs::create_dir(deploy_to.path().join(".xtask-deploy")).unwrap();
+            let dir = deploy_to.path().to_str().unwrap();
+            for (supervision, answer) in [Supervision::None, Supervision::Supervised]
+                .into_iter()
+                .flat_map(|supervision| [None, Some(kept::NEED), Some(kept::HAVE)].map(|answer| (supervision, answer)))
+            {
+                let file = &*Box::leak(Box::new(kept::Kept::new(Box::leak(body(&script, supervision).into_boxed_str()))));
+                let delivery = delivery_with(&script, supervision, answer.map(|_| (file, dir)));
                 assert!(!delivery.line.contains('\n'), "{}", delivery.line);
+                assert_eq!(delivery.kept.is_some(), answer.is_some());
+                if answer == Some(kept::NEED) {
+                    let _ = std::fs::remove_dir_all(deploy_to.path().join(kept::KEPT_DIR));
+                }
                 let (child, mut stdin) = login_shell(&path, &delivery.line, &delivery.input);
+                if answer == Some(kept::NEED) {
+                    std::io::Write::write_all(&mut stdin, delivery.kept.as_ref().unwrap()).unwrap();
+                }
                 std::io::Write::write_all(&mut stdin, b"input\n").unwrap();
                 // Under the supervisor the script reads no stdin, and stdin stays open (EOF
                 // would stop it); without it, the script reads the rest of the channel's stdin.
@@ -380,9 +440,14 @@ mod tests {
                 let out = child.wait_with_output().unwrap();
                 drop(stdin);
                 let stdout = String::from_utf8(out.stdout).unwrap();
-                let want = if supervised { expected.replace("in:input", "in:") } else { expected.to_string() };
-                assert_eq!((out.status.code(), stdout.as_str()), (Some(7), want.as_str()), "{shell}, {supervision:?}");
-                assert_eq!(String::from_utf8(out.stderr).unwrap(), "err\n", "{shell}, {supervision:?}");
+                let mut want = if supervised { expected.replace("in:input", "in:") } else { expected.to_string() };
+                if let Some(answer) = answer {
+                    want = format!("{answer}\n{want}");
+                    let copy = std::fs::read(deploy_to.path().join(kept::KEPT_DIR).join(&file.id));
+                    assert_eq!(copy.ok().as_deref(), Some(file.text.as_bytes()), "{shell}: the file is kept");
+                }
+                assert_eq!((out.status.code(), stdout.as_str()), (Some(7), want.as_str()), "{shell}, {supervision:?}, {answer:?}");
+                assert_eq!(String::from_utf8(out.stderr).unwrap(), "err\n", "{shell}, {supervision:?}, {answer:?}");
             }
             ran.push(shell);
         }
@@ -401,19 +466,19 @@ mod tests {
     fn the_command_line_is_short_and_holds_nothing_of_the_script() {
         let text = "echo secret-word; ".repeat(5_000);
         for supervision in [Supervision::None, Supervision::Supervised] {
-            let delivery = delivery(&RemoteScript { name: "keeper", text: text.clone() }, supervision);
-            assert!(delivery.line.len() < 400, "{} bytes: {}", delivery.line.len(), delivery.line);
+            let delivery = delivery(&RemoteScript { name: "keeper", text: text.clone() }, supervision, Some("/srv/app"));
+            assert!(delivery.line.len() < 1024, "{} bytes: {}", delivery.line.len(), delivery.line);
             assert_eq!(delivery.line, bootstrap_line("keeper"));
             assert!(!delivery.line.contains("secret-word"));
         }
         assert_eq!(bootstrap_line("a b;$(x)"), bootstrap_line("a-bx"), "the name is a plain word");
-        assert!(BOOTSTRAP.contains(&format!("*\"{SCRIPT_END}\")")), "the bootstrap checks for the end line");
+        assert!(bootstrap().contains(&format!("*\"{SCRIPT_END}\")")), "the bootstrap checks for the end line");
     }
 
     #[test]
     fn a_script_cut_short_runs_nothing() {
         let script = RemoteScript { name: "test", text: "echo one\necho two\n".into() };
-        let delivery = delivery(&script, Supervision::None);
+        let delivery = delivery(&script, Supervision::None, None);
         // Cut anywhere: after the length line, mid-way, one byte short of the end.
         for keep in [0, 2, 14, delivery.input.len() - 1] {
             let (child, stdin) = login_shell(std::path::Path::new("sh"), &delivery.line, &delivery.input[..keep]);

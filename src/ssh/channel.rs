@@ -56,14 +56,18 @@ pub struct RemoteProcess {
     lost: super::beat::Lost,
     /// The heartbeat to it, when it is a lock keeper.
     beating: super::beat::Beating,
+    /// Whether it had our kept scripts (see [`crate::shell::kept`]): a lock keeper that did
+    /// decodes the batches sent to it as runs of their lines.
+    pub(super) kept: bool,
 }
 
 impl Connection {
     /// Starts `script` on its own channel and leaves it running with stdin open.
     pub fn spawn(&self, script: &RemoteScript) -> Result<RemoteProcess, Error> {
-        let channel = self.start(script, Supervision::None)?;
+        let (channel, kept) = self.start(script, Supervision::None)?;
         Ok(RemoteProcess {
             channel: Some(channel),
+            kept,
             session: self.session.clone(),
             idle: self.timeouts.step,
             server: self.name.clone(),
@@ -78,7 +82,7 @@ impl Connection {
     /// Starts `script` on its own channel and returns the channel as a byte stream to the
     /// script's stdin and stdout, usable until `deadline`.
     pub fn exec_stream(&self, script: &RemoteScript, deadline: Instant) -> Result<TimedChannel, Error> {
-        let channel = self.start(script, Supervision::None)?;
+        let (channel, _) = self.start(script, Supervision::None)?;
         Ok(self.timed(channel, deadline))
     }
 
@@ -434,6 +438,7 @@ impl RemoteProcess {
             socket: -1,
             lost: Default::default(),
             beating: super::beat::Beating::new(Duration::from_secs(20)),
+            kept: false,
         }
     }
 }

@@ -11,7 +11,7 @@
 //! only with the [`shell::delivery`](crate::shell::delivery) of a [`RemoteScript`]: a short fixed
 //! command line, the script itself on the channel's stdin.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -78,6 +78,8 @@ pub struct Connection {
     /// The deploy's lock keeper on this server, once it runs: a push that waits asks it
     /// whether the link still carries anything (see [`Connection::watch_link_with`]).
     keeper: Option<std::sync::Arc<std::sync::Mutex<Option<RemoteProcess>>>>,
+    /// The server's `deploy_to`, under which it keeps our scripts (see [`shell::kept`]).
+    deploy_to: Option<String>,
 }
 
 /// What a script's first request asks for, in the message when it is refused.
@@ -159,6 +161,7 @@ impl Connection {
             accepted_key,
             lost: Default::default(),
             keeper: None,
+            deploy_to: Some(server.deploy_to.clone()).filter(|dir| !dir.is_empty()),
         })
     }
 
@@ -184,13 +187,17 @@ impl Connection {
 
     /// Opens a session channel running `script`: its exec request is the bootstrap line, and the
     /// script follows on the channel's stdin (see [`shell::delivery`]).
-    fn start(&self, script: &RemoteScript, supervision: Supervision) -> Result<ssh2::Channel, Error> {
+    ///
+    /// Sent as runs of our scripts kept on the server (see [`shell::kept`]) when this connection
+    /// knows its `deploy_to`: then the server's answer, the first line on stdout, is read here
+    /// (the file sent when it asks for it), and the second value says the script had the file.
+    fn start(&self, script: &RemoteScript, supervision: Supervision) -> Result<(ssh2::Channel, bool), Error> {
         self.trace(script);
         // A silent link would hold the request until `timeouts.step`.
         if self.lost().is_some() {
             return Err(self.step_error(script, -1, beat::silent(self.timeouts.silence)));
         }
-        let delivery = shell::delivery(script, supervision);
+        let delivery = shell::delivery(script, supervision, self.deploy_to.as_deref());
         let refused = |asked: &str, err: &dyn std::fmt::Display| self.step_error(script, -1, self.refusal(asked, err));
         let mut channel =
             self.request(|| self.session.channel_session()).map_err(|err| refused(SESSION_CHANNEL, &err))?;
@@ -226,7 +233,26 @@ impl Connection {
         }
         // No `flush`: on an ssh2 channel it discards what the server sent and was not read yet.
         channel.write_all(&delivery.input[sent..]).map_err(|err| script(&err))?;
-        Ok(channel)
+        let Some(file) = &delivery.kept else { return Ok((channel, false)) };
+        // One byte at a time: what follows the answer is the script's own output.
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while answer.len() < 64 && !answer.ends_with(b"\n") {
+            match channel.read(&mut byte) {
+                Ok(1) => answer.push(byte[0]),
+                // It ended without answering (no `head`, a script cut short): its status says.
+                Ok(_) => return Ok((channel, false)),
+                Err(err) => return Err(script(&err)),
+            }
+        }
+        match String::from_utf8_lossy(&answer).trim_end() {
+            shell::kept::HAVE => Ok((channel, true)),
+            shell::kept::NEED => {
+                channel.write_all(file).map_err(|err| script(&err))?;
+                Ok((channel, true))
+            }
+            other => Err(script(&format!("it answered `{other}` where `{}` was expected", shell::kept::HAVE))),
+        }
     }
 
     /// The server's SSH software, as its version banner names it (`SSH-2.0-OpenSSH_9.2p1 ...`).

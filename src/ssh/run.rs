@@ -49,7 +49,7 @@ impl Connection {
     /// [`EXIT_TIMED_OUT`] and the reason on stderr. What is kept of its output is bounded
     /// (see [`capture`]).
     pub fn output(&self, script: &RemoteScript) -> Result<Output, Error> {
-        let mut channel = self.start(script, Supervision::Supervised)?;
+        let (mut channel, _) = self.start(script, Supervision::Supervised)?;
         let (read, stdout, stderr) = self.read_kept(&mut channel);
         match self.end_step(script, channel, read)? {
             Some(status) => Ok(Output { status, stdout: stdout.text(), stderr: stderr.text() }),

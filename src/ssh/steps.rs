@@ -207,7 +207,7 @@ impl Connection {
         marker: &str,
         mut progress: impl FnMut(Progress),
     ) -> Result<StepsOutput, Error> {
-        let mut channel = self.start(script, Supervision::Supervised)?;
+        let (mut channel, _) = self.start(script, Supervision::Supervised)?;
         let mut reader = StepsReader::new(marker, steps, self.timeouts.step);
         let read = self.drain(&mut channel, reader.begun + self.timeouts.step, None, |stream, bytes| {
             match reader.feed(stream, bytes, &mut progress) {
@@ -244,8 +244,19 @@ impl Connection {
     /// [`Connection::keeper_stop`]) reads it.
     pub fn keeper_send(&self, keeper: &mut RemoteProcess, script: &RemoteScript, marker: &str) -> Result<(), Error> {
         self.trace(script);
-        let encoded = shell::base64(&shell::without_comments(&script.text));
-        let message = format!("run {marker}-end {}\n{encoded}\n", encoded.len() + 1);
+        let text = shell::without_comments(&script.text);
+        let text = text.trim_end_matches('\n');
+        // As runs of our kept scripts' lines when the keeper has them (see `shell::kept`).
+        let file = shell::kept::kept();
+        let runs = Some(file.encode(text)).filter(|runs| keeper.kept && file.decode(runs).as_deref() == Some(text));
+        let message = match runs {
+            // Lines, the last one ending with a newline, which the keeper counts.
+            Some(runs) => format!("kept {marker}-end {}\n{runs}", runs.len()),
+            None => {
+                let encoded = shell::base64(text);
+                format!("run {marker}-end {}\n{encoded}\n", encoded.len() + 1)
+            }
+        };
         keeper.send(message.as_bytes())
     }
 

@@ -21,3 +21,4 @@ mod services;
 mod submodules;
 mod systemd_host;
 mod transport;
+mod wire;

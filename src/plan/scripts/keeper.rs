@@ -217,7 +217,9 @@ if [ -f "$3" ]; then { echo "ended $s" > "$3"; } 2>/dev/null; fi
 printf "\n%s %s\n" "$2" "$s"
 printf "\n%s %s\n" "$2" "$s" >&2'
 # `run <end> <length>`: <length> bytes of the batch in base64 (with a newline) follow on stdin.
-# `head -c` reads no more than that: what the deployer sends next stays for this loop.
+# `head -c` reads no more than that: what the deployer sends next stays for this loop. `kept
+# <end> <length>`: the same, the batch as runs of the lines of our kept scripts (not in
+# base64), which the bootstrap read and decodes (`xk`).
 run_job() {
   if [ -n "$job" ]; then wait "$job" 2>/dev/null; job=""; fi
   end=$1
@@ -227,7 +229,10 @@ run_job() {
   b=$(head -c "$length")
   # Cut short (the connection went): nothing of it runs.
   p='echo "the step did not arrive whole" >&2; exit 1'
-  if [ "${#b}" -eq $((length - 1)) ]; then p=$(printf %s "$b" | base64 -d) || p='exit 1'; fi
+  if [ "${3:-}" = kept ]; then
+    # As they are, not in base64: counted in bytes, whatever the locale.
+    if [ "$(LC_ALL=C; printf %s "${#b}")" -eq $((length - 1)) ]; then p=$(xk "$b") || p='exit 1'; fi
+  elif [ "${#b}" -eq $((length - 1)) ]; then p=$(printf %s "$b" | base64 -d) || p='exit 1'; fi
   { : > "$jobfile"; } 2>/dev/null
   XTASK_DEPLOY_RUN=$p sh -c "$JOB" xtask-deploy-job "$RUN_JOB" "$end" "$jobfile" </dev/null 6>&- &
   job=$!
@@ -265,12 +270,12 @@ stop_job() {
 /// removes those directories once the deployer is gone, after the lock: the deploy is done when
 /// `current` has moved and its hooks ran, and the next one need not wait for an `rm -rf`. Needs
 /// `$d`, `$state` and [`LOCK_HELPERS`].
-pub(super) fn confirm_function(config: &Config, token: &str) -> String {
+pub(super) fn confirm_function(config: &Config) -> String {
     format!(
         r#"confirm_deploy() {{
   # Not once the server went back by itself (the keeper's watch): then nothing is confirmed.
   hold_switch
-  if ! has_line {token} "$state/{unconfirmed}"; then
+  if ! has_line "$ours" "$state/{unconfirmed}"; then
     drop_switch
     echo {not_confirmed}
     return 1
@@ -298,10 +303,9 @@ pub(super) fn confirm_function(config: &Config, token: &str) -> String {
   unmark=""
 {rewrite_marks}
   lock="$state/lock"
-  if has_line {token} "$lock/info"; then drop_lock; fi
+  if has_line "$ours" "$lock/info"; then drop_lock; fi
   echo {confirmed}
 }}"#,
-        token = quote(&format!("token={token}")),
         unconfirmed = crate::plan::confirm::UNCONFIRMED,
         keep = config.keep_releases,
         release_glob = "[0-9]".repeat(14),
@@ -356,14 +360,22 @@ done
     RemoteScript { name: "await the push", text }
 }
 
+/// The line that sets `ours`, which the lock's functions compare with the lock's `token=` line:
+/// once per script, so that every line that uses it is the same in every deploy (see
+/// [`crate::shell::kept`]).
+pub(super) fn ours(token: &str) -> String {
+    format!("ours={}\n", quote(&format!("token={token}")))
+}
+
 /// The confirmation as a step of the last batch (one server, nothing after it): the keeper's
 /// [`CONFIRM`](crate::plan::confirm::CONFIRM) without its own round trip.
 pub fn confirm_script(config: &Config, token: &str) -> RemoteScript {
     let text = format!(
-        "set -u\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\n{LOCK_HELPERS}\n{DROP_LOCK}\n{go_back}\n{confirm}\nconfirm_deploy\n",
+        "set -u\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\n{ours}{LOCK_HELPERS}\n{DROP_LOCK}\n{go_back}\n{confirm}\nconfirm_deploy\n",
         go_back = crate::plan::confirm::GO_BACK,
         deploy_to = quote(&config.deploy_to),
-        confirm = confirm_function(config, token),
+        ours = ours(token),
+        confirm = confirm_function(config),
     );
     RemoteScript { name: "confirm", text }
 }
@@ -404,7 +416,7 @@ pub struct Watch {
 /// What it did goes to the system log too (`logger`, where the server has it), for whoever
 /// looks there later. Needs `$d`, `$state`, `$jobfile`, `$heard`, [`LOCK_HELPERS`],
 /// `go_back_from_marker` and `end_deploy`.
-pub(super) fn watch_function(watch: &Watch, token: &str) -> String {
+pub(super) fn watch_function(watch: &Watch) -> String {
     format!(
         r#"clock() {{
   now=0
@@ -420,7 +432,7 @@ say_why() {{
   fi
 }}
 lost() {{
-  if ! has_line {token} "$state/lock/info"; then
+  if ! has_line "$ours" "$state/lock/info"; then
     # Confirmed, the lock released: only the keeper is left, waiting for a deployer that is gone.
     kill -TERM "$$" 2>/dev/null
     {remove_pruned}
@@ -457,7 +469,7 @@ watch_deploy() {{
     if [ "$count" != "$seen" ] || [ -z "$since" ]; then seen=$count; since=$now; fi
     # Confirmed, the lock released (with the count): the deployer closes the channel next; a
     # keeper still waiting for that `timeouts.silence` later waits for a deployer that is gone.
-    if ! has_line {token} "$state/lock/info"; then
+    if ! has_line "$ours" "$state/lock/info"; then
       [ -n "$released" ] || released=$now
       if [ $((now - released)) -ge "$silence" ]; then lost "confirmed, and the deployer's channel never ended"; fi
       continue
@@ -471,7 +483,7 @@ watch_deploy() {{
     if [ $((now - since)) -ge "$allowed" ]; then
       lost "it heard nothing from the deployer for ${{allowed}}s (\`timeouts.silence\`): the link went down"
     fi
-    if ! has_line {token} "$state/{unconfirmed}"; then switched=""; failed=""; continue; fi
+    if ! has_line "$ours" "$state/{unconfirmed}"; then switched=""; failed=""; continue; fi
     if [ -z "$switched" ]; then switched=$now; due=$((now + {deadline})); fi
     if [ "$now" -ge "$due" ]; then
       lost "the deploy was not confirmed in time (\`timeouts.confirm\`)"
@@ -491,7 +503,6 @@ watch_deploy() {{
     esac
   done
 }}"#,
-        token = quote(&format!("token={token}")),
         unconfirmed = crate::plan::confirm::UNCONFIRMED,
         silence = watch.silence,
         deadline = watch.deadline,

@@ -42,7 +42,7 @@ pub fn preflight_script(
 trap 'gone=1' PIPE
 d={deploy_to}
 state="$d/{STATE_DIR}"
-{REQUIRE_GIT}
+{ours}{REQUIRE_GIT}
 {REQUIRE_SETUP}
 [ -d "$state" ] || mkdir -p "$state"
 {LOCK_HELPERS}
@@ -128,18 +128,18 @@ if [ -f "$d/repo/shallow" ]; then each_line "$d/repo/shallow" shallow; fi
 end_deploy() {{
   stop_job
   stop_daemon
-  if has_line {token} "$state/lock/info"; then
+  if has_line "$ours" "$state/lock/info"; then
 {STOP_RECEIVE_PACKS}
     # A step of this deploy on a channel of its own may still be extracting into its release:
     # its own watchdog stops it on the same EOF; give that a moment before removing what it made.
     for marker in "$state"/preparing.*; do [ -f "$marker" ] && sleep 1; break; done
 {REMOVE_UNFINISHED}
-    if has_line {token} "$state/{unconfirmed}"; then go_back_from_marker; fi
+    if has_line "$ours" "$state/{unconfirmed}"; then go_back_from_marker; fi
   fi
 {REMOVE_PRUNED}
   # Confirmed (the confirmation released the lock), the deploy leaves `repo/` to be tidied.
   # (A keeper whose lock was taken over finds it held by another deploy: it does not start.)
-  if [ -f "$d/repo/HEAD" ] && ! has_line {token} "$state/lock/info"; then tidy_repo; fi
+  if [ -f "$d/repo/HEAD" ] && ! has_line "$ours" "$state/lock/info"; then tidy_repo; fi
   lock="$state/lock"
 {release}}}
 # How many lines it read so far, in a file of this keeper's own (it goes with the lock): the
@@ -161,6 +161,7 @@ while read -r line; do
     beat) printf '\006' >&2 ;;
     {confirm}) confirm_deploy ;;
     "run "*) run_job ${{line#run }} ;;
+    "kept "*) run_job ${{line#kept }} kept ;;
     stop) stop_job ;;
     "pushed "*) rm -f "$pushing"; stop_daemon; if [ -n "$pushed" ]; then echo "${{line#pushed }}" >&6; fi ;;
     "pushing "*)
@@ -171,26 +172,26 @@ done
 # SIGPIPE and kill this shell before the lock is released.
 exec >/dev/null 2>&1 6>&-
 # The watch may be ending the deploy already (it found the deployer lost): one of them does.
-if has_line {token} "$state/lock/info" && ! mkdir "$state/lock/ending" 2>/dev/null; then exit 0; fi
+if has_line "$ours" "$state/lock/info" && ! mkdir "$state/lock/ending" 2>/dev/null; then exit 0; fi
 # Stopped, the watch finishes what it is doing first (restarting a release it went back to):
 # the lock is released after that.
 if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; wait "$watcher" 2>/dev/null; fi
 end_deploy"#,
         deploy_to = quote(&config.deploy_to),
         info = lock.lines().iter().map(|line| quote(line)).collect::<Vec<_>>().join(" "),
-        release = release_lock(Some(&lock.token)),
-        token = quote(&format!("token={}", lock.token)),
+        release = release_lock(true),
+        ours = super::keeper::ours(&lock.token),
         probe = platform_probe(config),
         confirm = quote(crate::plan::confirm::CONFIRM),
         unconfirmed = crate::plan::confirm::UNCONFIRMED,
         user = quote(&lock.user),
         daemon = daemon.map_or(super::keeper::NO_DAEMON.to_string(), super::keeper::start_daemon),
-        confirm_function = super::keeper::confirm_function(config, &lock.token),
+        confirm_function = super::keeper::confirm_function(config),
         restart = crate::plan::confirm::run_restart_hooks(restart_hooks, config.timeouts.step.as_secs()),
         watch = match watch {
             Some(watch) => format!(
                 "{}\nwatch_deploy </dev/null >/dev/null 6>&- &\nwatcher=$!",
-                super::keeper::watch_function(watch, &lock.token)
+                super::keeper::watch_function(watch)
             ),
             None => String::new(),
         },
@@ -217,22 +218,20 @@ pub fn unlock_script(config: &Config, token: Option<&str>, force: bool) -> Remot
         ),
     };
     let text = format!(
-        "set -u\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\nlock=\"$state/lock\"\n{LOCK_HELPERS}\n{DROP_LOCK}\n{alive}{release}",
+        "set -u\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\nlock=\"$state/lock\"\n{ours}{LOCK_HELPERS}\n{DROP_LOCK}\n{alive}{release}",
         deploy_to = quote(&config.deploy_to),
-        release = release_lock(token),
+        ours = token.map(super::keeper::ours).unwrap_or_default(),
+        release = release_lock(token.is_some()),
     );
     RemoteScript { name: "unlock", text }
 }
 
-/// Removes `$lock` if it holds `token` (any lock when `None`), printing its holder as
+/// Removes `$lock` if it holds `$ours` (when `checked`; else any lock), printing its holder as
 /// `removed <key>=<value>` lines (needs [`LOCK_HELPERS`]).
-fn release_lock(token: Option<&str>) -> String {
-    let check = match token {
-        Some(token) => format!(
-            "has_line {} \"$lock/info\" || {{ echo \"the lock is not ours; left in place\"; exit 0; }}\n",
-            quote(&format!("token={token}"))
-        ),
-        None => String::new(),
+fn release_lock(checked: bool) -> String {
+    let check = match checked {
+        true => "has_line \"$ours\" \"$lock/info\" || { echo \"the lock is not ours; left in place\"; exit 0; }\n",
+        false => "",
     };
     format!("[ -d \"$lock\" ] || exit 0\n{check}each_line \"$lock/info\" removed\ndrop_lock\n")
 }

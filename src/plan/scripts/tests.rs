@@ -159,7 +159,8 @@ fn publish_claims_the_prepared_release_before_switching() {
 #[test]
 fn a_deploy_removes_only_its_own_lock_and_unlock_removes_any() {
     let own = unlock_script(&config("/srv/x"), Some("abc"), true).text;
-    assert!(own.contains(&format!("has_line {} \"$lock/info\"", quote("token=abc"))), "{own}");
+    assert!(own.contains(&format!("\nours={}\n", quote("token=abc"))), "{own}");
+    assert!(own.contains("has_line \"$ours\" \"$lock/info\""), "{own}");
     let any = unlock_script(&config("/srv/x"), None, true).text;
     assert!(!any.contains("token="), "{any}");
 }

@@ -52,3 +52,72 @@ fn publish() {
     let script = publish_script(&cfg, &release, "t0k3n");
     expect_file!["snapshots/publish.sh"].assert_eq(&script.text);
 }
+
+/// The lines of every script a deploy sends, as it sends them: the file the servers keep
+/// (`src/shell/kept.sh`, see `shell::kept`). A script left out of it still works, whole.
+#[test]
+fn kept() {
+    use crate::shell::{body, RemoteScript, Supervision};
+    let (cfg, release, submodules) = deploy();
+    let daemon = KeeperDaemon { ports: vec![40000], max_seconds: 600, submodule_repos: vec![] };
+    let watch = crate::plan::Watch { silence: 20, deadline: 630, grace: 5 };
+    let restart = [crate::plan::Restart::hook("systemctl restart app")];
+    let lock = lock();
+    // Run on channels of their own, reading the rest of stdin.
+    let own = [
+        preflight_script(&cfg, &lock, &restart, Some(&daemon), Some(&watch)),
+        preflight_script(&cfg, &lock, &[], Some(&daemon), None),
+        preflight_script(&cfg, &lock, &[], None, None),
+        receive_pack_script(&cfg, "repo", false),
+        bases_script(&cfg, &release.sha, std::slice::from_ref(&release.sha), &["target/release/app"]),
+    ];
+    let prepare = prepare_script(&cfg, &release, &[]);
+    let hook = hook_script(&cfg, &release, "after_update", "make");
+    let publish = publish_script(&cfg, &release, "t0k3n");
+    let updates = [("ref".to_string(), release.sha.clone(), "refs/heads/main".to_string())];
+    let healthcheck = crate::config::Healthcheck {
+        command: "curl -fsS localhost:8080/health".into(),
+        timeout: std::time::Duration::from_secs(30),
+        interval: std::time::Duration::from_secs(1),
+        scope: Default::default(),
+    };
+    // Run under the supervisor, or by the lock keeper as they are.
+    let steps = [
+        batch_script(&[&prepare_script(&cfg, &release, &submodules)], "@@m"),
+        batch_script(&[&prepare, &hook], "@@m"),
+        batch_script(&[&await_push_script(&cfg, &updates)], "@@m"),
+        batch_script(&[&publish], "@@m"),
+        batch_script(&[&hook], "@@m"),
+        setup_script(&cfg),
+        confirm_script(&cfg, "t0k3n"),
+        inspect_script(&cfg),
+        check_script(&cfg),
+        unlock_script(&cfg, Some("t0k3n"), false),
+        discard_script(&cfg, &release),
+        crate::plan::confirm::revert_script(&cfg, &release.name, Some("20261125041000"), "alice"),
+        crate::plan::confirm::restart_script(&cfg, &release.name, &restart),
+        crate::plan::confirm::health_script(&cfg, &release, &healthcheck, Some("t0k3n")),
+        crate::plan::rollback::rollback_script(&cfg, crate::plan::rollback::RollbackTo::Previous, "alice", &restart, "@@m"),
+        crate::plan::rollback::marks_script(&cfg, None),
+        crate::plan::dry_run::dry_run_script(&cfg),
+    ];
+    let bodies = own.iter().map(|script| body(script, Supervision::None)).chain(steps.iter().flat_map(|script: &RemoteScript| {
+        [body(script, Supervision::Supervised), body(script, Supervision::None)]
+    }));
+    // Each body adds only the lines the file cannot copy yet, in runs as they stand in it.
+    let mut lines: Vec<String> = Vec::new();
+    for body in bodies {
+        let file = crate::shell::kept::Kept::new(Box::leak(lines.join("\n").into_boxed_str()));
+        let mut ops = file.encode(&body).lines().map(str::to_string).collect::<Vec<_>>().into_iter();
+        while let Some(op) = ops.next() {
+            if let Some(count) = op.strip_prefix("0 ") {
+                lines.extend(ops.by_ref().take(count.parse().unwrap()));
+            }
+        }
+    }
+    // The server reads it with `$(cat ...)`, which drops newlines at the end.
+    while lines.last().is_some_and(|line| line.is_empty()) {
+        lines.pop();
+    }
+    expect_file!["../../../shell/kept.sh"].assert_eq(&lines.join("\n"));
+}

@@ -69,6 +69,7 @@ set -u
 trap 'gone=1' PIPE
 d=/srv/app
 state="$d/.xtask-deploy"
+ours='token=t0k3n'
 if ! command -v git >/dev/null 2>&1; then
   echo "git is not installed on the server: install it (for example \`apt-get install git\`)" >&2
   exit 3
@@ -486,7 +487,9 @@ if [ -f "$3" ]; then { echo "ended $s" > "$3"; } 2>/dev/null; fi
 printf "\n%s %s\n" "$2" "$s"
 printf "\n%s %s\n" "$2" "$s" >&2'
 # `run <end> <length>`: <length> bytes of the batch in base64 (with a newline) follow on stdin.
-# `head -c` reads no more than that: what the deployer sends next stays for this loop.
+# `head -c` reads no more than that: what the deployer sends next stays for this loop. `kept
+# <end> <length>`: the same, the batch as runs of the lines of our kept scripts (not in
+# base64), which the bootstrap read and decodes (`xk`).
 run_job() {
   if [ -n "$job" ]; then wait "$job" 2>/dev/null; job=""; fi
   end=$1
@@ -496,7 +499,10 @@ run_job() {
   b=$(head -c "$length")
   # Cut short (the connection went): nothing of it runs.
   p='echo "the step did not arrive whole" >&2; exit 1'
-  if [ "${#b}" -eq $((length - 1)) ]; then p=$(printf %s "$b" | base64 -d) || p='exit 1'; fi
+  if [ "${3:-}" = kept ]; then
+    # As they are, not in base64: counted in bytes, whatever the locale.
+    if [ "$(LC_ALL=C; printf %s "${#b}")" -eq $((length - 1)) ]; then p=$(xk "$b") || p='exit 1'; fi
+  elif [ "${#b}" -eq $((length - 1)) ]; then p=$(printf %s "$b" | base64 -d) || p='exit 1'; fi
   { : > "$jobfile"; } 2>/dev/null
   XTASK_DEPLOY_RUN=$p sh -c "$JOB" xtask-deploy-job "$RUN_JOB" "$end" "$jobfile" </dev/null 6>&- &
   job=$!
@@ -527,7 +533,7 @@ stop_job() {
 confirm_deploy() {
   # Not once the server went back by itself (the keeper's watch): then nothing is confirmed.
   hold_switch
-  if ! has_line 'token=t0k3n' "$state/unconfirmed"; then
+  if ! has_line "$ours" "$state/unconfirmed"; then
     drop_switch
     echo @@xtask-deploy-not-confirmed
     return 1
@@ -569,7 +575,7 @@ if [ -f "$state/bad" ]; then
   if [ -n "$cleared" ]; then echo "unmarked $cleared"; fi
 fi
   lock="$state/lock"
-  if has_line 'token=t0k3n' "$lock/info"; then drop_lock; fi
+  if has_line "$ours" "$lock/info"; then drop_lock; fi
   echo @@xtask-deploy-confirmed
 }
 # The end of the deploy on this server, once its deployer is gone (or lost): stops the job and
@@ -578,7 +584,7 @@ fi
 end_deploy() {
   stop_job
   stop_daemon
-  if has_line 'token=t0k3n' "$state/lock/info"; then
+  if has_line "$ours" "$state/lock/info"; then
 for pidfile in "$state"/receive-pack.*.pid; do
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
@@ -605,15 +611,15 @@ for marker in "$state"/preparing.*; do
   rm -f "$marker"
 done
 for w in "$state"/reuse.*; do [ -d "$w" ] && rm -rf "$w"; done
-    if has_line 'token=t0k3n' "$state/unconfirmed"; then go_back_from_marker; fi
+    if has_line "$ours" "$state/unconfirmed"; then go_back_from_marker; fi
   fi
 for r in "$d"/releases/.pruned-*; do [ -d "$r" ] && rm -rf "$r"; done
   # Confirmed (the confirmation released the lock), the deploy leaves `repo/` to be tidied.
   # (A keeper whose lock was taken over finds it held by another deploy: it does not start.)
-  if [ -f "$d/repo/HEAD" ] && ! has_line 'token=t0k3n' "$state/lock/info"; then tidy_repo; fi
+  if [ -f "$d/repo/HEAD" ] && ! has_line "$ours" "$state/lock/info"; then tidy_repo; fi
   lock="$state/lock"
 [ -d "$lock" ] || exit 0
-has_line 'token=t0k3n' "$lock/info" || { echo "the lock is not ours; left in place"; exit 0; }
+has_line "$ours" "$lock/info" || { echo "the lock is not ours; left in place"; exit 0; }
 each_line "$lock/info" removed
 drop_lock
 }
@@ -640,7 +646,7 @@ say_why() {
   fi
 }
 lost() {
-  if ! has_line 'token=t0k3n' "$state/lock/info"; then
+  if ! has_line "$ours" "$state/lock/info"; then
     # Confirmed, the lock released: only the keeper is left, waiting for a deployer that is gone.
     kill -TERM "$$" 2>/dev/null
     for r in "$d"/releases/.pruned-*; do [ -d "$r" ] && rm -rf "$r"; done
@@ -677,7 +683,7 @@ watch_deploy() {
     if [ "$count" != "$seen" ] || [ -z "$since" ]; then seen=$count; since=$now; fi
     # Confirmed, the lock released (with the count): the deployer closes the channel next; a
     # keeper still waiting for that `timeouts.silence` later waits for a deployer that is gone.
-    if ! has_line 'token=t0k3n' "$state/lock/info"; then
+    if ! has_line "$ours" "$state/lock/info"; then
       [ -n "$released" ] || released=$now
       if [ $((now - released)) -ge "$silence" ]; then lost "confirmed, and the deployer's channel never ended"; fi
       continue
@@ -691,7 +697,7 @@ watch_deploy() {
     if [ $((now - since)) -ge "$allowed" ]; then
       lost "it heard nothing from the deployer for ${allowed}s (\`timeouts.silence\`): the link went down"
     fi
-    if ! has_line 'token=t0k3n' "$state/unconfirmed"; then switched=""; failed=""; continue; fi
+    if ! has_line "$ours" "$state/unconfirmed"; then switched=""; failed=""; continue; fi
     if [ -z "$switched" ]; then switched=$now; due=$((now + 630)); fi
     if [ "$now" -ge "$due" ]; then
       lost "the deploy was not confirmed in time (\`timeouts.confirm\`)"
@@ -722,6 +728,7 @@ while read -r line; do
     beat) printf '\006' >&2 ;;
     confirm) confirm_deploy ;;
     "run "*) run_job ${line#run } ;;
+    "kept "*) run_job ${line#kept } kept ;;
     stop) stop_job ;;
     "pushed "*) rm -f "$pushing"; stop_daemon; if [ -n "$pushed" ]; then echo "${line#pushed }" >&6; fi ;;
     "pushing "*)
@@ -732,7 +739,7 @@ done
 # SIGPIPE and kill this shell before the lock is released.
 exec >/dev/null 2>&1 6>&-
 # The watch may be ending the deploy already (it found the deployer lost): one of them does.
-if has_line 'token=t0k3n' "$state/lock/info" && ! mkdir "$state/lock/ending" 2>/dev/null; then exit 0; fi
+if has_line "$ours" "$state/lock/info" && ! mkdir "$state/lock/ending" 2>/dev/null; then exit 0; fi
 # Stopped, the watch finishes what it is doing first (restarting a release it went back to):
 # the lock is released after that.
 if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; wait "$watcher" 2>/dev/null; fi
