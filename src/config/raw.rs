@@ -36,7 +36,7 @@ pub(super) struct RawConfig {
     pub(super) transport: Option<String>,
     #[serde(default)]
     pub(super) timeouts: RawTimeouts,
-    pub(super) gateway: Option<RawGateway>,
+    pub(super) gateway: Option<RawGateways>,
     pub(super) healthcheck: Option<RawHealthcheck>,
     pub(super) canary: Option<usize>,
     #[serde(default)]
@@ -71,7 +71,34 @@ pub(super) struct RawHealthcheck {
     pub(super) roles: Vec<String>,
 }
 
-/// `gateway` as written.
+/// `gateway` as written: one jump host, or a list of them, the first one reached first.
+#[derive(Debug)]
+pub(super) enum RawGateways {
+    One(RawGateway),
+    Chain(Vec<RawGateway>),
+}
+
+/// A table or a list of tables, each read as [`RawGateway`] (whose errors name the field).
+impl<'de> Deserialize<'de> for RawGateways {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Gateways;
+        impl<'de> serde::de::Visitor<'de> for Gateways {
+            type Value = RawGateways;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table (`host`, `port`, `user`, `identity`), or a list of them")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawGateways, A::Error> {
+                RawGateway::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(RawGateways::One)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<RawGateways, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(RawGateways::Chain)
+            }
+        }
+        deserializer.deserialize_any(Gateways)
+    }
+}
+
+/// One jump host of `gateway` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGateway {

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::raw::{RawGateway, RawServer};
+use super::raw::{RawGateways, RawServer};
 use super::validate::remote_dir;
 use super::{Defaults, SshConfig};
 
@@ -38,26 +38,35 @@ impl Server {
     }
 }
 
-/// The `gateway` of the deploy table (in `section`), with its own `identity` (resolved by
-/// `resolve`), else `identity`; or the message naming the key at fault.
+/// The `gateway` of the deploy table (in `section`): one jump host, or a list of them reached
+/// one through the other, the first one first (as OpenSSH's `ProxyJump a,b`). Each has its own
+/// `identity` (resolved by `resolve`), else `identity`. Returns the last hop (the one servers
+/// are reached through), or the message naming the key at fault.
 pub(super) fn gateway(
-    raw: Option<RawGateway>,
+    raw: Option<RawGateways>,
     identity: &Option<PathBuf>,
     resolve: impl Fn(&str) -> PathBuf,
     reach: Reach,
     section: &str,
 ) -> Result<Option<Box<Server>>, String> {
-    let gateway = match raw {
-        Some(gateway) => {
-            let identity = gateway.identity.as_deref().map(resolve).or(identity.clone());
-            let gateway = reach
-                .server(&gateway.host, gateway.port, gateway.user, identity, None)
-                .map_err(|problem| format!("`{section}.deploy.gateway{problem}"))?;
-            Some(Box::new(gateway))
+    let (hops, listed) = match raw {
+        None => (Vec::new(), false),
+        Some(RawGateways::One(hop)) => (vec![hop], false),
+        Some(RawGateways::Chain(hops)) if hops.is_empty() => {
+            return Err(format!("`{section}.deploy.gateway` is an empty list: list the jump hosts, or remove it"))
         }
-        None => None,
+        Some(RawGateways::Chain(hops)) => (hops, true),
     };
-    Ok(gateway)
+    let mut through: Option<Box<Server>> = None;
+    for (index, hop) in hops.into_iter().enumerate() {
+        let identity = hop.identity.as_deref().map(&resolve).or(identity.clone());
+        let key = if listed { format!("gateway[{index}]") } else { "gateway".to_string() };
+        let server = reach
+            .server(&hop.host, hop.port, hop.user, identity, through.take())
+            .map_err(|problem| format!("`{section}.deploy.{key}{problem}"))?;
+        through = Some(Box::new(server));
+    }
+    Ok(through)
 }
 
 /// The `servers` of the deploy table (in `section`), each reached through `gateway` with
@@ -130,7 +139,10 @@ impl Reach<'_> {
                 return Err(format!(".host` is `{host}`, with a port: write `host = \"{name}\"` and `port = {port}`"));
             }
         }
-        let params = self.ssh_config.map(|config| config.query(host)).unwrap_or_default();
+        let params = match self.ssh_config {
+            Some(config) => config.query(host).map_err(|problem| format!(".host` (`{host}`){problem}"))?,
+            None => Default::default(),
+        };
         let Some(user) = user.or(params.user).or(self.user.map(str::to_string)) else {
             return Err(".user` is not set and the local user name is unknown: set `user`".to_string());
         };
@@ -145,33 +157,37 @@ impl Reach<'_> {
         };
         let gateway = match (gateway, params.proxy_jump) {
             (Some(gateway), _) => Some(gateway),
-            (None, Some(jump)) if jump.contains(',') => {
-                return Err(".host` has a `ProxyJump` of several hops in `~/.ssh/config`, which is not \
-                            supported: set one `gateway`"
-                    .to_string())
-            }
             (None, Some(jump)) if jump != "none" => {
-                let (user, rest) = match jump.split_once('@') {
-                    Some((user, rest)) => (Some(user.to_string()), rest),
-                    None => (None, jump.as_str()),
-                };
-                let (jump_host, jump_port) = match rest.rsplit_once(':') {
-                    Some((jump_host, port)) => (
-                        jump_host,
-                        Some(port.parse().map_err(|_| {
-                            format!(".host` has `ProxyJump {jump}` in `~/.ssh/config`, whose port is not a number")
-                        })?),
-                    ),
-                    None => (rest, None),
-                };
-                if self.hops >= MAX_JUMPS {
-                    return Err(format!(
-                        ".host` is reached through more than {MAX_JUMPS} `ProxyJump` hosts in `~/.ssh/config` (a \
-                         loop?): give the last one `ProxyJump none`, or set `gateway`"
-                    ));
+                // `a,b`: `b` reached through `a`, `a` as `~/.ssh/config` says (its own `ProxyJump` too).
+                let mut through: Option<Box<Server>> = None;
+                for hop in jump.split(',') {
+                    let (user, rest) = match hop.split_once('@') {
+                        Some((user, rest)) => (Some(user.to_string()), rest),
+                        None => (None, hop),
+                    };
+                    let (jump_host, jump_port) = match rest.rsplit_once(':') {
+                        Some((jump_host, port)) => (
+                            jump_host,
+                            Some(port.parse().map_err(|_| {
+                                format!(".host` has `ProxyJump {jump}` in `~/.ssh/config`, whose port is not a number")
+                            })?),
+                        ),
+                        None => (rest, None),
+                    };
+                    if jump_host.is_empty() {
+                        return Err(format!(".host` has `ProxyJump {jump}` in `~/.ssh/config`, with an empty hop"));
+                    }
+                    if self.hops >= MAX_JUMPS {
+                        return Err(format!(
+                            ".host` is reached through more than {MAX_JUMPS} `ProxyJump` hosts in `~/.ssh/config` (a \
+                             loop?): give the last one `ProxyJump none`, or set `gateway`"
+                        ));
+                    }
+                    let reach = Reach { hops: self.hops + 1, ..*self };
+                    through =
+                        Some(Box::new(reach.server(jump_host, jump_port, user, identity.clone(), through.take())?));
                 }
-                let jump = Reach { hops: self.hops + 1, ..*self };
-                Some(Box::new(jump.server(jump_host, jump_port, user, identity.clone(), None)?))
+                through
             }
             (None, _) => None,
         };

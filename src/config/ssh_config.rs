@@ -7,8 +7,9 @@
 //! block wins. Keywords are case-insensitive, written `key value` or `key=value`; values may be
 //! quoted; `#` starts a comment. `Include` reads other files (relative ones from `~/.ssh/`, with
 //! `*` and `?` in the file name only), as if their lines stood there, inside the block that
-//! holds the `Include`. `Match` blocks are skipped whole: their conditions (exec, user, ...)
-//! are not evaluated, so nothing in them applies.
+//! holds the `Include`. A `Match` block applies by its `all`, `host` and `originalhost`
+//! criteria; one whose other criteria (`exec`, `user`, ...) would decide is refused with a
+//! message when it sets a key a deploy reads, and ignored otherwise.
 //!
 //! Parsing is pure ([`SshConfig::parse_with`] is handed the included files); only
 //! [`SshConfig::read`] touches the disk.
@@ -52,8 +53,9 @@ enum Key {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Block {
     conditions: Vec<Vec<String>>,
-    /// Inside a `Match` block: applies to no host.
-    never: bool,
+    /// The criteria of the `Match` blocks it is in (its own, or the one an `Include` stood
+    /// in), each as written: see [`judge`].
+    criteria: Vec<Vec<String>>,
     settings: Vec<(Key, String)>,
 }
 
@@ -81,14 +83,34 @@ impl SshConfig {
         config
     }
 
-    /// What the config says of `host`, as written in the deploy config.
-    pub fn query(&self, host: &str) -> HostParams {
+    /// What the config says of `host`, as written in the deploy config; or why it cannot be
+    /// told: a `Match` block whose criteria are not evaluated here (`exec`, `user`, ...) sets a
+    /// key a deploy reads.
+    pub fn query(&self, host: &str) -> Result<HostParams, String> {
         let mut params = HostParams::default();
-        let blocks = self
-            .blocks
-            .iter()
-            .filter(|block| !block.never && block.conditions.iter().all(|patterns| host_line_matches(patterns, host)));
-        for (key, value) in blocks.flat_map(|block| &block.settings) {
+        let mut blocks = Vec::new();
+        for block in &self.blocks {
+            if !block.conditions.iter().all(|patterns| host_line_matches(patterns, host)) {
+                continue;
+            }
+            match all_hold(block.criteria.iter().map(|criteria| judge(criteria, host))) {
+                Some(true) => blocks.push(block),
+                Some(false) => {}
+                None if block.settings.is_empty() => {}
+                None => {
+                    let criteria = block.criteria.iter().map(|criteria| criteria.join(" ")).collect::<Vec<_>>();
+                    let keys = block.settings.iter().map(|(key, _)| format!("`{key:?}`")).collect::<Vec<_>>();
+                    return Err(format!(
+                        " is matched by `Match {}` in `~/.ssh/config`, which sets {}: xtask-deploy evaluates only \
+                         `Match all`, `host` and `originalhost`; set these for this server in the deploy config, or \
+                         move them to a `Host` block",
+                        criteria.join("` and `Match "),
+                        keys.join(", ")
+                    ));
+                }
+            }
+        }
+        for (key, value) in blocks.into_iter().flat_map(|block| &block.settings) {
             let slot = match key {
                 Key::HostName => &mut params.host_name,
                 Key::User => &mut params.user,
@@ -103,7 +125,7 @@ impl SshConfig {
             };
             slot.get_or_insert_with(|| value.clone());
         }
-        params
+        Ok(params)
     }
 
     /// Adds the lines of `text` as blocks under `outer`: the block that holds the `Include`
@@ -113,18 +135,18 @@ impl SshConfig {
         for line in text.lines() {
             let Some((keyword, args)) = split_line(line) else { continue };
             match keyword.to_ascii_lowercase().as_str() {
-                "host" => self.start(outer, Some(args), false),
-                "match" => self.start(outer, None, true),
+                "host" => self.start(outer, Some(args), None),
+                "match" => self.start(outer, None, Some(args)),
                 "include" if depth < MAX_INCLUDE_DEPTH => {
                     let here = Block { settings: Vec::new(), ..self.blocks.last().cloned().unwrap_or_default() };
                     for arg in args {
                         for text in include(&self.include_path(&arg)) {
-                            self.start(&here, None, false);
+                            self.start(&here, None, None);
                             self.add(&text, &here, include, depth + 1);
                         }
                     }
                     // After the included lines, the block that held the `Include` goes on.
-                    self.start(&here, None, false);
+                    self.start(&here, None, None);
                 }
                 other => {
                     let key = match other {
@@ -143,11 +165,14 @@ impl SshConfig {
         }
     }
 
-    /// Starts a block inside `outer`, with the patterns of a `Host` line if there is one.
-    fn start(&mut self, outer: &Block, patterns: Option<Vec<String>>, never: bool) {
+    /// Starts a block inside `outer`, with the patterns of a `Host` line or the criteria of a
+    /// `Match` line if there is one.
+    fn start(&mut self, outer: &Block, patterns: Option<Vec<String>>, criteria: Option<Vec<String>>) {
         let mut conditions = outer.conditions.clone();
         conditions.extend(patterns);
-        self.blocks.push(Block { conditions, never: never || outer.never, settings: Vec::new() });
+        let mut all = outer.criteria.clone();
+        all.extend(criteria);
+        self.blocks.push(Block { conditions, criteria: all, settings: Vec::new() });
     }
 
     /// An `Include` argument as a path: `~` is the home directory, a relative path is taken
@@ -172,6 +197,50 @@ impl SshConfig {
 
 /// Whether a `Host` line's `patterns` pick `host`: one of them matches it, and none of the
 /// negated ones (`!pattern`) does.
+/// Whether a `Match` line's `criteria` hold for `host`: `Some` for `all`, `host` and
+/// `originalhost` (each may be negated with `!`; all must hold), `None` when another criterion
+/// (`exec`, `user`, `localuser`, `canonical`, ...) decides, which is not evaluated here.
+fn judge(criteria: &[String], host: &str) -> Option<bool> {
+    let mut words = criteria.iter();
+    let mut judged = Vec::new();
+    while let Some(word) = words.next() {
+        let (negated, name) = match word.strip_prefix('!') {
+            Some(name) => (true, name),
+            None => (false, word.as_str()),
+        };
+        let name = name.to_ascii_lowercase();
+        let one = match name.as_str() {
+            "all" => Some(true),
+            "host" | "originalhost" => {
+                let patterns: Vec<String> =
+                    words.next().map(|list| list.split(',').map(str::to_string).collect()).unwrap_or_default();
+                Some(host_line_matches(&patterns, host))
+            }
+            "canonical" | "final" => None,
+            _ => {
+                words.next();
+                None
+            }
+        };
+        judged.push(one.map(|one| one != negated));
+    }
+    all_hold(judged)
+}
+
+/// Whether all of `judged` hold: `Some(false)` when one does not, else `None` when one is not
+/// known, else `Some(true)`.
+fn all_hold(judged: impl IntoIterator<Item = Option<bool>>) -> Option<bool> {
+    let mut unknown = false;
+    for one in judged {
+        match one {
+            Some(false) => return Some(false),
+            None => unknown = true,
+            Some(true) => {}
+        }
+    }
+    (!unknown).then_some(true)
+}
+
 fn host_line_matches(patterns: &[String], host: &str) -> bool {
     let host = host.to_ascii_lowercase();
     let mut matched = false;

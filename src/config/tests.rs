@@ -555,6 +555,33 @@ fn a_gateway_has_its_own_user_port_and_key() {
 }
 
 #[test]
+fn a_gateway_list_and_a_proxy_jump_of_several_hops_make_one_chain() {
+    // The config's own list: the first hop is reached first, each with its own user and port.
+    let config = parse(
+        "[[deploy.gateway]]\nhost = \"outer\"\nuser = \"a\"\n[[deploy.gateway]]\nhost = \"inner\"\nport = 2222\n\
+         [[deploy.servers]]\nhost = \"10.0.0.5\"\n",
+    )
+    .unwrap();
+    let last = config.servers[0].gateway.as_ref().expect("reached through the last hop");
+    assert_eq!((last.host.as_str(), last.port), ("inner", 2222));
+    let first = last.gateway.as_ref().expect("which is reached through the first");
+    assert_eq!((first.host.as_str(), first.user.as_str(), first.gateway.is_none()), ("outer", "a", true));
+    let typo = error_text("[[deploy.gateway]]\nhost = \"b\"\n[[deploy.gateway]]\nhost = \"c\"\nprot = 1\n[[deploy.servers]]\nhost = \"a\"\n");
+    assert!(typo.contains("`package.metadata.deploy.gateway[1].prot`: unknown field `prot`"), "{typo}");
+    let empty = error_text("[deploy]\ngateway = []\n[[deploy.servers]]\nhost = \"a\"\n");
+    assert!(empty.contains("`package.metadata.deploy.gateway` is an empty list"), "{empty}");
+    // `ProxyJump a,b` in `~/.ssh/config`: the same chain; `a` as its own `Host` block says.
+    let ssh_config = "Host web1\n  ProxyJump ops@outer:2200,inner\nHost outer\n  HostName 203.0.113.9\n\
+                      Host inner\n  ProxyJump never\n  User jump\n";
+    let defaults = Defaults { ssh_config: Some(SshConfig::parse(ssh_config, None)), ..defaults() };
+    let config = parse_with("[[deploy.servers]]\nhost = \"web1\"\n", &defaults).unwrap();
+    let last = config.servers[0].gateway.as_ref().unwrap();
+    assert_eq!(last.display_name(), "jump@inner:22", "the hop's own `ProxyJump` gives way to the list");
+    let first = last.gateway.as_ref().unwrap();
+    assert_eq!((first.display_name(), first.gateway.is_none()), ("ops@203.0.113.9:2200".to_string(), true));
+}
+
+#[test]
 fn a_health_check_gets_its_defaults_and_bad_values_are_refused() {
     let config = parse(
         "[deploy]\ncanary = 2\n[deploy.healthcheck]\nremote = \"true\"\n\

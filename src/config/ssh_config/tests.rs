@@ -8,7 +8,7 @@ fn home() -> Option<&'static Path> {
 
 /// The params `text` gives `host`, as `(HostName, User, Port, IdentityFile, ProxyJump)`.
 fn query(text: &str, host: &str) -> [Option<String>; 5] {
-    let params = SshConfig::parse(text, home()).query(host);
+    let params = SshConfig::parse(text, home()).query(host).unwrap();
     [
         params.host_name,
         params.user,
@@ -81,13 +81,22 @@ fn lines_before_the_first_host_apply_to_every_host() {
 }
 
 #[test]
-fn match_blocks_are_skipped_until_the_next_host() {
-    let text = "Match host a exec \"true\"\n  User from-match\nHost a\n  User from-host\n";
-    assert_eq!(query(text, "a")[1], some("from-host"));
+fn match_blocks_apply_by_host_and_all_and_others_that_set_a_key_are_refused() {
+    let text = "Match host a,b !host b\n  User from-match\nHost a b\n  User from-host\n";
+    assert_eq!(query(text, "a")[1], some("from-match"));
+    assert_eq!(query(text, "b")[1], some("from-host"), "`!host b` does not hold for b");
     let text = "Host a\n  Port 1\nMatch all\n  User from-match\n  Include extra\nHost *\n  User u\n";
     let mut files = |_: &Path| vec!["User included\nHost *\n  HostName included\n".to_string()];
-    let params = SshConfig::parse_with(text, home(), &mut files).query("a");
-    assert_eq!((params.user.as_deref(), params.host_name), (Some("u"), None), "nothing included in a Match applies");
+    let params = SshConfig::parse_with(text, home(), &mut files).query("a").unwrap();
+    assert_eq!((params.user.as_deref(), params.host_name.as_deref()), (Some("from-match"), Some("included")));
+    // `exec` is not run here: a block it decides may not set what a deploy reads...
+    let text = "Match host a exec \"test -e /x\"\n  User from-match\nHost *\n  User u\n";
+    let err = SshConfig::parse(text, home()).query("a").unwrap_err();
+    assert!(err.contains("`Match host a exec test -e /x`") && err.contains("`User`"), "{err}");
+    assert_eq!(query(text, "b")[1], some("u"), "`host a` does not hold for b: the block is not asked about");
+    // ... and one that sets nothing a deploy reads is no obstacle.
+    let text = "Match exec \"true\"\n  IdentityAgent ~/agent\nHost *\n  User u\n";
+    assert_eq!(query(text, "a")[1], some("u"));
 }
 
 #[test]
@@ -96,7 +105,10 @@ fn identity_files_expand_the_home_directory_only_at_the_start() {
     assert_eq!(query("IdentityFile ~bob/key\n", "a")[3], some("~bob/key"));
     assert_eq!(query("IdentityFile /keys/~/k\n", "a")[3], some("/keys/~/k"));
     assert_eq!(query("IdentityFile none\nIdentityFile /k\n", "a")[3], some("/k"), "`none` is no file");
-    assert_eq!(SshConfig::parse("IdentityFile ~/k\n", None).query("a").identity_file, Some(PathBuf::from("~/k")));
+    assert_eq!(
+        SshConfig::parse("IdentityFile ~/k\n", None).query("a").unwrap().identity_file,
+        Some(PathBuf::from("~/k"))
+    );
 }
 
 #[test]
@@ -115,12 +127,12 @@ fn includes_are_read_in_place_from_the_ssh_directory() {
     };
     let config = SshConfig::parse_with(text, home(), &mut include);
     assert_eq!(asked, ["/home/alice/.ssh/config.d/*", "/home/alice/work", "/etc/ssh/extra"]);
-    let web1 = config.query("web1");
+    let web1 = config.query("web1").unwrap();
     assert_eq!(web1.host_name.as_deref(), Some("10.0.0.5"));
     assert_eq!(web1.port.as_deref(), Some("2200"), "an included line before any `Host` is in the including block");
     assert_eq!(web1.user.as_deref(), Some("from-etc"), "each included file starts in the including block");
     assert_eq!(web1.identity_file, Some(PathBuf::from("/home/alice/k")), "after the `Include`, its block goes on");
-    let other = config.query("other");
+    let other = config.query("other").unwrap();
     assert_eq!((other.port, other.user.as_deref()), (None, Some("last")), "a `Host` included under `Host web1 db1`");
 }
 
@@ -128,7 +140,7 @@ fn includes_are_read_in_place_from_the_ssh_directory() {
 fn an_include_that_includes_itself_stops() {
     let mut include = |_: &Path| vec!["Include loop\nUser u\n".to_string()];
     let config = SshConfig::parse_with("Include loop\n", home(), &mut include);
-    assert_eq!(config.query("a").user.as_deref(), Some("u"));
+    assert_eq!(config.query("a").unwrap().user.as_deref(), Some("u"));
 }
 
 #[test]
@@ -161,8 +173,8 @@ fn included_files_are_read_by_name_pattern_in_order() {
     std::fs::write(ssh.join("conf.d/30-c.txt"), "User not-included\n").unwrap();
     std::fs::write(ssh.join("conf.d/.05-hidden.conf"), "User hidden\n").unwrap();
     let config = SshConfig::read(dir.path()).expect("the config exists");
-    let params = config.query("a");
+    let params = config.query("a").unwrap();
     assert_eq!((params.user.as_deref(), params.port.as_deref()), (Some("a"), Some("10")));
-    assert_eq!(config.query("b").user.as_deref(), Some("last"));
+    assert_eq!(config.query("b").unwrap().user.as_deref(), Some("last"));
     assert_eq!(SshConfig::read(&dir.path().join("nowhere")), None);
 }
