@@ -280,12 +280,18 @@ impl LoopbackServer {
         fs::set_permissions(self.bin_dir(), fs::Permissions::from_mode(0o755))
     }
 
-    /// Puts `line` first in an OpenSSH server's `sshd_config` (where it wins over the line it
-    /// repeats: sshd takes a keyword's first value) and has sshd read it again (SIGHUP; it
-    /// re-executes itself with the same pid): for a test of a server set otherwise.
+    /// Puts `line` first in an OpenSSH server's `sshd_config`, in place of the lines with its
+    /// keyword (sshd takes most keywords' first value, but `MaxStartups` its last), and has sshd
+    /// read it again (SIGHUP; it re-executes itself with the same pid): for a test of a server
+    /// set otherwise.
     pub fn reconfigure(&self, line: &str) -> io::Result<()> {
         let config = self.dir.path().join("sshd_config");
-        let text = fs::read_to_string(&config)?;
+        let keyword = |line: &str| line.split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
+        let text: String = fs::read_to_string(&config)?
+            .lines()
+            .filter(|kept| keyword(kept) != keyword(line))
+            .map(|kept| format!("{kept}\n"))
+            .collect();
         fs::write(&config, format!("{line}\n{text}"))?;
         let listening = |log: String| log.matches("Server listening on").count();
         let before = listening(self.log());

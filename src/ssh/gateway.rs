@@ -1,14 +1,25 @@
-//! Reaching a server through a gateway (as OpenSSH's ProxyJump does): a `direct-tcpip` channel
-//! of the gateway's own session, joined by a thread ([`relay`]) to one end of a socket pair,
-//! whose other end the server's session runs over.
+//! Reaching servers through a gateway (as OpenSSH's ProxyJump does), all of them through one
+//! session to it: a [`Hub`] per gateway (per hop of a chain), shared by every connection of
+//! this process that goes through it. Its thread owns the gateway's session, opens a
+//! `direct-tcpip` channel for each server, and joins each to one end of a socket pair whose
+//! other end that server's session runs over. So a hundred servers behind one bastion cost it
+//! one TCP connection and one login, and the bastion's `MaxStartups` and `MaxSessions` (which
+//! counts sessions, not forwarded channels) never see more than one.
+//!
+//! Servers reached through a hub start their SSH handshakes [`STARTS`] at a time (the
+//! servers' own `MaxStartups` drops unauthenticated connections past 10 by default): see
+//! [`Hub::start`].
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
 
-use super::{wait_for, Connection};
-use crate::config::Server;
+use super::{is_eagain, wait_for, Connection};
+use crate::config::{Config, Server};
 use crate::Error;
 
 /// A failure to reach the gateway, said as a failure to reach `server` through it.
@@ -22,78 +33,271 @@ pub(super) fn through(err: Error, server: &str) -> Error {
     }
 }
 
-/// Opens a channel from `gateway` to `server` (as OpenSSH's ProxyJump does) and returns a
-/// local socket joined to it by a thread, which ends when either side closes.
-pub(super) fn jump(gateway: Connection, server: &Server) -> Result<UnixStream, String> {
-    let channel = gateway.session.channel_direct_tcpip(&server.host, server.port, None).map_err(|err| {
-        format!(
-            "the gateway {} could not open a connection to {}:{} ({err}): check that the gateway reaches it, \
-             and allows forwarding (`AllowTcpForwarding`)",
-            gateway.name(),
-            server.host,
-            server.port
-        )
-    })?;
-    let (ours, theirs) = UnixStream::pair().map_err(|err| format!("cannot make a socket pair: {err}"))?;
-    std::thread::Builder::new()
-        .name(format!("jump {}", server.display_name()))
-        .spawn(move || relay(gateway, channel, theirs))
-        .map_err(|err| format!("cannot start the gateway's relay thread: {err}"))?;
-    Ok(ours)
+/// How many servers behind one gateway may be between their channel's opening and their
+/// login at once: below OpenSSH's default `MaxStartups` (10), past which a server drops new
+/// connections at random.
+pub(super) const STARTS: usize = 8;
+
+/// One authenticated session to a gateway, shared by every server reached through it.
+pub(super) struct Hub {
+    /// The gateway's name (`user@host:port`), for messages.
+    name: String,
+    requests: Mutex<Sender<Request>>,
+    /// Written to wake the hub's thread when a request is sent.
+    wake: UnixStream,
+    /// How many servers are starting (between their channel and their login), and how many
+    /// may: [`STARTS`], halved each time a server behind the gateway drops a connection.
+    starting: Mutex<(usize, usize)>,
+    started: Condvar,
 }
 
-/// How long the relay waits for either side before looking again.
-const RELAY_POLL: Duration = Duration::from_millis(20);
+/// A channel to open: to `host`:`port` as the gateway sees it.
+struct Request {
+    host: String,
+    port: u16,
+    reply: Sender<Result<UnixStream, String>>,
+}
+
+/// The hubs of this process, by gateway (and the settings it is reached with): each entry
+/// serializes the opening of its hub, so that servers starting at once share one login.
+static HUBS: Mutex<Vec<(String, HubSlot)>> = Mutex::new(Vec::new());
+
+/// Where the hub of one gateway is, once opened; locked while it is being opened.
+type HubSlot = Arc<Mutex<Weak<Hub>>>;
+
+/// The hub for `gateway`: the running one, or a new one once it has logged in there.
+pub(super) fn hub(config: &Config, gateway: &Server) -> Result<Arc<Hub>, Error> {
+    let key = format!("{gateway:?} {:?} {:?}", config.ssh, config.timeouts);
+    let slot = {
+        let mut hubs = HUBS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        hubs.retain(|(_, slot)| Arc::strong_count(slot) > 1 || slot.lock().is_ok_and(|hub| hub.strong_count() > 0));
+        match hubs.iter().find(|(known, _)| *known == key) {
+            Some((_, slot)) => slot.clone(),
+            None => {
+                let slot = Arc::new(Mutex::new(Weak::new()));
+                hubs.push((key, slot.clone()));
+                slot
+            }
+        }
+    };
+    let mut held = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(hub) = held.upgrade() {
+        return Ok(hub);
+    }
+    let connection = Connection::open(config, gateway)?;
+    let (ours, theirs) = UnixStream::pair().map_err(|err| local_error(&connection, err))?;
+    let (requests, received) = mpsc::channel();
+    let hub = Arc::new(Hub {
+        name: connection.name().to_string(),
+        requests: Mutex::new(requests),
+        wake: ours,
+        starting: Mutex::new((0, STARTS)),
+        started: Condvar::new(),
+    });
+    let name = format!("hub {}", connection.name());
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || run(connection, received, theirs))
+        .map_err(|err| Error::Connect { server: gateway.display_name(), message: format!("cannot start a thread: {err}") })?;
+    *held = Arc::downgrade(&hub);
+    Ok(hub)
+}
+
+fn local_error(connection: &Connection, err: io::Error) -> Error {
+    Error::Connect { server: connection.name().to_string(), message: format!("cannot make a socket pair: {err}") }
+}
+
+/// A server's turn to start through a hub (see [`Hub::start`]), given back when dropped.
+pub(super) struct Start(Arc<Hub>);
+
+impl Drop for Start {
+    fn drop(&mut self) {
+        self.0.starting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).0 -= 1;
+        self.0.started.notify_one();
+    }
+}
+
+impl Hub {
+    /// Waits for a turn to start a server through this gateway: at most [`STARTS`] at once,
+    /// fewer once servers dropped connections (see [`Hub::dropped`]).
+    pub(super) fn start(self: &Arc<Self>) -> Start {
+        let mut starting = self.starting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        while starting.0 >= starting.1 {
+            starting = self.started.wait(starting).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        starting.0 += 1;
+        Start(self.clone())
+    }
+
+    /// A server behind the gateway closed a connection before its handshake ended (its
+    /// `MaxStartups`, most often): half as many start at once from now on, at least one.
+    pub(super) fn dropped(&self) {
+        let mut starting = self.starting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        starting.1 = (starting.1 / 2).max(1);
+    }
+
+    /// Opens a channel from the gateway to `server` and returns a local socket joined to it,
+    /// within `timeout`.
+    pub(super) fn open(&self, server: &Server, timeout: Duration) -> Result<UnixStream, String> {
+        let (reply, answer) = mpsc::channel();
+        let request = Request { host: server.host.clone(), port: server.port, reply };
+        let sent = self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).send(request);
+        if sent.is_err() {
+            return Err(format!("the session to the gateway {} has ended", self.name));
+        }
+        let _ = (&self.wake).write(&[1]);
+        let refused = |err: String| {
+            format!(
+                "the gateway {} could not open a connection to {}:{} ({err}): check that the gateway reaches it, \
+                 and allows forwarding (`AllowTcpForwarding`)",
+                self.name, server.host, server.port
+            )
+        };
+        match answer.recv_timeout(timeout) {
+            Ok(result) => result.map_err(refused),
+            Err(_) => Err(refused(format!("no answer within {}s, `timeouts.connect`", timeout.as_secs()))),
+        }
+    }
+}
+
+/// How long the hub waits for any side before looking again.
+const HUB_POLL: Duration = Duration::from_millis(20);
 /// Bytes held for a side that is not reading, before the other side is read no more.
 const RELAY_BUFFER: usize = 256 * 1024;
 
-/// Moves bytes between `channel` (through the gateway) and `local` until either closes or
-/// fails. The gateway's session is non-blocking here: both sides are polled.
-fn relay(gateway: Connection, mut channel: ssh2::Channel, mut local: UnixStream) {
+/// One server's channel through the gateway, joined to `local`.
+struct Relay {
+    channel: ssh2::Channel,
+    local: UnixStream,
+    to_local: Vec<u8>,
+    to_remote: Vec<u8>,
+    local_open: bool,
+    remote_open: bool,
+    /// Set once the channel is being closed: it is freed once the gateway said it closed too.
+    closing: bool,
+}
+
+/// The hub's thread: opens the channels asked for, one at a time (libssh2 opens one at a time
+/// per session), and moves bytes between each channel and its local socket, all without
+/// waiting on any one of them. It ends when nobody holds the hub and its last channel closed.
+fn run(gateway: Connection, requests: Receiver<Request>, wake: UnixStream) {
     gateway.session.set_blocking(false);
-    if local.set_nonblocking(true).is_err() {
-        return;
-    }
+    let _ = wake.set_nonblocking(true);
+    let mut relays: Vec<Relay> = Vec::new();
+    let mut queue: VecDeque<Request> = VecDeque::new();
+    let mut opening: Option<(Request, Instant)> = None;
     let mut buffer = vec![0u8; 32 * 1024];
-    let (mut to_local, mut to_remote) = (Vec::new(), Vec::new());
-    let (mut local_open, mut remote_open) = (true, true);
+    let mut held = true;
     loop {
         let mut moved = false;
-        if remote_open && to_local.len() < RELAY_BUFFER {
-            match fill(&mut channel, &mut to_local, &mut buffer) {
-                Got::Bytes => moved = true,
-                Got::Nothing => {}
-                // libssh2 may return no bytes before the end: only its EOF flag says.
-                Got::End => remote_open = !channel.eof(),
-                Got::Failed => remote_open = false,
+        let _ = (&wake).read(&mut buffer);
+        loop {
+            match requests.try_recv() {
+                Ok(request) => queue.push_back(request),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    held = false;
+                    break;
+                }
             }
         }
-        match drain(&mut local, &mut to_local) {
-            Some(n) => moved |= n > 0,
-            None => break,
+        if opening.is_none() {
+            opening = queue.pop_front().map(|request| (request, Instant::now()));
         }
-        if local_open && to_remote.len() < RELAY_BUFFER {
-            match fill(&mut local, &mut to_remote, &mut buffer) {
-                Got::Bytes => moved = true,
-                Got::Nothing => {}
-                Got::End | Got::Failed => local_open = false,
+        if let Some((request, _)) = &opening {
+            match gateway.session.channel_direct_tcpip(&request.host, request.port, None) {
+                Err(err) if is_eagain(&err) => {}
+                result => {
+                    let (request, _) = opening.take().expect("a request being opened");
+                    moved = true;
+                    let joined = result.map_err(|err| err.to_string()).and_then(|channel| {
+                        let (ours, theirs) =
+                            UnixStream::pair().map_err(|err| format!("cannot make a socket pair: {err}"))?;
+                        theirs.set_nonblocking(true).map_err(|err| err.to_string())?;
+                        Ok((channel, ours, theirs))
+                    });
+                    match joined {
+                        Ok((channel, ours, theirs)) => {
+                            if request.reply.send(Ok(ours)).is_ok() {
+                                relays.push(Relay {
+                                    channel,
+                                    local: theirs,
+                                    to_local: Vec::new(),
+                                    to_remote: Vec::new(),
+                                    local_open: true,
+                                    remote_open: true,
+                                    closing: false,
+                                });
+                            }
+                        }
+                        Err(message) => {
+                            let _ = request.reply.send(Err(message));
+                        }
+                    }
+                }
             }
         }
-        match drain(&mut channel, &mut to_remote) {
-            Some(n) => moved |= n > 0,
-            None => break,
+        for relay in &mut relays {
+            moved |= relay.pump(&mut buffer);
         }
-        // The session over `local` ended, or the server's side did and all it sent is passed on.
-        if (!local_open && to_remote.is_empty()) || (!remote_open && to_local.is_empty()) {
+        relays.retain_mut(|relay| !relay.closed());
+        if !held && relays.is_empty() && queue.is_empty() && opening.is_none() {
             break;
         }
         if !moved {
-            wait_readable(&[local.as_raw_fd(), gateway.socket], RELAY_POLL);
+            let mut fds: Vec<RawFd> = vec![wake.as_raw_fd(), gateway.socket];
+            fds.extend(relays.iter().filter(|relay| relay.local_open).map(|relay| relay.local.as_raw_fd()));
+            wait_for(&fds, libc::POLLIN, HUB_POLL);
         }
     }
-    let _ = local.shutdown(std::net::Shutdown::Both);
     gateway.session.set_blocking(true);
-    let _ = channel.close();
+}
+
+impl Relay {
+    /// Moves what can move now, both ways; whether anything did.
+    fn pump(&mut self, buffer: &mut [u8]) -> bool {
+        if self.closing {
+            return false;
+        }
+        let mut moved = false;
+        if self.remote_open && self.to_local.len() < RELAY_BUFFER {
+            match fill(&mut self.channel, &mut self.to_local, buffer) {
+                Got::Bytes => moved = true,
+                Got::Nothing => {}
+                // libssh2 may return no bytes before the end: only its EOF flag says.
+                Got::End => self.remote_open = !self.channel.eof(),
+                Got::Failed => self.remote_open = false,
+            }
+        }
+        match drain(&mut self.local, &mut self.to_local) {
+            Some(n) => moved |= n > 0,
+            None => self.local_open = false,
+        }
+        if self.local_open && self.to_remote.len() < RELAY_BUFFER {
+            match fill(&mut self.local, &mut self.to_remote, buffer) {
+                Got::Bytes => moved = true,
+                Got::Nothing => {}
+                Got::End | Got::Failed => self.local_open = false,
+            }
+        }
+        match drain(&mut self.channel, &mut self.to_remote) {
+            Some(n) => moved |= n > 0,
+            None => self.remote_open = false,
+        }
+        // The session over `local` ended, or the server's side did and all it sent is passed on.
+        if (!self.local_open && self.to_remote.is_empty()) || (!self.remote_open && self.to_local.is_empty()) {
+            let _ = self.local.shutdown(std::net::Shutdown::Both);
+            self.closing = true;
+            moved = true;
+        }
+        moved
+    }
+
+    /// Whether the channel is closed on both sides, so that freeing it waits for nothing (a
+    /// close not yet answered is asked again on the next turn).
+    fn closed(&mut self) -> bool {
+        self.closing && !matches!(self.channel.close(), Err(err) if is_eagain(&err))
+    }
 }
 
 /// What a read without waiting got.
@@ -134,7 +338,3 @@ fn drain(to: &mut impl Write, pending: &mut Vec<u8>) -> Option<usize> {
     }
 }
 
-/// Waits until one of `fds` can be read, or `timeout` passes.
-fn wait_readable(fds: &[RawFd], timeout: Duration) {
-    wait_for(fds, libc::POLLIN, timeout)
-}

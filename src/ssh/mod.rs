@@ -40,7 +40,7 @@ pub use run::Output;
 pub use steps::{Progress, StepOutput};
 
 use auth::authenticate;
-use gateway::{jump, through};
+use gateway::through;
 use host_key::check_host_key;
 
 /// The exit status reported for a remote step stopped by `timeouts.step` (as `timeout(1)`'s).
@@ -64,6 +64,8 @@ pub fn trace_scripts(tracer: ScriptTracer) {
 
 /// An authenticated SSH session to one server.
 pub struct Connection {
+    /// The gateway's session this one runs through, if any: kept while this one is.
+    _hub: Option<std::sync::Arc<gateway::Hub>>,
     /// Its socket is shut down when a signal comes; dropped before the session closes it.
     _watched: crate::interrupt::WatchedSocket,
     session: Session,
@@ -88,21 +90,52 @@ const SESSION_CHANNEL: &str = "a session channel";
 impl Connection {
     /// Connects to `server`, checks its host key and authenticates, all within
     /// `timeouts.connect`.
+    ///
+    /// A server (or gateway) that closes the connection before its SSH handshake ends, as
+    /// OpenSSH does past `MaxStartups` (10 unauthenticated connections by default, then at
+    /// random), is tried again, up to [`STARTS_TRIED`] times, a little later each time.
     pub fn open(config: &Config, server: &Server) -> Result<Connection, Error> {
+        let mut tries = 1;
+        loop {
+            match Connection::open_once(config, server) {
+                Err(Start::Dropped(_)) if tries < STARTS_TRIED => {
+                    let pause = Duration::from_millis(50 << tries) + jitter();
+                    crate::interrupt::unless_received(move || std::thread::sleep(pause))?;
+                    tries += 1;
+                }
+                Err(Start::Dropped(Error::Connect { server, message })) => {
+                    let message = format!(
+                        "{message} ({tries} times: the server closed the connection before the handshake ended, as \
+                         OpenSSH's sshd does past `MaxStartups` (10 unauthenticated connections by default): lower \
+                         `--parallel`, or raise `MaxStartups` in its sshd_config)"
+                    );
+                    return Err(Error::Connect { server, message });
+                }
+                Err(Start::Dropped(err) | Start::Failed(err)) => return Err(err),
+                Ok(connection) => return Ok(connection),
+            }
+        }
+    }
+
+    /// One try of [`Connection::open`].
+    fn open_once(config: &Config, server: &Server) -> Result<Connection, Start> {
         crate::interrupt::check()?;
         let options = &config.ssh;
         let timeouts = config.timeouts;
         let name = server.display_name();
         let connect_error = |message: String| Error::Connect { server: name.clone(), message };
         let timeout = timeouts.connect;
-        let link = match &server.gateway {
+        let (link, hub) = match &server.gateway {
             None => {
                 let target = server.clone();
-                Link::Tcp(crate::interrupt::unless_received(move || dial(&target, timeout))?.map_err(connect_error)?)
+                let stream = crate::interrupt::unless_received(move || dial(&target, timeout))?.map_err(connect_error)?;
+                (Link::Tcp(stream), None)
             }
             Some(gateway) => {
-                let gateway = Connection::open(config, gateway).map_err(|err| through(err, &name))?;
-                Link::Jump(jump(gateway, server).map_err(connect_error)?)
+                let hub = gateway::hub(config, gateway).map_err(|err| through(err, &name))?;
+                let start = hub.start();
+                let link = hub.open(server, timeout).map_err(connect_error)?;
+                (Link::Jump(link), Some((hub, start)))
             }
         };
         let mut session = Session::new().map_err(|err| connect_error(err.to_string()))?;
@@ -115,7 +148,7 @@ impl Connection {
                 // shows the server's fingerprint (and `accept-new` creates the file).
                 Err(err) if err.kind() == io::ErrorKind::NotFound => String::new(),
                 Err(err) => {
-                    return Err(Error::HostKey {
+                    return Err(Start::Failed(Error::HostKey {
                         server: name.clone(),
                         unknown: false,
                         message: format!(
@@ -123,7 +156,7 @@ impl Connection {
                              or give the lines in `{ENV_KNOWN_HOSTS}`",
                             options.known_hosts.display()
                         ),
-                    });
+                    }));
                 }
             },
         };
@@ -147,12 +180,23 @@ impl Connection {
             };
             connect_error(format!("{what}: {err}{late}"))
         };
-        session.handshake().map_err(|err| timed_out("SSH handshake failed", err))?;
+        session.handshake().map_err(|err| match dropped(&err) {
+            true => {
+                if let Some((hub, _)) = &hub {
+                    hub.dropped();
+                }
+                Start::Dropped(timed_out("SSH handshake failed", err))
+            }
+            false => Start::Failed(timed_out("SSH handshake failed", err)),
+        })?;
         let accepted_key = check_host_key(&session, server, options, &name, &known_hosts_text)?;
         session.set_timeout(millis(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
         authenticate(&session, server, options, &name)?;
         session.set_timeout(millis(timeouts.step));
+        // Logged in: the next server may start through the gateway.
+        let hub = hub.map(|(hub, _start)| hub);
         Ok(Connection {
+            _hub: hub,
             _watched: watched,
             session,
             socket,
@@ -345,6 +389,38 @@ impl Drop for Connection {
     }
 }
 
+/// How many times [`Connection::open`] tries a server that closes the connection before its
+/// handshake ends.
+const STARTS_TRIED: u32 = 6;
+
+/// Why one try of [`Connection::open`] failed.
+enum Start {
+    /// The server closed the connection before the handshake ended: worth another try.
+    Dropped(Error),
+    Failed(Error),
+}
+
+impl From<Error> for Start {
+    fn from(err: Error) -> Start {
+        Start::Failed(err)
+    }
+}
+
+/// Whether libssh2's `err` says the server closed the connection (or reset it) during the
+/// handshake, not that it timed out or spoke no common language.
+fn dropped(err: &ssh2::Error) -> bool {
+    matches!(
+        err.code(),
+        ssh2::ErrorCode::Session(LIBSSH2_ERROR_SOCKET_SEND | LIBSSH2_ERROR_SOCKET_DISCONNECT | LIBSSH2_ERROR_SOCKET_RECV)
+    ) || err.message().contains("banner")
+}
+
+/// Up to 50 ms, so that servers dropped together do not all come back together.
+fn jitter() -> Duration {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    Duration::from_millis(u64::from(nanos % 50))
+}
+
 /// Whether the server's version banner names dropbear.
 fn runs_dropbear(session: &Session) -> bool {
     session.banner().is_some_and(|banner| banner.to_ascii_lowercase().contains("dropbear"))
@@ -358,6 +434,9 @@ fn is_eagain(err: &ssh2::Error) -> bool {
 /// libssh2's "would block" and "timed out" error codes.
 const LIBSSH2_ERROR_EAGAIN: i32 = -37;
 const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
+const LIBSSH2_ERROR_SOCKET_SEND: i32 = -7;
+const LIBSSH2_ERROR_SOCKET_DISCONNECT: i32 = -13;
+const LIBSSH2_ERROR_SOCKET_RECV: i32 = -43;
 
 /// Makes the kernel acknowledge what `socket` has received now, not when its delayed-ACK timer
 /// fires (see [`Connection::request`]). Nothing to do for a socket that is not TCP (through a

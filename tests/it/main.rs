@@ -7,6 +7,7 @@
 
 mod support;
 
+mod bastion;
 mod ci_clones;
 mod deploy;
 mod disks;

@@ -473,9 +473,12 @@ pub struct Netns {
 
 impl Netns {
     pub fn create() -> Netns {
-        let id = std::process::id() % 10_000;
+        // Each namespace of this process its own name and subnet: tests make them at once.
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = (std::process::id() + made * 7919) % 10_000;
         let name = format!("xd-{id}");
-        let subnet = 64 + id % 128;
+        let subnet = 64 + (std::process::id() % 32) * 4 + made % 4;
         let (outer, inner) = (format!("xdo{id}"), format!("xdi{id}"));
         let outside = format!("10.213.{subnet}.1");
         let inside = format!("10.213.{subnet}.2");
