@@ -46,9 +46,9 @@ pub struct Delivery {
     /// values (the length of what follows; the kept file's id, line count and directory, when
     /// the script is sent as runs of its lines), then the script or its runs.
     pub input: Vec<u8>,
-    /// When the script is sent as runs of the kept file's lines: what to send if the server
-    /// answers [`kept::NEED`] (the file's length on a line, then the file).
-    pub kept: Option<Vec<u8>>,
+    /// Whether the script is sent as runs of the kept file's lines: the server then answers
+    /// [`kept::HAVE`], or [`kept::NEED`], and is sent [`kept::Kept::sent`].
+    pub kept: bool,
 }
 
 /// Whether a script runs with the channel's stdin as its own, or under the supervisor (see
@@ -92,9 +92,9 @@ fn delivery_with(script: &RemoteScript, supervision: Supervision, kept: Option<(
                 file.line_count(),
                 quote(&format!("{dir}/{}", kept::KEPT_DIR))
             );
-            (header, encoded, Some(format!("{}\n{}", file.text.len(), file.text).into_bytes()))
+            (header, encoded, true)
         }
-        _ => (format!("_n={}", body.len()), body, None),
+        _ => (format!("_n={}", body.len()), body, false),
     };
     let mut input = format!("{header}\n").into_bytes();
     input.extend_from_slice(payload.as_bytes());
@@ -108,7 +108,7 @@ fn delivery_with(script: &RemoteScript, supervision: Supervision, kept: Option<(
 pub fn without_comments(text: &str) -> String {
     let mut kept = String::with_capacity(text.len());
     // The quote open at the start of the line, and the word that ends a here-document.
-    let mut open: Option<char> = None;
+    let mut open: Option<u8> = None;
     let mut heredoc: Option<String> = None;
     for line in text.split_inclusive('\n') {
         if let Some(word) = &heredoc {
@@ -123,23 +123,23 @@ pub fn without_comments(text: &str) -> String {
             continue;
         }
         kept.push_str(line);
-        let chars: Vec<char> = line.chars().collect();
+        // Every character that matters here is ASCII: bytes, without decoding the line.
+        let bytes = line.as_bytes();
         let mut at = 0;
-        while at < chars.len() {
-            let c = chars[at];
+        while at < bytes.len() {
+            let c = bytes[at];
             match open {
-                Some('\'') if c == '\'' => open = None,
-                Some('\'') => {}
-                Some(_) if c == '\\' => at += 1,
+                Some(b'\'') if c == b'\'' => open = None,
+                Some(b'\'') => {}
+                Some(_) if c == b'\\' => at += 1,
                 Some(quote) if c == quote => open = None,
                 Some(_) => {}
-                None if c == '\\' => at += 1,
-                None if c == '\'' || c == '"' || c == '`' => open = Some(c),
+                None if c == b'\\' => at += 1,
+                None if c == b'\'' || c == b'"' || c == b'`' => open = Some(c),
                 // A comment to the end of the line: its quotes are not quotes.
-                None if c == '#' && (at == 0 || chars[at - 1].is_whitespace() || chars[at - 1] == ';') => break,
-                None if c == '<' && chars.get(at + 1) == Some(&'<') && chars.get(at + 2) != Some(&'<') => {
-                    let rest: String = chars[at + 2..].iter().collect();
-                    let rest = rest.trim_start_matches('-').trim_start();
+                None if c == b'#' && (at == 0 || bytes[at - 1].is_ascii_whitespace() || bytes[at - 1] == b';') => break,
+                None if c == b'<' && bytes.get(at + 1) == Some(&b'<') && bytes.get(at + 2) != Some(&b'<') => {
+                    let rest = line[at + 2..].trim_start_matches('-').trim_start();
                     let word: String = rest
                         .chars()
                         .filter(|c| *c != '\'' && *c != '"' && *c != '\\')
@@ -419,13 +419,13 @@ mod tests {
                 let file = &*Box::leak(Box::new(kept::Kept::new(Box::leak(body(&script, supervision).into_boxed_str()))));
                 let delivery = delivery_with(&script, supervision, answer.map(|_| (file, dir)));
                 assert!(!delivery.line.contains('\n'), "{}", delivery.line);
-                assert_eq!(delivery.kept.is_some(), answer.is_some());
+                assert_eq!(delivery.kept, answer.is_some());
                 if answer == Some(kept::NEED) {
                     let _ = std::fs::remove_dir_all(deploy_to.path().join(kept::KEPT_DIR));
                 }
                 let (child, mut stdin) = login_shell(&path, &delivery.line, &delivery.input);
                 if answer == Some(kept::NEED) {
-                    std::io::Write::write_all(&mut stdin, delivery.kept.as_ref().unwrap()).unwrap();
+                    std::io::Write::write_all(&mut stdin, &file.sent()).unwrap();
                 }
                 std::io::Write::write_all(&mut stdin, b"input\n").unwrap();
                 // Under the supervisor the script reads no stdin, and stdin stays open (EOF

@@ -72,6 +72,12 @@ impl Kept {
         Kept { text, id, lines, at }
     }
 
+    /// What the deployer sends a server that answered [`NEED`]: the file's length on a line,
+    /// then the file.
+    pub fn sent(&self) -> Vec<u8> {
+        format!("{}\n{}", self.text.len(), self.text).into_bytes()
+    }
+
     /// How many lines the file has, as `awk` counts them.
     pub fn line_count(&self) -> usize {
         self.lines.len()

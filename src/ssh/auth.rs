@@ -31,7 +31,7 @@ pub(super) fn authenticate(session: &Session, server: &Server, options: &SshOpti
                 identity.display()
             )));
         }
-        return session.userauth_pubkey_file(&server.user, None, identity, None).map_err(|err| {
+        return with_key_file(session, &server.user, identity).map_err(|err| {
             refused(format!(
                 "the server refused key `{}` for user `{}` ({err}): add its public key to that user's \
                  authorized_keys, or load a passphrase-protected key into ssh-agent and unset `ssh.identity`",
@@ -51,7 +51,7 @@ pub(super) fn authenticate(session: &Session, server: &Server, options: &SshOpti
         for file in ["id_ed25519", "id_ecdsa", "id_rsa"] {
             let path = Path::new(&home).join(".ssh").join(file);
             if path.is_file() {
-                if session.userauth_pubkey_file(&server.user, None, &path, None).is_ok() {
+                if with_key_file(session, &server.user, &path).is_ok() {
                     return Ok(());
                 }
                 tried.push(format!("`{}`", path.display()));
@@ -64,6 +64,20 @@ pub(super) fn authenticate(session: &Session, server: &Server, options: &SshOpti
          `{ENV_SSH_KEY}`, or load a key into ssh-agent",
         server.user
     )))
+}
+
+/// Authenticates with the private key in `identity`, offering the public key beside it
+/// (`<identity>.pub`) when there is one, as OpenSSH does: libssh2 otherwise derives it from the
+/// private key, parsing that (through OpenSSL's decoders, the most CPU a login costs the
+/// deployer) a second time. A `.pub` that does not match is tried once, then left out.
+fn with_key_file(session: &ssh2::Session, user: &str, identity: &Path) -> Result<(), ssh2::Error> {
+    let mut public = identity.as_os_str().to_owned();
+    public.push(".pub");
+    let public = Path::new(&public);
+    if public.is_file() && session.userauth_pubkey_file(user, Some(public), identity, None).is_ok() {
+        return Ok(());
+    }
+    session.userauth_pubkey_file(user, None, identity, None)
 }
 
 /// What else keeps a user out of a dropbear server, which its client never hears: dropbear lets in

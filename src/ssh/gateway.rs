@@ -18,7 +18,7 @@ use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::{is_eagain, wait_for, Connection};
+use super::{is_eagain, Connection};
 use crate::config::{Config, Server};
 use crate::Error;
 
@@ -160,8 +160,9 @@ impl Hub {
     }
 }
 
-/// How long the hub waits for any side before looking again.
-const HUB_POLL: Duration = Duration::from_millis(20);
+/// How long the hub waits for any side before looking again (it is woken by whatever it waits
+/// for: this is a safety net).
+const HUB_POLL: Duration = Duration::from_millis(200);
 /// Bytes held for a side that is not reading, before the other side is read no more.
 const RELAY_BUFFER: usize = 256 * 1024;
 
@@ -245,15 +246,34 @@ fn run(gateway: Connection, requests: Receiver<Request>, wake: UnixStream) {
             break;
         }
         if !moved {
-            let mut fds: Vec<RawFd> = vec![wake.as_raw_fd(), gateway.socket];
-            fds.extend(relays.iter().filter(|relay| relay.local_open).map(|relay| relay.local.as_raw_fd()));
-            wait_for(&fds, libc::POLLIN, HUB_POLL);
+            // What each side waits for, and no socket that hung up: it would be readable (at
+            // its end) at every turn.
+            let outbound = matches!(gateway.session.block_directions(), ssh2::BlockDirections::Outbound | ssh2::BlockDirections::Both);
+            let mut fds = vec![(gateway.socket, libc::POLLIN | if outbound { libc::POLLOUT } else { 0 })];
+            fds.extend(held.then(|| (wake.as_raw_fd(), libc::POLLIN)));
+            fds.extend(relays.iter().filter(|relay| !relay.closing).map(|relay| (relay.local.as_raw_fd(), relay.waits_for())));
+            poll(&fds, HUB_POLL);
         }
     }
     gateway.session.set_blocking(true);
 }
 
+/// Waits until one of `fds` is ready for its events, or `timeout` passes.
+fn poll(fds: &[(RawFd, libc::c_short)], timeout: Duration) {
+    let mut polled: Vec<libc::pollfd> =
+        fds.iter().filter(|(_, events)| *events != 0).map(|&(fd, events)| libc::pollfd { fd, events, revents: 0 }).collect();
+    // SAFETY: `polled` is a valid array of `polled.len()` pollfd structs, for this call only.
+    unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, timeout.as_millis() as libc::c_int) };
+}
+
 impl Relay {
+    /// What the hub waits for on the local socket: bytes to read, while there is room for them;
+    /// room to write, while bytes wait for it.
+    fn waits_for(&self) -> libc::c_short {
+        let read = self.local_open && self.to_remote.len() < RELAY_BUFFER;
+        (if read { libc::POLLIN } else { 0 }) | (if self.to_local.is_empty() { 0 } else { libc::POLLOUT })
+    }
+
     /// Moves what can move now, both ways; whether anything did.
     fn pump(&mut self, buffer: &mut [u8]) -> bool {
         if self.closing {
