@@ -10,6 +10,7 @@
 //! deploys the same repository to the same kind of server after one small commit, so rows
 //! compare like with like (`timing`).
 
+mod bastion;
 mod binary;
 mod distance;
 mod fleet;
@@ -62,12 +63,21 @@ pub enum Section {
     Shallow,
     /// A service under a real systemd: refused connections per deploy, through its socket and plain.
     Service,
+    /// What a deploy sends beside `ssh true`; fleets of 1, 10 and 50 servers behind one bastion.
+    Bastion,
 }
 
 impl Section {
     /// Every section, in the order they run.
-    pub const ALL: [Section; 6] =
-        [Section::Binary, Section::Fleet, Section::Distance, Section::Places, Section::Shallow, Section::Service];
+    pub const ALL: [Section; 7] = [
+        Section::Binary,
+        Section::Fleet,
+        Section::Distance,
+        Section::Places,
+        Section::Shallow,
+        Section::Service,
+        Section::Bastion,
+    ];
 
     /// The name `--skip` takes.
     pub fn name(self) -> &'static str {
@@ -78,6 +88,7 @@ impl Section {
             Section::Places => "places",
             Section::Shallow => "shallow",
             Section::Service => "service",
+            Section::Bastion => "bastion",
         }
     }
 }
@@ -265,6 +276,7 @@ pub fn run(source: &Path, options: &Options, out: &mut dyn Write) -> Result<(), 
             Section::Places => places::run(&bench, out)?,
             Section::Shallow => shallow::run(&bench, out)?,
             Section::Service => service::run(options.rounds, out)?,
+            Section::Bastion => bastion::run(&bench, out)?,
         }
     }
     Ok(())

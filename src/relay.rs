@@ -60,6 +60,7 @@ impl Relay {
             opened: AtomicU64::new(0),
             frozen: Arc::new(AtomicBool::new(false)),
             connections: Mutex::new(Vec::new()),
+            cpu: Arc::new(AtomicU64::new(0)),
         });
         let accept = thread::Builder::new().name("relay-accept".to_string()).spawn({
             let shared = Arc::clone(&shared);
@@ -107,8 +108,30 @@ impl Relay {
         self.shared.frozen.store(false, Ordering::SeqCst);
     }
 
+    /// The CPU time the relay's own threads spent since [`Relay::reset`]: counted when a
+    /// connection's thread ends, so [`Relay::settle`] first. For a benchmark that runs the relay
+    /// in its own process and counts that process's CPU as the deployer's.
+    pub fn cpu(&self) -> Duration {
+        Duration::from_nanos(self.shared.cpu.load(Ordering::Relaxed))
+    }
+
+    /// Waits, up to `timeout`, until every connection's threads have ended (its ends closed).
+    pub fn settle(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline
+            && self
+                .shared
+                .lock_connections()
+                .iter()
+                .any(|connection| !connection.threads.iter().all(JoinHandle::is_finished))
+        {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Zeroes every counter, to measure one deploy.
     pub fn reset(&self) {
+        self.shared.cpu.store(0, Ordering::Relaxed);
         self.shared.to_target.store(0, Ordering::Relaxed);
         self.shared.from_target.store(0, Ordering::Relaxed);
         self.shared.turns.store(0, Ordering::Relaxed);
@@ -163,6 +186,34 @@ struct Shared {
     /// Whether no connection carries bytes now (see [`Relay::freeze`]).
     frozen: Arc<AtomicBool>,
     connections: Mutex<Vec<Connection>>,
+    /// CPU time of the relay's threads, in nanoseconds (see [`Relay::cpu`]).
+    cpu: Arc<AtomicU64>,
+}
+
+/// Adds the CPU time its thread spent, from its making to its drop, to a counter.
+struct ThreadCpu {
+    into: Arc<AtomicU64>,
+    from: u64,
+}
+
+impl ThreadCpu {
+    fn start(into: &Arc<AtomicU64>) -> ThreadCpu {
+        ThreadCpu { into: Arc::clone(into), from: thread_cpu_ns() }
+    }
+}
+
+impl Drop for ThreadCpu {
+    fn drop(&mut self) {
+        self.into.fetch_add(thread_cpu_ns().saturating_sub(self.from), Ordering::Relaxed);
+    }
+}
+
+/// The CPU time the calling thread spent so far, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid, writable timespec for the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// One relayed connection: the client's socket, the one to the target, and their threads.
@@ -241,8 +292,16 @@ impl Shared {
     /// Starts the threads that move `pipe`'s bytes, named after `direction`, into `threads`.
     fn spawn(&self, pipe: Pipe, direction: &str, threads: &mut Vec<JoinHandle<()>>) -> io::Result<()> {
         let builder = || thread::Builder::new().name(format!("relay-{direction}"));
+        let cpu = || {
+            let into = Arc::clone(&self.cpu);
+            move || ThreadCpu::start(&into)
+        };
         if self.delay.is_zero() {
-            threads.push(builder().spawn(move || copy_now(&pipe))?);
+            let counted = cpu();
+            threads.push(builder().spawn(move || {
+                let _cpu = counted();
+                copy_now(&pipe)
+            })?);
             return Ok(());
         }
         let (sender, receiver) = mpsc::sync_channel(HELD_CHUNKS);
@@ -253,9 +312,17 @@ impl Shared {
             turn: pipe.turn.clone(),
             frozen: Arc::clone(&pipe.frozen),
         };
-        threads.push(builder().spawn(move || write_when_due(&writer, receiver))?);
+        let counted = cpu();
+        threads.push(builder().spawn(move || {
+            let _cpu = counted();
+            write_when_due(&writer, receiver)
+        })?);
         let delay = self.delay;
-        threads.push(builder().spawn(move || read_stamped(&pipe, delay, &sender))?);
+        let counted = cpu();
+        threads.push(builder().spawn(move || {
+            let _cpu = counted();
+            read_stamped(&pipe, delay, &sender)
+        })?);
         Ok(())
     }
 }
@@ -294,6 +361,7 @@ impl Pipe {
 /// have all ended (closing the sockets it kept for Drop).
 fn accept_loop(listener: &TcpListener, shared: &Shared) {
     while !shared.stop.load(Ordering::Relaxed) {
+        let _cpu = ThreadCpu::start(&shared.cpu);
         match listener.accept() {
             // A connection that cannot be set up is closed; the others go on.
             Ok((client, _)) => {

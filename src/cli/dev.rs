@@ -40,7 +40,7 @@ pub struct Bench {
     /// distance rows; the far fleets and the "as the world is" row take the largest).
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "0,50")]
     rtt_ms: Vec<u64>,
-    /// Sections not to run: binary, fleet, distance, places, shallow, service (the first and the
+    /// Sections not to run: binary, fleet, distance, places, shallow, service, bastion (the first and the
     /// incremental deploys always run).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     skip: Vec<crate::bench::Section>,

@@ -87,9 +87,9 @@ pub fn setup(config: &Config, reporter: &mut dyn Reporter) -> Result<(), Error> 
     let servers = config.servers.iter().collect();
     let results = parallel::each(servers, parallel::DEFAULT_PARALLEL, reporter, |server, reporter| {
         let started = Instant::now();
-        let connection = Connection::open(config, server)?;
+        let mut connection = Connection::open(config, server)?;
         fleet::connected(reporter, config, &connection, started.elapsed());
-        let stdout = connection.run(&plan::setup_script(&config.on(server)))?;
+        let stdout = connection.run_then_keep_scripts(&plan::setup_script(&config.on(server)))?;
         for what in stdout.lines().filter_map(|line| line.strip_prefix("created ")) {
             reporter.event(Event::Created { server: connection.name().to_string(), what: what.to_string() });
         }

@@ -1115,3 +1115,490 @@ set -u
   git --git-dir="$d/repo" for-each-ref --format='ref %(objectname) %(refname)' 2>/dev/null
 fi
 exit 0
+
+set -- "d=/srv/app
+app=app
+user=u
+mode=verify
+set -- user app.service '# Written by xtask-deploy for "'`app` in `/srv/app`: `cargo xtask deploy-setup` and deploys rewrite it.
+[Unit]
+Description=app: app
+StartLimitIntervalSec=0
+
+[Service]
+Type=exec
+WorkingDirectory=/srv/app/current
+ExecStart=/bin/sh -c "set -a; [ ! -r '"'\"\\\\\\\"\"'"'$$0'"'\"\\\\\\\" ] || . \\\\\\\"\"'"'$$0'"'\"\\\\\\\"; set +a; exec \\\\\\\"\"'"'$$@'"'\"\\\\\\\"\\\" /srv/app/shared/.secrets.env /srv/app/current/target/release/app
+Restart=on-failure
+RestartSec=1
+TimeoutStopSec=30
+
+[Install]
+WantedBy=default.target\" user app.socket '# Written by xtask-deploy for "'`app` in `/srv/app`: `cargo xtask deploy-setup` and deploys rewrite it.
+[Unit]
+Description=app: app'"'\"'s listeners
+
+[Socket]
+ListenStream=127.0.0.1:8080
+
+[Install]
+WantedBy=sockets.target\"
+mkdir -p \""'$d/.xtask-deploy" && printf '"'%s\\n' \"d=/srv/app
+app=app
+user=u
+mode=restore
+set --
+services=app:user:socket
+system_services=''
+settle=10
+: \\\"\"'"'${XDG_RUNTIME_DIR:=/run/user/$(id -u)}"
+export XDG_RUNTIME_DIR
+sc() {
+_scope=$1
+shift
+if [ "$_scope" = user ]; then systemctl --user "$@"; else systemctl "$@"; fi
+}
+privileged() {
+_scope=$1
+shift
+if [ "$_scope" = user ] || [ "$(id -u)" -eq 0 ]; then
+sc "$_scope" "$@"
+else
+sudo -n /usr/bin/systemctl "$@"
+fi
+}
+journal() {
+_scope=$1
+_unit=$2
+shift 2
+if [ "$_scope" = user ]; then
+if journalctl --user -q -n 1 -u "$_unit" 2>/dev/null | grep -q .; then
+journalctl --user -u "$_unit" "$@"
+else
+journalctl --user-unit "$_unit" "$@"
+fi
+else
+journalctl -u "$_unit" "$@"
+fi
+}
+unit_dir() {
+if [ "$1" = user ]; then echo "${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user"; else echo /etc/systemd/system; fi
+}
+units_out=$(mktemp) || exit 1
+(
+header="# Written by xtask-deploy for '"'\"\\\\\"'"'`$app'"'\"\\\\\"'"'` in '"'\"\\\\\"'"'`$d'"'\"\\\\\"'"'`:"
+problems=
+problem() {
+echo "$1"
+problems="$problems
+$2"
+}
+if ! command -v systemctl >/dev/null 2>&1; then
+echo "no-systemctl"
+[ "$mode" != verify ] || echo "this server has no systemctl: services need systemd" >&2
+exit 1
+fi
+ours() {
+IFS= read -r first <"$1" 2>/dev/null && case "$first" in "$header"*) return 0 ;; esac
+return 1
+}
+keep=
+if [ "$mode" = apply ]; then
+previous=$(sed -n '"'\"'s/\"'"'^previous=//p'"'\"' \\\"\"'"'$state/unconfirmed" 2>/dev/null)
+if [ -n "$previous" ]; then keep="$state/units/$previous"; fi
+for kept in "$state"/units/*; do
+[ -d "$kept" ] && [ ! -d "$d/releases/${kept##*/}" ] && rm -rf "$kept"
+done
+fi
+if [ "$mode" = restore ]; then
+keep="$state/units/$RELEASE"
+[ -f "$keep/.list" ] || exit 0
+set --
+while IFS='"'\"' ' read -r scope file; do
+set -- \\\"\"'"'$@" "$scope" "$file" "$(cat "$keep/$file")"
+case "$file" in
+*.service)
+name=${file%.service}
+if grep -qxF "$scope $name.socket" "$keep/.list"; then socket=socket; else socket=-; fi
+echo "kept-service $name:$scope:$socket"
+;;
+esac
+done <"$keep/.list"
+fi
+reload_user=0
+reload_system=0
+enable_user=
+enable_system=
+wanted=
+while [ $# -ge 3 ]; do
+scope=$1
+file=$2
+text=$3
+shift 3
+wanted="$wanted $scope:$file"
+dir=$(unit_dir "$scope")
+if [ -e "$dir/$file" ] && ! ours "$dir/$file"; then
+problem "unit-foreign $file" "'"'\"\\\\\"'"'`$dir/$file'"'\"\\\\\"'"'` is not a unit of '"'\"\\\\\"'"'`$app'"'\"\\\\\"'"'` (its first line is not '"'\"\\\\\"'"'`$header'"'\"\\\\\"'"'`...): rename the service, or remove that unit"
+continue
+fi
+if [ "$scope" = system ] && [ "$(id -u)" -ne 0 ]; then
+if [ "$(cat "$dir/$file" 2>/dev/null)" != "$text" ]; then
+problem "unit-differs $file" "the system unit '"'\"\\\\\"'"'`$file'"'\"\\\\\"'"'` is not installed as configured: '"'\"\\\\\"'"'`cargo xtask deploy-setup'"'\"\\\\\"'"'` prints the root steps"
+fi
+case "$file" in
+*.service)
+sudo -n -l /usr/bin/systemctl restart "$file" >/dev/null 2>&1 ||
+problem "sudo-missing $file" "no sudo rule lets '"'\"\\\\\"'"'`$user'"'\"\\\\\"'"'` run '"'\"\\\\\"'"'`/usr/bin/systemctl restart $file'"'\"\\\\\"'"'`: '"'\"\\\\\"'"'`cargo xtask deploy-setup'"'\"\\\\\"'"'` prints it"
+;;
+esac
+continue
+fi
+if [ "$(cat "$dir/$file" 2>/dev/null)" != "$text" ]; then
+case "$mode" in
+check | verify) echo "stale $file" ;;
+*)
+if [ -n "$keep" ] && [ ! -e "$keep/.list" ]; then
+mkdir -p "$keep" || exit 1
+: >"$keep/.list.new"
+for unit in "$(unit_dir user)"/* "$(unit_dir system)"/*; do
+if [ ! -f "$unit" ] || ! ours "$unit"; then continue; fi
+case "$unit" in "$(unit_dir user)"/*) kind=user ;; *) kind=system ;; esac
+[ "$kind" = user ] || [ "$(id -u)" -eq 0 ] || continue
+cp "$unit" "$keep/${unit##*/}" && echo "$kind ${unit##*/}" >>"$keep/.list.new" || exit 1
+done
+mv "$keep/.list.new" "$keep/.list" || exit 1
+fi
+mkdir -p "$dir" || exit 1
+printf '"'\"'%s\\\\n' \\\"\"'"'$text" >"$dir/.$file.new" && mv -f "$dir/.$file.new" "$dir/$file" || exit 1
+echo "unit-written $scope $file"
+case "$file" in *.socket) echo "socket-changed ${file%.socket}" ;; esac
+if [ "$scope" = user ]; then reload_user=1; else reload_system=1; fi
+;;
+esac
+fi
+if [ "$scope" = user ]; then enable_user="$enable_user $file"; else enable_system="$enable_system $file"; fi
+done
+for scope in user system; do
+[ "$scope" = user ] || [ "$(id -u)" -eq 0 ] || continue
+for unit in "$(unit_dir "$scope")"/*.service "$(unit_dir "$scope")"/*.socket; do
+if [ ! -f "$unit" ] || ! ours "$unit"; then continue; fi
+file=${unit##*/}
+case " $wanted " in *" $scope:$file "*) continue ;; esac
+case "$mode" in
+check | verify) echo "stale $file" ;;
+*)
+sc "$scope" disable --now --no-reload --quiet "$file" 2>/dev/null
+rm -f "$unit" || exit 1
+echo "unit-removed $scope $file"
+case "$file" in *.socket) echo "socket-changed ${file%.socket}" ;; esac
+if [ "$scope" = user ]; then reload_user=1; else reload_system=1; fi
+;;
+esac
+done
+done
+if [ "$reload_user" -eq 1 ]; then systemctl --user daemon-reload || exit 1; fi
+if [ "$reload_system" -eq 1 ]; then systemctl daemon-reload || exit 1; fi
+if [ -n "$enable_user" ] && [ "$mode" != check ] && [ "$mode" != verify ]; then
+systemctl --user enable --no-reload --quiet $enable_user || exit 1
+fi
+if [ -n "$enable_system" ] && [ "$mode" != check ] && [ "$mode" != verify ]; then
+systemctl enable --no-reload --quiet $enable_system || exit 1
+fi
+if [ -n "$enable_user" ] && [ "$(loginctl show-user "$(id -un)" -p Linger --value 2>/dev/null)" != yes ]; then
+if [ "$mode" = check ] || [ "$mode" = verify ] || ! loginctl enable-linger >/dev/null 2>&1; then
+problem "linger-off" "linger is off for '"'\"\\\\\"'"'`$user'"'\"\\\\\"'"'`, so its services stop when its last login ends: as root run '"'\"\\\\\"'"'`loginctl enable-linger $user'"'\"\\\\\"'"'`"
+fi
+fi
+if [ "$mode" = verify ] && [ -n "$problems" ]; then
+printf '"'\"'%s\\\\n' \\\"\"'"'${problems#?}" >&2
+exit 1
+) >"$units_out" || { cat "$units_out" >&2; rm -f "$units_out"; exit 1; }
+changed_sockets=$(sed -n '"'\"'s/\"'"'^socket-changed //p'"'\"' \\\"\"'"'$units_out" | tr '"'\"'\\\\n' ' ')
+kept=\"'"'$(sed -n '"'\"'s/\"'"'^kept-service //p'"'\"' \\\"\"'"'$units_out" | tr '"'\"'\\\\n' ' ')
+rm -f \\\"\"'"'$units_out"
+if [ -n "$kept" ]; then
+for word in $system_services; do
+case " $kept " in *" $word "*) ;; *) kept="$kept $word" ;; esac
+done
+services=$kept
+fi
+since=$(date '"'\"'+%Y-%m-%d %H:%M:%S')
+explain() {
+name=\"'"'$1
+scope=$2
+state=$(sc "$scope" show -p ActiveState --value "$name.service" 2>/dev/null)
+sub=$(sc "$scope" show -p SubState --value "$name.service" 2>/dev/null)
+code=$(sc "$scope" show -p ExecMainCode --value "$name.service" 2>/dev/null)
+status=$(sc "$scope" show -p ExecMainStatus --value "$name.service" 2>/dev/null)
+case "$code" in
+1) how="exited with status $status" ;;
+2 | 3) how="was killed by signal $status" ;;
+*) how="ended (code $code, status $status)" ;;
+esac
+echo "service '"'\"\\\\\"'"'`$name'"'\"\\\\\"'"'` did not stay up after its restart: it is $state ($sub); its process $how; its lines since the restart:" >&2
+journal "$scope" "$name.service" --since "$since" -n 15 --no-pager -o cat >&2 2>/dev/null
+}
+watched=
+for entry in $services; do
+IFS=: read -r name scope socket <<END
+$entry
+END
+if [ "$scope" = user ] && [ "$socket" != - ]; then
+case " $changed_sockets " in
+*" $name "*) renew=1 ;;
+*) if sc user is-active --quiet "$name.socket"; then renew=0; else renew=1; fi ;;
+esac
+if [ "$renew" -eq 1 ]; then
+sc user stop "$name.service" "$name.socket" 2>/dev/null
+if ! sc user start "$name.socket"; then
+echo "service '"'\"\\\\\"'"'`$name'"'\"\\\\\"'"'`: its socket '"'\"\\\\\"'"'`$name.socket'"'\"\\\\\"'"'` did not start:" >&2
+journal user "$name.socket" --since "$since" -n 5 --no-pager -o cat >&2 2>/dev/null
+exit 1
+fi
+fi
+fi
+if ! privileged "$scope" restart "$name.service"; then
+explain "$name" "$scope"
+exit 1
+fi
+pid=$(sc "$scope" show -p MainPID --value "$name.service")
+watched="$watched $name:$scope:$pid"
+done
+tick=0
+while [ "$tick" -lt "$settle" ]; do
+sleep 0.1
+tick=$((tick + 1))
+for entry in $watched; do
+IFS=: read -r name scope pid <<END
+$entry
+END
+now=$(sc "$scope" show -p MainPID --value "$name.service")
+if [ "$now" != "$pid" ] || [ "$now" = 0 ] || ! sc "$scope" is-active --quiet "$name.service"; then
+explain "$name" "$scope"
+exit 1
+fi
+done
+done
+exit 0
+'"' > \""'$d/.xtask-deploy/services-restore.sh.pending" || exit 1
+: "${XDG_RUNTIME_DIR:=/run/user/$(id -u)}"
+export XDG_RUNTIME_DIR
+sc() {
+_scope=$1
+shift
+if [ "$_scope" = user ]; then systemctl --user "$@"; else systemctl "$@"; fi
+}
+privileged() {
+_scope=$1
+shift
+if [ "$_scope" = user ] || [ "$(id -u)" -eq 0 ]; then
+sc "$_scope" "$@"
+else
+sudo -n /usr/bin/systemctl "$@"
+fi
+}
+journal() {
+_scope=$1
+_unit=$2
+shift 2
+if [ "$_scope" = user ]; then
+if journalctl --user -q -n 1 -u "$_unit" 2>/dev/null | grep -q .; then
+journalctl --user -u "$_unit" "$@"
+else
+journalctl --user-unit "$_unit" "$@"
+fi
+else
+journalctl -u "$_unit" "$@"
+fi
+}
+unit_dir() {
+if [ "$1" = user ]; then echo "${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user"; else echo /etc/systemd/system; fi
+}
+header="# Written by xtask-deploy for '"\\"'`$app'"\\"'` in '"\\"'`$d'"\\"'`:"
+problems=
+problem() {
+echo "$1"
+problems="$problems
+$2"
+}
+if ! command -v systemctl >/dev/null 2>&1; then
+echo "no-systemctl"
+[ "$mode" != verify ] || echo "this server has no systemctl: services need systemd" >&2
+exit 1
+fi
+ours() {
+IFS= read -r first <"$1" 2>/dev/null && case "$first" in "$header"*) return 0 ;; esac
+return 1
+}
+keep=
+if [ "$mode" = apply ]; then
+previous=$(sed -n '"'s/"'^previous=//p'"' \""'$state/unconfirmed" 2>/dev/null)
+if [ -n "$previous" ]; then keep="$state/units/$previous"; fi
+for kept in "$state"/units/*; do
+[ -d "$kept" ] && [ ! -d "$d/releases/${kept##*/}" ] && rm -rf "$kept"
+done
+fi
+if [ "$mode" = restore ]; then
+keep="$state/units/$RELEASE"
+[ -f "$keep/.list" ] || exit 0
+set --
+while IFS='"' ' read -r scope file; do
+set -- \""'$@" "$scope" "$file" "$(cat "$keep/$file")"
+case "$file" in
+*.service)
+name=${file%.service}
+if grep -qxF "$scope $name.socket" "$keep/.list"; then socket=socket; else socket=-; fi
+echo "kept-service $name:$scope:$socket"
+;;
+esac
+done <"$keep/.list"
+fi
+reload_user=0
+reload_system=0
+enable_user=
+enable_system=
+wanted=
+while [ $# -ge 3 ]; do
+scope=$1
+file=$2
+text=$3
+shift 3
+wanted="$wanted $scope:$file"
+dir=$(unit_dir "$scope")
+if [ -e "$dir/$file" ] && ! ours "$dir/$file"; then
+problem "unit-foreign $file" "'"\\"'`$dir/$file'"\\"'` is not a unit of '"\\"'`$app'"\\"'` (its first line is not '"\\"'`$header'"\\"'`...): rename the service, or remove that unit"
+continue
+fi
+if [ "$scope" = system ] && [ "$(id -u)" -ne 0 ]; then
+if [ "$(cat "$dir/$file" 2>/dev/null)" != "$text" ]; then
+problem "unit-differs $file" "the system unit '"\\"'`$file'"\\"'` is not installed as configured: '"\\"'`cargo xtask deploy-setup'"\\"'` prints the root steps"
+fi
+case "$file" in
+*.service)
+sudo -n -l /usr/bin/systemctl restart "$file" >/dev/null 2>&1 ||
+problem "sudo-missing $file" "no sudo rule lets '"\\"'`$user'"\\"'` run '"\\"'`/usr/bin/systemctl restart $file'"\\"'`: '"\\"'`cargo xtask deploy-setup'"\\"'` prints it"
+;;
+esac
+continue
+fi
+if [ "$(cat "$dir/$file" 2>/dev/null)" != "$text" ]; then
+case "$mode" in
+check | verify) echo "stale $file" ;;
+*)
+if [ -n "$keep" ] && [ ! -e "$keep/.list" ]; then
+mkdir -p "$keep" || exit 1
+: >"$keep/.list.new"
+for unit in "$(unit_dir user)"/* "$(unit_dir system)"/*; do
+if [ ! -f "$unit" ] || ! ours "$unit"; then continue; fi
+case "$unit" in "$(unit_dir user)"/*) kind=user ;; *) kind=system ;; esac
+[ "$kind" = user ] || [ "$(id -u)" -eq 0 ] || continue
+cp "$unit" "$keep/${unit##*/}" && echo "$kind ${unit##*/}" >>"$keep/.list.new" || exit 1
+done
+mv "$keep/.list.new" "$keep/.list" || exit 1
+fi
+mkdir -p "$dir" || exit 1
+printf '"'%s\\n' \""'$text" >"$dir/.$file.new" && mv -f "$dir/.$file.new" "$dir/$file" || exit 1
+echo "unit-written $scope $file"
+case "$file" in *.socket) echo "socket-changed ${file%.socket}" ;; esac
+if [ "$scope" = user ]; then reload_user=1; else reload_system=1; fi
+;;
+esac
+fi
+if [ "$scope" = user ]; then enable_user="$enable_user $file"; else enable_system="$enable_system $file"; fi
+done
+for scope in user system; do
+[ "$scope" = user ] || [ "$(id -u)" -eq 0 ] || continue
+for unit in "$(unit_dir "$scope")"/*.service "$(unit_dir "$scope")"/*.socket; do
+if [ ! -f "$unit" ] || ! ours "$unit"; then continue; fi
+file=${unit##*/}
+case " $wanted " in *" $scope:$file "*) continue ;; esac
+case "$mode" in
+check | verify) echo "stale $file" ;;
+*)
+sc "$scope" disable --now --no-reload --quiet "$file" 2>/dev/null
+rm -f "$unit" || exit 1
+echo "unit-removed $scope $file"
+case "$file" in *.socket) echo "socket-changed ${file%.socket}" ;; esac
+if [ "$scope" = user ]; then reload_user=1; else reload_system=1; fi
+;;
+esac
+done
+done
+if [ "$reload_user" -eq 1 ]; then systemctl --user daemon-reload || exit 1; fi
+if [ "$reload_system" -eq 1 ]; then systemctl daemon-reload || exit 1; fi
+if [ -n "$enable_user" ] && [ "$mode" != check ] && [ "$mode" != verify ]; then
+systemctl --user enable --no-reload --quiet $enable_user || exit 1
+fi
+if [ -n "$enable_system" ] && [ "$mode" != check ] && [ "$mode" != verify ]; then
+systemctl enable --no-reload --quiet $enable_system || exit 1
+fi
+if [ -n "$enable_user" ] && [ "$(loginctl show-user "$(id -un)" -p Linger --value 2>/dev/null)" != yes ]; then
+if [ "$mode" = check ] || [ "$mode" = verify ] || ! loginctl enable-linger >/dev/null 2>&1; then
+problem "linger-off" "linger is off for '"\\"'`$user'"\\"'`, so its services stop when its last login ends: as root run '"\\"'`loginctl enable-linger $user'"\\"'`"
+fi
+fi
+if [ "$mode" = verify ] && [ -n "$problems" ]; then
+printf '"'%s\\n' \""'${problems#?}" >&2
+exit 1
+set -- user app.service '# Written by xtask-deploy for `app` in `/srv/app`: `cargo xtask deploy-setup` and deploys rewrite it.
+ExecStart=/bin/sh -c "set -a; [ ! -r '"\\\""'$$0'"\\\" ] || . \\\""'$$0'"\\\"; set +a; exec \\\""'$$@'"\\\"\" /srv/app/shared/.secrets.env /srv/app/current/target/release/app
+WantedBy=default.target" user app.socket '# Written by xtask-deploy for `app` in `/srv/app`: `cargo xtask deploy-setup` and deploys rewrite it.
+[Unit]
+Description=app: app'"'s listeners
+WantedBy=sockets.target"
+mkdir -p "$d/.xtask-deploy" && printf '%s\n' "d=/srv/app
+: \""'${XDG_RUNTIME_DIR:=/run/user/$(id -u)}"
+changed_sockets=$(sed -n '"'s/"'^socket-changed //p'"' \""'$units_out" | tr '"'\\n' ' ')
+kept="'$(sed -n '"'s/"'^kept-service //p'"' \""'$units_out" | tr '"'\\n' ' ')
+rm -f \""'$units_out"
+since=$(date '"'+%Y-%m-%d %H:%M:%S')
+name="'$1
+echo "service '"\\"'`$name'"\\"'` did not stay up after its restart: it is $state ($sub); its process $how; its lines since the restart:" >&2
+echo "service '"\\"'`$name'"\\"'`: its socket '"\\"'`$name.socket'"\\"'` did not start:" >&2
+' > "$d/.xtask-deploy/services-restore.sh.pending" || exit 1
+header="# Written by xtask-deploy for \`$app\` in \`$d\`:"
+previous=$(sed -n 's/^previous=//p' "$state/unconfirmed" 2>/dev/null)
+while IFS=' ' read -r scope file; do
+set -- "$@" "$scope" "$file" "$(cat "$keep/$file")"
+problem "unit-foreign $file" "\`$dir/$file\` is not a unit of \`$app\` (its first line is not \`$header\`...): rename the service, or remove that unit"
+problem "unit-differs $file" "the system unit \`$file\` is not installed as configured: \`cargo xtask deploy-setup\` prints the root steps"
+problem "sudo-missing $file" "no sudo rule lets \`$user\` run \`/usr/bin/systemctl restart $file\`: \`cargo xtask deploy-setup\` prints it"
+printf '%s\n' "$text" >"$dir/.$file.new" && mv -f "$dir/.$file.new" "$dir/$file" || exit 1
+problem "linger-off" "linger is off for \`$user\`, so its services stop when its last login ends: as root run \`loginctl enable-linger $user\`"
+printf '%s\n' "${problems#?}" >&2
+exit 0
+
+mode=setup
+exit 0
+
+mode=check
+exit 0
+
+set -- 'd=/srv/app
+cd "$d" || exit 1
+mode=apply
+set -- user app.service '"'# Written by xtask-deploy for "'`app` in `/srv/app`: `cargo xtask deploy-setup` and deploys rewrite it.
+[ "'! -f "$d/.xtask-deploy/services-restore.sh.pending" ] || mv -f "$d/.xtask-deploy/services-restore.sh.pending" "$d/.xtask-deploy/services-restore.sh"
+system_services='"''
+'
+[ ! -f "$d/.xtask-deploy/services-restore.sh.pending" ] || mv -f "$d/.xtask-deploy/services-restore.sh.pending" "$d/.xtask-deploy/services-restore.sh"
+exit 0
+changed_sockets=$(sed -n 's/^socket-changed //p' "$units_out" | tr '\n' ' ')
+kept=$(sed -n 's/^kept-service //p' "$units_out" | tr '\n' ' ')
+rm -f "$units_out"
+since=$(date '+%Y-%m-%d %H:%M:%S')
+name=$1
+echo "service \`$name\` did not stay up after its restart: it is $state ($sub); its process $how; its lines since the restart:" >&2
+echo "service \`$name\`: its socket \`$name.socket\` did not start:" >&2
+
+current=$(readlink "$d/current" 2>/dev/null) && echo "current ${current##*/}"
+sc "$scope" show -p ActiveState -p SubState -p MainPID -p ActiveEnterTimestamp -p MemoryCurrent -p NRestarts '"\\
+\""'$name.service" 2>/dev/null | while IFS= read -r line; do echo "service $name $line"; done
+pid=$(sc "$scope" show -p MainPID --value "$name.service" 2>/dev/null)
+if [ -n "$pid" ] && [ "$pid" != 0 ]; then
+cwd=$(readlink "/proc/$pid/cwd" 2>/dev/null) && echo "service $name Release=${cwd##*/}"
+fi
+if [ "$socket" != - ]; then echo "service $name Socket=$(sc "$scope" is-active "$name.socket" 2>/dev/null)"; fi
+'
+sc "$scope" show -p ActiveState -p SubState -p MainPID -p ActiveEnterTimestamp -p MemoryCurrent -p NRestarts \
+"$name.service" 2>/dev/null | while IFS= read -r line; do echo "service $name $line"; done

@@ -191,6 +191,20 @@ impl Connection {
         Ok(output.stdout)
     }
 
+    /// Like [`Connection::run`], with `script` sent whole; then has the server keep our scripts
+    /// (see [`crate::shell::kept`]): for `deploy-setup`, whose script makes the private state
+    /// directory they are kept in. Later commands then send only their own lines.
+    pub fn run_then_keep_scripts(&mut self, script: &RemoteScript) -> Result<String, Error> {
+        let deploy_to = self.deploy_to.take();
+        let stdout = self.run(script);
+        self.deploy_to = deploy_to;
+        let stdout = stdout?;
+        if self.deploy_to.is_some() {
+            self.run(&RemoteScript { name: "keep-scripts", text: "exit 0".to_string() })?;
+        }
+        Ok(stdout)
+    }
+
     /// The error for a remote `step` that exited non-zero: its stderr, or a note that it
     /// printed none.
     pub fn failure(&self, step: &str, output: &Output) -> Error {

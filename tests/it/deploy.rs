@@ -124,11 +124,12 @@ fn no_daemon_is_left_after_a_successful_deploy() {
         .expect("a daemon was started");
     assert!(world.daemons().is_empty(), "daemon left: {:?}", world.daemons());
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port {port} still listens");
-    // The state directory keeps only the release's tree (for the next release to reuse its files).
+    // The state directory keeps only the release's tree (for the next release to reuse its
+    // files) and our scripts.
     let pid_files: Vec<_> = fs::read_dir(world.deploy_to.join(".xtask-deploy"))
         .unwrap()
         .flatten()
-        .filter(|entry| !entry.file_name().to_string_lossy().starts_with("tree."))
+        .filter(|entry| !entry.file_name().to_string_lossy().starts_with("tree.") && entry.file_name() != "scripts")
         .collect();
     assert!(pid_files.is_empty(), "{pid_files:?}");
 }

@@ -181,9 +181,11 @@ fn another_local_user_at_the_daemons_port_is_let_in_for_nothing_and_sees_no_secr
         let after = line.split(&format!(" receive-pack {repo}")).nth(1).unwrap();
         assert_eq!(after.trim(), "", "the access hook's command line carries more than the path: {line}");
     }
-    // Nothing under `.xtask-deploy` but the lock, the daemon's pid file and the trees of the
-    // releases, during the push.
-    let others = state.iter().filter(|name| *name != "lock" && **name != pidfile && !name.starts_with("tree."));
+    // Nothing under `.xtask-deploy` but the lock, the daemon's pid file, the trees of the
+    // releases and our scripts, during the push.
+    let others = state
+        .iter()
+        .filter(|name| *name != "lock" && **name != pidfile && !name.starts_with("tree.") && *name != "scripts");
     assert_eq!(others.count(), 0, "{state:?}");
     // Nothing of hers is in the repository, and what was released is exactly our commit.
     let git = |args: &[&str]| {

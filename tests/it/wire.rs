@@ -31,10 +31,10 @@ fn an_incremental_deploy_sends_little_more_than_ssh_true_and_its_pack_and_new_sc
     let relay = Relay::start(world.server.port(), Duration::ZERO).unwrap();
     world.route_through(relay.port());
     world.setup();
-    world.deploy();
     let kept_file = world.deploy_to.join(KEPT_DIR).join(&kept().id);
     let kept_text = std::fs::read_to_string(&kept_file).ok();
-    assert_eq!(kept_text.as_deref(), Some(kept().text), "the first deploy leaves our scripts kept");
+    assert_eq!(kept_text.as_deref(), Some(kept().text), "deploy-setup leaves our scripts kept");
+    world.deploy();
 
     world.commit("src/main.rs", "fn main() { println!(\"two\"); }\n");
     relay.reset();

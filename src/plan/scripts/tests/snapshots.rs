@@ -101,7 +101,26 @@ fn kept() {
         crate::plan::rollback::marks_script(&cfg, None),
         crate::plan::dry_run::dry_run_script(&cfg),
     ];
-    let bodies = own.iter().map(|script| body(script, Supervision::None)).chain(steps.iter().flat_map(|script: &RemoteScript| {
+    // A deploy of a service (see `plan::service`).
+    let metadata = serde_json::json!({ "deploy": {
+        "deploy_to": "/srv/app",
+        "servers": [{ "host": "h", "user": "u" }],
+        "services": { "app": { "command": "target/release/app", "listen": ["127.0.0.1:8080"] } },
+    }});
+    let defaults = crate::config::Defaults { package_name: Some("app".into()), ..crate::config::Defaults::from_env(None, None) };
+    let with_service =
+        crate::config::Config::from_metadata(&metadata, "package.metadata", std::path::Path::new("/app/Cargo.toml"), &defaults)
+            .unwrap();
+    use crate::plan::service::{restart_script, status_script, units_script, UnitsMode};
+    let service_steps = [
+        units_script(&with_service, 0, UnitsMode::Verify),
+        units_script(&with_service, 0, UnitsMode::Setup),
+        units_script(&with_service, 0, UnitsMode::Check),
+        restart_script(&with_service, 0).expect("a restart"),
+        status_script(&with_service, 0),
+    ];
+    let steps = steps.iter().chain(&service_steps);
+    let bodies = own.iter().map(|script| body(script, Supervision::None)).chain(steps.flat_map(|script: &RemoteScript| {
         [body(script, Supervision::Supervised), body(script, Supervision::None)]
     }));
     // Each body adds only the lines the file cannot copy yet, in runs as they stand in it.
