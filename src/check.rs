@@ -122,7 +122,7 @@ fn check_server(
 ) {
     let started = Instant::now();
     let connection = match Connection::open(&never_recording(config), server) {
-        Ok(connection) => connection,
+        Ok(connection) => connection.read_only(),
         Err(err) => {
             let failed = match &err {
                 Error::Connect { .. } => 0,

@@ -16,7 +16,7 @@ use crate::Error;
 /// remote command each. A commit subject the server's `repo/` lacks is read in the local clone.
 pub fn releases(config: &Config) -> Result<Vec<ServerReleases>, Error> {
     let results = each(config.servers.iter().collect(), DEFAULT_PARALLEL, &mut Quiet, |server, _| {
-        let connection = Connection::open(config, server)?;
+        let connection = Connection::open(config, server)?.read_only();
         let stdout = connection.run(&plan::inspect_script(&config.on(server)))?;
         let subjects = stdout
             .lines()

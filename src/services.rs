@@ -24,7 +24,7 @@ pub fn status(config: &Config) -> Result<Vec<ServiceStatus>, Error> {
         if service::services_on(config, index).is_empty() {
             return Ok(Vec::new());
         }
-        let connection = Connection::open(config, server)?;
+        let connection = Connection::open(config, server)?.read_only();
         let stdout = connection.run(&service::status_script(&config.on(server), index))?;
         Ok(parse_status(connection.name(), &stdout))
     });
@@ -78,7 +78,7 @@ pub fn logs(config: &Config, request: &LogsRequest, reporter: &mut dyn Reporter)
         if !runs.iter().any(|each| request.services.is_empty() || request.services.contains(&each.name)) {
             return Ok(());
         }
-        let connection = Connection::open(config, server)?;
+        let connection = Connection::open(config, server)?.read_only();
         let script = service::logs_script(&config.on(server), index, request);
         // Followed logs run until interrupted; a signal cuts the connection, which ends the read.
         let deadline = Instant::now() + if request.follow { Duration::from_secs(365 * 24 * 3600) } else { config.timeouts.step };

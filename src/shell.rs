@@ -46,9 +46,10 @@ pub struct Delivery {
     /// values (the length of what follows; the kept file's id, line count and directory, when
     /// the script is sent as runs of its lines), then the script or its runs.
     pub input: Vec<u8>,
-    /// Whether the script is sent as runs of the kept file's lines: the server then answers
-    /// [`kept::HAVE`], or [`kept::NEED`], and is sent [`kept::Kept::sent`].
-    pub kept: bool,
+    /// When the script is sent as runs of the kept file's lines: the server then answers
+    /// [`kept::HAVE`]; or [`kept::NEED`], and is sent [`kept::Kept::sent`]; or [`kept::WHOLE`],
+    /// and is sent this (the script's length on a line, then the script).
+    pub kept: Option<Vec<u8>>,
 }
 
 /// Whether a script runs with the channel's stdin as its own, or under the supervisor (see
@@ -72,33 +73,51 @@ pub fn body(script: &RemoteScript, supervision: Supervision) -> String {
     format!("{body}\n{SCRIPT_END}")
 }
 
-/// How `script` reaches the server (see [`Delivery`]): whole, or, with `kept_dir` (where the
-/// server keeps our scripts, see [`kept`]), as runs of the kept file's lines.
-pub fn delivery(script: &RemoteScript, supervision: Supervision, kept_dir: Option<&str>) -> Delivery {
-    delivery_with(script, supervision, kept_dir.map(|dir| (kept::kept(), dir)))
+/// How `script` reaches the server (see [`Delivery`]): whole, or, with `kept` (where the server
+/// keeps our scripts, see [`kept`]), as runs of the kept file's lines.
+pub fn delivery(script: &RemoteScript, supervision: Supervision, kept: Option<KeptAt>) -> Delivery {
+    delivery_with(script, supervision, kept.map(|at| (kept::kept(), at)))
 }
 
-/// [`delivery`], with `kept`'s file kept in the directory `kept` names.
-fn delivery_with(script: &RemoteScript, supervision: Supervision, kept: Option<(&kept::Kept, &str)>) -> Delivery {
+/// Where a server keeps our scripts: under its `deploy_to`; and whether the command may write
+/// them there (`deploy-check`, `releases`, `--dry-run` and the services' status and logs change
+/// nothing on a server: they use a file the server has, or the one they are sent, unkept).
+#[derive(Debug, Clone, Copy)]
+pub struct KeptAt<'a> {
+    pub deploy_to: &'a str,
+    pub write: bool,
+}
+
+/// [`delivery`], with `file` kept where `at` says.
+fn delivery_with(script: &RemoteScript, supervision: Supervision, kept: Option<(&kept::Kept, KeptAt)>) -> Delivery {
     let body = body(script, supervision);
-    let encoded = kept.filter(|(file, _)| !file.id.is_empty()).map(|(file, dir)| (file, dir, file.encode(&body)));
-    let (header, payload, kept) = match encoded {
+    let encoded = kept.filter(|(file, _)| !file.id.is_empty()).map(|(file, at)| (file, at, file.encode(&body)));
+    let whole = |body: &str| {
+        let mut whole = format!("{}\n", body.len()).into_bytes();
+        whole.extend_from_slice(body.as_bytes());
+        whole
+    };
+    match encoded {
         // Checked here too: a script the file cannot make goes whole.
-        Some((file, dir, encoded)) if file.decode(&encoded).as_deref() == Some(body.as_str()) => {
+        Some((file, at, encoded)) if file.decode(&encoded).as_deref() == Some(body.as_str()) => {
             let header = format!(
-                "_n={} _i={} _l={} _k={}",
+                "_n={} _i={} _l={} _k={}{}",
                 encoded.len(),
                 file.id,
                 file.line_count(),
-                quote(&format!("{dir}/{}", kept::KEPT_DIR))
+                quote(&format!("{}/{}", at.deploy_to, kept::KEPT_DIR)),
+                if at.write { " _w=1" } else { "" },
             );
-            (header, encoded, true)
+            let mut input = format!("{header}\n").into_bytes();
+            input.extend_from_slice(encoded.as_bytes());
+            Delivery { line: bootstrap_line(script.name), input, kept: Some(whole(&body)) }
         }
-        _ => (format!("_n={}", body.len()), body, false),
-    };
-    let mut input = format!("{header}\n").into_bytes();
-    input.extend_from_slice(payload.as_bytes());
-    Delivery { line: bootstrap_line(script.name), input, kept }
+        _ => {
+            let mut input = format!("_n={}\n", body.len()).into_bytes();
+            input.extend_from_slice(body.as_bytes());
+            Delivery { line: bootstrap_line(script.name), input, kept: None }
+        }
+    }
 }
 
 /// `text`, a shell script of ours, without its comment lines and blank lines: what `sh` would
@@ -180,17 +199,20 @@ pub fn bootstrap_line(name: &str) -> String {
 /// What the login shell hands to `sh` (see [`bootstrap_line`]), single-quoted for every shell:
 /// reads the line of values and evaluates it, then exactly `$_n` bytes (`head -c` reads no
 /// further, so what follows on stdin stays for the script). With a kept file's id (`$_i`), those
-/// bytes are runs of its lines: it answers [`kept::HAVE`] when its copy passes `git
-/// hash-object`, else [`kept::NEED`], reads the file the deployer then sends and keeps it (when
-/// the state directory exists), and decodes them (`xk`, which the lock keeper uses again for
-/// batches). It runs the script only when it ends with [`SCRIPT_END`]: a script that did not
-/// arrive whole (or a server without `head`) runs nothing and exits 127.
+/// bytes are runs of its lines: it answers [`kept::HAVE`] when the copy it read hashes to that
+/// id, else [`kept::NEED`], reads the file the deployer then sends, checks it the same way, keeps
+/// it when the command may write (`$_w`), and decodes the runs (`xk`, which the lock keeper uses
+/// again for batches). A server without `awk` or `git` answers [`kept::WHOLE`] and is sent the
+/// script whole. It runs the script only when it ends with [`SCRIPT_END`]: a script (or a kept
+/// file) that did not arrive whole, or a server without `head`, runs nothing and exits 127.
+/// (`_i` and `_w` are emptied first: the server's environment does not set them.)
 fn bootstrap() -> String {
     format!(
-        r#"'{decode}; IFS= read -r h||exit 127; eval "$h"; p=$(head -c "$_n")||exit 127; if [ "${{_i-}}" ]; then f=$_k/$_i; if [ "$(git hash-object "$f" 2>/dev/null)" = "$_i" ]&&_d=$(cat "$f"); then echo {have}; else echo {need}; IFS= read -r h||exit 127; _d=$(head -c "$h")||exit 127; if mkdir -m 700 "$_k"||[ -d "$_k" ]; then rm -f "$_k"/*; printf %s "$_d" >"$f.t"&&mv -f "$f.t" "$f"; fi 2>/dev/null; fi; p=$(xk "$p")||exit 127; fi; case $p in *"{SCRIPT_END}");; *)echo "xtask-deploy: the script did not arrive whole" >&2; exit 127;; esac; eval "$p"'"#,
-        decode = kept::DECODE,
+        r#"'{functions};xe(){{ echo "xtask-deploy: $1 did not arrive whole" >&2;exit 127;}};_i=;_w=;IFS= read -r h||xe script;eval "$h";p=$(head -c "$_n")||xe script;if [ "$_i" ];then if command -v awk >/dev/null&&command -v git >/dev/null;then _f=$_k/$_i;_d=$(cat "$_f" 2>/dev/null);if kh;then echo {have};else echo {need};IFS= read -r h||xe script;eval "$(head -c "$h")";fi;p=$(xk "$p")||xe script;else echo {whole};IFS= read -r h||xe script;p=$(head -c "$h");fi;fi;case $p in *"{SCRIPT_END}");;*)xe script;;esac;eval "$p"'"#,
+        functions = kept::FUNCTIONS,
         have = kept::HAVE,
         need = kept::NEED,
+        whole = kept::WHOLE,
     )
 }
 
@@ -417,9 +439,10 @@ mod tests {
                 .flat_map(|supervision| [None, Some(kept::NEED), Some(kept::HAVE)].map(|answer| (supervision, answer)))
             {
                 let file = &*Box::leak(Box::new(kept::Kept::new(Box::leak(body(&script, supervision).into_boxed_str()))));
-                let delivery = delivery_with(&script, supervision, answer.map(|_| (file, dir)));
+                let at = KeptAt { deploy_to: dir, write: true };
+                let delivery = delivery_with(&script, supervision, answer.map(|_| (file, at)));
                 assert!(!delivery.line.contains('\n'), "{}", delivery.line);
-                assert_eq!(delivery.kept, answer.is_some());
+                assert_eq!(delivery.kept.is_some(), answer.is_some());
                 if answer == Some(kept::NEED) {
                     let _ = std::fs::remove_dir_all(deploy_to.path().join(kept::KEPT_DIR));
                 }
@@ -466,7 +489,8 @@ mod tests {
     fn the_command_line_is_short_and_holds_nothing_of_the_script() {
         let text = "echo secret-word; ".repeat(5_000);
         for supervision in [Supervision::None, Supervision::Supervised] {
-            let delivery = delivery(&RemoteScript { name: "keeper", text: text.clone() }, supervision, Some("/srv/app"));
+            let at = KeptAt { deploy_to: "/srv/app", write: true };
+            let delivery = delivery(&RemoteScript { name: "keeper", text: text.clone() }, supervision, Some(at));
             assert!(delivery.line.len() < 1024, "{} bytes: {}", delivery.line.len(), delivery.line);
             assert_eq!(delivery.line, bootstrap_line("keeper"));
             assert!(!delivery.line.contains("secret-word"));
@@ -486,6 +510,82 @@ mod tests {
             let out = child.wait_with_output().unwrap();
             assert_eq!((out.status.code(), out.stdout.as_slice()), (Some(127), &b""[..]), "cut at {keep}");
         }
+    }
+
+    /// A kept file cut short on its way (a connection lost, Ctrl-C) runs nothing of the script,
+    /// wherever it was cut, and is not kept.
+    #[test]
+    fn a_kept_file_cut_short_runs_nothing_and_is_not_kept() {
+        let deploy_to = tempfile::tempdir().unwrap();
+        std::fs::create_dir(deploy_to.path().join(".xtask-deploy")).unwrap();
+        let marker = deploy_to.path().join("ran");
+        let text = format!("set -u\nd=/srv/app\ntouch {}\n", quote(&marker.display().to_string()));
+        let script = RemoteScript { name: "test", text };
+        let body = body(&script, Supervision::None);
+        let file = &*Box::leak(Box::new(kept::Kept::new(Box::leak(body.clone().into_boxed_str()))));
+        let at = KeptAt { deploy_to: deploy_to.path().to_str().unwrap(), write: true };
+        let delivery = delivery_with(&script, Supervision::None, Some((file, at)));
+        let sent = file.sent();
+        for keep in [sent.len() - 1, sent.len() - body.len() / 2, sent.len() - body.len() + 3] {
+            let (child, mut stdin) = login_shell(std::path::Path::new("sh"), &delivery.line, &delivery.input);
+            std::io::Write::write_all(&mut stdin, &sent[..keep]).unwrap();
+            drop(stdin);
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(127), "cut at {keep}: {out:?}");
+            assert!(!marker.exists(), "cut at {keep}: the script ran");
+            assert!(!deploy_to.path().join(kept::KEPT_DIR).join(&file.id).exists(), "cut at {keep}: kept");
+        }
+    }
+
+    /// `_i` (or `_w`) in the server's environment changes nothing: a script sent whole runs.
+    #[test]
+    fn the_bootstraps_values_come_from_the_deployer_only() {
+        let script = RemoteScript { name: "test", text: "echo ran".into() };
+        let delivery = delivery(&script, Supervision::None, None);
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&delivery.line)
+            .env("_i", "0123456789abcdef0123456789abcdef01234567")
+            .env("_w", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), &delivery.input).unwrap();
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()), (Some(0), "ran\n"));
+    }
+
+    /// A server without `awk` answers that it takes the script whole, and runs it whole.
+    #[test]
+    fn a_server_without_awk_is_sent_the_script_whole() {
+        let bin = tempfile::tempdir().unwrap();
+        for tool in ["sh", "head", "cat", "git", "mkdir", "printf"] {
+            if let Some(path) = ["/bin", "/usr/bin"].iter().map(|dir| std::path::Path::new(dir).join(tool)).find(|p| p.exists()) {
+                std::os::unix::fs::symlink(path, bin.path().join(tool)).unwrap();
+            }
+        }
+        let script = RemoteScript { name: "test", text: "echo ran".into() };
+        let body = body(&script, Supervision::None);
+        let file = &*Box::leak(Box::new(kept::Kept::new(Box::leak(body.into_boxed_str()))));
+        let at = KeptAt { deploy_to: "/nonexistent", write: false };
+        let delivery = delivery_with(&script, Supervision::None, Some((file, at)));
+        let mut child = std::process::Command::new(bin.path().join("sh"))
+            .arg("-c")
+            .arg(&delivery.line)
+            .env("PATH", bin.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        std::io::Write::write_all(&mut stdin, &delivery.input).unwrap();
+        std::io::Write::write_all(&mut stdin, delivery.kept.as_ref().unwrap()).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!((out.status.code(), stdout.as_ref()), (Some(0), format!("{}\nran\n", kept::WHOLE).as_str()));
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub fn dry_run(config: &Config, options: &DeployOptions, reporter: &mut dyn Repo
     let views: Vec<Result<ServerView, Error>> =
         each(config.servers.iter().enumerate().collect(), parallel, reporter, |(index, server), _| {
             let config = read_only.on(server);
-            let connection = Connection::open(&config, server)?;
+            let connection = Connection::open(&config, server)?.read_only();
             Ok(plan::dry_run::parse_view(&connection.run(&plan::dry_run_script_for(&config, index))?))
         });
 

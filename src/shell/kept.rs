@@ -26,17 +26,41 @@ pub const HAVE: &str = "@@xtask-deploy-kept";
 /// The server's answer when it lacks the file (or its copy fails the check): the deployer
 /// then sends its length on a line and the file.
 pub const NEED: &str = "@@xtask-deploy-need";
+/// The server's answer when it cannot use the file at all (no `awk` or no `git` there): the
+/// deployer then sends the script's length on a line and the script, whole.
+pub const WHOLE: &str = "@@xtask-deploy-whole";
 
 /// Where, under `deploy_to`, the server keeps the file (inside the private state directory,
 /// `crate::plan::STATE_DIR`).
 pub const KEPT_DIR: &str = ".xtask-deploy/scripts";
 
-/// The shell function of the bootstrap that decodes what [`Kept::encode`] wrote (`$1`) with
-/// the kept file's text in `$_d` and its line count in `$_l`. POSIX `awk`, written for the
-/// bootstrap's single-quoted word: no `$`, no backslash, no single quote in its program.
-pub(crate) const DECODE: &str = "xk() { { printf %s \"$_d\";echo;printf %s \"$1\";echo; }|awk -v m=\"$_l\" \
-\"BEGIN{while(n<m&&(getline t)>0)d[++n]=t;while((getline t)>0)if(c>0){print t;c--}else{split(t,a);\
-if(a[1]>0)for(j=a[1];j<a[1]+a[2];j++)print d[j];else c=a[2]}}\"; }";
+/// The bootstrap's shell functions (see `shell::bootstrap`), written for its single-quoted word:
+/// no `!`, no backslash, no single quote.
+/// - `xk`: decodes what [`Kept::encode`] wrote (`$1`) with the kept file's text in `$_d` and its
+///   line count in `$_l`, in POSIX `awk`. The file's lines end at a line of their own, and the
+///   decoding fails (exit 1) unless there were exactly `$_l` of them and every run of literal
+///   lines was whole: a file or a script cut short runs nothing.
+/// - `kh`: whether `$_d` is the file `$_i` names (its git blob id), hashing what was read.
+pub(crate) const FUNCTIONS: &str = "xk(){ { printf %s \"$_d\";echo;echo @@xk;printf %s \"$1\";echo;}|awk -v m=\"$_l\" -v e=@@xk \
+\"BEGIN{while((getline t)>0){if(t==e)break;d[++n]=t};if(n-m)exit 1;while((getline t)>0)if(c>0){print t;c--}\
+else{split(t,a);if(a[1]>0)for(j=a[1];j<a[1]+a[2];j++)print d[j];else c=a[2]};if(c)exit 1}\";};\
+kh(){ [ \"$(printf %s \"$_d\"|git hash-object --no-filters --stdin 2>/dev/null)\" = \"$_i\" ];}";
+
+/// What the bootstrap runs after answering [`NEED`] (sent with the file, so the command line
+/// does not carry it): reads the file (its length on a line, then the file), checks it, and
+/// keeps it in `$_f` when the command may write (`$_w`): in a directory of the deploy user's
+/// own that is no symbolic link (nor is its parent), as a new file renamed into place. Files
+/// there untouched for 30 days (another version's) go.
+const KEEP: &str = r#"IFS= read -r h||xe script;_d=$(head -c "$h");kh||xe "the kept scripts"
+ks(){
+  [ "$_w" = 1 ]||return
+  [ -h "$_k" ]||[ -h "${_k%/*}" ]&&return
+  [ -d "$_k" ]||mkdir -m 700 "$_k"||return
+  [ -O "$_k" ]||return
+  (set -C;printf %s "$_d" >"$_f.$$")&&mv -f "$_f.$$" "$_f"
+  find "$_k" -type f -mtime +30 -exec rm -f {} +
+}
+ks 2>/dev/null"#;
 
 /// The kept file, with its id and an index of its lines.
 pub struct Kept {
@@ -72,10 +96,10 @@ impl Kept {
         Kept { text, id, lines, at }
     }
 
-    /// What the deployer sends a server that answered [`NEED`]: the file's length on a line,
-    /// then the file.
+    /// What the deployer sends a server that answered [`NEED`]: what keeps the file, then the
+    /// file, each after its length on a line.
     pub fn sent(&self) -> Vec<u8> {
-        format!("{}\n{}", self.text.len(), self.text).into_bytes()
+        format!("{}\n{KEEP}{}\n{}", KEEP.len(), self.text.len(), self.text).into_bytes()
     }
 
     /// How many lines the file has, as `awk` counts them.
@@ -127,7 +151,7 @@ impl Kept {
     /// before it is sent.
     pub fn decode(&self, encoded: &str) -> Option<String> {
         let mut lines = Vec::new();
-        let mut ops = encoded.lines();
+        let mut ops = encoded.strip_suffix('\n').unwrap_or(encoded).split('\n');
         while let Some(op) = ops.next() {
             let (first, count) = op.split_once(' ')?;
             let (first, count): (usize, usize) = (first.parse().ok()?, count.parse().ok()?);

@@ -82,7 +82,13 @@ pub struct Connection {
     keeper: Option<std::sync::Arc<std::sync::Mutex<Option<RemoteProcess>>>>,
     /// The server's `deploy_to`, under which it keeps our scripts (see [`shell::kept`]).
     deploy_to: Option<String>,
+    /// Whether the command may write on the server (keep our scripts there): not a read-only
+    /// one (see [`Connection::read_only`]).
+    writes: bool,
 }
+
+/// The most a login shell may print before the bootstrap's answer (see [`Connection::start`]).
+const STARTUP_OUTPUT: usize = 4096;
 
 /// The ciphers asked for, in order (a server takes the first it also has).
 const CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,aes128-ctr,aes256-ctr,chacha20-poly1305@openssh.com";
@@ -215,7 +221,16 @@ impl Connection {
             lost: Default::default(),
             keeper: None,
             deploy_to: Some(server.deploy_to.clone()).filter(|dir| !dir.is_empty()),
+            writes: true,
         })
+    }
+
+    /// This connection for a command that changes nothing on the server (`deploy-check`,
+    /// `releases`, `--dry-run`, the services' status and logs): a server that lacks our kept
+    /// scripts is sent them for each script and keeps nothing.
+    pub fn read_only(mut self) -> Connection {
+        self.writes = false;
+        self
     }
 
     /// The server's name for messages: `user@host:port`.
@@ -246,11 +261,13 @@ impl Connection {
     /// (the file sent when it asks for it), and the second value says the script had the file.
     fn start(&self, script: &RemoteScript, supervision: Supervision) -> Result<(ssh2::Channel, bool), Error> {
         self.trace(script);
+        let script_of = script;
         // A silent link would hold the request until `timeouts.step`.
         if self.lost().is_some() {
             return Err(self.step_error(script, -1, beat::silent(self.timeouts.silence)));
         }
-        let delivery = shell::delivery(script, supervision, self.deploy_to.as_deref());
+        let kept = self.deploy_to.as_deref().map(|deploy_to| shell::KeptAt { deploy_to, write: self.writes });
+        let delivery = shell::delivery(script, supervision, kept);
         let refused = |asked: &str, err: &dyn std::fmt::Display| self.step_error(script, -1, self.refusal(asked, err));
         let mut channel =
             self.request(|| self.session.channel_session()).map_err(|err| refused(SESSION_CHANNEL, &err))?;
@@ -286,27 +303,44 @@ impl Connection {
         }
         // No `flush`: on an ssh2 channel it discards what the server sent and was not read yet.
         channel.write_all(&delivery.input[sent..]).map_err(|err| script(&err))?;
-        if !delivery.kept {
-            return Ok((channel, false));
-        }
-        // One byte at a time: what follows the answer is the script's own output.
-        let mut answer = Vec::new();
-        let mut byte = [0u8; 1];
-        while answer.len() < 64 && !answer.ends_with(b"\n") {
-            match channel.read(&mut byte) {
-                Ok(1) => answer.push(byte[0]),
-                // It ended without answering (no `head`, a script cut short): its status says.
-                Ok(_) => return Ok((channel, false)),
-                Err(err) => return Err(script(&err)),
+        let Some(whole) = &delivery.kept else { return Ok((channel, false)) };
+        // Lines up to the answer, one byte at a time: what follows it is the script's own
+        // output. Before it, only what the login shell's startup files print (`~/.bashrc`).
+        let mut printed = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            while !line.ends_with(b"\n") {
+                match channel.read(&mut byte) {
+                    Ok(1) => line.push(byte[0]),
+                    // It ended without answering (no `head`, a script cut short): its status says.
+                    Ok(_) => return Ok((channel, false)),
+                    Err(err) => return Err(script(&err)),
+                }
             }
-        }
-        match String::from_utf8_lossy(&answer).trim_end() {
-            shell::kept::HAVE => Ok((channel, true)),
-            shell::kept::NEED => {
-                channel.write_all(&shell::kept::kept().sent()).map_err(|err| script(&err))?;
-                Ok((channel, true))
+            match String::from_utf8_lossy(&line).trim_end() {
+                shell::kept::HAVE => return Ok((channel, true)),
+                shell::kept::NEED => {
+                    channel.write_all(&shell::kept::kept().sent()).map_err(|err| script(&err))?;
+                    return Ok((channel, true));
+                }
+                shell::kept::WHOLE => {
+                    channel.write_all(whole).map_err(|err| script(&err))?;
+                    return Ok((channel, false));
+                }
+                _ if printed.len() + line.len() <= STARTUP_OUTPUT => printed.extend_from_slice(&line),
+                _ => {
+                    printed.extend_from_slice(&line);
+                    let printed = String::from_utf8_lossy(&printed);
+                    let message = format!(
+                        "the server's login shell printed this before running it: {:?}. Make the deploy user's \
+                         startup files (`~/.ssh/rc`, `~/.bashrc`, ...) print nothing when the shell is not \
+                         interactive",
+                        printed.chars().take(300).collect::<String>()
+                    );
+                    return Err(self.step_error(script_of, -1, message));
+                }
             }
-            other => Err(script(&format!("it answered `{other}` where `{}` was expected", shell::kept::HAVE))),
         }
     }
 

@@ -6,9 +6,10 @@
 use std::net::TcpListener;
 
 use crate::support::{Netns, World};
+use xtask_deploy::config::{Defaults, SshConfig};
 use xtask_deploy::loopback::{toml_string, LoopbackServer, Place};
 use xtask_deploy::report::Collect;
-use xtask_deploy::{DeployOptions, Error};
+use xtask_deploy::{Config, DeployOptions, Error};
 
 /// OpenSSH's defaults, which the loopback servers raise for other tests.
 fn stock(server: &LoopbackServer) {
@@ -139,11 +140,46 @@ fn two_hops_deploy_roll_back_and_check_and_a_wrong_host_key_names_its_hop() {
     assert!(checks.ok(), "{checks:?}");
     xtask_deploy::rollback(&config, xtask_deploy::RollbackTo::Previous, &mut Collect(Vec::new())).unwrap();
     assert!(std::fs::read_link(deploy_to.join("current")).unwrap().ends_with(&first.release));
-    for log in [outer.log(), second.log(), server.log()] {
-        assert!(log.contains("Accepted publickey"), "every hop was logged in to: {log}");
+    // setup, two deploys, deploy-check, rollback: at most one login at each hop for each (a
+    // command that starts while the last one's session is still open shares it).
+    for (hop, log) in [("outer", outer.log()), ("second", second.log())] {
+        let (logins, connections) = (count(&log, "Accepted publickey"), count(&log, "Connection from"));
+        assert!((1..=5).contains(&logins) && logins == connections, "{hop}: {logins} logins: {log}");
     }
+    assert!(server.log().contains("Accepted publickey"));
     nothing_connected(&decoy);
     nothing_connected(&second_decoy);
+
+    // The same chain from `~/.ssh/config`'s `ProxyJump a,b`: the server named by an alias whose
+    // hops are aliases too.
+    let user = server.user();
+    let ssh_config = format!(
+        "Host hop-a\n  HostName {}\n  Port {}\n  User {user}\nHost hop-b\n  HostName 127.0.0.1\n  Port {}\n  \
+         User {user}\nHost app\n  HostName 127.0.0.1\n  Port {}\n  User {user}\n  ProxyJump hop-a,hop-b\n",
+        netns.inside,
+        outer.port(),
+        second.port(),
+        server.port(),
+    );
+    let metadata = serde_json::json!({ "deploy": {
+        "application": "hello",
+        "deploy_to": deploy_to.display().to_string(),
+        "servers": [{ "host": "app" }],
+        "ssh": {
+            "identity": world.server.identity().display().to_string(),
+            "known_hosts": world.server.known_hosts().display().to_string(),
+        },
+    }});
+    let defaults = Defaults { ssh_config: Some(SshConfig::parse(&ssh_config, None)), ..Defaults::from_env(None, None) };
+    let manifest = world.app.manifest_path();
+    let jumped = Config::from_metadata(&metadata, "package.metadata", &manifest, &defaults).unwrap();
+    let jumped = Config { target_dir: world.app.dir().join("target"), ..jumped };
+    let hops = jumped.servers[0].gateway.as_ref().expect("reached through hop-b");
+    assert_eq!(hops.gateway.as_ref().map(|first| first.port), Some(outer.port()), "hop-b through hop-a");
+    world.commit("src/main.rs", "fn main() { println!(\"three\"); }\n");
+    let third = xtask_deploy::deploy(&jumped, &DeployOptions::default(), &mut Collect(Vec::new())).unwrap();
+    assert!(std::fs::read_link(deploy_to.join("current")).unwrap().ends_with(&third.release));
+    assert!(xtask_deploy::run_checks(&jumped, &mut Collect(Vec::new())).ok());
 
     // A wrong host key at either hop: refused, naming that hop.
     let known_hosts = world.server.known_hosts();

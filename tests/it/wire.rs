@@ -49,7 +49,14 @@ fn an_incremental_deploy_sends_little_more_than_ssh_true_and_its_pack_and_new_sc
     // sends ours once, then no more.
     let dir = world.deploy_to.join(KEPT_DIR);
     std::fs::remove_file(&kept_file).unwrap();
-    std::fs::write(dir.join("0123456789abcdef0123456789abcdef01234567"), "echo older\n").unwrap();
+    let older = dir.join("0123456789abcdef0123456789abcdef01234567");
+    std::fs::write(&older, "echo older\n").unwrap();
+    // Another version's file, untouched for 31 days; one of a week goes on being kept.
+    let recent = dir.join("89abcdef0123456789abcdef0123456789abcdef");
+    std::fs::write(&recent, "echo recent\n").unwrap();
+    for (file, age) in [(&older, "31 days ago"), (&recent, "7 days ago")] {
+        assert!(Command::new("touch").args(["-d", age]).arg(file).status().unwrap().success());
+    }
     for (round, change) in ["three", "four"].into_iter().enumerate() {
         world.commit("src/main.rs", &format!("fn main() {{ println!(\"{change}\"); }}\n"));
         relay.reset();
@@ -63,8 +70,11 @@ fn an_incremental_deploy_sends_little_more_than_ssh_true_and_its_pack_and_new_sc
             _ => assert!(sent <= baseline + pack + 4096, "sent {sent}"),
         }
     }
-    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|entry| entry.unwrap().file_name()).collect();
-    assert_eq!(left, [std::ffi::OsString::from(&kept().id)], "only this version's file is kept");
+    let mut left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+    left.sort();
+    let mut want = vec![std::ffi::OsString::from(&kept().id), recent.file_name().unwrap().to_owned()];
+    want.sort();
+    assert_eq!(left, want, "this version's file is kept, and another's of a week; one of 31 days went");
 
     // A kept file changed on the server (a disk fault, a hand edit) fails its check, and is
     // sent again: the deploy is what it would have been.
@@ -73,4 +83,33 @@ fn an_incremental_deploy_sends_little_more_than_ssh_true_and_its_pack_and_new_sc
     let report = world.deploy();
     assert_eq!(world.current().as_deref(), Some(report.release.as_str()));
     assert_eq!(std::fs::read_to_string(&kept_file).unwrap(), kept().text);
+
+    // Commands that change nothing on a server keep nothing there either: a server without
+    // the file is sent it for each of their scripts, and left as it was.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let config = world.config();
+    let checks = xtask_deploy::run_checks(&config, &mut xtask_deploy::report::Collect(Vec::new()));
+    assert!(checks.ok(), "{checks:?}");
+    assert!(!xtask_deploy::releases(&config).unwrap().is_empty());
+    assert!(!dir.exists(), "deploy-check and releases kept nothing");
+    world.commit("src/main.rs", "fn main() { println!(\"six\"); }\n");
+    world.deploy();
+    assert_eq!(std::fs::read_to_string(&kept_file).unwrap(), kept().text, "a deploy keeps it again");
+}
+
+/// What a deploy user's startup files print on a non-interactive login (here `~/.ssh/rc`, which
+/// sshd runs before every command; a `~/.bashrc` that greets does the same) comes before the
+/// bootstrap's answer: it is passed over, and the deploy works.
+#[test]
+fn a_login_that_prints_a_greeting_is_passed_over() {
+    let world = World::as_user(std::path::Path::new("/bin/bash"), "");
+    let user = world.deploy_user.as_ref().expect("a deploy user");
+    let rc = user.home.join(".ssh/rc");
+    std::fs::create_dir_all(rc.parent().unwrap()).unwrap();
+    std::fs::write(&rc, "echo 'Welcome to prod-7'\n").unwrap();
+    let chown = Command::new("chown").arg("-R").arg(&user.name).arg(user.home.join(".ssh")).status().unwrap();
+    assert!(chown.success());
+    world.setup();
+    let report = world.deploy();
+    assert_eq!(world.current().as_deref(), Some(report.release.as_str()));
 }
