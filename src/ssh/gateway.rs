@@ -15,6 +15,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,9 @@ pub(super) struct Hub {
     /// may: [`STARTS`], halved each time a server behind the gateway drops a connection.
     starting: Mutex<(usize, usize)>,
     started: Condvar,
+    /// Set by the hub's thread once the session to the gateway has ended: no channel opens
+    /// through it any more, and the next server logs in to the gateway again.
+    ended: Arc<AtomicBool>,
 }
 
 /// A channel to open: to `host`:`port` as the gateway sees it.
@@ -57,35 +61,62 @@ struct Request {
     host: String,
     port: u16,
     reply: Sender<Result<UnixStream, String>>,
+    /// When the server gives up waiting: a request still queued then is not opened.
+    deadline: Instant,
 }
 
 /// The hubs of this process, by gateway (and the settings it is reached with): each entry
 /// serializes the opening of its hub, so that servers starting at once share one login.
 static HUBS: Mutex<Vec<(String, HubSlot)>> = Mutex::new(Vec::new());
 
-/// Where the hub of one gateway is, once opened; locked while it is being opened.
-type HubSlot = Arc<Mutex<Weak<Hub>>>;
+/// Where the hub of one gateway is, once opened, or why it could not be, lately; locked while
+/// it is being opened.
+type HubSlot = Arc<Mutex<Slot>>;
+
+#[derive(Default)]
+struct Slot {
+    hub: Weak<Hub>,
+    /// The last failure to log in to the gateway, and when: servers that waited for that login
+    /// are told at once, not each after a login of its own.
+    failed: Option<(Instant, Error)>,
+}
 
 /// The hub for `gateway`: the running one, or a new one once it has logged in there.
 pub(super) fn hub(config: &Config, gateway: &Server) -> Result<Arc<Hub>, Error> {
     let key = format!("{gateway:?} {:?} {:?}", config.ssh, config.timeouts);
     let slot = {
         let mut hubs = HUBS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        hubs.retain(|(_, slot)| Arc::strong_count(slot) > 1 || slot.lock().is_ok_and(|hub| hub.strong_count() > 0));
+        hubs.retain(|(_, slot)| {
+            Arc::strong_count(slot) > 1 || slot.lock().is_ok_and(|slot| slot.hub.strong_count() > 0 || slot.failed.is_some())
+        });
         match hubs.iter().find(|(known, _)| *known == key) {
             Some((_, slot)) => slot.clone(),
             None => {
-                let slot = Arc::new(Mutex::new(Weak::new()));
+                let slot = Arc::new(Mutex::new(Slot::default()));
                 hubs.push((key, slot.clone()));
                 slot
             }
         }
     };
+    let arrived = Instant::now();
     let mut held = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(hub) = held.upgrade() {
+    if let Some(hub) = held.hub.upgrade().filter(|hub| !hub.ended.load(Ordering::SeqCst)) {
         return Ok(hub);
     }
-    let connection = Connection::open(config, gateway)?;
+    // A login that failed while this server waited for it: the same answer, at once.
+    if let Some((when, err)) = &held.failed {
+        if *when >= arrived {
+            return Err(again(err));
+        }
+    }
+    let connection = match Connection::open(config, gateway) {
+        Ok(connection) => connection,
+        Err(err) => {
+            held.failed = Some((Instant::now(), again(&err)));
+            return Err(err);
+        }
+    };
+    held.failed = None;
     let (ours, theirs) = UnixStream::pair().map_err(|err| local_error(&connection, err))?;
     let (requests, received) = mpsc::channel();
     let hub = Arc::new(Hub {
@@ -94,14 +125,27 @@ pub(super) fn hub(config: &Config, gateway: &Server) -> Result<Arc<Hub>, Error> 
         wake: ours,
         starting: Mutex::new((0, STARTS)),
         started: Condvar::new(),
+        ended: Arc::new(AtomicBool::new(false)),
     });
     let name = format!("hub {}", connection.name());
+    let ended = hub.ended.clone();
     std::thread::Builder::new()
         .name(name)
-        .spawn(move || run(connection, received, theirs))
+        .spawn(move || run(connection, received, theirs, ended))
         .map_err(|err| Error::Connect { server: gateway.display_name(), message: format!("cannot start a thread: {err}") })?;
-    *held = Arc::downgrade(&hub);
+    held.hub = Arc::downgrade(&hub);
     Ok(hub)
+}
+
+/// The same failure again, for another server that waited on it.
+fn again(err: &Error) -> Error {
+    match err {
+        Error::HostKey { server, message, unknown } => {
+            Error::HostKey { server: server.clone(), message: message.clone(), unknown: *unknown }
+        }
+        Error::Auth { server, message } => Error::Auth { server: server.clone(), message: message.clone() },
+        other => Error::Connect { server: other.server().unwrap_or("?").to_string(), message: other.to_string() },
+    }
 }
 
 fn local_error(connection: &Connection, err: io::Error) -> Error {
@@ -137,13 +181,20 @@ impl Hub {
         starting.1 = (starting.1 / 2).max(1);
     }
 
+    /// A server behind the gateway logged in: one more may start at once, up to [`STARTS`].
+    pub(super) fn logged_in(&self) {
+        let mut starting = self.starting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        starting.1 = (starting.1 + 1).min(STARTS);
+    }
+
     /// Opens a channel from the gateway to `server` and returns a local socket joined to it,
     /// within `timeout`.
     pub(super) fn open(&self, server: &Server, timeout: Duration) -> Result<UnixStream, String> {
         let (reply, answer) = mpsc::channel();
-        let request = Request { host: server.host.clone(), port: server.port, reply };
+        let deadline = Instant::now() + timeout;
+        let request = Request { host: server.host.clone(), port: server.port, reply, deadline };
         let sent = self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).send(request);
-        if sent.is_err() {
+        if sent.is_err() || self.ended.load(Ordering::SeqCst) {
             return Err(format!("the session to the gateway {} has ended", self.name));
         }
         let _ = (&self.wake).write(&[1]);
@@ -156,7 +207,11 @@ impl Hub {
         };
         match answer.recv_timeout(timeout) {
             Ok(result) => result.map_err(refused),
-            Err(_) => Err(refused(format!("no answer within {}s, `timeouts.connect`", timeout.as_secs()))),
+            Err(_) => Err(refused(format!(
+                "no answer within {}s, `timeouts.connect`; the gateway opens one connection at a time, and may \
+                 have been waiting on an earlier server's",
+                timeout.as_secs()
+            ))),
         }
     }
 }
@@ -169,27 +224,55 @@ const RELAY_BUFFER: usize = 256 * 1024;
 
 /// One server's channel through the gateway, joined to `local`.
 struct Relay {
+    /// Names it in [`Debt`].
+    id: u64,
     channel: ssh2::Channel,
     local: UnixStream,
     to_local: Vec<u8>,
     to_remote: Vec<u8>,
     local_open: bool,
     remote_open: bool,
-    /// Set once the channel is being closed: it is freed once the gateway said it closed too.
+    /// Set once the channel is being closed.
     closing: bool,
+    /// Set once the gateway said it closed too: the channel is freed without waiting.
+    closed: bool,
+}
+
+/// A packet libssh2 could not finish sending (the socket to the gateway was full). Only the
+/// same call finishes it, and until then every other send of the session fails: so the hub
+/// makes that call again before anything else, and nothing else that may send meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Debt {
+    /// Opening the channel asked for.
+    Open,
+    /// A relay's read (which sends the window adjustments), write or close.
+    Read(u64),
+    Write(u64),
+    Close(u64),
+}
+
+/// Whether the session's last call left a packet half sent (see [`Debt`]).
+fn half_sent(session: &ssh2::Session) -> bool {
+    matches!(session.block_directions(), ssh2::BlockDirections::Outbound | ssh2::BlockDirections::Both)
 }
 
 /// The hub's thread: opens the channels asked for, one at a time (libssh2 opens one at a time
 /// per session), and moves bytes between each channel and its local socket, all without
-/// waiting on any one of them. It ends when nobody holds the hub and its last channel closed.
-fn run(gateway: Connection, requests: Receiver<Request>, wake: UnixStream) {
+/// waiting on any one of them. It ends when nobody holds the hub and its last channel closed,
+/// or when the session to the gateway ends (then every local socket is closed, so that each
+/// server's session fails at once, and `ended` is set).
+fn run(gateway: Connection, requests: Receiver<Request>, wake: UnixStream, ended: Arc<AtomicBool>) {
     gateway.session.set_blocking(false);
     let _ = wake.set_nonblocking(true);
+    let session = &gateway.session;
     let mut relays: Vec<Relay> = Vec::new();
     let mut queue: VecDeque<Request> = VecDeque::new();
-    let mut opening: Option<(Request, Instant)> = None;
+    let mut opening: Option<Request> = None;
+    let mut debt: Option<Debt> = None;
     let mut buffer = vec![0u8; 32 * 1024];
     let mut held = true;
+    let mut next_id = 0;
+    let mut hung_up = false;
     loop {
         let mut moved = false;
         let _ = (&wake).read(&mut buffer);
@@ -203,68 +286,162 @@ fn run(gateway: Connection, requests: Receiver<Request>, wake: UnixStream) {
                 }
             }
         }
-        if opening.is_none() {
-            opening = queue.pop_front().map(|request| (request, Instant::now()));
-        }
-        if let Some((request, _)) = &opening {
-            match gateway.session.channel_direct_tcpip(&request.host, request.port, None) {
-                Err(err) if is_eagain(&err) => {}
-                result => {
-                    let (request, _) = opening.take().expect("a request being opened");
-                    moved = true;
-                    let joined = result.map_err(|err| err.to_string()).and_then(|channel| {
-                        let (ours, theirs) =
-                            UnixStream::pair().map_err(|err| format!("cannot make a socket pair: {err}"))?;
-                        theirs.set_nonblocking(true).map_err(|err| err.to_string())?;
-                        Ok((channel, ours, theirs))
-                    });
-                    match joined {
-                        Ok((channel, ours, theirs)) => {
-                            if request.reply.send(Ok(ours)).is_ok() {
-                                relays.push(Relay {
-                                    channel,
-                                    local: theirs,
-                                    to_local: Vec::new(),
-                                    to_remote: Vec::new(),
-                                    local_open: true,
-                                    remote_open: true,
-                                    closing: false,
-                                });
-                            }
+        // What is owed first: while it is, nothing else that may send.
+        if let Some(owed) = debt {
+            let settled = match owed {
+                Debt::Open => {
+                    let request = opening.take().expect("the open owed");
+                    match session.channel_direct_tcpip(&request.host, request.port, None) {
+                        Err(err) if is_eagain(&err) => {
+                            opening = Some(request);
+                            false
                         }
-                        Err(message) => {
-                            let _ = request.reply.send(Err(message));
+                        result => {
+                            opened(result, request, &mut relays, &mut next_id);
+                            true
                         }
                     }
+                }
+                Debt::Read(id) | Debt::Write(id) | Debt::Close(id) => match relays.iter_mut().find(|relay| relay.id == id) {
+                    Some(relay) => relay.settle(owed, &mut buffer, session),
+                    None => true,
+                },
+            };
+            if !settled && half_sent(session) {
+                poll(&[(gateway.socket, libc::POLLOUT)], HUB_POLL);
+                continue;
+            }
+            debt = None;
+            moved = true;
+        }
+        if opening.is_none() {
+            // A server that gave up waiting is not connected to any more.
+            while let Some(request) = queue.pop_front() {
+                if Instant::now() < request.deadline {
+                    opening = Some(request);
+                    break;
+                }
+            }
+        }
+        if let Some(request) = opening.take() {
+            match session.channel_direct_tcpip(&request.host, request.port, None) {
+                Err(err) if is_eagain(&err) => {
+                    if half_sent(session) {
+                        debt = Some(Debt::Open);
+                    }
+                    opening = Some(request);
+                }
+                result => {
+                    moved = true;
+                    opened(result, request, &mut relays, &mut next_id);
                 }
             }
         }
         for relay in &mut relays {
-            moved |= relay.pump(&mut buffer);
+            if debt.is_some() {
+                break;
+            }
+            match relay.pump(&mut buffer, session) {
+                Ok(did) => moved |= did,
+                Err(owed) => debt = Some(owed),
+            }
         }
-        relays.retain_mut(|relay| !relay.closed());
+        if debt.is_none() {
+            for relay in &mut relays {
+                if relay.closing {
+                    match relay.channel.close() {
+                        Err(err) if is_eagain(&err) => {
+                            if half_sent(session) {
+                                debt = Some(Debt::Close(relay.id));
+                                break;
+                            }
+                        }
+                        _ => relay.closed = true,
+                    }
+                }
+            }
+            relays.retain(|relay| !relay.closed);
+        }
+        if hung_up && !moved {
+            // The gateway's side ended and nothing more came of what it sent before.
+            ended.store(true, Ordering::SeqCst);
+            for request in queue.drain(..).chain(opening.take()) {
+                let _ = request.reply.send(Err("the session to the gateway ended".to_string()));
+            }
+            for relay in &relays {
+                let _ = relay.local.shutdown(std::net::Shutdown::Both);
+            }
+            break;
+        }
         if !held && relays.is_empty() && queue.is_empty() && opening.is_none() {
             break;
         }
-        if !moved {
-            // What each side waits for, and no socket that hung up: it would be readable (at
-            // its end) at every turn.
-            let outbound = matches!(gateway.session.block_directions(), ssh2::BlockDirections::Outbound | ssh2::BlockDirections::Both);
-            let mut fds = vec![(gateway.socket, libc::POLLIN | if outbound { libc::POLLOUT } else { 0 })];
-            fds.extend(held.then(|| (wake.as_raw_fd(), libc::POLLIN)));
-            fds.extend(relays.iter().filter(|relay| !relay.closing).map(|relay| (relay.local.as_raw_fd(), relay.waits_for())));
-            poll(&fds, HUB_POLL);
+        // Bytes libssh2 already holds for a relay with room for them: no sleeping on them.
+        let buffered = relays.iter().any(|relay| {
+            !relay.closing && relay.remote_open && relay.to_local.len() < RELAY_BUFFER && relay.channel.read_window().available > 0
+        });
+        if debt.is_some() || moved || buffered {
+            continue;
         }
+        // What each side waits for, and no socket that hung up: it would be readable (at its
+        // end) at every turn. The gateway's socket is read for someone: a channel being opened
+        // or closed, or a relay with room.
+        let reading = opening.is_some()
+            || relays.iter().any(|relay| relay.closing || (relay.remote_open && relay.to_local.len() < RELAY_BUFFER));
+        let mut fds = vec![(gateway.socket, libc::POLLRDHUP | if reading { libc::POLLIN } else { 0 })];
+        fds.extend(held.then(|| (wake.as_raw_fd(), libc::POLLIN)));
+        fds.extend(relays.iter().filter(|relay| !relay.closing).map(|relay| (relay.local.as_raw_fd(), relay.waits_for())));
+        let revents = poll(&fds, HUB_POLL);
+        hung_up |= revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL | libc::POLLRDHUP) != 0;
     }
+    ended.store(true, Ordering::SeqCst);
     gateway.session.set_blocking(true);
 }
 
-/// Waits until one of `fds` is ready for its events, or `timeout` passes.
-fn poll(fds: &[(RawFd, libc::c_short)], timeout: Duration) {
+/// Hands the channel just opened for `request` (or why it was not) to the server that asked;
+/// a channel nobody waits for any more is closed (through the hub, as any other).
+fn opened(result: Result<ssh2::Channel, ssh2::Error>, request: Request, relays: &mut Vec<Relay>, next_id: &mut u64) {
+    let channel = match result {
+        Ok(channel) => channel,
+        Err(err) => {
+            let _ = request.reply.send(Err(err.to_string()));
+            return;
+        }
+    };
+    let pair = UnixStream::pair().and_then(|(ours, theirs)| theirs.set_nonblocking(true).map(|()| (ours, theirs)));
+    let (closing, local) = match pair {
+        Ok((ours, theirs)) => (request.reply.send(Ok(ours)).is_err(), theirs),
+        Err(err) => {
+            let _ = request.reply.send(Err(format!("cannot make a socket pair: {err}")));
+            match UnixStream::pair() {
+                Ok((_, theirs)) => (true, theirs),
+                Err(_) => return,
+            }
+        }
+    };
+    *next_id += 1;
+    relays.push(Relay {
+        id: *next_id,
+        channel,
+        local,
+        to_local: Vec::new(),
+        to_remote: Vec::new(),
+        local_open: !closing,
+        remote_open: true,
+        closing,
+        closed: false,
+    });
+}
+
+/// Waits until one of `fds` is ready for its events, or `timeout` passes; returns what the
+/// first one got (the gateway's socket, always asked for something).
+fn poll(fds: &[(RawFd, libc::c_short)], timeout: Duration) -> libc::c_short {
+    // A socket asked for nothing is left out: its hang-up would still be reported at every turn.
     let mut polled: Vec<libc::pollfd> =
         fds.iter().filter(|(_, events)| *events != 0).map(|&(fd, events)| libc::pollfd { fd, events, revents: 0 }).collect();
     // SAFETY: `polled` is a valid array of `polled.len()` pollfd structs, for this call only.
     unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, timeout.as_millis() as libc::c_int) };
+    polled.first().map_or(0, |first| first.revents)
 }
 
 impl Relay {
@@ -272,18 +449,20 @@ impl Relay {
     /// room to write, while bytes wait for it.
     fn waits_for(&self) -> libc::c_short {
         let read = self.local_open && self.to_remote.len() < RELAY_BUFFER;
-        (if read { libc::POLLIN } else { 0 }) | (if self.to_local.is_empty() { 0 } else { libc::POLLOUT })
+        let write = self.local_open && !self.to_local.is_empty();
+        (if read { libc::POLLIN } else { 0 }) | (if write { libc::POLLOUT } else { 0 })
     }
 
-    /// Moves what can move now, both ways; whether anything did.
-    fn pump(&mut self, buffer: &mut [u8]) -> bool {
+    /// Moves what can move now, both ways: whether anything did, or what it left half sent.
+    fn pump(&mut self, buffer: &mut [u8], session: &ssh2::Session) -> Result<bool, Debt> {
         if self.closing {
-            return false;
+            return Ok(false);
         }
         let mut moved = false;
         if self.remote_open && self.to_local.len() < RELAY_BUFFER {
             match fill(&mut self.channel, &mut self.to_local, buffer) {
                 Got::Bytes => moved = true,
+                Got::Nothing if half_sent(session) => return Err(Debt::Read(self.id)),
                 Got::Nothing => {}
                 // libssh2 may return no bytes before the end: only its EOF flag says.
                 Got::End => self.remote_open = !self.channel.eof(),
@@ -292,7 +471,11 @@ impl Relay {
         }
         match drain(&mut self.local, &mut self.to_local) {
             Some(n) => moved |= n > 0,
-            None => self.local_open = false,
+            None => {
+                // Nobody reads what is left for it.
+                self.local_open = false;
+                self.to_local.clear();
+            }
         }
         if self.local_open && self.to_remote.len() < RELAY_BUFFER {
             match fill(&mut self.local, &mut self.to_remote, buffer) {
@@ -301,23 +484,53 @@ impl Relay {
                 Got::End | Got::Failed => self.local_open = false,
             }
         }
-        match drain(&mut self.channel, &mut self.to_remote) {
-            Some(n) => moved |= n > 0,
-            None => self.remote_open = false,
+        if !self.to_remote.is_empty() {
+            match drain(&mut self.channel, &mut self.to_remote) {
+                Some(0) if half_sent(session) => return Err(Debt::Write(self.id)),
+                Some(n) => moved |= n > 0,
+                None => {
+                    self.remote_open = false;
+                    self.to_remote.clear();
+                }
+            }
         }
-        // The session over `local` ended, or the server's side did and all it sent is passed on.
+        // The session over `local` ended and all it sent went on, or the server's side ended
+        // and all it sent is passed on: the channel closes.
         if (!self.local_open && self.to_remote.is_empty()) || (!self.remote_open && self.to_local.is_empty()) {
             let _ = self.local.shutdown(std::net::Shutdown::Both);
             self.closing = true;
             moved = true;
         }
-        moved
+        Ok(moved)
     }
 
-    /// Whether the channel is closed on both sides, so that freeing it waits for nothing (a
-    /// close not yet answered is asked again on the next turn).
-    fn closed(&mut self) -> bool {
-        self.closing && !matches!(self.channel.close(), Err(err) if is_eagain(&err))
+    /// Makes the call `owed` again: whether it no longer leaves a packet half sent.
+    fn settle(&mut self, owed: Debt, buffer: &mut [u8], session: &ssh2::Session) -> bool {
+        let again = match owed {
+            Debt::Read(_) => match self.channel.read(buffer) {
+                Ok(n) => {
+                    self.to_local.extend_from_slice(&buffer[..n]);
+                    return true;
+                }
+                Err(err) => err.kind() == io::ErrorKind::WouldBlock,
+            },
+            Debt::Write(_) => match self.channel.write(&self.to_remote) {
+                Ok(n) => {
+                    self.to_remote.drain(..n);
+                    return true;
+                }
+                Err(err) => err.kind() == io::ErrorKind::WouldBlock,
+            },
+            Debt::Close(_) => match self.channel.close() {
+                Err(err) if is_eagain(&err) => true,
+                _ => {
+                    self.closed = true;
+                    return true;
+                }
+            },
+            Debt::Open => false,
+        };
+        !(again && half_sent(session))
     }
 }
 

@@ -116,7 +116,7 @@ impl Connection {
                     let message = format!(
                         "{message} ({tries} times: the server closed the connection before the handshake ended, as \
                          OpenSSH's sshd does past `MaxStartups` (10 unauthenticated connections by default): lower \
-                         `--parallel`, or raise `MaxStartups` in its sshd_config)"
+                         `--parallel`, or raise `MaxStartups` in its sshd_config; or the port is not an SSH server's)"
                     );
                     return Err(Error::Connect { server, message });
                 }
@@ -209,7 +209,10 @@ impl Connection {
         authenticate(&session, server, options, &name)?;
         session.set_timeout(millis(timeouts.step));
         // Logged in: the next server may start through the gateway.
-        let hub = hub.map(|(hub, _start)| hub);
+        let hub = hub.map(|(hub, _start)| {
+            hub.logged_in();
+            hub
+        });
         Ok(Connection {
             _hub: hub,
             _watched: watched,

@@ -252,3 +252,38 @@ fn servers_that_drop_connections_past_max_startups_are_tried_again_and_all_deplo
     let drops = count(&inner.log(), "past MaxStartups");
     assert!(drops > 0, "the server dropped connections, and the deploy went on: {}", inner.log());
 }
+
+/// A gateway that accepts connections and then says nothing (a hung bastion): the servers
+/// behind it wait for one login there, not one each; every one fails naming the gateway, within
+/// about one `timeouts.connect`, not one per server.
+#[test]
+fn servers_behind_a_silent_gateway_fail_together_within_one_connect_timeout() {
+    let world = World::with_config("[package.metadata.deploy.timeouts]\nconnect = 2\n");
+    let bastion = LoopbackServer::start().unwrap();
+    let relay = xtask_deploy::relay::Relay::start(bastion.port(), std::time::Duration::ZERO).unwrap();
+    relay.freeze();
+    let servers: String = (0..10)
+        .map(|index| {
+            format!(
+                "[[package.metadata.deploy.servers]]\nhost = \"127.0.0.1\"\nport = {}\nuser = {}\ndeploy_to = {}\n",
+                world.server.port(),
+                toml_string(world.server.user()),
+                toml_string(&world.server.dir().join("srv").join(format!("app{index}")).display().to_string()),
+            )
+        })
+        .collect();
+    let gateway = format!(
+        "\n[package.metadata.deploy.gateway]\nhost = \"127.0.0.1\"\nport = {}\nuser = {}\n",
+        relay.port(),
+        toml_string(bastion.user())
+    );
+    reach_through(&world, &servers, &gateway);
+    let started = std::time::Instant::now();
+    let mut events = Collect(Vec::new());
+    let err = xtask_deploy::setup(&world.config(), &mut events).unwrap_err();
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(8), "10 servers behind a silent gateway took {took:?}");
+    assert!(err.to_string().contains(&format!("127.0.0.1:{}", relay.port())), "{err}");
+    assert_eq!(relay.connections(), 1, "one login tried at the gateway, for all ten");
+    relay.thaw();
+}
