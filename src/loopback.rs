@@ -314,6 +314,22 @@ impl LoopbackServer {
         fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
     }
 
+    /// OpenSSH's `ssh ... true` to this server at `port` (a relay in front of it, or its own),
+    /// with its key and known_hosts and no `~/.ssh/config`: what the tests and the benchmark
+    /// measure a deploy against.
+    pub fn ssh_true(&self, port: u16) -> Command {
+        let mut command = Command::new("ssh");
+        command
+            .args(["-F", "/dev/null", "-p", &port.to_string(), "-i"])
+            .arg(self.identity())
+            .arg(format!("-oUserKnownHostsFile={}", self.known_hosts().display()))
+            .args(["-oStrictHostKeyChecking=yes", "-oBatchMode=yes", "-oLogLevel=ERROR"])
+            .arg(format!("{}@{}", self.user, self.listen))
+            .arg("true")
+            .stdin(Stdio::null());
+        command
+    }
+
     /// The TOML for `[[servers]]` and `[ssh]` of a deploy config reaching this server, under
     /// `section` (`package.metadata.deploy`).
     pub fn config_toml(&self, section: &str) -> String {

@@ -114,18 +114,10 @@ fn wire(bench: &Bench, out: &mut dyn Write) -> Result<(), Error> {
 /// Bytes up, down, and pushed (by the push alone), of one sample.
 type Bytes = (u64, u64, u64);
 
-/// One `ssh true` to `server` through `relay`, with its key and known_hosts, no `~/.ssh/config`.
+/// One `ssh true` to `server` through `relay`.
 fn ssh_true(server: &LoopbackServer, relay: &Relay) -> Result<(), Error> {
-    let status = Command::new("ssh")
-        .args(["-F", "/dev/null", "-p", &relay.port().to_string(), "-i"])
-        .arg(server.identity())
-        .arg(format!("-oUserKnownHostsFile={}", server.known_hosts().display()))
-        .args(["-oStrictHostKeyChecking=yes", "-oBatchMode=yes", "-oLogLevel=ERROR"])
-        .arg(format!("{}@{}", server.user(), server.listen()))
-        .arg("true")
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|err| Error::local(format!("cannot run `ssh`: {err}")))?;
+    let status =
+        server.ssh_true(relay.port()).status().map_err(|err| Error::local(format!("cannot run `ssh`: {err}")))?;
     match status.success() {
         true => Ok(()),
         false => Err(Error::local(format!("`ssh ... true` through the relay failed ({status})"))),

@@ -4,6 +4,7 @@
 //! in a network namespace, out of the deployer's reach, their ports held here by decoys.
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 
 use crate::support::{Netns, World};
 use xtask_deploy::config::{Defaults, SshConfig};
@@ -59,32 +60,52 @@ fn nothing_connected(decoy: &TcpListener) {
     assert!(decoy.accept().is_err(), "nothing connected to a server behind the bastion directly");
 }
 
-#[test]
-fn fifty_servers_behind_one_bastion_cost_it_one_connection_and_one_login() {
-    let world = World::new();
+/// `[[servers]]` entries: `server` once for each of `deploy_tos`.
+fn server_entries(server: &LoopbackServer, deploy_tos: &[PathBuf]) -> String {
+    deploy_tos
+        .iter()
+        .map(|deploy_to| {
+            format!(
+                "[[package.metadata.deploy.servers]]\nhost = \"127.0.0.1\"\nport = {}\nuser = {}\ndeploy_to = {}\n",
+                server.port(),
+                toml_string(server.user()),
+                toml_string(&deploy_to.display().to_string()),
+            )
+        })
+        .collect()
+}
+
+/// `count` servers (as many `deploy_to`s of one sshd, `inner`) behind a bastion, both in a
+/// network namespace with OpenSSH's stock settings; the world's manifest reaches them through
+/// the bastion. Fields drop in order: the servers before their namespace.
+struct Fleet {
+    bastion: LoopbackServer,
+    inner: LoopbackServer,
+    decoy: TcpListener,
+    deploy_tos: Vec<PathBuf>,
+    _netns: Netns,
+}
+
+fn fleet_behind_a_bastion(world: &World, count: usize) -> Fleet {
     let netns = Netns::create();
     let bastion =
         LoopbackServer::start_with(&Place { listen: &netns.inside, netns: Some(&netns.name), ..Place::default() })
             .expect("start the bastion's sshd in the namespace");
     stock(&bastion);
     world.server.admit(&bastion).unwrap();
-    let (inner, decoy) = inner_server(&world, &netns);
-    let deploy_tos: Vec<_> = (0..50).map(|index| inner.dir().join("srv").join(format!("app{index}"))).collect();
-    let servers: String = deploy_tos
-        .iter()
-        .map(|deploy_to| {
-            format!(
-                "[[package.metadata.deploy.servers]]\nhost = \"127.0.0.1\"\nport = {}\nuser = {}\ndeploy_to = {}\n",
-                inner.port(),
-                toml_string(inner.user()),
-                toml_string(&deploy_to.display().to_string()),
-            )
-        })
-        .collect();
-    let gateway = gateway_entry("package.metadata.deploy.gateway", &netns.inside, &bastion, &world);
-    reach_through(&world, &servers, &gateway);
-    assert_eq!(world.config().servers.len(), 50);
+    let (inner, decoy) = inner_server(world, &netns);
+    let deploy_tos: Vec<PathBuf> =
+        (0..count).map(|index| inner.dir().join("srv").join(format!("app{index}"))).collect();
+    let gateway = gateway_entry("package.metadata.deploy.gateway", &netns.inside, &bastion, world);
+    reach_through(world, &server_entries(&inner, &deploy_tos), &gateway);
+    assert_eq!(world.config().servers.len(), count);
+    Fleet { bastion, inner, decoy, deploy_tos, _netns: netns }
+}
 
+#[test]
+fn fifty_servers_behind_one_bastion_cost_it_one_connection_and_one_login() {
+    let world = World::new();
+    let Fleet { bastion, inner, decoy, deploy_tos, _netns } = fleet_behind_a_bastion(&world, 50);
     world.setup();
     let before = bastion.log();
     let mut options = DeployOptions::default();
@@ -117,12 +138,7 @@ fn two_hops_deploy_roll_back_and_check_and_a_wrong_host_key_names_its_hop() {
     let (second, second_decoy) = inner_server(&world, &netns);
     let (server, decoy) = inner_server(&world, &netns);
     let deploy_to = server.dir().join("srv").join("hello");
-    let servers = format!(
-        "[[package.metadata.deploy.servers]]\nhost = \"127.0.0.1\"\nport = {}\nuser = {}\ndeploy_to = {}\n",
-        server.port(),
-        toml_string(server.user()),
-        toml_string(&deploy_to.display().to_string()),
-    );
+    let servers = server_entries(&server, std::slice::from_ref(&deploy_to));
     let hops = format!(
         "{}{}",
         gateway_entry("[package.metadata.deploy.gateway]", &netns.inside, &outer, &world),
@@ -220,33 +236,13 @@ fn two_hops_deploy_roll_back_and_check_and_a_wrong_host_key_names_its_hop() {
 #[test]
 fn servers_that_drop_connections_past_max_startups_are_tried_again_and_all_deployed() {
     let world = World::new();
-    let netns = Netns::create();
-    let bastion =
-        LoopbackServer::start_with(&Place { listen: &netns.inside, netns: Some(&netns.name), ..Place::default() })
-            .expect("start the bastion's sshd in the namespace");
-    stock(&bastion);
-    world.server.admit(&bastion).unwrap();
-    let (inner, _decoy) = inner_server(&world, &netns);
+    let Fleet { inner, deploy_tos, .. } = &fleet_behind_a_bastion(&world, 20);
     inner.reconfigure("MaxStartups 1:100:1").unwrap();
-    let deploy_tos: Vec<_> = (0..20).map(|index| inner.dir().join("srv").join(format!("app{index}"))).collect();
-    let servers: String = deploy_tos
-        .iter()
-        .map(|deploy_to| {
-            format!(
-                "[[package.metadata.deploy.servers]]\nhost = \"127.0.0.1\"\nport = {}\nuser = {}\ndeploy_to = {}\n",
-                inner.port(),
-                toml_string(inner.user()),
-                toml_string(&deploy_to.display().to_string()),
-            )
-        })
-        .collect();
-    let gateway = gateway_entry("package.metadata.deploy.gateway", &netns.inside, &bastion, &world);
-    reach_through(&world, &servers, &gateway);
     world.setup();
     let mut options = DeployOptions::default();
     options.parallel = Some(20);
     let report = world.deploy_with(&options).expect("every server deployed");
-    for deploy_to in &deploy_tos {
+    for deploy_to in deploy_tos {
         assert!(std::fs::read_link(deploy_to.join("current")).unwrap().ends_with(&report.release));
     }
     let drops = count(&inner.log(), "past MaxStartups");
@@ -262,16 +258,9 @@ fn servers_behind_a_silent_gateway_fail_together_within_one_connect_timeout() {
     let bastion = LoopbackServer::start().unwrap();
     let relay = xtask_deploy::relay::Relay::start(bastion.port(), std::time::Duration::ZERO).unwrap();
     relay.freeze();
-    let servers: String = (0..10)
-        .map(|index| {
-            format!(
-                "[[package.metadata.deploy.servers]]\nhost = \"127.0.0.1\"\nport = {}\nuser = {}\ndeploy_to = {}\n",
-                world.server.port(),
-                toml_string(world.server.user()),
-                toml_string(&world.server.dir().join("srv").join(format!("app{index}")).display().to_string()),
-            )
-        })
-        .collect();
+    let deploy_tos: Vec<PathBuf> =
+        (0..10).map(|index| world.server.dir().join("srv").join(format!("app{index}"))).collect();
+    let servers = server_entries(&world.server, &deploy_tos);
     let gateway = format!(
         "\n[package.metadata.deploy.gateway]\nhost = \"127.0.0.1\"\nport = {}\nuser = {}\n",
         relay.port(),

@@ -11,17 +11,7 @@ use xtask_deploy::shell::kept::{kept, KEPT_DIR};
 /// The bytes OpenSSH's client sends for `ssh <server> true` through `relay`.
 fn ssh_true(world: &World, relay: &Relay) -> u64 {
     relay.reset();
-    let server = &world.server;
-    let status = Command::new("ssh")
-        .args(["-F", "/dev/null", "-p", &relay.port().to_string(), "-i"])
-        .arg(server.identity())
-        .arg(format!("-oUserKnownHostsFile={}", server.known_hosts().display()))
-        .args(["-oStrictHostKeyChecking=yes", "-oBatchMode=yes", "-oLogLevel=ERROR"])
-        .arg(format!("{}@{}", server.user(), server.listen()))
-        .arg("true")
-        .status()
-        .expect("run ssh");
-    assert!(status.success(), "ssh ... true through the relay");
+    assert!(world.server.ssh_true(relay.port()).status().expect("run ssh").success(), "ssh ... true");
     relay.bytes_to_target()
 }
 
