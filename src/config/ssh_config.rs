@@ -102,8 +102,8 @@ impl SshConfig {
                     let keys = block.settings.iter().map(|(key, _)| format!("`{key:?}`")).collect::<Vec<_>>();
                     return Err(format!(
                         " is matched by `Match {}` in `~/.ssh/config`, which sets {}: xtask-deploy evaluates only \
-                         `Match all`, `host` and `originalhost`; set these for this server in the deploy config, or \
-                         move them to a `Host` block",
+                         `Match all`, `host` and `originalhost`; move them to a `Host` block, or give the `Match` a \
+                         `host` criterion this server does not match",
                         criteria.join("` and `Match "),
                         keys.join(", ")
                     ));

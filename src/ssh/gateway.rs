@@ -83,7 +83,7 @@ struct Slot {
 
 /// The hub for `gateway`: the running one, or a new one once it has logged in there.
 pub(super) fn hub(config: &Config, gateway: &Server) -> Result<Arc<Hub>, Error> {
-    let key = format!("{gateway:?} {:?} {:?}", config.ssh, config.timeouts);
+    let key = hub_key(config, gateway);
     let slot = {
         let mut hubs = HUBS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         hubs.retain(|(_, slot)| {
@@ -135,6 +135,14 @@ pub(super) fn hub(config: &Config, gateway: &Server) -> Result<Arc<Hub>, Error> 
         .map_err(|err| Error::Connect { server: gateway.display_name(), message: format!("cannot start a thread: {err}") })?;
     held.hub = Arc::downgrade(&hub);
     Ok(hub)
+}
+
+/// What tells one gateway's hub from another's: the gateway and how it is reached; not the host
+/// key policy, so that what the probe (always strict) and the lock (perhaps `accept-new`) reach
+/// through a gateway is one session.
+fn hub_key(config: &Config, gateway: &Server) -> String {
+    let ssh = crate::config::SshOptions { host_key_policy: Default::default(), ..config.ssh.clone() };
+    format!("{gateway:?} {ssh:?} {:?}", config.timeouts)
 }
 
 /// The same failure again, for another server that waited on it.
@@ -572,3 +580,20 @@ fn drain(to: &mut impl Write, pending: &mut Vec<u8>) -> Option<usize> {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_and_the_lock_share_a_gateway_whatever_the_host_key_policy() {
+        let config = crate::plan::tests::config("/srv/app");
+        let strict = crate::fleet::never_recording(&config);
+        let mut accept_new = config.clone();
+        accept_new.ssh.host_key_policy = crate::config::HostKeyPolicy::AcceptNew;
+        let gateway = &config.servers[0];
+        assert_eq!(hub_key(&strict, gateway), hub_key(&accept_new, gateway));
+        let mut other = config.clone();
+        other.ssh.identity = Some("/keys/other".into());
+        assert_ne!(hub_key(&other, gateway), hub_key(&config, gateway), "another key is another login");
+    }
+}
