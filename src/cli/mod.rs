@@ -269,11 +269,25 @@ impl Command {
 /// Starts the command's output, and makes SIGINT and SIGTERM stop the command (see
 /// [`crate::interrupt`]).
 fn start(output: &Output) -> Ui {
+    few_malloc_arenas();
     let ui = Ui::start(output);
     if let Err(err) = crate::interrupt::install() {
         ui.line("Warning", &format!("cannot watch for SIGINT and SIGTERM ({err}): either kills the command at once"));
     }
     ui
+}
+
+/// Has glibc's malloc keep 2 arenas, not one per thread (up to 8 per core): a command works on
+/// each server in a thread of its own, and each new arena's first pages are faulted in and
+/// zeroed. The benchmark's 50 servers behind a bastion: 10.0 -> 8.3 ms of the deployer's CPU
+/// per server with no delay, 11.4-12.3 -> 9.6 ms at 50 ms. Set here, where the command line
+/// owns the process, not in the library, which may live in someone else's.
+fn few_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt changes a malloc setting and is safe to call at any time.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
 
 impl Target {
