@@ -253,10 +253,16 @@ struct Relay {
 enum Debt {
     /// Opening the channel asked for.
     Open,
-    /// A relay's read (which sends the window adjustments), write or close.
-    Read(u64),
-    Write(u64),
-    Close(u64),
+    /// A relay's call, the relay named by its id.
+    Relay(u64, Call),
+}
+
+/// A relay's call that may send: its read (which sends the window adjustments), write or close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Read,
+    Write,
+    Close,
 }
 
 /// Whether the session's last call left a packet half sent (see [`Debt`]).
@@ -294,35 +300,16 @@ fn run(gateway: Connection, requests: Receiver<Request>, wake: UnixStream, ended
                 }
             }
         }
-        // What is owed first: while it is, nothing else that may send.
-        if let Some(owed) = debt {
-            let settled = match owed {
-                Debt::Open => {
-                    let request = opening.take().expect("the open owed");
-                    match session.channel_direct_tcpip(&request.host, request.port, None) {
-                        Err(err) if is_eagain(&err) => {
-                            opening = Some(request);
-                            false
-                        }
-                        result => {
-                            opened(result, request, &mut relays, &mut next_id);
-                            true
-                        }
-                    }
-                }
-                Debt::Read(id) | Debt::Write(id) | Debt::Close(id) => match relays.iter_mut().find(|relay| relay.id == id) {
-                    Some(relay) => relay.settle(owed, &mut buffer, session),
-                    None => true,
-                },
-            };
-            if !settled && half_sent(session) {
-                poll(&[(gateway.socket, libc::POLLOUT)], HUB_POLL);
-                continue;
+        // What is owed first: while it is, nothing else that may send. (An open owed is made
+        // again below, as any open under way.)
+        if let Some(Debt::Relay(id, call)) = debt {
+            let relay = relays.iter_mut().find(|relay| relay.id == id);
+            if relay.is_none_or(|relay| relay.call(call, &mut buffer, session).is_ok()) {
+                debt = None;
+                moved = true;
             }
-            debt = None;
-            moved = true;
         }
-        if opening.is_none() {
+        if debt.is_none() && opening.is_none() {
             // A server that gave up waiting is not connected to any more.
             while let Some(request) = queue.pop_front() {
                 if Instant::now() < request.deadline {
@@ -331,15 +318,15 @@ fn run(gateway: Connection, requests: Receiver<Request>, wake: UnixStream, ended
                 }
             }
         }
-        if let Some(request) = opening.take() {
+        let may_open = matches!(debt, None | Some(Debt::Open));
+        if let Some(request) = opening.take_if(|_| may_open) {
             match session.channel_direct_tcpip(&request.host, request.port, None) {
                 Err(err) if is_eagain(&err) => {
-                    if half_sent(session) {
-                        debt = Some(Debt::Open);
-                    }
+                    debt = half_sent(session).then_some(Debt::Open);
                     opening = Some(request);
                 }
                 result => {
+                    debt = None;
                     moved = true;
                     opened(result, request, &mut relays, &mut next_id);
                 }
@@ -349,27 +336,13 @@ fn run(gateway: Connection, requests: Receiver<Request>, wake: UnixStream, ended
             if debt.is_some() {
                 break;
             }
-            match relay.pump(&mut buffer, session) {
+            let pumped = if relay.closing { relay.call(Call::Close, &mut buffer, session).map(|()| false) } else { relay.pump(&mut buffer, session) };
+            match pumped {
                 Ok(did) => moved |= did,
                 Err(owed) => debt = Some(owed),
             }
         }
-        if debt.is_none() {
-            for relay in &mut relays {
-                if relay.closing {
-                    match relay.channel.close() {
-                        Err(err) if is_eagain(&err) => {
-                            if half_sent(session) {
-                                debt = Some(Debt::Close(relay.id));
-                                break;
-                            }
-                        }
-                        _ => relay.closed = true,
-                    }
-                }
-            }
-            relays.retain(|relay| !relay.closed);
-        }
+        relays.retain(|relay| !relay.closed);
         if hung_up && !moved {
             // The gateway's side ended and nothing more came of what it sent before.
             ended.store(true, Ordering::SeqCst);
@@ -388,7 +361,11 @@ fn run(gateway: Connection, requests: Receiver<Request>, wake: UnixStream, ended
         let buffered = relays.iter().any(|relay| {
             !relay.closing && relay.remote_open && relay.to_local.len() < RELAY_BUFFER && relay.channel.read_window().available > 0
         });
-        if debt.is_some() || moved || buffered {
+        if debt.is_some() {
+            poll(&[(gateway.socket, libc::POLLOUT)], HUB_POLL);
+            continue;
+        }
+        if moved || buffered {
             continue;
         }
         // What each side waits for, and no socket that hung up: it would be readable (at its
@@ -463,19 +440,9 @@ impl Relay {
 
     /// Moves what can move now, both ways: whether anything did, or what it left half sent.
     fn pump(&mut self, buffer: &mut [u8], session: &ssh2::Session) -> Result<bool, Debt> {
-        if self.closing {
-            return Ok(false);
-        }
         let mut moved = false;
         if self.remote_open && self.to_local.len() < RELAY_BUFFER {
-            match fill(&mut self.channel, &mut self.to_local, buffer) {
-                Got::Bytes => moved = true,
-                Got::Nothing if half_sent(session) => return Err(Debt::Read(self.id)),
-                Got::Nothing => {}
-                // libssh2 may return no bytes before the end: only its EOF flag says.
-                Got::End => self.remote_open = !self.channel.eof(),
-                Got::Failed => self.remote_open = false,
-            }
+            moved |= self.read_remote(buffer, session)?;
         }
         match drain(&mut self.local, &mut self.to_local) {
             Some(n) => moved |= n > 0,
@@ -492,16 +459,7 @@ impl Relay {
                 Got::End | Got::Failed => self.local_open = false,
             }
         }
-        if !self.to_remote.is_empty() {
-            match drain(&mut self.channel, &mut self.to_remote) {
-                Some(0) if half_sent(session) => return Err(Debt::Write(self.id)),
-                Some(n) => moved |= n > 0,
-                None => {
-                    self.remote_open = false;
-                    self.to_remote.clear();
-                }
-            }
-        }
+        moved |= self.write_remote(session)?;
         // The session over `local` ended and all it sent went on, or the server's side ended
         // and all it sent is passed on: the channel closes.
         if (!self.local_open && self.to_remote.is_empty()) || (!self.remote_open && self.to_local.is_empty()) {
@@ -512,33 +470,47 @@ impl Relay {
         Ok(moved)
     }
 
-    /// Makes the call `owed` again: whether it no longer leaves a packet half sent.
-    fn settle(&mut self, owed: Debt, buffer: &mut [u8], session: &ssh2::Session) -> bool {
-        let again = match owed {
-            Debt::Read(_) => match self.channel.read(buffer) {
-                Ok(n) => {
-                    self.to_local.extend_from_slice(&buffer[..n]);
-                    return true;
-                }
-                Err(err) => err.kind() == io::ErrorKind::WouldBlock,
-            },
-            Debt::Write(_) => match self.channel.write(&self.to_remote) {
-                Ok(n) => {
-                    self.to_remote.drain(..n);
-                    return true;
-                }
-                Err(err) => err.kind() == io::ErrorKind::WouldBlock,
-            },
-            Debt::Close(_) => match self.channel.close() {
-                Err(err) if is_eagain(&err) => true,
+    /// Makes `call`, again when it is owed: `Err` while it leaves a packet half sent.
+    fn call(&mut self, call: Call, buffer: &mut [u8], session: &ssh2::Session) -> Result<(), Debt> {
+        match call {
+            Call::Read => self.read_remote(buffer, session).map(drop),
+            Call::Write => self.write_remote(session).map(drop),
+            Call::Close => match self.channel.close() {
+                Err(err) if is_eagain(&err) && half_sent(session) => Err(Debt::Relay(self.id, Call::Close)),
+                // Not answered yet: asked again on the next turn.
+                Err(err) if is_eagain(&err) => Ok(()),
                 _ => {
                     self.closed = true;
-                    return true;
+                    Ok(())
                 }
             },
-            Debt::Open => false,
-        };
-        !(again && half_sent(session))
+        }
+    }
+
+    /// Reads what the channel has: whether it read anything.
+    fn read_remote(&mut self, buffer: &mut [u8], session: &ssh2::Session) -> Result<bool, Debt> {
+        match fill(&mut self.channel, &mut self.to_local, buffer) {
+            Got::Bytes => return Ok(true),
+            Got::Nothing if half_sent(session) => return Err(Debt::Relay(self.id, Call::Read)),
+            Got::Nothing => {}
+            // libssh2 may return no bytes before the end: only its EOF flag says.
+            Got::End => self.remote_open = !self.channel.eof(),
+            Got::Failed => self.remote_open = false,
+        }
+        Ok(false)
+    }
+
+    /// Writes what waits for the channel: whether it wrote anything.
+    fn write_remote(&mut self, session: &ssh2::Session) -> Result<bool, Debt> {
+        match drain(&mut self.channel, &mut self.to_remote) {
+            Some(0) if !self.to_remote.is_empty() && half_sent(session) => Err(Debt::Relay(self.id, Call::Write)),
+            Some(n) => Ok(n > 0),
+            None => {
+                self.remote_open = false;
+                self.to_remote.clear();
+                Ok(false)
+            }
+        }
     }
 }
 
