@@ -91,33 +91,27 @@ pub struct KeptAt<'a> {
 /// [`delivery`], with `file` kept where `at` says.
 fn delivery_with(script: &RemoteScript, supervision: Supervision, kept: Option<(&kept::Kept, KeptAt)>) -> Delivery {
     let body = body(script, supervision);
-    let encoded = kept.filter(|(file, _)| !file.id.is_empty()).map(|(file, at)| (file, at, file.encode(&body)));
-    let whole = |body: &str| {
-        let mut whole = format!("{}\n", body.len()).into_bytes();
-        whole.extend_from_slice(body.as_bytes());
-        whole
-    };
-    match encoded {
-        // Checked here too: a script the file cannot make goes whole.
-        Some((file, at, encoded)) if file.decode(&encoded).as_deref() == Some(body.as_str()) => {
+    let line = bootstrap_line(script.name);
+    // A script the file cannot make goes whole.
+    match kept.and_then(|(file, at)| Some((file, at, file.runs(&body)?))) {
+        Some((file, at, runs)) => {
             let header = format!(
                 "_n={} _i={} _l={} _k={}{}",
-                encoded.len(),
+                runs.len(),
                 file.id,
                 file.line_count(),
                 quote(&format!("{}/{}", at.deploy_to, kept::KEPT_DIR)),
                 if at.write { " _w=1" } else { "" },
             );
-            let mut input = format!("{header}\n").into_bytes();
-            input.extend_from_slice(encoded.as_bytes());
-            Delivery { line: bootstrap_line(script.name), input, kept: Some(whole(&body)) }
+            Delivery { line, input: framed(&header, &runs), kept: Some(framed(&body.len().to_string(), &body)) }
         }
-        _ => {
-            let mut input = format!("_n={}\n", body.len()).into_bytes();
-            input.extend_from_slice(body.as_bytes());
-            Delivery { line: bootstrap_line(script.name), input, kept: None }
-        }
+        None => Delivery { line, input: framed(&format!("_n={}", body.len()), &body), kept: None },
     }
+}
+
+/// `head` on a line, then `payload`: how the bootstrap reads what it is sent.
+fn framed(head: &str, payload: &str) -> Vec<u8> {
+    format!("{head}\n{payload}").into_bytes()
 }
 
 /// `text`, a shell script of ours, without its comment lines and blank lines: what `sh` would
@@ -206,14 +200,15 @@ pub fn bootstrap_line(name: &str) -> String {
 /// script whole. It runs the script only when it ends with [`SCRIPT_END`]: a script (or a kept
 /// file) that did not arrive whole, or a server without `head`, runs nothing and exits 127.
 /// (`_i` and `_w` are emptied first: the server's environment does not set them.)
-fn bootstrap() -> String {
-    format!(
+fn bootstrap() -> &'static str {
+    static BOOTSTRAP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BOOTSTRAP.get_or_init(|| format!(
         r#"'{functions};xe(){{ echo "xtask-deploy: $1 did not arrive whole" >&2;exit 127;}};_i=;_w=;IFS= read -r h||xe script;eval "$h";p=$(head -c "$_n")||xe script;if [ "$_i" ];then if command -v awk >/dev/null&&command -v git >/dev/null;then _f=$_k/$_i;_d=$(cat "$_f" 2>/dev/null);if kh;then echo {have};else echo {need};IFS= read -r h||xe script;eval "$(head -c "$h")";fi;p=$(xk "$p")||xe script;else echo {whole};IFS= read -r h||xe script;p=$(head -c "$h");fi;fi;case $p in *"{SCRIPT_END}");;*)xe script;;esac;eval "$p"'"#,
         functions = kept::FUNCTIONS,
         have = kept::HAVE,
         need = kept::NEED,
         whole = kept::WHOLE,
-    )
+    ))
 }
 
 /// `text` in base64 (standard alphabet, padded, on one line), as `base64 -d` on a server decodes it.

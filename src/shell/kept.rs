@@ -147,6 +147,13 @@ impl Kept {
         out
     }
 
+    /// `text` as [`Kept::encode`] writes it, when that decodes to `text` again (the check every
+    /// script and batch passes before it is sent so); `None` sends it whole.
+    pub fn runs(&self, text: &str) -> Option<String> {
+        let encoded = Some(self.encode(text)).filter(|_| !self.id.is_empty())?;
+        (self.decode(&encoded).as_deref() == Some(text)).then_some(encoded)
+    }
+
     /// What the bootstrap's `xk` makes of `encoded`: for tests, and to check each encoding
     /// before it is sent.
     pub fn decode(&self, encoded: &str) -> Option<String> {

@@ -247,8 +247,7 @@ impl Connection {
         let text = shell::without_comments(&script.text);
         let text = text.trim_end_matches('\n');
         // As runs of our kept scripts' lines when the keeper has them (see `shell::kept`).
-        let file = shell::kept::kept();
-        let runs = Some(file.encode(text)).filter(|runs| keeper.kept && file.decode(runs).as_deref() == Some(text));
+        let runs = keeper.kept.then(|| shell::kept::kept().runs(text)).flatten();
         let message = match runs {
             // Lines, the last one ending with a newline, which the keeper counts.
             Some(runs) => format!("kept {marker}-end {}\n{runs}", runs.len()),
