@@ -107,12 +107,12 @@ impl Connection {
         let mut tries = 1;
         loop {
             match Connection::open_once(config, server) {
-                Err(Start::Dropped(_)) if tries < STARTS_TRIED => {
+                Err(Attempt::Dropped(_)) if tries < STARTS_TRIED => {
                     let pause = Duration::from_millis(50 << tries) + jitter();
                     crate::interrupt::unless_received(move || std::thread::sleep(pause))?;
                     tries += 1;
                 }
-                Err(Start::Dropped(Error::Connect { server, message })) => {
+                Err(Attempt::Dropped(Error::Connect { server, message })) => {
                     let message = format!(
                         "{message} ({tries} times: the server closed the connection before the handshake ended, as \
                          OpenSSH's sshd does past `MaxStartups` (10 unauthenticated connections by default): lower \
@@ -120,14 +120,14 @@ impl Connection {
                     );
                     return Err(Error::Connect { server, message });
                 }
-                Err(Start::Dropped(err) | Start::Failed(err)) => return Err(err),
+                Err(Attempt::Dropped(err) | Attempt::Failed(err)) => return Err(err),
                 Ok(connection) => return Ok(connection),
             }
         }
     }
 
     /// One try of [`Connection::open`].
-    fn open_once(config: &Config, server: &Server) -> Result<Connection, Start> {
+    fn open_once(config: &Config, server: &Server) -> Result<Connection, Attempt> {
         crate::interrupt::check()?;
         let options = &config.ssh;
         let timeouts = config.timeouts;
@@ -157,7 +157,7 @@ impl Connection {
                 // shows the server's fingerprint (and `accept-new` creates the file).
                 Err(err) if err.kind() == io::ErrorKind::NotFound => String::new(),
                 Err(err) => {
-                    return Err(Start::Failed(Error::HostKey {
+                    return Err(Attempt::Failed(Error::HostKey {
                         server: name.clone(),
                         unknown: false,
                         message: format!(
@@ -200,9 +200,9 @@ impl Connection {
                 if let Some((hub, _)) = &hub {
                     hub.dropped();
                 }
-                Start::Dropped(timed_out("SSH handshake failed", err))
+                Attempt::Dropped(timed_out("SSH handshake failed", err))
             }
-            false => Start::Failed(timed_out("SSH handshake failed", err)),
+            false => Attempt::Failed(timed_out("SSH handshake failed", err)),
         })?;
         let accepted_key = check_host_key(&session, server, options, &name, &known_hosts_text)?;
         session.set_timeout(millis(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
@@ -264,7 +264,6 @@ impl Connection {
     /// (the file sent when it asks for it), and the second value says the script had the file.
     fn start(&self, script: &RemoteScript, supervision: Supervision) -> Result<(ssh2::Channel, bool), Error> {
         self.trace(script);
-        let script_of = script;
         // A silent link would hold the request until `timeouts.step`.
         if self.lost().is_some() {
             return Err(self.step_error(script, -1, beat::silent(self.timeouts.silence)));
@@ -298,17 +297,28 @@ impl Connection {
         started.map_err(|err| {
             refused(&format!("to run a command (an exec request of {} bytes)", delivery.line.len()), &err)
         })?;
-        let script = |err: &dyn std::fmt::Display| {
+        let on_stdin = |err: &dyn std::fmt::Display| {
             refused(&format!("the script ({} bytes on the channel's stdin)", delivery.input.len()), err)
         };
         if let Some(err) = write_error {
-            return Err(script(&err));
+            return Err(on_stdin(&err));
         }
         // No `flush`: on an ssh2 channel it discards what the server sent and was not read yet.
-        channel.write_all(&delivery.input[sent..]).map_err(|err| script(&err))?;
+        channel.write_all(&delivery.input[sent..]).map_err(|err| on_stdin(&err))?;
         let Some(whole) = &delivery.kept else { return Ok((channel, false)) };
-        // Lines up to the answer, one byte at a time: what follows it is the script's own
-        // output. Before it, only what the login shell's startup files print (`~/.bashrc`).
+        let kept = Connection::kept_answer(&mut channel, whole).map_err(|err| match err {
+            Answer::Lost(err) => on_stdin(&err),
+            Answer::Printed(message) => self.step_error(script, -1, message),
+        })?;
+        Ok((channel, kept))
+    }
+
+    /// Reads the bootstrap's answer about our kept scripts (see [`shell::kept`]), the first line
+    /// of `channel`'s stdout, and sends what it asks for: whether the script had the file. Lines
+    /// before it are what the login's startup files print (`~/.ssh/rc`, `~/.bashrc`), passed
+    /// over up to [`STARTUP_OUTPUT`] bytes. Read one byte at a time: what follows the answer is
+    /// the script's own output.
+    fn kept_answer(channel: &mut ssh2::Channel, whole: &[u8]) -> Result<bool, Answer> {
         let mut printed = Vec::new();
         loop {
             let mut line = Vec::new();
@@ -317,31 +327,30 @@ impl Connection {
                 match channel.read(&mut byte) {
                     Ok(1) => line.push(byte[0]),
                     // It ended without answering (no `head`, a script cut short): its status says.
-                    Ok(_) => return Ok((channel, false)),
-                    Err(err) => return Err(script(&err)),
+                    Ok(_) => return Ok(false),
+                    Err(err) => return Err(Answer::Lost(err)),
                 }
             }
             match String::from_utf8_lossy(&line).trim_end() {
-                shell::kept::HAVE => return Ok((channel, true)),
+                shell::kept::HAVE => return Ok(true),
                 shell::kept::NEED => {
-                    channel.write_all(&shell::kept::kept().sent()).map_err(|err| script(&err))?;
-                    return Ok((channel, true));
+                    channel.write_all(&shell::kept::kept().sent()).map_err(Answer::Lost)?;
+                    return Ok(true);
                 }
                 shell::kept::WHOLE => {
-                    channel.write_all(whole).map_err(|err| script(&err))?;
-                    return Ok((channel, false));
+                    channel.write_all(whole).map_err(Answer::Lost)?;
+                    return Ok(false);
                 }
                 _ if printed.len() + line.len() <= STARTUP_OUTPUT => printed.extend_from_slice(&line),
                 _ => {
                     printed.extend_from_slice(&line);
                     let printed = String::from_utf8_lossy(&printed);
-                    let message = format!(
+                    return Err(Answer::Printed(format!(
                         "the server's login shell printed this before running it: {:?}. Make the deploy user's \
                          startup files (`~/.ssh/rc`, `~/.bashrc`, ...) print nothing when the shell is not \
                          interactive",
                         printed.chars().take(300).collect::<String>()
-                    );
-                    return Err(self.step_error(script_of, -1, message));
+                    )));
                 }
             }
         }
@@ -442,16 +451,25 @@ impl Drop for Connection {
 const STARTS_TRIED: u32 = 6;
 
 /// Why one try of [`Connection::open`] failed.
-enum Start {
+enum Attempt {
     /// The server closed the connection before the handshake ended: worth another try.
     Dropped(Error),
     Failed(Error),
 }
 
-impl From<Error> for Start {
-    fn from(err: Error) -> Start {
-        Start::Failed(err)
+impl From<Error> for Attempt {
+    fn from(err: Error) -> Attempt {
+        Attempt::Failed(err)
     }
+}
+
+/// Why the bootstrap's answer about our kept scripts did not come (see
+/// [`Connection::kept_answer`]).
+enum Answer {
+    /// The channel failed.
+    Lost(io::Error),
+    /// The login printed more than [`STARTUP_OUTPUT`] before it: the message says what.
+    Printed(String),
 }
 
 /// Whether libssh2's `err` says the server closed the connection (or reset it) during the
