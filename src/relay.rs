@@ -291,18 +291,17 @@ impl Shared {
 
     /// Starts the threads that move `pipe`'s bytes, named after `direction`, into `threads`.
     fn spawn(&self, pipe: Pipe, direction: &str, threads: &mut Vec<JoinHandle<()>>) -> io::Result<()> {
-        let builder = || thread::Builder::new().name(format!("relay-{direction}"));
-        let cpu = || {
-            let into = Arc::clone(&self.cpu);
-            move || ThreadCpu::start(&into)
+        // Each thread's CPU time is counted (see `Relay::cpu`).
+        let mut start = |work: Box<dyn FnOnce() + Send>| -> io::Result<()> {
+            let cpu = Arc::clone(&self.cpu);
+            threads.push(thread::Builder::new().name(format!("relay-{direction}")).spawn(move || {
+                let _counted = ThreadCpu::start(&cpu);
+                work()
+            })?);
+            Ok(())
         };
         if self.delay.is_zero() {
-            let counted = cpu();
-            threads.push(builder().spawn(move || {
-                let _cpu = counted();
-                copy_now(&pipe)
-            })?);
-            return Ok(());
+            return start(Box::new(move || copy_now(&pipe)));
         }
         let (sender, receiver) = mpsc::sync_channel(HELD_CHUNKS);
         let writer = Pipe {
@@ -312,18 +311,9 @@ impl Shared {
             turn: pipe.turn.clone(),
             frozen: Arc::clone(&pipe.frozen),
         };
-        let counted = cpu();
-        threads.push(builder().spawn(move || {
-            let _cpu = counted();
-            write_when_due(&writer, receiver)
-        })?);
+        start(Box::new(move || write_when_due(&writer, receiver)))?;
         let delay = self.delay;
-        let counted = cpu();
-        threads.push(builder().spawn(move || {
-            let _cpu = counted();
-            read_stamped(&pipe, delay, &sender)
-        })?);
-        Ok(())
+        start(Box::new(move || read_stamped(&pipe, delay, &sender)))
     }
 }
 
