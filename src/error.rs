@@ -1,10 +1,10 @@
 //! What can go wrong, for callers to branch on: [`Error`], one variant per kind of failure, and
-//! [`exit`], the exit code of each (the README's table).
+//! [`exit`], the exit code of each (the table in docs/ci.md).
 
 use crate::interrupt;
 
 /// The exit codes of `cargo xtask`, one per kind of outcome, so that a pipeline can tell them
-/// apart (the README has the table).
+/// apart (docs/ci.md has the table).
 pub mod exit {
     /// The command did what it was asked.
     pub const SUCCESS: u8 = 0;

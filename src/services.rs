@@ -236,7 +236,7 @@ fn require_services(config: &Config) -> Result<(), Error> {
         return Err(Error::Config {
             message: format!(
                 "no `services` in the deploy table of `{}`: add a `[package.metadata.deploy.services.<name>]` \
-                 table with its `command` (see the README's \"Run it as a service\")",
+                 table with its `command` (see docs/services.md)",
                 config.manifest_path.display()
             ),
         });

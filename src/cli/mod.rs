@@ -64,7 +64,7 @@ pub enum Command {
 #[cfg_attr(not(doc), allow(missing_docs))]
 #[derive(Debug, Clone, Default, Args)]
 pub struct Output {
-    /// Print one JSON object per event on stdout (schema in the README); text goes to stderr.
+    /// Print one JSON object per event on stdout (schema in docs/ci.md); text goes to stderr.
     #[arg(long, global = true)]
     pub json: bool,
     /// `-v`: show what every remote hook prints (a failed one's is always shown), and the dry

@@ -289,9 +289,9 @@ fn metadata_of(manifest: &str) -> serde_json::Value {
 }
 
 #[test]
-fn the_readme_config_example_parses_as_documented() {
-    let readme = include_str!("../../README.md");
-    let example = &readme[readme.find("<!-- config-example").expect("README marks its example")..];
+fn the_guides_config_example_parses_as_documented() {
+    let guide = include_str!("../../docs/configuration.md");
+    let example = &guide[guide.find("<!-- config-example").expect("the guide marks its example")..];
     let body = &example[example.find("```toml\n").unwrap() + 8..];
     let body = &body[..body.find("```").unwrap()];
     let config =
@@ -321,6 +321,23 @@ fn the_readme_config_example_parses_as_documented() {
     .unwrap();
     assert_eq!(staging.servers[0].host, "staging.example.com");
     assert_eq!(staging.servers[0].deploy_to, "/srv/hello-staging");
+}
+
+#[test]
+fn the_readmes_minimal_config_parses_and_runs_a_service_behind_a_socket() {
+    let readme = include_str!("../../README.md");
+    let example = &readme[readme.find("<!-- minimal-config").expect("README marks its example")..];
+    let body = &example[example.find("```toml\n").unwrap() + 8..];
+    let body = &body[..body.find("```").unwrap()];
+    let manifest = format!("[package]\nname = \"hello\"\n{body}");
+    let config =
+        Config::from_metadata(&metadata_of(&manifest), "package.metadata", Path::new("/app/Cargo.toml"), &defaults())
+            .unwrap();
+    assert_eq!((config.application.as_str(), config.deploy_to.as_str()), ("hello", "/srv/hello"));
+    assert_eq!(config.servers[0].display_name(), "deploy@203.0.113.7:22");
+    assert_eq!(config.services.len(), 1, "the example runs one service");
+    assert_eq!(config.services[0].listen.len(), 1, "behind a socket systemd holds");
+    assert!(config.healthcheck.is_some());
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Real local users, for the tests and the benchmark rows that need another account than root's:
 //! a deploy user with its own login shell (and the distribution's stock `~/.bashrc`, from
 //! `/etc/skel`), or another local user of the server who tries what any local user can
-//! (design.md, "Testing as the world is"). Making one takes root (`useradd`).
+//! (real servers are reached as a user that is not root). Making one takes root (`useradd`).
 //!
 //! A [`LocalUser`] is a guard: dropping it kills the user's processes (by pid) and removes the
 //! account and its home, also when the caller panics. A [`RecordingShell`] is a login shell

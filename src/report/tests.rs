@@ -1,9 +1,9 @@
-//! The `--json` events against the README's table, and their encoding.
+//! The `--json` events against the table in the guide (docs/ci.md), and their encoding.
 
 use super::*;
 
 /// One event of every kind. The `match` makes a new variant fail to compile here until it
-/// is added (and so checked against the README).
+/// is added (and so checked against the guide).
 fn one_of_each() -> Vec<Event> {
     let server = || "deploy@host:22".to_string();
     let ms = Duration::from_millis(5);
@@ -140,13 +140,13 @@ fn every_event_is_one_json_line_with_the_schema_and_is_in_the_readme() {
     }
 }
 
-/// The row of the README's events table for `event`.
+/// The row of the events table in the guide for `event`.
 fn readme_row(event: &str) -> &'static str {
-    let readme = include_str!("../../README.md");
-    let table = &readme[readme.find("<!-- json-events").expect("README lists the events")..];
+    let guide = include_str!("../../docs/ci.md");
+    let table = &guide[guide.find("<!-- json-events").expect("the guide lists the events")..];
     let table = &table[..table.find("\n\n").unwrap()];
     let row = table.lines().find(|row| row.starts_with(&format!("| `{event}` |")));
-    row.unwrap_or_else(|| panic!("`{event}` is not in the README's events table"))
+    row.unwrap_or_else(|| panic!("`{event}` is not in the guide's events table"))
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Real local users for the tests that need another account than root's: a deploy user with
 //! its own login shell, and "mallory", another local user of the server who tries what any
-//! local user can (design.md, "Testing as the world is").
+//! local user can (real servers are reached as a user that is not root).
 //!
 //! [`LocalUser`] lives in the library's test harness (`xtask_deploy::loopback::user`), which the
 //! benchmark shares; its guard kills the user's processes and removes the account on drop.

@@ -1,5 +1,5 @@
-//! The README's tables and examples against the code: the exit codes, the JSON example, the CI
-//! recipe's commands and every `cargo xtask` command it shows.
+//! The README's and the guide's tables and examples against the code: the exit codes, the JSON
+//! example, the CI recipe's commands, every `cargo xtask` command they show, and their links.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -8,12 +8,34 @@ use std::process::{Command, Stdio};
 
 use xtask_deploy::exit;
 
-const README: &str = include_str!("../../../README.md");
+/// The README and the guide beside it (`docs/`), by path from the repository's root.
+const PAGES: &[(&str, &str)] = &[
+    ("README.md", include_str!("../../../README.md")),
+    ("docs/README.md", include_str!("../../../docs/README.md")),
+    ("docs/commands.md", include_str!("../../../docs/commands.md")),
+    ("docs/configuration.md", include_str!("../../../docs/configuration.md")),
+    ("docs/deploy.md", include_str!("../../../docs/deploy.md")),
+    ("docs/build-output.md", include_str!("../../../docs/build-output.md")),
+    ("docs/services.md", include_str!("../../../docs/services.md")),
+    ("docs/health-checks.md", include_str!("../../../docs/health-checks.md")),
+    ("docs/fleets.md", include_str!("../../../docs/fleets.md")),
+    ("docs/ci.md", include_str!("../../../docs/ci.md")),
+    ("docs/troubleshooting.md", include_str!("../../../docs/troubleshooting.md")),
+    ("docs/performance.md", include_str!("../../../docs/performance.md")),
+];
+
+/// The one page that holds `<!-- marker`, from the marker on.
+fn marked(marker: &str) -> &'static str {
+    let needle = format!("<!-- {marker}");
+    let mut holding = PAGES.iter().filter_map(|(_, text)| text.find(&needle).map(|at| &text[at..]));
+    let found = holding.next().unwrap_or_else(|| panic!("no page marks `{marker}`"));
+    assert!(holding.next().is_none(), "two pages mark `{marker}`");
+    found
+}
 
 /// The text after `<!-- marker` up to the end of the block or table that follows it.
 fn section(marker: &str) -> &'static str {
-    let start = README.find(&format!("<!-- {marker}")).unwrap_or_else(|| panic!("README marks `{marker}`"));
-    let rest = &README[start..];
+    let rest = marked(marker);
     let rest = &rest[rest.find('\n').unwrap() + 1..];
     let end = rest.find("\n\n").unwrap_or(rest.len());
     let block = &rest[..end];
@@ -105,25 +127,27 @@ fn the_ci_recipe_uses_real_flags_and_variables() {
 }
 
 #[test]
-fn every_command_the_readme_shows_exists() {
+fn every_command_the_readme_and_the_guide_show_exists() {
     let mut shown = BTreeSet::new();
-    for (_, rest) in README.match_indices("cargo xtask ").map(|(at, _)| README.split_at(at + "cargo xtask ".len())) {
-        let word: String = rest.chars().take_while(|c| c.is_ascii_lowercase() || *c == '-').collect();
-        if !word.is_empty() {
-            shown.insert(word);
+    for (_, text) in PAGES {
+        for (at, _) in text.match_indices("cargo xtask ") {
+            let rest = &text[at + "cargo xtask ".len()..];
+            let word: String = rest.chars().take_while(|c| c.is_ascii_lowercase() || *c == '-').collect();
+            if !word.is_empty() {
+                shown.insert(word);
+            }
         }
     }
     assert!(shown.len() >= 8, "{shown:?}");
     for command in shown {
-        assert!(xtask(&[&command, "--help"]).status.success(), "the README shows `cargo xtask {command}`");
+        assert!(xtask(&[&command, "--help"]).status.success(), "a page shows `cargo xtask {command}`");
     }
 }
 
 /// The fenced block right after `<!-- marker -->`, with the indentation of its fence removed
 /// (blocks inside a list item are indented).
 fn code_block(marker: &str) -> String {
-    let start = README.find(&format!("<!-- {marker} -->")).unwrap_or_else(|| panic!("README marks `{marker}`"));
-    let mut lines = README[start..].lines().skip(1);
+    let mut lines = marked(&format!("{marker} -->")).lines().skip(1);
     let fence = lines.next().unwrap_or_default();
     let indent = fence.len() - fence.trim_start().len();
     assert!(fence.trim_start().starts_with("```"), "a code block follows `{marker}`, not {fence:?}");
@@ -263,4 +287,79 @@ fn the_adoption_steps_work_in_a_fresh_repository() {
         "the JSON exit line ends stdout:\n{stdout}"
     );
     cargo(&existing, &target, &["test", "--workspace", "--quiet"]);
+}
+
+/// GitHub's anchor for a heading: lower case, spaces as `-`, punctuation other than `-` and `_`
+/// dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of a page's headings (outside code blocks).
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut fenced = false;
+    let mut found = BTreeSet::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced && line.starts_with('#') {
+            found.insert(anchor(line.trim_start_matches('#')));
+        }
+    }
+    found
+}
+
+#[test]
+fn every_page_of_the_guide_is_checked_and_every_link_between_pages_lands() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let on_disk: BTreeSet<String> = fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|entry| format!("docs/{}", entry.unwrap().file_name().to_string_lossy()))
+        .chain(["README.md".to_string()])
+        .collect();
+    let checked: BTreeSet<String> = PAGES.iter().map(|(path, _)| path.to_string()).collect();
+    assert_eq!(on_disk, checked, "a page of the guide that these tests do not read");
+    let mut links = 0;
+    for (path, text) in PAGES {
+        let dir = Path::new(path).parent().unwrap();
+        for (at, _) in text.match_indices("](") {
+            let target = &text[at + 2..];
+            let target = &target[..target.find(')').unwrap()];
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            links += 1;
+            let (file, fragment) = target.split_once('#').unwrap_or((target, ""));
+            let (page, page_text) = if file.is_empty() {
+                (path.to_string(), text.to_string())
+            } else {
+                let joined = dir.join(file);
+                let page = joined.components().fold(std::path::PathBuf::new(), |mut page, part| {
+                    match part {
+                        std::path::Component::ParentDir => {
+                            page.pop();
+                        }
+                        other => page.push(other),
+                    }
+                    page
+                });
+                let text = fs::read_to_string(root.join(&page))
+                    .unwrap_or_else(|err| panic!("{path} links to `{target}`, which is not there: {err}"));
+                (page.display().to_string(), text)
+            };
+            if !fragment.is_empty() {
+                assert!(
+                    anchors(&page_text).contains(fragment),
+                    "{path} links to `{target}`: {page} has no such heading"
+                );
+            }
+        }
+    }
+    assert!(links >= 30, "{links} links");
 }
