@@ -173,7 +173,7 @@ fn check_server(
             let (status, detail) = match health_target(config, index, &plan::parse_state(&output.stdout)) {
                 Err(skipped) => (CheckStatus::Skipped, skipped),
                 Ok((healthcheck, release)) => {
-                    match crate::manage::run_health(&connection, config, index, &release, healthcheck) {
+                    match crate::fleet::run_health(&connection, config, index, &release, healthcheck) {
                         Ok(Ok((tries, elapsed))) => judge_health(&release, Ok((tries, elapsed))),
                         Ok(Err(output)) => judge_health(&release, Err(&output.stderr)),
                         Err(err) => (CheckStatus::Fail, err.to_string()),

@@ -56,6 +56,7 @@ inside! {
     local;
     manage;
     plan;
+    protocol;
     run;
     services;
     shell;

@@ -1,15 +1,15 @@
 //! Commands around deploys: `rollback` (which restores the service: restart hooks, health
 //! check), `releases` (and `releases --unmark`) and `unlock`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::config::{Config, Healthcheck};
+use crate::config::Config;
 use crate::fleet::parallel::{all_done, each, first_failure, DEFAULT_PARALLEL};
-use crate::fleet::{lock_all, new_lock, new_step_marker, unlock_all, LockedServer};
+use crate::fleet::{lock_all, new_lock, new_step_marker, run_health, unlock_all, LockedServer};
 use crate::plan::{self, is_release_name, LockInfo, Release, RemoteState, RollbackTo};
 use crate::report::{Event, Quiet, Reporter};
 pub use crate::report::ServerReleases;
-use crate::ssh::{Connection, Output};
+use crate::ssh::Connection;
 use crate::Error;
 
 /// Reads every server's releases without changing anything, the servers in parallel, one
@@ -191,24 +191,6 @@ pub(crate) fn health_of(
             Ok(Some((output.status, text)))
         }
     }
-}
-
-/// Runs `healthcheck` in `release` on `connection` (`config` is that server's, `config.servers[index]`;
-/// its services watched): `Ok` with the
-/// tries and the time it took to pass, or `Err` with the output of a check that did not pass.
-pub(crate) fn run_health(
-    connection: &Connection,
-    config: &Config,
-    index: usize,
-    release: &Release,
-    healthcheck: &Healthcheck,
-) -> Result<Result<(u32, Duration), Output>, Error> {
-    let watch = plan::service::health_watch(config, index);
-    let output = connection.output(&plan::confirm::health_script(config, release, healthcheck, watch.as_deref()))?;
-    Ok(match plan::parse_healthy(&output.stdout) {
-        Some((tries, ms)) if output.status == 0 => Ok((tries, Duration::from_millis(ms))),
-        _ => Err(output),
-    })
 }
 
 /// The end of what a remote command printed, trimmed: at most 2,000 characters, as the health

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::raw::{RawGateways, RawServer};
-use super::validate::remote_dir;
+use super::validate::{remote_dir, role_list};
 use super::{Defaults, SshConfig};
 
 /// One server to deploy to (or a gateway to reach servers through).
@@ -212,15 +212,4 @@ fn is_role_name(role: &str) -> bool {
 /// The roles the servers have, for messages.
 pub(super) fn roles_in_use(servers: &[Server]) -> String {
     role_list(servers.iter().flat_map(|server| server.roles.iter()))
-}
-
-/// `roles` sorted, each once, for messages.
-pub(super) fn role_list<'a>(roles: impl Iterator<Item = &'a String>) -> String {
-    let mut roles: Vec<&str> = roles.map(String::as_str).collect();
-    roles.sort_unstable();
-    roles.dedup();
-    match roles.is_empty() {
-        true => "none".to_string(),
-        false => roles.iter().map(|role| format!("`{role}`")).collect::<Vec<_>>().join(", "),
-    }
 }

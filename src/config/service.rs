@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::raw::RawService;
-use super::server::role_list;
 use super::settings::Scope;
-use super::validate::is_plain_relative_path;
+use super::validate::{is_plain_relative_path, role_list};
 
 /// A service the deploy runs under systemd: `<name>.service` (and `<name>.socket` when it
 /// listens), started from `current`.

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{RawHealthcheck, RawHooks, RawTimeouts};
-use super::server::role_list;
 use super::{
     Cache, Defaults, Healthcheck, Hook, Hooks, HostKeyPolicy, Reuse, Scope, Timeouts, TransportKind,
     DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_KEEP_RELEASES,
@@ -268,5 +267,16 @@ pub(super) fn expand_path(path: &str, base: &Path, home: Option<&Path>) -> PathB
     match (path.strip_prefix("~/"), home) {
         (Some(rest), Some(home)) => home.join(rest),
         _ => base.join(path),
+    }
+}
+
+/// `roles` sorted, each once, for messages.
+pub(super) fn role_list<'a>(roles: impl Iterator<Item = &'a String>) -> String {
+    let mut roles: Vec<&str> = roles.map(String::as_str).collect();
+    roles.sort_unstable();
+    roles.dedup();
+    match roles.is_empty() {
+        true => "none".to_string(),
+        false => roles.iter().map(|role| format!("`{role}`")).collect::<Vec<_>>().join(", "),
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::plan::{self, KeeperDaemon, LockInfo};
+use crate::protocol::{Answer, Say};
 use std::sync::Mutex;
 use crate::report::{Event, Reporter};
 use crate::ssh::Connection;
@@ -119,7 +120,7 @@ fn lock_one(
             }
             Err(err) => return Err(err),
         };
-        let output = match keeper.wait_for_line(plan::READY, config.timeouts.step)? {
+        let output = match keeper.wait_for_line(Answer::READY, config.timeouts.step)? {
             Ok(stdout) => {
                 let state = plan::parse_state(&stdout);
                 if !state.stale.is_empty() {
@@ -154,11 +155,11 @@ fn lock_one(
                     reaped: state.reaped.clone(),
                 });
                 // The keeper starts the daemon as it reports READY: its line may come before or after.
-                let daemon = match (daemon, plan::parse_daemon(&stdout)) {
+                let daemon = match (daemon, Answer::daemon(&stdout)) {
                     (None, _) => None,
                     (Some(_), Some(started)) => Some(started),
-                    (Some(_), None) => match keeper.wait_for_answer(&["daemon"], DAEMON_READY_TIMEOUT)? {
-                        Ok((_, line)) => plan::parse_daemon(&line),
+                    (Some(_), None) => match keeper.wait_for_answer(&[Answer::DAEMON], DAEMON_READY_TIMEOUT)? {
+                        Ok((_, line)) => Answer::daemon(&line),
                         Err(output) => return Err(connection.failure(preflight.name, &output)),
                     },
                 };
@@ -225,9 +226,8 @@ pub(crate) fn unlock_all(servers: &mut [LockedServer]) {
 impl LockedServer {
     /// Writes the deploy's confirmation to the lock keeper.
     pub(crate) fn send_confirmation(&mut self) -> Result<(), Error> {
-        let line = format!("{}\n", plan::confirm::CONFIRM);
         let sent = match self.keeper().as_mut() {
-            Some(keeper) => keeper.send(line.as_bytes()).map_err(|err| err.to_string()),
+            Some(keeper) => keeper.send(&Say::Confirm.encode()).map_err(|err| err.to_string()),
             None => Err("the lock keeper is gone".to_string()),
         };
         sent.map_err(|message| self.unconfirmed(message))
@@ -237,13 +237,13 @@ impl LockedServer {
     /// remove (it removes them once this deploy has released the lock). A keeper that went back
     /// by itself before the confirmation came says so, and confirms nothing.
     pub(crate) fn confirmation(&mut self, timeout: Duration) -> Result<Vec<String>, Error> {
-        let answers = [plan::confirm::CONFIRMED, plan::confirm::NOT_CONFIRMED];
+        let answers = [Answer::CONFIRMED, Answer::NOT_CONFIRMED];
         let answer = match self.keeper().as_mut() {
             Some(keeper) => keeper.wait_for_answer(&answers, timeout),
             None => return Err(self.unconfirmed("the lock keeper is gone".to_string())),
         };
         match answer {
-            Ok(Ok((said, answer))) if answer == plan::confirm::CONFIRMED => Ok(plan::pruned_by_keeper(&said)),
+            Ok(Ok((said, answer))) if answer == Answer::CONFIRMED => Ok(Answer::pruned(&said)),
             Ok(Ok(_)) => Err(Error::Remote {
                 server: self.connection.name().to_string(),
                 step: "confirm".to_string(),

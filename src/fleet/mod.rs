@@ -3,6 +3,7 @@
 //! the servers, `--parallel` at a time (`parallel.rs`). Used by `deploy` (`run`),
 //! `rollback`, `releases` and `unlock` (`manage.rs`) and `deploy-check` (`check.rs`).
 
+mod health;
 pub(crate) mod lock;
 pub(crate) mod parallel;
 
@@ -14,10 +15,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::config::{Config, HostKeyPolicy};
-use crate::plan::{DaemonStarted, KeeperDaemon, RemoteState};
+use crate::plan::{KeeperDaemon, RemoteState};
+use crate::protocol::DaemonStarted;
 use crate::report::{Event, Reporter};
 use crate::ssh::{Connection, RemoteProcess};
 
+pub(crate) use health::run_health;
 pub(crate) use lock::{lock_all, new_lock, unlock_all, Keeping};
 
 

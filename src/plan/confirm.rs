@@ -14,16 +14,6 @@ use super::{Release, STATE_DIR};
 /// `token=`, `release=` and `previous=` lines.
 pub const UNCONFIRMED: &str = "unconfirmed";
 
-/// What the lock keeper prints on stdout once it has taken the deploy's confirmation.
-pub const CONFIRMED: &str = "@@xtask-deploy-confirmed";
-
-/// What the lock keeper prints instead of [`CONFIRMED`] when the release is not live and
-/// unconfirmed any more: the server went back by itself before the confirmation came.
-pub const NOT_CONFIRMED: &str = "@@xtask-deploy-not-confirmed";
-
-/// The line the deployer sends the lock keeper to confirm the deploy.
-pub const CONFIRM: &str = "confirm";
-
 /// What the health check prints when it passed: `<HEALTHY> <tries> <elapsed ms>`.
 pub const HEALTHY: &str = "@@xtask-deploy-healthy";
 

@@ -10,10 +10,20 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::shell::{quote, RemoteScript};
-use crate::transport::estimate::Estimate;
 
 use super::scripts::{LOCK_HELPERS, REPORT_LOCK, REPORT_STATE, REPORT_UNCONFIRMED, REQUIRE_GIT, REQUIRE_SETUP};
 use super::{is_release_name, Action, LockInfo, Phase, Plan, RemoteState, STATE_DIR};
+
+/// How much a push would carry (the deployed commit's part: not the build output's, not the
+/// submodules').
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Estimate {
+    pub commits: u64,
+    /// Commits, trees and blobs: the objects in the pack (`pushed`'s `objects`, before deltas).
+    pub objects: u64,
+    /// The server has nothing this clone knows: the commit's whole tree travels, no history.
+    pub tree_only: bool,
+}
 
 /// Reads where a server stands and changes nothing there: no lock, no process left, no file
 /// written. Prints `nogit` without git, `unset` when setup was not done, the preflight's

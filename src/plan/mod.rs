@@ -17,7 +17,7 @@ use crate::config::{Config, Hook};
 use crate::shell::RemoteScript;
 
 pub use batches::batches;
-pub use dry_run::{dry_run_script_for, DryRun, PlannedStep, ServerPlan};
+pub use dry_run::{dry_run_script_for, DryRun, Estimate, PlannedStep, ServerPlan};
 pub use phase::Phase;
 pub use rollback::{marks_script, parse_healthy, parse_rollback, rollback_script, RollbackTo};
 pub use scripts::*;

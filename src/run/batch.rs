@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use crate::fleet::new_step_marker;
 use crate::plan::{self, Action, Phase, Step};
+use crate::protocol::Answer;
 use crate::report::{Event, OutputStream, Reporter, ServerReport, ServerStatus};
 use crate::ssh::{Progress, StepOutput};
 use crate::Error;
 
 use super::build::LocalState;
 use super::push::{push, PushSettings};
-use super::walk::ServerPart;
+use super::part::ServerPart;
 
 /// Runs the remote steps in `range` of one server's plan (those that run [`Step::on_this_server`]) as
 /// one command, and reports what each does as it does it: its start; as it ends, a hook's
@@ -99,9 +100,9 @@ pub(super) fn remote_batch(
     };
     drop(keeper);
     if output.status == 0 {
-        if let Some(said) = answer.filter(|said| said.lines().any(|line| line == plan::confirm::CONFIRMED)) {
+        if let Some(said) = answer.filter(|said| Answer::all(said).any(|answer| answer == Answer::Confirmed)) {
             target.server.confirmed.store(true, std::sync::atomic::Ordering::Relaxed);
-            for old in plan::pruned_by_keeper(&said) {
+            for old in Answer::pruned(&said) {
                 reporter.event(Event::Removed { server: name.clone(), release: old.clone() });
                 ended.report.removed.push(old);
             }
@@ -213,10 +214,6 @@ impl StepEnded<'_> {
         if step.phase == Phase::Publish && (end == End::Passed || output.stdout.lines().any(|line| line == switched)) {
             self.report.status = ServerStatus::Published;
             reporter.event(Event::Published { server: server.clone(), release, elapsed: output.elapsed });
-        }
-        for old in output.stdout.lines().filter_map(|line| line.strip_prefix("removed ")) {
-            self.report.removed.push(old.to_string());
-            reporter.event(Event::Removed { server: server.clone(), release: old.to_string() });
         }
         if step.phase == Phase::Healthcheck {
             if let Some(event) = health_event(&server, output) {

@@ -45,7 +45,7 @@ pub fn dry_run(config: &Config, options: &DeployOptions, reporter: &mut dyn Repo
     let repo = local.repo()?;
     let thin = options.pack_method() == PackMethod::ThinPack;
     // Servers in the same state need the same pack: each is counted once.
-    let mut counted: HashMap<&[String], Result<estimate::Estimate, String>> = HashMap::new();
+    let mut counted: HashMap<&[String], Result<crate::plan::Estimate, String>> = HashMap::new();
     let mut servers = Vec::new();
     for (index, ((server, view), plan)) in config.servers.iter().zip(&views).zip(&plans).enumerate() {
         let name = server.display_name();

@@ -3,12 +3,13 @@
 
 use crate::fleet::{parallel, LockedServer};
 use crate::plan::{self, Action};
-use crate::report::{Event, Reporter, ServerReport, ServerStatus};
+use crate::report::{Event, ServerReport, ServerStatus};
 use crate::Error;
 
 use super::batch::{hook_output, End};
 use super::build::run_local_on_failure;
-use super::walk::{server_parts, Walk};
+use super::part::{note_lost, server_parts};
+use super::walk::Walk;
 
 impl Walk<'_> {
     /// After a failed step: nothing more is published. Every server that switched goes back to
@@ -267,23 +268,3 @@ impl Walk<'_> {
     }
 }
 
-/// Notes, once, that the deployer gave `server` up (its link went down): in its report, when
-/// its keeper ends the deploy there by itself at the latest (once it has heard nothing for
-/// `timeouts.silence`, counted from when the deployer stopped beating, plus the keeper's second
-/// between two looks), and as an [`Event::Lost`].
-pub(super) fn note_lost(server: &LockedServer, report: &mut ServerReport, release: &str, reporter: &mut dyn Reporter) {
-    let Some(since) = server.connection.lost() else { return };
-    if report.on_its_own.is_some() {
-        return;
-    }
-    let by = since + server.config.timeouts.silence + std::time::Duration::from_secs(2);
-    let by = crate::plan::UtcSecond::at(by).rfc3339();
-    report.on_its_own = Some(by.clone());
-    let switched = report.status == ServerStatus::Published;
-    reporter.event(Event::Lost {
-        server: report.server.clone(),
-        by,
-        from: switched.then(|| release.to_string()),
-        to: server.state.current_release().filter(|_| switched).map(str::to_string),
-    });
-}

@@ -16,6 +16,7 @@ mod build;
 pub mod dry_run;
 mod failure;
 pub(crate) mod interrupted;
+mod part;
 mod probe;
 mod push;
 mod walk;

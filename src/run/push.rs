@@ -6,14 +6,15 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, TransportKind};
 use crate::local::push_refname;
-use crate::plan::{self, DaemonStarted};
+use crate::plan;
+use crate::protocol::{DaemonStarted, Say};
 use crate::report::{Event, Reporter};
 use crate::ssh::{Connection, TimedChannel, TriedTunnel};
 use std::sync::{Mutex, PoisonError};
 use crate::transport;
 use crate::Error;
 
-use super::walk::ServerPart;
+use super::part::ServerPart;
 use super::LocalState;
 
 /// How much longer than `timeouts.push` the daemon may live, whatever happens to the deploy.
@@ -242,7 +243,7 @@ pub(super) fn push(
     // it does the fetch of the delta bases, which comes first: before any tunnel to the daemon
     // opens, since the daemon drops a connection that sends nothing for 30 s.
     if let Some(keeper) = target.server.keeper().as_mut() {
-        keeper.send(format!("pushing {}\n", config.timeouts.push.as_secs()).as_bytes())?;
+        keeper.send(&Say::Pushing(config.timeouts.push).encode())?;
     }
     let (bases, fetched) = match settings.pack.resolve() {
         transport::PackMethod::Libgit2 => (None, 0),
@@ -294,7 +295,7 @@ pub(super) fn push(
     // The daemon lives only while the push lasts, whatever its outcome; the batch sent ahead
     // learns how it ended. Nothing to wait for: the keeper does both as it reads the line.
     if let Some(keeper) = target.server.keeper().as_mut() {
-        let _ = keeper.send(if pushed.is_ok() { b"pushed ok\n" } else { b"pushed failed\n" });
+        let _ = keeper.send(&Say::Pushed { ok: pushed.is_ok() }.encode());
     }
     let stats = pushed?;
     report.bytes_received = fetched;
@@ -317,7 +318,7 @@ pub(super) fn push(
 /// told the push was under way, hears it failed.
 fn no_daemon(target: &ServerPart, server: String, message: String) -> Error {
     if let Some(keeper) = target.server.keeper().as_mut() {
-        let _ = keeper.send(b"pushed failed\n");
+        let _ = keeper.send(&Say::Pushed { ok: false }.encode());
     }
     Error::Remote { server, step: "git daemon".to_string(), status: -1, message }
 }

@@ -12,6 +12,7 @@ use crate::report::{Event, Reporter, ServerReport, ServerStatus};
 use crate::Error;
 
 use super::batch::{remote_batch, BatchOptions, Placed, PushAhead};
+use super::part::{server_parts, ServerPart};
 use super::build::{Built, LocalState};
 use super::push::{push, PushSettings};
 
@@ -47,13 +48,6 @@ pub(super) struct Walk<'a> {
     pub(super) confirm_within: std::time::Duration,
     pub(super) confirm_by: Option<std::time::Instant>,
     pub(super) reporter: &'a mut dyn Reporter,
-}
-
-/// One server's part of a step: its session, its plan and its report.
-pub(super) struct ServerPart<'a> {
-    pub(super) server: &'a LockedServer,
-    pub(super) plan: &'a Plan,
-    pub(super) report: &'a mut ServerReport,
 }
 
 impl Walk<'_> {
@@ -166,7 +160,7 @@ impl Walk<'_> {
             // After a signal, a failure is the cut connection's doing, not the server's.
             if let (Err(err), None) = (&result, crate::interrupt::received()) {
                 target.report.error = Some(err.to_string());
-                super::failure::note_lost(target.server, target.report, release, reporter);
+                super::part::note_lost(target.server, target.report, release, reporter);
             }
             result
         });
@@ -364,14 +358,3 @@ impl Walk<'_> {
 /// must arrive, over a slow link, before the deadline passes.
 const CONFIRM_IN_FLIGHT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Each server's part of a step, in the order of the servers.
-pub(super) fn server_parts<'a>(
-    servers: &'a [LockedServer],
-    plans: &'a [Plan],
-    reports: &'a mut [ServerReport],
-    active: std::ops::Range<usize>,
-) -> Vec<ServerPart<'a>> {
-    let parts = servers.iter().zip(plans).zip(reports.iter_mut()).enumerate();
-    let active = parts.filter(|(index, _)| active.contains(index));
-    active.map(|(_, ((server, plan), report))| ServerPart { server, plan, report }).collect()
-}

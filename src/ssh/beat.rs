@@ -13,12 +13,14 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-/// What the deployer writes to a keeper while it works.
-pub(crate) const BEAT: &[u8] = b"beat\n";
+use crate::protocol::Say;
+
+/// What the deployer writes to a keeper while it works: [`Say::Beat`]'s line.
+pub(crate) static BEAT: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| Say::Beat.encode());
 
 /// The byte a keeper writes on its stderr for each [`BEAT`] (ASCII's ACK): taken out of what
 /// the keeper's jobs print there before anything reads it.
-pub(crate) const ACK: u8 = 6;
+pub(crate) const ACK: u8 = crate::protocol::BEAT_ANSWER;
 
 /// How often the deployer writes a [`BEAT`]: five times within `silence`, at least every second.
 pub fn interval(silence: Duration) -> Duration {
@@ -100,7 +102,7 @@ impl Beating {
     /// Writes the beat due, if any (`now`: whether or not it is due).
     pub(crate) fn write_due(&mut self, channel: &mut ssh2::Channel, now: bool) -> io::Result<()> {
         if self.unsent.is_empty() && (now || Instant::now() >= self.next) {
-            self.unsent = BEAT;
+            self.unsent = &BEAT;
             self.next = Instant::now() + self.every;
         }
         self.write_unsent(channel).map(|_| ())

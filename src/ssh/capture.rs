@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-/// Bytes of a script's stdout kept from its start. What the deployer parses there (`removed`,
+/// Bytes of a script's stdout kept from its start. What the deployer parses there (`switched`,
 /// `reverted`, the state an inspection reports) is printed by our own scripts, in lines far
 /// shorter than this.
 pub(super) const STDOUT_HEAD: usize = 256 * 1024;

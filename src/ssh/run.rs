@@ -5,7 +5,6 @@
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
-use super::steps::StepsOutput;
 use super::{capture, millis, wait_for, Connection, EXIT_CUT, EXIT_TIMED_OUT};
 use crate::shell::{RemoteScript, Supervision};
 use crate::Error;
@@ -211,23 +210,7 @@ impl Connection {
         self.remote_error(step, output.status, &output.stderr)
     }
 
-    /// The error for a batch that did not end well, whose step that did not is named `step`:
-    /// why the deployer stopped it, else that step's own stderr (or its stdout, when it printed
-    /// nothing on stderr).
-    pub fn steps_failure(&self, step: &str, output: &StepsOutput) -> Error {
-        let failed = output.steps.get(output.done);
-        let (stdout, stderr) = failed.map_or(("", ""), |failed| (failed.stdout.trim(), failed.stderr.as_str()));
-        match &output.stopped {
-            Some(why) => self.remote_error(step, output.status, why),
-            None if stderr.trim().is_empty() && !stdout.is_empty() => {
-                let said = format!("it printed nothing on stderr; on stdout:\n{stdout}");
-                self.remote_error(step, output.status, &said)
-            }
-            None => self.remote_error(step, output.status, stderr),
-        }
-    }
-
-    fn remote_error(&self, step: &str, status: i32, stderr: &str) -> Error {
+    pub(super) fn remote_error(&self, step: &str, status: i32, stderr: &str) -> Error {
         let message = stderr.trim();
         let message = if message.is_empty() { "the script printed nothing on stderr" } else { message };
         Error::Remote { server: self.name.clone(), step: step.to_string(), status, message: message.to_string() }

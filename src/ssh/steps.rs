@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::run::{Flow, Stream};
 use super::{capture, Connection, RemoteProcess, EXIT_TIMED_OUT};
+use crate::protocol::Say;
 use crate::shell::{self, RemoteScript, Supervision};
 use crate::Error;
 
@@ -29,6 +30,24 @@ pub struct StepsOutput {
     pub done: usize,
     /// Why the deployer stopped the batch (a step ran past `timeouts.step`), if it did.
     pub stopped: Option<String>,
+}
+
+impl Connection {
+    /// The error for a batch that did not end well, whose step that did not is named `step`:
+    /// why the deployer stopped it, else that step's own stderr (or its stdout, when it printed
+    /// nothing on stderr).
+    pub fn steps_failure(&self, step: &str, output: &StepsOutput) -> Error {
+        let failed = output.steps.get(output.done);
+        let (stdout, stderr) = failed.map_or(("", ""), |failed| (failed.stdout.trim(), failed.stderr.as_str()));
+        match &output.stopped {
+            Some(why) => self.remote_error(step, output.status, why),
+            None if stderr.trim().is_empty() && !stdout.is_empty() => {
+                let said = format!("it printed nothing on stderr; on stdout:\n{stdout}");
+                self.remote_error(step, output.status, &said)
+            }
+            None => self.remote_error(step, output.status, stderr),
+        }
+    }
 }
 
 impl StepsOutput {
@@ -248,15 +267,12 @@ impl Connection {
         let text = text.trim_end_matches('\n');
         // As runs of our kept scripts' lines when the keeper has them (see `shell::kept`).
         let runs = keeper.kept.then(|| shell::kept::kept().runs(text)).flatten();
-        let message = match runs {
-            // Lines, the last one ending with a newline, which the keeper counts.
-            Some(runs) => format!("kept {marker}-end {}\n{runs}", runs.len()),
-            None => {
-                let encoded = shell::base64(text);
-                format!("run {marker}-end {}\n{encoded}\n", encoded.len() + 1)
-            }
+        let end = format!("{marker}-end");
+        let message = match &runs {
+            Some(runs) => Say::Kept { end: &end, runs },
+            None => Say::Run { end: &end, script: text },
         };
-        keeper.send(message.as_bytes())
+        keeper.send(&message.encode())
     }
 
     /// The second half of [`Connection::keeper_steps`]: reads the batch sent with `marker`;
@@ -314,7 +330,7 @@ impl Connection {
                 // Past its deadline: the keeper stops the job and says so.
                 stopped = Some(self.stopped_message());
                 beating.finish(channel).map_err(|err| lost(err.to_string()))?;
-                channel.write_all(b"stop\n").map_err(|err| lost(err.to_string()))?;
+                channel.write_all(&Say::Stop.encode()).map_err(|err| lost(err.to_string()))?;
                 let read = self.drain(channel, Instant::now() + STOP_GRACE, Some(beating), &mut take);
                 if !matches!(read, Ok(true)) {
                     return Err(lost("it did not stop the step".to_string()));
@@ -340,7 +356,7 @@ impl Connection {
             status: -1,
             message: format!("lost the lock keeper's channel: {why}"),
         };
-        keeper.send(b"stop\n")?;
+        keeper.send(&Say::Stop.encode())?;
         let (channel, beating) = keeper.keeper_parts().ok_or_else(|| lost("it was stopped".to_string()))?;
         let (mut out_end, mut err_end) = (EndLine::new(&end), EndLine::new(&end));
         let read = self.drain(channel, Instant::now() + STOP_GRACE, Some(beating), |stream, bytes| {

@@ -7,17 +7,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
 use super::error::GitError;
-
-/// How much a push would carry (the deployed commit's part: not the build output's, not the
-/// submodules').
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Estimate {
-    pub commits: u64,
-    /// Commits, trees and blobs: the objects in the pack (`pushed`'s `objects`, before deltas).
-    pub objects: u64,
-    /// The server has nothing this clone knows: the commit's whole tree travels, no history.
-    pub tree_only: bool,
-}
+use crate::plan::Estimate;
 
 /// Counts what a thin-pack push of commit `sha` from `repo` would send to a server whose
 /// `repo/` refs point at `tips` and whose `repo/` is shallow at `server_shallow` (if it is),

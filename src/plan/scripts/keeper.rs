@@ -2,32 +2,24 @@
 //! the deployer sends it on its stdin (one round trip per batch, no new channel, no new login
 //! shell), takes the confirmation, and prunes once the deployer is gone.
 //!
-//! The keeper reads lines on its stdin (the preflight's loop in `lock.rs`):
-//! - `run <end> <length>`, then that many bytes: a batch of steps (see
-//!   [`super::batch_script`]) in base64 and a newline. It runs as a job in a session of its own
-//!   with stdin from `/dev/null`; when it ends, its wrapper prints `<end> <status>` on a line of
-//!   its own (after an empty line) on stdout and on stderr.
-//! - `stop`: stops the running job (TERM, then KILL a second later to what ignored it); its end
-//!   line follows, as for a job that ended.
-//! - `pushed ok` or `pushed failed`: the push is over: stops the git daemon, and tells the batch
-//!   sent ahead of the push (see [`await_push_script`]).
-//! - [`CONFIRM`](crate::plan::confirm::CONFIRM): confirms the deploy (see [`confirm_script`]),
-//!   answering [`CONFIRMED`](crate::plan::confirm::CONFIRMED), or
-//!   [`NOT_CONFIRMED`](crate::plan::confirm::NOT_CONFIRMED) when the server went back by itself
-//!   first.
-//! - `beat`: the deployer's heartbeat (see [`crate::ssh::beat`]), answered with one byte 6 on
-//!   stderr. Every line counts as hearing from the deployer (see [`watch_function`]).
+//! The keeper reads the lines of [`crate::protocol::Say`] on its stdin (the preflight's loop in
+//! `lock.rs`) and answers with those of [`Answer`]. A batch (`run` or `kept`) runs as a job in
+//! a session of its own with stdin from `/dev/null`; when it ends, its wrapper prints
+//! `<end> <status>` on a line of its own (after an empty line) on stdout and on stderr. `stop`
+//! stops the running job (TERM, then KILL a second later to what ignored it); its end line
+//! follows, as for a job that ended. Every line counts as hearing from the deployer (see
+//! [`watch_function`]).
 //!
 //! At EOF (the deployer finished, died or lost its connection) it stops the job and the daemon,
 //! then goes back or prunes (below), then releases the lock. In a deploy its watch does the
 //! same, without an EOF, when the link went silent (see [`watch_function`]).
 
 use crate::config::Config;
+use crate::protocol::Answer;
 use crate::shell::{quote, RemoteScript};
 
 use super::daemon::{git_daemon_command, ACCESS_HOOK};
-use super::lock::{DROP_LOCK, LOCK_HELPERS};
-use super::{PUSHED, STATE_DIR};
+use super::{DROP_LOCK, LOCK_HELPERS, PUSHED, STATE_DIR};
 
 
 /// What the keeper of a deploy with `transport = "daemon"` starts once it holds the lock: a git
@@ -38,36 +30,6 @@ pub struct KeeperDaemon {
     pub ports: Vec<u16>,
     pub max_seconds: u64,
     pub submodule_repos: Vec<String>,
-}
-
-/// What the keeper printed of the daemon it started (see [`start_daemon`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DaemonStarted {
-    /// It listens on this port of the server's 127.0.0.1.
-    Port(u16),
-    /// Every port tried was taken; what git daemon said last.
-    NoPort(String),
-    /// It could not start for another reason; what it said.
-    Failed(String),
-}
-
-/// Reads the daemon's line from the keeper's output, if it printed one.
-pub fn parse_daemon(stdout: &str) -> Option<DaemonStarted> {
-    stdout.lines().find_map(|line| {
-        let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
-        match kind {
-            "daemon" => rest.trim().parse().ok().map(DaemonStarted::Port),
-            "daemon-no-port" => Some(DaemonStarted::NoPort(rest.to_string())),
-            "daemon-failed" => Some(DaemonStarted::Failed(rest.to_string())),
-            _ => None,
-        }
-    })
-}
-
-/// The old releases a confirmation chose to remove: its `prune <name>` lines (see
-/// [`confirm_function`]).
-pub fn pruned_by_keeper(stdout: &str) -> Vec<String> {
-    stdout.lines().filter_map(|line| line.strip_prefix("prune ")).map(str::to_string).collect()
 }
 
 /// Shell lines that start the deploy's git daemon (`git_daemon_command`, admitting only this
@@ -87,7 +49,8 @@ pub(super) fn start_daemon(daemon: &KeeperDaemon) -> String {
         served.push_str(&format!(" \"$d\"/{}", quote(repo)));
         create.push_str(&format!(
             "  [ -d \"$d\"/{repo} ] || git init --quiet --bare \"$d\"/{repo} >/dev/null 2>&1 || \
-             {{ printf 'daemon-failed %s\\n' {said}; return; }}\n",
+             {{ printf '{failed} %s\\n' {said}; return; }}\n",
+            failed = Answer::DAEMON_FAILED,
             repo = quote(repo),
             said = quote(&format!("cannot create the repository `{repo}` for a submodule"))
         ));
@@ -141,7 +104,7 @@ start_daemons() {{
 {create}  uid=""
   {{ while read -r key real effective rest; do [ "$key" = Uid: ] && uid=$effective; done < /proc/self/status; }} 2>/dev/null
   if [ -z "$uid" ]; then
-    echo "daemon-failed cannot read /proc/self/status: the daemon could not tell this deploy's connections"
+    echo "{daemon_failed} cannot read /proc/self/status: the daemon could not tell this deploy's connections"
     return
   fi
   export XTASK_DEPLOY_ACCESS_HOOK={access_hook} XTASK_DEPLOY_UID="$uid"
@@ -152,9 +115,9 @@ start_daemons() {{
     [ "$outcome" = 1 ] || break
   done
   case "$outcome" in
-    0) echo "daemon $port"; wait "$started" ;;
-    1) printf 'daemon-no-port %s\n' "$said" ;;
-    *) printf 'daemon-failed %s\n' "$said" ;;
+    0) echo "{daemon} $port"; wait "$started" ;;
+    1) printf '{daemon_no_port} %s\n' "$said" ;;
+    *) printf '{daemon_failed} %s\n' "$said" ;;
   esac
 }}
 start_daemons </dev/null 2>/dev/null 6>&- &
@@ -188,6 +151,9 @@ stop_daemon() {{
         access_hook = quote(ACCESS_HOOK),
         daemon_log = super::DAEMON_LOG,
         ports = ports.join(" "),
+        daemon = Answer::DAEMON,
+        daemon_no_port = Answer::DAEMON_NO_PORT,
+        daemon_failed = Answer::DAEMON_FAILED,
     )
 }
 
@@ -265,7 +231,7 @@ stop_job() {
 /// marker when it holds this deploy's token (so nothing goes back), prunes the releases beyond
 /// `keep_releases` (the ones marked bad first, then the oldest; never the current one), drops
 /// their marks, releases the lock, and prints `prune <name>` for each release pruned and
-/// [`CONFIRMED`](crate::plan::confirm::CONFIRMED). Pruning a release renames it to
+/// [`Answer::Confirmed`]. Pruning a release renames it to
 /// `releases/.pruned-<name>` (atomic, and no listing or rollback sees it any more); the keeper
 /// removes those directories once the deployer is gone, after the lock: the deploy is done when
 /// `current` has moved and its hooks ran, and the next one need not wait for an `rm -rf`. Needs
@@ -296,7 +262,7 @@ pub(super) fn confirm_function(config: &Config) -> String {
       excess=$((excess - 1))
       mv "$r" "$d/releases/.pruned-${{r##*/}}" 2>/dev/null || rm -rf "$r"
       rm -f "$state/tree.${{r##*/}}"
-      echo "prune ${{r##*/}}"
+      echo "{prune} ${{r##*/}}"
     done
   done
   # Marks of the releases just pruned go with them.
@@ -310,8 +276,9 @@ pub(super) fn confirm_function(config: &Config) -> String {
         keep = config.keep_releases,
         release_glob = "[0-9]".repeat(14),
         rewrite_marks = crate::plan::rollback::REWRITE_MARKS,
-        confirmed = quote(crate::plan::confirm::CONFIRMED),
-        not_confirmed = quote(crate::plan::confirm::NOT_CONFIRMED),
+        confirmed = quote(Answer::CONFIRMED),
+        not_confirmed = quote(Answer::NOT_CONFIRMED),
+        prune = Answer::PRUNE,
     )
 }
 
@@ -368,7 +335,7 @@ pub(super) fn ours(token: &str) -> String {
 }
 
 /// The confirmation as a step of the last batch (one server, nothing after it): the keeper's
-/// [`CONFIRM`](crate::plan::confirm::CONFIRM) without its own round trip.
+/// [`Say::Confirm`](crate::protocol::Say::Confirm) without its own round trip.
 pub fn confirm_script(config: &Config, token: &str) -> RemoteScript {
     let text = format!(
         "set -u\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\n{ours}{LOCK_HELPERS}\n{DROP_LOCK}\n{go_back}\n{confirm}\nconfirm_deploy\n",

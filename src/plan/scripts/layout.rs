@@ -110,7 +110,7 @@ if [ "$#" -gt 0 ]; then
 fi"#;
 
 /// Prints `release <name> <sha>`, `current <target>` and `bad <name>` lines (needs
-/// [`LOCK_HELPERS`](super::lock::LOCK_HELPERS)).
+/// [`LOCK_HELPERS`](super::LOCK_HELPERS)).
 pub(in crate::plan) const REPORT_STATE: &str = concat!(
     r#"for r in "$d"/releases/*; do
   [ -d "$r" ] && [ ! -L "$r" ] || continue

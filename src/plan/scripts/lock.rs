@@ -4,12 +4,13 @@
 
 use crate::config::Config;
 use crate::plan::LockInfo;
+use crate::protocol::{Answer, Say};
 use crate::shell::{quote, RemoteScript};
 
 use super::daemon::CHECKED_GIT;
 use super::keeper::{KeeperDaemon, Watch, KEEPER_JOBS, REMOVE_PRUNED};
 use super::layout::{platform_probe, PRIVATE, REPORT_STATE, REQUIRE_GIT, REQUIRE_SETUP};
-use super::{DAEMON_LOG, EXIT_LOCKED, PUSHED, STATE_DIR};
+use super::{DAEMON_LOG, DROP_LOCK, EXIT_LOCKED, LOCK_HELPERS, PUSHED, STATE_DIR};
 
 /// `tidy_repo` and `stop_tidying`: `git gc` of `repo/` after a confirmed deploy, off its path,
 /// never beside a deploy, stopped by the next one (see the file).
@@ -23,7 +24,7 @@ const TIDY: &str = include_str!("sh/tidy.sh");
 /// it is taken over, and its holder printed as `stale <key>=<value>` lines.
 ///
 /// With `daemon`, it then starts the deploy's git daemon (see [`super::keeper`]). It prints
-/// [`READY`], and keeps the lock while its channel is open, running what the deployer sends
+/// [`Answer::READY`], and keeps the lock while its channel is open, running what the deployer sends
 /// (batches of steps, the confirmation: see [`super::keeper`]). If the channel closes while a
 /// release this deploy switched to is unconfirmed, the keeper goes back to the release the
 /// server had and runs `restart_hooks` (the `after_publish` hooks) for it; once confirmed, it
@@ -119,7 +120,7 @@ fi
 # What the push goes on: it sends its commands without waiting for git to list them again.
 git --git-dir="$d/repo" for-each-ref --format='ref %(objectname) %(refname)' 2>/dev/null
 if [ -f "$d/repo/shallow" ]; then each_line "$d/repo/shallow" shallow; fi
-{probe}{daemon}echo {READY}
+{probe}{daemon}echo {ready}
 {KEEPER_JOBS}
 {confirm_function}
 # The end of the deploy on this server, once its deployer is gone (or lost): stops the job and
@@ -158,14 +159,14 @@ while read -r line; do
   lines_read=$((lines_read + 1))
   {{ echo "$lines_read" > "$heard"; }} 2>/dev/null
   case "$line" in
-    beat) printf '\006' >&2 ;;
+    {beat}) printf '\{beat_answer:03o}' >&2 ;;
     {confirm}) confirm_deploy ;;
-    "run "*) run_job ${{line#run }} ;;
-    "kept "*) run_job ${{line#kept }} kept ;;
-    stop) stop_job ;;
-    "pushed "*) rm -f "$pushing"; stop_daemon; if [ -n "$pushed" ]; then echo "${{line#pushed }}" >&6; fi ;;
-    "pushing "*)
-      case "${{line#pushing }}" in ''|*[!0-9]*) ;; *) {{ echo "${{line#pushing }}" > "$pushing"; }} 2>/dev/null ;; esac ;;
+    "{run} "*) run_job ${{line#{run} }} ;;
+    "{kept} "*) run_job ${{line#{kept} }} kept ;;
+    {stop}) stop_job ;;
+    "{pushed} "*) rm -f "$pushing"; stop_daemon; if [ -n "$pushed" ]; then echo "${{line#{pushed} }}" >&6; fi ;;
+    "{pushing} "*)
+      case "${{line#{pushing} }}" in ''|*[!0-9]*) ;; *) {{ echo "${{line#{pushing} }}" > "$pushing"; }} 2>/dev/null ;; esac ;;
   esac
 done
 # Nobody reads this channel any more (the deployer may be gone): a write to it would raise
@@ -182,7 +183,15 @@ end_deploy"#,
         release = release_lock(true),
         ours = super::keeper::ours(&lock.token),
         probe = platform_probe(config),
-        confirm = quote(crate::plan::confirm::CONFIRM),
+        confirm = Say::Confirm.word(),
+        beat = Say::Beat.word(),
+        beat_answer = crate::protocol::BEAT_ANSWER,
+        run = Say::Run { end: "", script: "" }.word(),
+        kept = Say::Kept { end: "", runs: "" }.word(),
+        stop = Say::Stop.word(),
+        pushed = Say::Pushed { ok: true }.word(),
+        pushing = Say::Pushing(std::time::Duration::ZERO).word(),
+        ready = Answer::READY,
         unconfirmed = crate::plan::confirm::UNCONFIRMED,
         user = quote(&lock.user),
         daemon = daemon.map_or(super::keeper::NO_DAEMON.to_string(), super::keeper::start_daemon),
@@ -199,9 +208,6 @@ end_deploy"#,
     let text = format!("{}\n{text}", crate::plan::confirm::GO_BACK);
     RemoteScript { name: "preflight", text }
 }
-
-/// The line the preflight prints once it holds the lock and has reported the state.
-pub const READY: &str = "@@xtask-deploy-ready";
 
 /// Removes the deploy lock: only when it holds `token` (a deploy never removes a lock it did
 /// not take), or whoever holds it when `token` is `None` (`cargo xtask unlock`). Prints the
@@ -235,50 +241,6 @@ fn release_lock(checked: bool) -> String {
     };
     format!("[ -d \"$lock\" ] || exit 0\n{check}each_line \"$lock/info\" removed\ndrop_lock\n")
 }
-
-/// `start_time PID`: the process's start time (field 22 of /proc/PID/stat), empty if it is gone.
-/// `holder_alive`: whether the sshd process of the lock holder's SSH connection still runs
-/// (same pid and start time, so a reused pid does not count).
-/// `has_line LINE FILE`: whether FILE has the line LINE. `each_line FILE PREFIX`: prints each
-/// line of FILE after PREFIX and a space.
-/// Shell builtins only: the preflight runs on every deploy, and each external command would be
-/// one more process started on the server.
-pub(in crate::plan) const LOCK_HELPERS: &str = r#"start_time() {
-  { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 0
-  set -- ${stat##*) }
-  shift 19
-  echo "$1"
-}
-has_line() {
-  { while IFS= read -r line || [ -n "$line" ]; do [ "$line" = "$1" ] && return 0; done < "$2"; } 2>/dev/null
-  return 1
-}
-each_line() {
-  { while IFS= read -r line || [ -n "$line" ]; do printf '%s %s\n' "$2" "$line"; done < "$1"; } 2>/dev/null
-}
-# The lock is held while its deploy's SSH connection lives, or its keeper (which may still be
-# going back to the release the server had after that connection is gone).
-holder_alive() {
-  holder=""
-  keeper=""
-  { while IFS= read -r line || [ -n "$line" ]; do
-    case "$line" in connection=*) holder=${line#connection=} ;; keeper=*) keeper=${line#keeper=} ;; esac
-  done < "$state/lock/info"; } 2>/dev/null
-  [ -n "$holder" ] || return 0
-  alive $holder && return 0
-  [ -n "$keeper" ] && alive $keeper
-}
-alive() {
-  [ -n "${2:-}" ] && [ "$(start_time "$1")" = "$2" ]
-}"#;
-
-/// `drop_lock`: releases the lock `$lock` at once, by a rename, then removes it: a write into
-/// it that races with the removal (the keeper notes every line it reads there) cannot keep a
-/// directory named `lock`, without its `info`, in place. Needs `$state`.
-pub(in crate::plan) const DROP_LOCK: &str = r#"drop_lock() {
-  gone="$state/.lock-gone.${self:-$$}"
-  if mv -T "$lock" "$gone" 2>/dev/null; then rm -rf "$gone"; else rm -rf "$lock"; fi
-}"#;
 
 /// Stops every `git receive-pack` of `transport = "exec"` named by a pid file (the process
 /// group: receive-pack and any hook it runs). Run only while holding the lock, when the push

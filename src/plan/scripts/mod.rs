@@ -71,11 +71,11 @@ mod tests;
 
 pub use batch::{batch_script, mark_step};
 pub use daemon::{bases_script, receive_pack_script};
-pub use keeper::{await_push_script, confirm_script, parse_daemon, pruned_by_keeper, DaemonStarted, KeeperDaemon, Watch};
+pub use keeper::{await_push_script, confirm_script, KeeperDaemon, Watch};
 pub use layout::setup_script;
 pub(in crate::plan) use layout::{REPORT_STATE, REPORT_UNCONFIRMED, REQUIRE_GIT, REQUIRE_SETUP};
-pub use lock::{preflight_script, unlock_script, READY};
-pub(in crate::plan) use lock::{LOCK_HELPERS, REPORT_LOCK};
+pub use lock::{preflight_script, unlock_script};
+pub(in crate::plan) use lock::REPORT_LOCK;
 pub(in crate::plan) use release::SWITCH_CURRENT;
 pub use release::{check_script, discard_script, hook_script, inspect_script, prepare_script, publish_script};
 
@@ -95,3 +95,10 @@ pub const EXIT_NO_GIT: i32 = exit_no_git!();
 pub const EXIT_NOT_SET_UP: i32 = exit_not_set_up!();
 /// Exit status of the preflight when another deploy holds the lock.
 pub const EXIT_LOCKED: i32 = 5;
+
+/// The lock's helpers: `start_time`, `has_line`, `each_line`, `holder_alive`, `alive` (what each
+/// expects and sets is in the file's header).
+pub(in crate::plan) const LOCK_HELPERS: &str = include_str!("sh/lock_helpers.sh");
+
+/// `drop_lock`: releases `$lock` at once, by a rename, then removes it (see the file's header).
+pub(in crate::plan) const DROP_LOCK: &str = include_str!("sh/drop_lock.sh");

@@ -7,7 +7,8 @@ use crate::plan::{Release, SubmoduleRelease};
 use crate::shell::{quote, RemoteScript};
 
 use super::layout::{platform_probe, REPORT_STATE, REPORT_SUBJECTS, REPORT_UNCONFIRMED, REQUIRE_SETUP};
-use super::lock::{LOCK_HELPERS, REPORT_LOCK};
+use super::lock::REPORT_LOCK;
+use super::LOCK_HELPERS;
 use super::STATE_DIR;
 
 /// Makes `releases/<name>` from the pushed commit (never from a branch name): its files (by
@@ -365,8 +366,9 @@ rm -f "$d/{STATE_DIR}/preparing.$rel"
 }
 
 /// Switches `current` to the release atomically (`ln -s` to `releases/current`, then `mv -T`,
-/// as Capistrano 3), appends to `revisions.log` and removes releases beyond `keep_releases`
-/// (never the current one). Prints `removed <name>` for each release removed.
+/// as Capistrano 3) and appends to `revisions.log`; it prints `switched <release>` once
+/// `current` moved. Pruning is the keeper's, once the deploy is confirmed (see
+/// `keeper::confirm_function`).
 ///
 /// Before it switches, it writes the [`UNCONFIRMED`](crate::plan::confirm::UNCONFIRMED) marker with
 /// this deploy's `token` and the release `current` pointed at: until the deployer confirms, the

@@ -1,6 +1,8 @@
 //! The scripts' text, and the scripts and snippets run by a local `sh` in a temporary
 //! `deploy_to`: no server needed.
 
+use std::collections::BTreeSet;
+
 use super::daemon::{ACCESS_HOOK, ACCESS_HOOK_CALL, CHECKED_GIT};
 use super::layout::PRIVATE;
 use super::release::{ARTIFACT_ATTRIBUTES, NO_LINK};
@@ -481,4 +483,21 @@ fn the_tidying_keeps_releases_under_the_refs_the_push_leaves_out() {
     let kept = crate::transport::receive_pack::KEPT_REFS;
     assert!(tidy.contains(&format!("update {kept}$kind/$name")), "{tidy}");
     assert!(tidy.contains(&format!("for-each-ref --format='%(refname)' {kept} ")), "{tidy}");
+}
+
+#[test]
+fn the_keeper_reads_every_word_the_deployer_says_and_no_other() {
+    let preflight = preflight_with_daemon(&[]);
+    let loop_start = preflight.find("lines_read=$((lines_read + 1))").expect("the keeper's loop");
+    let start = loop_start + preflight[loop_start..].find("case \"$line\" in\n").expect("its case");
+    let arms = &preflight[start..];
+    let arms = &arms[arms.find('\n').unwrap() + 1..arms.find("\n  esac").unwrap()];
+    let words: BTreeSet<String> = arms
+        .lines()
+        .filter_map(|line| line.trim_start().split_once(')').map(|(pattern, _)| pattern))
+        .filter(|pattern| !pattern.starts_with("case") && !pattern.starts_with("''"))
+        .map(|pattern| pattern.trim_matches(['"', '*', '\'']).trim().to_string())
+        .collect();
+    let said: BTreeSet<String> = crate::protocol::Say::WORDS.iter().map(|word| word.to_string()).collect();
+    assert_eq!(words, said, "the keeper's arms:\n{arms}");
 }

@@ -79,6 +79,17 @@ if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects"
   exit 4
 fi
 [ -d "$state" ] || mkdir -p "$state"
+# shellcheck shell=sh disable=SC2154 # its values are set by the script it is part of
+# The lock's helpers, shell builtins only: the preflight runs on every deploy, and each external
+# command would be one more process started on the server.
+# Expects: `state` (for `holder_alive`). Defines:
+# - `start_time PID`: the process's start time (field 22 of /proc/PID/stat), empty if it is gone;
+# - `has_line LINE FILE`: whether FILE has the line LINE;
+# - `each_line FILE PREFIX`: prints each line of FILE after PREFIX and a space;
+# - `holder_alive`: whether the lock's holder still runs: the sshd process of its deploy's SSH
+#   connection, or its keeper (same pid and start time, so a reused pid does not count);
+# - `alive PID START`: whether that process runs.
+# Sets: `line`, `stat`, `holder`, `keeper`.
 start_time() {
   { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 0
   set -- ${stat##*) }
@@ -101,16 +112,25 @@ holder_alive() {
     case "$line" in connection=*) holder=${line#connection=} ;; keeper=*) keeper=${line#keeper=} ;; esac
   done < "$state/lock/info"; } 2>/dev/null
   [ -n "$holder" ] || return 0
+  # shellcheck disable=SC2086 # `connection=` holds a pid and a start time, split in two
   alive $holder && return 0
+  # shellcheck disable=SC2086 # as above
   [ -n "$keeper" ] && alive $keeper
 }
 alive() {
   [ -n "${2:-}" ] && [ "$(start_time "$1")" = "$2" ]
 }
+
+# shellcheck shell=sh disable=SC2154 # its values are set by the script it is part of
+# `drop_lock`: releases the lock `$lock` at once, by a rename, then removes it: a write into it
+# that races with the removal (the keeper notes every line it reads there) cannot keep a
+# directory named `lock`, without its `info`, in place.
+# Expects: `state`, `lock`. Sets: `gone`.
 drop_lock() {
   gone="$state/.lock-gone.${self:-$$}"
   if mv -T "$lock" "$gone" 2>/dev/null; then rm -rf "$gone"; else rm -rf "$lock"; fi
 }
+
 # shellcheck shell=sh disable=SC2154 # its values are set by the script it is part of
 # Keeps `repo/` from growing without bound. Every deploy brings a release commit; a push of
 # fewer than 100 objects arrives loose, each binary whole, and nothing removed them.
