@@ -1,17 +1,15 @@
-//! What `cargo metadata --no-deps` says of a manifest, read into the few fields a deploy uses:
-//! each package's name, manifest and `metadata` table, the workspace's, and cargo's target
-//! directory (which `CARGO_TARGET_DIR` and `build.target-dir` move).
+//! What `cargo metadata --no-deps` says of a manifest (through the `cargo_metadata` crate), kept
+//! to the few fields a deploy uses: each package's name, manifest and `metadata` table, the
+//! workspace's, and cargo's target directory (which `CARGO_TARGET_DIR` and `build.target-dir`
+//! move).
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
-/// The parts of `cargo metadata --format-version 1`'s output a deploy reads.
-#[derive(Debug, Deserialize)]
+/// The parts of `cargo metadata`'s output a deploy reads.
+#[derive(Debug)]
 pub(super) struct Metadata {
     pub packages: Vec<Package>,
-    /// `[workspace.metadata]` (cargo calls it `metadata`), `null` when there is none.
-    #[serde(default, rename = "metadata")]
+    /// `[workspace.metadata]`, `null` when there is none.
     pub workspace_metadata: serde_json::Value,
     pub workspace_root: PathBuf,
     /// Where cargo puts what it builds.
@@ -19,13 +17,28 @@ pub(super) struct Metadata {
 }
 
 /// One package of the workspace.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub(super) struct Package {
     pub name: String,
     pub manifest_path: PathBuf,
     /// `[package.metadata]`, `null` when there is none.
-    #[serde(default)]
     pub metadata: serde_json::Value,
+}
+
+impl From<cargo_metadata::Metadata> for Metadata {
+    fn from(metadata: cargo_metadata::Metadata) -> Metadata {
+        let packages = metadata.packages.into_iter().map(|package| Package {
+            name: package.name.to_string(),
+            manifest_path: package.manifest_path.into(),
+            metadata: package.metadata,
+        });
+        Metadata {
+            packages: packages.collect(),
+            workspace_metadata: metadata.workspace_metadata,
+            workspace_root: metadata.workspace_root.into(),
+            target_directory: metadata.target_directory.into(),
+        }
+    }
 }
 
 impl Metadata {
@@ -33,20 +46,20 @@ impl Metadata {
     /// `$CARGO`) on `manifest_path`, or on the manifest cargo finds from the current directory;
     /// on failure, what went wrong in one line.
     pub fn read(manifest_path: Option<&Path>) -> Result<Metadata, String> {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut command = std::process::Command::new(&cargo);
-        command.args(["metadata", "--format-version", "1", "--no-deps"]);
+        let mut command = cargo_metadata::MetadataCommand::new();
+        command.no_deps();
         if let Some(path) = manifest_path {
-            command.arg("--manifest-path").arg(path);
+            command.manifest_path(path);
         }
-        let output = command
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|err| format!("cannot run `{}`: {err}", cargo.to_string_lossy()))?;
-        if !output.status.success() {
-            return Err(one_paragraph(&String::from_utf8_lossy(&output.stderr)));
+        match command.exec() {
+            Ok(metadata) => Ok(metadata.into()),
+            Err(cargo_metadata::Error::CargoMetadata { stderr }) => Err(one_paragraph(&stderr)),
+            Err(cargo_metadata::Error::Io(err)) => {
+                let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+                Err(format!("cannot run `{}`: {err}", cargo.to_string_lossy()))
+            }
+            Err(err) => Err(format!("cannot read its output: {err}")),
         }
-        serde_json::from_slice(&output.stdout).map_err(|err| format!("cannot read its output: {err}"))
     }
 
     /// The manifest to read the deploy table of, from the current directory: the one cargo
@@ -110,9 +123,10 @@ mod tests {
 
     #[test]
     fn the_workspace_table_is_cargos_top_level_metadata() {
-        let json = r#"{"packages": [], "metadata": {"deploy": {"application": "w"}}, "workspace_root": "/w",
-                       "target_directory": "/w/target", "version": 1}"#;
-        let metadata: Metadata = serde_json::from_str(json).unwrap();
+        let json = r#"{"packages": [], "workspace_members": [], "resolve": null, "version": 1,
+                       "metadata": {"deploy": {"application": "w"}}, "workspace_root": "/w",
+                       "target_directory": "/w/target"}"#;
+        let metadata: Metadata = serde_json::from_str::<cargo_metadata::Metadata>(json).unwrap().into();
         assert_eq!(metadata.workspace_metadata["deploy"]["application"], "w");
     }
 
