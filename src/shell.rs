@@ -223,6 +223,12 @@ pub fn base64(text: &str) -> String {
 /// environment, whereas `/proc/<pid>/cmdline` is open to every local user.
 pub const RUN_EXPORTED: &str = r#"sh -c 'xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'"#;
 
+/// A header of quoted assignments, `name=value` a line each: how a script kept as a real `.sh`
+/// file is given its values (nothing is spliced into its text).
+pub fn header(values: &[(&str, &str)]) -> String {
+    values.iter().map(|(name, value)| format!("{name}={}\n", quote(value))).collect()
+}
+
 /// The shell line that puts `command` where [`RUN_EXPORTED`] finds it.
 pub fn export_command(command: &str) -> String {
     format!("XTASK_DEPLOY_RUN={}; export XTASK_DEPLOY_RUN", quote(command))

@@ -54,71 +54,7 @@ pub fn run_restart_hooks(commands: &[crate::plan::Restart], limit_secs: u64) -> 
 /// goes back or confirms (the deployer's step, and the keeper's watch, may try at once). The
 /// one that does holds `$state/lock/switching`, with its pid (`$self`, else `$$`); one left
 /// by a process that is gone is taken over.
-pub const GO_BACK: &str = r#"hold_switch() {
-  [ -d "$state/lock" ] || return 0
-  waited=0
-  unnamed=0
-  until mkdir "$state/lock/switching" 2>/dev/null; do
-    [ -d "$state/lock" ] || return 0
-    holder=""
-    { read -r holder < "$state/lock/switching/pid"; } 2>/dev/null
-    case "$holder" in
-      # Taken a moment ago, its pid not written yet; or by one killed right then.
-      ''|*[!0-9]*) unnamed=$((unnamed + 1)); gone=$([ "$unnamed" -ge 20 ] && echo 1) ;;
-      *) unnamed=0; gone=$(kill -0 "$holder" 2>/dev/null || echo 1) ;;
-    esac
-    if [ -n "$gone" ]; then
-      # One at a time: the rename succeeds for one of those who found it stale.
-      if mv "$state/lock/switching" "$state/lock/switching.stale.${self:-$$}" 2>/dev/null; then
-        rm -rf "$state/lock/switching.stale.${self:-$$}"
-      fi
-      continue
-    fi
-    waited=$((waited + 1))
-    # A minute at most: then it goes on (as it did before the lock had this).
-    [ "$waited" -lt 600 ] || return 0
-    sleep 0.1 2>/dev/null || sleep 1
-  done
-  { echo "${self:-$$}" > "$state/lock/switching/pid"; } 2>/dev/null
-  return 0
-}
-drop_switch() {
-  holder=""
-  { read -r holder < "$state/lock/switching/pid"; } 2>/dev/null
-  if [ "$holder" = "${self:-$$}" ]; then rm -rf "$state/lock/switching"; fi
-}
-forget_marker() {
-  if grep -qxF "release=$release" "$state/unconfirmed" 2>/dev/null; then rm -f "$state/unconfirmed"; fi
-}
-go_back() {
-  hold_switch
-  switch_back
-  status=$?
-  drop_switch
-  return "$status"
-}
-switch_back() {
-  went_back=0
-  case "$(readlink "$d/current" 2>/dev/null)" in
-    */releases/"$release") ;;
-    *) forget_marker; echo "not-switched $release"; return 0 ;;
-  esac
-  if [ -z "$previous" ] || [ ! -d "$d/releases/$previous" ]; then
-    # It stays live, but it failed: marked bad, so that nothing takes it for a good release.
-    if ! grep -qxF "$release" "$state/bad" 2>/dev/null; then echo "$release" >> "$state/bad"; fi
-    echo "cannot-revert no earlier release to go back to"; return 1
-  fi
-  link="$d/releases/.current.$$"
-  rm -f "$link"
-  if ! { ln -s "$d/releases/$previous" "$link" && mv -T "$link" "$d/current"; }; then
-    rm -f "$link"; echo "cannot-revert the switch failed"; return 1
-  fi
-  forget_marker
-  echo "$release" >> "$state/bad"
-  printf '%s rolled back to release %s\n' "$user" "$previous" >> "$d/revisions.log"
-  went_back=1
-  echo "reverted $release $previous"
-}"#;
+pub const GO_BACK: &str = include_str!("confirm/go_back.sh");
 
 /// Goes back to the release a server had before this deploy switched it to `release`: what
 /// the deployer runs on every switched server when the deploy fails after the switch. The
@@ -168,84 +104,23 @@ pub fn health_script(
     healthcheck: &Healthcheck,
     watch: Option<&str>,
 ) -> RemoteScript {
-    let timeout = healthcheck.timeout.as_secs();
-    let text = format!(
-        r#"set -u
-d={deploy_to}
-rel={name}
-cd "$d/releases/$rel" || exit 1
-export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION={sha} ROLLBACK=
-log=$(mktemp) || exit 1
-# Tries run in the step's process group: stopped with the step (its deployer was lost), the
-# whole group goes, tries included.
-trap 'rm -f "$log"; exit 143' TERM INT HUP
-# Freezes a process and everything below it (so that none starts more), then kills them all.
-stop_tree() {{
-  kill -STOP "$1" 2>/dev/null
-  for child in $(pgrep -P "$1" 2>/dev/null); do stop_tree "$child"; done
-  kill -KILL "$1" 2>/dev/null
-}}
-# Milliseconds since the epoch (busybox's `date` has no %N: whole seconds then).
-now_ms() {{
-  n=$(date +%s%N)
-  case "$n" in *[!0-9]*|'') echo $(( $(date +%s) * 1000 )) ;; *) echo $(( n / 1000000 )) ;; esac
-}}
-{watch}
-start=$(now_ms)
-deadline=$(( start + {timeout} * 1000 ))
-tries=0
-while :; do
-  tries=$((tries + 1))
-  ( {command}; exec {run} ) >"$log" 2>&1 </dev/null &
-  try=$!
-  late=0
-  # Tenths of a second left before the deadline for this try, and at least one second.
-  ticks=$(( (deadline - $(now_ms)) / 100 ))
-  [ "$ticks" -ge 10 ] || ticks=10
-  while kill -0 "$try" 2>/dev/null; do
-    if [ "$ticks" -le 0 ]; then
-      late=1
-      stop_tree "$try"
-      break
-    fi
-    ticks=$((ticks - 1))
-    sleep 0.1
-  done
-  wait "$try"
-  status=$?
-  # A service that stopped fails the check at once, whatever the try said.
-  if down=$(services_down); then
-    echo "{UNHEALTHY} $tries $(( $(now_ms) - start ))"
-    printf '{HEALTH_OUTPUT}: service `%s` stopped during it (%s)\n' "$down" "$(services_state "$down")" >&2
-    rm -f "$log"
-    exit 1
-  fi
-  # A try stopped at the timeout failed, whatever it exited with.
-  if [ "$status" -eq 0 ] && [ "$late" -eq 0 ]; then
-    rm -f "$log"
-    echo "{HEALTHY} $tries $(( $(now_ms) - start ))"
-    exit 0
-  fi
-  [ "$(now_ms)" -lt "$deadline" ] || break
-  sleep {interval}
-done
-echo "{UNHEALTHY} $tries $(( $(now_ms) - start ))"
-last=$(tail -c 2000 "$log")
-[ -n "$last" ] || last="(it printed nothing)"
-printf '{HEALTH_OUTPUT} within %ss (%s tries); its last output:\n%s\n' {timeout} "$tries" "$last" >&2
-rm -f "$log"
-exit 1
-"#,
-        deploy_to = quote(&config.deploy_to),
-        name = quote(&release.name),
-        sha = quote(&release.sha),
-        command = crate::shell::export_command(&healthcheck.command),
-        run = crate::shell::RUN_EXPORTED,
-        interval = healthcheck.interval.as_secs(),
-        watch = watch.unwrap_or("services_down() { return 1; }"),
-    );
+    let header = crate::shell::header(&[
+        ("d", &config.deploy_to),
+        ("rel", &release.name),
+        ("sha", &release.sha),
+        ("check", &healthcheck.command),
+        ("timeout", &healthcheck.timeout.as_secs().to_string()),
+        ("interval", &healthcheck.interval.as_secs().to_string()),
+        ("healthy", HEALTHY),
+        ("unhealthy", UNHEALTHY),
+        ("health_output", HEALTH_OUTPUT),
+    ]);
+    let text = ["set -u\n", &header, watch.unwrap_or(""), HEALTH].concat();
     RemoteScript { name: "healthcheck", text }
 }
+
+/// The health check's shell (see [`health_script`]), with its header of what it expects.
+const HEALTH: &str = include_str!("confirm/health.sh");
 
 /// The lines the publish script writes into [`UNCONFIRMED`] before it switches.
 pub fn unconfirmed_lines(token: &str, release: &str) -> String {

@@ -1008,10 +1008,19 @@ go_back
 '
 set -u
 
-cd "$d/releases/$rel" || exit 1
-export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION=0123456789abcdef0123456789abcdef01234567 ROLLBACK=
+set -- "set -u
+check='curl -fsS localhost:8080/health'
+timeout=30
+interval=1
+healthy=@@xtask-deploy-healthy
+unhealthy=@@xtask-deploy-unhealthy
+health_output='the health check did not pass'
+t0k3n# shellcheck shell=sh disable=SC2154 # its values are set by the header before it
+cd \""'$d/releases/$rel" || exit 1
+export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$sha" ROLLBACK=
 log=$(mktemp) || exit 1
 trap '"'rm -f \""'$log"; exit 143'"' TERM INT HUP
+command -v services_down >/dev/null 2>&1 || services_down() { return 1; }
 stop_tree() {
   kill -STOP \""'$1" 2>/dev/null
   for child in $(pgrep -P "$1" 2>/dev/null); do stop_tree "$child"; done
@@ -1021,10 +1030,9 @@ now_ms() {
   n=$(date +%s%N)
   case "$n" in *[!0-9]*|'"'') echo "'$(( $(date +%s) * 1000 )) ;; *) echo $(( n / 1000000 )) ;; esac
 }
-t0k3n
 start=$(now_ms)
-deadline=$(( start + 30 * 1000 ))
-  ( XTASK_DEPLOY_RUN='"'curl -fsS localhost:8080/health'; export XTASK_DEPLOY_RUN; exec sh -c 'xtask_deploy_command="'$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'"' ) >\""'$log" 2>&1 </dev/null &
+deadline=$(( start + timeout * 1000 ))
+  ( XTASK_DEPLOY_RUN=$check; export XTASK_DEPLOY_RUN; exec sh -c '"'xtask_deploy_command="'$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'"' ) >\""'$log" 2>&1 </dev/null &
   try=$!
   late=0
   ticks=$(( (deadline - $(now_ms)) / 100 ))
@@ -1040,29 +1048,30 @@ deadline=$(( start + 30 * 1000 ))
   done
   wait "$try"
   if down=$(services_down); then
-    echo "@@xtask-deploy-unhealthy $tries $(( $(now_ms) - start ))"
-    printf '"'the health check did not pass: service "'`%s` stopped during it (%s)'"\\n' \""'$down" "$(services_state "$down")" >&2
+    echo "$unhealthy $tries $(( $(now_ms) - start ))"
+    printf '"'%s: service "'`%s` stopped during it (%s)'"\\n' \""'$health_output" "$down" "$(services_state "$down")" >&2
     rm -f "$log"
   if [ "$status" -eq 0 ] && [ "$late" -eq 0 ]; then
     rm -f "$log"
-    echo "@@xtask-deploy-healthy $tries $(( $(now_ms) - start ))"
+    echo "$healthy $tries $(( $(now_ms) - start ))"
   [ "$(now_ms)" -lt "$deadline" ] || break
-  sleep 1
+  sleep "$interval"
 done
-echo "@@xtask-deploy-unhealthy $tries $(( $(now_ms) - start ))"
+echo "$unhealthy $tries $(( $(now_ms) - start ))"
 last=$(tail -c 2000 "$log")
 [ -n "$last" ] || last="(it printed nothing)"
-printf '"'the health check did not pass within %ss (%s tries); its last output:\\n%s\\n' 30 \""'$tries" "$last" >&2
+printf '"'%s within %ss (%s tries); its last output:\\n%s\\n' \""'$health_output" "$timeout" "$tries" "$last" >&2
 rm -f "$log"
 exit 1
 '
 set -u
+cd "$d/releases/$rel" || exit 1
 trap 'rm -f "$log"; exit 143' TERM INT HUP
   kill -STOP "$1" 2>/dev/null
   case "$n" in *[!0-9]*|'') echo $(( $(date +%s) * 1000 )) ;; *) echo $(( n / 1000000 )) ;; esac
-  ( XTASK_DEPLOY_RUN='curl -fsS localhost:8080/health'; export XTASK_DEPLOY_RUN; exec sh -c 'xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"' ) >"$log" 2>&1 </dev/null &
-    printf 'the health check did not pass: service `%s` stopped during it (%s)\n' "$down" "$(services_state "$down")" >&2
-printf 'the health check did not pass within %ss (%s tries); its last output:\n%s\n' 30 "$tries" "$last" >&2
+  ( XTASK_DEPLOY_RUN=$check; export XTASK_DEPLOY_RUN; exec sh -c 'xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"' ) >"$log" 2>&1 </dev/null &
+    printf '%s: service `%s` stopped during it (%s)\n' "$health_output" "$down" "$(services_state "$down")" >&2
+printf '%s within %ss (%s tries); its last output:\n%s\n' "$health_output" "$timeout" "$tries" "$last" >&2
 
 set -eu
 state=\""'$d/.xtask-deploy"

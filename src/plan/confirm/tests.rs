@@ -138,3 +138,9 @@ fn a_health_check_stopped_with_its_step_leaves_no_try_running() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(tries(), vec![], "the try was left");
 }
+
+#[test]
+fn the_health_checks_tries_run_their_command_from_the_environment_as_run_exported_does() {
+    assert!(HEALTH.contains(&format!("exec {}", crate::shell::RUN_EXPORTED)), "{HEALTH}");
+    assert!(HEALTH.contains("XTASK_DEPLOY_RUN=$check; export XTASK_DEPLOY_RUN"), "{HEALTH}");
+}

@@ -1,3 +1,8 @@
+# shellcheck shell=sh disable=SC2154,SC2034 # its values are set, and `went_back` read, by the script it is part of
+# Going back to the release a server had (see `GO_BACK` in confirm.rs for what each function
+# does). Expects: `d`, `state`, `release`, `previous`, `user`, and `self` if set (else `$$`).
+# Defines `hold_switch`, `drop_switch`, `forget_marker`, `go_back`, `switch_back`; sets
+# `went_back`, `waited`, `unnamed`, `holder`, `gone`, `link`, `status`.
 hold_switch() {
   [ -d "$state/lock" ] || return 0
   waited=0
@@ -63,6 +68,7 @@ switch_back() {
   went_back=1
   echo "reverted $release $previous"
 }
+
 set -u
 # The deployer may vanish at any time: a write to its channel must fail, not kill this shell
 # before it cleans up (a handler, not an ignored signal: the commands it starts get the default).
@@ -92,6 +98,7 @@ fi
 # Sets: `line`, `stat`, `holder`, `keeper`.
 start_time() {
   { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 0
+  # shellcheck disable=SC2086 # split into the fields after the name
   set -- ${stat##*) }
   shift 19
   echo "$1"
