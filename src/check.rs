@@ -457,7 +457,7 @@ pub fn health_target<'a>(
         sha: sha.to_string(),
         branch: String::new(),
         user: String::new(),
-        build: None,
+        release_commit: None,
     };
     Ok((healthcheck, release))
 }

@@ -150,7 +150,7 @@ pub(crate) fn rollback_one(
         sha: done.revision,
         branch: String::new(),
         user: user.to_string(),
-        build: None,
+        release_commit: None,
     };
     match health_of(config, index, server, &release, reporter)? {
         None => Ok(()),

@@ -168,7 +168,7 @@ fn restart_one(config: &Config, index: usize, server: &LockedServer, reporter: &
         sha: server.state.current_sha().unwrap_or_default().to_string(),
         branch: String::new(),
         user: String::new(),
-        build: None,
+        release_commit: None,
     };
     match health_of(config, index, server, &release, reporter)? {
         None => Ok(()),

@@ -214,7 +214,7 @@ fn render_plan(plans: &[crate::plan::Plan], config: &crate::Config) -> String {
                 remote(&mut out, step.phase.as_str(), &on(&|plan| plan.steps[index].on_this_server), script)
             }
             Action::Push => {
-                let build = match &plan.release.build {
+                let build = match &plan.release.release_commit {
                     Some(_) => " with the release commit (the build output laid over it)",
                     None => "",
                 };

@@ -104,7 +104,7 @@ fn lock_one(
     super::connected(reporter, &config, &connection, connect);
     let mut exec_instead = daemon.and_then(|_| connection.tunnels_as_root());
     let daemon = daemon.filter(|_| exec_instead.is_none());
-    let preflight = plan::preflight_script(&config, lock, &restart_hooks, daemon, watch);
+    let preflight = plan::keeper_script(&config, lock, &restart_hooks, daemon, watch);
     let deadline = lock_wait.map(|wait| Instant::now() + wait);
     loop {
         let mut keeper = match connection.spawn(&preflight) {

@@ -29,7 +29,7 @@ pub(crate) use lock::{lock_all, new_lock, unlock_all, Keeping};
 /// [`crate::config::Server`], a server as configured.
 pub(crate) struct LockedServer {
     /// The preflight, still running: it holds the lock until its stdin closes, and runs the
-    /// batches of steps sent to it (see [`crate::plan::preflight_script`]).
+    /// batches of steps sent to it (see [`crate::plan::keeper_script`]).
     keeper: Arc<Mutex<Option<RemoteProcess>>>,
     pub(crate) connection: Connection,
     /// The configuration as this server sees it (its own `deploy_to`).

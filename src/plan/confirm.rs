@@ -59,7 +59,7 @@ pub const GO_BACK: &str = include_str!("confirm/go_back.sh");
 /// Goes back to the release a server had before this deploy switched it to `release`: what
 /// the deployer runs on every switched server when the deploy fails after the switch. The
 /// restart hooks are [`restart_script`], run after it.
-pub fn revert_script(config: &Config, release: &str, previous: Option<&str>, user: &str) -> RemoteScript {
+pub fn go_back_script(config: &Config, release: &str, previous: Option<&str>, user: &str) -> RemoteScript {
     let text = format!(
         r#"set -u
 d={deploy_to}

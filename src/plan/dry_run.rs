@@ -313,7 +313,7 @@ pub fn planned_steps(plan: &Plan) -> Vec<PlannedStep> {
 /// The releases the lock keeper removes once it confirms `release` on a server in `state`
 /// (`keep_releases` is `keep`), after the preflight removed `unfinished`: those beyond `keep`,
 /// the ones marked bad first, then the oldest; never `release`, which is current by then. As
-/// the keeper in [`super::preflight_script`] does.
+/// the keeper in [`super::keeper_script`] does.
 pub fn pruned(state: &RemoteState, unfinished: &[String], release: &str, keep: usize) -> Vec<String> {
     let mut left: Vec<&str> = state
         .releases

@@ -37,7 +37,7 @@ pub struct Release {
     /// The release commit the release's files come from (the build output laid over `sha`),
     /// when the deploy has `artifacts`; else they come from `sha` itself. Known once the build
     /// ran: a plan made before holds [`BUILD_PENDING`].
-    pub build: Option<String>,
+    pub release_commit: Option<String>,
 }
 
 /// What a plan made before the build says in place of the release commit.
@@ -45,8 +45,8 @@ pub const BUILD_PENDING: &str = "<the release commit, made after the build>";
 
 impl Release {
     /// The commit the release's files are extracted from.
-    pub fn tree(&self) -> &str {
-        self.build.as_deref().unwrap_or(&self.sha)
+    pub fn files_commit(&self) -> &str {
+        self.release_commit.as_deref().unwrap_or(&self.sha)
     }
 }
 
@@ -153,7 +153,7 @@ impl RemoteState {
     }
 }
 
-/// Reads the output of [`preflight_script`] or [`inspect_script`].
+/// Reads the output of [`keeper_script`] or [`inspect_script`].
 pub fn parse_state(stdout: &str) -> RemoteState {
     let mut state = RemoteState::default();
     for line in stdout.lines() {
@@ -340,7 +340,7 @@ pub fn deploy_plan(
     }
     Plan {
         release: release.clone(),
-        preflight: preflight_script(config, lock, &restarts(config, server), None, None),
+        preflight: keeper_script(config, lock, &restarts(config, server), None, None),
         build: build_steps(config),
         steps,
         on_failure: hooks(Phase::OnFailure, &config.hooks.on_failure),

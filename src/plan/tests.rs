@@ -25,7 +25,7 @@ pub(crate) fn release() -> Release {
         sha: "0123456789abcdef0123456789abcdef01234567".into(),
         branch: "main".into(),
         user: "alice".into(),
-        build: None,
+        release_commit: None,
     }
 }
 

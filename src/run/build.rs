@@ -143,7 +143,7 @@ pub(super) fn release_for(local: &LocalState, name: String) -> Release {
         sha: local.revision.sha.clone(),
         branch: local.revision.branch.clone(),
         user: local.lock.user.clone(),
-        build: None,
+        release_commit: None,
     }
 }
 

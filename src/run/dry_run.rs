@@ -34,7 +34,7 @@ pub fn dry_run(config: &Config, options: &DeployOptions, reporter: &mut dyn Repo
     let existing = views.iter().flatten().flat_map(|view| view.state.releases.iter().map(|(name, _)| name.as_str()));
     let mut release = super::release_for(&local, plan::release_name(plan::UtcSecond::now(), existing));
     if !config.artifacts.is_empty() {
-        release.build = Some(plan::BUILD_PENDING.to_string());
+        release.release_commit = Some(plan::BUILD_PENDING.to_string());
     }
     let submodules = super::submodule_releases(&local.submodules);
     let servers = config.servers.iter().enumerate();
@@ -61,7 +61,7 @@ pub fn dry_run(config: &Config, options: &DeployOptions, reporter: &mut dyn Repo
                 let transfer = plan::dry_run::Transfer {
                     estimate: estimate.clone(),
                     submodules: submodules.len(),
-                    build: release.build.is_some(),
+                    build: release.release_commit.is_some(),
                 };
                 plan::dry_run::reached(&config.on(server), index, plan, name, view, &transfer)
             }

@@ -113,7 +113,7 @@ impl Walk<'_> {
             let name = server.connection.name().to_string();
             let stuck = |why: String| Err(format!("{name} ({why})"));
             let previous = server.state.current_release();
-            let script = plan::confirm::revert_script(&server.config, release, previous, user);
+            let script = plan::confirm::go_back_script(&server.config, release, previous, user);
             let output = match server.connection.output(&script) {
                 Ok(output) => output,
                 Err(err) => return stuck(format!("{err}; its lock keeper goes back when this deploy's connection ends")),

@@ -303,7 +303,7 @@ fn deploy_to_all(
     }
     let existing = servers.iter().flat_map(|server| server.state.releases.iter().map(|(name, _)| name.as_str()));
     let mut release = release_for(&local, plan::release_name(UtcSecond::now(), existing));
-    release.build = built.as_ref().map(|built| built.commit.sha.clone());
+    release.release_commit = built.as_ref().map(|built| built.commit.sha.clone());
     summary.release = release.name.clone();
     let mut walk = Walk {
         config,

@@ -128,11 +128,11 @@ pub(super) fn awaited_updates(
     release: &plan::Release,
     submodules: &[plan::SubmoduleRelease],
 ) -> Vec<(String, String, String)> {
-    let refname = match release.build {
+    let refname = match release.release_commit {
         Some(_) => crate::build_output::REMOTE_REF.to_string(),
         None => push_refname(&local.revision.branch),
     };
-    let mut updates = vec![("repo".to_string(), refname, release.tree().to_string())];
+    let mut updates = vec![("repo".to_string(), refname, release.files_commit().to_string())];
     updates.extend(submodules.iter().map(|sub| (sub.repo.clone(), SUBMODULE_REF.to_string(), sub.commit.clone())));
     updates
 }

@@ -511,6 +511,9 @@ heard="$state/lock/heard.$$"
 pushing="$state/lock/pushing.$$"
 lines_read=0
 watcher=""
+watch_silence=20
+watch_deadline=630
+watch_grace=5
 clock() {
   now=0
   { read -r now rest < /proc/uptime; } 2>/dev/null
@@ -541,7 +544,7 @@ lost() {
 }
 watch_deploy() {
   self=$(exec sh -c 'echo "$PPID"')
-  silence=20
+  silence=$watch_silence
   seen="" since="" switched="" due="" failed="" nap="" released=""
   trap 'kill "$nap" 2>/dev/null; exit 0' TERM
   while :; do
@@ -566,7 +569,7 @@ watch_deploy() {
       lost "it heard nothing from the deployer for ${allowed}s (\`timeouts.silence\`): the link went down"
     fi
     if ! has_line "$ours" "$state/unconfirmed"; then switched=""; failed=""; continue; fi
-    if [ -z "$switched" ]; then switched=$now; due=$((now + 630)); fi
+    if [ -z "$switched" ]; then switched=$now; due=$((now + watch_deadline)); fi
     if [ "$now" -ge "$due" ]; then
       lost "the deploy was not confirmed in time (\`timeouts.confirm\`)"
     fi
@@ -576,8 +579,8 @@ watch_deploy() {
       "ended 0"|"") failed="" ;;
       "ended "*)
         [ -n "$failed" ] || failed=$now
-        if [ $((now - failed)) -ge 5 ]; then
-          say_why "a step failed there, and the deployer had not sent it back 5s later"
+        if [ $((now - failed)) -ge "$watch_grace" ]; then
+          say_why "a step failed there, and the deployer had not sent it back ${watch_grace}s later"
           go_back_from_marker >/dev/null 2>&1
           failed=""
         fi ;;

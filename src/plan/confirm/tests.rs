@@ -31,7 +31,7 @@ fn going_back_switches_current_marks_the_release_bad_logs_it_then_the_old_one_re
     let marker = dir.path().join(STATE_DIR).join(UNCONFIRMED);
     fs::write(&marker, "token=t\nrelease=20261129000002\nprevious=20261129000001\n").unwrap();
     let cfg = config(dir.path().to_str().unwrap());
-    let script = revert_script(&cfg, "20261129000002", Some("20261129000001"), "alice");
+    let script = go_back_script(&cfg, "20261129000002", Some("20261129000001"), "alice");
     let (status, stdout, stderr) = sh(&script.text);
     assert_eq!(status, 0, "{stderr}");
     assert_eq!(stdout, "reverted 20261129000002 20261129000001\n");
@@ -65,7 +65,7 @@ fn without_an_earlier_release_a_server_cannot_go_back_and_says_so() {
     deployed(dir.path());
     let cfg = config(dir.path().to_str().unwrap());
     for previous in [None, Some("20261129000009")] {
-        let (status, stdout, _) = sh(&revert_script(&cfg, "20261129000002", previous, "alice").text);
+        let (status, stdout, _) = sh(&go_back_script(&cfg, "20261129000002", previous, "alice").text);
         assert_eq!((status, stdout.as_str()), (1, "cannot-revert no earlier release to go back to\n"));
         let current = fs::read_link(dir.path().join("current")).unwrap();
         assert_eq!(current, dir.path().join("releases/20261129000002"), "current stays");

@@ -29,7 +29,7 @@ const TIDY: &str = include_str!("sh/tidy.sh");
 /// release this deploy switched to is unconfirmed, the keeper goes back to the release the
 /// server had and runs `restart_hooks` (the `after_publish` hooks) for it; once confirmed, it
 /// removes the old releases chosen at the confirmation.
-pub fn preflight_script(
+pub fn keeper_script(
     config: &Config,
     lock: &LockInfo,
     restart_hooks: &[crate::plan::Restart],

@@ -74,7 +74,7 @@ pub use daemon::{bases_script, receive_pack_script};
 pub use keeper::{await_push_script, confirm_script, KeeperDaemon, Watch};
 pub use layout::setup_script;
 pub(in crate::plan) use layout::{REPORT_STATE, REPORT_UNCONFIRMED, REQUIRE_GIT, REQUIRE_SETUP};
-pub use lock::{preflight_script, unlock_script};
+pub use lock::{keeper_script, unlock_script};
 pub(in crate::plan) use lock::REPORT_LOCK;
 pub(in crate::plan) use release::SWITCH_CURRENT;
 pub use release::{check_script, discard_script, hook_script, inspect_script, prepare_script, publish_script};

@@ -26,7 +26,7 @@ pub fn prepare_script(config: &Config, release: &Release, submodules: &[Submodul
     }
     // The tree's `.gitattributes` must not drop or rewrite build output (`export-ignore`,
     // `export-subst`, line endings, filters): `info/attributes` comes first and unsets them.
-    let attributes = match release.build {
+    let attributes = match release.release_commit {
         Some(_) => config
             .artifacts
             .iter()
@@ -170,7 +170,7 @@ printf '%s\n' "$sha" > "releases/$rel/REVISION"
         deploy_to = quote(&config.deploy_to),
         name = quote(&release.name),
         sha = quote(&release.sha),
-        tree = quote(release.tree()),
+        tree = quote(release.files_commit()),
         trap = match link {
             true => RECORD,
             false => r#"trap 'rm -rf "releases/$rel" "$marker"' EXIT"#,

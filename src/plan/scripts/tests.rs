@@ -32,7 +32,7 @@ fn every_script_quotes_a_hostile_deploy_to() {
     let release = release();
     for script in [
         setup_script(&cfg),
-        preflight_script(&cfg, &lock(), &[crate::plan::Restart::hook("systemctl restart it")], Some(&keeper_daemon()), None),
+        keeper_script(&cfg, &lock(), &[crate::plan::Restart::hook("systemctl restart it")], Some(&keeper_daemon()), None),
         confirm_script(&cfg, "t0k3n"),
         inspect_script(&cfg),
         unlock_script(&cfg, Some("t"), false),
@@ -56,7 +56,7 @@ fn preflight_with_daemon(submodule_repos: &[&str]) -> String {
         max_seconds: 900,
         submodule_repos: submodule_repos.iter().map(|repo| repo.to_string()).collect(),
     };
-    preflight_script(&config("/srv/x"), &lock(), &[], Some(&daemon), None).text
+    keeper_script(&config("/srv/x"), &lock(), &[], Some(&daemon), None).text
 }
 
 #[test]
@@ -77,7 +77,7 @@ fn both_transports_check_what_they_receive_and_their_processes_are_still_found()
     let exec = receive_pack_script(&config("/srv/x"), "repo", false).text;
     assert!(exec.contains(&format!("\n{checked} receive-pack \"$repo\"\n")), "{exec}");
     // The preflight and the lock keeper find them by command line (and those of older versions).
-    let preflight = preflight_script(&config("/srv/x"), &lock(), &[], None, None).text;
+    let preflight = keeper_script(&config("/srv/x"), &lock(), &[], None, None).text;
     assert!(preflight.contains(&format!("*\"{checked} daemon\"*\"$d/repo\"*")), "{preflight}");
     assert!(preflight.contains("*\"git daemon\"*\"$d/repo\"*") && preflight.contains("*\"git \"*\"receive-pack\"*"));
 }
@@ -105,7 +105,7 @@ fn release_is_made_from_the_sha_and_published_atomically() {
     assert!(prepare.text.contains("archive --format=tar \"$tree\""));
     assert!(prepare.text.contains("printf '%s\\n' \"$sha\" > \"releases/$rel/REVISION\""));
     // With build output, the files come from the release commit; REVISION still names the source.
-    let build = Release { build: Some("fedcba9876543210fedcba9876543210fedcba98".into()), ..release() };
+    let build = Release { release_commit: Some("fedcba9876543210fedcba9876543210fedcba98".into()), ..release() };
     let prepare = prepare_script(&config("/srv/x"), &build, &[]);
     assert!(prepare.text.contains("sha=0123456789abcdef0123456789abcdef01234567\n"));
     assert!(prepare.text.contains("tree=fedcba9876543210fedcba9876543210fedcba98\n"));
@@ -357,7 +357,7 @@ fn only_a_bare_repository_counts_as_set_up() {
 fn build_output_is_exempt_from_the_trees_attributes_even_with_odd_names() {
     let mut cfg = config("/srv/x");
     cfg.artifacts = vec!["bin/my \"app\"".into(), "dist".into()];
-    let build = Release { build: Some("f".repeat(40)), ..release() };
+    let build = Release { release_commit: Some("f".repeat(40)), ..release() };
     let prepare = prepare_script(&cfg, &build, &[]).text;
     let line = prepare.lines().find(|line| line.starts_with("mkdir -p repo/info")).expect("attributes written");
     let dir = tempfile::tempdir().unwrap();

@@ -199,8 +199,8 @@ fn going_back_runs_what_the_deploy_kept_on_the_server_not_a_long_command_line() 
     assert!(RESTORE_FILE.starts_with(&format!("{STATE_DIR}/")), "the file lives in the private state directory");
     let config = two_services();
     let lock = crate::plan::tests::lock();
-    let with = crate::plan::preflight_script(&config, &lock, &crate::plan::restarts(&config, 0), None, None);
-    let without = crate::plan::preflight_script(&config, &lock, &[], None, None);
+    let with = crate::plan::keeper_script(&config, &lock, &crate::plan::restarts(&config, 0), None, None);
+    let without = crate::plan::keeper_script(&config, &lock, &[], None, None);
     // The keeper's command line carries a line for the services, whatever they are, and one for
     // the `after_publish` hook.
     assert!(with.text.len() - without.text.len() < 1024, "{} more bytes", with.text.len() - without.text.len());

@@ -14,7 +14,7 @@ fn deploy() -> (crate::config::Config, Release, Vec<SubmoduleRelease>) {
     cfg.linked_files = vec!["config/database.yml".into()];
     cfg.linked_dirs = vec!["log".into()];
     cfg.artifacts = vec!["target/release/app".into()];
-    let release = Release { build: Some("fedcba9876543210fedcba9876543210fedcba98".into()), ..release() };
+    let release = Release { release_commit: Some("fedcba9876543210fedcba9876543210fedcba98".into()), ..release() };
     let submodule = SubmoduleRelease {
         path: "vendor/lib".into(),
         repo: "repo/modules/lib".into(),
@@ -27,7 +27,7 @@ fn deploy() -> (crate::config::Config, Release, Vec<SubmoduleRelease>) {
 fn preflight() {
     let (cfg, _, _) = deploy();
     let daemon = KeeperDaemon { ports: vec![40000, 40001], max_seconds: 600, submodule_repos: vec!["repo/modules/lib".into()] };
-    let script = preflight_script(&cfg, &lock(), &[crate::plan::Restart::hook("systemctl restart app")], Some(&daemon), Some(&crate::plan::Watch { silence: 20, deadline: 630, grace: 5 }));
+    let script = keeper_script(&cfg, &lock(), &[crate::plan::Restart::hook("systemctl restart app")], Some(&daemon), Some(&crate::plan::Watch { silence: 20, deadline: 630, grace: 5 }));
     expect_file!["snapshots/preflight.sh"].assert_eq(&script.text);
 }
 
@@ -65,9 +65,9 @@ fn kept() {
     let lock = lock();
     // Run on channels of their own, reading the rest of stdin.
     let own = [
-        preflight_script(&cfg, &lock, &restart, Some(&daemon), Some(&watch)),
-        preflight_script(&cfg, &lock, &[], Some(&daemon), None),
-        preflight_script(&cfg, &lock, &[], None, None),
+        keeper_script(&cfg, &lock, &restart, Some(&daemon), Some(&watch)),
+        keeper_script(&cfg, &lock, &[], Some(&daemon), None),
+        keeper_script(&cfg, &lock, &[], None, None),
         receive_pack_script(&cfg, "repo", false),
         bases_script(&cfg, &release.sha, std::slice::from_ref(&release.sha), &["target/release/app"]),
     ];
@@ -94,7 +94,7 @@ fn kept() {
         check_script(&cfg),
         unlock_script(&cfg, Some("t0k3n"), false),
         discard_script(&cfg, &release),
-        crate::plan::confirm::revert_script(&cfg, &release.name, Some("20261125041000"), "alice"),
+        crate::plan::confirm::go_back_script(&cfg, &release.name, Some("20261125041000"), "alice"),
         crate::plan::confirm::restart_script(&cfg, &release.name, &restart),
         crate::plan::confirm::health_script(&cfg, &release, &healthcheck, Some("t0k3n")),
         crate::plan::rollback::rollback_script(&cfg, crate::plan::rollback::RollbackTo::Previous, "alice", &restart, "@@m"),

@@ -659,6 +659,15 @@ heard="$state/lock/heard.$$"
 pushing="$state/lock/pushing.$$"
 lines_read=0
 watcher=""
+watch_silence=20
+watch_deadline=630
+watch_grace=5
+# shellcheck shell=sh disable=SC2154 # its values are set by the script it is part of
+# The keeper's watch (see `watch_function` in keeper.rs): `watch_deploy`, run beside the keeper,
+# and what it needs: `clock` (seconds since boot into `now`), `say_why`, `lost`.
+# Expects: `d`, `state`, `ours`, `heard`, `pushing`, `jobfile`, `watch_silence`,
+# `watch_deadline` and `watch_grace` (seconds), the lock helpers, `go_back_from_marker` and
+# `end_deploy`. Sets `self` (its own pid) and its own counters.
 clock() {
   now=0
   { read -r now rest < /proc/uptime; } 2>/dev/null
@@ -695,7 +704,7 @@ lost() {
 }
 watch_deploy() {
   self=$(exec sh -c 'echo "$PPID"')
-  silence=20
+  silence=$watch_silence
   seen="" since="" switched="" due="" failed="" nap="" released=""
   # Stopped (the keeper's EOF), its `sleep` goes with it.
   trap 'kill "$nap" 2>/dev/null; exit 0' TERM
@@ -725,7 +734,7 @@ watch_deploy() {
       lost "it heard nothing from the deployer for ${allowed}s (\`timeouts.silence\`): the link went down"
     fi
     if ! has_line "$ours" "$state/unconfirmed"; then switched=""; failed=""; continue; fi
-    if [ -z "$switched" ]; then switched=$now; due=$((now + 630)); fi
+    if [ -z "$switched" ]; then switched=$now; due=$((now + watch_deadline)); fi
     if [ "$now" -ge "$due" ]; then
       lost "the deploy was not confirmed in time (\`timeouts.confirm\`)"
     fi
@@ -735,8 +744,8 @@ watch_deploy() {
       "ended 0"|"") failed="" ;;
       "ended "*)
         [ -n "$failed" ] || failed=$now
-        if [ $((now - failed)) -ge 5 ]; then
-          say_why "a step failed there, and the deployer had not sent it back 5s later"
+        if [ $((now - failed)) -ge "$watch_grace" ]; then
+          say_why "a step failed there, and the deployer had not sent it back ${watch_grace}s later"
           go_back_from_marker >/dev/null 2>&1
           failed=""
         fi ;;
@@ -744,6 +753,7 @@ watch_deploy() {
     esac
   done
 }
+
 watch_deploy </dev/null >/dev/null 6>&- &
 watcher=$!
 # The deploy holds the lock while this channel is open; its stdin closes when the deploy ends,
