@@ -23,24 +23,21 @@ pub const HEALTH_OUTPUT: &str = "the health check did not pass";
 /// What the health check prints when it did not pass in time: `<UNHEALTHY> <tries> <elapsed ms>`.
 pub const UNHEALTHY: &str = "@@xtask-deploy-unhealthy";
 
-/// Shell lines that run `commands` (after_publish hooks) one after another in
-/// `$d/releases/$rel`, with the hooks' environment and `ROLLBACK=1`, each within `limit_secs`;
-/// a failing one is reported as a `hook-failed <index> <status>` line and the next still runs.
-/// Each runs under `timeout` in a process group of its own: a restart that has begun finishes
-/// even when the step that started it is stopped (the deployer was lost mid-way).
-pub fn run_restart_hooks(commands: &[crate::plan::Restart], limit_secs: u64) -> String {
-    let mut text = String::new();
+/// The values [`RESTART_HOOKS`]' `run_restart_hooks` reads: the restart `commands` (the
+/// `after_publish` hooks, run for a release a server went back to, with `ROLLBACK=1`) and
+/// `limit_secs`, each one's time, as a header of quoted assignments.
+pub fn restart_hooks_header(commands: &[crate::plan::Restart], limit_secs: u64) -> String {
+    let mut values = vec![("restart_count".to_string(), commands.len().to_string())];
+    values.push(("restart_limit".to_string(), limit_secs.to_string()));
     for (index, command) in commands.iter().enumerate() {
-        text.push_str(&format!(
-            "( cd \"$d/releases/$rel\" && rev=- && {{ read -r rev < REVISION; }} 2>/dev/null; \
-             export DEPLOY_TO=\"$d\" RELEASE=\"$rel\" RELEASE_PATH=\"$d/releases/$rel\" REVISION=\"$rev\" ROLLBACK=1; \
-             {command}; exec timeout -k 1 {limit_secs} {run} ) </dev/null >&2 || echo \"hook-failed {index} $?\"\n",
-            command = crate::shell::export_command(&command.command),
-            run = crate::shell::RUN_EXPORTED,
-        ));
+        values.push((format!("restart_{index}"), command.command.clone()));
     }
-    text
+    let values: Vec<(&str, &str)> = values.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
+    crate::shell::header(&values)
 }
+
+/// The shell function `run_restart_hooks` (what it expects is in the file's header).
+pub const RESTART_HOOKS: &str = include_str!("confirm/restart_hooks.sh");
 
 /// Shell functions: `go_back`, which, when `current` still points at `releases/$release`,
 /// switches it back to `releases/$previous` (atomically, through a link of its own), forgets the
@@ -81,12 +78,9 @@ go_back
 /// Runs the restart `hooks` (the `after_publish` hooks) for `release`, which a server went back
 /// to, with `ROLLBACK=1`; a failing one prints `hook-failed <index> <status>`.
 pub fn restart_script(config: &Config, release: &str, hooks: &[crate::plan::Restart]) -> RemoteScript {
-    let text = format!(
-        "set -u\nd={deploy_to}\nrel={release}\n{hooks}",
-        deploy_to = quote(&config.deploy_to),
-        release = quote(release),
-        hooks = run_restart_hooks(hooks, config.timeouts.step.as_secs()),
-    );
+    let header = crate::shell::header(&[("d", &config.deploy_to), ("rel", release)]);
+    let hooks = restart_hooks_header(hooks, config.timeouts.step.as_secs());
+    let text = ["set -u\n", &header, &hooks, RESTART_HOOKS, "run_restart_hooks\n"].concat();
     RemoteScript { name: "restart", text }
 }
 

@@ -8,7 +8,7 @@
 use crate::config::Config;
 use crate::shell::{quote, RemoteScript};
 
-use super::confirm::{run_restart_hooks, HEALTHY, UNCONFIRMED};
+use super::confirm::{restart_hooks_header, HEALTHY, RESTART_HOOKS, UNCONFIRMED};
 use super::{mark_step, STATE_DIR, SWITCH_CURRENT};
 
 /// Where `rollback` takes `current`, and whether the release it leaves is marked bad.
@@ -128,13 +128,13 @@ fi"#
         r#"{switch_starts}set -eu
 d={deploy_to}
 state="$d/{STATE_DIR}"
-cd "$d"
+{values}{RESTART_HOOKS}{REWRITE_MARKS}cd "$d"
 if [ ! -L current ]; then echo "\`$d/current\` does not exist: nothing to roll back" >&2; exit 1; fi
 from=$(basename "$(readlink current)")
 {choose}
 {SWITCH_CURRENT}
 {mark}unmark=$rel
-{REWRITE_MARKS}
+rewrite_marks
 # Whatever a deploy left unconfirmed (its deployer and its lock's keeper are gone: this
 # rollback holds the lock), the rollback has decided which release is current.
 if [ -e "$state/{UNCONFIRMED}" ]; then rm -f "$state/{UNCONFIRMED}"; fi
@@ -144,13 +144,14 @@ rev=-
 echo "rolled-back $from $rel"
 echo "revision ${{rev:--}}"
 # The switch is done; the restart hooks get a step's time of their own.
-{hooks_start}{hooks}{ended}"#,
+{hooks_start}run_restart_hooks
+{ended}"#,
         switch_starts = mark_step(marker, 0),
         hooks_start = mark_step(marker, 1),
         ended = mark_step(marker, 2),
         deploy_to = quote(&config.deploy_to),
         user = quote(user),
-        hooks = run_restart_hooks(restart_hooks, config.timeouts.step.as_secs()),
+        values = restart_hooks_header(restart_hooks, config.timeouts.step.as_secs()),
     );
     RemoteScript { name: "rollback", text }
 }
@@ -160,7 +161,7 @@ echo "revision ${{rev:--}}"
 /// only while holding the lock (`releases --unmark`; a deploy after it published).
 pub fn marks_script(config: &Config, unmark: Option<&str>) -> RemoteScript {
     let text = format!(
-        "set -eu\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\nunmark={unmark}\n{REWRITE_MARKS}\n",
+        "set -eu\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\nunmark={unmark}\n{REWRITE_MARKS}rewrite_marks\n",
         deploy_to = quote(&config.deploy_to),
         unmark = quote(unmark.unwrap_or("")),
     );
@@ -170,21 +171,7 @@ pub fn marks_script(config: &Config, unmark: Option<&str>) -> RemoteScript {
 /// Rewrites `$state/bad` keeping each mark once, only of releases that exist, and not the
 /// mark of `$unmark` (printing `unmarked $unmark` when there was one). Shell builtins but the
 /// final `mv`, which replaces the file atomically.
-pub(crate) const REWRITE_MARKS: &str = r#"if [ -f "$state/bad" ]; then
-  kept=" "
-  cleared=""
-  true > "$state/bad.new"
-  while IFS= read -r name || [ -n "$name" ]; do
-    case "$name" in ''|*[!0-9]*) continue ;; esac
-    if [ "$name" = "$unmark" ]; then cleared=$name; continue; fi
-    [ -d "$d/releases/$name" ] || continue
-    case "$kept" in *" $name "*) continue ;; esac
-    kept="$kept$name "
-    printf '%s\n' "$name" >> "$state/bad.new"
-  done < "$state/bad"
-  mv -f "$state/bad.new" "$state/bad"
-  if [ -n "$cleared" ]; then echo "unmarked $cleared"; fi
-fi"#;
+pub(crate) const REWRITE_MARKS: &str = include_str!("scripts/sh/rewrite_marks.sh");
 
 #[cfg(test)]
 mod tests {
@@ -226,9 +213,9 @@ mod tests {
         let script =
             rollback_script(&config("/srv/x"), RollbackTo::Previous, "alice", &[crate::plan::Restart::hook("systemctl restart it's")], "@@m").text;
         let switch = script.find("mv -T releases/current current").unwrap();
-        let hook = script.find("systemctl restart").unwrap();
+        let hook = script.rfind("\nrun_restart_hooks\n").unwrap();
         assert!(switch < hook, "{script}");
-        assert!(script.contains("ROLLBACK=1") && script.contains(&quote("systemctl restart it's")), "{script}");
+        assert!(script.contains("ROLLBACK=1") && script.contains(&format!("\nrestart_0={}\n", quote("systemctl restart it's"))), "{script}");
         assert!(script.find("rolled-back $from $rel").unwrap() < hook, "reported before the hooks run");
     }
 

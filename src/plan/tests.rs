@@ -135,7 +135,9 @@ fn the_plan_orders_phases_like_capistrano() {
     let preflight = &plan.preflight.text;
     assert!(preflight.contains("token=t0k3n"));
     let (taken, released) =
-        (preflight.find("mkdir -m 700 \"$state/lock\"").unwrap(), preflight.rfind("\ndrop_lock\n").unwrap());
+        (preflight.find("mkdir -m 700 \"$state/lock\"").unwrap(), preflight.rfind("\n  release_lock\n").unwrap());
+    let release_lock = preflight.find("release_lock() {").unwrap();
+    assert!(preflight[release_lock..].find("\n  drop_lock\n").is_some(), "release_lock drops the lock");
     let waits = preflight.find("while read -r line; do").unwrap();
     // Released by `end_deploy`, which runs once the loop over the channel's lines is over.
     let (ending, ends) = (preflight.find("end_deploy() {").unwrap(), preflight.rfind("\nend_deploy").unwrap());
@@ -143,11 +145,12 @@ fn the_plan_orders_phases_like_capistrano() {
     assert!(ending < released && released < waits, "end_deploy releases the lock");
     // Or until the confirmation, which releases it once the deploy is done.
     let confirm = preflight.find("confirm_deploy() {").unwrap();
-    let confirmed = preflight[confirm..].find("echo @@xtask-deploy-confirmed").unwrap() + confirm;
+    let confirmed = preflight[confirm..].find("echo \"$answer_confirmed\"").unwrap() + confirm;
+    assert!(preflight.contains("\nanswer_confirmed=@@xtask-deploy-confirmed\n"));
     let early = preflight.find("then drop_lock").unwrap();
     assert!(early == released || (confirm < early && early < confirmed), "the lock goes only at the end or confirmed");
     // Pruning waits for the confirmation, in the keeper: until then the server may go back.
-    assert!(preflight.contains("keep=2\n"));
+    assert!(preflight.contains("\nkeep_releases=2\n"));
     let Action::Remote(publish) = &plan.steps[5].action else { panic!("publish is remote") };
     assert!(!publish.text.contains("rm -rf"), "{}", publish.text);
 }

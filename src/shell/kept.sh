@@ -1,3 +1,39 @@
+set -u
+d=/srv/app
+lock_info='user=alice
+host=laptop
+since=2026-11-25T04:16:38Z
+sha=0123456789abcdef0123456789abcdef01234567
+message=hotfix for #12
+token=t0k3n'
+lock_user=alice
+exit_locked=5
+checked_git='git -c receive.fsckObjects=true -c receive.shallowUpdate=true -c receive.autogc=false'
+pushed_fifo=pushed
+daemon_log=daemon.log
+say_beat=beat
+say_confirm=confirm
+say_run=run
+say_kept=kept
+say_stop=stop
+say_pushed=pushed
+say_pushing=pushing
+beat_answer=006
+answer_ready=@@xtask-deploy-ready
+ours='token=t0k3n'
+restart_count=1
+restart_limit=600
+restart_0='systemctl restart app'
+trap 'gone=1' PIPE
+state="$d/.xtask-deploy"
+if ! command -v git >/dev/null 2>&1; then
+  echo "git is not installed on the server: install it (for example \`apt-get install git\`)" >&2
+  exit 3
+fi
+if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
+  echo "\`$d\` is not set up for deploys: run \`cargo xtask deploy-setup\` first" >&2
+  exit 4
+fi
 hold_switch() {
   [ -d "$state/lock" ] || return 0
   waited=0
@@ -59,20 +95,6 @@ switch_back() {
   went_back=1
   echo "reverted $release $previous"
 }
-set -u
-trap 'gone=1' PIPE
-d=/srv/app
-state="$d/.xtask-deploy"
-ours='token=t0k3n'
-if ! command -v git >/dev/null 2>&1; then
-  echo "git is not installed on the server: install it (for example \`apt-get install git\`)" >&2
-  exit 3
-fi
-if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
-  echo "\`$d\` is not set up for deploys: run \`cargo xtask deploy-setup\` first" >&2
-  exit 4
-fi
-[ -d "$state" ] || mkdir -p "$state"
 start_time() {
   { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 0
   set -- ${stat##*) }
@@ -102,6 +124,14 @@ alive() {
 drop_lock() {
   gone="$state/.lock-gone.${self:-$$}"
   if mv -T "$lock" "$gone" 2>/dev/null; then rm -rf "$gone"; else rm -rf "$lock"; fi
+}
+release_lock() {
+  [ -d "$lock" ] || exit 0
+  if [ -n "${ours:-}" ]; then
+    has_line "$ours" "$lock/info" || { echo "the lock is not ours; left in place"; exit 0; }
+  fi
+  each_line "$lock/info" removed
+  drop_lock
 }
 tidy_repo() {
   repo="$d/repo"
@@ -199,45 +229,60 @@ group_runs() {
   done
   return 1
 }
+run_restart_hooks() {
+  restart_index=0
+  while [ "$restart_index" -lt "$restart_count" ]; do
+    eval "restart_hook=\$restart_$restart_index"
+    ( cd "$d/releases/$rel" && rev=- && { read -r rev < REVISION; } 2>/dev/null; export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$rev" ROLLBACK=1; XTASK_DEPLOY_RUN=$restart_hook; export XTASK_DEPLOY_RUN; exec timeout -k 1 "$restart_limit" sh -c 'xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"' ) </dev/null >&2 || echo "hook-failed $restart_index $?"
+    restart_index=$((restart_index + 1))
+  done
+}
+stop_receive_packs() {
+  for pidfile in "$state"/receive-pack.*.pid; do
+    [ -f "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
+    case "$({ tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null)" in
+      *" xtask-deploy-git-receive-pack "*|*"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
+    esac
+    rm -f "$pidfile"
+  done
+}
+remove_unfinished() {
+  for marker in "$state"/preparing.*; do
+    [ -f "$marker" ] || continue
+    unfinished=${marker##*/preparing.}
+    case "$unfinished" in ''|*[!0-9]*) continue ;; esac
+    case "$(readlink "$d/current" 2>/dev/null)" in
+      */releases/"$unfinished") ;;
+      *) rm -rf "$d/releases/$unfinished" "$state/tree.$unfinished"; echo "unfinished $unfinished" ;;
+    esac
+    rm -f "$marker"
+  done
+  for w in "$state"/reuse.*; do [ -d "$w" ] && rm -rf "$w"; done
+}
+[ -d "$state" ] || mkdir -p "$state"
 if ! mkdir -m 700 "$state/lock" 2>/dev/null; then
   if holder_alive; then
     each_line "$state/lock/info" holder
-    exit 5
+    exit "$exit_locked"
   fi
   each_line "$state/lock/info" stale
   rm -rf "$state/lock"
-  if ! mkdir -m 700 "$state/lock" 2>/dev/null; then echo "holder user=another deploy, just now"; exit 5; fi
+  if ! mkdir -m 700 "$state/lock" 2>/dev/null; then echo "holder user=another deploy, just now"; exit "$exit_locked"; fi
 fi
-printf '%s\n' 'user=alice' 'host=laptop' 'since=2026-11-25T04:16:38Z' 'sha=0123456789abcdef0123456789abcdef01234567' 'message=hotfix for #12' 'token=t0k3n' "connection=$PPID $(start_time "$PPID")" "keeper=$$ $(start_time "$$")" > "$state/lock/info"
-chmod go= "$d/repo" "$d/.xtask-deploy" "$state/lock/info"
+printf '%s\n' "$lock_info" "connection=$PPID $(start_time "$PPID")" "keeper=$$ $(start_time "$$")" > "$state/lock/info"
+chmod go= "$d/repo" "$state" "$state/lock/info"
 for gone in "$state"/.lock-gone.*; do [ -d "$gone" ] && rm -rf "$gone"; done
-for pidfile in "$state"/receive-pack.*.pid; do
-  [ -f "$pidfile" ] || continue
-  pid=$(cat "$pidfile")
-  case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
-  case "$({ tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null)" in
-    *" xtask-deploy-git-receive-pack "*|*"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
-  esac
-  rm -f "$pidfile"
-done
-for marker in "$state"/preparing.*; do
-  [ -f "$marker" ] || continue
-  unfinished=${marker##*/preparing.}
-  case "$unfinished" in ''|*[!0-9]*) continue ;; esac
-  case "$(readlink "$d/current" 2>/dev/null)" in
-    */releases/"$unfinished") ;;
-    *) rm -rf "$d/releases/$unfinished" "$state/tree.$unfinished"; echo "unfinished $unfinished" ;;
-  esac
-  rm -f "$marker"
-done
-for w in "$state"/reuse.*; do [ -d "$w" ] && rm -rf "$w"; done
+stop_receive_packs
+remove_unfinished
 for pidfile in "$state"/daemon.*.pid; do
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
   case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
   cmd=$({ tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null || true)
   case "$cmd" in
-    *"git daemon"*"$d/repo"*|*"git -c receive.fsckObjects=true -c receive.shallowUpdate=true -c receive.autogc=false daemon"*"$d/repo"*)
+    *"git daemon"*"$d/repo"*|*"$checked_git daemon"*"$d/repo"*)
       stat=$(cat "/proc/$pid/stat" 2>/dev/null || true)
       set -- ${stat##*) }
       if [ "${2:-}" = 1 ]; then kill -KILL -"$pid" "$pid" 2>/dev/null; echo "reaped $pid"; rm -f "$pidfile"; fi ;;
@@ -251,19 +296,19 @@ go_back_from_marker() {
   while IFS= read -r line; do
     case "$line" in release=*) release=${line#release=} ;; previous=*) previous=${line#previous=} ;; esac
   done < "$state/unconfirmed"
-  user=alice
+  user=$lock_user
   go_back || true
   if [ "$went_back" = 1 ]; then
     rel=$previous
-( cd "$d/releases/$rel" && rev=- && { read -r rev < REVISION; } 2>/dev/null; export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$rev" ROLLBACK=1; XTASK_DEPLOY_RUN='systemctl restart app'; export XTASK_DEPLOY_RUN; exec timeout -k 1 600 sh -c 'xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"' ) </dev/null >&2 || echo "hook-failed 0 $?"
+    run_restart_hooks
   fi
 }
 if [ -f "$state/unconfirmed" ]; then
   go_back_from_marker
   rm -f "$state/unconfirmed"
 fi
-pushed="$state/lock/pushed"
-if mkfifo -m 600 "$pushed" "$state/lock/daemon.log" 2>/dev/null && { command exec 6<>"$pushed"; } 2>/dev/null; then
+pushed="$state/lock/$pushed_fifo"
+if mkfifo -m 600 "$pushed" "$state/lock/$daemon_log" 2>/dev/null && { command exec 6<>"$pushed"; } 2>/dev/null; then
   :
 else
   rm -f "$pushed"
@@ -380,7 +425,6 @@ stop_daemon() {
   esac
   starter=""
 }
-echo @@xtask-deploy-ready
 job=""
 starter=${starter:-}
 jobfile="$state/lock/job.$$"
@@ -427,16 +471,37 @@ stop_job() {
   done
   kill -KILL -"$batch" 2>/dev/null
 }
+keep_releases=2
+answer_confirmed=@@xtask-deploy-confirmed
+answer_not_confirmed=@@xtask-deploy-not-confirmed
+answer_prune=prune
+rewrite_marks() {
+  if [ -f "$state/bad" ]; then
+    kept=" "
+    cleared=""
+    true > "$state/bad.new"
+    while IFS= read -r name || [ -n "$name" ]; do
+      case "$name" in ''|*[!0-9]*) continue ;; esac
+      if [ "$name" = "$unmark" ]; then cleared=$name; continue; fi
+      [ -d "$d/releases/$name" ] || continue
+      case "$kept" in *" $name "*) continue ;; esac
+      kept="$kept$name "
+      printf '%s\n' "$name" >> "$state/bad.new"
+    done < "$state/bad"
+    mv -f "$state/bad.new" "$state/bad"
+    if [ -n "$cleared" ]; then echo "unmarked $cleared"; fi
+  fi
+}
 confirm_deploy() {
   hold_switch
   if ! has_line "$ours" "$state/unconfirmed"; then
     drop_switch
-    echo @@xtask-deploy-not-confirmed
+    echo "$answer_not_confirmed"
     return 1
   fi
   rm -f "$state/unconfirmed"
   drop_switch
-  keep=2
+  keep=$keep_releases
   count=0
   for r in "$d"/releases/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]; do [ -d "$r" ] && count=$((count + 1)); done
   excess=$((count - keep))
@@ -449,68 +514,15 @@ confirm_deploy() {
       excess=$((excess - 1))
       mv "$r" "$d/releases/.pruned-${r##*/}" 2>/dev/null || rm -rf "$r"
       rm -f "$state/tree.${r##*/}"
-      echo "prune ${r##*/}"
+      echo "$answer_prune ${r##*/}"
     done
   done
   unmark=""
-if [ -f "$state/bad" ]; then
-  kept=" "
-  cleared=""
-  true > "$state/bad.new"
-  while IFS= read -r name || [ -n "$name" ]; do
-    case "$name" in ''|*[!0-9]*) continue ;; esac
-    if [ "$name" = "$unmark" ]; then cleared=$name; continue; fi
-    [ -d "$d/releases/$name" ] || continue
-    case "$kept" in *" $name "*) continue ;; esac
-    kept="$kept$name "
-    printf '%s\n' "$name" >> "$state/bad.new"
-  done < "$state/bad"
-  mv -f "$state/bad.new" "$state/bad"
-  if [ -n "$cleared" ]; then echo "unmarked $cleared"; fi
-fi
+  rewrite_marks
   lock="$state/lock"
   if has_line "$ours" "$lock/info"; then drop_lock; fi
-  echo @@xtask-deploy-confirmed
+  echo "$answer_confirmed"
 }
-end_deploy() {
-  stop_job
-  stop_daemon
-  if has_line "$ours" "$state/lock/info"; then
-for pidfile in "$state"/receive-pack.*.pid; do
-  [ -f "$pidfile" ] || continue
-  pid=$(cat "$pidfile")
-  case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
-  case "$({ tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null)" in
-    *" xtask-deploy-git-receive-pack "*|*"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
-  esac
-  rm -f "$pidfile"
-done
-    for marker in "$state"/preparing.*; do [ -f "$marker" ] && sleep 1; break; done
-for marker in "$state"/preparing.*; do
-  [ -f "$marker" ] || continue
-  unfinished=${marker##*/preparing.}
-  case "$unfinished" in ''|*[!0-9]*) continue ;; esac
-  case "$(readlink "$d/current" 2>/dev/null)" in
-    */releases/"$unfinished") ;;
-    *) rm -rf "$d/releases/$unfinished" "$state/tree.$unfinished"; echo "unfinished $unfinished" ;;
-  esac
-  rm -f "$marker"
-done
-for w in "$state"/reuse.*; do [ -d "$w" ] && rm -rf "$w"; done
-    if has_line "$ours" "$state/unconfirmed"; then go_back_from_marker; fi
-  fi
-for r in "$d"/releases/.pruned-*; do [ -d "$r" ] && rm -rf "$r"; done
-  if [ -f "$d/repo/HEAD" ] && ! has_line "$ours" "$state/lock/info"; then tidy_repo; fi
-  lock="$state/lock"
-[ -d "$lock" ] || exit 0
-has_line "$ours" "$lock/info" || { echo "the lock is not ours; left in place"; exit 0; }
-each_line "$lock/info" removed
-drop_lock
-}
-heard="$state/lock/heard.$$"
-pushing="$state/lock/pushing.$$"
-lines_read=0
-watcher=""
 watch_silence=20
 watch_deadline=630
 watch_grace=5
@@ -588,30 +600,52 @@ watch_deploy() {
     esac
   done
 }
-watch_deploy </dev/null >/dev/null 6>&- &
-watcher=$!
+echo "$answer_ready"
+end_deploy() {
+  stop_job
+  stop_daemon
+  if has_line "$ours" "$state/lock/info"; then
+    stop_receive_packs
+    for marker in "$state"/preparing.*; do [ -f "$marker" ] && sleep 1; break; done
+    remove_unfinished
+    if has_line "$ours" "$state/unconfirmed"; then go_back_from_marker; fi
+  fi
+  for r in "$d"/releases/.pruned-*; do [ -d "$r" ] && rm -rf "$r"; done
+  if [ -f "$d/repo/HEAD" ] && ! has_line "$ours" "$state/lock/info"; then tidy_repo; fi
+  lock="$state/lock"
+  release_lock
+}
+heard="$state/lock/heard.$$"
+pushing="$state/lock/pushing.$$"
+lines_read=0
+watcher=""
+if command -v watch_deploy >/dev/null 2>&1; then
+  watch_deploy </dev/null >/dev/null 6>&- &
+  watcher=$!
+fi
 while read -r line; do
   lines_read=$((lines_read + 1))
   { echo "$lines_read" > "$heard"; } 2>/dev/null
   case "$line" in
-    beat) printf '\006' >&2 ;;
-    confirm) confirm_deploy ;;
-    "run "*) run_job ${line#run } ;;
-    "kept "*) run_job ${line#kept } kept ;;
-    stop) stop_job ;;
-    "pushed "*) rm -f "$pushing"; stop_daemon; if [ -n "$pushed" ]; then echo "${line#pushed }" >&6; fi ;;
-    "pushing "*)
-      case "${line#pushing }" in ''|*[!0-9]*) ;; *) { echo "${line#pushing }" > "$pushing"; } 2>/dev/null ;; esac ;;
+    "$say_beat") printf "\\$beat_answer" >&2 ;;
+    "$say_confirm") confirm_deploy ;;
+    "$say_run "*) run_job ${line#"$say_run "} ;;
+    "$say_kept "*) run_job ${line#"$say_kept "} kept ;;
+    "$say_stop") stop_job ;;
+    "$say_pushed "*) rm -f "$pushing"; stop_daemon; if [ -n "$pushed" ]; then echo "${line#"$say_pushed "}" >&6; fi ;;
+    "$say_pushing "*)
+      case "${line#"$say_pushing "}" in ''|*[!0-9]*) ;; *) { echo "${line#"$say_pushing "}" > "$pushing"; } 2>/dev/null ;; esac ;;
   esac
 done
 exec >/dev/null 2>&1 6>&-
 if has_line "$ours" "$state/lock/info" && ! mkdir "$state/lock/ending" 2>/dev/null; then exit 0; fi
 if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; wait "$watcher" 2>/dev/null; fi
 end_deploy
+
 #@@xtask-deploy-script-end
+restart_count=0
 starter=""
 stop_daemon() { :; }
-set -u
 repo="$d"/repo
 pidfile="$d/.xtask-deploy/receive-pack.$$.pid"
 echo "$$" > "$pidfile"
@@ -619,7 +653,6 @@ git -c receive.fsckObjects=true -c receive.shallowUpdate=true -c receive.autogc=
 status=$?
 rm -f "$pidfile"
 exit $status
-
 tip=0123456789abcdef0123456789abcdef01234567
 have=0123456789abcdef0123456789abcdef01234567
 set -- target/release/app
@@ -636,12 +669,10 @@ now=$(git rev-parse -q --verify 'refs/xtask-deploy/release^{commit}') || { echo 
     printf '%s %s\n' "$id" "$path"
   done
 } | git pack-objects --stdout -q
-
 set -- "printf '\\n%s %s\\n' @@m 0; printf '\\n%s %s\\n' @@m 0 >&2
 (
 set -eu
 rel=20261125041638
-sha=0123456789abcdef0123456789abcdef01234567
 tree=fedcba9876543210fedcba9876543210fedcba98
 cd \""'$d"
 if [ -e "releases/$rel" ]; then echo "release '"\\"'`$rel'"\\"'` already exists in '"\\"'`$d/releases'"\\"'`" >&2; exit 1; fi
@@ -747,7 +778,6 @@ if ! { printf '%s\n' "$tree" "$attributes" && find "releases/$rel" \( -type f -o
   \( -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} + \); } > "$record" 2>/dev/null; then
   find "releases/$rel" -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} +
 printf '\n%s %s\n' @@m 1; printf '\n%s %s\n' @@m 1 >&2
-
 reuse() {
   prev=$(readlink current) || return 1
   prev=${prev##*/}
@@ -850,8 +880,6 @@ export DEPLOY_TO="$d" RELEASE=20261125041638 RELEASE_PATH="$d/releases"/20261125
 exec sh -c 'xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'
 )
 printf '\n%s %s\n' @@m 2; printf '\n%s %s\n' @@m 2 >&2
-
-set -u
 pushed=\""'$d/.xtask-deploy/lock/pushed"
 tries=0
 while :; do
@@ -869,7 +897,6 @@ while :; do
 done
 )
 (
-set -u
 pushed="$d/.xtask-deploy/lock/pushed"
   [ "$(git --git-dir="$d"/ref rev-parse -q --verify 0123456789abcdef0123456789abcdef01234567'^{commit}' 2>/dev/null)" = refs/heads/main ] || here=""
   [ -z "$here" ] || exit 0
@@ -910,19 +937,16 @@ chmod go= "$d/repo" "$d/.xtask-deploy"
 '
 set -eu
     echo "\`$d/repo\` exists but is not a bare git repository: move it away and run deploy-setup again" >&2
-
 set -- 'set -u
 ours='"'token=t0k3n'
   { read -r stat < \"/proc/"'$1/stat"; } 2>/dev/null || return 0
   { while IFS= read -r line || [ -n "$line" ]; do printf '"'%s %s\\n' \""'$2" "$line"; done < "$1"; } 2>/dev/null
       '"''|*["'!0-9]*) unnamed=$((unnamed + 1)); gone=$([ "$unnamed" -ge 20 ] && echo 1) ;;
   printf '"'%s rolled back to release %s\\n' \""'$user" "$previous" >> "$d/revisions.log"
-    case "$name" in '"''|*["'!0-9]*) continue ;; esac
-    printf '"'%s\\n' \""'$name" >> "$state/bad.new"
+      case "$name" in '"''|*["'!0-9]*) continue ;; esac
+      printf '"'%s\\n' \""'$name" >> "$state/bad.new"
 confirm_deploy
 '
-set -u
-
   echo "'"\\"'`$d'"\\"'` is not set up for deploys: run '"\\"'`cargo xtask deploy-setup'"\\"'` first" >&2
 set --
   rev=
@@ -943,11 +967,9 @@ if [ -f "$d/revisions.log" ]; then each_line "$d/revisions.log" log; fi
 fi
 exit 0
 '
-set -u
 set --
   rev=
   git --git-dir="$d/repo" log --no-walk=unsorted --ignore-missing --format='subject %H %s' "$@" -- 2>/dev/null || true
-
 p="$d"
 while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname "$p"); done
 if [ -d "$p" ] && probe=$(mktemp -d "$p/.xtask-deploy-check.XXXXXX" 2>/dev/null); then
@@ -980,38 +1002,32 @@ printf '"'platform machine %s\\n' \""'$(uname -m)"
   case $v in '"'glibc '*) printf 'platform glibc %s\\n' \""'${v#glibc }" ;; esac
   if [ -e "$f" ]; then printf '"'platform interp %s\\n' \""'$f"; fi
 done
-set -u
 free=$(df -Pk "$p" 2>/dev/null | awk 'NR == 2 { print $4 }')
 size=0
 if [ -d "$d/current/" ]; then
 exit 0
-
 lock="$state/lock"
 if [ -d "$lock" ] && holder_alive; then each_line "$lock/info" holder; exit 5; fi
+release_lock
 '
-set -u
-
 case "$(readlink "$d/current" 2>/dev/null)" in
   */releases/"$rel") echo "release $rel is current; kept" ;;
   *) rm -rf "$d/releases/$rel" "$d/.xtask-deploy/tree.$rel" ;;
 esac
 rm -f "$d/.xtask-deploy/preparing.$rel"
 '
-set -u
-
 release=20261125041638
 previous=20261125041000
 user=alice
 go_back
 '
-set -u
 go_back
-
-( cd "$d/releases/$rel" && rev=- && { read -r rev < REVISION; } 2>/dev/null; export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$rev" ROLLBACK=1; XTASK_DEPLOY_RUN='"'systemctl restart app'; export XTASK_DEPLOY_RUN; exec timeout -k 1 600 sh -c 'xtask_deploy_command="'$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'"' ) </dev/null >&2 || echo \"hook-failed 0 "'$?"
-'
-set -u
-
 set -- "set -u
+  while [ \""'$restart_index" -lt "$restart_count" ]; do
+    eval "restart_hook='"\\"'$restart_$restart_index"
+    ( cd "$d/releases/$rel" && rev=- && { read -r rev < REVISION; } 2>/dev/null; export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$rev" ROLLBACK=1; XTASK_DEPLOY_RUN=$restart_hook; export XTASK_DEPLOY_RUN; exec timeout -k 1 "$restart_limit" sh -c '"'xtask_deploy_command="'$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'"' ) </dev/null >&2 || echo \"hook-failed "'$restart_index $?"
+run_restart_hooks
+'
 check='curl -fsS localhost:8080/health'
 timeout=30
 interval=1
@@ -1067,7 +1083,6 @@ printf '"'%s within %ss (%s tries); its last output:\\n%s\\n' \""'$health_output
 rm -f "$log"
 exit 1
 '
-set -u
 cd "$d/releases/$rel" || exit 1
 trap 'rm -f "$log"; exit 143' TERM INT HUP
   kill -STOP "$1" 2>/dev/null
@@ -1075,9 +1090,9 @@ trap 'rm -f "$log"; exit 143' TERM INT HUP
   ( XTASK_DEPLOY_RUN=$check; export XTASK_DEPLOY_RUN; exec sh -c 'xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"' ) >"$log" 2>&1 </dev/null &
     printf '%s: service `%s` stopped during it (%s)\n' "$health_output" "$down" "$(services_state "$down")" >&2
 printf '%s within %ss (%s tries); its last output:\n%s\n' "$health_output" "$timeout" "$tries" "$last" >&2
-
 set -eu
 state=\""'$d/.xtask-deploy"
+restart_0='"'systemctl restart app'
 cd "$d"
 if [ ! -L current ]; then echo "'"\\"'`$d/current'"\\"'` does not exist: nothing to roll back" >&2; exit 1; fi
 from=$(basename "$(readlink current)")
@@ -1093,13 +1108,14 @@ if [ -z "$rel" ]; then
 echo "$from" >> "$state/bad"
 echo "marked $from"
 unmark=$rel
+rewrite_marks
 if [ -e "$state/unconfirmed" ]; then rm -f "$state/unconfirmed"; fi
 printf '"'%s rolled back to release %s\\n' alice \""'$rel" >> revisions.log
 rev=-
 { read -r rev < "releases/$rel/REVISION"; } 2>/dev/null || true
 echo "rolled-back $from $rel"
 echo "revision ${rev:--}"
-( cd \""'$d/releases/$rel" && rev=- && { read -r rev < REVISION; } 2>/dev/null; export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$rev" ROLLBACK=1; XTASK_DEPLOY_RUN='"'systemctl restart app'; export XTASK_DEPLOY_RUN; exec timeout -k 1 600 sh -c 'xtask_deploy_command="'$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'"' ) </dev/null >&2 || echo \"hook-failed 0 "'$?"
+printf '\\n%s %s\\n' @@m 2; printf '\\n%s %s\\n' @@m 2 >&2
 set -eu
 cd "$d"
 if [ ! -L current ]; then echo "\`$d/current\` does not exist: nothing to roll back" >&2; exit 1; fi
@@ -1108,26 +1124,24 @@ for candidate in $(ls -1 releases | grep -E '^[0-9]{14}$' | sort -r); do
   echo "no earlier release that is not marked bad to roll back to (current: $from): pass --to <release>; \`cargo xtask releases\` lists them" >&2
 printf '%s rolled back to release %s\n' alice "$rel" >> revisions.log
 unmark='"''
-if [ -f \""'$state/bad" ]; then
+  if [ -f \""'$state/bad" ]; then
 '
 set -eu
 unmark=''
-
 ( if ! command -v git >/dev/null 2>&1; then
 fi ) >/dev/null 2>&1 || echo nogit
 ( if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
 fi ) >/dev/null 2>&1 || echo unset
+for marker in "$state"/preparing.*; do
   [ -f "$marker" ] && echo "unfinished ${marker##*/preparing.}"
 done
 if [ -f "$d/repo/HEAD" ]; then
   git --git-dir="$d/repo" for-each-ref --format='"'ref %(objectname) %(refname)' 2>/dev/null
 fi
 if [ -f \""'$d/repo/shallow" ]; then each_line "$d/repo/shallow" shallow; fi
-set -u
   git --git-dir="$d/repo" for-each-ref --format='ref %(objectname) %(refname)' 2>/dev/null
 fi
 exit 0
-
 set -- "d=/srv/app
 app=app
 user=u
@@ -1579,13 +1593,10 @@ printf '%s\n' "$text" >"$dir/.$file.new" && mv -f "$dir/.$file.new" "$dir/$file"
 problem "linger-off" "linger is off for \`$user\`, so its services stop when its last login ends: as root run \`loginctl enable-linger $user\`"
 printf '%s\n' "${problems#?}" >&2
 exit 0
-
 mode=setup
 exit 0
-
 mode=check
 exit 0
-
 set -- 'd=/srv/app
 cd "$d" || exit 1
 mode=apply
@@ -1602,7 +1613,6 @@ since=$(date '+%Y-%m-%d %H:%M:%S')
 name=$1
 echo "service \`$name\` did not stay up after its restart: it is $state ($sub); its process $how; its lines since the restart:" >&2
 echo "service \`$name\`: its socket \`$name.socket\` did not start:" >&2
-
 current=$(readlink "$d/current" 2>/dev/null) && echo "current ${current##*/}"
 sc "$scope" show -p ActiveState -p SubState -p MainPID -p ActiveEnterTimestamp -p MemoryCurrent -p NRestarts '"\\
 \""'$name.service" 2>/dev/null | while IFS= read -r line; do echo "service $name $line"; done

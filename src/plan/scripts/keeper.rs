@@ -165,67 +165,7 @@ pub(super) const NO_DAEMON: &str = "starter=\"\"\nstop_daemon() { :; }\n";
 /// of its own (`setsid`, when the server has it) so that stopping it stops all it started. The
 /// batch reaches that `sh` in its environment (see [`crate::shell::RUN_EXPORTED`]), not on a
 /// command line, where every local user could read it.
-pub(super) const KEEPER_JOBS: &str = r#"job=""
-starter=${starter:-}
-jobfile="$state/lock/job.$$"
-# A job's wrapper (a child of this shell) starts the batch (in its environment, run by $1) in a
-# session of its own, notes its pid in $3 for `stop`, waits for it, notes `ended <status>` (the
-# keeper's watch reads it), and prints the end line: once, whether the batch ended or was
-# stopped. $3 is written only while it exists: the confirmation removes the lock's directory,
-# and with it this note.
-RUN_JOB='xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'
-JOB='if command -v setsid >/dev/null 2>&1; then setsid sh -c "$1" </dev/null & else sh -c "$1" </dev/null & fi
-batch=$!
-if [ -f "$3" ]; then { echo "$batch" > "$3"; } 2>/dev/null; fi
-wait "$batch"
-s=$?
-if [ -f "$3" ]; then { echo "ended $s" > "$3"; } 2>/dev/null; fi
-printf "\n%s %s\n" "$2" "$s"
-printf "\n%s %s\n" "$2" "$s" >&2'
-# `run <end> <length>`: <length> bytes of the batch in base64 (with a newline) follow on stdin.
-# `head -c` reads no more than that: what the deployer sends next stays for this loop. `kept
-# <end> <length>`: the same, the batch as runs of the lines of our kept scripts (not in
-# base64), which the bootstrap read and decodes (`xk`).
-run_job() {
-  if [ -n "$job" ]; then wait "$job" 2>/dev/null; job=""; fi
-  end=$1
-  length=${2:-0}
-  case "$end" in ''|*[!A-Za-z0-9@-]*) end=@@xtask-deploy-end ;; esac
-  case "$length" in ''|*[!0-9]*) length=0 ;; esac
-  b=$(head -c "$length")
-  # Cut short (the connection went): nothing of it runs.
-  p='echo "the step did not arrive whole" >&2; exit 1'
-  if [ "${3:-}" = kept ]; then
-    # As they are, not in base64: counted in bytes, whatever the locale.
-    if [ "$(LC_ALL=C; printf %s "${#b}")" -eq $((length - 1)) ]; then p=$(xk "$b") || p='exit 1'; fi
-  elif [ "${#b}" -eq $((length - 1)) ]; then p=$(printf %s "$b" | base64 -d) || p='exit 1'; fi
-  { : > "$jobfile"; } 2>/dev/null
-  XTASK_DEPLOY_RUN=$p sh -c "$JOB" xtask-deploy-job "$RUN_JOB" "$end" "$jobfile" </dev/null 6>&- &
-  job=$!
-}
-# Stops the running batch, if any: TERM to its session, and a second later KILL to what in it
-# ignored TERM. Its wrapper then prints the end line. (The keeper's watch, a process of its own,
-# knows the job from its note only.)
-stop_job() {
-  [ -n "$job" ] || [ -f "$jobfile" ] || return 0
-  batch=""
-  tries=0
-  while [ "$tries" -lt 20 ]; do
-    { read -r batch < "$jobfile"; } 2>/dev/null || break
-    [ -n "$batch" ] && break
-    sleep 0.05 2>/dev/null || sleep 1
-    tries=$((tries + 1))
-  done
-  case "$batch" in ''|*[!0-9]*) return 0 ;; esac
-  kill -TERM -"$batch" "$batch" 2>/dev/null
-  tries=0
-  while kill -0 -"$batch" 2>/dev/null && [ "$tries" -lt 10 ]; do
-    sleep 0.1 2>/dev/null || sleep 1
-    tries=$((tries + 1))
-  done
-  kill -KILL -"$batch" 2>/dev/null
-}
-"#;
+pub(super) const KEEPER_JOBS: &str = include_str!("sh/jobs.sh");
 
 /// The shell function `confirm_deploy`: forgets the [`UNCONFIRMED`](crate::plan::confirm::UNCONFIRMED)
 /// marker when it holds this deploy's token (so nothing goes back), prunes the releases beyond
@@ -237,50 +177,17 @@ stop_job() {
 /// `current` has moved and its hooks ran, and the next one need not wait for an `rm -rf`. Needs
 /// `$d`, `$state` and [`LOCK_HELPERS`].
 pub(super) fn confirm_function(config: &Config) -> String {
-    format!(
-        r#"confirm_deploy() {{
-  # Not once the server went back by itself (the keeper's watch): then nothing is confirmed.
-  hold_switch
-  if ! has_line "$ours" "$state/{unconfirmed}"; then
-    drop_switch
-    echo {not_confirmed}
-    return 1
-  fi
-  rm -f "$state/{unconfirmed}"
-  drop_switch
-  keep={keep}
-  count=0
-  for r in "$d"/releases/{release_glob}; do [ -d "$r" ] && count=$((count + 1)); done
-  excess=$((count - keep))
-  now=$(readlink "$d/current" 2>/dev/null || true)
-  # Release names are 14 digits, so the shell's sorted glob lists them oldest first.
-  for pass in bad any; do
-    for r in "$d"/releases/{release_glob}; do
-      [ "$excess" -gt 0 ] || break
-      [ -d "$r" ] && [ "${{now##*/}}" != "${{r##*/}}" ] || continue
-      if [ "$pass" = bad ] && ! has_line "${{r##*/}}" "$state/bad"; then continue; fi
-      excess=$((excess - 1))
-      mv "$r" "$d/releases/.pruned-${{r##*/}}" 2>/dev/null || rm -rf "$r"
-      rm -f "$state/tree.${{r##*/}}"
-      echo "{prune} ${{r##*/}}"
-    done
-  done
-  # Marks of the releases just pruned go with them.
-  unmark=""
-{rewrite_marks}
-  lock="$state/lock"
-  if has_line "$ours" "$lock/info"; then drop_lock; fi
-  echo {confirmed}
-}}"#,
-        unconfirmed = crate::plan::confirm::UNCONFIRMED,
-        keep = config.keep_releases,
-        release_glob = "[0-9]".repeat(14),
-        rewrite_marks = crate::plan::rollback::REWRITE_MARKS,
-        confirmed = quote(Answer::CONFIRMED),
-        not_confirmed = quote(Answer::NOT_CONFIRMED),
-        prune = Answer::PRUNE,
-    )
+    let values = crate::shell::header(&[
+        ("keep_releases", &config.keep_releases.to_string()),
+        ("answer_confirmed", Answer::CONFIRMED),
+        ("answer_not_confirmed", Answer::NOT_CONFIRMED),
+        ("answer_prune", Answer::PRUNE),
+    ]);
+    [&values, crate::plan::rollback::REWRITE_MARKS, CONFIRM].concat()
 }
+
+/// `confirm_deploy` (see [`confirm_function`]), with its header of what it expects.
+const CONFIRM: &str = include_str!("sh/confirm.sh");
 
 /// The first step of a batch sent ahead of its push: waits until every one of `updates`
 /// (`(repository relative to deploy_to, ref, sha)`) has its ref at its commit: receive-pack
@@ -338,7 +245,7 @@ pub(super) fn ours(token: &str) -> String {
 /// [`Say::Confirm`](crate::protocol::Say::Confirm) without its own round trip.
 pub fn confirm_script(config: &Config, token: &str) -> RemoteScript {
     let text = format!(
-        "set -u\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\n{ours}{LOCK_HELPERS}\n{DROP_LOCK}\n{go_back}\n{confirm}\nconfirm_deploy\n",
+        "set -u\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\n{ours}{LOCK_HELPERS}\n{DROP_LOCK}\n{go_back}\n{confirm}confirm_deploy\n",
         go_back = crate::plan::confirm::GO_BACK,
         deploy_to = quote(&config.deploy_to),
         ours = ours(token),
@@ -346,10 +253,6 @@ pub fn confirm_script(config: &Config, token: &str) -> RemoteScript {
     );
     RemoteScript { name: "confirm", text }
 }
-
-/// What the keeper does last: removes the releases pruned by a confirmation (its own, and any
-/// a keeper before it left, were it stopped before it was done). Needs `$d`.
-pub(super) const REMOVE_PRUNED: &str = r#"for r in "$d"/releases/.pruned-*; do [ -d "$r" ] && rm -rf "$r"; done"#;
 
 /// What the keeper of a deploy watches for once the release it switched to is live and not yet
 /// confirmed (see [`watch_function`]), in whole seconds.

@@ -4,18 +4,21 @@
 //!
 //! By concern:
 //! - `layout.rs`: `deploy-setup`, and the snippets that check and report what `deploy_to` holds.
-//! - `lock.rs`: the preflight (checks, the lock, the keeper that holds it), `unlock`, and the
-//!   lock's snippets.
+//! - `lock.rs`: the lock keeper (checks, the lock, and the process that holds it for the whole
+//!   deploy), `unlock`, and the lock's snippets.
 //! - `daemon.rs`: the deploy's `git daemon`, its access hook, and `git receive-pack` for
 //!   `transport = "exec"`.
 //! - `release.rs`: prepare, hook, publish, discard, inspect (`releases`) and deploy-check.
 //! - `batch.rs`: several scripts joined into one remote command, each step marked.
 //!
-//! # The snippets' shell variables
+//! # The shell's pieces and their variables
 //!
-//! The snippets (`const`s of shell text, and the few functions that return some) are pasted into
-//! the scripts, and share the scripts' variables by name. What each expects to be set before it
-//! runs, and what it sets or overwrites:
+//! The shell kept as real files (`sh/*.sh`, included with `include_str!` and checked by
+//! shellcheck in CI) gets its values from a header of quoted assignments (`shell::header`), and
+//! each file's own header says what it expects and what it sets. The snippets still kept as
+//! `const`s of shell text, and the few functions that return some, are pasted into the
+//! scripts, and share the scripts' variables by name. What each of those expects to be set
+//! before it runs, and what it sets or overwrites:
 //!
 //! | snippet | expects | sets or overwrites |
 //! |---|---|---|
@@ -23,14 +26,10 @@
 //! | `REQUIRE_GIT` | | exits [`EXIT_NO_GIT`] |
 //! | `REQUIRE_SETUP` | `$d` | exits [`EXIT_NOT_SET_UP`] |
 //! | `PRIVATE` | `$d` | |
-//! | `LOCK_HELPERS` | `$state` (`"$d/.xtask-deploy"`, for `holder_alive`) | the functions `start_time`, `has_line`, `each_line`, `holder_alive`, `alive`; `line`, `holder`, `keeper`, `stat` |
 //! | `REPORT_LOCK` | `$state`, `LOCK_HELPERS` | |
 //! | `REPORT_STATE` | `$d`, `LOCK_HELPERS` | `r`, `rev` |
 //! | `REPORT_UNCONFIRMED` | `$state` | `line` |
 //! | `REPORT_SUBJECTS` | `$d` | the positional parameters (`set --`), `r`, `rev` |
-//! | `STOP_RECEIVE_PACKS` | `$state` | `pidfile`, `pid` |
-//! | `REMOVE_UNFINISHED` | `$d`, `$state` | `marker`, `unfinished` |
-//! | `release_lock` | `$lock` (`"$state/lock"`), `LOCK_HELPERS` | exits |
 //! | `NO_LINK` | `$rel`, the working directory `$d` | the function `no_link`; `p`, `rest` |
 //! | `RECORD` (release.rs) | `$d`, `$rel`, `$marker` | `record`, `work`, the `EXIT` trap; `r` |
 //! | `ATTRIBUTES` (release.rs) | the working directory `$d` | `attributes` |

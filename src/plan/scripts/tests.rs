@@ -78,7 +78,8 @@ fn both_transports_check_what_they_receive_and_their_processes_are_still_found()
     assert!(exec.contains(&format!("\n{checked} receive-pack \"$repo\"\n")), "{exec}");
     // The preflight and the lock keeper find them by command line (and those of older versions).
     let preflight = keeper_script(&config("/srv/x"), &lock(), &[], None, None).text;
-    assert!(preflight.contains(&format!("*\"{checked} daemon\"*\"$d/repo\"*")), "{preflight}");
+    assert!(preflight.contains("*\"$checked_git daemon\"*\"$d/repo\"*"), "{preflight}");
+    assert!(preflight.contains(&format!("\nchecked_git={}\n", quote(checked))), "{preflight}");
     assert!(preflight.contains("*\"git daemon\"*\"$d/repo\"*") && preflight.contains("*\"git \"*\"receive-pack\"*"));
 }
 
@@ -496,7 +497,12 @@ fn the_keeper_reads_every_word_the_deployer_says_and_no_other() {
         .lines()
         .filter_map(|line| line.trim_start().split_once(')').map(|(pattern, _)| pattern))
         .filter(|pattern| !pattern.starts_with("case") && !pattern.starts_with("''"))
-        .map(|pattern| pattern.trim_matches(['"', '*', '\'']).trim().to_string())
+        .map(|pattern| {
+            // Each arm matches a word of the header: `"$say_run "*` reads `say_run=run`.
+            let name = pattern.trim_matches(['"', '*']).trim().trim_start_matches('$');
+            let line = preflight.lines().find(|line| line.starts_with(&format!("{name}="))).expect(name);
+            line[name.len() + 1..].to_string()
+        })
         .collect();
     let said: BTreeSet<String> = crate::protocol::Say::WORDS.iter().map(|word| word.to_string()).collect();
     assert_eq!(words, said, "the keeper's arms:\n{arms}");

@@ -1,3 +1,44 @@
+set -u
+d=/srv/app
+lock_info='user=alice
+host=laptop
+since=2026-11-25T04:16:38Z
+sha=0123456789abcdef0123456789abcdef01234567
+message=hotfix for #12
+token=t0k3n'
+lock_user=alice
+exit_locked=5
+checked_git='git -c receive.fsckObjects=true -c receive.shallowUpdate=true -c receive.autogc=false'
+pushed_fifo=pushed
+daemon_log=daemon.log
+say_beat=beat
+say_confirm=confirm
+say_run=run
+say_kept=kept
+say_stop=stop
+say_pushed=pushed
+say_pushing=pushing
+beat_answer=006
+answer_ready=@@xtask-deploy-ready
+ours='token=t0k3n'
+restart_count=1
+restart_limit=600
+restart_0='systemctl restart app'
+# shellcheck shell=sh disable=SC2154,SC2034,SC2086 # values set and read by the other pieces; words split on purpose
+# The lock keeper's first lines (see `keeper_script` in lock.rs, which puts keeper_take.sh,
+# keeper_serve.sh and keeper_loop.sh after it). Expects: `d`. Sets: `state`.
+# The deployer may vanish at any time: a write to its channel must fail, not kill this shell
+# before it cleans up (a handler, not an ignored signal: the commands it starts get the default).
+trap 'gone=1' PIPE
+state="$d/.xtask-deploy"
+if ! command -v git >/dev/null 2>&1; then
+  echo "git is not installed on the server: install it (for example \`apt-get install git\`)" >&2
+  exit 3
+fi
+if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
+  echo "\`$d\` is not set up for deploys: run \`cargo xtask deploy-setup\` first" >&2
+  exit 4
+fi
 # shellcheck shell=sh disable=SC2154,SC2034 # its values are set, and `went_back` read, by the script it is part of
 # Going back to the release a server had (see `GO_BACK` in confirm.rs for what each function
 # does). Expects: `d`, `state`, `release`, `previous`, `user`, and `self` if set (else `$$`).
@@ -68,23 +109,6 @@ switch_back() {
   went_back=1
   echo "reverted $release $previous"
 }
-
-set -u
-# The deployer may vanish at any time: a write to its channel must fail, not kill this shell
-# before it cleans up (a handler, not an ignored signal: the commands it starts get the default).
-trap 'gone=1' PIPE
-d=/srv/app
-state="$d/.xtask-deploy"
-ours='token=t0k3n'
-if ! command -v git >/dev/null 2>&1; then
-  echo "git is not installed on the server: install it (for example \`apt-get install git\`)" >&2
-  exit 3
-fi
-if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
-  echo "\`$d\` is not set up for deploys: run \`cargo xtask deploy-setup\` first" >&2
-  exit 4
-fi
-[ -d "$state" ] || mkdir -p "$state"
 # shellcheck shell=sh disable=SC2154 # its values are set by the script it is part of
 # The lock's helpers, shell builtins only: the preflight runs on every deploy, and each external
 # command would be one more process started on the server.
@@ -127,7 +151,6 @@ holder_alive() {
 alive() {
   [ -n "${2:-}" ] && [ "$(start_time "$1")" = "$2" ]
 }
-
 # shellcheck shell=sh disable=SC2154 # its values are set by the script it is part of
 # `drop_lock`: releases the lock `$lock` at once, by a rename, then removes it: a write into it
 # that races with the removal (the keeper notes every line it reads there) cannot keep a
@@ -137,7 +160,19 @@ drop_lock() {
   gone="$state/.lock-gone.${self:-$$}"
   if mv -T "$lock" "$gone" 2>/dev/null; then rm -rf "$gone"; else rm -rf "$lock"; fi
 }
-
+# shellcheck shell=sh disable=SC2154 # its values are set by the script it is part of
+# `release_lock`: removes `$lock` (exiting when there is none), printing its holder as
+# `removed <key>=<value>` lines. With `ours` set, only when the lock holds it: a deploy never
+# removes a lock it did not take.
+# Expects: `lock`, `ours` (may be unset), the lock helpers and `drop_lock`.
+release_lock() {
+  [ -d "$lock" ] || exit 0
+  if [ -n "${ours:-}" ]; then
+    has_line "$ours" "$lock/info" || { echo "the lock is not ours; left in place"; exit 0; }
+  fi
+  each_line "$lock/info" removed
+  drop_lock
+}
 # shellcheck shell=sh disable=SC2154 # its values are set by the script it is part of
 # Keeps `repo/` from growing without bound. Every deploy brings a release commit; a push of
 # fewer than 100 objects arrives loose, each binary whole, and nothing removed them.
@@ -277,52 +312,92 @@ group_runs() {
   done
   return 1
 }
-
+# shellcheck shell=sh disable=SC2154,SC2016 # its values are set by the script it is part of; the quoted code runs later
+# `run_restart_hooks`: runs the restart hooks (the `after_publish` hooks) `restart_0` ...
+# `restart_<restart_count - 1>` one after another in `$d/releases/$rel`, which a server went
+# back to, each with the hooks' environment and `ROLLBACK=1`, within `restart_limit` seconds;
+# a failing one prints `hook-failed <index> <status>` and the next still runs. Each runs under
+# `timeout` in a process group of its own: a restart that has begun finishes even when the step
+# that started it is stopped (the deployer was lost mid-way). Its command is on no command line
+# (see `RUN_EXPORTED`).
+# Expects: `d`, `rel`, `restart_count`, `restart_limit`, `restart_<index>`. Sets:
+# `restart_index`, `restart_hook`.
+run_restart_hooks() {
+  restart_index=0
+  while [ "$restart_index" -lt "$restart_count" ]; do
+    eval "restart_hook=\$restart_$restart_index"
+    ( cd "$d/releases/$rel" && rev=- && { read -r rev < REVISION; } 2>/dev/null; export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$rev" ROLLBACK=1; XTASK_DEPLOY_RUN=$restart_hook; export XTASK_DEPLOY_RUN; exec timeout -k 1 "$restart_limit" sh -c 'xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"' ) </dev/null >&2 || echo "hook-failed $restart_index $?"
+    restart_index=$((restart_index + 1))
+  done
+}
+# shellcheck shell=sh disable=SC2154,SC2034,SC2086 # values set and read by the other pieces; words split on purpose
+# Takes the deploy's lock (or says who holds it, and exits `$exit_locked`), then tidies what an
+# earlier deploy left: receive-packs, unfinished releases, orphaned daemons, a release it
+# switched to and never confirmed; makes the FIFOs the push and the daemon's log go through.
+# Expects: `d`, `state`, `ours`, `lock_info`, `lock_user`, `exit_locked`, `checked_git`,
+# `pushed_fifo`, `daemon_log`, the restart hooks' values, the lock helpers, `stop_tidying`,
+# `go_back` and `run_restart_hooks`. Sets: `pushed` (the FIFO, or empty), and defines
+# `stop_receive_packs`, `remove_unfinished` and `go_back_from_marker`.
+# Stops every `git receive-pack` of `transport = "exec"` named by a pid file (the process group:
+# receive-pack and any hook it runs). Run only while holding the lock, when the push that
+# started it is over or its deployer is gone.
+stop_receive_packs() {
+  for pidfile in "$state"/receive-pack.*.pid; do
+    [ -f "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
+    # (The braces: a redirection that fails is reported before a `2>` after it applies.)
+    case "$({ tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null)" in
+      # Ours: its script's shell (named so by the bootstrap), or receive-pack itself (a shell that
+      # exec'd it, of an older version), whatever `-c` options it runs with.
+      *" xtask-deploy-git-receive-pack "*|*"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
+    esac
+    rm -f "$pidfile"
+  done
+}
+# Removes the releases that a deploy prepared but never published or discarded (it was
+# interrupted or killed), unless one became current, with the record of its tree; and every
+# reuse work directory (`reuse.<release>`): one lives only while a release is prepared, which no
+# step does while this runs. A step stopped with SIGTERM or SIGKILL runs no EXIT trap, so its
+# own clean-up cannot be relied on. Run only while holding the lock.
+remove_unfinished() {
+  for marker in "$state"/preparing.*; do
+    [ -f "$marker" ] || continue
+    unfinished=${marker##*/preparing.}
+    case "$unfinished" in ''|*[!0-9]*) continue ;; esac
+    case "$(readlink "$d/current" 2>/dev/null)" in
+      */releases/"$unfinished") ;;
+      *) rm -rf "$d/releases/$unfinished" "$state/tree.$unfinished"; echo "unfinished $unfinished" ;;
+    esac
+    rm -f "$marker"
+  done
+  for w in "$state"/reuse.*; do [ -d "$w" ] && rm -rf "$w"; done
+}
+[ -d "$state" ] || mkdir -p "$state"
 if ! mkdir -m 700 "$state/lock" 2>/dev/null; then
   if holder_alive; then
     each_line "$state/lock/info" holder
-    exit 5
+    exit "$exit_locked"
   fi
   # The holder's SSH connection is gone (it was killed or cut off): the lock is stale.
   each_line "$state/lock/info" stale
   rm -rf "$state/lock"
-  if ! mkdir -m 700 "$state/lock" 2>/dev/null; then echo "holder user=another deploy, just now"; exit 5; fi
+  if ! mkdir -m 700 "$state/lock" 2>/dev/null; then echo "holder user=another deploy, just now"; exit "$exit_locked"; fi
 fi
-printf '%s\n' 'user=alice' 'host=laptop' 'since=2026-11-25T04:16:38Z' 'sha=0123456789abcdef0123456789abcdef01234567' 'message=hotfix for #12' 'token=t0k3n' "connection=$PPID $(start_time "$PPID")" "keeper=$$ $(start_time "$$")" > "$state/lock/info"
+printf '%s\n' "$lock_info" "connection=$PPID $(start_time "$PPID")" "keeper=$$ $(start_time "$$")" > "$state/lock/info"
 # A server set up by an older version has them readable by every local user.
-chmod go= "$d/repo" "$d/.xtask-deploy" "$state/lock/info"
+chmod go= "$d/repo" "$state" "$state/lock/info"
 # What a release of an earlier lock left (one its keeper was stopped in the middle of).
 for gone in "$state"/.lock-gone.*; do [ -d "$gone" ] && rm -rf "$gone"; done
-for pidfile in "$state"/receive-pack.*.pid; do
-  [ -f "$pidfile" ] || continue
-  pid=$(cat "$pidfile")
-  case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
-  # (The braces: a redirection that fails is reported before a `2>` after it applies.)
-  case "$({ tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null)" in
-    # Ours: its script's shell (named so by the bootstrap), or receive-pack itself (a shell that
-    # exec'd it, of an older version), whatever `-c` options it runs with.
-    *" xtask-deploy-git-receive-pack "*|*"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
-  esac
-  rm -f "$pidfile"
-done
-for marker in "$state"/preparing.*; do
-  [ -f "$marker" ] || continue
-  unfinished=${marker##*/preparing.}
-  case "$unfinished" in ''|*[!0-9]*) continue ;; esac
-  case "$(readlink "$d/current" 2>/dev/null)" in
-    */releases/"$unfinished") ;;
-    *) rm -rf "$d/releases/$unfinished" "$state/tree.$unfinished"; echo "unfinished $unfinished" ;;
-  esac
-  rm -f "$marker"
-done
-for w in "$state"/reuse.*; do [ -d "$w" ] && rm -rf "$w"; done
+stop_receive_packs
+remove_unfinished
 for pidfile in "$state"/daemon.*.pid; do
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
   case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
   cmd=$({ tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null || true)
   case "$cmd" in
-    *"git daemon"*"$d/repo"*|*"git -c receive.fsckObjects=true -c receive.shallowUpdate=true -c receive.autogc=false daemon"*"$d/repo"*)
+    *"git daemon"*"$d/repo"*|*"$checked_git daemon"*"$d/repo"*)
       # Only a daemon whose watching script is gone (re-parented to init) is stale.
       # The parent pid is the second field after the command name in /proc/<pid>/stat.
       stat=$(cat "/proc/$pid/stat" 2>/dev/null || true)
@@ -341,11 +416,11 @@ go_back_from_marker() {
   while IFS= read -r line; do
     case "$line" in release=*) release=${line#release=} ;; previous=*) previous=${line#previous=} ;; esac
   done < "$state/unconfirmed"
-  user=alice
+  user=$lock_user
   go_back || true
   if [ "$went_back" = 1 ]; then
     rel=$previous
-( cd "$d/releases/$rel" && rev=- && { read -r rev < REVISION; } 2>/dev/null; export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$rev" ROLLBACK=1; XTASK_DEPLOY_RUN='systemctl restart app'; export XTASK_DEPLOY_RUN; exec timeout -k 1 600 sh -c 'xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"' ) </dev/null >&2 || echo "hook-failed 0 $?"
+    run_restart_hooks
   fi
 }
 # A release an earlier deploy switched to and never confirmed, whose keeper died (the server
@@ -360,8 +435,8 @@ fi
 # it never blocks), which nothing this shell starts inherits: a line written stays until it is
 # read. The daemon's log goes through the other. Both go with the lock's directory. Made after
 # going back above, whose restart hooks may leave an app running. Without it, the batch polls.
-pushed="$state/lock/pushed"
-if mkfifo -m 600 "$pushed" "$state/lock/daemon.log" 2>/dev/null && { command exec 6<>"$pushed"; } 2>/dev/null; then
+pushed="$state/lock/$pushed_fifo"
+if mkfifo -m 600 "$pushed" "$state/lock/$daemon_log" 2>/dev/null && { command exec 6<>"$pushed"; } 2>/dev/null; then
   :
 else
   rm -f "$pushed"
@@ -375,6 +450,9 @@ for r in "$d"/releases/*; do
 done
 if [ -L "$d/current" ]; then echo "current $(readlink "$d/current")"; fi
 if [ -f "$d/.xtask-deploy/bad" ]; then each_line "$d/.xtask-deploy/bad" bad; fi
+# shellcheck shell=sh disable=SC2154 # its values are set by the header before it
+# After the server's state (`REPORT_STATE`): what the push goes on, the refs and the shallow
+# commits of `repo/`. Expects: `d`, `each_line`.
 # What the push goes on: it sends its commands without waiting for git to list them again.
 git --git-dir="$d/repo" for-each-ref --format='ref %(objectname) %(refname)' 2>/dev/null
 if [ -f "$d/repo/shallow" ]; then each_line "$d/repo/shallow" shallow; fi
@@ -495,7 +573,14 @@ stop_daemon() {
   esac
   starter=""
 }
-echo @@xtask-deploy-ready
+# shellcheck shell=sh disable=SC2154,SC2016 # its values are set by the script it is part of; the quoted code runs later
+# The keeper's jobs: `run_job END LENGTH [kept]` (a batch the deployer sent: `run` or `kept`)
+# and `stop_job`. A job is the decoded batch run by `sh`, wrapped so that it prints its end
+# line; in a session of its own (`setsid`, when the server has it) so that stopping it stops
+# all it started. The batch reaches that `sh` in its environment, not on a command line, where
+# every local user could read it.
+# Expects: `state`, `xk` (the bootstrap's decoder, for `kept`). Sets: `job`, `jobfile`,
+# `starter` (if unset), `RUN_JOB`, `JOB`, and the functions' own variables.
 job=""
 starter=${starter:-}
 jobfile="$state/lock/job.$$"
@@ -556,18 +641,51 @@ stop_job() {
   done
   kill -KILL -"$batch" 2>/dev/null
 }
-
+keep_releases=2
+answer_confirmed=@@xtask-deploy-confirmed
+answer_not_confirmed=@@xtask-deploy-not-confirmed
+answer_prune=prune
+# shellcheck shell=sh disable=SC2154 # its values are set by the script it is part of
+# `rewrite_marks`: rewrites `$state/bad` keeping each mark once, only of releases that exist,
+# and not the mark of `$unmark` (printing `unmarked <name>` when it had one).
+# Expects: `d`, `state`, `unmark`. Sets: `kept`, `cleared`, `name`.
+rewrite_marks() {
+  if [ -f "$state/bad" ]; then
+    kept=" "
+    cleared=""
+    true > "$state/bad.new"
+    while IFS= read -r name || [ -n "$name" ]; do
+      case "$name" in ''|*[!0-9]*) continue ;; esac
+      if [ "$name" = "$unmark" ]; then cleared=$name; continue; fi
+      [ -d "$d/releases/$name" ] || continue
+      case "$kept" in *" $name "*) continue ;; esac
+      kept="$kept$name "
+      printf '%s\n' "$name" >> "$state/bad.new"
+    done < "$state/bad"
+    mv -f "$state/bad.new" "$state/bad"
+    if [ -n "$cleared" ]; then echo "unmarked $cleared"; fi
+  fi
+}
+# shellcheck shell=sh disable=SC2154,SC2034,SC2015 # its values are set, and `unmark` read, by the script it is part of
+# `confirm_deploy`: forgets the `unconfirmed` marker when it holds this deploy's token (so
+# nothing goes back), prunes the releases beyond `keep_releases` (the ones marked bad first,
+# then the oldest; never the current one), drops their marks, releases the lock, and prints
+# `$answer_prune <name>` for each release pruned and `$answer_confirmed`; or, when the server
+# went back by itself first, `$answer_not_confirmed` (and returns 1). Pruning renames a release
+# to `releases/.pruned-<name>`; the keeper removes those once the deployer is gone.
+# Expects: `d`, `state`, `ours`, `keep_releases`, the three `answer_` words, the lock helpers,
+# `drop_lock`, `hold_switch`, `drop_switch` and `rewrite_marks`.
 confirm_deploy() {
   # Not once the server went back by itself (the keeper's watch): then nothing is confirmed.
   hold_switch
   if ! has_line "$ours" "$state/unconfirmed"; then
     drop_switch
-    echo @@xtask-deploy-not-confirmed
+    echo "$answer_not_confirmed"
     return 1
   fi
   rm -f "$state/unconfirmed"
   drop_switch
-  keep=2
+  keep=$keep_releases
   count=0
   for r in "$d"/releases/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]; do [ -d "$r" ] && count=$((count + 1)); done
   excess=$((count - keep))
@@ -581,84 +699,16 @@ confirm_deploy() {
       excess=$((excess - 1))
       mv "$r" "$d/releases/.pruned-${r##*/}" 2>/dev/null || rm -rf "$r"
       rm -f "$state/tree.${r##*/}"
-      echo "prune ${r##*/}"
+      echo "$answer_prune ${r##*/}"
     done
   done
   # Marks of the releases just pruned go with them.
   unmark=""
-if [ -f "$state/bad" ]; then
-  kept=" "
-  cleared=""
-  true > "$state/bad.new"
-  while IFS= read -r name || [ -n "$name" ]; do
-    case "$name" in ''|*[!0-9]*) continue ;; esac
-    if [ "$name" = "$unmark" ]; then cleared=$name; continue; fi
-    [ -d "$d/releases/$name" ] || continue
-    case "$kept" in *" $name "*) continue ;; esac
-    kept="$kept$name "
-    printf '%s\n' "$name" >> "$state/bad.new"
-  done < "$state/bad"
-  mv -f "$state/bad.new" "$state/bad"
-  if [ -n "$cleared" ]; then echo "unmarked $cleared"; fi
-fi
+  rewrite_marks
   lock="$state/lock"
   if has_line "$ours" "$lock/info"; then drop_lock; fi
-  echo @@xtask-deploy-confirmed
+  echo "$answer_confirmed"
 }
-# The end of the deploy on this server, once its deployer is gone (or lost): stops the job and
-# the daemon, removes what an unfinished step made, goes back from a release it switched to
-# and never confirmed (nobody checked it), removes pruned releases, releases the lock.
-end_deploy() {
-  stop_job
-  stop_daemon
-  if has_line "$ours" "$state/lock/info"; then
-for pidfile in "$state"/receive-pack.*.pid; do
-  [ -f "$pidfile" ] || continue
-  pid=$(cat "$pidfile")
-  case "$pid" in ''|*[!0-9]*) rm -f "$pidfile"; continue ;; esac
-  # (The braces: a redirection that fails is reported before a `2>` after it applies.)
-  case "$({ tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null)" in
-    # Ours: its script's shell (named so by the bootstrap), or receive-pack itself (a shell that
-    # exec'd it, of an older version), whatever `-c` options it runs with.
-    *" xtask-deploy-git-receive-pack "*|*"git "*"receive-pack"*) kill -TERM -"$pid" "$pid" 2>/dev/null; echo "reaped $pid" ;;
-  esac
-  rm -f "$pidfile"
-done
-    # A step of this deploy on a channel of its own may still be extracting into its release:
-    # its own watchdog stops it on the same EOF; give that a moment before removing what it made.
-    for marker in "$state"/preparing.*; do [ -f "$marker" ] && sleep 1; break; done
-for marker in "$state"/preparing.*; do
-  [ -f "$marker" ] || continue
-  unfinished=${marker##*/preparing.}
-  case "$unfinished" in ''|*[!0-9]*) continue ;; esac
-  case "$(readlink "$d/current" 2>/dev/null)" in
-    */releases/"$unfinished") ;;
-    *) rm -rf "$d/releases/$unfinished" "$state/tree.$unfinished"; echo "unfinished $unfinished" ;;
-  esac
-  rm -f "$marker"
-done
-for w in "$state"/reuse.*; do [ -d "$w" ] && rm -rf "$w"; done
-    if has_line "$ours" "$state/unconfirmed"; then go_back_from_marker; fi
-  fi
-for r in "$d"/releases/.pruned-*; do [ -d "$r" ] && rm -rf "$r"; done
-  # Confirmed (the confirmation released the lock), the deploy leaves `repo/` to be tidied.
-  # (A keeper whose lock was taken over finds it held by another deploy: it does not start.)
-  if [ -f "$d/repo/HEAD" ] && ! has_line "$ours" "$state/lock/info"; then tidy_repo; fi
-  lock="$state/lock"
-[ -d "$lock" ] || exit 0
-has_line "$ours" "$lock/info" || { echo "the lock is not ours; left in place"; exit 0; }
-each_line "$lock/info" removed
-drop_lock
-}
-# How many lines it read so far, in a file of this keeper's own (it goes with the lock): the
-# watch reads it (any line shows the deployer is there; it sends `beat` lines while it works,
-# each answered with a byte 6 on stderr).
-heard="$state/lock/heard.$$"
-# While a push is under way (`pushing <seconds>` to `pushed`), its own time limit: the deployer's
-# beats wait behind its bytes on a slow link.
-pushing="$state/lock/pushing.$$"
-lines_read=0
-watcher=""
 watch_silence=20
 watch_deadline=630
 watch_grace=5
@@ -753,23 +803,62 @@ watch_deploy() {
     esac
   done
 }
-
-watch_deploy </dev/null >/dev/null 6>&- &
-watcher=$!
+# shellcheck shell=sh disable=SC2154,SC2034,SC2086,SC2059 # values set and read by the other pieces; words split on purpose; the beat answer is a format
+# The keeper's loop: it says it is ready, then reads the deployer's lines (the words of
+# `protocol::Say`, in the `say_` values) until its stdin closes, then ends the deploy there.
+# Expects: `d`, `state`, `ours`, `pushed`, the `say_` words, `beat_answer` (octal),
+# `answer_ready`, `run_job`, `stop_job`, `stop_daemon`, `confirm_deploy`, `tidy_repo`,
+# `release_lock`, `stop_receive_packs`, `remove_unfinished`, `go_back_from_marker`, and
+# `watch_deploy` when the deploy is watched. Sets: `heard`, `pushing`, `lines_read`, `watcher`.
+echo "$answer_ready"
+# The end of the deploy on this server, once its deployer is gone (or lost): stops the job and
+# the daemon, removes what an unfinished step made, goes back from a release it switched to
+# and never confirmed (nobody checked it), removes pruned releases, releases the lock.
+end_deploy() {
+  stop_job
+  stop_daemon
+  if has_line "$ours" "$state/lock/info"; then
+    stop_receive_packs
+    # A step of this deploy on a channel of its own may still be extracting into its release:
+    # its own watchdog stops it on the same EOF; give that a moment before removing what it made.
+    for marker in "$state"/preparing.*; do [ -f "$marker" ] && sleep 1; break; done
+    remove_unfinished
+    if has_line "$ours" "$state/unconfirmed"; then go_back_from_marker; fi
+  fi
+  for r in "$d"/releases/.pruned-*; do [ -d "$r" ] && rm -rf "$r"; done
+  # Confirmed (the confirmation released the lock), the deploy leaves `repo/` to be tidied.
+  # (A keeper whose lock was taken over finds it held by another deploy: it does not start.)
+  if [ -f "$d/repo/HEAD" ] && ! has_line "$ours" "$state/lock/info"; then tidy_repo; fi
+  lock="$state/lock"
+  release_lock
+}
+# How many lines it read so far, in a file of this keeper's own (it goes with the lock): the
+# watch reads it (any line shows the deployer is there; it sends `beat` lines while it works,
+# each answered with a byte 6 on stderr).
+heard="$state/lock/heard.$$"
+# While a push is under way (`pushing <seconds>` to `pushed`), its own time limit: the deployer's
+# beats wait behind its bytes on a slow link.
+pushing="$state/lock/pushing.$$"
+lines_read=0
+watcher=""
+if command -v watch_deploy >/dev/null 2>&1; then
+  watch_deploy </dev/null >/dev/null 6>&- &
+  watcher=$!
+fi
 # The deploy holds the lock while this channel is open; its stdin closes when the deploy ends,
 # fails, is interrupted or killed, or loses its connection. Then the lock is released.
 while read -r line; do
   lines_read=$((lines_read + 1))
   { echo "$lines_read" > "$heard"; } 2>/dev/null
   case "$line" in
-    beat) printf '\006' >&2 ;;
-    confirm) confirm_deploy ;;
-    "run "*) run_job ${line#run } ;;
-    "kept "*) run_job ${line#kept } kept ;;
-    stop) stop_job ;;
-    "pushed "*) rm -f "$pushing"; stop_daemon; if [ -n "$pushed" ]; then echo "${line#pushed }" >&6; fi ;;
-    "pushing "*)
-      case "${line#pushing }" in ''|*[!0-9]*) ;; *) { echo "${line#pushing }" > "$pushing"; } 2>/dev/null ;; esac ;;
+    "$say_beat") printf "\\$beat_answer" >&2 ;;
+    "$say_confirm") confirm_deploy ;;
+    "$say_run "*) run_job ${line#"$say_run "} ;;
+    "$say_kept "*) run_job ${line#"$say_kept "} kept ;;
+    "$say_stop") stop_job ;;
+    "$say_pushed "*) rm -f "$pushing"; stop_daemon; if [ -n "$pushed" ]; then echo "${line#"$say_pushed "}" >&6; fi ;;
+    "$say_pushing "*)
+      case "${line#"$say_pushing "}" in ''|*[!0-9]*) ;; *) { echo "${line#"$say_pushing "}" > "$pushing"; } 2>/dev/null ;; esac ;;
   esac
 done
 # Nobody reads this channel any more (the deployer may be gone): a write to it would raise
