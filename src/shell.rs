@@ -221,6 +221,10 @@ pub fn base64(text: &str) -> String {
 /// the variable is unset before the command runs, so what it starts does not inherit it. A
 /// command run this way is on no command line: only its own user (and root) can read a process's
 /// environment, whereas `/proc/<pid>/cmdline` is open to every local user.
+///
+/// The scripts kept as `.sh` files (the hooks, the health check, the restart hooks, the
+/// keeper's jobs) write these words out; tests check that they agree with this.
+#[cfg(any(test, feature = "testkit"))]
 pub const RUN_EXPORTED: &str = r#"sh -c 'xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'"#;
 
 /// A header of quoted assignments, `name=value` a line each: how a script kept as a real `.sh`
@@ -230,6 +234,7 @@ pub fn header(values: &[(&str, &str)]) -> String {
 }
 
 /// The shell line that puts `command` where [`RUN_EXPORTED`] finds it.
+#[cfg(any(test, feature = "testkit"))]
 pub fn export_command(command: &str) -> String {
     format!("XTASK_DEPLOY_RUN={}; export XTASK_DEPLOY_RUN", quote(command))
 }

@@ -116,14 +116,5 @@ pub fn health_script(
 /// The health check's shell (see [`health_script`]), with its header of what it expects.
 const HEALTH: &str = include_str!("confirm/health.sh");
 
-/// The lines the publish script writes into [`UNCONFIRMED`] before it switches.
-pub fn unconfirmed_lines(token: &str, release: &str) -> String {
-    format!(
-        "printf '%s\\n' {} {} \"previous=$previous\" > \"$d/{STATE_DIR}/{UNCONFIRMED}\"",
-        quote(&format!("token={token}")),
-        quote(&format!("release={release}"))
-    )
-}
-
 #[cfg(test)]
 mod tests;

@@ -132,7 +132,7 @@ state="$d/{STATE_DIR}"
 if [ ! -L current ]; then echo "\`$d/current\` does not exist: nothing to roll back" >&2; exit 1; fi
 from=$(basename "$(readlink current)")
 {choose}
-{SWITCH_CURRENT}
+{SWITCH_CURRENT}switch_current
 {mark}unmark=$rel
 rewrite_marks
 # Whatever a deploy left unconfirmed (its deployer and its lock's keeper are gone: this

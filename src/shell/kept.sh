@@ -698,7 +698,7 @@ no_link() {
     case "$rest" in */*) rest=${rest#*/} ;; *) rest="" ;; esac
     if [ -L "$p" ] && { [ -n "$rest" ] || [ "$2" = yes ]; }; then
       printf '"'"'`%s` is a symbolic link in the deployed commit (to `%s`): the deploy would write %s through it, outside the release; %s, and deploy again'"\\n' \\
-        \""'${p#releases/$rel/}" "$(readlink "$p")" "$3" "$4" >&2
+        \""'${p#releases/"$rel"/}" "$(readlink "$p")" "$3" "$4" >&2
       exit 1
     fi
 mkdir -p repo/info && printf '"'%s\\n' '/target -export-ignore' '/target/release -export-ignore' '/target/release/app -export-ignore -export-subst -text -ident -filter -working-tree-encoding' '/target/release/app/** -export-ignore -export-subst -text -ident -filter -working-tree-encoding' > repo/info/attributes
@@ -757,7 +757,7 @@ if [ -e "releases/$rel" ]; then echo "release \`$rel\` already exists in \`$d/re
 trap 'rm -rf "releases/$rel" "$marker" "$record" "$work"' EXIT
 for r in "${record%/*}"/tree.*; do
       printf '`%s` is a symbolic link in the deployed commit (to `%s`): the deploy would write %s through it, outside the release; %s, and deploy again\n' \
-        "${p#releases/$rel/}" "$(readlink "$p")" "$3" "$4" >&2
+        "${p#releases/"$rel"/}" "$(readlink "$p")" "$3" "$4" >&2
 mkdir -p repo/info && printf '%s\n' '/target -export-ignore' '/target/release -export-ignore' '/target/release/app -export-ignore -export-subst -text -ident -filter -working-tree-encoding' '/target/release/app/** -export-ignore -export-subst -text -ident -filter -working-tree-encoding' > repo/info/attributes
 if [ -f repo/info/attributes ]; then attributes=$(cksum < repo/info/attributes); else attributes=none; fi
 no_link vendor/lib yes 'submodule `vendor/lib`' 'the deployed tree is malformed (`git fsck --strict` names the problem): fix the commit'
@@ -845,9 +845,10 @@ if ! reuse log config/database.yml 2>/dev/null; then
 fi
 rm -rf "$work"
 (
-export DEPLOY_TO=\""'$d" RELEASE=20261125041638 RELEASE_PATH="$d/releases"/20261125041638 REVISION=0123456789abcdef0123456789abcdef01234567 ROLLBACK=
+hook=make
+export DEPLOY_TO=\""'$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$sha" ROLLBACK=
 if [ -d "$RELEASE_PATH" ]; then cd "$RELEASE_PATH"; else cd "$d"; fi || exit 1
-XTASK_DEPLOY_RUN=make; export XTASK_DEPLOY_RUN
+XTASK_DEPLOY_RUN=$hook; export XTASK_DEPLOY_RUN
 exec sh -c '"'xtask_deploy_command="'$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'"'
 printf '"'\\n%s %s\\n' @@m 2; printf '\\n%s %s\\n' @@m 2 >&2
   case "$prev" in ''|*[!0-9]*) return 1 ;; esac
@@ -876,7 +877,7 @@ printf '"'\\n%s %s\\n' @@m 2; printf '\\n%s %s\\n' @@m 2 >&2
       '{ git --git-dir=repo --literal-pathspecs archive --format=tar "$tree" -- "$@" || echo x > "$failed"; } | tar -x -f - -C "$dest" || echo x > "$failed"' \
       sh < "$work/extract" || return 1
 (
-export DEPLOY_TO="$d" RELEASE=20261125041638 RELEASE_PATH="$d/releases"/20261125041638 REVISION=0123456789abcdef0123456789abcdef01234567 ROLLBACK=
+export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$sha" ROLLBACK=
 exec sh -c 'xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'
 )
 printf '\n%s %s\n' @@m 2; printf '\n%s %s\n' @@m 2 >&2
@@ -900,23 +901,29 @@ done
 pushed="$d/.xtask-deploy/lock/pushed"
   [ "$(git --git-dir="$d"/ref rev-parse -q --verify 0123456789abcdef0123456789abcdef01234567'^{commit}' 2>/dev/null)" = refs/heads/main ] || here=""
   [ -z "$here" ] || exit 0
+log_line='Branch main (at 0123456789abcdef0123456789abcdef01234567) deployed as release 20261125041638 by alice'
+switch_current() {
+  if [ -e releases/current ] || [ -L releases/current ]; then rm -f releases/current; fi
+  ln -s \""'$d/releases/$rel" releases/current
+  mv -T releases/current current
+}
+cd "$d" || exit 1
 if ! mv "$marker" "$marker.publishing" 2>/dev/null; then
   echo "release '"\\"'`$rel'"\\"'` is no longer being prepared (its deploy was interrupted and it was removed); current is unchanged" >&2
   exit 1
 fi
 previous=$(readlink current 2>/dev/null || true)
 previous=${previous##*/}
-printf '"'%s\\n' 'token=t0k3n' 'release=20261125041638' \"previous="'$previous" > "$d/.xtask-deploy/unconfirmed"
-if [ -e releases/current ] || [ -L releases/current ]; then rm -f releases/current; fi
-ln -s "$d/releases/$rel" releases/current
-mv -T releases/current current
+printf '"'%s\\n' \""'$ours" "release=$rel" "previous=$previous" > "$d/.xtask-deploy/unconfirmed"
+switch_current
 echo "switched $rel"
 rm -f "$marker.publishing"
-printf '"'%s\\n' 'Branch main (at 0123456789abcdef0123456789abcdef01234567) deployed as release 20261125041638 by alice' >> revisions.log
-cd "$d"
+printf '"'%s\\n' \""'$log_line" >> revisions.log
+)
+  ln -s "$d/releases/$rel" releases/current
   echo "release \`$rel\` is no longer being prepared (its deploy was interrupted and it was removed); current is unchanged" >&2
-printf '%s\n' 'token=t0k3n' 'release=20261125041638' "previous=$previous" > "$d/.xtask-deploy/unconfirmed"
-printf '%s\n' 'Branch main (at 0123456789abcdef0123456789abcdef01234567) deployed as release 20261125041638 by alice' >> revisions.log
+printf '%s\n' "$ours" "release=$rel" "previous=$previous" > "$d/.xtask-deploy/unconfirmed"
+printf '%s\n' "$log_line" >> revisions.log
 )
 (
 set -- 'set -eu
@@ -1036,7 +1043,6 @@ unhealthy=@@xtask-deploy-unhealthy
 health_output='the health check did not pass'
 t0k3n# shellcheck shell=sh disable=SC2154 # its values are set by the header before it
 cd \""'$d/releases/$rel" || exit 1
-export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$sha" ROLLBACK=
 log=$(mktemp) || exit 1
 trap '"'rm -f \""'$log"; exit 143'"' TERM INT HUP
 command -v services_down >/dev/null 2>&1 || services_down() { return 1; }
@@ -1598,7 +1604,6 @@ exit 0
 mode=check
 exit 0
 set -- 'd=/srv/app
-cd "$d" || exit 1
 mode=apply
 set -- user app.service '"'# Written by xtask-deploy for "'`app` in `/srv/app`: `cargo xtask deploy-setup` and deploys rewrite it.
 [ "'! -f "$d/.xtask-deploy/services-restore.sh.pending" ] || mv -f "$d/.xtask-deploy/services-restore.sh.pending" "$d/.xtask-deploy/services-restore.sh"

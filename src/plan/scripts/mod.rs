@@ -35,7 +35,7 @@
 //! | `ATTRIBUTES` (release.rs) | the working directory `$d` | `attributes` |
 //! | `REUSE` (release.rs) | `$d`, `$rel`, `$tree`, `$record`, `$work`, `$attributes`, the working directory `$d` | the function `reuse`; `prev`, `stamp`, `prev_tree`, `prev_attributes`, `newlines`, `since` |
 //! | `SEAL` (release.rs) | `$rel`, `$tree`, `$record`, `$attributes`, the working directory `$d` | |
-//! | `SWITCH_CURRENT` | `$d`, `$rel`, the working directory `$d` | |
+//! | `SWITCH_CURRENT` | `$d`, `$rel`, the working directory `$d` | the function `switch_current` |
 //!
 //! The values that a script and the deployer must agree on (the state directory, the exit
 //! statuses the deployer tells apart) are the constants below, and the snippets' text is made

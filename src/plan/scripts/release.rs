@@ -207,12 +207,7 @@ done"#
 /// `-printf`, not GNU's) there is no record, so nothing is reused, and a plain `find` makes the
 /// files read-only. The record's time and the inodes tell which of its files were written or
 /// replaced since (`REUSE`). Its directories stay writable.
-const SEAL: &str = r#"if ! { printf '%s\n' "$tree" "$attributes" && find "releases/$rel" \( -type f -o -type l \) -printf '%i ./%P\n' \
-  \( -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} + \); } > "$record" 2>/dev/null; then
-  rm -f "$record"
-  find "releases/$rel" -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} +
-fi
-"#;
+const SEAL: &str = include_str!("sh/seal.sh");
 
 /// What `repo/info/attributes` holds, as `$attributes`: a release reuses the files of one made
 /// with the same (they may change how a file is written).
@@ -245,85 +240,14 @@ const ATTRIBUTES: &str =
 /// lists go to `xargs -d '\n'` (GNU's, as `cp --parents` is: elsewhere the tree is extracted
 /// whole), which takes every other character as it is. The script's text travels on
 /// every deploy: its comments are here.
-const REUSE: &str = r#"reuse() {
-  prev=$(readlink current) || return 1
-  prev=${prev##*/}
-  case "$prev" in ''|*[!0-9]*) return 1 ;; esac
-  stamp="${record%/*}/tree.$prev"
-  [ -d "releases/$prev" ] && [ -f "$stamp" ] || return 1
-  { read -r prev_tree && read -r prev_attributes; } < "$stamp" || return 1
-  [ "$prev_attributes" = "$attributes" ] || return 1
-  case "$prev_tree" in ''|*[!0-9a-f]*) return 1 ;; esac
-  mkdir "$work" || return 1
-  git --git-dir=repo ls-tree -r -z --full-tree "$tree" > "$work/new.z" || return 1
-  git --git-dir=repo ls-tree -r -z --full-tree "$prev_tree" > "$work/old.z" || return 1
-  newlines=$(cat "$work/new.z" "$work/old.z" | wc -l) && [ $((newlines)) -eq 0 ] || return 1
-  tr '\0' '\n' < "$work/new.z" > "$work/new" && tr '\0' '\n' < "$work/old.z" > "$work/old" || return 1
-  printf '%s\n' "$@" > "$work/skip"
-  LC_ALL=C work="$work" awk '
-    FILENAME ~ /\/skip$/ { if ($0 != "") skip[n++] = $0; next }
-    FILENAME ~ /\/old$/ { old[$0] = 1; gone[substr($0, index($0, "\t") + 1)] = 1; next }
-    {
-      at = index($0, "\t"); path = substr($0, at + 1); mode = substr($0, 1, 7); total++
-      delete gone[path]
-      if (path ~ /(^|\/)\.gitattributes$/) { attributes = 1; if (!($0 in old)) bad = 1 }
-      type = mode == "100644 " ? "f" : mode == "100755 " ? "x" : mode == "120000 " ? "l" : ""
-      same = at > 0 && ($0 in old) && type != "" && path != "REVISION"
-      for (i = 0; same && i < n; i++) if (substr(path, 1, length(skip[i])) == skip[i]) same = 0
-      if (same) { print "./" path > (ENVIRON["work"] "/all"); print type " ./" path > (ENVIRON["work"] "/expect") }
-      else { print path > (ENVIRON["work"] "/extract"); changed++ }
-    }
-    END {
-      for (path in gone) if (path ~ /(^|\/)\.gitattributes$/) bad = 1
-      if (attributes) print "" > (ENVIRON["work"] "/attributes")
-      exit bad || changed * 2 > total || changed == total
-    }' "$work/skip" "$work/old" "$work/new" || return 1
-  if [ -f "$work/attributes" ]; then
-    git --git-dir=repo grep -q -F -e export-subst -e export-ignore "$tree" -- .gitattributes '*/.gitattributes'
-    [ $? = 1 ] || return 1
-  fi
-  if [ -f repo/info/attributes ]; then
-    grep -q -E '(^|[[:space:]])export-(subst|ignore)([[:space:]=]|$)' repo/info/attributes; [ $? = 1 ] || return 1
-  fi
-  (cd "releases/$prev" && xargs -d '\n' sh -c 'exec find "$@" -prune -printf "%i %y%m %T@ %p\n"' sh "$stamp" < "$work/all") > "$work/now" || return 1
-  LC_ALL=C stamp="$stamp" awk '
-    FILENAME ~ /\/tree\.[0-9]*$/ { if (FNR > 2) inode[substr($0, index($0, " ") + 1)] = $1; next }
-    FILENAME ~ /\/expect$/ { expect[substr($0, 3)] = substr($0, 1, 1); wanted++; next }
-    {
-      path = $0; for (i = 0; i < 3; i++) path = substr(path, index(path, " ") + 1)
-      if (path == ENVIRON["stamp"]) { since = $3; next }
-      kind = substr($2, 1, 1) == "l" ? "l" : substr($2, 1, 1) != "f" ? "?" : substr($2, 2, 1) ~ /[1357]/ ? "x" : "f"
-      if (since == "" || inode[path] != $1 || expect[path] != kind || $3 + 0 > since + 0) bad = 1
-      found++
-    }
-    END { exit bad || found != wanted }' "$stamp" "$work/expect" "$work/now" || return 1
-  (cd "releases/$prev" && xargs -d '\n' cp -P -l --parents -t "$d/releases/$rel" -- < "$work/all") || return 1
-  if [ -s "$work/extract" ]; then
-    tree="$tree" dest="releases/$rel" failed="$work/failed" xargs -d '\n' sh -c \
-      '{ git --git-dir=repo --literal-pathspecs archive --format=tar "$tree" -- "$@" || echo x > "$failed"; } | tar -x -f - -C "$dest" || echo x > "$failed"' \
-      sh < "$work/extract" || return 1
-    [ ! -e "$work/failed" ] || return 1
-  fi
-}"#;
+const REUSE: &str = include_str!("sh/reuse.sh");
 
 /// `no_link PATH LAST WHAT FIX`, for the prepare script: stops it when a directory on the way
 /// to PATH in the release (and PATH itself, when LAST is `yes`) is a symbolic link. Only the
 /// deployed tree can have put one there, and writing WHAT through it would land outside the
 /// release: in `shared/`, another release, or anywhere the deploy user can write. The message
 /// names the link, where it points, and FIX. Shell builtins only, but for the message.
-pub(super) const NO_LINK: &str = r#"no_link() {
-  p="releases/$rel"
-  rest=$1
-  while [ -n "$rest" ]; do
-    p="$p/${rest%%/*}"
-    case "$rest" in */*) rest=${rest#*/} ;; *) rest="" ;; esac
-    if [ -L "$p" ] && { [ -n "$rest" ] || [ "$2" = yes ]; }; then
-      printf '`%s` is a symbolic link in the deployed commit (to `%s`): the deploy would write %s through it, outside the release; %s, and deploy again\n' \
-        "${p#releases/$rel/}" "$(readlink "$p")" "$3" "$4" >&2
-      exit 1
-    fi
-  done
-}"#;
+pub(super) const NO_LINK: &str = include_str!("sh/no_link.sh");
 
 /// Runs a remote hook command with `sh` in the release directory (in `deploy_to` while the
 /// release does not exist yet), with `DEPLOY_TO`, `RELEASE`, `RELEASE_PATH` and `REVISION` set.
@@ -331,39 +255,26 @@ pub(super) const NO_LINK: &str = r#"no_link() {
 /// [`batch_script`](super::batch_script)), so what a hook prints is shown as its own and never read as what our
 /// scripts print.
 pub fn hook_script(config: &Config, release: &Release, phase: &'static str, command: &str) -> RemoteScript {
-    let text = format!(
-        r#"d={deploy_to}
-export DEPLOY_TO="$d" RELEASE={name} RELEASE_PATH="$d/releases"/{name} REVISION={sha} ROLLBACK=
-if [ -d "$RELEASE_PATH" ]; then cd "$RELEASE_PATH"; else cd "$d"; fi || exit 1
-{command}
-exec {run}
-"#,
-        deploy_to = quote(&config.deploy_to),
-        name = quote(&release.name),
-        sha = quote(&release.sha),
-        command = crate::shell::export_command(command),
-        run = crate::shell::RUN_EXPORTED,
-    );
-    RemoteScript { name: phase, text }
+    let header = crate::shell::header(&[
+        ("d", &config.deploy_to),
+        ("rel", &release.name),
+        ("sha", &release.sha),
+        ("hook", command),
+    ]);
+    RemoteScript { name: phase, text: [header.as_str(), HOOK].concat() }
 }
+
+/// A remote hook's shell (see [`hook_script`]).
+const HOOK: &str = include_str!("sh/hook.sh");
 
 /// Removes the unfinished release of a failed deploy, unless it became current.
 pub fn discard_script(config: &Config, release: &Release) -> RemoteScript {
-    let text = format!(
-        r#"set -u
-d={deploy_to}
-rel={name}
-case "$(readlink "$d/current" 2>/dev/null)" in
-  */releases/"$rel") echo "release $rel is current; kept" ;;
-  *) rm -rf "$d/releases/$rel" "$d/{STATE_DIR}/tree.$rel" ;;
-esac
-rm -f "$d/{STATE_DIR}/preparing.$rel"
-"#,
-        deploy_to = quote(&config.deploy_to),
-        name = quote(&release.name),
-    );
-    RemoteScript { name: "discard", text }
+    let header = crate::shell::header(&[("d", &config.deploy_to), ("rel", &release.name)]);
+    RemoteScript { name: "discard", text: ["set -u\n", &header, DISCARD].concat() }
 }
+
+/// The discard's shell (see [`discard_script`]).
+const DISCARD: &str = include_str!("sh/discard.sh");
 
 /// Switches `current` to the release atomically (`ln -s` to `releases/current`, then `mv -T`,
 /// as Capistrano 3) and appends to `revisions.log`; it prints `switched <release>` once
@@ -374,32 +285,17 @@ rm -f "$d/{STATE_DIR}/preparing.$rel"
 /// this deploy's `token` and the release `current` pointed at: until the deployer confirms, the
 /// lock keeper goes back to that release if the deployer is lost.
 pub fn publish_script(config: &Config, release: &Release, token: &str) -> RemoteScript {
-    let text = format!(
-        r#"set -eu
-d={deploy_to}
-rel={name}
-cd "$d"
-# Claim the release: an interrupted deploy's clean-up removes only unclaimed ones.
-marker="$d/{STATE_DIR}/preparing.$rel"
-if ! mv "$marker" "$marker.publishing" 2>/dev/null; then
-  echo "release \`$rel\` is no longer being prepared (its deploy was interrupted and it was removed); current is unchanged" >&2
-  exit 1
-fi
-previous=$(readlink current 2>/dev/null || true)
-previous=${{previous##*/}}
-{unconfirmed}
-{SWITCH_CURRENT}
-echo "switched $rel"
-rm -f "$marker.publishing"
-printf '%s\n' {log_line} >> revisions.log
-"#,
-        deploy_to = quote(&config.deploy_to),
-        name = quote(&release.name),
-        log_line = quote(&crate::plan::revision_log_line(release)),
-        unconfirmed = crate::plan::confirm::unconfirmed_lines(token, &release.name),
-    );
-    RemoteScript { name: "publish", text }
+    let header = crate::shell::header(&[
+        ("d", &config.deploy_to),
+        ("rel", &release.name),
+        ("ours", &format!("token={token}")),
+        ("log_line", &crate::plan::revision_log_line(release)),
+    ]);
+    RemoteScript { name: "publish", text: ["set -eu\n", &header, SWITCH_CURRENT, PUBLISH].concat() }
 }
+
+/// The publish's shell (see [`publish_script`]).
+const PUBLISH: &str = include_str!("sh/publish.sh");
 
 /// Reports the server's state without changing anything, for `releases`: also
 /// `unconfirmed <release>` when a deploy switched to `release` and has not confirmed it (the
@@ -484,6 +380,4 @@ fi
 pub(super) const ARTIFACT_ATTRIBUTES: &str = "-export-ignore -export-subst -text -ident -filter -working-tree-encoding";
 
 /// Points `current` at `releases/$rel` atomically, from inside `$d`.
-pub(in crate::plan) const SWITCH_CURRENT: &str = r#"if [ -e releases/current ] || [ -L releases/current ]; then rm -f releases/current; fi
-ln -s "$d/releases/$rel" releases/current
-mv -T releases/current current"#;
+pub(in crate::plan) const SWITCH_CURRENT: &str = include_str!("sh/switch_current.sh");

@@ -153,7 +153,8 @@ fn a_batch_stops_at_the_first_failing_script_and_marks_the_others() {
 fn publish_claims_the_prepared_release_before_switching() {
     let publish = publish_script(&config("/srv/x"), &release(), "t0k3n").text;
     let claim = publish.find("mv \"$marker\" \"$marker.publishing\"").unwrap();
-    assert!(claim < publish.find("mv -T releases/current current").unwrap());
+    assert!(claim < publish.find("\nswitch_current\n").unwrap(), "{publish}");
+    assert!(publish.find("switch_current() {").unwrap() < claim, "defined before, run after the claim");
     let prepare = prepare_script(&config("/srv/x"), &release(), &[]).text;
     assert!(prepare.contains("marker=\"$d/.xtask-deploy/preparing.$rel\"\n"), "{prepare}");
     assert!(prepare.contains("\n: > \"$marker\"\n"), "{prepare}");
@@ -506,4 +507,13 @@ fn the_keeper_reads_every_word_the_deployer_says_and_no_other() {
         .collect();
     let said: BTreeSet<String> = crate::protocol::Say::WORDS.iter().map(|word| word.to_string()).collect();
     assert_eq!(words, said, "the keeper's arms:\n{arms}");
+}
+
+#[test]
+fn hooks_and_restart_hooks_run_their_command_from_the_environment_as_run_exported_does() {
+    let run = crate::shell::RUN_EXPORTED;
+    let hook = hook_script(&config("/srv/x"), &release(), "after_update", "echo hi").text;
+    assert!(hook.contains(&format!("XTASK_DEPLOY_RUN=$hook; export XTASK_DEPLOY_RUN\nexec {run}\n")), "{hook}");
+    let restart = crate::plan::confirm::RESTART_HOOKS;
+    assert!(restart.contains(&format!("export XTASK_DEPLOY_RUN; exec timeout -k 1 \"$restart_limit\" {run} )")), "{restart}");
 }

@@ -22,6 +22,11 @@ for r in "${record%/*}"/tree.*; do
   if [ -f "$r" ] && [ ! -d "releases/${r##*/tree.}" ]; then rm -f "$r"; fi
 done
 mkdir "releases/$rel"
+# shellcheck shell=sh disable=SC2154,SC2016 # its values are set by the script it is part of; the backquotes are words of the message
+# `no_link PATH LAST WHAT FIX`: exits 1 with a message when a directory on the way to PATH in
+# the release (and PATH itself, when LAST is `yes`) is a symbolic link: writing WHAT through it
+# would land outside the release. Shell builtins only, but for the message.
+# Expects: `rel`, the working directory `$d`. Sets: `p`, `rest`.
 no_link() {
   p="releases/$rel"
   rest=$1
@@ -30,11 +35,12 @@ no_link() {
     case "$rest" in */*) rest=${rest#*/} ;; *) rest="" ;; esac
     if [ -L "$p" ] && { [ -n "$rest" ] || [ "$2" = yes ]; }; then
       printf '`%s` is a symbolic link in the deployed commit (to `%s`): the deploy would write %s through it, outside the release; %s, and deploy again\n' \
-        "${p#releases/$rel/}" "$(readlink "$p")" "$3" "$4" >&2
+        "${p#releases/"$rel"/}" "$(readlink "$p")" "$3" "$4" >&2
       exit 1
     fi
   done
 }
+
 mkdir -p repo/info && printf '%s\n' '/target -export-ignore' '/target/release -export-ignore' '/target/release/app -export-ignore -export-subst -text -ident -filter -working-tree-encoding' '/target/release/app/** -export-ignore -export-subst -text -ident -filter -working-tree-encoding' > repo/info/attributes
 if [ -f repo/info/attributes ]; then attributes=$(cksum < repo/info/attributes); else attributes=none; fi
 { git --git-dir=repo archive --format=tar "$tree" || echo "git archive failed" > "$marker"; } | tar -x -f - -C "releases/$rel" || echo "tar failed" >> "$marker"
@@ -59,6 +65,11 @@ ln -s "$d/shared"/log "releases/$rel"/log
 if [ -e "releases/$rel"/config/database.yml ] || [ -L "releases/$rel"/config/database.yml ]; then rm -rf "releases/$rel"/config/database.yml; fi
 [ -d "releases/$rel"/config ] || mkdir -p "releases/$rel"/config
 ln -s "$d/shared"/config/database.yml "releases/$rel"/config/database.yml
+# shellcheck shell=sh disable=SC2154 # its values are set by the script it is part of
+# For `reuse = "link"`, after the release is made: its files become read-only (a file shared with
+# an older release is never touched), then it is recorded for the next release to reuse: its
+# tree, `$attributes`, and the inode of each of its files (see `SEAL` in release.rs).
+# Expects: `rel`, `tree`, `record`, `attributes`, the working directory `$d`.
 if ! { printf '%s\n' "$tree" "$attributes" && find "releases/$rel" \( -type f -o -type l \) -printf '%i ./%P\n' \
   \( -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} + \); } > "$record" 2>/dev/null; then
   rm -f "$record"
