@@ -1,6 +1,9 @@
 //! `deploy-check`'s judgement, from a script's output to rows, without a server.
 
+use std::time::Duration;
+
 use super::*;
+use crate::config::Healthcheck;
 
 fn config() -> Config {
     let mut config = crate::plan::tests::config("/srv/app");
