@@ -1,5 +1,10 @@
 //! The relay's tests, over a plain TCP echo server on 127.0.0.1.
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::mpsc::{self, Receiver};
+
+use super::pipes::ACCEPT_POLL;
 use super::*;
 
 /// How long any one wait in these tests may take.
