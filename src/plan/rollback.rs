@@ -212,7 +212,7 @@ mod tests {
     fn the_restart_hooks_run_after_the_switch_in_the_restored_release() {
         let script =
             rollback_script(&config("/srv/x"), RollbackTo::Previous, "alice", &[crate::plan::Restart::hook("systemctl restart it's")], "@@m").text;
-        let switch = script.find("mv -T releases/current current").unwrap();
+        let switch = script.find("\nswitch_current\n").unwrap();
         let hook = script.rfind("\nrun_restart_hooks\n").unwrap();
         assert!(switch < hook, "{script}");
         assert!(script.contains("ROLLBACK=1") && script.contains(&format!("\nrestart_0={}\n", quote("systemctl restart it's"))), "{script}");

@@ -331,16 +331,41 @@ fi
 for f in /lib/ld-* /lib64/ld-* /usr/lib/ld-* /usr/lib64/ld-* /lib/*/ld-*; do
   if [ -e "$f" ]; then printf 'platform interp %s\n' "$f"; fi
 done
+daemon_ports=40000
+daemon_max=600
+daemon_submodules=''
+access_hook='refuse() { echo "not a connection of this deploy"; exit 1; }
+if [ "$1" != receive-pack ]; then echo "this daemon only receives a deploy'"'s push\"; exit 1; fi
+case \""'${REMOTE_PORT:-}" in '"''|*["'!0-9]*) refuse ;; esac
+[ "${REMOTE_ADDR:-}" = 127.0.0.1 ] || refuse
+awk -v from="$REMOTE_PORT" -v to="${XTASK_DEPLOY_PORT:-}" -v uid="${XTASK_DEPLOY_UID:-}" '"'
+function port(e, hex, n, i) {
+  hex = substr(e, index(e, \":\") + 1)
+  n = 0
+  for (i = 1; i <= length(hex); i++) n = n * 16 + index(\"0123456789ABCDEF\", substr(hex, i, 1)) - 1
+  return n
+}
+function loopback(e) { e = substr(e, 1, index(e, \":\") - 1); return e == \"0100007F\" || e == \"7F000001\" }
+NR > 1 && "'$4 == "01" && port($2) == from + 0 && port($3) == to + 0 && loopback($2) && loopback($3) {
+  if (uid != "" && $8 == uid) mine = 1
+}
+END { exit mine ? 0 : 1 }'"' /proc/net/tcp 2>/dev/null || refuse
+exit 0"
+answer_daemon=daemon
+answer_daemon_no_port=daemon-no-port
+answer_daemon_failed=daemon-failed
 start_daemon() {
-  fifo="$state/lock/daemon.log"
+  port=$1
+  shift
+  fifo="$state/lock/$daemon_log"
   [ -p "$fifo" ] || { said="cannot make a FIFO in $state/lock"; return 2; }
-  XTASK_DEPLOY_PORT=$1 timeout -k 1 600 git -c receive.fsckObjects=true -c receive.shallowUpdate=true -c receive.autogc=false daemon --verbose --listen=127.0.0.1 --port="$1" --strict-paths \
+  XTASK_DEPLOY_PORT=$port timeout -k 1 "$daemon_max" $checked_git daemon --verbose --listen=127.0.0.1 --port="$port" --strict-paths \
     --export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive \
     --forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive \
     --access-hook='f() { eval "$XTASK_DEPLOY_ACCESS_HOOK"; }; f' --informative-errors --init-timeout=30 \
-    --timeout=600 "$d/repo" </dev/null >/dev/null 2>"$fifo" &
+    --timeout="$daemon_max" "$@" </dev/null >/dev/null 2>"$fifo" &
   started=$!
-  echo "$started" > "$state/daemon.$1.pid"
+  echo "$started" > "$state/daemon.$port.pid"
   exec 4<"$fifo"
   while IFS= read -r line <&4; do
     case "$line" in
@@ -352,7 +377,7 @@ start_daemon() {
   wait "$started"
   status=$?
   kill -KILL -"$started" 2>/dev/null
-  rm -f "$state/daemon.$1.pid"
+  rm -f "$state/daemon.$port.pid"
   if [ "$status" = 128 ]; then return 1; fi
   return 2
 }
@@ -370,46 +395,46 @@ watch_log() {
 }
 start_daemons() {
   said=""
+  set -- "$d/repo"
+  set -f
+  old_ifs=$IFS
+  IFS='
+'
+  for r in $daemon_submodules; do
+    IFS=$old_ifs
+    if [ ! -d "$d/$r" ] && ! git init --quiet --bare "$d/$r" >/dev/null 2>&1; then
+      printf '%s %s\n' "$answer_daemon_failed" "cannot create the repository \`$r\` for a submodule"
+      set +f
+      return
+    fi
+    set -- "$@" "$d/$r"
+  done
+  IFS=$old_ifs
+  set +f
   uid=""
   { while read -r key real effective rest; do [ "$key" = Uid: ] && uid=$effective; done < /proc/self/status; } 2>/dev/null
   if [ -z "$uid" ]; then
-    echo "daemon-failed cannot read /proc/self/status: the daemon could not tell this deploy's connections"
+    echo "$answer_daemon_failed cannot read /proc/self/status: the daemon could not tell this deploy's connections"
     return
   fi
-  export XTASK_DEPLOY_ACCESS_HOOK='refuse() { echo "not a connection of this deploy"; exit 1; }
-if [ "$1" != receive-pack ]; then echo "this daemon only receives a deploy'"'s push\"; exit 1; fi
-case \""'${REMOTE_PORT:-}" in '"''|*["'!0-9]*) refuse ;; esac
-[ "${REMOTE_ADDR:-}" = 127.0.0.1 ] || refuse
-awk -v from="$REMOTE_PORT" -v to="${XTASK_DEPLOY_PORT:-}" -v uid="${XTASK_DEPLOY_UID:-}" '"'
-function port(e, hex, n, i) {
-  hex = substr(e, index(e, \":\") + 1)
-  n = 0
-  for (i = 1; i <= length(hex); i++) n = n * 16 + index(\"0123456789ABCDEF\", substr(hex, i, 1)) - 1
-  return n
-}
-function loopback(e) { e = substr(e, 1, index(e, \":\") - 1); return e == \"0100007F\" || e == \"7F000001\" }
-NR > 1 && "'$4 == "01" && port($2) == from + 0 && port($3) == to + 0 && loopback($2) && loopback($3) {
-  if (uid != "" && $8 == uid) mine = 1
-}
-END { exit mine ? 0 : 1 }'"' /proc/net/tcp 2>/dev/null || refuse
-exit 0" XTASK_DEPLOY_UID="$uid"
+  export XTASK_DEPLOY_ACCESS_HOOK="$access_hook" XTASK_DEPLOY_UID="$uid"
   outcome=1
-  for port in 40000; do
-    start_daemon "$port"
+  for port in $daemon_ports; do
+    start_daemon "$port" "$@"
     outcome=$?
     [ "$outcome" = 1 ] || break
   done
   case "$outcome" in
-    0) echo "daemon $port"; wait "$started" ;;
-    1) printf 'daemon-no-port %s\n' "$said" ;;
-    *) printf 'daemon-failed %s\n' "$said" ;;
+    0) echo "$answer_daemon $port"; wait "$started" ;;
+    1) printf '%s %s\n' "$answer_daemon_no_port" "$said" ;;
+    *) printf '%s %s\n' "$answer_daemon_failed" "$said" ;;
   esac
 }
 start_daemons </dev/null 2>/dev/null 6>&- &
 starter=$!
 stop_daemon() {
   [ -n "$starter" ] || return 0
-  for port in 40000; do
+  for port in $daemon_ports; do
     pid=""
     { read -r pid < "$state/daemon.$port.pid"; } 2>/dev/null
     case "$pid" in ''|*[!0-9]*) continue ;; esac

@@ -7,25 +7,11 @@ use crate::shell::{quote, RemoteScript};
 
 use super::STATE_DIR;
 
-/// The deploy's `git daemon` under `timeout` (which leads its process group): on 127.0.0.1
-/// `port` (a number, or a shell word such as `"$1"`), serving `served` (shell words), accepting
-/// pushes and nothing else (no fetch, no archive), admitting only what the access hook in
-/// `$XTASK_DEPLOY_ACCESS_HOOK` lets in, for `max_seconds` at most (the keeper starts it: see
-/// `keeper.rs`); its continuation lines indented for the keeper's function.
-pub(super) fn git_daemon_command(max_seconds: u64, port: &str, served: &str) -> String {
-    [
-        format!("timeout -k 1 {max_seconds} {CHECKED_GIT} daemon --verbose --listen=127.0.0.1 --port={port} --strict-paths"),
-        "--export-all --enable=receive-pack --disable=upload-pack --disable=upload-archive".to_string(),
-        "--forbid-override=receive-pack --forbid-override=upload-pack --forbid-override=upload-archive".to_string(),
-        format!("--access-hook='{ACCESS_HOOK_CALL}' --informative-errors --init-timeout=30"),
-        format!("--timeout={max_seconds} {served}"),
-    ]
-    .join(" \\\n    ")
-}
-
 /// The access hook as git daemon is told it: git runs it as `sh -c '<this> "$@"' '<this>'
 /// <arguments>`, so the function gets the arguments and `eval`s [`ACCESS_HOOK`] (from the
-/// environment: nothing of it on a command line) in that one shell.
+/// environment: nothing of it on a command line) in that one shell. `sh/daemon.sh` writes it
+/// out; the tests run it.
+#[cfg(test)]
 pub(super) const ACCESS_HOOK_CALL: &str = r#"f() { eval "$XTASK_DEPLOY_ACCESS_HOOK"; }; f"#;
 
 /// The daemon's access hook, run with the arguments `<service> <path> <host> <canonical host>

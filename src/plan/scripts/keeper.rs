@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::protocol::Answer;
 use crate::shell::{quote, RemoteScript};
 
-use super::daemon::{git_daemon_command, ACCESS_HOOK};
+use super::daemon::ACCESS_HOOK;
 use super::{DROP_LOCK, LOCK_HELPERS, PUSHED, STATE_DIR};
 
 
@@ -43,119 +43,21 @@ pub struct KeeperDaemon {
 /// rumble"; `watch_log` then reads it to its end, and wakes the batch awaiting the push (the
 /// keeper's `$pushed` FIFO) when a connection ends, a few times at most.
 pub(super) fn start_daemon(daemon: &KeeperDaemon) -> String {
-    let mut served = String::from("\"$d/repo\"");
-    let mut create = String::new();
-    for repo in &daemon.submodule_repos {
-        served.push_str(&format!(" \"$d\"/{}", quote(repo)));
-        create.push_str(&format!(
-            "  [ -d \"$d\"/{repo} ] || git init --quiet --bare \"$d\"/{repo} >/dev/null 2>&1 || \
-             {{ printf '{failed} %s\\n' {said}; return; }}\n",
-            failed = Answer::DAEMON_FAILED,
-            repo = quote(repo),
-            said = quote(&format!("cannot create the repository `{repo}` for a submodule"))
-        ));
-    }
     let ports: Vec<String> = daemon.ports.iter().map(u16::to_string).collect();
-    format!(
-        r#"start_daemon() {{
-  fifo="$state/lock/{daemon_log}"
-  [ -p "$fifo" ] || {{ said="cannot make a FIFO in $state/lock"; return 2; }}
-  # Never `--reuseaddr`: without it, git daemon cannot listen on a port while a connection
-  # another user accepted there lingers, so the deployer's tunnel cannot reach a daemon that is
-  # not this one.
-  XTASK_DEPLOY_PORT=$1 {command} </dev/null >/dev/null 2>"$fifo" &
-  started=$!
-  echo "$started" > "$state/daemon.$1.pid"
-  exec 4<"$fifo"
-  while IFS= read -r line <&4; do
-    case "$line" in
-      *"Ready to rumble"*) watch_log >/dev/null 2>&1 & exec 4<&-; return 0 ;;
-    esac
-    said=$line
-  done
-  exec 4<&-
-  wait "$started"
-  status=$?
-  kill -KILL -"$started" 2>/dev/null
-  rm -f "$state/daemon.$1.pid"
-  # git dies with 128 when it cannot listen on its port (another process holds it).
-  if [ "$status" = 128 ]; then return 1; fi
-  return 2
-}}
-# Reads the daemon's log to its end (it must not block on a full pipe). `--verbose` logs
-# "[pid] Disconnected" once a connection's receive-pack is over: its refs are updated by then.
-# Anyone on 127.0.0.1 can make the daemon log lines of their choosing (the path they ask for
-# is logged before the access hook runs): a few wake-ups at most, so that the FIFO never fills
-# and the keeper's own line always fits.
-watch_log() {{
-  woken=0
-  while IFS= read -r line <&4; do
-    case "$line" in
-      "["*"] Disconnected"*)
-        if [ "$woken" -lt 16 ] && [ -n "$pushed" ] && [ -p "$pushed" ]; then
-          echo disconnected 1<>"$pushed"
-          woken=$((woken + 1))
-        fi ;;
-    esac
-  done
-}}
-start_daemons() {{
-  said=""
-{create}  uid=""
-  {{ while read -r key real effective rest; do [ "$key" = Uid: ] && uid=$effective; done < /proc/self/status; }} 2>/dev/null
-  if [ -z "$uid" ]; then
-    echo "{daemon_failed} cannot read /proc/self/status: the daemon could not tell this deploy's connections"
-    return
-  fi
-  export XTASK_DEPLOY_ACCESS_HOOK={access_hook} XTASK_DEPLOY_UID="$uid"
-  outcome=1
-  for port in {ports}; do
-    start_daemon "$port"
-    outcome=$?
-    [ "$outcome" = 1 ] || break
-  done
-  case "$outcome" in
-    0) echo "{daemon} $port"; wait "$started" ;;
-    1) printf '{daemon_no_port} %s\n' "$said" ;;
-    *) printf '{daemon_failed} %s\n' "$said" ;;
-  esac
-}}
-start_daemons </dev/null 2>/dev/null 6>&- &
-starter=$!
-# Stops the starter (were it still starting one) and the daemon it started: the one whose pid
-# file names a child of the starter (not a daemon of a later deploy on the same port).
-stop_daemon() {{
-  [ -n "$starter" ] || return 0
-  for port in {ports}; do
-    pid=""
-    {{ read -r pid < "$state/daemon.$port.pid"; }} 2>/dev/null
-    case "$pid" in ''|*[!0-9]*) continue ;; esac
-    stat=""
-    {{ read -r stat < "/proc/$pid/stat"; }} 2>/dev/null
-    set -- ${{stat##*) }}
-    [ "${{2:-}}" = "$starter" ] || continue
-    # The push is over: nothing in the daemon's group has work left. KILL at once (a
-    # connection's children ignore TERM, git daemon's doing), while the pid is surely still the
-    # daemon's group, and without holding up the keeper.
-    kill -KILL -"$pid" "$pid" 2>/dev/null
-    rm -f "$state/daemon.$port.pid"
-  done
-  # Only while it is still the starter (the keeper's watch holds a copy of the pid).
-  case "$({{ tr '\0' ' ' < "/proc/$starter/cmdline"; }} 2>/dev/null)" in
-    *xtask-deploy-preflight*) kill "$starter" 2>/dev/null ;;
-  esac
-  starter=""
-}}
-"#,
-        command = git_daemon_command(daemon.max_seconds, "\"$1\"", &served),
-        access_hook = quote(ACCESS_HOOK),
-        daemon_log = super::DAEMON_LOG,
-        ports = ports.join(" "),
-        daemon = Answer::DAEMON,
-        daemon_no_port = Answer::DAEMON_NO_PORT,
-        daemon_failed = Answer::DAEMON_FAILED,
-    )
+    let values = crate::shell::header(&[
+        ("daemon_ports", &ports.join(" ")),
+        ("daemon_max", &daemon.max_seconds.to_string()),
+        ("daemon_submodules", &daemon.submodule_repos.join("\n")),
+        ("access_hook", ACCESS_HOOK),
+        ("answer_daemon", Answer::DAEMON),
+        ("answer_daemon_no_port", Answer::DAEMON_NO_PORT),
+        ("answer_daemon_failed", Answer::DAEMON_FAILED),
+    ]);
+    [values.as_str(), DAEMON].concat()
 }
+
+/// The daemon's shell (see [`start_daemon`]), with its header of what it expects.
+const DAEMON: &str = include_str!("sh/daemon.sh");
 
 /// Without a daemon to start: `stop_daemon` does nothing.
 pub(super) const NO_DAEMON: &str = "starter=\"\"\nstop_daemon() { :; }\n";

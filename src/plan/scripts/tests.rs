@@ -62,18 +62,19 @@ fn preflight_with_daemon(submodule_repos: &[&str]) -> String {
 #[test]
 fn daemon_listens_on_loopback_only_and_serves_one_repo() {
     let script = preflight_with_daemon(&[]);
-    assert!(script.contains("--listen=127.0.0.1 --port=\"$1\" --strict-paths"), "{script}");
-    assert!(script.contains("--enable=receive-pack"));
-    assert!(script.contains(&format!("timeout -k 1 900 {CHECKED_GIT} daemon")));
-    assert!(script.contains("\"$d/repo\" </dev/null >/dev/null 2>\"$fifo\" &"), "{script}");
-    assert!(script.contains("for port in 40123; do"), "{script}");
+    assert!(script.contains("--listen=127.0.0.1 --port=\"$port\" --strict-paths"), "{script}");
+    assert!(script.contains("--enable=receive-pack --disable=upload-pack --disable=upload-archive"));
+    assert!(script.contains("timeout -k 1 \"$daemon_max\" $checked_git daemon"), "{script}");
+    assert!(script.contains(&format!("--access-hook='{ACCESS_HOOK_CALL}'")), "{script}");
+    assert!(script.contains("\ndaemon_ports=40123\ndaemon_max=900\n"), "{script}");
+    assert!(script.contains("  set -- \"$d/repo\"\n"), "{script}");
 }
 
 #[test]
 fn both_transports_check_what_they_receive_and_their_processes_are_still_found() {
     let checked = CHECKED_GIT;
     assert!(checked.contains("-c receive.fsckObjects=true") && checked.contains("-c receive.shallowUpdate=true"));
-    assert!(preflight_with_daemon(&[]).contains(&format!("{checked} daemon")));
+    assert!(preflight_with_daemon(&[]).contains("$checked_git daemon --verbose"));
     let exec = receive_pack_script(&config("/srv/x"), "repo", false).text;
     assert!(exec.contains(&format!("\n{checked} receive-pack \"$repo\"\n")), "{exec}");
     // The preflight and the lock keeper find them by command line (and those of older versions).
@@ -86,8 +87,9 @@ fn both_transports_check_what_they_receive_and_their_processes_are_still_found()
 #[test]
 fn submodules_are_served_created_and_extracted_quoted() {
     let daemon = preflight_with_daemon(&["repo/modules/a b"]);
-    assert!(daemon.contains("[ -d \"$d\"/'repo/modules/a b' ] || git init --quiet --bare \"$d\"/'repo/modules/a b'"));
-    assert!(daemon.contains("\"$d/repo\" \"$d\"/'repo/modules/a b' </dev/null"), "{daemon}");
+    assert!(daemon.contains(&format!("\ndaemon_submodules={}\n", quote("repo/modules/a b"))), "{daemon}");
+    assert!(daemon.contains("if [ ! -d \"$d/$r\" ] && ! git init --quiet --bare \"$d/$r\""), "{daemon}");
+    assert!(daemon.contains("    set -- \"$@\" \"$d/$r\"\n"), "{daemon}");
     let prepare = prepare_script(&config("/srv/x"), &release(), &[submodule()]);
     assert!(prepare.text.contains("mkdir -p \"releases/$rel\"/'libs/$(evil)'\n"), "{}", prepare.text);
     let archive = format!(
@@ -111,13 +113,15 @@ fn release_is_made_from_the_sha_and_published_atomically() {
     assert!(prepare.text.contains("sha=0123456789abcdef0123456789abcdef01234567\n"));
     assert!(prepare.text.contains("tree=fedcba9876543210fedcba9876543210fedcba98\n"));
     let publish = publish_script(&config("/srv/x"), &release(), "t0k3n").text;
-    let link = publish.find("ln -s").unwrap();
-    let switch = publish.find("mv -T releases/current current").unwrap();
+    assert!(publish.find("ln -s").unwrap() < publish.find("mv -T releases/current current").unwrap());
+    let switch = publish.find("\nswitch_current\n").unwrap();
     let log = publish.find(">> revisions.log").unwrap();
-    assert!(link < switch && switch < log);
-    // The marker that holds the release unconfirmed is written before the switch.
-    let marker = publish.find("token=t0k3n").unwrap();
-    assert!(marker < link, "{publish}");
+    assert!(switch < log, "{publish}");
+    // The marker that holds the release unconfirmed (with this deploy's token) is written
+    // before the switch.
+    assert!(publish.contains(&format!("\nours={}\n", quote("token=t0k3n"))), "{publish}");
+    let marker = publish.find("printf '%s\\n' \"$ours\" \"release=$rel\" \"previous=$previous\" >").unwrap();
+    assert!(marker < switch, "{publish}");
 }
 
 #[test]

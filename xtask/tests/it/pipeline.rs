@@ -311,7 +311,7 @@ fn credentials_from_the_environment_deploy_and_are_never_shown() {
         assert!(!everything.contains(line), "a line of the key was printed");
     }
     // -vv shows each remote script with the server it runs on.
-    assert!(everything.contains("Script preflight on") && everything.contains("| mv -T releases/current current"));
+    assert!(everything.contains("Script preflight on") && everything.contains("|   mv -T releases/current current"));
     assert_eq!(fs::read_dir(home.path()).unwrap().count(), 0, "something was written into HOME");
 }
 
