@@ -233,6 +233,13 @@ pub fn header(values: &[(&str, &str)]) -> String {
     values.iter().map(|(name, value)| format!("{name}={}\n", quote(value))).collect()
 }
 
+/// A header of positional arguments, `set -- 'a' 'b' ...`: how a script kept as a real `.sh`
+/// file is given a list.
+pub fn arguments(values: &[&str]) -> String {
+    let words: Vec<String> = values.iter().map(|value| quote(value)).collect();
+    format!("set --{}{}\n", if words.is_empty() { "" } else { " " }, words.join(" "))
+}
+
 /// The shell line that puts `command` where [`RUN_EXPORTED`] finds it.
 #[cfg(any(test, feature = "testkit"))]
 pub fn export_command(command: &str) -> String {

@@ -671,10 +671,13 @@ end_deploy
 restart_count=0
 starter=""
 stop_daemon() { :; }
-repo="$d"/repo
+repo=repo
+create=0
+repo="$d/$repo"
+if [ "$create" = 1 ]; then [ -d "$repo" ] || git init --quiet --bare "$repo" || exit 1; fi
 pidfile="$d/.xtask-deploy/receive-pack.$$.pid"
 echo "$$" > "$pidfile"
-git -c receive.fsckObjects=true -c receive.shallowUpdate=true -c receive.autogc=false receive-pack "$repo"
+$checked_git receive-pack "$repo"
 status=$?
 rm -f "$pidfile"
 exit $status
@@ -906,12 +909,15 @@ export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$
 exec sh -c 'xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'
 )
 printf '\n%s %s\n' @@m 2; printf '\n%s %s\n' @@m 2 >&2
-pushed=\""'$d/.xtask-deploy/lock/pushed"
+set -- ref 0123456789abcdef0123456789abcdef01234567 refs/heads/main
+pushed=\""'$d/.xtask-deploy/lock/$pushed_fifo"
+all_here() {
+  while [ "$#" -ge 3 ]; do
+    [ "$(git --git-dir="$d/$1" rev-parse -q --verify "$2''^{commit}" 2>/dev/null)" = "$3" ] || return 1
+    shift 3
 tries=0
 while :; do
-  here=1
-  [ "$(git --git-dir="$d"/ref rev-parse -q --verify 0123456789abcdef0123456789abcdef01234567'"'"'^{commit}'"' 2>/dev/null)\" = refs/heads/main ] || here=\"\"
-  [ -z \""'$here" ] || exit 0
+  all_here "$@" && exit 0
   if [ -p "$pushed" ] && read -r line 0<>"$pushed"; then
       ok) exit 0 ;;
       failed) echo "the push did not go through" >&2; exit 1 ;;
@@ -923,9 +929,8 @@ while :; do
 done
 )
 (
-pushed="$d/.xtask-deploy/lock/pushed"
-  [ "$(git --git-dir="$d"/ref rev-parse -q --verify 0123456789abcdef0123456789abcdef01234567'^{commit}' 2>/dev/null)" = refs/heads/main ] || here=""
-  [ -z "$here" ] || exit 0
+pushed="$d/.xtask-deploy/lock/$pushed_fifo"
+    [ "$(git --git-dir="$d/$1" rev-parse -q --verify "$2^{commit}" 2>/dev/null)" = "$3" ] || return 1
 log_line='Branch main (at 0123456789abcdef0123456789abcdef01234567) deployed as release 20261125041638 by alice'
 switch_current() {
   if [ -e releases/current ] || [ -L releases/current ]; then rm -f releases/current; fi
@@ -952,8 +957,13 @@ printf '%s\n' "$log_line" >> revisions.log
 )
 (
 set -- 'set -eu
+set -- log config
   echo "git is not installed on the server: install it (for example '"\\"'`apt-get install git'"\\"'`)" >&2
-for dir in "$d" "$d/releases" "$d/shared" "$d/.xtask-deploy" "$d/shared"/log "$d/shared"/config; do
+for dir in "$d" "$d/releases" "$d/shared" "$d/.xtask-deploy"; do
+  if [ ! -d "$dir" ]; then mkdir -p "$dir"; echo "created $dir"; fi
+done
+for dir in "$@"; do
+  dir="$d/shared/$dir"
   if [ ! -d "$dir" ]; then mkdir -p "$dir"; echo "created $dir"; fi
 done
 if [ -e "$d/repo" ]; then
@@ -969,9 +979,8 @@ chmod go= "$d/repo" "$d/.xtask-deploy"
 '
 set -eu
     echo "\`$d/repo\` exists but is not a bare git repository: move it away and run deploy-setup again" >&2
-set -- 'set -u
-ours='"'token=t0k3n'
-  { read -r stat < \"/proc/"'$1/stat"; } 2>/dev/null || return 0
+set -- "set -u
+state=\""'$d/.xtask-deploy"
   { while IFS= read -r line || [ -n "$line" ]; do printf '"'%s %s\\n' \""'$2" "$line"; done < "$1"; } 2>/dev/null
       '"''|*["'!0-9]*) unnamed=$((unnamed + 1)); gone=$([ "$unnamed" -ge 20 ] && echo 1) ;;
   printf '"'%s rolled back to release %s\\n' \""'$user" "$previous" >> "$d/revisions.log"
@@ -979,6 +988,7 @@ ours='"'token=t0k3n'
       printf '"'%s\\n' \""'$name" >> "$state/bad.new"
 confirm_deploy
 '
+set -- 'set -u
   echo "'"\\"'`$d'"\\"'` is not set up for deploys: run '"\\"'`cargo xtask deploy-setup'"\\"'` first" >&2
 set --
   rev=
@@ -1038,10 +1048,12 @@ free=$(df -Pk "$p" 2>/dev/null | awk 'NR == 2 { print $4 }')
 size=0
 if [ -d "$d/current/" ]; then
 exit 0
+force=0
 lock="$state/lock"
-if [ -d "$lock" ] && holder_alive; then each_line "$lock/info" holder; exit 5; fi
+if [ "$force" != 1 ] && [ -d "$lock" ] && holder_alive; then each_line "$lock/info" holder; exit "$exit_locked"; fi
 release_lock
 '
+force=0
 case "$(readlink "$d/current" 2>/dev/null)" in
   */releases/"$rel") echo "release $rel is current; kept" ;;
   *) rm -rf "$d/releases/$rel" "$d/.xtask-deploy/tree.$rel" ;;
@@ -1054,7 +1066,6 @@ user=alice
 go_back
 '
 go_back
-set -- "set -u
   while [ \""'$restart_index" -lt "$restart_count" ]; do
     eval "restart_hook='"\\"'$restart_$restart_index"
     ( cd "$d/releases/$rel" && rev=- && { read -r rev < REVISION; } 2>/dev/null; export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$rev" ROLLBACK=1; XTASK_DEPLOY_RUN=$restart_hook; export XTASK_DEPLOY_RUN; exec timeout -k 1 "$restart_limit" sh -c '"'xtask_deploy_command="'$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'"' ) </dev/null >&2 || echo \"hook-failed "'$restart_index $?"
@@ -1122,7 +1133,6 @@ trap 'rm -f "$log"; exit 143' TERM INT HUP
     printf '%s: service `%s` stopped during it (%s)\n' "$health_output" "$down" "$(services_state "$down")" >&2
 printf '%s within %ss (%s tries); its last output:\n%s\n' "$health_output" "$timeout" "$tries" "$last" >&2
 set -eu
-state=\""'$d/.xtask-deploy"
 restart_0='"'systemctl restart app'
 cd "$d"
 if [ ! -L current ]; then echo "'"\\"'`$d/current'"\\"'` does not exist: nothing to roll back" >&2; exit 1; fi

@@ -3,9 +3,8 @@
 //! exec channel (`transport = "exec"`); both check every object they receive.
 
 use crate::config::Config;
-use crate::shell::{quote, RemoteScript};
+use crate::shell::RemoteScript;
 
-use super::STATE_DIR;
 
 /// The access hook as git daemon is told it: git runs it as `sh -c '<this> "$@"' '<this>'
 /// <arguments>`, so the function gets the arguments and `eval`s [`ACCESS_HOOK`] (from the
@@ -45,23 +44,17 @@ exit 0"#;
 /// pid file, so that the lock keeper can stop it (and a server-side hook it runs) when the
 /// deployer is gone, since receive-pack itself notices that only when it next reads.
 pub fn receive_pack_script(config: &Config, repo: &str, create: bool) -> RemoteScript {
-    let create = if create { "[ -d \"$repo\" ] || git init --quiet --bare \"$repo\" || exit 1\n" } else { "" };
-    let text = format!(
-        r#"set -u
-d={deploy_to}
-repo="$d"/{repo}
-{create}pidfile="$d/{STATE_DIR}/receive-pack.$$.pid"
-echo "$$" > "$pidfile"
-{CHECKED_GIT} receive-pack "$repo"
-status=$?
-rm -f "$pidfile"
-exit $status
-"#,
-        deploy_to = quote(&config.deploy_to),
-        repo = quote(repo),
-    );
-    RemoteScript { name: "git receive-pack", text }
+    let header = crate::shell::header(&[
+        ("d", &config.deploy_to),
+        ("repo", repo),
+        ("create", if create { "1" } else { "0" }),
+        ("checked_git", CHECKED_GIT),
+    ]);
+    RemoteScript { name: "git receive-pack", text: ["set -u\n", &header, RECEIVE_PACK].concat() }
 }
+
+/// `git receive-pack`'s shell (see [`receive_pack_script`]), with its header of what it expects.
+const RECEIVE_PACK: &str = include_str!("sh/receive_pack.sh");
 
 /// What [`bases_script`] runs (see the file's header).
 const BASES: &str = include_str!("sh/bases.sh");
@@ -72,15 +65,8 @@ const BASES: &str = include_str!("sh/bases.sh");
 /// Exits 3 with nothing on stdout when the server's release ref no longer names `tip`.
 pub fn bases_script(config: &Config, tip: &str, have: &[String], paths: &[&str]) -> RemoteScript {
     let have: Vec<&str> = have.iter().map(String::as_str).filter(|id| crate::local::is_object_name(id)).collect();
-    let paths: Vec<String> = paths.iter().map(|path| quote(path)).collect();
-    let header = format!(
-        "d={}\ntip={}\nhave={}\nset -- {}\n",
-        quote(&config.deploy_to),
-        quote(tip),
-        quote(&have.join(" ")),
-        paths.join(" ")
-    );
-    RemoteScript { name: "delta bases", text: format!("{header}{BASES}") }
+    let header = crate::shell::header(&[("d", &config.deploy_to), ("tip", tip), ("have", &have.join(" "))]);
+    RemoteScript { name: "delta bases", text: [header, crate::shell::arguments(paths), BASES.to_string()].concat() }
 }
 
 /// git with every object a push brings checked as `git fsck --strict` does: a malformed tree (an

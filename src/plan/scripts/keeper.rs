@@ -19,7 +19,7 @@ use crate::protocol::Answer;
 use crate::shell::{quote, RemoteScript};
 
 use super::daemon::ACCESS_HOOK;
-use super::{DROP_LOCK, LOCK_HELPERS, PUSHED, STATE_DIR};
+use super::{DROP_LOCK, LOCK_HELPERS, PUSHED, STATE};
 
 
 /// What the keeper of a deploy with `transport = "daemon"` starts once it holds the lock: a git
@@ -101,40 +101,15 @@ const CONFIRM: &str = include_str!("sh/confirm.sh");
 /// failed. A wait costs no process while nothing happens. Without that FIFO it polls, 100 times
 /// a second at first, then less often. The deployer stops the batch if the push fails.
 pub fn await_push_script(config: &Config, updates: &[(String, String, String)]) -> RemoteScript {
-    let mut checks = String::new();
-    for (repo, refname, sha) in updates {
-        checks.push_str(&format!(
-            "  [ \"$(git --git-dir=\"$d\"/{repo} rev-parse -q --verify {commit} 2>/dev/null)\" = {sha} ] || here=\"\"\n",
-            repo = quote(repo),
-            commit = quote(&format!("{refname}^{{commit}}")),
-            sha = quote(sha),
-        ));
-    }
-    let text = format!(
-        r#"set -u
-d={deploy_to}
-pushed="$d/{STATE_DIR}/lock/{PUSHED}"
-tries=0
-while :; do
-  here=1
-{checks}  [ -z "$here" ] || exit 0
-  # A line written before this read waits in the FIFO: no wake-up is lost.
-  if [ -p "$pushed" ] && read -r line 0<>"$pushed"; then
-    case "$line" in
-      ok) exit 0 ;;
-      failed) echo "the push did not go through" >&2; exit 1 ;;
-    esac
-    continue
-  fi
-  tries=$((tries + 1))
-  if [ "$tries" -lt 100 ]; then pause=0.01; elif [ "$tries" -lt 300 ]; then pause=0.1; else pause=1; fi
-  sleep "$pause" 2>/dev/null || sleep 1
-done
-"#,
-        deploy_to = quote(&config.deploy_to),
-    );
+    let header = crate::shell::header(&[("d", &config.deploy_to), ("pushed_fifo", PUSHED)]);
+    let words: Vec<&str> =
+        updates.iter().flat_map(|(repo, refname, sha)| [repo.as_str(), refname.as_str(), sha.as_str()]).collect();
+    let text = ["set -u\n", &header, &crate::shell::arguments(&words), AWAIT_PUSH].concat();
     RemoteScript { name: "await the push", text }
 }
+
+/// The wait for the push (see [`await_push_script`]), with its header of what it expects.
+const AWAIT_PUSH: &str = include_str!("sh/await_push.sh");
 
 /// The line that sets `ours`, which the lock's functions compare with the lock's `token=` line:
 /// once per script, so that every line that uses it is the same in every deploy (see
@@ -146,13 +121,18 @@ pub(super) fn ours(token: &str) -> String {
 /// The confirmation as a step of the last batch (one server, nothing after it): the keeper's
 /// [`Say::Confirm`](crate::protocol::Say::Confirm) without its own round trip.
 pub fn confirm_script(config: &Config, token: &str) -> RemoteScript {
-    let text = format!(
-        "set -u\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\n{ours}{LOCK_HELPERS}\n{DROP_LOCK}\n{go_back}\n{confirm}confirm_deploy\n",
-        go_back = crate::plan::confirm::GO_BACK,
-        deploy_to = quote(&config.deploy_to),
-        ours = ours(token),
-        confirm = confirm_function(config),
-    );
+    let text = [
+        "set -u\n",
+        &crate::shell::header(&[("d", &config.deploy_to)]),
+        &ours(token),
+        STATE,
+        LOCK_HELPERS,
+        DROP_LOCK,
+        crate::plan::confirm::GO_BACK,
+        &confirm_function(config),
+        "confirm_deploy\n",
+    ]
+    .concat();
     RemoteScript { name: "confirm", text }
 }
 

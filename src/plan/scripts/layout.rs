@@ -3,9 +3,8 @@
 //! unconfirmed release, each release's commit subject).
 
 use crate::config::Config;
-use crate::shell::{quote, RemoteScript};
+use crate::shell::RemoteScript;
 
-use super::STATE_DIR;
 
 /// `deploy-setup`: creates `releases/`, `shared/` (with `linked_dirs` and the parents of
 /// `linked_files`) and the bare `repo/`; running it again changes nothing. Prints
@@ -13,43 +12,15 @@ use super::STATE_DIR;
 /// (the lock, its holder, the deploy's state) are made private to the deploy user, also when
 /// they exist already; releases and `shared/` keep the user's umask, as the app reads them.
 pub fn setup_script(config: &Config) -> RemoteScript {
-    let mut dirs = vec![
-        "\"$d\"".to_string(),
-        "\"$d/releases\"".to_string(),
-        "\"$d/shared\"".to_string(),
-        format!("\"$d/{STATE_DIR}\""),
-    ];
-    for dir in &config.linked_dirs {
-        dirs.push(format!("\"$d/shared\"/{}", quote(dir)));
-    }
-    for file in &config.linked_files {
-        if let Some((parent, _)) = file.rsplit_once('/') {
-            dirs.push(format!("\"$d/shared\"/{}", quote(parent)));
-        }
-    }
-    let text = format!(
-        r#"set -eu
-d={deploy_to}
-{REQUIRE_GIT}
-for dir in {dirs}; do
-  if [ ! -d "$dir" ]; then mkdir -p "$dir"; echo "created $dir"; fi
-done
-if [ -e "$d/repo" ]; then
-  if [ "$(git --git-dir="$d/repo" rev-parse --is-bare-repository 2>/dev/null)" != true ]; then
-    echo "\`$d/repo\` exists but is not a bare git repository: move it away and run deploy-setup again" >&2
-    exit 1
-  fi
-else
-  git init --quiet --bare "$d/repo"
-  echo "created $d/repo"
-fi
-{PRIVATE}
-"#,
-        deploy_to = quote(&config.deploy_to),
-        dirs = dirs.join(" "),
-    );
+    let mut shared: Vec<&str> = config.linked_dirs.iter().map(String::as_str).collect();
+    shared.extend(config.linked_files.iter().filter_map(|file| file.rsplit_once('/').map(|(parent, _)| parent)));
+    let header = crate::shell::header(&[("d", &config.deploy_to)]);
+    let text = ["set -eu\n", &header, &crate::shell::arguments(&shared), REQUIRE_GIT, "\n", SETUP].concat();
     RemoteScript { name: "deploy-setup", text }
 }
+
+/// `deploy-setup`'s shell (see [`setup_script`]), with its header of what it expects.
+const SETUP: &str = include_str!("sh/setup.sh");
 
 /// What the server's platform is (for checking the build output's binaries), when the deploy
 /// has `artifacts`; nothing otherwise (it starts two processes).
@@ -60,11 +31,6 @@ pub(super) fn platform_probe(config: &Config) -> String {
         format!("{}\n", crate::binaries::PLATFORM_PROBE.trim_end())
     }
 }
-
-/// Makes `repo/` and `.xtask-deploy/` the deploy user's alone (0700: no other local user may
-/// read the history or the lock's holder); the preflight also passes the lock's `info` (0600).
-/// One `chmod` for all: `go=` clears the group's and others' bits and leaves the owner's.
-pub(super) const PRIVATE: &str = concat!(r#"chmod go= "$d/repo" "$d/"#, state_dir!(), r#"""#);
 
 /// Refuses to go on without git on the server, with the fix.
 pub(in crate::plan) const REQUIRE_GIT: &str = concat!(

@@ -5,12 +5,12 @@
 use crate::config::Config;
 use crate::plan::LockInfo;
 use crate::protocol::{Answer, Say};
-use crate::shell::{quote, RemoteScript};
+use crate::shell::RemoteScript;
 
 use super::daemon::CHECKED_GIT;
 use super::keeper::{KeeperDaemon, Watch, KEEPER_JOBS};
 use super::layout::{platform_probe, REPORT_STATE, REQUIRE_GIT, REQUIRE_SETUP};
-use super::{DAEMON_LOG, DROP_LOCK, EXIT_LOCKED, LOCK_HELPERS, PUSHED, STATE_DIR};
+use super::{DAEMON_LOG, DROP_LOCK, EXIT_LOCKED, LOCK_HELPERS, PUSHED, STATE};
 
 /// `tidy_repo` and `stop_tidying`: `git gc` of `repo/` after a confirmed deploy, off its path,
 /// never beside a deploy, stopped by the next one (see the file).
@@ -106,19 +106,18 @@ pub fn keeper_script(
 /// going back after it) is left in place: the script prints `holder <key>=<value>` lines and
 /// exits [`EXIT_LOCKED`]. A dead holder's lock is removed (a deploy would take it over anyway).
 pub fn unlock_script(config: &Config, token: Option<&str>, force: bool) -> RemoteScript {
-    let alive = match force {
-        true => String::new(),
-        false => format!(
-            "if [ -d \"$lock\" ] && holder_alive; then each_line \"$lock/info\" holder; exit {EXIT_LOCKED}; fi\n"
-        ),
-    };
-    let text = format!(
-        "set -u\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\nlock=\"$state/lock\"\n{ours}{LOCK_HELPERS}\n{DROP_LOCK}\n{RELEASE_LOCK}{alive}release_lock\n",
-        deploy_to = quote(&config.deploy_to),
-        ours = token.map(super::keeper::ours).unwrap_or_default(),
-    );
+    let header = crate::shell::header(&[
+        ("d", &config.deploy_to),
+        ("force", if force { "1" } else { "0" }),
+        ("exit_locked", &EXIT_LOCKED.to_string()),
+    ]);
+    let ours = token.map(super::keeper::ours).unwrap_or_default();
+    let text = ["set -u\n", &header, &ours, STATE, LOCK_HELPERS, DROP_LOCK, RELEASE_LOCK, UNLOCK].concat();
     RemoteScript { name: "unlock", text }
 }
+
+/// The unlock's shell (see [`unlock_script`]), with its header of what it expects.
+const UNLOCK: &str = include_str!("sh/unlock.sh");
 
 /// Prints the lock's holder as `holder <key>=<value>` lines, or as `stale <key>=<value>` lines
 /// when its SSH connection is gone (needs [`LOCK_HELPERS`]). A lock with no `info` yet is being

@@ -101,3 +101,6 @@ pub(in crate::plan) const LOCK_HELPERS: &str = include_str!("sh/lock_helpers.sh"
 
 /// `drop_lock`: releases `$lock` at once, by a rename, then removes it (see the file's header).
 pub(in crate::plan) const DROP_LOCK: &str = include_str!("sh/drop_lock.sh");
+
+/// `state`, the private state directory of `$d` (see the file's header).
+pub(in crate::plan) const STATE: &str = include_str!("sh/state.sh");

@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 
 use super::daemon::{ACCESS_HOOK, ACCESS_HOOK_CALL, CHECKED_GIT};
-use super::layout::PRIVATE;
 use super::release::{ARTIFACT_ATTRIBUTES, NO_LINK};
 use super::*;
 use crate::plan::rollback::{marks_script, rollback_script, RollbackTo};
@@ -76,7 +75,8 @@ fn both_transports_check_what_they_receive_and_their_processes_are_still_found()
     assert!(checked.contains("-c receive.fsckObjects=true") && checked.contains("-c receive.shallowUpdate=true"));
     assert!(preflight_with_daemon(&[]).contains("$checked_git daemon --verbose"));
     let exec = receive_pack_script(&config("/srv/x"), "repo", false).text;
-    assert!(exec.contains(&format!("\n{checked} receive-pack \"$repo\"\n")), "{exec}");
+    assert!(exec.contains("\n$checked_git receive-pack \"$repo\"\n"), "{exec}");
+    assert!(exec.contains(&format!("\nchecked_git={}\n", quote(checked))), "{exec}");
     // The preflight and the lock keeper find them by command line (and those of older versions).
     let preflight = keeper_script(&config("/srv/x"), &lock(), &[], None, None).text;
     assert!(preflight.contains("*\"$checked_git daemon\"*\"$d/repo\"*"), "{preflight}");
@@ -133,8 +133,14 @@ fn linked_files_are_checked_before_the_release_is_made() {
     let check = prepare.find("[ -e \"$d/shared\"/config/database.yml ]").unwrap();
     assert!(check < prepare.find("mkdir \"releases/$rel\"").unwrap());
     assert!(prepare.contains("ln -s \"$d/shared\"/log \"releases/$rel\"/log"));
-    let setup = setup_script(&cfg).text;
-    assert!(setup.contains("\"$d/shared\"/log") && setup.contains("\"$d/shared\"/config"), "{setup}");
+    // Setup makes the linked directories and the linked files' parents in `shared/`.
+    let dir = tempfile::tempdir().unwrap();
+    cfg.deploy_to = dir.path().join("app it's").display().to_string();
+    let out = std::process::Command::new("sh").arg("-c").arg(setup_script(&cfg).text).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for made in ["shared/log", "shared/config", "releases", "repo/objects"] {
+        assert!(dir.path().join("app it's").join(made).is_dir(), "{made}");
+    }
 }
 
 #[test]
@@ -387,7 +393,8 @@ fn the_snippets_name_the_values_the_deployer_reads() {
     let no_git = std::process::Command::new("/bin/sh").arg("-c").arg(REQUIRE_GIT).env("PATH", "/nonexistent").output();
     assert_eq!(no_git.unwrap().status.code(), Some(EXIT_NO_GIT));
     assert!(REQUIRE_SETUP.ends_with(&format!("\n  exit {EXIT_NOT_SET_UP}\nfi")), "{REQUIRE_SETUP}");
-    assert!(PRIVATE.ends_with(&format!(" \"$d/{STATE_DIR}\"")), "{PRIVATE}");
+    let setup = setup_script(&config("/srv/x")).text;
+    assert!(setup.contains(&format!("\nchmod go= \"$d/repo\" \"$d/{STATE_DIR}\"\n")), "{setup}");
     assert!(REPORT_STATE.contains(&format!("each_line \"$d/{STATE_DIR}/bad\" bad")), "{REPORT_STATE}");
     // The values themselves: servers set up by earlier versions have this state directory.
     assert_eq!((STATE_DIR, EXIT_NO_GIT, EXIT_NOT_SET_UP, EXIT_LOCKED), (".xtask-deploy", 3, 4, 5));
