@@ -6,10 +6,10 @@
 //! script is quoted.
 
 use crate::config::Config;
-use crate::shell::{quote, RemoteScript};
+use crate::shell::RemoteScript;
 
-use super::confirm::{restart_hooks_header, HEALTHY, RESTART_HOOKS, UNCONFIRMED};
-use super::{mark_step, STATE_DIR, SWITCH_CURRENT};
+use super::confirm::{restart_hooks_header, HEALTHY, RESTART_HOOKS};
+use super::{mark_step, STATE, SWITCH_CURRENT};
 
 /// Where `rollback` takes `current`, and whether the release it leaves is marked bad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,62 +97,33 @@ pub fn rollback_script(
     restart_hooks: &[super::Restart],
     marker: &str,
 ) -> RemoteScript {
-    let (choose, mark_left) = match to {
-        RollbackTo::Release { name, mark_left } => (
-            format!(
-                r#"rel={name}
-if [ ! -d "releases/$rel" ]; then echo "release \`$rel\` does not exist in \`$d/releases\`: \`cargo xtask releases\` lists them" >&2; exit 1; fi
-if [ "$rel" = "$from" ]; then echo "release \`$rel\` is already current" >&2; exit 1; fi"#,
-                name = quote(name)
-            ),
-            mark_left,
-        ),
-        RollbackTo::Previous => (
-            r#"rel=""
-for candidate in $(ls -1 releases | grep -E '^[0-9]{14}$' | sort -r); do
-  [ "$candidate" -lt "$from" ] || continue
-  if grep -qxF "$candidate" "$state/bad" 2>/dev/null; then continue; fi
-  rel=$candidate
-  break
-done
-if [ -z "$rel" ]; then
-  echo "no earlier release that is not marked bad to roll back to (current: $from): pass --to <release>; \`cargo xtask releases\` lists them" >&2
-  exit 1
-fi"#
-            .to_string(),
-            true,
-        ),
+    let (to, mark_left) = match to {
+        RollbackTo::Release { name, mark_left } => (name, mark_left),
+        RollbackTo::Previous => ("", true),
     };
-    let mark = if mark_left { "echo \"$from\" >> \"$state/bad\"\necho \"marked $from\"\n" } else { "" };
-    let text = format!(
-        r#"{switch_starts}set -eu
-d={deploy_to}
-state="$d/{STATE_DIR}"
-{values}{RESTART_HOOKS}{REWRITE_MARKS}cd "$d"
-if [ ! -L current ]; then echo "\`$d/current\` does not exist: nothing to roll back" >&2; exit 1; fi
-from=$(basename "$(readlink current)")
-{choose}
-{SWITCH_CURRENT}switch_current
-{mark}unmark=$rel
-rewrite_marks
-# Whatever a deploy left unconfirmed (its deployer and its lock's keeper are gone: this
-# rollback holds the lock), the rollback has decided which release is current.
-if [ -e "$state/{UNCONFIRMED}" ]; then rm -f "$state/{UNCONFIRMED}"; fi
-printf '%s rolled back to release %s\n' {user} "$rel" >> revisions.log
-rev=-
-{{ read -r rev < "releases/$rel/REVISION"; }} 2>/dev/null || true
-echo "rolled-back $from $rel"
-echo "revision ${{rev:--}}"
-# The switch is done; the restart hooks get a step's time of their own.
-{hooks_start}run_restart_hooks
-{ended}"#,
-        switch_starts = mark_step(marker, 0),
-        hooks_start = mark_step(marker, 1),
-        ended = mark_step(marker, 2),
-        deploy_to = quote(&config.deploy_to),
-        user = quote(user),
-        values = restart_hooks_header(restart_hooks, config.timeouts.step.as_secs()),
-    );
+    let header = crate::shell::header(&[
+        ("d", &config.deploy_to),
+        ("to", to),
+        ("mark_left", if mark_left { "1" } else { "0" }),
+        ("user", user),
+    ]);
+    let hooks = restart_hooks_header(restart_hooks, config.timeouts.step.as_secs());
+    let text = [
+        mark_step(marker, 0).as_str(),
+        "set -eu\n",
+        &header,
+        &hooks,
+        STATE,
+        RESTART_HOOKS,
+        REWRITE_MARKS,
+        SWITCH_CURRENT,
+        ROLLBACK,
+        // The switch is done; the restart hooks get a step's time of their own.
+        &mark_step(marker, 1),
+        "run_restart_hooks\n",
+        &mark_step(marker, 2),
+    ]
+    .concat();
     RemoteScript { name: "rollback", text }
 }
 
@@ -160,13 +131,12 @@ echo "revision ${{rev:--}}"
 /// ones), and the mark of `unmark` when given, printing `unmarked <name>` if it had one. Run
 /// only while holding the lock (`releases --unmark`; a deploy after it published).
 pub fn marks_script(config: &Config, unmark: Option<&str>) -> RemoteScript {
-    let text = format!(
-        "set -eu\nd={deploy_to}\nstate=\"$d/{STATE_DIR}\"\nunmark={unmark}\n{REWRITE_MARKS}rewrite_marks\n",
-        deploy_to = quote(&config.deploy_to),
-        unmark = quote(unmark.unwrap_or("")),
-    );
-    RemoteScript { name: "marks", text }
+    let header = crate::shell::header(&[("d", &config.deploy_to), ("unmark", unmark.unwrap_or(""))]);
+    RemoteScript { name: "marks", text: ["set -eu\n", &header, STATE, REWRITE_MARKS, "rewrite_marks\n"].concat() }
 }
+
+/// `cargo xtask rollback`'s switch (see [`rollback_script`]), with its header of what it expects.
+const ROLLBACK: &str = include_str!("rollback/rollback.sh");
 
 /// Rewrites `$state/bad` keeping each mark once, only of releases that exist, and not the
 /// mark of `$unmark` (printing `unmarked $unmark` when there was one). Shell builtins but the
@@ -177,6 +147,7 @@ pub(crate) const REWRITE_MARKS: &str = include_str!("scripts/sh/rewrite_marks.sh
 mod tests {
     use super::*;
     use crate::plan::tests::config;
+    use crate::shell::quote;
 
     #[test]
     fn a_rollback_reports_what_it_did() {
@@ -202,7 +173,8 @@ mod tests {
     #[test]
     fn only_a_plain_rollback_or_mark_left_marks_the_release_left() {
         let cfg = config("/srv/x");
-        let marks = |to| rollback_script(&cfg, to, "alice", &[], "@@m").text.contains("echo \"marked $from\"");
+        let marks = |to| rollback_script(&cfg, to, "alice", &[], "@@m").text.contains("\nmark_left=1\n");
+        assert!(ROLLBACK.contains("if [ \"$mark_left\" = 1 ]; then\n  echo \"$from\" >> \"$state/bad\"\n  echo \"marked $from\""));
         assert!(marks(RollbackTo::Previous));
         assert!(!marks(RollbackTo::Release { name: "20261125041638", mark_left: false }));
         assert!(marks(RollbackTo::Release { name: "20261125041638", mark_left: true }));

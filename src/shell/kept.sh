@@ -1133,42 +1133,51 @@ trap 'rm -f "$log"; exit 143' TERM INT HUP
     printf '%s: service `%s` stopped during it (%s)\n' "$health_output" "$down" "$(services_state "$down")" >&2
 printf '%s within %ss (%s tries); its last output:\n%s\n' "$health_output" "$timeout" "$tries" "$last" >&2
 set -eu
-restart_0='"'systemctl restart app'
-cd "$d"
+to=''
+mark_left=1
 if [ ! -L current ]; then echo "'"\\"'`$d/current'"\\"'` does not exist: nothing to roll back" >&2; exit 1; fi
 from=$(basename "$(readlink current)")
-rel=""
-for candidate in $(ls -1 releases | grep -E '"'"'^[0-9]{14}$'"' | sort -r); do
-  [ \""'$candidate" -lt "$from" ] || continue
-  if grep -qxF "$candidate" "$state/bad" 2>/dev/null; then continue; fi
-  rel=$candidate
-  break
-done
-if [ -z "$rel" ]; then
-  echo "no earlier release that is not marked bad to roll back to (current: $from): pass --to <release>; '"\\"'`cargo xtask releases'"\\"'` lists them" >&2
-echo "$from" >> "$state/bad"
-echo "marked $from"
+if [ -n "$to" ]; then
+  rel=$to
+  if [ ! -d "releases/$rel" ]; then echo "release '"\\"'`$rel'"\\"'` does not exist in '"\\"'`$d/releases'"\\"'`: '"\\"'`cargo xtask releases'"\\"'` lists them" >&2; exit 1; fi
+  if [ "$rel" = "$from" ]; then echo "release '"\\"'`$rel'"\\"'` is already current" >&2; exit 1; fi
+else
+  rel=""
+  for candidate in $(ls -1 releases | grep -E '"'"'^[0-9]{14}$'"' | sort -r); do
+    [ \""'$candidate" -lt "$from" ] || continue
+    if grep -qxF "$candidate" "$state/bad" 2>/dev/null; then continue; fi
+    rel=$candidate
+    break
+  done
+  if [ -z "$rel" ]; then
+    echo "no earlier release that is not marked bad to roll back to (current: $from): pass --to <release>; '"\\"'`cargo xtask releases'"\\"'` lists them" >&2
+fi
+if [ "$mark_left" = 1 ]; then
+  echo "$from" >> "$state/bad"
+  echo "marked $from"
+fi
 unmark=$rel
 rewrite_marks
 if [ -e "$state/unconfirmed" ]; then rm -f "$state/unconfirmed"; fi
-printf '"'%s rolled back to release %s\\n' alice \""'$rel" >> revisions.log
+printf '"'%s rolled back to release %s\\n' \""'$user" "$rel" >> revisions.log
 rev=-
 { read -r rev < "releases/$rel/REVISION"; } 2>/dev/null || true
 echo "rolled-back $from $rel"
 echo "revision ${rev:--}"
 printf '\\n%s %s\\n' @@m 2; printf '\\n%s %s\\n' @@m 2 >&2
 set -eu
-cd "$d"
 if [ ! -L current ]; then echo "\`$d/current\` does not exist: nothing to roll back" >&2; exit 1; fi
-for candidate in $(ls -1 releases | grep -E '^[0-9]{14}$' | sort -r); do
-  [ "$candidate" -lt "$from" ] || continue
-  echo "no earlier release that is not marked bad to roll back to (current: $from): pass --to <release>; \`cargo xtask releases\` lists them" >&2
-printf '%s rolled back to release %s\n' alice "$rel" >> revisions.log
-unmark='"''
-  if [ -f \""'$state/bad" ]; then
+  if [ ! -d "releases/$rel" ]; then echo "release \`$rel\` does not exist in \`$d/releases\`: \`cargo xtask releases\` lists them" >&2; exit 1; fi
+  if [ "$rel" = "$from" ]; then echo "release \`$rel\` is already current" >&2; exit 1; fi
+  for candidate in $(ls -1 releases | grep -E '^[0-9]{14}$' | sort -r); do
+    [ "$candidate" -lt "$from" ] || continue
+    echo "no earlier release that is not marked bad to roll back to (current: $from): pass --to <release>; \`cargo xtask releases\` lists them" >&2
+fi
+printf '%s rolled back to release %s\n' "$user" "$rel" >> revisions.log
+set -- "set -eu
+unmark=''
 '
 set -eu
-unmark=''
 ( if ! command -v git >/dev/null 2>&1; then
 fi ) >/dev/null 2>&1 || echo nogit
 ( if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
