@@ -1003,15 +1003,20 @@ if [ -f "$state/lock/info" ]; then
 elif [ -d "$state/lock" ]; then
   echo "holder user=a deploy that is taking the lock right now"
 fi
-if [ -f "$d/revisions.log" ]; then each_line "$d/revisions.log" log; fi
     case "$line" in release=*) echo "unconfirmed ${line#release=}" ;; esac
   done < "$state/unconfirmed"; } 2>/dev/null
 fi
+if [ -f "$d/revisions.log" ]; then each_line "$d/revisions.log" log; fi
 exit 0
 '
 set --
   rev=
   git --git-dir="$d/repo" log --no-walk=unsorted --ignore-missing --format='subject %H %s' "$@" -- 2>/dev/null || true
+set -- file config/database.yml dir log
+printf '"'platform machine %s\\n' \""'$(uname -m)"
+  case $v in '"'glibc '*) printf 'platform glibc %s\\n' \""'${v#glibc }" ;; esac
+  if [ -e "$f" ]; then printf '"'platform interp %s\\n' \""'$f"; fi
+done
 p="$d"
 while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname "$p"); done
 if [ -d "$p" ] && probe=$(mktemp -d "$p/.xtask-deploy-check.XXXXXX" 2>/dev/null); then
@@ -1023,8 +1028,15 @@ if command -v git >/dev/null 2>&1; then echo "git $(git --version 2>&1 | head -n
 [ -d "$d/releases" ] || echo "unset releases/"
 [ -d "$d/shared" ] || echo "unset shared/"
 [ "$(git --git-dir="$d/repo" rev-parse --is-bare-repository 2>/dev/null)" = true ] || echo "unset repo/"
-[ -e "$d/shared"/config/database.yml ] || echo missing-file 0
-[ -d "$d/shared"/log ] || echo missing-dir 0
+files=0
+dirs=0
+while [ "$#" -ge 2 ]; do
+  case "$1" in
+    file) [ -e "$d/shared/$2" ] || echo "missing-file $files"; files=$((files + 1)) ;;
+    dir) [ -d "$d/shared/$2" ] || echo "missing-dir $dirs"; dirs=$((dirs + 1)) ;;
+  esac
+  shift 2
+done
 free=$(df -Pk "$p" 2>/dev/null | awk '"'NR == 2 { print "'$4 }'"')
 size=0
 if [ -d \""'$d/current/" ]; then
@@ -1040,10 +1052,6 @@ if [ -L "$d/current" ] && target=$(cd -P "$d/current" 2>/dev/null && pwd -P); th
   { read -r rev < "$target/REVISION"; } 2>/dev/null || true
   echo "release ${target##*/} ${rev:--}"
 fi
-printf '"'platform machine %s\\n' \""'$(uname -m)"
-  case $v in '"'glibc '*) printf 'platform glibc %s\\n' \""'${v#glibc }" ;; esac
-  if [ -e "$f" ]; then printf '"'platform interp %s\\n' \""'$f"; fi
-done
 free=$(df -Pk "$p" 2>/dev/null | awk 'NR == 2 { print $4 }')
 size=0
 if [ -d "$d/current/" ]; then
@@ -1616,6 +1624,7 @@ fi
 if [ "$mode" = verify ] && [ -n "$problems" ]; then
 printf '"'%s\\n' \""'${problems#?}" >&2
 exit 1
+'
 set -- user app.service '# Written by xtask-deploy for `app` in `/srv/app`: `cargo xtask deploy-setup` and deploys rewrite it.
 ExecStart=/bin/sh -c "set -a; [ ! -r '"\\\""'$$0'"\\\" ] || . \\\""'$$0'"\\\"; set +a; exec \\\""'$$@'"\\\"\" /srv/app/shared/.secrets.env /srv/app/current/target/release/app
 WantedBy=default.target" user app.socket '# Written by xtask-deploy for `app` in `/srv/app`: `cargo xtask deploy-setup` and deploys rewrite it.
@@ -1644,8 +1653,10 @@ problem "linger-off" "linger is off for \`$user\`, so its services stop when its
 printf '%s\n' "${problems#?}" >&2
 exit 0
 mode=setup
+'
 exit 0
 mode=check
+'
 exit 0
 set -- 'd=/srv/app
 mode=apply

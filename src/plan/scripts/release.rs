@@ -8,7 +8,7 @@ use crate::shell::{quote, RemoteScript};
 
 use super::layout::{platform_probe, REPORT_STATE, REPORT_SUBJECTS, REPORT_UNCONFIRMED, REQUIRE_SETUP};
 use super::lock::REPORT_LOCK;
-use super::LOCK_HELPERS;
+use super::{LOCK_HELPERS, STATE};
 use super::STATE_DIR;
 
 /// Makes `releases/<name>` from the pushed commit (never from a branch name): its files (by
@@ -302,23 +302,29 @@ const PUBLISH: &str = include_str!("sh/publish.sh");
 /// marker [`UNCONFIRMED`](crate::plan::confirm::UNCONFIRMED)), and `subject <sha> <subject>` for each
 /// release's commit that `repo/` has.
 pub fn inspect_script(config: &Config) -> RemoteScript {
-    let text = format!(
-        r#"set -u
-d={deploy_to}
-state="$d/{STATE_DIR}"
-{REQUIRE_SETUP}
-{LOCK_HELPERS}
-{REPORT_STATE}
-{REPORT_SUBJECTS}
-{REPORT_LOCK}
-if [ -f "$d/revisions.log" ]; then each_line "$d/revisions.log" log; fi
-{REPORT_UNCONFIRMED}
-exit 0
-"#,
-        deploy_to = quote(&config.deploy_to),
-    );
+    let text = [
+        "set -u\n",
+        &crate::shell::header(&[("d", &config.deploy_to)]),
+        STATE,
+        REQUIRE_SETUP,
+        "\n",
+        LOCK_HELPERS,
+        REPORT_STATE,
+        "\n",
+        REPORT_SUBJECTS,
+        "\n",
+        REPORT_LOCK,
+        "\n",
+        REPORT_UNCONFIRMED,
+        "\n",
+        INSPECT,
+    ]
+    .concat();
     RemoteScript { name: "inspect", text }
 }
+
+/// The end of [`inspect_script`].
+const INSPECT: &str = include_str!("sh/inspect.sh");
 
 /// Gathers what `deploy-check` judges, changing nothing (a probe directory is made and removed
 /// at once to learn whether `deploy_to`, or its nearest existing parent, is writable). Prints
@@ -327,53 +333,25 @@ exit 0
 /// `shared/`, the lock's `holder`/`stale` lines, `disk <free KiB> <current release KiB>`, and
 /// the current release as `current <path>` and `release <name> <sha>` (for the health check).
 pub fn check_script(config: &Config) -> RemoteScript {
-    let mut linked = String::new();
-    for (index, file) in config.linked_files.iter().enumerate() {
-        linked.push_str(&format!("[ -e \"$d/shared\"/{} ] || echo missing-file {index}\n", quote(file)));
-    }
-    for (index, dir) in config.linked_dirs.iter().enumerate() {
-        linked.push_str(&format!("[ -d \"$d/shared\"/{} ] || echo missing-dir {index}\n", quote(dir)));
-    }
-    let text = format!(
-        r#"set -u
-d={deploy_to}
-state="$d/{STATE_DIR}"
-p="$d"
-while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname "$p"); done
-if [ -d "$p" ] && probe=$(mktemp -d "$p/.xtask-deploy-check.XXXXXX" 2>/dev/null); then
-  rmdir "$probe"; echo "writable yes $p"
-else
-  echo "writable no $p"
-fi
-if command -v git >/dev/null 2>&1; then echo "git $(git --version 2>&1 | head -n 1)"; else echo git; fi
-[ -d "$d/releases" ] || echo "unset releases/"
-[ -d "$d/shared" ] || echo "unset shared/"
-[ "$(git --git-dir="$d/repo" rev-parse --is-bare-repository 2>/dev/null)" = true ] || echo "unset repo/"
-{linked}{LOCK_HELPERS}
-{REPORT_LOCK}
-free=$(df -Pk "$p" 2>/dev/null | awk 'NR == 2 {{ print $4 }}')
-size=0
-if [ -d "$d/current/" ]; then
-  size=$(du -sk --apparent-size "$d/current/" 2>/dev/null || du -sk "$d/current/" 2>/dev/null)
-  size=${{size%%[!0-9]*}}
-fi
-repo=$(du -sk "$d/repo" 2>/dev/null)
-repo=${{repo%%[!0-9]*}}
-echo "disk ${{free:-unknown}} ${{size:-0}} ${{repo:-unknown}}"
-# Shell builtins only (no `readlink`): where `current` leads, and that release's REVISION.
-if [ -L "$d/current" ] && target=$(cd -P "$d/current" 2>/dev/null && pwd -P); then
-  echo "current $target"
-  rev=-
-  {{ read -r rev < "$target/REVISION"; }} 2>/dev/null || true
-  echo "release ${{target##*/}} ${{rev:--}}"
-fi
-{probe}exit 0
-"#,
-        deploy_to = quote(&config.deploy_to),
-        probe = platform_probe(config),
-    );
+    let files = config.linked_files.iter().flat_map(|file| ["file", file.as_str()]);
+    let linked: Vec<&str> = files.chain(config.linked_dirs.iter().flat_map(|dir| ["dir", dir.as_str()])).collect();
+    let text = [
+        "set -u\n",
+        &crate::shell::header(&[("d", &config.deploy_to)]),
+        &crate::shell::arguments(&linked),
+        STATE,
+        LOCK_HELPERS,
+        REPORT_LOCK,
+        "\n",
+        &platform_probe(config),
+        CHECK,
+    ]
+    .concat();
     RemoteScript { name: "deploy-check", text }
 }
+
+/// What `deploy-check` gathers (see [`check_script`]), with its header of what it expects.
+const CHECK: &str = include_str!("sh/check.sh");
 
 /// The attributes `info/attributes` gives build output, so that `git archive` and a checkout
 /// write it byte for byte, whatever the tree's `.gitattributes` say.
