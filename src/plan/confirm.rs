@@ -12,6 +12,10 @@ use super::{Release, STATE_DIR};
 
 /// The marker file (in the state directory) of a release switched to and not yet confirmed:
 /// `token=`, `release=` and `previous=` lines.
+///
+/// The scripts write the name out (`report.sh`, `publish.sh`, `confirm.sh`, the keeper's); the
+/// tests read it back from them.
+#[cfg(test)]
 pub const UNCONFIRMED: &str = "unconfirmed";
 
 /// What the health check prints when it passed: `<HEALTHY> <tries> <elapsed ms>`.

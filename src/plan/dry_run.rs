@@ -9,10 +9,10 @@
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::shell::{quote, RemoteScript};
+use crate::shell::RemoteScript;
 
-use super::scripts::{LOCK_HELPERS, REPORT_LOCK, REPORT_STATE, REPORT_UNCONFIRMED, REQUIRE_GIT, REQUIRE_SETUP};
-use super::{is_release_name, Action, LockInfo, Phase, Plan, RemoteState, STATE_DIR};
+use super::scripts::{LOCK_HELPERS, REPORT, REQUIRE, STATE};
+use super::{is_release_name, Action, LockInfo, Phase, Plan, RemoteState};
 
 /// How much a push would carry (the deployed commit's part: not the build output's, not the
 /// submodules').
@@ -32,29 +32,13 @@ pub struct Estimate {
 /// removes it), `unconfirmed <release>`, and `ref <sha> <refname>` for each ref of `repo/` (what
 /// a push would find there).
 pub fn dry_run_script(config: &Config) -> RemoteScript {
-    let text = format!(
-        r#"set -u
-d={deploy_to}
-state="$d/{STATE_DIR}"
-( {REQUIRE_GIT} ) >/dev/null 2>&1 || echo nogit
-( {REQUIRE_SETUP} ) >/dev/null 2>&1 || echo unset
-{LOCK_HELPERS}
-{REPORT_STATE}
-{REPORT_LOCK}
-{REPORT_UNCONFIRMED}
-for marker in "$state"/preparing.*; do
-  [ -f "$marker" ] && echo "unfinished ${{marker##*/preparing.}}"
-done
-if [ -f "$d/repo/HEAD" ]; then
-  git --git-dir="$d/repo" for-each-ref --format='ref %(objectname) %(refname)' 2>/dev/null
-fi
-if [ -f "$d/repo/shallow" ]; then each_line "$d/repo/shallow" shallow; fi
-exit 0
-"#,
-        deploy_to = quote(&config.deploy_to),
-    );
+    let header = crate::shell::header(&[("d", &config.deploy_to)]);
+    let text = ["set -u\n", &header, STATE, LOCK_HELPERS, REQUIRE, REPORT, DRY_RUN].concat();
     RemoteScript { name: "dry-run", text }
 }
+
+/// The dry run's look at a server (see [`dry_run_script`]), with its header of what it expects.
+const DRY_RUN: &str = include_str!("scripts/sh/dry_run.sh");
 
 /// [`dry_run_script`] for `config.servers[server]`, and with `services` there, the units
 /// checked as `deploy-check` does (changing nothing), reported on `units-report` lines.
@@ -428,7 +412,7 @@ mod tests {
 
     #[test]
     fn the_unconfirmed_marker_is_read_where_it_is_written() {
-        assert!(REPORT_UNCONFIRMED.contains(&format!("\"$state/{}\"", super::super::confirm::UNCONFIRMED)));
+        assert!(REPORT.contains(&format!("\"$state/{}\"", super::super::confirm::UNCONFIRMED)));
     }
 
     #[test]

@@ -24,16 +24,22 @@ ours='token=t0k3n'
 restart_count=1
 restart_limit=600
 restart_0='systemctl restart app'
+require_git() {
+  if ! command -v git >/dev/null 2>&1; then
+    echo "git is not installed on the server: install it (for example \`apt-get install git\`)" >&2
+    exit 3
+  fi
+}
+require_setup() {
+  if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
+    echo "\`$d\` is not set up for deploys: run \`cargo xtask deploy-setup\` first" >&2
+    exit 4
+  fi
+}
 trap 'gone=1' PIPE
 state="$d/.xtask-deploy"
-if ! command -v git >/dev/null 2>&1; then
-  echo "git is not installed on the server: install it (for example \`apt-get install git\`)" >&2
-  exit 3
-fi
-if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
-  echo "\`$d\` is not set up for deploys: run \`cargo xtask deploy-setup\` first" >&2
-  exit 4
-fi
+require_git
+require_setup
 hold_switch() {
   [ -d "$state/lock" ] || return 0
   waited=0
@@ -314,14 +320,44 @@ else
   rm -f "$pushed"
   pushed=""
 fi
-for r in "$d"/releases/*; do
-  [ -d "$r" ] && [ ! -L "$r" ] || continue
-  rev=-
-  { read -r rev < "$r/REVISION"; } 2>/dev/null || true
-  echo "release ${r##*/} ${rev:--}"
-done
-if [ -L "$d/current" ]; then echo "current $(readlink "$d/current")"; fi
-if [ -f "$d/.xtask-deploy/bad" ]; then each_line "$d/.xtask-deploy/bad" bad; fi
+report_state() {
+  for r in "$d"/releases/*; do
+    [ -d "$r" ] && [ ! -L "$r" ] || continue
+    rev=-
+    { read -r rev < "$r/REVISION"; } 2>/dev/null || true
+    echo "release ${r##*/} ${rev:--}"
+  done
+  if [ -L "$d/current" ]; then echo "current $(readlink "$d/current")"; fi
+  if [ -f "$d/.xtask-deploy/bad" ]; then each_line "$d/.xtask-deploy/bad" bad; fi
+}
+report_lock() {
+  if [ -f "$state/lock/info" ]; then
+    if holder_alive; then each_line "$state/lock/info" holder; else each_line "$state/lock/info" stale; fi
+  elif [ -d "$state/lock" ]; then
+    echo "holder user=a deploy that is taking the lock right now"
+  fi
+}
+report_unconfirmed() {
+  if [ -f "$state/unconfirmed" ]; then
+    { while IFS= read -r line || [ -n "$line" ]; do
+      case "$line" in release=*) echo "unconfirmed ${line#release=}" ;; esac
+    done < "$state/unconfirmed"; } 2>/dev/null
+  fi
+}
+report_subjects() {
+  set --
+  for r in "$d"/releases/*; do
+    [ -d "$r" ] && [ ! -L "$r" ] || continue
+    rev=
+    { read -r rev < "$r/REVISION"; } 2>/dev/null || true
+    case "$rev" in *[!0-9a-f]*) continue ;; esac
+    case "${#rev}" in 40|64) set -- "$@" "$rev" ;; esac
+  done
+  if [ "$#" -gt 0 ]; then
+    git --git-dir="$d/repo" log --no-walk=unsorted --ignore-missing --format='subject %H %s' "$@" -- 2>/dev/null || true
+  fi
+}
+report_state
 git --git-dir="$d/repo" for-each-ref --format='ref %(objectname) %(refname)' 2>/dev/null
 if [ -f "$d/repo/shallow" ]; then each_line "$d/repo/shallow" shallow; fi
 printf 'platform machine %s\n' "$(uname -m)"
@@ -958,7 +994,8 @@ printf '%s\n' "$log_line" >> revisions.log
 (
 set -- 'set -eu
 set -- log config
-  echo "git is not installed on the server: install it (for example '"\\"'`apt-get install git'"\\"'`)" >&2
+    echo "git is not installed on the server: install it (for example '"\\"'`apt-get install git'"\\"'`)" >&2
+    echo "'"\\"'`$d'"\\"'` is not set up for deploys: run '"\\"'`cargo xtask deploy-setup'"\\"'` first" >&2
 for dir in "$d" "$d/releases" "$d/shared" "$d/.xtask-deploy"; do
   if [ ! -d "$dir" ]; then mkdir -p "$dir"; echo "created $dir"; fi
 done
@@ -989,29 +1026,15 @@ state=\""'$d/.xtask-deploy"
 confirm_deploy
 '
 set -- 'set -u
-  echo "'"\\"'`$d'"\\"'` is not set up for deploys: run '"\\"'`cargo xtask deploy-setup'"\\"'` first" >&2
-set --
-  rev=
-  case "$rev" in *[!0-9a-f]*) continue ;; esac
-  case "${#rev}" in 40|64) set -- "$@" "$rev" ;; esac
-done
-if [ "$#" -gt 0 ]; then
-  git --git-dir="$d/repo" log --no-walk=unsorted --ignore-missing --format='"'subject %H %s' \""'$@" -- 2>/dev/null || true
-fi
-if [ -f "$state/lock/info" ]; then
-  if holder_alive; then each_line "$state/lock/info" holder; else each_line "$state/lock/info" stale; fi
-elif [ -d "$state/lock" ]; then
-  echo "holder user=a deploy that is taking the lock right now"
-fi
-    case "$line" in release=*) echo "unconfirmed ${line#release=}" ;; esac
-  done < "$state/unconfirmed"; } 2>/dev/null
-fi
+    git --git-dir="$d/repo" log --no-walk=unsorted --ignore-missing --format='"'subject %H %s' \""'$@" -- 2>/dev/null || true
+  fi
+}
+report_subjects
+report_lock
 if [ -f "$d/revisions.log" ]; then each_line "$d/revisions.log" log; fi
+report_unconfirmed
 exit 0
 '
-set --
-  rev=
-  git --git-dir="$d/repo" log --no-walk=unsorted --ignore-missing --format='subject %H %s' "$@" -- 2>/dev/null || true
 set -- file config/database.yml dir log
 printf '"'platform machine %s\\n' \""'$(uname -m)"
   case $v in '"'glibc '*) printf 'platform glibc %s\\n' \""'${v#glibc }" ;; esac
@@ -1186,10 +1209,8 @@ set -- "set -eu
 unmark=''
 '
 set -eu
-( if ! command -v git >/dev/null 2>&1; then
-fi ) >/dev/null 2>&1 || echo nogit
-( if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
-fi ) >/dev/null 2>&1 || echo unset
+( require_git ) >/dev/null 2>&1 || echo nogit
+( require_setup ) >/dev/null 2>&1 || echo unset
 for marker in "$state"/preparing.*; do
   [ -f "$marker" ] && echo "unfinished ${marker##*/preparing.}"
 done

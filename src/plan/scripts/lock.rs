@@ -9,8 +9,8 @@ use crate::shell::RemoteScript;
 
 use super::daemon::CHECKED_GIT;
 use super::keeper::{KeeperDaemon, Watch, KEEPER_JOBS};
-use super::layout::{platform_probe, REPORT_STATE, REQUIRE_GIT, REQUIRE_SETUP};
-use super::{DAEMON_LOG, DROP_LOCK, EXIT_LOCKED, LOCK_HELPERS, PUSHED, STATE};
+use super::layout::platform_probe;
+use super::{DAEMON_LOG, DROP_LOCK, EXIT_LOCKED, LOCK_HELPERS, PUSHED, REPORT, REQUIRE, STATE};
 
 /// `tidy_repo` and `stop_tidying`: `git gc` of `repo/` after a confirmed deploy, off its path,
 /// never beside a deploy, stopped by the next one (see the file).
@@ -72,11 +72,8 @@ pub fn keeper_script(
         &values,
         &super::keeper::ours(&lock.token),
         &restart,
+        REQUIRE,
         KEEPER_START,
-        REQUIRE_GIT,
-        "\n",
-        REQUIRE_SETUP,
-        "\n",
         crate::plan::confirm::GO_BACK,
         LOCK_HELPERS,
         DROP_LOCK,
@@ -84,8 +81,7 @@ pub fn keeper_script(
         TIDY,
         crate::plan::confirm::RESTART_HOOKS,
         KEEPER_TAKE,
-        REPORT_STATE,
-        "\n",
+        REPORT,
         KEEPER_SERVE,
         &platform_probe(config),
         &daemon,
@@ -119,11 +115,3 @@ pub fn unlock_script(config: &Config, token: Option<&str>, force: bool) -> Remot
 /// The unlock's shell (see [`unlock_script`]), with its header of what it expects.
 const UNLOCK: &str = include_str!("sh/unlock.sh");
 
-/// Prints the lock's holder as `holder <key>=<value>` lines, or as `stale <key>=<value>` lines
-/// when its SSH connection is gone (needs [`LOCK_HELPERS`]). A lock with no `info` yet is being
-/// taken by a deploy right now.
-pub(in crate::plan) const REPORT_LOCK: &str = r#"if [ -f "$state/lock/info" ]; then
-  if holder_alive; then each_line "$state/lock/info" holder; else each_line "$state/lock/info" stale; fi
-elif [ -d "$state/lock" ]; then
-  echo "holder user=a deploy that is taking the lock right now"
-fi"#;

@@ -15,27 +15,10 @@
 //!
 //! The shell kept as real files (`sh/*.sh`, included with `include_str!` and checked by
 //! shellcheck in CI) gets its values from a header of quoted assignments (`shell::header`), and
-//! each file's own header says what it expects and what it sets. The snippets still kept as
-//! `const`s of shell text, and the few functions that return some, are pasted into the
-//! scripts, and share the scripts' variables by name. What each of those expects to be set
-//! before it runs, and what it sets or overwrites:
-//!
-//! | snippet | expects | sets or overwrites |
-//! |---|---|---|
-//! | every script | | `d`: `deploy_to`, quoted |
-//! | `REQUIRE_GIT` | | exits [`EXIT_NO_GIT`] |
-//! | `REQUIRE_SETUP` | `$d` | exits [`EXIT_NOT_SET_UP`] |
-//! | `PRIVATE` | `$d` | |
-//! | `REPORT_LOCK` | `$state`, `LOCK_HELPERS` | |
-//! | `REPORT_STATE` | `$d`, `LOCK_HELPERS` | `r`, `rev` |
-//! | `REPORT_UNCONFIRMED` | `$state` | `line` |
-//! | `REPORT_SUBJECTS` | `$d` | the positional parameters (`set --`), `r`, `rev` |
-//! | `NO_LINK` | `$rel`, the working directory `$d` | the function `no_link`; `p`, `rest` |
-//! | `RECORD` (release.rs) | `$d`, `$rel`, `$marker` | `record`, `work`, the `EXIT` trap; `r` |
-//! | `ATTRIBUTES` (release.rs) | the working directory `$d` | `attributes` |
-//! | `REUSE` (release.rs) | `$d`, `$rel`, `$tree`, `$record`, `$work`, `$attributes`, the working directory `$d` | the function `reuse`; `prev`, `stamp`, `prev_tree`, `prev_attributes`, `newlines`, `since` |
-//! | `SEAL` (release.rs) | `$rel`, `$tree`, `$record`, `$attributes`, the working directory `$d` | |
-//! | `SWITCH_CURRENT` | `$d`, `$rel`, the working directory `$d` | the function `switch_current` |
+//! each file's own header says what it expects and what it sets. Every script starts with
+//! `d=<deploy_to>`, quoted. The prepare script (`release.rs`) still pastes snippets into
+//! `format!` text: `RECORD` (expects `$d`, `$rel`, `$marker`; sets `record`, `work`, the `EXIT`
+//! trap) and `ATTRIBUTES` (sets `attributes`) among them; the rest are files.
 //!
 //! The values that a script and the deployer must agree on (the state directory, the exit
 //! statuses the deployer tells apart) are the constants below, and the snippets' text is made
@@ -46,16 +29,6 @@
 macro_rules! state_dir {
     () => {
         ".xtask-deploy"
-    };
-}
-macro_rules! exit_no_git {
-    () => {
-        3
-    };
-}
-macro_rules! exit_not_set_up {
-    () => {
-        4
     };
 }
 
@@ -72,9 +45,7 @@ pub use batch::{batch_script, mark_step};
 pub use daemon::{bases_script, receive_pack_script};
 pub use keeper::{await_push_script, confirm_script, KeeperDaemon, Watch};
 pub use layout::setup_script;
-pub(in crate::plan) use layout::{REPORT_STATE, REPORT_UNCONFIRMED, REQUIRE_GIT, REQUIRE_SETUP};
 pub use lock::{keeper_script, unlock_script};
-pub(in crate::plan) use lock::REPORT_LOCK;
 pub(in crate::plan) use release::SWITCH_CURRENT;
 pub use release::{check_script, discard_script, hook_script, inspect_script, prepare_script, publish_script};
 
@@ -86,12 +57,13 @@ pub const STATE_DIR: &str = state_dir!();
 const PUSHED: &str = "pushed";
 /// The FIFO in the lock's directory that the git daemon's log goes through.
 const DAEMON_LOG: &str = "daemon.log";
-/// Exit status of a remote script when `git` is missing on the server.
+/// Exit status of a remote script when `git` is missing on the server (`sh/require.sh` writes
+/// it out; a test runs it).
 #[cfg(test)]
-pub const EXIT_NO_GIT: i32 = exit_no_git!();
-/// Exit status of a remote script when `deploy_to` has not been set up.
+pub const EXIT_NO_GIT: i32 = 3;
+/// Exit status of a remote script when `deploy_to` has not been set up (as above).
 #[cfg(test)]
-pub const EXIT_NOT_SET_UP: i32 = exit_not_set_up!();
+pub const EXIT_NOT_SET_UP: i32 = 4;
 /// Exit status of the preflight when another deploy holds the lock.
 pub const EXIT_LOCKED: i32 = 5;
 
@@ -104,3 +76,10 @@ pub(in crate::plan) const DROP_LOCK: &str = include_str!("sh/drop_lock.sh");
 
 /// `state`, the private state directory of `$d` (see the file's header).
 pub(in crate::plan) const STATE: &str = include_str!("sh/state.sh");
+
+/// `require_git` and `require_setup` (see the file's header).
+pub(in crate::plan) const REQUIRE: &str = include_str!("sh/require.sh");
+
+/// The reports of what a server holds: `report_state`, `report_lock`, `report_unconfirmed`,
+/// `report_subjects` (see the file's header).
+pub(in crate::plan) const REPORT: &str = include_str!("sh/report.sh");

@@ -6,9 +6,8 @@ use crate::config::{Cache, Config, Reuse};
 use crate::plan::{Release, SubmoduleRelease};
 use crate::shell::{quote, RemoteScript};
 
-use super::layout::{platform_probe, REPORT_STATE, REPORT_SUBJECTS, REPORT_UNCONFIRMED, REQUIRE_SETUP};
-use super::lock::REPORT_LOCK;
-use super::{LOCK_HELPERS, STATE};
+use super::layout::platform_probe;
+use super::{LOCK_HELPERS, REPORT, REQUIRE, STATE};
 use super::STATE_DIR;
 
 /// Makes `releases/<name>` from the pushed commit (never from a branch name): its files (by
@@ -306,17 +305,9 @@ pub fn inspect_script(config: &Config) -> RemoteScript {
         "set -u\n",
         &crate::shell::header(&[("d", &config.deploy_to)]),
         STATE,
-        REQUIRE_SETUP,
-        "\n",
+        REQUIRE,
         LOCK_HELPERS,
-        REPORT_STATE,
-        "\n",
-        REPORT_SUBJECTS,
-        "\n",
-        REPORT_LOCK,
-        "\n",
-        REPORT_UNCONFIRMED,
-        "\n",
+        REPORT,
         INSPECT,
     ]
     .concat();
@@ -341,8 +332,7 @@ pub fn check_script(config: &Config) -> RemoteScript {
         &crate::shell::arguments(&linked),
         STATE,
         LOCK_HELPERS,
-        REPORT_LOCK,
-        "\n",
+        REPORT,
         &platform_probe(config),
         CHECK,
     ]

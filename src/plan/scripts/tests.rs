@@ -390,12 +390,16 @@ fn build_output_is_exempt_from_the_trees_attributes_even_with_odd_names() {
 #[test]
 fn the_snippets_name_the_values_the_deployer_reads() {
     // The snippets' text is made from these constants; this pins what it says.
-    let no_git = std::process::Command::new("/bin/sh").arg("-c").arg(REQUIRE_GIT).env("PATH", "/nonexistent").output();
+    let no_git = format!("{REQUIRE}require_git");
+    let no_git = std::process::Command::new("/bin/sh").arg("-c").arg(no_git).env("PATH", "/nonexistent").output();
     assert_eq!(no_git.unwrap().status.code(), Some(EXIT_NO_GIT));
-    assert!(REQUIRE_SETUP.ends_with(&format!("\n  exit {EXIT_NOT_SET_UP}\nfi")), "{REQUIRE_SETUP}");
+    let not_set_up = format!("d=/nonexistent\n{REQUIRE}require_setup");
+    let not_set_up = std::process::Command::new("/bin/sh").arg("-c").arg(not_set_up).output();
+    assert_eq!(not_set_up.unwrap().status.code(), Some(EXIT_NOT_SET_UP));
     let setup = setup_script(&config("/srv/x")).text;
     assert!(setup.contains(&format!("\nchmod go= \"$d/repo\" \"$d/{STATE_DIR}\"\n")), "{setup}");
-    assert!(REPORT_STATE.contains(&format!("each_line \"$d/{STATE_DIR}/bad\" bad")), "{REPORT_STATE}");
+    assert!(REPORT.contains(&format!("each_line \"$d/{STATE_DIR}/bad\" bad")), "{REPORT}");
+    assert!(STATE.contains(&format!("state=\"$d/{STATE_DIR}\"")), "{STATE}");
     // The values themselves: servers set up by earlier versions have this state directory.
     assert_eq!((STATE_DIR, EXIT_NO_GIT, EXIT_NOT_SET_UP, EXIT_LOCKED), (".xtask-deploy", 3, 4, 5));
 }

@@ -5,9 +5,10 @@
 # missing, `missing-file <index>` and `missing-dir <index>` for linked paths absent from
 # `shared/`, `disk <free KiB> <current release KiB> <repo KiB>`, and the current release as
 # `current <path>` and `release <name> <sha>` (for the health check).
-# Expects: `d`, and the linked paths as positional parameters, two each: `file` or `dir`, and the
+# Expects: `d`, `state`, the lock helpers, `report_lock`, and the linked paths as positional parameters, two each: `file` or `dir`, and the
 # path relative to `shared/`. Sets: `p`, `probe`, `files`, `dirs`, `free`, `size`, `repo`,
 # `target`, `rev`.
+report_lock
 p="$d"
 while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname "$p"); done
 if [ -d "$p" ] && probe=$(mktemp -d "$p/.xtask-deploy-check.XXXXXX" 2>/dev/null); then

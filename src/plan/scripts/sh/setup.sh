@@ -5,7 +5,8 @@
 # `repo/` (the whole history) and `.xtask-deploy/` (the lock, its holder, the deploy's state)
 # are made private to the deploy user, also when they exist already; releases and `shared/`
 # keep the user's umask, as the app reads them.
-# Expects: `d`, the positional parameters. Sets: `dir`.
+# Expects: `d`, `require_git`, the positional parameters. Sets: `dir`.
+require_git
 for dir in "$d" "$d/releases" "$d/shared" "$d/.xtask-deploy"; do
   if [ ! -d "$dir" ]; then mkdir -p "$dir"; echo "created $dir"; fi
 done

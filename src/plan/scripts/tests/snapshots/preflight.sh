@@ -24,21 +24,32 @@ ours='token=t0k3n'
 restart_count=1
 restart_limit=600
 restart_0='systemctl restart app'
+# shellcheck shell=sh disable=SC2154 # `d` is set by the script it is part of
+# The server's readiness for a deploy: `require_git` exits 3 (`EXIT_NO_GIT`) without git, with
+# the fix; `require_setup` exits 4 (`EXIT_NOT_SET_UP`) when `deploy-setup` did not run. Expects:
+# `d`.
+require_git() {
+  if ! command -v git >/dev/null 2>&1; then
+    echo "git is not installed on the server: install it (for example \`apt-get install git\`)" >&2
+    exit 3
+  fi
+}
+require_setup() {
+  if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
+    echo "\`$d\` is not set up for deploys: run \`cargo xtask deploy-setup\` first" >&2
+    exit 4
+  fi
+}
 # shellcheck shell=sh disable=SC2154,SC2034,SC2086 # values set and read by the other pieces; words split on purpose
 # The lock keeper's first lines (see `keeper_script` in lock.rs, which puts keeper_take.sh,
-# keeper_serve.sh and keeper_loop.sh after it). Expects: `d`. Sets: `state`.
+# keeper_serve.sh and keeper_loop.sh after it). Expects: `d`, `require_git`, `require_setup`.
+# Sets: `state`.
 # The deployer may vanish at any time: a write to its channel must fail, not kill this shell
 # before it cleans up (a handler, not an ignored signal: the commands it starts get the default).
 trap 'gone=1' PIPE
 state="$d/.xtask-deploy"
-if ! command -v git >/dev/null 2>&1; then
-  echo "git is not installed on the server: install it (for example \`apt-get install git\`)" >&2
-  exit 3
-fi
-if [ ! -d "$d/releases" ] || [ ! -f "$d/repo/HEAD" ] || [ ! -d "$d/repo/objects" ] || [ ! -d "$d/repo/refs" ]; then
-  echo "\`$d\` is not set up for deploys: run \`cargo xtask deploy-setup\` first" >&2
-  exit 4
-fi
+require_git
+require_setup
 # shellcheck shell=sh disable=SC2154,SC2034 # its values are set, and `went_back` read, by the script it is part of
 # Going back to the release a server had (see `GO_BACK` in confirm.rs for what each function
 # does). Expects: `d`, `state`, `release`, `previous`, `user`, and `self` if set (else `$$`).
@@ -442,17 +453,58 @@ else
   rm -f "$pushed"
   pushed=""
 fi
-for r in "$d"/releases/*; do
-  [ -d "$r" ] && [ ! -L "$r" ] || continue
-  rev=-
-  { read -r rev < "$r/REVISION"; } 2>/dev/null || true
-  echo "release ${r##*/} ${rev:--}"
-done
-if [ -L "$d/current" ]; then echo "current $(readlink "$d/current")"; fi
-if [ -f "$d/.xtask-deploy/bad" ]; then each_line "$d/.xtask-deploy/bad" bad; fi
+# shellcheck shell=sh disable=SC2154,SC2015 # its values are set by the script it is part of; `A && B || continue` skips what is not a release
+# What a server holds, as the deployer reads it:
+# - `report_state`: `release <name> <sha>`, `current <target>` and `bad <name>` lines;
+# - `report_lock`: the lock's holder as `holder <key>=<value>` lines, or `stale <key>=<value>`
+#   when its SSH connection is gone (a lock with no `info` yet is being taken right now);
+# - `report_unconfirmed`: `unconfirmed <release>` for the release the `unconfirmed` marker
+#   names, if there is one;
+# - `report_subjects`: `subject <sha> <subject>` for the commit of each release that `repo/`
+#   has, with one `git log` for all of them; only a full SHA in `REVISION` is passed on (as an
+#   argument, never as script text), so nothing read from the server becomes an option of git.
+# Expects: `d`, `state`, the lock helpers. Sets: `r`, `rev`, `line`.
+report_state() {
+  for r in "$d"/releases/*; do
+    [ -d "$r" ] && [ ! -L "$r" ] || continue
+    rev=-
+    { read -r rev < "$r/REVISION"; } 2>/dev/null || true
+    echo "release ${r##*/} ${rev:--}"
+  done
+  if [ -L "$d/current" ]; then echo "current $(readlink "$d/current")"; fi
+  if [ -f "$d/.xtask-deploy/bad" ]; then each_line "$d/.xtask-deploy/bad" bad; fi
+}
+report_lock() {
+  if [ -f "$state/lock/info" ]; then
+    if holder_alive; then each_line "$state/lock/info" holder; else each_line "$state/lock/info" stale; fi
+  elif [ -d "$state/lock" ]; then
+    echo "holder user=a deploy that is taking the lock right now"
+  fi
+}
+report_unconfirmed() {
+  if [ -f "$state/unconfirmed" ]; then
+    { while IFS= read -r line || [ -n "$line" ]; do
+      case "$line" in release=*) echo "unconfirmed ${line#release=}" ;; esac
+    done < "$state/unconfirmed"; } 2>/dev/null
+  fi
+}
+report_subjects() {
+  set --
+  for r in "$d"/releases/*; do
+    [ -d "$r" ] && [ ! -L "$r" ] || continue
+    rev=
+    { read -r rev < "$r/REVISION"; } 2>/dev/null || true
+    case "$rev" in *[!0-9a-f]*) continue ;; esac
+    case "${#rev}" in 40|64) set -- "$@" "$rev" ;; esac
+  done
+  if [ "$#" -gt 0 ]; then
+    git --git-dir="$d/repo" log --no-walk=unsorted --ignore-missing --format='subject %H %s' "$@" -- 2>/dev/null || true
+  fi
+}
 # shellcheck shell=sh disable=SC2154 # its values are set by the header before it
-# After the server's state (`REPORT_STATE`): what the push goes on, the refs and the shallow
-# commits of `repo/`. Expects: `d`, `each_line`.
+# The server's state, and what the push goes on: the refs and the shallow commits of `repo/`.
+# Expects: `d`, `state`, `each_line`, `report_state`.
+report_state
 # What the push goes on: it sends its commands without waiting for git to list them again.
 git --git-dir="$d/repo" for-each-ref --format='ref %(objectname) %(refname)' 2>/dev/null
 if [ -f "$d/repo/shallow" ]; then each_line "$d/repo/shallow" shallow; fi
