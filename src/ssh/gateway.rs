@@ -51,8 +51,8 @@ pub(super) struct Hub {
     /// Written to wake the hub's thread when a request is sent.
     wake: UnixStream,
     /// How many servers are starting (between their channel and their login), and how many
-    /// may: [`STARTS`], halved each time a server behind the gateway drops a connection.
-    starting: Mutex<(usize, usize)>,
+    /// may (see [`Starting`]).
+    starting: Mutex<Starting>,
     started: Condvar,
     /// Set by the hub's thread once the session to the gateway has ended: no channel opens
     /// through it any more, and the next server logs in to the gateway again.
@@ -126,7 +126,7 @@ pub(super) fn hub(config: &Config, gateway: &Server) -> Result<Arc<Hub>, Error> 
         name: connection.name().to_string(),
         requests: Mutex::new(requests),
         wake: ours,
-        starting: Mutex::new((0, STARTS)),
+        starting: Mutex::new(Starting { now: 0, may: STARTS, paced: false, next: None }),
         started: Condvar::new(),
         ended: Arc::new(AtomicBool::new(false)),
     });
@@ -168,34 +168,68 @@ pub(super) struct Start(Arc<Hub>);
 
 impl Drop for Start {
     fn drop(&mut self) {
-        self.0.starting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).0 -= 1;
-        self.0.started.notify_one();
+        let mut starting = self.0.starting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        starting.now -= 1;
+        if starting.paced {
+            starting.next = Some(Instant::now() + START_GAP);
+        }
+        self.0.started.notify_all();
     }
 }
+
+/// The starts through a hub: how many are under way, how many may be, and once a server behind
+/// the gateway dropped a connection, when the next may begin.
+struct Starting {
+    now: usize,
+    /// [`STARTS`], halved each time a server drops a connection, one more per login.
+    may: usize,
+    /// Set once a server dropped a connection: from then on a start waits [`START_GAP`] after
+    /// the one before ended.
+    paced: bool,
+    next: Option<Instant>,
+}
+
+/// How long a start waits after the one before ended, once a server behind the gateway dropped
+/// a connection: sshd lets a connection out of its `MaxStartups` count a moment after the
+/// client sees its login, and a start in that moment is dropped again (at `1:100:1`, where one
+/// unauthenticated connection is all it takes, a server could be dropped six times in a row).
+const START_GAP: Duration = Duration::from_millis(100);
 
 impl Hub {
     /// Waits for a turn to start a server through this gateway: at most [`STARTS`] at once,
     /// fewer once servers dropped connections (see [`Hub::dropped`]).
     pub(super) fn start(self: &Arc<Self>) -> Start {
         let mut starting = self.starting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        while starting.0 >= starting.1 {
-            starting = self.started.wait(starting).unwrap_or_else(|poisoned| poisoned.into_inner());
+        loop {
+            let wait = starting.next.map(|next| next.saturating_duration_since(Instant::now()));
+            match wait {
+                _ if starting.now >= starting.may => {
+                    starting = self.started.wait(starting).unwrap_or_else(|poisoned| poisoned.into_inner());
+                }
+                Some(wait) if !wait.is_zero() => {
+                    let waited = self.started.wait_timeout(starting, wait);
+                    starting = waited.unwrap_or_else(|poisoned| poisoned.into_inner()).0;
+                }
+                _ => break,
+            }
         }
-        starting.0 += 1;
+        starting.now += 1;
         Start(self.clone())
     }
 
     /// A server behind the gateway closed a connection before its handshake ended (its
-    /// `MaxStartups`, most often): half as many start at once from now on, at least one.
+    /// `MaxStartups`, most often): half as many start at once from now on, at least one, and
+    /// each [`START_GAP`] after the one before.
     pub(super) fn dropped(&self) {
         let mut starting = self.starting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        starting.1 = (starting.1 / 2).max(1);
+        starting.may = (starting.may / 2).max(1);
+        starting.paced = true;
     }
 
     /// A server behind the gateway logged in: one more may start at once, up to [`STARTS`].
     pub(super) fn logged_in(&self) {
         let mut starting = self.starting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        starting.1 = (starting.1 + 1).min(STARTS);
+        starting.may = (starting.may + 1).min(STARTS);
     }
 
     /// Opens a channel from the gateway to `server` and returns a local socket joined to it,
