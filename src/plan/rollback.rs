@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::shell::RemoteScript;
 
 use super::confirm::{restart_hooks_header, HEALTHY, RESTART_HOOKS};
-use super::{mark_step, STATE, SWITCH_CURRENT};
+use super::{mark_step, marking, STATE, SWITCH_CURRENT};
 
 /// Where `rollback` takes `current`, and whether the release it leaves is marked bad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +109,8 @@ pub fn rollback_script(
     ]);
     let hooks = restart_hooks_header(restart_hooks, config.timeouts.step.as_secs());
     let text = [
-        mark_step(marker, 0).as_str(),
+        marking(marker).as_str(),
+        &mark_step(0),
         "set -eu\n",
         &header,
         &hooks,
@@ -119,9 +120,9 @@ pub fn rollback_script(
         SWITCH_CURRENT,
         ROLLBACK,
         // The switch is done; the restart hooks get a step's time of their own.
-        &mark_step(marker, 1),
+        &mark_step(1),
         "run_restart_hooks\n",
-        &mark_step(marker, 2),
+        &mark_step(2),
     ]
     .concat();
     RemoteScript { name: "rollback", text }

@@ -733,12 +733,17 @@ now=$(git rev-parse -q --verify 'refs/xtask-deploy/release^{commit}') || { echo 
     printf '%s %s\n' "$id" "$path"
   done
 } | git pack-objects --stdout -q
-set -- "printf '\\n%s %s\\n' @@m 0; printf '\\n%s %s\\n' @@m 0 >&2
+set -- "step_marker=@@m
+mark() {
+  printf '\\n%s %s\\n' \""'$step_marker" "$1"
+  printf '"'\\n%s %s\\n' \""'$step_marker" "$1" >&2
+}
+mark 0
 (
 set -eu
 rel=20261125041638
 tree=fedcba9876543210fedcba9876543210fedcba98
-cd \""'$d"
+cd "$d"
 if [ -e "releases/$rel" ]; then echo "release '"\\"'`$rel'"\\"'` already exists in '"\\"'`$d/releases'"\\"'`" >&2; exit 1; fi
 missing=""
 [ -e "$d/shared"/config/database.yml ] || missing="$missing "config/database.yml
@@ -798,8 +803,8 @@ trap - EXIT
 )
 status="'$?
 if [ "$status" -ne 0 ]; then exit "$status"; fi
-printf '"'\\n%s %s\\n' @@m 1; printf '\\n%s %s\\n' @@m 1 >&2
-"
+mark 1
+'
 exec 3<&0
 XTASK_DEPLOY_RUN=$1
 export XTASK_DEPLOY_RUN
@@ -814,8 +819,9 @@ exec 3<&- >/dev/null 2>&1
 wait "$job"
 kill "$watchdog" 2>/dev/null
 exit "$status"
-printf '\n%s %s\n' @@m 0; printf '\n%s %s\n' @@m 0 >&2
-cd "$d"
+step_marker=@@m
+  printf '\n%s %s\n' "$step_marker" "$1"
+  printf '\n%s %s\n' "$step_marker" "$1" >&2
 if [ -e "releases/$rel" ]; then echo "release \`$rel\` already exists in \`$d/releases\`" >&2; exit 1; fi
   echo "linked file(s) missing in \`$d/shared\`:$missing: create them on the server before deploying" >&2; exit 1
 trap 'rm -rf "releases/$rel" "$marker" "$record" "$work"' EXIT
@@ -841,7 +847,6 @@ printf '%s\n' "$sha" > "releases/$rel/REVISION"
 if ! { printf '%s\n' "$tree" "$attributes" && find "releases/$rel" \( -type f -o -type l \) -printf '%i ./%P\n' \
   \( -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} + \); } > "$record" 2>/dev/null; then
   find "releases/$rel" -type f \( -perm -0200 -o -perm -0020 -o -perm -0002 \) -exec chmod a-w {} +
-printf '\n%s %s\n' @@m 1; printf '\n%s %s\n' @@m 1 >&2
 reuse() {
   prev=$(readlink current) || return 1
   prev=${prev##*/}
@@ -910,11 +915,11 @@ fi
 rm -rf "$work"
 (
 hook=make
-export DEPLOY_TO=\""'$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$sha" ROLLBACK=
+export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$sha" ROLLBACK=
 if [ -d "$RELEASE_PATH" ]; then cd "$RELEASE_PATH"; else cd "$d"; fi || exit 1
 XTASK_DEPLOY_RUN=$hook; export XTASK_DEPLOY_RUN
 exec sh -c '"'xtask_deploy_command="'$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'"'
-printf '"'\\n%s %s\\n' @@m 2; printf '\\n%s %s\\n' @@m 2 >&2
+mark 2
   case "$prev" in ''|*[!0-9]*) return 1 ;; esac
   case "$prev_tree" in ''|*[!0-9a-f]*) return 1 ;; esac
   tr '\0' '\n' < "$work/new.z" > "$work/new" && tr '\0' '\n' < "$work/old.z" > "$work/old" || return 1
@@ -941,12 +946,11 @@ printf '"'\\n%s %s\\n' @@m 2; printf '\\n%s %s\\n' @@m 2 >&2
       '{ git --git-dir=repo --literal-pathspecs archive --format=tar "$tree" -- "$@" || echo x > "$failed"; } | tar -x -f - -C "$dest" || echo x > "$failed"' \
       sh < "$work/extract" || return 1
 (
-export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$sha" ROLLBACK=
 exec sh -c 'xtask_deploy_command=$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'
 )
-printf '\n%s %s\n' @@m 2; printf '\n%s %s\n' @@m 2 >&2
+mark 2
 set -- ref 0123456789abcdef0123456789abcdef01234567 refs/heads/main
-pushed=\""'$d/.xtask-deploy/lock/$pushed_fifo"
+pushed="$d/.xtask-deploy/lock/$pushed_fifo"
 all_here() {
   while [ "$#" -ge 3 ]; do
     [ "$(git --git-dir="$d/$1" rev-parse -q --verify "$2''^{commit}" 2>/dev/null)" = "$3" ] || return 1
@@ -964,9 +968,8 @@ while :; do
   sleep "$pause" 2>/dev/null || sleep 1
 done
 )
-(
-pushed="$d/.xtask-deploy/lock/$pushed_fifo"
     [ "$(git --git-dir="$d/$1" rev-parse -q --verify "$2^{commit}" 2>/dev/null)" = "$3" ] || return 1
+ours='"'token=t0k3n'
 log_line='Branch main (at 0123456789abcdef0123456789abcdef01234567) deployed as release 20261125041638 by alice'
 switch_current() {
   if [ -e releases/current ] || [ -L releases/current ]; then rm -f releases/current; fi
@@ -991,7 +994,6 @@ printf '"'%s\\n' \""'$log_line" >> revisions.log
 printf '%s\n' "$ours" "release=$rel" "previous=$previous" > "$d/.xtask-deploy/unconfirmed"
 printf '%s\n' "$log_line" >> revisions.log
 )
-(
 set -- 'set -eu
 set -- log config
     echo "git is not installed on the server: install it (for example '"\\"'`apt-get install git'"\\"'`)" >&2
@@ -1013,7 +1015,6 @@ else
   echo "created $d/repo"
 fi
 chmod go= "$d/repo" "$d/.xtask-deploy"
-'
 set -eu
     echo "\`$d/repo\` exists but is not a bare git repository: move it away and run deploy-setup again" >&2
 set -- "set -u
@@ -1024,7 +1025,6 @@ state=\""'$d/.xtask-deploy"
       case "$name" in '"''|*["'!0-9]*) continue ;; esac
       printf '"'%s\\n' \""'$name" >> "$state/bad.new"
 confirm_deploy
-'
 set -- 'set -u
     git --git-dir="$d/repo" log --no-walk=unsorted --ignore-missing --format='"'subject %H %s' \""'$@" -- 2>/dev/null || true
   fi
@@ -1034,7 +1034,6 @@ report_lock
 if [ -f "$d/revisions.log" ]; then each_line "$d/revisions.log" log; fi
 report_unconfirmed
 exit 0
-'
 set -- file config/database.yml dir log
 printf '"'platform machine %s\\n' \""'$(uname -m)"
   case $v in '"'glibc '*) printf 'platform glibc %s\\n' \""'${v#glibc }" ;; esac
@@ -1075,33 +1074,29 @@ if [ -L "$d/current" ] && target=$(cd -P "$d/current" 2>/dev/null && pwd -P); th
   { read -r rev < "$target/REVISION"; } 2>/dev/null || true
   echo "release ${target##*/} ${rev:--}"
 fi
+exit 0
 free=$(df -Pk "$p" 2>/dev/null | awk 'NR == 2 { print $4 }')
 size=0
 if [ -d "$d/current/" ]; then
-exit 0
 force=0
 lock="$state/lock"
 if [ "$force" != 1 ] && [ -d "$lock" ] && holder_alive; then each_line "$lock/info" holder; exit "$exit_locked"; fi
 release_lock
-'
 force=0
 case "$(readlink "$d/current" 2>/dev/null)" in
   */releases/"$rel") echo "release $rel is current; kept" ;;
   *) rm -rf "$d/releases/$rel" "$d/.xtask-deploy/tree.$rel" ;;
 esac
 rm -f "$d/.xtask-deploy/preparing.$rel"
-'
 release=20261125041638
 previous=20261125041000
 user=alice
 go_back
-'
 go_back
   while [ \""'$restart_index" -lt "$restart_count" ]; do
     eval "restart_hook='"\\"'$restart_$restart_index"
     ( cd "$d/releases/$rel" && rev=- && { read -r rev < REVISION; } 2>/dev/null; export DEPLOY_TO="$d" RELEASE="$rel" RELEASE_PATH="$d/releases/$rel" REVISION="$rev" ROLLBACK=1; XTASK_DEPLOY_RUN=$restart_hook; export XTASK_DEPLOY_RUN; exec timeout -k 1 "$restart_limit" sh -c '"'xtask_deploy_command="'$XTASK_DEPLOY_RUN; unset XTASK_DEPLOY_RUN; eval "$xtask_deploy_command"'"' ) </dev/null >&2 || echo \"hook-failed "'$restart_index $?"
 run_restart_hooks
-'
 check='curl -fsS localhost:8080/health'
 timeout=30
 interval=1
@@ -1155,7 +1150,6 @@ last=$(tail -c 2000 "$log")
 printf '"'%s within %ss (%s tries); its last output:\\n%s\\n' \""'$health_output" "$timeout" "$tries" "$last" >&2
 rm -f "$log"
 exit 1
-'
 cd "$d/releases/$rel" || exit 1
 trap 'rm -f "$log"; exit 143' TERM INT HUP
   kill -STOP "$1" 2>/dev/null
@@ -1164,7 +1158,7 @@ trap 'rm -f "$log"; exit 143' TERM INT HUP
     printf '%s: service `%s` stopped during it (%s)\n' "$health_output" "$down" "$(services_state "$down")" >&2
 printf '%s within %ss (%s tries); its last output:\n%s\n' "$health_output" "$timeout" "$tries" "$last" >&2
 set -eu
-to=''
+to='"''
 mark_left=1
 if [ ! -L current ]; then echo "'"\\"'`$d/current'"\\"'` does not exist: nothing to roll back" >&2; exit 1; fi
 from=$(basename "$(readlink current)")
@@ -1195,8 +1189,10 @@ rev=-
 { read -r rev < "releases/$rel/REVISION"; } 2>/dev/null || true
 echo "rolled-back $from $rel"
 echo "revision ${rev:--}"
-printf '\\n%s %s\\n' @@m 2; printf '\\n%s %s\\n' @@m 2 >&2
+mark 1
+mark 2
 set -eu
+to=''
 if [ ! -L current ]; then echo "\`$d/current\` does not exist: nothing to roll back" >&2; exit 1; fi
   if [ ! -d "releases/$rel" ]; then echo "release \`$rel\` does not exist in \`$d/releases\`: \`cargo xtask releases\` lists them" >&2; exit 1; fi
   if [ "$rel" = "$from" ]; then echo "release \`$rel\` is already current" >&2; exit 1; fi
@@ -1205,9 +1201,9 @@ if [ ! -L current ]; then echo "\`$d/current\` does not exist: nothing to roll b
     echo "no earlier release that is not marked bad to roll back to (current: $from): pass --to <release>; \`cargo xtask releases\` lists them" >&2
 fi
 printf '%s rolled back to release %s\n' "$user" "$rel" >> revisions.log
+mark 2
 set -- "set -eu
 unmark=''
-'
 set -eu
 ( require_git ) >/dev/null 2>&1 || echo nogit
 ( require_setup ) >/dev/null 2>&1 || echo unset
@@ -1218,6 +1214,7 @@ if [ -f "$d/repo/HEAD" ]; then
   git --git-dir="$d/repo" for-each-ref --format='"'ref %(objectname) %(refname)' 2>/dev/null
 fi
 if [ -f \""'$d/repo/shallow" ]; then each_line "$d/repo/shallow" shallow; fi
+exit 0
   git --git-dir="$d/repo" for-each-ref --format='ref %(objectname) %(refname)' 2>/dev/null
 fi
 exit 0
@@ -1645,7 +1642,6 @@ fi
 if [ "$mode" = verify ] && [ -n "$problems" ]; then
 printf '"'%s\\n' \""'${problems#?}" >&2
 exit 1
-'
 set -- user app.service '# Written by xtask-deploy for `app` in `/srv/app`: `cargo xtask deploy-setup` and deploys rewrite it.
 ExecStart=/bin/sh -c "set -a; [ ! -r '"\\\""'$$0'"\\\" ] || . \\\""'$$0'"\\\"; set +a; exec \\\""'$$@'"\\\"\" /srv/app/shared/.secrets.env /srv/app/current/target/release/app
 WantedBy=default.target" user app.socket '# Written by xtask-deploy for `app` in `/srv/app`: `cargo xtask deploy-setup` and deploys rewrite it.
@@ -1674,17 +1670,14 @@ problem "linger-off" "linger is off for \`$user\`, so its services stop when its
 printf '%s\n' "${problems#?}" >&2
 exit 0
 mode=setup
-'
 exit 0
 mode=check
-'
 exit 0
 set -- 'd=/srv/app
 mode=apply
 set -- user app.service '"'# Written by xtask-deploy for "'`app` in `/srv/app`: `cargo xtask deploy-setup` and deploys rewrite it.
 [ "'! -f "$d/.xtask-deploy/services-restore.sh.pending" ] || mv -f "$d/.xtask-deploy/services-restore.sh.pending" "$d/.xtask-deploy/services-restore.sh"
 system_services='"''
-'
 [ ! -f "$d/.xtask-deploy/services-restore.sh.pending" ] || mv -f "$d/.xtask-deploy/services-restore.sh.pending" "$d/.xtask-deploy/services-restore.sh"
 exit 0
 changed_sockets=$(sed -n 's/^socket-changed //p' "$units_out" | tr '\n' ' ')
@@ -1702,6 +1695,5 @@ if [ -n "$pid" ] && [ "$pid" != 0 ]; then
 cwd=$(readlink "/proc/$pid/cwd" 2>/dev/null) && echo "service $name Release=${cwd##*/}"
 fi
 if [ "$socket" != - ]; then echo "service $name Socket=$(sc "$scope" is-active "$name.socket" 2>/dev/null)"; fi
-'
 sc "$scope" show -p ActiveState -p SubState -p MainPID -p ActiveEnterTimestamp -p MemoryCurrent -p NRestarts \
 "$name.service" 2>/dev/null | while IFS= read -r line; do echo "service $name $line"; done

@@ -41,7 +41,7 @@ mod release;
 #[cfg(test)]
 mod tests;
 
-pub use batch::{batch_script, mark_step};
+pub use batch::{batch_script, mark_step, marking};
 pub use daemon::{bases_script, receive_pack_script};
 pub use keeper::{await_push_script, confirm_script, KeeperDaemon, Watch};
 pub use layout::setup_script;
