@@ -288,12 +288,16 @@ fn metadata_of(manifest: &str) -> serde_json::Value {
     manifest["package"]["metadata"].clone()
 }
 
+/// The TOML block after `<!-- marker` in a page of the docs.
+fn toml_block<'a>(page: &'a str, marker: &str) -> &'a str {
+    let example = &page[page.find(&format!("<!-- {marker}")).unwrap_or_else(|| panic!("no `{marker}`"))..];
+    let body = &example[example.find("```toml\n").unwrap() + 8..];
+    &body[..body.find("```").unwrap()]
+}
+
 #[test]
 fn the_guides_config_example_parses_as_documented() {
-    let guide = include_str!("../../docs/configuration.md");
-    let example = &guide[guide.find("<!-- config-example").expect("the guide marks its example")..];
-    let body = &example[example.find("```toml\n").unwrap() + 8..];
-    let body = &body[..body.find("```").unwrap()];
+    let body = toml_block(include_str!("../../docs/configuration.md"), "config-example");
     let config =
         Config::from_metadata(&metadata_of(body), "package.metadata", Path::new("/app/Cargo.toml"), &defaults())
             .unwrap();
@@ -325,10 +329,7 @@ fn the_guides_config_example_parses_as_documented() {
 
 #[test]
 fn the_readmes_minimal_config_parses_and_runs_a_service_behind_a_socket() {
-    let readme = include_str!("../../README.md");
-    let example = &readme[readme.find("<!-- minimal-config").expect("README marks its example")..];
-    let body = &example[example.find("```toml\n").unwrap() + 8..];
-    let body = &body[..body.find("```").unwrap()];
+    let body = toml_block(include_str!("../../README.md"), "minimal-config");
     let manifest = format!("[package]\nname = \"hello\"\n{body}");
     let config =
         Config::from_metadata(&metadata_of(&manifest), "package.metadata", Path::new("/app/Cargo.toml"), &defaults())
