@@ -6,9 +6,9 @@
 //! script is quoted.
 
 use crate::config::{Config, Healthcheck};
-use crate::shell::{quote, RemoteScript};
+use crate::shell::RemoteScript;
 
-use super::{Release, STATE_DIR};
+use super::{Release, STATE};
 
 /// The marker file (in the state directory) of a release switched to and not yet confirmed:
 /// `token=`, `release=` and `previous=` lines.
@@ -61,22 +61,13 @@ pub const GO_BACK: &str = include_str!("confirm/go_back.sh");
 /// the deployer runs on every switched server when the deploy fails after the switch. The
 /// restart hooks are [`restart_script`], run after it.
 pub fn go_back_script(config: &Config, release: &str, previous: Option<&str>, user: &str) -> RemoteScript {
-    let text = format!(
-        r#"set -u
-d={deploy_to}
-state="$d/{STATE_DIR}"
-release={release}
-previous={previous}
-user={user}
-{GO_BACK}
-go_back
-"#,
-        deploy_to = quote(&config.deploy_to),
-        release = quote(release),
-        previous = quote(previous.unwrap_or("")),
-        user = quote(user),
-    );
-    RemoteScript { name: "revert", text }
+    let header = crate::shell::header(&[
+        ("d", &config.deploy_to),
+        ("release", release),
+        ("previous", previous.unwrap_or("")),
+        ("user", user),
+    ]);
+    RemoteScript { name: "revert", text: ["set -u\n", &header, STATE, GO_BACK, "go_back\n"].concat() }
 }
 
 /// Runs the restart `hooks` (the `after_publish` hooks) for `release`, which a server went back

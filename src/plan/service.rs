@@ -57,19 +57,11 @@ impl UnitsMode {
 /// `config.servers[server]` as positional parameters (scope, name, text).
 fn units_header(config: &Config, server: usize, mode: &str) -> String {
     let user = config.servers.get(server).map(|server| server.user.as_str()).unwrap_or_default();
-    let mut header = format!(
-        "d={}\napp={}\nuser={}\nmode={mode}\nset --",
-        quote(&config.deploy_to),
-        quote(&config.application),
-        quote(user),
-    );
-    if mode != "restore" {
-        for file in unit_files(config, server) {
-            header.push_str(&format!(" {} {} {}", file.scope.as_str(), quote(&file.name), quote(&file.text)));
-        }
-    }
-    header.push('\n');
-    header
+    let header = crate::shell::header(&[("d", &config.deploy_to), ("app", &config.application), ("user", user), ("mode", mode)]);
+    let files = if mode == "restore" { Vec::new() } else { unit_files(config, server) };
+    let words: Vec<&str> =
+        files.iter().flat_map(|file| [file.scope.as_str(), file.name.as_str(), file.text.as_str()]).collect();
+    header + &crate::shell::arguments(&words)
 }
 
 /// The units of `config.servers[server]` as `mode` says: written where the deploy user may
@@ -134,10 +126,12 @@ pub fn restart_command(config: &Config, server: usize, mode: RestartMode) -> Opt
         "{header}{in_force}services={}\nsystem_services={}\nsettle={SETTLE_TENTHS}\n{common}\
          units_out=$(mktemp) || exit 1\n(\n{units}) >\"$units_out\" || {{ cat \"$units_out\" >&2; rm -f \"$units_out\"; exit 1; }}\n\
          {restart}",
-        service_words(&services),
+        quote(&service_words(&services)),
         // Going back puts back only the units the deploy user may write: the system-scope
         // services are restarted all the same.
-        service_words(&services.iter().copied().filter(|service| service.scope == ServiceScope::System).collect::<Vec<_>>()),
+        quote(&service_words(
+            &services.iter().copied().filter(|service| service.scope == ServiceScope::System).collect::<Vec<_>>()
+        )),
         header = units_header(config, server, mode),
         common = strip_comments(COMMON),
         units = strip_comments(UNITS),
@@ -154,13 +148,14 @@ fn service_words(services: &[&Service]) -> String {
             format!("{}:{}:{socket}", service.name, service.scope.as_str())
         })
         .collect();
-    quote(&words.join(" "))
+    words.join(" ")
 }
 
 /// Reports the state of the services of `config.servers[server]` (read-only): `current`, then
 /// `service NAME KEY=VALUE` lines (see `service/status.sh`).
 pub fn status_script(config: &Config, server: usize) -> RemoteScript {
-    let header = format!("d={}\nservices={}\n", quote(&config.deploy_to), service_words(&services_on(config, server)));
+    let header =
+        crate::shell::header(&[("d", &config.deploy_to), ("services", &service_words(&services_on(config, server)))]);
     RemoteScript { name: "service status", text: format!("{header}{}{}", strip_comments(COMMON), strip_comments(STATUS)) }
 }
 
@@ -181,13 +176,12 @@ pub struct LogsRequest {
 pub fn logs_script(config: &Config, server: usize, request: &LogsRequest) -> RemoteScript {
     let mut services = services_on(config, server);
     services.retain(|service| request.services.is_empty() || request.services.contains(&service.name));
-    let header = format!(
-        "services={}\nlines={}\nsince={}\nfollow={}\n",
-        service_words(&services),
-        request.lines,
-        quote(request.since.as_deref().unwrap_or("")),
-        u8::from(request.follow),
-    );
+    let header = crate::shell::header(&[
+        ("services", &service_words(&services)),
+        ("lines", &request.lines.to_string()),
+        ("since", request.since.as_deref().unwrap_or("")),
+        ("follow", if request.follow { "1" } else { "0" }),
+    ]);
     RemoteScript { name: "service logs", text: format!("{header}{}{}", strip_comments(COMMON), strip_comments(LOGS)) }
 }
 
@@ -212,7 +206,7 @@ pub fn secrets_script(config: &Config, action: SecretsAction) -> RemoteScript {
         SecretsAction::Unset(name) => ("unset", name),
         SecretsAction::List => ("list", ""),
     };
-    let header = format!("d={}\naction={word}\nname={}\n", quote(&config.deploy_to), quote(name));
+    let header = crate::shell::header(&[("d", &config.deploy_to), ("action", word), ("name", name)]);
     RemoteScript { name: "secrets", text: format!("{header}{}", strip_comments(SECRETS)) }
 }
 
@@ -245,7 +239,8 @@ pub fn health_watch(config: &Config, server: usize) -> Option<String> {
     if services.is_empty() {
         return None;
     }
-    Some(format!("services={}\n{}{}", service_words(&services), strip_comments(COMMON), strip_comments(WATCH)))
+    let header = crate::shell::header(&[("services", &service_words(&services))]);
+    Some([header, strip_comments(COMMON), strip_comments(WATCH)].concat())
 }
 
 /// The deploy's `restart` step: [`restart_command`] run in `deploy_to`.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::plan::tests::{config, release};
+use crate::plan::STATE_DIR;
 
 /// Runs `text` with `sh -c`; returns (status, stdout, stderr).
 fn sh(text: &str) -> (i32, String, String) {
