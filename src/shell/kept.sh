@@ -37,9 +37,9 @@ require_setup() {
   fi
 }
 trap 'gone=1' PIPE
-state="$d/.xtask-deploy"
 require_git
 require_setup
+state="$d/.xtask-deploy"
 hold_switch() {
   [ -d "$state/lock" ] || return 0
   waited=0
@@ -969,8 +969,7 @@ while :; do
 done
 )
     [ "$(git --git-dir="$d/$1" rev-parse -q --verify "$2^{commit}" 2>/dev/null)" = "$3" ] || return 1
-ours='"'token=t0k3n'
-log_line='Branch main (at 0123456789abcdef0123456789abcdef01234567) deployed as release 20261125041638 by alice'
+log_line='"'Branch main (at 0123456789abcdef0123456789abcdef01234567) deployed as release 20261125041638 by alice'
 switch_current() {
   if [ -e releases/current ] || [ -L releases/current ]; then rm -f releases/current; fi
   ln -s \""'$d/releases/$rel" releases/current
@@ -989,6 +988,7 @@ echo "switched $rel"
 rm -f "$marker.publishing"
 printf '"'%s\\n' \""'$log_line" >> revisions.log
 )
+log_line='Branch main (at 0123456789abcdef0123456789abcdef01234567) deployed as release 20261125041638 by alice'
   ln -s "$d/releases/$rel" releases/current
   echo "release \`$rel\` is no longer being prepared (its deploy was interrupted and it was removed); current is unchanged" >&2
 printf '%s\n' "$ours" "release=$rel" "previous=$previous" > "$d/.xtask-deploy/unconfirmed"

@@ -16,7 +16,7 @@
 
 use crate::config::Config;
 use crate::protocol::Answer;
-use crate::shell::{quote, RemoteScript};
+use crate::shell::RemoteScript;
 
 use super::daemon::ACCESS_HOOK;
 use super::{DROP_LOCK, LOCK_HELPERS, PUSHED, STATE};
@@ -115,7 +115,7 @@ const AWAIT_PUSH: &str = include_str!("sh/await_push.sh");
 /// once per script, so that every line that uses it is the same in every deploy (see
 /// [`crate::shell::kept`]).
 pub(super) fn ours(token: &str) -> String {
-    format!("ours={}\n", quote(&format!("token={token}")))
+    crate::shell::header(&[("ours", &format!("token={token}"))])
 }
 
 /// The confirmation as a step of the last batch (one server, nothing after it): the keeper's

@@ -74,6 +74,7 @@ pub fn keeper_script(
         &restart,
         REQUIRE,
         KEEPER_START,
+        STATE,
         crate::plan::confirm::GO_BACK,
         LOCK_HELPERS,
         DROP_LOCK,

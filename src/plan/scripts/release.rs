@@ -287,10 +287,10 @@ pub fn publish_script(config: &Config, release: &Release, token: &str) -> Remote
     let header = crate::shell::header(&[
         ("d", &config.deploy_to),
         ("rel", &release.name),
-        ("ours", &format!("token={token}")),
         ("log_line", &crate::plan::revision_log_line(release)),
     ]);
-    RemoteScript { name: "publish", text: ["set -eu\n", &header, SWITCH_CURRENT, PUBLISH].concat() }
+    let ours = super::keeper::ours(token);
+    RemoteScript { name: "publish", text: ["set -eu\n", &header, &ours, SWITCH_CURRENT, PUBLISH].concat() }
 }
 
 /// The publish's shell (see [`publish_script`]).

@@ -42,14 +42,17 @@ require_setup() {
 }
 # shellcheck shell=sh disable=SC2154,SC2034,SC2086 # values set and read by the other pieces; words split on purpose
 # The lock keeper's first lines (see `keeper_script` in lock.rs, which puts keeper_take.sh,
-# keeper_serve.sh and keeper_loop.sh after it). Expects: `d`, `require_git`, `require_setup`.
-# Sets: `state`.
+# keeper_serve.sh and keeper_loop.sh after it, with state.sh first). Expects: `d`,
+# `require_git`, `require_setup`.
 # The deployer may vanish at any time: a write to its channel must fail, not kill this shell
 # before it cleans up (a handler, not an ignored signal: the commands it starts get the default).
 trap 'gone=1' PIPE
-state="$d/.xtask-deploy"
 require_git
 require_setup
+# shellcheck shell=sh disable=SC2154,SC2034 # `d` is set by the header before it; `state` is read by what follows
+# The private state directory of `deploy_to` (the lock, the marks, the kept scripts).
+# Expects: `d`. Sets: `state`.
+state="$d/.xtask-deploy"
 # shellcheck shell=sh disable=SC2154,SC2034 # its values are set, and `went_back` read, by the script it is part of
 # Going back to the release a server had (see `GO_BACK` in confirm.rs for what each function
 # does). Expects: `d`, `state`, `release`, `previous`, `user`, and `self` if set (else `$$`).

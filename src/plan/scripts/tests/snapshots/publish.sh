@@ -1,8 +1,8 @@
 set -eu
 d=/srv/app
 rel=20261125041638
-ours='token=t0k3n'
 log_line='Branch main (at 0123456789abcdef0123456789abcdef01234567) deployed as release 20261125041638 by alice'
+ours='token=t0k3n'
 # shellcheck shell=sh disable=SC2154 # its values are set by the script it is part of
 # `switch_current`: switches `current` to `releases/$rel` atomically: `ln -s` to
 # `releases/current`, then `mv -T`, as Capistrano 3. Expects: `rel`, the working directory `$d`.
